@@ -1,0 +1,119 @@
+/**
+ * Numbered schema migrations for the SQLite store. Append only: never edit a migration that has
+ * shipped; add the next number. Each runs in its own transaction and bumps `PRAGMA user_version`.
+ */
+export interface Migration {
+  version: number;
+  name: string;
+  sql: string;
+}
+
+export const MIGRATIONS: Migration[] = [
+  {
+    version: 1,
+    name: 'events, sessions, identity, holds, checkpoints, policy versions, connections',
+    sql: `
+      CREATE TABLE events (
+        seq INTEGER PRIMARY KEY,
+        time INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        session TEXT,
+        actor TEXT,
+        connection TEXT,
+        payload BLOB,                 -- canonical JSON text, or deflated when large; NULL once purged
+        encoding TEXT NOT NULL,       -- 'json' | 'deflate' | 'purged'
+        spans TEXT,                   -- JSON array of MaskSpan, NULL once purged
+        payload_hash TEXT NOT NULL,
+        prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL
+      );
+      CREATE INDEX events_session ON events(session, seq);
+      CREATE INDEX events_time ON events(time);
+      CREATE TABLE sessions (
+        id TEXT PRIMARY KEY,
+        connection TEXT,
+        protocol TEXT NOT NULL,
+        actor TEXT,
+        actor_name TEXT,
+        started_at INTEGER NOT NULL,
+        last_event_at INTEGER NOT NULL,
+        ended_at INTEGER,
+        events INTEGER NOT NULL DEFAULT 0,
+        requests INTEGER NOT NULL DEFAULT 0,
+        holds INTEGER NOT NULL DEFAULT 0,
+        masked INTEGER NOT NULL DEFAULT 0,
+        denied INTEGER NOT NULL DEFAULT 0,
+        errors INTEGER NOT NULL DEFAULT 0
+      );
+      CREATE INDEX sessions_started ON sessions(started_at);
+      CREATE TABLE api_keys (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        hash TEXT NOT NULL UNIQUE,
+        groups TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        created_by TEXT,
+        expires_at INTEGER,
+        revoked_at INTEGER,
+        last_used_at INTEGER
+      );
+      CREATE TABLE users (
+        subject TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        groups TEXT NOT NULL,
+        first_seen INTEGER NOT NULL,
+        last_seen INTEGER NOT NULL
+      );
+      CREATE TABLE console_sessions (
+        id TEXT PRIMARY KEY,
+        identity TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL
+      );
+      CREATE TABLE holds (
+        id TEXT PRIMARY KEY,
+        state TEXT NOT NULL,
+        session TEXT,
+        connection TEXT NOT NULL,
+        requester TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        resolved_at INTEGER,
+        view TEXT NOT NULL            -- JSON HoldView
+      );
+      CREATE INDEX holds_state ON holds(state, created_at);
+      CREATE TABLE grants (
+        id TEXT PRIMARY KEY,
+        subject TEXT NOT NULL,
+        connection TEXT NOT NULL,
+        rule TEXT NOT NULL,
+        hold TEXT NOT NULL,
+        expires_at INTEGER NOT NULL
+      );
+      CREATE TABLE checkpoints (
+        tree_size INTEGER NOT NULL,
+        root_hash TEXT NOT NULL,
+        time INTEGER NOT NULL,
+        note TEXT NOT NULL,
+        PRIMARY KEY (tree_size, time)
+      );
+      CREATE TABLE policy_versions (
+        version INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL,           -- 'policies' | 'masking'
+        author TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        body TEXT NOT NULL            -- JSON
+      );
+      CREATE TABLE connections (
+        name TEXT PRIMARY KEY,
+        config TEXT NOT NULL,         -- JSON Connection without the secret value
+        secret BLOB,                  -- encrypted secret
+        updated_at INTEGER NOT NULL
+      );
+      CREATE TABLE meta (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+      );
+    `,
+  },
+];

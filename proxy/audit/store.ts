@@ -1,0 +1,369 @@
+/**
+ * The audit store: one SQLite file (WAL) under the data dir holding the hash-chained event log and
+ * the gateway's state tables. Every append is committed before it returns, so an event the caller
+ * saw acknowledged survives a gateway crash; if SQLite cannot write (disk full, locked, read-only),
+ * `append` throws `StoreUnavailableError` and the caller refuses the request (fail closed).
+ *
+ * Chain (see docs/AUDIT.md):
+ *   payloadHash = SHA-256(canonical({payload, spans}))
+ *   body        = {seq, time, kind, session, actor, connection, payloadHash}
+ *   hash        = SHA-256(prevHash ‖ canonical(body)), prevHash of seq 1 = 32 zero bytes.
+ * Retention may delete a payload; its payloadHash stays, so the chain still verifies.
+ */
+import { createHash } from 'node:crypto';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { deflateRawSync, inflateRawSync } from 'node:zlib';
+import Database from 'better-sqlite3';
+import { canonicalize } from '../../shared/canonical-json';
+import type { AuditEvent, AuditEventInput, MaskSpan, SessionSummary } from '../../shared/events';
+import { MIGRATIONS } from './migrations';
+
+export const GENESIS_HASH = '0'.repeat(64);
+/** Payloads larger than this are stored deflated; hashes always cover the canonical text. */
+const COMPRESS_OVER = 4096;
+
+export class StoreUnavailableError extends Error {
+  constructor(cause: unknown) {
+    super(`audit store unavailable: ${cause instanceof Error ? cause.message : String(cause)}`);
+    this.name = 'StoreUnavailableError';
+    this.cause = cause;
+  }
+}
+
+export function sha256hex(data: string | Uint8Array): string {
+  return createHash('sha256').update(data).digest('hex');
+}
+
+export function payloadHashOf(payload: unknown, spans: MaskSpan[]): string {
+  return sha256hex(canonicalize({ payload, spans }));
+}
+
+export function eventBody(e: Pick<AuditEvent, 'seq' | 'time' | 'kind' | 'session' | 'actor' | 'connection' | 'payloadHash'>) {
+  return { seq: e.seq, time: e.time, kind: e.kind, session: e.session, actor: e.actor, connection: e.connection, payloadHash: e.payloadHash };
+}
+
+export function chainHash(prevHash: string, body: ReturnType<typeof eventBody>): string {
+  return createHash('sha256').update(Buffer.from(prevHash, 'hex')).update(canonicalize(body)).digest('hex');
+}
+
+interface EventRow {
+  seq: number;
+  time: number;
+  kind: string;
+  session: string | null;
+  actor: string | null;
+  connection: string | null;
+  payload: Buffer | string | null;
+  encoding: string;
+  spans: string | null;
+  payload_hash: string;
+  prev_hash: string;
+  hash: string;
+}
+
+export function rowToEvent(r: EventRow): AuditEvent {
+  let payload: unknown = null;
+  if (r.encoding === 'json') payload = JSON.parse(typeof r.payload === 'string' ? r.payload : r.payload!.toString('utf8'));
+  else if (r.encoding === 'deflate') payload = JSON.parse(inflateRawSync(r.payload as Buffer).toString('utf8'));
+  return {
+    seq: r.seq,
+    time: r.time,
+    kind: r.kind as AuditEvent['kind'],
+    session: r.session,
+    actor: r.actor,
+    connection: r.connection,
+    payload,
+    spans: r.spans ? (JSON.parse(r.spans) as MaskSpan[]) : [],
+    payloadHash: r.payload_hash,
+    prevHash: r.prev_hash,
+    hash: r.hash,
+  };
+}
+
+export interface SessionFilter {
+  user?: string;
+  connection?: string;
+  protocol?: string;
+  from?: number;
+  to?: number;
+  hadHolds?: boolean;
+  hadMasking?: boolean;
+  limit?: number;
+  offset?: number;
+}
+
+type Listener = (e: AuditEvent) => void;
+
+/** What the rest of the gateway needs from an event log; a PostgreSQL-backed store can follow it. */
+export interface EventLog {
+  append(input: AuditEventInput): AuditEvent;
+  appendMany(inputs: AuditEventInput[]): AuditEvent[];
+  head(): { size: number; hash: string };
+  sessionEvents(session: string, afterSeq?: number, limit?: number): AuditEvent[];
+  listSessions(filter?: SessionFilter): { total: number; sessions: SessionSummary[] };
+  onAppend(listener: Listener): () => void;
+}
+
+export class AuditStore implements EventLog {
+  readonly db: Database.Database;
+  readonly path: string;
+  private seq = 0;
+  private lastHash = GENESIS_HASH;
+  private listeners = new Set<Listener>();
+  private insertEvent: Database.Statement;
+  private upsertSession: Database.Statement;
+  private appendTx: (inputs: AuditEventInput[]) => AuditEvent[];
+
+  /** Opens (creating if needed) `<dataDir>/custody.db` and runs pending migrations. */
+  static open(dataDir: string, options: { readonly?: boolean } = {}): AuditStore {
+    if (!options.readonly) mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+    return new AuditStore(join(dataDir, 'custody.db'), options);
+  }
+
+  constructor(path: string, options: { readonly?: boolean } = {}) {
+    this.path = path;
+    try {
+      this.db = new Database(path, { readonly: options.readonly ?? false, fileMustExist: options.readonly ?? false, timeout: 2000 });
+      if (!options.readonly) {
+        this.db.pragma('journal_mode = WAL');
+        this.db.pragma('synchronous = NORMAL');
+        this.db.pragma('foreign_keys = ON');
+        migrate(this.db);
+      }
+    } catch (err) {
+      throw new StoreUnavailableError(err);
+    }
+    const last = this.db.prepare('SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1').get() as { seq: number; hash: string } | undefined;
+    if (last) {
+      this.seq = last.seq;
+      this.lastHash = last.hash;
+    }
+    this.insertEvent = this.db.prepare(
+      `INSERT INTO events (seq, time, kind, session, actor, connection, payload, encoding, spans, payload_hash, prev_hash, hash)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    );
+    this.upsertSession = this.db.prepare(
+      `INSERT INTO sessions (id, connection, protocol, actor, actor_name, started_at, last_event_at, ended_at, events, requests, holds, masked, denied, errors)
+       VALUES (@id, @connection, @protocol, @actor, @actorName, @time, @time, @ended, 1, @requests, @holds, @masked, @denied, @errors)
+       ON CONFLICT(id) DO UPDATE SET
+         last_event_at = @time,
+         ended_at = COALESCE(@ended, ended_at),
+         actor_name = COALESCE(actor_name, @actorName),
+         events = events + 1,
+         requests = requests + @requests,
+         holds = holds + @holds,
+         masked = masked + @masked,
+         denied = denied + @denied,
+         errors = errors + @errors`,
+    );
+    this.appendTx = this.db.transaction((inputs: AuditEventInput[]) => inputs.map((i) => this.appendOne(i)));
+  }
+
+  /** Appends one event, committed before return. Throws StoreUnavailableError when it cannot. */
+  append(input: AuditEventInput): AuditEvent {
+    return this.appendMany([input])[0]!;
+  }
+
+  /** Appends several events in one transaction (one commit). */
+  appendMany(inputs: AuditEventInput[]): AuditEvent[] {
+    const seq0 = this.seq;
+    const hash0 = this.lastHash;
+    let events: AuditEvent[];
+    try {
+      events = this.appendTx(inputs);
+    } catch (err) {
+      this.seq = seq0;
+      this.lastHash = hash0;
+      throw err instanceof StoreUnavailableError ? err : new StoreUnavailableError(err);
+    }
+    for (const e of events) for (const l of this.listeners) l(e);
+    return events;
+  }
+
+  private appendOne(input: AuditEventInput): AuditEvent {
+    const spans = input.spans ?? [];
+    const payload = input.payload === undefined ? null : input.payload;
+    const text = canonicalize(payload);
+    const spansText = canonicalize(spans);
+    const payloadHash = sha256hex(`{"payload":${text},"spans":${spansText}}`);
+    const seq = this.seq + 1;
+    const time = input.time ?? Date.now();
+    const body = {
+      seq,
+      time,
+      kind: input.kind,
+      session: input.session ?? null,
+      actor: input.actor ?? null,
+      connection: input.connection ?? null,
+      payloadHash,
+    };
+    const hash = chainHash(this.lastHash, body);
+    const big = text.length > COMPRESS_OVER;
+    this.insertEvent.run(
+      seq,
+      time,
+      input.kind,
+      body.session,
+      body.actor,
+      body.connection,
+      big ? deflateRawSync(text) : text,
+      big ? 'deflate' : 'json',
+      spans.length ? spansText : null,
+      payloadHash,
+      this.lastHash,
+      hash,
+    );
+    if (body.session) this.indexSession(body.session, input, time, spans.length);
+    const event: AuditEvent = { ...body, payload, spans, prevHash: this.lastHash, hash };
+    this.seq = seq;
+    this.lastHash = hash;
+    return event;
+  }
+
+  private indexSession(id: string, input: AuditEventInput, time: number, masked: number): void {
+    const p = (input.payload ?? {}) as Record<string, unknown>;
+    const kind = input.kind;
+    const protocol = kind.startsWith('pg.') || p['protocol'] === 'postgres' ? 'postgres' : kind.startsWith('http.') || p['protocol'] === 'http' ? 'http' : 'control';
+    const decision = kind === 'policy.decision' ? p['action'] : kind === 'hold.resolved' ? p['state'] : undefined;
+    this.upsertSession.run({
+      id,
+      connection: input.connection ?? null,
+      protocol,
+      actor: input.actor ?? null,
+      actorName: typeof p['actorName'] === 'string' ? p['actorName'] : null,
+      time,
+      ended: kind === 'session.end' ? time : null,
+      requests: kind === 'http.request' || kind === 'pg.statement' ? 1 : 0,
+      holds: kind === 'hold.created' ? 1 : 0,
+      masked,
+      denied: decision === 'deny' || decision === 'denied' || decision === 'expired' ? 1 : 0,
+      errors: kind === 'http.error' || kind === 'pg.error' ? 1 : 0,
+    });
+  }
+
+  head(): { size: number; hash: string } {
+    return { size: this.seq, hash: this.lastHash };
+  }
+
+  onAppend(listener: Listener): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  event(seq: number): AuditEvent | undefined {
+    const r = this.db.prepare('SELECT * FROM events WHERE seq = ?').get(seq) as EventRow | undefined;
+    return r && rowToEvent(r);
+  }
+
+  /** Events in seq order, `from` inclusive, at most `limit`. */
+  events(from = 1, limit = 1000): AuditEvent[] {
+    return (this.db.prepare('SELECT * FROM events WHERE seq >= ? ORDER BY seq LIMIT ?').all(from, limit) as EventRow[]).map(rowToEvent);
+  }
+
+  /** Raw rows in seq order, for the verifier (no JSON decoding it does not need). */
+  *iterateRows(from = 1): IterableIterator<EventRow> {
+    yield* this.db.prepare('SELECT * FROM events WHERE seq >= ? ORDER BY seq').iterate(from) as IterableIterator<EventRow>;
+  }
+
+  sessionEvents(session: string, afterSeq = 0, limit = 10_000): AuditEvent[] {
+    return (
+      this.db.prepare('SELECT * FROM events WHERE session = ? AND seq > ? ORDER BY seq LIMIT ?').all(session, afterSeq, limit) as EventRow[]
+    ).map(rowToEvent);
+  }
+
+  session(id: string): SessionSummary | undefined {
+    const r = this.db.prepare('SELECT * FROM sessions WHERE id = ?').get(id) as SessionRow | undefined;
+    return r && rowToSession(r);
+  }
+
+  listSessions(filter: SessionFilter = {}): { total: number; sessions: SessionSummary[] } {
+    const where: string[] = [];
+    const args: Record<string, unknown> = {};
+    if (filter.user) {
+      where.push('(actor = @user OR actor_name LIKE @userLike)');
+      args['user'] = filter.user;
+      args['userLike'] = `%${filter.user}%`;
+    }
+    const eq = (column: string, value: unknown, op = '=') => {
+      where.push(`${column} ${op} @${column}`);
+      args[column] = value;
+    };
+    if (filter.connection) eq('connection', filter.connection);
+    if (filter.protocol) eq('protocol', filter.protocol);
+    if (filter.from !== undefined) eq('last_event_at', filter.from, '>=');
+    if (filter.to !== undefined) eq('started_at', filter.to, '<=');
+    if (filter.hadHolds) where.push('holds > 0');
+    if (filter.hadMasking) where.push('masked > 0');
+    const clause = where.length ? `WHERE ${where.join(' AND ')}` : '';
+    const total = (this.db.prepare(`SELECT count(*) AS n FROM sessions ${clause}`).get(args) as { n: number }).n;
+    const rows = this.db
+      .prepare(`SELECT * FROM sessions ${clause} ORDER BY last_event_at DESC LIMIT @limit OFFSET @offset`)
+      .all({ ...args, limit: filter.limit ?? 100, offset: filter.offset ?? 0 }) as SessionRow[];
+    return { total, sessions: rows.map(rowToSession) };
+  }
+
+  meta(key: string): string | undefined {
+    return (this.db.prepare('SELECT value FROM meta WHERE key = ?').get(key) as { value: string } | undefined)?.value;
+  }
+
+  setMeta(key: string, value: string): void {
+    this.db.prepare('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value').run(key, value);
+  }
+
+  close(): void {
+    this.listeners.clear();
+    if (this.db.open) this.db.close();
+  }
+}
+
+interface SessionRow {
+  id: string;
+  connection: string | null;
+  protocol: string;
+  actor: string | null;
+  actor_name: string | null;
+  started_at: number;
+  last_event_at: number;
+  ended_at: number | null;
+  events: number;
+  requests: number;
+  holds: number;
+  masked: number;
+  denied: number;
+  errors: number;
+}
+
+function rowToSession(r: SessionRow): SessionSummary {
+  return {
+    id: r.id,
+    connection: r.connection,
+    protocol: r.protocol as SessionSummary['protocol'],
+    actor: r.actor,
+    actorName: r.actor_name,
+    startedAt: r.started_at,
+    lastEventAt: r.last_event_at,
+    endedAt: r.ended_at,
+    events: r.events,
+    requests: r.requests,
+    holds: r.holds,
+    masked: r.masked,
+    denied: r.denied,
+    errors: r.errors,
+  };
+}
+
+/** Applies pending migrations, each in its own transaction. Exported for migration tests. */
+export function migrate(db: Database.Database, migrations = MIGRATIONS): number {
+  const current = db.pragma('user_version', { simple: true }) as number;
+  let version = current;
+  for (const m of migrations) {
+    if (m.version <= current) continue;
+    db.transaction(() => {
+      db.exec(m.sql);
+      db.pragma(`user_version = ${m.version}`);
+    })();
+    version = m.version;
+  }
+  return version;
+}

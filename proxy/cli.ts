@@ -1,0 +1,53 @@
+/**
+ * `custody` — the command line. Each subcommand lives in proxy/cli/<name>.ts. Every failure prints
+ * one clear line on stderr and exits non-zero (2 for usage errors).
+ */
+import { ConfigError } from './config';
+import { type Io, type ParsedArgs, parseArgs, processIo, UsageError } from './cli/args';
+import { keysCommand } from './cli/keys';
+import { serveCommand } from './cli/serve';
+
+type Command = (args: ParsedArgs, io: Io) => Promise<number>;
+
+/** name → [handler, switches (flags without a value), one-line help] */
+const COMMANDS: Record<string, [Command, string[], string]> = {
+  serve: [serveCommand, [], 'serve [--config FILE] [--data-dir DIR]            run the gateway and the console'],
+  keys: [keysCommand, ['json'], 'keys create --name N --groups a,b [--expires 30d] | list | revoke ID | expire ID'],
+};
+
+export const USAGE = `usage: custody <command> [options]\n\n${Object.values(COMMANDS)
+  .map(([, , help]) => `  custody ${help}`)
+  .join('\n')}\n\nEvery command takes --config FILE or --data-dir DIR to find the store.\n`;
+
+export async function main(argv: string[], io: Io = processIo): Promise<number> {
+  const name = argv[0];
+  if (!name || name === '--help' || name === '-h' || name === 'help') {
+    io.out(USAGE);
+    return name ? 0 : 2;
+  }
+  if (name === '--version') {
+    const { VERSION } = await import('./gateway');
+    io.out(`${VERSION}\n`);
+    return 0;
+  }
+  const entry = COMMANDS[name];
+  if (!entry) {
+    io.err(`custody: unknown command "${name}" (try custody --help)\n`);
+    return 2;
+  }
+  try {
+    return await entry[0](parseArgs(argv, entry[1]), io);
+  } catch (err) {
+    if (err instanceof UsageError) {
+      io.err(`custody ${name}: ${err.message}\n`);
+      return 2;
+    }
+    if (err instanceof ConfigError) {
+      io.err(`custody: invalid config: ${err.message}\n`);
+      return 1;
+    }
+    io.err(`custody ${name}: ${err instanceof Error ? err.message : String(err)}\n`);
+    if (process.env['CUSTODY_DEBUG'] && err instanceof Error) io.err(`${err.stack}\n`);
+    return 1;
+  }
+}

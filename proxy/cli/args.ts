@@ -1,0 +1,52 @@
+/** Command-line parsing shared by the subcommands: positionals and `--flag value` / `--flag=value` / `--switch`. */
+export class UsageError extends Error {}
+
+export interface ParsedArgs {
+  positionals: string[];
+  flags: Record<string, string | true>;
+}
+
+export function parseArgs(argv: string[], switches: string[] = []): ParsedArgs {
+  const positionals: string[] = [];
+  const flags: Record<string, string | true> = {};
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '--') {
+      positionals.push(...argv.slice(i + 1));
+      break;
+    }
+    if (a.startsWith('--')) {
+      const eq = a.indexOf('=');
+      const name = eq > 0 ? a.slice(2, eq) : a.slice(2);
+      if (eq > 0) flags[name] = a.slice(eq + 1);
+      else if (switches.includes(name)) flags[name] = true;
+      else {
+        const v = argv[i + 1];
+        if (v === undefined || v.startsWith('--')) throw new UsageError(`--${name} needs a value`);
+        flags[name] = v;
+        i++;
+      }
+    } else positionals.push(a);
+  }
+  return { positionals, flags };
+}
+
+export function str(args: ParsedArgs, name: string): string | undefined {
+  const v = args.flags[name];
+  return typeof v === 'string' ? v : undefined;
+}
+
+export function rejectUnknown(args: ParsedArgs, known: string[]): void {
+  for (const k of Object.keys(args.flags)) if (!known.includes(k)) throw new UsageError(`unknown option --${k}`);
+}
+
+/** Output streams, injectable for tests. */
+export interface Io {
+  out: (text: string) => void;
+  err: (text: string) => void;
+}
+
+export const processIo: Io = {
+  out: (t) => process.stdout.write(t),
+  err: (t) => process.stderr.write(t),
+};

@@ -1,0 +1,46 @@
+import { resolveConfig } from '../config';
+import { Gateway } from '../gateway';
+import { createLogger } from '../log';
+import { type Io, type ParsedArgs, rejectUnknown, str } from './args';
+
+/** `custody serve [--config FILE] [--data-dir DIR]`: runs the gateway until SIGINT/SIGTERM. */
+export async function serveCommand(args: ParsedArgs, io: Io): Promise<number> {
+  rejectUnknown(args, ['config', 'data-dir']);
+  const { config, file, dataDir } = resolveConfig({ config: str(args, 'config'), dataDir: str(args, 'data-dir') });
+  const log = createLogger();
+  const gw = await Gateway.start({ config, dataDir, configFile: file, log });
+  const control = gw.address('control');
+  const http = gw.listeners.find((l) => l.name === 'http')?.address;
+  io.err(`Custody ${gw.services.version} — ${file ? `config ${file}` : 'embedded default config'}, data in ${dataDir}\n`);
+  for (const l of gw.listeners) io.err(`  ${l.name.padEnd(10)} ${l.name === 'control' ? `http://${l.address}/` : l.address}\n`);
+  if (gw.firstKey) {
+    const conn = config.connections.find((c) => c.kind === 'openai')?.name ?? 'openai';
+    io.err(
+      `\nFirst start: created an admin API key for the local user. It is shown only once:\n\n  ${gw.firstKey}\n\n` +
+        `Point the OpenAI SDK at the gateway:\n\n` +
+        `  import OpenAI from 'openai';\n` +
+        `  const client = new OpenAI({ baseURL: 'http://${http ?? '127.0.0.1:7421'}/${conn}', apiKey: '${gw.firstKey}' });\n\n`,
+    );
+  }
+  const loginLink = (gw as { loginLink?: () => string }).loginLink?.();
+  if (loginLink) io.err(`Console: ${loginLink}\n`);
+  else io.err(`Console: http://${control}/\n`);
+
+  await new Promise<void>((resolve) => {
+    const stop = (signal: string) => {
+      io.err(`${signal}: draining in-flight requests and stopping…\n`);
+      process.off('SIGINT', onInt);
+      process.off('SIGTERM', onTerm);
+      gw.stop().then(resolve, (err: unknown) => {
+        log.error(`stop failed: ${String(err)}`);
+        resolve();
+      });
+    };
+    const onInt = () => stop('SIGINT');
+    const onTerm = () => stop('SIGTERM');
+    process.on('SIGINT', onInt);
+    process.on('SIGTERM', onTerm);
+  });
+  io.err('stopped\n');
+  return 0;
+}

@@ -1,0 +1,115 @@
+/**
+ * Loads the YAML config, validates it against the schema in shared/config.ts, and reports every
+ * problem with the file, line and field, e.g.
+ *   custody.yaml:12: connections[0].upstream: an HTTP upstream is a URL such as https://api.openai.com/v1
+ */
+import { readFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { dirname, isAbsolute, join, resolve } from 'node:path';
+import { isMap, isSeq, LineCounter, parseDocument, type Node as YamlNode } from 'yaml';
+import { type Config, formatIssuePath, validateConfig } from '../shared/config';
+
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+export interface LoadedConfig {
+  config: Config;
+  /** The file it came from; undefined for the embedded default. */
+  file?: string;
+  dataDir: string;
+}
+
+/** The per-user app-data folder: ~/.config/Custody, ~/Library/Application Support/Custody, %APPDATA%\Custody. */
+export function defaultDataDir(): string {
+  if (process.env['CUSTODY_DATA_DIR']) return process.env['CUSTODY_DATA_DIR'];
+  if (process.platform === 'darwin') return join(homedir(), 'Library', 'Application Support', 'Custody');
+  if (process.platform === 'win32') return join(process.env['APPDATA'] ?? join(homedir(), 'AppData', 'Roaming'), 'Custody');
+  return join(process.env['XDG_CONFIG_HOME'] ?? join(homedir(), '.config'), 'Custody');
+}
+
+/** Parses and validates YAML text; `file` is used in messages only. */
+export function parseConfig(text: string, file = 'config'): Config {
+  const lines = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true });
+  if (doc.errors.length) {
+    const e = doc.errors[0]!;
+    const line = e.linePos?.[0]?.line ?? 1;
+    throw new ConfigError(`${file}:${line}: invalid YAML: ${e.message.split('\n')[0]}`);
+  }
+  const value = doc.toJS() ?? {};
+  if (typeof value !== 'object' || Array.isArray(value)) throw new ConfigError(`${file}:1: the config must be a mapping of keys (dataDir, listen, connections, ...)`);
+  const r = validateConfig(value);
+  if (r.ok) return r.config;
+  const messages = r.issues.map((issue) => {
+    const line = lineOf(doc.contents as YamlNode | null, issue.path, lines);
+    const field = formatIssuePath(issue.path) || '(top level)';
+    return `${file}:${line}: ${field}: ${issue.message}`;
+  });
+  throw new ConfigError(messages.join('\n'));
+}
+
+/** Line of the deepest node that exists along `path`. */
+function lineOf(root: YamlNode | null, path: (string | number)[], lines: LineCounter): number {
+  let node: unknown = root;
+  let offset = 0;
+  for (const key of path) {
+    if (isMap(node)) {
+      const pair = node.items.find((p) => (p.key as { value?: unknown } | null)?.value === key);
+      if (!pair) break;
+      const k = pair.key as YamlNode;
+      offset = k.range?.[0] ?? offset;
+      node = pair.value;
+      const v = node as YamlNode | null;
+      if (v?.range) offset = typeof key === 'string' && !isMap(v) && !isSeq(v) ? v.range[0] : offset;
+    } else if (isSeq(node) && typeof key === 'number') {
+      const item = node.items[key] as YamlNode | undefined;
+      if (!item) break;
+      offset = item.range?.[0] ?? offset;
+      node = item;
+    } else break;
+  }
+  return lines.linePos(offset).line;
+}
+
+export function loadConfigFile(file: string): Config {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new ConfigError(`${file}: cannot read config (${code === 'ENOENT' ? 'no such file' : code ?? String(err)})`);
+  }
+  return parseConfig(text, file);
+}
+
+/**
+ * Resolves the config and data dir for a CLI command: `--config FILE` (its `dataDir` relative to
+ * the file), then `--data-dir DIR` overrides the data dir; with neither, the embedded default.
+ */
+export function resolveConfig(opts: { config?: string; dataDir?: string }): LoadedConfig {
+  const file = opts.config ? resolve(opts.config) : undefined;
+  const config = file ? loadConfigFile(file) : parseConfig('', 'embedded default');
+  let dataDir = opts.dataDir ? resolve(opts.dataDir) : config.dataDir;
+  if (dataDir && file && !isAbsolute(dataDir)) dataDir = resolve(dirname(file), dataDir);
+  return { config, file, dataDir: dataDir ?? defaultDataDir() };
+}
+
+/** Reads a connection secret from its source. Throws a ConfigError naming the connection. */
+export function readSecret(source: { env: string } | { value: string } | { file: string } | undefined, what: string): string | undefined {
+  if (!source) return undefined;
+  if ('value' in source) return source.value;
+  if ('env' in source) {
+    const v = process.env[source.env];
+    if (v === undefined) throw new ConfigError(`${what}: environment variable ${source.env} is not set`);
+    return v;
+  }
+  try {
+    return readFileSync(source.file, 'utf8').trim();
+  } catch (err) {
+    throw new ConfigError(`${what}: cannot read secret file ${source.file} (${(err as NodeJS.ErrnoException).code ?? err})`);
+  }
+}

@@ -1,0 +1,109 @@
+/**
+ * A minimal router for the control plane's REST API: `router.get('/api/sessions/:id', handler)`.
+ * Handlers return a value (sent as JSON) or an ApiResponse; thrown HttpErrors become JSON errors
+ * `{"error": {"code", "message"}}` with their status.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Role } from '../../shared/config';
+import type { Identity } from '../../shared/identity';
+
+export class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export interface RequestContext {
+  req: IncomingMessage;
+  res: ServerResponse;
+  params: Record<string, string>;
+  query: URLSearchParams;
+  url: URL;
+  /** The signed-in user; undefined only on routes marked `public`. */
+  identity: Identity | undefined;
+  /** Parsed JSON body (limited in size); throws HttpError 400/413. */
+  json<T = unknown>(): Promise<T>;
+}
+
+/** Raw response: the handler wrote to `res` itself. */
+export const HANDLED = Symbol('handled');
+
+export type Handler = (ctx: RequestContext) => unknown | Promise<unknown>;
+
+export interface RouteOptions {
+  /** No sign-in needed (health, login). */
+  public?: boolean;
+  /** Role required; admin satisfies every role. */
+  role?: Role;
+}
+
+interface Route {
+  method: string;
+  parts: string[];
+  handler: Handler;
+  options: RouteOptions;
+}
+
+export class Router {
+  private routes: Route[] = [];
+
+  add(method: string, path: string, handler: Handler, options: RouteOptions = {}): void {
+    this.routes.push({ method, parts: path.split('/').filter(Boolean), handler, options });
+  }
+  get(path: string, handler: Handler, options?: RouteOptions) {
+    this.add('GET', path, handler, options);
+  }
+  post(path: string, handler: Handler, options?: RouteOptions) {
+    this.add('POST', path, handler, options);
+  }
+  put(path: string, handler: Handler, options?: RouteOptions) {
+    this.add('PUT', path, handler, options);
+  }
+  delete(path: string, handler: Handler, options?: RouteOptions) {
+    this.add('DELETE', path, handler, options);
+  }
+
+  /** Finds the route for a method and path; `methodMismatch` when the path exists under another method. */
+  match(method: string, pathname: string): { route: Route; params: Record<string, string> } | { methodMismatch: boolean } {
+    const parts = pathname.split('/').filter(Boolean);
+    let mismatch = false;
+    for (const route of this.routes) {
+      if (route.parts.length !== parts.length) continue;
+      const params: Record<string, string> = {};
+      let ok = true;
+      for (let i = 0; i < parts.length && ok; i++) {
+        const want = route.parts[i]!;
+        if (want.startsWith(':')) params[want.slice(1)] = decodeURIComponent(parts[i]!);
+        else ok = want === parts[i];
+      }
+      if (!ok) continue;
+      if (route.method !== method && !(method === 'HEAD' && route.method === 'GET')) {
+        mismatch = true;
+        continue;
+      }
+      return { route, params };
+    }
+    return { methodMismatch: mismatch };
+  }
+}
+
+export function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store', ...headers });
+  res.end(text);
+}
+
+export async function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length;
+    if (size > limit) throw new HttpError(413, 'body_too_large', `request body exceeds ${limit} bytes`);
+    chunks.push(chunk as Buffer);
+  }
+  return Buffer.concat(chunks);
+}

@@ -1,0 +1,57 @@
+import type { GatewayServices } from '../../services';
+import { HttpError, type Router } from '../router';
+
+function intParam(q: URLSearchParams, name: string): number | undefined {
+  const v = q.get(name);
+  if (v === null || v === '') return undefined;
+  const n = Number(v);
+  if (!Number.isFinite(n)) throw new HttpError(400, 'bad_request', `${name} must be a number`);
+  return n;
+}
+
+function timeParam(q: URLSearchParams, name: string): number | undefined {
+  const v = q.get(name);
+  if (!v) return undefined;
+  const n = /^\d+$/.test(v) ? Number(v) : Date.parse(v);
+  if (!Number.isFinite(n)) throw new HttpError(400, 'bad_request', `${name} must be a time (ISO 8601 or ms since epoch)`);
+  return n;
+}
+
+/** GET /api/sessions, /api/sessions/:id, /api/sessions/:id/events */
+export function registerSessionRoutes(router: Router, s: GatewayServices): void {
+  router.get(
+    '/api/sessions',
+    ({ query }) =>
+      s.store.listSessions({
+        user: query.get('user') ?? undefined,
+        connection: query.get('connection') ?? undefined,
+        protocol: query.get('protocol') ?? undefined,
+        from: timeParam(query, 'from'),
+        to: timeParam(query, 'to'),
+        hadHolds: query.get('hadHolds') === 'true',
+        hadMasking: query.get('hadMasking') === 'true',
+        limit: Math.min(intParam(query, 'limit') ?? 100, 1000),
+        offset: intParam(query, 'offset') ?? 0,
+      }),
+    { role: 'reviewer' },
+  );
+  router.get(
+    '/api/sessions/:id',
+    ({ params }) => {
+      const session = s.store.session(params['id']!);
+      if (!session) throw new HttpError(404, 'not_found', `no session ${params['id']}`);
+      return session;
+    },
+    { role: 'reviewer' },
+  );
+  router.get(
+    '/api/sessions/:id/events',
+    ({ params, query }) => {
+      const session = s.store.session(params['id']!);
+      if (!session) throw new HttpError(404, 'not_found', `no session ${params['id']}`);
+      const events = s.store.sessionEvents(params['id']!, intParam(query, 'after') ?? 0, Math.min(intParam(query, 'limit') ?? 10_000, 10_000));
+      return { session, events };
+    },
+    { role: 'reviewer' },
+  );
+}

@@ -1,0 +1,208 @@
+/**
+ * The control plane: REST under /api/…, the WebSocket at /api/events (see events-socket.ts), and
+ * the console's static files. Every /api route except those marked public needs a signed-in user:
+ * a console session cookie, or `Authorization: Bearer` with an API key or OIDC token.
+ */
+import { createReadStream, existsSync, statSync } from 'node:fs';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { extname, join, normalize, resolve, sep } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { hasRole, type Identity } from '../../shared/identity';
+import { AuthError, credentialFrom } from '../identity/authenticator';
+import { parseCookies, SESSION_COOKIE } from '../identity/console-sessions';
+import type { GatewayServices } from '../services';
+import { HANDLED, HttpError, readBody, Router, sendJson } from './router';
+import { registerSessionRoutes } from './routes/sessions';
+
+const JSON_LIMIT = 2 * 1024 * 1024;
+
+const MIME: Record<string, string> = {
+  '.html': 'text/html; charset=utf-8',
+  '.js': 'text/javascript; charset=utf-8',
+  '.css': 'text/css; charset=utf-8',
+  '.svg': 'image/svg+xml',
+  '.png': 'image/png',
+  '.json': 'application/json',
+  '.map': 'application/json',
+  '.woff2': 'font/woff2',
+};
+
+/** Where the built console lives (dist/renderer), found relative to this file or the bundle. */
+export function consoleDir(): string {
+  const here = fileURLToPath(new URL('.', import.meta.url));
+  for (const dir of [resolve(here, '../../dist/renderer'), resolve(here, '../renderer'), resolve(here, 'renderer')]) {
+    if (existsSync(join(dir, 'index.html'))) return dir;
+  }
+  return resolve(here, '../../dist/renderer');
+}
+
+export interface ControlPlane {
+  server: Server;
+  router: Router;
+  address: string;
+  /** Resolves the signed-in identity of a request (cookie or bearer), or undefined. */
+  identify(req: IncomingMessage): Promise<Identity | undefined>;
+  close(): Promise<void>;
+}
+
+export type RouteModule = (router: Router, services: GatewayServices) => void;
+
+export async function startControlPlane(s: GatewayServices, modules: RouteModule[] = []): Promise<ControlPlane> {
+  const router = new Router();
+  router.get('/api/health', () => ({ status: 'ok', version: s.version, events: s.store.head().size }), { public: true });
+  router.get('/api/me', ({ identity }) => identity);
+  registerSessionRoutes(router, s);
+  for (const register of modules) register(router, s);
+
+  const staticRoot = consoleDir();
+
+  async function identify(req: IncomingMessage): Promise<Identity | undefined> {
+    const cookie = parseCookies(req.headers.cookie)[SESSION_COOKIE];
+    if (cookie) {
+      const identity = s.consoleSessions.get(cookie);
+      if (identity) return identity;
+    }
+    const credential = credentialFrom(req.headers);
+    if (!credential) return undefined;
+    return s.auth.authenticate(credential);
+  }
+
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://control.invalid');
+    if (!url.pathname.startsWith('/api/')) return serveStatic(staticRoot, url.pathname, res);
+    const m = router.match(req.method ?? 'GET', url.pathname);
+    if (!('route' in m)) {
+      throw m.methodMismatch ? new HttpError(405, 'method_not_allowed', `${req.method} is not allowed on ${url.pathname}`) : new HttpError(404, 'not_found', `no route ${url.pathname}`);
+    }
+    const { route, params } = m;
+    let identity: Identity | undefined;
+    try {
+      identity = await identify(req);
+    } catch (err) {
+      if (!(err instanceof AuthError)) throw err;
+      if (!route.options.public) throw new HttpError(401, 'unauthenticated', err.message);
+    }
+    if (!route.options.public) {
+      if (!identity) throw new HttpError(401, 'unauthenticated', 'sign in first: open the console login page, or send an API key as a Bearer token');
+      if (route.options.role && !hasRole(identity, route.options.role)) throw new HttpError(403, 'forbidden', `this needs the ${route.options.role} role`);
+    }
+    let parsed: unknown;
+    let bodyRead = false;
+    const result = await route.handler({
+      req,
+      res,
+      params,
+      query: url.searchParams,
+      url,
+      identity,
+      async json<T>() {
+        if (!bodyRead) {
+          bodyRead = true;
+          const buf = await readBody(req, JSON_LIMIT);
+          try {
+            parsed = buf.length ? JSON.parse(buf.toString('utf8')) : undefined;
+          } catch (err) {
+            throw new HttpError(400, 'invalid_json', `request body is not valid JSON: ${(err as Error).message}`);
+          }
+        }
+        return parsed as T;
+      },
+    });
+    if (result === HANDLED || res.headersSent) return;
+    if (result === undefined) {
+      res.writeHead(204).end();
+      return;
+    }
+    sendJson(res, 200, result);
+  }
+
+  const server = createServer((req, res) => {
+    handle(req, res).catch((err: unknown) => {
+      if (res.headersSent) {
+        res.destroy();
+        return;
+      }
+      if (err instanceof HttpError) sendJson(res, err.status, { error: { code: err.code, message: err.message } });
+      else {
+        s.log.error(`control plane: ${req.method} ${req.url}: ${err instanceof Error ? err.stack : String(err)}`);
+        const message = err instanceof Error && err.name === 'StoreUnavailableError' ? err.message : 'internal error';
+        sendJson(res, err instanceof Error && err.name === 'StoreUnavailableError' ? 503 : 500, { error: { code: 'internal', message } });
+      }
+    });
+  });
+  server.keepAliveTimeout = 5000;
+  const [host, port] = splitHostPort(s.config.listen.control);
+  await listen(server, host, port);
+  const addr = server.address() as AddressInfo;
+  return {
+    server,
+    router,
+    address: `${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}`,
+    identify,
+    close: () => closeServer(server),
+  };
+}
+
+function serveStatic(root: string, pathname: string, res: ServerResponse): void {
+  let rel: string;
+  try {
+    rel = normalize(decodeURIComponent(pathname)).replace(/^([/\\])+/, '');
+  } catch {
+    rel = '';
+  }
+  let file = resolve(root, rel);
+  if (!file.startsWith(root + sep) && file !== root) file = join(root, 'index.html');
+  if (!existsSync(file) || statSync(file).isDirectory()) file = join(root, 'index.html'); // client-side routes
+  if (!existsSync(file)) {
+    res.writeHead(503, { 'content-type': 'text/plain; charset=utf-8' });
+    res.end('The console is not built. Run `npm run build`, then reload.\n');
+    return;
+  }
+  const isHtml = file.endsWith('.html');
+  res.writeHead(200, {
+    'content-type': MIME[extname(file)] ?? 'application/octet-stream',
+    'cache-control': isHtml ? 'no-cache' : 'public, max-age=3600',
+    'x-content-type-options': 'nosniff',
+    ...(isHtml
+      ? {
+          'content-security-policy': "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src 'self'; frame-ancestors 'none'",
+          'x-frame-options': 'DENY',
+          'referrer-policy': 'no-referrer',
+        }
+      : {}),
+  });
+  createReadStream(file).pipe(res);
+}
+
+export function splitHostPort(address: string): [string, number] {
+  const i = address.lastIndexOf(':');
+  const host = address.slice(0, i).replace(/^\[|\]$/g, '');
+  return [host, Number(address.slice(i + 1))];
+}
+
+export function listen(server: Server | import('node:net').Server, host: string, port: number): Promise<void> {
+  return new Promise((resolveListen, reject) => {
+    const onError = (err: NodeJS.ErrnoException) => {
+      reject(new Error(err.code === 'EADDRINUSE' ? `${host}:${port} is already in use (another gateway running?)` : `cannot listen on ${host}:${port}: ${err.message}`));
+    };
+    server.once('error', onError);
+    server.listen(port, host, () => {
+      server.off('error', onError);
+      resolveListen();
+    });
+  });
+}
+
+/** Stops accepting, lets in-flight requests finish (up to `graceMs`), then closes what is left. */
+export function closeServer(server: Server, graceMs = 10_000): Promise<void> {
+  return new Promise((done) => {
+    const timer = setTimeout(() => server.closeAllConnections(), graceMs);
+    timer.unref();
+    server.close(() => {
+      clearTimeout(timer);
+      done();
+    });
+    server.closeIdleConnections();
+  });
+}

@@ -1,0 +1,113 @@
+/**
+ * The gateway: opens the store, builds the identity, policy, masking and approval parts, and starts
+ * the listeners (HTTP proxy, PostgreSQL listeners, control plane). The same code runs under
+ * `custody serve` and inside the desktop app's utilityProcess; it never imports Electron.
+ */
+import { readFileSync } from 'node:fs';
+import type { Config } from '../shared/config';
+import { AuditStore } from './audit/store';
+import { EventBus } from './control/bus';
+import { type ControlPlane, type RouteModule, startControlPlane } from './control/server';
+import { ApiKeyStore } from './identity/api-keys';
+import { Authenticator } from './identity/authenticator';
+import { ConsoleSessions } from './identity/console-sessions';
+import { createLogger, type Logger } from './log';
+import type { GatewayServices } from './services';
+
+export const VERSION: string = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+
+export interface GatewayOptions {
+  config: Config;
+  dataDir: string;
+  configFile?: string;
+  log?: Logger;
+  /** Create a first admin key when the store has none (desktop/local mode). Default true. */
+  bootstrapKey?: boolean;
+}
+
+/** A listener the gateway started and must drain on stop. */
+export interface Listener {
+  name: string;
+  address: string;
+  close(): Promise<void>;
+}
+
+export class Gateway {
+  /** The first admin key, when this start created it (printed once by `custody serve`). */
+  firstKey?: string;
+  readonly listeners: Listener[] = [];
+  private control!: ControlPlane;
+  private stopping?: Promise<void>;
+  private readonly cleanups: (() => void | Promise<void>)[] = [];
+
+  private constructor(readonly services: GatewayServices) {}
+
+  static async start(opts: GatewayOptions): Promise<Gateway> {
+    const log = opts.log ?? createLogger();
+    const store = AuditStore.open(opts.dataDir);
+    const keys = new ApiKeyStore(store.db);
+    const services: GatewayServices = {
+      config: opts.config,
+      configFile: opts.configFile,
+      dataDir: opts.dataDir,
+      store,
+      keys,
+      auth: new Authenticator(keys, opts.config.identity),
+      consoleSessions: new ConsoleSessions(store.db),
+      bus: new EventBus(),
+      log,
+      version: VERSION,
+    };
+    const gw = new Gateway(services);
+    try {
+      await gw.startParts(opts);
+    } catch (err) {
+      await gw.stop().catch(() => {});
+      throw err;
+    }
+    return gw;
+  }
+
+  private async startParts(opts: GatewayOptions): Promise<void> {
+    const s = this.services;
+    if ((opts.bootstrapKey ?? true) && s.keys.count() === 0) {
+      const { key, record } = s.keys.create({ name: 'local-admin', groups: ['admin'], createdBy: 'system' });
+      s.store.append({ kind: 'key.created', actor: 'system', payload: { id: record.id, name: record.name, groups: record.groups, expiresAt: null, reason: 'first start' } });
+      this.firstKey = key;
+    }
+    const routeModules: RouteModule[] = [];
+    this.control = await startControlPlane(s, routeModules);
+    this.listeners.push({ name: 'control', address: this.control.address, close: () => this.control.close() });
+    s.store.append({ kind: 'gateway.start', actor: 'system', payload: { version: s.version, listeners: this.listeners.map((l) => ({ name: l.name, address: l.address })) } });
+  }
+
+  address(name: string): string {
+    const l = this.listeners.find((x) => x.name === name);
+    if (!l) throw new Error(`no listener ${name}`);
+    return l.address;
+  }
+
+  get controlPlane(): ControlPlane {
+    return this.control;
+  }
+
+  /** Registers work to do on stop, after the listeners have drained (timers, sockets). */
+  onStop(fn: () => void | Promise<void>): void {
+    this.cleanups.push(fn);
+  }
+
+  /** Stops accepting, drains in-flight requests, records the stop, closes the store. Idempotent. */
+  stop(): Promise<void> {
+    this.stopping ??= (async () => {
+      await Promise.allSettled([...this.listeners].reverse().map((l) => l.close()));
+      for (const fn of this.cleanups.reverse()) await Promise.resolve(fn()).catch(() => {});
+      try {
+        this.services.store.append({ kind: 'gateway.stop', actor: 'system', payload: {} });
+      } catch {
+        // the store may be the reason we are stopping
+      }
+      this.services.store.close();
+    })();
+    return this.stopping;
+  }
+}

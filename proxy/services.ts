@@ -1,0 +1,26 @@
+/**
+ * The gateway's parts, created once in gateway.ts and handed to each listener and route module.
+ * A part is added here when it lands; listeners read what they need from this one object.
+ */
+import type { Config } from '../shared/config';
+import type { AuditStore } from './audit/store';
+import type { EventBus } from './control/bus';
+import type { ApiKeyStore } from './identity/api-keys';
+import type { Authenticator } from './identity/authenticator';
+import type { ConsoleSessions } from './identity/console-sessions';
+import type { Logger } from './log';
+
+export interface GatewayServices {
+  config: Config;
+  /** The config file, when there is one (policy and masking edits are versioned in the store). */
+  configFile?: string;
+  dataDir: string;
+  store: AuditStore;
+  keys: ApiKeyStore;
+  auth: Authenticator;
+  consoleSessions: ConsoleSessions;
+  bus: EventBus;
+  log: Logger;
+  /** Gateway version, shown by /api/health and the console. */
+  version: string;
+}

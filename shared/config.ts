@@ -1,0 +1,321 @@
+/**
+ * The configuration schema. The gateway validates YAML config against it, the console's editors
+ * validate against it as the user types, and `schemas/config.schema.json` is generated from it, so
+ * there is exactly one definition of what a valid config is.
+ */
+import { z } from 'zod';
+
+const DURATION_RE = /^(\d+)(ms|s|m|h|d)$/;
+const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** Parses `500ms`, `30s`, `5m`, `1h`, `400d` into milliseconds; throws on anything else. */
+export function parseDuration(text: string): number {
+  const m = DURATION_RE.exec(text.trim());
+  if (!m) throw new Error(`invalid duration "${text}" (expected e.g. 30s, 5m, 1h, 400d)`);
+  return Number(m[1]) * UNIT_MS[m[2]!]!;
+}
+
+export const Duration = z
+  .string()
+  .regex(DURATION_RE, 'a duration such as 30s, 5m, 1h or 400d');
+
+/** `host:port`, e.g. `127.0.0.1:7420`. */
+export const ListenAddress = z
+  .string()
+  .regex(/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'an address such as 127.0.0.1:7421');
+
+export const ConnectionName = z
+  .string()
+  .regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, 'lower-case letters, digits, "-" and "_"');
+
+export const SecretSource = z.union([
+  z.object({ env: z.string().min(1) }).strict(),
+  z.object({ value: z.string() }).strict(),
+  z.object({ file: z.string().min(1) }).strict(),
+]);
+export type SecretSource = z.infer<typeof SecretSource>;
+
+export const TlsOptions = z
+  .object({
+    /** Client side (gateway → upstream): verify the upstream's certificate. */
+    mode: z.enum(['disable', 'prefer', 'require', 'verify-full']).default('prefer'),
+    ca: z.string().optional(),
+    /** Server side (client → gateway, postgres listeners): certificate and key files. */
+    cert: z.string().optional(),
+    key: z.string().optional(),
+  })
+  .strict();
+
+export const ConnectionKind = z.enum(['openai', 'anthropic', 'http', 'postgres']);
+export type ConnectionKind = z.infer<typeof ConnectionKind>;
+
+export const Connection = z
+  .object({
+    name: ConnectionName,
+    kind: ConnectionKind,
+    /** http(s) base URL for HTTP kinds; `postgres://user@host:port/db` for postgres. */
+    upstream: z.string().min(1),
+    secret: SecretSource.optional(),
+    /** postgres only: where the gateway listens for clients of this connection. */
+    listen: ListenAddress.optional(),
+    tls: TlsOptions.optional(),
+    description: z.string().optional(),
+  })
+  .strict()
+  .superRefine((c, ctx) => {
+    if (c.kind === 'postgres') {
+      if (!c.listen) ctx.addIssue({ code: 'custom', path: ['listen'], message: 'a postgres connection needs listen (e.g. 127.0.0.1:6432)' });
+      if (!/^postgres(ql)?:\/\//.test(c.upstream)) ctx.addIssue({ code: 'custom', path: ['upstream'], message: 'a postgres upstream is a URL such as postgres://app@127.0.0.1:5432/app' });
+    } else {
+      if (c.listen) ctx.addIssue({ code: 'custom', path: ['listen'], message: 'only postgres connections have their own listener; HTTP connections share listen.http' });
+      if (!/^https?:\/\//.test(c.upstream)) ctx.addIssue({ code: 'custom', path: ['upstream'], message: 'an HTTP upstream is a URL such as https://api.openai.com/v1' });
+    }
+  });
+export type Connection = z.infer<typeof Connection>;
+
+export const Role = z.enum(['admin', 'approver', 'reviewer', 'user']);
+export type Role = z.infer<typeof Role>;
+
+export const OidcIssuer = z
+  .object({
+    issuer: z.string().url(),
+    /** Expected `aud` of bearer tokens (API clients). */
+    audience: z.string().min(1),
+    groupsClaim: z.string().default('groups'),
+    /** Console sign-in (authorization code + PKCE); omitted: bearer tokens only. */
+    clientId: z.string().optional(),
+    clientSecret: SecretSource.optional(),
+    /** Label on the login page: "Sign in with <name>". */
+    name: z.string().optional(),
+    algorithms: z.array(z.string()).default(['RS256', 'ES256', 'PS256', 'EdDSA']),
+    clockSkew: Duration.default('60s'),
+  })
+  .strict();
+export type OidcIssuer = z.infer<typeof OidcIssuer>;
+
+export const Identity = z
+  .object({
+    apiKeys: z.boolean().default(true),
+    oidc: z.array(OidcIssuer).default([]),
+    /** Which groups hold which role. The group `admin` is always admin. */
+    roles: z
+      .object({
+        admin: z.array(z.string()).default(['admin']),
+        approver: z.array(z.string()).default(['approver']),
+        reviewer: z.array(z.string()).default(['reviewer']),
+      })
+      .strict()
+      .default({ admin: ['admin'], approver: ['approver'], reviewer: ['reviewer'] }),
+  })
+  .strict();
+
+export const MaskScope = z.enum(['client', 'upstream', 'log']);
+export type MaskScope = z.infer<typeof MaskScope>;
+
+export const MaskStrategy = z.enum(['redact', 'mask', 'hash']);
+export type MaskStrategy = z.infer<typeof MaskStrategy>;
+
+export const MaskingRule = z
+  .object({
+    id: z.string().regex(/^[A-Za-z0-9_.-]+$/, 'letters, digits, ".", "-" and "_"'),
+    detectors: z.array(z.string()).default([]),
+    scope: z.array(MaskScope).min(1).default(['client', 'upstream', 'log']),
+    strategy: MaskStrategy.default('redact'),
+    /** `mask` strategy: characters left visible at the end. */
+    keepLast: z.number().int().min(0).max(8).default(4),
+    /** Omitted: every connection. */
+    connections: z.array(ConnectionName).optional(),
+    /** PostgreSQL column rules: `users.ssn`, `*.email`. Matched values are masked whole. */
+    columns: z.array(z.string()).optional(),
+    /** Generic JSON bodies (http connections): JSONPath-like `$.items[*].text`. */
+    jsonPaths: z.array(z.string()).optional(),
+  })
+  .strict();
+export type MaskingRule = z.infer<typeof MaskingRule>;
+
+export const CustomDetector = z
+  .object({
+    id: z.string().regex(/^[a-z0-9_]+$/, 'lower-case letters, digits and "_"'),
+    /** Type name shown in redactions and replay; defaults to the id upper-cased. */
+    type: z.string().optional(),
+    pattern: z.string().optional(),
+    /** Name of a built-in validator (luhn, iban, aba, ...). */
+    validator: z.string().optional(),
+    dictionary: z.array(z.string()).optional(),
+    caseSensitive: z.boolean().default(false),
+    /** Words near a match that raise (or, with `negative`, lower) confidence. */
+    context: z.array(z.string()).optional(),
+    negativeContext: z.array(z.string()).optional(),
+    /** When context words are given: require one within this many characters. */
+    contextWindow: z.number().int().positive().default(40),
+  })
+  .strict()
+  .refine((d) => d.pattern !== undefined || d.dictionary !== undefined, {
+    message: 'a custom detector needs a pattern or a dictionary',
+  });
+export type CustomDetector = z.infer<typeof CustomDetector>;
+
+export const SqlClass = z.enum([
+  'select',
+  'insert',
+  'update',
+  'delete',
+  'merge',
+  'copy',
+  'ddl',
+  'drop',
+  'truncate',
+  'alter',
+  'create',
+  'dcl',
+  'grant',
+  'revoke',
+  'transaction',
+  'set',
+  'utility',
+  'delete_without_where',
+  'update_without_where',
+  'data_modifying_cte',
+  'unknown',
+]);
+export type SqlClass = z.infer<typeof SqlClass>;
+
+export const PolicyMatch = z
+  .object({
+    connections: z.array(ConnectionName).optional(),
+    users: z.array(z.string()).optional(),
+    groups: z.array(z.string()).optional(),
+    methods: z.array(z.string()).optional(),
+    /** Glob on the path after the connection name, e.g. `/chat/completions`, `/v1/*`. */
+    paths: z.array(z.string()).optional(),
+    model: z.array(z.string()).optional(),
+    /** true: only requests that carry tool calls/definitions; false: only those that do not. */
+    tools: z.boolean().optional(),
+    sql: z.array(SqlClass).optional(),
+    /** Regular expression over the request's text; `(?i)` prefix for case-insensitive. */
+    content: z.string().optional(),
+    /** Masking detector ids that must have found something in the request. */
+    detectors: z.array(z.string()).optional(),
+  })
+  .strict();
+export type PolicyMatch = z.infer<typeof PolicyMatch>;
+
+export const HoldSpec = z
+  .object({
+    approvers: z.array(z.string()).min(1),
+    min: z.number().int().min(1).default(1),
+    /** Denials needed to deny; default 1 (any approver's denial ends the hold). */
+    denyMin: z.number().int().min(1).default(1),
+    timeout: Duration.default('5m'),
+    reason: z.enum(['required', 'optional']).default('optional'),
+  })
+  .strict();
+export type HoldSpec = z.infer<typeof HoldSpec>;
+
+export const PolicyAction = z.enum(['allow', 'deny', 'mask', 'hold']);
+export type PolicyAction = z.infer<typeof PolicyAction>;
+
+export const PolicyRule = z
+  .object({
+    name: z.string().min(1),
+    match: PolicyMatch.default({}),
+    action: PolicyAction,
+    reason: z.string().optional(),
+    /** action `mask`: masking rule ids applied to matching requests. */
+    mask: z.array(z.string()).optional(),
+    hold: HoldSpec.optional(),
+  })
+  .strict()
+  .superRefine((r, ctx) => {
+    if (r.action === 'hold' && !r.hold) ctx.addIssue({ code: 'custom', path: ['hold'], message: 'action hold needs hold: { approvers: [...] }' });
+    if (r.action === 'mask' && !r.mask?.length) ctx.addIssue({ code: 'custom', path: ['mask'], message: 'action mask needs mask: [masking rule ids]' });
+  });
+export type PolicyRule = z.infer<typeof PolicyRule>;
+
+export const Retention = z
+  .object({
+    payloadsAfter: Duration.optional(),
+  })
+  .strict();
+
+export const Config = z
+  .object({
+    dataDir: z.string().optional(),
+    listen: z
+      .object({
+        control: ListenAddress.default('127.0.0.1:7420'),
+        http: ListenAddress.default('127.0.0.1:7421'),
+      })
+      .strict()
+      .default({ control: '127.0.0.1:7420', http: '127.0.0.1:7421' }),
+    identity: Identity.default({
+      apiKeys: true,
+      oidc: [],
+      roles: { admin: ['admin'], approver: ['approver'], reviewer: ['reviewer'] },
+    }),
+    connections: z.array(Connection).default([]),
+    detectors: z.array(CustomDetector).default([]),
+    masking: z.array(MaskingRule).default([]),
+    policies: z.array(PolicyRule).default([]),
+    retention: Retention.default({}),
+    audit: z
+      .object({
+        /** Signed checkpoint interval; also written when idle. */
+        checkpointInterval: Duration.default('1h'),
+        /** C2SP checkpoint origin line; defaults to `custody/<hostname>`. */
+        origin: z.string().optional(),
+      })
+      .strict()
+      .default({ checkpointInterval: '1h' }),
+    limits: z
+      .object({
+        maxRequestBytes: z.number().int().positive().default(10 * 1024 * 1024),
+        maxResponseBytes: z.number().int().positive().default(50 * 1024 * 1024),
+        /** A new session starts after this much idle time for an identity on a connection. */
+        sessionIdle: Duration.default('15m'),
+        /** PostgreSQL: result rows recorded per statement. */
+        recordRows: z.number().int().min(0).default(50),
+      })
+      .strict()
+      .default({ maxRequestBytes: 10 * 1024 * 1024, maxResponseBytes: 50 * 1024 * 1024, sessionIdle: '15m', recordRows: 50 }),
+  })
+  .strict()
+  .superRefine((c, ctx) => {
+    const seen = new Set<string>();
+    c.connections.forEach((conn, i) => {
+      if (seen.has(conn.name)) ctx.addIssue({ code: 'custom', path: ['connections', i, 'name'], message: `duplicate connection name "${conn.name}"` });
+      seen.add(conn.name);
+    });
+    const ruleIds = new Set(c.masking.map((m) => m.id));
+    c.policies.forEach((p, i) => {
+      for (const [j, id] of (p.mask ?? []).entries())
+        if (!ruleIds.has(id)) ctx.addIssue({ code: 'custom', path: ['policies', i, 'mask', j], message: `unknown masking rule "${id}"` });
+      for (const [j, name] of (p.match.connections ?? []).entries())
+        if (!seen.has(name)) ctx.addIssue({ code: 'custom', path: ['policies', i, 'match', 'connections', j], message: `unknown connection "${name}"` });
+    });
+    c.masking.forEach((m, i) => {
+      for (const [j, name] of (m.connections ?? []).entries())
+        if (!seen.has(name)) ctx.addIssue({ code: 'custom', path: ['masking', i, 'connections', j], message: `unknown connection "${name}"` });
+    });
+  });
+export type Config = z.infer<typeof Config>;
+export type ConfigInput = z.input<typeof Config>;
+
+/** One problem found while validating a config, with the path to the field. */
+export interface ConfigIssue {
+  path: (string | number)[];
+  message: string;
+}
+
+export function validateConfig(value: unknown): { ok: true; config: Config } | { ok: false; issues: ConfigIssue[] } {
+  const r = Config.safeParse(value ?? {});
+  if (r.success) return { ok: true, config: r.data };
+  return {
+    ok: false,
+    issues: r.error.issues.map((i) => ({ path: i.path.map((p) => (typeof p === 'symbol' ? String(p) : p)), message: i.message })),
+  };
+}
+
+export function formatIssuePath(path: (string | number)[]): string {
+  return path.reduce<string>((s, p) => (typeof p === 'number' ? `${s}[${p}]` : s ? `${s}.${p}` : p), '');
+}

@@ -1,0 +1,18 @@
+import type { Role } from './config';
+
+/** Who is behind a request, after the gateway verified their credential. */
+export interface Identity {
+  /** Stable id: `key:<keyId>` for API keys, `<issuer>#<sub>` for OIDC, `local:<user>` for the desktop user. */
+  subject: string;
+  /** Human-readable name: the key's name, the token's email/preferred_username. */
+  name: string;
+  groups: string[];
+  roles: Role[];
+  via: 'api-key' | 'oidc' | 'console';
+  keyId?: string;
+}
+
+export function hasRole(identity: Identity | undefined, role: Role): boolean {
+  if (!identity) return false;
+  return identity.roles.includes('admin') || identity.roles.includes(role);
+}
