@@ -1,0 +1,38 @@
+/**
+ * The hold queue's contract with the proxies: `request` parks a request until approvers decide,
+ * the hold times out, or the caller aborts (client went away). Implemented in hold-queue.ts.
+ */
+import type { HoldSpec } from '../../shared/config';
+import type { HoldView } from '../../shared/holds';
+import type { Identity } from '../../shared/identity';
+
+export interface HoldRequest {
+  identity: Identity;
+  connection: string;
+  protocol: 'http' | 'postgres';
+  session: string | null;
+  rule: string;
+  ruleReason?: string;
+  /** What is asked for, already masked for the log. */
+  summary: string;
+  spec: HoldSpec;
+  /** Aborted when the client disconnects: the hold is cancelled. */
+  signal: AbortSignal;
+}
+
+export interface HoldOutcome {
+  state: 'approved' | 'denied' | 'expired' | 'cancelled' | 'abandoned';
+  hold: HoldView;
+  /** The deciding reason ("timed out after 5m" for expiry). */
+  reason: string;
+  /** Who decided (identity names), for the client's error message. */
+  decidedBy: string[];
+}
+
+export interface HoldGate {
+  /**
+   * Resolves when the hold ends. Resolves immediately with `approved` when a time-boxed grant
+   * covers this identity on this connection for this rule.
+   */
+  request(req: HoldRequest): Promise<HoldOutcome>;
+}

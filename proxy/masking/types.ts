@@ -1,0 +1,88 @@
+/**
+ * The masking engine's contract with the proxies. The HTTP proxy and the PostgreSQL proxy call only
+ * these; the implementation lives beside this file. Every method throws MaskingError when it cannot
+ * mask (detector error, timeout, unparseable body under a rule that needs structure): the caller
+ * refuses the request and says why — it never forwards unmasked data.
+ */
+import type { Connection } from '../../shared/config';
+import type { MaskSpan } from '../../shared/events';
+
+export class MaskingError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'MaskingError';
+  }
+}
+
+/** One Server-Sent Event as parsed from the wire (data lines joined with "\n"). */
+export interface SseEvent {
+  event?: string;
+  data: string;
+  id?: string;
+  retry?: number;
+}
+
+export interface MaskedBody {
+  /** Bytes to send on (to the upstream for requests, to the client for responses). */
+  forward: Buffer;
+  /** What to record: parsed JSON when the body is JSON, else the text; masked for every rule. */
+  log: unknown;
+  /** Spans inside `log` (path = JSON pointer of the string). */
+  spans: MaskSpan[];
+  /** Masked values by detector type. */
+  counts: Record<string, number>;
+  /** Detector ids that found something (policy `match.detectors`), whether or not a rule masked it. */
+  detectorHits: string[];
+}
+
+export interface StreamChunkResult {
+  /** Events to write to the client now (masked for `client` rules); may be fewer than pushed (holdback). */
+  forward: SseEvent[];
+  /** The same events as they are recorded (masked for every rule). */
+  log: SseEvent[];
+  spans: MaskSpan[];
+  counts: Record<string, number>;
+}
+
+/** Masks one streamed response event by event, holding back at most the longest possible match. */
+export interface StreamMasker {
+  push(event: SseEvent): StreamChunkResult;
+  /** The stream ended: flush what was held back. */
+  end(): StreamChunkResult;
+}
+
+/** Masking for one connection. */
+export interface ConnectionMasker {
+  /** A request body on its way upstream. `extraRules`: rule ids a policy `mask` action added. */
+  request(path: string, contentType: string | undefined, body: Buffer, extraRules?: string[]): MaskedBody;
+  /** A complete (non-streamed) response body on its way to the client. */
+  response(path: string, contentType: string | undefined, body: Buffer, extraRules?: string[]): MaskedBody;
+  /** A streamed (text/event-stream) response. */
+  stream(path: string, extraRules?: string[]): StreamMasker;
+}
+
+/** Per PostgreSQL DataRow value; see proxy/postgres. */
+export interface ColumnRef {
+  /** Table name when known (from RowDescription's table OID), else undefined. */
+  table?: string;
+  column: string;
+  /** PostgreSQL type OID. */
+  typeOid: number;
+}
+
+export interface RowMasker {
+  /** true when some rule could touch this result; false lets the proxy pass rows through untouched. */
+  readonly active: boolean;
+  /** Masks one text value; returns null when unchanged (the proxy then copies the raw bytes). */
+  value(col: ColumnRef, text: string, scope: 'client' | 'log'): { text: string; spans: MaskSpan[]; counts: Record<string, number> } | null;
+  /** Masks free text (NoticeResponse / ErrorResponse details, statements for the log). */
+  text(text: string, scope: 'client' | 'log' | 'upstream'): { text: string; spans: MaskSpan[]; counts: Record<string, number> };
+}
+
+export interface MaskingEngine {
+  /** null when no rule applies to the connection: the proxy skips masking work entirely. */
+  forConnection(connection: Connection): ConnectionMasker | null;
+  rows(connection: Connection, extraRules?: string[]): RowMasker;
+  /** Replaces the rules (control plane `PUT /api/masking`); validated by the caller. */
+  reload(config: { detectors: unknown[]; masking: unknown[] }): void;
+}
