@@ -12,6 +12,10 @@ import { ApiKeyStore } from './identity/api-keys';
 import { Authenticator } from './identity/authenticator';
 import { ConsoleSessions } from './identity/console-sessions';
 import { createLogger, type Logger } from './log';
+import { HoldQueue } from './approvals/hold-queue';
+import { loadOrCreateKeyFile } from './key-files';
+import { createMaskingEngine } from './masking/engine';
+import { PolicyEngine } from './policy/engine';
 import type { GatewayServices } from './services';
 
 export const VERSION: string = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
@@ -56,6 +60,9 @@ export class Gateway {
       consoleSessions: new ConsoleSessions(store.db),
       bus: new EventBus(),
       log,
+      masking: createMaskingEngine(opts.config, { hmacKey: loadOrCreateKeyFile(opts.dataDir, 'masking-hmac.key') }),
+      policy: new PolicyEngine(opts.config.policies),
+      holds: new HoldQueue(),
       version: VERSION,
     };
     const gw = new Gateway(services);

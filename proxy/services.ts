@@ -9,6 +9,9 @@ import type { ApiKeyStore } from './identity/api-keys';
 import type { Authenticator } from './identity/authenticator';
 import type { ConsoleSessions } from './identity/console-sessions';
 import type { Logger } from './log';
+import type { HoldGate } from './approvals/types';
+import type { MaskingEngine } from './masking/types';
+import type { PolicyEngine } from './policy/engine';
 
 export interface GatewayServices {
   config: Config;
@@ -21,6 +24,9 @@ export interface GatewayServices {
   consoleSessions: ConsoleSessions;
   bus: EventBus;
   log: Logger;
+  masking: MaskingEngine;
+  policy: PolicyEngine;
+  holds: HoldGate;
   /** Gateway version, shown by /api/health and the console. */
   version: string;
 }
