@@ -50,7 +50,9 @@ export class Gateway {
     const log = opts.log ?? createLogger();
     const store = AuditStore.open(opts.dataDir);
     const keys = new ApiKeyStore(store.db);
-    const services: GatewayServices = {
+    let services: GatewayServices;
+    try {
+      services = {
       config: opts.config,
       configFile: opts.configFile,
       dataDir: opts.dataDir,
@@ -64,7 +66,11 @@ export class Gateway {
       policy: new PolicyEngine(opts.config.policies),
       holds: new HoldQueue(),
       version: VERSION,
-    };
+      };
+    } catch (err) {
+      store.close();
+      throw err;
+    }
     const gw = new Gateway(services);
     try {
       await gw.startParts(opts);
