@@ -46,10 +46,13 @@ export function registerSessionRoutes(router: Router, s: GatewayServices): void 
   );
   router.get(
     '/api/sessions/:id/events',
-    ({ params, query }) => {
+    ({ params, query, identity }) => {
       const session = s.store.session(params['id']!);
       if (!session) throw new HttpError(404, 'not_found', `no session ${params['id']}`);
-      const events = s.store.sessionEvents(params['id']!, intParam(query, 'after') ?? 0, Math.min(intParam(query, 'limit') ?? 10_000, 10_000));
+      const after = intParam(query, 'after') ?? 0;
+      const events = s.store.sessionEvents(params['id']!, after, Math.min(intParam(query, 'limit') ?? 10_000, 10_000));
+      // Opening a recording is itself recorded (once per opening, not per page).
+      if (after === 0) s.store.append({ kind: 'recording.viewed', actor: identity!.subject, payload: { session: session.id, viewer: identity!.name } });
       return { session, events };
     },
     { role: 'reviewer' },
