@@ -13,9 +13,9 @@ import { Authenticator } from './identity/authenticator';
 import { ConsoleSessions } from './identity/console-sessions';
 import { createLogger, type Logger } from './log';
 import { HoldQueue } from './approvals/hold-queue';
-import { loadOrCreateKeyFile } from './key-files';
 import { createMaskingEngine } from './masking/engine';
 import { PolicyEngine } from './policy/engine';
+import { loadOrCreateSecretFile, plainSecrets, type SecretWrapper } from './secret-wrapper';
 import type { GatewayServices } from './services';
 
 export const VERSION: string = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
@@ -27,6 +27,8 @@ export interface GatewayOptions {
   log?: Logger;
   /** Create a first admin key when the store has none (desktop/local mode). Default true. */
   bootstrapKey?: boolean;
+  /** How secrets at rest are protected: plain 0600 files headless (default), sealed in the desktop app. */
+  secrets?: SecretWrapper;
 }
 
 /** A listener the gateway started and must drain on stop. */
@@ -50,6 +52,7 @@ export class Gateway {
     const log = opts.log ?? createLogger();
     const store = AuditStore.open(opts.dataDir);
     const keys = new ApiKeyStore(store.db);
+    const secrets = opts.secrets ?? plainSecrets;
     let services: GatewayServices;
     try {
       services = {
@@ -62,7 +65,9 @@ export class Gateway {
       consoleSessions: new ConsoleSessions(store.db),
       bus: new EventBus(),
       log,
-      masking: createMaskingEngine(opts.config, { hmacKey: loadOrCreateKeyFile(opts.dataDir, 'masking-hmac.key') }),
+      secrets,
+      keyFile: (name, create) => loadOrCreateSecretFile(opts.dataDir, name, secrets, create),
+      masking: createMaskingEngine(opts.config, { hmacKey: loadOrCreateSecretFile(opts.dataDir, 'masking-hmac.key', secrets) }),
       policy: new PolicyEngine(opts.config.policies),
       holds: new HoldQueue(),
       version: VERSION,

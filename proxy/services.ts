@@ -12,6 +12,7 @@ import type { Logger } from './log';
 import type { HoldGate } from './approvals/types';
 import type { MaskingEngine } from './masking/types';
 import type { PolicyEngine } from './policy/engine';
+import type { SecretWrapper } from './secret-wrapper';
 
 export interface GatewayServices {
   config: Config;
@@ -27,6 +28,10 @@ export interface GatewayServices {
   masking: MaskingEngine;
   policy: PolicyEngine;
   holds: HoldGate;
+  /** Protects secrets at rest (connection secrets in the store): plain headless, sealed on the desktop. */
+  secrets: SecretWrapper;
+  /** Reads (or creates) a per-install secret such as `signing.key`, protected by `secrets`. */
+  keyFile(name: string, create?: () => Buffer): Buffer;
   /** Gateway version, shown by /api/health and the console. */
   version: string;
 }

@@ -1,0 +1,149 @@
+/**
+ * The gateway process of the desktop app. Electron's main process starts this bundle
+ * (dist/proxy/entry.mjs) in a `utilityProcess`; tests start it with `child_process.fork`; it also
+ * runs standalone, printing its reports as JSON lines on stdout.
+ *
+ * Arguments: `--config FILE`, `--data-dir DIR` (or `CUSTODY_CONFIG`, `CUSTODY_DATA_DIR`), and
+ * `--sealed-secrets` when the parent hands over the vault key (see proxy/secret-wrapper.ts) before
+ * the gateway may start.
+ *
+ * Reports to the parent (`GatewayReport`): `ready` with the listener addresses and the console
+ * login link, `error` with one line saying why it could not start (then exit 1), `stopped`.
+ * Commands from the parent (`GatewayCommand`): `vault-key`, `stop`. SIGTERM and SIGINT stop too.
+ * Channel: `process.parentPort` (utilityProcess), else `process.send` (fork), else stdout.
+ */
+import { parseArgs } from 'node:util';
+import { resolveConfig } from './config';
+import { Gateway } from './gateway';
+import { createLogger } from './log';
+import { plainSecrets, type SecretWrapper, vaultSecrets } from './secret-wrapper';
+
+export interface ListenerReport {
+  name: string;
+  address: string;
+}
+
+export type GatewayReport =
+  | {
+      type: 'ready';
+      pid: number;
+      version: string;
+      /** Control-plane origin, e.g. `http://127.0.0.1:7420`. */
+      controlUrl: string;
+      /** One-time console login link for this launch, when the gateway issues one. */
+      loginUrl: string | null;
+      /** The token inside `loginUrl`. */
+      loginToken: string | null;
+      listeners: ListenerReport[];
+      /** The first admin API key, only on the start that created it (shown once). */
+      firstKey: string | null;
+      /** How secrets at rest are protected in this run. */
+      secrets: SecretWrapper['kind'];
+    }
+  | { type: 'error'; message: string }
+  | { type: 'stopped' };
+
+export type GatewayCommand = { type: 'stop' } | { type: 'vault-key'; key: string };
+
+interface ParentPortLike {
+  on(event: 'message', listener: (e: { data: unknown }) => void): void;
+  postMessage(message: unknown): void;
+}
+
+const VAULT_KEY_WAIT_MS = 15_000;
+
+function channel(): { send(r: GatewayReport): void; onCommand(fn: (c: GatewayCommand) => void): void } {
+  const port = (process as unknown as { parentPort?: ParentPortLike }).parentPort;
+  if (port) {
+    return { send: (r) => port.postMessage(r), onCommand: (fn) => port.on('message', (e) => fn(e.data as GatewayCommand)) };
+  }
+  if (process.send) {
+    const send = process.send.bind(process);
+    return { send: (r) => void send(r), onCommand: (fn) => process.on('message', (m) => fn(m as GatewayCommand)) };
+  }
+  return { send: (r) => void process.stdout.write(`${JSON.stringify(r)}\n`), onCommand: () => {} };
+}
+
+/** Splits `http://host:port/login?token=T` into its origin-relative parts. */
+export function tokenFromLoginUrl(loginUrl: string | undefined): string | null {
+  if (!loginUrl) return null;
+  try {
+    return new URL(loginUrl).searchParams.get('token');
+  } catch {
+    return null;
+  }
+}
+
+async function run(): Promise<void> {
+  const { values } = parseArgs({
+    options: { config: { type: 'string' }, 'data-dir': { type: 'string' }, 'sealed-secrets': { type: 'boolean' } },
+    allowPositionals: false,
+    strict: true,
+  });
+  const io = channel();
+  const log = createLogger();
+  let gateway: Gateway | undefined;
+  let stopping = false;
+  let vaultKey: ((key: string) => void) | undefined;
+
+  const stop = async (why: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info(`gateway stopping (${why})`);
+    await gateway?.stop().catch((err: unknown) => log.error(`stop failed: ${String(err)}`));
+    io.send({ type: 'stopped' });
+    // Give the report a moment to cross the channel before the process goes away.
+    setTimeout(() => process.exit(0), 50);
+  };
+  io.onCommand((cmd) => {
+    if (cmd?.type === 'stop') void stop('stop requested');
+    else if (cmd?.type === 'vault-key' && typeof cmd.key === 'string') vaultKey?.(cmd.key);
+  });
+  process.once('SIGTERM', () => void stop('SIGTERM'));
+  process.once('SIGINT', () => void stop('SIGINT'));
+
+  try {
+    const { config, file, dataDir } = resolveConfig({
+      config: values.config ?? process.env['CUSTODY_CONFIG'],
+      dataDir: values['data-dir'] ?? process.env['CUSTODY_DATA_DIR'],
+    });
+    let secrets: SecretWrapper = plainSecrets;
+    if (values['sealed-secrets']) {
+      const key = await new Promise<string>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`no vault key from the desktop app within ${VAULT_KEY_WAIT_MS / 1000}s; refusing to start with unprotected secrets`)), VAULT_KEY_WAIT_MS);
+        vaultKey = (k) => {
+          clearTimeout(timer);
+          resolve(k);
+        };
+      });
+      secrets = vaultSecrets(Buffer.from(key, 'base64'));
+    }
+    if (stopping) return;
+    gateway = await Gateway.start({ config, dataDir, configFile: file, log, secrets });
+    if (stopping) {
+      await gateway.stop();
+      return;
+    }
+    const control = gateway.address('control');
+    const loginUrl = (gateway as { loginLink?: () => string }).loginLink?.() ?? null;
+    io.send({
+      type: 'ready',
+      pid: process.pid,
+      version: gateway.services.version,
+      controlUrl: `http://${control}`,
+      loginUrl,
+      loginToken: tokenFromLoginUrl(loginUrl ?? undefined),
+      listeners: gateway.listeners.map((l) => ({ name: l.name, address: l.address })),
+      firstKey: gateway.firstKey ?? null,
+      secrets: secrets.kind,
+    });
+    log.info(`gateway ready: control plane http://${control}/ (data in ${dataDir})`);
+  } catch (err) {
+    const message = err instanceof Error ? err.message : String(err);
+    log.error(`gateway could not start: ${message}`);
+    io.send({ type: 'error', message });
+    setTimeout(() => process.exit(1), 50);
+  }
+}
+
+await run();
