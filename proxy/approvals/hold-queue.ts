@@ -1,33 +1,417 @@
 /**
- * Interim hold gate until the approval queue lands: it cannot reach an approver, so it denies every
- * hold at once and says so (fail closed) rather than letting a held request through.
+ * The hold queue: a request that a `hold` policy rule matched waits here until approvers decide
+ * (DESIGN.md, "Hold for approval"). Each hold is
+ *
+ * - persisted in the `holds` table (the row's `view` is the shared HoldView), so the whole history
+ *   stays queryable after it ends;
+ * - recorded in the hash-chained log as `hold.created`, one `hold.vote` per decision and one
+ *   `hold.resolved`, in the request's session;
+ * - published on the control-plane bus as `hold.created` / `hold.updated` / `hold.resolved`, which
+ *   the WebSocket pushes to the approvers allowed to decide it.
+ *
+ * Rules: `min` distinct approvers approve → approved; `denyMin` distinct deciders deny → denied; the
+ * timeout passes → expired (the client is denied); the client goes away (its AbortSignal) →
+ * cancelled; the gateway stops → abandoned (on a crash, the next start marks leftovers abandoned).
+ * Nobody approves their own request (same identity subject). Only members of the hold's approver
+ * groups, or admins, may decide. An approval may carry a time-boxed grant (`grant: "30m"`): later
+ * requests by the same identity on the same connection that hit the same rule pass at once, and
+ * each such pass is recorded.
+ *
+ * If the store cannot record a step, the step does not happen (fail closed): creating a hold
+ * throws (the proxy refuses the request), a vote is refused with the store's error, and a
+ * resolution that cannot be recorded is turned into a denial.
  */
-import type { HoldView } from '../../shared/holds';
+import { parseDuration } from '../../shared/config';
+import type { HoldDecisionRequest, HoldState, HoldView, HoldVote } from '../../shared/holds';
+import type { Identity } from '../../shared/identity';
+import { type AuditStore, StoreUnavailableError } from '../audit/store';
+import type { EventBus } from '../control/bus';
+import { newId } from '../ids';
+import { type Logger, silentLogger } from '../log';
 import type { HoldGate, HoldOutcome, HoldRequest } from './types';
 
+/** A decision the queue refuses, with the HTTP status the control plane answers with. */
+export class HoldDecisionError extends Error {
+  constructor(
+    readonly status: 400 | 403 | 404 | 409,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'HoldDecisionError';
+  }
+}
+
+export interface HoldQueueOptions {
+  store: AuditStore;
+  bus: EventBus;
+  log?: Logger;
+  /** Longest time-boxed grant an approver may give (default 24 h). */
+  maxGrantMs?: number;
+  /** Clock, for tests. */
+  now?: () => number;
+}
+
+interface PendingHold {
+  view: HoldView;
+  /** Grant asked for by each approving vote, by voter subject (undefined: no grant). */
+  grants: Map<string, number | undefined>;
+  timer: NodeJS.Timeout;
+  signal: AbortSignal;
+  onAbort: () => void;
+  settle: (outcome: HoldOutcome) => void;
+}
+
+interface GrantRecord {
+  id: string;
+  hold: string;
+  expiresAt: number;
+  grantedBy: string[];
+}
+
+const MAX_REASON = 2000;
+const MAX_SUMMARY = 4000;
+
+/** Members of a hold's approver groups and admins may decide it. */
+export function canDecideHold(identity: Identity, view: Pick<HoldView, 'approvers'>): boolean {
+  return identity.roles.includes('admin') || identity.groups.some((g) => view.approvers.includes(g));
+}
+
+/** Who is shown a hold live: those who may decide it, and the requester. */
+export function holdVisibleTo(identity: Identity, view: Pick<HoldView, 'approvers' | 'requester'>): boolean {
+  return canDecideHold(identity, view) || identity.subject === view.requester;
+}
+
+export function formatDuration(ms: number): string {
+  if (ms % 86_400_000 === 0) return `${ms / 86_400_000}d`;
+  if (ms % 3_600_000 === 0) return `${ms / 3_600_000}h`;
+  if (ms % 60_000 === 0) return `${ms / 60_000}m`;
+  if (ms % 1000 === 0) return `${ms / 1000}s`;
+  return `${ms}ms`;
+}
+
+const grantKey = (subject: string, connection: string, rule: string) => `${subject}\u0000${connection}\u0000${rule}`;
+
 export class HoldQueue implements HoldGate {
+  private readonly pending = new Map<string, PendingHold>();
+  private readonly grants = new Map<string, GrantRecord>();
+  private readonly store: AuditStore;
+  private readonly bus: EventBus;
+  private readonly log: Logger;
+  private readonly now: () => number;
+  private readonly maxGrantMs: number;
+  private closed = false;
+
+  /** Opens the queue on a store; holds a previous run left pending are recorded as abandoned. */
+  constructor(opts: HoldQueueOptions) {
+    this.store = opts.store;
+    this.bus = opts.bus;
+    this.log = opts.log ?? silentLogger;
+    this.now = opts.now ?? Date.now;
+    this.maxGrantMs = opts.maxGrantMs ?? 86_400_000;
+    this.abandonLeftovers();
+    this.loadGrants();
+  }
+
+  /** Number of holds waiting for a decision. */
+  get pendingCount(): number {
+    return this.pending.size;
+  }
+
   async request(req: HoldRequest): Promise<HoldOutcome> {
-    const now = Date.now();
-    const hold: HoldView = {
-      id: 'unavailable',
-      state: 'denied',
+    if (this.closed) throw new Error('the hold queue is closed (the gateway is stopping)');
+    const now = this.now();
+    const granted = this.activeGrant(req.identity.subject, req.connection, req.rule, now);
+    if (granted) return this.passByGrant(req, granted, now);
+
+    const timeoutMs = parseDuration(req.spec.timeout ?? '5m');
+    const view: HoldView = {
+      id: newId('hold'),
+      state: 'pending',
       session: req.session,
       connection: req.connection,
       protocol: req.protocol,
       requester: req.identity.subject,
       requesterName: req.identity.name,
       rule: req.rule,
-      summary: req.summary,
-      approvers: req.spec.approvers,
-      min: req.spec.min,
-      denyMin: req.spec.denyMin,
+      ...(req.ruleReason ? { ruleReason: req.ruleReason } : {}),
+      summary: req.summary.length > MAX_SUMMARY ? `${req.summary.slice(0, MAX_SUMMARY)}…` : req.summary,
+      approvers: [...req.spec.approvers],
+      min: req.spec.min ?? 1,
+      denyMin: req.spec.denyMin ?? 1,
+      reasonRequired: req.spec.reason === 'required',
+      createdAt: now,
+      expiresAt: now + timeoutMs,
+      votes: [],
+    };
+
+    // Recorded before anyone can see or decide it; throws StoreUnavailableError (fail closed).
+    this.recorded(() => {
+      this.store.db
+        .prepare('INSERT INTO holds (id, state, session, connection, requester, created_at, expires_at, view) VALUES (?, ?, ?, ?, ?, ?, ?, ?)')
+        .run(view.id, view.state, view.session, view.connection, view.requester, view.createdAt, view.expiresAt, JSON.stringify(view));
+      this.store.append({
+        kind: 'hold.created',
+        session: req.session ?? undefined,
+        actor: req.identity.subject,
+        connection: req.connection,
+        payload: { ...view, actorName: req.identity.name },
+        time: now,
+      });
+    });
+
+    return new Promise<HoldOutcome>((settle) => {
+      const onAbort = () => this.resolve(view.id, 'cancelled', 'the client disconnected before a decision', []);
+      const timer = setTimeout(() => this.resolve(view.id, 'expired', `timed out after ${formatDuration(timeoutMs)} without a decision`, []), timeoutMs);
+      this.pending.set(view.id, { view, grants: new Map(), timer, signal: req.signal, onAbort, settle });
+      this.bus.publish({ type: 'hold.created', hold: structuredClone(view) });
+      if (req.signal.aborted) onAbort();
+      else req.signal.addEventListener('abort', onAbort, { once: true });
+    });
+  }
+
+  /**
+   * An approver's decision. Throws HoldDecisionError (404 unknown, 409 no longer pending or
+   * already voted, 403 not an approver or own request, 400 missing reason or bad grant) and
+   * StoreUnavailableError when the vote cannot be recorded.
+   */
+  decide(id: string, identity: Identity, body: HoldDecisionRequest): HoldView {
+    const decision = body?.decision;
+    if (decision !== 'approve' && decision !== 'deny') throw new HoldDecisionError(400, 'bad_request', 'decision must be "approve" or "deny"');
+    const reason = typeof body.reason === 'string' ? body.reason.trim() : '';
+    if (reason.length > MAX_REASON) throw new HoldDecisionError(400, 'bad_request', `reason is longer than ${MAX_REASON} characters`);
+    const p = this.pending.get(id);
+    if (!p) {
+      const stored = this.get(id);
+      if (!stored) throw new HoldDecisionError(404, 'not_found', `no hold ${id}`);
+      throw new HoldDecisionError(409, 'not_pending', `hold ${id} is already ${stored.state}`);
+    }
+    const view = p.view;
+    if (this.now() >= view.expiresAt) {
+      this.resolve(id, 'expired', `timed out after ${formatDuration(view.expiresAt - view.createdAt)} without a decision`, []);
+      throw new HoldDecisionError(409, 'not_pending', `hold ${id} has expired`);
+    }
+    if (!canDecideHold(identity, view)) throw new HoldDecisionError(403, 'not_an_approver', `only members of ${view.approvers.join(', ')} (or admins) may decide this hold`);
+    if (decision === 'approve' && identity.subject === view.requester) throw new HoldDecisionError(403, 'self_approval', 'you cannot approve your own request');
+    if (view.votes.some((v) => v.by === identity.subject)) throw new HoldDecisionError(409, 'already_voted', 'you have already decided this hold');
+    if (view.reasonRequired && !reason) throw new HoldDecisionError(400, 'reason_required', 'this hold needs a reason with the decision');
+    let grantMs: number | undefined;
+    if (body.grant !== undefined && body.grant !== null && body.grant !== '') {
+      if (decision !== 'approve') throw new HoldDecisionError(400, 'bad_request', 'only an approval can grant time-boxed access');
+      try {
+        grantMs = parseDuration(String(body.grant));
+      } catch (err) {
+        throw new HoldDecisionError(400, 'bad_request', `grant: ${(err as Error).message}`);
+      }
+      if (grantMs <= 0 || grantMs > this.maxGrantMs) throw new HoldDecisionError(400, 'bad_request', `grant must be between 1s and ${formatDuration(this.maxGrantMs)}`);
+    }
+
+    const vote: HoldVote = { by: identity.subject, byName: identity.name, decision, reason, at: this.now() };
+    const next: HoldView = { ...view, votes: [...view.votes, vote] };
+    this.recorded(() => {
+      this.store.db.prepare('UPDATE holds SET view = ? WHERE id = ?').run(JSON.stringify(next), id);
+      this.store.append({
+        kind: 'hold.vote',
+        session: view.session ?? undefined,
+        actor: identity.subject,
+        connection: view.connection,
+        payload: { id, decision, reason, byName: identity.name, via: identity.via, protocol: view.protocol, ...(grantMs ? { grant: formatDuration(grantMs), grantMs } : {}) },
+        time: vote.at,
+      });
+    });
+    p.view = next;
+    if (decision === 'approve') p.grants.set(identity.subject, grantMs);
+
+    const approvals = next.votes.filter((v) => v.decision === 'approve');
+    const denials = next.votes.filter((v) => v.decision === 'deny');
+    if (denials.length >= next.denyMin) {
+      this.resolve(id, 'denied', reason || `denied by ${identity.name}`, denials.map((v) => v.byName));
+    } else if (approvals.length >= next.min) {
+      const asked = approvals.map((v) => p.grants.get(v.by));
+      // The grant is the smallest any approver asked for, and none if one of them gave none.
+      const grant = asked.every((g) => g !== undefined) ? Math.min(...(asked as number[])) : undefined;
+      this.resolve(id, 'approved', reason || `approved by ${approvals.map((v) => v.byName).join(', ')}`, approvals.map((v) => v.byName), grant);
+    } else {
+      this.bus.publish({ type: 'hold.updated', hold: structuredClone(next) });
+    }
+    return structuredClone(this.pending.get(id)?.view ?? this.get(id)!);
+  }
+
+  /** A hold by id: the live view while pending, else the stored one. */
+  get(id: string): HoldView | undefined {
+    const p = this.pending.get(id);
+    if (p) return structuredClone(p.view);
+    const row = this.store.db.prepare('SELECT view FROM holds WHERE id = ?').get(id) as { view: string } | undefined;
+    return row ? (JSON.parse(row.view) as HoldView) : undefined;
+  }
+
+  /**
+   * Hold history, newest first. `visible` filters rows (for users who may see only some holds);
+   * without it the SQL pages directly.
+   */
+  list(opts: { state?: HoldState; limit?: number; offset?: number; visible?: (v: HoldView) => boolean } = {}): { total: number; holds: HoldView[] } {
+    const limit = Math.max(1, Math.min(opts.limit ?? 100, 1000));
+    const offset = Math.max(0, opts.offset ?? 0);
+    const where = opts.state ? 'WHERE state = ?' : '';
+    const args = opts.state ? [opts.state] : [];
+    const overlay = (v: HoldView) => this.pending.get(v.id)?.view ?? v;
+    if (!opts.visible) {
+      const total = (this.store.db.prepare(`SELECT count(*) AS n FROM holds ${where}`).get(...args) as { n: number }).n;
+      const rows = this.store.db.prepare(`SELECT view FROM holds ${where} ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?`).all(...args, limit, offset) as { view: string }[];
+      return { total, holds: rows.map((r) => structuredClone(overlay(JSON.parse(r.view) as HoldView))) };
+    }
+    const matching: HoldView[] = [];
+    for (const r of this.store.db.prepare(`SELECT view FROM holds ${where} ORDER BY created_at DESC, id DESC`).iterate(...args) as IterableIterator<{ view: string }>) {
+      const v = overlay(JSON.parse(r.view) as HoldView);
+      if (opts.visible(v)) matching.push(v);
+    }
+    return { total: matching.length, holds: matching.slice(offset, offset + limit).map((v) => structuredClone(v)) };
+  }
+
+  /** The gateway is stopping: every pending hold ends as abandoned (recorded), its client denied. */
+  close(reason = 'the gateway stopped before a decision'): void {
+    this.closed = true;
+    for (const id of [...this.pending.keys()]) this.resolve(id, 'abandoned', reason, []);
+  }
+
+  private resolve(id: string, state: Exclude<HoldState, 'pending'>, reason: string, decidedBy: string[], grantMs?: number): void {
+    const p = this.pending.get(id);
+    if (!p) return;
+    this.pending.delete(id);
+    clearTimeout(p.timer);
+    p.signal.removeEventListener('abort', p.onAbort);
+    const now = this.now();
+    let view: HoldView = { ...p.view, state, resolvedAt: now, resolution: reason, ...(grantMs ? { grantMs } : {}) };
+    let outcome: HoldOutcome = { state, hold: view, reason, decidedBy };
+    try {
+      this.recorded(() => {
+        this.store.db.prepare('UPDATE holds SET state = ?, resolved_at = ?, view = ? WHERE id = ?').run(state, now, JSON.stringify(view), id);
+        let grant: GrantRecord | undefined;
+        if (state === 'approved' && grantMs) {
+          grant = { id: newId('grant'), hold: id, expiresAt: now + grantMs, grantedBy: decidedBy };
+          this.store.db
+            .prepare('INSERT INTO grants (id, subject, connection, rule, hold, expires_at) VALUES (?, ?, ?, ?, ?, ?)')
+            .run(grant.id, view.requester, view.connection, view.rule, id, grant.expiresAt);
+        }
+        this.store.append({
+          kind: 'hold.resolved',
+          session: view.session ?? undefined,
+          actor: state === 'approved' || state === 'denied' ? (p.view.votes.at(-1)?.by ?? 'system') : state === 'cancelled' ? view.requester : 'system',
+          connection: view.connection,
+          payload: { id, state, reason, decidedBy, rule: view.rule, requester: view.requester, protocol: view.protocol, ...(grant ? { grant: { id: grant.id, expiresAt: grant.expiresAt, ms: grantMs } } : {}) },
+          time: now,
+        });
+        if (grant) this.grants.set(grantKey(view.requester, view.connection, view.rule), grant);
+      });
+    } catch (err) {
+      // The decision could not be recorded: the request must not go through on an unrecorded approval.
+      this.log.error(`hold ${id}: cannot record ${state}: ${err instanceof Error ? err.message : String(err)}`);
+      const failReason = `the decision could not be recorded (${err instanceof Error ? err.message : String(err)})`;
+      view = { ...view, state: state === 'approved' ? 'denied' : state, resolution: state === 'approved' ? failReason : reason };
+      outcome = { state: view.state as HoldOutcome['state'], hold: view, reason: view.resolution!, decidedBy };
+    }
+    this.bus.publish({ type: 'hold.resolved', hold: structuredClone(view) });
+    p.settle(outcome);
+  }
+
+  /** Runs `fn` in one transaction; any SQLite failure becomes StoreUnavailableError (fail closed). */
+  private recorded(fn: () => void): void {
+    try {
+      this.store.db.transaction(fn)();
+    } catch (err) {
+      throw err instanceof StoreUnavailableError ? err : new StoreUnavailableError(err);
+    }
+  }
+
+  private activeGrant(subject: string, connection: string, rule: string, now: number): GrantRecord | undefined {
+    const key = grantKey(subject, connection, rule);
+    const g = this.grants.get(key);
+    if (!g) return undefined;
+    if (g.expiresAt <= now) {
+      this.grants.delete(key);
+      return undefined;
+    }
+    return g;
+  }
+
+  /** A request covered by a grant: recorded as a hold that was approved at once, not published. */
+  private passByGrant(req: HoldRequest, grant: GrantRecord, now: number): HoldOutcome {
+    const reason = `covered by a grant from ${grant.grantedBy.join(', ') || 'an approver'} (hold ${grant.hold}) until ${new Date(grant.expiresAt).toISOString()}`;
+    const view: HoldView = {
+      id: newId('hold'),
+      state: 'approved',
+      session: req.session,
+      connection: req.connection,
+      protocol: req.protocol,
+      requester: req.identity.subject,
+      requesterName: req.identity.name,
+      rule: req.rule,
+      ...(req.ruleReason ? { ruleReason: req.ruleReason } : {}),
+      summary: req.summary.length > MAX_SUMMARY ? `${req.summary.slice(0, MAX_SUMMARY)}…` : req.summary,
+      approvers: [...req.spec.approvers],
+      min: req.spec.min ?? 1,
+      denyMin: req.spec.denyMin ?? 1,
       reasonRequired: req.spec.reason === 'required',
       createdAt: now,
       expiresAt: now,
       resolvedAt: now,
       votes: [],
-      resolution: 'approvals are not available on this gateway',
+      resolution: reason,
     };
-    return { state: 'denied', hold, reason: hold.resolution!, decidedBy: [] };
+    this.recorded(() => {
+      this.store.db
+        .prepare('INSERT INTO holds (id, state, session, connection, requester, created_at, expires_at, resolved_at, view) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)')
+        .run(view.id, view.state, view.session, view.connection, view.requester, now, now, now, JSON.stringify(view));
+      this.store.append({
+        kind: 'hold.resolved',
+        session: req.session ?? undefined,
+        actor: req.identity.subject,
+        connection: req.connection,
+        payload: { id: view.id, state: 'approved', via: 'grant', grant: grant.id, grantHold: grant.hold, grantExpiresAt: grant.expiresAt, reason, decidedBy: grant.grantedBy, rule: req.rule, requester: req.identity.subject, protocol: req.protocol, actorName: req.identity.name },
+        time: now,
+      });
+    });
+    return { state: 'approved', hold: view, reason, decidedBy: grant.grantedBy };
+  }
+
+  private abandonLeftovers(): void {
+    const rows = this.store.db.prepare("SELECT view FROM holds WHERE state = 'pending'").all() as { view: string }[];
+    if (!rows.length) return;
+    const now = this.now();
+    const reason = 'the gateway stopped before a decision';
+    this.recorded(() => {
+      for (const r of rows) {
+        const v = JSON.parse(r.view) as HoldView;
+        const view: HoldView = { ...v, state: 'abandoned', resolvedAt: now, resolution: reason };
+        this.store.db.prepare('UPDATE holds SET state = ?, resolved_at = ?, view = ? WHERE id = ?').run('abandoned', now, JSON.stringify(view), v.id);
+        this.store.append({
+          kind: 'hold.resolved',
+          session: v.session ?? undefined,
+          actor: 'system',
+          connection: v.connection,
+          payload: { id: v.id, state: 'abandoned', reason, decidedBy: [], rule: v.rule, requester: v.requester, protocol: v.protocol, recoveredAt: now },
+          time: now,
+        });
+      }
+    });
+    this.log.warn(`${rows.length} hold(s) left pending by the previous run recorded as abandoned`);
+  }
+
+  private loadGrants(): void {
+    const now = this.now();
+    const rows = this.store.db.prepare('SELECT g.id, g.subject, g.connection, g.rule, g.hold, g.expires_at, h.view FROM grants g LEFT JOIN holds h ON h.id = g.hold WHERE g.expires_at > ? ORDER BY g.expires_at').all(now) as {
+      id: string;
+      subject: string;
+      connection: string;
+      rule: string;
+      hold: string;
+      expires_at: number;
+      view: string | null;
+    }[];
+    for (const r of rows) {
+      const v = r.view ? (JSON.parse(r.view) as HoldView) : undefined;
+      const grantedBy = v ? v.votes.filter((x) => x.decision === 'approve').map((x) => x.byName) : [];
+      this.grants.set(grantKey(r.subject, r.connection, r.rule), { id: r.id, hold: r.hold, expiresAt: r.expires_at, grantedBy });
+    }
   }
 }

@@ -1,0 +1,305 @@
+// The hold queue's lifecycle against a real store in a temp dir: k-of-N, deny thresholds, timeout,
+// self-approval, reasons, grants, cancellation, abandonment, and failing closed.
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { HoldSpec } from '../../shared/config';
+import type { Identity } from '../../shared/identity';
+import type { ServerMessage } from '../../shared/messages';
+import { HoldDecisionError, HoldQueue } from '../../proxy/approvals/hold-queue';
+import type { HoldRequest } from '../../proxy/approvals/types';
+import { AuditStore, StoreUnavailableError } from '../../proxy/audit/store';
+import { EventBus } from '../../proxy/control/bus';
+import { rolesFor } from '../../proxy/identity/authenticator';
+import { tempDir } from '../support/tmp';
+
+const ROLES = { admin: ['admin'], approver: ['approver'], reviewer: ['reviewer'] };
+function who(name: string, groups: string[]): Identity {
+  return { subject: `key:${name}`, name, groups, roles: rolesFor(groups, ROLES), via: 'api-key', keyId: name };
+}
+const dev = who('dev', ['engineering']);
+const alice = who('alice', ['dba']);
+const bob = who('bob', ['dba']);
+const carol = who('carol', ['dba']);
+const root = who('root', ['admin']);
+const outsider = who('eve', ['marketing']);
+
+function setup(dir = tempDir(), now?: () => number) {
+  const store = AuditStore.open(dir);
+  const bus = new EventBus();
+  const messages: ServerMessage[] = [];
+  bus.subscribe((m) => messages.push(m));
+  const queue = new HoldQueue({ store, bus, now });
+  return { dir, store, bus, queue, messages };
+}
+
+function hold(spec: Partial<HoldSpec> = {}, over: Partial<HoldRequest> = {}): HoldRequest {
+  return {
+    identity: dev,
+    connection: 'warehouse',
+    protocol: 'postgres',
+    session: 'sess_1',
+    rule: 'hold-destructive-sql',
+    ruleReason: 'destructive statements need a DBA',
+    summary: 'DROP TABLE customers',
+    spec: HoldSpec.parse({ approvers: ['dba'], ...spec }),
+    signal: new AbortController().signal,
+    ...over,
+  };
+}
+
+/** Waits until the queue has published the hold.created for the next request. */
+async function created(messages: ServerMessage[], n = 1): Promise<string> {
+  for (let i = 0; i < 200; i++) {
+    const c = messages.filter((m) => m.type === 'hold.created');
+    if (c.length >= n) return (c[n - 1] as Extract<ServerMessage, { type: 'hold.created' }>).hold.id;
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  throw new Error('no hold.created published');
+}
+
+function refused(fn: () => unknown, status: number, code: string): void {
+  assert.throws(fn, (err: unknown) => err instanceof HoldDecisionError && err.status === status && err.code === code);
+}
+
+function kinds(store: AuditStore): string[] {
+  return store.events(1, 1000).map((e) => e.kind);
+}
+
+describe('HoldQueue', () => {
+  it('approves after k distinct approvers, recording every step in the chained log', async () => {
+    const { store, queue, messages } = setup();
+    const pending = queue.request(hold({ min: 2 }));
+    const id = await created(messages);
+    const view1 = queue.decide(id, alice, { decision: 'approve', reason: 'planned migration' });
+    assert.equal(view1.state, 'pending');
+    assert.equal(view1.votes.length, 1);
+    refused(() => queue.decide(id, alice, { decision: 'approve', reason: 'again' }), 409, 'already_voted');
+    queue.decide(id, bob, { decision: 'approve', reason: 'confirmed with the owner' });
+    const outcome = await pending;
+    assert.equal(outcome.state, 'approved');
+    assert.deepEqual(outcome.decidedBy, ['alice', 'bob']);
+    assert.equal(outcome.reason, 'confirmed with the owner');
+    assert.deepEqual(messages.map((m) => m.type), ['hold.created', 'hold.updated', 'hold.resolved']);
+    assert.deepEqual(kinds(store), ['hold.created', 'hold.vote', 'hold.vote', 'hold.resolved']);
+    const events = store.sessionEvents('sess_1');
+    assert.equal(events.length, 4, 'every hold event is in the request session');
+    assert.equal(events[3]!.actor, 'key:bob');
+    assert.equal(events[1]!.prevHash, events[0]!.hash);
+    const stored = queue.get(id)!;
+    assert.equal(stored.state, 'approved');
+    assert.deepEqual(stored.votes.map((v) => [v.byName, v.reason]), [['alice', 'planned migration'], ['bob', 'confirmed with the owner']]);
+    refused(() => queue.decide(id, carol, { decision: 'approve' }), 409, 'not_pending');
+    store.close();
+  });
+
+  it('denies on the first denial by default, with the denier and the reason', async () => {
+    const { store, queue, messages } = setup();
+    const pending = queue.request(hold({ min: 2 }));
+    const id = await created(messages);
+    queue.decide(id, alice, { decision: 'approve', reason: 'fine by me' });
+    queue.decide(id, bob, { decision: 'deny', reason: 'not during business hours' });
+    const outcome = await pending;
+    assert.equal(outcome.state, 'denied');
+    assert.equal(outcome.reason, 'not during business hours');
+    assert.deepEqual(outcome.decidedBy, ['bob']);
+    assert.equal(store.session('sess_1')!.denied, 1);
+    store.close();
+  });
+
+  it('needs denyMin distinct denials when configured', async () => {
+    const { store, queue, messages } = setup();
+    const pending = queue.request(hold({ min: 3, denyMin: 2 }));
+    const id = await created(messages);
+    assert.equal(queue.decide(id, alice, { decision: 'deny', reason: 'no' }).state, 'pending');
+    queue.decide(id, bob, { decision: 'deny', reason: 'no either' });
+    assert.equal((await pending).state, 'denied');
+    store.close();
+  });
+
+  it('expires after the timeout, denying the client', async () => {
+    const { store, queue, messages } = setup();
+    const t0 = Date.now();
+    const outcome = await queue.request(hold({ timeout: '150ms' }));
+    assert.ok(Date.now() - t0 >= 140);
+    assert.equal(outcome.state, 'expired');
+    assert.match(outcome.reason, /timed out after 150ms/);
+    assert.equal(messages.at(-1)!.type, 'hold.resolved');
+    assert.equal(queue.get(outcome.hold.id)!.state, 'expired');
+    assert.equal(store.events(1, 100).at(-1)!.actor, 'system');
+    store.close();
+  });
+
+  it('never lets the requester approve their own hold, and refuses non-approvers', async () => {
+    const { store, queue, messages } = setup();
+    const self = who('alice', ['dba']);
+    const pending = queue.request(hold({}, { identity: self }));
+    const id = await created(messages);
+    refused(() => queue.decide(id, self, { decision: 'approve', reason: 'trust me' }), 403, 'self_approval');
+    refused(() => queue.decide(id, outsider, { decision: 'approve', reason: 'sure' }), 403, 'not_an_approver');
+    refused(() => queue.decide(id, who('rev', ['reviewer']), { decision: 'approve' }), 403, 'not_an_approver');
+    assert.equal(queue.get(id)!.votes.length, 0, 'refused decisions leave no vote');
+    queue.decide(id, root, { decision: 'approve', reason: 'admin override' });
+    assert.equal((await pending).state, 'approved');
+    store.close();
+  });
+
+  it('requires a reason when the rule says so, and validates the body', async () => {
+    const { store, queue, messages } = setup();
+    const pending = queue.request(hold({ reason: 'required' }));
+    const id = await created(messages);
+    refused(() => queue.decide(id, alice, { decision: 'approve' }), 400, 'reason_required');
+    refused(() => queue.decide(id, alice, { decision: 'approve', reason: '   ' }), 400, 'reason_required');
+    refused(() => queue.decide(id, alice, { decision: 'maybe' as 'approve', reason: 'x' }), 400, 'bad_request');
+    refused(() => queue.decide(id, alice, { decision: 'deny', reason: 'x', grant: '30m' }), 400, 'bad_request');
+    refused(() => queue.decide(id, alice, { decision: 'approve', reason: 'x', grant: 'forever' }), 400, 'bad_request');
+    refused(() => queue.decide(id, alice, { decision: 'approve', reason: 'x', grant: '30d' }), 400, 'bad_request');
+    refused(() => queue.decide('hold_nope', alice, { decision: 'approve', reason: 'x' }), 404, 'not_found');
+    queue.decide(id, alice, { decision: 'approve', reason: 'ticket OPS-42' });
+    assert.equal((await pending).hold.votes[0]!.reason, 'ticket OPS-42');
+    store.close();
+  });
+
+  it('grants time-boxed access: same identity, connection and rule pass at once (recorded) until it ends', async () => {
+    let clock = Date.now();
+    const { dir, store, queue, messages } = setup(tempDir(), () => clock);
+    const first = queue.request(hold());
+    const id = await created(messages);
+    queue.decide(id, alice, { decision: 'approve', reason: 'on call tonight', grant: '30m' });
+    const o1 = await first;
+    assert.equal(o1.hold.grantMs, 30 * 60_000);
+
+    const o2 = await queue.request(hold());
+    assert.equal(o2.state, 'approved');
+    assert.match(o2.reason, /covered by a grant from alice/);
+    const last = store.events(1, 100).at(-1)!;
+    assert.equal(last.kind, 'hold.resolved');
+    assert.equal((last.payload as { via: string }).via, 'grant');
+    assert.equal(messages.filter((m) => m.type === 'hold.created').length, 1, 'a grant pass does not page approvers');
+
+    // another rule, another connection or another identity still waits
+    const ac = new AbortController();
+    const other = queue.request(hold({}, { rule: 'other-rule', signal: ac.signal }));
+    assert.equal(queue.pendingCount, 1);
+    ac.abort();
+    assert.equal((await other).state, 'cancelled');
+    const ac2 = new AbortController();
+    const otherUser = queue.request(hold({}, { identity: who('dev2', ['engineering']), signal: ac2.signal }));
+    assert.equal(queue.pendingCount, 1);
+    ac2.abort();
+    await otherUser;
+
+    // the grant survives a restart
+    store.close();
+    const again = setup(dir, () => clock);
+    assert.equal((await again.queue.request(hold())).state, 'approved');
+    // ... and ends on time
+    clock += 31 * 60_000;
+    const ac3 = new AbortController();
+    const later = again.queue.request(hold({}, { signal: ac3.signal }));
+    assert.equal(again.queue.pendingCount, 1);
+    ac3.abort();
+    assert.equal((await later).state, 'cancelled');
+    again.store.close();
+  });
+
+  it('gives the smallest grant all approvers asked for, and none if one approver gave none', async () => {
+    const { store, queue, messages } = setup();
+    const p1 = queue.request(hold({ min: 2 }));
+    const id1 = await created(messages, 1);
+    queue.decide(id1, alice, { decision: 'approve', reason: 'ok', grant: '1h' });
+    queue.decide(id1, bob, { decision: 'approve', reason: 'ok', grant: '15m' });
+    assert.equal((await p1).hold.grantMs, 15 * 60_000);
+
+    const p2 = queue.request(hold({ min: 2 }, { rule: 'second' }));
+    const id2 = await created(messages, 2);
+    queue.decide(id2, alice, { decision: 'approve', reason: 'ok', grant: '1h' });
+    queue.decide(id2, bob, { decision: 'approve', reason: 'just this once' });
+    assert.equal((await p2).hold.grantMs, undefined);
+    store.close();
+  });
+
+  it('cancels the hold when the client disconnects, also when it was gone before the hold began', async () => {
+    const { store, queue, messages } = setup();
+    const ac = new AbortController();
+    const pending = queue.request(hold({}, { signal: ac.signal }));
+    const id = await created(messages);
+    ac.abort();
+    const outcome = await pending;
+    assert.equal(outcome.state, 'cancelled');
+    assert.equal(queue.get(id)!.state, 'cancelled');
+    refused(() => queue.decide(id, alice, { decision: 'approve', reason: 'late' }), 409, 'not_pending');
+    const gone = AbortSignal.abort();
+    assert.equal((await queue.request(hold({}, { signal: gone }))).state, 'cancelled');
+    assert.equal(queue.pendingCount, 0);
+    store.close();
+  });
+
+  it('records holds a crashed run left pending as abandoned on the next start', async () => {
+    const dir = tempDir();
+    const a = setup(dir);
+    void a.queue.request(hold({ timeout: '1h' }));
+    const id = await created(a.messages);
+    a.store.close(); // the process dies: no resolution is recorded
+    const b = setup(dir);
+    const v = b.queue.get(id)!;
+    assert.equal(v.state, 'abandoned');
+    assert.match(v.resolution!, /gateway stopped/);
+    const last = b.store.events(1, 100).at(-1)!;
+    assert.equal(last.kind, 'hold.resolved');
+    assert.equal((last.payload as { state: string }).state, 'abandoned');
+    assert.equal(b.queue.list({ state: 'pending' }).total, 0);
+    b.store.close();
+    a.queue.close(); // stops the dead run's timer; its store is closed, so nothing more is written
+  });
+
+  it('abandons pending holds when the gateway stops, answering the waiting clients', async () => {
+    const { store, queue, messages } = setup();
+    const pending = queue.request(hold());
+    await created(messages);
+    queue.close();
+    const outcome = await pending;
+    assert.equal(outcome.state, 'abandoned');
+    await assert.rejects(queue.request(hold()), /closed/);
+    store.close();
+  });
+
+  it('lists history by state and filters what a user may see', async () => {
+    const { store, queue, messages } = setup();
+    const p1 = queue.request(hold());
+    const id1 = await created(messages, 1);
+    queue.decide(id1, alice, { decision: 'deny', reason: 'no' });
+    await p1;
+    void queue.request(hold({ approvers: ['security'] }, { rule: 'sec' }));
+    await created(messages, 2);
+    assert.equal(queue.list().total, 2);
+    assert.deepEqual(queue.list({ state: 'denied' }).holds.map((h) => h.id), [id1]);
+    assert.equal(queue.list({ state: 'pending' }).holds[0]!.rule, 'sec');
+    const forAlice = queue.list({ visible: (v) => v.approvers.some((g) => alice.groups.includes(g)) });
+    assert.deepEqual(forAlice.holds.map((h) => h.id), [id1]);
+    queue.close();
+    store.close();
+  });
+
+  it('fails closed: no hold without a record, no vote without a record, no approval without a record', async () => {
+    const { store, queue, messages } = setup();
+    store.db.pragma('query_only = ON');
+    await assert.rejects(queue.request(hold()), StoreUnavailableError);
+    assert.equal(queue.pendingCount, 0);
+    store.db.pragma('query_only = OFF');
+
+    const pending = queue.request(hold());
+    const id = await created(messages);
+    store.db.pragma('query_only = ON');
+    assert.throws(() => queue.decide(id, alice, { decision: 'approve', reason: 'ok' }), StoreUnavailableError);
+    store.db.pragma('query_only = OFF');
+    assert.equal(queue.get(id)!.votes.length, 0);
+
+    // The vote is recorded but the approval cannot be: the client is denied, never let through.
+    store.db.exec(`CREATE TRIGGER no_approvals BEFORE UPDATE OF state ON holds WHEN NEW.state = 'approved' BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END`);
+    queue.decide(id, alice, { decision: 'approve', reason: 'ok' });
+    const outcome = await pending;
+    assert.equal(outcome.state, 'denied');
+    assert.match(outcome.reason, /could not be recorded/);
+    store.close();
+  });
+});
