@@ -53,6 +53,7 @@ export class Gateway {
     const store = AuditStore.open(opts.dataDir);
     const keys = new ApiKeyStore(store.db);
     const secrets = opts.secrets ?? plainSecrets;
+    const bus = new EventBus();
     let services: GatewayServices;
     try {
       services = {
@@ -63,13 +64,13 @@ export class Gateway {
       keys,
       auth: new Authenticator(keys, opts.config.identity),
       consoleSessions: new ConsoleSessions(store.db),
-      bus: new EventBus(),
+      bus,
       log,
       secrets,
       keyFile: (name, create) => loadOrCreateSecretFile(opts.dataDir, name, secrets, create),
       masking: createMaskingEngine(opts.config, { hmacKey: loadOrCreateSecretFile(opts.dataDir, 'masking-hmac.key', secrets) }),
       policy: new PolicyEngine(opts.config.policies),
-      holds: new HoldQueue(),
+      holds: new HoldQueue({ store, bus, log }),
       version: VERSION,
       };
     } catch (err) {
