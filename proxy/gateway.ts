@@ -8,6 +8,8 @@ import type { Config } from '../shared/config';
 import { AuditStore } from './audit/store';
 import { EventBus } from './control/bus';
 import { type ControlPlane, type RouteModule, startControlPlane } from './control/server';
+import { registerConnectionRoutes, withStoredConnections } from './control/routes/connections';
+import { registerDashboardRoutes } from './control/routes/dashboard';
 import { ApiKeyStore } from './identity/api-keys';
 import { Authenticator } from './identity/authenticator';
 import { ConsoleSessions } from './identity/console-sessions';
@@ -57,7 +59,7 @@ export class Gateway {
     let services: GatewayServices;
     try {
       services = {
-      config: opts.config,
+      config: withStoredConnections(opts.config, { store, secrets, log }),
       configFile: opts.configFile,
       dataDir: opts.dataDir,
       store,
@@ -95,6 +97,7 @@ export class Gateway {
       this.firstKey = key;
     }
     const routeModules: RouteModule[] = [];
+    routeModules.push((router, services) => registerConnectionRoutes(router, services, () => this.listeners.find((l) => l.name === 'http')?.address), registerDashboardRoutes);
     this.control = await startControlPlane(s, routeModules);
     this.listeners.push({ name: 'control', address: this.control.address, close: () => this.control.close() });
     s.store.append({ kind: 'gateway.start', actor: 'system', payload: { version: s.version, listeners: this.listeners.map((l) => ({ name: l.name, address: l.address })) } });

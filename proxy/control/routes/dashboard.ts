@@ -1,0 +1,148 @@
+/**
+ * `GET /api/dashboard?from&to&buckets` — counts over time for the console's dashboard: requests
+ * (HTTP exchanges and SQL statements), holds by outcome, masked values (and by detector type),
+ * policy denials and rule hits. Computed from the events, sessions and holds tables on each call
+ * (indexed by time), so the figures always agree with the audit log.
+ */
+import { type AuditStore, rowToEvent } from '../../audit/store';
+import type { GatewayServices } from '../../services';
+import { HttpError, type Router } from '../router';
+
+/** One time bucket. Mirrored by renderer/lib/charts.ts (DashboardBucket). */
+export interface DashboardBucket {
+  t: number;
+  requests: number;
+  holdsApproved: number;
+  holdsDenied: number;
+  holdsExpired: number;
+  masked: number;
+  denied: number;
+  /** Requests a policy rule matched (any action). */
+  hits: number;
+}
+
+export interface DashboardData {
+  from: number;
+  to: number;
+  bucketMs: number;
+  series: DashboardBucket[];
+  maskedByType: { type: string; count: number }[];
+  policyHits: { rule: string; action: string; count: number }[];
+  totals: { sessions: number; requests: number; masked: number; denied: number; holds: { pending: number; approved: number; denied: number; expired: number; abandoned: number } };
+}
+
+const DAY = 86_400_000;
+const MAX_BUCKETS = 500;
+
+function timeParam(q: URLSearchParams, name: string): number | undefined {
+  const v = q.get(name);
+  if (!v) return undefined;
+  const n = /^\d+$/.test(v) ? Number(v) : Date.parse(v);
+  if (!Number.isFinite(n)) throw new HttpError(400, 'bad_request', `${name} must be a time (ISO 8601 or ms since epoch)`);
+  return n;
+}
+
+export function dashboard(store: AuditStore, from: number, to: number, buckets: number): DashboardData {
+  const db = store.db;
+  const bucketMs = Math.max(1000, Math.ceil((to - from) / buckets));
+  const n = Math.ceil((to - from) / bucketMs);
+  const series: DashboardBucket[] = Array.from({ length: n }, (_, i) => ({ t: from + i * bucketMs, requests: 0, holdsApproved: 0, holdsDenied: 0, holdsExpired: 0, masked: 0, denied: 0, hits: 0 }));
+  const args = { from, to, b: bucketMs };
+  const bucket = (i: number) => series[Math.max(0, Math.min(n - 1, i))]!;
+
+  for (const r of db
+    .prepare(`SELECT (time - @from) / @b AS i, count(*) AS c FROM events WHERE time >= @from AND time < @to AND kind IN ('http.request', 'pg.statement') GROUP BY i`)
+    .all(args) as { i: number; c: number }[])
+    bucket(r.i).requests += r.c;
+
+  for (const r of db
+    .prepare(`SELECT (time - @from) / @b AS i, sum(json_array_length(spans)) AS c FROM events WHERE time >= @from AND time < @to AND spans IS NOT NULL GROUP BY i`)
+    .all(args) as { i: number; c: number }[])
+    bucket(r.i).masked += r.c ?? 0;
+
+  // Policy decisions are small, so always stored as JSON text (never deflated).
+  for (const r of db
+    .prepare(
+      `SELECT (time - @from) / @b AS i, json_extract(payload, '$.action') AS action, count(*) AS c FROM events
+       WHERE time >= @from AND time < @to AND kind = 'policy.decision' AND encoding = 'json' AND json_extract(payload, '$.rule') IS NOT NULL
+       GROUP BY i, action`,
+    )
+    .all(args) as { i: number; action: string; c: number }[]) {
+    bucket(r.i).hits += r.c;
+    if (r.action === 'deny') bucket(r.i).denied += r.c;
+  }
+
+  const holdTotals = { pending: 0, approved: 0, denied: 0, expired: 0, abandoned: 0 };
+  const holdRows = db.prepare(`SELECT state, resolved_at AS at FROM holds WHERE (resolved_at >= @from AND resolved_at < @to) OR state = 'pending'`).all({ from, to }) as { state: string; at: number | null }[];
+  const outcomes: { state: string; at: number }[] = [];
+  let pending = 0;
+  if (holdRows.length || (db.prepare('SELECT count(*) AS n FROM holds').get() as { n: number }).n > 0) {
+    for (const r of holdRows) {
+      if (r.state === 'pending') pending++;
+      else if (r.at !== null) outcomes.push({ state: r.state, at: r.at });
+    }
+  } else {
+    // A gateway that records holds only as events: read the outcomes from the log.
+    const rows = db.prepare(`SELECT * FROM events WHERE time >= @from AND time < @to AND kind = 'hold.resolved'`).all({ from, to }) as Parameters<typeof rowToEvent>[0][];
+    for (const row of rows) {
+      const p = (rowToEvent(row).payload ?? {}) as Record<string, unknown>;
+      const hold = (p['hold'] && typeof p['hold'] === 'object' ? p['hold'] : p) as Record<string, unknown>;
+      if (typeof hold['state'] === 'string') outcomes.push({ state: hold['state'], at: row.time });
+    }
+  }
+  holdTotals.pending = pending;
+  for (const o of outcomes) {
+    const b = bucket(Math.floor((o.at - from) / bucketMs));
+    if (o.state === 'approved') {
+      b.holdsApproved++;
+      holdTotals.approved++;
+    } else if (o.state === 'denied') {
+      b.holdsDenied++;
+      holdTotals.denied++;
+    } else if (o.state === 'expired') {
+      b.holdsExpired++;
+      holdTotals.expired++;
+    } else if (o.state === 'abandoned' || o.state === 'cancelled') holdTotals.abandoned++;
+  }
+
+  const maskedByType = db
+    .prepare(
+      `SELECT json_extract(j.value, '$.type') AS type, count(*) AS count FROM events, json_each(events.spans) AS j
+       WHERE events.time >= @from AND events.time < @to AND events.spans IS NOT NULL GROUP BY type ORDER BY count DESC`,
+    )
+    .all({ from, to }) as { type: string; count: number }[];
+
+  const policyHits = db
+    .prepare(
+      `SELECT json_extract(payload, '$.rule') AS rule, json_extract(payload, '$.action') AS action, count(*) AS count FROM events
+       WHERE time >= @from AND time < @to AND kind = 'policy.decision' AND encoding = 'json' AND json_extract(payload, '$.rule') IS NOT NULL
+       GROUP BY rule, action ORDER BY count DESC LIMIT 20`,
+    )
+    .all({ from, to }) as { rule: string; action: string; count: number }[];
+
+  const sessions = (db.prepare('SELECT count(*) AS n FROM sessions WHERE last_event_at >= @from AND started_at < @to').get({ from, to }) as { n: number }).n;
+  const sum = (k: keyof DashboardBucket) => series.reduce((a, b) => a + b[k], 0);
+  return {
+    from,
+    to,
+    bucketMs,
+    series,
+    maskedByType: maskedByType.filter((m) => typeof m.type === 'string'),
+    policyHits,
+    totals: { sessions, requests: sum('requests'), masked: sum('masked'), denied: sum('denied'), holds: holdTotals },
+  };
+}
+
+/** Registers `GET /api/dashboard` for any signed-in admin, approver or reviewer (counts only, no payloads). */
+export function registerDashboardRoutes(router: Router, s: GatewayServices): void {
+  router.get('/api/dashboard', ({ identity, query }) => {
+    if (!identity || !['admin', 'approver', 'reviewer'].some((r) => identity.roles.includes(r as never))) throw new HttpError(403, 'forbidden', 'this needs the reviewer, approver or admin role');
+    const to = timeParam(query, 'to') ?? Date.now();
+    const from = timeParam(query, 'from') ?? to - DAY;
+    if (from >= to) throw new HttpError(400, 'bad_request', 'from must be before to');
+    const raw = query.get('buckets');
+    const buckets = raw ? Number(raw) : 24;
+    if (!Number.isInteger(buckets) || buckets < 1 || buckets > MAX_BUCKETS) throw new HttpError(400, 'bad_request', `buckets must be an integer from 1 to ${MAX_BUCKETS}`);
+    return dashboard(s.store, from, to, buckets);
+  });
+}
