@@ -10,7 +10,7 @@
  *   hash        = SHA-256(prevHash ‖ canonical(body)), prevHash of seq 1 = 32 zero bytes.
  * Retention may delete a payload; its payloadHash stays, so the chain still verifies.
  */
-import { createHash } from 'node:crypto';
+import { createHash, hash as oneShotHash } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { deflateRawSync, inflateRawSync } from 'node:zlib';
@@ -32,7 +32,7 @@ export class StoreUnavailableError extends Error {
 }
 
 export function sha256hex(data: string | Uint8Array): string {
-  return createHash('sha256').update(data).digest('hex');
+  return oneShotHash('sha256', data, 'hex');
 }
 
 export function payloadHashOf(payload: unknown, spans: MaskSpan[]): string {
@@ -44,7 +44,31 @@ export function eventBody(e: Pick<AuditEvent, 'seq' | 'time' | 'kind' | 'session
 }
 
 export function chainHash(prevHash: string, body: ReturnType<typeof eventBody>): string {
-  return createHash('sha256').update(Buffer.from(prevHash, 'hex')).update(canonicalize(body)).digest('hex');
+  return chainHashOfText(prevHash, canonicalEventBody(body));
+}
+
+const CHAIN_INPUT = Buffer.alloc(8192);
+
+/** SHA-256(prevHash bytes ‖ canonical body text), hex; `prevHash` as 64 hex digits. */
+export function chainHashOfText(prevHash: string, canonicalBody: string): string {
+  // One reusable input buffer instead of a Buffer per event: this runs once per append and per verified row.
+  if (prevHash.length === 64 && canonicalBody.length * 3 <= CHAIN_INPUT.length - 32 && CHAIN_INPUT.write(prevHash, 0, 32, 'hex') === 32) {
+    const n = CHAIN_INPUT.write(canonicalBody, 32, 'utf8');
+    return oneShotHash('sha256', CHAIN_INPUT.subarray(0, 32 + n), 'hex');
+  }
+  return createHash('sha256').update(Buffer.from(prevHash, 'hex')).update(canonicalBody).digest('hex');
+}
+
+const jsonOrNull = (v: string | null) => (v === null ? 'null' : JSON.stringify(v));
+
+/**
+ * canonical(body) written out directly: the same bytes `canonicalize(eventBody(e))` produces (keys in
+ * RFC 8785 order: actor, connection, kind, payloadHash, seq, session, time), without walking an
+ * object. The verifier uses it to hash a million stored rows quickly.
+ */
+export function canonicalEventBody(b: ReturnType<typeof eventBody>): string {
+  if (!Number.isFinite(b.seq) || !Number.isFinite(b.time)) throw new TypeError('canonical JSON cannot encode NaN or Infinity');
+  return `{"actor":${jsonOrNull(b.actor)},"connection":${jsonOrNull(b.connection)},"kind":${JSON.stringify(b.kind)},"payloadHash":${JSON.stringify(b.payloadHash)},"seq":${b.seq},"session":${jsonOrNull(b.session)},"time":${b.time}}`;
 }
 
 interface EventRow {
@@ -145,19 +169,25 @@ export class AuditStore implements EventLog {
     );
     this.upsertSession = this.db.prepare(
       `INSERT INTO sessions (id, connection, protocol, actor, actor_name, started_at, last_event_at, ended_at, events, requests, holds, masked, denied, errors)
-       VALUES (@id, @connection, @protocol, @actor, @actorName, @time, @time, @ended, 1, @requests, @holds, @masked, @denied, @errors)
+       VALUES (@id, @connection, @protocol, @actor, @actorName, @started, @last, @ended, @events, @requests, @holds, @masked, @denied, @errors)
        ON CONFLICT(id) DO UPDATE SET
-         last_event_at = @time,
+         last_event_at = @last,
          ended_at = COALESCE(@ended, ended_at),
          actor_name = COALESCE(actor_name, @actorName),
-         events = events + 1,
+         events = events + @events,
          requests = requests + @requests,
          holds = holds + @holds,
          masked = masked + @masked,
          denied = denied + @denied,
          errors = errors + @errors`,
     );
-    this.appendTx = this.db.transaction((inputs: AuditEventInput[]) => inputs.map((i) => this.appendOne(i)));
+    this.appendTx = this.db.transaction((inputs: AuditEventInput[]) => {
+      // Session index rows are updated once per session per transaction, not once per event.
+      const sessions = new Map<string, SessionDelta>();
+      const events = inputs.map((i) => this.appendOne(i, sessions));
+      for (const d of sessions.values()) this.upsertSession.run(d);
+      return events;
+    });
   }
 
   /** Appends one event, committed before return. Throws StoreUnavailableError when it cannot. */
@@ -181,11 +211,11 @@ export class AuditStore implements EventLog {
     return events;
   }
 
-  private appendOne(input: AuditEventInput): AuditEvent {
+  private appendOne(input: AuditEventInput, sessions: Map<string, SessionDelta>): AuditEvent {
     const spans = input.spans ?? [];
     const payload = input.payload === undefined ? null : input.payload;
     const text = canonicalize(payload);
-    const spansText = canonicalize(spans);
+    const spansText = spans.length ? canonicalize(spans) : '[]';
     const payloadHash = sha256hex(`{"payload":${text},"spans":${spansText}}`);
     const seq = this.seq + 1;
     const time = input.time ?? Date.now();
@@ -214,32 +244,33 @@ export class AuditStore implements EventLog {
       this.lastHash,
       hash,
     );
-    if (body.session) this.indexSession(body.session, input, time, spans.length);
+    if (body.session) this.indexSession(sessions, body.session, input, time, spans.length);
     const event: AuditEvent = { ...body, payload, spans, prevHash: this.lastHash, hash };
     this.seq = seq;
     this.lastHash = hash;
     return event;
   }
 
-  private indexSession(id: string, input: AuditEventInput, time: number, masked: number): void {
+  private indexSession(sessions: Map<string, SessionDelta>, id: string, input: AuditEventInput, time: number, masked: number): void {
     const p = (input.payload ?? {}) as Record<string, unknown>;
     const kind = input.kind;
-    const protocol = kind.startsWith('pg.') || p['protocol'] === 'postgres' ? 'postgres' : kind.startsWith('http.') || p['protocol'] === 'http' ? 'http' : 'control';
     const decision = kind === 'policy.decision' ? p['action'] : kind === 'hold.resolved' ? p['state'] : undefined;
-    this.upsertSession.run({
-      id,
-      connection: input.connection ?? null,
-      protocol,
-      actor: input.actor ?? null,
-      actorName: typeof p['actorName'] === 'string' ? p['actorName'] : null,
-      time,
-      ended: kind === 'session.end' ? time : null,
-      requests: kind === 'http.request' || kind === 'pg.statement' ? 1 : 0,
-      holds: kind === 'hold.created' ? 1 : 0,
-      masked,
-      denied: decision === 'deny' || decision === 'denied' || decision === 'expired' ? 1 : 0,
-      errors: kind === 'http.error' || kind === 'pg.error' ? 1 : 0,
-    });
+    const actorName = typeof p['actorName'] === 'string' ? p['actorName'] : null;
+    let d = sessions.get(id);
+    if (!d) {
+      const protocol = kind.startsWith('pg.') || p['protocol'] === 'postgres' ? 'postgres' : kind.startsWith('http.') || p['protocol'] === 'http' ? 'http' : 'control';
+      d = { id, connection: input.connection ?? null, protocol, actor: input.actor ?? null, actorName, started: time, last: time, ended: null, events: 0, requests: 0, holds: 0, masked: 0, denied: 0, errors: 0 };
+      sessions.set(id, d);
+    }
+    d.actorName ??= actorName;
+    d.last = time;
+    if (kind === 'session.end') d.ended = time;
+    d.events++;
+    if (kind === 'http.request' || kind === 'pg.statement') d.requests++;
+    if (kind === 'hold.created') d.holds++;
+    d.masked += masked;
+    if (decision === 'deny' || decision === 'denied' || decision === 'expired') d.denied++;
+    if (kind === 'http.error' || kind === 'pg.error') d.errors++;
   }
 
   head(): { size: number; hash: string } {
@@ -315,6 +346,24 @@ export class AuditStore implements EventLog {
     this.listeners.clear();
     if (this.db.open) this.db.close();
   }
+}
+
+/** One session's index changes within one append transaction. */
+interface SessionDelta {
+  id: string;
+  connection: string | null;
+  protocol: string;
+  actor: string | null;
+  actorName: string | null;
+  started: number;
+  last: number;
+  ended: number | null;
+  events: number;
+  requests: number;
+  holds: number;
+  masked: number;
+  denied: number;
+  errors: number;
 }
 
 interface SessionRow {

@@ -1,0 +1,54 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import fc from 'fast-check';
+import { canonicalize } from '../../shared/canonical-json';
+import { AuditStore, canonicalEventBody, chainHash, eventBody, GENESIS_HASH, payloadHashOf, sha256hex } from '../../proxy/audit/store';
+import { tempDir } from '../support/tmp';
+
+describe('audit chain hashing', () => {
+  it('writes the event body exactly as RFC 8785 canonical JSON would', () => {
+    fc.assert(
+      fc.property(
+        fc.record({
+          seq: fc.nat(),
+          time: fc.oneof(fc.nat(), fc.double({ noNaN: true, noDefaultInfinity: true })),
+          kind: fc.string(),
+          session: fc.option(fc.string({ unit: 'binary' })),
+          actor: fc.option(fc.string({ unit: 'grapheme' })),
+          connection: fc.option(fc.string({ unit: 'binary' })),
+          payloadHash: fc.string(),
+        }),
+        (b) => {
+          const body = eventBody(b as Parameters<typeof eventBody>[0]);
+          assert.equal(canonicalEventBody(body), canonicalize(body));
+        },
+      ),
+      { numRuns: 2000 },
+    );
+  });
+
+  it('keeps the documented hash definitions for single and batched appends', () => {
+    const store = AuditStore.open(tempDir());
+    const one = store.append({ kind: 'http.request', session: 's', actor: 'key:a', connection: 'openai', payload: { q: 'é', n: [1, 2.5] }, spans: [{ type: 'EMAIL', start: 0, end: 3, rule: 'r' }] });
+    const many = store.appendMany([
+      { kind: 'http.response', session: 's', payload: { ok: true } },
+      { kind: 'session.end', session: 's', payload: null },
+    ]);
+    let prev = GENESIS_HASH;
+    for (const e of [one, ...many]) {
+      assert.equal(e.payloadHash, payloadHashOf(e.payload, e.spans));
+      assert.equal(e.payloadHash, sha256hex(canonicalize({ payload: e.payload, spans: e.spans })));
+      assert.equal(e.prevHash, prev);
+      assert.equal(e.hash, chainHash(prev, eventBody(e)));
+      prev = e.hash;
+    }
+    const s = store.session('s')!;
+    assert.equal(s.events, 3);
+    assert.equal(s.requests, 1);
+    assert.equal(s.masked, 1);
+    assert.equal(s.startedAt, one.time);
+    assert.equal(s.lastEventAt, many[1]!.time);
+    assert.ok(s.endedAt);
+    store.close();
+  });
+});
