@@ -15,6 +15,7 @@ import { Authenticator } from './identity/authenticator';
 import { ConsoleSessions } from './identity/console-sessions';
 import { createLogger, type Logger } from './log';
 import { HoldQueue } from './approvals/hold-queue';
+import { startHttpProxy } from './http/proxy';
 import { createMaskingEngine } from './masking/engine';
 import { PolicyEngine } from './policy/engine';
 import { loadOrCreateSecretFile, plainSecrets, type SecretWrapper } from './secret-wrapper';
@@ -96,6 +97,11 @@ export class Gateway {
       s.store.append({ kind: 'key.created', actor: 'system', payload: { id: record.id, name: record.name, groups: record.groups, expiresAt: null, reason: 'first start' } });
       this.firstKey = key;
     }
+    // Every recorded session event goes to the console live; one subscription for all proxies.
+    s.store.onAppend((event) => {
+      if (event.session) s.bus.publish({ type: 'session.event', event });
+    });
+    this.listeners.push(await startHttpProxy(s));
     const routeModules: RouteModule[] = [];
     routeModules.push((router, services) => registerConnectionRoutes(router, services, () => this.listeners.find((l) => l.name === 'http')?.address), registerDashboardRoutes);
     this.control = await startControlPlane(s, routeModules);

@@ -1,0 +1,162 @@
+/**
+ * What a policy needs to know about an LLM request body: the model, whether tools are involved,
+ * and the request's text (for `match.content`). Knows the shapes of OpenAI Chat Completions,
+ * Responses, Embeddings and legacy Completions (platform.openai.com/docs/api-reference) and
+ * Anthropic Messages (docs.anthropic.com/en/api/messages); any other JSON body contributes all of
+ * its string values as text. The text is computed only when something reads it.
+ */
+import type { ConnectionKind } from '../../shared/config';
+
+export interface RequestFacts {
+  model?: string;
+  tools: boolean;
+  stream: boolean;
+  /** Lazily computed prompt text. */
+  readonly text: string;
+}
+
+type Json = Record<string, unknown>;
+
+const isObj = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v);
+const nonEmptyArray = (v: unknown): boolean => Array.isArray(v) && v.length > 0;
+
+/** Text parts of an OpenAI/Anthropic `content` value (string, or an array of parts/blocks). */
+function contentText(content: unknown, out: string[]): void {
+  if (typeof content === 'string') {
+    out.push(content);
+    return;
+  }
+  if (!Array.isArray(content)) return;
+  for (const part of content) {
+    if (typeof part === 'string') out.push(part);
+    else if (isObj(part)) {
+      if (typeof part['text'] === 'string') out.push(part['text']);
+      if (part['type'] === 'tool_result') contentText(part['content'], out);
+      if (part['type'] === 'tool_use' && part['input'] !== undefined) out.push(JSON.stringify(part['input']));
+    }
+  }
+}
+
+function openAiMessagesText(messages: unknown, out: string[]): void {
+  if (!Array.isArray(messages)) return;
+  for (const m of messages) {
+    if (!isObj(m)) continue;
+    contentText(m['content'], out);
+    if (Array.isArray(m['tool_calls']))
+      for (const call of m['tool_calls']) {
+        const fn = isObj(call) ? call['function'] : undefined;
+        if (isObj(fn) && typeof fn['arguments'] === 'string') out.push(fn['arguments']);
+      }
+  }
+}
+
+function responsesInputText(input: unknown, out: string[]): void {
+  if (typeof input === 'string') {
+    out.push(input);
+    return;
+  }
+  if (!Array.isArray(input)) return;
+  for (const item of input) {
+    if (typeof item === 'string') out.push(item);
+    else if (isObj(item)) {
+      contentText(item['content'], out);
+      if (typeof item['arguments'] === 'string') out.push(item['arguments']);
+      if (typeof item['output'] === 'string') out.push(item['output']);
+    }
+  }
+}
+
+function allStrings(value: unknown, out: string[], depth = 0): void {
+  if (depth > 64) return;
+  if (typeof value === 'string') out.push(value);
+  else if (Array.isArray(value)) for (const v of value) allStrings(v, out, depth + 1);
+  else if (isObj(value)) for (const k in value) allStrings(value[k], out, depth + 1);
+}
+
+function hasToolItems(list: unknown, types: string[]): boolean {
+  if (!Array.isArray(list)) return false;
+  for (const item of list) {
+    if (!isObj(item)) continue;
+    if (types.includes(item['type'] as string) || types.includes(item['role'] as string)) return true;
+    if (nonEmptyArray(item['tool_calls'])) return true;
+    if (Array.isArray(item['content']) && item['content'].some((p) => isObj(p) && types.includes(p['type'] as string))) return true;
+  }
+  return false;
+}
+
+function lastSegment(path: string): string {
+  const p = path.replace(/\/+$/, '');
+  return p.slice(p.lastIndexOf('/') + 1);
+}
+
+/** Describes a parsed request body; `path` is the path after the connection name, without query. */
+export function describeRequest(kind: ConnectionKind, path: string, body: unknown): RequestFacts {
+  if (!isObj(body)) {
+    let text: string | undefined;
+    return {
+      tools: false,
+      stream: false,
+      get text() {
+        text ??= typeof body === 'string' ? body : '';
+        return text;
+      },
+    };
+  }
+  const endpoint = lastSegment(path);
+  const model = typeof body['model'] === 'string' ? body['model'] : undefined;
+  const stream = body['stream'] === true;
+  let tools = false;
+  let collect: (out: string[]) => void;
+  if (kind === 'anthropic' && endpoint === 'messages') {
+    tools = nonEmptyArray(body['tools']) || hasToolItems(body['messages'], ['tool_use', 'tool_result']);
+    collect = (out) => {
+      contentText(body['system'], out);
+      if (Array.isArray(body['messages'])) for (const m of body['messages']) if (isObj(m)) contentText(m['content'], out);
+    };
+  } else if (kind !== 'http' && endpoint === 'completions' && path.endsWith('chat/completions')) {
+    tools = nonEmptyArray(body['tools']) || nonEmptyArray(body['functions']) || hasToolItems(body['messages'], ['tool', 'function']);
+    collect = (out) => openAiMessagesText(body['messages'], out);
+  } else if (kind !== 'http' && endpoint === 'responses') {
+    tools = nonEmptyArray(body['tools']) || hasToolItems(body['input'], ['function_call', 'function_call_output', 'custom_tool_call', 'custom_tool_call_output']);
+    collect = (out) => {
+      if (typeof body['instructions'] === 'string') out.push(body['instructions']);
+      responsesInputText(body['input'], out);
+    };
+  } else if (kind !== 'http' && endpoint === 'embeddings') {
+    collect = (out) => {
+      const input = body['input'];
+      if (typeof input === 'string') out.push(input);
+      else if (Array.isArray(input)) for (const v of input) if (typeof v === 'string') out.push(v);
+    };
+  } else if (kind !== 'http' && endpoint === 'completions') {
+    collect = (out) => {
+      const prompt = body['prompt'];
+      if (typeof prompt === 'string') out.push(prompt);
+      else if (Array.isArray(prompt)) for (const v of prompt) if (typeof v === 'string') out.push(v);
+    };
+  } else {
+    tools = nonEmptyArray(body['tools']);
+    collect = (out) => allStrings(body, out);
+  }
+  let text: string | undefined;
+  return {
+    model,
+    tools,
+    stream,
+    get text() {
+      if (text === undefined) {
+        const parts: string[] = [];
+        collect(parts);
+        text = parts.join('\n');
+      }
+      return text;
+    },
+  };
+}
+
+/** A one-line description for approvers: `POST /chat/completions gpt-4o: "export all…"`. */
+export function holdSummary(method: string, path: string, model: string | undefined, text: string, max = 160): string {
+  const flat = text.replace(/\s+/g, ' ').trim();
+  const quoted = flat ? `: "${flat.length > max ? `${flat.slice(0, max)}…` : flat}"` : '';
+  return `${method} ${path}${model ? ` ${model}` : ''}${quoted}`;
+}

@@ -1,0 +1,787 @@
+/**
+ * The LLM/HTTP proxy (DESIGN.md, "HTTP routing"): `http://<listen.http>/<connection>/<rest>` is
+ * forwarded to `<upstream>/<rest>` with the client's Custody credential replaced by the
+ * connection's secret.
+ *
+ * Per exchange, in order: route → authenticate → read the body (limit) → mask the request →
+ * policy → record `http.request` (+ `session.start`, `policy.decision`) BEFORE forwarding, fail
+ * closed with 503 when the store cannot write → hold / deny / forward → relay the response (event
+ * by event for text/event-stream, masked when a rule applies) → record it.
+ */
+import { createServer, type IncomingMessage, request as httpRequest, type OutgoingHttpHeaders, type ServerResponse } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import type { AddressInfo, Socket } from 'node:net';
+import { performance } from 'node:perf_hooks';
+import type { Readable } from 'node:stream';
+import { parseDuration } from '../../shared/config';
+import type { AuditEventInput, MaskSpan } from '../../shared/events';
+import type { Identity } from '../../shared/identity';
+import { StoreUnavailableError } from '../audit/store';
+import { closeServer, listen, splitHostPort } from '../control/server';
+import type { Listener } from '../gateway';
+import { AuthError, credentialFrom } from '../identity/authenticator';
+import { type ConnectionMasker, type MaskedBody, MaskingError, type SseEvent, type StreamChunkResult, type StreamMasker } from '../masking/types';
+import type { PolicyDecision } from '../policy/types';
+import type { GatewayServices } from '../services';
+import { bodyForLog, canDecode, contentEncodingOf, decodeBody, isJsonType, readRequestBody, responseDecoder, scrubSecret } from './bodies';
+import { errorBody, errorEvent, type ErrorStyle, errorStyleFor, GatewayError, type GatewayErrorCode } from './errors';
+import { clientResponseHeaders, recordedHeaders, upstreamRequestHeaders } from './headers';
+import { describeRequest, holdSummary, type RequestFacts } from './llm-request';
+import { BatchedRecorder } from './recorder';
+import { type HttpSession, HttpSessionTracker, validSessionLabel } from './sessions';
+import { serializeSseEvent, SseParser } from './sse';
+import { UpstreamTable, type UpstreamRoute } from './upstreams';
+
+/** Non-streamed responses up to this size (declared by content-length) are relayed in one write. */
+const BUFFER_SMALL_RESPONSES = 256 * 1024;
+/** Stream events are committed to the store at most this often (one transaction per batch). */
+const STREAM_BATCH_MS = 50;
+/** How long close() lets in-flight exchanges (streams, holds) finish before cutting them. */
+const DRAIN_GRACE_MS = 10_000;
+
+/** The proxy listener; connections (and their secrets) are read once, when it starts. */
+export type HttpProxy = Listener;
+
+const AUTH_CODES: Record<string, GatewayErrorCode> = {
+  missing: 'missing_api_key',
+  expired: 'expired_api_key',
+  revoked: 'revoked_api_key',
+};
+
+const DOT_SEGMENT_RE = /(^|\/)(\.|%2e){1,2}(\/|$)/i;
+
+const round1 = (ms: number) => Math.round(ms * 10) / 10;
+
+/** Starts the HTTP proxy on `listen.http`. */
+export async function startHttpProxy(s: GatewayServices): Promise<HttpProxy> {
+  const upstreams = new UpstreamTable(s.config.connections);
+  const sessions = new HttpSessionTracker(parseDuration(s.config.limits.sessionIdle));
+  let closing = false;
+
+  const ctx: ProxyContext = { s, upstreams, sessions, isClosing: () => closing };
+  const server = createServer({ noDelay: true }, (req, res) => {
+    handleExchange(ctx, req, res).catch((err: unknown) => internalError(ctx, res, err));
+  });
+  server.on('connection', (socket: Socket) => socket.setNoDelay(true));
+  server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
+    if (socket.writable && err.code !== 'ECONNRESET') socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+    else socket.destroy();
+  });
+
+  // End sessions that went idle, so the console shows them as finished.
+  const sweepEvery = Math.max(1000, Math.min(60_000, parseDuration(s.config.limits.sessionIdle)));
+  const sweep = setInterval(() => endSessions(ctx, sessions.takeIdle(Date.now()), 'idle'), sweepEvery);
+  sweep.unref();
+
+  const [host, port] = splitHostPort(s.config.listen.http);
+  try {
+    await listen(server, host, port);
+  } catch (err) {
+    clearInterval(sweep);
+    upstreams.destroy();
+    throw err;
+  }
+  const addr = server.address() as AddressInfo;
+  const address = `${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}`;
+  s.log.info(`http proxy listening on ${address} (${s.config.connections.filter((c) => c.kind !== 'postgres').length} connections)`);
+
+  let closed: Promise<void> | undefined;
+  return {
+    name: 'http',
+    address,
+    close() {
+      closed ??= (async () => {
+        closing = true;
+        clearInterval(sweep);
+        await closeServer(server, DRAIN_GRACE_MS);
+        endSessions(ctx, sessions.takeAll(), 'shutdown');
+        upstreams.destroy();
+      })();
+      return closed;
+    },
+  };
+}
+
+interface ProxyContext {
+  s: GatewayServices;
+  upstreams: UpstreamTable;
+  sessions: HttpSessionTracker;
+  isClosing(): boolean;
+}
+
+function endSessions(ctx: ProxyContext, ended: HttpSession[], reason: 'idle' | 'shutdown' | 'replaced'): void {
+  if (!ended.length) return;
+  const now = Date.now();
+  try {
+    ctx.s.store.appendMany(
+      ended.map((x) => ({ kind: 'session.end' as const, session: x.id, actor: x.identity.subject, connection: x.connection, payload: { protocol: 'http', reason, lastActivityAt: x.lastAt }, time: now })),
+    );
+  } catch (err) {
+    ctx.s.log.warn(`http proxy: could not record the end of ${ended.length} session(s): ${(err as Error).message}`);
+    return;
+  }
+  for (const x of ended) {
+    const summary = ctx.s.store.session(x.id);
+    if (summary) ctx.s.bus.publish({ type: 'session.ended', session: summary });
+  }
+}
+
+/** Sends a provider-shaped error (when the response has not started) and says whether it did. */
+function sendError(res: ServerResponse, style: ErrorStyle, status: number, code: GatewayErrorCode, message: string, extra?: OutgoingHttpHeaders): boolean {
+  if (res.headersSent || res.destroyed) return false;
+  const body = JSON.stringify(errorBody(style, status, code, message));
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'x-custody-error': code, ...extra });
+  res.end(body);
+  return true;
+}
+
+function internalError(ctx: ProxyContext, res: ServerResponse, err: unknown): void {
+  ctx.s.log.error(`http proxy: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+  if (!sendError(res, 'openai', 500, 'internal_error', 'the gateway failed to handle this request; it was not forwarded')) res.destroy();
+}
+
+function clientAddress(req: IncomingMessage): string {
+  const a = req.socket.remoteAddress ?? '';
+  return a.startsWith('::ffff:') ? a.slice(7) : a;
+}
+
+async function handleExchange(ctx: ProxyContext, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const t0 = performance.now();
+  const { s } = ctx;
+  if (ctx.isClosing()) res.setHeader('connection', 'close');
+  const url = req.url ?? '/';
+  if (url.charCodeAt(0) !== 0x2f /* / */) {
+    sendError(res, 'openai', 400, 'invalid_path', 'use http://<gateway>/<connection>/<path>; this gateway is not a forward proxy');
+    return;
+  }
+  const q = url.indexOf('?');
+  const pathEnd = q === -1 ? url.length : q;
+  let nameEnd = url.indexOf('/', 1);
+  if (nameEnd === -1 || nameEnd > pathEnd) nameEnd = pathEnd;
+  const name = url.slice(1, nameEnd);
+  const route = ctx.upstreams.get(name);
+  if (!route) {
+    const other = name ? ctx.upstreams.otherKind(name) : undefined;
+    const message = !name
+      ? 'no connection in the path: use http://<gateway>/<connection>/<path>, e.g. /openai/chat/completions'
+      : other
+        ? `connection "${name}" is a ${other} connection; it has its own listener, not the HTTP proxy`
+        : `no connection named "${name}" on this gateway (the first path segment names the connection)`;
+    sendError(res, 'openai', 404, 'unknown_connection', message);
+    return;
+  }
+  const kind = route.connection.kind;
+  const style = errorStyleFor(kind);
+  const path = url.slice(nameEnd, pathEnd);
+  const search = url.slice(pathEnd);
+  if (DOT_SEGMENT_RE.test(path)) {
+    sendError(res, style, 400, 'invalid_path', 'the path may not contain "." or ".." segments');
+    return;
+  }
+
+  // Identity: API keys are checked synchronously (cached); JWTs through the configured issuers.
+  const credential = credentialFrom(req.headers);
+  let identity: Identity;
+  try {
+    identity = credential !== undefined && credential.startsWith('cst_') ? s.auth.authenticateKey(credential) : await s.auth.authenticate(credential);
+  } catch (err) {
+    if (!(err instanceof AuthError)) throw err;
+    req.resume();
+    recordAuthFailure(ctx, req, name, path, err);
+    sendError(res, style, 401, AUTH_CODES[err.code] ?? 'invalid_api_key', `${err.message} (Custody gateway, connection ${name})`);
+    return;
+  }
+
+  const exchange = new Exchange(ctx, req, res, route, identity, path, search, style, t0);
+  await exchange.run();
+}
+
+function recordAuthFailure(ctx: ProxyContext, req: IncomingMessage, connection: string, path: string, err: AuthError): void {
+  try {
+    ctx.s.store.append({
+      kind: 'auth.failure',
+      connection,
+      payload: { protocol: 'http', reason: err.code, message: err.message, method: req.method, path, clientAddress: clientAddress(req), userAgent: req.headers['user-agent'] },
+    });
+  } catch {
+    // the 401 stands either way
+  }
+}
+
+/** One request/response exchange through the proxy. */
+class Exchange {
+  private readonly s: GatewayServices;
+  private readonly limits: GatewayServices['config']['limits'];
+  private session!: HttpSession;
+  private clientGone = false;
+  private readonly abort = new AbortController();
+  private upstreamReq: ReturnType<typeof httpRequest> | undefined;
+  private masker: ConnectionMasker | null = null;
+  private extraRules: string[] | undefined;
+  /** Set once the exchange's outcome is recorded, so no second ending is recorded. */
+  private finished = false;
+  private onClientGone: (() => void) | undefined;
+
+  constructor(
+    private readonly ctx: ProxyContext,
+    private readonly req: IncomingMessage,
+    private readonly res: ServerResponse,
+    private readonly route: UpstreamRoute,
+    private readonly identity: Identity,
+    private readonly path: string,
+    private readonly search: string,
+    private readonly style: ErrorStyle,
+    private readonly t0: number,
+  ) {
+    this.s = ctx.s;
+    this.limits = ctx.s.config.limits;
+    res.once('close', () => {
+      if (res.writableFinished) return;
+      this.clientGone = true;
+      this.abort.abort(new Error('client disconnected'));
+      this.upstreamReq?.destroy();
+      this.onClientGone?.();
+    });
+  }
+
+  private get name(): string {
+    return this.route.connection.name;
+  }
+
+  private elapsed(): number {
+    return round1(performance.now() - this.t0);
+  }
+
+  private base(kind: AuditEventInput['kind'], payload: unknown, spans?: MaskSpan[]): AuditEventInput {
+    const e: AuditEventInput = { kind, session: this.session.id, actor: this.identity.subject, connection: this.name, payload };
+    if (spans?.length) e.spans = spans;
+    return e;
+  }
+
+  /** Appends outside the fail-closed path (after the request was recorded); a failure is logged. */
+  private record(events: AuditEventInput[]): boolean {
+    try {
+      this.s.store.appendMany(events);
+      return true;
+    } catch (err) {
+      this.s.log.error(`http proxy: could not record ${events.map((e) => e.kind).join(', ')} for session ${this.session.id}: ${(err as Error).message}`);
+      return false;
+    }
+  }
+
+  private fail(status: number, code: GatewayErrorCode, message: string, phase: string): void {
+    if (this.finished) return;
+    this.finished = true;
+    this.record([this.base('http.error', { phase, status, code, message, duration: this.elapsed() })]);
+    sendError(this.res, this.style, status, code, message);
+  }
+
+  async run(): Promise<void> {
+    const { req, res, s } = this;
+    const method = req.method ?? 'GET';
+    const limit = this.limits.maxRequestBytes;
+
+    // Body: refuse early on a declared length, and count the bytes that actually arrive.
+    const declared = req.headers['content-length'];
+    if (declared !== undefined && Number(declared) > limit) {
+      req.resume();
+      sendError(res, this.style, 413, 'request_too_large', `request body of ${declared} bytes exceeds the gateway limit of ${limit} bytes (limits.maxRequestBytes)`, { connection: 'close' });
+      return;
+    }
+    let body: Buffer;
+    let requestEncoding: string | undefined;
+    try {
+      body = await readRequestBody(req, limit);
+      requestEncoding = contentEncodingOf(req.headers['content-encoding'] as string | undefined);
+      if (requestEncoding && body.length) body = decodeBody(body, requestEncoding, limit);
+    } catch (err) {
+      if (err instanceof GatewayError) {
+        sendError(res, this.style, err.status, err.code, err.message, err.status === 413 ? { connection: 'close' } : undefined);
+        return;
+      }
+      if (this.clientGone) return;
+      throw err;
+    }
+    if (this.clientGone) return;
+
+    const contentType = req.headers['content-type'];
+    const kind = this.route.connection.kind;
+    // LLM endpoints take JSON: parse it (a bad body is the client's error, answered here).
+    let parsed: unknown;
+    let logBody: { body?: unknown; bodyEncoding?: string };
+    if (body.length && (isJsonType(contentType) || (contentType === undefined && kind !== 'http'))) {
+      try {
+        parsed = JSON.parse(body.toString('utf8'));
+        logBody = { body: parsed, bodyEncoding: 'json' };
+      } catch (err) {
+        if (kind !== 'http') {
+          sendError(res, this.style, 400, 'invalid_json', `request body is not valid JSON: ${(err as Error).message}`);
+          return;
+        }
+        logBody = bodyForLog(body, 'text/plain');
+      }
+    } else logBody = bodyForLog(body, contentType);
+    const facts = describeRequest(kind, this.path, parsed ?? (logBody.bodyEncoding === 'text' ? logBody.body : undefined));
+
+    // Masking and policy. A masking failure is recorded and refused, never forwarded unmasked.
+    let masked: MaskedBody | undefined;
+    let maskError: string | undefined;
+    this.masker = s.masking.forConnection(this.route.connection);
+    try {
+      if (this.masker && body.length) masked = this.masker.request(this.path, contentType, body);
+    } catch (err) {
+      if (!(err instanceof MaskingError)) throw err;
+      maskError = err.message;
+    }
+    let decision: PolicyDecision = { action: 'allow' };
+    if (maskError === undefined) {
+      try {
+        decision = s.policy.evaluate({
+          connection: this.name,
+          protocol: 'http',
+          identity: this.identity,
+          http: { method, path: this.path, model: facts.model, tools: facts.tools },
+          get text() {
+            return facts.text;
+          },
+          detectorHits: masked?.detectorHits ?? [],
+        });
+      } catch (err) {
+        s.log.error(`http proxy: policy evaluation failed: ${(err as Error).stack}`);
+        sendError(res, this.style, 500, 'internal_error', `policy evaluation failed (${(err as Error).message}); the request was not forwarded`);
+        return;
+      }
+      if (decision.action === 'mask' && decision.mask?.length) {
+        this.extraRules = decision.mask;
+        if (!this.masker) maskError = `policy rule "${decision.rule}" asks for masking rules ${decision.mask.join(', ')}, but no masking rule applies to connection ${this.name}`;
+        else if (body.length) {
+          try {
+            masked = this.masker.request(this.path, contentType, body, decision.mask);
+          } catch (err) {
+            if (!(err instanceof MaskingError)) throw err;
+            maskError = err.message;
+          }
+        }
+      }
+    }
+
+    // Record before forwarding (fail closed).
+    const now = Date.now();
+    const label = validSessionLabel(req.headers['x-custody-session']);
+    const resolved = this.ctx.sessions.resolve(this.identity, this.name, label, now);
+    this.session = resolved.session;
+    const events: AuditEventInput[] = [];
+    if (resolved.isNew) {
+      if (resolved.replaced) events.push({ kind: 'session.end', session: resolved.replaced.id, actor: this.identity.subject, connection: this.name, payload: { protocol: 'http', reason: 'idle', lastActivityAt: resolved.replaced.lastAt } });
+      events.push(
+        this.base('session.start', {
+          protocol: 'http',
+          identity: this.identity.subject,
+          actorName: this.identity.name,
+          via: this.identity.via,
+          groups: this.identity.groups,
+          clientAddress: clientAddress(req),
+          userAgent: req.headers['user-agent'],
+          connection: this.name,
+          kind,
+          clientSession: label,
+        }),
+      );
+    }
+    const requestPayload: Record<string, unknown> = {
+      method,
+      path: this.path,
+      headers: recordedHeaders(req.headers),
+      bytes: body.length,
+      actorName: this.identity.name,
+    };
+    if (this.search) requestPayload['query'] = this.search.slice(1);
+    if (facts.model) requestPayload['model'] = facts.model;
+    if (facts.stream) requestPayload['stream'] = true;
+    let requestSpans: MaskSpan[] | undefined;
+    if (maskError !== undefined) requestPayload['bodyOmitted'] = 'masking failed; the body is not recorded unmasked';
+    else if (masked) {
+      requestPayload['body'] = masked.log;
+      requestPayload['bodyEncoding'] = Buffer.isBuffer(masked.log) ? 'base64' : typeof masked.log === 'string' ? 'text' : 'json';
+      if (Object.keys(masked.counts).length) requestPayload['masked'] = masked.counts;
+      requestSpans = masked.spans;
+    } else if (logBody.body !== undefined) {
+      requestPayload['body'] = logBody.body;
+      requestPayload['bodyEncoding'] = logBody.bodyEncoding;
+    }
+    events.push(this.base('http.request', requestPayload, requestSpans));
+    if (decision.rule !== undefined) events.push(this.base('policy.decision', decisionPayload(decision, method, this.path, facts)));
+    if (maskError !== undefined) events.push(this.base('http.error', { phase: 'masking', status: 500, code: 'masking_failed', message: maskError }));
+    try {
+      s.store.appendMany(events);
+    } catch (err) {
+      if (resolved.isNew) this.ctx.sessions.forget(this.session, resolved.replaced);
+      if (!(err instanceof StoreUnavailableError)) throw err;
+      s.log.error(`http proxy: refusing ${method} /${this.name}${this.path}: ${err.message}`);
+      sendError(res, this.style, 503, 'store_unavailable', `the gateway cannot record this request (${err.message}), so it was not forwarded`);
+      return;
+    }
+    if (resolved.isNew) {
+      const summary = s.store.session(this.session.id);
+      if (summary) s.bus.publish({ type: 'session.started', session: summary });
+    }
+
+    if (maskError !== undefined) {
+      this.finished = true;
+      sendError(res, this.style, 500, 'masking_failed', `masking failed: ${maskError}; the request was not forwarded`);
+      return;
+    }
+    if (decision.action === 'deny') {
+      const message = `denied by policy rule "${decision.rule ?? 'default'}"${decision.reason ? `: ${decision.reason}` : ''}`;
+      this.refuse(403, 'policy_denied', message);
+      return;
+    }
+    if (decision.action === 'hold') {
+      const approved = await this.hold(decision, method, facts, masked);
+      if (!approved) return;
+    }
+    this.forward(method, masked ? masked.forward : body, requestEncoding !== undefined);
+  }
+
+  /** A refusal the policy decided: recorded as the response the client got. */
+  private refuse(status: number, code: GatewayErrorCode, message: string): void {
+    if (this.finished) return;
+    this.finished = true;
+    const body = errorBody(this.style, status, code, message);
+    this.record([this.base('http.response', { status, body, bodyEncoding: 'json', gateway: true, code, duration: this.elapsed() })]);
+    sendError(this.res, this.style, status, code, message);
+  }
+
+  /** Parks the request until approvers decide; true when approved (and the client is still there). */
+  private async hold(decision: PolicyDecision, method: string, facts: RequestFacts, masked: MaskedBody | undefined): Promise<boolean> {
+    const text = masked ? describeRequest(this.route.connection.kind, this.path, masked.log).text : facts.text;
+    let outcome;
+    try {
+      outcome = await this.s.holds.request({
+        identity: this.identity,
+        connection: this.name,
+        protocol: 'http',
+        session: this.session.id,
+        rule: decision.rule ?? 'hold',
+        ruleReason: decision.reason,
+        summary: holdSummary(method, this.path, facts.model, text),
+        spec: decision.hold!,
+        signal: this.abort.signal,
+      });
+    } catch (err) {
+      if (this.clientGone) return false;
+      this.s.log.error(`http proxy: hold failed: ${(err as Error).stack}`);
+      this.fail(503, 'hold_unavailable', `the request is held by policy rule "${decision.rule}" but the approval queue failed (${(err as Error).message}); it was not forwarded`, 'hold');
+      return false;
+    }
+    if (this.clientGone) {
+      if (!this.finished) {
+        this.finished = true;
+        this.record([this.base('http.error', { phase: 'hold', code: 'client_closed', message: `client disconnected while held (${outcome.state})`, duration: this.elapsed() })]);
+      }
+      return false;
+    }
+    if (outcome.state === 'approved') return true;
+    const by = outcome.decidedBy.length ? ` by ${outcome.decidedBy.join(', ')}` : '';
+    const code: GatewayErrorCode = outcome.state === 'expired' ? 'hold_expired' : 'hold_denied';
+    this.refuse(403, code, `held for approval by policy rule "${decision.rule}" and ${outcome.state}${by}: ${outcome.reason}`);
+    return false;
+  }
+
+  private forward(method: string, body: Buffer, bodyWasDecoded: boolean): void {
+    const { req, route } = this;
+    const headers = upstreamRequestHeaders(req.headers, bodyWasDecoded);
+    headers['host'] = route.host;
+    headers['accept-encoding'] = 'identity';
+    if (route.authHeader) headers[route.authHeader[0]] = route.authHeader[1];
+    if (body.length || req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined) headers['content-length'] = body.length;
+    let upstreamPath = route.basePath + this.path;
+    if (upstreamPath === '') upstreamPath = '/';
+    const options = { protocol: route.protocol, hostname: route.hostname, port: route.port, method, path: upstreamPath + this.search, headers, agent: route.agent, setHost: false };
+    const upReq = route.protocol === 'https:' ? httpsRequest(options) : httpRequest(options);
+    this.upstreamReq = upReq;
+    const tForward = performance.now();
+    upReq.on('response', (upRes) => this.onResponse(upRes, tForward));
+    upReq.on('error', (err: NodeJS.ErrnoException) => this.onUpstreamError(err));
+    upReq.end(body);
+  }
+
+  private onUpstreamError(err: NodeJS.ErrnoException): void {
+    if (this.clientGone) {
+      this.recordClientGone('upstream');
+      return;
+    }
+    if (this.res.headersSent) return; // mid-response failures are handled by the response relay
+    const where = `${this.route.protocol}//${this.route.host}`;
+    const detail = err.code ? `${err.code}${err.message && !err.message.includes(err.code) ? `: ${err.message}` : ''}` : err.message;
+    this.fail(502, 'upstream_unavailable', `connection ${this.name}: the upstream ${where} cannot be reached (${detail})`, 'upstream');
+  }
+
+  private recordClientGone(phase: string, extra?: Record<string, unknown>): void {
+    if (this.finished) return;
+    this.finished = true;
+    this.record([this.base('http.error', { phase, code: 'client_closed', message: 'client disconnected; the upstream request was aborted', duration: this.elapsed(), ...extra })]);
+  }
+
+  private onResponse(upRes: IncomingMessage, tForward: number): void {
+    if (this.clientGone) {
+      upRes.destroy();
+      this.recordClientGone('upstream');
+      return;
+    }
+    const status = upRes.statusCode ?? 502;
+    const contentType = upRes.headers['content-type'];
+    const encoding = contentEncodingOf(upRes.headers['content-encoding']);
+    if (encoding && !canDecode(encoding)) {
+      upRes.destroy();
+      this.fail(502, 'upstream_failed', `connection ${this.name}: the upstream answered with content-encoding "${encoding}", which the gateway cannot decode to record or mask`, 'upstream');
+      return;
+    }
+    let source: Readable = upRes;
+    if (encoding) {
+      const decoder = responseDecoder(encoding);
+      upRes.on('error', (err) => decoder.destroy(err));
+      source = upRes.pipe(decoder);
+    }
+    const isSse = contentType !== undefined && /^text\/event-stream/i.test(contentType);
+    if (isSse) this.relayStream(upRes, source, status, tForward);
+    else this.relayBody(upRes, source, status, encoding !== undefined);
+  }
+
+  private responseHeaders(upRes: IncomingMessage, bodyRewritten: boolean): OutgoingHttpHeaders {
+    const headers = clientResponseHeaders(upRes.headers, bodyRewritten);
+    headers['x-custody-session'] = this.session.id;
+    if (this.ctx.isClosing()) headers['connection'] = 'close';
+    return headers;
+  }
+
+  /** A non-streamed response: relayed as it arrives, or whole when it must be masked or scrubbed. */
+  private relayBody(upRes: IncomingMessage, source: Readable, status: number, decoded: boolean): void {
+    const { res } = this;
+    const max = this.limits.maxResponseBytes;
+    const declaredText = upRes.headers['content-length'];
+    const declared = declaredText !== undefined ? Number(declaredText) : undefined;
+    if (!decoded && declared !== undefined && declared > max) {
+      upRes.destroy();
+      this.fail(413, 'response_too_large', `connection ${this.name}: the upstream response of ${declared} bytes exceeds the gateway limit of ${max} bytes (limits.maxResponseBytes)`, 'response');
+      return;
+    }
+    const whole = this.masker !== null || status >= 400 || (!decoded && declared !== undefined && declared <= BUFFER_SMALL_RESPONSES);
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let tooLarge = false;
+    if (!whole) res.writeHead(status, this.responseHeaders(upRes, decoded));
+    source.on('data', (chunk: Buffer) => {
+      if (tooLarge) return;
+      size += chunk.length;
+      if (size > max) {
+        tooLarge = true;
+        upRes.destroy();
+        source.destroy();
+        const message = `connection ${this.name}: the upstream response exceeds the gateway limit of ${max} bytes (limits.maxResponseBytes)`;
+        if (whole) this.fail(413, 'response_too_large', message, 'response');
+        else {
+          this.finished = true;
+          this.record([this.base('http.error', { phase: 'response', status, code: 'response_too_large', message, bytes: size, duration: this.elapsed() })]);
+          res.destroy(); // headers are out: cutting the connection is the only honest signal
+        }
+        return;
+      }
+      chunks.push(chunk);
+      if (!whole && !res.write(chunk) && !source.isPaused()) {
+        source.pause();
+        res.once('drain', () => source.resume());
+      }
+    });
+    source.once('end', () => {
+      if (tooLarge || this.clientGone || this.finished) return;
+      let out = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size);
+      const contentType = upRes.headers['content-type'];
+      let logged: { body?: unknown; bodyEncoding?: string };
+      let spans: MaskSpan[] | undefined;
+      let counts: Record<string, number> | undefined;
+      if (whole) {
+        out = scrubSecret(out, this.route.secret);
+        if (this.masker) {
+          let m: MaskedBody;
+          try {
+            m = this.masker.response(this.path, contentType, out, this.extraRules);
+          } catch (err) {
+            if (!(err instanceof MaskingError)) throw err;
+            this.fail(500, 'masking_failed', `masking the response failed: ${err.message}; it was not sent`, 'masking');
+            return;
+          }
+          out = m.forward;
+          logged = { body: m.log, bodyEncoding: typeof m.log === 'string' ? 'text' : 'json' };
+          spans = m.spans;
+          if (Object.keys(m.counts).length) counts = m.counts;
+        } else logged = bodyForLog(out, contentType);
+        const headers = this.responseHeaders(upRes, true);
+        headers['content-length'] = out.length;
+        res.writeHead(status, headers);
+        res.end(out);
+      } else {
+        res.end();
+        logged = bodyForLog(scrubSecret(out, this.route.secret), contentType);
+      }
+      this.finished = true;
+      const payload: Record<string, unknown> = { status, headers: recordedHeaders(upRes.headers), bytes: size, duration: this.elapsed(), ...logged };
+      if (counts) payload['masked'] = counts;
+      this.record([this.base('http.response', payload, spans)]);
+    });
+    source.once('error', (err) => this.upstreamBroke(err, status, size));
+    upRes.once('close', () => {
+      if (!upRes.complete && !tooLarge) this.upstreamBroke(new Error('the upstream closed the connection before the response was complete'), status, size);
+    });
+  }
+
+  private upstreamBroke(err: Error, status: number, bytes: number): void {
+    if (this.clientGone) {
+      this.recordClientGone('response', { bytes });
+      return;
+    }
+    if (this.finished) return;
+    const message = `connection ${this.name}: the upstream response failed midway (${err.message})`;
+    if (!this.res.headersSent) {
+      this.fail(502, 'upstream_failed', message, 'response');
+      return;
+    }
+    this.finished = true;
+    this.record([this.base('http.error', { phase: 'response', status, code: 'upstream_failed', message, bytes, duration: this.elapsed() })]);
+    this.res.destroy();
+  }
+
+  /**
+   * A text/event-stream response, relayed event by event: without masking, bytes are written the
+   * moment they arrive; with masking, each parsed event goes through the stream masker and what it
+   * releases is written at once. Events are recorded in batches (one commit per STREAM_BATCH_MS).
+   */
+  private relayStream(upRes: IncomingMessage, source: Readable, status: number, tForward: number): void {
+    const { res } = this;
+    const max = this.limits.maxResponseBytes;
+    const parser = new SseParser();
+    let streamMasker: StreamMasker | undefined;
+    try {
+      streamMasker = this.masker ? this.masker.stream(this.path, this.extraRules) : undefined;
+    } catch (err) {
+      if (!(err instanceof MaskingError)) throw err;
+      upRes.destroy();
+      this.fail(500, 'masking_failed', `masking the response stream failed: ${err.message}; it was not sent`, 'masking');
+      return;
+    }
+    let size = 0;
+    let eventCount = 0;
+    let ended = false;
+    const secret = this.route.secret;
+    const recorder = new BatchedRecorder(this.s.store, (err) => {
+      this.s.log.error(`http proxy: stream recording failed for session ${this.session.id}: ${(err as Error).message}`);
+      endWithError(503, 'store_unavailable', `the gateway can no longer record this stream (${(err as Error).message}); it was cut off`);
+    }, STREAM_BATCH_MS);
+    const offset = () => round1(performance.now() - this.t0);
+    const scrubEvent = (e: SseEvent): SseEvent => (secret && secret.length >= 8 && e.data.includes(secret) ? { ...e, data: e.data.split(secret).join('[REDACTED]') } : e);
+
+    const headers = this.responseHeaders(upRes, true);
+    res.writeHead(status, headers);
+    res.flushHeaders();
+    recorder.add(this.base('http.response', { status, headers: recordedHeaders(upRes.headers), stream: true, ttfb: round1(performance.now() - tForward), duration: this.elapsed() }));
+
+    const write = (data: Buffer | string) => {
+      if (!res.write(data) && !source.isPaused()) {
+        source.pause();
+        res.once('drain', () => source.resume());
+      }
+    };
+    const recordChunk = (r: Pick<StreamChunkResult, 'log' | 'spans' | 'counts'>) => {
+      if (!r.log.length) return;
+      eventCount += r.log.length;
+      const payload: Record<string, unknown> = { offset: offset(), events: secret ? r.log.map(scrubEvent) : r.log };
+      if (Object.keys(r.counts).length) payload['masked'] = r.counts;
+      // Stream-masker spans point into its `log` array; here that array sits under /events.
+      const spans = r.spans.length ? r.spans.map((sp) => ({ ...sp, path: `/events${sp.path ?? ''}` })) : undefined;
+      recorder.add(this.base('http.chunk', payload, spans));
+    };
+    const endWithError = (statusCode: number, code: GatewayErrorCode, message: string) => {
+      if (ended) return;
+      ended = true;
+      this.finished = true;
+      upRes.destroy();
+      source.destroy();
+      if (!this.clientGone && !res.writableEnded) res.end(serializeSseEvent(errorEvent(this.style, statusCode, code, message)));
+      recorder.add(this.base('http.error', { phase: 'stream', status: statusCode, code, message, offset: offset(), events: eventCount, bytes: size }));
+      recorder.flush();
+    };
+    const release = (r: StreamChunkResult) => {
+      if (r.forward.length) write(r.forward.length === 1 ? serializeSseEvent(r.forward[0]!) : r.forward.map(serializeSseEvent).join(''));
+      recordChunk(r);
+    };
+
+    this.onClientGone = () => {
+      if (ended) return;
+      ended = true;
+      this.finished = true;
+      source.destroy();
+      recorder.add(this.base('http.error', { phase: 'stream', code: 'client_closed', message: 'client disconnected mid-stream; the upstream request was aborted', offset: offset(), events: eventCount, bytes: size }));
+      recorder.flush();
+    };
+
+    source.on('data', (chunk: Buffer) => {
+      if (ended) return;
+      size += chunk.length;
+      if (size > max) {
+        endWithError(413, 'response_too_large', `connection ${this.name}: the upstream stream exceeds the gateway limit of ${max} bytes (limits.maxResponseBytes); it was cut off`);
+        return;
+      }
+      const events = parser.push(chunk);
+      if (!streamMasker) {
+        write(chunk);
+        if (events.length) recordChunk({ log: events, spans: [], counts: {} });
+        return;
+      }
+      for (const e of events) {
+        let r: StreamChunkResult;
+        try {
+          r = streamMasker.push(e);
+        } catch (err) {
+          if (!(err instanceof MaskingError)) throw err;
+          endWithError(500, 'masking_failed', `masking the stream failed: ${err.message}; the rest was not sent`);
+          return;
+        }
+        release(r);
+      }
+    });
+    source.once('end', () => {
+      if (ended) return;
+      const tail = parser.end();
+      if (streamMasker) {
+        try {
+          release(streamMasker.end());
+        } catch (err) {
+          if (!(err instanceof MaskingError)) throw err;
+          endWithError(500, 'masking_failed', `masking the end of the stream failed: ${err.message}; the rest was not sent`);
+          return;
+        }
+      }
+      ended = true;
+      this.finished = true;
+      res.end();
+      recorder.add(this.base('http.chunk', { offset: offset(), events: [], done: true, totalEvents: eventCount, bytes: size, incompleteTail: tail.incomplete || undefined, duration: this.elapsed() }));
+      recorder.flush();
+    });
+    source.once('error', (err) => {
+      if (this.clientGone || ended) return;
+      endWithError(502, 'upstream_failed', `connection ${this.name}: the upstream stream failed midway (${err.message})`);
+    });
+    upRes.once('close', () => {
+      if (!upRes.complete && !ended && !this.clientGone) endWithError(502, 'upstream_failed', `connection ${this.name}: the upstream closed the stream before it was complete`);
+    });
+  }
+}
+
+function decisionPayload(d: PolicyDecision, method: string, path: string, facts: RequestFacts): Record<string, unknown> {
+  const p: Record<string, unknown> = { protocol: 'http', action: d.action, rule: d.rule, method, path };
+  if (d.reason) p['reason'] = d.reason;
+  if (facts.model) p['model'] = facts.model;
+  if (d.mask) p['mask'] = d.mask;
+  if (d.hold) p['hold'] = d.hold;
+  return p;
+}
