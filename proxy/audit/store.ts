@@ -205,6 +205,8 @@ export class AuditStore implements EventLog {
     } catch (err) {
       this.seq = seq0;
       this.lastHash = hash0;
+      // Another process (a CLI command next to a running gateway) appended meanwhile: continue its chain.
+      if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_PRIMARYKEY' && this.reloadHead()) return this.appendMany(inputs);
       throw err instanceof StoreUnavailableError ? err : new StoreUnavailableError(err);
     }
     for (const e of events) for (const l of this.listeners) l(e);
@@ -271,6 +273,15 @@ export class AuditStore implements EventLog {
     d.masked += masked;
     if (decision === 'deny' || decision === 'denied' || decision === 'expired') d.denied++;
     if (kind === 'http.error' || kind === 'pg.error') d.errors++;
+  }
+
+  /** Re-reads the head from the file; true when it moved on (written by another connection). */
+  private reloadHead(): boolean {
+    const last = this.db.prepare('SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1').get() as { seq: number; hash: string } | undefined;
+    if (!last || last.seq <= this.seq) return false;
+    this.seq = last.seq;
+    this.lastHash = last.hash;
+    return true;
   }
 
   head(): { size: number; hash: string } {

@@ -52,3 +52,19 @@ describe('audit chain hashing', () => {
     store.close();
   });
 });
+
+describe('audit store shared by two processes', () => {
+  it('continues the chain when another connection appended meanwhile', () => {
+    const dir = tempDir();
+    const gateway = AuditStore.open(dir);
+    const a = gateway.append({ kind: 'gateway.start', payload: {} });
+    const cli = AuditStore.open(dir);
+    const c = cli.append({ kind: 'key.created', actor: 'cli', payload: { id: 'k' } });
+    const d = gateway.append({ kind: 'http.request', payload: {} });
+    assert.equal(c.seq, 2);
+    assert.equal(c.prevHash, a.hash);
+    assert.equal(d.seq, 3);
+    assert.equal(d.prevHash, c.hash);
+    for (const s of [gateway, cli]) s.close();
+  });
+});
