@@ -76,7 +76,8 @@ export interface LlmUpstream {
   close(): Promise<void>;
 }
 
-const DEFAULT_REPLY = 'Hello from the stand-in! Ça marche — 👋';
+/** What the models answer unless `reply` says otherwise. */
+export const DEFAULT_REPLY = 'Hello from the stand-in! Ça marche — 👋';
 
 /** Deterministic pseudo-embedding of a text: `dims` floats in [-1, 1). */
 export function fakeEmbedding(text: string, dims = 8): number[] {
@@ -284,7 +285,7 @@ export async function startLlmUpstream(opts: LlmUpstreamOptions = {}): Promise<L
   }
 
   async function messages(rec: RecordedRequest, res: ServerResponse, body: Record<string, unknown>): Promise<void> {
-    const model = typeof body['model'] === 'string' ? body['model'] : 'claude-sonnet-4-5';
+    const model = typeof body['model'] === 'string' ? body['model'] : 'claude-opus-4-6';
     if (!Array.isArray(body['messages']) || typeof body['max_tokens'] !== 'number')
       return anthropicError(res, 400, 'invalid_request_error', !Array.isArray(body['messages']) ? 'messages: Field required' : 'max_tokens: Field required');
     const tools = Array.isArray(body['tools']) ? (body['tools'] as { name?: string }[]) : [];
