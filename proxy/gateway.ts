@@ -12,12 +12,22 @@ import { registerConnectionRoutes, withStoredConnections } from './control/route
 import { registerDashboardRoutes } from './control/routes/dashboard';
 import { ApiKeyStore } from './identity/api-keys';
 import { Authenticator } from './identity/authenticator';
+import { ConsoleLogin } from './identity/console-login';
 import { ConsoleSessions } from './identity/console-sessions';
+import { OidcVerifier } from './identity/oidc';
+import { UserDirectory } from './identity/users';
 import { createLogger, type Logger } from './log';
 import { HoldQueue } from './approvals/hold-queue';
 import { startHttpProxy } from './http/proxy';
+import { AuditWriter } from './postgres/audit-writer';
+import { startPgListener } from './postgres/listener';
 import { createMaskingEngine } from './masking/engine';
 import { PolicyEngine } from './policy/engine';
+import { syncPoliciesAtStart } from './policy/versions';
+import { registerAuthRoutes } from './control/routes/auth';
+import { registerHoldRoutes } from './control/routes/holds';
+import { registerKeyRoutes } from './control/routes/keys';
+import { policyContext, registerPolicyRoutes } from './control/routes/policies';
 import { loadOrCreateSecretFile, plainSecrets, type SecretWrapper } from './secret-wrapper';
 import type { GatewayServices } from './services';
 
@@ -69,13 +79,19 @@ export class Gateway {
     const bus = new EventBus();
     let services: GatewayServices;
     try {
+      const users = new UserDirectory(store.db);
+      // Bearer JWTs from the configured issuers; API keys keep working beside them.
+      const oidc = opts.config.identity.oidc.length ? new OidcVerifier(opts.config.identity, { onIdentity: (i) => users.seen(i) }) : undefined;
+      const auth = new Authenticator(keys, opts.config.identity);
+      auth.setTokenVerifier(oidc);
+      oidc?.warmUp((issuer, err) => log.warn(`OIDC issuer ${issuer}: ${err.message} (tokens from it are refused until it answers)`));
       services = {
       config: withStoredConnections(opts.config, { store, secrets, log }),
       configFile: opts.configFile,
       dataDir: opts.dataDir,
       store,
       keys,
-      auth: new Authenticator(keys, opts.config.identity),
+      auth,
       consoleSessions: new ConsoleSessions(store.db),
       bus,
       log,
@@ -84,6 +100,8 @@ export class Gateway {
       masking: createMaskingEngine(opts.config, { hmacKey: loadOrCreateSecretFile(opts.dataDir, 'masking-hmac.key', secrets) }),
       policy: new PolicyEngine(opts.config.policies),
       holds: new HoldQueue({ store, bus, log }),
+      login: new ConsoleLogin(opts.config.identity, oidc, store),
+      users,
       version: VERSION,
       };
     } catch (err) {
@@ -107,12 +125,20 @@ export class Gateway {
       s.store.append({ kind: 'key.created', actor: 'system', payload: { id: record.id, name: record.name, groups: record.groups, expiresAt: null, reason: 'first start' } });
       this.firstKey = key;
     }
+    // The rules in force: the config file's when it changed, else the latest (console) version.
+    syncPoliciesAtStart(s, policyContext(s), s.configFile);
+    s.consoleSessions.prune();
     // Every recorded session event goes to the console live; one subscription for all proxies.
     s.store.onAppend((event) => {
       if (event.session) s.bus.publish({ type: 'session.event', event });
     });
     this.listeners.push(await startHttpProxy(s));
+    // One listener per postgres connection; their audit writes share one batching writer.
+    const pgWriter = new AuditWriter(s.store);
+    for (const connection of s.config.connections.filter((c) => c.kind === 'postgres'))
+      this.listeners.push(await startPgListener({ connection, services: s, dataDir: s.dataDir, recordRows: s.config.limits.recordRows, writer: pgWriter }));
     const routeModules: RouteModule[] = [];
+    routeModules.push(registerAuthRoutes, registerHoldRoutes, registerPolicyRoutes, registerKeyRoutes);
     routeModules.push((router, services) => registerConnectionRoutes(router, services, () => this.listeners.find((l) => l.name === 'http')?.address), registerDashboardRoutes);
     this.control = await startControlPlane(s, routeModules);
     this.listeners.push({ name: 'control', address: this.control.address, close: () => this.control.close() });
@@ -123,6 +149,15 @@ export class Gateway {
     const l = this.listeners.find((x) => x.name === name);
     if (!l) throw new Error(`no listener ${name}`);
     return l.address;
+  }
+
+  /**
+   * The local login link for this run (`custody serve` prints it; the desktop app opens it): signs
+   * the browser in as the local user. The token changes at every start.
+   */
+  loginLink(): string {
+    const address = this.address('control').replace(/^0\.0\.0\.0:/, '127.0.0.1:').replace(/^\[::\]:/, '[::1]:');
+    return `http://${address}/login?token=${this.services.login.consoleToken}`;
   }
 
   get controlPlane(): ControlPlane {
@@ -137,6 +172,8 @@ export class Gateway {
   /** Stops accepting, drains in-flight requests, records the stop, closes the store. Idempotent. */
   stop(): Promise<void> {
     this.stopping ??= (async () => {
+      // Held requests are answered (abandoned, recorded) first, so draining does not wait on approvers.
+      this.services.holds.close();
       await Promise.allSettled([...this.listeners].reverse().map((l) => l.close()));
       for (const fn of this.cleanups.reverse()) await Promise.resolve(fn()).catch(() => {});
       try {

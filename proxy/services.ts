@@ -7,9 +7,11 @@ import type { AuditStore } from './audit/store';
 import type { EventBus } from './control/bus';
 import type { ApiKeyStore } from './identity/api-keys';
 import type { Authenticator } from './identity/authenticator';
+import type { ConsoleLogin } from './identity/console-login';
 import type { ConsoleSessions } from './identity/console-sessions';
+import type { UserDirectory } from './identity/users';
 import type { Logger } from './log';
-import type { HoldGate } from './approvals/types';
+import type { HoldQueue } from './approvals/hold-queue';
 import type { MaskingEngine } from './masking/types';
 import type { PolicyEngine } from './policy/engine';
 import type { SecretWrapper } from './secret-wrapper';
@@ -27,7 +29,12 @@ export interface GatewayServices {
   log: Logger;
   masking: MaskingEngine;
   policy: PolicyEngine;
-  holds: HoldGate;
+  /** The approval queue (a HoldGate for the proxies; decisions and history for the control plane). */
+  holds: HoldQueue;
+  /** Console sign-in: the per-run console token, OIDC code flow, failed-attempt recording. */
+  login: ConsoleLogin;
+  /** Identities seen (names and groups), for the console and policy dry-runs. */
+  users: UserDirectory;
   /** Protects secrets at rest (connection secrets in the store): plain headless, sealed on the desktop. */
   secrets: SecretWrapper;
   /** Reads (or creates) a per-install secret such as `signing.key`, protected by `secrets`. */

@@ -12,7 +12,9 @@ import { hasRole, type Identity } from '../../shared/identity';
 import { AuthError, credentialFrom } from '../identity/authenticator';
 import { parseCookies, SESSION_COOKIE } from '../identity/console-sessions';
 import type { GatewayServices } from '../services';
+import { attachEventsSocket, originAllowed } from './events-socket';
 import { HANDLED, HttpError, readBody, Router, sendJson } from './router';
+import { handleLoginLink, sourceOf } from './routes/auth';
 import { registerSessionRoutes } from './routes/sessions';
 
 const JSON_LIMIT = 2 * 1024 * 1024;
@@ -68,9 +70,29 @@ export async function startControlPlane(s: GatewayServices, modules: RouteModule
     return s.auth.authenticate(credential);
   }
 
+  /** A browser navigating to a console page without a session goes to the login page first. */
+  async function needsSignIn(req: IncomingMessage, url: URL): Promise<boolean> {
+    if ((req.method ?? 'GET') !== 'GET' || url.pathname === '/login' || extname(url.pathname) !== '') return false;
+    if (!String(req.headers.accept ?? '').includes('text/html')) return false;
+    try {
+      return (await identify(req)) === undefined;
+    } catch {
+      return true;
+    }
+  }
+
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://control.invalid');
-    if (!url.pathname.startsWith('/api/')) return serveStatic(staticRoot, url.pathname, res);
+    if (!url.pathname.startsWith('/api/')) {
+      if (url.pathname === '/login' && url.searchParams.has('token')) return handleLoginLink(s, req, res, url);
+      if (await needsSignIn(req, url)) {
+        res.writeHead(302, { location: `/login?next=${encodeURIComponent(url.pathname + url.search)}`, 'cache-control': 'no-store' }).end();
+        return;
+      }
+      return serveStatic(staticRoot, url.pathname, res);
+    }
+    // Cookie sessions are SameSite=Strict; a browser's cross-origin write is refused outright too.
+    if (req.method !== 'GET' && req.method !== 'HEAD' && !originAllowed(req)) throw new HttpError(403, 'bad_origin', `Origin ${req.headers.origin} is not this control plane`);
     const m = router.match(req.method ?? 'GET', url.pathname);
     if (!('route' in m)) {
       throw m.methodMismatch ? new HttpError(405, 'method_not_allowed', `${req.method} is not allowed on ${url.pathname}`) : new HttpError(404, 'not_found', `no route ${url.pathname}`);
@@ -81,7 +103,12 @@ export async function startControlPlane(s: GatewayServices, modules: RouteModule
       identity = await identify(req);
     } catch (err) {
       if (!(err instanceof AuthError)) throw err;
-      if (!route.options.public) throw new HttpError(401, 'unauthenticated', err.message);
+      if (!route.options.public) {
+        if (!s.login.failures.record(sourceOf(req), { method: 'bearer', path: url.pathname, reason: err.code, message: err.message })) {
+          throw new HttpError(429, 'too_many_attempts', 'too many failed sign-in attempts from this address; wait a minute');
+        }
+        throw new HttpError(401, 'unauthenticated', err.message);
+      }
     }
     if (!route.options.public) {
       if (!identity) throw new HttpError(401, 'unauthenticated', 'sign in first: open the console login page, or send an API key as a Bearer token');
@@ -132,6 +159,7 @@ export async function startControlPlane(s: GatewayServices, modules: RouteModule
     });
   });
   server.keepAliveTimeout = 5000;
+  const events = attachEventsSocket(server, s);
   const [host, port] = splitHostPort(s.config.listen.control);
   await listen(server, host, port);
   const addr = server.address() as AddressInfo;
@@ -140,7 +168,10 @@ export async function startControlPlane(s: GatewayServices, modules: RouteModule
     router,
     address: `${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}`,
     identify,
-    close: () => closeServer(server),
+    close: async () => {
+      await events.close();
+      await closeServer(server);
+    },
   };
 }
 

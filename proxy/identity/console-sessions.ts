@@ -30,6 +30,16 @@ export class ConsoleSessions {
   delete(id: string): void {
     this.db.prepare('DELETE FROM console_sessions WHERE id = ?').run(digest(id));
   }
+
+  /** Ends every session signed in with API key `keyId` (the key was revoked or expired). */
+  deleteForKey(keyId: string): number {
+    return this.db.prepare("DELETE FROM console_sessions WHERE json_extract(identity, '$.keyId') = ?").run(keyId).changes;
+  }
+
+  /** Drops expired sessions (called at start; expired ones are never accepted anyway). */
+  prune(now = Date.now()): number {
+    return this.db.prepare('DELETE FROM console_sessions WHERE expires_at <= ?').run(now).changes;
+  }
 }
 
 export function parseCookies(header: string | undefined): Record<string, string> {

@@ -1,0 +1,208 @@
+/**
+ * Console sign-in (see proxy/identity/console-login.ts for the methods):
+ *
+ *   GET  /api/auth/providers          public: which sign-in options this gateway offers
+ *   POST /api/auth/key                public: {key} → console session cookie
+ *   GET  /api/auth/oidc/start         public: ?issuer=<id>&next=<path> → 302 to the IdP (code + PKCE)
+ *   GET  /api/auth/oidc/callback      public: the IdP's redirect → session cookie, then `next`
+ *   POST /api/auth/logout             ends the cookie session
+ *   GET  /login?token=…               the local login link (handled by server.ts through handleLoginLink)
+ *
+ * The session cookie is `HttpOnly; SameSite=Strict; Path=/` (plus `Secure` behind https). Every
+ * sign-in, sign-out and failure is recorded: `auth.login`, `auth.logout`, `auth.failure`.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Identity } from '../../../shared/identity';
+import { AuthError } from '../../identity/authenticator';
+import { safeNext } from '../../identity/console-login';
+import { parseCookies, SESSION_COOKIE } from '../../identity/console-sessions';
+import type { GatewayServices } from '../../services';
+import { HANDLED, HttpError, type Router, sendJson } from '../router';
+
+const OIDC_STATE_COOKIE = 'custody_oidc_state';
+const SESSION_TTL_MS = 12 * 3_600_000;
+
+function isHttps(req: IncomingMessage): boolean {
+  return (req.socket as { encrypted?: boolean }).encrypted === true || String(req.headers['x-forwarded-proto'] ?? '').split(',')[0]?.trim() === 'https';
+}
+
+export function sourceOf(req: IncomingMessage): string {
+  return req.socket.remoteAddress ?? 'unknown';
+}
+
+function cookie(name: string, value: string, opts: { maxAgeSec: number; sameSite: 'Strict' | 'Lax'; path: string; secure: boolean }): string {
+  return `${name}=${encodeURIComponent(value)}; Path=${opts.path}; Max-Age=${opts.maxAgeSec}; HttpOnly; SameSite=${opts.sameSite}${opts.secure ? '; Secure' : ''}`;
+}
+
+function sessionCookie(req: IncomingMessage, id: string, expiresAt: number): string {
+  return cookie(SESSION_COOKIE, id, { maxAgeSec: Math.max(1, Math.floor((expiresAt - Date.now()) / 1000)), sameSite: 'Strict', path: '/', secure: isHttps(req) });
+}
+
+function clearCookie(req: IncomingMessage, name: string, path: string, sameSite: 'Strict' | 'Lax'): string {
+  return cookie(name, '', { maxAgeSec: 0, sameSite, path, secure: isHttps(req) });
+}
+
+/** This control plane's origin as the browser sees it (for the OIDC redirect URI). */
+function ownOrigin(req: IncomingMessage): string {
+  const host = req.headers.host;
+  if (!host || !/^[A-Za-z0-9.\-[\]:]+$/.test(host)) throw new HttpError(400, 'bad_request', 'missing or invalid Host header');
+  return `${isHttps(req) ? 'https' : 'http'}://${host}`;
+}
+
+/** Starts a console session for `identity` and records the login. Returns the Set-Cookie value. */
+function signIn(s: GatewayServices, req: IncomingMessage, identity: Identity, method: string, extra: Record<string, unknown> = {}, ttlMs = SESSION_TTL_MS): { cookie: string; expiresAt: number } {
+  const session = s.consoleSessions.create(identity, ttlMs);
+  s.store.append({
+    kind: 'auth.login',
+    actor: identity.subject,
+    payload: { method, actorName: identity.name, via: identity.via, groups: identity.groups, roles: identity.roles, source: sourceOf(req), userAgent: req.headers['user-agent'], expiresAt: session.expiresAt, ...extra },
+  });
+  s.users.seen(identity);
+  return { cookie: sessionCookie(req, session.id, session.expiresAt), expiresAt: session.expiresAt };
+}
+
+/** Records a failed attempt; throws 429 when the source is over its limit. */
+function failed(s: GatewayServices, req: IncomingMessage, method: string, err: unknown, extra: Record<string, unknown> = {}): void {
+  const code = err instanceof AuthError ? err.code : 'error';
+  const message = err instanceof Error ? err.message : String(err);
+  if (!s.login.failures.record(sourceOf(req), { method, reason: code, message, userAgent: req.headers['user-agent'], ...extra })) {
+    throw new HttpError(429, 'too_many_attempts', 'too many failed sign-in attempts from this address; wait a minute');
+  }
+}
+
+function redirect(res: ServerResponse, location: string, headers: Record<string, string | string[]> = {}): typeof HANDLED {
+  res.writeHead(303, { location, 'cache-control': 'no-store', ...headers });
+  res.end();
+  return HANDLED;
+}
+
+function loginError(message: string): string {
+  return `/login?error=${encodeURIComponent(message)}`;
+}
+
+/**
+ * `GET /login?token=…`: the local login link. A valid token signs the browser in as the local
+ * user and redirects to the console (dropping the token from the address bar); an invalid one
+ * is recorded and sent back to the login page with an error.
+ */
+export function handleLoginLink(s: GatewayServices, req: IncomingMessage, res: ServerResponse, url: URL): void {
+  if (s.login.failures.limited(sourceOf(req))) {
+    sendJson(res, 429, { error: { code: 'too_many_attempts', message: 'too many failed sign-in attempts from this address; wait a minute' } });
+    return;
+  }
+  const identity = s.login.redeemConsoleToken(url.searchParams.get('token'));
+  if (!identity) {
+    try {
+      failed(s, req, 'local-link', new AuthError('unknown', 'the login link is not valid for this gateway run (it changes at every start)'));
+    } catch (err) {
+      if (err instanceof HttpError) {
+        sendJson(res, err.status, { error: { code: err.code, message: err.message } });
+        return;
+      }
+      throw err;
+    }
+    redirect(res, loginError('This login link is not valid (it changes every time the gateway starts).'));
+    return;
+  }
+  const { cookie: c } = signIn(s, req, identity, 'local-link');
+  redirect(res, safeNext(url.searchParams.get('next')), { 'set-cookie': c });
+}
+
+/** An HTML hop for after the IdP redirect: a same-site navigation, so the Strict cookie is sent. */
+function continuePage(res: ServerResponse, next: string, cookies: string[]): typeof HANDLED {
+  const href = next.replace(/&/g, '&amp;').replace(/"/g, '&quot;').replace(/</g, '&lt;');
+  const body = `<!doctype html><meta charset="utf-8"><meta http-equiv="refresh" content="0;url=${href}"><title>Signed in</title><p>Signed in. <a href="${href}">Continue to the console</a>.</p>\n`;
+  res.writeHead(200, {
+    'content-type': 'text/html; charset=utf-8',
+    'content-length': Buffer.byteLength(body),
+    'cache-control': 'no-store',
+    'content-security-policy': "default-src 'none'; frame-ancestors 'none'",
+    'referrer-policy': 'no-referrer',
+    'set-cookie': cookies,
+  });
+  res.end(body);
+  return HANDLED;
+}
+
+export function registerAuthRoutes(router: Router, s: GatewayServices): void {
+  router.get('/api/auth/providers', () => s.login.providers(), { public: true });
+
+  router.post(
+    '/api/auth/key',
+    async ({ req, res, json }) => {
+      if (s.login.failures.limited(sourceOf(req))) throw new HttpError(429, 'too_many_attempts', 'too many failed sign-in attempts from this address; wait a minute');
+      const body = await json<{ key?: unknown }>();
+      const key = typeof body?.key === 'string' ? body.key.trim() : '';
+      if (!key) throw new HttpError(400, 'bad_request', 'send {"key": "cst_…"}');
+      let identity: Identity;
+      try {
+        identity = await s.auth.authenticate(key);
+      } catch (err) {
+        if (!(err instanceof AuthError)) throw err;
+        failed(s, req, 'api-key', err, { keyId: /^cst_([a-z0-9]{12})_/.exec(key)?.[1] });
+        throw new HttpError(401, 'unauthenticated', err.message);
+      }
+      let ttl = SESSION_TTL_MS;
+      const record = identity.keyId ? s.keys.get(identity.keyId) : undefined;
+      if (record?.expiresAt) ttl = Math.min(ttl, record.expiresAt - Date.now());
+      const { cookie: c, expiresAt } = signIn(s, req, identity, identity.via === 'oidc' ? 'oidc-token' : 'api-key', identity.keyId ? { keyId: identity.keyId } : {}, ttl);
+      sendJson(res, 200, { identity, expiresAt }, { 'set-cookie': c });
+      return HANDLED;
+    },
+    { public: true },
+  );
+
+  router.get(
+    '/api/auth/oidc/start',
+    async ({ req, res, query }) => {
+      const issuer = query.get('issuer') ?? '0';
+      let begun: { url: string; state: string };
+      try {
+        begun = await s.login.beginOidc(issuer, `${ownOrigin(req)}/api/auth/oidc/callback`, query.get('next') ?? '/');
+      } catch (err) {
+        if (err instanceof HttpError) throw err;
+        failed(s, req, 'oidc', err, { issuer });
+        return redirect(res, loginError(err instanceof Error ? err.message : String(err)));
+      }
+      // Lax: the IdP's redirect back is a cross-site top-level navigation.
+      return redirect(res, begun.url, { 'set-cookie': cookie(OIDC_STATE_COOKIE, begun.state, { maxAgeSec: 600, sameSite: 'Lax', path: '/api/auth/oidc', secure: isHttps(req) }) });
+    },
+    { public: true },
+  );
+
+  router.get(
+    '/api/auth/oidc/callback',
+    async ({ req, res, url }) => {
+      const clearState = clearCookie(req, OIDC_STATE_COOKIE, '/api/auth/oidc', 'Lax');
+      let done: Awaited<ReturnType<GatewayServices['login']['completeOidc']>>;
+      try {
+        const callback = new URL(`${ownOrigin(req)}${url.pathname}${url.search}`);
+        done = await s.login.completeOidc(callback, parseCookies(req.headers.cookie)[OIDC_STATE_COOKIE]);
+      } catch (err) {
+        if (err instanceof HttpError) throw err;
+        failed(s, req, 'oidc', err);
+        return redirect(res, loginError(err instanceof Error ? err.message : String(err)), { 'set-cookie': clearState });
+      }
+      const { cookie: c } = signIn(s, req, done.identity, 'oidc', { issuer: done.issuer });
+      return continuePage(res, done.next, [c, clearState]);
+    },
+    { public: true },
+  );
+
+  router.post(
+    '/api/auth/logout',
+    ({ req, res }) => {
+      const id = parseCookies(req.headers.cookie)[SESSION_COOKIE];
+      const identity = id ? s.consoleSessions.get(id) : undefined;
+      if (id) s.consoleSessions.delete(id);
+      if (id && identity) {
+        s.store.append({ kind: 'auth.logout', actor: identity.subject, payload: { method: 'console', actorName: identity.name, source: sourceOf(req) } });
+        s.login.loggedOut(id);
+      }
+      res.writeHead(204, { 'set-cookie': clearCookie(req, SESSION_COOKIE, '/', 'Strict'), 'cache-control': 'no-store' });
+      res.end();
+      return HANDLED;
+    },
+    { public: true },
+  );
+}

@@ -1,0 +1,68 @@
+/**
+ * Gateway API keys over REST (admin only):
+ *
+ *   GET  /api/keys                       every key (never the secret; only its hash is stored)
+ *   POST /api/keys                       {name, groups, expires?: "30d"} → the key, shown this once
+ *   POST /api/keys/:id/revoke            revoke now
+ *   POST /api/keys/:id/expire            expire now (same effect, recorded as an expiry)
+ *
+ * Creation and revocation are recorded (`key.created`, `key.revoked`); revoking or expiring a key
+ * also ends the console sessions signed in with it.
+ */
+import { parseDuration } from '../../../shared/config';
+import type { ApiKeyRecord } from '../../identity/api-keys';
+import type { GatewayServices } from '../../services';
+import { HttpError, type Router } from '../router';
+
+export type KeyView = ApiKeyRecord & { state: 'active' | 'expired' | 'revoked' };
+
+function view(k: ApiKeyRecord, now = Date.now()): KeyView {
+  return { ...k, state: k.revokedAt ? 'revoked' : k.expiresAt !== null && k.expiresAt <= now ? 'expired' : 'active' };
+}
+
+const GROUP_RE = /^[A-Za-z0-9_.:@/-]{1,128}$/;
+
+export function registerKeyRoutes(router: Router, s: GatewayServices): void {
+  router.get('/api/keys', () => ({ keys: s.keys.list().map((k) => view(k)) }), { role: 'admin' });
+
+  router.post(
+    '/api/keys',
+    async ({ identity, json }) => {
+      const body = await json<{ name?: unknown; groups?: unknown; expires?: unknown }>();
+      const name = typeof body?.name === 'string' ? body.name.trim() : '';
+      if (!name || name.length > 200) throw new HttpError(400, 'bad_request', 'name is required (at most 200 characters)');
+      const groups = body.groups === undefined ? [] : body.groups;
+      if (!Array.isArray(groups) || !groups.every((g) => typeof g === 'string' && GROUP_RE.test(g))) throw new HttpError(400, 'bad_request', 'groups must be a list of group names (letters, digits, _ . : @ / -)');
+      let expiresAt: number | null = null;
+      if (body.expires !== undefined && body.expires !== null && body.expires !== '') {
+        try {
+          expiresAt = Date.now() + parseDuration(String(body.expires));
+        } catch (err) {
+          throw new HttpError(400, 'bad_request', `expires: ${(err as Error).message}`);
+        }
+      }
+      const { key, record } = s.keys.create({ name, groups: groups as string[], expiresAt, createdBy: identity!.subject });
+      s.store.append({ kind: 'key.created', actor: identity!.subject, payload: { id: record.id, name, groups, expiresAt, actorName: identity!.name } });
+      return { key, ...view(record) };
+    },
+    { role: 'admin' },
+  );
+
+  for (const how of ['revoke', 'expire'] as const) {
+    router.post(
+      `/api/keys/:id/${how}`,
+      ({ identity, params }) => {
+        const id = params['id']!;
+        const record = s.keys.get(id);
+        if (!record) throw new HttpError(404, 'not_found', `no key ${id}`);
+        if (record.revokedAt) throw new HttpError(409, 'already_revoked', `key ${id} is already revoked`);
+        if (how === 'revoke') s.keys.revoke(id);
+        else s.keys.expire(id);
+        const ended = s.consoleSessions.deleteForKey(id);
+        s.store.append({ kind: 'key.revoked', actor: identity!.subject, payload: { id, how, name: record.name, consoleSessionsEnded: ended, actorName: identity!.name } });
+        return view(s.keys.get(id)!);
+      },
+      { role: 'admin' },
+    );
+  }
+}

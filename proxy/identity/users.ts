@@ -1,0 +1,49 @@
+/**
+ * The people and services the gateway has seen (the `users` table): subject, display name and
+ * the groups they last presented. Kept so history can be read later — the console shows names,
+ * and a policy dry-run evaluates recorded requests with the groups their identity had.
+ * Writes are throttled per subject so the proxy's hot path does no I/O on repeat requests.
+ */
+import type Database from 'better-sqlite3';
+import type { Identity } from '../../shared/identity';
+
+export interface KnownUser {
+  subject: string;
+  name: string;
+  groups: string[];
+  firstSeen: number;
+  lastSeen: number;
+}
+
+export class UserDirectory {
+  private lastWrite = new Map<string, { at: number; groups: string }>();
+
+  constructor(
+    private readonly db: Database.Database,
+    private readonly throttleMs = 60_000,
+  ) {}
+
+  /** Notes that `identity` was seen now. Never throws: a directory write is not worth refusing a request. */
+  seen(identity: Identity, now = Date.now()): void {
+    const groups = JSON.stringify(identity.groups);
+    const last = this.lastWrite.get(identity.subject);
+    if (last && now - last.at < this.throttleMs && last.groups === groups) return;
+    try {
+      this.db
+        .prepare(
+          `INSERT INTO users (subject, name, groups, first_seen, last_seen) VALUES (?, ?, ?, ?, ?)
+           ON CONFLICT(subject) DO UPDATE SET name = excluded.name, groups = excluded.groups, last_seen = excluded.last_seen`,
+        )
+        .run(identity.subject, identity.name, groups, now, now);
+      if (this.lastWrite.size > 50_000) this.lastWrite.clear();
+      this.lastWrite.set(identity.subject, { at: now, groups });
+    } catch {
+      // read-only or busy store: the next sighting tries again
+    }
+  }
+
+  get(subject: string): KnownUser | undefined {
+    const r = this.db.prepare('SELECT * FROM users WHERE subject = ?').get(subject) as { subject: string; name: string; groups: string; first_seen: number; last_seen: number } | undefined;
+    return r && { subject: r.subject, name: r.name, groups: JSON.parse(r.groups) as string[], firstSeen: r.first_seen, lastSeen: r.last_seen };
+  }
+}

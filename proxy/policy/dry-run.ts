@@ -1,0 +1,262 @@
+/**
+ * Policy dry-run: replays the requests recorded in the store (`http.request` and `pg.statement`
+ * events) through a candidate rule set and compares the result with what the gateway decided then
+ * (the `policy.decision` event recorded with each request; none recorded means no rule matched and
+ * the request was allowed).
+ *
+ * Replay works from what the log holds, so it sees what an auditor sees:
+ * - the identity's groups come from the session's `session.start` event (or, failing that, the
+ *   user directory and the API key's groups);
+ * - request text is the recorded text, which is masked: a `content` regex that looks for a value a
+ *   masking rule redacts sees the redaction, not the value;
+ * - detector hits are taken from the masked spans recorded with the request (detector type names,
+ *   lower-cased: CREDIT_CARD → credit_card);
+ * - SQL statements use their recorded classes, or are classified again when a classifier is given.
+ */
+import type { ConnectionKind, PolicyAction, PolicyRule, SqlClass } from '../../shared/config';
+import type { AuditEvent } from '../../shared/events';
+import type { Identity } from '../../shared/identity';
+import { type AuditStore, rowToEvent } from '../audit/store';
+import { describeRequest } from '../http/llm-request';
+import { rolesFor } from '../identity/authenticator';
+import { PolicyEngine } from './engine';
+import type { PolicyInput } from './types';
+
+export type Outcome = 'allowed' | 'held' | 'denied' | 'masked';
+
+export interface DryRunOptions {
+  from?: number;
+  to?: number;
+  /** Connection kinds by name, to read recorded LLM bodies the way the proxy did. */
+  connections: { name: string; kind: ConnectionKind }[];
+  /** Re-classifies SQL that was recorded without classes. */
+  classifySql?: (sql: string) => { classes: SqlClass[]; tables: string[] };
+  /** Role mapping for identities (`identity.roles`). */
+  roles?: { admin: string[]; approver: string[]; reviewer: string[] };
+  /** At most this many changed requests listed per session (default 5). */
+  examplesPerSession?: number;
+  /** At most this many changed sessions listed (default 200); counts always cover everything. */
+  maxSessions?: number;
+}
+
+export interface ChangedRequest {
+  seq: number;
+  time: number;
+  summary: string;
+  recorded: Outcome;
+  recordedRule?: string;
+  candidate: Outcome;
+  candidateRule?: string;
+}
+
+export interface ChangedSession {
+  session: string;
+  connection: string | null;
+  actor: string | null;
+  actorName: string | null;
+  requests: number;
+  changed: number;
+  examples: ChangedRequest[];
+}
+
+export interface DryRunReport {
+  from: number | null;
+  to: number | null;
+  requests: number;
+  sessions: number;
+  candidate: Record<Outcome, number>;
+  recorded: Record<Outcome, number>;
+  /** Requests whose outcome differs, by transition, e.g. `allowed→held`. */
+  transitions: Record<string, number>;
+  changedRequests: number;
+  changedSessions: number;
+  /** Matches per candidate rule name. */
+  byRule: Record<string, number>;
+  /** Requests replayed with less than the proxy saw (body not recorded, SQL not classifiable). */
+  partial: number;
+  changed: ChangedSession[];
+}
+
+const OUTCOME: Record<PolicyAction, Outcome> = { allow: 'allowed', hold: 'held', deny: 'denied', mask: 'masked' };
+const zero = (): Record<Outcome, number> => ({ allowed: 0, held: 0, denied: 0, masked: 0 });
+
+interface SessionInfo {
+  groups?: string[];
+  name?: string;
+  via?: Identity['via'];
+  requests: number;
+  changed: number;
+  connection: string | null;
+  actor: string | null;
+  actorName: string | null;
+  examples: ChangedRequest[];
+}
+
+type Obj = Record<string, unknown>;
+const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+export function dryRun(store: AuditStore, rules: PolicyRule[], opts: DryRunOptions): DryRunReport {
+  const engine = new PolicyEngine(rules);
+  const kinds = new Map(opts.connections.map((c) => [c.name, c.kind] as const));
+  const roles = opts.roles ?? { admin: ['admin'], approver: ['approver'], reviewer: ['reviewer'] };
+  const perSession = opts.examplesPerSession ?? 5;
+  const report: DryRunReport = {
+    from: opts.from ?? null,
+    to: opts.to ?? null,
+    requests: 0,
+    sessions: 0,
+    candidate: zero(),
+    recorded: zero(),
+    transitions: {},
+    changedRequests: 0,
+    changedSessions: 0,
+    byRule: {},
+    partial: 0,
+    changed: [],
+  };
+  const sessions = new Map<string, SessionInfo>();
+  const sessionStart = store.db.prepare("SELECT * FROM events WHERE session = ? AND kind = 'session.start' ORDER BY seq LIMIT 1");
+  const userRow = store.db.prepare('SELECT name, groups FROM users WHERE subject = ?');
+  const keyRow = store.db.prepare('SELECT name, groups FROM api_keys WHERE id = ?');
+
+  const infoFor = (e: AuditEvent): SessionInfo => {
+    const id = e.session ?? `(no session) ${e.actor}`;
+    let info = sessions.get(id);
+    if (info) return info;
+    info = { requests: 0, changed: 0, connection: e.connection, actor: e.actor, actorName: null, examples: [] };
+    const startRow = e.session ? (sessionStart.get(e.session) as Parameters<typeof rowToEvent>[0] | undefined) : undefined;
+    const start = startRow ? rowToEvent(startRow) : undefined;
+    const p = isObj(start?.payload) ? start.payload : {};
+    if (Array.isArray(p['groups'])) info.groups = (p['groups'] as unknown[]).filter((g): g is string => typeof g === 'string');
+    if (typeof p['actorName'] === 'string') info.actorName = p['actorName'];
+    if (p['via'] === 'api-key' || p['via'] === 'oidc' || p['via'] === 'console') info.via = p['via'];
+    if (!info.groups && e.actor) {
+      const u = userRow.get(e.actor) as { name: string; groups: string } | undefined;
+      const k = !u && e.actor.startsWith('key:') ? (keyRow.get(e.actor.slice(4)) as { name: string; groups: string } | undefined) : undefined;
+      const found = u ?? k;
+      if (found) {
+        info.groups = JSON.parse(found.groups) as string[];
+        info.actorName ??= found.name;
+      }
+    }
+    sessions.set(id, info);
+    return info;
+  };
+
+  // Walk requests and decisions in log order; a request's decision is the next policy.decision in its session.
+  const where: string[] = ["kind IN ('http.request', 'pg.statement', 'policy.decision')"];
+  const args: number[] = [];
+  if (opts.from !== undefined) {
+    where.push('time >= ?');
+    args.push(opts.from);
+  }
+  if (opts.to !== undefined) {
+    where.push('time <= ?');
+    args.push(opts.to);
+  }
+  const open = new Map<string, { e: AuditEvent; candidate: Outcome; candidateRule?: string; summary: string; info: SessionInfo }>();
+
+  const settle = (key: string, recorded: Outcome, recordedRule?: string) => {
+    const o = open.get(key);
+    if (!o) return;
+    open.delete(key);
+    report.recorded[recorded]++;
+    if (recorded === o.candidate) return;
+    report.changedRequests++;
+    const t = `${recorded}→${o.candidate}`;
+    report.transitions[t] = (report.transitions[t] ?? 0) + 1;
+    o.info.changed++;
+    if (o.info.examples.length < perSession)
+      o.info.examples.push({ seq: o.e.seq, time: o.e.time, summary: o.summary, recorded, ...(recordedRule ? { recordedRule } : {}), candidate: o.candidate, ...(o.candidateRule ? { candidateRule: o.candidateRule } : {}) });
+  };
+
+  for (const row of store.db.prepare(`SELECT * FROM events WHERE ${where.join(' AND ')} ORDER BY seq`).iterate(...args) as IterableIterator<Parameters<typeof rowToEvent>[0]>) {
+    const e = rowToEvent(row);
+    const key = e.session ?? `(no session) ${e.actor}`;
+    const p = isObj(e.payload) ? e.payload : {};
+    if (e.kind === 'policy.decision') {
+      const action = p['action'];
+      if (typeof action === 'string' && action in OUTCOME) settle(key, OUTCOME[action as PolicyAction], typeof p['rule'] === 'string' ? p['rule'] : undefined);
+      continue;
+    }
+    // A previous request in this session without a decision event matched no rule: allowed.
+    settle(key, 'allowed');
+    const info = infoFor(e);
+    info.requests++;
+    report.requests++;
+    const built = inputFor(e, p, info, kinds, roles, opts.classifySql);
+    if (built.partial) report.partial++;
+    const d = engine.evaluate(built.input);
+    const candidate = OUTCOME[d.action];
+    report.candidate[candidate]++;
+    if (d.rule) report.byRule[d.rule] = (report.byRule[d.rule] ?? 0) + 1;
+    open.set(key, { e, candidate, candidateRule: d.rule, summary: built.summary, info });
+  }
+  for (const key of [...open.keys()]) settle(key, 'allowed');
+
+  report.sessions = sessions.size;
+  const changed = [...sessions.entries()].filter(([, s]) => s.changed > 0);
+  report.changedSessions = changed.length;
+  report.changed = changed
+    .sort((a, b) => b[1].changed - a[1].changed)
+    .slice(0, opts.maxSessions ?? 200)
+    .map(([id, s]) => ({ session: id, connection: s.connection, actor: s.actor, actorName: s.actorName, requests: s.requests, changed: s.changed, examples: s.examples }));
+  return report;
+}
+
+function inputFor(
+  e: AuditEvent,
+  p: Obj,
+  info: SessionInfo,
+  kinds: Map<string, ConnectionKind>,
+  roles: NonNullable<DryRunOptions['roles']>,
+  classify: DryRunOptions['classifySql'],
+): { input: PolicyInput; summary: string; partial: boolean } {
+  const groups = info.groups ?? [];
+  const identity: Identity = {
+    subject: e.actor ?? 'unknown',
+    name: (typeof p['actorName'] === 'string' ? p['actorName'] : info.actorName) ?? e.actor ?? 'unknown',
+    groups,
+    roles: rolesFor(groups, roles),
+    via: info.via ?? (e.actor?.startsWith('key:') ? 'api-key' : 'oidc'),
+  };
+  const detectorHits = [...new Set([...e.spans.map((s) => s.type.toLowerCase()), ...(isObj(p['masked']) ? Object.keys(p['masked']).map((k) => k.toLowerCase()) : [])])];
+  const connection = e.connection ?? '';
+  let partial = info.groups === undefined;
+  if (e.kind === 'http.request') {
+    const method = typeof p['method'] === 'string' ? p['method'] : 'POST';
+    const path = typeof p['path'] === 'string' ? p['path'] : '/';
+    if (p['body'] === undefined && (p['bodyOmitted'] !== undefined || Number(p['bytes'] ?? 0) > 0)) partial = true;
+    const body = p['bodyEncoding'] === 'base64' ? undefined : p['body'];
+    const facts = describeRequest(kinds.get(connection) ?? 'http', path, body);
+    const model = facts.model ?? (typeof p['model'] === 'string' ? p['model'] : undefined);
+    const text = facts.text;
+    return {
+      input: { connection, protocol: 'http', identity, http: { method, path, model, tools: facts.tools }, text, detectorHits },
+      summary: `${method} ${path}${model ? ` ${model}` : ''}`,
+      partial,
+    };
+  }
+  const sql = [p['sql'], p['text'], p['query'], p['statement']].find((v): v is string => typeof v === 'string') ?? '';
+  let classes = Array.isArray(p['classes']) ? (p['classes'] as SqlClass[]) : undefined;
+  let tables = Array.isArray(p['tables']) ? (p['tables'] as string[]) : [];
+  if (!classes && classify && sql) {
+    try {
+      const c = classify(sql);
+      classes = c.classes;
+      tables = c.tables;
+    } catch {
+      // stays unknown
+    }
+  }
+  if (!classes) {
+    classes = ['unknown'];
+    partial = true;
+  }
+  const flat = sql.replace(/\s+/g, ' ').trim();
+  return {
+    input: { connection, protocol: 'postgres', identity, sql: { classes, tables }, text: sql, detectorHits },
+    summary: flat.length > 120 ? `${flat.slice(0, 120)}…` : flat,
+    partial,
+  };
+}
