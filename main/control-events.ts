@@ -24,6 +24,8 @@ export interface ControlPlaneEventsOptions {
   /** Continuity was lost or never existed: re-read current state (pending holds). */
   onSync?(reason: SyncReason): void;
   onStatus?(status: EventsStatus): void;
+  /** The control plane refused the credential (HTTP 401/403 on upgrade). */
+  onRefused?(status: number): void;
   initialBackoffMs?: number;
   maxBackoffMs?: number;
   /** Application-level ping interval (keeps idle NAT/proxies from dropping the socket). */
@@ -99,6 +101,7 @@ export class ControlPlaneEvents {
     ws.on('unexpected-response', (_req, res) => {
       refused = true;
       failure = `the control plane refused the event stream (HTTP ${res.statusCode})`;
+      if (res.statusCode === 401 || res.statusCode === 403) this.o.onRefused?.(res.statusCode);
       res.resume();
       ws.terminate();
     });
@@ -202,7 +205,15 @@ export interface HoldWatch {
  * Connects a HoldNotifier to a control plane: stream messages go to the notifier; whenever
  * continuity is lost, the signed-in identity and the pending holds are read again.
  */
-export function watchHolds(opts: { origin: string; headers: () => Headers | Promise<Headers>; notifier: HoldNotifier; onStatus?: (s: EventsStatus) => void; log?: (msg: string) => void; initialBackoffMs?: number }): HoldWatch {
+export function watchHolds(opts: {
+  origin: string;
+  headers: () => Headers | Promise<Headers>;
+  notifier: HoldNotifier;
+  onStatus?: (s: EventsStatus) => void;
+  onRefused?: (status: number) => void;
+  log?: (msg: string) => void;
+  initialBackoffMs?: number;
+}): HoldWatch {
   let waiters: (() => void)[] = [];
   let refreshing: Promise<void> = Promise.resolve();
   const refresh = (reason: SyncReason) => {
@@ -226,6 +237,7 @@ export function watchHolds(opts: { origin: string; headers: () => Headers | Prom
     onMessage: (m) => opts.notifier.handle(m),
     onSync: refresh,
     onStatus: opts.onStatus,
+    onRefused: opts.onRefused,
     initialBackoffMs: opts.initialBackoffMs,
   });
   events.start();
@@ -233,5 +245,38 @@ export function watchHolds(opts: { origin: string; headers: () => Headers | Prom
     events,
     stop: () => events.stop(),
     synced: () => new Promise<void>((resolve) => waiters.push(resolve)),
+  };
+}
+
+/**
+ * Credentials for the desktop's own gateway: the per-launch console token is redeemed once at
+ * `/login?token=…` for a console session cookie, which the main process then presents with the
+ * control plane's own `Origin` (the events socket takes cookies only with a same-origin Origin).
+ * `invalidate()` after a refusal signs in again on the next attempt.
+ */
+export function consoleSessionCredentials(loginUrl: string): { headers: () => Promise<Headers>; invalidate(): void } {
+  const origin = new URL(loginUrl).origin;
+  let cached: Promise<Headers> | undefined;
+  const signIn = async (): Promise<Headers> => {
+    const res = await fetch(loginUrl, { redirect: 'manual', signal: AbortSignal.timeout(10_000) });
+    await res.body?.cancel();
+    const session = res.headers
+      .getSetCookie()
+      .map((line) => line.split(';')[0]!.trim())
+      .find((pair) => pair.startsWith('custody_session=') && pair.length > 'custody_session='.length);
+    if (!session) throw new Error(`the console token was not accepted (HTTP ${res.status})`);
+    return { cookie: session, origin };
+  };
+  return {
+    headers: () => {
+      cached ??= signIn().catch((err: unknown) => {
+        cached = undefined;
+        throw err;
+      });
+      return cached;
+    },
+    invalidate: () => {
+      cached = undefined;
+    },
   };
 }

@@ -10,8 +10,8 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { ControlPlaneInfo } from '../shared/bridge';
 import { bridgeHandlers, registerBridge } from './bridge-handlers';
-import { type HoldWatch, watchHolds } from './control-events';
-import { GatewaySupervisor, type ReadyReport, utilityGatewayProcess } from './gateway-supervisor';
+import { consoleSessionCredentials, type HoldWatch, watchHolds } from './control-events';
+import { GatewaySupervisor, type ReadyReport, utilityGatewayProcess, type UtilityProcessLike } from './gateway-supervisor';
 import { hardenSession, hardenWebContents, isSafeExternalUrl, secureWebPreferences, type SessionLike, type WebContentsLike } from './navigation-policy';
 import { HoldNotifier, nativeHoldNotifications } from './notifications';
 import { refreshTokens, signInWithBrowser } from './remote-login';
@@ -119,13 +119,14 @@ const notifier = new HoldNotifier({
   onPendingCount: (pending) => tray?.update({ pending }),
 });
 
-function startWatching(headers: () => Record<string, string>): void {
+function startWatching(headers: () => Record<string, string> | Promise<Record<string, string>>, onRefused?: () => void): void {
   watch?.stop();
   watch = watchHolds({
     origin,
     headers,
     notifier,
     log,
+    onRefused,
     onStatus: (s) => {
       if (s.status === 'closed') log(`event stream: ${s.detail}; retrying in ${s.retryInMs}ms`);
     },
@@ -149,7 +150,7 @@ function startLocal(): void {
     ...(vaultKey ? ['--sealed-secrets'] : []),
   ];
   supervisor = new GatewaySupervisor({
-    spawn: () => utilityGatewayProcess(utilityProcess.fork(ENTRY, args, { stdio: 'pipe', serviceName: 'Custody gateway' })),
+    spawn: () => utilityGatewayProcess(utilityProcess.fork(ENTRY, args, { stdio: 'pipe', serviceName: 'Custody gateway' }) as unknown as UtilityProcessLike),
     firstCommands: () => (vaultKey ? [{ type: 'vault-key', key: vaultKey.toString('base64') }] : []),
   });
   supervisor.on('ready', (r) => {
@@ -158,8 +159,10 @@ function startLocal(): void {
     origin = r.controlUrl;
     tray?.update({ status: `Gateway running on ${r.controlUrl.replace('http://', '')}`, failed: false });
     if (r.firstKey) void showFirstKey(r.firstKey);
-    if (r.loginToken) startWatching(() => ({ authorization: `Bearer ${r.loginToken}` }));
-    else log('the gateway issued no console token: native hold notifications are off for this run');
+    if (r.loginUrl) {
+      const credentials = consoleSessionCredentials(r.loginUrl);
+      startWatching(credentials.headers, credentials.invalidate);
+    } else log('the gateway issued no console login link: native hold notifications are off for this run');
     if (restarted && win && !win.isDestroyed()) void win.loadURL(r.loginUrl ?? consoleUrl()).catch(() => {});
     else if (!argv.hidden) showWindow();
   });
