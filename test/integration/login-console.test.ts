@@ -1,0 +1,192 @@
+// Console sign-in end to end: API key → cookie, the local login link, OIDC authorization code +
+// PKCE against a real provider, logout, failures recorded, Origin checks, login redirect.
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import WebSocket from 'ws';
+import { Config } from '../../shared/config';
+import type { AuditEvent } from '../../shared/events';
+import type { ServerMessage } from '../../shared/messages';
+import { Gateway } from '../../proxy/gateway';
+import { silentLogger } from '../../proxy/log';
+import { startTestIdp, TestBrowser, type TestIdp } from '../support/oidc-provider';
+
+let idp: TestIdp;
+let gw: Gateway;
+let control: string;
+let dataDir: string;
+
+function events(kind: string): AuditEvent[] {
+  return gw.services.store.events(1, 100_000).filter((e) => e.kind === kind);
+}
+
+async function postJson(path: string, body: unknown, headers: Record<string, string> = {}): Promise<Response> {
+  return fetch(`${control}${path}`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body) });
+}
+
+function sessionCookieOf(res: Response): string {
+  const line = res.headers.getSetCookie().find((c) => c.startsWith('custody_session='));
+  assert.ok(line, 'a session cookie is set');
+  return line.split(';')[0]!;
+}
+
+/** Opens a WebSocket and resolves with the first message, or rejects with the HTTP status. */
+function wsFirst(headers: Record<string, string>): Promise<ServerMessage> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(`${control.replace('http', 'ws')}/api/events`, { headers });
+    ws.once('message', (d) => {
+      resolve(JSON.parse(String(d)) as ServerMessage);
+      ws.close();
+    });
+    ws.once('unexpected-response', (_req, res) => reject(new Error(`HTTP ${res.statusCode}`)));
+    ws.once('error', reject);
+  });
+}
+
+describe('console sign-in', () => {
+  before(async () => {
+    idp = await startTestIdp();
+    dataDir = mkdtempSync(join(tmpdir(), 'custody-login-'));
+    const config = Config.parse({
+      listen: { control: '127.0.0.1:0', http: '127.0.0.1:0' },
+      identity: { oidc: [{ issuer: idp.issuer, audience: idp.audience, clientId: idp.consoleClientId, name: 'Test IdP' }] },
+    });
+    gw = await Gateway.start({ config, dataDir, log: silentLogger });
+    control = `http://${gw.address('control')}`;
+  });
+  after(async () => {
+    await gw.stop();
+    await idp.close();
+    rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  it('lists the sign-in options without a session', async () => {
+    const res = await fetch(`${control}/api/auth/providers`);
+    assert.equal(res.status, 200);
+    const p = (await res.json()) as { apiKey: boolean; localLink: boolean; oidc: { id: string; name: string; startUrl: string }[] };
+    assert.equal(p.apiKey, true);
+    assert.deepEqual(p.oidc.map((o) => [o.name, o.startUrl]), [['Test IdP', '/api/auth/oidc/start?issuer=0']]);
+  });
+
+  it('requires a signed-in user for the API and sends browsers to the login page', async () => {
+    assert.equal((await fetch(`${control}/api/holds`)).status, 401);
+    const nav = await fetch(`${control}/holds?state=pending`, { headers: { accept: 'text/html' }, redirect: 'manual' });
+    assert.equal(nav.status, 302);
+    assert.equal(nav.headers.get('location'), `/login?next=${encodeURIComponent('/holds?state=pending')}`);
+  });
+
+  it('signs in with a pasted API key: HttpOnly SameSite=Strict cookie, then logout', async () => {
+    const res = await postJson('/api/auth/key', { key: gw.firstKey }, { origin: control });
+    assert.equal(res.status, 200);
+    const line = res.headers.getSetCookie().find((c) => c.startsWith('custody_session='))!;
+    assert.match(line, /HttpOnly/);
+    assert.match(line, /SameSite=Strict/);
+    const cookie = sessionCookieOf(res);
+    const me = await fetch(`${control}/api/me`, { headers: { cookie } });
+    assert.equal(((await me.json()) as { name: string }).name, 'local-admin');
+    const login = events('auth.login').at(-1)!;
+    assert.equal((login.payload as { method: string }).method, 'api-key');
+
+    const out = await fetch(`${control}/api/auth/logout`, { method: 'POST', headers: { cookie, origin: control } });
+    assert.equal(out.status, 204);
+    assert.match(out.headers.getSetCookie()[0]!, /Max-Age=0/);
+    assert.equal((await fetch(`${control}/api/me`, { headers: { cookie } })).status, 401);
+    assert.equal(events('auth.logout').at(-1)!.actor, login.actor);
+  });
+
+  it('records a bad key as auth.failure and refuses cross-origin sign-in', async () => {
+    const before = events('auth.failure').length;
+    const res = await postJson('/api/auth/key', { key: 'cst_aaaaaaaaaaaa_bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb' });
+    assert.equal(res.status, 401);
+    const f = events('auth.failure');
+    assert.equal(f.length, before + 1);
+    assert.equal((f.at(-1)!.payload as { method: string; reason: string }).reason, 'unknown');
+    const csrf = await postJson('/api/auth/key', { key: gw.firstKey }, { origin: 'http://evil.example' });
+    assert.equal(csrf.status, 403);
+    assert.equal((await postJson('/api/auth/key', {})).status, 400);
+  });
+
+  it('signs in the local user with this run\'s login link, and refuses a wrong token', async () => {
+    const link = gw.loginLink();
+    assert.match(link, /^http:\/\/127\.0\.0\.1:\d+\/login\?token=[\w-]{43}$/);
+    const res = await fetch(link, { redirect: 'manual' });
+    assert.equal(res.status, 303);
+    assert.equal(res.headers.get('location'), '/');
+    const me = (await (await fetch(`${control}/api/me`, { headers: { cookie: sessionCookieOf(res) } })).json()) as { subject: string; roles: string[]; via: string };
+    assert.match(me.subject, /^local:/);
+    assert.ok(me.roles.includes('admin'));
+    assert.equal((events('auth.login').at(-1)!.payload as { method: string }).method, 'local-link');
+
+    const bad = await fetch(`${control}/login?token=not-the-token`, { redirect: 'manual' });
+    assert.equal(bad.status, 303);
+    assert.match(bad.headers.get('location')!, /^\/login\?error=/);
+    assert.equal(bad.headers.getSetCookie().length, 0);
+    assert.equal((events('auth.failure').at(-1)!.payload as { method: string }).method, 'local-link');
+  });
+
+  it('signs in through the OIDC provider with authorization code + PKCE, groups from the IdP', async () => {
+    idp.setUser({ sub: 'alice', email: 'alice@example.test', name: 'Alice', groups: ['approver', 'dba'] });
+    const browser = new TestBrowser();
+    const { hops, response } = await browser.navigate(`${control}/api/auth/oidc/start?issuer=0&next=/holds`);
+    const auth = new URL(hops[1]!);
+    assert.equal(auth.origin, idp.issuer);
+    assert.equal(auth.searchParams.get('code_challenge_method'), 'S256');
+    assert.ok(auth.searchParams.get('code_challenge'));
+    assert.ok(auth.searchParams.get('nonce'));
+    assert.equal(auth.searchParams.get('redirect_uri'), `${control}/api/auth/oidc/callback`);
+    assert.equal(response.status, 200);
+    assert.match(await response.text(), /url=\/holds/);
+    const cookie = `custody_session=${browser.cookies(control).get('custody_session')}`;
+    const me = (await (await fetch(`${control}/api/me`, { headers: { cookie } })).json()) as { subject: string; name: string; groups: string[]; roles: string[]; via: string };
+    assert.equal(me.subject, `${idp.issuer}#alice`);
+    assert.equal(me.name, 'alice@example.test');
+    assert.deepEqual(me.groups, ['approver', 'dba']);
+    assert.deepEqual(me.roles, ['approver', 'user']);
+    assert.equal(me.via, 'oidc');
+    const login = events('auth.login').at(-1)!;
+    assert.equal((login.payload as { method: string; issuer: string }).issuer, idp.issuer);
+    assert.equal(gw.services.users.get(me.subject)?.name, 'alice@example.test');
+  });
+
+  it('refuses a callback whose state is unknown or from another browser', async () => {
+    const before = events('auth.failure').length;
+    const forged = await fetch(`${control}/api/auth/oidc/callback?code=abc&state=made-up`, { redirect: 'manual' });
+    assert.equal(forged.status, 303);
+    assert.match(decodeURIComponent(forged.headers.get('location')!), /unknown or too old/);
+    // A flow started in one browser and completed in another (login CSRF) fails on the state cookie.
+    const attacker = new TestBrowser();
+    const start = await attacker.request(`${control}/api/auth/oidc/start?issuer=0`);
+    const victim = new TestBrowser();
+    const state = new URL(start.headers.get('location')!).searchParams.get('state')!;
+    const cb = await victim.request(`${control}/api/auth/oidc/callback?code=abc&state=${state}`);
+    assert.match(decodeURIComponent(cb.headers.get('location')!), /another browser/);
+    assert.equal(events('auth.failure').length, before + 2);
+    const unknownIssuer = await fetch(`${control}/api/auth/oidc/start?issuer=7`, { redirect: 'manual' });
+    assert.match(decodeURIComponent(unknownIssuer.headers.get('location')!), /no sign-in issuer/);
+  });
+
+  it('ends console sessions when their API key is revoked', async () => {
+    const admin = { authorization: `Bearer ${gw.firstKey}` };
+    const created = (await (await postJson('/api/keys', { name: 'ops', groups: ['approver'] }, admin)).json()) as { key: string; id: string };
+    const cookie = sessionCookieOf(await postJson('/api/auth/key', { key: created.key }));
+    assert.equal((await fetch(`${control}/api/me`, { headers: { cookie } })).status, 200);
+    assert.equal((await postJson(`/api/keys/${created.id}/revoke`, {}, admin)).status, 200);
+    assert.equal((await fetch(`${control}/api/me`, { headers: { cookie } })).status, 401);
+  });
+
+  it('checks the session and Origin on WebSocket upgrades', async () => {
+    const cookie = sessionCookieOf(await postJson('/api/auth/key', { key: gw.firstKey }));
+    const hello = await wsFirst({ cookie, origin: control });
+    assert.equal(hello.type, 'hello');
+    await assert.rejects(wsFirst({ cookie, origin: 'http://evil.example' }), /HTTP 403/);
+    await assert.rejects(wsFirst({ cookie }), /HTTP 401/, 'a cookie without Origin is not a browser: Bearer only');
+    await assert.rejects(wsFirst({ origin: control }), /HTTP 401/);
+    await assert.rejects(wsFirst({ authorization: 'Bearer cst_aaaaaaaaaaaa_bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb' }), /HTTP 401/);
+    assert.equal((await wsFirst({ authorization: `Bearer ${gw.firstKey}` })).type, 'hello');
+    const token = await idp.clientCredentialsToken({ clientId: 'svc-approver' });
+    const viaOidc = await wsFirst({ authorization: `Bearer ${token}` });
+    assert.equal(viaOidc.type === 'hello' && viaOidc.user.subject, `${idp.issuer}#svc-approver`);
+  });
+});
