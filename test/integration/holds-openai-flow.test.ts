@@ -90,7 +90,7 @@ describe('holds with the OpenAI SDK', () => {
 
     // identity, rule, decision, approver and reason are in the verifiable log, in the request's session
     const events = await t.events(hold.session!);
-    const kinds = events.map((e) => e.kind);
+    const kinds: string[] = events.map((e) => e.kind);
     for (const k of ['http.request', 'policy.decision', 'hold.created', 'hold.vote', 'hold.resolved', 'http.response']) assert.ok(kinds.includes(k), `${k} recorded`);
     assert.ok(kinds.indexOf('hold.resolved') < kinds.indexOf('http.response'));
     const vote = events.find((e) => e.kind === 'hold.vote')!;
