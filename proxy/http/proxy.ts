@@ -93,7 +93,10 @@ export async function startHttpProxy(s: GatewayServices): Promise<HttpProxy> {
       closed ??= (async () => {
         closing = true;
         clearInterval(sweep);
+        // Keep-alive connections whose exchange finishes while draining are closed as they go idle.
+        const idleCloser = setInterval(() => server.closeIdleConnections(), 50);
         await closeServer(server, DRAIN_GRACE_MS);
+        clearInterval(idleCloser);
         endSessions(ctx, sessions.takeAll(), 'shutdown');
         upstreams.destroy();
       })();
@@ -566,7 +569,8 @@ class Exchange {
       this.fail(413, 'response_too_large', `connection ${this.name}: the upstream response of ${declared} bytes exceeds the gateway limit of ${max} bytes (limits.maxResponseBytes)`, 'response');
       return;
     }
-    const whole = this.masker !== null || status >= 400 || (!decoded && declared !== undefined && declared <= BUFFER_SMALL_RESPONSES);
+    // Small bodies are relayed in one write with an exact content-length (also after decoding).
+    const whole = this.masker !== null || status >= 400 || (declared !== undefined && declared <= BUFFER_SMALL_RESPONSES);
     const chunks: Buffer[] = [];
     let size = 0;
     let tooLarge = false;

@@ -109,7 +109,7 @@ describe('Anthropic SDK through the gateway', () => {
     const client = styles.bearer();
     await assert.rejects(
       client.messages.create({ model: MODEL, messages: [{ role: 'user', content: 'no max_tokens' }] } as unknown as Anthropic.MessageCreateParamsNonStreaming),
-      (err: Anthropic.APIError) => {
+      (err: InstanceType<typeof Anthropic.APIError>) => {
         assert.equal(err.status, 400);
         assert.equal((err.error as { error: { message: string } }).error.message, 'max_tokens: Field required');
         assert.equal(err.headers?.get('x-custody-error'), null, 'an upstream error is not marked as the gateway’s');
@@ -120,7 +120,7 @@ describe('Anthropic SDK through the gateway', () => {
 
   it('refuses a bad key with an Anthropic-shaped 401', async () => {
     const client = new Anthropic({ baseURL: `${gw.proxy}/anthropic`, apiKey: 'cst_aaaaaaaaaaaa_bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb', maxRetries: 0 });
-    await assert.rejects(client.messages.create({ model: MODEL, max_tokens: 10, messages: [{ role: 'user', content: 'hi' }] }), (err: Anthropic.APIError) => {
+    await assert.rejects(client.messages.create({ model: MODEL, max_tokens: 10, messages: [{ role: 'user', content: 'hi' }] }), (err: InstanceType<typeof Anthropic.APIError>) => {
       assert.ok(err instanceof Anthropic.AuthenticationError);
       assert.deepEqual(Object.keys(err.error as object).sort(), ['error', 'type']);
       assert.equal((err.error as { type: string }).type, 'error');

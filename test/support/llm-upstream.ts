@@ -113,7 +113,7 @@ function compressWhole(body: Buffer, c: Compression): Buffer {
   return c === 'gzip' ? gzipSync(body) : c === 'br' ? brotliCompressSync(body) : deflateSync(body);
 }
 
-function compressStream(c: Compression): Transform {
+function compressStream(c: Compression): Transform & { flush(kind?: number): void } {
   return c === 'gzip' ? createGzip() : c === 'br' ? createBrotliCompress() : createDeflate();
 }
 
@@ -124,7 +124,7 @@ export async function startLlmUpstream(opts: LlmUpstreamOptions = {}): Promise<L
   const sockets = new Set<Socket>();
 
   function sendJson(res: ServerResponse, status: number, value: unknown, extra: Record<string, string> = {}): void {
-    let body = Buffer.from(JSON.stringify(value));
+    let body: Buffer = Buffer.from(JSON.stringify(value));
     const headers: Record<string, string | number> = { 'content-type': 'application/json', ...extra };
     if (opts.compress) {
       body = compressWhole(body, opts.compress);
