@@ -262,8 +262,13 @@ export function utilityGatewayProcess(child: UtilityProcessLike): GatewayProcess
 }
 
 /** Forks a Node script as the gateway (tests, and development without Electron). */
-export function forkGatewayProcess(modulePath: string, args: string[], options: { execArgv?: string[]; env?: NodeJS.ProcessEnv } = {}): GatewayProcess {
-  const child = fork(modulePath, args, { execArgv: options.execArgv ?? [], env: options.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe', 'ipc'] });
+export function forkGatewayProcess(modulePath: string, args: string[], options: { execArgv?: string[]; env?: NodeJS.ProcessEnv; execPath?: string } = {}): GatewayProcess {
+  const child = fork(modulePath, args, {
+    execArgv: options.execArgv ?? [],
+    env: options.env ?? process.env,
+    stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+    ...(options.execPath ? { execPath: options.execPath } : {}),
+  });
   const exitListeners: ((code: number | null) => void)[] = [];
   let exited: { code: number | null } | undefined;
   child.on('exit', (code, signal) => {

@@ -11,7 +11,7 @@ import { parseArgs } from 'node:util';
 import type { ControlPlaneInfo } from '../shared/bridge';
 import { bridgeHandlers, registerBridge } from './bridge-handlers';
 import { consoleSessionCredentials, type HoldWatch, watchHolds } from './control-events';
-import { GatewaySupervisor, type ReadyReport, utilityGatewayProcess, type UtilityProcessLike } from './gateway-supervisor';
+import { forkGatewayProcess, GatewaySupervisor, type ReadyReport, utilityGatewayProcess, type UtilityProcessLike } from './gateway-supervisor';
 import { hardenSession, hardenWebContents, isSafeExternalUrl, secureWebPreferences, type SessionLike, type WebContentsLike } from './navigation-policy';
 import { HoldNotifier, nativeHoldNotifications } from './notifications';
 import { refreshTokens, signInWithBrowser } from './remote-login';
@@ -44,6 +44,7 @@ const str = (v: unknown) => (typeof v === 'string' ? v : undefined);
 
 const ENTRY = join(__dirname, '..', 'proxy', 'entry.mjs');
 const PRELOAD = join(__dirname, 'preload.cjs');
+const DEV_NODE = !app.isPackaged ? process.env['CUSTODY_GATEWAY_NODE'] : undefined;
 const RESOURCES = app.isPackaged ? process.resourcesPath : join(__dirname, '..', '..', 'build');
 
 let win: BrowserWindow | undefined;
@@ -150,7 +151,13 @@ function startLocal(): void {
     ...(vaultKey ? ['--sealed-secrets'] : []),
   ];
   supervisor = new GatewaySupervisor({
-    spawn: () => utilityGatewayProcess(utilityProcess.fork(ENTRY, args, { stdio: 'pipe', serviceName: 'Custody gateway' }) as unknown as UtilityProcessLike),
+    // Development (`npm start` from a checkout): node_modules' native modules are built for Node,
+    // not Electron, so the gateway runs under the Node that started the app. Installed builds
+    // (native modules rebuilt for Electron) use a utilityProcess.
+    spawn: () =>
+      DEV_NODE
+        ? forkGatewayProcess(ENTRY, args, { execPath: DEV_NODE, env: { ...process.env, ELECTRON_RUN_AS_NODE: undefined } })
+        : utilityGatewayProcess(utilityProcess.fork(ENTRY, args, { stdio: 'pipe', serviceName: 'Custody gateway' }) as unknown as UtilityProcessLike),
     firstCommands: () => (vaultKey ? [{ type: 'vault-key', key: vaultKey.toString('base64') }] : []),
   });
   supervisor.on('ready', (r) => {
