@@ -1,23 +1,219 @@
 /**
- * Interim masking engine until the detectors land: with no masking rules configured there is
- * nothing to mask; with rules configured it refuses to start (fail closed) rather than forward
- * unmasked data.
+ * The masking engine (DESIGN.md, Masking): validated detectors, three strategies (redact, mask,
+ * keyed hash), per-rule scopes, LLM-structure-aware bodies, event-by-event stream masking with a
+ * bounded holdback, PostgreSQL row masking. It fails closed: every method throws MaskingError
+ * when it cannot mask (detector error, time budget exceeded, unparseable body under a JSON-path
+ * rule), and the proxies refuse the request.
+ *
+ * Proxies call:
+ *   const engine = createMaskingEngine(config, { hmacKey });          // gateway.ts
+ *   const m = engine.forConnection(connection, decision.mask);        // null: nothing to do
+ *   m.request(path, contentType, body, decision.mask)  → MaskedBody   // before forwarding upstream
+ *   m.response(path, contentType, body, decision.mask) → MaskedBody   // before answering the client
+ *   const s = m.stream(path, decision.mask); s.push(event) … s.end()  // text/event-stream responses
+ *   engine.rows(connection, decision.mask).value(column, text, scope)  // PostgreSQL DataRow values
  */
-import type { Config, Connection } from '../../shared/config';
-import { type ConnectionMasker, MaskingError, type MaskingEngine, type RowMasker } from './types';
+import { z } from 'zod';
+import { type Config, type ConfigIssue, type Connection, CustomDetector, MaskingRule, type PolicyRule } from '../../shared/config';
+import { maskBody, PlanCache } from './body';
+import { BUILTIN_DETECTORS, DETECTOR_GROUPS, type Detector } from './detectors';
+import { DataRowMasker } from './rows';
+import { type CompiledRule, type MaskEnv, MaskPlan, RuleSet } from './rules';
+import { SseStreamMasker } from './stream';
+import { type ConnectionMasker, type MaskedBody, MaskingError, type MaskingEngine, type RowMasker, type StreamMasker } from './types';
+import { VALIDATORS } from './validators';
 
-export function createMaskingEngine(config: Pick<Config, 'masking' | 'detectors'>, _opts: { hmacKey: Buffer }): MaskingEngine {
-  if (config.masking.length) throw new MaskingError('masking rules are configured but this build has no masking engine');
-  const passthroughRows: RowMasker = {
-    active: false,
-    value: () => null,
-    text: (text) => ({ text, spans: [], counts: {} }),
-  };
-  return {
-    forConnection: (_c: Connection): ConnectionMasker | null => null,
-    rows: () => passthroughRows,
-    reload(next) {
-      if (next.masking.length) throw new MaskingError('masking rules cannot be applied: this build has no masking engine');
-    },
-  };
+export { MaskingError };
+export type { MaskedBody, StreamMasker, RowMasker, ConnectionMasker };
+
+export interface MaskingEngineOptions {
+  /** Per-install key for `hash` tokens (HMAC-SHA-256). */
+  hmacKey: Buffer;
+  /** Time allowed per call and per MiB of input before failing closed (ms). Default 500. */
+  budgetMs?: number;
+  /** Extra named validators for custom detectors (in addition to luhn, iban, aba, …). */
+  validators?: Record<string, (value: string) => boolean>;
 }
+
+export interface MaskingConfig {
+  detectors: CustomDetector[];
+  masking: MaskingRule[];
+}
+
+/** A detector as the console lists it. */
+export interface DetectorInfo {
+  id: string;
+  type: string;
+  kind: Detector['kind'];
+  description: string;
+}
+
+const MaskingConfigSchema = z.object({ detectors: z.array(CustomDetector).default([]), masking: z.array(MaskingRule).default([]) }).strict();
+
+/**
+ * Validates a `{detectors, masking}` document with the config schema, then compiles it (regular
+ * expressions, detector references, JSON paths, column patterns). `connections` (names), when
+ * given, are checked against rules' `connections`.
+ */
+export function validateMaskingConfig(
+  input: unknown,
+  opts: { connections?: string[]; validators?: Record<string, (v: string) => boolean> } = {},
+): { ok: true; config: MaskingConfig } | { ok: false; issues: ConfigIssue[] } {
+  const parsed = MaskingConfigSchema.safeParse(input ?? {});
+  if (!parsed.success)
+    return { ok: false, issues: parsed.error.issues.map((i) => ({ path: i.path.map((p) => (typeof p === 'symbol' ? String(p) : p)), message: i.message })) };
+  const config = parsed.data;
+  const issues: ConfigIssue[] = [];
+  if (opts.connections) {
+    const known = new Set(opts.connections);
+    config.masking.forEach((m, i) =>
+      m.connections?.forEach((c, j) => {
+        if (!known.has(c)) issues.push({ path: ['masking', i, 'connections', j], message: `unknown connection "${c}"` });
+      }),
+    );
+  }
+  try {
+    new RuleSet(config, { validators: { ...VALIDATORS, ...opts.validators } });
+  } catch (err) {
+    const message = (err as Error).message;
+    const d = /^detector "([^"]+)"/.exec(message);
+    const r = /^masking rule "([^"]+)"/.exec(message);
+    const path: (string | number)[] = d ? ['detectors', config.detectors.findIndex((x) => x.id === d[1])] : r ? ['masking', config.masking.findIndex((x) => x.id === r[1])] : [];
+    issues.push({ path, message });
+  }
+  return issues.length ? { ok: false, issues } : { ok: true, config };
+}
+
+interface State {
+  rules: RuleSet;
+  /** MaskPlans by direction and rule-id list, built on first use. */
+  plans: Map<string, MaskPlan>;
+}
+
+export class CustodyMaskingEngine implements MaskingEngine {
+  private state: State;
+  private watched: Detector[] = [];
+  private readonly env: MaskEnv;
+  private readonly validators: Record<string, (v: string) => boolean>;
+
+  constructor(config: MaskingConfig & { policies?: PolicyRule[] }, opts: MaskingEngineOptions) {
+    if (!opts.hmacKey?.length) throw new MaskingError('the masking engine needs a per-install HMAC key');
+    this.env = { hmacKey: opts.hmacKey, budgetMs: opts.budgetMs ?? 500 };
+    this.validators = { ...VALIDATORS, ...opts.validators };
+    this.state = this.compile(config);
+    if (config.policies) this.watchDetectors(config.policies.flatMap((p) => p.match.detectors ?? []));
+  }
+
+  private compile(config: { detectors: unknown[]; masking: unknown[] }): State {
+    const parsed = MaskingConfigSchema.safeParse(config);
+    if (!parsed.success) throw new MaskingError(`invalid masking config: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
+    try {
+      return { rules: new RuleSet(parsed.data, { validators: this.validators }), plans: new Map() };
+    } catch (err) {
+      throw new MaskingError(`invalid masking config: ${(err as Error).message}`);
+    }
+  }
+
+  /** Replaces the rules atomically: on an invalid config it throws and the old rules stay. */
+  reload(config: { detectors: unknown[]; masking: unknown[] }): void {
+    const next = this.compile(config);
+    this.state = next;
+    // watched detectors may have been custom ones that no longer exist
+    this.watched = this.watched.map((d) => next.rules.detectors.get(d.id)).filter((d): d is Detector => !!d);
+  }
+
+  /**
+   * Detector ids that policies match on (`match.detectors`): they are scanned even where no rule
+   * masks them, so `detectorHits` can drive the policy. Unknown ids are ignored.
+   */
+  watchDetectors(ids: string[]): void {
+    const out: Detector[] = [];
+    for (const name of ids)
+      for (const id of DETECTOR_GROUPS[name] ?? [name]) {
+        const d = this.state.rules.detectors.get(id);
+        if (d && !out.includes(d)) out.push(d);
+      }
+    this.watched = out;
+    this.state = { rules: this.state.rules, plans: new Map() };
+  }
+
+  /** Built-in and custom detectors, for the console. */
+  detectors(): DetectorInfo[] {
+    return [...this.state.rules.detectors.values()].map((d) => ({ id: d.id, type: d.type, kind: d.kind, description: d.description }));
+  }
+
+  /** Masking rules that apply to `connection` (plus `extraRules`); throws MaskingError for an unknown extra rule. */
+  rulesFor(connection: string, extraRules: readonly string[] = []): CompiledRule[] {
+    return this.state.rules.forConnection(connection, extraRules);
+  }
+
+  plan(connection: string, forward: 'upstream' | 'client', extraRules: readonly string[] = []): MaskPlan {
+    const state = this.state;
+    const rules = state.rules.forConnection(connection, extraRules);
+    const key = `${forward}\0${rules.map((r) => r.id).join('\0')}`;
+    let p = state.plans.get(key);
+    if (!p) {
+      p = new MaskPlan(rules, forward, this.watched, this.env);
+      state.plans.set(key, p);
+    }
+    return p;
+  }
+
+  /**
+   * The masker for one connection, or null when no rule applies to it and no policy watches a
+   * detector (the proxy then skips masking). Pass the policy decision's `mask` rule ids as
+   * `extraRules` so that a masker exists when only a policy asks for masking.
+   */
+  forConnection(connection: Connection, extraRules: readonly string[] = []): ConnectionMasker | null {
+    if (!this.rulesFor(connection.name, extraRules).length && !this.watched.length) return null;
+    return new LlmConnectionMasker(this, connection);
+  }
+
+  rows(connection: Connection, extraRules: readonly string[] = []): RowMasker {
+    const rules = this.rulesFor(connection.name, extraRules);
+    return new DataRowMasker(rules, this.plan(connection.name, 'client', extraRules), this.plan(connection.name, 'upstream', extraRules));
+  }
+
+  get budgetMs(): number {
+    return this.env.budgetMs;
+  }
+}
+
+class LlmConnectionMasker implements ConnectionMasker {
+  constructor(
+    private readonly engine: CustodyMaskingEngine,
+    private readonly connection: Connection,
+  ) {}
+
+  private body(forward: 'upstream' | 'client', contentType: string | undefined, body: Buffer, extraRules?: string[]): MaskedBody {
+    const plan = this.engine.plan(this.connection.name, forward, extraRules);
+    return maskBody(
+      { kind: this.connection.kind, rules: plan.rules, plan, plans: new PlanCache(forward, plan.scanDetectors.filter((d) => !plan.maskDetectors.includes(d)), plan.env) },
+      contentType,
+      body,
+    );
+  }
+
+  request(_path: string, contentType: string | undefined, body: Buffer, extraRules?: string[]): MaskedBody {
+    return this.body('upstream', contentType, body, extraRules);
+  }
+
+  response(_path: string, contentType: string | undefined, body: Buffer, extraRules?: string[]): MaskedBody {
+    return this.body('client', contentType, body, extraRules);
+  }
+
+  stream(_path: string, extraRules?: string[]): SseStreamMasker {
+    return new SseStreamMasker(this.engine.plan(this.connection.name, 'client', extraRules));
+  }
+}
+
+/**
+ * Builds the gateway's masking engine from the config (`masking`, `detectors`, and `policies` for
+ * the detectors they match on). Throws MaskingError naming the rule or detector when the config
+ * cannot be compiled, so the gateway refuses to start rather than forward unmasked data.
+ */
+export function createMaskingEngine(config: Pick<Config, 'masking' | 'detectors'> & { policies?: PolicyRule[] }, opts: MaskingEngineOptions): CustodyMaskingEngine {
+  return new CustodyMaskingEngine(config, opts);
+}
+
+export { BUILTIN_DETECTORS };
