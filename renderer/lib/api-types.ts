@@ -1,0 +1,286 @@
+/**
+ * What the console asks of the control plane (DESIGN.md, Control plane). The HTTP implementation is
+ * renderer/api.ts; stores take this interface so their logic runs in node tests with a fake.
+ */
+import type { CustomDetector, MaskingRule, PolicyRule } from '../../shared/config';
+import type { AuditEvent, SessionSummary } from '../../shared/events';
+import type { HoldDecisionRequest, HoldState, HoldView } from '../../shared/holds';
+import type { DashboardData } from './charts';
+import type { Me } from './roles';
+import type { SessionFilter } from './sessions';
+
+export interface Provider {
+  issuer: string;
+  name: string;
+}
+
+export interface Health {
+  status: string;
+  version: string;
+  events?: number;
+}
+
+export interface PolicySet {
+  version: number | null;
+  author: string | null;
+  updatedAt: number | null;
+  policies: PolicyRule[];
+}
+
+export interface MaskingSet {
+  version: number | null;
+  author: string | null;
+  updatedAt: number | null;
+  masking: MaskingRule[];
+  detectors: CustomDetector[];
+  /** Built-in detector ids, when the gateway lists them. */
+  builtins: string[];
+}
+
+export interface PolicyVersionMeta {
+  version: number;
+  kind: 'policies' | 'masking';
+  author: string;
+  createdAt: number;
+  /** The rules of that version, when the listing includes them. */
+  body?: unknown;
+}
+
+/** `POST /api/policies/dry-run`: what the candidate rules would have done to recorded traffic. */
+export interface DryRunResult {
+  from?: number;
+  to?: number;
+  /** Requests replayed. */
+  total: number;
+  /** Counts by action under the candidate, and under the rules in force. */
+  candidate: Record<string, number>;
+  current: Record<string, number>;
+  /** Requests whose outcome would change. */
+  changes: { session?: string; seq?: number; time?: number; summary: string; from: string; to: string; rule?: string }[];
+  raw: unknown;
+}
+
+export interface AuditStatus {
+  treeSize: number | null;
+  rootHash: string | null;
+  lastCheckpoint: { time: number; treeSize: number; rootHash?: string } | null;
+  lastVerification: { time: number; ok: boolean; message?: string; events?: number } | null;
+  publicKey: string | null;
+  fingerprint: string | null;
+  origin?: string | null;
+  raw: unknown;
+}
+
+export interface VerifyResult {
+  ok: boolean;
+  message: string;
+  events?: number;
+  firstBad?: number | null;
+  raw: unknown;
+}
+
+export interface ExportRequest {
+  from?: number;
+  to?: number;
+  user?: string;
+  connection?: string;
+}
+
+export interface ApiKeyView {
+  id: string;
+  name: string;
+  groups: string[];
+  createdAt: number;
+  createdBy: string | null;
+  expiresAt: number | null;
+  revokedAt: number | null;
+  lastUsedAt: number | null;
+}
+
+export interface ConnectionView {
+  name: string;
+  kind: 'openai' | 'anthropic' | 'http' | 'postgres';
+  upstream: string;
+  listen?: string;
+  description?: string;
+  tls?: { mode?: string };
+  source: 'config' | 'console';
+  secret: { kind: 'env' | 'value' | 'file'; env?: string; file?: string } | null;
+  updatedAt: number | null;
+  updatedBy: string | null;
+  pendingRestart: boolean;
+}
+
+export interface ConnectionList {
+  connections: ConnectionView[];
+  httpListen: string;
+  liveReload: boolean;
+}
+
+export interface ConnectionInput {
+  name?: string;
+  kind?: ConnectionView['kind'];
+  upstream?: string;
+  listen?: string;
+  description?: string;
+  /** Write-only: a new secret value, `{env}` or `{file}`; omitted keeps the stored one. */
+  secret?: string | { env: string } | { file: string };
+}
+
+export interface ConnectionTestResult {
+  ok: boolean;
+  latencyMs: number;
+  message: string;
+  status?: number;
+}
+
+export interface ConsoleApi {
+  health(): Promise<Health>;
+  me(): Promise<Me>;
+  providers(): Promise<Provider[]>;
+  loginWithKey(key: string): Promise<void>;
+  logout(): Promise<void>;
+  holds(state: HoldState): Promise<HoldView[]>;
+  decide(id: string, req: HoldDecisionRequest): Promise<HoldView | undefined>;
+  sessions(filter: SessionFilter, offset: number, limit: number): Promise<{ total: number; sessions: SessionSummary[] }>;
+  sessionEvents(id: string): Promise<{ session: SessionSummary; events: AuditEvent[] }>;
+  policies(): Promise<PolicySet>;
+  putPolicies(policies: PolicyRule[]): Promise<PolicySet>;
+  masking(): Promise<MaskingSet>;
+  putMasking(masking: MaskingRule[], detectors: CustomDetector[]): Promise<MaskingSet>;
+  policyVersions(): Promise<PolicyVersionMeta[]>;
+  policyVersion(v: number): Promise<PolicyVersionMeta>;
+  dryRun(policies: PolicyRule[], masking: MaskingRule[], from: number, to: number): Promise<DryRunResult>;
+  auditStatus(): Promise<AuditStatus>;
+  verify(): Promise<VerifyResult>;
+  createExport(req: ExportRequest): Promise<{ id: string; url?: string }>;
+  keys(): Promise<ApiKeyView[]>;
+  createKey(req: { name: string; groups: string[]; expires?: string }): Promise<{ key: string; record: ApiKeyView }>;
+  revokeKey(id: string): Promise<void>;
+  connections(): Promise<ConnectionList>;
+  addConnection(c: ConnectionInput): Promise<ConnectionView>;
+  editConnection(name: string, c: ConnectionInput): Promise<ConnectionView>;
+  testConnection(name: string): Promise<ConnectionTestResult>;
+  testDraft(c: ConnectionInput): Promise<ConnectionTestResult>;
+  dashboard(from: number, to: number, buckets: number): Promise<DashboardData>;
+}
+
+// ---- tolerant readers: the console accepts a bare array or an object wrapping it ----------------
+
+export function listOf<T>(v: unknown, ...keys: string[]): T[] {
+  if (Array.isArray(v)) return v as T[];
+  if (v && typeof v === 'object') for (const k of keys) if (Array.isArray((v as Record<string, unknown>)[k])) return (v as Record<string, T[]>)[k]!;
+  return [];
+}
+
+export function num(v: unknown): number | null {
+  if (typeof v === 'number' && Number.isFinite(v)) return v;
+  if (typeof v === 'string' && v) {
+    const n = /^\d+$/.test(v) ? Number(v) : Date.parse(v);
+    return Number.isFinite(n) ? n : null;
+  }
+  return null;
+}
+
+export function strOrNull(v: unknown): string | null {
+  return typeof v === 'string' ? v : null;
+}
+
+function obj(v: unknown): Record<string, unknown> {
+  return v && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : {};
+}
+
+export function readPolicySet(v: unknown): PolicySet {
+  const o = obj(v);
+  return {
+    version: num(o['version']),
+    author: strOrNull(o['author']),
+    updatedAt: num(o['updatedAt'] ?? o['createdAt']),
+    policies: listOf<PolicyRule>(v, 'policies', 'rules'),
+  };
+}
+
+export function readMaskingSet(v: unknown): MaskingSet {
+  const o = obj(v);
+  const builtins = listOf<unknown>(o['builtins'] ?? o['builtinDetectors'] ?? o['available'], 'detectors').map((d) => (typeof d === 'string' ? d : strOrNull(obj(d)['id']) ?? '')).filter(Boolean);
+  return {
+    version: num(o['version']),
+    author: strOrNull(o['author']),
+    updatedAt: num(o['updatedAt'] ?? o['createdAt']),
+    masking: listOf<MaskingRule>(v, 'masking', 'rules'),
+    detectors: listOf<CustomDetector>(o['detectors'], 'detectors'),
+    builtins,
+  };
+}
+
+export function readVersions(v: unknown): PolicyVersionMeta[] {
+  return listOf<Record<string, unknown>>(v, 'versions').map((x) => ({
+    version: num(x['version']) ?? 0,
+    kind: x['kind'] === 'masking' ? 'masking' : 'policies',
+    author: strOrNull(x['author']) ?? '?',
+    createdAt: num(x['createdAt'] ?? x['created_at'] ?? x['time']) ?? 0,
+    body: x['body'] ?? x['policies'] ?? x['masking'],
+  }));
+}
+
+const ACTIONS = ['allow', 'deny', 'hold', 'mask'];
+
+export function readDryRun(v: unknown): DryRunResult {
+  const o = obj(v);
+  const counts = (x: unknown): Record<string, number> => {
+    const c = obj(x);
+    const out: Record<string, number> = {};
+    for (const [k, n] of Object.entries(c)) if (typeof n === 'number') out[k] = n;
+    return out;
+  };
+  const candidate = counts(o['candidate'] ?? o['counts'] ?? o['wouldBe'] ?? Object.fromEntries(ACTIONS.filter((a) => typeof o[a] === 'number').map((a) => [a, o[a]])));
+  const changes = listOf<Record<string, unknown>>(o['changes'] ?? o['changed'] ?? o['differences'], 'items').map((c) => ({
+    session: strOrNull(c['session']) ?? undefined,
+    seq: num(c['seq']) ?? undefined,
+    time: num(c['time']) ?? undefined,
+    summary: strOrNull(c['summary']) ?? strOrNull(c['request']) ?? '',
+    from: strOrNull(c['from']) ?? strOrNull(c['before']) ?? strOrNull(c['current']) ?? '?',
+    to: strOrNull(c['to']) ?? strOrNull(c['after']) ?? strOrNull(c['candidate']) ?? '?',
+    rule: strOrNull(c['rule']) ?? undefined,
+  }));
+  return {
+    from: num(o['from']) ?? undefined,
+    to: num(o['to']) ?? undefined,
+    total: num(o['total'] ?? o['requests'] ?? o['replayed']) ?? Object.values(candidate).reduce((a, b) => a + b, 0),
+    candidate,
+    current: counts(o['current'] ?? o['before'] ?? o['inForce']),
+    changes,
+    raw: v,
+  };
+}
+
+export function readAuditStatus(v: unknown): AuditStatus {
+  const o = obj(v);
+  const cp = obj(o['lastCheckpoint'] ?? o['checkpoint']);
+  const lv = obj(o['lastVerification'] ?? o['verification']);
+  const key = obj(o['publicKey'] ?? o['key']);
+  return {
+    treeSize: num(o['treeSize'] ?? o['events'] ?? o['size']),
+    rootHash: strOrNull(o['rootHash'] ?? o['root']),
+    lastCheckpoint: Object.keys(cp).length ? { time: num(cp['time'] ?? cp['at']) ?? 0, treeSize: num(cp['treeSize'] ?? cp['size']) ?? 0, rootHash: strOrNull(cp['rootHash'] ?? cp['root']) ?? undefined } : null,
+    lastVerification: Object.keys(lv).length
+      ? { time: num(lv['time'] ?? lv['at']) ?? 0, ok: lv['ok'] === true || lv['intact'] === true, message: strOrNull(lv['message'] ?? lv['error']) ?? undefined, events: num(lv['events'] ?? lv['checked']) ?? undefined }
+      : null,
+    publicKey: typeof o['publicKey'] === 'string' ? o['publicKey'] : strOrNull(key['publicKey'] ?? key['key'] ?? key['note']),
+    fingerprint: strOrNull(o['fingerprint'] ?? o['keyFingerprint'] ?? key['fingerprint']),
+    origin: strOrNull(o['origin'] ?? cp['origin']),
+    raw: v,
+  };
+}
+
+export function readVerify(v: unknown): VerifyResult {
+  const o = obj(v);
+  const ok = o['ok'] === true || o['intact'] === true;
+  return {
+    ok,
+    message: strOrNull(o['message'] ?? o['error'] ?? o['summary']) ?? (ok ? 'intact' : 'verification failed'),
+    events: num(o['events'] ?? o['checked'] ?? o['treeSize']) ?? undefined,
+    firstBad: num(o['firstBad'] ?? o['firstBadSeq'] ?? o['seq']),
+    raw: v,
+  };
+}

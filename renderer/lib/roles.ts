@@ -1,0 +1,59 @@
+/**
+ * What the signed-in user may do, from their roles (issue: reviewers cannot decide holds, approvers
+ * cannot edit policies, only admins manage connections and keys). The gateway enforces the same
+ * rules; the console hides or disables what the role cannot do so nobody meets a 403 by surprise.
+ */
+import type { HoldView } from '../../shared/holds';
+
+export interface Me {
+  subject: string;
+  name: string;
+  groups: string[];
+  roles: string[];
+}
+
+export interface Capabilities {
+  decideHolds: boolean;
+  viewSessions: boolean;
+  editPolicies: boolean;
+  viewPolicies: boolean;
+  manageConnections: boolean;
+  manageKeys: boolean;
+  viewAudit: boolean;
+  exportEvidence: boolean;
+  viewDashboard: boolean;
+}
+
+const has = (me: Me | undefined, role: string) => !!me && (me.roles.includes('admin') || me.roles.includes(role));
+
+export function capabilities(me: Me | undefined): Capabilities {
+  const admin = has(me, 'admin');
+  const approver = has(me, 'approver');
+  const reviewer = has(me, 'reviewer');
+  return {
+    decideHolds: approver,
+    viewSessions: reviewer,
+    editPolicies: admin,
+    viewPolicies: admin || approver || reviewer,
+    manageConnections: admin,
+    manageKeys: admin,
+    viewAudit: reviewer,
+    exportEvidence: reviewer,
+    viewDashboard: admin || approver || reviewer,
+  };
+}
+
+export type HoldDecidability = { ok: true } | { ok: false; why: string };
+
+/** Whether this user may vote on this hold, and if not, why (shown instead of the buttons). */
+export function canDecide(me: Me | undefined, hold: HoldView): HoldDecidability {
+  if (!me) return { ok: false, why: 'not signed in' };
+  if (hold.state !== 'pending') return { ok: false, why: `already ${hold.state}` };
+  if (!has(me, 'approver')) return { ok: false, why: 'your role cannot decide holds' };
+  if (hold.requester === me.subject) return { ok: false, why: 'you cannot approve your own request' };
+  if (hold.votes.some((v) => v.by === me.subject)) return { ok: false, why: 'you have voted' };
+  const admin = me.roles.includes('admin');
+  if (!admin && hold.approvers.length && !hold.approvers.some((g) => me.groups.includes(g)))
+    return { ok: false, why: `needs a member of ${hold.approvers.join(', ')}` };
+  return { ok: true };
+}

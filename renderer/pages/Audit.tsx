@@ -1,0 +1,209 @@
+/**
+ * Audit: integrity of the log (last signed checkpoint, last verification, the signing key's
+ * fingerprint), a verification run on demand, and evidence bundles for a time window — built by
+ * the gateway with progress over the WebSocket, then downloaded. `custody verify <bundle>` checks
+ * a bundle offline.
+ */
+import { useCallback, useEffect, useRef, useState } from 'react';
+import { api, toast, useAuth } from '../app/context';
+import { onMessage } from '../app/live-socket';
+import { Icon } from '../components/Icon';
+import { Badge, Button, CodeBlock, ErrorBox, Field, Loading, PageHeader } from '../components/ui';
+import type { AuditStatus, VerifyResult } from '../lib/api-types';
+import { formatAgo, formatBytes, formatCount, formatDateTime, fromLocalInput, toLocalInput } from '../lib/format';
+import { capabilities } from '../lib/roles';
+
+type ExportState = { phase: 'idle' } | { phase: 'running'; id: string; done: number; total: number } | { phase: 'done'; id: string; url: string; bytes?: number } | { phase: 'failed'; error: string };
+
+export function AuditPage() {
+  const me = useAuth((s) => s.me);
+  const caps = capabilities(me);
+  const [status, setStatus] = useState<AuditStatus>();
+  const [error, setError] = useState<string>();
+  const [verify, setVerify] = useState<VerifyResult | 'running'>();
+  const load = useCallback(() => {
+    api
+      .auditStatus()
+      .then((s) => {
+        setStatus(s);
+        setError(undefined);
+      })
+      .catch((e: Error) => setError(e.message));
+  }, []);
+  useEffect(load, [load]);
+
+  const runVerify = async () => {
+    setVerify('running');
+    try {
+      const r = await api.verify();
+      setVerify(r);
+      load();
+    } catch (err) {
+      setVerify({ ok: false, message: (err as Error).message, raw: null });
+    }
+  };
+
+  return (
+    <div className="page">
+      <PageHeader title="Audit" subtitle="A hash-chained, Merkle-tree log with signed checkpoints. Anyone can verify it offline." />
+      {error && <ErrorBox title="Could not load the integrity status" message={error} onRetry={load} />}
+      {!status && !error ? (
+        <Loading />
+      ) : status ? (
+        <div className="stat-grid" data-testid="audit-status">
+          <div className="stat">
+            <div className="stat-label">Events in the log</div>
+            <div className="stat-value">{status.treeSize !== null ? formatCount(status.treeSize) : '—'}</div>
+            {status.rootHash && (
+              <div className="muted small mono" title={status.rootHash}>
+                root {status.rootHash.slice(0, 16)}…
+              </div>
+            )}
+          </div>
+          <div className="stat">
+            <div className="stat-label">Last signed checkpoint</div>
+            <div className="stat-value">{status.lastCheckpoint ? formatAgo(status.lastCheckpoint.time, Date.now()) : 'none yet'}</div>
+            {status.lastCheckpoint && (
+              <div className="muted small">
+                {formatDateTime(status.lastCheckpoint.time)} · {formatCount(status.lastCheckpoint.treeSize)} events
+              </div>
+            )}
+          </div>
+          <div className="stat">
+            <div className="stat-label">Last verification</div>
+            <div className="stat-value">{status.lastVerification ? <Badge tone={status.lastVerification.ok ? 'ok' : 'danger'}>{status.lastVerification.ok ? 'intact' : 'FAILED'}</Badge> : 'never'}</div>
+            {status.lastVerification && (
+              <div className="muted small">
+                {formatDateTime(status.lastVerification.time)}
+                {status.lastVerification.message ? ` · ${status.lastVerification.message}` : ''}
+              </div>
+            )}
+          </div>
+          <div className="stat">
+            <div className="stat-label">Signing key fingerprint</div>
+            <div className="stat-value mono small-value" data-testid="fingerprint">
+              {status.fingerprint ?? '—'}
+            </div>
+            {status.origin && <div className="muted small">origin {status.origin}</div>}
+          </div>
+        </div>
+      ) : null}
+      <section className="card">
+        <div className="card-head">
+          <h2>Verify the log</h2>
+          <span className="muted small">Recomputes every hash, the Merkle tree and the checkpoint signatures.</span>
+        </div>
+        <div className="row-start">
+          <Button kind="primary" icon="audit" onClick={() => void runVerify()} disabled={verify === 'running' || !caps.viewAudit} testId="run-verify">
+            {verify === 'running' ? 'Verifying…' : 'Run verification'}
+          </Button>
+          {verify && verify !== 'running' && (
+            <div className={verify.ok ? 'verify ok' : 'verify bad'} data-testid="verify-result">
+              <Icon name={verify.ok ? 'check' : 'alert'} /> {verify.ok ? 'Intact' : 'Problem found'}: {verify.message}
+              {verify.events !== undefined && <span className="muted"> · {formatCount(verify.events)} events</span>}
+              {verify.firstBad ? <span> · first bad event #{verify.firstBad}</span> : null}
+            </div>
+          )}
+        </div>
+        {status?.publicKey && (
+          <details className="key-details">
+            <summary>Public key (give it to your auditor with the fingerprint)</summary>
+            <CodeBlock code={status.publicKey} label="verifier key" />
+          </details>
+        )}
+      </section>
+      {caps.exportEvidence && <ExportCard />}
+    </div>
+  );
+}
+
+function ExportCard() {
+  const [from, setFrom] = useState(() => Date.now() - 7 * 86_400_000);
+  const [to, setTo] = useState(() => Date.now());
+  const [user, setUser] = useState('');
+  const [connection, setConnection] = useState('');
+  const [connections, setConnections] = useState<string[]>([]);
+  const [state, setState] = useState<ExportState>({ phase: 'idle' });
+  const idRef = useRef<string>(undefined);
+  useEffect(() => {
+    api
+      .connections()
+      .then((c) => setConnections(c.connections.map((x) => x.name)))
+      .catch(() => {});
+  }, []);
+  useEffect(
+    () =>
+      onMessage((msg) => {
+        if (!('id' in msg) || msg.id !== idRef.current) return;
+        if (msg.type === 'export.progress') setState({ phase: 'running', id: msg.id, done: msg.done, total: msg.total });
+        else if (msg.type === 'export.done') {
+          setState({ phase: 'done', id: msg.id, url: msg.url, bytes: msg.bytes });
+          toast('ok', 'The evidence bundle is ready.');
+        } else if (msg.type === 'export.failed') setState({ phase: 'failed', error: msg.error });
+      }),
+    [],
+  );
+  const start = async () => {
+    setState({ phase: 'running', id: '', done: 0, total: 0 });
+    try {
+      const r = await api.createExport({ from, to, ...(user ? { user } : {}), ...(connection ? { connection } : {}) });
+      idRef.current = r.id;
+      setState((s) => (s.phase === 'running' && !s.id ? { ...s, id: r.id } : s));
+      if (r.url) setState({ phase: 'done', id: r.id, url: r.url });
+    } catch (err) {
+      setState({ phase: 'failed', error: (err as Error).message });
+    }
+  };
+  const pct = state.phase === 'running' && state.total > 0 ? Math.round((state.done / state.total) * 100) : undefined;
+  return (
+    <section className="card">
+      <div className="card-head">
+        <h2>Evidence bundle</h2>
+        <span className="muted small">Events (JSONL and OCSF), approvals, policy versions, checkpoints, inclusion proofs, the public key and a report mapped to SOC 2 and ISO 27001.</span>
+      </div>
+      <div className="row">
+        <Field label="From">
+          <input className="input" type="datetime-local" value={toLocalInput(from)} onChange={(e) => setFrom(fromLocalInput(e.target.value) ?? from)} data-testid="export-from" />
+        </Field>
+        <Field label="To">
+          <input className="input" type="datetime-local" value={toLocalInput(to)} onChange={(e) => setTo(fromLocalInput(e.target.value) ?? to)} data-testid="export-to" />
+        </Field>
+        <Field label="User (optional)">
+          <input className="input" value={user} onChange={(e) => setUser(e.target.value)} placeholder="any user" />
+        </Field>
+        <Field label="Connection (optional)">
+          <select className="input" value={connection} onChange={(e) => setConnection(e.target.value)}>
+            <option value="">All connections</option>
+            {connections.map((c) => (
+              <option key={c}>{c}</option>
+            ))}
+          </select>
+        </Field>
+      </div>
+      <div className="row-start">
+        <Button kind="primary" icon="download" onClick={() => void start()} disabled={state.phase === 'running'} testId="export-start">
+          {state.phase === 'running' ? 'Building…' : 'Build bundle'}
+        </Button>
+        {state.phase === 'running' && (
+          <div className="progress" data-testid="export-progress">
+            <div className="progress-bar">
+              <div style={{ width: `${pct ?? 5}%` }} className={pct === undefined ? 'indeterminate' : ''} />
+            </div>
+            <span className="muted small">{pct !== undefined ? `${formatCount(state.done)} of ${formatCount(state.total)} events · ${pct}%` : 'starting…'}</span>
+          </div>
+        )}
+        {state.phase === 'done' && (
+          <a className="btn btn-approve btn-md" href={state.url} download data-testid="export-download">
+            <Icon name="download" /> Download{state.bytes ? ` (${formatBytes(state.bytes)})` : ''}
+          </a>
+        )}
+        {state.phase === 'failed' && <span className="danger-text" data-testid="export-error">{state.error}</span>}
+      </div>
+      {state.phase === 'done' && (
+        <p className="muted small">
+          Check it anywhere with <code>custody verify &lt;bundle&gt;</code> — it needs nothing but the file.
+        </p>
+      )}
+    </section>
+  );
+}

@@ -1,0 +1,159 @@
+/** API keys (admins): list, create (the key is shown once), revoke. */
+import { type FormEvent, useCallback, useEffect, useState } from 'react';
+import { api, toast } from '../app/context';
+import { Badge, Button, CodeBlock, Empty, ErrorBox, Field, Loading, Modal, PageHeader } from '../components/ui';
+import type { ApiKeyView } from '../lib/api-types';
+import { formatAgo, formatDateTime } from '../lib/format';
+
+export function KeysPage() {
+  const [keys, setKeys] = useState<ApiKeyView[]>();
+  const [error, setError] = useState<string>();
+  const [creating, setCreating] = useState(false);
+  const [created, setCreated] = useState<{ key: string; name: string }>();
+  const load = useCallback(() => {
+    api
+      .keys()
+      .then((k) => {
+        setKeys(k);
+        setError(undefined);
+      })
+      .catch((e: Error) => setError(e.message));
+  }, []);
+  useEffect(load, [load]);
+  const revoke = async (k: ApiKeyView) => {
+    if (!confirm(`Revoke ${k.name}? Clients using it are refused from now on.`)) return;
+    try {
+      await api.revokeKey(k.id);
+      toast('ok', `Revoked ${k.name}`);
+      load();
+    } catch (err) {
+      toast('error', (err as Error).message);
+    }
+  };
+  const now = Date.now();
+  return (
+    <div className="page">
+      <PageHeader
+        title="API keys"
+        subtitle="Keys identify people and agents to the gateway; their groups give roles and match policies."
+        actions={
+          <Button kind="primary" icon="plus" onClick={() => setCreating(true)}>
+            Create key
+          </Button>
+        }
+      />
+      {error && <ErrorBox title="Could not load keys" message={error} onRetry={load} />}
+      {!keys && !error ? (
+        <Loading />
+      ) : keys && keys.length === 0 ? (
+        <Empty icon="keys" title="No keys" />
+      ) : keys ? (
+        <table className="table">
+          <thead>
+            <tr>
+              <th>Name</th>
+              <th>ID</th>
+              <th>Groups</th>
+              <th>Created</th>
+              <th>Last used</th>
+              <th>Status</th>
+              <th />
+            </tr>
+          </thead>
+          <tbody>
+            {keys.map((k) => {
+              const state = k.revokedAt ? 'revoked' : k.expiresAt && k.expiresAt <= now ? 'expired' : 'active';
+              return (
+                <tr key={k.id}>
+                  <td>
+                    <strong>{k.name}</strong>
+                  </td>
+                  <td className="mono small">cst_{k.id}_…</td>
+                  <td>{k.groups.map((g) => <Badge key={g}>{g}</Badge>)}</td>
+                  <td className="small">
+                    {formatDateTime(k.createdAt)}
+                    {k.createdBy ? <div className="muted">by {k.createdBy}</div> : null}
+                  </td>
+                  <td className="small">{k.lastUsedAt ? formatAgo(k.lastUsedAt, now) : <span className="muted">never</span>}</td>
+                  <td>
+                    <Badge tone={state === 'active' ? 'ok' : 'danger'}>{state}</Badge>
+                    {state === 'active' && k.expiresAt && <div className="muted small">until {formatDateTime(k.expiresAt)}</div>}
+                  </td>
+                  <td className="right">
+                    {state === 'active' && (
+                      <Button size="sm" kind="ghost" onClick={() => void revoke(k)}>
+                        Revoke
+                      </Button>
+                    )}
+                  </td>
+                </tr>
+              );
+            })}
+          </tbody>
+        </table>
+      ) : null}
+      {creating && (
+        <CreateKey
+          onClose={() => setCreating(false)}
+          onCreated={(key, name) => {
+            setCreating(false);
+            setCreated({ key, name });
+            load();
+          }}
+        />
+      )}
+      {created && (
+        <Modal title={`Key for ${created.name}`} onClose={() => setCreated(undefined)} footer={<Button kind="primary" onClick={() => setCreated(undefined)}>Done</Button>}>
+          <p>Copy it now: it is shown only once, and only its hash is stored.</p>
+          <CodeBlock code={created.key} label="API key" />
+        </Modal>
+      )}
+    </div>
+  );
+}
+
+function CreateKey({ onClose, onCreated }: { onClose: () => void; onCreated: (key: string, name: string) => void }) {
+  const [name, setName] = useState('');
+  const [groups, setGroups] = useState('');
+  const [expires, setExpires] = useState('90d');
+  const [error, setError] = useState<string>();
+  const submit = async (e?: FormEvent) => {
+    e?.preventDefault();
+    try {
+      const r = await api.createKey({ name, groups: groups.split(',').map((g) => g.trim()).filter(Boolean), ...(expires ? { expires } : {}) });
+      onCreated(r.key, name);
+    } catch (err) {
+      setError((err as Error).message);
+    }
+  };
+  return (
+    <Modal
+      title="Create an API key"
+      onClose={onClose}
+      footer={
+        <>
+          <span className="spacer" />
+          <Button kind="ghost" onClick={onClose}>
+            Cancel
+          </Button>
+          <Button kind="primary" onClick={() => void submit()}>
+            Create
+          </Button>
+        </>
+      }
+    >
+      <form className="form" onSubmit={(e) => void submit(e)}>
+        <Field label="Name" hint="Who or what uses it, e.g. alice or billing-agent.">
+          <input className="input" value={name} onChange={(e) => setName(e.target.value)} autoFocus />
+        </Field>
+        <Field label="Groups" hint="Comma-separated. admin, approver and reviewer give console roles; others match policies.">
+          <input className="input" value={groups} onChange={(e) => setGroups(e.target.value)} placeholder="approver, dba" />
+        </Field>
+        <Field label="Expires after" hint="e.g. 30d, 12h; empty for never.">
+          <input className="input" value={expires} onChange={(e) => setExpires(e.target.value)} />
+        </Field>
+        {error && <div className="field-error">{error}</div>}
+      </form>
+    </Modal>
+  );
+}

@@ -1,0 +1,154 @@
+/**
+ * Recorded sessions: filters (user, connection, protocol, time, had holds, had masking) and a
+ * windowed list — fixed-height rows, only those in view exist in the DOM, pages fetched as they
+ * scroll into view — so 100,000 sessions scroll smoothly. Live sessions update as events arrive.
+ */
+import { useEffect, useLayoutEffect, useRef, useState } from 'react';
+import type { SessionSummary } from '../../shared/events';
+import { api, sessionsStore, useSessions } from '../app/context';
+import { navigate } from '../app/router';
+import { Icon } from '../components/Icon';
+import { Badge, Empty, ErrorBox, PageHeader, useNow } from '../components/ui';
+import { formatCount, formatDateTime, formatDuration, fromLocalInput, toLocalInput } from '../lib/format';
+import { rowAt, type SessionFilter, visibleWindow } from '../lib/sessions';
+
+export const ROW_HEIGHT = 36;
+
+export function SessionsPage() {
+  const filter = useSessions((s) => s.filter);
+  const list = useSessions((s) => s.list);
+  const loaded = useSessions((s) => s.loaded);
+  const error = useSessions((s) => s.error);
+  const [connections, setConnections] = useState<string[]>([]);
+  const [draft, setDraft] = useState<SessionFilter>(filter);
+
+  useEffect(() => {
+    sessionsStore.getState().reload();
+    api
+      .connections()
+      .then((c) => setConnections(c.connections.map((x) => x.name)))
+      .catch(() => {});
+  }, []);
+  // Text filters apply after a short pause; the rest at once.
+  useEffect(() => {
+    const t = setTimeout(() => {
+      if (JSON.stringify(draft) !== JSON.stringify(sessionsStore.getState().filter)) sessionsStore.getState().setFilter(draft);
+    }, 250);
+    return () => clearTimeout(t);
+  }, [draft]);
+
+  const set = (patch: Partial<SessionFilter>) => setDraft({ ...draft, ...patch });
+  return (
+    <div className="page page-fill">
+      <PageHeader title="Sessions" subtitle={loaded ? `${formatCount(list.total)} session${list.total === 1 ? '' : 's'}` : 'Loading…'} />
+      <div className="filters">
+        <div className="search">
+          <Icon name="search" size={14} />
+          <input className="input" placeholder="User" value={draft.user ?? ''} onChange={(e) => set({ user: e.target.value || undefined })} data-testid="filter-user" />
+        </div>
+        <select className="input" value={draft.connection ?? ''} onChange={(e) => set({ connection: e.target.value || undefined })} data-testid="filter-connection">
+          <option value="">All connections</option>
+          {connections.map((c) => (
+            <option key={c}>{c}</option>
+          ))}
+        </select>
+        <select className="input" value={draft.protocol ?? ''} onChange={(e) => set({ protocol: e.target.value || undefined })} data-testid="filter-protocol">
+          <option value="">Any protocol</option>
+          <option value="http">HTTP / LLM</option>
+          <option value="postgres">PostgreSQL</option>
+        </select>
+        <input className="input" type="datetime-local" title="From" value={draft.from ? toLocalInput(draft.from) : ''} onChange={(e) => set({ from: fromLocalInput(e.target.value) })} />
+        <input className="input" type="datetime-local" title="To" value={draft.to ? toLocalInput(draft.to) : ''} onChange={(e) => set({ to: fromLocalInput(e.target.value) })} />
+        <label className="check">
+          <input type="checkbox" checked={!!draft.hadHolds} onChange={(e) => set({ hadHolds: e.target.checked || undefined })} data-testid="filter-holds" /> Had holds
+        </label>
+        <label className="check">
+          <input type="checkbox" checked={!!draft.hadMasking} onChange={(e) => set({ hadMasking: e.target.checked || undefined })} data-testid="filter-masking" /> Had masking
+        </label>
+      </div>
+      {error && <ErrorBox title="Could not load sessions" message={error} onRetry={() => sessionsStore.getState().reload()} />}
+      {loaded && list.total === 0 && !error ? (
+        <Empty icon="sessions" title={Object.values(filter).some((v) => v !== undefined && v !== '') ? 'No sessions match these filters' : 'No sessions recorded yet'}>
+          Sessions appear as soon as a client sends traffic through the gateway: point an SDK at an HTTP connection or psql at a PostgreSQL listener.
+        </Empty>
+      ) : (
+        <VirtualSessionList />
+      )}
+    </div>
+  );
+}
+
+function VirtualSessionList() {
+  const list = useSessions((s) => s.list);
+  const ref = useRef<HTMLDivElement>(null);
+  const [scrollTop, setScrollTop] = useState(0);
+  const [height, setHeight] = useState(600);
+  const now = useNow(5000);
+
+  useLayoutEffect(() => {
+    const el = ref.current;
+    if (!el) return;
+    const ro = new ResizeObserver(() => setHeight(el.clientHeight));
+    ro.observe(el);
+    setHeight(el.clientHeight);
+    return () => ro.disconnect();
+  }, []);
+
+  const win = visibleWindow(scrollTop, height, ROW_HEIGHT, list.total);
+  useEffect(() => {
+    sessionsStore.getState().ensureRows(win.start, win.end);
+  }, [win.start, win.end, list.version]);
+
+  const rows: { i: number; s: SessionSummary | undefined }[] = [];
+  for (let i = win.start; i < win.end; i++) rows.push({ i, s: rowAt(list, i) });
+
+  return (
+    <div className="vlist">
+      <div className="vlist-head session-grid">
+        <span>Started</span>
+        <span>User</span>
+        <span>Connection</span>
+        <span>Protocol</span>
+        <span className="num">Duration</span>
+        <span className="num">Requests</span>
+        <span className="num">Events</span>
+        <span className="num">Holds</span>
+        <span className="num">Masked</span>
+        <span className="num">Denied</span>
+        <span>Status</span>
+      </div>
+      <div className="vlist-body" ref={ref} onScroll={(e) => setScrollTop(e.currentTarget.scrollTop)} data-testid="session-list" tabIndex={0}>
+        <div style={{ height: win.totalHeight, position: 'relative' }}>
+          {rows.map(({ i, s }) => (
+            <div key={s?.id ?? `pending-${i}`} className={`vrow session-grid${i % 2 ? ' odd' : ''}`} style={{ top: i * ROW_HEIGHT, height: ROW_HEIGHT }} data-testid={s ? 'session-row' : 'session-row-loading'} data-session-id={s?.id} onClick={() => s && navigate({ page: 'replay', param: s.id, query: {} })}>
+              {s ? <SessionCells s={s} now={now} /> : <span className="skeleton" />}
+            </div>
+          ))}
+        </div>
+      </div>
+    </div>
+  );
+}
+
+function SessionCells({ s, now }: { s: SessionSummary; now: number }) {
+  const live = s.endedAt === null && now - s.lastEventAt < 15 * 60_000;
+  return (
+    <>
+      <span className="nowrap">{formatDateTime(s.startedAt)}</span>
+      <span className="truncate" title={s.actor ?? ''}>
+        {s.actorName ?? s.actor ?? '—'}
+      </span>
+      <span className="truncate">{s.connection ?? '—'}</span>
+      <span>
+        <Icon name={s.protocol === 'postgres' ? 'terminal' : 'chat'} size={14} className="muted" /> {s.protocol === 'postgres' ? 'SQL' : s.protocol === 'http' ? 'HTTP' : s.protocol}
+      </span>
+      <span className="num">{formatDuration((s.endedAt ?? s.lastEventAt) - s.startedAt)}</span>
+      <span className="num">{formatCount(s.requests)}</span>
+      <span className="num muted">{formatCount(s.events)}</span>
+      <span className="num">{s.holds ? <Badge tone="warn">{s.holds}</Badge> : <span className="muted">0</span>}</span>
+      <span className="num">{s.masked ? <Badge tone="accent">{s.masked}</Badge> : <span className="muted">0</span>}</span>
+      <span className="num">{s.denied ? <Badge tone="danger">{s.denied}</Badge> : <span className="muted">0</span>}</span>
+      <span>{live ? <Badge tone="ok">live</Badge> : <span className="muted">ended</span>}</span>
+    </>
+  );
+}
