@@ -1,0 +1,249 @@
+/**
+ * SQL statement classification with PostgreSQL's own parser (libpg_query compiled to WASM): each
+ * statement's classes (shared/config.ts SqlClass) and the tables it touches. SQL the parser rejects
+ * is `unknown`, which a hold or deny policy treats as risky (fail closed).
+ */
+import { loadModule, parseSync } from 'libpg-query';
+import type { SqlClass } from '../../shared/config';
+
+export interface ClassifiedStatement {
+  /** The statement's own text (a slice of the query string). */
+  sql: string;
+  classes: SqlClass[];
+  /** Relations named by the statement, schema-qualified when written so (`public.users`). */
+  tables: string[];
+}
+
+export interface Classification {
+  statements: ClassifiedStatement[];
+  /** The parser's message when it could not parse the text. */
+  error?: string;
+}
+
+let ready: Promise<void> | null = null;
+let loaded = false;
+
+/** Loads the WASM parser once; call before `classifySql`. */
+export function loadSqlParser(): Promise<void> {
+  ready ??= loadModule().then(() => {
+    loaded = true;
+  });
+  return ready;
+}
+
+type Node = Record<string, unknown>;
+
+const MODIFYING = new Set(['InsertStmt', 'UpdateStmt', 'DeleteStmt', 'MergeStmt']);
+
+/** Role and privilege statements: data control language. */
+const DCL: Record<string, SqlClass[]> = {
+  CreateRoleStmt: ['dcl', 'create'],
+  AlterRoleStmt: ['dcl', 'alter'],
+  AlterRoleSetStmt: ['dcl', 'alter'],
+  DropRoleStmt: ['dcl', 'drop'],
+  AlterDefaultPrivilegesStmt: ['dcl', 'alter'],
+  ReassignOwnedStmt: ['dcl', 'alter'],
+  DropOwnedStmt: ['dcl', 'drop'],
+};
+
+const UTILITY = new Set([
+  'VariableShowStmt', 'VacuumStmt', 'ClusterStmt', 'CheckPointStmt', 'LockStmt', 'ListenStmt', 'UnlistenStmt', 'NotifyStmt',
+  'DiscardStmt', 'DeallocateStmt', 'LoadStmt', 'FetchStmt', 'ClosePortalStmt', 'ReindexStmt', 'CallStmt', 'ConstraintsSetStmt',
+]);
+
+const LRU_MAX = 2000;
+const cache = new Map<string, Classification>();
+
+/** Classifies every statement in `sql` (a simple Query may hold several). */
+export function classifySql(sql: string): Classification {
+  const hit = cache.get(sql);
+  if (hit) return hit;
+  const result = classifyUncached(sql);
+  if (cache.size >= LRU_MAX) cache.delete(cache.keys().next().value!);
+  cache.set(sql, result);
+  return result;
+}
+
+function classifyUncached(sql: string): Classification {
+  if (!loaded) throw new Error('the SQL parser is not loaded (call loadSqlParser first)');
+  let tree: { stmts?: { stmt?: Node; stmt_location?: number; stmt_len?: number }[] };
+  try {
+    tree = parseSync(sql) as typeof tree;
+  } catch (err) {
+    return { statements: [{ sql, classes: ['unknown'], tables: [] }], error: err instanceof Error ? err.message : String(err) };
+  }
+  const bytes = Buffer.from(sql);
+  const ascii = bytes.length === sql.length;
+  const statements: ClassifiedStatement[] = [];
+  for (const s of tree.stmts ?? []) {
+    const start = s.stmt_location ?? 0;
+    const end = s.stmt_len ? start + s.stmt_len : bytes.length;
+    const text = (ascii ? sql.slice(start, end) : bytes.toString('utf8', start, end)).trim();
+    if (!s.stmt) continue;
+    const classes = new Set<SqlClass>();
+    classifyNode(s.stmt, classes);
+    if (classes.size === 0) classes.add('unknown');
+    statements.push({ sql: text, classes: [...classes], tables: tablesOf(s.stmt) });
+  }
+  return { statements };
+}
+
+function nodeType(n: Node): [string, Node] {
+  const key = Object.keys(n)[0]!;
+  return [key, (n[key] ?? {}) as Node];
+}
+
+function classifyNode(stmtNode: Node, out: Set<SqlClass>): void {
+  const [type, n] = nodeType(stmtNode);
+  const withClause = n['withClause'] as { ctes?: Node[] } | undefined;
+  if (withClause?.ctes) {
+    for (const cte of withClause.ctes) {
+      const q = (cte['CommonTableExpr'] as Node | undefined)?.['ctequery'] as Node | undefined;
+      if (!q) continue;
+      const [qt] = nodeType(q);
+      if (MODIFYING.has(qt)) out.add('data_modifying_cte');
+      classifyNode(q, out);
+    }
+  }
+  switch (type) {
+    case 'SelectStmt':
+      out.add('select');
+      if (n['intoClause']) out.add('ddl').add('create');
+      for (const side of ['larg', 'rarg'] as const) if (n[side]) classifyNode({ SelectStmt: n[side] }, out);
+      return;
+    case 'InsertStmt':
+      out.add('insert');
+      if (n['selectStmt']) classifyNode(n['selectStmt'] as Node, out);
+      return;
+    case 'UpdateStmt':
+      out.add('update');
+      if (!n['whereClause']) out.add('update_without_where');
+      return;
+    case 'DeleteStmt':
+      out.add('delete');
+      if (!n['whereClause']) out.add('delete_without_where');
+      return;
+    case 'MergeStmt':
+      out.add('merge');
+      return;
+    case 'CopyStmt':
+      out.add('copy');
+      if (n['query']) classifyNode(n['query'] as Node, out);
+      return;
+    case 'TruncateStmt':
+      out.add('truncate');
+      return;
+    case 'GrantStmt':
+    case 'GrantRoleStmt':
+      out.add('dcl').add(n['is_grant'] ? 'grant' : 'revoke');
+      return;
+    case 'TransactionStmt':
+      out.add('transaction');
+      return;
+    case 'VariableSetStmt':
+      out.add('set');
+      return;
+    case 'ExplainStmt': {
+      out.add('utility');
+      const options = (n['options'] as Node[] | undefined) ?? [];
+      const analyze = options.some((o) => {
+        const d = o['DefElem'] as Node | undefined;
+        return d?.['defname'] === 'analyze' && (d['arg'] === undefined || JSON.stringify(d['arg']).match(/true|on|1/i));
+      });
+      // EXPLAIN ANALYZE runs the statement; plain EXPLAIN only plans it.
+      if (analyze && n['query']) classifyNode(n['query'] as Node, out);
+      return;
+    }
+    case 'PrepareStmt':
+      out.add('utility');
+      if (n['query']) classifyNode(n['query'] as Node, out);
+      return;
+    case 'DeclareCursorStmt':
+      out.add('utility');
+      if (n['query']) classifyNode(n['query'] as Node, out);
+      return;
+    case 'CreateTableAsStmt':
+      out.add('ddl').add('create');
+      if (n['query']) classifyNode(n['query'] as Node, out);
+      return;
+    case 'ExecuteStmt':
+      // A server-side prepared statement by name: what it does was decided earlier.
+      out.add('utility').add('unknown');
+      return;
+    case 'DoStmt':
+      // An anonymous code block can do anything.
+      out.add('utility').add('unknown');
+      return;
+    case 'RuleStmt':
+      out.add('ddl').add('create');
+      return;
+    case 'RenameStmt':
+    case 'CommentStmt':
+    case 'SecLabelStmt':
+    case 'AlterObjectSchemaStmt':
+    case 'AlterOwnerStmt':
+    case 'RefreshMatViewStmt':
+      out.add('ddl').add('alter');
+      return;
+  }
+  if (DCL[type]) {
+    for (const c of DCL[type]) out.add(c);
+    return;
+  }
+  if (type.startsWith('Create') || type === 'IndexStmt' || type === 'ViewStmt' || type === 'DefineStmt' || type === 'CompositeTypeStmt') {
+    out.add('ddl').add('create');
+    return;
+  }
+  if (type.startsWith('Alter')) {
+    out.add('ddl').add('alter');
+    return;
+  }
+  if (type.startsWith('Drop')) {
+    out.add('ddl').add('drop');
+    return;
+  }
+  if (UTILITY.has(type)) {
+    out.add('utility');
+    return;
+  }
+  out.add('unknown');
+}
+
+/** Relation names in a statement tree (RangeVar nodes, DROP object lists), CTE names excluded. */
+function tablesOf(root: Node): string[] {
+  const tables = new Set<string>();
+  const ctes = new Set<string>();
+  const walk = (v: unknown, parentKey: string): void => {
+    if (Array.isArray(v)) {
+      for (const x of v) walk(x, parentKey);
+      return;
+    }
+    if (!v || typeof v !== 'object') return;
+    const o = v as Node;
+    if (typeof o['ctename'] === 'string') ctes.add(o['ctename']);
+    for (const [k, child] of Object.entries(o)) {
+      if (k === 'RangeVar' && child && typeof child === 'object') {
+        const rv = child as Node;
+        const name = rv['schemaname'] ? `${String(rv['schemaname'])}.${String(rv['relname'])}` : String(rv['relname']);
+        tables.add(name);
+        continue;
+      }
+      if (k === 'relation' && child && typeof child === 'object' && typeof (child as Node)['relname'] === 'string') {
+        const rv = child as Node;
+        tables.add(rv['schemaname'] ? `${String(rv['schemaname'])}.${String(rv['relname'])}` : String(rv['relname']));
+        continue;
+      }
+      walk(child, k);
+    }
+  };
+  walk(root, '');
+  const [type, n] = nodeType(root);
+  if (type === 'DropStmt' && /TABLE|VIEW|SEQUENCE|INDEX|MATVIEW|FOREIGN_TABLE/.test(String(n['removeType']))) {
+    for (const obj of (n['objects'] as Node[] | undefined) ?? []) {
+      const items = ((obj['List'] as Node | undefined)?.['items'] as Node[] | undefined) ?? [];
+      const parts = items.map((i) => String((i['String'] as Node | undefined)?.['sval'] ?? ''));
+      if (parts.length) tables.add(parts.join('.'));
+    }
+  }
+  return [...tables].filter((t) => !ctes.has(t));
+}

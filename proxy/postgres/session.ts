@@ -1,0 +1,1376 @@
+/**
+ * One client connection through a PostgreSQL listener, from the first byte to the last:
+ *
+ *   startup    SSLRequest → TLS, GSSENCRequest → 'N', direct TLS (first byte 0x16), CancelRequest,
+ *              StartupMessage (NegotiateProtocolVersion for 3.x minors and `_pq_.` options)
+ *   password   AuthenticationCleartextPassword; the password is a Custody API key or an OIDC token
+ *   connecting the upstream login with the connection's own credential
+ *   ready      every client message is classified, decided by policy, recorded, then forwarded;
+ *              replies are paired with requests through a FIFO so rows can be masked and results
+ *              recorded (https://www.postgresql.org/docs/current/protocol-flow.html)
+ *
+ * A refused statement is answered the way PostgreSQL answers a failed one: the gateway sends the
+ * upstream a statement that cannot parse in its place, so the upstream itself rolls back the
+ * implicit transaction (or marks the explicit one failed) and skips to Sync; its error is replaced
+ * by the refusal (SQLSTATE 42501 with the reason) and the client's session stays usable.
+ */
+import { randomInt, timingSafeEqual } from 'node:crypto';
+import { isIPv4, type Socket } from 'node:net';
+import { TLSSocket } from 'node:tls';
+import type { SecureContext } from 'node:tls';
+import type { Connection, SqlClass } from '../../shared/config';
+import type { AuditEventInput, MaskSpan } from '../../shared/events';
+import type { Identity } from '../../shared/identity';
+import type { HoldGate, HoldOutcome } from '../approvals/types';
+import type { AuditStore } from '../audit/store';
+import type { EventBus } from '../control/bus';
+import { AuthError } from '../identity/authenticator';
+import type { Logger } from '../log';
+import { newId } from '../ids';
+import type { MaskingEngine, RowMasker } from '../masking/types';
+import type { PolicyDecision, PolicyEvaluator } from '../policy/types';
+import type { AuditWriter } from './audit-writer';
+import {
+  buildAuthenticationCleartextPassword,
+  buildAuthenticationOk,
+  buildBackendKeyData,
+  buildCopyData,
+  buildErrorFields,
+  buildErrorResponse,
+  buildNegotiateProtocolVersion,
+  buildParameterStatus,
+  buildReadyForQuery,
+  type ErrorFields,
+  type ErrorInit,
+  type FieldDescription,
+  parseCommandComplete,
+  parseCopyResponse,
+  parseErrorFields,
+  parseParameterStatus,
+  parseRowDescription,
+  rowCountOfTag,
+} from './backend-messages';
+import type { TableNameResolver } from './catalog';
+import { type Classification, classifySql } from './classify';
+import { maskDataRow, type ResultColumn, resultColumns, rowForLog } from './data-row-masker';
+import {
+  buildDescribe,
+  buildFlush,
+  buildParse,
+  buildQuery,
+  buildSync,
+  parseBind,
+  parseExecute,
+  parseFunctionCall,
+  parseParse,
+  parsePasswordMessage,
+  parseQuery,
+  parseStartupPacket,
+  parseTarget,
+} from './frontend-messages';
+import { MessageBuffer, ProtocolError, type RawMessage } from './message-buffer';
+import { BackendCode, codeName, FrontendCode, isFrontendCode, SqlState } from './message-codes';
+import { OutputBatch } from './output-batch';
+import { connectUpstream, sendUpstreamCancel, terminateUpstream, UpstreamError, type UpstreamSession, type UpstreamTarget } from './upstream';
+
+/** Sent upstream in place of a refused statement: it cannot parse, so the upstream fails it. */
+export const REFUSED_STATEMENT_SQL = 'CUSTODY_REFUSED_STATEMENT';
+
+/** What a session needs from the gateway. */
+export interface PgSessionServices {
+  auth: { authenticate(credential: string | undefined): Promise<Identity> };
+  policy: PolicyEvaluator;
+  holds: HoldGate;
+  masking: MaskingEngine;
+  store: Pick<AuditStore, 'appendMany'> & Partial<Pick<AuditStore, 'session'>>;
+  bus?: EventBus;
+  log: Logger;
+}
+
+/** Shared by every session of one listener. */
+export interface PgListenerContext {
+  connection: Connection;
+  target: UpstreamTarget;
+  services: PgSessionServices;
+  writer: AuditWriter;
+  secureContext: SecureContext;
+  tables: TableNameResolver;
+  recordRows: number;
+  cancelKeys: Map<number, { secret: Buffer; session: PgProxySession }>;
+  sessions: Set<PgProxySession>;
+}
+
+interface PreparedStatement {
+  name: string;
+  sql: string;
+  classification: Classification;
+  fields?: FieldDescription[];
+  describing: boolean;
+}
+
+interface Portal {
+  name: string;
+  statement: PreparedStatement | undefined;
+  params: (string | null)[];
+  resultFormats: number[];
+  fields?: FieldDescription[];
+  describing: boolean;
+}
+
+/** One statement execution as recorded: pg.statement, then pg.result or pg.error. */
+interface StatementRun {
+  n: number;
+  sql: string;
+  classes: SqlClass[];
+  tables: string[];
+  protocol: 'simple' | 'extended' | 'function';
+  params?: (string | null)[];
+  statementName?: string;
+  portal?: string;
+  /** The portal as bound for this execution (a later Bind may reuse the name). */
+  portalRef?: Portal;
+  parseError?: string;
+  decision: PolicyDecision;
+  masker: RowMasker;
+  startedAt: number;
+  fields?: FieldDescription[];
+  resultFormats?: number[];
+  columns?: ResultColumn[];
+  rows: number;
+  sample: (string | null)[][];
+  spans: MaskSpan[];
+  masked: Record<string, number>;
+  copyOut?: { format: number };
+  finished: boolean;
+}
+
+type Expect =
+  | { k: 'parse' }
+  | { k: 'bind' }
+  | { k: 'close' }
+  | { k: 'sync' }
+  | { k: 'dstmt'; stmt: PreparedStatement }
+  | { k: 'dportal'; portal: Portal; internal: boolean }
+  | { k: 'exec'; run: StatementRun }
+  | { k: 'query'; runs: StatementRun[]; index: number; refusal?: ErrorInit }
+  | { k: 'func'; run: StatementRun }
+  | { k: 'refusal'; error: ErrorInit };
+
+type Item =
+  | { kind: 'parse'; m: RawMessage }
+  | { kind: 'bind'; m: RawMessage }
+  | { kind: 'describe'; m: RawMessage }
+  | { kind: 'execute'; m: RawMessage }
+  | { kind: 'close'; m: RawMessage }
+  | { kind: 'sync'; m: RawMessage }
+  | { kind: 'flush'; m: RawMessage }
+  | { kind: 'query'; m: RawMessage }
+  | { kind: 'function'; m: RawMessage }
+  | { kind: 'copy'; m: RawMessage }
+  | { kind: 'terminate'; m: RawMessage };
+
+/** What forwarding a batch puts on the wire and in the FIFO, prepared before anything is sent. */
+interface Step {
+  raw: Buffer[];
+  expect: Expect[];
+  runs: StatementRun[];
+}
+
+const MAX_BATCH_MESSAGES = 1000;
+const MAX_BATCH_BYTES = 8 * 1024 * 1024;
+const SUMMARY_CHARS = 500;
+
+function isLoopback(address: string | undefined): boolean {
+  if (!address) return false;
+  if (address === '::1') return true;
+  const v4 = address.startsWith('::ffff:') ? address.slice(7) : address;
+  return isIPv4(v4) && v4.startsWith('127.');
+}
+
+function paramText(v: Buffer | null, format: number): string | null {
+  if (v === null) return null;
+  return format === 1 ? `\\x${v.toString('hex')}` : v.toString('utf8');
+}
+
+export class PgProxySession {
+  readonly id = newId('pg');
+  private client: Socket | TLSSocket;
+  private readonly rawClient: Socket;
+  private tls = false;
+  private phase: 'startup' | 'password' | 'connecting' | 'ready' | 'closed' = 'startup';
+  private fbuf = new MessageBuffer({ startup: true, peer: 'client' });
+  private startupParams = new Map<string, string>();
+  private identity: Identity | undefined;
+  private up: UpstreamSession | null = null;
+  private started = false;
+  private readonly startedAt = Date.now();
+  private frontWaiting = false;
+  private frontBlocked = false;
+  private backBlocked = false;
+  private backWaiting = false;
+  private batch: Item[] = [];
+  private batchBytes = 0;
+  private discardUntilSync = false;
+  private copyIn = false;
+  private fifo: Expect[] = [];
+  private readonly statements = new Map<string, PreparedStatement>();
+  private readonly portals = new Map<string, Portal>();
+  private txStatus: 'I' | 'T' | 'E' = 'I';
+  private statementCount = 0;
+  private holdAbort: AbortController | null = null;
+  private masker!: RowMasker;
+  private readonly maskers = new Map<string, RowMasker>();
+  private readonly toClient = new OutputBatch();
+  private readonly toUpstream = new OutputBatch();
+  private cancelPid = 0;
+  private endReason = 'client disconnected';
+  private readonly ctx: PgListenerContext;
+  private readonly s: PgSessionServices;
+
+  constructor(socket: Socket, ctx: PgListenerContext) {
+    this.ctx = ctx;
+    this.s = ctx.services;
+    this.rawClient = socket;
+    this.client = socket;
+    socket.setNoDelay(true);
+    socket.on('error', () => {});
+    this.attachClient(socket);
+    ctx.sessions.add(this);
+  }
+
+  get clientAddress(): string {
+    return this.rawClient.remoteAddress ?? 'unknown';
+  }
+
+  // ---------------------------------------------------------------- client socket
+
+  private readonly onClientData = (chunk: Buffer) => {
+    if (this.phase === 'startup' && !this.tls && this.fbuf.buffered === 0 && chunk[0] === 0x16 && this.startupParams.size === 0) {
+      this.upgradeTls(chunk);
+      return;
+    }
+    this.fbuf.push(chunk);
+    this.pumpFront();
+  };
+
+  private readonly onClientClose = () => this.close(this.endReason);
+
+  private attachClient(socket: Socket | TLSSocket): void {
+    socket.on('data', this.onClientData);
+    socket.on('close', this.onClientClose);
+    socket.on('error', (err: Error) => {
+      this.endReason = `client connection error: ${err.message}`;
+    });
+    socket.on('drain', () => {
+      if (this.backBlocked) {
+        this.backBlocked = false;
+        this.up?.socket.resume();
+        this.pumpBack();
+      }
+    });
+  }
+
+  /** Switches the client connection to TLS; `initial` holds a ClientHello already read (direct TLS). */
+  private upgradeTls(initial: Buffer | null): void {
+    const raw = this.rawClient;
+    raw.off('data', this.onClientData);
+    raw.off('close', this.onClientClose);
+    if (initial) {
+      raw.pause();
+      raw.unshift(initial);
+    }
+    const t = new TLSSocket(raw, { isServer: true, secureContext: this.ctx.secureContext, ALPNProtocols: ['postgresql'] });
+    this.client = t;
+    this.tls = true;
+    this.fbuf = new MessageBuffer({ startup: true, peer: 'client' });
+    this.attachClient(t);
+    t.on('error', (err) => {
+      this.endReason = `TLS error: ${err.message}`;
+      raw.destroy();
+    });
+  }
+
+  private sendClient(buf: Buffer): void {
+    this.toClient.push(buf);
+  }
+
+  private flushClient(): void {
+    if (this.toClient.empty) return;
+    if (!this.toClient.flushTo(this.client) && this.up && !this.backBlocked) {
+      this.backBlocked = true;
+      this.up.socket.pause();
+    }
+  }
+
+  private flushUpstream(): void {
+    if (!this.up || this.toUpstream.empty) return;
+    if (!this.toUpstream.flushTo(this.up.socket) && !this.frontBlocked) {
+      this.frontBlocked = true;
+      this.client.pause();
+      this.up.socket.once('drain', () => {
+        this.frontBlocked = false;
+        if (!this.frontWaiting) this.client.resume();
+        this.pumpFront();
+      });
+    }
+  }
+
+  /** Ends the connection with an error the client can show (FATAL), records why. */
+  private fatal(error: ErrorInit, reason?: string): void {
+    if (this.phase === 'closed') return;
+    this.endReason = reason ?? error.message;
+    if (this.started) {
+      this.s.log.debug(`postgres ${this.ctx.connection.name}: session ${this.id} ends: ${this.endReason}`);
+      this.defer(
+        { kind: 'pg.error', payload: { protocol: 'postgres', fatal: true, code: error.code, message: error.message } },
+        () => {},
+      );
+    }
+    this.toClient.push(buildErrorResponse({ ...error, severity: 'FATAL' }));
+    this.flushClient();
+    this.client.end();
+    setTimeout(() => this.client.destroy(), 2000).unref();
+    this.close(this.endReason);
+  }
+
+  private fatalFrom(err: unknown): void {
+    if (err instanceof ProtocolError) this.fatal({ severity: 'FATAL', code: err.sqlState, message: err.message });
+    else {
+      this.s.log.error(`postgres ${this.ctx.connection.name}: session ${this.id}: ${err instanceof Error ? err.stack : String(err)}`);
+      this.fatal({ severity: 'FATAL', code: SqlState.InternalError, message: `gateway error: ${err instanceof Error ? err.message : String(err)}` });
+    }
+  }
+
+  // ---------------------------------------------------------------- frontend pump
+
+  private pumpFront(): void {
+    try {
+      while (!this.frontWaiting && this.phase !== 'closed') {
+        const m = this.fbuf.next();
+        if (!m) break;
+        this.onFront(m);
+      }
+    } catch (err) {
+      this.fatalFrom(err);
+      return;
+    }
+    this.flushUpstream();
+    this.flushClient();
+  }
+
+  /** Stops taking client messages until `resume` (auth, upstream login, a hold). */
+  private wait(): void {
+    this.frontWaiting = true;
+    this.client.pause();
+  }
+
+  private resume(): void {
+    this.frontWaiting = false;
+    if (this.phase === 'closed') return;
+    if (!this.frontBlocked) this.client.resume();
+    this.pumpFront();
+  }
+
+  private onFront(m: RawMessage): void {
+    switch (this.phase) {
+      case 'startup':
+        return this.onStartupPacket(m);
+      case 'password':
+        return this.onPassword(m);
+      case 'ready':
+        return this.onReadyMessage(m);
+      default:
+        return;
+    }
+  }
+
+  // ---------------------------------------------------------------- startup and authentication
+
+  private onStartupPacket(m: RawMessage): void {
+    const p = parseStartupPacket(m.body);
+    if (p.kind === 'ssl' || p.kind === 'gssenc') {
+      if (this.fbuf.buffered > 0) throw new ProtocolError(`received unencrypted data after ${p.kind === 'ssl' ? 'SSL' : 'GSSAPI encryption'} request`);
+      if (p.kind === 'gssenc') {
+        this.sendClient(Buffer.from('N'));
+        return;
+      }
+      if (this.tls) throw new ProtocolError('SSLRequest on a connection that is already encrypted');
+      this.client.write('S');
+      this.upgradeTls(null);
+      return;
+    }
+    if (p.kind === 'cancel') {
+      this.phase = 'closed';
+      this.ctx.sessions.delete(this);
+      const entry = this.ctx.cancelKeys.get(p.pid);
+      if (entry && entry.secret.length === p.secret.length && timingSafeEqual(entry.secret, p.secret)) entry.session.cancel();
+      this.client.end();
+      return;
+    }
+    this.startupParams = p.params;
+    const user = p.params.get('user');
+    if (!user) {
+      this.fatal({ severity: 'FATAL', code: SqlState.InvalidAuthorization, message: 'no PostgreSQL user name specified in startup packet' });
+      return;
+    }
+    const replication = p.params.get('replication');
+    if (replication && !['false', 'off', 'no', '0'].includes(replication.toLowerCase())) {
+      this.fatal({ severity: 'FATAL', code: SqlState.FeatureNotSupported, message: 'replication connections are not supported through the Custody gateway' });
+      return;
+    }
+    this.fbuf.startupPhase = false;
+    const unrecognized = [...p.params.keys()].filter((k) => k.startsWith('_pq_.'));
+    if (p.minor > 0 || unrecognized.length > 0) this.sendClient(buildNegotiateProtocolVersion(0, unrecognized));
+    if (!this.tls && !isLoopback(this.rawClient.remoteAddress)) {
+      this.fatal({
+        severity: 'FATAL',
+        code: SqlState.InvalidAuthorization,
+        message: 'the Custody gateway accepts passwords only over TLS or from this machine',
+        hint: 'connect with sslmode=require',
+      });
+      return;
+    }
+    this.phase = 'password';
+    this.sendClient(buildAuthenticationCleartextPassword());
+  }
+
+  private onPassword(m: RawMessage): void {
+    if (m.code !== FrontendCode.Password) throw new ProtocolError(`expected a password message, got message type ${codeName(m.code)}`);
+    const password = parsePasswordMessage(m.body);
+    this.phase = 'connecting';
+    this.wait();
+    void this.login(password);
+  }
+
+  private async login(password: string): Promise<void> {
+    const user = this.startupParams.get('user') ?? '';
+    try {
+      this.identity = await this.s.auth.authenticate(password || undefined);
+    } catch (err) {
+      const message = err instanceof AuthError ? err.message : 'the credential could not be checked';
+      try {
+        this.s.store.appendMany([
+          { kind: 'auth.failure', connection: this.ctx.connection.name, payload: { protocol: 'postgres', user, client: this.clientAddress, reason: message } },
+        ]);
+      } catch {
+        // the refusal below stands either way
+      }
+      this.fatal({ severity: 'FATAL', code: SqlState.InvalidPassword, message: `password authentication failed for user "${user}": ${message}` });
+      return;
+    }
+    try {
+      this.masker = this.s.masking.rows(this.ctx.connection);
+    } catch (err) {
+      this.fatal({ severity: 'FATAL', code: SqlState.SystemError, message: `the gateway cannot mask results for this connection, so it refuses it: ${(err as Error).message}` });
+      return;
+    }
+    const params: Record<string, string> = {};
+    for (const [k, v] of this.startupParams) if (k !== 'user' && k !== 'database' && !k.startsWith('_pq_.')) params[k] = v;
+    try {
+      this.up = await connectUpstream(this.ctx.target, { params, database: this.startupParams.get('database') ?? user });
+    } catch (err) {
+      const fields = err instanceof UpstreamError ? err.fields : undefined;
+      this.fatal({
+        severity: 'FATAL',
+        code: fields?.get('C') ?? SqlState.ConnectionRejected,
+        message: `upstream ${this.ctx.connection.name}: ${fields?.get('M') ?? (err as Error).message}`,
+      });
+      return;
+    }
+    if (this.phase === 'closed') {
+      terminateUpstream(this.up.socket);
+      return;
+    }
+    const t = this.ctx.target;
+    const database = t.database ?? this.startupParams.get('database') ?? user;
+    try {
+      this.ctx.writer.appendNow([
+        {
+          kind: 'session.start',
+          session: this.id,
+          actor: this.identity.subject,
+          connection: this.ctx.connection.name,
+          payload: {
+            protocol: 'postgres',
+            actorName: this.identity.name,
+            identity: { subject: this.identity.subject, name: this.identity.name, groups: this.identity.groups, via: this.identity.via },
+            client: {
+              address: this.clientAddress,
+              port: this.rawClient.remotePort ?? null,
+              tls: this.tls,
+              user,
+              database: this.startupParams.get('database') ?? null,
+              applicationName: this.startupParams.get('application_name') ?? null,
+            },
+            database,
+            upstream: { host: t.host, port: t.port, user: t.user, database, tls: this.up.tls, auth: this.up.auth, pid: this.up.pid },
+          },
+        },
+      ]);
+    } catch (err) {
+      terminateUpstream(this.up.socket);
+      this.up = null;
+      this.fatal({ severity: 'FATAL', code: SqlState.SystemError, message: `the audit log cannot record this session, so the gateway refuses it: ${(err as Error).message}` });
+      return;
+    }
+    this.started = true;
+    this.publishSession('session.started');
+    const up = this.up;
+    up.socket.on('data', (chunk: Buffer) => {
+      up.buffer.push(chunk);
+      this.pumpBack();
+    });
+    up.socket.on('error', (err) => {
+      this.endReason = `upstream connection error: ${err.message}`;
+    });
+    up.socket.on('close', () => {
+      if (this.phase !== 'closed') this.fatal({ severity: 'FATAL', code: SqlState.ConnectionFailure, message: 'the upstream server closed the connection' });
+    });
+    up.socket.on('drain', () => {
+      if (this.frontBlocked) {
+        this.frontBlocked = false;
+        if (!this.frontWaiting) this.client.resume();
+        this.pumpFront();
+      }
+    });
+    // The client sees the gateway's own key; a CancelRequest with it is routed to this backend.
+    let pid = 0;
+    do pid = randomInt(1, 2 ** 31 - 1);
+    while (this.ctx.cancelKeys.has(pid));
+    const secret = Buffer.alloc(4);
+    secret.writeInt32BE(randomInt(-(2 ** 31), 2 ** 31 - 1));
+    this.cancelPid = pid;
+    this.ctx.cancelKeys.set(pid, { secret, session: this });
+    this.sendClient(buildAuthenticationOk());
+    for (const n of up.notices) this.sendClient(this.maskErrorLike(n, this.masker));
+    for (const [name, value] of up.parameters) this.sendClient(buildParameterStatus(name, value));
+    this.sendClient(buildBackendKeyData(pid, secret));
+    this.sendClient(buildReadyForQuery(up.status));
+    this.txStatus = up.status;
+    this.phase = 'ready';
+    this.flushClient();
+    this.pumpBack();
+    this.resume();
+  }
+
+  private publishSession(type: 'session.started' | 'session.ended'): void {
+    const summary = this.s.store.session?.(this.id);
+    if (summary && this.s.bus) this.s.bus.publish({ type, session: summary });
+  }
+
+  // ---------------------------------------------------------------- ready: client messages
+
+  private onReadyMessage(m: RawMessage): void {
+    const c = m.code;
+    let kind: Item['kind'];
+    switch (c) {
+      case FrontendCode.Parse:
+        kind = 'parse';
+        break;
+      case FrontendCode.Bind:
+        kind = 'bind';
+        break;
+      case FrontendCode.Describe:
+        kind = 'describe';
+        break;
+      case FrontendCode.Execute:
+        kind = 'execute';
+        break;
+      case FrontendCode.Close:
+        kind = 'close';
+        break;
+      case FrontendCode.Sync:
+        kind = 'sync';
+        break;
+      case FrontendCode.Flush:
+        kind = 'flush';
+        break;
+      case FrontendCode.Query:
+        kind = 'query';
+        break;
+      case FrontendCode.FunctionCall:
+        kind = 'function';
+        break;
+      case FrontendCode.CopyData:
+      case FrontendCode.CopyDone:
+      case FrontendCode.CopyFail:
+        kind = 'copy';
+        break;
+      case FrontendCode.Terminate:
+        kind = 'terminate';
+        break;
+      case FrontendCode.Password:
+        throw new ProtocolError('unexpected password message: the session is already authenticated');
+      default:
+        throw new ProtocolError(isFrontendCode(c) ? `unexpected message type ${codeName(c)}` : `invalid frontend message type ${codeName(c)}`);
+    }
+    this.batch.push({ kind, m } as Item);
+    this.batchBytes += m.raw.length;
+    const boundary = kind === 'sync' || kind === 'flush' || kind === 'query' || kind === 'function' || kind === 'copy' || kind === 'terminate';
+    if (boundary || this.batch.length >= MAX_BATCH_MESSAGES || this.batchBytes >= MAX_BATCH_BYTES) this.runBatch();
+  }
+
+  private maskerFor(decision: PolicyDecision): RowMasker {
+    if (!decision.mask?.length) return this.masker;
+    const key = decision.mask.join(',');
+    let m = this.maskers.get(key);
+    if (!m) {
+      m = this.s.masking.rows(this.ctx.connection, decision.mask);
+      this.maskers.set(key, m);
+    }
+    return m;
+  }
+
+  private newRun(sql: string, c: { classes: SqlClass[]; tables: string[]; parseError?: string }, protocol: StatementRun['protocol']): StatementRun {
+    const decision = this.s.policy.evaluate({
+      connection: this.ctx.connection.name,
+      protocol: 'postgres',
+      identity: this.identity!,
+      sql: { classes: c.classes, tables: c.tables },
+      text: sql,
+      detectorHits: [],
+    });
+    return {
+      n: ++this.statementCount,
+      sql,
+      classes: c.classes,
+      tables: c.tables,
+      protocol,
+      parseError: c.parseError,
+      decision,
+      masker: decision.action === 'mask' ? this.maskerFor(decision) : this.masker,
+      startedAt: 0,
+      rows: 0,
+      sample: [],
+      spans: [],
+      masked: {},
+      finished: false,
+    };
+  }
+
+  /**
+   * Turns the queued client messages (up to a Sync, Flush, Query, FunctionCall, COPY message or
+   * Terminate) into one step: classifies and decides every statement, then forwards, holds or refuses
+   * them together — a held statement holds everything queued behind it.
+   */
+  private runBatch(): void {
+    const items = this.batch;
+    this.batch = [];
+    this.batchBytes = 0;
+    const undo: (() => void)[] = [];
+    const step: Step = { raw: [], expect: [], runs: [] };
+    let boundary: Item['kind'] | null = null;
+    for (const item of items) {
+      if (this.discardUntilSync) {
+        // The upstream already failed this batch: it skips to Sync, and so do we.
+        if (item.kind !== 'sync') continue;
+        this.discardUntilSync = false;
+      }
+      this.plan(item, step, undo);
+      if (item.kind === 'sync' || item.kind === 'flush' || item.kind === 'query' || item.kind === 'function' || item.kind === 'terminate') boundary = item.kind;
+    }
+    if (step.raw.length === 0 && step.runs.length === 0) return;
+    const denied = step.runs.find((r) => r.decision.action === 'deny');
+    if (denied) {
+      const d = denied.decision;
+      this.refuse(step, undo, boundary, {
+        severity: 'ERROR',
+        code: SqlState.InsufficientPrivilege,
+        message: `statement refused by policy "${d.rule ?? 'default'}": ${d.reason ?? 'denied'}`,
+      });
+      return;
+    }
+    const held = step.runs.filter((r) => r.decision.action === 'hold');
+    if (held.length === 0) {
+      this.forward(step, undo, boundary);
+      return;
+    }
+    this.wait();
+    void this.awaitHolds(held).then(
+      (refusal) => {
+        if (this.phase === 'closed') return;
+        if (refusal) this.refuse(step, undo, boundary, refusal);
+        else this.forward(step, undo, boundary);
+        this.flushUpstream();
+        this.flushClient();
+        this.resume();
+      },
+      (err: unknown) => this.fatalFrom(err),
+    );
+  }
+
+  private plan(item: Item, step: Step, undo: (() => void)[]): void {
+    const { m } = item;
+    switch (item.kind) {
+      case 'parse': {
+        const p = parseParse(m.body);
+        const prev = this.statements.get(p.name);
+        this.statements.set(p.name, { name: p.name, sql: p.query, classification: classifySql(p.query), describing: false });
+        undo.push(() => (prev ? this.statements.set(p.name, prev) : this.statements.delete(p.name)));
+        step.raw.push(m.raw);
+        step.expect.push({ k: 'parse' });
+        return;
+      }
+      case 'bind': {
+        const b = parseBind(m.body);
+        const prev = this.portals.get(b.portal);
+        const fmt = (i: number) => (b.paramFormats.length === 0 ? 0 : b.paramFormats.length === 1 ? b.paramFormats[0]! : (b.paramFormats[i] ?? 0));
+        this.portals.set(b.portal, {
+          name: b.portal,
+          statement: this.statements.get(b.statement),
+          params: b.params.map((v, i) => paramText(v, fmt(i))),
+          resultFormats: b.resultFormats,
+          describing: false,
+        });
+        undo.push(() => (prev ? this.portals.set(b.portal, prev) : this.portals.delete(b.portal)));
+        step.raw.push(m.raw);
+        step.expect.push({ k: 'bind' });
+        return;
+      }
+      case 'describe': {
+        const t = parseTarget(m.body, 'Describe');
+        step.raw.push(m.raw);
+        if (t.target === 'S') {
+          const stmt = this.statements.get(t.name) ?? { name: t.name, sql: '', classification: { statements: [] }, describing: false };
+          stmt.describing = true;
+          step.expect.push({ k: 'dstmt', stmt });
+        } else {
+          const portal = this.portals.get(t.name) ?? { name: t.name, statement: undefined, params: [], resultFormats: [], describing: false };
+          portal.describing = true;
+          step.expect.push({ k: 'dportal', portal, internal: false });
+        }
+        return;
+      }
+      case 'execute': {
+        const e = parseExecute(m.body);
+        const portal = this.portals.get(e.portal);
+        const stmt = portal?.statement;
+        const statements = stmt?.classification.statements ?? [];
+        const sql = stmt?.sql ?? '';
+        const c = stmt
+          ? {
+              classes: [...new Set(statements.flatMap((s) => s.classes))] as SqlClass[],
+              tables: [...new Set(statements.flatMap((s) => s.tables))],
+              parseError: stmt.classification.error,
+            }
+          : { classes: ['unknown'] as SqlClass[], tables: [], parseError: `no prepared statement for portal "${e.portal}"` };
+        const run = this.newRun(sql, c, 'extended');
+        run.params = portal?.params;
+        run.statementName = stmt?.name;
+        run.portal = e.portal;
+        run.portalRef = portal;
+        step.runs.push(run);
+        // Masking needs the result's columns; if the client did not ask for them, the gateway does.
+        if (run.masker.active && portal && !portal.fields && !portal.describing && !stmt?.fields && !stmt?.describing) {
+          portal.describing = true;
+          step.raw.push(buildDescribe('P', e.portal));
+          step.expect.push({ k: 'dportal', portal, internal: true });
+        }
+        step.raw.push(m.raw);
+        step.expect.push({ k: 'exec', run });
+        return;
+      }
+      case 'close': {
+        const t = parseTarget(m.body, 'Close');
+        if (t.target === 'S') {
+          const prev = this.statements.get(t.name);
+          this.statements.delete(t.name);
+          if (prev) undo.push(() => this.statements.set(t.name, prev));
+        } else {
+          const prev = this.portals.get(t.name);
+          this.portals.delete(t.name);
+          if (prev) undo.push(() => this.portals.set(t.name, prev));
+        }
+        step.raw.push(m.raw);
+        step.expect.push({ k: 'close' });
+        return;
+      }
+      case 'sync':
+        step.raw.push(m.raw);
+        step.expect.push({ k: 'sync' });
+        return;
+      case 'flush':
+        step.raw.push(m.raw);
+        return;
+      case 'query': {
+        const sql = parseQuery(m.body);
+        const c = classifySql(sql);
+        const runs = c.statements.map((s) => this.newRun(s.sql, { ...s, parseError: c.error }, 'simple'));
+        step.runs.push(...runs);
+        step.raw.push(m.raw);
+        step.expect.push({ k: 'query', runs, index: 0 });
+        return;
+      }
+      case 'function': {
+        const f = parseFunctionCall(m.body);
+        const run = this.newRun(`-- FunctionCall oid ${f.functionOid} (${f.args} arguments)`, { classes: ['unknown'], tables: [] }, 'function');
+        step.runs.push(run);
+        step.raw.push(m.raw);
+        step.expect.push({ k: 'func', run });
+        return;
+      }
+      case 'copy':
+        if (m.code !== FrontendCode.CopyData) this.copyIn = false;
+        step.raw.push(m.raw);
+        return;
+      case 'terminate':
+        step.raw.push(m.raw);
+        return;
+    }
+  }
+
+  private async awaitHolds(runs: StatementRun[]): Promise<ErrorInit | null> {
+    for (const run of runs) {
+      const d = run.decision;
+      const abort = new AbortController();
+      this.holdAbort = abort;
+      const cancelled = new Promise<'cancelled'>((resolve) => abort.signal.addEventListener('abort', () => resolve('cancelled'), { once: true }));
+      let outcome: HoldOutcome | 'cancelled';
+      try {
+        outcome = await Promise.race([
+          this.s.holds.request({
+            identity: this.identity!,
+            connection: this.ctx.connection.name,
+            protocol: 'postgres',
+            session: this.id,
+            rule: d.rule ?? 'hold',
+            ruleReason: d.reason,
+            summary: this.forLog(run.sql).text.slice(0, SUMMARY_CHARS),
+            spec: d.hold!,
+            signal: abort.signal,
+          }),
+          cancelled,
+        ]);
+      } catch (err) {
+        // No hold, no statement: the approval it needs cannot be asked for.
+        return {
+          severity: 'ERROR',
+          code: SqlState.InsufficientPrivilege,
+          message: `statement needs approval by policy "${d.rule ?? 'hold'}", but the hold could not be created: ${(err as Error).message}`,
+        };
+      } finally {
+        this.holdAbort = null;
+      }
+      if (outcome === 'cancelled' || outcome.state === 'cancelled') {
+        if (this.phase === 'closed') return null;
+        return { severity: 'ERROR', code: SqlState.QueryCanceled, message: 'canceling statement due to user request (it was waiting for approval)' };
+      }
+      if (outcome.state !== 'approved') {
+        const by = outcome.decidedBy.length ? ` by ${outcome.decidedBy.join(', ')}` : '';
+        return {
+          severity: 'ERROR',
+          code: SqlState.InsufficientPrivilege,
+          message: `statement held for approval by policy "${d.rule ?? 'hold'}" was ${outcome.state}${by}: ${outcome.reason}`,
+        };
+      }
+    }
+    return null;
+  }
+
+  private forLog(text: string): { text: string; spans: MaskSpan[] } {
+    if (!this.masker.active) return { text, spans: [] };
+    const r = this.masker.text(text, 'log');
+    return { text: r.text, spans: r.spans };
+  }
+
+  private statementEvents(runs: StatementRun[], refused?: ErrorInit): AuditEventInput[] {
+    const events: AuditEventInput[] = [];
+    for (const run of runs) {
+      const sql = this.forLog(run.sql);
+      const spans: MaskSpan[] = sql.spans.map((s) => ({ ...s, path: '/sql' }));
+      let params: (string | null)[] | undefined;
+      if (run.params) {
+        params = run.params.map((p, i) => {
+          if (p === null) return null;
+          const r = this.forLog(p);
+          for (const s of r.spans) spans.push({ ...s, path: `/params/${i}` });
+          return r.text;
+        });
+      }
+      const d = run.decision;
+      events.push({
+        kind: 'pg.statement',
+        session: this.id,
+        actor: this.identity!.subject,
+        connection: this.ctx.connection.name,
+        spans,
+        payload: {
+          n: run.n,
+          protocol: run.protocol,
+          sql: sql.text,
+          classes: run.classes,
+          tables: run.tables,
+          ...(params ? { params } : {}),
+          ...(run.statementName !== undefined ? { statement: run.statementName } : {}),
+          ...(run.portal !== undefined ? { portal: run.portal } : {}),
+          ...(run.parseError ? { parseError: run.parseError } : {}),
+          decision: { action: d.action, rule: d.rule ?? null, reason: d.reason ?? null },
+          ...(refused ? { refused: { code: refused.code, message: refused.message } } : {}),
+        },
+      });
+      if (d.action !== 'allow') {
+        events.push({
+          kind: 'policy.decision',
+          session: this.id,
+          actor: this.identity!.subject,
+          connection: this.ctx.connection.name,
+          payload: {
+            protocol: 'postgres',
+            n: run.n,
+            action: refused && d.action === 'hold' ? 'deny' : d.action,
+            rule: d.rule ?? null,
+            reason: refused?.message ?? d.reason ?? null,
+          },
+        });
+      }
+    }
+    return events;
+  }
+
+  private forward(step: Step, undo: (() => void)[], boundary: Item['kind'] | null): void {
+    if (step.runs.length > 0) {
+      try {
+        this.ctx.writer.appendNow(this.statementEvents(step.runs));
+      } catch (err) {
+        this.refuse(step, undo, boundary, {
+          severity: 'ERROR',
+          code: SqlState.SystemError,
+          message: `statement refused: the audit log cannot record it (${(err as Error).message})`,
+        }, true);
+        return;
+      }
+    }
+    const now = Date.now();
+    for (const r of step.runs) r.startedAt = now;
+    for (const raw of step.raw) this.toUpstream.push(raw);
+    for (const e of step.expect) this.fifo.push(e);
+    if (boundary === 'terminate') {
+      this.endReason = 'client terminated the session';
+      this.flushUpstream();
+      this.client.end();
+    }
+  }
+
+  /** Answers the batch with `error` the way PostgreSQL answers a failed statement (see the file comment). */
+  private refuse(step: Step, undo: (() => void)[], boundary: Item['kind'] | null, error: ErrorInit, storeDown = false): void {
+    for (const u of undo.reverse()) u();
+    if (!storeDown && step.runs.length > 0) {
+      try {
+        this.ctx.writer.appendNow(this.statementEvents(step.runs, error));
+      } catch {
+        // refusing anyway: nothing of this batch reaches the upstream
+      }
+    }
+    if (boundary === 'query' || boundary === 'function') {
+      this.toUpstream.push(buildQuery(REFUSED_STATEMENT_SQL));
+      this.fifo.push({ k: 'query', runs: [], index: 0, refusal: error });
+      return;
+    }
+    this.toUpstream.push(buildParse('', REFUSED_STATEMENT_SQL));
+    this.fifo.push({ k: 'refusal', error });
+    if (boundary === 'sync') {
+      this.toUpstream.push(buildSync());
+      this.fifo.push({ k: 'sync' });
+    } else {
+      if (boundary === 'flush') this.toUpstream.push(buildFlush());
+      this.discardUntilSync = true;
+    }
+    if (boundary === 'terminate') this.client.end();
+  }
+
+  /** A CancelRequest carrying this session's key arrived. */
+  cancel(): void {
+    if (this.holdAbort) {
+      this.holdAbort.abort();
+      return;
+    }
+    if (this.up) {
+      sendUpstreamCancel(this.ctx.target, this.up.pid, this.up.secret).catch((err: unknown) =>
+        this.s.log.warn(`postgres ${this.ctx.connection.name}: cancel request failed: ${(err as Error).message}`),
+      );
+    }
+  }
+
+  // ---------------------------------------------------------------- backend pump
+
+  private pumpBack(): void {
+    const up = this.up;
+    if (!up || this.phase !== 'ready') return;
+    try {
+      while (!this.backWaiting) {
+        const m = up.buffer.next();
+        if (!m) break;
+        this.onBack(m);
+      }
+    } catch (err) {
+      this.fatalFrom(err);
+      return;
+    }
+    this.flushClient();
+  }
+
+  private currentRun(): StatementRun | undefined {
+    const h = this.fifo[0];
+    if (!h) return undefined;
+    if (h.k === 'exec' || h.k === 'func') return h.run;
+    if (h.k === 'query') return h.runs[h.index];
+    return undefined;
+  }
+
+  private onBack(m: RawMessage): void {
+    const head = this.fifo[0];
+    switch (m.code) {
+      case BackendCode.DataRow: {
+        const run = this.currentRun();
+        if (!run) return this.sendClient(m.raw);
+        return this.onDataRow(run, m);
+      }
+      case BackendCode.RowDescription: {
+        const fields = parseRowDescription(m.body);
+        let forward = true;
+        let masker = this.masker;
+        if (head?.k === 'dstmt') {
+          head.stmt.fields = fields;
+          head.stmt.describing = false;
+          this.fifo.shift();
+        } else if (head?.k === 'dportal') {
+          head.portal.fields = fields;
+          head.portal.describing = false;
+          forward = !head.internal;
+          this.fifo.shift();
+        } else {
+          const run = this.currentRun();
+          if (run) {
+            run.fields = fields;
+            run.resultFormats = undefined;
+            run.columns = undefined;
+            masker = run.masker;
+          }
+        }
+        if (forward) this.sendClient(m.raw);
+        if (masker.active) this.resolveTables(fields);
+        return;
+      }
+      case BackendCode.NoData: {
+        if (head?.k === 'dstmt' || head?.k === 'dportal') {
+          this.fifo.shift();
+          if (head.k === 'dportal') {
+            head.portal.fields = [];
+            head.portal.describing = false;
+            if (head.internal) return;
+          } else {
+            head.stmt.fields = [];
+            head.stmt.describing = false;
+          }
+        }
+        return this.sendClient(m.raw);
+      }
+      case BackendCode.ParseComplete:
+      case BackendCode.BindComplete:
+      case BackendCode.CloseComplete:
+        if (head && (head.k === 'parse' || head.k === 'bind' || head.k === 'close')) this.fifo.shift();
+        return this.sendClient(m.raw);
+      case BackendCode.ParameterDescription:
+        return this.sendClient(m.raw);
+      case BackendCode.CommandComplete:
+      case BackendCode.EmptyQueryResponse:
+      case BackendCode.PortalSuspended: {
+        const run = this.currentRun();
+        if (run?.copyOut?.format === -1) {
+          this.finishRun(run, {});
+          if (head!.k === 'exec') this.fifo.shift();
+          else if (head!.k === 'query') head!.index++;
+          return this.sendClient(
+            buildErrorResponse({ severity: 'ERROR', code: SqlState.FeatureNotSupported, message: 'binary COPY output cannot be masked; use COPY in text or CSV format' }),
+          );
+        }
+        if (run) {
+          const tag = m.code === BackendCode.CommandComplete ? parseCommandComplete(m.body) : m.code === BackendCode.EmptyQueryResponse ? '' : null;
+          this.finishRun(run, { tag, suspended: m.code === BackendCode.PortalSuspended });
+          if (head!.k === 'exec') this.fifo.shift();
+          else if (head!.k === 'query') head!.index++;
+        }
+        return this.sendClient(m.raw);
+      }
+      case BackendCode.CopyInResponse:
+        this.copyIn = true;
+        return this.sendClient(m.raw);
+      case BackendCode.CopyOutResponse: {
+        const run = this.currentRun();
+        if (run) run.copyOut = { format: parseCopyResponse(m.body).format };
+        return this.sendClient(m.raw);
+      }
+      case BackendCode.CopyData: {
+        const run = this.currentRun();
+        if (run?.copyOut) return this.onCopyData(run, m);
+        return this.sendClient(m.raw);
+      }
+      case BackendCode.CopyDone:
+        return this.sendClient(m.raw);
+      case BackendCode.FunctionCallResponse: {
+        const run = this.currentRun();
+        if (run && head?.k === 'func') this.finishRun(run, { tag: 'FUNCTION CALL' });
+        return this.sendClient(m.raw);
+      }
+      case BackendCode.ErrorResponse:
+        return this.onBackendError(m);
+      case BackendCode.ReadyForQuery: {
+        this.txStatus = String.fromCharCode(m.body[0] ?? 0x49) as 'I';
+        this.copyIn = false;
+        // Statements of a simple query after a failed one never ran.
+        if (head && (head.k === 'sync' || head.k === 'query' || head.k === 'func')) this.fifo.shift();
+        else if (head) {
+          this.s.log.warn(`postgres ${this.ctx.connection.name}: session ${this.id}: ReadyForQuery while expecting ${head.k}; resynchronizing`);
+          this.fifo.length = 0;
+        }
+        return this.sendClient(m.raw);
+      }
+      case BackendCode.NoticeResponse:
+        return this.sendClient(this.maskErrorLike(m, this.currentRun()?.masker ?? this.masker));
+      case BackendCode.NotificationResponse: {
+        // The client knows the gateway's pid, not the upstream's: translate its own notifications.
+        if (this.up && m.body.readInt32BE(0) === this.up.pid) {
+          const copy = Buffer.from(m.raw);
+          copy.writeInt32BE(this.cancelPid, 5);
+          return this.sendClient(copy);
+        }
+        return this.sendClient(m.raw);
+      }
+      case BackendCode.ParameterStatus:
+        parseParameterStatus(m.body);
+        return this.sendClient(m.raw);
+      default:
+        return this.sendClient(m.raw);
+    }
+  }
+
+  private onBackendError(m: RawMessage): void {
+    const head = this.fifo[0];
+    this.copyIn = false;
+    if (head?.k === 'refusal') {
+      this.fifo.shift();
+      this.popUntilSync();
+      return this.sendClient(buildErrorResponse(head.error));
+    }
+    if (head?.k === 'query' && head.refusal) {
+      this.sendClient(buildErrorResponse(head.refusal));
+      head.index = head.runs.length;
+      return;
+    }
+    const fields = parseErrorFields(m.body);
+    const run = this.currentRun();
+    if (run) this.finishRun(run, { error: fields });
+    if (head?.k === 'query') head.index = head.runs.length;
+    else if (head?.k === 'func') {
+      // ReadyForQuery follows
+    } else if (head) {
+      // Extended protocol: the upstream now skips everything up to Sync.
+      this.popUntilSync();
+    }
+    const severity = fields.get('V') ?? fields.get('S');
+    if (severity === 'FATAL' || severity === 'PANIC') this.endReason = `upstream: ${fields.get('M') ?? 'fatal error'}`;
+    this.sendClient(this.maskErrorLike(m, run?.masker ?? this.masker, fields));
+  }
+
+  private popUntilSync(): void {
+    while (this.fifo.length > 0 && this.fifo[0]!.k !== 'sync') {
+      const e = this.fifo.shift()!;
+      if (e.k === 'exec' && !e.run.finished) this.finishRun(e.run, { skipped: true });
+    }
+    if (this.fifo.length === 0) this.discardUntilSync = true;
+  }
+
+  /** Looks up table names for masking rules like `users.ssn`; holds later rows until they are known. */
+  private resolveTables(fields: FieldDescription[]): void {
+    const missing = this.ctx.tables.missing(fields.map((f) => f.tableOid));
+    if (missing.length === 0) return;
+    this.backWaiting = true;
+    this.up?.socket.pause();
+    this.ctx.tables.resolve(missing).then(
+      () => {
+        this.backWaiting = false;
+        if (!this.backBlocked) this.up?.socket.resume();
+        this.pumpBack();
+      },
+      (err: unknown) =>
+        this.fatal({ severity: 'FATAL', code: SqlState.SystemError, message: `the gateway cannot look up table names to mask results, so it stops: ${(err as Error).message}` }),
+    );
+  }
+
+  private columnsOf(run: StatementRun): ResultColumn[] {
+    if (run.columns) return run.columns;
+    let fields = run.fields;
+    let formats = run.resultFormats;
+    if (!fields && run.portalRef) {
+      const portal = run.portalRef;
+      if (portal.fields) {
+        fields = portal.fields;
+        formats = undefined;
+      } else if (portal.statement?.fields) {
+        fields = portal.statement.fields;
+        formats = portal.resultFormats;
+      }
+    }
+    run.columns = fields ? resultColumns(fields, (oid) => this.ctx.tables.name(oid), formats) : [];
+    return run.columns;
+  }
+
+  private onDataRow(run: StatementRun, m: RawMessage): void {
+    const masker = run.masker;
+    let out = m.raw;
+    if (masker.active || run.sample.length < this.ctx.recordRows) {
+      const columns = this.columnsOf(run);
+      if (run.sample.length < this.ctx.recordRows) run.sample.push(rowForLog(m.raw, columns, masker, run.sample.length, run.spans, '/sample'));
+      if (masker.active) {
+        const r = maskDataRow(m.raw, columns, masker);
+        if (r.changed) {
+          out = r.message;
+          for (const [k, v] of Object.entries(r.counts)) run.masked[k] = (run.masked[k] ?? 0) + v;
+        }
+      }
+    }
+    run.rows++;
+    this.sendClient(out);
+  }
+
+  private onCopyData(run: StatementRun, m: RawMessage): void {
+    const masker = run.masker;
+    let out = m.raw;
+    if (masker.active && run.copyOut!.format !== 0) {
+      // Binary COPY cannot be masked field by field: drop the data and fail the statement at the end.
+      run.copyOut = { format: -1 };
+    }
+    if (run.copyOut!.format === -1) return;
+    const text = m.body.toString('utf8');
+    if (masker.active) {
+      const r = masker.text(text, 'client');
+      if (r.text !== text) {
+        out = buildCopyData(Buffer.from(r.text));
+        for (const [k, v] of Object.entries(r.counts)) run.masked[k] = (run.masked[k] ?? 0) + v;
+      }
+    }
+    if (run.sample.length < this.ctx.recordRows) {
+      const r = masker.active ? masker.text(text, 'log') : { text, spans: [] };
+      for (const s of r.spans) run.spans.push({ ...s, path: `/sample/${run.sample.length}/0` });
+      run.sample.push([r.text.replace(/\n$/, '')]);
+    }
+    run.rows++;
+    this.sendClient(out);
+  }
+
+  /** Masks the message text of an ErrorResponse/NoticeResponse (values echo there: duplicate keys, …). */
+  private maskErrorLike(m: RawMessage, masker: RowMasker, parsed?: ErrorFields): Buffer {
+    if (!masker.active) return m.raw;
+    const fields = parsed ?? parseErrorFields(m.body);
+    let changed = false;
+    for (const k of ['M', 'D', 'H', 'W', 'q']) {
+      const v = fields.get(k);
+      if (!v) continue;
+      const r = masker.text(v, 'client');
+      if (r.text !== v) {
+        fields.set(k, r.text);
+        changed = true;
+      }
+    }
+    return changed ? buildErrorFields(m.code, fields) : m.raw;
+  }
+
+  private finishRun(run: StatementRun, end: { tag?: string | null; error?: ErrorFields; suspended?: boolean; skipped?: boolean }): void {
+    if (run.finished) return;
+    run.finished = true;
+    const durationMs = run.startedAt ? Date.now() - run.startedAt : 0;
+    const columns = run.columns?.map((c) => c.ref.column) ?? run.fields?.map((f) => f.name);
+    const base = {
+      n: run.n,
+      durationMs,
+      rows: end.tag ? (rowCountOfTag(end.tag) ?? run.rows) : run.rows,
+      ...(columns ? { columns } : {}),
+      ...(run.sample.length ? { sample: run.sample, sampleTruncated: run.rows > run.sample.length } : {}),
+      ...(Object.keys(run.masked).length ? { masked: run.masked } : {}),
+    };
+    let event: AuditEventInput;
+    if (end.error || end.skipped || (run.copyOut?.format === -1)) {
+      const message = end.error?.get('M') ?? (end.skipped ? 'not executed: an earlier message in the same batch failed' : 'binary COPY output cannot be masked');
+      const logged = this.forLog(message);
+      const detail = end.error?.get('D');
+      event = {
+        kind: 'pg.error',
+        session: this.id,
+        actor: this.identity?.subject,
+        connection: this.ctx.connection.name,
+        spans: [...run.spans, ...logged.spans.map((s) => ({ ...s, path: '/message' }))],
+        payload: {
+          ...base,
+          code: end.error?.get('C') ?? (end.skipped ? null : SqlState.FeatureNotSupported),
+          severity: end.error?.get('V') ?? end.error?.get('S') ?? 'ERROR',
+          message: logged.text,
+          ...(detail ? { detail: this.forLog(detail).text } : {}),
+        },
+      };
+    } else {
+      event = {
+        kind: 'pg.result',
+        session: this.id,
+        actor: this.identity?.subject,
+        connection: this.ctx.connection.name,
+        spans: run.spans,
+        payload: { ...base, command: end.tag ?? null, ...(end.suspended ? { suspended: true } : {}) },
+      };
+    }
+    this.defer(event, (err) =>
+      this.fatal({ severity: 'FATAL', code: SqlState.SystemError, message: `the audit log cannot record results, so the gateway ends this session: ${err.message}` }),
+    );
+  }
+
+  private defer(event: AuditEventInput, onFail: (err: Error) => void): void {
+    this.ctx.writer.defer(event, onFail);
+  }
+
+  // ---------------------------------------------------------------- end
+
+  /** Ends the session (both sockets) and records why. Idempotent. */
+  close(reason: string): void {
+    if (this.phase === 'closed') {
+      this.ctx.sessions.delete(this);
+      return;
+    }
+    this.phase = 'closed';
+    this.ctx.sessions.delete(this);
+    this.holdAbort?.abort();
+    if (this.cancelPid) this.ctx.cancelKeys.delete(this.cancelPid);
+    if (this.up) {
+      const sock = this.up.socket;
+      this.up = null;
+      terminateUpstream(sock);
+    }
+    if (!this.client.destroyed) {
+      this.client.end();
+      setTimeout(() => this.client.destroy(), 2000).unref();
+    }
+    for (const e of this.fifo) {
+      if (e.k === 'exec' && !e.run.finished) this.finishRun(e.run, { error: new Map([['M', `connection closed: ${reason}`], ['C', SqlState.ConnectionFailure]]) });
+      if (e.k === 'query') for (const r of e.runs.slice(e.index)) if (!r.finished && r.startedAt) this.finishRun(r, { error: new Map([['M', `connection closed: ${reason}`], ['C', SqlState.ConnectionFailure]]) });
+    }
+    this.fifo.length = 0;
+    if (!this.started) return;
+    try {
+      this.ctx.writer.appendNow([
+        {
+          kind: 'session.end',
+          session: this.id,
+          actor: this.identity?.subject,
+          connection: this.ctx.connection.name,
+          payload: { protocol: 'postgres', reason, durationMs: Date.now() - this.startedAt, statements: this.statementCount },
+        },
+      ]);
+      this.publishSession('session.ended');
+    } catch (err) {
+      this.s.log.error(`postgres ${this.ctx.connection.name}: cannot record the end of session ${this.id}: ${(err as Error).message}`);
+    }
+  }
+
+  /** Gateway shutdown: tell the client why, then close. */
+  shutdown(): void {
+    this.fatal({ severity: 'FATAL', code: SqlState.AdminShutdown, message: 'terminating connection: the Custody gateway is shutting down' }, 'gateway shutting down');
+  }
+}

@@ -1,0 +1,81 @@
+/**
+ * Test harness for the PostgreSQL proxy: a listener on an ephemeral port in front of the real
+ * server at 127.0.0.1:5432, with a real store, API keys, authenticator and policy engine.
+ */
+import { after } from 'node:test';
+import type { ConfigInput, PolicyRule } from '../../shared/config';
+import { Config } from '../../shared/config';
+import type { HoldGate } from '../../proxy/approvals/types';
+import { AuditStore } from '../../proxy/audit/store';
+import { EventBus } from '../../proxy/control/bus';
+import { ApiKeyStore } from '../../proxy/identity/api-keys';
+import { Authenticator } from '../../proxy/identity/authenticator';
+import { silentLogger } from '../../proxy/log';
+import type { MaskingEngine, RowMasker } from '../../proxy/masking/types';
+import { PolicyEngine } from '../../proxy/policy/engine';
+import { startPgListener, type PgListener } from '../../proxy/postgres/listener';
+import { tempDir } from '../support/tmp';
+
+export const UPSTREAM = process.env['CUSTODY_TEST_PG'] ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+
+export const passthroughRows: RowMasker = { active: false, value: () => null, text: (text) => ({ text, spans: [], counts: {} }) };
+
+export function maskingWith(rows: RowMasker): MaskingEngine {
+  return { forConnection: () => null, rows: () => rows, reload() {} };
+}
+
+export interface Harness {
+  listener: PgListener;
+  store: AuditStore;
+  key: string;
+  host: string;
+  port: number;
+  dataDir: string;
+  /** libpq connection string (without sslmode). */
+  conninfo: string;
+  policy: PolicyEngine;
+}
+
+export async function startHarness(opts: {
+  policies?: PolicyRule[];
+  holds?: HoldGate;
+  masking?: MaskingEngine;
+  upstream?: string;
+  connection?: Partial<ConfigInput['connections'] extends (infer C)[] | undefined ? C : never>;
+  recordRows?: number;
+  groups?: string[];
+} = {}): Promise<Harness> {
+  const dataDir = tempDir('custody-pg-');
+  const store = AuditStore.open(dataDir);
+  const keys = new ApiKeyStore(store.db);
+  const { key } = keys.create({ name: 'tester', groups: opts.groups ?? ['dev'] });
+  const config = Config.parse({
+    connections: [{ name: 'warehouse', kind: 'postgres', upstream: opts.upstream ?? UPSTREAM, listen: '127.0.0.1:0', ...opts.connection }],
+  });
+  const policy = new PolicyEngine(opts.policies ?? []);
+  const listener = await startPgListener({
+    connection: config.connections[0]!,
+    dataDir,
+    recordRows: opts.recordRows ?? 50,
+    services: {
+      auth: new Authenticator(keys, config.identity),
+      policy,
+      holds: opts.holds ?? { request: () => Promise.reject(new Error('no hold gate in this test')) },
+      masking: opts.masking ?? maskingWith(passthroughRows),
+      store,
+      bus: new EventBus(),
+      log: silentLogger,
+    },
+  });
+  after(async () => {
+    await listener.close();
+    store.close();
+  });
+  const [host, port] = [listener.address.slice(0, listener.address.lastIndexOf(':')), Number(listener.address.slice(listener.address.lastIndexOf(':') + 1))];
+  return { listener, store, key, host, port, dataDir, conninfo: `host=${host} port=${port} user=tester password=${key} dbname=postgres`, policy };
+}
+
+/** Events of one kind, oldest first. */
+export function eventsOf(store: AuditStore, kind: string) {
+  return store.events(1, 100_000).filter((e) => e.kind === kind);
+}
