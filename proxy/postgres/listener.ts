@@ -74,7 +74,7 @@ export async function startPgListener(opts: PgListenerOptions): Promise<PgListen
     cancelKeys: new Map(),
     sessions: new Set(),
   };
-  const server: Server = createServer((socket: Socket) => {
+  const server: Server = createServer({ allowHalfOpen: true }, (socket: Socket) => {
     try {
       new PgProxySession(socket, ctx);
     } catch (err) {

@@ -255,8 +255,20 @@ export class PgProxySession {
 
   private readonly onClientClose = () => this.close(this.endReason);
 
+  /** The client finished sending (half-close): a partial message left over is a truncated one. */
+  private readonly onClientEnd = () => {
+    const left = this.fbuf.buffered;
+    if (left > 0 && this.phase !== 'closed') {
+      this.fatal({ severity: 'FATAL', code: SqlState.ProtocolViolation, message: `incomplete message from client: the connection ended ${left} bytes into a message` });
+      return;
+    }
+    if (this.frontWaiting || this.batch.length > 0) return; // answer what is in flight, then close
+    this.client.end();
+  };
+
   private attachClient(socket: Socket | TLSSocket): void {
     socket.on('data', this.onClientData);
+    socket.on('end', this.onClientEnd);
     socket.on('close', this.onClientClose);
     socket.on('error', (err: Error) => {
       this.endReason = `client connection error: ${err.message}`;
@@ -274,6 +286,7 @@ export class PgProxySession {
   private upgradeTls(initial: Buffer | null): void {
     const raw = this.rawClient;
     raw.off('data', this.onClientData);
+    raw.off('end', this.onClientEnd);
     raw.off('close', this.onClientClose);
     if (initial) {
       raw.pause();

@@ -1,8 +1,10 @@
 /**
- * Test harness for the PostgreSQL proxy: a listener on an ephemeral port in front of the real
+ * Test harness (call `close` in an `after` hook) for the PostgreSQL proxy: a listener on an ephemeral port in front of the real
  * server at 127.0.0.1:5432, with a real store, API keys, authenticator and policy engine.
  */
-import { after } from 'node:test';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { ConfigInput, PolicyRule } from '../../shared/config';
 import { Config } from '../../shared/config';
 import type { HoldGate } from '../../proxy/approvals/types';
@@ -14,7 +16,6 @@ import { silentLogger } from '../../proxy/log';
 import type { MaskingEngine, RowMasker } from '../../proxy/masking/types';
 import { PolicyEngine } from '../../proxy/policy/engine';
 import { startPgListener, type PgListener } from '../../proxy/postgres/listener';
-import { tempDir } from '../support/tmp';
 
 export const UPSTREAM = process.env['CUSTODY_TEST_PG'] ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 
@@ -34,6 +35,8 @@ export interface Harness {
   /** libpq connection string (without sslmode). */
   conninfo: string;
   policy: PolicyEngine;
+  /** Stops the listener, closes the store, removes the data dir. */
+  close(): Promise<void>;
 }
 
 export async function startHarness(opts: {
@@ -45,7 +48,7 @@ export async function startHarness(opts: {
   recordRows?: number;
   groups?: string[];
 } = {}): Promise<Harness> {
-  const dataDir = tempDir('custody-pg-');
+  const dataDir = mkdtempSync(join(tmpdir(), 'custody-pg-'));
   const store = AuditStore.open(dataDir);
   const keys = new ApiKeyStore(store.db);
   const { key } = keys.create({ name: 'tester', groups: opts.groups ?? ['dev'] });
@@ -67,12 +70,13 @@ export async function startHarness(opts: {
       log: silentLogger,
     },
   });
-  after(async () => {
+  const close = async () => {
     await listener.close();
     store.close();
-  });
+    rmSync(dataDir, { recursive: true, force: true });
+  };
   const [host, port] = [listener.address.slice(0, listener.address.lastIndexOf(':')), Number(listener.address.slice(listener.address.lastIndexOf(':') + 1))];
-  return { listener, store, key, host, port, dataDir, conninfo: `host=${host} port=${port} user=tester password=${key} dbname=postgres`, policy };
+  return { listener, store, key, host, port, dataDir, conninfo: `host=${host} port=${port} user=tester password=${key} dbname=postgres`, policy, close };
 }
 
 /** Events of one kind, oldest first. */
