@@ -5,7 +5,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { ConfigInput, PolicyRule } from '../../shared/config';
+import type { ConfigInput } from '../../shared/config';
 import { Config } from '../../shared/config';
 import type { HoldGate } from '../../proxy/approvals/types';
 import { AuditStore } from '../../proxy/audit/store';
@@ -40,8 +40,9 @@ export interface Harness {
 }
 
 export async function startHarness(opts: {
-  policies?: PolicyRule[];
-  holds?: HoldGate;
+  policies?: ConfigInput['policies'];
+  /** A hold gate, or a factory for one that needs the store (the real HoldQueue). */
+  holds?: HoldGate | ((store: AuditStore, bus: EventBus) => HoldGate);
   masking?: MaskingEngine;
   upstream?: string;
   connection?: Partial<ConfigInput['connections'] extends (infer C)[] | undefined ? C : never>;
@@ -54,8 +55,12 @@ export async function startHarness(opts: {
   const { key } = keys.create({ name: 'tester', groups: opts.groups ?? ['dev'] });
   const config = Config.parse({
     connections: [{ name: 'warehouse', kind: 'postgres', upstream: opts.upstream ?? UPSTREAM, listen: '127.0.0.1:0', ...opts.connection }],
+    policies: opts.policies ?? [],
   });
-  const policy = new PolicyEngine(opts.policies ?? []);
+  const policy = new PolicyEngine(config.policies);
+  const bus = new EventBus();
+  const holds: HoldGate =
+    typeof opts.holds === 'function' ? opts.holds(store, bus) : (opts.holds ?? { request: () => Promise.reject(new Error('no hold gate in this test')) });
   const listener = await startPgListener({
     connection: config.connections[0]!,
     dataDir,
@@ -63,10 +68,10 @@ export async function startHarness(opts: {
     services: {
       auth: new Authenticator(keys, config.identity),
       policy,
-      holds: opts.holds ?? { request: () => Promise.reject(new Error('no hold gate in this test')) },
+      holds,
       masking: opts.masking ?? maskingWith(passthroughRows),
       store,
-      bus: new EventBus(),
+      bus,
       log: silentLogger,
     },
   });

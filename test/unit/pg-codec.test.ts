@@ -181,7 +181,7 @@ describe('DataRow masking', () => {
   ];
   const masker: RowMasker = {
     active: true,
-    value(col: ColumnRef, text: string) {
+    value(col: ColumnRef, text: string): { text: string; spans: []; counts: Record<string, number> } | null {
       if (col.column === 'ssn') return { text: '[SSN]', spans: [], counts: { SSN: 1 } };
       if (text.includes('@')) return { text: text.replace(/\S+@\S+/g, '[EMAIL]'), spans: [], counts: { EMAIL: 1 } };
       return null;
