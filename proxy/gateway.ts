@@ -5,6 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import type { Config } from '../shared/config';
+import { AuditService } from './audit/service';
 import { AuditStore } from './audit/store';
 import { EventBus } from './control/bus';
 import { type ControlPlane, type RouteModule, startControlPlane } from './control/server';
@@ -24,6 +25,7 @@ import { startPgListener } from './postgres/listener';
 import { createMaskingEngine } from './masking/engine';
 import { PolicyEngine } from './policy/engine';
 import { syncPoliciesAtStart } from './policy/versions';
+import { registerAuditRoutes } from './control/routes/audit';
 import { registerAuthRoutes } from './control/routes/auth';
 import { registerHoldRoutes } from './control/routes/holds';
 import { registerKeyRoutes } from './control/routes/keys';
@@ -97,7 +99,7 @@ export class Gateway {
       log,
       secrets,
       keyFile: (name, create) => loadOrCreateSecretFile(opts.dataDir, name, secrets, create),
-      masking: createMaskingEngine(opts.config, { hmacKey: loadOrCreateSecretFile(opts.dataDir, 'masking-hmac.key', secrets) }),
+      masking: createMaskingEngine({ masking: opts.config.masking, detectors: opts.config.detectors }, { hmacKey: loadOrCreateSecretFile(opts.dataDir, 'masking-hmac.key', secrets) }),
       policy: new PolicyEngine(opts.config.policies),
       holds: new HoldQueue({ store, bus, log }),
       login: new ConsoleLogin(opts.config.identity, oidc, store),
@@ -137,7 +139,10 @@ export class Gateway {
     const pgWriter = new AuditWriter(s.store);
     for (const connection of s.config.connections.filter((c) => c.kind === 'postgres'))
       this.listeners.push(await startPgListener({ connection, services: s, dataDir: s.dataDir, recordRows: s.config.limits.recordRows, writer: pgWriter }));
-    const routeModules: RouteModule[] = [];
+    // Signing key, checkpoints on a timer (a last one at stop), retention.
+    s.audit = AuditService.start(s);
+    this.onStop(() => s.audit?.stop());
+    const routeModules: RouteModule[] = [registerAuditRoutes];
     routeModules.push(registerAuthRoutes, registerHoldRoutes, registerPolicyRoutes, registerKeyRoutes);
     routeModules.push((router, services) => registerConnectionRoutes(router, services, () => this.listeners.find((l) => l.name === 'http')?.address), registerDashboardRoutes);
     this.control = await startControlPlane(s, routeModules);

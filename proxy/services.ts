@@ -3,6 +3,7 @@
  * A part is added here when it lands; listeners read what they need from this one object.
  */
 import type { Config } from '../shared/config';
+import type { AuditService } from './audit/service';
 import type { AuditStore } from './audit/store';
 import type { EventBus } from './control/bus';
 import type { ApiKeyStore } from './identity/api-keys';
@@ -39,6 +40,8 @@ export interface GatewayServices {
   secrets: SecretWrapper;
   /** Reads (or creates) a per-install secret such as `signing.key`, protected by `secrets`. */
   keyFile(name: string, create?: () => Buffer): Buffer;
+  /** Checkpoints, signing key, retention, verification and evidence exports (set once the gateway starts). */
+  audit?: AuditService;
   /** Gateway version, shown by /api/health and the console. */
   version: string;
 }

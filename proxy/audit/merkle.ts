@@ -75,7 +75,7 @@ export class MerkleAccumulator {
     while (this.heights.length && this.heights[this.heights.length - 1] === height) {
       NODE_INPUT.write(this.stack.pop()!, 1, HASH_SIZE, 'latin1');
       NODE_INPUT.write(hash, 1 + HASH_SIZE, HASH_SIZE, 'latin1');
-      hash = oneShotHash('sha256', NODE_INPUT, 'latin1');
+      hash = oneShotHash('sha256', NODE_INPUT, 'binary');
       this.heights.pop();
       height++;
     }
@@ -91,18 +91,18 @@ export class MerkleAccumulator {
   /** Pushes the leaf for a 32-byte event hash given as bytes. */
   pushEventHash(eventHash: Uint8Array): void {
     LEAF_INPUT.set(eventHash, 1);
-    this.push(oneShotHash('sha256', LEAF_INPUT, 'latin1'));
+    this.push(oneShotHash('sha256', LEAF_INPUT, 'binary'));
   }
 
   /** Pushes the leaf for a 32-byte event hash given as 64 hex digits (as the store keeps it). */
   pushEventHashHex(hex: string): void {
     LEAF_INPUT.write(hex, 1, HASH_SIZE, 'hex');
-    this.push(oneShotHash('sha256', LEAF_INPUT, 'latin1'));
+    this.push(oneShotHash('sha256', LEAF_INPUT, 'binary'));
   }
 
   root(): Buffer {
     if (!this.stack.length) return emptyRoot();
-    let r = Buffer.from(this.stack[this.stack.length - 1]!, 'latin1');
+    let r: Buffer = Buffer.from(this.stack[this.stack.length - 1]!, 'latin1');
     for (let i = this.stack.length - 2; i >= 0; i--) r = nodeHash(Buffer.from(this.stack[i]!, 'latin1'), r);
     return r;
   }
@@ -146,7 +146,7 @@ export class MerkleTree {
     const leaves = Buffer.allocUnsafe(eventHashes.length);
     for (let i = 0; i < n; i++) {
       eventHashes.copy(LEAF_INPUT, 1, i * HASH_SIZE, (i + 1) * HASH_SIZE);
-      leaves.write(oneShotHash('sha256', LEAF_INPUT, 'latin1'), i * HASH_SIZE, HASH_SIZE, 'latin1');
+      leaves.write(oneShotHash('sha256', LEAF_INPUT, 'binary'), i * HASH_SIZE, HASH_SIZE, 'latin1');
     }
     return MerkleTree.fromLeafHashes(leaves);
   }
@@ -164,7 +164,7 @@ export class MerkleTree {
       for (let i = 0; i + 1 < count; i += 2) {
         // both children are adjacent: one copy fills the node input
         prev.copy(NODE_INPUT, 1, i * HASH_SIZE, (i + 2) * HASH_SIZE);
-        level.write(oneShotHash('sha256', NODE_INPUT, 'latin1'), (i / 2) * HASH_SIZE, HASH_SIZE, 'latin1');
+        level.write(oneShotHash('sha256', NODE_INPUT, 'binary'), (i / 2) * HASH_SIZE, HASH_SIZE, 'latin1');
       }
       if (count % 2) prev.copy(level, (next - 1) * HASH_SIZE, (count - 1) * HASH_SIZE, count * HASH_SIZE);
       levels.push(level);
@@ -284,7 +284,7 @@ export function rootFromInclusionProof(index: number, size: number, leaf: Uint8A
   if (!Number.isInteger(index) || !Number.isInteger(size) || index < 0 || index >= size) return undefined;
   let fn = index;
   let sn = size - 1;
-  let r = Buffer.from(leaf);
+  let r: Buffer = Buffer.from(leaf);
   for (const p of proof) {
     if (p.length !== HASH_SIZE || sn === 0) return undefined;
     if (fn % 2 === 1 || fn === sn) {
@@ -328,8 +328,8 @@ export function verifyConsistency(first: number, second: number, firstRoot: Uint
     fn = Math.floor(fn / 2);
     sn = Math.floor(sn / 2);
   }
-  let fr = Buffer.from(path[0]!);
-  let sr = Buffer.from(path[0]!);
+  let fr: Buffer = Buffer.from(path[0]!);
+  let sr: Buffer = Buffer.from(path[0]!);
   for (let i = 1; i < path.length; i++) {
     const c = path[i]!;
     if (sn === 0) return false;

@@ -73,7 +73,8 @@ describe('Merkle tree (RFC 6962)', () => {
         assert.ok(verifyInclusion(m, n, leaf, p, root));
         if (p.length) {
           const bad = p.map((x) => Buffer.from(x));
-          bad[flip % bad.length]![flip % 32] ^= 1 << (flip % 8);
+          const victim = bad[flip % bad.length]!;
+          victim[flip % 32] = victim[flip % 32]! ^ (1 << (flip % 8));
           assert.ok(!verifyInclusion(m, n, leaf, bad, root), 'a flipped bit in the path must fail');
         }
         if (n > 1) assert.ok(!verifyInclusion((m + 1) % n, n, leaf, p, root) || d[(m + 1) % n]!.equals(d[m]!), 'another index must fail');
@@ -84,7 +85,8 @@ describe('Merkle tree (RFC 6962)', () => {
           assert.ok(verifyConsistency(first, n, fr, root, cp));
           assert.ok(!verifyConsistency(first, n, sha(Buffer.from('other')), root, cp), 'another old root must fail');
           const bad = cp.map((x) => Buffer.from(x));
-          bad[flip % bad.length]![0] ^= 1;
+          const victim = bad[flip % bad.length]!;
+          victim[0] = victim[0]! ^ 1;
           assert.ok(!verifyConsistency(first, n, fr, root, bad), 'a flipped bit in the proof must fail');
         } else {
           assert.ok(verifyConsistency(n, n, root, root, []));

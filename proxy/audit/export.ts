@@ -1,0 +1,415 @@
+/**
+ * Evidence export: one gzip'd ustar bundle an auditor can verify offline with `custody verify`.
+ *
+ *   manifest.json        what is inside: filter, checkpoint, counts, SHA-256 and size of every file
+ *   manifest.note        C2SP signed note over SHA-256(manifest.json), same key as the checkpoints
+ *   checkpoint.txt       a checkpoint signed for this export (tree size T)
+ *   public-key.txt       verifier key (`name+id+key`) and fingerprint
+ *   events.jsonl         the selected events, payloads as recorded (masked), with their hashes
+ *   ocsf.jsonl           the same events as OCSF records (see ocsf.ts)
+ *   proofs.jsonl         an RFC 6962 inclusion proof per exported event against checkpoint.txt
+ *   hashes.bin           the 32-byte hash of every event 1..T, so a filtered export still proves its
+ *                        events' places and a later copy of the log can be held to this checkpoint
+ *   checkpoints.jsonl    every stored checkpoint up to T; consistency.jsonl proves each a prefix of T
+ *   holds.json           holds (with their votes) in the window; policy-versions.json the rules in force
+ *   report.html          the self-contained human-readable report (report.ts)
+ *
+ * The export appends `export.created` (with the manifest digest) once the bundle is complete. It
+ * reads the store in pages and yields between them, so a gateway keeps serving while it runs.
+ */
+import { mkdtempSync, openSync, closeSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { basename, join } from 'node:path';
+import { inflateRawSync } from 'node:zlib';
+import { parseDuration, type Config } from '../../shared/config';
+import type { AuditEvent } from '../../shared/events';
+import { newId } from '../ids';
+import type { AuditTrail, Checkpoint } from './checkpoints';
+import { HASH_SIZE, MerkleTree } from './merkle';
+import { toOcsf, type OcsfContext } from './ocsf';
+import { renderReport, type AccessRow, type HoldOutcomeRow, type ReportData } from './report';
+import type { AuditStore } from './store';
+import { sha256hex } from './store';
+import { writeTarGz } from './tar';
+import { BUNDLE_FORMAT, MANIFEST_NOTE_HEADER, type BundleManifest, type VerifyReport } from './verify';
+
+export interface ExportFilter {
+  from?: number;
+  to?: number;
+  /** Identity subject, or a user's display name. */
+  user?: string;
+  connection?: string;
+}
+
+export interface ExportOptions {
+  store: AuditStore;
+  trail: AuditTrail;
+  config: Config;
+  /** Where the .tar.gz goes. */
+  out: string;
+  filter: ExportFilter;
+  /** Who asked (identity subject) and their display name. */
+  actor: string;
+  actorName?: string;
+  version: string;
+  id?: string;
+  /** Integrity check of the store at export time; the report states its result. */
+  verify: () => Promise<VerifyReport> | VerifyReport;
+  onProgress?: (done: number, total: number) => void;
+}
+
+export interface ExportResult {
+  id: string;
+  out: string;
+  bytes: number;
+  events: number;
+  checkpoint: Checkpoint;
+  manifestSha256: string;
+  integrity: VerifyReport;
+  event: AuditEvent;
+}
+
+export class ExportError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ExportError';
+  }
+}
+
+/** `2026-01-31`, `2026-01-31T12:00:00Z`, milliseconds since the epoch, or a duration ago (`30d`, `12h`). */
+export function parseTimeArg(text: string, name: string, now = Date.now()): number {
+  const t = text.trim();
+  if (/^\d+$/.test(t) && t.length >= 10) return Number(t);
+  if (/^\d+(ms|s|m|h|d)$/.test(t)) return now - parseDuration(t);
+  const ms = Date.parse(t);
+  if (!Number.isFinite(ms)) throw new ExportError(`--${name}: "${text}" is not a time (ISO 8601 such as 2026-01-31T00:00:00Z, ms since epoch, or a duration ago such as 30d)`);
+  return ms;
+}
+
+type Row = [number, number, string, string | null, string | null, string | null, Buffer | string | null, string, string | null, string, string, string];
+
+const PAGE = 2000;
+const yieldToLoop = () => new Promise<void>((r) => setImmediate(r));
+
+function filterSql(f: ExportFilter, treeSize: number): { where: string; args: Record<string, unknown> } {
+  const where = ['seq <= @treeSize'];
+  const args: Record<string, unknown> = { treeSize };
+  if (f.from !== undefined) {
+    where.push('time >= @from');
+    args['from'] = f.from;
+  }
+  if (f.to !== undefined) {
+    where.push('time <= @to');
+    args['to'] = f.to;
+  }
+  if (f.connection) {
+    where.push('connection = @connection');
+    args['connection'] = f.connection;
+  }
+  if (f.user) {
+    where.push('(actor = @user OR session IN (SELECT id FROM sessions WHERE actor = @user OR actor_name = @user))');
+    args['user'] = f.user;
+  }
+  return { where: where.join(' AND '), args };
+}
+
+/** Writes the bundle to `opts.out` and records `export.created`. */
+export async function exportBundle(opts: ExportOptions): Promise<ExportResult> {
+  const { store, trail, filter } = opts;
+  const id = opts.id ?? newId('exp');
+  const generatedAt = Date.now();
+  if (filter.from !== undefined && filter.to !== undefined && filter.from > filter.to) throw new ExportError('--from is after --to');
+
+  const integrity = await opts.verify();
+  // The checkpoint the bundle is cut against; refused (and so the export) if the log is broken.
+  const checkpoint = trail.checkpoints.write();
+  const T = checkpoint.treeSize;
+  const { where, args } = filterSql(filter, T);
+  const total = (store.db.prepare(`SELECT count(*) AS n FROM events WHERE ${where}`).get(args) as { n: number }).n;
+  opts.onProgress?.(0, total);
+
+  const stage = mkdtempSync(join(tmpdir(), 'custody-export-'));
+  try {
+    // Every event hash up to T: the tree for the proofs, and hashes.bin.
+    const hashes = Buffer.alloc(T * HASH_SIZE);
+    const hashPage = store.db.prepare('SELECT seq, hash FROM events WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT 50000').raw();
+    for (let after = 0; after < T; ) {
+      const rows = hashPage.all(after, T) as [number, string][];
+      if (!rows.length) break;
+      for (const [seq, hash] of rows) hashes.write(hash, (seq - 1) * HASH_SIZE, HASH_SIZE, 'hex');
+      after = rows[rows.length - 1]![0];
+      await yieldToLoop();
+    }
+    const tree = MerkleTree.fromEventHashes(hashes);
+    if (tree.root().toString('hex') !== checkpoint.rootHash) throw new ExportError('the stored event hashes do not match the checkpoint just signed; run custody verify');
+    writeFileIn(stage, 'hashes.bin', hashes);
+
+    const ctx: OcsfContext = {
+      connectionKinds: new Map(opts.config.connections.map((c) => [c.name, c.kind])),
+      actorNames: new Map(),
+      product: { name: 'Custody', version: opts.version },
+      origin: trail.signer.name,
+    };
+    const stats = newStats();
+    const eventsFd = openSync(join(stage, 'events.jsonl'), 'w', 0o600);
+    const ocsfFd = openSync(join(stage, 'ocsf.jsonl'), 'w', 0o600);
+    const proofsFd = openSync(join(stage, 'proofs.jsonl'), 'w', 0o600);
+    let done = 0;
+    let firstSeq: number | undefined;
+    let lastSeq: number | undefined;
+    try {
+      const page = store.db
+        .prepare(`SELECT seq, time, kind, session, actor, connection, payload, encoding, spans, payload_hash, prev_hash, hash FROM events WHERE ${where} AND seq > @after ORDER BY seq LIMIT ${PAGE}`)
+        .raw();
+      for (let after = 0; ; ) {
+        const rows = page.all({ ...args, after }) as Row[];
+        if (!rows.length) break;
+        const ev: string[] = [];
+        const oc: string[] = [];
+        const pr: string[] = [];
+        for (const r of rows) {
+          const [seq, time, kind, session, actor, connection, payload, encoding, spansText, payloadHash, prevHash, hash] = r;
+          const purged = encoding === 'purged';
+          if (purged) stats.purged++;
+          const text = purged ? 'null' : encoding === 'deflate' ? inflateRawSync(payload as Buffer).toString('utf8') : typeof payload === 'string' ? payload : payload === null ? 'null' : payload.toString('utf8');
+          const spans = spansText ?? '[]';
+          ev.push(
+            `{"seq":${seq},"time":${time},"kind":${JSON.stringify(kind)},"session":${JSON.stringify(session)},"actor":${JSON.stringify(actor)},"connection":${JSON.stringify(connection)},"payload":${text},"spans":${spans}${purged ? ',"purged":true' : ''},"payloadHash":"${payloadHash}","prevHash":"${prevHash}","hash":"${hash}"}`,
+          );
+          const parsedPayload = purged ? null : (JSON.parse(text) as unknown);
+          const parsedSpans = spansText ? (JSON.parse(spansText) as { type: string }[]) : [];
+          collect(stats, { seq, time, kind, session, actor, connection, payload: parsedPayload, spans: parsedSpans }, ctx);
+          oc.push(JSON.stringify(toOcsf({ seq, time, kind, session, actor, connection, payload: parsedPayload, spans: parsedSpans, hash }, ctx)));
+          pr.push(JSON.stringify({ seq, leafIndex: seq - 1, treeSize: T, path: tree.inclusionProof(seq - 1).map((h) => h.toString('base64')) }));
+          firstSeq ??= seq;
+          lastSeq = seq;
+        }
+        writeSync(eventsFd, `${ev.join('\n')}\n`);
+        writeSync(ocsfFd, `${oc.join('\n')}\n`);
+        writeSync(proofsFd, `${pr.join('\n')}\n`);
+        done += rows.length;
+        after = rows[rows.length - 1]![0];
+        opts.onProgress?.(done, total);
+        await yieldToLoop();
+      }
+    } finally {
+      closeSync(eventsFd);
+      closeSync(ocsfFd);
+      closeSync(proofsFd);
+    }
+
+    // Checkpoints up to T, each proven a prefix of T.
+    const stored = trail.checkpoints.list().filter((c) => c.treeSize <= T);
+    writeFileIn(stage, 'checkpoints.jsonl', stored.map((c) => JSON.stringify({ treeSize: c.treeSize, rootHash: c.rootHash, time: c.time, note: c.note })).join('\n') + (stored.length ? '\n' : ''));
+    const consistency = stored
+      .filter((c) => c.treeSize > 0 && c.treeSize < T)
+      .map((c) => JSON.stringify({ from: c.treeSize, to: T, fromRoot: c.rootHash, toRoot: checkpoint.rootHash, path: tree.consistencyProof(c.treeSize).map((h) => h.toString('base64')) }));
+    writeFileIn(stage, 'consistency.jsonl', consistency.join('\n') + (consistency.length ? '\n' : ''));
+    writeFileIn(stage, 'checkpoint.txt', checkpoint.note);
+    const key = trail.signer.info();
+    writeFileIn(stage, 'public-key.txt', `${key.verifierKey}\n${key.fingerprint}\n`);
+    writeFileIn(stage, 'holds.json', `${JSON.stringify(holdsIn(store, filter), null, 2)}\n`);
+    const versions = policyVersionsInForce(store, filter, opts.config);
+    writeFileIn(stage, 'policy-versions.json', `${JSON.stringify(versions, null, 2)}\n`);
+
+    const summary = integrity.ok
+      ? `${integrity.events.toLocaleString('en-US')} events, chain and Merkle tree intact, ${integrity.checkpointsChecked} checkpoints verified at export`
+      : `${integrity.failure?.seq !== undefined ? `seq ${integrity.failure.seq}: ` : ''}${integrity.failure?.problem}: ${integrity.failure?.message}`;
+    const report: ReportData = {
+      generatedAt,
+      generatedBy: opts.actorName ? `${opts.actorName} (${opts.actor})` : opts.actor,
+      origin: trail.signer.name,
+      product: `Custody ${opts.version}`,
+      filter,
+      key,
+      checkpoint: { treeSize: T, rootHash: checkpoint.rootHash, time: checkpoint.time },
+      integrity: { ok: integrity.ok, summary, events: integrity.events, purged: integrity.payloadsPurged, checkpoints: integrity.checkpointsChecked },
+      events: done,
+      firstSeq,
+      lastSeq,
+      byKind: stats.byKind,
+      access: [...stats.access.values()].map((a) => ({ ...a, actorName: ctx.actorNames.get(a.actor) ?? null, sessions: a.sessionIds.size })).map(({ sessionIds: _s, ...rest }) => rest as AccessRow),
+      decisions: stats.decisions,
+      holds: stats.holds,
+      holdCounts: stats.holdCounts,
+      masking: stats.masking,
+      logins: stats.logins,
+      keyChanges: stats.keyChanges,
+      policyChanges: stats.policyChanges,
+      policyVersions: versions.versions.length,
+      exportsRecorded: stats.byKind['export.created'] ?? 0,
+      retentionRuns: stats.byKind['retention.run'] ?? 0,
+      recordingViews: stats.byKind['recording.viewed'] ?? 0,
+    };
+    writeFileIn(stage, 'report.html', renderReport(report));
+
+    // Manifest over every file, then its signed digest.
+    const names = ['checkpoint.txt', 'public-key.txt', 'events.jsonl', 'ocsf.jsonl', 'proofs.jsonl', 'hashes.bin', 'checkpoints.jsonl', 'consistency.jsonl', 'holds.json', 'policy-versions.json', 'report.html'];
+    const files: BundleManifest['files'] = {};
+    for (const name of names) files[name] = { sha256: await sha256File(join(stage, name)), bytes: statSync(join(stage, name)).size };
+    const manifest: BundleManifest & Record<string, unknown> = {
+      format: BUNDLE_FORMAT,
+      id,
+      createdAt: new Date(generatedAt).toISOString(),
+      createdBy: opts.actor,
+      origin: trail.signer.name,
+      filter,
+      checkpoint: { treeSize: T, rootHash: checkpoint.rootHash, time: checkpoint.time },
+      events: done,
+      firstSeq: firstSeq ?? null,
+      lastSeq: lastSeq ?? null,
+      purged: stats.purged,
+      integrity: { ok: integrity.ok, summary },
+      key: { verifierKey: key.verifierKey, fingerprint: key.fingerprint },
+      files,
+    };
+    const manifestText = `${JSON.stringify(manifest, null, 2)}\n`;
+    const manifestSha256 = sha256hex(manifestText);
+    writeFileIn(stage, 'manifest.json', manifestText);
+    writeFileIn(stage, 'manifest.note', trail.signer.signText(`${MANIFEST_NOTE_HEADER}\nsha256 ${manifestSha256}\n`));
+
+    const partial = `${opts.out}.partial`;
+    const order = ['manifest.json', 'manifest.note', ...names];
+    await writeTarGz(partial, order.map((name) => ({ name, file: join(stage, name), size: statSync(join(stage, name)).size, mtime: generatedAt })));
+    let event: AuditEvent;
+    try {
+      event = store.append({
+        kind: 'export.created',
+        actor: opts.actor,
+        payload: { id, file: basename(opts.out), filter, treeSize: T, rootHash: checkpoint.rootHash, events: done, manifestSha256, integrity: integrity.ok ? 'intact' : 'failed', actorName: opts.actorName ?? null },
+      });
+    } catch (err) {
+      rmSync(partial, { force: true });
+      throw err;
+    }
+    renameSync(partial, opts.out);
+    return { id, out: opts.out, bytes: statSync(opts.out).size, events: done, checkpoint, manifestSha256, integrity, event };
+  } finally {
+    rmSync(stage, { recursive: true, force: true });
+  }
+}
+
+function writeFileIn(dir: string, name: string, data: string | Buffer): void {
+  const fd = openSync(join(dir, name), 'w', 0o600);
+  try {
+    if (typeof data === 'string') writeSync(fd, data);
+    else writeSync(fd, data);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+async function sha256File(path: string): Promise<string> {
+  const { createHash } = await import('node:crypto');
+  const { createReadStream } = await import('node:fs');
+  const h = createHash('sha256');
+  for await (const chunk of createReadStream(path)) h.update(chunk as Buffer);
+  return h.digest('hex');
+}
+
+interface Stats {
+  byKind: Record<string, number>;
+  access: Map<string, Omit<AccessRow, 'actorName' | 'sessions'> & { sessionIds: Set<string> }>;
+  decisions: Record<string, number>;
+  holds: HoldOutcomeRow[];
+  holdCounts: Record<string, number>;
+  masking: Record<string, number>;
+  logins: { success: number; failure: number; logout: number };
+  keyChanges: number;
+  policyChanges: number;
+  purged: number;
+}
+
+function newStats(): Stats {
+  return { byKind: {}, access: new Map(), decisions: {}, holds: [], holdCounts: {}, masking: {}, logins: { success: 0, failure: 0, logout: 0 }, keyChanges: 0, policyChanges: 0, purged: 0 };
+}
+
+const bump = (o: Record<string, number>, k: string, by = 1) => {
+  o[k] = (o[k] ?? 0) + by;
+};
+
+function collect(
+  s: Stats,
+  e: { seq: number; time: number; kind: string; session: string | null; actor: string | null; connection: string | null; payload: unknown; spans: { type: string }[] },
+  ctx: OcsfContext,
+): void {
+  const p = (e.payload && typeof e.payload === 'object' ? e.payload : {}) as Record<string, unknown>;
+  bump(s.byKind, e.kind);
+  if (e.actor && typeof p['actorName'] === 'string' && !ctx.actorNames.has(e.actor)) ctx.actorNames.set(e.actor, p['actorName']);
+  for (const span of e.spans) bump(s.masking, span.type || 'UNKNOWN');
+  if ((e.kind === 'http.request' || e.kind === 'pg.statement') && e.actor) {
+    const key = `${e.actor}\u0000${e.connection ?? ''}`;
+    let a = s.access.get(key);
+    if (!a) {
+      a = { actor: e.actor, connection: e.connection ?? '', requests: 0, statements: 0, first: e.time, last: e.time, sessionIds: new Set() };
+      s.access.set(key, a);
+    }
+    if (e.kind === 'http.request') a.requests++;
+    else a.statements++;
+    a.first = Math.min(a.first, e.time);
+    a.last = Math.max(a.last, e.time);
+    if (e.session) a.sessionIds.add(e.session);
+  }
+  if (e.kind === 'policy.decision' && typeof p['action'] === 'string') bump(s.decisions, p['action']);
+  if (e.kind === 'hold.resolved') {
+    const state = typeof p['state'] === 'string' ? p['state'] : 'unknown';
+    bump(s.holdCounts, state);
+    s.holds.push({
+      id: String(p['id'] ?? ''),
+      time: e.time,
+      state,
+      connection: e.connection,
+      rule: String(p['rule'] ?? ''),
+      requester: String(p['requester'] ?? ''),
+      decidedBy: Array.isArray(p['decidedBy']) ? (p['decidedBy'] as unknown[]).map(String) : [],
+      reason: String(p['reason'] ?? ''),
+    });
+  }
+  if (e.kind === 'auth.login') s.logins.success++;
+  if (e.kind === 'auth.failure') s.logins.failure++;
+  if (e.kind === 'auth.logout') s.logins.logout++;
+  if (e.kind === 'key.created' || e.kind === 'key.revoked') s.keyChanges++;
+  if (e.kind === 'policy.changed' || e.kind === 'masking.changed' || e.kind === 'connection.changed') s.policyChanges++;
+}
+
+/** Holds created in the window (and matching the user/connection filter), with their votes. */
+function holdsIn(store: AuditStore, f: ExportFilter): unknown[] {
+  const where: string[] = [];
+  const args: Record<string, unknown> = {};
+  if (f.from !== undefined) {
+    where.push('created_at >= @from');
+    args['from'] = f.from;
+  }
+  if (f.to !== undefined) {
+    where.push('created_at <= @to');
+    args['to'] = f.to;
+  }
+  if (f.connection) {
+    where.push('connection = @connection');
+    args['connection'] = f.connection;
+  }
+  if (f.user) {
+    where.push('requester = @user');
+    args['user'] = f.user;
+  }
+  const rows = store.db.prepare(`SELECT view FROM holds ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY created_at`).all(args) as { view: string }[];
+  return rows.map((r) => JSON.parse(r.view) as unknown);
+}
+
+/** Policy and masking versions in force during the window: the last one before it and every one inside it. */
+function policyVersionsInForce(store: AuditStore, f: ExportFilter, config: Config): { versions: unknown[]; current: { policies: unknown; masking: unknown } } {
+  const rows = store.db.prepare('SELECT version, kind, author, created_at, body FROM policy_versions ORDER BY version').all() as { version: number; kind: string; author: string; created_at: number; body: string }[];
+  const from = f.from ?? -Infinity;
+  const to = f.to ?? Infinity;
+  const keep = new Set<number>();
+  for (const kind of new Set(rows.map((r) => r.kind))) {
+    const ofKind = rows.filter((r) => r.kind === kind);
+    const before = ofKind.filter((r) => r.created_at < from).at(-1);
+    if (before) keep.add(before.version);
+    for (const r of ofKind) if (r.created_at >= from && r.created_at <= to) keep.add(r.version);
+  }
+  return {
+    versions: rows.filter((r) => keep.has(r.version)).map((r) => ({ version: r.version, kind: r.kind, author: r.author, createdAt: new Date(r.created_at).toISOString(), body: JSON.parse(r.body) as unknown })),
+    current: { policies: config.policies, masking: config.masking },
+  };
+}

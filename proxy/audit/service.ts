@@ -1,0 +1,190 @@
+/**
+ * The gateway's audit part: the checkpoint signer and timer, retention, on-demand verification and
+ * background evidence exports (progress on the control-plane bus). Built once in gateway.ts.
+ */
+import { existsSync, mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Config } from '../../shared/config';
+import { newId } from '../ids';
+import type { Logger } from '../log';
+import type { EventBus } from '../control/bus';
+import { type AuditTrail, type Checkpoint, checkpointIntervalMs, openAuditTrail } from './checkpoints';
+import type { PublicKeyInfo } from './checkpoint-signer';
+import { exportBundle, type ExportFilter } from './export';
+import { startRetention } from './retention';
+import type { AuditStore } from './store';
+import { runVerification } from './verify-runner';
+import type { VerifyReport } from './verify';
+
+/** What the control plane keeps of the last verification. */
+export interface VerificationRecord {
+  ok: boolean;
+  verifiedAt: number;
+  by: string;
+  events: number;
+  checkpointsChecked: number;
+  payloadsPurged: number;
+  durationMs: number;
+  failure?: VerifyReport['failure'];
+}
+
+export interface ExportJob {
+  id: string;
+  state: 'running' | 'done' | 'failed';
+  requestedBy: string;
+  createdAt: number;
+  filter: ExportFilter;
+  done: number;
+  total: number;
+  bytes?: number;
+  events?: number;
+  error?: string;
+  file: string;
+}
+
+export interface AuditStatus {
+  events: number;
+  headHash: string;
+  key: PublicKeyInfo;
+  checkpointInterval: string;
+  lastCheckpoint: Checkpoint | null;
+  lastVerification: VerificationRecord | null;
+  retention: { payloadsAfter: string | null };
+}
+
+const LAST_VERIFICATION_META = 'audit.lastVerification';
+const EXPORT_ID = /^exp_[a-z0-9]+$/;
+
+export class AuditService {
+  private stops: (() => void)[] = [];
+  private jobs = new Map<string, ExportJob>();
+  private verifying?: Promise<VerificationRecord>;
+
+  private constructor(
+    readonly trail: AuditTrail,
+    private readonly deps: { store: AuditStore; config: Config; dataDir: string; bus: EventBus; log: Logger; version: string },
+  ) {}
+
+  /** Opens the signing key (creating it on first start), starts the checkpoint timer and retention. */
+  static start(deps: { store: AuditStore; config: Config; dataDir: string; bus: EventBus; log: Logger; version: string }): AuditService {
+    const svc = new AuditService(openAuditTrail(deps.store, deps.dataDir, deps.config), deps);
+    svc.stops.push(startRetention(deps.store, deps.config, deps.log));
+    svc.stops.push(svc.trail.checkpoints.startTimer(checkpointIntervalMs(deps.config), deps.log));
+    return svc;
+  }
+
+  /** Stops the timers and writes a last checkpoint covering everything recorded so far. */
+  stop(): void {
+    for (const s of this.stops.splice(0)) s();
+    try {
+      this.trail.checkpoints.write();
+    } catch (err) {
+      this.deps.log.error(`audit: final checkpoint not written: ${(err as Error).message}`);
+    }
+  }
+
+  get exportDir(): string {
+    return join(this.deps.dataDir, 'exports');
+  }
+
+  status(): AuditStatus {
+    const head = this.deps.store.head();
+    const raw = this.deps.store.meta(LAST_VERIFICATION_META);
+    return {
+      events: head.size,
+      headHash: head.hash,
+      key: this.trail.signer.info(),
+      checkpointInterval: this.deps.config.audit.checkpointInterval,
+      lastCheckpoint: this.trail.checkpoints.latest() ?? null,
+      lastVerification: raw ? (JSON.parse(raw) as VerificationRecord) : null,
+      retention: { payloadsAfter: this.deps.config.retention.payloadsAfter ?? null },
+    };
+  }
+
+  /** Verifies the store (off the event loop where possible) and records the result. One run at a time. */
+  verify(by: string): Promise<VerificationRecord> {
+    this.verifying ??= (async () => {
+      try {
+        const r = await runVerification(this.deps.dataDir);
+        const rec: VerificationRecord = {
+          ok: r.ok,
+          verifiedAt: r.verifiedAt,
+          by,
+          events: r.events,
+          checkpointsChecked: r.checkpointsChecked,
+          payloadsPurged: r.payloadsPurged,
+          durationMs: r.durationMs,
+          ...(r.failure ? { failure: r.failure } : {}),
+        };
+        this.deps.store.setMeta(LAST_VERIFICATION_META, JSON.stringify(rec));
+        if (!r.ok) this.deps.log.error(`audit: verification FAILED${r.failure?.seq !== undefined ? ` at seq ${r.failure.seq}` : ''}: ${r.failure?.problem}: ${r.failure?.message}`);
+        return rec;
+      } finally {
+        this.verifying = undefined;
+      }
+    })();
+    return this.verifying;
+  }
+
+  /** Starts an export in the background; progress and the outcome go out on the bus. */
+  startExport(filter: ExportFilter, requestedBy: { subject: string; name: string }): ExportJob {
+    mkdirSync(this.exportDir, { recursive: true, mode: 0o700 });
+    const id = newId('exp');
+    const job: ExportJob = { id, state: 'running', requestedBy: requestedBy.subject, createdAt: Date.now(), filter, done: 0, total: 0, file: join(this.exportDir, `${id}.tar.gz`) };
+    this.jobs.set(id, job);
+    let lastPublished = 0;
+    void exportBundle({
+      id,
+      store: this.deps.store,
+      trail: this.trail,
+      config: this.deps.config,
+      out: job.file,
+      filter,
+      actor: requestedBy.subject,
+      actorName: requestedBy.name,
+      version: this.deps.version,
+      verify: () => runVerification(this.deps.dataDir),
+      onProgress: (done, total) => {
+        job.done = done;
+        job.total = total;
+        const now = Date.now();
+        if (now - lastPublished >= 250 || done === total) {
+          lastPublished = now;
+          this.deps.bus.publish({ type: 'export.progress', id, done, total });
+        }
+      },
+    }).then(
+      (r) => {
+        job.state = 'done';
+        job.bytes = r.bytes;
+        job.events = r.events;
+        this.deps.bus.publish({ type: 'export.done', id, url: `/api/exports/${id}/download`, bytes: r.bytes });
+      },
+      (err: unknown) => {
+        job.state = 'failed';
+        job.error = err instanceof Error ? err.message : String(err);
+        rmSync(`${job.file}.partial`, { force: true });
+        this.deps.log.error(`export ${id} failed: ${job.error}`);
+        this.deps.bus.publish({ type: 'export.failed', id, error: job.error });
+      },
+    );
+    return job;
+  }
+
+  /** A job of this run, or a finished bundle left by an earlier run. */
+  job(id: string): ExportJob | undefined {
+    if (!EXPORT_ID.test(id)) return undefined;
+    const j = this.jobs.get(id);
+    if (j) return j;
+    const file = join(this.exportDir, `${id}.tar.gz`);
+    if (!existsSync(file)) return undefined;
+    const st = statSync(file);
+    return { id, state: 'done', requestedBy: '', createdAt: st.mtimeMs, filter: {}, done: 0, total: 0, bytes: st.size, file };
+  }
+
+  listJobs(): ExportJob[] {
+    const ids = new Set(this.jobs.keys());
+    if (existsSync(this.exportDir)) for (const f of readdirSync(this.exportDir)) if (f.endsWith('.tar.gz')) ids.add(f.slice(0, -'.tar.gz'.length));
+    return [...ids].map((id) => this.job(id)).filter((j): j is ExportJob => !!j).sort((a, b) => b.createdAt - a.createdAt);
+  }
+}

@@ -1,0 +1,20 @@
+/** Worker-thread entry for verification, so a large store is checked off the gateway's event loop. */
+import { parentPort, workerData } from 'node:worker_threads';
+import { verifyStore, type SinceAnchor } from './verify';
+
+const data = workerData as { dataDir: string; since?: SinceAnchor; expectedKey?: string };
+// Buffers arrive as plain Uint8Arrays after the structured clone.
+if (data.since) {
+  data.since.body.rootHash = Buffer.from(data.since.body.rootHash);
+  if (data.since.hashes) data.since.hashes = Buffer.from(data.since.hashes);
+}
+try {
+  const report = verifyStore(data.dataDir, {
+    since: data.since,
+    expectedKey: data.expectedKey,
+    onProgress: (done, total) => parentPort!.postMessage({ type: 'progress', done, total }),
+  });
+  parentPort!.postMessage({ type: 'report', report });
+} catch (err) {
+  parentPort!.postMessage({ type: 'error', message: err instanceof Error ? err.message : String(err) });
+}

@@ -1,0 +1,731 @@
+/**
+ * Offline verification of the audit log: a data dir (its SQLite file, its checkpoints and its
+ * signing key) or an exported evidence bundle. Recomputes every payload hash, the hash chain and
+ * the RFC 6962 tree, checks every checkpoint's Ed25519 signature, and stops at the first problem
+ * with the sequence number where history stops being what was recorded:
+ *
+ *   modified   a payload or an event's fields no longer match their hashes
+ *   deleted    events are missing from the middle of the log
+ *   reordered  events are stored out of their chained order
+ *   truncated  the log ends before a checkpoint's tree size
+ *   signature-invalid / key-replaced   a checkpoint's signature fails, or comes from another key
+ *   inconsistent  the log (or a bundle) no longer matches a checkpoint given with --since-checkpoint
+ *
+ * The store path reads raw rows and hashes the stored canonical text directly (no JSON parsing
+ * except the few key and retention events it needs), so a million events verify in seconds.
+ */
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { inflateRawSync } from 'node:zlib';
+import Database from 'better-sqlite3';
+import { canonicalize } from '../../shared/canonical-json';
+import { CheckpointSigner, KEY_NAME_META, keyFingerprint, publicKeyInfo, type PublicKeyInfo, SIGNING_KEY_FILE } from './checkpoint-signer';
+import { eventLeafHash, HASH_SIZE, MerkleAccumulator, MerkleTree, rootOfLeafHashes, verifyInclusion } from './merkle';
+import { type CheckpointBody, NoteFormatError, type NoteVerifier, parseCheckpointText, parseNote, parseVerifierKey, verifyNote } from './signed-note';
+import { canonicalEventBody, chainHashOfText, GENESIS_HASH, sha256hex } from './store';
+import { readTar } from './tar';
+
+export type Problem =
+  | 'modified'
+  | 'deleted'
+  | 'reordered'
+  | 'truncated'
+  | 'signature-invalid'
+  | 'key-replaced'
+  | 'inconsistent'
+  | 'bundle-modified'
+  | 'unreadable';
+
+export interface VerifyFailure {
+  /** First bad sequence number, when the problem sits at one. */
+  seq?: number;
+  problem: Problem;
+  message: string;
+}
+
+export interface VerifyReport {
+  ok: boolean;
+  source: 'store' | 'bundle';
+  path: string;
+  /** Events checked. */
+  events: number;
+  /** Tree size and root the checked events commit to. */
+  treeSize: number;
+  rootHash: string;
+  payloadsChecked: number;
+  payloadsPurged: number;
+  checkpointsChecked: number;
+  latestCheckpoint?: { treeSize: number; time?: number };
+  key?: PublicKeyInfo;
+  /** Signing keys announced in the log after the first (rotations), with the seq announcing each. */
+  keyRotations: { seq: number; fingerprint: string }[];
+  /** Bundle only: an export filtered by time, user or connection (verified by inclusion proofs). */
+  filtered?: boolean;
+  /** --since-checkpoint: the tree size of the anchor that was checked. */
+  since?: { treeSize: number; source: string };
+  failure?: VerifyFailure;
+  durationMs: number;
+  verifiedAt: number;
+}
+
+/** An earlier checkpoint to hold the log to (`--since-checkpoint`): a note, or the bundle it came in. */
+export interface SinceAnchor {
+  source: string;
+  note: string;
+  body: CheckpointBody;
+  /** Event hashes 1..treeSize when the anchor came with a bundle: lets a rewrite be located exactly. */
+  hashes?: Buffer;
+}
+
+export interface VerifyOptions {
+  since?: SinceAnchor;
+  /** Expected signing key: a verifier key (`name+id+key`) or a fingerprint (`SHA256:…`). */
+  expectedKey?: string;
+  onProgress?: (done: number, total: number) => void;
+}
+
+export class VerifyInputError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'VerifyInputError';
+  }
+}
+
+const PROGRESS_EVERY = 65_536;
+
+/** Reads a --since-checkpoint argument: a signed checkpoint note, or an exported bundle (file or directory). */
+export function loadSinceAnchor(path: string): SinceAnchor {
+  if (!existsSync(path)) throw new VerifyInputError(`${path}: no such file`);
+  let note: string;
+  let hashes: Buffer | undefined;
+  if (statSync(path).isDirectory() || !looksLikeNote(path)) {
+    const files = readBundleFiles(path);
+    const cp = files.get('checkpoint.txt');
+    if (!cp) throw new VerifyInputError(`${path}: neither a checkpoint note nor an evidence bundle with checkpoint.txt`);
+    note = cp.toString('utf8');
+    hashes = files.get('hashes.bin');
+  } else note = readFileSync(path, 'utf8');
+  try {
+    const parsed = parseNote(note);
+    return { source: path, note, body: parseCheckpointText(parsed.text), hashes };
+  } catch (err) {
+    throw new VerifyInputError(`${path}: not a signed checkpoint (${(err as Error).message})`);
+  }
+}
+
+function looksLikeNote(path: string): boolean {
+  const head = readFileSync(path).subarray(0, 2);
+  return !(head[0] === 0x1f && head[1] === 0x8b) && statSync(path).size < 100_000 && readFileSync(path, 'utf8').includes('\n\n\u2014 ');
+}
+
+/** Files of an evidence bundle: a .tar.gz / .tar archive or a directory it was extracted into. */
+export function readBundleFiles(path: string): Map<string, Buffer> {
+  if (statSync(path).isDirectory()) {
+    const files = new Map<string, Buffer>();
+    for (const name of BUNDLE_FILES) if (existsSync(join(path, name))) files.set(name, readFileSync(join(path, name)));
+    return files;
+  }
+  try {
+    return readTar(readFileSync(path));
+  } catch (err) {
+    throw new VerifyInputError(`${path}: not a readable evidence bundle (${(err as Error).message})`);
+  }
+}
+
+export const BUNDLE_FILES = [
+  'manifest.json',
+  'manifest.note',
+  'checkpoint.txt',
+  'public-key.txt',
+  'events.jsonl',
+  'ocsf.jsonl',
+  'proofs.jsonl',
+  'hashes.bin',
+  'checkpoints.jsonl',
+  'consistency.jsonl',
+  'holds.json',
+  'policy-versions.json',
+  'report.html',
+];
+
+/** True when `expected` (a verifier key or a `SHA256:` fingerprint) names this key. */
+export function keyMatches(info: PublicKeyInfo, expected: string): boolean {
+  const e = expected.trim();
+  if (e.startsWith('SHA256:')) return e.replace(/=+$/, '') === info.fingerprint;
+  try {
+    const v = parseVerifierKey(e);
+    return v.publicKey.toString('base64') === info.publicKey && v.name === info.name;
+  } catch {
+    return false;
+  }
+}
+
+function checkExpectedKeyFormat(expected: string | undefined): void {
+  if (!expected || expected.startsWith('SHA256:')) return;
+  try {
+    parseVerifierKey(expected);
+  } catch (err) {
+    throw new VerifyInputError(`--key: ${(err as Error).message} (or give the fingerprint, SHA256:…)`);
+  }
+}
+
+const describeKey = (i: { fingerprint: string; keyId: string }) => `${i.fingerprint} (key id ${i.keyId})`;
+const when = (t: number | undefined) => (t === undefined ? '' : ` signed ${new Date(t).toISOString()}`);
+const range = (a: number, b: number) => (b > a ? `${a}–${b}` : `${a}`);
+
+// ---------------------------------------------------------------------------------------------
+// Data dir
+
+type RawRow = [number, number, string, string | null, string | null, string | null, Buffer | string | null, string, string | null, string, string, string];
+
+interface RowFault {
+  kind: 'gap' | 'payload' | 'inflate' | 'link' | 'hash';
+  row: RawRow;
+  expectSeq: number;
+  running: string;
+}
+
+function bodyText(r: RawRow, seq = r[0]): string {
+  return canonicalEventBody({ seq, time: r[1], kind: r[2] as never, session: r[3], actor: r[4], connection: r[5], payloadHash: r[9] });
+}
+
+interface Announcement {
+  seq: number;
+  verifier: NoteVerifier;
+  info: PublicKeyInfo;
+}
+
+/** Verifies `<dataDir>/custody.db` with its checkpoints and signing key. */
+export function verifyStore(dataDir: string, opts: VerifyOptions = {}): VerifyReport {
+  const started = performance.now();
+  checkExpectedKeyFormat(opts.expectedKey);
+  const file = join(dataDir, 'custody.db');
+  if (!existsSync(file)) throw new VerifyInputError(`${dataDir}: no audit store here (custody.db is missing)`);
+  let db: Database.Database;
+  try {
+    db = new Database(file, { readonly: true, fileMustExist: true });
+  } catch (err) {
+    throw new VerifyInputError(`${file}: cannot open (${(err as Error).message})`);
+  }
+  const report: VerifyReport = {
+    ok: false,
+    source: 'store',
+    path: dataDir,
+    events: 0,
+    treeSize: 0,
+    rootHash: '',
+    payloadsChecked: 0,
+    payloadsPurged: 0,
+    checkpointsChecked: 0,
+    keyRotations: [],
+    durationMs: 0,
+    verifiedAt: Date.now(),
+  };
+  const finish = (failure?: VerifyFailure): VerifyReport => {
+    report.failure = failure;
+    report.ok = !failure;
+    report.durationMs = Math.round(performance.now() - started);
+    return report;
+  };
+  try {
+    const checkpoints = db.prepare('SELECT tree_size, root_hash, time, note FROM checkpoints ORDER BY tree_size, time').all() as { tree_size: number; root_hash: string; time: number; note: string }[];
+    const wanted = new Set(checkpoints.map((c) => c.tree_size));
+    if (opts.since) wanted.add(opts.since.body.treeSize);
+    const roots = new Map<number, string>();
+    const total = (db.prepare('SELECT count(*) AS n FROM events').get() as { n: number }).n;
+
+    // One pass over the raw rows.
+    const acc = new MerkleAccumulator();
+    const announcements: Announcement[] = [];
+    let retentionCutoff = -Infinity;
+    let maxPurgedTime = -Infinity;
+    let running = GENESIS_HASH;
+    let expect = 1;
+    let fault: RowFault | undefined;
+    let checked = 0;
+    let purged = 0;
+    if (wanted.has(0)) roots.set(0, acc.root().toString('hex'));
+    const rows = db
+      .prepare('SELECT seq, time, kind, session, actor, connection, payload, encoding, spans, payload_hash, prev_hash, hash FROM events ORDER BY seq')
+      .raw()
+      .iterate() as IterableIterator<RawRow>;
+    for (const r of rows) {
+      const seq = r[0];
+      if (seq !== expect) {
+        fault = { kind: 'gap', row: r, expectSeq: expect, running };
+        break;
+      }
+      const encoding = r[7];
+      if (encoding === 'purged') {
+        purged++;
+        if (r[1] > maxPurgedTime) maxPurgedTime = r[1];
+      } else {
+        let text: string;
+        const payload = r[6];
+        if (encoding === 'deflate') {
+          try {
+            text = inflateRawSync(payload as Buffer).toString('utf8');
+          } catch {
+            fault = { kind: 'inflate', row: r, expectSeq: expect, running };
+            break;
+          }
+        } else text = typeof payload === 'string' ? payload : payload === null ? 'null' : payload.toString('utf8');
+        if (sha256hex(`{"payload":${text},"spans":${r[8] ?? '[]'}}`) !== r[9]) {
+          fault = { kind: 'payload', row: r, expectSeq: expect, running };
+          break;
+        }
+        checked++;
+        if (r[2] === 'key.created' || r[2] === 'retention.run') {
+          const p = safeParse(text) as Record<string, unknown> | undefined;
+          if (r[2] === 'retention.run' && typeof p?.['cutoff'] === 'number') retentionCutoff = Math.max(retentionCutoff, p['cutoff']);
+          if (r[2] === 'key.created' && p?.['purpose'] === 'checkpoint-signing' && typeof p['verifierKey'] === 'string') {
+            try {
+              const verifier = parseVerifierKey(p['verifierKey']);
+              announcements.push({ seq, verifier, info: publicKeyInfo(verifier) });
+            } catch {
+              // an unparsable announcement is treated as absent; the chain still covers it
+            }
+          }
+        }
+      }
+      if (r[10] !== running) {
+        fault = { kind: 'link', row: r, expectSeq: expect, running };
+        break;
+      }
+      if (chainHashOfText(running, bodyText(r)) !== r[11]) {
+        fault = { kind: 'hash', row: r, expectSeq: expect, running };
+        break;
+      }
+      running = r[11];
+      acc.pushEventHashHex(running);
+      if (wanted.has(seq)) roots.set(seq, acc.root().toString('hex'));
+      expect++;
+      if (opts.onProgress && seq % PROGRESS_EVERY === 0) opts.onProgress(seq, total);
+    }
+    report.events = expect - 1;
+    report.treeSize = acc.size;
+    report.rootHash = acc.root().toString('hex');
+    report.payloadsChecked = checked;
+    report.payloadsPurged = purged;
+    opts.onProgress?.(report.events, total);
+    if (fault) return finish(classifyRowFault(db, fault));
+    const lastSeq = expect - 1;
+
+    // Keys: the log announces its signing key; the key file and --key must agree with it.
+    const keyName = (db.prepare('SELECT value FROM meta WHERE key = ?').get(KEY_NAME_META) as { value: string } | undefined)?.value ?? announcements.at(-1)?.info.name ?? firstSignerName(checkpoints);
+    let fileSigner: CheckpointSigner | undefined;
+    try {
+      fileSigner = keyName ? CheckpointSigner.load(dataDir, keyName) : undefined;
+    } catch (err) {
+      return finish({ problem: 'key-replaced', seq: announcements.at(-1)?.seq, message: `${SIGNING_KEY_FILE} is unreadable: ${(err as Error).message}` });
+    }
+    const fileInfo = fileSigner?.info();
+    report.key = announcements.at(-1)?.info ?? fileInfo;
+    report.keyRotations = announcements.slice(1).map((a) => ({ seq: a.seq, fingerprint: a.info.fingerprint }));
+    const latestAnnounced = announcements.at(-1);
+    if (opts.expectedKey) {
+      if (latestAnnounced && !keyMatches(latestAnnounced.info, opts.expectedKey)) {
+        return finish({ seq: latestAnnounced.seq, problem: 'key-replaced', message: `the log announces signing key ${describeKey(latestAnnounced.info)}, not the expected ${opts.expectedKey}` });
+      }
+      if (fileInfo && !keyMatches(fileInfo, opts.expectedKey)) {
+        return finish({ problem: 'key-replaced', message: `${SIGNING_KEY_FILE} holds key ${describeKey(fileInfo)}, not the expected ${opts.expectedKey}` });
+      }
+    }
+    if (latestAnnounced && fileInfo && fileInfo.publicKey !== latestAnnounced.info.publicKey) {
+      return finish({
+        seq: latestAnnounced.seq,
+        problem: 'key-replaced',
+        message: `${SIGNING_KEY_FILE} holds key ${describeKey(fileInfo)}, but seq ${latestAnnounced.seq} announced ${describeKey(latestAnnounced.info)}`,
+      });
+    }
+    const trusted: NoteVerifier[] = announcements.length ? announcements.map((a) => a.verifier) : fileSigner ? [fileSigner.verifier()] : [];
+
+    // The anchor the auditor brought comes first: it can locate a rewrite exactly.
+    if (opts.since) {
+      const f = checkSince(opts.since, trusted, lastSeq, (size) => roots.get(size), (upTo) => storeHashes(db, upTo));
+      report.since = { treeSize: opts.since.body.treeSize, source: opts.since.source };
+      if (f) return finish(f);
+    }
+
+    // Every stored checkpoint: signature, then the tree it commits to.
+    let lastGood = 0;
+    for (const c of checkpoints) {
+      const f = checkCheckpoint(c.note, trusted, lastSeq, (size) => roots.get(size), { treeSize: c.tree_size, rootHash: c.root_hash }, lastGood);
+      if (f) return finish(f);
+      lastGood = c.tree_size;
+      report.checkpointsChecked++;
+    }
+    const latest = checkpoints.reduce<(typeof checkpoints)[number] | undefined>((a, c) => (!a || c.time > a.time ? c : a), undefined);
+    if (latest) report.latestCheckpoint = { treeSize: latest.tree_size, time: latest.time };
+
+    // Purged payloads must be explained by a recorded retention run.
+    if (purged && maxPurgedTime >= retentionCutoff) {
+      const bad = db.prepare("SELECT min(seq) AS seq FROM events WHERE encoding = 'purged' AND time >= ?").get(retentionCutoff === -Infinity ? -8.64e15 : retentionCutoff) as { seq: number };
+      return finish({ seq: bad.seq, problem: 'modified', message: `its payload was removed, but no recorded retention run covers it` });
+    }
+    return finish();
+  } finally {
+    db.close();
+  }
+}
+
+function safeParse(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
+function firstSignerName(checkpoints: { note: string }[]): string | undefined {
+  for (const c of checkpoints) {
+    try {
+      return parseNote(c.note).signatures[0]?.name;
+    } catch {
+      // keep looking
+    }
+  }
+  return undefined;
+}
+
+function storeHashes(db: Database.Database, upTo: number): Buffer {
+  const out = Buffer.alloc(upTo * HASH_SIZE);
+  let i = 0;
+  for (const [hash] of db.prepare('SELECT hash FROM events WHERE seq <= ? ORDER BY seq').raw().iterate(upTo) as IterableIterator<[string]>) {
+    out.write(hash, i * HASH_SIZE, HASH_SIZE, 'hex');
+    i++;
+  }
+  return out.subarray(0, i * HASH_SIZE);
+}
+
+/** Names what went wrong at the first bad row, looking around it in the file. */
+function classifyRowFault(db: Database.Database, f: RowFault): VerifyFailure {
+  const r = f.row;
+  const seq = r[0];
+  switch (f.kind) {
+    case 'gap':
+      return { seq: f.expectSeq, problem: 'deleted', message: `seq ${range(f.expectSeq, seq - 1)} ${seq - 1 > f.expectSeq ? 'are' : 'is'} missing: the log jumps from seq ${f.expectSeq - 1} to seq ${seq}` };
+    case 'inflate':
+      return { seq, problem: 'modified', message: 'its stored payload is corrupt (it cannot be decompressed)' };
+    case 'payload':
+      return { seq, problem: 'modified', message: 'its payload does not match the payload hash recorded for it' };
+    case 'hash':
+      return { seq, problem: 'modified', message: 'its fields (time, kind, session, actor, connection or payload hash) do not match its hash' };
+    case 'link': {
+      const moved = db.prepare('SELECT seq FROM events WHERE prev_hash = ? AND seq > ? ORDER BY seq LIMIT 1').get(f.running, seq) as { seq: number } | undefined;
+      if (moved) return { seq, problem: 'reordered', message: `events are out of order: the event recorded after seq ${seq - 1} is stored at seq ${moved.seq}` };
+      if (chainHashOfText(r[10], bodyText(r)) === r[11]) {
+        // This row is intact and was written after a different version of its predecessor.
+        return { seq: seq - 1, problem: 'modified', message: `seq ${seq} was chained to a different version of it (its hash was rewritten)` };
+      }
+      for (let k = 1; k <= 10_000; k++) {
+        if (chainHashOfText(r[10], bodyText(r, seq + k)) === r[11]) {
+          return { seq, problem: 'deleted', message: `seq ${range(seq, seq + k - 1)} ${k > 1 ? 'were' : 'was'} deleted and the later events renumbered to hide the gap` };
+        }
+      }
+      return { seq, problem: 'modified', message: `it does not chain to seq ${seq - 1} (its previous-hash differs)` };
+    }
+  }
+}
+
+/** Checks one signed checkpoint against the trusted keys and the recomputed roots. */
+function checkCheckpoint(
+  note: string,
+  trusted: NoteVerifier[],
+  lastSeq: number,
+  rootAt: (size: number) => string | undefined,
+  row: { treeSize: number; rootHash: string } | undefined,
+  lastGood: number,
+): VerifyFailure | undefined {
+  let body: CheckpointBody;
+  let parsed: ReturnType<typeof parseNote>;
+  try {
+    parsed = parseNote(note);
+    body = parseCheckpointText(parsed.text);
+  } catch (err) {
+    return { seq: row?.treeSize, problem: 'signature-invalid', message: `a stored checkpoint is unreadable: ${(err as NoteFormatError).message}` };
+  }
+  const label = `the checkpoint of ${body.treeSize} events${when(body.time)}`;
+  if (row && (row.treeSize !== body.treeSize || row.rootHash !== body.rootHash.toString('hex'))) {
+    return { seq: row.treeSize, problem: 'signature-invalid', message: `a checkpoint row does not match its signed note` };
+  }
+  const sig = checkSignature(parsed, trusted, label);
+  if (sig) return { seq: body.treeSize || undefined, ...sig };
+  if (body.treeSize > lastSeq) {
+    return { seq: lastSeq + 1, problem: 'truncated', message: `seq ${range(lastSeq + 1, body.treeSize)} ${body.treeSize > lastSeq + 1 ? 'are' : 'is'} missing: ${label} covers ${body.treeSize} events but the log ends at seq ${lastSeq}` };
+  }
+  const root = rootAt(body.treeSize);
+  if (root !== body.rootHash.toString('hex')) {
+    return {
+      seq: lastGood + 1,
+      problem: 'inconsistent',
+      message: `history between seq ${lastGood + 1} and ${body.treeSize} was rewritten: the log no longer matches ${label} (the chain was recomputed after it was signed)`,
+    };
+  }
+  return undefined;
+}
+
+function checkSignature(parsed: ReturnType<typeof parseNote>, trusted: NoteVerifier[], label: string): Omit<VerifyFailure, 'seq'> | undefined {
+  if (!trusted.length) return { problem: 'key-replaced', message: `no signing key to check ${label} with (${SIGNING_KEY_FILE} is missing and the log announces none)` };
+  for (const v of trusted) {
+    const r = verifyNote(parsed, v);
+    if (r.ok) return undefined;
+    if (r.reason === 'bad-signature') return { problem: 'signature-invalid', message: `${label}: the Ed25519 signature does not verify (the note was altered)` };
+  }
+  const s = parsed.signatures[0]!;
+  return { problem: 'key-replaced', message: `${label} is signed by key ${s.name} ${s.keyId.toString(16).padStart(8, '0')}, not by the log's key ${trusted.map((t) => t.keyId.toString(16).padStart(8, '0')).join(', ')}` };
+}
+
+function checkSince(
+  since: SinceAnchor,
+  trusted: NoteVerifier[],
+  lastSeq: number,
+  rootAt: (size: number) => string | undefined,
+  hashesUpTo: (size: number) => Buffer,
+): VerifyFailure | undefined {
+  let parsed: ReturnType<typeof parseNote>;
+  try {
+    parsed = parseNote(since.note);
+  } catch (err) {
+    return { problem: 'signature-invalid', message: `${since.source}: ${(err as Error).message}` };
+  }
+  const size = since.body.treeSize;
+  const label = `the checkpoint in ${since.source} (${size} events${when(since.body.time)})`;
+  const sig = checkSignature(parsed, trusted, label);
+  if (sig) return sig;
+  if (size > lastSeq) {
+    return { seq: lastSeq + 1, problem: 'truncated', message: `seq ${range(lastSeq + 1, size)} ${size > lastSeq + 1 ? 'are' : 'is'} missing: ${label} covers ${size} events but the log ends at seq ${lastSeq}` };
+  }
+  if (rootAt(size) === since.body.rootHash.toString('hex')) return undefined;
+  if (since.hashes && since.hashes.length >= size * HASH_SIZE && rootOfLeafHashes(leafHashesOf(since.hashes, size)).equals(since.body.rootHash)) {
+    const now = hashesUpTo(size);
+    for (let i = 0; i < size; i++) {
+      if (Buffer.compare(now.subarray(i * HASH_SIZE, (i + 1) * HASH_SIZE), since.hashes.subarray(i * HASH_SIZE, (i + 1) * HASH_SIZE)) !== 0) {
+        return { seq: i + 1, problem: 'inconsistent', message: `history was rewritten: this event differs from the one ${label} committed to` };
+      }
+    }
+  }
+  return { seq: size, problem: 'inconsistent', message: `history up to seq ${size} was rewritten: the log is not consistent with ${label}` };
+}
+
+function leafHashesOf(eventHashes: Buffer, size: number): Buffer {
+  const out = Buffer.alloc(size * HASH_SIZE);
+  for (let i = 0; i < size; i++) eventLeafHash(eventHashes.subarray(i * HASH_SIZE, (i + 1) * HASH_SIZE)).copy(out, i * HASH_SIZE);
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bundle
+
+interface BundleEvent {
+  seq: number;
+  time: number;
+  kind: string;
+  session: string | null;
+  actor: string | null;
+  connection: string | null;
+  payload: unknown;
+  spans: unknown[];
+  purged?: boolean;
+  payloadHash: string;
+  prevHash: string;
+  hash: string;
+}
+
+export interface BundleManifest {
+  format: string;
+  createdAt: string;
+  origin: string;
+  filter: { from?: number; to?: number; user?: string; connection?: string };
+  checkpoint: { treeSize: number; rootHash: string; time: number };
+  events: number;
+  purged: number;
+  files: Record<string, { sha256: string; bytes: number }>;
+}
+
+export const BUNDLE_FORMAT = 'custody-evidence-bundle/1';
+export const MANIFEST_NOTE_HEADER = 'custody-evidence-manifest';
+
+/** Verifies an exported bundle on its own (no data dir needed). */
+export function verifyBundle(path: string, opts: VerifyOptions = {}): VerifyReport {
+  const started = performance.now();
+  checkExpectedKeyFormat(opts.expectedKey);
+  const files = readBundleFiles(path);
+  const report: VerifyReport = {
+    ok: false,
+    source: 'bundle',
+    path,
+    events: 0,
+    treeSize: 0,
+    rootHash: '',
+    payloadsChecked: 0,
+    payloadsPurged: 0,
+    checkpointsChecked: 0,
+    keyRotations: [],
+    durationMs: 0,
+    verifiedAt: Date.now(),
+  };
+  const finish = (failure?: VerifyFailure): VerifyReport => {
+    report.failure = failure;
+    report.ok = !failure;
+    report.durationMs = Math.round(performance.now() - started);
+    return report;
+  };
+  const missing = ['manifest.json', 'manifest.note', 'checkpoint.txt', 'public-key.txt', 'events.jsonl', 'proofs.jsonl'].filter((f) => !files.has(f));
+  if (missing.length) return finish({ problem: 'bundle-modified', message: `the bundle lacks ${missing.join(', ')}` });
+
+  // The key: from the bundle, pinned by --key when the auditor has it from elsewhere.
+  let verifier: NoteVerifier;
+  try {
+    verifier = parseVerifierKey(files.get('public-key.txt')!.toString('utf8').split('\n')[0]!);
+  } catch (err) {
+    return finish({ problem: 'bundle-modified', message: `public-key.txt: ${(err as Error).message}` });
+  }
+  const info = publicKeyInfo(verifier);
+  report.key = info;
+  if (opts.expectedKey && !keyMatches(info, opts.expectedKey)) {
+    return finish({ problem: 'key-replaced', message: `the bundle is signed with key ${describeKey(info)}, not the expected ${opts.expectedKey}` });
+  }
+
+  // The fresh checkpoint the bundle was cut against.
+  const cpNote = files.get('checkpoint.txt')!.toString('utf8');
+  let cp: CheckpointBody;
+  try {
+    const parsed = parseNote(cpNote);
+    cp = parseCheckpointText(parsed.text);
+    const sig = checkSignature(parsed, [verifier], `the bundle's checkpoint (${cp.treeSize} events${when(cp.time)})`);
+    if (sig) return finish(sig);
+  } catch (err) {
+    return finish({ problem: 'signature-invalid', message: `checkpoint.txt: ${(err as Error).message}` });
+  }
+  report.treeSize = cp.treeSize;
+  report.rootHash = cp.rootHash.toString('hex');
+  report.latestCheckpoint = { treeSize: cp.treeSize, time: cp.time };
+
+  let manifest: BundleManifest;
+  try {
+    manifest = JSON.parse(files.get('manifest.json')!.toString('utf8')) as BundleManifest;
+  } catch {
+    return finish({ problem: 'bundle-modified', message: 'manifest.json is not valid JSON' });
+  }
+  const filter = manifest.filter ?? {};
+  report.filtered = Object.values(filter).some((v) => v !== undefined && v !== null);
+
+  // All event hashes up to the checkpoint, when present, must hash to its root.
+  const hashes = files.get('hashes.bin');
+  const tree = hashes && hashes.length === cp.treeSize * HASH_SIZE ? MerkleTree.fromEventHashes(hashes) : undefined;
+  if (hashes && !tree?.root().equals(cp.rootHash)) {
+    return finish({ problem: 'bundle-modified', message: `hashes.bin does not hash to the signed checkpoint's root` });
+  }
+  const rootAt = (size: number) => (tree ? tree.root(Math.min(size, tree.size)).toString('hex') : size === cp.treeSize ? cp.rootHash.toString('hex') : undefined);
+  const hashAt = (seq: number) => hashes?.toString('hex', (seq - 1) * HASH_SIZE, seq * HASH_SIZE);
+
+  // Inclusion proofs, one per exported event.
+  const proofs = new Map<number, Buffer[]>();
+  for (const line of lines(files.get('proofs.jsonl')!)) {
+    const p = safeParse(line) as { seq?: number; treeSize?: number; path?: string[] } | undefined;
+    if (!p || typeof p.seq !== 'number' || !Array.isArray(p.path) || p.treeSize !== cp.treeSize) return finish({ problem: 'bundle-modified', message: 'proofs.jsonl has a malformed proof' });
+    proofs.set(p.seq, p.path.map((h) => Buffer.from(h, 'base64')));
+  }
+
+  // Each exported event: payload hash, its own hash, its place in the chain and in the tree.
+  const total = manifest.events ?? 0;
+  let prevSeq = 0;
+  const seen = new Set<number>();
+  for (const line of lines(files.get('events.jsonl')!)) {
+    const e = safeParse(line) as BundleEvent | undefined;
+    if (!e || typeof e.seq !== 'number' || typeof e.hash !== 'string') return finish({ seq: prevSeq + 1, problem: 'modified', message: 'events.jsonl has a line that is not an exported event' });
+    const seq = e.seq;
+    if (seq <= prevSeq) return finish({ seq, problem: 'reordered', message: `events.jsonl lists seq ${seq} after seq ${prevSeq}` });
+    if (!report.filtered && seq !== prevSeq + 1) return finish({ seq: prevSeq + 1, problem: 'deleted', message: `seq ${range(prevSeq + 1, seq - 1)} ${seq - 1 > prevSeq + 1 ? 'are' : 'is'} missing from events.jsonl` });
+    if (seq > cp.treeSize) return finish({ seq, problem: 'modified', message: `it lies beyond the bundle's checkpoint of ${cp.treeSize} events` });
+    if (e.purged) report.payloadsPurged++;
+    else {
+      let ph: string;
+      try {
+        ph = sha256hex(canonicalize({ payload: e.payload, spans: e.spans ?? [] }));
+      } catch {
+        ph = '';
+      }
+      if (ph !== e.payloadHash) return finish({ seq, problem: 'modified', message: 'its payload does not match the payload hash recorded for it' });
+      report.payloadsChecked++;
+    }
+    const body = canonicalEventBody({ seq, time: e.time, kind: e.kind as never, session: e.session, actor: e.actor, connection: e.connection, payloadHash: e.payloadHash });
+    if (chainHashOfText(e.prevHash, body) !== e.hash) return finish({ seq, problem: 'modified', message: 'its fields do not match its hash' });
+    const expectedPrev = seq === 1 ? GENESIS_HASH : hashAt(seq - 1);
+    if (expectedPrev !== undefined && e.prevHash !== expectedPrev) return finish({ seq, problem: 'modified', message: `it does not chain to seq ${seq - 1} of the log` });
+    if (hashes && hashAt(seq) !== e.hash) return finish({ seq, problem: 'modified', message: 'its hash differs from the one the signed checkpoint commits to' });
+    const proof = proofs.get(seq);
+    if (!proof) return finish({ seq, problem: 'bundle-modified', message: 'proofs.jsonl has no inclusion proof for it' });
+    if (!verifyInclusion(seq - 1, cp.treeSize, eventLeafHash(Buffer.from(e.hash, 'hex')), proof, cp.rootHash)) {
+      return finish({ seq, problem: 'modified', message: `its inclusion proof does not lead to the signed checkpoint's root` });
+    }
+    seen.add(seq);
+    prevSeq = seq;
+    report.events++;
+    if (opts.onProgress && report.events % PROGRESS_EVERY === 0) opts.onProgress(report.events, total);
+  }
+  for (const seq of proofs.keys()) {
+    if (!seen.has(seq)) return finish({ seq, problem: report.filtered ? 'deleted' : 'truncated', message: 'the bundle has an inclusion proof for this event but the event is missing from events.jsonl' });
+  }
+  if (!report.filtered && report.events !== cp.treeSize) {
+    return finish({ seq: report.events + 1, problem: 'truncated', message: `events.jsonl ends at seq ${report.events} but the bundle's checkpoint covers ${cp.treeSize} events` });
+  }
+  if (report.events !== total) return finish({ problem: 'bundle-modified', message: `manifest.json lists ${total} events, events.jsonl holds ${report.events}` });
+
+  // Earlier checkpoints carried in the bundle must be prefixes of this one.
+  const stored = files.get('checkpoints.jsonl');
+  if (stored) {
+    for (const line of lines(stored)) {
+      const c = safeParse(line) as { note?: string } | undefined;
+      if (!c?.note) return finish({ problem: 'bundle-modified', message: 'checkpoints.jsonl has a malformed entry' });
+      const f = checkCheckpoint(c.note, [verifier], cp.treeSize, rootAt, undefined, 0);
+      if (f && !(f.problem === 'inconsistent' && !hashes)) return finish(f);
+      report.checkpointsChecked++;
+    }
+  }
+
+  // The auditor's earlier checkpoint.
+  if (opts.since) {
+    const f = checkSince(opts.since, [verifier], cp.treeSize, rootAt, () => hashes ?? Buffer.alloc(0));
+    report.since = { treeSize: opts.since.body.treeSize, source: opts.since.source };
+    if (f) return finish(f);
+  }
+
+  // Finally the manifest: signed, and every other file as listed.
+  try {
+    const parsed = parseNote(files.get('manifest.note')!.toString('utf8'));
+    const sig = checkSignature(parsed, [verifier], 'manifest.note');
+    if (sig) return finish(sig);
+    const m = /^custody-evidence-manifest\nsha256 ([0-9a-f]{64})\n$/.exec(parsed.text);
+    if (!m || m[1] !== sha256hex(files.get('manifest.json')!)) return finish({ problem: 'bundle-modified', message: 'manifest.json does not match its signed digest in manifest.note' });
+  } catch (err) {
+    return finish({ problem: 'signature-invalid', message: `manifest.note: ${(err as Error).message}` });
+  }
+  for (const [name, f] of Object.entries(manifest.files ?? {})) {
+    const data = files.get(name);
+    if (!data) return finish({ problem: 'bundle-modified', message: `${name} is listed in the manifest but missing` });
+    if (sha256hex(data) !== f.sha256) return finish({ problem: 'bundle-modified', message: `${name} was changed after export (its SHA-256 differs from the manifest)` });
+  }
+  return finish();
+}
+
+function* lines(buf: Buffer): Generator<string> {
+  const text = buf.toString('utf8');
+  let start = 0;
+  while (start < text.length) {
+    let end = text.indexOf('\n', start);
+    if (end < 0) end = text.length;
+    if (end > start) yield text.slice(start, end);
+    start = end + 1;
+  }
+}
+
+/** Verifies a path: a data dir (has custody.db) or a bundle (file or extracted directory). */
+export function verifyPath(path: string, opts: VerifyOptions = {}): VerifyReport {
+  if (!existsSync(path)) throw new VerifyInputError(`${path}: no such file or directory`);
+  if (statSync(path).isDirectory() && !existsSync(join(path, 'manifest.json'))) return verifyStore(path, opts);
+  return verifyBundle(path, opts);
+}
+
+export { keyFingerprint };
