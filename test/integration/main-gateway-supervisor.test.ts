@@ -19,8 +19,16 @@ function gatewayConfig(dir: string, extra = ''): string {
 function next<T>(sup: Supervisor, event: 'ready' | 'crash', timeoutMs = 30_000): Promise<T> {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`no ${event} within ${timeoutMs}ms; state ${JSON.stringify(sup.state)}; output:\n${sup.lastLines().join('\n')}`)), timeoutMs);
+    const onState = (st: SupervisorState) => {
+      if (event === 'ready' && st.state === 'failed') {
+        clearTimeout(timer);
+        reject(new Error(`the gateway failed instead of becoming ready: ${st.reason}\n${st.lastLines.join('\n')}`));
+      }
+    };
+    sup.on('state', onState);
     sup.once(event, (v: unknown) => {
       clearTimeout(timer);
+      sup.off('state', onState);
       resolve(v as T);
     });
   });
