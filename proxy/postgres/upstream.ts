@@ -6,7 +6,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { connect as netConnect, isIP, type Socket } from 'node:net';
-import { connect as tlsConnect, type TLSSocket } from 'node:tls';
+import { type ConnectionOptions, connect as tlsConnect, type TLSSocket } from 'node:tls';
 import type { Connection } from '../../shared/config';
 import { readSecret } from '../config';
 import { type ErrorFields, parseAuthentication, parseBackendKeyData, parseErrorFields, parseParameterStatus } from './backend-messages';
@@ -225,13 +225,11 @@ async function negotiateTls(socket: Socket, target: UpstreamTarget): Promise<Soc
     throw new UpstreamError(`the upstream server answered SSLRequest with 0x${answer.toString(16)} (expected S or N)`);
   }
   const verify = target.tls.mode === 'verify-full';
-  const tlsSocket = tlsConnect({
-    socket,
-    servername: isIP(target.host) ? undefined : target.host,
-    rejectUnauthorized: verify,
-    ca: verify && target.tls.ca ? readFileSync(target.tls.ca) : undefined,
-    checkServerIdentity: verify ? undefined : () => undefined,
-  });
+  const options: ConnectionOptions = { socket, host: target.host, rejectUnauthorized: verify };
+  if (!isIP(target.host)) options.servername = target.host;
+  if (verify && target.tls.ca) options.ca = readFileSync(target.tls.ca);
+  if (!verify) options.checkServerIdentity = () => undefined;
+  const tlsSocket = tlsConnect(options);
   await new Promise<void>((resolve, reject) => {
     tlsSocket.once('secureConnect', () => {
       tlsSocket.removeAllListeners('error');

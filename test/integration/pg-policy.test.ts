@@ -10,6 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
+import type { MaskSpan } from '../../shared/events';
 import type { Identity } from '../../shared/identity';
 import { HoldQueue } from '../../proxy/approvals/hold-queue';
 import type { ColumnRef, RowMasker } from '../../proxy/masking/types';
@@ -202,9 +203,10 @@ describe('row masking', () => {
   let h: Harness;
   let t: string;
   const seen: ColumnRef[] = [];
+  type Masked = { text: string; spans: MaskSpan[]; counts: Record<string, number> };
   const masker: RowMasker = {
     active: true,
-    value(col, text, scope) {
+    value(col, text, scope): Masked | null {
       seen.push(col);
       if (col.table === t && col.column === 'ssn') return { text: scope === 'log' ? '[SSN]' : `***-**-${text.slice(-4)}`, spans: [{ type: 'SSN', start: 0, end: 5, rule: 'cols' }], counts: { SSN: 1 } };
       if (col.column === 'card') return { text: '[CARD]', spans: [], counts: { CARD: 1 } };
@@ -213,7 +215,7 @@ describe('row masking', () => {
       const out = text.replace(EMAIL, '[EMAIL]');
       return { text: out, spans: [{ type: 'EMAIL', start: 0, end: 7, rule: 'pii' }], counts: { EMAIL: 1 } };
     },
-    text(text) {
+    text(text): Masked {
       const out = text.replace(EMAIL, '[EMAIL]');
       return { text: out, spans: out === text ? [] : [{ type: 'EMAIL', start: out.indexOf('[EMAIL]'), end: out.indexOf('[EMAIL]') + 7, rule: 'pii' }], counts: out === text ? {} : { EMAIL: 1 } };
     },
@@ -237,7 +239,7 @@ describe('row masking', () => {
         { id: 2, ssn: '***-**-4321', contact: 'none', card: null },
       ]);
       assert.ok(seen.some((s) => s.table === t && s.column === 'ssn'), 'the masker saw the table name');
-      const b = await c.query({ text: `select id, ssn, card from ${t} where id = $1`, values: [1], binary: true });
+      const b: pg.QueryResult = await c.query({ text: `select id, ssn, card from ${t} where id = $1`, values: [1], binary: true } as pg.QueryConfig);
       assert.equal(b.rows[0].id, 1);
       assert.equal(b.rows[0].ssn, '***-**-6789', 'binary text values masked in place');
       assert.equal(b.rows[0].card, null, 'binary values of other types become NULL');

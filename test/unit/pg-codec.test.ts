@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
 import { describe, it } from 'node:test';
+import { createSecureContext } from 'node:tls';
 import type { ColumnRef, RowMasker } from '../../proxy/masking/types';
 import {
   buildAuthenticationOk,
@@ -299,5 +300,11 @@ describe('self-signed certificate', () => {
     assert.equal(x.checkIP('127.0.0.1'), '127.0.0.1');
     assert.equal(x.checkIP('::1'), '::1');
     assert.ok(new Date(x.validTo).getTime() > Date.now() + 365 * 86_400_000);
+  });
+  it('always encodes as strict DER (serial numbers of every shape load)', () => {
+    for (let i = 0; i < 200; i++) {
+      const c = createSelfSignedCertificate('n', ['localhost']);
+      assert.doesNotThrow(() => createSecureContext({ cert: c.certPem, key: c.keyPem }));
+    }
   });
 });
