@@ -107,7 +107,8 @@ function filterSql(f: ExportFilter, treeSize: number): { where: string; args: Re
     args['connection'] = f.connection;
   }
   if (f.user) {
-    where.push('(actor = @user OR session IN (SELECT id FROM sessions WHERE actor = @user OR actor_name = @user))');
+    // The user's own events (by subject or display name) and everything in their sessions (approvals included).
+    where.push('(actor = @user OR actor IN (SELECT actor FROM sessions WHERE actor_name = @user) OR session IN (SELECT id FROM sessions WHERE actor = @user OR actor_name = @user))');
     args['user'] = f.user;
   }
   return { where: where.join(' AND '), args };
@@ -145,7 +146,7 @@ export async function exportBundle(opts: ExportOptions): Promise<ExportResult> {
     writeFileIn(stage, 'hashes.bin', hashes);
 
     const ctx: OcsfContext = {
-      connectionKinds: new Map(opts.config.connections.map((c) => [c.name, c.kind])),
+      connectionKinds: connectionKinds(store, opts.config),
       actorNames: new Map(),
       product: { name: 'Custody', version: opts.version },
       origin: trail.signer.name,
@@ -287,6 +288,21 @@ export async function exportBundle(opts: ExportOptions): Promise<ExportResult> {
   } finally {
     rmSync(stage, { recursive: true, force: true });
   }
+}
+
+/** Connection name → kind: the config's, then those added from the console (stored), for OCSF classes. */
+function connectionKinds(store: AuditStore, config: Config): Map<string, string> {
+  const kinds = new Map<string, string>();
+  for (const r of store.db.prepare('SELECT name, config FROM connections').all() as { name: string; config: string }[]) {
+    try {
+      const kind = (JSON.parse(r.config) as { kind?: unknown }).kind;
+      if (typeof kind === 'string') kinds.set(r.name, kind);
+    } catch {
+      // an unreadable row only costs the OCSF profile
+    }
+  }
+  for (const c of config.connections) kinds.set(c.name, c.kind);
+  return kinds;
 }
 
 function writeFileIn(dir: string, name: string, data: string | Buffer): void {

@@ -75,7 +75,8 @@ const PROVIDERS: Record<string, string> = { openai: 'OpenAI', anthropic: 'Anthro
 /** One OCSF record for one audit event. */
 export function toOcsf(e: OcsfSource, ctx: OcsfContext): Obj {
   const p = (e.payload && typeof e.payload === 'object' ? e.payload : {}) as Obj;
-  const connKind = e.connection ? ctx.connectionKinds.get(e.connection) : undefined;
+  // Unknown connection (deleted since, or a CLI export without the config): a model field marks an LLM call.
+  const connKind = (e.connection ? ctx.connectionKinds.get(e.connection) : undefined) ?? (e.connection && PROVIDERS[e.connection] ? e.connection : typeof p['model'] === 'string' ? 'llm' : undefined);
   const actorName = str(p['actorName']) ?? (e.actor ? ctx.actorNames.get(e.actor) : undefined);
   const base = (categoryUid: number, categoryName: string, classUid: number, className: string, activity: { id: number; name: string }, profiles: string[] = []): Obj => ({
     category_uid: categoryUid,
@@ -105,7 +106,7 @@ export function toOcsf(e: OcsfSource, ctx: OcsfContext): Obj {
   const status = (ok: boolean | undefined): Obj => (ok === undefined ? { status_id: 0, status: 'Unknown' } : ok ? { status_id: 1, status: 'Success' } : { status_id: 2, status: 'Failure' });
 
   if (e.kind.startsWith('http.')) {
-    const llm = connKind === 'openai' || connKind === 'anthropic';
+    const llm = connKind === 'openai' || connKind === 'anthropic' || connKind === 'llm';
     const method = str(p['method']);
     const code = num(p['status']);
     const rec = base(6, 'Application Activity', 6003, 'API Activity', httpActivity(method), llm ? ['ai_operation'] : []);
@@ -122,7 +123,7 @@ export function toOcsf(e: OcsfSource, ctx: OcsfContext): Obj {
     if (llm) {
       const model = str(p['model']) ?? str((p['body'] as Obj | undefined)?.['model']);
       const usage = (p['usage'] ?? (p['body'] as Obj | undefined)?.['usage']) as Obj | undefined;
-      if (model) rec['ai_model'] = { name: model, ai_provider: PROVIDERS[connKind!] ?? connKind };
+      if (model) rec['ai_model'] = { name: model, ai_provider: PROVIDERS[connKind!] ?? 'unknown' };
       const prompt = num(usage?.['prompt_tokens']) ?? num(usage?.['input_tokens']);
       const completion = num(usage?.['completion_tokens']) ?? num(usage?.['output_tokens']);
       rec['message_context'] = {

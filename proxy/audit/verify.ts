@@ -630,6 +630,11 @@ export function verifyBundle(path: string, opts: VerifyOptions = {}): VerifyRepo
 
   // Each exported event: payload hash, its own hash, its place in the chain and in the tree.
   const total = manifest.events ?? 0;
+  const listed = new Set<number>();
+  for (const line of lines(files.get('events.jsonl')!)) {
+    const m = /^\{"seq":(\d+),/.exec(line);
+    if (m) listed.add(Number(m[1]));
+  }
   let prevSeq = 0;
   const seen = new Set<number>();
   for (const line of lines(files.get('events.jsonl')!)) {
@@ -637,6 +642,7 @@ export function verifyBundle(path: string, opts: VerifyOptions = {}): VerifyRepo
     if (!e || typeof e.seq !== 'number' || typeof e.hash !== 'string') return finish({ seq: prevSeq + 1, problem: 'modified', message: 'events.jsonl has a line that is not an exported event' });
     const seq = e.seq;
     if (seq <= prevSeq) return finish({ seq, problem: 'reordered', message: `events.jsonl lists seq ${seq} after seq ${prevSeq}` });
+    if (!report.filtered && seq !== prevSeq + 1 && listed.has(prevSeq + 1)) return finish({ seq: prevSeq + 1, problem: 'reordered', message: `events.jsonl lists seq ${seq} before seq ${prevSeq + 1}` });
     if (!report.filtered && seq !== prevSeq + 1) return finish({ seq: prevSeq + 1, problem: 'deleted', message: `seq ${range(prevSeq + 1, seq - 1)} ${seq - 1 > prevSeq + 1 ? 'are' : 'is'} missing from events.jsonl` });
     if (seq > cp.treeSize) return finish({ seq, problem: 'modified', message: `it lies beyond the bundle's checkpoint of ${cp.treeSize} events` });
     if (e.purged) report.payloadsPurged++;
