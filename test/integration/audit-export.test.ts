@@ -183,7 +183,7 @@ describe('evidence export', () => {
     const dir = seed();
     const r = await cli('verify', '--show-key', dir);
     assert.equal(r.code, 0, r.err);
-    assert.match(r.out, /^verifier key: custody\.test\/export\+[0-9a-f]{8}\+[A-Za-z0-9+/]+=*\nfingerprint:  SHA256:/);
+    assert.match(r.out, /^verifier key: custody\.test\/export\+[0-9a-f]{8}\+[A-Za-z0-9+/]+=*\nfingerprint: {2}SHA256:/);
     const out = join(tempDir(), 'evidence.tar.gz');
     assert.equal((await cli('export', '--data-dir', dir, '--out', out)).code, 0);
     assert.equal((await cli('verify', '--show-key', out)).out, r.out);
