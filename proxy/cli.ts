@@ -6,6 +6,7 @@ import { ConfigError } from './config';
 import { type Io, type ParsedArgs, parseArgs, processIo, UsageError } from './cli/args';
 import { exportCommand } from './cli/export';
 import { keysCommand } from './cli/keys';
+import { policyCommand } from './cli/policy';
 import { serveCommand } from './cli/serve';
 import { verifyCommand } from './cli/verify';
 
@@ -17,6 +18,7 @@ const COMMANDS: Record<string, [Command, string[], string]> = {
   keys: [keysCommand, ['json'], 'keys create --name N --groups a,b [--expires 30d] | list | revoke ID | expire ID'],
   verify: [verifyCommand, ['json', 'show-key'], 'verify [PATH] [--since-checkpoint FILE] [--key FINGERPRINT] | --show-key   check a data dir or bundle'],
   export: [exportCommand, [], 'export --out FILE [--from T] [--to T] [--user U] [--connection C]   evidence bundle'],
+  policy: [policyCommand, ['json', 'strict'], 'policy check FILE [--strict] | dry-run FILE [--from T] [--to T]   validate / replay recorded traffic'],
 };
 
 export const USAGE = `usage: custody <command> [options]\n\n${Object.values(COMMANDS)

@@ -2,6 +2,7 @@ import { parseDuration } from '../../shared/config';
 import { AuditStore } from '../audit/store';
 import { resolveConfig } from '../config';
 import { ApiKeyStore } from '../identity/api-keys';
+import { ConsoleSessions } from '../identity/console-sessions';
 import { type Io, type ParsedArgs, rejectUnknown, str, UsageError } from './args';
 
 /** `custody keys create|list|revoke|expire` against the store of --config/--data-dir. */
@@ -58,7 +59,8 @@ export async function keysCommand(args: ParsedArgs, io: Io): Promise<number> {
           io.err(`custody: no ${sub === 'revoke' ? 'active ' : ''}key ${id}\n`);
           return 1;
         }
-        store.append({ kind: 'key.revoked', actor: 'cli', payload: { id, how: sub } });
+        const ended = new ConsoleSessions(store.db).deleteForKey(id);
+        store.append({ kind: 'key.revoked', actor: 'cli', payload: { id, how: sub, consoleSessionsEnded: ended } });
         io.err(`Key ${id} ${sub === 'revoke' ? 'revoked' : 'expired'}.\n`);
         return 0;
       }
