@@ -144,7 +144,8 @@ export class Gateway {
     this.onStop(() => s.audit?.stop());
     const routeModules: RouteModule[] = [registerAuditRoutes];
     routeModules.push(registerAuthRoutes, registerHoldRoutes, registerPolicyRoutes, registerKeyRoutes);
-    routeModules.push((router, services) => registerConnectionRoutes(router, services, () => this.listeners.find((l) => l.name === 'http')?.address), registerDashboardRoutes);
+    const bound = (name: string) => this.listeners.find((l) => l.name === name)?.address;
+    routeModules.push((router, services) => registerConnectionRoutes(router, services, { http: () => bound('http'), postgres: (name) => bound(`postgres:${name}`) }), registerDashboardRoutes);
     this.control = await startControlPlane(s, routeModules);
     this.listeners.push({ name: 'control', address: this.control.address, close: () => this.control.close() });
     s.store.append({ kind: 'gateway.start', actor: 'system', payload: { version: s.version, listeners: this.listeners.map((l) => ({ name: l.name, address: l.address })) } });

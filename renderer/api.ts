@@ -75,8 +75,16 @@ export const httpApi: ConsoleApi = {
   me: () => call<Me>('GET', '/api/me', undefined, { quiet401: true }),
   async providers() {
     const v = await call<unknown>('GET', '/api/auth/providers');
-    return listOf<Record<string, unknown>>(v, 'providers', 'oidc', 'issuers')
-      .map((p) => ({ issuer: strOrNull(p['issuer']) ?? '', name: strOrNull(p['name']) ?? strOrNull(p['label']) ?? strOrNull(p['issuer']) ?? 'identity provider' }))
+    return listOf<Record<string, unknown>>(v, 'oidc', 'providers', 'issuers')
+      .map((p) => {
+        const issuer = strOrNull(p['issuer']) ?? '';
+        const id = strOrNull(p['id']) ?? issuer;
+        return {
+          issuer,
+          name: strOrNull(p['name']) ?? strOrNull(p['label']) ?? (issuer ? new URL(issuer).host : 'identity provider'),
+          startUrl: strOrNull(p['startUrl']) ?? `/api/auth/oidc/start?issuer=${encodeURIComponent(id)}`,
+        };
+      })
       .filter((p): p is Provider => !!p.issuer);
   },
   async loginWithKey(key) {
@@ -85,8 +93,8 @@ export const httpApi: ConsoleApi = {
   async logout() {
     await call('POST', '/api/auth/logout', undefined, { quiet401: true });
   },
-  async holds(state: HoldState) {
-    return listOf<HoldView>(await call<unknown>('GET', `/api/holds?state=${state}`), 'holds', 'items');
+  async holds(state: HoldState, limit = 500) {
+    return listOf<HoldView>(await call<unknown>('GET', `/api/holds?state=${state}&limit=${limit}`), 'holds', 'items');
   },
   async decide(id: string, req: HoldDecisionRequest) {
     const v = await call<unknown>('POST', `/api/holds/${encodeURIComponent(id)}/decision`, req);
@@ -96,12 +104,12 @@ export const httpApi: ConsoleApi = {
   sessions: (filter, offset, limit) => call<{ total: number; sessions: SessionSummary[] }>('GET', `/api/sessions?${sessionQuery(filter, offset, limit)}`),
   sessionEvents: (id) => call<{ session: SessionSummary; events: AuditEvent[] }>('GET', `/api/sessions/${encodeURIComponent(id)}/events`),
   policies: async () => readPolicySet(await call('GET', '/api/policies')),
-  putPolicies: async (policies: PolicyRule[]) => readPolicySet(await call('PUT', '/api/policies', { policies })),
+  putPolicies: async (policies: PolicyRule[], baseVersion?: number | null) => readPolicySet(await call('PUT', '/api/policies', { rules: policies, ...(baseVersion !== undefined && baseVersion !== null ? { baseVersion } : {}) })),
   masking: async () => readMaskingSet(await call('GET', '/api/masking')),
   putMasking: async (masking: MaskingRule[], detectors: CustomDetector[]) => readMaskingSet(await call('PUT', '/api/masking', { masking, detectors })),
   policyVersions: async () => readVersions(await call('GET', '/api/policies/versions')),
   policyVersion: async (v: number) => readVersions([await call('GET', `/api/policies/versions/${v}`)])[0]!,
-  dryRun: async (policies, masking, from, to) => readDryRun(await call('POST', '/api/policies/dry-run', { policies, masking, from, to })),
+  dryRun: async (policies, from, to) => readDryRun(await call('POST', '/api/policies/dry-run', { rules: policies, from, to })),
   auditStatus: async () => readAuditStatus(await call('GET', '/api/audit/status')),
   verify: async () => readVerify(await call('POST', '/api/audit/verify')),
   async createExport(req) {
@@ -109,7 +117,10 @@ export const httpApi: ConsoleApi = {
     return { id: String(v['id'] ?? ''), url: typeof v['url'] === 'string' ? v['url'] : undefined };
   },
   keys: async () => listOf<ApiKeyView>(await call('GET', '/api/keys'), 'keys'),
-  createKey: (req) => call<{ key: string; record: ApiKeyView }>('POST', '/api/keys', req),
+  async createKey(req) {
+    const v = await call<ApiKeyView & { key: string; record?: ApiKeyView }>('POST', '/api/keys', req);
+    return { key: v.key, record: v.record ?? v };
+  },
   async revokeKey(id) {
     try {
       await call('POST', `/api/keys/${encodeURIComponent(id)}/revoke`);

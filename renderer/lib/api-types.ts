@@ -12,6 +12,8 @@ import type { SessionFilter } from './sessions';
 export interface Provider {
   issuer: string;
   name: string;
+  /** Where "Sign in with <name>" goes: the gateway starts the authorization code flow. */
+  startUrl: string;
 }
 
 export interface Health {
@@ -44,6 +46,9 @@ export interface PolicyVersionMeta {
   createdAt: number;
   /** The rules of that version, when the listing includes them. */
   body?: unknown;
+  note?: string;
+  /** Number of rules in that version. */
+  count?: number;
 }
 
 /** `POST /api/policies/dry-run`: what the candidate rules would have done to recorded traffic. */
@@ -55,8 +60,14 @@ export interface DryRunResult {
   /** Counts by action under the candidate, and under the rules in force. */
   candidate: Record<string, number>;
   current: Record<string, number>;
-  /** Requests whose outcome would change. */
+  /** Examples of requests whose outcome would change. */
   changes: { session?: string; seq?: number; time?: number; summary: string; from: string; to: string; rule?: string }[];
+  changedRequests: number;
+  changedSessions: number;
+  /** e.g. `allowed→held`: count. */
+  transitions: Record<string, number>;
+  /** Requests replayed with less than the proxy saw. */
+  partial: number;
   raw: unknown;
 }
 
@@ -140,17 +151,18 @@ export interface ConsoleApi {
   providers(): Promise<Provider[]>;
   loginWithKey(key: string): Promise<void>;
   logout(): Promise<void>;
-  holds(state: HoldState): Promise<HoldView[]>;
+  holds(state: HoldState, limit?: number): Promise<HoldView[]>;
   decide(id: string, req: HoldDecisionRequest): Promise<HoldView | undefined>;
   sessions(filter: SessionFilter, offset: number, limit: number): Promise<{ total: number; sessions: SessionSummary[] }>;
   sessionEvents(id: string): Promise<{ session: SessionSummary; events: AuditEvent[] }>;
   policies(): Promise<PolicySet>;
-  putPolicies(policies: PolicyRule[]): Promise<PolicySet>;
+  /** `baseVersion` guards against overwriting someone else's save (409). */
+  putPolicies(policies: PolicyRule[], baseVersion?: number | null): Promise<PolicySet>;
   masking(): Promise<MaskingSet>;
   putMasking(masking: MaskingRule[], detectors: CustomDetector[]): Promise<MaskingSet>;
   policyVersions(): Promise<PolicyVersionMeta[]>;
   policyVersion(v: number): Promise<PolicyVersionMeta>;
-  dryRun(policies: PolicyRule[], masking: MaskingRule[], from: number, to: number): Promise<DryRunResult>;
+  dryRun(policies: PolicyRule[], from: number, to: number): Promise<DryRunResult>;
   auditStatus(): Promise<AuditStatus>;
   verify(): Promise<VerifyResult>;
   createExport(req: ExportRequest): Promise<{ id: string; url?: string }>;
@@ -214,42 +226,54 @@ export function readMaskingSet(v: unknown): MaskingSet {
 }
 
 export function readVersions(v: unknown): PolicyVersionMeta[] {
-  return listOf<Record<string, unknown>>(v, 'versions').map((x) => ({
-    version: num(x['version']) ?? 0,
-    kind: x['kind'] === 'masking' ? 'masking' : 'policies',
-    author: strOrNull(x['author']) ?? '?',
-    createdAt: num(x['createdAt'] ?? x['created_at'] ?? x['time']) ?? 0,
-    body: x['body'] ?? x['policies'] ?? x['masking'],
-  }));
+  return listOf<Record<string, unknown>>(v, 'versions').map((x) => {
+    // In listings `rules` is a count; in a single version it is the rules themselves.
+    const rules = Array.isArray(x['rules']) ? x['rules'] : undefined;
+    return {
+      version: num(x['version']) ?? 0,
+      kind: x['kind'] === 'masking' ? 'masking' : 'policies',
+      author: strOrNull(x['authorName']) ?? strOrNull(x['author']) ?? '?',
+      createdAt: num(x['createdAt'] ?? x['created_at'] ?? x['time']) ?? 0,
+      body: x['body'] ?? rules ?? x['policies'] ?? x['masking'],
+      note: strOrNull(x['note']) ?? undefined,
+      count: typeof x['rules'] === 'number' ? x['rules'] : rules?.length,
+    };
+  });
 }
 
-const ACTIONS = ['allow', 'deny', 'hold', 'mask'];
-
+/** `POST /api/policies/dry-run` (proxy/policy/dry-run.ts DryRunReport), read tolerantly. */
 export function readDryRun(v: unknown): DryRunResult {
   const o = obj(v);
   const counts = (x: unknown): Record<string, number> => {
-    const c = obj(x);
     const out: Record<string, number> = {};
-    for (const [k, n] of Object.entries(c)) if (typeof n === 'number') out[k] = n;
+    for (const [k, n] of Object.entries(obj(x))) if (typeof n === 'number') out[k] = n;
     return out;
   };
-  const candidate = counts(o['candidate'] ?? o['counts'] ?? o['wouldBe'] ?? Object.fromEntries(ACTIONS.filter((a) => typeof o[a] === 'number').map((a) => [a, o[a]])));
-  const changes = listOf<Record<string, unknown>>(o['changes'] ?? o['changed'] ?? o['differences'], 'items').map((c) => ({
-    session: strOrNull(c['session']) ?? undefined,
-    seq: num(c['seq']) ?? undefined,
-    time: num(c['time']) ?? undefined,
-    summary: strOrNull(c['summary']) ?? strOrNull(c['request']) ?? '',
-    from: strOrNull(c['from']) ?? strOrNull(c['before']) ?? strOrNull(c['current']) ?? '?',
-    to: strOrNull(c['to']) ?? strOrNull(c['after']) ?? strOrNull(c['candidate']) ?? '?',
-    rule: strOrNull(c['rule']) ?? undefined,
-  }));
+  const changes: DryRunResult['changes'] = [];
+  for (const sess of listOf<Record<string, unknown>>(o['changed'], 'sessions')) {
+    const examples = listOf<Record<string, unknown>>(sess['examples']);
+    for (const c of examples)
+      changes.push({
+        session: strOrNull(sess['session']) ?? undefined,
+        seq: num(c['seq']) ?? undefined,
+        time: num(c['time']) ?? undefined,
+        summary: strOrNull(c['summary']) ?? '',
+        from: `${strOrNull(c['recorded']) ?? '?'}${strOrNull(c['recordedRule']) ? ` (${strOrNull(c['recordedRule'])})` : ''}`,
+        to: strOrNull(c['candidate']) ?? '?',
+        rule: strOrNull(c['candidateRule']) ?? undefined,
+      });
+  }
   return {
     from: num(o['from']) ?? undefined,
     to: num(o['to']) ?? undefined,
-    total: num(o['total'] ?? o['requests'] ?? o['replayed']) ?? Object.values(candidate).reduce((a, b) => a + b, 0),
-    candidate,
-    current: counts(o['current'] ?? o['before'] ?? o['inForce']),
+    total: num(o['requests'] ?? o['total']) ?? 0,
+    candidate: counts(o['candidate']),
+    current: counts(o['recorded'] ?? o['current']),
     changes,
+    changedRequests: num(o['changedRequests']) ?? changes.length,
+    changedSessions: num(o['changedSessions']) ?? new Set(changes.map((c) => c.session)).size,
+    transitions: counts(o['transitions']),
+    partial: num(o['partial']) ?? 0,
     raw: v,
   };
 }

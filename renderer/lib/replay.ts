@@ -30,11 +30,16 @@ export interface Timeline {
 export const SPEEDS = [0.5, 1, 2, 4, 8, 16] as const;
 export const DEFAULT_MAX_GAP_MS = 2000;
 
-/** Recorded time offset of a streamed chunk, when the recorder gave one (ms since the response began). */
+/**
+ * Recorded offset of a streamed chunk (or a mid-stream error) in ms since the gateway began handling
+ * the request (proxy/http/proxy.ts records `offset` per chunk; chunks are committed in batches, so
+ * the offset is more precise than the event's own time).
+ */
 export function chunkOffset(e: AuditEvent): number | undefined {
+  if (e.kind !== 'http.chunk' && e.kind !== 'http.error') return undefined;
   const p = e.payload as Record<string, unknown> | null;
   if (!p || typeof p !== 'object') return undefined;
-  for (const k of ['offsetMs', 'offset', 't', 'elapsedMs']) if (typeof p[k] === 'number') return p[k] as number;
+  for (const k of ['offset', 'offsetMs']) if (typeof p[k] === 'number') return p[k] as number;
   return undefined;
 }
 
@@ -43,14 +48,16 @@ export function buildTimeline(events: readonly AuditEvent[], maxGapMs = DEFAULT_
   const sorted = [...events].sort((a, b) => a.seq - b.seq);
   let at = 0;
   let prevTime: number | undefined;
-  // Chunks with recorded offsets are placed relative to the response they belong to.
-  let streamBase: number | undefined;
+  let requestTime: number | undefined;
   for (const e of sorted) {
     let time = e.time;
-    if (e.kind === 'http.response') streamBase = e.time;
-    const off = e.kind === 'http.chunk' ? chunkOffset(e) : undefined;
-    if (off !== undefined && streamBase !== undefined) time = Math.max(streamBase + off, prevTime ?? 0);
-    if (prevTime !== undefined) at += Math.min(Math.max(0, time - prevTime), maxGapMs);
+    if (e.kind === 'http.request') requestTime = e.time;
+    const off = chunkOffset(e);
+    if (off !== undefined && requestTime !== undefined) time = requestTime + off;
+    if (prevTime !== undefined) {
+      time = Math.max(time, prevTime); // never run the clock backwards
+      at += Math.min(time - prevTime, maxGapMs);
+    }
     prevTime = time;
     items.push({ index: items.length, seq: e.seq, kind: e.kind, time: e.time, at, tone: toneOf(e), label: labelOf(e), masked: e.spans.length });
   }
@@ -107,17 +114,23 @@ export function labelOf(e: AuditEvent): string {
       return `${str(p['method']) ?? 'POST'} ${str(p['path']) ?? ''}`.trim();
     case 'http.response':
       return `${typeof p['status'] === 'number' ? p['status'] : 'response'}${p['stream'] ? ' (stream)' : ''}`;
-    case 'http.chunk':
-      return 'chunk';
+    case 'http.chunk': {
+      const n = Array.isArray(p['events']) ? p['events'].length : 0;
+      return p['done'] ? 'stream end' : `chunk${n > 1 ? ` · ${n} events` : ''}`;
+    }
     case 'pg.statement': {
       const sql = str(p['sql']) ?? str(p['text']) ?? str(p['query']) ?? '';
       return sql.replace(/\s+/g, ' ').slice(0, 60) || 'statement';
     }
     case 'pg.result':
-      return str(p['command']) ?? str(p['tag']) ?? 'result';
+      return str(p['command']) ?? str(p['tag']) ?? (typeof p['rows'] === 'number' ? `${p['rows']} row${p['rows'] === 1 ? '' : 's'}` : 'result');
     case 'pg.error':
     case 'http.error':
       return str(p['message']) ?? 'error';
+    case 'session.start':
+      return `session start${str(p['actorName']) ? ` · ${str(p['actorName'])}` : ''}`;
+    case 'session.end':
+      return `session end${str(p['reason']) ? ` · ${str(p['reason'])}` : ''}`;
     case 'policy.decision':
       return `${str(p['action']) ?? 'decision'}${str(p['rule']) ? ` · ${str(p['rule'])}` : ''}`;
     case 'hold.created':

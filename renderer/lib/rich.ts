@@ -97,7 +97,7 @@ export class Node {
   ) {}
 
   static root(value: unknown, spans: readonly MaskSpan[] | undefined): Node {
-    return new Node(value, '', indexSpans(spans));
+    return new Node(value, '', indexSpans(resolveSpanPaths(value, spans ?? [])));
   }
 
   get(key: string | number): Node {
@@ -192,13 +192,53 @@ export class Node {
     return concatRich(parts);
   }
 
-  /** Decodes a JSON string value, mapping its marks into the decoded strings. */
+  /**
+   * Decodes a JSON string value. Marks on the string itself (offsets into the JSON text) are mapped
+   * into the decoded strings; marks whose pointer continues through the string (e.g.
+   * `/events/0/data/choices/0/delta/content`, as the stream masker records them) apply inside.
+   */
   json(): Node | undefined {
     if (typeof this.value !== 'string') return undefined;
     const decoded = decodeJsonWithMarks(this.value, this.marks());
     if (!decoded) return undefined;
+    const prefix = `${this.pointer}/`;
+    for (const [key, marks] of this.index) {
+      if (!key.startsWith(prefix)) continue;
+      const inner = key.slice(this.pointer.length);
+      decoded.index.set(inner, [...(decoded.index.get(inner) ?? []), ...marks]);
+    }
     return new Node(decoded.value, '', decoded.index);
   }
+}
+
+/** The value at a JSON pointer, or undefined; `through` reports the pointer crossed a string. */
+function valueAt(root: unknown, pointer: string): { value: unknown; through: boolean } {
+  let v: unknown = root;
+  for (const key of parsePointer(pointer)) {
+    if (typeof v === 'string') return { value: undefined, through: true };
+    if (Array.isArray(v)) v = v[Number(key)];
+    else if (v && typeof v === 'object') v = (v as Record<string, unknown>)[key];
+    else return { value: undefined, through: false };
+  }
+  return { value: v, through: false };
+}
+
+/**
+ * Spans whose pointer does not reach a string in the payload but does under `/body` are rebased
+ * there: a recorder may give body spans relative to the body it stored under `body`.
+ */
+export function resolveSpanPaths(payload: unknown, spans: readonly MaskSpan[]): MaskSpan[] {
+  return spans.map((s) => {
+    const path = s.path ?? '';
+    const here = valueAt(payload, path);
+    if (typeof here.value === 'string' || here.through) return s;
+    const body = payload && typeof payload === 'object' ? (payload as Record<string, unknown>)['body'] : undefined;
+    if (body !== undefined) {
+      const under = valueAt(body, path);
+      if (typeof under.value === 'string' || under.through) return { ...s, path: `/body${path}` };
+    }
+    return s;
+  });
 }
 
 /** JSON-encodes a string, moving marks to the escaped positions (inside the quotes). */

@@ -4,7 +4,7 @@
  * the gateway's own message, on the line it sits on, as the user types.
  */
 import { isMap, isSeq, LineCounter, parseDocument, stringify, type Node as YamlNode } from 'yaml';
-import { Config, formatIssuePath, type CustomDetector, type MaskingRule, type PolicyRule } from '../../shared/config';
+import { Config, formatIssuePath, type CustomDetector, type MaskingRule, PolicyRule } from '../../shared/config';
 
 export interface RulesDoc {
   policies: PolicyRule[];
@@ -24,6 +24,11 @@ export type RulesValidation = { ok: true; value: RulesDoc; issues: [] } | { ok: 
 /** Names the validation needs from outside the document (policies may only name known connections). */
 export interface RulesContext {
   connections: string[];
+  /**
+   * false when this gateway does not let the console edit masking rules: the document then holds
+   * policies only, and a policy's `mask: [ids]` cannot be checked here (the gateway checks it).
+   */
+  maskingEditable?: boolean;
 }
 
 const KEYS = ['policies', 'masking', 'detectors'] as const;
@@ -34,25 +39,41 @@ export function validateRulesYaml(text: string, ctx: RulesContext): RulesValidat
   if (doc.errors.length) {
     return {
       ok: false,
-      issues: doc.errors.map((e) => ({ line: e.linePos?.[0]?.line ?? 1, field: '', message: `invalid YAML: ${e.message.split('\n')[0]}` })),
+      issues: doc.errors.map((e) => ({ line: Math.min(e.linePos?.[0]?.line ?? lines.linePos(e.pos[0]).line, text.split('\n').length), field: '', message: `invalid YAML: ${e.message.split('\n')[0]}` })),
     };
   }
   const value: unknown = doc.toJS() ?? {};
   if (typeof value !== 'object' || value === null || Array.isArray(value))
     return { ok: false, issues: [{ line: 1, field: '', message: 'expected a mapping with policies: and masking:' }] };
   const obj = value as Record<string, unknown>;
-  const extra = Object.keys(obj).filter((k) => !(KEYS as readonly string[]).includes(k));
+  const maskingEditable = ctx.maskingEditable ?? true;
+  const allowed: readonly string[] = maskingEditable ? KEYS : ['policies'];
+  const extra = Object.keys(obj).filter((k) => !allowed.includes(k));
   if (extra.length)
-    return { ok: false, issues: extra.map((k) => ({ line: lineOf(doc.contents as YamlNode | null, [k], lines), field: k, message: `unknown key "${k}" (this editor holds policies, masking and detectors)` })) };
+    return {
+      ok: false,
+      issues: extra.map((k) => ({
+        line: lineOf(doc.contents as YamlNode | null, [k], lines),
+        field: k,
+        message: maskingEditable || !(KEYS as readonly string[]).includes(k) ? `unknown key "${k}" (this editor holds ${allowed.join(', ')})` : `${k} cannot be edited from the console on this gateway; edit the config file`,
+      })),
+    };
   // Connections only matter here by name; stand-ins keep their own validation out of the way.
   const connections = ctx.connections.map((name) => ({ name, kind: 'http', upstream: 'http://connection.invalid' }));
   const r = Config.safeParse({ connections, policies: obj['policies'] ?? [], masking: obj['masking'] ?? [], detectors: obj['detectors'] ?? [] });
+  const issues = r.success
+    ? []
+    : r.error.issues
+        .filter((i) => maskingEditable || !/^unknown masking rule/.test(i.message))
+        .map((i) => {
+          const path = i.path.map((p) => (typeof p === 'symbol' ? String(p) : p));
+          return { line: lineOf(doc.contents as YamlNode | null, path, lines), field: formatIssuePath(path), message: i.message };
+        });
+  if (issues.length) return { ok: false, issues };
   if (r.success) return { ok: true, value: { policies: r.data.policies, masking: r.data.masking, detectors: r.data.detectors }, issues: [] };
-  const issues = r.error.issues.map((i) => {
-    const path = i.path.map((p) => (typeof p === 'symbol' ? String(p) : p));
-    return { line: lineOf(doc.contents as YamlNode | null, path, lines), field: formatIssuePath(path), message: i.message };
-  });
-  return { ok: false, issues };
+  // Only unknown-masking-rule issues, which this gateway checks itself: validate the policies alone.
+  const policies = (Array.isArray(obj['policies']) ? obj['policies'] : []).map((p) => PolicyRule.parse(p));
+  return { ok: true, value: { policies, masking: [], detectors: [] }, issues: [] };
 }
 
 /** Line (1-based) of the deepest node that exists along `path`. */
@@ -102,12 +123,11 @@ function tidyMasking(m: MaskingRule): Record<string, unknown> {
   return out;
 }
 
-/** The rules as the YAML text the editor shows. */
-export function rulesToYaml(doc: { policies: PolicyRule[]; masking: MaskingRule[]; detectors?: CustomDetector[] }): string {
-  const body: Record<string, unknown> = {
-    masking: doc.masking.map(tidyMasking),
-    policies: doc.policies.map(tidyPolicy),
-  };
+/** The rules as the YAML text the editor shows (`masking: false` leaves masking out). */
+export function rulesToYaml(doc: { policies: PolicyRule[]; masking: MaskingRule[]; detectors?: CustomDetector[] }, opts: { masking?: boolean } = {}): string {
+  const body: Record<string, unknown> = {};
+  if (opts.masking ?? true) body['masking'] = doc.masking.map(tidyMasking);
+  body['policies'] = doc.policies.map(tidyPolicy);
   if (doc.detectors?.length) body['detectors'] = doc.detectors;
   return stringify(body, { lineWidth: 0 });
 }
@@ -245,7 +265,8 @@ export function describePolicy(p: PolicyRule): string {
   if (m.tools !== undefined) conds.push(m.tools ? 'with tools' : 'without tools');
   if (m.detectors?.length) conds.push(`detects ${m.detectors.join(', ')}`);
   const when = conds.length ? conds.join(' · ') : 'every request';
-  if (p.action === 'hold' && p.hold) return `${when} → hold for ${p.hold.approvers.join(', ')} (${p.hold.min} of N, ${p.hold.timeout}${p.hold.reason === 'required' ? ', reason required' : ''})`;
+  if (p.action === 'hold' && p.hold)
+    return `${when} → hold for ${p.hold.approvers.join(', ')} (${p.hold.min} approval${p.hold.min === 1 ? '' : 's'}, times out in ${p.hold.timeout}${p.hold.reason === 'required' ? ', reason required' : ''})`;
   if (p.action === 'deny') return `${when} → deny${p.reason ? `: ${p.reason}` : ''}`;
   if (p.action === 'mask') return `${when} → mask with ${p.mask?.join(', ')}`;
   return `${when} → allow`;

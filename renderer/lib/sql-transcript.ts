@@ -62,13 +62,26 @@ export function formatTable(columns: string[], rows: Node[], total?: number): Tr
   const numeric = columns.map((_, j) => cells.length > 0 && cells.every((row) => row[j]!.text === '' || NUMERIC.test(row[j]!.text)));
   const join = (parts: Rich[]) => concatRich(parts.flatMap((p, i) => (i ? [rich(' | '), p] : [p])));
   const lines: TranscriptLine[] = [];
-  lines.push({ style: 'header', text: concatRich([rich(' '), join(columns.map((c, j) => padRich(rich(c), widths[j]!, 'center')))]) });
+  // As psql prints it: header centred (with a trailing space), the last column's text not padded.
+  const last = columns.length - 1;
+  lines.push({ style: 'header', text: concatRich([rich(' '), join(columns.map((c, j) => padRich(rich(c), widths[j]!, 'center'))), rich(' ')]) });
   lines.push({ style: 'dim', text: rich(widths.map((w) => '-'.repeat(w + 2)).join('+')) });
-  for (const row of cells) lines.push({ style: 'plain', text: concatRich([rich(' '), join(row.map((c, j) => padRich(c, widths[j]!, numeric[j] ? 'right' : 'left')))]) });
+  for (const row of cells)
+    lines.push({ style: 'plain', text: concatRich([rich(' '), join(row.map((c, j) => (j === last && !numeric[j] ? c : padRich(c, widths[j]!, numeric[j] ? 'right' : 'left'))))]) });
   const n = total ?? rows.length;
   const more = total !== undefined && total > rows.length ? ` — ${rows.length} recorded` : '';
   lines.push({ style: 'dim', text: rich(`(${n} row${n === 1 ? '' : 's'}${more})`) });
   return lines;
+}
+
+function joinParams(items: Node[]): Rich {
+  const parts: Rich[] = [];
+  items.forEach((p, i) => {
+    if (i) parts.push(rich(', '));
+    parts.push(rich(`$${i + 1} = `));
+    parts.push(p.isString ? concatRich([rich("'"), p.rich(), rich("'")]) : rich(p.value === null ? 'NULL' : JSON.stringify(p.value)));
+  });
+  return concatRich(parts);
 }
 
 function splitLines(r: Rich): Rich[] {
@@ -106,14 +119,22 @@ export function buildTranscript(events: readonly AuditEvent[], timeline: Timelin
         const db = n.get('database').str() ?? database;
         splitLines(text).forEach((l, i) => lines.push({ style: 'prompt', text: concatRich([rich(i === 0 ? `${db}=> ` : `${db}-> `), l]) }));
         const params = n.get('params');
-        if (params.isArray && params.items().length) lines.push({ style: 'dim', text: concatRich([rich('-- parameters: '), params.jsonRich(0)]) });
+        if (params.isArray && params.items().length) lines.push({ style: 'dim', text: concatRich([rich('-- parameters: '), joinParams(params.items())]) });
+        const refused = n.get('refused');
+        if (refused.isObject) {
+          lines.push({ style: 'error', text: concatRich([rich('ERROR:  '), refused.get('message').rich()]) });
+          const code = refused.get('code').str();
+          if (code) lines.push({ style: 'dim', text: rich(`-- SQLSTATE ${code}`) });
+          lines.push({ style: 'plain', text: rich('') });
+        }
         break;
       }
       case 'pg.result': {
+        // proxy/postgres records `columns`, a `sample` of the rows (masked) and `rows`, the row count.
         const columns = columnNames(n.get('columns').exists ? n.get('columns') : n.get('fields'));
-        const rows = n.get('rows');
-        const total = n.get('rowCount').num() ?? n.get('rows_total').num();
-        if (columns.length) lines.push(...formatTable(columns, rows.items(), total));
+        const data = n.get('sample').isArray ? n.get('sample') : n.get('rows').isArray ? n.get('rows') : n.get('sample');
+        const total = n.get('rows').num() ?? n.get('rowCount').num();
+        if (columns.length) lines.push(...formatTable(columns, data.items(), total));
         else {
           const tag = n.get('command').str() ?? n.get('tag').str();
           if (tag) lines.push({ style: 'plain', text: rich(tag) });

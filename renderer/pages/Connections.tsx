@@ -114,7 +114,7 @@ export function ConnectionsPage() {
                       {c.upstream}
                       {c.listen && <div className="muted">listens on {c.listen}</div>}
                     </td>
-                    <td className="small">{c.secret ? (c.secret.kind === 'env' ? <>env <code>{c.secret.env}</code></> : c.secret.kind === 'file' ? <>file <code>{c.secret.file}</code></> : <span title="Stored sealed; never shown again">•••••• stored</span>) : <span className="muted">none</span>}</td>
+                    <td className="small nowrap">{c.secret ? (c.secret.kind === 'env' ? <>env <code>{c.secret.env}</code></> : c.secret.kind === 'file' ? <>file <code>{c.secret.file}</code></> : <span title="Stored sealed; never shown again">•••••• stored</span>) : <span className="muted">none</span>}</td>
                     <td className="small" data-testid="test-result">
                       {t === 'running' ? (
                         <span className="muted">testing…</span>

@@ -10,7 +10,10 @@ import { Button, Field } from '../components/ui';
 
 export function LoginPage() {
   const providers = useAuth((s) => s.providers);
-  const notice = useAuth((s) => s.notice);
+  const stateNotice = useAuth((s) => s.notice);
+  // The gateway sends failed sign-ins (an expired login link, an IdP error) back as /login?error=…
+  const linkError = new URLSearchParams(location.search).get('error');
+  const notice = linkError ?? stateNotice;
   const version = useAuth((s) => s.version);
   const [key, setKey] = useState('');
   const [error, setError] = useState<string>();
@@ -48,7 +51,7 @@ export function LoginPage() {
         {providers.length > 0 && (
           <div className="login-providers">
             {providers.map((p) => (
-              <a key={p.issuer} className="btn btn-secondary btn-md btn-block" href={`/api/auth/oidc/start?issuer=${encodeURIComponent(p.issuer)}`}>
+              <a key={p.issuer} className="btn btn-secondary btn-md btn-block" href={p.startUrl} data-testid="oidc-login">
                 Sign in with {p.name}
               </a>
             ))}

@@ -29,6 +29,8 @@ import {
 } from '../lib/rules-yaml';
 
 interface Current {
+  /** false: this gateway has no masking API; masking rules live in the config file only. */
+  maskingEditable: boolean;
   doc: RulesDoc;
   yaml: string;
   policiesVersion: number | null;
@@ -38,7 +40,8 @@ interface Current {
   builtins: string[];
 }
 
-const FALLBACK_DETECTORS = ['credit_card', 'iban', 'us_ssn', 'email', 'phone', 'ip_address', 'aws_access_key', 'aws_secret_key', 'gcp_api_key', 'github_token', 'openai_key', 'jwt', 'private_key'];
+/** The gateway's built-in detectors (proxy/masking/detectors.ts), offered when it does not list them. */
+const FALLBACK_DETECTORS = ['credit_card', 'iban', 'us_ssn', 'email', 'phone', 'ipv4', 'date_of_birth', 'aws_access_key', 'aws_secret_key', 'github_token', 'slack_token', 'stripe_key', 'openai_key', 'anthropic_key', 'jwt', 'private_key', 'password', 'bearer_token'];
 
 export function PoliciesPage() {
   const me = useAuth((s) => s.me);
@@ -54,10 +57,14 @@ export function PoliciesPage() {
   const load = useCallback(async () => {
     setError(undefined);
     try {
-      const [p, m, c] = await Promise.all([api.policies(), api.masking(), api.connections().catch(() => ({ connections: [] }))]);
-      const doc: RulesDoc = { policies: p.policies, masking: m.masking, detectors: m.detectors };
-      const yaml = rulesToYaml(doc);
-      setCurrent({ doc, yaml, policiesVersion: p.version, maskingVersion: m.version, author: p.author ?? m.author, updatedAt: p.updatedAt ?? m.updatedAt, builtins: m.builtins });
+      const [p, m, c] = await Promise.all([
+        api.policies(),
+        api.masking().catch((err: { status?: number }) => (err.status === 404 || err.status === 405 ? undefined : Promise.reject(err))),
+        api.connections().catch(() => ({ connections: [] })),
+      ]);
+      const doc: RulesDoc = { policies: p.policies, masking: m?.masking ?? [], detectors: m?.detectors ?? [] };
+      const yaml = rulesToYaml(doc, { masking: !!m });
+      setCurrent({ maskingEditable: !!m, doc, yaml, policiesVersion: p.version, maskingVersion: m?.version ?? null, author: p.author ?? m?.author ?? null, updatedAt: p.updatedAt ?? m?.updatedAt ?? null, builtins: m?.builtins ?? [] });
       setConnections(c.connections.map((x) => x.name));
       setText(yaml);
       setRemoteChange(undefined);
@@ -74,7 +81,8 @@ export function PoliciesPage() {
     [me?.name],
   );
 
-  const validation = useMemo(() => validateRulesYaml(text, { connections }), [text, connections]);
+  const maskingEditable = current?.maskingEditable ?? true;
+  const validation = useMemo(() => validateRulesYaml(text, { connections, maskingEditable }), [text, connections, maskingEditable]);
   // The rule list shows the last valid state of the text.
   const lastValid = useRef<RulesDoc | undefined>(undefined);
   if (validation.ok) lastValid.current = validation.value;
@@ -84,8 +92,8 @@ export function PoliciesPage() {
   if (error) return <div className="page"><PageHeader title="Policies" /><ErrorBox title="Could not load the rules" message={error} onRetry={() => void load()} /></div>;
   if (!current || !doc) return <Loading />;
 
-  const edit = (next: RulesDoc) => setText(rulesToYaml(next));
-  const subtitle = current.policiesVersion !== null ? `Version ${current.policiesVersion}${current.author ? ` by ${current.author}` : ''}${current.updatedAt ? `, ${formatDateTime(current.updatedAt)}` : ''}` : 'Rules from the config file; no edits saved yet.';
+  const edit = (next: RulesDoc) => setText(rulesToYaml(next, { masking: current.maskingEditable }));
+  const subtitle = current.policiesVersion ? `Version ${current.policiesVersion}${current.author ? ` by ${current.author}` : ''}${current.updatedAt ? `, ${formatDateTime(current.updatedAt)}` : ''}` : 'Rules from the config file; no edits saved yet.';
 
   return (
     <div className="page">
@@ -130,9 +138,9 @@ export function PoliciesPage() {
         value={tab}
         onChange={setTab}
       />
-      {tab === 'rules' && <RulesView doc={doc} canEdit={canEdit} onChange={edit} connections={connections} detectors={[...new Set([...(current.builtins.length ? current.builtins : FALLBACK_DETECTORS), ...doc.detectors.map((d) => d.id)])]} invalid={!validation.ok} />}
+      {tab === 'rules' && <RulesView doc={doc} canEdit={canEdit} maskingEditable={current.maskingEditable} onChange={edit} connections={connections} detectors={[...new Set([...(current.builtins.length ? current.builtins : FALLBACK_DETECTORS), ...doc.detectors.map((d) => d.id)])]} invalid={!validation.ok} />}
       {tab === 'yaml' && <YamlView text={text} onChange={setText} readOnly={!canEdit} validation={validation} />}
-      {tab === 'history' && <HistoryView current={current.yaml} />}
+      {tab === 'history' && <HistoryView />}
       {review && validation.ok && (
         <ReviewModal
           before={current.yaml}
@@ -157,7 +165,7 @@ function ActionBadge({ action }: { action: PolicyRule['action'] }) {
   return <Badge tone={tone}>{action}</Badge>;
 }
 
-function RulesView({ doc, canEdit, onChange, connections, detectors, invalid }: { doc: RulesDoc; canEdit: boolean; onChange: (d: RulesDoc) => void; connections: string[]; detectors: string[]; invalid: boolean }) {
+function RulesView({ doc, canEdit, maskingEditable, onChange, connections, detectors, invalid }: { doc: RulesDoc; canEdit: boolean; maskingEditable: boolean; onChange: (d: RulesDoc) => void; connections: string[]; detectors: string[]; invalid: boolean }) {
   return (
     <div className="rules-layout">
       <div className="rules-main">
@@ -200,6 +208,7 @@ function RulesView({ doc, canEdit, onChange, connections, detectors, invalid }: 
             </ol>
           )}
         </section>
+        {maskingEditable && (
         <section className="card">
           <div className="card-head">
             <h2>Masking rules</h2>
@@ -235,15 +244,21 @@ function RulesView({ doc, canEdit, onChange, connections, detectors, invalid }: 
             </ol>
           )}
         </section>
+        )}
+        {!maskingEditable && (
+          <div className="banner banner-muted">
+            <Icon name="shield" /> Masking rules are read from the gateway's config file; this gateway does not offer them for editing here.
+          </div>
+        )}
       </div>
-      {canEdit && <RuleForm doc={doc} onChange={onChange} connections={connections} detectors={detectors} />}
+      {canEdit && <RuleForm doc={doc} onChange={onChange} connections={connections} detectors={detectors} maskingEditable={maskingEditable} />}
     </div>
   );
 }
 
 type TemplateKind = RuleTemplate['kind'];
 
-function RuleForm({ doc, onChange, connections, detectors }: { doc: RulesDoc; onChange: (d: RulesDoc) => void; connections: string[]; detectors: string[] }) {
+function RuleForm({ doc, onChange, connections, detectors, maskingEditable }: { doc: RulesDoc; onChange: (d: RulesDoc) => void; connections: string[]; detectors: string[]; maskingEditable: boolean }) {
   const [kind, setKind] = useState<TemplateKind>('hold-destructive-sql');
   const [connection, setConnection] = useState('');
   const [group, setGroup] = useState('approver');
@@ -295,7 +310,7 @@ function RuleForm({ doc, onChange, connections, detectors }: { doc: RulesDoc; on
           <option value="hold-destructive-sql">Hold destructive SQL for approval</option>
           <option value="hold-prompt">Hold prompts matching a pattern</option>
           <option value="deny-model">Deny models</option>
-          <option value="mask-detectors">Mask detected values</option>
+          {maskingEditable && <option value="mask-detectors">Mask detected values</option>}
         </select>
       </Field>
       <Field label="Connection">
@@ -464,7 +479,7 @@ function ReviewModal({ before, after, doc, current, onClose, onSaved }: { before
     setDryError(undefined);
     try {
       const to = Date.now();
-      setDry(await api.dryRun(doc.policies, doc.masking, to - days * 86_400_000, to));
+      setDry(await api.dryRun(doc.policies, to - days * 86_400_000, to));
     } catch (err) {
       setDryError((err as Error).message);
     } finally {
@@ -477,8 +492,8 @@ function ReviewModal({ before, after, doc, current, onClose, onSaved }: { before
     setSaving(true);
     setSaveError(undefined);
     try {
-      if (maskingChanged) await api.putMasking(doc.masking, doc.detectors);
-      if (policiesChanged) await api.putPolicies(doc.policies);
+      if (maskingChanged && current.maskingEditable) await api.putMasking(doc.masking, doc.detectors);
+      if (policiesChanged) await api.putPolicies(doc.policies, current.policiesVersion);
       toast('ok', 'Saved a new version of the rules.');
       onSaved();
     } catch (err) {
@@ -501,7 +516,7 @@ function ReviewModal({ before, after, doc, current, onClose, onSaved }: { before
             Keep editing
           </Button>
           <Button kind="primary" icon="check" disabled={saving} onClick={() => void save()} testId="policies-save">
-            {saving ? 'Saving…' : `Save as version ${(current.policiesVersion ?? 0) + 1}`}
+            {saving ? 'Saving…' : 'Save a new version'}
           </Button>
         </>
       }
@@ -523,11 +538,17 @@ function ReviewModal({ before, after, doc, current, onClose, onSaved }: { before
   );
 }
 
+const OUTCOMES = ['allowed', 'held', 'denied', 'masked'];
+
 function DryRunView({ result }: { result: DryRunResult }) {
-  const actions = [...new Set([...Object.keys(result.current), ...Object.keys(result.candidate)])];
+  const actions = [...new Set([...OUTCOMES.filter((a) => a in result.current || a in result.candidate), ...Object.keys(result.current), ...Object.keys(result.candidate)])];
+  const transitions = Object.entries(result.transitions).filter(([, n]) => n > 0);
   return (
     <div data-testid="dry-run">
-      <p className="muted small">{formatCount(result.total)} recorded requests replayed.</p>
+      <p className="muted small">
+        {formatCount(result.total)} recorded request{result.total === 1 ? '' : 's'} replayed against the draft
+        {result.partial ? ` (${formatCount(result.partial)} with less than the proxy saw, e.g. bodies not recorded)` : ''}.
+      </p>
       {actions.length > 0 && (
         <table className="table compact">
           <thead>
@@ -538,25 +559,32 @@ function DryRunView({ result }: { result: DryRunResult }) {
             </tr>
           </thead>
           <tbody>
-            {actions.map((a) => (
-              <tr key={a}>
-                <td>{a}</td>
-                <td className="num">{formatCount(result.current[a] ?? 0)}</td>
-                <td className="num">
-                  <strong>{formatCount(result.candidate[a] ?? 0)}</strong>
-                </td>
-              </tr>
-            ))}
+            {actions.map((a) => {
+              const before = result.current[a] ?? 0;
+              const after = result.candidate[a] ?? 0;
+              return (
+                <tr key={a}>
+                  <td>{a}</td>
+                  <td className="num">{formatCount(before)}</td>
+                  <td className="num">
+                    <strong className={after > before ? 'warn-text' : undefined}>{formatCount(after)}</strong>
+                  </td>
+                </tr>
+              );
+            })}
           </tbody>
         </table>
       )}
-      {result.changes.length > 0 ? (
+      {result.changedRequests > 0 ? (
         <>
-          <h4>{result.changes.length} request{result.changes.length === 1 ? '' : 's'} would be treated differently</h4>
+          <h4 data-testid="dry-run-changed">
+            {formatCount(result.changedRequests)} request{result.changedRequests === 1 ? '' : 's'} in {formatCount(result.changedSessions)} session{result.changedSessions === 1 ? '' : 's'} would be treated differently
+            {transitions.length > 0 && <span className="muted"> — {transitions.map(([t, n]) => `${t.replace('→', ' → ')}: ${n}`).join(', ')}</span>}
+          </h4>
           <table className="table compact">
             <tbody>
               {result.changes.slice(0, 50).map((c, i) => (
-                <tr key={i}>
+                <tr key={i} className={c.session ? 'clickable' : ''} onClick={() => c.session && window.open(`#/sessions/${encodeURIComponent(c.session)}${c.seq ? `?event=${c.seq}` : ''}`, '_blank', 'noopener')}>
                   <td className="nowrap">{c.time ? formatDateTime(c.time) : ''}</td>
                   <td className="mono truncate">{c.summary}</td>
                   <td className="nowrap">
@@ -569,7 +597,7 @@ function DryRunView({ result }: { result: DryRunResult }) {
           </table>
         </>
       ) : (
-        <p className="muted small">No recorded request would be treated differently.</p>
+        <p className="muted small" data-testid="dry-run-unchanged">No recorded request would be treated differently.</p>
       )}
     </div>
   );
@@ -583,7 +611,7 @@ function versionYaml(v: PolicyVersionMeta): string {
   return stringify(body ?? {}, { lineWidth: 0 });
 }
 
-function HistoryView({ current }: { current: string }) {
+function HistoryView() {
   const [versions, setVersions] = useState<PolicyVersionMeta[]>();
   const [error, setError] = useState<string>();
   const [selected, setSelected] = useState<number>();
@@ -626,7 +654,7 @@ function HistoryView({ current }: { current: string }) {
         {versions.map((v) => (
           <li key={v.version} className={v.version === selected ? 'selected' : ''} onClick={() => setSelected(v.version)}>
             <div>
-              <strong>v{v.version}</strong> <Badge>{v.kind}</Badge>
+              <strong>v{v.version}</strong> <Badge>{v.kind}</Badge> {v.count !== undefined && <span className="muted small">{v.count} rules</span>}
             </div>
             <div className="muted small">
               {v.author} · {formatDateTime(v.createdAt)}
@@ -646,7 +674,7 @@ function HistoryView({ current }: { current: string }) {
           </div>
         )}
         {b ? <DiffView lines={diffLines(a ? versionYaml(a) : '', versionYaml(b))} testId="version-diff" /> : <Loading />}
-        {b && versionYaml(b) === current && <div className="muted small">This is the version in force.</div>}
+        {sel?.note && <div className="muted small">Note: {sel.note}</div>}
       </div>
     </div>
   );

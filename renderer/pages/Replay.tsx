@@ -63,7 +63,8 @@ export function ReplayPage({ id, eventSeq }: { id: string; eventSeq?: number }) 
         )}
       </div>
     );
-  if (!data) return <Loading label="Opening the recording…" />;
+  // The previous session's data stays in state until this one loads: never show it under this id.
+  if (!data || data.session.id !== id) return <Loading label="Opening the recording…" />;
   return <Player key={id} data={data} eventSeq={eventSeq} />;
 }
 

@@ -116,7 +116,7 @@ function viewOf(c: Connection | StoredConfig, source: ConnectionView['source'], 
   };
 }
 
-export function listConnections(s: GatewayServices): ConnectionView[] {
+export function listConnections(s: GatewayServices, boundListen: (name: string) => string | undefined = () => undefined): ConnectionView[] {
   const since = started.get(s) ?? 0;
   const rows = new Map(readRows(s).map((r) => [r.name, r]));
   const out = new Map<string, ConnectionView>();
@@ -125,7 +125,20 @@ export function listConnections(s: GatewayServices): ConnectionView[] {
     const stored = JSON.parse(row.config) as StoredConfig;
     out.set(name, viewOf(stored, 'console', row, row.updated_at >= since));
   }
+  // Show where a postgres connection really listens (a configured port 0 is picked at start).
+  for (const v of out.values()) {
+    const bound = v.kind === 'postgres' && !v.pendingRestart ? boundListen(v.name) : undefined;
+    if (bound) v.listen = bound;
+  }
   return [...out.values()].sort((a, b) => a.name.localeCompare(b.name));
+}
+
+/** Where the gateway's listeners are bound, once they are. */
+export interface BoundAddresses {
+  /** The HTTP proxy, `host:port`. */
+  http(): string | undefined;
+  /** A postgres connection's listener, `host:port`. */
+  postgres(name: string): string | undefined;
 }
 
 /** The body of POST/PUT: a connection plus a write-only secret. */
@@ -266,16 +279,16 @@ export async function testUpstream(c: Pick<Connection, 'kind' | 'upstream'>, tim
 
 /**
  * Registers the connection routes; listing needs a signed-in admin, approver or reviewer, changes
- * need admin. `httpAddress` gives the HTTP proxy's bound address (for snippets) once it listens.
+ * need admin. `bound` gives the listeners' real addresses (for the snippets) once they listen.
  */
-export function registerConnectionRoutes(router: Router, s: GatewayServices, httpAddress: () => string | undefined = () => undefined): void {
+export function registerConnectionRoutes(router: Router, s: GatewayServices, bound: BoundAddresses = { http: () => undefined, postgres: () => undefined }): void {
   started.set(s, Date.now());
-  const current = () => listConnections(s);
+  const current = () => listConnections(s, (name) => bound.postgres(name));
   router.get(
     '/api/connections',
     ({ identity }) => {
       if (!identity || !['admin', 'approver', 'reviewer'].some((r) => identity.roles.includes(r as never))) throw new HttpError(403, 'forbidden', 'this needs the reviewer, approver or admin role');
-      return { connections: current(), httpListen: httpAddress() ?? s.config.listen.http, liveReload: false };
+      return { connections: current(), httpListen: bound.http() ?? s.config.listen.http, liveReload: false };
     },
   );
   router.post(
