@@ -32,6 +32,7 @@ interface PolicyFile {
   at: (string | number)[];
   connections?: { name: string; kind: ConnectionKind }[];
   masking?: { id: string; connections?: string[] }[];
+  detectors?: string[];
   doc: ReturnType<typeof parseDocument>;
   lines: LineCounter;
 }
@@ -53,12 +54,13 @@ function readPolicyFile(file: string): PolicyFile {
   const value = doc.toJS() as unknown;
   if (Array.isArray(value)) return { file, rules: value, at: [], doc, lines };
   if (value && typeof value === 'object' && 'policies' in value) {
-    const v = value as { policies: unknown; connections?: unknown; masking?: unknown };
+    const v = value as { policies: unknown; connections?: unknown; masking?: unknown; detectors?: unknown };
     const connections = Array.isArray(v.connections)
       ? v.connections.filter((c): c is { name: string; kind: ConnectionKind } => !!c && typeof c === 'object' && typeof (c as { name?: unknown }).name === 'string' && typeof (c as { kind?: unknown }).kind === 'string')
       : undefined;
     const masking = Array.isArray(v.masking) ? v.masking.filter((m): m is { id: string } => !!m && typeof m === 'object' && typeof (m as { id?: unknown }).id === 'string') : undefined;
-    return { file, rules: v.policies ?? [], at: ['policies'], connections, masking, doc, lines };
+    const detectors = Array.isArray(v.detectors) ? v.detectors.map((d) => (d as { id?: unknown })?.id).filter((id): id is string => typeof id === 'string') : undefined;
+    return { file, rules: v.policies ?? [], at: ['policies'], connections, masking, detectors, doc, lines };
   }
   throw new Error(`${file}: expected a list of policy rules, or a mapping with "policies:"`);
 }
@@ -117,7 +119,7 @@ export async function policyCommand(args: ParsedArgs, io: Io): Promise<number> {
     // What exists on the gateway: the file's own connections and masking (a whole config), else --config's, plus the store's.
     const gateway = store ? connectionsNow({ config, store }) : config.connections.map((c) => ({ name: c.name, kind: c.kind }));
     const byName = new Map([...gateway, ...(pf.connections ?? [])].map((c) => [c.name, c.kind] as const));
-    const ctx: PolicyContext = { connections: [...byName].map(([name, kind]) => ({ name, kind })), masking: pf.masking ?? config.masking };
+    const ctx: PolicyContext = { connections: [...byName].map(([name, kind]) => ({ name, kind })), masking: pf.masking ?? config.masking, detectors: [...(pf.detectors ?? []), ...config.detectors.map((d) => d.id)] };
     const rules = loadRules(pf, io);
     if (!rules) {
       io.err(`custody policy ${sub}: ${file} is not a valid policy list\n`);

@@ -6,12 +6,13 @@
  * a `mask` action naming a masking rule that does not exist.
  * Warnings (the rules load, but some can never fire or are suspicious): a connection that does not
  * exist, an SQL match on HTTP-only connections or an HTTP/LLM match on PostgreSQL-only ones, SQL and
- * HTTP conditions in one rule, detector conditions where no masking rule runs, a rule shadowed by
+ * HTTP conditions in one rule, a detector that does not exist, a rule shadowed by
  * an earlier rule that matches everything it matches (first match wins, so every action is
  * terminal), and duplicate rule names (holds and grants refer to rules by name).
  */
 import { z } from 'zod';
 import { type ConfigIssue, type ConnectionKind, type MaskingRule, PolicyRule } from '../../shared/config';
+import { BUILTIN_DETECTORS, DETECTOR_GROUPS } from '../masking/detectors';
 import { compileContentRegex } from './engine';
 
 export interface PolicyIssue {
@@ -28,6 +29,13 @@ export interface PolicyContext {
   connections?: { name: string; kind: ConnectionKind }[];
   /** Masking rules that exist; undefined: unknown, skip masking checks. */
   masking?: Pick<MaskingRule, 'id' | 'connections'>[];
+  /** Custom detector ids from the config (built-in detectors and groups are always known). */
+  detectors?: string[];
+}
+
+/** Detector ids and group names a policy may name: built-ins, groups (`pii`, `secrets`, …) and custom ones. */
+export function knownDetectors(custom: string[] = []): Set<string> {
+  return new Set([...BUILTIN_DETECTORS.map((d) => d.id), ...Object.keys(DETECTOR_GROUPS), ...custom]);
 }
 
 export const PolicyList = z.array(PolicyRule);
@@ -136,10 +144,14 @@ export function checkPolicies(rules: PolicyRule[], ctx: PolicyContext = {}): Pol
       at('warning', ['match'], `no connection is configured yet that this rule could match`);
     }
 
-    if (m.detectors && ctx.masking) {
-      const names = (candidates ?? []).map((c) => c.name);
-      const masked = ctx.masking.some((mr) => !mr.connections || (candidates ? mr.connections.some((c) => names.includes(c)) : true));
-      if (!masked) at('warning', ['match', 'detectors'], 'never fires: detectors run only where a masking rule applies, and none applies to the connections this rule matches');
+    if (m.detectors) {
+      const detectors = knownDetectors(ctx.detectors);
+      const unknown = m.detectors.filter((d) => !detectors.has(d));
+      if (unknown.length === m.detectors.length) {
+        at('warning', ['match', 'detectors'], `never fires: no detector named ${unknown.map((d) => `"${d}"`).join(', ')}`);
+        return;
+      }
+      for (const d of unknown) at('warning', ['match', 'detectors', m.detectors.indexOf(d)], `detector "${d}" does not exist; that part of the rule never matches`);
     }
 
     for (let j = 0; j < i; j++) {

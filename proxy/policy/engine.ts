@@ -3,6 +3,7 @@
  * every condition it names holds; conditions it omits match anything.
  */
 import type { PolicyRule, SqlClass } from '../../shared/config';
+import { DETECTOR_GROUPS } from '../masking/detectors';
 import type { PolicyDecision, PolicyEvaluator, PolicyInput } from './types';
 
 /** `(?i)` prefix → case-insensitive, as in the config examples. */
@@ -23,6 +24,13 @@ interface CompiledRule {
   content?: RegExp;
   paths?: RegExp[];
   methods?: Set<string>;
+  /** Detector ids, with group names (`pii`, `secrets`, …) expanded to their members. */
+  detectors?: Set<string>;
+}
+
+/** Expands detector group names (`pii`, `secrets`, `all`, …) into detector ids. */
+export function expandDetectors(ids: readonly string[]): string[] {
+  return [...new Set(ids.flatMap((d) => DETECTOR_GROUPS[d] ?? [d]))];
 }
 
 export class PolicyEngine implements PolicyEvaluator {
@@ -39,6 +47,7 @@ export class PolicyEngine implements PolicyEvaluator {
       content: rule.match.content !== undefined ? compileContentRegex(rule.match.content) : undefined,
       paths: rule.match.paths?.map(globToRegex),
       methods: rule.match.methods ? new Set(rule.match.methods.map((m) => m.toUpperCase())) : undefined,
+      detectors: rule.match.detectors ? new Set(expandDetectors(rule.match.detectors)) : undefined,
     }));
   }
 
@@ -76,6 +85,6 @@ function matches(c: CompiledRule, input: PolicyInput): boolean {
     if (!hit) return false;
   }
   if (c.content && !c.content.test(input.text)) return false;
-  if (m.detectors && !m.detectors.some((d) => input.detectorHits.includes(d))) return false;
+  if (c.detectors && !input.detectorHits.some((d) => c.detectors!.has(d))) return false;
   return true;
 }

@@ -83,6 +83,22 @@ export class PolicyHistory {
   }
 }
 
+/** What a policy change touches besides the store. */
+export interface PolicyDeps {
+  store: AuditStore;
+  bus: EventBus;
+  policy: PolicyEngine;
+  config: { policies: PolicyRule[] };
+  /** The masking engine scans for the detectors policies match on, even where no rule masks. */
+  masking?: unknown;
+}
+
+/** Tells the masking engine which detectors the rules in force match on (`match.detectors`). */
+function watchPolicyDetectors(masking: unknown, rules: PolicyRule[]): void {
+  const m = masking as { watchDetectors?: (ids: string[]) => void } | undefined;
+  m?.watchDetectors?.(rules.flatMap((r) => r.match.detectors ?? []));
+}
+
 export interface PolicyChange {
   rules: PolicyRule[];
   author: { subject: string; name: string };
@@ -95,7 +111,7 @@ export interface PolicyChange {
  * and publishes `policy.updated`. Throws StoreUnavailableError when it cannot be recorded; the
  * running rules then stay as they were.
  */
-export function applyPolicyChange(deps: { store: AuditStore; bus: EventBus; policy: PolicyEngine; config: { policies: PolicyRule[] } }, change: PolicyChange): PolicyVersion {
+export function applyPolicyChange(deps: PolicyDeps, change: PolicyChange): PolicyVersion {
   const history = new PolicyHistory(deps.store.db);
   const previous = history.latest()?.version ?? null;
   const now = Date.now();
@@ -117,6 +133,7 @@ export function applyPolicyChange(deps: { store: AuditStore; bus: EventBus; poli
   }
   deps.policy.load(change.rules);
   deps.config.policies = change.rules;
+  watchPolicyDetectors(deps.masking, change.rules);
   deps.bus.publish({ type: 'policy.updated', version, author: change.author.name });
   return { version, author: change.author.subject, authorName: change.author.name, createdAt: now, source: change.source, ...(change.note ? { note: change.note } : {}), rules: change.rules };
 }
@@ -126,7 +143,7 @@ export function applyPolicyChange(deps: { store: AuditStore; bus: EventBus; poli
  * rules as a version when they are new. Returns the version in force.
  */
 export function syncPoliciesAtStart(
-  deps: { store: AuditStore; bus: EventBus; policy: PolicyEngine; config: { policies: PolicyRule[] }; log: Logger },
+  deps: PolicyDeps & { log: Logger },
   ctx: PolicyContext,
   configFile: string | undefined,
 ): PolicyVersion {
@@ -150,5 +167,6 @@ export function syncPoliciesAtStart(
   }
   deps.policy.load(parsed.rules);
   deps.config.policies = parsed.rules;
+  watchPolicyDetectors(deps.masking, parsed.rules);
   return latest;
 }

@@ -68,10 +68,10 @@ describe('policy check', () => {
     assert.match(messages([rule({ name: 'sql', match: { sql: ['drop'] }, action: 'deny' })], { connections: [{ name: 'openai', kind: 'openai' }] })[0]!, /never fires: sql/);
   });
 
-  it('warns about detector conditions where no masking rule runs', () => {
-    const out = messages([rule({ name: 'secrets-to-vectors', match: { connections: ['vectors'], detectors: ['aws_access_key'] }, action: 'deny' })]);
-    assert.match(out[0]!, /never fires: detectors run only where a masking rule applies/);
-    assert.deepEqual(messages([rule({ name: 'secrets-to-openai', match: { connections: ['openai'], detectors: ['aws_access_key'] }, action: 'deny' })]), []);
+  it('warns about detectors that do not exist; built-ins, groups and custom ones are known', () => {
+    const out = messages([rule({ name: 'typo', match: { connections: ['vectors'], detectors: ['aws_acess_key'] }, action: 'deny' })]);
+    assert.deepEqual(out, ['warning #1: never fires: no detector named "aws_acess_key"']);
+    assert.deepEqual(messages([rule({ name: 'ok', match: { connections: ['openai'], detectors: ['aws_access_key', 'pii', 'employee_id'] }, action: 'deny' })], { ...ctx, detectors: ['employee_id'] }), []);
   });
 
   it('warns about a rule shadowed by an earlier rule with a superset match', () => {

@@ -35,7 +35,7 @@ export function connectionsNow(s: Pick<GatewayServices, 'config' | 'store'>): { 
 }
 
 export function policyContext(s: Pick<GatewayServices, 'config' | 'store'>): PolicyContext {
-  return { connections: connectionsNow(s), masking: s.config.masking };
+  return { connections: connectionsNow(s), masking: s.config.masking, detectors: s.config.detectors.map((d) => d.id) };
 }
 
 function time(v: unknown, name: string): number | undefined {
