@@ -19,7 +19,8 @@ export class EventBus {
   publish(body: ServerMessageBody): ServerMessage {
     const msg = { ...body, seq: ++this.seq, epoch: this.epoch, at: Date.now() } as ServerMessage;
     this.ring.push(msg);
-    if (this.ring.length > this.capacity) this.ring.splice(0, this.ring.length - this.capacity);
+    // Trim in bulk (amortized O(1)): dropping one message per publish would move the whole buffer each time.
+    if (this.ring.length >= 2 * this.capacity) this.ring.splice(0, this.ring.length - this.capacity);
     for (const s of this.subscribers) s(msg);
     return msg;
   }
