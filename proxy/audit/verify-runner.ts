@@ -4,9 +4,9 @@
  * seconds; a gateway should keep proxying meanwhile.
  */
 import { Worker } from 'node:worker_threads';
-import { verifyStore, type VerifyOptions, type VerifyReport } from './verify';
+import { type RangeScan, verifyStore, type VerifyOptions, type VerifyReport } from './verify';
 
-function workerSource(): { code: string } | undefined {
+function workerSource(file: string): { code: string } | undefined {
   const self = import.meta.url;
   if (!self.endsWith('.ts')) return undefined; // bundled build: no separate worker file to load
   let tsxApi: string;
@@ -15,12 +15,45 @@ function workerSource(): { code: string } | undefined {
   } catch {
     return undefined;
   }
-  const entry = new URL('./verify-worker.ts', self).href;
+  const entry = new URL(file, self).href;
   return { code: `import(${JSON.stringify(tsxApi)}).then(({ register }) => { register(); return import(${JSON.stringify(entry)}); });` };
 }
 
+/**
+ * Runs `scanRange` for each range in its own worker thread; undefined when workers cannot load
+ * this code (the caller then verifies in one thread). A worker's own failure rejects.
+ */
+export async function scanInWorkers(file: string, ranges: [number, number][], onProgress?: (done: number) => void): Promise<RangeScan[] | undefined> {
+  const src = workerSource('./verify-scan-worker.ts');
+  if (!src) return undefined;
+  const done = ranges.map(() => 0);
+  const workers: Worker[] = [];
+  try {
+    return await Promise.all(
+      ranges.map(
+        ([from, to], i) =>
+          new Promise<RangeScan>((resolve, reject) => {
+            const worker = new Worker(src.code, { eval: true, workerData: { file, from, to } });
+            workers.push(worker);
+            worker.on('message', (m: { type: string; done?: number; scan?: RangeScan; message?: string }) => {
+              if (m.type === 'progress') {
+                done[i] = m.done!;
+                onProgress?.(done.reduce((a, b) => a + b, 0));
+              } else if (m.type === 'scan') resolve(m.scan!);
+              else if (m.type === 'error') reject(new Error(m.message));
+            });
+            worker.on('error', reject);
+            worker.on('exit', (code) => reject(new Error(`verification worker exited with code ${code}`)));
+          }),
+      ),
+    );
+  } finally {
+    for (const w of workers) void w.terminate();
+  }
+}
+
 export async function runVerification(dataDir: string, opts: VerifyOptions = {}): Promise<VerifyReport> {
-  const src = workerSource();
+  const src = workerSource('./verify-worker.ts');
   if (!src) return verifyStore(dataDir, opts);
   return new Promise<VerifyReport>((resolve, reject) => {
     const worker = new Worker(src.code, { eval: true, workerData: { dataDir, since: opts.since, expectedKey: opts.expectedKey } });

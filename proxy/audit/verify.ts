@@ -14,7 +14,9 @@
  * The store path reads raw rows and hashes the stored canonical text directly (no JSON parsing
  * except the few key and retention events it needs), so a million events verify in seconds.
  */
+import { hash as oneShotHash } from 'node:crypto';
 import { existsSync, readFileSync, statSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { inflateRawSync } from 'node:zlib';
 import Database from 'better-sqlite3';
@@ -195,178 +197,304 @@ interface Announcement {
   info: PublicKeyInfo;
 }
 
-/** Verifies `<dataDir>/custody.db` with its checkpoints and signing key. */
-export function verifyStore(dataDir: string, opts: VerifyOptions = {}): VerifyReport {
-  const started = performance.now();
-  checkExpectedKeyFormat(opts.expectedKey);
+/** What one pass over a contiguous range of rows found. Plain data, so a worker thread can return it. */
+export interface RangeScan {
+  count: number;
+  firstSeq: number;
+  lastSeq: number;
+  /** Stored prev_hash of the first row, stored hash of the last (both checked within the range). */
+  firstPrev: string;
+  lastHash: string;
+  /** 32-byte RFC 6962 leaf hashes of the rows before any fault, in order. */
+  leaves: Uint8Array;
+  fault?: RowFault;
+  checked: number;
+  purged: number;
+  maxPurgedTime: number;
+  retentionCutoff: number;
+  announcements: { seq: number; verifierKey: string }[];
+}
+
+const RANGE_SQL = 'SELECT seq, time, kind, session, actor, connection, payload, encoding, spans, payload_hash, prev_hash, hash FROM events WHERE seq >= ? AND seq <= ? ORDER BY seq';
+
+/**
+ * Checks every row with from ≤ seq ≤ to: consecutive seqs, payload against payload hash (the stored
+ * canonical text is hashed as is; deflated payloads are inflated first), prev_hash against the
+ * previous row's hash, and each hash against SHA-256(prev_hash ‖ canonical body). The first row's
+ * own predecessor is the caller's to check (ranges are stitched together by `verifyStore`).
+ */
+export function scanRange(db: Database.Database, from: number, to: number, onProgress?: (done: number) => void): RangeScan {
+  const rowsInRange = (db.prepare('SELECT count(*) AS n FROM events WHERE seq >= ? AND seq <= ?').get(from, to) as { n: number }).n;
+  const leaves = Buffer.alloc(rowsInRange * HASH_SIZE);
+  const scan: RangeScan = { count: 0, firstSeq: 0, lastSeq: 0, firstPrev: '', lastHash: '', leaves, checked: 0, purged: 0, maxPurgedTime: -Infinity, retentionCutoff: -Infinity, announcements: [] };
+  const leafInput = Buffer.alloc(1 + HASH_SIZE);
+  let running = '';
+  let expect = 0;
+  const rows = db.prepare(RANGE_SQL).raw().iterate(from, to) as IterableIterator<RawRow>;
+  for (const r of rows) {
+    const seq = r[0];
+    if (scan.count === 0) {
+      scan.firstSeq = seq;
+      scan.firstPrev = r[10];
+      running = r[10];
+      expect = seq;
+    }
+    if (seq !== expect) {
+      scan.fault = { kind: 'gap', row: r, expectSeq: expect, running };
+      break;
+    }
+    const encoding = r[7];
+    if (encoding === 'purged') {
+      scan.purged++;
+      if (r[1] > scan.maxPurgedTime) scan.maxPurgedTime = r[1];
+    } else {
+      let text: string;
+      const payload = r[6];
+      if (encoding === 'deflate') {
+        try {
+          text = inflateRawSync(payload as Buffer).toString('utf8');
+        } catch {
+          scan.fault = { kind: 'inflate', row: r, expectSeq: expect, running };
+          break;
+        }
+      } else text = typeof payload === 'string' ? payload : payload === null ? 'null' : Buffer.from(payload).toString('utf8');
+      if (sha256hex(`{"payload":${text},"spans":${r[8] ?? '[]'}}`) !== r[9]) {
+        scan.fault = { kind: 'payload', row: r, expectSeq: expect, running };
+        break;
+      }
+      scan.checked++;
+      if (r[2] === 'key.created' || r[2] === 'retention.run') {
+        const p = safeParse(text) as Record<string, unknown> | undefined;
+        if (r[2] === 'retention.run' && typeof p?.['cutoff'] === 'number') scan.retentionCutoff = Math.max(scan.retentionCutoff, p['cutoff']);
+        if (r[2] === 'key.created' && p?.['purpose'] === 'checkpoint-signing' && typeof p['verifierKey'] === 'string') scan.announcements.push({ seq, verifierKey: p['verifierKey'] });
+      }
+    }
+    if (r[10] !== running) {
+      scan.fault = { kind: 'link', row: r, expectSeq: expect, running };
+      break;
+    }
+    if (chainHashOfText(running, bodyText(r)) !== r[11]) {
+      scan.fault = { kind: 'hash', row: r, expectSeq: expect, running };
+      break;
+    }
+    running = r[11];
+    leafInput.write(running, 1, HASH_SIZE, 'hex');
+    leaves.write(oneShotHash('sha256', leafInput, 'binary'), scan.count * HASH_SIZE, HASH_SIZE, 'latin1');
+    scan.count++;
+    scan.lastSeq = seq;
+    scan.lastHash = running;
+    expect++;
+    if (onProgress && scan.count % PROGRESS_EVERY === 0) onProgress(scan.count);
+  }
+  scan.leaves = leaves.subarray(0, scan.count * HASH_SIZE);
+  return scan;
+}
+
+/** The whole log's pass, stitched from ranges in seq order. */
+interface StorePass {
+  events: number;
+  lastSeq: number;
+  acc: MerkleAccumulator;
+  roots: Map<number, string>;
+  fault?: RowFault;
+  checked: number;
+  purged: number;
+  maxPurgedTime: number;
+  retentionCutoff: number;
+  announcements: Announcement[];
+}
+
+function stitch(db: Database.Database, scans: RangeScan[], wanted: Set<number>): StorePass {
+  const pass: StorePass = { events: 0, lastSeq: 0, acc: new MerkleAccumulator(), roots: new Map(), checked: 0, purged: 0, maxPurgedTime: -Infinity, retentionCutoff: -Infinity, announcements: [] };
+  if (wanted.has(0)) pass.roots.set(0, pass.acc.root().toString('hex'));
+  let running = GENESIS_HASH;
+  let expect = 1;
+  const rowAt = (seq: number) => db.prepare(RANGE_SQL).raw().get(seq, seq) as RawRow;
+  for (const scan of scans) {
+    if (scan.count === 0 && !scan.fault) continue;
+    const first = scan.count ? scan.firstSeq : scan.fault!.row[0];
+    if (first !== expect) {
+      pass.fault = { kind: 'gap', row: rowAt(first), expectSeq: expect, running };
+      break;
+    }
+    // The range's first row was not linked to its predecessor inside the range; do it here, in the
+    // same order of checks as a single pass (a payload fault on that row is reported before its link).
+    const firstPrev = scan.count ? scan.firstPrev : scan.fault!.row[10];
+    const payloadFaultFirst = scan.count === 0 && (scan.fault?.kind === 'payload' || scan.fault?.kind === 'inflate');
+    if (firstPrev !== running && !payloadFaultFirst) {
+      pass.fault = { kind: 'link', row: rowAt(first), expectSeq: expect, running };
+      break;
+    }
+    pass.checked += scan.checked;
+    pass.purged += scan.purged;
+    pass.maxPurgedTime = Math.max(pass.maxPurgedTime, scan.maxPurgedTime);
+    pass.retentionCutoff = Math.max(pass.retentionCutoff, scan.retentionCutoff);
+    for (const a of scan.announcements) {
+      try {
+        const verifier = parseVerifierKey(a.verifierKey);
+        pass.announcements.push({ seq: a.seq, verifier, info: publicKeyInfo(verifier) });
+      } catch {
+        // an unparsable announcement is treated as absent; the chain still covers it
+      }
+    }
+    const leaves = Buffer.from(scan.leaves.buffer, scan.leaves.byteOffset, scan.leaves.byteLength);
+    for (let i = 0; i < scan.count; i++) {
+      pass.acc.pushLeafHash(leaves.subarray(i * HASH_SIZE, (i + 1) * HASH_SIZE));
+      if (wanted.has(pass.acc.size)) pass.roots.set(pass.acc.size, pass.acc.root().toString('hex'));
+    }
+    pass.events += scan.count;
+    if (scan.count) {
+      running = scan.lastHash;
+      expect = scan.lastSeq + 1;
+      pass.lastSeq = scan.lastSeq;
+    }
+    if (scan.fault) {
+      pass.fault = { ...scan.fault, running: scan.count ? scan.fault.running : running };
+      break;
+    }
+  }
+  return pass;
+}
+
+function openStore(dataDir: string): Database.Database {
   const file = join(dataDir, 'custody.db');
   if (!existsSync(file)) throw new VerifyInputError(`${dataDir}: no audit store here (custody.db is missing)`);
-  let db: Database.Database;
   try {
-    db = new Database(file, { readonly: true, fileMustExist: true });
+    return new Database(file, { readonly: true, fileMustExist: true });
   } catch (err) {
     throw new VerifyInputError(`${file}: cannot open (${(err as Error).message})`);
   }
-  const report: VerifyReport = {
-    ok: false,
-    source: 'store',
-    path: dataDir,
-    events: 0,
-    treeSize: 0,
-    rootHash: '',
-    payloadsChecked: 0,
-    payloadsPurged: 0,
-    checkpointsChecked: 0,
-    keyRotations: [],
-    durationMs: 0,
-    verifiedAt: Date.now(),
-  };
+}
+
+function emptyReport(path: string, source: 'store' | 'bundle'): VerifyReport {
+  return { ok: false, source, path, events: 0, treeSize: 0, rootHash: '', payloadsChecked: 0, payloadsPurged: 0, checkpointsChecked: 0, keyRotations: [], durationMs: 0, verifiedAt: Date.now() };
+}
+
+type CheckpointRowData = { tree_size: number; root_hash: string; time: number; note: string };
+
+function storeCheckpoints(db: Database.Database): CheckpointRowData[] {
+  return db.prepare('SELECT tree_size, root_hash, time, note FROM checkpoints ORDER BY tree_size, time').all() as CheckpointRowData[];
+}
+
+function wantedSizes(checkpoints: CheckpointRowData[], opts: VerifyOptions): Set<number> {
+  const wanted = new Set(checkpoints.map((c) => c.tree_size));
+  if (opts.since) wanted.add(opts.since.body.treeSize);
+  return wanted;
+}
+
+/** Verifies `<dataDir>/custody.db` with its checkpoints and signing key, in this thread. */
+export function verifyStore(dataDir: string, opts: VerifyOptions = {}): VerifyReport {
+  const started = performance.now();
+  checkExpectedKeyFormat(opts.expectedKey);
+  const db = openStore(dataDir);
+  try {
+    const checkpoints = storeCheckpoints(db);
+    const total = (db.prepare('SELECT count(*) AS n FROM events').get() as { n: number }).n;
+    const scan = scanRange(db, 1, Number.MAX_SAFE_INTEGER, opts.onProgress && ((done) => opts.onProgress!(done, total)));
+    opts.onProgress?.(scan.count, total);
+    return concludeStore(db, dataDir, stitch(db, [scan], wantedSizes(checkpoints, opts)), checkpoints, opts, started);
+  } finally {
+    db.close();
+  }
+}
+
+/**
+ * Verifies a store with the row pass split across worker threads (each opens the file read-only
+ * and checks a contiguous seq range); the ranges are stitched and the tree built here. Falls back
+ * to `verifyStore` for small stores or where workers cannot load this code.
+ */
+export async function verifyStoreParallel(dataDir: string, opts: VerifyOptions & { workers?: number; minEvents?: number } = {}): Promise<VerifyReport> {
+  const started = performance.now();
+  checkExpectedKeyFormat(opts.expectedKey);
+  const db = openStore(dataDir);
+  try {
+    const { n: total, max } = db.prepare('SELECT count(*) AS n, coalesce(max(seq), 0) AS max FROM events').get() as { n: number; max: number };
+    const workers = Math.max(1, Math.min(opts.workers ?? availableParallelism(), 8));
+    const { scanInWorkers } = await import('./verify-runner');
+    if (workers < 2 || total < (opts.minEvents ?? 100_000)) return verifyStore(dataDir, opts);
+    const per = Math.ceil(max / workers);
+    const ranges = Array.from({ length: workers }, (_, i) => [i * per + 1, i === workers - 1 ? Number.MAX_SAFE_INTEGER : (i + 1) * per] as [number, number]);
+    const scans = await scanInWorkers(join(dataDir, 'custody.db'), ranges, opts.onProgress && ((done) => opts.onProgress!(done, total)));
+    if (!scans) return verifyStore(dataDir, opts);
+    opts.onProgress?.(scans.reduce((s, x) => s + x.count, 0), total);
+    const checkpoints = storeCheckpoints(db);
+    return concludeStore(db, dataDir, stitch(db, scans, wantedSizes(checkpoints, opts)), checkpoints, opts, started);
+  } finally {
+    db.close();
+  }
+}
+
+/** Everything after the row pass: keys, the auditor's anchor, stored checkpoints, retention. */
+function concludeStore(db: Database.Database, dataDir: string, pass: StorePass, checkpoints: CheckpointRowData[], opts: VerifyOptions, started: number): VerifyReport {
+  const report = emptyReport(dataDir, 'store');
   const finish = (failure?: VerifyFailure): VerifyReport => {
     report.failure = failure;
     report.ok = !failure;
     report.durationMs = Math.round(performance.now() - started);
     return report;
   };
+  const { roots, announcements, purged, retentionCutoff, maxPurgedTime } = pass;
+  report.events = pass.events;
+  report.treeSize = pass.acc.size;
+  report.rootHash = pass.acc.root().toString('hex');
+  report.payloadsChecked = pass.checked;
+  report.payloadsPurged = purged;
+  if (pass.fault) return finish(classifyRowFault(db, pass.fault));
+  const lastSeq = pass.lastSeq;
+
+  // Keys: the log announces its signing key; the key file and --key must agree with it.
+  const keyName = (db.prepare('SELECT value FROM meta WHERE key = ?').get(KEY_NAME_META) as { value: string } | undefined)?.value ?? announcements.at(-1)?.info.name ?? firstSignerName(checkpoints);
+  let fileSigner: CheckpointSigner | undefined;
   try {
-    const checkpoints = db.prepare('SELECT tree_size, root_hash, time, note FROM checkpoints ORDER BY tree_size, time').all() as { tree_size: number; root_hash: string; time: number; note: string }[];
-    const wanted = new Set(checkpoints.map((c) => c.tree_size));
-    if (opts.since) wanted.add(opts.since.body.treeSize);
-    const roots = new Map<number, string>();
-    const total = (db.prepare('SELECT count(*) AS n FROM events').get() as { n: number }).n;
-
-    // One pass over the raw rows.
-    const acc = new MerkleAccumulator();
-    const announcements: Announcement[] = [];
-    let retentionCutoff = -Infinity;
-    let maxPurgedTime = -Infinity;
-    let running = GENESIS_HASH;
-    let expect = 1;
-    let fault: RowFault | undefined;
-    let checked = 0;
-    let purged = 0;
-    if (wanted.has(0)) roots.set(0, acc.root().toString('hex'));
-    const rows = db
-      .prepare('SELECT seq, time, kind, session, actor, connection, payload, encoding, spans, payload_hash, prev_hash, hash FROM events ORDER BY seq')
-      .raw()
-      .iterate() as IterableIterator<RawRow>;
-    for (const r of rows) {
-      const seq = r[0];
-      if (seq !== expect) {
-        fault = { kind: 'gap', row: r, expectSeq: expect, running };
-        break;
-      }
-      const encoding = r[7];
-      if (encoding === 'purged') {
-        purged++;
-        if (r[1] > maxPurgedTime) maxPurgedTime = r[1];
-      } else {
-        let text: string;
-        const payload = r[6];
-        if (encoding === 'deflate') {
-          try {
-            text = inflateRawSync(payload as Buffer).toString('utf8');
-          } catch {
-            fault = { kind: 'inflate', row: r, expectSeq: expect, running };
-            break;
-          }
-        } else text = typeof payload === 'string' ? payload : payload === null ? 'null' : payload.toString('utf8');
-        if (sha256hex(`{"payload":${text},"spans":${r[8] ?? '[]'}}`) !== r[9]) {
-          fault = { kind: 'payload', row: r, expectSeq: expect, running };
-          break;
-        }
-        checked++;
-        if (r[2] === 'key.created' || r[2] === 'retention.run') {
-          const p = safeParse(text) as Record<string, unknown> | undefined;
-          if (r[2] === 'retention.run' && typeof p?.['cutoff'] === 'number') retentionCutoff = Math.max(retentionCutoff, p['cutoff']);
-          if (r[2] === 'key.created' && p?.['purpose'] === 'checkpoint-signing' && typeof p['verifierKey'] === 'string') {
-            try {
-              const verifier = parseVerifierKey(p['verifierKey']);
-              announcements.push({ seq, verifier, info: publicKeyInfo(verifier) });
-            } catch {
-              // an unparsable announcement is treated as absent; the chain still covers it
-            }
-          }
-        }
-      }
-      if (r[10] !== running) {
-        fault = { kind: 'link', row: r, expectSeq: expect, running };
-        break;
-      }
-      if (chainHashOfText(running, bodyText(r)) !== r[11]) {
-        fault = { kind: 'hash', row: r, expectSeq: expect, running };
-        break;
-      }
-      running = r[11];
-      acc.pushEventHashHex(running);
-      if (wanted.has(seq)) roots.set(seq, acc.root().toString('hex'));
-      expect++;
-      if (opts.onProgress && seq % PROGRESS_EVERY === 0) opts.onProgress(seq, total);
-    }
-    report.events = expect - 1;
-    report.treeSize = acc.size;
-    report.rootHash = acc.root().toString('hex');
-    report.payloadsChecked = checked;
-    report.payloadsPurged = purged;
-    opts.onProgress?.(report.events, total);
-    if (fault) return finish(classifyRowFault(db, fault));
-    const lastSeq = expect - 1;
-
-    // Keys: the log announces its signing key; the key file and --key must agree with it.
-    const keyName = (db.prepare('SELECT value FROM meta WHERE key = ?').get(KEY_NAME_META) as { value: string } | undefined)?.value ?? announcements.at(-1)?.info.name ?? firstSignerName(checkpoints);
-    let fileSigner: CheckpointSigner | undefined;
-    try {
-      fileSigner = keyName ? CheckpointSigner.load(dataDir, keyName) : undefined;
-    } catch (err) {
-      return finish({ problem: 'key-replaced', seq: announcements.at(-1)?.seq, message: `${SIGNING_KEY_FILE} is unreadable: ${(err as Error).message}` });
-    }
-    const fileInfo = fileSigner?.info();
-    report.key = announcements.at(-1)?.info ?? fileInfo;
-    report.keyRotations = announcements.slice(1).map((a) => ({ seq: a.seq, fingerprint: a.info.fingerprint }));
-    const latestAnnounced = announcements.at(-1);
-    if (opts.expectedKey) {
-      if (latestAnnounced && !keyMatches(latestAnnounced.info, opts.expectedKey)) {
-        return finish({ seq: latestAnnounced.seq, problem: 'key-replaced', message: `the log announces signing key ${describeKey(latestAnnounced.info)}, not the expected ${opts.expectedKey}` });
-      }
-      if (fileInfo && !keyMatches(fileInfo, opts.expectedKey)) {
-        return finish({ problem: 'key-replaced', message: `${SIGNING_KEY_FILE} holds key ${describeKey(fileInfo)}, not the expected ${opts.expectedKey}` });
-      }
-    }
-    if (latestAnnounced && fileInfo && fileInfo.publicKey !== latestAnnounced.info.publicKey) {
-      return finish({
-        seq: latestAnnounced.seq,
-        problem: 'key-replaced',
-        message: `${SIGNING_KEY_FILE} holds key ${describeKey(fileInfo)}, but seq ${latestAnnounced.seq} announced ${describeKey(latestAnnounced.info)}`,
-      });
-    }
-    const trusted: NoteVerifier[] = announcements.length ? announcements.map((a) => a.verifier) : fileSigner ? [fileSigner.verifier()] : [];
-
-    // The anchor the auditor brought comes first: it can locate a rewrite exactly.
-    if (opts.since) {
-      const f = checkSince(opts.since, trusted, lastSeq, (size) => roots.get(size), (upTo) => storeHashes(db, upTo));
-      report.since = { treeSize: opts.since.body.treeSize, source: opts.since.source };
-      if (f) return finish(f);
-    }
-
-    // Every stored checkpoint: signature, then the tree it commits to.
-    let lastGood = 0;
-    for (const c of checkpoints) {
-      const f = checkCheckpoint(c.note, trusted, lastSeq, (size) => roots.get(size), { treeSize: c.tree_size, rootHash: c.root_hash }, lastGood);
-      if (f) return finish(f);
-      lastGood = c.tree_size;
-      report.checkpointsChecked++;
-    }
-    const latest = checkpoints.reduce<(typeof checkpoints)[number] | undefined>((a, c) => (!a || c.time > a.time ? c : a), undefined);
-    if (latest) report.latestCheckpoint = { treeSize: latest.tree_size, time: latest.time };
-
-    // Purged payloads must be explained by a recorded retention run.
-    if (purged && maxPurgedTime >= retentionCutoff) {
-      const bad = db.prepare("SELECT min(seq) AS seq FROM events WHERE encoding = 'purged' AND time >= ?").get(retentionCutoff === -Infinity ? -8.64e15 : retentionCutoff) as { seq: number };
-      return finish({ seq: bad.seq, problem: 'modified', message: `its payload was removed, but no recorded retention run covers it` });
-    }
-    return finish();
-  } finally {
-    db.close();
+    fileSigner = keyName ? CheckpointSigner.load(dataDir, keyName) : undefined;
+  } catch (err) {
+    return finish({ problem: 'key-replaced', seq: announcements.at(-1)?.seq, message: `${SIGNING_KEY_FILE} is unreadable: ${(err as Error).message}` });
   }
+  const fileInfo = fileSigner?.info();
+  report.key = announcements.at(-1)?.info ?? fileInfo;
+  report.keyRotations = announcements.slice(1).map((a) => ({ seq: a.seq, fingerprint: a.info.fingerprint }));
+  const latestAnnounced = announcements.at(-1);
+  if (opts.expectedKey) {
+    if (latestAnnounced && !keyMatches(latestAnnounced.info, opts.expectedKey)) {
+      return finish({ seq: latestAnnounced.seq, problem: 'key-replaced', message: `the log announces signing key ${describeKey(latestAnnounced.info)}, not the expected ${opts.expectedKey}` });
+    }
+    if (fileInfo && !keyMatches(fileInfo, opts.expectedKey)) {
+      return finish({ problem: 'key-replaced', message: `${SIGNING_KEY_FILE} holds key ${describeKey(fileInfo)}, not the expected ${opts.expectedKey}` });
+    }
+  }
+  if (latestAnnounced && fileInfo && fileInfo.publicKey !== latestAnnounced.info.publicKey) {
+    return finish({
+      seq: latestAnnounced.seq,
+      problem: 'key-replaced',
+      message: `${SIGNING_KEY_FILE} holds key ${describeKey(fileInfo)}, but seq ${latestAnnounced.seq} announced ${describeKey(latestAnnounced.info)}`,
+    });
+  }
+  const trusted: NoteVerifier[] = announcements.length ? announcements.map((a) => a.verifier) : fileSigner ? [fileSigner.verifier()] : [];
+
+  // The anchor the auditor brought comes first: it can locate a rewrite exactly.
+  if (opts.since) {
+    const f = checkSince(opts.since, trusted, lastSeq, (size) => roots.get(size), (upTo) => storeHashes(db, upTo));
+    report.since = { treeSize: opts.since.body.treeSize, source: opts.since.source };
+    if (f) return finish(f);
+  }
+
+  // Every stored checkpoint: signature, then the tree it commits to.
+  let lastGood = 0;
+  for (const c of checkpoints) {
+    const f = checkCheckpoint(c.note, trusted, lastSeq, (size) => roots.get(size), { treeSize: c.tree_size, rootHash: c.root_hash }, lastGood);
+    if (f) return finish(f);
+    lastGood = c.tree_size;
+    report.checkpointsChecked++;
+  }
+  const latest = checkpoints.reduce<(typeof checkpoints)[number] | undefined>((a, c) => (!a || c.time > a.time ? c : a), undefined);
+  if (latest) report.latestCheckpoint = { treeSize: latest.tree_size, time: latest.time };
+
+  // Purged payloads must be explained by a recorded retention run.
+  if (purged && maxPurgedTime >= retentionCutoff) {
+    const bad = db.prepare("SELECT min(seq) AS seq FROM events WHERE encoding = 'purged' AND time >= ?").get(retentionCutoff === -Infinity ? -8.64e15 : retentionCutoff) as { seq: number };
+    return finish({ seq: bad.seq, problem: 'modified', message: `its payload was removed, but no recorded retention run covers it` });
+  }
+  return finish();
 }
 
 function safeParse(text: string): unknown {
@@ -731,6 +859,13 @@ function* lines(buf: Buffer): Generator<string> {
 export function verifyPath(path: string, opts: VerifyOptions = {}): VerifyReport {
   if (!existsSync(path)) throw new VerifyInputError(`${path}: no such file or directory`);
   if (statSync(path).isDirectory() && !existsSync(join(path, 'manifest.json'))) return verifyStore(path, opts);
+  return verifyBundle(path, opts);
+}
+
+/** As `verifyPath`, with a large store's row pass spread over worker threads. */
+export async function verifyPathParallel(path: string, opts: VerifyOptions = {}): Promise<VerifyReport> {
+  if (!existsSync(path)) throw new VerifyInputError(`${path}: no such file or directory`);
+  if (statSync(path).isDirectory() && !existsSync(join(path, 'manifest.json'))) return verifyStoreParallel(path, opts);
   return verifyBundle(path, opts);
 }
 

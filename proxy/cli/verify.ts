@@ -4,7 +4,7 @@ import Database from 'better-sqlite3';
 import { CheckpointSigner, KEY_NAME_META, publicKeyInfo, type PublicKeyInfo } from '../audit/checkpoint-signer';
 import { progressReporter } from '../audit/progress';
 import { parseVerifierKey } from '../audit/signed-note';
-import { loadSinceAnchor, readBundleFiles, VerifyInputError, verifyPath, type VerifyReport } from '../audit/verify';
+import { loadSinceAnchor, readBundleFiles, VerifyInputError, verifyPathParallel, type VerifyReport } from '../audit/verify';
 import { resolveConfig } from '../config';
 import { type Io, type ParsedArgs, processIo, rejectUnknown, str, UsageError } from './args';
 
@@ -32,7 +32,7 @@ export async function verifyCommand(args: ParsedArgs, io: Io): Promise<number> {
   const sinceFile = str(args, 'since-checkpoint');
   const since = sinceFile ? loadSinceAnchor(sinceFile) : undefined;
   const progress = progressReporter('verifying', { write: io.err, isTTY: io === processIo && !!process.stderr.isTTY });
-  const report = verifyPath(path, { since, expectedKey: str(args, 'key'), onProgress: progress.update });
+  const report = await verifyPathParallel(path, { since, expectedKey: str(args, 'key'), onProgress: progress.update });
   progress.end();
   if (args.flags['json']) io.out(`${JSON.stringify(report, null, 2)}\n`);
   if (!report.ok) {

@@ -1,0 +1,66 @@
+/**
+ * The worker-thread verifier must reach exactly the verdict of the single-thread one, including for
+ * damage right at the seams between the ranges the workers split the log into.
+ */
+import assert from 'node:assert/strict';
+import { cpSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import Database from 'better-sqlite3';
+import { Config } from '../../shared/config';
+import { openAuditTrail } from '../../proxy/audit/checkpoints';
+import { AuditStore } from '../../proxy/audit/store';
+import { verifyStore, verifyStoreParallel } from '../../proxy/audit/verify';
+import { tempDir } from '../support/tmp';
+
+const N = 3000; // events after the key announcement; 3 workers split seq 1..3001 at 1001 and 2002
+const WORKERS = 3;
+
+function seed(): string {
+  const dir = tempDir('custody-parallel-');
+  const store = AuditStore.open(dir);
+  const trail = openAuditTrail(store, dir, Config.parse({ audit: { origin: 'custody.test/parallel' } }));
+  for (let i = 0; i < N; i += 500) store.appendMany(Array.from({ length: 500 }, (_, j) => ({ kind: 'http.request' as const, session: `s${(i + j) % 7}`, actor: 'key:a', connection: 'openai', payload: { n: i + j, text: (i + j) % 250 === 0 ? 'y'.repeat(9000) : 'short' } })));
+  trail.checkpoints.write();
+  store.close();
+  return dir;
+}
+
+const base = seed();
+
+function tampered(sql: string[]): string {
+  const dir = tempDir('custody-parallel-t-');
+  cpSync(base, dir, { recursive: true });
+  const db = new Database(join(dir, 'custody.db'));
+  for (const s of sql) db.prepare(s).run();
+  db.close();
+  return dir;
+}
+
+async function same(dir: string): Promise<{ seq?: number; problem?: string }> {
+  const one = verifyStore(dir);
+  const many = await verifyStoreParallel(dir, { workers: WORKERS, minEvents: 0 });
+  assert.deepEqual({ ok: many.ok, failure: many.failure, root: many.rootHash, events: many.events }, { ok: one.ok, failure: one.failure, root: one.rootHash, events: one.events });
+  return { seq: one.failure?.seq, problem: one.failure?.problem };
+}
+
+describe('parallel verification', () => {
+  it('agrees on an intact store', async () => {
+    assert.deepEqual(await same(base), { seq: undefined, problem: undefined });
+  });
+
+  const cases: [string, string[], number, string][] = [
+    ['a deleted first row of the second range', ['DELETE FROM events WHERE seq = 1002'], 1002, 'deleted'],
+    ['a whole deleted range', ['DELETE FROM events WHERE seq BETWEEN 1002 AND 2002'], 1002, 'deleted'],
+    ['a modified payload on a seam', ["UPDATE events SET payload = replace(payload, 'short', 'shorT') WHERE seq = 2003"], 2003, 'modified'],
+    ['a modified compressed payload', ["UPDATE events SET payload = zeroblob(20) WHERE seq = 1252"], 1252, 'modified'],
+    ['a changed field on the last row of a range', ["UPDATE events SET actor = 'key:m' WHERE seq = 1001"], 1001, 'modified'],
+    ['rows swapped across a seam', ['UPDATE events SET seq = -1 WHERE seq = 1001', 'UPDATE events SET seq = 1001 WHERE seq = 1002', 'UPDATE events SET seq = 1002 WHERE seq = -1'], 1001, 'reordered'],
+    ['a truncated tail', ['DELETE FROM events WHERE seq > 2500'], 2501, 'truncated'],
+  ];
+  for (const [name, sql, seq, problem] of cases) {
+    it(`agrees on ${name}`, async () => {
+      assert.deepEqual(await same(tampered(sql)), { seq, problem });
+    });
+  }
+});
