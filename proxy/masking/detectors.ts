@@ -11,6 +11,13 @@
 import { isIPv6 } from 'node:net';
 import { abaRouting, creditCard, esDni, iban, ipv4, jwt, tokenLike, ukNhs, ukNino, usSsn } from './validators';
 
+/**
+ * `number`: runs of ≥4 digits with up to two separators between them; `letters`: one or two
+ * capitals followed by a digit; `prefix`: literal secret prefixes (ghp_, sk-, eyJ, AKIA, …);
+ * `keyword`: credential and birth-date keywords.
+ */
+export type AnchorKind = 'number' | 'letters' | 'prefix' | 'keyword';
+
 export interface Detector {
   id: string;
   type: string;
@@ -20,6 +27,21 @@ export interface Detector {
   priority: number;
   /** Global regex finding candidates; a named group starting with `v` marks the part to mask. */
   pattern?: RegExp;
+  /**
+   * Shared candidate passes (see scanner.ts) that find every position where `pattern` can start;
+   * the pattern then runs sticky at those positions only, instead of over the whole text.
+   */
+  anchors?: AnchorKind[];
+  /** With the `prefix` / `keyword` anchors: the hits (lower-cased prefixes) this detector starts at. */
+  hits?: string[];
+  /** With the `number` anchor: digits the match needs at least. */
+  minDigits?: number;
+  /** With the `number` anchor: the match contains a dot (IPv4). */
+  needsDot?: boolean;
+  /** With `anchors` and no `pattern`: called at each anchor hit instead of a sticky pattern. */
+  findAt?: (text: string, pos: number, push: (start: number, end: number) => void) => void;
+  /** With the `number` anchor: a cheap check of the token [start, end) before the pattern runs. */
+  eligible?: (text: string, start: number, end: number) => boolean;
   /** Hand-written matcher instead of `pattern` (for anchors a regex scans slowly). */
   find?: (text: string, push: (start: number, end: number) => void) => void;
   /** Rejects look-alikes; gets the value and its position in the scanned text. */
@@ -53,7 +75,6 @@ const ROUTING_CONTEXT = /(routing|(?<![a-z])(aba|rtn)(?![a-z])|transit|bank[\s_-
 const NHS_CONTEXT = /(?<![a-z])nhs(?![a-z])/i;
 const PHONE_CONTEXT = /(phone|mobile|cell|call|fax|sms|whatsapp|contact|(?<![a-z])tel(?![a-z]))/i;
 const VERSION_CONTEXT = /\b(version|ver|v|release|build|firmware|oid)[\s:=]*$/i;
-const AWS_SECRET_CONTEXT = /(secret|aws|AKIA[A-Z2-7]{16}|ASIA[A-Z2-7]{16})/i;
 
 // Tails shared by several detectors (see the file comment). Each is bounded.
 /** A trailing run of digits, capitals and number punctuation: card, SSN, phone, IBAN, ids, dates. */
@@ -102,9 +123,21 @@ function isHex(c: number): boolean {
 function isWordChar(c: number): boolean {
   return (c >= 48 && c <= 57) || (c >= 97 && c <= 122) || (c >= 65 && c <= 90) || c === 95;
 }
+/**
+ * IPv6: every colon is a candidate only when the colons around it could form an address — a "::"
+ * or seven colons within 39 characters — which rules out times, ratios and JSON punctuation cheaply.
+ */
 function findIpv6(text: string, push: (s: number, e: number) => void): void {
-  let i = text.indexOf(':');
-  while (i !== -1) {
+  const colons: number[] = [];
+  for (let i = text.indexOf(':'); i !== -1; i = text.indexOf(':', i + 1)) colons.push(i);
+  let doneTo = -1;
+  for (let k = 0; k < colons.length; k++) {
+    const i = colons[k]!;
+    if (i < doneTo) continue;
+    let plausible = false;
+    for (let j = k; j >= 0 && i - colons[j]! <= 39 && !plausible; j--) plausible = (j + 6 < colons.length && colons[j + 6]! - colons[j]! <= 39) || (j + 1 < colons.length && colons[j + 1] === colons[j]! + 1 && colons[j + 1]! - i <= 39);
+    for (let j = k + 1; j < colons.length && colons[j]! - i <= 39 && !plausible; j++) plausible = colons[j] === colons[j - 1]! + 1;
+    if (!plausible) continue;
     let s = i;
     while (s > 0 && (isHex(text.charCodeAt(s - 1)) || text.charCodeAt(s - 1) === 58) && i - s < 40) s--;
     let e = i;
@@ -117,11 +150,39 @@ function findIpv6(text: string, push: (s: number, e: number) => void): void {
       const groups = candidate.split(':').filter(Boolean);
       if (groups.length >= 2 && /[1-9a-f]/i.test(candidate.replace(/::/, ''))) {
         push(s, e);
-        i = text.indexOf(':', e);
+        doneTo = e;
         continue;
       }
     }
-    i = text.indexOf(':', Math.max(i + 1, e));
+    doneTo = Math.max(doneTo, e);
+  }
+}
+
+/**
+ * AWS secret keys: 40 base64 characters within 100 characters after "secret", "aws" or an access
+ * key id (the keyword and prefix passes call this at each hit).
+ */
+const AWS_SECRET_VALUE = /[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])/g;
+const AWS_SECRET_HIT = /secret|aws|(?:AKIA|ASIA)[A-Z2-7]{16}/iy;
+function isB64(c: number): boolean {
+  return (isWordChar(c) && c !== 95) || c === 47 || c === 43;
+}
+function findAwsSecretAt(text: string, pos: number, push: (s: number, e: number) => void): void {
+  AWS_SECRET_HIT.lastIndex = pos;
+  const hit = AWS_SECRET_HIT.exec(text);
+  if (!hit) return;
+  const from = pos + hit[0].length;
+  const to = Math.min(text.length, from + 100);
+  const window = text.slice(from, Math.min(text.length, to + 41));
+  AWS_SECRET_VALUE.lastIndex = 0;
+  let v: RegExpExecArray | null;
+  while ((v = AWS_SECRET_VALUE.exec(window)) !== null && v.index + from < to) {
+    const start = from + v.index;
+    if (start > 0 && isB64(text.charCodeAt(start - 1))) {
+      AWS_SECRET_VALUE.lastIndex = v.index + 1;
+      continue;
+    }
+    push(start, start + 40);
   }
 }
 
@@ -132,7 +193,9 @@ export const BUILTIN_DETECTORS: Detector[] = [
     kind: 'pii',
     description: 'Payment card number (Luhn, issuer ranges and lengths, consistent 4-digit grouping)',
     priority: 50,
-    pattern: /(?<![\w.,/+-])\d(?:[ -]?\d){11,18}(?![\w]|[.,-]\d)/g,
+    anchors: ['number'],
+    minDigits: 12,
+    pattern: /(?<![\w./+-])\d(?:[ -]?\d){11,18}(?![\w]|[.-]\d)/g,
     validate: (v) => creditCard(v),
     needsDigit: true,
     tail: ID_TAIL,
@@ -145,6 +208,7 @@ export const BUILTIN_DETECTORS: Detector[] = [
     kind: 'pii',
     description: 'International bank account number (ISO 13616 mod-97, per-country length)',
     priority: 50,
+    anchors: ['letters'],
     pattern: /(?<![\w])[A-Z]{2}\d{2}(?:(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?|[A-Z0-9]{11,30})(?![\w])/g,
     validate: (v) => iban(v),
     needsDigit: true,
@@ -158,7 +222,9 @@ export const BUILTIN_DETECTORS: Detector[] = [
     kind: 'pii',
     description: 'US Social Security number (area/group/serial rules; unseparated only next to "SSN")',
     priority: 50,
-    pattern: /(?<![\w.,/-])\d{3}([- ]?)\d{2}\1\d{4}(?![\w]|[.,-]\d)/g,
+    anchors: ['number'],
+    minDigits: 9,
+    pattern: /(?<![\w./-])\d{3}([- ]?)\d{2}\1\d{4}(?![\w]|[.-]\d)/g,
     validate: (v, text, start) => usSsn(v) && (/[- ]/.test(v) || contextBefore(text, start, 40, SSN_CONTEXT)),
     needsDigit: true,
     tail: ID_TAIL,
@@ -171,7 +237,10 @@ export const BUILTIN_DETECTORS: Detector[] = [
     kind: 'pii',
     description: 'US bank routing number (ABA prefix and 3-7-1 checksum; needs "routing"/"ABA" nearby)',
     priority: 52,
-    pattern: /(?<![\w.,/-])\d{9}(?![\w]|[.,-]\d)/g,
+    anchors: ['number'],
+    gate: /routing|aba|rtn|transit|bank/i,
+    minDigits: 9,
+    pattern: /(?<![\w./-])\d{9}(?![\w]|[.-]\d)/g,
     validate: (v, text, start) => abaRouting(v) && contextBefore(text, start, 48, ROUTING_CONTEXT),
     needsDigit: true,
     tail: ID_TAIL,
@@ -183,6 +252,7 @@ export const BUILTIN_DETECTORS: Detector[] = [
     kind: 'pii',
     description: 'UK National Insurance number (HMRC prefix rules, suffix A–D)',
     priority: 50,
+    anchors: ['letters'],
     pattern: /(?<![\w])[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D](?![\w])/g,
     validate: (v) => ukNino(v),
     needsDigit: true,
@@ -196,6 +266,13 @@ export const BUILTIN_DETECTORS: Detector[] = [
     kind: 'pii',
     description: 'Spanish DNI / NIE (mod-23 check letter)',
     priority: 50,
+    anchors: ['number', 'letters'],
+    minDigits: 7,
+    // the token ends in 7–8 digits followed by the check letter (or a dash before it)
+    eligible: (text, _s, end) => {
+      const c = text.charCodeAt(end);
+      return ((c >= 65 && c <= 90) || c === 45) && /^\d{7}$/.test(text.slice(end - 7, end));
+    },
     pattern: /(?<![\w-])(?:\d{8}|[XYZ]-?\d{7})-?[A-Z](?![\w])/g,
     validate: (v) => esDni(v),
     needsDigit: true,
@@ -209,7 +286,10 @@ export const BUILTIN_DETECTORS: Detector[] = [
     kind: 'pii',
     description: 'UK NHS number (modulus 11; needs "NHS" nearby)',
     priority: 55,
-    pattern: /(?<![\w.,/-])\d{3}([ -]?)\d{3}\1\d{4}(?![\w]|[.,-]\d)/g,
+    anchors: ['number'],
+    gate: /nhs/i,
+    minDigits: 10,
+    pattern: /(?<![\w./-])\d{3}([ -]?)\d{3}\1\d{4}(?![\w]|[.-]\d)/g,
     validate: (v, text, start) => ukNhs(v) && contextBefore(text, start, 40, NHS_CONTEXT),
     needsDigit: true,
     tail: ID_TAIL,
@@ -222,6 +302,9 @@ export const BUILTIN_DETECTORS: Detector[] = [
     kind: 'pii',
     description: 'Phone number: E.164 (+CC …), North American (NANP rules) and trunk-prefixed national formats',
     priority: 30,
+    anchors: ['number'],
+    minDigits: 7,
+    eligible: (text, start, end) => !(end - start === 10 && text[start + 4] === '-' && text[start + 7] === '-'), // ISO dates
     pattern:
       /(?<![\w.+/-])(?:\+[1-9]\d{0,2}(?:[ .-]?\(?\d{1,5}\)?){1,5}|(?:1[ .-])?(?:\(\d{3}\) ?|\d{3}[.-])\d{3}[.-]\d{4}|\d{3} \d{3} \d{4}|0\d{2,4}[ -]\d{3,4}[ -]?\d{3,4}|0[1-9](?:[ .]\d{2}){4}|\d{10})(?![\w]|[.-]\d)/g,
     validate: (v, text, start) => {
@@ -254,6 +337,9 @@ export const BUILTIN_DETECTORS: Detector[] = [
     kind: 'pii',
     description: 'IPv4 address (octets 0–255; version strings and OIDs excluded)',
     priority: 25,
+    anchors: ['number'],
+    minDigits: 4,
+    needsDot: true,
     pattern: /(?<![\w.-])(?:\d{1,3}\.){3}\d{1,3}(?![\w]|\.\d)/g,
     validate: (v, text, start) => ipv4(v) && !VERSION_CONTEXT.test(text.slice(Math.max(0, start - 12), start)),
     needsDigit: true,
@@ -277,8 +363,10 @@ export const BUILTIN_DETECTORS: Detector[] = [
     kind: 'pii',
     description: 'Date of birth, only next to "DOB", "date of birth", "born", "birthday"',
     priority: 45,
+    anchors: ['keyword'],
+    hits: ['d', 'birth', 'born'],
     pattern: new RegExp(
-      `\\b(?:d\\.?o\\.?b|date[\\s_-]*of[\\s_-]*birth|birth[\\s_-]*date|birthday|born(?:\\s+on)?)\\b\\.?["']?\\s*(?:[:=-]\\s*)?["']?(?:is\\s+|on\\s+|was\\s+)?(?<v>${DATE})(?!\\w)`,
+      `(?<![A-Za-z])(?:d\\.?o\\.?b|date[\\s_-]*of[\\s_-]*birth|birth(?:[\\s_-]*date|day)?|born(?:\\s+on)?)(?![A-Za-z])\\.?(?:\\\\?["'])?\\s*(?:[:=-]\\s*)?(?:\\\\?["'])?(?:is\\s+|on\\s+|was\\s+)?(?<v>${DATE})(?!\\w)`,
       'gid',
     ),
     validate: (v) => plausibleDate(v),
@@ -293,7 +381,10 @@ export const BUILTIN_DETECTORS: Detector[] = [
     kind: 'secret',
     description: 'AWS access key id (AKIA…, ASIA… temporary, ABIA, ACCA)',
     priority: 80,
+    anchors: ['prefix'],
+    hits: ['akia', 'asia', 'abia', 'acca'],
     pattern: /(?<![A-Za-z0-9])(?:AKIA|ASIA|ABIA|ACCA)[A-Z2-7]{16}(?![A-Za-z0-9])/g,
+    validate: (v) => tokenLike(v.slice(4)),
     tail: TOKEN_TAIL,
     maxLength: 20,
   },
@@ -303,9 +394,10 @@ export const BUILTIN_DETECTORS: Detector[] = [
     kind: 'secret',
     description: 'AWS secret access key (40 base64 characters next to "secret"/"aws" or an access key id)',
     priority: 75,
-    pattern: /(?<![A-Za-z0-9/+])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])/g,
-    gate: /secret|aws|AKIA|ASIA/i,
-    validate: (v, text, start) => /[a-z]/.test(v) && /[A-Z]/.test(v) && /[0-9/+]/.test(v) && tokenLike(v) && contextBefore(text, start, 160, AWS_SECRET_CONTEXT),
+    anchors: ['keyword', 'prefix'],
+    hits: ['secret', 'aws', 'akia', 'asia'],
+    findAt: findAwsSecretAt,
+    validate: (v) => /[a-z]/.test(v) && /[A-Z]/.test(v) && /[0-9/+]/.test(v) && tokenLike(v),
     tail: TOKEN_TAIL,
     maxLength: 40,
   },
@@ -315,6 +407,8 @@ export const BUILTIN_DETECTORS: Detector[] = [
     kind: 'secret',
     description: 'GitHub token (ghp_, gho_, ghu_, ghs_, ghr_, github_pat_)',
     priority: 80,
+    anchors: ['prefix'],
+    hits: ['gh', 'github_pat_'],
     pattern: /(?<![A-Za-z0-9_])(?:gh[pousr]_[A-Za-z0-9]{36,251}|github_pat_[A-Za-z0-9_]{22,244})(?![A-Za-z0-9_])/g,
     validate: (v) => tokenLike(v.slice(v.indexOf('_') + 1)),
     tail: TOKEN_TAIL,
@@ -326,6 +420,8 @@ export const BUILTIN_DETECTORS: Detector[] = [
     kind: 'secret',
     description: 'Slack token (xoxb-, xoxp-, xoxa-, xoxr-, xoxs-, xoxe-, xapp-) and incoming-webhook URL',
     priority: 80,
+    anchors: ['prefix'],
+    hits: ['xox', 'xapp-', 'https://hooks.slack.com'],
     pattern: /(?<![\w-])(?:xox[abposre]-(?:\d+-)?[A-Za-z0-9-]{10,250}|xapp-\d-[A-Za-z0-9-]{10,250}|https:\/\/hooks\.slack\.com\/services\/T[A-Z0-9]+\/B[A-Z0-9]+\/[A-Za-z0-9]{16,64})(?![\w-])/g,
     validate: (v) => tokenLike(v.replace(/^.*\//, '').replace(/^x[a-z]+-/, '')),
     tail: TOKEN_TAIL,
@@ -337,6 +433,8 @@ export const BUILTIN_DETECTORS: Detector[] = [
     kind: 'secret',
     description: 'Stripe secret or restricted key (sk_live_, sk_test_, rk_live_, rk_test_) and webhook secret (whsec_)',
     priority: 80,
+    anchors: ['prefix'],
+    hits: ['sk_', 'rk_', 'whsec_'],
     pattern: /(?<![\w])(?:(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{16,247}|whsec_[A-Za-z0-9]{24,100})(?![\w])/g,
     validate: (v) => tokenLike(v.replace(/^(?:sk|rk)_(?:live|test)_|^whsec_/, '')),
     tail: TOKEN_TAIL,
@@ -348,6 +446,8 @@ export const BUILTIN_DETECTORS: Detector[] = [
     kind: 'secret',
     description: 'Anthropic API key (sk-ant-…)',
     priority: 85,
+    anchors: ['prefix'],
+    hits: ['sk-'],
     pattern: /(?<![\w-])sk-ant-[a-z]{2,8}\d{2}-[A-Za-z0-9_-]{20,200}(?![\w-])/g,
     validate: (v) => tokenLike(v.slice(14)),
     tail: TOKEN_TAIL,
@@ -359,6 +459,8 @@ export const BUILTIN_DETECTORS: Detector[] = [
     kind: 'secret',
     description: 'OpenAI API key (sk-…, sk-proj-…, sk-svcacct-…, sk-admin-…)',
     priority: 80,
+    anchors: ['prefix'],
+    hits: ['sk-'],
     pattern: /(?<![\w-])sk-(?!ant-)(?:(?:proj|svcacct|admin|None)-)?[A-Za-z0-9_-]{20,200}(?![\w-])/g,
     validate: (v) => /\d/.test(v) && /[a-z]/.test(v) && /[A-Z]/.test(v) && tokenLike(v.slice(3)),
     tail: TOKEN_TAIL,
@@ -370,6 +472,8 @@ export const BUILTIN_DETECTORS: Detector[] = [
     kind: 'secret',
     description: 'JSON Web Token (three base64url segments, header decodes with "alg")',
     priority: 85,
+    anchors: ['prefix'],
+    hits: ['eyj'],
     pattern: /(?<![\w-])eyJ[A-Za-z0-9_-]{5,2000}\.[A-Za-z0-9_-]{2,8000}\.[A-Za-z0-9_-]{0,1000}(?![\w-])/g,
     validate: (v) => jwt(v),
     tail: 'eyJ[\\w.-]{0,11010}|ey?',
@@ -381,6 +485,8 @@ export const BUILTIN_DETECTORS: Detector[] = [
     kind: 'secret',
     description: 'PEM / OpenSSH / PGP private key block (multi-line; also JSON-escaped and truncated blocks)',
     priority: 95,
+    anchors: ['prefix'],
+    hits: ['-----begin'],
     pattern:
       /-----BEGIN ((?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?)-----(?:[\s\S]{0,16384}?-----END \1-----|(?:\\[rn]|[\r\n]|[A-Za-z0-9+/=:,-])*)/g,
     tail: '-----BEGIN (?![\\s\\S]*?-----END [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----)[\\s\\S]{0,16400}|-{1,5}(?:B(?:E(?:G(?:I(?:N(?: [A-Z0-9 ]{0,40})?)?)?)?)?)?',
@@ -392,8 +498,10 @@ export const BUILTIN_DETECTORS: Detector[] = [
     kind: 'secret',
     description: 'Password or secret after password=, pwd:, "secret": … and the password in scheme://user:password@host',
     priority: 70,
+    anchors: ['keyword', 'prefix'],
+    hits: ['pass', 'pwd', 'secret', 'api', 'access', 'auth', 'private', '://'],
     pattern:
-      /(?:\b(?:pass(?:word|wd|phrase)?|pwd|(?:client[_-]?|app[_-]?)?secret|api[_-]?key|apikey|access[_-]?token|auth[_-]?token|private[_-]?key)\b["']?\s*(?:[:=]|=>)\s*(?:"(?<v1>[^"\n]{1,200})"|'(?<v2>[^'\n]{1,200})'|(?<v3>[^\s"'&;,)}\]<>]{1,200}))|:\/\/[^\s:/@]{0,100}:(?<v4>[^\s@/]{1,200})@)/gid,
+      /(?:(?<![A-Za-z])(?:pass(?:word|wd|phrase)?|pwd|secret|(?:api[_-]?|private[_-]?)key|apikey|(?:access|auth)[_-]?token)(?![A-Za-z])(?:\\?["'])?\s*(?:[:=]|=>)\s*(?:\\?"(?<v1>[^"\\\n]{1,200})\\?"|'(?<v2>[^'\n]{1,200})'|(?<v3>[^\s"'&;,)}\]<>\\]{1,200}))|:\/\/[^\s:/@]{0,100}:(?<v4>[^\s@/]{1,200})@)/gid,
     validate: (v) => notPlaceholderValue(v),
     tail: '(?:pass(?:word|wd|phrase)?|pwd|secret|api[_-]?key|apikey|token|private[_-]?key)["\']?\\s*(?:[:=]|=>)?\\s*["\']?[^\\n]{0,200}|:(?:\\/(?:\\/[^\\s:/@]{0,100}(?::[^\\s@/]{0,200})?)?)?',
     tailCaseInsensitive: true,
@@ -405,6 +513,8 @@ export const BUILTIN_DETECTORS: Detector[] = [
     kind: 'secret',
     description: 'Token after "Bearer", "Basic" or "Token" in an Authorization header or text',
     priority: 40,
+    anchors: ['keyword'],
+    hits: ['bearer', 'basic', 'token'],
     pattern: /\b(?:[Bb]earer|BEARER|[Bb]asic|[Tt]oken)\s+(?<v>[A-Za-z0-9._~+/-]{16,4096}=*)(?![\w.~+/=-])/gd,
     validate: (v) => tokenLike(v) && /\d/.test(v),
     tail: TOKEN_TAIL,
@@ -420,7 +530,7 @@ function notPlaceholderValue(v: string): boolean {
 function tokenLikeOrWord(v: string): boolean {
   if (v.length < 3) return false;
   if (/^[*x•.#_-]+$/i.test(v) || /^(.)\1+$/.test(v)) return false;
-  if (/^(<[^>]*>|\$\{[^}]*\}|\$\(?[A-Za-z_][A-Za-z0-9_]*\)?|%\(?\w*\)?s|\{\{[^}]*\}\}|\{[^}]*\}|process\.env\.\w+|os\.environ.*|env\(.*)$/.test(v)) return false;
+  if (/^(<[^>]*>?|\$\{[^}]*\}?|\$\(?[A-Za-z_][A-Za-z0-9_]*\)?|%\(?\w*\)?s|\{\{[^}]*(\}\})?|\{[^}]*\}?|process\.env\.\w+|os\.environ.*|env\(.*)$/.test(v)) return false;
   if (/^(null|none|nil|undefined|true|false|redacted|\[redacted\]|hidden|required|optional|empty|string|str|int|your[_-]?\w*|xxx+|\*+)$/i.test(v)) return false;
   if (/^\[[A-Z_]+(:[0-9a-f]+)?\]$/.test(v)) return false;
   return true;

@@ -28,78 +28,260 @@ export interface ScanOptions {
 const DIGIT = /\d/;
 const CHECK_EVERY = 64;
 
+/** Candidate passes shared by the anchored detectors (see Detector.anchors). */
+const NUMBER_TOKEN = /[+(]?\d(?:[ ()./-]{0,2}\d){3,}/g;
+const LETTERS = /(?<!\w)[A-Z]{1,2}[ -]?\d/g;
+const PREFIX = /gh[pousr]_|github_pat_|xox[abposre]-|xapp-|https:\/\/hooks\.slack\.com|[sr]k_(?:live|test)_|whsec_|sk-|eyJ|-----BEGIN|A(?:KIA|SIA|BIA|CCA)|:\/\//g;
+const KEYWORD = /(?<![A-Za-z])(?:pass|pwd|secret|api|access|auth|private|d\.?o\.?b|date|birth|born|bearer|basic|token|aws)/gi;
+
+const stickyCache = new WeakMap<RegExp, RegExp>();
+function sticky(re: RegExp): RegExp {
+  let s = stickyCache.get(re);
+  if (!s) {
+    s = new RegExp(re.source, re.flags.replace('g', '') + 'y');
+    stickyCache.set(re, s);
+  }
+  return s;
+}
+
+/** Does `text` at `pos` start with `lower` (ASCII, case-insensitive)? */
+function startsWithLower(text: string, pos: number, lower: string): boolean {
+  for (let i = 0; i < lower.length; i++) {
+    let c = text.charCodeAt(pos + i);
+    if (c >= 65 && c <= 90) c |= 0x20;
+    if (c !== lower.charCodeAt(i)) return false;
+  }
+  return true;
+}
+
+function isDigit(c: number): boolean {
+  return c >= 48 && c <= 57;
+}
+
+interface ScanState {
+  text: string;
+  from: number;
+  out: Match[];
+  opts: ScanOptions;
+  /** Per detector: end of its last accepted match (no overlapping matches of one detector). */
+  lastEnd: Map<Detector, number>;
+  n: number;
+  /** Anchored detectors switched off for this text (their gate failed). */
+  off: Set<Detector> | undefined;
+}
+
+/** Detectors by the (lower-case) anchor hit they start at; detectors without `hits` get every hit. */
+function hitDispatch(ds: Detector[]): [string, Detector[]][] {
+  const map = new Map<string, Detector[]>();
+  for (const d of ds) for (const h of d.hits ?? ['']) map.set(h, [...(map.get(h) ?? []), d]);
+  return [...map.entries()];
+}
+
+interface Prepared {
+  /** Detectors scanned on their own (whole-text pattern or finder). */
+  plain: Detector[];
+  anchored: Partial<Record<'number' | 'letters' | 'prefix' | 'keyword', Detector[]>>;
+  dispatch: Partial<Record<'prefix' | 'keyword', [string, Detector[]][]>>;
+}
+const preparedCache = new WeakMap<readonly Detector[], Prepared>();
+function prepare(detectors: readonly Detector[]): Prepared {
+  let p = preparedCache.get(detectors);
+  if (!p) {
+    p = { plain: [], anchored: {}, dispatch: {} };
+    for (const d of detectors) {
+      if (d.anchors && (d.pattern || d.findAt)) for (const a of d.anchors) (p.anchored[a] ??= []).push(d);
+      else p.plain.push(d);
+    }
+    for (const k of ['prefix', 'keyword'] as const) if (p.anchored[k]) p.dispatch[k] = hitDispatch(p.anchored[k]);
+    preparedCache.set(detectors, p);
+  }
+  return p;
+}
+
+/** Tries `d`'s pattern at exactly `pos`. */
+function tryAt(d: Detector, pos: number, st: ScanState): void {
+  if (pos < (st.lastEnd.get(d) ?? 0)) return;
+  if (d.findAt) {
+    d.findAt(st.text, pos, (start, end) => {
+      if (start >= st.from && start >= (st.lastEnd.get(d) ?? 0) && (!d.validate || d.validate(st.text.slice(start, end), st.text, start, end))) {
+        st.out.push({ detector: d, start, end });
+        st.lastEnd.set(d, end);
+      }
+    });
+    return;
+  }
+  const re = sticky(d.pattern!);
+  re.lastIndex = pos;
+  const m = re.exec(st.text);
+  if (!m || !m[0].length) return;
+  accept(d, m, st);
+}
+
+function accept(d: Detector, m: RegExpExecArray, st: ScanState): boolean {
+  let start = m.index;
+  let end = start + m[0].length;
+  const groups = m.indices?.groups;
+  if (groups) {
+    for (const name in groups) {
+      const span = groups[name];
+      if (span && name.startsWith('v')) {
+        start = span[0];
+        end = span[1];
+        break;
+      }
+    }
+  }
+  if (start < st.from || end <= start) return false;
+  if (d.validate && !d.validate(st.text.slice(start, end), st.text, start, end)) return false;
+  st.out.push({ detector: d, start, end });
+  st.lastEnd.set(d, m.index + m[0].length);
+  return true;
+}
+
+function checkDeadline(d: Detector | undefined, st: ScanState): void {
+  if (++st.n % CHECK_EVERY === 0 && performance.now() > st.opts.deadline) throw overBudget(d, st.text, st.opts);
+}
+
 /** All validated candidates of `detectors` in `text` (overlaps not yet resolved). */
 export function scanText(text: string, detectors: readonly Detector[], opts: ScanOptions): Match[] {
   const out: Match[] = [];
   if (!text) return out;
-  const from = opts.from ?? 0;
+  const st: ScanState = { text, from: opts.from ?? 0, out, opts, lastEnd: new Map(), n: 0, off: undefined };
+  const prep = prepare(detectors);
   let hasDigit: boolean | undefined;
-  for (const d of detectors) {
-    if (d.needsDigit && !(hasDigit ??= DIGIT.test(text))) continue;
-    try {
-      if (d.gate && !d.gate.test(text)) continue;
+  let current: Detector | undefined;
+  const skip = (d: Detector) => (d.needsDigit && !(hasDigit ??= DIGIT.test(text))) || (d.gate !== undefined && !d.gate.test(text));
+  try {
+    for (const d of detectors) {
+      current = d;
+      if (d.anchors && (d.pattern || d.findAt)) {
+        if (skip(d)) (st.off ??= new Set()).add(d);
+        continue;
+      }
+      if (skip(d)) continue;
       if (d.find) {
         d.find(text, (start, end) => {
-          if (start >= from && end > start && (!d.validate || d.validate(text.slice(start, end), text, start, end))) out.push({ detector: d, start, end });
+          if (start >= st.from && end > start && (!d.validate || d.validate(text.slice(start, end), text, start, end))) out.push({ detector: d, start, end });
         });
-      } else if (d.pattern) runPattern(d, d.pattern, text, from, out, opts);
-    } catch (err) {
-      if (err instanceof MaskingError) throw err;
-      throw new MaskingError(`masking failed closed: detector "${d.id}" raised ${err instanceof Error ? err.message : String(err)}`);
+      } else if (d.pattern) runPattern(d, d.pattern, st);
+      if (performance.now() > opts.deadline) throw overBudget(d, text, opts);
     }
-    if (performance.now() > opts.deadline) throw overBudget(d, text, opts);
+    current = undefined;
+    const on = (ds: Detector[] | undefined) => (ds && st.off ? ds.filter((d) => !st.off!.has(d)) : ds);
+    const numbers = on(prep.anchored.number);
+    if (numbers?.length) scanNumbers(numbers, st);
+    for (const [kind, re] of [['letters', LETTERS], ['prefix', PREFIX], ['keyword', KEYWORD]] as const) {
+      const ds = on(prep.anchored[kind]);
+      if (!ds?.length) continue;
+      st.lastEnd.clear(); // each pass walks the text from the start
+      const dispatch = kind === 'letters' ? undefined : prep.dispatch[kind];
+      re.lastIndex = 0;
+      let m: RegExpExecArray | null;
+      while ((m = re.exec(text)) !== null) {
+        if (dispatch) {
+          for (const [prefix, which] of dispatch) if (startsWithLower(text, m.index, prefix)) for (const d of which) if (!st.off?.has(d)) tryAt(d, m.index, st);
+        } else for (const d of ds) tryAt(d, m.index, st);
+        checkDeadline(undefined, st);
+      }
+    }
+  } catch (err) {
+    if (err instanceof MaskingError) throw err;
+    const who = current ? `detector "${current.id}"` : 'a detector';
+    throw new MaskingError(`masking failed closed: ${who} raised ${err instanceof Error ? err.message : String(err)}`);
   }
+  if (performance.now() > opts.deadline) throw overBudget(undefined, text, opts);
   return out;
 }
 
-function overBudget(d: Detector, text: string, opts: ScanOptions): MaskingError {
-  return new MaskingError(`masking failed closed: scanning ${text.length} characters exceeded the ${Math.round(opts.budgetMs)} ms budget (detector "${d.id}")`);
+/**
+ * Number-anchored detectors run at the start of each digit token and after each separator inside
+ * it, and only when enough digits follow (a 4-digit year never reaches the card pattern).
+ */
+function scanNumbers(ds: Detector[], st: ScanState): void {
+  const text = st.text;
+  NUMBER_TOKEN.lastIndex = 0;
+  let m: RegExpExecArray | null;
+  const starts: number[] = [];
+  const counts: number[] = [];
+  while ((m = NUMBER_TOKEN.exec(text)) !== null) {
+    const ts = m.index;
+    const te = ts + m[0].length;
+    if (te - ts < 7 && !m[0].includes('.')) continue; // shorter than any number-anchored value
+    const hasDot = m[0].includes('.');
+    // Where a number-anchored pattern can start: the token start, after a space or "(" — the
+    // patterns' look-behinds reject a start after "-" or "." — and after "/" for IPv4 in URLs.
+    starts.length = 0;
+    starts.push(ts);
+    for (let i = ts + 1; i < te; i++) {
+      const c = text.charCodeAt(i);
+      const prev = text.charCodeAt(i - 1);
+      if ((isDigit(c) || c === 40 || c === 43) && (prev === 32 || prev === 40 || prev === 47)) starts.push(i);
+    }
+    // digits from each start to the token's end
+    const need = counts;
+    need.length = starts.length;
+    let digitsAfter = 0;
+    let k = starts.length - 1;
+    for (let i = te - 1; i >= ts && k >= 0; i--) {
+      if (isDigit(text.charCodeAt(i))) digitsAfter++;
+      while (k >= 0 && starts[k] === i) need[k--] = digitsAfter;
+    }
+    let covered = 0;
+    for (let j = 0; j < starts.length; j++) {
+      const pos = starts[j]!;
+      if (pos < covered) continue; // inside a value already found
+      const digits = need[j]!;
+      const before = st.out.length;
+      for (const d of ds) if (digits >= (d.minDigits ?? 0) && (!d.needsDot || hasDot) && (!d.eligible || d.eligible(text, pos, te))) tryAt(d, pos, st);
+      for (let q = before; q < st.out.length; q++) covered = Math.max(covered, st.out[q]!.end);
+    }
+    checkDeadline(undefined, st);
+  }
 }
 
-function runPattern(d: Detector, re: RegExp, text: string, from: number, out: Match[], opts: ScanOptions): void {
+function overBudget(d: Detector | undefined, text: string, opts: ScanOptions): MaskingError {
+  return new MaskingError(
+    `masking failed closed: scanning ${text.length} characters exceeded the ${Math.round(opts.budgetMs)} ms budget${d ? ` (detector "${d.id}")` : ''}`,
+  );
+}
+
+function runPattern(d: Detector, re: RegExp, st: ScanState): void {
   re.lastIndex = 0;
-  let n = 0;
   let m: RegExpExecArray | null;
-  while ((m = re.exec(text)) !== null) {
+  while ((m = re.exec(st.text)) !== null) {
     if (m[0].length === 0) {
       re.lastIndex++;
       continue;
     }
-    if (++n % CHECK_EVERY === 0 && performance.now() > opts.deadline) throw overBudget(d, text, opts);
-    let start = m.index;
-    let end = start + m[0].length;
-    const groups = m.indices?.groups;
-    if (groups) {
-      for (const name in groups) {
-        const span = groups[name];
-        if (span && name.startsWith('v')) {
-          start = span[0];
-          end = span[1];
-          break;
-        }
-      }
-    }
-    if (start < from || end <= start) continue;
-    if (d.validate && !d.validate(text.slice(start, end), text, start, end)) {
-      // a rejected candidate may hide a valid one starting inside it
-      re.lastIndex = m.index + 1;
-      continue;
-    }
-    out.push({ detector: d, start, end });
+    checkDeadline(d, st);
+    // a rejected candidate may hide a valid one starting inside it
+    if (!accept(d, m, st)) re.lastIndex = m.index + 1;
   }
 }
 
-/** Keeps non-overlapping matches: higher priority first, then longer, then earlier. Sorted by start. */
+/**
+ * Keeps non-overlapping matches: higher priority first, then longer, then earlier. Sorted by start.
+ * Only matches in one cluster of mutually overlapping spans compete, so this stays O(n log n).
+ */
 export function resolveOverlaps(matches: Match[]): Match[] {
   if (matches.length <= 1) return matches;
-  const byRank = [...matches].sort(
-    (a, b) => b.detector.priority - a.detector.priority || b.end - b.start - (a.end - a.start) || a.start - b.start,
-  );
-  const kept: Match[] = [];
-  for (const m of byRank) {
-    if (!kept.some((k) => m.start < k.end && k.start < m.end)) kept.push(m);
+  const sorted = [...matches].sort((a, b) => a.start - b.start || b.end - a.end);
+  const out: Match[] = [];
+  let i = 0;
+  while (i < sorted.length) {
+    let j = i + 1;
+    let end = sorted[i]!.end;
+    while (j < sorted.length && sorted[j]!.start < end) end = Math.max(end, sorted[j++]!.end);
+    if (j === i + 1) out.push(sorted[i]!);
+    else {
+      const byRank = sorted.slice(i, j).sort((a, b) => b.detector.priority - a.detector.priority || b.end - b.start - (a.end - a.start) || a.start - b.start);
+      const kept: Match[] = [];
+      for (const m of byRank) if (!kept.some((k) => m.start < k.end && k.start < m.end)) kept.push(m);
+      out.push(...kept.sort((a, b) => a.start - b.start));
+    }
+    i = j;
   }
-  return kept.sort((a, b) => a.start - b.start);
+  return out;
 }
 
 // ---------------------------------------------------------------------------------------------

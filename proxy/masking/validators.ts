@@ -61,7 +61,7 @@ function issuerAccepts(d: string): boolean {
   const p3 = Number(d.slice(0, 3));
   const p4 = Number(d.slice(0, 4));
   const p6 = Number(d.slice(0, 6));
-  if (d[0] === '4') return len === 13 || len === 16 || len === 19; // Visa
+  if (d[0] === '4') return len === 16 || len === 19; // Visa (13-digit numbers are no longer issued)
   if (p2 >= 51 && p2 <= 55) return len === 16; // Mastercard
   if (p4 >= 2221 && p4 <= 2720) return len === 16; // Mastercard 2-series
   if (p2 === 34 || p2 === 37) return len === 15; // American Express
@@ -70,7 +70,7 @@ function issuerAccepts(d: string): boolean {
   if (p2 === 62) return len >= 16 && len <= 19; // UnionPay
   if (p4 >= 3528 && p4 <= 3589) return len >= 16 && len <= 19; // JCB
   if ((p3 >= 300 && p3 <= 305) || p2 === 36 || p2 === 38 || p2 === 39) return len >= 14 && len <= 19; // Diners Club
-  if (p2 === 50 || (p2 >= 56 && p2 <= 69)) return len >= 12 && len <= 19; // Maestro
+  if (p2 === 50 || (p2 >= 56 && p2 <= 69)) return len >= 16 && len <= 19; // Maestro (shorter ones collide with EAN-13 barcodes)
   if (p4 >= 2200 && p4 <= 2204) return len >= 16 && len <= 19; // Mir
   return false;
 }
@@ -194,8 +194,17 @@ export function notPlaceholder(text: string): boolean {
 /** A random-looking token: not a placeholder, and not one repeated run (`sk-aaaaaaaa…`). */
 export function tokenLike(text: string): boolean {
   if (!notPlaceholder(text)) return false;
-  const distinct = new Set(text).size;
-  return distinct >= Math.min(10, Math.ceil(text.length / 4));
+  const want = Math.min(10, Math.ceil(text.length / 4));
+  const seen = new Uint8Array(128);
+  let distinct = 0;
+  for (let i = 0; i < text.length && distinct < want; i++) {
+    const c = text.charCodeAt(i);
+    if (c >= 128 || !seen[c]) {
+      if (c < 128) seen[c] = 1;
+      distinct++;
+    }
+  }
+  return distinct >= want;
 }
 
 /** Named validators available to custom detectors (`validator: luhn`). */
