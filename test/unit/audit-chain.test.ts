@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { canonicalize } from '../../shared/canonical-json';
-import { AuditStore, canonicalEventBody, chainHash, eventBody, GENESIS_HASH, payloadHashOf, sha256hex } from '../../proxy/audit/store';
+import { AuditStore, canonicalEventBody, canonicalPayload, chainHash, eventBody, GENESIS_HASH, payloadHashOf, sha256hex } from '../../proxy/audit/store';
 import { tempDir } from '../support/tmp';
 
 describe('audit chain hashing', () => {
@@ -25,6 +25,18 @@ describe('audit chain hashing', () => {
       ),
       { numRuns: 2000 },
     );
+  });
+
+  it('writes payloads exactly as the shared RFC 8785 canonicalizer does', () => {
+    const value = fc.letrec((tie) => ({
+      any: fc.oneof({ depthSize: 'small' }, fc.constant(null), fc.boolean(), fc.double({ noNaN: true, noDefaultInfinity: true }), fc.integer(), fc.string({ unit: 'binary' }), tie('arr'), tie('obj')),
+      arr: fc.array(fc.oneof(tie('any'), fc.constant(undefined)), { maxLength: 5 }),
+      obj: fc.dictionary(fc.string({ unit: 'binary' }), fc.oneof(tie('any'), fc.constant(undefined)), { maxKeys: 6 }),
+    })).any;
+    fc.assert(fc.property(value, (v) => assert.equal(canonicalPayload(v), canonicalize(v))), { numRuns: 3000 });
+    assert.equal(canonicalPayload({ when: new Date(0), b: Buffer.from('hi') }), canonicalize({ when: new Date(0), b: Buffer.from('hi') }));
+    for (const bad of [NaN, Infinity, undefined, () => 1, 1n]) assert.throws(() => canonicalPayload(bad), TypeError);
+    assert.throws(() => canonicalPayload({ f: () => 1 }), TypeError);
   });
 
   it('keeps the documented hash definitions for single and batched appends', () => {
