@@ -19,8 +19,8 @@ const SECRET_NAME_RE = /(^|[-_])(key|token|secret|password|passwd|auth|credentia
 /** The console's session cookie; a browser sends it to every port of the host, so it is stripped. */
 const CONSOLE_COOKIE_RE = /(^|;\s*)custody_session=[^;]*(;\s*)?/;
 
-function connectionTokens(value: string | string[] | undefined): string[] {
-  if (!value) return [];
+function connectionTokens(value: string | string[] | undefined): string[] | undefined {
+  if (!value || value === 'keep-alive' || value === 'close') return undefined; // the usual values name no header
   return (Array.isArray(value) ? value.join(',') : value)
     .split(',')
     .map((t) => t.trim().toLowerCase())
@@ -33,7 +33,7 @@ function connectionTokens(value: string | string[] | undefined): string[] {
  */
 export function upstreamRequestHeaders(headers: IncomingHttpHeaders, dropContentEncoding: boolean): OutgoingHttpHeaders {
   const out: OutgoingHttpHeaders = {};
-  const listed = headers['connection'] ? connectionTokens(headers['connection']) : undefined;
+  const listed = connectionTokens(headers['connection']);
   for (const name in headers) {
     if (HOP_BY_HOP.has(name) || REQUEST_OWN.has(name)) continue;
     if (listed?.includes(name)) continue;
@@ -56,7 +56,7 @@ export function upstreamRequestHeaders(headers: IncomingHttpHeaders, dropContent
  */
 export function clientResponseHeaders(headers: IncomingHttpHeaders, bodyRewritten: boolean): OutgoingHttpHeaders {
   const out: OutgoingHttpHeaders = {};
-  const listed = headers['connection'] ? connectionTokens(headers['connection']) : undefined;
+  const listed = connectionTokens(headers['connection']);
   for (const name in headers) {
     if (HOP_BY_HOP.has(name)) continue;
     if (listed?.includes(name)) continue;

@@ -31,6 +31,7 @@ import { BatchedRecorder } from './recorder';
 import { type HttpSession, HttpSessionTracker, validSessionLabel } from './sessions';
 import { serializeSseEvent, SseParser } from './sse';
 import { UpstreamTable, type UpstreamRoute } from './upstreams';
+import { GroupCommitWriter } from './writer';
 
 /** Non-streamed responses up to this size (declared by content-length) are relayed in one write. */
 const BUFFER_SMALL_RESPONSES = 256 * 1024;
@@ -58,7 +59,8 @@ export async function startHttpProxy(s: GatewayServices): Promise<HttpProxy> {
   const sessions = new HttpSessionTracker(parseDuration(s.config.limits.sessionIdle));
   let closing = false;
 
-  const ctx: ProxyContext = { s, upstreams, sessions, isClosing: () => closing };
+  const writer = new GroupCommitWriter(s.store);
+  const ctx: ProxyContext = { s, upstreams, sessions, writer, isClosing: () => closing };
   const server = createServer({ noDelay: true }, (req, res) => {
     handleExchange(ctx, req, res).catch((err: unknown) => internalError(ctx, res, err));
   });
@@ -97,6 +99,7 @@ export async function startHttpProxy(s: GatewayServices): Promise<HttpProxy> {
         const idleCloser = setInterval(() => server.closeIdleConnections(), 50);
         await closeServer(server, DRAIN_GRACE_MS);
         clearInterval(idleCloser);
+        writer.flush();
         endSessions(ctx, sessions.takeAll(), 'shutdown');
         upstreams.destroy();
       })();
@@ -109,6 +112,7 @@ interface ProxyContext {
   s: GatewayServices;
   upstreams: UpstreamTable;
   sessions: HttpSessionTracker;
+  writer: GroupCommitWriter;
   isClosing(): boolean;
 }
 
@@ -200,15 +204,14 @@ async function handleExchange(ctx: ProxyContext, req: IncomingMessage, res: Serv
 }
 
 function recordAuthFailure(ctx: ProxyContext, req: IncomingMessage, connection: string, path: string, err: AuthError): void {
-  try {
-    ctx.s.store.append({
+  // The 401 stands whether or not this can be written.
+  ctx.writer.defer([
+    {
       kind: 'auth.failure',
       connection,
       payload: { protocol: 'http', reason: err.code, message: err.message, method: req.method, path, clientAddress: clientAddress(req), userAgent: req.headers['user-agent'] },
-    });
-  } catch {
-    // the 401 stands either way
-  }
+    },
+  ]);
 }
 
 /** One request/response exchange through the proxy. */
@@ -217,7 +220,8 @@ class Exchange {
   private readonly limits: GatewayServices['config']['limits'];
   private session!: HttpSession;
   private clientGone = false;
-  private readonly abort = new AbortController();
+  /** Created only when a hold needs a signal (an AbortController per request costs more than it looks). */
+  private abort: AbortController | undefined;
   private upstreamReq: ReturnType<typeof httpRequest> | undefined;
   private masker: ConnectionMasker | null = null;
   private extraRules: string[] | undefined;
@@ -241,7 +245,7 @@ class Exchange {
     res.once('close', () => {
       if (res.writableFinished) return;
       this.clientGone = true;
-      this.abort.abort(new Error('client disconnected'));
+      this.abort?.abort(new Error('client disconnected'));
       this.upstreamReq?.destroy();
       this.onClientGone?.();
     });
@@ -261,15 +265,11 @@ class Exchange {
     return e;
   }
 
-  /** Appends outside the fail-closed path (after the request was recorded); a failure is logged. */
-  private record(events: AuditEventInput[]): boolean {
-    try {
-      this.s.store.appendMany(events);
-      return true;
-    } catch (err) {
+  /** Records outside the fail-closed path (after the request was recorded); a failure is logged. */
+  private record(events: AuditEventInput[]): void {
+    this.ctx.writer.defer(events, (err) => {
       this.s.log.error(`http proxy: could not record ${events.map((e) => e.kind).join(', ')} for session ${this.session.id}: ${(err as Error).message}`);
-      return false;
-    }
+    });
   }
 
   private fail(status: number, code: GatewayErrorCode, message: string, phase: string): void {
@@ -416,12 +416,16 @@ class Exchange {
     if (decision.rule !== undefined) events.push(this.base('policy.decision', decisionPayload(decision, method, this.path, facts)));
     if (maskError !== undefined) events.push(this.base('http.error', { phase: 'masking', status: 500, code: 'masking_failed', message: maskError }));
     try {
-      s.store.appendMany(events);
+      await this.ctx.writer.commit(events);
     } catch (err) {
       if (resolved.isNew) this.ctx.sessions.forget(this.session, resolved.replaced);
       if (!(err instanceof StoreUnavailableError)) throw err;
       s.log.error(`http proxy: refusing ${method} /${this.name}${this.path}: ${err.message}`);
       sendError(res, this.style, 503, 'store_unavailable', `the gateway cannot record this request (${err.message}), so it was not forwarded`);
+      return;
+    }
+    if (this.clientGone) {
+      this.recordClientGone('request');
       return;
     }
     if (resolved.isNew) {
@@ -458,6 +462,8 @@ class Exchange {
   /** Parks the request until approvers decide; true when approved (and the client is still there). */
   private async hold(decision: PolicyDecision, method: string, facts: RequestFacts, masked: MaskedBody | undefined): Promise<boolean> {
     const text = masked ? describeRequest(this.route.connection.kind, this.path, masked.log).text : facts.text;
+    this.abort = new AbortController();
+    if (this.clientGone) this.abort.abort(new Error('client disconnected'));
     let outcome;
     try {
       outcome = await this.s.holds.request({
@@ -677,7 +683,7 @@ class Exchange {
     let eventCount = 0;
     let ended = false;
     const secret = this.route.secret;
-    const recorder = new BatchedRecorder(this.s.store, (err) => {
+    const recorder = new BatchedRecorder(this.ctx.writer, (err) => {
       this.s.log.error(`http proxy: stream recording failed for session ${this.session.id}: ${(err as Error).message}`);
       endWithError(503, 'store_unavailable', `the gateway can no longer record this stream (${(err as Error).message}); it was cut off`);
     }, STREAM_BATCH_MS);

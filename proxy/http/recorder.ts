@@ -1,10 +1,10 @@
 /**
- * Batches a stream's events into the store: one commit per `intervalMs` (appendMany) instead of one
- * per token, and always a final flush when the stream ends. A failed flush is reported once; the
- * caller ends the stream (fail closed).
+ * Batches a stream's events: handed to the group-commit writer at most every `intervalMs` instead of
+ * once per token, and always a final flush when the stream ends. A failed write is reported once;
+ * the caller ends the stream (fail closed).
  */
 import type { AuditEventInput } from '../../shared/events';
-import type { EventLog } from '../audit/store';
+import type { GroupCommitWriter } from './writer';
 
 export class BatchedRecorder {
   private queue: AuditEventInput[] = [];
@@ -12,7 +12,7 @@ export class BatchedRecorder {
   private failed = false;
 
   constructor(
-    private readonly store: Pick<EventLog, 'appendMany'>,
+    private readonly writer: Pick<GroupCommitWriter, 'defer'>,
     private readonly onFailure: (err: unknown) => void,
     private readonly intervalMs = 50,
   ) {}
@@ -23,24 +23,20 @@ export class BatchedRecorder {
     this.timer ??= setTimeout(() => this.flush(), this.intervalMs);
   }
 
-  /** Writes what is queued now. Returns false when the store refused (then or earlier). */
-  flush(): boolean {
+  /** Hands what is queued to the writer now (committed at the end of this event-loop turn). */
+  flush(): void {
     if (this.timer) {
       clearTimeout(this.timer);
       this.timer = undefined;
     }
-    if (this.failed) return false;
-    if (!this.queue.length) return true;
+    if (this.failed || !this.queue.length) return;
     const batch = this.queue;
     this.queue = [];
-    try {
-      this.store.appendMany(batch);
-      return true;
-    } catch (err) {
+    this.writer.defer(batch, (err) => {
+      if (this.failed) return;
       this.failed = true;
       this.onFailure(err);
-      return false;
-    }
+    });
   }
 
   get hasFailed(): boolean {

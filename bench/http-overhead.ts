@@ -1,0 +1,250 @@
+/**
+ * HTTP proxy overhead, in one run with alternating targets (docs/BENCHMARKS.md, "HTTP proxy"):
+ *
+ *   direct   the LLM stand-in upstream itself
+ *   bare     bench/bare-proxy.ts in front of it (no auth, policy or recording: the runtime's limit)
+ *   gateway  Custody's HTTP proxy in front of it: API-key auth, policy, recording on (every
+ *            exchange hash-chained into SQLite), plus one masking rule when the build has a masking
+ *            engine
+ *
+ * Upstream, bare proxy and gateway each run in their own process; this process is the load
+ * generator (keep-alive http.Agent). Workloads: POST /chat/completions answering ~1 KiB of JSON,
+ * and a streamed chat completion. Reported: p50 latency at 1 connection (sequential) and what each
+ * proxy adds over direct; throughput at 8 connections as ratios to bare and to direct; added
+ * time-to-first-byte for streams.
+ *
+ *   node --import tsx bench/http-overhead.ts [--quick] [--no-masking]
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { Agent, request } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { createInterface } from 'node:readline';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+
+const HERE = fileURLToPath(new URL('.', import.meta.url));
+const args = process.argv.slice(2);
+const role = args.includes('--role') ? args[args.indexOf('--role') + 1] : undefined;
+const arg = (name: string) => (args.includes(name) ? args[args.indexOf(name) + 1] : undefined);
+
+// ---------------------------------------------------------------------------------------------
+// Child roles
+
+async function runUpstream(): Promise<void> {
+  const { startLlmUpstream } = await import('../test/support/llm-upstream');
+  const reply = arg('--reply') ?? 'ok';
+  const up = await startLlmUpstream({ record: false, reply });
+  process.stdout.write(`${JSON.stringify({ url: up.url })}\n`);
+  process.on('SIGUSR2', () => process.stdout.write(`${JSON.stringify({ cpu: process.cpuUsage() })}\n`));
+}
+
+async function runGateway(): Promise<void> {
+  const upstream = arg('--upstream')!;
+  const { Config } = await import('../shared/config');
+  const { Gateway } = await import('../proxy/gateway');
+  const { silentLogger } = await import('../proxy/log');
+  const dataDir = mkdtempSync(join(tmpdir(), 'custody-bench-'));
+  const base = {
+    listen: { control: '127.0.0.1:0', http: '127.0.0.1:0' },
+    connections: [{ name: 'bench', kind: 'openai', upstream: `${upstream}/v1`, secret: { value: 'sk-bench-upstream-secret' } }],
+  };
+  let gw;
+  let masking = 'one rule (credit_card, us_ssn, email; scope client+upstream+log)';
+  try {
+    if (args.includes('--no-masking')) throw new Error('masking turned off with --no-masking');
+    gw = await Gateway.start({
+      config: Config.parse({ ...base, masking: [{ id: 'pii', detectors: ['credit_card', 'us_ssn', 'email'], scope: ['client', 'upstream', 'log'], connections: ['bench'] }] }),
+      dataDir,
+      log: silentLogger,
+    });
+  } catch (err) {
+    masking = `off (${(err as Error).message})`;
+    gw = await Gateway.start({ config: Config.parse(base), dataDir, log: silentLogger });
+  }
+  process.stdout.write(`${JSON.stringify({ url: `http://${gw.address('http')}/bench`, key: gw.firstKey, masking })}\n`);
+  process.on('SIGUSR2', () => process.stdout.write(`${JSON.stringify({ cpu: process.cpuUsage() })}\n`));
+  process.on('SIGTERM', () => {
+    void gw.stop().then(() => {
+      rmSync(dataDir, { recursive: true, force: true });
+      process.exit(0);
+    });
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Load generator
+
+interface Target {
+  name: 'direct' | 'bare' | 'gateway';
+  /** Base URL the OpenAI-style paths are appended to (…/chat/completions). */
+  base: string;
+}
+
+interface Child {
+  proc: ChildProcess;
+  info: Record<string, string>;
+}
+
+function startChild(file: string, childArgs: string[]): Promise<Child> {
+  const proc = spawn(process.execPath, ['--import', 'tsx', file, ...childArgs], { stdio: ['ignore', 'pipe', 'inherit'] });
+  return new Promise((resolve, reject) => {
+    const lines = createInterface({ input: proc.stdout! });
+    lines.once('line', (line) => resolve({ proc, info: JSON.parse(line) as Record<string, string> }));
+    proc.once('exit', (code) => reject(new Error(`${file} exited with ${code} before it was ready`)));
+  });
+}
+
+const KEY_HEADER: Record<string, string> = {};
+
+/** One request; resolves with total time and time to the first body byte, in ms. */
+function once(agent: Agent, url: string, body: string): Promise<{ total: number; ttfb: number; bytes: number; status: number }> {
+  return new Promise((resolve, reject) => {
+    const t0 = performance.now();
+    let ttfb = 0;
+    let bytes = 0;
+    const req = request(url, { method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...KEY_HEADER } }, (res) => {
+      res.on('data', (c: Buffer) => {
+        if (!bytes) ttfb = performance.now() - t0;
+        bytes += c.length;
+      });
+      res.on('end', () => resolve({ total: performance.now() - t0, ttfb, bytes, status: res.statusCode ?? 0 }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+function percentile(xs: number[], p: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!;
+}
+
+const CHAT = JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'Say something short.' }] });
+const STREAM = JSON.stringify({ model: 'gpt-4o', stream: true, messages: [{ role: 'user', content: 'Say something short.' }] });
+
+async function sequential(targets: Target[], body: string, perRound: number, rounds: number): Promise<Map<string, { total: number[]; ttfb: number[] }>> {
+  const out = new Map(targets.map((t) => [t.name, { total: [] as number[], ttfb: [] as number[] }]));
+  const agents = new Map(targets.map((t) => [t.name, new Agent({ keepAlive: true, maxSockets: 1 })]));
+  for (let r = 0; r < rounds; r++) {
+    // alternate the order each round so no target always runs first
+    const order = r % 2 ? [...targets].reverse() : targets;
+    for (const t of order) {
+      const agent = agents.get(t.name)!;
+      const m = out.get(t.name)!;
+      for (let i = 0; i < perRound; i++) {
+        const x = await once(agent, `${t.base}/chat/completions`, body);
+        if (x.status !== 200) throw new Error(`${t.name}: HTTP ${x.status}`);
+        m.total.push(x.total);
+        m.ttfb.push(x.ttfb);
+      }
+    }
+  }
+  for (const a of agents.values()) a.destroy();
+  return out;
+}
+
+async function throughput(targets: Target[], connections: number, seconds: number, rounds: number): Promise<Map<string, number>> {
+  const done = new Map(targets.map((t) => [t.name, 0]));
+  const time = new Map(targets.map((t) => [t.name, 0]));
+  for (let r = 0; r < rounds; r++) {
+    const order = r % 2 ? [...targets].reverse() : targets;
+    for (const t of order) {
+      const agent = new Agent({ keepAlive: true, maxSockets: connections });
+      const until = performance.now() + seconds * 1000;
+      let n = 0;
+      const t0 = performance.now();
+      await Promise.all(
+        Array.from({ length: connections }, async () => {
+          while (performance.now() < until) {
+            const x = await once(agent, `${t.base}/chat/completions`, CHAT);
+            if (x.status !== 200) throw new Error(`${t.name}: HTTP ${x.status}`);
+            n++;
+          }
+        }),
+      );
+      time.set(t.name, time.get(t.name)! + (performance.now() - t0) / 1000);
+      done.set(t.name, done.get(t.name)! + n);
+      agent.destroy();
+    }
+  }
+  return new Map(targets.map((t) => [t.name, done.get(t.name)! / time.get(t.name)!]));
+}
+
+async function main(): Promise<void> {
+  const quick = args.includes('--quick');
+  const stops: ChildProcess[] = [];
+  const cleanup = () => {
+    for (const p of stops) p.kill('SIGTERM');
+  };
+  process.on('exit', cleanup);
+  try {
+    // Size the reply so a non-streamed answer is ~1 KiB of JSON.
+    const probe = await startChild(join(HERE, 'http-overhead.ts'), ['--role', 'upstream', '--reply', '']);
+    const probeAgent = new Agent({ keepAlive: false });
+    const empty = (await once(probeAgent, `${probe.info['url']}/v1/chat/completions`, CHAT)).bytes;
+    probe.proc.kill('SIGTERM');
+    const reply = 'x'.repeat(Math.max(1, 1024 - empty));
+
+    const upstream = await startChild(join(HERE, 'http-overhead.ts'), ['--role', 'upstream', '--reply', reply]);
+    stops.push(upstream.proc);
+    const bare = await startChild(join(HERE, 'bare-proxy.ts'), ['--upstream', upstream.info['url']!]);
+    stops.push(bare.proc);
+    const gateway = await startChild(join(HERE, 'http-overhead.ts'), ['--role', 'gateway', '--upstream', upstream.info['url']!, ...(args.includes('--no-masking') ? ['--no-masking'] : [])]);
+    stops.push(gateway.proc);
+    // Every target gets the same Authorization header; only the gateway checks it.
+    KEY_HEADER['authorization'] = `Bearer ${gateway.info['key']}`;
+    const targets: Target[] = [
+      { name: 'direct', base: `${upstream.info['url']}/v1` },
+      { name: 'bare', base: `${bare.info['url']}/v1` },
+      { name: 'gateway', base: gateway.info['url']! },
+    ];
+    const size = (await once(new Agent(), `${targets[2]!.base}/chat/completions`, CHAT)).bytes;
+
+    process.stderr.write('warming up…\n');
+    await sequential(targets, CHAT, quick ? 100 : 300, 1);
+    await throughput(targets, 8, 0.5, 1);
+
+    process.stderr.write('sequential latency (1 connection)…\n');
+    const lat = await sequential(targets, CHAT, quick ? 100 : 300, quick ? 4 : 8);
+    process.stderr.write('throughput (8 connections)…\n');
+    const tput = await throughput(targets, 8, quick ? 1 : 2, quick ? 2 : 5);
+    process.stderr.write('streams (time to first byte)…\n');
+    await sequential(targets, STREAM, 50, 1);
+    const streams = await sequential(targets, STREAM, quick ? 50 : 100, quick ? 4 : 8);
+
+    const p50 = (name: string) => percentile(lat.get(name)!.total, 50);
+    const p99 = (name: string) => percentile(lat.get(name)!.total, 99);
+    const ttfb50 = (name: string) => percentile(streams.get(name)!.ttfb, 50);
+    const ttfb99 = (name: string) => percentile(streams.get(name)!.ttfb, 99);
+    const rps = (name: string) => tput.get(name)!;
+    const f = (x: number, d = 3) => x.toFixed(d);
+
+    const rows = [
+      ['direct', f(p50('direct')), f(p99('direct')), '—', f(rps('direct'), 0), '1.00', '—', f(ttfb50('direct')), '—'],
+      ['bare pass-through', f(p50('bare')), f(p99('bare')), `+${f(p50('bare') - p50('direct'))}`, f(rps('bare'), 0), f(rps('bare') / rps('direct'), 2), '1.00', f(ttfb50('bare')), `+${f(ttfb50('bare') - ttfb50('direct'))}`],
+      ['Custody gateway', f(p50('gateway')), f(p99('gateway')), `+${f(p50('gateway') - p50('direct'))}`, f(rps('gateway'), 0), f(rps('gateway') / rps('direct'), 2), f(rps('gateway') / rps('bare'), 2), f(ttfb50('gateway')), `+${f(ttfb50('gateway') - ttfb50('direct'))}`],
+    ];
+    const header = ['target', 'p50 ms (1 conn)', 'p99 ms', 'added p50 ms', 'req/s (8 conns)', '× direct', '× bare', 'stream TTFB p50 ms', 'added TTFB ms'];
+    const table = [header, header.map(() => '---'), ...rows].map((r) => `| ${r.join(' | ')} |`).join('\n');
+    const added = p50('gateway') - p50('direct');
+    const addedTtfb = ttfb50('gateway') - ttfb50('direct');
+    const ratio = rps('gateway') / rps('bare');
+    console.log(`\nHTTP proxy overhead — ${size}-byte JSON responses; streams of ${streams.get('direct')!.total.length} requests per target; masking: ${gateway.info['masking']}\n`);
+    console.log(table);
+    console.log(`\nstream TTFB p99 ms: direct ${f(ttfb99('direct'))}, bare ${f(ttfb99('bare'))}, gateway ${f(ttfb99('gateway'))}`);
+    console.log(`\nbars: added p50 ${f(added)} ms (≤ 1 ms: ${added <= 1 ? 'met' : 'NOT met'}); throughput ${f(ratio, 2)} × bare (≥ 0.7: ${ratio >= 0.7 ? 'met' : 'NOT met'}); added TTFB ${f(addedTtfb)} ms (≤ 2 ms: ${addedTtfb <= 2 ? 'met' : 'NOT met'})`);
+  } finally {
+    cleanup();
+  }
+}
+
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+  const run = role === 'upstream' ? runUpstream : role === 'gateway' ? runGateway : main;
+  run().catch((err: unknown) => {
+    console.error(err instanceof Error ? err.stack : err);
+    process.exit(1);
+  });
+}
