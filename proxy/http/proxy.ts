@@ -39,6 +39,8 @@ const BUFFER_SMALL_RESPONSES = 256 * 1024;
 const STREAM_BATCH_MS = 50;
 /** How long close() lets in-flight exchanges (streams, holds) finish before cutting them. */
 const DRAIN_GRACE_MS = 10_000;
+/** An upstream that does not accept the TCP connection within this time counts as down. */
+const CONNECT_TIMEOUT_MS = 10_000;
 
 /** The proxy listener; connections (and their secrets) are read once, when it starts. */
 export type HttpProxy = Listener;
@@ -510,8 +512,15 @@ class Exchange {
     const upReq = route.protocol === 'https:' ? httpsRequest(options) : httpRequest(options);
     this.upstreamReq = upReq;
     const tForward = performance.now();
-    upReq.on('response', (upRes) => this.onResponse(upRes, tForward));
+    upReq.on('response', (upRes) => this.onResponse(upRes, tForward, method));
     upReq.on('error', (err: NodeJS.ErrnoException) => this.onUpstreamError(err));
+    upReq.on('socket', (socket: Socket) => {
+      if (!socket.connecting) return; // a reused keep-alive connection
+      const timer = setTimeout(() => upReq.destroy(Object.assign(new Error(`no connection within ${CONNECT_TIMEOUT_MS / 1000} s`), { code: 'ETIMEDOUT' })), CONNECT_TIMEOUT_MS);
+      const clear = () => clearTimeout(timer);
+      socket.once('connect', clear);
+      socket.once('close', clear);
+    });
     upReq.end(body);
   }
 
@@ -532,13 +541,22 @@ class Exchange {
     this.record([this.base('http.error', { phase, code: 'client_closed', message: 'client disconnected; the upstream request was aborted', duration: this.elapsed(), ...extra })]);
   }
 
-  private onResponse(upRes: IncomingMessage, tForward: number): void {
+  private onResponse(upRes: IncomingMessage, tForward: number, method: string): void {
     if (this.clientGone) {
       upRes.destroy();
       this.recordClientGone('upstream');
       return;
     }
     const status = upRes.statusCode ?? 502;
+    if (method === 'HEAD' || status === 204 || status === 304) {
+      // No body by definition: headers (content-length included) pass as they are.
+      this.res.writeHead(status, this.responseHeaders(upRes, false));
+      this.res.end();
+      upRes.resume();
+      this.finished = true;
+      this.record([this.base('http.response', { status, headers: recordedHeaders(upRes.headers), bytes: 0, duration: this.elapsed() })]);
+      return;
+    }
     const contentType = upRes.headers['content-type'];
     const encoding = contentEncodingOf(upRes.headers['content-encoding']);
     if (encoding && !canDecode(encoding)) {

@@ -82,6 +82,14 @@ describe('generic HTTP connection (vector store)', () => {
     assert.equal((req!.payload as { bodyEncoding: string }).bodyEncoding, 'text');
   });
 
+  it('HEAD keeps the upstream’s content-length and sends no body', async () => {
+    const r = await fetch(`${gw.proxy}/vectors/collections/docs/nothing-here`, { method: 'HEAD', headers: { authorization: `Bearer ${gw.adminKey}` } });
+    assert.equal(r.status, 404);
+    const expected = JSON.stringify({ status: { error: 'no route HEAD /vectors/collections/docs/nothing-here' }, time: 0 }).length;
+    assert.equal(r.headers.get('content-length'), String(expected));
+    assert.equal((await r.arrayBuffer()).byteLength, 0);
+  });
+
   it('serves GET with no body', async () => {
     const r = await call('GET', '/collections/docs');
     assert.equal(r.status, 200);
