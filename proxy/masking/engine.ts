@@ -105,7 +105,7 @@ export class CustodyMaskingEngine implements MaskingEngine {
   }
 
   private compile(config: { detectors: unknown[]; masking: unknown[] }): State {
-    const parsed = MaskingConfigSchema.safeParse(config);
+    const parsed = MaskingConfigSchema.safeParse({ detectors: config.detectors, masking: config.masking });
     if (!parsed.success) throw new MaskingError(`invalid masking config: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
     try {
       return { rules: new RuleSet(parsed.data, { validators: this.validators }), plans: new Map() };
