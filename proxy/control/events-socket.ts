@@ -112,17 +112,18 @@ export function attachEventsSocket(server: Server, s: GatewayServices, opts: Eve
   const wss = new WebSocketServer({ noServer: true, maxPayload: 64 * 1024, clientTracking: false });
   const clients = new Set<Client>();
 
-  const send = (c: Client, msg: ServerMessage) => {
+  const send = (c: Client, msg: ServerMessage, text?: string) => {
     if (c.ws.readyState !== c.ws.OPEN) return;
     if (c.ws.bufferedAmount > maxBuffered) {
       c.ws.terminate();
       return;
     }
-    c.ws.send(JSON.stringify(msg));
+    c.ws.send(text ?? JSON.stringify(msg));
   };
 
   const unsubscribe = s.bus.subscribe((msg) => {
-    for (const c of clients) if (messageVisibleTo(c.identity, msg)) send(c, msg);
+    let text: string | undefined;
+    for (const c of clients) if (messageVisibleTo(c.identity, msg)) send(c, msg, (text ??= JSON.stringify(msg)));
   });
   const offLogout = s.login.onLogout((sessionId) => {
     for (const c of clients) if (c.cookie === sessionId) c.ws.close(CLOSE_SIGNED_OUT, 'signed out');
