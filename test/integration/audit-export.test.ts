@@ -179,6 +179,25 @@ describe('evidence export', () => {
     assert.match(r.err, /^custody verify: FAILED: key-replaced — /);
   });
 
+  it('proves a later bundle and the live store consistent with an earlier export', async () => {
+    const dir = seed();
+    const first = join(tempDir(), 'q1.tar.gz');
+    assert.equal((await cli('export', '--data-dir', dir, '--out', first)).code, 0);
+    const store = AuditStore.open(dir);
+    store.append({ kind: 'http.request', session: 'h3', actor: 'oidc#alice', connection: 'openai', payload: { method: 'POST', path: '/embeddings' } });
+    store.close();
+    const second = join(tempDir(), 'q2.tar.gz');
+    assert.equal((await cli('export', '--data-dir', dir, '--out', second)).code, 0);
+    const v = await cli('verify', second, '--since-checkpoint', first);
+    assert.equal(v.code, 0, v.err);
+    assert.match(v.out, /consistent with the checkpoint of 20 events in /);
+    const live = await cli('verify', dir, '--since-checkpoint', first);
+    assert.equal(live.code, 0, live.err);
+    const json = JSON.parse(readTar(readFileSync(second)).get('consistency.jsonl')!.toString('utf8').trim().split('\n').at(-1)!) as { from: number; to: number; path: string[] };
+    assert.equal(json.to, 22);
+    assert.ok(json.path.length > 0);
+  });
+
   it('shows the signing key for a data dir and for a bundle', async () => {
     const dir = seed();
     const r = await cli('verify', '--show-key', dir);
