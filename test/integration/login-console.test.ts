@@ -176,6 +176,32 @@ describe('console sign-in', () => {
     assert.equal((await fetch(`${control}/api/me`, { headers: { cookie } })).status, 401);
   });
 
+  it('manages API keys over REST: admin only, the secret shown once, expiry recorded', async () => {
+    const admin = { authorization: `Bearer ${gw.firstKey}` };
+    const createdRes = await postJson('/api/keys', { name: 'ci-bot', groups: ['reviewer'], expires: '30d' }, admin);
+    assert.equal(createdRes.status, 200);
+    const created = (await createdRes.json()) as { key: string; id: string; expiresAt: number; state: string };
+    assert.match(created.key, /^cst_[a-z0-9]{12}_/);
+    assert.equal(created.state, 'active');
+    assert.ok(created.expiresAt > Date.now() + 29 * 86_400_000);
+    const list = (await (await fetch(`${control}/api/keys`, { headers: admin })).json()) as { keys: { id: string; name: string }[] };
+    assert.ok(list.keys.some((k) => k.id === created.id && k.name === 'ci-bot'));
+    assert.ok(!JSON.stringify(list).includes(created.key.split('_')[2]!), 'the secret is never listed');
+    const asReviewer = { authorization: `Bearer ${created.key}` };
+    assert.equal((await fetch(`${control}/api/keys`, { headers: asReviewer })).status, 403);
+    assert.equal((await postJson('/api/keys', { name: 'x' }, asReviewer)).status, 403);
+    assert.equal((await postJson('/api/keys', { name: '', groups: [] }, admin)).status, 400);
+    assert.equal((await postJson('/api/keys', { name: 'x', groups: ['bad group!'] }, admin)).status, 400);
+    assert.equal((await postJson('/api/keys', { name: 'x', expires: 'soon' }, admin)).status, 400);
+    const expired = await postJson(`/api/keys/${created.id}/expire`, {}, admin);
+    assert.equal(((await expired.json()) as { state: string }).state, 'expired');
+    assert.equal((await fetch(`${control}/api/me`, { headers: asReviewer })).status, 401);
+    assert.equal((await postJson('/api/keys/nope/revoke', {}, admin)).status, 404);
+    const recorded = events('key.revoked').at(-1)!;
+    assert.deepEqual([(recorded.payload as { id: string; how: string }).id, (recorded.payload as { how: string }).how], [created.id, 'expire']);
+    assert.equal(events('key.created').at(-1)!.actor, `key:${gw.firstKey!.split('_')[1]}`);
+  });
+
   it('checks the session and Origin on WebSocket upgrades', async () => {
     const cookie = sessionCookieOf(await postJson('/api/auth/key', { key: gw.firstKey }));
     const hello = await wsFirst({ cookie, origin: control });
@@ -188,5 +214,17 @@ describe('console sign-in', () => {
     const token = await idp.clientCredentialsToken({ clientId: 'svc-approver' });
     const viaOidc = await wsFirst({ authorization: `Bearer ${token}` });
     assert.equal(viaOidc.type === 'hello' && viaOidc.user.subject, `${idp.issuer}#svc-approver`);
+  });
+
+  // Last: it leaves this address rate-limited for a minute.
+  it('limits recorded failures per address and refuses the rest with 429', async () => {
+    const before = events('auth.failure').length;
+    const statuses: number[] = [];
+    for (let i = 0; i < 30; i++) statuses.push((await postJson('/api/auth/key', { key: `cst_aaaaaaaaaaaa_${'b'.repeat(31)}${i % 10}` })).status);
+    assert.ok(statuses.includes(429), 'over the limit the attempt is refused');
+    assert.equal(statuses.at(-1), 429);
+    const recorded = events('auth.failure').length - before;
+    assert.ok(recorded <= 20 && recorded > 0, `${recorded} failures recorded`);
+    assert.equal((await postJson('/api/auth/key', { key: gw.firstKey })).status, 429, 'even a good key waits out the limit');
   });
 });
