@@ -68,6 +68,8 @@ export class AuditService {
   /** Opens the signing key (creating it on first start), starts the checkpoint timer and retention. */
   static start(deps: { store: AuditStore; config: Config; dataDir: string; bus: EventBus; log: Logger; version: string }): AuditService {
     const svc = new AuditService(openAuditTrail(deps.store, deps.dataDir, deps.config), deps);
+    const key = svc.trail.signer.info();
+    deps.log.info(`audit: ${svc.trail.keyCreated ? 'created the checkpoint signing key' : 'checkpoint signing key'} ${key.verifierKey} (fingerprint ${key.fingerprint})`);
     svc.stops.push(startRetention(deps.store, deps.config, deps.log));
     svc.stops.push(svc.trail.checkpoints.startTimer(checkpointIntervalMs(deps.config), deps.log));
     return svc;
