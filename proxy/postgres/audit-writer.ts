@@ -1,10 +1,14 @@
 /**
- * Writes the PostgreSQL proxy's audit events with as few commits as the rules allow. A statement
- * must be in the log before it is forwarded, so `appendNow` commits at once — together with every
- * event deferred before it, in order. Results (pg.result, pg.error) may follow the rows they describe,
- * so `defer` queues them for the next `appendNow` or, at the latest, the next turn of the event loop.
- * If a deferred batch cannot be written, the events stay queued and each owner's `onFail` runs (its
- * session closes: the gateway does not carry traffic it cannot record).
+ * Writes the PostgreSQL proxy's audit events with as few commits as the rules allow.
+ *
+ * - `commit(events, done)`: statements. A statement must be in the log before it is forwarded, so
+ *   the session waits for `done`. Statements from every session that arrive in the same turn of the
+ *   event loop are committed together (group commit), with every deferred event before them.
+ * - `defer(event, onFail)`: results (pg.result, pg.error) may follow the rows they describe, so they
+ *   ride along with the next commit or, at the latest, `deferMs` later. If they
+ *   cannot be written they stay queued and each owner's `onFail` runs (its session closes: the
+ *   gateway does not carry traffic it cannot record).
+ * - `appendNow(events)`: session start and end, committed before returning.
  */
 import type { AuditEvent, AuditEventInput } from '../../shared/events';
 import type { EventLog } from '../audit/store';
@@ -14,14 +18,42 @@ interface Deferred {
   onFail: (err: Error) => void;
 }
 
+interface PendingCommit {
+  events: AuditEventInput[];
+  done: (err: Error | null) => void;
+}
+
 export class AuditWriter {
   private queue: Deferred[] = [];
+  private commits: PendingCommit[] = [];
   private scheduled = false;
+  private spins = 0;
+  private timer: NodeJS.Timeout | undefined;
+  /** When each session last committed a statement: those within `busyMs` are likely to send another soon. */
+  private readonly lastCommit = new Map<object, number>();
 
-  constructor(private readonly store: Pick<EventLog, 'appendMany'>) {}
+  constructor(
+    private readonly store: Pick<EventLog, 'appendMany'>,
+    private readonly deferMs = 20,
+    private readonly maxDeferred = 512,
+    private readonly maxSpins = 16,
+    private readonly busyMs = 5,
+  ) {}
+
+  /** Sessions that committed a statement within the last `busyMs`. */
+  private busySessions(): number {
+    const now = performance.now();
+    let n = 0;
+    for (const [who, at] of this.lastCommit) {
+      if (now - at < this.busyMs) n++;
+      else this.lastCommit.delete(who);
+    }
+    return n;
+  }
 
   /** Commits `events` (after everything deferred) before returning; throws StoreUnavailableError. */
   appendNow(events: AuditEventInput[]): AuditEvent[] {
+    this.flush();
     if (this.queue.length === 0) return this.store.appendMany(events);
     const pending = this.queue;
     const written = this.store.appendMany([...pending.map((d) => d.event), ...events]);
@@ -29,34 +61,80 @@ export class AuditWriter {
     return written.slice(pending.length);
   }
 
-  /** Queues an event to be committed soon, in order with everything else. */
-  defer(event: AuditEventInput, onFail: (err: Error) => void): void {
-    this.queue.push({ event, onFail });
-    if (!this.scheduled) {
-      this.scheduled = true;
-      setImmediate(() => this.flush());
-    }
+  /**
+   * Commits `events` with the others of this turn; `done(null)` once they are durable, `done(err)`
+   * if not. `session` identifies the caller for group-commit pacing.
+   */
+  commit(events: AuditEventInput[], done: (err: Error | null) => void, session: object): void {
+    this.commits.push({ events, done });
+    this.lastCommit.set(session, performance.now());
+    this.schedule();
   }
 
-  /** Commits what is queued now (also called when a session ends). */
+  /**
+   * Queues an event to be committed soon, in order with everything else: with the next statement
+   * commit, or after `deferMs` when no statement comes (a commit costs far more than an event).
+   */
+  defer(event: AuditEventInput, onFail: (err: Error) => void): void {
+    this.queue.push({ event, onFail });
+    if (this.queue.length >= this.maxDeferred) this.schedule();
+    else this.timer ??= setTimeout(() => this.flush(), this.deferMs);
+  }
+
+  private schedule(): void {
+    if (this.scheduled) return;
+    this.scheduled = true;
+    this.spins = 0;
+    setImmediate(this.onImmediate);
+  }
+
+  /**
+   * Group commit: a commit costs far more than the events in it, so while fewer statements wait than
+   * there are busy sessions (those that sent one in the last few milliseconds), give the event loop
+   * a few more turns (each polls the sockets without blocking) for theirs to arrive first. A lone
+   * client never waits.
+   */
+  private readonly onImmediate = () => {
+    if (this.commits.length > 0 && this.commits.length < this.busySessions() && this.spins < this.maxSpins) {
+      this.spins++;
+      setImmediate(this.onImmediate);
+      return;
+    }
+    this.flush();
+  };
+
+  /** Commits what is queued now. */
   flush(): void {
     this.scheduled = false;
-    if (this.queue.length === 0) return;
+    if (this.timer) {
+      clearTimeout(this.timer);
+      this.timer = undefined;
+    }
     const pending = this.queue;
+    const commits = this.commits;
+    if (pending.length === 0 && commits.length === 0) return;
+    this.commits = [];
+    let error: Error | null = null;
     try {
-      this.store.appendMany(pending.map((d) => d.event));
+      const events = pending.map((d) => d.event);
+      for (const c of commits) for (const e of c.events) events.push(e);
+      this.store.appendMany(events);
       this.queue = this.queue.slice(pending.length);
     } catch (err) {
+      error = err as Error;
+    }
+    if (error) {
       const seen = new Set<(err: Error) => void>();
       for (const d of pending) {
         if (seen.has(d.onFail)) continue;
         seen.add(d.onFail);
-        d.onFail(err as Error);
+        d.onFail(error);
       }
     }
+    for (const c of commits) c.done(error);
   }
 
   get pending(): number {
-    return this.queue.length;
+    return this.queue.length + this.commits.length;
   }
 }

@@ -52,40 +52,67 @@ const UTILITY = new Set([
 ]);
 
 const LRU_MAX = 2000;
-const cache = new Map<string, Classification>();
+/** Classifications by statement shape: byte ranges of each statement plus its classes and tables. */
+const cache = new Map<string, { ranges: [number, number][]; statements: Omit<ClassifiedStatement, 'sql'>[]; error?: string }>();
+
+/** Characters after which a digit run is part of a name (`t1`, `$1`), not a numeric literal. */
+const NUMBER_RE = /(?<![\w$])\d[\d.]*/g;
+/** Quotes, comments, escapes and non-ASCII names change what a digit means; such text is cached by its exact value only. */
+const TRICKY_RE = /['"`$\\]|--|\/\*|[^\x00-\x7f]/;
+
+/**
+ * The text with every numeric literal's digits replaced by zeros, same length: statements that
+ * differ only in numbers (`WHERE aid = 1234`) classify alike, so they share one cache entry and the
+ * byte offsets of the statements stay valid for the original text. Text with quotes, dollar quoting
+ * or comments is left as it is.
+ */
+function shapeOf(sql: string): string {
+  if (TRICKY_RE.test(sql)) return sql;
+  return sql.replace(NUMBER_RE, (m) => m.replace(/\d/g, '0'));
+}
 
 /** Classifies every statement in `sql` (a simple Query may hold several). */
 export function classifySql(sql: string): Classification {
-  const hit = cache.get(sql);
-  if (hit) return hit;
-  const result = classifyUncached(sql);
-  if (cache.size >= LRU_MAX) cache.delete(cache.keys().next().value!);
-  cache.set(sql, result);
-  return result;
+  const key = shapeOf(sql);
+  let entry = cache.get(key);
+  if (!entry) {
+    entry = classifyUncached(key);
+    if (cache.size >= LRU_MAX) cache.delete(cache.keys().next().value!);
+    cache.set(key, entry);
+  }
+  const ascii = !/[^\x00-\x7f]/.test(sql);
+  const bytes = ascii ? null : Buffer.from(sql);
+  return {
+    statements: entry.statements.map((st, i) => {
+      const [start, end] = entry.ranges[i]!;
+      return { ...st, sql: (bytes ? bytes.toString('utf8', start, end) : sql.slice(start, end)).trim() };
+    }),
+    ...(entry.error ? { error: entry.error } : {}),
+  };
 }
 
-function classifyUncached(sql: string): Classification {
+function classifyUncached(sql: string): { ranges: [number, number][]; statements: Omit<ClassifiedStatement, 'sql'>[]; error?: string } {
   if (!loaded) throw new Error('the SQL parser is not loaded (call loadSqlParser first)');
+  const length = Buffer.byteLength(sql);
   let tree: { stmts?: { stmt?: Node; stmt_location?: number; stmt_len?: number }[] };
   try {
     tree = parseSync(sql) as typeof tree;
   } catch (err) {
-    return { statements: [{ sql, classes: ['unknown'], tables: [] }], error: err instanceof Error ? err.message : String(err) };
+    return { ranges: [[0, length]], statements: [{ classes: ['unknown'], tables: [] }], error: err instanceof Error ? err.message : String(err) };
   }
-  const bytes = Buffer.from(sql);
-  const ascii = bytes.length === sql.length;
-  const statements: ClassifiedStatement[] = [];
+  const ranges: [number, number][] = [];
+  const statements: Omit<ClassifiedStatement, 'sql'>[] = [];
   for (const s of tree.stmts ?? []) {
-    const start = s.stmt_location ?? 0;
-    const end = s.stmt_len ? start + s.stmt_len : bytes.length;
-    const text = (ascii ? sql.slice(start, end) : bytes.toString('utf8', start, end)).trim();
     if (!s.stmt) continue;
+    const start = s.stmt_location ?? 0;
+    const end = s.stmt_len ? start + s.stmt_len : length;
     const classes = new Set<SqlClass>();
     classifyNode(s.stmt, classes);
     if (classes.size === 0) classes.add('unknown');
-    statements.push({ sql: text, classes: [...classes], tables: tablesOf(s.stmt) });
+    ranges.push([start, end]);
+    statements.push({ classes: [...classes], tables: tablesOf(s.stmt) });
   }
-  return { statements };
+  return { ranges, statements };
 }
 
 function nodeType(n: Node): [string, Node] {

@@ -377,11 +377,11 @@ export class PgProxySession {
     this.client.pause();
   }
 
-  private resume(): void {
+  private resume(pump = true): void {
     this.frontWaiting = false;
     if (this.phase === 'closed') return;
     if (!this.frontBlocked) this.client.resume();
-    this.pumpFront();
+    if (pump) this.pumpFront();
   }
 
   private onFront(m: RawMessage): void {
@@ -702,11 +702,10 @@ export class PgProxySession {
     void this.awaitHolds(held).then(
       (refusal) => {
         if (this.phase === 'closed') return;
+        this.resume(false);
         if (refusal) this.refuse(step, undo, boundary, refusal);
         else this.forward(step, undo, boundary);
-        this.flushUpstream();
-        this.flushClient();
-        this.resume();
+        this.pumpFront();
       },
       (err: unknown) => this.fatalFrom(err),
     );
@@ -940,19 +939,33 @@ export class PgProxySession {
     return events;
   }
 
+  /**
+   * Records the step's statements, then sends it. The commit is shared with the other sessions of
+   * this event-loop turn; until it is done this session takes no further client messages, so
+   * nothing overtakes a statement on its way to the log.
+   */
   private forward(step: Step, undo: (() => void)[], boundary: Item['kind'] | null): void {
-    if (step.runs.length > 0) {
-      try {
-        this.ctx.writer.appendNow(this.statementEvents(step.runs));
-      } catch (err) {
+    if (step.runs.length === 0) {
+      this.send(step, boundary);
+      return;
+    }
+    const events = this.statementEvents(step.runs);
+    this.frontWaiting = true;
+    this.ctx.writer.commit(events, (err) => {
+      if (this.phase === 'closed') return;
+      if (err)
         this.refuse(step, undo, boundary, {
           severity: 'ERROR',
           code: SqlState.SystemError,
-          message: `statement refused: the audit log cannot record it (${(err as Error).message})`,
+          message: `statement refused: the audit log cannot record it (${err.message})`,
         }, true);
-        return;
-      }
-    }
+      else this.send(step, boundary);
+      this.frontWaiting = false;
+      this.pumpFront();
+    }, this);
+  }
+
+  private send(step: Step, boundary: Item['kind'] | null): void {
     const now = Date.now();
     for (const r of step.runs) r.startedAt = now;
     for (const raw of step.raw) this.toUpstream.push(raw);

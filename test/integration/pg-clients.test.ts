@@ -36,6 +36,7 @@ describe('psql through the gateway', () => {
     const out = await psql(h, ['-At', '-c', 'select 40 + 2', '-c', '\\conninfo'], 'sslmode=require');
     assert.match(out, /^42$/m);
     assert.match(out, /SSL connection \(protocol: TLSv1\.[23]/);
+    await h.idle();
     const start = eventsOf(h.store, 'session.start').at(-1)!;
     assert.equal((start.payload as { client: { tls: boolean } }).client.tls, true);
     const stmt = eventsOf(h.store, 'pg.statement').find((e) => (e.payload as { sql: string }).sql === 'select 40 + 2')!;
@@ -87,6 +88,7 @@ describe('psql through the gateway', () => {
     assert.notEqual(code, 0);
     assert.match(stderr, /canceling statement due to user request/);
     assert.ok(Date.now() - started < 15_000, 'cancelled well before the 30 s sleep ended');
+    await h.idle();
     const err = eventsOf(h.store, 'pg.error').find((e) => (e.payload as { code?: string }).code === '57014');
     assert.ok(err, 'the cancellation is recorded as the statement error');
   });
@@ -116,6 +118,7 @@ describe('node-postgres through the gateway', () => {
     } finally {
       await client.end();
     }
+    await h.idle();
     const stmts = eventsOf(h.store, 'pg.statement').filter((e) => (e.payload as { protocol: string }).protocol === 'extended');
     const withParams = stmts.find((e) => JSON.stringify((e.payload as { params?: unknown }).params) === '["v7"]');
     assert.ok(withParams, 'parameters are recorded');
@@ -133,6 +136,7 @@ describe('node-postgres through the gateway', () => {
     } finally {
       await client.end();
     }
+    await h.idle();
     const result = eventsOf(h.store, 'pg.result').find((e) => (e.payload as { rows: number }).rows === 5000)!;
     assert.equal((result.payload as { sample: unknown[] }).sample.length, 50, 'the first N rows are recorded');
   });

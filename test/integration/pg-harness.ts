@@ -37,6 +37,8 @@ export interface Harness {
   policy: PolicyEngine;
   /** Stops the listener, closes the store, removes the data dir. */
   close(): Promise<void>;
+  /** Resolves once every client session has ended (so its results are in the log). */
+  idle(): Promise<void>;
 }
 
 export async function startHarness(opts: {
@@ -75,13 +77,17 @@ export async function startHarness(opts: {
       log: silentLogger,
     },
   });
+  const idle = async () => {
+    for (let i = 0; i < 500 && listener.sessions > 0; i++) await new Promise((r) => setTimeout(r, 10));
+    if (listener.sessions > 0) throw new Error(`${listener.sessions} sessions still open`);
+  };
   const close = async () => {
     await listener.close();
     store.close();
     rmSync(dataDir, { recursive: true, force: true });
   };
   const [host, port] = [listener.address.slice(0, listener.address.lastIndexOf(':')), Number(listener.address.slice(listener.address.lastIndexOf(':') + 1))];
-  return { listener, store, key, host, port, dataDir, conninfo: `host=${host} port=${port} user=tester password=${key} dbname=postgres`, policy, close };
+  return { listener, store, key, host, port, dataDir, conninfo: `host=${host} port=${port} user=tester password=${key} dbname=postgres`, policy, close, idle };
 }
 
 /** Events of one kind, oldest first. */

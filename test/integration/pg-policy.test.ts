@@ -246,6 +246,7 @@ describe('row masking', () => {
     } finally {
       await c.end();
     }
+    await h.idle();
     const result = eventsOf(h.store, 'pg.result').find((e) => JSON.stringify((e.payload as { sample?: unknown }).sample ?? '').includes('[SSN]'))!;
     assert.ok(result, 'recorded rows are masked for the log');
     assert.ok(!JSON.stringify(h.store.events(1, 10_000)).includes('123-45-6789'), 'the original never reaches the log');
@@ -260,6 +261,7 @@ describe('row masking', () => {
     }
     const { stdout } = await run('psql', [h.conninfo, '-X', '-c', `\\copy (select contact from ${t} order by id) to stdout`], { timeout: 20_000 });
     assert.equal(stdout, 'write to [EMAIL] please\nnone\n');
+    await h.idle();
     const stmt = eventsOf(h.store, 'pg.statement').find((e) => (e.payload as { sql: string }).sql.includes('::int'))!;
     assert.equal((stmt.payload as { sql: string }).sql, "select '[EMAIL]'::int");
     assert.equal(stmt.spans[0]!.path, '/sql');

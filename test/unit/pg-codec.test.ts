@@ -283,6 +283,19 @@ describe('SQL classification', async () => {
     assert.deepEqual(c.statements.map((s) => s.sql), ["select 'é'", 'drop table x']);
     assert.deepEqual(c.statements[1]!.classes, ['ddl', 'drop']);
   });
+  it('statements that differ only in numbers share a classification, and keep their own text', () => {
+    const a = classifySql('SELECT abalance FROM pgbench_accounts WHERE aid = 123;');
+    const b = classifySql('SELECT abalance FROM pgbench_accounts WHERE aid = 98765;');
+    assert.equal(a.statements[0]!.sql, 'SELECT abalance FROM pgbench_accounts WHERE aid = 123');
+    assert.equal(b.statements[0]!.sql, 'SELECT abalance FROM pgbench_accounts WHERE aid = 98765');
+    assert.deepEqual(b.statements[0]!.tables, ['pgbench_accounts']);
+    assert.deepEqual(classifySql('select * from t1 where x = 5').statements[0]!.tables, ['t1'], 'digits inside names are names');
+    assert.deepEqual(classifySql('delete from t2; select 1').statements.map((s) => [s.sql, s.classes]), [
+      ['delete from t2', ['delete', 'delete_without_where']],
+      ['select 1', ['select']],
+    ]);
+    assert.deepEqual(classifySql("select '1'; drop table t9").statements[1]!.classes, ['ddl', 'drop']);
+  });
   it('unparseable SQL is unknown and says why', () => {
     const c = classifySql('drop tabel x');
     assert.deepEqual(c.statements[0]!.classes, ['unknown']);

@@ -1,0 +1,169 @@
+/**
+ * PostgreSQL proxy throughput, in one run with alternating targets (docs/BENCHMARKS.md,
+ * "PostgreSQL proxy"): `pgbench -S` (select-only, simple protocol) with 4 clients against
+ *
+ *   direct       the server at 127.0.0.1:5432
+ *   passthrough  bench/tcp-pass-through.ts (a bare Node TCP pipe: the runtime's limit)
+ *   pgbouncer    Debian's PgBouncer, session pooling (the peer), run as the postgres user
+ *   gateway      Custody's PostgreSQL listener: API-key login, every statement classified with the
+ *                PostgreSQL parser, decided by policy, recorded (hash-chained into SQLite) before it
+ *                is forwarded, results and the first rows recorded, one masking rule active
+ *
+ * Each round runs every target for the same time; rounds repeat the alternation so drift on the
+ * shared machine hits every target alike. Reported: median TPS per target and the ratios, with the
+ * bar gateway ≥ 0.7 × passthrough. TLS is off everywhere (PGSSLMODE=disable) so every target does
+ * the same work on the wire.
+ *
+ *   node --import tsx bench/postgres.ts [--seconds 10] [--rounds 3] [--clients 4]
+ */
+import { execFile, type ChildProcess, spawn } from 'node:child_process';
+import { chownSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { Config } from '../shared/config';
+import { Gateway } from '../proxy/gateway';
+import { silentLogger } from '../proxy/log';
+import { startTcpPassThrough } from './tcp-pass-through';
+
+const run = promisify(execFile);
+const args = process.argv.slice(2);
+const num = (name: string, dflt: number) => (args.includes(name) ? Number(args[args.indexOf(name) + 1]) : dflt);
+const SECONDS = num('--seconds', 10);
+const ROUNDS = num('--rounds', 3);
+const CLIENTS = num('--clients', 4);
+const DB = 'custody_bench';
+const UPSTREAM = { host: '127.0.0.1', port: 5432, user: 'postgres' };
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+async function psql(sql: string, db = 'postgres'): Promise<string> {
+  const { stdout } = await run('psql', ['-h', UPSTREAM.host, '-p', String(UPSTREAM.port), '-U', UPSTREAM.user, '-d', db, '-X', '-Atc', sql]);
+  return stdout.trim();
+}
+
+async function pgbench(host: string, port: number, user: string, password: string | undefined): Promise<number> {
+  const env = { ...process.env, PGSSLMODE: 'disable', ...(password ? { PGPASSWORD: password } : {}) };
+  const { stdout } = await run('pgbench', ['-S', '-n', '-c', String(CLIENTS), '-j', '2', '-T', String(SECONDS), '-h', host, '-p', String(port), '-U', user, DB], {
+    env,
+    timeout: (SECONDS + 60) * 1000,
+  });
+  const m = /tps = ([\d.]+) \(without initial connection time\)/.exec(stdout) ?? /tps = ([\d.]+)/.exec(stdout);
+  if (!m) throw new Error(`no tps in pgbench output:\n${stdout}`);
+  if (!/number of failed transactions: 0 /.test(stdout) && /number of failed transactions/.test(stdout)) throw new Error(`pgbench reported failures:\n${stdout}`);
+  return Number(m[1]);
+}
+
+async function startPgBouncer(dir: string): Promise<{ port: number; proc: ChildProcess }> {
+  const port = await freePort();
+  const ini = join(dir, 'pgbouncer.ini');
+  writeFileSync(
+    ini,
+    [
+      '[databases]',
+      `${DB} = host=${UPSTREAM.host} port=${UPSTREAM.port} dbname=${DB} user=${UPSTREAM.user}`,
+      '[pgbouncer]',
+      'listen_addr = 127.0.0.1',
+      `listen_port = ${port}`,
+      'unix_socket_dir =',
+      'auth_type = any',
+      'pool_mode = session',
+      'max_client_conn = 100',
+      'default_pool_size = 20',
+      `logfile = ${join(dir, 'pgbouncer.log')}`,
+      `pidfile = ${join(dir, 'pgbouncer.pid')}`,
+      '',
+    ].join('\n'),
+  );
+  const root = process.getuid?.() === 0;
+  if (root) {
+    const uid = Number((await run('id', ['-u', 'postgres'])).stdout.trim());
+    const gid = Number((await run('id', ['-g', 'postgres'])).stdout.trim());
+    chownSync(dir, uid, gid);
+    chownSync(ini, uid, gid);
+  }
+  // PgBouncer refuses to run as root.
+  const proc = root ? spawn('runuser', ['-u', 'postgres', '--', 'pgbouncer', ini], { stdio: 'ignore' }) : spawn('pgbouncer', [ini], { stdio: 'ignore' });
+  for (let i = 0; i < 100; i++) {
+    try {
+      await run('psql', ['-h', '127.0.0.1', '-p', String(port), '-U', UPSTREAM.user, '-d', DB, '-X', '-Atc', 'select 1'], { env: { ...process.env, PGSSLMODE: 'disable' } });
+      return { port, proc };
+    } catch {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  proc.kill();
+  throw new Error('pgbouncer did not start (see its log in the temp dir)');
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+async function main(): Promise<void> {
+  if (!(await psql(`select 1 from pg_database where datname = '${DB}'`))) await psql(`create database ${DB}`);
+  if (!(await psql("select to_regclass('pgbench_accounts') is not null", DB)).startsWith('t')) {
+    await run('pgbench', ['-i', '-s', '1', '-q', '-h', UPSTREAM.host, '-p', String(UPSTREAM.port), '-U', UPSTREAM.user, DB]);
+  }
+  const dir = mkdtempSync(join(tmpdir(), 'custody-bench-pg-'));
+  const pass = await startTcpPassThrough(`${UPSTREAM.host}:${UPSTREAM.port}`);
+  const bouncer = await startPgBouncer(dir);
+  const dataDir = join(dir, 'gateway');
+  const config = Config.parse({
+    listen: { control: '127.0.0.1:0', http: '127.0.0.1:0' },
+    connections: [{ name: 'bench', kind: 'postgres', upstream: `postgres://${UPSTREAM.user}@${UPSTREAM.host}:${UPSTREAM.port}/${DB}`, listen: '127.0.0.1:0', tls: { mode: 'disable' } }],
+    masking: [{ id: 'bench-pii', detectors: ['email'], connections: ['bench'] }],
+    policies: [{ name: 'hold-destructive', match: { connections: ['bench'], sql: ['drop', 'truncate', 'delete_without_where'] }, action: 'hold', hold: { approvers: ['dba'] } }],
+  });
+  const gw = await Gateway.start({ config, dataDir, log: silentLogger });
+  const gwPort = Number(gw.address('postgres:bench').split(':').pop());
+  const targets: [string, () => Promise<number>][] = [
+    ['direct', () => pgbench(UPSTREAM.host, UPSTREAM.port, UPSTREAM.user, undefined)],
+    ['passthrough', () => pgbench('127.0.0.1', Number(pass.address.split(':')[1]), UPSTREAM.user, undefined)],
+    ['pgbouncer', () => pgbench('127.0.0.1', bouncer.port, UPSTREAM.user, undefined)],
+    ['gateway', () => pgbench('127.0.0.1', gwPort, 'bench', gw.firstKey)],
+  ];
+  const tps = new Map<string, number[]>(targets.map(([n]) => [n, []]));
+  const statementsBefore = gw.services.store.head().size;
+  try {
+    console.log(`pgbench -S -c ${CLIENTS} -j 2 -T ${SECONDS}, ${ROUNDS} rounds, targets alternating; PGSSLMODE=disable`);
+    for (let r = 1; r <= ROUNDS; r++) {
+      for (const [name, fn] of targets) {
+        const v = await fn();
+        tps.get(name)!.push(v);
+        console.log(`  round ${r}  ${name.padEnd(12)} ${v.toFixed(0).padStart(7)} tps`);
+      }
+    }
+  } finally {
+    const recorded = gw.services.store.head().size - statementsBefore;
+    await gw.stop();
+    await pass.close();
+    bouncer.proc.kill('SIGTERM');
+    await new Promise((r) => setTimeout(r, 300));
+    rmSync(dir, { recursive: true, force: true });
+    console.log(`  gateway recorded ${recorded} audit events during the run`);
+  }
+  const med = Object.fromEntries([...tps].map(([k, v]) => [k, median(v)])) as Record<string, number>;
+  const ratio = (a: string, b: string) => med[a]! / med[b]!;
+  console.log('\n| target | median TPS | vs direct | vs pass-through |');
+  console.log('|---|---:|---:|---:|');
+  for (const [name] of targets) console.log(`| ${name} | ${med[name]!.toFixed(0)} | ${ratio(name, 'direct').toFixed(2)} | ${ratio(name, 'passthrough').toFixed(2)} |`);
+  const bar = ratio('gateway', 'passthrough');
+  console.log(`\ngateway / pass-through = ${bar.toFixed(2)} (bar ≥ 0.70: ${bar >= 0.7 ? 'met' : 'NOT met'}); gateway / PgBouncer = ${ratio('gateway', 'pgbouncer').toFixed(2)}; gateway / direct = ${ratio('gateway', 'direct').toFixed(2)}`);
+  console.log(JSON.stringify({ bench: 'postgres', seconds: SECONDS, rounds: ROUNDS, clients: CLIENTS, tps: Object.fromEntries(tps), median: med }));
+}
+
+main().catch((err: unknown) => {
+  console.error(`bench/postgres: ${err instanceof Error ? err.message : String(err)}`);
+  process.exit(1);
+});
