@@ -58,7 +58,7 @@ const cache = new Map<string, { ranges: [number, number][]; statements: Omit<Cla
 /** Characters after which a digit run is part of a name (`t1`, `$1`), not a numeric literal. */
 const NUMBER_RE = /(?<![\w$])\d[\d.]*/g;
 /** Quotes, comments, escapes and non-ASCII names change what a digit means; such text is cached by its exact value only. */
-const TRICKY_RE = /['"`$\\]|--|\/\*|[^\x00-\x7f]/;
+const TRICKY_RE = /['"`$\\]|--|\/\*|[^\t\n\r -~]/;
 
 /**
  * The text with every numeric literal's digits replaced by zeros, same length: statements that
@@ -80,7 +80,7 @@ export function classifySql(sql: string): Classification {
     if (cache.size >= LRU_MAX) cache.delete(cache.keys().next().value!);
     cache.set(key, entry);
   }
-  const ascii = !/[^\x00-\x7f]/.test(sql);
+  const ascii = Buffer.byteLength(sql) === sql.length;
   const bytes = ascii ? null : Buffer.from(sql);
   return {
     statements: entry.statements.map((st, i) => {
