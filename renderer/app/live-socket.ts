@@ -85,18 +85,20 @@ function connect(): void {
     if (verdict === 'resync') resync();
     if (msg.type !== 'resync') dispatch(msg);
   };
-  ws.onclose = (ev) => {
+  ws.onclose = () => {
     if (ping) clearInterval(ping);
     if (socket !== ws) return;
     socket = undefined;
     uiStore.getState().setLive('offline');
     if (stopped) return;
-    if (ev.code === 4401 || ev.code === 1008) {
-      // Refused for lack of a valid sign-in: find out whether the cookie expired.
-      authStore.getState().init();
-      return;
-    }
-    timer = setTimeout(connect, backoff(attempt++, Math.random()));
+    // Closed (signed out: 4401; refused upgrade or network: 1006): if the sign-in is gone the login
+    // page says so; otherwise reconnect with backoff and resume.
+    void authStore
+      .getState()
+      .recheck()
+      .then(() => {
+        if (!stopped && authStore.getState().status === 'signed-in') timer = setTimeout(connect, backoff(attempt++, Math.random()));
+      });
   };
 }
 

@@ -40,6 +40,23 @@ export function ticks(max: number, count = 4): number[] {
   return Array.from({ length: count + 1 }, (_, i) => (max * i) / count);
 }
 
+/**
+ * An axis for counts: whole-number ticks only (no "0.3 requests"), at most `count` steps of 1, 2, 5,
+ * 10, 20, 50… The axis maximum is the last tick, at or above `v`.
+ */
+export function countAxis(v: number, count = 4): { max: number; ticks: number[] } {
+  const target = Math.max(1, v) / count;
+  let step = 1;
+  for (let base = 1; step < target; base *= 10) {
+    for (const m of [1, 2, 5]) {
+      step = m * base;
+      if (step >= target) break;
+    }
+  }
+  const max = Math.max(step, Math.ceil(Math.max(1, v) / step) * step);
+  return { max, ticks: Array.from({ length: Math.round(max / step) + 1 }, (_, i) => i * step) };
+}
+
 export interface Box {
   width: number;
   height: number;

@@ -90,8 +90,14 @@ export function emptyList(): SessionListState {
   return { total: 0, pages: {}, head: [], version: 0 };
 }
 
+/**
+ * Stores a fetched page. A live head row that the server now lists is dropped from the head (its
+ * start arrived before this page was fetched), so no session is shown twice.
+ */
 export function withPage(state: SessionListState, page: number, total: number, rows: SessionSummary[]): SessionListState {
-  return { ...state, total: total + state.head.length, pages: { ...state.pages, [page]: rows }, version: state.version + 1 };
+  const ids = new Set(rows.map((r) => r.id));
+  const head = state.head.some((h) => ids.has(h.id)) ? state.head.filter((h) => !ids.has(h.id)) : state.head;
+  return { ...state, head, total: total + head.length, pages: { ...state.pages, [page]: rows }, version: state.version + 1 };
 }
 
 /** Row at virtual index `i`: head rows first, then server rows; undefined while its page loads. */

@@ -100,7 +100,7 @@ export function AuditPage() {
           {verify && verify !== 'running' && (
             <div className={verify.ok ? 'verify ok' : 'verify bad'} data-testid="verify-result">
               <Icon name={verify.ok ? 'check' : 'alert'} /> {verify.ok ? 'Intact' : 'Problem found'}: {verify.message}
-              {verify.events !== undefined && <span className="muted"> · {formatCount(verify.events)} events</span>}
+              {verify.events !== undefined && !verify.message.includes(String(verify.events)) && <span className="muted"> · {formatCount(verify.events)} events</span>}
               {verify.firstBad ? <span> · first bad event #{verify.firstBad}</span> : null}
             </div>
           )}

@@ -79,7 +79,15 @@ export function ConnectionsPage() {
         </Empty>
       ) : (
         <div className="split">
-          <table className="table" data-testid="connections-table">
+          <table className="table fixed" data-testid="connections-table">
+            <colgroup>
+              <col style={{ width: '23%' }} />
+              <col style={{ width: '13%' }} />
+              <col />
+              <col style={{ width: '15%' }} />
+              <col style={{ width: '17%' }} />
+              {canManage && <col style={{ width: 96 }} />}
+            </colgroup>
             <thead>
               <tr>
                 <th>Name</th>
@@ -110,9 +118,9 @@ export function ConnectionsPage() {
                     <td>
                       <Badge tone="accent">{c.kind}</Badge>
                     </td>
-                    <td className="mono small truncate" title={c.upstream}>
-                      {c.upstream}
-                      {c.listen && <div className="muted">listens on {c.listen}</div>}
+                    <td className="mono small" title={c.upstream}>
+                      <div className="truncate">{c.upstream}</div>
+                      {c.listen && <div className="muted truncate">listens on {c.listen}</div>}
                     </td>
                     <td className="small nowrap">{c.secret ? (c.secret.kind === 'env' ? <>env <code>{c.secret.env}</code></> : c.secret.kind === 'file' ? <>file <code>{c.secret.file}</code></> : <span title="Stored sealed; never shown again">•••••• stored</span>) : <span className="muted">none</span>}</td>
                     <td className="small" data-testid="test-result">
@@ -127,13 +135,15 @@ export function ConnectionsPage() {
                       )}
                     </td>
                     {canManage && (
-                      <td className="nowrap right" onClick={(e) => e.stopPropagation()}>
-                        <Button size="sm" kind="ghost" onClick={() => void test(c.name)} testId="test-connection">
-                          Test
-                        </Button>
-                        <Button size="sm" kind="ghost" onClick={() => setEditing(c)}>
-                          Edit
-                        </Button>
+                      <td className="right" onClick={(e) => e.stopPropagation()}>
+                        <div className="row-actions">
+                          <Button size="sm" kind="ghost" onClick={() => void test(c.name)} testId="test-connection">
+                            Test
+                          </Button>
+                          <Button size="sm" kind="ghost" onClick={() => setEditing(c)}>
+                            Edit
+                          </Button>
+                        </div>
                       </td>
                     )}
                   </tr>

@@ -6,7 +6,7 @@ import { useCallback, useEffect, useLayoutEffect, useRef, useState } from 'react
 import { api } from '../app/context';
 import { onMessage } from '../app/live-socket';
 import { Empty, ErrorBox, Loading, PageHeader, Tabs } from '../components/ui';
-import { areaPath, bucketLabel, type DashboardData, linePath, niceMax, stackedBars, ticks } from '../lib/charts';
+import { areaPath, bucketLabel, countAxis, type DashboardData, linePath, stackedBars } from '../lib/charts';
 import { formatCount } from '../lib/format';
 
 const RANGES = [
@@ -76,9 +76,9 @@ function Charts({ data }: { data: DashboardData }) {
   return (
     <div className="dash" data-testid="dashboard">
       <div className="stat-grid">
-        <Stat label="Requests" value={t.requests} sub={`${formatCount(t.sessions)} sessions`} />
+        <Stat label="Requests" value={t.requests} sub={`${formatCount(t.sessions)} session${t.sessions === 1 ? '' : 's'}`} />
         <Stat label="Holds approved" value={t.holds.approved} tone="ok" sub={t.holds.pending ? `${t.holds.pending} pending now` : undefined} />
-        <Stat label="Holds denied / timed out" value={t.holds.denied + t.holds.expired} tone="danger" sub={`${t.holds.denied} denied · ${t.holds.expired} timed out`} />
+        <Stat label="Holds refused" value={t.holds.denied + t.holds.expired} tone="danger" sub={`${t.holds.denied} denied · ${t.holds.expired} timed out`} />
         <Stat label="Values masked" value={t.masked} tone="accent" sub={data.maskedByType[0] ? `most: ${data.maskedByType[0].type}` : undefined} />
         <Stat label="Denied by policy" value={t.denied} />
       </div>
@@ -147,19 +147,20 @@ function NoData() {
 const H = 160;
 const PAD = { left: 36, right: 8, top: 8, bottom: 22 };
 
-function Axes({ width, max, labels }: { width: number; max: number; labels: string[] }) {
+function Axes({ width, axis, labels }: { width: number; axis: { max: number; ticks: number[] }; labels: string[] }) {
+  const max = axis.max;
   const h = H - PAD.top - PAD.bottom;
   const w = width - PAD.left - PAD.right;
   const every = Math.max(1, Math.ceil(labels.length / Math.max(1, Math.floor(w / 56))));
   return (
     <g className="axes">
-      {ticks(max).map((v) => {
+      {axis.ticks.map((v) => {
         const y = PAD.top + h - (v / max) * h;
         return (
           <g key={v}>
             <line x1={PAD.left} x2={width - PAD.right} y1={y} y2={y} className="grid" />
             <text x={PAD.left - 6} y={y + 3} textAnchor="end">
-              {v >= 1000 ? `${Math.round(v / 100) / 10}k` : Math.round(v * 10) / 10}
+              {v >= 1000 ? `${Math.round(v / 100) / 10}k` : v}
             </text>
           </g>
         );
@@ -177,12 +178,13 @@ function Axes({ width, max, labels }: { width: number; max: number; labels: stri
 
 function LineChart({ values, second, labels, color }: { values: number[]; second?: number[]; labels: string[]; color: string }) {
   const [ref, width] = useWidth<HTMLDivElement>();
-  const max = niceMax(Math.max(...values, ...(second ?? [])));
+  const axis = countAxis(Math.max(...values, ...(second ?? [])));
+  const max = axis.max;
   const box = { width: Math.max(10, width - PAD.left - PAD.right), height: H - PAD.top - PAD.bottom };
   return (
     <div ref={ref} className="chart">
       <svg width={width} height={H} role="img" aria-label="chart">
-        <Axes width={width} max={max} labels={labels} />
+        <Axes width={width} axis={axis} labels={labels} />
         <g transform={`translate(${PAD.left},${PAD.top})`}>
           <path d={areaPath(values, box, max)} fill={color} opacity={0.12} />
           <path d={linePath(values, box, max)} fill="none" stroke={color} strokeWidth={1.75} />
@@ -195,13 +197,13 @@ function LineChart({ values, second, labels, color }: { values: number[]; second
 
 function BarChart({ columns, labels, colors }: { columns: number[][]; labels: string[]; colors: string[] }) {
   const [ref, width] = useWidth<HTMLDivElement>();
-  const max = niceMax(Math.max(...columns.map((c) => c.reduce((a, b) => a + b, 0))));
+  const axis = countAxis(Math.max(...columns.map((c) => c.reduce((a, b) => a + b, 0))));
   const box = { width: Math.max(10, width - PAD.left - PAD.right), height: H - PAD.top - PAD.bottom };
-  const bars = stackedBars(columns, box, max);
+  const bars = stackedBars(columns, box, axis.max);
   return (
     <div ref={ref} className="chart">
       <svg width={width} height={H} role="img" aria-label="chart">
-        <Axes width={width} max={max} labels={labels} />
+        <Axes width={width} axis={axis} labels={labels} />
         <g transform={`translate(${PAD.left},${PAD.top})`}>
           {bars.map((b, i) => (
             <rect key={i} x={b.x} y={b.y} width={b.width} height={b.height} fill={colors[b.series]} rx={1.5}>

@@ -233,7 +233,7 @@ function HoldCard({ hold, now, focused }: { hold: HoldView; now: number; focused
         </div>
       )}
       {(localError || serverError) && <div className="field-error">{localError || serverError}</div>}
-      {hold.session && (
+      {hold.session && capabilities(me).viewSessions && (
         <a className="small link" href={`#/sessions/${encodeURIComponent(hold.session)}`}>
           Open the session →
         </a>

@@ -120,6 +120,11 @@ export function PoliciesPage() {
           <Icon name="shield" /> Read only: editing policies needs the admin role.
         </div>
       )}
+      {dirty && canEdit && (
+        <div className="banner banner-info" data-testid="draft-banner">
+          <Icon name="policies" /> Unsaved draft{validation.ok ? '' : ' with errors'}: nothing changes on the gateway until you review and save it.
+        </div>
+      )}
       {remoteChange && (
         <div className="banner banner-info">
           {remoteChange}
@@ -144,7 +149,7 @@ export function PoliciesPage() {
       {review && validation.ok && (
         <ReviewModal
           before={current.yaml}
-          after={text}
+          after={rulesToYaml(validation.value, { masking: current.maskingEditable })}
           doc={validation.value}
           current={current}
           onClose={() => setReview(false)}

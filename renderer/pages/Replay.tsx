@@ -351,6 +351,18 @@ function ConversationBlock({ block: b, position, current }: { block: Block; posi
       const parts = materialize(b.ops, position);
       const streaming = position < b.endAt;
       if (!parts.length && !streaming) return null;
+      if (b.status !== undefined && b.status >= 400)
+        return (
+          <div className="notice notice-error" data-seq={b.seq} data-testid="notice" data-tone="error">
+            <Icon name="x" size={14} />
+            <span>
+              {b.status} —{' '}
+              {parts.map((p) => (
+                <MaskedText key={p.block} value={p.text} />
+              ))}
+            </span>
+          </div>
+        );
       return (
         <div className="msg msg-assistant" data-seq={b.seq} data-testid="msg" data-role="assistant">
           <div className="msg-role">Assistant</div>
@@ -381,13 +393,15 @@ function ConversationBlock({ block: b, position, current }: { block: Block; posi
       return (
         <div className={`notice notice-${b.tone}`} data-seq={b.seq} data-testid="notice" data-tone={b.tone}>
           <Icon name={b.tone === 'approve' ? 'check' : b.tone === 'deny' || b.tone === 'error' ? 'x' : b.tone === 'hold' ? 'clock' : 'shield'} size={14} />
-          <span>{b.title}</span>
-          {b.detail && (
-            <span className="muted">
-              {' '}
-              — <MaskedText value={b.detail} />
-            </span>
-          )}
+          <span>
+            {b.title}
+            {b.detail && (
+              <span className="notice-detail">
+                {' '}
+                — <MaskedText value={b.detail} />
+              </span>
+            )}
+          </span>
         </div>
       );
   }

@@ -20,6 +20,8 @@ export interface AuthState {
   loginWithKey(key: string): Promise<void>;
   logout(): Promise<void>;
   expired(): void;
+  /** The live feed was closed for lack of a valid sign-in: confirm, and show the login page if so. */
+  recheck(): Promise<void>;
   setOffline(offline: boolean): void;
 }
 
@@ -66,6 +68,13 @@ export function createAuthStore(api: ConsoleApi) {
         .providers()
         .then((providers) => set({ providers }))
         .catch(() => {});
+    },
+    async recheck() {
+      try {
+        set({ me: await api.me() });
+      } catch (err) {
+        if (errorStatus(err) === 401) get().expired();
+      }
     },
     setOffline(offline) {
       if (get().offline !== offline) set({ offline });

@@ -32,6 +32,8 @@ export interface ConsoleEnv {
   key(name: string, groups: string[]): string;
   /** host and port of a postgres connection's listener. */
   pg(name: string): { host: string; port: number };
+  /** Stops the gateway and starts it again on the same data dir and config (new ports). */
+  restart(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -55,26 +57,33 @@ export async function startConsoleEnv(opts: { config?: Partial<ConfigInput>; pos
     await upstream.close();
     throw err;
   }
-  return {
+  const env: ConsoleEnv = {
     upstream,
     gw,
     control: `http://${gw.address('control')}`,
     proxy: `http://${gw.address('http')}`,
     adminKey: gw.firstKey!,
     browser,
-    key: (name, groups) => gw.services.keys.create({ name, groups }).key,
+    key: (name, groups) => env.gw.services.keys.create({ name, groups }).key,
     pg(name) {
-      const a = gw.address(`postgres:${name}`);
+      const a = env.gw.address(`postgres:${name}`);
       const i = a.lastIndexOf(':');
       return { host: a.slice(0, i), port: Number(a.slice(i + 1)) };
     },
+    async restart() {
+      await env.gw.stop();
+      env.gw = await Gateway.start({ config, dataDir, log: silentLogger });
+      env.control = `http://${env.gw.address('control')}`;
+      env.proxy = `http://${env.gw.address('http')}`;
+    },
     async stop() {
       await browser.close().catch(() => {});
-      await gw.stop();
+      await env.gw.stop();
       await upstream.close();
       rmSync(dataDir, { recursive: true, force: true });
     },
   };
+  return env;
 }
 
 /** Polls until `check` returns a truthy value or the time runs out. */

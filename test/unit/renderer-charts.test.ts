@@ -1,7 +1,7 @@
 // Dashboard chart geometry (renderer/lib/charts.ts) and the formatting used across the console.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { areaPath, linePath, niceMax, stackedBars, ticks } from '../../renderer/lib/charts';
+import { areaPath, countAxis, linePath, niceMax, stackedBars, ticks } from '../../renderer/lib/charts';
 import { formatBytes, formatClock, formatCount, formatCountdown } from '../../renderer/lib/format';
 import { snippetsFor } from '../../renderer/lib/snippets';
 
@@ -9,6 +9,14 @@ describe('charts', () => {
   it('rounds the axis up to a nice number', () => {
     assert.deepEqual([0, 0.3, 1, 7, 12, 230, 999].map(niceMax), [1, 0.5, 1, 10, 20, 250, 1000]);
     assert.deepEqual(ticks(100, 4), [0, 25, 50, 75, 100]);
+  });
+
+  it('puts count axes on whole numbers', () => {
+    assert.deepEqual(countAxis(0), { max: 1, ticks: [0, 1] });
+    assert.deepEqual(countAxis(3), { max: 3, ticks: [0, 1, 2, 3] });
+    assert.deepEqual(countAxis(7), { max: 8, ticks: [0, 2, 4, 6, 8] });
+    assert.deepEqual(countAxis(230), { max: 300, ticks: [0, 100, 200, 300] });
+    assert.ok(countAxis(12_345).ticks.every(Number.isInteger));
   });
 
   it('draws lines and areas inside the box', () => {

@@ -53,6 +53,13 @@ describe('list state', () => {
     assert.equal(rowAt(s, 2)!.id, 'ses_2');
   });
 
+  it('never lists a session twice when its page arrives after its live start', () => {
+    let s = applySessionSummary(emptyList(), session(0, { id: 'ses_new' }), {});
+    s = withPage(s, 0, 2, [session(0, { id: 'ses_new' }), session(1)]);
+    assert.equal(s.total, 2);
+    assert.deepEqual([rowAt(s, 0)!.id, rowAt(s, 1)!.id], ['ses_new', 'ses_1']);
+  });
+
   it('does not add a live session the filter excludes, but updates one that is shown', () => {
     let s = withPage(emptyList(), 0, 1, [session(1)]);
     s = applySessionSummary(s, session(9, { id: 'pg', protocol: 'postgres', connection: 'warehouse' }), { protocol: 'http' });

@@ -48,22 +48,23 @@ export function dashboard(store: AuditStore, from: number, to: number, buckets: 
   const n = Math.ceil((to - from) / bucketMs);
   const series: DashboardBucket[] = Array.from({ length: n }, (_, i) => ({ t: from + i * bucketMs, requests: 0, holdsApproved: 0, holdsDenied: 0, holdsExpired: 0, masked: 0, denied: 0, hits: 0 }));
   const args = { from, to, b: bucketMs };
-  const bucket = (i: number) => series[Math.max(0, Math.min(n - 1, i))]!;
+  // Bound numbers may arrive as REAL; the bucket index is always a whole number in range.
+  const bucket = (i: number) => series[Math.max(0, Math.min(n - 1, Math.floor(i)))]!;
 
   for (const r of db
-    .prepare(`SELECT (time - @from) / @b AS i, count(*) AS c FROM events WHERE time >= @from AND time < @to AND kind IN ('http.request', 'pg.statement') GROUP BY i`)
+    .prepare(`SELECT CAST((time - @from) / @b AS INTEGER) AS i, count(*) AS c FROM events WHERE time >= @from AND time < @to AND kind IN ('http.request', 'pg.statement') GROUP BY i`)
     .all(args) as { i: number; c: number }[])
     bucket(r.i).requests += r.c;
 
   for (const r of db
-    .prepare(`SELECT (time - @from) / @b AS i, sum(json_array_length(spans)) AS c FROM events WHERE time >= @from AND time < @to AND spans IS NOT NULL GROUP BY i`)
+    .prepare(`SELECT CAST((time - @from) / @b AS INTEGER) AS i, sum(json_array_length(spans)) AS c FROM events WHERE time >= @from AND time < @to AND spans IS NOT NULL GROUP BY i`)
     .all(args) as { i: number; c: number }[])
     bucket(r.i).masked += r.c ?? 0;
 
   // Policy decisions are small, so always stored as JSON text (never deflated).
   for (const r of db
     .prepare(
-      `SELECT (time - @from) / @b AS i, json_extract(payload, '$.action') AS action, count(*) AS c FROM events
+      `SELECT CAST((time - @from) / @b AS INTEGER) AS i, json_extract(payload, '$.action') AS action, count(*) AS c FROM events
        WHERE time >= @from AND time < @to AND kind = 'policy.decision' AND encoding = 'json' AND json_extract(payload, '$.rule') IS NOT NULL
        GROUP BY i, action`,
     )
@@ -105,12 +106,16 @@ export function dashboard(store: AuditStore, from: number, to: number, buckets: 
     } else if (o.state === 'abandoned' || o.state === 'cancelled') holdTotals.abandoned++;
   }
 
-  const maskedByType = db
-    .prepare(
-      `SELECT json_extract(j.value, '$.type') AS type, count(*) AS count FROM events, json_each(events.spans) AS j
-       WHERE events.time >= @from AND events.time < @to AND events.spans IS NOT NULL GROUP BY type ORDER BY count DESC`,
-    )
-    .all({ from, to }) as { type: string; count: number }[];
+  // json_each has a column named `type` of its own: group by the extracted detector type explicitly.
+  const maskedByType = (
+    db
+      .prepare(
+        `SELECT json_extract(j.value, '$.type') AS detector, count(*) AS n FROM events, json_each(events.spans) AS j
+         WHERE events.time >= @from AND events.time < @to AND events.spans IS NOT NULL
+         GROUP BY json_extract(j.value, '$.type') ORDER BY n DESC, detector`,
+      )
+      .all({ from, to }) as { detector: string | null; n: number }[]
+  ).map((r) => ({ type: r.detector as string, count: r.n }));
 
   const policyHits = db
     .prepare(
