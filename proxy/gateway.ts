@@ -23,12 +23,14 @@ import { startHttpProxy } from './http/proxy';
 import { AuditWriter } from './postgres/audit-writer';
 import { startPgListener } from './postgres/listener';
 import { createMaskingEngine } from './masking/engine';
+import { syncMaskingAtStart } from './masking/versions';
 import { PolicyEngine } from './policy/engine';
 import { syncPoliciesAtStart } from './policy/versions';
 import { registerAuditRoutes } from './control/routes/audit';
 import { registerAuthRoutes } from './control/routes/auth';
 import { registerHoldRoutes } from './control/routes/holds';
 import { registerKeyRoutes } from './control/routes/keys';
+import { registerMaskingRoutes } from './control/routes/masking';
 import { policyContext, registerPolicyRoutes } from './control/routes/policies';
 import { loadOrCreateSecretFile, plainSecrets, type SecretWrapper } from './secret-wrapper';
 import type { GatewayServices } from './services';
@@ -99,7 +101,7 @@ export class Gateway {
       log,
       secrets,
       keyFile: (name, create) => loadOrCreateSecretFile(opts.dataDir, name, secrets, create),
-      masking: createMaskingEngine(opts.config, { hmacKey: loadOrCreateSecretFile(opts.dataDir, 'masking-hmac.key', secrets) }),
+      masking: createMaskingEngine({ masking: opts.config.masking, detectors: opts.config.detectors }, { hmacKey: loadOrCreateSecretFile(opts.dataDir, 'masking-hmac.key', secrets) }),
       policy: new PolicyEngine(opts.config.policies),
       holds: new HoldQueue({ store, bus, log }),
       login: new ConsoleLogin(opts.config.identity, oidc, store),
@@ -129,6 +131,8 @@ export class Gateway {
     }
     // The rules in force: the config file's when it changed, else the latest (console) version.
     syncPoliciesAtStart(s, policyContext(s), s.configFile);
+    // Likewise for masking: the config file's when it changed, else the latest (console) version.
+    syncMaskingAtStart(s, s.configFile);
     s.consoleSessions.prune();
     // Every recorded session event goes to the console live; one subscription for all proxies.
     s.store.onAppend((event) => {
@@ -144,6 +148,7 @@ export class Gateway {
     this.onStop(() => s.audit?.stop());
     const routeModules: RouteModule[] = [registerAuditRoutes];
     routeModules.push(registerAuthRoutes, registerHoldRoutes, registerPolicyRoutes, registerKeyRoutes);
+    routeModules.push(registerMaskingRoutes);
     const bound = (name: string) => this.listeners.find((l) => l.name === name)?.address;
     routeModules.push((router, services) => registerConnectionRoutes(router, services, { http: () => bound('http'), postgres: (name) => bound(`postgres:${name}`) }), registerDashboardRoutes);
     this.control = await startControlPlane(s, routeModules);

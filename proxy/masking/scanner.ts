@@ -117,20 +117,20 @@ function tryAt(d: Detector, pos: number, st: ScanState): void {
   accept(d, m, st);
 }
 
-function accept(d: Detector, m: RegExpExecArray, st: ScanState): boolean {
-  let start = m.index;
-  let end = start + m[0].length;
+/** The part of a match to mask: the first defined named group starting with `v`, else all of it. */
+function valueSpan(m: RegExpExecArray): [number, number] {
   const groups = m.indices?.groups;
   if (groups) {
     for (const name in groups) {
       const span = groups[name];
-      if (span && name.startsWith('v')) {
-        start = span[0];
-        end = span[1];
-        break;
-      }
+      if (span && name.startsWith('v')) return span;
     }
   }
+  return [m.index, m.index + m[0].length];
+}
+
+function accept(d: Detector, m: RegExpExecArray, st: ScanState): boolean {
+  const [start, end] = valueSpan(m);
   if (start < st.from || end <= start) return false;
   if (d.validate && !d.validate(st.text.slice(start, end), st.text, start, end)) return false;
   st.out.push({ detector: d, start, end });
@@ -245,7 +245,14 @@ function overBudget(d: Detector | undefined, text: string, opts: ScanOptions): M
   );
 }
 
+/** Custom patterns run over windows of this many characters, with the deadline checked in between. */
+const WINDOW = 4096;
+
 function runPattern(d: Detector, re: RegExp, st: ScanState): void {
+  if (d.kind === 'custom' && st.text.length > WINDOW) {
+    runWindowed(d, re, st);
+    return;
+  }
   re.lastIndex = 0;
   let m: RegExpExecArray | null;
   while ((m = re.exec(st.text)) !== null) {
@@ -256,6 +263,37 @@ function runPattern(d: Detector, re: RegExp, st: ScanState): void {
     checkDeadline(d, st);
     // a rejected candidate may hide a valid one starting inside it
     if (!accept(d, m, st)) re.lastIndex = m.index + 1;
+  }
+}
+
+/**
+ * A JavaScript regular expression cannot be interrupted, so a user's pattern runs over bounded
+ * windows (overlapping by its longest match, with context on the left), and the deadline is checked
+ * after each: a pathological pattern costs at most one window before the scan fails closed.
+ */
+function runWindowed(d: Detector, re: RegExp, st: ScanState): void {
+  const text = st.text;
+  const overlap = Math.min(Number.isFinite(d.maxLength) ? d.maxLength : 256, 256) + (d.holdExtra ?? 1);
+  const lead = 64;
+  for (let s = 0; s < text.length; s += WINDOW) {
+    const from = Math.max(0, s - lead);
+    const slice = text.slice(from, Math.min(text.length, s + WINDOW + overlap));
+    re.lastIndex = s - from;
+    let m: RegExpExecArray | null;
+    while ((m = re.exec(slice)) !== null && m.index + from < s + WINDOW) {
+      if (m[0].length === 0) {
+        re.lastIndex++;
+        continue;
+      }
+      const [vs, ve] = valueSpan(m);
+      const start = vs + from;
+      const end = ve + from;
+      if (end > start && start >= st.from && start >= (st.lastEnd.get(d) ?? 0) && (!d.validate || d.validate(text.slice(start, end), text, start, end))) {
+        st.out.push({ detector: d, start, end });
+        st.lastEnd.set(d, end);
+      } else re.lastIndex = m.index + 1;
+    }
+    if (performance.now() > st.opts.deadline) throw overBudget(d, text, st.opts);
   }
 }
 

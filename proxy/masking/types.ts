@@ -80,9 +80,15 @@ export interface RowMasker {
 }
 
 export interface MaskingEngine {
-  /** null when no rule applies to the connection: the proxy skips masking work entirely. */
-  forConnection(connection: Connection): ConnectionMasker | null;
+  /**
+   * null when no rule applies to the connection (and no policy watches a detector): the proxy
+   * skips masking work entirely. `extraRules` (a policy decision's `mask`) count as applying, so
+   * pass them when a policy asks for masking on a connection no configured rule covers.
+   */
+  forConnection(connection: Connection, extraRules?: readonly string[]): ConnectionMasker | null;
   rows(connection: Connection, extraRules?: string[]): RowMasker;
   /** Replaces the rules (control plane `PUT /api/masking`); validated by the caller. */
   reload(config: { detectors: unknown[]; masking: unknown[] }): void;
+  /** Detector ids the policies match on (`match.detectors`): scanned for `detectorHits` even where no rule masks them. */
+  watchDetectors?(ids: string[]): void;
 }
