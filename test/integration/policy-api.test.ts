@@ -20,6 +20,8 @@ let gw: Gateway;
 let control: string;
 let admin: string;
 let reviewer: string;
+/** Version numbers are shared with masking versions, so tests count from the first one. */
+let v1: number;
 
 const BASE: ConfigInput['policies'] = [{ name: 'unapproved-model', match: { model: ['gpt-3.5-turbo'] }, action: 'deny', reason: 'not approved' }];
 
@@ -49,10 +51,11 @@ describe('policies over the control plane', () => {
     rmSync(dataDir, { recursive: true, force: true });
   });
 
-  it('starts with the config file rules as version 1', async () => {
+  it('starts with the config file rules as its first version', async () => {
     const r = await api('GET', '/api/policies', reviewer);
     assert.equal(r.status, 200);
-    assert.equal(r.json['version'], 1);
+    v1 = r.json['version'] as number;
+    assert.ok(v1 >= 1);
     assert.equal(r.json['source'], 'config');
     assert.deepEqual((r.json['rules'] as { name: string }[]).map((x) => x.name), ['unapproved-model']);
     const changed = gw.services.store.events(1, 1000).filter((e) => e.kind === 'policy.changed');
@@ -67,8 +70,8 @@ describe('policies over the control plane', () => {
     assert.equal((bad.json['error'] as { code: string }).code, 'invalid_policies');
     const badRegex = await api('PUT', '/api/policies', admin, { rules: [{ name: 'x', match: { content: '(' }, action: 'deny' }] });
     assert.equal(badRegex.status, 400);
-    assert.equal((await api('PUT', '/api/policies', admin, { rules, baseVersion: 0 })).status, 409);
-    assert.equal((await api('GET', '/api/policies', admin)).json['version'], 1, 'refused edits change nothing');
+    assert.equal((await api('PUT', '/api/policies', admin, { rules, baseVersion: v1 - 1 })).status, 409);
+    assert.equal((await api('GET', '/api/policies', admin)).json['version'], v1, 'refused edits change nothing');
   });
 
   it('a change is versioned with its author, recorded, published and enforced at once', async () => {
@@ -77,18 +80,19 @@ describe('policies over the control plane', () => {
       { name: 'deny-gpt-4o-for-now', match: { connections: ['openai'], model: ['gpt-4o'] }, action: 'deny', reason: 'budget freeze' },
       { name: 'typo', match: { connections: ['opneai'] }, action: 'deny' },
     ];
-    const put = await api('PUT', '/api/policies', admin, { rules, baseVersion: 1, note: 'freeze until Q3' });
+    const put = await api('PUT', '/api/policies', admin, { rules, baseVersion: v1, note: 'freeze until Q3' });
     assert.equal(put.status, 200);
-    assert.equal(put.json['version'], 2);
+    const v2 = put.json['version'] as number;
+    assert.ok(v2 > v1);
     assert.match(JSON.stringify(put.json['warnings']), /no connection named \\"opneai\\"/);
     const msg = await ws.next<Extract<ServerMessage, { type: 'policy.updated' }>>((m) => m.type === 'policy.updated');
-    assert.deepEqual([msg.version, msg.author], [2, 'local-admin']);
+    assert.deepEqual([msg.version, msg.author], [v2, 'local-admin']);
     await ws.close();
 
     const ev = gw.services.store.events(1, 10_000).filter((e) => e.kind === 'policy.changed').at(-1)!;
     assert.equal(ev.actor, `key:${admin.split('_')[1]}`);
     const p = ev.payload as { version: number; previousVersion: number; rules: { name: string }[]; note: string };
-    assert.deepEqual([p.version, p.previousVersion, p.rules.length, p.note], [2, 1, 2, 'freeze until Q3']);
+    assert.deepEqual([p.version, p.previousVersion, p.rules.length, p.note], [v2, v1, 2, 'freeze until Q3']);
 
     const client = new OpenAI({ baseURL: `http://${gw.address('http')}/openai`, apiKey: admin, maxRetries: 0 });
     await assert.rejects(client.chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] }), (err: unknown) => {
@@ -105,24 +109,41 @@ describe('policies over the control plane', () => {
     const list = await api('GET', '/api/policies/versions', reviewer);
     assert.equal(list.json['total'], 2);
     const versions = list.json['versions'] as { version: number; authorName: string; source: string; rules: number }[];
-    assert.deepEqual(versions.map((v) => [v.version, v.source, v.rules]), [[2, 'console', 2], [1, 'config', 1]]);
-    const v1 = await api('GET', '/api/policies/versions/1', reviewer);
-    assert.deepEqual((v1.json['rules'] as { name: string }[]).map((r) => r.name), ['unapproved-model']);
-    assert.equal((await api('GET', '/api/policies/versions/99', reviewer)).status, 404);
+    assert.deepEqual(versions.map((v) => [v.source, v.authorName, v.rules]), [['console', 'local-admin', 2], ['config', 'embedded default config', 1]]);
+    assert.equal(versions[1]!.version, v1);
+    const first = await api('GET', `/api/policies/versions/${v1}`, reviewer);
+    assert.deepEqual((first.json['rules'] as { name: string }[]).map((r) => r.name), ['unapproved-model']);
+    assert.equal((await api('GET', '/api/policies/versions/9999', reviewer)).status, 404);
     const check = await api('POST', '/api/policies/check', reviewer, { rules: [{ name: 'a', action: 'deny' }, { name: 'b', match: { model: ['x'] }, action: 'deny' }] });
     assert.equal(check.json['ok'], true);
     assert.match(JSON.stringify(check.json['issues']), /never fires: rule #1 \\"a\\"/);
   });
 
+  it('a detector condition added from the console works without any masking rule', async () => {
+    const current = (await api('GET', '/api/policies', admin)).json['version'];
+    const rules = [{ name: 'no-cloud-keys', match: { connections: ['openai'], detectors: ['secrets'] }, action: 'deny', reason: 'credentials in a prompt' }];
+    assert.equal((await api('PUT', '/api/policies', admin, { rules, baseVersion: current })).status, 200);
+    const client = new OpenAI({ baseURL: `http://${gw.address('http')}/openai`, apiKey: admin, maxRetries: 0 });
+    await assert.rejects(client.chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'upload with AKIAIOSFODNN7EXAMPLE please' }] }), (err: unknown) => {
+      assert.ok(err instanceof OpenAI.APIError);
+      assert.equal(err.status, 403);
+      assert.match(err.message, /no-cloud-keys/);
+      return true;
+    });
+    assert.ok((await client.chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hello' }] })).choices[0]);
+  });
+
   it('keeps console edits across a restart, and an edited config file wins', async () => {
+    const before = (await api('GET', '/api/policies', admin)).json['version'];
     await gw.stop();
     await start();
-    assert.equal((await api('GET', '/api/policies', admin)).json['version'], 2, 'same config file: the console version stays in force');
-    assert.equal(gw.services.policy.rules[0]!.name, 'deny-gpt-4o-for-now');
+    assert.equal((await api('GET', '/api/policies', admin)).json['version'], before, 'same config file: the console version stays in force');
+    assert.equal(gw.services.policy.rules[0]!.name, 'no-cloud-keys');
     await gw.stop();
     await start([{ name: 'from-the-file', match: { model: ['o1'] }, action: 'deny' }]);
     const now = await api('GET', '/api/policies', admin);
-    assert.deepEqual([now.json['version'], now.json['source']], [3, 'config']);
+    assert.ok((now.json['version'] as number) > (before as number));
+    assert.equal(now.json['source'], 'config');
     assert.equal(gw.services.policy.rules[0]!.name, 'from-the-file');
   });
 });
