@@ -8,6 +8,9 @@
  *   gateway      Custody's PostgreSQL listener: API-key login, every statement classified with the
  *                PostgreSQL parser, decided by policy, recorded (hash-chained into SQLite) before it
  *                is forwarded, results and the first rows recorded, one masking rule active
+ *   gateway-no-audit-writes  diagnostic only: the same gateway with its SQLite commits skipped in
+ *                this process (events are built, never written), to show what recording costs; no
+ *                configuration can turn recording off
  *
  * Each round runs every target for the same time; rounds repeat the alternation so drift on the
  * shared machine hits every target alike. Reported: median TPS per target and the ratios, with the
@@ -15,6 +18,7 @@
  * the same work on the wire.
  *
  *   node --import tsx bench/postgres.ts [--seconds 10] [--rounds 3] [--clients 4]
+ *   (npm run bench -- postgres)
  */
 import { execFile, type ChildProcess, spawn } from 'node:child_process';
 import { chownSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -25,7 +29,23 @@ import { promisify } from 'node:util';
 import { Config } from '../shared/config';
 import { Gateway } from '../proxy/gateway';
 import { silentLogger } from '../proxy/log';
+import { AuditWriter } from '../proxy/postgres/audit-writer';
 import { startTcpPassThrough } from './tcp-pass-through';
+
+/** Diagnostic switch (this process only): while true, the PostgreSQL writer acknowledges without writing. */
+let skipAuditWrites = false;
+const realFlush = AuditWriter.prototype.flush;
+AuditWriter.prototype.flush = function (this: AuditWriter) {
+  if (!skipAuditWrites) return realFlush.call(this);
+  const self = this as unknown as { scheduled: boolean; queue: unknown[]; commits: { done(err: null): void }[]; timer?: NodeJS.Timeout };
+  self.scheduled = false;
+  if (self.timer) clearTimeout(self.timer);
+  self.timer = undefined;
+  const commits = self.commits;
+  self.commits = [];
+  self.queue = [];
+  for (const c of commits) c.done(null);
+};
 
 const run = promisify(execFile);
 const args = process.argv.slice(2);
@@ -132,9 +152,20 @@ async function main(): Promise<void> {
     ['passthrough', () => pgbench('127.0.0.1', Number(pass.address.split(':')[1]), UPSTREAM.user, undefined)],
     ['pgbouncer', () => pgbench('127.0.0.1', bouncer.port, UPSTREAM.user, undefined)],
     ['gateway', () => pgbench('127.0.0.1', gwPort, 'bench', gw.firstKey)],
+    [
+      'gateway-no-audit-writes',
+      async () => {
+        skipAuditWrites = true;
+        try {
+          return await pgbench('127.0.0.1', gwPort, 'bench', gw.firstKey);
+        } finally {
+          skipAuditWrites = false;
+        }
+      },
+    ],
   ];
   const tps = new Map<string, number[]>(targets.map(([n]) => [n, []]));
-  const statementsBefore = gw.services.store.head().size;
+  const eventsBefore = gw.services.store.head().size;
   try {
     console.log(`pgbench -S -c ${CLIENTS} -j 2 -T ${SECONDS}, ${ROUNDS} rounds, targets alternating; PGSSLMODE=disable`);
     for (let r = 1; r <= ROUNDS; r++) {
@@ -145,7 +176,7 @@ async function main(): Promise<void> {
       }
     }
   } finally {
-    const recorded = gw.services.store.head().size - statementsBefore;
+    const recorded = gw.services.store.head().size - eventsBefore;
     await gw.stop();
     await pass.close();
     bouncer.proc.kill('SIGTERM');
@@ -160,6 +191,7 @@ async function main(): Promise<void> {
   for (const [name] of targets) console.log(`| ${name} | ${med[name]!.toFixed(0)} | ${ratio(name, 'direct').toFixed(2)} | ${ratio(name, 'passthrough').toFixed(2)} |`);
   const bar = ratio('gateway', 'passthrough');
   console.log(`\ngateway / pass-through = ${bar.toFixed(2)} (bar ≥ 0.70: ${bar >= 0.7 ? 'met' : 'NOT met'}); gateway / PgBouncer = ${ratio('gateway', 'pgbouncer').toFixed(2)}; gateway / direct = ${ratio('gateway', 'direct').toFixed(2)}`);
+  console.log(`diagnostic: gateway without its SQLite writes / pass-through = ${ratio('gateway-no-audit-writes', 'passthrough').toFixed(2)}`);
   console.log(JSON.stringify({ bench: 'postgres', seconds: SECONDS, rounds: ROUNDS, clients: CLIENTS, tps: Object.fromEntries(tps), median: med }));
 }
 
