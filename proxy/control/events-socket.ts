@@ -9,8 +9,9 @@
  * request without `Origin` is a non-browser client and must use Bearer.
  *
  * Messages: `hello` first (its `seq` is the bus position at connect time; everything later arrives
- * live). Hold messages go to those who may decide the hold (its approver groups, admins) and to its
- * requester; session and export messages to reviewers and admins; configuration changes to all.
+ * live). Hold messages go to those who may decide the hold (its approver groups, admins), to its
+ * requester, and to reviewers (read-only — they read every hold over REST as well); session and
+ * export messages to reviewers and admins; configuration changes to all.
  * A reconnecting client sends `{type: "resume", epoch, after}` and receives what it missed, or a
  * `resync` when the bus can no longer replay it (gateway restarted, or the gap left the buffer).
  *
@@ -63,7 +64,8 @@ export function messageVisibleTo(identity: Identity, msg: ServerMessage): boolea
     case 'hold.created':
     case 'hold.updated':
     case 'hold.resolved':
-      return holdVisibleTo(identity, msg.hold);
+      // Reviewers read every hold over REST too; they see them live, read-only.
+      return holdVisibleTo(identity, msg.hold) || hasRole(identity, 'reviewer');
     case 'session.started':
     case 'session.event':
     case 'session.ended':
@@ -98,10 +100,12 @@ export interface EventsSocket {
   close(): Promise<void>;
 }
 
+const STATUS_TEXT: Record<number, string> = { 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 429: 'Too Many Requests' };
+
 function reject(socket: Duplex, status: number, reason: string, message: string): void {
   const body = JSON.stringify({ error: { code: reason, message } });
   socket.end(
-    `HTTP/1.1 ${status} ${status === 401 ? 'Unauthorized' : status === 403 ? 'Forbidden' : status === 404 ? 'Not Found' : 'Bad Request'}\r\n` +
+    `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? 'Bad Request'}\r\n` +
       `Content-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
   );
 }
@@ -212,7 +216,8 @@ export function attachEventsSocket(server: Server, s: GatewayServices, opts: Eve
         via = { bearer };
       } catch (err) {
         if (!(err instanceof AuthError)) throw err;
-        reject(socket, 401, 'unauthenticated', err.message);
+        const recorded = s.login.failures.record(req.socket.remoteAddress ?? 'unknown', { method: 'bearer', path: EVENTS_PATH, reason: err.code, message: err.message });
+        reject(socket, recorded ? 401 : 429, recorded ? 'unauthenticated' : 'too_many_attempts', err.message);
         return;
       }
     }

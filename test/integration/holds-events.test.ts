@@ -45,7 +45,7 @@ describe('/api/events', () => {
     rmSync(dataDir, { recursive: true, force: true });
   });
 
-  it('pushes a hold to its approvers, admins and its requester only; session events to reviewers', async () => {
+  it('pushes a hold to its approvers, admins, its requester and reviewers only; session events to reviewers', async () => {
     const clients = Object.fromEntries(await Promise.all(['dba', 'dev', 'auditor', 'eve', 'admin'].map(async (n) => [n, await EventsClient.connect(control, { bearer: keys[n] })] as const)));
     const ac = new AbortController();
     const pending = gw.services.holds.request({
@@ -59,14 +59,13 @@ describe('/api/events', () => {
       signal: ac.signal,
     });
     gw.services.store.append({ kind: 'pg.statement', session: 'sess-x', actor: ids['dev']!.subject, connection: 'warehouse', payload: { sql: 'select 1' } });
-    for (const n of ['dba', 'admin', 'dev']) await clients[n]!.next((m) => m.type === 'hold.created');
+    for (const n of ['dba', 'admin', 'dev', 'auditor']) await clients[n]!.next((m) => m.type === 'hold.created');
     await clients['auditor']!.next((m) => m.type === 'session.event');
     ac.abort();
     await pending;
     for (const n of ['dba', 'admin', 'dev']) await clients[n]!.next((m) => m.type === 'hold.resolved');
     const types = (n: string) => clients[n]!.messages.map((m) => m.type);
     assert.ok(!types('eve').some((t) => t.startsWith('hold.') || t.startsWith('session.')), 'eve sees nothing of it');
-    assert.ok(!types('auditor').some((t) => t.startsWith('hold.')), 'a reviewer is not paged for holds');
     assert.ok(!types('dba').includes('session.event'), 'an approver without the reviewer role gets no session events');
     const hello = clients['dba']!.messages[0] as Extract<ServerMessage, { type: 'hello' }>;
     assert.deepEqual([hello.type, hello.user.name, hello.epoch], ['hello', 'dba', gw.services.bus.epoch]);
@@ -80,6 +79,8 @@ describe('/api/events', () => {
     assert.equal(messageVisibleTo(who('x', ['admin']), m({ type: 'hold.updated', hold })), true);
     assert.equal(messageVisibleTo({ ...who('dev', []), subject: 'key:dev' }, m({ type: 'hold.resolved', hold })), true);
     assert.equal(messageVisibleTo(who('x', ['approver']), m({ type: 'hold.created', hold })), false, 'the approver role alone does not cover every group');
+    assert.equal(messageVisibleTo(who('x', ['reviewer']), m({ type: 'hold.created', hold })), true, 'reviewers watch holds read-only');
+    assert.equal(messageVisibleTo(who('x', ['marketing']), m({ type: 'hold.created', hold })), false);
     assert.equal(messageVisibleTo(who('x', []), m({ type: 'export.done', id: 'e', url: '/x', bytes: 1 })), false);
     assert.equal(messageVisibleTo(who('x', ['reviewer']), m({ type: 'export.done', id: 'e', url: '/x', bytes: 1 })), true);
     assert.equal(messageVisibleTo(who('x', []), m({ type: 'policy.updated', version: 2, author: 'a' })), true);
