@@ -106,9 +106,17 @@ export const httpApi: ConsoleApi = {
   policies: async () => readPolicySet(await call('GET', '/api/policies')),
   putPolicies: async (policies: PolicyRule[], baseVersion?: number | null) => readPolicySet(await call('PUT', '/api/policies', { rules: policies, ...(baseVersion !== undefined && baseVersion !== null ? { baseVersion } : {}) })),
   masking: async () => readMaskingSet(await call('GET', '/api/masking')),
-  putMasking: async (masking: MaskingRule[], detectors: CustomDetector[]) => readMaskingSet(await call('PUT', '/api/masking', { masking, detectors })),
-  policyVersions: async () => readVersions(await call('GET', '/api/policies/versions')),
-  policyVersion: async (v: number) => readVersions([await call('GET', `/api/policies/versions/${v}`)])[0]!,
+  putMasking: async (masking: MaskingRule[], detectors: CustomDetector[], baseVersion?: number | null) =>
+    readMaskingSet(await call('PUT', '/api/masking', { masking, detectors, ...(baseVersion !== undefined && baseVersion !== null ? { baseVersion } : {}) })),
+  async policyVersions() {
+    const [policies, masking] = await Promise.all([
+      call('GET', '/api/policies/versions'),
+      // Masking history needs the reviewer role and may not exist on older gateways.
+      call('GET', '/api/masking/versions').catch(() => []),
+    ]);
+    return [...readVersions(policies, 'policies'), ...readVersions(masking, 'masking')].sort((a, b) => b.version - a.version);
+  },
+  policyVersion: async (v: number, kind: 'policies' | 'masking') => readVersions([await call('GET', `/api/${kind}/versions/${v}`)], kind)[0]!,
   dryRun: async (policies, from, to) => readDryRun(await call('POST', '/api/policies/dry-run', { rules: policies, from, to })),
   auditStatus: async () => readAuditStatus(await call('GET', '/api/audit/status')),
   verify: async () => readVerify(await call('POST', '/api/audit/verify')),

@@ -159,9 +159,10 @@ export interface ConsoleApi {
   /** `baseVersion` guards against overwriting someone else's save (409). */
   putPolicies(policies: PolicyRule[], baseVersion?: number | null): Promise<PolicySet>;
   masking(): Promise<MaskingSet>;
-  putMasking(masking: MaskingRule[], detectors: CustomDetector[]): Promise<MaskingSet>;
+  putMasking(masking: MaskingRule[], detectors: CustomDetector[], baseVersion?: number | null): Promise<MaskingSet>;
+  /** Policy and masking versions together, newest first (their numbers are shared). */
   policyVersions(): Promise<PolicyVersionMeta[]>;
-  policyVersion(v: number): Promise<PolicyVersionMeta>;
+  policyVersion(v: number, kind: 'policies' | 'masking'): Promise<PolicyVersionMeta>;
   dryRun(policies: PolicyRule[], from: number, to: number): Promise<DryRunResult>;
   auditStatus(): Promise<AuditStatus>;
   verify(): Promise<VerifyResult>;
@@ -225,16 +226,21 @@ export function readMaskingSet(v: unknown): MaskingSet {
   };
 }
 
-export function readVersions(v: unknown): PolicyVersionMeta[] {
+/**
+ * Policy (`/api/policies/versions`) or masking (`/api/masking/versions`) versions. In listings
+ * `rules` is a count; a single policy version carries its rules, a masking version `{masking, detectors}`.
+ */
+export function readVersions(v: unknown, kind?: 'policies' | 'masking'): PolicyVersionMeta[] {
   return listOf<Record<string, unknown>>(v, 'versions').map((x) => {
-    // In listings `rules` is a count; in a single version it is the rules themselves.
     const rules = Array.isArray(x['rules']) ? x['rules'] : undefined;
+    const k = kind ?? (x['kind'] === 'masking' ? 'masking' : 'policies');
+    const maskingBody = Array.isArray(x['masking']) ? { masking: x['masking'], ...(Array.isArray(x['detectors']) && x['detectors'].length ? { detectors: x['detectors'] } : {}) } : undefined;
     return {
       version: num(x['version']) ?? 0,
-      kind: x['kind'] === 'masking' ? 'masking' : 'policies',
+      kind: k,
       author: strOrNull(x['authorName']) ?? strOrNull(x['author']) ?? '?',
       createdAt: num(x['createdAt'] ?? x['created_at'] ?? x['time']) ?? 0,
-      body: x['body'] ?? rules ?? x['policies'] ?? x['masking'],
+      body: x['body'] ?? (k === 'masking' ? maskingBody : rules),
       note: strOrNull(x['note']) ?? undefined,
       count: typeof x['rules'] === 'number' ? x['rules'] : rules?.length,
     };

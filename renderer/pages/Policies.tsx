@@ -59,7 +59,8 @@ export function PoliciesPage() {
     try {
       const [p, m, c] = await Promise.all([
         api.policies(),
-        api.masking().catch((err: { status?: number }) => (err.status === 404 || err.status === 405 ? undefined : Promise.reject(err))),
+        // 404: a gateway without the masking API; 403: masking needs the reviewer role.
+        api.masking().catch((err: { status?: number }) => (err.status === 404 || err.status === 405 || err.status === 403 ? undefined : Promise.reject(err))),
         api.connections().catch(() => ({ connections: [] })),
       ]);
       const doc: RulesDoc = { policies: p.policies, masking: m?.masking ?? [], detectors: m?.detectors ?? [] };
@@ -143,7 +144,7 @@ export function PoliciesPage() {
         value={tab}
         onChange={setTab}
       />
-      {tab === 'rules' && <RulesView doc={doc} canEdit={canEdit} maskingEditable={current.maskingEditable} onChange={edit} connections={connections} detectors={[...new Set([...(current.builtins.length ? current.builtins : FALLBACK_DETECTORS), ...doc.detectors.map((d) => d.id)])]} invalid={!validation.ok} />}
+      {tab === 'rules' && <RulesView saved={current.doc} doc={doc} canEdit={canEdit} maskingEditable={current.maskingEditable} onChange={edit} connections={connections} detectors={[...new Set([...(current.builtins.length ? current.builtins : FALLBACK_DETECTORS), ...doc.detectors.map((d) => d.id)])]} invalid={!validation.ok} />}
       {tab === 'yaml' && <YamlView text={text} onChange={setText} readOnly={!canEdit} validation={validation} />}
       {tab === 'history' && <HistoryView />}
       {review && validation.ok && (
@@ -170,7 +171,7 @@ function ActionBadge({ action }: { action: PolicyRule['action'] }) {
   return <Badge tone={tone}>{action}</Badge>;
 }
 
-function RulesView({ doc, canEdit, maskingEditable, onChange, connections, detectors, invalid }: { doc: RulesDoc; canEdit: boolean; maskingEditable: boolean; onChange: (d: RulesDoc) => void; connections: string[]; detectors: string[]; invalid: boolean }) {
+function RulesView({ saved, doc, canEdit, maskingEditable, onChange, connections, detectors, invalid }: { saved: RulesDoc; doc: RulesDoc; canEdit: boolean; maskingEditable: boolean; onChange: (d: RulesDoc) => void; connections: string[]; detectors: string[]; invalid: boolean }) {
   return (
     <div className="rules-layout">
       <div className="rules-main">
@@ -192,6 +193,7 @@ function RulesView({ doc, canEdit, maskingEditable, onChange, connections, detec
                   <div className="rule-text">
                     <div>
                       <strong>{p.name}</strong> <ActionBadge action={p.action} />
+                      {!saved.policies.some((x) => x.name === p.name) && <span className="draft-tag">unsaved</span>}
                     </div>
                     <div className="muted small">{describePolicy(p)}</div>
                   </div>
@@ -231,6 +233,7 @@ function RulesView({ doc, canEdit, maskingEditable, onChange, connections, detec
                   <div className="rule-text">
                     <div>
                       <strong>{m.id}</strong> <Badge tone="accent">{m.strategy}</Badge>
+                      {!saved.masking.some((x) => x.id === m.id) && <span className="draft-tag">unsaved</span>}
                     </div>
                     <div className="muted small">
                       {m.detectors.join(', ') || 'no detectors'}
@@ -252,7 +255,7 @@ function RulesView({ doc, canEdit, maskingEditable, onChange, connections, detec
         )}
         {!maskingEditable && (
           <div className="banner banner-muted">
-            <Icon name="shield" /> Masking rules are read from the gateway's config file; this gateway does not offer them for editing here.
+            <Icon name="shield" /> Masking rules are not shown here: they need the reviewer or admin role, or this gateway keeps them in its config file only.
           </div>
         )}
       </div>
@@ -497,8 +500,23 @@ function ReviewModal({ before, after, doc, current, onClose, onSaved }: { before
     setSaving(true);
     setSaveError(undefined);
     try {
-      if (maskingChanged && current.maskingEditable) await api.putMasking(doc.masking, doc.detectors);
-      if (policiesChanged) await api.putPolicies(doc.policies, current.policiesVersion);
+      const saveMasking = async () => {
+        if (maskingChanged && current.maskingEditable) await api.putMasking(doc.masking, doc.detectors, current.maskingVersion);
+      };
+      const savePolicies = async () => {
+        if (policiesChanged) await api.putPolicies(doc.policies, current.policiesVersion);
+      };
+      // The gateway refuses masking that rules in force still reference, and rules that reference
+      // masking it lacks: when the draft drops a referenced masking rule, save the policies first.
+      const ids = new Set(doc.masking.map((m) => m.id));
+      const dropsReferenced = current.doc.policies.some((p) => (p.mask ?? []).some((id) => !ids.has(id)));
+      if (dropsReferenced) {
+        await savePolicies();
+        await saveMasking();
+      } else {
+        await saveMasking();
+        await savePolicies();
+      }
       toast('ok', 'Saved a new version of the rules.');
       onSaved();
     } catch (err) {
@@ -612,7 +630,7 @@ function DryRunView({ result }: { result: DryRunResult }) {
 
 function versionYaml(v: PolicyVersionMeta): string {
   const body = v.body;
-  if (Array.isArray(body)) return stringify({ [v.kind === 'masking' ? 'masking' : 'policies']: body }, { lineWidth: 0 });
+  if (Array.isArray(body)) return v.kind === 'masking' ? stringify({ masking: body }, { lineWidth: 0 }) : rulesToYaml({ policies: body as PolicyRule[], masking: [] }, { masking: false });
   return stringify(body ?? {}, { lineWidth: 0 });
 }
 
@@ -620,7 +638,7 @@ function HistoryView() {
   const [versions, setVersions] = useState<PolicyVersionMeta[]>();
   const [error, setError] = useState<string>();
   const [selected, setSelected] = useState<number>();
-  const [bodies, setBodies] = useState<Record<number, PolicyVersionMeta>>({});
+  const [bodies, setBodies] = useState<Record<string, PolicyVersionMeta>>({});
   useEffect(() => {
     api
       .policyVersions()
@@ -633,12 +651,13 @@ function HistoryView() {
   }, []);
   const sel = versions?.find((v) => v.version === selected);
   const prev = sel && versions?.find((v) => v.kind === sel.kind && v.version < sel.version);
+  const key = (v: PolicyVersionMeta) => `${v.kind}:${v.version}`;
   useEffect(() => {
     for (const v of [sel, prev]) {
-      if (v && !bodies[v.version] && v.body === undefined)
+      if (v && !bodies[key(v)] && v.body === undefined)
         api
-          .policyVersion(v.version)
-          .then((full) => setBodies((b) => ({ ...b, [v.version]: full })))
+          .policyVersion(v.version, v.kind)
+          .then((full) => setBodies((b) => ({ ...b, [key(v)]: full })))
           .catch(() => {});
     }
   }, [sel, prev, bodies]);
@@ -650,7 +669,7 @@ function HistoryView() {
         Every save from this page (or <code>PUT /api/policies</code>) records a new version with its author.
       </Empty>
     );
-  const full = (v?: PolicyVersionMeta) => (v ? (v.body !== undefined ? v : bodies[v.version]) : undefined);
+  const full = (v?: PolicyVersionMeta) => (v ? (v.body !== undefined ? v : bodies[key(v)]) : undefined);
   const a = full(prev);
   const b = full(sel);
   return (

@@ -109,6 +109,7 @@ describe('console: sign-in, connections and keys', () => {
     assert.equal((await call(env.adminKey, 'PUT', '/api/connections/nope', { description: 'x' })).status, 404);
     assert.equal((await call(env.adminKey, 'POST', '/api/connections', { name: 'vectors', kind: 'http', upstream: 'http://x' })).status, 409);
 
+    await page.goto('about:blank'); // the console reconnects to the new address below
     await env.restart();
     const before = env.upstream.requests.length;
     const res = await fetch(`${env.proxy}/vectors/collections/docs`, { headers: { authorization: `Bearer ${env.adminKey}` } });
@@ -152,6 +153,16 @@ describe('console: sign-in, connections and keys', () => {
   });
 
   it('raised no script errors', () => {
-    assert.deepEqual(errors.filter((e) => !/Failed to load resource/.test(e)), []);
+    assert.deepEqual(errors.filter((e) => !/Failed to load resource|WebSocket connection to .* failed/.test(e)), []);
+  });
+
+  it('says so when the gateway stops answering, keeping what it shows', async () => {
+    await page.goto(`${env.control}/#/connections`);
+    await page.getByTestId('connections-table').waitFor();
+    await eventually(async () => (await page.locator('.live-live').count()) > 0, 'the live feed');
+    await env.gw.stop();
+    await page.getByText('The gateway is not answering').waitFor({ timeout: 10_000 });
+    await page.locator('.live-offline').waitFor();
+    assert.equal(await page.getByTestId('connections-table').count(), 1, 'the loaded page stays on screen');
   });
 });

@@ -131,6 +131,29 @@ describe('console: policy editor', () => {
     await eventually(async () => /\+\s+- name: deny-legacy-models/.test(await page.getByTestId('version-diff').innerText()), 'the previous version diff');
   });
 
+  it('adds a masking rule with the form; the gateway masks with it at once', async () => {
+    await page.getByRole('tab', { name: 'Rules' }).click();
+    const form = page.getByTestId('rule-form');
+    await form.getByTestId('template').selectOption('mask-detectors');
+    await form.getByRole('combobox').nth(1).selectOption('openai');
+    await form.getByTestId('add-rule').click();
+    await page.getByText('mask-openai').waitFor();
+    await page.getByTestId('policies-review').click();
+    assert.match(await page.getByTestId('review-diff').innerText(), /\+\s+- id: mask-openai/);
+    await page.getByTestId('dry-run').waitFor({ timeout: 15_000 });
+    await page.getByTestId('policies-save').click();
+    await page.getByText('Saved a new version of the rules.').waitFor();
+    const masking = (await (await fetch(`${env.control}/api/masking`, { headers: { authorization: `Bearer ${env.adminKey}` } })).json()) as { masking: { id: string; detectors: string[]; connections: string[] }[]; author: string };
+    assert.deepEqual(masking.masking.map((m) => [m.id, m.detectors, m.connections]), [['mask-openai', ['credit_card', 'email'], ['openai']]]);
+    const before = env.upstream.requests.length;
+    await client.chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'write to jane@example.com' }] });
+    const sent = env.upstream.requests.slice(before).find((r) => r.path.includes('/chat/completions'))!;
+    assert.match(sent.body.toString(), /write to \[EMAIL\]/, 'the upstream got the masked prompt');
+    await page.getByRole('tab', { name: 'History' }).click();
+    await page.getByTestId('version-list').getByText('masking').first().click();
+    await eventually(async () => /\+\s+- id: mask-openai/.test(await page.getByTestId('version-diff').innerText()), 'the masking version diff');
+  });
+
   it('raised no script errors', () => {
     assert.deepEqual(errors.filter((e) => !/Failed to load resource/.test(e)), []);
   });

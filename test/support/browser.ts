@@ -40,10 +40,9 @@ export async function screenshot(page: Page, name: string): Promise<string> {
   mkdirSync(SCREENSHOTS, { recursive: true });
   const path = join(SCREENSHOTS, `${name}.png`);
   // Let countdowns, charts and fonts settle so the image shows the screen as a person sees it;
-  // transient toasts are dismissed (clicking one closes it).
+  // transient toasts are left out.
   await page.evaluate('document.fonts.ready');
-  for (const toast of await page.locator('.toast').all()) await toast.click().catch(() => {});
   await page.waitForTimeout(150);
-  await page.screenshot({ path });
+  await page.screenshot({ path, style: '.toasts { display: none !important; }' });
   return path;
 }
