@@ -62,6 +62,4 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   const p = await startBareProxy(upstream, port);
   process.stdout.write(`${JSON.stringify({ url: p.url })}\n`);
   process.on('SIGTERM', () => void p.close().then(() => process.exit(0)));
-  // The benchmark asks for this process's CPU time to report CPU per request.
-  process.on('SIGUSR2', () => process.stdout.write(`${JSON.stringify({ cpu: process.cpuUsage() })}\n`));
 }

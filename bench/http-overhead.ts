@@ -6,6 +6,8 @@
  *   gateway  Custody's HTTP proxy in front of it: API-key auth, policy, recording on (every
  *            exchange hash-chained into SQLite), plus one masking rule when the build has a masking
  *            engine
+ *   portkey  @portkey-ai/gateway (when installed) in front of it, for scale; JSON only — its
+ *            streaming path fails on Node 20 (undici "immutable" headers)
  *
  * Upstream, bare proxy and gateway each run in their own process; this process is the load
  * generator (keep-alive http.Agent). Workloads: POST /chat/completions answering ~1 KiB of JSON,
@@ -13,10 +15,10 @@
  * proxy adds over direct; throughput at 8 connections as ratios to bare and to direct; added
  * time-to-first-byte for streams.
  *
- *   node --import tsx bench/http-overhead.ts [--quick] [--no-masking]
+ *   node --import tsx bench/http-overhead.ts [--quick] [--no-masking] [--no-portkey]
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { Agent, request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -37,7 +39,6 @@ async function runUpstream(): Promise<void> {
   const reply = arg('--reply') ?? 'ok';
   const up = await startLlmUpstream({ record: false, reply });
   process.stdout.write(`${JSON.stringify({ url: up.url })}\n`);
-  process.on('SIGUSR2', () => process.stdout.write(`${JSON.stringify({ cpu: process.cpuUsage() })}\n`));
 }
 
 async function runGateway(): Promise<void> {
@@ -64,7 +65,6 @@ async function runGateway(): Promise<void> {
     gw = await Gateway.start({ config: Config.parse(base), dataDir, log: silentLogger });
   }
   process.stdout.write(`${JSON.stringify({ url: `http://${gw.address('http')}/bench`, key: gw.firstKey, masking })}\n`);
-  process.on('SIGUSR2', () => process.stdout.write(`${JSON.stringify({ cpu: process.cpuUsage() })}\n`));
   process.on('SIGTERM', () => {
     void gw.stop().then(() => {
       rmSync(dataDir, { recursive: true, force: true });
@@ -77,9 +77,10 @@ async function runGateway(): Promise<void> {
 // Load generator
 
 interface Target {
-  name: 'direct' | 'bare' | 'gateway';
+  name: 'direct' | 'bare' | 'gateway' | 'portkey';
   /** Base URL the OpenAI-style paths are appended to (…/chat/completions). */
   base: string;
+  headers?: Record<string, string>;
 }
 
 interface Child {
@@ -99,12 +100,12 @@ function startChild(file: string, childArgs: string[]): Promise<Child> {
 const KEY_HEADER: Record<string, string> = {};
 
 /** One request; resolves with total time and time to the first body byte, in ms. */
-function once(agent: Agent, url: string, body: string): Promise<{ total: number; ttfb: number; bytes: number; status: number }> {
+function once(agent: Agent, url: string, body: string, extra?: Record<string, string>): Promise<{ total: number; ttfb: number; bytes: number; status: number }> {
   return new Promise((resolve, reject) => {
     const t0 = performance.now();
     let ttfb = 0;
     let bytes = 0;
-    const req = request(url, { method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...KEY_HEADER } }, (res) => {
+    const req = request(url, { method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...KEY_HEADER, ...extra } }, (res) => {
       res.on('data', (c: Buffer) => {
         if (!bytes) ttfb = performance.now() - t0;
         bytes += c.length;
@@ -135,7 +136,7 @@ async function sequential(targets: Target[], body: string, perRound: number, rou
       const agent = agents.get(t.name)!;
       const m = out.get(t.name)!;
       for (let i = 0; i < perRound; i++) {
-        const x = await once(agent, `${t.base}/chat/completions`, body);
+        const x = await once(agent, `${t.base}/chat/completions`, body, t.headers);
         if (x.status !== 200) throw new Error(`${t.name}: HTTP ${x.status}`);
         m.total.push(x.total);
         m.ttfb.push(x.ttfb);
@@ -146,20 +147,28 @@ async function sequential(targets: Target[], body: string, perRound: number, rou
   return out;
 }
 
-async function throughput(targets: Target[], connections: number, seconds: number, rounds: number): Promise<Map<string, number>> {
+async function throughput(
+  targets: Target[],
+  connections: number,
+  seconds: number,
+  rounds: number,
+  pids: Record<string, number | undefined>,
+): Promise<{ rps: Map<string, number>; cpuPerRequest: Map<string, number | undefined> }> {
   const done = new Map(targets.map((t) => [t.name, 0]));
   const time = new Map(targets.map((t) => [t.name, 0]));
+  const cpu = new Map<string, number | undefined>(targets.map((t) => [t.name, pids[t.name] ? 0 : undefined]));
   for (let r = 0; r < rounds; r++) {
     const order = r % 2 ? [...targets].reverse() : targets;
     for (const t of order) {
       const agent = new Agent({ keepAlive: true, maxSockets: connections });
       const until = performance.now() + seconds * 1000;
       let n = 0;
+      const cpu0 = cpuMs(pids[t.name]);
       const t0 = performance.now();
       await Promise.all(
         Array.from({ length: connections }, async () => {
           while (performance.now() < until) {
-            const x = await once(agent, `${t.base}/chat/completions`, CHAT);
+            const x = await once(agent, `${t.base}/chat/completions`, CHAT, t.headers);
             if (x.status !== 200) throw new Error(`${t.name}: HTTP ${x.status}`);
             n++;
           }
@@ -167,10 +176,44 @@ async function throughput(targets: Target[], connections: number, seconds: numbe
       );
       time.set(t.name, time.get(t.name)! + (performance.now() - t0) / 1000);
       done.set(t.name, done.get(t.name)! + n);
+      const cpu1 = cpuMs(pids[t.name]);
+      if (cpu0 !== undefined && cpu1 !== undefined) cpu.set(t.name, cpu.get(t.name)! + cpu1 - cpu0);
       agent.destroy();
     }
   }
-  return new Map(targets.map((t) => [t.name, done.get(t.name)! / time.get(t.name)!]));
+  return {
+    rps: new Map(targets.map((t) => [t.name, done.get(t.name)! / time.get(t.name)!])),
+    cpuPerRequest: new Map(targets.map((t) => [t.name, cpu.get(t.name) === undefined ? undefined : cpu.get(t.name)! / done.get(t.name)!])),
+  };
+}
+
+/** CPU time (user + system, ms) a process has used so far, from /proc; undefined where there is none. */
+function cpuMs(pid: number | undefined): number | undefined {
+  if (!pid) return undefined;
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100; // utime + stime, in USER_HZ (100 on Linux)
+  } catch {
+    return undefined;
+  }
+}
+
+async function startPortkey(upstream: string): Promise<{ proc: ChildProcess; target: Target } | undefined> {
+  const entry = join(HERE, '../node_modules/@portkey-ai/gateway/build/start-server.js');
+  if (!existsSync(entry)) return undefined;
+  const port = 20000 + Math.floor(Math.random() * 20000);
+  const proc = spawn(process.execPath, [entry, `--port=${port}`, '--headless'], { stdio: ['ignore', 'ignore', 'ignore'] });
+  const target: Target = { name: 'portkey', base: `http://127.0.0.1:${port}/v1`, headers: { 'x-portkey-provider': 'openai', 'x-portkey-custom-host': `${upstream}/v1` } };
+  for (let i = 0; i < 100; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+    try {
+      if ((await once(new Agent(), `${target.base}/chat/completions`, CHAT, target.headers)).status === 200) return { proc, target };
+    } catch {
+      // not listening yet
+    }
+  }
+  proc.kill('SIGTERM');
+  return undefined;
 }
 
 async function main(): Promise<void> {
@@ -183,8 +226,7 @@ async function main(): Promise<void> {
   try {
     // Size the reply so a non-streamed answer is ~1 KiB of JSON.
     const probe = await startChild(join(HERE, 'http-overhead.ts'), ['--role', 'upstream', '--reply', '']);
-    const probeAgent = new Agent({ keepAlive: false });
-    const empty = (await once(probeAgent, `${probe.info['url']}/v1/chat/completions`, CHAT)).bytes;
+    const empty = (await once(new Agent({ keepAlive: false }), `${probe.info['url']}/v1/chat/completions`, CHAT)).bytes;
     probe.proc.kill('SIGTERM');
     const reply = 'x'.repeat(Math.max(1, 1024 - empty));
 
@@ -194,26 +236,30 @@ async function main(): Promise<void> {
     stops.push(bare.proc);
     const gateway = await startChild(join(HERE, 'http-overhead.ts'), ['--role', 'gateway', '--upstream', upstream.info['url']!, ...(args.includes('--no-masking') ? ['--no-masking'] : [])]);
     stops.push(gateway.proc);
+    const portkey = args.includes('--no-portkey') ? undefined : await startPortkey(upstream.info['url']!);
+    if (portkey) stops.push(portkey.proc);
     // Every target gets the same Authorization header; only the gateway checks it.
     KEY_HEADER['authorization'] = `Bearer ${gateway.info['key']}`;
-    const targets: Target[] = [
+    const streamTargets: Target[] = [
       { name: 'direct', base: `${upstream.info['url']}/v1` },
       { name: 'bare', base: `${bare.info['url']}/v1` },
       { name: 'gateway', base: gateway.info['url']! },
     ];
-    const size = (await once(new Agent(), `${targets[2]!.base}/chat/completions`, CHAT)).bytes;
+    const targets = portkey ? [...streamTargets, portkey.target] : streamTargets;
+    const pids: Record<string, number | undefined> = { bare: bare.proc.pid, gateway: gateway.proc.pid, portkey: portkey?.proc.pid };
+    const size = (await once(new Agent(), `${streamTargets[2]!.base}/chat/completions`, CHAT)).bytes;
 
     process.stderr.write('warming up…\n');
     await sequential(targets, CHAT, quick ? 100 : 300, 1);
-    await throughput(targets, 8, 0.5, 1);
+    await throughput(targets, 8, 0.5, 1, pids);
 
     process.stderr.write('sequential latency (1 connection)…\n');
     const lat = await sequential(targets, CHAT, quick ? 100 : 300, quick ? 4 : 8);
     process.stderr.write('throughput (8 connections)…\n');
-    const tput = await throughput(targets, 8, quick ? 1 : 2, quick ? 2 : 5);
+    const { rps: tput, cpuPerRequest } = await throughput(targets, 8, quick ? 1 : 2, quick ? 2 : 5, pids);
     process.stderr.write('streams (time to first byte)…\n');
-    await sequential(targets, STREAM, 50, 1);
-    const streams = await sequential(targets, STREAM, quick ? 50 : 100, quick ? 4 : 8);
+    await sequential(streamTargets, STREAM, 50, 1);
+    const streams = await sequential(streamTargets, STREAM, quick ? 50 : 100, quick ? 4 : 8);
 
     const p50 = (name: string) => percentile(lat.get(name)!.total, 50);
     const p99 = (name: string) => percentile(lat.get(name)!.total, 99);
@@ -221,20 +267,29 @@ async function main(): Promise<void> {
     const ttfb99 = (name: string) => percentile(streams.get(name)!.ttfb, 99);
     const rps = (name: string) => tput.get(name)!;
     const f = (x: number, d = 3) => x.toFixed(d);
-
-    const rows = [
-      ['direct', f(p50('direct')), f(p99('direct')), '—', f(rps('direct'), 0), '1.00', '—', f(ttfb50('direct')), '—'],
-      ['bare pass-through', f(p50('bare')), f(p99('bare')), `+${f(p50('bare') - p50('direct'))}`, f(rps('bare'), 0), f(rps('bare') / rps('direct'), 2), '1.00', f(ttfb50('bare')), `+${f(ttfb50('bare') - ttfb50('direct'))}`],
-      ['Custody gateway', f(p50('gateway')), f(p99('gateway')), `+${f(p50('gateway') - p50('direct'))}`, f(rps('gateway'), 0), f(rps('gateway') / rps('direct'), 2), f(rps('gateway') / rps('bare'), 2), f(ttfb50('gateway')), `+${f(ttfb50('gateway') - ttfb50('direct'))}`],
+    const cpu = (name: string) => (cpuPerRequest.get(name) === undefined ? '—' : f(cpuPerRequest.get(name)! * 1000, 0));
+    const row = (label: string, name: string) => [
+      label,
+      f(p50(name)),
+      f(p99(name)),
+      name === 'direct' ? '—' : `+${f(p50(name) - p50('direct'))}`,
+      f(rps(name), 0),
+      f(rps(name) / rps('direct'), 2),
+      name === 'direct' ? '—' : f(rps(name) / rps('bare'), 2),
+      cpu(name),
+      streams.has(name) ? f(ttfb50(name)) : 'n/a',
+      streams.has(name) && name !== 'direct' ? `+${f(ttfb50(name) - ttfb50('direct'))}` : name === 'direct' ? '—' : 'n/a',
     ];
-    const header = ['target', 'p50 ms (1 conn)', 'p99 ms', 'added p50 ms', 'req/s (8 conns)', '× direct', '× bare', 'stream TTFB p50 ms', 'added TTFB ms'];
+    const rows = [row('direct', 'direct'), row('bare pass-through', 'bare'), row('Custody gateway', 'gateway')];
+    if (portkey) rows.push(row('@portkey-ai/gateway 1.15.2', 'portkey'));
+    const header = ['target', 'p50 ms (1 conn)', 'p99 ms', 'added p50 ms', 'req/s (8 conns)', '× direct', '× bare', 'proxy CPU µs/req', 'stream TTFB p50 ms', 'added TTFB ms'];
     const table = [header, header.map(() => '---'), ...rows].map((r) => `| ${r.join(' | ')} |`).join('\n');
     const added = p50('gateway') - p50('direct');
     const addedTtfb = ttfb50('gateway') - ttfb50('direct');
     const ratio = rps('gateway') / rps('bare');
-    console.log(`\nHTTP proxy overhead — ${size}-byte JSON responses; streams of ${streams.get('direct')!.total.length} requests per target; masking: ${gateway.info['masking']}\n`);
+    console.log(`\nHTTP proxy overhead — ${size}-byte JSON responses (POST /chat/completions); ${streams.get('direct')!.total.length} streamed chat completions per target; gateway masking: ${gateway.info['masking']}\n`);
     console.log(table);
-    console.log(`\nstream TTFB p99 ms: direct ${f(ttfb99('direct'))}, bare ${f(ttfb99('bare'))}, gateway ${f(ttfb99('gateway'))}`);
+    console.log(`\nstream TTFB p99 ms: direct ${f(ttfb99('direct'))}, bare ${f(ttfb99('bare'))}, gateway ${f(ttfb99('gateway'))}${portkey ? '; portkey: streaming fails on Node 20 (TypeError: immutable), not measured' : ''}`);
     console.log(`\nbars: added p50 ${f(added)} ms (≤ 1 ms: ${added <= 1 ? 'met' : 'NOT met'}); throughput ${f(ratio, 2)} × bare (≥ 0.7: ${ratio >= 0.7 ? 'met' : 'NOT met'}); added TTFB ${f(addedTtfb)} ms (≤ 2 ms: ${addedTtfb <= 2 ? 'met' : 'NOT met'})`);
   } finally {
     cleanup();
