@@ -69,9 +69,9 @@ export class MerkleAccumulator {
     return this.count;
   }
 
-  private push(leaf: string): void {
+  private push(leaf: string, startHeight = 0): void {
     let hash = leaf;
-    let height = 0;
+    let height = startHeight;
     while (this.heights.length && this.heights[this.heights.length - 1] === height) {
       NODE_INPUT.write(this.stack.pop()!, 1, HASH_SIZE, 'latin1');
       NODE_INPUT.write(hash, 1 + HASH_SIZE, HASH_SIZE, 'latin1');
@@ -81,7 +81,21 @@ export class MerkleAccumulator {
     }
     this.stack.push(hash);
     this.heights.push(height);
-    this.count++;
+    this.count += 2 ** startHeight;
+  }
+
+  /**
+   * Appends a whole perfect subtree of 2^height leaves at once. Valid only where the tree so far
+   * holds a multiple of 2^height leaves (the subtree then is a node of the final tree).
+   */
+  pushSubtree(hash: Uint8Array, height: number): void {
+    if (this.count % 2 ** height !== 0) throw new RangeError(`a subtree of height ${height} cannot follow ${this.count} leaves`);
+    this.push(Buffer.from(hash).toString('latin1'), height);
+  }
+
+  /** The compact range held: perfect subtrees, largest first (hashes as 32-byte Buffers). */
+  subtrees(): { hash: Buffer; height: number }[] {
+    return this.stack.map((h, i) => ({ hash: Buffer.from(h, 'latin1'), height: this.heights[i]! }));
   }
 
   pushLeafHash(h: Uint8Array): void {

@@ -23,7 +23,7 @@ function workerSource(file: string): { code: string } | undefined {
  * Runs `scanRange` for each range in its own worker thread; undefined when workers cannot load
  * this code (the caller then verifies in one thread). A worker's own failure rejects.
  */
-export async function scanInWorkers(file: string, ranges: [number, number][], onProgress?: (done: number) => void): Promise<RangeScan[] | undefined> {
+export async function scanInWorkers(file: string, ranges: [number, number][], wanted: number[], onProgress?: (done: number) => void): Promise<RangeScan[] | undefined> {
   const src = workerSource('./verify-scan-worker.ts');
   if (!src) return undefined;
   const done = ranges.map(() => 0);
@@ -33,7 +33,7 @@ export async function scanInWorkers(file: string, ranges: [number, number][], on
       ranges.map(
         ([from, to], i) =>
           new Promise<RangeScan>((resolve, reject) => {
-            const worker = new Worker(src.code, { eval: true, workerData: { file, from, to } });
+            const worker = new Worker(src.code, { eval: true, workerData: { file, from, to, wanted: wanted.filter((w) => w >= from && w <= to) } });
             workers.push(worker);
             worker.on('message', (m: { type: string; done?: number; scan?: RangeScan; message?: string }) => {
               if (m.type === 'progress') {

@@ -3,12 +3,12 @@ import { parentPort, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import { scanRange } from './verify';
 
-const { file, from, to } = workerData as { file: string; from: number; to: number };
+const { file, from, to, wanted } = workerData as { file: string; from: number; to: number; wanted: number[] };
 try {
   const db = new Database(file, { readonly: true, fileMustExist: true });
   try {
-    const scan = scanRange(db, from, to, (done) => parentPort!.postMessage({ type: 'progress', done }));
-    parentPort!.postMessage({ type: 'scan', scan }, [scan.leaves.buffer as ArrayBuffer]);
+    const scan = scanRange(db, from, to, new Set(wanted), (done) => parentPort!.postMessage({ type: 'progress', done }));
+    parentPort!.postMessage({ type: 'scan', scan });
   } finally {
     db.close();
   }

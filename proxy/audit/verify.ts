@@ -14,7 +14,6 @@
  * The store path reads raw rows and hashes the stored canonical text directly (no JSON parsing
  * except the few key and retention events it needs), so a million events verify in seconds.
  */
-import { hash as oneShotHash } from 'node:crypto';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
@@ -205,8 +204,14 @@ export interface RangeScan {
   /** Stored prev_hash of the first row, stored hash of the last (both checked within the range). */
   firstPrev: string;
   lastHash: string;
-  /** 32-byte RFC 6962 leaf hashes of the rows before any fault, in order. */
-  leaves: Uint8Array;
+  /**
+   * The rows' Merkle tree as a compact range (perfect subtrees, largest first) over the rows before
+   * any fault; the range starts at a multiple of 2^height of its largest subtree, so it can be
+   * appended whole to the tree of the rows before it.
+   */
+  subtrees: { hash: Uint8Array; height: number }[];
+  /** The same, at each wanted tree size (seq) inside the range: what checkpoints are checked against. */
+  snapshots: { size: number; subtrees: { hash: Uint8Array; height: number }[] }[];
   fault?: RowFault;
   checked: number;
   purged: number;
@@ -221,13 +226,12 @@ const RANGE_SQL = 'SELECT seq, time, kind, session, actor, connection, payload, 
  * Checks every row with from ≤ seq ≤ to: consecutive seqs, payload against payload hash (the stored
  * canonical text is hashed as is; deflated payloads are inflated first), prev_hash against the
  * previous row's hash, and each hash against SHA-256(prev_hash ‖ canonical body). The first row's
- * own predecessor is the caller's to check (ranges are stitched together by `verifyStore`).
+ * own predecessor is the caller's to check (ranges are stitched together by `verifyStore`). Also
+ * builds the range's Merkle compact range, with a snapshot at each `wanted` tree size.
  */
-export function scanRange(db: Database.Database, from: number, to: number, onProgress?: (done: number) => void): RangeScan {
-  const rowsInRange = (db.prepare('SELECT count(*) AS n FROM events WHERE seq >= ? AND seq <= ?').get(from, to) as { n: number }).n;
-  const leaves = Buffer.alloc(rowsInRange * HASH_SIZE);
-  const scan: RangeScan = { count: 0, firstSeq: 0, lastSeq: 0, firstPrev: '', lastHash: '', leaves, checked: 0, purged: 0, maxPurgedTime: -Infinity, retentionCutoff: -Infinity, announcements: [] };
-  const leafInput = Buffer.alloc(1 + HASH_SIZE);
+export function scanRange(db: Database.Database, from: number, to: number, wanted: ReadonlySet<number> = new Set(), onProgress?: (done: number) => void): RangeScan {
+  const acc = new MerkleAccumulator();
+  const scan: RangeScan = { count: 0, firstSeq: 0, lastSeq: 0, firstPrev: '', lastHash: '', subtrees: [], snapshots: [], checked: 0, purged: 0, maxPurgedTime: -Infinity, retentionCutoff: -Infinity, announcements: [] };
   let running = '';
   let expect = 0;
   const rows = db.prepare(RANGE_SQL).raw().iterate(from, to) as IterableIterator<RawRow>;
@@ -278,15 +282,15 @@ export function scanRange(db: Database.Database, from: number, to: number, onPro
       break;
     }
     running = r[11];
-    leafInput.write(running, 1, HASH_SIZE, 'hex');
-    leaves.write(oneShotHash('sha256', leafInput, 'binary'), scan.count * HASH_SIZE, HASH_SIZE, 'latin1');
+    acc.pushEventHashHex(running);
+    if (wanted.has(seq)) scan.snapshots.push({ size: seq, subtrees: acc.subtrees() });
     scan.count++;
     scan.lastSeq = seq;
     scan.lastHash = running;
     expect++;
     if (onProgress && scan.count % PROGRESS_EVERY === 0) onProgress(scan.count);
   }
-  scan.leaves = leaves.subarray(0, scan.count * HASH_SIZE);
+  scan.subtrees = acc.subtrees();
   return scan;
 }
 
@@ -337,11 +341,13 @@ function stitch(db: Database.Database, scans: RangeScan[], wanted: Set<number>):
         // an unparsable announcement is treated as absent; the chain still covers it
       }
     }
-    const leaves = Buffer.from(scan.leaves.buffer, scan.leaves.byteOffset, scan.leaves.byteLength);
-    for (let i = 0; i < scan.count; i++) {
-      pass.acc.pushLeafHash(leaves.subarray(i * HASH_SIZE, (i + 1) * HASH_SIZE));
-      if (wanted.has(pass.acc.size)) pass.roots.set(pass.acc.size, pass.acc.root().toString('hex'));
+    for (const snap of scan.snapshots) {
+      if (!wanted.has(snap.size)) continue;
+      const at = pass.acc.clone();
+      for (const t of snap.subtrees) at.pushSubtree(t.hash, t.height);
+      pass.roots.set(snap.size, at.root().toString('hex'));
     }
+    for (const t of scan.subtrees) pass.acc.pushSubtree(t.hash, t.height);
     pass.events += scan.count;
     if (scan.count) {
       running = scan.lastHash;
@@ -390,9 +396,10 @@ export function verifyStore(dataDir: string, opts: VerifyOptions = {}): VerifyRe
   try {
     const checkpoints = storeCheckpoints(db);
     const total = (db.prepare('SELECT count(*) AS n FROM events').get() as { n: number }).n;
-    const scan = scanRange(db, 1, Number.MAX_SAFE_INTEGER, opts.onProgress && ((done) => opts.onProgress!(done, total)));
+    const wanted = wantedSizes(checkpoints, opts);
+    const scan = scanRange(db, 1, Number.MAX_SAFE_INTEGER, wanted, opts.onProgress && ((done) => opts.onProgress!(done, total)));
     opts.onProgress?.(scan.count, total);
-    return concludeStore(db, dataDir, stitch(db, [scan], wantedSizes(checkpoints, opts)), checkpoints, opts, started);
+    return concludeStore(db, dataDir, stitch(db, [scan], wanted), checkpoints, opts, started);
   } finally {
     db.close();
   }
@@ -403,7 +410,7 @@ export function verifyStore(dataDir: string, opts: VerifyOptions = {}): VerifyRe
  * and checks a contiguous seq range); the ranges are stitched and the tree built here. Falls back
  * to `verifyStore` for small stores or where workers cannot load this code.
  */
-export async function verifyStoreParallel(dataDir: string, opts: VerifyOptions & { workers?: number; minEvents?: number } = {}): Promise<VerifyReport> {
+export async function verifyStoreParallel(dataDir: string, opts: VerifyOptions & { workers?: number; minEvents?: number; inThread?: boolean } = {}): Promise<VerifyReport> {
   const started = performance.now();
   checkExpectedKeyFormat(opts.expectedKey);
   const db = openStore(dataDir);
@@ -412,13 +419,22 @@ export async function verifyStoreParallel(dataDir: string, opts: VerifyOptions &
     const workers = Math.max(1, Math.min(opts.workers ?? availableParallelism(), 8));
     const { scanInWorkers } = await import('./verify-runner');
     if (workers < 2 || total < (opts.minEvents ?? 100_000)) return verifyStore(dataDir, opts);
-    const per = Math.ceil(max / workers);
-    const ranges = Array.from({ length: workers }, (_, i) => [i * per + 1, i === workers - 1 ? Number.MAX_SAFE_INTEGER : (i + 1) * per] as [number, number]);
-    const scans = await scanInWorkers(join(dataDir, 'custody.db'), ranges, opts.onProgress && ((done) => opts.onProgress!(done, total)));
+    // Ranges of 2^k seqs starting at multiples of 2^k: each range's subtrees are nodes of the
+    // whole tree, so stitching needs O(log n) hashes, not one per event. Events appended after
+    // `max` was read are left to the next verification.
+    let block = 1;
+    while (block < Math.ceil(max / workers)) block *= 2;
+    const ranges: [number, number][] = [];
+    for (let start = 1; start <= max; start += block) ranges.push([start, Math.min(start + block - 1, max)]);
+    const checkpoints = storeCheckpoints(db);
+    const wanted = wantedSizes(checkpoints, opts);
+    // inThread: the same ranges scanned one after another here (deterministic, for tests of the stitching).
+    const scans = opts.inThread
+      ? ranges.map(([from, to]) => scanRange(db, from, to, wanted))
+      : await scanInWorkers(join(dataDir, 'custody.db'), ranges, [...wanted], opts.onProgress && ((done) => opts.onProgress!(done, total)));
     if (!scans) return verifyStore(dataDir, opts);
     opts.onProgress?.(scans.reduce((s, x) => s + x.count, 0), total);
-    const checkpoints = storeCheckpoints(db);
-    return concludeStore(db, dataDir, stitch(db, scans, wantedSizes(checkpoints, opts)), checkpoints, opts, started);
+    return concludeStore(db, dataDir, stitch(db, scans, wanted), checkpoints, opts, started);
   } finally {
     db.close();
   }

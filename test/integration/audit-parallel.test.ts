@@ -13,14 +13,18 @@ import { AuditStore } from '../../proxy/audit/store';
 import { verifyStore, verifyStoreParallel } from '../../proxy/audit/verify';
 import { tempDir } from '../support/tmp';
 
-const N = 3000; // events after the key announcement; 3 workers split seq 1..3001 at 1001 and 2002
+const N = 3000; // events after the key announcement; 3 workers take seq 1–1024, 1025–2048, 2049–3001
 const WORKERS = 3;
 
 function seed(): string {
   const dir = tempDir('custody-parallel-');
   const store = AuditStore.open(dir);
   const trail = openAuditTrail(store, dir, Config.parse({ audit: { origin: 'custody.test/parallel' } }));
-  for (let i = 0; i < N; i += 500) store.appendMany(Array.from({ length: 500 }, (_, j) => ({ kind: 'http.request' as const, session: `s${(i + j) % 7}`, actor: 'key:a', connection: 'openai', payload: { n: i + j, text: (i + j) % 250 === 0 ? 'y'.repeat(9000) : 'short' } })));
+  for (let i = 0; i < N; i++) {
+    store.append({ kind: 'http.request', session: `s${i % 7}`, actor: 'key:a', connection: 'openai', payload: { n: i, text: i % 250 === 0 ? 'y'.repeat(9000) : 'short' } });
+    // checkpoints inside a range and exactly at a range's end
+    if (store.head().size === 1000 || store.head().size === 2048) trail.checkpoints.write();
+  }
   trail.checkpoints.write();
   store.close();
   return dir;
@@ -37,25 +41,32 @@ function tampered(sql: string[]): string {
   return dir;
 }
 
-async function same(dir: string): Promise<{ seq?: number; problem?: string }> {
+/** Same verdict from one pass and from three stitched ranges (in worker threads when `threads`). */
+async function same(dir: string, threads = false): Promise<{ seq?: number; problem?: string }> {
   const one = verifyStore(dir);
-  const many = await verifyStoreParallel(dir, { workers: WORKERS, minEvents: 0 });
+  const many = await verifyStoreParallel(dir, { workers: WORKERS, minEvents: 0, inThread: !threads });
   assert.deepEqual({ ok: many.ok, failure: many.failure, root: many.rootHash, events: many.events }, { ok: one.ok, failure: one.failure, root: one.rootHash, events: one.events });
   return { seq: one.failure?.seq, problem: one.failure?.problem };
 }
 
 describe('parallel verification', () => {
-  it('agrees on an intact store', async () => {
+  it('agrees on an intact store, in worker threads too', async () => {
     assert.deepEqual(await same(base), { seq: undefined, problem: undefined });
+    assert.deepEqual(await same(base, true), { seq: undefined, problem: undefined });
+  });
+
+  it('agrees on damage at a seam when the ranges run in worker threads', async () => {
+    assert.deepEqual(await same(tampered(['DELETE FROM events WHERE seq = 1025']), true), { seq: 1025, problem: 'deleted' });
   });
 
   const cases: [string, string[], number, string][] = [
-    ['a deleted first row of the second range', ['DELETE FROM events WHERE seq = 1002'], 1002, 'deleted'],
-    ['a whole deleted range', ['DELETE FROM events WHERE seq BETWEEN 1002 AND 2002'], 1002, 'deleted'],
-    ['a modified payload on a seam', ["UPDATE events SET payload = replace(payload, 'short', 'shorT') WHERE seq = 2003"], 2003, 'modified'],
-    ['a modified compressed payload', ["UPDATE events SET payload = zeroblob(20) WHERE seq = 1252"], 1252, 'modified'],
-    ['a changed field on the last row of a range', ["UPDATE events SET actor = 'key:m' WHERE seq = 1001"], 1001, 'modified'],
-    ['rows swapped across a seam', ['UPDATE events SET seq = -1 WHERE seq = 1001', 'UPDATE events SET seq = 1001 WHERE seq = 1002', 'UPDATE events SET seq = 1002 WHERE seq = -1'], 1001, 'reordered'],
+    ['a deleted first row of the second range', ['DELETE FROM events WHERE seq = 1025'], 1025, 'deleted'],
+    ['a whole deleted range', ['DELETE FROM events WHERE seq BETWEEN 1025 AND 2048'], 1025, 'deleted'],
+    ['a modified payload on a seam', ["UPDATE events SET payload = replace(payload, 'short', 'shorT') WHERE seq = 2049"], 2049, 'modified'],
+    ['a modified compressed payload', ['UPDATE events SET payload = zeroblob(20) WHERE seq = 1252'], 1252, 'modified'],
+    ['a changed field on the last row of a range', ["UPDATE events SET actor = 'key:m' WHERE seq = 1024"], 1024, 'modified'],
+    ['rows swapped across a seam', ['UPDATE events SET seq = -1 WHERE seq = 1024', 'UPDATE events SET seq = 1024 WHERE seq = 1025', 'UPDATE events SET seq = 1025 WHERE seq = -1'], 1024, 'reordered'],
+    ['a checkpoint at a seam that no longer matches', ["UPDATE checkpoints SET root_hash = '00' || substr(root_hash, 3) WHERE tree_size = 2048"], 2048, 'signature-invalid'],
     ['a truncated tail', ['DELETE FROM events WHERE seq > 2500'], 2501, 'truncated'],
   ];
   for (const [name, sql, seq, problem] of cases) {
