@@ -1,8 +1,8 @@
 /**
  * Policy dry-run: replays the requests recorded in the store (`http.request` and `pg.statement`
  * events) through a candidate rule set and compares the result with what the gateway decided then
- * (the `policy.decision` event recorded with each request; none recorded means no rule matched and
- * the request was allowed).
+ * (the decision recorded with each request — inside a `pg.statement`, or the `policy.decision` event
+ * that follows the request; none recorded means no rule matched and the request was allowed).
  *
  * Replay works from what the log holds, so it sees what an auditor sees:
  * - the identity's groups come from the session's `session.start` event (or, failing that, the
@@ -126,9 +126,12 @@ export function dryRun(store: AuditStore, rules: PolicyRule[], opts: DryRunOptio
     info = { requests: 0, changed: 0, connection: e.connection, actor: e.actor, actorName: null, examples: [] };
     const startRow = e.session ? (sessionStart.get(e.session) as Parameters<typeof rowToEvent>[0] | undefined) : undefined;
     const start = startRow ? rowToEvent(startRow) : undefined;
-    const p = isObj(start?.payload) ? start.payload : {};
+    // The HTTP proxy records groups and via at the top level, the PostgreSQL proxy under `identity`.
+    const top = isObj(start?.payload) ? start.payload : {};
+    const p = { ...(isObj(top['identity']) ? top['identity'] : {}), ...top };
     if (Array.isArray(p['groups'])) info.groups = (p['groups'] as unknown[]).filter((g): g is string => typeof g === 'string');
     if (typeof p['actorName'] === 'string') info.actorName = p['actorName'];
+    else if (typeof p['name'] === 'string') info.actorName = p['name'];
     if (p['via'] === 'api-key' || p['via'] === 'oidc' || p['via'] === 'console') info.via = p['via'];
     if (!info.groups && e.actor) {
       const u = userRow.get(e.actor) as { name: string; groups: string } | undefined;
@@ -191,6 +194,11 @@ export function dryRun(store: AuditStore, rules: PolicyRule[], opts: DryRunOptio
     report.candidate[candidate]++;
     if (d.rule) report.byRule[d.rule] = (report.byRule[d.rule] ?? 0) + 1;
     open.set(key, { e, candidate, candidateRule: d.rule, summary: built.summary, info });
+    // The PostgreSQL proxy records the decision inside the statement event; a later policy.decision then finds nothing open.
+    const embedded = isObj(p['decision']) ? p['decision'] : undefined;
+    if (embedded && typeof embedded['action'] === 'string' && embedded['action'] in OUTCOME) {
+      settle(key, OUTCOME[embedded['action'] as PolicyAction], typeof embedded['rule'] === 'string' ? embedded['rule'] : undefined);
+    }
   }
   for (const key of [...open.keys()]) settle(key, 'allowed');
 

@@ -39,6 +39,12 @@ function recordedStore(unknownDenied = false): AuditStore {
       payload: { method: 'POST', path: '/chat/completions', actorName: 'dev', body: { model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }], tools: [{ type: 'function', function: { name: 'f' } }] }, bodyEncoding: 'json' },
     },
   ]);
+  // A PostgreSQL session as the PostgreSQL proxy records it: identity nested, decision inside the statement.
+  store.appendMany([
+    { kind: 'session.start', session: 's-pg2', actor: 'key:bo', connection: 'warehouse', time: t0 + 20, payload: { protocol: 'postgres', actorName: 'bo', identity: { subject: 'key:bo', name: 'bo', groups: ['analyst'], via: 'api-key' } } },
+    { kind: 'pg.statement', session: 's-pg2', actor: 'key:bo', connection: 'warehouse', time: t0 + 21, payload: { sql: 'TRUNCATE t', classes: ['truncate'], tables: ['t'], decision: { action: 'hold', rule: 'hold-truncate', reason: null } } },
+    { kind: 'policy.decision', session: 's-pg2', actor: 'key:bo', connection: 'warehouse', time: t0 + 22, payload: { protocol: 'postgres', action: 'deny', rule: 'hold-truncate' } },
+  ]);
   // A PostgreSQL session started before the window: groups come from the API key.
   store.appendMany([
     { kind: 'session.start', session: 's-pg', actor: 'key:ana', connection: 'warehouse', time: t0 - 86_400_000, payload: { protocol: 'postgres' } },
@@ -63,13 +69,15 @@ describe('policy dry-run', () => {
       rule({ name: 'hold-analyst-ddl', match: { groups: ['analyst'], sql: ['drop'] }, action: 'hold', hold: { approvers: ['dba'] } }),
     ];
     const r = dryRun(store, rules, { connections });
-    assert.equal(r.requests, 4);
-    assert.equal(r.sessions, 2);
-    assert.deepEqual(r.recorded, { allowed: 2, held: 0, denied: 1, masked: 1 });
+    assert.equal(r.requests, 5);
+    assert.equal(r.sessions, 3);
+    // the held TRUNCATE counts as held (the decision inside the statement), not as the deny that followed
+    assert.deepEqual(r.recorded, { allowed: 2, held: 1, denied: 1, masked: 1 });
     // the unparseable statement matches the non-allow SQL rule (fail closed), and is marked partial
-    assert.deepEqual(r.candidate, { allowed: 0, held: 3, denied: 1, masked: 0 });
+    assert.deepEqual(r.candidate, { allowed: 1, held: 3, denied: 1, masked: 0 });
     assert.deepEqual(r.byRule, { 'hold-card-prompts': 1, 'deny-tools-for-engineering': 1, 'hold-analyst-ddl': 2 });
-    assert.deepEqual(r.transitions, { 'masked→held': 1, 'allowed→denied': 1, 'denied→held': 1, 'allowed→held': 1 });
+    assert.deepEqual(r.transitions, { 'masked→held': 1, 'allowed→denied': 1, 'held→allowed': 1, 'denied→held': 1, 'allowed→held': 1 });
+    assert.equal(r.changed.find((x) => x.session === 's-pg2')!.actorName, 'bo');
     assert.equal(r.partial, 1);
     const pg = r.changed.find((s) => s.session === 's-pg')!;
     assert.equal(pg.actorName, 'ana');
@@ -85,12 +93,13 @@ describe('policy dry-run', () => {
     const same = [
       rule({ name: 'mask-cards', match: { connections: ['openai'], detectors: ['credit_card'] }, action: 'mask', mask: ['pii'] }),
       rule({ name: 'no-drops', match: { connections: ['warehouse'], sql: ['drop'] }, action: 'deny' }),
+      rule({ name: 'hold-truncate', match: { connections: ['warehouse'], sql: ['truncate'] }, action: 'hold', hold: { approvers: ['dba'] } }),
     ];
     const r = dryRun(store, same, { connections });
     assert.equal(r.changedRequests, 0);
     assert.deepEqual(r.recorded, r.candidate);
     const windowed = dryRun(store, same, { connections, from: Date.parse('2025-03-01T10:00:00.005Z') });
-    assert.equal(windowed.requests, 2, 'only the two PostgreSQL statements fall in the window');
+    assert.equal(windowed.requests, 3, 'only the PostgreSQL statements fall in the window');
     store.close();
   });
 });
