@@ -70,6 +70,7 @@ interface GrantRecord {
 }
 
 const MAX_REASON = 2000;
+const MAX_TIMER_MS = 2_147_483_647;
 const MAX_SUMMARY = 4000;
 
 /** Members of a hold's approver groups and admins may decide it. */
@@ -162,8 +163,9 @@ export class HoldQueue implements HoldGate {
 
     return new Promise<HoldOutcome>((settle) => {
       const onAbort = () => this.resolve(view.id, 'cancelled', 'the client disconnected before a decision', []);
-      const timer = setTimeout(() => this.resolve(view.id, 'expired', `timed out after ${formatDuration(timeoutMs)} without a decision`, []), timeoutMs);
-      this.pending.set(view.id, { view, grants: new Map(), timer, signal: req.signal, onAbort, settle });
+      const entry: PendingHold = { view, grants: new Map(), timer: undefined as unknown as NodeJS.Timeout, signal: req.signal, onAbort, settle };
+      this.pending.set(view.id, entry);
+      this.armExpiry(entry, `timed out after ${formatDuration(timeoutMs)} without a decision`);
       this.bus.publish({ type: 'hold.created', hold: structuredClone(view) });
       if (req.signal.aborted) onAbort();
       else req.signal.addEventListener('abort', onAbort, { once: true });
@@ -312,6 +314,19 @@ export class HoldQueue implements HoldGate {
     }
     this.bus.publish({ type: 'hold.resolved', hold: structuredClone(view) });
     p.settle(outcome);
+  }
+
+  /** Expires the hold at `expiresAt`; timers cannot wait longer than ~24.8 days, so long ones re-arm. */
+  private armExpiry(p: PendingHold, reason: string): void {
+    const wait = p.view.expiresAt - this.now();
+    p.timer = setTimeout(
+      () => {
+        if (this.pending.get(p.view.id) !== p) return;
+        if (this.now() < p.view.expiresAt) this.armExpiry(p, reason);
+        else this.resolve(p.view.id, 'expired', reason, []);
+      },
+      Math.min(Math.max(wait, 0), MAX_TIMER_MS),
+    );
   }
 
   /** Runs `fn` in one transaction; any SQLite failure becomes StoreUnavailableError (fail closed). */

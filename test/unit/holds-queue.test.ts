@@ -129,6 +129,18 @@ describe('HoldQueue', () => {
     store.close();
   });
 
+  it('keeps a hold with a timeout longer than a timer can wait', async () => {
+    const { store, queue, messages } = setup();
+    const ac = new AbortController();
+    const pending = queue.request(hold({ timeout: '30d' }, { signal: ac.signal }));
+    const id = await created(messages);
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(queue.get(id)!.state, 'pending', 'a 30-day timeout does not overflow into an immediate expiry');
+    ac.abort();
+    assert.equal((await pending).state, 'cancelled');
+    store.close();
+  });
+
   it('never lets the requester approve their own hold, and refuses non-approvers', async () => {
     const { store, queue, messages } = setup();
     const self = who('alice', ['dba']);
