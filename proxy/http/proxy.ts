@@ -625,7 +625,7 @@ class Exchange {
       if (tooLarge || this.clientGone || this.finished) return;
       let out = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size);
       const contentType = upRes.headers['content-type'];
-      let logged: { body?: unknown; bodyEncoding?: string };
+      let logged: { body?: unknown; bodyEncoding?: string } | undefined;
       let spans: MaskSpan[] | undefined;
       let counts: Record<string, number> | undefined;
       if (whole) {
@@ -643,11 +643,12 @@ class Exchange {
           logged = { body: m.log, bodyEncoding: typeof m.log === 'string' ? 'text' : 'json' };
           spans = m.spans;
           if (Object.keys(m.counts).length) counts = m.counts;
-        } else logged = bodyForLog(out, contentType);
+        }
         const headers = this.responseHeaders(upRes, true);
         headers['content-length'] = out.length;
         res.writeHead(status, headers);
         res.end(out);
+        logged ??= bodyForLog(out, contentType); // parsed for the record after the client has its answer
       } else {
         res.end();
         logged = bodyForLog(scrubSecret(out, this.route.secret), contentType);
