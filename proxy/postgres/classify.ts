@@ -12,6 +12,20 @@ export interface ClassifiedStatement {
   classes: SqlClass[];
   /** Relations named by the statement, schema-qualified when written so (`public.users`). */
   tables: string[];
+  /** `COPY … TO`: what the output rows hold, so they can be masked column by column. */
+  copyOut?: CopyOutShape;
+}
+
+/** The layout of `COPY … TO STDOUT` rows (https://www.postgresql.org/docs/current/sql-copy.html). */
+export interface CopyOutShape {
+  format: 'text' | 'csv' | 'binary';
+  delimiter: string;
+  null: string;
+  quote: string;
+  escape: string;
+  header: boolean;
+  /** A statement with the same output columns, for a Describe: `SELECT cols FROM rel`, or the inner query. */
+  describeSql?: string;
 }
 
 export interface Classification {
@@ -110,7 +124,8 @@ function classifyUncached(sql: string): { ranges: [number, number][]; statements
     classifyNode(s.stmt, classes);
     if (classes.size === 0) classes.add('unknown');
     ranges.push([start, end]);
-    statements.push({ classes: [...classes], tables: tablesOf(s.stmt) });
+    const copyOut = copyOutShape(s.stmt, sql, start, end);
+    statements.push({ classes: [...classes], tables: tablesOf(s.stmt), ...(copyOut ? { copyOut } : {}) });
   }
   return { ranges, statements };
 }
@@ -273,4 +288,133 @@ function tablesOf(root: Node): string[] {
     }
   }
   return [...tables].filter((t) => !ctes.has(t));
+}
+
+function quoteIdent(name: string): string {
+  return `"${name.replace(/"/g, '""')}"`;
+}
+
+function optionText(arg: unknown): string | undefined {
+  const a = arg as Node | undefined;
+  const str = a?.['String'] as Node | undefined;
+  if (str && typeof str['sval'] === 'string') return str['sval'];
+  return undefined;
+}
+
+function optionOn(arg: unknown): boolean {
+  if (arg === undefined) return true;
+  const a = arg as Node;
+  if (a['Boolean']) return Boolean((a['Boolean'] as Node)['boolval']);
+  const t = optionText(arg)?.toLowerCase();
+  if (t !== undefined) return ['true', 'on', '1', 'match'].includes(t);
+  const i = (a['Integer'] as Node | undefined)?.['ival'];
+  return i === undefined ? true : i !== 0;
+}
+
+/** What `COPY … TO` writes, or undefined for other statements (COPY FROM included). */
+function copyOutShape(stmtNode: Node, sql: string, start: number, end: number): CopyOutShape | undefined {
+  const [type, n] = nodeType(stmtNode);
+  if (type !== 'CopyStmt' || n['is_from']) return undefined;
+  const shape: CopyOutShape = { format: 'text', delimiter: '\t', null: '\\N', quote: '"', escape: '"', header: false };
+  let delimiter: string | undefined;
+  let nullText: string | undefined;
+  let escape: string | undefined;
+  for (const o of (n['options'] as Node[] | undefined) ?? []) {
+    const d = o['DefElem'] as Node | undefined;
+    if (!d) continue;
+    const name = String(d['defname']);
+    const v = optionText(d['arg']);
+    if (name === 'format' && (v === 'csv' || v === 'binary' || v === 'text')) shape.format = v;
+    else if (name === 'delimiter' && v !== undefined) delimiter = v;
+    else if (name === 'null' && v !== undefined) nullText = v;
+    else if (name === 'quote' && v !== undefined) shape.quote = v;
+    else if (name === 'escape' && v !== undefined) escape = v;
+    else if (name === 'header') shape.header = optionOn(d['arg']);
+  }
+  if (shape.format === 'csv') {
+    shape.delimiter = delimiter ?? ',';
+    shape.null = nullText ?? '';
+    shape.escape = escape ?? shape.quote;
+  } else {
+    shape.delimiter = delimiter ?? '\t';
+    shape.null = nullText ?? '\\N';
+  }
+  const rel = n['relation'] as Node | undefined;
+  if (rel && typeof rel['relname'] === 'string') {
+    const table = rel['schemaname'] ? `${quoteIdent(String(rel['schemaname']))}.${quoteIdent(rel['relname'])}` : quoteIdent(rel['relname']);
+    const cols = ((n['attlist'] as Node[] | undefined) ?? []).map((a) => quoteIdent(String((a['String'] as Node | undefined)?.['sval'] ?? '')));
+    shape.describeSql = `SELECT ${cols.length ? cols.join(', ') : '*'} FROM ${table}`;
+  } else if (n['query']) {
+    const text = Buffer.from(sql).toString('utf8', start, end);
+    shape.describeSql = innerQueryOfCopy(text);
+  }
+  return shape;
+}
+
+/**
+ * The text between the parentheses of `COPY ( query ) TO …`, honouring quotes, dollar quoting and
+ * comments; undefined if the text does not have that shape.
+ */
+export function innerQueryOfCopy(text: string): string | undefined {
+  let i = 0;
+  const skipSpace = () => {
+    for (;;) {
+      while (i < text.length && /\s/.test(text[i]!)) i++;
+      if (text.startsWith('--', i)) {
+        const nl = text.indexOf('\n', i);
+        i = nl < 0 ? text.length : nl + 1;
+      } else if (text.startsWith('/*', i)) {
+        const close = text.indexOf('*/', i + 2);
+        if (close < 0) return;
+        i = close + 2;
+      } else return;
+    }
+  };
+  skipSpace();
+  if (text.slice(i, i + 4).toLowerCase() !== 'copy') return undefined;
+  i += 4;
+  skipSpace();
+  if (text[i] !== '(') return undefined;
+  const open = ++i;
+  let depth = 1;
+  while (i < text.length) {
+    const c = text[i]!;
+    if (c === "'" || c === '"') {
+      const backslash = c === "'" && /[eE]$/.test(text.slice(0, i)) && !/\w[eE]$/.test(text.slice(Math.max(0, i - 2), i));
+      i++;
+      while (i < text.length) {
+        if (backslash && text[i] === '\\') i += 2;
+        else if (text[i] === c) {
+          if (text[i + 1] === c) i += 2;
+          else break;
+        } else i++;
+      }
+      i++;
+      continue;
+    }
+    if (c === '$') {
+      const m = /^\$([A-Za-z_][A-Za-z0-9_]*)?\$/.exec(text.slice(i));
+      if (m && !/[\w$]/.test(text[i - 1] ?? ' ')) {
+        const close = text.indexOf(m[0], i + m[0].length);
+        if (close < 0) return undefined;
+        i = close + m[0].length;
+        continue;
+      }
+    }
+    if (text.startsWith('--', i)) {
+      const nl = text.indexOf('\n', i);
+      i = nl < 0 ? text.length : nl + 1;
+      continue;
+    }
+    if (text.startsWith('/*', i)) {
+      const close = text.indexOf('*/', i + 2);
+      if (close < 0) return undefined;
+      i = close + 2;
+      continue;
+    }
+    if (c === '(') depth++;
+    else if (c === ')' && --depth === 0) return text.slice(open, i).trim();
+    i++;
+  }
+  return undefined;
 }

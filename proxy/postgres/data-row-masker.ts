@@ -189,3 +189,132 @@ export function rowForLog(raw: Buffer, columns: ResultColumn[], masker: RowMaske
   }
   return values;
 }
+
+/** The masked text as the column's type can carry it, or null when the value must become NULL. */
+function maskedTextFor(col: ResultColumn | undefined, masked: string): string | null {
+  const t = col?.ref.typeOid ?? 25;
+  if (TEXT_LIKE.has(t)) return masked;
+  if (t === JSON_OID || t === JSONB_OID) {
+    try {
+      JSON.parse(masked);
+      return masked;
+    } catch {
+      return JSON.stringify(masked);
+    }
+  }
+  return null;
+}
+
+const TEXT_UNESCAPES: Record<string, string> = { b: '\b', f: '\f', n: '\n', r: '\r', t: '\t', v: '\v' };
+
+function unescapeCopyText(v: string): string {
+  if (!v.includes('\\')) return v;
+  return v.replace(/\\(x[0-9a-fA-F]{1,2}|[0-7]{1,3}|.)/g, (_m, e: string) => {
+    if (e[0] === 'x') return String.fromCharCode(parseInt(e.slice(1), 16));
+    if (/^[0-7]/.test(e)) return String.fromCharCode(parseInt(e, 8));
+    return TEXT_UNESCAPES[e] ?? e;
+  });
+}
+
+function escapeCopyText(v: string, delimiter: string): string {
+  let out = v.replace(/\\/g, '\\\\').replace(/\n/g, '\\n').replace(/\r/g, '\\r').replace(/\t/g, '\\t');
+  if (delimiter !== '\t') out = out.split(delimiter).join(`\\${delimiter}`);
+  return out;
+}
+
+interface CsvField {
+  value: string;
+  quoted: boolean;
+}
+
+function parseCsvRow(line: string, delimiter: string, quote: string, escape: string): CsvField[] {
+  const fields: CsvField[] = [];
+  let i = 0;
+  for (;;) {
+    let value = '';
+    let quoted = false;
+    if (line[i] === quote) {
+      quoted = true;
+      i++;
+      for (; i < line.length; i++) {
+        const c = line[i]!;
+        if (c === escape && line[i + 1] === quote) {
+          value += quote;
+          i++;
+        } else if (c === quote) {
+          i++;
+          break;
+        } else value += c;
+      }
+    }
+    const next = line.indexOf(delimiter, i);
+    const rest = next < 0 ? line.slice(i) : line.slice(i, next);
+    value += rest;
+    fields.push({ value, quoted });
+    if (next < 0) return fields;
+    i = next + delimiter.length;
+  }
+}
+
+/**
+ * Masks one `COPY … TO` row (text or CSV format, https://www.postgresql.org/docs/current/sql-copy.html)
+ * column by column, as DataRow values are: untouched fields keep their bytes, a masked field is
+ * re-encoded (escaped or quoted), and a type that cannot carry the masked text gets the NULL marker.
+ */
+export function maskCopyRow(
+  row: string,
+  shape: { format: 'text' | 'csv' | 'binary'; delimiter: string; null: string; quote: string; escape: string },
+  columns: ResultColumn[],
+  masker: RowMasker,
+  scope: 'client' | 'log' = 'client',
+): { text: string; changed: boolean; counts: Record<string, number>; spans: MaskSpan[] } {
+  const eol = row.endsWith('\r\n') ? '\r\n' : row.endsWith('\n') ? '\n' : '';
+  const line = row.slice(0, row.length - eol.length);
+  let counts: Record<string, number> = {};
+  let changed = false;
+  const unnamed = (i: number): ResultColumn => ({ ref: { column: `?column${i + 1}?`, typeOid: 25 }, format: 0 });
+  if (shape.format === 'csv') {
+    const fields = parseCsvRow(line, shape.delimiter, shape.quote, shape.escape);
+    const out = fields.map((f, i) => {
+      const raw = f.quoted ? `${shape.quote}${f.value.split(shape.quote).join(shape.escape + shape.quote)}${shape.quote}` : f.value;
+      if (!f.quoted && f.value === shape.null) return raw;
+      const col = columns.length === fields.length ? columns[i] : unnamed(i);
+      const r = masker.value(col!.ref, f.value, scope);
+      if (!r) return raw;
+      changed = true;
+      counts = addCounts(counts, r.counts);
+      const text = maskedTextFor(col, r.text);
+      return text === null ? shape.null : `${shape.quote}${text.split(shape.quote).join(shape.escape + shape.quote)}${shape.quote}`;
+    });
+    return { text: changed ? out.join(shape.delimiter) + eol : row, changed, counts, spans: [] };
+  }
+  const fields = splitCopyText(line, shape.delimiter);
+  const out = fields.map((f, i) => {
+    if (f === shape.null) return f;
+    const col = columns.length === fields.length ? columns[i] : unnamed(i);
+    const r = masker.value(col!.ref, unescapeCopyText(f), scope);
+    if (!r) return f;
+    changed = true;
+    counts = addCounts(counts, r.counts);
+    const text = maskedTextFor(col, r.text);
+    return text === null ? shape.null : escapeCopyText(text, shape.delimiter);
+  });
+  return { text: changed ? out.join(shape.delimiter) + eol : row, changed, counts, spans: [] };
+}
+
+/** Splits a text-format COPY row at delimiters that are not backslash-escaped. */
+function splitCopyText(line: string, delimiter: string): string[] {
+  if (!line.includes('\\')) return line.split(delimiter);
+  const out: string[] = [];
+  let start = 0;
+  for (let i = 0; i < line.length; i++) {
+    if (line[i] === '\\') i++;
+    else if (line.startsWith(delimiter, i)) {
+      out.push(line.slice(start, i));
+      start = i + delimiter.length;
+      i += delimiter.length - 1;
+    }
+  }
+  out.push(line.slice(start));
+  return out;
+}

@@ -200,6 +200,11 @@ export function buildDescribe(target: 'S' | 'P', name: string): Buffer {
   return new MessageWriter(FrontendCode.Describe).byte(target.charCodeAt(0)).cstring(name).finish();
 }
 
+/** https://www.postgresql.org/docs/current/protocol-message-formats.html#PROTOCOL-MESSAGE-FORMATS-CLOSE */
+export function buildClose(target: 'S' | 'P', name: string): Buffer {
+  return new MessageWriter(FrontendCode.Close).byte(target.charCodeAt(0)).cstring(name).finish();
+}
+
 /** https://www.postgresql.org/docs/current/protocol-message-formats.html#PROTOCOL-MESSAGE-FORMATS-EXECUTE */
 export function buildExecute(portal: string, maxRows = 0): Buffer {
   return new MessageWriter(FrontendCode.Execute).cstring(portal).int32(maxRows).finish();

@@ -51,9 +51,10 @@ import {
   rowCountOfTag,
 } from './backend-messages';
 import type { TableNameResolver } from './catalog';
-import { type Classification, classifySql } from './classify';
-import { maskDataRow, type ResultColumn, resultColumns, rowForLog } from './data-row-masker';
+import { type Classification, classifySql, type CopyOutShape } from './classify';
+import { maskCopyRow, maskDataRow, type ResultColumn, resultColumns, rowForLog } from './data-row-masker';
 import {
+  buildClose,
   buildDescribe,
   buildFlush,
   buildParse,
@@ -75,6 +76,8 @@ import { connectUpstream, sendUpstreamCancel, terminateUpstream, UpstreamError, 
 
 /** Sent upstream in place of a refused statement: it cannot parse, so the upstream fails it. */
 export const REFUSED_STATEMENT_SQL = 'CUSTODY_REFUSED_STATEMENT';
+/** The gateway's own prepared statement for learning a COPY's columns (closed right away). */
+const COPY_DESCRIBE_STATEMENT = 'custody_copy_columns';
 
 /** What a session needs from the gateway. */
 export interface PgSessionServices {
@@ -141,15 +144,20 @@ interface StatementRun {
   spans: MaskSpan[];
   masked: Record<string, number>;
   copyOut?: { format: number };
+  /** COPY … TO: the layout of its rows; `copyColumns` false when their columns could not be learned. */
+  copyShape?: CopyOutShape;
+  copyColumns?: boolean;
+  copyHeaderSeen?: boolean;
   finished: boolean;
 }
 
+/** `internal`: the gateway sent the request itself; its reply is consumed, never relayed. */
 type Expect =
-  | { k: 'parse' }
+  | { k: 'parse'; internal?: boolean }
   | { k: 'bind' }
-  | { k: 'close' }
-  | { k: 'sync' }
-  | { k: 'dstmt'; stmt: PreparedStatement }
+  | { k: 'close'; internal?: boolean }
+  | { k: 'sync'; internal?: boolean }
+  | { k: 'dstmt'; stmt: PreparedStatement; internal?: boolean; copyFor?: StatementRun }
   | { k: 'dportal'; portal: Portal; internal: boolean }
   | { k: 'exec'; run: StatementRun }
   | { k: 'query'; runs: StatementRun[]; index: number; refusal?: ErrorInit }
@@ -634,7 +642,7 @@ export class PgProxySession {
     return m;
   }
 
-  private newRun(sql: string, c: { classes: SqlClass[]; tables: string[]; parseError?: string }, protocol: StatementRun['protocol']): StatementRun {
+  private newRun(sql: string, c: { classes: SqlClass[]; tables: string[]; parseError?: string; copyOut?: CopyOutShape }, protocol: StatementRun['protocol']): StatementRun {
     const decision = this.s.policy.evaluate({
       connection: this.ctx.connection.name,
       protocol: 'postgres',
@@ -652,6 +660,7 @@ export class PgProxySession {
       parseError: c.parseError,
       decision,
       masker: decision.action === 'mask' ? this.maskerFor(decision) : this.masker,
+      copyShape: c.copyOut,
       startedAt: 0,
       rows: 0,
       sample: [],
@@ -809,6 +818,19 @@ export class PgProxySession {
         const c = classifySql(sql);
         const runs = c.statements.map((s) => this.newRun(s.sql, { ...s, parseError: c.error }, 'simple'));
         step.runs.push(...runs);
+        // COPY … TO rows carry no column names: learn them first (on this session, so its
+        // search_path applies), so column rules can mask them like DataRow values.
+        for (const run of runs) {
+          const shape = run.copyShape;
+          if (!shape || shape.format === 'binary' || !run.masker.active) continue;
+          if (!shape.describeSql) {
+            run.copyColumns = false;
+            continue;
+          }
+          const stmt: PreparedStatement = { name: COPY_DESCRIBE_STATEMENT, sql: shape.describeSql, classification: { statements: [] }, describing: true };
+          step.raw.push(buildParse(COPY_DESCRIBE_STATEMENT, shape.describeSql), buildDescribe('S', COPY_DESCRIBE_STATEMENT), buildClose('S', COPY_DESCRIBE_STATEMENT), buildSync());
+          step.expect.push({ k: 'parse', internal: true }, { k: 'dstmt', stmt, internal: true, copyFor: run }, { k: 'close', internal: true }, { k: 'sync', internal: true });
+        }
         step.raw.push(m.raw);
         step.expect.push({ k: 'query', runs, index: 0 });
         return;
@@ -1059,6 +1081,12 @@ export class PgProxySession {
           head.stmt.fields = fields;
           head.stmt.describing = false;
           this.fifo.shift();
+          if (head.copyFor) {
+            head.copyFor.fields = fields;
+            head.copyFor.copyColumns = true;
+            masker = head.copyFor.masker;
+          }
+          forward = !head.internal;
         } else if (head?.k === 'dportal') {
           head.portal.fields = fields;
           head.portal.describing = false;
@@ -1083,20 +1111,25 @@ export class PgProxySession {
           if (head.k === 'dportal') {
             head.portal.fields = [];
             head.portal.describing = false;
-            if (head.internal) return;
           } else {
             head.stmt.fields = [];
             head.stmt.describing = false;
+            if (head.copyFor) head.copyFor.copyColumns = false;
           }
+          if (head.internal) return;
         }
         return this.sendClient(m.raw);
       }
       case BackendCode.ParseComplete:
       case BackendCode.BindComplete:
       case BackendCode.CloseComplete:
-        if (head && (head.k === 'parse' || head.k === 'bind' || head.k === 'close')) this.fifo.shift();
+        if (head && (head.k === 'parse' || head.k === 'bind' || head.k === 'close')) {
+          this.fifo.shift();
+          if ('internal' in head && head.internal) return;
+        }
         return this.sendClient(m.raw);
       case BackendCode.ParameterDescription:
+        if (head?.k === 'dstmt' && head.internal) return;
         return this.sendClient(m.raw);
       case BackendCode.CommandComplete:
       case BackendCode.EmptyQueryResponse:
@@ -1107,7 +1140,11 @@ export class PgProxySession {
           if (head!.k === 'exec') this.fifo.shift();
           else if (head!.k === 'query') head!.index++;
           return this.sendClient(
-            buildErrorResponse({ severity: 'ERROR', code: SqlState.FeatureNotSupported, message: 'binary COPY output cannot be masked; use COPY in text or CSV format' }),
+            buildErrorResponse({
+              severity: 'ERROR',
+              code: SqlState.FeatureNotSupported,
+              message: 'COPY output cannot be masked here (binary format, or its columns could not be determined); use text or CSV format, or SELECT',
+            }),
           );
         }
         if (run) {
@@ -1144,8 +1181,10 @@ export class PgProxySession {
         this.txStatus = String.fromCharCode(m.body[0] ?? 0x49) as 'I';
         this.copyIn = false;
         // Statements of a simple query after a failed one never ran.
-        if (head && (head.k === 'sync' || head.k === 'query' || head.k === 'func')) this.fifo.shift();
-        else if (head) {
+        if (head && (head.k === 'sync' || head.k === 'query' || head.k === 'func')) {
+          this.fifo.shift();
+          if (head.k === 'sync' && head.internal) return;
+        } else if (head) {
           this.s.log.warn(`postgres ${this.ctx.connection.name}: session ${this.id}: ReadyForQuery while expecting ${head.k}; resynchronizing`);
           this.fifo.length = 0;
         }
@@ -1173,6 +1212,13 @@ export class PgProxySession {
   private onBackendError(m: RawMessage): void {
     const head = this.fifo[0];
     this.copyIn = false;
+    if (head && 'internal' in head && head.internal) {
+      // The gateway's own request failed (e.g. learning a COPY's columns): the client's statement
+      // will meet the same error itself; rows whose columns are unknown are not sent (fail closed).
+      for (const e of this.fifo) if (e.k === 'dstmt' && e.copyFor) e.copyFor.copyColumns = e.copyFor.copyColumns ?? false;
+      this.popUntilSync();
+      return;
+    }
     if (head?.k === 'refusal') {
       this.fifo.shift();
       this.popUntilSync();
@@ -1262,23 +1308,35 @@ export class PgProxySession {
   private onCopyData(run: StatementRun, m: RawMessage): void {
     const masker = run.masker;
     let out = m.raw;
-    if (masker.active && run.copyOut!.format !== 0) {
-      // Binary COPY cannot be masked field by field: drop the data and fail the statement at the end.
+    if (masker.active && (run.copyOut!.format !== 0 || run.copyColumns !== true || !run.copyShape)) {
+      // Binary COPY cannot be masked field by field, nor rows whose columns are unknown: drop the
+      // data and fail the statement at the end.
       run.copyOut = { format: -1 };
     }
     if (run.copyOut!.format === -1) return;
     const text = m.body.toString('utf8');
     if (masker.active) {
-      const r = masker.text(text, 'client');
-      if (r.text !== text) {
+      const header = run.copyShape!.header && run.rows === 0 && !run.copyHeaderSeen;
+      run.copyHeaderSeen = true;
+      const r = header ? null : maskCopyRow(text, run.copyShape!, this.columnsOf(run), masker);
+      if (r?.changed) {
         out = buildCopyData(Buffer.from(r.text));
         for (const [k, v] of Object.entries(r.counts)) run.masked[k] = (run.masked[k] ?? 0) + v;
       }
+      if (header) {
+        this.sendClient(out);
+        return;
+      }
     }
     if (run.sample.length < this.ctx.recordRows) {
-      const r = masker.active ? masker.text(text, 'log') : { text, spans: [] };
-      for (const s of r.spans) run.spans.push({ ...s, path: `/sample/${run.sample.length}/0` });
-      run.sample.push([r.text.replace(/\n$/, '')]);
+      let logged = text;
+      if (masker.active) {
+        const cols = maskCopyRow(text, run.copyShape!, this.columnsOf(run), masker, 'log');
+        const r = masker.text(cols.text, 'log');
+        logged = r.text;
+        for (const s of r.spans) run.spans.push({ ...s, path: `/sample/${run.sample.length}/0` });
+      }
+      run.sample.push([logged.replace(/\n$/, '')]);
     }
     run.rows++;
     this.sendClient(out);
@@ -1316,7 +1374,7 @@ export class PgProxySession {
     };
     let event: AuditEventInput;
     if (end.error || end.skipped || (run.copyOut?.format === -1)) {
-      const message = end.error?.get('M') ?? (end.skipped ? 'not executed: an earlier message in the same batch failed' : 'binary COPY output cannot be masked');
+      const message = end.error?.get('M') ?? (end.skipped ? 'not executed: an earlier message in the same batch failed' : 'COPY output could not be masked, so it was withheld');
       const logged = this.forLog(message);
       const detail = end.error?.get('D');
       event = {

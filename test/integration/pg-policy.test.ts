@@ -261,6 +261,13 @@ describe('row masking', () => {
     }
     const { stdout } = await run('psql', [h.conninfo, '-X', '-c', `\\copy (select contact from ${t} order by id) to stdout`], { timeout: 20_000 });
     assert.equal(stdout, 'write to [EMAIL] please\nnone\n');
+    // Column rules apply to COPY rows too: the gateway learns the columns before the COPY runs.
+    const table = await run('psql', [h.conninfo, '-X', '-c', `\\copy ${t} to stdout`], { timeout: 20_000 });
+    assert.equal(table.stdout, '1\t***-**-6789\twrite to [EMAIL] please\t\\N\n2\t***-**-4321\tnone\t\\N\n');
+    const csv = await run('psql', [h.conninfo, '-X', '-c', `\\copy (select id, ssn, card from ${t} order by id) to stdout with (format csv, header)`], { timeout: 20_000 });
+    assert.equal(csv.stdout, 'id,ssn,card\n1,"***-**-6789",\n2,"***-**-4321",\n');
+    const binary = await run('psql', [h.conninfo, '-X', '-c', `copy ${t} to stdout with (format binary)`], { timeout: 20_000 }).catch((e: { stderr: string }) => e);
+    assert.match((binary as { stderr: string }).stderr, /COPY output cannot be masked here/);
     await h.idle();
     const stmt = eventsOf(h.store, 'pg.statement').find((e) => (e.payload as { sql: string }).sql.includes('::int'))!;
     assert.equal((stmt.payload as { sql: string }).sql, "select '[EMAIL]'::int");

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
-import { describe, it } from 'node:test';
+import { before, describe, it } from 'node:test';
 import { createSecureContext } from 'node:tls';
 import type { ColumnRef, RowMasker } from '../../proxy/masking/types';
 import {
@@ -17,8 +17,8 @@ import {
   parseRowDescription,
   rowCountOfTag,
 } from '../../proxy/postgres/backend-messages';
-import { classifySql, loadSqlParser } from '../../proxy/postgres/classify';
-import { maskDataRow, resultColumns } from '../../proxy/postgres/data-row-masker';
+import { classifySql, innerQueryOfCopy, loadSqlParser } from '../../proxy/postgres/classify';
+import { maskCopyRow, maskDataRow, resultColumns } from '../../proxy/postgres/data-row-masker';
 import {
   buildBind,
   buildCancelRequest,
@@ -319,5 +319,45 @@ describe('self-signed certificate', () => {
       const c = createSelfSignedCertificate('n', ['localhost']);
       assert.doesNotThrow(() => createSecureContext({ cert: c.certPem, key: c.keyPem }));
     }
+  });
+});
+
+describe('COPY output masking', () => {
+  before(() => loadSqlParser());
+  const masker: RowMasker = {
+    active: true,
+    value: (col, text) => (col.column === 'ssn' ? { text: 'XXX', spans: [], counts: { SSN: 1 } } : text.includes('@') ? { text: '[EMAIL]', spans: [], counts: { EMAIL: 1 } } : null),
+    text: (t) => ({ text: t, spans: [], counts: {} }),
+  };
+  const cols = resultColumns(
+    [
+      { name: 'id', tableOid: 0, column: 0, typeOid: 23, typeSize: 4, typeModifier: -1, format: 0 },
+      { name: 'ssn', tableOid: 0, column: 0, typeOid: 25, typeSize: -1, typeModifier: -1, format: 0 },
+      { name: 'note', tableOid: 0, column: 0, typeOid: 25, typeSize: -1, typeModifier: -1, format: 0 },
+    ],
+    () => undefined,
+  );
+
+  it('finds the query inside COPY ( … ) TO, past quotes, dollar quotes and comments', () => {
+    assert.equal(innerQueryOfCopy("COPY (select ')' as p, $$)$$ /* ) */ from t) TO STDOUT"), "select ')' as p, $$)$$ /* ) */ from t");
+    assert.equal(innerQueryOfCopy('copy t to stdout'), undefined);
+    const shape = classifySql("copy (select a from t) to stdout with (format csv, delimiter ';', header)").statements[0]!.copyOut!;
+    assert.deepEqual({ ...shape }, { format: 'csv', delimiter: ';', null: '', quote: '"', escape: '"', header: true, describeSql: 'select a from t' });
+    assert.equal(classifySql('copy public.users (id, "Ssn") to stdout').statements[0]!.copyOut!.describeSql, 'SELECT "id", "Ssn" FROM "public"."users"');
+    assert.equal(classifySql('copy t from stdin').statements[0]!.copyOut, undefined);
+  });
+
+  it('masks text-format rows by column, keeps NULL markers and escapes', () => {
+    const shape = { format: 'text' as const, delimiter: '\t', null: '\\N', quote: '"', escape: '"', header: false };
+    assert.deepEqual(maskCopyRow('7\t123\tmail a@b.c\n', shape, cols, masker).text, '7\tXXX\t[EMAIL]\n');
+    assert.equal(maskCopyRow('7\t\\N\tplain\n', shape, cols, masker).changed, false);
+    const pipe = { ...shape, delimiter: '|' };
+    assert.equal(maskCopyRow('7|12\\|3|x\n', pipe, cols, masker).text, '7|XXX|x\n', 'an escaped delimiter stays inside its field');
+  });
+
+  it('masks CSV rows by column, quoting what it writes', () => {
+    const shape = { format: 'csv' as const, delimiter: ',', null: '', quote: '"', escape: '"', header: false };
+    assert.equal(maskCopyRow('7,"1,2",\n', shape, cols, masker).text, '7,"XXX",\n');
+    assert.equal(maskCopyRow('8,,"say ""hi"" to x@y.z"\n', shape, cols, masker).text, '8,,"[EMAIL]"\n');
   });
 });
