@@ -326,7 +326,8 @@ describe('COPY output masking', () => {
   before(() => loadSqlParser());
   const masker: RowMasker = {
     active: true,
-    value: (col, text) => (col.column === 'ssn' ? { text: 'XXX', spans: [], counts: { SSN: 1 } } : text.includes('@') ? { text: '[EMAIL]', spans: [], counts: { EMAIL: 1 } } : null),
+    value: (col, text): { text: string; spans: []; counts: Record<string, number> } | null =>
+      col.column === 'ssn' ? { text: 'XXX', spans: [], counts: { SSN: 1 } } : text.includes('@') ? { text: '[EMAIL]', spans: [], counts: { EMAIL: 1 } } : null,
     text: (t) => ({ text: t, spans: [], counts: {} }),
   };
   const cols = resultColumns(
