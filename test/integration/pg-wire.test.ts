@@ -11,10 +11,10 @@ import { after, before, describe, it } from 'node:test';
 import { connect as tlsConnect } from 'node:tls';
 import pg from 'pg';
 import { parseAuthentication, parseErrorFields } from '../../proxy/postgres/backend-messages';
-import { buildPasswordMessage, buildQuery, buildStartupMessage } from '../../proxy/postgres/frontend-messages';
+import { buildBind, buildExecute, buildParse, buildPasswordMessage, buildQuery, buildStartupMessage, buildSync } from '../../proxy/postgres/frontend-messages';
 import { MessageBuffer, type RawMessage } from '../../proxy/postgres/message-buffer';
 import { BackendCode, StartupCode } from '../../proxy/postgres/message-codes';
-import { type Harness, startHarness } from './pg-harness';
+import { eventsOf, type Harness, startHarness } from './pg-harness';
 
 /** Sends `chunks` (then half-closes if `end`) and collects everything the gateway answers until it closes. */
 function exchange(port: number, chunks: Buffer[], end = false, socket?: Socket, waitMs = 5000): Promise<{ bytes: Buffer; closed: boolean }> {
@@ -211,4 +211,76 @@ describe('PostgreSQL listener: bad input', () => {
       await stillServes(h);
     });
   }
+});
+
+describe('PostgreSQL listener: extended protocol on the wire', () => {
+  let h: Harness;
+  before(async () => {
+    h = await startHarness({ policies: [{ name: 'no-truncate', match: { sql: ['truncate'] }, action: 'deny', reason: 'no truncation' }] });
+  });
+  after(() => h.close());
+
+  async function session(): Promise<{ send(b: Buffer[]): Promise<RawMessage[]>; close(): void }> {
+    const s = connect({ host: '127.0.0.1', port: h.port });
+    await new Promise((r) => s.on('connect', r));
+    const buf = new MessageBuffer();
+    let waiter: ((m: RawMessage[]) => void) | null = null;
+    let got: RawMessage[] = [];
+    s.on('data', (d: Buffer) => {
+      buf.push(d);
+      for (let m = buf.next(); m; m = buf.next()) {
+        got.push(m);
+        if (m.code === BackendCode.ReadyForQuery && waiter) {
+          const w = waiter;
+          waiter = null;
+          const out = got;
+          got = [];
+          w(out);
+        }
+      }
+    });
+    const send = (b: Buffer[]) =>
+      new Promise<RawMessage[]>((resolve) => {
+        waiter = resolve;
+        s.write(Buffer.concat(b));
+      });
+    await new Promise<void>((resolve) => {
+      s.once('data', () => resolve());
+      s.write(startup({ user: 'wire', database: 'postgres' }));
+    });
+    await send([buildPasswordMessage(h.key)]);
+    return { send, close: () => s.destroy() };
+  }
+  const codes = (ms: RawMessage[]) => ms.map((m) => String.fromCharCode(m.code)).join('');
+
+  it('continues a suspended portal (Execute with a row limit, PortalSuspended)', async () => {
+    const c = await session();
+    try {
+      const replies = await c.send([buildParse('', 'select g from generate_series(1, 3) g'), buildBind('p1', ''), buildExecute('p1', 2), buildExecute('p1', 2), buildSync()]);
+      assert.equal(codes(replies), '12DDsDCZ');
+    } finally {
+      c.close();
+    }
+    await h.idle();
+    const results = eventsOf(h.store, 'pg.result').map((e) => e.payload as { rows: number; suspended?: boolean; sample?: unknown[] });
+    assert.ok(results.some((r) => r.suspended === true && r.rows === 2), 'the suspended part is recorded');
+  });
+
+  it('refuses a pipelined batch as a whole when one statement is denied, and serves the next batch', async () => {
+    const c = await session();
+    try {
+      const batch = [buildParse('', 'select 1'), buildBind('', ''), buildExecute(''), buildParse('', 'truncate pg_class'), buildBind('', ''), buildExecute(''), buildSync()];
+      const refused = await c.send(batch);
+      assert.equal(codes(refused), 'EZ');
+      const fields = parseErrorFields(refused[0]!.body);
+      assert.equal(fields.get('C'), '42501');
+      assert.match(fields.get('M')!, /no truncation/);
+      const ok = await c.send([buildParse('', 'select 2'), buildBind('', ''), buildExecute(''), buildSync()]);
+      assert.equal(codes(ok), '12DCZ');
+      const simple = await c.send([buildQuery('select 3')]);
+      assert.equal(codes(simple), 'TDCZ');
+    } finally {
+      c.close();
+    }
+  });
 });
