@@ -40,6 +40,11 @@ export interface Detector {
   needsDot?: boolean;
   /** With `anchors` and no `pattern`: called at each anchor hit instead of a sticky pattern. */
   findAt?: (text: string, pos: number, push: (start: number, end: number) => void) => void;
+  /**
+   * With the `number` anchor: a cheap check before the pattern runs — the first character (a digit,
+   * `+` or `(`), the length of the first run of digits, and the character after that run.
+   */
+  startShape?: (first: number, runLength: number, after: number) => boolean;
   /** With the `number` anchor: a cheap check of the token [start, end) before the pattern runs. */
   eligible?: (text: string, start: number, end: number) => boolean;
   /** Hand-written matcher instead of `pattern` (for anchors a regex scans slowly). */
@@ -48,8 +53,8 @@ export interface Detector {
   validate?: (value: string, text: string, start: number, end: number) => boolean;
   /** Skip the detector when the text has no ASCII digit. */
   needsDigit?: boolean;
-  /** Skip the detector unless this matches somewhere in the text (cheap pre-check for costly patterns). */
-  gate?: RegExp;
+  /** Skip the detector unless one of these (lower-case) words occurs in the text. */
+  gateWords?: string[];
   /** Regex source, matched with `$` at the end of the stream buffer (see above). */
   tail?: string;
   tailCaseInsensitive?: boolean;
@@ -194,6 +199,7 @@ export const BUILTIN_DETECTORS: Detector[] = [
     description: 'Payment card number (Luhn, issuer ranges and lengths, consistent 4-digit grouping)',
     priority: 50,
     anchors: ['number'],
+    startShape: (first, run) => first !== 43 && first !== 40 && (run === 4 || run >= 12),
     minDigits: 12,
     pattern: /(?<![\w./+-])\d(?:[ -]?\d){11,18}(?![\w]|[.-]\d)/g,
     validate: (v) => creditCard(v),
@@ -223,6 +229,7 @@ export const BUILTIN_DETECTORS: Detector[] = [
     description: 'US Social Security number (area/group/serial rules; unseparated only next to "SSN")',
     priority: 50,
     anchors: ['number'],
+    startShape: (first, run, after) => (run === 3 && (after === 45 || after === 32)) || run === 9,
     minDigits: 9,
     pattern: /(?<![\w./-])\d{3}([- ]?)\d{2}\1\d{4}(?![\w]|[.-]\d)/g,
     validate: (v, text, start) => usSsn(v) && (/[- ]/.test(v) || contextBefore(text, start, 40, SSN_CONTEXT)),
@@ -238,7 +245,8 @@ export const BUILTIN_DETECTORS: Detector[] = [
     description: 'US bank routing number (ABA prefix and 3-7-1 checksum; needs "routing"/"ABA" nearby)',
     priority: 52,
     anchors: ['number'],
-    gate: /routing|aba|rtn|transit|bank/i,
+    startShape: (_f, run) => run === 9,
+    gateWords: ['routing', 'aba', 'rtn', 'transit', 'bank'],
     minDigits: 9,
     pattern: /(?<![\w./-])\d{9}(?![\w]|[.-]\d)/g,
     validate: (v, text, start) => abaRouting(v) && contextBefore(text, start, 48, ROUTING_CONTEXT),
@@ -267,6 +275,7 @@ export const BUILTIN_DETECTORS: Detector[] = [
     description: 'Spanish DNI / NIE (mod-23 check letter)',
     priority: 50,
     anchors: ['number', 'letters'],
+    startShape: (_f, run) => run === 8,
     minDigits: 7,
     // the token ends in 7–8 digits followed by the check letter (or a dash before it)
     eligible: (text, _s, end) => {
@@ -287,7 +296,8 @@ export const BUILTIN_DETECTORS: Detector[] = [
     description: 'UK NHS number (modulus 11; needs "NHS" nearby)',
     priority: 55,
     anchors: ['number'],
-    gate: /nhs/i,
+    startShape: (_f, run, after) => (run === 3 && (after === 45 || after === 32)) || run === 10,
+    gateWords: ['nhs'],
     minDigits: 10,
     pattern: /(?<![\w./-])\d{3}([ -]?)\d{3}\1\d{4}(?![\w]|[.-]\d)/g,
     validate: (v, text, start) => ukNhs(v) && contextBefore(text, start, 40, NHS_CONTEXT),
@@ -303,6 +313,7 @@ export const BUILTIN_DETECTORS: Detector[] = [
     description: 'Phone number: E.164 (+CC …), North American (NANP rules) and trunk-prefixed national formats',
     priority: 30,
     anchors: ['number'],
+    startShape: (first, run, after) => first === 43 || first === 40 || first === 48 || run === 10 || ((run === 3 || run === 1) && (after === 45 || after === 46 || after === 32)),
     minDigits: 7,
     eligible: (text, start, end) => !(end - start === 10 && text[start + 4] === '-' && text[start + 7] === '-'), // ISO dates
     pattern:
@@ -338,6 +349,7 @@ export const BUILTIN_DETECTORS: Detector[] = [
     description: 'IPv4 address (octets 0–255; version strings and OIDs excluded)',
     priority: 25,
     anchors: ['number'],
+    startShape: (_f, run, after) => run <= 3 && after === 46,
     minDigits: 4,
     needsDot: true,
     pattern: /(?<![\w.-])(?:\d{1,3}\.){3}\d{1,3}(?![\w]|\.\d)/g,

@@ -231,9 +231,9 @@ export class MaskPlan {
    * Scans `text` (values before `from` are context only) and returns the matches to mask, resolved
    * for overlaps, plus the ids of every detector that found something.
    */
-  scan(text: string, deadline: number, from = 0, hits?: Set<string>): Match[] {
+  scan(text: string, deadline: number, from = 0, hits?: Set<string>, scanFrom?: number): Match[] {
     if (!this.scanDetectors.length) return [];
-    const all = scanText(text, this.scanDetectors, { from, deadline, budgetMs: this.env.budgetMs });
+    const all = scanText(text, this.scanDetectors, { from, scanFrom, deadline, budgetMs: this.env.budgetMs });
     if (hits) for (const m of all) hits.add(m.detector.id);
     return resolveOverlaps(all.filter((m) => this.logRule.has(m.detector)));
   }

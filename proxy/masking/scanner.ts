@@ -20,6 +20,12 @@ export interface Match {
 export interface ScanOptions {
   /** Values that start before this offset are context only (already emitted, or a JSON key). */
   from?: number;
+  /**
+   * Candidate passes start here (≤ from): far enough back for a keyword before its value ("DOB:",
+   * "password=", an AWS key id before its secret), while look-behinds and validators still see
+   * everything before it.
+   */
+  scanFrom?: number;
   /** `performance.now()` value after which the scan fails (fail closed). */
   deadline: number;
   budgetMs: number;
@@ -30,7 +36,7 @@ const CHECK_EVERY = 64;
 
 /** Candidate passes shared by the anchored detectors (see Detector.anchors). */
 const NUMBER_TOKEN = /[+(]?\d(?:[ ()./-]{0,2}\d){3,}/g;
-const LETTERS = /(?<!\w)[A-Z]{1,2}[ -]?\d/g;
+const LETTERS = /[A-Z]{2} ?\d\d|[XYZ]-?\d{7}/g;
 const PREFIX = /gh[pousr]_|github_pat_|xox[abposre]-|xapp-|https:\/\/hooks\.slack\.com|[sr]k_(?:live|test)_|whsec_|sk-|eyJ|-----BEGIN|A(?:KIA|SIA|BIA|CCA)|:\/\//g;
 const KEYWORD = /(?<![A-Za-z])(?:pass|pwd|secret|api|access|auth|private|d\.?o\.?b|date|birth|born|bearer|basic|token|aws)/gi;
 
@@ -45,7 +51,7 @@ function sticky(re: RegExp): RegExp {
 }
 
 /** Does `text` at `pos` start with `lower` (ASCII, case-insensitive)? */
-function startsWithLower(text: string, pos: number, lower: string): boolean {
+export function startsWithLower(text: string, pos: number, lower: string): boolean {
   for (let i = 0; i < lower.length; i++) {
     let c = text.charCodeAt(pos + i);
     if (c >= 65 && c <= 90) c |= 0x20;
@@ -68,6 +74,10 @@ interface ScanState {
   n: number;
   /** Anchored detectors switched off for this text (their gate failed). */
   off: Set<Detector> | undefined;
+  scanFrom: number;
+  /** Scratch arrays of scanNumbers. */
+  numStarts: number[];
+  numDigits: number[];
 }
 
 /** Detectors by the (lower-case) anchor hit they start at; detectors without `hits` get every hit. */
@@ -81,18 +91,23 @@ interface Prepared {
   /** Detectors scanned on their own (whole-text pattern or finder). */
   plain: Detector[];
   anchored: Partial<Record<'number' | 'letters' | 'prefix' | 'keyword', Detector[]>>;
-  dispatch: Partial<Record<'prefix' | 'keyword', [string, Detector[]][]>>;
+  dispatch: { prefix: [string, Detector[]][]; keyword: [string, Detector[]][] };
+  /** All gate words of these detectors, to find which occur in a text in one pass. */
+  gate?: RegExp;
 }
 const preparedCache = new WeakMap<readonly Detector[], Prepared>();
 function prepare(detectors: readonly Detector[]): Prepared {
   let p = preparedCache.get(detectors);
   if (!p) {
-    p = { plain: [], anchored: {}, dispatch: {} };
+    p = { plain: [], anchored: {}, dispatch: { prefix: [], keyword: [] } };
     for (const d of detectors) {
       if (d.anchors && (d.pattern || d.findAt)) for (const a of d.anchors) (p.anchored[a] ??= []).push(d);
       else p.plain.push(d);
     }
-    for (const k of ['prefix', 'keyword'] as const) if (p.anchored[k]) p.dispatch[k] = hitDispatch(p.anchored[k]);
+    p.dispatch.prefix = hitDispatch(p.anchored.prefix ?? []);
+    p.dispatch.keyword = hitDispatch(p.anchored.keyword ?? []);
+    const words = [...new Set(detectors.flatMap((d) => d.gateWords ?? []))];
+    if (words.length) p.gate = new RegExp(words.map((w) => w.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('|'), 'gi');
     preparedCache.set(detectors, p);
   }
   return p;
@@ -146,11 +161,21 @@ function checkDeadline(d: Detector | undefined, st: ScanState): void {
 export function scanText(text: string, detectors: readonly Detector[], opts: ScanOptions): Match[] {
   const out: Match[] = [];
   if (!text) return out;
-  const st: ScanState = { text, from: opts.from ?? 0, out, opts, lastEnd: new Map(), n: 0, off: undefined };
+  const st: ScanState = { text, from: opts.from ?? 0, out, opts, lastEnd: new Map(), n: 0, off: undefined, numStarts: [], numDigits: [], scanFrom: Math.min(opts.scanFrom ?? 0, opts.from ?? 0) };
   const prep = prepare(detectors);
   let hasDigit: boolean | undefined;
   let current: Detector | undefined;
-  const skip = (d: Detector) => (d.needsDigit && !(hasDigit ??= DIGIT.test(text))) || (d.gate !== undefined && !d.gate.test(text));
+  let present: Set<string> | undefined;
+  const gateWordsPresent = (): Set<string> => {
+    const found = new Set<string>();
+    if (prep.gate) {
+      prep.gate.lastIndex = 0;
+      let g: RegExpExecArray | null;
+      while ((g = prep.gate.exec(text)) !== null) found.add(g[0].toLowerCase());
+    }
+    return found;
+  };
+  const skip = (d: Detector) => (d.needsDigit && !(hasDigit ??= DIGIT.test(text))) || (d.gateWords !== undefined && !d.gateWords.some((w) => (present ??= gateWordsPresent()).has(w)));
   try {
     for (const d of detectors) {
       current = d;
@@ -170,17 +195,24 @@ export function scanText(text: string, detectors: readonly Detector[], opts: Sca
     const on = (ds: Detector[] | undefined) => (ds && st.off ? ds.filter((d) => !st.off!.has(d)) : ds);
     const numbers = on(prep.anchored.number);
     if (numbers?.length) scanNumbers(numbers, st);
-    for (const [kind, re] of [['letters', LETTERS], ['prefix', PREFIX], ['keyword', KEYWORD]] as const) {
-      const ds = on(prep.anchored[kind]);
-      if (!ds?.length) continue;
+    const letters = on(prep.anchored.letters);
+    if (letters?.length) {
       st.lastEnd.clear(); // each pass walks the text from the start
-      const dispatch = kind === 'letters' ? undefined : prep.dispatch[kind];
-      re.lastIndex = 0;
+      LETTERS.lastIndex = st.scanFrom;
+      let m: RegExpExecArray | null;
+      while ((m = LETTERS.exec(text)) !== null) {
+        for (const d of letters) tryAt(d, m.index, st);
+        checkDeadline(undefined, st);
+      }
+    }
+    for (const [kind, re] of [['prefix', PREFIX], ['keyword', KEYWORD]] as const) {
+      const dispatch = prep.dispatch[kind];
+      if (!dispatch.length) continue;
+      st.lastEnd.clear(); // each pass walks the text from the start
+      re.lastIndex = st.scanFrom;
       let m: RegExpExecArray | null;
       while ((m = re.exec(text)) !== null) {
-        if (dispatch) {
-          for (const [prefix, which] of dispatch) if (startsWithLower(text, m.index, prefix)) for (const d of which) if (!st.off?.has(d)) tryAt(d, m.index, st);
-        } else for (const d of ds) tryAt(d, m.index, st);
+        for (const [prefix, which] of dispatch) if (startsWithLower(text, m.index, prefix)) for (const d of which) if (!st.off?.has(d)) tryAt(d, m.index, st);
         checkDeadline(undefined, st);
       }
     }
@@ -199,41 +231,48 @@ export function scanText(text: string, detectors: readonly Detector[], opts: Sca
  */
 function scanNumbers(ds: Detector[], st: ScanState): void {
   const text = st.text;
-  NUMBER_TOKEN.lastIndex = 0;
+  NUMBER_TOKEN.lastIndex = st.scanFrom;
   let m: RegExpExecArray | null;
-  const starts: number[] = [];
-  const counts: number[] = [];
+  // reused between tokens; filled up to `n` (setting an array's length is slow)
+  const starts = st.numStarts;
+  const digitsBefore = st.numDigits;
   while ((m = NUMBER_TOKEN.exec(text)) !== null) {
     const ts = m.index;
     const te = ts + m[0].length;
-    if (te - ts < 7 && !m[0].includes('.')) continue; // shorter than any number-anchored value
-    const hasDot = m[0].includes('.');
     // Where a number-anchored pattern can start: the token start, after a space or "(" — the
     // patterns' look-behinds reject a start after "-" or "." — and after "/" for IPv4 in URLs.
-    starts.length = 0;
-    starts.push(ts);
-    for (let i = ts + 1; i < te; i++) {
+    let n = 0;
+    let digits = 0;
+    let hasDot = false;
+    let prev = 0;
+    for (let i = ts; i < te; i++) {
       const c = text.charCodeAt(i);
-      const prev = text.charCodeAt(i - 1);
-      if ((isDigit(c) || c === 40 || c === 43) && (prev === 32 || prev === 40 || prev === 47)) starts.push(i);
+      const digit = c >= 48 && c <= 57;
+      if (i === ts || ((digit || c === 40 || c === 43) && (prev === 32 || prev === 40 || prev === 47))) {
+        starts[n] = i;
+        digitsBefore[n++] = digits;
+      }
+      if (digit) digits++;
+      else if (c === 46) hasDot = true;
+      prev = c;
     }
-    // digits from each start to the token's end
-    const need = counts;
-    need.length = starts.length;
-    let digitsAfter = 0;
-    let k = starts.length - 1;
-    for (let i = te - 1; i >= ts && k >= 0; i--) {
-      if (isDigit(text.charCodeAt(i))) digitsAfter++;
-      while (k >= 0 && starts[k] === i) need[k--] = digitsAfter;
-    }
+    if (digits < 7 && !hasDot) continue; // fewer digits than any number-anchored value
     let covered = 0;
-    for (let j = 0; j < starts.length; j++) {
+    for (let j = 0; j < n; j++) {
       const pos = starts[j]!;
       if (pos < covered) continue; // inside a value already found
-      const digits = need[j]!;
+      const after = digits - digitsBefore[j]!;
+      // shape of the start: first character, first run of digits, the character after it
+      const first = text.charCodeAt(pos);
+      let r = isDigit(first) ? pos : pos + 1;
+      const runStart = r;
+      while (r < te && isDigit(text.charCodeAt(r))) r++;
+      const run = r - runStart;
+      const next = text.charCodeAt(r);
       const before = st.out.length;
-      for (const d of ds) if (digits >= (d.minDigits ?? 0) && (!d.needsDot || hasDot) && (!d.eligible || d.eligible(text, pos, te))) tryAt(d, pos, st);
-      for (let q = before; q < st.out.length; q++) covered = Math.max(covered, st.out[q]!.end);
+      for (const d of ds)
+        if (after >= (d.minDigits ?? 0) && (!d.needsDot || hasDot) && (!d.startShape || d.startShape(first, run, next)) && (!d.eligible || d.eligible(text, pos, te))) tryAt(d, pos, st);
+      for (let q = before; q < st.out.length; q++) if (st.out[q]!.end > covered) covered = st.out[q]!.end;
     }
     checkDeadline(undefined, st);
   }

@@ -16,6 +16,8 @@ import type { SseEvent, StreamChunkResult, StreamMasker } from './types';
 
 /** Characters of already-emitted text kept as left context (keywords such as "DOB:", "Bearer"). */
 export const CONTEXT_CHARS = 256;
+/** Of that context, how much the candidate passes re-read on each chunk (see ScanOptions.scanFrom). */
+const RESCAN_CHARS = 112;
 
 /** Holdback machinery for one plan: combined tail patterns and the bound they imply. */
 export class Holdback {
@@ -110,7 +112,7 @@ export class TextChannel {
   push(delta: string, final = false, deadline = this.plan.deadline()): ChannelOutput {
     const text = this.context + this.pending + delta;
     const from = this.context.length;
-    const matches = this.plan.scan(text, deadline, from);
+    const matches = this.plan.scan(text, deadline, from, undefined, Math.max(0, from - RESCAN_CHARS));
     let emitEnd = final ? text.length : this.holdback.cut(text, from);
     for (const m of matches) if (m.start < emitEnd && m.end > emitEnd) emitEnd = m.end;
     const emitted = matches.filter((m) => m.start < emitEnd).map((m) => ({ ...m, start: m.start - from, end: m.end - from }));
