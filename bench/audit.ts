@@ -35,10 +35,13 @@ const BATCH = 1000;
 const fmt = (n: number) => Math.round(n).toLocaleString('en-US');
 const secs = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
 
-/** A realistic mix: LLM requests and responses, SQL statements, some masked, a few large (deflated). */
+/**
+ * A realistic mix: LLM requests and responses, SQL statements, 1% masked, 0.5% large (stored
+ * deflated); eight clients at a time, each session 400 events long, interleaved.
+ */
 function event(i: number): AuditEventInput {
-  const session = `ses_${(i % 500).toString(36)}`;
-  const actor = `key:${(i % 37).toString(36)}`;
+  const session = `ses_${Math.floor(i / 3200)}_${i % 8}`;
+  const actor = `key:${(i % 8).toString(36)}`;
   switch (i % 4) {
     case 0:
       return {
@@ -46,7 +49,7 @@ function event(i: number): AuditEventInput {
         session,
         actor,
         connection: 'openai',
-        payload: { method: 'POST', path: '/chat/completions', model: 'gpt-4o', bytes: 412, actorName: `user${i % 37}@example.com`, body: { model: 'gpt-4o', messages: [{ role: 'user', content: `Summarise ticket #${i} for [EMAIL] please` }] } },
+        payload: { method: 'POST', path: '/chat/completions', model: 'gpt-4o', bytes: 412, actorName: `user${i % 8}@example.com`, body: { model: 'gpt-4o', messages: [{ role: 'user', content: `Summarise ticket #${i} for [EMAIL] please` }] } },
         spans: i % 100 === 0 ? [{ type: 'EMAIL', start: 25, end: 32, rule: 'pii', path: '/body/messages/0/content' }] : undefined,
       };
     case 1:
