@@ -85,7 +85,7 @@ const VERSION_CONTEXT = /\b(version|ver|v|release|build|firmware|oid)[\s:=]*$/i;
 /** A trailing run of digits, capitals and number punctuation: card, SSN, phone, IBAN, ids, dates. */
 const ID_TAIL = "[+(A-Z0-9][A-Z0-9 ().\\/-]{0,47}";
 /** A trailing word-ish run: e-mail local parts, key prefixes, tokens, IPv6 groups. */
-const TOKEN_TAIL = '[\\w.%+/=:@-]{1,300}';
+const TOKEN_TAIL = '[\\w.%+/=:@-]{1,330}';
 
 const MONTHS = 'jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?';
 const DATE = `\\d{4}-\\d{1,2}-\\d{1,2}|\\d{1,2}[/.-]\\d{1,2}[/.-](?:\\d{4}|\\d{2})|\\d{1,2}(?:st|nd|rd|th)?\\s+(?:${MONTHS})\\.?,?\\s+\\d{4}|(?:${MONTHS})\\.?\\s+\\d{1,2}(?:st|nd|rd|th)?,?\\s+\\d{4}`;
@@ -378,11 +378,11 @@ export const BUILTIN_DETECTORS: Detector[] = [
     anchors: ['keyword'],
     hits: ['d', 'birth', 'born'],
     pattern: new RegExp(
-      `(?<![A-Za-z])(?:d\\.?o\\.?b|date[\\s_-]*of[\\s_-]*birth|birth(?:[\\s_-]*date|day)?|born(?:\\s+on)?)(?![A-Za-z])\\.?(?:\\\\?["'])?\\s*(?:[:=-]\\s*)?(?:\\\\?["'])?(?:is\\s+|on\\s+|was\\s+)?(?<v>${DATE})(?!\\w)`,
+      `(?<![A-Za-z])(?:d\\.?o\\.?b|date[\\s_-]*of[\\s_-]*birth|birth(?:[\\s_-]*date|day)?|born(?:\\s+on)?)(?![A-Za-z])\\.?(?:\\\\?["'])?\\s{0,8}(?:[:=-]\\s{0,8})?(?:\\\\?["'])?(?:is\\s{1,3}|on\\s{1,3}|was\\s{1,3})?(?<v>${DATE})(?!\\w)`,
       'gid',
     ),
     validate: (v) => plausibleDate(v),
-    tail: `(?:\\d{1,2}(?:st|nd|rd|th)?\\s+)?(?:${MONTHS})[a-z]*\\.?,?(?:\\s+\\d{0,4}(?:st|nd|rd|th)?,?){0,2}\\s*|\\d{1,2}(?:st|nd|rd|th)?\\s+[a-z]{0,9}`,
+    tail: `(?:\\d{1,2}(?:st|nd|rd|th)?\\s{1,3})?(?:${MONTHS})[a-z]{0,6}\\.?,?(?:\\s{1,3}\\d{0,4}(?:st|nd|rd|th)?,?){0,2}\\s{0,3}|\\d{1,2}(?:st|nd|rd|th)?\\s{1,3}[a-z]{0,9}`,
     tailCaseInsensitive: true,
     maxLength: 30,
   },
@@ -501,7 +501,7 @@ export const BUILTIN_DETECTORS: Detector[] = [
     hits: ['-----begin'],
     pattern:
       /-----BEGIN ((?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?)-----(?:[\s\S]{0,16384}?-----END \1-----|(?:\\[rn]|[\r\n]|[A-Za-z0-9+/=:,-])*)/g,
-    tail: '-----BEGIN (?![\\s\\S]*?-----END [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----)[\\s\\S]{0,16400}|-{1,5}(?:B(?:E(?:G(?:I(?:N(?: [A-Z0-9 ]{0,40})?)?)?)?)?)?',
+    tail: '-----BEGIN (?![\\s\\S]*?-----END [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----)[\\s\\S]{0,16500}|-{1,5}(?:B(?:E(?:G(?:I(?:N(?: [A-Z0-9 ]{0,40})?)?)?)?)?)?',
     maxLength: 16500,
   },
   {
@@ -513,9 +513,9 @@ export const BUILTIN_DETECTORS: Detector[] = [
     anchors: ['keyword', 'prefix'],
     hits: ['pass', 'pwd', 'secret', 'api', 'access', 'auth', 'private', '://'],
     pattern:
-      /(?:(?<![A-Za-z])(?:pass(?:word|wd|phrase)?|pwd|secret|(?:api[_-]?|private[_-]?)key|apikey|(?:access|auth)[_-]?token)(?![A-Za-z])(?:\\?["'])?\s*(?:[:=]|=>)\s*(?:\\?"(?<v1>[^"\\\n]{1,200})\\?"|'(?<v2>[^'\n]{1,200})'|(?<v3>[^\s"'&;,)}\]<>\\]{1,200}))|:\/\/[^\s:/@]{0,100}:(?<v4>[^\s@/]{1,200})@)/gid,
+      /(?:(?<![A-Za-z])(?:pass(?:word|wd|phrase)?|pwd|secret|(?:api[_-]?|private[_-]?)key|apikey|(?:access|auth)[_-]?token)(?![A-Za-z])(?:\\?["'])?\s{0,8}(?:[:=]|=>)\s{0,8}(?:\\?"(?<v1>[^"\\\n]{1,200})\\?"|'(?<v2>[^'\n]{1,200})'|(?<v3>[^\s"'&;,)}\]<>\\]{1,200}))|:\/\/[^\s:/@]{0,100}:(?<v4>[^\s@/]{1,200})@)/gid,
     validate: (v) => notPlaceholderValue(v),
-    tail: '(?:pass(?:word|wd|phrase)?|pwd|secret|api[_-]?key|apikey|token|private[_-]?key)["\']?\\s*(?:[:=]|=>)?\\s*["\']?[^\\n]{0,200}|:(?:\\/(?:\\/[^\\s:/@]{0,100}(?::[^\\s@/]{0,200})?)?)?',
+    tail: '(?:pass(?:word|wd|phrase)?|pwd|secret|api[_-]?key|apikey|token|private[_-]?key)\\\\?["\']?\\s{0,8}(?:[:=]|=>)?\\s{0,8}\\\\?["\']?[^\\n]{0,201}|:(?:\\/(?:\\/[^\\s:/@]{0,100}(?::[^\\s@/]{0,200})?)?)?',
     tailCaseInsensitive: true,
     maxLength: 200,
   },
@@ -527,10 +527,10 @@ export const BUILTIN_DETECTORS: Detector[] = [
     priority: 40,
     anchors: ['keyword'],
     hits: ['bearer', 'basic', 'token'],
-    pattern: /\b(?:[Bb]earer|BEARER|[Bb]asic|[Tt]oken)\s+(?<v>[A-Za-z0-9._~+/-]{16,4096}=*)(?![\w.~+/=-])/gd,
+    pattern: /\b(?:[Bb]earer|BEARER|[Bb]asic|[Tt]oken)\s{1,8}(?<v>[A-Za-z0-9._~+/-]{16,4096}={0,3})(?![\w.~+/=-])/gd,
     validate: (v) => tokenLike(v) && /\d/.test(v),
-    tail: TOKEN_TAIL,
-    maxLength: 4100,
+    tail: `(?:[Bb]earer|BEARER|[Bb]asic|[Tt]oken)\\s{1,8}[A-Za-z0-9._~+/=-]{0,4100}|${TOKEN_TAIL}`,
+    maxLength: 4099,
   },
 ];
 

@@ -11,6 +11,7 @@
 import type { MaskSpan } from '../../shared/events';
 import type { Detector } from './detectors';
 import { addCounts, jsonPointer, type MaskPlan } from './rules';
+import { analyzeRegex } from './scanner';
 import { anthropicBlock, anthropicLeaves, type JsonPath, type LeafVisitor, openAiItem, openAiLeaves, allStringLeaves, STRUCTURAL_KEYS } from './structure';
 import type { SseEvent, StreamChunkResult, StreamMasker } from './types';
 
@@ -51,37 +52,14 @@ export class Holdback {
   }
 }
 
-/** Longest hold a detector can cause: its tail's bound, or its longest match plus look-around. */
+/**
+ * Longest hold a detector can cause: the longest match its tail pattern can make (every tail is
+ * bounded), or for a detector without one its longest match plus the characters its look-around
+ * and context words need.
+ */
 export function holdbackOf(d: Detector): number {
   if (!d.tail) return d.maxLength + (d.holdExtra ?? 1);
-  let max = 0;
-  // the tails are alternations of bounded runs; add up the explicit bounds of each alternative
-  for (const alt of splitTopLevel(d.tail)) {
-    let sum = 0;
-    for (const q of alt.matchAll(/\{(\d+)(?:,(\d+))?\}|\[[^\]]*\]|\\.|[A-Za-z]/g)) sum += q[1] !== undefined ? Number(q[2] ?? q[1]) - 1 : 1;
-    max = Math.max(max, sum);
-  }
-  return max;
-}
-
-function splitTopLevel(source: string): string[] {
-  const out: string[] = [];
-  let depth = 0;
-  let start = 0;
-  for (let i = 0; i < source.length; i++) {
-    const c = source[i];
-    if (c === '\\') i++;
-    else if (c === '[') {
-      while (i < source.length && source[i] !== ']') i += source[i] === '\\' ? 2 : 1;
-    } else if (c === '(') depth++;
-    else if (c === ')') depth--;
-    else if (c === '|' && depth === 0) {
-      out.push(source.slice(start, i));
-      start = i + 1;
-    }
-  }
-  out.push(source.slice(start));
-  return out;
+  return analyzeRegex(d.tail).maxLength;
 }
 
 export interface ChannelOutput {
