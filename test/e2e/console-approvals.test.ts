@@ -120,8 +120,8 @@ describe('console: approvals inbox', () => {
     const card = alice.getByTestId('hold-card').filter({ hasText: 'two-person-wire' });
     await card.waitFor();
     assert.match(await card.getByTestId('hold-progress').innerText(), /0 of 2 approvals/);
-    const [hold] = (await (await api('bob', 'GET', '/api/holds?state=pending')).json()).holds;
-    assert.equal((await api('bob', 'POST', `/api/holds/${hold.id}/decision`, { decision: 'approve', reason: 'verified with the supplier' })).status, 200);
+    const [hold] = ((await (await api('bob', 'GET', '/api/holds?state=pending')).json()) as { holds: { id: string }[] }).holds;
+    assert.equal((await api('bob', 'POST', `/api/holds/${hold!.id}/decision`, { decision: 'approve', reason: 'verified with the supplier' })).status, 200);
     await eventually(async () => /1 of 2 approvals/.test(await card.getByTestId('hold-progress').innerText()), 'the first approval to show');
     assert.match(await card.innerText(), /bob — “verified with the supplier”/);
     const export2 = askRefused('dump every invoice of 2025 into a spreadsheet');

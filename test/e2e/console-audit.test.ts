@@ -94,7 +94,6 @@ describe('console: audit, evidence export and dashboard', () => {
     const { store } = env.gw.services;
     const now = Date.now();
     const types = ['EMAIL', 'CREDIT_CARD', 'EMAIL', 'PHONE', 'AWS_ACCESS_KEY', 'EMAIL', 'IBAN'];
-    const rules = ['hold-bulk-export', 'deny-legacy-model', 'mask-pii'];
     const insertHold = store.db.prepare('INSERT INTO holds (id, state, session, connection, requester, created_at, expires_at, resolved_at, view) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)');
     for (let h = 23; h >= 1; h--) {
       const busy = Math.round(6 + 5 * Math.sin(h / 3.5) + (h % 5));
@@ -104,7 +103,10 @@ describe('console: audit, evidence export and dashboard', () => {
       for (let i = 0; i < busy; i++) {
         const spans = i % 3 === 0 ? [{ type: types[(h + i) % types.length]!, start: 0, end: 7, rule: 'pii', path: '/body/messages/0/content' }] : [];
         events.push({ kind: 'http.request' as const, session, actor: 'key:history', connection: 'openai', time: t + i * 60_000, payload: { method: 'POST', path: '/chat/completions', body: { messages: [{ role: 'user', content: '[EMAIL] …' }] } }, spans });
-        if (i % 4 === 1) events.push({ kind: 'policy.decision' as const, session, actor: 'key:history', connection: 'openai', time: t + i * 60_000, payload: { action: i % 8 === 1 ? 'deny' : 'hold', rule: rules[(h + i) % 2]! } });
+        if (i % 4 === 1) {
+          const deny = (h + i) % 3 === 0;
+          events.push({ kind: 'policy.decision' as const, session, actor: 'key:history', connection: 'openai', time: t + i * 60_000, payload: deny ? { action: 'deny', rule: 'deny-legacy-model' } : { action: 'hold', rule: 'hold-bulk-export' } });
+        }
       }
       store.appendMany(events);
       if (h % 3 === 0) {

@@ -112,7 +112,6 @@ describe('console: policy editor', () => {
     await form.getByTestId('add-rule').click();
     await eventually(async () => (await page.getByTestId('policy-rule').count()) === 3, 'the new rule in the list');
     assert.match(await page.getByTestId('policy-rule').first().innerText(), /hold-prompts-openai/);
-    await screenshot(page, 'policies');
     await page.getByTestId('policies-review').click();
     await page.getByTestId('dry-run').waitFor({ timeout: 15_000 });
     await page.getByTestId('policies-save').click();
@@ -138,6 +137,7 @@ describe('console: policy editor', () => {
     await form.getByRole('combobox').nth(1).selectOption('openai');
     await form.getByTestId('add-rule').click();
     await page.getByText('mask-openai').waitFor();
+    await screenshot(page, 'policies');
     await page.getByTestId('policies-review').click();
     assert.match(await page.getByTestId('review-diff').innerText(), /\+\s+- id: mask-openai/);
     await page.getByTestId('dry-run').waitFor({ timeout: 15_000 });

@@ -4,6 +4,7 @@
 // xterm as a psql transcript with masked cells marked; the sessions list filters and updates live.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import Anthropic from '@anthropic-ai/sdk';
 import OpenAI from 'openai';
 import pg from 'pg';
 import type { Page } from 'playwright-core';
@@ -11,6 +12,8 @@ import { newPage, screenshot, signIn } from '../support/browser';
 import { type ConsoleEnv, eventually, startConsoleEnv } from './console-harness';
 
 const REPLY = 'I have refunded the charge and sent the receipt to jane.doe@example.com — anything else?';
+const OTHERS = ['priya.natarajan', 'omar.haddad', 'support-bot', 'etl-nightly', 'sam.kowalski'];
+const ALL = 2 + OTHERS.length;
 
 let env: ConsoleEnv;
 let page: Page;
@@ -62,6 +65,19 @@ describe('console: session replay', () => {
     }, 'both sessions to be recorded');
     llmSession = list.find((s) => s.protocol === 'http')!.id;
     pgSession = list.find((s) => s.protocol === 'postgres')!.id;
+
+    // Other people's traffic, so the list looks like a team's.
+    for (const [i, who] of OTHERS.entries()) {
+      const key = env.key(who, ['engineering']);
+      if (i === 2) {
+        const claude = new Anthropic({ baseURL: `${env.proxy}/anthropic`, apiKey: key, maxRetries: 0 });
+        await claude.messages.create({ model: 'claude-sonnet-4-5', max_tokens: 64, messages: [{ role: 'user', content: 'Summarise ticket 4521 for li.wei@example.net' }] });
+      } else {
+        const c = new OpenAI({ baseURL: `${env.proxy}/openai`, apiKey: key, maxRetries: 0 });
+        for (let n = 0; n <= i % 2; n++) await c.chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: `Draft a status update ${n}` }] });
+      }
+    }
+    await eventually(async () => (await sessions()).length === 2 + OTHERS.length, 'every session to be recorded');
     ({ page, errors } = await newPage(env.browser));
     await signIn(page, env.control, env.adminKey);
   });
@@ -72,7 +88,8 @@ describe('console: session replay', () => {
 
   it('lists sessions with filters', async () => {
     await page.goto(`${env.control}/#/sessions`);
-    await eventually(async () => (await page.getByTestId('session-row').count()) === 2, 'two session rows');
+    await eventually(async () => (await page.getByTestId('session-row').count()) === ALL, 'every session row');
+    await screenshot(page, 'sessions');
     await page.getByTestId('filter-protocol').selectOption('postgres');
     await eventually(async () => (await page.getByTestId('session-row').count()) === 1, 'the protocol filter');
     assert.equal(await page.getByTestId('session-row').getAttribute('data-session-id'), pgSession);
@@ -85,18 +102,17 @@ describe('console: session replay', () => {
     await eventually(async () => (await page.getByTestId('session-row').count()) === 2, 'both sessions had masking');
     await page.getByTestId('filter-masking').uncheck();
     await page.getByTestId('filter-user').fill('');
-    await eventually(async () => (await page.getByTestId('session-row').count()) === 2, 'filters cleared');
-    await screenshot(page, 'sessions');
+    await eventually(async () => (await page.getByTestId('session-row').count()) === ALL, 'filters cleared');
   });
 
   it('adds a new session to the list live, without a reload', async () => {
     await page.goto(`${env.control}/#/sessions`);
-    await eventually(async () => (await page.getByTestId('session-row').count()) === 2, 'two session rows');
-    const other = env.key('omar', ['engineering']);
+    await eventually(async () => (await page.getByTestId('session-row').count()) === ALL, 'every session row');
+    const other = env.key('newcomer', ['engineering']);
     const client = new OpenAI({ baseURL: `${env.proxy}/openai`, apiKey: other, maxRetries: 0 });
     await client.chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'ping' }] });
-    await eventually(async () => (await page.getByTestId('session-row').count()) === 3, 'the new session to appear', 5000);
-    assert.match(await page.getByTestId('session-row').first().innerText(), /omar/);
+    await eventually(async () => (await page.getByTestId('session-row').count()) === ALL + 1, 'the new session to appear', 5000);
+    assert.match(await page.getByTestId('session-row').first().innerText(), /newcomer/);
   });
 
   it('replays an LLM conversation with masked spans highlighted and typed', async () => {
@@ -117,12 +133,14 @@ describe('console: session replay', () => {
     assert.equal(await email.innerText(), '[EMAIL]');
     // Hovering shows the detector type (the title is the native tooltip).
     await card.hover();
-    assert.equal(await card.evaluate((el) => getComputedStyle(el).cursor), 'help');
+    assert.equal(await card.evaluate((el) => el.ownerDocument.defaultView!.getComputedStyle(el).cursor), 'help');
 
     // The second request repeats the first exchange: only its new user message is shown again.
     assert.equal(await page.locator('[data-testid="msg"][data-role="system"]').count(), 1);
     assert.equal(await page.locator('[data-testid="msg"][data-role="user"]').count(), 3);
-    await page.getByTestId('notice').filter({ hasText: 'deny-legacy-model' }).waitFor();
+    await page.locator('[data-testid="notice"][data-tone="deny"]').filter({ hasText: 'Policy deny — rule deny-legacy-model' }).waitFor();
+    // The gateway's refusal is shown as an error, not as the assistant speaking.
+    assert.match(await page.locator('[data-testid="notice"][data-tone="error"]').innerText(), /^403 — denied by policy rule "deny-legacy-model"/);
     await screenshot(page, 'replay-llm');
   });
 
