@@ -88,6 +88,7 @@ export class TextChannel {
 
   /** Adds `delta`; returns what can be emitted now. `final` flushes everything. */
   push(delta: string, final = false, deadline = this.plan.deadline()): ChannelOutput {
+    if (this.inKey) return this.continueKey(delta, final, deadline);
     const text = this.context + this.pending + delta;
     const from = this.context.length;
     const matches = this.plan.scan(text, deadline, from, undefined, Math.max(0, from - RESCAN_CHARS));
@@ -98,9 +99,31 @@ export class TextChannel {
     this.pending = text.slice(emitEnd);
     this.context = (this.context + raw).slice(-CONTEXT_CHARS);
     if (this.pending.length > this.maxHeld) this.maxHeld = this.pending.length;
+    // A private key longer than the holdback bound is emitted masked up to here; the rest of its
+    // block (until the END line) is swallowed as it arrives.
+    const last = emitted[emitted.length - 1];
+    if (!final && last && last.detector.id === 'private_key' && last.end === raw.length && !/-----END /.test(raw.slice(last.start))) this.inKey = true;
     const fwd = this.plan.render(raw, emitted, this.plan.forward, undefined);
     const log = this.plan.render(raw, emitted, 'log', '');
     return { fwd: fwd.text, log: log.text, spans: log.spans, counts: log.counts };
+  }
+
+  /** Inside a private key block already masked: drop text up to and including its END line. */
+  private inKey = false;
+  private continueKey(delta: string, final: boolean, deadline: number): ChannelOutput {
+    const buf = this.pending + delta;
+    const end = /-----END [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----/.exec(buf);
+    if (end) {
+      this.inKey = false;
+      this.pending = '';
+      this.context = '';
+      return this.push(buf.slice(end.index + end[0].length), final, deadline);
+    }
+    // keep what could be the start of the END line; drop the rest of the key
+    const partial = final ? null : /-{1,5}(?:E(?:N(?:D(?: [A-Z0-9 ]{0,40})?)?)?)?$/.exec(buf);
+    this.pending = partial ? buf.slice(partial.index) : '';
+    if (final) this.inKey = false;
+    return { fwd: '', log: '', spans: [], counts: {} };
   }
 
   flush(): ChannelOutput {

@@ -168,6 +168,18 @@ describe('stream masking: every split of a planted value', () => {
     }
   });
 
+  it('a private key longer than the holdback bound is masked to its END line, none of it forwarded', () => {
+    const body = Array.from({ length: 400 }, (_, i) => `${String(i).padStart(4, '0')}${'Qk1vZGVsS2V5TWF0ZXJpYWw'.repeat(3)}`.slice(0, 64)).join('\n');
+    const text = `key:\n-----BEGIN RSA PRIVATE KEY-----\n${body}\n-----END RSA PRIVATE KEY-----\nafter the key`;
+    assert.ok(text.length > 20_000);
+    const pieces: string[] = [];
+    for (let i = 0; i < text.length; i += 97) pieces.push(text.slice(i, i + 97));
+    const { forward, masker } = run(FORMATS[0]!, pieces);
+    const got = FORMATS[0]!.text(forward);
+    assert.equal(got, 'key:\n[PRIVATE_KEY]\nafter the key');
+    assert.ok(masker.maxHeld <= masker.holdbackBound);
+  });
+
   it('a card number arriving one character per chunk', () => {
     const text = 'pay with 5555-5555-5555-4444 today';
     for (const format of FORMATS) assert.equal(format.text(run(format, [...text]).forward), 'pay with [CREDIT_CARD] today', format.name);
