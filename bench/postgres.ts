@@ -14,7 +14,8 @@
  *
  * Each round runs every target for the same time; rounds repeat the alternation so drift on the
  * shared machine hits every target alike. Reported: median TPS per target and the ratios, with the
- * bar gateway ≥ 0.7 × passthrough. TLS is off everywhere (PGSSLMODE=disable) so every target does
+ * bar gateway ≥ 0.7 × passthrough, and the CPU time the proxy process spent per transaction (less
+ * sensitive than TPS to the other load on the machine). TLS is off everywhere (PGSSLMODE=disable) so every target does
  * the same work on the wire.
  *
  *   node --import tsx bench/postgres.ts [--seconds 10] [--rounds 3] [--clients 4]
@@ -70,12 +71,19 @@ async function psql(sql: string, db = 'postgres'): Promise<string> {
   return stdout.trim();
 }
 
-async function pgbench(host: string, port: number, user: string, password: string | undefined): Promise<number> {
+/** CPU time this process (where the pass-through and the gateway run) spent per transaction, by target. */
+const cpuPerTx = new Map<string, number[]>();
+
+async function pgbench(host: string, port: number, user: string, password: string | undefined, target?: string): Promise<number> {
   const env = { ...process.env, PGSSLMODE: 'disable', ...(password ? { PGPASSWORD: password } : {}) };
+  const cpu0 = process.cpuUsage();
   const { stdout } = await run('pgbench', ['-S', '-n', '-c', String(CLIENTS), '-j', '2', '-T', String(SECONDS), '-h', host, '-p', String(port), '-U', user, DB], {
     env,
     timeout: (SECONDS + 60) * 1000,
   });
+  const cpu = process.cpuUsage(cpu0);
+  const tx = Number(/number of transactions actually processed: (\d+)/.exec(stdout)?.[1] ?? NaN);
+  if (target && tx > 0) cpuPerTx.set(target, [...(cpuPerTx.get(target) ?? []), (cpu.user + cpu.system) / tx]);
   const m = /tps = ([\d.]+) \(without initial connection time\)/.exec(stdout) ?? /tps = ([\d.]+)/.exec(stdout);
   if (!m) throw new Error(`no tps in pgbench output:\n${stdout}`);
   if (!/number of failed transactions: 0 /.test(stdout) && /number of failed transactions/.test(stdout)) throw new Error(`pgbench reported failures:\n${stdout}`);
@@ -149,15 +157,15 @@ async function main(): Promise<void> {
   const gwPort = Number(gw.address('postgres:bench').split(':').pop());
   const targets: [string, () => Promise<number>][] = [
     ['direct', () => pgbench(UPSTREAM.host, UPSTREAM.port, UPSTREAM.user, undefined)],
-    ['passthrough', () => pgbench('127.0.0.1', Number(pass.address.split(':')[1]), UPSTREAM.user, undefined)],
+    ['passthrough', () => pgbench('127.0.0.1', Number(pass.address.split(':')[1]), UPSTREAM.user, undefined, 'passthrough')],
     ['pgbouncer', () => pgbench('127.0.0.1', bouncer.port, UPSTREAM.user, undefined)],
-    ['gateway', () => pgbench('127.0.0.1', gwPort, 'bench', gw.firstKey)],
+    ['gateway', () => pgbench('127.0.0.1', gwPort, 'bench', gw.firstKey, 'gateway')],
     [
       'gateway-no-audit-writes',
       async () => {
         skipAuditWrites = true;
         try {
-          return await pgbench('127.0.0.1', gwPort, 'bench', gw.firstKey);
+          return await pgbench('127.0.0.1', gwPort, 'bench', gw.firstKey, 'gateway-no-audit-writes');
         } finally {
           skipAuditWrites = false;
         }
@@ -192,7 +200,9 @@ async function main(): Promise<void> {
   const bar = ratio('gateway', 'passthrough');
   console.log(`\ngateway / pass-through = ${bar.toFixed(2)} (bar ≥ 0.70: ${bar >= 0.7 ? 'met' : 'NOT met'}); gateway / PgBouncer = ${ratio('gateway', 'pgbouncer').toFixed(2)}; gateway / direct = ${ratio('gateway', 'direct').toFixed(2)}`);
   console.log(`diagnostic: gateway without its SQLite writes / pass-through = ${ratio('gateway-no-audit-writes', 'passthrough').toFixed(2)}`);
-  console.log(JSON.stringify({ bench: 'postgres', seconds: SECONDS, rounds: ROUNDS, clients: CLIENTS, tps: Object.fromEntries(tps), median: med }));
+  const cpu = Object.fromEntries([...cpuPerTx].map(([k, v]) => [k, Math.round(median(v))]));
+  console.log(`CPU per transaction in the proxy process (median µs): ${Object.entries(cpu).map(([k, v]) => `${k} ${v}`).join(', ')}`);
+  console.log(JSON.stringify({ bench: 'postgres', seconds: SECONDS, rounds: ROUNDS, clients: CLIENTS, tps: Object.fromEntries(tps), median: med, cpuUsPerTx: cpu }));
 }
 
 main().catch((err: unknown) => {

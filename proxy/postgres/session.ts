@@ -679,6 +679,9 @@ export class PgProxySession {
     const items = this.batch;
     this.batch = [];
     this.batchBytes = 0;
+    // Masking rules can change while a connection stays open (console edits): pick up the current ones.
+    this.masker = this.s.masking.rows(this.ctx.connection);
+    this.maskers.clear();
     const undo: (() => void)[] = [];
     const step: Step = { raw: [], expect: [], runs: [] };
     let boundary: Item['kind'] | null = null;
