@@ -102,7 +102,19 @@ export const httpApi: ConsoleApi = {
     return v && typeof v === 'object' && 'id' in v ? (v as HoldView) : undefined;
   },
   sessions: (filter, offset, limit) => call<{ total: number; sessions: SessionSummary[] }>('GET', `/api/sessions?${sessionQuery(filter, offset, limit)}`),
-  sessionEvents: (id) => call<{ session: SessionSummary; events: AuditEvent[] }>('GET', `/api/sessions/${encodeURIComponent(id)}/events`),
+  async sessionEvents(id) {
+    // The route returns at most 10,000 events per call: page through long recordings with `after`.
+    const LIMIT = 10_000;
+    const first = await call<{ session: SessionSummary; events: AuditEvent[] }>('GET', `/api/sessions/${encodeURIComponent(id)}/events?limit=${LIMIT}`);
+    const events = first.events;
+    let page = first.events;
+    while (page.length === LIMIT) {
+      const after = page[page.length - 1]!.seq;
+      page = (await call<{ events: AuditEvent[] }>('GET', `/api/sessions/${encodeURIComponent(id)}/events?after=${after}&limit=${LIMIT}`)).events;
+      events.push(...page);
+    }
+    return { session: first.session, events };
+  },
   policies: async () => readPolicySet(await call('GET', '/api/policies')),
   putPolicies: async (policies: PolicyRule[], baseVersion?: number | null) => readPolicySet(await call('PUT', '/api/policies', { rules: policies, ...(baseVersion !== undefined && baseVersion !== null ? { baseVersion } : {}) })),
   masking: async () => readMaskingSet(await call('GET', '/api/masking')),

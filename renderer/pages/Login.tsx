@@ -26,6 +26,8 @@ export function LoginPage() {
     setError(undefined);
     try {
       await authStore.getState().loginWithKey(key);
+      // Drop a stale `?error=` from a failed link sign-in, so it does not greet the next sign-out.
+      if (linkError) history.replaceState(null, '', `/${location.hash}`);
     } catch (err) {
       setError((err as Error).message);
     } finally {
