@@ -136,28 +136,67 @@ const lc = leaked((t) => custodyMask(t).log as string);
 const lr = leaked((t) => defaultRedactor.redact(t));
 console.log(`   planted values left verbatim in the output: Custody ${lc.leaked}/${lc.total} (${((100 * lc.leaked) / lc.total).toFixed(1)}%), redact-pii default ${lr.leaked}/${lr.total} (${((100 * lr.leaked) / lr.total).toFixed(1)}%)`);
 
-// 2. throughput
-const texts = corpus.map((d) => d.text);
+// 2. throughput: per file, each timed round of the engine followed by one of the reference pass, so
+// that machine load hits both alike; the corpus figure is total bytes over total time.
 const ref = /\d/g;
-const refRate = mbPerSecond(() => {
-  for (const t of texts) {
-    ref.lastIndex = 0;
-    while (ref.exec(t));
+const refPass = (t: string) => {
+  ref.lastIndex = 0;
+  while (ref.exec(t));
+};
+const typical = createMaskingEngine(
+  { detectors: [], masking: [{ id: 'pii-out', detectors: ['credit_card', 'us_ssn', 'email', 'aws_access_key'], scope: ['client', 'upstream'], strategy: 'redact', keepLast: 4 }] },
+  { hmacKey: Buffer.alloc(32, 1) },
+).forConnection({ name: 'bench', kind: 'http', upstream: 'http://127.0.0.1:9' })!;
+interface FileRate {
+  file: string;
+  bytes: number;
+  values: number;
+  all: number;
+  typical: number;
+  ref: number;
+}
+function timeOf(fn: () => void, minMs: number): number {
+  let n = 0;
+  const t0 = performance.now();
+  do {
+    fn();
+    n++;
+  } while (performance.now() - t0 < minMs);
+  return (performance.now() - t0) / n;
+}
+const rates: FileRate[] = corpus.map((d) => {
+  const bytes = Buffer.byteLength(d.text);
+  const buf = Buffer.from(d.text);
+  const all: number[] = [];
+  const typ: number[] = [];
+  const refs: number[] = [];
+  masker.request('/', 'text/plain', buf);
+  typical.request('/', 'text/plain', buf);
+  for (let r = 0; r < 7; r++) {
+    all.push(timeOf(() => masker.request('/', 'text/plain', buf), 60));
+    typ.push(timeOf(() => typical.request('/', 'text/plain', buf), 60));
+    refs.push(timeOf(() => refPass(d.text), 60));
   }
-}, totalBytes);
-const custodyRate = mbPerSecond(() => texts.forEach(custodyMask), totalBytes);
+  const med = (xs: number[]) => xs.sort((x, y) => x - y)[3]!;
+  return { file: d.file, bytes, values: d.labels.length, all: med(all), typical: med(typ), ref: med(refs) };
+});
+const sum = (f: (r: FileRate) => number) => rates.reduce((n, r) => n + f(r), 0);
+const mbs = (bytes: number, ms: number) => bytes / 1e3 / ms;
+const allRate = mbs(totalBytes, sum((r) => r.all));
+const typicalRate = mbs(totalBytes, sum((r) => r.typical));
+const refRate = mbs(totalBytes, sum((r) => r.ref));
+const texts = corpus.map((d) => d.text);
 const comparableRate = mbPerSecond(() => texts.forEach((t) => comparableRedactor.redact(t)), totalBytes, 400, 3);
 const defaultRate = mbPerSecond(() => texts.forEach((t) => defaultRedactor.redact(t)), totalBytes, 400, 3);
-console.log('\n2. Throughput on the corpus (median of timed rounds, MB/s of UTF-8 input)');
-console.log(`   Custody, all ${engine.detectors().length} built-in detectors   ${custodyRate.toFixed(1).padStart(7)} MB/s   bar ≥ 50: ${custodyRate >= 50 ? 'met' : 'NOT met'}`);
-console.log(`   redact-pii, comparable redactors  ${comparableRate.toFixed(1).padStart(7)} MB/s   Custody ×${(custodyRate / comparableRate).toFixed(1)}`);
-console.log(`   redact-pii, default (with names)  ${defaultRate.toFixed(1).padStart(7)} MB/s   Custody ×${(custodyRate / defaultRate).toFixed(1)}`);
-console.log(`   reference: one /\\d/g pass         ${refRate.toFixed(1).padStart(7)} MB/s   Custody = ${(custodyRate / refRate).toFixed(2)} × reference`);
-for (const d of corpus) {
-  const b = Buffer.byteLength(d.text);
-  const r = mbPerSecond(() => custodyMask(d.text), b, 150, 3);
-  console.log(`     ${pad(d.file, 22)} ${r.toFixed(1).padStart(7)} MB/s  (${(b / 1024).toFixed(0)} KiB, ${d.labels.length} values)`);
-}
+console.log('\n2. Throughput (MB/s of UTF-8 input; medians of interleaved rounds)');
+console.log(`   ${pad('file', 24)} ${pad('KiB', 6)} ${pad('values', 7)} ${pad('all 23 detectors', 17)} ${pad('example rule', 13)} reference /\\d/g pass`);
+for (const r of rates)
+  console.log(`   ${pad(r.file, 24)} ${pad((r.bytes / 1024).toFixed(0), 6)} ${pad(r.values, 7)} ${pad(mbs(r.bytes, r.all).toFixed(1), 17)} ${pad(mbs(r.bytes, r.typical).toFixed(1), 13)} ${mbs(r.bytes, r.ref).toFixed(1)}`);
+console.log(`   ${pad('whole corpus', 24)} ${pad((totalBytes / 1024).toFixed(0), 6)} ${pad(corpus.reduce((n, d) => n + d.labels.length, 0), 7)} ${pad(allRate.toFixed(1), 17)} ${pad(typicalRate.toFixed(1), 13)} ${refRate.toFixed(1)}`);
+console.log(`   bar ≥ 50 MB/s with the default (all built-in) detectors on the whole corpus: ${allRate >= 50 ? 'met' : 'NOT met'} (${allRate.toFixed(1)} MB/s = ${(allRate / refRate).toFixed(2)} × the reference pass in the same run)`);
+console.log(`   example rule = credit_card, us_ssn, email, aws_access_key (DESIGN.md)`);
+console.log(`   redact-pii, comparable redactors  ${comparableRate.toFixed(1).padStart(7)} MB/s   Custody (all detectors) ×${(allRate / comparableRate).toFixed(1)}`);
+console.log(`   redact-pii, default (with names)  ${defaultRate.toFixed(1).padStart(7)} MB/s   Custody (all detectors) ×${(allRate / defaultRate).toFixed(1)}`);
 
 // 3. streaming latency per chunk
 const chat = corpus.find((d) => d.file === 'chat-transcripts.txt')!.text;

@@ -38,18 +38,31 @@ export function luhn(text: string): boolean {
  * (4-4-4-4[-3], Amex 4-6-5, Diners 4-6-4).
  */
 export function creditCard(text: string): boolean {
-  const d = digitsOf(text);
+  // one pass: digits, and the lengths of the groups between separators
+  let d = '';
+  let sep = 0;
+  let groups = 0;
+  let groupLen = 0;
+  let shape = '';
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c >= 48 && c <= 57) {
+      d += text[i];
+      groupLen++;
+    } else {
+      if (sep && c !== sep) return false; // mixed separators
+      sep = c;
+      shape += groupLen + '-';
+      groups++;
+      groupLen = 0;
+    }
+  }
   if (d.length < 12 || d.length > 19) return false;
-  if (/^(\d)\1+$/.test(d)) return false;
-  if (!luhn(d)) return false;
-  if (!issuerAccepts(d)) return false;
-  const seps = text.replace(/\d/g, '');
-  if (seps.length) {
-    if (!/^( +|-+)$/.test(seps)) return false;
-    const sepChar = seps[0]!;
-    const groups = text.split(sepChar).filter(Boolean).map((g) => g.length);
-    const shape = groups.join('-');
-    const fours = groups.slice(0, -1).every((g) => g === 4) && groups[groups.length - 1]! >= 1 && groups[groups.length - 1]! <= 4;
+  if (/^(\d)\1+$/.test(d) || !luhn(d) || !issuerAccepts(d)) return false;
+  if (groups) {
+    shape += groupLen;
+    const parts = shape.split('-');
+    const fours = parts.slice(0, -1).every((g) => g === '4') && groupLen >= 1 && groupLen <= 4;
     if (!(fours || shape === '4-6-5' || shape === '4-6-4' || shape === '4-4-4-4-3')) return false;
   }
   return true;
