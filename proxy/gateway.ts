@@ -101,7 +101,7 @@ export class Gateway {
       log,
       secrets,
       keyFile: (name, create) => loadOrCreateSecretFile(opts.dataDir, name, secrets, create),
-      masking: createMaskingEngine({ masking: opts.config.masking, detectors: opts.config.detectors }, { hmacKey: loadOrCreateSecretFile(opts.dataDir, 'masking-hmac.key', secrets) }),
+      masking: createMaskingEngine({ masking: opts.config.masking, detectors: opts.config.detectors, policies: opts.config.policies }, { hmacKey: loadOrCreateSecretFile(opts.dataDir, 'masking-hmac.key', secrets) }),
       policy: new PolicyEngine(opts.config.policies),
       holds: new HoldQueue({ store, bus, log }),
       login: new ConsoleLogin(opts.config.identity, oidc, store),
