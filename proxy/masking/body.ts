@@ -92,8 +92,7 @@ function maskLeaf(plan: MaskPlan, value: string, key: string | number | undefine
     matches = plan.scan(prefix + value, deadline, prefix.length, acc.hits).map((m) => ({ ...m, start: m.start - prefix.length, end: m.end - prefix.length }));
   } else matches = plan.scan(value, deadline, 0, acc.hits);
   if (!matches.length) return undefined;
-  const fwd = plan.render(value, matches, plan.forward, undefined);
-  const log = plan.render(value, matches, 'log', pointer);
+  const { fwd, log } = plan.renderBoth(value, matches, pointer);
   acc.spans.push(...log.spans);
   addCounts(acc.counts, log.counts);
   return { fwd, log };
@@ -125,8 +124,7 @@ export function maskBody(ctx: BodyContext, contentType: string | undefined, body
   const plan = ctx.plan;
   const matches = plan.scan(str, deadline, 0, acc.hits);
   if (!matches.length) return result(body, str);
-  const fwd = plan.render(str, matches, plan.forward, undefined);
-  const log = plan.render(str, matches, 'log', '');
+  const { fwd, log } = plan.renderBoth(str, matches, '');
   acc.spans.push(...log.spans);
   addCounts(acc.counts, log.counts);
   return result(fwd.changed ? Buffer.from(fwd.text, encoding) : body, log.text);

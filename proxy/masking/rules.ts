@@ -216,6 +216,17 @@ export class MaskPlan {
     this.maskDetectors = [...this.logRule.keys()];
     this.scanDetectors = [...this.maskDetectors, ...watched.filter((d) => !this.logRule.has(d))];
     this.forwardActive = rules.some((r) => r.scope.has(forward));
+    this.forwardSameAsLog = [...this.logRule].every(([d, r]) => this.forwardRule.get(d) === r);
+  }
+
+  /** Every masked detector is masked by the same rule forward and in the log: one rendering serves both. */
+  readonly forwardSameAsLog: boolean;
+
+  /** Renders for the forward scope and the log (once when they are the same). */
+  renderBoth(text: string, matches: readonly Match[], path: string | undefined): { fwd: Rendered; log: Rendered } {
+    const log = this.render(text, matches, 'log', path);
+    if (this.forwardSameAsLog && !matches.some((m) => m.rule)) return { fwd: log, log };
+    return { fwd: this.render(text, matches, this.forward, undefined), log };
   }
 
   /** The rule that masks `detector` in `scope`, if any. */

@@ -103,8 +103,7 @@ export class TextChannel {
     // block (until the END line) is swallowed as it arrives.
     const last = emitted[emitted.length - 1];
     if (!final && last && last.detector.id === 'private_key' && last.end === raw.length && !/-----END /.test(raw.slice(last.start))) this.inKey = true;
-    const fwd = this.plan.render(raw, emitted, this.plan.forward, undefined);
-    const log = this.plan.render(raw, emitted, 'log', '');
+    const { fwd, log } = this.plan.renderBoth(raw, emitted, '');
     return { fwd: fwd.text, log: log.text, spans: log.spans, counts: log.counts };
   }
 
@@ -287,7 +286,10 @@ export class SseStreamMasker implements StreamMasker {
     void obj;
     const spans: MaskSpan[] = [];
     for (const e of edits) for (const s of e.spans) spans.push({ ...s, path: jsonPointer(e.path) });
-    out.emit(build('fwd'), build('log'), spans, '');
+    const log = build('log');
+    // the same rewrite serves both sides when every rule masks the forward scope too
+    const same = this.plan.forwardActive && edits.every((e) => e.fwd === e.log);
+    out.emit(same ? log : build('fwd'), log, spans, '');
   }
 
   /** Masks every maskable string of a complete event (no holdback: the strings are whole). */
