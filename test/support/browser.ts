@@ -4,12 +4,17 @@
  * docs/screenshots/ for the README's console tour.
  */
 import { mkdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type Browser, type BrowserContext, chromium, type Page } from 'playwright-core';
 
 export const CHROMIUM = '/usr/bin/chromium';
 export const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--no-first-run'];
-export const SCREENSHOTS = join(import.meta.dirname, '../../docs/screenshots');
+/**
+ * Where screenshots go: `docs/screenshots/` when `CUSTODY_SCREENSHOTS=1` (to refresh the README's
+ * images), else a temp folder, so an ordinary test run leaves the checkout untouched.
+ */
+export const SCREENSHOTS = process.env['CUSTODY_SCREENSHOTS'] === '1' ? join(import.meta.dirname, '../../docs/screenshots') : join(tmpdir(), 'custody-screenshots');
 
 export async function launchBrowser(): Promise<Browser> {
   return chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
