@@ -331,8 +331,8 @@ class Exchange {
     // Masking and policy. A masking failure is recorded and refused, never forwarded unmasked.
     let masked: MaskedBody | undefined;
     let maskError: string | undefined;
-    this.masker = s.masking.forConnection(this.route.connection);
     try {
+      this.masker = s.masking.forConnection(this.route.connection);
       if (this.masker && body.length) masked = this.masker.request(this.path, contentType, body);
     } catch (err) {
       if (!(err instanceof MaskingError)) throw err;
@@ -358,7 +358,15 @@ class Exchange {
       }
       if (decision.action === 'mask' && decision.mask?.length) {
         this.extraRules = decision.mask;
-        if (!this.masker) maskError = `policy rule "${decision.rule}" asks for masking rules ${decision.mask.join(', ')}, but no masking rule applies to connection ${this.name}`;
+        try {
+          this.masker ??= s.masking.forConnection(this.route.connection, decision.mask);
+        } catch (err) {
+          if (!(err instanceof MaskingError)) throw err;
+          maskError = err.message;
+        }
+        if (maskError !== undefined) {
+          // refused below
+        } else if (!this.masker) maskError = `policy rule "${decision.rule}" asks for masking rules ${decision.mask.join(', ')}, but none of them can be applied to connection ${this.name}`;
         else if (body.length) {
           try {
             masked = this.masker.request(this.path, contentType, body, decision.mask);

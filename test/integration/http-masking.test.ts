@@ -20,7 +20,12 @@ let client: OpenAI;
 before(async () => {
   upstream = await startLlmUpstream({ openaiKey: OPENAI_SECRET, reply: `Sure — the card on file is ${CARD}, expiring soon.` });
   gw = await startTestGateway(upstream, {
-    masking: [{ id: 'cards', detectors: ['credit_card'], scope: ['client', 'upstream', 'log'], connections: ['openai'] }],
+    masking: [
+      { id: 'cards', detectors: ['credit_card'], scope: ['client', 'upstream', 'log'], connections: ['openai'] },
+      // applies to no connection by itself: only when a policy's mask action asks for it
+      { id: 'emails-on-demand', detectors: ['email'], scope: ['client', 'upstream', 'log'], connections: ['vectors'] },
+    ],
+    policies: [{ name: 'mask-emails-for-gpt-mini', match: { connections: ['openai'], model: ['gpt-4o-mini'] }, action: 'mask', mask: ['emails-on-demand'] }],
   });
   client = new OpenAI({ baseURL: `${gw.proxy}/openai`, apiKey: gw.adminKey, maxRetries: 0 });
 });
@@ -67,5 +72,16 @@ describe('masking engine on the HTTP path', () => {
       return ev.some((e) => (e.payload as { done?: boolean }).done) ? ev : undefined;
     }, 'the stream to be recorded');
     assert.doesNotMatch(JSON.stringify(events), DIGITS);
+  });
+
+  it('a policy mask action adds a masking rule for the requests it matches', async () => {
+    const ask = (model: string) => client.chat.completions.create({ model, messages: [{ role: 'user', content: 'Mail jane.doe@example.com the summary' }] });
+    await ask('gpt-4o');
+    assert.match(upstream.requestsTo('/v1/chat/completions').pop()!.body.toString(), /jane\.doe@example\.com/, 'without the policy the address goes through');
+    await ask('gpt-4o-mini');
+    assert.doesNotMatch(upstream.requestsTo('/v1/chat/completions').pop()!.body.toString(), /jane\.doe@example\.com/, 'the policy’s extra rule masks it');
+    const events = await lastExchange();
+    assert.equal((events.find((e) => e.kind === 'policy.decision')!.payload as { action: string }).action, 'mask');
+    assert.doesNotMatch(JSON.stringify(events), /jane\.doe@example\.com/);
   });
 });
