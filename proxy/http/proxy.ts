@@ -274,6 +274,15 @@ class Exchange {
     });
   }
 
+  /**
+   * Inside response handlers any masker error, expected (MaskingError) or not, refuses what it was
+   * masking — throwing there would take the gateway down. The unexpected ones are logged.
+   */
+  private unexpectedMaskingError(err: unknown): string {
+    if (!(err instanceof MaskingError)) this.s.log.error(`http proxy: masking threw unexpectedly: ${err instanceof Error ? err.stack : String(err)}`);
+    return err instanceof Error ? err.message : String(err);
+  }
+
   private fail(status: number, code: GatewayErrorCode, message: string, phase: string): void {
     if (this.finished) return;
     this.finished = true;
@@ -643,8 +652,7 @@ class Exchange {
           try {
             m = this.masker.response(this.path, contentType, out, this.extraRules);
           } catch (err) {
-            if (!(err instanceof MaskingError)) throw err;
-            this.fail(500, 'masking_failed', `masking the response failed: ${err.message}; it was not sent`, 'masking');
+            this.fail(500, 'masking_failed', `masking the response failed: ${this.unexpectedMaskingError(err)}; it was not sent`, 'masking');
             return;
           }
           out = m.forward;
@@ -701,9 +709,8 @@ class Exchange {
     try {
       streamMasker = this.masker ? this.masker.stream(this.path, this.extraRules) : undefined;
     } catch (err) {
-      if (!(err instanceof MaskingError)) throw err;
       upRes.destroy();
-      this.fail(500, 'masking_failed', `masking the response stream failed: ${err.message}; it was not sent`, 'masking');
+      this.fail(500, 'masking_failed', `masking the response stream failed: ${this.unexpectedMaskingError(err)}; it was not sent`, 'masking');
       return;
     }
     let size = 0;
@@ -779,8 +786,7 @@ class Exchange {
         try {
           r = streamMasker.push(e);
         } catch (err) {
-          if (!(err instanceof MaskingError)) throw err;
-          endWithError(500, 'masking_failed', `masking the stream failed: ${err.message}; the rest was not sent`);
+          endWithError(500, 'masking_failed', `masking the stream failed: ${this.unexpectedMaskingError(err)}; the rest was not sent`);
           return;
         }
         release(r);
@@ -793,8 +799,7 @@ class Exchange {
         try {
           release(streamMasker.end());
         } catch (err) {
-          if (!(err instanceof MaskingError)) throw err;
-          endWithError(500, 'masking_failed', `masking the end of the stream failed: ${err.message}; the rest was not sent`);
+          endWithError(500, 'masking_failed', `masking the end of the stream failed: ${this.unexpectedMaskingError(err)}; the rest was not sent`);
           return;
         }
       }
