@@ -228,7 +228,9 @@ async function main(): Promise<void> {
     const probe = await startChild(join(HERE, 'http-overhead.ts'), ['--role', 'upstream', '--reply', '']);
     const empty = (await once(new Agent({ keepAlive: false }), `${probe.info['url']}/v1/chat/completions`, CHAT)).bytes;
     probe.proc.kill('SIGTERM');
-    const reply = 'x'.repeat(Math.max(1, 1024 - empty));
+    // Prose, as a model answers (a run of one letter would be an adversarial input for detectors).
+    const prose = 'The quarterly report shows steady growth across regions, with costs held flat and margins improving. ';
+    const reply = prose.repeat(20).slice(0, Math.max(1, 1024 - empty)).trimEnd();
 
     const upstream = await startChild(join(HERE, 'http-overhead.ts'), ['--role', 'upstream', '--reply', reply]);
     stops.push(upstream.proc);

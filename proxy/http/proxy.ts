@@ -27,7 +27,7 @@ import { bodyForLog, canDecode, contentEncodingOf, decodeBody, isJsonType, readR
 import { errorBody, errorEvent, type ErrorStyle, errorStyleFor, GatewayError, type GatewayErrorCode } from './errors';
 import { clientResponseHeaders, recordedHeaders, upstreamRequestHeaders } from './headers';
 import { describeRequest, holdSummary, type RequestFacts } from './llm-request';
-import { BatchedRecorder } from './recorder';
+import { StreamRecorder } from './recorder';
 import { type HttpSession, HttpSessionTracker, validSessionLabel } from './sessions';
 import { serializeSseEvent, SseParser } from './sse';
 import { UpstreamTable, type UpstreamRoute } from './upstreams';
@@ -35,7 +35,7 @@ import { GroupCommitWriter } from './writer';
 
 /** Non-streamed responses up to this size (declared by content-length) are relayed in one write. */
 const BUFFER_SMALL_RESPONSES = 256 * 1024;
-/** Stream events are committed to the store at most this often (one transaction per batch). */
+/** Stream events relayed within this window are recorded as one `http.chunk` event. */
 const STREAM_BATCH_MS = 50;
 /** How long close() lets in-flight exchanges (streams, holds) finish before cutting them. */
 const DRAIN_GRACE_MS = 10_000;
@@ -714,13 +714,17 @@ class Exchange {
       return;
     }
     let size = 0;
-    let eventCount = 0;
     let ended = false;
     const secret = this.route.secret;
-    const recorder = new BatchedRecorder(this.ctx.writer, (err) => {
-      this.s.log.error(`http proxy: stream recording failed for session ${this.session.id}: ${(err as Error).message}`);
-      endWithError(503, 'store_unavailable', `the gateway can no longer record this stream (${(err as Error).message}); it was cut off`);
-    }, STREAM_BATCH_MS);
+    const recorder = new StreamRecorder(
+      this.ctx.writer,
+      (kind, payload, spans) => this.base(kind, payload, spans),
+      (err) => {
+        this.s.log.error(`http proxy: stream recording failed for session ${this.session.id}: ${(err as Error).message}`);
+        endWithError(503, 'store_unavailable', `the gateway can no longer record this stream (${(err as Error).message}); it was cut off`);
+      },
+      STREAM_BATCH_MS,
+    );
     const offset = () => round1(performance.now() - this.t0);
     const scrubEvent = (e: SseEvent): SseEvent => (secret && secret.length >= 8 && e.data.includes(secret) ? { ...e, data: e.data.split(secret).join('[REDACTED]') } : e);
 
@@ -736,13 +740,7 @@ class Exchange {
       }
     };
     const recordChunk = (r: Pick<StreamChunkResult, 'log' | 'spans' | 'counts'>) => {
-      if (!r.log.length) return;
-      eventCount += r.log.length;
-      const payload: Record<string, unknown> = { offset: offset(), events: secret ? r.log.map(scrubEvent) : r.log };
-      if (Object.keys(r.counts).length) payload['masked'] = r.counts;
-      // Stream-masker spans point into its `log` array; here that array sits under /events.
-      const spans = r.spans.length ? r.spans.map((sp) => ({ ...sp, path: `/events${sp.path ?? ''}` })) : undefined;
-      recorder.add(this.base('http.chunk', payload, spans));
+      if (r.log.length) recorder.events(offset(), secret ? r.log.map(scrubEvent) : r.log, r.spans, r.counts);
     };
     const endWithError = (statusCode: number, code: GatewayErrorCode, message: string) => {
       if (ended) return;
@@ -751,7 +749,7 @@ class Exchange {
       upRes.destroy();
       source.destroy();
       if (!this.clientGone && !res.writableEnded) res.end(serializeSseEvent(errorEvent(this.style, statusCode, code, message)));
-      recorder.add(this.base('http.error', { phase: 'stream', status: statusCode, code, message, offset: offset(), events: eventCount, bytes: size }));
+      recorder.add(this.base('http.error', { phase: 'stream', status: statusCode, code, message, offset: offset(), events: recorder.eventCount, bytes: size }));
       recorder.flush();
     };
     const release = (r: StreamChunkResult) => {
@@ -764,7 +762,7 @@ class Exchange {
       ended = true;
       this.finished = true;
       source.destroy();
-      recorder.add(this.base('http.error', { phase: 'stream', code: 'client_closed', message: 'client disconnected mid-stream; the upstream request was aborted', offset: offset(), events: eventCount, bytes: size }));
+      recorder.add(this.base('http.error', { phase: 'stream', code: 'client_closed', message: 'client disconnected mid-stream; the upstream request was aborted', offset: offset(), events: recorder.eventCount, bytes: size }));
       recorder.flush();
     };
 
@@ -806,7 +804,7 @@ class Exchange {
       ended = true;
       this.finished = true;
       res.end();
-      recorder.add(this.base('http.chunk', { offset: offset(), events: [], done: true, totalEvents: eventCount, bytes: size, incompleteTail: tail.incomplete || undefined, duration: this.elapsed() }));
+      recorder.add(this.base('http.chunk', { offset: offset(), events: [], done: true, totalEvents: recorder.eventCount, bytes: size, incompleteTail: tail.incomplete || undefined, duration: this.elapsed() }));
       recorder.flush();
     });
     source.once('error', (err) => {

@@ -148,9 +148,10 @@ describe('OpenAI SDK through the gateway', () => {
       .map((e) => (JSON.parse(e.data) as { choices: { delta: { content?: string } }[] }).choices[0]?.delta.content ?? '')
       .join('');
     assert.equal(text, REPLY, 'the recorded chunks hold the whole answer');
-    const offsets = chunks.map((c) => (c.payload as { offset: number }).offset);
+    const offsets = recorded.map((e) => (e as unknown as { offset: number }).offset);
+    assert.ok(offsets.every((o) => typeof o === 'number' && o >= 0), 'every recorded event has its own time offset');
     assert.deepEqual([...offsets].sort((a, b) => a - b), offsets, 'offsets never go backwards');
-    assert.ok(events.length - 2 < recorded.length + 2, 'at most one recorded chunk per upstream event');
+    assert.ok(chunks.length - 1 < recorded.length, 'events relayed close together share a recorded chunk');
     assertNoSecretsRecorded(events);
   });
 
