@@ -293,7 +293,8 @@ export class AuditStore implements EventLog {
       hash,
     );
     if (body.session) this.indexSession(sessions, body.session, input, time, spans.length);
-    const event: AuditEvent = { ...body, payload, spans, prevHash: this.lastHash, hash };
+    // Written out, not `{ ...body, … }`: V8's spread of a fresh literal costs microseconds per event here.
+    const event: AuditEvent = { seq, time, kind: body.kind, session: body.session, actor: body.actor, connection: body.connection, payloadHash, payload, spans, prevHash: this.lastHash, hash };
     this.seq = seq;
     this.lastHash = hash;
     return event;
