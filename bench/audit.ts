@@ -95,7 +95,7 @@ async function main(): Promise<void> {
     const rawRates: number[] = [];
     const storeRates: number[] = [];
     const storeCpuRates: number[] = [];
-    for (let round = 0; round < 2; round++) {
+    for (let round = 0; round < 3; round++) {
       const rdir = mkdtempSync(join(dir, 'raw-'));
       rawRates.push(rawBaseline(rdir, inputs));
       const sdir = mkdtempSync(join(dir, 'store-'));
