@@ -37,7 +37,10 @@ const arg = (name: string) => (args.includes(name) ? args[args.indexOf(name) + 1
 async function runUpstream(): Promise<void> {
   const { startLlmUpstream } = await import('../test/support/llm-upstream');
   const reply = arg('--reply') ?? 'ok';
-  const up = await startLlmUpstream({ record: false, reply });
+  // A short streamed answer: time to first byte should not be measured behind a burst of hundreds
+  // of events that a real model would spread over seconds.
+  const streamReply = 'Yes. The figures hold up, and the short explanation follows in the report.';
+  const up = await startLlmUpstream({ record: false, reply, streamReply });
   process.stdout.write(`${JSON.stringify({ url: up.url })}\n`);
 }
 

@@ -52,6 +52,8 @@ export interface LlmUpstreamOptions {
   vectorKey?: string;
   /** What the models answer. Default: "Hello from the stand-in! Ça marche — 👋". */
   reply?: string;
+  /** What streamed answers say, when it should differ from `reply`. */
+  streamReply?: string;
   /** Pause between streamed events, ms (default 0). */
   streamDelayMs?: number;
   /** Called before each streamed event is written; return a promise to hold that event back. */
@@ -119,7 +121,8 @@ function compressStream(c: Compression): Transform & { flush(kind?: number): voi
 
 export async function startLlmUpstream(opts: LlmUpstreamOptions = {}): Promise<LlmUpstream> {
   const requests: RecordedRequest[] = [];
-  const reply = opts.reply ?? DEFAULT_REPLY;
+  const baseReply = opts.reply ?? DEFAULT_REPLY;
+  const replyFor = (body: Record<string, unknown>) => (body['stream'] === true && opts.streamReply !== undefined ? opts.streamReply : baseReply);
   const vectors = new Map<string, Map<string | number, { vector: number[]; payload: unknown }>>();
   const sockets = new Set<Socket>();
 
@@ -183,6 +186,7 @@ export async function startLlmUpstream(opts: LlmUpstreamOptions = {}): Promise<L
   }
 
   async function chatCompletions(rec: RecordedRequest, res: ServerResponse, body: Record<string, unknown>): Promise<void> {
+    const reply = replyFor(body);
     const model = typeof body['model'] === 'string' ? body['model'] : 'gpt-4o';
     const messages = Array.isArray(body['messages']) ? body['messages'] : [];
     if (!messages.length) return openAiError(res, 400, "Missing required parameter: 'messages'.", 'missing_required_parameter');
@@ -218,6 +222,7 @@ export async function startLlmUpstream(opts: LlmUpstreamOptions = {}): Promise<L
   }
 
   async function responses(rec: RecordedRequest, res: ServerResponse, body: Record<string, unknown>): Promise<void> {
+    const reply = replyFor(body);
     const model = typeof body['model'] === 'string' ? body['model'] : 'gpt-4o';
     if (body['input'] === undefined) return openAiError(res, 400, "Missing required parameter: 'input'.", 'missing_required_parameter');
     const rid = id('resp_');
@@ -285,6 +290,7 @@ export async function startLlmUpstream(opts: LlmUpstreamOptions = {}): Promise<L
   }
 
   async function messages(rec: RecordedRequest, res: ServerResponse, body: Record<string, unknown>): Promise<void> {
+    const reply = replyFor(body);
     const model = typeof body['model'] === 'string' ? body['model'] : 'claude-opus-4-6';
     if (!Array.isArray(body['messages']) || typeof body['max_tokens'] !== 'number')
       return anthropicError(res, 400, 'invalid_request_error', !Array.isArray(body['messages']) ? 'messages: Field required' : 'max_tokens: Field required');
