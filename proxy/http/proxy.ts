@@ -39,6 +39,8 @@ const BUFFER_SMALL_RESPONSES = 256 * 1024;
 const STREAM_BATCH_MS = 50;
 /** How long close() lets in-flight exchanges (streams, holds) finish before cutting them. */
 const DRAIN_GRACE_MS = 10_000;
+/** A stream's headers wait at most this long for its first event to travel with. */
+const HEADERS_ALONE_MS = 2;
 /** An upstream that does not accept the TCP connection within this time counts as down. */
 const CONNECT_TIMEOUT_MS = 10_000;
 
@@ -730,10 +732,20 @@ class Exchange {
 
     const headers = this.responseHeaders(upRes, true);
     res.writeHead(status, headers);
-    res.flushHeaders();
+    // The headers go out with the first event (one packet, one wake-up for the client) or on their
+    // own after HEADERS_ALONE_MS when the upstream is slow to send one — never held longer.
+    let headersOut = false;
+    const headerTimer = setTimeout(() => {
+      if (!headersOut && !res.writableEnded && !res.destroyed) res.flushHeaders();
+      headersOut = true;
+    }, HEADERS_ALONE_MS);
     recorder.add(this.base('http.response', { status, headers: recordedHeaders(upRes.headers), stream: true, ttfb: round1(performance.now() - tForward), duration: this.elapsed() }));
 
     const write = (data: Buffer | string) => {
+      if (!headersOut) {
+        headersOut = true;
+        clearTimeout(headerTimer);
+      }
       if (!res.write(data) && !source.isPaused()) {
         source.pause();
         res.once('drain', () => source.resume());
