@@ -1,5 +1,5 @@
-import { readFileSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { existsSync, readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { userInfo } from 'node:os';
 import { openAuditTrail } from '../audit/checkpoints';
 import { exportBundle, type ExportFilter, parseTimeArg } from '../audit/export';
@@ -29,6 +29,7 @@ export async function exportCommand(args: ParsedArgs, io: Io): Promise<number> {
   if (str(args, 'connection')) filter.connection = str(args, 'connection');
 
   const { config, dataDir } = resolveConfig({ config: str(args, 'config'), dataDir: str(args, 'data-dir') });
+  if (!existsSync(join(dataDir, 'custody.db'))) throw new Error(`${dataDir} has no audit store (custody.db); nothing to export`);
   const store = AuditStore.open(dataDir);
   const isTTY = io === processIo && !!process.stderr.isTTY;
   try {

@@ -135,6 +135,10 @@ describe('evidence export', () => {
     const bad = await cli('export', '--data-dir', dir, '--out', join(tempDir(), 'x.tar.gz'), '--from', 'yesterday-ish');
     assert.equal(bad.code, 1);
     assert.match(bad.err, /^custody export: --from: "yesterday-ish" is not a time/);
+    const nowhere = await cli('export', '--data-dir', join(tempDir(), 'none'), '--out', join(tempDir(), 'y.tar.gz'));
+    assert.equal(nowhere.code, 1);
+    assert.match(nowhere.err, /^custody export: .* has no audit store \(custody\.db\); nothing to export\n$/);
+    assert.equal((await cli('export', '--data-dir', dir)).code, 2, '--out is required');
   });
 
   it('fails a tampered bundle at the event that was changed', async () => {
