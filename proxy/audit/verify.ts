@@ -860,13 +860,13 @@ export function verifyBundle(path: string, opts: VerifyOptions = {}): VerifyRepo
   return finish();
 }
 
+/** Lines of a JSONL file, decoded one at a time (a large bundle's file can exceed V8's string limit). */
 function* lines(buf: Buffer): Generator<string> {
-  const text = buf.toString('utf8');
   let start = 0;
-  while (start < text.length) {
-    let end = text.indexOf('\n', start);
-    if (end < 0) end = text.length;
-    if (end > start) yield text.slice(start, end);
+  while (start < buf.length) {
+    let end = buf.indexOf(0x0a, start);
+    if (end < 0) end = buf.length;
+    if (end > start) yield buf.toString('utf8', start, end);
     start = end + 1;
   }
 }
