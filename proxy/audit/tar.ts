@@ -94,7 +94,7 @@ export function readTar(archive: Buffer): Map<string, Buffer> {
     const type = String.fromCharCode(h[156]!);
     off += BLOCK;
     if (off + size > tar.length) throw new TarFormatError(`tar entry ${name} is cut short`);
-    if (type === '0' || type === '\0') files.set(prefix ? `${prefix}/${name}` : name, Buffer.from(tar.subarray(off, off + size)));
+    if (type === '0' || type === '\0') files.set(prefix ? `${prefix}/${name}` : name, tar.subarray(off, off + size));
     off += Math.ceil(size / BLOCK) * BLOCK;
   }
   return files;

@@ -19,11 +19,10 @@ import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { inflateRawSync } from 'node:zlib';
 import Database from 'better-sqlite3';
-import { canonicalize } from '../../shared/canonical-json';
 import { CheckpointSigner, KEY_NAME_META, keyFingerprint, publicKeyInfo, type PublicKeyInfo, SIGNING_KEY_FILE } from './checkpoint-signer';
-import { eventLeafHash, HASH_SIZE, MerkleAccumulator, MerkleTree, rootOfLeafHashes, verifyInclusion } from './merkle';
+import { eventLeafHash, HASH_SIZE, MerkleAccumulator, MerkleTree, rootFromBase64InclusionProof, rootOfLeafHashes } from './merkle';
 import { type CheckpointBody, NoteFormatError, type NoteVerifier, parseCheckpointText, parseNote, parseVerifierKey, verifyNote } from './signed-note';
-import { canonicalEventBody, chainHashOfText, GENESIS_HASH, sha256hex } from './store';
+import { canonicalEventBody, canonicalPayload, chainHashOfText, GENESIS_HASH, sha256hex } from './store';
 import { readTar } from './tar';
 
 export type Problem =
@@ -764,13 +763,34 @@ export function verifyBundle(path: string, opts: VerifyOptions = {}): VerifyRepo
   const rootAt = (size: number) => (tree ? tree.root(Math.min(size, tree.size)).toString('hex') : size === cp.treeSize ? cp.rootHash.toString('hex') : undefined);
   const hashAt = (seq: number) => hashes?.toString('hex', (seq - 1) * HASH_SIZE, seq * HASH_SIZE);
 
-  // Inclusion proofs, one per exported event.
-  const proofs = new Map<number, Buffer[]>();
-  for (const line of lines(files.get('proofs.jsonl')!)) {
-    const p = safeParse(line) as { seq?: number; treeSize?: number; path?: string[] } | undefined;
-    if (!p || typeof p.seq !== 'number' || !Array.isArray(p.path) || p.treeSize !== cp.treeSize) return finish({ problem: 'bundle-modified', message: 'proofs.jsonl has a malformed proof' });
-    proofs.set(p.seq, p.path.map((h) => Buffer.from(h, 'base64')));
-  }
+  // Inclusion proofs, one per exported event. The exporter writes them in event order, so they are
+  // read alongside the events; any out of order are looked up among the rest.
+  type Proof = { seq: number; treeSize: number; path: string[] };
+  const proofLines = lines(files.get('proofs.jsonl')!);
+  const pendingProofs = new Map<number, Proof>();
+  let malformedProof = false;
+  const nextProof = (): Proof | undefined => {
+    const r = proofLines.next();
+    if (r.done) return undefined;
+    const p = safeParse(r.value) as Proof | undefined;
+    if (!p || typeof p.seq !== 'number' || !Array.isArray(p.path) || p.treeSize !== cp.treeSize) {
+      malformedProof = true;
+      return undefined;
+    }
+    return p;
+  };
+  const proofFor = (seq: number): Proof | undefined => {
+    const held = pendingProofs.get(seq);
+    if (held) {
+      pendingProofs.delete(seq);
+      return held;
+    }
+    for (let p = nextProof(); p; p = nextProof()) {
+      if (p.seq === seq) return p;
+      pendingProofs.set(p.seq, p);
+    }
+    return undefined;
+  };
 
   // Each exported event: payload hash, its own hash, its place in the chain and in the tree.
   const total = manifest.events ?? 0;
@@ -793,7 +813,7 @@ export function verifyBundle(path: string, opts: VerifyOptions = {}): VerifyRepo
     else {
       let ph: string;
       try {
-        ph = sha256hex(canonicalize({ payload: e.payload, spans: e.spans ?? [] }));
+        ph = sha256hex(`{"payload":${canonicalPayload(e.payload)},"spans":${canonicalPayload(e.spans ?? [])}}`);
       } catch {
         ph = '';
       }
@@ -805,9 +825,10 @@ export function verifyBundle(path: string, opts: VerifyOptions = {}): VerifyRepo
     const expectedPrev = seq === 1 ? GENESIS_HASH : hashAt(seq - 1);
     if (expectedPrev !== undefined && e.prevHash !== expectedPrev) return finish({ seq, problem: 'modified', message: `it does not chain to seq ${seq - 1} of the log` });
     if (hashes && hashAt(seq) !== e.hash) return finish({ seq, problem: 'modified', message: 'its hash differs from the one the signed checkpoint commits to' });
-    const proof = proofs.get(seq);
+    const proof = proofFor(seq);
+    if (malformedProof) return finish({ problem: 'bundle-modified', message: 'proofs.jsonl has a malformed proof' });
     if (!proof) return finish({ seq, problem: 'bundle-modified', message: 'proofs.jsonl has no inclusion proof for it' });
-    if (!verifyInclusion(seq - 1, cp.treeSize, eventLeafHash(Buffer.from(e.hash, 'hex')), proof, cp.rootHash)) {
+    if (!rootFromBase64InclusionProof(seq - 1, cp.treeSize, eventLeafHash(Buffer.from(e.hash, 'hex')), proof.path)?.equals(cp.rootHash)) {
       return finish({ seq, problem: 'modified', message: `its inclusion proof does not lead to the signed checkpoint's root` });
     }
     seen.add(seq);
@@ -815,9 +836,10 @@ export function verifyBundle(path: string, opts: VerifyOptions = {}): VerifyRepo
     report.events++;
     if (opts.onProgress && report.events % PROGRESS_EVERY === 0) opts.onProgress(report.events, total);
   }
-  for (const seq of proofs.keys()) {
-    if (!seen.has(seq)) return finish({ seq, problem: report.filtered ? 'deleted' : 'truncated', message: 'the bundle has an inclusion proof for this event but the event is missing from events.jsonl' });
-  }
+  for (let p = nextProof(); p; p = nextProof()) pendingProofs.set(p.seq, p);
+  if (malformedProof) return finish({ problem: 'bundle-modified', message: 'proofs.jsonl has a malformed proof' });
+  const orphan = [...pendingProofs.keys()].filter((seq) => !seen.has(seq)).sort((a, b) => a - b)[0];
+  if (orphan !== undefined) return finish({ seq: orphan, problem: report.filtered ? 'deleted' : 'truncated', message: 'the bundle has an inclusion proof for this event but the event is missing from events.jsonl' });
   if (!report.filtered && report.events !== cp.treeSize) {
     return finish({ seq: report.events + 1, problem: 'truncated', message: `events.jsonl ends at seq ${report.events} but the bundle's checkpoint covers ${cp.treeSize} events` });
   }

@@ -7,6 +7,7 @@ import {
   MerkleAccumulator,
   MerkleTree,
   eventLeafHash,
+  rootFromBase64InclusionProof,
   rootFromInclusionProof,
   verifyConsistency,
   verifyInclusion,
@@ -92,11 +93,13 @@ describe('Merkle tree (RFC 6962)', () => {
         const leaf = eventLeafHash(d[m]!);
         const p = path(m, d);
         assert.ok(verifyInclusion(m, n, leaf, p, root));
+        assert.equal(rootFromBase64InclusionProof(m, n, leaf, p.map((x) => x.toString('base64')))?.toString('hex'), root.toString('hex'));
         if (p.length) {
           const bad = p.map((x) => Buffer.from(x));
           const victim = bad[flip % bad.length]!;
           victim[flip % 32] = victim[flip % 32]! ^ (1 << (flip % 8));
           assert.ok(!verifyInclusion(m, n, leaf, bad, root), 'a flipped bit in the path must fail');
+          assert.ok(!rootFromBase64InclusionProof(m, n, leaf, bad.map((x) => x.toString('base64')))?.equals(root));
         }
         if (n > 1) assert.ok(!verifyInclusion((m + 1) % n, n, leaf, p, root) || d[(m + 1) % n]!.equals(d[m]!), 'another index must fail');
         const first = 1 + (b % n);
