@@ -4,7 +4,7 @@
  * the bus and a download that verifies offline.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -59,6 +59,7 @@ describe('audit on the control plane', () => {
     assert.match(String(s['publicKey']), /^custody\.test\/api\+[0-9a-f]{8}\+/);
     assert.match(String(s['fingerprint']), /^SHA256:/);
     assert.ok(s.lastCheckpoint.note.startsWith('custody.test/api\n'));
+    assert.equal(statSync(join(dataDir, 'checkpoint-signing.key')).mode & 0o777, 0o600, 'the signing key is private to its owner');
     assert.equal(s['lastVerification'], null);
 
     const v = await call('POST', '/api/audit/verify');
