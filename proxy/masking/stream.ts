@@ -20,20 +20,90 @@ export const CONTEXT_CHARS = 256;
 /** Of that context, how much the candidate passes re-read on each chunk (see ScanOptions.scanFrom). */
 const RESCAN_CHARS = 112;
 
-/** Holdback machinery for one plan: combined tail patterns and the bound they imply. */
+/**
+ * One alternative of the tail patterns, searched only where a match ending at the end of the buffer
+ * can start: within its longest match of the end. A plain character-class run (`[…]{m,n}`, with an
+ * optional leading class) is found by walking back from the end instead, because a `[…]{1,330}$`
+ * search retries the whole run at every start position when the run ends before the buffer does.
+ */
+interface TailPart {
+  maxLength: number;
+  re?: RegExp;
+  /** For a class run: which ASCII characters the run and its optional first character accept. */
+  run?: { body: Uint8Array; bodyRe: RegExp; first?: Uint8Array; firstRe?: RegExp; min: number; max: number };
+}
+
+/** Splits a regex source at its top-level `|`. */
+export function topLevelAlternatives(source: string): string[] {
+  const out: string[] = [];
+  let depth = 0;
+  let inClass = false;
+  let last = 0;
+  for (let i = 0; i < source.length; i++) {
+    const c = source[i];
+    if (c === '\\') i++;
+    else if (inClass) inClass = c !== ']';
+    else if (c === '[') inClass = true;
+    else if (c === '(') depth++;
+    else if (c === ')') depth--;
+    else if (c === '|' && depth === 0) {
+      out.push(source.slice(last, i));
+      last = i + 1;
+    }
+  }
+  out.push(source.slice(last));
+  return out;
+}
+
+const CLASS_RUN = /^(?:\[((?:\\.|[^\]\\])+)\])?\[((?:\\.|[^\]\\])+)\]\{(\d+),(\d+)\}$/;
+
+function asciiTable(re: RegExp): Uint8Array {
+  const t = new Uint8Array(128);
+  for (let c = 0; c < 128; c++) t[c] = re.test(String.fromCharCode(c)) ? 1 : 0;
+  return t;
+}
+
+function compileTailPart(source: string, flags: string): TailPart {
+  const maxLength = analyzeRegex(source).maxLength;
+  const run = CLASS_RUN.exec(source);
+  if (run) {
+    const bodyRe = new RegExp(`[${run[2]}]`, flags);
+    const firstRe = run[1] !== undefined ? new RegExp(`[${run[1]}]`, flags) : undefined;
+    return { maxLength, run: { body: asciiTable(bodyRe), bodyRe, first: firstRe && asciiTable(firstRe), firstRe, min: Number(run[3]), max: Number(run[4]) } };
+  }
+  return { maxLength, re: new RegExp(`(?:${source})$`, `g${flags}`) };
+}
+
+function accepts(table: Uint8Array, re: RegExp, text: string, i: number): boolean {
+  const c = text.charCodeAt(i);
+  return c < 128 ? table[c] === 1 : re.test(text[i]!);
+}
+
+/** Earliest start ≥ from of a class-run tail that ends at the end of `text`, or -1. */
+function classRunStart(r: NonNullable<TailPart['run']>, text: string, from: number): number {
+  const end = text.length;
+  // the longest suffix the repeated class accepts (up to its maximum)
+  let q = end;
+  while (q > from && end - q < r.max && accepts(r.body, r.bodyRe, text, q - 1)) q--;
+  if (!r.first) return end - q >= Math.max(1, r.min) ? q : -1;
+  // a leading character, then between min and max characters of the run
+  for (let p = Math.max(from, q - 1); p < end; p++) if (end - p - 1 >= r.min && end - p - 1 <= r.max && accepts(r.first, r.firstRe!, text, p)) return p;
+  return -1;
+}
+
+/** Holdback machinery for one plan: the tail patterns and the bound they imply. */
 export class Holdback {
-  private readonly tailCs?: RegExp;
-  private readonly tailCi?: RegExp;
+  private readonly parts: TailPart[] = [];
   /** Fixed holdback for detectors without a tail pattern (custom detectors). */
   private readonly fixed: number;
   /** Most characters a channel ever holds back with this plan (see docs/MASKING.md). */
   readonly bound: number;
 
   constructor(detectors: readonly Detector[]) {
-    const cs = detectors.filter((d) => d.tail && !d.tailCaseInsensitive).map((d) => d.tail!);
-    const ci = detectors.filter((d) => d.tail && d.tailCaseInsensitive).map((d) => d.tail!);
-    if (cs.length) this.tailCs = new RegExp(`(?:${[...new Set(cs)].join('|')})$`, 'g');
-    if (ci.length) this.tailCi = new RegExp(`(?:${[...new Set(ci)].join('|')})$`, 'gi');
+    for (const ci of [false, true]) {
+      const sources = new Set(detectors.filter((d) => d.tail && !!d.tailCaseInsensitive === ci).flatMap((d) => topLevelAlternatives(d.tail!)));
+      for (const source of sources) this.parts.push(compileTailPart(source, ci ? 'i' : ''));
+    }
     this.fixed = Math.max(0, ...detectors.filter((d) => !d.tail).map((d) => d.maxLength + (d.holdExtra ?? 1)));
     this.bound = Math.max(this.fixed, ...detectors.map((d) => holdbackOf(d)));
   }
@@ -41,9 +111,16 @@ export class Holdback {
   /** Offset in `text` from which characters must be held (≥ from). */
   cut(text: string, from: number): number {
     let cut = text.length;
-    for (const re of [this.tailCs, this.tailCi]) {
-      if (!re) continue;
-      re.lastIndex = from;
+    for (const part of this.parts) {
+      const start = Math.max(from, text.length - part.maxLength);
+      if (start >= cut) continue;
+      if (part.run) {
+        const p = classRunStart(part.run, text, start);
+        if (p !== -1 && p < cut) cut = p;
+        continue;
+      }
+      const re = part.re!;
+      re.lastIndex = start;
       const m = re.exec(text);
       if (m && m.index < cut) cut = m.index;
     }

@@ -223,6 +223,35 @@ describe('stream masking: holdback', () => {
     for (let i = 0; i < 200; i++) masker.push(chatChunk({ index: 0, delta: { content: 'abcdefghij' }, finish_reason: null }));
     assert.ok(masker.maxHeld <= 331, `held ${masker.maxHeld}`);
   });
+
+  it('a 100 KB run of one character streams in linear time (the holdback search does not backtrack per position)', () => {
+    // Each `[…]{1,330}$`-style tail used to be retried at every start position: ~3 µs per character.
+    for (const ch of ['a', 'Q', '7', ':', '-', '@']) {
+      for (const text of [ch.repeat(100_000), ch.repeat(100_000) + ' ']) {
+        const masker = engine.forConnection(openai)!.stream('/chat/completions') as SseStreamMasker;
+        const t0 = performance.now();
+        const out = masker.push(chatChunk({ index: 0, delta: { content: text }, finish_reason: null }));
+        for (let i = 0; i < 100; i++) masker.push(chatChunk({ index: 0, delta: { content: text.slice(i * 1000, i * 1000 + 1000) }, finish_reason: null }));
+        masker.end();
+        const ms = performance.now() - t0;
+        assert.ok(ms < 200, `a run of ${JSON.stringify(ch)}: ${ms.toFixed(1)} ms`);
+        assert.ok(masker.maxHeld <= 331, `held ${masker.maxHeld}`);
+        assert.ok(out.forward.length >= 1);
+      }
+    }
+  });
+
+  it('a 100 KB run of one character in a whole text body masks in linear time too', () => {
+    const masker = engine.forConnection(openai)!;
+    for (const ch of ['a', 'Q', '7', ':', '-', '@', '.']) {
+      const body = Buffer.from(ch.repeat(100_000));
+      const t0 = performance.now();
+      const r = masker.request('/chat/completions', 'text/plain', body);
+      const ms = performance.now() - t0;
+      assert.ok(ms < 200, `a run of ${JSON.stringify(ch)}: ${ms.toFixed(1)} ms`);
+      assert.equal(r.spans.length, 0);
+    }
+  });
 });
 
 describe('stream masking: event order and shapes', () => {
