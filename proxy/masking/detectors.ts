@@ -136,22 +136,40 @@ function findIpv6(text: string, push: (s: number, e: number) => void): void {
   const colons: number[] = [];
   for (let i = text.indexOf(':'); i !== -1; i = text.indexOf(':', i + 1)) colons.push(i);
   let doneTo = -1;
+  let runStart = 0;
+  let runPos = 0;
   for (let k = 0; k < colons.length; k++) {
     const i = colons[k]!;
     if (i < doneTo) continue;
+    // a colon of an address has a hex digit or another colon beside it
+    const pc = i > 0 ? text.charCodeAt(i - 1) : 0;
+    const nc = text.charCodeAt(i + 1);
+    if (!(isHex(pc) || pc === 58 || isHex(nc) || nc === 58) || (pc === 58 && nc === 58) /* ":::" is never in one */) continue;
     let plausible = false;
     for (let j = k; j >= 0 && i - colons[j]! <= 39 && !plausible; j--) plausible = (j + 6 < colons.length && colons[j + 6]! - colons[j]! <= 39) || (j + 1 < colons.length && colons[j + 1] === colons[j]! + 1 && colons[j + 1]! - i <= 39);
     for (let j = k + 1; j < colons.length && colons[j]! - i <= 39 && !plausible; j++) plausible = colons[j] === colons[j - 1]! + 1;
     if (!plausible) continue;
-    let s = i;
-    while (s > 0 && (isHex(text.charCodeAt(s - 1)) || text.charCodeAt(s - 1) === 58) && i - s < 40) s--;
+    // back over hex digits and colons, at most 40 (the run start is kept, so runs are read once)
+    for (; runPos < i; runPos++) {
+      const c = text.charCodeAt(runPos);
+      if (!(isHex(c) || c === 58)) runStart = runPos + 1;
+    }
+    const s = Math.max(runStart, i - 40);
     let e = i;
     while (e < text.length && (isHex(text.charCodeAt(e)) || text.charCodeAt(e) === 58 || text.charCodeAt(e) === 46) && e - s < 46) e++;
     while (e > i && (text[e - 1] === '.' || text[e - 1] === ':') && !text.endsWith('::', e)) e--;
-    const candidate = text.slice(s, e);
     const okLeft = s === 0 || !(isWordChar(text.charCodeAt(s - 1)) || text.charCodeAt(s - 1) === 46);
     const okRight = e === text.length || !(isWordChar(text.charCodeAt(e)) || text.charCodeAt(e) === 46);
-    if (okLeft && okRight && (candidate.match(/:/g)?.length ?? 0) >= 2 && isIPv6(candidate)) {
+    // 2–8 colons and at most one "::" before the full check (cheap on runs of colons)
+    let nColons = 0;
+    let doubles = 0;
+    for (let q = s; q < e && okLeft && okRight; q++)
+      if (text.charCodeAt(q) === 58) {
+        nColons++;
+        if (q > s && text.charCodeAt(q - 1) === 58) doubles++;
+      }
+    const candidate = okLeft && okRight && nColons >= 2 && nColons <= 8 && doubles <= 1 ? text.slice(s, e) : '';
+    if (candidate && isIPv6(candidate)) {
       const groups = candidate.split(':').filter(Boolean);
       if (groups.length >= 2 && /[1-9a-f]/i.test(candidate.replace(/::/, ''))) {
         push(s, e);
