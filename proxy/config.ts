@@ -6,8 +6,9 @@
 import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
-import { isMap, isSeq, LineCounter, parseDocument, type Node as YamlNode } from 'yaml';
+import { LineCounter, parseDocument, type Node as YamlNode } from 'yaml';
 import { type Config, formatIssuePath, validateConfig } from '../shared/config';
+import { yamlLineOf } from '../shared/yaml-lines';
 
 export class ConfigError extends Error {
   constructor(message: string) {
@@ -45,34 +46,11 @@ export function parseConfig(text: string, file = 'config'): Config {
   const r = validateConfig(value);
   if (r.ok) return r.config;
   const messages = r.issues.map((issue) => {
-    const line = lineOf(doc.contents as YamlNode | null, issue.path, lines);
+    const line = yamlLineOf(doc.contents as YamlNode | null, issue.path, lines);
     const field = formatIssuePath(issue.path) || '(top level)';
     return `${file}:${line}: ${field}: ${issue.message}`;
   });
   throw new ConfigError(messages.join('\n'));
-}
-
-/** Line of the deepest node that exists along `path`. */
-function lineOf(root: YamlNode | null, path: (string | number)[], lines: LineCounter): number {
-  let node: unknown = root;
-  let offset = 0;
-  for (const key of path) {
-    if (isMap(node)) {
-      const pair = node.items.find((p) => (p.key as { value?: unknown } | null)?.value === key);
-      if (!pair) break;
-      const k = pair.key as YamlNode;
-      offset = k.range?.[0] ?? offset;
-      node = pair.value;
-      const v = node as YamlNode | null;
-      if (v?.range) offset = typeof key === 'string' && !isMap(v) && !isSeq(v) ? v.range[0] : offset;
-    } else if (isSeq(node) && typeof key === 'number') {
-      const item = node.items[key] as YamlNode | undefined;
-      if (!item) break;
-      offset = item.range?.[0] ?? offset;
-      node = item;
-    } else break;
-  }
-  return lines.linePos(offset).line;
 }
 
 export function loadConfigFile(file: string): Config {

@@ -14,8 +14,9 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { isMap, isSeq, LineCounter, parseDocument, type Node as YamlNode } from 'yaml';
+import { LineCounter, parseDocument, type Node as YamlNode } from 'yaml';
 import { type ConnectionKind, parseDuration, type PolicyRule } from '../../shared/config';
+import { yamlLineOf } from '../../shared/yaml-lines';
 import { AuditStore } from '../audit/store';
 import { resolveConfig } from '../config';
 import { connectionsNow } from '../control/routes/policies';
@@ -65,24 +66,9 @@ function readPolicyFile(file: string): PolicyFile {
   throw new Error(`${file}: expected a list of policy rules, or a mapping with "policies:"`);
 }
 
-/** Line of the deepest node along `path` in the document. */
+/** Line of the deepest node along `path` (relative to where the rules sit in the file). */
 function lineOf(pf: PolicyFile, path: (string | number)[]): number {
-  let node: unknown = pf.doc.contents;
-  let offset = 0;
-  for (const key of [...pf.at, ...path]) {
-    if (isMap(node)) {
-      const pair = node.items.find((p) => (p.key as { value?: unknown } | null)?.value === key);
-      if (!pair) break;
-      offset = (pair.key as YamlNode).range?.[0] ?? offset;
-      node = pair.value;
-    } else if (isSeq(node) && typeof key === 'number') {
-      const item = node.items[key] as YamlNode | undefined;
-      if (!item) break;
-      offset = item.range?.[0] ?? offset;
-      node = item;
-    } else break;
-  }
-  return pf.lines.linePos(offset).line;
+  return yamlLineOf(pf.doc.contents as YamlNode | null, [...pf.at, ...path], pf.lines);
 }
 
 export function parseTime(v: string | undefined, name: string, now = Date.now()): number | undefined {

@@ -3,8 +3,9 @@
  * very schema the gateway uses (shared/config.ts), so an invalid rule is refused in the browser with
  * the gateway's own message, on the line it sits on, as the user types.
  */
-import { isMap, isSeq, LineCounter, parseDocument, stringify, type Node as YamlNode } from 'yaml';
+import { LineCounter, parseDocument, stringify, type Node as YamlNode } from 'yaml';
 import { Config, formatIssuePath, type CustomDetector, type MaskingRule, PolicyRule } from '../../shared/config';
+import { yamlLineOf as lineOf } from '../../shared/yaml-lines';
 
 export interface RulesDoc {
   policies: PolicyRule[];
@@ -74,26 +75,6 @@ export function validateRulesYaml(text: string, ctx: RulesContext): RulesValidat
   // Only unknown-masking-rule issues, which this gateway checks itself: validate the policies alone.
   const policies = (Array.isArray(obj['policies']) ? obj['policies'] : []).map((p) => PolicyRule.parse(p));
   return { ok: true, value: { policies, masking: [], detectors: [] }, issues: [] };
-}
-
-/** Line (1-based) of the deepest node that exists along `path`. */
-export function lineOf(root: YamlNode | null, path: (string | number)[], lines: LineCounter): number {
-  let node: unknown = root;
-  let offset = (root as YamlNode | null)?.range?.[0] ?? 0;
-  for (const key of path) {
-    if (isMap(node)) {
-      const pair = node.items.find((p) => (p.key as { value?: unknown } | null)?.value === key);
-      if (!pair) break;
-      offset = (pair.key as YamlNode).range?.[0] ?? offset;
-      node = pair.value;
-    } else if (isSeq(node) && typeof key === 'number') {
-      const item = node.items[key] as YamlNode | undefined;
-      if (!item) break;
-      offset = item.range?.[0] ?? offset;
-      node = item;
-    } else break;
-  }
-  return lines.linePos(offset).line;
 }
 
 /** Drops default-valued noise so the YAML reads like a hand-written config. */
