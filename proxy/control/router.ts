@@ -107,3 +107,21 @@ export async function readBody(req: IncomingMessage, limit: number): Promise<Buf
   }
   return Buffer.concat(chunks);
 }
+
+/** An optional numeric query parameter; 400 when present but not a number. */
+export function intParam(q: URLSearchParams, name: string): number | undefined {
+  const v = q.get(name);
+  if (v === null || v === '') return undefined;
+  const n = Number(v);
+  if (!Number.isFinite(n)) throw new HttpError(400, 'bad_request', `${name} must be a number`);
+  return n;
+}
+
+/** An optional time query parameter: ISO 8601 or ms since epoch; 400 otherwise. */
+export function timeParam(q: URLSearchParams, name: string): number | undefined {
+  const v = q.get(name);
+  if (!v) return undefined;
+  const n = /^\d+$/.test(v) ? Number(v) : Date.parse(v);
+  if (!Number.isFinite(n)) throw new HttpError(400, 'bad_request', `${name} must be a time (ISO 8601 or ms since epoch)`);
+  return n;
+}

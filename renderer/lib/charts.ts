@@ -3,29 +3,9 @@
  * area paths for time series, stacked bars. Pure numbers in, SVG path strings out.
  */
 
-/** `GET /api/dashboard` (proxy/control/routes/dashboard.ts). */
-export interface DashboardBucket {
-  /** Bucket start, ms since epoch. */
-  t: number;
-  requests: number;
-  holdsApproved: number;
-  holdsDenied: number;
-  holdsExpired: number;
-  masked: number;
-  denied: number;
-  /** Requests a policy rule matched (any action). */
-  hits: number;
-}
+import type { DashboardBucket, DashboardData } from '../../shared/dashboard';
 
-export interface DashboardData {
-  from: number;
-  to: number;
-  bucketMs: number;
-  series: DashboardBucket[];
-  maskedByType: { type: string; count: number }[];
-  policyHits: { rule: string; action: string; count: number }[];
-  totals: { sessions: number; requests: number; masked: number; denied: number; holds: { pending: number; approved: number; denied: number; expired: number; abandoned: number } };
-}
+export type { DashboardBucket, DashboardData };
 
 /** Smallest "nice" number (1, 2, 2.5, 5 × 10^k) ≥ v; at least 1. */
 export function niceMax(v: number): number {

@@ -6,41 +6,11 @@
  */
 import { type AuditStore, rowToEvent } from '../../audit/store';
 import type { GatewayServices } from '../../services';
-import { HttpError, type Router } from '../router';
-
-/** One time bucket. Mirrored by renderer/lib/charts.ts (DashboardBucket). */
-export interface DashboardBucket {
-  t: number;
-  requests: number;
-  holdsApproved: number;
-  holdsDenied: number;
-  holdsExpired: number;
-  masked: number;
-  denied: number;
-  /** Requests a policy rule matched (any action). */
-  hits: number;
-}
-
-export interface DashboardData {
-  from: number;
-  to: number;
-  bucketMs: number;
-  series: DashboardBucket[];
-  maskedByType: { type: string; count: number }[];
-  policyHits: { rule: string; action: string; count: number }[];
-  totals: { sessions: number; requests: number; masked: number; denied: number; holds: { pending: number; approved: number; denied: number; expired: number; abandoned: number } };
-}
+import type { DashboardBucket, DashboardData } from '../../../shared/dashboard';
+import { HttpError, type Router, timeParam } from '../router';
 
 const DAY = 86_400_000;
 const MAX_BUCKETS = 500;
-
-function timeParam(q: URLSearchParams, name: string): number | undefined {
-  const v = q.get(name);
-  if (!v) return undefined;
-  const n = /^\d+$/.test(v) ? Number(v) : Date.parse(v);
-  if (!Number.isFinite(n)) throw new HttpError(400, 'bad_request', `${name} must be a time (ISO 8601 or ms since epoch)`);
-  return n;
-}
 
 export function dashboard(store: AuditStore, from: number, to: number, buckets: number): DashboardData {
   const db = store.db;

@@ -1,21 +1,5 @@
 import type { GatewayServices } from '../../services';
-import { HttpError, type Router } from '../router';
-
-function intParam(q: URLSearchParams, name: string): number | undefined {
-  const v = q.get(name);
-  if (v === null || v === '') return undefined;
-  const n = Number(v);
-  if (!Number.isFinite(n)) throw new HttpError(400, 'bad_request', `${name} must be a number`);
-  return n;
-}
-
-function timeParam(q: URLSearchParams, name: string): number | undefined {
-  const v = q.get(name);
-  if (!v) return undefined;
-  const n = /^\d+$/.test(v) ? Number(v) : Date.parse(v);
-  if (!Number.isFinite(n)) throw new HttpError(400, 'bad_request', `${name} must be a time (ISO 8601 or ms since epoch)`);
-  return n;
-}
+import { HttpError, intParam, type Router, timeParam } from '../router';
 
 /** GET /api/sessions, /api/sessions/:id, /api/sessions/:id/events */
 export function registerSessionRoutes(router: Router, s: GatewayServices): void {
