@@ -14,12 +14,14 @@ export async function serveCommand(args: ParsedArgs, io: Io): Promise<number> {
   io.err(`Custody ${gw.services.version} — ${file ? `config ${file}` : 'embedded default config'}, data in ${dataDir}\n`);
   for (const l of gw.listeners) io.err(`  ${l.name.padEnd(10)} ${l.name === 'control' ? `http://${l.address}/` : l.address}\n`);
   if (gw.firstKey) {
-    const conn = config.connections.find((c) => c.kind === 'openai')?.name ?? 'openai';
+    const openai = config.connections.find((c) => c.kind === 'openai');
+    const conn = openai?.name ?? 'openai';
     io.err(
       `\nFirst start: created an admin API key for the local user. It is shown only once:\n\n  ${gw.firstKey}\n\n` +
         `Point the OpenAI SDK at the gateway:\n\n` +
         `  import OpenAI from 'openai';\n` +
-        `  const client = new OpenAI({ baseURL: 'http://${http ?? '127.0.0.1:7421'}/${conn}', apiKey: '${gw.firstKey}' });\n\n`,
+        `  const client = new OpenAI({ baseURL: 'http://${http ?? '127.0.0.1:7421'}/${conn}', apiKey: '${gw.firstKey}' });\n\n` +
+        (openai ? '' : `(There is no openai connection yet: add one under connections: in a config file, or in the console's Connections page.)\n\n`),
     );
   }
   const loginLink = (gw as { loginLink?: () => string }).loginLink?.();
