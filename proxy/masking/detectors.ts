@@ -150,6 +150,7 @@ function findIpv6(text: string, push: (s: number, e: number) => void): void {
     for (let j = k + 1; j < colons.length && colons[j]! - i <= 39 && !plausible; j++) plausible = colons[j] === colons[j - 1]! + 1;
     if (!plausible) continue;
     // back over hex digits and colons, at most 40 (the run start is kept, so runs are read once)
+    if (runPos < i - 41) runPos = runStart = i - 41; // only the last 40 characters matter
     for (; runPos < i; runPos++) {
       const c = text.charCodeAt(runPos);
       if (!(isHex(c) || c === 58)) runStart = runPos + 1;
@@ -264,7 +265,6 @@ export const BUILTIN_DETECTORS: Detector[] = [
     priority: 52,
     anchors: ['number'],
     startShape: (_f, run) => run === 9,
-    gateWords: ['routing', 'aba', 'rtn', 'transit', 'bank'],
     minDigits: 9,
     pattern: /(?<![\w./-])\d{9}(?![\w]|[.-]\d)/g,
     validate: (v, text, start) => abaRouting(v) && contextBefore(text, start, 48, ROUTING_CONTEXT),
@@ -315,7 +315,6 @@ export const BUILTIN_DETECTORS: Detector[] = [
     priority: 55,
     anchors: ['number'],
     startShape: (_f, run, after) => (run === 3 && (after === 45 || after === 32)) || run === 10,
-    gateWords: ['nhs'],
     minDigits: 10,
     pattern: /(?<![\w./-])\d{3}([ -]?)\d{3}\1\d{4}(?![\w]|[.-]\d)/g,
     validate: (v, text, start) => ukNhs(v) && contextBefore(text, start, 40, NHS_CONTEXT),

@@ -38,7 +38,12 @@ const CHECK_EVERY = 64;
 const NUMBER_TOKEN = /[+(]?\d(?:[ ()./-]{0,2}\d){3,}/g;
 const LETTERS = /[A-Z]{2} ?\d\d|[XYZ]-?\d{7}/g;
 const PREFIX = /gh[pousr]_|github_pat_|xox[abposre]-|xapp-|https:\/\/hooks\.slack\.com|[sr]k_(?:live|test)_|whsec_|sk-|eyJ|-----BEGIN|A(?:KIA|SIA|BIA|CCA)|:\/\//g;
-const KEYWORD = /(?<![A-Za-z])(?:pass|pwd|secret|api|access|auth|private|d\.?o\.?b|date|birth|born|bearer|basic|token|aws)/gi;
+// factored, and the "not after a letter" check done on each hit: faster than a look-behind at every position
+const KEYWORD = /p(?:ass|wd|rivate)|secret|a(?:pi|ccess|uth|ws)|d(?:\.?o\.?b|ate)|b(?:irth|orn|earer|asic)|token/gi;
+
+function isAsciiLetter(c: number): boolean {
+  return (c >= 65 && c <= 90) || (c >= 97 && c <= 122);
+}
 
 const stickyCache = new WeakMap<RegExp, RegExp>();
 function sticky(re: RegExp): RegExp {
@@ -212,6 +217,10 @@ export function scanText(text: string, detectors: readonly Detector[], opts: Sca
       re.lastIndex = st.scanFrom;
       let m: RegExpExecArray | null;
       while ((m = re.exec(text)) !== null) {
+        if (kind === 'keyword' && m.index > 0 && isAsciiLetter(text.charCodeAt(m.index - 1))) {
+          re.lastIndex = m.index + 1; // overlapping hits, as the look-behind form found them
+          continue;
+        }
         for (const [prefix, which] of dispatch) if (startsWithLower(text, m.index, prefix)) for (const d of which) if (!st.off?.has(d)) tryAt(d, m.index, st);
         checkDeadline(undefined, st);
       }
