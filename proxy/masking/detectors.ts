@@ -186,27 +186,27 @@ function findIpv6(text: string, push: (s: number, e: number) => void): void {
  * AWS secret keys: 40 base64 characters within 100 characters after "secret", "aws" or an access
  * key id (the keyword and prefix passes call this at each hit).
  */
-const AWS_SECRET_VALUE = /[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])/g;
 const AWS_SECRET_HIT = /secret|aws|(?:AKIA|ASIA)[A-Z2-7]{16}/iy;
 function isB64(c: number): boolean {
   return (isWordChar(c) && c !== 95) || c === 47 || c === 43;
 }
+/** Runs of exactly 40 base64 characters (not followed by "=") starting in the 100 characters after the hit. */
 function findAwsSecretAt(text: string, pos: number, push: (s: number, e: number) => void): void {
   AWS_SECRET_HIT.lastIndex = pos;
   const hit = AWS_SECRET_HIT.exec(text);
   if (!hit) return;
   const from = pos + hit[0].length;
   const to = Math.min(text.length, from + 100);
-  const window = text.slice(from, Math.min(text.length, to + 41));
-  AWS_SECRET_VALUE.lastIndex = 0;
-  let v: RegExpExecArray | null;
-  while ((v = AWS_SECRET_VALUE.exec(window)) !== null && v.index + from < to) {
-    const start = from + v.index;
-    if (start > 0 && isB64(text.charCodeAt(start - 1))) {
-      AWS_SECRET_VALUE.lastIndex = v.index + 1;
+  let i = from;
+  while (i < to) {
+    if (!isB64(text.charCodeAt(i))) {
+      i++;
       continue;
     }
-    push(start, start + 40);
+    const start = i;
+    while (i < text.length && i - start <= 40 && isB64(text.charCodeAt(i))) i++;
+    if (i - start === 40 && text.charCodeAt(i) !== 61 && (start === 0 || !isB64(text.charCodeAt(start - 1)))) push(start, i);
+    while (i < text.length && isB64(text.charCodeAt(i))) i++;
   }
 }
 
