@@ -183,7 +183,19 @@ export class AuditStore implements EventLog {
   private listeners = new Set<Listener>();
   private insertEvent: Database.Statement;
   private upsertSession: Database.Statement;
-  private appendTx: (inputs: AuditEventInput[]) => AuditEvent[];
+  private appendTx: (inputs: AuditEventInput[]) => { events: AuditEvent[]; sessions: Map<string, SessionDelta> };
+  /**
+   * Session-index changes committed in the event log but not yet in the `sessions` table. The
+   * table is an index over the log, not the record: writing it on a short timer keeps its pages out
+   * of every append's commit (a commit's cost grows with the pages it dirties). Reads through this
+   * class flush first, and `close` does. A crash can leave the index short by the last
+   * SESSION_INDEX_DELAY_MS of events; the log itself is complete.
+   */
+  private pendingSessions = new Map<string, SessionDelta>();
+  private sessionTimer: NodeJS.Timeout | undefined;
+  private flushSessionsTx: () => void;
+  /** How long session-index changes may wait before they are written. */
+  static readonly SESSION_INDEX_DELAY_MS = 50;
 
   /** Opens (creating if needed) `<dataDir>/custody.db` and runs pending migrations. */
   static open(dataDir: string, options: { readonly?: boolean } = {}): AuditStore {
@@ -228,12 +240,51 @@ export class AuditStore implements EventLog {
          errors = errors + @errors`,
     );
     this.appendTx = this.db.transaction((inputs: AuditEventInput[]) => {
-      // Session index rows are updated once per session per transaction, not once per event.
       const sessions = new Map<string, SessionDelta>();
       const events = inputs.map((i) => this.appendOne(i, sessions));
-      for (const d of sessions.values()) this.upsertSession.run(d);
-      return events;
+      return { events, sessions };
     });
+    this.flushSessionsTx = this.db.transaction(() => {
+      for (const d of this.pendingSessions.values()) this.upsertSession.run(d);
+    });
+  }
+
+  /** Writes the pending session-index changes now (done by a timer, before session reads and at close). */
+  flushSessions(): void {
+    if (this.sessionTimer) {
+      clearTimeout(this.sessionTimer);
+      this.sessionTimer = undefined;
+    }
+    if (this.pendingSessions.size === 0 || !this.db.open || this.db.readonly) return;
+    try {
+      this.flushSessionsTx();
+      this.pendingSessions.clear();
+    } catch {
+      // The events are committed; the index catches up on a later flush.
+      this.sessionTimer = setTimeout(() => this.flushSessions(), AuditStore.SESSION_INDEX_DELAY_MS * 4);
+    }
+  }
+
+  private queueSessions(sessions: Map<string, SessionDelta>): void {
+    if (sessions.size === 0) return;
+    for (const d of sessions.values()) {
+      const p = this.pendingSessions.get(d.id);
+      if (!p) {
+        this.pendingSessions.set(d.id, d);
+        continue;
+      }
+      // The same merge the upsert's ON CONFLICT clause does.
+      p.last = d.last;
+      p.ended = d.ended ?? p.ended;
+      p.actorName ??= d.actorName;
+      p.events += d.events;
+      p.requests += d.requests;
+      p.holds += d.holds;
+      p.masked += d.masked;
+      p.denied += d.denied;
+      p.errors += d.errors;
+    }
+    this.sessionTimer ??= setTimeout(() => this.flushSessions(), AuditStore.SESSION_INDEX_DELAY_MS);
   }
 
   /** Appends one event, committed before return. Throws StoreUnavailableError when it cannot. */
@@ -247,7 +298,9 @@ export class AuditStore implements EventLog {
     const hash0 = this.lastHash;
     let events: AuditEvent[];
     try {
-      events = this.appendTx(inputs);
+      const done = this.appendTx(inputs);
+      events = done.events;
+      this.queueSessions(done.sessions);
     } catch (err) {
       this.seq = seq0;
       this.lastHash = hash0;
@@ -362,11 +415,13 @@ export class AuditStore implements EventLog {
   }
 
   session(id: string): SessionSummary | undefined {
+    if (this.pendingSessions.has(id)) this.flushSessions();
     const r = this.db.prepare('SELECT * FROM sessions WHERE id = ?').get(id) as SessionRow | undefined;
     return r && rowToSession(r);
   }
 
   listSessions(filter: SessionFilter = {}): { total: number; sessions: SessionSummary[] } {
+    this.flushSessions();
     const where: string[] = [];
     const args: Record<string, unknown> = {};
     if (filter.user) {
@@ -401,6 +456,8 @@ export class AuditStore implements EventLog {
   }
 
   close(): void {
+    this.flushSessions();
+    clearTimeout(this.sessionTimer);
     this.listeners.clear();
     if (this.db.open) this.db.close();
   }
