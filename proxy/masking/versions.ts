@@ -13,86 +13,28 @@ import type Database from 'better-sqlite3';
 import { canonicalize } from '../../shared/canonical-json';
 import type { CustomDetector, MaskingRule } from '../../shared/config';
 import { type AuditStore, StoreUnavailableError } from '../audit/store';
+import { type VersionMeta, VersionTable } from '../audit/version-table';
 import type { EventBus } from '../control/bus';
 import type { Logger } from '../log';
 import { type MaskingConfig, validateMaskingConfig } from './engine';
 import type { MaskingEngine } from './types';
 
-export interface MaskingVersion extends MaskingConfig {
-  version: number;
-  author: string;
-  authorName: string;
-  createdAt: number;
-  /** `config`: from the config file; `console`: edited through the control plane. */
-  source: 'config' | 'console';
-  note?: string;
-}
-
-interface Row {
-  version: number;
-  author: string;
-  created_at: number;
-  body: string;
-}
-
-interface Body extends MaskingConfig {
-  authorName?: string;
-  source?: 'config' | 'console';
-  note?: string;
-}
+export type MaskingVersion = VersionMeta & MaskingConfig;
 
 const CONFIG_HASH_KEY = 'masking.configHash';
-
-function toVersion(r: Row): MaskingVersion {
-  const b = JSON.parse(r.body) as Body;
-  return {
-    version: r.version,
-    author: r.author,
-    authorName: b.authorName ?? r.author,
-    createdAt: r.created_at,
-    source: b.source ?? 'console',
-    ...(b.note ? { note: b.note } : {}),
-    detectors: b.detectors ?? [],
-    masking: b.masking ?? [],
-  };
-}
 
 export function maskingHash(config: MaskingConfig): string {
   return createHash('sha256').update(canonicalize({ detectors: config.detectors, masking: config.masking })).digest('hex');
 }
 
-export class MaskingHistory {
-  constructor(private readonly db: Database.Database) {}
-
-  latest(): MaskingVersion | undefined {
-    const r = this.db.prepare("SELECT version, author, created_at, body FROM policy_versions WHERE kind = 'masking' ORDER BY version DESC LIMIT 1").get() as Row | undefined;
-    return r && toVersion(r);
-  }
-
-  get(version: number): MaskingVersion | undefined {
-    const r = this.db.prepare("SELECT version, author, created_at, body FROM policy_versions WHERE kind = 'masking' AND version = ?").get(version) as Row | undefined;
-    return r && toVersion(r);
+export class MaskingHistory extends VersionTable<MaskingConfig> {
+  constructor(db: Database.Database) {
+    super(db, 'masking', (b) => ({ detectors: b.detectors ?? [], masking: b.masking ?? [] }));
   }
 
   list(limit = 200, offset = 0): { total: number; versions: (Omit<MaskingVersion, 'detectors' | 'masking'> & { rules: number; detectors: number })[] } {
-    const total = (this.db.prepare("SELECT count(*) AS n FROM policy_versions WHERE kind = 'masking'").get() as { n: number }).n;
-    const rows = this.db.prepare("SELECT version, author, created_at, body FROM policy_versions WHERE kind = 'masking' ORDER BY version DESC LIMIT ? OFFSET ?").all(limit, offset) as Row[];
-    return {
-      total,
-      versions: rows.map((r) => {
-        const v = toVersion(r);
-        return { ...v, rules: v.masking.length, detectors: v.detectors.length };
-      }),
-    };
-  }
-
-  /** Inserts the next version (numbers are shared with policy versions). Call inside a transaction. */
-  insert(config: MaskingConfig, author: string, extra: Omit<Body, keyof MaskingConfig>, now: number): number {
-    const next = (this.db.prepare('SELECT COALESCE(MAX(version), 0) + 1 AS v FROM policy_versions').get() as { v: number }).v;
-    this.db
-      .prepare("INSERT INTO policy_versions (version, kind, author, created_at, body) VALUES (?, 'masking', ?, ?, ?)")
-      .run(next, author, now, JSON.stringify({ detectors: config.detectors, masking: config.masking, ...extra }));
-    return next;
+    const { total, versions } = this.page(limit, offset);
+    return { total, versions: versions.map((v) => ({ ...v, rules: v.masking.length, detectors: v.detectors.length })) };
   }
 }
 
@@ -124,7 +66,7 @@ export function applyMaskingChange(deps: MaskingDeps, change: MaskingChange): Ma
   let version = 0;
   try {
     deps.store.db.transaction(() => {
-      version = history.insert(change.config, change.author.subject, { authorName: change.author.name, source: change.source, ...(change.note ? { note: change.note } : {}) }, now);
+      version = history.insert({ detectors: change.config.detectors, masking: change.config.masking }, change.author.subject, { authorName: change.author.name, source: change.source, ...(change.note ? { note: change.note } : {}) }, now);
       deps.store.append({
         kind: 'masking.changed',
         actor: change.author.subject,

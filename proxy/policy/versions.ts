@@ -12,74 +12,31 @@ import type Database from 'better-sqlite3';
 import { canonicalize } from '../../shared/canonical-json';
 import type { PolicyRule } from '../../shared/config';
 import type { AuditStore } from '../audit/store';
+import { type VersionMeta, VersionTable } from '../audit/version-table';
 import { StoreUnavailableError } from '../audit/store';
 import type { EventBus } from '../control/bus';
 import type { Logger } from '../log';
 import { checkPolicies, parsePolicies, type PolicyContext } from './check';
 import { PolicyEngine } from './engine';
 
-export interface PolicyVersion {
-  version: number;
-  author: string;
-  authorName: string;
-  createdAt: number;
-  /** `config`: from the config file; `console`: edited through the control plane. */
-  source: 'config' | 'console';
-  note?: string;
-  rules: PolicyRule[];
-}
+export type PolicyVersion = VersionMeta & { rules: PolicyRule[] };
 
 export type PolicyVersionSummary = Omit<PolicyVersion, 'rules'> & { rules: number };
 
-interface Row {
-  version: number;
-  author: string;
-  created_at: number;
-  body: string;
-}
-
-interface Body {
-  rules: PolicyRule[];
-  authorName?: string;
-  source?: 'config' | 'console';
-  note?: string;
-}
-
 const CONFIG_HASH_KEY = 'policies.configHash';
-
-function toVersion(r: Row): PolicyVersion {
-  const b = JSON.parse(r.body) as Body;
-  return { version: r.version, author: r.author, authorName: b.authorName ?? r.author, createdAt: r.created_at, source: b.source ?? 'console', ...(b.note ? { note: b.note } : {}), rules: b.rules };
-}
 
 export function policiesHash(rules: PolicyRule[]): string {
   return createHash('sha256').update(canonicalize(rules)).digest('hex');
 }
 
-export class PolicyHistory {
-  constructor(private readonly db: Database.Database) {}
-
-  latest(): PolicyVersion | undefined {
-    const r = this.db.prepare("SELECT version, author, created_at, body FROM policy_versions WHERE kind = 'policies' ORDER BY version DESC LIMIT 1").get() as Row | undefined;
-    return r && toVersion(r);
-  }
-
-  get(version: number): PolicyVersion | undefined {
-    const r = this.db.prepare("SELECT version, author, created_at, body FROM policy_versions WHERE kind = 'policies' AND version = ?").get(version) as Row | undefined;
-    return r && toVersion(r);
+export class PolicyHistory extends VersionTable<{ rules: PolicyRule[] }> {
+  constructor(db: Database.Database) {
+    super(db, 'policies', (b) => ({ rules: b.rules ?? [] }));
   }
 
   list(limit = 200, offset = 0): { total: number; versions: PolicyVersionSummary[] } {
-    const total = (this.db.prepare("SELECT count(*) AS n FROM policy_versions WHERE kind = 'policies'").get() as { n: number }).n;
-    const rows = this.db.prepare("SELECT version, author, created_at, body FROM policy_versions WHERE kind = 'policies' ORDER BY version DESC LIMIT ? OFFSET ?").all(limit, offset) as Row[];
-    return { total, versions: rows.map((r) => ({ ...toVersion(r), rules: toVersion(r).rules.length })) };
-  }
-
-  /** Inserts the next version (numbers are shared with masking versions). Call inside a transaction. */
-  insert(rules: PolicyRule[], author: string, body: Omit<Body, 'rules'>, now: number): number {
-    const next = (this.db.prepare('SELECT COALESCE(MAX(version), 0) + 1 AS v FROM policy_versions').get() as { v: number }).v;
-    this.db.prepare("INSERT INTO policy_versions (version, kind, author, created_at, body) VALUES (?, 'policies', ?, ?, ?)").run(next, author, now, JSON.stringify({ rules, ...body }));
-    return next;
+    const { total, versions } = this.page(limit, offset);
+    return { total, versions: versions.map((v) => ({ ...v, rules: v.rules.length })) };
   }
 }
 
@@ -120,7 +77,7 @@ export function applyPolicyChange(deps: PolicyDeps, change: PolicyChange): Polic
   let version = 0;
   try {
     deps.store.db.transaction(() => {
-      version = history.insert(change.rules, change.author.subject, { authorName: change.author.name, source: change.source, ...(change.note ? { note: change.note } : {}) }, now);
+      version = history.insert({ rules: change.rules }, change.author.subject, { authorName: change.author.name, source: change.source, ...(change.note ? { note: change.note } : {}) }, now);
       deps.store.append({
         kind: 'policy.changed',
         actor: change.author.subject,
