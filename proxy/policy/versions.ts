@@ -13,6 +13,7 @@ import { canonicalize } from '../../shared/canonical-json';
 import type { PolicyRule } from '../../shared/config';
 import type { AuditStore } from '../audit/store';
 import { type VersionMeta, VersionTable } from '../audit/version-table';
+import type { MaskingEngine } from '../masking/types';
 import { StoreUnavailableError } from '../audit/store';
 import type { EventBus } from '../control/bus';
 import type { Logger } from '../log';
@@ -47,13 +48,12 @@ export interface PolicyDeps {
   policy: PolicyEngine;
   config: { policies: PolicyRule[] };
   /** The masking engine scans for the detectors policies match on, even where no rule masks. */
-  masking?: unknown;
+  masking?: Pick<MaskingEngine, 'watchDetectors'>;
 }
 
 /** Tells the masking engine which detectors the rules in force match on (`match.detectors`). */
-function watchPolicyDetectors(masking: unknown, rules: PolicyRule[]): void {
-  const m = masking as { watchDetectors?: (ids: string[]) => void } | undefined;
-  m?.watchDetectors?.(rules.flatMap((r) => r.match.detectors ?? []));
+function watchPolicyDetectors(masking: Pick<MaskingEngine, 'watchDetectors'> | undefined, rules: PolicyRule[]): void {
+  masking?.watchDetectors?.(rules.flatMap((r) => r.match.detectors ?? []));
 }
 
 export interface PolicyChange {
