@@ -126,25 +126,7 @@ export class HoldQueue implements HoldGate {
     if (granted) return this.passByGrant(req, granted, now);
 
     const timeoutMs = parseDuration(req.spec.timeout ?? '5m');
-    const view: HoldView = {
-      id: newId('hold'),
-      state: 'pending',
-      session: req.session,
-      connection: req.connection,
-      protocol: req.protocol,
-      requester: req.identity.subject,
-      requesterName: req.identity.name,
-      rule: req.rule,
-      ...(req.ruleReason ? { ruleReason: req.ruleReason } : {}),
-      summary: req.summary.length > MAX_SUMMARY ? `${req.summary.slice(0, MAX_SUMMARY)}…` : req.summary,
-      approvers: [...req.spec.approvers],
-      min: req.spec.min ?? 1,
-      denyMin: req.spec.denyMin ?? 1,
-      reasonRequired: req.spec.reason === 'required',
-      createdAt: now,
-      expiresAt: now + timeoutMs,
-      votes: [],
-    };
+    const view = holdViewFor(req, 'pending', now, now + timeoutMs);
 
     // Recorded before anyone can see or decide it; throws StoreUnavailableError (fail closed).
     this.recorded(() => {
@@ -352,27 +334,7 @@ export class HoldQueue implements HoldGate {
   /** A request covered by a grant: recorded as a hold that was approved at once, not published. */
   private passByGrant(req: HoldRequest, grant: GrantRecord, now: number): HoldOutcome {
     const reason = `covered by a grant from ${grant.grantedBy.join(', ') || 'an approver'} (hold ${grant.hold}) until ${new Date(grant.expiresAt).toISOString()}`;
-    const view: HoldView = {
-      id: newId('hold'),
-      state: 'approved',
-      session: req.session,
-      connection: req.connection,
-      protocol: req.protocol,
-      requester: req.identity.subject,
-      requesterName: req.identity.name,
-      rule: req.rule,
-      ...(req.ruleReason ? { ruleReason: req.ruleReason } : {}),
-      summary: req.summary.length > MAX_SUMMARY ? `${req.summary.slice(0, MAX_SUMMARY)}…` : req.summary,
-      approvers: [...req.spec.approvers],
-      min: req.spec.min ?? 1,
-      denyMin: req.spec.denyMin ?? 1,
-      reasonRequired: req.spec.reason === 'required',
-      createdAt: now,
-      expiresAt: now,
-      resolvedAt: now,
-      votes: [],
-      resolution: reason,
-    };
+    const view: HoldView = { ...holdViewFor(req, 'approved', now, now), resolvedAt: now, resolution: reason };
     this.recorded(() => {
       this.store.db
         .prepare('INSERT INTO holds (id, state, session, connection, requester, created_at, expires_at, resolved_at, view) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)')
@@ -429,4 +391,27 @@ export class HoldQueue implements HoldGate {
       this.grants.set(grantKey(r.subject, r.connection, r.rule), { id: r.id, hold: r.hold, expiresAt: r.expires_at, grantedBy });
     }
   }
+}
+
+/** A new hold's view of a request: who asks, what (summary capped), under which rule and spec. */
+function holdViewFor(req: HoldRequest, state: HoldView['state'], createdAt: number, expiresAt: number): HoldView {
+  return {
+    id: newId('hold'),
+    state,
+    session: req.session,
+    connection: req.connection,
+    protocol: req.protocol,
+    requester: req.identity.subject,
+    requesterName: req.identity.name,
+    rule: req.rule,
+    ...(req.ruleReason ? { ruleReason: req.ruleReason } : {}),
+    summary: req.summary.length > MAX_SUMMARY ? `${req.summary.slice(0, MAX_SUMMARY)}…` : req.summary,
+    approvers: [...req.spec.approvers],
+    min: req.spec.min ?? 1,
+    denyMin: req.spec.denyMin ?? 1,
+    reasonRequired: req.spec.reason === 'required',
+    createdAt,
+    expiresAt,
+    votes: [],
+  };
 }
