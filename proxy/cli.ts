@@ -41,6 +41,10 @@ export async function main(argv: string[], io: Io = processIo): Promise<number> 
     io.err(`custody: unknown command "${name}" (try custody --help)\n`);
     return 2;
   }
+  if (argv.includes('--help') || argv.includes('-h')) {
+    io.out(`usage: custody ${entry[2]}\n`);
+    return 0;
+  }
   try {
     return await entry[0](parseArgs(argv, entry[1]), io);
   } catch (err) {

@@ -32,6 +32,9 @@ describe('custody CLI', () => {
     const expires = custody('keys', 'create', '--name', 'x', '--expires', 'soon', '--data-dir', tempDir());
     assert.equal(expires.code, 2);
     assert.match(expires.err, /invalid duration "soon"/);
+    const help = custody('keys', '--help');
+    assert.equal(help.code, 0);
+    assert.match(help.out, /^usage: custody keys create/);
     const unknown = custody('frobnicate');
     assert.equal(unknown.code, 2);
     assert.match(unknown.err, /unknown command "frobnicate"/);
