@@ -16,3 +16,15 @@ export function hasRole(identity: Identity | undefined, role: Role): boolean {
   if (!identity) return false;
   return identity.roles.includes('admin') || identity.roles.includes(role);
 }
+
+/** A gateway-issued API key as the store and `GET /api/keys` describe it; never the secret. */
+export interface ApiKeyRecord {
+  id: string;
+  name: string;
+  groups: string[];
+  createdAt: number;
+  createdBy: string | null;
+  expiresAt: number | null;
+  revokedAt: number | null;
+  lastUsedAt: number | null;
+}

@@ -4,17 +4,9 @@
  */
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type Database from 'better-sqlite3';
+import type { ApiKeyRecord } from '../../shared/identity';
 
-export interface ApiKeyRecord {
-  id: string;
-  name: string;
-  groups: string[];
-  createdAt: number;
-  createdBy: string | null;
-  expiresAt: number | null;
-  revokedAt: number | null;
-  lastUsedAt: number | null;
-}
+export type { ApiKeyRecord };
 
 export type KeyCheck = { ok: true; key: ApiKeyRecord } | { ok: false; reason: 'malformed' | 'unknown' | 'expired' | 'revoked' };
 

@@ -5,7 +5,8 @@
 import type { CustomDetector, MaskingRule, PolicyRule } from '../../shared/config';
 import type { AuditEvent, SessionSummary } from '../../shared/events';
 import type { HoldDecisionRequest, HoldState, HoldView } from '../../shared/holds';
-import type { DashboardData } from './charts';
+import type { ApiKeyRecord } from '../../shared/identity';
+import type { DashboardData } from '../../shared/dashboard';
 import type { Me } from './roles';
 import type { SessionFilter } from './sessions';
 
@@ -97,16 +98,7 @@ export interface ExportRequest {
   connection?: string;
 }
 
-export interface ApiKeyView {
-  id: string;
-  name: string;
-  groups: string[];
-  createdAt: number;
-  createdBy: string | null;
-  expiresAt: number | null;
-  revokedAt: number | null;
-  lastUsedAt: number | null;
-}
+export type ApiKeyView = ApiKeyRecord;
 
 export interface ConnectionView {
   name: string;
