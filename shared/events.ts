@@ -100,3 +100,14 @@ export interface SessionSummary {
   denied: number;
   errors: number;
 }
+
+/** Filters of `GET /api/sessions` (and the store's session index query). */
+export interface SessionFilter {
+  user?: string;
+  connection?: string;
+  protocol?: string;
+  from?: number;
+  to?: number;
+  hadHolds?: boolean;
+  hadMasking?: boolean;
+}

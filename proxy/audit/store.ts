@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { deflateRawSync, inflateRawSync } from 'node:zlib';
 import Database from 'better-sqlite3';
 import { canonicalize } from '../../shared/canonical-json';
-import type { AuditEvent, AuditEventInput, MaskSpan, SessionSummary } from '../../shared/events';
+import type { AuditEvent, AuditEventInput, MaskSpan, SessionFilter, SessionSummary } from '../../shared/events';
 import { MIGRATIONS } from './migrations';
 
 export const GENESIS_HASH = '0'.repeat(64);
@@ -151,14 +151,7 @@ export function rowToEvent(r: EventRow): AuditEvent {
   };
 }
 
-export interface SessionFilter {
-  user?: string;
-  connection?: string;
-  protocol?: string;
-  from?: number;
-  to?: number;
-  hadHolds?: boolean;
-  hadMasking?: boolean;
+export interface SessionQuery extends SessionFilter {
   limit?: number;
   offset?: number;
 }
@@ -171,7 +164,7 @@ export interface EventLog {
   appendMany(inputs: AuditEventInput[]): AuditEvent[];
   head(): { size: number; hash: string };
   sessionEvents(session: string, afterSeq?: number, limit?: number): AuditEvent[];
-  listSessions(filter?: SessionFilter): { total: number; sessions: SessionSummary[] };
+  listSessions(filter?: SessionQuery): { total: number; sessions: SessionSummary[] };
   onAppend(listener: Listener): () => void;
 }
 
@@ -420,7 +413,7 @@ export class AuditStore implements EventLog {
     return r && rowToSession(r);
   }
 
-  listSessions(filter: SessionFilter = {}): { total: number; sessions: SessionSummary[] } {
+  listSessions(filter: SessionQuery = {}): { total: number; sessions: SessionSummary[] } {
     this.flushSessions();
     const where: string[] = [];
     const args: Record<string, unknown> = {};

@@ -3,7 +3,7 @@
  * DOM, so 100,000 sessions scroll like 100), page caching over `GET /api/sessions?limit&offset`, and
  * live updates from `session.started`, `session.event` and `session.ended`.
  */
-import type { AuditEvent, SessionSummary } from '../../shared/events';
+import type { AuditEvent, SessionFilter, SessionSummary } from '../../shared/events';
 
 export interface Window {
   /** First row index rendered. */
@@ -34,15 +34,7 @@ export function pagesFor(start: number, end: number, pageSize = PAGE_SIZE): numb
   return out;
 }
 
-export interface SessionFilter {
-  user?: string;
-  connection?: string;
-  protocol?: string;
-  from?: number;
-  to?: number;
-  hadHolds?: boolean;
-  hadMasking?: boolean;
-}
+export type { SessionFilter };
 
 /** Query string for `GET /api/sessions`. */
 export function sessionQuery(f: SessionFilter, offset: number, limit: number): string {
