@@ -27,7 +27,7 @@ import { newId } from '../ids';
 import type { AuditTrail, Checkpoint } from './checkpoints';
 import { HASH_SIZE, MerkleTree } from './merkle';
 import { toOcsf, type OcsfContext } from './ocsf';
-import { renderReport, type AccessRow, type HoldOutcomeRow, type ReportData } from './report';
+import { renderReport, type AccessRow, type ReportData } from './report';
 import type { AuditStore } from './store';
 import { sha256hex } from './store';
 import { writeTarGz } from './tar';
@@ -323,18 +323,11 @@ async function sha256File(path: string): Promise<string> {
   return h.digest('hex');
 }
 
-interface Stats {
-  byKind: Record<string, number>;
+/** Running totals while events are read; `report.ts` turns them into the report's figures. */
+type Stats = Pick<ReportData, 'byKind' | 'decisions' | 'holds' | 'holdCounts' | 'masking' | 'logins' | 'keyChanges' | 'policyChanges'> & {
   access: Map<string, Omit<AccessRow, 'actorName' | 'sessions'> & { sessionIds: Set<string> }>;
-  decisions: Record<string, number>;
-  holds: HoldOutcomeRow[];
-  holdCounts: Record<string, number>;
-  masking: Record<string, number>;
-  logins: { success: number; failure: number; logout: number };
-  keyChanges: number;
-  policyChanges: number;
   purged: number;
-}
+};
 
 function newStats(): Stats {
   return { byKind: {}, access: new Map(), decisions: {}, holds: [], holdCounts: {}, masking: {}, logins: { success: 0, failure: 0, logout: 0 }, keyChanges: 0, policyChanges: 0, purged: 0 };

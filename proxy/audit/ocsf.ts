@@ -13,21 +13,12 @@
  * event's seq and hash ride along in `metadata` and `unmapped`, so an OCSF record can be traced back
  * to the verified log.
  */
+import type { AuditEvent } from '../../shared/events';
 
 export const OCSF_VERSION = '1.7.0';
 
 /** The exported event, as events.jsonl carries it. */
-export interface OcsfSource {
-  seq: number;
-  time: number;
-  kind: string;
-  session: string | null;
-  actor: string | null;
-  connection: string | null;
-  payload: unknown;
-  spans: { type: string }[];
-  hash: string;
-}
+export type OcsfSource = Pick<AuditEvent, 'seq' | 'time' | 'session' | 'actor' | 'connection' | 'payload' | 'hash'> & { kind: string; spans: { type: string }[] };
 
 export interface OcsfContext {
   /** Connection name → kind (openai, anthropic, http, postgres). */
