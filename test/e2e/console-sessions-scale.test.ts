@@ -44,10 +44,19 @@ describe('console: 100,000 sessions', () => {
 
     // Jump to the middle: the rows there load and show their sessions.
     await page.getByTestId('session-list').evaluate((el) => (el.scrollTop = el.scrollHeight / 2));
-    await eventually(async () => (await page.getByTestId('session-row-loading').count()) === 0, 'the middle page to load', 10_000);
-    const id = await page.getByTestId('session-row').nth(10).getAttribute('data-session-id');
-    const index = N - 1 - Number(id!.replace('ses_bulk', ''));
-    assert.ok(Math.abs(index - N / 2) < 100, `row ${index} shown near the middle`);
+    // The scroll event, the re-render and the page fetch all follow the assignment asynchronously:
+    // wait for the rows in view to be loaded middle rows, not merely for no row to be loading.
+    let index = -1;
+    await eventually(
+      async () => {
+        if ((await page.getByTestId('session-row-loading').count()) !== 0) return false;
+        const id = await page.getByTestId('session-row').nth(10).getAttribute('data-session-id');
+        index = N - 1 - Number(id!.replace('ses_bulk', ''));
+        return Math.abs(index - N / 2) < 100;
+      },
+      'the middle page to load',
+      10_000,
+    ).catch(() => assert.fail(`row ${index} shown instead of one near the middle`));
     assert.ok((await page.locator('.vrow').count()) < 80);
     // The end of the list is reachable too.
     await page.getByTestId('session-list').evaluate((el) => (el.scrollTop = el.scrollHeight));
