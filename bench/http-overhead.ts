@@ -15,7 +15,8 @@
  * proxy adds over direct; throughput at 8 connections as ratios to bare and to direct; added
  * time-to-first-byte for streams.
  *
- *   node --import tsx bench/http-overhead.ts [--quick] [--no-masking] [--no-portkey]
+ *   node --import tsx bench/http-overhead.ts [--quick] [--no-masking] [--no-portkey] [--profile DIR]
+ *   (--profile writes the bare proxy's and the gateway's V8 CPU profiles under DIR/bare and DIR/gateway; bench/profile-summary.ts reads it)
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -91,8 +92,8 @@ interface Child {
   info: Record<string, string>;
 }
 
-function startChild(file: string, childArgs: string[]): Promise<Child> {
-  const proc = spawn(process.execPath, ['--import', 'tsx', file, ...childArgs], { stdio: ['ignore', 'pipe', 'inherit'] });
+function startChild(file: string, childArgs: string[], nodeArgs: string[] = []): Promise<Child> {
+  const proc = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', file, ...childArgs], { stdio: ['ignore', 'pipe', 'inherit'] });
   return new Promise((resolve, reject) => {
     const lines = createInterface({ input: proc.stdout! });
     lines.once('line', (line) => resolve({ proc, info: JSON.parse(line) as Record<string, string> }));
@@ -237,9 +238,15 @@ async function main(): Promise<void> {
 
     const upstream = await startChild(join(HERE, 'http-overhead.ts'), ['--role', 'upstream', '--reply', reply]);
     stops.push(upstream.proc);
-    const bare = await startChild(join(HERE, 'bare-proxy.ts'), ['--upstream', upstream.info['url']!]);
+    const profileDir = arg('--profile');
+    const profile = (name: string) => (profileDir ? ['--cpu-prof', `--cpu-prof-dir=${join(profileDir, name)}`] : []);
+    const bare = await startChild(join(HERE, 'bare-proxy.ts'), ['--upstream', upstream.info['url']!], profile('bare'));
     stops.push(bare.proc);
-    const gateway = await startChild(join(HERE, 'http-overhead.ts'), ['--role', 'gateway', '--upstream', upstream.info['url']!, ...(args.includes('--no-masking') ? ['--no-masking'] : [])]);
+    const gateway = await startChild(
+      join(HERE, 'http-overhead.ts'),
+      ['--role', 'gateway', '--upstream', upstream.info['url']!, ...(args.includes('--no-masking') ? ['--no-masking'] : [])],
+      profile('gateway'),
+    );
     stops.push(gateway.proc);
     const portkey = args.includes('--no-portkey') ? undefined : await startPortkey(upstream.info['url']!);
     if (portkey) stops.push(portkey.proc);

@@ -39,8 +39,10 @@ if (existsSync('proxy/entry.ts')) {
   jobs.push(
     build({
       ...nodeCommon,
-      entryPoints: ['proxy/entry.ts'],
-      outfile: 'dist/proxy/entry.mjs',
+      // The gateway and its worker threads (proxy/worker-source.ts finds them beside entry.mjs).
+      entryPoints: { entry: 'proxy/entry.ts', 'commit-worker': 'proxy/audit/commit-worker.ts', 'verify-worker': 'proxy/audit/verify-worker.ts', 'verify-scan-worker': 'proxy/audit/verify-scan-worker.ts' },
+      outdir: 'dist/proxy',
+      outExtension: { '.js': '.mjs' },
       format: 'esm',
       banner: { js: "import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);" },
     }),

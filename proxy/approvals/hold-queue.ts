@@ -314,7 +314,7 @@ export class HoldQueue implements HoldGate {
   /** Runs `fn` in one transaction; any SQLite failure becomes StoreUnavailableError (fail closed). */
   private recorded(fn: () => void): void {
     try {
-      this.store.db.transaction(fn)();
+      this.store.transaction(fn);
     } catch (err) {
       throw err instanceof StoreUnavailableError ? err : new StoreUnavailableError(err);
     }

@@ -28,10 +28,10 @@ export function runRetention(store: AuditStore, payloadsAfter: string, opts: { n
   let purged = 0;
   let event!: AuditEvent;
   // Purge and record in one transaction: there is never a purge without its retention.run event.
-  store.db.transaction(() => {
+  store.transaction(() => {
     purged = store.db.prepare("UPDATE events SET payload = NULL, spans = NULL, encoding = 'purged' WHERE time < ? AND encoding != 'purged'").run(cutoff).changes;
     event = store.append({ kind: 'retention.run', actor: opts.actor ?? 'system', payload: { payloadsAfter, cutoff, purged } });
-  })();
+  });
   return { purged, cutoff, event };
 }
 

@@ -1,8 +1,10 @@
 /**
  * The audit store: one SQLite file (WAL) under the data dir holding the hash-chained event log and
- * the gateway's state tables. Every append is committed before it returns, so an event the caller
- * saw acknowledged survives a gateway crash; if SQLite cannot write (disk full, locked, read-only),
- * `append` throws `StoreUnavailableError` and the caller refuses the request (fail closed).
+ * the gateway's state tables. Every append is committed before it is acknowledged (`append`
+ * returns, `appendAsync` calls back), so an event the caller saw acknowledged survives a gateway
+ * crash; if SQLite cannot write (disk full, locked, read-only), the append fails with
+ * `StoreUnavailableError` and the caller refuses the request (fail closed). The gateway opens it
+ * with a commit thread (commit-thread.ts) so commits run beside its event loop, not in it.
  *
  * Chain (see docs/AUDIT.md):
  *   payloadHash = SHA-256(canonical({payload, spans}))
@@ -10,18 +12,27 @@
  *   hash        = SHA-256(prevHash ‖ canonical(body)), prevHash of seq 1 = 32 zero bytes.
  * Retention may delete a payload; its payloadHash stays, so the chain still verifies.
  */
-import { createHash, hash as oneShotHash } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { deflateRawSync, inflateRawSync } from 'node:zlib';
+import { inflateRawSync } from 'node:zlib';
 import Database from 'better-sqlite3';
-import { canonicalize } from '../../shared/canonical-json';
 import type { AuditEvent, AuditEventInput, MaskSpan, SessionFilter, SessionSummary } from '../../shared/events';
+import { GENESIS_HASH } from './chain';
+import { type AppendedEvent, ChainWriter, type PreparedEvent, prepareEvent } from './chain-writer';
+import { type CommitReply, CommitThread } from './commit-thread';
 import { MIGRATIONS } from './migrations';
 
-export const GENESIS_HASH = '0'.repeat(64);
-/** Payloads larger than this are stored deflated; hashes always cover the canonical text. */
-const COMPRESS_OVER = 4096;
+// The chain's definitions moved to chain.ts; re-exported for the store's many readers.
+export { canonicalEventBody, canonicalPayload, chainHash, chainHashOfText, eventBody, GENESIS_HASH, payloadHashOf, sha256hex } from './chain';
+
+export interface StoreOptions {
+  readonly?: boolean;
+  /** Commit appends on a worker thread (the gateway); falls back to this thread when it cannot start. */
+  commitThread?: boolean;
+}
+
+/** How long after the commit thread appended to a session its index row may still be unwritten. */
+const SESSION_SETTLED_MS = ChainWriter.SESSION_INDEX_DELAY_MS * 10;
 
 export class StoreUnavailableError extends Error {
   constructor(cause: unknown) {
@@ -29,92 +40,6 @@ export class StoreUnavailableError extends Error {
     this.name = 'StoreUnavailableError';
     this.cause = cause;
   }
-}
-
-export function sha256hex(data: string | Uint8Array): string {
-  return oneShotHash('sha256', data, 'hex');
-}
-
-export function payloadHashOf(payload: unknown, spans: MaskSpan[]): string {
-  return sha256hex(canonicalize({ payload, spans }));
-}
-
-export function eventBody(e: Pick<AuditEvent, 'seq' | 'time' | 'kind' | 'session' | 'actor' | 'connection' | 'payloadHash'>) {
-  return { seq: e.seq, time: e.time, kind: e.kind, session: e.session, actor: e.actor, connection: e.connection, payloadHash: e.payloadHash };
-}
-
-export function chainHash(prevHash: string, body: ReturnType<typeof eventBody>): string {
-  return chainHashOfText(prevHash, canonicalEventBody(body));
-}
-
-const CHAIN_INPUT = Buffer.alloc(8192);
-
-/** SHA-256(prevHash bytes ‖ canonical body text), hex; `prevHash` as 64 hex digits. */
-export function chainHashOfText(prevHash: string, canonicalBody: string): string {
-  // One reusable input buffer instead of a Buffer per event: this runs once per append and per verified row.
-  if (prevHash.length === 64 && canonicalBody.length * 3 <= CHAIN_INPUT.length - 32 && CHAIN_INPUT.write(prevHash, 0, 32, 'hex') === 32) {
-    const n = CHAIN_INPUT.write(canonicalBody, 32, 'utf8');
-    return oneShotHash('sha256', CHAIN_INPUT.subarray(0, 32 + n), 'hex');
-  }
-  return createHash('sha256').update(Buffer.from(prevHash, 'hex')).update(canonicalBody).digest('hex');
-}
-
-/**
- * RFC 8785 canonical JSON, byte for byte what shared/canonical-json's `canonicalize` writes (a
- * property test holds the two together), built with string appends instead of arrays and closures:
- * it runs once per appended payload, the gateway's hottest path.
- */
-export function canonicalPayload(v: unknown): string {
-  if (v === null) return 'null';
-  switch (typeof v) {
-    case 'string':
-      return JSON.stringify(v);
-    case 'number':
-      if (!Number.isFinite(v)) throw new TypeError('canonical JSON cannot encode NaN or Infinity');
-      return JSON.stringify(v);
-    case 'boolean':
-      return v ? 'true' : 'false';
-    case 'object': {
-      if (Array.isArray(v)) {
-        let s = '[';
-        for (let i = 0; i < v.length; i++) {
-          if (i) s += ',';
-          const x: unknown = v[i];
-          s += x === undefined ? 'null' : canonicalPayload(x);
-        }
-        return `${s}]`;
-      }
-      const o = v as Record<string, unknown> & { toJSON?: () => unknown };
-      if (typeof o.toJSON === 'function') return canonicalPayload(o.toJSON());
-      const keys = Object.keys(o).sort();
-      let s = '{';
-      let first = true;
-      for (const k of keys) {
-        const x = o[k];
-        if (x === undefined) continue;
-        if (!first) s += ',';
-        first = false;
-        s += `${JSON.stringify(k)}:${canonicalPayload(x)}`;
-      }
-      return `${s}}`;
-    }
-    case 'undefined':
-      throw new TypeError('canonical JSON cannot encode undefined');
-    default:
-      throw new TypeError(`canonical JSON cannot encode a ${typeof v}`);
-  }
-}
-
-const jsonOrNull = (v: string | null) => (v === null ? 'null' : JSON.stringify(v));
-
-/**
- * canonical(body) written out directly: the same bytes `canonicalize(eventBody(e))` produces (keys in
- * RFC 8785 order: actor, connection, kind, payloadHash, seq, session, time), without walking an
- * object. The verifier uses it to hash a million stored rows quickly.
- */
-export function canonicalEventBody(b: ReturnType<typeof eventBody>): string {
-  if (!Number.isFinite(b.seq) || !Number.isFinite(b.time)) throw new TypeError('canonical JSON cannot encode NaN or Infinity');
-  return `{"actor":${jsonOrNull(b.actor)},"connection":${jsonOrNull(b.connection)},"kind":${JSON.stringify(b.kind)},"payloadHash":${JSON.stringify(b.payloadHash)},"seq":${b.seq},"session":${jsonOrNull(b.session)},"time":${b.time}}`;
 }
 
 interface EventRow {
@@ -162,6 +87,7 @@ type Listener = (e: AuditEvent) => void;
 export interface EventLog {
   append(input: AuditEventInput): AuditEvent;
   appendMany(inputs: AuditEventInput[]): AuditEvent[];
+  appendAsync(inputs: AuditEventInput[], done: (err: StoreUnavailableError | null) => void): void;
   head(): { size: number; hash: string };
   sessionEvents(session: string, afterSeq?: number, limit?: number): AuditEvent[];
   listSessions(filter?: SessionQuery): { total: number; sessions: SessionSummary[] };
@@ -171,32 +97,31 @@ export interface EventLog {
 export class AuditStore implements EventLog {
   readonly db: Database.Database;
   readonly path: string;
-  private seq = 0;
-  private lastHash = GENESIS_HASH;
   private listeners = new Set<Listener>();
-  private insertEvent: Database.Statement;
-  private upsertSession: Database.Statement;
-  private appendTx: (inputs: AuditEventInput[]) => { events: AuditEvent[]; sessions: Map<string, SessionDelta> };
-  /**
-   * Session-index changes committed in the event log but not yet in the `sessions` table. The
-   * table is an index over the log, not the record: writing it on a short timer keeps its pages out
-   * of every append's commit (a commit's cost grows with the pages it dirties). Reads through this
-   * class flush first, and `close` does. A crash can leave the index short by the last
-   * SESSION_INDEX_DELAY_MS of events; the log itself is complete.
-   */
-  private pendingSessions = new Map<string, SessionDelta>();
-  private sessionTimer: NodeJS.Timeout | undefined;
-  private flushSessionsTx: () => void;
+  /** Appends on this thread's connection: all of them, or with a commit thread those made inside `transaction`. */
+  private readonly writer: ChainWriter | undefined;
+  /** Appends on a second core, when the store was opened with `commitThread`. */
+  private readonly thread: CommitThread | undefined;
+  /** The head as of the last acknowledged append (the commit thread's or this thread's). */
+  private headSeq = 0;
+  private headHash = GENESIS_HASH;
+  /** This thread appended since the commit thread last did: it re-reads the head first. */
+  private threadStale = false;
+  /** Sessions the commit thread appended to recently (its index rows may still be pending). */
+  private threadSessions = new Map<string, number>();
   /** How long session-index changes may wait before they are written. */
-  static readonly SESSION_INDEX_DELAY_MS = 50;
+  static readonly SESSION_INDEX_DELAY_MS = ChainWriter.SESSION_INDEX_DELAY_MS;
 
-  /** Opens (creating if needed) `<dataDir>/custody.db` and runs pending migrations. */
-  static open(dataDir: string, options: { readonly?: boolean } = {}): AuditStore {
+  /**
+   * Opens (creating if needed) `<dataDir>/custody.db` and runs pending migrations. With
+   * `commitThread` (the gateway), appends are committed on a worker thread (commit-thread.ts).
+   */
+  static open(dataDir: string, options: StoreOptions = {}): AuditStore {
     if (!options.readonly) mkdirSync(dataDir, { recursive: true, mode: 0o700 });
     return new AuditStore(join(dataDir, 'custody.db'), options);
   }
 
-  constructor(path: string, options: { readonly?: boolean } = {}) {
+  constructor(path: string, options: StoreOptions = {}) {
     this.path = path;
     try {
       this.db = new Database(path, { readonly: options.readonly ?? false, fileMustExist: options.readonly ?? false, timeout: 2000 });
@@ -205,79 +130,22 @@ export class AuditStore implements EventLog {
         this.db.pragma('synchronous = NORMAL');
         this.db.pragma('foreign_keys = ON');
         migrate(this.db);
+        this.writer = new ChainWriter(this.db);
+        if (options.commitThread) this.thread = CommitThread.start(path);
       }
     } catch (err) {
       throw new StoreUnavailableError(err);
     }
     const last = this.db.prepare('SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1').get() as { seq: number; hash: string } | undefined;
     if (last) {
-      this.seq = last.seq;
-      this.lastHash = last.hash;
-    }
-    this.insertEvent = this.db.prepare(
-      `INSERT INTO events (seq, time, kind, session, actor, connection, payload, encoding, spans, payload_hash, prev_hash, hash)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-    );
-    this.upsertSession = this.db.prepare(
-      `INSERT INTO sessions (id, connection, protocol, actor, actor_name, started_at, last_event_at, ended_at, events, requests, holds, masked, denied, errors)
-       VALUES (@id, @connection, @protocol, @actor, @actorName, @started, @last, @ended, @events, @requests, @holds, @masked, @denied, @errors)
-       ON CONFLICT(id) DO UPDATE SET
-         last_event_at = @last,
-         ended_at = COALESCE(@ended, ended_at),
-         actor_name = COALESCE(actor_name, @actorName),
-         events = events + @events,
-         requests = requests + @requests,
-         holds = holds + @holds,
-         masked = masked + @masked,
-         denied = denied + @denied,
-         errors = errors + @errors`,
-    );
-    this.appendTx = this.db.transaction((inputs: AuditEventInput[]) => {
-      const sessions = new Map<string, SessionDelta>();
-      const events = inputs.map((i) => this.appendOne(i, sessions));
-      return { events, sessions };
-    });
-    this.flushSessionsTx = this.db.transaction(() => {
-      for (const d of this.pendingSessions.values()) this.upsertSession.run(d);
-    });
-  }
-
-  /** Writes the pending session-index changes now (done by a timer, before session reads and at close). */
-  flushSessions(): void {
-    if (this.sessionTimer) {
-      clearTimeout(this.sessionTimer);
-      this.sessionTimer = undefined;
-    }
-    if (this.pendingSessions.size === 0 || !this.db.open || this.db.readonly) return;
-    try {
-      this.flushSessionsTx();
-      this.pendingSessions.clear();
-    } catch {
-      // The events are committed; the index catches up on a later flush.
-      this.sessionTimer = setTimeout(() => this.flushSessions(), AuditStore.SESSION_INDEX_DELAY_MS * 4);
+      this.headSeq = last.seq;
+      this.headHash = last.hash;
     }
   }
 
-  private queueSessions(sessions: Map<string, SessionDelta>): void {
-    if (sessions.size === 0) return;
-    for (const d of sessions.values()) {
-      const p = this.pendingSessions.get(d.id);
-      if (!p) {
-        this.pendingSessions.set(d.id, d);
-        continue;
-      }
-      // The same merge the upsert's ON CONFLICT clause does.
-      p.last = d.last;
-      p.ended = d.ended ?? p.ended;
-      p.actorName ??= d.actorName;
-      p.events += d.events;
-      p.requests += d.requests;
-      p.holds += d.holds;
-      p.masked += d.masked;
-      p.denied += d.denied;
-      p.errors += d.errors;
-    }
-    this.sessionTimer ??= setTimeout(() => this.flushSessions(), AuditStore.SESSION_INDEX_DELAY_MS);
+  /** True when appends are committed on a commit thread. */
+  get threaded(): boolean {
+    return this.thread !== undefined;
   }
 
   /** Appends one event, committed before return. Throws StoreUnavailableError when it cannot. */
@@ -285,100 +153,175 @@ export class AuditStore implements EventLog {
     return this.appendMany([input])[0]!;
   }
 
-  /** Appends several events in one transaction (one commit). */
+  /** Appends several events in one transaction (one commit), before returning. */
   appendMany(inputs: AuditEventInput[]): AuditEvent[] {
-    const seq0 = this.seq;
-    const hash0 = this.lastHash;
-    let events: AuditEvent[];
+    const prepared = this.prepare(inputs);
+    let appended: AppendedEvent[];
+    if (this.thread && !this.db.inTransaction) {
+      let reply: CommitReply;
+      try {
+        reply = this.thread.call({ op: 'append', events: prepared, reload: this.takeStale() });
+      } catch (err) {
+        throw new StoreUnavailableError(err);
+      }
+      appended = this.acknowledged(inputs, reply);
+    } else appended = this.appendHere(prepared);
+    return this.committed(inputs, appended);
+  }
+
+  /**
+   * Appends `inputs` in order after everything before them and calls `done` once they are
+   * committed (null) or not (StoreUnavailableError). With a commit thread this returns at once and
+   * `done` runs later; without one the commit happens before this returns.
+   */
+  appendAsync(inputs: AuditEventInput[], done: (err: StoreUnavailableError | null) => void): void {
+    if (!this.thread || this.db.inTransaction) {
+      let failure: StoreUnavailableError | null = null;
+      try {
+        this.appendMany(inputs);
+      } catch (err) {
+        failure = err instanceof StoreUnavailableError ? err : new StoreUnavailableError(err);
+      }
+      done(failure);
+      return;
+    }
+    let prepared: PreparedEvent[];
     try {
-      const done = this.appendTx(inputs);
-      events = done.events;
-      this.queueSessions(done.sessions);
+      prepared = this.prepare(inputs);
     } catch (err) {
-      this.seq = seq0;
-      this.lastHash = hash0;
-      // Another process (a CLI command next to a running gateway) appended meanwhile: continue its chain.
-      if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_PRIMARYKEY' && this.reloadHead()) return this.appendMany(inputs);
-      throw err instanceof StoreUnavailableError ? err : new StoreUnavailableError(err);
+      done(err as StoreUnavailableError);
+      return;
+    }
+    let failure: StoreUnavailableError | null = null;
+    this.thread.append(
+      prepared,
+      this.takeStale(),
+      (reply) => {
+        try {
+          this.committed(inputs, this.acknowledged(inputs, reply));
+        } catch (err) {
+          failure = err as StoreUnavailableError;
+        }
+      },
+      () => done(failure),
+    );
+  }
+
+  /**
+   * Runs `fn` in one transaction on this thread's connection: state-table writes and the events
+   * that record them commit together or not at all. With a commit thread, everything sent to it
+   * is committed first and appends inside `fn` happen here.
+   */
+  transaction<T>(fn: () => T): T {
+    if (this.thread && !this.db.inTransaction) {
+      try {
+        this.thread.drain();
+      } catch (err) {
+        throw new StoreUnavailableError(err);
+      }
+    }
+    return this.db.transaction(fn).immediate();
+  }
+
+  /** Runs a PRAGMA on every connection that appends (tests use `query_only` for a read-only file). */
+  writerPragma(sql: string): void {
+    this.db.pragma(sql);
+    if (!this.thread) return;
+    const r = this.thread.call({ op: 'pragma', sql });
+    if (!r.ok) throw new StoreUnavailableError(new Error(r.message));
+  }
+
+  private prepare(inputs: AuditEventInput[]): PreparedEvent[] {
+    try {
+      return inputs.map(prepareEvent);
+    } catch (err) {
+      throw new StoreUnavailableError(err);
+    }
+  }
+
+  private takeStale(): boolean {
+    const stale = this.threadStale;
+    this.threadStale = false;
+    return stale;
+  }
+
+  private appendHere(prepared: PreparedEvent[]): AppendedEvent[] {
+    if (!this.writer) throw new StoreUnavailableError(new Error('the store is open read-only'));
+    try {
+      if (this.thread) {
+        this.writer.reloadHead();
+        this.threadStale = true;
+      }
+      return this.writer.append(prepared);
+    } catch (err) {
+      throw new StoreUnavailableError(err);
+    }
+  }
+
+  private acknowledged(inputs: AuditEventInput[], reply: CommitReply): AppendedEvent[] {
+    if (!reply.ok) throw new StoreUnavailableError(Object.assign(new Error(reply.message), { code: reply.code }));
+    const now = Date.now();
+    for (const i of inputs) if (i.session) this.threadSessions.set(i.session, now);
+    if (this.threadSessions.size > 4096) {
+      for (const [id, at] of this.threadSessions) if (now - at > SESSION_SETTLED_MS) this.threadSessions.delete(id);
+    }
+    return reply.appended!;
+  }
+
+  /** The events as stored, from their inputs and what the chain assigned; listeners hear of them. */
+  private committed(inputs: AuditEventInput[], appended: AppendedEvent[]): AuditEvent[] {
+    const events: AuditEvent[] = new Array(inputs.length);
+    for (let i = 0; i < inputs.length; i++) {
+      const input = inputs[i]!;
+      const a = appended[i]!;
+      // Written out, not spread: this runs for every event on the proxies' path.
+      events[i] = {
+        seq: a.seq,
+        time: a.time,
+        kind: input.kind,
+        session: input.session ?? null,
+        actor: input.actor ?? null,
+        connection: input.connection ?? null,
+        payload: input.payload === undefined ? null : input.payload,
+        spans: input.spans ?? [],
+        payloadHash: a.payloadHash,
+        prevHash: a.prevHash,
+        hash: a.hash,
+      };
+    }
+    const last = appended[appended.length - 1];
+    if (last && last.seq > this.headSeq) {
+      this.headSeq = last.seq;
+      this.headHash = last.hash;
     }
     for (const e of events) for (const l of this.listeners) l(e);
     return events;
   }
 
-  private appendOne(input: AuditEventInput, sessions: Map<string, SessionDelta>): AuditEvent {
-    const spans = input.spans ?? [];
-    const payload = input.payload === undefined ? null : input.payload;
-    const text = canonicalPayload(payload);
-    const spansText = spans.length ? canonicalPayload(spans) : '[]';
-    const payloadHash = sha256hex(`{"payload":${text},"spans":${spansText}}`);
-    const seq = this.seq + 1;
-    const time = input.time ?? Date.now();
-    const body = {
-      seq,
-      time,
-      kind: input.kind,
-      session: input.session ?? null,
-      actor: input.actor ?? null,
-      connection: input.connection ?? null,
-      payloadHash,
-    };
-    const hash = chainHash(this.lastHash, body);
-    const big = text.length > COMPRESS_OVER;
-    this.insertEvent.run(
-      seq,
-      time,
-      input.kind,
-      body.session,
-      body.actor,
-      body.connection,
-      big ? deflateRawSync(text) : text,
-      big ? 'deflate' : 'json',
-      spans.length ? spansText : null,
-      payloadHash,
-      this.lastHash,
-      hash,
-    );
-    if (body.session) this.indexSession(sessions, body.session, input, time, spans.length);
-    // Written out, not `{ ...body, … }`: V8's spread of a fresh literal costs microseconds per event here.
-    const event: AuditEvent = { seq, time, kind: body.kind, session: body.session, actor: body.actor, connection: body.connection, payloadHash, payload, spans, prevHash: this.lastHash, hash };
-    this.seq = seq;
-    this.lastHash = hash;
-    return event;
-  }
-
-  private indexSession(sessions: Map<string, SessionDelta>, id: string, input: AuditEventInput, time: number, masked: number): void {
-    const p = (input.payload ?? {}) as Record<string, unknown>;
-    const kind = input.kind;
-    const decision = kind === 'policy.decision' ? p['action'] : kind === 'hold.resolved' ? p['state'] : undefined;
-    const actorName = typeof p['actorName'] === 'string' ? p['actorName'] : null;
-    let d = sessions.get(id);
-    if (!d) {
-      const protocol = kind.startsWith('pg.') || p['protocol'] === 'postgres' ? 'postgres' : kind.startsWith('http.') || p['protocol'] === 'http' ? 'http' : 'control';
-      d = { id, connection: input.connection ?? null, protocol, actor: input.actor ?? null, actorName, started: time, last: time, ended: null, events: 0, requests: 0, holds: 0, masked: 0, denied: 0, errors: 0 };
-      sessions.set(id, d);
+  /** Writes pending session-index changes for `id` (or all) before a read of the index. */
+  private settleSessions(id?: string): void {
+    if (this.writer && (id === undefined || this.writer.hasPendingSession(id))) this.writer.flushSessions();
+    if (!this.thread || this.threadSessions.size === 0) return;
+    const at = id === undefined ? Math.max(...this.threadSessions.values()) : this.threadSessions.get(id);
+    if (at === undefined) return;
+    if (Date.now() - at <= SESSION_SETTLED_MS) {
+      try {
+        this.thread.call({ op: 'flushSessions' });
+      } catch {
+        // The index lags; the log is complete. Reads show what was written.
+      }
     }
-    d.actorName ??= actorName;
-    d.last = time;
-    if (kind === 'session.end') d.ended = time;
-    d.events++;
-    if (kind === 'http.request' || kind === 'pg.statement') d.requests++;
-    if (kind === 'hold.created') d.holds++;
-    d.masked += masked;
-    if (decision === 'deny' || decision === 'denied' || decision === 'expired') d.denied++;
-    if (kind === 'http.error' || kind === 'pg.error') d.errors++;
+    if (id === undefined) this.threadSessions.clear();
+    else this.threadSessions.delete(id);
   }
 
-  /** Re-reads the head from the file; true when it moved on (written by another connection). */
-  private reloadHead(): boolean {
-    const last = this.db.prepare('SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1').get() as { seq: number; hash: string } | undefined;
-    if (!last || last.seq <= this.seq) return false;
-    this.seq = last.seq;
-    this.lastHash = last.hash;
-    return true;
+  /** Writes the pending session-index changes now (done by a timer, before session reads and at close). */
+  flushSessions(): void {
+    this.settleSessions();
   }
 
   head(): { size: number; hash: string } {
-    return { size: this.seq, hash: this.lastHash };
+    return { size: this.headSeq, hash: this.headHash };
   }
 
   onAppend(listener: Listener): () => void {
@@ -408,13 +351,13 @@ export class AuditStore implements EventLog {
   }
 
   session(id: string): SessionSummary | undefined {
-    if (this.pendingSessions.has(id)) this.flushSessions();
+    this.settleSessions(id);
     const r = this.db.prepare('SELECT * FROM sessions WHERE id = ?').get(id) as SessionRow | undefined;
     return r && rowToSession(r);
   }
 
   listSessions(filter: SessionQuery = {}): { total: number; sessions: SessionSummary[] } {
-    this.flushSessions();
+    this.settleSessions();
     const where: string[] = [];
     const args: Record<string, unknown> = {};
     if (filter.user) {
@@ -449,29 +392,15 @@ export class AuditStore implements EventLog {
   }
 
   close(): void {
-    this.flushSessions();
-    clearTimeout(this.sessionTimer);
-    this.listeners.clear();
-    if (this.db.open) this.db.close();
+    try {
+      this.thread?.close();
+    } finally {
+      this.writer?.close();
+      this.listeners.clear();
+      if (this.db.open) this.db.close();
+    }
   }
-}
 
-/** One session's index changes within one append transaction. */
-interface SessionDelta {
-  id: string;
-  connection: string | null;
-  protocol: string;
-  actor: string | null;
-  actorName: string | null;
-  started: number;
-  last: number;
-  ended: number | null;
-  events: number;
-  requests: number;
-  holds: number;
-  masked: number;
-  denied: number;
-  errors: number;
 }
 
 interface SessionRow {

@@ -1,30 +1,18 @@
 /**
- * Runs a store verification in a worker thread when the worker entry can be loaded (the TypeScript
- * sources under tsx, as `custody` and the tests run), else inline. Verifying a million events takes
+ * Runs a store verification in a worker thread when the worker entry can be loaded (see
+ * worker-source.ts), else inline. Verifying a million events takes
  * seconds; a gateway should keep proxying meanwhile.
  */
 import { Worker } from 'node:worker_threads';
+import { workerSource } from '../worker-source';
 import { type RangeScan, verifyStore, type VerifyOptions, type VerifyReport } from './verify';
-
-function workerSource(file: string): { code: string } | undefined {
-  const self = import.meta.url;
-  if (!self.endsWith('.ts')) return undefined; // bundled build: no separate worker file to load
-  let tsxApi: string;
-  try {
-    tsxApi = import.meta.resolve('tsx/esm/api');
-  } catch {
-    return undefined;
-  }
-  const entry = new URL(file, self).href;
-  return { code: `import(${JSON.stringify(tsxApi)}).then(({ register }) => { register(); return import(${JSON.stringify(entry)}); });` };
-}
 
 /**
  * Runs `scanRange` for each range in its own worker thread; undefined when workers cannot load
  * this code (the caller then verifies in one thread). A worker's own failure rejects.
  */
 export async function scanInWorkers(file: string, ranges: [number, number][], wanted: number[], onProgress?: (done: number) => void): Promise<RangeScan[] | undefined> {
-  const src = workerSource('./verify-scan-worker.ts');
+  const src = workerSource(import.meta.url, './verify-scan-worker');
   if (!src) return undefined;
   const done = ranges.map(() => 0);
   const workers: Worker[] = [];
@@ -33,7 +21,7 @@ export async function scanInWorkers(file: string, ranges: [number, number][], wa
       ranges.map(
         ([from, to], i) =>
           new Promise<RangeScan>((resolve, reject) => {
-            const worker = new Worker(src.code, { eval: true, workerData: { file, from, to, wanted: wanted.filter((w) => w >= from && w <= to) } });
+            const worker = new Worker(src.entry, { ...src.options, workerData: { file, from, to, wanted: wanted.filter((w) => w >= from && w <= to) } });
             workers.push(worker);
             worker.on('message', (m: { type: string; done?: number; scan?: RangeScan; message?: string }) => {
               if (m.type === 'progress') {
@@ -53,10 +41,10 @@ export async function scanInWorkers(file: string, ranges: [number, number][], wa
 }
 
 export async function runVerification(dataDir: string, opts: VerifyOptions = {}): Promise<VerifyReport> {
-  const src = workerSource('./verify-worker.ts');
+  const src = workerSource(import.meta.url, './verify-worker');
   if (!src) return verifyStore(dataDir, opts);
   return new Promise<VerifyReport>((resolve, reject) => {
-    const worker = new Worker(src.code, { eval: true, workerData: { dataDir, since: opts.since, expectedKey: opts.expectedKey } });
+    const worker = new Worker(src.entry, { ...src.options, workerData: { dataDir, since: opts.since, expectedKey: opts.expectedKey } });
     let settled = false;
     const settle = (fn: () => void) => {
       if (settled) return;

@@ -2,7 +2,8 @@
  * Group commit for the HTTP proxy's audit events. Every exchange must be in the log before it is
  * forwarded, but a commit per event is the most expensive thing on the request path. So events
  * queued during one turn of the event loop are committed together, in order, in one transaction
- * (`appendMany`) at the end of that turn (setImmediate): a request waits for its batch (`commit`),
+ * (`appendAsync`, on the store's commit thread) at the end of that turn (setImmediate): a request
+ * waits for its batch (`commit`),
  * responses and stream chunks ride along with the next one (`defer`). Under load many exchanges
  * share a commit; a lone request waits only for the current turn to end.
  */
@@ -20,7 +21,7 @@ export class GroupCommitWriter {
   private queue: Pending[] = [];
   private scheduled = false;
 
-  constructor(private readonly store: Pick<EventLog, 'appendMany'>) {}
+  constructor(private readonly store: Pick<EventLog, 'appendAsync'>) {}
 
   /** Resolves once `events` are committed; rejects (StoreUnavailableError) when the batch failed. */
   commit(events: AuditEventInput[]): Promise<void> {
@@ -42,26 +43,22 @@ export class GroupCommitWriter {
     setImmediate(() => this.flush());
   }
 
-  /** Commits everything queued now (also used at shutdown). */
+  /** Sends everything queued now to the store as one append (also used at shutdown). */
   flush(): void {
     this.scheduled = false;
     const batch = this.queue;
     if (!batch.length) return;
     this.queue = [];
     const events = batch.length === 1 ? batch[0]!.events : batch.flatMap((p) => p.events);
-    let failure: unknown;
-    try {
-      this.store.appendMany(events);
-    } catch (err) {
-      failure = err;
-    }
-    for (const p of batch) {
-      if (failure === undefined) p.resolve?.();
-      else {
-        p.reject?.(failure);
-        p.onFail?.(failure);
+    this.store.appendAsync(events, (failure) => {
+      for (const p of batch) {
+        if (failure === null) p.resolve?.();
+        else {
+          p.reject?.(failure);
+          p.onFail?.(failure);
+        }
       }
-    }
+    });
   }
 
   get pending(): number {

@@ -65,7 +65,7 @@ export function applyMaskingChange(deps: MaskingDeps, change: MaskingChange): Ma
   const now = Date.now();
   let version = 0;
   try {
-    deps.store.db.transaction(() => {
+    deps.store.transaction(() => {
       version = history.insert({ detectors: change.config.detectors, masking: change.config.masking }, change.author.subject, { authorName: change.author.name, source: change.source, ...(change.note ? { note: change.note } : {}) }, now);
       deps.store.append({
         kind: 'masking.changed',
@@ -82,7 +82,7 @@ export function applyMaskingChange(deps: MaskingDeps, change: MaskingChange): Ma
         },
         time: now,
       });
-    })();
+    });
   } catch (err) {
     throw err instanceof StoreUnavailableError ? err : new StoreUnavailableError(err);
   }

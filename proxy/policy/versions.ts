@@ -76,7 +76,7 @@ export function applyPolicyChange(deps: PolicyDeps, change: PolicyChange): Polic
   new PolicyEngine(change.rules);
   let version = 0;
   try {
-    deps.store.db.transaction(() => {
+    deps.store.transaction(() => {
       version = history.insert({ rules: change.rules }, change.author.subject, { authorName: change.author.name, source: change.source, ...(change.note ? { note: change.note } : {}) }, now);
       deps.store.append({
         kind: 'policy.changed',
@@ -84,7 +84,7 @@ export function applyPolicyChange(deps: PolicyDeps, change: PolicyChange): Polic
         payload: { version, previousVersion: previous, source: change.source, actorName: change.author.name, rules: change.rules, hash: policiesHash(change.rules), ...(change.note ? { note: change.note } : {}) },
         time: now,
       });
-    })();
+    });
   } catch (err) {
     throw err instanceof StoreUnavailableError ? err : new StoreUnavailableError(err);
   }

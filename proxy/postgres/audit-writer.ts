@@ -33,7 +33,7 @@ export class AuditWriter {
   private readonly lastCommit = new Map<object, number>();
 
   constructor(
-    private readonly store: Pick<EventLog, 'appendMany'>,
+    private readonly store: Pick<EventLog, 'appendMany' | 'appendAsync'>,
     private readonly deferMs = 20,
     private readonly maxDeferred = 512,
     private readonly maxSpins = 16,
@@ -103,7 +103,7 @@ export class AuditWriter {
     this.flush();
   };
 
-  /** Commits what is queued now. */
+  /** Sends what is queued now to the store as one append. */
   flush(): void {
     this.scheduled = false;
     if (this.timer) {
@@ -114,24 +114,22 @@ export class AuditWriter {
     const commits = this.commits;
     if (pending.length === 0 && commits.length === 0) return;
     this.commits = [];
-    let error: Error | null = null;
-    try {
-      const events = pending.map((d) => d.event);
-      for (const c of commits) for (const e of c.events) events.push(e);
-      this.store.appendMany(events);
-      this.queue = this.queue.slice(pending.length);
-    } catch (err) {
-      error = err as Error;
-    }
-    if (error) {
-      const seen = new Set<(err: Error) => void>();
-      for (const d of pending) {
-        if (seen.has(d.onFail)) continue;
-        seen.add(d.onFail);
-        d.onFail(error);
+    this.queue = [];
+    const events = pending.map((d) => d.event);
+    for (const c of commits) for (const e of c.events) events.push(e);
+    this.store.appendAsync(events, (error) => {
+      if (error) {
+        // Results that could not be written go back to the front of the queue: they are still owed.
+        this.queue = [...pending, ...this.queue];
+        const seen = new Set<(err: Error) => void>();
+        for (const d of pending) {
+          if (seen.has(d.onFail)) continue;
+          seen.add(d.onFail);
+          d.onFail(error);
+        }
       }
-    }
-    for (const c of commits) c.done(error);
+      for (const c of commits) c.done(error);
+    });
   }
 
   get pending(): number {

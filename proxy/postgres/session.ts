@@ -85,7 +85,7 @@ export interface PgSessionServices {
   policy: PolicyEvaluator;
   holds: HoldGate;
   masking: MaskingEngine;
-  store: Pick<AuditStore, 'appendMany'> & Partial<Pick<AuditStore, 'session'>>;
+  store: Pick<AuditStore, 'appendMany' | 'appendAsync'> & Partial<Pick<AuditStore, 'session'>>;
   bus?: EventBus;
   log: Logger;
 }

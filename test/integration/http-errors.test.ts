@@ -184,8 +184,8 @@ describe('HTTP proxy: failures around the exchange', () => {
 
   it('store unwritable → 503, and nothing reaches the upstream', async () => {
     const before = upstream.requests.length;
-    const db = gw.gw.services.store.db;
-    db.pragma('query_only = ON');
+    const store = gw.gw.services.store;
+    store.writerPragma('query_only = ON');
     try {
       const client = new OpenAI({ baseURL: `${gw.proxy}/openai`, apiKey: gw.adminKey, maxRetries: 0 });
       await assert.rejects(client.chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'must not leave' }] }), (err: unknown) => {
@@ -196,7 +196,7 @@ describe('HTTP proxy: failures around the exchange', () => {
         return true;
       });
     } finally {
-      db.pragma('query_only = OFF');
+      store.writerPragma('query_only = OFF');
     }
     assert.equal(upstream.requests.length, before, 'the stand-in received nothing');
     // and the gateway recovers once the store can write again

@@ -108,8 +108,11 @@ describe('sessions and live messages', () => {
   it('publishes session.started and session.event on the control-plane bus', async () => {
     const seen: ServerMessage[] = [];
     const off = gw.gw.services.bus.subscribe((m) => seen.push(m));
+    const responded = () => seen.some((m) => m.type === 'session.event' && m.event.kind === 'http.response');
     try {
       await client.chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] });
+      // The response is recorded after the client has it.
+      await eventually(responded, 'the http.response event', 2000);
     } finally {
       off();
     }

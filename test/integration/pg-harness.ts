@@ -52,7 +52,7 @@ export async function startHarness(opts: {
   groups?: string[];
 } = {}): Promise<Harness> {
   const dataDir = mkdtempSync(join(tmpdir(), 'custody-pg-'));
-  const store = AuditStore.open(dataDir);
+  const store = AuditStore.open(dataDir, { commitThread: true });
   const keys = new ApiKeyStore(store.db);
   const { key } = keys.create({ name: 'tester', groups: opts.groups ?? ['dev'] });
   const config = Config.parse({

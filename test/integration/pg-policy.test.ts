@@ -187,9 +187,9 @@ describe('fail closed when the audit log cannot write', () => {
     try {
       assert.equal((await c.query('select 1 as one')).rows[0].one, 1);
       await new Promise((r) => setTimeout(r, 50));
-      h.store.db.pragma('query_only = ON');
+      h.store.writerPragma('query_only = ON');
       await assert.rejects(c.query('select 2'), (e: pg.DatabaseError) => e.code === '58000' && /audit log cannot record it/.test(e.message));
-      h.store.db.pragma('query_only = OFF');
+      h.store.writerPragma('query_only = OFF');
       assert.equal((await c.query('select 3 as three')).rows[0].three, 3);
     } finally {
       await c.end();

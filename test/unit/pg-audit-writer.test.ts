@@ -16,6 +16,16 @@ function fakeStore() {
       batches.push(inputs.map((i) => (i.payload as { id: string }).id));
       return [];
     },
+    /** As the store with a commit thread does: the answer comes later. */
+    appendAsync(inputs: AuditEventInput[], done: (err: Error | null) => void) {
+      let err: Error | null = null;
+      try {
+        this.appendMany(inputs);
+      } catch (e) {
+        err = e as Error;
+      }
+      setImmediate(() => done(err));
+    },
   };
 }
 

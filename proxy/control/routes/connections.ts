@@ -210,7 +210,7 @@ function save(s: GatewayServices, c: Connection, secret: SecretSource | null | u
   }
   const { secret: _drop, ...rest } = c;
   const stored: StoredConfig = { ...rest, ...(secretRef ? { secretRef } : {}), updatedBy: actor.name };
-  s.store.db.transaction(() => {
+  s.store.transaction(() => {
     s.store.db
       .prepare('INSERT INTO connections (name, config, secret, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET config = excluded.config, secret = excluded.secret, updated_at = excluded.updated_at')
       .run(c.name, JSON.stringify(stored), sealed, now);
@@ -228,7 +228,7 @@ function save(s: GatewayServices, c: Connection, secret: SecretSource | null | u
         byName: actor.name,
       },
     });
-  })();
+  });
   s.bus.publish({ type: 'connections.updated' });
 }
 

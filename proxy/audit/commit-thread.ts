@@ -1,0 +1,170 @@
+/**
+ * The audit store's commit thread, seen from the gateway's thread.
+ *
+ * A commit (SQLite writing WAL frames, locking, hashing the chain) is the most expensive step on
+ * the proxy's request path, and it blocks whichever thread runs it. With a commit thread the
+ * gateway's event loop only prepares each event (canonical JSON of its payload) and posts it; the
+ * worker (commit-worker.ts) hashes, inserts and commits on a second core, and answers. The proxy
+ * still forwards a request only after the answer says its event is committed.
+ *
+ * Two ways to append, one order: `append` answers through a callback (the proxies' hot path);
+ * `call` blocks until the worker answers (everything that needs `append` to return the event, as
+ * the in-thread store does). Both go through one port, so the worker sees them in the order they
+ * were made. A blocked call wakes on a shared counter (Atomics.wait) and takes the answers off the
+ * port itself (receiveMessageOnPort); answers to earlier callback appends found on the way are
+ * settled in order, their callbacks deferred to a microtask so no caller is re-entered.
+ *
+ * If the worker dies, every waiting and later append fails (the store refuses: fail closed).
+ */
+import { MessageChannel, type MessagePort, receiveMessageOnPort, Worker } from 'node:worker_threads';
+import { workerSource } from '../worker-source';
+import type { AppendedEvent, PreparedEvent } from './chain-writer';
+
+export type CommitRequest =
+  | { op: 'append'; id: number; events: PreparedEvent[]; reload?: boolean }
+  | { op: 'flushSessions'; id: number }
+  | { op: 'pragma'; id: number; sql: string }
+  | { op: 'close'; id: number };
+
+/** A request before it is numbered. */
+type Unnumbered<T> = T extends unknown ? Omit<T, 'id'> : never;
+
+export type CommitReply = { id: number; ok: true; appended?: AppendedEvent[] } | { id: number; ok: false; message: string; code?: string };
+
+/** What waits for an answer: `settled` runs as the answer is taken, `then` after it (maybe deferred). */
+interface Waiter {
+  settled(reply: CommitReply): void;
+  then?: () => void;
+}
+
+/** How long a blocking call waits for the worker before it gives up (the store then refuses). */
+const CALL_TIMEOUT_MS = 10_000;
+
+export class CommitThreadError extends Error {
+  code?: string;
+  constructor(message: string, code?: string) {
+    super(message);
+    this.name = 'CommitThreadError';
+    this.code = code;
+  }
+}
+
+export class CommitThread {
+  private nextId = 1;
+  private readonly waiting = new Map<number, Waiter>();
+  private dead: Error | undefined;
+  private closed = false;
+
+  private constructor(
+    private readonly worker: Worker,
+    private readonly port: MessagePort,
+    private readonly signal: Int32Array,
+  ) {
+    port.on('message', (r: CommitReply) => this.take(r, false));
+    port.unref();
+    worker.unref();
+    worker.on('error', (err) => this.die(new CommitThreadError(`the audit commit thread failed: ${err.message}`)));
+    worker.on('exit', (code) => this.die(new CommitThreadError(`the audit commit thread exited (code ${code})`)));
+  }
+
+  /** Starts the thread on the store file at `path`; undefined when its code cannot be loaded here. */
+  static start(path: string): CommitThread | undefined {
+    const src = workerSource(import.meta.url, './commit-worker');
+    if (!src) return undefined;
+    const { port1, port2 } = new MessageChannel();
+    const signal = new Int32Array(new SharedArrayBuffer(4));
+    const worker = new Worker(src.entry, { ...src.options, workerData: { path, port: port2, signal }, transferList: [port2] });
+    return new CommitThread(worker, port1, signal);
+  }
+
+  /** Appends `events`; `done` runs once they are committed (with the chain's answer) or failed. */
+  append(events: PreparedEvent[], reload: boolean, settled: (reply: CommitReply) => void, then?: () => void): void {
+    const id = this.nextId++;
+    if (this.dead) {
+      const r: CommitReply = { id, ok: false, message: this.dead.message };
+      queueMicrotask(() => {
+        settled(r);
+        then?.();
+      });
+      return;
+    }
+    if (this.waiting.size === 0) this.port.ref();
+    this.waiting.set(id, { settled, then });
+    this.port.postMessage({ op: 'append', id, events, reload } satisfies CommitRequest);
+  }
+
+  /** Sends `req` and blocks until the worker answers it; throws CommitThreadError when it cannot. */
+  call(req: Unnumbered<CommitRequest>): CommitReply {
+    if (this.dead) throw this.dead;
+    const id = this.nextId++;
+    this.port.postMessage({ ...req, id } as CommitRequest);
+    const deadline = Date.now() + CALL_TIMEOUT_MS;
+    for (;;) {
+      const seen = Atomics.load(this.signal, 0);
+      const m = receiveMessageOnPort(this.port);
+      if (m) {
+        const r = m.message as CommitReply;
+        if (r.id === id) return r;
+        this.take(r, true);
+        if (this.dead) throw this.dead;
+        continue;
+      }
+      const left = deadline - Date.now();
+      if (left <= 0) {
+        this.die(new CommitThreadError(`the audit commit thread did not answer within ${CALL_TIMEOUT_MS / 1000} s`));
+        throw this.dead!;
+      }
+      Atomics.wait(this.signal, 0, seen, left);
+    }
+  }
+
+  /** Waits until everything sent so far is answered. */
+  drain(): void {
+    if (this.waiting.size) this.call({ op: 'flushSessions' });
+  }
+
+  get pending(): number {
+    return this.waiting.size;
+  }
+
+  /** Commits what is queued, closes the worker's connection and ends the thread. */
+  close(): void {
+    if (this.closed) return;
+    try {
+      if (!this.dead) this.call({ op: 'close' });
+    } finally {
+      this.closed = true;
+      this.die(new CommitThreadError('the audit store is closed'));
+      this.port.close();
+      void this.worker.terminate();
+    }
+  }
+
+  private take(r: CommitReply, fromCall: boolean): void {
+    if (r.id === 0 && !r.ok) {
+      // The worker could not open the store.
+      this.die(new CommitThreadError(`the audit commit thread could not open the store: ${r.message}`));
+      return;
+    }
+    const w = this.waiting.get(r.id);
+    if (!w) return;
+    this.waiting.delete(r.id);
+    if (this.waiting.size === 0) this.port.unref();
+    w.settled(r);
+    if (w.then) {
+      if (fromCall) queueMicrotask(w.then);
+      else w.then();
+    }
+  }
+
+  private die(err: Error): void {
+    if (this.dead) return;
+    this.dead = err;
+    const waiting = [...this.waiting.entries()];
+    this.waiting.clear();
+    for (const [id, w] of waiting) {
+      w.settled({ id, ok: false, message: err.message });
+      if (w.then) queueMicrotask(w.then);
+    }
+  }
+}

@@ -1,0 +1,127 @@
+// The audit store with its commit thread (as the gateway opens it): one chain in call order across
+// blocking and callback appends, transactions on the gateway's own connection, other writers to
+// the same file, an unwritable file and a dead thread (both refuse: fail closed).
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import type { Worker } from 'node:worker_threads';
+import type { AuditEvent, AuditEventInput } from '../../shared/events';
+import { AuditStore, StoreUnavailableError } from '../../proxy/audit/store';
+import { verifyStore } from '../../proxy/audit/verify';
+import { tempDir } from '../support/tmp';
+
+const ev = (n: number, session = 'ses_a'): AuditEventInput => ({ kind: 'http.request', session, actor: 'key:alice', connection: 'openai', payload: { n, body: 'x'.repeat(n % 7) } });
+
+function appendAsync(store: AuditStore, inputs: AuditEventInput[]): Promise<StoreUnavailableError | null> {
+  return new Promise((resolve) => store.appendAsync(inputs, resolve));
+}
+
+describe('audit store with a commit thread', () => {
+  it('keeps one chain in call order across callback and blocking appends', async () => {
+    const dir = tempDir();
+    const store = AuditStore.open(dir, { commitThread: true });
+    assert.equal(store.threaded, true);
+    const heard: AuditEvent[] = [];
+    store.onAppend((e) => heard.push(e));
+    const acks: Promise<StoreUnavailableError | null>[] = [];
+    for (let i = 1; i <= 30; i++) {
+      if (i % 10 === 0) {
+        const [e] = store.appendMany([ev(i)]);
+        assert.equal(e!.seq, i, 'a blocking append returns after everything sent before it');
+      } else acks.push(appendAsync(store, [ev(i)]));
+    }
+    assert.deepEqual(await Promise.all(acks), acks.map(() => null));
+    assert.deepEqual(
+      heard.map((e) => [e.seq, (e.payload as { n: number }).n]),
+      Array.from({ length: 30 }, (_, i) => [i + 1, i + 1]),
+      'listeners hear every event once, in seq order, with the seq its position gave it',
+    );
+    assert.equal(store.head().size, 30);
+    assert.equal(store.head().hash, heard[29]!.hash);
+    assert.equal(store.session('ses_a')?.requests, 30, 'the session index is current for a reader');
+    store.close();
+    const report = verifyStore(dir);
+    assert.equal(report.ok, true, JSON.stringify(report.failure));
+    assert.equal(report.events, 30);
+  });
+
+  it('commits appends inside a transaction on the gateway thread, and the thread continues the chain', async () => {
+    const dir = tempDir();
+    const store = AuditStore.open(dir, { commitThread: true });
+    const first = appendAsync(store, [ev(1), ev(2)]);
+    store.transaction(() => {
+      store.db.prepare('INSERT INTO meta (key, value) VALUES (?, ?)').run('k', 'v');
+      assert.equal(store.append(ev(3)).seq, 3, 'the thread was drained before the transaction began');
+    });
+    assert.equal(await first, null);
+    assert.throws(
+      () =>
+        store.transaction(() => {
+          store.append(ev(99));
+          throw new Error('rolled back');
+        }),
+      /rolled back/,
+    );
+    assert.equal(await appendAsync(store, [ev(4)]), null);
+    assert.equal(store.appendMany([ev(5)])[0]!.seq, 5);
+    store.close();
+    const report = verifyStore(dir);
+    assert.equal(report.ok, true, JSON.stringify(report.failure));
+    assert.equal(report.events, 5, 'the rolled-back event is not in the log');
+  });
+
+  it('continues the chain another process wrote meanwhile', async () => {
+    const dir = tempDir();
+    const store = AuditStore.open(dir, { commitThread: true });
+    assert.equal(await appendAsync(store, [ev(1)]), null);
+    const cli = AuditStore.open(dir); // a CLI command next to the running gateway
+    cli.append({ kind: 'key.created', actor: 'system', payload: { id: 'k1' } });
+    cli.close();
+    assert.equal(await appendAsync(store, [ev(3)]), null);
+    assert.equal(store.append(ev(4)).seq, 4);
+    store.close();
+    assert.equal(verifyStore(dir).ok, true);
+  });
+
+  it('refuses appends while the file cannot be written, and recovers', async () => {
+    const dir = tempDir();
+    const store = AuditStore.open(dir, { commitThread: true });
+    assert.equal(await appendAsync(store, [ev(1)]), null);
+    store.writerPragma('query_only = ON');
+    const err = await appendAsync(store, [ev(2)]);
+    assert.ok(err instanceof StoreUnavailableError, String(err));
+    assert.match(err.message, /audit store unavailable: .*readonly/i);
+    assert.throws(() => store.append(ev(2)), StoreUnavailableError);
+    store.writerPragma('query_only = OFF');
+    assert.equal(await appendAsync(store, [ev(2)]), null);
+    assert.equal(store.head().size, 2, 'nothing refused was written');
+    store.close();
+    assert.equal(verifyStore(dir).ok, true);
+  });
+
+  it('fails closed when the thread dies', async () => {
+    const dir = tempDir();
+    const store = AuditStore.open(dir, { commitThread: true });
+    assert.equal(await appendAsync(store, [ev(1)]), null);
+    const worker = (store as unknown as { thread: { worker: Worker } }).thread.worker;
+    await worker.terminate();
+    await new Promise((r) => setImmediate(r));
+    const err = await appendAsync(store, [ev(2)]);
+    assert.ok(err instanceof StoreUnavailableError);
+    assert.match(err.message, /commit thread exited/);
+    assert.throws(() => store.append(ev(2)), /commit thread exited/);
+    store.close();
+    assert.equal(verifyStore(dir).events, 1);
+  });
+
+  it('writes what was sent before close', async () => {
+    const dir = tempDir();
+    const store = AuditStore.open(dir, { commitThread: true });
+    const acks = [appendAsync(store, [ev(1)]), appendAsync(store, [ev(2), ev(3, 'ses_b')])];
+    store.close();
+    assert.deepEqual(await Promise.all(acks), [null, null]);
+    const again = AuditStore.open(dir);
+    assert.equal(again.head().size, 3);
+    assert.equal(again.session('ses_b')?.events, 1, 'the session index was written at close');
+    again.close();
+  });
+});
