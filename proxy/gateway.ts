@@ -77,7 +77,7 @@ export class Gateway {
 
   static async start(opts: GatewayOptions): Promise<Gateway> {
     const log = opts.log ?? createLogger();
-    const store = AuditStore.open(opts.dataDir, { commitThread: true });
+    const store = AuditStore.open(opts.dataDir, { commitThread: process.env.CUSTODY_COMMIT_THREAD !== '0' });
     const keys = new ApiKeyStore(store.db);
     const secrets = opts.secrets ?? plainSecrets;
     const bus = new EventBus();

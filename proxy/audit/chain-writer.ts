@@ -55,7 +55,8 @@ export function prepareEvent(input: AuditEventInput): PreparedEvent {
     session: input.session ?? null,
     actor: input.actor ?? null,
     connection: input.connection ?? null,
-    time: input.time,
+    // Stamped when prepared: a journaled event keeps the time it was recorded, not folded.
+    time: input.time ?? Date.now(),
     text: canonicalPayload(payload),
     spansText: spans.length ? canonicalPayload(spans) : null,
     masked: spans.length,
@@ -78,7 +79,7 @@ export class ChainWriter {
   private lastHash = GENESIS_HASH;
   private readonly insertEvent: Database.Statement;
   private readonly upsertSession: Database.Statement;
-  private readonly appendTx: (events: PreparedEvent[]) => AppendedEvent[];
+  private readonly appendTx: (events: PreparedEvent[], inTx?: () => void) => AppendedEvent[];
   private readonly flushSessionsTx: () => void;
   /**
    * Session-index changes committed in the event log but not yet in the `sessions` table. The
@@ -112,7 +113,11 @@ export class ChainWriter {
          denied = denied + @denied,
          errors = errors + @errors`,
     );
-    this.appendTx = db.transaction((events: PreparedEvent[]) => events.map((e) => this.appendOne(e)));
+    this.appendTx = db.transaction((events: PreparedEvent[], inTx?: () => void) => {
+      const out = events.map((e) => this.appendOne(e));
+      inTx?.();
+      return out;
+    });
     this.flushSessionsTx = db.transaction(() => {
       for (const d of this.pendingSessions.values()) this.upsertSession.run(d);
     });
@@ -131,22 +136,25 @@ export class ChainWriter {
     return true;
   }
 
-  /** Appends the events in one transaction (one commit); throws what SQLite threw, the head unchanged. */
-  append(events: PreparedEvent[]): AppendedEvent[] {
+  /**
+   * Appends the events in one transaction (one commit), running `inTx` inside it too; throws what
+   * SQLite threw, the head unchanged.
+   */
+  append(events: PreparedEvent[], inTx?: () => void): AppendedEvent[] {
     const seq0 = this.seq;
     const hash0 = this.lastHash;
     const sessions = this.pendingSessions;
     this.pendingSessions = new Map();
     let out: AppendedEvent[];
     try {
-      out = this.appendTx(events);
+      out = this.appendTx(events, inTx);
     } catch (err) {
       this.seq = seq0;
       this.lastHash = hash0;
       this.pendingSessions = sessions;
       // Another connection (the store's other thread, or a CLI command next to a running gateway)
       // appended meanwhile: continue its chain.
-      if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_PRIMARYKEY' && this.reloadHead()) return this.append(events);
+      if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_PRIMARYKEY' && this.reloadHead()) return this.append(events, inTx);
       throw err;
     }
     // Merge this transaction's session changes into what was pending (the upsert's merge).

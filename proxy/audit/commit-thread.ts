@@ -21,15 +21,18 @@ import { workerSource } from '../worker-source';
 import type { AppendedEvent, PreparedEvent } from './chain-writer';
 
 export type CommitRequest =
-  | { op: 'append'; id: number; events: PreparedEvent[]; reload?: boolean }
-  | { op: 'flushSessions'; id: number }
+  /** `jseq`: the batch is journaled, up to that journal line (see journal.ts). */
+  | { op: 'append'; id: number; events: PreparedEvent[]; reload?: boolean; jseq?: number }
+  /** Answered once everything before it is; also writes the session index. */
+  | { op: 'sync'; id: number }
   | { op: 'pragma'; id: number; sql: string }
   | { op: 'close'; id: number };
 
 /** A request before it is numbered. */
 type Unnumbered<T> = T extends unknown ? Omit<T, 'id'> : never;
 
-export type CommitReply = { id: number; ok: true; appended?: AppendedEvent[] } | { id: number; ok: false; message: string; code?: string };
+/** `final: false`: a journaled batch's commit failed and will be retried (the answer comes later). */
+export type CommitReply = { id: number; ok: true; appended?: AppendedEvent[] } | { id: number; ok: false; final: boolean; message: string; code?: string };
 
 /** What waits for an answer: `settled` runs as the answer is taken, `then` after it (maybe deferred). */
 interface Waiter {
@@ -54,6 +57,8 @@ export class CommitThread {
   private readonly waiting = new Map<number, Waiter>();
   private dead: Error | undefined;
   private closed = false;
+  /** Why journaled batches cannot be committed right now (the store refuses new traffic meanwhile). */
+  failure: string | undefined;
 
   private constructor(
     private readonly worker: Worker,
@@ -77,11 +82,15 @@ export class CommitThread {
     return new CommitThread(worker, port1, signal);
   }
 
-  /** Appends `events`; `done` runs once they are committed (with the chain's answer) or failed. */
-  append(events: PreparedEvent[], reload: boolean, settled: (reply: CommitReply) => void, then?: () => void): void {
+  /**
+   * Appends `events` (journaled up to `jseq`, if given); `settled` runs with the chain's answer
+   * once they are committed, or with the failure when they cannot be (for journaled batches only
+   * when the thread is gone: until then they are retried).
+   */
+  append(events: PreparedEvent[], opts: { reload: boolean; jseq?: number }, settled: (reply: CommitReply) => void, then?: () => void): void {
     const id = this.nextId++;
     if (this.dead) {
-      const r: CommitReply = { id, ok: false, message: this.dead.message };
+      const r: CommitReply = { id, ok: false, final: true, message: this.dead.message };
       queueMicrotask(() => {
         settled(r);
         then?.();
@@ -90,7 +99,7 @@ export class CommitThread {
     }
     if (this.waiting.size === 0) this.port.ref();
     this.waiting.set(id, { settled, then });
-    this.port.postMessage({ op: 'append', id, events, reload } satisfies CommitRequest);
+    this.port.postMessage({ op: 'append', id, events, reload: opts.reload, jseq: opts.jseq } satisfies CommitRequest);
   }
 
   /** Sends `req` and blocks until the worker answers it; throws CommitThreadError when it cannot. */
@@ -118,20 +127,30 @@ export class CommitThread {
     }
   }
 
-  /** Waits until everything sent so far is answered. */
+  /** Waits until everything sent so far is answered (and the session index written). */
   drain(): void {
-    if (this.waiting.size) this.call({ op: 'flushSessions' });
+    this.call({ op: 'sync' });
+  }
+
+  /** Why the thread is gone, once it is (the store refuses appends from then on). */
+  get gone(): Error | undefined {
+    return this.dead;
   }
 
   get pending(): number {
     return this.waiting.size;
   }
 
-  /** Commits what is queued, closes the worker's connection and ends the thread. */
-  close(): void {
-    if (this.closed) return;
+  /**
+   * Commits what is queued, closes the worker's connection and ends the thread. True when
+   * everything sent was committed (false: journaled batches remain for the next start).
+   */
+  close(): boolean {
+    if (this.closed) return true;
     try {
-      if (!this.dead) this.call({ op: 'close' });
+      // A thread that died may have left journaled batches uncommitted: keep the journal.
+      if (this.dead) return false;
+      return this.call({ op: 'close' }).ok;
     } finally {
       this.closed = true;
       this.die(new CommitThreadError('the audit store is closed'));
@@ -148,6 +167,11 @@ export class CommitThread {
     }
     const w = this.waiting.get(r.id);
     if (!w) return;
+    if (!r.ok && !r.final) {
+      this.failure = r.message;
+      return;
+    }
+    if (r.ok) this.failure = undefined;
     this.waiting.delete(r.id);
     if (this.waiting.size === 0) this.port.unref();
     w.settled(r);
@@ -163,7 +187,7 @@ export class CommitThread {
     const waiting = [...this.waiting.entries()];
     this.waiting.clear();
     for (const [id, w] of waiting) {
-      w.settled({ id, ok: false, message: err.message });
+      w.settled({ id, ok: false, final: true, message: err.message });
       if (w.then) queueMicrotask(w.then);
     }
   }

@@ -1,16 +1,27 @@
 /**
  * The audit store's commit thread (see commit-thread.ts). Holds its own SQLite connection to the
- * store's file and appends what the gateway's thread sends, in the order sent. Appends waiting
- * in the port when one arrives are committed with it in one transaction (group commit across
- * everything the other thread queued meanwhile). After each reply it bumps a shared counter, so
- * a thread blocked on a synchronous call wakes.
+ * store's file and appends what the gateway's thread sends, in the order sent: journaled batches
+ * (already acknowledged to the proxies, see journal.ts) and blocking appends. Everything waiting
+ * in the port is committed together in one transaction, with the journal's fold mark.
+ *
+ * When a commit fails (the file is read-only, full or locked), journaled batches stay in the
+ * backlog and are retried (they are recorded; they must reach the database) while the gateway's
+ * thread refuses new traffic; blocking appends fail at once. After each reply the worker bumps a
+ * shared counter, so a thread blocked on a synchronous call wakes.
  */
 import { type MessagePort, receiveMessageOnPort, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import { ChainWriter } from './chain-writer';
 import type { CommitReply, CommitRequest } from './commit-thread';
+import { setFoldedMark } from './journal';
 
 const { path, port, signal } = workerData as { path: string; port: MessagePort; signal: Int32Array };
+const RETRY_MS = 100;
+/** How long journaled batches wait to be committed together, and how many events force it sooner. */
+const FOLD_MS = 10;
+const FOLD_EVENTS = 2000;
+
+type Append = Extract<CommitRequest, { op: 'append' }>;
 
 let writer: ChainWriter;
 let db: Database.Database;
@@ -20,9 +31,15 @@ try {
   db.pragma('synchronous = NORMAL');
   writer = new ChainWriter(db);
 } catch (err) {
-  reply({ id: 0, ok: false, message: messageOf(err) });
+  reply({ id: 0, ok: false, final: true, message: messageOf(err) });
   process.exit(1);
 }
+
+/** Appends not yet committed, in order; journaled ones stay here until they are. */
+let backlog: Append[] = [];
+let retryTimer: NodeJS.Timeout | undefined;
+/** Journaled batches already told that their commit failed (told once, until it succeeds). */
+const told = new Set<number>();
 
 function messageOf(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
@@ -34,62 +51,97 @@ function reply(r: CommitReply): void {
   Atomics.notify(signal, 0);
 }
 
-/** Commits a run of appends in one transaction and answers each. */
-function commit(run: Extract<CommitRequest, { op: 'append' }>[]): void {
+/** Commits the backlog in one transaction and answers each append; true when it is empty after. */
+function commitBacklog(): boolean {
+  if (!backlog.length) return true;
+  const run = backlog;
   if (run.some((r) => r.reload)) writer.reloadHead();
   const all = run.length === 1 ? run[0]!.events : run.flatMap((r) => r.events);
+  let folded = 0;
+  for (const r of run) if (r.jseq !== undefined && r.jseq > folded) folded = r.jseq;
   let appended;
   try {
-    appended = writer.append(all);
+    appended = writer.append(all, folded ? () => setFoldedMark(db, folded) : undefined);
   } catch (err) {
+    const message = messageOf(err);
     const code = (err as { code?: string }).code;
-    for (const r of run) reply({ id: r.id, ok: false, message: messageOf(err), code });
-    return;
+    // Blocking appends fail now; journaled ones wait in the backlog for the next attempt.
+    backlog = run.filter((r) => r.jseq !== undefined);
+    for (const r of run) {
+      if (r.jseq === undefined) reply({ id: r.id, ok: false, final: true, message, code });
+      else if (!told.has(r.id)) {
+        told.add(r.id);
+        reply({ id: r.id, ok: false, final: false, message, code });
+      }
+    }
+    retryTimer ??= setTimeout(() => {
+      retryTimer = undefined;
+      commitBacklog();
+    }, RETRY_MS);
+    return false;
   }
+  backlog = [];
   let i = 0;
   for (const r of run) {
+    told.delete(r.id);
     reply({ id: r.id, ok: true, appended: appended.slice(i, i + r.events.length) });
     i += r.events.length;
   }
+  return true;
 }
 
-function handle(req: CommitRequest): void {
+function handle(req: Exclude<CommitRequest, Append>): void {
   try {
     switch (req.op) {
-      case 'flushSessions':
+      case 'sync':
         writer.flushSessions();
         break;
       case 'pragma':
         db.pragma(req.sql);
         break;
-      case 'close':
+      case 'close': {
+        const empty = commitBacklog();
+        clearTimeout(retryTimer);
         writer.close();
         db.close();
-        reply({ id: req.id, ok: true });
+        reply(empty ? { id: req.id, ok: true } : { id: req.id, ok: false, final: true, message: `${backlog.length} journaled batches could not be committed; they stay in the journal for the next start` });
         port.close();
         return;
-      default:
-        break;
+      }
     }
     reply({ id: req.id, ok: true });
   } catch (err) {
-    reply({ id: req.id, ok: false, message: messageOf(err) });
+    reply({ id: req.id, ok: false, final: true, message: messageOf(err) });
   }
 }
 
+/** Events in the backlog; past FOLD_EVENTS they are committed without waiting for the timer. */
+let backlogEvents = 0;
+let foldTimer: NodeJS.Timeout | undefined;
+
+function fold(): void {
+  clearTimeout(foldTimer);
+  foldTimer = undefined;
+  if (commitBacklog()) backlogEvents = 0;
+}
+
 port.on('message', (first: CommitRequest) => {
-  // Everything already queued behind this message is handled now; consecutive appends share one commit.
   const queued: CommitRequest[] = [first];
   for (let m = receiveMessageOnPort(port); m; m = receiveMessageOnPort(port)) queued.push(m.message as CommitRequest);
-  let run: Extract<CommitRequest, { op: 'append' }>[] = [];
+  let now = false;
   for (const req of queued) {
     if (req.op === 'append') {
-      run.push(req);
+      backlog.push(req);
+      backlogEvents += req.events.length;
+      // A blocking append has its caller waiting; journaled batches are already recorded and
+      // can wait a few milliseconds to share a commit with many others.
+      if (req.jseq === undefined || backlogEvents >= FOLD_EVENTS) now = true;
       continue;
     }
-    if (run.length) commit(run);
-    run = [];
+    fold();
+    now = false;
     handle(req);
   }
-  if (run.length) commit(run);
+  if (now) fold();
+  else if (backlog.length) foldTimer ??= setTimeout(fold, FOLD_MS);
 });

@@ -20,6 +20,7 @@ import type { AuditEvent, AuditEventInput, MaskSpan, SessionFilter, SessionSumma
 import { GENESIS_HASH } from './chain';
 import { type AppendedEvent, ChainWriter, type PreparedEvent, prepareEvent } from './chain-writer';
 import { type CommitReply, CommitThread } from './commit-thread';
+import { claimJournal, Journal, journalDir, journalOwnedByOther, releaseJournal, replayJournal } from './journal';
 import { MIGRATIONS } from './migrations';
 
 // The chain's definitions moved to chain.ts; re-exported for the store's many readers.
@@ -102,6 +103,8 @@ export class AuditStore implements EventLog {
   private readonly writer: ChainWriter | undefined;
   /** Appends on a second core, when the store was opened with `commitThread`. */
   private readonly thread: CommitThread | undefined;
+  /** With the commit thread: where the proxies' batches are recorded first (journal.ts). */
+  private readonly journal: Journal | undefined;
   /** The head as of the last acknowledged append (the commit thread's or this thread's). */
   private headSeq = 0;
   private headHash = GENESIS_HASH;
@@ -131,7 +134,16 @@ export class AuditStore implements EventLog {
         this.db.pragma('foreign_keys = ON');
         migrate(this.db);
         this.writer = new ChainWriter(this.db);
+        // Lines a stopped gateway journaled but did not fold go into the log first (not while a
+        // running gateway owns the journal: its commit thread folds them).
+        const dir = journalDir(path);
+        let lastJseq = 0;
+        if (!journalOwnedByOther(dir)) lastJseq = replayJournal(this.db, this.writer, dir).lastJseq;
         if (options.commitThread) this.thread = CommitThread.start(path);
+        if (this.thread) {
+          this.journal = new Journal(dir, lastJseq);
+          claimJournal(dir);
+        }
       }
     } catch (err) {
       throw new StoreUnavailableError(err);
@@ -171,8 +183,8 @@ export class AuditStore implements EventLog {
 
   /**
    * Appends `inputs` in order after everything before them and calls `done` once they are
-   * committed (null) or not (StoreUnavailableError). With a commit thread this returns at once and
-   * `done` runs later; without one the commit happens before this returns.
+   * recorded (null) or not (StoreUnavailableError). Without a commit thread that is a commit;
+   * with one, a journal write (journal.ts), the commit following on the thread.
    */
   appendAsync(inputs: AuditEventInput[], done: (err: StoreUnavailableError | null) => void): void {
     if (!this.thread || this.db.inTransaction) {
@@ -192,19 +204,32 @@ export class AuditStore implements EventLog {
       done(err as StoreUnavailableError);
       return;
     }
-    let failure: StoreUnavailableError | null = null;
-    this.thread.append(
-      prepared,
-      this.takeStale(),
-      (reply) => {
-        try {
-          this.committed(inputs, this.acknowledged(inputs, reply));
-        } catch (err) {
-          failure = err as StoreUnavailableError;
-        }
-      },
-      () => done(failure),
-    );
+    if (this.thread.gone) {
+      done(new StoreUnavailableError(this.thread.gone));
+      return;
+    }
+    if (this.thread.failure !== undefined) {
+      done(new StoreUnavailableError(new Error(`the audit database cannot be written (${this.thread.failure}); refusing until it can`)));
+      return;
+    }
+    let jseq: number;
+    try {
+      jseq = this.journal!.write(prepared);
+    } catch (err) {
+      done(new StoreUnavailableError(err));
+      return;
+    }
+    // Recorded: the batch is in the journal. The commit thread folds it into the database; the
+    // listeners hear of it, with its place in the chain, once it is there.
+    this.thread.append(prepared, { reload: this.takeStale(), jseq }, (reply) => {
+      if (reply.ok) this.committed(inputs, this.acknowledged(inputs, reply));
+    });
+    done(null);
+  }
+
+  /** For tests: journal to another file (/dev/full stands for a full disk); none: back to the journal's own files. */
+  redirectJournal(path?: string): void {
+    this.journal?.redirect(path);
   }
 
   /**
@@ -298,15 +323,26 @@ export class AuditStore implements EventLog {
     return events;
   }
 
+  /** Waits until everything sent to the commit thread is in the database (before reads of events). */
+  settle(): void {
+    if (!this.thread || this.thread.pending === 0) return;
+    try {
+      this.thread.drain();
+    } catch {
+      // Reads show what is in the database; appends report the failure.
+    }
+  }
+
   /** Writes pending session-index changes for `id` (or all) before a read of the index. */
   private settleSessions(id?: string): void {
     if (this.writer && (id === undefined || this.writer.hasPendingSession(id))) this.writer.flushSessions();
-    if (!this.thread || this.threadSessions.size === 0) return;
-    const at = id === undefined ? Math.max(...this.threadSessions.values()) : this.threadSessions.get(id);
-    if (at === undefined) return;
-    if (Date.now() - at <= SESSION_SETTLED_MS) {
+    if (!this.thread) return;
+    // Batches still on their way to the database, or index rows the thread may not have written yet.
+    const at = id === undefined ? (this.threadSessions.size ? Math.max(...this.threadSessions.values()) : undefined) : this.threadSessions.get(id);
+    const recent = at !== undefined && Date.now() - at <= SESSION_SETTLED_MS;
+    if (this.thread.pending > 0 || recent) {
       try {
-        this.thread.call({ op: 'flushSessions' });
+        this.thread.drain();
       } catch {
         // The index lags; the log is complete. Reads show what was written.
       }
@@ -330,21 +366,25 @@ export class AuditStore implements EventLog {
   }
 
   event(seq: number): AuditEvent | undefined {
+    this.settle();
     const r = this.db.prepare('SELECT * FROM events WHERE seq = ?').get(seq) as EventRow | undefined;
     return r && rowToEvent(r);
   }
 
   /** Events in seq order, `from` inclusive, at most `limit`. */
   events(from = 1, limit = 1000): AuditEvent[] {
+    this.settle();
     return (this.db.prepare('SELECT * FROM events WHERE seq >= ? ORDER BY seq LIMIT ?').all(from, limit) as EventRow[]).map(rowToEvent);
   }
 
   /** Raw rows in seq order, for the verifier (no JSON decoding it does not need). */
   *iterateRows(from = 1): IterableIterator<EventRow> {
+    this.settle();
     yield* this.db.prepare('SELECT * FROM events WHERE seq >= ? ORDER BY seq').iterate(from) as IterableIterator<EventRow>;
   }
 
   sessionEvents(session: string, afterSeq = 0, limit = 10_000): AuditEvent[] {
+    this.settle();
     return (
       this.db.prepare('SELECT * FROM events WHERE session = ? AND seq > ? ORDER BY seq LIMIT ?').all(session, afterSeq, limit) as EventRow[]
     ).map(rowToEvent);
@@ -393,7 +433,13 @@ export class AuditStore implements EventLog {
 
   close(): void {
     try {
-      this.thread?.close();
+      const folded = this.thread ? this.thread.close() : true;
+      if (this.journal) {
+        // Journal files stay when something in them did not reach the database: the next start folds them.
+        if (folded) this.journal.close();
+        else this.journal.release();
+        releaseJournal(journalDir(this.path));
+      }
     } finally {
       this.writer?.close();
       this.listeners.clear();

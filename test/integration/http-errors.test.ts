@@ -182,10 +182,11 @@ describe('HTTP proxy: failures around the exchange', () => {
     assert.ok(!JSON.stringify(all).includes('sk-down-secret-123456'));
   });
 
-  it('store unwritable → 503, and nothing reaches the upstream', async () => {
+  it('store unwritable (a full disk) → 503, and nothing reaches the upstream', async () => {
     const before = upstream.requests.length;
     const store = gw.gw.services.store;
-    store.writerPragma('query_only = ON');
+    // The journal is where a request is recorded first; /dev/full answers every write with ENOSPC.
+    store.redirectJournal('/dev/full');
     try {
       const client = new OpenAI({ baseURL: `${gw.proxy}/openai`, apiKey: gw.adminKey, maxRetries: 0 });
       await assert.rejects(client.chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'must not leave' }] }), (err: unknown) => {
@@ -196,7 +197,7 @@ describe('HTTP proxy: failures around the exchange', () => {
         return true;
       });
     } finally {
-      store.writerPragma('query_only = OFF');
+      store.redirectJournal();
     }
     assert.equal(upstream.requests.length, before, 'the stand-in received nothing');
     // and the gateway recovers once the store can write again

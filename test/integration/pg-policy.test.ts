@@ -187,9 +187,10 @@ describe('fail closed when the audit log cannot write', () => {
     try {
       assert.equal((await c.query('select 1 as one')).rows[0].one, 1);
       await new Promise((r) => setTimeout(r, 50));
-      h.store.writerPragma('query_only = ON');
-      await assert.rejects(c.query('select 2'), (e: pg.DatabaseError) => e.code === '58000' && /audit log cannot record it/.test(e.message));
-      h.store.writerPragma('query_only = OFF');
+      // The journal is where a statement is recorded first; /dev/full answers every write with ENOSPC.
+      h.store.redirectJournal('/dev/full');
+      await assert.rejects(c.query('select 2'), (e: pg.DatabaseError) => e.code === '58000' && /audit log cannot record it.*ENOSPC/.test(e.message));
+      h.store.redirectJournal();
       assert.equal((await c.query('select 3 as three')).rows[0].three, 3);
     } finally {
       await c.end();

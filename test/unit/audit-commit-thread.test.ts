@@ -2,6 +2,8 @@
 // blocking and callback appends, transactions on the gateway's own connection, other writers to
 // the same file, an unwritable file and a dead thread (both refuse: fail closed).
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
 import { describe, it } from 'node:test';
 import type { Worker } from 'node:worker_threads';
 import type { AuditEvent, AuditEventInput } from '../../shared/events';
@@ -10,6 +12,16 @@ import { verifyStore } from '../../proxy/audit/verify';
 import { tempDir } from '../support/tmp';
 
 const ev = (n: number, session = 'ses_a'): AuditEventInput => ({ kind: 'http.request', session, actor: 'key:alice', connection: 'openai', payload: { n, body: 'x'.repeat(n % 7) } });
+
+async function eventually<T>(check: () => Promise<T | undefined | false>, timeoutMs = 3000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await check();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
 
 function appendAsync(store: AuditStore, inputs: AuditEventInput[]): Promise<StoreUnavailableError | null> {
   return new Promise((resolve) => store.appendAsync(inputs, resolve));
@@ -82,20 +94,49 @@ describe('audit store with a commit thread', () => {
     assert.equal(verifyStore(dir).ok, true);
   });
 
-  it('refuses appends while the file cannot be written, and recovers', async () => {
+  it('refuses appends while the database cannot be written, and loses none it took', async () => {
     const dir = tempDir();
     const store = AuditStore.open(dir, { commitThread: true });
     assert.equal(await appendAsync(store, [ev(1)]), null);
     store.writerPragma('query_only = ON');
-    const err = await appendAsync(store, [ev(2)]);
-    assert.ok(err instanceof StoreUnavailableError, String(err));
-    assert.match(err.message, /audit store unavailable: .*readonly/i);
-    assert.throws(() => store.append(ev(2)), StoreUnavailableError);
-    store.writerPragma('query_only = OFF');
+    // Journaled before the database failed: recorded, and committed once it can be.
     assert.equal(await appendAsync(store, [ev(2)]), null);
-    assert.equal(store.head().size, 2, 'nothing refused was written');
+    // Until the failed commit is reported, appends are still journaled (and so recorded).
+    const accepted: number[] = [];
+    let n = 100;
+    const refused = await eventually(async () => {
+      const err = await appendAsync(store, [ev(++n)]);
+      if (!err) accepted.push(n);
+      return err ?? undefined;
+    });
+    assert.ok(refused instanceof StoreUnavailableError);
+    assert.match(refused.message, /audit database cannot be written \(.*readonly.*\); refusing until it can/i);
+    assert.throws(() => store.append(ev(99)), StoreUnavailableError);
+    store.writerPragma('query_only = OFF');
+    await eventually(async () => (await appendAsync(store, [ev(3)])) === null);
     store.close();
+    const again = AuditStore.open(dir);
+    assert.deepEqual(
+      again.events().map((e) => (e.payload as { n: number }).n),
+      [1, 2, ...accepted, 3],
+      'journaled events reached the log once the database could be written; refused ones did not',
+    );
+    again.close();
     assert.equal(verifyStore(dir).ok, true);
+  });
+
+  it('refuses appends it cannot journal (a full disk), writing nothing', async () => {
+    const dir = tempDir();
+    const store = AuditStore.open(dir, { commitThread: true });
+    assert.equal(await appendAsync(store, [ev(1)]), null);
+    store.redirectJournal('/dev/full');
+    const err = await appendAsync(store, [ev(2)]);
+    assert.ok(err instanceof StoreUnavailableError);
+    assert.match(err.message, /ENOSPC/);
+    store.close();
+    const again = AuditStore.open(dir);
+    assert.equal(again.head().size, 1);
+    again.close();
   });
 
   it('fails closed when the thread dies', async () => {
@@ -110,7 +151,55 @@ describe('audit store with a commit thread', () => {
     assert.match(err.message, /commit thread exited/);
     assert.throws(() => store.append(ev(2)), /commit thread exited/);
     store.close();
-    assert.equal(verifyStore(dir).events, 1);
+    // The first event may have been journaled but not committed when the thread died: the next
+    // start folds it in; the refused one is nowhere.
+    const again = AuditStore.open(dir);
+    assert.deepEqual(again.events().map((e) => (e.payload as { n: number }).n), [1]);
+    again.close();
+    assert.equal(verifyStore(dir).ok, true);
+  });
+
+  it('keeps every acknowledged event through a crash (SIGKILL), and folds it at the next start', async () => {
+    const dir = tempDir();
+    const storeModule = new URL('../../proxy/audit/store.ts', import.meta.url).href;
+    const script = `
+      const { AuditStore } = await import(${JSON.stringify(storeModule)});
+      const store = AuditStore.open(${JSON.stringify(dir)}, { commitThread: true });
+      let n = 0;
+      const next = () => {
+        const batch = [];
+        for (let i = 0; i < 5; i++) batch.push({ kind: 'http.request', session: 'ses_c', payload: { n: ++n } });
+        const last = n;
+        store.appendAsync(batch, (err) => {
+          if (err) throw err;
+          process.stdout.write('ack ' + last + '\\n');
+          setImmediate(next);
+        });
+      };
+      next();`;
+    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let acked = 0;
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`only ${acked} events acknowledged in 30 s`)), 30_000);
+      child.once('exit', (code) => reject(new Error(`the writer exited (${code}) before it was killed`)));
+      createInterface({ input: child.stdout! }).on('line', (line) => {
+        acked = Number(line.split(' ')[1]);
+        if (acked >= 2000) {
+          child.removeAllListeners('exit');
+          child.kill('SIGKILL');
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+    });
+    await new Promise((r) => child.once('exit', r));
+    const store = AuditStore.open(dir);
+    const ns = store.events(1, 1_000_000).map((e) => (e.payload as { n: number }).n);
+    store.close();
+    assert.ok(ns.length >= acked, `${ns.length} events in the log, ${acked} acknowledged`);
+    assert.deepEqual(ns.slice(0, acked), Array.from({ length: acked }, (_, i) => i + 1), 'every acknowledged event, in order');
+    const report = verifyStore(dir);
+    assert.equal(report.ok, true, JSON.stringify(report.failure));
   });
 
   it('writes what was sent before close', async () => {
