@@ -77,10 +77,18 @@ export class Gateway {
 
   static async start(opts: GatewayOptions): Promise<Gateway> {
     const log = opts.log ?? createLogger();
-    const store = AuditStore.open(opts.dataDir, { commitThread: process.env.CUSTODY_COMMIT_THREAD !== '0' });
+    const store = AuditStore.open(opts.dataDir, { commitThread: true });
     const keys = new ApiKeyStore(store.db);
     const secrets = opts.secrets ?? plainSecrets;
-    const bus = new EventBus();
+    // Recorded events wait in the bus's resume buffer without their payloads; a resuming client gets them from the store.
+    const bus = new EventBus(10_000, {
+      keep: (m) => (m.type === 'session.event' ? { ...m, event: { ...m.event, payload: null, spans: [] } } : m),
+      restore: (m) => {
+        if (m.type !== 'session.event') return m;
+        const event = store.event(m.event.seq);
+        return event && { ...m, event };
+      },
+    });
     let services: GatewayServices;
     try {
       const users = new UserDirectory(store.db);

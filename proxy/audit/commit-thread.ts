@@ -40,6 +40,9 @@ interface Waiter {
   then?: () => void;
 }
 
+/** How long journaled batches gather before they are sent, and how many events send them sooner. */
+const POST_MS = 5;
+const POST_EVENTS = 512;
 /** How long a blocking call waits for the worker before it gives up (the store then refuses). */
 const CALL_TIMEOUT_MS = 10_000;
 
@@ -59,6 +62,9 @@ export class CommitThread {
   private closed = false;
   /** Why journaled batches cannot be committed right now (the store refuses new traffic meanwhile). */
   failure: string | undefined;
+  /** Journaled batches waiting to be sent (see `queue`). */
+  private outbox: { events: PreparedEvent[]; parts: { n: number; settled: (reply: CommitReply) => void }[]; jseq: number; reload: boolean } | undefined;
+  private outboxTimer: NodeJS.Timeout | undefined;
 
   private constructor(
     private readonly worker: Worker,
@@ -102,8 +108,44 @@ export class CommitThread {
     this.port.postMessage({ op: 'append', id, events, reload: opts.reload, jseq: opts.jseq } satisfies CommitRequest);
   }
 
-  /** Sends `req` and blocks until the worker answers it; throws CommitThreadError when it cannot. */
+  /**
+   * Like `append` for journaled batches, which need no prompt answer: batches queued within
+   * POST_MS go to the worker as one message (one wake-up of the thread, one answer), each
+   * `settled` receiving its own part of the answer.
+   */
+  queue(events: PreparedEvent[], opts: { reload: boolean; jseq: number }, settled: (reply: CommitReply) => void): void {
+    const o = (this.outbox ??= { events: [], parts: [], jseq: 0, reload: false });
+    for (const e of events) o.events.push(e);
+    o.parts.push({ n: events.length, settled });
+    o.jseq = opts.jseq;
+    o.reload ||= opts.reload;
+    if (o.events.length >= POST_EVENTS) this.post();
+    else this.outboxTimer ??= setTimeout(this.post, POST_MS);
+  }
+
+  /** Sends the queued batches now. */
+  private readonly post = (): void => {
+    clearTimeout(this.outboxTimer);
+    this.outboxTimer = undefined;
+    const o = this.outbox;
+    if (!o) return;
+    this.outbox = undefined;
+    this.append(o.events, { reload: o.reload, jseq: o.jseq }, (reply) => {
+      if (!reply.ok) {
+        for (const p of o.parts) p.settled(reply);
+        return;
+      }
+      let i = 0;
+      for (const p of o.parts) {
+        p.settled({ id: reply.id, ok: true, appended: reply.appended!.slice(i, i + p.n) });
+        i += p.n;
+      }
+    });
+  };
+
+  /** Sends `req` (after anything queued) and blocks until the worker answers it; throws CommitThreadError when it cannot. */
   call(req: Unnumbered<CommitRequest>): CommitReply {
+    this.post();
     if (this.dead) throw this.dead;
     const id = this.nextId++;
     this.port.postMessage({ ...req, id } as CommitRequest);
@@ -138,7 +180,7 @@ export class CommitThread {
   }
 
   get pending(): number {
-    return this.waiting.size;
+    return this.waiting.size + (this.outbox ? 1 : 0);
   }
 
   /**
@@ -150,6 +192,7 @@ export class CommitThread {
     try {
       // A thread that died may have left journaled batches uncommitted: keep the journal.
       if (this.dead) return false;
+      this.post();
       return this.call({ op: 'close' }).ok;
     } finally {
       this.closed = true;

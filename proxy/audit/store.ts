@@ -221,7 +221,7 @@ export class AuditStore implements EventLog {
     }
     // Recorded: the batch is in the journal. The commit thread folds it into the database; the
     // listeners hear of it, with its place in the chain, once it is there.
-    this.thread.append(prepared, { reload: this.takeStale(), jseq }, (reply) => {
+    this.thread.queue(prepared, { reload: this.takeStale(), jseq }, (reply) => {
       if (reply.ok) this.committed(inputs, this.acknowledged(inputs, reply));
     });
     done(null);

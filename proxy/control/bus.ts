@@ -14,11 +14,20 @@ export class EventBus {
   private ring: ServerMessage[] = [];
   private subscribers = new Set<Subscriber>();
 
-  constructor(private readonly capacity = 10_000) {}
+  /**
+   * `keep` may store a message in the resume buffer in a lighter form (a recorded event without
+   * its payload: the store has it), and `restore` turns it back when a client resumes (undefined:
+   * it cannot, and the client resyncs). Holding ten thousand full payloads cost the gateway more
+   * in garbage collection than recording them did.
+   */
+  constructor(
+    private readonly capacity = 10_000,
+    private readonly light?: { keep(msg: ServerMessage): ServerMessage; restore(msg: ServerMessage): ServerMessage | undefined },
+  ) {}
 
   publish(body: ServerMessageBody): ServerMessage {
     const msg = { ...body, seq: ++this.seq, epoch: this.epoch, at: Date.now() } as ServerMessage;
-    this.ring.push(msg);
+    this.ring.push(this.light ? this.light.keep(msg) : msg);
     // Trim in bulk (amortized O(1)): dropping one message per publish would move the whole buffer each time.
     if (this.ring.length >= 2 * this.capacity) this.ring.splice(0, this.ring.length - this.capacity);
     for (const s of this.subscribers) s(msg);
@@ -36,7 +45,15 @@ export class EventBus {
     if (after >= this.seq) return [];
     const first = this.ring[0];
     if (!first || first.seq > after + 1) return null;
-    return this.ring.slice(after + 1 - first.seq);
+    const kept = this.ring.slice(after + 1 - first.seq);
+    if (!this.light) return kept;
+    const out: ServerMessage[] = [];
+    for (const m of kept) {
+      const full = this.light.restore(m);
+      if (!full) return null;
+      out.push(full);
+    }
+    return out;
   }
 
   get lastSeq(): number {
