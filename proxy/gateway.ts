@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import type { Config } from '../shared/config';
 import { AuditService } from './audit/service';
 import { AuditStore } from './audit/store';
-import { EventBus } from './control/bus';
+import { EventBus, sessionEventsFromStore } from './control/bus';
 import { type ControlPlane, type RouteModule, startControlPlane } from './control/server';
 import { registerConnectionRoutes, withStoredConnections } from './control/routes/connections';
 import { registerDashboardRoutes } from './control/routes/dashboard';
@@ -80,15 +80,7 @@ export class Gateway {
     const store = AuditStore.open(opts.dataDir, { commitThread: true });
     const keys = new ApiKeyStore(store.db);
     const secrets = opts.secrets ?? plainSecrets;
-    // Recorded events wait in the bus's resume buffer without their payloads; a resuming client gets them from the store.
-    const bus = new EventBus(10_000, {
-      keep: (m) => (m.type === 'session.event' ? { ...m, event: { ...m.event, payload: null, spans: [] } } : m),
-      restore: (m) => {
-        if (m.type !== 'session.event') return m;
-        const event = store.event(m.event.seq);
-        return event && { ...m, event };
-      },
-    });
+    const bus = new EventBus(10_000, sessionEventsFromStore(store));
     let services: GatewayServices;
     try {
       const users = new UserDirectory(store.db);

@@ -93,7 +93,7 @@ export class CommitThread {
    * once they are committed, or with the failure when they cannot be (for journaled batches only
    * when the thread is gone: until then they are retried).
    */
-  append(events: PreparedEvent[], opts: { reload: boolean; jseq?: number }, settled: (reply: CommitReply) => void, then?: () => void): void {
+  private append(events: PreparedEvent[], opts: { reload: boolean; jseq?: number }, settled: (reply: CommitReply) => void, then?: () => void): void {
     const id = this.nextId++;
     if (this.dead) {
       const r: CommitReply = { id, ok: false, final: true, message: this.dead.message };

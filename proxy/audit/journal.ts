@@ -179,7 +179,7 @@ const OWNER = 'owner.pid';
 const claimed = new Set<string>();
 
 /** True when the journal is held: by a store open in this process, or by another live process (a running gateway). */
-export function journalOwnedByOther(dir: string): boolean {
+export function journalHeld(dir: string): boolean {
   if (claimed.has(dir)) return true;
   let pid: number;
   try {

@@ -20,7 +20,7 @@ import type { AuditEvent, AuditEventInput, MaskSpan, SessionFilter, SessionSumma
 import { GENESIS_HASH } from './chain';
 import { type AppendedEvent, ChainWriter, type PreparedEvent, prepareEvent } from './chain-writer';
 import { type CommitReply, CommitThread } from './commit-thread';
-import { claimJournal, Journal, journalDir, journalOwnedByOther, releaseJournal, replayJournal } from './journal';
+import { claimJournal, Journal, journalDir, journalHeld, releaseJournal, replayJournal } from './journal';
 import { MIGRATIONS } from './migrations';
 
 // The chain's definitions moved to chain.ts; re-exported for the store's many readers.
@@ -138,7 +138,7 @@ export class AuditStore implements EventLog {
         // running gateway owns the journal: its commit thread folds them).
         const dir = journalDir(path);
         let lastJseq = 0;
-        if (!journalOwnedByOther(dir)) lastJseq = replayJournal(this.db, this.writer, dir).lastJseq;
+        if (!journalHeld(dir)) lastJseq = replayJournal(this.db, this.writer, dir).lastJseq;
         if (options.commitThread) this.thread = CommitThread.start(path);
         if (this.thread) {
           this.journal = new Journal(dir, lastJseq);

@@ -4,6 +4,7 @@
  * exactly what it missed (or a `resync` when the gap fell out of the buffer or the gateway restarted).
  */
 import { randomUUID } from 'node:crypto';
+import type { AuditEvent } from '../../shared/events';
 import type { ServerMessage, ServerMessageBody } from '../../shared/messages';
 
 type Subscriber = (msg: ServerMessage) => void;
@@ -59,4 +60,19 @@ export class EventBus {
   get lastSeq(): number {
     return this.seq;
   }
+}
+
+/**
+ * The gateway's `light` option for the bus: recorded events wait in the resume buffer without
+ * their payloads, and a resuming client gets them from the store (`event(seq)`).
+ */
+export function sessionEventsFromStore(store: { event(seq: number): AuditEvent | undefined }): NonNullable<ConstructorParameters<typeof EventBus>[1]> {
+  return {
+    keep: (m) => (m.type === 'session.event' ? { ...m, event: { ...m.event, payload: null, spans: [] } } : m),
+    restore: (m) => {
+      if (m.type !== 'session.event') return m;
+      const event = store.event(m.event.seq);
+      return event && { ...m, event };
+    },
+  };
 }

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { AuditEvent } from '../../shared/events';
 import type { ServerMessage } from '../../shared/messages';
-import { EventBus } from '../../proxy/control/bus';
+import { EventBus, sessionEventsFromStore } from '../../proxy/control/bus';
 
 const event = (seq: number): AuditEvent => ({
   seq,
@@ -35,14 +35,7 @@ describe('EventBus', () => {
 
   it('keeps recorded events light and restores them for a resuming client', () => {
     const stored = new Map<number, AuditEvent>();
-    const bus = new EventBus(100, {
-      keep: (m) => (m.type === 'session.event' ? { ...m, event: { ...m.event, payload: null, spans: [] } } : m),
-      restore: (m) => {
-        if (m.type !== 'session.event') return m;
-        const e = stored.get(m.event.seq);
-        return e && { ...m, event: e };
-      },
-    });
+    const bus = new EventBus(100, sessionEventsFromStore({ event: (seq) => stored.get(seq) }));
     const live: ServerMessage[] = [];
     bus.subscribe((m) => live.push(m));
     for (let i = 1; i <= 3; i++) {
