@@ -178,21 +178,25 @@ describe('audit store with a commit thread', () => {
       };
       next();`;
     const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    // Listened for from the start: the exit can be reported before a later listener is attached.
+    const exited = new Promise((r) => child.once('exit', r));
     let acked = 0;
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`only ${acked} events acknowledged in 30 s`)), 30_000);
-      child.once('exit', (code) => reject(new Error(`the writer exited (${code}) before it was killed`)));
+      let killed = false;
+      void exited.then((code) => killed || reject(new Error(`the writer exited (${String(code)}) before it was killed`)));
       createInterface({ input: child.stdout! }).on('line', (line) => {
+        if (killed) return;
         acked = Number(line.split(' ')[1]);
         if (acked >= 2000) {
-          child.removeAllListeners('exit');
+          killed = true;
           child.kill('SIGKILL');
           clearTimeout(timer);
           resolve();
         }
       });
     });
-    await new Promise((r) => child.once('exit', r));
+    await exited;
     const store = AuditStore.open(dir);
     const ns = store.events(1, 1_000_000).map((e) => (e.payload as { n: number }).n);
     store.close();
