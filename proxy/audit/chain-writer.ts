@@ -33,6 +33,12 @@ export interface PreparedEvent {
   actorName: string | null;
   decision: string | null;
   protocol: string | null;
+  /**
+   * The place the gateway's thread gave it in the chain when it journaled it (`chainAfter`). The
+   * writer keeps it when it still follows the head, and chains the event anew when another
+   * connection appended in between.
+   */
+  chained?: AppendedEvent;
 }
 
 /** What the chain assigned to one appended event. */
@@ -64,6 +70,15 @@ export function prepareEvent(input: AuditEventInput): PreparedEvent {
     decision: typeof decision === 'string' ? decision : null,
     protocol: typeof p['protocol'] === 'string' ? p['protocol'] : null,
   };
+}
+
+/** The chain's entry for `e` after `prev` (seq and hash of the event before it). */
+export function chainAfter(prev: { seq: number; hash: string }, e: PreparedEvent): AppendedEvent {
+  const payloadHash = sha256hex(`{"payload":${e.text},"spans":${e.spansText ?? '[]'}}`);
+  const seq = prev.seq + 1;
+  const time = e.time ?? Date.now();
+  const hash = chainHashOfText(prev.hash, canonicalEventBody({ seq, time, kind: e.kind, session: e.session, actor: e.actor, connection: e.connection, payloadHash }));
+  return { seq, time, payloadHash, prevHash: prev.hash, hash };
 }
 
 /** One session's index changes not yet written to the `sessions` table (counters are increments). */
@@ -143,6 +158,7 @@ export class ChainWriter {
   append(events: PreparedEvent[], inTx?: () => void): AppendedEvent[] {
     const seq0 = this.seq;
     const hash0 = this.lastHash;
+    const rechained0 = this.rechained;
     const sessions = this.pendingSessions;
     this.pendingSessions = new Map();
     let out: AppendedEvent[];
@@ -151,6 +167,7 @@ export class ChainWriter {
     } catch (err) {
       this.seq = seq0;
       this.lastHash = hash0;
+      this.rechained = rechained0;
       this.pendingSessions = sessions;
       // Another connection (the store's other thread, or a CLI command next to a running gateway)
       // appended meanwhile: continue its chain.
@@ -164,19 +181,31 @@ export class ChainWriter {
     return out;
   }
 
+  /** Events since the last `takeRechained` that were given a place other than the one they came with. */
+  private rechained = 0;
+
+  /** How many events arrived chained (`chained`) but had to be chained anew; resets the count. */
+  takeRechained(): number {
+    const n = this.rechained;
+    this.rechained = 0;
+    return n;
+  }
+
   private appendOne(e: PreparedEvent): AppendedEvent {
-    const spansText = e.spansText ?? '[]';
-    const payloadHash = sha256hex(`{"payload":${e.text},"spans":${spansText}}`);
-    const seq = this.seq + 1;
-    const time = e.time ?? Date.now();
-    const prevHash = this.lastHash;
-    const hash = chainHashOfText(prevHash, canonicalEventBody({ seq, time, kind: e.kind, session: e.session, actor: e.actor, connection: e.connection, payloadHash }));
+    const c = e.chained;
+    let a: AppendedEvent;
+    if (c && c.seq === this.seq + 1 && c.prevHash === this.lastHash) a = c;
+    else {
+      a = chainAfter({ seq: this.seq, hash: this.lastHash }, e);
+      if (c) this.rechained++;
+    }
+    const { seq, time, payloadHash, prevHash, hash } = a;
     const big = e.text.length > COMPRESS_OVER;
     this.insertEvent.run(seq, time, e.kind, e.session, e.actor, e.connection, big ? deflateRawSync(e.text) : e.text, big ? 'deflate' : 'json', e.spansText, payloadHash, prevHash, hash);
     if (e.session) this.indexSession(e.session, e, time);
     this.seq = seq;
     this.lastHash = hash;
-    return { seq, time, payloadHash, prevHash, hash };
+    return a;
   }
 
   private indexSession(id: string, e: PreparedEvent, time: number): void {

@@ -1,28 +1,29 @@
 /**
  * The audit store's commit thread, seen from the gateway's thread.
  *
- * A commit (SQLite writing WAL frames, locking, hashing the chain) is the most expensive step on
- * the proxy's request path, and it blocks whichever thread runs it. With a commit thread the
- * gateway's event loop only prepares each event (canonical JSON of its payload) and posts it; the
- * worker (commit-worker.ts) hashes, inserts and commits on a second core, and answers. The proxy
- * still forwards a request only after the answer says its event is committed.
+ * A commit (SQLite writing WAL frames for each row and its index pages, locking) blocks whichever
+ * thread runs it. With a commit thread the gateway's event loop records an event in the journal
+ * (journal.ts), already chained, and the worker (commit-worker.ts) folds the journaled lines into
+ * SQLite on a second core a moment later.
  *
- * Two ways to append, one order: `append` answers through a callback (the proxies' hot path);
- * `call` blocks until the worker answers (everything that needs `append` to return the event, as
- * the in-thread store does). Both go through one port, so the worker sees them in the order they
- * were made. A blocked call wakes on a shared counter (Atomics.wait) and takes the answers off the
- * port itself (receiveMessageOnPort); answers to earlier callback appends found on the way are
- * settled in order, their callbacks deferred to a microtask so no caller is re-entered.
+ * Two ways in, one order: `queue` hands over journaled lines as the journal's own text (answered
+ * through `onFolded`, only to report the fold's outcome); `call` blocks until the worker answers
+ * (appends that must return their committed event, pragmas, syncs). Both go through one port, so
+ * the worker sees them in the order they were made. A blocked call wakes on a shared counter
+ * (Atomics.wait) and takes the answers off the port itself (receiveMessageOnPort); answers to
+ * earlier folds found on the way are settled in order.
  *
- * If the worker dies, every waiting and later append fails (the store refuses: fail closed).
+ * If the worker dies, every waiting and later request fails (the store refuses: fail closed).
  */
 import { MessageChannel, type MessagePort, receiveMessageOnPort, Worker } from 'node:worker_threads';
 import { workerSource } from '../worker-source';
 import type { AppendedEvent, PreparedEvent } from './chain-writer';
 
 export type CommitRequest =
-  /** `jseq`: the batch is journaled, up to that journal line (see journal.ts). */
-  | { op: 'append'; id: number; events: PreparedEvent[]; reload?: boolean; jseq?: number }
+  /** Events to chain and commit now; the caller waits for the answer. */
+  | { op: 'append'; id: number; events: PreparedEvent[]; reload?: boolean }
+  /** Journaled lines (journal.ts's text, already chained), up to journal line `jseq`: commit them soon. */
+  | { op: 'fold'; id: number; text: string; jseq: number; reload?: boolean }
   /** Answered once everything before it is; also writes the session index. */
   | { op: 'sync'; id: number }
   | { op: 'pragma'; id: number; sql: string }
@@ -31,13 +32,16 @@ export type CommitRequest =
 /** A request before it is numbered. */
 type Unnumbered<T> = T extends unknown ? Omit<T, 'id'> : never;
 
-/** `final: false`: a journaled batch's commit failed and will be retried (the answer comes later). */
-export type CommitReply = { id: number; ok: true; appended?: AppendedEvent[] } | { id: number; ok: false; final: boolean; message: string; code?: string };
+/**
+ * `final: false`: a journaled batch's commit failed and will be retried (the answer comes later).
+ * `rechained`: how many folded events had to be given another place in the chain than the one they
+ * were journaled with (another connection appended in between).
+ */
+export type CommitReply = { id: number; ok: true; appended?: AppendedEvent[]; rechained?: number } | { id: number; ok: false; final: boolean; message: string; code?: string };
 
-/** What waits for an answer: `settled` runs as the answer is taken, `then` after it (maybe deferred). */
+/** What waits for an answer: `settled` runs as the answer is taken (it must not call back into the thread). */
 interface Waiter {
   settled(reply: CommitReply): void;
-  then?: () => void;
 }
 
 /** How long journaled batches gather before they are sent, and how many events send them sooner. */
@@ -62,8 +66,9 @@ export class CommitThread {
   private closed = false;
   /** Why journaled batches cannot be committed right now (the store refuses new traffic meanwhile). */
   failure: string | undefined;
-  /** Journaled batches waiting to be sent (see `queue`). */
-  private outbox: { events: PreparedEvent[]; parts: { n: number; settled: (reply: CommitReply) => void }[]; jseq: number; reload: boolean } | undefined;
+  /** Journaled lines waiting to be sent (see `queue`), and what answers them. */
+  private outbox: { text: string; events: number; jseq: number; reload: boolean } | undefined;
+  private folded: ((reply: CommitReply, jseq: number) => void) | undefined;
   private outboxTimer: NodeJS.Timeout | undefined;
 
   private constructor(
@@ -71,7 +76,7 @@ export class CommitThread {
     private readonly port: MessagePort,
     private readonly signal: Int32Array,
   ) {
-    port.on('message', (r: CommitReply) => this.take(r, false));
+    port.on('message', (r: CommitReply) => this.take(r));
     port.unref();
     worker.unref();
     worker.on('error', (err) => this.die(new CommitThreadError(`the audit commit thread failed: ${err.message}`)));
@@ -88,59 +93,47 @@ export class CommitThread {
     return new CommitThread(worker, port1, signal);
   }
 
-  /**
-   * Appends `events` (journaled up to `jseq`, if given); `settled` runs with the chain's answer
-   * once they are committed, or with the failure when they cannot be (for journaled batches only
-   * when the thread is gone: until then they are retried).
-   */
-  private append(events: PreparedEvent[], opts: { reload: boolean; jseq?: number }, settled: (reply: CommitReply) => void, then?: () => void): void {
+  /** Sends `req` to the worker; `settled` runs with its answer (or the failure, once the thread is gone). */
+  private send(req: Unnumbered<CommitRequest>, settled: (reply: CommitReply) => void): void {
     const id = this.nextId++;
     if (this.dead) {
       const r: CommitReply = { id, ok: false, final: true, message: this.dead.message };
-      queueMicrotask(() => {
-        settled(r);
-        then?.();
-      });
+      queueMicrotask(() => settled(r));
       return;
     }
     if (this.waiting.size === 0) this.port.ref();
-    this.waiting.set(id, { settled, then });
-    this.port.postMessage({ op: 'append', id, events, reload: opts.reload, jseq: opts.jseq } satisfies CommitRequest);
+    this.waiting.set(id, { settled });
+    this.port.postMessage({ ...req, id } as CommitRequest);
+  }
+
+  /** Where answers to journaled lines go: the fold's outcome, and the last journal line it covered. */
+  onFolded(fn: (reply: CommitReply, jseq: number) => void): void {
+    this.folded = fn;
   }
 
   /**
-   * Like `append` for journaled batches, which need no prompt answer: batches queued within
-   * POST_MS go to the worker as one message (one wake-up of the thread, one answer), each
-   * `settled` receiving its own part of the answer.
+   * Queues journaled lines (the text of `Journal.write`, up to line `jseq`) to be committed. Lines
+   * queued within POST_MS go to the worker as one string in one message (one wake-up of the
+   * thread, nothing for this thread to serialise but the text), answered through `onFolded`.
    */
-  queue(events: PreparedEvent[], opts: { reload: boolean; jseq: number }, settled: (reply: CommitReply) => void): void {
-    const o = (this.outbox ??= { events: [], parts: [], jseq: 0, reload: false });
-    for (const e of events) o.events.push(e);
-    o.parts.push({ n: events.length, settled });
+  queue(text: string, events: number, opts: { reload: boolean; jseq: number }): void {
+    const o = (this.outbox ??= { text: '', events: 0, jseq: 0, reload: false });
+    o.text += text;
+    o.events += events;
     o.jseq = opts.jseq;
     o.reload ||= opts.reload;
-    if (o.events.length >= POST_EVENTS) this.post();
+    if (o.events >= POST_EVENTS) this.post();
     else this.outboxTimer ??= setTimeout(this.post, POST_MS);
   }
 
-  /** Sends the queued batches now. */
+  /** Sends the queued lines now. */
   private readonly post = (): void => {
     clearTimeout(this.outboxTimer);
     this.outboxTimer = undefined;
     const o = this.outbox;
     if (!o) return;
     this.outbox = undefined;
-    this.append(o.events, { reload: o.reload, jseq: o.jseq }, (reply) => {
-      if (!reply.ok) {
-        for (const p of o.parts) p.settled(reply);
-        return;
-      }
-      let i = 0;
-      for (const p of o.parts) {
-        p.settled({ id: reply.id, ok: true, appended: reply.appended!.slice(i, i + p.n) });
-        i += p.n;
-      }
-    });
+    this.send({ op: 'fold', text: o.text, jseq: o.jseq, reload: o.reload }, (reply) => this.folded?.(reply, o.jseq));
   };
 
   /** Sends `req` (after anything queued) and blocks until the worker answers it; throws CommitThreadError when it cannot. */
@@ -156,7 +149,7 @@ export class CommitThread {
       if (m) {
         const r = m.message as CommitReply;
         if (r.id === id) return r;
-        this.take(r, true);
+        this.take(r);
         if (this.dead) throw this.dead;
         continue;
       }
@@ -202,7 +195,7 @@ export class CommitThread {
     }
   }
 
-  private take(r: CommitReply, fromCall: boolean): void {
+  private take(r: CommitReply): void {
     if (r.id === 0 && !r.ok) {
       // The worker could not open the store.
       this.die(new CommitThreadError(`the audit commit thread could not open the store: ${r.message}`));
@@ -218,10 +211,6 @@ export class CommitThread {
     this.waiting.delete(r.id);
     if (this.waiting.size === 0) this.port.unref();
     w.settled(r);
-    if (w.then) {
-      if (fromCall) queueMicrotask(w.then);
-      else w.then();
-    }
   }
 
   private die(err: Error): void {
@@ -229,9 +218,6 @@ export class CommitThread {
     this.dead = err;
     const waiting = [...this.waiting.entries()];
     this.waiting.clear();
-    for (const [id, w] of waiting) {
-      w.settled({ id, ok: false, final: true, message: err.message });
-      if (w.then) queueMicrotask(w.then);
-    }
+    for (const [id, w] of waiting) w.settled({ id, ok: false, final: true, message: err.message });
   }
 }

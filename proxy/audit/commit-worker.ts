@@ -11,9 +11,9 @@
  */
 import { type MessagePort, receiveMessageOnPort, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
-import { ChainWriter } from './chain-writer';
+import { ChainWriter, type PreparedEvent } from './chain-writer';
 import type { CommitReply, CommitRequest } from './commit-thread';
-import { setFoldedMark } from './journal';
+import { decodeJournalText, setFoldedMark } from './journal';
 
 const { path, port, signal } = workerData as { path: string; port: MessagePort; signal: Int32Array };
 const RETRY_MS = 100;
@@ -21,7 +21,13 @@ const RETRY_MS = 100;
 const FOLD_MS = 10;
 const FOLD_EVENTS = 2000;
 
-type Append = Extract<CommitRequest, { op: 'append' }>;
+/** An append waiting in the backlog: blocking (`jseq` undefined) or journaled lines. */
+interface Append {
+  id: number;
+  events: PreparedEvent[];
+  reload?: boolean;
+  jseq?: number;
+}
 
 let writer: ChainWriter;
 let db: Database.Database;
@@ -81,16 +87,18 @@ function commitBacklog(): boolean {
     return false;
   }
   backlog = [];
+  const rechained = writer.takeRechained();
   let i = 0;
   for (const r of run) {
     told.delete(r.id);
-    reply({ id: r.id, ok: true, appended: appended.slice(i, i + r.events.length) });
+    if (r.jseq === undefined) reply({ id: r.id, ok: true, appended: appended.slice(i, i + r.events.length) });
+    else reply(rechained ? { id: r.id, ok: true, rechained } : { id: r.id, ok: true });
     i += r.events.length;
   }
   return true;
 }
 
-function handle(req: Exclude<CommitRequest, Append>): void {
+function handle(req: Exclude<CommitRequest, { op: 'append' | 'fold' }>): void {
   try {
     switch (req.op) {
       case 'sync':
@@ -130,12 +138,24 @@ port.on('message', (first: CommitRequest) => {
   for (let m = receiveMessageOnPort(port); m; m = receiveMessageOnPort(port)) queued.push(m.message as CommitRequest);
   let now = false;
   for (const req of queued) {
-    if (req.op === 'append') {
-      backlog.push(req);
-      backlogEvents += req.events.length;
-      // A blocking append has its caller waiting; journaled batches are already recorded and
-      // can wait a few milliseconds to share a commit with many others.
-      if (req.jseq === undefined || backlogEvents >= FOLD_EVENTS) now = true;
+    if (req.op === 'append' || req.op === 'fold') {
+      let events: PreparedEvent[];
+      if (req.op === 'append') events = req.events;
+      else {
+        try {
+          events = decodeJournalText(req.text);
+        } catch (err) {
+          // Cannot happen for text this process wrote; if it does, the lines stay in the journal.
+          reply({ id: req.id, ok: false, final: true, message: `journaled lines could not be read: ${messageOf(err)}` });
+          continue;
+        }
+      }
+      const a: Append = { id: req.id, events, reload: req.reload, jseq: req.op === 'fold' ? req.jseq : undefined };
+      backlog.push(a);
+      backlogEvents += events.length;
+      // A blocking append has its caller waiting; journaled lines are already recorded and can
+      // wait a few milliseconds to share a commit with many others.
+      if (a.jseq === undefined || backlogEvents >= FOLD_EVENTS) now = true;
       continue;
     }
     fold();

@@ -6,11 +6,11 @@
  * `write(2)` of the batch's lines to an append-only file: with the same durability as the store's
  * commits (`synchronous = NORMAL`: survives a crash of the gateway, not a power cut), at a fraction
  * of the cost. So the store acknowledges a proxy's batch once it is in the journal, and the commit
- * thread folds journaled batches into SQLite — where the hash chain is assigned, and where every
- * reader looks — a moment later, many batches per transaction.
+ * thread folds journaled batches into SQLite — where every reader looks — a moment later, many
+ * batches per transaction. The gateway's thread gives each event its place in the hash chain
+ * before the write, so the journal's lines carry their seq and hashes and the fold only inserts.
  *
- * Each line is one prepared event: `[jseq, kind, session, actor, connection, time, text, spansText,
- * masked, actorName, decision, protocol]`, with `jseq` counting journal lines across files. The
+ * Each line is one prepared event (see `encode`), with `jseq` counting journal lines across files. The
  * fold stores the highest `jseq` it committed in `meta` (`journal.folded`), in the same
  * transaction, so at the next start `replayJournal` folds exactly the lines that were not. A torn
  * last line (the gateway died inside the write) was never acknowledged and is skipped.
@@ -31,28 +31,58 @@ export function journalDir(storePath: string): string {
   return `${storePath}.journal`;
 }
 
+/**
+ * One line: a JSON header, then the canonical payload text and the canonical spans text as they
+ * are (canonical JSON holds no raw tab or newline), so the payload is neither escaped again nor
+ * parsed back. Header: `[jseq, kind, session, actor, connection, time, masked, actorName,
+ * decision, protocol, seq, payloadHash, prevHash, hash]`, the last four the chain place the
+ * gateway's thread gave the event (null when it gave none).
+ */
 function encode(jseq: number, e: PreparedEvent): string {
-  return JSON.stringify([jseq, e.kind, e.session, e.actor, e.connection, e.time, e.text, e.spansText, e.masked, e.actorName, e.decision, e.protocol]);
+  const c = e.chained;
+  const header = JSON.stringify([jseq, e.kind, e.session, e.actor, e.connection, e.time, e.masked, e.actorName, e.decision, e.protocol, c ? c.seq : null, c ? c.payloadHash : null, c ? c.prevHash : null, c ? c.hash : null]);
+  return `${header}\t${e.text}\t${e.spansText ?? ''}\n`;
 }
 
-function decode(line: string): { jseq: number; event: PreparedEvent } {
-  const a = JSON.parse(line) as unknown[];
-  if (!Array.isArray(a) || a.length !== 12 || typeof a[0] !== 'number' || typeof a[6] !== 'string') throw new Error('not a journal line');
-  const [jseq, kind, session, actor, connection, time, text, spansText, masked, actorName, decision, protocol] = a as [
+/** Decodes one line (without its newline); throws on a torn or foreign line. */
+export function decodeJournalLine(line: string): { jseq: number; event: PreparedEvent } {
+  const t1 = line.indexOf('\t');
+  const t2 = t1 < 0 ? -1 : line.indexOf('\t', t1 + 1);
+  if (t2 < 0 || line.indexOf('\t', t2 + 1) >= 0) throw new Error('not a journal line');
+  const a = JSON.parse(line.slice(0, t1)) as unknown[];
+  if (!Array.isArray(a) || a.length !== 14 || typeof a[0] !== 'number' || typeof a[1] !== 'string') throw new Error('not a journal line');
+  const [jseq, kind, session, actor, connection, time, masked, actorName, decision, protocol, seq, payloadHash, prevHash, hash] = a as [
     number,
     PreparedEvent['kind'],
     string | null,
     string | null,
     string | null,
     number,
-    string,
-    string | null,
     number,
     string | null,
     string | null,
     string | null,
+    number | null,
+    string | null,
+    string | null,
+    string | null,
   ];
-  return { jseq, event: { kind, session, actor, connection, time, text, spansText, masked, actorName, decision, protocol } };
+  const text = line.slice(t1 + 1, t2);
+  const spans = line.slice(t2 + 1);
+  const event: PreparedEvent = { kind, session, actor, connection, time, text, spansText: spans || null, masked, actorName, decision, protocol };
+  if (seq !== null && payloadHash !== null && prevHash !== null && hash !== null) event.chained = { seq, time, payloadHash, prevHash, hash };
+  return { jseq, event };
+}
+
+/** Decodes the lines of a journal write (`Journal.write`'s text), in order. */
+export function decodeJournalText(text: string): PreparedEvent[] {
+  const out: PreparedEvent[] = [];
+  let start = 0;
+  for (let nl = text.indexOf('\n'); nl >= 0; nl = text.indexOf('\n', start)) {
+    out.push(decodeJournalLine(text.slice(start, nl)).event);
+    start = nl + 1;
+  }
+  return out;
 }
 
 export class Journal {
@@ -71,11 +101,14 @@ export class Journal {
     this.jseq = lastJseq;
   }
 
-  /** Appends the events in one write; returns the jseq of the last. Throws what the write threw. */
-  write(events: PreparedEvent[]): number {
+  /**
+   * Appends the events in one write; returns the jseq of the last and the text written (the
+   * commit thread folds from it). Throws what the write threw.
+   */
+  write(events: PreparedEvent[]): { last: number; text: string } {
     if (this.fd === undefined || this.bytes >= ROTATE_BYTES) this.rotate();
     let text = '';
-    for (const e of events) text += `${encode(++this.jseq, e)}\n`;
+    for (const e of events) text += encode(++this.jseq, e);
     const buf = Buffer.from(text, 'utf8');
     let off = 0;
     try {
@@ -88,7 +121,7 @@ export class Journal {
     }
     this.bytes += buf.length;
     this.files[this.files.length - 1]!.last = this.jseq;
-    return this.jseq;
+    return { last: this.jseq, text };
   }
 
   /** Deletes the files whose every line is folded (never the one being written). */
@@ -150,11 +183,13 @@ export function replayJournal(db: Database.Database, writer: ChainWriter, dir: s
   const pending: PreparedEvent[] = [];
   for (const n of files) {
     const lines = readFileSync(join(dir, fileName(n)), 'utf8').split('\n');
+    // What follows the last newline is empty, or a torn line (its batch was never acknowledged).
+    lines.pop();
     for (const line of lines) {
       if (!line) continue;
       let rec;
       try {
-        rec = decode(line);
+        rec = decodeJournalLine(line);
       } catch {
         continue; // a torn line: its batch was never acknowledged
       }

@@ -18,7 +18,7 @@ import { inflateRawSync } from 'node:zlib';
 import Database from 'better-sqlite3';
 import type { AuditEvent, AuditEventInput, MaskSpan, SessionFilter, SessionSummary } from '../../shared/events';
 import { GENESIS_HASH } from './chain';
-import { type AppendedEvent, ChainWriter, type PreparedEvent, prepareEvent } from './chain-writer';
+import { type AppendedEvent, ChainWriter, chainAfter, type PreparedEvent, prepareEvent } from './chain-writer';
 import { type CommitReply, CommitThread } from './commit-thread';
 import { claimJournal, Journal, journalDir, journalHeld, releaseJournal, replayJournal } from './journal';
 import { MIGRATIONS } from './migrations';
@@ -110,6 +110,8 @@ export class AuditStore implements EventLog {
   private headHash = GENESIS_HASH;
   /** This thread appended since the commit thread last did: it re-reads the head first. */
   private threadStale = false;
+  /** A fold re-chained journaled events: the head is re-read before the next append. */
+  private rechained = false;
   /** Sessions the commit thread appended to recently (its index rows may still be pending). */
   private threadSessions = new Map<string, number>();
   /** How long session-index changes may wait before they are written. */
@@ -148,11 +150,8 @@ export class AuditStore implements EventLog {
     } catch (err) {
       throw new StoreUnavailableError(err);
     }
-    const last = this.db.prepare('SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1').get() as { seq: number; hash: string } | undefined;
-    if (last) {
-      this.headSeq = last.seq;
-      this.headHash = last.hash;
-    }
+    this.reloadHead();
+    this.thread?.onFolded((reply, jseq) => this.folded(reply, jseq));
   }
 
   /** True when appends are committed on a commit thread. */
@@ -197,13 +196,6 @@ export class AuditStore implements EventLog {
       done(failure);
       return;
     }
-    let prepared: PreparedEvent[];
-    try {
-      prepared = this.prepare(inputs);
-    } catch (err) {
-      done(err as StoreUnavailableError);
-      return;
-    }
     if (this.thread.gone) {
       done(new StoreUnavailableError(this.thread.gone));
       return;
@@ -212,19 +204,58 @@ export class AuditStore implements EventLog {
       done(new StoreUnavailableError(new Error(`the audit database cannot be written (${this.thread.failure}); refusing until it can`)));
       return;
     }
-    let jseq: number;
+    if (this.rechained) {
+      // A fold had to re-chain events (another process appended to the file): continue from what
+      // the database holds now.
+      this.rechained = false;
+      try {
+        this.thread.drain();
+      } catch (err) {
+        done(new StoreUnavailableError(err));
+        return;
+      }
+      this.reloadHead();
+    }
+    let prepared: PreparedEvent[];
+    const appended: AppendedEvent[] = new Array(inputs.length);
     try {
-      jseq = this.journal!.write(prepared);
+      prepared = this.prepare(inputs);
+      // Each event's place in the chain is given here, so the journal line carries it and the
+      // listeners hear of the event now; the fold keeps it unless another writer came between.
+      let prev: { seq: number; hash: string } = { seq: this.headSeq, hash: this.headHash };
+      for (let i = 0; i < prepared.length; i++) prev = appended[i] = prepared[i]!.chained = chainAfter(prev, prepared[i]!);
+    } catch (err) {
+      done(err instanceof StoreUnavailableError ? err : new StoreUnavailableError(err));
+      return;
+    }
+    let written: { last: number; text: string };
+    try {
+      written = this.journal!.write(prepared);
     } catch (err) {
       done(new StoreUnavailableError(err));
       return;
     }
-    // Recorded: the batch is in the journal. The commit thread folds it into the database; the
-    // listeners hear of it, with its place in the chain, once it is there.
-    this.thread.queue(prepared, { reload: this.takeStale(), jseq }, (reply) => {
-      if (reply.ok) this.committed(inputs, this.acknowledged(inputs, reply));
-    });
+    // Recorded: the batch is in the journal. The commit thread folds it into the database.
+    this.thread.queue(written.text, prepared.length, { reload: this.takeStale(), jseq: written.last });
+    this.noteThreadSessions(inputs);
+    this.committed(inputs, appended);
     done(null);
+  }
+
+  /** The outcome of a fold of journaled lines (see `appendAsync`). */
+  private folded(reply: CommitReply, jseq: number): void {
+    if (!reply.ok) return; // the thread reports the failure itself (`failure`, `gone`)
+    if (reply.rechained) this.rechained = true;
+    this.journal?.folded(jseq);
+  }
+
+  /** Re-reads the head from the database. */
+  private reloadHead(): void {
+    const last = this.db.prepare('SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1').get() as { seq: number; hash: string } | undefined;
+    if (last) {
+      this.headSeq = last.seq;
+      this.headHash = last.hash;
+    }
   }
 
   /** For tests: journal to another file (/dev/full stands for a full disk); none: back to the journal's own files. */
@@ -285,12 +316,17 @@ export class AuditStore implements EventLog {
 
   private acknowledged(inputs: AuditEventInput[], reply: CommitReply): AppendedEvent[] {
     if (!reply.ok) throw new StoreUnavailableError(Object.assign(new Error(reply.message), { code: reply.code }));
+    this.noteThreadSessions(inputs);
+    return reply.appended!;
+  }
+
+  /** Sessions the commit thread is about to index (readers of the index wait for it). */
+  private noteThreadSessions(inputs: AuditEventInput[]): void {
     const now = Date.now();
     for (const i of inputs) if (i.session) this.threadSessions.set(i.session, now);
     if (this.threadSessions.size > 4096) {
       for (const [id, at] of this.threadSessions) if (now - at > SESSION_SETTLED_MS) this.threadSessions.delete(id);
     }
-    return reply.appended!;
   }
 
   /** The events as stored, from their inputs and what the chain assigned; listeners hear of them. */

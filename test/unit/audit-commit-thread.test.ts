@@ -218,3 +218,44 @@ describe('audit store with a commit thread', () => {
     again.close();
   });
 });
+
+describe('audit journal lines', () => {
+  it('round-trip payloads with tabs, newlines and non-ASCII text, and keep the chain place they were given', async () => {
+    const dir = tempDir();
+    const store = AuditStore.open(dir, { commitThread: true });
+    const tricky = { text: 'a\tb\nc "quoted" \\ back — ünïcode 👋', nested: { tab: '\t' } };
+    assert.equal(await appendAsync(store, [{ kind: 'http.request', session: 's', payload: tricky, spans: [{ type: 'EMAIL', start: 0, end: 1, rule: 'r' }] }]), null);
+    store.close();
+    const again = AuditStore.open(dir);
+    const [e] = again.events();
+    assert.deepEqual(e!.payload, tricky);
+    assert.equal(e!.spans.length, 1);
+    again.close();
+    assert.equal(verifyStore(dir).ok, true);
+  });
+
+  it('skips a torn last line at the next start: its batch was never acknowledged', async () => {
+    const dir = tempDir();
+    const storeModule = new URL('../../proxy/audit/store.ts', import.meta.url).href;
+    // A gateway that journals two batches and dies before its commit thread folds them.
+    const script = `
+      const { AuditStore } = await import(${JSON.stringify(storeModule)});
+      const store = AuditStore.open(${JSON.stringify(dir)}, { commitThread: true });
+      store.appendAsync([{ kind: 'http.request', session: 's', payload: { n: 1 } }], () => {
+        store.appendAsync([{ kind: 'http.request', session: 's', payload: { n: 2 } }], () => process.kill(process.pid, 'SIGKILL'));
+      });`;
+    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { stdio: 'inherit' });
+    await new Promise((r) => child.once('exit', r));
+    const { readdirSync, readFileSync, writeFileSync } = await import('node:fs');
+    const jdir = `${dir}/custody.db.journal`;
+    const file = readdirSync(jdir).find((f) => f.endsWith('.jsonl'))!;
+    const text = readFileSync(`${jdir}/${file}`, 'utf8');
+    assert.equal(text.split('\n').length, 3, 'two journaled lines');
+    // Tear the second line in the middle of its payload, as a crash inside the write would.
+    writeFileSync(`${jdir}/${file}`, text.slice(0, text.indexOf('\n') + 1 + 20));
+    const store = AuditStore.open(dir);
+    assert.deepEqual(store.events().map((e) => e.payload), [{ n: 1 }]);
+    store.close();
+    assert.equal(verifyStore(dir).ok, true);
+  });
+});
