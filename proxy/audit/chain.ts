@@ -40,10 +40,22 @@ export function chainHashOfText(prevHash: string, canonicalBody: string): string
   return createHash('sha256').update(Buffer.from(prevHash, 'hex')).update(canonicalBody).digest('hex');
 }
 
+/** Object keys as JSON strings: payloads repeat a few hundred keys, each quoted once. */
+const quotedKeys = new Map<string, string>();
+function quoteKey(k: string): string {
+  let q = quotedKeys.get(k);
+  if (q === undefined) {
+    q = JSON.stringify(k);
+    if (quotedKeys.size < 4096) quotedKeys.set(k, q);
+  }
+  return q;
+}
+
 /**
  * RFC 8785 canonical JSON, byte for byte what shared/canonical-json's `canonicalize` writes (a
  * property test holds the two together), built with string appends instead of arrays and closures:
- * it runs once per appended payload, the gateway's hottest path.
+ * it runs once per appended payload, the gateway's hottest path. Keys that already arrive in order
+ * (most of the gateway's own payloads) are not sorted again.
  */
 export function canonicalPayload(v: unknown): string {
   if (v === null) return 'null';
@@ -52,7 +64,8 @@ export function canonicalPayload(v: unknown): string {
       return JSON.stringify(v);
     case 'number':
       if (!Number.isFinite(v)) throw new TypeError('canonical JSON cannot encode NaN or Infinity');
-      return JSON.stringify(v);
+      // ECMAScript Number::toString, as RFC 8785 and JSON.stringify write numbers.
+      return String(v);
     case 'boolean':
       return v ? 'true' : 'false';
     case 'object': {
@@ -67,7 +80,13 @@ export function canonicalPayload(v: unknown): string {
       }
       const o = v as Record<string, unknown> & { toJSON?: () => unknown };
       if (typeof o.toJSON === 'function') return canonicalPayload(o.toJSON());
-      const keys = Object.keys(o).sort();
+      const keys = Object.keys(o);
+      for (let i = 1; i < keys.length; i++) {
+        if (keys[i - 1]! > keys[i]!) {
+          keys.sort();
+          break;
+        }
+      }
       let s = '{';
       let first = true;
       for (const k of keys) {
@@ -75,7 +94,7 @@ export function canonicalPayload(v: unknown): string {
         if (x === undefined) continue;
         if (!first) s += ',';
         first = false;
-        s += `${JSON.stringify(k)}:${canonicalPayload(x)}`;
+        s += `${quoteKey(k)}:${canonicalPayload(x)}`;
       }
       return `${s}}`;
     }

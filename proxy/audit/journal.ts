@@ -109,17 +109,22 @@ export class Journal {
     if (this.fd === undefined || this.bytes >= ROTATE_BYTES) this.rotate();
     let text = '';
     for (const e of events) text += encode(++this.jseq, e);
-    const buf = Buffer.from(text, 'utf8');
+    const length = Buffer.byteLength(text, 'utf8');
     let off = 0;
     try {
-      while (off < buf.length) off += writeSync(this.fd!, buf, off);
+      // The string goes to write(2) without a Buffer of our own; the rest of a short write follows.
+      off = writeSync(this.fd!, text);
+      if (off < length) {
+        const buf = Buffer.from(text, 'utf8');
+        while (off < length) off += writeSync(this.fd!, buf, off);
+      }
     } catch (err) {
-      // A partial line is skipped at replay (it cannot parse); the lines are not acknowledged.
+      // A partial line is skipped at replay (it has no newline); the lines are not acknowledged.
       this.jseq -= events.length;
       if (off > 0) this.rotate();
       throw err;
     }
-    this.bytes += buf.length;
+    this.bytes += length;
     this.files[this.files.length - 1]!.last = this.jseq;
     return { last: this.jseq, text };
   }

@@ -9,30 +9,56 @@ import type { ServerMessage, ServerMessageBody } from '../../shared/messages';
 
 type Subscriber = (msg: ServerMessage) => void;
 
+/**
+ * How the resume buffer may keep a message as one number instead of the message (a recorded event
+ * by its seq: the store has it), and get it back when a client resumes. Every recorded event is
+ * published; holding ten thousand of them as objects cost the gateway more in garbage collection
+ * than recording them did.
+ */
+export interface CompactForm {
+  /** The number that stands for `body`, or undefined to keep the message itself. */
+  compact(body: ServerMessageBody): number | undefined;
+  /** The message `n` stood for; undefined when it cannot be given back (the client resyncs). */
+  restore(n: number): ServerMessageBody | undefined;
+}
+
 export class EventBus {
   readonly epoch = randomUUID();
   private seq = 0;
-  private ring: ServerMessage[] = [];
+  /** The resume buffer, indexed by seq modulo capacity: a message, or its number and time. */
+  private readonly kept: (ServerMessage | undefined)[];
+  private readonly numbers: Float64Array;
+  private readonly times: Float64Array;
   private subscribers = new Set<Subscriber>();
 
-  /**
-   * `keep` may store a message in the resume buffer in a lighter form (a recorded event without
-   * its payload: the store has it), and `restore` turns it back when a client resumes (undefined:
-   * it cannot, and the client resyncs). Holding ten thousand full payloads cost the gateway more
-   * in garbage collection than recording them did.
-   */
   constructor(
     private readonly capacity = 10_000,
-    private readonly light?: { keep(msg: ServerMessage): ServerMessage; restore(msg: ServerMessage): ServerMessage | undefined },
-  ) {}
+    private readonly form?: CompactForm,
+  ) {
+    this.kept = new Array<ServerMessage | undefined>(capacity);
+    this.numbers = new Float64Array(capacity);
+    this.times = new Float64Array(capacity);
+  }
 
-  publish(body: ServerMessageBody): ServerMessage {
-    const msg = { ...body, seq: ++this.seq, epoch: this.epoch, at: Date.now() } as ServerMessage;
-    this.ring.push(this.light ? this.light.keep(msg) : msg);
-    // Trim in bulk (amortized O(1)): dropping one message per publish would move the whole buffer each time.
-    if (this.ring.length >= 2 * this.capacity) this.ring.splice(0, this.ring.length - this.capacity);
-    for (const s of this.subscribers) s(msg);
-    return msg;
+  /** Numbers `body`, keeps it for resumes and hands it to every subscriber; returns its seq. */
+  publish(body: ServerMessageBody): number {
+    const seq = ++this.seq;
+    const at = Date.now();
+    const i = seq % this.capacity;
+    const n = this.form?.compact(body);
+    // Built only when someone holds it: most recorded events are published with nobody listening.
+    let msg: ServerMessage | undefined;
+    if (n === undefined) this.kept[i] = msg = { ...body, seq, epoch: this.epoch, at } as ServerMessage;
+    else {
+      this.kept[i] = undefined;
+      this.numbers[i] = n;
+      this.times[i] = at;
+    }
+    if (this.subscribers.size) {
+      msg ??= { ...body, seq, epoch: this.epoch, at } as ServerMessage;
+      for (const s of this.subscribers) s(msg);
+    }
+    return seq;
   }
 
   subscribe(fn: Subscriber): () => void {
@@ -44,15 +70,18 @@ export class EventBus {
   since(epoch: string, after: number): ServerMessage[] | null {
     if (epoch !== this.epoch) return null;
     if (after >= this.seq) return [];
-    const first = this.ring[0];
-    if (!first || first.seq > after + 1) return null;
-    const kept = this.ring.slice(after + 1 - first.seq);
-    if (!this.light) return kept;
+    if (after + 1 <= this.seq - this.capacity) return null;
     const out: ServerMessage[] = [];
-    for (const m of kept) {
-      const full = this.light.restore(m);
-      if (!full) return null;
-      out.push(full);
+    for (let seq = after + 1; seq <= this.seq; seq++) {
+      const i = seq % this.capacity;
+      const m = this.kept[i];
+      if (m) {
+        out.push(m);
+        continue;
+      }
+      const body = this.form?.restore(this.numbers[i]!);
+      if (!body) return null;
+      out.push({ ...body, seq, epoch: this.epoch, at: this.times[i]! } as ServerMessage);
     }
     return out;
   }
@@ -62,17 +91,13 @@ export class EventBus {
   }
 }
 
-/**
- * The gateway's `light` option for the bus: recorded events wait in the resume buffer without
- * their payloads, and a resuming client gets them from the store (`event(seq)`).
- */
-export function sessionEventsFromStore(store: { event(seq: number): AuditEvent | undefined }): NonNullable<ConstructorParameters<typeof EventBus>[1]> {
+/** The gateway's compact form: recorded events by their seq, given back from the store. */
+export function sessionEventsFromStore(store: { event(seq: number): AuditEvent | undefined }): CompactForm {
   return {
-    keep: (m) => (m.type === 'session.event' ? { ...m, event: { ...m.event, payload: null, spans: [] } } : m),
-    restore: (m) => {
-      if (m.type !== 'session.event') return m;
-      const event = store.event(m.event.seq);
-      return event && { ...m, event };
+    compact: (b) => (b.type === 'session.event' ? b.event.seq : undefined),
+    restore: (seq) => {
+      const event = store.event(seq);
+      return event && { type: 'session.event', event };
     },
   };
 }

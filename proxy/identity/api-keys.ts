@@ -42,7 +42,8 @@ function toRecord(r: Row): ApiKeyRecord {
 }
 
 export class ApiKeyStore {
-  private cache = new Map<string, { row: Row; checkedAt: number }>();
+  /** Rows read in the last 5 s, with the record and the key that last matched (no hashing then). */
+  private cache = new Map<string, { row: Row; checkedAt: number; record?: ApiKeyRecord; matched?: Buffer }>();
 
   constructor(private readonly db: Database.Database) {}
 
@@ -69,12 +70,19 @@ export class ApiKeyStore {
       entry = { row, checkedAt: now };
       this.cache.set(id, entry);
     }
-    const a = Buffer.from(entry.row.hash, 'hex');
-    const b = Buffer.from(hashKey(key), 'hex');
-    if (a.length !== b.length || !timingSafeEqual(a, b)) return { ok: false, reason: 'unknown' };
+    const presented = Buffer.from(key, 'utf8');
+    const m2 = entry.matched;
+    if (!m2 || m2.length !== presented.length || !timingSafeEqual(m2, presented)) {
+      const a = Buffer.from(entry.row.hash, 'hex');
+      const b = Buffer.from(hashKey(key), 'hex');
+      if (a.length !== b.length || !timingSafeEqual(a, b)) return { ok: false, reason: 'unknown' };
+      entry.matched = presented;
+    }
     if (entry.row.revoked_at !== null) return { ok: false, reason: 'revoked' };
     if (entry.row.expires_at !== null && entry.row.expires_at <= now) return { ok: false, reason: 'expired' };
-    return { ok: true, key: toRecord(entry.row) };
+    // Shared by every request with this key until the row is read again: frozen.
+    entry.record ??= Object.freeze({ ...toRecord(entry.row), groups: Object.freeze(toRecord(entry.row).groups) as string[] });
+    return { ok: true, key: entry.record };
   }
 
   get(id: string): ApiKeyRecord | undefined {
