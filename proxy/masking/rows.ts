@@ -47,6 +47,15 @@ export class DataRowMasker implements RowMasker {
     return r.changed ? { text: r.text, spans: r.spans, counts: r.counts } : null;
   }
 
+  detectorHits(texts: readonly string[]): string[] {
+    const plan = this.upstreamPlan;
+    if (!plan.watching) return [];
+    const hits = new Set<string>();
+    const deadline = plan.deadline();
+    for (const t of texts) if (t) plan.scan(t, deadline, 0, hits);
+    return [...hits];
+  }
+
   text(text: string, scope: 'client' | 'log' | 'upstream'): Result {
     const plan = scope === 'upstream' ? this.upstreamPlan : this.clientPlan;
     const matches = plan.scan(text, plan.deadline());

@@ -200,6 +200,8 @@ export class MaskPlan {
   private readonly logRule = new Map<Detector, CompiledRule>();
   /** Some rule masks the forward scope (else forward bytes are never rewritten). */
   readonly forwardActive: boolean;
+  /** Some policy matches on detectors (`match.detectors`): their hits must be looked for. */
+  readonly watching: boolean;
 
   constructor(
     readonly rules: CompiledRule[],
@@ -215,6 +217,7 @@ export class MaskPlan {
     }
     this.maskDetectors = [...this.logRule.keys()];
     this.scanDetectors = [...this.maskDetectors, ...watched.filter((d) => !this.logRule.has(d))];
+    this.watching = watched.length > 0;
     this.forwardActive = rules.some((r) => r.scope.has(forward));
     this.forwardSameAsLog = [...this.logRule].every(([d, r]) => this.forwardRule.get(d) === r);
   }

@@ -77,6 +77,12 @@ export interface RowMasker {
   value(col: ColumnRef, text: string, scope: 'client' | 'log'): { text: string; spans: MaskSpan[]; counts: Record<string, number> } | null;
   /** Masks free text (NoticeResponse / ErrorResponse details, statements for the log). */
   text(text: string, scope: 'client' | 'log' | 'upstream'): { text: string; spans: MaskSpan[]; counts: Record<string, number> };
+  /**
+   * The detectors that find something in `texts` (a statement and its parameters), for policies
+   * that match on detectors; empty without looking when no policy does. Throws MaskingError when
+   * the scan cannot finish (the statement is then refused).
+   */
+  detectorHits(texts: readonly string[]): string[];
 }
 
 export interface MaskingEngine {

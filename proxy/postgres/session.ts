@@ -128,6 +128,8 @@ interface StatementRun {
   tables: string[];
   protocol: 'simple' | 'extended' | 'function';
   params?: (string | null)[];
+  /** Detectors the policies match on that found something in the statement or its parameters. */
+  detectorHits?: string[];
   statementName?: string;
   portal?: string;
   /** The portal as bound for this execution (a later Bind may reuse the name). */
@@ -642,18 +644,35 @@ export class PgProxySession {
     return m;
   }
 
-  private newRun(sql: string, c: { classes: SqlClass[]; tables: string[]; parseError?: string; copyOut?: CopyOutShape }, protocol: StatementRun['protocol']): StatementRun {
-    const decision = this.s.policy.evaluate({
-      connection: this.ctx.connection.name,
-      protocol: 'postgres',
-      identity: this.identity!,
-      sql: { classes: c.classes, tables: c.tables },
-      text: sql,
-      detectorHits: [],
-    });
+  private newRun(
+    sql: string,
+    c: { classes: SqlClass[]; tables: string[]; parseError?: string; copyOut?: CopyOutShape },
+    protocol: StatementRun['protocol'],
+    params: readonly (string | null)[] = [],
+  ): StatementRun {
+    // Detectors that policies match on look at the statement and its parameters. A scan that
+    // cannot finish leaves the gateway unable to decide: the statement is refused (fail closed).
+    let detectorHits: string[] | undefined;
+    let scanError: string | undefined;
+    try {
+      detectorHits = this.masker.detectorHits(params.length ? [sql, ...params.filter((p): p is string => p !== null)] : [sql]);
+    } catch (err) {
+      scanError = (err as Error).message;
+    }
+    const decision: PolicyDecision = detectorHits
+      ? this.s.policy.evaluate({
+          connection: this.ctx.connection.name,
+          protocol: 'postgres',
+          identity: this.identity!,
+          sql: { classes: c.classes, tables: c.tables },
+          text: sql,
+          detectorHits,
+        })
+      : { action: 'deny', rule: 'gateway', reason: `the gateway could not check the statement for the detectors its policies match on (${scanError}), so it refuses it` };
     return {
       n: ++this.statementCount,
       sql,
+      detectorHits: detectorHits?.length ? detectorHits : undefined,
       classes: c.classes,
       tables: c.tables,
       protocol,
@@ -778,7 +797,7 @@ export class PgProxySession {
               parseError: stmt.classification.error,
             }
           : { classes: ['unknown'] as SqlClass[], tables: [], parseError: `no prepared statement for portal "${e.portal}"` };
-        const run = this.newRun(sql, c, 'extended');
+        const run = this.newRun(sql, c, 'extended', portal?.params);
         run.params = portal?.params;
         run.statementName = stmt?.name;
         run.portal = e.portal;
@@ -942,6 +961,7 @@ export class PgProxySession {
           ...(run.portal !== undefined ? { portal: run.portal } : {}),
           ...(run.parseError ? { parseError: run.parseError } : {}),
           decision: { action: d.action, rule: d.rule ?? null, reason: d.reason ?? null },
+          ...(run.detectorHits ? { detectors: run.detectorHits } : {}),
           ...(refused ? { refused: { code: refused.code, message: refused.message } } : {}),
         },
       });

@@ -17,6 +17,7 @@ import type { Identity } from '../../shared/identity';
 import { verifyStore } from '../../proxy/audit/verify';
 import { Gateway } from '../../proxy/gateway';
 import { silentLogger } from '../../proxy/log';
+import pg from 'pg';
 import { UPSTREAM } from './pg-harness';
 
 const run = promisify(execFile);
@@ -92,5 +93,57 @@ describe('gateway with a postgres connection', () => {
     await gw.stop();
     const report = verifyStore(dataDir);
     assert.equal(report.ok, true, report.failure?.message);
+  });
+});
+
+describe('gateway policies that match on detectors, over SQL', () => {
+  let gw: Gateway;
+  let dataDir: string;
+  let client: pg.Client;
+
+  before(async () => {
+    dataDir = mkdtempSync(join(tmpdir(), 'custody-gw-pg-det-'));
+    const config = Config.parse({
+      listen: { control: '127.0.0.1:0', http: '127.0.0.1:0' },
+      connections: [{ name: 'warehouse', kind: 'postgres', upstream: UPSTREAM, listen: '127.0.0.1:0' }],
+      // No masking rule: the policy alone makes the gateway look for card numbers.
+      policies: [{ name: 'no-card-numbers-in-sql', match: { connections: ['warehouse'], detectors: ['credit_card'] }, action: 'deny', reason: 'card numbers stay out of the warehouse' }],
+    });
+    gw = await Gateway.start({ config, dataDir, log: silentLogger });
+    const address = gw.address('postgres:warehouse');
+    client = new pg.Client({ host: '127.0.0.1', port: Number(address.slice(address.lastIndexOf(':') + 1)), user: 'me', password: gw.firstKey!, database: 'postgres' });
+    await client.connect();
+  });
+
+  after(async () => {
+    await client?.end();
+    await gw?.stop();
+    rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  it('refuses a statement whose text holds a card number, and the session stays usable', async () => {
+    await assert.rejects(client.query("select '4111 1111 1111 1111' as card"), (err: Error & { code?: string }) => {
+      assert.equal(err.code, '42501');
+      assert.match(err.message, /no-card-numbers-in-sql.*card numbers stay out of the warehouse/);
+      return true;
+    });
+    assert.equal((await client.query("select 'order 4111 1111 1111 1112' as note")).rows[0].note, 'order 4111 1111 1111 1112', 'a number that fails the Luhn check passes');
+  });
+
+  it('refuses a prepared statement whose parameter holds a card number', async () => {
+    await assert.rejects(client.query('select $1::text as v', ['5555555555554444']), /no-card-numbers-in-sql/);
+    assert.equal((await client.query('select $1::text as v', ['hello'])).rows[0].v, 'hello');
+  });
+
+  it('records each refusal with the detector that found something', () => {
+    type Statement = { sql: string; decision: { action: string; rule: string | null }; detectors?: string[] };
+    const statements = gw.services.store.events(1, 10_000).filter((e) => e.kind === 'pg.statement').map((e) => e.payload as Statement);
+    const denied = statements.filter((p) => p.decision.action === 'deny');
+    assert.equal(denied.length, 2);
+    for (const p of denied) {
+      assert.equal(p.decision.rule, 'no-card-numbers-in-sql');
+      assert.deepEqual(p.detectors, ['credit_card']);
+    }
+    assert.ok(statements.filter((p) => p.decision.action === 'allow').every((p) => p.detectors === undefined));
   });
 });

@@ -19,7 +19,7 @@ import { startPgListener, type PgListener } from '../../proxy/postgres/listener'
 
 export const UPSTREAM = process.env['CUSTODY_TEST_PG'] ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 
-export const passthroughRows: RowMasker = { active: false, value: () => null, text: (text) => ({ text, spans: [], counts: {} }) };
+export const passthroughRows: RowMasker = { active: false, value: () => null, text: (text) => ({ text, spans: [], counts: {} }), detectorHits: () => [] };
 
 export function maskingWith(rows: RowMasker): MaskingEngine {
   return { forConnection: () => null, rows: () => rows, reload() {} };

@@ -13,8 +13,8 @@ import pg from 'pg';
 import type { MaskSpan } from '../../shared/events';
 import type { Identity } from '../../shared/identity';
 import { HoldQueue } from '../../proxy/approvals/hold-queue';
-import type { ColumnRef, RowMasker } from '../../proxy/masking/types';
-import { eventsOf, type Harness, maskingWith, startHarness } from './pg-harness';
+import { type ColumnRef, MaskingError, type RowMasker } from '../../proxy/masking/types';
+import { eventsOf, type Harness, maskingWith, passthroughRows, startHarness } from './pg-harness';
 
 const run = promisify(execFile);
 
@@ -179,6 +179,28 @@ describe('denied statements', () => {
   });
 });
 
+describe('policies that match on detectors when the scan cannot finish', () => {
+  let h: Harness;
+  before(async () => {
+    const failing: RowMasker = { ...passthroughRows, detectorHits: () => { throw new MaskingError('masking failed closed: the scan ran past its time budget'); } };
+    h = await startHarness({
+      masking: maskingWith(failing),
+      policies: [{ name: 'no-cards', match: { detectors: ['credit_card'] }, action: 'deny', reason: 'no card numbers' }],
+    });
+  });
+  after(() => h.close());
+
+  it('refuses the statement with the reason (fail closed), and the session stays usable', async () => {
+    const c = await client(h);
+    try {
+      await assert.rejects(c.query('select 1'), (e: pg.DatabaseError) => e.code === '42501' && /could not check the statement for the detectors .*time budget/.test(e.message));
+      await assert.rejects(c.query('select 2'), /could not check/);
+    } finally {
+      await c.end();
+    }
+  });
+});
+
 describe('fail closed when the audit log cannot write', () => {
   it('refuses statements with a clear error, and serves again once the store is back', async () => {
     const h = await startHarness();
@@ -220,6 +242,7 @@ describe('row masking', () => {
       const out = text.replace(EMAIL, '[EMAIL]');
       return { text: out, spans: out === text ? [] : [{ type: 'EMAIL', start: out.indexOf('[EMAIL]'), end: out.indexOf('[EMAIL]') + 7, rule: 'pii' }], counts: out === text ? {} : { EMAIL: 1 } };
     },
+    detectorHits: () => [],
   };
   before(async () => {
     t = tableName('custody_mask');

@@ -188,6 +188,7 @@ describe('DataRow masking', () => {
       return null;
     },
     text: (t) => ({ text: t, spans: [], counts: {} }),
+    detectorHits: () => [],
   };
 
   it('rewrites masked values, recomputes every length, copies the rest raw, NULLs what the type cannot carry', () => {
@@ -329,6 +330,7 @@ describe('COPY output masking', () => {
     value: (col, text): { text: string; spans: []; counts: Record<string, number> } | null =>
       col.column === 'ssn' ? { text: 'XXX', spans: [], counts: { SSN: 1 } } : text.includes('@') ? { text: '[EMAIL]', spans: [], counts: { EMAIL: 1 } } : null,
     text: (t) => ({ text: t, spans: [], counts: {} }),
+    detectorHits: () => [],
   };
   const cols = resultColumns(
     [
