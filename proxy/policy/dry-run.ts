@@ -228,7 +228,9 @@ function inputFor(
     roles: rolesFor(groups, roles),
     via: info.via ?? (e.actor?.startsWith('key:') ? 'api-key' : 'oidc'),
   };
-  const detectorHits = [...new Set([...e.spans.map((s) => s.type.toLowerCase()), ...(isObj(p['masked']) ? Object.keys(p['masked']).map((k) => k.toLowerCase()) : [])])];
+  // Span types and masked counts (upper-case types), and the detectors a statement was recorded with (ids).
+  const recorded = Array.isArray(p['detectors']) ? p['detectors'].filter((d): d is string => typeof d === 'string') : [];
+  const detectorHits = [...new Set([...e.spans.map((s) => s.type.toLowerCase()), ...(isObj(p['masked']) ? Object.keys(p['masked']).map((k) => k.toLowerCase()) : []), ...recorded])];
   const connection = e.connection ?? '';
   let partial = info.groups === undefined;
   if (e.kind === 'http.request') {
