@@ -36,6 +36,7 @@ export type GatewayErrorCode =
   | 'store_unavailable'
   | 'upstream_unavailable'
   | 'upstream_failed'
+  | 'upgrade_unsupported'
   | 'internal_error';
 
 export class GatewayError extends Error {

@@ -203,6 +203,16 @@ async function handleExchange(ctx: ProxyContext, req: IncomingMessage, res: Serv
     return;
   }
 
+  // A protocol switch (WebSocket, e.g. a realtime API) would carry traffic the gateway cannot record
+  // or mask frame by frame: refused, in words, rather than forwarded as a plain request.
+  if (req.headers.upgrade !== undefined) {
+    req.resume();
+    const message = `connection ${name}: the gateway does not proxy protocol upgrades (Upgrade: ${req.headers.upgrade}); use the provider's HTTP API through it`;
+    ctx.writer.defer([{ kind: 'http.error', actor: identity.subject, connection: name, payload: { phase: 'request', status: 501, code: 'upgrade_unsupported', message, method: req.method, path } }]);
+    sendError(res, style, 501, 'upgrade_unsupported', message);
+    return;
+  }
+
   const exchange = new Exchange(ctx, req, res, route, identity, path, search, style, t0);
   await exchange.run();
 }

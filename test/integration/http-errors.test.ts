@@ -9,6 +9,7 @@ import { request as httpRequest } from 'node:http';
 import { createServer } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import OpenAI from 'openai';
+import WebSocket from 'ws';
 import type { AuditEvent } from '../../shared/events';
 import { DEFAULT_REPLY, deltasOf, type LlmUpstream, type LlmUpstreamOptions, startLlmUpstream } from '../support/llm-upstream';
 import { eventually, OPENAI_SECRET, standardConnections, startTestGateway, type TestGateway } from './http-harness';
@@ -168,6 +169,31 @@ describe('HTTP proxy: bad requests', () => {
 });
 
 describe('HTTP proxy: failures around the exchange', () => {
+  it('a WebSocket upgrade (a realtime API) → 501 saying upgrades are not proxied; recorded, nothing forwarded', async () => {
+    const before = upstream.requests.length;
+    const ws = new WebSocket(`${gw.proxy.replace('http:', 'ws:')}/openai/realtime?model=gpt-4o-realtime`, { headers: asAdmin() });
+    const answer = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+      ws.on('open', () => reject(new Error('the upgrade was accepted')));
+      ws.on('error', () => {});
+      ws.on('unexpected-response', (_req, res) => {
+        let body = '';
+        res.on('data', (c: Buffer) => (body += c.toString()));
+        res.on('end', () => resolve({ status: res.statusCode!, body }));
+      });
+    });
+    ws.terminate();
+    assert.equal(answer.status, 501);
+    const body = JSON.parse(answer.body) as { error: { code: string; message: string } };
+    assert.equal(body.error.code, 'upgrade_unsupported');
+    assert.match(body.error.message, /does not proxy protocol upgrades \(Upgrade: websocket\)/);
+    assert.equal(upstream.requests.length, before, 'nothing forwarded');
+    const error = await eventually(
+      () => gw.gw.services.store.events(1, 100_000).find((e) => e.kind === 'http.error' && (e.payload as { code?: string }).code === 'upgrade_unsupported'),
+      'the refused upgrade recorded',
+    );
+    assert.equal(error.actor?.startsWith('key:'), true, 'recorded with who asked');
+  });
+
   it('upstream down → 502 naming the connection; recorded as an error', async () => {
     const client = new OpenAI({ baseURL: `${gw.proxy}/down`, apiKey: gw.adminKey, maxRetries: 0 });
     await assert.rejects(client.chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'x' }] }), (err: unknown) => {
