@@ -179,6 +179,8 @@ export class CustodyMaskingEngine implements MaskingEngine {
   }
 }
 
+const jsonPathPlans = new WeakMap<MaskPlan, PlanCache>();
+
 class LlmConnectionMasker implements ConnectionMasker {
   constructor(
     private readonly engine: CustodyMaskingEngine,
@@ -187,11 +189,13 @@ class LlmConnectionMasker implements ConnectionMasker {
 
   private body(forward: 'upstream' | 'client', contentType: string | undefined, body: Buffer, extraRules?: string[]): MaskedBody {
     const plan = this.engine.plan(this.connection.name, forward, extraRules);
-    return maskBody(
-      { kind: this.connection.kind, rules: plan.rules, plan, plans: new PlanCache(forward, plan.scanDetectors.filter((d) => !plan.maskDetectors.includes(d)), plan.env) },
-      contentType,
-      body,
-    );
+    // One cache of JSON-path plans per plan (plans are replaced, not changed, when the rules are).
+    let plans = jsonPathPlans.get(plan);
+    if (!plans) {
+      plans = new PlanCache(forward, plan.scanDetectors.filter((d) => !plan.maskDetectors.includes(d)), plan.env);
+      jsonPathPlans.set(plan, plans);
+    }
+    return maskBody({ kind: this.connection.kind, rules: plan.rules, plan, plans }, contentType, body);
   }
 
   request(_path: string, contentType: string | undefined, body: Buffer, extraRules?: string[]): MaskedBody {
