@@ -139,7 +139,9 @@ function median(xs: number[]): number {
 }
 
 async function main(): Promise<void> {
-  if (!(await psql(`select 1 from pg_database where datname = '${DB}'`))) await psql(`create database ${DB}`);
+  // A database this run creates is dropped at the end (the server is shared); one that was there stays.
+  const created = !(await psql(`select 1 from pg_database where datname = '${DB}'`));
+  if (created) await psql(`create database ${DB}`);
   if (!(await psql("select to_regclass('pgbench_accounts') is not null", DB)).startsWith('t')) {
     await run('pgbench', ['-i', '-s', '1', '-q', '-h', UPSTREAM.host, '-p', String(UPSTREAM.port), '-U', UPSTREAM.user, DB]);
   }
@@ -190,6 +192,7 @@ async function main(): Promise<void> {
     bouncer.proc.kill('SIGTERM');
     await new Promise((r) => setTimeout(r, 300));
     rmSync(dir, { recursive: true, force: true });
+    if (created) await psql(`drop database if exists ${DB} with (force)`);
     console.log(`  gateway recorded ${recorded} audit events during the run`);
   }
   const med = Object.fromEntries([...tps].map(([k, v]) => [k, median(v)])) as Record<string, number>;

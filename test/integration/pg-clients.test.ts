@@ -166,7 +166,11 @@ describe('pgbench through the gateway', () => {
     const exists = await direct(`select 1 from pg_database where datname = '${db}'`);
     if (!exists.trim()) await direct(`create database ${db}`);
     const h = await startHarness({ upstream: `postgres://postgres@127.0.0.1:5432/${db}` });
-    after(() => h.close());
+    // The server is shared: leave no database behind.
+    after(async () => {
+      await h.close();
+      await direct(`drop database if exists ${db} with (force)`);
+    });
     const env = { ...process.env, PGPASSWORD: h.key };
     const common = ['-h', h.host, '-p', String(h.port), '-U', 'bench'];
     await run('pgbench', ['-i', '-s', '1', '-q', ...common, db], { env, timeout: 120_000 });
