@@ -234,6 +234,27 @@ describe('audit journal lines', () => {
     assert.equal(verifyStore(dir).ok, true);
   });
 
+  it('deletes journal files while running once everything in them is in the database', async () => {
+    const { readdirSync } = await import('node:fs');
+    const dir = tempDir();
+    const store = AuditStore.open(dir, { commitThread: true });
+    const files = () => readdirSync(`${dir}/custody.db.journal`).filter((f) => f.endsWith('.jsonl'));
+    const big = 'x'.repeat(2000);
+    const seen = new Set<string>();
+    // ~12 MB of lines: the journal rotates at 8 MiB.
+    for (let round = 0; round < 12; round++) {
+      assert.equal(await appendAsync(store, Array.from({ length: 500 }, (_, i) => ({ kind: 'http.request' as const, session: 's', payload: { i, big } }))), null);
+      for (const f of files()) seen.add(f);
+    }
+    assert.ok(seen.size >= 2, 'the journal rotated');
+    const first = [...seen].sort()[0]!;
+    await eventually(async () => !files().includes(first));
+    assert.equal(store.head().size, 6000);
+    store.close();
+    assert.deepEqual(files(), [], 'nothing left after a clean close');
+    assert.equal(verifyStore(dir).events, 6000);
+  });
+
   it('skips a torn last line at the next start: its batch was never acknowledged', async () => {
     const dir = tempDir();
     const storeModule = new URL('../../proxy/audit/store.ts', import.meta.url).href;
