@@ -203,9 +203,10 @@ async function handleExchange(ctx: ProxyContext, req: IncomingMessage, res: Serv
     return;
   }
 
-  // A protocol switch (WebSocket, e.g. a realtime API) would carry traffic the gateway cannot record
-  // or mask frame by frame: refused, in words, rather than forwarded as a plain request.
-  if (req.headers.upgrade !== undefined) {
+  // A WebSocket (e.g. a realtime API) would carry traffic the gateway cannot record or mask frame by
+  // frame: refused, in words, rather than forwarded as a plain request. Other upgrade offers (h2c
+  // from `curl --http2`) are ignored, as HTTP/1.1 lets a server do, and the request is served.
+  if (req.headers.upgrade !== undefined && /\bwebsocket\b/i.test(req.headers.upgrade)) {
     req.resume();
     const message = `connection ${name}: the gateway does not proxy protocol upgrades (Upgrade: ${req.headers.upgrade}); use the provider's HTTP API through it`;
     ctx.writer.defer([{ kind: 'http.error', actor: identity.subject, connection: name, payload: { phase: 'request', status: 501, code: 'upgrade_unsupported', message, method: req.method, path } }]);

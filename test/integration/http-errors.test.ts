@@ -194,6 +194,25 @@ describe('HTTP proxy: failures around the exchange', () => {
     assert.equal(error.actor?.startsWith('key:'), true, 'recorded with who asked');
   });
 
+  it('an HTTP/2 upgrade offer (h2c) is ignored and the request served over HTTP/1.1', async () => {
+    const answer = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const req = httpRequest(`${gw.proxy}/openai/chat/completions`, {
+        method: 'POST',
+        headers: { ...asAdmin(), 'content-type': 'application/json', connection: 'Upgrade, HTTP2-Settings', upgrade: 'h2c', 'http2-settings': 'AAMAAABkAARAAAAAAAIAAAAA' },
+      });
+      req.on('response', (res) => {
+        let body = '';
+        res.on('data', (c: Buffer) => (body += c.toString()));
+        res.on('end', () => resolve({ status: res.statusCode!, body }));
+      });
+      req.on('upgrade', () => reject(new Error('the gateway switched protocols')));
+      req.on('error', reject);
+      req.end(chat);
+    });
+    assert.equal(answer.status, 200);
+    assert.equal((JSON.parse(answer.body) as { choices: { message: { content: string } }[] }).choices[0]!.message.content, DEFAULT_REPLY);
+  });
+
   it('upstream down → 502 naming the connection; recorded as an error', async () => {
     const client = new OpenAI({ baseURL: `${gw.proxy}/down`, apiKey: gw.adminKey, maxRetries: 0 });
     await assert.rejects(client.chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'x' }] }), (err: unknown) => {
