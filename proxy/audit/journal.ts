@@ -190,13 +190,16 @@ export function replayJournal(db: Database.Database, writer: ChainWriter, dir: s
     const lines = readFileSync(join(dir, fileName(n)), 'utf8').split('\n');
     // What follows the last newline is empty, or a torn line (its batch was never acknowledged).
     lines.pop();
-    for (const line of lines) {
+    for (let i = 0; i < lines.length; i++) {
+      const line = lines[i]!;
       if (!line) continue;
       let rec;
       try {
         rec = decodeJournalLine(line);
-      } catch {
-        continue; // a torn line: its batch was never acknowledged
+      } catch (err) {
+        // A whole line that cannot be read is damage, not a torn write: it may hold recorded
+        // events, so the store does not open without it being looked at.
+        throw new Error(`journal file ${join(dir, fileName(n))} line ${i + 1} cannot be read (${(err as Error).message}); it may hold recorded events that are not in the log yet — move the file aside to start without them`);
       }
       if (rec.jseq > last) last = rec.jseq;
       if (rec.jseq > folded) pending.push(rec.event);

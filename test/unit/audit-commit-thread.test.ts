@@ -279,4 +279,23 @@ describe('audit journal lines', () => {
     store.close();
     assert.equal(verifyStore(dir).ok, true);
   });
+
+  it('refuses to open over a damaged whole line, naming the file and line (it may hold recorded events)', async () => {
+    const dir = tempDir();
+    const storeModule = new URL('../../proxy/audit/store.ts', import.meta.url).href;
+    const script = `
+      const { AuditStore } = await import(${JSON.stringify(storeModule)});
+      const store = AuditStore.open(${JSON.stringify(dir)}, { commitThread: true });
+      store.appendAsync([{ kind: 'http.request', session: 's', payload: { n: 1 } }, { kind: 'http.request', session: 's', payload: { n: 2 } }], () => process.kill(process.pid, 'SIGKILL'));`;
+    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { stdio: 'inherit' });
+    await new Promise((r) => child.once('exit', r));
+    const { readdirSync, readFileSync, writeFileSync } = await import('node:fs');
+    const jdir = `${dir}/custody.db.journal`;
+    const file = readdirSync(jdir).find((f) => f.endsWith('.jsonl'))!;
+    const lines = readFileSync(`${jdir}/${file}`, 'utf8').split('\n');
+    lines[0] = lines[0]!.replace('\t', ' ');
+    writeFileSync(`${jdir}/${file}`, lines.join('\n'));
+    assert.throws(() => AuditStore.open(dir), (err: Error) => err instanceof StoreUnavailableError && /journal file .*0+1\.jsonl line 1 cannot be read.*move the file aside/.test(err.message));
+    assert.ok(readdirSync(jdir).includes(file), 'the journal is kept');
+  });
 });
