@@ -2,7 +2,8 @@
 // blocking and callback appends, transactions on the gateway's own connection, other writers to
 // the same file, an unwritable file and a dead thread (both refuse: fail closed).
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { describe, it } from 'node:test';
 import type { Worker } from 'node:worker_threads';
@@ -25,6 +26,22 @@ async function eventually<T>(check: () => Promise<T | undefined | false>, timeou
 
 function appendAsync(store: AuditStore, inputs: AuditEventInput[]): Promise<StoreUnavailableError | null> {
   return new Promise((resolve) => store.appendAsync(inputs, resolve));
+}
+
+/** Runs `body` in another process with `store` open on `dir` as the gateway opens it (the body ends it). */
+function gatewayProcess(dir: string, body: string, stdout: 'pipe' | 'inherit' = 'inherit'): ChildProcess {
+  const storeModule = new URL('../../proxy/audit/store.ts', import.meta.url).href;
+  const script = `
+    const { AuditStore } = await import(${JSON.stringify(storeModule)});
+    const store = AuditStore.open(${JSON.stringify(dir)}, { commitThread: true });
+    ${body}`;
+  return spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { stdio: ['ignore', stdout, 'inherit'] });
+}
+
+/** The path of the journal's only file. */
+function journalFile(dir: string): string {
+  const jdir = `${dir}/custody.db.journal`;
+  return `${jdir}/${readdirSync(jdir).find((f) => f.endsWith('.jsonl'))!}`;
 }
 
 describe('audit store with a commit thread', () => {
@@ -161,11 +178,9 @@ describe('audit store with a commit thread', () => {
 
   it('keeps every acknowledged event through a crash (SIGKILL), and folds it at the next start', async () => {
     const dir = tempDir();
-    const storeModule = new URL('../../proxy/audit/store.ts', import.meta.url).href;
-    const script = `
-      const { AuditStore } = await import(${JSON.stringify(storeModule)});
-      const store = AuditStore.open(${JSON.stringify(dir)}, { commitThread: true });
-      let n = 0;
+    const child = gatewayProcess(
+      dir,
+      `let n = 0;
       const next = () => {
         const batch = [];
         for (let i = 0; i < 5; i++) batch.push({ kind: 'http.request', session: 'ses_c', payload: { n: ++n } });
@@ -176,8 +191,9 @@ describe('audit store with a commit thread', () => {
           setImmediate(next);
         });
       };
-      next();`;
-    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+      next();`,
+      'pipe',
+    );
     // Listened for from the start: the exit can be reported before a later listener is attached.
     const exited = new Promise((r) => child.once('exit', r));
     let acked = 0;
@@ -235,7 +251,6 @@ describe('audit journal lines', () => {
   });
 
   it('deletes journal files while running once everything in them is in the database', async () => {
-    const { readdirSync } = await import('node:fs');
     const dir = tempDir();
     const store = AuditStore.open(dir, { commitThread: true });
     const files = () => readdirSync(`${dir}/custody.db.journal`).filter((f) => f.endsWith('.jsonl'));
@@ -257,23 +272,19 @@ describe('audit journal lines', () => {
 
   it('skips a torn last line at the next start: its batch was never acknowledged', async () => {
     const dir = tempDir();
-    const storeModule = new URL('../../proxy/audit/store.ts', import.meta.url).href;
     // A gateway that journals two batches and dies before its commit thread folds them.
-    const script = `
-      const { AuditStore } = await import(${JSON.stringify(storeModule)});
-      const store = AuditStore.open(${JSON.stringify(dir)}, { commitThread: true });
-      store.appendAsync([{ kind: 'http.request', session: 's', payload: { n: 1 } }], () => {
+    const child = gatewayProcess(
+      dir,
+      `store.appendAsync([{ kind: 'http.request', session: 's', payload: { n: 1 } }], () => {
         store.appendAsync([{ kind: 'http.request', session: 's', payload: { n: 2 } }], () => process.kill(process.pid, 'SIGKILL'));
-      });`;
-    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { stdio: 'inherit' });
+      });`,
+    );
     await new Promise((r) => child.once('exit', r));
-    const { readdirSync, readFileSync, writeFileSync } = await import('node:fs');
-    const jdir = `${dir}/custody.db.journal`;
-    const file = readdirSync(jdir).find((f) => f.endsWith('.jsonl'))!;
-    const text = readFileSync(`${jdir}/${file}`, 'utf8');
+    const file = journalFile(dir);
+    const text = readFileSync(file, 'utf8');
     assert.equal(text.split('\n').length, 3, 'two journaled lines');
     // Tear the second line in the middle of its payload, as a crash inside the write would.
-    writeFileSync(`${jdir}/${file}`, text.slice(0, text.indexOf('\n') + 1 + 20));
+    writeFileSync(file, text.slice(0, text.indexOf('\n') + 1 + 20));
     const store = AuditStore.open(dir);
     assert.deepEqual(store.events().map((e) => e.payload), [{ n: 1 }]);
     store.close();
@@ -282,20 +293,16 @@ describe('audit journal lines', () => {
 
   it('refuses to open over a damaged whole line, naming the file and line (it may hold recorded events)', async () => {
     const dir = tempDir();
-    const storeModule = new URL('../../proxy/audit/store.ts', import.meta.url).href;
-    const script = `
-      const { AuditStore } = await import(${JSON.stringify(storeModule)});
-      const store = AuditStore.open(${JSON.stringify(dir)}, { commitThread: true });
-      store.appendAsync([{ kind: 'http.request', session: 's', payload: { n: 1 } }, { kind: 'http.request', session: 's', payload: { n: 2 } }], () => process.kill(process.pid, 'SIGKILL'));`;
-    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { stdio: 'inherit' });
+    const child = gatewayProcess(
+      dir,
+      `store.appendAsync([{ kind: 'http.request', session: 's', payload: { n: 1 } }, { kind: 'http.request', session: 's', payload: { n: 2 } }], () => process.kill(process.pid, 'SIGKILL'));`,
+    );
     await new Promise((r) => child.once('exit', r));
-    const { readdirSync, readFileSync, writeFileSync } = await import('node:fs');
-    const jdir = `${dir}/custody.db.journal`;
-    const file = readdirSync(jdir).find((f) => f.endsWith('.jsonl'))!;
-    const lines = readFileSync(`${jdir}/${file}`, 'utf8').split('\n');
+    const file = journalFile(dir);
+    const lines = readFileSync(file, 'utf8').split('\n');
     lines[0] = lines[0]!.replace('\t', ' ');
-    writeFileSync(`${jdir}/${file}`, lines.join('\n'));
+    writeFileSync(file, lines.join('\n'));
     assert.throws(() => AuditStore.open(dir), (err: Error) => err instanceof StoreUnavailableError && /journal file .*0+1\.jsonl line 1 cannot be read.*move the file aside/.test(err.message));
-    assert.ok(readdirSync(jdir).includes(file), 'the journal is kept');
+    assert.ok(existsSync(file), 'the journal is kept');
   });
 });
