@@ -139,17 +139,10 @@ port.on('message', (first: CommitRequest) => {
   let now = false;
   for (const req of queued) {
     if (req.op === 'append' || req.op === 'fold') {
-      let events: PreparedEvent[];
-      if (req.op === 'append') events = req.events;
-      else {
-        try {
-          events = decodeJournalText(req.text);
-        } catch (err) {
-          // Cannot happen for text this process wrote; if it does, the lines stay in the journal.
-          reply({ id: req.id, ok: false, final: true, message: `journaled lines could not be read: ${messageOf(err)}` });
-          continue;
-        }
-      }
+      // Text this process journaled always decodes; if it did not, later folds would move the fold
+      // mark past these lines. The thread ends instead: the store refuses traffic (fail closed) and
+      // keeps the journal, whose replay at the next start names the line.
+      const events = req.op === 'append' ? req.events : decodeJournalText(req.text);
       const a: Append = { id: req.id, events, reload: req.reload, jseq: req.op === 'fold' ? req.jseq : undefined };
       backlog.push(a);
       backlogEvents += events.length;

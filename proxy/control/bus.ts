@@ -47,17 +47,13 @@ export class EventBus {
     const i = seq % this.capacity;
     const n = this.form?.compact(body);
     // Built only when someone holds it: most recorded events are published with nobody listening.
-    let msg: ServerMessage | undefined;
-    if (n === undefined) this.kept[i] = msg = { ...body, seq, epoch: this.epoch, at } as ServerMessage;
-    else {
-      this.kept[i] = undefined;
+    const msg = n === undefined || this.subscribers.size ? ({ ...body, seq, epoch: this.epoch, at } as ServerMessage) : undefined;
+    this.kept[i] = n === undefined ? msg : undefined;
+    if (n !== undefined) {
       this.numbers[i] = n;
       this.times[i] = at;
     }
-    if (this.subscribers.size) {
-      msg ??= { ...body, seq, epoch: this.epoch, at } as ServerMessage;
-      for (const s of this.subscribers) s(msg);
-    }
+    if (msg) for (const s of this.subscribers) s(msg);
     return seq;
   }
 

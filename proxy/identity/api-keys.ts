@@ -81,7 +81,10 @@ export class ApiKeyStore {
     if (entry.row.revoked_at !== null) return { ok: false, reason: 'revoked' };
     if (entry.row.expires_at !== null && entry.row.expires_at <= now) return { ok: false, reason: 'expired' };
     // Shared by every request with this key until the row is read again: frozen.
-    entry.record ??= Object.freeze({ ...toRecord(entry.row), groups: Object.freeze(toRecord(entry.row).groups) as string[] });
+    if (!entry.record) {
+      const r = toRecord(entry.row);
+      entry.record = Object.freeze({ ...r, groups: Object.freeze(r.groups) as string[] });
+    }
     return { ok: true, key: entry.record };
   }
 

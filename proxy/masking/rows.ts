@@ -47,12 +47,13 @@ export class DataRowMasker implements RowMasker {
     return r.changed ? { text: r.text, spans: r.spans, counts: r.counts } : null;
   }
 
-  detectorHits(texts: readonly string[]): string[] {
+  detectorHits(sql: string, params: readonly (string | null)[] = []): string[] {
     const plan = this.upstreamPlan;
     if (!plan.watching) return [];
     const hits = new Set<string>();
     const deadline = plan.deadline();
-    for (const t of texts) if (t) plan.scan(t, deadline, 0, hits);
+    plan.scan(sql, deadline, 0, hits);
+    for (const p of params) if (p) plan.scan(p, deadline, 0, hits);
     return [...hits];
   }
 

@@ -78,11 +78,11 @@ export interface RowMasker {
   /** Masks free text (NoticeResponse / ErrorResponse details, statements for the log). */
   text(text: string, scope: 'client' | 'log' | 'upstream'): { text: string; spans: MaskSpan[]; counts: Record<string, number> };
   /**
-   * The detectors that find something in `texts` (a statement and its parameters), for policies
+   * The detectors that find something in a statement or its parameters (text form), for policies
    * that match on detectors; empty without looking when no policy does. Throws MaskingError when
    * the scan cannot finish (the statement is then refused).
    */
-  detectorHits(texts: readonly string[]): string[];
+  detectorHits(sql: string, params?: readonly (string | null)[]): string[];
 }
 
 export interface MaskingEngine {

@@ -648,14 +648,14 @@ export class PgProxySession {
     sql: string,
     c: { classes: SqlClass[]; tables: string[]; parseError?: string; copyOut?: CopyOutShape },
     protocol: StatementRun['protocol'],
-    params: readonly (string | null)[] = [],
+    params?: readonly (string | null)[],
   ): StatementRun {
     // Detectors that policies match on look at the statement and its parameters. A scan that
     // cannot finish leaves the gateway unable to decide: the statement is refused (fail closed).
     let detectorHits: string[] | undefined;
     let scanError: string | undefined;
     try {
-      detectorHits = this.masker.detectorHits(params.length ? [sql, ...params.filter((p): p is string => p !== null)] : [sql]);
+      detectorHits = this.masker.detectorHits(sql, params);
     } catch (err) {
       scanError = (err as Error).message;
     }
