@@ -4,7 +4,7 @@
  * `custody serve` and inside the desktop app's utilityProcess; it never imports Electron.
  */
 import { readFileSync } from 'node:fs';
-import type { Config } from '../shared/config';
+import { type Config, parseDuration } from '../shared/config';
 import { AuditService } from './audit/service';
 import { AuditStore } from './audit/store';
 import { EventBus, sessionEventsFromStore } from './control/bus';
@@ -142,7 +142,7 @@ export class Gateway {
     // One listener per postgres connection; their audit writes share one batching writer.
     const pgWriter = new AuditWriter(s.store);
     for (const connection of s.config.connections.filter((c) => c.kind === 'postgres'))
-      this.listeners.push(await startPgListener({ connection, services: s, dataDir: s.dataDir, recordRows: s.config.limits.recordRows, writer: pgWriter }));
+      this.listeners.push(await startPgListener({ connection, services: s, dataDir: s.dataDir, recordRows: s.config.limits.recordRows, connectTimeoutMs: parseDuration(s.config.limits.upstreamConnectTimeout), writer: pgWriter }));
     // Signing key, checkpoints on a timer (a last one at stop), retention.
     s.audit = AuditService.start(s);
     this.onStop(() => s.audit?.stop());

@@ -275,9 +275,17 @@ export const Config = z
         sessionIdle: Duration.default('15m'),
         /** PostgreSQL: result rows recorded per statement. */
         recordRows: z.number().int().min(0).default(50),
+        /** How long the gateway waits for a TCP (and TLS) connection to an upstream. */
+        upstreamConnectTimeout: Duration.default('10s'),
+        /**
+         * HTTP: the longest the upstream may stay silent (before its response, or between two pieces
+         * of it) before the gateway gives up with 504 `upstream_timeout`. Long enough for a model
+         * that thinks before its first token; a stream that keeps sending is never cut.
+         */
+        upstreamIdleTimeout: Duration.default('10m'),
       })
       .strict()
-      .default({ maxRequestBytes: 10 * 1024 * 1024, maxResponseBytes: 50 * 1024 * 1024, sessionIdle: '15m', recordRows: 50 }),
+      .default({ maxRequestBytes: 10 * 1024 * 1024, maxResponseBytes: 50 * 1024 * 1024, sessionIdle: '15m', recordRows: 50, upstreamConnectTimeout: '10s', upstreamIdleTimeout: '10m' }),
   })
   .strict()
   .superRefine((c, ctx) => {

@@ -36,6 +36,7 @@ export type GatewayErrorCode =
   | 'store_unavailable'
   | 'upstream_unavailable'
   | 'upstream_failed'
+  | 'upstream_timeout'
   | 'upgrade_unsupported'
   | 'internal_error';
 
@@ -58,6 +59,7 @@ const ANTHROPIC_TYPES: Record<number, string> = {
   413: 'request_too_large',
   415: 'invalid_request_error',
   429: 'rate_limit_error',
+  504: 'timeout_error',
 };
 
 function openAiType(status: number): string {

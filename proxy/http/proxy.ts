@@ -41,8 +41,6 @@ const STREAM_BATCH_MS = 50;
 const DRAIN_GRACE_MS = 10_000;
 /** A stream's headers wait at most this long for its first event to travel with. */
 const HEADERS_ALONE_MS = 2;
-/** An upstream that does not accept the TCP connection within this time counts as down. */
-const CONNECT_TIMEOUT_MS = 10_000;
 
 /** The proxy listener; connections (and their secrets) are read once, when it starts. */
 export type HttpProxy = Listener;
@@ -64,7 +62,8 @@ export async function startHttpProxy(s: GatewayServices): Promise<HttpProxy> {
   let closing = false;
 
   const writer = new GroupCommitWriter(s.store);
-  const ctx: ProxyContext = { s, upstreams, sessions, writer, isClosing: () => closing };
+  const timeouts = { upstreamConnectTimeout: parseDuration(s.config.limits.upstreamConnectTimeout), upstreamIdleTimeout: parseDuration(s.config.limits.upstreamIdleTimeout) };
+  const ctx: ProxyContext = { s, upstreams, sessions, writer, timeouts, isClosing: () => closing };
   const server = createServer({ noDelay: true }, (req, res) => {
     handleExchange(ctx, req, res).catch((err: unknown) => internalError(ctx, res, err));
   });
@@ -117,6 +116,8 @@ interface ProxyContext {
   upstreams: UpstreamTable;
   sessions: HttpSessionTracker;
   writer: GroupCommitWriter;
+  /** limits.upstreamConnectTimeout and limits.upstreamIdleTimeout, in ms. */
+  timeouts: { upstreamConnectTimeout: number; upstreamIdleTimeout: number };
   isClosing(): boolean;
 }
 
@@ -242,6 +243,8 @@ class Exchange {
   private extraRules: string[] | undefined;
   /** Set once the exchange's outcome is recorded, so no second ending is recorded. */
   private finished = false;
+  /** Why the gateway stopped waiting for the upstream (a connect or idle timeout), when it did. */
+  private upstreamTimedOut: string | undefined;
   private onClientGone: (() => void) | undefined;
 
   constructor(
@@ -544,12 +547,22 @@ class Exchange {
     const tForward = performance.now();
     upReq.on('response', (upRes) => this.onResponse(upRes, tForward, method));
     upReq.on('error', (err: NodeJS.ErrnoException) => this.onUpstreamError(err));
+    const { upstreamConnectTimeout, upstreamIdleTimeout } = this.ctx.timeouts;
     upReq.on('socket', (socket: Socket) => {
       if (!socket.connecting) return; // a reused keep-alive connection
-      const timer = setTimeout(() => upReq.destroy(Object.assign(new Error(`no connection within ${CONNECT_TIMEOUT_MS / 1000} s`), { code: 'ETIMEDOUT' })), CONNECT_TIMEOUT_MS);
+      const timer = setTimeout(() => {
+        this.upstreamTimedOut = `no connection within ${this.limits.upstreamConnectTimeout} (limits.upstreamConnectTimeout)`;
+        upReq.destroy(Object.assign(new Error(this.upstreamTimedOut), { code: 'ETIMEDOUT' }));
+      }, upstreamConnectTimeout);
       const clear = () => clearTimeout(timer);
       socket.once('connect', clear);
       socket.once('close', clear);
+    });
+    // Silence from the upstream — before its response or between two pieces of it — ends the
+    // exchange with 504 once it lasts limits.upstreamIdleTimeout (the timer restarts on every byte).
+    upReq.setTimeout(upstreamIdleTimeout, () => {
+      this.upstreamTimedOut = `the upstream sent nothing for ${this.limits.upstreamIdleTimeout} (limits.upstreamIdleTimeout)`;
+      upReq.destroy(Object.assign(new Error(this.upstreamTimedOut), { code: 'ETIMEDOUT' }));
     });
     upReq.end(body);
   }
@@ -561,6 +574,10 @@ class Exchange {
     }
     if (this.res.headersSent) return; // mid-response failures are handled by the response relay
     const where = `${this.route.protocol}//${this.route.host}`;
+    if (this.upstreamTimedOut !== undefined) {
+      this.fail(504, 'upstream_timeout', `connection ${this.name}: the upstream ${where} timed out (${this.upstreamTimedOut})`, 'upstream');
+      return;
+    }
     const detail = err.code ? `${err.code}${err.message && !err.message.includes(err.code) ? `: ${err.message}` : ''}` : err.message;
     this.fail(502, 'upstream_unavailable', `connection ${this.name}: the upstream ${where} cannot be reached (${detail})`, 'upstream');
   }
@@ -699,13 +716,15 @@ class Exchange {
       return;
     }
     if (this.finished) return;
-    const message = `connection ${this.name}: the upstream response failed midway (${err.message})`;
+    const timedOut = this.upstreamTimedOut;
+    const code = timedOut === undefined ? 'upstream_failed' : 'upstream_timeout';
+    const message = `connection ${this.name}: the upstream response ${timedOut === undefined ? 'failed' : 'timed out'} midway (${timedOut ?? err.message})`;
     if (!this.res.headersSent) {
-      this.fail(502, 'upstream_failed', message, 'response');
+      this.fail(timedOut === undefined ? 502 : 504, code, message, 'response');
       return;
     }
     this.finished = true;
-    this.record([this.base('http.error', { phase: 'response', status, code: 'upstream_failed', message, bytes, duration: this.elapsed() })]);
+    this.record([this.base('http.error', { phase: 'response', status, code, message, bytes, duration: this.elapsed() })]);
     this.res.destroy();
   }
 
@@ -830,12 +849,15 @@ class Exchange {
       recorder.add(this.base('http.chunk', { offset: offset(), events: [], done: true, totalEvents: recorder.eventCount, bytes: size, incompleteTail: tail.incomplete || undefined, duration: this.elapsed() }));
       recorder.flush();
     });
-    source.once('error', (err) => {
+    const broken = (what: string) => {
       if (this.clientGone || ended) return;
-      endWithError(502, 'upstream_failed', `connection ${this.name}: the upstream stream failed midway (${err.message})`);
-    });
+      const timedOut = this.upstreamTimedOut;
+      if (timedOut !== undefined) endWithError(504, 'upstream_timeout', `connection ${this.name}: the upstream stream timed out midway (${timedOut}); it was cut off`);
+      else endWithError(502, 'upstream_failed', `connection ${this.name}: ${what}`);
+    };
+    source.once('error', (err) => broken(`the upstream stream failed midway (${err.message})`));
     upRes.once('close', () => {
-      if (!upRes.complete && !ended && !this.clientGone) endWithError(502, 'upstream_failed', `connection ${this.name}: the upstream closed the stream before it was complete`);
+      if (!upRes.complete) broken('the upstream closed the stream before it was complete');
     });
   }
 }

@@ -21,6 +21,8 @@ export interface PgListenerOptions {
   dataDir: string;
   /** Result rows recorded per statement (config limits.recordRows). */
   recordRows: number;
+  /** How long connecting to the upstream may take, in ms (config limits.upstreamConnectTimeout). */
+  connectTimeoutMs?: number;
   /** Shared by every listener of a gateway so commits batch across them. */
   writer?: AuditWriter;
 }
@@ -38,7 +40,7 @@ export async function startPgListener(opts: PgListenerOptions): Promise<PgListen
   const { connection } = opts;
   if (!connection.listen) throw new Error(`connection ${connection.name}: a postgres connection needs listen`);
   await loadSqlParser();
-  const target = upstreamTarget(connection);
+  const target = upstreamTarget(connection, opts.connectTimeoutMs);
   const [host, port] = splitHostPort(connection.listen);
   let certificateFile: string | undefined;
   let cert: string | Buffer;

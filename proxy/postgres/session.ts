@@ -493,11 +493,23 @@ export class PgProxySession {
       this.up = await connectUpstream(this.ctx.target, { params, database: this.startupParams.get('database') ?? user });
     } catch (err) {
       const fields = err instanceof UpstreamError ? err.fields : undefined;
-      this.fatal({
-        severity: 'FATAL',
-        code: fields?.get('C') ?? SqlState.ConnectionRejected,
-        message: `upstream ${this.ctx.connection.name}: ${fields?.get('M') ?? (err as Error).message}`,
-      });
+      const code = fields?.get('C') ?? SqlState.ConnectionRejected;
+      const message = `upstream ${this.ctx.connection.name}: ${fields?.get('M') ?? (err as Error).message}`;
+      // No session began, but who tried to connect, and why it failed, is part of the record.
+      try {
+        const t = this.ctx.target;
+        this.s.store.appendMany([
+          {
+            kind: 'pg.error',
+            actor: this.identity.subject,
+            connection: this.ctx.connection.name,
+            payload: { protocol: 'postgres', fatal: true, phase: 'connect', code, message, actorName: this.identity.name, user, client: this.clientAddress, upstream: { host: t.host, port: t.port } },
+          },
+        ]);
+      } catch {
+        // the refusal below stands either way
+      }
+      this.fatal({ severity: 'FATAL', code, message });
       return;
     }
     if (this.phase === 'closed') {

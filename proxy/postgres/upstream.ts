@@ -37,10 +37,12 @@ export interface UpstreamTarget {
   tls: { mode: UpstreamTlsMode; ca?: string };
   /** Extra startup parameters from the URL query (e.g. `?options=-c%20search_path%3Dapp`). */
   params: Record<string, string>;
+  /** How long connecting (TCP, TLS, login) may take (config limits.upstreamConnectTimeout). */
+  connectTimeoutMs: number;
 }
 
 /** `postgres://user[:password]@host:port/db?sslmode=…` plus the connection's `secret` and `tls`. */
-export function upstreamTarget(connection: Connection): UpstreamTarget {
+export function upstreamTarget(connection: Connection, connectTimeoutMs = 10_000): UpstreamTarget {
   let url: URL;
   try {
     url = new URL(connection.upstream);
@@ -66,6 +68,7 @@ export function upstreamTarget(connection: Connection): UpstreamTarget {
     password: secret ?? urlPassword,
     tls: { mode, ca: connection.tls?.ca },
     params,
+    connectTimeoutMs,
   };
 }
 
@@ -174,7 +177,7 @@ function openTcp(target: UpstreamTarget, timeoutMs: number): Promise<Socket> {
     socket.setNoDelay(true);
     const timer = setTimeout(() => {
       socket.destroy();
-      reject(new UpstreamError(`cannot reach the upstream server ${target.host}:${target.port}: timed out after ${timeoutMs} ms`));
+      reject(new UpstreamError(`cannot reach the upstream server ${target.host}:${target.port}: no connection within ${timeoutMs} ms (limits.upstreamConnectTimeout)`));
     }, timeoutMs);
     socket.once('connect', () => {
       clearTimeout(timer);
@@ -250,7 +253,7 @@ export interface ConnectOptions {
 
 /** Opens an authenticated upstream session, ready for queries (ReadyForQuery received). */
 export async function connectUpstream(target: UpstreamTarget, options: ConnectOptions = {}): Promise<UpstreamSession> {
-  const timeoutMs = options.timeoutMs ?? 10_000;
+  const timeoutMs = options.timeoutMs ?? target.connectTimeoutMs;
   const raw = await openTcp(target, timeoutMs);
   let socket: Socket | TLSSocket = raw;
   const timer = setTimeout(() => socket.destroy(new Error(`no ReadyForQuery within ${timeoutMs} ms`)), timeoutMs);

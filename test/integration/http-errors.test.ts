@@ -6,26 +6,18 @@
  */
 import assert from 'node:assert/strict';
 import { request as httpRequest } from 'node:http';
-import { createServer } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import OpenAI from 'openai';
 import WebSocket from 'ws';
 import type { AuditEvent } from '../../shared/events';
 import { DEFAULT_REPLY, deltasOf, type LlmUpstream, type LlmUpstreamOptions, startLlmUpstream } from '../support/llm-upstream';
+import { freePort } from '../support/ports';
 import { eventually, OPENAI_SECRET, standardConnections, startTestGateway, type TestGateway } from './http-harness';
 
 const upstreamOptions: LlmUpstreamOptions = { openaiKey: OPENAI_SECRET };
 let upstream: LlmUpstream;
 let gw: TestGateway;
 let closedPort: number;
-
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const port = (srv.address() as { port: number }).port;
-  await new Promise<void>((r) => srv.close(() => r()));
-  return port;
-}
 
 before(async () => {
   upstream = await startLlmUpstream(upstreamOptions);

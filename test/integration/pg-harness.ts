@@ -50,6 +50,7 @@ export async function startHarness(opts: {
   connection?: Partial<ConfigInput['connections'] extends (infer C)[] | undefined ? C : never>;
   recordRows?: number;
   groups?: string[];
+  connectTimeoutMs?: number;
 } = {}): Promise<Harness> {
   const dataDir = mkdtempSync(join(tmpdir(), 'custody-pg-'));
   const store = AuditStore.open(dataDir, { commitThread: true });
@@ -67,6 +68,7 @@ export async function startHarness(opts: {
     connection: config.connections[0]!,
     dataDir,
     recordRows: opts.recordRows ?? 50,
+    connectTimeoutMs: opts.connectTimeoutMs,
     services: {
       auth: new Authenticator(keys, config.identity),
       policy,
