@@ -15,7 +15,10 @@
  * proxy adds over direct; throughput at 8 connections as ratios to bare and to direct; added
  * time-to-first-byte for streams.
  *
- *   node --import tsx bench/http-overhead.ts [--quick] [--no-masking] [--no-portkey] [--profile DIR]
+ *   floor    (--floor) bench/raw-socket-floor.ts: HTTP relayed between raw sockets, Content-Length
+ *            framing only — not a proxy, a measure of what Node's http module costs the others
+ *
+ *   node --import tsx bench/http-overhead.ts [--quick] [--no-masking] [--no-portkey] [--floor] [--profile DIR]
  *   (--profile writes the bare proxy's and the gateway's V8 CPU profiles under DIR/bare and DIR/gateway; bench/profile-summary.ts reads it)
  */
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -81,7 +84,7 @@ async function runGateway(): Promise<void> {
 // Load generator
 
 interface Target {
-  name: 'direct' | 'bare' | 'gateway' | 'portkey';
+  name: 'direct' | 'bare' | 'floor' | 'gateway' | 'portkey';
   /** Base URL the OpenAI-style paths are appended to (…/chat/completions). */
   base: string;
   headers?: Record<string, string>;
@@ -157,10 +160,11 @@ async function throughput(
   seconds: number,
   rounds: number,
   pids: Record<string, number | undefined>,
-): Promise<{ rps: Map<string, number>; cpuPerRequest: Map<string, number | undefined> }> {
+): Promise<{ rps: Map<string, number>; cpuPerRequest: Map<string, number | undefined>; mainCpuPerRequest: Map<string, number | undefined> }> {
   const done = new Map(targets.map((t) => [t.name, 0]));
   const time = new Map(targets.map((t) => [t.name, 0]));
   const cpu = new Map<string, number | undefined>(targets.map((t) => [t.name, pids[t.name] ? 0 : undefined]));
+  const mainCpu = new Map<string, number | undefined>(targets.map((t) => [t.name, pids[t.name] ? 0 : undefined]));
   for (let r = 0; r < rounds; r++) {
     const order = r % 2 ? [...targets].reverse() : targets;
     for (const t of order) {
@@ -168,6 +172,7 @@ async function throughput(
       const until = performance.now() + seconds * 1000;
       let n = 0;
       const cpu0 = cpuMs(pids[t.name]);
+      const main0 = cpuMs(pids[t.name], true);
       const t0 = performance.now();
       await Promise.all(
         Array.from({ length: connections }, async () => {
@@ -181,21 +186,27 @@ async function throughput(
       time.set(t.name, time.get(t.name)! + (performance.now() - t0) / 1000);
       done.set(t.name, done.get(t.name)! + n);
       const cpu1 = cpuMs(pids[t.name]);
+      const main1 = cpuMs(pids[t.name], true);
       if (cpu0 !== undefined && cpu1 !== undefined) cpu.set(t.name, cpu.get(t.name)! + cpu1 - cpu0);
+      if (main0 !== undefined && main1 !== undefined) mainCpu.set(t.name, mainCpu.get(t.name)! + main1 - main0);
       agent.destroy();
     }
   }
   return {
     rps: new Map(targets.map((t) => [t.name, done.get(t.name)! / time.get(t.name)!])),
     cpuPerRequest: new Map(targets.map((t) => [t.name, cpu.get(t.name) === undefined ? undefined : cpu.get(t.name)! / done.get(t.name)!])),
+    mainCpuPerRequest: new Map(targets.map((t) => [t.name, mainCpu.get(t.name) === undefined ? undefined : mainCpu.get(t.name)! / done.get(t.name)!])),
   };
 }
 
-/** CPU time (user + system, ms) a process has used so far, from /proc; undefined where there is none. */
-function cpuMs(pid: number | undefined): number | undefined {
+/**
+ * CPU time (user + system, ms) a process has used so far — or, with `mainThread`, its main thread
+ * (the event loop) alone — from /proc; undefined where there is none.
+ */
+function cpuMs(pid: number | undefined, mainThread = false): number | undefined {
   if (!pid) return undefined;
   try {
-    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    const fields = readFileSync(mainThread ? `/proc/${pid}/task/${pid}/stat` : `/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
     return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100; // utime + stime, in USER_HZ (100 on Linux)
   } catch {
     return undefined;
@@ -248,6 +259,8 @@ async function main(): Promise<void> {
       profile('gateway'),
     );
     stops.push(gateway.proc);
+    const floor = args.includes('--floor') ? await startChild(join(HERE, 'raw-socket-floor.ts'), ['--upstream', upstream.info['url']!]) : undefined;
+    if (floor) stops.push(floor.proc);
     const portkey = args.includes('--no-portkey') ? undefined : await startPortkey(upstream.info['url']!);
     if (portkey) stops.push(portkey.proc);
     // Every target gets the same Authorization header; only the gateway checks it.
@@ -257,8 +270,8 @@ async function main(): Promise<void> {
       { name: 'bare', base: `${bare.info['url']}/v1` },
       { name: 'gateway', base: gateway.info['url']! },
     ];
-    const targets = portkey ? [...streamTargets, portkey.target] : streamTargets;
-    const pids: Record<string, number | undefined> = { bare: bare.proc.pid, gateway: gateway.proc.pid, portkey: portkey?.proc.pid };
+    const targets = [...streamTargets, ...(floor ? [{ name: 'floor' as const, base: `${floor.info['url']}/v1` }] : []), ...(portkey ? [portkey.target] : [])];
+    const pids: Record<string, number | undefined> = { bare: bare.proc.pid, gateway: gateway.proc.pid, floor: floor?.proc.pid, portkey: portkey?.proc.pid };
     const size = (await once(new Agent(), `${streamTargets[2]!.base}/chat/completions`, CHAT)).bytes;
 
     process.stderr.write('warming up…\n');
@@ -268,7 +281,7 @@ async function main(): Promise<void> {
     process.stderr.write('sequential latency (1 connection)…\n');
     const lat = await sequential(targets, CHAT, quick ? 100 : 300, quick ? 4 : 8);
     process.stderr.write('throughput (8 connections)…\n');
-    const { rps: tput, cpuPerRequest } = await throughput(targets, 8, quick ? 1 : 2, quick ? 2 : 5, pids);
+    const { rps: tput, cpuPerRequest, mainCpuPerRequest } = await throughput(targets, 8, quick ? 1 : 2, quick ? 2 : 5, pids);
     process.stderr.write('streams (time to first byte)…\n');
     await sequential(streamTargets, STREAM, 50, 1);
     const streams = await sequential(streamTargets, STREAM, quick ? 50 : 100, quick ? 4 : 8);
@@ -293,6 +306,7 @@ async function main(): Promise<void> {
       streams.has(name) && name !== 'direct' ? `+${f(ttfb50(name) - ttfb50('direct'))}` : name === 'direct' ? '—' : 'n/a',
     ];
     const rows = [row('direct', 'direct'), row('bare pass-through', 'bare'), row('Custody gateway', 'gateway')];
+    if (floor) rows.splice(2, 0, row('raw-socket floor (not a proxy)', 'floor'));
     if (portkey) rows.push(row('@portkey-ai/gateway 1.15.2', 'portkey'));
     const header = ['target', 'p50 ms (1 conn)', 'p99 ms', 'added p50 ms', 'req/s (8 conns)', '× direct', '× bare', 'proxy CPU µs/req', 'stream TTFB p50 ms', 'added TTFB ms'];
     const table = [header, header.map(() => '---'), ...rows].map((r) => `| ${r.join(' | ')} |`).join('\n');
@@ -302,6 +316,12 @@ async function main(): Promise<void> {
     console.log(`\nHTTP proxy overhead — ${size}-byte JSON responses (POST /chat/completions); ${streams.get('direct')!.total.length} streamed chat completions per target; gateway masking: ${gateway.info['masking']}\n`);
     console.log(table);
     console.log(`\nstream TTFB p99 ms: direct ${f(ttfb99('direct'))}, bare ${f(ttfb99('bare'))}, gateway ${f(ttfb99('gateway'))}${portkey ? '; portkey: streaming fails on Node 20 (TypeError: immutable), not measured' : ''}`);
+    const split = (name: string) => {
+      const all = cpuPerRequest.get(name);
+      const main = mainCpuPerRequest.get(name);
+      return all === undefined || main === undefined ? undefined : `${name} ${f(main * 1000, 0)} + ${f((all - main) * 1000, 0)}`;
+    };
+    console.log(`\nproxy CPU µs/req, event loop (main thread) + other threads: ${Object.keys(pids).map(split).filter(Boolean).join(', ')}`);
     console.log(`\nbars: added p50 ${f(added)} ms (≤ 1 ms: ${added <= 1 ? 'met' : 'NOT met'}); throughput ${f(ratio, 2)} × bare (≥ 0.7: ${ratio >= 0.7 ? 'met' : 'NOT met'}); added TTFB ${f(addedTtfb)} ms (≤ 2 ms: ${addedTtfb <= 2 ? 'met' : 'NOT met'})`);
   } finally {
     cleanup();

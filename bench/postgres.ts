@@ -14,9 +14,10 @@
  *
  * Each round runs every target for the same time; rounds repeat the alternation so drift on the
  * shared machine hits every target alike. Reported: median TPS per target and the ratios, with the
- * bar gateway ≥ 0.7 × passthrough, and the CPU time the proxy process spent per transaction (less
- * sensitive than TPS to the other load on the machine). TLS is off everywhere (PGSSLMODE=disable) so every target does
- * the same work on the wire.
+ * bar gateway ≥ 0.7 × passthrough, the CPU time the proxy process spent per transaction (less
+ * sensitive than TPS to the other load on the machine), and then, with one client, the latency a
+ * statement sees through each target (pgbench's latency average) and what each adds over direct.
+ * TLS is off everywhere (PGSSLMODE=disable) so every target does the same work on the wire.
  *
  *   node --import tsx bench/postgres.ts [--seconds 10] [--rounds 3] [--clients 4]
  *   (npm run bench -- postgres)
@@ -73,17 +74,29 @@ async function psql(sql: string, db = 'postgres'): Promise<string> {
 
 /** CPU time this process (where the pass-through and the gateway run) spent per transaction, by target. */
 const cpuPerTx = new Map<string, number[]>();
+/** pgbench's "latency average" (ms) with one client, by target. */
+const latencyMs = new Map<string, number[]>();
+/** Targets that run inside this process (their CPU time is this process's). */
+const IN_PROCESS = new Set(['passthrough', 'gateway', 'gateway-no-audit-writes']);
+/** Clients of the pgbench runs now going: CLIENTS for throughput, 1 for latency. */
+let phaseClients = CLIENTS;
 
 async function pgbench(host: string, port: number, user: string, password: string | undefined, target?: string): Promise<number> {
   const env = { ...process.env, PGSSLMODE: 'disable', ...(password ? { PGPASSWORD: password } : {}) };
   const cpu0 = process.cpuUsage();
-  const { stdout } = await run('pgbench', ['-S', '-n', '-c', String(CLIENTS), '-j', '2', '-T', String(SECONDS), '-h', host, '-p', String(port), '-U', user, DB], {
+  const seconds = phaseClients === 1 ? Math.max(2, Math.round(SECONDS / 2)) : SECONDS;
+  const { stdout } = await run('pgbench', ['-S', '-n', '-c', String(phaseClients), '-j', String(Math.min(2, phaseClients)), '-T', String(seconds), '-h', host, '-p', String(port), '-U', user, DB], {
     env,
-    timeout: (SECONDS + 60) * 1000,
+    timeout: (seconds + 60) * 1000,
   });
   const cpu = process.cpuUsage(cpu0);
   const tx = Number(/number of transactions actually processed: (\d+)/.exec(stdout)?.[1] ?? NaN);
-  if (target && tx > 0) cpuPerTx.set(target, [...(cpuPerTx.get(target) ?? []), (cpu.user + cpu.system) / tx]);
+  if (phaseClients === 1) {
+    const latency = /latency average = ([\d.]+) ms/.exec(stdout);
+    if (latency && target) latencyMs.set(target, [...(latencyMs.get(target) ?? []), Number(latency[1])]);
+    return tx;
+  }
+  if (target && IN_PROCESS.has(target) && tx > 0) cpuPerTx.set(target, [...(cpuPerTx.get(target) ?? []), (cpu.user + cpu.system) / tx]);
   const m = /tps = ([\d.]+) \(without initial connection time\)/.exec(stdout) ?? /tps = ([\d.]+)/.exec(stdout);
   if (!m) throw new Error(`no tps in pgbench output:\n${stdout}`);
   if (!/number of failed transactions: 0 /.test(stdout) && /number of failed transactions/.test(stdout)) throw new Error(`pgbench reported failures:\n${stdout}`);
@@ -158,9 +171,9 @@ async function main(): Promise<void> {
   const gw = await Gateway.start({ config, dataDir, log: silentLogger });
   const gwPort = Number(gw.address('postgres:bench').split(':').pop());
   const targets: [string, () => Promise<number>][] = [
-    ['direct', () => pgbench(UPSTREAM.host, UPSTREAM.port, UPSTREAM.user, undefined)],
+    ['direct', () => pgbench(UPSTREAM.host, UPSTREAM.port, UPSTREAM.user, undefined, 'direct')],
     ['passthrough', () => pgbench('127.0.0.1', Number(pass.address.split(':')[1]), UPSTREAM.user, undefined, 'passthrough')],
-    ['pgbouncer', () => pgbench('127.0.0.1', bouncer.port, UPSTREAM.user, undefined)],
+    ['pgbouncer', () => pgbench('127.0.0.1', bouncer.port, UPSTREAM.user, undefined, 'pgbouncer')],
     ['gateway', () => pgbench('127.0.0.1', gwPort, 'bench', gw.firstKey, 'gateway')],
     [
       'gateway-no-audit-writes',
@@ -185,6 +198,15 @@ async function main(): Promise<void> {
         console.log(`  round ${r}  ${name.padEnd(12)} ${v.toFixed(0).padStart(7)} tps`);
       }
     }
+    // Latency: one client, one statement at a time, so each figure is a round trip through the target.
+    phaseClients = 1;
+    console.log(`pgbench -S -c 1 -T ${Math.max(2, Math.round(SECONDS / 2))}, ${ROUNDS} rounds, targets alternating`);
+    for (let r = 1; r <= ROUNDS; r++) {
+      for (const [name, fn] of r % 2 ? targets : [...targets].reverse()) {
+        await fn();
+        console.log(`  round ${r}  ${name.padEnd(12)} ${latencyMs.get(name)!.at(-1)!.toFixed(3).padStart(7)} ms`);
+      }
+    }
   } finally {
     const recorded = gw.services.store.head().size - eventsBefore;
     await gw.stop();
@@ -203,9 +225,15 @@ async function main(): Promise<void> {
   const bar = ratio('gateway', 'passthrough');
   console.log(`\ngateway / pass-through = ${bar.toFixed(2)} (bar ≥ 0.70: ${bar >= 0.7 ? 'met' : 'NOT met'}); gateway / PgBouncer = ${ratio('gateway', 'pgbouncer').toFixed(2)}; gateway / direct = ${ratio('gateway', 'direct').toFixed(2)}`);
   console.log(`diagnostic: gateway without its SQLite writes / pass-through = ${ratio('gateway-no-audit-writes', 'passthrough').toFixed(2)}`);
+  const lat = Object.fromEntries([...latencyMs].map(([k, v]) => [k, median(v)])) as Record<string, number>;
+  console.log(
+    `latency per statement, 1 client (median of pgbench's average, ms): ${Object.entries(lat)
+      .map(([k, v]) => `${k} ${v.toFixed(3)}${k === 'direct' ? '' : ` (+${(v - lat['direct']!).toFixed(3)})`}`)
+      .join(', ')}`,
+  );
   const cpu = Object.fromEntries([...cpuPerTx].map(([k, v]) => [k, Math.round(median(v))]));
   console.log(`CPU per transaction in the proxy process (median µs): ${Object.entries(cpu).map(([k, v]) => `${k} ${v}`).join(', ')}`);
-  console.log(JSON.stringify({ bench: 'postgres', seconds: SECONDS, rounds: ROUNDS, clients: CLIENTS, tps: Object.fromEntries(tps), median: med, cpuUsPerTx: cpu }));
+  console.log(JSON.stringify({ bench: 'postgres', seconds: SECONDS, rounds: ROUNDS, clients: CLIENTS, tps: Object.fromEntries(tps), median: med, cpuUsPerTx: cpu, latencyMs: lat }));
 }
 
 main().catch((err: unknown) => {

@@ -28,6 +28,7 @@ import { errorBody, errorEvent, type ErrorStyle, errorStyleFor, GatewayError, ty
 import { clientResponseHeaders, recordedHeaders, upstreamRequestHeaders } from './headers';
 import { describeRequest, holdSummary, type RequestFacts } from './llm-request';
 import { StreamRecorder } from './recorder';
+import { SILENT, SilenceWatch } from './silence-watch';
 import { type HttpSession, HttpSessionTracker, validSessionLabel } from './sessions';
 import { serializeSseEvent, SseParser } from './sse';
 import { UpstreamTable, type UpstreamRoute } from './upstreams';
@@ -62,8 +63,10 @@ export async function startHttpProxy(s: GatewayServices): Promise<HttpProxy> {
   let closing = false;
 
   const writer = new GroupCommitWriter(s.store);
-  const timeouts = { upstreamConnectTimeout: parseDuration(s.config.limits.upstreamConnectTimeout), upstreamIdleTimeout: parseDuration(s.config.limits.upstreamIdleTimeout) };
-  const ctx: ProxyContext = { s, upstreams, sessions, writer, timeouts, isClosing: () => closing };
+  const connectTimeout = parseDuration(s.config.limits.upstreamConnectTimeout);
+  const idle = s.config.limits.upstreamIdleTimeout;
+  const silence = new SilenceWatch(parseDuration(idle), () => upstreams.agents(), `the upstream sent nothing for ${idle} (limits.upstreamIdleTimeout)`);
+  const ctx: ProxyContext = { s, upstreams, sessions, writer, connectTimeout, silence, isClosing: () => closing };
   const server = createServer({ noDelay: true }, (req, res) => {
     handleExchange(ctx, req, res).catch((err: unknown) => internalError(ctx, res, err));
   });
@@ -83,6 +86,7 @@ export async function startHttpProxy(s: GatewayServices): Promise<HttpProxy> {
     await listen(server, host, port);
   } catch (err) {
     clearInterval(sweep);
+    silence.close();
     upstreams.destroy();
     throw err;
   }
@@ -102,6 +106,7 @@ export async function startHttpProxy(s: GatewayServices): Promise<HttpProxy> {
         const idleCloser = setInterval(() => server.closeIdleConnections(), 50);
         await closeServer(server, DRAIN_GRACE_MS);
         clearInterval(idleCloser);
+        silence.close();
         writer.flush();
         endSessions(ctx, sessions.takeAll(), 'shutdown');
         upstreams.destroy();
@@ -116,8 +121,10 @@ interface ProxyContext {
   upstreams: UpstreamTable;
   sessions: HttpSessionTracker;
   writer: GroupCommitWriter;
-  /** limits.upstreamConnectTimeout and limits.upstreamIdleTimeout, in ms. */
-  timeouts: { upstreamConnectTimeout: number; upstreamIdleTimeout: number };
+  /** limits.upstreamConnectTimeout, in ms. */
+  connectTimeout: number;
+  /** Gives up on upstreams silent for limits.upstreamIdleTimeout. */
+  silence: SilenceWatch;
   isClosing(): boolean;
 }
 
@@ -238,13 +245,13 @@ class Exchange {
   private clientGone = false;
   /** Created only when a hold needs a signal (an AbortController per request costs more than it looks). */
   private abort: AbortController | undefined;
-  private upstreamReq: ReturnType<typeof httpRequest> | undefined;
+  private upstreamReq: (ReturnType<typeof httpRequest> & { [SILENT]?: string }) | undefined;
   private masker: ConnectionMasker | null = null;
   private extraRules: string[] | undefined;
   /** Set once the exchange's outcome is recorded, so no second ending is recorded. */
   private finished = false;
-  /** Why the gateway stopped waiting for the upstream (a connect or idle timeout), when it did. */
-  private upstreamTimedOut: string | undefined;
+  /** Why the gateway stopped waiting for the upstream to connect, when it did. */
+  private connectTimedOut: string | undefined;
   private onClientGone: (() => void) | undefined;
 
   constructor(
@@ -547,24 +554,25 @@ class Exchange {
     const tForward = performance.now();
     upReq.on('response', (upRes) => this.onResponse(upRes, tForward, method));
     upReq.on('error', (err: NodeJS.ErrnoException) => this.onUpstreamError(err));
-    const { upstreamConnectTimeout, upstreamIdleTimeout } = this.ctx.timeouts;
     upReq.on('socket', (socket: Socket) => {
       if (!socket.connecting) return; // a reused keep-alive connection
-      const timer = setTimeout(() => {
-        this.upstreamTimedOut = `no connection within ${this.limits.upstreamConnectTimeout} (limits.upstreamConnectTimeout)`;
-        upReq.destroy(Object.assign(new Error(this.upstreamTimedOut), { code: 'ETIMEDOUT' }));
-      }, upstreamConnectTimeout);
+      const timer = setTimeout(() => this.timedOut(`no connection within ${this.limits.upstreamConnectTimeout} (limits.upstreamConnectTimeout)`), this.ctx.connectTimeout);
       const clear = () => clearTimeout(timer);
       socket.once('connect', clear);
       socket.once('close', clear);
     });
-    // Silence from the upstream — before its response or between two pieces of it — ends the
-    // exchange with 504 once it lasts limits.upstreamIdleTimeout (the timer restarts on every byte).
-    upReq.setTimeout(upstreamIdleTimeout, () => {
-      this.upstreamTimedOut = `the upstream sent nothing for ${this.limits.upstreamIdleTimeout} (limits.upstreamIdleTimeout)`;
-      upReq.destroy(Object.assign(new Error(this.upstreamTimedOut), { code: 'ETIMEDOUT' }));
-    });
+    // Silence after that — before the response or between two pieces of it — is the SilenceWatch's.
     upReq.end(body);
+  }
+
+  private timedOut(why: string): void {
+    this.connectTimedOut = why;
+    this.upstreamReq?.destroy(Object.assign(new Error(why), { code: 'ETIMEDOUT' }));
+  }
+
+  /** Why the gateway gave up waiting for the upstream (connect or idle timeout), if it did. */
+  private get upstreamTimedOut(): string | undefined {
+    return this.connectTimedOut ?? this.upstreamReq?.[SILENT];
   }
 
   private onUpstreamError(err: NodeJS.ErrnoException): void {

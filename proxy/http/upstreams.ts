@@ -59,6 +59,11 @@ export class UpstreamTable {
     return this.elsewhere.get(name);
   }
 
+  /** The keep-alive agents of the connections served now. */
+  *agents(): IterableIterator<HttpAgent> {
+    for (const r of this.routes.values()) yield r.agent;
+  }
+
   destroy(): void {
     for (const r of this.routes.values()) r.agent.destroy();
   }
