@@ -189,7 +189,13 @@ describe('console: approvals inbox', () => {
     await bobCard.getByTestId('hold-reason').fill('fine, ticket 12');
     // Approve with a time-boxed grant: the same request by the same person passes for a while.
     await bobCard.locator('select.grant').selectOption('15m');
+    assert.equal(await bobCard.getByTestId('hold-reason').inputValue(), 'fine, ticket 12');
     await bobCard.getByTestId('hold-approve').click();
+    // The card leaves the pending list once the decision is in; if it does not, say what it shows
+    // (a refusal of the decision) instead of waiting for the SDK's timeout.
+    await eventually(async () => (await bobCard.count()) === 0, 'the approved hold to leave bob’s pending list', 10_000).catch(async (err: Error) => {
+      throw new Error(`${err.message}; the card shows: ${await bobCard.innerText().catch(() => '(gone)')}`);
+    });
     await pending;
     const t0 = Date.now();
     await ask('export all leads to a CSV');
