@@ -19,8 +19,8 @@ describe('custody CLI', () => {
     assert.match(key, /^cst_[a-z0-9]{12}_[A-Za-z0-9_-]{32}$/);
     assert.match(created.err, /shown only once/);
     const listed = custody('keys', 'list', '--data-dir', dir);
-    assert.equal(listed.code, 0);
-    assert.match(listed.out, /active\s+ci-bot\s+groups=dev,approver/);
+    assert.equal(listed.code, 0, listed.err);
+    assert.match(listed.out, /active\s+ci-bot\s+groups=dev,approver/, `keys list printed:\n${listed.out}\nstderr:\n${listed.err}`);
     assert.ok(!listed.out.includes(key.split('_')[2]!));
   });
 
