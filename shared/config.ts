@@ -4,6 +4,7 @@
  * there is exactly one definition of what a valid config is.
  */
 import { z } from 'zod';
+import { hintIssues } from './config-hints';
 
 const DURATION_RE = /^(\d+)(ms|s|m|h|d)$/;
 const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
@@ -320,7 +321,7 @@ export function validateConfig(value: unknown): { ok: true; config: Config } | {
   if (r.success) return { ok: true, config: r.data };
   return {
     ok: false,
-    issues: r.error.issues.map((i) => ({ path: i.path.map((p) => (typeof p === 'symbol' ? String(p) : p)), message: i.message })),
+    issues: hintIssues(Config, r.error.issues),
   };
 }
 

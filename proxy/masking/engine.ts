@@ -79,6 +79,12 @@ export function validateMaskingConfig(
     const d = /^detector "([^"]+)"/.exec(message);
     const r = /^masking rule "([^"]+)"/.exec(message);
     const path: (string | number)[] = d ? ['detectors', config.detectors.findIndex((x) => x.id === d[1])] : r ? ['masking', config.masking.findIndex((x) => x.id === r[1])] : [];
+    // Point at the detector id itself when the rule names one that does not exist.
+    const unknown = r && /unknown detector "([^"]+)"/.exec(message);
+    if (unknown) {
+      const j = (config.masking[path[1] as number]?.detectors ?? []).indexOf(unknown[1]!);
+      if (j >= 0) path.push('detectors', j);
+    }
     issues.push({ path, message });
   }
   return issues.length ? { ok: false, issues } : { ok: true, config };
@@ -221,3 +227,9 @@ export function createMaskingEngine(config: Pick<Config, 'masking' | 'detectors'
 }
 
 export { BUILTIN_DETECTORS };
+
+/** The masking part's config check (detector ids, patterns, JSON paths), for the config loader's single pass. */
+export function maskingConfigIssues(raw: Record<string, unknown>): ConfigIssue[] {
+  const r = validateMaskingConfig({ detectors: raw['detectors'] ?? [], masking: raw['masking'] ?? [] });
+  return r.ok ? [] : r.issues;
+}
