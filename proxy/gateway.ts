@@ -151,7 +151,7 @@ export class Gateway {
     routeModules.push(registerMaskingRoutes);
     const bound = (name: string) => this.listeners.find((l) => l.name === name)?.address;
     routeModules.push((router, services) => registerConnectionRoutes(router, services, { http: () => bound('http'), postgres: (name) => bound(`postgres:${name}`) }), registerDashboardRoutes);
-    this.control = await startControlPlane(s, routeModules);
+    this.control = await startControlPlane(s, routeModules, { httpAddress: () => bound('http') });
     this.listeners.push({ name: 'control', address: this.control.address, close: () => this.control.close() });
     s.store.append({ kind: 'gateway.start', actor: 'system', payload: { version: s.version, listeners: this.listeners.map((l) => ({ name: l.name, address: l.address })) } });
   }

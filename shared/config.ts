@@ -25,9 +25,13 @@ export const ListenAddress = z
   .string()
   .regex(/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'an address such as 127.0.0.1:7421');
 
+/** Paths the console serves outside /api/: a connection named after one could not be told apart on the control port. */
+export const RESERVED_CONNECTION_NAMES: readonly string[] = ['api', 'login', 'assets'];
+
 export const ConnectionName = z
   .string()
-  .regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, 'lower-case letters, digits, "-" and "_"');
+  .regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, 'lower-case letters, digits, "-" and "_"')
+  .refine((name) => !RESERVED_CONNECTION_NAMES.includes(name), { message: 'this name is a path of the console itself; choose another connection name' });
 
 export const SecretSource = z.union([
   z.object({ env: z.string().min(1) }).strict(),

@@ -16,6 +16,7 @@ import { attachEventsSocket, originAllowed } from './events-socket';
 import { HANDLED, HttpError, readBody, Router, sendJson } from './router';
 import { handleLoginLink, sourceOf } from './routes/auth';
 import { registerSessionRoutes } from './routes/sessions';
+import { wrongPortAnswer } from './wrong-port';
 
 const JSON_LIMIT = 2 * 1024 * 1024;
 
@@ -50,7 +51,11 @@ export interface ControlPlane {
 
 export type RouteModule = (router: Router, services: GatewayServices) => void;
 
-export async function startControlPlane(s: GatewayServices, modules: RouteModule[] = []): Promise<ControlPlane> {
+export async function startControlPlane(
+  s: GatewayServices,
+  modules: RouteModule[] = [],
+  opts: { /** The HTTP proxy's bound address, named to clients that reach the console's port by mistake. */ httpAddress?: () => string | undefined } = {},
+): Promise<ControlPlane> {
   const router = new Router();
   router.get('/api/health', () => ({ status: 'ok', version: s.version, events: s.store.head().size }), { public: true });
   router.get('/api/me', ({ identity }) => identity);
@@ -85,6 +90,11 @@ export async function startControlPlane(s: GatewayServices, modules: RouteModule
     const url = new URL(req.url ?? '/', 'http://control.invalid');
     if (!url.pathname.startsWith('/api/')) {
       if (url.pathname === '/login' && url.searchParams.has('token')) return handleLoginLink(s, req, res, url);
+      const misdirected = wrongPortAnswer(req, url.pathname, s.config, opts.httpAddress?.());
+      if (misdirected) {
+        res.writeHead(misdirected.status, { 'content-type': 'application/json', 'x-custody-error': 'wrong_port', 'cache-control': 'no-store' }).end(JSON.stringify(misdirected.body));
+        return;
+      }
       if (await needsSignIn(req, url)) {
         res.writeHead(302, { location: `/login?next=${encodeURIComponent(url.pathname + url.search)}`, 'cache-control': 'no-store' }).end();
         return;
