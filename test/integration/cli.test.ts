@@ -35,6 +35,13 @@ describe('custody CLI', () => {
     const help = custody('keys', '--help');
     assert.equal(help.code, 0);
     assert.match(help.out, /^usage: custody keys create/);
+    // An unknown flag at the end reads as unknown, not as a flag missing its value.
+    const bogus = custody('verify', '--bogus');
+    assert.equal(bogus.code, 2);
+    assert.match(bogus.err, /unknown option --bogus/);
+    const noValue = custody('verify', '--key');
+    assert.equal(noValue.code, 2);
+    assert.match(noValue.err, /--key needs a value/);
     const unknown = custody('frobnicate');
     assert.equal(unknown.code, 2);
     assert.match(unknown.err, /unknown command "frobnicate"/);
