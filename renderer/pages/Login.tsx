@@ -26,8 +26,7 @@ export function LoginPage() {
     setError(undefined);
     try {
       await authStore.getState().loginWithKey(key);
-      // Drop a stale `?error=` from a failed link sign-in, so it does not greet the next sign-out.
-      if (linkError) history.replaceState(null, '', `/${location.hash}`);
+      history.replaceState(null, '', `${afterSignIn(location.search)}${location.hash}`);
     } catch (err) {
       setError((err as Error).message);
     } finally {
@@ -87,4 +86,14 @@ export function LoginPage() {
       {version && <div className="login-version">Custody {version}</div>}
     </div>
   );
+}
+
+/**
+ * Where the address bar goes once signed in: the page the sign-in redirect came from (`?next=`, a
+ * same-origin path only), else `/`. This also drops a stale `?error=` from a failed link sign-in, so
+ * it does not greet the next sign-out.
+ */
+export function afterSignIn(search: string): string {
+  const next = new URLSearchParams(search).get('next');
+  return next && next.startsWith('/') && !next.startsWith('//') && !next.startsWith('/\\') && !next.startsWith('/login') ? next : '/';
 }
