@@ -7,6 +7,7 @@ import { useEffect, useLayoutEffect, useRef, useState } from 'react';
 import type { SessionSummary } from '../../shared/events';
 import { api, sessionsStore, useSessions } from '../app/context';
 import { Icon } from '../components/Icon';
+import { FirstSteps } from '../components/FirstSteps';
 import { Badge, Empty, ErrorBox, PageHeader, useNow } from '../components/ui';
 import { formatCount, formatDateTime, formatDuration, fromLocalInput, toLocalInput } from '../lib/format';
 import { formatRoute } from '../lib/route';
@@ -68,9 +69,13 @@ export function SessionsPage() {
       </div>
       {error && <ErrorBox title="Could not load sessions" message={error} onRetry={() => sessionsStore.getState().reload()} />}
       {loaded && list.total === 0 && !error ? (
-        <Empty icon="sessions" title={Object.values(filter).some((v) => v !== undefined && v !== '') ? 'No sessions match these filters' : 'No sessions recorded yet'}>
-          Sessions appear as soon as a client sends traffic through the gateway: point an SDK at an HTTP connection or psql at a PostgreSQL listener.
-        </Empty>
+        Object.values(filter).some((v) => v !== undefined && v !== '') ? (
+          <Empty icon="sessions" title="No sessions match these filters" />
+        ) : (
+          <Empty icon="sessions" title="No sessions recorded yet">
+            <FirstSteps what="Sessions appear as soon as a client sends traffic through the gateway." />
+          </Empty>
+        )
       ) : (
         <VirtualSessionList />
       )}
