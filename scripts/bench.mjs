@@ -10,6 +10,7 @@ const BENCHES = {
   masking: 'bench/masking.ts',
   holds: 'bench/holds.ts',
   postgres: 'bench/postgres.ts',
+  'approvals-loop': 'bench/approvals-loop.ts',
 };
 
 const wanted = process.argv.slice(2);

@@ -89,11 +89,12 @@ function Pending({ focus }: { focus?: string }) {
           <Icon name="shield" /> You can see holds but not decide them: deciding needs the approver role.
         </div>
       )}
-      {settled.map((h) => (
-        <SettledCard key={h.id} hold={h} />
-      ))}
       {pending.map((h) => (
         <HoldCard key={h.id} hold={h} now={now} focused={focus === h.id} />
+      ))}
+      {/* Below the pending cards: a settled card that goes away must not move a card someone is about to decide. */}
+      {settled.map((h) => (
+        <SettledCard key={h.id} hold={h} />
       ))}
       {!pending.length && !settled.length && !error && (
         <Empty icon="inbox" title="Nothing waiting for approval">
