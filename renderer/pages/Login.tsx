@@ -7,6 +7,7 @@ import { type FormEvent, useState } from 'react';
 import { authStore, useAuth } from '../app/context';
 import { Logo } from '../components/Icon';
 import { Button, Field } from '../components/ui';
+import { afterSignIn } from '../lib/route';
 
 export function LoginPage() {
   const providers = useAuth((s) => s.providers);
@@ -88,12 +89,3 @@ export function LoginPage() {
   );
 }
 
-/**
- * Where the address bar goes once signed in: the page the sign-in redirect came from (`?next=`, a
- * same-origin path only), else `/`. This also drops a stale `?error=` from a failed link sign-in, so
- * it does not greet the next sign-out.
- */
-export function afterSignIn(search: string): string {
-  const next = new URLSearchParams(search).get('next');
-  return next && next.startsWith('/') && !next.startsWith('//') && !next.startsWith('/\\') && !next.startsWith('/login') ? next : '/';
-}

@@ -2,8 +2,7 @@
 // a URL someone can paste.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { afterSignIn } from '../../renderer/pages/Login';
-import { formatRoute, parseRoute, sessionLink } from '../../renderer/lib/route';
+import { afterSignIn, formatRoute, parseRoute, sessionLink } from '../../renderer/lib/route';
 
 describe('routes', () => {
   it('parses pages, the inbox history tab and a session at an event', () => {
