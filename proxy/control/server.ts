@@ -17,6 +17,7 @@ import { HANDLED, HttpError, readBody, Router, sendJson } from './router';
 import { handleLoginLink, sourceOf } from './routes/auth';
 import { registerSessionRoutes } from './routes/sessions';
 import { wrongPortAnswer } from './wrong-port';
+import { closeServer, listen, splitHostPort } from '../net';
 
 const JSON_LIMIT = 2 * 1024 * 1024;
 
@@ -214,36 +215,4 @@ function serveStatic(root: string, pathname: string, res: ServerResponse): void 
       : {}),
   });
   createReadStream(file).pipe(res);
-}
-
-export function splitHostPort(address: string): [string, number] {
-  const i = address.lastIndexOf(':');
-  const host = address.slice(0, i).replace(/^\[|\]$/g, '');
-  return [host, Number(address.slice(i + 1))];
-}
-
-export function listen(server: Server | import('node:net').Server, host: string, port: number): Promise<void> {
-  return new Promise((resolveListen, reject) => {
-    const onError = (err: NodeJS.ErrnoException) => {
-      reject(new Error(err.code === 'EADDRINUSE' ? `${host}:${port} is already in use (another gateway running?)` : `cannot listen on ${host}:${port}: ${err.message}`));
-    };
-    server.once('error', onError);
-    server.listen(port, host, () => {
-      server.off('error', onError);
-      resolveListen();
-    });
-  });
-}
-
-/** Stops accepting, lets in-flight requests finish (up to `graceMs`), then closes what is left. */
-export function closeServer(server: Server, graceMs = 10_000): Promise<void> {
-  return new Promise((done) => {
-    const timer = setTimeout(() => server.closeAllConnections(), graceMs);
-    timer.unref();
-    server.close(() => {
-      clearTimeout(timer);
-      done();
-    });
-    server.closeIdleConnections();
-  });
 }
