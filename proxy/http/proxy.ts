@@ -447,7 +447,7 @@ class Exchange {
       actorName: this.identity.name,
     };
     if (masked?.logQuery) requestPayload['query'] = masked.logQuery;
-    if (facts.model) requestPayload['model'] = facts.model;
+    if (facts.model && maskError === undefined) requestPayload['model'] = facts.model; // a refused model name may be what carried PII
     if (facts.stream) requestPayload['stream'] = true;
     let requestSpans: MaskSpan[] | undefined;
     if (maskError !== undefined) requestPayload['bodyOmitted'] = 'masking failed; the body is not recorded unmasked';
