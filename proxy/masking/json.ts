@@ -172,3 +172,21 @@ export function readJson(text: string, maxDepth = MAX_JSON_DEPTH): unknown {
     }
   }
 }
+
+/** Does the JSON text nest deeper than `max`? One pass, strings skipped; for text JSON.parse accepted. */
+export function nestedDeeperThan(text: string, max: number): boolean {
+  let depth = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 34) {
+      for (i++; i < text.length; i++) {
+        const d = text.charCodeAt(i);
+        if (d === 92) i++;
+        else if (d === 34) break;
+      }
+    } else if (c === 123 || c === 91) {
+      if (++depth > max) return true;
+    } else if (c === 125 || c === 93) depth--;
+  }
+  return false;
+}
