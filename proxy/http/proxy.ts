@@ -25,7 +25,7 @@ import { type ConnectionMasker, type MaskedBody, MaskingError, type SseEvent, ty
 import type { PolicyDecision } from '../policy/types';
 import type { GatewayServices } from '../services';
 import { bodyForLog, canDecode, contentEncodingOf, decodeBody, readRequestBody, responseDecoder, scrubSecret } from './bodies';
-import { type ReadBody, readRequest } from './request-body';
+import { policyValue, type ReadBody, readRequest } from './request-body';
 import { type InspectedRequest, inspectRequest } from './request-inspection';
 import { errorBody, errorEvent, type ErrorStyle, errorStyleFor, GatewayError, type GatewayErrorCode } from './errors';
 import { clientResponseHeaders, recordedHeaders, upstreamRequestHeaders } from './headers';
@@ -355,7 +355,7 @@ class Exchange {
       this.refuseUnread(method, err);
       return;
     }
-    const facts = describeRequest(kind, this.path, read.kind === 'json' ? read.value : read.kind === 'text' ? read.text : undefined);
+    const facts = describeRequest(kind, this.path, policyValue(read));
 
     // Masking and policy. A masking failure is recorded and refused, never forwarded unmasked.
     let masked: InspectedRequest | undefined;

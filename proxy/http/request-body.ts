@@ -26,8 +26,23 @@ export type ReadBody =
   | { kind: 'text'; text: string; charset: string }
   /** application/x-www-form-urlencoded (an `http` connection), field by field. */
   | { kind: 'form'; pairs: [string, string][] }
+  /** multipart/form-data, part by part (uploads: files, batch and fine-tuning JSONL, audio, images). */
+  | { kind: 'multipart'; boundary: string; parts: FormPart[] }
   /** Bytes the gateway cannot read: forwarded as they are only when nothing needs to inspect them. */
   | { kind: 'opaque'; mediaType: string; why: string };
+
+export interface FormPart {
+  /** The part's header block as sent (Content-Disposition, Content-Type). */
+  head: string;
+  name: string | undefined;
+  filename: string | undefined;
+  mediaType: string;
+  /** How the part is inspected. */
+  as: 'text' | 'json' | 'jsonl' | 'binary';
+  /** text: the text; json: the value; jsonl: one value per non-empty line; binary: undefined. */
+  value: unknown;
+  raw: Buffer;
+}
 
 /** OpenAI and Anthropic routes whose bodies are multipart/form-data uploads. */
 const MULTIPART_ROUTE = /^\/(?:v1\/)?(?:files|uploads\/[^/]+\/parts|audio\/(?:transcriptions|translations)|images\/(?:edits|variations))\/?$/;
@@ -92,7 +107,7 @@ export function readRequest(kind: ConnectionKind, path: string, contentType: str
   if (!body.length) return { kind: 'none' };
   const mt = mediaTypeOf(contentType);
   if (kind !== 'http') {
-    if (isMultipartRoute(path) && mt.type === 'multipart/form-data') return { kind: 'opaque', mediaType: mt.type, why: 'a multipart upload' };
+    if (isMultipartRoute(path) && mt.type === 'multipart/form-data') return readMultipart(contentType!, body);
     const text = decodeText(body, mt.charset);
     if (text === undefined) {
       if (mt.charset && decodeText(Buffer.alloc(0), mt.charset) === undefined) throw new GatewayError(415, 'unsupported_media_type', `request body charset "${mt.charset}" is not one the gateway can decode; send UTF-8 JSON`);
@@ -104,7 +119,8 @@ export function readRequest(kind: ConnectionKind, path: string, contentType: str
       throw jsonError(err);
     }
   }
-  // http: sniff JSON whatever the Content-Type says, then form fields, then text.
+  // http: multipart parts, else sniff JSON whatever the Content-Type says, then form fields, then text.
+  if (mt.type === 'multipart/form-data') return readMultipart(contentType!, body);
   const text = decodeText(body, mt.charset);
   if (text === undefined) {
     const why = mt.charset && decodeText(Buffer.alloc(0), mt.charset) === undefined ? `text in charset "${mt.charset}", which the gateway cannot decode` : 'binary data';
@@ -180,6 +196,7 @@ export function serialise(read: ReadBody, original: Buffer, contentType: string 
   switch (read.kind) {
     case 'none':
     case 'opaque':
+    case 'multipart':
       return { bytes: original, contentType };
     case 'json':
       return { bytes: Buffer.from(JSON.stringify(read.value), 'utf8'), contentType: 'application/json' };
@@ -194,4 +211,89 @@ export function serialise(read: ReadBody, original: Buffer, contentType: string 
 export function utf8ContentType(contentType: string | undefined, charset: string): string | undefined {
   if (charset === 'utf-8' || charset === 'utf8' || !contentType) return contentType;
   return contentType.replace(/;\s*charset=[^;]*/i, '; charset=utf-8');
+}
+
+const JSONL_TYPE = /^application\/(?:jsonl|x-ndjson|ndjson|x-jsonlines|jsonlines)$/;
+
+/** multipart/form-data (RFC 7578), part by part; a body that does not parse is refused with 400. */
+function readMultipart(contentType: string, body: Buffer): ReadBody {
+  const m = /;\s*boundary=(?:"([^"]+)"|([^;\s]+))/i.exec(contentType);
+  const boundary = m ? (m[1] ?? m[2])! : undefined;
+  const bad = (what: string) => new GatewayError(400, 'invalid_body', `request body is not valid multipart/form-data: ${what}`);
+  if (!boundary) throw bad('the Content-Type has no boundary');
+  const delim = Buffer.from(`--${boundary}`);
+  const next = Buffer.from(`\r\n--${boundary}`);
+  let pos = body.indexOf(delim);
+  if (pos === -1) throw bad('the boundary never appears');
+  pos += delim.length;
+  const parts: FormPart[] = [];
+  for (;;) {
+    if (body[pos] === 0x2d && body[pos + 1] === 0x2d) break; // "--": the closing delimiter
+    if (body[pos] !== 0x0d || body[pos + 1] !== 0x0a) throw bad('a delimiter is not followed by CRLF');
+    pos += 2;
+    const headEnd = body.indexOf('\r\n\r\n', pos);
+    if (headEnd === -1) throw bad('a part has no end to its headers');
+    const head = body.subarray(pos, headEnd).toString('utf8');
+    const start = headEnd + 4;
+    const end = body.indexOf(next, start);
+    if (end === -1) throw bad('a part is not closed by the boundary');
+    parts.push(readPart(head, body.subarray(start, end)));
+    pos = end + next.length;
+  }
+  return { kind: 'multipart', boundary, parts };
+}
+
+function headerParam(head: string, param: string): string | undefined {
+  const re = new RegExp(`;\\s*${param}="((?:[^"\\\\]|\\\\.)*)"|;\\s*${param}=([^;\\s]+)`, 'i');
+  const disposition = /^content-disposition:(.*)$/im.exec(head)?.[1];
+  const m = disposition ? re.exec(disposition) : null;
+  return m ? (m[1] ?? m[2]) : undefined;
+}
+
+function readPart(head: string, raw: Buffer): FormPart {
+  const name = headerParam(head, 'name');
+  const filename = headerParam(head, 'filename');
+  const mt = mediaTypeOf(/^content-type:(.*)$/im.exec(head)?.[1]?.trim());
+  const part = { head, name, filename, mediaType: mt.type || (filename ? 'application/octet-stream' : 'text/plain'), raw };
+  const text = decodeText(raw, mt.charset);
+  if (text === undefined || text.includes('\0')) return { ...part, as: 'binary', value: undefined };
+  const lower = filename?.toLowerCase() ?? '';
+  const where = filename ? `file "${filename}"` : `field "${name ?? ''}"`;
+  try {
+    if (JSONL_TYPE.test(mt.type) || lower.endsWith('.jsonl') || lower.endsWith('.ndjson')) {
+      // batch inputs and fine-tuning data: each line is a request body of the connection's API
+      const lines: unknown[] = [];
+      text.split('\n').forEach((line, i) => {
+        if (!line.trim()) return;
+        try {
+          lines.push(readJson(line));
+        } catch (err) {
+          if (!(err instanceof JsonReadError)) throw err;
+          throw new JsonReadError(`line ${i + 1}: ${err.message}`, err.offset, err.reason);
+        }
+      });
+      return { ...part, as: 'jsonl', value: lines };
+    }
+    if (JSON_TYPE.test(mt.type) || lower.endsWith('.json')) return { ...part, as: 'json', value: readJson(text) };
+  } catch (err) {
+    const e = jsonError(err);
+    throw new GatewayError(400, e.code, `${where} of the upload: ${e.message}`);
+  }
+  return { ...part, as: 'text', value: text };
+}
+
+/** What policy reads of a body (match.content): the parsed value, the text, or the parts' contents. */
+export function policyValue(read: ReadBody): unknown {
+  switch (read.kind) {
+    case 'json':
+      return read.value;
+    case 'text':
+      return read.text;
+    case 'form':
+      return read.pairs;
+    case 'multipart':
+      return read.parts.map((p) => ({ head: p.head, value: p.value }));
+    default:
+      return undefined;
+  }
 }

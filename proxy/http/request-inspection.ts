@@ -9,9 +9,10 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import type { MaskSpan } from '../../shared/events';
 import { addCounts } from '../masking/rules';
+import { UnmaskableValueError } from '../masking/request';
 import type { ConnectionMasker, MaskedValue } from '../masking/types';
 import { bodyForLog } from './bodies';
-import { embeddedBinary, passesThrough, type ReadBody, serialise, utf8ContentType } from './request-body';
+import { embeddedBinary, type FormPart, passesThrough, type ReadBody, serialise, utf8ContentType } from './request-body';
 
 /** Headers that are not scanned: the credential, and framing the gateway sets or strips itself. */
 const UNSCANNED_HEADERS = new Set(['authorization', 'proxy-authorization', 'x-api-key', 'host', 'content-length', 'transfer-encoding', 'connection', 'content-encoding', 'accept-encoding', 'x-custody-session']);
@@ -102,6 +103,13 @@ export function inspectRequest(
       }
       break;
     }
+    case 'multipart': {
+      const r = inspectParts(masker, read, original, opts, take);
+      forward = r.forward;
+      log = r.log;
+      uninspectable = r.uninspectable;
+      break;
+    }
     case 'text':
       if (masker) {
         const m = masker.requestText(read.text, extraRules);
@@ -158,4 +166,78 @@ export function inspectRequest(
     }
   }
   return { forward, contentType, log, spans, counts, detectorHits: [...hits], search, logQuery, headers, logHeaders, uninspectable };
+}
+
+/**
+ * A multipart upload, part by part: text fields and text files are masked as text, JSON files as
+ * JSON and JSONL files (batch inputs, fine-tuning data) line by line like request bodies; each
+ * part's headers (its file name) as text. Binary parts are inspectable only through passthroughTypes.
+ */
+function inspectParts(
+  masker: ConnectionMasker | null,
+  read: Extract<ReadBody, { kind: 'multipart' }>,
+  original: Buffer,
+  opts: InspectOptions,
+  take: (m: MaskedValue, withSpans: boolean) => void,
+): { forward: Buffer; log: InspectedRequest['log']; uninspectable?: string } {
+  let uninspectable: string | undefined;
+  const logged: Record<string, unknown>[] = [];
+  const out: Buffer[] = [];
+  const extraRules = opts.extraRules;
+  for (const p of read.parts) {
+    const entry: Record<string, unknown> = { name: p.name, filename: p.filename, contentType: p.mediaType, bytes: p.raw.length };
+    let head = p.head;
+    let bytes = p.raw;
+    if (p.as === 'binary' || (p.as === 'json' && opts.inspect && embeddedBinary(p.value, opts.passthroughTypes)) || (p.as === 'jsonl' && opts.inspect && embeddedBinary(p.value, opts.passthroughTypes))) {
+      if (opts.inspect && !(p.as === 'binary' && passesThrough(p.mediaType, opts.passthroughTypes))) {
+        uninspectable ??= p.as === 'binary' ? `a binary upload part ${describePart(p)} (${p.mediaType})` : `base64 data inside the upload part ${describePart(p)}`;
+        entry['bodyOmitted'] = 'not inspectable';
+      } else entry['bodyOmitted'] = 'binary';
+    } else if (masker) {
+      const h = masker.requestText(p.head, extraRules);
+      take(h, false);
+      head = h.forward;
+      entry['headers'] = h.log;
+      if (p.as === 'text') {
+        const m = masker.requestText(p.value as string, extraRules);
+        take(m, false);
+        bytes = Buffer.from(m.forward, 'utf8');
+        entry['body'] = m.log;
+      } else if (p.as === 'json') {
+        const m = masker.requestValue(p.value, { bytes: p.raw.length, extraRules });
+        take(m, false);
+        bytes = Buffer.from(m.forward, 'utf8');
+        entry['body'] = m.log;
+      } else {
+        const lines: string[] = [];
+        const logLines: unknown[] = [];
+        for (const line of p.value as unknown[]) {
+          const m = masker.requestValue(line, { bytes: p.raw.length / Math.max(1, (p.value as unknown[]).length), extraRules });
+          take(m, false);
+          lines.push(m.forward);
+          logLines.push(m.log);
+        }
+        bytes = Buffer.from(lines.join('\n') + '\n', 'utf8');
+        entry['lines'] = logLines;
+      }
+    } else entry['body'] = p.as === 'text' ? p.value : p.as === 'json' ? p.value : undefined;
+    if (p.as === 'jsonl' && !masker) entry['lines'] = p.value;
+    out.push(Buffer.from(`--${read.boundary}\r\n${head}\r\n\r\n`, 'utf8'), bytes, Buffer.from('\r\n'));
+    logged.push(entry);
+  }
+  out.push(Buffer.from(`--${read.boundary}--\r\n`));
+  const forward = masker ? Buffer.concat(out) : original;
+  // A masked part that now holds the boundary would split differently upstream.
+  if (masker && countOf(forward, `--${read.boundary}`) !== read.parts.length + 1) throw new UnmaskableValueError('a masked upload part contains the multipart boundary; the request was refused');
+  return { forward, log: { body: { parts: logged }, bodyEncoding: 'json' }, uninspectable };
+}
+
+function describePart(p: FormPart): string {
+  return p.filename ? `"${p.filename}"` : `"${p.name ?? ''}"`;
+}
+
+function countOf(buf: Buffer, needle: string): number {
+  let n = 0;
+  for (let i = buf.indexOf(needle); i !== -1; i = buf.indexOf(needle, i + needle.length)) n++;
+  return n;
 }

@@ -30,6 +30,8 @@ interface Attempt {
   nested?: number;
   bomb?: number;
   encoding?: 'gzip' | 'deflate' | 'br' | 'zstd';
+  /** multipart/form-data parts, each with text or base64 content. */
+  multipart?: { name: string; filename?: string; contentType?: string; text?: string; base64?: string }[];
   expect: 'forwarded' | number;
   code?: string;
   message?: string;
@@ -39,6 +41,7 @@ const ATTEMPTS = readFileSync(join(import.meta.dirname, '../fixtures/http-reques
   .split('\n')
   .filter((l) => l.trim())
   .map((l) => JSON.parse(l) as Attempt);
+const BOUNDARY = 'custody-test-boundary';
 const RAW = [/4111[ -]?1111[ -]?1111[ -]?1111/, /jane\.doe@example\.com/];
 
 function bodyOf(a: Attempt): Buffer | undefined {
@@ -49,6 +52,13 @@ function bodyOf(a: Attempt): Buffer | undefined {
   else if (a.base64 !== undefined) b = Buffer.from(a.base64, 'base64');
   else if (a.nested !== undefined) b = Buffer.from(`${'['.repeat(a.nested)}"4111 1111 1111 1111"${']'.repeat(a.nested)}`);
   else if (a.bomb !== undefined) return gzipSync(Buffer.alloc(a.bomb, 0x20));
+  else if (a.multipart) {
+    const parts = a.multipart.map((p) => {
+      const head = `content-disposition: form-data; name="${p.name}"${p.filename ? `; filename="${p.filename}"` : ''}${p.contentType ? `\r\ncontent-type: ${p.contentType}` : ''}`;
+      return Buffer.concat([Buffer.from(`--${BOUNDARY}\r\n${head}\r\n\r\n`), p.base64 !== undefined ? Buffer.from(p.base64, 'base64') : Buffer.from(p.text ?? ''), Buffer.from('\r\n')]);
+    });
+    b = Buffer.concat([...parts, Buffer.from(`--${BOUNDARY}--\r\n`)]);
+  }
   if (!b) return undefined;
   switch (a.encoding) {
     case 'gzip':
@@ -67,6 +77,7 @@ function send(gw: TestGateway, a: Attempt): Promise<{ status: number; error: str
   const body = bodyOf(a);
   const headers: Record<string, string | number> = { ...(a.connection === 'anthropic' ? { 'x-api-key': gw.adminKey } : { authorization: `Bearer ${gw.adminKey}` }), ...a.headers };
   if (a.contentType) headers['content-type'] = a.contentType;
+  else if (a.multipart) headers['content-type'] = `multipart/form-data; boundary=${BOUNDARY}`;
   if (a.encoding || a.bomb) headers['content-encoding'] = a.encoding ?? 'gzip';
   if (body) headers['content-length'] = body.length;
   return new Promise((resolve, reject) => {
@@ -140,6 +151,24 @@ describe('one reading of every request body', () => {
     assert.equal(got.body.toString(), '{"model":"gpt-4o","messages":[]}');
     assert.equal(got.headers['content-type'], 'application/json');
     assert.equal(got.headers['content-length'], String(got.body.length));
+  });
+
+  it('a masked JSONL upload reaches the upstream as multipart it can split, one JSON request per line', async () => {
+    const a = ATTEMPTS.find((x) => x.name.startsWith('Files: batch input JSONL'))!;
+    const from = upstream.requests.length;
+    await send(gateways['masking']!, a);
+    const got = upstream.requests[from]!;
+    const text = got.body.toString();
+    assert.equal(got.headers['content-length'], String(got.body.length));
+    const parts = text.split(`--${BOUNDARY}`);
+    assert.equal(parts.length, 4, 'purpose, file, and the closing delimiter');
+    assert.equal(parts[3], '--\r\n');
+    const file = parts[2]!.slice(parts[2]!.indexOf('\r\n\r\n') + 4, -2);
+    const lines = file.trim().split('\n').map((l) => JSON.parse(l) as { custom_id: string; body: { messages: { content: string }[] } });
+    assert.deepEqual(
+      lines.map((l) => [l.custom_id, l.body.messages[0]!.content]),
+      [0, 1, 2].map((i) => [`r${i}`, `charge [CREDIT_CARD] #${i}`]),
+    );
   });
 
   it('a body too deep to read is refused, said so and recorded', async () => {
