@@ -33,142 +33,197 @@ const NUMBER_RE = /-?(?:0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?/y;
 
 /** Parses `text` as one JSON value; throws JsonReadError naming what is wrong and where. */
 export function readJson(text: string, maxDepth = MAX_JSON_DEPTH): unknown {
-  const n = text.length;
-  let i = text.charCodeAt(0) === 0xfeff ? 1 : 0;
-  // Open containers, innermost last; for objects, the key awaiting its value.
-  const stack: Container[] = [];
-  const keys: (string | undefined)[] = [];
-  let root: unknown;
-  let haveRoot = false;
+  return new JsonReader(text, maxDepth).read();
+}
 
-  const fail = (what: string, reason: JsonReadError['reason'] = 'syntax'): never => {
-    throw new JsonReadError(`${what} at character ${i}`, i, reason);
-  };
-  const ws = () => {
+/** Raw control characters other than tab, LF and CR (those three are checked string by string). */
+// eslint-disable-next-line no-control-regex -- finding raw control characters is the point
+const CONTROL = /[\u0000-\u0008\u000b\u000c\u000e-\u001f]/;
+
+/** One parse. A class, not closures: nothing is allocated per call beyond the reader and its stacks. */
+class JsonReader {
+  private i: number;
+  private readonly n: number;
+  /** Open containers, innermost last. */
+  private readonly stack: Container[] = [];
+  /** For each open object, the key awaiting its value. */
+  private readonly keys: (string | undefined)[] = [];
+  private root: unknown;
+  private haveRoot = false;
+  /**
+   * The next backslash at or after the current string, found once and reused: strings without
+   * escapes (nearly all of them) are then a native indexOf and a slice.
+   */
+  private nextEscape = -2;
+
+  constructor(
+    private readonly text: string,
+    private readonly maxDepth: number,
+  ) {
+    this.n = text.length;
+    this.i = text.charCodeAt(0) === 0xfeff ? 1 : 0;
+  }
+
+  private fail(what: string, reason: JsonReadError['reason'] = 'syntax'): never {
+    throw new JsonReadError(`${what} at character ${this.i}`, this.i, reason);
+  }
+
+  private ws(): void {
+    const { text, n } = this;
+    let i = this.i;
     while (i < n) {
       const c = text.charCodeAt(i);
       if (c === 32 || c === 10 || c === 13 || c === 9) i++;
       else break;
     }
-  };
-  const readString = (): string => {
+    this.i = i;
+  }
+
+  private readString(): string {
+    const { text, n } = this;
     // text[i] is the opening quote
-    const start = ++i;
-    let escaped = false;
+    const start = ++this.i;
+    const end = text.indexOf('"', start);
+    if (end === -1) {
+      this.i = n;
+      this.fail('unterminated string');
+    }
+    if (this.nextEscape !== -1 && this.nextEscape < start) this.nextEscape = text.indexOf('\\', start);
+    if (this.nextEscape === -1 || this.nextEscape > end) {
+      const raw = text.slice(start, end);
+      if (raw.indexOf('\n') !== -1 || raw.indexOf('\r') !== -1 || raw.indexOf('\t') !== -1) {
+        this.i = start + raw.search(/[\n\r\t]/);
+        this.fail('unescaped control character in a string');
+      }
+      this.i = end + 1;
+      return raw;
+    }
+    // Escapes: find the real closing quote, then let JSON.parse decode (and validate) them.
+    let i = start;
     while (i < n) {
       const c = text.charCodeAt(i);
       if (c === 34) break;
       if (c === 92) {
-        escaped = true;
         i += 2;
         continue;
       }
-      if (c < 0x20) fail('unescaped control character in a string');
+      if (c < 0x20) {
+        this.i = i;
+        this.fail('unescaped control character in a string');
+      }
       i++;
     }
-    if (i >= n) fail('unterminated string');
+    this.i = i;
+    if (i >= n) this.fail('unterminated string');
     const raw = text.slice(start, i);
-    i++; // closing quote
-    if (!escaped) return raw;
+    this.i = i + 1; // closing quote
     try {
       return JSON.parse(`"${raw}"`) as string;
     } catch {
-      i = start;
-      return fail('invalid escape in a string');
+      this.i = start;
+      return this.fail('invalid escape in a string');
     }
-  };
-  const readNumber = (): number => {
-    NUMBER_RE.lastIndex = i;
-    const m = NUMBER_RE.exec(text);
-    if (!m) return fail('unexpected character');
+  }
+
+  private readNumber(): number {
+    NUMBER_RE.lastIndex = this.i;
+    const m = NUMBER_RE.exec(this.text);
+    if (!m) return this.fail('unexpected character');
     const lexeme = m[0];
     const value = Number(lexeme);
-    if (!Number.isFinite(value)) fail(`the number ${lexeme.slice(0, 40)} is out of range`, 'number');
+    if (!Number.isFinite(value)) this.fail(`the number ${lexeme.slice(0, 40)} is out of range`, 'number');
     if (m[1] === undefined && m[2] === undefined && !Number.isSafeInteger(value))
-      fail(`the integer ${lexeme.slice(0, 40)} is beyond ±2^53 and cannot be forwarded exactly (send it as a string)`, 'number');
-    i += lexeme.length;
+      this.fail(`the integer ${lexeme.slice(0, 40)} is beyond ±2^53 and cannot be forwarded exactly (send it as a string)`, 'number');
+    this.i += lexeme.length;
     return value;
-  };
+  }
+
   /** Places a finished value into the innermost container (or as the root). */
-  const place = (value: unknown) => {
-    const top = stack[stack.length - 1];
+  private place(value: unknown): void {
+    const top = this.stack[this.stack.length - 1];
     if (top === undefined) {
-      root = value;
-      haveRoot = true;
+      this.root = value;
+      this.haveRoot = true;
     } else if (Array.isArray(top)) top.push(value);
     else {
-      const key = keys[keys.length - 1]!;
+      const key = this.keys[this.keys.length - 1]!;
       if (key === '__proto__') Object.defineProperty(top, key, { value, writable: true, enumerable: true, configurable: true });
       else top[key] = value;
-      keys[keys.length - 1] = undefined;
+      this.keys[this.keys.length - 1] = undefined;
     }
-  };
+  }
 
-  for (;;) {
-    ws();
-    const top = stack[stack.length - 1];
-    // Inside an object, before a value: read `"key":` first.
-    if (top !== undefined && !Array.isArray(top)) {
-      if (text.charCodeAt(i) !== 34) fail('expected a key (a string)');
-      const key = readString();
-      if (Object.prototype.hasOwnProperty.call(top, key)) fail(`duplicate key ${JSON.stringify(key.length > 60 ? `${key.slice(0, 60)}…` : key)}`, 'duplicate');
-      ws();
-      if (text.charCodeAt(i) !== 58) fail('expected ":" after a key');
-      i++;
-      ws();
-      keys[keys.length - 1] = key;
+  read(): unknown {
+    const { text, n, stack, keys } = this;
+    const bad = CONTROL.exec(text);
+    if (bad) {
+      this.i = bad.index;
+      this.fail('unexpected control character');
     }
-    if (i >= n) fail('unexpected end of input');
-    const c = text.charCodeAt(i);
-    let opened = false;
-    if (c === 123 /* { */ || c === 91 /* [ */) {
-      if (stack.length >= maxDepth) fail(`nesting deeper than ${maxDepth} levels`, 'depth');
-      i++;
-      ws();
-      const close = c === 123 ? 125 : 93;
-      const container: Container = c === 123 ? {} : [];
-      if (text.charCodeAt(i) === close) {
-        i++;
-        place(container);
-      } else {
-        place(container);
-        stack.push(container);
-        keys.push(undefined);
-        opened = true;
-      }
-    } else if (c === 34) place(readString());
-    else if (c === 116 && text.startsWith('true', i)) {
-      i += 4;
-      place(true);
-    } else if (c === 102 && text.startsWith('false', i)) {
-      i += 5;
-      place(false);
-    } else if (c === 110 && text.startsWith('null', i)) {
-      i += 4;
-      place(null);
-    } else place(readNumber());
-    if (opened) continue;
-    // After a value: a comma continues the container, a closer ends it (possibly several).
     for (;;) {
-      ws();
-      const inner = stack[stack.length - 1];
-      if (inner === undefined) {
-        if (i < n) fail('unexpected data after the JSON value');
-        if (!haveRoot) fail('no JSON value');
-        return root;
+      this.ws();
+      const top = stack[stack.length - 1];
+      // Inside an object, before a value: read `"key":` first.
+      if (top !== undefined && !Array.isArray(top)) {
+        if (text.charCodeAt(this.i) !== 34) this.fail('expected a key (a string)');
+        const key = this.readString();
+        if (Object.prototype.hasOwnProperty.call(top, key)) this.fail(`duplicate key ${JSON.stringify(key.length > 60 ? `${key.slice(0, 60)}…` : key)}`, 'duplicate');
+        this.ws();
+        if (text.charCodeAt(this.i) !== 58) this.fail('expected ":" after a key');
+        this.i++;
+        this.ws();
+        keys[keys.length - 1] = key;
       }
-      const cc = text.charCodeAt(i);
-      if (cc === 44 /* , */) {
-        i++;
-        break;
+      if (this.i >= n) this.fail('unexpected end of input');
+      const c = text.charCodeAt(this.i);
+      let opened = false;
+      if (c === 123 /* { */ || c === 91 /* [ */) {
+        if (stack.length >= this.maxDepth) this.fail(`nesting deeper than ${this.maxDepth} levels`, 'depth');
+        this.i++;
+        this.ws();
+        const close = c === 123 ? 125 : 93;
+        const container: Container = c === 123 ? {} : [];
+        this.place(container);
+        if (text.charCodeAt(this.i) === close) this.i++;
+        else {
+          stack.push(container);
+          keys.push(undefined);
+          opened = true;
+        }
+      } else if (c === 34) this.place(this.readString());
+      else if (c === 116 && text.startsWith('true', this.i)) {
+        this.i += 4;
+        this.place(true);
+      } else if (c === 102 && text.startsWith('false', this.i)) {
+        this.i += 5;
+        this.place(false);
+      } else if (c === 110 && text.startsWith('null', this.i)) {
+        this.i += 4;
+        this.place(null);
+      } else this.place(this.readNumber());
+      if (opened) continue;
+      // After a value: a comma continues the container, a closer ends it (possibly several).
+      for (;;) {
+        this.ws();
+        const inner = stack[stack.length - 1];
+        if (inner === undefined) {
+          if (this.i < n) this.fail('unexpected data after the JSON value');
+          if (!this.haveRoot) this.fail('no JSON value');
+          return this.root;
+        }
+        const cc = text.charCodeAt(this.i);
+        if (cc === 44 /* , */) {
+          this.i++;
+          break;
+        }
+        if (cc === (Array.isArray(inner) ? 93 : 125)) {
+          this.i++;
+          stack.pop();
+          keys.pop();
+          continue;
+        }
+        this.fail(this.i >= n ? 'unexpected end of input' : `expected "," or "${Array.isArray(inner) ? ']' : '}'}"`);
       }
-      if (cc === (Array.isArray(inner) ? 93 : 125)) {
-        i++;
-        stack.pop();
-        keys.pop();
-        continue;
-      }
-      fail(i >= n ? 'unexpected end of input' : `expected "," or "${Array.isArray(inner) ? ']' : '}'}"`);
     }
   }
 }
