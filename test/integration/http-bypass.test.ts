@@ -17,7 +17,7 @@ import { ANTHROPIC_SECRET, eventually, OPENAI_SECRET, standardConnections, start
 
 interface Attempt {
   name: string;
-  gateway?: 'masking' | 'passthrough' | 'plain';
+  gateway?: 'masking' | 'passthrough' | 'plain' | 'denying';
   connection: string;
   path: string;
   method?: string;
@@ -116,6 +116,12 @@ before(async () => {
     connections: standardConnections(upstream.url)!.map((c) => ({ ...c, passthroughTypes: ['image/*'] })),
   });
   gateways['plain'] = await startTestGateway(upstream);
+  gateways['denying'] = await startTestGateway(upstream, {
+    policies: [
+      { name: 'no-cards', match: { detectors: ['credit_card'] }, action: 'deny', reason: 'card numbers may not reach a model' },
+      { name: 'no-exfiltration', match: { content: '(?i)exfiltrate' }, action: 'deny' },
+    ],
+  });
 });
 after(async () => {
   for (const gw of Object.values(gateways)) await gw.stop();
