@@ -21,7 +21,8 @@ import { GatewayError } from './errors';
 
 export type ReadBody =
   | { kind: 'none' }
-  | { kind: 'json'; value: unknown }
+  /** `llm`: an OpenAI/Anthropic JSON route, forwarded as `application/json` whatever was declared. */
+  | { kind: 'json'; value: unknown; llm?: boolean }
   /** Text (an `http` connection); `charset` is the one it arrived in, forwarded as UTF-8. */
   | { kind: 'text'; text: string; charset: string }
   /** application/x-www-form-urlencoded (an `http` connection), field by field. */
@@ -114,7 +115,7 @@ export function readRequest(kind: ConnectionKind, path: string, contentType: str
       throw new GatewayError(400, 'invalid_json', `request body is not valid JSON: it is not valid ${mt.charset ?? 'UTF-8'} text`);
     }
     try {
-      return { kind: 'json', value: readJson(text) };
+      return { kind: 'json', value: readJson(text), llm: true };
     } catch (err) {
       throw jsonError(err);
     }
@@ -199,7 +200,7 @@ export function serialise(read: ReadBody, original: Buffer, contentType: string 
     case 'multipart':
       return { bytes: original, contentType };
     case 'json':
-      return { bytes: Buffer.from(JSON.stringify(read.value), 'utf8'), contentType: 'application/json' };
+      return { bytes: Buffer.from(JSON.stringify(read.value), 'utf8'), contentType: jsonContentType(read, contentType) };
     case 'text':
       return { bytes: Buffer.from(read.text, 'utf8'), contentType: utf8ContentType(contentType, read.charset) };
     case 'form':
@@ -296,4 +297,13 @@ export function policyValue(read: ReadBody): unknown {
     default:
       return undefined;
   }
+}
+
+/**
+ * The Content-Type for the gateway's JSON: `application/json` on LLM routes (the upstream reads it
+ * as JSON, as the gateway did), the client's own on `http` connections, now in UTF-8.
+ */
+export function jsonContentType(read: { llm?: boolean }, contentType: string | undefined): string | undefined {
+  if (read.llm) return 'application/json';
+  return contentType && /;\s*charset=/i.test(contentType) ? contentType.replace(/;\s*charset=[^;]*/i, '; charset=utf-8') : contentType;
 }

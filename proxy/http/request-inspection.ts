@@ -12,7 +12,7 @@ import { addCounts } from '../masking/rules';
 import { UnmaskableValueError } from '../masking/request';
 import type { ConnectionMasker, MaskedValue } from '../masking/types';
 import { bodyForLog } from './bodies';
-import { embeddedBinary, type FormPart, passesThrough, type ReadBody, serialise, utf8ContentType } from './request-body';
+import { embeddedBinary, type FormPart, jsonContentType, passesThrough, type ReadBody, serialise, utf8ContentType } from './request-body';
 
 /** Headers that are not scanned: the credential, and framing the gateway sets or strips itself. */
 const UNSCANNED_HEADERS = new Set(['authorization', 'proxy-authorization', 'x-api-key', 'host', 'content-length', 'transfer-encoding', 'connection', 'content-encoding', 'accept-encoding', 'x-custody-session']);
@@ -91,12 +91,16 @@ export function inspectRequest(
         take(m, read.kind === 'json');
         if (read.kind === 'json') {
           forward = Buffer.from(m.forward, 'utf8');
-          contentType = 'application/json';
+          contentType = jsonContentType(read, req.contentType);
           log = { body: m.log, bodyEncoding: 'json' };
         } else {
           forward = Buffer.from(new URLSearchParams(JSON.parse(m.forward) as [string, string][]).toString(), 'utf8');
           log = { body: new URLSearchParams(m.log as [string, string][]).toString(), bodyEncoding: 'text' };
         }
+      } else if (!opts.inspect && !(read.kind === 'json' && read.llm)) {
+        // an http connection nothing inspects: the bytes go as they came (policy read no value in them)
+        forward = original;
+        log = read.kind === 'json' ? { body: read.value, bodyEncoding: 'json' } : { body: original.toString('utf8'), bodyEncoding: 'text' };
       } else {
         ({ bytes: forward, contentType } = serialise(read, original, req.contentType));
         log = read.kind === 'json' ? { body: read.value, bodyEncoding: 'json' } : { body: forward.toString('utf8'), bodyEncoding: 'text' };
@@ -118,7 +122,7 @@ export function inspectRequest(
         contentType = utf8ContentType(req.contentType, read.charset);
         log = { body: m.log, bodyEncoding: 'text' };
       } else {
-        ({ bytes: forward, contentType } = serialise(read, original, req.contentType));
+        ({ bytes: forward, contentType } = opts.inspect ? serialise(read, original, req.contentType) : { bytes: original, contentType: req.contentType });
         log = { body: read.text, bodyEncoding: 'text' };
       }
       break;

@@ -159,6 +159,17 @@ describe('one reading of every request body', () => {
     assert.equal(got.headers['content-length'], String(got.body.length));
   });
 
+  it('on an http connection the masked JSON keeps the client’s Content-Type; with nothing to inspect the bytes go as sent', async () => {
+    const a: Attempt = { name: '', connection: 'vectors', path: '/collections/docs/query', contentType: 'application/vnd.api+json', text: '{ "q" : "4111 1111 1111 1111" }', expect: 'forwarded' };
+    let from = upstream.requests.length;
+    await send(gateways['masking']!, a);
+    assert.equal(upstream.requests[from]!.headers['content-type'], 'application/vnd.api+json');
+    assert.equal(upstream.requests[from]!.body.toString(), '{"q":"[CREDIT_CARD]"}');
+    from = upstream.requests.length;
+    await send(gateways['plain']!, a);
+    assert.equal(upstream.requests[from]!.body.toString(), a.text);
+  });
+
   it('a masked JSONL upload reaches the upstream as multipart it can split, one JSON request per line', async () => {
     const a = ATTEMPTS.find((x) => x.name.startsWith('Files: batch input JSONL'))!;
     const from = upstream.requests.length;
