@@ -13,6 +13,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import Anthropic from '@anthropic-ai/sdk';
 import OpenAI from 'openai';
 import { type LlmUpstream, startLlmUpstream } from '../support/llm-upstream';
 import { ANTHROPIC_SECRET, OPENAI_SECRET, startTestGateway, type TestGateway, VECTOR_SECRET } from './http-harness';
@@ -148,6 +149,29 @@ describe('every value that can reach the model is masked', () => {
       (err: InstanceType<typeof OpenAI.APIError>) => err.status === 400 && /CREDIT_CARD/.test(err.message) && /\/messages\/0\/name/.test(err.message),
     );
     assert.equal(upstream.requests.length, from + 1, 'the refused request was not forwarded');
+  });
+
+  it('the official Anthropic SDK: a card in the system prompt, a tool, a content document and a search result never reaches the upstream', async () => {
+    const client = new Anthropic({ baseURL: `${masking.proxy}/anthropic`, apiKey: masking.adminKey, maxRetries: 0 });
+    const from = upstream.requests.length;
+    await client.messages.create({
+      model: 'claude-sonnet-4-5',
+      max_tokens: 50,
+      system: `Card on file: ${PLANT}`,
+      tools: [{ name: 'charge', description: `charges ${PLANT}`, input_schema: { type: 'object', properties: { [PLANT]: { type: 'string' } } } }],
+      messages: [
+        {
+          role: 'user',
+          content: [
+            { type: 'document', source: { type: 'content', content: [{ type: 'text', text: `statement for ${PLANT}` }] } },
+            { type: 'search_result', source: 'https://wiki.example.com', title: PLANT, content: [{ type: 'text', text: PLANT }] },
+            { type: 'text', text: 'what is on file?' },
+          ],
+        },
+      ],
+    });
+    assert.equal(rawIn(upstream, from), undefined);
+    assert.match(upstream.requests[from]!.body.toString(), /Card on file: \[EMAIL\] \[CREDIT_CARD\]/);
   });
 });
 
