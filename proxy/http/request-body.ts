@@ -174,6 +174,8 @@ export function embeddedBinary(value: unknown, allowed: readonly string[] | unde
   while (stack.length) {
     const { v, key, parent } = stack.pop()!;
     if (typeof v === 'string') {
+      // Opaque tokens the provider issued and reads back itself (thinking signatures, encrypted reasoning).
+      if (key === 'signature' || key === 'encrypted_content' || (key === 'data' && parent?.['type'] === 'redacted_thinking')) continue;
       let mediaType: string | undefined;
       const m = v.length > 5 && (v.charCodeAt(0) === 100 || v.charCodeAt(0) === 68) ? DATA_URL.exec(v) : null;
       if (m) mediaType = m[1] || 'application/octet-stream';

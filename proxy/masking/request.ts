@@ -47,7 +47,7 @@ const OPENAI: ApiShape = shape(
     'call_id', 'tool_call_id', 'item_id', 'previous_response_id', 'conversation', 'response_id', 'custom_id', 'method', 'service_tier',
     'reasoning_effort', 'effort', 'detail', 'format', 'voice', 'encoding_format', 'modalities', 'include', 'truncation', 'tool_choice',
     'prompt_cache_key', 'safety_identifier', 'purpose', 'endpoint', 'completion_window', 'input_file_id', 'vector_store_ids', 'quality',
-    'size', 'style', 'response_format_type', 'verbosity', 'finish_reason',
+    'size', 'style', 'verbosity', 'finish_reason', 'encrypted_content',
   ],
   ['parameters', 'schema', 'metadata', 'input_schema', 'arguments'],
   [
