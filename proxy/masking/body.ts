@@ -3,6 +3,9 @@
  * (generic HTTP), anything textual as text, binary passed through unscanned. The forward bytes are
  * the original bytes unless a forward-scope rule changed something, and then only the changed
  * strings are rewritten (spliceJsonStrings).
+ *
+ * The HTTP proxy uses this for responses; requests are read by the gateway itself and masked in
+ * every value and key (proxy/http/request-body.ts, request.ts).
  */
 import type { ConnectionKind } from '../../shared/config';
 import type { MaskSpan } from '../../shared/events';
