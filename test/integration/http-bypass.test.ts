@@ -120,6 +120,7 @@ before(async () => {
     policies: [
       { name: 'no-cards', match: { detectors: ['credit_card'] }, action: 'deny', reason: 'card numbers may not reach a model' },
       { name: 'no-exfiltration', match: { content: '(?i)exfiltrate' }, action: 'deny' },
+      { name: 'no-old-model', match: { model: ['gpt-3.5-turbo'] }, action: 'deny', reason: 'model not approved' },
     ],
   });
 });
