@@ -258,6 +258,10 @@ function readPart(head: string, raw: Buffer): FormPart {
   const filename = headerParam(head, 'filename');
   const mt = mediaTypeOf(/^content-type:(.*)$/im.exec(head)?.[1]?.trim());
   const part = { head, name, filename, mediaType: mt.type || (filename ? 'application/octet-stream' : 'text/plain'), raw };
+  // A part whose bytes some servers decode first (base64, quoted-printable, compressed) is not text
+  // the gateway can read as it stands.
+  const cte = /^content-transfer-encoding:\s*(\S+)/im.exec(head)?.[1]?.toLowerCase();
+  if ((cte !== undefined && cte !== '7bit' && cte !== '8bit' && cte !== 'binary') || /^content-encoding:/im.test(head)) return { ...part, as: 'binary', value: undefined };
   const text = decodeText(raw, mt.charset);
   if (text === undefined || text.includes('\0')) return { ...part, as: 'binary', value: undefined };
   const lower = filename?.toLowerCase() ?? '';

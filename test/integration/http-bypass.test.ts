@@ -31,7 +31,7 @@ interface Attempt {
   bomb?: number;
   encoding?: 'gzip' | 'deflate' | 'br' | 'zstd';
   /** multipart/form-data parts, each with text or base64 content. */
-  multipart?: { name: string; filename?: string; contentType?: string; text?: string; base64?: string }[];
+  multipart?: { name: string; filename?: string; contentType?: string; headers?: string; text?: string; base64?: string }[];
   expect: 'forwarded' | number;
   code?: string;
   message?: string;
@@ -54,7 +54,7 @@ function bodyOf(a: Attempt): Buffer | undefined {
   else if (a.bomb !== undefined) return gzipSync(Buffer.alloc(a.bomb, 0x20));
   else if (a.multipart) {
     const parts = a.multipart.map((p) => {
-      const head = `content-disposition: form-data; name="${p.name}"${p.filename ? `; filename="${p.filename}"` : ''}${p.contentType ? `\r\ncontent-type: ${p.contentType}` : ''}`;
+      const head = `content-disposition: form-data; name="${p.name}"${p.filename ? `; filename="${p.filename}"` : ''}${p.contentType ? `\r\ncontent-type: ${p.contentType}` : ''}${p.headers ? `\r\n${p.headers}` : ''}`;
       return Buffer.concat([Buffer.from(`--${BOUNDARY}\r\n${head}\r\n\r\n`), p.base64 !== undefined ? Buffer.from(p.base64, 'base64') : Buffer.from(p.text ?? ''), Buffer.from('\r\n')]);
     });
     b = Buffer.concat([...parts, Buffer.from(`--${BOUNDARY}--\r\n`)]);
