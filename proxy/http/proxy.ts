@@ -26,7 +26,7 @@ import type { PolicyDecision } from '../policy/types';
 import type { GatewayServices } from '../services';
 import { bodyForLog, canDecode, contentEncodingOf, decodeBody, readRequestBody, responseDecoder, scrubSecret } from './bodies';
 import { policyValue, type ReadBody, readRequest } from './request-body';
-import { type InspectedRequest, inspectRequest } from './request-inspection';
+import { type InspectedRequest, inspectRequest, queryText } from './request-inspection';
 import { errorBody, errorEvent, type ErrorStyle, errorStyleFor, GatewayError, type GatewayErrorCode } from './errors';
 import { clientResponseHeaders, recordedHeaders, upstreamRequestHeaders } from './headers';
 import { describeRequest, holdSummary, type RequestFacts } from './llm-request';
@@ -382,7 +382,7 @@ class Exchange {
     if (maskError === undefined) inspect();
     let decision: PolicyDecision = { action: 'allow' };
     if (maskError === undefined) {
-      const query = masked!.search;
+      const query = queryText(this.search);
       try {
         decision = s.policy.evaluate({
           connection: this.name,

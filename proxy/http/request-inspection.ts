@@ -38,6 +38,14 @@ export interface InspectedRequest {
   uninspectable?: string;
 }
 
+/** A query string's keys and values, decoded, one a line: what `match.content` reads of it. */
+export function queryText(search: string): string {
+  if (search.length <= 1) return '';
+  let out = '';
+  for (const [k, v] of new URLSearchParams(search)) out += `${k}\n${v}\n`;
+  return out;
+}
+
 export interface InspectOptions {
   /** A masking, `content` or `detectors` rule applies to the connection. */
   inspect: boolean;
