@@ -65,11 +65,20 @@ export const Connection = z
     listen: ListenAddress.optional(),
     tls: TlsOptions.optional(),
     description: z.string().optional(),
+    /**
+     * HTTP kinds: media types (`image/png`, `audio/*`) the gateway forwards without inspecting them,
+     * as request bodies, multipart parts or base64 embedded in JSON. Without it, a body that cannot
+     * be inspected is refused (415) wherever a masking, `content` or `detectors` rule applies.
+     */
+    passthroughTypes: z
+      .array(z.string().regex(/^[a-z0-9][\w.+-]*\/(?:\*|[a-z0-9][\w.+-]*)$/i, 'a media type such as image/png or audio/*'))
+      .optional(),
   })
   .strict()
   .superRefine((c, ctx) => {
     if (c.kind === 'postgres') {
       if (!c.listen) ctx.addIssue({ code: 'custom', path: ['listen'], message: 'a postgres connection needs listen (e.g. 127.0.0.1:6432)' });
+      if (c.passthroughTypes) ctx.addIssue({ code: 'custom', path: ['passthroughTypes'], message: 'passthroughTypes applies to HTTP connections only' });
       if (!/^postgres(ql)?:\/\//.test(c.upstream)) ctx.addIssue({ code: 'custom', path: ['upstream'], message: 'a postgres upstream is a URL such as postgres://app@127.0.0.1:5432/app' });
     } else {
       if (c.listen) ctx.addIssue({ code: 'custom', path: ['listen'], message: 'only postgres connections have their own listener; HTTP connections share listen.http' });

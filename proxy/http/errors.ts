@@ -27,6 +27,8 @@ export type GatewayErrorCode =
   | 'invalid_json'
   | 'invalid_body'
   | 'unsupported_encoding'
+  | 'unsupported_media_type'
+  | 'unmaskable_value'
   | 'request_too_large'
   | 'response_too_large'
   | 'policy_denied'

@@ -19,6 +19,7 @@ import type { AuditEvent } from '../../shared/events';
 import type { Identity } from '../../shared/identity';
 import { type AuditStore, rowToEvent } from '../audit/store';
 import { describeRequest } from '../http/llm-request';
+import { queryText } from '../http/request-inspection';
 import { rolesFor } from '../identity/authenticator';
 import { createMaskingEngine } from '../masking/engine';
 import { PolicyEngine } from './engine';
@@ -270,7 +271,9 @@ function inputFor(
     const body = p['bodyEncoding'] === 'base64' ? undefined : p['body'];
     const facts = describeRequest(kinds.get(connection) ?? 'http', path, body);
     const model = facts.model ?? (typeof p['model'] === 'string' ? p['model'] : undefined);
-    const text = facts.text;
+    // as the live proxy does: every value of the body, then the query
+    const query = typeof p['query'] === 'string' ? queryText(`?${p['query']}`) : '';
+    const text = query ? `${facts.all}\n${query}` : facts.all;
     return {
       input: { connection, protocol: 'http', identity, http: { method, path, model, tools: facts.tools }, text, detectorHits },
       summary: `${method} ${path}${model ? ` ${model}` : ''}`,
