@@ -10,6 +10,7 @@ import { AuditStore } from './audit/store';
 import { EventBus, sessionEventsFromStore } from './control/bus';
 import { type ControlPlane, type RouteModule, startControlPlane } from './control/server';
 import { registerConnectionRoutes, withStoredConnections } from './control/routes/connections';
+import { upstreamCredentialWarning } from '../shared/upstream-credentials';
 import { registerDashboardRoutes } from './control/routes/dashboard';
 import { ApiKeyStore } from './identity/api-keys';
 import { Authenticator } from './identity/authenticator';
@@ -112,6 +113,7 @@ export class Gateway {
       store.close();
       throw err;
     }
+    for (const c of services.config.connections) warnIf(upstreamCredentialWarning(c.name, c.upstream), log);
     const gw = new Gateway(services);
     try {
       await gw.startParts(opts);
@@ -196,4 +198,8 @@ export class Gateway {
     })();
     return this.stopping;
   }
+}
+
+function warnIf(message: string | undefined, log: { warn(m: string): void }): void {
+  if (message) log.warn(message);
 }
