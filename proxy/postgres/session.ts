@@ -21,6 +21,7 @@ import type { SecureContext } from 'node:tls';
 import type { Connection, SqlClass } from '../../shared/config';
 import type { AuditEventInput, MaskSpan } from '../../shared/events';
 import type { Identity } from '../../shared/identity';
+import { sqlHoldText } from '../approvals/hold-queue';
 import type { HoldGate, HoldOutcome } from '../approvals/types';
 import type { AuditStore } from '../audit/store';
 import type { EventBus } from '../control/bus';
@@ -903,7 +904,7 @@ export class PgProxySession {
             session: this.id,
             rule: d.rule ?? 'hold',
             ruleReason: d.reason,
-            summary: this.forLog(run.sql).text.slice(0, SUMMARY_CHARS),
+            ...sqlHoldText(this.forLog(run.sql).text, run.params?.map((p) => (p === null ? null : this.forLog(p).text)), SUMMARY_CHARS),
             spec: d.hold!,
             signal: abort.signal,
           }),

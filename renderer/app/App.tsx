@@ -107,7 +107,7 @@ function Shell() {
       case 'sessions':
         return <SessionsPage />;
       case 'replay':
-        return <ReplayPage id={route.param ?? ''} eventSeq={route.query['event'] ? Number(route.query['event']) : undefined} />;
+        return <ReplayPage id={route.param ?? ''} eventSeq={route.query['event'] ? Number(route.query['event']) : undefined} holdId={route.query['hold']} />;
       case 'policies':
         return <PoliciesPage />;
       case 'connections':
