@@ -58,16 +58,21 @@ describe('masking follows the data', () => {
   }
 
   before(async () => {
-    await direct(`create table ${table} (id int, ssn text, email text, note text); insert into ${table} values (1, '${SSN}', '${EMAIL}', 'hello'); create table ${table}_sink (v text)`);
+    await direct(`create table ${table} (id int, ssn text, email text, note text); insert into ${table} values (1, '${SSN}', '${EMAIL}', 'hello'); create table ${table}_sink (v text); create table ${table}_people (ssn text); insert into ${table}_people values ('536-22-8145'); create function ${table}_f() returns setof text language sql as 'select ssn from ${table}_people'`);
     dataDir = mkdtempSync(join(tmpdir(), 'custody-lineage-'));
     const config = Config.parse({
       listen: { control: '127.0.0.1:0', http: '127.0.0.1:0' },
       connections: [
         { name: 'warehouse', kind: 'postgres', upstream: UPSTREAM, listen: '127.0.0.1:0', tls: { mode: 'disable' } },
         { name: 'guarded', kind: 'postgres', upstream: UPSTREAM, listen: '127.0.0.1:0', tls: { mode: 'disable' } },
+        { name: 'opaque', kind: 'postgres', upstream: UPSTREAM, listen: '127.0.0.1:0', tls: { mode: 'disable' } },
       ],
       // Column rules only: no detector would recognise these values by their shape once transformed.
-      masking: [{ id: 'pii-columns', columns: [`${table}.ssn`, `${table}.email`] }],
+      masking: [
+        { id: 'pii-columns', columns: [`${table}.ssn`, `${table}.email`] },
+        // Where lineage cannot see (a function's result), the masked column's detectors still run.
+        { id: 'ssn-shape', connections: ['opaque'], columns: [`${table}_people.ssn`], detectors: ['us_ssn'] },
+      ],
       policies: [{ name: 'no-oracles', match: { connections: ['guarded'], sql: ['reads_masked'] }, action: 'deny', reason: 'masked columns may only be read as they are' }],
     });
     gw = await Gateway.start({ config, dataDir, log: silentLogger });
@@ -77,7 +82,7 @@ describe('masking follows the data', () => {
     for (const c of clients) await c.end().catch(() => {});
     await gw?.stop();
     rmSync(dataDir, { recursive: true, force: true });
-    await direct(`drop view if exists ${table}_view; drop table if exists ${table}, ${table}_sink, ${table}_copy, ${table}_into`);
+    await direct(`drop view if exists ${table}_view; drop function if exists ${table}_f(); drop table if exists ${table}, ${table}_sink, ${table}_people, ${table}_copy, ${table}_into`);
   });
 
   const derived = lines('masking-lineage.txt');
@@ -132,6 +137,12 @@ describe('masking follows the data', () => {
       assert.equal(await direct(`select count(*) from ${table}_sink`), '0');
     });
   }
+
+  it('applies the masked column\'s detectors where the sources cannot be seen (a function result)', async () => {
+    const db = await connect('opaque');
+    const r = await db.query(`SELECT v AS anything FROM ${table}_f() AS v`);
+    assert.deepEqual(r.rows, [{ anything: '[US_SSN]' }]);
+  });
 
   it('records the class on the statement', async () => {
     const db = await connect('guarded');
