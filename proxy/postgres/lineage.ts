@@ -466,9 +466,34 @@ export function withLineage<C extends string>(sql: string, classes: C[], masker:
   return { lineage, classes: [...classes, 'reads_masked' as C] };
 }
 
-/** Result columns with the sources lineage found for them (their `ColumnRef.sources`). */
-export function withSources<T extends { ref: { sources?: readonly ColumnSource[] } }>(columns: T[], lineage: StatementLineage | undefined): T[] {
+/**
+ * Result columns with the sources lineage found for them (their `ColumnRef.sources`). A column that
+ * PostgreSQL reports as a view's column (RowDescription table OID and attribute number) also gets
+ * the sources of that column in the view's definition (`viewDefinition`, from the catalog), so
+ * `SELECT * FROM v` masks a view column computed from a masked column. One level: a view over a view
+ * is followed only by the names it reports.
+ */
+export function withSources<T extends { ref: { sources?: readonly ColumnSource[] } }>(
+  columns: T[],
+  lineage: StatementLineage | undefined,
+  fields?: readonly { tableOid: number; column: number }[],
+  viewDefinition?: (oid: number) => string | undefined,
+): T[] {
   if (!lineage) return columns;
   const sources = lineage.resolve(columns.length);
-  return columns.map((c, i) => (sources[i] ? { ...c, ref: { ...c.ref, sources: sources[i] } } : c));
+  return columns.map((c, i) => {
+    const f = fields?.[i];
+    const def = f && f.tableOid && f.column > 0 ? viewDefinition?.(f.tableOid) : undefined;
+    const fromView = def !== undefined ? viewColumnSources(def, f!.column) : undefined;
+    const all = sources[i] || fromView ? union(sources[i] ?? [], fromView ?? []) : undefined;
+    return all ? { ...c, ref: { ...c.ref, sources: all } } : c;
+  });
+}
+
+/** Sources of column `attnum` (1-based) of a view, from its definition; every column it names when it cannot be analysed. */
+function viewColumnSources(definition: string, attnum: number): Taint {
+  const analysed = analyzeAll(definition);
+  if (analysed?.length === 1) return analysed[0]!.outputs[attnum - 1]?.taint ?? [];
+  // Unreadable: count every column the definition reads as a possible source (errs on masking).
+  return union(...(analysed ?? []).flatMap((a) => a.outputs.map((o) => o.taint)), analysed ? [] : [{ column: '*' }]);
 }

@@ -58,7 +58,7 @@ describe('masking follows the data', () => {
   }
 
   before(async () => {
-    await direct(`create table ${table} (id int, ssn text, email text, note text); insert into ${table} values (1, '${SSN}', '${EMAIL}', 'hello'); create table ${table}_sink (v text); create table ${table}_people (ssn text); insert into ${table}_people values ('536-22-8145'); create function ${table}_f() returns setof text language sql as 'select ssn from ${table}_people'`);
+    await direct(`create table ${table} (id int, ssn text, email text, note text); insert into ${table} values (1, '${SSN}', '${EMAIL}', 'hello'); create table ${table}_sink (v text); create view ${table}_v as select id, reverse(ssn) as r, upper(email) as e, note from ${table}; create view ${table}_p as select ssn as s from ${table}; create table ${table}_people (ssn text); insert into ${table}_people values ('536-22-8145'); create function ${table}_f() returns setof text language sql as 'select ssn from ${table}_people'`);
     dataDir = mkdtempSync(join(tmpdir(), 'custody-lineage-'));
     const config = Config.parse({
       listen: { control: '127.0.0.1:0', http: '127.0.0.1:0' },
@@ -82,7 +82,7 @@ describe('masking follows the data', () => {
     for (const c of clients) await c.end().catch(() => {});
     await gw?.stop();
     rmSync(dataDir, { recursive: true, force: true });
-    await direct(`drop view if exists ${table}_view; drop function if exists ${table}_f(); drop table if exists ${table}, ${table}_sink, ${table}_people, ${table}_copy, ${table}_into`);
+    await direct(`drop view if exists ${table}_view, ${table}_v, ${table}_p; drop function if exists ${table}_f(); drop table if exists ${table}, ${table}_sink, ${table}_people, ${table}_copy, ${table}_into`);
   });
 
   const derived = lines('masking-lineage.txt');
@@ -137,6 +137,12 @@ describe('masking follows the data', () => {
       assert.equal(await direct(`select count(*) from ${table}_sink`), '0');
     });
   }
+
+  it('masks only the view columns computed from masked ones', async () => {
+    const db = await connect('warehouse');
+    const r = await db.query(`SELECT * FROM ${table}_v`);
+    assert.deepEqual(r.rows, [{ id: 1, r: '[SSN]', e: '[EMAIL]', note: 'hello' }]);
+  });
 
   it('applies the masked column\'s detectors where the sources cannot be seen (a function result)', async () => {
     const db = await connect('opaque');
