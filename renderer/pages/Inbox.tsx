@@ -14,11 +14,17 @@ import { Badge, Button, Empty, ErrorBox, Loading, MaskedText, PageHeader, Tabs, 
 import { formatAgo, formatCountdown, formatDateTime, fromLocalInput, toLocalInput } from '../lib/format';
 import { decidedBy, decisionError, filterHistory, type HistoryFilter, holdReplayHref, paramLines, pendingList, progress, STATE_LABEL, timeLeft, timeLeftFraction } from '../lib/holds';
 import { rich, type Rich } from '../lib/rich';
+import { visibleText } from '../lib/visible-controls';
 import { canDecide, capabilities } from '../lib/roles';
 import type { Route } from '../lib/route';
 
-/** Redaction tokens such as `[CREDIT_CARD]` in a (masked) summary, highlighted like replay marks. */
-export function summaryRich(summary: string): Rich {
+/**
+ * Redaction tokens such as `[CREDIT_CARD]` in a (masked) summary, highlighted like replay marks.
+ * Control and invisible characters are shown, not acted on: a right-to-left override in a comment
+ * must not reorder the statement an approver reads.
+ */
+export function summaryRich(raw: string): Rich {
+  const summary = visibleText(raw, true);
   const marks = [...summary.matchAll(/\[([A-Z][A-Z0-9_]{2,})\]/g)].map((m) => ({ start: m.index, end: m.index + m[0].length, type: m[1]!, rule: 'redacted' }));
   return rich(summary, marks);
 }

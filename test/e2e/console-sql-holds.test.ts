@@ -10,7 +10,8 @@ import { newPage, screenshot, signIn } from '../support/browser';
 import { type ConsoleEnv, eventually, PG_UPSTREAM, startConsoleEnv } from './console-harness';
 
 const TABLE = `hold_card_${process.pid}`;
-const COMMENT = `/* contact li.wei@example.net; ${'routine cleanup of stale rows, ticket OPS-4521. '.repeat(12).slice(0, 480)} */`;
+// A right-to-left override inside the comment would reorder what the approver reads if it acted.
+const COMMENT = `/* \u202e contact li.wei@example.net; ${'routine cleanup of stale rows, ticket OPS-4521. '.repeat(12).slice(0, 480)} */`;
 const SQL = `DELETE FROM ${TABLE} WHERE id = $1 AND owner = $2 ${COMMENT} OR true`;
 const OWNER = 'jane.doe@example.com';
 
@@ -71,6 +72,8 @@ describe('console: a held SQL statement shows what will run', () => {
     assert.ok(!statement.includes('li.wei@example.net'), statement);
     assert.match(statement, /\[EMAIL\]/);
     assert.equal(await card.getByTestId('hold-statement-cut').count(), 0);
+    assert.ok(statement.includes('/* ⟨U+202E⟩ contact'), 'the override is shown, not applied');
+    assert.ok(!statement.includes('\u202e'));
     const params = await card.getByTestId('hold-params').innerText();
     assert.match(params, /\$1 = '1'/);
     assert.match(params, /\$2 = '\[EMAIL\]'/);
