@@ -103,6 +103,8 @@ export class TableNameResolver {
   private readonly names = new Map<number, string>();
   /** Views and materialized views: their definition (`pg_get_viewdef`) and when it was read, for lineage. */
   private readonly views = new Map<number, { definition: string; at: number }>();
+  /** Column names by attribute number, per table OID: what a renamed result column really is. */
+  private readonly attributes = new Map<number, Map<number, string>>();
   private readonly side: SideConnection;
 
   constructor(target: UpstreamTarget, database?: string) {
@@ -111,6 +113,15 @@ export class TableNameResolver {
 
   name(oid: number): string | undefined {
     return this.names.get(oid);
+  }
+
+  /**
+   * The name of column `attnum` of relation `oid`, as the catalog has it: RowDescription reports a
+   * result column's origin (table OID, attribute number) even when the query renamed it
+   * (`SELECT ssn AS x`, a cursor's FETCH), so a column rule can match what the value really is.
+   */
+  columnName(oid: number, attnum: number): string | undefined {
+    return this.attributes.get(oid)?.get(attnum);
   }
 
   /** The definition of view `oid` (a SELECT), when the OID is a view or materialized view. */
@@ -139,6 +150,9 @@ export class TableNameResolver {
       if (definition) this.views.set(Number(oid), { definition, at: now });
       else this.views.delete(Number(oid));
     }
+    const attrs = await this.side.query('SELECT a.attrelid::text, a.attnum::text, a.attname::text FROM pg_catalog.pg_attribute a WHERE a.attrelid = ANY($1::oid[]) AND a.attnum > 0 AND NOT a.attisdropped', [`{${want.join(',')}}`]);
+    for (const o of want) this.attributes.set(o, new Map());
+    for (const [rel, num, name] of attrs) if (rel && num && name) this.attributes.get(Number(rel))?.set(Number(num), name);
     // An OID the catalog does not know (dropped meanwhile) resolves to no name rather than asking again.
     for (const o of want) if (!this.names.has(o)) this.names.set(o, '');
   }

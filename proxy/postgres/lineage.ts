@@ -121,7 +121,10 @@ class Analyzer {
       case 'DeclareCursorStmt':
       case 'ExplainStmt': {
         const out = b['query'] ? this.statement(b['query'] as Node) : [];
-        if (kind === 'CreateTableAsStmt') this.useAll(out);
+        // A cursor's rows come back later through FETCH, whose text says nothing of where they come
+        // from: only the origin PostgreSQL reports follows them, so reading masked columns through a
+        // cursor counts as a use. A table created from a query is a copy.
+        if (kind !== 'ExplainStmt') this.useAll(out);
         return out;
       }
       case 'InsertStmt': {
@@ -477,17 +480,29 @@ export function withSources<T extends { ref: { sources?: readonly ColumnSource[]
   columns: T[],
   lineage: StatementLineage | undefined,
   fields?: readonly { tableOid: number; column: number }[],
-  viewDefinition?: (oid: number) => string | undefined,
+  catalog?: ResultCatalog,
 ): T[] {
   if (!lineage) return columns;
   const sources = lineage.resolve(columns.length);
   return columns.map((c, i) => {
     const f = fields?.[i];
-    const def = f && f.tableOid && f.column > 0 ? viewDefinition?.(f.tableOid) : undefined;
-    const fromView = def !== undefined ? viewColumnSources(def, f!.column) : undefined;
-    const all = sources[i] || fromView ? union(sources[i] ?? [], fromView ?? []) : undefined;
+    const origin = f && f.tableOid && f.column > 0 ? f : undefined;
+    const def = origin ? catalog?.viewDefinition(origin.tableOid) : undefined;
+    const extra: Taint = def !== undefined ? viewColumnSources(def, origin!.column) : [];
+    // The column PostgreSQL says the value comes from, under its catalog name (`ssn AS x` is ssn).
+    const table = origin ? catalog?.name(origin.tableOid) : undefined;
+    const column = origin ? catalog?.columnName(origin.tableOid, origin.column) : undefined;
+    if (table && column) extra.push({ table, column });
+    const all = sources[i] || extra.length ? union(sources[i] ?? [], extra) : undefined;
     return all ? { ...c, ref: { ...c.ref, sources: all } } : c;
   });
+}
+
+/** What lineage reads from the catalog cache (catalog.ts TableNameResolver). */
+export interface ResultCatalog {
+  name(oid: number): string | undefined;
+  columnName(oid: number, attnum: number): string | undefined;
+  viewDefinition(oid: number): string | undefined;
 }
 
 /** Sources of column `attnum` (1-based) of a view, from its definition; every column it names when it cannot be analysed. */

@@ -1324,7 +1324,7 @@ export class PgProxySession {
         formats = portal.resultFormats;
       }
     }
-    run.columns = withSources(fields ? resultColumns(fields, (oid) => this.ctx.tables.name(oid), formats) : [], run.lineage, fields, (oid) => this.ctx.tables.viewDefinition(oid));
+    run.columns = withSources(fields ? resultColumns(fields, (oid) => this.ctx.tables.name(oid), formats) : [], run.lineage, fields, this.ctx.tables);
     return run.columns;
   }
 

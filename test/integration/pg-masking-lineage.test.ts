@@ -138,6 +138,24 @@ describe('masking follows the data', () => {
     });
   }
 
+  it('masks a renamed column by the origin PostgreSQL reports, through a cursor too', async () => {
+    const db = await connect('warehouse');
+    await db.query('BEGIN');
+    await db.query(`DECLARE c1 CURSOR FOR SELECT id, ssn AS x, note FROM ${table}`);
+    const r = await db.query('FETCH ALL FROM c1');
+    await db.query('COMMIT');
+    assert.deepEqual(r.rows, [{ id: 1, x: '[SSN]', note: 'hello' }]);
+    // Reading masked columns through a cursor is reads_masked: the FETCH cannot be traced back.
+    const guarded = await connect('guarded');
+    await guarded.query('BEGIN');
+    const refused = await guarded.query(`DECLARE c2 CURSOR FOR SELECT reverse(ssn) FROM ${table}`).then(
+      () => 'ran',
+      (err: { code?: string }) => err.code,
+    );
+    await guarded.query('ROLLBACK');
+    assert.equal(refused, '42501');
+  });
+
   it('masks only the view columns computed from masked ones', async () => {
     const db = await connect('warehouse');
     const r = await db.query(`SELECT * FROM ${table}_v`);

@@ -55,7 +55,8 @@ describe('column lineage', () => {
   it('adds sources to result columns, view columns from their definition', () => {
     const l = statementLineage('SELECT * FROM v_users', MASKED)!;
     const cols: { ref: { column: string; sources?: readonly { table?: string; column: string }[] } }[] = [{ ref: { column: 'id' } }, { ref: { column: 'r' } }];
-    const out = withSources(cols, l, [{ tableOid: 9, column: 1 }, { tableOid: 9, column: 2 }], (oid) => (oid === 9 ? 'SELECT u.id, reverse(u.ssn) AS r FROM users u;' : undefined));
+    const catalog = { name: () => 'v_users', columnName: () => undefined, viewDefinition: (oid: number) => (oid === 9 ? 'SELECT u.id, reverse(u.ssn) AS r FROM users u;' : undefined) };
+    const out = withSources(cols, l, [{ tableOid: 9, column: 1 }, { tableOid: 9, column: 2 }], catalog);
     assert.equal(out[0]!.ref.sources && isMasked(MASKED, out[0]!.ref.sources), false);
     assert.equal(isMasked(MASKED, out[1]!.ref.sources!), true);
   });
