@@ -130,7 +130,10 @@ class Analyzer {
       case 'InsertStmt': {
         const scope = this.withCtes(b, root);
         if (b['selectStmt']) this.useAll(this.statement(b['selectStmt'] as Node));
-        return this.returning(b, scope, b['relation'] as Node | undefined);
+        const out = this.returning(b, scope, b['relation'] as Node | undefined);
+        // ON CONFLICT … DO UPDATE SET … WHERE reads the existing row.
+        this.expr(b['onConflictClause'], scope);
+        return out;
       }
       case 'UpdateStmt':
       case 'DeleteStmt': {
