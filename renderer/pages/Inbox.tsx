@@ -243,7 +243,7 @@ function HoldCard({ hold, now, focused }: { hold: HoldView; now: number; focused
         </div>
       )}
       {(localError || serverError) && <div className="field-error">{localError || serverError}</div>}
-      {hold.session && capabilities(me).viewSessions && (
+      {hold.session && (capabilities(me).viewSessions || decidable.ok) && (
         <a className="small link" href={holdReplayHref(hold)} data-testid="hold-replay">
           Replay the session up to this hold →
         </a>

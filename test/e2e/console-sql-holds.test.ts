@@ -27,6 +27,7 @@ async function api(key: string, method: string, path: string, body?: unknown): P
 
 describe('console: a held SQL statement shows what will run', () => {
   let approver: string;
+  let outsider: string;
   before(async () => {
     direct = new pg.Client({ connectionString: PG_UPSTREAM });
     await direct.connect();
@@ -38,8 +39,9 @@ describe('console: a held SQL statement shows what will run', () => {
         policies: [{ name: 'hold-deletes', match: { connections: ['warehouse'], sql: ['delete'] }, action: 'hold', reason: 'deletes need a DBA', hold: { approvers: ['dba'], timeout: '5m' } }],
       },
     });
-    // Replays need the reviewer role; this approver has it, so the card offers the link.
-    approver = env.key('dana', ['dba', 'approver', 'reviewer']);
+    // An approver without the reviewer role: the replay shows her the session up to the hold only.
+    approver = env.key('dana', ['dba', 'approver']);
+    outsider = env.key('omar', ['security', 'approver']);
     const dev = env.key('maya.chen', ['engineering']);
     const { host, port } = env.pg('warehouse');
     client = new pg.Client({ host, port, user: 'maya', password: dev, database: 'postgres' });
@@ -96,6 +98,18 @@ describe('console: a held SQL statement shows what will run', () => {
     await card.getByTestId('hold-replay').click();
     await page.getByTestId('replay').waitFor();
     await eventually(async () => /hold/i.test((await page.locator('.ev.selected').innerText().catch(() => '')) ?? ''), 'the hold event selected in the replay');
+
+    // What the approver's replay holds: the session up to the hold, nothing after it; an approver
+    // who may not decide this hold (another group) gets nothing.
+    const session = href!.match(/#\/sessions\/([^?]+)/)![1]!;
+    const mine = (await (await api(approver, 'GET', `/api/sessions/${session}/events`)).json()) as { events: { seq: number; kind: string; payload: { id?: string } }[]; upToSeq: number };
+    const created = mine.events.find((e) => e.kind === 'hold.created' && e.payload.id === hold!.id)!;
+    assert.ok(created, 'the hold is in the replay');
+    assert.equal(mine.upToSeq, created.seq);
+    assert.ok(mine.events.every((e) => e.seq <= created.seq));
+    assert.ok(mine.events.some((e) => e.kind === 'session.start'));
+    assert.equal((await api(outsider, 'GET', `/api/sessions/${session}/events`)).status, 403);
+    assert.equal((await api(approver, 'GET', '/api/sessions')).status, 403, 'the session list stays reviewer-only');
 
     const denied = await api(approver, 'POST', `/api/holds/${hold!.id}/decision`, { decision: 'deny', reason: 'OR true deletes everything' });
     assert.equal(denied.status, 200);
