@@ -15,7 +15,7 @@ import { formatAgo, formatCountdown, formatDateTime, fromLocalInput, toLocalInpu
 import { decidedBy, decisionError, filterHistory, type HistoryFilter, holdReplayHref, paramLines, pendingList, progress, STATE_LABEL, timeLeft, timeLeftFraction } from '../lib/holds';
 import { rich, type Rich } from '../lib/rich';
 import { visibleText } from '../lib/visible-controls';
-import { canDecide, capabilities } from '../lib/roles';
+import { canDecide, capabilities, mayReplayHold } from '../lib/roles';
 import type { Route } from '../lib/route';
 
 /**
@@ -243,7 +243,7 @@ function HoldCard({ hold, now, focused }: { hold: HoldView; now: number; focused
         </div>
       )}
       {(localError || serverError) && <div className="field-error">{localError || serverError}</div>}
-      {hold.session && (capabilities(me).viewSessions || decidable.ok) && (
+      {hold.session && (capabilities(me).viewSessions || mayReplayHold(me, hold)) && (
         <a className="small link" href={holdReplayHref(hold)} data-testid="hold-replay">
           Replay the session up to this hold →
         </a>
