@@ -10,6 +10,7 @@ import { AuditStore } from './audit/store';
 import { EventBus, sessionEventsFromStore } from './bus';
 import { type ControlPlane, type RouteModule, startControlPlane } from './control/server';
 import { registerConnectionRoutes, withStoredConnections } from './control/routes/connections';
+import { upstreamCredentialWarning } from '../shared/upstream-credentials';
 import { registerDashboardRoutes } from './control/routes/dashboard';
 import { ApiKeyStore } from './identity/api-keys';
 import { Authenticator } from './identity/authenticator';
@@ -108,6 +109,7 @@ export class Gateway {
       store.close();
       throw err;
     }
+    for (const c of services.config.connections) warnIf(upstreamCredentialWarning(c.name, c.upstream), log);
     const gw = new Gateway(services);
     try {
       await gw.startParts(opts);
@@ -192,4 +194,8 @@ export class Gateway {
     })();
     return this.stopping;
   }
+}
+
+function warnIf(message: string | undefined, log: { warn(m: string): void }): void {
+  if (message) log.warn(message);
 }

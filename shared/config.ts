@@ -190,6 +190,7 @@ export const SqlClass = z.enum([
   'delete_without_where',
   'update_without_where',
   'data_modifying_cte',
+  'reads_masked',
   'unknown',
 ]);
 export type SqlClass = z.infer<typeof SqlClass>;

@@ -20,8 +20,18 @@ export interface HoldView {
   rule: string;
   /** Why the rule exists (its `reason`), if any. */
   ruleReason?: string;
-  /** What is being asked for, with masking applied: e.g. `POST /chat/completions gpt-4o: "export all…"`. */
+  /**
+   * What is being asked for, with masking applied: e.g. `POST /chat/completions gpt-4o: "export all…"`.
+   * Short enough for a notification; when shortened it ends with a visible marker (`shortenForSummary`)
+   * and `statement` holds the whole text.
+   */
   summary: string;
+  /** SQL holds: the whole statement that will run, masked for the log like the recorded statement. */
+  statement?: string;
+  /** The statement's length in characters when `statement` had to be cut (it then ends with a marker). */
+  statementLength?: number;
+  /** SQL holds: the bound parameters ($1, $2, …), masked for the log; null is SQL NULL. */
+  params?: (string | null)[];
   approvers: string[];
   min: number;
   denyMin: number;
@@ -41,4 +51,14 @@ export interface HoldDecisionRequest {
   reason?: string;
   /** Approve for this identity on this connection for a while, e.g. `30m`. */
   grant?: string;
+}
+
+/**
+ * `text` cut to `max` characters with a visible marker saying how much is left out, so a shortened
+ * statement never reads as complete (a tautology after a long comment must not be cut away
+ * silently). Text within the limit is returned as it is.
+ */
+export function shortenForSummary(text: string, max: number): string {
+  if (text.length <= max) return text;
+  return `${text.slice(0, max)}… [+${text.length - max} more characters, full text on the hold]`;
 }

@@ -22,7 +22,7 @@
  * resolution that cannot be recorded is turned into a denial.
  */
 import { parseDuration } from '../../shared/config';
-import type { HoldDecisionRequest, HoldState, HoldView, HoldVote } from '../../shared/holds';
+import { type HoldDecisionRequest, type HoldState, type HoldView, type HoldVote, shortenForSummary } from '../../shared/holds';
 import type { Identity } from '../../shared/identity';
 import { type AuditStore, StoreUnavailableError } from '../audit/store';
 import type { EventBus } from '../bus';
@@ -72,6 +72,13 @@ interface GrantRecord {
 const MAX_REASON = 2000;
 const MAX_TIMER_MS = 2_147_483_647;
 const MAX_SUMMARY = 4000;
+/**
+ * A held statement is shown whole up to this many characters (the card scrolls); a longer one is
+ * cut with a visible marker and its length, and the session's replay has the recorded text.
+ */
+const MAX_STATEMENT = 256 * 1024;
+const MAX_PARAM = 16 * 1024;
+const MAX_PARAMS = 200;
 
 /** Members of a hold's approver groups and admins may decide it. */
 export function canDecideHold(identity: Identity, view: Pick<HoldView, 'approvers'>): boolean {
@@ -405,7 +412,9 @@ function holdViewFor(req: HoldRequest, state: HoldView['state'], createdAt: numb
     requesterName: req.identity.name,
     rule: req.rule,
     ...(req.ruleReason ? { ruleReason: req.ruleReason } : {}),
-    summary: req.summary.length > MAX_SUMMARY ? `${req.summary.slice(0, MAX_SUMMARY)}…` : req.summary,
+    summary: shortenForSummary(req.summary, MAX_SUMMARY),
+    ...(req.statement !== undefined ? statementView(req.statement) : {}),
+    ...(req.params?.length ? { params: paramsView(req.params) } : {}),
     approvers: [...req.spec.approvers],
     min: req.spec.min ?? 1,
     denyMin: req.spec.denyMin ?? 1,
@@ -414,4 +423,24 @@ function holdViewFor(req: HoldRequest, state: HoldView['state'], createdAt: numb
     expiresAt,
     votes: [],
   };
+}
+
+/**
+ * What a SQL hold shows: a short summary for notifications (marked when cut), and the whole statement
+ * and its parameters for the card. `sql` and `params` are already masked for the log.
+ */
+export function sqlHoldText(sql: string, params: (string | null)[] | undefined, summaryChars: number): Pick<HoldRequest, 'summary' | 'statement' | 'params'> {
+  return { summary: shortenForSummary(sql, summaryChars), statement: sql, ...(params ? { params } : {}) };
+}
+
+function statementView(statement: string): Pick<HoldView, 'statement' | 'statementLength'> {
+  if (statement.length <= MAX_STATEMENT) return { statement };
+  return { statement: `${statement.slice(0, MAX_STATEMENT)}\n… [cut at ${MAX_STATEMENT} of ${statement.length} characters: the session's replay has the rest]`, statementLength: statement.length };
+}
+
+/** Parameters for the card: each shortened with a marker, and at most MAX_PARAMS of them (the rest counted). */
+function paramsView(params: readonly (string | null)[]): (string | null)[] {
+  const shown = params.slice(0, MAX_PARAMS).map((p) => (p === null ? null : shortenForSummary(p, MAX_PARAM)));
+  if (params.length > MAX_PARAMS) shown.push(`… [+${params.length - MAX_PARAMS} more parameters]`);
+  return shown;
 }

@@ -13,8 +13,12 @@ export interface HoldRequest {
   session: string | null;
   rule: string;
   ruleReason?: string;
-  /** What is asked for, already masked for the log. */
+  /** What is asked for, already masked for the log; short (a notification shows it). */
   summary: string;
+  /** SQL: the whole statement, masked for the log; the card shows it in full. */
+  statement?: string;
+  /** SQL: the bound parameters, masked for the log. */
+  params?: (string | null)[];
   spec: HoldSpec;
   /** Aborted when the client disconnects: the hold is cancelled. */
   signal: AbortSignal;

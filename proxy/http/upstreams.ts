@@ -7,6 +7,7 @@ import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
 import type { Connection } from '../../shared/config';
 import { ConfigError, readSecret } from '../config';
+import { redactUpstream } from '../../shared/upstream-credentials';
 
 export interface UpstreamRoute {
   connection: Connection;
@@ -74,7 +75,7 @@ function buildRoute(c: Connection): UpstreamRoute {
   try {
     url = new URL(c.upstream);
   } catch {
-    throw new ConfigError(`connection ${c.name}: upstream "${c.upstream}" is not a URL`);
+    throw new ConfigError(`connection ${c.name}: upstream "${redactUpstream(c.upstream)}" is not a URL`);
   }
   if (url.username || url.password) throw new ConfigError(`connection ${c.name}: put credentials in secret, not in the upstream URL`);
   const https = url.protocol === 'https:';

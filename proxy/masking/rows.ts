@@ -32,9 +32,17 @@ export class DataRowMasker implements RowMasker {
   }
 
   value(col: ColumnRef, text: string, scope: 'client' | 'log'): Result | null {
-    const whole = this.columnRules.find((r) => (scope === 'log' || r.scope.has(scope)) && r.columns!.some((p) => columnMatches(p, col)));
+    // The column itself, or (lineage) a masked column it is computed from: `reverse(ssn)` is masked as `ssn`.
+    let named = col.column;
+    const whole = this.columnRules.find((r) => {
+      if (scope !== 'log' && !r.scope.has(scope)) return false;
+      if (r.columns!.some((p) => columnMatches(p, col))) return true;
+      const src = col.sources?.find((s) => r.columns!.some((p) => columnMatches(p, { ...s, typeOid: col.typeOid }) || (s.column === '*' && columnMatches(p, { ...s, column: p.column, typeOid: col.typeOid }))));
+      if (src) named = src.column;
+      return src !== undefined;
+    });
     if (whole) {
-      const type = whole.detectors.length === 1 ? whole.detectors[0]!.type : col.column.replace(/[^A-Za-z0-9]+/g, '_').toUpperCase();
+      const type = whole.detectors.length === 1 ? whole.detectors[0]!.type : named.replace(/[^A-Za-z0-9]+/g, '_').toUpperCase();
       const rep = replacement(whole.rule, wholeValueDetector(type), text, this.clientPlan.env.hmacKey);
       return { text: rep, spans: [{ type, start: 0, end: rep.length, rule: whole.id }], counts: { [type]: 1 } };
     }
@@ -45,6 +53,10 @@ export class DataRowMasker implements RowMasker {
     if (!matches.length) return null;
     const r = plan.render(text, matches, scope, undefined);
     return r.changed ? { text: r.text, spans: r.spans, counts: r.counts } : null;
+  }
+
+  maskedColumns(): readonly { table?: string; column: string }[] {
+    return this.columnRules.flatMap((r) => r.columns!);
   }
 
   detectorHits(sql: string, params: readonly (string | null)[] = []): string[] {

@@ -88,6 +88,11 @@ export interface ColumnRef {
   column: string;
   /** PostgreSQL type OID. */
   typeOid: number;
+  /**
+   * The base columns the value is computed from (proxy/postgres/lineage.ts), when the statement was
+   * analysed: a column rule that matches any of them masks the value whole.
+   */
+  sources?: readonly { table?: string; column: string }[];
 }
 
 export interface RowMasker {
@@ -103,6 +108,8 @@ export interface RowMasker {
    * the scan cannot finish (the statement is then refused).
    */
   detectorHits(sql: string, params?: readonly (string | null)[]): string[];
+  /** The columns column rules mask (`users.ssn` → {table, column}), for lineage; none when absent. */
+  maskedColumns?(): readonly { table?: string; column: string }[];
 }
 
 export interface MaskingEngine {

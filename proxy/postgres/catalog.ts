@@ -96,8 +96,15 @@ class SideConnection {
   }
 }
 
+/** A view's definition is looked up again after this long, so a replaced view is followed. */
+const VIEW_TTL_MS = 30_000;
+
 export class TableNameResolver {
   private readonly names = new Map<number, string>();
+  /** Views and materialized views: their definition (`pg_get_viewdef`) and when it was read, for lineage. */
+  private readonly views = new Map<number, { definition: string; at: number }>();
+  /** Column names by attribute number, per table OID: what a renamed result column really is. */
+  private readonly attributes = new Map<number, Map<number, string>>();
   private readonly side: SideConnection;
 
   constructor(target: UpstreamTarget, database?: string) {
@@ -108,17 +115,44 @@ export class TableNameResolver {
     return this.names.get(oid);
   }
 
-  /** OIDs in `oids` not yet known. */
+  /**
+   * The name of column `attnum` of relation `oid`, as the catalog has it: RowDescription reports a
+   * result column's origin (table OID, attribute number) even when the query renamed it
+   * (`SELECT ssn AS x`, a cursor's FETCH), so a column rule can match what the value really is.
+   */
+  columnName(oid: number, attnum: number): string | undefined {
+    return this.attributes.get(oid)?.get(attnum);
+  }
+
+  /** The definition of view `oid` (a SELECT), when the OID is a view or materialized view. */
+  viewDefinition(oid: number): string | undefined {
+    return this.views.get(oid)?.definition;
+  }
+
+  /** OIDs in `oids` not yet known (or views whose definition is due to be read again). */
   missing(oids: number[]): number[] {
-    return [...new Set(oids.filter((o) => o !== 0 && !this.names.has(o)))];
+    const now = Date.now();
+    return [...new Set(oids.filter((o) => o !== 0 && (!this.names.has(o) || now - (this.views.get(o)?.at ?? now) > VIEW_TTL_MS)))];
   }
 
   /** Looks up and caches the names of `oids`; rejects with CatalogError when the catalog cannot be read. */
   async resolve(oids: number[]): Promise<void> {
     const want = this.missing(oids);
     if (want.length === 0) return;
-    const rows = await this.side.query('SELECT c.oid::text, c.relname::text FROM pg_catalog.pg_class c WHERE c.oid = ANY($1::oid[])', [`{${want.join(',')}}`]);
-    for (const [oid, name] of rows) if (oid && name) this.names.set(Number(oid), name);
+    const rows = await this.side.query(
+      "SELECT c.oid::text, c.relname::text, CASE WHEN c.relkind IN ('v', 'm') THEN pg_catalog.pg_get_viewdef(c.oid) END FROM pg_catalog.pg_class c WHERE c.oid = ANY($1::oid[])",
+      [`{${want.join(',')}}`],
+    );
+    const now = Date.now();
+    for (const [oid, name, definition] of rows) {
+      if (!oid || !name) continue;
+      this.names.set(Number(oid), name);
+      if (definition) this.views.set(Number(oid), { definition, at: now });
+      else this.views.delete(Number(oid));
+    }
+    const attrs = await this.side.query('SELECT a.attrelid::text, a.attnum::text, a.attname::text FROM pg_catalog.pg_attribute a WHERE a.attrelid = ANY($1::oid[]) AND a.attnum > 0 AND NOT a.attisdropped', [`{${want.join(',')}}`]);
+    for (const o of want) this.attributes.set(o, new Map());
+    for (const [rel, num, name] of attrs) if (rel && num && name) this.attributes.get(Number(rel))?.set(Number(num), name);
     // An OID the catalog does not know (dropped meanwhile) resolves to no name rather than asking again.
     for (const o of want) if (!this.names.has(o)) this.names.set(o, '');
   }

@@ -21,6 +21,7 @@ import type { SecureContext } from 'node:tls';
 import type { Connection, SqlClass } from '../../shared/config';
 import type { AuditEventInput, MaskSpan } from '../../shared/events';
 import type { Identity } from '../../shared/identity';
+import { sqlHoldText } from '../approvals/hold-queue';
 import type { HoldGate, HoldOutcome } from '../approvals/types';
 import type { AuditStore } from '../audit/store';
 import type { EventBus } from '../bus';
@@ -53,6 +54,7 @@ import {
 import type { TableNameResolver } from './catalog';
 import { type Classification, classifySql, type CopyOutShape } from './classify';
 import { maskCopyRow, maskDataRow, type ResultColumn, resultColumns, rowForLog } from './data-row-masker';
+import { type StatementLineage, withLineage, withSources } from './lineage';
 import {
   buildClose,
   buildDescribe,
@@ -148,6 +150,8 @@ interface StatementRun {
   copyOut?: { format: number };
   /** COPY … TO: the layout of its rows; `copyColumns` false when their columns could not be learned. */
   copyShape?: CopyOutShape;
+  /** Which masked columns each result column is computed from (masking follows the data). */
+  lineage?: StatementLineage;
   copyColumns?: boolean;
   copyHeaderSeen?: boolean;
   finished: boolean;
@@ -666,6 +670,7 @@ export class PgProxySession {
     // cannot finish leaves the gateway unable to decide: the statement is refused (fail closed).
     let detectorHits: string[] | undefined;
     let scanError: string | undefined;
+    const { lineage, classes } = withLineage(sql, c.classes, this.masker);
     try {
       detectorHits = this.masker.detectorHits(sql, params);
     } catch (err) {
@@ -676,7 +681,7 @@ export class PgProxySession {
           connection: this.ctx.connection.name,
           protocol: 'postgres',
           identity: this.identity!,
-          sql: { classes: c.classes, tables: c.tables },
+          sql: { classes, tables: c.tables },
           text: sql,
           detectorHits,
         })
@@ -685,7 +690,8 @@ export class PgProxySession {
       n: ++this.statementCount,
       sql,
       detectorHits: detectorHits?.length ? detectorHits : undefined,
-      classes: c.classes,
+      classes,
+      lineage,
       tables: c.tables,
       protocol,
       parseError: c.parseError,
@@ -903,7 +909,7 @@ export class PgProxySession {
             session: this.id,
             rule: d.rule ?? 'hold',
             ruleReason: d.reason,
-            summary: this.forLog(run.sql).text.slice(0, SUMMARY_CHARS),
+            ...sqlHoldText(this.forLog(run.sql).text, run.params?.map((p) => (p === null ? null : this.forLog(p).text)), SUMMARY_CHARS),
             spec: d.hold!,
             signal: abort.signal,
           }),
@@ -1318,7 +1324,7 @@ export class PgProxySession {
         formats = portal.resultFormats;
       }
     }
-    run.columns = fields ? resultColumns(fields, (oid) => this.ctx.tables.name(oid), formats) : [];
+    run.columns = withSources(fields ? resultColumns(fields, (oid) => this.ctx.tables.name(oid), formats) : [], run.lineage, fields, this.ctx.tables);
     return run.columns;
   }
 

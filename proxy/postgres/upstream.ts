@@ -23,6 +23,7 @@ import { md5PasswordResponse } from './md5-password';
 import { MessageBuffer, type RawMessage } from './message-buffer';
 import { BackendCode } from './message-codes';
 import { SCRAM_MECHANISM, ScramClient } from './scram-sha-256';
+import { redactUpstream } from '../../shared/upstream-credentials';
 
 export type UpstreamTlsMode = 'disable' | 'prefer' | 'require' | 'verify-full';
 
@@ -47,12 +48,15 @@ export function upstreamTarget(connection: Connection, connectTimeoutMs = 10_000
   try {
     url = new URL(connection.upstream);
   } catch {
-    throw new Error(`connection ${connection.name}: upstream is not a URL: ${connection.upstream}`);
+    throw new Error(`connection ${connection.name}: upstream is not a URL: ${redactUpstream(connection.upstream)}`);
   }
   const params: Record<string, string> = {};
   let mode: UpstreamTlsMode = connection.tls?.mode ?? 'prefer';
+  let queryPassword: string | undefined;
   for (const [k, v] of url.searchParams) {
-    if (k === 'sslmode') {
+    // libpq reads `?password=` as the password; as a startup parameter the server would refuse it.
+    if (k === 'password') queryPassword = v;
+    else if (k === 'sslmode') {
       if (!['disable', 'prefer', 'require', 'verify-full'].includes(v)) throw new Error(`connection ${connection.name}: unsupported sslmode ${v}`);
       mode = v as UpstreamTlsMode;
     } else params[k] = v;
@@ -65,7 +69,7 @@ export function upstreamTarget(connection: Connection, connectTimeoutMs = 10_000
     port: url.port ? Number(url.port) : 5432,
     user: decodeURIComponent(url.username) || 'postgres',
     database: database || undefined,
-    password: secret ?? urlPassword,
+    password: secret ?? urlPassword ?? queryPassword,
     tls: { mode, ca: connection.tls?.ca },
     params,
     connectTimeoutMs,

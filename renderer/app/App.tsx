@@ -93,7 +93,9 @@ function Shell() {
   const current = route.page === 'replay' ? 'sessions' : route.page;
   const page = (() => {
     const nav = NAV.find((n) => n.page === current);
-    if (nav && !nav.allowed(caps))
+    // A hold's replay link (`?hold=`) is for its approvers too: the gateway shows them the session up to the hold.
+    const holdReplay = route.page === 'replay' && !!route.query['hold'] && caps.decideHolds;
+    if (nav && !nav.allowed(caps) && !holdReplay)
       return (
         <div className="page">
           <Empty icon="shield" title="Not available to your role">
@@ -107,7 +109,7 @@ function Shell() {
       case 'sessions':
         return <SessionsPage />;
       case 'replay':
-        return <ReplayPage id={route.param ?? ''} eventSeq={route.query['event'] ? Number(route.query['event']) : undefined} />;
+        return <ReplayPage id={route.param ?? ''} eventSeq={route.query['event'] ? Number(route.query['event']) : undefined} holdId={route.query['hold']} />;
       case 'policies':
         return <PoliciesPage />;
       case 'connections':

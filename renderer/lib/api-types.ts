@@ -106,6 +106,8 @@ export interface ConnectionView {
   name: string;
   kind: 'openai' | 'anthropic' | 'http' | 'postgres';
   upstream: string;
+  /** Set when the upstream address carries a credential (shown as `***`): move it into `secret`. */
+  warning?: string;
   listen?: string;
   description?: string;
   tls?: { mode?: string };

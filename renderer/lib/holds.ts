@@ -138,3 +138,18 @@ export function decisionError(hold: HoldView, reason: string): string | undefine
   if (hold.reasonRequired && !reason.trim()) return 'This rule requires a reason.';
   return undefined;
 }
+
+/** The console link to a hold's session replayed up to the moment the hold was created. */
+export function holdReplayHref(hold: Pick<HoldView, 'id' | 'session'>): string | undefined {
+  return hold.session ? `#/sessions/${encodeURIComponent(hold.session)}?hold=${encodeURIComponent(hold.id)}` : undefined;
+}
+
+/** Seq of the `hold.created` event of hold `id` in a session's events (where its replay stops). */
+export function holdCreatedSeq(events: readonly { seq: number; kind: string; payload: unknown }[], id: string): number | undefined {
+  return events.find((e) => e.kind === 'hold.created' && (e.payload as { id?: unknown } | null)?.id === id)?.seq;
+}
+
+/** `$1 = 'value'` lines for a held statement's parameters (already masked); NULL as SQL NULL. */
+export function paramLines(params: readonly (string | null)[]): string[] {
+  return params.map((p, i) => `$${i + 1} = ${p === null ? 'NULL' : `'${p}'`}`);
+}

@@ -57,3 +57,12 @@ export function canDecide(me: Me | undefined, hold: HoldView): HoldDecidability 
     return { ok: false, why: `needs a member of ${hold.approvers.join(', ')}` };
   return { ok: true };
 }
+
+/**
+ * Whether the gateway lets this user replay a hold's session up to the hold: as it decides who may
+ * decide the hold (proxy/approvals/hold-queue.ts canDecideHold), members of its approver groups
+ * (voted or not) and admins.
+ */
+export function mayReplayHold(me: Me | undefined, hold: Pick<HoldView, 'approvers'>): boolean {
+  return !!me && (me.roles.includes('admin') || hold.approvers.some((g) => me.groups.includes(g)));
+}

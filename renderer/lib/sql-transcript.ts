@@ -8,6 +8,7 @@ import type { AuditEvent } from '../../shared/events';
 import { holdNotice, redundantHoldFacts } from './conversation';
 import { concatRich, Node, rich, type Rich } from './rich';
 import type { Timeline } from './replay';
+import { visibleRich } from './visible-controls';
 
 export type LineStyle = 'prompt' | 'plain' | 'dim' | 'error' | 'hold' | 'approve' | 'deny' | 'header';
 
@@ -50,12 +51,14 @@ function columnNames(n: Node): string[] {
 }
 
 /** A psql aligned table: header centred, numbers right-aligned, `(n rows)` footer. */
-export function formatTable(columns: string[], rows: Node[], total?: number): TranscriptLine[] {
+export function formatTable(names: string[], rows: Node[], total?: number): TranscriptLine[] {
+  // Control characters are made visible before widths are counted, so columns stay aligned.
+  const columns = names.map((c) => visibleRich(rich(c)).text);
   const cells: Rich[][] = rows.map((r) =>
     columns.map((_, j) => {
       const v = r.get(j);
       if (v.value === null || v.value === undefined) return rich('');
-      return v.isString ? v.rich() : rich(JSON.stringify(v.value));
+      return visibleRich(v.isString ? v.rich() : rich(JSON.stringify(v.value)));
     }),
   );
   const widths = columns.map((c, j) => Math.max(cellWidth(c), ...cells.map((row) => cellWidth(row[j]!.text))));
@@ -124,7 +127,7 @@ export function buildTranscript(events: readonly AuditEvent[], timeline: Timelin
     switch (e.kind) {
       case 'pg.statement': {
         const sql = statementOf(n);
-        const text = sql.isString ? sql.rich() : sql.jsonRich();
+        const text = visibleRich(sql.isString ? sql.rich() : sql.jsonRich(), true);
         const db = n.get('database').str() ?? database;
         splitLines(text).forEach((l, i) => lines.push({ style: 'prompt', text: concatRich([rich(i === 0 ? `${db}=> ` : `${db}-> `), l]) }));
         const params = n.get('params');
@@ -188,7 +191,8 @@ export function buildTranscript(events: readonly AuditEvent[], timeline: Timelin
         }
       }
     }
-    if (lines.length) entries.push({ at, seq: e.seq, lines });
+    // Every recorded string reaches the terminal with its control characters visible, never acted on.
+    if (lines.length) entries.push({ at, seq: e.seq, lines: lines.map(safeLine) });
   }
   const last = entries[entries.length - 1];
   flushHeld(last?.at ?? 0, last?.seq ?? 0);
@@ -209,8 +213,18 @@ const SGR: Record<LineStyle, string> = {
 export const MASK_SGR = '\x1b[30;48;5;221m';
 const RESET = '\x1b[0m';
 
-/** A line as terminal output (ANSI SGR), masked spans highlighted. No trailing newline. */
-export function toAnsi(line: TranscriptLine): string {
+/** The line with any control character shown visibly (the same object when there is none). */
+function safeLine(line: TranscriptLine): TranscriptLine {
+  const text = visibleRich(line.text);
+  return text === line.text ? line : { style: line.style, text };
+}
+
+/**
+ * A line as terminal output (ANSI SGR), masked spans highlighted. No trailing newline. The only
+ * escape sequences in the output are the SGR colours added here.
+ */
+export function toAnsi(input: TranscriptLine): string {
+  const line = safeLine(input);
   const base = SGR[line.style];
   const { text, marks } = line.text;
   let out = base;
@@ -224,7 +238,8 @@ export function toAnsi(line: TranscriptLine): string {
 }
 
 /** Terminal cell ranges of masked spans in a line, wrapped at `cols`: {row offset, x, width, type}. */
-export function maskCells(line: TranscriptLine, cols: number): { row: number; x: number; width: number; type: string; rule: string }[] {
+export function maskCells(input: TranscriptLine, cols: number): { row: number; x: number; width: number; type: string; rule: string }[] {
+  const line = safeLine(input);
   const out: { row: number; x: number; width: number; type: string; rule: string }[] = [];
   for (const m of line.text.marks) {
     let x0 = cellWidth(line.text.text.slice(0, m.start));
@@ -243,5 +258,5 @@ export function maskCells(line: TranscriptLine, cols: number): { row: number; x:
 
 /** Rows a line occupies when wrapped at `cols`. */
 export function rowsOf(line: TranscriptLine, cols: number): number {
-  return Math.max(1, Math.ceil(cellWidth(line.text.text) / cols));
+  return Math.max(1, Math.ceil(cellWidth(safeLine(line).text.text) / cols));
 }

@@ -121,6 +121,11 @@ export function ConnectionsPage() {
                     <td className="mono small" title={c.upstream}>
                       <div className="truncate">{c.upstream}</div>
                       {c.listen && <div className="muted truncate">listens on {c.listen}</div>}
+                      {c.warning && (
+                        <div className="warn-text" title={c.warning} data-testid="upstream-warning">
+                          credential in the address: move it into the secret
+                        </div>
+                      )}
                     </td>
                     <td className="small nowrap">{c.secret ? (c.secret.kind === 'env' ? <>env <code>{c.secret.env}</code></> : c.secret.kind === 'file' ? <>file <code>{c.secret.file}</code></> : <span title="Stored sealed; never shown again">•••••• stored</span>) : <span className="muted">none</span>}</td>
                     <td className="small" data-testid="test-result">

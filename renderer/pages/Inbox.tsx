@@ -13,13 +13,19 @@ import { Icon } from '../components/Icon';
 import { FirstSteps } from '../components/FirstSteps';
 import { Badge, Button, Empty, ErrorBox, Loading, MaskedText, PageHeader, Tabs, useNow } from '../components/ui';
 import { formatAgo, formatCountdown, formatDateTime, fromLocalInput, toLocalInput } from '../lib/format';
-import { decidedBy, decisionError, filterHistory, type HistoryFilter, pendingList, progress, STATE_LABEL, timeLeft, timeLeftFraction } from '../lib/holds';
+import { decidedBy, decisionError, filterHistory, type HistoryFilter, holdReplayHref, paramLines, pendingList, progress, STATE_LABEL, timeLeft, timeLeftFraction } from '../lib/holds';
 import { rich, type Rich } from '../lib/rich';
-import { canDecide, capabilities } from '../lib/roles';
+import { visibleText } from '../lib/visible-controls';
+import { canDecide, capabilities, mayReplayHold } from '../lib/roles';
 import type { Route } from '../lib/route';
 
-/** Redaction tokens such as `[CREDIT_CARD]` in a (masked) summary, highlighted like replay marks. */
-export function summaryRich(summary: string): Rich {
+/**
+ * Redaction tokens such as `[CREDIT_CARD]` in a (masked) summary, highlighted like replay marks.
+ * Control and invisible characters are shown, not acted on: a right-to-left override in a comment
+ * must not reorder the statement an approver reads.
+ */
+export function summaryRich(raw: string): Rich {
+  const summary = visibleText(raw, true);
   const marks = [...summary.matchAll(/\[([A-Z][A-Z0-9_]{2,})\]/g)].map((m) => ({ start: m.index, end: m.index + m[0].length, type: m[1]!, rule: 'redacted' }));
   return rich(summary, marks);
 }
@@ -175,9 +181,13 @@ function HoldCard({ hold, now, focused }: { hold: HoldView; now: number; focused
           </div>
         </div>
       </div>
-      <pre className="hold-summary" data-testid="hold-summary">
-        <MaskedText value={summaryRich(hold.summary)} />
-      </pre>
+      {hold.statement !== undefined ? (
+        <HeldStatement hold={hold} />
+      ) : (
+        <pre className="hold-summary" data-testid="hold-summary">
+          <MaskedText value={summaryRich(hold.summary)} />
+        </pre>
+      )}
       {hold.ruleReason && <div className="muted small">Why this rule exists: {hold.ruleReason}</div>}
       <div className="hold-progress">
         <span className="pips" title={`${p.approvals} of ${p.min} approvals`}>
@@ -235,10 +245,35 @@ function HoldCard({ hold, now, focused }: { hold: HoldView; now: number; focused
         </div>
       )}
       {(localError || serverError) && <div className="field-error">{localError || serverError}</div>}
-      {hold.session && capabilities(me).viewSessions && (
-        <a className="small link" href={`#/sessions/${encodeURIComponent(hold.session)}`}>
-          Open the session →
+      {hold.session && (capabilities(me).viewSessions || mayReplayHold(me, hold)) && (
+        <a className="small link" href={holdReplayHref(hold)} data-testid="hold-replay">
+          Replay the session up to this hold →
         </a>
+      )}
+    </div>
+  );
+}
+
+/**
+ * A held SQL statement as it will run: the whole text (the box scrolls, nothing is cut unless it is
+ * over the gateway's limit, and then a marker says so), and its bound parameters. Both are masked
+ * for the log, as the recorded statement is.
+ */
+function HeldStatement({ hold }: { hold: HoldView }) {
+  return (
+    <div className="hold-statement-wrap">
+      <pre className="hold-summary hold-statement" data-testid="hold-statement" tabIndex={0} aria-label="Statement that will run">
+        <MaskedText value={summaryRich(hold.statement ?? '')} />
+      </pre>
+      {hold.statementLength !== undefined && (
+        <div className="warn-text small" data-testid="hold-statement-cut">
+          Shown: the first {hold.statement!.length.toLocaleString()} of {hold.statementLength.toLocaleString()} characters — the session replay has the whole statement.
+        </div>
+      )}
+      {hold.params && hold.params.length > 0 && (
+        <pre className="hold-summary hold-params" data-testid="hold-params" aria-label="Bound parameters">
+          <MaskedText value={summaryRich(paramLines(hold.params).join('\n'))} />
+        </pre>
       )}
     </div>
   );

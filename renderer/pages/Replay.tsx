@@ -14,6 +14,7 @@ import { SqlTerminal } from '../components/SqlTerminal';
 import { Badge, Button, copyText, Empty, ErrorBox, Loading, MaskedText } from '../components/ui';
 import { type Block, buildConversation, materialize, type Part } from '../lib/conversation';
 import { formatClock, formatDateTime, formatDuration, formatTime, shortId } from '../lib/format';
+import { holdCreatedSeq } from '../lib/holds';
 import { Node } from '../lib/rich';
 import {
   advance,
@@ -38,7 +39,7 @@ interface Loaded {
   events: AuditEvent[];
 }
 
-export function ReplayPage({ id, eventSeq }: { id: string; eventSeq?: number }) {
+export function ReplayPage({ id, eventSeq, holdId }: { id: string; eventSeq?: number; holdId?: string }) {
   const [data, setData] = useState<Loaded>();
   const [error, setError] = useState<{ status: number; message: string }>();
   const load = useCallback(() => {
@@ -65,7 +66,8 @@ export function ReplayPage({ id, eventSeq }: { id: string; eventSeq?: number }) 
     );
   // The previous session's data stays in state until this one loads: never show it under this id.
   if (!data || data.session.id !== id) return <Loading label="Opening the recording…" />;
-  return <Player key={id} data={data} eventSeq={eventSeq} />;
+  // `?hold=<id>` (the link on a hold card): the replay up to the moment the hold was created.
+  return <Player key={id} data={data} eventSeq={eventSeq ?? (holdId ? holdCreatedSeq(data.events, holdId) : undefined)} />;
 }
 
 function BackLink() {

@@ -57,6 +57,8 @@ describe('console: session replay', () => {
     await db.query("INSERT INTO customers VALUES (1, 'Jane Doe', 'jane@example.com', 'pro'), (2, 'Omar Haddad', 'omar@example.org', 'team'), (3, 'Li Wei', 'li.wei@example.net', 'free')");
     await db.query('SELECT id, name, email, plan FROM customers ORDER BY id');
     await db.query('SELECT * FROM no_such_table').catch(() => {});
+    // A statement that would clear the terminal and retitle it if its escapes were interpreted.
+    await db.query(`SELECT 'spoof \x1b[2J\x1b[H' AS x, 'title \x1b]0;approved\x07' AS y`);
     await db.end();
 
     const list = await eventually(async () => {
@@ -218,6 +220,12 @@ describe('console: session replay', () => {
     assert.match(text, /postgres=> SELECT id, name, email, plan FROM customers ORDER BY id|warehouse=> SELECT id, name, email, plan FROM customers ORDER BY id/);
     assert.match(text, /relation "no_such_table" does not exist/);
     assert.doesNotMatch(text, /jane@example\.com/);
+    // The escapes are shown, not run: the earlier output is still on screen below the statement.
+    await eventually(async () => (await rows.innerText()).includes('␛]0;approved␇'), 'the OSC title sequence shown visibly');
+    const after = await rows.innerText();
+    assert.match(after, /spoof ␛\[2J␛\[H/);
+    assert.match(after, /\(3 rows\)[^]*relation "no_such_table"[^]*spoof ␛\[2J/);
+    assert.ok(!(await page.title()).includes('approved'), 'the page title is unchanged');
     const masks = page.locator('.xterm-mask[data-mask-type="EMAIL"]');
     await eventually(async () => (await masks.count()) >= 3, 'mask overlays on the email cells');
     assert.match((await masks.first().getAttribute('title'))!, /Masked: EMAIL/);

@@ -5,7 +5,8 @@ import { describe, it } from 'node:test';
 import { HoldSpec } from '../../shared/config';
 import type { Identity } from '../../shared/identity';
 import type { ServerMessage } from '../../shared/messages';
-import { HoldDecisionError, HoldQueue } from '../../proxy/approvals/hold-queue';
+import { HoldDecisionError, HoldQueue, sqlHoldText } from '../../proxy/approvals/hold-queue';
+import { shortenForSummary } from '../../shared/holds';
 import type { HoldRequest } from '../../proxy/approvals/types';
 import { AuditStore, StoreUnavailableError } from '../../proxy/audit/store';
 import { EventBus } from '../../proxy/bus';
@@ -313,5 +314,44 @@ describe('HoldQueue', () => {
     assert.equal(outcome.state, 'denied');
     assert.match(outcome.reason, /could not be recorded/);
     store.close();
+  });
+});
+
+describe('what a held statement shows', () => {
+  it('keeps the whole statement and its parameters; a short summary says it is shortened', async () => {
+    const { queue, messages, store } = setup();
+    const sql = `DELETE FROM t WHERE x = 1 /* ${'c'.repeat(480)} */ OR true`;
+    const ctl = new AbortController();
+    const p = queue.request(hold({}, { ...sqlHoldText(sql, ['1', null], 500), signal: ctl.signal }));
+    const id = await created(messages);
+    const view = queue.get(id)!;
+    assert.equal(view.statement, sql);
+    assert.deepEqual(view.params, ['1', null]);
+    assert.equal(view.statementLength, undefined);
+    assert.ok(view.summary.startsWith(sql.slice(0, 500)));
+    assert.match(view.summary, /… \[\+\d+ more characters, full text on the hold\]$/);
+    // The log's hold.created carries the same statement.
+    const ev = store.events(1, 1000).find((e) => e.kind === 'hold.created')!;
+    assert.equal((ev.payload as { statement: string }).statement, sql);
+    ctl.abort();
+    await p;
+  });
+
+  it('cuts only a statement over its limit, with a visible marker and the full length', async () => {
+    const { queue, messages } = setup();
+    const sql = `SELECT ${'x'.repeat(300_000)} OR true`;
+    const ctl = new AbortController();
+    const p = queue.request(hold({}, { ...sqlHoldText(sql, undefined, 500), signal: ctl.signal }));
+    const view = queue.get(await created(messages))!;
+    assert.equal(view.statementLength, sql.length);
+    const tail = view.statement!.slice(-120);
+    assert.ok(tail.endsWith(`[cut at ${256 * 1024} of ${sql.length} characters: the session's replay has the rest]`), tail);
+    ctl.abort();
+    await p;
+  });
+
+  it('never cuts a summary silently', () => {
+    assert.equal(shortenForSummary('short', 10), 'short');
+    assert.equal(shortenForSummary('abcdefghijkl', 10), 'abcdefghij… [+2 more characters, full text on the hold]');
   });
 });

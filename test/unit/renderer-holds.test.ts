@@ -196,3 +196,14 @@ describe('inbox store', () => {
     assert.equal(broken.getState().loaded, true);
   });
 });
+
+describe('who may replay a hold\'s session', () => {
+  it('follows who may decide it: its approver groups and admins, voted or not', async () => {
+    const { mayReplayHold } = await import('../../renderer/lib/roles');
+    const hold = { approvers: ['dba'] };
+    assert.equal(mayReplayHold({ subject: 'a', name: 'a', groups: ['dba', 'approver'], roles: ['approver'] }, hold), true);
+    assert.equal(mayReplayHold({ subject: 'r', name: 'r', groups: ['admin'], roles: ['admin'] }, hold), true);
+    assert.equal(mayReplayHold({ subject: 'o', name: 'o', groups: ['security', 'approver'], roles: ['approver'] }, hold), false);
+    assert.equal(mayReplayHold(undefined, hold), false);
+  });
+});

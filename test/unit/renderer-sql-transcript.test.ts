@@ -1,11 +1,13 @@
 // The psql-like transcript for SQL replay (renderer/lib/sql-transcript.ts) from events as the
 // PostgreSQL proxy records them: aligned tables, row counts, errors, masked cells kept marked.
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import type { AuditEvent, MaskSpan } from '../../shared/events';
 import { buildTimeline } from '../../renderer/lib/replay';
 import { buildTranscript, maskCells, MASK_SGR, rowsOf, toAnsi, type TranscriptLine } from '../../renderer/lib/sql-transcript';
 import { rich } from '../../renderer/lib/rich';
+import { visibleRich, visibleText } from '../../renderer/lib/visible-controls';
 
 const T0 = 1_700_000_000_000;
 let seq = 0;
@@ -99,5 +101,81 @@ describe('terminal rendering', () => {
     ]);
     assert.equal(rowsOf(line, 5), 3);
     assert.equal(rowsOf({ style: 'plain', text: rich('') }, 5), 1);
+  });
+});
+
+// Recorded strings come from whoever used the gateway; none of their control characters may reach
+// the terminal. The corpus is data: one JSON string per line in test/fixtures/terminal-escapes.txt.
+describe('terminal replay cannot be spoofed', () => {
+  const corpus = readFileSync(new URL('../fixtures/terminal-escapes.txt', import.meta.url), 'utf8')
+    .split('\n')
+    .filter((l) => l.trim() && !l.startsWith('#'))
+    .map((l) => JSON.parse(l) as string);
+  // What a terminal acts on: C0 (newline included: lines are written one by one), DEL, C1, and the
+  // characters that reorder or hide text.
+  // eslint-disable-next-line no-control-regex
+  const ACTS = /[\u0000-\u001f\u007f-\u009f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff]/;
+  // toAnsi's own output: an optional style SGR, the text, a reset. Anything else is an injected sequence.
+  // eslint-disable-next-line no-control-regex
+  const FRAME = /^(?:\x1b\[[\d;]*m)?([^]*)\x1b\[0m$/;
+
+  it('has a corpus of at least 30 attempts', () => assert.ok(corpus.length >= 30, String(corpus.length)));
+
+  for (const attempt of corpus) {
+    const name = attempt.replace(/[^\x20-\x7e]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+    it(`shows ${name} visibly`, () => {
+      const evs = [
+        ev('session.start', 0, { protocol: 'postgres', actorName: `mallory${attempt}` }),
+        ev('pg.statement', 10, { n: 1, sql: `SELECT ${attempt}`, params: [attempt, 'x'] }),
+        ev('pg.result', 20, { n: 1, rows: 1, columns: [attempt, 'b'], sample: [[attempt, `${attempt}@example.com`]] }, [{ type: 'EMAIL', start: attempt.length, end: attempt.length + 12, rule: 'pii', path: '/sample/0/1' }]),
+        ev('pg.error', 30, { n: 2, severity: 'ERROR', code: '22P02', message: `invalid input: ${attempt}`, detail: attempt }),
+        ev('pg.statement', 40, { n: 3, sql: 'DELETE FROM t', refused: { code: '42501', message: attempt } }),
+      ];
+      const lines = buildTranscript(evs, buildTimeline(evs)).flatMap((e) => e.lines);
+      for (const l of lines) {
+        assert.doesNotMatch(l.text.text, ACTS, `line ${JSON.stringify(l.text.text)}`);
+        const out = toAnsi(l);
+        if (l.text.marks.length === 0) {
+          const m = FRAME.exec(out);
+          assert.ok(m, `unexpected terminal output ${JSON.stringify(out)}`);
+          assert.equal(m[1], l.text.text);
+        } else {
+          // eslint-disable-next-line no-control-regex
+          assert.doesNotMatch(out.replace(/\x1b\[[\d;]*m/g, ''), ACTS);
+          // eslint-disable-next-line no-control-regex
+          assert.ok(!/\x1b\[[\d;]*[^\d;m]/.test(out), `only SGR sequences in ${JSON.stringify(out)}`);
+        }
+      }
+      // The statement is still all there, escape by escape: ESC shows as ␛.
+      const all = lines.map((l) => l.text.text).join('\n');
+      if (attempt.includes('\x1b')) assert.ok(all.includes('␛'), all);
+      // The masked e-mail stays highlighted over the same characters.
+      const masked = lines.find((l) => l.text.marks.length > 0);
+      assert.ok(masked, 'the masked cell keeps its mark');
+      const mk = masked.text.marks[0]!;
+      assert.match(masked.text.text.slice(mk.start, mk.end), /^@example\.com$|example\.com/);
+    });
+  }
+
+  it('keeps a statement psql-like: newlines become continuation prompts, tabs spaces', () => {
+    const evs = [ev('pg.statement', 0, { n: 1, sql: "SELECT 1\n\tFROM t\r\nWHERE a = '\u001b[2J'" })];
+    const text = buildTranscript(evs, buildTimeline(evs), 'db').flatMap((e) => e.lines.map((l) => l.text.text));
+    assert.deepEqual(text, ['db=> SELECT 1', 'db->   FROM t␍', "db-> WHERE a = '␛[2J'"]);
+  });
+
+  it('names C1 controls and invisible characters by code', () => {
+    assert.equal(visibleText('\u009b2J'), '⟨9B⟩2J');
+    assert.equal(visibleText('a\u202eb'), 'a⟨U+202E⟩b');
+    assert.equal(visibleText('bell\u0007'), 'bell␇');
+    assert.equal(visibleText('nul\u0000'), 'nul␀');
+    assert.equal(visibleText('a\nb'), 'a␊b');
+    assert.equal(visibleText('a\nb', true), 'a\nb');
+    assert.equal(visibleText('plain text, ünïcødé, 表'), 'plain text, ünïcødé, 表');
+  });
+
+  it('moves masked spans with the text they cover', () => {
+    const r = visibleRich(rich('\u001b[2J 4111 \u0007', [{ start: 5, end: 9, type: 'CARD', rule: 'r' }]));
+    assert.equal(r.text, '␛[2J 4111 ␇');
+    assert.equal(r.text.slice(r.marks[0]!.start, r.marks[0]!.end), '4111');
   });
 });

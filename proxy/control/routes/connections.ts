@@ -16,12 +16,16 @@ import { connect } from 'node:net';
 import { type Config, Connection, ConnectionKind, type SecretSource } from '../../../shared/config';
 import type { GatewayServices } from '../../services';
 import { HttpError, type Router } from '../router';
+import { incomingUpstream, redactUpstream, upstreamView } from './connection-credentials';
 
 /** What the console sees of a connection: everything but the secret's value. */
 export interface ConnectionView {
   name: string;
   kind: Connection['kind'];
+  /** The upstream address with any credential in it shown as `***`. */
   upstream: string;
+  /** Set when the upstream address carries a credential: move it into `secret`. */
+  warning?: string;
   listen?: string;
   tls?: Connection['tls'];
   description?: string;
@@ -104,7 +108,7 @@ function viewOf(c: Connection | StoredConfig, source: ConnectionView['source'], 
   return {
     name: c.name,
     kind: c.kind,
-    upstream: c.upstream,
+    ...upstreamView(c.name, c.upstream),
     ...(c.listen ? { listen: c.listen } : {}),
     ...(c.tls ? { tls: c.tls } : {}),
     ...(c.description ? { description: c.description } : {}),
@@ -222,7 +226,7 @@ function save(s: GatewayServices, c: Connection, secret: SecretSource | null | u
         action: previous || s.config.connections.some((x) => x.name === c.name) ? 'updated' : 'added',
         name: c.name,
         kind: c.kind,
-        upstream: c.upstream,
+        upstream: redactUpstream(c.upstream),
         listen: c.listen ?? null,
         secretChanged: secret !== undefined,
         byName: actor.name,
@@ -240,7 +244,7 @@ export async function testUpstream(c: Pick<Connection, 'kind' | 'upstream'>, tim
   try {
     url = new URL(c.upstream);
   } catch {
-    return done(false, `${c.upstream} is not a URL`);
+    return done(false, `${redactUpstream(c.upstream)} is not a URL`);
   }
   if (c.kind === 'postgres') {
     const host = url.hostname.replace(/^\[|\]$/g, '') || '127.0.0.1';
@@ -284,6 +288,11 @@ export async function testUpstream(c: Pick<Connection, 'kind' | 'upstream'>, tim
 export function registerConnectionRoutes(router: Router, s: GatewayServices, bound: BoundAddresses = { http: () => undefined, postgres: () => undefined }): void {
   started.set(s, Date.now());
   const current = () => listConnections(s, (name) => bound.postgres(name));
+  // The views carry redacted upstreams; saving and testing need the address as configured.
+  const realUpstream = (name: string): string | undefined => {
+    const row = readRows(s).find((r) => r.name === name);
+    return row ? (JSON.parse(row.config) as StoredConfig).upstream : s.config.connections.find((c) => c.name === name)?.upstream;
+  };
   router.get(
     '/api/connections',
     ({ identity }) => {
@@ -317,7 +326,7 @@ export function registerConnectionRoutes(router: Router, s: GatewayServices, bou
       const merged = {
         name,
         kind: body.kind ?? existing.kind,
-        upstream: body.upstream ?? existing.upstream,
+        upstream: incomingUpstream(body.upstream, realUpstream(name) ?? existing.upstream),
         listen: body.listen === undefined ? existing.listen : body.listen || undefined,
         tls: body.tls === undefined ? existing.tls : body.tls || undefined,
         description: body.description === undefined ? existing.description : body.description || undefined,
@@ -344,7 +353,7 @@ export function registerConnectionRoutes(router: Router, s: GatewayServices, bou
     ({ params }) => {
       const c = current().find((x) => x.name === params['name']);
       if (!c) throw new HttpError(404, 'not_found', `no connection ${params['name']}`);
-      return testUpstream(c);
+      return testUpstream({ kind: c.kind, upstream: realUpstream(c.name) ?? c.upstream });
     },
     { role: 'admin' },
   );

@@ -1,5 +1,6 @@
 import type { GatewayServices } from '../../services';
 import { HttpError, intParam, type Router, timeParam } from '../router';
+import { replayLimit } from './hold-replay';
 
 /** GET /api/sessions, /api/sessions/:id, /api/sessions/:id/events */
 export function registerSessionRoutes(router: Router, s: GatewayServices): void {
@@ -31,14 +32,17 @@ export function registerSessionRoutes(router: Router, s: GatewayServices): void 
   router.get(
     '/api/sessions/:id/events',
     ({ params, query, identity }) => {
+      // Reviewers: every session; an approver of a hold in it: the session up to that hold.
+      const limit = replayLimit(s, identity!, params['id']!);
+      if (limit === null) throw new HttpError(403, 'forbidden', 'this needs the reviewer role, or a hold in this session that you may decide');
       const session = s.store.session(params['id']!);
       if (!session) throw new HttpError(404, 'not_found', `no session ${params['id']}`);
       const after = intParam(query, 'after') ?? 0;
-      const events = s.store.sessionEvents(params['id']!, after, Math.min(intParam(query, 'limit') ?? 10_000, 10_000));
+      const all = s.store.sessionEvents(params['id']!, after, Math.min(intParam(query, 'limit') ?? 10_000, 10_000));
+      const events = limit === 'all' ? all : all.filter((e) => e.seq <= limit);
       // Opening a recording is itself recorded (once per opening, not per page).
       if (after === 0) s.store.append({ kind: 'recording.viewed', actor: identity!.subject, payload: { session: session.id, viewer: identity!.name } });
-      return { session, events };
+      return { session, events, ...(limit === 'all' ? {} : { upToSeq: limit }) };
     },
-    { role: 'reviewer' },
   );
 }
