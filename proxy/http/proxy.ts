@@ -27,6 +27,7 @@ import { bodyForLog, canDecode, contentEncodingOf, decodeBody, isJsonType, readR
 import { errorBody, errorEvent, type ErrorStyle, errorStyleFor, GatewayError, type GatewayErrorCode } from './errors';
 import { clientResponseHeaders, recordedHeaders, upstreamRequestHeaders } from './headers';
 import { describeRequest, holdSummary, type RequestFacts } from './llm-request';
+import { canonicalPath, methodOverride } from './path';
 import { StreamRecorder } from './recorder';
 import { SILENT, SilenceWatch } from './silence-watch';
 import { type HttpSession, HttpSessionTracker, validSessionLabel } from './sessions';
@@ -51,8 +52,6 @@ const AUTH_CODES: Record<string, GatewayErrorCode> = {
   expired: 'expired_api_key',
   revoked: 'revoked_api_key',
 };
-
-const DOT_SEGMENT_RE = /(^|\/)(\.|%2e){1,2}(\/|$)/i;
 
 const round1 = (ms: number) => Math.round(ms * 10) / 10;
 
@@ -191,12 +190,14 @@ async function handleExchange(ctx: ProxyContext, req: IncomingMessage, res: Serv
   }
   const kind = route.connection.kind;
   const style = errorStyleFor(kind);
-  const path = url.slice(nameEnd, pathEnd);
-  const search = url.slice(pathEnd);
-  if (DOT_SEGMENT_RE.test(path)) {
-    sendError(res, style, 400, 'invalid_path', 'the path may not contain "." or ".." segments');
+  // Policy matches, and the upstream receives, the canonical path (path.ts); never the raw one.
+  const canonical = canonicalPath(url.slice(nameEnd, pathEnd));
+  if (!canonical.ok) {
+    sendError(res, style, 400, 'invalid_path', `connection ${name}: ${canonical.reason}; the request was not forwarded`);
     return;
   }
+  const path = canonical.path;
+  const search = url.slice(pathEnd);
 
   // Identity: API keys are checked synchronously (cached); JWTs through the configured issuers.
   const credential = credentialFrom(req.headers);
@@ -219,6 +220,17 @@ async function handleExchange(ctx: ProxyContext, req: IncomingMessage, res: Serv
     const message = `connection ${name}: the gateway does not proxy protocol upgrades (Upgrade: ${req.headers.upgrade}); use the provider's HTTP API through it`;
     ctx.writer.defer([{ kind: 'http.error', actor: identity.subject, connection: name, payload: { phase: 'request', status: 501, code: 'upgrade_unsupported', message, method: req.method, path } }]);
     sendError(res, style, 501, 'upgrade_unsupported', message);
+    return;
+  }
+
+  // Policy sees the request line's method; a header or parameter asking the upstream to act as
+  // another method (or on another URL) would step around it, so it is refused.
+  const override = methodOverride(req.headers, search);
+  if (override !== undefined) {
+    req.resume();
+    const message = `connection ${name}: ${override} asks the upstream to treat the request as another method or URL, which the gateway refuses; send the method you mean`;
+    ctx.writer.defer([{ kind: 'http.error', actor: identity.subject, connection: name, payload: { phase: 'request', status: 400, code: 'method_override', message, method: req.method, path } }]);
+    sendError(res, style, 400, 'method_override', message);
     return;
   }
 

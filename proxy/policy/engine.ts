@@ -11,9 +11,14 @@ export function compileContentRegex(source: string): RegExp {
   return source.startsWith('(?i)') ? new RegExp(source.slice(4), 'iu') : new RegExp(source, 'u');
 }
 
-/** Glob with `*` (any run of characters within the path) for `match.paths`. */
-function globToRegex(glob: string): RegExp {
-  return new RegExp(`^${glob.split('*').map((p) => p.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*')}$`);
+/**
+ * Glob with `*` (any run of characters within the path) for `match.paths`, matched against the
+ * canonical path (proxy/http/path.ts). Many upstream routers ignore case, so a rule that refuses
+ * or restrains (`deny`, `hold`, `mask`) matches `/ADMIN` as `/admin`; an `allow` rule matches the
+ * exact case, so a spelling that only some routers equate never widens what is allowed.
+ */
+function globToRegex(glob: string, action: PolicyRule['action']): RegExp {
+  return new RegExp(`^${glob.split('*').map((p) => p.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*')}$`, action === 'allow' ? '' : 'i');
 }
 
 /** Statement classes that are risky when the parser could not tell (fail closed). */
@@ -45,7 +50,7 @@ export class PolicyEngine implements PolicyEvaluator {
     this.compiled = rules.map((rule) => ({
       rule,
       content: rule.match.content !== undefined ? compileContentRegex(rule.match.content) : undefined,
-      paths: rule.match.paths?.map(globToRegex),
+      paths: rule.match.paths?.map((g) => globToRegex(g, rule.action)),
       methods: rule.match.methods ? new Set(rule.match.methods.map((m) => m.toUpperCase())) : undefined,
       detectors: rule.match.detectors ? new Set(expandDetectors(rule.match.detectors)) : undefined,
     }));
