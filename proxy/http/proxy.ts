@@ -23,7 +23,7 @@ import { AuthError, credentialFrom } from '../identity/authenticator';
 import { type ConnectionMasker, type MaskedBody, MaskingError, type SseEvent, type StreamChunkResult, type StreamMasker } from '../masking/types';
 import type { PolicyDecision } from '../policy/types';
 import type { GatewayServices } from '../services';
-import { bodyForLog, canDecode, contentEncodingOf, decodeBody, isJsonType, readRequestBody, responseDecoder, scrubSecret } from './bodies';
+import { bodyForLog, canDecode, contentEncodingOf, decodeBody, isJsonType, readRequestBody, responseDecoder } from './bodies';
 import { errorBody, errorEvent, type ErrorStyle, errorStyleFor, GatewayError, type GatewayErrorCode } from './errors';
 import { clientResponseHeaders, recordedHeaders, upstreamRequestHeaders } from './headers';
 import { describeRequest, holdSummary, type RequestFacts } from './llm-request';
@@ -621,7 +621,7 @@ class Exchange {
       this.res.end();
       upRes.resume();
       this.finished = true;
-      this.record([this.base('http.response', { status, headers: recordedHeaders(upRes.headers), bytes: 0, duration: this.elapsed() })]);
+      this.record([this.base('http.response', { status, headers: this.recordedResponseHeaders(upRes), bytes: 0, duration: this.elapsed() })]);
       return;
     }
     const contentType = upRes.headers['content-type'];
@@ -644,9 +644,15 @@ class Exchange {
 
   private responseHeaders(upRes: IncomingMessage, bodyRewritten: boolean): OutgoingHttpHeaders {
     const headers = clientResponseHeaders(upRes.headers, bodyRewritten);
+    this.route.scrubber?.headers(headers);
     headers['x-custody-session'] = this.session.id;
     if (this.ctx.isClosing()) headers['connection'] = 'close';
     return headers;
+  }
+
+  private recordedResponseHeaders(upRes: IncomingMessage): Record<string, string | string[]> {
+    const headers = recordedHeaders(upRes.headers);
+    return this.route.scrubber ? this.route.scrubber.headers(headers) : headers;
   }
 
   /** A non-streamed response: relayed as it arrives, or whole when it must be masked or scrubbed. */
@@ -665,7 +671,9 @@ class Exchange {
     const chunks: Buffer[] = [];
     let size = 0;
     let tooLarge = false;
-    if (!whole) res.writeHead(status, this.responseHeaders(upRes, decoded));
+    // Relayed in pieces, the secret may straddle two of them: the scrubber holds back a few bytes.
+    const scrubbing = whole ? undefined : this.route.scrubber?.bodyStream();
+    if (!whole) res.writeHead(status, this.responseHeaders(upRes, decoded || scrubbing !== undefined));
     source.on('data', (chunk: Buffer) => {
       if (tooLarge) return;
       size += chunk.length;
@@ -683,7 +691,9 @@ class Exchange {
         return;
       }
       chunks.push(chunk);
-      if (!whole && !res.write(chunk) && !source.isPaused()) {
+      if (whole) return;
+      const out = scrubbing ? scrubbing.push(chunk) : chunk;
+      if (out.length && !res.write(out) && !source.isPaused()) {
         source.pause();
         res.once('drain', () => source.resume());
       }
@@ -695,8 +705,9 @@ class Exchange {
       let logged: { body?: unknown; bodyEncoding?: string } | undefined;
       let spans: MaskSpan[] | undefined;
       let counts: Record<string, number> | undefined;
+      const scrubber = this.route.scrubber;
       if (whole) {
-        out = scrubSecret(out, this.route.secret);
+        if (scrubber) out = scrubber.scrub(out);
         if (this.masker) {
           let m: MaskedBody;
           try {
@@ -716,11 +727,11 @@ class Exchange {
         res.end(out);
         logged ??= bodyForLog(out, contentType); // parsed for the record after the client has its answer
       } else {
-        res.end();
-        logged = bodyForLog(scrubSecret(out, this.route.secret), contentType);
+        res.end(scrubbing?.end());
+        logged = bodyForLog(scrubber ? scrubber.scrub(out) : out, contentType);
       }
       this.finished = true;
-      const payload: Record<string, unknown> = { status, headers: recordedHeaders(upRes.headers), bytes: size, duration: this.elapsed(), ...logged };
+      const payload: Record<string, unknown> = { status, headers: this.recordedResponseHeaders(upRes), bytes: size, duration: this.elapsed(), ...logged };
       if (counts) payload['masked'] = counts;
       this.record([this.base('http.response', payload, spans)]);
     });
@@ -758,7 +769,10 @@ class Exchange {
     const max = this.limits.maxResponseBytes;
     const parser = new SseParser();
     let streamMasker: StreamMasker | undefined;
+    // The credential is scrubbed first, so the connection's masker (and its spans) see text without it.
+    let secretMasker: StreamMasker | undefined;
     try {
+      secretMasker = this.route.scrubber?.sseStream();
       streamMasker = this.masker ? this.masker.stream(this.path, this.extraRules) : undefined;
     } catch (err) {
       upRes.destroy();
@@ -767,7 +781,6 @@ class Exchange {
     }
     let size = 0;
     let ended = false;
-    const secret = this.route.secret;
     const recorder = new StreamRecorder(
       this.ctx.writer,
       (kind, payload, spans) => this.base(kind, payload, spans),
@@ -778,7 +791,6 @@ class Exchange {
       STREAM_BATCH_MS,
     );
     const offset = () => round1(performance.now() - this.t0);
-    const scrubEvent = (e: SseEvent): SseEvent => (secret && secret.length >= 8 && e.data.includes(secret) ? { ...e, data: e.data.split(secret).join('[REDACTED]') } : e);
 
     const headers = this.responseHeaders(upRes, true);
     res.writeHead(status, headers);
@@ -789,7 +801,7 @@ class Exchange {
       if (!headersOut && !res.writableEnded && !res.destroyed) res.flushHeaders();
       headersOut = true;
     }, HEADERS_ALONE_MS);
-    recorder.add(this.base('http.response', { status, headers: recordedHeaders(upRes.headers), stream: true, ttfb: round1(performance.now() - tForward), duration: this.elapsed() }));
+    recorder.add(this.base('http.response', { status, headers: this.recordedResponseHeaders(upRes), stream: true, ttfb: round1(performance.now() - tForward), duration: this.elapsed() }));
 
     const write = (data: Buffer | string) => {
       if (!headersOut) {
@@ -802,7 +814,7 @@ class Exchange {
       }
     };
     const recordChunk = (r: Pick<StreamChunkResult, 'log' | 'spans' | 'counts'>) => {
-      if (r.log.length) recorder.events(offset(), secret ? r.log.map(scrubEvent) : r.log, r.spans, r.counts);
+      if (r.log.length) recorder.events(offset(), r.log, r.spans, r.counts);
     };
     const endWithError = (statusCode: number, code: GatewayErrorCode, message: string) => {
       if (ended) return;
@@ -836,32 +848,37 @@ class Exchange {
         return;
       }
       const events = parser.push(chunk);
-      if (!streamMasker) {
+      if (!streamMasker && !secretMasker) {
         write(chunk);
         if (events.length) recordChunk({ log: events, spans: [], counts: {} });
         return;
       }
       for (const e of events) {
-        let r: StreamChunkResult;
         try {
-          r = streamMasker.push(e);
+          pass(secretMasker ? secretMasker.push(e) : undefined, e);
         } catch (err) {
           endWithError(500, 'masking_failed', `masking the stream failed: ${this.unexpectedMaskingError(err)}; the rest was not sent`);
           return;
         }
-        release(r);
       }
     });
+    /** Events the credential scrubber released (or `e` itself without one) go on through the connection's masker. */
+    const pass = (scrubbed: StreamChunkResult | undefined, e?: SseEvent) => {
+      if (!streamMasker) {
+        if (scrubbed) release(scrubbed);
+        return;
+      }
+      for (const ev of scrubbed ? scrubbed.forward : e ? [e] : []) release(streamMasker.push(ev));
+    };
     source.once('end', () => {
       if (ended) return;
       const tail = parser.end();
-      if (streamMasker) {
-        try {
-          release(streamMasker.end());
-        } catch (err) {
-          endWithError(500, 'masking_failed', `masking the end of the stream failed: ${this.unexpectedMaskingError(err)}; the rest was not sent`);
-          return;
-        }
+      try {
+        if (secretMasker) pass(secretMasker.end());
+        if (streamMasker) release(streamMasker.end());
+      } catch (err) {
+        endWithError(500, 'masking_failed', `masking the end of the stream failed: ${this.unexpectedMaskingError(err)}; the rest was not sent`);
+        return;
       }
       ended = true;
       this.finished = true;
