@@ -4,11 +4,33 @@
  */
 import type { PolicyRule, SqlClass } from '../../shared/config';
 import { DETECTOR_GROUPS } from '../masking/detectors';
+import { CONTENT_BUDGET_MS, LinearPattern } from '../masking/pattern';
+import { analyzeRegex } from '../masking/scanner';
 import type { PolicyDecision, PolicyEvaluator, PolicyInput } from './types';
 
-/** `(?i)` prefix → case-insensitive, as in the config examples. */
-export function compileContentRegex(source: string): RegExp {
-  return source.startsWith('(?i)') ? new RegExp(source.slice(4), 'iu') : new RegExp(source, 'u');
+/** A compiled `match.content` pattern. */
+export interface ContentPattern {
+  source: string;
+  /** Throws ScanBudgetError (fail closed) when the text takes longer than CONTENT_BUDGET_MS. */
+  test(text: string): boolean;
+}
+
+/**
+ * `match.content` on the linear-time engine (proxy/masking/pattern.ts); `(?i)` prefix →
+ * case-insensitive, as in the config examples. Throws PatternError naming `who` for a pattern the
+ * engine cannot run (backreferences, lookaround) or that does not parse.
+ */
+export function compileContentRegex(source: string, who = 'match.content'): ContentPattern {
+  const ci = source.startsWith('(?i)');
+  const body = ci ? source.slice(4) : source;
+  const lp = LinearPattern.compile(body, who, ci);
+  let longest = Infinity;
+  try {
+    longest = analyzeRegex(body).maxLength;
+  } catch {
+    // RE2-only syntax the analyser does not read: treated as unbounded
+  }
+  return { source, test: (text) => lp.test(text, performance.now() + CONTENT_BUDGET_MS, longest, who) };
 }
 
 /**
@@ -26,7 +48,7 @@ const UNKNOWN_MATCHES_RISKY = true;
 
 interface CompiledRule {
   rule: PolicyRule;
-  content?: RegExp;
+  content?: ContentPattern;
   paths?: RegExp[];
   methods?: Set<string>;
   /** Detector ids, with group names (`pii`, `secrets`, …) expanded to their members. */
@@ -49,7 +71,7 @@ export class PolicyEngine implements PolicyEvaluator {
   load(rules: PolicyRule[]): void {
     this.compiled = rules.map((rule) => ({
       rule,
-      content: rule.match.content !== undefined ? compileContentRegex(rule.match.content) : undefined,
+      content: rule.match.content !== undefined ? compileContentRegex(rule.match.content, `policy rule "${rule.name}"`) : undefined,
       paths: rule.match.paths?.map((g) => globToRegex(g, rule.action)),
       methods: rule.match.methods ? new Set(rule.match.methods.map((m) => m.toUpperCase())) : undefined,
       detectors: rule.match.detectors ? new Set(expandDetectors(rule.match.detectors)) : undefined,
