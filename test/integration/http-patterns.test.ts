@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { ScanBudgetError } from '../../proxy/masking/pattern';
 import { type LlmUpstream, startLlmUpstream } from '../support/llm-upstream';
 import { OPENAI_SECRET, startTestGateway, type TestGateway, VECTOR_SECRET } from './http-harness';
 
@@ -83,6 +84,32 @@ describe('typed patterns run in linear time', () => {
       assert.ok(ms < FAST_MS, `the request took ${Math.round(ms)} ms (${i})`);
     });
   }
+
+  it('a content scan that runs out of its budget refuses the request: 503 scan_budget_exceeded, nothing forwarded', async () => {
+    const services = gw.gw.services as { policy: unknown };
+    const engine = services.policy;
+    // the engine's own budget error, as a content test over a text too large for 500 ms raises it
+    services.policy = {
+      evaluate: () => {
+        throw new ScanBudgetError('policy rule "bulk": scanning 9437184 characters exceeded the scan budget; the request was refused (fail closed)');
+      },
+    };
+    try {
+      const before = upstream.requests.length;
+      const r = await fetch(`${gw.proxy}/openai/chat/completions`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${gw.adminKey}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hello' }] }),
+      });
+      assert.equal(r.status, 503);
+      const body = (await r.json()) as { error: { code: string; message: string } };
+      assert.equal(body.error.code, 'scan_budget_exceeded');
+      assert.match(body.error.message, /policy rule "bulk".*scan budget.*not forwarded/);
+      assert.equal(upstream.requests.length, before);
+    } finally {
+      services.policy = engine;
+    }
+  });
 
   it('a dry-run with a catastrophic content rule answers fast', async () => {
     const [r, ms] = await timed(() => control('/api/policies/dry-run', { rules: CATASTROPHIC.map((c, i) => ({ name: `dry-${i}`, match: { content: c.pattern }, action: 'deny' })) }));
