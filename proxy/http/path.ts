@@ -8,8 +8,10 @@
  * - runs of `/` collapse to one;
  * - `.` and `..` segments are resolved (RFC 3986 §5.2.4); climbing above the connection's root is refused;
  * - spellings that upstreams disagree on are refused: an encoded `/` or `\`, a `\`, NUL, `;` path
- *   parameters (raw or encoded), `#`, double encoding (`%25` followed by hex) and escapes that are
- *   not valid UTF-8 (overlong `%c0%af`, which old decoders read as `/`).
+ *   parameters (raw or encoded), `#`, double encoding (`%25` followed by hex), characters that are
+ *   not percent-encoded ASCII, escapes that are not valid UTF-8 (overlong `%c0%af`, which old
+ *   decoders read as `/`) and characters that Unicode normalisation (NFKC) or case folding turns
+ *   into others (fullwidth `ａ`, dotless `ı`, the Kelvin sign).
  */
 
 export type CanonicalPath = { ok: true; path: string } | { ok: false; reason: string };
@@ -62,6 +64,7 @@ function decodeEscapes(raw: string): CanonicalPath {
     if (c === ';') return refuse('the path contains ";" (path parameters are read differently by different servers)');
     if (c === '#') return refuse('the path contains "#" (a fragment is never sent to a server)');
     if (c === '\0') return refuse('the path contains NUL');
+    if (c.charCodeAt(0) > 0x7e || c.charCodeAt(0) < 0x21) return refuse('the path contains a character that is not percent-encoded ASCII');
     if (c !== '%') {
       out += c;
       i++;
@@ -84,8 +87,10 @@ function decodeEscapes(raw: string): CanonicalPath {
       if (byte === 0x25 && /^[0-9A-Fa-f]{2}/.test(raw.slice(i))) return refuse('the path is double-encoded (%25 followed by hex digits)');
       if (byte === 0x25 && b + 1 < bytes.length) return refuse('the path is double-encoded (%25 followed by an escape)');
     }
-    // Each run of non-ASCII bytes must be whole, shortest-form UTF-8 characters.
-    if (!validUtf8Runs(bytes)) return refuse('the path contains percent-escapes that are not valid UTF-8 (such as the overlong %C0%AF)');
+    // Each run of non-ASCII bytes must be whole, shortest-form UTF-8 characters, and mean the same
+    // to a router that normalises Unicode or folds case (fullwidth "ａ", dotless "ı", Kelvin "K").
+    const refusal = nonAsciiProblem(bytes);
+    if (refusal) return refuse(refusal);
     for (const byte of bytes) {
       const ch = String.fromCharCode(byte);
       out += byte < 0x80 && UNRESERVED.test(ch) ? ch : `%${HEX[byte >> 4]}${HEX[byte & 15]}`;
@@ -94,22 +99,28 @@ function decodeEscapes(raw: string): CanonicalPath {
   return { ok: true, path: out };
 }
 
-function validUtf8Runs(bytes: number[]): boolean {
+function nonAsciiProblem(bytes: number[]): string | undefined {
   let run: number[] = [];
-  const check = () => {
-    if (!run.length) return true;
+  const check = (): string | undefined => {
+    if (!run.length) return undefined;
+    let text: string;
     try {
-      utf8.decode(Uint8Array.from(run));
-      return true;
+      text = utf8.decode(Uint8Array.from(run));
     } catch {
-      return false;
+      return 'the path contains percent-escapes that are not valid UTF-8 (such as the overlong %C0%AF)';
     } finally {
       run = [];
     }
+    if (text.normalize('NFKC') !== text || /[\0-\x7f]/.test(text.toUpperCase() + text.toLowerCase()))
+      return 'the path contains characters that Unicode normalisation or case folding turns into others (such as fullwidth letters or a dotless i)';
+    return undefined;
   };
   for (const b of bytes) {
     if (b >= 0x80) run.push(b);
-    else if (!check()) return false;
+    else {
+      const problem = check();
+      if (problem) return problem;
+    }
   }
   return check();
 }

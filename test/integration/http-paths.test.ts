@@ -72,7 +72,8 @@ function raw(method: string, target: string, headers: Record<string, string> = {
  * segments resolved, case folded.
  */
 function permissiveReading(target: string): string {
-  let p = target.split('?')[0]!;
+  // bytes as latin1 characters, so percent-decoding yields bytes; read back as UTF-8 below
+  let p = Buffer.from(target.split('?')[0]!, 'utf8').toString('latin1');
   for (let i = 0; i < 4; i++) {
     const next = p
       .replace(/%c0%af|%e0%80%af/gi, '/')
@@ -83,6 +84,8 @@ function permissiveReading(target: string): string {
     if (next === p) break;
     p = next;
   }
+  // a router that normalises Unicode (NFKC) and folds case by upper-casing (dotless ı → I)
+  p = Buffer.from(p, 'latin1').toString('utf8').normalize('NFKC').toUpperCase();
   p = p.replace(/\\/g, '/').replace(/#.*$/, '').replace(/\0/g, '');
   const out: string[] = [];
   for (const rawSeg of p.split('/')) {
@@ -108,7 +111,8 @@ describe('HTTP proxy: canonical paths', () => {
       const reached = echo.requests.slice(before);
       if (r.status === 400 || r.status === 403) {
         assert.equal(reached.length, 0, `refused with ${r.status} but the upstream got ${reached.map((x) => x.target).join(', ')}`);
-        assert.match(JSON.parse(r.body).error.code as string, /^(invalid_path|policy_denied)$/);
+        // Node's own parser refuses some request lines before the gateway sees them (no JSON body)
+        if (r.body) assert.match(JSON.parse(r.body).error.code as string, /^(invalid_path|policy_denied)$/);
         return;
       }
       assert.equal(r.status, 200, `${line}: ${r.status} ${r.body}`);
