@@ -861,7 +861,7 @@ class Exchange {
       }
       for (const e of events) {
         try {
-          pass(secretMasker ? secretMasker.push(e) : undefined, e);
+          pass(secretMasker ? secretMasker.push(this.route.scrubber!.eventFields(e)) : undefined, e);
         } catch (err) {
           endWithError(500, 'masking_failed', `masking the stream failed: ${this.unexpectedMaskingError(err)}; the rest was not sent`);
           return;

@@ -19,7 +19,7 @@ import type { OutgoingHttpHeaders } from 'node:http';
 import type { Detector } from '../masking/detectors';
 import { type CompiledRule, MaskPlan } from '../masking/rules';
 import { SseStreamMasker } from '../masking/stream';
-import type { StreamMasker } from '../masking/types';
+import type { SseEvent, StreamMasker } from '../masking/types';
 
 export const REDACTED = '[REDACTED]';
 /** Shorter secrets are not scrubbed: replacing every occurrence of a few characters would wreck bodies. */
@@ -147,6 +147,13 @@ export class SecretScrubber {
     let out = text;
     for (const f of this.forms) out = out.split(f).join(REDACTED);
     return out;
+  }
+
+  /** An event with its `event` and `id` fields scrubbed (its data goes through sseStream). */
+  eventFields(e: SseEvent): SseEvent {
+    const event = e.event !== undefined ? this.scrubText(e.event) : undefined;
+    const id = e.id !== undefined ? this.scrubText(e.id) : undefined;
+    return event === e.event && id === e.id ? e : { ...e, event, id };
   }
 
   /** Scrubs header values in place (names are the upstream's own and never carry the secret). */

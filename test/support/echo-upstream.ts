@@ -88,7 +88,7 @@ export async function startEchoUpstream(): Promise<EchoUpstream> {
           for (const [i, p] of pieces.entries()) {
             const chunk = { id: 'chatcmpl-echo', object: 'chat.completion.chunk', created: 1, model: 'gpt-4o', choices: [{ index: 0, delta: i === 0 ? { role: 'assistant', content: p } : { content: p }, finish_reason: null }] };
             // each event is itself cut in two writes, so the secret also straddles TCP chunks
-            const text = `data: ${JSON.stringify(chunk)}\n\n`;
+            const text = `${i === 0 && path.endsWith('/echo/sse') ? `id: ${asSent}\nevent: ${plain64}\n` : ''}data: ${JSON.stringify(chunk)}\n\n`;
             await writeSlowly(res, text, Math.ceil(text.length / 2));
           }
           res.write(`data: ${JSON.stringify({ id: 'chatcmpl-echo', object: 'chat.completion.chunk', created: 1, model: 'gpt-4o', choices: [{ index: 0, delta: {}, finish_reason: 'stop' }] })}\n\n`);
