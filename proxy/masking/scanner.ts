@@ -295,7 +295,7 @@ function overBudget(d: Detector | undefined, text: string, opts: ScanOptions): M
   );
 }
 
-/** Custom patterns run over windows of this many characters, with the deadline checked in between. */
+/** Custom dictionaries (V8) run over windows of this many characters, with the deadline checked in between. */
 const WINDOW = 4096;
 
 function runPattern(d: Detector, re: RegExp, st: ScanState): void {
@@ -317,9 +317,10 @@ function runPattern(d: Detector, re: RegExp, st: ScanState): void {
 }
 
 /**
- * A JavaScript regular expression cannot be interrupted, so a user's pattern runs over bounded
- * windows (overlapping by its longest match, with context on the left), and the deadline is checked
- * after each: a pathological pattern costs at most one window before the scan fails closed.
+ * A JavaScript regular expression cannot be interrupted, so a custom dictionary (an escaped,
+ * prefix-factored alternation: no backtracking blow-up, but large) runs over bounded windows
+ * (overlapping by its longest match, with context on the left), and the deadline is checked after
+ * each. Typed patterns never come here: they run on the linear-time engine (runLinear).
  */
 function runWindowed(d: Detector, re: RegExp, st: ScanState): void {
   const text = st.text;
