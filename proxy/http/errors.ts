@@ -39,7 +39,6 @@ export type GatewayErrorCode =
   | 'upstream_timeout'
   | 'upgrade_unsupported'
   | 'method_override'
-  | 'scan_budget_exceeded'
   | 'internal_error';
 
 export class GatewayError extends Error {

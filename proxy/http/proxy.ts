@@ -21,7 +21,6 @@ import { closeServer, listen, splitHostPort } from '../control/server';
 import type { Listener } from '../gateway';
 import { AuthError, credentialFrom } from '../identity/authenticator';
 import { type ConnectionMasker, type MaskedBody, MaskingError, type SseEvent, type StreamChunkResult, type StreamMasker } from '../masking/types';
-import { ScanBudgetError } from '../masking/pattern';
 import type { PolicyDecision } from '../policy/types';
 import type { GatewayServices } from '../services';
 import { bodyForLog, canDecode, contentEncodingOf, decodeBody, isJsonType, readRequestBody, responseDecoder } from './bodies';
@@ -397,11 +396,6 @@ class Exchange {
           detectorHits: masked?.detectorHits ?? [],
         });
       } catch (err) {
-        if (err instanceof ScanBudgetError) {
-          // A content pattern ran out of the scan budget: refused (fail closed), and said why.
-          sendError(res, this.style, 503, 'scan_budget_exceeded', `${err.message}; the request was not forwarded`);
-          return;
-        }
         s.log.error(`http proxy: policy evaluation failed: ${(err as Error).stack}`);
         sendError(res, this.style, 500, 'internal_error', `policy evaluation failed (${(err as Error).message}); the request was not forwarded`);
         return;

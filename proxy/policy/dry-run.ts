@@ -18,10 +18,9 @@ import type { AuditEvent } from '../../shared/events';
 import type { Identity } from '../../shared/identity';
 import { type AuditStore, rowToEvent } from '../audit/store';
 import { describeRequest } from '../http/llm-request';
-import { ScanBudgetError } from '../masking/pattern';
 import { rolesFor } from '../identity/authenticator';
 import { PolicyEngine } from './engine';
-import type { PolicyDecision, PolicyInput } from './types';
+import type { PolicyInput } from './types';
 
 export type Outcome = 'allowed' | 'held' | 'denied' | 'masked';
 
@@ -190,14 +189,7 @@ export function dryRun(store: AuditStore, rules: PolicyRule[], opts: DryRunOptio
     report.requests++;
     const built = inputFor(e, p, info, kinds, roles, opts.classifySql);
     if (built.partial) report.partial++;
-    let d: PolicyDecision;
-    try {
-      d = engine.evaluate(built.input);
-    } catch (err) {
-      // A content pattern that runs out of the scan budget refuses the request at the gateway.
-      if (!(err instanceof ScanBudgetError)) throw err;
-      d = { action: 'deny', rule: '(scan budget exceeded)' };
-    }
+    const d = engine.evaluate(built.input);
     const candidate = OUTCOME[d.action];
     report.candidate[candidate]++;
     if (d.rule) report.byRule[d.rule] = (report.byRule[d.rule] ?? 0) + 1;

@@ -4,14 +4,14 @@
  */
 import type { PolicyRule, SqlClass } from '../../shared/config';
 import { DETECTOR_GROUPS } from '../masking/detectors';
-import { CONTENT_BUDGET_MS, LinearPattern } from '../masking/pattern';
+import { CONTENT_BUDGET_MS, LinearPattern, ScanBudgetError } from '../masking/pattern';
 import { analyzeRegex } from '../masking/scanner';
 import type { PolicyDecision, PolicyEvaluator, PolicyInput } from './types';
 
 /** A compiled `match.content` pattern. */
 export interface ContentPattern {
   source: string;
-  /** Throws ScanBudgetError (fail closed) when the text takes longer than CONTENT_BUDGET_MS. */
+  /** Throws ScanBudgetError when the text takes longer than the budget. */
   test(text: string): boolean;
 }
 
@@ -20,7 +20,7 @@ export interface ContentPattern {
  * case-insensitive, as in the config examples. Throws PatternError naming `who` for a pattern the
  * engine cannot run (backreferences, lookaround) or that does not parse.
  */
-export function compileContentRegex(source: string, who = 'match.content'): ContentPattern {
+export function compileContentRegex(source: string, who = 'match.content', budgetMs = CONTENT_BUDGET_MS): ContentPattern {
   const ci = source.startsWith('(?i)');
   const body = ci ? source.slice(4) : source;
   const lp = LinearPattern.compile(body, who, ci);
@@ -30,7 +30,7 @@ export function compileContentRegex(source: string, who = 'match.content'): Cont
   } catch {
     // RE2-only syntax the analyser does not read: treated as unbounded
   }
-  return { source, test: (text) => lp.test(text, performance.now() + CONTENT_BUDGET_MS, longest, who) };
+  return { source, test: (text) => lp.test(text, performance.now() + budgetMs, longest, who) };
 }
 
 /**
@@ -63,7 +63,11 @@ export function expandDetectors(ids: readonly string[]): string[] {
 export class PolicyEngine implements PolicyEvaluator {
   private compiled: CompiledRule[] = [];
 
-  constructor(rules: PolicyRule[]) {
+  /** `contentBudgetMs`: how long one `content` pattern may take over one request's text. */
+  constructor(
+    rules: PolicyRule[],
+    private readonly opts: { contentBudgetMs?: number } = {},
+  ) {
     this.load(rules);
   }
 
@@ -71,7 +75,7 @@ export class PolicyEngine implements PolicyEvaluator {
   load(rules: PolicyRule[]): void {
     this.compiled = rules.map((rule) => ({
       rule,
-      content: rule.match.content !== undefined ? compileContentRegex(rule.match.content, `policy rule "${rule.name}"`) : undefined,
+      content: rule.match.content !== undefined ? compileContentRegex(rule.match.content, `policy rule "${rule.name}"`, this.opts.contentBudgetMs) : undefined,
       paths: rule.match.paths?.map((g) => globToRegex(g, rule.action)),
       methods: rule.match.methods ? new Set(rule.match.methods.map((m) => m.toUpperCase())) : undefined,
       detectors: rule.match.detectors ? new Set(expandDetectors(rule.match.detectors)) : undefined,
@@ -82,9 +86,20 @@ export class PolicyEngine implements PolicyEvaluator {
     return this.compiled.map((c) => c.rule);
   }
 
+  /**
+   * A `content` pattern that runs out of its budget cannot say whether its rule matches: the
+   * request is denied in that rule's name (fail closed, for every proxy and for dry-run alike).
+   */
   evaluate(input: PolicyInput): PolicyDecision {
     for (const c of this.compiled) {
-      if (matches(c, input)) {
+      let hit: boolean;
+      try {
+        hit = matches(c, input);
+      } catch (err) {
+        if (!(err instanceof ScanBudgetError)) throw err;
+        return { action: 'deny', rule: c.rule.name, reason: `${err.message.replace(/; the request was refused \(fail closed\)$/, '')}, so the gateway cannot tell whether the rule matches` };
+      }
+      if (hit) {
         const r = c.rule;
         return { action: r.action, rule: r.name, reason: r.reason, mask: r.mask, hold: r.hold };
       }

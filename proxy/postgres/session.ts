@@ -28,7 +28,6 @@ import { AuthError } from '../identity/authenticator';
 import type { Logger } from '../log';
 import { newId } from '../ids';
 import type { MaskingEngine, RowMasker } from '../masking/types';
-import { ScanBudgetError } from '../masking/pattern';
 import type { PolicyDecision, PolicyEvaluator } from '../policy/types';
 import type { AuditWriter } from './audit-writer';
 import {
@@ -672,23 +671,16 @@ export class PgProxySession {
     } catch (err) {
       scanError = (err as Error).message;
     }
-    let decision: PolicyDecision;
-    try {
-      decision = detectorHits
-        ? this.s.policy.evaluate({
-            connection: this.ctx.connection.name,
-            protocol: 'postgres',
-            identity: this.identity!,
-            sql: { classes: c.classes, tables: c.tables },
-            text: sql,
-            detectorHits,
-          })
-        : { action: 'deny', rule: 'gateway', reason: `the gateway could not check the statement for the detectors its policies match on (${scanError}), so it refuses it` };
-    } catch (err) {
-      // A `content` pattern that ran out of the scan budget cannot decide: refused (fail closed).
-      if (!(err instanceof ScanBudgetError)) throw err;
-      decision = { action: 'deny', rule: 'gateway', reason: err.message };
-    }
+    const decision: PolicyDecision = detectorHits
+      ? this.s.policy.evaluate({
+          connection: this.ctx.connection.name,
+          protocol: 'postgres',
+          identity: this.identity!,
+          sql: { classes: c.classes, tables: c.tables },
+          text: sql,
+          detectorHits,
+        })
+      : { action: 'deny', rule: 'gateway', reason: `the gateway could not check the statement for the detectors its policies match on (${scanError}), so it refuses it` };
     return {
       n: ++this.statementCount,
       sql,

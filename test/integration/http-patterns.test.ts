@@ -8,7 +8,8 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { ScanBudgetError } from '../../proxy/masking/pattern';
+import type { PolicyRule } from '../../shared/config';
+import { PolicyEngine } from '../../proxy/policy/engine';
 import { type LlmUpstream, startLlmUpstream } from '../support/llm-upstream';
 import { OPENAI_SECRET, startTestGateway, type TestGateway, VECTOR_SECRET } from './http-harness';
 
@@ -85,27 +86,25 @@ describe('typed patterns run in linear time', () => {
     });
   }
 
-  it('a content scan that runs out of its budget refuses the request: 503 scan_budget_exceeded, nothing forwarded', async () => {
-    const services = gw.gw.services as { policy: unknown };
+  it('a content scan that runs out of its budget denies the request in the rule\'s name, recorded, nothing forwarded', async () => {
+    const services = gw.gw.services as { policy: PolicyEngine };
     const engine = services.policy;
-    // the engine's own budget error, as a content test over a text too large for 500 ms raises it
-    services.policy = {
-      evaluate: () => {
-        throw new ScanBudgetError('policy rule "bulk": scanning 9437184 characters exceeded the scan budget; the request was refused (fail closed)');
-      },
-    };
+    // the same rule with no budget at all: every content test runs out of it
+    services.policy = new PolicyEngine([{ name: 'bulk', match: { connections: ['openai'], content: '(?i)export (all|every)' }, action: 'allow' } as PolicyRule], { contentBudgetMs: -1 });
     try {
       const before = upstream.requests.length;
       const r = await fetch(`${gw.proxy}/openai/chat/completions`, {
         method: 'POST',
-        headers: { authorization: `Bearer ${gw.adminKey}`, 'content-type': 'application/json' },
+        headers: { authorization: `Bearer ${gw.adminKey}`, 'content-type': 'application/json', 'x-custody-session': 'budget' },
         body: JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hello' }] }),
       });
-      assert.equal(r.status, 503);
+      assert.equal(r.status, 403, 'an allow rule that cannot decide does not allow');
       const body = (await r.json()) as { error: { code: string; message: string } };
-      assert.equal(body.error.code, 'scan_budget_exceeded');
-      assert.match(body.error.message, /policy rule "bulk".*scan budget.*not forwarded/);
+      assert.equal(body.error.code, 'policy_denied');
+      assert.match(body.error.message, /rule "bulk".*exceeded the scan budget.*cannot tell whether the rule matches/);
       assert.equal(upstream.requests.length, before);
+      const decisions = (await gw.allEvents()).filter((e) => e.kind === 'policy.decision' && (e.payload as { rule?: string }).rule === 'bulk');
+      assert.equal((decisions.at(-1)?.payload as { action?: string } | undefined)?.action, 'deny');
     } finally {
       services.policy = engine;
     }
