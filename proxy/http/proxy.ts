@@ -847,12 +847,15 @@ class Exchange {
         endWithError(413, 'response_too_large', `connection ${this.name}: the upstream stream exceeds the gateway limit of ${max} bytes (limits.maxResponseBytes); it was cut off`);
         return;
       }
+      const comments = parser.comments;
       const events = parser.push(chunk);
       if (!streamMasker && !secretMasker) {
         write(chunk);
         if (events.length) recordChunk({ log: events, spans: [], counts: {} });
         return;
       }
+      // Comments are keep-alives: their text is not relayed (it could echo anything), the beat is.
+      if (parser.comments > comments) write(':\n\n');
       for (const e of events) {
         try {
           pass(secretMasker ? secretMasker.push(this.route.scrubber!.eventFields(e)) : undefined, e);

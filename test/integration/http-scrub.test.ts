@@ -83,6 +83,7 @@ describe('HTTP proxy: the upstream credential is scrubbed from every response sh
       // the echo happened (the upstream got the secret and sent it back), so the test can fail
       assert.match(r.head + r.body, /\[REDACTED\]/, `nothing was echoed: ${r.head}${r.body}`);
       if (path.endsWith('/sse')) {
+        assert.ok(r.body.startsWith(':\n\n'), `the keep-alive comment arrives, without its text: ${r.body.slice(0, 80)}`);
         // a client reading the deltas joins them: the secret must not reappear across events
         const joined = r.body
           .split('\n')

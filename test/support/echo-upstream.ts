@@ -84,6 +84,7 @@ export async function startEchoUpstream(): Promise<EchoUpstream> {
           res.end();
         } else if (path.endsWith('/echo/sse') || (path.endsWith('/chat/completions') && body.includes('"stream":true'))) {
           res.writeHead(200, { 'content-type': 'text/event-stream' });
+          res.write(`: keep-alive ${asSent}\n\n`);
           const pieces = [`the key is ${asSent.slice(0, 5)}`, asSent.slice(5, 11), `${asSent.slice(11)} and ${basicUser}`, ` url ${urlEncoded}`];
           for (const [i, p] of pieces.entries()) {
             const chunk = { id: 'chatcmpl-echo', object: 'chat.completion.chunk', created: 1, model: 'gpt-4o', choices: [{ index: 0, delta: i === 0 ? { role: 'assistant', content: p } : { content: p }, finish_reason: null }] };
