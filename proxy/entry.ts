@@ -14,6 +14,7 @@
  */
 import { parseArgs } from 'node:util';
 import { resolveConfig } from './config';
+import { maskingConfigIssues } from './masking/engine';
 import { Gateway } from './gateway';
 import { createLogger } from './log';
 import { plainSecrets, type SecretWrapper, vaultSecrets } from './secret-wrapper';
@@ -106,6 +107,7 @@ async function run(): Promise<void> {
     const { config, file, dataDir } = resolveConfig({
       config: values.config ?? process.env['CUSTODY_CONFIG'],
       dataDir: values['data-dir'] ?? process.env['CUSTODY_DATA_DIR'],
+      checks: [maskingConfigIssues],
     });
     let secrets: SecretWrapper = plainSecrets;
     if (values['sealed-secrets']) {

@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { type Config, parseDuration } from '../shared/config';
 import { AuditService } from './audit/service';
 import { AuditStore } from './audit/store';
-import { EventBus, sessionEventsFromStore } from './control/bus';
+import { EventBus, sessionEventsFromStore } from './bus';
 import { type ControlPlane, type RouteModule, startControlPlane } from './control/server';
 import { registerConnectionRoutes, withStoredConnections } from './control/routes/connections';
 import { registerDashboardRoutes } from './control/routes/dashboard';
@@ -22,6 +22,7 @@ import { HoldQueue } from './approvals/hold-queue';
 import { startHttpProxy } from './http/proxy';
 import { AuditWriter } from './postgres/audit-writer';
 import { startPgListener } from './postgres/listener';
+import type { Listener } from './net';
 import { createMaskingEngine } from './masking/engine';
 import { syncMaskingAtStart } from './masking/versions';
 import { PolicyEngine } from './policy/engine';
@@ -58,12 +59,7 @@ export interface GatewayOptions {
   secrets?: SecretWrapper;
 }
 
-/** A listener the gateway started and must drain on stop. */
-export interface Listener {
-  name: string;
-  address: string;
-  close(): Promise<void>;
-}
+export type { Listener };
 
 export class Gateway {
   /** The first admin key, when this start created it (printed once by `custody serve`). */
@@ -151,7 +147,7 @@ export class Gateway {
     routeModules.push(registerMaskingRoutes);
     const bound = (name: string) => this.listeners.find((l) => l.name === name)?.address;
     routeModules.push((router, services) => registerConnectionRoutes(router, services, { http: () => bound('http'), postgres: (name) => bound(`postgres:${name}`) }), registerDashboardRoutes);
-    this.control = await startControlPlane(s, routeModules);
+    this.control = await startControlPlane(s, routeModules, { httpAddress: () => bound('http') });
     this.listeners.push({ name: 'control', address: this.control.address, close: () => this.control.close() });
     s.store.append({ kind: 'gateway.start', actor: 'system', payload: { version: s.version, listeners: this.listeners.map((l) => ({ name: l.name, address: l.address })) } });
   }

@@ -5,7 +5,7 @@
 import type { Config } from '../shared/config';
 import type { AuditService } from './audit/service';
 import type { AuditStore } from './audit/store';
-import type { EventBus } from './control/bus';
+import type { EventBus } from './bus';
 import type { ApiKeyStore } from './identity/api-keys';
 import type { Authenticator } from './identity/authenticator';
 import type { ConsoleLogin } from './identity/console-login';

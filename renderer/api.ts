@@ -129,7 +129,7 @@ export const httpApi: ConsoleApi = {
     return [...readVersions(policies, 'policies'), ...readVersions(masking, 'masking')].sort((a, b) => b.version - a.version);
   },
   policyVersion: async (v: number, kind: 'policies' | 'masking') => readVersions([await call('GET', `/api/${kind}/versions/${v}`)], kind)[0]!,
-  dryRun: async (policies, from, to) => readDryRun(await call('POST', '/api/policies/dry-run', { rules: policies, from, to })),
+  dryRun: async (policies, from, to, masking) => readDryRun(await call('POST', '/api/policies/dry-run', { rules: policies, from, to, ...masking })),
   auditStatus: async () => readAuditStatus(await call('GET', '/api/audit/status')),
   verify: async () => readVerify(await call('POST', '/api/audit/verify')),
   async createExport(req) {

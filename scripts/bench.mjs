@@ -11,6 +11,7 @@ const BENCHES = {
   'pattern-engines': 'bench/pattern-engines.ts',
   holds: 'bench/holds.ts',
   postgres: 'bench/postgres.ts',
+  'approvals-loop': 'bench/approvals-loop.ts',
 };
 
 const wanted = process.argv.slice(2);

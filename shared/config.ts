@@ -4,6 +4,7 @@
  * there is exactly one definition of what a valid config is.
  */
 import { z } from 'zod';
+import { hintIssues } from './config-hints';
 
 const DURATION_RE = /^(\d+)(ms|s|m|h|d)$/;
 const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
@@ -24,9 +25,13 @@ export const ListenAddress = z
   .string()
   .regex(/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'an address such as 127.0.0.1:7421');
 
+/** Paths the console serves outside /api/: a connection named after one could not be told apart on the control port. */
+export const RESERVED_CONNECTION_NAMES: readonly string[] = ['api', 'login', 'assets'];
+
 export const ConnectionName = z
   .string()
-  .regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, 'lower-case letters, digits, "-" and "_"');
+  .regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, 'lower-case letters, digits, "-" and "_"')
+  .refine((name) => !RESERVED_CONNECTION_NAMES.includes(name), { message: 'this name is a path of the console itself; choose another connection name' });
 
 export const SecretSource = z.union([
   z.object({ env: z.string().min(1) }).strict(),
@@ -60,11 +65,20 @@ export const Connection = z
     listen: ListenAddress.optional(),
     tls: TlsOptions.optional(),
     description: z.string().optional(),
+    /**
+     * HTTP kinds: media types (`image/png`, `audio/*`) the gateway forwards without inspecting them,
+     * as request bodies, multipart parts or base64 embedded in JSON. Without it, a body that cannot
+     * be inspected is refused (415) wherever a masking, `content` or `detectors` rule applies.
+     */
+    passthroughTypes: z
+      .array(z.string().regex(/^[a-z0-9][\w.+-]*\/(?:\*|[a-z0-9][\w.+-]*)$/i, 'a media type such as image/png or audio/*'))
+      .optional(),
   })
   .strict()
   .superRefine((c, ctx) => {
     if (c.kind === 'postgres') {
       if (!c.listen) ctx.addIssue({ code: 'custom', path: ['listen'], message: 'a postgres connection needs listen (e.g. 127.0.0.1:6432)' });
+      if (c.passthroughTypes) ctx.addIssue({ code: 'custom', path: ['passthroughTypes'], message: 'passthroughTypes applies to HTTP connections only' });
       if (!/^postgres(ql)?:\/\//.test(c.upstream)) ctx.addIssue({ code: 'custom', path: ['upstream'], message: 'a postgres upstream is a URL such as postgres://app@127.0.0.1:5432/app' });
     } else {
       if (c.listen) ctx.addIssue({ code: 'custom', path: ['listen'], message: 'only postgres connections have their own listener; HTTP connections share listen.http' });
@@ -320,7 +334,7 @@ export function validateConfig(value: unknown): { ok: true; config: Config } | {
   if (r.success) return { ok: true, config: r.data };
   return {
     ok: false,
-    issues: r.error.issues.map((i) => ({ path: i.path.map((p) => (typeof p === 'symbol' ? String(p) : p)), message: i.message })),
+    issues: hintIssues(Config, r.error.issues),
   };
 }
 

@@ -25,7 +25,7 @@ import { parseDuration } from '../../shared/config';
 import type { HoldDecisionRequest, HoldState, HoldView, HoldVote } from '../../shared/holds';
 import type { Identity } from '../../shared/identity';
 import { type AuditStore, StoreUnavailableError } from '../audit/store';
-import type { EventBus } from '../control/bus';
+import type { EventBus } from '../bus';
 import { newId } from '../ids';
 import { type Logger, silentLogger } from '../log';
 import type { HoldGate, HoldOutcome, HoldRequest } from './types';

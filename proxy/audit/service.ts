@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import type { Config } from '../../shared/config';
 import { newId } from '../ids';
 import type { Logger } from '../log';
-import type { EventBus } from '../control/bus';
+import type { EventBus } from '../bus';
 import { type AuditTrail, type Checkpoint, checkpointIntervalMs, openAuditTrail } from './checkpoints';
 import type { PublicKeyInfo } from './checkpoint-signer';
 import { exportBundle, type ExportFilter } from './export';

@@ -12,7 +12,7 @@
  *   hash        = SHA-256(prevHash ‖ canonical(body)), prevHash of seq 1 = 32 zero bytes.
  * Retention may delete a payload; its payloadHash stays, so the chain still verifies.
  */
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { inflateRawSync } from 'node:zlib';
 import Database from 'better-sqlite3';
@@ -122,7 +122,10 @@ export class AuditStore implements EventLog {
    * `commitThread` (the gateway), appends are committed on a worker thread (commit-thread.ts).
    */
   static open(dataDir: string, options: StoreOptions = {}): AuditStore {
-    if (!options.readonly) mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+    if (!options.readonly) {
+      mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+      keepOutOfGit(dataDir);
+    }
     return new AuditStore(join(dataDir, 'custody.db'), options);
   }
 
@@ -534,4 +537,13 @@ export function migrate(db: Database.Database, migrations = MIGRATIONS): number 
     version = m.version;
   }
   return version;
+}
+
+/**
+ * The store and the signing key must never be one `git add .` away from a repository (a config's
+ * `dataDir: ./data` puts them inside the project): every data dir carries a `.gitignore` of `*`.
+ */
+function keepOutOfGit(dataDir: string): void {
+  const file = join(dataDir, '.gitignore');
+  if (!existsSync(file)) writeFileSync(file, '# Custody data dir: the audit store and keys stay out of version control.\n*\n', { mode: 0o600 });
 }

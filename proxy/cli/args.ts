@@ -4,11 +4,14 @@ export class UsageError extends Error {}
 export interface ParsedArgs {
   positionals: string[];
   flags: Record<string, string | true>;
+  /** Flags given without the value they need; reported by rejectUnknown after unknown flags, so a typo reads as one. */
+  missingValue?: string[];
 }
 
 export function parseArgs(argv: string[], switches: string[] = []): ParsedArgs {
   const positionals: string[] = [];
   const flags: Record<string, string | true> = {};
+  const missingValue: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     if (a === '--') {
@@ -22,13 +25,17 @@ export function parseArgs(argv: string[], switches: string[] = []): ParsedArgs {
       else if (switches.includes(name)) flags[name] = true;
       else {
         const v = argv[i + 1];
-        if (v === undefined || v.startsWith('--')) throw new UsageError(`--${name} needs a value`);
+        if (v === undefined || v.startsWith('--')) {
+          flags[name] = true;
+          missingValue.push(name);
+          continue;
+        }
         flags[name] = v;
         i++;
       }
     } else positionals.push(a);
   }
-  return { positionals, flags };
+  return { positionals, flags, missingValue };
 }
 
 export function str(args: ParsedArgs, name: string): string | undefined {
@@ -38,6 +45,7 @@ export function str(args: ParsedArgs, name: string): string | undefined {
 
 export function rejectUnknown(args: ParsedArgs, known: string[]): void {
   for (const k of Object.keys(args.flags)) if (!known.includes(k)) throw new UsageError(`unknown option --${k}`);
+  for (const k of args.missingValue ?? []) throw new UsageError(`--${k} needs a value`);
 }
 
 /** Output streams, injectable for tests. */

@@ -6,7 +6,7 @@ import { exportBundle, type ExportFilter, parseTimeArg } from '../audit/export';
 import { progressReporter } from '../audit/progress';
 import { AuditStore } from '../audit/store';
 import { verifyStore } from '../audit/verify';
-import { resolveConfig } from '../config';
+import { noStoreMessage, resolveConfig } from '../config';
 import { type Io, type ParsedArgs, processIo, rejectUnknown, str, UsageError } from './args';
 
 /**
@@ -28,8 +28,9 @@ export async function exportCommand(args: ParsedArgs, io: Io): Promise<number> {
   if (str(args, 'user')) filter.user = str(args, 'user');
   if (str(args, 'connection')) filter.connection = str(args, 'connection');
 
-  const { config, dataDir } = resolveConfig({ config: str(args, 'config'), dataDir: str(args, 'data-dir') });
-  if (!existsSync(join(dataDir, 'custody.db'))) throw new Error(`${dataDir} has no audit store (custody.db); nothing to export`);
+  const resolved = resolveConfig({ config: str(args, 'config'), dataDir: str(args, 'data-dir') });
+  const { config, dataDir } = resolved;
+  if (!existsSync(join(dataDir, 'custody.db'))) throw new Error(`nothing to export: ${noStoreMessage(resolved)}`);
   const store = AuditStore.open(dataDir);
   const isTTY = io === processIo && !!process.stderr.isTTY;
   try {

@@ -15,13 +15,14 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { LineCounter, parseDocument, type Node as YamlNode } from 'yaml';
-import { type ConnectionKind, parseDuration, type PolicyRule } from '../../shared/config';
+import { type Config, type ConnectionKind, parseDuration, type PolicyRule } from '../../shared/config';
 import { yamlLineOf } from '../../shared/yaml-lines';
 import { AuditStore } from '../audit/store';
 import { resolveConfig } from '../config';
 import { connectionsNow } from '../control/routes/policies';
 import { checkPolicies, formatPolicyIssue, parsePolicies, type PolicyContext } from '../policy/check';
-import { dryRun, type DryRunReport, type Outcome } from '../policy/dry-run';
+import { candidateMasking, dryRun, type DryRunReport, type Outcome } from '../policy/dry-run';
+import { validateMaskingConfig } from '../masking/engine';
 import { type Io, type ParsedArgs, rejectUnknown, str, UsageError } from './args';
 
 const USAGE = 'usage: custody policy check FILE [--strict] [--json] | custody policy dry-run FILE [--from T] [--to T] [--json]';
@@ -34,6 +35,8 @@ interface PolicyFile {
   connections?: { name: string; kind: ConnectionKind }[];
   masking?: { id: string; connections?: string[] }[];
   detectors?: string[];
+  /** The file's own `{masking, detectors}` as written, when it has either (a whole config). */
+  maskingDoc?: { masking: unknown; detectors: unknown };
   doc: ReturnType<typeof parseDocument>;
   lines: LineCounter;
 }
@@ -61,7 +64,8 @@ function readPolicyFile(file: string): PolicyFile {
       : undefined;
     const masking = Array.isArray(v.masking) ? v.masking.filter((m): m is { id: string } => !!m && typeof m === 'object' && typeof (m as { id?: unknown }).id === 'string') : undefined;
     const detectors = Array.isArray(v.detectors) ? v.detectors.map((d) => (d as { id?: unknown })?.id).filter((id): id is string => typeof id === 'string') : undefined;
-    return { file, rules: v.policies ?? [], at: ['policies'], connections, masking, detectors, doc, lines };
+    const maskingDoc = v.masking !== undefined || v.detectors !== undefined ? { masking: v.masking ?? [], detectors: v.detectors ?? [] } : undefined;
+    return { file, rules: v.policies ?? [], at: ['policies'], connections, masking, detectors, maskingDoc, doc, lines };
   }
   throw new Error(`${file}: expected a list of policy rules, or a mapping with "policies:"`);
 }
@@ -126,7 +130,19 @@ export async function policyCommand(args: ParsedArgs, io: Io): Promise<number> {
       return 1;
     }
     if (!store) throw new Error(`no recorded traffic: ${dbFile} does not exist (use --config or --data-dir to find the store)`);
-    const report = dryRun(store, rules, { from, to, connections: ctx.connections!, roles: config.identity.roles });
+    // The candidate's masking rules: the file's own when it has them, else the gateway's.
+    let maskingConfig: Pick<Config, 'masking' | 'detectors'> = config;
+    if (pf.maskingDoc) {
+      const checked = validateMaskingConfig(pf.maskingDoc);
+      if (!checked.ok) {
+        for (const i of checked.issues) io.out(`${file}:${lineOf({ ...pf, at: [] }, i.path)}: error: ${i.path.join('.')}: ${i.message}\n`);
+        io.err(`custody policy dry-run: ${file} has invalid masking rules; fix them first\n`);
+        return 1;
+      }
+      maskingConfig = checked.config;
+    }
+    const masking = candidateMasking(maskingConfig);
+    const report = dryRun(store, rules, { from, to, connections: ctx.connections!, roles: config.identity.roles, masking });
     if (args.flags['json']) io.out(`${JSON.stringify(report, null, 2)}\n`);
     else io.out(formatReport(report));
     return 0;
@@ -148,6 +164,8 @@ export function formatReport(r: DryRunReport): string {
   out.push('');
   out.push(`${r.changedRequests} request${r.changedRequests === 1 ? '' : 's'} in ${r.changedSessions} session${r.changedSessions === 1 ? '' : 's'} would go differently${r.changedRequests ? ':' : '.'}`);
   for (const [t, n] of Object.entries(r.transitions).sort((a, b) => b[1] - a[1])) out.push(`  ${t.padEnd(18)} ${n}`);
+  out.push('');
+  out.push(`Values masked (requests and responses): recorded ${r.maskedValues.recorded} → candidate ${r.maskedValues.candidate}`);
   if (Object.keys(r.byRule).length) {
     out.push('');
     out.push('Matches per rule:');
@@ -165,6 +183,6 @@ export function formatReport(r: DryRunReport): string {
     out.push('');
     out.push(`${r.partial} request${r.partial === 1 ? ' was' : 's were'} replayed from partial records (body not recorded, groups or SQL classes unknown).`);
   }
-  out.push('Note: replay sees recorded text, which is masked; content rules that look for masked values see the redaction.');
+  out.push('Note: replay sees recorded text, which is masked; content rules that look for masked values see the redaction, and a masking rule removed by the candidate cannot unmask what the log holds masked.');
   return `${out.join('\n')}\n`;
 }

@@ -1,12 +1,13 @@
 import { resolveConfig } from '../config';
 import { Gateway } from '../gateway';
 import { createLogger } from '../log';
+import { maskingConfigIssues } from '../masking/engine';
 import { type Io, type ParsedArgs, rejectUnknown, str } from './args';
 
 /** `custody serve [--config FILE] [--data-dir DIR]`: runs the gateway until SIGINT/SIGTERM. */
 export async function serveCommand(args: ParsedArgs, io: Io): Promise<number> {
   rejectUnknown(args, ['config', 'data-dir']);
-  const { config, file, dataDir } = resolveConfig({ config: str(args, 'config'), dataDir: str(args, 'data-dir') });
+  const { config, file, dataDir } = resolveConfig({ config: str(args, 'config'), dataDir: str(args, 'data-dir'), checks: [maskingConfigIssues] });
   const log = createLogger();
   const gw = await Gateway.start({ config, dataDir, configFile: file, log });
   const control = gw.address('control');

@@ -5,7 +5,7 @@ import { CheckpointSigner, KEY_NAME_META, publicKeyInfo, type PublicKeyInfo } fr
 import { progressReporter } from '../audit/progress';
 import { parseVerifierKey } from '../audit/signed-note';
 import { loadSinceAnchor, readBundleFiles, VerifyInputError, verifyPathParallel, type VerifyReport } from '../audit/verify';
-import { resolveConfig } from '../config';
+import { noStoreMessage, resolveConfig } from '../config';
 import { type Io, type ParsedArgs, processIo, rejectUnknown, str, UsageError } from './args';
 
 const n = (v: number) => v.toLocaleString('en-US');
@@ -19,7 +19,12 @@ const n = (v: number) => v.toLocaleString('en-US');
 export async function verifyCommand(args: ParsedArgs, io: Io): Promise<number> {
   rejectUnknown(args, ['config', 'data-dir', 'since-checkpoint', 'key', 'json', 'show-key']);
   if (args.positionals.length > 2) throw new UsageError('usage: custody verify [PATH] [--since-checkpoint FILE] [--key VKEY|FINGERPRINT] [--json] | custody verify --show-key [PATH]');
-  const path = args.positionals[1] ?? resolveConfig({ config: str(args, 'config'), dataDir: str(args, 'data-dir') }).dataDir;
+  let path = args.positionals[1];
+  if (path === undefined) {
+    const resolved = resolveConfig({ config: str(args, 'config'), dataDir: str(args, 'data-dir') });
+    if (!existsSync(join(resolved.dataDir, 'custody.db'))) throw new VerifyInputError(noStoreMessage(resolved));
+    path = resolved.dataDir;
+  }
   if (!existsSync(path)) throw new VerifyInputError(`${path}: no such file or directory`);
 
   if (args.flags['show-key']) {

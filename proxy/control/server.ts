@@ -16,6 +16,8 @@ import { attachEventsSocket, originAllowed } from './events-socket';
 import { HANDLED, HttpError, readBody, Router, sendJson } from './router';
 import { handleLoginLink, sourceOf } from './routes/auth';
 import { registerSessionRoutes } from './routes/sessions';
+import { wrongPortAnswer } from './wrong-port';
+import { closeServer, listen, splitHostPort } from '../net';
 
 const JSON_LIMIT = 2 * 1024 * 1024;
 
@@ -50,7 +52,11 @@ export interface ControlPlane {
 
 export type RouteModule = (router: Router, services: GatewayServices) => void;
 
-export async function startControlPlane(s: GatewayServices, modules: RouteModule[] = []): Promise<ControlPlane> {
+export async function startControlPlane(
+  s: GatewayServices,
+  modules: RouteModule[] = [],
+  opts: { /** The HTTP proxy's bound address, named to clients that reach the console's port by mistake. */ httpAddress?: () => string | undefined } = {},
+): Promise<ControlPlane> {
   const router = new Router();
   router.get('/api/health', () => ({ status: 'ok', version: s.version, events: s.store.head().size }), { public: true });
   router.get('/api/me', ({ identity }) => identity);
@@ -85,6 +91,11 @@ export async function startControlPlane(s: GatewayServices, modules: RouteModule
     const url = new URL(req.url ?? '/', 'http://control.invalid');
     if (!url.pathname.startsWith('/api/')) {
       if (url.pathname === '/login' && url.searchParams.has('token')) return handleLoginLink(s, req, res, url);
+      const misdirected = wrongPortAnswer(req, url.pathname, s.config, opts.httpAddress?.());
+      if (misdirected) {
+        res.writeHead(misdirected.status, { 'content-type': 'application/json', 'x-custody-error': 'wrong_port', 'cache-control': 'no-store' }).end(JSON.stringify(misdirected.body));
+        return;
+      }
       if (await needsSignIn(req, url)) {
         res.writeHead(302, { location: `/login?next=${encodeURIComponent(url.pathname + url.search)}`, 'cache-control': 'no-store' }).end();
         return;
@@ -204,36 +215,4 @@ function serveStatic(root: string, pathname: string, res: ServerResponse): void 
       : {}),
   });
   createReadStream(file).pipe(res);
-}
-
-export function splitHostPort(address: string): [string, number] {
-  const i = address.lastIndexOf(':');
-  const host = address.slice(0, i).replace(/^\[|\]$/g, '');
-  return [host, Number(address.slice(i + 1))];
-}
-
-export function listen(server: Server | import('node:net').Server, host: string, port: number): Promise<void> {
-  return new Promise((resolveListen, reject) => {
-    const onError = (err: NodeJS.ErrnoException) => {
-      reject(new Error(err.code === 'EADDRINUSE' ? `${host}:${port} is already in use (another gateway running?)` : `cannot listen on ${host}:${port}: ${err.message}`));
-    };
-    server.once('error', onError);
-    server.listen(port, host, () => {
-      server.off('error', onError);
-      resolveListen();
-    });
-  });
-}
-
-/** Stops accepting, lets in-flight requests finish (up to `graceMs`), then closes what is left. */
-export function closeServer(server: Server, graceMs = 10_000): Promise<void> {
-  return new Promise((done) => {
-    const timer = setTimeout(() => server.closeAllConnections(), graceMs);
-    timer.unref();
-    server.close(() => {
-      clearTimeout(timer);
-      done();
-    });
-    server.closeIdleConnections();
-  });
 }

@@ -7,9 +7,10 @@
  * header `x-custody-error: <code>`, so a client can tell it from an upstream error.
  */
 import type { ConnectionKind } from '../../shared/config';
+import { errorBody, type ErrorStyle } from '../../shared/provider-errors';
 import type { SseEvent } from '../masking/types';
 
-export type ErrorStyle = 'openai' | 'anthropic';
+export type { ErrorStyle } from '../../shared/provider-errors';
 
 export function errorStyleFor(kind: ConnectionKind | undefined): ErrorStyle {
   return kind === 'anthropic' ? 'anthropic' : 'openai';
@@ -26,6 +27,8 @@ export type GatewayErrorCode =
   | 'invalid_json'
   | 'invalid_body'
   | 'unsupported_encoding'
+  | 'unsupported_media_type'
+  | 'unmaskable_value'
   | 'request_too_large'
   | 'response_too_large'
   | 'policy_denied'
@@ -52,36 +55,7 @@ export class GatewayError extends Error {
   }
 }
 
-const ANTHROPIC_TYPES: Record<number, string> = {
-  400: 'invalid_request_error',
-  401: 'authentication_error',
-  403: 'permission_error',
-  404: 'not_found_error',
-  413: 'request_too_large',
-  415: 'invalid_request_error',
-  429: 'rate_limit_error',
-  504: 'timeout_error',
-};
-
-function openAiType(status: number): string {
-  if (status === 401) return 'invalid_request_error';
-  if (status === 403) return 'permission_error';
-  if (status >= 500) return 'server_error';
-  return 'invalid_request_error';
-}
-
-/** The error object inside the body (OpenAI: `error`; Anthropic: `error`). */
-function errorObject(style: ErrorStyle, status: number, code: string, message: string): Record<string, unknown> {
-  return style === 'anthropic'
-    ? { type: ANTHROPIC_TYPES[status] ?? 'api_error', message }
-    : { message, type: openAiType(status), param: null, code };
-}
-
-/** The JSON body of an error response. */
-export function errorBody(style: ErrorStyle, status: number, code: string, message: string): Record<string, unknown> {
-  const error = errorObject(style, status, code, message);
-  return style === 'anthropic' ? { type: 'error', error } : { error };
-}
+export { errorBody } from '../../shared/provider-errors';
 
 /**
  * An error inside an event stream whose headers were already sent: Anthropic's `event: error`

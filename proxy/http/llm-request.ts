@@ -11,8 +11,10 @@ export interface RequestFacts {
   model?: string;
   tools: boolean;
   stream: boolean;
-  /** Lazily computed prompt text. */
+  /** Lazily computed prompt text (what approvers are shown). */
   readonly text: string;
+  /** Lazily computed: every string, number and object key of the body, for `match.content`. */
+  readonly all: string;
 }
 
 type Json = Record<string, unknown>;
@@ -66,11 +68,34 @@ function responsesInputText(input: unknown, out: string[]): void {
   }
 }
 
-function allStrings(value: unknown, out: string[], depth = 0): void {
-  if (depth > 64) return;
-  if (typeof value === 'string') out.push(value);
-  else if (Array.isArray(value)) for (const v of value) allStrings(v, out, depth + 1);
-  else if (isObj(value)) for (const k in value) allStrings(value[k], out, depth + 1);
+function allStrings(value: unknown, out: string[]): void {
+  const stack = [value];
+  while (stack.length) {
+    const v = stack.pop();
+    if (typeof v === 'string') out.push(v);
+    else if (Array.isArray(v)) for (let i = v.length - 1; i >= 0; i--) stack.push(v[i]);
+    else if (isObj(v)) {
+      const keys = Object.keys(v);
+      for (let i = keys.length - 1; i >= 0; i--) stack.push(v[keys[i]!]);
+    }
+  }
+}
+
+/** Every string, number and key under `value`, iteratively (policy sees what the upstream reads). */
+function allValues(value: unknown): string {
+  const out: string[] = [];
+  const stack = [value];
+  while (stack.length) {
+    const v = stack.pop();
+    if (typeof v === 'string') out.push(v);
+    else if (typeof v === 'number') out.push(String(v));
+    else if (Array.isArray(v)) for (let i = v.length - 1; i >= 0; i--) stack.push(v[i]);
+    else if (isObj(v)) {
+      const keys = Object.keys(v);
+      for (let i = keys.length - 1; i >= 0; i--) stack.push(v[keys[i]!], keys[i]);
+    }
+  }
+  return out.join('\n');
 }
 
 function hasToolItems(list: unknown, types: string[]): boolean {
@@ -91,6 +116,7 @@ function lastSegment(path: string): string {
 
 /** Describes a parsed request body; `path` is the path after the connection name, without query. */
 export function describeRequest(kind: ConnectionKind, path: string, body: unknown): RequestFacts {
+  let all: string | undefined;
   if (!isObj(body)) {
     let text: string | undefined;
     return {
@@ -99,6 +125,10 @@ export function describeRequest(kind: ConnectionKind, path: string, body: unknow
       get text() {
         text ??= typeof body === 'string' ? body : '';
         return text;
+      },
+      get all() {
+        all ??= typeof body === 'string' ? body : allValues(body);
+        return all;
       },
     };
   }
@@ -150,6 +180,10 @@ export function describeRequest(kind: ConnectionKind, path: string, body: unknow
         text = parts.join('\n');
       }
       return text;
+    },
+    get all() {
+      all ??= allValues(body);
+      return all;
     },
   };
 }

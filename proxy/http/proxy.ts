@@ -17,13 +17,15 @@ import { parseDuration } from '../../shared/config';
 import type { AuditEventInput, MaskSpan } from '../../shared/events';
 import type { Identity } from '../../shared/identity';
 import { StoreUnavailableError } from '../audit/store';
-import { closeServer, listen, splitHostPort } from '../control/server';
-import type { Listener } from '../gateway';
+import { closeServer, type Listener, listen, splitHostPort } from '../net';
 import { AuthError, credentialFrom } from '../identity/authenticator';
+import { UnmaskableValueError } from '../masking/request';
 import { type ConnectionMasker, type MaskedBody, MaskingError, type SseEvent, type StreamChunkResult, type StreamMasker } from '../masking/types';
 import type { PolicyDecision } from '../policy/types';
 import type { GatewayServices } from '../services';
-import { bodyForLog, canDecode, contentEncodingOf, decodeBody, isJsonType, readRequestBody, responseDecoder } from './bodies';
+import { bodyForLog, canDecode, contentEncodingOf, decodeBody, readRequestBody, responseDecoder } from './bodies';
+import { policyValue, type ReadBody, readRequest } from './request-body';
+import { type InspectedRequest, inspectRequest, queryText } from './request-inspection';
 import { errorBody, errorEvent, type ErrorStyle, errorStyleFor, GatewayError, type GatewayErrorCode } from './errors';
 import { clientResponseHeaders, recordedHeaders, upstreamRequestHeaders } from './headers';
 import { describeRequest, holdSummary, type RequestFacts } from './llm-request';
@@ -355,35 +357,43 @@ class Exchange {
 
     const contentType = req.headers['content-type'];
     const kind = this.route.connection.kind;
-    // LLM endpoints take JSON: parse it (a bad body is the client's error, answered here).
-    let parsed: unknown;
-    let logBody: { body?: unknown; bodyEncoding?: string };
-    if (body.length && (isJsonType(contentType) || (contentType === undefined && kind !== 'http'))) {
-      try {
-        parsed = JSON.parse(body.toString('utf8'));
-        logBody = { body: parsed, bodyEncoding: 'json' };
-      } catch (err) {
-        if (kind !== 'http') {
-          sendError(res, this.style, 400, 'invalid_json', `request body is not valid JSON: ${(err as Error).message}`);
-          return;
-        }
-        logBody = bodyForLog(body, 'text/plain');
-      }
-    } else logBody = bodyForLog(body, contentType);
-    const facts = describeRequest(kind, this.path, parsed ?? (logBody.bodyEncoding === 'text' ? logBody.body : undefined));
+    // One reading of the body, whatever its headers say (request-body.ts).
+    let read: ReadBody;
+    try {
+      read = readRequest(kind, this.path, contentType, body);
+    } catch (err) {
+      if (!(err instanceof GatewayError)) throw err;
+      this.refuseUnread(method, err);
+      return;
+    }
+    const facts = describeRequest(kind, this.path, policyValue(read));
 
     // Masking and policy. A masking failure is recorded and refused, never forwarded unmasked.
-    let masked: MaskedBody | undefined;
-    let maskError: string | undefined;
+    let masked: InspectedRequest | undefined;
+    let maskError: MaskingError | undefined;
+    const connection = this.route.connection;
+    const inspect = (extraRules?: string[]) => {
+      try {
+        masked = inspectRequest(this.masker, read, body, { contentType, search: this.search, headers: req.headers }, {
+          inspect: this.masker !== null || s.policy.inspects(this.name),
+          passthroughTypes: connection.passthroughTypes,
+          extraRules,
+        });
+      } catch (err) {
+        if (!(err instanceof MaskingError)) throw err;
+        maskError = err;
+      }
+    };
     try {
-      this.masker = s.masking.forConnection(this.route.connection);
-      if (this.masker && body.length) masked = this.masker.request(this.path, contentType, body);
+      this.masker = s.masking.forConnection(connection);
     } catch (err) {
       if (!(err instanceof MaskingError)) throw err;
-      maskError = err.message;
+      maskError = err;
     }
+    if (maskError === undefined) inspect();
     let decision: PolicyDecision = { action: 'allow' };
     if (maskError === undefined) {
+      const query = queryText(this.search);
       try {
         decision = s.policy.evaluate({
           connection: this.name,
@@ -391,9 +401,9 @@ class Exchange {
           identity: this.identity,
           http: { method, path: this.path, model: facts.model, tools: facts.tools },
           get text() {
-            return facts.text;
+            return query ? `${facts.all}\n${query}` : facts.all;
           },
-          detectorHits: masked?.detectorHits ?? [],
+          detectorHits: masked!.detectorHits,
         });
       } catch (err) {
         s.log.error(`http proxy: policy evaluation failed: ${(err as Error).stack}`);
@@ -403,24 +413,19 @@ class Exchange {
       if (decision.action === 'mask' && decision.mask?.length) {
         this.extraRules = decision.mask;
         try {
-          this.masker ??= s.masking.forConnection(this.route.connection, decision.mask);
+          this.masker ??= s.masking.forConnection(connection, decision.mask);
         } catch (err) {
           if (!(err instanceof MaskingError)) throw err;
-          maskError = err.message;
+          maskError = err;
         }
         if (maskError !== undefined) {
           // refused below
-        } else if (!this.masker) maskError = `policy rule "${decision.rule}" asks for masking rules ${decision.mask.join(', ')}, but none of them can be applied to connection ${this.name}`;
-        else if (body.length) {
-          try {
-            masked = this.masker.request(this.path, contentType, body, decision.mask);
-          } catch (err) {
-            if (!(err instanceof MaskingError)) throw err;
-            maskError = err.message;
-          }
-        }
+        } else if (!this.masker) maskError = new MaskingError(`policy rule "${decision.rule}" asks for masking rules ${decision.mask.join(', ')}, but none of them can be applied to connection ${this.name}`);
+        else inspect(decision.mask);
       }
     }
+    // A body nobody can inspect goes on only to a person (hold) or when its type is let through.
+    const uninspectable = maskError === undefined && decision.action !== 'hold' && decision.action !== 'deny' ? masked!.uninspectable : undefined;
 
     // Record before forwarding (fail closed).
     const now = Date.now();
@@ -448,27 +453,24 @@ class Exchange {
     const requestPayload: Record<string, unknown> = {
       method,
       path: this.path,
-      headers: recordedHeaders(req.headers),
+      headers: recordedHeaders(masked?.logHeaders ?? req.headers),
       bytes: body.length,
       actorName: this.identity.name,
     };
-    if (this.search) requestPayload['query'] = this.search.slice(1);
-    if (facts.model) requestPayload['model'] = facts.model;
+    if (masked?.logQuery) requestPayload['query'] = masked.logQuery;
+    if (facts.model && maskError === undefined) requestPayload['model'] = facts.model; // a refused model name may be what carried PII
     if (facts.stream) requestPayload['stream'] = true;
     let requestSpans: MaskSpan[] | undefined;
     if (maskError !== undefined) requestPayload['bodyOmitted'] = 'masking failed; the body is not recorded unmasked';
     else if (masked) {
-      requestPayload['body'] = masked.log;
-      requestPayload['bodyEncoding'] = Buffer.isBuffer(masked.log) ? 'base64' : typeof masked.log === 'string' ? 'text' : 'json';
+      Object.assign(requestPayload, masked.log);
       if (Object.keys(masked.counts).length) requestPayload['masked'] = masked.counts;
-      requestSpans = masked.spans;
-    } else if (logBody.body !== undefined) {
-      requestPayload['body'] = logBody.body;
-      requestPayload['bodyEncoding'] = logBody.bodyEncoding;
+      if (masked.spans.length) requestSpans = masked.spans;
     }
     events.push(this.base('http.request', requestPayload, requestSpans));
     if (decision.rule !== undefined) events.push(this.base('policy.decision', decisionPayload(decision, method, this.path, facts)));
-    if (maskError !== undefined) events.push(this.base('http.error', { phase: 'masking', status: 500, code: 'masking_failed', message: maskError }));
+    const refusal = maskError !== undefined ? maskingRefusal(maskError) : uninspectable !== undefined ? inspectionRefusal(this.name, uninspectable) : undefined;
+    if (refusal) events.push(this.base('http.error', { phase: maskError !== undefined ? 'masking' : 'inspection', ...refusal }));
     try {
       await this.ctx.writer.commit(events);
     } catch (err) {
@@ -487,9 +489,9 @@ class Exchange {
       if (summary) s.bus.publish({ type: 'session.started', session: summary });
     }
 
-    if (maskError !== undefined) {
+    if (refusal) {
       this.finished = true;
-      sendError(res, this.style, 500, 'masking_failed', `masking failed: ${maskError}; the request was not forwarded`);
+      sendError(res, this.style, refusal.status, refusal.code, refusal.message);
       return;
     }
     if (decision.action === 'deny') {
@@ -501,7 +503,15 @@ class Exchange {
       const approved = await this.hold(decision, method, facts, masked);
       if (!approved) return;
     }
-    this.forward(method, masked ? masked.forward : body, requestEncoding !== undefined);
+    this.forward(method, masked!, requestEncoding !== undefined);
+  }
+
+  /** A body the gateway could not read (400, 415): recorded without a session, then answered. */
+  private refuseUnread(method: string, err: GatewayError): void {
+    this.ctx.writer.defer([
+      { kind: 'http.error', actor: this.identity.subject, connection: this.name, payload: { phase: 'request', status: err.status, code: err.code, message: err.message, method, path: this.path, duration: this.elapsed() } },
+    ]);
+    sendError(this.res, this.style, err.status, err.code, err.message);
   }
 
   /** A refusal the policy decided: recorded as the response the client got. */
@@ -514,8 +524,9 @@ class Exchange {
   }
 
   /** Parks the request until approvers decide; true when approved (and the client is still there). */
-  private async hold(decision: PolicyDecision, method: string, facts: RequestFacts, masked: MaskedBody | undefined): Promise<boolean> {
-    const text = masked ? describeRequest(this.route.connection.kind, this.path, masked.log).text : facts.text;
+  private async hold(decision: PolicyDecision, method: string, facts: RequestFacts, masked: InspectedRequest | undefined): Promise<boolean> {
+    // approvers see the request as recorded (masked)
+    const text = masked?.log.body !== undefined ? describeRequest(this.route.connection.kind, this.path, masked.log.body).text : facts.text;
     this.abort = new AbortController();
     if (this.clientGone) this.abort.abort(new Error('client disconnected'));
     let outcome;
@@ -551,16 +562,18 @@ class Exchange {
     return false;
   }
 
-  private forward(method: string, body: Buffer, bodyWasDecoded: boolean): void {
+  private forward(method: string, inspected: InspectedRequest, bodyWasDecoded: boolean): void {
     const { req, route } = this;
-    const headers = upstreamRequestHeaders(req.headers, bodyWasDecoded);
+    const body = inspected.forward;
+    const headers = upstreamRequestHeaders(inspected.headers, bodyWasDecoded);
+    if (inspected.contentType !== undefined) headers['content-type'] = inspected.contentType;
     headers['host'] = route.host;
     headers['accept-encoding'] = 'identity';
     if (route.authHeader) headers[route.authHeader[0]] = route.authHeader[1];
     if (body.length || req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined) headers['content-length'] = body.length;
     let upstreamPath = route.basePath + this.path;
     if (upstreamPath === '') upstreamPath = '/';
-    const options = { protocol: route.protocol, hostname: route.hostname, port: route.port, method, path: upstreamPath + this.search, headers, agent: route.agent, setHost: false };
+    const options = { protocol: route.protocol, hostname: route.hostname, port: route.port, method, path: upstreamPath + inspected.search, headers, agent: route.agent, setHost: false };
     const upReq = route.protocol === 'https:' ? httpsRequest(options) : httpRequest(options);
     this.upstreamReq = upReq;
     const tForward = performance.now();
@@ -900,6 +913,20 @@ class Exchange {
       if (!upRes.complete) broken('the upstream closed the stream before it was complete');
     });
   }
+}
+
+/** What the client is told when masking refuses a request: 400 for what it carries, 500 when masking broke. */
+function maskingRefusal(err: MaskingError): { status: number; code: GatewayErrorCode; message: string } {
+  if (err instanceof UnmaskableValueError) return { status: 400, code: 'unmaskable_value', message: err.message };
+  return { status: 500, code: 'masking_failed', message: `masking failed: ${err.message}; the request was not forwarded` };
+}
+
+function inspectionRefusal(connection: string, what: string): { status: number; code: GatewayErrorCode; message: string } {
+  return {
+    status: 415,
+    code: 'unsupported_media_type',
+    message: `connection ${connection} inspects request bodies (masking, content or detectors rules), and this one carries ${what}, which the gateway cannot inspect; send text, or ask an admin to list the type in the connection's passthroughTypes`,
+  };
 }
 
 function decisionPayload(d: PolicyDecision, method: string, path: string, facts: RequestFacts): Record<string, unknown> {

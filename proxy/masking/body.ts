@@ -3,10 +3,14 @@
  * (generic HTTP), anything textual as text, binary passed through unscanned. The forward bytes are
  * the original bytes unless a forward-scope rule changed something, and then only the changed
  * strings are rewritten (spliceJsonStrings).
+ *
+ * The HTTP proxy uses this for responses; requests are read by the gateway itself and masked in
+ * every value and key (proxy/http/request-body.ts, request.ts).
  */
 import type { ConnectionKind } from '../../shared/config';
 import type { MaskSpan } from '../../shared/events';
 import { BUILTIN_BY_ID } from './detectors';
+import { MAX_JSON_DEPTH, nestedDeeperThan } from './json';
 import { addCounts, type CompiledRule, jsonPathCovers, jsonPointer, type MaskEnv, MaskPlan, wholeValueDetector } from './rules';
 import type { Match } from './scanner';
 import { allStringLeaves, anthropicLeaves, type JsonPath, type LeafVisitor, openAiLeaves, spliceJsonStrings, STRUCTURAL_KEYS } from './structure';
@@ -93,7 +97,7 @@ function maskLeaf(plan: MaskPlan, value: string, key: string | number | undefine
   } else matches = plan.scan(value, deadline, 0, acc.hits);
   if (!matches.length) return undefined;
   const { fwd, log } = plan.renderBoth(value, matches, pointer);
-  acc.spans.push(...log.spans);
+  for (const sp of log.spans) acc.spans.push(sp); // a spread of 100k spans would overflow the stack
   addCounts(acc.counts, log.counts);
   return { fwd, log };
 }
@@ -115,6 +119,9 @@ export function maskBody(ctx: BodyContext, contentType: string | undefined, body
     } catch {
       ok = false;
     }
+    // The walks below recurse once per level: past the request limit, refuse rather than overflow.
+    if (ok && typeof parsed === 'object' && parsed !== null && nestedDeeperThan(text, MAX_JSON_DEPTH))
+      throw new MaskingError(`masking failed closed: the body is JSON nested deeper than ${MAX_JSON_DEPTH} levels`);
     if (ok && typeof parsed === 'object' && parsed !== null) return maskJson(ctx, text, parsed, body, deadline, acc, result);
     if (!ok && needsStructure) throw new MaskingError('masking failed closed: a rule with jsonPaths applies but the body is not valid JSON');
   } else if (needsStructure && kind === 'json') throw new MaskingError('masking failed closed: a rule with jsonPaths applies but the body is not UTF-8 JSON');
@@ -125,7 +132,7 @@ export function maskBody(ctx: BodyContext, contentType: string | undefined, body
   const matches = plan.scan(str, deadline, 0, acc.hits);
   if (!matches.length) return result(body, str);
   const { fwd, log } = plan.renderBoth(str, matches, '');
-  acc.spans.push(...log.spans);
+  for (const sp of log.spans) acc.spans.push(sp);
   addCounts(acc.counts, log.counts);
   return result(fwd.changed ? Buffer.from(fwd.text, encoding) : body, log.text);
 }

@@ -18,9 +18,10 @@ import { type Config, type ConfigIssue, type Connection, CustomDetector, Masking
 import { maskBody, PlanCache } from './body';
 import { BUILTIN_DETECTORS, DETECTOR_GROUPS, type Detector } from './detectors';
 import { DataRowMasker } from './rows';
-import { type CompiledRule, type MaskEnv, MaskPlan, RuleSet } from './rules';
+import { apiShape, type JsonRequestContext, maskJsonRequest } from './request';
+import { type CompiledRule, jsonPathCovers, type MaskEnv, MaskPlan, RuleSet } from './rules';
 import { SseStreamMasker } from './stream';
-import { type ConnectionMasker, type MaskedBody, MaskingError, type MaskingEngine, type RowMasker, type StreamMasker } from './types';
+import { type ConnectionMasker, type MaskedBody, type MaskedValue, MaskingError, type MaskingEngine, type RowMasker, type StreamMasker } from './types';
 import { VALIDATORS } from './validators';
 
 export { MaskingError };
@@ -79,6 +80,12 @@ export function validateMaskingConfig(
     const d = /^detector "([^"]+)"/.exec(message);
     const r = /^masking rule "([^"]+)"/.exec(message);
     const path: (string | number)[] = d ? ['detectors', config.detectors.findIndex((x) => x.id === d[1])] : r ? ['masking', config.masking.findIndex((x) => x.id === r[1])] : [];
+    // Point at the detector id itself when the rule names one that does not exist.
+    const unknown = r && /unknown detector "([^"]+)"/.exec(message);
+    if (unknown) {
+      const j = (config.masking[path[1] as number]?.detectors ?? []).indexOf(unknown[1]!);
+      if (j >= 0) path.push('detectors', j);
+    }
     issues.push({ path, message });
   }
   return issues.length ? { ok: false, issues } : { ok: true, config };
@@ -187,15 +194,48 @@ class LlmConnectionMasker implements ConnectionMasker {
     private readonly connection: Connection,
   ) {}
 
-  private body(forward: 'upstream' | 'client', contentType: string | undefined, body: Buffer, extraRules?: string[]): MaskedBody {
-    const plan = this.engine.plan(this.connection.name, forward, extraRules);
-    // One cache of JSON-path plans per plan (plans are replaced, not changed, when the rules are).
+  /** One cache of JSON-path plans per plan (plans are replaced, not changed, when the rules are). */
+  private plans(plan: MaskPlan, forward: 'upstream' | 'client'): PlanCache {
     let plans = jsonPathPlans.get(plan);
     if (!plans) {
       plans = new PlanCache(forward, plan.scanDetectors.filter((d) => !plan.maskDetectors.includes(d)), plan.env);
       jsonPathPlans.set(plan, plans);
     }
+    return plans;
+  }
+
+  private body(forward: 'upstream' | 'client', contentType: string | undefined, body: Buffer, extraRules?: string[]): MaskedBody {
+    const plan = this.engine.plan(this.connection.name, forward, extraRules);
+    const plans = this.plans(plan, forward);
     return maskBody({ kind: this.connection.kind, rules: plan.rules, plan, plans }, contentType, body);
+  }
+
+  requestValue(value: unknown, opts: { bytes: number; extraRules?: string[]; everything?: boolean }): MaskedValue {
+    const plan = this.engine.plan(this.connection.name, 'upstream', opts.extraRules);
+    const deadline = performance.now() + plan.env.budgetMs * Math.max(1, opts.bytes / (1 << 20));
+    const ctx: JsonRequestContext = { shape: apiShape(opts.everything ? 'http' : this.connection.kind), plan, deadline };
+    if (plan.rules.some((r) => r.jsonPaths)) {
+      // Generic HTTP JSON with `jsonPaths` rules: which rules apply depends on where a value is.
+      const plans = this.plans(plan, 'upstream');
+      const rules = plan.rules;
+      ctx.keyPlan = plans.get(rules.filter((r) => !r.jsonPaths));
+      ctx.planAt = (path) => {
+        const applicable = rules.filter((r) => !r.jsonPaths || (r.detectors.length > 0 && jsonPathCovers(r.jsonPaths, path)));
+        const whole = rules.filter((r) => r.jsonPaths && r.detectors.length === 0 && jsonPathCovers(r.jsonPaths, path));
+        return applicable.length || whole.length ? { plan: plans.get(applicable), whole } : undefined;
+      };
+    }
+    return maskJsonRequest(ctx, value);
+  }
+
+  requestText(text: string, extraRules?: string[]): MaskedValue {
+    const plan = this.engine.plan(this.connection.name, 'upstream', extraRules);
+    const hits = new Set<string>();
+    const deadline = performance.now() + plan.env.budgetMs * Math.max(1, text.length / (1 << 20));
+    const matches = plan.scan(text, deadline, 0, hits);
+    if (!matches.length) return { forward: text, log: text, spans: [], counts: {}, detectorHits: [...hits] };
+    const { fwd, log } = plan.renderBoth(text, matches, '');
+    return { forward: fwd.text, log: log.text, spans: log.spans, counts: log.counts, detectorHits: [...hits] };
   }
 
   request(_path: string, contentType: string | undefined, body: Buffer, extraRules?: string[]): MaskedBody {
@@ -221,3 +261,9 @@ export function createMaskingEngine(config: Pick<Config, 'masking' | 'detectors'
 }
 
 export { BUILTIN_DETECTORS };
+
+/** The masking part's config check (detector ids, patterns, JSON paths), for the config loader's single pass. */
+export function maskingConfigIssues(raw: Record<string, unknown>): ConfigIssue[] {
+  const r = validateMaskingConfig({ detectors: raw['detectors'] ?? [], masking: raw['masking'] ?? [] });
+  return r.ok ? [] : r.issues;
+}

@@ -395,7 +395,7 @@ export function resolveOverlaps(matches: Match[]): Match[] {
       const byRank = sorted.slice(i, j).sort((a, b) => b.detector.priority - a.detector.priority || b.end - b.start - (a.end - a.start) || a.start - b.start);
       const kept: Match[] = [];
       for (const m of byRank) if (!kept.some((k) => m.start < k.end && k.start < m.end)) kept.push(m);
-      out.push(...kept.sort((a, b) => a.start - b.start));
+      for (const m of kept.sort((a, b) => a.start - b.start)) out.push(m);
     }
     i = j;
   }

@@ -1,5 +1,6 @@
 /**
- * Where the text is inside LLM API bodies. Masking touches only message contents, tool-call
+ * Where the text is inside LLM API responses and stream events (requests are masked in every value
+ * and key instead: request.ts). Response masking touches only message contents, tool-call
  * arguments, tool results and instructions — never ids, model names, roles or object keys.
  *
  * OpenAI: Chat Completions (messages[].content incl. content parts, tool_calls[].function.arguments,

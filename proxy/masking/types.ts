@@ -51,8 +51,28 @@ export interface StreamMasker {
   end(): StreamChunkResult;
 }
 
+/** A parsed request value, masked: what to forward (the gateway's own serialisation) and what to record. */
+export interface MaskedValue {
+  /** JSON text of the masked value (for text, the masked text itself). */
+  forward: string;
+  /** The value as recorded: masked for every rule. */
+  log: unknown;
+  spans: MaskSpan[];
+  counts: Record<string, number>;
+  detectorHits: string[];
+}
+
 /** Masking for one connection. */
 export interface ConnectionMasker {
+  /**
+   * A request value the gateway parsed itself (proxy/http/request-body.ts): every string, number and
+   * key that can reach the upstream is scanned; only the API's structural fields are left as they
+   * are (and refused when a masked detector hits one). `everything`: no structural fields (query
+   * strings, headers, form fields). `bytes` sizes the time budget. Throws MaskingError.
+   */
+  requestValue(value: unknown, opts: { bytes: number; extraRules?: string[]; everything?: boolean }): MaskedValue;
+  /** Request text (a text body): scanned and masked as text. Throws MaskingError. */
+  requestText(text: string, extraRules?: string[]): MaskedValue;
   /** A request body on its way upstream. `extraRules`: rule ids a policy `mask` action added. */
   request(path: string, contentType: string | undefined, body: Buffer, extraRules?: string[]): MaskedBody;
   /** A complete (non-streamed) response body on its way to the client. */

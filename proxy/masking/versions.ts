@@ -14,7 +14,7 @@ import { canonicalize } from '../../shared/canonical-json';
 import type { CustomDetector, MaskingRule } from '../../shared/config';
 import { type AuditStore, StoreUnavailableError } from '../audit/store';
 import { type VersionMeta, VersionTable } from '../audit/version-table';
-import type { EventBus } from '../control/bus';
+import type { EventBus } from '../bus';
 import type { Logger } from '../log';
 import { type MaskingConfig, validateMaskingConfig } from './engine';
 import type { MaskingEngine } from './types';

@@ -11,7 +11,7 @@
  * terminal), and duplicate rule names (holds and grants refer to rules by name).
  */
 import { z } from 'zod';
-import { type ConfigIssue, type ConnectionKind, type MaskingRule, PolicyRule } from '../../shared/config';
+import { type ConfigIssue, type ConnectionKind, type MaskingRule, PolicyRule, type SqlClass } from '../../shared/config';
 import { BUILTIN_DETECTORS, DETECTOR_GROUPS } from '../masking/detectors';
 import { compileContentRegex } from './engine';
 
@@ -61,6 +61,32 @@ function subset<T>(later: T[] | undefined, earlier: T[] | undefined, norm: (x: T
   return later.every((x) => e.has(norm(x)));
 }
 
+/**
+ * Classes a statement always carries along with another: a `delete_without_where` statement is
+ * also a `delete`, so `sql: [delete]` matches everything `sql: [delete_without_where]` does.
+ */
+const SQL_IMPLIES: Partial<Record<SqlClass, SqlClass[]>> = {
+  delete_without_where: ['delete'],
+  update_without_where: ['update'],
+};
+
+/** Every class `later` names is named by `earlier`, or always comes with one that is. */
+function sqlCovered(later: SqlClass[] | undefined, earlier: SqlClass[] | undefined): boolean {
+  if (earlier === undefined) return true;
+  if (later === undefined) return false;
+  const e = new Set(earlier);
+  return later.every((c) => e.has(c) || (SQL_IMPLIES[c] ?? []).some((i) => e.has(i)));
+}
+
+/** Every detector `later` names (groups expanded to their members) is named by `earlier` or one of its groups. */
+function detectorsCovered(later: string[] | undefined, earlier: string[] | undefined): boolean {
+  if (earlier === undefined) return true;
+  if (later === undefined) return false;
+  const expand = (ids: string[]) => ids.flatMap((d) => DETECTOR_GROUPS[d] ?? [d]);
+  const e = new Set(expand(earlier));
+  return expand(later).every((d) => e.has(d));
+}
+
 function globToRegex(glob: string): RegExp {
   return new RegExp(`^${glob.split('*').map((p) => p.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*')}$`);
 }
@@ -80,11 +106,11 @@ export function covers(earlier: PolicyRule, later: PolicyRule): boolean {
   }
   if (!subset(l.model, e.model)) return false;
   if (e.tools !== undefined && e.tools !== l.tools) return false;
-  if (!subset(l.sql, e.sql)) return false;
+  if (!sqlCovered(l.sql, e.sql)) return false;
   // A non-allow SQL rule also matches statements the parser could not classify; an allow rule does not.
   if (e.sql !== undefined && earlier.action === 'allow' && later.action !== 'allow' && !e.sql.includes('unknown')) return false;
   if (e.content !== undefined && e.content !== l.content) return false;
-  if (!subset(l.detectors, e.detectors)) return false;
+  if (!detectorsCovered(l.detectors, e.detectors)) return false;
   return true;
 }
 

@@ -13,12 +13,15 @@
  *   lower-cased: CREDIT_CARD → credit_card);
  * - SQL statements use their recorded classes, or are classified again when a classifier is given.
  */
-import type { ConnectionKind, PolicyAction, PolicyRule, SqlClass } from '../../shared/config';
+import { randomBytes } from 'node:crypto';
+import type { Config, Connection, ConnectionKind, PolicyAction, PolicyRule, SqlClass } from '../../shared/config';
 import type { AuditEvent } from '../../shared/events';
 import type { Identity } from '../../shared/identity';
 import { type AuditStore, rowToEvent } from '../audit/store';
 import { describeRequest } from '../http/llm-request';
+import { queryText } from '../http/request-inspection';
 import { rolesFor } from '../identity/authenticator';
+import { createMaskingEngine } from '../masking/engine';
 import { PolicyEngine } from './engine';
 import type { PolicyInput } from './types';
 
@@ -37,6 +40,11 @@ export interface DryRunOptions {
   examplesPerSession?: number;
   /** At most this many changed sessions listed (default 200); counts always cover everything. */
   maxSessions?: number;
+  /**
+   * The candidate's masking rules: for a connection, a counter of the values they would mask in a
+   * recorded text (null when no rule applies there). Without it, masking is judged from the record.
+   */
+  masking?: (connection: string) => ((text: string) => number) | null;
 }
 
 export interface ChangedRequest {
@@ -74,6 +82,11 @@ export interface DryRunReport {
   byRule: Record<string, number>;
   /** Requests replayed with less than the proxy saw (body not recorded, SQL not classifiable). */
   partial: number;
+  /**
+   * Values masked in requests and their responses: as recorded (masked spans in the log), and under
+   * the candidate (those, plus values the candidate's masking rules find in the recorded text).
+   */
+  maskedValues: { recorded: number; candidate: number };
   changed: ChangedSession[];
 }
 
@@ -112,6 +125,7 @@ export function dryRun(store: AuditStore, rules: PolicyRule[], opts: DryRunOptio
     changedSessions: 0,
     byRule: {},
     partial: 0,
+    maskedValues: { recorded: 0, candidate: 0 },
     changed: [],
   };
   const sessions = new Map<string, SessionInfo>();
@@ -147,7 +161,18 @@ export function dryRun(store: AuditStore, rules: PolicyRule[], opts: DryRunOptio
   };
 
   // Walk requests and decisions in log order; a request's decision is the next policy.decision in its session.
-  const where: string[] = ["kind IN ('http.request', 'pg.statement', 'policy.decision')"];
+  const where: string[] = ["kind IN ('http.request', 'pg.statement', 'policy.decision', 'http.response', 'http.chunk', 'pg.result')"];
+  const counters = new Map<string, ((text: string) => number) | null>();
+  /** Values the candidate's masking would mask in this event's recorded text (already-masked ones excluded: they read as [TYPE]). */
+  const newlyMasked = (e: AuditEvent): number => {
+    if (!opts.masking || !e.connection) return 0;
+    let count = counters.get(e.connection);
+    if (count === undefined) counters.set(e.connection, (count = opts.masking(e.connection)));
+    if (!count) return 0;
+    let n = 0;
+    for (const text of stringsOf(e.payload)) n += count(text);
+    return n;
+  };
   const args: number[] = [];
   if (opts.from !== undefined) {
     where.push('time >= ?');
@@ -159,10 +184,11 @@ export function dryRun(store: AuditStore, rules: PolicyRule[], opts: DryRunOptio
   }
   const open = new Map<string, { e: AuditEvent; candidate: Outcome; candidateRule?: string; summary: string; info: SessionInfo }>();
 
-  const settle = (key: string, recorded: Outcome, recordedRule?: string) => {
+  const settle = (key: string, decided: Outcome, recordedRule?: string) => {
     const o = open.get(key);
     if (!o) return;
     open.delete(key);
+    const recorded = decided === 'allowed' && o.e.spans.length > 0 ? 'masked' : decided;
     report.recorded[recorded]++;
     if (recorded === o.candidate) return;
     report.changedRequests++;
@@ -177,6 +203,10 @@ export function dryRun(store: AuditStore, rules: PolicyRule[], opts: DryRunOptio
     const e = rowToEvent(row);
     const key = e.session ?? `(no session) ${e.actor}`;
     const p = isObj(e.payload) ? e.payload : {};
+    const found = newlyMasked(e);
+    report.maskedValues.recorded += e.spans.length;
+    report.maskedValues.candidate += e.spans.length + found;
+    if (e.kind === 'http.response' || e.kind === 'http.chunk' || e.kind === 'pg.result') continue;
     if (e.kind === 'policy.decision') {
       const action = p['action'];
       if (typeof action === 'string' && action in OUTCOME) settle(key, OUTCOME[action as PolicyAction], typeof p['rule'] === 'string' ? p['rule'] : undefined);
@@ -190,7 +220,8 @@ export function dryRun(store: AuditStore, rules: PolicyRule[], opts: DryRunOptio
     const built = inputFor(e, p, info, kinds, roles, opts.classifySql);
     if (built.partial) report.partial++;
     const d = engine.evaluate(built.input);
-    const candidate = OUTCOME[d.action];
+    // An allowed request whose values are masked on the way is "masked", as recorded and as candidate.
+    const candidate = d.action === 'allow' && (e.spans.length > 0 || found > 0) ? 'masked' : OUTCOME[d.action];
     report.candidate[candidate]++;
     if (d.rule) report.byRule[d.rule] = (report.byRule[d.rule] ?? 0) + 1;
     open.set(key, { e, candidate, candidateRule: d.rule, summary: built.summary, info });
@@ -240,7 +271,9 @@ function inputFor(
     const body = p['bodyEncoding'] === 'base64' ? undefined : p['body'];
     const facts = describeRequest(kinds.get(connection) ?? 'http', path, body);
     const model = facts.model ?? (typeof p['model'] === 'string' ? p['model'] : undefined);
-    const text = facts.text;
+    // as the live proxy does: every value of the body, then the query
+    const query = typeof p['query'] === 'string' ? queryText(`?${p['query']}`) : '';
+    const text = query ? `${facts.all}\n${query}` : facts.all;
     return {
       input: { connection, protocol: 'http', identity, http: { method, path, model, tools: facts.tools }, text, detectorHits },
       summary: `${method} ${path}${model ? ` ${model}` : ''}`,
@@ -268,5 +301,30 @@ function inputFor(
     input: { connection, protocol: 'postgres', identity, sql: { classes, tables }, text: sql, detectorHits },
     summary: flat.length > 120 ? `${flat.slice(0, 120)}…` : flat,
     partial,
+  };
+}
+
+/** Every string in a recorded payload (keys are structure, not content). */
+function stringsOf(v: unknown, out: string[] = []): string[] {
+  const stack = [v];
+  while (stack.length) {
+    const x = stack.pop();
+    if (typeof x === 'string') out.push(x);
+    else if (Array.isArray(x)) stack.push(...x);
+    else if (isObj(x)) stack.push(...Object.values(x));
+  }
+  return out;
+}
+
+/**
+ * The `masking` option for a candidate `{masking, detectors}`: counts, per connection, the values
+ * its rules would mask in a recorded text. The key for `hash` tokens is a throwaway: only counts
+ * leave this function.
+ */
+export function candidateMasking(config: Pick<Config, 'masking' | 'detectors'>): NonNullable<DryRunOptions['masking']> {
+  const engine = createMaskingEngine(config, { hmacKey: randomBytes(32) });
+  return (connection) => {
+    const rows = engine.rows({ name: connection } as Connection);
+    return (text) => rows.text(text, 'log').spans.length;
   };
 }

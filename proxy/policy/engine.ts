@@ -82,6 +82,14 @@ export class PolicyEngine implements PolicyEvaluator {
     }));
   }
 
+  /**
+   * Does a rule that reads content (`content` or `detectors`) apply to `connection`? Then a request
+   * body the gateway cannot inspect is refused rather than forwarded unseen.
+   */
+  inspects(connection: string): boolean {
+    return this.compiled.some((c) => (c.content !== undefined || c.detectors !== undefined) && (!c.rule.match.connections || c.rule.match.connections.includes(connection)));
+  }
+
   get rules(): PolicyRule[] {
     return this.compiled.map((c) => c.rule);
   }

@@ -15,7 +15,7 @@ import type { AuditStore } from '../audit/store';
 import { type VersionMeta, VersionTable } from '../audit/version-table';
 import type { MaskingEngine } from '../masking/types';
 import { StoreUnavailableError } from '../audit/store';
-import type { EventBus } from '../control/bus';
+import type { EventBus } from '../bus';
 import type { Logger } from '../log';
 import { checkPolicies, parsePolicies, type PolicyContext } from './check';
 import { PolicyEngine } from './engine';

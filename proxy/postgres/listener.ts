@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { createSecureContext } from 'node:tls';
 import type { Connection } from '../../shared/config';
-import { listen, splitHostPort } from '../control/server';
+import { listen, splitHostPort } from '../net';
 import { AuditWriter } from './audit-writer';
 import { TableNameResolver } from './catalog';
 import { loadSqlParser } from './classify';

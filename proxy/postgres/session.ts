@@ -23,7 +23,7 @@ import type { AuditEventInput, MaskSpan } from '../../shared/events';
 import type { Identity } from '../../shared/identity';
 import type { HoldGate, HoldOutcome } from '../approvals/types';
 import type { AuditStore } from '../audit/store';
-import type { EventBus } from '../control/bus';
+import type { EventBus } from '../bus';
 import { AuthError } from '../identity/authenticator';
 import type { Logger } from '../log';
 import { newId } from '../ids';

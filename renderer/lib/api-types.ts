@@ -69,6 +69,8 @@ export interface DryRunResult {
   transitions: Record<string, number>;
   /** Requests replayed with less than the proxy saw. */
   partial: number;
+  /** Values masked in requests and responses: as recorded, and under the draft's masking rules. */
+  maskedValues: { current: number; candidate: number };
   raw: unknown;
 }
 
@@ -155,7 +157,8 @@ export interface ConsoleApi {
   /** Policy and masking versions together, newest first (their numbers are shared). */
   policyVersions(): Promise<PolicyVersionMeta[]>;
   policyVersion(v: number, kind: 'policies' | 'masking'): Promise<PolicyVersionMeta>;
-  dryRun(policies: PolicyRule[], from: number, to: number): Promise<DryRunResult>;
+  /** Replays recorded traffic through draft rules; `masking` (the draft's masking rules) decides what counts as masked. */
+  dryRun(policies: PolicyRule[], from: number, to: number, masking?: { masking: unknown[]; detectors: unknown[] }): Promise<DryRunResult>;
   auditStatus(): Promise<AuditStatus>;
   verify(): Promise<VerifyResult>;
   createExport(req: ExportRequest): Promise<{ id: string; url?: string }>;
@@ -271,6 +274,7 @@ export function readDryRun(v: unknown): DryRunResult {
     changedRequests: num(o['changedRequests']) ?? changes.length,
     changedSessions: num(o['changedSessions']) ?? new Set(changes.map((c) => c.session)).size,
     transitions: counts(o['transitions']),
+    maskedValues: { current: num(obj(o['maskedValues'])['recorded']) ?? 0, candidate: num(obj(o['maskedValues'])['candidate']) ?? 0 },
     partial: num(o['partial']) ?? 0,
     raw: v,
   };

@@ -347,7 +347,9 @@ export function buildConversation(events: readonly AuditEvent[], timeline: Timel
     }
     output = undefined;
   };
+  const redundant = redundantHoldFacts(events);
   for (const e of [...events].sort((a, b) => a.seq - b.seq)) {
+    if (redundant.has(e.seq)) continue;
     const n = asNode(e);
     const at = atOf(ctx, e);
     switch (e.kind) {
@@ -428,6 +430,34 @@ export function buildConversation(events: readonly AuditEvent[], timeline: Timel
   // Keep ops time-ordered for materialize().
   for (const b of blocks) if (b.type === 'output') b.ops.sort((x, y) => x.at - y.at || x.seq - y.seq);
   return { blocks, exchanges: exchange + 1 };
+}
+
+/**
+ * Events whose fact another event already states, so a replay says each fact once (shared by the
+ * LLM and SQL views): a `hold` policy decision is told by the hold it created (which names the rule
+ * and the approvers), and an approval or denial is told by the votes that made it. A resolution
+ * nobody voted for (timed out, cancelled, abandoned) is its own fact and stays.
+ */
+export function redundantHoldFacts(events: readonly AuditEvent[]): Set<number> {
+  const skip = new Set<number>();
+  const created = events.some((e) => e.kind === 'hold.created');
+  const votes = new Map<string, Set<string>>();
+  for (const e of events) {
+    if (e.kind !== 'hold.vote') continue;
+    const id = String(holdOf(e)['id'] ?? (e.payload as Record<string, unknown> | null)?.['id'] ?? '');
+    const decision = (e.payload as Record<string, unknown> | null)?.['decision'] === 'deny' ? 'denied' : 'approved';
+    votes.set(id, (votes.get(id) ?? new Set()).add(decision));
+  }
+  for (const e of events) {
+    const p = (e.payload ?? {}) as Record<string, unknown>;
+    if (e.kind === 'policy.decision' && p['action'] === 'hold' && created) skip.add(e.seq);
+    if (e.kind === 'hold.resolved') {
+      const h = holdOf(e);
+      const state = String(h['state'] ?? p['state'] ?? '');
+      if (votes.get(String(h['id'] ?? p['id'] ?? ''))?.has(state)) skip.add(e.seq);
+    }
+  }
+  return skip;
 }
 
 /** Hold, vote and resolution events as inline notices (shared by the LLM and SQL views). */

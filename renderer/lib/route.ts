@@ -52,3 +52,13 @@ function safeDecode(s: string): string {
     return s;
   }
 }
+
+/**
+ * Where the address bar goes once signed in: the page the sign-in redirect came from (`?next=`, a
+ * same-origin path only), else `/`. This also drops a stale `?error=` from a failed link sign-in, so
+ * it does not greet the next sign-out.
+ */
+export function afterSignIn(search: string): string {
+  const next = new URLSearchParams(search).get('next');
+  return next && next.startsWith('/') && !next.startsWith('//') && !next.startsWith('/\\') && !next.startsWith('/login') ? next : '/';
+}

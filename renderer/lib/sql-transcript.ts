@@ -5,7 +5,7 @@
  * terminal view turns marks into highlighted cells with the type on hover.
  */
 import type { AuditEvent } from '../../shared/events';
-import { holdNotice } from './conversation';
+import { holdNotice, redundantHoldFacts } from './conversation';
 import { concatRich, Node, rich, type Rich } from './rich';
 import type { Timeline } from './replay';
 
@@ -108,7 +108,16 @@ export function statementOf(n: Node): Node {
 export function buildTranscript(events: readonly AuditEvent[], timeline: Timeline, database = 'db'): TranscriptEntry[] {
   const atBySeq = new Map(timeline.items.map((i) => [i.seq, i.at]));
   const entries: TranscriptEntry[] = [];
+  const redundant = redundantHoldFacts(events);
+  // A held statement is recorded once it is decided, after its hold's events: their lines wait here
+  // and are printed under the statement they concern.
+  let held: TranscriptLine[] = [];
+  const flushHeld = (at: number, seq: number) => {
+    if (held.length) entries.push({ at, seq, lines: held });
+    held = [];
+  };
   for (const e of [...events].sort((a, b) => a.seq - b.seq)) {
+    if (redundant.has(e.seq)) continue;
     const at = atBySeq.get(e.seq) ?? 0;
     const n = Node.root(e.payload, e.spans);
     const lines: TranscriptLine[] = [];
@@ -120,6 +129,8 @@ export function buildTranscript(events: readonly AuditEvent[], timeline: Timelin
         splitLines(text).forEach((l, i) => lines.push({ style: 'prompt', text: concatRich([rich(i === 0 ? `${db}=> ` : `${db}-> `), l]) }));
         const params = n.get('params');
         if (params.isArray && params.items().length) lines.push({ style: 'dim', text: concatRich([rich('-- parameters: '), joinParams(params.items())]) });
+        lines.push(...held);
+        held = [];
         const refused = n.get('refused');
         if (refused.isObject) {
           lines.push({ style: 'error', text: concatRich([rich('ERROR:  '), refused.get('message').rich()]) });
@@ -164,18 +175,23 @@ export function buildTranscript(events: readonly AuditEvent[], timeline: Timelin
         break;
       }
       case 'session.end':
+        flushHeld(at, e.seq); // a hold whose client went away: no statement follows it
         lines.push({ style: 'dim', text: rich('-- disconnected') });
         break;
       default: {
         const notice = holdNotice(e, at);
         if (notice) {
           const style: LineStyle = notice.tone === 'approve' ? 'approve' : notice.tone === 'hold' ? 'hold' : notice.tone === 'info' ? 'dim' : 'deny';
-          lines.push({ style, text: concatRich([rich(`-- ${notice.title}`), notice.detail ? concatRich([rich(': '), notice.detail]) : rich('')]) });
+          const line = { style, text: concatRich([rich(`-- ${notice.title}`), notice.detail ? concatRich([rich(': '), notice.detail]) : rich('')]) };
+          if (e.kind.startsWith('hold.')) held.push(line);
+          else lines.push(line);
         }
       }
     }
     if (lines.length) entries.push({ at, seq: e.seq, lines });
   }
+  const last = entries[entries.length - 1];
+  flushHeld(last?.at ?? 0, last?.seq ?? 0);
   return entries;
 }
 

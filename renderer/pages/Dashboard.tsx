@@ -5,6 +5,7 @@
 import { useCallback, useEffect, useLayoutEffect, useRef, useState } from 'react';
 import { api } from '../app/context';
 import { onMessage } from '../app/live-socket';
+import { FirstSteps } from '../components/FirstSteps';
 import { Empty, ErrorBox, Loading, PageHeader, Tabs } from '../components/ui';
 import { areaPath, bucketLabel, countAxis, type DashboardData, linePath, stackedBars } from '../lib/charts';
 import { formatCount } from '../lib/format';
@@ -63,7 +64,14 @@ export function DashboardPage() {
       <PageHeader title="Dashboard" subtitle="What went through the gateway, what was held, masked and denied." actions={<Tabs tabs={RANGES.map((r) => ({ id: r.id, label: r.label }))} value={range} onChange={setRange} />} />
       {error && <ErrorBox title="Could not load the dashboard" message={error} onRetry={load} />}
       {!data && !error && <Loading />}
-      {data && <Charts data={data} />}
+      {data && (data.totals.requests === 0 && data.totals.holds.pending === 0 ? (
+        // One pointer at the next step instead of six empty panels.
+        <Empty icon="dashboard" title="Nothing went through the gateway in this window">
+          <FirstSteps what="The charts fill in as requests are recorded." />
+        </Empty>
+      ) : (
+        <Charts data={data} />
+      ))}
     </div>
   );
 }

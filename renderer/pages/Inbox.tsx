@@ -10,6 +10,7 @@ import { inboxStore, toast, useAuth, useInbox } from '../app/context';
 import { askPermission, dismissAsk, notificationState } from '../app/notify';
 import { navigate } from '../app/router';
 import { Icon } from '../components/Icon';
+import { FirstSteps } from '../components/FirstSteps';
 import { Badge, Button, Empty, ErrorBox, Loading, MaskedText, PageHeader, Tabs, useNow } from '../components/ui';
 import { formatAgo, formatCountdown, formatDateTime, fromLocalInput, toLocalInput } from '../lib/format';
 import { decidedBy, decisionError, filterHistory, type HistoryFilter, pendingList, progress, STATE_LABEL, timeLeft, timeLeftFraction } from '../lib/holds';
@@ -88,15 +89,16 @@ function Pending({ focus }: { focus?: string }) {
           <Icon name="shield" /> You can see holds but not decide them: deciding needs the approver role.
         </div>
       )}
-      {settled.map((h) => (
-        <SettledCard key={h.id} hold={h} />
-      ))}
       {pending.map((h) => (
         <HoldCard key={h.id} hold={h} now={now} focused={focus === h.id} />
       ))}
+      {/* Below the pending cards: a settled card that goes away must not move a card someone is about to decide. */}
+      {settled.map((h) => (
+        <SettledCard key={h.id} hold={h} />
+      ))}
       {!pending.length && !settled.length && !error && (
         <Empty icon="inbox" title="Nothing waiting for approval">
-          When a request matches a <code>hold</code> policy it appears here within a second, without reloading.
+          <FirstSteps what="When a request matches a hold policy it appears here within a second, without reloading." />
         </Empty>
       )}
     </div>

@@ -7,6 +7,7 @@ import { type FormEvent, useState } from 'react';
 import { authStore, useAuth } from '../app/context';
 import { Logo } from '../components/Icon';
 import { Button, Field } from '../components/ui';
+import { afterSignIn } from '../lib/route';
 
 export function LoginPage() {
   const providers = useAuth((s) => s.providers);
@@ -26,8 +27,7 @@ export function LoginPage() {
     setError(undefined);
     try {
       await authStore.getState().loginWithKey(key);
-      // Drop a stale `?error=` from a failed link sign-in, so it does not greet the next sign-out.
-      if (linkError) history.replaceState(null, '', `/${location.hash}`);
+      history.replaceState(null, '', `${afterSignIn(location.search)}${location.hash}`);
     } catch (err) {
       setError((err as Error).message);
     } finally {
@@ -88,3 +88,4 @@ export function LoginPage() {
     </div>
   );
 }
+

@@ -487,7 +487,7 @@ function ReviewModal({ before, after, doc, current, onClose, onSaved }: { before
     setDryError(undefined);
     try {
       const to = Date.now();
-      setDry(await api.dryRun(doc.policies, to - days * 86_400_000, to));
+      setDry(await api.dryRun(doc.policies, to - days * 86_400_000, to, { masking: doc.masking, detectors: doc.detectors }));
     } catch (err) {
       setDryError((err as Error).message);
     } finally {
@@ -598,6 +598,9 @@ function DryRunView({ result }: { result: DryRunResult }) {
           </tbody>
         </table>
       )}
+      <p className="small" data-testid="dry-run-masked">
+        Values masked in these requests and their responses: {formatCount(result.maskedValues.current)} as recorded → <strong className={result.maskedValues.candidate > result.maskedValues.current ? 'warn-text' : undefined}>{formatCount(result.maskedValues.candidate)}</strong> with the draft.
+      </p>
       {result.changedRequests > 0 ? (
         <>
           <h4 data-testid="dry-run-changed">

@@ -6,10 +6,11 @@
 import { useEffect, useLayoutEffect, useRef, useState } from 'react';
 import type { SessionSummary } from '../../shared/events';
 import { api, sessionsStore, useSessions } from '../app/context';
-import { navigate } from '../app/router';
 import { Icon } from '../components/Icon';
+import { FirstSteps } from '../components/FirstSteps';
 import { Badge, Empty, ErrorBox, PageHeader, useNow } from '../components/ui';
 import { formatCount, formatDateTime, formatDuration, fromLocalInput, toLocalInput } from '../lib/format';
+import { formatRoute } from '../lib/route';
 import { rowAt, type SessionFilter, visibleWindow } from '../lib/sessions';
 
 export const ROW_HEIGHT = 36;
@@ -68,9 +69,13 @@ export function SessionsPage() {
       </div>
       {error && <ErrorBox title="Could not load sessions" message={error} onRetry={() => sessionsStore.getState().reload()} />}
       {loaded && list.total === 0 && !error ? (
-        <Empty icon="sessions" title={Object.values(filter).some((v) => v !== undefined && v !== '') ? 'No sessions match these filters' : 'No sessions recorded yet'}>
-          Sessions appear as soon as a client sends traffic through the gateway: point an SDK at an HTTP connection or psql at a PostgreSQL listener.
-        </Empty>
+        Object.values(filter).some((v) => v !== undefined && v !== '') ? (
+          <Empty icon="sessions" title="No sessions match these filters" />
+        ) : (
+          <Empty icon="sessions" title="No sessions recorded yet">
+            <FirstSteps what="Sessions appear as soon as a client sends traffic through the gateway." />
+          </Empty>
+        )
       ) : (
         <VirtualSessionList />
       )}
@@ -120,9 +125,16 @@ function VirtualSessionList() {
       <div className="vlist-body" ref={ref} onScroll={(e) => setScrollTop(e.currentTarget.scrollTop)} data-testid="session-list" tabIndex={0}>
         <div style={{ height: win.totalHeight, position: 'relative' }}>
           {rows.map(({ i, s }) => (
-            <div key={s?.id ?? `pending-${i}`} className={`vrow session-grid${i % 2 ? ' odd' : ''}`} style={{ top: i * ROW_HEIGHT, height: ROW_HEIGHT }} data-testid={s ? 'session-row' : 'session-row-loading'} data-session-id={s?.id} onClick={() => s && navigate({ page: 'replay', param: s.id, query: {} })}>
-              {s ? <SessionCells s={s} now={now} /> : <span className="skeleton" />}
-            </div>
+            // A real link: focusable, Enter opens it, middle-click opens a tab, its address can be copied.
+            s ? (
+              <a key={s.id} href={formatRoute({ page: 'replay', param: s.id, query: {} })} className={`vrow session-grid${i % 2 ? ' odd' : ''}`} style={{ top: i * ROW_HEIGHT, height: ROW_HEIGHT }} data-testid="session-row" data-session-id={s.id}>
+                <SessionCells s={s} now={now} />
+              </a>
+            ) : (
+              <div key={`pending-${i}`} className={`vrow session-grid${i % 2 ? ' odd' : ''}`} style={{ top: i * ROW_HEIGHT, height: ROW_HEIGHT }} data-testid="session-row-loading">
+                <span className="skeleton" />
+              </div>
+            )
           ))}
         </div>
       </div>

@@ -105,6 +105,12 @@ describe('console: approvals inbox', () => {
     const completion = await pending;
     assert.equal(completion.choices[0]!.message.content, DEFAULT_REPLY);
 
+    // The confirmation toast never sits over page content (where the next card's buttons are).
+    const toastBox = await alice.locator('.toast').first().boundingBox();
+    const pageBox = await alice.locator('.page').first().boundingBox();
+    assert.ok(toastBox && pageBox, 'a toast and the page are shown');
+    assert.ok(toastBox.x + toastBox.width <= pageBox.x, `the toast (${JSON.stringify(toastBox)}) overlaps the page (${JSON.stringify(pageBox)})`);
+
     // Gone from both inboxes, each showing who decided.
     for (const p of [alice, bob]) {
       const settled = p.getByTestId('hold-settled');

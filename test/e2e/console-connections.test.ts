@@ -48,6 +48,21 @@ describe('console: sign-in, connections and keys', () => {
     assert.match(await page.locator('.user-roles').innerText(), /admin/);
   });
 
+  it('signs in with a key and puts the address bar on the page that asked for sign-in', async () => {
+    const { page: fresh } = await newPage(env.browser);
+    await fresh.goto(`${env.control}/#/sessions`);
+    await fresh.getByTestId('login-key').waitFor();
+    assert.match(new URL(fresh.url()).pathname, /^\/login$/);
+    await fresh.getByTestId('login-key').fill(env.key('address-bar', ['reviewer']));
+    await fresh.getByTestId('login-submit').click();
+    await fresh.getByTestId('sign-out').waitFor();
+    const url = new URL(fresh.url());
+    assert.equal(url.pathname, '/', fresh.url());
+    assert.equal(url.search, '');
+    assert.equal(url.hash, '#/sessions');
+    await fresh.close();
+  });
+
   it('refuses a bad connection with the schema message, then adds one with a write-only secret', async () => {
     await page.goto(`${env.control}/#/connections`);
     await page.getByTestId('connections-table').waitFor();

@@ -115,6 +115,18 @@ describe('console: session replay', () => {
     assert.match(await page.getByTestId('session-row').first().innerText(), /newcomer/);
   });
 
+  it('makes session rows real links: an address to copy, Enter opens the replay', async () => {
+    await page.goto(`${env.control}/#/sessions`);
+    const row = page.locator(`[data-session-id="${llmSession}"]`);
+    await row.waitFor();
+    assert.equal(await row.evaluate((el) => el.tagName), 'A');
+    assert.equal(await row.getAttribute('href'), `#/sessions/${llmSession}`);
+    await row.focus();
+    await page.keyboard.press('Enter');
+    await page.getByTestId('replay').waitFor();
+    assert.ok(page.url().endsWith(`#/sessions/${llmSession}`), page.url());
+  });
+
   it('replays an LLM conversation with masked spans highlighted and typed', async () => {
     await page.goto(`${env.control}/#/sessions`);
     await page.locator(`[data-session-id="${llmSession}"]`).click();

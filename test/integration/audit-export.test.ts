@@ -137,7 +137,7 @@ describe('evidence export', () => {
     assert.match(bad.err, /^custody export: --from: "yesterday-ish" is not a time/);
     const nowhere = await cli('export', '--data-dir', join(tempDir(), 'none'), '--out', join(tempDir(), 'y.tar.gz'));
     assert.equal(nowhere.code, 1);
-    assert.match(nowhere.err, /^custody export: .* has no audit store \(custody\.db\); nothing to export\n$/);
+    assert.match(nowhere.err, /^custody export: nothing to export: .* has no audit store \(custody\.db\); that data dir is given by --data-dir\. Pass --config FILE .*\n$/);
     assert.equal((await cli('export', '--data-dir', dir)).code, 2, '--out is required');
   });
 

@@ -19,8 +19,8 @@ describe('custody CLI', () => {
     assert.match(key, /^cst_[a-z0-9]{12}_[A-Za-z0-9_-]{32}$/);
     assert.match(created.err, /shown only once/);
     const listed = custody('keys', 'list', '--data-dir', dir);
-    assert.equal(listed.code, 0);
-    assert.match(listed.out, /active\s+ci-bot\s+groups=dev,approver/);
+    assert.equal(listed.code, 0, listed.err);
+    assert.match(listed.out, /active\s+ci-bot\s+groups=dev,approver/, `keys list printed:\n${listed.out}\nstderr:\n${listed.err}`);
     assert.ok(!listed.out.includes(key.split('_')[2]!));
   });
 
@@ -35,6 +35,13 @@ describe('custody CLI', () => {
     const help = custody('keys', '--help');
     assert.equal(help.code, 0);
     assert.match(help.out, /^usage: custody keys create/);
+    // An unknown flag at the end reads as unknown, not as a flag missing its value.
+    const bogus = custody('verify', '--bogus');
+    assert.equal(bogus.code, 2);
+    assert.match(bogus.err, /unknown option --bogus/);
+    const noValue = custody('verify', '--key');
+    assert.equal(noValue.code, 2);
+    assert.match(noValue.err, /--key needs a value/);
     const unknown = custody('frobnicate');
     assert.equal(unknown.code, 2);
     assert.match(unknown.err, /unknown command "frobnicate"/);

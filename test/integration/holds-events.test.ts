@@ -11,7 +11,7 @@ import WebSocket from 'ws';
 import { Config, HoldSpec } from '../../shared/config';
 import type { Identity } from '../../shared/identity';
 import type { ServerMessage } from '../../shared/messages';
-import { EventBus } from '../../proxy/control/bus';
+import { EventBus } from '../../proxy/bus';
 import { attachEventsSocket, messageVisibleTo } from '../../proxy/control/events-socket';
 import { Gateway } from '../../proxy/gateway';
 import { rolesFor } from '../../proxy/identity/authenticator';

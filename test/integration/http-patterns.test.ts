@@ -81,7 +81,10 @@ describe('typed patterns run in linear time', () => {
           body: JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: c.input }] }),
         }),
       );
-      assert.equal(r.status, 200, await r.text());
+      // Answered, fast: forwarded, or refused because a broad pattern hits a field the gateway
+      // forwards as sent (`(\w+\s?)+$` matches "gpt-4o" in /model) — never stalled or failed.
+      const text = await r.text();
+      assert.ok(r.status === 200 || (r.status === 400 && text.includes('unmaskable_value')), `${r.status} ${text}`);
       assert.ok(ms < FAST_MS, `the request took ${Math.round(ms)} ms (${i})`);
     });
   }
@@ -90,13 +93,13 @@ describe('typed patterns run in linear time', () => {
     const services = gw.gw.services as { policy: PolicyEngine };
     const engine = services.policy;
     // the same rule with no budget at all: every content test runs out of it
-    services.policy = new PolicyEngine([{ name: 'bulk', match: { connections: ['openai'], content: '(?i)export (all|every)' }, action: 'allow' } as PolicyRule], { contentBudgetMs: -1 });
+    services.policy = new PolicyEngine([{ name: 'bulk', match: { connections: ['vectors'], content: '(?i)export (all|every)' }, action: 'allow' } as PolicyRule], { contentBudgetMs: -1 });
     try {
       const before = upstream.requests.length;
-      const r = await fetch(`${gw.proxy}/openai/chat/completions`, {
+      const r = await fetch(`${gw.proxy}/vectors/collections/docs/query`, {
         method: 'POST',
         headers: { authorization: `Bearer ${gw.adminKey}`, 'content-type': 'application/json', 'x-custody-session': 'budget' },
-        body: JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hello' }] }),
+        body: JSON.stringify({ vector: [0.1, 0.2], limit: 1, note: 'hello' }),
       });
       assert.equal(r.status, 403, 'an allow rule that cannot decide does not allow');
       const body = (await r.json()) as { error: { code: string; message: string } };

@@ -13,7 +13,7 @@ import OpenAI from 'openai';
 import type { PolicyRule } from '../../shared/config';
 import type { AuditEvent, MaskSpan } from '../../shared/events';
 import type { HoldView } from '../../shared/holds';
-import { type ConnectionMasker, type MaskedBody, MaskingError, type MaskingEngine, type SseEvent, type StreamChunkResult, type StreamMasker } from '../../proxy/masking/types';
+import { type ConnectionMasker, type MaskedBody, type MaskedValue, MaskingError, type MaskingEngine, type SseEvent, type StreamChunkResult, type StreamMasker } from '../../proxy/masking/types';
 import { type LlmUpstream, startLlmUpstream } from '../support/llm-upstream';
 import { eventually, OPENAI_SECRET, startTestGateway, type TestGateway } from './http-harness';
 
@@ -191,7 +191,21 @@ function cardMasker(opts: { failOn?: string } = {}): MaskingEngine {
     const log = JSON.parse(masked) as unknown;
     return { forward: Buffer.from(masked), log, spans: n ? spansOf(masked, '') : [], counts: n ? { CREDIT_CARD: n } : {}, detectorHits: n ? ['credit_card'] : [] };
   };
+  const value = (text: string): Omit<MaskedValue, 'log'> => {
+    check(text);
+    const masked = mask(text);
+    const n = text.split(CARD).length - 1;
+    return { forward: masked, spans: n ? spansOf(masked, '') : [], counts: n ? { CREDIT_CARD: n } : {}, detectorHits: n ? ['credit_card'] : [] };
+  };
   const connectionMasker: ConnectionMasker = {
+    requestValue: (v) => {
+      const r = value(JSON.stringify(v));
+      return { ...r, log: JSON.parse(r.forward) as unknown };
+    },
+    requestText: (text) => {
+      const r = value(text);
+      return { ...r, log: r.forward };
+    },
     request: (_p, _ct, body) => whole(body),
     response: (_p, _ct, body) => whole(body),
     stream(): StreamMasker {

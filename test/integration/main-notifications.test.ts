@@ -9,7 +9,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, describe, it } from 'node:test';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { EventBus } from '../../proxy/control/bus';
+import { EventBus } from '../../proxy/bus';
 import type { HoldView } from '../../shared/holds';
 import type { Identity } from '../../shared/identity';
 import type { ClientMessage, ServerMessage } from '../../shared/messages';

@@ -9,7 +9,7 @@ import type { ConfigInput } from '../../shared/config';
 import { Config } from '../../shared/config';
 import type { HoldGate } from '../../proxy/approvals/types';
 import { AuditStore } from '../../proxy/audit/store';
-import { EventBus } from '../../proxy/control/bus';
+import { EventBus } from '../../proxy/bus';
 import { ApiKeyStore } from '../../proxy/identity/api-keys';
 import { Authenticator } from '../../proxy/identity/authenticator';
 import { silentLogger } from '../../proxy/log';

@@ -48,4 +48,14 @@ describe('config schema', () => {
   it('rejects a hold rule without approvers', () => {
     assert.throws(() => parseConfig('policies:\n  - name: x\n    action: hold\n', 'c.yaml'), /c\.yaml:2: policies\[0\]\.hold: action hold needs hold/);
   });
+
+  it('passthroughTypes: media types on HTTP connections only', () => {
+    const c = parseConfig('connections:\n  - { name: o, kind: openai, upstream: http://x, passthroughTypes: [image/*, audio/wav] }\n', 'c.yaml');
+    assert.deepEqual(c.connections[0]!.passthroughTypes, ['image/*', 'audio/wav']);
+    assert.throws(() => parseConfig('connections:\n  - { name: o, kind: openai, upstream: http://x, passthroughTypes: [png] }\n', 'c.yaml'), /passthroughTypes\[0\]: a media type such as image\/png/);
+    assert.throws(
+      () => parseConfig('connections:\n  - { name: p, kind: postgres, upstream: postgres://a@b/c, listen: 127.0.0.1:6432, passthroughTypes: [image/png] }\n', 'c.yaml'),
+      /passthroughTypes: passthroughTypes applies to HTTP connections only/,
+    );
+  });
 });

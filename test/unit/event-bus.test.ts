@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { AuditEvent } from '../../shared/events';
 import type { ServerMessage } from '../../shared/messages';
-import { EventBus, sessionEventsFromStore } from '../../proxy/control/bus';
+import { EventBus, sessionEventsFromStore } from '../../proxy/bus';
 
 const event = (seq: number): AuditEvent => ({
   seq,

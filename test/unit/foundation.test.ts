@@ -86,7 +86,7 @@ describe('config', () => {
     });
   });
   it('reports YAML syntax errors with their line', () => {
-    assert.throws(() => parseConfig('listen:\n  http: [unclosed\n', 'c.yaml'), /c\.yaml:\d+: invalid YAML/);
+    assert.throws(() => parseConfig('listen:\n  http: [unclosed\n', 'c.yaml'), /c\.yaml:\d+:\d+: invalid YAML/);
   });
   it('rejects unknown keys', () => {
     assert.throws(() => parseConfig('lisen: {}\n', 'c.yaml'), /c\.yaml:1: .*lisen/);

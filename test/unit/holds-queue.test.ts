@@ -8,7 +8,7 @@ import type { ServerMessage } from '../../shared/messages';
 import { HoldDecisionError, HoldQueue } from '../../proxy/approvals/hold-queue';
 import type { HoldRequest } from '../../proxy/approvals/types';
 import { AuditStore, StoreUnavailableError } from '../../proxy/audit/store';
-import { EventBus } from '../../proxy/control/bus';
+import { EventBus } from '../../proxy/bus';
 import { rolesFor } from '../../proxy/identity/authenticator';
 import { tempDir } from '../support/tmp';
 

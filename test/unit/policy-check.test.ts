@@ -90,6 +90,25 @@ describe('policy check', () => {
     );
   });
 
+  it('sees shadowing through class implication and detector groups', () => {
+    const out = messages([
+      rule({ name: 'hold-deletes', match: { connections: ['warehouse'], sql: ['delete'] }, action: 'hold', hold: { approvers: ['dba'] } }),
+      rule({ name: 'deny-unbounded-deletes', match: { connections: ['warehouse'], sql: ['delete_without_where'] }, action: 'deny' }),
+      rule({ name: 'deny-pii', match: { connections: ['openai'], detectors: ['pii'] }, action: 'deny' }),
+      rule({ name: 'hold-cards', match: { connections: ['openai'], detectors: ['credit_card', 'email'] }, action: 'hold', hold: { approvers: ['sec'] } }),
+    ]);
+    assert.deepEqual(out, [
+      'warning #2: never fires: rule #1 "hold-deletes" (hold) comes first and matches everything this rule matches',
+      'warning #4: never fires: rule #3 "deny-pii" (deny) comes first and matches everything this rule matches',
+    ]);
+    const r = (match: Record<string, unknown>) => rule({ name: 'r', match, action: 'deny' });
+    assert.ok(covers(r({ sql: ['update'] }), r({ sql: ['update_without_where'] })));
+    assert.ok(!covers(r({ sql: ['update_without_where'] }), r({ sql: ['update'] })));
+    assert.ok(!covers(r({ sql: ['delete'] }), r({ sql: ['update_without_where'] })));
+    assert.ok(covers(r({ detectors: ['secrets'] }), r({ detectors: ['aws_access_key'] })));
+    assert.ok(!covers(r({ detectors: ['credit_card'] }), r({ detectors: ['pii'] })));
+  });
+
   it('warns about duplicate rule names', () => {
     const out = messages([
       rule({ name: 'same', match: { connections: ['openai'], model: ['a'] }, action: 'deny' }),

@@ -2,10 +2,10 @@
 // text, detector hits and SQL classes are rebuilt from the log, and how outcomes are compared.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { type PolicyRule, PolicyRule as PolicyRuleSchema } from '../../shared/config';
+import { MaskingRule as MaskingRuleSchema, type PolicyRule, PolicyRule as PolicyRuleSchema } from '../../shared/config';
 import { AuditStore } from '../../proxy/audit/store';
 import { ApiKeyStore } from '../../proxy/identity/api-keys';
-import { dryRun } from '../../proxy/policy/dry-run';
+import { candidateMasking, dryRun } from '../../proxy/policy/dry-run';
 import { tempDir } from '../support/tmp';
 
 const rule = (r: Record<string, unknown>): PolicyRule => PolicyRuleSchema.parse(r);
@@ -101,5 +101,39 @@ describe('policy dry-run', () => {
     const windowed = dryRun(store, same, { connections, from: Date.parse('2025-03-01T10:00:00.005Z') });
     assert.equal(windowed.requests, 3, 'only the PostgreSQL statements fall in the window');
     store.close();
+  });
+});
+
+describe('policy dry-run with masking rules', () => {
+  function rawStore(): AuditStore {
+    const store = AuditStore.open(tempDir());
+    const t0 = Date.parse('2025-03-02T10:00:00Z');
+    // Recorded before any masking rule existed: the card number and the e-mail sit raw in the log.
+    store.appendMany([
+      { kind: 'session.start', session: 's1', actor: 'key:dev', connection: 'warehouse', time: t0, payload: { protocol: 'postgres', identity: { subject: 'key:dev', name: 'dev', groups: ['dev'], via: 'api-key' } } },
+      { kind: 'pg.statement', session: 's1', actor: 'key:dev', connection: 'warehouse', time: t0 + 1, payload: { sql: 'SELECT card, contact FROM payments', classes: ['select'], tables: ['payments'], decision: { action: 'allow' } } },
+      { kind: 'pg.result', session: 's1', actor: 'key:dev', connection: 'warehouse', time: t0 + 2, payload: { rows: 1, columns: ['card', 'contact'], sample: [['4111 1111 1111 1111', 'ana@example.com']] } },
+      { kind: 'pg.statement', session: 's1', actor: 'key:dev', connection: 'warehouse', time: t0 + 3, payload: { sql: 'SELECT 1', classes: ['select'], tables: [], decision: { action: 'allow' } } },
+    ]);
+    return store;
+  }
+
+  it('counts what the candidate masking rules would mask in recorded requests and responses', () => {
+    const store = rawStore();
+    const without = dryRun(store, [], { connections });
+    assert.deepEqual(without.maskedValues, { recorded: 0, candidate: 0 });
+    const masking = candidateMasking({ detectors: [], masking: [MaskingRuleSchema.parse({ id: 'cards', detectors: ['credit_card', 'email'] })] });
+    const r = dryRun(store, [], { connections, masking });
+    assert.deepEqual(r.maskedValues, { recorded: 0, candidate: 2 }, 'the card number and the e-mail in the result');
+    // The statement itself carries nothing to mask: its outcome stays allowed.
+    assert.equal(r.candidate.masked, 0);
+    const inSql = candidateMasking({ detectors: [], masking: [MaskingRuleSchema.parse({ id: 'tables', detectors: ['email'], connections: ['warehouse'] })] });
+    store.appendMany([{ kind: 'pg.statement', session: 's1', actor: 'key:dev', connection: 'warehouse', time: Date.parse('2025-03-02T10:00:01Z'), payload: { sql: "SELECT * FROM t WHERE contact = 'bo@example.com'", classes: ['select'], tables: ['t'], decision: { action: 'allow' } } }]);
+    const r2 = dryRun(store, [], { connections, masking: inSql });
+    assert.equal(r2.candidate.masked, 1);
+    assert.equal(r2.transitions['allowed→masked'], 1);
+    // A rule for another connection masks nothing here.
+    const elsewhere = candidateMasking({ detectors: [], masking: [MaskingRuleSchema.parse({ id: 'x', detectors: ['email'], connections: ['openai'] })] });
+    assert.deepEqual(dryRun(store, [], { connections, masking: elsewhere }).maskedValues, { recorded: 0, candidate: 0 });
   });
 });

@@ -2,7 +2,7 @@
 // a URL someone can paste.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { formatRoute, parseRoute, sessionLink } from '../../renderer/lib/route';
+import { afterSignIn, formatRoute, parseRoute, sessionLink } from '../../renderer/lib/route';
 
 describe('routes', () => {
   it('parses pages, the inbox history tab and a session at an event', () => {
@@ -22,5 +22,15 @@ describe('routes', () => {
     assert.deepEqual(parseRoute(formatRoute(r)), r);
     assert.equal(sessionLink('http://127.0.0.1:7420', 'ses_1', 12), 'http://127.0.0.1:7420/#/sessions/ses_1?event=12');
     assert.equal(sessionLink('http://h', 'ses_1'), 'http://h/#/sessions/ses_1');
+  });
+});
+
+describe('after sign-in', () => {
+  it('returns to the same-origin page that asked for sign-in, never elsewhere', () => {
+    assert.equal(afterSignIn('?next=%2Fsessions'), '/sessions');
+    assert.equal(afterSignIn('?next=%2F'), '/');
+    assert.equal(afterSignIn('?error=expired'), '/');
+    for (const bad of ['?next=https%3A%2F%2Fevil.example', '?next=%2F%2Fevil.example', '?next=%2F%5Cevil.example', '?next=%2Flogin%3Fnext%3D%2F'])
+      assert.equal(afterSignIn(bad), '/', bad);
   });
 });

@@ -55,6 +55,35 @@ describe('SQL transcript', () => {
   });
 });
 
+describe('SQL transcript of a held statement', () => {
+  it('prints the hold, its decision and its outcome under the statement, each fact once', () => {
+    seq = 0;
+    const held = [
+      ev('session.start', 0, { protocol: 'postgres', actorName: 'analyst' }),
+      ev('hold.created', 5, { id: 'h1', rule: 'hold-deletes', approvers: ['dba'], min: 1, state: 'pending' }),
+      ev('hold.vote', 900, { id: 'h1', decision: 'approve', byName: 'dana', reason: 'ticket 7' }),
+      ev('hold.resolved', 900, { id: 'h1', state: 'approved' }),
+      ev('pg.statement', 910, { n: 1, sql: 'DELETE FROM t WHERE id = 1', classes: ['delete'] }),
+      ev('pg.result', 920, { n: 1, rows: 1, command: 'DELETE 1' }),
+      ev('hold.created', 1000, { id: 'h2', rule: 'hold-deletes', approvers: ['dba'], min: 1, state: 'pending' }),
+      ev('hold.resolved', 1100, { id: 'h2', state: 'cancelled', reason: 'the client disconnected' }),
+      ev('session.end', 1100, {}),
+    ];
+    const lines = buildTranscript(held, buildTimeline(held), 'db').flatMap((e) => e.lines.map((l) => l.text.text));
+    assert.deepEqual(lines, [
+      '-- connected as analyst to warehouse',
+      'db=> DELETE FROM t WHERE id = 1',
+      '-- Held for approval by dba (1 needed) — rule hold-deletes',
+      '-- Approved by dana: ticket 7',
+      'DELETE 1',
+      '',
+      '-- Held for approval by dba (1 needed) — rule hold-deletes',
+      '-- Hold cancelled: the client disconnected',
+      '-- disconnected',
+    ]);
+  });
+});
+
 describe('terminal rendering', () => {
   const line: TranscriptLine = { style: 'plain', text: rich('ab[EMAIL]cd', [{ start: 2, end: 9, type: 'EMAIL', rule: 'r' }]) };
 

@@ -13,10 +13,11 @@
  * against overwriting someone else's edit: when it is not the version in force, 409.
  */
 import type { ServerResponse } from 'node:http';
-import type { Connection } from '../../../shared/config';
+import type { Config, Connection } from '../../../shared/config';
 import type { GatewayServices } from '../../services';
 import { checkPolicies, parsePolicies, type PolicyContext, type PolicyIssue } from '../../policy/check';
-import { dryRun } from '../../policy/dry-run';
+import { candidateMasking, dryRun } from '../../policy/dry-run';
+import { validateMaskingConfig } from '../../masking/engine';
 import { applyPolicyChange, PolicyHistory } from '../../policy/versions';
 import { HANDLED, HttpError, type Router, sendJson } from '../router';
 
@@ -116,12 +117,20 @@ export function registerPolicyRoutes(router: Router, s: GatewayServices): void {
   router.post(
     '/api/policies/dry-run',
     async ({ res, json }) => {
-      const body = await json<{ rules?: unknown; from?: unknown; to?: unknown }>();
+      const body = await json<{ rules?: unknown; from?: unknown; to?: unknown; masking?: unknown; detectors?: unknown }>();
       const parsed = parsePolicies(rulesFrom(body));
       if (!parsed.ok) return invalid(res, parsed.issues);
       const errors = checkPolicies(parsed.rules, policyContext(s)).filter((i) => i.level === 'error');
       if (errors.length) return invalid(res, errors);
+      // A draft's masking rules, when sent, are what "masked" is judged by; else the gateway's.
+      let masking: Pick<Config, 'masking' | 'detectors'> = s.config;
+      if (body && typeof body === 'object' && (body.masking !== undefined || body.detectors !== undefined)) {
+        const checked = validateMaskingConfig({ masking: body.masking ?? [], detectors: body.detectors ?? [] });
+        if (!checked.ok) return invalid(res, checked.issues);
+        masking = checked.config;
+      }
       return dryRun(s.store, parsed.rules, {
+        masking: candidateMasking(masking),
         from: time(body && typeof body === 'object' ? (body as { from?: unknown }).from : undefined, 'from'),
         to: time(body && typeof body === 'object' ? (body as { to?: unknown }).to : undefined, 'to'),
         connections: connectionsNow(s),

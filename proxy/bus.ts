@@ -1,11 +1,15 @@
 /**
- * The control plane's message bus: every message gets the next sequence number and is kept in a
+ * The gateway's event bus: the hold queue, the audit service and the policy and masking versions
+ * publish on it; the control plane's WebSocket and the desktop app read it. It sits at the bottom of
+ * the gateway, beside the log, so the parts that publish do not import the console API's folder.
+ *
+ * Every message gets the next sequence number and is kept in a
  * ring buffer, so a WebSocket client that reconnects with `{type: "resume", epoch, after}` gets
  * exactly what it missed (or a `resync` when the gap fell out of the buffer or the gateway restarted).
  */
 import { randomUUID } from 'node:crypto';
-import type { AuditEvent } from '../../shared/events';
-import type { ServerMessage, ServerMessageBody } from '../../shared/messages';
+import type { AuditEvent } from '../shared/events';
+import type { ServerMessage, ServerMessageBody } from '../shared/messages';
 
 type Subscriber = (msg: ServerMessage) => void;
 
