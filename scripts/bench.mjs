@@ -8,6 +8,7 @@ const BENCHES = {
   'http-overhead': 'bench/http-overhead.ts',
   audit: 'bench/audit.ts',
   masking: 'bench/masking.ts',
+  'pattern-engines': 'bench/pattern-engines.ts',
   holds: 'bench/holds.ts',
   postgres: 'bench/postgres.ts',
   'approvals-loop': 'bench/approvals-loop.ts',

@@ -41,6 +41,7 @@ export type GatewayErrorCode =
   | 'upstream_failed'
   | 'upstream_timeout'
   | 'upgrade_unsupported'
+  | 'method_override'
   | 'internal_error';
 
 export class GatewayError extends Error {

@@ -23,12 +23,13 @@ import { UnmaskableValueError } from '../masking/request';
 import { type ConnectionMasker, type MaskedBody, MaskingError, type SseEvent, type StreamChunkResult, type StreamMasker } from '../masking/types';
 import type { PolicyDecision } from '../policy/types';
 import type { GatewayServices } from '../services';
-import { bodyForLog, canDecode, contentEncodingOf, decodeBody, readRequestBody, responseDecoder, scrubSecret } from './bodies';
+import { bodyForLog, canDecode, contentEncodingOf, decodeBody, readRequestBody, responseDecoder } from './bodies';
 import { policyValue, type ReadBody, readRequest } from './request-body';
 import { type InspectedRequest, inspectRequest, queryText } from './request-inspection';
 import { errorBody, errorEvent, type ErrorStyle, errorStyleFor, GatewayError, type GatewayErrorCode } from './errors';
 import { clientResponseHeaders, recordedHeaders, upstreamRequestHeaders } from './headers';
 import { describeRequest, holdSummary, type RequestFacts } from './llm-request';
+import { canonicalPath, methodOverride } from './path';
 import { StreamRecorder } from './recorder';
 import { SILENT, SilenceWatch } from './silence-watch';
 import { type HttpSession, HttpSessionTracker, validSessionLabel } from './sessions';
@@ -53,8 +54,6 @@ const AUTH_CODES: Record<string, GatewayErrorCode> = {
   expired: 'expired_api_key',
   revoked: 'revoked_api_key',
 };
-
-const DOT_SEGMENT_RE = /(^|\/)(\.|%2e){1,2}(\/|$)/i;
 
 const round1 = (ms: number) => Math.round(ms * 10) / 10;
 
@@ -193,12 +192,14 @@ async function handleExchange(ctx: ProxyContext, req: IncomingMessage, res: Serv
   }
   const kind = route.connection.kind;
   const style = errorStyleFor(kind);
-  const path = url.slice(nameEnd, pathEnd);
-  const search = url.slice(pathEnd);
-  if (DOT_SEGMENT_RE.test(path)) {
-    sendError(res, style, 400, 'invalid_path', 'the path may not contain "." or ".." segments');
+  // Policy matches, and the upstream receives, the canonical path (path.ts); never the raw one.
+  const canonical = canonicalPath(url.slice(nameEnd, pathEnd));
+  if (!canonical.ok) {
+    sendError(res, style, 400, 'invalid_path', `connection ${name}: ${canonical.reason}; the request was not forwarded`);
     return;
   }
+  const path = canonical.path;
+  const search = url.slice(pathEnd);
 
   // Identity: API keys are checked synchronously (cached); JWTs through the configured issuers.
   const credential = credentialFrom(req.headers);
@@ -221,6 +222,17 @@ async function handleExchange(ctx: ProxyContext, req: IncomingMessage, res: Serv
     const message = `connection ${name}: the gateway does not proxy protocol upgrades (Upgrade: ${req.headers.upgrade}); use the provider's HTTP API through it`;
     ctx.writer.defer([{ kind: 'http.error', actor: identity.subject, connection: name, payload: { phase: 'request', status: 501, code: 'upgrade_unsupported', message, method: req.method, path } }]);
     sendError(res, style, 501, 'upgrade_unsupported', message);
+    return;
+  }
+
+  // Policy sees the request line's method; a header or parameter asking the upstream to act as
+  // another method (or on another URL) would step around it, so it is refused.
+  const override = methodOverride(req.headers, search);
+  if (override !== undefined) {
+    req.resume();
+    const message = `connection ${name}: ${override} asks the upstream to treat the request as another method or URL, which the gateway refuses; send the method you mean`;
+    ctx.writer.defer([{ kind: 'http.error', actor: identity.subject, connection: name, payload: { phase: 'request', status: 400, code: 'method_override', message, method: req.method, path } }]);
+    sendError(res, style, 400, 'method_override', message);
     return;
   }
 
@@ -622,7 +634,7 @@ class Exchange {
       this.res.end();
       upRes.resume();
       this.finished = true;
-      this.record([this.base('http.response', { status, headers: recordedHeaders(upRes.headers), bytes: 0, duration: this.elapsed() })]);
+      this.record([this.base('http.response', { status, headers: this.recordedResponseHeaders(upRes), bytes: 0, duration: this.elapsed() })]);
       return;
     }
     const contentType = upRes.headers['content-type'];
@@ -645,9 +657,15 @@ class Exchange {
 
   private responseHeaders(upRes: IncomingMessage, bodyRewritten: boolean): OutgoingHttpHeaders {
     const headers = clientResponseHeaders(upRes.headers, bodyRewritten);
+    this.route.scrubber?.headers(headers);
     headers['x-custody-session'] = this.session.id;
     if (this.ctx.isClosing()) headers['connection'] = 'close';
     return headers;
+  }
+
+  private recordedResponseHeaders(upRes: IncomingMessage): Record<string, string | string[]> {
+    const headers = recordedHeaders(upRes.headers);
+    return this.route.scrubber ? this.route.scrubber.headers(headers) : headers;
   }
 
   /** A non-streamed response: relayed as it arrives, or whole when it must be masked or scrubbed. */
@@ -666,7 +684,9 @@ class Exchange {
     const chunks: Buffer[] = [];
     let size = 0;
     let tooLarge = false;
-    if (!whole) res.writeHead(status, this.responseHeaders(upRes, decoded));
+    // Relayed in pieces, the secret may straddle two of them: the scrubber holds back a few bytes.
+    const scrubbing = whole ? undefined : this.route.scrubber?.bodyStream();
+    if (!whole) res.writeHead(status, this.responseHeaders(upRes, decoded || scrubbing !== undefined));
     source.on('data', (chunk: Buffer) => {
       if (tooLarge) return;
       size += chunk.length;
@@ -684,7 +704,9 @@ class Exchange {
         return;
       }
       chunks.push(chunk);
-      if (!whole && !res.write(chunk) && !source.isPaused()) {
+      if (whole) return;
+      const out = scrubbing ? scrubbing.push(chunk) : chunk;
+      if (out.length && !res.write(out) && !source.isPaused()) {
         source.pause();
         res.once('drain', () => source.resume());
       }
@@ -696,8 +718,9 @@ class Exchange {
       let logged: { body?: unknown; bodyEncoding?: string } | undefined;
       let spans: MaskSpan[] | undefined;
       let counts: Record<string, number> | undefined;
+      const scrubber = this.route.scrubber;
       if (whole) {
-        out = scrubSecret(out, this.route.secret);
+        if (scrubber) out = scrubber.scrub(out);
         if (this.masker) {
           let m: MaskedBody;
           try {
@@ -717,11 +740,11 @@ class Exchange {
         res.end(out);
         logged ??= bodyForLog(out, contentType); // parsed for the record after the client has its answer
       } else {
-        res.end();
-        logged = bodyForLog(scrubSecret(out, this.route.secret), contentType);
+        res.end(scrubbing?.end());
+        logged = bodyForLog(scrubber ? scrubber.scrub(out) : out, contentType);
       }
       this.finished = true;
-      const payload: Record<string, unknown> = { status, headers: recordedHeaders(upRes.headers), bytes: size, duration: this.elapsed(), ...logged };
+      const payload: Record<string, unknown> = { status, headers: this.recordedResponseHeaders(upRes), bytes: size, duration: this.elapsed(), ...logged };
       if (counts) payload['masked'] = counts;
       this.record([this.base('http.response', payload, spans)]);
     });
@@ -759,7 +782,10 @@ class Exchange {
     const max = this.limits.maxResponseBytes;
     const parser = new SseParser();
     let streamMasker: StreamMasker | undefined;
+    // The credential is scrubbed first, so the connection's masker (and its spans) see text without it.
+    let secretMasker: StreamMasker | undefined;
     try {
+      secretMasker = this.route.scrubber?.sseStream();
       streamMasker = this.masker ? this.masker.stream(this.path, this.extraRules) : undefined;
     } catch (err) {
       upRes.destroy();
@@ -768,7 +794,6 @@ class Exchange {
     }
     let size = 0;
     let ended = false;
-    const secret = this.route.secret;
     const recorder = new StreamRecorder(
       this.ctx.writer,
       (kind, payload, spans) => this.base(kind, payload, spans),
@@ -779,7 +804,6 @@ class Exchange {
       STREAM_BATCH_MS,
     );
     const offset = () => round1(performance.now() - this.t0);
-    const scrubEvent = (e: SseEvent): SseEvent => (secret && secret.length >= 8 && e.data.includes(secret) ? { ...e, data: e.data.split(secret).join('[REDACTED]') } : e);
 
     const headers = this.responseHeaders(upRes, true);
     res.writeHead(status, headers);
@@ -790,7 +814,7 @@ class Exchange {
       if (!headersOut && !res.writableEnded && !res.destroyed) res.flushHeaders();
       headersOut = true;
     }, HEADERS_ALONE_MS);
-    recorder.add(this.base('http.response', { status, headers: recordedHeaders(upRes.headers), stream: true, ttfb: round1(performance.now() - tForward), duration: this.elapsed() }));
+    recorder.add(this.base('http.response', { status, headers: this.recordedResponseHeaders(upRes), stream: true, ttfb: round1(performance.now() - tForward), duration: this.elapsed() }));
 
     const write = (data: Buffer | string) => {
       if (!headersOut) {
@@ -803,7 +827,7 @@ class Exchange {
       }
     };
     const recordChunk = (r: Pick<StreamChunkResult, 'log' | 'spans' | 'counts'>) => {
-      if (r.log.length) recorder.events(offset(), secret ? r.log.map(scrubEvent) : r.log, r.spans, r.counts);
+      if (r.log.length) recorder.events(offset(), r.log, r.spans, r.counts);
     };
     const endWithError = (statusCode: number, code: GatewayErrorCode, message: string) => {
       if (ended) return;
@@ -836,33 +860,41 @@ class Exchange {
         endWithError(413, 'response_too_large', `connection ${this.name}: the upstream stream exceeds the gateway limit of ${max} bytes (limits.maxResponseBytes); it was cut off`);
         return;
       }
+      const comments = parser.comments;
       const events = parser.push(chunk);
-      if (!streamMasker) {
+      if (!streamMasker && !secretMasker) {
         write(chunk);
         if (events.length) recordChunk({ log: events, spans: [], counts: {} });
         return;
       }
+      // Comments are keep-alives: their text is not relayed (it could echo anything), the beat is.
+      if (parser.comments > comments) write(':\n\n');
       for (const e of events) {
-        let r: StreamChunkResult;
         try {
-          r = streamMasker.push(e);
+          pass(secretMasker ? secretMasker.push(this.route.scrubber!.eventFields(e)) : undefined, e);
         } catch (err) {
           endWithError(500, 'masking_failed', `masking the stream failed: ${this.unexpectedMaskingError(err)}; the rest was not sent`);
           return;
         }
-        release(r);
       }
     });
+    /** Events the credential scrubber released (or `e` itself without one) go on through the connection's masker. */
+    const pass = (scrubbed: StreamChunkResult | undefined, e?: SseEvent) => {
+      if (!streamMasker) {
+        if (scrubbed) release(scrubbed);
+        return;
+      }
+      for (const ev of scrubbed ? scrubbed.forward : e ? [e] : []) release(streamMasker.push(ev));
+    };
     source.once('end', () => {
       if (ended) return;
       const tail = parser.end();
-      if (streamMasker) {
-        try {
-          release(streamMasker.end());
-        } catch (err) {
-          endWithError(500, 'masking_failed', `masking the end of the stream failed: ${this.unexpectedMaskingError(err)}; the rest was not sent`);
-          return;
-        }
+      try {
+        if (secretMasker) pass(secretMasker.end());
+        if (streamMasker) release(streamMasker.end());
+      } catch (err) {
+        endWithError(500, 'masking_failed', `masking the end of the stream failed: ${this.unexpectedMaskingError(err)}; the rest was not sent`);
+        return;
       }
       ended = true;
       this.finished = true;

@@ -8,6 +8,7 @@ import { Agent as HttpsAgent } from 'node:https';
 import type { Connection } from '../../shared/config';
 import { ConfigError, readSecret } from '../config';
 import { redactUpstream } from '../../shared/upstream-credentials';
+import { SecretScrubber } from './scrub';
 
 export interface UpstreamRoute {
   connection: Connection;
@@ -23,6 +24,8 @@ export interface UpstreamRoute {
   authHeader?: [name: string, value: string];
   /** The raw secret, so it can be scrubbed from anything that echoes it. */
   secret?: string;
+  /** Scrubs the secret (and its encodings) from responses; undefined without a scrubbable secret. */
+  scrubber?: SecretScrubber;
 }
 
 export class UpstreamTable {
@@ -100,6 +103,7 @@ function buildRoute(c: Connection): UpstreamRoute {
     basePath: url.pathname.replace(/\/+$/, ''),
     agent,
     secret: secret || undefined,
+    scrubber: SecretScrubber.for(secret),
     authHeader: secret ? (c.kind === 'anthropic' ? ['x-api-key', secret] : ['authorization', `Bearer ${secret}`]) : undefined,
   };
 }

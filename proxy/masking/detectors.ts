@@ -8,6 +8,7 @@
  * for the trailing characters that could still grow into a match. It must match every unfinished
  * prefix of every match the pattern can make (see docs/MASKING.md, Streaming).
  */
+import type { LinearPattern } from './pattern';
 import { isIPv6 } from 'node:net';
 import { abaRouting, creditCard, esDni, iban, ipv4, jwt, tokenLike, ukNhs, ukNino, usSsn } from './validators';
 
@@ -27,6 +28,8 @@ export interface Detector {
   priority: number;
   /** Global regex finding candidates; a named group starting with `v` marks the part to mask. */
   pattern?: RegExp;
+  /** A pattern someone typed (custom detectors), on the linear-time engine; scanned in windows. */
+  linear?: LinearPattern;
   /**
    * Shared candidate passes (see scanner.ts) that find every position where `pattern` can start;
    * the pattern then runs sticky at those positions only, instead of over the whole text.

@@ -127,9 +127,9 @@ export function checkPolicies(rules: PolicyRule[], ctx: PolicyContext = {}): Pol
 
     if (m.content !== undefined) {
       try {
-        compileContentRegex(m.content);
+        compileContentRegex(m.content, `policy rule "${r.name}"`);
       } catch (err) {
-        at('error', ['match', 'content'], `invalid regular expression: ${(err as Error).message}`);
+        at('error', ['match', 'content'], (err as Error).message);
       }
     }
     if (maskIds) for (const [j, id] of (r.mask ?? []).entries()) if (!maskIds.has(id)) at('error', ['mask', j], `unknown masking rule "${id}"`);

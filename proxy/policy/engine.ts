@@ -4,16 +4,43 @@
  */
 import type { PolicyRule, SqlClass } from '../../shared/config';
 import { DETECTOR_GROUPS } from '../masking/detectors';
+import { CONTENT_BUDGET_MS, LinearPattern, ScanBudgetError } from '../masking/pattern';
+import { analyzeRegex } from '../masking/scanner';
 import type { PolicyDecision, PolicyEvaluator, PolicyInput } from './types';
 
-/** `(?i)` prefix → case-insensitive, as in the config examples. */
-export function compileContentRegex(source: string): RegExp {
-  return source.startsWith('(?i)') ? new RegExp(source.slice(4), 'iu') : new RegExp(source, 'u');
+/** A compiled `match.content` pattern. */
+export interface ContentPattern {
+  source: string;
+  /** Throws ScanBudgetError when the text takes longer than the budget. */
+  test(text: string): boolean;
 }
 
-/** Glob with `*` (any run of characters within the path) for `match.paths`. */
-function globToRegex(glob: string): RegExp {
-  return new RegExp(`^${glob.split('*').map((p) => p.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*')}$`);
+/**
+ * `match.content` on the linear-time engine (proxy/masking/pattern.ts); `(?i)` prefix →
+ * case-insensitive, as in the config examples. Throws PatternError naming `who` for a pattern the
+ * engine cannot run (backreferences, lookaround) or that does not parse.
+ */
+export function compileContentRegex(source: string, who = 'match.content', budgetMs = CONTENT_BUDGET_MS): ContentPattern {
+  const ci = source.startsWith('(?i)');
+  const body = ci ? source.slice(4) : source;
+  const lp = LinearPattern.compile(body, who, ci);
+  let longest = Infinity;
+  try {
+    longest = analyzeRegex(body).maxLength;
+  } catch {
+    // RE2-only syntax the analyser does not read: treated as unbounded
+  }
+  return { source, test: (text) => lp.test(text, performance.now() + budgetMs, longest, who) };
+}
+
+/**
+ * Glob with `*` (any run of characters within the path) for `match.paths`, matched against the
+ * canonical path (proxy/http/path.ts). Many upstream routers ignore case, so a rule that refuses
+ * or restrains (`deny`, `hold`, `mask`) matches `/ADMIN` as `/admin`; an `allow` rule matches the
+ * exact case, so a spelling that only some routers equate never widens what is allowed.
+ */
+function globToRegex(glob: string, action: PolicyRule['action']): RegExp {
+  return new RegExp(`^${glob.split('*').map((p) => p.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*')}$`, action === 'allow' ? '' : 'i');
 }
 
 /** Statement classes that are risky when the parser could not tell (fail closed). */
@@ -21,7 +48,7 @@ const UNKNOWN_MATCHES_RISKY = true;
 
 interface CompiledRule {
   rule: PolicyRule;
-  content?: RegExp;
+  content?: ContentPattern;
   paths?: RegExp[];
   methods?: Set<string>;
   /** Detector ids, with group names (`pii`, `secrets`, …) expanded to their members. */
@@ -36,7 +63,11 @@ export function expandDetectors(ids: readonly string[]): string[] {
 export class PolicyEngine implements PolicyEvaluator {
   private compiled: CompiledRule[] = [];
 
-  constructor(rules: PolicyRule[]) {
+  /** `contentBudgetMs`: how long one `content` pattern may take over one request's text. */
+  constructor(
+    rules: PolicyRule[],
+    private readonly opts: { contentBudgetMs?: number } = {},
+  ) {
     this.load(rules);
   }
 
@@ -44,8 +75,8 @@ export class PolicyEngine implements PolicyEvaluator {
   load(rules: PolicyRule[]): void {
     this.compiled = rules.map((rule) => ({
       rule,
-      content: rule.match.content !== undefined ? compileContentRegex(rule.match.content) : undefined,
-      paths: rule.match.paths?.map(globToRegex),
+      content: rule.match.content !== undefined ? compileContentRegex(rule.match.content, `policy rule "${rule.name}"`, this.opts.contentBudgetMs) : undefined,
+      paths: rule.match.paths?.map((g) => globToRegex(g, rule.action)),
       methods: rule.match.methods ? new Set(rule.match.methods.map((m) => m.toUpperCase())) : undefined,
       detectors: rule.match.detectors ? new Set(expandDetectors(rule.match.detectors)) : undefined,
     }));
@@ -63,9 +94,20 @@ export class PolicyEngine implements PolicyEvaluator {
     return this.compiled.map((c) => c.rule);
   }
 
+  /**
+   * A `content` pattern that runs out of its budget cannot say whether its rule matches: the
+   * request is denied in that rule's name (fail closed, for every proxy and for dry-run alike).
+   */
   evaluate(input: PolicyInput): PolicyDecision {
     for (const c of this.compiled) {
-      if (matches(c, input)) {
+      let hit: boolean;
+      try {
+        hit = matches(c, input);
+      } catch (err) {
+        if (!(err instanceof ScanBudgetError)) throw err;
+        return { action: 'deny', rule: c.rule.name, reason: `${err.message.replace(/; the request was refused \(fail closed\)$/, '')}, so the gateway cannot tell whether the rule matches` };
+      }
+      if (hit) {
         const r = c.rule;
         return { action: r.action, rule: r.name, reason: r.reason, mask: r.mask, hold: r.hold };
       }

@@ -114,11 +114,11 @@ describe('HTTP proxy: bad requests', () => {
         req.end();
       });
     const before = upstream.requests.length;
-    for (const path of ['/openai/../admin', '/openai/v1/%2e%2e/%2E%2E/x', '/openai/./models']) {
+    for (const path of ['/openai/../admin', '/openai/v1/%2e%2e/%2E%2E/x', '/openai/x/..%2f..%2fadmin']) {
       const r = await raw(path);
       assert.equal(r.status, 400, path);
       assert.equal(r.body.error.code, 'invalid_path');
-      assert.match(r.body.error.message, /"\." or "\.\." segments/);
+      assert.match(r.body.error.message, /climbs above the connection's root|encoded "\/"/);
     }
     assert.equal(upstream.requests.length, before);
   });

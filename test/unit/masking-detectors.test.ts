@@ -163,7 +163,13 @@ describe('custom detectors', () => {
 
   it('reject bad definitions with a message naming the detector', () => {
     assert.throws(() => compileCustomDetector(CustomDetector.parse({ id: 'x', pattern: '(unclosed' }), VALIDATORS), /detector "x": invalid regular expression/);
-    assert.throws(() => compileCustomDetector(CustomDetector.parse({ id: 'x', pattern: '(a+)+$' }), VALIDATORS), /detector "x": the pattern nests repetition/);
+    // the linear-time engine runs nested repetition safely, and refuses what it cannot run
+    assert.ok(compileCustomDetector(CustomDetector.parse({ id: 'x', pattern: '(a+)+$' }), VALIDATORS).linear);
+    assert.throws(() => compileCustomDetector(CustomDetector.parse({ id: 'x', pattern: 'a(?=b)' }), VALIDATORS), /detector "x": the pattern uses lookahead and lookbehind/);
+    assert.throws(() => compileCustomDetector(CustomDetector.parse({ id: 'x', pattern: '(?<!b)a' }), VALIDATORS), /detector "x": the pattern uses lookahead and lookbehind/);
+    assert.throws(() => compileCustomDetector(CustomDetector.parse({ id: 'x', pattern: '(a)\\1' }), VALIDATORS), /detector "x": the pattern uses backreferences/);
+    assert.throws(() => compileCustomDetector(CustomDetector.parse({ id: 'x', pattern: '(?<n>a)\\k<n>' }), VALIDATORS), /detector "x": the pattern uses backreferences/);
+    assert.ok(compileCustomDetector(CustomDetector.parse({ id: 'x', pattern: '[(?=]x' }), VALIDATORS), 'inside a class, (?= is three characters');
     assert.throws(() => compileCustomDetector(CustomDetector.parse({ id: 'x', pattern: '\\d+', validator: 'nope' }), VALIDATORS), /unknown validator "nope"/);
     assert.throws(() => compileCustomDetector(CustomDetector.parse({ id: 'x', pattern: 'a*' }), VALIDATORS), /matches the empty string/);
   });

@@ -46,7 +46,7 @@ describe('policy check', () => {
       rule({ name: 'bad-mask', match: { connections: ['openai'] }, action: 'mask', mask: ['nope'] }),
     ]);
     assert.equal(out.length, 2);
-    assert.match(out[0]!, /^error #1: invalid regular expression/);
+    assert.match(out[0]!, /^error #1: policy rule "bad-regex": invalid regular expression/);
     assert.match(out[1]!, /^error #2: unknown masking rule "nope"/);
   });
 

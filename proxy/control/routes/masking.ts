@@ -15,7 +15,7 @@
 import type { ServerResponse } from 'node:http';
 import type { ConfigIssue } from '../../../shared/config';
 import { DETECTOR_GROUPS } from '../../masking/detectors';
-import { createMaskingEngine, type CustodyMaskingEngine, validateMaskingConfig } from '../../masking/engine';
+import { createMaskingEngine, type CustodyMaskingEngine, MaskingError, validateMaskingConfig } from '../../masking/engine';
 import { applyMaskingChange, MaskingHistory } from '../../masking/versions';
 import type { GatewayServices } from '../../services';
 import { HANDLED, HttpError, type Router, sendJson } from '../router';
@@ -88,7 +88,14 @@ export function registerMaskingRoutes(router: Router, s: GatewayServices): void 
       // A throwaway engine with a throwaway key: the preview never shows this install's hash tokens.
       const preview = createMaskingEngine(r.config, { hmacKey: Buffer.from('preview') });
       const masked = preview.forConnection({ name: 'preview', kind: 'http', upstream: 'http://preview.invalid' }, r.config.masking.map((m) => m.id));
-      const out = masked?.request('/', 'text/plain', Buffer.from(sample), r.config.masking.map((m) => m.id));
+      let out;
+      try {
+        out = masked?.request('/', 'text/plain', Buffer.from(sample), r.config.masking.map((m) => m.id));
+      } catch (err) {
+        // The scan budget ran out (or a detector failed): said as an issue with the sample, never a 500.
+        if (!(err instanceof MaskingError)) throw err;
+        return invalid(res, [{ path: ['sample'], message: err.message }]);
+      }
       return { ok: true, issues: [], sample: out ? { text: out.log, spans: out.spans, counts: out.counts } : { text: sample, spans: [], counts: {} } };
     },
     { role: 'reviewer' },
