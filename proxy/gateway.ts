@@ -16,6 +16,7 @@ import { Authenticator } from './identity/authenticator';
 import { ConsoleLogin } from './identity/console-login';
 import { ConsoleSessions } from './identity/console-sessions';
 import { OidcVerifier } from './identity/oidc';
+import { LiveSessions } from './identity/live-sessions';
 import { PersonDirectory } from './identity/persons';
 import { UserDirectory } from './identity/users';
 import { createLogger, type Logger } from './log';
@@ -31,6 +32,7 @@ import { registerAuditRoutes } from './control/routes/audit';
 import { registerAuthRoutes } from './control/routes/auth';
 import { registerHoldRoutes } from './control/routes/holds';
 import { registerKeyRoutes } from './control/routes/keys';
+import { registerPersonRoutes } from './control/routes/persons';
 import { registerMaskingRoutes } from './control/routes/masking';
 import { policyContext, registerPolicyRoutes } from './control/routes/policies';
 import { loadOrCreateSecretFile, plainSecrets, type SecretWrapper } from './secret-wrapper';
@@ -109,6 +111,13 @@ export class Gateway {
       login: new ConsoleLogin(opts.config.identity, oidc, store, persons),
       users,
       persons,
+      liveSessions: new LiveSessions({
+        keyEnded: (id, now) => {
+          const k = keys.get(id);
+          return !k ? 'no longer exists' : k.revokedAt !== null ? 'was revoked' : k.expiresAt !== null && k.expiresAt <= now ? 'has expired' : undefined;
+        },
+        personLocked: (p) => persons.isLocked(p),
+      }),
       version: VERSION,
       };
     } catch (err) {
@@ -143,6 +152,23 @@ export class Gateway {
     s.consoleSessions.prune();
     // Failure counts still in memory are written as their summary before the store closes.
     this.onStop(() => s.login.failures.close());
+    // Locking a person ends all their live sessions; locks and revocations made by the CLI (another
+    // process) are picked up within a second.
+    s.persons.onLock((person, reason) => {
+      s.consoleSessions.deleteForPerson(person);
+      s.holds.cancelForPerson(person, `the requester was locked (${reason})`);
+      s.liveSessions.endPerson(person, 'terminating connection: your access was locked by an administrator');
+    });
+    const identityTimer = setInterval(() => {
+      try {
+        s.persons.refresh();
+      } catch (err) {
+        s.log.warn(`cannot re-read persons: ${(err as Error).message}`);
+      }
+      s.liveSessions.sweep();
+    }, 500);
+    identityTimer.unref();
+    this.onStop(() => clearInterval(identityTimer));
     // Every recorded session event goes to the console live; one subscription for all proxies.
     s.store.onAppend((event) => {
       if (event.session) s.bus.publish({ type: 'session.event', event });
@@ -156,7 +182,7 @@ export class Gateway {
     s.audit = AuditService.start(s);
     this.onStop(() => s.audit?.stop());
     const routeModules: RouteModule[] = [registerAuditRoutes];
-    routeModules.push(registerAuthRoutes, registerHoldRoutes, registerPolicyRoutes, registerKeyRoutes);
+    routeModules.push(registerAuthRoutes, registerHoldRoutes, registerPolicyRoutes, registerKeyRoutes, registerPersonRoutes);
     routeModules.push(registerMaskingRoutes);
     const bound = (name: string) => this.listeners.find((l) => l.name === name)?.address;
     routeModules.push((router, services) => registerConnectionRoutes(router, services, { http: () => bound('http'), postgres: (name) => bound(`postgres:${name}`) }), registerDashboardRoutes);

@@ -284,6 +284,17 @@ export class HoldQueue implements HoldGate {
     return { total: matching.length, holds: matching.slice(offset, offset + limit).map((v) => structuredClone(v)) };
   }
 
+  /** Cancels every pending hold `person` asked for (the person was locked); their clients are denied. */
+  cancelForPerson(person: string, reason: string): number {
+    let n = 0;
+    for (const [id, p] of [...this.pending]) {
+      if (requesterPersonOf(p.view) !== person) continue;
+      this.resolve(id, 'cancelled', reason, []);
+      n++;
+    }
+    return n;
+  }
+
   /** The gateway is stopping: every pending hold ends as abandoned (recorded), its client denied. */
   close(reason = 'the gateway stopped before a decision'): void {
     this.closed = true;

@@ -66,10 +66,32 @@ export class PersonDirectory {
   private readonly locked = new Set<string>();
   private readonly idp = new Set<string>();
   private readonly lockListeners = new Set<(person: string, reason: string) => void>();
+  private signature = '';
 
   constructor(private readonly store: AuditStore) {
     for (const r of store.db.prepare('SELECT credential, person, kind FROM person_credentials').all() as CredentialRow[]) this.cacheLink(r.credential, r.person, r.kind);
     for (const r of store.db.prepare('SELECT id FROM persons WHERE locked_at IS NOT NULL').all() as { id: string }[]) this.locked.add(r.id);
+  }
+
+  /**
+   * Reloads links and locks when another process (the CLI) changed them; fires onLock for persons
+   * newly locked there. The gateway calls this every second; it reads two aggregates when nothing
+   * changed.
+   */
+  refresh(): void {
+    const sig = this.store.db
+      .prepare("SELECT (SELECT count(*) || ':' || ifnull(max(linked_at), 0) FROM person_credentials) || '/' || (SELECT count(*) || ':' || ifnull(max(locked_at), 0) FROM persons WHERE locked_at IS NOT NULL) AS s")
+      .get() as { s: string };
+    if (sig.s === this.signature) return;
+    this.signature = sig.s;
+    this.byCredential.clear();
+    this.idp.clear();
+    for (const r of this.store.db.prepare('SELECT credential, person, kind FROM person_credentials').all() as CredentialRow[]) this.cacheLink(r.credential, r.person, r.kind);
+    for (const r of this.store.db.prepare('SELECT id FROM persons WHERE locked_at IS NOT NULL').all() as { id: string }[]) {
+      if (this.locked.has(r.id)) continue;
+      this.locked.add(r.id);
+      for (const fn of this.lockListeners) fn(r.id, 'locked by an administrator');
+    }
   }
 
   /** The person a credential (identity subject) belongs to, if it has one yet. No I/O. */
@@ -203,4 +225,28 @@ export class PersonDirectory {
     const n = this.store.db.prepare("SELECT count(*) AS n FROM person_credentials WHERE person = ? AND kind = 'oidc'").get(person) as { n: number };
     if (n.n === 0) this.idp.delete(person);
   }
+}
+
+/**
+ * Locks a person everywhere the store reaches: revokes every API key they own, ends every console
+ * session of theirs, and records the lock. Live sessions in this process (HTTP holds, psql) end
+ * through PersonDirectory.onLock; a running gateway notices a lock made by `custody persons lock`
+ * within a second (PersonDirectory.refresh).
+ */
+export function lockPerson(
+  deps: { persons: PersonDirectory; keys: { revoke(id: string): boolean }; consoleSessions: { deleteForKey(id: string): number; deleteForPerson(person: string): number } },
+  person: string,
+  actor: string,
+): { keysRevoked: string[]; consoleSessionsEnded: number } {
+  const keysRevoked: string[] = [];
+  let consoleSessionsEnded = 0;
+  for (const credential of deps.persons.credentialsOf(person)) {
+    if (!credential.startsWith('key:')) continue;
+    const id = credential.slice(4);
+    if (deps.keys.revoke(id)) keysRevoked.push(id);
+    consoleSessionsEnded += deps.consoleSessions.deleteForKey(id);
+  }
+  consoleSessionsEnded += deps.consoleSessions.deleteForPerson(person);
+  deps.persons.lock(person, actor, { keysRevoked, consoleSessionsEnded });
+  return { keysRevoked, consoleSessionsEnded };
 }
