@@ -3,11 +3,11 @@
  * problem with the file, line and field, e.g.
  *   custody.yaml:12: connections[0].upstream: an HTTP upstream is a URL such as https://api.openai.com/v1
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, realpathSync } from 'node:fs';
 import { homedir } from 'node:os';
-import { dirname, isAbsolute, join, resolve } from 'node:path';
+import { dirname, isAbsolute, join, resolve, sep } from 'node:path';
 import { LineCounter, parseDocument, type Node as YamlNode } from 'yaml';
-import { type Config, formatIssuePath, validateConfig } from '../shared/config';
+import { type Config, formatIssuePath, type SecretSource, validateConfig } from '../shared/config';
 import { yamlLineOf } from '../shared/yaml-lines';
 
 export class ConfigError extends Error {
@@ -90,4 +90,28 @@ export function readSecret(source: { env: string } | { value: string } | { file:
   } catch (err) {
     throw new ConfigError(`${what}: cannot read secret file ${source.file} (${(err as NodeJS.ErrnoException).code ?? err})`);
   }
+}
+
+/**
+ * Secret files are read only from the data dir's `secrets/` folder or the paths `secretFiles`
+ * lists (symbolic links resolved), so a config that names any readable file cannot send it
+ * upstream as a credential. Throws a ConfigError naming the first offending reference.
+ */
+export function checkSecretFiles(config: Config, dataDir: string): void {
+  const real = (p: string) => {
+    try {
+      return realpathSync(p);
+    } catch {
+      return resolve(p);
+    }
+  };
+  const folder = real(resolve(dataDir, 'secrets')) + sep;
+  const listed = new Set(config.secretFiles.map(real));
+  const check = (source: SecretSource | undefined, what: string) => {
+    if (!source || !('file' in source)) return;
+    const path = real(source.file);
+    if (!path.startsWith(folder) && !listed.has(path)) throw new ConfigError(`${what}: secret file ${source.file} is outside ${folder} and not listed in secretFiles`);
+  };
+  for (const c of config.connections) check(c.secret, `connection ${c.name}`);
+  for (const i of config.identity.oidc) check(i.clientSecret, `identity.oidc ${i.issuer} clientSecret`);
 }

@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import { type Config, parseDuration } from '../shared/config';
 import { AuditService } from './audit/service';
 import { AuditStore } from './audit/store';
+import { checkSecretFiles } from './config';
 import { EventBus, sessionEventsFromStore } from './control/bus';
 import { type ControlPlane, type RouteModule, startControlPlane } from './control/server';
 import { registerConnectionRoutes, withStoredConnections } from './control/routes/connections';
@@ -80,6 +81,7 @@ export class Gateway {
 
   static async start(opts: GatewayOptions): Promise<Gateway> {
     const log = opts.log ?? createLogger();
+    checkSecretFiles(opts.config, opts.dataDir);
     const store = AuditStore.open(opts.dataDir, { commitThread: true });
     const keys = new ApiKeyStore(store.db);
     const secrets = opts.secrets ?? plainSecrets;

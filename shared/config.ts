@@ -265,6 +265,8 @@ export const Config = z
       roles: { admin: ['admin'], approver: ['approver'], reviewer: ['reviewer'] },
     }),
     connections: z.array(Connection).default([]),
+    /** Secret files (`secret: {file}`) allowed outside the data dir's `secrets/` folder. */
+    secretFiles: z.array(z.string()).default([]),
     detectors: z.array(CustomDetector).default([]),
     masking: z.array(MaskingRule).default([]),
     policies: z.array(PolicyRule).default([]),
