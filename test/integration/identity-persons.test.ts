@@ -82,7 +82,11 @@ describe('one person, one vote', () => {
     idp = await startTestIdp({ accessTokenTtl: 5 });
     t = await startTestGateway(upstream, {
       identity: { oidc: [{ issuer: idp.issuer, audience: idp.audience }] },
-      policies: [{ name: 'two-person', match: { connections: ['openai'], content: 'two-person' }, action: 'hold', hold: { approvers: ['dba'], min: 2, timeout: '2m' } }],
+      policies: [
+        { name: 'bot-allowed', match: { users: ['ci-bot'] }, action: 'allow' },
+        { name: 'no-forbidden', match: { connections: ['openai'], content: 'forbidden-thing' }, action: 'deny' },
+        { name: 'two-person', match: { connections: ['openai'], content: 'two-person' }, action: 'hold', hold: { approvers: ['dba'], min: 2, timeout: '2m' } },
+      ],
     });
     bearer['local-key'] = t.adminKey;
     const link = await fetch(t.gw.loginLink(), { redirect: 'manual' });
@@ -136,6 +140,16 @@ describe('one person, one vote', () => {
     assert.equal((await call('local-key', 'POST', `/api/holds/${hold.id}/decision`, { decision: 'approve', reason: 'ok' })).status, 200);
     await pending;
     assert.ok(upstreamSaw(marker), 'two persons approved: the request went through');
+  });
+
+  it('never matches users: rules on a display name or unverified e-mail in a token', async () => {
+    const before = upstream.requests.length;
+    for (const claims of [{ email: 'ci-bot' }, { email: 'ci-bot', email_verified: false }, { preferred_username: 'ci-bot', name: 'ci-bot' }, { client_id: 'ci-bot' }]) {
+      const token = await idp.signWithProviderKey({ iss: idp.issuer, aud: idp.audience, sub: 'u-impostor', exp: Math.floor(Date.now() / 1000) + 600, ...claims });
+      const r = await fetch(`${t.proxy}/openai/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'forbidden-thing' }] }) });
+      assert.equal(r.status, 403, `${JSON.stringify(claims)} does not make the token "ci-bot"`);
+    }
+    assert.equal(upstream.requests.length, before, 'nothing reached the upstream');
   });
 
   it('records every person created and every link, with who did it', () => {
