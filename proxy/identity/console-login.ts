@@ -262,7 +262,7 @@ export class AuthFailureRecorder {
    * (e.g. `key:<id>`). Returns false when the source or that credential is over its limit.
    * Never throws: a log that cannot take the note does not change the refusal.
    */
-  record(source: string, payload: Record<string, unknown>, opts: { credential?: string; actor?: string } = {}): boolean {
+  record(source: string, payload: Record<string, unknown>, opts: { credential?: string; actor?: string; connection?: string } = {}): boolean {
     const now = this.now();
     if (this.bySource.size > 10_000 || this.byCredential.size > 10_000) this.flush(true);
     const w = this.window(this.bySource, source, now);
@@ -271,7 +271,7 @@ export class AuthFailureRecorder {
     const c = opts.credential ? this.window(this.byCredential, opts.credential, now) : undefined;
     if (w.count === 1 || c?.count === 1) {
       try {
-        this.store.append({ kind: 'auth.failure', actor: opts.actor ?? 'anonymous', payload: { ...payload, source, ...(opts.credential ? { credential: opts.credential } : {}) }, time: now });
+        this.store.append({ kind: 'auth.failure', actor: opts.actor ?? 'anonymous', ...(opts.connection ? { connection: opts.connection } : {}), payload: { ...payload, source, ...(opts.credential ? { credential: opts.credential } : {}) }, time: now });
         w.recorded++;
       } catch {
         // counted in the window's summary instead

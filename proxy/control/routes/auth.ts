@@ -66,12 +66,6 @@ function signIn(s: GatewayServices, req: IncomingMessage, identity: Identity, me
   return { cookie: sessionCookie(req, session.id, session.expiresAt), expiresAt: session.expiresAt };
 }
 
-/** The credential prefix a failure is counted under: an API key id the gateway knows. */
-export function knownKeyPrefix(s: GatewayServices, credential: string | undefined): string | undefined {
-  const id = /^cst_([a-z0-9]{12})_/.exec(credential ?? '')?.[1];
-  return id && s.keys.get(id) ? `key:${id}` : undefined;
-}
-
 /** Records a failed attempt; throws 429 when the source or the credential is over its limit. */
 function failed(s: GatewayServices, req: IncomingMessage, method: string, err: unknown, extra: Record<string, unknown> = {}, credential?: string): void {
   const code = err instanceof AuthError ? err.code : 'error';
@@ -152,7 +146,7 @@ export function registerAuthRoutes(router: Router, s: GatewayServices): void {
         identity = await s.auth.authenticate(key);
       } catch (err) {
         if (!(err instanceof AuthError)) throw err;
-        failed(s, req, 'api-key', err, { keyId: /^cst_([a-z0-9]{12})_/.exec(key)?.[1] }, knownKeyPrefix(s, key));
+        failed(s, req, 'api-key', err, { keyId: /^cst_([a-z0-9]{12})_/.exec(key)?.[1] }, s.keys.knownPrefix(key));
         throw new HttpError(401, 'unauthenticated', err.message);
       }
       const { cookie: c, expiresAt } = signIn(s, req, identity, identity.via === 'oidc' ? 'oidc-token' : 'api-key', identity.keyId ? { keyId: identity.keyId } : {});
