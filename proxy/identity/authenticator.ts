@@ -81,8 +81,11 @@ export class Authenticator {
    * key's current groups and the current `identity.roles`. The local user stays admin.
    */
   current(stored: Identity, now = Date.now()): Identity | undefined {
-    if (stored.person && this.persons?.isLocked(stored.person)) return undefined;
+    // The credential may have been linked to another person since sign-in: vote as that one.
+    const person = this.persons?.personOf(stored.subject) ?? stored.person;
+    if (person && this.persons?.isLocked(person)) return undefined;
     if (stored.credentialExpiresAt !== undefined && stored.credentialExpiresAt <= now) return undefined;
+    if (person !== stored.person) stored = { ...stored, ...(person ? { person } : {}) };
     if (stored.via === 'console') return stored;
     let groups = stored.groups;
     if (stored.keyId) {

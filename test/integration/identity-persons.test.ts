@@ -99,6 +99,11 @@ describe('one person, one vote', () => {
     bearer['carol'] = await mint('local-key', { name: 'carol', groups: ['dba'], newOwner: 'carol' });
     const linked = await call('local-key', 'POST', '/api/persons/alice/link', { credential: `${idp.issuer}#alice-sub` });
     assert.equal(linked.status, 200, await linked.clone().text());
+    // A key signed in to the console first, then linked to alice: its session votes as alice.
+    bearer['late-key'] = await mint('local-key', { name: 'found later', groups: ['dba'], newOwner: 'unknown owner' });
+    cookie['late-cookie'] = await signInWithKey(bearer['late-key']);
+    const late = await call('local-key', 'POST', '/api/persons/alice/link', { credential: `key:${bearer['late-key'].split('_')[1]}` });
+    assert.equal(late.status, 200, await late.clone().text());
     bearer['alice-oidc'] = await idp.signWithProviderKey({ iss: idp.issuer, aud: idp.audience, sub: 'alice-sub', groups: ['dba'], exp: Math.floor(Date.now() / 1000) + 600 });
   });
   after(async () => {
@@ -156,7 +161,7 @@ describe('one person, one vote', () => {
     const events = t.gw.services.store.events(1, 100_000);
     const created = events.filter((e) => e.kind === 'person.created').map((e) => (e.payload as { name: string }).name);
     for (const name of ['alice', 'bob', 'carol']) assert.ok(created.includes(name), `person ${name} recorded`);
-    const link = events.find((e) => e.kind === 'person.linked')!;
+    const link = events.find((e) => e.kind === 'person.linked' && (e.payload as { credential: string }).credential.startsWith('http'))!;
     assert.equal((link.payload as { credential: string }).credential, `${idp.issuer}#alice-sub`);
     assert.equal(link.actor, `key:${t.adminKey.split('_')[1]}`);
     const minted = events.filter((e) => e.kind === 'key.created' && (e.payload as { name: string }).name === 'second identity')[0]!;
@@ -184,14 +189,14 @@ describe('one person, one vote', () => {
     await pendingHold(marker);
     const res = await call('local-key', 'POST', '/api/persons/alice/lock');
     assert.equal(res.status, 200, await res.clone().text());
-    assert.equal(((await res.json()) as { keysRevoked: string[] }).keysRevoked.length, 2);
+    assert.equal(((await res.json()) as { keysRevoked: string[] }).keysRevoked.length, 3, 'her two keys and the one linked to her');
     assert.equal(await pending, 'refused 403', 'the held request is cancelled');
     assert.equal(upstreamSaw(marker), false);
     for (const who of ['alice-key1', 'alice-key2', 'alice-oidc']) {
       const r = await fetch(`${t.proxy}/openai/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${bearer[who]}`, 'content-type': 'application/json' }, body: '{"model":"gpt-4o","messages":[]}' });
       assert.equal(r.status, 401, `${who} is refused on the proxy`);
     }
-    assert.equal((await fetch(`${t.control}/api/me`, { headers: { cookie: cookie['alice-cookie']! } })).status, 401, 'her console session is over');
+    for (const who of ['alice-cookie', 'late-cookie']) assert.equal((await fetch(`${t.control}/api/me`, { headers: { cookie: cookie[who]! } })).status, 401, `${who}: her console sessions are over`);
     assert.ok(t.gw.services.store.events(1, 100_000).some((e) => e.kind === 'person.locked' && (e.payload as { person: string }).person !== undefined));
   });
 
