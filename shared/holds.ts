@@ -43,6 +43,8 @@ export interface HoldView {
    * not decide it (`you asked for this`), or absent when they may.
    */
   youMayNotDecide?: { code: string; message: string };
+  /** For a pending hold (filled in by the control plane): the persons who may still approve it. */
+  approversWhoCan?: string[];
 }
 
 export interface HoldDecisionRequest {

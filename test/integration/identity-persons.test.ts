@@ -141,7 +141,12 @@ describe('one person, one vote', () => {
     assert.match(seen.youMayNotDecide!.message, /you asked for this/);
     const carolView = (await (await call('carol', 'GET', `/api/holds/${hold.id}`)).json()) as HoldView;
     assert.equal(carolView.youMayNotDecide, undefined);
+    assert.ok(seen.approversWhoCan!.includes('carol'), `carol can (${seen.approversWhoCan!.join(', ')})`);
+    assert.ok(!seen.approversWhoCan!.includes('alice'), 'the requester is not offered as an approver');
+    assert.ok(!seen.approversWhoCan!.includes('bob'), 'nor someone outside the approver groups');
     assert.equal((await call('carol', 'POST', `/api/holds/${hold.id}/decision`, { decision: 'approve', reason: 'ok' })).status, 200);
+    const afterVote = (await (await call('alice-key2', 'GET', `/api/holds/${hold.id}`)).json()) as HoldView;
+    assert.ok(!afterVote.approversWhoCan!.includes('carol'), 'one who voted is no longer listed');
     assert.equal((await call('local-key', 'POST', `/api/holds/${hold.id}/decision`, { decision: 'approve', reason: 'ok' })).status, 200);
     await pending;
     assert.ok(upstreamSaw(marker), 'two persons approved: the request went through');
