@@ -141,6 +141,8 @@ describe('console sign-in', () => {
     assert.equal(response.status, 200);
     assert.match(await response.text(), /url=\/holds/);
     const cookie = `custody_session=${browser.cookies(control).get('custody_session')}`;
+    const session = gw.services.store.db.prepare('SELECT expires_at FROM console_sessions ORDER BY created_at DESC LIMIT 1').get() as { expires_at: number };
+    assert.ok(session.expires_at <= Date.now() + 300_000, 'the session ends with the access token the IdP granted (300 s), not after 12 h');
     const me = (await (await fetch(`${control}/api/me`, { headers: { cookie } })).json()) as { subject: string; name: string; groups: string[]; roles: string[]; via: string };
     assert.equal(me.subject, `${idp.issuer}#alice`);
     assert.equal(me.name, 'alice', 'named by the verified sub, not the e-mail (the issuer is not set to use email)');
