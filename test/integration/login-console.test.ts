@@ -149,6 +149,9 @@ describe('console sign-in', () => {
     assert.deepEqual(me.groups, ['approver', 'dba']);
     assert.deepEqual(me.roles, ['approver', 'user']);
     assert.equal(me.via, 'oidc');
+    assert.match((me as { person?: string }).person ?? '', /^person_/, 'the IdP sign-in belongs to a person');
+    const minted = await postJson('/api/keys', { name: 'from-oidc' }, { cookie, origin: control });
+    assert.equal(minted.status, 403, 'an approver (not admin) cannot mint keys');
     const login = events('auth.login').at(-1)!;
     assert.equal((login.payload as { method: string; issuer: string }).issuer, idp.issuer);
     assert.equal(gw.services.users.get(me.subject)?.name, 'alice');

@@ -54,6 +54,16 @@ function ownOrigin(req: IncomingMessage): string {
  * The session ends when the credential that made it does (token `exp`, key expiry), if sooner.
  */
 function signIn(s: GatewayServices, req: IncomingMessage, identity: Identity, method: string, extra: Record<string, unknown> = {}): { cookie: string; expiresAt: number } {
+  // Every session belongs to a person (the IdP code flow builds its identity from the ID token).
+  if (!identity.person) {
+    const subject = identity.subject;
+    try {
+      identity = s.auth.withPerson(identity, () => `first sign-in: ${subject}`);
+    } catch (err) {
+      if (err instanceof AuthError) throw new HttpError(403, 'locked', err.message);
+      throw err;
+    }
+  }
   const ttlMs = Math.min(SESSION_TTL_MS, (identity.credentialExpiresAt ?? Infinity) - Date.now());
   if (ttlMs <= 0) throw new HttpError(401, 'unauthenticated', 'the credential has expired');
   const session = s.consoleSessions.create(identity, ttlMs);
