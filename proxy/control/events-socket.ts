@@ -216,8 +216,8 @@ export function attachEventsSocket(server: Server, s: GatewayServices, opts: Eve
         via = { bearer };
       } catch (err) {
         if (!(err instanceof AuthError)) throw err;
-        const recorded = s.login.failures.record(req.socket.remoteAddress ?? 'unknown', { method: 'bearer', path: EVENTS_PATH, reason: err.code, message: err.message });
-        reject(socket, recorded ? 401 : 429, recorded ? 'unauthenticated' : 'too_many_attempts', err.message);
+        const underLimit = s.login.failures.record(req.socket.remoteAddress ?? 'unknown', { method: 'bearer', path: EVENTS_PATH, reason: err.code, message: err.message }, { credential: s.keys.knownPrefix(bearer) });
+        reject(socket, underLimit ? 401 : 429, underLimit ? 'unauthenticated' : 'too_many_attempts', err.message);
         return;
       }
     }

@@ -104,7 +104,7 @@ export async function startControlPlane(s: GatewayServices, modules: RouteModule
     } catch (err) {
       if (!(err instanceof AuthError)) throw err;
       if (!route.options.public) {
-        if (!s.login.failures.record(sourceOf(req), { method: 'bearer', path: url.pathname, reason: err.code, message: err.message })) {
+        if (!s.login.failures.record(sourceOf(req), { method: 'bearer', path: url.pathname, reason: err.code, message: err.message }, { credential: s.keys.knownPrefix(credentialFrom(req.headers)) })) {
           throw new HttpError(429, 'too_many_attempts', 'too many failed sign-in attempts from this address; wait a minute');
         }
         throw new HttpError(401, 'unauthenticated', err.message);
