@@ -62,6 +62,8 @@ export async function startControlPlane(s: GatewayServices, modules: RouteModule
   async function identify(req: IncomingMessage): Promise<Identity | undefined> {
     const cookie = parseCookies(req.headers.cookie)[SESSION_COOKIE];
     if (cookie) {
+      // An IdP session near the end of its access token is refreshed first (groups read again).
+      await s.login.refreshSession(cookie, s.consoleSessions);
       const identity = s.consoleSessions.get(cookie);
       if (identity) return identity;
     }

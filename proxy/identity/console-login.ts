@@ -20,6 +20,7 @@ import type { Config } from '../../shared/config';
 import type { Identity } from '../../shared/identity';
 import type { AuditStore } from '../audit/store';
 import { AuthError } from './authenticator';
+import type { ConsoleSessions } from './console-sessions';
 import { identityFromClaims, type OidcVerifier, type TrustedIssuer } from './oidc';
 import { LOCAL_PERSON, type PersonDirectory } from './persons';
 
@@ -42,6 +43,8 @@ interface PendingFlow {
 }
 
 const FLOW_TTL_MS = 10 * 60_000;
+/** A session's access token is refreshed when it has less than this left. */
+const REFRESH_BEFORE_MS = 5_000;
 const MAX_FLOWS = 1000;
 
 /** A `next` path after login must stay on this origin: a path, never `//host` or a URL. */
@@ -72,6 +75,8 @@ export type LinkRedemption = { ok: true; identity: Identity } | { ok: false; rea
 export class ConsoleLogin {
   private readonly flows = new Map<string, PendingFlow>();
   private readonly logoutListeners = new Set<(sessionId: string) => void>();
+  private readonly refreshTokens = new Map<string, { issuer: string; refreshToken: string }>();
+  private readonly refreshing = new Map<string, Promise<void>>();
   /** Records failed sign-ins and failed credentials on the control plane, rate-limited per source. */
   readonly failures: AuthFailureRecorder;
 
@@ -151,7 +156,9 @@ export class ConsoleLogin {
     const state = client.randomState();
     const nonce = client.randomNonce();
     const codeChallenge = await client.calculatePKCECodeChallenge(codeVerifier);
-    const scope = ['openid', 'email', 'profile', ...(issuer.config.groupsClaim === 'groups' ? ['groups'] : [])];
+    // offline_access: a refresh token, so the session can outlive one access token while the IdP
+    // still vouches for the user (re-reading groups at each refresh), where the IdP offers it.
+    const scope = ['openid', 'email', 'profile', 'offline_access', ...(issuer.config.groupsClaim === 'groups' ? ['groups'] : [])];
     const supported = config.serverMetadata().scopes_supported;
     const url = client.buildAuthorizationUrl(config, {
       redirect_uri: redirectUri,
@@ -171,7 +178,7 @@ export class ConsoleLogin {
    * the code with the PKCE verifier, validates the ID token (signature, issuer, audience, nonce)
    * and reads groups from it — or from UserInfo when the ID token does not carry them.
    */
-  async completeOidc(callback: URL, cookieState: string | undefined): Promise<{ identity: Identity; next: string; issuer: string }> {
+  async completeOidc(callback: URL, cookieState: string | undefined): Promise<{ identity: Identity; next: string; issuer: string; refreshToken?: string }> {
     const state = callback.searchParams.get('state') ?? '';
     const flow = this.flows.get(state);
     if (!flow || Date.now() - flow.createdAt > FLOW_TTL_MS) throw new AuthError('invalid_token', 'the sign-in attempt is unknown or too old; start again');
@@ -188,8 +195,17 @@ export class ConsoleLogin {
     } catch (err) {
       throw new AuthError('invalid_token', `sign-in with ${flow.issuer.name} failed: ${err instanceof Error ? err.message : String(err)}`);
     }
-    const claims = { ...(tokens.claims() as Record<string, unknown>) };
-    const groupsClaim = flow.issuer.config.groupsClaim;
+    const identity = await this.identityFromTokens(flow.issuer, config, tokens);
+    return { identity, next: flow.next, issuer: flow.issuer.issuer, ...(tokens.refresh_token ? { refreshToken: tokens.refresh_token } : {}) };
+  }
+
+  /**
+   * The identity an IdP's token response proves: ID token claims, groups from UserInfo when the ID
+   * token lacks them, and an expiry no later than the access token's.
+   */
+  private async identityFromTokens(issuer: TrustedIssuer, config: client.Configuration, tokens: client.TokenEndpointResponse & client.TokenEndpointResponseHelpers): Promise<Identity> {
+    const claims = { ...((tokens.claims() ?? {}) as Record<string, unknown>) };
+    const groupsClaim = issuer.config.groupsClaim;
     if (claims[groupsClaim] === undefined && !groupsClaim.includes('.') && config.serverMetadata().userinfo_endpoint) {
       try {
         const info = await client.fetchUserInfo(config, tokens.access_token, String(claims['sub']));
@@ -198,11 +214,56 @@ export class ConsoleLogin {
         // groups stay empty: the user signs in with the `user` role only
       }
     }
-    const identity = identityFromClaims(claims, flow.issuer.config, this.identityConfig.roles);
+    const identity = identityFromClaims(claims, issuer.config, this.identityConfig.roles);
     // The console session lasts no longer than the access token the IdP granted with it.
     const expiresIn = tokens.expiresIn();
     if (expiresIn !== undefined) identity.credentialExpiresAt = Math.min(identity.credentialExpiresAt ?? Infinity, Date.now() + expiresIn * 1000);
-    return { identity, next: flow.next, issuer: flow.issuer.issuer };
+    return identity;
+  }
+
+  /** Keeps a session's refresh token (in memory only: after a restart the session ends with its token). */
+  rememberRefresh(sessionId: string, issuer: string, refreshToken: string): void {
+    if (this.refreshTokens.size >= 10_000) this.refreshTokens.delete(this.refreshTokens.keys().next().value!);
+    this.refreshTokens.set(sessionId, { issuer, refreshToken });
+  }
+
+  /**
+   * Before a console session's access token runs out, uses its refresh token: the IdP is asked
+   * again, groups are read again, and the session's identity and expiry follow the new tokens.
+   * Without a refresh token, or when the IdP refuses, nothing changes and the session ends with its
+   * token. Concurrent requests of one session share one refresh.
+   */
+  refreshSession(sessionId: string, sessions: ConsoleSessions, now = Date.now()): Promise<void> {
+    const entry = this.refreshTokens.get(sessionId);
+    if (!entry) return Promise.resolve();
+    const stored = sessions.peek(sessionId);
+    if (!stored) {
+      this.refreshTokens.delete(sessionId);
+      return Promise.resolve();
+    }
+    if (stored.identity.credentialExpiresAt === undefined || stored.identity.credentialExpiresAt - now > REFRESH_BEFORE_MS) return Promise.resolve();
+    let running = this.refreshing.get(sessionId);
+    if (!running) {
+      running = this.doRefresh(sessionId, entry, stored.identity, sessions).finally(() => this.refreshing.delete(sessionId));
+      this.refreshing.set(sessionId, running);
+    }
+    return running;
+  }
+
+  private async doRefresh(sessionId: string, entry: { issuer: string; refreshToken: string }, previous: Identity, sessions: ConsoleSessions): Promise<void> {
+    const issuer = this.oidc?.issuer(entry.issuer);
+    try {
+      if (!issuer) throw new Error(`issuer ${entry.issuer} is no longer configured`);
+      const config = await issuer.configuration();
+      const tokens = await client.refreshTokenGrant(config, entry.refreshToken);
+      const identity = await this.identityFromTokens(issuer, config, tokens);
+      if (identity.subject !== previous.subject) throw new Error('the IdP answered for another subject');
+      sessions.replace(sessionId, { ...identity, ...(previous.person ? { person: previous.person } : {}) });
+      if (tokens.refresh_token) this.refreshTokens.set(sessionId, { issuer: entry.issuer, refreshToken: tokens.refresh_token });
+    } catch {
+      // The IdP no longer vouches for this user (or cannot be asked): the session ends with its token.
+      this.refreshTokens.delete(sessionId);
+    }
   }
 
   /** Called when a console session ends (logout), so open WebSockets of that session close. */

@@ -40,6 +40,18 @@ export class ConsoleSessions {
     return current;
   }
 
+  /** The stored identity and expiry, without re-deriving it (for a token refresh). */
+  peek(id: string, now = Date.now()): { identity: Identity; expiresAt: number } | undefined {
+    const row = this.db.prepare('SELECT identity, expires_at FROM console_sessions WHERE id = ?').get(digest(id)) as { identity: string; expires_at: number } | undefined;
+    if (!row || row.expires_at <= now) return undefined;
+    return { identity: JSON.parse(row.identity) as Identity, expiresAt: row.expires_at };
+  }
+
+  /** Replaces a session's identity after its credential was refreshed (the 12 h limit stays). */
+  replace(id: string, identity: Identity): void {
+    this.db.prepare('UPDATE console_sessions SET identity = ? WHERE id = ?').run(JSON.stringify(identity), digest(id));
+  }
+
   delete(id: string): void {
     this.db.prepare('DELETE FROM console_sessions WHERE id = ?').run(digest(id));
   }

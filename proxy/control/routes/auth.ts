@@ -53,7 +53,7 @@ function ownOrigin(req: IncomingMessage): string {
  * Starts a console session for `identity` and records the login. Returns the Set-Cookie value.
  * The session ends when the credential that made it does (token `exp`, key expiry), if sooner.
  */
-function signIn(s: GatewayServices, req: IncomingMessage, identity: Identity, method: string, extra: Record<string, unknown> = {}): { cookie: string; expiresAt: number } {
+function signIn(s: GatewayServices, req: IncomingMessage, identity: Identity, method: string, extra: Record<string, unknown> = {}, refreshable = false): { cookie: string; expiresAt: number; sessionId: string } {
   // Every session belongs to a person (the IdP code flow builds its identity from the ID token).
   if (!identity.person) {
     const subject = identity.subject;
@@ -64,7 +64,9 @@ function signIn(s: GatewayServices, req: IncomingMessage, identity: Identity, me
       throw err;
     }
   }
-  const ttlMs = Math.min(SESSION_TTL_MS, (identity.credentialExpiresAt ?? Infinity) - Date.now());
+  // A session with a refresh token may outlive one access token (each request re-checks it, and
+  // refreshes it near its end); any other ends with its credential.
+  const ttlMs = refreshable ? SESSION_TTL_MS : Math.min(SESSION_TTL_MS, (identity.credentialExpiresAt ?? Infinity) - Date.now());
   if (ttlMs <= 0) throw new HttpError(401, 'unauthenticated', 'the credential has expired');
   const session = s.consoleSessions.create(identity, ttlMs);
   s.store.append({
@@ -73,7 +75,7 @@ function signIn(s: GatewayServices, req: IncomingMessage, identity: Identity, me
     payload: { method, actorName: identity.name, via: identity.via, person: identity.person, groups: identity.groups, roles: identity.roles, source: sourceOf(req), userAgent: req.headers['user-agent'], expiresAt: session.expiresAt, ...extra },
   });
   s.users.seen(identity);
-  return { cookie: sessionCookie(req, session.id, session.expiresAt), expiresAt: session.expiresAt };
+  return { cookie: sessionCookie(req, session.id, session.expiresAt), expiresAt: session.expiresAt, sessionId: session.id };
 }
 
 /** Records a failed attempt; throws 429 when the source or the credential is over its limit. */
@@ -197,7 +199,8 @@ export function registerAuthRoutes(router: Router, s: GatewayServices): void {
         failed(s, req, 'oidc', err);
         return redirect(res, loginError(err instanceof Error ? err.message : String(err)), { 'set-cookie': clearState });
       }
-      const { cookie: c } = signIn(s, req, done.identity, 'oidc', { issuer: done.issuer });
+      const { cookie: c, sessionId } = signIn(s, req, done.identity, 'oidc', { issuer: done.issuer, refreshable: done.refreshToken !== undefined }, done.refreshToken !== undefined);
+      if (done.refreshToken) s.login.rememberRefresh(sessionId, done.issuer, done.refreshToken);
       return continuePage(res, done.next, [c, clearState]);
     },
     { public: true },
