@@ -134,7 +134,11 @@ export function attachEventsSocket(server: Server, s: GatewayServices, opts: Eve
   });
 
   const still = async (c: Client): Promise<boolean> => {
-    if (c.cookie) return s.consoleSessions.get(c.cookie) !== undefined;
+    if (c.cookie) {
+      // An IdP session is refreshed here too, so a console that only listens keeps its session.
+      await s.login.refreshSession(c.cookie, s.consoleSessions);
+      return s.consoleSessions.get(c.cookie) !== undefined;
+    }
     if (c.bearer) {
       try {
         await s.auth.authenticate(c.bearer);
@@ -207,6 +211,7 @@ export function attachEventsSocket(server: Server, s: GatewayServices, opts: Eve
     let identity: Identity | undefined;
     let via: Pick<Client, 'cookie' | 'bearer'> = {};
     if (cookie && req.headers.origin !== undefined) {
+      await s.login.refreshSession(cookie, s.consoleSessions);
       identity = s.consoleSessions.get(cookie);
       if (identity) via = { cookie };
     }
