@@ -111,6 +111,7 @@ describe('console sign-in', () => {
   it('signs in the local user with a login link once, and refuses a reused or wrong token', async () => {
     const link = gw.loginLink();
     assert.match(link, /^http:\/\/127\.0\.0\.1:\d+\/login\?token=[\w-]{43}$/);
+    assert.equal((await fetch(link, { method: 'HEAD', redirect: 'manual' })).status, 405, 'a probe does not spend the link');
     const res = await fetch(link, { redirect: 'manual' });
     assert.equal(res.status, 303);
     assert.equal(res.headers.get('location'), '/');

@@ -103,6 +103,11 @@ function loginError(message: string): string {
  * is recorded and sent back to the login page with an error.
  */
 export function handleLoginLink(s: GatewayServices, req: IncomingMessage, res: ServerResponse, url: URL): void {
+  // Only a navigation uses the link up: a HEAD or other probe must not spend a single-use link.
+  if (req.method !== 'GET') {
+    sendJson(res, 405, { error: { code: 'method_not_allowed', message: 'open the login link with GET (a browser navigation)' } }, { allow: 'GET' });
+    return;
+  }
   // The link is checked before any throttling: failures from this address (a page elsewhere
   // firing bad links through the browser) never lock out a valid link.
   const r = s.login.redeemLoginLink(url.searchParams.get('token'));
