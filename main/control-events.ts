@@ -249,16 +249,15 @@ export function watchHolds(opts: {
 }
 
 /**
- * Credentials for the desktop's own gateway: the per-launch console token is redeemed once at
- * `/login?token=…` for a console session cookie, which the main process then presents with the
- * control plane's own `Origin` (the events socket takes cookies only with a same-origin Origin).
- * `invalidate()` after a refusal signs in again on the next attempt.
+ * Credentials for the desktop's own gateway: a fresh single-use login link (from `freshLink`) is
+ * redeemed at `/login?token=…` for a console session cookie, which the main process then presents
+ * with the control plane's own `Origin` (the events socket takes cookies only with a same-origin
+ * Origin). `invalidate()` after a refusal signs in again, with a new link, on the next attempt.
  */
-export function consoleSessionCredentials(loginUrl: string): { headers: () => Promise<Headers>; invalidate(): void } {
-  const origin = new URL(loginUrl).origin;
+export function consoleSessionCredentials(origin: string, freshLink: () => Promise<string>): { headers: () => Promise<Headers>; invalidate(): void } {
   let cached: Promise<Headers> | undefined;
   const signIn = async (): Promise<Headers> => {
-    const res = await fetch(loginUrl, { redirect: 'manual', signal: AbortSignal.timeout(10_000) });
+    const res = await fetch(await freshLink(), { redirect: 'manual', signal: AbortSignal.timeout(10_000) });
     await res.body?.cancel();
     const session = res.headers
       .getSetCookie()

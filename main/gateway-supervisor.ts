@@ -72,6 +72,8 @@ export class GatewaySupervisor extends EventEmitter<GatewaySupervisorEvents> {
   private runningSince = 0;
   private stopRequested = false;
   private stopped: Promise<void> | undefined;
+  private linkRequests = 0;
+  private readonly linkWaiters = new Map<number, (url: string | null) => void>();
   private readonly o: Required<Omit<SupervisorOptions, 'firstCommands'>> & Pick<SupervisorOptions, 'firstCommands'>;
 
   constructor(options: SupervisorOptions) {
@@ -107,6 +109,34 @@ export class GatewaySupervisor extends EventEmitter<GatewaySupervisorEvents> {
     if (this.current.state !== 'failed' || this.stopRequested) return;
     this.failures = 0;
     this.launch();
+  }
+
+  /**
+   * A fresh single-use console login link from the running gateway (links work once, for 10
+   * minutes). Rejects when the gateway is not running or does not answer within 5 s.
+   */
+  loginLink(): Promise<string> {
+    const proc = this.proc;
+    if (!proc || this.current.state !== 'running') return Promise.reject(new Error('the gateway is not running'));
+    const id = ++this.linkRequests;
+    return new Promise<string>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.linkWaiters.delete(id);
+        reject(new Error('the gateway did not answer with a login link'));
+      }, 5000);
+      this.linkWaiters.set(id, (url) => {
+        clearTimeout(timer);
+        if (url) resolve(url);
+        else reject(new Error('the gateway issued no login link'));
+      });
+      try {
+        proc.postMessage({ type: 'login-link', id });
+      } catch (err) {
+        clearTimeout(timer);
+        this.linkWaiters.delete(id);
+        reject(err instanceof Error ? err : new Error(String(err)));
+      }
+    });
   }
 
   /** Asks the gateway to stop, waits for it to exit (killing it after `stopTimeoutMs`). Idempotent. */
@@ -167,6 +197,10 @@ export class GatewaySupervisor extends EventEmitter<GatewaySupervisorEvents> {
         this.runningSince = Date.now();
         this.setState({ state: 'running', ready: report });
         this.emit('ready', report);
+      } else if (report.type === 'login-link') {
+        const waiter = this.linkWaiters.get(report.id);
+        this.linkWaiters.delete(report.id);
+        waiter?.(report.url);
       } else if (report.type === 'error') {
         startError = report.message;
         this.keep(report.message);

@@ -101,8 +101,13 @@ function showWindow(hash?: string): void {
       }
     });
     win.once('ready-to-show', () => win?.show());
-    const first = ready?.loginUrl && !hash ? ready.loginUrl : consoleUrl(hash);
-    void win.loadURL(first).catch((err: unknown) => log(`cannot load the console: ${String(err)}`));
+    // Login links work once: a window opened later than the first gets a fresh one.
+    const link = ready?.loginUrl && !hash ? (supervisor?.loginLink() ?? Promise.reject(new Error('no gateway'))) : Promise.reject(new Error('no link'));
+    const target = win;
+    void link
+      .catch(() => consoleUrl(hash))
+      .then((first) => target.loadURL(first))
+      .catch((err: unknown) => log(`cannot load the console: ${String(err)}`));
     return;
   }
   if (hash !== undefined) void win.loadURL(consoleUrl(hash)).catch(() => {});
@@ -167,7 +172,8 @@ function startLocal(): void {
     tray?.update({ status: `Gateway running on ${r.controlUrl.replace('http://', '')}`, failed: false });
     if (r.firstKey) void showFirstKey(r.firstKey);
     if (r.loginUrl) {
-      const credentials = consoleSessionCredentials(r.loginUrl);
+      // The window uses the link in the ready report; the watcher asks for its own each time.
+      const credentials = consoleSessionCredentials(new URL(r.loginUrl).origin, () => supervisor!.loginLink());
       startWatching(credentials.headers, credentials.invalidate);
     } else log('the gateway issued no console login link: native hold notifications are off for this run');
     if (restarted && win && !win.isDestroyed()) void win.loadURL(r.loginUrl ?? consoleUrl()).catch(() => {});
@@ -233,7 +239,9 @@ async function startRemote(r: RemoteSettings): Promise<void> {
 }
 
 function controlPlaneInfo(): ControlPlaneInfo {
-  return { url: origin, token: remote ? null : (ready?.loginToken ?? null), mode: remote ? 'remote' : 'local' };
+  // The renderer never holds a reusable credential: the window is signed in by a single-use login
+  // link the main process opened, and the session lives in an HttpOnly cookie.
+  return { url: origin, token: null, mode: remote ? 'remote' : 'local' };
 }
 
 async function main(): Promise<void> {

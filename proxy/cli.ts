@@ -6,6 +6,7 @@ import { ConfigError } from './config';
 import { type Io, type ParsedArgs, parseArgs, processIo, UsageError } from './cli/args';
 import { exportCommand } from './cli/export';
 import { keysCommand } from './cli/keys';
+import { loginLinkCommand, personsCommand } from './cli/persons';
 import { policyCommand } from './cli/policy';
 import { serveCommand } from './cli/serve';
 import { verifyCommand } from './cli/verify';
@@ -15,7 +16,9 @@ type Command = (args: ParsedArgs, io: Io) => Promise<number>;
 /** name → [handler, switches (flags without a value), one-line help] */
 const COMMANDS: Record<string, [Command, string[], string]> = {
   serve: [serveCommand, [], 'serve [--config FILE] [--data-dir DIR]            run the gateway and the console'],
-  keys: [keysCommand, ['json'], 'keys create --name N --groups a,b [--expires 30d] | list | revoke ID | expire ID'],
+  keys: [keysCommand, ['json'], 'keys create --name N [--owner PERSON] --groups a,b [--expires 30d] | list | revoke ID | expire ID'],
+  persons: [personsCommand, ['json'], 'persons list | create NAME | link PERSON CREDENTIAL | lock PERSON   who holds which credentials'],
+  'login-link': [loginLinkCommand, [], 'login-link                                   a fresh console login link (single use, 10 minutes)'],
   verify: [verifyCommand, ['json', 'show-key'], 'verify [PATH] [--since-checkpoint FILE] [--key FINGERPRINT] | --show-key   check a data dir or bundle'],
   export: [exportCommand, [], 'export --out FILE [--from T] [--to T] [--user U] [--connection C]   evidence bundle'],
   policy: [policyCommand, ['json', 'strict'], 'policy check FILE [--strict] | dry-run FILE [--from T] [--to T]   validate / replay recorded traffic'],

@@ -3,11 +3,11 @@
  * problem with the file, line and field, e.g.
  *   custody.yaml:12: connections[0].upstream: an HTTP upstream is a URL such as https://api.openai.com/v1
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, realpathSync } from 'node:fs';
 import { homedir } from 'node:os';
-import { dirname, isAbsolute, join, resolve } from 'node:path';
+import { dirname, isAbsolute, join, resolve, sep } from 'node:path';
 import { LineCounter, parseDocument, type Node as YamlNode } from 'yaml';
-import { type Config, type ConfigIssue, formatIssuePath, validateConfig } from '../shared/config';
+import { type Config, type ConfigIssue, formatIssuePath, type SecretSource, validateConfig } from '../shared/config';
 import { yamlLineOf } from '../shared/yaml-lines';
 
 export class ConfigError extends Error {
@@ -131,4 +131,28 @@ export function noStoreMessage(resolved: ResolvedConfig): string {
       ? `chosen by config ${resolved.file}`
       : `the embedded default's, as no config was found (looked for ${resolved.lookedAt.join(', ')})`;
   return `${resolved.dataDir} has no audit store (custody.db); that data dir is ${how}. Pass --config FILE (the file custody serve used) or --data-dir DIR.`;
+}
+
+/**
+ * Secret files are read only from the data dir's `secrets/` folder or the paths `secretFiles`
+ * lists (symbolic links resolved), so a config that names any readable file cannot send it
+ * upstream as a credential. Throws a ConfigError naming the first offending reference.
+ */
+export function checkSecretFiles(config: Config, dataDir: string): void {
+  const real = (p: string) => {
+    try {
+      return realpathSync(p);
+    } catch {
+      return resolve(p);
+    }
+  };
+  const folder = real(resolve(dataDir, 'secrets')) + sep;
+  const listed = new Set(config.secretFiles.map(real));
+  const check = (source: SecretSource | undefined, what: string) => {
+    if (!source || !('file' in source)) return;
+    const path = real(source.file);
+    if (!path.startsWith(folder) && !listed.has(path)) throw new ConfigError(`${what}: secret file ${source.file} is outside ${folder} and not listed in secretFiles`);
+  };
+  for (const c of config.connections) check(c.secret, `connection ${c.name}`);
+  for (const i of config.identity.oidc) check(i.clientSecret, `identity.oidc ${i.issuer} clientSecret`);
 }

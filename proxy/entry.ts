@@ -31,7 +31,7 @@ export type GatewayReport =
       version: string;
       /** Control-plane origin, e.g. `http://127.0.0.1:7420`. */
       controlUrl: string;
-      /** One-time console login link for this launch, when the gateway issues one. */
+      /** A single-use console login link (10 minutes), when the gateway issues one; more on `login-link`. */
       loginUrl: string | null;
       /** The token inside `loginUrl`. */
       loginToken: string | null;
@@ -42,9 +42,11 @@ export type GatewayReport =
       secrets: SecretWrapper['kind'];
     }
   | { type: 'error'; message: string }
-  | { type: 'stopped' };
+  | { type: 'stopped' }
+  /** Answer to `login-link`: a fresh single-use link (null before the gateway is ready). */
+  | { type: 'login-link'; id: number; url: string | null };
 
-export type GatewayCommand = { type: 'stop' } | { type: 'vault-key'; key: string };
+export type GatewayCommand = { type: 'stop' } | { type: 'vault-key'; key: string } | { type: 'login-link'; id: number };
 
 interface ParentPortLike {
   on(event: 'message', listener: (e: { data: unknown }) => void): void;
@@ -99,6 +101,8 @@ async function run(): Promise<void> {
   io.onCommand((cmd) => {
     if (cmd?.type === 'stop') void stop('stop requested');
     else if (cmd?.type === 'vault-key' && typeof cmd.key === 'string') vaultKey?.(cmd.key);
+    // Each login link works once: the desktop app asks for one each time it signs in.
+    else if (cmd?.type === 'login-link' && typeof cmd.id === 'number') io.send({ type: 'login-link', id: cmd.id, url: gateway && !stopping ? gateway.loginLink() : null });
   });
   process.once('SIGTERM', () => void stop('SIGTERM'));
   process.once('SIGINT', () => void stop('SIGINT'));

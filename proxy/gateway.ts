@@ -8,6 +8,7 @@ import { type Config, parseDuration } from '../shared/config';
 import { AuditService } from './audit/service';
 import { AuditStore } from './audit/store';
 import { EventBus, sessionEventsFromStore } from './bus';
+import { checkSecretFiles } from './config';
 import { type ControlPlane, type RouteModule, startControlPlane } from './control/server';
 import { registerConnectionRoutes, withStoredConnections } from './control/routes/connections';
 import { upstreamCredentialWarning } from '../shared/upstream-credentials';
@@ -17,6 +18,8 @@ import { Authenticator } from './identity/authenticator';
 import { ConsoleLogin } from './identity/console-login';
 import { ConsoleSessions } from './identity/console-sessions';
 import { OidcVerifier } from './identity/oidc';
+import { LiveSessions } from './identity/live-sessions';
+import { PersonDirectory } from './identity/persons';
 import { UserDirectory } from './identity/users';
 import { createLogger, type Logger } from './log';
 import { HoldQueue } from './approvals/hold-queue';
@@ -32,6 +35,7 @@ import { registerAuditRoutes } from './control/routes/audit';
 import { registerAuthRoutes } from './control/routes/auth';
 import { registerHoldRoutes } from './control/routes/holds';
 import { registerKeyRoutes } from './control/routes/keys';
+import { registerPersonRoutes } from './control/routes/persons';
 import { registerMaskingRoutes } from './control/routes/masking';
 import { policyContext, registerPolicyRoutes } from './control/routes/policies';
 import { loadOrCreateSecretFile, plainSecrets, type SecretWrapper } from './secret-wrapper';
@@ -74,6 +78,7 @@ export class Gateway {
 
   static async start(opts: GatewayOptions): Promise<Gateway> {
     const log = opts.log ?? createLogger();
+    checkSecretFiles(opts.config, opts.dataDir);
     const store = AuditStore.open(opts.dataDir, { commitThread: true });
     const keys = new ApiKeyStore(store.db);
     const secrets = opts.secrets ?? plainSecrets;
@@ -83,7 +88,8 @@ export class Gateway {
       const users = new UserDirectory(store.db);
       // Bearer JWTs from the configured issuers; API keys keep working beside them.
       const oidc = opts.config.identity.oidc.length ? new OidcVerifier(opts.config.identity, { onIdentity: (i) => users.seen(i) }) : undefined;
-      const auth = new Authenticator(keys, opts.config.identity);
+      const persons = new PersonDirectory(store);
+      const auth = new Authenticator(keys, opts.config.identity, persons);
       auth.setTokenVerifier(oidc);
       oidc?.warmUp((issuer, err) => log.warn(`OIDC issuer ${issuer}: ${err.message} (tokens from it are refused until it answers)`));
       services = {
@@ -93,16 +99,24 @@ export class Gateway {
       store,
       keys,
       auth,
-      consoleSessions: new ConsoleSessions(store.db),
+      consoleSessions: new ConsoleSessions(store.db, (i) => auth.current(i)),
       bus,
       log,
       secrets,
       keyFile: (name, create) => loadOrCreateSecretFile(opts.dataDir, name, secrets, create),
       masking: createMaskingEngine({ masking: opts.config.masking, detectors: opts.config.detectors, policies: opts.config.policies }, { hmacKey: loadOrCreateSecretFile(opts.dataDir, 'masking-hmac.key', secrets) }),
       policy: new PolicyEngine(opts.config.policies),
-      holds: new HoldQueue({ store, bus, log }),
-      login: new ConsoleLogin(opts.config.identity, oidc, store),
+      holds: new HoldQueue({ store, bus, log, separationOfDuties: opts.config.identity.separationOfDuties, idpBacked: (p) => persons.isIdpBacked(p) }),
+      login: new ConsoleLogin(opts.config.identity, oidc, store, persons),
       users,
+      persons,
+      liveSessions: new LiveSessions({
+        keyEnded: (id, now) => {
+          const k = keys.get(id);
+          return !k ? 'no longer exists' : k.revokedAt !== null ? 'was revoked' : k.expiresAt !== null && k.expiresAt <= now ? 'has expired' : undefined;
+        },
+        personLocked: (p) => persons.isLocked(p),
+      }),
       version: VERSION,
       };
     } catch (err) {
@@ -123,8 +137,12 @@ export class Gateway {
   private async startParts(opts: GatewayOptions): Promise<void> {
     const s = this.services;
     if ((opts.bootstrapKey ?? true) && s.keys.count() === 0) {
-      const { key, record } = s.keys.create({ name: 'local-admin', groups: ['admin'], createdBy: 'system' });
-      s.store.append({ kind: 'key.created', actor: 'system', payload: { id: record.id, name: record.name, groups: record.groups, expiresAt: null, reason: 'first start' } });
+      // The first-start key is the local user's, like the login link: one person, one vote.
+      const adminGroups = s.config.identity.roles.admin.length ? [s.config.identity.roles.admin[0]!] : ['admin'];
+      const { key, record } = s.keys.create({ name: 'local-admin', groups: adminGroups, createdBy: 'system' });
+      const person = s.login.localIdentity().person!;
+      s.persons.attach(`key:${record.id}`, 'api-key', person, 'system');
+      s.store.append({ kind: 'key.created', actor: 'system', payload: { id: record.id, name: record.name, groups: record.groups, expiresAt: null, person, reason: 'first start' } });
       this.firstKey = key;
     }
     // The rules in force: the config file's when it changed, else the latest (console) version.
@@ -132,6 +150,25 @@ export class Gateway {
     // Likewise for masking: the config file's when it changed, else the latest (console) version.
     syncMaskingAtStart(s, s.configFile);
     s.consoleSessions.prune();
+    // Failure counts still in memory are written as their summary before the store closes.
+    this.onStop(() => s.login.failures.close());
+    // Locking a person ends all their live sessions; locks and revocations made by the CLI (another
+    // process) are picked up within a second.
+    s.persons.onLock((person, reason) => {
+      s.consoleSessions.deleteForPerson(person);
+      s.holds.cancelForPerson(person, `the requester was locked (${reason})`);
+      s.liveSessions.endPerson(person, 'terminating connection: your access was locked by an administrator');
+    });
+    const identityTimer = setInterval(() => {
+      try {
+        s.persons.refresh();
+      } catch (err) {
+        s.log.warn(`cannot re-read persons: ${(err as Error).message}`);
+      }
+      s.liveSessions.sweep();
+    }, 500);
+    identityTimer.unref();
+    this.onStop(() => clearInterval(identityTimer));
     // Every recorded session event goes to the console live; one subscription for all proxies.
     s.store.onAppend((event) => {
       if (event.session) s.bus.publish({ type: 'session.event', event });
@@ -145,7 +182,7 @@ export class Gateway {
     s.audit = AuditService.start(s);
     this.onStop(() => s.audit?.stop());
     const routeModules: RouteModule[] = [registerAuditRoutes];
-    routeModules.push(registerAuthRoutes, registerHoldRoutes, registerPolicyRoutes, registerKeyRoutes);
+    routeModules.push(registerAuthRoutes, registerHoldRoutes, registerPolicyRoutes, registerKeyRoutes, registerPersonRoutes);
     routeModules.push(registerMaskingRoutes);
     const bound = (name: string) => this.listeners.find((l) => l.name === name)?.address;
     routeModules.push((router, services) => registerConnectionRoutes(router, services, { http: () => bound('http'), postgres: (name) => bound(`postgres:${name}`) }), registerDashboardRoutes);
@@ -162,11 +199,11 @@ export class Gateway {
 
   /**
    * The local login link for this run (`custody serve` prints it; the desktop app opens it): signs
-   * the browser in as the local user. The token changes at every start.
+   * the browser in as the local user. Each call makes a new link, which works once, for 10 minutes.
    */
   loginLink(): string {
     const address = this.address('control').replace(/^0\.0\.0\.0:/, '127.0.0.1:').replace(/^\[::\]:/, '[::1]:');
-    return `http://${address}/login?token=${this.services.login.consoleToken}`;
+    return `http://${address}/login?token=${this.services.login.mintLoginLink()}`;
   }
 
   get controlPlane(): ControlPlane {

@@ -10,6 +10,8 @@ import type { ApiKeyStore } from './identity/api-keys';
 import type { Authenticator } from './identity/authenticator';
 import type { ConsoleLogin } from './identity/console-login';
 import type { ConsoleSessions } from './identity/console-sessions';
+import type { LiveSessions } from './identity/live-sessions';
+import type { PersonDirectory } from './identity/persons';
 import type { UserDirectory } from './identity/users';
 import type { Logger } from './log';
 import type { HoldQueue } from './approvals/hold-queue';
@@ -36,6 +38,10 @@ export interface GatewayServices {
   login: ConsoleLogin;
   /** Identities seen (names and groups), for the console and policy dry-runs. */
   users: UserDirectory;
+  /** The persons behind credentials: separation of duties counts them; locking one ends their sessions. */
+  persons: PersonDirectory;
+  /** Live data-plane sessions by credential: ended when it expires, is revoked, or its person is locked. */
+  liveSessions: LiveSessions;
   /** Protects secrets at rest (connection secrets in the store): plain headless, sealed on the desktop. */
   secrets: SecretWrapper;
   /** Reads (or creates) a per-install secret such as `signing.key`, protected by `secrets`. */

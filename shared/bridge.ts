@@ -28,7 +28,7 @@ export interface BridgeNotification {
 export interface ControlPlaneInfo {
   /** Origin of the control plane, e.g. `http://127.0.0.1:7420` (no trailing slash). */
   url: string;
-  /** Per-launch console login token for `/login?token=…` (local mode); null in team mode. */
+  /** Always null: the renderer never receives a reusable credential (kept for the bridge's shape). */
   token: string | null;
   /** `local`: the gateway runs inside this app; `remote`: a team gateway elsewhere. */
   mode: 'local' | 'remote';

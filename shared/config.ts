@@ -103,6 +103,11 @@ export const OidcIssuer = z
     name: z.string().optional(),
     algorithms: z.array(z.string()).default(['RS256', 'ES256', 'PS256', 'EdDSA']),
     clockSkew: Duration.default('60s'),
+    /**
+     * The claim that names a person in `users:` rules and on screen, qualified by the issuer:
+     * `sub` (default), `email` (accepted only when `email_verified` is true), `oid` (Entra ID).
+     */
+    userClaim: z.enum(['sub', 'email', 'oid']).default('sub'),
   })
   .strict();
 export type OidcIssuer = z.infer<typeof OidcIssuer>;
@@ -111,7 +116,12 @@ export const Identity = z
   .object({
     apiKeys: z.boolean().default(true),
     oidc: z.array(OidcIssuer).default([]),
-    /** Which groups hold which role. The group `admin` is always admin. */
+    /**
+     * Who counts toward a hold's approvals: every person (`person`, the default), or only persons
+     * an OIDC issuer vouches for (`idp`), for teams that do not trust locally minted identities.
+     */
+    separationOfDuties: z.enum(['person', 'idp']).default('person'),
+    /** Which groups hold which role; only these (no implicit group). */
     roles: z
       .object({
         admin: z.array(z.string()).default(['admin']),
@@ -265,10 +275,13 @@ export const Config = z
       .default({ control: '127.0.0.1:7420', http: '127.0.0.1:7421' }),
     identity: Identity.default({
       apiKeys: true,
+      separationOfDuties: 'person',
       oidc: [],
       roles: { admin: ['admin'], approver: ['approver'], reviewer: ['reviewer'] },
     }),
     connections: z.array(Connection).default([]),
+    /** Secret files (`secret: {file}`) allowed outside the data dir's `secrets/` folder. */
+    secretFiles: z.array(z.string()).default([]),
     detectors: z.array(CustomDetector).default([]),
     masking: z.array(MaskingRule).default([]),
     policies: z.array(PolicyRule).default([]),

@@ -26,6 +26,10 @@ export const EVENT_KINDS = [
   'auth.failure',
   'key.created',
   'key.revoked',
+  'auth.failures',
+  'person.created',
+  'person.linked',
+  'person.locked',
   // administration and audit
   'policy.changed',
   'masking.changed',

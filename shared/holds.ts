@@ -3,6 +3,8 @@ export type HoldState = 'pending' | 'approved' | 'denied' | 'expired' | 'abandon
 
 export interface HoldVote {
   by: string;
+  /** The voter's person: k-of-N counts persons, and one person votes once whatever credentials they hold. */
+  person?: string;
   byName: string;
   decision: 'approve' | 'deny';
   reason: string;
@@ -16,6 +18,8 @@ export interface HoldView {
   connection: string;
   protocol: 'http' | 'postgres';
   requester: string;
+  /** The requester's person: none of their credentials may approve this hold. */
+  requesterPerson?: string;
   requesterName: string;
   rule: string;
   /** Why the rule exists (its `reason`), if any. */
@@ -44,6 +48,13 @@ export interface HoldView {
   resolution?: string;
   /** Time-boxed grant given with the approval, in ms. */
   grantMs?: number;
+  /**
+   * For the viewer of a pending hold (filled in by the control plane, never stored): why they may
+   * not decide it (`you asked for this`), or absent when they may.
+   */
+  youMayNotDecide?: { code: string; message: string };
+  /** For a pending hold (filled in by the control plane): the persons who may still approve it. */
+  approversWhoCan?: string[];
 }
 
 export interface HoldDecisionRequest {

@@ -10,6 +10,13 @@ export interface Identity {
   roles: Role[];
   via: 'api-key' | 'oidc' | 'console';
   keyId?: string;
+  /**
+   * The person this credential belongs to (proxy/identity/persons.ts). Separation of duties counts
+   * persons: two credentials of one person are one vote.
+   */
+  person?: string;
+  /** Unix ms when the credential that proved this identity stops being valid (token `exp`, key expiry). */
+  credentialExpiresAt?: number;
 }
 
 export function hasRole(identity: Identity | undefined, role: Role): boolean {

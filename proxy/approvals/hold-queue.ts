@@ -12,7 +12,8 @@
  * Rules: `min` distinct approvers approve → approved; `denyMin` distinct deciders deny → denied; the
  * timeout passes → expired (the client is denied); the client goes away (its AbortSignal) →
  * cancelled; the gateway stops → abandoned (on a crash, the next start marks leftovers abandoned).
- * Nobody approves their own request (same identity subject). Only members of the hold's approver
+ * Nobody approves their own request, and k-of-N counts persons, not credentials (see
+ * whyCannotDecide and proxy/identity/persons.ts). Only members of the hold's approver
  * groups, or admins, may decide. An approval may carry a time-boxed grant (`grant: "30m"`): later
  * requests by the same identity on the same connection that hit the same rule pass at once, and
  * each such pass is recorded.
@@ -50,6 +51,10 @@ export interface HoldQueueOptions {
   maxGrantMs?: number;
   /** Clock, for tests. */
   now?: () => number;
+  /** `idp`: only persons an OIDC issuer vouches for may approve (identity.separationOfDuties). */
+  separationOfDuties?: 'person' | 'idp';
+  /** Whether a person has an OIDC subject linked (PersonDirectory.isIdpBacked). */
+  idpBacked?: (person: string) => boolean;
 }
 
 interface PendingHold {
@@ -85,9 +90,35 @@ export function canDecideHold(identity: Identity, view: Pick<HoldView, 'approver
   return identity.roles.includes('admin') || identity.groups.some((g) => view.approvers.includes(g));
 }
 
+/** The person behind an identity; a credential without one is its own person. */
+export const personOf = (identity: Pick<Identity, 'person' | 'subject'>): string => identity.person ?? identity.subject;
+
+const requesterPersonOf = (view: Pick<HoldView, 'requesterPerson' | 'requester'>): string => view.requesterPerson ?? view.requester;
+
+/**
+ * Why `identity` may not cast `decision` on `view`, or undefined when it may. Separation of duties
+ * counts persons: a second key of the requester, or the same person signed in another way, is
+ * still the requester, and one person votes once.
+ */
+export function whyCannotDecide(
+  identity: Identity,
+  view: Pick<HoldView, 'approvers' | 'requester' | 'requesterPerson' | 'votes'>,
+  decision: 'approve' | 'deny' | undefined,
+  opts: Pick<HoldQueueOptions, 'separationOfDuties' | 'idpBacked'> = {},
+): HoldDecisionError | undefined {
+  if (!canDecideHold(identity, view)) return new HoldDecisionError(403, 'not_an_approver', `only members of ${view.approvers.join(', ')} (or admins) may decide this hold`);
+  const person = personOf(identity);
+  if (decision !== 'deny' && person === requesterPersonOf(view)) return new HoldDecisionError(403, 'self_approval', 'you asked for this: nobody approves their own request, with any of their credentials');
+  if (view.votes.some((v) => (v.person ?? v.by) === person)) return new HoldDecisionError(409, 'already_voted', 'you have already decided this hold (one vote per person, whichever credential you use)');
+  if (decision !== 'deny' && opts.separationOfDuties === 'idp' && !opts.idpBacked?.(person)) {
+    return new HoldDecisionError(403, 'not_idp_backed', 'approvals here count only persons your identity provider vouches for (identity.separationOfDuties: idp); sign in through the IdP');
+  }
+  return undefined;
+}
+
 /** Who is shown a hold live: those who may decide it, and the requester. */
-export function holdVisibleTo(identity: Identity, view: Pick<HoldView, 'approvers' | 'requester'>): boolean {
-  return canDecideHold(identity, view) || identity.subject === view.requester;
+export function holdVisibleTo(identity: Identity, view: Pick<HoldView, 'approvers' | 'requester' | 'requesterPerson'>): boolean {
+  return canDecideHold(identity, view) || identity.subject === view.requester || (identity.person !== undefined && identity.person === view.requesterPerson);
 }
 
 export function formatDuration(ms: number): string {
@@ -108,6 +139,7 @@ export class HoldQueue implements HoldGate {
   private readonly log: Logger;
   private readonly now: () => number;
   private readonly maxGrantMs: number;
+  private readonly sod: Pick<HoldQueueOptions, 'separationOfDuties' | 'idpBacked'>;
   private closed = false;
 
   /** Opens the queue on a store; holds a previous run left pending are recorded as abandoned. */
@@ -117,6 +149,7 @@ export class HoldQueue implements HoldGate {
     this.log = opts.log ?? silentLogger;
     this.now = opts.now ?? Date.now;
     this.maxGrantMs = opts.maxGrantMs ?? 86_400_000;
+    this.sod = { separationOfDuties: opts.separationOfDuties, idpBacked: opts.idpBacked };
     this.abandonLeftovers();
     this.loadGrants();
   }
@@ -182,9 +215,8 @@ export class HoldQueue implements HoldGate {
       this.resolve(id, 'expired', `timed out after ${formatDuration(view.expiresAt - view.createdAt)} without a decision`, []);
       throw new HoldDecisionError(409, 'not_pending', `hold ${id} has expired`);
     }
-    if (!canDecideHold(identity, view)) throw new HoldDecisionError(403, 'not_an_approver', `only members of ${view.approvers.join(', ')} (or admins) may decide this hold`);
-    if (decision === 'approve' && identity.subject === view.requester) throw new HoldDecisionError(403, 'self_approval', 'you cannot approve your own request');
-    if (view.votes.some((v) => v.by === identity.subject)) throw new HoldDecisionError(409, 'already_voted', 'you have already decided this hold');
+    const refused = whyCannotDecide(identity, view, decision, this.sod);
+    if (refused) throw refused;
     if (view.reasonRequired && !reason) throw new HoldDecisionError(400, 'reason_required', 'this hold needs a reason with the decision');
     let grantMs: number | undefined;
     if (body.grant !== undefined && body.grant !== null && body.grant !== '') {
@@ -197,7 +229,7 @@ export class HoldQueue implements HoldGate {
       if (grantMs <= 0 || grantMs > this.maxGrantMs) throw new HoldDecisionError(400, 'bad_request', `grant must be between 1s and ${formatDuration(this.maxGrantMs)}`);
     }
 
-    const vote: HoldVote = { by: identity.subject, byName: identity.name, decision, reason, at: this.now() };
+    const vote: HoldVote = { by: identity.subject, person: personOf(identity), byName: identity.name, decision, reason, at: this.now() };
     const next: HoldView = { ...view, votes: [...view.votes, vote] };
     this.recorded(() => {
       this.store.db.prepare('UPDATE holds SET view = ? WHERE id = ?').run(JSON.stringify(next), id);
@@ -206,7 +238,7 @@ export class HoldQueue implements HoldGate {
         session: view.session ?? undefined,
         actor: identity.subject,
         connection: view.connection,
-        payload: { id, decision, reason, byName: identity.name, via: identity.via, protocol: view.protocol, ...(grantMs ? { grant: formatDuration(grantMs), grantMs } : {}) },
+        payload: { id, decision, reason, byName: identity.name, via: identity.via, person: vote.person, protocol: view.protocol, ...(grantMs ? { grant: formatDuration(grantMs), grantMs } : {}) },
         time: vote.at,
       });
     });
@@ -257,6 +289,17 @@ export class HoldQueue implements HoldGate {
       if (opts.visible(v)) matching.push(v);
     }
     return { total: matching.length, holds: matching.slice(offset, offset + limit).map((v) => structuredClone(v)) };
+  }
+
+  /** Cancels every pending hold `person` asked for (the person was locked); their clients are denied. */
+  cancelForPerson(person: string, reason: string): number {
+    let n = 0;
+    for (const [id, p] of [...this.pending]) {
+      if (requesterPersonOf(p.view) !== person) continue;
+      this.resolve(id, 'cancelled', reason, []);
+      n++;
+    }
+    return n;
   }
 
   /** The gateway is stopping: every pending hold ends as abandoned (recorded), its client denied. */
@@ -409,6 +452,7 @@ function holdViewFor(req: HoldRequest, state: HoldView['state'], createdAt: numb
     connection: req.connection,
     protocol: req.protocol,
     requester: req.identity.subject,
+    ...(req.identity.person ? { requesterPerson: req.identity.person } : {}),
     requesterName: req.identity.name,
     rule: req.rule,
     ...(req.ruleReason ? { ruleReason: req.ruleReason } : {}),

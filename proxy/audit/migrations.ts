@@ -116,4 +116,34 @@ export const MIGRATIONS: Migration[] = [
       );
     `,
   },
+  {
+    version: 2,
+    name: 'persons (every credential belongs to one), single-use login links',
+    sql: `
+      CREATE TABLE persons (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        created_by TEXT NOT NULL,
+        locked_at INTEGER,
+        locked_by TEXT
+      );
+      CREATE INDEX persons_name ON persons(name);
+      CREATE TABLE person_credentials (
+        credential TEXT PRIMARY KEY,  -- identity subject: key:<id>, <issuer>#<claim>, local:<user>
+        person TEXT NOT NULL REFERENCES persons(id),
+        kind TEXT NOT NULL,           -- 'api-key' | 'oidc' | 'local'
+        linked_at INTEGER NOT NULL,
+        linked_by TEXT NOT NULL
+      );
+      CREATE INDEX person_credentials_person ON person_credentials(person);
+      CREATE TABLE login_links (
+        digest TEXT PRIMARY KEY,      -- SHA-256 of the link's token; the token itself is never stored
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        used_at INTEGER,
+        created_by TEXT NOT NULL
+      );
+    `,
+  },
 ];

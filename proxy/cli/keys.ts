@@ -3,6 +3,7 @@ import { AuditStore } from '../audit/store';
 import { resolveConfig } from '../config';
 import { ApiKeyStore } from '../identity/api-keys';
 import { ConsoleSessions } from '../identity/console-sessions';
+import { PersonDirectory, PersonError } from '../identity/persons';
 import { type Io, type ParsedArgs, rejectUnknown, str, UsageError } from './args';
 
 /** `custody keys create|list|revoke|expire` against the store of --config/--data-dir. */
@@ -14,7 +15,7 @@ export async function keysCommand(args: ParsedArgs, io: Io): Promise<number> {
     const keys = new ApiKeyStore(store.db);
     switch (sub) {
       case 'create': {
-        rejectUnknown(args, ['config', 'data-dir', 'name', 'groups', 'expires', 'json']);
+        rejectUnknown(args, ['config', 'data-dir', 'name', 'owner', 'groups', 'expires', 'json']);
         const name = str(args, 'name');
         if (!name) throw new UsageError('keys create needs --name NAME');
         const groups = (str(args, 'groups') ?? '').split(',').map((g) => g.trim()).filter(Boolean);
@@ -27,9 +28,21 @@ export async function keysCommand(args: ParsedArgs, io: Io): Promise<number> {
             throw new UsageError(`--expires: ${(err as Error).message}`);
           }
         }
+        // The key belongs to a person: --owner names one (id or unique name), else a person named
+        // like the key is created (recorded), so each key created here is its own person.
+        const persons = new PersonDirectory(store);
+        const ownerArg = str(args, 'owner');
+        let person: string;
+        try {
+          person = ownerArg ? persons.resolve(ownerArg).id : persons.create(name, 'cli', 'owner of a new API key (custody keys create)').id;
+        } catch (err) {
+          if (err instanceof PersonError) throw new UsageError(`--owner: ${err.message}`);
+          throw err;
+        }
         const { key, record } = keys.create({ name, groups, expiresAt, createdBy: 'cli' });
-        store.append({ kind: 'key.created', actor: 'cli', payload: { id: record.id, name, groups, expiresAt } });
-        if (args.flags['json']) io.out(`${JSON.stringify({ key, ...record })}\n`);
+        persons.attach(`key:${record.id}`, 'api-key', person, 'cli');
+        store.append({ kind: 'key.created', actor: 'cli', payload: { id: record.id, name, groups, expiresAt, person } });
+        if (args.flags['json']) io.out(`${JSON.stringify({ key, ...record, person })}\n`);
         else {
           io.out(`${key}\n`);
           io.err(`Created key ${record.id} "${name}" (groups: ${groups.join(',') || 'none'}${expiresAt ? `, expires ${new Date(expiresAt).toISOString()}` : ''}). It is shown only once.\n`);
@@ -65,7 +78,7 @@ export async function keysCommand(args: ParsedArgs, io: Io): Promise<number> {
         return 0;
       }
       default:
-        throw new UsageError('usage: custody keys create --name N --groups a,b [--expires 30d] | keys list | keys revoke ID | keys expire ID');
+        throw new UsageError('usage: custody keys create --name N [--owner PERSON] --groups a,b [--expires 30d] | keys list | keys revoke ID | keys expire ID');
     }
   } finally {
     store.close();

@@ -134,7 +134,11 @@ export function attachEventsSocket(server: Server, s: GatewayServices, opts: Eve
   });
 
   const still = async (c: Client): Promise<boolean> => {
-    if (c.cookie) return s.consoleSessions.get(c.cookie) !== undefined;
+    if (c.cookie) {
+      // An IdP session is refreshed here too, so a console that only listens keeps its session.
+      await s.login.refreshSession(c.cookie, s.consoleSessions);
+      return s.consoleSessions.get(c.cookie) !== undefined;
+    }
     if (c.bearer) {
       try {
         await s.auth.authenticate(c.bearer);
@@ -207,6 +211,7 @@ export function attachEventsSocket(server: Server, s: GatewayServices, opts: Eve
     let identity: Identity | undefined;
     let via: Pick<Client, 'cookie' | 'bearer'> = {};
     if (cookie && req.headers.origin !== undefined) {
+      await s.login.refreshSession(cookie, s.consoleSessions);
       identity = s.consoleSessions.get(cookie);
       if (identity) via = { cookie };
     }
@@ -216,8 +221,8 @@ export function attachEventsSocket(server: Server, s: GatewayServices, opts: Eve
         via = { bearer };
       } catch (err) {
         if (!(err instanceof AuthError)) throw err;
-        const recorded = s.login.failures.record(req.socket.remoteAddress ?? 'unknown', { method: 'bearer', path: EVENTS_PATH, reason: err.code, message: err.message });
-        reject(socket, recorded ? 401 : 429, recorded ? 'unauthenticated' : 'too_many_attempts', err.message);
+        const underLimit = s.login.failures.record(req.socket.remoteAddress ?? 'unknown', { method: 'bearer', path: EVENTS_PATH, reason: err.code, message: err.message }, { credential: s.keys.knownPrefix(bearer) });
+        reject(socket, underLimit ? 401 : 429, underLimit ? 'unauthenticated' : 'too_many_attempts', err.message);
         return;
       }
     }

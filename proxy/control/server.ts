@@ -68,6 +68,8 @@ export async function startControlPlane(
   async function identify(req: IncomingMessage): Promise<Identity | undefined> {
     const cookie = parseCookies(req.headers.cookie)[SESSION_COOKIE];
     if (cookie) {
+      // An IdP session near the end of its access token is refreshed first (groups read again).
+      await s.login.refreshSession(cookie, s.consoleSessions);
       const identity = s.consoleSessions.get(cookie);
       if (identity) return identity;
     }
@@ -115,7 +117,7 @@ export async function startControlPlane(
     } catch (err) {
       if (!(err instanceof AuthError)) throw err;
       if (!route.options.public) {
-        if (!s.login.failures.record(sourceOf(req), { method: 'bearer', path: url.pathname, reason: err.code, message: err.message })) {
+        if (!s.login.failures.record(sourceOf(req), { method: 'bearer', path: url.pathname, reason: err.code, message: err.message }, { credential: s.keys.knownPrefix(credentialFrom(req.headers)) })) {
           throw new HttpError(429, 'too_many_attempts', 'too many failed sign-in attempts from this address; wait a minute');
         }
         throw new HttpError(401, 'unauthenticated', err.message);

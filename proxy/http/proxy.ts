@@ -209,7 +209,7 @@ async function handleExchange(ctx: ProxyContext, req: IncomingMessage, res: Serv
   } catch (err) {
     if (!(err instanceof AuthError)) throw err;
     req.resume();
-    recordAuthFailure(ctx, req, name, path, err);
+    recordAuthFailure(ctx, req, name, path, err, credential);
     sendError(res, style, 401, AUTH_CODES[err.code] ?? 'invalid_api_key', `${err.message} (Custody gateway, connection ${name})`);
     return;
   }
@@ -240,15 +240,14 @@ async function handleExchange(ctx: ProxyContext, req: IncomingMessage, res: Serv
   await exchange.run();
 }
 
-function recordAuthFailure(ctx: ProxyContext, req: IncomingMessage, connection: string, path: string, err: AuthError): void {
-  // The 401 stands whether or not this can be written.
-  ctx.writer.defer([
-    {
-      kind: 'auth.failure',
-      connection,
-      payload: { protocol: 'http', reason: err.code, message: err.message, method: req.method, path, clientAddress: clientAddress(req), userAgent: req.headers['user-agent'] },
-    },
-  ]);
+function recordAuthFailure(ctx: ProxyContext, req: IncomingMessage, connection: string, path: string, err: AuthError, credential: string | undefined): void {
+  // Aggregated per source per minute (AuthFailureRecorder): a flood of bad requests becomes one
+  // summary event, not one each. The 401 stands whether or not this can be written.
+  ctx.s.login.failures.record(
+    clientAddress(req),
+    { protocol: 'http', reason: err.code, message: err.message, method: req.method, path, clientAddress: clientAddress(req), userAgent: req.headers['user-agent'] },
+    { connection, credential: ctx.s.keys.knownPrefix(credential) },
+  );
 }
 
 /** One request/response exchange through the proxy. */

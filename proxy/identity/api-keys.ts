@@ -88,6 +88,16 @@ export class ApiKeyStore {
     return { ok: true, key: entry.record };
   }
 
+  /**
+   * `key:<id>` when `credential` is shaped like a key whose id exists (right or wrong secret): the
+   * prefix failed attempts are counted under, so a wrong secret for a real key is noticed at once.
+   */
+  knownPrefix(credential: string | undefined): string | undefined {
+    const id = /^cst_([a-z0-9]{12})_/.exec(credential ?? '')?.[1];
+    if (!id) return undefined;
+    return this.cache.has(id) || this.db.prepare('SELECT 1 FROM api_keys WHERE id = ?').get(id) ? `key:${id}` : undefined;
+  }
+
   get(id: string): ApiKeyRecord | undefined {
     const row = this.db.prepare('SELECT * FROM api_keys WHERE id = ?').get(id) as Row | undefined;
     return row && toRecord(row);

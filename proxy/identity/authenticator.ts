@@ -6,6 +6,7 @@
 import type { Config, Role } from '../../shared/config';
 import type { Identity } from '../../shared/identity';
 import type { ApiKeyRecord, ApiKeyStore } from './api-keys';
+import type { PersonDirectory } from './persons';
 
 export type AuthFailure = 'missing' | 'malformed' | 'unknown' | 'expired' | 'revoked' | 'invalid_token' | 'forbidden';
 
@@ -24,10 +25,11 @@ export interface TokenVerifier {
   verify(token: string): Promise<Identity>;
 }
 
+/** Roles come only from `identity.roles` (its default maps the group `admin` to admin; nothing else does). */
 export function rolesFor(groups: string[], roles: Config['identity']['roles']): Role[] {
   const out: Role[] = [];
   const has = (list: string[]) => list.some((g) => groups.includes(g));
-  if (groups.includes('admin') || has(roles.admin)) out.push('admin');
+  if (has(roles.admin)) out.push('admin');
   if (has(roles.approver)) out.push('approver');
   if (has(roles.reviewer)) out.push('reviewer');
   out.push('user');
@@ -47,6 +49,7 @@ export class Authenticator {
   constructor(
     private readonly keys: ApiKeyStore,
     private readonly identityConfig: Config['identity'],
+    private readonly persons?: PersonDirectory,
   ) {}
 
   /** Installs the OIDC token verifier (when issuers are configured). */
@@ -55,7 +58,42 @@ export class Authenticator {
   }
 
   identityForKey(record: ApiKeyRecord): Identity {
-    return { subject: `key:${record.id}`, name: record.name, groups: record.groups, roles: rolesFor(record.groups, this.identityConfig.roles), via: 'api-key', keyId: record.id };
+    const identity: Identity = { subject: `key:${record.id}`, name: record.name, groups: record.groups, roles: rolesFor(record.groups, this.identityConfig.roles), via: 'api-key', keyId: record.id };
+    if (record.expiresAt !== null) identity.credentialExpiresAt = record.expiresAt;
+    return this.withPerson(identity, () => `key "${record.name}" had no owner (created before persons existed)`);
+  }
+
+  /**
+   * Attaches the credential's person (creating it, recorded, the first time an OIDC subject or an
+   * ownerless key is seen) and refuses a locked person. No I/O once the person is known.
+   */
+  withPerson(identity: Identity, firstSight: () => string): Identity {
+    if (!this.persons) return identity;
+    const kind = identity.via === 'oidc' ? 'oidc' : identity.via === 'api-key' ? 'api-key' : 'local';
+    const person = this.persons.personOf(identity.subject) ?? this.persons.ensure(identity.subject, kind, identity.name, 'system', firstSight());
+    if (this.persons.isLocked(person)) throw new AuthError('revoked', 'this person is locked: every credential they hold is refused');
+    return { ...identity, person };
+  }
+
+  /**
+   * A console session's identity as its credential stands now (ConsoleSessions calls this at each
+   * request): undefined once the person is locked or the key is revoked or expired; roles from the
+   * key's current groups and the current `identity.roles`. The local user stays admin.
+   */
+  current(stored: Identity, now = Date.now()): Identity | undefined {
+    // The credential may have been linked to another person since sign-in: vote as that one.
+    const person = this.persons?.personOf(stored.subject) ?? stored.person;
+    if (person && this.persons?.isLocked(person)) return undefined;
+    if (stored.credentialExpiresAt !== undefined && stored.credentialExpiresAt <= now) return undefined;
+    if (person !== stored.person) stored = { ...stored, ...(person ? { person } : {}) };
+    if (stored.via === 'console') return stored;
+    let groups = stored.groups;
+    if (stored.keyId) {
+      const record = this.keys.get(stored.keyId);
+      if (!record || record.revokedAt !== null || (record.expiresAt !== null && record.expiresAt <= now)) return undefined;
+      groups = record.groups;
+    }
+    return { ...stored, groups, roles: rolesFor(groups, this.identityConfig.roles) };
   }
 
   /** Synchronous API-key check; throws AuthError. */
@@ -70,7 +108,10 @@ export class Authenticator {
   async authenticate(credential: string | undefined): Promise<Identity> {
     if (!credential) throw new AuthError('missing', 'no credential: send your Custody API key (cst_…) or an OIDC token as a Bearer token');
     if (credential.startsWith('cst_')) return this.authenticateKey(credential);
-    if (credential.split('.').length === 3 && this.verifier) return this.verifier.verify(credential);
+    if (credential.split('.').length === 3 && this.verifier) {
+      const identity = await this.verifier.verify(credential);
+      return this.withPerson(identity, () => `first seen: ${identity.subject}`);
+    }
     throw new AuthError('malformed', this.verifier ? 'the credential is neither a Custody API key nor a JWT' : 'the credential is not a Custody API key (cst_…)');
   }
 }
@@ -83,6 +124,7 @@ export function credentialFrom(headers: Record<string, string | string[] | undef
     if (m) return m[1]!.trim();
   }
   const x = headers['x-api-key'];
-  if (typeof x === 'string' && x) return x.trim();
+  // Blank is no credential (the caller then says "no credential" instead of checking "").
+  if (typeof x === 'string' && x.trim()) return x.trim();
   return undefined;
 }

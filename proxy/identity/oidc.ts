@@ -75,14 +75,23 @@ export function groupsFrom(value: unknown): string[] {
   return [];
 }
 
-/** Builds the Identity for verified claims from `issuer`. */
+/**
+ * Builds the Identity for verified claims from `issuer`. The name that `users:` rules match and
+ * the console shows is the issuer's `userClaim`, never a display name: `sub` by default, `email`
+ * only when `email_verified` is true, `oid` for Entra ID. The subject qualifies it by issuer,
+ * because two issuers can mint the same `sub` or e-mail.
+ */
 export function identityFromClaims(claims: Record<string, unknown>, issuer: OidcIssuer, roles: Config['identity']['roles']): Identity {
   const sub = typeof claims['sub'] === 'string' ? claims['sub'] : undefined;
   if (!sub) throw new AuthError('invalid_token', 'the token has no "sub" claim');
+  const claim = issuer.userClaim ?? 'sub';
+  const value = claims[claim];
+  if (typeof value !== 'string' || !value) throw new AuthError('invalid_token', `the token has no "${claim}" claim, which names users for ${issuer.issuer}`);
+  if (claim === 'email' && claims['email_verified'] !== true) throw new AuthError('invalid_token', `the token's email is not verified (email_verified is not true), and ${issuer.issuer} names users by email`);
   const groups = groupsFrom(claimAt(claims, issuer.groupsClaim));
-  const str = (k: string) => (typeof claims[k] === 'string' && claims[k] ? (claims[k] as string) : undefined);
-  const name = str('email') ?? str('preferred_username') ?? str('name') ?? str('client_id') ?? sub;
-  return { subject: `${issuer.issuer}#${sub}`, name, groups, roles: rolesFor(groups, roles), via: 'oidc' };
+  const identity: Identity = { subject: `${issuer.issuer}#${value}`, name: value, groups, roles: rolesFor(groups, roles), via: 'oidc' };
+  if (typeof claims['exp'] === 'number') identity.credentialExpiresAt = claims['exp'] * 1000;
+  return identity;
 }
 
 /** Normalises an issuer identifier for comparison (a trailing slash is not significant to us). */

@@ -42,6 +42,12 @@ export class UserDirectory {
     }
   }
 
+  /** Everyone seen, most recent first (bounded: the console shows who could act, not a directory). */
+  list(limit = 5000): KnownUser[] {
+    const rows = this.db.prepare('SELECT * FROM users ORDER BY last_seen DESC LIMIT ?').all(limit) as { subject: string; name: string; groups: string; first_seen: number; last_seen: number }[];
+    return rows.map((r) => ({ subject: r.subject, name: r.name, groups: JSON.parse(r.groups) as string[], firstSeen: r.first_seen, lastSeen: r.last_seen }));
+  }
+
   get(subject: string): KnownUser | undefined {
     const r = this.db.prepare('SELECT * FROM users WHERE subject = ?').get(subject) as { subject: string; name: string; groups: string; first_seen: number; last_seen: number } | undefined;
     return r && { subject: r.subject, name: r.name, groups: JSON.parse(r.groups) as string[], firstSeen: r.first_seen, lastSeen: r.last_seen };

@@ -6,7 +6,8 @@
  * a `mask` action naming a masking rule that does not exist.
  * Warnings (the rules load, but some can never fire or are suspicious): a connection that does not
  * exist, an SQL match on HTTP-only connections or an HTTP/LLM match on PostgreSQL-only ones, SQL and
- * HTTP conditions in one rule, a detector that does not exist, a rule shadowed by
+ * HTTP conditions in one rule, a detector that does not exist, a `users` value that looks like a
+ * display name rather than an issuer-qualified subject or key id, a rule shadowed by
  * an earlier rule that matches everything it matches (first match wins, so every action is
  * terminal), and duplicate rule names (holds and grants refer to rules by name).
  */
@@ -133,6 +134,10 @@ export function checkPolicies(rules: PolicyRule[], ctx: PolicyContext = {}): Pol
       }
     }
     if (maskIds) for (const [j, id] of (r.mask ?? []).entries()) if (!maskIds.has(id)) at('error', ['mask', j], `unknown masking rule "${id}"`);
+    for (const [j, u] of (m.users ?? []).entries()) {
+      if (/^(key|local):/.test(u) || /^https?:\/\/[^#\s]+#\S+$/.test(u)) continue;
+      at('warning', ['match', 'users', j], `"${u}" looks like a display name, not a verified identity: it matches API keys named so (any of them) and never an OIDC user; use <issuer>#<verified claim> (e.g. https://idp.example.com#${u.includes('@') ? u : '<sub>'}) or key:<id>`);
+    }
 
     const prev = seenNames.get(r.name);
     if (prev !== undefined) at('warning', ['name'], `rule name "${r.name}" is also used by rule #${prev + 1}; holds and grants refer to rules by name`);

@@ -119,7 +119,8 @@ export class PolicyEngine implements PolicyEvaluator {
 function matches(c: CompiledRule, input: PolicyInput): boolean {
   const m = c.rule.match;
   if (m.connections && !m.connections.includes(input.connection)) return false;
-  if (m.users && !m.users.some((u) => u === input.identity.name || u === input.identity.subject)) return false;
+  // An OIDC name is only unique within its issuer: those match by the issuer-qualified subject.
+  if (m.users && !m.users.some((u) => u === input.identity.subject || (input.identity.via !== 'oidc' && u === input.identity.name))) return false;
   if (m.groups && !m.groups.some((g) => input.identity.groups.includes(g))) return false;
   if (c.methods || c.paths || m.model || m.tools !== undefined) {
     if (!input.http) return false;

@@ -165,7 +165,8 @@ export interface ConsoleApi {
   verify(): Promise<VerifyResult>;
   createExport(req: ExportRequest): Promise<{ id: string; url?: string }>;
   keys(): Promise<ApiKeyView[]>;
-  createKey(req: { name: string; groups: string[]; expires?: string }): Promise<{ key: string; record: ApiKeyView }>;
+  /** The key belongs to the signed-in person unless `owner` names a person or `newOwner` creates one. */
+  createKey(req: { name: string; groups: string[]; expires?: string; owner?: string; newOwner?: string }): Promise<{ key: string; record: ApiKeyView }>;
   revokeKey(id: string): Promise<void>;
   connections(): Promise<ConnectionList>;
   addConnection(c: ConnectionInput): Promise<ConnectionView>;

@@ -7,6 +7,8 @@ import type { HoldView } from '../../shared/holds';
 
 export interface Me {
   subject: string;
+  /** The person behind this credential: one person, one vote, whichever credential they use. */
+  person?: string;
   name: string;
   groups: string[];
   roles: string[];
@@ -50,8 +52,11 @@ export function canDecide(me: Me | undefined, hold: HoldView): HoldDecidability 
   if (!me) return { ok: false, why: 'not signed in' };
   if (hold.state !== 'pending') return { ok: false, why: `already ${hold.state}` };
   if (!has(me, 'approver')) return { ok: false, why: 'your role cannot decide holds' };
-  if (hold.requester === me.subject) return { ok: false, why: 'you cannot approve your own request' };
-  if (hold.votes.some((v) => v.by === me.subject)) return { ok: false, why: 'you have voted' };
+  const mine = me.person ?? me.subject;
+  if (hold.requester === me.subject || (hold.requesterPerson ?? hold.requester) === mine) return { ok: false, why: 'You asked for this: nobody approves their own request, with any of their credentials. Other approvers decide it.' };
+  if (hold.votes.some((v) => v.by === me.subject || (v.person ?? v.by) === mine)) return { ok: false, why: 'you have voted (one vote per person, whichever credential you use)' };
+  // The gateway's own reason, when it sent one with the hold (e.g. only IdP-backed persons approve).
+  if (hold.youMayNotDecide) return { ok: false, why: hold.youMayNotDecide.message };
   const admin = me.roles.includes('admin');
   if (!admin && hold.approvers.length && !hold.approvers.some((g) => me.groups.includes(g)))
     return { ok: false, why: `needs a member of ${hold.approvers.join(', ')}` };

@@ -242,6 +242,7 @@ function HoldCard({ hold, now, focused }: { hold: HoldView; now: number; focused
       ) : (
         <div className="muted small hold-why" data-testid="hold-why">
           {decidable.why}
+          {hold.state === 'pending' && hold.approversWhoCan && hold.approversWhoCan.length > 0 && <div data-testid="hold-who-can">Can approve: {hold.approversWhoCan.join(', ')}</div>}
         </div>
       )}
       {(localError || serverError) && <div className="field-error">{localError || serverError}</div>}

@@ -116,11 +116,14 @@ function CreateKey({ onClose, onCreated }: { onClose: () => void; onCreated: (ke
   const [name, setName] = useState('');
   const [groups, setGroups] = useState('');
   const [expires, setExpires] = useState('90d');
+  const [owner, setOwner] = useState<'me' | 'existing' | 'new'>('me');
+  const [ownerName, setOwnerName] = useState('');
   const [error, setError] = useState<string>();
   const submit = async (e?: FormEvent) => {
     e?.preventDefault();
     try {
-      const r = await api.createKey({ name, groups: groups.split(',').map((g) => g.trim()).filter(Boolean), ...(expires ? { expires } : {}) });
+      const who = owner === 'existing' ? { owner: ownerName.trim() } : owner === 'new' ? { newOwner: ownerName.trim() } : {};
+      const r = await api.createKey({ name, groups: groups.split(',').map((g) => g.trim()).filter(Boolean), ...(expires ? { expires } : {}), ...who });
       onCreated(r.key, name);
     } catch (err) {
       setError((err as Error).message);
@@ -145,6 +148,14 @@ function CreateKey({ onClose, onCreated }: { onClose: () => void; onCreated: (ke
       <form className="form" onSubmit={(e) => void submit(e)}>
         <Field label="Name" hint="Who or what uses it, e.g. alice or billing-agent.">
           <input className="input" value={name} onChange={(e) => setName(e.target.value)} autoFocus />
+        </Field>
+        <Field label="Owner" hint="The person who holds this key. Approvals count persons: a key you keep is still your one vote; a new person is recorded in the log.">
+          <select className="input" value={owner} onChange={(e) => setOwner(e.target.value as 'me' | 'existing' | 'new')} data-testid="key-owner">
+            <option value="me">Me</option>
+            <option value="existing">An existing person…</option>
+            <option value="new">A new person…</option>
+          </select>
+          {owner !== 'me' && <input className="input" value={ownerName} onChange={(e) => setOwnerName(e.target.value)} placeholder={owner === 'new' ? 'Their name' : 'Person id or name'} data-testid="key-owner-name" />}
         </Field>
         <Field label="Groups" hint="Comma-separated. admin, approver and reviewer give console roles; others match policies.">
           <input className="input" value={groups} onChange={(e) => setGroups(e.target.value)} placeholder="approver, dba" />

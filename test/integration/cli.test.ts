@@ -24,6 +24,38 @@ describe('custody CLI', () => {
     assert.ok(!listed.out.includes(key.split('_')[2]!));
   });
 
+  it('keys belong to persons: --owner names one; persons list, link and lock; login-link makes single-use links', () => {
+    const dir = tempDir();
+    const json = (r: { code: number | null; out: string; err: string }) => {
+      assert.equal(r.code, 0, r.err);
+      return JSON.parse(r.out) as Record<string, unknown>;
+    };
+    const a1 = json(custody('keys', 'create', '--name', 'alice', '--groups', 'dba', '--json', '--data-dir', dir));
+    const a2 = json(custody('keys', 'create', '--name', 'alice ci', '--owner', 'alice', '--groups', 'dba', '--json', '--data-dir', dir));
+    assert.equal(a2['person'], a1['person'], '--owner puts the second key with the same person');
+    const b = json(custody('keys', 'create', '--name', 'bob', '--json', '--data-dir', dir));
+    assert.notEqual(b['person'], a1['person'], 'without --owner a key gets a new person of its name');
+    assert.equal(custody('keys', 'create', '--name', 'x', '--owner', 'nobody', '--data-dir', dir).code, 2);
+    const listed = custody('persons', 'list', '--data-dir', dir);
+    assert.match(listed.out, new RegExp(`${String(a1['person'])}\\s+active\\s+alice\\s+key:${String(a1['id'])} key:${String(a2['id'])}`));
+    const linked = custody('persons', 'link', 'alice', `key:${String(b['id'])}`, '--data-dir', dir);
+    assert.equal(linked.code, 0, linked.err);
+    const locked = custody('persons', 'lock', 'alice', '--data-dir', dir);
+    assert.equal(locked.code, 0, locked.err);
+    assert.match(locked.out, /3 key\(s\) revoked/);
+    assert.match(custody('keys', 'list', '--data-dir', dir).out, /revoked\s+bob/);
+    const again = custody('persons', 'lock', 'alice', '--data-dir', dir);
+    assert.equal(again.code, 1);
+    assert.match(again.err, /already locked/);
+    assert.equal(custody('persons', 'lock', '--data-dir', dir).code, 2);
+    assert.match(custody('persons', 'link', 'alice', 'nonsense', '--data-dir', dir).err, /CREDENTIAL is key:/);
+    const link = custody('login-link', '--data-dir', dir);
+    assert.equal(link.code, 0, link.err);
+    assert.match(link.out, /^http:\/\/127\.0\.0\.1:7420\/login\?token=[\w-]{43}\n$/);
+    assert.match(link.err, /Signs in once/);
+    assert.notEqual(custody('login-link', '--data-dir', dir).out, link.out);
+  });
+
   it('refuses bad usage with one line and exit 2', () => {
     const r = custody('keys', 'create', '--data-dir', tempDir());
     assert.equal(r.code, 2);

@@ -87,6 +87,21 @@ describe('HTTP proxy: bad credentials', () => {
     assert.ok(!JSON.stringify(failures).includes(revoked.key), 'the presented key is not recorded');
   });
 
+  it('aggregates a flood of unauthenticated requests into one summary instead of one event each', async () => {
+    const store = gw.gw.services.store;
+    const failuresBefore = store.events(1, 1_000_000).filter((e) => e.kind === 'auth.failure').length;
+    for (let batch = 0; batch < 10; batch++) {
+      const answers = await Promise.all(Array.from({ length: 20 }, (_, i) => post('/openai/chat/completions', chat, { authorization: `Bearer sk-flood-${batch}-${i}` })));
+      for (const a of answers) assert.equal(a.status, 401);
+    }
+    const recorded = store.events(1, 1_000_000).filter((e) => e.kind === 'auth.failure').length - failuresBefore;
+    assert.ok(recorded <= 1, `${recorded} auth.failure events for 200 refused requests`);
+    gw.gw.services.login.failures.flush(true);
+    const summary = store.events(1, 1_000_000).filter((e) => e.kind === 'auth.failures').at(-1)!.payload as { count: number; reasons: Record<string, number> };
+    assert.ok(summary.count >= 200, `the summary counts them all (${summary.count})`);
+    assert.ok((summary.reasons['malformed'] ?? 0) >= 200);
+  });
+
   it('an Anthropic connection answers in Anthropic’s shape', async () => {
     const a = await post('/anthropic/v1/messages', '{}', { 'x-api-key': 'nope' });
     assert.equal(a.status, 401);

@@ -80,7 +80,18 @@ describe('gateway supervision', () => {
     assert.equal(spawned, 2);
     assert.equal((await fetch(`${second.controlUrl}/api/health`)).status, 200);
 
+    // Login links work once: the desktop asks the running gateway for a fresh one each time.
+    const links = [second.loginUrl!, await sup.loginLink(), await sup.loginLink()];
+    assert.equal(new Set(links).size, 3, 'a new link each time');
+    for (const link of links) {
+      const signIn = await fetch(link, { redirect: 'manual' });
+      assert.equal(signIn.headers.get('location'), '/', 'each link signs in');
+      const again = await fetch(link, { redirect: 'manual' });
+      assert.equal(again.headers.getSetCookie().length, 0, 'once');
+    }
+
     await sup.stop();
+    await assert.rejects(sup.loginLink(), /not running/);
     assert.equal(sup.state.state, 'stopped');
     assert.equal(alive(second.pid), false, 'the gateway process is gone after stop');
     const store = AuditStore.open(dataDir);

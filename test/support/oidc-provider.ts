@@ -35,8 +35,10 @@ export interface TestIdpOptions {
   /** Resource indicator / expected audience; default `https://custody.test/api`. */
   audience?: string;
   services?: ServiceClient[];
-  /** Access token lifetime in seconds (default 300). */
+  /** Access (and code-flow ID) token lifetime in seconds (default 300). */
   accessTokenTtl?: number;
+  /** The console client may use refresh tokens (issued with every code exchange). */
+  refreshTokens?: boolean;
   /** Signing algorithm for access and ID tokens (default RS256). */
   alg?: 'RS256' | 'ES256' | 'PS256';
 }
@@ -110,7 +112,7 @@ export async function startTestIdp(opts: TestIdpOptions = {}): Promise<TestIdp> 
           client_id: consoleClientId,
           application_type: 'native',
           token_endpoint_auth_method: 'none',
-          grant_types: ['authorization_code'],
+          grant_types: opts.refreshTokens ? ['authorization_code', 'refresh_token'] : ['authorization_code'],
           response_types: ['code'],
           redirect_uris: ['http://127.0.0.1/api/auth/oidc/callback'],
           id_token_signed_response_alg: alg,
@@ -145,7 +147,8 @@ export async function startTestIdp(opts: TestIdpOptions = {}): Promise<TestIdp> 
       },
       interactions: { url: (_ctx: unknown, interaction: { uid: string }) => `/interaction/${interaction.uid}` },
       pkce: { required: () => true },
-      ttl: { AccessToken: 300, ClientCredentials: opts.accessTokenTtl ?? 300, IdToken: 300, Session: 600, Grant: 600, Interaction: 600 },
+      issueRefreshToken: (_ctx: unknown, client: { grantTypeAllowed(t: string): boolean }) => client.grantTypeAllowed('refresh_token'),
+      ttl: { AccessToken: opts.accessTokenTtl ?? 300, ClientCredentials: opts.accessTokenTtl ?? 300, IdToken: opts.accessTokenTtl ?? 300, Session: 600, Grant: 600, Interaction: 600 },
       cookies: { keys: ['test-idp-cookie-key'] },
       renderError: (ctx: { type: string; body: string }, out: Record<string, unknown>) => {
         ctx.type = 'json';

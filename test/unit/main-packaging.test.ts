@@ -32,6 +32,21 @@ describe('packaging (electron-builder.yml)', () => {
     assert.equal(validate({ ...config, linux: { ...config.linux, target: 5 } }), false);
   });
 
+  it('sets the Electron fuses: no run-as-node, NODE_OPTIONS or inspector; encrypted cookies; asar integrity', () => {
+    assert.deepEqual(config['electronFuses'], {
+      runAsNode: false,
+      enableNodeOptionsEnvironmentVariable: false,
+      enableNodeCliInspectArguments: false,
+      enableCookieEncryption: true,
+      enableEmbeddedAsarIntegrityValidation: true,
+      onlyLoadAppFromAsar: true,
+      grantFileProtocolExtraPrivileges: false,
+    });
+    assert.equal(config['asar'], true, 'asar integrity needs an asar archive');
+    // The installed app starts the gateway as a utilityProcess, which works with runAsNode off.
+    assert.match(readFileSync('main/main.ts', 'utf8'), /utilityProcess\.fork\(ENTRY/);
+  });
+
   it('builds AppImage and deb, dmg, and nsis with this app id', () => {
     assert.equal(config['appId'], 'dev.custody.desktop');
     assert.equal(config['productName'], 'Custody');

@@ -50,6 +50,13 @@ describe('policy check', () => {
     assert.match(out[1]!, /^error #2: unknown masking rule "nope"/);
   });
 
+  it('warns about users values that look like display names, not verified identities', () => {
+    const out = messages([rule({ name: 'allow-bot', match: { users: ['ci-bot', 'Ann Smith', 'ann@example.com', 'https://idp.example.com#00u1', 'key:abc123def456', 'local:root'] }, action: 'allow' })]);
+    assert.equal(out.length, 3);
+    for (const [i, u] of ['ci-bot', 'Ann Smith', 'ann@example.com'].entries()) assert.match(out[i]!, new RegExp(`^warning #1: "${u}" looks like a display name`));
+    assert.match(out[2]!, /https:\/\/idp\.example\.com#ann@example\.com/);
+  });
+
   it('warns about unknown connections', () => {
     assert.deepEqual(messages([rule({ name: 'typo', match: { connections: ['opneai'] }, action: 'deny' })]), ['warning #1: never fires: no connection named "opneai"']);
     const partly = messages([rule({ name: 'partly', match: { connections: ['openai', 'ghost'] }, action: 'deny' })]);

@@ -125,6 +125,17 @@ describe('who may decide', () => {
     assert.match((canDecide(me({ groups: ['dba'] }), hold()) as { why: string }).why, /security/);
   });
 
+  it('counts persons: another credential of the requester, or of a voter, may not decide', () => {
+    const mine = hold({ requesterPerson: 'person_alice' });
+    const why = (canDecide(me({ subject: 'key:alice-2', person: 'person_alice' }), mine) as { why: string }).why;
+    assert.match(why, /You asked for this/);
+    const votedByPerson = hold({ votes: [{ by: 'https://idp#alice', person: 'person_alice', byName: 'alice', decision: 'approve', reason: '', at: T0 }] });
+    assert.match((canDecide(me({ subject: 'key:alice-2', person: 'person_alice' }), votedByPerson) as { why: string }).why, /one vote per person/);
+    assert.deepEqual(canDecide(me({ subject: 'key:bob', person: 'person_bob' }), votedByPerson), { ok: true });
+    const idpOnly = hold({ youMayNotDecide: { code: 'not_idp_backed', message: 'approvals here count only persons your identity provider vouches for' } });
+    assert.match((canDecide(me(), idpOnly) as { why: string }).why, /identity provider/);
+  });
+
   it('keeps reviewers to reading; admins decide any hold', () => {
     assert.match((canDecide(me({ roles: ['reviewer', 'user'] }), hold()) as { why: string }).why, /role/);
     assert.deepEqual(canDecide(me({ roles: ['admin', 'user'], groups: ['admin'] }), hold()), { ok: true });

@@ -49,23 +49,40 @@ function ownOrigin(req: IncomingMessage): string {
   return `${isHttps(req) ? 'https' : 'http'}://${host}`;
 }
 
-/** Starts a console session for `identity` and records the login. Returns the Set-Cookie value. */
-function signIn(s: GatewayServices, req: IncomingMessage, identity: Identity, method: string, extra: Record<string, unknown> = {}, ttlMs = SESSION_TTL_MS): { cookie: string; expiresAt: number } {
+/**
+ * Starts a console session for `identity` and records the login. Returns the Set-Cookie value.
+ * The session ends when the credential that made it does (token `exp`, key expiry), if sooner.
+ */
+function signIn(s: GatewayServices, req: IncomingMessage, identity: Identity, method: string, extra: Record<string, unknown> = {}, refreshable = false): { cookie: string; expiresAt: number; sessionId: string } {
+  // Every session belongs to a person (the IdP code flow builds its identity from the ID token).
+  if (!identity.person) {
+    const subject = identity.subject;
+    try {
+      identity = s.auth.withPerson(identity, () => `first sign-in: ${subject}`);
+    } catch (err) {
+      if (err instanceof AuthError) throw new HttpError(403, 'locked', err.message);
+      throw err;
+    }
+  }
+  // A session with a refresh token may outlive one access token (each request re-checks it, and
+  // refreshes it near its end); any other ends with its credential.
+  const ttlMs = refreshable ? SESSION_TTL_MS : Math.min(SESSION_TTL_MS, (identity.credentialExpiresAt ?? Infinity) - Date.now());
+  if (ttlMs <= 0) throw new HttpError(401, 'unauthenticated', 'the credential has expired');
   const session = s.consoleSessions.create(identity, ttlMs);
   s.store.append({
     kind: 'auth.login',
     actor: identity.subject,
-    payload: { method, actorName: identity.name, via: identity.via, groups: identity.groups, roles: identity.roles, source: sourceOf(req), userAgent: req.headers['user-agent'], expiresAt: session.expiresAt, ...extra },
+    payload: { method, actorName: identity.name, via: identity.via, person: identity.person, groups: identity.groups, roles: identity.roles, source: sourceOf(req), userAgent: req.headers['user-agent'], expiresAt: session.expiresAt, ...extra },
   });
   s.users.seen(identity);
-  return { cookie: sessionCookie(req, session.id, session.expiresAt), expiresAt: session.expiresAt };
+  return { cookie: sessionCookie(req, session.id, session.expiresAt), expiresAt: session.expiresAt, sessionId: session.id };
 }
 
-/** Records a failed attempt; throws 429 when the source is over its limit. */
-function failed(s: GatewayServices, req: IncomingMessage, method: string, err: unknown, extra: Record<string, unknown> = {}): void {
+/** Records a failed attempt; throws 429 when the source or the credential is over its limit. */
+function failed(s: GatewayServices, req: IncomingMessage, method: string, err: unknown, extra: Record<string, unknown> = {}, credential?: string): void {
   const code = err instanceof AuthError ? err.code : 'error';
   const message = err instanceof Error ? err.message : String(err);
-  if (!s.login.failures.record(sourceOf(req), { method, reason: code, message, userAgent: req.headers['user-agent'], ...extra })) {
+  if (!s.login.failures.record(sourceOf(req), { method, reason: code, message, userAgent: req.headers['user-agent'], ...extra }, { credential })) {
     throw new HttpError(429, 'too_many_attempts', 'too many failed sign-in attempts from this address; wait a minute');
   }
 }
@@ -86,14 +103,22 @@ function loginError(message: string): string {
  * is recorded and sent back to the login page with an error.
  */
 export function handleLoginLink(s: GatewayServices, req: IncomingMessage, res: ServerResponse, url: URL): void {
-  if (s.login.failures.limited(sourceOf(req))) {
-    sendJson(res, 429, { error: { code: 'too_many_attempts', message: 'too many failed sign-in attempts from this address; wait a minute' } });
+  // Only a navigation uses the link up: a HEAD or other probe must not spend a single-use link.
+  if (req.method !== 'GET') {
+    sendJson(res, 405, { error: { code: 'method_not_allowed', message: 'open the login link with GET (a browser navigation)' } }, { allow: 'GET' });
     return;
   }
-  const identity = s.login.redeemConsoleToken(url.searchParams.get('token'));
-  if (!identity) {
+  // The link is checked before any throttling: failures from this address (a page elsewhere
+  // firing bad links through the browser) never lock out a valid link.
+  const r = s.login.redeemLoginLink(url.searchParams.get('token'));
+  if (!r.ok) {
+    const why = {
+      unknown: 'This login link is not valid. Run `custody login-link` for a new one.',
+      used: 'This login link has already been used; each link signs in once. Run `custody login-link` for a new one.',
+      expired: 'This login link has expired (links last 10 minutes). Run `custody login-link` for a new one.',
+    }[r.reason];
     try {
-      failed(s, req, 'local-link', new AuthError('unknown', 'the login link is not valid for this gateway run (it changes at every start)'));
+      failed(s, req, 'local-link', new AuthError(r.reason === 'used' ? 'revoked' : r.reason === 'expired' ? 'expired' : 'unknown', why));
     } catch (err) {
       if (err instanceof HttpError) {
         sendJson(res, err.status, { error: { code: err.code, message: err.message } });
@@ -101,10 +126,10 @@ export function handleLoginLink(s: GatewayServices, req: IncomingMessage, res: S
       }
       throw err;
     }
-    redirect(res, loginError('This login link is not valid (it changes every time the gateway starts).'));
+    redirect(res, loginError(why));
     return;
   }
-  const { cookie: c } = signIn(s, req, identity, 'local-link');
+  const { cookie: c } = signIn(s, req, r.identity, 'local-link');
   redirect(res, safeNext(url.searchParams.get('next')), { 'set-cookie': c });
 }
 
@@ -130,7 +155,6 @@ export function registerAuthRoutes(router: Router, s: GatewayServices): void {
   router.post(
     '/api/auth/key',
     async ({ req, res, json }) => {
-      if (s.login.failures.limited(sourceOf(req))) throw new HttpError(429, 'too_many_attempts', 'too many failed sign-in attempts from this address; wait a minute');
       const body = await json<{ key?: unknown }>();
       const key = typeof body?.key === 'string' ? body.key.trim() : '';
       if (!key) throw new HttpError(400, 'bad_request', 'send {"key": "cst_…"}');
@@ -139,13 +163,10 @@ export function registerAuthRoutes(router: Router, s: GatewayServices): void {
         identity = await s.auth.authenticate(key);
       } catch (err) {
         if (!(err instanceof AuthError)) throw err;
-        failed(s, req, 'api-key', err, { keyId: /^cst_([a-z0-9]{12})_/.exec(key)?.[1] });
+        failed(s, req, 'api-key', err, { keyId: /^cst_([a-z0-9]{12})_/.exec(key)?.[1] }, s.keys.knownPrefix(key));
         throw new HttpError(401, 'unauthenticated', err.message);
       }
-      let ttl = SESSION_TTL_MS;
-      const record = identity.keyId ? s.keys.get(identity.keyId) : undefined;
-      if (record?.expiresAt) ttl = Math.min(ttl, record.expiresAt - Date.now());
-      const { cookie: c, expiresAt } = signIn(s, req, identity, identity.via === 'oidc' ? 'oidc-token' : 'api-key', identity.keyId ? { keyId: identity.keyId } : {}, ttl);
+      const { cookie: c, expiresAt } = signIn(s, req, identity, identity.via === 'oidc' ? 'oidc-token' : 'api-key', identity.keyId ? { keyId: identity.keyId } : {});
       sendJson(res, 200, { identity, expiresAt }, { 'set-cookie': c });
       return HANDLED;
     },
@@ -183,7 +204,8 @@ export function registerAuthRoutes(router: Router, s: GatewayServices): void {
         failed(s, req, 'oidc', err);
         return redirect(res, loginError(err instanceof Error ? err.message : String(err)), { 'set-cookie': clearState });
       }
-      const { cookie: c } = signIn(s, req, done.identity, 'oidc', { issuer: done.issuer });
+      const { cookie: c, sessionId } = signIn(s, req, done.identity, 'oidc', { issuer: done.issuer, refreshable: done.refreshToken !== undefined }, done.refreshToken !== undefined);
+      if (done.refreshToken) s.login.rememberRefresh(sessionId, done.issuer, done.refreshToken);
       return continuePage(res, done.next, [c, clearState]);
     },
     { public: true },

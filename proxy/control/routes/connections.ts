@@ -90,6 +90,7 @@ function toConnection(row: StoredRow, secrets: GatewayServices['secrets']): Conn
   const stored = JSON.parse(row.config) as StoredConfig;
   const { secretRef, updatedBy: _by, ...rest } = stored;
   let secret: SecretSource | undefined;
+  if (secretRef && 'file' in secretRef) throw new Error('its secret is a file reference set through the API, which is no longer accepted; enter the secret again');
   if (secretRef && 'value' in secretRef) {
     if (!row.secret) throw new Error('the secret is missing');
     secret = { value: secrets.unwrap(row.secret).toString('utf8') };
@@ -167,10 +168,23 @@ function parseSecret(v: unknown): SecretSource | null | undefined {
   if (v && typeof v === 'object') {
     const o = v as Record<string, unknown>;
     if (typeof o['env'] === 'string' && o['env']) return { env: o['env'] };
-    if (typeof o['file'] === 'string' && o['file']) return { file: o['file'] };
+    // A file reference through the API would read any file the gateway can read and send it
+    // upstream: secret files are named in the config file only (see checkSecretFiles).
+    if (o['file'] !== undefined) throw new HttpError(400, 'secret_file_not_allowed', 'secret.file is accepted only in the config file (under the data dir\'s secrets/ folder or a path listed in secretFiles), never through the API; send the secret value instead');
     if (typeof o['value'] === 'string' && o['value']) return { value: o['value'] };
   }
-  throw new HttpError(400, 'invalid_connection', 'secret: a string, {env: NAME}, {file: PATH} or {value: TEXT}');
+  throw new HttpError(400, 'invalid_connection', 'secret: a string, {env: NAME} or {value: TEXT}');
+}
+
+/** Scheme, host and port of an upstream URL: where a stored secret would be sent. */
+function upstreamOrigin(upstream: string): string {
+  try {
+    const u = new URL(upstream);
+    const port = u.port || ({ 'http:': '80', 'https:': '443', 'postgres:': '5432', 'postgresql:': '5432' } as Record<string, string>)[u.protocol] || '';
+    return `${u.protocol.replace('postgresql:', 'postgres:')}//${u.hostname.toLowerCase()}:${port}`;
+  } catch {
+    return upstream;
+  }
 }
 
 /** Validates with the config schema, so the console and the config file accept the same connections. */
@@ -332,6 +346,11 @@ export function registerConnectionRoutes(router: Router, s: GatewayServices, bou
         description: body.description === undefined ? existing.description : body.description || undefined,
       };
       const c = validate(merged, current().filter((x) => x.listen && x.name !== name).map((x) => x.listen!));
+      // The stored secret goes only where it went before: re-pointing the upstream elsewhere
+      // needs the secret entered again, or a changed upstream would receive the old one.
+      if (secret === undefined && existing.secret && upstreamOrigin(c.upstream) !== upstreamOrigin(existing.upstream)) {
+        throw new HttpError(409, 'secret_required', `changing the upstream's scheme, host or port (${upstreamOrigin(existing.upstream)} → ${upstreamOrigin(c.upstream)}) needs the secret entered again; the stored one is never sent to a new upstream`);
+      }
       const row = readRows(s).find((r) => r.name === name);
       save(s, c, secret, identity!, row);
       return current().find((x) => x.name === name);

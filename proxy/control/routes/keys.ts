@@ -2,7 +2,8 @@
  * Gateway API keys over REST (admin only):
  *
  *   GET  /api/keys                       every key (never the secret; only its hash is stored)
- *   POST /api/keys                       {name, groups, expires?: "30d"} → the key, shown this once
+ *   POST /api/keys                       {name, groups, expires?: "30d", owner?: person, newOwner?: name}
+ *                                        → the key, shown this once; owned by the caller's person by default
  *   POST /api/keys/:id/revoke            revoke now
  *   POST /api/keys/:id/expire            expire now (same effect, recorded as an expiry)
  *
@@ -10,7 +11,9 @@
  * also ends the console sessions signed in with it.
  */
 import { parseDuration } from '../../../shared/config';
+import type { Identity } from '../../../shared/identity';
 import type { ApiKeyRecord } from '../../identity/api-keys';
+import { PersonError } from '../../identity/persons';
 import type { GatewayServices } from '../../services';
 import { HttpError, type Router } from '../router';
 
@@ -22,13 +25,32 @@ function view(k: ApiKeyRecord, now = Date.now()): KeyView {
 
 const GROUP_RE = /^[A-Za-z0-9_.:@/-]{1,128}$/;
 
+/**
+ * Who owns a key being minted: the signed-in person by default, so nobody mints a second identity
+ * to vote twice; an existing person named by `owner`; or a new person `newOwner`, which an admin
+ * may create (recorded as person.created).
+ */
+function keyOwner(s: GatewayServices, identity: Identity, owner: unknown, newOwner: unknown): string {
+  if (owner !== undefined && newOwner !== undefined) throw new HttpError(400, 'bad_request', 'give owner (an existing person) or newOwner (a new person), not both');
+  try {
+    if (typeof newOwner === 'string') return s.persons.create(newOwner, identity.subject, `owner of a new API key, created by ${identity.name}`).id;
+    if (typeof owner === 'string' && owner.trim()) return s.persons.resolve(owner.trim()).id;
+  } catch (err) {
+    if (err instanceof PersonError) throw new HttpError(err.status, err.code, err.message);
+    throw err;
+  }
+  if (owner !== undefined || newOwner !== undefined) throw new HttpError(400, 'bad_request', 'owner is a person id or name; newOwner is the name of a new person');
+  if (!identity.person) throw new HttpError(409, 'no_person', 'your credential has no person; name the key\'s owner with owner or newOwner');
+  return identity.person;
+}
+
 export function registerKeyRoutes(router: Router, s: GatewayServices): void {
   router.get('/api/keys', () => ({ keys: s.keys.list().map((k) => view(k)) }), { role: 'admin' });
 
   router.post(
     '/api/keys',
     async ({ identity, json }) => {
-      const body = await json<{ name?: unknown; groups?: unknown; expires?: unknown }>();
+      const body = await json<{ name?: unknown; groups?: unknown; expires?: unknown; owner?: unknown; newOwner?: unknown }>();
       const name = typeof body?.name === 'string' ? body.name.trim() : '';
       if (!name || name.length > 200) throw new HttpError(400, 'bad_request', 'name is required (at most 200 characters)');
       const groups = body.groups === undefined ? [] : body.groups;
@@ -41,9 +63,11 @@ export function registerKeyRoutes(router: Router, s: GatewayServices): void {
           throw new HttpError(400, 'bad_request', `expires: ${(err as Error).message}`);
         }
       }
+      const person = keyOwner(s, identity!, body.owner, body.newOwner);
       const { key, record } = s.keys.create({ name, groups: groups as string[], expiresAt, createdBy: identity!.subject });
-      s.store.append({ kind: 'key.created', actor: identity!.subject, payload: { id: record.id, name, groups, expiresAt, actorName: identity!.name } });
-      return { key, ...view(record) };
+      s.persons.attach(`key:${record.id}`, 'api-key', person, identity!.subject);
+      s.store.append({ kind: 'key.created', actor: identity!.subject, payload: { id: record.id, name, groups, expiresAt, person, actorName: identity!.name } });
+      return { key, ...view(record), person };
     },
     { role: 'admin' },
   );
