@@ -176,6 +176,14 @@ export const SqlClass = z.enum([
   'delete_without_where',
   'update_without_where',
   'data_modifying_cte',
+  /** DDL that creates or changes code the server runs later: functions, procedures, views, rules, triggers, operators, casts, policies. */
+  'routine_ddl',
+  /** Built-in functions with effects outside the statement's rows (nextval, set_config, pg_terminate_backend, lo_*, pg_read_file, dblink*, …), COPY to/from files and programs. */
+  'side_effect',
+  /** Row or table locks: SELECT … FOR UPDATE/SHARE, LOCK TABLE. */
+  'lock',
+  /** Proven read-only: a query with no write, lock, INTO, or call that could have side effects (see docs/POSTGRES.md). */
+  'read_only',
   'unknown',
 ]);
 export type SqlClass = z.infer<typeof SqlClass>;
