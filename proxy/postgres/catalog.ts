@@ -1,9 +1,15 @@
 /**
- * Table names for RowDescription table OIDs, so masking rules such as `users.ssn` can match. The
- * names come from the upstream's catalog over a side connection the gateway opens with the same
- * credential (one per listener, opened on first need), and are cached.
+ * The upstream's catalog, read over side connections the gateway opens with the connection's own
+ * credential (one per listener and use, opened on first need), and cached:
+ * - TableNameResolver: table names for RowDescription table OIDs, so masking rules such as
+ *   `users.ssn` can match;
+ * - RoutineCatalog: what the functions, operators and relations a statement uses run, so its
+ *   classes follow its effect (./effects.ts).
  */
+import type { SqlClass } from '../../shared/config';
 import { forEachDataRowValue, parseErrorFields } from './backend-messages';
+import { builtinFunctionClasses, type Classification, classifyDefinition, classifySql } from './classify';
+import { type EffectLookup, effectOf, namesOf, type RelationEffect, type ResolvedEffect } from './effects';
 import { buildBind, buildExecute, buildParse, buildSync } from './frontend-messages';
 import type { RawMessage } from './message-buffer';
 import { BackendCode } from './message-codes';
@@ -126,4 +132,313 @@ export class TableNameResolver {
   close(): void {
     this.side.close();
   }
+}
+
+/** How long a resolution is trusted before the catalog is asked again (DDL that passes through drops it sooner). */
+export const ROUTINE_CACHE_TTL_MS = 2_000;
+/** Routines calling routines calling …: deeper than this is not followed, and the rest is `unknown`. */
+const MAX_DEPTH = 8;
+
+interface RoutineRow {
+  schema: string;
+  name: string;
+  kind: string;
+  language: string;
+  volatility: string;
+  definition: string | null;
+}
+
+interface RelationRow {
+  schema: string;
+  name: string;
+  /** SQL run when the relation is read: view definitions, `SELECT <USING expression>`. */
+  read: string[];
+  /** Run when it is written: rule definitions, `SELECT <default / CHECK / WITH CHECK>`. */
+  write: string[];
+  /** Trigger functions, `schema.name`. */
+  triggers: string[];
+}
+
+/** Volatile built-ins that only read (clocks, random numbers, statistics views' functions). */
+const HARMLESS_VOLATILE = /^(random|random_normal|clock_timestamp|timeofday|gen_random_uuid|uuidv4|uuidv7|currval|lastval|txid_current_if_assigned|pg_current_xact_id_if_assigned|pg_lock_status|pg_blocking_pids|pg_safe_snapshot_blocking_pids|pg_show_all_settings|pg_show_all_file_settings|pg_get_.*|pg_stat_(?!reset).*|pg_backend_pid|pg_postmaster_start_time|pg_conf_load_time|pg_is_in_recovery|inet_client_addr|inet_client_port|pg_current_wal_.*|pg_last_wal_.*|version)$/;
+
+const splitName = (qualified: string): [string | null, string] => {
+  const at = qualified.lastIndexOf('.');
+  return at < 0 ? [null, qualified] : [qualified.slice(0, at), qualified.slice(at + 1)];
+};
+
+/**
+ * What the routines, operators and relations statements use do, read from the upstream's catalog
+ * (pg_proc, pg_operator, pg_class with its views, rules, policies, defaults, checks and triggers)
+ * over a side connection, and cached for `ROUTINE_CACHE_TTL_MS`. The gateway cannot see a session's
+ * search_path, so an unqualified name is resolved in every schema and the strictest match wins.
+ */
+export class RoutineCatalog {
+  private readonly side: SideConnection;
+  private readonly routines = new Map<string, { at: number; rows: RoutineRow[] }>();
+  private readonly operators = new Map<string, { at: number; functions: string[] }>();
+  private readonly relations = new Map<string, { at: number; rows: RelationRow[] }>();
+  private readonly effects = new Map<string, ResolvedEffect | RelationEffect | 'resolving'>();
+  /** Set when a computation met a routine already being added up (recursion): its result is partial, so not kept. */
+  private cycleHit = false;
+
+  constructor(
+    target: UpstreamTarget,
+    database?: string,
+    private readonly ttlMs = ROUTINE_CACHE_TTL_MS,
+    private readonly now: () => number = Date.now,
+  ) {
+    this.side = new SideConnection(target, database);
+  }
+
+  /** Forgets everything (DDL passed through: functions, views, triggers may have changed). */
+  invalidate(): void {
+    this.routines.clear();
+    this.operators.clear();
+    this.relations.clear();
+    this.effects.clear();
+  }
+
+  /**
+   * Whether the cache can answer for `qualified`: an entry younger than the TTL, which for a
+   * schema-qualified name must hold that schema (an object created since, outside the gateway,
+   * is looked up again rather than reported missing).
+   */
+  private fresh(kind: 'routine' | 'operator' | 'relation', qualified: string): boolean {
+    const [schema, name] = splitName(qualified);
+    const e = kind === 'routine' ? this.routines.get(name) : kind === 'operator' ? this.operators.get(name) : this.relations.get(name);
+    if (e === undefined || this.now() - e.at >= this.ttlMs) return false;
+    if (schema === null || kind === 'operator') return true;
+    return (e as { rows: { schema: string }[] }).rows.some((r) => r.schema === schema);
+  }
+
+  /** True when some name `c` uses is not cached or has expired. */
+  needs(c: Classification): boolean {
+    const names = namesOf(c);
+    return (
+      names.routines.some((n) => !this.fresh('routine', n)) ||
+      names.operators.some((n) => !this.fresh('operator', n)) ||
+      names.relations.some((n) => !this.fresh('relation', n))
+    );
+  }
+
+  /**
+   * Reads what the catalog says about every name `classifications` use, and what those use in
+   * turn. A catalog that cannot be read leaves the names unresolved: the statements using them
+   * fold to `unknown` (fail closed).
+   */
+  async resolve(classifications: Classification[]): Promise<void> {
+    let want = { routines: new Set<string>(), operators: new Set<string>(), relations: new Set<string>() };
+    for (const c of classifications) {
+      const n = namesOf(c);
+      for (const x of n.routines) want.routines.add(x);
+      for (const x of n.operators) want.operators.add(x);
+      for (const x of n.relations) want.relations.add(x);
+    }
+    try {
+      for (let depth = 0; depth < MAX_DEPTH; depth++) {
+        const bare = (names: Set<string>, kind: 'routine' | 'operator' | 'relation') => [...new Set([...names].filter((n) => !this.fresh(kind, n)).map((n) => splitName(n)[1]))];
+        const routines = bare(want.routines, 'routine');
+        const operators = bare(want.operators, 'operator');
+        const relations = bare(want.relations, 'relation');
+        if (routines.length + operators.length + relations.length === 0) break;
+        this.effects.clear();
+        const next = { routines: new Set<string>(), operators: new Set<string>(), relations: new Set<string>() };
+        const follow = (c: Classification) => {
+          const n = namesOf(c);
+          for (const x of n.routines) next.routines.add(x);
+          for (const x of n.operators) next.operators.add(x);
+          for (const x of n.relations) next.relations.add(x);
+        };
+        if (operators.length) {
+          const rows = await this.side.query(
+            `SELECT o.oprname::text, n.nspname::text || '.' || p.proname::text FROM pg_catalog.pg_operator o
+               JOIN pg_catalog.pg_proc p ON p.oid = o.oprcode JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+              WHERE o.oprname::text IN (SELECT json_array_elements_text($1::json)) AND o.oprnamespace <> 'pg_catalog'::regnamespace`,
+            [JSON.stringify(operators)],
+          );
+          const at = this.now();
+          for (const o of operators) this.operators.set(o, { at, functions: [] });
+          for (const [op, fn] of rows) if (op && fn) {
+            this.operators.get(op)!.functions.push(fn);
+            next.routines.add(fn);
+          }
+        }
+        if (routines.length) {
+          const rows = await this.side.query(
+            `SELECT n.nspname::text, p.proname::text, p.prokind::text, l.lanname::text, p.provolatile::text,
+                    CASE WHEN p.prokind IN ('f', 'p') AND l.lanname IN ('sql', 'plpgsql') THEN pg_catalog.pg_get_functiondef(p.oid) END
+               FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace JOIN pg_catalog.pg_language l ON l.oid = p.prolang
+              WHERE p.proname::text IN (SELECT json_array_elements_text($1::json))`,
+            [JSON.stringify(routines)],
+          );
+          const at = this.now();
+          for (const r of routines) this.routines.set(r, { at, rows: [] });
+          for (const [schema, name, kind, language, volatility, definition] of rows) {
+            const row: RoutineRow = { schema: schema ?? '', name: name ?? '', kind: kind ?? '', language: language ?? '', volatility: volatility ?? 'v', definition: definition ?? null };
+            this.routines.get(row.name)?.rows.push(row);
+            if (row.definition) {
+              const body = classifyDefinition(row.definition);
+              if (body) follow({ statements: [{ ...body, sql: '' }] });
+            }
+          }
+        }
+        if (relations.length) {
+          const rows = await this.side.query(
+            `WITH rel AS (SELECT c.oid, n.nspname::text AS nsp, c.relname::text AS name, c.relkind FROM pg_catalog.pg_class c
+                            JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.relname::text IN (SELECT json_array_elements_text($1::json)))
+             SELECT nsp, name, 'found', NULL FROM rel
+             UNION ALL SELECT nsp, name, 'read', pg_catalog.pg_get_viewdef(oid) FROM rel WHERE relkind IN ('v', 'm')
+             UNION ALL SELECT r.nsp, r.name, 'rule', pg_catalog.pg_get_ruledef(w.oid) FROM rel r JOIN pg_catalog.pg_rewrite w ON w.ev_class = r.oid WHERE w.rulename <> '_RETURN'
+             UNION ALL SELECT r.nsp, r.name, 'read', 'SELECT ' || pg_catalog.pg_get_expr(p.polqual, p.polrelid) FROM rel r JOIN pg_catalog.pg_policy p ON p.polrelid = r.oid WHERE p.polqual IS NOT NULL
+             UNION ALL SELECT r.nsp, r.name, 'write', 'SELECT ' || pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid) FROM rel r JOIN pg_catalog.pg_policy p ON p.polrelid = r.oid WHERE p.polwithcheck IS NOT NULL
+             UNION ALL SELECT r.nsp, r.name, 'write', 'SELECT ' || pg_catalog.pg_get_expr(d.adbin, d.adrelid) FROM rel r JOIN pg_catalog.pg_attrdef d ON d.adrelid = r.oid
+             UNION ALL SELECT r.nsp, r.name, 'write', 'SELECT ' || pg_catalog.pg_get_expr(k.conbin, k.conrelid) FROM rel r JOIN pg_catalog.pg_constraint k ON k.conrelid = r.oid WHERE k.contype = 'c'
+             UNION ALL SELECT r.nsp, r.name, 'trigger', tn.nspname::text || '.' || tp.proname::text FROM rel r JOIN pg_catalog.pg_trigger t ON t.tgrelid = r.oid
+                         JOIN pg_catalog.pg_proc tp ON tp.oid = t.tgfoid JOIN pg_catalog.pg_namespace tn ON tn.oid = tp.pronamespace WHERE t.tgenabled <> 'D'`,
+            [JSON.stringify(relations)],
+          );
+          const at = this.now();
+          const found = new Map<string, RelationRow>();
+          for (const r of relations) this.relations.set(r, { at, rows: [] });
+          for (const [schema, name, what, text] of rows) {
+            const key = `${schema}.${name}`;
+            let row = found.get(key);
+            if (!row) {
+              row = { schema: schema ?? '', name: name ?? '', read: [], write: [], triggers: [] };
+              found.set(key, row);
+              this.relations.get(row.name)?.rows.push(row);
+            }
+            if (!text) continue;
+            if (what === 'read') row.read.push(text);
+            else if (what === 'write') row.write.push(text);
+            else if (what === 'rule') row.write.push(text);
+            else if (what === 'trigger') {
+              row.triggers.push(text);
+              next.routines.add(text);
+            }
+            if (what === 'rule') {
+              const def = classifyDefinition(text);
+              if (def) follow({ statements: [{ ...def, sql: '' }] });
+            } else if (what !== 'trigger') follow(classifySql(text));
+          }
+        }
+        want = next;
+      }
+    } catch (err) {
+      if (!(err instanceof CatalogError) && !(err instanceof Error)) throw err;
+      // Unresolved names fold to `unknown`; the statement is decided on that.
+    }
+    this.effects.clear();
+  }
+
+  /** Answers from the cache (call `resolve` first); names it cannot answer are unresolved. */
+  lookup(): EffectLookup {
+    return {
+      routine: (name) => this.routineEffect(name),
+      operator: (name) => this.operatorEffect(name),
+      relation: (name) => this.relationEffect(name),
+    };
+  }
+
+  private memo<T extends ResolvedEffect | RelationEffect>(key: string, empty: T, compute: () => T | undefined): T | undefined {
+    const e = this.effects.get(key);
+    // A routine that (indirectly) calls itself: its effect is being added up by the outer call.
+    if (e === 'resolving') {
+      this.cycleHit = true;
+      return empty;
+    }
+    if (e) return e as T;
+    const outer = this.cycleHit;
+    this.cycleHit = false;
+    this.effects.set(key, 'resolving');
+    const v = compute();
+    const partial = this.cycleHit;
+    if (v && !partial) this.effects.set(key, v);
+    else this.effects.delete(key);
+    this.cycleHit = outer || partial;
+    return v;
+  }
+
+  private routineEffect(qualified: string): ResolvedEffect | undefined {
+    return this.memo<ResolvedEffect>(`f:${qualified}`, { classes: [], readOnly: true }, () => {
+      const [schema, name] = splitName(qualified);
+      const entry = this.routines.get(name);
+      if (!entry) return undefined;
+      const rows = entry.rows.filter((r) => schema === null || r.schema === schema);
+      // No such routine: PostgreSQL will refuse the call, unless it was created in the client's open
+      // transaction, which the gateway cannot see.
+      if (rows.length === 0) return { classes: ['unknown'], readOnly: false };
+      return union(rows.map((r) => this.rowEffect(r)));
+    });
+  }
+
+  private rowEffect(r: RoutineRow): ResolvedEffect {
+    const builtin = r.schema === 'pg_catalog';
+    const own = builtinFunctionClasses(r.name);
+    if (builtin && own.length) return { classes: own, readOnly: false };
+    if (r.definition) {
+      const body = classifyDefinition(r.definition);
+      if (!body) return { classes: ['unknown'], readOnly: false };
+      return effectOf(body, this.lookup());
+    }
+    if (builtin) {
+      if (r.volatility !== 'v' || HARMLESS_VOLATILE.test(r.name)) return { classes: [], readOnly: true };
+      return { classes: ['side_effect'], readOnly: false };
+    }
+    if (own.length) return { classes: own, readOnly: false };
+    // Aggregates, C and other languages the gateway cannot look into: trusted only when declared
+    // immutable or stable (PostgreSQL itself refuses writes from those).
+    if (r.volatility !== 'v' && r.kind !== 'p') return { classes: [], readOnly: true };
+    return { classes: ['unknown'], readOnly: false };
+  }
+
+  private operatorEffect(qualified: string): ResolvedEffect | undefined {
+    return this.memo<ResolvedEffect>(`o:${qualified}`, { classes: [], readOnly: true }, () => {
+      const entry = this.operators.get(splitName(qualified)[1]);
+      if (!entry) return undefined;
+      // Built-in operators only: nothing to add. A user-defined operator of that name in any schema
+      // may be the one the session's search_path picks.
+      const effects = entry.functions.map((f) => this.routineEffect(f));
+      if (effects.some((e) => e === undefined)) return undefined;
+      return union(effects as ResolvedEffect[]);
+    });
+  }
+
+  private relationEffect(qualified: string): RelationEffect | undefined {
+    const none = { classes: [], readOnly: true };
+    return this.memo<RelationEffect>(`r:${qualified}`, { read: none, write: none }, () => {
+      const [schema, name] = splitName(qualified);
+      const entry = this.relations.get(name);
+      if (!entry) return undefined;
+      const rows = entry.rows.filter((r) => schema === null || r.schema === schema);
+      if (rows.length === 0) return undefined;
+      const lookup = this.lookup();
+      const read: ResolvedEffect[] = [];
+      const write: ResolvedEffect[] = [];
+      for (const r of rows) {
+        for (const sql of r.read) for (const st of classifySql(sql).statements) read.push(effectOf(st, lookup));
+        for (const sql of r.write) {
+          const def = sql.startsWith('SELECT ') ? classifySql(sql).statements : [classifyDefinition(sql) ?? { classes: ['unknown' as const], tables: [] }];
+          for (const st of def) write.push(effectOf(st, lookup));
+        }
+        for (const t of r.triggers) write.push(this.routineEffect(t) ?? { classes: ['unknown'], readOnly: false });
+      }
+      return { read: union(read), write: union(write) };
+    });
+  }
+
+  close(): void {
+    this.side.close();
+  }
+}
+
+function union(effects: ResolvedEffect[]): ResolvedEffect {
+  const classes = new Set<SqlClass>();
+  let readOnly = true;
+  for (const e of effects) {
+    for (const c of e.classes) classes.add(c);
+    if (!e.readOnly) readOnly = false;
+  }
+  return { classes: [...classes], readOnly };
 }

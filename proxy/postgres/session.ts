@@ -50,8 +50,9 @@ import {
   parseRowDescription,
   rowCountOfTag,
 } from './backend-messages';
-import type { TableNameResolver } from './catalog';
+import type { RoutineCatalog, TableNameResolver } from './catalog';
 import { type Classification, classifySql, type CopyOutShape } from './classify';
+import { foldEffects } from './effects';
 import { maskCopyRow, maskDataRow, type ResultColumn, resultColumns, rowForLog } from './data-row-masker';
 import {
   buildClose,
@@ -72,6 +73,7 @@ import {
 import { MessageBuffer, ProtocolError, type RawMessage } from './message-buffer';
 import { BackendCode, codeName, FrontendCode, isFrontendCode, SqlState } from './message-codes';
 import { OutputBatch } from './output-batch';
+import { redactStatementSecrets } from './statement-secrets';
 import { connectUpstream, sendUpstreamCancel, terminateUpstream, UpstreamError, type UpstreamSession, type UpstreamTarget } from './upstream';
 
 /** Sent upstream in place of a refused statement: it cannot parse, so the upstream fails it. */
@@ -98,6 +100,8 @@ export interface PgListenerContext {
   writer: AuditWriter;
   secureContext: SecureContext;
   tables: TableNameResolver;
+  /** What the functions, operators and relations statements use do (classification by effect). */
+  routines: RoutineCatalog;
   recordRows: number;
   cancelKeys: Map<number, { secret: Buffer; session: PgProxySession }>;
   sessions: Set<PgProxySession>;
@@ -221,6 +225,8 @@ export class PgProxySession {
   private batch: Item[] = [];
   private batchBytes = 0;
   private discardUntilSync = false;
+  /** The previous batch held DDL: the catalog's cache is dropped again once it has run. */
+  private ddlBefore = false;
   private copyIn = false;
   private fifo: Expect[] = [];
   private readonly statements = new Map<string, PreparedStatement>();
@@ -642,7 +648,48 @@ export class PgProxySession {
     this.batch.push({ kind, m } as Item);
     this.batchBytes += m.raw.length;
     const boundary = kind === 'sync' || kind === 'flush' || kind === 'query' || kind === 'function' || kind === 'copy' || kind === 'terminate';
-    if (boundary || this.batch.length >= MAX_BATCH_MESSAGES || this.batchBytes >= MAX_BATCH_BYTES) this.runBatch();
+    if (boundary || this.batch.length >= MAX_BATCH_MESSAGES || this.batchBytes >= MAX_BATCH_BYTES) this.resolveThenRunBatch();
+  }
+
+  // ---------------------------------------------------------------- classification by effect (catalog)
+
+  /** A statement's classification with what the catalog knows about its calls, operators and relations folded in. */
+  private classify(sql: string): Classification {
+    return foldEffects(classifySql(sql), this.ctx.routines.lookup());
+  }
+
+  /**
+   * The one asynchronous step in front of the planner: resolve through the catalog the routines,
+   * operators and relations the queued Parse and Query texts use (those not cached), then plan the
+   * batch synchronously. DDL in a batch drops the catalog's cache now and again before this
+   * session's next batch, since the DDL runs in between.
+   */
+  private resolveThenRunBatch(): void {
+    const catalog = this.ctx.routines;
+    const texts: Classification[] = [];
+    let ddl = false;
+    for (const item of this.batch) {
+      if (item.kind !== 'parse' && item.kind !== 'query') continue;
+      const c = classifySql(item.kind === 'parse' ? parseParse(item.m.body).query : parseQuery(item.m.body));
+      texts.push(c);
+      if (c.statements.some((st) => st.classes.some((x) => x === 'ddl' || x === 'routine_ddl' || x === 'unknown'))) ddl = true;
+    }
+    if (ddl || this.ddlBefore) catalog.invalidate();
+    this.ddlBefore = ddl;
+    if (!texts.some((c) => catalog.needs(c))) {
+      this.runBatch();
+      return;
+    }
+    this.wait();
+    void catalog.resolve(texts).then(
+      () => {
+        if (this.phase === 'closed') return;
+        this.resume(false);
+        this.runBatch();
+        this.pumpFront();
+      },
+      (err: unknown) => this.fatalFrom(err),
+    );
   }
 
   private maskerFor(decision: PolicyDecision): RowMasker {
@@ -683,7 +730,8 @@ export class PgProxySession {
       : { action: 'deny', rule: 'gateway', reason: `the gateway could not check the statement for the detectors its policies match on (${scanError}), so it refuses it` };
     return {
       n: ++this.statementCount,
-      sql,
+      // What is recorded and shown to approvers: passwords written into the statement are replaced.
+      sql: redactStatementSecrets(sql),
       detectorHits: detectorHits?.length ? detectorHits : undefined,
       classes: c.classes,
       tables: c.tables,
@@ -760,7 +808,7 @@ export class PgProxySession {
       case 'parse': {
         const p = parseParse(m.body);
         const prev = this.statements.get(p.name);
-        this.statements.set(p.name, { name: p.name, sql: p.query, classification: classifySql(p.query), describing: false });
+        this.statements.set(p.name, { name: p.name, sql: p.query, classification: this.classify(p.query), describing: false });
         undo.push(() => (prev ? this.statements.set(p.name, prev) : this.statements.delete(p.name)));
         step.raw.push(m.raw);
         step.expect.push({ k: 'parse' });
@@ -849,7 +897,7 @@ export class PgProxySession {
         return;
       case 'query': {
         const sql = parseQuery(m.body);
-        const c = classifySql(sql);
+        const c = this.classify(sql);
         const runs = c.statements.map((s) => this.newRun(s.sql, { ...s, parseError: c.error }, 'simple'));
         step.runs.push(...runs);
         // COPY … TO rows carry no column names: learn them first (on this session, so its

@@ -1,0 +1,100 @@
+/**
+ * The adversarial corpus (test/fixtures/pg-bypass/attempts.jsonl, one attempt a line) run through
+ * the gateway against the real PostgreSQL, under the README's deny rule and under a `read_only`
+ * allow-list with a catch-all deny. Each attempt gets a fresh schema `{s}` holding table `t`
+ * (3 rows, a primary key, columns id and note) plus the attempt's own setup, run directly; after the
+ * attempt, the database's own state says whether anything forbidden ran. Lines marked `allowed`
+ * are reads (or, under the deny rule, harmless writes) that must run.
+ */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import pg from 'pg';
+import type { ConfigInput } from '../../shared/config';
+import { type Harness, startHarness } from './pg-harness';
+
+interface Attempt {
+  name: string;
+  setup?: string;
+  attempt: string | string[];
+  /** Run through the extended protocol (Parse/Bind/Execute) instead of a simple Query. */
+  extended?: boolean;
+  check?: string;
+  expect?: string;
+  /** Must run without error. */
+  allowed?: boolean;
+  modes?: Mode[];
+}
+type Mode = 'deny' | 'read_only';
+
+const corpus: Attempt[] = readFileSync(join(import.meta.dirname, '../fixtures/pg-bypass/attempts.jsonl'), 'utf8')
+  .split('\n')
+  .filter((l) => l.trim())
+  .map((l) => JSON.parse(l) as Attempt);
+
+const BASE_SETUP = "CREATE SCHEMA {s}; CREATE TABLE {s}.t (id int PRIMARY KEY, note text); INSERT INTO {s}.t SELECT g, 'n' || g FROM generate_series(1, 3) g";
+/** Rows, untouched rows, columns, constraints. */
+const BASE_CHECK =
+  "SELECT (SELECT count(*) FROM {s}.t) || '/' || (SELECT count(*) FROM {s}.t WHERE note = 'n' || id) || '/' || " +
+  "(SELECT count(*) FROM information_schema.columns WHERE table_schema = '{s}' AND table_name = 't') || '/' || " +
+  "(SELECT count(*) FROM pg_constraint WHERE conrelid = '{s}.t'::regclass)";
+const BASE_EXPECT = '3/3/2/1';
+
+const POLICIES: Record<Mode, ConfigInput['policies']> = {
+  // The README's rule.
+  deny: [{ name: 'no-destructive-sql', match: { connections: ['warehouse'], sql: ['drop', 'truncate', 'delete_without_where', 'update_without_where'] }, action: 'deny' }],
+  read_only: [
+    { name: 'reads-run', match: { connections: ['warehouse'], sql: ['read_only'] }, action: 'allow' },
+    { name: 'nothing-else', match: { connections: ['warehouse'] }, action: 'deny' },
+  ],
+};
+
+for (const mode of ['deny', 'read_only'] as const) {
+  describe(`bypass corpus under the ${mode === 'deny' ? "README's deny rule" : 'read_only allow-list'}`, () => {
+    let h: Harness;
+    let direct: pg.Client;
+    before(async () => {
+      h = await startHarness({ policies: POLICIES[mode] });
+      direct = new pg.Client({ host: '127.0.0.1', port: 5432, user: 'postgres', database: 'postgres' });
+      await direct.connect();
+    });
+    after(async () => {
+      await direct.end();
+      await h.close();
+    });
+
+    for (const a of corpus) {
+      if (a.modes && !a.modes.includes(mode)) continue;
+      it(`${a.allowed ? 'runs' : 'stops'}: ${a.name}`, async () => {
+        const s = `custody_bp_${randomBytes(4).toString('hex')}`;
+        const fill = (sql: string) => sql.replaceAll('{s}', s).replaceAll('{n}', s.slice(-8));
+        await direct.query(fill(BASE_SETUP));
+        try {
+          if (a.setup) await direct.query(fill(a.setup));
+          const client = new pg.Client({ host: h.host, port: h.port, user: 'agent', password: h.key, database: 'postgres' });
+          client.on('error', () => {});
+          await client.connect();
+          const errors: string[] = [];
+          try {
+            for (const sql of Array.isArray(a.attempt) ? a.attempt : [a.attempt]) {
+              try {
+                await client.query(a.extended ? { name: `bp_${s}`, text: fill(sql) } : fill(sql));
+              } catch (err) {
+                errors.push((err as Error).message);
+              }
+            }
+          } finally {
+            await client.end().catch(() => {});
+          }
+          if (a.allowed) assert.deepEqual(errors, [], 'a statement that must run was refused');
+          const check = await direct.query({ text: fill(a.check ?? BASE_CHECK), rowMode: 'array' });
+          assert.equal(String(check.rows[0]?.[0]), a.expect ?? BASE_EXPECT, `the database changed (gateway said: ${errors.join(' | ') || 'nothing'})`);
+        } finally {
+          await direct.query(`DROP SCHEMA ${s} CASCADE`);
+        }
+      });
+    }
+  });
+}
