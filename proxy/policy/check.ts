@@ -144,6 +144,10 @@ export function checkPolicies(rules: PolicyRule[], ctx: PolicyContext = {}): Pol
       at('warning', ['match'], `no connection is configured yet that this rule could match`);
     }
 
+    if (r.action === 'allow' && m.sql?.includes('select')) {
+      at('warning', ['match', 'sql'], 'allowing select also allows statements that write while they read (WITH … DELETE, SELECT f() where f writes, SELECT … FOR UPDATE); allow read_only instead');
+    }
+
     if (m.detectors) {
       const detectors = knownDetectors(ctx.detectors);
       const unknown = m.detectors.filter((d) => !detectors.has(d));

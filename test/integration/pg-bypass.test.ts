@@ -4,7 +4,8 @@
  * allow-list with a catch-all deny. Each attempt gets a fresh schema `{s}` holding table `t`
  * (3 rows, a primary key, columns id and note) plus the attempt's own setup, run directly; after the
  * attempt, the database's own state says whether anything forbidden ran. Lines marked `allowed`
- * are reads (or, under the deny rule, harmless writes) that must run.
+ * are reads (or, under the deny rule, harmless writes) that must run. Passwords written into
+ * statements are masked in the log and on the hold card.
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -13,7 +14,8 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
 import type { ConfigInput } from '../../shared/config';
-import { type Harness, startHarness } from './pg-harness';
+import type { HoldGate, HoldOutcome } from '../../proxy/approvals/types';
+import { eventsOf, type Harness, startHarness } from './pg-harness';
 
 interface Attempt {
   name: string;
@@ -98,3 +100,52 @@ for (const mode of ['deny', 'read_only'] as const) {
     }
   });
 }
+
+describe('passwords inside statements', () => {
+  let h: Harness;
+  const summaries: string[] = [];
+  const holds: HoldGate = {
+    request: (req) => {
+      summaries.push(req.summary);
+      return Promise.resolve({ state: 'approved', hold: {} as HoldOutcome['hold'], reason: 'ok', decidedBy: ['ada'] });
+    },
+  };
+  before(async () => {
+    h = await startHarness({ policies: [{ name: 'hold-roles', match: { connections: ['warehouse'], sql: ['dcl'] }, action: 'hold', hold: { approvers: ['dba'] } }], holds });
+  });
+  after(() => h.close());
+
+  it('are masked in the log and on the hold card, and the statement runs with the real password', async () => {
+    const role = `custody_pw_${randomBytes(4).toString('hex')}`;
+    const secret = `Sec-${randomBytes(6).toString('hex')}`;
+    const client = new pg.Client({ host: h.host, port: h.port, user: 'agent', password: h.key, database: 'postgres' });
+    await client.connect();
+    try {
+      // md5 hashes can be compared below: the server must have received the real password.
+      await client.query("SET password_encryption = 'md5'");
+      await client.query(`CREATE ROLE ${role} LOGIN PASSWORD '${secret}'`);
+      await client.query(`ALTER ROLE ${role} WITH ENCRYPTED PASSWORD $p$${secret}2$p$`);
+    } finally {
+      await client.end();
+    }
+    const direct = new pg.Client({ host: '127.0.0.1', port: 5432, user: 'postgres', database: 'postgres' });
+    await direct.connect();
+    try {
+      const stored = await direct.query<{ ok: boolean }>("SELECT rolpassword = 'md5' || md5($2 || $1) AS ok FROM pg_authid WHERE rolname = $1", [role, `${secret}2`]);
+      assert.equal(stored.rows[0]?.ok, true, 'the server did not get the password as written');
+      await h.idle();
+      const recorded = eventsOf(h.store, 'pg.statement').map((e) => (e.payload as { sql: string }).sql);
+      const mine = recorded.filter((s) => s.includes(role));
+      assert.equal(mine.length, 2);
+      for (const text of [...mine, ...summaries]) assert.ok(!text.includes(secret), `password in: ${text}`);
+      assert.ok(mine.every((s) => s.includes("PASSWORD '[REDACTED]'")), mine.join(' | '));
+      assert.equal(summaries.length, 2);
+      assert.ok(summaries.every((s) => s.includes("'[REDACTED]'")));
+      // Nor anywhere else in the log.
+      assert.ok(!JSON.stringify(h.store.events(1, 100_000)).includes(secret));
+    } finally {
+      await direct.query(`DROP ROLE IF EXISTS ${role}`);
+      await direct.end();
+    }
+  });
+});

@@ -114,6 +114,17 @@ describe('policy check', () => {
     assert.ok(covers(r({ sql: ['drop', 'unknown'] }, 'allow'), r({ sql: ['drop'] }, 'hold')));
   });
 
+  it('warns that allowing select lets writes through, and accepts the read_only allow-list', () => {
+    const allowSelect = [rule({ name: 'reads', match: { connections: ['warehouse'], sql: ['select'] }, action: 'allow' })];
+    assert.deepEqual(messages(allowSelect), ['warning #1: allowing select also allows statements that write while they read (WITH … DELETE, SELECT f() where f writes, SELECT … FOR UPDATE); allow read_only instead']);
+    const allowList = [
+      rule({ name: 'reads', match: { connections: ['warehouse'], sql: ['read_only'] }, action: 'allow' }),
+      rule({ name: 'no-destructive-sql', match: { connections: ['warehouse'], sql: ['drop', 'truncate', 'delete_without_where', 'update_without_where'] }, action: 'deny' }),
+      rule({ name: 'review-the-rest', match: { connections: ['warehouse'] }, action: 'hold', hold: { approvers: ['dba'] } }),
+    ];
+    assert.deepEqual(messages(allowList), []);
+  });
+
   it('skips connection checks when the gateway connections are not known', () => {
     assert.deepEqual(messages([rule({ name: 'x', match: { connections: ['anything'], sql: ['drop'] }, action: 'deny' })], {}), []);
   });
