@@ -136,6 +136,8 @@ export class TableNameResolver {
 
 /** How long a resolution is trusted before the catalog is asked again (DDL that passes through drops it sooner). */
 export const ROUTINE_CACHE_TTL_MS = 2_000;
+/** How long statements wait for the catalog before they are decided without its answer. */
+const CATALOG_TIMEOUT_MS = 5_000;
 /** Routines calling routines calling …: deeper than this is not followed, and the rest is `unknown`. */
 const MAX_DEPTH = 8;
 
@@ -228,6 +230,24 @@ export class RoutineCatalog {
    * fold to `unknown` (fail closed).
    */
   async resolve(classifications: Classification[]): Promise<void> {
+    // A catalog that does not answer must not stall the client for good: after the timeout the
+    // statements are decided with what is known (unresolved names fold to `unknown`), and the side
+    // connection is dropped so the next lookup opens a fresh one.
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<void>((resolve) => {
+      timer = setTimeout(() => {
+        this.side.close();
+        resolve();
+      }, CATALOG_TIMEOUT_MS);
+    });
+    try {
+      await Promise.race([this.resolveNames(classifications), timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private async resolveNames(classifications: Classification[]): Promise<void> {
     let want = { routines: new Set<string>(), operators: new Set<string>(), relations: new Set<string>() };
     for (const c of classifications) {
       const n = namesOf(c);

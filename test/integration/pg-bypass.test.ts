@@ -15,6 +15,7 @@ import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
 import type { ConfigInput } from '../../shared/config';
 import type { HoldGate, HoldOutcome } from '../../proxy/approvals/types';
+import { ROUTINE_CACHE_TTL_MS } from '../../proxy/postgres/catalog';
 import { eventsOf, type Harness, startHarness } from './pg-harness';
 
 interface Attempt {
@@ -146,6 +147,58 @@ describe('passwords inside statements', () => {
     } finally {
       await direct.query(`DROP ROLE IF EXISTS ${role}`);
       await direct.end();
+    }
+  });
+});
+
+describe('the routine catalog behind the classifier', () => {
+  let h: Harness;
+  let direct: pg.Client;
+  let s: string;
+  before(async () => {
+    h = await startHarness({ policies: POLICIES.deny });
+    direct = new pg.Client({ host: '127.0.0.1', port: 5432, user: 'postgres', database: 'postgres' });
+    await direct.connect();
+    s = `custody_cat_${randomBytes(4).toString('hex')}`;
+    await direct.query(BASE_SETUP.replaceAll('{s}', s));
+    await direct.query(`CREATE FUNCTION ${s}.f() RETURNS bigint LANGUAGE sql AS 'SELECT count(*) FROM ${s}.t'`);
+  });
+  after(async () => {
+    await direct.query(`DROP SCHEMA ${s} CASCADE`);
+    await direct.end();
+    await h.close();
+  });
+  const rows = async () => (await direct.query<{ n: string }>(`SELECT count(*)::text AS n FROM ${s}.t`)).rows[0]!.n;
+
+  it('drops its cache when DDL passes through: a function replaced on the same connection is seen at once', async () => {
+    const client = new pg.Client({ host: h.host, port: h.port, user: 'agent', password: h.key, database: 'postgres' });
+    await client.connect();
+    try {
+      assert.equal((await client.query(`SELECT ${s}.f() AS n`)).rows[0].n, '3', 'the read-only body runs');
+      // Not destructive by itself, so the deny rule lets the replacement through…
+      await client.query(`CREATE OR REPLACE FUNCTION ${s}.f() RETURNS bigint LANGUAGE sql AS 'DELETE FROM ${s}.t; SELECT 0::bigint'`);
+      // …but the next call is classified by the new body.
+      await assert.rejects(client.query(`SELECT ${s}.f()`), /refused by policy "no-destructive-sql"/);
+      assert.equal(await rows(), '3');
+      // And back: the read-only body runs again.
+      await client.query(`CREATE OR REPLACE FUNCTION ${s}.f() RETURNS bigint LANGUAGE sql AS 'SELECT count(*) FROM ${s}.t'`);
+      assert.equal((await client.query(`SELECT ${s}.f() AS n`)).rows[0].n, '3');
+    } finally {
+      await client.end();
+    }
+  });
+
+  it('asks again after its TTL: a function replaced outside the gateway is seen once the cache expires', async () => {
+    const client = new pg.Client({ host: h.host, port: h.port, user: 'agent', password: h.key, database: 'postgres' });
+    await client.connect();
+    try {
+      assert.equal((await client.query(`SELECT ${s}.f() AS n`)).rows[0].n, '3');
+      await direct.query(`CREATE OR REPLACE FUNCTION ${s}.f() RETURNS bigint LANGUAGE sql AS 'TRUNCATE ${s}.t; SELECT 0::bigint'`);
+      await new Promise((r) => setTimeout(r, ROUTINE_CACHE_TTL_MS + 500));
+      await assert.rejects(client.query(`SELECT ${s}.f()`), /refused by policy "no-destructive-sql"/);
+      assert.equal(await rows(), '3');
+    } finally {
+      await client.end();
     }
   });
 });

@@ -7,7 +7,9 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { before, describe, it } from 'node:test';
-import type { SqlClass } from '../../shared/config';
+import { Connection, type SqlClass } from '../../shared/config';
+import { RoutineCatalog } from '../../proxy/postgres/catalog';
+import { upstreamTarget } from '../../proxy/postgres/upstream';
 import { classifyDefinition, classifySql, loadSqlParser } from '../../proxy/postgres/classify';
 import { type EffectLookup, foldEffects, type RelationEffect, type ResolvedEffect } from '../../proxy/postgres/effects';
 import { plpgsqlStatements } from '../../proxy/postgres/plpgsql';
@@ -164,4 +166,22 @@ describe('passwords inside statements', () => {
     ["SELECT 'password' FROM t WHERE password = 'x'", "SELECT 'password' FROM t WHERE password = 'x'"],
   ];
   for (const [sql, want] of cases) it(sql, () => assert.equal(redactStatementSecrets(sql), want));
+});
+
+describe('a catalog that cannot be read', () => {
+  before(() => loadSqlParser());
+  it('leaves calls unresolved: they fold to unknown, and nothing is read_only', async () => {
+    // Nothing listens on port 1: the side connection is refused.
+    const catalog = new RoutineCatalog(upstreamTarget(Connection.parse({ name: 'x', kind: 'postgres', upstream: 'postgres://postgres@127.0.0.1:1/postgres', listen: '127.0.0.1:0' })));
+    try {
+      const c = classifySql('SELECT lower(note) FROM t WHERE id = 1');
+      assert.equal(catalog.needs(c), true);
+      await catalog.resolve([c]);
+      const folded = foldEffects(c, catalog.lookup()).statements[0]!.classes;
+      assert.ok(folded.includes('unknown'), folded.join(', '));
+      assert.ok(!folded.includes('read_only'));
+    } finally {
+      catalog.close();
+    }
+  });
 });
