@@ -407,8 +407,10 @@ export class RoutineCatalog {
       return { classes: ['side_effect'], readOnly: false };
     }
     if (own.length) return { classes: own, readOnly: false };
-    // Aggregates, C and other languages the gateway cannot look into: trusted only when declared
-    // immutable or stable (PostgreSQL itself refuses writes from those).
+    // User-defined aggregates and window functions run support functions the row does not show.
+    if (r.kind === 'a' || r.kind === 'w') return { classes: ['unknown'], readOnly: false };
+    // C and other languages the gateway cannot look into: trusted only when declared immutable or
+    // stable (PostgreSQL itself refuses writes from those).
     if (r.volatility !== 'v' && r.kind !== 'p') return { classes: [], readOnly: true };
     return { classes: ['unknown'], readOnly: false };
   }

@@ -386,25 +386,25 @@ function classifyNode(stmtNode: Node, out: Effect): void {
       return;
     case 'UpdateStmt':
       classes.add('update');
-      if (!n['whereClause'] || constantTrue(n['whereClause'] as Node)) classes.add('update_without_where');
+      if (everyRow(n['whereClause'] as Node | undefined)) classes.add('update_without_where');
       return;
     case 'DeleteStmt':
       classes.add('delete');
-      if (!n['whereClause'] || constantTrue(n['whereClause'] as Node)) classes.add('delete_without_where');
+      if (everyRow(n['whereClause'] as Node | undefined)) classes.add('delete_without_where');
       return;
     case 'MergeStmt': {
       classes.add('merge');
-      const everyRow = !n['joinCondition'] || constantTrue(n['joinCondition'] as Node);
+      const allMatch = everyRow(n['joinCondition'] as Node | undefined);
       for (const w of (n['mergeWhenClauses'] as Node[] | undefined) ?? []) {
         const c = (w['MergeWhenClause'] as Node | undefined) ?? {};
         const cmd = c['commandType'];
-        const unconditional = !c['condition'] || constantTrue(c['condition'] as Node);
+        const unconditional = everyRow(c['condition'] as Node | undefined);
         if (cmd === 'CMD_DELETE') {
           classes.add('delete');
-          if (everyRow && unconditional) classes.add('delete_without_where');
+          if (allMatch && unconditional) classes.add('delete_without_where');
         } else if (cmd === 'CMD_UPDATE') {
           classes.add('update');
-          if (everyRow && unconditional) classes.add('update_without_where');
+          if (allMatch && unconditional) classes.add('update_without_where');
         } else if (cmd === 'CMD_INSERT') classes.add('insert');
       }
       return;
@@ -474,6 +474,8 @@ function classifyNode(stmtNode: Node, out: Effect): void {
         const sub = String(cmd['subtype'] ?? '');
         // DROP COLUMN / CONSTRAINT / DEFAULT / NOT NULL / EXPRESSION / IDENTITY, NO INHERIT, DETACH PARTITION.
         if (/^AT_Drop|^AT_DetachPartition/.test(sub) || (sub === 'AT_ColumnDefault' && !cmd['def'])) classes.add('drop');
+        // ALTER COLUMN … TYPE rewrites the column in every row (`USING NULL` empties it).
+        if (sub === 'AT_AlterColumnType') classes.add('update').add('update_without_where');
         if (ROUTINE_ALTERS.test(sub)) classes.add('routine_ddl');
         if (cmd['def']) collectCalls(cmd['def'] as Node, out);
       }
@@ -667,6 +669,30 @@ function fold(node: Node): boolean | undefined {
     }
   }
   return undefined;
+}
+
+/**
+ * A condition that selects every row, as far as the text shows: none at all, one that folds to a
+ * constant true, or one that does not depend on the row (no column reference: `$1::bool` with a
+ * parameter, `now() > '2000-01-01'`, `EXISTS (SELECT 1 FROM other)`) and is not a constant false —
+ * such a condition is the same for every row, so it affects all of them or none.
+ */
+function everyRow(cond: Node | undefined): boolean {
+  if (!cond) return true;
+  const f = fold(cond);
+  if (f !== undefined) return f;
+  return !dependsOnRow(cond);
+}
+
+/** Whether an expression refers to a column (or the row through `CURRENT OF`); conservative: unsure counts as yes. */
+function dependsOnRow(node: unknown): boolean {
+  if (Array.isArray(node)) return node.some(dependsOnRow);
+  if (!node || typeof node !== 'object') return false;
+  for (const [k, v] of Object.entries(node as Node)) {
+    if (k === 'ColumnRef' || k === 'CurrentOfExpr' || k === 'A_Indirection' || k === 'GroupingFunc') return true;
+    if (dependsOnRow(v)) return true;
+  }
+  return false;
 }
 
 /** A WHERE / ON that holds for every row: `true`, `1 = 1`, `'a' = 'a'`, `x OR true`, `NOT false`, casts of constants, … */

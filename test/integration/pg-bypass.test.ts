@@ -24,6 +24,8 @@ interface Attempt {
   attempt: string | string[];
   /** Run through the extended protocol (Parse/Bind/Execute) instead of a simple Query. */
   extended?: boolean;
+  /** Parameters to bind (extended protocol). */
+  params?: string[];
   check?: string;
   expect?: string;
   /** Must run without error. */
@@ -83,7 +85,8 @@ for (const mode of ['deny', 'read_only'] as const) {
           try {
             for (const sql of Array.isArray(a.attempt) ? a.attempt : [a.attempt]) {
               try {
-                await client.query(a.extended ? { name: `bp_${s}`, text: fill(sql) } : fill(sql));
+                if (a.params) await client.query(fill(sql), a.params);
+                else await client.query(a.extended ? { name: `bp_${s}`, text: fill(sql) } : fill(sql));
               } catch (err) {
                 errors.push((err as Error).message);
               }
