@@ -60,9 +60,17 @@ export const Connection = z
     listen: ListenAddress.optional(),
     tls: TlsOptions.optional(),
     description: z.string().optional(),
+    /**
+     * postgres only: the upstream role per client group (`{dev: app_readonly, dba: app_admin}`),
+     * applied at upstream login; the first entry whose group the client has wins, `'*'` matches
+     * everyone, and a client with no matching entry is refused.
+     */
+    roles: z.record(z.string().min(1), z.string().min(1)).optional(),
   })
   .strict()
   .superRefine((c, ctx) => {
+    if (c.roles && c.kind !== 'postgres') ctx.addIssue({ code: 'custom', path: ['roles'], message: 'roles (upstream roles per group) apply to postgres connections only' });
+    if (c.roles && Object.keys(c.roles).length === 0) ctx.addIssue({ code: 'custom', path: ['roles'], message: 'roles is empty: every client would be refused; remove it or map groups to roles' });
     if (c.kind === 'postgres') {
       if (!c.listen) ctx.addIssue({ code: 'custom', path: ['listen'], message: 'a postgres connection needs listen (e.g. 127.0.0.1:6432)' });
       if (!/^postgres(ql)?:\/\//.test(c.upstream)) ctx.addIssue({ code: 'custom', path: ['upstream'], message: 'a postgres upstream is a URL such as postgres://app@127.0.0.1:5432/app' });
@@ -182,6 +190,8 @@ export const SqlClass = z.enum([
   'side_effect',
   /** Row or table locks: SELECT … FOR UPDATE/SHARE, LOCK TABLE. */
   'lock',
+  /** Changes the session's role: SET ROLE, SET SESSION AUTHORIZATION, set_config('role', …). */
+  'set_role',
   /** Proven read-only: a query with no write, lock, INTO, or call that could have side effects (see docs/POSTGRES.md). */
   'read_only',
   'unknown',

@@ -114,6 +114,9 @@ export function builtinFunctionClasses(name: string): SqlClass[] {
   return out;
 }
 
+/** Settings that change whose privileges the session has. */
+const ROLE_SETTINGS = new Set(['role', 'session_authorization']);
+
 const LRU_MAX = 2000;
 /** Classifications by statement shape: byte ranges of each statement plus its classes and tables. */
 const cache = new Map<string, { ranges: [number, number][]; statements: Classified[]; error?: string }>();
@@ -345,6 +348,12 @@ function collectCalls(root: Node, e: Effect): void {
           e.calls.add(parts.join('.'));
           const bare = parts.length === 1 || parts[0] === 'pg_catalog' ? parts[parts.length - 1]! : '';
           for (const c of builtinFunctionClasses(bare)) e.classes.add(c);
+          if (bare === 'set_config') {
+            // set_config('role', …) is SET ROLE; a name that is not a literal could be.
+            const first = ((child as Node)['args'] as Node[] | undefined)?.[0];
+            const v = first ? constantValue(first) : NONE;
+            if (typeof v !== 'string' || ROLE_SETTINGS.has(v.trim().toLowerCase())) e.classes.add('set_role');
+          }
         }
       } else if ((k === 'A_Expr' || k === 'SubLink') && child && typeof child === 'object') {
         const name = nameParts((child as Node)[k === 'A_Expr' ? 'name' : 'operName']);
@@ -429,6 +438,7 @@ function classifyNode(stmtNode: Node, out: Effect): void {
       return;
     case 'VariableSetStmt':
       classes.add('set');
+      if (ROLE_SETTINGS.has(String(n['name'] ?? '').toLowerCase())) classes.add('set_role');
       return;
     case 'LockStmt':
       classes.add('utility').add('lock');

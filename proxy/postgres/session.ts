@@ -74,6 +74,7 @@ import { MessageBuffer, ProtocolError, type RawMessage } from './message-buffer'
 import { BackendCode, codeName, FrontendCode, isFrontendCode, SqlState } from './message-codes';
 import { OutputBatch } from './output-batch';
 import { redactStatementSecrets } from './statement-secrets';
+import { upstreamRoleFor } from './upstream-role';
 import { connectUpstream, sendUpstreamCancel, terminateUpstream, UpstreamError, type UpstreamSession, type UpstreamTarget } from './upstream';
 
 /** Sent upstream in place of a refused statement: it cannot parse, so the upstream fails it. */
@@ -495,6 +496,13 @@ export class PgProxySession {
     }
     const params: Record<string, string> = {};
     for (const [k, v] of this.startupParams) if (k !== 'user' && k !== 'database' && !k.startsWith('_pq_.')) params[k] = v;
+    // Per-group upstream role (connection `roles`), applied at login.
+    const role = upstreamRoleFor(this.ctx.connection, this.identity.groups, this.startupParams);
+    if ('refuse' in role) {
+      this.fatal({ severity: 'FATAL', code: SqlState.InvalidAuthorization, message: role.refuse });
+      return;
+    }
+    if ('role' in role) params['role'] = role.role;
     try {
       this.up = await connectUpstream(this.ctx.target, { params, database: this.startupParams.get('database') ?? user });
     } catch (err) {
@@ -544,7 +552,7 @@ export class PgProxySession {
               applicationName: this.startupParams.get('application_name') ?? null,
             },
             database,
-            upstream: { host: t.host, port: t.port, user: t.user, database, tls: this.up.tls, auth: this.up.auth, pid: this.up.pid },
+            upstream: { host: t.host, port: t.port, user: t.user, database, tls: this.up.tls, auth: this.up.auth, pid: this.up.pid, ...('role' in role ? { role: role.role } : {}) },
           },
         },
       ]);
@@ -718,7 +726,7 @@ export class PgProxySession {
     } catch (err) {
       scanError = (err as Error).message;
     }
-    const decision: PolicyDecision = detectorHits
+    let decision: PolicyDecision = detectorHits
       ? this.s.policy.evaluate({
           connection: this.ctx.connection.name,
           protocol: 'postgres',
@@ -728,6 +736,11 @@ export class PgProxySession {
           detectorHits,
         })
       : { action: 'deny', rule: 'gateway', reason: `the gateway could not check the statement for the detectors its policies match on (${scanError}), so it refuses it` };
+    // With per-group upstream roles the session's role is the gateway's choice, not the client's:
+    // statements that change it, and those no rule decided that could (dynamic SQL), are refused.
+    if (this.ctx.connection.roles && (c.classes.includes('set_role') || (c.classes.includes('unknown') && decision.rule === undefined))) {
+      decision = { action: 'deny', rule: 'gateway', reason: `connection ${this.ctx.connection.name} runs each group as its own upstream role; statements that change the role, or that the gateway cannot see into, are refused` };
+    }
     return {
       n: ++this.statementCount,
       // What is recorded and shown to approvers: passwords written into the statement are replaced.
