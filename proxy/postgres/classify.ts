@@ -408,12 +408,16 @@ function classifyNode(stmtNode: Node, out: Effect): void {
         const c = (w['MergeWhenClause'] as Node | undefined) ?? {};
         const cmd = c['commandType'];
         const unconditional = everyRow(c['condition'] as Node | undefined);
+        // WHEN NOT MATCHED BY SOURCE acts on the target rows the source does not match: with an
+        // empty source, every row; the join condition cannot bound it.
+        const bySource = c['matchKind'] === 'MERGE_WHEN_NOT_MATCHED_BY_SOURCE';
+        const all = (allMatch || bySource) && unconditional;
         if (cmd === 'CMD_DELETE') {
           classes.add('delete');
-          if (allMatch && unconditional) classes.add('delete_without_where');
+          if (all) classes.add('delete_without_where');
         } else if (cmd === 'CMD_UPDATE') {
           classes.add('update');
-          if (allMatch && unconditional) classes.add('update_without_where');
+          if (all) classes.add('update_without_where');
         } else if (cmd === 'CMD_INSERT') classes.add('insert');
       }
       return;
