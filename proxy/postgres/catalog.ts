@@ -164,6 +164,9 @@ interface RelationRow {
 /** Volatile built-ins that only read (clocks, random numbers, statistics views' functions). */
 const HARMLESS_VOLATILE = /^(random|random_normal|clock_timestamp|timeofday|gen_random_uuid|uuidv4|uuidv7|currval|lastval|txid_current_if_assigned|pg_current_xact_id_if_assigned|pg_lock_status|pg_blocking_pids|pg_safe_snapshot_blocking_pids|pg_show_all_settings|pg_show_all_file_settings|pg_get_.*|pg_stat_(?!reset).*|pg_backend_pid|pg_postmaster_start_time|pg_conf_load_time|pg_is_in_recovery|inet_client_addr|inet_client_port|pg_current_wal_.*|pg_last_wal_.*|version)$/;
 
+/** `nextval('seq'::regclass)` as pg_get_expr prints a serial or identity-like default. */
+const SERIAL_DEFAULT = /^SELECT nextval\('(?:[^']|'')*'::regclass\)$/;
+
 const splitName = (qualified: string): [string | null, string] => {
   const at = qualified.lastIndexOf('.');
   return at < 0 ? [null, qualified] : [qualified.slice(0, at), qualified.slice(at + 1)];
@@ -315,7 +318,7 @@ export class RoutineCatalog {
              UNION ALL SELECT r.nsp, r.name, 'write', 'SELECT ' || pg_catalog.pg_get_expr(d.adbin, d.adrelid) FROM rel r JOIN pg_catalog.pg_attrdef d ON d.adrelid = r.oid
              UNION ALL SELECT r.nsp, r.name, 'write', 'SELECT ' || pg_catalog.pg_get_expr(k.conbin, k.conrelid) FROM rel r JOIN pg_catalog.pg_constraint k ON k.conrelid = r.oid WHERE k.contype = 'c'
              UNION ALL SELECT r.nsp, r.name, 'trigger', tn.nspname::text || '.' || tp.proname::text FROM rel r JOIN pg_catalog.pg_trigger t ON t.tgrelid = r.oid
-                         JOIN pg_catalog.pg_proc tp ON tp.oid = t.tgfoid JOIN pg_catalog.pg_namespace tn ON tn.oid = tp.pronamespace WHERE t.tgenabled <> 'D'`,
+                         JOIN pg_catalog.pg_proc tp ON tp.oid = t.tgfoid JOIN pg_catalog.pg_namespace tn ON tn.oid = tp.pronamespace WHERE t.tgenabled <> 'D' AND NOT t.tgisinternal`,
             [JSON.stringify(relations)],
           );
           const at = this.now();
@@ -330,6 +333,8 @@ export class RoutineCatalog {
               this.relations.get(row.name)?.rows.push(row);
             }
             if (!text) continue;
+            // A serial column's default advances its sequence: that is what inserting is, not a side effect.
+            if (what === 'write' && SERIAL_DEFAULT.test(text)) continue;
             if (what === 'read') row.read.push(text);
             else if (what === 'write') row.write.push(text);
             else if (what === 'rule') row.write.push(text);

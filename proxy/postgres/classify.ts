@@ -140,9 +140,10 @@ function shapeOf(sql: string): string {
 /**
  * A numeric literal followed (past closing parentheses) by a comparison, IN, IS or a cast: its
  * value can decide whether a WHERE folds to a constant (`1 = 1` against `1 = 2`, `(1)::bool`).
+ * So can an option's value (`EXPLAIN (ANALYZE 1)` runs the statement, `ANALYZE 0` does not).
  * A literal on the right of a comparison with a column (`aid = 1234`) does not match.
  */
-const CONSTANT_COMPARISON_RE = /(?<![\w$])\d[\d.]*\)*\s*(=|<|>|!|::|\bin\b|\bis\b)/i;
+const CONSTANT_COMPARISON_RE = /(?<![\w$])\d[\d.]*\)*\s*(=|<|>|!|::|\bin\b|\bis\b)|\banalyze\s+\d/i;
 
 /** Classifies every statement in `sql` (a simple Query may hold several). */
 export function classifySql(sql: string): Classification {
@@ -774,8 +775,9 @@ function optionOn(arg: unknown): boolean {
   if (a['Boolean']) return Boolean((a['Boolean'] as Node)['boolval']);
   const t = optionText(arg)?.toLowerCase();
   if (t !== undefined) return ['true', 'on', '1', 'match'].includes(t);
-  const i = (a['Integer'] as Node | undefined)?.['ival'];
-  return i === undefined ? true : i !== 0;
+  // The parse tree leaves out zero values: `Integer: {}` is 0.
+  if (a['Integer']) return Number((a['Integer'] as Node)['ival'] ?? 0) !== 0;
+  return true;
 }
 
 /** What `COPY … TO` writes, or undefined for other statements (COPY FROM included). */

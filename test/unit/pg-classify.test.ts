@@ -185,3 +185,11 @@ describe('a catalog that cannot be read', () => {
     }
   });
 });
+
+describe('the shape cache', () => {
+  before(() => loadSqlParser());
+  it('does not share a classification between option values that decide what runs', () => {
+    assert.ok(!classifySql('EXPLAIN (ANALYZE 0) DELETE FROM t').statements[0]!.classes.includes('delete'));
+    assert.ok(classifySql('EXPLAIN (ANALYZE 1) DELETE FROM t').statements[0]!.classes.includes('delete_without_where'));
+  });
+});
