@@ -668,7 +668,8 @@ export class PgProxySession {
 
   /**
    * The one asynchronous step in front of the planner: resolve through the catalog the routines,
-   * operators and relations the queued Parse and Query texts use (those not cached), then plan the
+   * operators and relations the queued Parse and Query texts, and the prepared statements queued
+   * Binds use, use (those not cached), then plan the
    * batch synchronously. DDL in a batch drops the catalog's cache now and again before this
    * session's next batch, since the DDL runs in between.
    */
@@ -677,6 +678,12 @@ export class PgProxySession {
     const texts: Classification[] = [];
     let ddl = false;
     for (const item of this.batch) {
+      if (item.kind === 'bind') {
+        // A statement parsed earlier is folded again at Execute: its names must be resolved too.
+        const prepared = this.statements.get(parseBind(item.m.body).statement);
+        if (prepared) texts.push(prepared.classification);
+        continue;
+      }
       if (item.kind !== 'parse' && item.kind !== 'query') continue;
       const c = classifySql(item.kind === 'parse' ? parseParse(item.m.body).query : parseQuery(item.m.body));
       texts.push(c);
@@ -861,7 +868,8 @@ export class PgProxySession {
         const e = parseExecute(m.body);
         const portal = this.portals.get(e.portal);
         const stmt = portal?.statement;
-        const statements = stmt?.classification.statements ?? [];
+        // Folded again with what the catalog says now: a routine replaced since the Parse counts.
+        const statements = stmt ? foldEffects(stmt.classification, this.ctx.routines.lookup()).statements : [];
         const sql = stmt?.sql ?? '';
         const c = stmt
           ? {

@@ -191,6 +191,22 @@ describe('the routine catalog behind the classifier', () => {
     }
   });
 
+  it('decides a prepared statement at Execute by the routine as it is then, not as it was at Parse', async () => {
+    const client = new pg.Client({ host: h.host, port: h.port, user: 'agent', password: h.key, database: 'postgres' });
+    await client.connect();
+    const q = { name: `count_${s}`, text: `SELECT ${s}.f() AS n` };
+    try {
+      assert.equal((await client.query(q)).rows[0].n, '3');
+      await client.query(`CREATE OR REPLACE FUNCTION ${s}.f() RETURNS bigint LANGUAGE sql AS 'DELETE FROM ${s}.t; SELECT 0::bigint'`);
+      // pg binds the statement it prepared before: no new Parse.
+      await assert.rejects(client.query(q), /refused by policy "no-destructive-sql"/);
+      assert.equal(await rows(), '3');
+      await client.query(`CREATE OR REPLACE FUNCTION ${s}.f() RETURNS bigint LANGUAGE sql AS 'SELECT count(*) FROM ${s}.t'`);
+    } finally {
+      await client.end();
+    }
+  });
+
   it('asks again after its TTL: a function replaced outside the gateway is seen once the cache expires', async () => {
     const client = new pg.Client({ host: h.host, port: h.port, user: 'agent', password: h.key, database: 'postgres' });
     await client.connect();
