@@ -150,6 +150,17 @@ interface RoutineRow {
   definition: string | null;
 }
 
+interface TypeRow {
+  schema: string;
+  name: string;
+  /** Input/output functions outside pg_catalog (C): what they do cannot be seen. */
+  opaque: boolean;
+  /** User-defined cast functions to the type, `schema.name`. */
+  casts: string[];
+  /** A domain's CHECK expressions, as `SELECT <expr>`. */
+  checks: string[];
+}
+
 interface RelationRow {
   schema: string;
   name: string;
@@ -183,6 +194,7 @@ export class RoutineCatalog {
   private readonly routines = new Map<string, { at: number; rows: RoutineRow[] }>();
   private readonly operators = new Map<string, { at: number; functions: string[] }>();
   private readonly relations = new Map<string, { at: number; rows: RelationRow[] }>();
+  private readonly types = new Map<string, { at: number; rows: TypeRow[] }>();
   private readonly effects = new Map<string, ResolvedEffect | RelationEffect | 'resolving'>();
   /** Set when a computation met a routine already being added up (recursion): its result is partial, so not kept. */
   private cycleHit = false;
@@ -201,6 +213,7 @@ export class RoutineCatalog {
     this.routines.clear();
     this.operators.clear();
     this.relations.clear();
+    this.types.clear();
     this.effects.clear();
   }
 
@@ -209,9 +222,9 @@ export class RoutineCatalog {
    * schema-qualified name must hold that schema (an object created since, outside the gateway,
    * is looked up again rather than reported missing).
    */
-  private fresh(kind: 'routine' | 'operator' | 'relation', qualified: string): boolean {
+  private fresh(kind: 'routine' | 'operator' | 'type' | 'relation', qualified: string): boolean {
     const [schema, name] = splitName(qualified);
-    const e = kind === 'routine' ? this.routines.get(name) : kind === 'operator' ? this.operators.get(name) : this.relations.get(name);
+    const e = kind === 'routine' ? this.routines.get(name) : kind === 'operator' ? this.operators.get(name) : kind === 'type' ? this.types.get(name) : this.relations.get(name);
     if (e === undefined || this.now() - e.at >= this.ttlMs) return false;
     if (schema === null || kind === 'operator') return true;
     return (e as { rows: { schema: string }[] }).rows.some((r) => r.schema === schema);
@@ -223,6 +236,7 @@ export class RoutineCatalog {
     return (
       names.routines.some((n) => !this.fresh('routine', n)) ||
       names.operators.some((n) => !this.fresh('operator', n)) ||
+      names.types.some((n) => !this.fresh('type', n)) ||
       names.relations.some((n) => !this.fresh('relation', n))
     );
   }
@@ -251,28 +265,27 @@ export class RoutineCatalog {
   }
 
   private async resolveNames(classifications: Classification[]): Promise<void> {
-    let want = { routines: new Set<string>(), operators: new Set<string>(), relations: new Set<string>() };
-    for (const c of classifications) {
+    const names = () => ({ routines: new Set<string>(), operators: new Set<string>(), types: new Set<string>(), relations: new Set<string>() });
+    let want = names();
+    const add = (into: ReturnType<typeof names>, c: Classification) => {
       const n = namesOf(c);
-      for (const x of n.routines) want.routines.add(x);
-      for (const x of n.operators) want.operators.add(x);
-      for (const x of n.relations) want.relations.add(x);
-    }
+      for (const x of n.routines) into.routines.add(x);
+      for (const x of n.operators) into.operators.add(x);
+      for (const x of n.types) into.types.add(x);
+      for (const x of n.relations) into.relations.add(x);
+    };
+    for (const c of classifications) add(want, c);
     try {
       for (let depth = 0; depth < MAX_DEPTH; depth++) {
-        const bare = (names: Set<string>, kind: 'routine' | 'operator' | 'relation') => [...new Set([...names].filter((n) => !this.fresh(kind, n)).map((n) => splitName(n)[1]))];
+        const bare = (names: Set<string>, kind: 'routine' | 'operator' | 'type' | 'relation') => [...new Set([...names].filter((n) => !this.fresh(kind, n)).map((n) => splitName(n)[1]))];
         const routines = bare(want.routines, 'routine');
         const operators = bare(want.operators, 'operator');
         const relations = bare(want.relations, 'relation');
-        if (routines.length + operators.length + relations.length === 0) break;
+        const types = bare(want.types, 'type');
+        if (routines.length + operators.length + types.length + relations.length === 0) break;
         this.effects.clear();
-        const next = { routines: new Set<string>(), operators: new Set<string>(), relations: new Set<string>() };
-        const follow = (c: Classification) => {
-          const n = namesOf(c);
-          for (const x of n.routines) next.routines.add(x);
-          for (const x of n.operators) next.operators.add(x);
-          for (const x of n.relations) next.relations.add(x);
-        };
+        const next = names();
+        const follow = (c: Classification) => add(next, c);
         if (operators.length) {
           const rows = await this.side.query(
             `SELECT o.oprname::text, n.nspname::text || '.' || p.proname::text FROM pg_catalog.pg_operator o
@@ -306,6 +319,39 @@ export class RoutineCatalog {
             }
           }
         }
+        if (types.length) {
+          const rows = await this.side.query(
+            `WITH ty AS (SELECT t.oid, n.nspname::text AS nsp, t.typname::text AS name, t.typinput, t.typoutput, t.typreceive, t.typsend FROM pg_catalog.pg_type t
+                           JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace WHERE t.typname::text IN (SELECT json_array_elements_text($1::json)))
+             SELECT nsp, name, 'found', NULL FROM ty
+             UNION ALL SELECT nsp, name, 'opaque', NULL FROM ty WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_proc p
+                         WHERE p.oid IN (ty.typinput, ty.typoutput, ty.typreceive, ty.typsend) AND p.pronamespace <> 'pg_catalog'::regnamespace)
+             UNION ALL SELECT ty.nsp, ty.name, 'cast', pn.nspname::text || '.' || p.proname::text FROM ty JOIN pg_catalog.pg_cast c ON c.casttarget = ty.oid
+                         JOIN pg_catalog.pg_proc p ON p.oid = c.castfunc JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace WHERE pn.nspname <> 'pg_catalog'
+             UNION ALL SELECT ty.nsp, ty.name, 'check', 'SELECT ' || pg_catalog.pg_get_expr(k.conbin, 0) FROM ty JOIN pg_catalog.pg_constraint k ON k.contypid = ty.oid WHERE k.contype = 'c'`,
+            [JSON.stringify(types)],
+          );
+          const at = this.now();
+          const found = new Map<string, TypeRow>();
+          for (const t of types) this.types.set(t, { at, rows: [] });
+          for (const [schema, name, what, text] of rows) {
+            const key = `${schema}.${name}`;
+            let row = found.get(key);
+            if (!row) {
+              row = { schema: schema ?? '', name: name ?? '', opaque: false, casts: [], checks: [] };
+              found.set(key, row);
+              this.types.get(row.name)?.rows.push(row);
+            }
+            if (what === 'opaque') row.opaque = true;
+            else if (what === 'cast' && text) {
+              row.casts.push(text);
+              next.routines.add(text);
+            } else if (what === 'check' && text) {
+              row.checks.push(text);
+              follow(classifySql(text));
+            }
+          }
+        }
         if (relations.length) {
           const rows = await this.side.query(
             `WITH rel AS (SELECT c.oid, n.nspname::text AS nsp, c.relname::text AS name, c.relkind FROM pg_catalog.pg_class c
@@ -317,6 +363,8 @@ export class RoutineCatalog {
              UNION ALL SELECT r.nsp, r.name, 'write', 'SELECT ' || pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid) FROM rel r JOIN pg_catalog.pg_policy p ON p.polrelid = r.oid WHERE p.polwithcheck IS NOT NULL
              UNION ALL SELECT r.nsp, r.name, 'write', 'SELECT ' || pg_catalog.pg_get_expr(d.adbin, d.adrelid) FROM rel r JOIN pg_catalog.pg_attrdef d ON d.adrelid = r.oid
              UNION ALL SELECT r.nsp, r.name, 'write', 'SELECT ' || pg_catalog.pg_get_expr(k.conbin, k.conrelid) FROM rel r JOIN pg_catalog.pg_constraint k ON k.conrelid = r.oid WHERE k.contype = 'c'
+             UNION ALL SELECT r.nsp, r.name, 'write', 'SELECT ' || pg_catalog.pg_get_expr(k.conbin, 0) FROM rel r JOIN pg_catalog.pg_attribute a ON a.attrelid = r.oid AND a.attnum > 0 AND NOT a.attisdropped
+                         JOIN pg_catalog.pg_constraint k ON k.contypid = a.atttypid WHERE k.contype = 'c'
              UNION ALL SELECT r.nsp, r.name, 'trigger', tn.nspname::text || '.' || tp.proname::text FROM rel r JOIN pg_catalog.pg_trigger t ON t.tgrelid = r.oid
                          JOIN pg_catalog.pg_proc tp ON tp.oid = t.tgfoid JOIN pg_catalog.pg_namespace tn ON tn.oid = tp.pronamespace WHERE t.tgenabled <> 'D' AND NOT t.tgisinternal`,
             [JSON.stringify(relations)],
@@ -362,6 +410,7 @@ export class RoutineCatalog {
     return {
       routine: (name) => this.routineEffect(name),
       operator: (name) => this.operatorEffect(name),
+      type: (name) => this.typeEffect(name),
       relation: (name) => this.relationEffect(name),
     };
   }
@@ -429,6 +478,25 @@ export class RoutineCatalog {
       const effects = entry.functions.map((f) => this.routineEffect(f));
       if (effects.some((e) => e === undefined)) return undefined;
       return union(effects as ResolvedEffect[]);
+    });
+  }
+
+  private typeEffect(qualified: string): ResolvedEffect | undefined {
+    return this.memo<ResolvedEffect>(`t:${qualified}`, { classes: [], readOnly: true }, () => {
+      const [schema, name] = splitName(qualified);
+      const entry = this.types.get(name);
+      if (!entry) return undefined;
+      const rows = entry.rows.filter((r) => schema === null || r.schema === schema);
+      // No such type: PostgreSQL refuses the cast (or the type was created in the open transaction).
+      if (rows.length === 0) return { classes: ['unknown'], readOnly: false };
+      const lookup = this.lookup();
+      const effects: ResolvedEffect[] = [];
+      for (const r of rows) {
+        if (r.opaque) effects.push({ classes: ['unknown'], readOnly: false });
+        for (const f of r.casts) effects.push(this.routineEffect(f) ?? { classes: ['unknown'], readOnly: false });
+        for (const sql of r.checks) for (const st of classifySql(sql).statements) effects.push(effectOf(st, lookup));
+      }
+      return union(effects);
     });
   }
 

@@ -25,6 +25,8 @@ export interface ClassifiedStatement {
   calls?: string[];
   /** Operators the statement uses (`=`, `public.===`): a user-defined one runs a function too. */
   operators?: string[];
+  /** Types named in casts (`x::mytype`): a domain's CHECK or a user-defined cast runs functions too. */
+  types?: string[];
   /**
    * The statement itself only reads; it is `read_only` once every call, operator and table (views,
    * row-level-security policies) it uses is resolved through the catalog as free of side effects.
@@ -206,11 +208,12 @@ interface Effect {
   classes: Set<SqlClass>;
   calls: Set<string>;
   operators: Set<string>;
+  types: Set<string>;
   tables: Set<string>;
 }
 
 function newEffect(): Effect {
-  return { classes: new Set(), calls: new Set(), operators: new Set(), tables: new Set() };
+  return { classes: new Set(), calls: new Set(), operators: new Set(), types: new Set(), tables: new Set() };
 }
 
 /** Classes that leave a statement read-only. */
@@ -220,13 +223,14 @@ function finish(e: Effect): Classified {
   if (e.classes.size === 0) e.classes.add('unknown');
   e.classes.delete('read_only');
   const reads = [...e.classes].every((c) => READING.has(c));
-  const pending = e.calls.size + e.operators.size + e.tables.size > 0;
+  const pending = e.calls.size + e.operators.size + e.types.size + e.tables.size > 0;
   if (reads && !pending) e.classes.add('read_only');
   return {
     classes: [...e.classes],
     tables: [...e.tables],
     ...(e.calls.size ? { calls: [...e.calls] } : {}),
     ...(e.operators.size ? { operators: [...e.operators] } : {}),
+    ...(e.types.size ? { types: [...e.types] } : {}),
     ...(reads && pending ? { readOnlyIfResolved: true } : {}),
   };
 }
@@ -256,6 +260,7 @@ function mergeNode(stmt: Node, into: Effect): void {
   for (const x of c.classes) into.classes.add(x);
   for (const x of c.calls ?? []) into.calls.add(x);
   for (const x of c.operators ?? []) into.operators.add(x);
+  for (const x of c.types ?? []) into.types.add(x);
   for (const x of c.tables) into.tables.add(x);
 }
 
@@ -359,6 +364,10 @@ function collectCalls(root: Node, e: Effect): void {
       } else if ((k === 'A_Expr' || k === 'SubLink') && child && typeof child === 'object') {
         const name = nameParts((child as Node)[k === 'A_Expr' ? 'name' : 'operName']);
         if (name.length) e.operators.add(name.join('.'));
+      } else if (k === 'TypeCast' && child && typeof child === 'object') {
+        // Types the parser spells with pg_catalog (int, boolean, varchar, …) are the built-in ones.
+        const name = nameParts(((child as Node)['typeName'] as Node | undefined)?.['names']);
+        if (name.length && name[0] !== 'pg_catalog') e.types.add(name.join('.'));
       } else if (k === 'lockingClause' && Array.isArray(child) && child.length) e.classes.add('lock');
       walk(child);
     }

@@ -24,13 +24,14 @@ export interface RelationEffect {
 export interface EffectLookup {
   routine(name: string): ResolvedEffect | undefined;
   operator(name: string): ResolvedEffect | undefined;
+  type(name: string): ResolvedEffect | undefined;
   relation(name: string): RelationEffect | undefined;
 }
 
 const READING = new Set<SqlClass>(['select', 'read_only']);
 const WRITING = new Set<SqlClass>(['insert', 'update', 'delete', 'merge', 'truncate']);
 
-/** The statement's classes once its calls, operators and relations are accounted for. */
+/** The statement's classes once its calls, operators, cast types and relations are accounted for. */
 export function foldStatement(st: Omit<ClassifiedStatement, 'sql'>, lookup: EffectLookup): SqlClass[] {
   const classes = new Set<SqlClass>(st.classes);
   let readOnly = classes.has('read_only') || st.readOnlyIfResolved === true;
@@ -45,6 +46,7 @@ export function foldStatement(st: Omit<ClassifiedStatement, 'sql'>, lookup: Effe
   };
   for (const name of st.calls ?? []) add(lookup.routine(name));
   for (const name of st.operators ?? []) add(lookup.operator(name));
+  for (const name of st.types ?? []) add(lookup.type(name));
   const writes = st.classes.some((c) => WRITING.has(c));
   for (const name of st.tables) {
     const r = lookup.relation(name);
@@ -74,14 +76,16 @@ export function effectOf(st: Omit<ClassifiedStatement, 'sql'>, lookup: EffectLoo
 }
 
 /** Every name a classification asks the catalog about. */
-export function namesOf(c: Classification): { routines: string[]; operators: string[]; relations: string[] } {
+export function namesOf(c: Classification): { routines: string[]; operators: string[]; types: string[]; relations: string[] } {
   const routines = new Set<string>();
   const operators = new Set<string>();
+  const types = new Set<string>();
   const relations = new Set<string>();
   for (const st of c.statements) {
     for (const n of st.calls ?? []) routines.add(n);
     for (const n of st.operators ?? []) operators.add(n);
+    for (const n of st.types ?? []) types.add(n);
     for (const n of st.tables) relations.add(n);
   }
-  return { routines: [...routines], operators: [...operators], relations: [...relations] };
+  return { routines: [...routines], operators: [...operators], types: [...types], relations: [...relations] };
 }

@@ -128,6 +128,7 @@ describe('folding catalog answers', () => {
   const lookup = (routines: Record<string, ResolvedEffect>, relations: Record<string, RelationEffect> = {}): EffectLookup => ({
     routine: (n) => routines[n],
     operator: () => ro,
+    type: () => ro,
     relation: (n) => relations[n],
   });
   const fold = (sql: string, l: EffectLookup) => foldEffects(classifySql(sql), l).statements[0]!.classes;
