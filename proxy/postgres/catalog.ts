@@ -331,23 +331,15 @@ export class RoutineCatalog {
              UNION ALL SELECT ty.nsp, ty.name, 'check', 'SELECT ' || pg_catalog.pg_get_expr(k.conbin, 0) FROM ty JOIN pg_catalog.pg_constraint k ON k.contypid = ty.oid WHERE k.contype = 'c'`,
             [JSON.stringify(types)],
           );
-          const at = this.now();
-          const found = new Map<string, TypeRow>();
-          for (const t of types) this.types.set(t, { at, rows: [] });
+          const row = objectRows(this.types, types, this.now(), (schema, name): TypeRow => ({ schema, name, opaque: false, casts: [], checks: [] }));
           for (const [schema, name, what, text] of rows) {
-            const key = `${schema}.${name}`;
-            let row = found.get(key);
-            if (!row) {
-              row = { schema: schema ?? '', name: name ?? '', opaque: false, casts: [], checks: [] };
-              found.set(key, row);
-              this.types.get(row.name)?.rows.push(row);
-            }
-            if (what === 'opaque') row.opaque = true;
+            const r = row(schema, name);
+            if (what === 'opaque') r.opaque = true;
             else if (what === 'cast' && text) {
-              row.casts.push(text);
+              r.casts.push(text);
               next.routines.add(text);
             } else if (what === 'check' && text) {
-              row.checks.push(text);
+              r.checks.push(text);
               follow(classifySql(text));
             }
           }
@@ -369,17 +361,9 @@ export class RoutineCatalog {
                          JOIN pg_catalog.pg_proc tp ON tp.oid = t.tgfoid JOIN pg_catalog.pg_namespace tn ON tn.oid = tp.pronamespace WHERE t.tgenabled <> 'D' AND NOT t.tgisinternal`,
             [JSON.stringify(relations)],
           );
-          const at = this.now();
-          const found = new Map<string, RelationRow>();
-          for (const r of relations) this.relations.set(r, { at, rows: [] });
+          const relationRow = objectRows(this.relations, relations, this.now(), (schema, name): RelationRow => ({ schema, name, read: [], write: [], triggers: [] }));
           for (const [schema, name, what, text] of rows) {
-            const key = `${schema}.${name}`;
-            let row = found.get(key);
-            if (!row) {
-              row = { schema: schema ?? '', name: name ?? '', read: [], write: [], triggers: [] };
-              found.set(key, row);
-              this.relations.get(row.name)?.rows.push(row);
-            }
+            const row = relationRow(schema, name);
             if (!text) continue;
             // A serial column's default advances its sequence: that is what inserting is, not a side effect.
             if (what === 'write' && SERIAL_DEFAULT.test(text)) continue;
@@ -526,6 +510,30 @@ export class RoutineCatalog {
   close(): void {
     this.side.close();
   }
+}
+
+/**
+ * Starts a fresh cache entry for each of `names`, and returns how to get the one row per
+ * schema-qualified object that the catalog's answer rows (`schema, name, …`) add to.
+ */
+function objectRows<T extends { schema: string; name: string }>(
+  cache: Map<string, { at: number; rows: T[] }>,
+  names: string[],
+  at: number,
+  make: (schema: string, name: string) => T,
+): (schema: string | null | undefined, name: string | null | undefined) => T {
+  for (const n of names) cache.set(n, { at, rows: [] });
+  const found = new Map<string, T>();
+  return (schema, name) => {
+    const key = `${schema}.${name}`;
+    let row = found.get(key);
+    if (!row) {
+      row = make(schema ?? '', name ?? '');
+      found.set(key, row);
+      cache.get(row.name)?.rows.push(row);
+    }
+    return row;
+  };
 }
 
 function union(effects: ResolvedEffect[]): ResolvedEffect {
