@@ -228,6 +228,8 @@ export class PgProxySession {
   private discardUntilSync = false;
   /** The previous batch held DDL: the catalog's cache is dropped again once it has run. */
   private ddlBefore = false;
+  /** The current batch's texts as classified by the pre-step. */
+  private readonly preclassified = new Map<string, Classification>();
   private copyIn = false;
   private fifo: Expect[] = [];
   private readonly statements = new Map<string, PreparedStatement>();
@@ -663,7 +665,7 @@ export class PgProxySession {
 
   /** A statement's classification with what the catalog knows about its calls, operators and relations folded in. */
   private classify(sql: string): Classification {
-    return foldEffects(classifySql(sql), this.ctx.routines.lookup());
+    return foldEffects(this.preclassified.get(sql) ?? classifySql(sql), this.ctx.routines.lookup());
   }
 
   /**
@@ -677,6 +679,8 @@ export class PgProxySession {
     const catalog = this.ctx.routines;
     const texts: Classification[] = [];
     let ddl = false;
+    // Kept for the planner, which would otherwise classify the same texts again.
+    this.preclassified.clear();
     for (const item of this.batch) {
       if (item.kind === 'bind') {
         // A statement parsed earlier is folded again at Execute: its names must be resolved too.
@@ -685,7 +689,9 @@ export class PgProxySession {
         continue;
       }
       if (item.kind !== 'parse' && item.kind !== 'query') continue;
-      const c = classifySql(item.kind === 'parse' ? parseParse(item.m.body).query : parseQuery(item.m.body));
+      const text = item.kind === 'parse' ? parseParse(item.m.body).query : parseQuery(item.m.body);
+      const c = classifySql(text);
+      this.preclassified.set(text, c);
       texts.push(c);
       if (c.statements.some((st) => st.classes.some((x) => x === 'ddl' || x === 'routine_ddl' || x === 'unknown'))) ddl = true;
     }
