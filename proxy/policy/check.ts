@@ -11,7 +11,7 @@
  * terminal), and duplicate rule names (holds and grants refer to rules by name).
  */
 import { z } from 'zod';
-import { type ConfigIssue, type ConnectionKind, type MaskingRule, PolicyRule } from '../../shared/config';
+import { type ConfigIssue, type ConnectionKind, type MaskingRule, PolicyRule, type SqlClass } from '../../shared/config';
 import { BUILTIN_DETECTORS, DETECTOR_GROUPS } from '../masking/detectors';
 import { compileContentRegex } from './engine';
 
@@ -61,6 +61,23 @@ function subset<T>(later: T[] | undefined, earlier: T[] | undefined, norm: (x: T
   return later.every((x) => e.has(norm(x)));
 }
 
+/** Classes every statement of a class also carries (a `read_only` statement is a `select`, …). */
+const IMPLIED: Partial<Record<SqlClass, SqlClass[]>> = {
+  read_only: ['select'],
+  delete_without_where: ['delete'],
+  update_without_where: ['update'],
+  routine_ddl: ['ddl'],
+  set_role: ['set'],
+};
+
+/** Every statement `later` matches by class is matched by `earlier`: its class, or one it implies, is listed there. */
+function sqlCovered(later: SqlClass[] | undefined, earlier: SqlClass[] | undefined): boolean {
+  if (earlier === undefined) return true;
+  if (later === undefined) return false;
+  const e = new Set(earlier);
+  return later.every((x) => e.has(x) || (IMPLIED[x] ?? []).some((y) => e.has(y)));
+}
+
 function globToRegex(glob: string): RegExp {
   return new RegExp(`^${glob.split('*').map((p) => p.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*')}$`);
 }
@@ -80,7 +97,7 @@ export function covers(earlier: PolicyRule, later: PolicyRule): boolean {
   }
   if (!subset(l.model, e.model)) return false;
   if (e.tools !== undefined && e.tools !== l.tools) return false;
-  if (!subset(l.sql, e.sql)) return false;
+  if (!sqlCovered(l.sql, e.sql)) return false;
   // A non-allow SQL rule also matches statements the parser could not classify; an allow rule does not.
   if (e.sql !== undefined && earlier.action === 'allow' && later.action !== 'allow' && !e.sql.includes('unknown')) return false;
   if (e.content !== undefined && e.content !== l.content) return false;
