@@ -173,7 +173,8 @@ interface RelationRow {
 }
 
 /** Volatile built-ins that only read (clocks, random numbers, statistics views' functions). */
-const HARMLESS_VOLATILE = /^(random|random_normal|clock_timestamp|timeofday|gen_random_uuid|uuidv4|uuidv7|currval|lastval|txid_current_if_assigned|pg_current_xact_id_if_assigned|pg_lock_status|pg_blocking_pids|pg_safe_snapshot_blocking_pids|pg_show_all_settings|pg_show_all_file_settings|pg_get_.*|pg_stat_(?!reset).*|pg_backend_pid|pg_postmaster_start_time|pg_conf_load_time|pg_is_in_recovery|inet_client_addr|inet_client_port|pg_current_wal_.*|pg_last_wal_.*|version)$/;
+const HARMLESS_VOLATILE =
+  /^(random|random_normal|clock_timestamp|timeofday|gen_random_uuid|uuidv4|uuidv7|currval|lastval|current_query|txid_current_if_assigned|txid_status|pg_current_xact_id_if_assigned|pg_xact_status|pg_xact_commit_timestamp.*|pg_last_committed_xact|pg_lock_status|pg_blocking_pids|pg_safe_snapshot_blocking_pids|pg_isolation_test_session_is_blocked|pg_show_all_settings|pg_show_all_file_settings|pg_show_replication_origin_status|pg_get_.*|pg_stat_(?!reset).*|pg_backend_pid|pg_postmaster_start_time|pg_conf_load_time|pg_is_in_recovery|pg_is_wal_replay_paused|pg_last_xact_replay_timestamp|pg_jit_available|pg_notification_queue_usage|pg_prepared_xact|pg_sequence_last_value|pg_partition_tree|pg_partition_ancestors|pg_control_.*|pg_hba_file_rules|pg_ident_file_mappings|pg_current_logfile|pg_collation_actual_version|pg_database_collation_actual_version|pg_(relation|total_relation|table|indexes|database|tablespace)_size|inet_client_addr|inet_client_port|pg_current_wal_.*|pg_last_wal_.*|cursor_to_xml|cursor_to_xmlschema|bernoulli|system|version)$/;
 
 /** `nextval('seq'::regclass)` as pg_get_expr prints a serial or identity-like default. */
 const SERIAL_DEFAULT = /^SELECT nextval\('(?:[^']|'')*'::regclass\)$/;
