@@ -398,6 +398,10 @@ function classifyNode(stmtNode: Node, out: Effect): void {
       if (n['intoClause']) classes.add('ddl').add('create');
       for (const side of ['larg', 'rarg'] as const) if (n[side]) classifyNode({ SelectStmt: n[side] }, out);
       return;
+    case 'ReturnStmt':
+      // `RETURN expr`, the SQL-standard body of a function: it evaluates the expression.
+      classes.add('select');
+      return;
     case 'InsertStmt':
       classes.add('insert');
       if (n['selectStmt']) classifyNode(n['selectStmt'] as Node, out);

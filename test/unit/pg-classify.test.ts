@@ -67,6 +67,9 @@ describe('classification by effect', () => {
     assert.ok(atomic?.classes.includes('delete_without_where'));
     const plpgsql = classifyDefinition("CREATE FUNCTION public.w() RETURNS void LANGUAGE plpgsql AS $$BEGIN UPDATE t SET a = 1 WHERE id = 1; END$$");
     assert.deepEqual(plpgsql?.classes, ['update']);
+    const returns = classifyDefinition("CREATE OR REPLACE FUNCTION pg_catalog.pg_relation_size(regclass) RETURNS bigint LANGUAGE sql RETURN pg_relation_size($1, 'main'::text)");
+    assert.deepEqual(returns?.classes, ['select']);
+    assert.deepEqual(returns?.calls, ['pg_relation_size']);
     assert.equal(classifyDefinition("CREATE FUNCTION public.w() RETURNS int LANGUAGE c AS 'lib', 'sym'"), null, 'C functions cannot be looked into');
     const rule = classifyDefinition('CREATE RULE r AS ON INSERT TO t DO ALSO DELETE FROM u');
     assert.ok(rule?.classes.includes('delete_without_where'));
