@@ -9,9 +9,11 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { promisify } from 'node:util';
 import pg from 'pg';
 import type { ConfigInput } from '../../shared/config';
 import type { HoldGate, HoldOutcome } from '../../proxy/approvals/types';
@@ -33,6 +35,8 @@ interface Attempt {
   modes?: Mode[];
 }
 type Mode = 'deny' | 'read_only';
+
+const run = promisify(execFile);
 
 const corpus: Attempt[] = readFileSync(join(import.meta.dirname, '../fixtures/pg-bypass/attempts.jsonl'), 'utf8')
   .split('\n')
@@ -104,6 +108,21 @@ for (const mode of ['deny', 'read_only'] as const) {
     }
   });
 }
+
+describe('psql under the read_only allow-list', () => {
+  let h: Harness;
+  before(async () => {
+    h = await startHarness({ policies: POLICIES.read_only });
+  });
+  after(() => h.close());
+
+  it("runs psql's catalog commands (\\dt, \\df, \\l, \\dv) unheld", async () => {
+    const { stdout } = await run('psql', [`host=${h.host} port=${h.port} user=agent password=${h.key} dbname=postgres`, '-X', '-v', 'ON_ERROR_STOP=1', '-c', '\\dt pg_catalog.pg_class', '-c', '\\df pg_catalog.lower', '-c', '\\l', '-c', '\\dv information_schema.tables'], { timeout: 60_000 });
+    assert.match(stdout, /pg_class/);
+    assert.match(stdout, /lower/);
+    assert.match(stdout, /postgres/);
+  });
+});
 
 describe('passwords inside statements', () => {
   let h: Harness;
