@@ -669,11 +669,11 @@ export class PgProxySession {
   }
 
   /**
-   * The one asynchronous step in front of the planner: resolve through the catalog the routines,
-   * operators and relations the queued Parse and Query texts, and the prepared statements queued
-   * Binds use, use (those not cached), then plan the
-   * batch synchronously. DDL in a batch drops the catalog's cache now and again before this
-   * session's next batch, since the DDL runs in between.
+   * The one asynchronous step in front of the planner: resolve through the catalog (what is not
+   * cached) the routines, operators, types and relations used by the queued Parse and Query texts
+   * and by the prepared statements the queued Binds name, then plan the batch synchronously. DDL in
+   * a batch drops the catalog's cache now and again before this session's next batch, since the DDL
+   * runs in between.
    */
   private resolveThenRunBatch(): void {
     const catalog = this.ctx.routines;
