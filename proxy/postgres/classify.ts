@@ -270,7 +270,8 @@ function mergeBody(language: string, body: string, into: Effect): boolean {
   else if (language === 'plpgsql') {
     const block = plpgsqlStatements(body);
     if (block.dynamic) into.classes.add('unknown');
-    for (const sql of block.sql) mergeSql(sql, into);
+    // Repeated statements add nothing new: each distinct one is parsed once.
+    for (const sql of new Set(block.sql)) mergeSql(sql, into);
   } else return false;
   return true;
 }
@@ -280,6 +281,15 @@ function mergeBody(language: string, body: string, into: Effect): boolean {
  * `pg_get_ruledef` print it; null when its language cannot be looked into (C, other languages).
  */
 export function classifyDefinition(definition: string): Classified | null {
+  try {
+    return classifyDefinitionTree(definition);
+  } catch {
+    // A body the classifier cannot walk (nested past the stack, an unexpected tree): it cannot say.
+    return { classes: ['unknown'], tables: [] };
+  }
+}
+
+function classifyDefinitionTree(definition: string): Classified | null {
   let tree: ReturnType<typeof parseTree>;
   try {
     tree = parseTree(definition);

@@ -17,6 +17,17 @@ interface Token {
   word: string;
 }
 
+// Sticky patterns matched where the tokenizer stands (no copy of the rest of the text per token).
+const DOLLAR_TAG = /\$([A-Za-z_][A-Za-z0-9_]*)?\$/y;
+const PARAMETER = /\$\d+/y;
+const WORD = /[A-Za-z_\u0080-\uffff][A-Za-z0-9_$\u0080-\uffff]*/y;
+const NUMBER = /\d+(?:\.(?!\.)\d*)?(?:[eE][+-]?\d+)?/y;
+
+function at(re: RegExp, src: string, i: number): RegExpExecArray | null {
+  re.lastIndex = i;
+  return re.exec(src);
+}
+
 /** Splits PL/pgSQL source into tokens, keeping literals, quoted names and dollar quotes whole; comments are dropped. */
 export function tokenizePlpgsql(src: string): Token[] {
   const out: Token[] = [];
@@ -77,28 +88,28 @@ export function tokenizePlpgsql(src: string): Token[] {
       continue;
     }
     if (c === '$') {
-      const m = /^\$([A-Za-z_][A-Za-z0-9_]*)?\$/.exec(src.slice(i));
+      const m = at(DOLLAR_TAG, src, i);
       if (m) {
         const close = src.indexOf(m[0], i + m[0].length);
         i = close < 0 ? src.length : close + m[0].length;
         out.push({ text: src.slice(start, i), word: '', start, end: i });
         continue;
       }
-      const p = /^\$\d+/.exec(src.slice(i));
+      const p = at(PARAMETER, src, i);
       if (p) {
         i += p[0].length;
         out.push({ text: p[0], word: '', start, end: i });
         continue;
       }
     }
-    const w = /^[A-Za-z_\u0080-\uffff][A-Za-z0-9_$\u0080-\uffff]*/.exec(src.slice(i));
+    const w = at(WORD, src, i);
     if (w) {
       i += w[0].length;
       out.push({ text: w[0], word: w[0].toUpperCase(), start, end: i });
       continue;
     }
     // `1..10` (a FOR range) stays three tokens.
-    const n = /^\d+(?:\.(?!\.)\d*)?(?:[eE][+-]?\d+)?/.exec(src.slice(i));
+    const n = at(NUMBER, src, i);
     if (n) {
       i += n[0].length;
       out.push({ text: n[0], word: '', start, end: i });
