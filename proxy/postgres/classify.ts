@@ -419,11 +419,11 @@ function classifyNode(stmtNode: Node, out: Effect): void {
       return;
     case 'UpdateStmt':
       classes.add('update');
-      if (everyRow(n['whereClause'] as Node | undefined)) classes.add('update_without_where');
+      if (everyRow(n['whereClause'] as Node | undefined, targetNames(n, 'fromClause'))) classes.add('update_without_where');
       return;
     case 'DeleteStmt':
       classes.add('delete');
-      if (everyRow(n['whereClause'] as Node | undefined)) classes.add('delete_without_where');
+      if (everyRow(n['whereClause'] as Node | undefined, targetNames(n, 'usingClause'))) classes.add('delete_without_where');
       return;
     case 'MergeStmt': {
       classes.add('merge');
@@ -715,20 +715,44 @@ function fold(node: Node): boolean | undefined {
  * parameter, `now() > '2000-01-01'`, `EXISTS (SELECT 1 FROM other)`) and is not a constant false —
  * such a condition is the same for every row, so it affects all of them or none.
  */
-function everyRow(cond: Node | undefined): boolean {
+function everyRow(cond: Node | undefined, target?: Set<string>): boolean {
   if (!cond) return true;
   const f = fold(cond);
   if (f !== undefined) return f;
-  return !dependsOnRow(cond);
+  return !dependsOnRow(cond, target);
 }
 
-/** Whether an expression refers to a column (or the row through `CURRENT OF`); conservative: unsure counts as yes. */
-function dependsOnRow(node: unknown): boolean {
-  if (Array.isArray(node)) return node.some(dependsOnRow);
+/**
+ * With `UPDATE … FROM` / `DELETE … USING` a condition that names only the other tables
+ * (`WHERE u.id = 1`) is the same for every target row: the names the target goes by, so only
+ * references to it (or unqualified columns, which may be its) count as depending on the row.
+ */
+function targetNames(n: Node, joined: 'fromClause' | 'usingClause'): Set<string> | undefined {
+  if (!(n[joined] as Node[] | undefined)?.length) return undefined;
+  const rel = (n['relation'] as Node | undefined) ?? {};
+  const alias = (rel['alias'] as Node | undefined)?.['aliasname'];
+  return new Set([String(rel['relname'] ?? ''), ...(typeof alias === 'string' ? [alias] : [])]);
+}
+
+/**
+ * Whether an expression refers to the row (a column, `CURRENT OF`); conservative: unsure counts as
+ * yes. With `target`, a column qualified by another table's name does not count.
+ */
+function dependsOnRow(node: unknown, target?: Set<string>): boolean {
+  if (Array.isArray(node)) return node.some((x) => dependsOnRow(x, target));
   if (!node || typeof node !== 'object') return false;
   for (const [k, v] of Object.entries(node as Node)) {
-    if (k === 'ColumnRef' || k === 'CurrentOfExpr' || k === 'A_Indirection' || k === 'GroupingFunc') return true;
-    if (dependsOnRow(v)) return true;
+    if (k === 'ColumnRef') {
+      if (!target) return true;
+      const fields = ((v as Node)['fields'] as Node[] | undefined) ?? [];
+      const names = fields.map((f) => (f['String'] as Node | undefined)?.['sval']);
+      // `col` may be the target's; `t.col`, `s.t.col` name their table.
+      if (names.length < 2 || names.some((x) => typeof x !== 'string')) return true;
+      if (target.has(String(names[names.length - 2]))) return true;
+      continue;
+    }
+    if (k === 'CurrentOfExpr' || k === 'A_Indirection' || k === 'GroupingFunc') return true;
+    if (dependsOnRow(v, target)) return true;
   }
   return false;
 }
