@@ -427,7 +427,8 @@ function classifyNode(stmtNode: Node, out: Effect): void {
       return;
     case 'MergeStmt': {
       classes.add('merge');
-      const allMatch = everyRow(n['joinCondition'] as Node | undefined);
+      // An ON that names only the source matches every target row (or none).
+      const allMatch = everyRow(n['joinCondition'] as Node | undefined, namesOfTarget(n));
       for (const w of (n['mergeWhenClauses'] as Node[] | undefined) ?? []) {
         const c = (w['MergeWhenClause'] as Node | undefined) ?? {};
         const cmd = c['commandType'];
@@ -728,7 +729,11 @@ function everyRow(cond: Node | undefined, target?: Set<string>): boolean {
  * references to it (or unqualified columns, which may be its) count as depending on the row.
  */
 function targetNames(n: Node, joined: 'fromClause' | 'usingClause'): Set<string> | undefined {
-  if (!(n[joined] as Node[] | undefined)?.length) return undefined;
+  return (n[joined] as Node[] | undefined)?.length ? namesOfTarget(n) : undefined;
+}
+
+/** The target relation's name and alias. */
+function namesOfTarget(n: Node): Set<string> {
   const rel = (n['relation'] as Node | undefined) ?? {};
   const alias = (rel['alias'] as Node | undefined)?.['aliasname'];
   return new Set([String(rel['relname'] ?? ''), ...(typeof alias === 'string' ? [alias] : [])]);
