@@ -89,6 +89,8 @@ const ROUTINE_DDL = new Set([
   'CreateFunctionStmt', 'AlterFunctionStmt', 'ViewStmt', 'RuleStmt', 'CreateTrigStmt', 'CreateEventTrigStmt', 'AlterEventTrigStmt',
   'CreateCastStmt', 'CreatePolicyStmt', 'AlterPolicyStmt', 'CreateTransformStmt', 'CreatePLangStmt', 'CreateConversionStmt',
   'AlterOperatorStmt', 'CreateOpClassStmt', 'CreateOpFamilyStmt', 'AlterOpFamilyStmt', 'AlterTypeStmt', 'CreateRangeStmt',
+  // An extension's scripts create functions, operators, casts, … of their own.
+  'CreateExtensionStmt', 'AlterExtensionStmt', 'AlterExtensionContentsStmt',
 ]);
 /** Object kinds whose definition, name or schema decides which code runs (renaming a function can make it shadow another). */
 const ROUTINE_OBJECTS = /OBJECT_(FUNCTION|PROCEDURE|ROUTINE|AGGREGATE|OPERATOR|VIEW|MATVIEW|RULE|TRIGGER|EVENT_TRIGGER|CAST|POLICY|TYPE|DOMAIN|LANGUAGE|TRANSFORM|CONVERSION|OPCLASS|OPFAMILY)$/;
@@ -471,6 +473,17 @@ function classifyNode(stmtNode: Node, out: Effect): void {
       return;
     case 'LockStmt':
       classes.add('utility').add('lock');
+      return;
+    case 'NotifyStmt':
+      classes.add('utility').add('side_effect');
+      return;
+    case 'AlterSystemStmt':
+      // Writes the server's configuration file.
+      classes.add('ddl').add('alter').add('side_effect');
+      return;
+    case 'LoadStmt':
+      // Loads a shared library into the server: what it does cannot be seen.
+      classes.add('utility').add('unknown');
       return;
     case 'ExplainStmt': {
       classes.add('utility');
