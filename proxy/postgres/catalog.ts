@@ -197,6 +197,8 @@ export class RoutineCatalog {
   private readonly relations = new Map<string, { at: number; rows: RelationRow[] }>();
   private readonly types = new Map<string, { at: number; rows: TypeRow[] }>();
   private readonly effects = new Map<string, ResolvedEffect | RelationEffect | 'resolving'>();
+  /** The lookup under way, if any. */
+  private inflight: Promise<boolean> | null = null;
   /** Set when a computation met a routine already being added up (recursion): its result is partial, so not kept. */
   private cycleHit = false;
 
@@ -248,18 +250,35 @@ export class RoutineCatalog {
    * fold to `unknown` (fail closed).
    */
   async resolve(classifications: Classification[]): Promise<void> {
+    // Sessions asking at the same moment (a cache expiry) share the lookup in flight, then ask only
+    // for what it did not cover; after a lookup that timed out they do not queue up behind another.
+    while (this.inflight) {
+      const answered = await this.inflight;
+      if (!answered || !classifications.some((c) => this.needs(c))) return;
+    }
+    const round = this.resolveWithTimeout(classifications);
+    this.inflight = round;
+    try {
+      await round;
+    } finally {
+      if (this.inflight === round) this.inflight = null;
+    }
+  }
+
+  /** Resolves true when the catalog answered, false when it timed out. */
+  private async resolveWithTimeout(classifications: Classification[]): Promise<boolean> {
     // A catalog that does not answer must not stall the client for good: after the timeout the
     // statements are decided with what is known (unresolved names fold to `unknown`), and the side
     // connection is dropped so the next lookup opens a fresh one.
     let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<void>((resolve) => {
+    const timeout = new Promise<boolean>((resolve) => {
       timer = setTimeout(() => {
         this.side.close();
-        resolve();
+        resolve(false);
       }, CATALOG_TIMEOUT_MS);
     });
     try {
-      await Promise.race([this.resolveNames(classifications), timeout]);
+      return await Promise.race([this.resolveNames(classifications).then(() => true), timeout]);
     } finally {
       clearTimeout(timer);
     }

@@ -15,10 +15,13 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import pg from 'pg';
-import type { ConfigInput } from '../../shared/config';
+import { type ConfigInput, Connection } from '../../shared/config';
 import type { HoldGate, HoldOutcome } from '../../proxy/approvals/types';
-import { ROUTINE_CACHE_TTL_MS } from '../../proxy/postgres/catalog';
-import { eventsOf, type Harness, startHarness } from './pg-harness';
+import { ROUTINE_CACHE_TTL_MS, RoutineCatalog } from '../../proxy/postgres/catalog';
+import { classifySql } from '../../proxy/postgres/classify';
+import { foldEffects } from '../../proxy/postgres/effects';
+import { upstreamTarget } from '../../proxy/postgres/upstream';
+import { eventsOf, type Harness, startHarness, UPSTREAM } from './pg-harness';
 
 interface Attempt {
   name: string;
@@ -223,6 +226,26 @@ describe('the routine catalog behind the classifier', () => {
       await client.query(`CREATE OR REPLACE FUNCTION ${s}.f() RETURNS bigint LANGUAGE sql AS 'SELECT count(*) FROM ${s}.t'`);
     } finally {
       await client.end();
+    }
+  });
+
+  it('shares one lookup between sessions asking at the same moment', async () => {
+    const catalog = new RoutineCatalog(upstreamTarget(Connection.parse({ name: 'w', kind: 'postgres', upstream: UPSTREAM, listen: '127.0.0.1:0' })));
+    const side = (catalog as unknown as { side: { query: (sql: string, p: unknown[]) => Promise<unknown> } }).side;
+    const query = side.query.bind(side);
+    let queries = 0;
+    side.query = (sql, p) => {
+      queries++;
+      return query(sql, p);
+    };
+    try {
+      const c = classifySql(`SELECT ${s}.f() FROM ${s}.t WHERE id = 1`);
+      await Promise.all(Array.from({ length: 8 }, () => catalog.resolve([c])));
+      const one = queries;
+      assert.ok(one > 0 && one <= 6, `${one} catalog queries for one set of names`);
+      assert.ok(foldEffects(c, catalog.lookup()).statements[0]!.classes.includes('read_only'));
+    } finally {
+      catalog.close();
     }
   });
 
