@@ -168,7 +168,7 @@ interface RelationRow {
   read: string[];
   /** Run when it is written: rule definitions, `SELECT <default / CHECK / WITH CHECK>`. */
   write: string[];
-  /** Trigger functions, `schema.name`. */
+  /** Trigger functions and user-defined cast functions to its column types (assignment casts on write), `schema.name`. */
   triggers: string[];
 }
 
@@ -377,6 +377,9 @@ export class RoutineCatalog {
              UNION ALL SELECT r.nsp, r.name, 'write', 'SELECT ' || pg_catalog.pg_get_expr(k.conbin, k.conrelid) FROM rel r JOIN pg_catalog.pg_constraint k ON k.conrelid = r.oid WHERE k.contype = 'c'
              UNION ALL SELECT r.nsp, r.name, 'write', 'SELECT ' || pg_catalog.pg_get_expr(k.conbin, 0) FROM rel r JOIN pg_catalog.pg_attribute a ON a.attrelid = r.oid AND a.attnum > 0 AND NOT a.attisdropped
                          JOIN pg_catalog.pg_constraint k ON k.contypid = a.atttypid WHERE k.contype = 'c'
+             UNION ALL SELECT r.nsp, r.name, 'trigger', cn.nspname::text || '.' || cp.proname::text FROM rel r JOIN pg_catalog.pg_attribute a ON a.attrelid = r.oid AND a.attnum > 0 AND NOT a.attisdropped
+                         JOIN pg_catalog.pg_cast c ON c.casttarget = a.atttypid JOIN pg_catalog.pg_proc cp ON cp.oid = c.castfunc JOIN pg_catalog.pg_namespace cn ON cn.oid = cp.pronamespace
+                        WHERE cn.nspname <> 'pg_catalog'
              UNION ALL SELECT r.nsp, r.name, 'trigger', tn.nspname::text || '.' || tp.proname::text FROM rel r JOIN pg_catalog.pg_trigger t ON t.tgrelid = r.oid
                          JOIN pg_catalog.pg_proc tp ON tp.oid = t.tgfoid JOIN pg_catalog.pg_namespace tn ON tn.oid = tp.pronamespace WHERE t.tgenabled <> 'D' AND NOT t.tgisinternal`,
             [JSON.stringify(relations)],
