@@ -73,9 +73,17 @@ export const Connection = z
     passthroughTypes: z
       .array(z.string().regex(/^[a-z0-9][\w.+-]*\/(?:\*|[a-z0-9][\w.+-]*)$/i, 'a media type such as image/png or audio/*'))
       .optional(),
+    /**
+     * postgres only: the upstream role per client group (`{dev: app_readonly, dba: app_admin}`),
+     * applied at upstream login; the first entry whose group the client has wins, `'*'` matches
+     * everyone, and a client with no matching entry is refused.
+     */
+    roles: z.record(z.string().min(1), z.string().min(1)).optional(),
   })
   .strict()
   .superRefine((c, ctx) => {
+    if (c.roles && c.kind !== 'postgres') ctx.addIssue({ code: 'custom', path: ['roles'], message: 'roles (upstream roles per group) apply to postgres connections only' });
+    if (c.roles && Object.keys(c.roles).length === 0) ctx.addIssue({ code: 'custom', path: ['roles'], message: 'roles is empty: every client would be refused; remove it or map groups to roles' });
     if (c.kind === 'postgres') {
       if (!c.listen) ctx.addIssue({ code: 'custom', path: ['listen'], message: 'a postgres connection needs listen (e.g. 127.0.0.1:6432)' });
       if (c.passthroughTypes) ctx.addIssue({ code: 'custom', path: ['passthroughTypes'], message: 'passthroughTypes applies to HTTP connections only' });
@@ -201,6 +209,16 @@ export const SqlClass = z.enum([
   'update_without_where',
   'data_modifying_cte',
   'reads_masked',
+  /** DDL that creates or changes code the server runs later: functions, procedures, views, rules, triggers, operators, casts, policies. */
+  'routine_ddl',
+  /** Built-in functions with effects outside the statement's rows (nextval, set_config, pg_terminate_backend, lo_*, pg_read_file, dblink*, …), COPY to/from files and programs. */
+  'side_effect',
+  /** Row or table locks: SELECT … FOR UPDATE/SHARE, LOCK TABLE. */
+  'lock',
+  /** Changes the session's role: SET ROLE, SET SESSION AUTHORIZATION, set_config('role', …). */
+  'set_role',
+  /** Proven read-only: a query with no write, lock, INTO, or call that could have side effects (see docs/POSTGRES.md). */
+  'read_only',
   'unknown',
 ]);
 export type SqlClass = z.infer<typeof SqlClass>;

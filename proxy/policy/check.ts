@@ -62,21 +62,21 @@ function subset<T>(later: T[] | undefined, earlier: T[] | undefined, norm: (x: T
   return later.every((x) => e.has(norm(x)));
 }
 
-/**
- * Classes a statement always carries along with another: a `delete_without_where` statement is
- * also a `delete`, so `sql: [delete]` matches everything `sql: [delete_without_where]` does.
- */
-const SQL_IMPLIES: Partial<Record<SqlClass, SqlClass[]>> = {
+/** Classes every statement of a class also carries (a `read_only` statement is a `select`, …). */
+const IMPLIED: Partial<Record<SqlClass, SqlClass[]>> = {
+  read_only: ['select'],
   delete_without_where: ['delete'],
   update_without_where: ['update'],
+  routine_ddl: ['ddl'],
+  set_role: ['set'],
 };
 
-/** Every class `later` names is named by `earlier`, or always comes with one that is. */
+/** Every statement `later` matches by class is matched by `earlier`: its class, or one it implies, is listed there. */
 function sqlCovered(later: SqlClass[] | undefined, earlier: SqlClass[] | undefined): boolean {
   if (earlier === undefined) return true;
   if (later === undefined) return false;
   const e = new Set(earlier);
-  return later.every((c) => e.has(c) || (SQL_IMPLIES[c] ?? []).some((i) => e.has(i)));
+  return later.every((x) => e.has(x) || (IMPLIED[x] ?? []).some((y) => e.has(y)));
 }
 
 /** Every detector `later` names (groups expanded to their members) is named by `earlier` or one of its groups. */
@@ -173,6 +173,10 @@ export function checkPolicies(rules: PolicyRule[], ctx: PolicyContext = {}): Pol
       }
     } else if (candidates && candidates.length === 0 && (m.sql || hasHttpConditions(r))) {
       at('warning', ['match'], `no connection is configured yet that this rule could match`);
+    }
+
+    if (r.action === 'allow' && m.sql?.includes('select')) {
+      at('warning', ['match', 'sql'], 'allowing select also allows statements that write while they read (WITH … DELETE, SELECT f() where f writes, SELECT … FOR UPDATE); allow read_only instead');
     }
 
     if (m.detectors) {

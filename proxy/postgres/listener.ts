@@ -9,7 +9,7 @@ import { createSecureContext } from 'node:tls';
 import type { Connection } from '../../shared/config';
 import { listen, splitHostPort } from '../net';
 import { AuditWriter } from './audit-writer';
-import { TableNameResolver } from './catalog';
+import { RoutineCatalog, TableNameResolver } from './catalog';
 import { loadSqlParser } from './classify';
 import { loadOrCreateListenerCertificate } from './self-signed';
 import { type PgListenerContext, PgProxySession, type PgSessionServices } from './session';
@@ -72,6 +72,7 @@ export async function startPgListener(opts: PgListenerOptions): Promise<PgListen
     writer: opts.writer ?? new AuditWriter(opts.services.store),
     secureContext,
     tables: new TableNameResolver(target),
+    routines: new RoutineCatalog(target),
     recordRows: opts.recordRows,
     cancelKeys: new Map(),
     sessions: new Set(),
@@ -101,6 +102,7 @@ export async function startPgListener(opts: PgListenerOptions): Promise<PgListen
         for (const s of [...ctx.sessions]) s.shutdown();
         ctx.writer.flush();
         ctx.tables.close();
+        ctx.routines.close();
       }),
   };
 }

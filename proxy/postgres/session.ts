@@ -51,8 +51,9 @@ import {
   parseRowDescription,
   rowCountOfTag,
 } from './backend-messages';
-import type { TableNameResolver } from './catalog';
+import type { RoutineCatalog, TableNameResolver } from './catalog';
 import { type Classification, classifySql, type CopyOutShape } from './classify';
+import { foldEffects } from './effects';
 import { maskCopyRow, maskDataRow, type ResultColumn, resultColumns, rowForLog } from './data-row-masker';
 import { type StatementLineage, withLineage, withSources } from './lineage';
 import {
@@ -74,6 +75,8 @@ import {
 import { MessageBuffer, ProtocolError, type RawMessage } from './message-buffer';
 import { BackendCode, codeName, FrontendCode, isFrontendCode, SqlState } from './message-codes';
 import { OutputBatch } from './output-batch';
+import { redactStatementSecrets } from './statement-secrets';
+import { upstreamRoleFor } from './upstream-role';
 import { connectUpstream, sendUpstreamCancel, terminateUpstream, UpstreamError, type UpstreamSession, type UpstreamTarget } from './upstream';
 
 /** Sent upstream in place of a refused statement: it cannot parse, so the upstream fails it. */
@@ -100,6 +103,8 @@ export interface PgListenerContext {
   writer: AuditWriter;
   secureContext: SecureContext;
   tables: TableNameResolver;
+  /** What the functions, operators and relations statements use do (classification by effect). */
+  routines: RoutineCatalog;
   recordRows: number;
   cancelKeys: Map<number, { secret: Buffer; session: PgProxySession }>;
   sessions: Set<PgProxySession>;
@@ -225,6 +230,10 @@ export class PgProxySession {
   private batch: Item[] = [];
   private batchBytes = 0;
   private discardUntilSync = false;
+  /** The previous batch held DDL: the catalog's cache is dropped again once it has run. */
+  private ddlBefore = false;
+  /** The current batch's texts as classified by the pre-step. */
+  private readonly preclassified = new Map<string, Classification>();
   private copyIn = false;
   private fifo: Expect[] = [];
   private readonly statements = new Map<string, PreparedStatement>();
@@ -493,6 +502,13 @@ export class PgProxySession {
     }
     const params: Record<string, string> = {};
     for (const [k, v] of this.startupParams) if (k !== 'user' && k !== 'database' && !k.startsWith('_pq_.')) params[k] = v;
+    // Per-group upstream role (connection `roles`), applied at login.
+    const role = upstreamRoleFor(this.ctx.connection, this.identity.groups, this.startupParams);
+    if ('refuse' in role) {
+      this.fatal({ severity: 'FATAL', code: SqlState.InvalidAuthorization, message: role.refuse });
+      return;
+    }
+    if ('role' in role) params['role'] = role.role;
     try {
       this.up = await connectUpstream(this.ctx.target, { params, database: this.startupParams.get('database') ?? user });
     } catch (err) {
@@ -542,7 +558,7 @@ export class PgProxySession {
               applicationName: this.startupParams.get('application_name') ?? null,
             },
             database,
-            upstream: { host: t.host, port: t.port, user: t.user, database, tls: this.up.tls, auth: this.up.auth, pid: this.up.pid },
+            upstream: { host: t.host, port: t.port, user: t.user, database, tls: this.up.tls, auth: this.up.auth, pid: this.up.pid, ...('role' in role ? { role: role.role } : {}) },
           },
         },
       ]);
@@ -646,7 +662,59 @@ export class PgProxySession {
     this.batch.push({ kind, m } as Item);
     this.batchBytes += m.raw.length;
     const boundary = kind === 'sync' || kind === 'flush' || kind === 'query' || kind === 'function' || kind === 'copy' || kind === 'terminate';
-    if (boundary || this.batch.length >= MAX_BATCH_MESSAGES || this.batchBytes >= MAX_BATCH_BYTES) this.runBatch();
+    if (boundary || this.batch.length >= MAX_BATCH_MESSAGES || this.batchBytes >= MAX_BATCH_BYTES) this.resolveThenRunBatch();
+  }
+
+  // ---------------------------------------------------------------- classification by effect (catalog)
+
+  /** A statement's classification with what the catalog knows about its calls, operators and relations folded in. */
+  private classify(sql: string): Classification {
+    return foldEffects(this.preclassified.get(sql) ?? classifySql(sql), this.ctx.routines.lookup());
+  }
+
+  /**
+   * The one asynchronous step in front of the planner: resolve through the catalog (what is not
+   * cached) the routines, operators, types and relations used by the queued Parse and Query texts
+   * and by the prepared statements the queued Binds name, then plan the batch synchronously. DDL in
+   * a batch drops the catalog's cache now and again before this session's next batch, since the DDL
+   * runs in between.
+   */
+  private resolveThenRunBatch(): void {
+    const catalog = this.ctx.routines;
+    const texts: Classification[] = [];
+    let ddl = false;
+    // Kept for the planner, which would otherwise classify the same texts again.
+    this.preclassified.clear();
+    for (const item of this.batch) {
+      if (item.kind === 'bind') {
+        // A statement parsed earlier is folded again at Execute: its names must be resolved too.
+        const prepared = this.statements.get(parseBind(item.m.body).statement);
+        if (prepared) texts.push(prepared.classification);
+        continue;
+      }
+      if (item.kind !== 'parse' && item.kind !== 'query') continue;
+      const text = item.kind === 'parse' ? parseParse(item.m.body).query : parseQuery(item.m.body);
+      const c = classifySql(text);
+      this.preclassified.set(text, c);
+      texts.push(c);
+      if (c.statements.some((st) => st.classes.some((x) => x === 'ddl' || x === 'routine_ddl' || x === 'unknown'))) ddl = true;
+    }
+    if (ddl || this.ddlBefore) catalog.invalidate();
+    this.ddlBefore = ddl;
+    if (!texts.some((c) => catalog.needs(c))) {
+      this.runBatch();
+      return;
+    }
+    this.wait();
+    void catalog.resolve(texts).then(
+      () => {
+        if (this.phase === 'closed') return;
+        this.resume(false);
+        this.runBatch();
+        this.pumpFront();
+      },
+      (err: unknown) => this.fatalFrom(err),
+    );
   }
 
   private maskerFor(decision: PolicyDecision): RowMasker {
@@ -676,7 +744,7 @@ export class PgProxySession {
     } catch (err) {
       scanError = (err as Error).message;
     }
-    const decision: PolicyDecision = detectorHits
+    let decision: PolicyDecision = detectorHits
       ? this.s.policy.evaluate({
           connection: this.ctx.connection.name,
           protocol: 'postgres',
@@ -686,9 +754,15 @@ export class PgProxySession {
           detectorHits,
         })
       : { action: 'deny', rule: 'gateway', reason: `the gateway could not check the statement for the detectors its policies match on (${scanError}), so it refuses it` };
+    // With per-group upstream roles the session's role is the gateway's choice, not the client's:
+    // statements that change it, and those no rule decided that could (dynamic SQL), are refused.
+    if (this.ctx.connection.roles && (c.classes.includes('set_role') || (c.classes.includes('unknown') && decision.rule === undefined))) {
+      decision = { action: 'deny', rule: 'gateway', reason: `connection ${this.ctx.connection.name} runs each group as its own upstream role; statements that change the role, or that the gateway cannot see into, are refused` };
+    }
     return {
       n: ++this.statementCount,
-      sql,
+      // What is recorded and shown to approvers: passwords written into the statement are replaced.
+      sql: redactStatementSecrets(sql),
       detectorHits: detectorHits?.length ? detectorHits : undefined,
       classes,
       lineage,
@@ -766,7 +840,7 @@ export class PgProxySession {
       case 'parse': {
         const p = parseParse(m.body);
         const prev = this.statements.get(p.name);
-        this.statements.set(p.name, { name: p.name, sql: p.query, classification: classifySql(p.query), describing: false });
+        this.statements.set(p.name, { name: p.name, sql: p.query, classification: this.classify(p.query), describing: false });
         undo.push(() => (prev ? this.statements.set(p.name, prev) : this.statements.delete(p.name)));
         step.raw.push(m.raw);
         step.expect.push({ k: 'parse' });
@@ -806,7 +880,8 @@ export class PgProxySession {
         const e = parseExecute(m.body);
         const portal = this.portals.get(e.portal);
         const stmt = portal?.statement;
-        const statements = stmt?.classification.statements ?? [];
+        // Folded again with what the catalog says now: a routine replaced since the Parse counts.
+        const statements = stmt ? foldEffects(stmt.classification, this.ctx.routines.lookup()).statements : [];
         const sql = stmt?.sql ?? '';
         const c = stmt
           ? {
@@ -855,7 +930,7 @@ export class PgProxySession {
         return;
       case 'query': {
         const sql = parseQuery(m.body);
-        const c = classifySql(sql);
+        const c = this.classify(sql);
         const runs = c.statements.map((s) => this.newRun(s.sql, { ...s, parseError: c.error }, 'simple'));
         step.runs.push(...runs);
         // COPY … TO rows carry no column names: learn them first (on this session, so its

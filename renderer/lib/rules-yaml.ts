@@ -4,7 +4,7 @@
  * the gateway's own message, on the line it sits on, as the user types.
  */
 import { LineCounter, parseDocument, stringify, type Node as YamlNode } from 'yaml';
-import { Config, formatIssuePath, type CustomDetector, type MaskingRule, PolicyRule } from '../../shared/config';
+import { Config, formatIssuePath, type CustomDetector, type MaskingRule, PolicyRule, SqlClass } from '../../shared/config';
 import { yamlLineOf as lineOf } from '../../shared/yaml-lines';
 
 export interface RulesDoc {
@@ -147,9 +147,12 @@ export function diffLines(a: string, b: string): DiffLine[] {
 // ---- the form for common rules --------------------------------------------------------------
 
 export const DESTRUCTIVE_SQL = ['drop', 'truncate', 'delete_without_where', 'update_without_where'] as const;
+/** Every class but read_only: with `unknown` and the rest, a catch-all for SQL statements that are not proven read-only. */
+export const OTHER_SQL = SqlClass.options.filter((c) => c !== 'read_only');
 
 export type RuleTemplate =
   | { kind: 'hold-destructive-sql'; connection: string; group: string; min: number; timeout: string; reasonRequired: boolean }
+  | { kind: 'read-only-sql'; connection: string; group: string; min: number; timeout: string; reasonRequired: boolean }
   | { kind: 'hold-prompt'; connection: string; pattern: string; group: string; min: number; timeout: string; reasonRequired: boolean }
   | { kind: 'deny-model'; connection: string; models: string; reason: string }
   | { kind: 'mask-detectors'; connection: string; detectors: string[]; scope: ('client' | 'upstream' | 'log')[]; strategy: 'redact' | 'mask' | 'hash' };
@@ -186,6 +189,19 @@ export function applyTemplate(doc: RulesDoc, t: RuleTemplate): RulesDoc {
         ...doc,
         policies: [{ name: uniqueName(`hold-destructive-sql${suffix}`, names), match: { ...on, sql: [...DESTRUCTIVE_SQL] }, action: 'hold', hold: hold(t.group, t.min, t.timeout, t.reasonRequired) }, ...doc.policies],
       };
+    case 'read-only-sql': {
+      // Proven-read-only statements run; everything else on the connection waits for a decision.
+      // The catch-all goes last so narrower rules (a deny of destructive SQL) still fire first.
+      const allowName = uniqueName(`read-only-sql${suffix}`, names);
+      return {
+        ...doc,
+        policies: [
+          { name: allowName, match: { ...on, sql: ['read_only'] }, action: 'allow' },
+          ...doc.policies,
+          { name: uniqueName(`hold-other-sql${suffix}`, [...names, allowName]), match: { ...on, sql: [...OTHER_SQL] }, action: 'hold', hold: hold(t.group, t.min, t.timeout, t.reasonRequired) },
+        ],
+      };
+    }
     case 'hold-prompt':
       return {
         ...doc,

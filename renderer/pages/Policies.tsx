@@ -282,7 +282,7 @@ function RuleForm({ doc, onChange, connections, detectors, maskingEditable }: { 
 
   const add = () => {
     let t: RuleTemplate;
-    if (kind === 'hold-destructive-sql') t = { kind, connection, group, min, timeout, reasonRequired };
+    if (kind === 'hold-destructive-sql' || kind === 'read-only-sql') t = { kind, connection, group, min, timeout, reasonRequired };
     else if (kind === 'hold-prompt') t = { kind, connection, pattern, group, min, timeout, reasonRequired };
     else if (kind === 'deny-model') t = { kind, connection, models, reason };
     else t = { kind, connection, detectors: picked, scope, strategy };
@@ -316,6 +316,7 @@ function RuleForm({ doc, onChange, connections, detectors, maskingEditable }: { 
       <Field label="Rule">
         <select className="input" value={kind} onChange={(e) => setKind(e.target.value as TemplateKind)} data-testid="template">
           <option value="hold-destructive-sql">Hold destructive SQL for approval</option>
+          <option value="read-only-sql">Allow read-only SQL, hold the rest</option>
           <option value="hold-prompt">Hold prompts matching a pattern</option>
           <option value="deny-model">Deny models</option>
           {maskingEditable && <option value="mask-detectors">Mask detected values</option>}
@@ -332,6 +333,12 @@ function RuleForm({ doc, onChange, connections, detectors, maskingEditable }: { 
       {kind === 'hold-destructive-sql' && (
         <>
           <div className="muted small">Holds DROP, TRUNCATE, and DELETE/UPDATE without WHERE.</div>
+          {holdFields}
+        </>
+      )}
+      {kind === 'read-only-sql' && (
+        <>
+          <div className="muted small">Statements proven read-only run; every other statement waits for approval.</div>
           {holdFields}
         </>
       )}

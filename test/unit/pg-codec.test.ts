@@ -264,10 +264,10 @@ describe('SQL classification', async () => {
     ['BEGIN', ['transaction'], []],
     ['SET search_path = x', ['set'], []],
     ['COPY t TO STDOUT', ['copy'], ['t']],
-    ['MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DELETE', ['merge'], ['t', 's']],
+    ['MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DELETE', ['merge', 'delete'], ['t', 's']],
     ['EXPLAIN ANALYZE DELETE FROM t', ['utility', 'delete', 'delete_without_where'], ['t']],
     ['EXPLAIN DELETE FROM t', ['utility'], ['t']],
-    ['DO $$ BEGIN PERFORM 1; END $$', ['utility', 'unknown'], []],
+    ['DO $$ BEGIN PERFORM 1; END $$', ['select', 'read_only'], []],
     ['VACUUM t', ['utility'], ['t']],
     ['selec 1', ['unknown'], []],
   ];
@@ -293,7 +293,7 @@ describe('SQL classification', async () => {
     assert.deepEqual(classifySql('select * from t1 where x = 5').statements[0]!.tables, ['t1'], 'digits inside names are names');
     assert.deepEqual(classifySql('delete from t2; select 1').statements.map((s) => [s.sql, s.classes]), [
       ['delete from t2', ['delete', 'delete_without_where']],
-      ['select 1', ['select']],
+      ['select 1', ['select', 'read_only']],
     ]);
     assert.deepEqual(classifySql("select '1'; drop table t9").statements[1]!.classes, ['ddl', 'drop']);
   });

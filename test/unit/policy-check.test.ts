@@ -140,6 +140,30 @@ describe('policy check', () => {
     assert.ok(covers(r({ sql: ['drop', 'unknown'] }, 'allow'), r({ sql: ['drop'] }, 'hold')));
   });
 
+  it('warns that allowing select lets writes through, and accepts the read_only allow-list', () => {
+    const allowSelect = [rule({ name: 'reads', match: { connections: ['warehouse'], sql: ['select'] }, action: 'allow' })];
+    assert.deepEqual(messages(allowSelect), ['warning #1: allowing select also allows statements that write while they read (WITH … DELETE, SELECT f() where f writes, SELECT … FOR UPDATE); allow read_only instead']);
+    const allowList = [
+      rule({ name: 'reads', match: { connections: ['warehouse'], sql: ['read_only'] }, action: 'allow' }),
+      rule({ name: 'no-destructive-sql', match: { connections: ['warehouse'], sql: ['drop', 'truncate', 'delete_without_where', 'update_without_where'] }, action: 'deny' }),
+      rule({ name: 'review-the-rest', match: { connections: ['warehouse'] }, action: 'hold', hold: { approvers: ['dba'] } }),
+    ];
+    assert.deepEqual(messages(allowList), []);
+  });
+
+  it('knows that a read_only statement is a select: an earlier hold on select shadows an allow of read_only', () => {
+    const rules = [
+      rule({ name: 'hold-reads', match: { connections: ['warehouse'], sql: ['select'] }, action: 'hold', hold: { approvers: ['dba'] } }),
+      rule({ name: 'reads-run', match: { connections: ['warehouse'], sql: ['read_only'] }, action: 'allow' }),
+      rule({ name: 'deny-deletes', match: { connections: ['warehouse'], sql: ['delete'] }, action: 'deny' }),
+      rule({ name: 'deny-wipes', match: { connections: ['warehouse'], sql: ['delete_without_where'] }, action: 'deny' }),
+    ];
+    assert.deepEqual(messages(rules), [
+      'warning #2: never fires: rule #1 "hold-reads" (hold) comes first and matches everything this rule matches',
+      'warning #4: never fires: rule #3 "deny-deletes" (deny) comes first and matches everything this rule matches',
+    ]);
+  });
+
   it('skips connection checks when the gateway connections are not known', () => {
     assert.deepEqual(messages([rule({ name: 'x', match: { connections: ['anything'], sql: ['drop'] }, action: 'deny' })], {}), []);
   });

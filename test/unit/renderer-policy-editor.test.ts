@@ -79,6 +79,19 @@ describe('form templates', () => {
     if (v.ok) assert.deepEqual(v.value.policies, doc.policies.map((p) => PolicyRule.parse(p)));
   });
 
+  it('builds a read_only allow-list: the allow first, the hold for every other statement last', () => {
+    let doc = applyTemplate(empty, { kind: 'hold-destructive-sql', connection: 'warehouse', group: 'dba', min: 1, timeout: '5m', reasonRequired: false });
+    doc = applyTemplate(doc, { kind: 'read-only-sql', connection: 'warehouse', group: 'dba', min: 1, timeout: '5m', reasonRequired: true });
+    assert.deepEqual(doc.policies.map((p) => p.name), ['read-only-sql-warehouse', 'hold-destructive-sql-warehouse', 'hold-other-sql-warehouse']);
+    assert.deepEqual(doc.policies[0]!.match, { connections: ['warehouse'], sql: ['read_only'] });
+    assert.equal(doc.policies[0]!.action, 'allow');
+    const rest = doc.policies[2]!;
+    assert.equal(rest.action, 'hold');
+    for (const c of ['select', 'insert', 'unknown', 'side_effect', 'routine_ddl'] as const) assert.ok(rest.match.sql?.includes(c), `catch-all misses ${c}`);
+    assert.ok(!rest.match.sql?.includes('read_only'));
+    assert.equal(validateRulesYaml(rulesToYaml(doc), ctx).ok, true);
+  });
+
   it('adds masking rules, deny rules and prompt holds', () => {
     let doc = applyTemplate(empty, { kind: 'mask-detectors', connection: 'openai', detectors: ['credit_card'], scope: ['client', 'log'], strategy: 'mask' });
     doc = applyTemplate(doc, { kind: 'deny-model', connection: '', models: 'gpt-3.5-turbo, davinci', reason: 'not approved' });
