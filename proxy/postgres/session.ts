@@ -72,6 +72,8 @@ import {
 import { MessageBuffer, ProtocolError, type RawMessage } from './message-buffer';
 import { BackendCode, codeName, FrontendCode, isFrontendCode, SqlState } from './message-codes';
 import { OutputBatch } from './output-batch';
+import { type Draft, type PortalLike, type PreparedLike, ProtocolState, type QueryStatement } from './protocol-state';
+import { type NamespaceEffect, namespaceEffects } from './sql-namespace';
 import { connectUpstream, sendUpstreamCancel, terminateUpstream, UpstreamError, type UpstreamSession, type UpstreamTarget } from './upstream';
 
 /** Sent upstream in place of a refused statement: it cannot parse, so the upstream fails it. */
@@ -103,17 +105,15 @@ export interface PgListenerContext {
   sessions: Set<PgProxySession>;
 }
 
-interface PreparedStatement {
-  name: string;
+interface PreparedStatement extends PreparedLike {
   sql: string;
   classification: Classification;
+  prepared?: ReadonlyMap<string, PreparedStatement>;
   fields?: FieldDescription[];
   describing: boolean;
 }
 
-interface Portal {
-  name: string;
-  statement: PreparedStatement | undefined;
+interface Portal extends PortalLike<PreparedStatement> {
   params: (string | null)[];
   resultFormats: number[];
   fields?: FieldDescription[];
@@ -132,6 +132,8 @@ interface StatementRun {
   detectorHits?: string[];
   statementName?: string;
   portal?: string;
+  /** `EXECUTE name`: the prepared statements it runs, as the gateway predicts the server holds them. */
+  executes?: { name: string; sql: string | null }[];
   /** The portal as bound for this execution (a later Bind may reuse the name). */
   portalRef?: Portal;
   parseError?: string;
@@ -223,9 +225,10 @@ export class PgProxySession {
   private discardUntilSync = false;
   private copyIn = false;
   private fifo: Expect[] = [];
-  private readonly statements = new Map<string, PreparedStatement>();
-  private readonly portals = new Map<string, Portal>();
-  private txStatus: 'I' | 'T' | 'E' = 'I';
+  /** The server's statements and portals, predicted and checked against every reply (protocol-state.ts). */
+  private proto = new ProtocolState<PreparedStatement, Portal>();
+  /** A batch that read a name an earlier, unanswered segment wrote: planned again once the replies are in. */
+  private stalled: Item[] | null = null;
   private statementCount = 0;
   private holdAbort: AbortController | null = null;
   private masker!: RowMasker;
@@ -581,7 +584,7 @@ export class PgProxySession {
     for (const [name, value] of up.parameters) this.sendClient(buildParameterStatus(name, value));
     this.sendClient(buildBackendKeyData(pid, secret));
     this.sendClient(buildReadyForQuery(up.status));
-    this.txStatus = up.status;
+    this.proto = new ProtocolState(up.status);
     this.phase = 'ready';
     this.flushClient();
     this.pumpBack();
@@ -701,6 +704,23 @@ export class PgProxySession {
     };
   }
 
+  /** The classifier, behind one indirection so catalog resolution can wrap it. */
+  private classify(sql: string): Classification {
+    return classifySql(sql);
+  }
+
+  /** A prepared statement as `Parse` (or SQL `PREPARE`) creates it: its text, classes and namespace effects. */
+  private prepared(name: string, sql: string, classification = this.classify(sql), effects = namespaceEffects(sql)?.flat() ?? []): PreparedStatement {
+    let prepared: Map<string, PreparedStatement> | undefined;
+    for (const e of effects) {
+      if (e.k !== 'prepare') continue;
+      prepared ??= new Map();
+      // PostgreSQL keeps the whole text that carried the PREPARE as the statement's text.
+      prepared.set(e.name, this.prepared(e.name, sql, this.classify(e.sql), []));
+    }
+    return { name, sql, classification, effects, ...(prepared ? { prepared } : {}), describing: false };
+  }
+
   /**
    * Turns the queued client messages (up to a Sync, Flush, Query, FunctionCall, COPY message or
    * Terminate) into one step: classifies and decides every statement, then forwards, holds or refuses
@@ -715,6 +735,9 @@ export class PgProxySession {
     this.maskers.clear();
     const undo: (() => void)[] = [];
     const step: Step = { raw: [], expect: [], runs: [] };
+    const draft = this.proto.draft();
+    const count = this.statementCount;
+    const discarding = this.discardUntilSync;
     let boundary: Item['kind'] | null = null;
     for (const item of items) {
       if (this.discardUntilSync) {
@@ -722,8 +745,18 @@ export class PgProxySession {
         if (item.kind !== 'sync') continue;
         this.discardUntilSync = false;
       }
-      this.plan(item, step, undo);
+      this.plan(item, step, undo, draft);
       if (item.kind === 'sync' || item.kind === 'flush' || item.kind === 'query' || item.kind === 'function' || item.kind === 'terminate') boundary = item.kind;
+    }
+    if (draft.stalled) {
+      // A name this batch reads was last written by a segment whose replies are not all in (did
+      // that Parse succeed?): wait for them, then plan the batch again. Only then is it decided.
+      for (const u of undo.reverse()) u();
+      this.statementCount = count;
+      this.discardUntilSync = discarding;
+      this.stalled = items;
+      this.wait();
+      return;
     }
     if (step.raw.length === 0 && step.runs.length === 0) return;
     const denied = step.runs.find((r) => r.decision.action === 'deny');
@@ -738,7 +771,7 @@ export class PgProxySession {
     }
     const held = step.runs.filter((r) => r.decision.action === 'hold');
     if (held.length === 0) {
-      this.forward(step, undo, boundary);
+      this.forward(step, undo, boundary, draft);
       return;
     }
     this.wait();
@@ -747,77 +780,117 @@ export class PgProxySession {
         if (this.phase === 'closed') return;
         this.resume(false);
         if (refusal) this.refuse(step, undo, boundary, refusal);
-        else this.forward(step, undo, boundary);
+        else this.forward(step, undo, boundary, draft);
         this.pumpFront();
       },
       (err: unknown) => this.fatalFrom(err),
     );
   }
 
-  private plan(item: Item, step: Step, undo: (() => void)[]): void {
+  /** The replies the stalled batch waited for are in: plan it again. */
+  private unstall(): void {
+    if (!this.stalled || !this.proto.quiet || this.phase !== 'ready') return;
+    const items = this.stalled;
+    this.stalled = null;
+    this.batch = [...items, ...this.batch];
+    this.frontWaiting = false;
+    this.runBatch();
+    if (!this.frontWaiting) this.resume();
+    else this.flushUpstream();
+  }
+
+  /** What a statement that runs prepared statements (`EXECUTE name`) does: the classes of what it runs. */
+  private withExecuted(
+    c: { classes: SqlClass[]; tables: string[] },
+    effects: readonly NamespaceEffect[],
+    executes: readonly (PreparedStatement | null)[],
+  ): { classes: SqlClass[]; tables: string[]; executes?: { name: string; sql: string | null }[] } {
+    const names = effects.filter((e) => e.k === 'execute').map((e) => e.name);
+    if (names.length === 0) return c;
+    const classes = new Set<SqlClass>(c.classes.filter((k) => k !== 'unknown'));
+    const tables = new Set(c.tables);
+    executes.forEach((stmt) => {
+      if (!stmt) classes.add('unknown');
+      for (const st of stmt?.classification.statements ?? []) {
+        for (const k of st.classes) classes.add(k);
+        for (const t of st.tables) tables.add(t);
+      }
+      if (stmt?.classification.error || stmt?.classification.statements.length === 0) classes.add('unknown');
+    });
+    return { classes: [...classes], tables: [...tables], executes: names.map((name, i) => ({ name, sql: executes[i]?.sql ?? null })) };
+  }
+
+  private plan(item: Item, step: Step, undo: (() => void)[], draft: Draft<PreparedStatement, Portal>): void {
     const { m } = item;
     switch (item.kind) {
       case 'parse': {
         const p = parseParse(m.body);
-        const prev = this.statements.get(p.name);
-        this.statements.set(p.name, { name: p.name, sql: p.query, classification: classifySql(p.query), describing: false });
-        undo.push(() => (prev ? this.statements.set(p.name, prev) : this.statements.delete(p.name)));
+        draft.parse(p.name, this.prepared(p.name, p.query));
         step.raw.push(m.raw);
         step.expect.push({ k: 'parse' });
         return;
       }
       case 'bind': {
         const b = parseBind(m.body);
-        const prev = this.portals.get(b.portal);
         const fmt = (i: number) => (b.paramFormats.length === 0 ? 0 : b.paramFormats.length === 1 ? b.paramFormats[0]! : (b.paramFormats[i] ?? 0));
-        this.portals.set(b.portal, {
+        draft.bind(b.portal, b.statement, (statement) => ({
           name: b.portal,
-          statement: this.statements.get(b.statement),
+          statement,
           params: b.params.map((v, i) => paramText(v, fmt(i))),
           resultFormats: b.resultFormats,
           describing: false,
-        });
-        undo.push(() => (prev ? this.portals.set(b.portal, prev) : this.portals.delete(b.portal)));
+        }));
         step.raw.push(m.raw);
         step.expect.push({ k: 'bind' });
         return;
       }
       case 'describe': {
         const t = parseTarget(m.body, 'Describe');
+        const known = draft.describe(t.target, t.name);
         step.raw.push(m.raw);
         if (t.target === 'S') {
-          const stmt = this.statements.get(t.name) ?? { name: t.name, sql: '', classification: { statements: [] }, describing: false };
+          const stmt = (known as PreparedStatement | null) ?? this.prepared(t.name, '', { statements: [] }, []);
+          const was = stmt.describing;
           stmt.describing = true;
+          undo.push(() => (stmt.describing = was));
           step.expect.push({ k: 'dstmt', stmt });
         } else {
-          const portal = this.portals.get(t.name) ?? { name: t.name, statement: undefined, params: [], resultFormats: [], describing: false };
+          const portal = (known as Portal | null) ?? { name: t.name, statement: this.prepared('', '', { statements: [] }, []), params: [], resultFormats: [], describing: false };
+          const was = portal.describing;
           portal.describing = true;
+          undo.push(() => (portal.describing = was));
           step.expect.push({ k: 'dportal', portal, internal: false });
         }
         return;
       }
       case 'execute': {
         const e = parseExecute(m.body);
-        const portal = this.portals.get(e.portal);
+        // Masking needs the result's columns; if the client did not ask for them, the gateway does.
+        // Its Describe goes before the Execute, in the prediction as on the wire.
+        const peek = draft.peekPortal(e.portal);
+        const describe = this.masker.active && peek && !peek.fields && !peek.describing && !peek.statement.fields && !peek.statement.describing;
+        if (describe) draft.describe('P', e.portal);
+        const { portal, executes } = draft.execute(e.portal);
         const stmt = portal?.statement;
         const statements = stmt?.classification.statements ?? [];
         const sql = stmt?.sql ?? '';
         const c = stmt
-          ? {
-              classes: [...new Set(statements.flatMap((s) => s.classes))] as SqlClass[],
-              tables: [...new Set(statements.flatMap((s) => s.tables))],
-              parseError: stmt.classification.error,
-            }
-          : { classes: ['unknown'] as SqlClass[], tables: [], parseError: `no prepared statement for portal "${e.portal}"` };
-        const run = this.newRun(sql, c, 'extended', portal?.params);
+          ? this.withExecuted(
+              { classes: [...new Set(statements.flatMap((s) => s.classes))] as SqlClass[], tables: [...new Set(statements.flatMap((s) => s.tables))] },
+              stmt.effects,
+              executes,
+            )
+          : { classes: ['unknown'] as SqlClass[], tables: [] };
+        const run = this.newRun(sql, { ...c, parseError: stmt ? stmt.classification.error : `no prepared statement for portal "${e.portal}"` }, 'extended', portal?.params);
         run.params = portal?.params;
         run.statementName = stmt?.name;
         run.portal = e.portal;
-        run.portalRef = portal;
+        run.portalRef = portal ?? undefined;
+        if ('executes' in c) run.executes = c.executes;
         step.runs.push(run);
-        // Masking needs the result's columns; if the client did not ask for them, the gateway does.
-        if (run.masker.active && portal && !portal.fields && !portal.describing && !stmt?.fields && !stmt?.describing) {
+        if (describe && portal) {
           portal.describing = true;
+          undo.push(() => (portal.describing = false));
           step.raw.push(buildDescribe('P', e.portal));
           step.expect.push({ k: 'dportal', portal, internal: true });
         }
@@ -827,20 +900,13 @@ export class PgProxySession {
       }
       case 'close': {
         const t = parseTarget(m.body, 'Close');
-        if (t.target === 'S') {
-          const prev = this.statements.get(t.name);
-          this.statements.delete(t.name);
-          if (prev) undo.push(() => this.statements.set(t.name, prev));
-        } else {
-          const prev = this.portals.get(t.name);
-          this.portals.delete(t.name);
-          if (prev) undo.push(() => this.portals.set(t.name, prev));
-        }
+        draft.close(t.target, t.name);
         step.raw.push(m.raw);
         step.expect.push({ k: 'close' });
         return;
       }
       case 'sync':
+        draft.sync();
         step.raw.push(m.raw);
         step.expect.push({ k: 'sync' });
         return;
@@ -849,28 +915,54 @@ export class PgProxySession {
         return;
       case 'query': {
         const sql = parseQuery(m.body);
-        const c = classifySql(sql);
-        const runs = c.statements.map((s) => this.newRun(s.sql, { ...s, parseError: c.error }, 'simple'));
+        const c = this.classify(sql);
+        const effects = namespaceEffects(sql);
+        // Split by the same parser: statement i of both lists is the same statement.
+        const aligned = effects !== null && !c.error && effects.length === c.statements.length;
+        const statements: QueryStatement<PreparedStatement>[] | null = aligned
+          ? effects.map((fx) => {
+              const prepared = new Map<string, PreparedStatement>();
+              for (const e of fx) if (e.k === 'prepare') prepared.set(e.name, this.prepared(e.name, sql, this.classify(e.sql), []));
+              return { effects: fx, ...(prepared.size ? { prepared } : {}) };
+            })
+          : null;
+        const mark = draft.mark();
+        const executes = draft.query(statements);
+        const runs = c.statements.map((s, i) => {
+          const x = this.withExecuted(s, statements?.[i]?.effects ?? [], executes[i] ?? []);
+          const run = this.newRun(s.sql, { ...s, ...x, parseError: c.error }, 'simple');
+          if ('executes' in x) run.executes = x.executes;
+          return run;
+        });
         step.runs.push(...runs);
         // COPY … TO rows carry no column names: learn them first (on this session, so its
         // search_path applies), so column rules can mask them like DataRow values.
-        for (const run of runs) {
-          const shape = run.copyShape;
-          if (!shape || shape.format === 'binary' || !run.masker.active) continue;
-          if (!shape.describeSql) {
-            run.copyColumns = false;
-            continue;
+        draft.insertAt(mark, () => {
+          for (const run of runs) {
+            const shape = run.copyShape;
+            if (!shape || shape.format === 'binary' || !run.masker.active) continue;
+            if (!shape.describeSql) {
+              run.copyColumns = false;
+              continue;
+            }
+            const stmt = this.prepared(COPY_DESCRIBE_STATEMENT, shape.describeSql, { statements: [] }, []);
+            stmt.describing = true;
+            draft.parse(COPY_DESCRIBE_STATEMENT, stmt);
+            draft.describe('S', COPY_DESCRIBE_STATEMENT);
+            draft.close('S', COPY_DESCRIBE_STATEMENT);
+            draft.sync();
+            step.raw.push(buildParse(COPY_DESCRIBE_STATEMENT, shape.describeSql), buildDescribe('S', COPY_DESCRIBE_STATEMENT), buildClose('S', COPY_DESCRIBE_STATEMENT), buildSync());
+            step.expect.push({ k: 'parse', internal: true }, { k: 'dstmt', stmt, internal: true, copyFor: run }, { k: 'close', internal: true }, { k: 'sync', internal: true });
           }
-          const stmt: PreparedStatement = { name: COPY_DESCRIBE_STATEMENT, sql: shape.describeSql, classification: { statements: [] }, describing: true };
-          step.raw.push(buildParse(COPY_DESCRIBE_STATEMENT, shape.describeSql), buildDescribe('S', COPY_DESCRIBE_STATEMENT), buildClose('S', COPY_DESCRIBE_STATEMENT), buildSync());
-          step.expect.push({ k: 'parse', internal: true }, { k: 'dstmt', stmt, internal: true, copyFor: run }, { k: 'close', internal: true }, { k: 'sync', internal: true });
-        }
+        });
         step.raw.push(m.raw);
         step.expect.push({ k: 'query', runs, index: 0 });
         return;
       }
       case 'function': {
         const f = parseFunctionCall(m.body);
+        // The fast-path call runs any function by OID, with effects the gateway cannot see: never read-only.
+        draft.functionCall();
         const run = this.newRun(`-- FunctionCall oid ${f.functionOid} (${f.args} arguments)`, { classes: ['unknown'], tables: [] }, 'function');
         step.runs.push(run);
         step.raw.push(m.raw);
@@ -971,6 +1063,7 @@ export class PgProxySession {
           ...(params ? { params } : {}),
           ...(run.statementName !== undefined ? { statement: run.statementName } : {}),
           ...(run.portal !== undefined ? { portal: run.portal } : {}),
+          ...(run.executes ? { executes: run.executes.map((x) => ({ name: x.name, sql: x.sql === null ? null : this.forLog(x.sql).text })) } : {}),
           ...(run.parseError ? { parseError: run.parseError } : {}),
           decision: { action: d.action, rule: d.rule ?? null, reason: d.reason ?? null },
           ...(run.detectorHits ? { detectors: run.detectorHits } : {}),
@@ -1001,9 +1094,9 @@ export class PgProxySession {
    * this event-loop turn; until it is done this session takes no further client messages, so
    * nothing overtakes a statement on its way to the log.
    */
-  private forward(step: Step, undo: (() => void)[], boundary: Item['kind'] | null): void {
+  private forward(step: Step, undo: (() => void)[], boundary: Item['kind'] | null, draft: Draft<PreparedStatement, Portal>): void {
     if (step.runs.length === 0) {
-      this.send(step, boundary);
+      this.send(step, boundary, draft);
       return;
     }
     const events = this.statementEvents(step.runs);
@@ -1016,13 +1109,14 @@ export class PgProxySession {
           code: SqlState.SystemError,
           message: `statement refused: the audit log cannot record it (${err.message})`,
         }, true);
-      else this.send(step, boundary);
+      else this.send(step, boundary, draft);
       this.frontWaiting = false;
       this.pumpFront();
     }, this);
   }
 
-  private send(step: Step, boundary: Item['kind'] | null): void {
+  private send(step: Step, boundary: Item['kind'] | null, draft: Draft<PreparedStatement, Portal>): void {
+    draft.commit();
     const now = Date.now();
     for (const r of step.runs) r.startedAt = now;
     for (const raw of step.raw) this.toUpstream.push(raw);
@@ -1044,17 +1138,26 @@ export class PgProxySession {
         // refusing anyway: nothing of this batch reaches the upstream
       }
     }
+    // The refused batch never reaches the server, so none of its planning enters the prediction;
+    // the failing stand-in does (an unnamed Parse or a Query drops the unnamed statement).
+    const draft = this.proto.draft();
     if (boundary === 'query' || boundary === 'function') {
+      draft.query([]);
+      draft.commit();
       this.toUpstream.push(buildQuery(REFUSED_STATEMENT_SQL));
       this.fifo.push({ k: 'query', runs: [], index: 0, refusal: error });
       return;
     }
+    draft.parse('', this.prepared('', REFUSED_STATEMENT_SQL, { statements: [] }, []));
     this.toUpstream.push(buildParse('', REFUSED_STATEMENT_SQL));
     this.fifo.push({ k: 'refusal', error });
     if (boundary === 'sync') {
+      draft.sync();
+      draft.commit();
       this.toUpstream.push(buildSync());
       this.fifo.push({ k: 'sync' });
     } else {
+      draft.commit();
       if (boundary === 'flush') this.toUpstream.push(buildFlush());
       this.discardUntilSync = true;
     }
@@ -1080,7 +1183,7 @@ export class PgProxySession {
     const up = this.up;
     if (!up || this.phase !== 'ready') return;
     try {
-      while (!this.backWaiting) {
+      while (!this.backWaiting && this.phase === 'ready') {
         const m = up.buffer.next();
         if (!m) break;
         this.onBack(m);
@@ -1101,6 +1204,15 @@ export class PgProxySession {
   }
 
   private onBack(m: RawMessage): void {
+    const mismatch = this.proto.reply(m.code, m.body);
+    if (mismatch !== null) {
+      // The server is not in the state the gateway decided on: nothing more can be trusted.
+      this.fatal(
+        { severity: 'FATAL', code: SqlState.ProtocolViolation, message: `the gateway ends this session: the server's reply does not match its prediction (${mismatch})` },
+        `protocol state mismatch: ${mismatch}`,
+      );
+      return;
+    }
     const head = this.fifo[0];
     switch (m.code) {
       case BackendCode.DataRow: {
@@ -1213,8 +1325,8 @@ export class PgProxySession {
       case BackendCode.ErrorResponse:
         return this.onBackendError(m);
       case BackendCode.ReadyForQuery: {
-        this.txStatus = String.fromCharCode(m.body[0] ?? 0x49) as 'I';
         this.copyIn = false;
+        if (this.stalled) queueMicrotask(() => this.unstall());
         // Statements of a simple query after a failed one never ran.
         if (head && (head.k === 'sync' || head.k === 'query' || head.k === 'func')) {
           this.fifo.shift();
@@ -1456,6 +1568,7 @@ export class PgProxySession {
     this.phase = 'closed';
     this.ctx.sessions.delete(this);
     this.holdAbort?.abort();
+    this.stalled = null;
     if (this.cancelPid) this.ctx.cancelKeys.delete(this.cancelPid);
     if (this.up) {
       const sock = this.up.socket;
