@@ -275,8 +275,11 @@ export class PgProxySession {
       this.fatal({ severity: 'FATAL', code: SqlState.ProtocolViolation, message: `incomplete message from client: the connection ended ${left} bytes into a message` });
       return;
     }
-    if (this.frontWaiting || this.batch.length > 0) return; // answer what is in flight, then close
-    this.client.end();
+    // The client sends nothing more. Messages it queued without a Sync would never run (the
+    // server rolls back an unsynced implicit transaction at end of input too), a held statement
+    // dies with its client, and a running one is cancelled: the upstream is released now, never
+    // left waiting for a Sync that cannot come.
+    this.close(this.phase === 'ready' && (this.batch.length > 0 || this.stalled) ? 'client disconnected with unsynchronized messages' : this.endReason);
   };
 
   private attachClient(socket: Socket | TLSSocket): void {
@@ -1571,10 +1574,19 @@ export class PgProxySession {
     this.stalled = null;
     if (this.cancelPid) this.ctx.cancelKeys.delete(this.cancelPid);
     if (this.up) {
-      const sock = this.up.socket;
+      const up = this.up;
       this.up = null;
-      terminateUpstream(sock);
+      // Closing the socket does not stop a statement the server is running: cancel it first.
+      if (this.fifo.some((e) => e.k === 'exec' || e.k === 'query' || e.k === 'func')) {
+        sendUpstreamCancel(this.ctx.target, up.pid, up.secret).catch((err: unknown) =>
+          this.s.log.warn(`postgres ${this.ctx.connection.name}: cancel request failed: ${(err as Error).message}`),
+        );
+      }
+      up.socket.removeAllListeners('data');
+      terminateUpstream(up.socket);
     }
+    this.batch = [];
+    this.toUpstream.clear();
     if (!this.client.destroyed) {
       this.client.end();
       setTimeout(() => this.client.destroy(), 2000).unref();
