@@ -796,9 +796,9 @@ export class PgProxySession {
     const items = this.stalled;
     this.stalled = null;
     this.batch = [...items, ...this.batch];
-    this.frontWaiting = false;
+    this.resume(false);
     this.runBatch();
-    if (!this.frontWaiting) this.resume();
+    if (!this.frontWaiting) this.pumpFront();
     else this.flushUpstream();
   }
 
