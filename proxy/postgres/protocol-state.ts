@@ -175,6 +175,16 @@ export class ProtocolState<S extends PreparedLike, P extends PortalLike<S>> {
   /** @internal Applies a committed draft: its writes become the prediction, its requests await replies. */
   apply(ops: Op<S, P>[]): void {
     for (const op of ops) {
+      if (op.k !== 'sync' && this.failed && !this.ops.some((o) => o.k === 'sync')) {
+        // The server is skipping to Sync after an error: this request will never run or be
+        // answered. A Query or FunctionCall skipped so still ends a segment here, which is
+        // settled at once (nothing it would have written exists).
+        if (op.k === 'query' || op.k === 'function') {
+          this.endSegment();
+          this.settled = this.seg;
+        }
+        continue;
+      }
       if (op.k === 'sync' || op.k === 'query' || op.k === 'function') {
         op.seg = this.seg;
         if (op.k === 'sync') {
@@ -258,7 +268,7 @@ export class ProtocolState<S extends PreparedLike, P extends PortalLike<S>> {
    */
   reply(code: number, body: Buffer): string | null {
     if (ASYNC.has(code)) return null;
-    while (this.failed && this.ops.length > 0 && this.ops[0]!.k !== 'sync') this.ops.shift();
+    if (this.failed) this.skipToSync();
     const op = this.ops[0];
     if (!op) return `unexpected ${codeName(code)}: no request is waiting for a reply`;
     const unexpected = () => `unexpected ${codeName(code)} in reply to ${describeOp(op)}`;
@@ -450,8 +460,16 @@ export class ProtocolState<S extends PreparedLike, P extends PortalLike<S>> {
   private fail(): null {
     this.failed = true;
     this.ops.shift();
-    while (this.ops.length > 0 && this.ops[0]!.k !== 'sync') this.ops.shift();
+    this.skipToSync();
     return null;
+  }
+
+  /** Drops the requests the server skips after an error; a skipped Query's segment is settled with nothing written. */
+  private skipToSync(): void {
+    while (this.ops.length > 0 && this.ops[0]!.k !== 'sync') {
+      const op = this.ops.shift()!;
+      if (op.k === 'query' || op.k === 'function') this.settled = Math.max(this.settled, op.seg + 1);
+    }
   }
 
   /** ReadyForQuery: the segment is settled; `expected` is the status the prediction allows (null: any). */

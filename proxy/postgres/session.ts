@@ -713,7 +713,7 @@ export class PgProxySession {
   }
 
   /** A prepared statement as `Parse` (or SQL `PREPARE`) creates it: its text, classes and namespace effects. */
-  private prepared(name: string, sql: string, classification = this.classify(sql), effects = namespaceEffects(sql)?.flat() ?? []): PreparedStatement {
+  private prepared(name: string, sql: string, classification = this.classify(sql), effects = namespaceEffects(sql, classification.statements.length)?.flat() ?? []): PreparedStatement {
     let prepared: Map<string, PreparedStatement> | undefined;
     for (const e of effects) {
       if (e.k !== 'prepare') continue;
@@ -919,7 +919,7 @@ export class PgProxySession {
       case 'query': {
         const sql = parseQuery(m.body);
         const c = this.classify(sql);
-        const effects = namespaceEffects(sql);
+        const effects = namespaceEffects(sql, c.statements.length);
         // Split by the same parser: statement i of both lists is the same statement.
         const aligned = effects !== null && !c.error && effects.length === c.statements.length;
         const statements: QueryStatement<PreparedStatement>[] | null = aligned

@@ -23,15 +23,18 @@ export type NamespaceEffects = NamespaceEffect[][] | null;
 
 /** Words without which a statement cannot touch a namespace: text without them is not parsed again. */
 const WORDS = /\b(prepare|execute|deallocate|discard|declare|close|commit|rollback|abort|end|begin|start|call|do|savepoint|release)\b/i;
-const NONE: NamespaceEffect[][] = [];
+const NONE: NamespaceEffect[] = [];
 const LRU_MAX = 1000;
 const cache = new Map<string, NamespaceEffects>();
 
 type Node = Record<string, unknown>;
 
-/** The namespace effects of each statement in `sql`. Needs the parser loaded (classify.ts loadSqlParser). */
-export function namespaceEffects(sql: string): NamespaceEffects {
-  if (!WORDS.test(sql)) return NONE;
+/**
+ * The namespace effects of each of the `count` statements in `sql` (as the classifier split it).
+ * Needs the parser loaded (classify.ts loadSqlParser).
+ */
+export function namespaceEffects(sql: string, count: number): NamespaceEffects {
+  if (!WORDS.test(sql)) return Array.from({ length: count }, () => NONE);
   const hit = cache.get(sql);
   if (hit !== undefined) return hit;
   const result = effectsUncached(sql);
