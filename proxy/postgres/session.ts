@@ -1216,6 +1216,8 @@ export class PgProxySession {
       );
       return;
     }
+    // A reply can settle what a stalled batch waits for (an error settles every request the server now skips).
+    if (this.stalled && this.proto.quiet) queueMicrotask(() => this.unstall());
     const head = this.fifo[0];
     switch (m.code) {
       case BackendCode.DataRow: {
@@ -1329,7 +1331,6 @@ export class PgProxySession {
         return this.onBackendError(m);
       case BackendCode.ReadyForQuery: {
         this.copyIn = false;
-        if (this.stalled) queueMicrotask(() => this.unstall());
         // Statements of a simple query after a failed one never ran.
         if (head && (head.k === 'sync' || head.k === 'query' || head.k === 'func')) {
           this.fifo.shift();
@@ -1398,6 +1399,8 @@ export class PgProxySession {
     while (this.fifo.length > 0 && this.fifo[0]!.k !== 'sync') {
       const e = this.fifo.shift()!;
       if (e.k === 'exec' && !e.run.finished) this.finishRun(e.run, { skipped: true });
+      // A Query or FunctionCall sent before the Sync is skipped by the server as a whole.
+      if (e.k === 'query' || e.k === 'func') for (const r of e.k === 'query' ? e.runs : [e.run]) if (!r.finished) this.finishRun(r, { skipped: true });
     }
     if (this.fifo.length === 0) this.discardUntilSync = true;
   }

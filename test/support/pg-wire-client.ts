@@ -164,7 +164,17 @@ export class WireClient {
     const start = this.replies.length;
     const want = readyCount(steps);
     this.send(steps);
-    await this.until(() => this.replies.slice(start).filter((m) => m.code === BackendCode.ReadyForQuery).length >= want, ms);
+    // A Query sent while the server skips to Sync gets no answer at all, so fewer ReadyForQuery may
+    // come: a ReadyForQuery followed by silence also ends the wait.
+    const end = Date.now() + ms;
+    let seen = -1;
+    while (Date.now() < end && !this.closed) {
+      const done = await this.until(() => this.replies.slice(start).filter((m) => m.code === BackendCode.ReadyForQuery).length >= want, 400);
+      if (done) break;
+      const last = this.replies.at(-1);
+      if (this.replies.length === seen && this.replies.length > start && last?.code === BackendCode.ReadyForQuery) break;
+      seen = this.replies.length;
+    }
     return this.replies.slice(start).map((m) => {
       if (m.code !== BackendCode.ErrorResponse) return { code: m.code };
       const f = parseErrorFields(m.body);
