@@ -1,0 +1,115 @@
+/**
+ * Clients that vanish at every protocol state release everything at once: the server's own
+ * pg_stat_activity shows no backend left for them (a running statement is cancelled, not left to
+ * finish), the gateway holds no socket or session, and a held statement's hold is cancelled — its
+ * card leaves the inboxes (`hold.resolved` on the bus), a later approval is refused as too late,
+ * and the statement never runs.
+ */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { after, before, describe, it } from 'node:test';
+import pg from 'pg';
+import { HoldQueue } from '../../proxy/approvals/hold-queue';
+import type { EventBus } from '../../proxy/control/bus';
+import type { Identity } from '../../shared/identity';
+import { type WireStep, WireClient, encodeStep } from '../support/pg-wire-client';
+import { type Harness, startHarness } from './pg-harness';
+
+const ada: Identity = { subject: 'key:ada', name: 'Ada', groups: ['dba'], roles: ['approver', 'user'], via: 'api-key' };
+const N = 3;
+
+async function until<T>(what: string, fn: () => T | undefined | Promise<T | undefined>, ms = 10_000): Promise<T> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    const v = await fn();
+    if (v !== undefined) return v;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+describe('PostgreSQL clients that vanish', () => {
+  let h: Harness;
+  let admin: pg.Client;
+  let queue: HoldQueue;
+  let bus: EventBus;
+  let t: string;
+  before(async () => {
+    h = await startHarness({
+      policies: [{ name: 'hold-delete', match: { sql: ['delete', 'delete_without_where'] }, action: 'hold', hold: { approvers: ['dba'], timeout: '1m' } }],
+      holds: (store, b) => {
+        bus = b;
+        return (queue = new HoldQueue({ store, bus: b }));
+      },
+    });
+    admin = new pg.Client({ host: '127.0.0.1', port: 5432, user: 'postgres', database: 'postgres' });
+    await admin.connect();
+    t = `custody_vanish_${randomBytes(4).toString('hex')}`;
+    await admin.query(`CREATE TABLE ${t} (id int); INSERT INTO ${t} SELECT generate_series(1, 3)`);
+  });
+  after(async () => {
+    await admin.query(`DROP TABLE IF EXISTS ${t}`);
+    await admin.end();
+    await h.close();
+  });
+
+  const backends = async (app: string) => Number((await admin.query(`SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = $1`, [app])).rows[0].n);
+
+  /** What each client sends before it vanishes (the gateway has answered what it could by then). */
+  const states: [string, (t: string) => Buffer][] = [
+    ['logged in, nothing sent', () => Buffer.alloc(0)],
+    ['Parse without Sync', (t) => encodeStep(['P', 's1', `SELECT * FROM ${t}`])],
+    ['Parse and Bind without Sync', (t) => Buffer.concat((['P', 'B'] as const).map((k) => encodeStep(k === 'P' ? ['P', 's1', `SELECT * FROM ${t}`] : ['B', '', 's1'])))],
+    ['Parse, Bind and Execute without Sync', () => Buffer.concat([encodeStep(['P', '', 'SELECT pg_sleep(30)']), encodeStep(['B', '', '']), encodeStep(['E', ''])])],
+    ['a statement running after Flush', () => Buffer.concat([encodeStep(['P', '', 'SELECT pg_sleep(30)']), encodeStep(['B', '', '']), encodeStep(['E', '']), encodeStep(['H'])])],
+    ['a simple query running', () => encodeStep(['Q', 'SELECT pg_sleep(30)'])],
+    ['a pipeline with a Sync in the middle', () => Buffer.concat(([['P', '', 'SELECT 1'], ['S'], ['P', '', 'SELECT pg_sleep(30)'], ['B', '', ''], ['E', '']] as WireStep[]).map(encodeStep))],
+    ['half a message', () => encodeStep(['Q', 'SELECT 1']).subarray(0, 7)],
+    ['an open transaction', () => encodeStep(['Q', 'BEGIN; SELECT 1'])],
+    ['COPY FROM STDIN under way', (t) => Buffer.concat([encodeStep(['Q', `COPY ${t} FROM STDIN`]), Buffer.from([0x64, 0, 0, 0, 6, 0x39, 0x0a])])],
+  ];
+
+  for (const [state, bytes] of states) {
+    for (const how of ['destroy', 'end'] as const) {
+      it(`${state} (${how === 'destroy' ? 'socket destroyed' : 'FIN after the bytes'}): upstream and sockets released at once`, async () => {
+        const app = `vanish_${randomBytes(3).toString('hex')}`;
+        const clients = await Promise.all(Array.from({ length: N }, () => WireClient.open(h.port, { user: 'tester', database: 'postgres', application_name: app }, h.key)));
+        for (const c of clients) c.socket.write(bytes(t));
+        await until('the upstream backends to be busy or idle', async () => ((await backends(app)) === N ? true : undefined));
+        await new Promise((r) => setTimeout(r, 200));
+        const started = Date.now();
+        for (const c of clients) {
+          if (how === 'destroy') c.socket.destroy();
+          else c.socket.end();
+        }
+        await until('the server backends to go', async () => ((await backends(app)) === 0 ? true : undefined), 3000);
+        await until('the gateway sessions to end', () => (h.listener.sessions === 0 ? true : undefined), 3000);
+        await until('the gateway sockets to close', async () => ((await h.listener.openSockets()) === 0 ? true : undefined), 3000);
+        assert.ok(Date.now() - started < 3000, `released after ${Date.now() - started} ms`);
+      });
+    }
+  }
+
+  it('a held statement dies with its client: hold cancelled, card gone, a later approval runs nothing', async () => {
+    const resolved: { id: string; state: string }[] = [];
+    const unsubscribe = bus.subscribe((m) => {
+      if (m.type === 'hold.resolved') resolved.push({ id: m.hold.id, state: m.hold.state });
+    });
+    try {
+      const app = `vanish_${randomBytes(3).toString('hex')}`;
+      const c = await WireClient.open(h.port, { user: 'tester', database: 'postgres', application_name: app }, h.key);
+      c.send([['Q', `DELETE FROM ${t}`]]);
+      const hold = await until('the hold', () => queue.list({ state: 'pending' }).holds[0]);
+      c.socket.destroy();
+      await until('the hold to be cancelled', () => (queue.get(hold.id)?.state === 'cancelled' ? true : undefined), 3000);
+      assert.deepEqual(resolved, [{ id: hold.id, state: 'cancelled' }], 'the card leaves every inbox');
+      assert.equal(queue.list({ state: 'pending' }).total, 0);
+      assert.throws(() => queue.decide(hold.id, ada, { decision: 'approve', reason: 'ok' }), /already cancelled/);
+      await until('the server backend to go', async () => ((await backends(app)) === 0 ? true : undefined), 3000);
+      await new Promise((r) => setTimeout(r, 200));
+      assert.equal(Number((await admin.query(`SELECT count(*) AS n FROM ${t}`)).rows[0].n), 3, 'the DELETE never ran');
+    } finally {
+      unsubscribe();
+    }
+  });
+});
