@@ -13,20 +13,10 @@ import { HoldQueue } from '../../proxy/approvals/hold-queue';
 import type { EventBus } from '../../proxy/control/bus';
 import type { Identity } from '../../shared/identity';
 import { type WireStep, WireClient, encodeStep } from '../support/pg-wire-client';
-import { type Harness, startHarness } from './pg-harness';
+import { type Harness, startHarness, until } from './pg-harness';
 
 const ada: Identity = { subject: 'key:ada', name: 'Ada', groups: ['dba'], roles: ['approver', 'user'], via: 'api-key' };
 const N = 3;
-
-async function until<T>(what: string, fn: () => T | undefined | Promise<T | undefined>, ms = 10_000): Promise<T> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    await new Promise((r) => setTimeout(r, 25));
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
 
 describe('PostgreSQL clients that vanish', () => {
   let h: Harness;
