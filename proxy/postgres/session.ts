@@ -263,6 +263,7 @@ export class PgProxySession {
       return;
     }
     this.fbuf.push(chunk);
+    if (this.frontWaiting && this.fbuf.buffered > MAX_BATCH_BYTES) this.client.pause();
     this.pumpFront();
   };
 
@@ -271,7 +272,8 @@ export class PgProxySession {
   /** The client finished sending (half-close): a partial message left over is a truncated one. */
   private readonly onClientEnd = () => {
     const left = this.fbuf.buffered;
-    if (left > 0 && this.phase !== 'closed') {
+    // While waiting, whole messages may still sit in the buffer; the client is gone either way.
+    if (left > 0 && this.phase !== 'closed' && !this.frontWaiting) {
       this.fatal({ severity: 'FATAL', code: SqlState.ProtocolViolation, message: `incomplete message from client: the connection ended ${left} bytes into a message` });
       return;
     }
@@ -387,10 +389,14 @@ export class PgProxySession {
     this.flushClient();
   }
 
-  /** Stops taking client messages until `resume` (auth, upstream login, a hold). */
-  private wait(): void {
+  /**
+   * Stops taking client messages until `resume` (auth, upstream login, a hold). `pause: false`
+   * keeps reading the socket into the buffer (up to a bound), so a client that sends Terminate or
+   * goes away while its statement is held is seen at once and its hold cancelled.
+   */
+  private wait(pause = true): void {
     this.frontWaiting = true;
-    this.client.pause();
+    if (pause) this.client.pause();
   }
 
   private resume(pump = true): void {
@@ -758,7 +764,7 @@ export class PgProxySession {
       this.statementCount = count;
       this.discardUntilSync = discarding;
       this.stalled = items;
-      this.wait();
+      this.wait(false);
       return;
     }
     if (step.raw.length === 0 && step.runs.length === 0) return;
@@ -777,7 +783,7 @@ export class PgProxySession {
       this.forward(step, undo, boundary, draft);
       return;
     }
-    this.wait();
+    this.wait(false);
     void this.awaitHolds(held).then(
       (refusal) => {
         if (this.phase === 'closed') return;

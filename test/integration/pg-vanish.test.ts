@@ -7,6 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { connect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
 import { HoldQueue } from '../../proxy/approvals/hold-queue';
@@ -80,7 +81,8 @@ describe('PostgreSQL clients that vanish', () => {
     }
   }
 
-  it('a held statement dies with its client: hold cancelled, card gone, a later approval runs nothing', async () => {
+  for (const how of ['destroy', 'terminate', 'cancel'] as const)
+  it(`a held statement dies with its client (${how}): hold cancelled, card gone, a later approval runs nothing`, async () => {
     const resolved: { id: string; state: string }[] = [];
     const unsubscribe = bus.subscribe((m) => {
       if (m.type === 'hold.resolved') resolved.push({ id: m.hold.id, state: m.hold.state });
@@ -90,11 +92,30 @@ describe('PostgreSQL clients that vanish', () => {
       const c = await WireClient.open(h.port, { user: 'tester', database: 'postgres', application_name: app }, h.key);
       c.send([['Q', `DELETE FROM ${t}`]]);
       const hold = await until('the hold', () => queue.list({ state: 'pending' }).holds[0]);
-      c.socket.destroy();
+      if (how === 'destroy') c.socket.destroy();
+      else if (how === 'terminate') c.socket.end(encodeStep(['X']));
+      else {
+        // A CancelRequest on a new connection, with the key the gateway gave this client.
+        const cancel = Buffer.alloc(16);
+        cancel.writeInt32BE(16, 0);
+        cancel.writeInt32BE(80877102, 4);
+        cancel.writeInt32BE(c.pid, 8);
+        c.secret.copy(cancel, 12);
+        const s = connect({ host: '127.0.0.1', port: h.port });
+        s.on('error', () => {});
+        s.end(cancel);
+      }
       await until('the hold to be cancelled', () => (queue.get(hold.id)?.state === 'cancelled' ? true : undefined), 3000);
       assert.deepEqual(resolved, [{ id: hold.id, state: 'cancelled' }], 'the card leaves every inbox');
       assert.equal(queue.list({ state: 'pending' }).total, 0);
       assert.throws(() => queue.decide(hold.id, ada, { decision: 'approve', reason: 'ok' }), /already cancelled/);
+      if (how === 'cancel') {
+        // Cancelled, not disconnected: the client is told so, and its session goes on.
+        const replies = await c.run([['Q', 'SELECT 1']]);
+        assert.ok(c.replies.some((m) => m.code === 0x45), 'the held statement answered with an error');
+        assert.equal(replies.at(-1)?.code, 0x5a);
+        await c.close();
+      }
       await until('the server backend to go', async () => ((await backends(app)) === 0 ? true : undefined), 3000);
       await new Promise((r) => setTimeout(r, 200));
       assert.equal(Number((await admin.query(`SELECT count(*) AS n FROM ${t}`)).rows[0].n), 3, 'the DELETE never ran');

@@ -73,6 +73,8 @@ export function encodeStep(step: WireStep): Buffer {
       return buildFlush();
     case 'Q':
       return buildQuery(s(0));
+    case 'X':
+      return buildTerminate();
     case 'F':
       return buildFunctionCall(Number(a[0]), a.slice(1).map(String));
     default:
