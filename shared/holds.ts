@@ -34,6 +34,8 @@ export interface HoldView {
   resolution?: string;
   /** Time-boxed grant given with the approval, in ms. */
   grantMs?: number;
+  /** The held statement waits inside an open transaction, whose locks stay held until the decision. */
+  inTransaction?: boolean;
 }
 
 export interface HoldDecisionRequest {

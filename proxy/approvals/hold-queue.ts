@@ -405,6 +405,7 @@ function holdViewFor(req: HoldRequest, state: HoldView['state'], createdAt: numb
     requesterName: req.identity.name,
     rule: req.rule,
     ...(req.ruleReason ? { ruleReason: req.ruleReason } : {}),
+    ...(req.inTransaction ? { inTransaction: true } : {}),
     summary: req.summary.length > MAX_SUMMARY ? `${req.summary.slice(0, MAX_SUMMARY)}…` : req.summary,
     approvers: [...req.spec.approvers],
     min: req.spec.min ?? 1,

@@ -16,6 +16,8 @@ export interface HoldRequest {
   /** What is asked for, already masked for the log. */
   summary: string;
   spec: HoldSpec;
+  /** The statement waits inside an open transaction whose locks stay held meanwhile (PostgreSQL). */
+  inTransaction?: boolean;
   /** Aborted when the client disconnects: the hold is cancelled. */
   signal: AbortSignal;
 }

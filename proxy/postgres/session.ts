@@ -18,7 +18,7 @@ import { randomInt, timingSafeEqual } from 'node:crypto';
 import { isIPv4, type Socket } from 'node:net';
 import { TLSSocket } from 'node:tls';
 import type { SecureContext } from 'node:tls';
-import type { Connection, SqlClass } from '../../shared/config';
+import { type Connection, parseDuration, type SqlClass } from '../../shared/config';
 import type { AuditEventInput, MaskSpan } from '../../shared/events';
 import type { Identity } from '../../shared/identity';
 import type { HoldGate, HoldOutcome } from '../approvals/types';
@@ -988,7 +988,26 @@ export class PgProxySession {
     }
   }
 
+  /**
+   * The hold's spec for a statement waiting inside an open transaction: its timeout capped below
+   * the server's idle_in_transaction_session_timeout, which would otherwise end the session (and
+   * the transaction) while approvers still look at it.
+   */
+  private holdSpec(spec: NonNullable<PolicyDecision['hold']>, inTransaction: boolean): NonNullable<PolicyDecision['hold']> {
+    const idle = this.up?.idleInTransactionMs ?? 0;
+    if (!inTransaction || idle <= 0) return spec;
+    const wanted = parseDuration(spec.timeout ?? '5m');
+    const cap = Math.max(1, idle - Math.min(5000, Math.floor(idle / 10)));
+    if (wanted <= cap) return spec;
+    this.s.log.info(
+      `postgres ${this.ctx.connection.name}: session ${this.id}: hold timeout ${spec.timeout} capped to ${cap} ms, below the server's idle_in_transaction_session_timeout (${idle} ms)`,
+    );
+    return { ...spec, timeout: `${cap}ms` };
+  }
+
   private async awaitHolds(runs: StatementRun[]): Promise<ErrorInit | null> {
+    // Inside an open transaction its locks stay held while approvers decide: the card says so.
+    const inTransaction = this.proto.transactionStatus !== 'I';
     for (const run of runs) {
       const d = run.decision;
       const abort = new AbortController();
@@ -1005,7 +1024,8 @@ export class PgProxySession {
             rule: d.rule ?? 'hold',
             ruleReason: d.reason,
             summary: this.forLog(run.sql).text.slice(0, SUMMARY_CHARS),
-            spec: d.hold!,
+            spec: this.holdSpec(d.hold!, inTransaction),
+            ...(inTransaction ? { inTransaction } : {}),
             signal: abort.signal,
           }),
           cancelled,

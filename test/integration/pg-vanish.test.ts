@@ -124,3 +124,52 @@ describe('PostgreSQL clients that vanish', () => {
     }
   });
 });
+
+describe('a statement held inside an open transaction', () => {
+  let h: Harness;
+  let queue: HoldQueue;
+  let admin: pg.Client;
+  before(async () => {
+    h = await startHarness({
+      // The server ends sessions idle in a transaction for 4 s; the rule's hold timeout is a minute.
+      upstream: 'postgres://postgres@127.0.0.1:5432/postgres?options=-c%20idle_in_transaction_session_timeout%3D4s',
+      policies: [{ name: 'hold-delete', match: { sql: ['delete', 'delete_without_where'] }, action: 'hold', hold: { approvers: ['dba'], timeout: '1m' } }],
+      holds: (store, b) => (queue = new HoldQueue({ store, bus: b })),
+    });
+    admin = new pg.Client({ host: '127.0.0.1', port: 5432, user: 'postgres', database: 'postgres' });
+    await admin.connect();
+  });
+  after(async () => {
+    await admin.end();
+    await h.close();
+  });
+
+  it('is flagged as keeping its locks, and its timeout is capped below idle_in_transaction_session_timeout', async () => {
+    const t = `custody_txhold_${randomBytes(4).toString('hex')}`;
+    await admin.query(`CREATE TABLE ${t} (id int); INSERT INTO ${t} SELECT generate_series(1, 3)`);
+    const c = new pg.Client({ host: h.host, port: h.port, user: 'tester', password: h.key, database: 'postgres' });
+    await c.connect();
+    try {
+      // Outside a transaction: no flag, the rule's own timeout.
+      const outside = c.query(`DELETE FROM ${t} WHERE id = 1`).catch((e: Error) => e);
+      const first = await until('the first hold', () => queue.list({ state: 'pending' }).holds[0]);
+      assert.equal(first.inTransaction, undefined);
+      assert.equal(first.expiresAt - first.createdAt, 60_000);
+      queue.decide(first.id, ada, { decision: 'deny', reason: 'no' });
+      await outside;
+
+      await c.query('BEGIN');
+      const inside = c.query(`DELETE FROM ${t}`).catch((e: Error) => e);
+      const hold = await until('the hold', () => queue.list({ state: 'pending' }).holds[0]);
+      assert.equal(hold.inTransaction, true);
+      assert.ok(hold.expiresAt - hold.createdAt < 4000, `hold timeout ${hold.expiresAt - hold.createdAt} ms`);
+      const err = await inside;
+      assert.ok(err instanceof Error && /expired/.test(err.message), `the statement expired: ${String(err)}`);
+      await c.query('ROLLBACK');
+      assert.equal(Number((await admin.query(`SELECT count(*) AS n FROM ${t}`)).rows[0].n), 3);
+    } finally {
+      await c.end().catch(() => {});
+      await admin.query(`DROP TABLE IF EXISTS ${t}`);
+    }
+  });
+});
