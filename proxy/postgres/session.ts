@@ -188,6 +188,9 @@ interface Step {
   runs: StatementRun[];
 }
 
+/** Command tags of writes, and the class a statement that completes with one must carry. */
+const WRITE_TAGS: Record<string, SqlClass> = { INSERT: 'insert', UPDATE: 'update', DELETE: 'delete', MERGE: 'merge' };
+
 const MAX_BATCH_MESSAGES = 1000;
 const MAX_BATCH_BYTES = 8 * 1024 * 1024;
 const SUMMARY_CHARS = 500;
@@ -1327,6 +1330,17 @@ export class PgProxySession {
         }
         if (run) {
           const tag = m.code === BackendCode.CommandComplete ? parseCommandComplete(m.body) : m.code === BackendCode.EmptyQueryResponse ? '' : null;
+          const written = tag ? WRITE_TAGS[tag.slice(0, tag.indexOf(' ') >>> 0)] : undefined;
+          if (written && !run.classes.includes(written) && !run.classes.includes('unknown')) {
+            // The server ran a write the statement was not decided as (a prepared statement
+            // replaced where the gateway cannot see, e.g. by dynamic SQL in a function).
+            this.finishRun(run, { tag });
+            this.fatal(
+              { severity: 'FATAL', code: SqlState.ProtocolViolation, message: `the gateway ends this session: the server completed "${tag}" for a statement decided as ${run.classes.join(', ')}` },
+              `protocol state mismatch: "${tag}" for statement ${run.n}`,
+            );
+            return;
+          }
           this.finishRun(run, { tag, suspended: m.code === BackendCode.PortalSuspended });
           if (head!.k === 'exec') this.fifo.shift();
           else if (head!.k === 'query') head!.index++;

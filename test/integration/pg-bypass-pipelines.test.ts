@@ -68,6 +68,30 @@ describe('PostgreSQL protocol bypass corpus (real server)', () => {
     await h.close();
   });
 
+  it('a prepared statement replaced by dynamic SQL inside a function ends the session when it completes as a write', async () => {
+    // Known limit (docs/POSTGRES.md): the gateway cannot see names a function changes; the
+    // DELETE runs, but its DELETE tag contradicts the decision and the session ends, recorded.
+    const t = `custody_bp_${randomBytes(4).toString('hex')}`;
+    await admin.query(`
+      CREATE TABLE ${t} (id int); INSERT INTO ${t} VALUES (1);
+      CREATE FUNCTION ${t}_swap() RETURNS void LANGUAGE plpgsql AS $$ BEGIN EXECUTE 'DEALLOCATE s1'; EXECUTE 'PREPARE s1 AS DELETE FROM ${t}'; END $$;
+    `);
+    try {
+      const from = h.store.events(1, 1_000_000).length + 1;
+      const c = await WireClient.open(h.port, { user: 'tester', database: 'postgres' }, h.key);
+      const replies = await c.run([['P', 's1', 'SELECT 1'], ['S'], ['Q', `SELECT ${t}_swap()`], ['B', '', 's1'], ['E', ''], ['S']]);
+      const fatal = replies.find((r) => r.code === 0x45 && r.sqlstate === '08P01');
+      assert.ok(fatal, `the client is told: ${JSON.stringify(replies)}`);
+      assert.match(fatal.message ?? '', /completed "DELETE 1" for a statement decided as select/);
+      await c.close();
+      await h.idle();
+      const errors = h.store.events(from, 1_000_000).filter((e) => e.kind === 'pg.error').map((e) => e.payload as { message: string; fatal?: boolean });
+      assert.ok(errors.some((e) => e.fatal && /DELETE 1/.test(e.message)), JSON.stringify(errors));
+    } finally {
+      await admin.query(`DROP TABLE IF EXISTS ${t}; DROP FUNCTION IF EXISTS ${t}_swap()`);
+    }
+  });
+
   for (const attempt of corpus) {
     it(attempt.name, async () => {
       const t = `custody_bp_${randomBytes(4).toString('hex')}`;
