@@ -48,7 +48,6 @@ import {
   parseErrorFields,
   parseParameterStatus,
   parseRowDescription,
-  rowCountOfTag,
 } from './backend-messages';
 import type { TableNameResolver } from './catalog';
 import { type Classification, classifySql, type CopyOutShape } from './classify';
@@ -72,7 +71,8 @@ import {
 import { MessageBuffer, ProtocolError, type RawMessage } from './message-buffer';
 import { BackendCode, codeName, FrontendCode, isFrontendCode, SqlState } from './message-codes';
 import { OutputBatch } from './output-batch';
-import { type Draft, type PortalLike, type PreparedLike, ProtocolState, type QueryStatement } from './protocol-state';
+import { type Portal, type PreparedStatement, type RecordingContext, type RunEnd, runEndEvent, statementEvents, type StatementRun } from './recording';
+import { type Draft, ProtocolState, type QueryStatement } from './protocol-state';
 import { type NamespaceEffect, namespaceEffects } from './sql-namespace';
 import { connectUpstream, sendUpstreamCancel, terminateUpstream, UpstreamError, type UpstreamSession, type UpstreamTarget } from './upstream';
 
@@ -103,56 +103,6 @@ export interface PgListenerContext {
   recordRows: number;
   cancelKeys: Map<number, { secret: Buffer; session: PgProxySession }>;
   sessions: Set<PgProxySession>;
-}
-
-interface PreparedStatement extends PreparedLike {
-  sql: string;
-  classification: Classification;
-  prepared?: ReadonlyMap<string, PreparedStatement>;
-  fields?: FieldDescription[];
-  describing: boolean;
-}
-
-interface Portal extends PortalLike<PreparedStatement> {
-  params: (string | null)[];
-  resultFormats: number[];
-  fields?: FieldDescription[];
-  describing: boolean;
-}
-
-/** One statement execution as recorded: pg.statement, then pg.result or pg.error. */
-interface StatementRun {
-  n: number;
-  sql: string;
-  classes: SqlClass[];
-  tables: string[];
-  protocol: 'simple' | 'extended' | 'function';
-  params?: (string | null)[];
-  /** Detectors the policies match on that found something in the statement or its parameters. */
-  detectorHits?: string[];
-  statementName?: string;
-  portal?: string;
-  /** `EXECUTE name`: the prepared statements it runs, as the gateway predicts the server holds them. */
-  executes?: { name: string; sql: string | null }[];
-  /** The portal as bound for this execution (a later Bind may reuse the name). */
-  portalRef?: Portal;
-  parseError?: string;
-  decision: PolicyDecision;
-  masker: RowMasker;
-  startedAt: number;
-  fields?: FieldDescription[];
-  resultFormats?: number[];
-  columns?: ResultColumn[];
-  rows: number;
-  sample: (string | null)[][];
-  spans: MaskSpan[];
-  masked: Record<string, number>;
-  copyOut?: { format: number };
-  /** COPY … TO: the layout of its rows; `copyColumns` false when their columns could not be learned. */
-  copyShape?: CopyOutShape;
-  copyColumns?: boolean;
-  copyHeaderSeen?: boolean;
-  finished: boolean;
 }
 
 /** `internal`: the gateway sent the request itself; its reply is consumed, never relayed. */
@@ -1065,60 +1015,12 @@ export class PgProxySession {
     return { text: r.text, spans: r.spans };
   }
 
+  private recording(): RecordingContext {
+    return { session: this.id, actor: this.identity?.subject, connection: this.ctx.connection.name, forLog: (text) => this.forLog(text) };
+  }
+
   private statementEvents(runs: StatementRun[], refused?: ErrorInit): AuditEventInput[] {
-    const events: AuditEventInput[] = [];
-    for (const run of runs) {
-      const sql = this.forLog(run.sql);
-      const spans: MaskSpan[] = sql.spans.map((s) => ({ ...s, path: '/sql' }));
-      let params: (string | null)[] | undefined;
-      if (run.params) {
-        params = run.params.map((p, i) => {
-          if (p === null) return null;
-          const r = this.forLog(p);
-          for (const s of r.spans) spans.push({ ...s, path: `/params/${i}` });
-          return r.text;
-        });
-      }
-      const d = run.decision;
-      events.push({
-        kind: 'pg.statement',
-        session: this.id,
-        actor: this.identity!.subject,
-        connection: this.ctx.connection.name,
-        spans,
-        payload: {
-          n: run.n,
-          protocol: run.protocol,
-          sql: sql.text,
-          classes: run.classes,
-          tables: run.tables,
-          ...(params ? { params } : {}),
-          ...(run.statementName !== undefined ? { statement: run.statementName } : {}),
-          ...(run.portal !== undefined ? { portal: run.portal } : {}),
-          ...(run.executes ? { executes: run.executes.map((x) => ({ name: x.name, sql: x.sql === null ? null : this.forLog(x.sql).text })) } : {}),
-          ...(run.parseError ? { parseError: run.parseError } : {}),
-          decision: { action: d.action, rule: d.rule ?? null, reason: d.reason ?? null },
-          ...(run.detectorHits ? { detectors: run.detectorHits } : {}),
-          ...(refused ? { refused: { code: refused.code, message: refused.message } } : {}),
-        },
-      });
-      if (d.action !== 'allow') {
-        events.push({
-          kind: 'policy.decision',
-          session: this.id,
-          actor: this.identity!.subject,
-          connection: this.ctx.connection.name,
-          payload: {
-            protocol: 'postgres',
-            n: run.n,
-            action: refused && d.action === 'hold' ? 'deny' : d.action,
-            rule: d.rule ?? null,
-            reason: refused?.message ?? d.reason ?? null,
-          },
-        });
-      }
-    }
-    return events;
+    return statementEvents(this.recording(), runs, refused);
   }
 
   /**
@@ -1552,49 +1454,10 @@ export class PgProxySession {
     return changed ? buildErrorFields(m.code, fields) : m.raw;
   }
 
-  private finishRun(run: StatementRun, end: { tag?: string | null; error?: ErrorFields; suspended?: boolean; skipped?: boolean }): void {
+  private finishRun(run: StatementRun, end: RunEnd): void {
     if (run.finished) return;
     run.finished = true;
-    const durationMs = run.startedAt ? Date.now() - run.startedAt : 0;
-    const columns = run.columns?.map((c) => c.ref.column) ?? run.fields?.map((f) => f.name);
-    const base = {
-      n: run.n,
-      durationMs,
-      rows: end.tag ? (rowCountOfTag(end.tag) ?? run.rows) : run.rows,
-      ...(columns ? { columns } : {}),
-      ...(run.sample.length ? { sample: run.sample, sampleTruncated: run.rows > run.sample.length } : {}),
-      ...(Object.keys(run.masked).length ? { masked: run.masked } : {}),
-    };
-    let event: AuditEventInput;
-    if (end.error || end.skipped || (run.copyOut?.format === -1)) {
-      const message = end.error?.get('M') ?? (end.skipped ? 'not executed: an earlier message in the same batch failed' : 'COPY output could not be masked, so it was withheld');
-      const logged = this.forLog(message);
-      const detail = end.error?.get('D');
-      event = {
-        kind: 'pg.error',
-        session: this.id,
-        actor: this.identity?.subject,
-        connection: this.ctx.connection.name,
-        spans: [...run.spans, ...logged.spans.map((s) => ({ ...s, path: '/message' }))],
-        payload: {
-          ...base,
-          code: end.error?.get('C') ?? (end.skipped ? null : SqlState.FeatureNotSupported),
-          severity: end.error?.get('V') ?? end.error?.get('S') ?? 'ERROR',
-          message: logged.text,
-          ...(detail ? { detail: this.forLog(detail).text } : {}),
-        },
-      };
-    } else {
-      event = {
-        kind: 'pg.result',
-        session: this.id,
-        actor: this.identity?.subject,
-        connection: this.ctx.connection.name,
-        spans: run.spans,
-        payload: { ...base, command: end.tag ?? null, ...(end.suspended ? { suspended: true } : {}) },
-      };
-    }
-    this.defer(event, (err) =>
+    this.defer(runEndEvent(this.recording(), run, end), (err) =>
       this.fatal({ severity: 'FATAL', code: SqlState.SystemError, message: `the audit log cannot record results, so the gateway ends this session: ${err.message}` }),
     );
   }
