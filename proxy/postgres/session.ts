@@ -689,6 +689,40 @@ export class PgProxySession {
    * them together — a held statement holds everything queued behind it.
    */
   private runBatch(): void {
+    const before = this.beforePlanning(this.batch);
+    if (before) {
+      // The one asynchronous step allowed before planning: the batch waits, later messages queue
+      // behind it, and the planner then runs synchronously on what the step prepared.
+      const items = this.batch;
+      this.batch = [];
+      this.batchBytes = 0;
+      this.wait(false);
+      before.then(
+        () => {
+          if (this.phase !== 'ready') return;
+          this.batch = [...items, ...this.batch];
+          this.resume(false);
+          this.planBatch();
+          if (!this.frontWaiting) this.pumpFront();
+          else this.flushUpstream();
+        },
+        (err: unknown) => this.fatalFrom(err),
+      );
+      return;
+    }
+    this.planBatch();
+  }
+
+  /**
+   * Work the planner needs done before it can decide synchronously (e.g. resolving the routines
+   * the queued statements call through the catalog); null when there is none, which is the case
+   * for every batch today.
+   */
+  private beforePlanning(_items: readonly Item[]): Promise<void> | null {
+    return null;
+  }
+
+  private planBatch(): void {
     const items = this.batch;
     this.batch = [];
     this.batchBytes = 0;
@@ -756,7 +790,7 @@ export class PgProxySession {
     this.stalled = null;
     this.batch = [...items, ...this.batch];
     this.resume(false);
-    this.runBatch();
+    this.planBatch();
     if (!this.frontWaiting) this.pumpFront();
     else this.flushUpstream();
   }
