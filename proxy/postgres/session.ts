@@ -6,8 +6,12 @@
  *   password   AuthenticationCleartextPassword; the password is a Custody API key or an OIDC token
  *   connecting the upstream login with the connection's own credential
  *   ready      every client message is classified, decided by policy, recorded, then forwarded;
- *              replies are paired with requests through a FIFO so rows can be masked and results
- *              recorded (https://www.postgresql.org/docs/current/protocol-flow.html)
+ *              what each Execute runs comes from the predicted server state (protocol-state.ts),
+ *              which every reply is checked against (a mismatch ends the session); replies are
+ *              paired with requests through a FIFO so rows can be masked and results recorded
+ *              (recording.ts) (https://www.postgresql.org/docs/current/protocol-flow.html)
+ *   closed     whatever the client does to leave, the upstream is released at once: a running
+ *              statement is cancelled, a held one's hold is cancelled, unsynced messages dropped
  *
  * A refused statement is answered the way PostgreSQL answers a failed one: the gateway sends the
  * upstream a statement that cannot parse in its place, so the upstream itself rolls back the
