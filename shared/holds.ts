@@ -55,6 +55,8 @@ export interface HoldView {
   youMayNotDecide?: { code: string; message: string };
   /** For a pending hold (filled in by the control plane): the persons who may still approve it. */
   approversWhoCan?: string[];
+  /** The held statement waits inside an open transaction, whose locks stay held until the decision. */
+  inTransaction?: boolean;
 }
 
 export interface HoldDecisionRequest {

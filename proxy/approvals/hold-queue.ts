@@ -456,6 +456,7 @@ function holdViewFor(req: HoldRequest, state: HoldView['state'], createdAt: numb
     requesterName: req.identity.name,
     rule: req.rule,
     ...(req.ruleReason ? { ruleReason: req.ruleReason } : {}),
+    ...(req.inTransaction ? { inTransaction: true } : {}),
     summary: shortenForSummary(req.summary, MAX_SUMMARY),
     ...(req.statement !== undefined ? statementView(req.statement) : {}),
     ...(req.params?.length ? { params: paramsView(req.params) } : {}),

@@ -20,6 +20,8 @@ export interface HoldRequest {
   /** SQL: the bound parameters, masked for the log. */
   params?: (string | null)[];
   spec: HoldSpec;
+  /** The statement waits inside an open transaction whose locks stay held meanwhile (PostgreSQL). */
+  inTransaction?: boolean;
   /** Aborted when the client disconnects: the hold is cancelled. */
   signal: AbortSignal;
 }

@@ -33,6 +33,8 @@ export interface PgListener {
   /** Where the self-signed certificate is, when one is used (clients can pin it). */
   certificateFile?: string;
   readonly sessions: number;
+  /** Client sockets the listener still holds open (a leak check: they close with their sessions). */
+  openSockets(): Promise<number>;
   close(): Promise<void>;
 }
 
@@ -96,6 +98,7 @@ export async function startPgListener(opts: PgListenerOptions): Promise<PgListen
     get sessions() {
       return ctx.sessions.size;
     },
+    openSockets: () => new Promise<number>((resolve) => server.getConnections((err, n) => resolve(err ? -1 : n))),
     close: () =>
       new Promise<void>((resolve) => {
         server.close(() => resolve());

@@ -12,6 +12,11 @@ export class OutputBatch {
     return this.parts.length === 0;
   }
 
+  /** Drops what was collected (the socket it was meant for is gone). */
+  clear(): void {
+    this.parts = [];
+  }
+
   push(buf: Buffer): void {
     const n = this.parts.length;
     if (n > 0) {

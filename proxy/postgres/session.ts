@@ -6,8 +6,12 @@
  *   password   AuthenticationCleartextPassword; the password is a Custody API key or an OIDC token
  *   connecting the upstream login with the connection's own credential
  *   ready      every client message is classified, decided by policy, recorded, then forwarded;
- *              replies are paired with requests through a FIFO so rows can be masked and results
- *              recorded (https://www.postgresql.org/docs/current/protocol-flow.html)
+ *              what each Execute runs comes from the predicted server state (protocol-state.ts),
+ *              which every reply is checked against (a mismatch ends the session); replies are
+ *              paired with requests through a FIFO so rows can be masked and results recorded
+ *              (recording.ts) (https://www.postgresql.org/docs/current/protocol-flow.html)
+ *   closed     whatever the client does to leave, the upstream is released at once: a running
+ *              statement is cancelled, a held one's hold is cancelled, unsynced messages dropped
  *
  * A refused statement is answered the way PostgreSQL answers a failed one: the gateway sends the
  * upstream a statement that cannot parse in its place, so the upstream itself rolls back the
@@ -18,7 +22,7 @@ import { randomInt, timingSafeEqual } from 'node:crypto';
 import { isIPv4, type Socket } from 'node:net';
 import { TLSSocket } from 'node:tls';
 import type { SecureContext } from 'node:tls';
-import type { Connection, SqlClass } from '../../shared/config';
+import { type Connection, parseDuration, type SqlClass } from '../../shared/config';
 import type { AuditEventInput, MaskSpan } from '../../shared/events';
 import type { Identity } from '../../shared/identity';
 import { sqlHoldText } from '../approvals/hold-queue';
@@ -49,13 +53,12 @@ import {
   parseErrorFields,
   parseParameterStatus,
   parseRowDescription,
-  rowCountOfTag,
 } from './backend-messages';
 import type { RoutineCatalog, TableNameResolver } from './catalog';
 import { type Classification, classifySql, type CopyOutShape } from './classify';
 import { foldEffects } from './effects';
 import { maskCopyRow, maskDataRow, type ResultColumn, resultColumns, rowForLog } from './data-row-masker';
-import { type StatementLineage, withLineage, withSources } from './lineage';
+import { withLineage, withSources } from './lineage';
 import {
   buildClose,
   buildDescribe,
@@ -77,6 +80,9 @@ import { BackendCode, codeName, FrontendCode, isFrontendCode, SqlState } from '.
 import { OutputBatch } from './output-batch';
 import { redactStatementSecrets } from './statement-secrets';
 import { upstreamRoleFor } from './upstream-role';
+import { type Portal, type PreparedStatement, type RecordingContext, type RunEnd, runEndEvent, statementEvents, type StatementRun } from './recording';
+import { type Draft, ProtocolState, type QueryStatement } from './protocol-state';
+import { type NamespaceEffect, namespaceEffects } from './sql-namespace';
 import { connectUpstream, sendUpstreamCancel, terminateUpstream, UpstreamError, type UpstreamSession, type UpstreamTarget } from './upstream';
 
 /** Sent upstream in place of a refused statement: it cannot parse, so the upstream fails it. */
@@ -108,58 +114,6 @@ export interface PgListenerContext {
   recordRows: number;
   cancelKeys: Map<number, { secret: Buffer; session: PgProxySession }>;
   sessions: Set<PgProxySession>;
-}
-
-interface PreparedStatement {
-  name: string;
-  sql: string;
-  classification: Classification;
-  fields?: FieldDescription[];
-  describing: boolean;
-}
-
-interface Portal {
-  name: string;
-  statement: PreparedStatement | undefined;
-  params: (string | null)[];
-  resultFormats: number[];
-  fields?: FieldDescription[];
-  describing: boolean;
-}
-
-/** One statement execution as recorded: pg.statement, then pg.result or pg.error. */
-interface StatementRun {
-  n: number;
-  sql: string;
-  classes: SqlClass[];
-  tables: string[];
-  protocol: 'simple' | 'extended' | 'function';
-  params?: (string | null)[];
-  /** Detectors the policies match on that found something in the statement or its parameters. */
-  detectorHits?: string[];
-  statementName?: string;
-  portal?: string;
-  /** The portal as bound for this execution (a later Bind may reuse the name). */
-  portalRef?: Portal;
-  parseError?: string;
-  decision: PolicyDecision;
-  masker: RowMasker;
-  startedAt: number;
-  fields?: FieldDescription[];
-  resultFormats?: number[];
-  columns?: ResultColumn[];
-  rows: number;
-  sample: (string | null)[][];
-  spans: MaskSpan[];
-  masked: Record<string, number>;
-  copyOut?: { format: number };
-  /** COPY … TO: the layout of its rows; `copyColumns` false when their columns could not be learned. */
-  copyShape?: CopyOutShape;
-  /** Which masked columns each result column is computed from (masking follows the data). */
-  lineage?: StatementLineage;
-  copyColumns?: boolean;
-  copyHeaderSeen?: boolean;
-  finished: boolean;
 }
 
 /** `internal`: the gateway sent the request itself; its reply is consumed, never relayed. */
@@ -194,6 +148,9 @@ interface Step {
   expect: Expect[];
   runs: StatementRun[];
 }
+
+/** Command tags of writes, and the class a statement that completes with one must carry. */
+const WRITE_TAGS: Record<string, SqlClass> = { INSERT: 'insert', UPDATE: 'update', DELETE: 'delete', MERGE: 'merge' };
 
 const MAX_BATCH_MESSAGES = 1000;
 const MAX_BATCH_BYTES = 8 * 1024 * 1024;
@@ -236,9 +193,10 @@ export class PgProxySession {
   private readonly preclassified = new Map<string, Classification>();
   private copyIn = false;
   private fifo: Expect[] = [];
-  private readonly statements = new Map<string, PreparedStatement>();
-  private readonly portals = new Map<string, Portal>();
-  private txStatus: 'I' | 'T' | 'E' = 'I';
+  /** The server's statements and portals, predicted and checked against every reply (protocol-state.ts). */
+  private proto = new ProtocolState<PreparedStatement, Portal>();
+  /** A batch that read a name an earlier, unanswered segment wrote: planned again once the replies are in. */
+  private stalled: Item[] | null = null;
   private statementCount = 0;
   private holdAbort: AbortController | null = null;
   private masker!: RowMasker;
@@ -273,6 +231,7 @@ export class PgProxySession {
       return;
     }
     this.fbuf.push(chunk);
+    if (this.frontWaiting && this.fbuf.buffered > MAX_BATCH_BYTES) this.client.pause();
     this.pumpFront();
   };
 
@@ -281,12 +240,16 @@ export class PgProxySession {
   /** The client finished sending (half-close): a partial message left over is a truncated one. */
   private readonly onClientEnd = () => {
     const left = this.fbuf.buffered;
-    if (left > 0 && this.phase !== 'closed') {
+    // While waiting, whole messages may still sit in the buffer; the client is gone either way.
+    if (left > 0 && this.phase !== 'closed' && !this.frontWaiting) {
       this.fatal({ severity: 'FATAL', code: SqlState.ProtocolViolation, message: `incomplete message from client: the connection ended ${left} bytes into a message` });
       return;
     }
-    if (this.frontWaiting || this.batch.length > 0) return; // answer what is in flight, then close
-    this.client.end();
+    // The client sends nothing more. Messages it queued without a Sync would never run (the
+    // server rolls back an unsynced implicit transaction at end of input too), a held statement
+    // dies with its client, and a running one is cancelled: the upstream is released now, never
+    // left waiting for a Sync that cannot come.
+    this.close(this.phase === 'ready' && (this.batch.length > 0 || this.stalled) ? 'client disconnected with unsynchronized messages' : this.endReason);
   };
 
   private attachClient(socket: Socket | TLSSocket): void {
@@ -394,10 +357,14 @@ export class PgProxySession {
     this.flushClient();
   }
 
-  /** Stops taking client messages until `resume` (auth, upstream login, a hold). */
-  private wait(): void {
+  /**
+   * Stops taking client messages until `resume` (auth, upstream login, a hold). `pause: false`
+   * keeps reading the socket into the buffer (up to a bound), so a client that sends Terminate or
+   * goes away while its statement is held is seen at once and its hold cancelled.
+   */
+  private wait(pause = true): void {
     this.frontWaiting = true;
-    this.client.pause();
+    if (pause) this.client.pause();
   }
 
   private resume(pump = true): void {
@@ -601,7 +568,7 @@ export class PgProxySession {
     for (const [name, value] of up.parameters) this.sendClient(buildParameterStatus(name, value));
     this.sendClient(buildBackendKeyData(pid, secret));
     this.sendClient(buildReadyForQuery(up.status));
-    this.txStatus = up.status;
+    this.proto = new ProtocolState(up.status);
     this.phase = 'ready';
     this.flushClient();
     this.pumpBack();
@@ -662,7 +629,7 @@ export class PgProxySession {
     this.batch.push({ kind, m } as Item);
     this.batchBytes += m.raw.length;
     const boundary = kind === 'sync' || kind === 'flush' || kind === 'query' || kind === 'function' || kind === 'copy' || kind === 'terminate';
-    if (boundary || this.batch.length >= MAX_BATCH_MESSAGES || this.batchBytes >= MAX_BATCH_BYTES) this.resolveThenRunBatch();
+    if (boundary || this.batch.length >= MAX_BATCH_MESSAGES || this.batchBytes >= MAX_BATCH_BYTES) this.runBatch();
   }
 
   // ---------------------------------------------------------------- classification by effect (catalog)
@@ -670,51 +637,6 @@ export class PgProxySession {
   /** A statement's classification with what the catalog knows about its calls, operators and relations folded in. */
   private classify(sql: string): Classification {
     return foldEffects(this.preclassified.get(sql) ?? classifySql(sql), this.ctx.routines.lookup());
-  }
-
-  /**
-   * The one asynchronous step in front of the planner: resolve through the catalog (what is not
-   * cached) the routines, operators, types and relations used by the queued Parse and Query texts
-   * and by the prepared statements the queued Binds name, then plan the batch synchronously. DDL in
-   * a batch drops the catalog's cache now and again before this session's next batch, since the DDL
-   * runs in between.
-   */
-  private resolveThenRunBatch(): void {
-    const catalog = this.ctx.routines;
-    const texts: Classification[] = [];
-    let ddl = false;
-    // Kept for the planner, which would otherwise classify the same texts again.
-    this.preclassified.clear();
-    for (const item of this.batch) {
-      if (item.kind === 'bind') {
-        // A statement parsed earlier is folded again at Execute: its names must be resolved too.
-        const prepared = this.statements.get(parseBind(item.m.body).statement);
-        if (prepared) texts.push(prepared.classification);
-        continue;
-      }
-      if (item.kind !== 'parse' && item.kind !== 'query') continue;
-      const text = item.kind === 'parse' ? parseParse(item.m.body).query : parseQuery(item.m.body);
-      const c = classifySql(text);
-      this.preclassified.set(text, c);
-      texts.push(c);
-      if (c.statements.some((st) => st.classes.some((x) => x === 'ddl' || x === 'routine_ddl' || x === 'unknown'))) ddl = true;
-    }
-    if (ddl || this.ddlBefore) catalog.invalidate();
-    this.ddlBefore = ddl;
-    if (!texts.some((c) => catalog.needs(c))) {
-      this.runBatch();
-      return;
-    }
-    this.wait();
-    void catalog.resolve(texts).then(
-      () => {
-        if (this.phase === 'closed') return;
-        this.resume(false);
-        this.runBatch();
-        this.pumpFront();
-      },
-      (err: unknown) => this.fatalFrom(err),
-    );
   }
 
   private maskerFor(decision: PolicyDecision): RowMasker {
@@ -781,12 +703,81 @@ export class PgProxySession {
     };
   }
 
+  /** A prepared statement as `Parse` (or SQL `PREPARE`) creates it: its text, classes and namespace effects. */
+  private prepared(name: string, sql: string, classification = this.classify(sql), effects = namespaceEffects(sql, classification.statements.length)?.flat() ?? []): PreparedStatement {
+    let prepared: Map<string, PreparedStatement> | undefined;
+    for (const e of effects) {
+      if (e.k !== 'prepare') continue;
+      prepared ??= new Map();
+      // PostgreSQL keeps the whole text that carried the PREPARE as the statement's text.
+      prepared.set(e.name, this.prepared(e.name, sql, this.classify(e.sql), []));
+    }
+    return { name, sql, classification, effects, ...(prepared ? { prepared } : {}), describing: false };
+  }
+
   /**
    * Turns the queued client messages (up to a Sync, Flush, Query, FunctionCall, COPY message or
    * Terminate) into one step: classifies and decides every statement, then forwards, holds or refuses
    * them together — a held statement holds everything queued behind it.
    */
   private runBatch(): void {
+    const before = this.beforePlanning(this.batch);
+    if (before) {
+      // The one asynchronous step allowed before planning: the batch waits, later messages queue
+      // behind it, and the planner then runs synchronously on what the step prepared.
+      const items = this.batch;
+      this.batch = [];
+      this.batchBytes = 0;
+      this.wait(false);
+      before.then(
+        () => {
+          if (this.phase !== 'ready') return;
+          this.batch = [...items, ...this.batch];
+          this.resume(false);
+          this.planBatch();
+          if (!this.frontWaiting) this.pumpFront();
+          else this.flushUpstream();
+        },
+        (err: unknown) => this.fatalFrom(err),
+      );
+      return;
+    }
+    this.planBatch();
+  }
+
+  /**
+   * The one asynchronous step in front of the planner: resolve through the catalog (what is not
+   * cached) the routines, operators, types and relations used by the queued Parse and Query texts
+   * and by the prepared statements the queued Binds name; null when everything is cached. DDL in a
+   * batch drops the catalog's cache now and again before this session's next batch, since the DDL
+   * runs in between.
+   */
+  private beforePlanning(items: readonly Item[]): Promise<void> | null {
+    const catalog = this.ctx.routines;
+    const texts: Classification[] = [];
+    let ddl = false;
+    // Kept for the planner, which would otherwise classify the same texts again.
+    this.preclassified.clear();
+    for (const item of items) {
+      if (item.kind === 'bind') {
+        // A statement parsed earlier is folded again at Execute: its names must be resolved too.
+        const prepared = this.proto.confirmedStatement(parseBind(item.m.body).statement);
+        if (prepared) texts.push(prepared.classification);
+        continue;
+      }
+      if (item.kind !== 'parse' && item.kind !== 'query') continue;
+      const text = item.kind === 'parse' ? parseParse(item.m.body).query : parseQuery(item.m.body);
+      const c = classifySql(text);
+      this.preclassified.set(text, c);
+      texts.push(c);
+      if (c.statements.some((st) => st.classes.some((x) => x === 'ddl' || x === 'routine_ddl' || x === 'unknown'))) ddl = true;
+    }
+    if (ddl || this.ddlBefore) catalog.invalidate();
+    this.ddlBefore = ddl;
+    return texts.some((c) => catalog.needs(c)) ? catalog.resolve(texts) : null;
+  }
+
+  private planBatch(): void {
     const items = this.batch;
     this.batch = [];
     this.batchBytes = 0;
@@ -795,6 +786,9 @@ export class PgProxySession {
     this.maskers.clear();
     const undo: (() => void)[] = [];
     const step: Step = { raw: [], expect: [], runs: [] };
+    const draft = this.proto.draft();
+    const count = this.statementCount;
+    const discarding = this.discardUntilSync;
     let boundary: Item['kind'] | null = null;
     for (const item of items) {
       if (this.discardUntilSync) {
@@ -802,8 +796,18 @@ export class PgProxySession {
         if (item.kind !== 'sync') continue;
         this.discardUntilSync = false;
       }
-      this.plan(item, step, undo);
+      this.plan(item, step, undo, draft);
       if (item.kind === 'sync' || item.kind === 'flush' || item.kind === 'query' || item.kind === 'function' || item.kind === 'terminate') boundary = item.kind;
+    }
+    if (draft.stalled) {
+      // A name this batch reads was last written by a segment whose replies are not all in (did
+      // that Parse succeed?): wait for them, then plan the batch again. Only then is it decided.
+      for (const u of undo.reverse()) u();
+      this.statementCount = count;
+      this.discardUntilSync = discarding;
+      this.stalled = items;
+      this.wait(false);
+      return;
     }
     if (step.raw.length === 0 && step.runs.length === 0) return;
     const denied = step.runs.find((r) => r.decision.action === 'deny');
@@ -818,87 +822,127 @@ export class PgProxySession {
     }
     const held = step.runs.filter((r) => r.decision.action === 'hold');
     if (held.length === 0) {
-      this.forward(step, undo, boundary);
+      this.forward(step, undo, boundary, draft);
       return;
     }
-    this.wait();
+    this.wait(false);
     void this.awaitHolds(held).then(
       (refusal) => {
         if (this.phase === 'closed') return;
         this.resume(false);
         if (refusal) this.refuse(step, undo, boundary, refusal);
-        else this.forward(step, undo, boundary);
+        else this.forward(step, undo, boundary, draft);
         this.pumpFront();
       },
       (err: unknown) => this.fatalFrom(err),
     );
   }
 
-  private plan(item: Item, step: Step, undo: (() => void)[]): void {
+  /** The replies the stalled batch waited for are in: plan it again. */
+  private unstall(): void {
+    if (!this.stalled || !this.proto.quiet || this.phase !== 'ready') return;
+    const items = this.stalled;
+    this.stalled = null;
+    this.batch = [...items, ...this.batch];
+    this.resume(false);
+    this.planBatch();
+    if (!this.frontWaiting) this.pumpFront();
+    else this.flushUpstream();
+  }
+
+  /** What a statement that runs prepared statements (`EXECUTE name`) does: the classes of what it runs. */
+  private withExecuted(
+    c: { classes: SqlClass[]; tables: string[] },
+    effects: readonly NamespaceEffect[],
+    executes: readonly (PreparedStatement | null)[],
+  ): { classes: SqlClass[]; tables: string[]; executes?: { name: string; sql: string | null }[] } {
+    const names = effects.filter((e) => e.k === 'execute').map((e) => e.name);
+    if (names.length === 0) return c;
+    const classes = new Set<SqlClass>(c.classes.filter((k) => k !== 'unknown'));
+    const tables = new Set(c.tables);
+    executes.forEach((stmt) => {
+      if (!stmt) classes.add('unknown');
+      for (const st of stmt?.classification.statements ?? []) {
+        for (const k of st.classes) classes.add(k);
+        for (const t of st.tables) tables.add(t);
+      }
+      if (stmt?.classification.error || stmt?.classification.statements.length === 0) classes.add('unknown');
+    });
+    return { classes: [...classes], tables: [...tables], executes: names.map((name, i) => ({ name, sql: executes[i]?.sql ?? null })) };
+  }
+
+  private plan(item: Item, step: Step, undo: (() => void)[], draft: Draft<PreparedStatement, Portal>): void {
     const { m } = item;
     switch (item.kind) {
       case 'parse': {
         const p = parseParse(m.body);
-        const prev = this.statements.get(p.name);
-        this.statements.set(p.name, { name: p.name, sql: p.query, classification: this.classify(p.query), describing: false });
-        undo.push(() => (prev ? this.statements.set(p.name, prev) : this.statements.delete(p.name)));
+        draft.parse(p.name, this.prepared(p.name, p.query));
         step.raw.push(m.raw);
         step.expect.push({ k: 'parse' });
         return;
       }
       case 'bind': {
         const b = parseBind(m.body);
-        const prev = this.portals.get(b.portal);
         const fmt = (i: number) => (b.paramFormats.length === 0 ? 0 : b.paramFormats.length === 1 ? b.paramFormats[0]! : (b.paramFormats[i] ?? 0));
-        this.portals.set(b.portal, {
+        draft.bind(b.portal, b.statement, (statement) => ({
           name: b.portal,
-          statement: this.statements.get(b.statement),
+          statement,
           params: b.params.map((v, i) => paramText(v, fmt(i))),
           resultFormats: b.resultFormats,
           describing: false,
-        });
-        undo.push(() => (prev ? this.portals.set(b.portal, prev) : this.portals.delete(b.portal)));
+        }));
         step.raw.push(m.raw);
         step.expect.push({ k: 'bind' });
         return;
       }
       case 'describe': {
         const t = parseTarget(m.body, 'Describe');
+        const known = draft.describe(t.target, t.name);
         step.raw.push(m.raw);
         if (t.target === 'S') {
-          const stmt = this.statements.get(t.name) ?? { name: t.name, sql: '', classification: { statements: [] }, describing: false };
+          const stmt = (known as PreparedStatement | null) ?? this.prepared(t.name, '', { statements: [] }, []);
+          const was = stmt.describing;
           stmt.describing = true;
+          undo.push(() => (stmt.describing = was));
           step.expect.push({ k: 'dstmt', stmt });
         } else {
-          const portal = this.portals.get(t.name) ?? { name: t.name, statement: undefined, params: [], resultFormats: [], describing: false };
+          const portal = (known as Portal | null) ?? { name: t.name, statement: this.prepared('', '', { statements: [] }, []), params: [], resultFormats: [], describing: false };
+          const was = portal.describing;
           portal.describing = true;
+          undo.push(() => (portal.describing = was));
           step.expect.push({ k: 'dportal', portal, internal: false });
         }
         return;
       }
       case 'execute': {
         const e = parseExecute(m.body);
-        const portal = this.portals.get(e.portal);
+        // Masking needs the result's columns; if the client did not ask for them, the gateway does.
+        // Its Describe goes before the Execute, in the prediction as on the wire.
+        const peek = draft.peekPortal(e.portal);
+        const describe = this.masker.active && peek && !peek.fields && !peek.describing && !peek.statement.fields && !peek.statement.describing;
+        if (describe) draft.describe('P', e.portal);
+        const { portal, executes } = draft.execute(e.portal);
         const stmt = portal?.statement;
         // Folded again with what the catalog says now: a routine replaced since the Parse counts.
         const statements = stmt ? foldEffects(stmt.classification, this.ctx.routines.lookup()).statements : [];
         const sql = stmt?.sql ?? '';
         const c = stmt
-          ? {
-              classes: [...new Set(statements.flatMap((s) => s.classes))] as SqlClass[],
-              tables: [...new Set(statements.flatMap((s) => s.tables))],
-              parseError: stmt.classification.error,
-            }
-          : { classes: ['unknown'] as SqlClass[], tables: [], parseError: `no prepared statement for portal "${e.portal}"` };
-        const run = this.newRun(sql, c, 'extended', portal?.params);
+          ? this.withExecuted(
+              { classes: [...new Set(statements.flatMap((s) => s.classes))] as SqlClass[], tables: [...new Set(statements.flatMap((s) => s.tables))] },
+              stmt.effects,
+              executes,
+            )
+          : { classes: ['unknown'] as SqlClass[], tables: [] };
+        const run = this.newRun(sql, { ...c, parseError: stmt ? stmt.classification.error : `no prepared statement for portal "${e.portal}"` }, 'extended', portal?.params);
         run.params = portal?.params;
         run.statementName = stmt?.name;
         run.portal = e.portal;
-        run.portalRef = portal;
+        run.portalRef = portal ?? undefined;
+        if ('executes' in c) run.executes = c.executes;
         step.runs.push(run);
-        // Masking needs the result's columns; if the client did not ask for them, the gateway does.
-        if (run.masker.active && portal && !portal.fields && !portal.describing && !stmt?.fields && !stmt?.describing) {
+        if (describe && portal) {
           portal.describing = true;
+          undo.push(() => (portal.describing = false));
           step.raw.push(buildDescribe('P', e.portal));
           step.expect.push({ k: 'dportal', portal, internal: true });
         }
@@ -908,20 +952,13 @@ export class PgProxySession {
       }
       case 'close': {
         const t = parseTarget(m.body, 'Close');
-        if (t.target === 'S') {
-          const prev = this.statements.get(t.name);
-          this.statements.delete(t.name);
-          if (prev) undo.push(() => this.statements.set(t.name, prev));
-        } else {
-          const prev = this.portals.get(t.name);
-          this.portals.delete(t.name);
-          if (prev) undo.push(() => this.portals.set(t.name, prev));
-        }
+        draft.close(t.target, t.name);
         step.raw.push(m.raw);
         step.expect.push({ k: 'close' });
         return;
       }
       case 'sync':
+        draft.sync();
         step.raw.push(m.raw);
         step.expect.push({ k: 'sync' });
         return;
@@ -931,27 +968,53 @@ export class PgProxySession {
       case 'query': {
         const sql = parseQuery(m.body);
         const c = this.classify(sql);
-        const runs = c.statements.map((s) => this.newRun(s.sql, { ...s, parseError: c.error }, 'simple'));
+        const effects = namespaceEffects(sql, c.statements.length);
+        // Split by the same parser: statement i of both lists is the same statement.
+        const aligned = effects !== null && !c.error && effects.length === c.statements.length;
+        const statements: QueryStatement<PreparedStatement>[] | null = aligned
+          ? effects.map((fx) => {
+              const prepared = new Map<string, PreparedStatement>();
+              for (const e of fx) if (e.k === 'prepare') prepared.set(e.name, this.prepared(e.name, sql, this.classify(e.sql), []));
+              return { effects: fx, ...(prepared.size ? { prepared } : {}) };
+            })
+          : null;
+        const mark = draft.mark();
+        const executes = draft.query(statements);
+        const runs = c.statements.map((s, i) => {
+          const x = this.withExecuted(s, statements?.[i]?.effects ?? [], executes[i] ?? []);
+          const run = this.newRun(s.sql, { ...s, ...x, parseError: c.error }, 'simple');
+          if ('executes' in x) run.executes = x.executes;
+          return run;
+        });
         step.runs.push(...runs);
         // COPY … TO rows carry no column names: learn them first (on this session, so its
         // search_path applies), so column rules can mask them like DataRow values.
-        for (const run of runs) {
-          const shape = run.copyShape;
-          if (!shape || shape.format === 'binary' || !run.masker.active) continue;
-          if (!shape.describeSql) {
-            run.copyColumns = false;
-            continue;
+        draft.insertAt(mark, () => {
+          for (const run of runs) {
+            const shape = run.copyShape;
+            if (!shape || shape.format === 'binary' || !run.masker.active) continue;
+            if (!shape.describeSql) {
+              run.copyColumns = false;
+              continue;
+            }
+            const stmt = this.prepared(COPY_DESCRIBE_STATEMENT, shape.describeSql, { statements: [] }, []);
+            stmt.describing = true;
+            draft.parse(COPY_DESCRIBE_STATEMENT, stmt);
+            draft.describe('S', COPY_DESCRIBE_STATEMENT);
+            draft.close('S', COPY_DESCRIBE_STATEMENT);
+            draft.sync();
+            step.raw.push(buildParse(COPY_DESCRIBE_STATEMENT, shape.describeSql), buildDescribe('S', COPY_DESCRIBE_STATEMENT), buildClose('S', COPY_DESCRIBE_STATEMENT), buildSync());
+            step.expect.push({ k: 'parse', internal: true }, { k: 'dstmt', stmt, internal: true, copyFor: run }, { k: 'close', internal: true }, { k: 'sync', internal: true });
           }
-          const stmt: PreparedStatement = { name: COPY_DESCRIBE_STATEMENT, sql: shape.describeSql, classification: { statements: [] }, describing: true };
-          step.raw.push(buildParse(COPY_DESCRIBE_STATEMENT, shape.describeSql), buildDescribe('S', COPY_DESCRIBE_STATEMENT), buildClose('S', COPY_DESCRIBE_STATEMENT), buildSync());
-          step.expect.push({ k: 'parse', internal: true }, { k: 'dstmt', stmt, internal: true, copyFor: run }, { k: 'close', internal: true }, { k: 'sync', internal: true });
-        }
+        });
         step.raw.push(m.raw);
         step.expect.push({ k: 'query', runs, index: 0 });
         return;
       }
       case 'function': {
         const f = parseFunctionCall(m.body);
+        // The fast-path call runs any function by OID, with effects the gateway cannot see: never read-only.
+        draft.functionCall();
         const run = this.newRun(`-- FunctionCall oid ${f.functionOid} (${f.args} arguments)`, { classes: ['unknown'], tables: [] }, 'function');
         step.runs.push(run);
         step.raw.push(m.raw);
@@ -968,7 +1031,26 @@ export class PgProxySession {
     }
   }
 
+  /**
+   * The hold's spec for a statement waiting inside an open transaction: its timeout capped below
+   * the server's idle_in_transaction_session_timeout, which would otherwise end the session (and
+   * the transaction) while approvers still look at it.
+   */
+  private holdSpec(spec: NonNullable<PolicyDecision['hold']>, inTransaction: boolean): NonNullable<PolicyDecision['hold']> {
+    const idle = this.up?.idleInTransactionMs ?? 0;
+    if (!inTransaction || idle <= 0) return spec;
+    const wanted = parseDuration(spec.timeout ?? '5m');
+    const cap = Math.max(1, idle - Math.min(5000, Math.floor(idle / 10)));
+    if (wanted <= cap) return spec;
+    this.s.log.info(
+      `postgres ${this.ctx.connection.name}: session ${this.id}: hold timeout ${spec.timeout} capped to ${cap} ms, below the server's idle_in_transaction_session_timeout (${idle} ms)`,
+    );
+    return { ...spec, timeout: `${cap}ms` };
+  }
+
   private async awaitHolds(runs: StatementRun[]): Promise<ErrorInit | null> {
+    // Inside an open transaction its locks stay held while approvers decide: the card says so.
+    const inTransaction = this.proto.transactionStatus !== 'I';
     for (const run of runs) {
       const d = run.decision;
       const abort = new AbortController();
@@ -985,7 +1067,8 @@ export class PgProxySession {
             rule: d.rule ?? 'hold',
             ruleReason: d.reason,
             ...sqlHoldText(this.forLog(run.sql).text, run.params?.map((p) => (p === null ? null : this.forLog(p).text)), SUMMARY_CHARS),
-            spec: d.hold!,
+            spec: this.holdSpec(d.hold!, inTransaction),
+            ...(inTransaction ? { inTransaction } : {}),
             signal: abort.signal,
           }),
           cancelled,
@@ -1022,59 +1105,12 @@ export class PgProxySession {
     return { text: r.text, spans: r.spans };
   }
 
+  private recording(): RecordingContext {
+    return { session: this.id, actor: this.identity?.subject, connection: this.ctx.connection.name, forLog: (text) => this.forLog(text) };
+  }
+
   private statementEvents(runs: StatementRun[], refused?: ErrorInit): AuditEventInput[] {
-    const events: AuditEventInput[] = [];
-    for (const run of runs) {
-      const sql = this.forLog(run.sql);
-      const spans: MaskSpan[] = sql.spans.map((s) => ({ ...s, path: '/sql' }));
-      let params: (string | null)[] | undefined;
-      if (run.params) {
-        params = run.params.map((p, i) => {
-          if (p === null) return null;
-          const r = this.forLog(p);
-          for (const s of r.spans) spans.push({ ...s, path: `/params/${i}` });
-          return r.text;
-        });
-      }
-      const d = run.decision;
-      events.push({
-        kind: 'pg.statement',
-        session: this.id,
-        actor: this.identity!.subject,
-        connection: this.ctx.connection.name,
-        spans,
-        payload: {
-          n: run.n,
-          protocol: run.protocol,
-          sql: sql.text,
-          classes: run.classes,
-          tables: run.tables,
-          ...(params ? { params } : {}),
-          ...(run.statementName !== undefined ? { statement: run.statementName } : {}),
-          ...(run.portal !== undefined ? { portal: run.portal } : {}),
-          ...(run.parseError ? { parseError: run.parseError } : {}),
-          decision: { action: d.action, rule: d.rule ?? null, reason: d.reason ?? null },
-          ...(run.detectorHits ? { detectors: run.detectorHits } : {}),
-          ...(refused ? { refused: { code: refused.code, message: refused.message } } : {}),
-        },
-      });
-      if (d.action !== 'allow') {
-        events.push({
-          kind: 'policy.decision',
-          session: this.id,
-          actor: this.identity!.subject,
-          connection: this.ctx.connection.name,
-          payload: {
-            protocol: 'postgres',
-            n: run.n,
-            action: refused && d.action === 'hold' ? 'deny' : d.action,
-            rule: d.rule ?? null,
-            reason: refused?.message ?? d.reason ?? null,
-          },
-        });
-      }
-    }
-    return events;
+    return statementEvents(this.recording(), runs, refused);
   }
 
   /**
@@ -1082,9 +1118,9 @@ export class PgProxySession {
    * this event-loop turn; until it is done this session takes no further client messages, so
    * nothing overtakes a statement on its way to the log.
    */
-  private forward(step: Step, undo: (() => void)[], boundary: Item['kind'] | null): void {
+  private forward(step: Step, undo: (() => void)[], boundary: Item['kind'] | null, draft: Draft<PreparedStatement, Portal>): void {
     if (step.runs.length === 0) {
-      this.send(step, boundary);
+      this.send(step, boundary, draft);
       return;
     }
     const events = this.statementEvents(step.runs);
@@ -1097,13 +1133,14 @@ export class PgProxySession {
           code: SqlState.SystemError,
           message: `statement refused: the audit log cannot record it (${err.message})`,
         }, true);
-      else this.send(step, boundary);
+      else this.send(step, boundary, draft);
       this.frontWaiting = false;
       this.pumpFront();
     }, this);
   }
 
-  private send(step: Step, boundary: Item['kind'] | null): void {
+  private send(step: Step, boundary: Item['kind'] | null, draft: Draft<PreparedStatement, Portal>): void {
+    draft.commit();
     const now = Date.now();
     for (const r of step.runs) r.startedAt = now;
     for (const raw of step.raw) this.toUpstream.push(raw);
@@ -1125,17 +1162,26 @@ export class PgProxySession {
         // refusing anyway: nothing of this batch reaches the upstream
       }
     }
+    // The refused batch never reaches the server, so none of its planning enters the prediction;
+    // the failing stand-in does (an unnamed Parse or a Query drops the unnamed statement).
+    const draft = this.proto.draft();
     if (boundary === 'query' || boundary === 'function') {
+      draft.query([]);
+      draft.commit();
       this.toUpstream.push(buildQuery(REFUSED_STATEMENT_SQL));
       this.fifo.push({ k: 'query', runs: [], index: 0, refusal: error });
       return;
     }
+    draft.parse('', this.prepared('', REFUSED_STATEMENT_SQL, { statements: [] }, []));
     this.toUpstream.push(buildParse('', REFUSED_STATEMENT_SQL));
     this.fifo.push({ k: 'refusal', error });
     if (boundary === 'sync') {
+      draft.sync();
+      draft.commit();
       this.toUpstream.push(buildSync());
       this.fifo.push({ k: 'sync' });
     } else {
+      draft.commit();
       if (boundary === 'flush') this.toUpstream.push(buildFlush());
       this.discardUntilSync = true;
     }
@@ -1161,7 +1207,7 @@ export class PgProxySession {
     const up = this.up;
     if (!up || this.phase !== 'ready') return;
     try {
-      while (!this.backWaiting) {
+      while (!this.backWaiting && this.phase === 'ready') {
         const m = up.buffer.next();
         if (!m) break;
         this.onBack(m);
@@ -1182,6 +1228,17 @@ export class PgProxySession {
   }
 
   private onBack(m: RawMessage): void {
+    const mismatch = this.proto.reply(m.code, m.body);
+    if (mismatch !== null) {
+      // The server is not in the state the gateway decided on: nothing more can be trusted.
+      this.fatal(
+        { severity: 'FATAL', code: SqlState.ProtocolViolation, message: `the gateway ends this session: the server's reply does not match its prediction (${mismatch})` },
+        `protocol state mismatch: ${mismatch}`,
+      );
+      return;
+    }
+    // A reply can settle what a stalled batch waits for (an error settles every request the server now skips).
+    if (this.stalled && this.proto.quiet) queueMicrotask(() => this.unstall());
     const head = this.fifo[0];
     switch (m.code) {
       case BackendCode.DataRow: {
@@ -1265,6 +1322,17 @@ export class PgProxySession {
         }
         if (run) {
           const tag = m.code === BackendCode.CommandComplete ? parseCommandComplete(m.body) : m.code === BackendCode.EmptyQueryResponse ? '' : null;
+          const written = tag ? WRITE_TAGS[tag.slice(0, tag.indexOf(' ') >>> 0)] : undefined;
+          if (written && !run.classes.includes(written) && !run.classes.includes('unknown')) {
+            // The server ran a write the statement was not decided as (a prepared statement
+            // replaced where the gateway cannot see, e.g. by dynamic SQL in a function).
+            this.finishRun(run, { tag });
+            this.fatal(
+              { severity: 'FATAL', code: SqlState.ProtocolViolation, message: `the gateway ends this session: the server completed "${tag}" for a statement decided as ${run.classes.join(', ')}` },
+              `protocol state mismatch: "${tag}" for statement ${run.n}`,
+            );
+            return;
+          }
           this.finishRun(run, { tag, suspended: m.code === BackendCode.PortalSuspended });
           if (head!.k === 'exec') this.fifo.shift();
           else if (head!.k === 'query') head!.index++;
@@ -1294,7 +1362,6 @@ export class PgProxySession {
       case BackendCode.ErrorResponse:
         return this.onBackendError(m);
       case BackendCode.ReadyForQuery: {
-        this.txStatus = String.fromCharCode(m.body[0] ?? 0x49) as 'I';
         this.copyIn = false;
         // Statements of a simple query after a failed one never ran.
         if (head && (head.k === 'sync' || head.k === 'query' || head.k === 'func')) {
@@ -1364,6 +1431,8 @@ export class PgProxySession {
     while (this.fifo.length > 0 && this.fifo[0]!.k !== 'sync') {
       const e = this.fifo.shift()!;
       if (e.k === 'exec' && !e.run.finished) this.finishRun(e.run, { skipped: true });
+      // A Query or FunctionCall sent before the Sync is skipped by the server as a whole.
+      if (e.k === 'query' || e.k === 'func') for (const r of e.k === 'query' ? e.runs : [e.run]) if (!r.finished) this.finishRun(r, { skipped: true });
     }
     if (this.fifo.length === 0) this.discardUntilSync = true;
   }
@@ -1475,49 +1544,10 @@ export class PgProxySession {
     return changed ? buildErrorFields(m.code, fields) : m.raw;
   }
 
-  private finishRun(run: StatementRun, end: { tag?: string | null; error?: ErrorFields; suspended?: boolean; skipped?: boolean }): void {
+  private finishRun(run: StatementRun, end: RunEnd): void {
     if (run.finished) return;
     run.finished = true;
-    const durationMs = run.startedAt ? Date.now() - run.startedAt : 0;
-    const columns = run.columns?.map((c) => c.ref.column) ?? run.fields?.map((f) => f.name);
-    const base = {
-      n: run.n,
-      durationMs,
-      rows: end.tag ? (rowCountOfTag(end.tag) ?? run.rows) : run.rows,
-      ...(columns ? { columns } : {}),
-      ...(run.sample.length ? { sample: run.sample, sampleTruncated: run.rows > run.sample.length } : {}),
-      ...(Object.keys(run.masked).length ? { masked: run.masked } : {}),
-    };
-    let event: AuditEventInput;
-    if (end.error || end.skipped || (run.copyOut?.format === -1)) {
-      const message = end.error?.get('M') ?? (end.skipped ? 'not executed: an earlier message in the same batch failed' : 'COPY output could not be masked, so it was withheld');
-      const logged = this.forLog(message);
-      const detail = end.error?.get('D');
-      event = {
-        kind: 'pg.error',
-        session: this.id,
-        actor: this.identity?.subject,
-        connection: this.ctx.connection.name,
-        spans: [...run.spans, ...logged.spans.map((s) => ({ ...s, path: '/message' }))],
-        payload: {
-          ...base,
-          code: end.error?.get('C') ?? (end.skipped ? null : SqlState.FeatureNotSupported),
-          severity: end.error?.get('V') ?? end.error?.get('S') ?? 'ERROR',
-          message: logged.text,
-          ...(detail ? { detail: this.forLog(detail).text } : {}),
-        },
-      };
-    } else {
-      event = {
-        kind: 'pg.result',
-        session: this.id,
-        actor: this.identity?.subject,
-        connection: this.ctx.connection.name,
-        spans: run.spans,
-        payload: { ...base, command: end.tag ?? null, ...(end.suspended ? { suspended: true } : {}) },
-      };
-    }
-    this.defer(event, (err) =>
+    this.defer(runEndEvent(this.recording(), run, end), (err) =>
       this.fatal({ severity: 'FATAL', code: SqlState.SystemError, message: `the audit log cannot record results, so the gateway ends this session: ${err.message}` }),
     );
   }
@@ -1537,12 +1567,22 @@ export class PgProxySession {
     this.phase = 'closed';
     this.ctx.sessions.delete(this);
     this.holdAbort?.abort();
+    this.stalled = null;
     if (this.cancelPid) this.ctx.cancelKeys.delete(this.cancelPid);
     if (this.up) {
-      const sock = this.up.socket;
+      const up = this.up;
       this.up = null;
-      terminateUpstream(sock);
+      // Closing the socket does not stop a statement the server is running: cancel it first.
+      if (this.fifo.some((e) => e.k === 'exec' || e.k === 'query' || e.k === 'func')) {
+        sendUpstreamCancel(this.ctx.target, up.pid, up.secret).catch((err: unknown) =>
+          this.s.log.warn(`postgres ${this.ctx.connection.name}: cancel request failed: ${(err as Error).message}`),
+        );
+      }
+      up.socket.removeAllListeners('data');
+      terminateUpstream(up.socket);
     }
+    this.batch = [];
+    this.toUpstream.clear();
     if (!this.client.destroyed) {
       this.client.end();
       setTimeout(() => this.client.destroy(), 2000).unref();

@@ -13,6 +13,7 @@ import { type ErrorFields, parseAuthentication, parseBackendKeyData, parseErrorF
 import {
   buildCancelRequest,
   buildPasswordMessage,
+  buildQuery,
   buildSASLInitialResponse,
   buildSASLResponse,
   buildSSLRequest,
@@ -99,6 +100,8 @@ export interface UpstreamSession {
   pid: number;
   secret: Buffer;
   status: 'I' | 'T' | 'E';
+  /** The server's idle_in_transaction_session_timeout in ms (0: none), read after login: a hold inside a transaction must end before it. */
+  idleInTransactionMs: number;
   tls: boolean;
   auth: 'trust' | 'cleartext' | 'md5' | 'scram-sha-256';
 }
@@ -322,9 +325,10 @@ export async function connectUpstream(target: UpstreamTarget, options: ConnectOp
         case BackendCode.NegotiateProtocolVersion:
           break;
         case BackendCode.ReadyForQuery: {
+          session.status = String.fromCharCode(m.body[0] ?? 0x49) as 'I';
+          session.idleInTransactionMs = await idleInTransactionTimeout(socket, reader);
           reader.detach();
           clearTimeout(timer);
-          session.status = String.fromCharCode(m.body[0] ?? 0x49) as 'I';
           return { ...(session as UpstreamSession), socket, buffer, pid: session.pid ?? 0, secret: session.secret ?? Buffer.alloc(4) };
         }
         default:
@@ -337,6 +341,31 @@ export async function connectUpstream(target: UpstreamTarget, options: ConnectOp
     raw.destroy();
     throw err instanceof UpstreamError ? err : new UpstreamError(err instanceof Error ? err.message : String(err));
   }
+}
+
+const SETTING_UNITS: Record<string, number> = { ms: 1, s: 1000, min: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/**
+ * Reads idle_in_transaction_session_timeout on the fresh session (one round trip at login): the
+ * server ends a session that stays idle in a transaction that long, so a statement held for
+ * approval inside a transaction must be decided sooner.
+ */
+async function idleInTransactionTimeout(socket: Socket | TLSSocket, reader: HandshakeReader): Promise<number> {
+  socket.write(buildQuery('SHOW idle_in_transaction_session_timeout'));
+  let value: string | null = null;
+  let failed: string | null = null;
+  for (;;) {
+    const m = await reader.next();
+    if (m.code === BackendCode.DataRow && m.body.readInt16BE(0) >= 1) {
+      const len = m.body.readInt32BE(2);
+      value = len < 0 ? null : m.body.toString('utf8', 6, 6 + len);
+    } else if (m.code === BackendCode.ErrorResponse) failed = parseErrorFields(m.body).get('M') ?? 'error';
+    else if (m.code === BackendCode.ReadyForQuery) break;
+  }
+  if (failed !== null || value === null) throw new UpstreamError(`cannot read idle_in_transaction_session_timeout from the upstream server: ${failed ?? 'no value'}`);
+  const v = /^(\d+)\s*(ms|s|min|h|d)?$/.exec(value.trim());
+  if (!v) throw new UpstreamError(`cannot read idle_in_transaction_session_timeout from the upstream server: "${value}"`);
+  return Number(v[1]) * (SETTING_UNITS[v[2] ?? 'ms'] ?? 1);
 }
 
 /** Sends a CancelRequest for an upstream backend on a new connection (no reply is expected). */

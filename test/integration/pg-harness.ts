@@ -96,3 +96,14 @@ export async function startHarness(opts: {
 export function eventsOf(store: AuditStore, kind: string) {
   return store.events(1, 100_000).filter((e) => e.kind === kind);
 }
+
+/** Polls `fn` until it returns something other than undefined, or fails after `ms`. */
+export async function until<T>(what: string, fn: () => T | undefined | Promise<T | undefined>, ms = 10_000): Promise<T> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    const v = await fn();
+    if (v !== undefined) return v;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}

@@ -14,7 +14,7 @@ import type { MaskSpan } from '../../shared/events';
 import type { Identity } from '../../shared/identity';
 import { HoldQueue } from '../../proxy/approvals/hold-queue';
 import { type ColumnRef, MaskingError, type RowMasker } from '../../proxy/masking/types';
-import { eventsOf, type Harness, maskingWith, passthroughRows, startHarness } from './pg-harness';
+import { eventsOf, type Harness, maskingWith, passthroughRows, startHarness, until } from './pg-harness';
 
 const run = promisify(execFile);
 
@@ -31,16 +31,6 @@ async function client(h: Harness): Promise<pg.Client> {
   const c = new pg.Client({ host: h.host, port: h.port, user: 'agent', password: h.key, database: 'postgres' });
   await c.connect();
   return c;
-}
-
-async function until<T>(what: string, fn: () => T | undefined | Promise<T | undefined>, ms = 10_000): Promise<T> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    await new Promise((r) => setTimeout(r, 25));
-  }
-  throw new Error(`timed out waiting for ${what}`);
 }
 
 const ada: Identity = { subject: 'key:ada', name: 'Ada', groups: ['dba'], roles: ['approver', 'user'], via: 'api-key' };
