@@ -68,22 +68,37 @@ describe('PostgreSQL protocol bypass corpus (real server)', () => {
     await h.close();
   });
 
-  it('a prepared statement replaced by dynamic SQL inside a function ends the session when it completes as a write', async () => {
-    // Known limit (docs/POSTGRES.md): the gateway cannot see names a function changes; the
-    // DELETE runs, but its DELETE tag contradicts the decision and the session ends, recorded.
+  it('a function that swaps a prepared statement through dynamic SQL is held before it runs', async () => {
+    // The function's body runs dynamic SQL (EXECUTE of a string), which the gateway cannot see
+    // into: the call is `unknown`, which a hold rule on SQL classes holds (here: denied). The swap
+    // never happens, so the Bind of s1 runs the SELECT it was parsed as. Should an approver let
+    // such a call through, the write-tag check still ends the session.
     const t = `custody_bp_${randomBytes(4).toString('hex')}`;
     await admin.query(`
       CREATE TABLE ${t} (id int); INSERT INTO ${t} VALUES (1);
       CREATE FUNCTION ${t}_swap() RETURNS void LANGUAGE plpgsql AS $$ BEGIN EXECUTE 'DEALLOCATE s1'; EXECUTE 'PREPARE s1 AS DELETE FROM ${t}'; END $$;
     `);
     try {
-      const from = h.store.events(1, 1_000_000).length + 1;
       const c = await WireClient.open(h.port, { user: 'tester', database: 'postgres' }, h.key);
       const replies = await c.run([['P', 's1', 'SELECT 1'], ['S'], ['Q', `SELECT ${t}_swap()`], ['B', '', 's1'], ['E', ''], ['S']]);
-      const fatal = replies.find((r) => r.code === 0x45 && r.sqlstate === '08P01');
-      assert.ok(fatal, `the client is told: ${JSON.stringify(replies)}`);
-      assert.match(fatal.message ?? '', /completed "DELETE 1" for a statement decided as select/);
+      const refused = replies.find((r) => r.code === 0x45);
+      assert.equal(refused?.sqlstate, '42501', `the client is told: ${JSON.stringify(replies)}`);
+      assert.ok(!replies.some((r) => r.code === 0x45 && r.sqlstate === '08P01'), 'no mismatch: nothing ran that was not decided');
       await c.close();
+      await h.idle();
+      const { rows } = await admin.query(`SELECT count(*)::int AS n FROM ${t}`);
+      assert.equal(rows[0].n, 1, 'the DELETE never ran');
+
+      // An approver lets the call through: the swap happens where the gateway cannot see it, the
+      // Bind runs the DELETE, and its tag contradicts the decision: the session ends, recorded.
+      const from = h.store.events(1, 1_000_000).length + 1;
+      approveLeft = 1;
+      const c2 = await WireClient.open(h.port, { user: 'tester', database: 'postgres' }, h.key);
+      const after = await c2.run([['P', 's1', 'SELECT 1'], ['S'], ['Q', `SELECT ${t}_swap()`], ['B', '', 's1'], ['E', ''], ['S']]);
+      const fatal = after.find((r) => r.code === 0x45 && r.sqlstate === '08P01');
+      assert.ok(fatal, `the client is told: ${JSON.stringify(after)}`);
+      assert.match(fatal.message ?? '', /completed "DELETE 1" for a statement decided as select/);
+      await c2.close();
       await h.idle();
       const errors = h.store.events(from, 1_000_000).filter((e) => e.kind === 'pg.error').map((e) => e.payload as { message: string; fatal?: boolean });
       assert.ok(errors.some((e) => e.fatal && /DELETE 1/.test(e.message)), JSON.stringify(errors));
