@@ -9,6 +9,7 @@ import { keysCommand } from './cli/keys';
 import { policyCommand } from './cli/policy';
 import { serveCommand } from './cli/serve';
 import { verifyCommand } from './cli/verify';
+import { witnessCommand } from './cli/witness';
 
 type Command = (args: ParsedArgs, io: Io) => Promise<number>;
 
@@ -16,8 +17,9 @@ type Command = (args: ParsedArgs, io: Io) => Promise<number>;
 const COMMANDS: Record<string, [Command, string[], string]> = {
   serve: [serveCommand, [], 'serve [--config FILE] [--data-dir DIR]            run the gateway and the console'],
   keys: [keysCommand, ['json'], 'keys create --name N --groups a,b [--expires 30d] | list | revoke ID | expire ID'],
-  verify: [verifyCommand, ['json', 'show-key'], 'verify [PATH] [--since-checkpoint FILE] [--key FINGERPRINT] | --show-key   check a data dir or bundle'],
+  verify: [verifyCommand, ['json', 'show-key'], 'verify [PATH] [--since-checkpoint FILE] [--key FINGERPRINT] [--witness-key VKEY ...] | --show-key   check a data dir or bundle'],
   export: [exportCommand, [], 'export --out FILE [--from T] [--to T] [--user U] [--connection C]   evidence bundle'],
+  witness: [witnessCommand, [], 'witness serve --key FILE --listen HOST:PORT --log-key VKEY [--log-key ...]   cosign another gateway\'s checkpoints'],
   policy: [policyCommand, ['json', 'strict'], 'policy check FILE [--strict] | dry-run FILE [--from T] [--to T]   validate / replay recorded traffic'],
 };
 

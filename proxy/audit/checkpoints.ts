@@ -86,11 +86,12 @@ export class CheckpointLog {
   /**
    * Writes a checkpoint now and then every `intervalMs` (the timer does not keep the process
    * alive). Returns the function that stops it. Failures are logged, never thrown from the timer.
+   * `onWritten` hands each checkpoint on (to the witnesses); it must not throw or block.
    */
-  startTimer(intervalMs: number, log?: Logger): () => void {
+  startTimer(intervalMs: number, log?: Logger, onWritten?: (cp: Checkpoint) => void): () => void {
     const tick = () => {
       try {
-        this.write();
+        onWritten?.(this.write());
       } catch (err) {
         log?.error(`audit: checkpoint not written: ${(err as Error).message}`);
       }
