@@ -291,7 +291,7 @@ export async function exportBundle(opts: ExportOptions): Promise<ExportResult> {
 }
 
 /** Connection name → kind: the config's, then those added from the console (stored), for OCSF classes. */
-function connectionKinds(store: AuditStore, config: Config): Map<string, string> {
+export function connectionKinds(store: AuditStore, config: Config): Map<string, string> {
   const kinds = new Map<string, string>();
   for (const r of store.db.prepare('SELECT name, config FROM connections').all() as { name: string; config: string }[]) {
     try {

@@ -14,6 +14,7 @@ import { exportBundle, type ExportFilter } from './export';
 import { startRetention } from './retention';
 import type { AuditStore } from './store';
 import { runVerification } from './verify-runner';
+import { type SinkRunner, type SinkStatus, startSinks } from './sinks';
 import { WitnessPublisher, type WitnessStatus } from './witnessing';
 import type { VerifyReport } from './verify';
 
@@ -52,6 +53,7 @@ export interface AuditStatus {
   lastVerification: VerificationRecord | null;
   retention: { payloadsAfter: string | null };
   witnesses: WitnessStatus[];
+  sinks: SinkStatus[];
 }
 
 const LAST_VERIFICATION_META = 'audit.lastVerification';
@@ -62,6 +64,7 @@ export class AuditService {
   private jobs = new Map<string, ExportJob>();
   private verifying?: Promise<VerificationRecord>;
   readonly witnesses: WitnessPublisher;
+  private sinks: SinkRunner[] = [];
 
   private constructor(
     readonly trail: AuditTrail,
@@ -78,6 +81,8 @@ export class AuditService {
     svc.stops.push(startRetention(deps.store, deps.config, deps.log));
     svc.stops.push(svc.trail.checkpoints.startTimer(checkpointIntervalMs(deps.config), deps.log, () => svc.witnesses.notify()));
     svc.stops.push(() => svc.witnesses.stop());
+    svc.sinks = startSinks(deps.store, deps.config, key.name, deps.version, deps.log);
+    svc.stops.push(() => svc.sinks.forEach((s) => s.stop()));
     return svc;
   }
 
@@ -107,6 +112,7 @@ export class AuditService {
       lastVerification: raw ? (JSON.parse(raw) as VerificationRecord) : null,
       retention: { payloadsAfter: this.deps.config.retention.payloadsAfter ?? null },
       witnesses: this.witnesses.status(),
+      sinks: this.sinks.map((s) => s.status()),
     };
   }
 
@@ -114,9 +120,13 @@ export class AuditService {
    * What /api/health (public) shows of the evidence leaving the box: names, states and counts, no
    * URLs or error texts (those are on the reviewer-only /api/audit/status).
    */
-  health(): { witnesses: { name: string; state: WitnessStatus['state']; cosignedTreeSize: number | null; behind: number; failures: number }[] } {
+  health(): {
+    witnesses: { name: string; state: WitnessStatus['state']; cosignedTreeSize: number | null; behind: number; failures: number }[];
+    sinks: { name: string; state: SinkStatus['state']; backlog: number; backlogAgeMs: number | null; lastDeliveryAt: number | null; failures: number }[];
+  } {
     return {
       witnesses: this.witnesses.status().map((w) => ({ name: w.name, state: w.state, cosignedTreeSize: w.lastCosigned?.treeSize ?? null, behind: w.behind, failures: w.failures })),
+      sinks: this.sinks.map((s) => s.status()).map((s) => ({ name: s.name, state: s.state, backlog: s.backlog, backlogAgeMs: s.backlogAgeMs, lastDeliveryAt: s.lastDeliveryAt, failures: s.failures })),
     };
   }
 

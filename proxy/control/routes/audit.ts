@@ -88,6 +88,7 @@ export function registerAuditRoutes(router: Router, s: GatewayServices): void {
         lastVerification: verificationView(st.lastVerification),
         retention: st.retention,
         witnesses: st.witnesses,
+        sinks: st.sinks,
       };
     },
     { role: 'reviewer' },

@@ -1,0 +1,319 @@
+/**
+ * Streams every recorded event to the SIEM sinks in audit.sinks[], as OCSF (the exporter's
+ * mapping) with the chain fields attached (seq, hash, prev_hash, payload_hash under
+ * unmapped.custody), so the SIEM copy can be checked against the log.
+ *
+ * Each sink reads committed events from the store after its durable cursor (`sink_cursors`), in
+ * seq order (so in order per session), in batches, off the request path: the proxies only ever
+ * append to the store, and a slow or dead sink only grows its backlog, bounded by the store's disk.
+ * The cursor moves only after a batch is acknowledged (HTTP 2xx; for syslog, written and the
+ * connection still up SETTLE_MS later), so delivery is at least once: after an outage or a crash
+ * the unacknowledged tail is sent again. Failures retry with exponential backoff (1 s to 60 s).
+ *
+ *   syslog  RFC 5424 messages over TCP or TLS with octet-counting framing (RFC 6587 §3.4.1)
+ *   http    a JSON batch; generic webhooks are signed with HMAC-SHA256, or a Splunk HEC /
+ *           Datadog logs body and header with preset: splunk | datadog
+ */
+import { createHmac } from 'node:crypto';
+import { hostname } from 'node:os';
+import { connect as netConnect, type Socket } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
+import type { Config } from '../../shared/config';
+import type { Logger } from '../log';
+import { connectionKinds } from './export';
+import { type OcsfContext, toOcsf } from './ocsf';
+import { type AuditStore, rowToEvent } from './store';
+
+type SinkConfig = Config['audit']['sinks'][number];
+
+const BATCH = 200;
+const IDLE_POLL_MS = 250;
+const MIN_BACKOFF_MS = 1000;
+const MAX_BACKOFF_MS = 60_000;
+const REQUEST_TIMEOUT_MS = 15_000;
+/** syslog has no acknowledgement: a batch counts as delivered once the connection outlived it by this long. */
+const SETTLE_MS = 1500;
+/** Header names of the generic webhook's signature (documented in docs/AUDIT.md). */
+export const SIGNATURE_HEADER = 'x-custody-signature';
+export const TIMESTAMP_HEADER = 'x-custody-timestamp';
+
+export interface SinkStatus {
+  name: string;
+  kind: SinkConfig['kind'];
+  state: 'ok' | 'failing' | 'idle';
+  /** Last event acknowledged by the sink. */
+  cursor: number;
+  /** Events recorded but not yet acknowledged, and how old the oldest of them is. */
+  backlog: number;
+  backlogAgeMs: number | null;
+  lastDeliveryAt: number | null;
+  lastError: string | null;
+  failures: number;
+}
+
+/** One batch, as records ready for the wire. */
+interface Batch {
+  lastSeq: number;
+  records: { seq: number; time: number; kind: string; json: string }[];
+}
+
+interface Transport {
+  /** Resolves when the batch is acknowledged (as far as the protocol can say). */
+  send(batch: Batch): Promise<void>;
+  /** The seq up to which delivery is settled (syslog lags its writes); others: the last sent. */
+  settled?(): number | undefined;
+  close(): void;
+}
+
+export class SinkRunner {
+  private timer?: NodeJS.Timeout;
+  private stopped = false;
+  private failures = 0;
+  private lastError: string | null = null;
+  private lastDeliveryAt: number | null;
+  private cursor: number;
+  /** Next seq to read: ahead of the cursor while syslog writes settle. */
+  private position: number;
+  private readonly transport: Transport;
+
+  constructor(
+    private readonly store: AuditStore,
+    readonly sink: SinkConfig,
+    private readonly ctx: OcsfContext,
+    private readonly log?: Logger,
+  ) {
+    const row = store.db.prepare('SELECT seq, delivered_at FROM sink_cursors WHERE name = ?').get(sink.name) as { seq: number; delivered_at: number | null } | undefined;
+    this.cursor = row?.seq ?? 0;
+    this.position = this.cursor;
+    this.lastDeliveryAt = row?.delivered_at ?? null;
+    this.transport = sink.kind === 'syslog' ? new SyslogTransport(sink) : sink.kind === 'http' ? new HttpTransport(sink) : new UnsupportedTransport(sink);
+  }
+
+  start(): void {
+    this.schedule(0);
+  }
+
+  stop(): void {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    this.transport.close();
+  }
+
+  status(): SinkStatus {
+    const head = (this.store.db.prepare('SELECT coalesce(max(seq), 0) AS n FROM events').get() as { n: number }).n;
+    const oldest = this.store.db.prepare('SELECT time FROM events WHERE seq > ? ORDER BY seq LIMIT 1').get(this.cursor) as { time: number } | undefined;
+    return {
+      name: this.sink.name,
+      kind: this.sink.kind,
+      state: this.lastError ? 'failing' : head > this.cursor ? 'ok' : 'idle',
+      cursor: this.cursor,
+      backlog: Math.max(0, head - this.cursor),
+      backlogAgeMs: oldest ? Math.max(0, Date.now() - oldest.time) : null,
+      lastDeliveryAt: this.lastDeliveryAt,
+      lastError: this.lastError,
+      failures: this.failures,
+    };
+  }
+
+  private schedule(ms: number): void {
+    if (this.stopped) return;
+    this.timer = setTimeout(() => void this.tick(), ms);
+    this.timer.unref();
+  }
+
+  private async tick(): Promise<void> {
+    let delay = IDLE_POLL_MS;
+    try {
+      const batch = this.read();
+      if (batch) {
+        await this.transport.send(batch);
+        this.position = batch.lastSeq;
+        delay = 0;
+      }
+      this.commit(this.transport.settled ? this.transport.settled() : this.position);
+      if (this.lastError) this.log?.info(`audit: sink ${this.sink.name} delivers again`);
+      this.failures = 0;
+      this.lastError = null;
+    } catch (err) {
+      this.failures++;
+      this.lastError = (err as Error).message;
+      // Whatever was not acknowledged is read again: at least once.
+      this.position = this.cursor;
+      delay = Math.min(MIN_BACKOFF_MS * 2 ** (this.failures - 1), MAX_BACKOFF_MS);
+      if (this.failures === 1 || this.failures % 10 === 0) this.log?.error(`audit: sink ${this.sink.name} failed (attempt ${this.failures}, next in ${Math.round(delay / 1000)} s): ${this.lastError}`);
+    }
+    this.schedule(delay);
+  }
+
+  private commit(seq: number | undefined): void {
+    if (seq === undefined || seq <= this.cursor) return;
+    this.cursor = seq;
+    this.lastDeliveryAt = Date.now();
+    this.store.db.prepare('INSERT INTO sink_cursors (name, seq, delivered_at) VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET seq = excluded.seq, delivered_at = excluded.delivered_at').run(this.sink.name, seq, this.lastDeliveryAt);
+  }
+
+  private read(): Batch | undefined {
+    const rows = this.store.db.prepare('SELECT * FROM events WHERE seq > ? ORDER BY seq LIMIT ?').all(this.position, BATCH) as Parameters<typeof rowToEvent>[0][];
+    if (!rows.length) return undefined;
+    const records = rows.map((r) => {
+      const e = rowToEvent(r);
+      const rec = toOcsf({ ...e, kind: e.kind, spans: e.spans }, this.ctx);
+      const custody = (rec['unmapped'] as { custody: Record<string, unknown> }).custody;
+      custody['prev_hash'] = e.prevHash;
+      custody['payload_hash'] = e.payloadHash;
+      return { seq: e.seq, time: e.time, kind: e.kind, json: JSON.stringify(rec) };
+    });
+    return { lastSeq: rows[rows.length - 1]!.seq, records };
+  }
+}
+
+/** Starts one runner per configured sink; returns them (status, stop). */
+export function startSinks(store: AuditStore, config: Config, origin: string, version: string, log?: Logger): SinkRunner[] {
+  if (!config.audit.sinks.length) return [];
+  const ctx: OcsfContext = { connectionKinds: connectionKinds(store, config), actorNames: new Map(), product: { name: 'Custody', version }, origin };
+  return config.audit.sinks.map((s) => {
+    const r = new SinkRunner(store, s, ctx, log);
+    r.start();
+    return r;
+  });
+}
+
+const HOST = hostname().replace(/[^\x21-\x7e]/g, '-').slice(0, 255) || '-';
+
+/** RFC 5424: facility log audit (13), severity informational (6); the chain fields as structured data. */
+export function syslogMessage(r: Batch['records'][number]): string {
+  const msgid = r.kind.replace(/[^\x21-\x7e]/g, '_').slice(0, 32) || '-';
+  const parsed = JSON.parse(r.json) as { unmapped: { custody: { hash: string; prev_hash: string } } };
+  const c = parsed.unmapped.custody;
+  // 32473: the enterprise number RFC 5612 reserves for documentation; the values are hex and digits.
+  const sd = `[custody@32473 seq="${r.seq}" hash="${c.hash}" prev="${c.prev_hash}"]`;
+  return `<110>1 ${new Date(r.time).toISOString()} ${HOST} custody - ${msgid} ${sd} ${r.json}`;
+}
+
+class SyslogTransport implements Transport {
+  private socket?: Socket;
+  private broken?: Error;
+  private readonly written: { seq: number; at: number }[] = [];
+
+  constructor(private readonly sink: SinkConfig) {}
+
+  private connect(): Promise<Socket> {
+    if (this.socket && !this.broken) return Promise.resolve(this.socket);
+    this.written.length = 0;
+    this.broken = undefined;
+    const u = new URL(this.sink.url);
+    const port = Number(u.port || (u.protocol === 'tls:' ? 6514 : 601));
+    const host = u.hostname.replace(/^\[|\]$/g, '');
+    return new Promise((resolve, reject) => {
+      const s = u.protocol === 'tls:' ? tlsConnect({ host, port, servername: host }) : netConnect({ host, port });
+      s.setTimeout(REQUEST_TIMEOUT_MS);
+      const fail = (err: Error) => {
+        this.broken = err;
+        s.destroy();
+        reject(err);
+      };
+      s.once(u.protocol === 'tls:' ? 'secureConnect' : 'connect', () => {
+        s.off('error', fail);
+        s.on('error', (err) => (this.broken = err));
+        s.on('close', () => (this.broken ??= new Error('the syslog receiver closed the connection')));
+        s.on('timeout', () => s.setTimeout(0));
+        s.on('data', () => {}); // nothing is expected back; drain
+        this.socket = s;
+        resolve(s);
+      });
+      s.once('error', fail);
+    });
+  }
+
+  async send(batch: Batch): Promise<void> {
+    const s = await this.connect();
+    const frames = batch.records.map((r) => {
+      const msg = Buffer.from(syslogMessage(r), 'utf8');
+      return Buffer.concat([Buffer.from(`${msg.length} `), msg]);
+    });
+    await new Promise<void>((resolve, reject) => s.write(Buffer.concat(frames), (err) => (err ? reject(err) : resolve())));
+    if (this.broken) throw this.broken;
+    this.written.push({ seq: batch.lastSeq, at: Date.now() });
+  }
+
+  settled(): number | undefined {
+    if (this.broken) throw new Error(`syslog connection lost: ${this.broken.message}`);
+    const cutoff = Date.now() - SETTLE_MS;
+    let seq: number | undefined;
+    while (this.written.length && this.written[0]!.at <= cutoff) seq = this.written.shift()!.seq;
+    return seq;
+  }
+
+  close(): void {
+    this.socket?.destroy();
+  }
+}
+
+class HttpTransport implements Transport {
+  constructor(private readonly sink: SinkConfig) {}
+
+  async send(batch: Batch): Promise<void> {
+    const { body, headers } = this.render(batch);
+    let res: Response;
+    try {
+      res = await fetch(this.sink.url, { method: 'POST', body, headers, signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
+    } catch (err) {
+      const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+      throw new Error(`cannot reach ${redact(this.sink.url)}: ${cause?.code ?? cause?.message ?? (err as Error).message}`);
+    }
+    const text = await res.text().catch(() => '');
+    if (!res.ok) throw new Error(`HTTP ${res.status} from ${redact(this.sink.url)}: ${text.split('\n')[0]!.slice(0, 200)}`);
+  }
+
+  private render(batch: Batch): { body: string; headers: Record<string, string> } {
+    switch (this.sink.preset) {
+      case 'splunk':
+        // HEC event endpoint: concatenated event objects, time in epoch seconds.
+        return {
+          body: batch.records.map((r) => `{"time":${(r.time / 1000).toFixed(3)},"host":${JSON.stringify(HOST)},"source":"custody","sourcetype":"ocsf","event":${r.json}}`).join('\n'),
+          headers: { 'content-type': 'application/json', authorization: `Splunk ${this.sink.secret!}` },
+        };
+      case 'datadog':
+        // Logs intake v2: a JSON array of log entries; the OCSF record is the message.
+        return {
+          body: `[${batch.records.map((r) => `{"ddsource":"custody","service":"custody","hostname":${JSON.stringify(HOST)},"ddtags":${JSON.stringify(`event_kind:${r.kind}`)},"message":${JSON.stringify(r.json)}}`).join(',')}]`,
+          headers: { 'content-type': 'application/json', 'dd-api-key': this.sink.secret! },
+        };
+      default: {
+        const body = `{"events":[${batch.records.map((r) => r.json).join(',')}]}`;
+        const headers: Record<string, string> = { 'content-type': 'application/json' };
+        if (this.sink.secret) {
+          const ts = String(Math.floor(Date.now() / 1000));
+          headers[TIMESTAMP_HEADER] = ts;
+          headers[SIGNATURE_HEADER] = `sha256=${createHmac('sha256', this.sink.secret).update(`${ts}.${body}`).digest('hex')}`;
+        }
+        return { body, headers };
+      }
+    }
+  }
+
+  close(): void {}
+}
+
+/** NATS JetStream needs a client this build does not ship: the sink shows as failing, with why. */
+class UnsupportedTransport implements Transport {
+  constructor(private readonly sink: SinkConfig) {}
+
+  send(): Promise<void> {
+    return Promise.reject(new Error(`${this.sink.kind} sinks are not supported by this build yet; events wait in the store`));
+  }
+
+  close(): void {}
+}
+
+function redact(url: string): string {
+  try {
+    const u = new URL(url);
+    u.username = '';
+    u.password = '';
+    u.search = '';
+    return u.toString();
+  } catch {
+    return 'the sink';
+  }
+}
