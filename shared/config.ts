@@ -304,6 +304,12 @@ export const Config = z
       })
       .strict()
       .superRefine((a, ctx) => {
+        // Cosignatures are filed by the witness's key: two entries with one key would be one witness.
+        const keys = new Set<string>();
+        a.witnesses.forEach((w, i) => {
+          if (keys.has(w.key)) ctx.addIssue({ code: 'custom', path: ['witnesses', i, 'key'], message: 'two witnesses with the same key' });
+          keys.add(w.key);
+        });
         for (const [key, list] of [['witnesses', a.witnesses], ['sinks', a.sinks]] as const) {
           const names = new Set<string>();
           list.forEach((w, i) => {

@@ -80,7 +80,34 @@ export interface AuditStatus {
   publicKey: string | null;
   fingerprint: string | null;
   origin?: string | null;
+  witnesses: WitnessView[];
+  sinks: SinkView[];
   raw: unknown;
+}
+
+/** A tlog-witness the gateway sends its checkpoints to, as /api/audit/status reports it. */
+export interface WitnessView {
+  name: string;
+  url: string;
+  state: 'ok' | 'failing' | 'pending';
+  lastCosigned: { treeSize: number; rootHash: string; cosignedAt: number } | null;
+  behind: number;
+  lastError: string | null;
+  failures: number;
+  nextRetryAt: number | null;
+}
+
+/** A SIEM sink and its backlog. */
+export interface SinkView {
+  name: string;
+  kind: string;
+  state: 'ok' | 'failing' | 'idle';
+  cursor: number;
+  backlog: number;
+  backlogAgeMs: number | null;
+  lastDeliveryAt: number | null;
+  lastError: string | null;
+  failures: number;
 }
 
 export interface VerifyResult {
@@ -291,6 +318,8 @@ export function readAuditStatus(v: unknown): AuditStatus {
     publicKey: typeof o['publicKey'] === 'string' ? o['publicKey'] : strOrNull(key['publicKey'] ?? key['key'] ?? key['note']),
     fingerprint: strOrNull(o['fingerprint'] ?? o['keyFingerprint'] ?? key['fingerprint']),
     origin: strOrNull(o['origin'] ?? cp['origin']),
+    witnesses: Array.isArray(o['witnesses']) ? (o['witnesses'] as WitnessView[]) : [],
+    sinks: Array.isArray(o['sinks']) ? (o['sinks'] as SinkView[]) : [],
     raw: v,
   };
 }
