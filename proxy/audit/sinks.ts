@@ -19,6 +19,7 @@ import { hostname } from 'node:os';
 import { connect as netConnect, type Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import type { Config } from '../../shared/config';
+import type { SinkStatus } from '../../shared/evidence';
 import type { Logger } from '../log';
 import { connectionKinds } from './export';
 import { type OcsfContext, toOcsf } from './ocsf';
@@ -37,19 +38,7 @@ const SETTLE_MS = 1500;
 export const SIGNATURE_HEADER = 'x-custody-signature';
 export const TIMESTAMP_HEADER = 'x-custody-timestamp';
 
-export interface SinkStatus {
-  name: string;
-  kind: SinkConfig['kind'];
-  state: 'ok' | 'failing' | 'idle';
-  /** Last event acknowledged by the sink. */
-  cursor: number;
-  /** Events recorded but not yet acknowledged, and how old the oldest of them is. */
-  backlog: number;
-  backlogAgeMs: number | null;
-  lastDeliveryAt: number | null;
-  lastError: string | null;
-  failures: number;
-}
+export type { SinkStatus };
 
 /** One batch, as records ready for the wire. */
 interface Batch {

@@ -8,6 +8,7 @@
  * cosigned, so it catches up in one step.
  */
 import type { Config } from '../../shared/config';
+import type { WitnessStatus } from '../../shared/evidence';
 import type { Logger } from '../log';
 import { latestCheckpoint } from './checkpoints';
 import { findCosignature, parseCosignerKey } from './cosignature';
@@ -18,19 +19,6 @@ import type { AuditStore } from './store';
 const MIN_BACKOFF_MS = 1000;
 const MAX_BACKOFF_MS = 5 * 60_000;
 const REQUEST_TIMEOUT_MS = 15_000;
-
-export interface WitnessStatus {
-  name: string;
-  url: string;
-  /** pending: nothing cosigned yet and no failure; failing: the last attempt failed. */
-  state: 'ok' | 'failing' | 'pending';
-  lastCosigned: { treeSize: number; rootHash: string; cosignedAt: number } | null;
-  /** Checkpoints signed since the last cosigned one (what the witness has not seen yet). */
-  behind: number;
-  lastError: string | null;
-  failures: number;
-  nextRetryAt: number | null;
-}
 
 interface Target {
   name: string;
@@ -49,6 +37,8 @@ interface CosigRow {
   root_hash: string;
   cosigned_at: number;
 }
+
+export type { WitnessStatus };
 
 class WitnessRequestError extends Error {}
 

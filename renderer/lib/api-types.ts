@@ -7,6 +7,7 @@ import type { AuditEvent, SessionSummary } from '../../shared/events';
 import type { HoldDecisionRequest, HoldState, HoldView } from '../../shared/holds';
 import type { ApiKeyRecord } from '../../shared/identity';
 import type { DashboardData } from '../../shared/dashboard';
+import type { SinkStatus, WitnessStatus } from '../../shared/evidence';
 import type { Me } from './roles';
 import type { SessionFilter } from './sessions';
 
@@ -85,30 +86,8 @@ export interface AuditStatus {
   raw: unknown;
 }
 
-/** A tlog-witness the gateway sends its checkpoints to, as /api/audit/status reports it. */
-export interface WitnessView {
-  name: string;
-  url: string;
-  state: 'ok' | 'failing' | 'pending';
-  lastCosigned: { treeSize: number; rootHash: string; cosignedAt: number } | null;
-  behind: number;
-  lastError: string | null;
-  failures: number;
-  nextRetryAt: number | null;
-}
-
-/** A SIEM sink and its backlog. */
-export interface SinkView {
-  name: string;
-  kind: string;
-  state: 'ok' | 'failing' | 'idle';
-  cursor: number;
-  backlog: number;
-  backlogAgeMs: number | null;
-  lastDeliveryAt: number | null;
-  lastError: string | null;
-  failures: number;
-}
+export type WitnessView = WitnessStatus;
+export type SinkView = SinkStatus;
 
 export interface VerifyResult {
   ok: boolean;
