@@ -160,13 +160,22 @@ export interface CheckpointBody {
   rootHash: Buffer;
   /** Signing time (ms since epoch), carried in a `time <RFC 3339>` extension line so idle hours are provable. */
   time?: number;
+  /**
+   * Fingerprint (`SHA256:…`) of the key that signs it, in a `key <fingerprint>` extension line: a
+   * witness that pinned the log's key, or an auditor holding a cosigned checkpoint, sees a replaced
+   * key by name, not only as a signature that fails.
+   */
+  key?: string;
 }
+
+const KEY_LINE = /^key (SHA256:[A-Za-z0-9+/]{43})$/;
 
 export function formatCheckpointText(c: CheckpointBody): string {
   if (!c.origin || /\n/.test(c.origin)) throw new NoteFormatError('a checkpoint origin is one non-empty line');
   if (!Number.isSafeInteger(c.treeSize) || c.treeSize < 0) throw new NoteFormatError('tree size must be a non-negative integer');
   if (c.rootHash.length !== 32) throw new NoteFormatError('root hash must be 32 bytes');
-  return `${c.origin}\n${c.treeSize}\n${c.rootHash.toString('base64')}\n${c.time !== undefined ? `time ${new Date(c.time).toISOString()}\n` : ''}`;
+  if (c.key !== undefined && !KEY_LINE.test(`key ${c.key}`)) throw new NoteFormatError('a key fingerprint is SHA256: and 43 base64 characters');
+  return `${c.origin}\n${c.treeSize}\n${c.rootHash.toString('base64')}\n${c.time !== undefined ? `time ${new Date(c.time).toISOString()}\n` : ''}${c.key !== undefined ? `key ${c.key}\n` : ''}`;
 }
 
 export function parseCheckpointText(text: string): CheckpointBody {
@@ -180,6 +189,8 @@ export function parseCheckpointText(text: string): CheckpointBody {
   const body: CheckpointBody = { origin, treeSize: Number(size), rootHash };
   for (const ext of lines.slice(3, -1)) {
     if (!ext) throw new NoteFormatError('checkpoint extension lines must not be empty');
+    const k = KEY_LINE.exec(ext);
+    if (k) body.key = k[1];
     const m = /^time (\S+)$/.exec(ext);
     if (m) {
       const t = Date.parse(m[1]!);

@@ -665,6 +665,9 @@ function checkCheckpoint(
   }
   const sig = checkSignature(parsed, trusted, label);
   if (sig) return { seq: body.treeSize || undefined, ...sig };
+  if (body.key !== undefined && !trusted.some((t) => keyFingerprint(t.publicKey) === body.key)) {
+    return { seq: body.treeSize || undefined, problem: 'key-replaced', message: `${label} names signing key ${body.key}, which the log never announced` };
+  }
   if (body.treeSize > lastSeq) {
     return { seq: lastSeq + 1, problem: 'truncated', message: `seq ${range(lastSeq + 1, body.treeSize)} ${body.treeSize > lastSeq + 1 ? 'are' : 'is'} missing: ${label} covers ${body.treeSize} events but the log ends at seq ${lastSeq}` };
   }

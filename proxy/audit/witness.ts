@@ -16,6 +16,7 @@
 import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { KeyObject } from 'node:crypto';
+import { keyFingerprint } from './checkpoint-signer';
 import { cosign } from './cosignature';
 import { HASH_SIZE, verifyConsistency } from './merkle';
 import { type NoteVerifier, parseCheckpointText, parseNote, verifyNote } from './signed-note';
@@ -81,7 +82,9 @@ export class Witness {
     }
     const keys = this.opts.logs.get(cp.origin);
     if (!keys) throw new WitnessError(404, `unknown log origin "${cp.origin}"`);
-    if (!keys.some((k) => verifyNote(parsed, k).ok)) throw new WitnessError(403, `no signature from a known key of "${cp.origin}" verifies`);
+    const signer = keys.find((k) => verifyNote(parsed, k).ok);
+    if (!signer) throw new WitnessError(403, `no signature from a known key of "${cp.origin}" verifies`);
+    if (cp.key !== undefined && cp.key !== keyFingerprint(signer.publicKey)) throw new WitnessError(403, `the checkpoint names signing key ${cp.key}, but it is signed by ${keyFingerprint(signer.publicKey)}`);
     if (old > cp.treeSize) throw new WitnessError(400, `old size ${old} is larger than the checkpoint's ${cp.treeSize}`);
     const prev = this.state.logs[cp.origin];
     const prevSize = prev?.size ?? 0;

@@ -12,7 +12,7 @@ import { createInterface } from 'node:readline';
 import { after, describe, it } from 'node:test';
 import Database from 'better-sqlite3';
 import { Config } from '../../shared/config';
-import { CheckpointSigner } from '../../proxy/audit/checkpoint-signer';
+import { CheckpointSigner, keyFingerprint } from '../../proxy/audit/checkpoint-signer';
 import { openAuditTrail } from '../../proxy/audit/checkpoints';
 import { findCosignature, parseCosignerKey } from '../../proxy/audit/cosignature';
 import { MerkleTree } from '../../proxy/audit/merkle';
@@ -129,6 +129,8 @@ describe('witnessed checkpoints', () => {
     for (const w of [w1, w2]) assert.deepEqual(witnessState(w), { ...witnessState(w), size: cp.treeSize, root: Buffer.from(cp.rootHash, 'hex').toString('base64') });
     store.close();
 
+    // Every witnessed checkpoint names the signing key's fingerprint (a replaced key is caught by name).
+    assert.match(cp.note, new RegExp(`\nkey ${trail.signer.info().fingerprint.replace(/[+/]/g, '\\$&')}\n`));
     const good = await cli('verify', dir, '--witness-key', w1.key, '--witness-key', w2.key);
     assert.equal(good.code, 0, good.err);
     assert.match(good.out, new RegExp(`witness witness.test/w1: cosigned the tree of ${cp.treeSize} events`));
@@ -185,7 +187,7 @@ describe('witnessed checkpoints', () => {
     const leaves = (tag: string, n: number) => Buffer.concat(Array.from({ length: n }, (_, i) => sha256Buf(`${tag}-${i}`)));
     const honest = MerkleTree.fromEventHashes(Buffer.concat([leaves('a', 3), leaves('b', 4)]));
     const fork = MerkleTree.fromEventHashes(Buffer.concat([leaves('a', 1), leaves('x', 6)]));
-    const note = (s: CheckpointSigner, tree: MerkleTree, size: number) => s.signCheckpoint({ origin: s.name, treeSize: size, rootHash: tree.root(size), time: 1_700_000_000_000 + size });
+    const note = (s: CheckpointSigner, tree: MerkleTree, size: number, key = keyFingerprint(s.publicKey)) => s.signCheckpoint({ origin: s.name, treeSize: size, rootHash: tree.root(size), time: 1_700_000_000_000 + size, key });
     const post = async (body: string) => {
       const r = await fetch(`${w.url}/add-checkpoint`, { method: 'POST', body });
       return { status: r.status, type: r.headers.get('content-type'), body: await r.text() };
@@ -204,6 +206,7 @@ describe('witnessed checkpoints', () => {
       CP: cp3,
       CP_NOSIG: text3,
       CP_OTHER_KEY: note(other, honest, 3),
+      CP_WRONG_FP: note(signer, honest, 3, keyFingerprint(other.publicKey)),
       CP_UNKNOWN_ORIGIN: note(stranger, honest, 3),
       CP_TAMPERED: cp3.replace(honest.root(3).toString('base64'), fork.root(3).toString('base64')),
       PROOF: sha256Buf('p').toString('base64'),
