@@ -149,6 +149,7 @@ export const BUNDLE_FILES = [
   'hashes.bin',
   'checkpoints.jsonl',
   'consistency.jsonl',
+  'cosignatures.jsonl',
   'holds.json',
   'policy-versions.json',
   'report.html',
@@ -416,8 +417,7 @@ function parseWitnessKeys(keys: string[] | undefined): NoteVerifier[] {
  * different trees of one size, so a history rewritten and re-signed with the gateway's own key
  * cannot carry a matching cosignature: the stored one commits to the old root.
  */
-function checkWitnessed(db: Database.Database, witnesses: NoteVerifier[], lastSeq: number, rootAt: (size: number) => string | undefined, origin: string | undefined, report: VerifyReport): VerifyFailure | undefined {
-  const rows = storeCosignatures(db);
+function checkWitnessed(rows: CosignatureRowData[], witnesses: NoteVerifier[], lastSeq: number, rootAt: (size: number) => string | undefined, origin: string | undefined, report: VerifyReport): VerifyFailure | undefined {
   report.witnessed = [];
   for (const w of witnesses) {
     const mine = rows.filter((r) => r.witness === w.name && r.key_id === keyIdHex(w.keyId));
@@ -571,7 +571,7 @@ function concludeStore(db: Database.Database, dataDir: string, pass: StorePass, 
   if (latest) report.latestCheckpoint = { treeSize: latest.tree_size, time: latest.time };
 
   if (opts.witnessKeys?.length) {
-    const f = checkWitnessed(db, parseWitnessKeys(opts.witnessKeys), lastSeq, (size) => roots.get(size), keyName, report);
+    const f = checkWitnessed(storeCosignatures(db), parseWitnessKeys(opts.witnessKeys), lastSeq, (size) => roots.get(size), keyName, report);
     if (f) return finish(f);
   }
 
@@ -765,8 +765,7 @@ export const MANIFEST_NOTE_HEADER = 'custody-evidence-manifest';
 
 /** Verifies an exported bundle on its own (no data dir needed). */
 export function verifyBundle(path: string, opts: VerifyOptions = {}): VerifyReport {
-  // Bundles do not carry cosignatures yet: a required witness must not pass unchecked.
-  if (opts.witnessKeys?.length) throw new VerifyInputError(`${path}: --witness-key checks a data dir's cosigned checkpoints; evidence bundles do not carry cosignatures yet`);
+  const witnesses = parseWitnessKeys(opts.witnessKeys);
   const started = performance.now();
   checkExpectedKeyFormat(opts.expectedKey);
   const files = readBundleFiles(path);
@@ -954,6 +953,19 @@ export function verifyBundle(path: string, opts: VerifyOptions = {}): VerifyRepo
     const data = files.get(name);
     if (!data) return finish({ problem: 'bundle-modified', message: `${name} is listed in the manifest but missing` });
     if (sha256hex(data) !== f.sha256) return finish({ problem: 'bundle-modified', message: `${name} was changed after export (its SHA-256 differs from the manifest)` });
+  }
+  // Witness cosignatures carried in the bundle (each self-authenticating by the witness's key).
+  if (witnesses.length) {
+    const rows: CosignatureRowData[] = [];
+    for (const line of lines(files.get('cosignatures.jsonl') ?? Buffer.alloc(0))) {
+      const c = safeParse(line) as Partial<CosignatureRowData> | undefined;
+      if (!c || typeof c.witness !== 'string' || typeof c.key_id !== 'string' || typeof c.tree_size !== 'number' || typeof c.checkpoint !== 'string' || typeof c.signature !== 'string') {
+        return finish({ problem: 'bundle-modified', message: 'cosignatures.jsonl has a malformed entry' });
+      }
+      rows.push(c as CosignatureRowData);
+    }
+    const f = checkWitnessed(rows, witnesses, cp.treeSize, rootAt, verifier.name, report);
+    if (f) return finish(f);
   }
   return finish();
 }

@@ -135,6 +135,19 @@ describe('witnessed checkpoints', () => {
     assert.equal(good.code, 0, good.err);
     assert.match(good.out, new RegExp(`witness witness.test/w1: cosigned the tree of ${cp.treeSize} events`));
 
+    // An export carries the cosignatures: the bundle alone is held to what the witnesses cosigned.
+    const bundle = join(dir, 'evidence.tar.gz');
+    const exported = await cli('export', '--out', bundle, '--data-dir', dir);
+    assert.equal(exported.code, 0, exported.err);
+    const bundleOk = await cli('verify', bundle, '--witness-key', w1.key, '--witness-key', w2.key);
+    assert.equal(bundleOk.code, 0, bundleOk.err);
+    assert.match(bundleOk.out, /witness witness\.test\/w2: cosigned the tree of \d+ events/);
+    const stranger = (await startWitness(dir, 'never-asked', [logKey])) as RunningWitness;
+    const bundleUnwitnessed = await cli('verify', bundle, '--witness-key', stranger.key);
+    assert.equal(bundleUnwitnessed.code, 1);
+    assert.match(bundleUnwitnessed.err, /unwitnessed — no checkpoint in this store is cosigned by witness witness\.test\/never-asked/);
+    await stranger.stop();
+
     // The attacker rewrites event 7, recomputes the chain and re-signs a checkpoint with the gateway's own key.
     const db = new Database(join(dir, 'custody.db'));
     rewriteFrom(db, 7, { method: 'POST', path: '/chat/completions', text: 'nothing to see here' });
@@ -163,7 +176,7 @@ describe('witnessed checkpoints', () => {
     pub.stop();
     for (const w of [w1, w2]) {
       assert.equal(witnessState(w).root, Buffer.from(cp.rootHash, 'hex').toString('base64'));
-      assert.match(w.stderr(), /fork: "custody\.test\/witnessed" presented a different root at size \d+/);
+      assert.match(w.stderr(), /fork: "custody\.test\/witnessed" (presented a different root at size \d+|size \d+ is not consistent with the cosigned size \d+)/);
     }
     // Removing the cosignatures to hide the rewrite leaves nothing witnessed: still caught.
     store.db.prepare('DELETE FROM checkpoint_cosignatures').run();
