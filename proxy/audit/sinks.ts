@@ -13,6 +13,7 @@
  *   syslog  RFC 5424 messages over TCP or TLS with octet-counting framing (RFC 6587 §3.4.1)
  *   http    a JSON batch; generic webhooks are signed with HMAC-SHA256, or a Splunk HEC /
  *           Datadog logs body and header with preset: splunk | datadog
+ *   nats    JetStream publish with acknowledgement and a dedup id per event (nats.ts)
  */
 import { createHmac } from 'node:crypto';
 import { hostname } from 'node:os';
@@ -22,6 +23,7 @@ import type { Config } from '../../shared/config';
 import type { SinkStatus } from '../../shared/evidence';
 import type { Logger } from '../log';
 import { connectionKinds } from './export';
+import { NatsConnection } from './nats';
 import { type OcsfContext, toOcsf } from './ocsf';
 import { type AuditStore, rowToEvent } from './store';
 
@@ -75,7 +77,7 @@ export class SinkRunner {
     this.cursor = row?.seq ?? 0;
     this.position = this.cursor;
     this.lastDeliveryAt = row?.delivered_at ?? null;
-    this.transport = sink.kind === 'syslog' ? new SyslogTransport(sink) : sink.kind === 'http' ? new HttpTransport(sink) : new UnsupportedTransport(sink);
+    this.transport = sink.kind === 'syslog' ? new SyslogTransport(sink) : sink.kind === 'http' ? new HttpTransport(sink) : new NatsTransport(sink, ctx.origin);
   }
 
   start(): void {
@@ -284,15 +286,44 @@ class HttpTransport implements Transport {
   close(): void {}
 }
 
-/** NATS JetStream needs a client this build does not ship: the sink shows as failing, with why. */
-class UnsupportedTransport implements Transport {
-  constructor(private readonly sink: SinkConfig) {}
+/**
+ * JetStream: each record is published to the URL's subject (its path, default `custody.audit`)
+ * with `Nats-Msg-Id: <log origin>:<seq>`, and counts as delivered once JetStream acknowledges it
+ * (a stream must capture the subject; the operator creates it). Records of a batch are pipelined
+ * on one connection and acknowledged in order.
+ */
+class NatsTransport implements Transport {
+  private conn?: NatsConnection;
+  private readonly subject: string;
 
-  send(): Promise<void> {
-    return Promise.reject(new Error(`${this.sink.kind} sinks are not supported by this build yet; events wait in the store`));
+  constructor(
+    private readonly sink: SinkConfig,
+    private readonly origin: string,
+  ) {
+    this.subject = decodeURIComponent(new URL(sink.url).pathname.replace(/^\/+/, '')) || 'custody.audit';
   }
 
-  close(): void {}
+  async send(batch: Batch): Promise<void> {
+    try {
+      this.conn ??= await NatsConnection.connect(this.sink.url, REQUEST_TIMEOUT_MS);
+      const acks = await Promise.all(batch.records.map((r) => this.conn!.request(this.subject, r.json, { 'Nats-Msg-Id': `${this.origin}:${r.seq}` }, REQUEST_TIMEOUT_MS)));
+      for (const a of acks) {
+        if (a.status === 503) throw new Error(`no JetStream stream captures the subject "${this.subject}"`);
+        if (a.status) throw new Error(`NATS status ${a.status} ${a.description ?? ''}`.trim());
+        const ack = JSON.parse(a.data.toString('utf8')) as { stream?: string; error?: { description?: string } };
+        if (ack.error || !ack.stream) throw new Error(`JetStream refused the message: ${ack.error?.description ?? 'no acknowledgement'}`);
+      }
+    } catch (err) {
+      this.close();
+      const e = err as Error & { code?: string };
+      throw new Error(`NATS ${redact(this.sink.url)}: ${e.code ?? e.message}`);
+    }
+  }
+
+  close(): void {
+    this.conn?.close();
+    this.conn = undefined;
+  }
 }
 
 function redact(url: string): string {

@@ -15,6 +15,7 @@ import { createInterface } from 'node:readline';
 import { after, describe, it } from 'node:test';
 import Database from 'better-sqlite3';
 import { AuditStore } from '../../proxy/audit/store';
+import { NatsConnection } from '../../proxy/audit/nats';
 import { SinkRunner } from '../../proxy/audit/sinks';
 import { startLlmUpstream } from '../support/llm-upstream';
 import { freePort } from '../support/ports';
@@ -307,6 +308,58 @@ describe('SIEM sinks', () => {
       runner.stop();
       store.close();
       rs.kill('SIGTERM');
+    }
+  });
+
+  it('NATS JetStream (127.0.0.1:4222) stores every event once, in order, even when the cursor is lost and all is re-sent', async (t) => {
+    let admin: NatsConnection;
+    try {
+      admin = await NatsConnection.connect('nats://127.0.0.1:4222', 3000);
+    } catch {
+      return t.skip('no NATS server with JetStream on 127.0.0.1:4222');
+    }
+    const tag = Math.random().toString(36).slice(2, 10);
+    const stream = `CUSTODY_TEST_${tag.toUpperCase()}`;
+    const subject = `custody.test.${tag}`;
+    const api = async (op: string, body: unknown) => JSON.parse((await admin.request(`$JS.API.${op}`, JSON.stringify(body))).data.toString('utf8')) as Record<string, unknown>;
+    const created = await api(`STREAM.CREATE.${stream}`, { name: stream, subjects: [subject], storage: 'memory', duplicate_window: 120_000_000_000 });
+    assert.ok(!created['error'], JSON.stringify(created));
+    const dir = tempDir('custody-sink-nats-');
+    const store = AuditStore.open(dir);
+    const ctx = { connectionKinds: new Map<string, string>(), actorNames: new Map<string, string>(), product: { name: 'Custody', version: 'test' }, origin: 'custody.test/nats' };
+    const sink = { name: 'js', kind: 'nats' as const, url: `nats://127.0.0.1:4222/${subject}` };
+    let runner = new SinkRunner(store, sink, ctx);
+    try {
+      for (let i = 0; i < 60; i++) store.append({ kind: 'http.request', session: `s${i % 5}`, actor: 'key:bob', connection: 'openai', payload: { text: `nats ${i}` } });
+      runner.start();
+      await eventually(() => runner.status().backlog === 0, 'JetStream to acknowledge every event', 20_000);
+      runner.stop();
+      // The cursor is lost (as if the store were restored from an older copy): everything is sent again.
+      store.db.prepare('DELETE FROM sink_cursors').run();
+      runner = new SinkRunner(store, sink, ctx);
+      runner.start();
+      await eventually(() => runner.status().backlog === 0 && runner.status().lastDeliveryAt !== null, 'the re-send to be acknowledged', 20_000);
+      const info = (await api(`STREAM.INFO.${stream}`, {})) as { state: { messages: number } };
+      assert.equal(info.state.messages, 60, 'JetStream dropped the re-sent duplicates by Nats-Msg-Id');
+      const got: Delivered[] = [];
+      for (let seq = 1; seq <= 60; seq++) {
+        const m = (await api(`STREAM.MSG.GET.${stream}`, { seq })) as { message: { data: string } };
+        const rec = JSON.parse(Buffer.from(m.message.data, 'base64').toString('utf8')) as { unmapped: { custody: { seq: number; hash: string; prev_hash: string } } };
+        got.push({ seq: rec.unmapped.custody.seq, hash: rec.unmapped.custody.hash, prev: rec.unmapped.custody.prev_hash, record: JSON.stringify(rec) });
+      }
+      assertDeliveredExactly(got, storeHashes(dir));
+      // A subject no stream captures is a failing sink that says why, never a silent drop.
+      const orphan = new SinkRunner(store, { name: 'orphan', kind: 'nats', url: `nats://127.0.0.1:4222/custody.nowhere.${tag}` }, ctx);
+      orphan.start();
+      const st = await eventually(() => (orphan.status().state === 'failing' ? orphan.status() : undefined), 'the orphan sink to fail', 20_000);
+      assert.match(st.lastError!, /no JetStream stream captures the subject/);
+      assert.equal(st.cursor, 0);
+      orphan.stop();
+    } finally {
+      runner.stop();
+      store.close();
+      await api(`STREAM.DELETE.${stream}`, {});
+      admin.close();
     }
   });
 });
