@@ -6,7 +6,8 @@
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { generateKeyPairSync } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { after, describe, it } from 'node:test';
@@ -260,6 +261,40 @@ describe('witnessed checkpoints', () => {
     assert.equal((await fetch(`${again.url}/add-checkpoint`, { method: 'POST', body: `old 7\n\n${note(signer, fork, 7)}` })).status, 409);
     assert.equal((await fetch(`${again.url}/add-checkpoint`)).status, 405);
     await again.stop();
+  });
+
+  it('custody witness serve refuses bad usage with one line and exit 2', async () => {
+    const dir = tempDir('custody-witness-usage-');
+    const { signer } = CheckpointSigner.loadOrCreate(dir, ORIGIN);
+    const vkey = signer.info().verifierKey;
+    const cases: [string[], RegExp][] = [
+      [['witness'], /usage: custody witness serve/],
+      [['witness', 'serve', '--listen', '127.0.0.1:0', '--log-key', vkey], /--key and --listen are required/],
+      [['witness', 'serve', '--key', join(dir, 'k'), '--listen', 'nowhere', '--log-key', vkey], /--listen: an address such as/],
+      [['witness', 'serve', '--key', join(dir, 'k'), '--listen', '127.0.0.1:99999', '--log-key', vkey], /--listen: an address such as/],
+      [['witness', 'serve', '--key', join(dir, 'k'), '--listen', '127.0.0.1:0'], /at least one --log-key/],
+      [['witness', 'serve', '--key', join(dir, 'k'), '--listen', '127.0.0.1:0', '--log-key', 'garbage'], /--log-key garbage: a verifier key looks like/],
+      [['witness', 'serve', '--key', join(dir, 'k'), '--listen', '127.0.0.1:0', '--log-key', vkey, '--name', 'has+plus'], /cannot be a key name/],
+      [['witness', 'serve', '--key', join(dir, 'k'), '--listen', '127.0.0.1:0', '--log-key', vkey, '--bogus', 'x'], /unknown option --bogus/],
+    ];
+    for (const [argv, message] of cases) {
+      const r = await cli(...argv);
+      assert.equal(r.code, 2, `${argv.join(' ')}: ${r.err}`);
+      assert.equal(r.err.trim().split('\n').length, 1, r.err);
+      assert.match(r.err, message);
+    }
+    // A key file that is not an Ed25519 key is a clear error, not a crash.
+    writeFileSync(join(dir, 'bad.key'), 'not a key');
+    const bad = await cli('witness', 'serve', '--key', join(dir, 'bad.key'), '--listen', '127.0.0.1:0', '--log-key', vkey);
+    assert.equal(bad.code, 1);
+    assert.match(bad.err, /bad\.key: not a usable Ed25519 key/);
+    // A damaged state file stops it rather than letting it forget what it cosigned.
+    writeFileSync(join(dir, 'w.key.state.json'), '{"logs": {"x": {"size": "many"}}}');
+    const { privateKey } = generateKeyPairSync('ed25519');
+    writeFileSync(join(dir, 'w.key'), privateKey.export({ format: 'pem', type: 'pkcs8' }) as string);
+    const damaged = await cli('witness', 'serve', '--key', join(dir, 'w.key'), '--listen', '127.0.0.1:0', '--log-key', vkey);
+    assert.equal(damaged.code, 1);
+    assert.match(damaged.err, /the entry for "x" is damaged/);
   });
 
   it('a witness that is down never blocks traffic, shows in health, and catches up when it is back', async () => {
