@@ -261,12 +261,15 @@ export const AuditSink = z
     /** http: the HMAC key (generic), the HEC token (splunk) or the API key (datadog). */
     secret: z.string().min(1).optional(),
     preset: z.enum(['splunk', 'datadog']).optional(),
+    /** syslog and nats over tls://: a PEM file of the CA that signs the receiver's certificate (default: the system's CAs). */
+    ca: z.string().min(1).optional(),
   })
   .strict()
   .superRefine((s, ctx) => {
     const scheme = s.url.split(':')[0]!.toLowerCase();
     const allowed = { syslog: ['tcp', 'tls'], http: ['http', 'https'], nats: ['nats'] }[s.kind];
     if (!allowed.includes(scheme)) ctx.addIssue({ code: 'custom', path: ['url'], message: `a ${s.kind} sink's URL starts with ${allowed.map((a) => `${a}://`).join(' or ')}` });
+    if (s.ca && s.kind === 'http') ctx.addIssue({ code: 'custom', path: ['ca'], message: 'ca applies to syslog and nats sinks over tls://; an https sink uses the system CAs (or NODE_EXTRA_CA_CERTS)' });
     if (s.preset && s.kind !== 'http') ctx.addIssue({ code: 'custom', path: ['preset'], message: 'preset applies to http sinks only' });
     if (s.preset && !s.secret) ctx.addIssue({ code: 'custom', path: ['secret'], message: `the ${s.preset} preset needs secret (the ${s.preset === 'splunk' ? 'HEC token' : 'API key'})` });
   });

@@ -35,12 +35,12 @@ export class NatsConnection {
   }
 
   /** Connects (`nats://` or `tls://` URL; user:password in the URL if the server wants them) and subscribes to its inbox. */
-  static async connect(url: string, timeoutMs: number): Promise<NatsConnection> {
+  static async connect(url: string, timeoutMs: number, ca?: Buffer): Promise<NatsConnection> {
     const u = new URL(url);
     const port = Number(u.port || 4222);
     const host = u.hostname.replace(/^\[|\]$/g, '');
     const socket = await new Promise<Socket>((resolve, reject) => {
-      const s = u.protocol === 'tls:' ? tlsConnect({ host, port, servername: host }) : netConnect({ host, port });
+      const s = u.protocol === 'tls:' ? tlsConnect({ host, port, servername: host, ...(ca ? { ca } : {}) }) : netConnect({ host, port });
       const timer = setTimeout(() => (s.destroy(), reject(new Error(`connecting to ${host}:${port} timed out`))), timeoutMs);
       s.once(u.protocol === 'tls:' ? 'secureConnect' : 'connect', () => (clearTimeout(timer), resolve(s)));
       s.once('error', (e) => (clearTimeout(timer), reject(e)));

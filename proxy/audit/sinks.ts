@@ -16,6 +16,7 @@
  *   nats    JetStream publish with acknowledgement and a dedup id per event (nats.ts)
  */
 import { createHmac } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { connect as netConnect, type Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
@@ -196,7 +197,7 @@ class SyslogTransport implements Transport {
     const port = Number(u.port || (u.protocol === 'tls:' ? 6514 : 601));
     const host = u.hostname.replace(/^\[|\]$/g, '');
     return new Promise((resolve, reject) => {
-      const s = u.protocol === 'tls:' ? tlsConnect({ host, port, servername: host }) : netConnect({ host, port });
+      const s = u.protocol === 'tls:' ? tlsConnect({ host, port, servername: host, ...(this.sink.ca ? { ca: readFileSync(this.sink.ca) } : {}) }) : netConnect({ host, port });
       s.setTimeout(REQUEST_TIMEOUT_MS);
       const fail = (err: Error) => {
         this.broken = err;
@@ -305,7 +306,7 @@ class NatsTransport implements Transport {
 
   async send(batch: Batch): Promise<void> {
     try {
-      this.conn ??= await NatsConnection.connect(this.sink.url, REQUEST_TIMEOUT_MS);
+      this.conn ??= await NatsConnection.connect(this.sink.url, REQUEST_TIMEOUT_MS, this.sink.ca ? readFileSync(this.sink.ca) : undefined);
       const acks = await Promise.all(batch.records.map((r) => this.conn!.request(this.subject, r.json, { 'Nats-Msg-Id': `${this.origin}:${r.seq}` }, REQUEST_TIMEOUT_MS)));
       for (const a of acks) {
         if (a.status === 503) throw new Error(`no JetStream stream captures the subject "${this.subject}"`);

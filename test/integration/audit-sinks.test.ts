@@ -235,16 +235,32 @@ describe('SIEM sinks', () => {
   // /usr/sbin is not on every user's PATH.
   const RSYSLOGD = existsSync('/usr/sbin/rsyslogd') ? '/usr/sbin/rsyslogd' : 'rsyslogd';
   const rsyslog = spawnSync(RSYSLOGD, ['-v']).status === 0;
-  it('rsyslog receives every event as RFC 5424 over TCP, across its own restart', { skip: !rsyslog && 'rsyslogd is not installed (scripts/system-deps.sh test installs it)' }, async () => {
+  const gtls = existsSync('/usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so') || existsSync('/usr/lib/rsyslog/lmnsd_gtls.so');
+  it('rsyslog receives every event as RFC 5424 over TCP, across its own restart', { skip: !rsyslog && 'rsyslogd is not installed (scripts/system-deps.sh test installs it)' }, () => syslogRoundTrip(false));
+  it('rsyslog receives every event as RFC 5424 over TLS, across its own restart', { skip: (!rsyslog || !gtls) && 'rsyslog with its gnutls driver is not installed (scripts/system-deps.sh test installs it)' }, () => syslogRoundTrip(true));
+
+  async function syslogRoundTrip(tls: boolean): Promise<void> {
     const dir = tempDir('custody-sink-syslog-');
     const port = await freePort();
     const out = join(dir, 'received.log');
     const conf = join(dir, 'rsyslog.conf');
+    let ca: string | undefined;
+    if (tls) {
+      // A CA and a server certificate for 127.0.0.1, made here with openssl.
+      ca = join(dir, 'ca.pem');
+      const sh = (args: string[]) => assert.equal(spawnSync('openssl', args, { cwd: dir, encoding: 'utf8' }).status, 0, `openssl ${args.join(' ')}`);
+      sh(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '2', '-subj', '/CN=custody test CA']);
+      sh(['req', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'server.key', '-out', 'server.csr', '-subj', '/CN=127.0.0.1']);
+      writeFileSync(join(dir, 'san.ext'), 'subjectAltName=IP:127.0.0.1\n');
+      sh(['x509', '-req', '-in', 'server.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'server.pem', '-days', '2', '-extfile', 'san.ext']);
+    }
     writeFileSync(
       conf,
       [
-        `global(workDirectory="${dir}" maxMessageSize="256k")`,
-        'module(load="imtcp")',
+        tls
+          ? `global(workDirectory="${dir}" maxMessageSize="256k" DefaultNetstreamDriver="gtls" DefaultNetstreamDriverCAFile="${ca}" DefaultNetstreamDriverCertFile="${join(dir, 'server.pem')}" DefaultNetstreamDriverKeyFile="${join(dir, 'server.key')}")`
+          : `global(workDirectory="${dir}" maxMessageSize="256k")`,
+        tls ? 'module(load="imtcp" StreamDriver.Name="gtls" StreamDriver.Mode="1" StreamDriver.AuthMode="anon")' : 'module(load="imtcp")',
         `input(type="imtcp" port="${port}" address="127.0.0.1")`,
         'template(name="raw" type="string" string="%msgid% %structured-data% %msg%\\n")',
         `*.* action(type="omfile" file="${out}" template="raw")`,
@@ -284,7 +300,7 @@ describe('SIEM sinks', () => {
     let rs = await startRsyslog();
     const store = AuditStore.open(dir);
     const ctx = { connectionKinds: new Map<string, string>(), actorNames: new Map<string, string>(), product: { name: 'Custody', version: 'test' }, origin: 'custody.test/syslog' };
-    const runner = new SinkRunner(store, { name: 'rsyslog', kind: 'syslog', url: `tcp://127.0.0.1:${port}` }, ctx);
+    const runner = new SinkRunner(store, { name: 'rsyslog', kind: 'syslog', url: `${tls ? 'tls' : 'tcp'}://127.0.0.1:${port}`, ...(ca ? { ca } : {}) }, ctx);
     const append = (n: number, tag: string) => {
       for (let i = 0; i < n; i++) store.append({ kind: i % 2 ? 'pg.statement' : 'http.request', session: `s${i % 4}`, actor: 'key:alice', connection: 'db', payload: { text: `${tag} ${i} ünïcode ✓`, sql: 'select 1' } });
     };
@@ -309,7 +325,7 @@ describe('SIEM sinks', () => {
       store.close();
       rs.kill('SIGTERM');
     }
-  });
+  }
 
   it('NATS JetStream (127.0.0.1:4222) stores every event once, in order, even when the cursor is lost and all is re-sent', async (t) => {
     let admin: NatsConnection;
