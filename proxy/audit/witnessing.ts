@@ -12,7 +12,7 @@ import type { WitnessStatus } from '../../shared/evidence';
 import type { Logger } from '../log';
 import { latestCheckpoint } from './checkpoints';
 import { findCosignature, parseCosignerKey } from './cosignature';
-import { MerkleTree } from './merkle';
+import { consistencyProofOffThread } from './proof';
 import { keyIdHex, type NoteVerifier, parseNote } from './signed-note';
 import type { AuditStore } from './store';
 
@@ -139,7 +139,7 @@ export class WitnessPublisher {
     // one more try from that size settles it, or shows the fork.
     for (let attempt = 0; attempt < 2; attempt++) {
       if (old > cp.treeSize) throw new WitnessRequestError(`the witness has cosigned ${old} events of this log but the newest checkpoint covers ${cp.treeSize}: the local log lost events`);
-      const proof = old > 0 && old < cp.treeSize ? this.consistencyProof(old, cp.treeSize) : [];
+      const proof = old > 0 && old < cp.treeSize ? await consistencyProofOffThread(this.store.db, old, cp.treeSize) : [];
       const body = `old ${old}\n${proof.map((p) => `${p.toString('base64')}\n`).join('')}\n${cp.note}`;
       const res = await this.post(t, body);
       if (res.status === 200) {
@@ -160,14 +160,6 @@ export class WitnessPublisher {
       throw new WitnessRequestError(`HTTP ${res.status}: ${detail}`);
     }
     throw new WitnessRequestError('the witness keeps changing the size it holds');
-  }
-
-  private consistencyProof(first: number, second: number): Buffer[] {
-    const hashes = Buffer.allocUnsafe(second * 32);
-    let i = 0;
-    for (const [h] of this.store.db.prepare('SELECT hash FROM events WHERE seq <= ? ORDER BY seq').raw().iterate(second) as IterableIterator<[string]>) hashes.write(h, 32 * i++, 32, 'hex');
-    if (i !== second) throw new WitnessRequestError(`the log holds ${i} of the ${second} events the checkpoint covers`);
-    return MerkleTree.fromEventHashes(hashes).consistencyProof(first, second);
   }
 
   private async post(t: Target, body: string): Promise<{ status: number; body: string }> {
