@@ -248,7 +248,8 @@ class HttpTransport implements Transport {
     const { body, headers } = this.render(batch);
     let res: Response;
     try {
-      res = await fetch(this.sink.url, { method: 'POST', body, headers, signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
+      // A redirect is not followed: events go to the configured receiver or nowhere.
+      res = await fetch(this.sink.url, { method: 'POST', body, headers, redirect: 'manual', signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
     } catch (err) {
       const cause = (err as { cause?: { code?: string; message?: string } }).cause;
       throw new Error(`cannot reach ${redact(this.sink.url)}: ${cause?.code ?? cause?.message ?? (err as Error).message}`);

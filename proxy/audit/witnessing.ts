@@ -164,7 +164,7 @@ export class WitnessPublisher {
 
   private async post(t: Target, body: string): Promise<{ status: number; body: string }> {
     try {
-      const res = await fetch(`${t.url}/add-checkpoint`, { method: 'POST', body, headers: { 'content-type': 'text/plain; charset=utf-8' }, signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
+      const res = await fetch(`${t.url}/add-checkpoint`, { method: 'POST', body, headers: { 'content-type': 'text/plain; charset=utf-8' }, redirect: 'manual', signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
       return { status: res.status, body: await res.text() };
     } catch (err) {
       const cause = (err as { cause?: { code?: string; message?: string } }).cause;

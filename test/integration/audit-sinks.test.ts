@@ -196,6 +196,7 @@ describe('SIEM sinks', () => {
       const chunks: Buffer[] = [];
       req.on('data', (c: Buffer) => chunks.push(c));
       req.on('end', () => {
+        if (req.url === '/moved') return void res.writeHead(307, { location: '/services/collector/event' }).end();
         seen.push({ path: req.url!, headers: req.headers, body: Buffer.concat(chunks).toString('utf8') });
         res.writeHead(200, { 'content-type': 'application/json' }).end('{"text":"Success","code":0}');
       });
@@ -218,6 +219,14 @@ describe('SIEM sinks', () => {
       );
       assert.equal(hecEvents[0]!.sourcetype, 'ocsf');
       assert.equal(typeof hecEvents[0]!.time, 'number');
+      // A receiver that redirects is a failing sink: events are never forwarded elsewhere.
+      const moved = new SinkRunner(store, { name: 'moved', kind: 'http', url: `${base}/moved`, secret: 's' }, ctx);
+      moved.start();
+      const st = await eventually(() => (moved.status().state === 'failing' ? moved.status() : undefined), 'the redirected sink to fail', 10_000);
+      moved.stop();
+      assert.match(st.lastError!, /HTTP 307/);
+      assert.equal(st.cursor, 0);
+      assert.equal(seen.filter((s) => s.path === '/services/collector/event').length, 1, 'nothing was re-posted through the redirect');
       const dd = seen.find((s) => s.path === '/api/v2/logs')!;
       assert.equal(dd.headers['dd-api-key'], 'dd-key');
       const ddLogs = JSON.parse(dd.body) as { ddsource: string; message: string }[];
