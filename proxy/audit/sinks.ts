@@ -37,6 +37,7 @@ const MAX_BACKOFF_MS = 60_000;
 const REQUEST_TIMEOUT_MS = 15_000;
 /** syslog has no acknowledgement: a batch counts as delivered once the connection outlived it by this long. */
 const SETTLE_MS = 1500;
+const CURSOR_PERSIST_MS = 1000;
 /** Header names of the generic webhook's signature (documented in docs/AUDIT.md). */
 export const SIGNATURE_HEADER = 'x-custody-signature';
 export const TIMESTAMP_HEADER = 'x-custody-timestamp';
@@ -64,6 +65,8 @@ export class SinkRunner {
   private lastError: string | null = null;
   private lastDeliveryAt: number | null;
   private cursor: number;
+  private persisted: number;
+  private persistedAt = 0;
   /** Next seq to read: ahead of the cursor while syslog writes settle. */
   private position: number;
   private readonly transport: Transport;
@@ -76,6 +79,7 @@ export class SinkRunner {
   ) {
     const row = store.db.prepare('SELECT seq, delivered_at FROM sink_cursors WHERE name = ?').get(sink.name) as { seq: number; delivered_at: number | null } | undefined;
     this.cursor = row?.seq ?? 0;
+    this.persisted = this.cursor;
     this.position = this.cursor;
     this.lastDeliveryAt = row?.delivered_at ?? null;
     this.transport = sink.kind === 'syslog' ? new SyslogTransport(sink) : sink.kind === 'http' ? new HttpTransport(sink) : new NatsTransport(sink, ctx.origin);
@@ -89,10 +93,16 @@ export class SinkRunner {
     this.stopped = true;
     clearTimeout(this.timer);
     this.transport.close();
+    try {
+      this.persistedAt = 0;
+      this.commit(undefined);
+    } catch {
+      // the store is closing; the next start re-sends from the last durable cursor
+    }
   }
 
   status(): SinkStatus {
-    const head = (this.store.db.prepare('SELECT coalesce(max(seq), 0) AS n FROM events').get() as { n: number }).n;
+    const head = this.head();
     const oldest = this.store.db.prepare('SELECT time FROM events WHERE seq > ? ORDER BY seq LIMIT 1').get(this.cursor) as { time: number } | undefined;
     return {
       name: this.sink.name,
@@ -138,10 +148,21 @@ export class SinkRunner {
   }
 
   private commit(seq: number | undefined): void {
-    if (seq === undefined || seq <= this.cursor) return;
-    this.cursor = seq;
-    this.lastDeliveryAt = Date.now();
-    this.store.db.prepare('INSERT INTO sink_cursors (name, seq, delivered_at) VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET seq = excluded.seq, delivered_at = excluded.delivered_at').run(this.sink.name, seq, this.lastDeliveryAt);
+    if (seq !== undefined && seq > this.cursor) {
+      this.cursor = seq;
+      this.lastDeliveryAt = Date.now();
+    }
+    // The durable copy is written at most once a second (or when this sink has caught up), so a
+    // busy sink does not compete with the proxies for the store's write lock; after a crash the
+    // few batches since are sent again, which at-least-once allows.
+    if (this.cursor === this.persisted || (Date.now() - this.persistedAt < CURSOR_PERSIST_MS && this.position < this.head())) return;
+    this.store.db.prepare('INSERT INTO sink_cursors (name, seq, delivered_at) VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET seq = excluded.seq, delivered_at = excluded.delivered_at').run(this.sink.name, this.cursor, this.lastDeliveryAt);
+    this.persisted = this.cursor;
+    this.persistedAt = Date.now();
+  }
+
+  private head(): number {
+    return (this.store.db.prepare('SELECT coalesce(max(seq), 0) AS n FROM events').get() as { n: number }).n;
   }
 
   private read(): Batch | undefined {
