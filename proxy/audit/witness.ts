@@ -100,8 +100,10 @@ export class Witness {
       throw new WitnessError(422, `the consistency proof from ${old} to ${cp.treeSize} does not verify: refused (the log is not an extension of what was cosigned)`);
     }
     const now = Date.now();
-    this.state.logs[cp.origin] = { size: cp.treeSize, root, note, cosignedAt: now };
-    writeState(this.opts.stateFile, this.state);
+    // Memory follows the disk: a failed write leaves both at the old checkpoint (and no cosignature).
+    const next: StateFile = { logs: { ...this.state.logs, [cp.origin]: { size: cp.treeSize, root, note, cosignedAt: now } } };
+    writeState(this.opts.stateFile, next);
+    this.state = next;
     return cosign(parsed.text, this.opts.name, this.opts.privateKey, Math.floor(now / 1000));
   }
 

@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { after, describe, it } from 'node:test';
@@ -19,6 +19,7 @@ import { findCosignature, parseCosignerKey } from '../../proxy/audit/cosignature
 import { MerkleTree } from '../../proxy/audit/merkle';
 import { parseNote } from '../../proxy/audit/signed-note';
 import { AuditStore, sha256hex } from '../../proxy/audit/store';
+import { Witness } from '../../proxy/audit/witness';
 import { WitnessPublisher } from '../../proxy/audit/witnessing';
 import { Gateway } from '../../proxy/gateway';
 import { main } from '../../proxy/cli';
@@ -261,6 +262,22 @@ describe('witnessed checkpoints', () => {
     assert.equal((await fetch(`${again.url}/add-checkpoint`, { method: 'POST', body: `old 7\n\n${note(signer, fork, 7)}` })).status, 409);
     assert.equal((await fetch(`${again.url}/add-checkpoint`)).status, 405);
     await again.stop();
+  });
+
+  it('a witness that cannot record a checkpoint does not cosign it, and does not pretend it did', () => {
+    const dir = tempDir('custody-witness-disk-');
+    const { signer } = CheckpointSigner.loadOrCreate(dir, ORIGIN);
+    const stateFile = join(dir, 'state.json');
+    const w = new Witness({ name: 'witness.test/disk', privateKey: generateKeyPairSync('ed25519').privateKey, stateFile, logs: new Map([[ORIGIN, [signer.verifier()]]]) });
+    const tree = MerkleTree.fromEventHashes(Buffer.concat([sha256Buf('a'), sha256Buf('b')]));
+    const body = `old 0\n\n${signer.signCheckpoint({ origin: ORIGIN, treeSize: 2, rootHash: tree.root(), key: keyFingerprint(signer.publicKey) })}`;
+    // The state file cannot be replaced (its temporary name is taken by a directory).
+    mkdirSync(`${stateFile}.tmp`);
+    assert.throws(() => w.addCheckpoint(body), /EISDIR|illegal operation/);
+    assert.equal(w.latest(ORIGIN), undefined, 'nothing is held that is not on disk');
+    rmSync(`${stateFile}.tmp`, { recursive: true });
+    assert.match(w.addCheckpoint(body), /^\u2014 witness\.test\/disk /);
+    assert.equal(w.latest(ORIGIN)?.size, 2);
   });
 
   it('custody witness serve refuses bad usage with one line and exit 2', async () => {
