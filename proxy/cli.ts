@@ -10,6 +10,7 @@ import { loginLinkCommand, personsCommand } from './cli/persons';
 import { policyCommand } from './cli/policy';
 import { serveCommand } from './cli/serve';
 import { verifyCommand } from './cli/verify';
+import { witnessCommand } from './cli/witness';
 
 type Command = (args: ParsedArgs, io: Io) => Promise<number>;
 
@@ -19,8 +20,9 @@ const COMMANDS: Record<string, [Command, string[], string]> = {
   keys: [keysCommand, ['json'], 'keys create --name N [--owner PERSON] --groups a,b [--expires 30d] | list | revoke ID | expire ID'],
   persons: [personsCommand, ['json'], 'persons list | create NAME | link PERSON CREDENTIAL | lock PERSON   who holds which credentials'],
   'login-link': [loginLinkCommand, [], 'login-link                                   a fresh console login link (single use, 10 minutes)'],
-  verify: [verifyCommand, ['json', 'show-key'], 'verify [PATH] [--since-checkpoint FILE] [--key FINGERPRINT] | --show-key   check a data dir or bundle'],
+  verify: [verifyCommand, ['json', 'show-key'], 'verify [PATH] [--since-checkpoint FILE] [--key FINGERPRINT] [--witness-key VKEY ...] | --show-key   check a data dir or bundle'],
   export: [exportCommand, [], 'export --out FILE [--from T] [--to T] [--user U] [--connection C]   evidence bundle'],
+  witness: [witnessCommand, [], 'witness serve --key FILE --listen HOST:PORT --log-key VKEY [--log-key ...]   cosign another gateway\'s checkpoints'],
   policy: [policyCommand, ['json', 'strict'], 'policy check FILE [--strict] | dry-run FILE [--from T] [--to T]   validate / replay recorded traffic'],
 };
 

@@ -2,7 +2,7 @@
 # The system components the project needs, checked before they are needed:
 #   build  what `npm ci` needs to compile native modules (make, g++, python3)
 #   test   what the test suite uses: PostgreSQL running on 127.0.0.1:5432 (trust auth for postgres over
-#          TCP), psql and pgbench, PgBouncer, Debian's Chromium, python3
+#          TCP), psql and pgbench, PgBouncer, Debian's Chromium, python3, rsyslog with its TLS driver (the syslog sink's receiver)
 # Missing packages are installed through apt-get when this runs as root (or with passwordless sudo),
 # as on CI; otherwise it stops with one line giving the exact command to run. PostgreSQL is started
 # if it is installed but down. `npm test` runs `test` first (the pretest script).
@@ -21,6 +21,8 @@ if [ "$mode" = test ]; then
   want pgbench postgresql-contrib
   want pg_ctlcluster postgresql
   want pgbouncer pgbouncer
+  want rsyslogd rsyslog
+  compgen -G '/usr/lib/*/rsyslog/lmnsd_gtls.so' >/dev/null || compgen -G '/usr/lib/rsyslog/lmnsd_gtls.so' >/dev/null || need+=(rsyslog-gnutls)
 fi
 
 if [ ${#need[@]} -gt 0 ]; then

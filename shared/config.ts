@@ -281,6 +281,37 @@ export const Retention = z
   })
   .strict();
 
+/** A tlog-witness: `key` is its cosigner verifier key (`name+id+base64(0x04 ‖ key)`). */
+export const AuditWitness = z
+  .object({
+    name: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'letters, digits, ".", "_" or "-"'),
+    url: z.string().regex(/^https?:\/\/[^\s]+$/, 'the witness URL prefix, such as https://witness.example:7430'),
+    key: z.string().regex(/^[^\s+]+\+[0-9a-f]{8}\+[A-Za-z0-9+/=]+$/, 'a witness verifier key: <name>+<8 hex digits>+<base64 key>'),
+  })
+  .strict();
+
+/** A SIEM sink: syslog (tcp:// or tls://), http(s) webhook (optionally a Splunk HEC or Datadog preset), or nats://. */
+export const AuditSink = z
+  .object({
+    name: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'letters, digits, ".", "_" or "-"'),
+    kind: z.enum(['syslog', 'http', 'nats']),
+    url: z.string().url('a URL such as tls://siem.example:6514 or https://hooks.example/custody'),
+    /** http: the HMAC key (generic), the HEC token (splunk) or the API key (datadog). */
+    secret: z.string().min(1).optional(),
+    preset: z.enum(['splunk', 'datadog']).optional(),
+    /** syslog and nats over tls://: a PEM file of the CA that signs the receiver's certificate (default: the system's CAs). */
+    ca: z.string().min(1).optional(),
+  })
+  .strict()
+  .superRefine((s, ctx) => {
+    const scheme = s.url.split(':')[0]!.toLowerCase();
+    const allowed = { syslog: ['tcp', 'tls'], http: ['http', 'https'], nats: ['nats'] }[s.kind];
+    if (!allowed.includes(scheme)) ctx.addIssue({ code: 'custom', path: ['url'], message: `a ${s.kind} sink's URL starts with ${allowed.map((a) => `${a}://`).join(' or ')}` });
+    if (s.ca && s.kind === 'http') ctx.addIssue({ code: 'custom', path: ['ca'], message: 'ca applies to syslog and nats sinks over tls://; an https sink uses the system CAs (or NODE_EXTRA_CA_CERTS)' });
+    if (s.preset && s.kind !== 'http') ctx.addIssue({ code: 'custom', path: ['preset'], message: 'preset applies to http sinks only' });
+    if (s.preset && !s.secret) ctx.addIssue({ code: 'custom', path: ['secret'], message: `the ${s.preset} preset needs secret (the ${s.preset === 'splunk' ? 'HEC token' : 'API key'})` });
+  });
+
 export const Config = z
   .object({
     dataDir: z.string().optional(),
@@ -310,9 +341,28 @@ export const Config = z
         checkpointInterval: Duration.default('1h'),
         /** C2SP checkpoint origin line; defaults to `custody/<hostname>`. */
         origin: z.string().optional(),
+        /** tlog-witnesses every signed checkpoint is sent to (docs/AUDIT.md, "Witnesses"). */
+        witnesses: z.array(AuditWitness).default([]),
+        /** SIEM sinks every recorded event is streamed to as OCSF (docs/AUDIT.md, "Sinks"). */
+        sinks: z.array(AuditSink).default([]),
       })
       .strict()
-      .default({ checkpointInterval: '1h' }),
+      .superRefine((a, ctx) => {
+        // Cosignatures are filed by the witness's key: two entries with one key would be one witness.
+        const keys = new Set<string>();
+        a.witnesses.forEach((w, i) => {
+          if (keys.has(w.key)) ctx.addIssue({ code: 'custom', path: ['witnesses', i, 'key'], message: 'two witnesses with the same key' });
+          keys.add(w.key);
+        });
+        for (const [key, list] of [['witnesses', a.witnesses], ['sinks', a.sinks]] as const) {
+          const names = new Set<string>();
+          list.forEach((w, i) => {
+            if (names.has(w.name)) ctx.addIssue({ code: 'custom', path: [key, i, 'name'], message: `duplicate ${key === 'sinks' ? 'sink' : 'witness'} name "${w.name}"` });
+            names.add(w.name);
+          });
+        }
+      })
+      .default({ checkpointInterval: '1h', witnesses: [], sinks: [] }),
     limits: z
       .object({
         maxRequestBytes: z.number().int().positive().default(10 * 1024 * 1024),

@@ -11,7 +11,7 @@
 import type { Config } from '../../shared/config';
 import { parseDuration } from '../../shared/config';
 import type { Logger } from '../log';
-import { CheckpointSigner, defaultOrigin, KEY_NAME_META, type PublicKeyInfo } from './checkpoint-signer';
+import { CheckpointSigner, defaultOrigin, KEY_NAME_META, keyFingerprint, type PublicKeyInfo } from './checkpoint-signer';
 import { MerkleAccumulator } from './merkle';
 import { GENESIS_HASH, type AuditStore } from './store';
 
@@ -69,7 +69,7 @@ export class CheckpointLog {
   /** Signs and stores a checkpoint of everything appended so far. */
   write(time = Date.now()): Checkpoint {
     const { size, root } = this.head();
-    const note = this.signer.signCheckpoint({ origin: this.signer.name, treeSize: size, rootHash: root, time });
+    const note = this.signer.signCheckpoint({ origin: this.signer.name, treeSize: size, rootHash: root, time, key: keyFingerprint(this.signer.publicKey) });
     const cp: Checkpoint = { treeSize: size, rootHash: root.toString('hex'), time, note };
     this.store.db.prepare('INSERT OR IGNORE INTO checkpoints (tree_size, root_hash, time, note) VALUES (?, ?, ?, ?)').run(size, cp.rootHash, time, note);
     return cp;
@@ -86,11 +86,12 @@ export class CheckpointLog {
   /**
    * Writes a checkpoint now and then every `intervalMs` (the timer does not keep the process
    * alive). Returns the function that stops it. Failures are logged, never thrown from the timer.
+   * `onWritten` hands each checkpoint on (to the witnesses); it must not throw or block.
    */
-  startTimer(intervalMs: number, log?: Logger): () => void {
+  startTimer(intervalMs: number, log?: Logger, onWritten?: (cp: Checkpoint) => void): () => void {
     const tick = () => {
       try {
-        this.write();
+        onWritten?.(this.write());
       } catch (err) {
         log?.error(`audit: checkpoint not written: ${(err as Error).message}`);
       }

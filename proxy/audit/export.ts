@@ -11,6 +11,7 @@
  *   hashes.bin           the 32-byte hash of every event 1..T, so a filtered export still proves its
  *                        events' places and a later copy of the log can be held to this checkpoint
  *   checkpoints.jsonl    every stored checkpoint up to T; consistency.jsonl proves each a prefix of T
+ *   cosignatures.jsonl   witness cosignatures of checkpoints up to T (see witnessing.ts)
  *   holds.json           holds (with their votes) in the window; policy-versions.json the rules in force
  *   report.html          the self-contained human-readable report (report.ts)
  *
@@ -206,6 +207,9 @@ export async function exportBundle(opts: ExportOptions): Promise<ExportResult> {
       .filter((c) => c.treeSize > 0 && c.treeSize < T)
       .map((c) => JSON.stringify({ from: c.treeSize, to: T, fromRoot: c.rootHash, toRoot: checkpoint.rootHash, path: tree.consistencyProof(c.treeSize).map((h) => h.toString('base64')) }));
     writeFileIn(stage, 'consistency.jsonl', consistency.join('\n') + (consistency.length ? '\n' : ''));
+    // Witness cosignatures up to T: `custody verify --witness-key` holds the bundle to them.
+    const cosigs = store.db.prepare('SELECT witness, key_id, tree_size, root_hash, checkpoint, signature, cosigned_at FROM checkpoint_cosignatures WHERE tree_size <= ? ORDER BY tree_size, witness').all(T);
+    writeFileIn(stage, 'cosignatures.jsonl', cosigs.map((c) => JSON.stringify(c)).join('\n') + (cosigs.length ? '\n' : ''));
     writeFileIn(stage, 'checkpoint.txt', checkpoint.note);
     const key = trail.signer.info();
     writeFileIn(stage, 'public-key.txt', `${key.verifierKey}\n${key.fingerprint}\n`);
@@ -245,7 +249,7 @@ export async function exportBundle(opts: ExportOptions): Promise<ExportResult> {
     writeFileIn(stage, 'report.html', renderReport(report));
 
     // Manifest over every file, then its signed digest.
-    const names = ['checkpoint.txt', 'public-key.txt', 'events.jsonl', 'ocsf.jsonl', 'proofs.jsonl', 'hashes.bin', 'checkpoints.jsonl', 'consistency.jsonl', 'holds.json', 'policy-versions.json', 'report.html'];
+    const names = ['checkpoint.txt', 'public-key.txt', 'events.jsonl', 'ocsf.jsonl', 'proofs.jsonl', 'hashes.bin', 'checkpoints.jsonl', 'consistency.jsonl', 'cosignatures.jsonl', 'holds.json', 'policy-versions.json', 'report.html'];
     const files: BundleManifest['files'] = {};
     for (const name of names) files[name] = { sha256: await sha256File(join(stage, name)), bytes: statSync(join(stage, name)).size };
     const manifest: BundleManifest & Record<string, unknown> = {
@@ -291,7 +295,7 @@ export async function exportBundle(opts: ExportOptions): Promise<ExportResult> {
 }
 
 /** Connection name → kind: the config's, then those added from the console (stored), for OCSF classes. */
-function connectionKinds(store: AuditStore, config: Config): Map<string, string> {
+export function connectionKinds(store: AuditStore, config: Config): Map<string, string> {
   const kinds = new Map<string, string>();
   for (const r of store.db.prepare('SELECT name, config FROM connections').all() as { name: string; config: string }[]) {
     try {

@@ -146,4 +146,25 @@ export const MIGRATIONS: Migration[] = [
       );
     `,
   },
+  {
+    version: 3,
+    name: 'witness cosignatures of checkpoints, SIEM sink cursors',
+    sql: `
+      CREATE TABLE checkpoint_cosignatures (
+        witness TEXT NOT NULL,        -- the witness's key name
+        key_id TEXT NOT NULL,         -- 8 hex digits
+        tree_size INTEGER NOT NULL,
+        root_hash TEXT NOT NULL,      -- hex, as cosigned
+        checkpoint TEXT NOT NULL,     -- the checkpoint note text the witness signed
+        signature TEXT NOT NULL,      -- the witness's cosignature line
+        cosigned_at INTEGER NOT NULL, -- the cosignature's own timestamp (ms)
+        PRIMARY KEY (witness, key_id, tree_size, root_hash)
+      );
+      CREATE TABLE sink_cursors (
+        name TEXT PRIMARY KEY,
+        seq INTEGER NOT NULL,         -- last event delivered (and acknowledged)
+        delivered_at INTEGER
+      );
+    `,
+  },
 ];

@@ -14,6 +14,8 @@ import { exportBundle, type ExportFilter } from './export';
 import { startRetention } from './retention';
 import type { AuditStore } from './store';
 import { runVerification } from './verify-runner';
+import { type SinkRunner, type SinkStatus, startSinks } from './sinks';
+import { WitnessPublisher, type WitnessStatus } from './witnessing';
 import type { VerifyReport } from './verify';
 
 /** What the control plane keeps of the last verification. */
@@ -50,6 +52,8 @@ export interface AuditStatus {
   lastCheckpoint: Checkpoint | null;
   lastVerification: VerificationRecord | null;
   retention: { payloadsAfter: string | null };
+  witnesses: WitnessStatus[];
+  sinks: SinkStatus[];
 }
 
 const LAST_VERIFICATION_META = 'audit.lastVerification';
@@ -59,11 +63,15 @@ export class AuditService {
   private stops: (() => void)[] = [];
   private jobs = new Map<string, ExportJob>();
   private verifying?: Promise<VerificationRecord>;
+  readonly witnesses: WitnessPublisher;
+  private sinks: SinkRunner[] = [];
 
   private constructor(
     readonly trail: AuditTrail,
     private readonly deps: { store: AuditStore; config: Config; dataDir: string; bus: EventBus; log: Logger; version: string },
-  ) {}
+  ) {
+    this.witnesses = new WitnessPublisher(deps.store, deps.config.audit.witnesses, deps.log);
+  }
 
   /** Opens the signing key (creating it on first start), starts the checkpoint timer and retention. */
   static start(deps: { store: AuditStore; config: Config; dataDir: string; bus: EventBus; log: Logger; version: string }): AuditService {
@@ -71,7 +79,10 @@ export class AuditService {
     const key = svc.trail.signer.info();
     deps.log.info(`audit: ${svc.trail.keyCreated ? 'created the checkpoint signing key' : 'checkpoint signing key'} ${key.verifierKey} (fingerprint ${key.fingerprint})`);
     svc.stops.push(startRetention(deps.store, deps.config, deps.log));
-    svc.stops.push(svc.trail.checkpoints.startTimer(checkpointIntervalMs(deps.config), deps.log));
+    svc.stops.push(svc.trail.checkpoints.startTimer(checkpointIntervalMs(deps.config), deps.log, () => svc.witnesses.notify()));
+    svc.stops.push(() => svc.witnesses.stop());
+    svc.sinks = startSinks(deps.store, deps.config, key.name, deps.version, deps.log);
+    svc.stops.push(() => svc.sinks.forEach((s) => s.stop()));
     return svc;
   }
 
@@ -100,6 +111,22 @@ export class AuditService {
       lastCheckpoint: this.trail.checkpoints.latest() ?? null,
       lastVerification: raw ? (JSON.parse(raw) as VerificationRecord) : null,
       retention: { payloadsAfter: this.deps.config.retention.payloadsAfter ?? null },
+      witnesses: this.witnesses.status(),
+      sinks: this.sinks.map((s) => s.status()),
+    };
+  }
+
+  /**
+   * What /api/health (public) shows of the evidence leaving the box: names, states and counts, no
+   * URLs or error texts (those are on the reviewer-only /api/audit/status).
+   */
+  health(): {
+    witnesses: { name: string; state: WitnessStatus['state']; cosignedTreeSize: number | null; behind: number; failures: number }[];
+    sinks: { name: string; state: SinkStatus['state']; backlog: number; backlogAgeMs: number | null; lastDeliveryAt: number | null; failures: number }[];
+  } {
+    return {
+      witnesses: this.witnesses.status().map((w) => ({ name: w.name, state: w.state, cosignedTreeSize: w.lastCosigned?.treeSize ?? null, behind: w.behind, failures: w.failures })),
+      sinks: this.sinks.map((s) => s.status()).map((s) => ({ name: s.name, state: s.state, backlog: s.backlog, backlogAgeMs: s.backlogAgeMs, lastDeliveryAt: s.lastDeliveryAt, failures: s.failures })),
     };
   }
 

@@ -49,22 +49,30 @@ export function formatVerifierKey(v: Pick<NoteVerifier, 'name' | 'keyId' | 'publ
   return `${v.name}+${keyIdHex(v.keyId)}+${Buffer.concat([Buffer.from([ED25519]), v.publicKey]).toString('base64')}`;
 }
 
-/** Parses a verifier key string; throws NoteFormatError naming what is wrong. */
-export function parseVerifierKey(text: string): NoteVerifier {
-  // The key's base64 may itself contain '+': only the first two separate fields (as in Go's note.NewVerifier).
+/**
+ * Splits `<name>+<hex key id>+<base64(type ‖ key)>` and checks the name, the id's form, the type
+ * byte and the key length. The key's base64 may itself contain '+': only the first two separate
+ * fields (as in Go's note.NewVerifier).
+ */
+export function parseKeyFields(text: string, type: number, what: string): { name: string; idHex: string; publicKey: Buffer } {
   const t = text.trim();
   const a = t.indexOf('+');
   const b = a < 0 ? -1 : t.indexOf('+', a + 1);
-  if (a < 0 || b < 0) throw new NoteFormatError('a verifier key looks like <name>+<8 hex digits>+<base64 key>');
+  if (a < 0 || b < 0) throw new NoteFormatError(`a ${what} looks like <name>+<8 hex digits>+<base64 key>`);
   const [name, idHex, keyB64] = [t.slice(0, a), t.slice(a + 1, b), t.slice(b + 1)];
   if (!isValidKeyName(name)) throw new NoteFormatError(`invalid key name "${name}"`);
-  if (!/^[0-9a-f]{8}$/.test(idHex)) throw new NoteFormatError('the key id in a verifier key is 8 lower-case hex digits');
+  if (!/^[0-9a-f]{8}$/.test(idHex)) throw new NoteFormatError(`the key id in a ${what} is 8 lower-case hex digits`);
   const raw = Buffer.from(keyB64, 'base64');
-  if (raw.length !== 33 || raw[0] !== ED25519) throw new NoteFormatError('only Ed25519 verifier keys (type 0x01, 32 bytes) are supported');
-  const publicKey = raw.subarray(1);
+  if (raw.length !== 33 || raw[0] !== type) throw new NoteFormatError(type === ED25519 ? 'only Ed25519 verifier keys (type 0x01, 32 bytes) are supported' : `a ${what} is an Ed25519 cosignature/v1 key (type 0x04, 32 bytes)`);
+  return { name, idHex, publicKey: Buffer.from(raw.subarray(1)) };
+}
+
+/** Parses a verifier key string; throws NoteFormatError naming what is wrong. */
+export function parseVerifierKey(text: string): NoteVerifier {
+  const { name, idHex, publicKey } = parseKeyFields(text, ED25519, 'verifier key');
   const keyId = ed25519KeyId(name, publicKey);
   if (keyIdHex(keyId) !== idHex) throw new NoteFormatError(`the key id ${idHex} does not match the key (expected ${keyIdHex(keyId)})`);
-  return { name, keyId, publicKey: Buffer.from(publicKey), key: ed25519PublicKeyObject(publicKey) };
+  return { name, keyId, publicKey, key: ed25519PublicKeyObject(publicKey) };
 }
 
 export function ed25519PublicKeyObject(raw: Uint8Array): KeyObject {
@@ -152,13 +160,22 @@ export interface CheckpointBody {
   rootHash: Buffer;
   /** Signing time (ms since epoch), carried in a `time <RFC 3339>` extension line so idle hours are provable. */
   time?: number;
+  /**
+   * Fingerprint (`SHA256:…`) of the key that signs it, in a `key <fingerprint>` extension line: a
+   * witness that pinned the log's key, or an auditor holding a cosigned checkpoint, sees a replaced
+   * key by name, not only as a signature that fails.
+   */
+  key?: string;
 }
+
+const KEY_LINE = /^key (SHA256:[A-Za-z0-9+/]{43})$/;
 
 export function formatCheckpointText(c: CheckpointBody): string {
   if (!c.origin || /\n/.test(c.origin)) throw new NoteFormatError('a checkpoint origin is one non-empty line');
   if (!Number.isSafeInteger(c.treeSize) || c.treeSize < 0) throw new NoteFormatError('tree size must be a non-negative integer');
   if (c.rootHash.length !== 32) throw new NoteFormatError('root hash must be 32 bytes');
-  return `${c.origin}\n${c.treeSize}\n${c.rootHash.toString('base64')}\n${c.time !== undefined ? `time ${new Date(c.time).toISOString()}\n` : ''}`;
+  if (c.key !== undefined && !KEY_LINE.test(`key ${c.key}`)) throw new NoteFormatError('a key fingerprint is SHA256: and 43 base64 characters');
+  return `${c.origin}\n${c.treeSize}\n${c.rootHash.toString('base64')}\n${c.time !== undefined ? `time ${new Date(c.time).toISOString()}\n` : ''}${c.key !== undefined ? `key ${c.key}\n` : ''}`;
 }
 
 export function parseCheckpointText(text: string): CheckpointBody {
@@ -172,6 +189,8 @@ export function parseCheckpointText(text: string): CheckpointBody {
   const body: CheckpointBody = { origin, treeSize: Number(size), rootHash };
   for (const ext of lines.slice(3, -1)) {
     if (!ext) throw new NoteFormatError('checkpoint extension lines must not be empty');
+    const k = KEY_LINE.exec(ext);
+    if (k) body.key = k[1];
     const m = /^time (\S+)$/.exec(ext);
     if (m) {
       const t = Date.parse(m[1]!);

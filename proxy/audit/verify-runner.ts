@@ -4,7 +4,7 @@
  * seconds; a gateway should keep proxying meanwhile.
  */
 import { Worker } from 'node:worker_threads';
-import { workerSource } from '../worker-source';
+import { type WorkerSource, workerSource } from '../worker-source';
 import { type RangeScan, verifyStore, type VerifyOptions, type VerifyReport } from './verify';
 
 /**
@@ -40,11 +40,13 @@ export async function scanInWorkers(file: string, ranges: [number, number][], wa
   }
 }
 
-export async function runVerification(dataDir: string, opts: VerifyOptions = {}): Promise<VerifyReport> {
-  const src = workerSource(import.meta.url, './verify-worker');
-  if (!src) return verifyStore(dataDir, opts);
-  return new Promise<VerifyReport>((resolve, reject) => {
-    const worker = new Worker(src.entry, { ...src.options, workerData: { dataDir, since: opts.since, expectedKey: opts.expectedKey } });
+/**
+ * Runs one worker to completion: resolves with the payload of its `resultType` message, rejects on
+ * its `error` message, a crash or an exit; other messages go to `onMessage`.
+ */
+export function runWorkerOnce<T>(src: WorkerSource, workerData: unknown, resultType: string, pick: (m: Record<string, unknown>) => T, onMessage?: (m: Record<string, unknown>) => void): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const worker = new Worker(src.entry, { ...src.options, workerData });
     let settled = false;
     const settle = (fn: () => void) => {
       if (settled) return;
@@ -52,12 +54,20 @@ export async function runVerification(dataDir: string, opts: VerifyOptions = {})
       fn();
       void worker.terminate();
     };
-    worker.on('message', (m: { type: string; done?: number; total?: number; report?: VerifyReport; message?: string }) => {
-      if (m.type === 'progress') opts.onProgress?.(m.done!, m.total!);
-      else if (m.type === 'report') settle(() => resolve(m.report!));
-      else if (m.type === 'error') settle(() => reject(new Error(m.message)));
+    worker.on('message', (m: Record<string, unknown>) => {
+      if (m['type'] === resultType) settle(() => resolve(pick(m)));
+      else if (m['type'] === 'error') settle(() => reject(new Error(String(m['message']))));
+      else onMessage?.(m);
     });
     worker.on('error', (err) => settle(() => reject(err)));
-    worker.on('exit', (code) => settle(() => reject(new Error(`verification worker exited with code ${code}`))));
+    worker.on('exit', (code) => settle(() => reject(new Error(`${resultType} worker exited with code ${code}`))));
+  });
+}
+
+export async function runVerification(dataDir: string, opts: VerifyOptions = {}): Promise<VerifyReport> {
+  const src = workerSource(import.meta.url, './verify-worker');
+  if (!src) return verifyStore(dataDir, opts);
+  return runWorkerOnce(src, { dataDir, since: opts.since, expectedKey: opts.expectedKey }, 'report', (m) => m['report'] as VerifyReport, (m) => {
+    if (m['type'] === 'progress') opts.onProgress?.(m['done'] as number, m['total'] as number);
   });
 }

@@ -20,8 +20,9 @@ import { join } from 'node:path';
 import { inflateRawSync } from 'node:zlib';
 import Database from 'better-sqlite3';
 import { CheckpointSigner, KEY_NAME_META, keyFingerprint, publicKeyInfo, type PublicKeyInfo, SIGNING_KEY_FILE } from './checkpoint-signer';
+import { findCosignature, parseCosignerKey } from './cosignature';
 import { eventLeafHash, HASH_SIZE, MerkleAccumulator, MerkleTree, rootFromBase64InclusionProof, rootOfLeafHashes } from './merkle';
-import { type CheckpointBody, NoteFormatError, type NoteVerifier, parseCheckpointText, parseNote, parseVerifierKey, verifyNote } from './signed-note';
+import { type CheckpointBody, keyIdHex, NoteFormatError, type NoteVerifier, parseCheckpointText, parseNote, parseVerifierKey, verifyNote } from './signed-note';
 import { canonicalEventBody, canonicalPayload, chainHashOfText, GENESIS_HASH, sha256hex } from './store';
 import { readTar } from './tar';
 
@@ -34,7 +35,8 @@ export type Problem =
   | 'key-replaced'
   | 'inconsistent'
   | 'bundle-modified'
-  | 'unreadable';
+  | 'unreadable'
+  | 'unwitnessed';
 
 export interface VerifyFailure {
   /** First bad sequence number, when the problem sits at one. */
@@ -63,6 +65,8 @@ export interface VerifyReport {
   filtered?: boolean;
   /** --since-checkpoint: the tree size of the anchor that was checked. */
   since?: { treeSize: number; source: string };
+  /** --witness-key: per witness, the largest tree it cosigned that the log still matches. */
+  witnessed?: { witness: string; treeSize: number; cosignedAt: number }[];
   failure?: VerifyFailure;
   durationMs: number;
   verifiedAt: number;
@@ -81,6 +85,8 @@ export interface VerifyOptions {
   since?: SinceAnchor;
   /** Expected signing key: a verifier key (`name+id+key`) or a fingerprint (`SHA256:…`). */
   expectedKey?: string;
+  /** Witness verifier keys (cosignature/v1) whose cosignatures the store must hold and match. */
+  witnessKeys?: string[];
   onProgress?: (done: number, total: number) => void;
 }
 
@@ -143,6 +149,7 @@ export const BUNDLE_FILES = [
   'hashes.bin',
   'checkpoints.jsonl',
   'consistency.jsonl',
+  'cosignatures.jsonl',
   'holds.json',
   'policy-versions.json',
   'report.html',
@@ -381,21 +388,79 @@ function storeCheckpoints(db: Database.Database): CheckpointRowData[] {
   return db.prepare('SELECT tree_size, root_hash, time, note FROM checkpoints ORDER BY tree_size, time').all() as CheckpointRowData[];
 }
 
-function wantedSizes(checkpoints: CheckpointRowData[], opts: VerifyOptions): Set<number> {
+function wantedSizes(db: Database.Database, checkpoints: CheckpointRowData[], opts: VerifyOptions): Set<number> {
   const wanted = new Set(checkpoints.map((c) => c.tree_size));
   if (opts.since) wanted.add(opts.since.body.treeSize);
+  if (opts.witnessKeys?.length) for (const c of storeCosignatures(db)) wanted.add(c.tree_size);
   return wanted;
+}
+
+type CosignatureRowData = { witness: string; key_id: string; tree_size: number; root_hash: string; checkpoint: string; signature: string; cosigned_at: number };
+
+function storeCosignatures(db: Database.Database): CosignatureRowData[] {
+  const has = db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'checkpoint_cosignatures'").get();
+  return has ? (db.prepare('SELECT * FROM checkpoint_cosignatures ORDER BY tree_size').all() as CosignatureRowData[]) : [];
+}
+
+function parseWitnessKeys(keys: string[] | undefined): NoteVerifier[] {
+  return (keys ?? []).map((k) => {
+    try {
+      return parseCosignerKey(k);
+    } catch (err) {
+      throw new VerifyInputError(`--witness-key ${k}: ${(err as Error).message}`);
+    }
+  });
+}
+
+/**
+ * Holds the log to what each required witness cosigned. The witness refuses to cosign two
+ * different trees of one size, so a history rewritten and re-signed with the gateway's own key
+ * cannot carry a matching cosignature: the stored one commits to the old root.
+ */
+function checkWitnessed(rows: CosignatureRowData[], witnesses: NoteVerifier[], lastSeq: number, rootAt: (size: number) => string | undefined, origin: string | undefined, report: VerifyReport): VerifyFailure | undefined {
+  report.witnessed = [];
+  for (const w of witnesses) {
+    const mine = rows.filter((r) => r.witness === w.name && r.key_id === keyIdHex(w.keyId));
+    const label = `witness ${w.name}`;
+    if (!mine.length) return { problem: 'unwitnessed', message: `no checkpoint in this store is cosigned by ${label} (its cosignatures were removed, or it never received a checkpoint)` };
+    let best: { treeSize: number; cosignedAt: number } | undefined;
+    for (const r of mine) {
+      let body: CheckpointBody;
+      try {
+        const c = findCosignature(r.checkpoint, r.signature, w);
+        if (!c.ok) return { seq: r.tree_size || undefined, problem: 'signature-invalid', message: `the cosignature by ${label} on the checkpoint of ${r.tree_size} events does not verify (the stored checkpoint or signature was altered)` };
+        body = parseCheckpointText(r.checkpoint);
+      } catch (err) {
+        return { seq: r.tree_size || undefined, problem: 'signature-invalid', message: `a stored cosignature by ${label} is unreadable: ${(err as Error).message}` };
+      }
+      if (origin && body.origin !== origin) return { problem: 'key-replaced', message: `${label} cosigned a checkpoint of log "${body.origin}", not of this log ("${origin}")` };
+      const cosigned = `${label} cosigned ${body.treeSize} events with root ${body.rootHash.toString('hex').slice(0, 16)}…${when(body.time)}`;
+      if (body.treeSize > lastSeq) return { seq: lastSeq + 1, problem: 'truncated', message: `${cosigned}, but the log ends at seq ${lastSeq}` };
+      const now = rootAt(body.treeSize);
+      if (now !== body.rootHash.toString('hex')) {
+        return {
+          seq: body.treeSize,
+          problem: 'inconsistent',
+          message: `history up to seq ${body.treeSize} was rewritten after the witness saw it: ${cosigned}, but the log's root at that size is now ${now?.slice(0, 16)}… (re-signed locally; the witness never cosigned it)`,
+        };
+      }
+      if (!best || body.treeSize >= best.treeSize) best = { treeSize: body.treeSize, cosignedAt: Number(r.cosigned_at) };
+    }
+    report.witnessed.push({ witness: w.name, ...best! });
+  }
+  return undefined;
 }
 
 /** Verifies `<dataDir>/custody.db` with its checkpoints and signing key, in this thread. */
 export function verifyStore(dataDir: string, opts: VerifyOptions = {}): VerifyReport {
   const started = performance.now();
   checkExpectedKeyFormat(opts.expectedKey);
+  parseWitnessKeys(opts.witnessKeys);
   const db = openStore(dataDir);
   try {
     const checkpoints = storeCheckpoints(db);
     const total = (db.prepare('SELECT count(*) AS n FROM events').get() as { n: number }).n;
-    const wanted = wantedSizes(checkpoints, opts);
+    const wanted = wantedSizes(db, checkpoints, opts);
     const scan = scanRange(db, 1, Number.MAX_SAFE_INTEGER, wanted, opts.onProgress && ((done) => opts.onProgress!(done, total)));
     opts.onProgress?.(scan.count, total);
     return concludeStore(db, dataDir, stitch(db, [scan], wanted), checkpoints, opts, started);
@@ -412,6 +477,7 @@ export function verifyStore(dataDir: string, opts: VerifyOptions = {}): VerifyRe
 export async function verifyStoreParallel(dataDir: string, opts: VerifyOptions & { workers?: number; minEvents?: number; inThread?: boolean } = {}): Promise<VerifyReport> {
   const started = performance.now();
   checkExpectedKeyFormat(opts.expectedKey);
+  parseWitnessKeys(opts.witnessKeys);
   const db = openStore(dataDir);
   try {
     const { n: total, max } = db.prepare('SELECT count(*) AS n, coalesce(max(seq), 0) AS max FROM events').get() as { n: number; max: number };
@@ -426,7 +492,7 @@ export async function verifyStoreParallel(dataDir: string, opts: VerifyOptions &
     const ranges: [number, number][] = [];
     for (let start = 1; start <= max; start += block) ranges.push([start, Math.min(start + block - 1, max)]);
     const checkpoints = storeCheckpoints(db);
-    const wanted = wantedSizes(checkpoints, opts);
+    const wanted = wantedSizes(db, checkpoints, opts);
     // inThread: the same ranges scanned one after another here (deterministic, for tests of the stitching).
     const scans = opts.inThread
       ? ranges.map(([from, to]) => scanRange(db, from, to, wanted))
@@ -503,6 +569,11 @@ function concludeStore(db: Database.Database, dataDir: string, pass: StorePass, 
   }
   const latest = checkpoints.reduce<(typeof checkpoints)[number] | undefined>((a, c) => (!a || c.time > a.time ? c : a), undefined);
   if (latest) report.latestCheckpoint = { treeSize: latest.tree_size, time: latest.time };
+
+  if (opts.witnessKeys?.length) {
+    const f = checkWitnessed(storeCosignatures(db), parseWitnessKeys(opts.witnessKeys), lastSeq, (size) => roots.get(size), keyName, report);
+    if (f) return finish(f);
+  }
 
   // Purged payloads must be explained by a recorded retention run.
   if (purged && maxPurgedTime >= retentionCutoff) {
@@ -594,6 +665,9 @@ function checkCheckpoint(
   }
   const sig = checkSignature(parsed, trusted, label);
   if (sig) return { seq: body.treeSize || undefined, ...sig };
+  if (body.key !== undefined && !trusted.some((t) => keyFingerprint(t.publicKey) === body.key)) {
+    return { seq: body.treeSize || undefined, problem: 'key-replaced', message: `${label} names signing key ${body.key}, which the log never announced` };
+  }
   if (body.treeSize > lastSeq) {
     return { seq: lastSeq + 1, problem: 'truncated', message: `seq ${range(lastSeq + 1, body.treeSize)} ${body.treeSize > lastSeq + 1 ? 'are' : 'is'} missing: ${label} covers ${body.treeSize} events but the log ends at seq ${lastSeq}` };
   }
@@ -691,6 +765,7 @@ export const MANIFEST_NOTE_HEADER = 'custody-evidence-manifest';
 
 /** Verifies an exported bundle on its own (no data dir needed). */
 export function verifyBundle(path: string, opts: VerifyOptions = {}): VerifyReport {
+  const witnesses = parseWitnessKeys(opts.witnessKeys);
   const started = performance.now();
   checkExpectedKeyFormat(opts.expectedKey);
   const files = readBundleFiles(path);
@@ -878,6 +953,19 @@ export function verifyBundle(path: string, opts: VerifyOptions = {}): VerifyRepo
     const data = files.get(name);
     if (!data) return finish({ problem: 'bundle-modified', message: `${name} is listed in the manifest but missing` });
     if (sha256hex(data) !== f.sha256) return finish({ problem: 'bundle-modified', message: `${name} was changed after export (its SHA-256 differs from the manifest)` });
+  }
+  // Witness cosignatures carried in the bundle (each self-authenticating by the witness's key).
+  if (witnesses.length) {
+    const rows: CosignatureRowData[] = [];
+    for (const line of lines(files.get('cosignatures.jsonl') ?? Buffer.alloc(0))) {
+      const c = safeParse(line) as Partial<CosignatureRowData> | undefined;
+      if (!c || typeof c.witness !== 'string' || typeof c.key_id !== 'string' || typeof c.tree_size !== 'number' || typeof c.checkpoint !== 'string' || typeof c.signature !== 'string') {
+        return finish({ problem: 'bundle-modified', message: 'cosignatures.jsonl has a malformed entry' });
+      }
+      rows.push(c as CosignatureRowData);
+    }
+    const f = checkWitnessed(rows, witnesses, cp.treeSize, rootAt, verifier.name, report);
+    if (f) return finish(f);
   }
   return finish();
 }

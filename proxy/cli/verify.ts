@@ -6,7 +6,7 @@ import { progressReporter } from '../audit/progress';
 import { parseVerifierKey } from '../audit/signed-note';
 import { loadSinceAnchor, readBundleFiles, VerifyInputError, verifyPathParallel, type VerifyReport } from '../audit/verify';
 import { noStoreMessage, resolveConfig } from '../config';
-import { type Io, type ParsedArgs, processIo, rejectUnknown, str, UsageError } from './args';
+import { type Io, type ParsedArgs, processIo, rejectUnknown, str, strs, UsageError } from './args';
 
 const n = (v: number) => v.toLocaleString('en-US');
 
@@ -17,8 +17,8 @@ const n = (v: number) => v.toLocaleString('en-US');
  * `custody verify --show-key [PATH]` prints the signing key's verifier key and fingerprint.
  */
 export async function verifyCommand(args: ParsedArgs, io: Io): Promise<number> {
-  rejectUnknown(args, ['config', 'data-dir', 'since-checkpoint', 'key', 'json', 'show-key']);
-  if (args.positionals.length > 2) throw new UsageError('usage: custody verify [PATH] [--since-checkpoint FILE] [--key VKEY|FINGERPRINT] [--json] | custody verify --show-key [PATH]');
+  rejectUnknown(args, ['config', 'data-dir', 'since-checkpoint', 'key', 'witness-key', 'json', 'show-key']);
+  if (args.positionals.length > 2) throw new UsageError('usage: custody verify [PATH] [--since-checkpoint FILE] [--key VKEY|FINGERPRINT] [--witness-key VKEY ...] [--json] | custody verify --show-key [PATH]');
   let path = args.positionals[1];
   if (path === undefined) {
     const resolved = resolveConfig({ config: str(args, 'config'), dataDir: str(args, 'data-dir') });
@@ -37,7 +37,7 @@ export async function verifyCommand(args: ParsedArgs, io: Io): Promise<number> {
   const sinceFile = str(args, 'since-checkpoint');
   const since = sinceFile ? loadSinceAnchor(sinceFile) : undefined;
   const progress = progressReporter('verifying', { write: io.err, isTTY: io === processIo && !!process.stderr.isTTY });
-  const report = await verifyPathParallel(path, { since, expectedKey: str(args, 'key'), onProgress: progress.update });
+  const report = await verifyPathParallel(path, { since, expectedKey: str(args, 'key'), witnessKeys: strs(args, 'witness-key'), onProgress: progress.update });
   progress.end();
   if (args.flags['json']) io.out(`${JSON.stringify(report, null, 2)}\n`);
   if (!report.ok) {
@@ -60,6 +60,7 @@ function summary(r: VerifyReport): string {
   if (r.latestCheckpoint) lines.push(`latest checkpoint: ${n(r.latestCheckpoint.treeSize)} events${r.latestCheckpoint.time !== undefined ? `, signed ${new Date(r.latestCheckpoint.time).toISOString()}` : ''}`);
   lines.push(`payloads: ${n(r.payloadsChecked)} checked against their hashes, ${n(r.payloadsPurged)} purged by retention (hashes kept)`);
   if (r.since) lines.push(`consistent with the checkpoint of ${n(r.since.treeSize)} events in ${r.since.source}`);
+  for (const w of r.witnessed ?? []) lines.push(`witness ${w.witness}: cosigned the tree of ${n(w.treeSize)} events (${new Date(w.cosignedAt).toISOString()}); the log still matches it`);
   if (r.key) lines.push(`signing key: ${r.key.verifierKey}`, `fingerprint: ${r.key.fingerprint}`);
   for (const k of r.keyRotations) lines.push(`note: the signing key was replaced by ${k.fingerprint} at seq ${k.seq} (recorded in the log)`);
   lines.push(`verified in ${(r.durationMs / 1000).toFixed(2)} s`);

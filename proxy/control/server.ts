@@ -58,7 +58,7 @@ export async function startControlPlane(
   opts: { /** The HTTP proxy's bound address, named to clients that reach the console's port by mistake. */ httpAddress?: () => string | undefined } = {},
 ): Promise<ControlPlane> {
   const router = new Router();
-  router.get('/api/health', () => ({ status: 'ok', version: s.version, events: s.store.head().size }), { public: true });
+  router.get('/api/health', () => ({ status: 'ok', version: s.version, events: s.store.head().size, ...(s.audit ? { audit: s.audit.health() } : {}) }), { public: true });
   router.get('/api/me', ({ identity }) => identity);
   registerSessionRoutes(router, s);
   for (const register of modules) register(router, s);

@@ -7,6 +7,7 @@ import type { AuditEvent, SessionSummary } from '../../shared/events';
 import type { HoldDecisionRequest, HoldState, HoldView } from '../../shared/holds';
 import type { ApiKeyRecord } from '../../shared/identity';
 import type { DashboardData } from '../../shared/dashboard';
+import type { SinkStatus, WitnessStatus } from '../../shared/evidence';
 import type { Me } from './roles';
 import type { SessionFilter } from './sessions';
 
@@ -82,8 +83,13 @@ export interface AuditStatus {
   publicKey: string | null;
   fingerprint: string | null;
   origin?: string | null;
+  witnesses: WitnessView[];
+  sinks: SinkView[];
   raw: unknown;
 }
+
+export type WitnessView = WitnessStatus;
+export type SinkView = SinkStatus;
 
 export interface VerifyResult {
   ok: boolean;
@@ -298,6 +304,8 @@ export function readAuditStatus(v: unknown): AuditStatus {
     publicKey: typeof o['publicKey'] === 'string' ? o['publicKey'] : strOrNull(key['publicKey'] ?? key['key'] ?? key['note']),
     fingerprint: strOrNull(o['fingerprint'] ?? o['keyFingerprint'] ?? key['fingerprint']),
     origin: strOrNull(o['origin'] ?? cp['origin']),
+    witnesses: Array.isArray(o['witnesses']) ? (o['witnesses'] as WitnessView[]) : [],
+    sinks: Array.isArray(o['sinks']) ? (o['sinks'] as SinkView[]) : [],
     raw: v,
   };
 }

@@ -2,14 +2,16 @@
  * Audit: integrity of the log (last signed checkpoint, last verification, the signing key's
  * fingerprint), a verification run on demand, and evidence bundles for a time window — built by
  * the gateway with progress over the WebSocket, then downloaded. `custody verify <bundle>` checks
- * a bundle offline.
+ * a bundle offline. Witnesses (who cosign the checkpoints elsewhere) and SIEM sinks (where every
+ * event is streamed) show their state; one that fails raises a banner for admins, since evidence
+ * that has stopped leaving the box is a finding in itself.
  */
 import { useCallback, useEffect, useRef, useState } from 'react';
 import { api, toast, useAuth } from '../app/context';
 import { onMessage } from '../app/live-socket';
 import { Icon } from '../components/Icon';
 import { Badge, Button, CodeBlock, ErrorBox, Field, Loading, PageHeader } from '../components/ui';
-import type { AuditStatus, VerifyResult } from '../lib/api-types';
+import type { AuditStatus, SinkView, VerifyResult, WitnessView } from '../lib/api-types';
 import { formatAgo, formatBytes, formatCount, formatDateTime, fromLocalInput, toLocalInput } from '../lib/format';
 import { capabilities } from '../lib/roles';
 
@@ -18,6 +20,7 @@ type ExportState = { phase: 'idle' } | { phase: 'running'; id: string; done: num
 export function AuditPage() {
   const me = useAuth((s) => s.me);
   const caps = capabilities(me);
+  const isAdmin = !!me?.roles.includes('admin');
   const [status, setStatus] = useState<AuditStatus>();
   const [error, setError] = useState<string>();
   const [verify, setVerify] = useState<VerifyResult | 'running'>();
@@ -43,10 +46,22 @@ export function AuditPage() {
     }
   };
 
+  // Witness and sink states change without a page action: refresh while the page is open.
+  useEffect(() => {
+    const t = setInterval(load, 5000);
+    return () => clearInterval(t);
+  }, [load]);
+  const failing = status ? [...status.witnesses.filter((w) => w.state === 'failing').map((w) => `witness ${w.name}`), ...status.sinks.filter((s) => s.state === 'failing').map((s) => `sink ${s.name}`)] : [];
+
   return (
     <div className="page">
       <PageHeader title="Audit" subtitle="A hash-chained, Merkle-tree log with signed checkpoints. Anyone can verify it offline." />
       {error && <ErrorBox title="Could not load the integrity status" message={error} onRetry={load} />}
+      {isAdmin && failing.length > 0 && (
+        <div className="banner banner-error" role="alert" data-testid="evidence-banner">
+          <Icon name="alert" /> Evidence is not leaving this gateway: {failing.join(', ')} {failing.length === 1 ? 'is' : 'are'} failing. Traffic is not affected; events wait in the store and are sent when it is back.
+        </div>
+      )}
       {!status && !error ? (
         <Loading />
       ) : status ? (
@@ -112,8 +127,89 @@ export function AuditPage() {
           </details>
         )}
       </section>
+      {status && (status.witnesses.length > 0 || status.sinks.length > 0) && <EvidenceOutCard witnesses={status.witnesses} sinks={status.sinks} />}
       {caps.exportEvidence && <ExportCard />}
     </div>
+  );
+}
+
+function stateBadge(state: string) {
+  return <Badge tone={state === 'failing' ? 'danger' : state === 'ok' || state === 'idle' ? 'ok' : 'neutral'}>{state === 'idle' ? 'up to date' : state}</Badge>;
+}
+
+function EvidenceOutCard({ witnesses, sinks }: { witnesses: WitnessView[]; sinks: SinkView[] }) {
+  const now = Date.now();
+  return (
+    <section className="card" data-testid="evidence-out">
+      <div className="card-head">
+        <h2>Evidence leaving the box</h2>
+        <span className="muted small">Witnesses cosign each checkpoint elsewhere, so a rewritten history cannot be re-signed here unnoticed. Sinks stream every event to your SIEM.</span>
+      </div>
+      {witnesses.length > 0 && (
+        <table className="table" data-testid="witnesses">
+          <thead>
+            <tr>
+              <th>Witness</th>
+              <th>State</th>
+              <th>Last cosigned checkpoint</th>
+              <th>Behind</th>
+            </tr>
+          </thead>
+          <tbody>
+            {witnesses.map((w) => (
+              <tr key={w.name} data-testid={`witness-${w.name}`}>
+                <td>
+                  <div>{w.name}</div>
+                  <div className="muted small mono">{w.url}</div>
+                </td>
+                <td>
+                  {stateBadge(w.state)}
+                  {w.lastError && <div className="danger-text small">{w.lastError}{w.nextRetryAt ? ` · retrying in ${Math.max(1, Math.round((w.nextRetryAt - now) / 1000))} s` : ''}</div>}
+                </td>
+                <td>
+                  {w.lastCosigned ? (
+                    <>
+                      {formatCount(w.lastCosigned.treeSize)} events · {formatAgo(w.lastCosigned.cosignedAt, now)}
+                      <div className="muted small mono" title={w.lastCosigned.rootHash}>root {w.lastCosigned.rootHash.slice(0, 16)}…</div>
+                    </>
+                  ) : (
+                    'none yet'
+                  )}
+                </td>
+                <td>{w.behind ? `${formatCount(w.behind)} checkpoint${w.behind === 1 ? '' : 's'}` : '—'}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
+      {sinks.length > 0 && (
+        <table className="table" data-testid="sinks">
+          <thead>
+            <tr>
+              <th>Sink</th>
+              <th>State</th>
+              <th>Backlog</th>
+              <th>Last delivery</th>
+            </tr>
+          </thead>
+          <tbody>
+            {sinks.map((s) => (
+              <tr key={s.name} data-testid={`sink-${s.name}`}>
+                <td>
+                  {s.name} <span className="muted small">{s.kind}</span>
+                </td>
+                <td>
+                  {stateBadge(s.state)}
+                  {s.lastError && <div className="danger-text small">{s.lastError}</div>}
+                </td>
+                <td>{s.backlog ? `${formatCount(s.backlog)} events${s.backlogAgeMs !== null ? `, oldest ${formatAgo(now - s.backlogAgeMs, now)}` : ''}` : 'none'}</td>
+                <td>{s.lastDeliveryAt ? formatAgo(s.lastDeliveryAt, now) : 'never'}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
+    </section>
   );
 }
 

@@ -9,12 +9,12 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import Database from 'better-sqlite3';
 import { Config } from '../../shared/config';
-import { canonicalize } from '../../shared/canonical-json';
 import { openAuditTrail } from '../../proxy/audit/checkpoints';
 import { runRetention } from '../../proxy/audit/retention';
-import { AuditStore, canonicalEventBody, chainHashOfText, sha256hex } from '../../proxy/audit/store';
+import { AuditStore } from '../../proxy/audit/store';
 import { readTar } from '../../proxy/audit/tar';
 import { main } from '../../proxy/cli';
+import { rewriteFrom } from '../support/audit-rewrite';
 import { tempDir } from '../support/tmp';
 
 const config = Config.parse({ audit: { origin: 'custody.test/tamper' } });
@@ -57,27 +57,6 @@ function expectFailure(r: { code: number; err: string }, seq: number | undefined
   assert.match(lines[0]!, new RegExp(`^custody verify: FAILED${seq !== undefined ? ` at seq ${seq}` : ''}: ${problem} — `), r.err);
 }
 
-/** Rewrites the payload of `seq` and recomputes every later hash, as an attacker who knows the format would. */
-function rewriteFrom(db: Database.Database, seq: number, payload: unknown): void {
-  const text = canonicalize(payload);
-  const row = db.prepare('SELECT spans FROM events WHERE seq = ?').get(seq) as { spans: string | null };
-  db.prepare("UPDATE events SET payload = ?, encoding = 'json', payload_hash = ? WHERE seq = ?").run(text, sha256hex(`{"payload":${text},"spans":${row.spans ?? '[]'}}`), seq);
-  let prev = (db.prepare('SELECT hash FROM events WHERE seq = ?').get(seq - 1) as { hash: string }).hash;
-  const rows = db.prepare('SELECT seq, time, kind, session, actor, connection, payload_hash FROM events WHERE seq >= ? ORDER BY seq').all(seq) as {
-    seq: number;
-    time: number;
-    kind: string;
-    session: string | null;
-    actor: string | null;
-    connection: string | null;
-    payload_hash: string;
-  }[];
-  for (const r of rows) {
-    const hash = chainHashOfText(prev, canonicalEventBody({ seq: r.seq, time: r.time, kind: r.kind as never, session: r.session, actor: r.actor, connection: r.connection, payloadHash: r.payload_hash }));
-    db.prepare('UPDATE events SET prev_hash = ?, hash = ? WHERE seq = ?').run(prev, hash, r.seq);
-    prev = hash;
-  }
-}
 
 describe('custody verify on a tampered store', () => {
   it('passes an intact store and says what it checked', async () => {

@@ -87,6 +87,8 @@ export function registerAuditRoutes(router: Router, s: GatewayServices): void {
         lastCheckpoint: st.lastCheckpoint,
         lastVerification: verificationView(st.lastVerification),
         retention: st.retention,
+        witnesses: st.witnesses,
+        sinks: st.sinks,
       };
     },
     { role: 'reviewer' },

@@ -1,0 +1,362 @@
+/**
+ * Streams every recorded event to the SIEM sinks in audit.sinks[], as OCSF (the exporter's
+ * mapping) with the chain fields attached (seq, hash, prev_hash, payload_hash under
+ * unmapped.custody), so the SIEM copy can be checked against the log.
+ *
+ * Each sink reads committed events from the store after its durable cursor (`sink_cursors`), in
+ * seq order (so in order per session), in batches, off the request path: the proxies only ever
+ * append to the store, and a slow or dead sink only grows its backlog, bounded by the store's disk.
+ * The cursor moves only after a batch is acknowledged (HTTP 2xx; for syslog, written and the
+ * connection still up SETTLE_MS later), so delivery is at least once: after an outage or a crash
+ * the unacknowledged tail is sent again. Failures retry with exponential backoff (1 s to 60 s).
+ *
+ *   syslog  RFC 5424 messages over TCP or TLS with octet-counting framing (RFC 6587 §3.4.1)
+ *   http    a JSON batch; generic webhooks are signed with HMAC-SHA256, or a Splunk HEC /
+ *           Datadog logs body and header with preset: splunk | datadog
+ *   nats    JetStream publish with acknowledgement and a dedup id per event (nats.ts)
+ */
+import { createHmac } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { connect as netConnect, type Socket } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
+import type { Config } from '../../shared/config';
+import type { SinkStatus } from '../../shared/evidence';
+import type { Logger } from '../log';
+import { connectionKinds } from './export';
+import { NatsConnection } from './nats';
+import { type OcsfContext, toOcsf } from './ocsf';
+import { type AuditStore, rowToEvent } from './store';
+
+type SinkConfig = Config['audit']['sinks'][number];
+
+const BATCH = 200;
+const IDLE_POLL_MS = 250;
+const MIN_BACKOFF_MS = 1000;
+const MAX_BACKOFF_MS = 60_000;
+const REQUEST_TIMEOUT_MS = 15_000;
+/** syslog has no acknowledgement: a batch counts as delivered once the connection outlived it by this long. */
+const SETTLE_MS = 1500;
+const CURSOR_PERSIST_MS = 1000;
+/** Header names of the generic webhook's signature (documented in docs/AUDIT.md). */
+export const SIGNATURE_HEADER = 'x-custody-signature';
+export const TIMESTAMP_HEADER = 'x-custody-timestamp';
+
+export type { SinkStatus };
+
+/** One batch, as records ready for the wire. */
+interface Batch {
+  lastSeq: number;
+  records: { seq: number; time: number; kind: string; json: string }[];
+}
+
+interface Transport {
+  /** Resolves when the batch is acknowledged (as far as the protocol can say). */
+  send(batch: Batch): Promise<void>;
+  /** The seq up to which delivery is settled (syslog lags its writes); others: the last sent. */
+  settled?(): number | undefined;
+  close(): void;
+}
+
+export class SinkRunner {
+  private timer?: NodeJS.Timeout;
+  private stopped = false;
+  private failures = 0;
+  private lastError: string | null = null;
+  private lastDeliveryAt: number | null;
+  private cursor: number;
+  private persisted: number;
+  private persistedAt = 0;
+  /** Next seq to read: ahead of the cursor while syslog writes settle. */
+  private position: number;
+  private readonly transport: Transport;
+
+  constructor(
+    private readonly store: AuditStore,
+    readonly sink: SinkConfig,
+    private readonly ctx: OcsfContext,
+    private readonly log?: Logger,
+  ) {
+    const row = store.db.prepare('SELECT seq, delivered_at FROM sink_cursors WHERE name = ?').get(sink.name) as { seq: number; delivered_at: number | null } | undefined;
+    this.cursor = row?.seq ?? 0;
+    this.persisted = this.cursor;
+    this.position = this.cursor;
+    this.lastDeliveryAt = row?.delivered_at ?? null;
+    this.transport = sink.kind === 'syslog' ? new SyslogTransport(sink) : sink.kind === 'http' ? new HttpTransport(sink) : new NatsTransport(sink, ctx.origin);
+  }
+
+  start(): void {
+    this.schedule(0);
+  }
+
+  stop(): void {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    this.transport.close();
+    try {
+      this.persistedAt = 0;
+      this.commit(undefined);
+    } catch {
+      // the store is closing; the next start re-sends from the last durable cursor
+    }
+  }
+
+  status(): SinkStatus {
+    const head = this.head();
+    const oldest = this.store.db.prepare('SELECT time FROM events WHERE seq > ? ORDER BY seq LIMIT 1').get(this.cursor) as { time: number } | undefined;
+    return {
+      name: this.sink.name,
+      kind: this.sink.kind,
+      state: this.lastError ? 'failing' : head > this.cursor ? 'ok' : 'idle',
+      cursor: this.cursor,
+      backlog: Math.max(0, head - this.cursor),
+      backlogAgeMs: oldest ? Math.max(0, Date.now() - oldest.time) : null,
+      lastDeliveryAt: this.lastDeliveryAt,
+      lastError: this.lastError,
+      failures: this.failures,
+    };
+  }
+
+  private schedule(ms: number): void {
+    if (this.stopped) return;
+    this.timer = setTimeout(() => void this.tick(), ms);
+    this.timer.unref();
+  }
+
+  private async tick(): Promise<void> {
+    let delay = IDLE_POLL_MS;
+    try {
+      const batch = this.read();
+      if (batch) {
+        await this.transport.send(batch);
+        this.position = batch.lastSeq;
+        delay = 0;
+      }
+      this.commit(this.transport.settled ? this.transport.settled() : this.position);
+      if (this.lastError) this.log?.info(`audit: sink ${this.sink.name} delivers again`);
+      this.failures = 0;
+      this.lastError = null;
+    } catch (err) {
+      this.failures++;
+      this.lastError = (err as Error).message;
+      // Whatever was not acknowledged is read again: at least once.
+      this.position = this.cursor;
+      delay = Math.min(MIN_BACKOFF_MS * 2 ** (this.failures - 1), MAX_BACKOFF_MS);
+      if (this.failures === 1 || this.failures % 10 === 0) this.log?.error(`audit: sink ${this.sink.name} failed (attempt ${this.failures}, next in ${Math.round(delay / 1000)} s): ${this.lastError}`);
+    }
+    this.schedule(delay);
+  }
+
+  private commit(seq: number | undefined): void {
+    if (seq !== undefined && seq > this.cursor) {
+      this.cursor = seq;
+      this.lastDeliveryAt = Date.now();
+    }
+    // The durable copy is written at most once a second (or when this sink has caught up), so a
+    // busy sink does not compete with the proxies for the store's write lock; after a crash the
+    // few batches since are sent again, which at-least-once allows.
+    if (this.cursor === this.persisted || (Date.now() - this.persistedAt < CURSOR_PERSIST_MS && this.position < this.head())) return;
+    this.store.db.prepare('INSERT INTO sink_cursors (name, seq, delivered_at) VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET seq = excluded.seq, delivered_at = excluded.delivered_at').run(this.sink.name, this.cursor, this.lastDeliveryAt);
+    this.persisted = this.cursor;
+    this.persistedAt = Date.now();
+  }
+
+  private head(): number {
+    return (this.store.db.prepare('SELECT coalesce(max(seq), 0) AS n FROM events').get() as { n: number }).n;
+  }
+
+  private read(): Batch | undefined {
+    const rows = this.store.db.prepare('SELECT * FROM events WHERE seq > ? ORDER BY seq LIMIT ?').all(this.position, BATCH) as Parameters<typeof rowToEvent>[0][];
+    if (!rows.length) return undefined;
+    const records = rows.map((r) => {
+      const e = rowToEvent(r);
+      const rec = toOcsf({ ...e, kind: e.kind, spans: e.spans }, this.ctx);
+      const custody = (rec['unmapped'] as { custody: Record<string, unknown> }).custody;
+      custody['prev_hash'] = e.prevHash;
+      custody['payload_hash'] = e.payloadHash;
+      return { seq: e.seq, time: e.time, kind: e.kind, json: JSON.stringify(rec) };
+    });
+    return { lastSeq: rows[rows.length - 1]!.seq, records };
+  }
+}
+
+/** Starts one runner per configured sink; returns them (status, stop). */
+export function startSinks(store: AuditStore, config: Config, origin: string, version: string, log?: Logger): SinkRunner[] {
+  if (!config.audit.sinks.length) return [];
+  const ctx: OcsfContext = { connectionKinds: connectionKinds(store, config), actorNames: new Map(), product: { name: 'Custody', version }, origin };
+  return config.audit.sinks.map((s) => {
+    const r = new SinkRunner(store, s, ctx, log);
+    r.start();
+    return r;
+  });
+}
+
+const HOST = hostname().replace(/[^\x21-\x7e]/g, '-').slice(0, 255) || '-';
+
+/** RFC 5424: facility log audit (13), severity informational (6); the chain fields as structured data. */
+export function syslogMessage(r: Batch['records'][number]): string {
+  const msgid = r.kind.replace(/[^\x21-\x7e]/g, '_').slice(0, 32) || '-';
+  const parsed = JSON.parse(r.json) as { unmapped: { custody: { hash: string; prev_hash: string } } };
+  const c = parsed.unmapped.custody;
+  // 32473: the enterprise number RFC 5612 reserves for documentation; the values are hex and digits.
+  const sd = `[custody@32473 seq="${r.seq}" hash="${c.hash}" prev="${c.prev_hash}"]`;
+  return `<110>1 ${new Date(r.time).toISOString()} ${HOST} custody - ${msgid} ${sd} ${r.json}`;
+}
+
+class SyslogTransport implements Transport {
+  private socket?: Socket;
+  private broken?: Error;
+  private readonly written: { seq: number; at: number }[] = [];
+
+  constructor(private readonly sink: SinkConfig) {}
+
+  private connect(): Promise<Socket> {
+    if (this.socket && !this.broken) return Promise.resolve(this.socket);
+    this.written.length = 0;
+    this.broken = undefined;
+    const u = new URL(this.sink.url);
+    const port = Number(u.port || (u.protocol === 'tls:' ? 6514 : 601));
+    const host = u.hostname.replace(/^\[|\]$/g, '');
+    return new Promise((resolve, reject) => {
+      const s = u.protocol === 'tls:' ? tlsConnect({ host, port, servername: host, ...(this.sink.ca ? { ca: readFileSync(this.sink.ca) } : {}) }) : netConnect({ host, port });
+      s.setTimeout(REQUEST_TIMEOUT_MS);
+      const fail = (err: Error) => {
+        this.broken = err;
+        s.destroy();
+        reject(err);
+      };
+      s.once(u.protocol === 'tls:' ? 'secureConnect' : 'connect', () => {
+        s.off('error', fail);
+        s.on('error', (err) => (this.broken = err));
+        s.on('close', () => (this.broken ??= new Error('the syslog receiver closed the connection')));
+        s.on('timeout', () => s.setTimeout(0));
+        s.on('data', () => {}); // nothing is expected back; drain
+        this.socket = s;
+        resolve(s);
+      });
+      s.once('error', fail);
+    });
+  }
+
+  async send(batch: Batch): Promise<void> {
+    const s = await this.connect();
+    const frames = batch.records.map((r) => {
+      const msg = Buffer.from(syslogMessage(r), 'utf8');
+      return Buffer.concat([Buffer.from(`${msg.length} `), msg]);
+    });
+    await new Promise<void>((resolve, reject) => s.write(Buffer.concat(frames), (err) => (err ? reject(err) : resolve())));
+    if (this.broken) throw this.broken;
+    this.written.push({ seq: batch.lastSeq, at: Date.now() });
+  }
+
+  settled(): number | undefined {
+    if (this.broken) throw new Error(`syslog connection lost: ${this.broken.message}`);
+    const cutoff = Date.now() - SETTLE_MS;
+    let seq: number | undefined;
+    while (this.written.length && this.written[0]!.at <= cutoff) seq = this.written.shift()!.seq;
+    return seq;
+  }
+
+  close(): void {
+    this.socket?.destroy();
+  }
+}
+
+class HttpTransport implements Transport {
+  constructor(private readonly sink: SinkConfig) {}
+
+  async send(batch: Batch): Promise<void> {
+    const { body, headers } = this.render(batch);
+    let res: Response;
+    try {
+      // A redirect is not followed: events go to the configured receiver or nowhere.
+      res = await fetch(this.sink.url, { method: 'POST', body, headers, redirect: 'manual', signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
+    } catch (err) {
+      const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+      throw new Error(`cannot reach ${redact(this.sink.url)}: ${cause?.code ?? cause?.message ?? (err as Error).message}`);
+    }
+    const text = await res.text().catch(() => '');
+    if (!res.ok) throw new Error(`HTTP ${res.status} from ${redact(this.sink.url)}: ${text.split('\n')[0]!.slice(0, 200)}`);
+  }
+
+  private render(batch: Batch): { body: string; headers: Record<string, string> } {
+    switch (this.sink.preset) {
+      case 'splunk':
+        // HEC event endpoint: concatenated event objects, time in epoch seconds.
+        return {
+          body: batch.records.map((r) => `{"time":${(r.time / 1000).toFixed(3)},"host":${JSON.stringify(HOST)},"source":"custody","sourcetype":"ocsf","event":${r.json}}`).join('\n'),
+          headers: { 'content-type': 'application/json', authorization: `Splunk ${this.sink.secret!}` },
+        };
+      case 'datadog':
+        // Logs intake v2: a JSON array of log entries; the OCSF record is the message.
+        return {
+          body: `[${batch.records.map((r) => `{"ddsource":"custody","service":"custody","hostname":${JSON.stringify(HOST)},"ddtags":${JSON.stringify(`event_kind:${r.kind}`)},"message":${JSON.stringify(r.json)}}`).join(',')}]`,
+          headers: { 'content-type': 'application/json', 'dd-api-key': this.sink.secret! },
+        };
+      default: {
+        const body = `{"events":[${batch.records.map((r) => r.json).join(',')}]}`;
+        const headers: Record<string, string> = { 'content-type': 'application/json' };
+        if (this.sink.secret) {
+          const ts = String(Math.floor(Date.now() / 1000));
+          headers[TIMESTAMP_HEADER] = ts;
+          headers[SIGNATURE_HEADER] = `sha256=${createHmac('sha256', this.sink.secret).update(`${ts}.${body}`).digest('hex')}`;
+        }
+        return { body, headers };
+      }
+    }
+  }
+
+  close(): void {}
+}
+
+/**
+ * JetStream: each record is published to the URL's subject (its path, default `custody.audit`)
+ * with `Nats-Msg-Id: <log origin>:<seq>`, and counts as delivered once JetStream acknowledges it
+ * (a stream must capture the subject; the operator creates it). Records of a batch are pipelined
+ * on one connection and acknowledged in order.
+ */
+class NatsTransport implements Transport {
+  private conn?: NatsConnection;
+  private readonly subject: string;
+
+  constructor(
+    private readonly sink: SinkConfig,
+    private readonly origin: string,
+  ) {
+    this.subject = decodeURIComponent(new URL(sink.url).pathname.replace(/^\/+/, '')) || 'custody.audit';
+  }
+
+  async send(batch: Batch): Promise<void> {
+    try {
+      this.conn ??= await NatsConnection.connect(this.sink.url, REQUEST_TIMEOUT_MS, this.sink.ca ? readFileSync(this.sink.ca) : undefined);
+      const acks = await Promise.all(batch.records.map((r) => this.conn!.request(this.subject, r.json, { 'Nats-Msg-Id': `${this.origin}:${r.seq}` }, REQUEST_TIMEOUT_MS)));
+      for (const a of acks) {
+        if (a.status === 503) throw new Error(`no JetStream stream captures the subject "${this.subject}"`);
+        if (a.status) throw new Error(`NATS status ${a.status} ${a.description ?? ''}`.trim());
+        const ack = JSON.parse(a.data.toString('utf8')) as { stream?: string; error?: { description?: string } };
+        if (ack.error || !ack.stream) throw new Error(`JetStream refused the message: ${ack.error?.description ?? 'no acknowledgement'}`);
+      }
+    } catch (err) {
+      this.close();
+      const e = err as Error & { code?: string };
+      throw new Error(`NATS ${redact(this.sink.url)}: ${e.code ?? e.message}`);
+    }
+  }
+
+  close(): void {
+    this.conn?.close();
+    this.conn = undefined;
+  }
+}
+
+function redact(url: string): string {
+  try {
+    const u = new URL(url);
+    u.username = '';
+    u.password = '';
+    u.search = '';
+    return u.toString();
+  } catch {
+    return 'the sink';
+  }
+}

@@ -1,0 +1,174 @@
+/**
+ * Sends each signed checkpoint to the configured tlog-witnesses (audit.witnesses[]) with a
+ * consistency proof from the last checkpoint that witness cosigned, and keeps the cosignatures it
+ * returns in `checkpoint_cosignatures`. Off the request path: the checkpoint timer calls `notify()`,
+ * which only schedules work; a witness that cannot be reached is retried with exponential backoff
+ * (1 s doubling to 5 min) and shown as failing in health and on the Audit page, while traffic
+ * flows. When it is back it receives the newest checkpoint, proven consistent with the last one it
+ * cosigned, so it catches up in one step.
+ */
+import type { Config } from '../../shared/config';
+import type { WitnessStatus } from '../../shared/evidence';
+import type { Logger } from '../log';
+import { latestCheckpoint } from './checkpoints';
+import { findCosignature, parseCosignerKey } from './cosignature';
+import { consistencyProofOffThread } from './proof';
+import { keyIdHex, type NoteVerifier, parseNote } from './signed-note';
+import type { AuditStore } from './store';
+
+const MIN_BACKOFF_MS = 1000;
+const MAX_BACKOFF_MS = 5 * 60_000;
+const REQUEST_TIMEOUT_MS = 15_000;
+
+interface Target {
+  name: string;
+  url: string;
+  verifier: NoteVerifier;
+  running: boolean;
+  again: boolean;
+  failures: number;
+  lastError: string | null;
+  nextRetryAt: number | null;
+  timer?: NodeJS.Timeout;
+}
+
+interface CosigRow {
+  tree_size: number;
+  root_hash: string;
+  cosigned_at: number;
+}
+
+export type { WitnessStatus };
+
+class WitnessRequestError extends Error {}
+
+export class WitnessPublisher {
+  private readonly targets: Target[];
+  private stopped = false;
+
+  constructor(
+    private readonly store: AuditStore,
+    witnesses: Config['audit']['witnesses'],
+    private readonly log?: Logger,
+  ) {
+    this.targets = witnesses.map((w) => ({ name: w.name, url: w.url.replace(/\/+$/, ''), verifier: parseCosignerKey(w.key), running: false, again: false, failures: 0, lastError: null, nextRetryAt: null }));
+  }
+
+  get size(): number {
+    return this.targets.length;
+  }
+
+  /** A checkpoint was written: send it to every witness (never waits, never throws). */
+  notify(): void {
+    for (const t of this.targets) void this.run(t);
+  }
+
+  stop(): void {
+    this.stopped = true;
+    for (const t of this.targets) clearTimeout(t.timer);
+  }
+
+  /** Resolves once every witness has had a try at the newest checkpoint (tests, shutdown). */
+  async flush(): Promise<void> {
+    await Promise.all(this.targets.map((t) => this.run(t)));
+  }
+
+  status(): WitnessStatus[] {
+    const latest = latestCheckpoint(this.store);
+    return this.targets.map((t) => {
+      const last = this.lastCosigned(t);
+      const behind = last ? (this.store.db.prepare('SELECT count(*) AS n FROM checkpoints WHERE tree_size > ?').get(last.tree_size) as { n: number }).n : latest ? 1 : 0;
+      return {
+        name: t.name,
+        url: t.url,
+        state: t.lastError ? 'failing' : last ? 'ok' : 'pending',
+        lastCosigned: last ? { treeSize: last.tree_size, rootHash: last.root_hash, cosignedAt: last.cosigned_at } : null,
+        behind,
+        lastError: t.lastError,
+        failures: t.failures,
+        nextRetryAt: t.nextRetryAt,
+      };
+    });
+  }
+
+  private lastCosigned(t: Target): CosigRow | undefined {
+    return this.store.db
+      .prepare('SELECT tree_size, root_hash, cosigned_at FROM checkpoint_cosignatures WHERE witness = ? AND key_id = ? ORDER BY tree_size DESC, cosigned_at DESC LIMIT 1')
+      .get(t.verifier.name, keyIdHex(t.verifier.keyId)) as CosigRow | undefined;
+  }
+
+  private async run(t: Target): Promise<void> {
+    if (this.stopped) return;
+    if (t.running) {
+      t.again = true;
+      return;
+    }
+    t.running = true;
+    clearTimeout(t.timer);
+    t.nextRetryAt = null;
+    try {
+      do {
+        t.again = false;
+        await this.submitLatest(t);
+      } while (t.again && !this.stopped);
+      if (t.lastError) this.log?.info(`audit: witness ${t.name} cosigns again`);
+      t.failures = 0;
+      t.lastError = null;
+    } catch (err) {
+      t.failures++;
+      t.lastError = (err as Error).message;
+      const delay = Math.min(MIN_BACKOFF_MS * 2 ** (t.failures - 1), MAX_BACKOFF_MS);
+      t.nextRetryAt = Date.now() + delay;
+      if (t.failures === 1 || t.failures % 10 === 0) this.log?.error(`audit: witness ${t.name} did not cosign (attempt ${t.failures}, next in ${Math.round(delay / 1000)} s): ${t.lastError}`);
+      if (!this.stopped) {
+        t.timer = setTimeout(() => void this.run(t), delay);
+        t.timer.unref();
+      }
+    } finally {
+      t.running = false;
+    }
+  }
+
+  private async submitLatest(t: Target): Promise<void> {
+    const cp = latestCheckpoint(this.store);
+    if (!cp) return;
+    const last = this.lastCosigned(t);
+    if (last && last.tree_size === cp.treeSize && last.root_hash === cp.rootHash) return;
+    let old = last?.tree_size ?? 0;
+    // A witness that lost our cosignature rows (or never saw them) says what it holds with 409;
+    // one more try from that size settles it, or shows the fork.
+    for (let attempt = 0; attempt < 2; attempt++) {
+      if (old > cp.treeSize) throw new WitnessRequestError(`the witness has cosigned ${old} events of this log but the newest checkpoint covers ${cp.treeSize}: the local log lost events`);
+      const proof = old > 0 && old < cp.treeSize ? await consistencyProofOffThread(this.store.db, old, cp.treeSize) : [];
+      const body = `old ${old}\n${proof.map((p) => `${p.toString('base64')}\n`).join('')}\n${cp.note}`;
+      const res = await this.post(t, body);
+      if (res.status === 200) {
+        const text = parseNote(cp.note).text;
+        const c = findCosignature(text, res.body, t.verifier);
+        if (!c.ok) throw new WitnessRequestError(c.reason === 'absent' ? 'the answer holds no cosignature from the configured witness key' : 'the witness cosignature does not verify');
+        this.store.db
+          .prepare('INSERT OR REPLACE INTO checkpoint_cosignatures (witness, key_id, tree_size, root_hash, checkpoint, signature, cosigned_at) VALUES (?, ?, ?, ?, ?, ?, ?)')
+          .run(t.verifier.name, keyIdHex(t.verifier.keyId), cp.treeSize, cp.rootHash, text, c.line, c.time);
+        return;
+      }
+      if (res.status === 409 && /^\d+\n$/.test(res.body) && Number(res.body) !== old && attempt === 0) {
+        old = Number(res.body);
+        continue;
+      }
+      const detail = res.body.split('\n')[0]!.slice(0, 300);
+      if (res.status === 409 || res.status === 422) throw new WitnessRequestError(`the witness refuses the checkpoint of ${cp.treeSize} events as inconsistent with what it cosigned (${res.status}: ${detail}); run custody verify --witness-key`);
+      throw new WitnessRequestError(`HTTP ${res.status}: ${detail}`);
+    }
+    throw new WitnessRequestError('the witness keeps changing the size it holds');
+  }
+
+  private async post(t: Target, body: string): Promise<{ status: number; body: string }> {
+    try {
+      const res = await fetch(`${t.url}/add-checkpoint`, { method: 'POST', body, headers: { 'content-type': 'text/plain; charset=utf-8' }, redirect: 'manual', signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
+      return { status: res.status, body: await res.text() };
+    } catch (err) {
+      const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+      throw new WitnessRequestError(`cannot reach ${t.url}: ${cause?.code ?? cause?.message ?? (err as Error).message}`);
+    }
+  }
+}

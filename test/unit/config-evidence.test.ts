@@ -1,0 +1,42 @@
+// audit.witnesses[] and audit.sinks[]: every refused value names its path and the fix (corpus in
+// test/fixtures/config/audit-evidence-bad.txt, one attempt a line); good values parse.
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { describe, it } from 'node:test';
+import { formatIssuePath, validateConfig } from '../../shared/config';
+
+describe('audit.witnesses and audit.sinks in the config', () => {
+  it('refuses each bad value with its path and a message that names the fix', () => {
+    const lines = readFileSync('test/fixtures/config/audit-evidence-bad.txt', 'utf8')
+      .split('\n')
+      .filter((l) => l && !l.startsWith('#'));
+    assert.ok(lines.length >= 15);
+    for (const line of lines) {
+      const [path, message, json] = line.split('\t') as [string, string, string];
+      const r = validateConfig({ audit: JSON.parse(json) as unknown });
+      assert.equal(r.ok, false, `accepted: ${json}`);
+      if (r.ok) continue;
+      const hit = r.issues.find((i) => formatIssuePath(i.path).replace(/\[(\d+)\]/g, '.$1') === `audit.${path}`);
+      assert.ok(hit, `${json}: no issue at audit.${path}; got ${JSON.stringify(r.issues)}`);
+      assert.match(hit.message, new RegExp(message), json);
+    }
+  });
+
+  it('accepts the documented shapes and defaults both lists to empty', () => {
+    const r = validateConfig({
+      audit: {
+        witnesses: [{ name: 'offsite', url: 'https://witness.example:7430', key: 'witness.example/w1+1c2d3e4f+BFxBase64Key+/=' }],
+        sinks: [
+          { name: 'soc', kind: 'syslog', url: 'tls://siem.example:6514' },
+          { name: 'hook', kind: 'http', url: 'https://hooks.example/custody', secret: 'whsec' },
+          { name: 'splunk', kind: 'http', preset: 'splunk', url: 'https://splunk.example:8088/services/collector/event', secret: 'tok' },
+          { name: 'js', kind: 'nats', url: 'nats://127.0.0.1:4222/custody.audit' },
+        ],
+      },
+    });
+    assert.ok(r.ok, JSON.stringify(!r.ok && r.issues));
+    const d = validateConfig({});
+    assert.ok(d.ok);
+    if (d.ok) assert.deepEqual([d.config.audit.witnesses, d.config.audit.sinks], [[], []]);
+  });
+});
