@@ -83,6 +83,9 @@ import { upstreamRoleFor } from './upstream-role';
 import { type Portal, type PreparedStatement, type RecordingContext, type RunEnd, runEndEvent, statementEvents, type StatementRun } from './recording';
 import { type Draft, ProtocolState, type QueryStatement } from './protocol-state';
 import { type NamespaceEffect, namespaceEffects } from './sql-namespace';
+import type { ApiKeyStore } from '../identity/api-keys';
+import type { AuthFailureRecorder } from '../identity/console-login';
+import type { LiveSessions } from '../identity/live-sessions';
 import { connectUpstream, sendUpstreamCancel, terminateUpstream, UpstreamError, type UpstreamSession, type UpstreamTarget } from './upstream';
 
 /** Sent upstream in place of a refused statement: it cannot parse, so the upstream fails it. */
@@ -99,6 +102,11 @@ export interface PgSessionServices {
   store: Pick<AuditStore, 'appendMany' | 'appendAsync'> & Partial<Pick<AuditStore, 'session'>>;
   bus?: EventBus;
   log: Logger;
+  /** Live sessions by credential: a session ends when its credential expires, is revoked or its person is locked. */
+  liveSessions?: Pick<LiveSessions, 'register'>;
+  /** Failed logins, aggregated per source (one event per source per minute, not one each). */
+  login?: { failures: Pick<AuthFailureRecorder, 'record'> };
+  keys?: Pick<ApiKeyStore, 'knownPrefix'>;
 }
 
 /** Shared by every session of one listener. */
@@ -189,6 +197,8 @@ export class PgProxySession {
   private discardUntilSync = false;
   /** The previous batch held DDL: the catalog's cache is dropped again once it has run. */
   private ddlBefore = false;
+  /** Leaves the live-session registry (set once authenticated). */
+  private unregisterLive?: () => void;
   /** The current batch's texts as classified by the pre-step. */
   private readonly preclassified = new Map<string, Classification>();
   private copyIn = false;
@@ -452,15 +462,21 @@ export class PgProxySession {
     } catch (err) {
       const message = err instanceof AuthError ? err.message : 'the credential could not be checked';
       try {
-        this.s.store.appendMany([
-          { kind: 'auth.failure', connection: this.ctx.connection.name, payload: { protocol: 'postgres', user, client: this.clientAddress, reason: message } },
-        ]);
+        const payload = { protocol: 'postgres', user, client: this.clientAddress, reason: err instanceof AuthError ? err.code : 'error', message };
+        if (this.s.login) this.s.login.failures.record(this.clientAddress, payload, { connection: this.ctx.connection.name, credential: this.s.keys?.knownPrefix(password || undefined) });
+        else this.s.store.appendMany([{ kind: 'auth.failure', connection: this.ctx.connection.name, payload }]);
       } catch {
         // the refusal below stands either way
       }
       this.fatal({ severity: 'FATAL', code: SqlState.InvalidPassword, message: `password authentication failed for user "${user}": ${message}` });
       return;
     }
+    // No session outlives its credential: expiry, revocation or a lock of the person ends it.
+    this.unregisterLive = this.s.liveSessions?.register({
+      protocol: 'postgres',
+      identity: this.identity,
+      terminate: (why) => this.fatal({ severity: 'FATAL', code: SqlState.AdminShutdown, message: why }),
+    });
     try {
       this.masker = this.s.masking.rows(this.ctx.connection);
     } catch (err) {
@@ -1566,6 +1582,7 @@ export class PgProxySession {
     }
     this.phase = 'closed';
     this.ctx.sessions.delete(this);
+    this.unregisterLive?.();
     this.holdAbort?.abort();
     this.stalled = null;
     if (this.cancelPid) this.ctx.cancelKeys.delete(this.cancelPid);
