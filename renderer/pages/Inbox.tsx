@@ -188,6 +188,11 @@ function HoldCard({ hold, now, focused }: { hold: HoldView; now: number; focused
           <MaskedText value={summaryRich(hold.summary)} />
         </pre>
       )}
+      {hold.inTransaction && (
+        <div className="warn-text small" data-testid="hold-in-transaction">
+          This statement waits inside an open transaction: the rows and tables it has locked stay locked until you decide, and other sessions may wait on them.
+        </div>
+      )}
       {hold.ruleReason && <div className="muted small">Why this rule exists: {hold.ruleReason}</div>}
       <div className="hold-progress">
         <span className="pips" title={`${p.approvals} of ${p.min} approvals`}>

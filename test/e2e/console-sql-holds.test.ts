@@ -117,6 +117,25 @@ describe('console: a held SQL statement shows what will run', () => {
     assert.equal((await direct.query(`SELECT count(*)::int AS n FROM ${TABLE}`)).rows[0].n, 3, 'the DELETE did not run');
   });
 
+  it('says when the held statement waits inside an open transaction, whose locks stay held', async () => {
+    await client.query('BEGIN');
+    await client.query(`UPDATE ${TABLE} SET owner = 'z' WHERE id = 2`);
+    const held = client.query(`DELETE FROM ${TABLE} WHERE id = 3`).then(
+      () => 'ran',
+      (err: { code?: string }) => err.code ?? 'error',
+    );
+    await page.goto(`${env.control}/#/inbox`);
+    const card = page.getByTestId('hold-card').filter({ hasText: 'WHERE id = 3' });
+    await card.waitFor();
+    assert.match(await card.getByTestId('hold-in-transaction').innerText(), /open transaction/);
+    const [hold] = ((await (await api(approver, 'GET', '/api/holds?state=pending')).json()) as { holds: { id: string; inTransaction?: boolean }[] }).holds;
+    assert.equal(hold!.inTransaction, true);
+    assert.equal((await api(approver, 'POST', `/api/holds/${hold!.id}/decision`, { decision: 'deny', reason: 'not now' })).status, 200);
+    assert.equal(await held, '42501');
+    await client.query('ROLLBACK');
+    assert.equal((await direct.query(`SELECT count(*)::int AS n FROM ${TABLE}`)).rows[0].n, 3);
+  });
+
   it('raised no script errors', () => {
     assert.deepEqual(errors.filter((e) => !/Failed to load resource/.test(e)), []);
   });
