@@ -24,7 +24,8 @@ import { openAuditTrail } from '../proxy/audit/checkpoints';
 import { MerkleTree } from '../proxy/audit/merkle';
 import { MIGRATIONS } from '../proxy/audit/migrations';
 import { AuditStore } from '../proxy/audit/store';
-import { verifyStore, verifyStoreParallel } from '../proxy/audit/verify';
+import { verifyStore } from '../proxy/audit/verify';
+import { verifyStoreParallel } from '../proxy/audit/verify-runner';
 
 const args = process.argv.slice(2);
 const num = (name: string, fallback: number) => (args.includes(name) ? Number(args[args.indexOf(name) + 1]) : fallback);

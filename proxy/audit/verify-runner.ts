@@ -5,7 +5,9 @@
  */
 import { Worker } from 'node:worker_threads';
 import { type WorkerSource, workerSource } from '../worker-source';
-import { type RangeScan, verifyStore, type VerifyOptions, type VerifyReport } from './verify';
+import { existsSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { type RangeScan, verifyBundle, VerifyInputError, verifyStore, verifyStoreInRanges, type VerifyOptions, type VerifyReport } from './verify';
 
 /**
  * Runs `scanRange` for each range in its own worker thread; undefined when workers cannot load
@@ -70,4 +72,19 @@ export async function runVerification(dataDir: string, opts: VerifyOptions = {})
   return runWorkerOnce(src, { dataDir, since: opts.since, expectedKey: opts.expectedKey }, 'report', (m) => m['report'] as VerifyReport, (m) => {
     if (m['type'] === 'progress') opts.onProgress?.(m['done'] as number, m['total'] as number);
   });
+}
+
+/**
+ * Verifies a store with the row pass split across worker threads (see verifyStoreInRanges); what
+ * `custody verify` uses.
+ */
+export function verifyStoreParallel(dataDir: string, opts: Parameters<typeof verifyStoreInRanges>[2] = {}): Promise<VerifyReport> {
+  return verifyStoreInRanges(dataDir, scanInWorkers, opts);
+}
+
+/** A data dir (its rows checked in parallel) or an exported bundle. */
+export async function verifyPathParallel(path: string, opts: VerifyOptions = {}): Promise<VerifyReport> {
+  if (!existsSync(path)) throw new VerifyInputError(`${path}: no such file or directory`);
+  if (statSync(path).isDirectory() && !existsSync(join(path, 'manifest.json'))) return verifyStoreParallel(path, opts);
+  return verifyBundle(path, opts);
 }

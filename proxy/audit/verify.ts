@@ -469,12 +469,19 @@ export function verifyStore(dataDir: string, opts: VerifyOptions = {}): VerifyRe
   }
 }
 
+/** Scans seq ranges of a store file elsewhere (worker threads: verify-runner.ts); undefined when it cannot. */
+export type RangeScanner = (file: string, ranges: [number, number][], wanted: number[], onProgress?: (done: number) => void) => Promise<RangeScan[] | undefined>;
+
 /**
- * Verifies a store with the row pass split across worker threads (each opens the file read-only
- * and checks a contiguous seq range); the ranges are stitched and the tree built here. Falls back
- * to `verifyStore` for small stores or where workers cannot load this code.
+ * Verifies a store with the row pass split into seq ranges, each checked by `scanRanges` (worker
+ * threads, each opening the file read-only); the ranges are stitched and the tree built here.
+ * Falls back to `verifyStore` for small stores or where the ranges cannot be scanned elsewhere.
  */
-export async function verifyStoreParallel(dataDir: string, opts: VerifyOptions & { workers?: number; minEvents?: number; inThread?: boolean } = {}): Promise<VerifyReport> {
+export async function verifyStoreInRanges(
+  dataDir: string,
+  scanRanges: RangeScanner,
+  opts: VerifyOptions & { workers?: number; minEvents?: number; inThread?: boolean } = {},
+): Promise<VerifyReport> {
   const started = performance.now();
   checkExpectedKeyFormat(opts.expectedKey);
   parseWitnessKeys(opts.witnessKeys);
@@ -482,7 +489,6 @@ export async function verifyStoreParallel(dataDir: string, opts: VerifyOptions &
   try {
     const { n: total, max } = db.prepare('SELECT count(*) AS n, coalesce(max(seq), 0) AS max FROM events').get() as { n: number; max: number };
     const workers = Math.max(1, Math.min(opts.workers ?? availableParallelism(), 8));
-    const { scanInWorkers } = await import('./verify-runner');
     if (workers < 2 || total < (opts.minEvents ?? 100_000)) return verifyStore(dataDir, opts);
     // Ranges of 2^k seqs starting at multiples of 2^k: each range's subtrees are nodes of the
     // whole tree, so stitching needs O(log n) hashes, not one per event. Events appended after
@@ -496,7 +502,7 @@ export async function verifyStoreParallel(dataDir: string, opts: VerifyOptions &
     // inThread: the same ranges scanned one after another here (deterministic, for tests of the stitching).
     const scans = opts.inThread
       ? ranges.map(([from, to]) => scanRange(db, from, to, wanted))
-      : await scanInWorkers(join(dataDir, 'custody.db'), ranges, [...wanted], opts.onProgress && ((done) => opts.onProgress!(done, total)));
+      : await scanRanges(join(dataDir, 'custody.db'), ranges, [...wanted], opts.onProgress && ((done) => opts.onProgress!(done, total)));
     if (!scans) return verifyStore(dataDir, opts);
     opts.onProgress?.(scans.reduce((s, x) => s + x.count, 0), total);
     return concludeStore(db, dataDir, stitch(db, scans, wanted), checkpoints, opts, started);
@@ -989,10 +995,4 @@ export function verifyPath(path: string, opts: VerifyOptions = {}): VerifyReport
 }
 
 /** As `verifyPath`, with a large store's row pass spread over worker threads. */
-export async function verifyPathParallel(path: string, opts: VerifyOptions = {}): Promise<VerifyReport> {
-  if (!existsSync(path)) throw new VerifyInputError(`${path}: no such file or directory`);
-  if (statSync(path).isDirectory() && !existsSync(join(path, 'manifest.json'))) return verifyStoreParallel(path, opts);
-  return verifyBundle(path, opts);
-}
-
 export { keyFingerprint };

@@ -4,7 +4,8 @@ import Database from 'better-sqlite3';
 import { CheckpointSigner, KEY_NAME_META, publicKeyInfo, type PublicKeyInfo } from '../audit/checkpoint-signer';
 import { progressReporter } from '../audit/progress';
 import { parseVerifierKey } from '../audit/signed-note';
-import { loadSinceAnchor, readBundleFiles, VerifyInputError, verifyPathParallel, type VerifyReport } from '../audit/verify';
+import { loadSinceAnchor, readBundleFiles, VerifyInputError, type VerifyReport } from '../audit/verify';
+import { verifyPathParallel } from '../audit/verify-runner';
 import { noStoreMessage, resolveConfig } from '../config';
 import { type Io, type ParsedArgs, processIo, rejectUnknown, str, strs, UsageError } from './args';
 

@@ -9,27 +9,12 @@ import type { CustomDetector, MaskingRule, MaskScope } from '../../shared/config
 import type { MaskSpan } from '../../shared/events';
 import { BUILTIN_BY_ID, BUILTIN_DETECTORS, DETECTOR_GROUPS, type Detector } from './detectors';
 import { compileCustomDetector, type Match, resolveOverlaps, scanText } from './scanner';
+import type { ColumnPattern, CompiledRule, JsonPathStep } from './compiled-rule';
 import { MaskingError } from './types';
 
 export type RenderScope = MaskScope;
 
-export interface ColumnPattern {
-  table?: string;
-  column: string;
-}
-
-/** One step of a JSONPath subset: a property name, an array index, or `*`. */
-export type JsonPathStep = { name: string } | { index: number } | { any: true };
-
-export interface CompiledRule {
-  id: string;
-  rule: MaskingRule;
-  detectors: Detector[];
-  scope: Set<MaskScope>;
-  connections?: Set<string>;
-  columns?: ColumnPattern[];
-  jsonPaths?: JsonPathStep[][];
-}
+export type { ColumnPattern, CompiledRule, JsonPathStep } from './compiled-rule';
 
 /** Parses `users.ssn`, `*.email`, `ssn`, `public.users.ssn` (schema ignored). */
 export function parseColumnPattern(text: string): ColumnPattern {

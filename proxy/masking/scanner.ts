@@ -6,6 +6,7 @@
  */
 import { LinearPattern } from './pattern';
 import type { CustomDetector } from '../../shared/config';
+import type { CompiledRule } from './compiled-rule';
 import type { Detector } from './detectors';
 import { MaskingError } from './types';
 
@@ -15,7 +16,7 @@ export interface Match {
   start: number;
   end: number;
   /** Set for whole values masked by a column or JSON-path rule: the rule that masks them. */
-  rule?: import('./rules').CompiledRule;
+  rule?: CompiledRule;
 }
 
 export interface ScanOptions {

@@ -10,7 +10,8 @@ import Database from 'better-sqlite3';
 import { Config } from '../../shared/config';
 import { openAuditTrail } from '../../proxy/audit/checkpoints';
 import { AuditStore } from '../../proxy/audit/store';
-import { verifyStore, verifyStoreParallel } from '../../proxy/audit/verify';
+import { verifyStore } from '../../proxy/audit/verify';
+import { verifyStoreParallel } from '../../proxy/audit/verify-runner';
 import { tempDir } from '../support/tmp';
 
 const N = 3000; // events after the key announcement; 3 workers take seq 1–1024, 1025–2048, 2049–3001
