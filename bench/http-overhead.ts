@@ -18,7 +18,10 @@
  *   floor    (--floor) bench/raw-socket-floor.ts: HTTP relayed between raw sockets, Content-Length
  *            framing only — not a proxy, a measure of what Node's http module costs the others
  *
- *   node --import tsx bench/http-overhead.ts [--quick] [--no-masking] [--no-portkey] [--floor] [--profile DIR]
+ *   baseline (--baseline DIR) the gateway of another checkout (e.g. a worktree at an earlier commit),
+ *            same config and load: a change against the code before it, in the same run
+ *
+ *   node --import tsx bench/http-overhead.ts [--quick] [--no-masking] [--no-portkey] [--floor] [--baseline DIR] [--profile DIR]
  *   (--profile writes the bare proxy's and the gateway's V8 CPU profiles under DIR/bare and DIR/gateway; bench/profile-summary.ts reads it)
  */
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -84,7 +87,7 @@ async function runGateway(): Promise<void> {
 // Load generator
 
 interface Target {
-  name: 'direct' | 'bare' | 'floor' | 'gateway' | 'portkey';
+  name: 'direct' | 'bare' | 'floor' | 'gateway' | 'baseline' | 'portkey';
   /** Base URL the OpenAI-style paths are appended to (…/chat/completions). */
   base: string;
   headers?: Record<string, string>;
@@ -261,6 +264,11 @@ async function main(): Promise<void> {
     stops.push(gateway.proc);
     const floor = args.includes('--floor') ? await startChild(join(HERE, 'raw-socket-floor.ts'), ['--upstream', upstream.info['url']!]) : undefined;
     if (floor) stops.push(floor.proc);
+    const baselineDir = arg('--baseline');
+    const baseline = baselineDir
+      ? await startChild(join(process.cwd(), baselineDir, 'bench/http-overhead.ts'), ['--role', 'gateway', '--upstream', upstream.info['url']!, ...(args.includes('--no-masking') ? ['--no-masking'] : [])])
+      : undefined;
+    if (baseline) stops.push(baseline.proc);
     const portkey = args.includes('--no-portkey') ? undefined : await startPortkey(upstream.info['url']!);
     if (portkey) stops.push(portkey.proc);
     // Every target gets the same Authorization header; only the gateway checks it.
@@ -270,8 +278,9 @@ async function main(): Promise<void> {
       { name: 'bare', base: `${bare.info['url']}/v1` },
       { name: 'gateway', base: gateway.info['url']! },
     ];
+    if (baseline) streamTargets.push({ name: 'baseline', base: baseline.info['url']!, headers: { authorization: `Bearer ${baseline.info['key']}` } });
     const targets = [...streamTargets, ...(floor ? [{ name: 'floor' as const, base: `${floor.info['url']}/v1` }] : []), ...(portkey ? [portkey.target] : [])];
-    const pids: Record<string, number | undefined> = { bare: bare.proc.pid, gateway: gateway.proc.pid, floor: floor?.proc.pid, portkey: portkey?.proc.pid };
+    const pids: Record<string, number | undefined> = { bare: bare.proc.pid, gateway: gateway.proc.pid, baseline: baseline?.proc.pid, floor: floor?.proc.pid, portkey: portkey?.proc.pid };
     const size = (await once(new Agent(), `${streamTargets[2]!.base}/chat/completions`, CHAT)).bytes;
 
     process.stderr.write('warming up…\n');
@@ -307,6 +316,7 @@ async function main(): Promise<void> {
     ];
     const rows = [row('direct', 'direct'), row('bare pass-through', 'bare'), row('Custody gateway', 'gateway')];
     if (floor) rows.splice(2, 0, row('raw-socket floor (not a proxy)', 'floor'));
+    if (baseline) rows.push(row(`gateway at ${baselineDir}`, 'baseline'));
     if (portkey) rows.push(row('@portkey-ai/gateway 1.15.2', 'portkey'));
     const header = ['target', 'p50 ms (1 conn)', 'p99 ms', 'added p50 ms', 'req/s (8 conns)', '× direct', '× bare', 'proxy CPU µs/req', 'stream TTFB p50 ms', 'added TTFB ms'];
     const table = [header, header.map(() => '---'), ...rows].map((r) => `| ${r.join(' | ')} |`).join('\n');
@@ -322,6 +332,7 @@ async function main(): Promise<void> {
       return all === undefined || main === undefined ? undefined : `${name} ${f(main * 1000, 0)} + ${f((all - main) * 1000, 0)}`;
     };
     console.log(`\nproxy CPU µs/req, event loop (main thread) + other threads: ${Object.keys(pids).map(split).filter(Boolean).join(', ')}`);
+    if (baseline) console.log(`\ngateway / baseline (${baselineDir}): throughput ${f(rps('gateway') / rps('baseline'), 3)}, CPU µs/req ${cpu('gateway')} vs ${cpu('baseline')}`);
     console.log(`\nbars: added p50 ${f(added)} ms (≤ 1 ms: ${added <= 1 ? 'met' : 'NOT met'}); throughput ${f(ratio, 2)} × bare (≥ 0.7: ${ratio >= 0.7 ? 'met' : 'NOT met'}); added TTFB ${f(addedTtfb)} ms (≤ 2 ms: ${addedTtfb <= 2 ? 'met' : 'NOT met'})`);
   } finally {
     cleanup();

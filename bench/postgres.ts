@@ -19,7 +19,11 @@
  * statement sees through each target (pgbench's latency average) and what each adds over direct.
  * TLS is off everywhere (PGSSLMODE=disable) so every target does the same work on the wire.
  *
- *   node --import tsx bench/postgres.ts [--seconds 10] [--rounds 3] [--clients 4]
+ * With `--baseline DIR` (another checkout of this repository, e.g. a worktree at an earlier
+ * commit), that checkout's gateway runs beside this one as the target `gateway-baseline`, same
+ * config, same rounds: the same-run comparison of a change against the code before it.
+ *
+ *   node --import tsx bench/postgres.ts [--seconds 10] [--rounds 3] [--clients 4] [--baseline DIR]
  *   (npm run bench -- postgres)
  */
 import { execFile, type ChildProcess, spawn } from 'node:child_process';
@@ -77,7 +81,8 @@ const cpuPerTx = new Map<string, number[]>();
 /** pgbench's "latency average" (ms) with one client, by target. */
 const latencyMs = new Map<string, number[]>();
 /** Targets that run inside this process (their CPU time is this process's). */
-const IN_PROCESS = new Set(['passthrough', 'gateway', 'gateway-no-audit-writes']);
+const IN_PROCESS = new Set(['passthrough', 'gateway', 'gateway-no-audit-writes', 'gateway-baseline']);
+const BASELINE = args.includes('--baseline') ? args[args.indexOf('--baseline') + 1] : undefined;
 /** Clients of the pgbench runs now going: CLIENTS for throughput, 1 for latency. */
 let phaseClients = CLIENTS;
 
@@ -162,19 +167,31 @@ async function main(): Promise<void> {
   const pass = await startTcpPassThrough(`${UPSTREAM.host}:${UPSTREAM.port}`);
   const bouncer = await startPgBouncer(dir);
   const dataDir = join(dir, 'gateway');
-  const config = Config.parse({
+  const input = {
     listen: { control: '127.0.0.1:0', http: '127.0.0.1:0' },
     connections: [{ name: 'bench', kind: 'postgres', upstream: `postgres://${UPSTREAM.user}@${UPSTREAM.host}:${UPSTREAM.port}/${DB}`, listen: '127.0.0.1:0', tls: { mode: 'disable' } }],
     masking: [{ id: 'bench-pii', detectors: ['email'], connections: ['bench'] }],
     policies: [{ name: 'hold-destructive', match: { connections: ['bench'], sql: ['drop', 'truncate', 'delete_without_where'] }, action: 'hold', hold: { approvers: ['dba'] } }],
-  });
-  const gw = await Gateway.start({ config, dataDir, log: silentLogger });
+  };
+  const gw = await Gateway.start({ config: Config.parse(input), dataDir, log: silentLogger });
   const gwPort = Number(gw.address('postgres:bench').split(':').pop());
+  // The other checkout's gateway, built from its own modules (its config schema, its proxies).
+  type BaselineGateway = { address(name: string): string; firstKey?: string; stop(): Promise<void> };
+  let baseline: BaselineGateway | undefined;
+  if (BASELINE) {
+    const root = join(process.cwd(), BASELINE);
+    const { Gateway: BaseGateway } = (await import(join(root, 'proxy/gateway.ts'))) as { Gateway: { start(o: unknown): Promise<BaselineGateway> } };
+    const { Config: BaseConfig } = (await import(join(root, 'shared/config.ts'))) as { Config: { parse(v: unknown): unknown } };
+    baseline = await BaseGateway.start({ config: BaseConfig.parse(input), dataDir: join(dir, 'baseline'), log: silentLogger });
+  }
   const targets: [string, () => Promise<number>][] = [
     ['direct', () => pgbench(UPSTREAM.host, UPSTREAM.port, UPSTREAM.user, undefined, 'direct')],
     ['passthrough', () => pgbench('127.0.0.1', Number(pass.address.split(':')[1]), UPSTREAM.user, undefined, 'passthrough')],
     ['pgbouncer', () => pgbench('127.0.0.1', bouncer.port, UPSTREAM.user, undefined, 'pgbouncer')],
     ['gateway', () => pgbench('127.0.0.1', gwPort, 'bench', gw.firstKey, 'gateway')],
+    ...(baseline
+      ? [['gateway-baseline', () => pgbench('127.0.0.1', Number(baseline.address('postgres:bench').split(':').pop()), 'bench', baseline.firstKey, 'gateway-baseline')] as [string, () => Promise<number>]]
+      : []),
     [
       'gateway-no-audit-writes',
       async () => {
@@ -210,6 +227,7 @@ async function main(): Promise<void> {
   } finally {
     const recorded = gw.services.store.head().size - eventsBefore;
     await gw.stop();
+    await baseline?.stop();
     await pass.close();
     bouncer.proc.kill('SIGTERM');
     await new Promise((r) => setTimeout(r, 300));
@@ -225,6 +243,7 @@ async function main(): Promise<void> {
   const bar = ratio('gateway', 'passthrough');
   console.log(`\ngateway / pass-through = ${bar.toFixed(2)} (bar ≥ 0.70: ${bar >= 0.7 ? 'met' : 'NOT met'}); gateway / PgBouncer = ${ratio('gateway', 'pgbouncer').toFixed(2)}; gateway / direct = ${ratio('gateway', 'direct').toFixed(2)}`);
   console.log(`diagnostic: gateway without its SQLite writes / pass-through = ${ratio('gateway-no-audit-writes', 'passthrough').toFixed(2)}`);
+  if (baseline) console.log(`gateway / gateway-baseline (${BASELINE}) = ${ratio('gateway', 'gateway-baseline').toFixed(3)}`);
   const lat = Object.fromEntries([...latencyMs].map(([k, v]) => [k, median(v)])) as Record<string, number>;
   console.log(
     `latency per statement, 1 client (median of pgbench's average, ms): ${Object.entries(lat)
