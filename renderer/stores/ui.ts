@@ -28,7 +28,8 @@ export function createUiStore() {
     },
     toast(tone, text, ms = 4000) {
       const id = nextToast++;
-      set((s) => ({ toasts: [...s.toasts.slice(-3), { id, tone, text }] }));
+      // The same message again replaces the one still showing (and its time starts over): one fact, one toast.
+      set((s) => ({ toasts: [...s.toasts.filter((t) => t.text !== text || t.tone !== tone).slice(-3), { id, tone, text }] }));
       setTimeout(() => get().dismiss(id), ms);
     },
     dismiss(id) {
