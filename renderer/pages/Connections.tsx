@@ -307,7 +307,7 @@ function ConnectionForm({ initial, onClose, onSaved }: { initial?: ConnectionVie
             </button>
           </div>
           {secretMode === 'value' && <input className="input mono" type="password" autoComplete="new-password" value={secret} onChange={(e) => setSecret(e.target.value)} placeholder={kind === 'postgres' ? 'password' : 'sk-…'} data-testid="connection-secret" />}
-          {secretMode === 'env' && <input className="input mono" value={env} onChange={(e) => setEnv(e.target.value)} placeholder="OPENAI_API_KEY" />}
+          {secretMode === 'env' && <input className="input mono" value={env} onChange={(e) => setEnv(e.target.value)} placeholder="CUSTODY_SECRET_OPENAI" />}
         </Field>
         {initial?.updatedAt && (
           <div className="muted small">

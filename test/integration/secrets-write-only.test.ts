@@ -67,6 +67,12 @@ describe('connection secrets stay write-only', () => {
     });
   }
 
+  it('accepts an environment variable the operator exported for the console, by its CUSTODY_SECRET_ name', async () => {
+    process.env['CUSTODY_SECRET_WRITE_ONLY_TEST'] = 'sk-from-env';
+    const res = await api('POST', '/api/connections', { name: 'from-env', kind: 'http', upstream: `${real.url}/x`, secret: { env: 'CUSTODY_SECRET_WRITE_ONLY_TEST' } });
+    assert.equal(res.status, 200, await res.clone().text());
+  });
+
   it('after a restart the stored secrets still go only to their own upstreams', async () => {
     // The one allowed move: a new upstream with the secret entered again.
     const moved = await api('PUT', '/api/connections/vectors', { upstream: `${evil.url}/vectors`, secret: 'entered-again-for-the-new-host' });

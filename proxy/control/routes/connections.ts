@@ -158,6 +158,9 @@ interface ConnectionInput {
   secret?: unknown;
 }
 
+/** Environment variables a secret set through the API may name. */
+const API_SECRET_ENV = /^CUSTODY_SECRET_[A-Z0-9_]+$/;
+
 function parseSecret(v: unknown): SecretSource | null | undefined {
   if (v === undefined) return undefined;
   if (v === null) return null;
@@ -167,7 +170,13 @@ function parseSecret(v: unknown): SecretSource | null | undefined {
   }
   if (v && typeof v === 'object') {
     const o = v as Record<string, unknown>;
-    if (typeof o['env'] === 'string' && o['env']) return { env: o['env'] };
+    if (typeof o['env'] === 'string' && o['env']) {
+      // Any variable of the gateway's environment (another connection's key, cloud credentials)
+      // could be sent to an upstream the admin controls: through the API, only variables the host's
+      // operator exported for console-added connections, by name.
+      if (!API_SECRET_ENV.test(o['env'])) throw new HttpError(400, 'secret_env_not_allowed', `secret.env through the API names only variables starting with CUSTODY_SECRET_ (the host's operator exports them for console-added connections); "${o['env']}" is not one. Send the secret value instead, or name the variable in the config file`);
+      return { env: o['env'] };
+    }
     // A file reference through the API would read any file the gateway can read and send it
     // upstream: secret files are named in the config file only (see checkSecretFiles).
     if (o['file'] !== undefined) throw new HttpError(400, 'secret_file_not_allowed', 'secret.file is accepted only in the config file (under the data dir\'s secrets/ folder or a path listed in secretFiles), never through the API; send the secret value instead');
