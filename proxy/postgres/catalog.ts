@@ -269,13 +269,14 @@ export class RoutineCatalog {
 
   /** True when some name `c` uses is not cached or has expired. */
   needs(c: Classification): boolean {
-    const names = namesOf(c);
-    return (
-      names.routines.some((n) => !this.fresh('routine', n)) ||
-      names.operators.some((n) => !this.fresh('operator', n)) ||
-      names.types.some((n) => !this.fresh('type', n)) ||
-      names.relations.some((n) => !this.fresh('relation', n))
-    );
+    // On every statement's path: plain loops, no sets or arrays built.
+    for (const st of c.statements) {
+      if (st.calls) for (const n of st.calls) if (!this.fresh('routine', n)) return true;
+      if (st.operators) for (const n of st.operators) if (!this.fresh('operator', n)) return true;
+      if (st.types) for (const n of st.types) if (!this.fresh('type', n)) return true;
+      for (const n of st.tables) if (!this.fresh('relation', n)) return true;
+    }
+    return false;
   }
 
   /**
@@ -448,13 +449,16 @@ export class RoutineCatalog {
 
   /** Answers from the cache (call `resolve` first); names it cannot answer are unresolved. */
   lookup(): EffectLookup {
-    return {
+    return (this.lookupFns ??= {
       routine: (name) => this.routineEffect(name),
       operator: (name) => this.operatorEffect(name),
       type: (name) => this.typeEffect(name),
       relation: (name) => this.relationEffect(name),
-    };
+    });
   }
+
+  /** The lookup functions, made once (asked for on every statement). */
+  private lookupFns?: EffectLookup;
 
   private memo<T extends ResolvedEffect | RelationEffect>(key: string, empty: T, compute: () => T | undefined): T | undefined {
     const e = this.effects.get(key);
