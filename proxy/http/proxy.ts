@@ -28,7 +28,7 @@ import { policyValue, type ReadBody, readRequest } from './request-body';
 import { type InspectedRequest, inspectRequest, queryText } from './request-inspection';
 import { errorBody, errorEvent, type ErrorStyle, errorStyleFor, GatewayError, type GatewayErrorCode } from './errors';
 import { clientResponseHeaders, recordedHeaders, upstreamRequestHeaders } from './headers';
-import { describeRequest, holdSummary, type RequestFacts } from './llm-request';
+import { describeRequest, holdSummary, type RequestFacts } from '../policy/llm-request';
 import { canonicalPath, methodOverride } from './path';
 import { StreamRecorder } from './recorder';
 import { SILENT, SilenceWatch } from './silence-watch';

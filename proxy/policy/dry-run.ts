@@ -18,7 +18,7 @@ import type { Config, Connection, ConnectionKind, PolicyAction, PolicyRule, SqlC
 import type { AuditEvent } from '../../shared/events';
 import type { Identity } from '../../shared/identity';
 import { type AuditStore, rowToEvent } from '../audit/store';
-import { describeRequest } from '../http/llm-request';
+import { describeRequest } from './llm-request';
 import { queryText } from '../http/request-inspection';
 import { rolesFor } from '../identity/authenticator';
 import { createMaskingEngine } from '../masking/engine';
