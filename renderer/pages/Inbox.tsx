@@ -230,7 +230,7 @@ function HoldCard({ hold, now, focused }: { hold: HoldView; now: number; focused
             onChange={(e) => setReason(e.target.value)}
             data-testid="hold-reason"
           />
-          <select className="input grant" value={grant} onChange={(e) => setGrant(e.target.value)} title="An approval can also let this identity through on this connection for a while">
+          <select className="input grant" value={grant} onChange={(e) => setGrant(e.target.value)} aria-label="Grant with the approval" title="An approval can also let this identity through on this connection for a while">
             {GRANTS.map((g) => (
               <option key={g.value} value={g.value}>
                 {g.label}
@@ -302,7 +302,7 @@ function History() {
           <Icon name="search" size={14} />
           <input className="input" placeholder="Search requester, approver, rule, reason…" value={filter.text ?? ''} onChange={(e) => setFilter({ ...filter, text: e.target.value })} data-testid="history-search" />
         </div>
-        <select className="input" value={filter.state ?? ''} onChange={(e) => setFilter({ ...filter, state: e.target.value as HistoryFilter['state'] })} data-testid="history-state">
+        <select className="input" value={filter.state ?? ''} onChange={(e) => setFilter({ ...filter, state: e.target.value as HistoryFilter['state'] })} data-testid="history-state" aria-label="Outcome">
           <option value="">Any outcome</option>
           {(['approved', 'denied', 'expired', 'abandoned', 'cancelled'] as const).map((s) => (
             <option key={s} value={s}>
@@ -310,14 +310,14 @@ function History() {
             </option>
           ))}
         </select>
-        <select className="input" value={filter.connection ?? ''} onChange={(e) => setFilter({ ...filter, connection: e.target.value })}>
+        <select className="input" value={filter.connection ?? ''} onChange={(e) => setFilter({ ...filter, connection: e.target.value })} aria-label="Connection">
           <option value="">All connections</option>
           {connections.map((c) => (
             <option key={c}>{c}</option>
           ))}
         </select>
-        <input className="input" type="datetime-local" value={filter.from ? toLocalInput(filter.from) : ''} onChange={(e) => setFilter({ ...filter, from: fromLocalInput(e.target.value) })} title="From" />
-        <input className="input" type="datetime-local" value={filter.to ? toLocalInput(filter.to) : ''} onChange={(e) => setFilter({ ...filter, to: fromLocalInput(e.target.value) })} title="To" />
+        <input className="input" type="datetime-local" value={filter.from ? toLocalInput(filter.from) : ''} onChange={(e) => setFilter({ ...filter, from: fromLocalInput(e.target.value) })} title="From" aria-label="From" />
+        <input className="input" type="datetime-local" value={filter.to ? toLocalInput(filter.to) : ''} onChange={(e) => setFilter({ ...filter, to: fromLocalInput(e.target.value) })} title="To" aria-label="To" />
       </div>
       {error && <ErrorBox title="Could not load the history" message={error} onRetry={() => void inboxStore.getState().loadHistory()} />}
       {!loaded ? (

@@ -199,6 +199,7 @@ function Controls({ timeline, state, setState }: { timeline: Timeline; state: Pl
         onPointerUp={() => (dragging.current = false)}
         data-testid="timeline"
         role="slider"
+        aria-label="Position in the recording"
         aria-valuemin={0}
         aria-valuemax={timeline.duration}
         aria-valuenow={state.position}
@@ -211,7 +212,7 @@ function Controls({ timeline, state, setState }: { timeline: Timeline; state: Pl
           ))}
         <span className="playhead" style={{ left: `${frac * 100}%` }} />
       </div>
-      <select className="input speed" value={state.speed} onChange={(e) => setState((s) => changeSpeed(s, Number(e.target.value)))} data-testid="speed" title="Playback speed">
+      <select className="input speed" value={state.speed} onChange={(e) => setState((s) => changeSpeed(s, Number(e.target.value)))} data-testid="speed" title="Playback speed" aria-label="Playback speed">
         {SPEEDS.map((s) => (
           <option key={s} value={s}>
             {s}×

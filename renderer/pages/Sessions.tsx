@@ -47,19 +47,19 @@ export function SessionsPage() {
           <Icon name="search" size={14} />
           <input className="input" placeholder="User" value={draft.user ?? ''} onChange={(e) => set({ user: e.target.value || undefined })} data-testid="filter-user" />
         </div>
-        <select className="input" value={draft.connection ?? ''} onChange={(e) => set({ connection: e.target.value || undefined })} data-testid="filter-connection">
+        <select className="input" value={draft.connection ?? ''} onChange={(e) => set({ connection: e.target.value || undefined })} data-testid="filter-connection" aria-label="Connection">
           <option value="">All connections</option>
           {connections.map((c) => (
             <option key={c}>{c}</option>
           ))}
         </select>
-        <select className="input" value={draft.protocol ?? ''} onChange={(e) => set({ protocol: e.target.value || undefined })} data-testid="filter-protocol">
+        <select className="input" value={draft.protocol ?? ''} onChange={(e) => set({ protocol: e.target.value || undefined })} data-testid="filter-protocol" aria-label="Protocol">
           <option value="">Any protocol</option>
           <option value="http">HTTP / LLM</option>
           <option value="postgres">PostgreSQL</option>
         </select>
-        <input className="input" type="datetime-local" title="From" value={draft.from ? toLocalInput(draft.from) : ''} onChange={(e) => set({ from: fromLocalInput(e.target.value) })} />
-        <input className="input" type="datetime-local" title="To" value={draft.to ? toLocalInput(draft.to) : ''} onChange={(e) => set({ to: fromLocalInput(e.target.value) })} />
+        <input className="input" type="datetime-local" title="From" aria-label="From" value={draft.from ? toLocalInput(draft.from) : ''} onChange={(e) => set({ from: fromLocalInput(e.target.value) })} />
+        <input className="input" type="datetime-local" title="To" aria-label="To" value={draft.to ? toLocalInput(draft.to) : ''} onChange={(e) => set({ to: fromLocalInput(e.target.value) })} />
         <label className="check">
           <input type="checkbox" checked={!!draft.hadHolds} onChange={(e) => set({ hadHolds: e.target.checked || undefined })} data-testid="filter-holds" /> Had holds
         </label>
