@@ -183,7 +183,7 @@ async function handleExchange(ctx: ProxyContext, req: IncomingMessage, res: Serv
   if (!route) {
     const other = name ? ctx.upstreams.otherKind(name) : undefined;
     const message = !name
-      ? 'no connection in the path: use http://<gateway>/<connection>/<path>, e.g. /openai/chat/completions'
+      ? `no connection in the path: use http://<gateway>/<connection>/<path>, e.g. /openai/chat/completions. This is the HTTP proxy; the console is at http://${s.config.listen.control.replace(/^0\.0\.0\.0:/, '127.0.0.1:')}/`
       : other
         ? `connection "${name}" is a ${other} connection; it has its own listener, not the HTTP proxy`
         : `no connection named "${name}" on this gateway (the first path segment names the connection)`;

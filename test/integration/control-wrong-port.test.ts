@@ -64,6 +64,12 @@ describe('the control port explains itself to API clients', () => {
     assert.match(page.headers.get('content-type') ?? '', /text\/html/);
   });
 
+  it('the proxy answers GET / with a pointer to the console', async () => {
+    const res = await fetch(`http://${http}/`);
+    assert.equal(res.status, 404);
+    assert.match(((await res.json()) as { error: { message: string } }).error.message, /This is the HTTP proxy; the console is at http:\/\//);
+  });
+
   it('refuses connection names that are console paths', () => {
     for (const name of ['api', 'login', 'assets']) {
       const r = Config.safeParse({ connections: [{ name, kind: 'http', upstream: 'http://127.0.0.1:9' }] });
