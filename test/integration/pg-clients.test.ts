@@ -178,5 +178,9 @@ describe('pgbench through the gateway', () => {
     const tps = Number(/tps = ([\d.]+)/.exec(stdout)?.[1]);
     assert.ok(tps > 50, `pgbench reached ${tps} tps through the gateway`);
     assert.match(stdout, /number of failed transactions: 0/);
+    // pgbench's clients end cleanly (Terminate): nothing of theirs is recorded as an error.
+    await h.idle();
+    const errors = h.store.events(1, 1_000_000).filter((e) => e.kind === 'pg.error');
+    assert.deepEqual(errors.map((e) => e.payload), [], 'a clean client exit records no pg.error');
   });
 });
