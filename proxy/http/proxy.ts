@@ -323,7 +323,12 @@ class Exchange {
     if (this.finished) return;
     this.finished = true;
     this.record([this.base('http.error', { phase, status, code, message, duration: this.elapsed() })]);
-    sendError(this.res, this.style, status, code, message);
+    sendError(this.res, this.style, status, code, message, this.sessionHeader());
+  }
+
+  /** The session the exchange was recorded in, on gateway-made answers too (once it has one). */
+  private sessionHeader(): OutgoingHttpHeaders | undefined {
+    return (this.session as HttpSession | undefined) ? { 'x-custody-session': this.session.id } : undefined;
   }
 
   async run(): Promise<void> {
@@ -519,7 +524,7 @@ class Exchange {
     this.finished = true;
     const body = errorBody(this.style, status, code, message);
     this.record([this.base('http.response', { status, body, bodyEncoding: 'json', gateway: true, code, duration: this.elapsed() })]);
-    sendError(this.res, this.style, status, code, message);
+    sendError(this.res, this.style, status, code, message, this.sessionHeader());
   }
 
   /** Parks the request until approvers decide; true when approved (and the client is still there). */

@@ -232,6 +232,12 @@ describe('HTTP proxy: failures around the exchange', () => {
     const error = all.filter((e) => e.kind === 'http.error' && e.connection === 'down').pop()!;
     assert.equal((error.payload as { code: string }).code, 'upstream_unavailable');
     assert.ok(!JSON.stringify(all).includes('sk-down-secret-123456'));
+    // The gateway's own answer names the session it was recorded in, as upstream answers do.
+    const raw = await fetch(`${gw.proxy}/down/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${gw.adminKey}`, 'content-type': 'application/json' }, body: '{"model":"gpt-4o","messages":[{"role":"user","content":"x"}]}' });
+    assert.equal(raw.status, 502);
+    const session = raw.headers.get('x-custody-session');
+    assert.ok(session, 'a 502 from the gateway carries x-custody-session');
+    assert.ok((await gw.allEvents()).some((e) => e.kind === 'http.error' && e.session === session));
   });
 
   it('store unwritable (a full disk) → 503, and nothing reaches the upstream', async () => {
