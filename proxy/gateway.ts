@@ -145,6 +145,7 @@ export class Gateway {
       s.store.append({ kind: 'key.created', actor: 'system', payload: { id: record.id, name: record.name, groups: record.groups, expiresAt: null, person, reason: 'first start' } });
       this.firstKey = key;
     }
+    endLeftoverSessions(s.store);
     // The rules in force: the config file's when it changed, else the latest (console) version.
     syncPoliciesAtStart(s, policyContext(s), s.configFile);
     // Likewise for masking: the config file's when it changed, else the latest (console) version.
@@ -235,4 +236,23 @@ export class Gateway {
 
 function warnIf(message: string | undefined, log: { warn(m: string): void }): void {
   if (message) log.warn(message);
+}
+
+/**
+ * Sessions a previous run left open end now, recorded with `reason: gateway_restarted` and their
+ * last activity: after a crash nothing else would end them, and an HTTP session waiting for its idle
+ * gap cannot continue in a new run either (its client gets a new session).
+ */
+function endLeftoverSessions(store: AuditStore): void {
+  const open = store.db.prepare('SELECT id, connection, protocol, actor, last_event_at AS lastAt FROM sessions WHERE ended_at IS NULL').all() as {
+    id: string;
+    connection: string | null;
+    protocol: string;
+    actor: string | null;
+    lastAt: number;
+  }[];
+  if (!open.length) return;
+  store.appendMany(
+    open.map((r) => ({ kind: 'session.end', session: r.id, actor: r.actor ?? 'system', connection: r.connection ?? undefined, payload: { protocol: r.protocol, reason: 'gateway_restarted', lastActivityAt: r.lastAt } })),
+  );
 }
