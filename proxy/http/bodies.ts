@@ -140,9 +140,3 @@ function isUtf8(buf: Buffer): boolean {
     return false;
   }
 }
-
-/** Replaces every occurrence of `secret` (an upstream echoing the credential) in a body. */
-export function scrubSecret(body: Buffer, secret: string | undefined): Buffer {
-  if (!secret || secret.length < 8 || body.indexOf(secret) === -1) return body;
-  return Buffer.from(body.toString('utf8').split(secret).join('[REDACTED]'), 'utf8');
-}

@@ -328,7 +328,8 @@ class Exchange {
 
   /** The session the exchange was recorded in, on gateway-made answers too (once it has one). */
   private sessionHeader(): OutgoingHttpHeaders | undefined {
-    return (this.session as HttpSession | undefined) ? { 'x-custody-session': this.session.id } : undefined;
+    const session = this.session as HttpSession | undefined; // set once the exchange is recorded
+    return session ? { 'x-custody-session': session.id } : undefined;
   }
 
   async run(): Promise<void> {
