@@ -85,6 +85,11 @@ interface ScanState {
   /** Scratch arrays of scanNumbers. */
   numStarts: number[];
   numDigits: number[];
+  /** Whether the text holds a digit, once asked. */
+  hasDigit: boolean | undefined;
+  /** The gate words the text holds (lower case), once asked. */
+  present: Set<string> | undefined;
+  gate: RegExp | undefined;
 }
 
 /** Detectors by the (lower-case) anchor hit they start at; detectors without `hits` get every hit. */
@@ -164,33 +169,68 @@ function checkDeadline(d: Detector | undefined, st: ScanState): void {
   if (++st.n % CHECK_EVERY === 0 && performance.now() > st.opts.deadline) throw overBudget(d, st.text, st.opts);
 }
 
+/** Whether a gate rules `d` out for this text: it needs a digit there is not, or none of its gate words occurs. */
+function skipped(d: Detector, st: ScanState): boolean {
+  if (d.needsDigit && !(st.hasDigit ??= DIGIT.test(st.text))) return true;
+  if (d.gateWords === undefined) return false;
+  const present = (st.present ??= gateWordsPresent(st));
+  for (const w of d.gateWords) if (present.has(w)) return false;
+  return true;
+}
+
+/** Every gate word of the detectors that occurs in the text, lower case (one pass). */
+function gateWordsPresent(st: ScanState): Set<string> {
+  const found = new Set<string>();
+  const gate = st.gate;
+  if (gate) {
+    gate.lastIndex = 0;
+    let g: RegExpExecArray | null;
+    while ((g = gate.exec(st.text)) !== null) found.add(g[0].toLowerCase());
+  }
+  return found;
+}
+
+/** `ds` without the detectors switched off for this text. */
+function switchedOn(ds: Detector[] | undefined, st: ScanState): Detector[] | undefined {
+  const off = st.off;
+  return ds && off ? ds.filter((d) => !off.has(d)) : ds;
+}
+
+/** The anchor-hit passes, in order: the hit pattern each walks the text with. */
+const HIT_PASSES = [
+  ['prefix', PREFIX],
+  ['keyword', KEYWORD],
+] as const;
+
 /** All validated candidates of `detectors` in `text` (overlaps not yet resolved). */
 export function scanText(text: string, detectors: readonly Detector[], opts: ScanOptions): Match[] {
   const out: Match[] = [];
   if (!text) return out;
-  const st: ScanState = { text, from: opts.from ?? 0, out, opts, lastEnd: new Map(), n: 0, off: undefined, numStarts: [], numDigits: [], scanFrom: Math.min(opts.scanFrom ?? 0, opts.from ?? 0) };
   const prep = prepare(detectors);
-  let hasDigit: boolean | undefined;
-  let current: Detector | undefined;
-  let present: Set<string> | undefined;
-  const gateWordsPresent = (): Set<string> => {
-    const found = new Set<string>();
-    if (prep.gate) {
-      prep.gate.lastIndex = 0;
-      let g: RegExpExecArray | null;
-      while ((g = prep.gate.exec(text)) !== null) found.add(g[0].toLowerCase());
-    }
-    return found;
+  const st: ScanState = {
+    text,
+    from: opts.from ?? 0,
+    out,
+    opts,
+    lastEnd: new Map(),
+    n: 0,
+    off: undefined,
+    numStarts: [],
+    numDigits: [],
+    scanFrom: Math.min(opts.scanFrom ?? 0, opts.from ?? 0),
+    hasDigit: undefined,
+    present: undefined,
+    gate: prep.gate,
   };
-  const skip = (d: Detector) => (d.needsDigit && !(hasDigit ??= DIGIT.test(text))) || (d.gateWords !== undefined && !d.gateWords.some((w) => (present ??= gateWordsPresent()).has(w)));
+  let current: Detector | undefined;
   try {
     for (const d of detectors) {
       current = d;
       if (d.anchors && (d.pattern || d.findAt)) {
-        if (skip(d)) (st.off ??= new Set()).add(d);
+        if (skipped(d, st)) (st.off ??= new Set()).add(d);
         continue;
       }
-      if (skip(d)) continue;
+      if (skipped(d, st)) continue;
       if (d.linear) runLinear(d, d.linear, st);
       if (d.find) {
         d.find(text, (start, end) => {
@@ -200,10 +240,9 @@ export function scanText(text: string, detectors: readonly Detector[], opts: Sca
       if (performance.now() > opts.deadline) throw overBudget(d, text, opts);
     }
     current = undefined;
-    const on = (ds: Detector[] | undefined) => (ds && st.off ? ds.filter((d) => !st.off!.has(d)) : ds);
-    const numbers = on(prep.anchored.number);
+    const numbers = switchedOn(prep.anchored.number, st);
     if (numbers?.length) scanNumbers(numbers, st);
-    const letters = on(prep.anchored.letters);
+    const letters = switchedOn(prep.anchored.letters, st);
     if (letters?.length) {
       st.lastEnd.clear(); // each pass walks the text from the start
       LETTERS.lastIndex = st.scanFrom;
@@ -213,7 +252,7 @@ export function scanText(text: string, detectors: readonly Detector[], opts: Sca
         checkDeadline(undefined, st);
       }
     }
-    for (const [kind, re] of [['prefix', PREFIX], ['keyword', KEYWORD]] as const) {
+    for (const [kind, re] of HIT_PASSES) {
       const dispatch = prep.dispatch[kind];
       if (!dispatch.length) continue;
       st.lastEnd.clear(); // each pass walks the text from the start

@@ -137,8 +137,15 @@ export class TableNameResolver {
 
   /** OIDs in `oids` not yet known (or views whose definition is due to be read again). */
   missing(oids: number[]): number[] {
+    // Asked at every RowDescription: a plain loop, and nothing built when all are known.
     const now = Date.now();
-    return [...new Set(oids.filter((o) => o !== 0 && (!this.names.has(o) || now - (this.views.get(o)?.at ?? now) > VIEW_TTL_MS)))];
+    let want: Set<number> | undefined;
+    for (const o of oids) {
+      if (o === 0) continue;
+      if (this.names.has(o) && now - (this.views.get(o)?.at ?? now) <= VIEW_TTL_MS) continue;
+      (want ??= new Set()).add(o);
+    }
+    return want ? [...want] : [];
   }
 
   /** Looks up and caches the names of `oids`; rejects with CatalogError when the catalog cannot be read. */
@@ -245,36 +252,61 @@ export class RoutineCatalog {
     this.side = new SideConnection(target, database);
   }
 
+  /** Bumped whenever the cached answers change: folds made under one generation stay valid within it (effects.ts). */
+  private generation = 0;
+
+  /** Drops the computed effects: the rows they were computed from are changing. */
+  private forgetEffects(): void {
+    this.effects.clear();
+    this.generation++;
+  }
+
   /** Forgets everything (DDL passed through: functions, views, triggers may have changed). */
   invalidate(): void {
     this.routines.clear();
     this.operators.clear();
     this.relations.clear();
     this.types.clear();
-    this.effects.clear();
+    this.forgetEffects();
   }
 
   /**
-   * Whether the cache can answer for `qualified`: an entry younger than the TTL, which for a
-   * schema-qualified name must hold that schema (an object created since, outside the gateway,
-   * is looked up again rather than reported missing).
+   * Until when the cache can answer for `qualified` (0: it cannot now): an entry younger than the
+   * TTL, which for a schema-qualified name must hold that schema (an object created since, outside
+   * the gateway, is looked up again rather than reported missing).
    */
-  private fresh(kind: 'routine' | 'operator' | 'type' | 'relation', qualified: string): boolean {
+  private freshUntil(kind: 'routine' | 'operator' | 'type' | 'relation', qualified: string): number {
     const [schema, name] = splitName(qualified);
     const e = kind === 'routine' ? this.routines.get(name) : kind === 'operator' ? this.operators.get(name) : kind === 'type' ? this.types.get(name) : this.relations.get(name);
-    if (e === undefined || this.now() - e.at >= this.ttlMs) return false;
-    if (schema === null || kind === 'operator') return true;
-    return (e as { rows: { schema: string }[] }).rows.some((r) => r.schema === schema);
+    if (e === undefined) return 0;
+    if (schema !== null && kind !== 'operator' && !(e as { rows: { schema: string }[] }).rows.some((r) => r.schema === schema)) return 0;
+    return e.at + this.ttlMs;
   }
+
+  private fresh(kind: 'routine' | 'operator' | 'type' | 'relation', qualified: string): boolean {
+    return this.now() < this.freshUntil(kind, qualified);
+  }
+
+  /**
+   * Per statement shape (its tables array, which the classifier shares between statements that
+   * differ only in literals): until when every name it uses is cached, under which generation.
+   */
+  private readonly freshness = new WeakMap<readonly string[], { generation: number; until: number; calls: unknown; operators: unknown; types: unknown }>();
 
   /** True when some name `c` uses is not cached or has expired. */
   needs(c: Classification): boolean {
     // On every statement's path: plain loops, no sets or arrays built.
+    const now = this.now();
     for (const st of c.statements) {
-      if (st.calls) for (const n of st.calls) if (!this.fresh('routine', n)) return true;
-      if (st.operators) for (const n of st.operators) if (!this.fresh('operator', n)) return true;
-      if (st.types) for (const n of st.types) if (!this.fresh('type', n)) return true;
-      for (const n of st.tables) if (!this.fresh('relation', n)) return true;
+      const known = this.freshness.get(st.tables);
+      if (known && known.generation === this.generation && now < known.until && known.calls === st.calls && known.operators === st.operators && known.types === st.types) continue;
+      let until = Infinity;
+      if (st.calls) for (const n of st.calls) until = Math.min(until, this.freshUntil('routine', n));
+      if (st.operators) for (const n of st.operators) until = Math.min(until, this.freshUntil('operator', n));
+      if (st.types) for (const n of st.types) until = Math.min(until, this.freshUntil('type', n));
+      for (const n of st.tables) until = Math.min(until, this.freshUntil('relation', n));
+      if (until <= now) return true;
+      this.freshness.set(st.tables, { generation: this.generation, until, calls: st.calls, operators: st.operators, types: st.types });
     }
     return false;
   }
@@ -338,7 +370,7 @@ export class RoutineCatalog {
         const relations = bare(want.relations, 'relation');
         const types = bare(want.types, 'type');
         if (routines.length + operators.length + types.length + relations.length === 0) break;
-        this.effects.clear();
+        this.forgetEffects();
         const next = names();
         const follow = (c: Classification) => add(next, c);
         if (operators.length) {
@@ -444,12 +476,13 @@ export class RoutineCatalog {
       if (!(err instanceof CatalogError) && !(err instanceof Error)) throw err;
       // Unresolved names fold to `unknown`; the statement is decided on that.
     }
-    this.effects.clear();
+    this.forgetEffects();
   }
 
   /** Answers from the cache (call `resolve` first); names it cannot answer are unresolved. */
   lookup(): EffectLookup {
     return (this.lookupFns ??= {
+      generation: () => this.generation,
       routine: (name) => this.routineEffect(name),
       operator: (name) => this.operatorEffect(name),
       type: (name) => this.typeEffect(name),

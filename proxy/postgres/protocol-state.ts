@@ -271,8 +271,6 @@ export class ProtocolState<S extends PreparedLike, P extends PortalLike<S>> {
     if (this.failed) this.skipToSync();
     const op = this.ops[0];
     if (!op) return `unexpected ${codeName(code)}: no request is waiting for a reply`;
-    const unexpected = () => `unexpected ${codeName(code)} in reply to ${describeOp(op)}`;
-    const error = () => parseErrorFields(body).get('C') ?? '';
     switch (op.k) {
       case 'parse': {
         const exists = op.name !== '' && this.statements.has(op.name);
@@ -283,11 +281,11 @@ export class ProtocolState<S extends PreparedLike, P extends PortalLike<S>> {
           return null;
         }
         if (code === BackendCode.ErrorResponse) {
-          if (error() === DUPLICATE_STATEMENT && !exists) return `the server says statement "${op.name}" already exists; the gateway holds none by that name`;
+          if (errorCode(body) === DUPLICATE_STATEMENT && !exists) return `the server says statement "${op.name}" already exists; the gateway holds none by that name`;
           if (op.name === '') this.statements.delete('');
           return this.fail();
         }
-        return unexpected();
+        return unexpectedReply(code, op);
       }
       case 'bind': {
         const stmt = this.statements.get(op.statement);
@@ -300,7 +298,7 @@ export class ProtocolState<S extends PreparedLike, P extends PortalLike<S>> {
           return null;
         }
         if (code === BackendCode.ErrorResponse) {
-          const c = error();
+          const c = errorCode(body);
           if (c === UNKNOWN_STATEMENT && stmt) return `the server says statement "${op.statement}" does not exist; the gateway holds it`;
           if (c === DUPLICATE_CURSOR && !this.portals.has(op.portal)) return `the server says portal "${op.portal}" already exists; the gateway holds none by that name`;
           // A failed unnamed Bind may or may not have dropped the old unnamed portal: forget it, so
@@ -308,12 +306,12 @@ export class ProtocolState<S extends PreparedLike, P extends PortalLike<S>> {
           if (op.portal === '') this.portals.delete('');
           return this.fail();
         }
-        return unexpected();
+        return unexpectedReply(code, op);
       }
       case 'describe': {
         const exists = op.target === 'S' ? this.statements.has(op.name) : this.portals.has(op.name);
         if (code === BackendCode.ErrorResponse) {
-          const c = error();
+          const c = errorCode(body);
           if (exists && ((op.target === 'S' && c === UNKNOWN_STATEMENT) || (op.target === 'P' && c === UNKNOWN_CURSOR && !this.portalsUncertain)))
             return `the server says ${op.target === 'S' ? 'statement' : 'portal'} "${op.name}" does not exist; the gateway holds it`;
           return this.fail();
@@ -327,15 +325,15 @@ export class ProtocolState<S extends PreparedLike, P extends PortalLike<S>> {
           this.ops.shift();
           return null;
         }
-        return unexpected();
+        return unexpectedReply(code, op);
       }
       case 'execute': {
         if (code === BackendCode.ErrorResponse) {
-          if (error() === UNKNOWN_CURSOR && this.portals.has(op.portal) && !this.portalsUncertain) return `the server says portal "${op.portal}" does not exist; the gateway holds it`;
+          if (errorCode(body) === UNKNOWN_CURSOR && this.portals.has(op.portal) && !this.portalsUncertain) return `the server says portal "${op.portal}" does not exist; the gateway holds it`;
           return this.fail();
         }
         const done = code === BackendCode.CommandComplete || code === BackendCode.EmptyQueryResponse || code === BackendCode.PortalSuspended;
-        if (!done && !OUTPUT.has(code)) return unexpected();
+        if (!done && !OUTPUT.has(code)) return unexpectedReply(code, op);
         const live = this.portals.get(op.portal);
         if (!live || live !== op.value) return `the server ran portal "${op.portal}", which is not the one the gateway decided on`;
         if (code === BackendCode.CommandComplete) {
@@ -346,13 +344,13 @@ export class ProtocolState<S extends PreparedLike, P extends PortalLike<S>> {
         return null;
       }
       case 'close':
-        if (code !== BackendCode.CloseComplete) return code === BackendCode.ErrorResponse ? this.fail() : unexpected();
+        if (code !== BackendCode.CloseComplete) return code === BackendCode.ErrorResponse ? this.fail() : unexpectedReply(code, op);
         if (op.target === 'S') this.statements.delete(op.name);
         else this.portals.delete(op.name);
         this.ops.shift();
         return null;
       case 'sync':
-        if (code !== BackendCode.ReadyForQuery) return unexpected();
+        if (code !== BackendCode.ReadyForQuery) return unexpectedReply(code, op);
         return this.ready(op.seg, body, op.ran || op.transaction ? null : this.failed && this.status === 'T' ? 'E' : this.status);
       case 'query':
         return this.queryReply(op, code, body);
@@ -366,9 +364,9 @@ export class ProtocolState<S extends PreparedLike, P extends PortalLike<S>> {
           return null;
         }
         if (code === BackendCode.ReadyForQuery && op.answered) return this.ready(op.seg, body, null);
-        return unexpected();
+        return unexpectedReply(code, op);
       default:
-        return unexpected();
+        return unexpectedReply(code, op);
     }
   }
 
@@ -382,7 +380,7 @@ export class ProtocolState<S extends PreparedLike, P extends PortalLike<S>> {
     const n = op.statements?.length;
     if (code === BackendCode.ReadyForQuery) {
       if (n !== undefined && !op.failed && op.index !== n) return `the server completed ${op.index} statements of a query the gateway split into ${n}`;
-      const plain = op.statements !== null && op.statements.every((s) => !s.effects.some((e) => e.k === 'transaction'));
+      const plain = op.statements !== null && !endsTransactions(op.statements);
       const expected = plain && n !== 0 ? (op.failed ? (this.status === 'T' ? 'E' : this.status) : this.status) : null;
       return this.ready(op.seg, body, expected);
     }
@@ -676,4 +674,19 @@ export class Draft<S extends PreparedLike, P extends PortalLike<S>> {
     this.state.apply(this.ops);
     this.ops.length = 0;
   }
+}
+
+function unexpectedReply(code: number, op: Op<PreparedLike, PortalLike<PreparedLike>>): string {
+  return `unexpected ${codeName(code)} in reply to ${describeOp(op)}`;
+}
+
+/** The SQLSTATE of an ErrorResponse. */
+function errorCode(body: Buffer): string {
+  return parseErrorFields(body).get('C') ?? '';
+}
+
+/** Whether a statement of a simple query may start or end a transaction (COMMIT, BEGIN, CALL, DO). */
+function endsTransactions(statements: readonly { effects: readonly NamespaceEffect[] }[]): boolean {
+  for (const st of statements) for (const e of st.effects) if (e.k === 'transaction') return true;
+  return false;
 }

@@ -24,6 +24,8 @@ export type NamespaceEffects = NamespaceEffect[][] | null;
 /** Words without which a statement cannot touch a namespace: text without them is not parsed again. */
 const WORDS = /\b(prepare|execute|deallocate|discard|declare|close|commit|rollback|abort|end|begin|start|call|do|savepoint|release)\b/i;
 const NONE: NamespaceEffect[] = [];
+/** The answer for the common case, one statement that touches no namespace (shared: never modified). */
+const ONE_PLAIN: NamespaceEffect[][] = [NONE];
 const LRU_MAX = 1000;
 const cache = new Map<string, NamespaceEffects>();
 
@@ -34,7 +36,7 @@ type Node = Record<string, unknown>;
  * Needs the parser loaded (classify.ts loadSqlParser).
  */
 export function namespaceEffects(sql: string, count: number): NamespaceEffects {
-  if (!WORDS.test(sql)) return Array.from({ length: count }, () => NONE);
+  if (!WORDS.test(sql)) return count === 1 ? ONE_PLAIN : new Array<NamespaceEffect[]>(count).fill(NONE);
   const hit = cache.get(sql);
   if (hit !== undefined) return hit;
   const result = effectsUncached(sql);
