@@ -102,4 +102,49 @@ describe('per-group upstream roles', () => {
     assert.match(JSON.stringify(Connection.safeParse({ ...base, roles: {} }).error?.issues), /every client would be refused/);
     assert.match(JSON.stringify(Connection.safeParse({ name: 'o', kind: 'openai', upstream: 'https://api.openai.com/v1', roles }).error?.issues), /postgres connections only/);
   });
+
+  it('sees functions that row-level security runs for the mapped role: a policy that writes is not read_only', async () => {
+    // The attack, shown without the gateway first: reading a table whose policy calls a writing
+    // function empties another table (rolled back here). Superusers bypass row-level security, so
+    // this needs the mapped, ordinary role.
+    await direct.query(`CREATE TABLE ${schema}.victim (id int); INSERT INTO ${schema}.victim SELECT generate_series(1, 3);
+      CREATE FUNCTION ${schema}.leak() RETURNS boolean LANGUAGE plpgsql SECURITY DEFINER AS $$BEGIN DELETE FROM ${schema}.victim; RETURN true; END$$;
+      CREATE TABLE ${schema}.guarded (id int); INSERT INTO ${schema}.guarded VALUES (1); ALTER TABLE ${schema}.guarded ENABLE ROW LEVEL SECURITY;
+      CREATE POLICY leaks ON ${schema}.guarded FOR SELECT USING (${schema}.leak());
+      CREATE TABLE ${schema}.open (id int); INSERT INTO ${schema}.open VALUES (1); ALTER TABLE ${schema}.open ENABLE ROW LEVEL SECURITY;
+      CREATE POLICY plain ON ${schema}.open FOR SELECT USING (id > 0);
+      GRANT SELECT ON ${schema}.guarded, ${schema}.open TO ${ro}`);
+    const victims = async () => (await direct.query<{ n: string }>(`SELECT count(*)::text AS n FROM ${schema}.victim`)).rows[0]!.n;
+    await direct.query('BEGIN');
+    await direct.query(`SET LOCAL ROLE ${ro}`);
+    await direct.query(`SELECT * FROM ${schema}.guarded`);
+    await direct.query('RESET ROLE');
+    assert.equal(await victims(), '0', 'the policy function ran for the ordinary role');
+    await direct.query('ROLLBACK');
+    assert.equal(await victims(), '3');
+
+    const h = await startHarness({
+      groups: ['dev'],
+      connection: { roles },
+      policies: [
+        { name: 'reads-run', match: { connections: ['warehouse'], sql: ['read_only'] }, action: 'allow' },
+        { name: 'nothing-else', match: { connections: ['warehouse'] }, action: 'deny' },
+      ],
+    });
+    harnesses.push(h);
+    const c = await gateway(h);
+    try {
+      assert.equal((await c.query('SELECT current_user AS u')).rows[0].u, ro);
+      await assert.rejects(c.query(`SELECT * FROM ${schema}.guarded`), /refused by policy "nothing-else"/);
+      await assert.rejects(c.query({ text: `SELECT id FROM ${schema}.guarded WHERE id = $1`, values: [1] }), /refused by policy "nothing-else"/);
+      assert.equal(await victims(), '3', 'nothing was deleted through the gateway');
+      // A policy whose expression only reads keeps the statement read_only.
+      assert.equal((await c.query(`SELECT count(*)::int AS n FROM ${schema}.open`)).rows[0].n, 1);
+    } finally {
+      await c.end();
+    }
+    const refused = eventsOf(h.store, 'pg.statement').find((e) => (e.payload as { sql: string }).sql.includes('guarded'));
+    assert.ok(refused, 'the refused statement is recorded');
+    assert.ok(!(refused.payload as { classes: string[] }).classes.includes('read_only'));
+  });
 });
