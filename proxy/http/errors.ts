@@ -6,6 +6,7 @@
  * Generic `http` connections use the OpenAI shape. Every gateway-made error also carries the
  * header `x-custody-error: <code>`, so a client can tell it from an upstream error.
  */
+import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { ConnectionKind } from '../../shared/config';
 import { errorBody, type ErrorStyle } from '../../shared/provider-errors';
 import type { SseEvent } from '../masking/types';
@@ -56,6 +57,15 @@ export class GatewayError extends Error {
 }
 
 export { errorBody } from '../../shared/provider-errors';
+
+/** Sends a provider-shaped error (when the response has not started) and says whether it did. */
+export function sendError(res: ServerResponse, style: ErrorStyle, status: number, code: GatewayErrorCode, message: string, extra?: OutgoingHttpHeaders): boolean {
+  if (res.headersSent || res.destroyed) return false;
+  const body = JSON.stringify(errorBody(style, status, code, message));
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'x-custody-error': code, ...extra });
+  res.end(body);
+  return true;
+}
 
 /**
  * An error inside an event stream whose headers were already sent: Anthropic's `event: error`

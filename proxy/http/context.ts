@@ -1,0 +1,19 @@
+/** What every exchange on one HTTP proxy listener shares, built once when the listener starts (proxy.ts). */
+import type { GatewayServices } from '../services';
+import type { HttpSessionTracker } from './sessions';
+import type { SilenceWatch } from './silence-watch';
+import type { UpstreamTable } from './upstreams';
+import type { GroupCommitWriter } from './writer';
+
+export interface ProxyContext {
+  s: GatewayServices;
+  upstreams: UpstreamTable;
+  sessions: HttpSessionTracker;
+  writer: GroupCommitWriter;
+  /** limits.upstreamConnectTimeout, in ms. */
+  connectTimeout: number;
+  /** Gives up on upstreams silent for limits.upstreamIdleTimeout. */
+  silence: SilenceWatch;
+  /** True once close() began: answers carry `connection: close`. */
+  isClosing(): boolean;
+}

@@ -1,0 +1,494 @@
+/**
+ * One request/response exchange through the proxy, once admission.ts has routed and authenticated it.
+ *
+ * In order: read the body (limit) → mask the request → policy → record `http.request`
+ * (+ `session.start`, `policy.decision`) BEFORE forwarding, fail closed with 503 when the store
+ * cannot write → hold / deny / forward → hand the upstream's response to its relay: relay-stream.ts
+ * for text/event-stream, relay-body.ts for everything else.
+ */
+import { type IncomingMessage, request as httpRequest, type OutgoingHttpHeaders, type ServerResponse } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import type { Socket } from 'node:net';
+import { performance } from 'node:perf_hooks';
+import type { Readable } from 'node:stream';
+import type { AuditEventInput, MaskSpan } from '../../shared/events';
+import type { Identity } from '../../shared/identity';
+import { StoreUnavailableError } from '../audit/store';
+import { UnmaskableValueError } from '../masking/request';
+import { type ConnectionMasker, MaskingError } from '../masking/types';
+import { describeRequest, holdSummary, type RequestFacts } from '../policy/llm-request';
+import type { PolicyDecision } from '../policy/types';
+import type { GatewayServices } from '../services';
+import { canDecode, contentEncodingOf, decodeBody, readRequestBody, responseDecoder } from './bodies';
+import type { ProxyContext } from './context';
+import { errorBody, type ErrorStyle, GatewayError, type GatewayErrorCode, sendError } from './errors';
+import { clientResponseHeaders, recordedHeaders, upstreamRequestHeaders } from './headers';
+import { relayBody } from './relay-body';
+import { relayStream } from './relay-stream';
+import { policyValue, type ReadBody, readRequest } from './request-body';
+import { type InspectedRequest, inspectRequest, queryText } from './request-inspection';
+import { type HttpSession, validSessionLabel } from './sessions';
+import { SILENT } from './silence-watch';
+import type { UpstreamRoute } from './upstreams';
+
+const round1 = (ms: number) => Math.round(ms * 10) / 10;
+
+export function clientAddress(req: IncomingMessage): string {
+  const a = req.socket.remoteAddress ?? '';
+  return a.startsWith('::ffff:') ? a.slice(7) : a;
+}
+
+/**
+ * One request/response exchange through the proxy. Its public members are what the response
+ * relays (relay-body.ts, relay-stream.ts) read and call; only they and this class change its state.
+ */
+export class Exchange {
+  readonly s: GatewayServices;
+  readonly limits: GatewayServices['config']['limits'];
+  /** Set once the exchange is recorded (before anything is forwarded). */
+  session!: HttpSession;
+  /** The client went away before its answer was complete. */
+  clientGone = false;
+  /** Set once the exchange's outcome is recorded, so no second ending is recorded. */
+  finished = false;
+  masker: ConnectionMasker | null = null;
+  /** Masking rules a policy `mask` decision added. */
+  extraRules: string[] | undefined;
+  /** Set by a stream relay: what to record when the client goes away mid-stream. */
+  onClientGone: (() => void) | undefined;
+  /** Created only when a hold needs a signal (an AbortController per request costs more than it looks). */
+  private abort: AbortController | undefined;
+  private upstreamReq: (ReturnType<typeof httpRequest> & { [SILENT]?: string }) | undefined;
+  /** Why the gateway stopped waiting for the upstream to connect, when it did. */
+  private connectTimedOut: string | undefined;
+
+  constructor(
+    readonly ctx: ProxyContext,
+    private readonly req: IncomingMessage,
+    readonly res: ServerResponse,
+    readonly route: UpstreamRoute,
+    private readonly identity: Identity,
+    /** The canonical path after the connection name: what policy saw and the upstream receives. */
+    readonly path: string,
+    private readonly search: string,
+    readonly style: ErrorStyle,
+    private readonly t0: number,
+  ) {
+    this.s = ctx.s;
+    this.limits = ctx.s.config.limits;
+    res.once('close', () => {
+      if (res.writableFinished) return;
+      this.clientGone = true;
+      this.abort?.abort(new Error('client disconnected'));
+      this.upstreamReq?.destroy();
+      this.onClientGone?.();
+    });
+  }
+
+  get name(): string {
+    return this.route.connection.name;
+  }
+
+  elapsed(): number {
+    return round1(performance.now() - this.t0);
+  }
+
+  base(kind: AuditEventInput['kind'], payload: unknown, spans?: MaskSpan[]): AuditEventInput {
+    const e: AuditEventInput = { kind, session: this.session.id, actor: this.identity.subject, connection: this.name, payload };
+    if (spans?.length) e.spans = spans;
+    return e;
+  }
+
+  /** Records outside the fail-closed path (after the request was recorded); a failure is logged. */
+  record(events: AuditEventInput[]): void {
+    this.ctx.writer.defer(events, (err) => {
+      this.s.log.error(`http proxy: could not record ${events.map((e) => e.kind).join(', ')} for session ${this.session.id}: ${(err as Error).message}`);
+    });
+  }
+
+  /**
+   * Inside response handlers any masker error, expected (MaskingError) or not, refuses what it was
+   * masking — throwing there would take the gateway down. The unexpected ones are logged.
+   */
+  unexpectedMaskingError(err: unknown): string {
+    if (!(err instanceof MaskingError)) this.s.log.error(`http proxy: masking threw unexpectedly: ${err instanceof Error ? err.stack : String(err)}`);
+    return err instanceof Error ? err.message : String(err);
+  }
+
+  fail(status: number, code: GatewayErrorCode, message: string, phase: string): void {
+    if (this.finished) return;
+    this.finished = true;
+    this.record([this.base('http.error', { phase, status, code, message, duration: this.elapsed() })]);
+    sendError(this.res, this.style, status, code, message, this.sessionHeader());
+  }
+
+  /** The session the exchange was recorded in, on gateway-made answers too (once it has one). */
+  private sessionHeader(): OutgoingHttpHeaders | undefined {
+    const session = this.session as HttpSession | undefined; // set once the exchange is recorded
+    return session ? { 'x-custody-session': session.id } : undefined;
+  }
+
+  async run(): Promise<void> {
+    const { req, res, s } = this;
+    const method = req.method ?? 'GET';
+    const limit = this.limits.maxRequestBytes;
+
+    // Body: refuse early on a declared length, and count the bytes that actually arrive.
+    const declared = req.headers['content-length'];
+    if (declared !== undefined && Number(declared) > limit) {
+      req.resume();
+      sendError(res, this.style, 413, 'request_too_large', `request body of ${declared} bytes exceeds the gateway limit of ${limit} bytes (limits.maxRequestBytes)`, { connection: 'close' });
+      return;
+    }
+    let body: Buffer;
+    let requestEncoding: string | undefined;
+    try {
+      body = await readRequestBody(req, limit);
+      requestEncoding = contentEncodingOf(req.headers['content-encoding'] as string | undefined);
+      if (requestEncoding && body.length) body = decodeBody(body, requestEncoding, limit);
+    } catch (err) {
+      if (err instanceof GatewayError) {
+        sendError(res, this.style, err.status, err.code, err.message, err.status === 413 ? { connection: 'close' } : undefined);
+        return;
+      }
+      if (this.clientGone) return;
+      throw err;
+    }
+    if (this.clientGone) return;
+
+    const contentType = req.headers['content-type'];
+    const kind = this.route.connection.kind;
+    // One reading of the body, whatever its headers say (request-body.ts).
+    let read: ReadBody;
+    try {
+      read = readRequest(kind, this.path, contentType, body);
+    } catch (err) {
+      if (!(err instanceof GatewayError)) throw err;
+      this.refuseUnread(method, err);
+      return;
+    }
+    const facts = describeRequest(kind, this.path, policyValue(read));
+
+    // Masking and policy. A masking failure is recorded and refused, never forwarded unmasked.
+    let masked: InspectedRequest | undefined;
+    let maskError: MaskingError | undefined;
+    const connection = this.route.connection;
+    const inspect = (extraRules?: string[]) => {
+      try {
+        masked = inspectRequest(this.masker, read, body, { contentType, search: this.search, headers: req.headers }, {
+          inspect: this.masker !== null || s.policy.inspects(this.name),
+          passthroughTypes: connection.passthroughTypes,
+          extraRules,
+        });
+      } catch (err) {
+        if (!(err instanceof MaskingError)) throw err;
+        maskError = err;
+      }
+    };
+    try {
+      this.masker = s.masking.forConnection(connection);
+    } catch (err) {
+      if (!(err instanceof MaskingError)) throw err;
+      maskError = err;
+    }
+    if (maskError === undefined) inspect();
+    let decision: PolicyDecision = { action: 'allow' };
+    if (maskError === undefined) {
+      const query = queryText(this.search);
+      try {
+        decision = s.policy.evaluate({
+          connection: this.name,
+          protocol: 'http',
+          identity: this.identity,
+          http: { method, path: this.path, model: facts.model, tools: facts.tools },
+          get text() {
+            return query ? `${facts.all}\n${query}` : facts.all;
+          },
+          detectorHits: masked!.detectorHits,
+        });
+      } catch (err) {
+        s.log.error(`http proxy: policy evaluation failed: ${(err as Error).stack}`);
+        sendError(res, this.style, 500, 'internal_error', `policy evaluation failed (${(err as Error).message}); the request was not forwarded`);
+        return;
+      }
+      if (decision.action === 'mask' && decision.mask?.length) {
+        this.extraRules = decision.mask;
+        try {
+          this.masker ??= s.masking.forConnection(connection, decision.mask);
+        } catch (err) {
+          if (!(err instanceof MaskingError)) throw err;
+          maskError = err;
+        }
+        if (maskError !== undefined) {
+          // refused below
+        } else if (!this.masker) maskError = new MaskingError(`policy rule "${decision.rule}" asks for masking rules ${decision.mask.join(', ')}, but none of them can be applied to connection ${this.name}`);
+        else inspect(decision.mask);
+      }
+    }
+    // A body nobody can inspect goes on only to a person (hold) or when its type is let through.
+    const uninspectable = maskError === undefined && decision.action !== 'hold' && decision.action !== 'deny' ? masked!.uninspectable : undefined;
+
+    // Record before forwarding (fail closed).
+    const now = Date.now();
+    const label = validSessionLabel(req.headers['x-custody-session']);
+    const resolved = this.ctx.sessions.resolve(this.identity, this.name, label, now);
+    this.session = resolved.session;
+    const events: AuditEventInput[] = [];
+    if (resolved.isNew) {
+      if (resolved.replaced) events.push({ kind: 'session.end', session: resolved.replaced.id, actor: this.identity.subject, connection: this.name, payload: { protocol: 'http', reason: 'idle', lastActivityAt: resolved.replaced.lastAt } });
+      events.push(
+        this.base('session.start', {
+          protocol: 'http',
+          identity: this.identity.subject,
+          actorName: this.identity.name,
+          via: this.identity.via,
+          groups: this.identity.groups,
+          clientAddress: clientAddress(req),
+          userAgent: req.headers['user-agent'],
+          connection: this.name,
+          kind,
+          clientSession: label,
+        }),
+      );
+    }
+    const requestPayload: Record<string, unknown> = {
+      method,
+      path: this.path,
+      headers: recordedHeaders(masked?.logHeaders ?? req.headers),
+      bytes: body.length,
+      actorName: this.identity.name,
+    };
+    if (masked?.logQuery) requestPayload['query'] = masked.logQuery;
+    if (facts.model && maskError === undefined) requestPayload['model'] = facts.model; // a refused model name may be what carried PII
+    if (facts.stream) requestPayload['stream'] = true;
+    let requestSpans: MaskSpan[] | undefined;
+    if (maskError !== undefined) requestPayload['bodyOmitted'] = 'masking failed; the body is not recorded unmasked';
+    else if (masked) {
+      Object.assign(requestPayload, masked.log);
+      if (Object.keys(masked.counts).length) requestPayload['masked'] = masked.counts;
+      if (masked.spans.length) requestSpans = masked.spans;
+    }
+    events.push(this.base('http.request', requestPayload, requestSpans));
+    if (decision.rule !== undefined) events.push(this.base('policy.decision', decisionPayload(decision, method, this.path, facts)));
+    const refusal = maskError !== undefined ? maskingRefusal(maskError) : uninspectable !== undefined ? inspectionRefusal(this.name, uninspectable) : undefined;
+    if (refusal) events.push(this.base('http.error', { phase: maskError !== undefined ? 'masking' : 'inspection', ...refusal }));
+    try {
+      await this.ctx.writer.commit(events);
+    } catch (err) {
+      if (resolved.isNew) this.ctx.sessions.forget(this.session, resolved.replaced);
+      if (!(err instanceof StoreUnavailableError)) throw err;
+      s.log.error(`http proxy: refusing ${method} /${this.name}${this.path}: ${err.message}`);
+      sendError(res, this.style, 503, 'store_unavailable', `the gateway cannot record this request (${err.message}), so it was not forwarded`);
+      return;
+    }
+    if (this.clientGone) {
+      this.recordClientGone('request');
+      return;
+    }
+    if (resolved.isNew) {
+      const summary = s.store.session(this.session.id);
+      if (summary) s.bus.publish({ type: 'session.started', session: summary });
+    }
+
+    if (refusal) {
+      this.finished = true;
+      sendError(res, this.style, refusal.status, refusal.code, refusal.message);
+      return;
+    }
+    if (decision.action === 'deny') {
+      const message = `denied by policy rule "${decision.rule ?? 'default'}"${decision.reason ? `: ${decision.reason}` : ''}`;
+      this.refuse(403, 'policy_denied', message);
+      return;
+    }
+    if (decision.action === 'hold') {
+      const approved = await this.hold(decision, method, facts, masked);
+      if (!approved) return;
+    }
+    this.forward(method, masked!, requestEncoding !== undefined);
+  }
+
+  /** A body the gateway could not read (400, 415): recorded without a session, then answered. */
+  private refuseUnread(method: string, err: GatewayError): void {
+    this.ctx.writer.defer([
+      { kind: 'http.error', actor: this.identity.subject, connection: this.name, payload: { phase: 'request', status: err.status, code: err.code, message: err.message, method, path: this.path, duration: this.elapsed() } },
+    ]);
+    sendError(this.res, this.style, err.status, err.code, err.message);
+  }
+
+  /** A refusal the policy decided: recorded as the response the client got. */
+  private refuse(status: number, code: GatewayErrorCode, message: string): void {
+    if (this.finished) return;
+    this.finished = true;
+    const body = errorBody(this.style, status, code, message);
+    this.record([this.base('http.response', { status, body, bodyEncoding: 'json', gateway: true, code, duration: this.elapsed() })]);
+    sendError(this.res, this.style, status, code, message, this.sessionHeader());
+  }
+
+  /** Parks the request until approvers decide; true when approved (and the client is still there). */
+  private async hold(decision: PolicyDecision, method: string, facts: RequestFacts, masked: InspectedRequest | undefined): Promise<boolean> {
+    // approvers see the request as recorded (masked)
+    const text = masked?.log.body !== undefined ? describeRequest(this.route.connection.kind, this.path, masked.log.body).text : facts.text;
+    this.abort = new AbortController();
+    if (this.clientGone) this.abort.abort(new Error('client disconnected'));
+    let outcome;
+    try {
+      outcome = await this.s.holds.request({
+        identity: this.identity,
+        connection: this.name,
+        protocol: 'http',
+        session: this.session.id,
+        rule: decision.rule ?? 'hold',
+        ruleReason: decision.reason,
+        summary: holdSummary(method, this.path, facts.model, text),
+        spec: decision.hold!,
+        signal: this.abort.signal,
+      });
+    } catch (err) {
+      if (this.clientGone) return false;
+      this.s.log.error(`http proxy: hold failed: ${(err as Error).stack}`);
+      this.fail(503, 'hold_unavailable', `the request is held by policy rule "${decision.rule}" but the approval queue failed (${(err as Error).message}); it was not forwarded`, 'hold');
+      return false;
+    }
+    if (this.clientGone) {
+      if (!this.finished) {
+        this.finished = true;
+        this.record([this.base('http.error', { phase: 'hold', code: 'client_closed', message: `client disconnected while held (${outcome.state})`, duration: this.elapsed() })]);
+      }
+      return false;
+    }
+    if (outcome.state === 'approved') return true;
+    const by = outcome.decidedBy.length ? ` by ${outcome.decidedBy.join(', ')}` : '';
+    const code: GatewayErrorCode = outcome.state === 'expired' ? 'hold_expired' : 'hold_denied';
+    this.refuse(403, code, `held for approval by policy rule "${decision.rule}" and ${outcome.state}${by}: ${outcome.reason}`);
+    return false;
+  }
+
+  private forward(method: string, inspected: InspectedRequest, bodyWasDecoded: boolean): void {
+    const { req, route } = this;
+    const body = inspected.forward;
+    const headers = upstreamRequestHeaders(inspected.headers, bodyWasDecoded);
+    if (inspected.contentType !== undefined) headers['content-type'] = inspected.contentType;
+    headers['host'] = route.host;
+    headers['accept-encoding'] = 'identity';
+    if (route.authHeader) headers[route.authHeader[0]] = route.authHeader[1];
+    if (body.length || req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined) headers['content-length'] = body.length;
+    let upstreamPath = route.basePath + this.path;
+    if (upstreamPath === '') upstreamPath = '/';
+    const options = { protocol: route.protocol, hostname: route.hostname, port: route.port, method, path: upstreamPath + inspected.search, headers, agent: route.agent, setHost: false };
+    const upReq = route.protocol === 'https:' ? httpsRequest(options) : httpRequest(options);
+    this.upstreamReq = upReq;
+    const tForward = performance.now();
+    upReq.on('response', (upRes) => this.onResponse(upRes, tForward, method));
+    upReq.on('error', (err: NodeJS.ErrnoException) => this.onUpstreamError(err));
+    upReq.on('socket', (socket: Socket) => {
+      if (!socket.connecting) return; // a reused keep-alive connection
+      const timer = setTimeout(() => this.timedOut(`no connection within ${this.limits.upstreamConnectTimeout} (limits.upstreamConnectTimeout)`), this.ctx.connectTimeout);
+      const clear = () => clearTimeout(timer);
+      socket.once('connect', clear);
+      socket.once('close', clear);
+    });
+    // Silence after that — before the response or between two pieces of it — is the SilenceWatch's.
+    upReq.end(body);
+  }
+
+  private timedOut(why: string): void {
+    this.connectTimedOut = why;
+    this.upstreamReq?.destroy(Object.assign(new Error(why), { code: 'ETIMEDOUT' }));
+  }
+
+  /** Why the gateway gave up waiting for the upstream (connect or idle timeout), if it did. */
+  get upstreamTimedOut(): string | undefined {
+    return this.connectTimedOut ?? this.upstreamReq?.[SILENT];
+  }
+
+  private onUpstreamError(err: NodeJS.ErrnoException): void {
+    if (this.clientGone) {
+      this.recordClientGone('upstream');
+      return;
+    }
+    if (this.res.headersSent) return; // mid-response failures are handled by the response relay
+    const where = `${this.route.protocol}//${this.route.host}`;
+    if (this.upstreamTimedOut !== undefined) {
+      this.fail(504, 'upstream_timeout', `connection ${this.name}: the upstream ${where} timed out (${this.upstreamTimedOut})`, 'upstream');
+      return;
+    }
+    const detail = err.code ? `${err.code}${err.message && !err.message.includes(err.code) ? `: ${err.message}` : ''}` : err.message;
+    this.fail(502, 'upstream_unavailable', `connection ${this.name}: the upstream ${where} cannot be reached (${detail})`, 'upstream');
+  }
+
+  recordClientGone(phase: string, extra?: Record<string, unknown>): void {
+    if (this.finished) return;
+    this.finished = true;
+    this.record([this.base('http.error', { phase, code: 'client_closed', message: 'client disconnected; the upstream request was aborted', duration: this.elapsed(), ...extra })]);
+  }
+
+  private onResponse(upRes: IncomingMessage, tForward: number, method: string): void {
+    if (this.clientGone) {
+      upRes.destroy();
+      this.recordClientGone('upstream');
+      return;
+    }
+    const status = upRes.statusCode ?? 502;
+    if (method === 'HEAD' || status === 204 || status === 304) {
+      // No body by definition: headers (content-length included) pass as they are.
+      this.res.writeHead(status, this.responseHeaders(upRes, false));
+      this.res.end();
+      upRes.resume();
+      this.finished = true;
+      this.record([this.base('http.response', { status, headers: this.recordedResponseHeaders(upRes), bytes: 0, duration: this.elapsed() })]);
+      return;
+    }
+    const contentType = upRes.headers['content-type'];
+    const encoding = contentEncodingOf(upRes.headers['content-encoding']);
+    if (encoding && !canDecode(encoding)) {
+      upRes.destroy();
+      this.fail(502, 'upstream_failed', `connection ${this.name}: the upstream answered with content-encoding "${encoding}", which the gateway cannot decode to record or mask`, 'upstream');
+      return;
+    }
+    let source: Readable = upRes;
+    if (encoding) {
+      const decoder = responseDecoder(encoding);
+      upRes.on('error', (err) => decoder.destroy(err));
+      source = upRes.pipe(decoder);
+    }
+    const isSse = contentType !== undefined && /^text\/event-stream/i.test(contentType);
+    if (isSse) relayStream(this, upRes, source, status, tForward);
+    else relayBody(this, upRes, source, status, encoding !== undefined);
+  }
+
+  responseHeaders(upRes: IncomingMessage, bodyRewritten: boolean): OutgoingHttpHeaders {
+    const headers = clientResponseHeaders(upRes.headers, bodyRewritten);
+    this.route.scrubber?.headers(headers);
+    headers['x-custody-session'] = this.session.id;
+    if (this.ctx.isClosing()) headers['connection'] = 'close';
+    return headers;
+  }
+
+  recordedResponseHeaders(upRes: IncomingMessage): Record<string, string | string[]> {
+    const headers = recordedHeaders(upRes.headers);
+    return this.route.scrubber ? this.route.scrubber.headers(headers) : headers;
+  }
+}
+
+/** What the client is told when masking refuses a request: 400 for what it carries, 500 when masking broke. */
+function maskingRefusal(err: MaskingError): { status: number; code: GatewayErrorCode; message: string } {
+  if (err instanceof UnmaskableValueError) return { status: 400, code: 'unmaskable_value', message: err.message };
+  return { status: 500, code: 'masking_failed', message: `masking failed: ${err.message}; the request was not forwarded` };
+}
+
+function inspectionRefusal(connection: string, what: string): { status: number; code: GatewayErrorCode; message: string } {
+  return {
+    status: 415,
+    code: 'unsupported_media_type',
+    message: `connection ${connection} inspects request bodies (masking, content or detectors rules), and this one carries ${what}, which the gateway cannot inspect; send text, or ask an admin to list the type in the connection's passthroughTypes`,
+  };
+}
+
+function decisionPayload(d: PolicyDecision, method: string, path: string, facts: RequestFacts): Record<string, unknown> {
+  const p: Record<string, unknown> = { protocol: 'http', action: d.action, rule: d.rule, method, path };
+  if (d.reason) p['reason'] = d.reason;
+  if (facts.model) p['model'] = facts.model;
+  if (d.mask) p['mask'] = d.mask;
+  if (d.hold) p['hold'] = d.hold;
+  return p;
+}

@@ -1,0 +1,116 @@
+/**
+ * Relays a non-streamed upstream response (content-length or chunked) to the client of one exchange.
+ */
+import type { IncomingMessage } from 'node:http';
+import type { Readable } from 'node:stream';
+import type { MaskSpan } from '../../shared/events';
+import type { MaskedBody } from '../masking/types';
+import { bodyForLog } from './bodies';
+import type { Exchange } from './exchange';
+
+/** Non-streamed responses up to this size (declared by content-length) are relayed in one write. */
+const BUFFER_SMALL_RESPONSES = 256 * 1024;
+
+/** A non-streamed response: relayed as it arrives, or whole when it must be masked or scrubbed. */
+export function relayBody(x: Exchange, upRes: IncomingMessage, source: Readable, status: number, decoded: boolean): void {
+  const { res } = x;
+  const max = x.limits.maxResponseBytes;
+  const declaredText = upRes.headers['content-length'];
+  const declared = declaredText !== undefined ? Number(declaredText) : undefined;
+  if (!decoded && declared !== undefined && declared > max) {
+    upRes.destroy();
+    x.fail(413, 'response_too_large', `connection ${x.name}: the upstream response of ${declared} bytes exceeds the gateway limit of ${max} bytes (limits.maxResponseBytes)`, 'response');
+    return;
+  }
+  // Small bodies are relayed in one write with an exact content-length (also after decoding).
+  const whole = x.masker !== null || status >= 400 || (declared !== undefined && declared <= BUFFER_SMALL_RESPONSES);
+  const chunks: Buffer[] = [];
+  let size = 0;
+  let tooLarge = false;
+  // Relayed in pieces, the secret may straddle two of them: the scrubber holds back a few bytes.
+  const scrubbing = whole ? undefined : x.route.scrubber?.bodyStream();
+  if (!whole) res.writeHead(status, x.responseHeaders(upRes, decoded || scrubbing !== undefined));
+  source.on('data', (chunk: Buffer) => {
+    if (tooLarge) return;
+    size += chunk.length;
+    if (size > max) {
+      tooLarge = true;
+      upRes.destroy();
+      source.destroy();
+      const message = `connection ${x.name}: the upstream response exceeds the gateway limit of ${max} bytes (limits.maxResponseBytes)`;
+      if (whole) x.fail(413, 'response_too_large', message, 'response');
+      else {
+        x.finished = true;
+        x.record([x.base('http.error', { phase: 'response', status, code: 'response_too_large', message, bytes: size, duration: x.elapsed() })]);
+        res.destroy(); // headers are out: cutting the connection is the only honest signal
+      }
+      return;
+    }
+    chunks.push(chunk);
+    if (whole) return;
+    const out = scrubbing ? scrubbing.push(chunk) : chunk;
+    if (out.length && !res.write(out) && !source.isPaused()) {
+      source.pause();
+      res.once('drain', () => source.resume());
+    }
+  });
+  source.once('end', () => {
+    if (tooLarge || x.clientGone || x.finished) return;
+    let out = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size);
+    const contentType = upRes.headers['content-type'];
+    let logged: { body?: unknown; bodyEncoding?: string } | undefined;
+    let spans: MaskSpan[] | undefined;
+    let counts: Record<string, number> | undefined;
+    const scrubber = x.route.scrubber;
+    if (whole) {
+      if (scrubber) out = scrubber.scrub(out);
+      if (x.masker) {
+        let m: MaskedBody;
+        try {
+          m = x.masker.response(x.path, contentType, out, x.extraRules);
+        } catch (err) {
+          x.fail(500, 'masking_failed', `masking the response failed: ${x.unexpectedMaskingError(err)}; it was not sent`, 'masking');
+          return;
+        }
+        out = m.forward;
+        logged = { body: m.log, bodyEncoding: typeof m.log === 'string' ? 'text' : 'json' };
+        spans = m.spans;
+        if (Object.keys(m.counts).length) counts = m.counts;
+      }
+      const headers = x.responseHeaders(upRes, true);
+      headers['content-length'] = out.length;
+      res.writeHead(status, headers);
+      res.end(out);
+      logged ??= bodyForLog(out, contentType); // parsed for the record after the client has its answer
+    } else {
+      res.end(scrubbing?.end());
+      logged = bodyForLog(scrubber ? scrubber.scrub(out) : out, contentType);
+    }
+    x.finished = true;
+    const payload: Record<string, unknown> = { status, headers: x.recordedResponseHeaders(upRes), bytes: size, duration: x.elapsed(), ...logged };
+    if (counts) payload['masked'] = counts;
+    x.record([x.base('http.response', payload, spans)]);
+  });
+  source.once('error', (err) => upstreamBroke(x, err, status, size));
+  upRes.once('close', () => {
+    if (!upRes.complete && !tooLarge) upstreamBroke(x, new Error('the upstream closed the connection before the response was complete'), status, size);
+  });
+}
+
+function upstreamBroke(x: Exchange, err: Error, status: number, bytes: number): void {
+  if (x.clientGone) {
+    x.recordClientGone('response', { bytes });
+    return;
+  }
+  if (x.finished) return;
+  const timedOut = x.upstreamTimedOut;
+  const code = timedOut === undefined ? 'upstream_failed' : 'upstream_timeout';
+  const message = `connection ${x.name}: the upstream response ${timedOut === undefined ? 'failed' : 'timed out'} midway (${timedOut ?? err.message})`;
+  if (!x.res.headersSent) {
+    x.fail(timedOut === undefined ? 502 : 504, code, message, 'response');
+    return;
+  }
+  x.finished = true;
+  x.record([x.base('http.error', { phase: 'response', status, code, message, bytes, duration: x.elapsed() })]);
+  x.res.destroy();
+}
