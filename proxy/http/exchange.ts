@@ -61,6 +61,10 @@ export class Exchange {
   private upstreamReq: (ReturnType<typeof httpRequest> & { [SILENT]?: string }) | undefined;
   /** Why the gateway stopped waiting for the upstream to connect, when it did. */
   private connectTimedOut: string | undefined;
+  /** The upstream's response headers arrived: from then on its failures are the relay's to answer. */
+  private responded = false;
+  /** An error the upstream request raised after its response began (a reset, invalid HTTP framing). */
+  private upstreamFault: NodeJS.ErrnoException | undefined;
 
   constructor(
     readonly ctx: ProxyContext,
@@ -123,7 +127,7 @@ export class Exchange {
   }
 
   /** The session the exchange was recorded in, on gateway-made answers too (once it has one). */
-  private sessionHeader(): OutgoingHttpHeaders | undefined {
+  sessionHeader(): OutgoingHttpHeaders | undefined {
     const session = this.session as HttpSession | undefined; // set once the exchange is recorded
     return session ? { 'x-custody-session': session.id } : undefined;
   }
@@ -406,14 +410,35 @@ export class Exchange {
       this.recordClientGone('upstream');
       return;
     }
-    if (this.res.headersSent) return; // mid-response failures are handled by the response relay
+    if (this.responded) {
+      // The response relay sees the response break and answers; this says why.
+      this.upstreamFault ??= err;
+      return;
+    }
     const where = `${this.route.protocol}//${this.route.host}`;
     if (this.upstreamTimedOut !== undefined) {
       this.fail(504, 'upstream_timeout', `connection ${this.name}: the upstream ${where} timed out (${this.upstreamTimedOut})`, 'upstream');
       return;
     }
-    const detail = err.code ? `${err.code}${err.message && !err.message.includes(err.code) ? `: ${err.message}` : ''}` : err.message;
-    this.fail(502, 'upstream_unavailable', `connection ${this.name}: the upstream ${where} cannot be reached (${detail})`, 'upstream');
+    if (isHttpParseError(err)) this.fail(502, 'upstream_failed', `connection ${this.name}: the upstream ${where} answered with something that is not valid HTTP (${errorDetail(err)})`, 'upstream');
+    else if (CLOSED_BEFORE_ANSWER.has(err.code ?? '')) this.fail(502, 'upstream_failed', `connection ${this.name}: the upstream ${where} closed the connection before answering (${errorDetail(err)})`, 'upstream');
+    else this.fail(502, 'upstream_unavailable', `connection ${this.name}: the upstream ${where} cannot be reached (${errorDetail(err)})`, 'upstream');
+  }
+
+  /**
+   * What the client is told when the upstream's answer breaks after its headers arrived: the body
+   * does not decode, its HTTP framing is invalid, the connection closed before the end, or the
+   * upstream went silent. `what` is `response` or `stream`.
+   */
+  upstreamFailure(err: NodeJS.ErrnoException | undefined, encoding: string | undefined, what: string): { status: number; code: GatewayErrorCode; message: string } {
+    const timedOut = this.upstreamTimedOut;
+    if (timedOut !== undefined) return { status: 504, code: 'upstream_timeout', message: `connection ${this.name}: the upstream ${what} timed out midway (${timedOut})` };
+    const fault = this.upstreamFault;
+    let why: string;
+    if (encoding !== undefined && err !== undefined && isDecodingError(err)) why = `the upstream's ${what} is not valid ${encoding} (${err.message})`;
+    else if (fault !== undefined && isHttpParseError(fault)) why = `the upstream's ${what} is not valid HTTP (${errorDetail(fault)})`;
+    else why = `the upstream closed the connection before the ${what} was complete${fault !== undefined ? ` (${errorDetail(fault)})` : ''}`;
+    return { status: 502, code: 'upstream_failed', message: `connection ${this.name}: ${why}` };
   }
 
   recordClientGone(phase: string, extra?: Record<string, unknown>): void {
@@ -423,6 +448,7 @@ export class Exchange {
   }
 
   private onResponse(upRes: IncomingMessage, tForward: number, method: string): void {
+    this.responded = true;
     if (this.clientGone) {
       upRes.destroy();
       this.recordClientGone('upstream');
@@ -452,8 +478,8 @@ export class Exchange {
       source = upRes.pipe(decoder);
     }
     const isSse = contentType !== undefined && /^text\/event-stream/i.test(contentType);
-    if (isSse) relayStream(this, upRes, source, status, tForward);
-    else relayBody(this, upRes, source, status, encoding !== undefined);
+    if (isSse) relayStream(this, upRes, source, status, tForward, encoding);
+    else relayBody(this, upRes, source, status, encoding);
   }
 
   responseHeaders(upRes: IncomingMessage, bodyRewritten: boolean): OutgoingHttpHeaders {
@@ -468,6 +494,23 @@ export class Exchange {
     const headers = recordedHeaders(upRes.headers);
     return this.route.scrubber ? this.route.scrubber.headers(headers) : headers;
   }
+}
+
+/** Upstream request errors that mean the upstream closed or reset the connection before its response. */
+const CLOSED_BEFORE_ANSWER = new Set(['ECONNRESET', 'EPIPE']);
+
+/** Node's HTTP parser refused what the upstream sent (llhttp error codes). */
+function isHttpParseError(err: NodeJS.ErrnoException): boolean {
+  return err.code !== undefined && err.code.startsWith('HPE_');
+}
+
+/** A zlib or brotli decoder refused the body (zlib: Z_DATA_ERROR, Z_BUF_ERROR…; brotli: ERR__ERROR_…). */
+function isDecodingError(err: NodeJS.ErrnoException): boolean {
+  return typeof err.errno === 'number' && err.code !== undefined && (err.code.startsWith('Z_') || err.code.startsWith('ERR__ERROR'));
+}
+
+function errorDetail(err: NodeJS.ErrnoException): string {
+  return err.code ? `${err.code}${err.message && !err.message.includes(err.code) ? `: ${err.message}` : ''}` : err.message;
 }
 
 /** What the client is told when masking refuses a request: 400 for what it carries, 500 when masking broke. */

@@ -1,5 +1,12 @@
 /**
- * Relays a non-streamed upstream response (content-length or chunked) to the client of one exchange.
+ * Relays a non-streamed upstream response (content-length or chunked) to the client of one
+ * exchange: whole, in one write with an exact content-length, when it is small, an error, or must
+ * be masked; otherwise piece by piece as it arrives, with backpressure.
+ *
+ * When the upstream's answer breaks (a body that does not decode, a connection closed or reset
+ * before the end, invalid chunk framing), the client gets a provider-shaped 502 if nothing has
+ * reached it yet — which is why the headers of a piecewise relay are written with its first bytes,
+ * not before — and otherwise its connection is cut, so a truncated body never looks complete.
  */
 import type { IncomingMessage } from 'node:http';
 import type { Readable } from 'node:stream';
@@ -11,12 +18,16 @@ import type { Exchange } from './exchange';
 /** Non-streamed responses up to this size (declared by content-length) are relayed in one write. */
 const BUFFER_SMALL_RESPONSES = 256 * 1024;
 
-/** A non-streamed response: relayed as it arrives, or whole when it must be masked or scrubbed. */
-export function relayBody(x: Exchange, upRes: IncomingMessage, source: Readable, status: number, decoded: boolean): void {
+/**
+ * A non-streamed response: relayed as it arrives, or whole when it must be masked or scrubbed.
+ * `source` is `upRes` or, when the upstream sent `encoding`, its decoder.
+ */
+export function relayBody(x: Exchange, upRes: IncomingMessage, source: Readable, status: number, encoding: string | undefined): void {
   const { res } = x;
   const max = x.limits.maxResponseBytes;
   const declaredText = upRes.headers['content-length'];
   const declared = declaredText !== undefined ? Number(declaredText) : undefined;
+  const decoded = encoding !== undefined;
   if (!decoded && declared !== undefined && declared > max) {
     upRes.destroy();
     x.fail(413, 'response_too_large', `connection ${x.name}: the upstream response of ${declared} bytes exceeds the gateway limit of ${max} bytes (limits.maxResponseBytes)`, 'response');
@@ -29,7 +40,7 @@ export function relayBody(x: Exchange, upRes: IncomingMessage, source: Readable,
   let tooLarge = false;
   // Relayed in pieces, the secret may straddle two of them: the scrubber holds back a few bytes.
   const scrubbing = whole ? undefined : x.route.scrubber?.bodyStream();
-  if (!whole) res.writeHead(status, x.responseHeaders(upRes, decoded || scrubbing !== undefined));
+  const headers = whole ? undefined : x.responseHeaders(upRes, decoded || scrubbing !== undefined);
   source.on('data', (chunk: Buffer) => {
     if (tooLarge) return;
     size += chunk.length;
@@ -38,7 +49,7 @@ export function relayBody(x: Exchange, upRes: IncomingMessage, source: Readable,
       upRes.destroy();
       source.destroy();
       const message = `connection ${x.name}: the upstream response exceeds the gateway limit of ${max} bytes (limits.maxResponseBytes)`;
-      if (whole) x.fail(413, 'response_too_large', message, 'response');
+      if (!res.headersSent) x.fail(413, 'response_too_large', message, 'response');
       else {
         x.finished = true;
         x.record([x.base('http.error', { phase: 'response', status, code: 'response_too_large', message, bytes: size, duration: x.elapsed() })]);
@@ -49,7 +60,9 @@ export function relayBody(x: Exchange, upRes: IncomingMessage, source: Readable,
     chunks.push(chunk);
     if (whole) return;
     const out = scrubbing ? scrubbing.push(chunk) : chunk;
-    if (out.length && !res.write(out) && !source.isPaused()) {
+    if (!out.length) return;
+    if (!res.headersSent) res.writeHead(status, headers);
+    if (!res.write(out) && !source.isPaused()) {
       source.pause();
       res.once('drain', () => source.resume());
     }
@@ -83,6 +96,7 @@ export function relayBody(x: Exchange, upRes: IncomingMessage, source: Readable,
       res.end(out);
       logged ??= bodyForLog(out, contentType); // parsed for the record after the client has its answer
     } else {
+      if (!res.headersSent) res.writeHead(status, headers);
       res.end(scrubbing?.end());
       logged = bodyForLog(scrubber ? scrubber.scrub(out) : out, contentType);
     }
@@ -91,26 +105,28 @@ export function relayBody(x: Exchange, upRes: IncomingMessage, source: Readable,
     if (counts) payload['masked'] = counts;
     x.record([x.base('http.response', payload, spans)]);
   });
-  source.once('error', (err) => upstreamBroke(x, err, status, size));
+  source.once('error', (err) => upstreamBroke(x, upRes, source, err, encoding, status, size));
   upRes.once('close', () => {
-    if (!upRes.complete && !tooLarge) upstreamBroke(x, new Error('the upstream closed the connection before the response was complete'), status, size);
+    if (!upRes.complete && !tooLarge) upstreamBroke(x, upRes, source, undefined, encoding, status, size);
   });
 }
 
-function upstreamBroke(x: Exchange, err: Error, status: number, bytes: number): void {
+/** The upstream's answer broke (`err` from the body or its decoder, when there is one). */
+function upstreamBroke(x: Exchange, upRes: IncomingMessage, source: Readable, err: Error | undefined, encoding: string | undefined, status: number, bytes: number): void {
+  // Whatever is left of the upstream's answer is dropped, and its connection with it.
+  upRes.destroy();
+  source.destroy();
   if (x.clientGone) {
     x.recordClientGone('response', { bytes });
     return;
   }
   if (x.finished) return;
-  const timedOut = x.upstreamTimedOut;
-  const code = timedOut === undefined ? 'upstream_failed' : 'upstream_timeout';
-  const message = `connection ${x.name}: the upstream response ${timedOut === undefined ? 'failed' : 'timed out'} midway (${timedOut ?? err.message})`;
+  const failure = x.upstreamFailure(err, encoding, 'response');
   if (!x.res.headersSent) {
-    x.fail(timedOut === undefined ? 502 : 504, code, message, 'response');
+    x.fail(failure.status, failure.code, failure.message, 'response');
     return;
   }
   x.finished = true;
-  x.record([x.base('http.error', { phase: 'response', status, code, message, bytes, duration: x.elapsed() })]);
-  x.res.destroy();
+  x.record([x.base('http.error', { phase: 'response', status, code: failure.code, message: failure.message, bytes, duration: x.elapsed() })]);
+  x.res.destroy(); // bytes went out: cutting the connection is the only honest signal
 }

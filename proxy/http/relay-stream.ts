@@ -1,11 +1,17 @@
 /**
  * Relays a text/event-stream upstream response to the client of one exchange, event by event.
+ *
+ * When the stream breaks (a body that does not decode, a connection closed or reset before the
+ * end, invalid chunk framing, a masking or store failure), a client that has received nothing yet
+ * gets a plain provider-shaped error response; one that has gets a provider-shaped error event as
+ * the stream's last, never an end that looks complete.
  */
-import type { IncomingMessage } from 'node:http';
+import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import type { Readable } from 'node:stream';
 import type { SseEvent, StreamChunkResult, StreamMasker } from '../masking/types';
-import { errorEvent, type GatewayErrorCode } from './errors';
+import type { AuditEventInput } from '../../shared/events';
+import { errorEvent, type GatewayErrorCode, sendError } from './errors';
 import type { Exchange } from './exchange';
 import { StreamRecorder } from './recorder';
 import { serializeSseEvent, SseParser } from './sse';
@@ -20,7 +26,7 @@ const HEADERS_ALONE_MS = 2;
  * moment they arrive; with masking, each parsed event goes through the stream masker and what it
  * releases is written at once. Events are recorded in batches (one commit per STREAM_BATCH_MS).
  */
-export function relayStream(x: Exchange, upRes: IncomingMessage, source: Readable, status: number, tForward: number): void {
+export function relayStream(x: Exchange, upRes: IncomingMessage, source: Readable, status: number, tForward: number, encoding: string | undefined): void {
   const { res } = x;
   const max = x.limits.maxResponseBytes;
   const parser = new SseParser();
@@ -48,20 +54,28 @@ export function relayStream(x: Exchange, upRes: IncomingMessage, source: Readabl
   );
 
   const headers = x.responseHeaders(upRes, true);
-  res.writeHead(status, headers);
+  const response = x.base('http.response', { status, headers: x.recordedResponseHeaders(upRes), stream: true, ttfb: Math.round((performance.now() - tForward) * 10) / 10, duration: x.elapsed() });
   // The headers go out with the first event (one packet, one wake-up for the client) or on their
-  // own after HEADERS_ALONE_MS when the upstream is slow to send one — never held longer.
+  // own after HEADERS_ALONE_MS when the upstream is slow to send one — never held longer. A
+  // compressed stream (from an upstream that ignored `accept-encoding: identity`) sends them with
+  // its first decoded event, so a body that does not decode at all gets a plain 502.
   let headersOut = false;
-  const headerTimer = setTimeout(() => {
-    if (!headersOut && !res.writableEnded && !res.destroyed) res.flushHeaders();
-    headersOut = true;
-  }, HEADERS_ALONE_MS);
-  recorder.add(x.base('http.response', { status, headers: x.recordedResponseHeaders(upRes), stream: true, ttfb: Math.round((performance.now() - tForward) * 10) / 10, duration: x.elapsed() }));
+  const headerTimer =
+    encoding === undefined
+      ? setTimeout(() => {
+          if (!headersOut && !res.writableEnded && !res.destroyed) {
+            startStream(res, status, headers, recorder, response);
+            res.flushHeaders();
+          }
+          headersOut = true;
+        }, HEADERS_ALONE_MS)
+      : undefined;
 
   const write = (data: Buffer | string) => {
     if (!headersOut) {
       headersOut = true;
       clearTimeout(headerTimer);
+      startStream(res, status, headers, recorder, response);
     }
     if (!res.write(data) && !source.isPaused()) {
       source.pause();
@@ -77,8 +91,16 @@ export function relayStream(x: Exchange, upRes: IncomingMessage, source: Readabl
     x.finished = true;
     upRes.destroy();
     source.destroy();
-    if (!x.clientGone && !res.writableEnded) res.end(serializeSseEvent(errorEvent(x.style, statusCode, code, message)));
-    recorder.add(x.base('http.error', { phase: 'stream', status: statusCode, code, message, offset: x.elapsed(), events: recorder.eventCount, bytes: size }));
+    if (!headersOut) {
+      // Nothing has reached the client: it gets the error as a response of its own, not a stream.
+      headersOut = true;
+      clearTimeout(headerTimer);
+      if (!x.clientGone) sendError(res, x.style, statusCode, code, message, x.sessionHeader());
+      recorder.add(x.base('http.error', { phase: 'response', status: statusCode, code, message, bytes: size, duration: x.elapsed() }));
+    } else {
+      if (!x.clientGone && !res.writableEnded) res.end(serializeSseEvent(errorEvent(x.style, statusCode, code, message)));
+      recorder.add(x.base('http.error', { phase: 'stream', status: statusCode, code, message, offset: x.elapsed(), events: recorder.eventCount, bytes: size }));
+    }
     recorder.flush();
   };
   const release = (r: StreamChunkResult) => {
@@ -140,18 +162,28 @@ export function relayStream(x: Exchange, upRes: IncomingMessage, source: Readabl
     }
     ended = true;
     x.finished = true;
+    if (!headersOut) {
+      headersOut = true;
+      clearTimeout(headerTimer);
+      startStream(res, status, headers, recorder, response);
+    }
     res.end();
     recorder.add(x.base('http.chunk', { offset: x.elapsed(), events: [], done: true, totalEvents: recorder.eventCount, bytes: size, incompleteTail: tail.incomplete || undefined, duration: x.elapsed() }));
     recorder.flush();
   });
-  const broken = (what: string) => {
+  const broken = (err: Error | undefined) => {
     if (x.clientGone || ended) return;
-    const timedOut = x.upstreamTimedOut;
-    if (timedOut !== undefined) endWithError(504, 'upstream_timeout', `connection ${x.name}: the upstream stream timed out midway (${timedOut}); it was cut off`);
-    else endWithError(502, 'upstream_failed', `connection ${x.name}: ${what}`);
+    const failure = x.upstreamFailure(err, encoding, 'stream');
+    endWithError(failure.status, failure.code, `${failure.message}; it was cut off`);
   };
-  source.once('error', (err) => broken(`the upstream stream failed midway (${err.message})`));
+  source.once('error', broken);
   upRes.once('close', () => {
-    if (!upRes.complete) broken('the upstream closed the stream before it was complete');
+    if (!upRes.complete) broken(undefined);
   });
+}
+
+/** The stream's headers are written, and its `http.response` recorded before its first event. */
+function startStream(res: ServerResponse, status: number, headers: OutgoingHttpHeaders, recorder: StreamRecorder, response: AuditEventInput): void {
+  res.writeHead(status, headers);
+  recorder.add(response);
 }
