@@ -4,7 +4,8 @@
  * that are not hex, TCP resets mid-body or before the status line.
  *
  * The request header `x-fault: <relay> <fault>` picks the answer (the vocabulary is documented in
- * test/fixtures/upstream-faults.txt). Every connection is kept in `sockets` with the `x-fault-id`
+ * test/fixtures/upstream-faults.txt), plus `ok` (a clean answer), `silent` (never answers) and
+ * `drip` (headers, then a piece every 20 ms until the gateway hangs up). Every connection is kept in `sockets` with the `x-fault-id`
  * of the request it carried and whether it is closed, so a test can check that the gateway let go
  * of it. The server never closes a connection itself unless the fault says so.
  */
@@ -157,6 +158,15 @@ async function play(socket: Socket, relay: string, fault: string): Promise<void>
     case 'garbage-status-line':
       socket.write('THIS IS NOT HTTP\r\n\r\n');
       return;
+    case 'silent':
+      return;
+    case 'drip': {
+      socket.write(head(relay, { 'transfer-encoding': 'chunked' }));
+      const piece = relay === 'sse' ? sseEvent('drip ') : 'drip '.repeat(3000);
+      const timer = setInterval(() => socket.write(chunk(piece)), 20);
+      socket.once('close', () => clearInterval(timer));
+      return;
+    }
     case 'ok': {
       await send([Buffer.from(first), Buffer.from(second)]);
       return;
