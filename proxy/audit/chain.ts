@@ -52,6 +52,22 @@ function quoteKey(k: string): string {
 }
 
 /**
+ * Canonical texts computed elsewhere (a worker thread that masked a large body also writes its
+ * canonical JSON), by the object they encode: `canonicalPayload` uses them instead of walking the
+ * object again on the gateway's thread. Whoever registers one vouches it is `canonicalPayload(v)`.
+ */
+const precomputed = new WeakMap<object, string>();
+/** No lookups on the hot path until something was registered. */
+let anyPrecomputed = false;
+
+/** Registers `text` as the canonical JSON of `value` (see `precomputed`). */
+export function withCanonicalText<T extends object>(value: T, text: string): T {
+  precomputed.set(value, text);
+  anyPrecomputed = true;
+  return value;
+}
+
+/**
  * RFC 8785 canonical JSON, byte for byte what shared/canonical-json's `canonicalize` writes (a
  * property test holds the two together), built with string appends instead of arrays and closures:
  * it runs once per appended payload, the gateway's hottest path. Keys that already arrive in order
@@ -69,6 +85,10 @@ export function canonicalPayload(v: unknown): string {
     case 'boolean':
       return v ? 'true' : 'false';
     case 'object': {
+      if (anyPrecomputed) {
+        const known = precomputed.get(v);
+        if (known !== undefined) return known;
+      }
       if (Array.isArray(v)) {
         let s = '[';
         for (let i = 0; i < v.length; i++) {

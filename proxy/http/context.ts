@@ -1,5 +1,6 @@
 /** What every exchange on one HTTP proxy listener shares, built once when the listener starts (proxy.ts). */
 import type { GatewayServices } from '../services';
+import type { OffLoopMasking } from './off-loop';
 import type { HttpSessionTracker } from './sessions';
 import type { SilenceWatch } from './silence-watch';
 import type { UpstreamTable } from './upstreams';
@@ -10,6 +11,8 @@ export interface ProxyContext {
   upstreams: UpstreamTable;
   sessions: HttpSessionTracker;
   writer: GroupCommitWriter;
+  /** Inspects large bodies on a worker thread; absent where none can start. */
+  offLoop: OffLoopMasking | undefined;
   /** limits.upstreamConnectTimeout, in ms. */
   connectTimeout: number;
   /** Gives up on upstreams silent for limits.upstreamIdleTimeout. */

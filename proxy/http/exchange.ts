@@ -162,32 +162,47 @@ export class Exchange {
 
     const contentType = req.headers['content-type'];
     const kind = this.route.connection.kind;
-    // One reading of the body, whatever its headers say (request-body.ts).
-    let read: ReadBody;
-    try {
-      read = readRequest(kind, this.path, contentType, body);
-    } catch (err) {
-      if (!(err instanceof GatewayError)) throw err;
-      this.refuseUnread(method, err);
-      return;
+    // One reading of the body, whatever its headers say (request-body.ts). A large body is read,
+    // masked and scanned on a worker thread (off-loop.ts): the event loop goes on meanwhile.
+    const connection = this.route.connection;
+    const offLoop = this.ctx.offLoop?.wants(body.length) ? this.ctx.offLoop : undefined;
+    let read: ReadBody | undefined;
+    let facts: RequestFacts = NO_FACTS;
+    if (!offLoop) {
+      try {
+        read = readRequest(kind, this.path, contentType, body);
+      } catch (err) {
+        if (!(err instanceof GatewayError)) throw err;
+        this.refuseUnread(method, err);
+        return;
+      }
+      facts = describeRequest(kind, this.path, policyValue(read));
     }
-    const facts = describeRequest(kind, this.path, policyValue(read));
 
     // Masking and policy. A masking failure is recorded and refused, never forwarded unmasked.
     let masked: InspectedRequest | undefined;
     let maskError: MaskingError | undefined;
-    const connection = this.route.connection;
-    const inspect = (extraRules?: string[]) => {
+    /** Inspects the request; false when the body could not even be read (refused already). */
+    const inspect = async (maskerRules: string[], extraRules?: string[]): Promise<boolean> => {
+      const opts = { inspect: this.masker !== null || s.policy.inspects(this.name), passthroughTypes: connection.passthroughTypes, extraRules };
+      if (offLoop) {
+        const r = await offLoop.inspectRequest({ connection, path: this.path, contentType, body, search: this.search, headers: req.headers, maskerRules, extraRules, inspect: opts.inspect, wantAll: s.policy.inspects(this.name) });
+        if ('refused' in r) {
+          this.refuseUnread(method, r.refused);
+          return false;
+        }
+        if (facts === NO_FACTS) facts = { ...r.facts, all: r.facts.all ?? '' };
+        masked = r.inspected;
+        maskError = r.maskError;
+        return true;
+      }
       try {
-        masked = inspectRequest(this.masker, read, body, { contentType, search: this.search, headers: req.headers }, {
-          inspect: this.masker !== null || s.policy.inspects(this.name),
-          passthroughTypes: connection.passthroughTypes,
-          extraRules,
-        });
+        masked = inspectRequest(this.masker, read!, body, { contentType, search: this.search, headers: req.headers }, opts);
       } catch (err) {
         if (!(err instanceof MaskingError)) throw err;
         maskError = err;
       }
+      return true;
     };
     try {
       this.masker = s.masking.forConnection(connection);
@@ -195,7 +210,8 @@ export class Exchange {
       if (!(err instanceof MaskingError)) throw err;
       maskError = err;
     }
-    if (maskError === undefined) inspect();
+    if (maskError === undefined && !(await inspect([]))) return;
+    if (this.clientGone) return;
     let decision: PolicyDecision = { action: 'allow' };
     if (maskError === undefined) {
       const query = queryText(this.search);
@@ -226,7 +242,8 @@ export class Exchange {
         if (maskError !== undefined) {
           // refused below
         } else if (!this.masker) maskError = new MaskingError(`policy rule "${decision.rule}" asks for masking rules ${decision.mask.join(', ')}, but none of them can be applied to connection ${this.name}`);
-        else inspect(decision.mask);
+        else if (!(await inspect(decision.mask, decision.mask))) return;
+        if (this.clientGone) return;
       }
     }
     // A body nobody can inspect goes on only to a person (hold) or when its type is let through.
@@ -526,6 +543,9 @@ function inspectionRefusal(connection: string, what: string): { status: number; 
     message: `connection ${connection} inspects request bodies (masking, content or detectors rules), and this one carries ${what}, which the gateway cannot inspect; send text, or ask an admin to list the type in the connection's passthroughTypes`,
   };
 }
+
+/** What is known of a request before its body is read (a large body is read on the worker thread). */
+const NO_FACTS: RequestFacts = { tools: false, stream: false, text: '', all: '' };
 
 function decisionPayload(d: PolicyDecision, method: string, path: string, facts: RequestFacts): Record<string, unknown> {
   const p: Record<string, unknown> = { protocol: 'http', action: d.action, rule: d.rule, method, path };

@@ -15,6 +15,7 @@ import { closeServer, type Listener, listen, splitHostPort } from '../net';
 import type { GatewayServices } from '../services';
 import { admitExchange } from './admission';
 import type { ProxyContext } from './context';
+import { OffLoopMasking } from './off-loop';
 import { sendError } from './errors';
 import { type HttpSession, HttpSessionTracker } from './sessions';
 import { SilenceWatch } from './silence-watch';
@@ -37,7 +38,8 @@ export async function startHttpProxy(s: GatewayServices): Promise<HttpProxy> {
   const connectTimeout = parseDuration(s.config.limits.upstreamConnectTimeout);
   const idle = s.config.limits.upstreamIdleTimeout;
   const silence = new SilenceWatch(parseDuration(idle), () => upstreams.agents(), `the upstream sent nothing for ${idle} (limits.upstreamIdleTimeout)`);
-  const ctx: ProxyContext = { s, upstreams, sessions, writer, connectTimeout, silence, isClosing: () => closing };
+  const offLoop = OffLoopMasking.create(s.masking);
+  const ctx: ProxyContext = { s, upstreams, sessions, writer, offLoop, connectTimeout, silence, isClosing: () => closing };
   const server = createServer({ noDelay: true }, (req, res) => {
     admitExchange(ctx, req, res).catch((err: unknown) => internalError(ctx, res, err));
   });
@@ -59,6 +61,7 @@ export async function startHttpProxy(s: GatewayServices): Promise<HttpProxy> {
     clearInterval(sweep);
     silence.close();
     upstreams.destroy();
+    offLoop?.close();
     throw err;
   }
   const addr = server.address() as AddressInfo;
@@ -81,6 +84,7 @@ export async function startHttpProxy(s: GatewayServices): Promise<HttpProxy> {
         writer.flush();
         endSessions(ctx, sessions.takeAll(), 'shutdown');
         upstreams.destroy();
+        offLoop?.close();
       })();
       return closed;
     },

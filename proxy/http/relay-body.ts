@@ -71,44 +71,67 @@ export function relayBody(x: Exchange, upRes: IncomingMessage, source: Readable,
     if (tooLarge || x.clientGone || x.finished) return;
     let out = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size);
     const contentType = upRes.headers['content-type'];
-    let logged: { body?: unknown; bodyEncoding?: string } | undefined;
-    let spans: MaskSpan[] | undefined;
-    let counts: Record<string, number> | undefined;
-    const scrubber = x.route.scrubber;
-    if (whole) {
-      if (scrubber) out = scrubber.scrub(out);
-      if (x.masker) {
-        let m: MaskedBody;
-        try {
-          m = x.masker.response(x.path, contentType, out, x.extraRules);
-        } catch (err) {
-          x.fail(500, 'masking_failed', `masking the response failed: ${x.unexpectedMaskingError(err)}; it was not sent`, 'masking');
-          return;
-        }
-        out = m.forward;
-        logged = { body: m.log, bodyEncoding: typeof m.log === 'string' ? 'text' : 'json' };
-        spans = m.spans;
-        if (Object.keys(m.counts).length) counts = m.counts;
-      }
-      const headers = x.responseHeaders(upRes, true);
-      headers['content-length'] = out.length;
-      res.writeHead(status, headers);
-      res.end(out);
-      logged ??= bodyForLog(out, contentType); // parsed for the record after the client has its answer
-    } else {
+    if (!whole) {
       if (!res.headersSent) res.writeHead(status, headers);
       res.end(scrubbing?.end());
-      logged = bodyForLog(scrubber ? scrubber.scrub(out) : out, contentType);
+      const scrubber = x.route.scrubber;
+      finish(x, upRes, status, size, bodyForLog(scrubber ? scrubber.scrub(out) : out, contentType));
+      return;
     }
-    x.finished = true;
-    const payload: Record<string, unknown> = { status, headers: x.recordedResponseHeaders(upRes), bytes: size, duration: x.elapsed(), ...logged };
-    if (counts) payload['masked'] = counts;
-    x.record([x.base('http.response', payload, spans)]);
+    if (x.route.scrubber) out = x.route.scrubber.scrub(out);
+    if (!x.masker) {
+      sendWhole(x, upRes, status, out);
+      finish(x, upRes, status, size, bodyForLog(out, contentType)); // parsed for the record after the client has its answer
+      return;
+    }
+    // A large body is masked on the worker thread (off-loop.ts), so the event loop goes on meanwhile.
+    const offLoop = x.ctx.offLoop?.wants(out.length) ? x.ctx.offLoop : undefined;
+    if (offLoop) {
+      offLoop.maskResponse({ connection: x.route.connection, path: x.path, contentType, body: out, extraRules: x.extraRules }).then(
+        (m) => sendMasked(x, upRes, status, size, m),
+        (err: unknown) => {
+          if (!x.clientGone && !x.finished) x.fail(500, 'masking_failed', `masking the response failed: ${x.unexpectedMaskingError(err)}; it was not sent`, 'masking');
+        },
+      );
+      return;
+    }
+    let m: MaskedBody;
+    try {
+      m = x.masker.response(x.path, contentType, out, x.extraRules);
+    } catch (err) {
+      x.fail(500, 'masking_failed', `masking the response failed: ${x.unexpectedMaskingError(err)}; it was not sent`, 'masking');
+      return;
+    }
+    sendMasked(x, upRes, status, size, m);
   });
   source.once('error', (err) => upstreamBroke(x, upRes, source, err, encoding, status, size));
   upRes.once('close', () => {
     if (!upRes.complete && !tooLarge) upstreamBroke(x, upRes, source, undefined, encoding, status, size);
   });
+}
+
+/** Sends a whole body with an exact content-length. */
+function sendWhole(x: Exchange, upRes: IncomingMessage, status: number, out: Buffer): void {
+  const headers = x.responseHeaders(upRes, true);
+  headers['content-length'] = out.length;
+  x.res.writeHead(status, headers);
+  x.res.end(out);
+}
+
+/** Sends a masked body and records it as masked. */
+function sendMasked(x: Exchange, upRes: IncomingMessage, status: number, size: number, m: MaskedBody): void {
+  if (x.clientGone || x.finished) return;
+  sendWhole(x, upRes, status, m.forward);
+  const logged = { body: m.log, bodyEncoding: typeof m.log === 'string' ? 'text' : 'json' };
+  finish(x, upRes, status, size, logged, m.spans, Object.keys(m.counts).length ? m.counts : undefined);
+}
+
+/** Records the response the client got. */
+function finish(x: Exchange, upRes: IncomingMessage, status: number, size: number, logged: { body?: unknown; bodyEncoding?: string }, spans?: MaskSpan[], counts?: Record<string, number>): void {
+  x.finished = true;
+  const payload: Record<string, unknown> = { status, headers: x.recordedResponseHeaders(upRes), bytes: size, duration: x.elapsed(), ...logged };
+  if (counts) payload['masked'] = counts;
+  x.record([x.base('http.response', payload, spans)]);
 }
 
 /** The upstream's answer broke (`err` from the body or its decoder, when there is one). */

@@ -102,12 +102,15 @@ export class CustodyMaskingEngine implements MaskingEngine {
   private watched: Detector[] = [];
   private readonly env: MaskEnv;
   private readonly validators: Record<string, (v: string) => boolean>;
+  /** What the rules were built from, for an engine built elsewhere (a worker thread) to match this one. */
+  private source: EngineSource;
 
   constructor(config: MaskingConfig & { policies?: PolicyRule[] }, opts: MaskingEngineOptions) {
     if (!opts.hmacKey?.length) throw new MaskingError('the masking engine needs a per-install HMAC key');
     this.env = { hmacKey: opts.hmacKey, budgetMs: opts.budgetMs ?? 500 };
     this.validators = { ...VALIDATORS, ...opts.validators };
     this.state = this.compile(config);
+    this.source = { generation: 1, detectors: config.detectors, masking: config.masking, watch: [], hmacKey: opts.hmacKey, budgetMs: this.env.budgetMs, customValidators: opts.validators !== undefined };
     if (config.policies) this.watchDetectors(config.policies.flatMap((p) => p.match.detectors ?? []));
   }
 
@@ -125,6 +128,7 @@ export class CustodyMaskingEngine implements MaskingEngine {
   reload(config: { detectors: unknown[]; masking: unknown[] }): void {
     const next = this.compile(config);
     this.state = next;
+    this.source = { ...this.source, generation: this.source.generation + 1, detectors: config.detectors, masking: config.masking };
     // watched detectors may have been custom ones that no longer exist
     this.watched = this.watched.map((d) => next.rules.detectors.get(d.id)).filter((d): d is Detector => !!d);
   }
@@ -142,6 +146,15 @@ export class CustodyMaskingEngine implements MaskingEngine {
       }
     this.watched = out;
     this.state = { rules: this.state.rules, plans: new Map() };
+    this.source = { ...this.source, generation: this.source.generation + 1, watch: [...ids] };
+  }
+
+  /**
+   * What this engine was built from, with a generation that changes whenever its rules do: an
+   * engine made from it (`engineFromSource`) masks exactly as this one does.
+   */
+  get built(): EngineSource {
+    return this.source;
   }
 
   /** Built-in and custom detectors, for the console. */
@@ -249,6 +262,26 @@ class LlmConnectionMasker implements ConnectionMasker {
   stream(_path: string, extraRules?: string[]): SseStreamMasker {
     return new SseStreamMasker(this.engine.plan(this.connection.name, 'client', extraRules));
   }
+}
+
+/** The inputs of an engine, as `CustodyMaskingEngine.built` reports them (plain data: it crosses to worker threads). */
+export interface EngineSource {
+  generation: number;
+  detectors: unknown[];
+  masking: unknown[];
+  /** Detector ids policies match on. */
+  watch: string[];
+  hmacKey: Uint8Array;
+  budgetMs: number;
+  /** Built with validators passed in code: such an engine cannot be rebuilt from data. */
+  customValidators: boolean;
+}
+
+/** An engine that masks as the one `source` was taken from did (in a worker thread). */
+export function engineFromSource(source: EngineSource): CustodyMaskingEngine {
+  const engine = new CustodyMaskingEngine({ detectors: source.detectors, masking: source.masking } as MaskingConfig, { hmacKey: Buffer.from(source.hmacKey), budgetMs: source.budgetMs });
+  if (source.watch.length) engine.watchDetectors(source.watch);
+  return engine;
 }
 
 /**
