@@ -12,7 +12,8 @@ import { AuditWriter } from './audit-writer';
 import { RoutineCatalog, TableNameResolver } from './catalog';
 import { loadSqlParser } from './classify';
 import { loadOrCreateListenerCertificate } from './self-signed';
-import { type PgListenerContext, PgProxySession, type PgSessionServices } from './session';
+import { PgProxySession } from './session';
+import type { PgListenerContext, PgSessionServices } from './session-context';
 import { upstreamTarget } from './upstream';
 
 export interface PgListenerOptions {

@@ -20,21 +20,15 @@
  */
 import { randomInt, timingSafeEqual } from 'node:crypto';
 import { isIPv4, type Socket } from 'node:net';
-import { TLSSocket } from 'node:tls';
-import type { SecureContext } from 'node:tls';
-import { type Connection, parseDuration, type SqlClass } from '../../shared/config';
+import { parseDuration, type SqlClass } from '../../shared/config';
 import type { AuditEventInput, MaskSpan } from '../../shared/events';
 import type { Identity } from '../../shared/identity';
 import { sqlHoldText } from '../approvals/hold-queue';
-import type { HoldGate, HoldOutcome } from '../approvals/types';
-import type { AuditStore } from '../audit/store';
-import type { EventBus } from '../bus';
+import type { HoldOutcome } from '../approvals/types';
 import { AuthError } from '../identity/authenticator';
-import type { Logger } from '../log';
 import { newId } from '../ids';
-import type { MaskingEngine, RowMasker } from '../masking/types';
-import type { PolicyDecision, PolicyEvaluator } from '../policy/types';
-import type { AuditWriter } from './audit-writer';
+import type { RowMasker } from '../masking/types';
+import type { PolicyDecision } from '../policy/types';
 import {
   buildAuthenticationCleartextPassword,
   buildAuthenticationOk,
@@ -54,7 +48,6 @@ import {
   parseParameterStatus,
   parseRowDescription,
 } from './backend-messages';
-import type { RoutineCatalog, TableNameResolver } from './catalog';
 import { type Classification, classifySql, type CopyOutShape } from './classify';
 import { foldEffects } from './effects';
 import { maskCopyRow, maskDataRow, type ResultColumn, resultColumns, rowForLog } from './data-row-masker';
@@ -75,54 +68,21 @@ import {
   parseStartupPacket,
   parseTarget,
 } from './frontend-messages';
-import { MessageBuffer, ProtocolError, type RawMessage } from './message-buffer';
+import { ProtocolError, type RawMessage } from './message-buffer';
 import { BackendCode, codeName, FrontendCode, isFrontendCode, SqlState } from './message-codes';
-import { OutputBatch } from './output-batch';
 import { redactStatementSecrets } from './statement-secrets';
 import { upstreamRoleFor } from './upstream-role';
 import { type Portal, type PreparedStatement, type RecordingContext, type RunEnd, runEndEvent, statementEvents, type StatementRun } from './recording';
 import { type Draft, ProtocolState, type QueryStatement } from './protocol-state';
 import { type NamespaceEffect, namespaceEffects } from './sql-namespace';
-import type { ApiKeyStore } from '../identity/api-keys';
-import type { AuthFailureRecorder } from '../identity/console-login';
-import type { LiveSessions } from '../identity/live-sessions';
-import { connectUpstream, sendUpstreamCancel, terminateUpstream, UpstreamError, type UpstreamSession, type UpstreamTarget } from './upstream';
+import type { ListenedSession, PgListenerContext, PgSessionServices } from './session-context';
+import { type SessionSocketEvents, SessionSockets } from './session-sockets';
+import { connectUpstream, sendUpstreamCancel, terminateUpstream, UpstreamError, type UpstreamSession } from './upstream';
 
 /** Sent upstream in place of a refused statement: it cannot parse, so the upstream fails it. */
 export const REFUSED_STATEMENT_SQL = 'CUSTODY_REFUSED_STATEMENT';
 /** The gateway's own prepared statement for learning a COPY's columns (closed right away). */
 const COPY_DESCRIBE_STATEMENT = 'custody_copy_columns';
-
-/** What a session needs from the gateway. */
-export interface PgSessionServices {
-  auth: { authenticate(credential: string | undefined): Promise<Identity> };
-  policy: PolicyEvaluator;
-  holds: HoldGate;
-  masking: MaskingEngine;
-  store: Pick<AuditStore, 'appendMany' | 'appendAsync'> & Partial<Pick<AuditStore, 'session'>>;
-  bus?: EventBus;
-  log: Logger;
-  /** Live sessions by credential: a session ends when its credential expires, is revoked or its person is locked. */
-  liveSessions?: Pick<LiveSessions, 'register'>;
-  /** Failed logins, aggregated per source (one event per source per minute, not one each). */
-  login?: { failures: Pick<AuthFailureRecorder, 'record'> };
-  keys?: Pick<ApiKeyStore, 'knownPrefix'>;
-}
-
-/** Shared by every session of one listener. */
-export interface PgListenerContext {
-  connection: Connection;
-  target: UpstreamTarget;
-  services: PgSessionServices;
-  writer: AuditWriter;
-  secureContext: SecureContext;
-  tables: TableNameResolver;
-  /** What the functions, operators and relations statements use do (classification by effect). */
-  routines: RoutineCatalog;
-  recordRows: number;
-  cancelKeys: Map<number, { secret: Buffer; session: PgProxySession }>;
-  sessions: Set<PgProxySession>;
-}
 
 /** `internal`: the gateway sent the request itself; its reply is consumed, never relayed. */
 type Expect =
@@ -176,22 +136,14 @@ function paramText(v: Buffer | null, format: number): string | null {
   return format === 1 ? `\\x${v.toString('hex')}` : v.toString('utf8');
 }
 
-export class PgProxySession {
+export class PgProxySession implements ListenedSession, SessionSocketEvents {
   readonly id = newId('pg');
-  private client: Socket | TLSSocket;
-  private readonly rawClient: Socket;
-  private tls = false;
+  private readonly sockets: SessionSockets;
   private phase: 'startup' | 'password' | 'connecting' | 'ready' | 'closed' = 'startup';
-  private fbuf = new MessageBuffer({ startup: true, peer: 'client' });
   private startupParams = new Map<string, string>();
   private identity: Identity | undefined;
-  private up: UpstreamSession | null = null;
   private started = false;
   private readonly startedAt = Date.now();
-  private frontWaiting = false;
-  private frontBlocked = false;
-  private backBlocked = false;
-  private backWaiting = false;
   private batch: Item[] = [];
   private batchBytes = 0;
   private discardUntilSync = false;
@@ -211,8 +163,6 @@ export class PgProxySession {
   private holdAbort: AbortController | null = null;
   private masker!: RowMasker;
   private readonly maskers = new Map<string, RowMasker>();
-  private readonly toClient = new OutputBatch();
-  private readonly toUpstream = new OutputBatch();
   private cancelPid = 0;
   private endReason = 'client disconnected';
   private readonly ctx: PgListenerContext;
@@ -221,37 +171,29 @@ export class PgProxySession {
   constructor(socket: Socket, ctx: PgListenerContext) {
     this.ctx = ctx;
     this.s = ctx.services;
-    this.rawClient = socket;
-    this.client = socket;
-    socket.setNoDelay(true);
-    socket.on('error', () => {});
-    this.attachClient(socket);
+    this.sockets = new SessionSockets(socket, ctx.secureContext, this);
     ctx.sessions.add(this);
   }
 
   get clientAddress(): string {
-    return this.rawClient.remoteAddress ?? 'unknown';
+    return this.sockets.raw.remoteAddress ?? 'unknown';
   }
 
-  // ---------------------------------------------------------------- client socket
+  // ---------------------------------------------------------------- socket events (session-sockets.ts)
 
-  private readonly onClientData = (chunk: Buffer) => {
-    if (this.phase === 'startup' && !this.tls && this.fbuf.buffered === 0 && chunk[0] === 0x16 && this.startupParams.size === 0) {
-      this.upgradeTls(chunk);
-      return;
-    }
-    this.fbuf.push(chunk);
-    if (this.frontWaiting && this.fbuf.buffered > MAX_BATCH_BYTES) this.client.pause();
-    this.pumpFront();
-  };
+  get acceptsDirectTls(): boolean {
+    return this.phase === 'startup' && this.startupParams.size === 0;
+  }
 
-  private readonly onClientClose = () => this.close(this.endReason);
+  clientClosed(): void {
+    this.close(this.endReason);
+  }
 
   /** The client finished sending (half-close): a partial message left over is a truncated one. */
-  private readonly onClientEnd = () => {
-    const left = this.fbuf.buffered;
+  clientEnded(): void {
+    const left = this.sockets.frontend.buffered;
     // While waiting, whole messages may still sit in the buffer; the client is gone either way.
-    if (left > 0 && this.phase !== 'closed' && !this.frontWaiting) {
+    if (left > 0 && this.phase !== 'closed' && !this.sockets.frontWaiting) {
       this.fatal({ severity: 'FATAL', code: SqlState.ProtocolViolation, message: `incomplete message from client: the connection ended ${left} bytes into a message` });
       return;
     }
@@ -260,68 +202,18 @@ export class PgProxySession {
     // dies with its client, and a running one is cancelled: the upstream is released now, never
     // left waiting for a Sync that cannot come.
     this.close(this.phase === 'ready' && (this.batch.length > 0 || this.stalled) ? 'client disconnected with unsynchronized messages' : this.endReason);
-  };
-
-  private attachClient(socket: Socket | TLSSocket): void {
-    socket.on('data', this.onClientData);
-    socket.on('end', this.onClientEnd);
-    socket.on('close', this.onClientClose);
-    socket.on('error', (err: Error) => {
-      this.endReason = `client connection error: ${err.message}`;
-    });
-    socket.on('drain', () => {
-      if (this.backBlocked) {
-        this.backBlocked = false;
-        this.up?.socket.resume();
-        this.pumpBack();
-      }
-    });
   }
 
-  /** Switches the client connection to TLS; `initial` holds a ClientHello already read (direct TLS). */
-  private upgradeTls(initial: Buffer | null): void {
-    const raw = this.rawClient;
-    raw.off('data', this.onClientData);
-    raw.off('end', this.onClientEnd);
-    raw.off('close', this.onClientClose);
-    if (initial) {
-      raw.pause();
-      raw.unshift(initial);
-    }
-    const t = new TLSSocket(raw, { isServer: true, secureContext: this.ctx.secureContext, ALPNProtocols: ['postgresql'] });
-    this.client = t;
-    this.tls = true;
-    this.fbuf = new MessageBuffer({ startup: true, peer: 'client' });
-    this.attachClient(t);
-    t.on('error', (err) => {
-      this.endReason = `TLS error: ${err.message}`;
-      raw.destroy();
-    });
+  upstreamClosed(): void {
+    if (this.phase !== 'closed') this.fatal({ severity: 'FATAL', code: SqlState.ConnectionFailure, message: 'the upstream server closed the connection' });
+  }
+
+  socketFailed(reason: string): void {
+    this.endReason = reason;
   }
 
   private sendClient(buf: Buffer): void {
-    this.toClient.push(buf);
-  }
-
-  private flushClient(): void {
-    if (this.toClient.empty) return;
-    if (!this.toClient.flushTo(this.client) && this.up && !this.backBlocked) {
-      this.backBlocked = true;
-      this.up.socket.pause();
-    }
-  }
-
-  private flushUpstream(): void {
-    if (!this.up || this.toUpstream.empty) return;
-    if (!this.toUpstream.flushTo(this.up.socket) && !this.frontBlocked) {
-      this.frontBlocked = true;
-      this.client.pause();
-      this.up.socket.once('drain', () => {
-        this.frontBlocked = false;
-        if (!this.frontWaiting) this.client.resume();
-        this.pumpFront();
-      });
-    }
+    this.sockets.toClient.push(buf);
   }
 
   /** Ends the connection with an error the client can show (FATAL), records why. */
@@ -335,10 +227,9 @@ export class PgProxySession {
         () => {},
       );
     }
-    this.toClient.push(buildErrorResponse({ ...error, severity: 'FATAL' }));
-    this.flushClient();
-    this.client.end();
-    setTimeout(() => this.client.destroy(), 2000).unref();
+    this.sockets.sendClient(buildErrorResponse({ ...error, severity: 'FATAL' }));
+    this.sockets.flushClient();
+    this.sockets.endClient();
     this.close(this.endReason);
   }
 
@@ -352,10 +243,11 @@ export class PgProxySession {
 
   // ---------------------------------------------------------------- frontend pump
 
-  private pumpFront(): void {
+  pumpFront(): void {
+    const sockets = this.sockets;
     try {
-      while (!this.frontWaiting && this.phase !== 'closed') {
-        const m = this.fbuf.next();
+      while (!sockets.frontWaiting && this.phase !== 'closed') {
+        const m = sockets.frontend.next();
         if (!m) break;
         this.onFront(m);
       }
@@ -363,8 +255,8 @@ export class PgProxySession {
       this.fatalFrom(err);
       return;
     }
-    this.flushUpstream();
-    this.flushClient();
+    sockets.flushUpstream();
+    sockets.flushClient();
   }
 
   /**
@@ -373,14 +265,13 @@ export class PgProxySession {
    * goes away while its statement is held is seen at once and its hold cancelled.
    */
   private wait(pause = true): void {
-    this.frontWaiting = true;
-    if (pause) this.client.pause();
+    this.sockets.wait(pause);
   }
 
   private resume(pump = true): void {
-    this.frontWaiting = false;
+    this.sockets.frontWaiting = false;
     if (this.phase === 'closed') return;
-    if (!this.frontBlocked) this.client.resume();
+    this.sockets.resumeClient();
     if (pump) this.pumpFront();
   }
 
@@ -402,14 +293,13 @@ export class PgProxySession {
   private onStartupPacket(m: RawMessage): void {
     const p = parseStartupPacket(m.body);
     if (p.kind === 'ssl' || p.kind === 'gssenc') {
-      if (this.fbuf.buffered > 0) throw new ProtocolError(`received unencrypted data after ${p.kind === 'ssl' ? 'SSL' : 'GSSAPI encryption'} request`);
+      if (this.sockets.frontend.buffered > 0) throw new ProtocolError(`received unencrypted data after ${p.kind === 'ssl' ? 'SSL' : 'GSSAPI encryption'} request`);
       if (p.kind === 'gssenc') {
         this.sendClient(Buffer.from('N'));
         return;
       }
-      if (this.tls) throw new ProtocolError('SSLRequest on a connection that is already encrypted');
-      this.client.write('S');
-      this.upgradeTls(null);
+      if (this.sockets.tls) throw new ProtocolError('SSLRequest on a connection that is already encrypted');
+      this.sockets.acceptSslRequest();
       return;
     }
     if (p.kind === 'cancel') {
@@ -417,7 +307,7 @@ export class PgProxySession {
       this.ctx.sessions.delete(this);
       const entry = this.ctx.cancelKeys.get(p.pid);
       if (entry && entry.secret.length === p.secret.length && timingSafeEqual(entry.secret, p.secret)) entry.session.cancel();
-      this.client.end();
+      this.sockets.client.end();
       return;
     }
     this.startupParams = p.params;
@@ -431,10 +321,10 @@ export class PgProxySession {
       this.fatal({ severity: 'FATAL', code: SqlState.FeatureNotSupported, message: 'replication connections are not supported through the Custody gateway' });
       return;
     }
-    this.fbuf.startupPhase = false;
+    this.sockets.frontend.startupPhase = false;
     const unrecognized = [...p.params.keys()].filter((k) => k.startsWith('_pq_.'));
     if (p.minor > 0 || unrecognized.length > 0) this.sendClient(buildNegotiateProtocolVersion(0, unrecognized));
-    if (!this.tls && !isLoopback(this.rawClient.remoteAddress)) {
+    if (!this.sockets.tls && !isLoopback(this.sockets.raw.remoteAddress)) {
       this.fatal({
         severity: 'FATAL',
         code: SqlState.InvalidAuthorization,
@@ -492,8 +382,9 @@ export class PgProxySession {
       return;
     }
     if ('role' in role) params['role'] = role.role;
+    let up: UpstreamSession;
     try {
-      this.up = await connectUpstream(this.ctx.target, { params, database: this.startupParams.get('database') ?? user });
+      up = await connectUpstream(this.ctx.target, { params, database: this.startupParams.get('database') ?? user });
     } catch (err) {
       const fields = err instanceof UpstreamError ? err.fields : undefined;
       const code = fields?.get('C') ?? SqlState.ConnectionRejected;
@@ -516,7 +407,7 @@ export class PgProxySession {
       return;
     }
     if (this.phase === 'closed') {
-      terminateUpstream(this.up.socket);
+      terminateUpstream(up.socket);
       return;
     }
     const t = this.ctx.target;
@@ -534,43 +425,25 @@ export class PgProxySession {
             identity: { subject: this.identity.subject, name: this.identity.name, groups: this.identity.groups, via: this.identity.via },
             client: {
               address: this.clientAddress,
-              port: this.rawClient.remotePort ?? null,
-              tls: this.tls,
+              port: this.sockets.raw.remotePort ?? null,
+              tls: this.sockets.tls,
               user,
               database: this.startupParams.get('database') ?? null,
               applicationName: this.startupParams.get('application_name') ?? null,
             },
             database,
-            upstream: { host: t.host, port: t.port, user: t.user, database, tls: this.up.tls, auth: this.up.auth, pid: this.up.pid, ...('role' in role ? { role: role.role } : {}) },
+            upstream: { host: t.host, port: t.port, user: t.user, database, tls: up.tls, auth: up.auth, pid: up.pid, ...('role' in role ? { role: role.role } : {}) },
           },
         },
       ]);
     } catch (err) {
-      terminateUpstream(this.up.socket);
-      this.up = null;
+      terminateUpstream(up.socket);
       this.fatal({ severity: 'FATAL', code: SqlState.SystemError, message: `the audit log cannot record this session, so the gateway refuses it: ${(err as Error).message}` });
       return;
     }
     this.started = true;
     this.publishSession('session.started');
-    const up = this.up;
-    up.socket.on('data', (chunk: Buffer) => {
-      up.buffer.push(chunk);
-      this.pumpBack();
-    });
-    up.socket.on('error', (err) => {
-      this.endReason = `upstream connection error: ${err.message}`;
-    });
-    up.socket.on('close', () => {
-      if (this.phase !== 'closed') this.fatal({ severity: 'FATAL', code: SqlState.ConnectionFailure, message: 'the upstream server closed the connection' });
-    });
-    up.socket.on('drain', () => {
-      if (this.frontBlocked) {
-        this.frontBlocked = false;
-        if (!this.frontWaiting) this.client.resume();
-        this.pumpFront();
-      }
-    });
+    this.sockets.attachUpstream(up);
     // The client sees the gateway's own key; a CancelRequest with it is routed to this backend.
     let pid = 0;
     do pid = randomInt(1, 2 ** 31 - 1);
@@ -586,7 +459,7 @@ export class PgProxySession {
     this.sendClient(buildReadyForQuery(up.status));
     this.proto = new ProtocolState(up.status);
     this.phase = 'ready';
-    this.flushClient();
+    this.sockets.flushClient();
     this.pumpBack();
     this.resume();
   }
@@ -751,8 +624,8 @@ export class PgProxySession {
           this.batch = [...items, ...this.batch];
           this.resume(false);
           this.planBatch();
-          if (!this.frontWaiting) this.pumpFront();
-          else this.flushUpstream();
+          if (!this.sockets.frontWaiting) this.pumpFront();
+          else this.sockets.flushUpstream();
         },
         (err: unknown) => this.fatalFrom(err),
       );
@@ -862,8 +735,8 @@ export class PgProxySession {
     this.batch = [...items, ...this.batch];
     this.resume(false);
     this.planBatch();
-    if (!this.frontWaiting) this.pumpFront();
-    else this.flushUpstream();
+    if (!this.sockets.frontWaiting) this.pumpFront();
+    else this.sockets.flushUpstream();
   }
 
   /** What a statement that runs prepared statements (`EXECUTE name`) does: the classes of what it runs. */
@@ -1053,7 +926,7 @@ export class PgProxySession {
    * the transaction) while approvers still look at it.
    */
   private holdSpec(spec: NonNullable<PolicyDecision['hold']>, inTransaction: boolean): NonNullable<PolicyDecision['hold']> {
-    const idle = this.up?.idleInTransactionMs ?? 0;
+    const idle = this.sockets.upstream?.idleInTransactionMs ?? 0;
     if (!inTransaction || idle <= 0) return spec;
     const wanted = parseDuration(spec.timeout ?? '5m');
     const cap = Math.max(1, idle - Math.min(5000, Math.floor(idle / 10)));
@@ -1140,7 +1013,7 @@ export class PgProxySession {
       return;
     }
     const events = this.statementEvents(step.runs);
-    this.frontWaiting = true;
+    this.sockets.frontWaiting = true;
     this.ctx.writer.commit(events, (err) => {
       if (this.phase === 'closed') return;
       if (err)
@@ -1150,7 +1023,7 @@ export class PgProxySession {
           message: `statement refused: the audit log cannot record it (${err.message})`,
         }, true);
       else this.send(step, boundary, draft);
-      this.frontWaiting = false;
+      this.sockets.frontWaiting = false;
       this.pumpFront();
     }, this);
   }
@@ -1159,12 +1032,12 @@ export class PgProxySession {
     draft.commit();
     const now = Date.now();
     for (const r of step.runs) r.startedAt = now;
-    for (const raw of step.raw) this.toUpstream.push(raw);
+    for (const raw of step.raw) this.sockets.sendUpstream(raw);
     for (const e of step.expect) this.fifo.push(e);
     if (boundary === 'terminate') {
       this.endReason = 'client terminated the session';
-      this.flushUpstream();
-      this.client.end();
+      this.sockets.flushUpstream();
+      this.sockets.client.end();
     }
   }
 
@@ -1184,24 +1057,24 @@ export class PgProxySession {
     if (boundary === 'query' || boundary === 'function') {
       draft.query([]);
       draft.commit();
-      this.toUpstream.push(buildQuery(REFUSED_STATEMENT_SQL));
+      this.sockets.sendUpstream(buildQuery(REFUSED_STATEMENT_SQL));
       this.fifo.push({ k: 'query', runs: [], index: 0, refusal: error });
       return;
     }
     draft.parse('', this.prepared('', REFUSED_STATEMENT_SQL, { statements: [] }, []));
-    this.toUpstream.push(buildParse('', REFUSED_STATEMENT_SQL));
+    this.sockets.sendUpstream(buildParse('', REFUSED_STATEMENT_SQL));
     this.fifo.push({ k: 'refusal', error });
     if (boundary === 'sync') {
       draft.sync();
       draft.commit();
-      this.toUpstream.push(buildSync());
+      this.sockets.sendUpstream(buildSync());
       this.fifo.push({ k: 'sync' });
     } else {
       draft.commit();
-      if (boundary === 'flush') this.toUpstream.push(buildFlush());
+      if (boundary === 'flush') this.sockets.sendUpstream(buildFlush());
       this.discardUntilSync = true;
     }
-    if (boundary === 'terminate') this.client.end();
+    if (boundary === 'terminate') this.sockets.client.end();
   }
 
   /** A CancelRequest carrying this session's key arrived. */
@@ -1210,8 +1083,9 @@ export class PgProxySession {
       this.holdAbort.abort();
       return;
     }
-    if (this.up) {
-      sendUpstreamCancel(this.ctx.target, this.up.pid, this.up.secret).catch((err: unknown) =>
+    const up = this.sockets.upstream;
+    if (up) {
+      sendUpstreamCancel(this.ctx.target, up.pid, up.secret).catch((err: unknown) =>
         this.s.log.warn(`postgres ${this.ctx.connection.name}: cancel request failed: ${(err as Error).message}`),
       );
     }
@@ -1219,11 +1093,12 @@ export class PgProxySession {
 
   // ---------------------------------------------------------------- backend pump
 
-  private pumpBack(): void {
-    const up = this.up;
+  pumpBack(): void {
+    const sockets = this.sockets;
+    const up = sockets.upstream;
     if (!up || this.phase !== 'ready') return;
     try {
-      while (!this.backWaiting && this.phase === 'ready') {
+      while (!sockets.backWaiting && this.phase === 'ready') {
         const m = up.buffer.next();
         if (!m) break;
         this.onBack(m);
@@ -1232,7 +1107,7 @@ export class PgProxySession {
       this.fatalFrom(err);
       return;
     }
-    this.flushClient();
+    sockets.flushClient();
   }
 
   private currentRun(): StatementRun | undefined {
@@ -1393,7 +1268,8 @@ export class PgProxySession {
         return this.sendClient(this.maskErrorLike(m, this.currentRun()?.masker ?? this.masker));
       case BackendCode.NotificationResponse: {
         // The client knows the gateway's pid, not the upstream's: translate its own notifications.
-        if (this.up && m.body.readInt32BE(0) === this.up.pid) {
+        const up = this.sockets.upstream;
+        if (up && m.body.readInt32BE(0) === up.pid) {
           const copy = Buffer.from(m.raw);
           copy.writeInt32BE(this.cancelPid, 5);
           return this.sendClient(copy);
@@ -1457,12 +1333,10 @@ export class PgProxySession {
   private resolveTables(fields: FieldDescription[]): void {
     const missing = this.ctx.tables.missing(fields.map((f) => f.tableOid));
     if (missing.length === 0) return;
-    this.backWaiting = true;
-    this.up?.socket.pause();
+    this.sockets.pauseReplies();
     this.ctx.tables.resolve(missing).then(
       () => {
-        this.backWaiting = false;
-        if (!this.backBlocked) this.up?.socket.resume();
+        this.sockets.resumeReplies();
         this.pumpBack();
       },
       (err: unknown) =>
@@ -1586,24 +1460,16 @@ export class PgProxySession {
     this.holdAbort?.abort();
     this.stalled = null;
     if (this.cancelPid) this.ctx.cancelKeys.delete(this.cancelPid);
-    if (this.up) {
-      const up = this.up;
-      this.up = null;
-      // Closing the socket does not stop a statement the server is running: cancel it first.
-      if (this.fifo.some((e) => e.k === 'exec' || e.k === 'query' || e.k === 'func')) {
-        sendUpstreamCancel(this.ctx.target, up.pid, up.secret).catch((err: unknown) =>
-          this.s.log.warn(`postgres ${this.ctx.connection.name}: cancel request failed: ${(err as Error).message}`),
-        );
-      }
-      up.socket.removeAllListeners('data');
-      terminateUpstream(up.socket);
+    const up = this.sockets.upstream;
+    // Closing the socket does not stop a statement the server is running: cancel it first.
+    if (up && this.fifo.some((e) => e.k === 'exec' || e.k === 'query' || e.k === 'func')) {
+      sendUpstreamCancel(this.ctx.target, up.pid, up.secret).catch((err: unknown) =>
+        this.s.log.warn(`postgres ${this.ctx.connection.name}: cancel request failed: ${(err as Error).message}`),
+      );
     }
+    this.sockets.closeUpstream();
     this.batch = [];
-    this.toUpstream.clear();
-    if (!this.client.destroyed) {
-      this.client.end();
-      setTimeout(() => this.client.destroy(), 2000).unref();
-    }
+    this.sockets.endClient();
     for (const e of this.fifo) {
       if (e.k === 'exec' && !e.run.finished) this.finishRun(e.run, { error: new Map([['M', `connection closed: ${reason}`], ['C', SqlState.ConnectionFailure]]) });
       if (e.k === 'query') for (const r of e.runs.slice(e.index)) if (!r.finished && r.startedAt) this.finishRun(r, { error: new Map([['M', `connection closed: ${reason}`], ['C', SqlState.ConnectionFailure]]) });
