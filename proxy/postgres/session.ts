@@ -18,14 +18,12 @@
  * implicit transaction (or marks the explicit one failed) and skips to Sync; its error is replaced
  * by the refusal (SQLSTATE 42501 with the reason) and the client's session stays usable.
  */
-import { randomInt, timingSafeEqual } from 'node:crypto';
-import { isIPv4, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { parseDuration, type SqlClass } from '../../shared/config';
 import type { AuditEventInput, MaskSpan } from '../../shared/events';
 import type { Identity } from '../../shared/identity';
 import { sqlHoldText } from '../approvals/hold-queue';
 import type { HoldOutcome } from '../approvals/types';
-import { AuthError } from '../identity/authenticator';
 import { newId } from '../ids';
 import type { RowMasker } from '../masking/types';
 import type { PolicyDecision } from '../policy/types';
@@ -36,7 +34,6 @@ import {
   buildCopyData,
   buildErrorFields,
   buildErrorResponse,
-  buildNegotiateProtocolVersion,
   buildParameterStatus,
   buildReadyForQuery,
   type ErrorFields,
@@ -71,13 +68,14 @@ import {
 import { ProtocolError, type RawMessage } from './message-buffer';
 import { BackendCode, codeName, FrontendCode, isFrontendCode, SqlState } from './message-codes';
 import { redactStatementSecrets } from './statement-secrets';
-import { upstreamRoleFor } from './upstream-role';
 import { type Portal, type PreparedStatement, type RecordingContext, type RunEnd, runEndEvent, statementEvents, type StatementRun } from './recording';
 import { type Draft, ProtocolState, type QueryStatement } from './protocol-state';
 import { type NamespaceEffect, namespaceEffects } from './sql-namespace';
 import type { ListenedSession, PgListenerContext, PgSessionServices } from './session-context';
 import { type SessionSocketEvents, SessionSockets } from './session-sockets';
-import { connectUpstream, sendUpstreamCancel, terminateUpstream, UpstreamError, type UpstreamSession } from './upstream';
+import { authenticateClient, connectUpstreamFor, type LoginAttempt } from './login';
+import { issueCancelKey, routeCancelRequest, startupStep } from './startup';
+import { sendUpstreamCancel, terminateUpstream } from './upstream';
 
 /** Sent upstream in place of a refused statement: it cannot parse, so the upstream fails it. */
 export const REFUSED_STATEMENT_SQL = 'CUSTODY_REFUSED_STATEMENT';
@@ -123,13 +121,6 @@ const WRITE_TAGS: Record<string, SqlClass> = { INSERT: 'insert', UPDATE: 'update
 const MAX_BATCH_MESSAGES = 1000;
 const MAX_BATCH_BYTES = 8 * 1024 * 1024;
 const SUMMARY_CHARS = 500;
-
-function isLoopback(address: string | undefined): boolean {
-  if (!address) return false;
-  if (address === '::1') return true;
-  const v4 = address.startsWith('::ffff:') ? address.slice(7) : address;
-  return isIPv4(v4) && v4.startsWith('127.');
-}
 
 function paramText(v: Buffer | null, format: number): string | null {
   if (v === null) return null;
@@ -291,50 +282,28 @@ export class PgProxySession implements ListenedSession, SessionSocketEvents {
   // ---------------------------------------------------------------- startup and authentication
 
   private onStartupPacket(m: RawMessage): void {
-    const p = parseStartupPacket(m.body);
-    if (p.kind === 'ssl' || p.kind === 'gssenc') {
-      if (this.sockets.frontend.buffered > 0) throw new ProtocolError(`received unencrypted data after ${p.kind === 'ssl' ? 'SSL' : 'GSSAPI encryption'} request`);
-      if (p.kind === 'gssenc') {
-        this.sendClient(Buffer.from('N'));
+    const sockets = this.sockets;
+    const step = startupStep(parseStartupPacket(m.body), { tls: sockets.tls, remoteAddress: sockets.raw.remoteAddress, buffered: sockets.frontend.buffered });
+    switch (step.kind) {
+      case 'start-tls':
+        return sockets.acceptSslRequest();
+      case 'decline-gssenc':
+        return this.sendClient(Buffer.from('N'));
+      case 'cancel':
+        this.phase = 'closed';
+        this.ctx.sessions.delete(this);
+        routeCancelRequest(this.ctx.cancelKeys, step.pid, step.secret);
+        sockets.client.end();
         return;
-      }
-      if (this.sockets.tls) throw new ProtocolError('SSLRequest on a connection that is already encrypted');
-      this.sockets.acceptSslRequest();
-      return;
+      case 'login':
+        // Typed messages follow (or nothing: a refused client's connection ends now).
+        this.startupParams = step.params;
+        sockets.frontend.startupPhase = false;
+        if (step.negotiate) this.sendClient(step.negotiate);
+        if (step.refusal) return this.fatal(step.refusal);
+        this.phase = 'password';
+        this.sendClient(buildAuthenticationCleartextPassword());
     }
-    if (p.kind === 'cancel') {
-      this.phase = 'closed';
-      this.ctx.sessions.delete(this);
-      const entry = this.ctx.cancelKeys.get(p.pid);
-      if (entry && entry.secret.length === p.secret.length && timingSafeEqual(entry.secret, p.secret)) entry.session.cancel();
-      this.sockets.client.end();
-      return;
-    }
-    this.startupParams = p.params;
-    const user = p.params.get('user');
-    if (!user) {
-      this.fatal({ severity: 'FATAL', code: SqlState.InvalidAuthorization, message: 'no PostgreSQL user name specified in startup packet' });
-      return;
-    }
-    const replication = p.params.get('replication');
-    if (replication && !['false', 'off', 'no', '0'].includes(replication.toLowerCase())) {
-      this.fatal({ severity: 'FATAL', code: SqlState.FeatureNotSupported, message: 'replication connections are not supported through the Custody gateway' });
-      return;
-    }
-    this.sockets.frontend.startupPhase = false;
-    const unrecognized = [...p.params.keys()].filter((k) => k.startsWith('_pq_.'));
-    if (p.minor > 0 || unrecognized.length > 0) this.sendClient(buildNegotiateProtocolVersion(0, unrecognized));
-    if (!this.sockets.tls && !isLoopback(this.sockets.raw.remoteAddress)) {
-      this.fatal({
-        severity: 'FATAL',
-        code: SqlState.InvalidAuthorization,
-        message: 'the Custody gateway accepts passwords only over TLS or from this machine',
-        hint: 'connect with sslmode=require',
-      });
-      return;
-    }
-    this.phase = 'password';
-    this.sendClient(buildAuthenticationCleartextPassword());
   }
 
   private onPassword(m: RawMessage): void {
@@ -345,26 +314,17 @@ export class PgProxySession implements ListenedSession, SessionSocketEvents {
     void this.login(password);
   }
 
+  /** Authenticates the client, logs in to the upstream, records the session's start, then greets the client. */
   private async login(password: string): Promise<void> {
-    const user = this.startupParams.get('user') ?? '';
-    try {
-      this.identity = await this.s.auth.authenticate(password || undefined);
-    } catch (err) {
-      const message = err instanceof AuthError ? err.message : 'the credential could not be checked';
-      try {
-        const payload = { protocol: 'postgres', user, client: this.clientAddress, reason: err instanceof AuthError ? err.code : 'error', message };
-        if (this.s.login) this.s.login.failures.record(this.clientAddress, payload, { connection: this.ctx.connection.name, credential: this.s.keys?.knownPrefix(password || undefined) });
-        else this.s.store.appendMany([{ kind: 'auth.failure', connection: this.ctx.connection.name, payload }]);
-      } catch {
-        // the refusal below stands either way
-      }
-      this.fatal({ severity: 'FATAL', code: SqlState.InvalidPassword, message: `password authentication failed for user "${user}": ${message}` });
-      return;
-    }
+    const attempt: LoginAttempt = { user: this.startupParams.get('user') ?? '', clientAddress: this.clientAddress, startupParams: this.startupParams };
+    const authenticated = await authenticateClient(this.ctx, password, attempt);
+    if ('refusal' in authenticated) return this.fatal(authenticated.refusal);
+    const identity = authenticated.identity;
+    this.identity = identity;
     // No session outlives its credential: expiry, revocation or a lock of the person ends it.
     this.unregisterLive = this.s.liveSessions?.register({
       protocol: 'postgres',
-      identity: this.identity,
+      identity,
       terminate: (why) => this.fatal({ severity: 'FATAL', code: SqlState.AdminShutdown, message: why }),
     });
     try {
@@ -373,43 +333,14 @@ export class PgProxySession implements ListenedSession, SessionSocketEvents {
       this.fatal({ severity: 'FATAL', code: SqlState.SystemError, message: `the gateway cannot mask results for this connection, so it refuses it: ${(err as Error).message}` });
       return;
     }
-    const params: Record<string, string> = {};
-    for (const [k, v] of this.startupParams) if (k !== 'user' && k !== 'database' && !k.startsWith('_pq_.')) params[k] = v;
-    // Per-group upstream role (connection `roles`), applied at login.
-    const role = upstreamRoleFor(this.ctx.connection, this.identity.groups, this.startupParams);
-    if ('refuse' in role) {
-      this.fatal({ severity: 'FATAL', code: SqlState.InvalidAuthorization, message: role.refuse });
-      return;
-    }
-    if ('role' in role) params['role'] = role.role;
-    let up: UpstreamSession;
-    try {
-      up = await connectUpstream(this.ctx.target, { params, database: this.startupParams.get('database') ?? user });
-    } catch (err) {
-      const fields = err instanceof UpstreamError ? err.fields : undefined;
-      const code = fields?.get('C') ?? SqlState.ConnectionRejected;
-      const message = `upstream ${this.ctx.connection.name}: ${fields?.get('M') ?? (err as Error).message}`;
-      // No session began, but who tried to connect, and why it failed, is part of the record.
-      try {
-        const t = this.ctx.target;
-        this.s.store.appendMany([
-          {
-            kind: 'pg.error',
-            actor: this.identity.subject,
-            connection: this.ctx.connection.name,
-            payload: { protocol: 'postgres', fatal: true, phase: 'connect', code, message, actorName: this.identity.name, user, client: this.clientAddress, upstream: { host: t.host, port: t.port } },
-          },
-        ]);
-      } catch {
-        // the refusal below stands either way
-      }
-      this.fatal({ severity: 'FATAL', code, message });
-      return;
-    }
+    const connected = await connectUpstreamFor(this.ctx, identity, attempt);
+    if ('refusal' in connected) return this.fatal(connected.refusal);
+    const up = connected.upstream;
     if (this.phase === 'closed') {
       terminateUpstream(up.socket);
       return;
     }
+    const user = attempt.user;
     const t = this.ctx.target;
     const database = t.database ?? this.startupParams.get('database') ?? user;
     try {
@@ -417,12 +348,12 @@ export class PgProxySession implements ListenedSession, SessionSocketEvents {
         {
           kind: 'session.start',
           session: this.id,
-          actor: this.identity.subject,
+          actor: identity.subject,
           connection: this.ctx.connection.name,
           payload: {
             protocol: 'postgres',
-            actorName: this.identity.name,
-            identity: { subject: this.identity.subject, name: this.identity.name, groups: this.identity.groups, via: this.identity.via },
+            actorName: identity.name,
+            identity: { subject: identity.subject, name: identity.name, groups: identity.groups, via: identity.via },
             client: {
               address: this.clientAddress,
               port: this.sockets.raw.remotePort ?? null,
@@ -432,7 +363,7 @@ export class PgProxySession implements ListenedSession, SessionSocketEvents {
               applicationName: this.startupParams.get('application_name') ?? null,
             },
             database,
-            upstream: { host: t.host, port: t.port, user: t.user, database, tls: up.tls, auth: up.auth, pid: up.pid, ...('role' in role ? { role: role.role } : {}) },
+            upstream: { host: t.host, port: t.port, user: t.user, database, tls: up.tls, auth: up.auth, pid: up.pid, ...(connected.role !== undefined ? { role: connected.role } : {}) },
           },
         },
       ]);
@@ -445,17 +376,12 @@ export class PgProxySession implements ListenedSession, SessionSocketEvents {
     this.publishSession('session.started');
     this.sockets.attachUpstream(up);
     // The client sees the gateway's own key; a CancelRequest with it is routed to this backend.
-    let pid = 0;
-    do pid = randomInt(1, 2 ** 31 - 1);
-    while (this.ctx.cancelKeys.has(pid));
-    const secret = Buffer.alloc(4);
-    secret.writeInt32BE(randomInt(-(2 ** 31), 2 ** 31 - 1));
-    this.cancelPid = pid;
-    this.ctx.cancelKeys.set(pid, { secret, session: this });
+    const key = issueCancelKey(this.ctx.cancelKeys, this);
+    this.cancelPid = key.pid;
     this.sendClient(buildAuthenticationOk());
     for (const n of up.notices) this.sendClient(this.maskErrorLike(n, this.masker));
     for (const [name, value] of up.parameters) this.sendClient(buildParameterStatus(name, value));
-    this.sendClient(buildBackendKeyData(pid, secret));
+    this.sendClient(buildBackendKeyData(key.pid, key.secret));
     this.sendClient(buildReadyForQuery(up.status));
     this.proto = new ProtocolState(up.status);
     this.phase = 'ready';
