@@ -1,11 +1,12 @@
 /**
- * What one PostgreSQL session writes to the audit log about its statements, as pure builders:
- * `pg.statement` (and `policy.decision`) before a statement is forwarded, `pg.result` or
- * `pg.error` when it ends. Kept apart from the session's socket and protocol handling so what is
- * recorded can be read (and changed) in one place.
+ * What one PostgreSQL session writes to the audit log, as pure builders: `session.start` and
+ * `session.end`, `pg.statement` (and `policy.decision`) before a statement is forwarded, `pg.result`
+ * or `pg.error` when it ends. Kept apart from the session's socket and protocol handling so what is
+ * recorded can be read (and changed) in one place; session-recorder.ts writes them.
  */
 import type { SqlClass } from '../../shared/config';
 import type { AuditEventInput, MaskSpan } from '../../shared/events';
+import type { Identity } from '../../shared/identity';
 import type { RowMasker } from '../masking/types';
 import type { PolicyDecision } from '../policy/types';
 import { type ErrorFields, type ErrorInit, type FieldDescription, rowCountOfTag } from './backend-messages';
@@ -73,6 +74,52 @@ export interface RecordingContext {
   actor: string | undefined;
   connection: string;
   forLog(text: string): { text: string; spans: MaskSpan[] };
+}
+
+/** Who connected, from where, to which upstream backend: what `session.start` records. */
+export interface SessionStart {
+  identity: Identity;
+  client: { address: string; port: number | null; tls: boolean; user: string; database: string | null; applicationName: string | null };
+  /** The database the session uses (the upstream URL's, else the client's). */
+  database: string;
+  upstream: { host: string; port: number; user: string; tls: boolean; auth: string; pid: number; role?: string };
+}
+
+export function sessionStartEvent(c: RecordingContext, start: SessionStart): AuditEventInput {
+  const { identity, upstream } = start;
+  return {
+    kind: 'session.start',
+    session: c.session,
+    actor: identity.subject,
+    connection: c.connection,
+    payload: {
+      protocol: 'postgres',
+      actorName: identity.name,
+      identity: { subject: identity.subject, name: identity.name, groups: identity.groups, via: identity.via },
+      client: start.client,
+      database: start.database,
+      upstream: {
+        host: upstream.host,
+        port: upstream.port,
+        user: upstream.user,
+        database: start.database,
+        tls: upstream.tls,
+        auth: upstream.auth,
+        pid: upstream.pid,
+        ...(upstream.role !== undefined ? { role: upstream.role } : {}),
+      },
+    },
+  };
+}
+
+export function sessionEndEvent(c: RecordingContext, end: { reason: string; durationMs: number; statements: number }): AuditEventInput {
+  return {
+    kind: 'session.end',
+    session: c.session,
+    actor: c.actor,
+    connection: c.connection,
+    payload: { protocol: 'postgres', reason: end.reason, durationMs: end.durationMs, statements: end.statements },
+  };
 }
 
 /** How a statement ended. */

@@ -20,7 +20,6 @@
  */
 import type { Socket } from 'node:net';
 import { parseDuration, type SqlClass } from '../../shared/config';
-import type { AuditEventInput, MaskSpan } from '../../shared/events';
 import type { Identity } from '../../shared/identity';
 import { sqlHoldText } from '../approvals/hold-queue';
 import type { HoldOutcome } from '../approvals/types';
@@ -68,7 +67,9 @@ import {
 import { ProtocolError, type RawMessage } from './message-buffer';
 import { BackendCode, codeName, FrontendCode, isFrontendCode, SqlState } from './message-codes';
 import { redactStatementSecrets } from './statement-secrets';
-import { type Portal, type PreparedStatement, type RecordingContext, type RunEnd, runEndEvent, statementEvents, type StatementRun } from './recording';
+import type { Portal, PreparedStatement, StatementRun } from './recording';
+import { SessionMaskers } from './session-maskers';
+import { SessionRecorder } from './session-recorder';
 import { type Draft, ProtocolState, type QueryStatement } from './protocol-state';
 import { type NamespaceEffect, namespaceEffects } from './sql-namespace';
 import type { ListenedSession, PgListenerContext, PgSessionServices } from './session-context';
@@ -152,8 +153,8 @@ export class PgProxySession implements ListenedSession, SessionSocketEvents {
   private stalled: Item[] | null = null;
   private statementCount = 0;
   private holdAbort: AbortController | null = null;
-  private masker!: RowMasker;
-  private readonly maskers = new Map<string, RowMasker>();
+  private readonly maskers: SessionMaskers;
+  private readonly recorder: SessionRecorder;
   private cancelPid = 0;
   private endReason = 'client disconnected';
   private readonly ctx: PgListenerContext;
@@ -163,6 +164,10 @@ export class PgProxySession implements ListenedSession, SessionSocketEvents {
     this.ctx = ctx;
     this.s = ctx.services;
     this.sockets = new SessionSockets(socket, ctx.secureContext, this);
+    this.maskers = new SessionMaskers(this.s.masking, ctx.connection);
+    this.recorder = new SessionRecorder(this.id, ctx, this.maskers, (err) =>
+      this.fatal({ severity: 'FATAL', code: SqlState.SystemError, message: `the audit log cannot record results, so the gateway ends this session: ${err.message}` }),
+    );
     ctx.sessions.add(this);
   }
 
@@ -213,10 +218,7 @@ export class PgProxySession implements ListenedSession, SessionSocketEvents {
     this.endReason = reason ?? error.message;
     if (this.started) {
       this.s.log.debug(`postgres ${this.ctx.connection.name}: session ${this.id} ends: ${this.endReason}`);
-      this.defer(
-        { kind: 'pg.error', payload: { protocol: 'postgres', fatal: true, code: error.code, message: error.message } },
-        () => {},
-      );
+      this.recorder.fatal(error);
     }
     this.sockets.sendClient(buildErrorResponse({ ...error, severity: 'FATAL' }));
     this.sockets.flushClient();
@@ -321,6 +323,7 @@ export class PgProxySession implements ListenedSession, SessionSocketEvents {
     if ('refusal' in authenticated) return this.fatal(authenticated.refusal);
     const identity = authenticated.identity;
     this.identity = identity;
+    this.recorder.actor = identity.subject;
     // No session outlives its credential: expiry, revocation or a lock of the person ends it.
     this.unregisterLive = this.s.liveSessions?.register({
       protocol: 'postgres',
@@ -328,7 +331,7 @@ export class PgProxySession implements ListenedSession, SessionSocketEvents {
       terminate: (why) => this.fatal({ severity: 'FATAL', code: SqlState.AdminShutdown, message: why }),
     });
     try {
-      this.masker = this.s.masking.rows(this.ctx.connection);
+      this.maskers.refresh();
     } catch (err) {
       this.fatal({ severity: 'FATAL', code: SqlState.SystemError, message: `the gateway cannot mask results for this connection, so it refuses it: ${(err as Error).message}` });
       return;
@@ -340,46 +343,34 @@ export class PgProxySession implements ListenedSession, SessionSocketEvents {
       terminateUpstream(up.socket);
       return;
     }
-    const user = attempt.user;
-    const t = this.ctx.target;
-    const database = t.database ?? this.startupParams.get('database') ?? user;
+    const target = this.ctx.target;
+    const database = target.database ?? this.startupParams.get('database') ?? attempt.user;
     try {
-      this.ctx.writer.appendNow([
-        {
-          kind: 'session.start',
-          session: this.id,
-          actor: identity.subject,
-          connection: this.ctx.connection.name,
-          payload: {
-            protocol: 'postgres',
-            actorName: identity.name,
-            identity: { subject: identity.subject, name: identity.name, groups: identity.groups, via: identity.via },
-            client: {
-              address: this.clientAddress,
-              port: this.sockets.raw.remotePort ?? null,
-              tls: this.sockets.tls,
-              user,
-              database: this.startupParams.get('database') ?? null,
-              applicationName: this.startupParams.get('application_name') ?? null,
-            },
-            database,
-            upstream: { host: t.host, port: t.port, user: t.user, database, tls: up.tls, auth: up.auth, pid: up.pid, ...(connected.role !== undefined ? { role: connected.role } : {}) },
-          },
+      this.recorder.started({
+        identity,
+        client: {
+          address: this.clientAddress,
+          port: this.sockets.raw.remotePort ?? null,
+          tls: this.sockets.tls,
+          user: attempt.user,
+          database: this.startupParams.get('database') ?? null,
+          applicationName: this.startupParams.get('application_name') ?? null,
         },
-      ]);
+        database,
+        upstream: { host: target.host, port: target.port, user: target.user, tls: up.tls, auth: up.auth, pid: up.pid, role: connected.role },
+      });
     } catch (err) {
       terminateUpstream(up.socket);
       this.fatal({ severity: 'FATAL', code: SqlState.SystemError, message: `the audit log cannot record this session, so the gateway refuses it: ${(err as Error).message}` });
       return;
     }
     this.started = true;
-    this.publishSession('session.started');
     this.sockets.attachUpstream(up);
     // The client sees the gateway's own key; a CancelRequest with it is routed to this backend.
     const key = issueCancelKey(this.ctx.cancelKeys, this);
     this.cancelPid = key.pid;
     this.sendClient(buildAuthenticationOk());
-    for (const n of up.notices) this.sendClient(this.maskErrorLike(n, this.masker));
+    for (const n of up.notices) this.sendClient(this.maskErrorLike(n, this.maskers.current));
     for (const [name, value] of up.parameters) this.sendClient(buildParameterStatus(name, value));
     this.sendClient(buildBackendKeyData(key.pid, key.secret));
     this.sendClient(buildReadyForQuery(up.status));
@@ -388,11 +379,6 @@ export class PgProxySession implements ListenedSession, SessionSocketEvents {
     this.sockets.flushClient();
     this.pumpBack();
     this.resume();
-  }
-
-  private publishSession(type: 'session.started' | 'session.ended'): void {
-    const summary = this.s.store.session?.(this.id);
-    if (summary && this.s.bus) this.s.bus.publish({ type, session: summary });
   }
 
   // ---------------------------------------------------------------- ready: client messages
@@ -454,17 +440,6 @@ export class PgProxySession implements ListenedSession, SessionSocketEvents {
     return foldEffects(this.preclassified.get(sql) ?? classifySql(sql), this.ctx.routines.lookup());
   }
 
-  private maskerFor(decision: PolicyDecision): RowMasker {
-    if (!decision.mask?.length) return this.masker;
-    const key = decision.mask.join(',');
-    let m = this.maskers.get(key);
-    if (!m) {
-      m = this.s.masking.rows(this.ctx.connection, decision.mask);
-      this.maskers.set(key, m);
-    }
-    return m;
-  }
-
   private newRun(
     sql: string,
     c: { classes: SqlClass[]; tables: string[]; parseError?: string; copyOut?: CopyOutShape },
@@ -475,9 +450,10 @@ export class PgProxySession implements ListenedSession, SessionSocketEvents {
     // cannot finish leaves the gateway unable to decide: the statement is refused (fail closed).
     let detectorHits: string[] | undefined;
     let scanError: string | undefined;
-    const { lineage, classes } = withLineage(sql, c.classes, this.masker);
+    const masker = this.maskers.current;
+    const { lineage, classes } = withLineage(sql, c.classes, masker);
     try {
-      detectorHits = this.masker.detectorHits(sql, params);
+      detectorHits = masker.detectorHits(sql, params);
     } catch (err) {
       scanError = (err as Error).message;
     }
@@ -507,7 +483,7 @@ export class PgProxySession implements ListenedSession, SessionSocketEvents {
       protocol,
       parseError: c.parseError,
       decision,
-      masker: decision.action === 'mask' ? this.maskerFor(decision) : this.masker,
+      masker: decision.action === 'mask' ? this.maskers.forMaskDecision(decision) : masker,
       copyShape: c.copyOut,
       startedAt: 0,
       rows: 0,
@@ -597,8 +573,7 @@ export class PgProxySession implements ListenedSession, SessionSocketEvents {
     this.batch = [];
     this.batchBytes = 0;
     // Masking rules can change while a connection stays open (console edits): pick up the current ones.
-    this.masker = this.s.masking.rows(this.ctx.connection);
-    this.maskers.clear();
+    this.maskers.refresh();
     const undo: (() => void)[] = [];
     const step: Step = { raw: [], expect: [], runs: [] };
     const draft = this.proto.draft();
@@ -734,7 +709,7 @@ export class PgProxySession implements ListenedSession, SessionSocketEvents {
         // Masking needs the result's columns; if the client did not ask for them, the gateway does.
         // Its Describe goes before the Execute, in the prediction as on the wire.
         const peek = draft.peekPortal(e.portal);
-        const describe = this.masker.active && peek && !peek.fields && !peek.describing && !peek.statement.fields && !peek.statement.describing;
+        const describe = this.maskers.current.active && peek && !peek.fields && !peek.describing && !peek.statement.fields && !peek.statement.describing;
         if (describe) draft.describe('P', e.portal);
         const { portal, executes } = draft.execute(e.portal);
         const stmt = portal?.statement;
@@ -881,7 +856,7 @@ export class PgProxySession implements ListenedSession, SessionSocketEvents {
             session: this.id,
             rule: d.rule ?? 'hold',
             ruleReason: d.reason,
-            ...sqlHoldText(this.forLog(run.sql).text, run.params?.map((p) => (p === null ? null : this.forLog(p).text)), SUMMARY_CHARS),
+            ...sqlHoldText(this.maskers.forLog(run.sql).text, run.params?.map((p) => (p === null ? null : this.maskers.forLog(p).text)), SUMMARY_CHARS),
             spec: this.holdSpec(d.hold!, inTransaction),
             ...(inTransaction ? { inTransaction } : {}),
             signal: abort.signal,
@@ -914,20 +889,6 @@ export class PgProxySession implements ListenedSession, SessionSocketEvents {
     return null;
   }
 
-  private forLog(text: string): { text: string; spans: MaskSpan[] } {
-    if (!this.masker.active) return { text, spans: [] };
-    const r = this.masker.text(text, 'log');
-    return { text: r.text, spans: r.spans };
-  }
-
-  private recording(): RecordingContext {
-    return { session: this.id, actor: this.identity?.subject, connection: this.ctx.connection.name, forLog: (text) => this.forLog(text) };
-  }
-
-  private statementEvents(runs: StatementRun[], refused?: ErrorInit): AuditEventInput[] {
-    return statementEvents(this.recording(), runs, refused);
-  }
-
   /**
    * Records the step's statements, then sends it. The commit is shared with the other sessions of
    * this event-loop turn; until it is done this session takes no further client messages, so
@@ -938,9 +899,8 @@ export class PgProxySession implements ListenedSession, SessionSocketEvents {
       this.send(step, boundary, draft);
       return;
     }
-    const events = this.statementEvents(step.runs);
     this.sockets.frontWaiting = true;
-    this.ctx.writer.commit(events, (err) => {
+    this.recorder.statements(step.runs, (err) => {
       if (this.phase === 'closed') return;
       if (err)
         this.refuse(step, undo, boundary, {
@@ -972,7 +932,7 @@ export class PgProxySession implements ListenedSession, SessionSocketEvents {
     for (const u of undo.reverse()) u();
     if (!storeDown && step.runs.length > 0) {
       try {
-        this.ctx.writer.appendNow(this.statementEvents(step.runs, error));
+        this.recorder.refused(step.runs, error);
       } catch {
         // refusing anyway: nothing of this batch reaches the upstream
       }
@@ -1066,7 +1026,7 @@ export class PgProxySession implements ListenedSession, SessionSocketEvents {
       case BackendCode.RowDescription: {
         const fields = parseRowDescription(m.body);
         let forward = true;
-        let masker = this.masker;
+        let masker = this.maskers.current;
         if (head?.k === 'dstmt') {
           head.stmt.fields = fields;
           head.stmt.describing = false;
@@ -1126,7 +1086,7 @@ export class PgProxySession implements ListenedSession, SessionSocketEvents {
       case BackendCode.PortalSuspended: {
         const run = this.currentRun();
         if (run?.copyOut?.format === -1) {
-          this.finishRun(run, {});
+          this.recorder.runEnded(run, {});
           if (head!.k === 'exec') this.fifo.shift();
           else if (head!.k === 'query') head!.index++;
           return this.sendClient(
@@ -1143,14 +1103,14 @@ export class PgProxySession implements ListenedSession, SessionSocketEvents {
           if (written && !run.classes.includes(written) && !run.classes.includes('unknown')) {
             // The server ran a write the statement was not decided as (a prepared statement
             // replaced where the gateway cannot see, e.g. by dynamic SQL in a function).
-            this.finishRun(run, { tag });
+            this.recorder.runEnded(run, { tag });
             this.fatal(
               { severity: 'FATAL', code: SqlState.ProtocolViolation, message: `the gateway ends this session: the server completed "${tag}" for a statement decided as ${run.classes.join(', ')}` },
               `protocol state mismatch: "${tag}" for statement ${run.n}`,
             );
             return;
           }
-          this.finishRun(run, { tag, suspended: m.code === BackendCode.PortalSuspended });
+          this.recorder.runEnded(run, { tag, suspended: m.code === BackendCode.PortalSuspended });
           if (head!.k === 'exec') this.fifo.shift();
           else if (head!.k === 'query') head!.index++;
         }
@@ -1173,7 +1133,7 @@ export class PgProxySession implements ListenedSession, SessionSocketEvents {
         return this.sendClient(m.raw);
       case BackendCode.FunctionCallResponse: {
         const run = this.currentRun();
-        if (run && head?.k === 'func') this.finishRun(run, { tag: 'FUNCTION CALL' });
+        if (run && head?.k === 'func') this.recorder.runEnded(run, { tag: 'FUNCTION CALL' });
         return this.sendClient(m.raw);
       }
       case BackendCode.ErrorResponse:
@@ -1191,7 +1151,7 @@ export class PgProxySession implements ListenedSession, SessionSocketEvents {
         return this.sendClient(m.raw);
       }
       case BackendCode.NoticeResponse:
-        return this.sendClient(this.maskErrorLike(m, this.currentRun()?.masker ?? this.masker));
+        return this.sendClient(this.maskErrorLike(m, this.currentRun()?.masker ?? this.maskers.current));
       case BackendCode.NotificationResponse: {
         // The client knows the gateway's pid, not the upstream's: translate its own notifications.
         const up = this.sockets.upstream;
@@ -1232,7 +1192,7 @@ export class PgProxySession implements ListenedSession, SessionSocketEvents {
     }
     const fields = parseErrorFields(m.body);
     const run = this.currentRun();
-    if (run) this.finishRun(run, { error: fields });
+    if (run) this.recorder.runEnded(run, { error: fields });
     if (head?.k === 'query') head.index = head.runs.length;
     else if (head?.k === 'func') {
       // ReadyForQuery follows
@@ -1242,15 +1202,15 @@ export class PgProxySession implements ListenedSession, SessionSocketEvents {
     }
     const severity = fields.get('V') ?? fields.get('S');
     if (severity === 'FATAL' || severity === 'PANIC') this.endReason = `upstream: ${fields.get('M') ?? 'fatal error'}`;
-    this.sendClient(this.maskErrorLike(m, run?.masker ?? this.masker, fields));
+    this.sendClient(this.maskErrorLike(m, run?.masker ?? this.maskers.current, fields));
   }
 
   private popUntilSync(): void {
     while (this.fifo.length > 0 && this.fifo[0]!.k !== 'sync') {
       const e = this.fifo.shift()!;
-      if (e.k === 'exec' && !e.run.finished) this.finishRun(e.run, { skipped: true });
+      if (e.k === 'exec' && !e.run.finished) this.recorder.runEnded(e.run, { skipped: true });
       // A Query or FunctionCall sent before the Sync is skipped by the server as a whole.
-      if (e.k === 'query' || e.k === 'func') for (const r of e.k === 'query' ? e.runs : [e.run]) if (!r.finished) this.finishRun(r, { skipped: true });
+      if (e.k === 'query' || e.k === 'func') for (const r of e.k === 'query' ? e.runs : [e.run]) if (!r.finished) this.recorder.runEnded(r, { skipped: true });
     }
     if (this.fifo.length === 0) this.discardUntilSync = true;
   }
@@ -1360,18 +1320,6 @@ export class PgProxySession implements ListenedSession, SessionSocketEvents {
     return changed ? buildErrorFields(m.code, fields) : m.raw;
   }
 
-  private finishRun(run: StatementRun, end: RunEnd): void {
-    if (run.finished) return;
-    run.finished = true;
-    this.defer(runEndEvent(this.recording(), run, end), (err) =>
-      this.fatal({ severity: 'FATAL', code: SqlState.SystemError, message: `the audit log cannot record results, so the gateway ends this session: ${err.message}` }),
-    );
-  }
-
-  private defer(event: AuditEventInput, onFail: (err: Error) => void): void {
-    this.ctx.writer.defer(event, onFail);
-  }
-
   // ---------------------------------------------------------------- end
 
   /** Ends the session (both sockets) and records why. Idempotent. */
@@ -1397,22 +1345,13 @@ export class PgProxySession implements ListenedSession, SessionSocketEvents {
     this.batch = [];
     this.sockets.endClient();
     for (const e of this.fifo) {
-      if (e.k === 'exec' && !e.run.finished) this.finishRun(e.run, { error: new Map([['M', `connection closed: ${reason}`], ['C', SqlState.ConnectionFailure]]) });
-      if (e.k === 'query') for (const r of e.runs.slice(e.index)) if (!r.finished && r.startedAt) this.finishRun(r, { error: new Map([['M', `connection closed: ${reason}`], ['C', SqlState.ConnectionFailure]]) });
+      if (e.k === 'exec' && !e.run.finished) this.recorder.runEnded(e.run, { error: new Map([['M', `connection closed: ${reason}`], ['C', SqlState.ConnectionFailure]]) });
+      if (e.k === 'query') for (const r of e.runs.slice(e.index)) if (!r.finished && r.startedAt) this.recorder.runEnded(r, { error: new Map([['M', `connection closed: ${reason}`], ['C', SqlState.ConnectionFailure]]) });
     }
     this.fifo.length = 0;
     if (!this.started) return;
     try {
-      this.ctx.writer.appendNow([
-        {
-          kind: 'session.end',
-          session: this.id,
-          actor: this.identity?.subject,
-          connection: this.ctx.connection.name,
-          payload: { protocol: 'postgres', reason, durationMs: Date.now() - this.startedAt, statements: this.statementCount },
-        },
-      ]);
-      this.publishSession('session.ended');
+      this.recorder.ended({ reason, durationMs: Date.now() - this.startedAt, statements: this.statementCount });
     } catch (err) {
       this.s.log.error(`postgres ${this.ctx.connection.name}: cannot record the end of session ${this.id}: ${(err as Error).message}`);
     }

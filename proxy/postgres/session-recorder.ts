@@ -1,0 +1,87 @@
+/**
+ * Writes what one PostgreSQL session records, through its listener's AuditWriter (which decides
+ * how events are committed together): the session's start and end (committed before returning), a
+ * batch's statements (committed, with the other sessions' of this turn, before the batch is
+ * forwarded), a refused batch (committed at once), each statement's end (deferred: it may follow
+ * the rows it describes) and a fatal error. The events are built by recording.ts; text is masked
+ * for the log with the session's current masker.
+ */
+import type { ErrorInit } from './backend-messages';
+import type { AuditWriter } from './audit-writer';
+import {
+  type RecordingContext,
+  type RunEnd,
+  runEndEvent,
+  sessionEndEvent,
+  type SessionStart,
+  sessionStartEvent,
+  statementEvents,
+  type StatementRun,
+} from './recording';
+import type { PgListenerContext } from './session-context';
+import type { SessionMaskers } from './session-maskers';
+
+export class SessionRecorder implements RecordingContext {
+  /** Who the session is (set once authenticated). */
+  actor: string | undefined;
+  readonly connection: string;
+  private readonly writer: AuditWriter;
+
+  /** `onResultLost` runs when a statement's end cannot be written: the session must not go on. */
+  constructor(
+    readonly session: string,
+    private readonly ctx: PgListenerContext,
+    private readonly maskers: SessionMaskers,
+    private readonly onResultLost: (err: Error) => void,
+  ) {
+    this.connection = ctx.connection.name;
+    this.writer = ctx.writer;
+  }
+
+  forLog(text: string) {
+    return this.maskers.forLog(text);
+  }
+
+  /** `session.start`; throws when the log cannot take it (the session is refused then). */
+  started(start: SessionStart): void {
+    this.writer.appendNow([sessionStartEvent(this, start)]);
+    this.publish('session.started');
+  }
+
+  /** `session.end`; throws when the log cannot take it. */
+  ended(end: { reason: string; durationMs: number; statements: number }): void {
+    this.writer.appendNow([sessionEndEvent(this, end)]);
+    this.publish('session.ended');
+  }
+
+  private publish(type: 'session.started' | 'session.ended'): void {
+    const services = this.ctx.services;
+    const summary = services.store.session?.(this.session);
+    if (summary && services.bus) services.bus.publish({ type, session: summary });
+  }
+
+  /**
+   * Commits the statements a batch runs; `done(null)` once they are durable, `done(err)` if they
+   * cannot be. `owner` paces the group commit (audit-writer.ts).
+   */
+  statements(runs: StatementRun[], done: (err: Error | null) => void, owner: object): void {
+    this.writer.commit(statementEvents(this, runs), done, owner);
+  }
+
+  /** The statements of a refused batch, with why; throws when the log cannot take them. */
+  refused(runs: StatementRun[], refusal: ErrorInit): void {
+    this.writer.appendNow(statementEvents(this, runs, refusal));
+  }
+
+  /** How a statement ended (once per statement: later calls are ignored). */
+  runEnded(run: StatementRun, end: RunEnd): void {
+    if (run.finished) return;
+    run.finished = true;
+    this.writer.defer(runEndEvent(this, run, end), this.onResultLost);
+  }
+
+  /** The error the gateway ended the session with. */
+  fatal(error: ErrorInit): void {
+    this.writer.defer({ kind: 'pg.error', payload: { protocol: 'postgres', fatal: true, code: error.code, message: error.message } }, () => {});
+  }
+}
