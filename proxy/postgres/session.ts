@@ -24,30 +24,19 @@ import type { Identity } from '../../shared/identity';
 import { sqlHoldText } from '../approvals/hold-queue';
 import type { HoldOutcome } from '../approvals/types';
 import { newId } from '../ids';
-import type { RowMasker } from '../masking/types';
 import type { PolicyDecision } from '../policy/types';
 import {
   buildAuthenticationCleartextPassword,
   buildAuthenticationOk,
   buildBackendKeyData,
-  buildCopyData,
-  buildErrorFields,
   buildErrorResponse,
   buildParameterStatus,
   buildReadyForQuery,
-  type ErrorFields,
   type ErrorInit,
-  type FieldDescription,
-  parseCommandComplete,
-  parseCopyResponse,
-  parseErrorFields,
-  parseParameterStatus,
-  parseRowDescription,
 } from './backend-messages';
 import { type Classification, classifySql, type CopyOutShape } from './classify';
 import { foldEffects } from './effects';
-import { maskCopyRow, maskDataRow, type ResultColumn, resultColumns, rowForLog } from './data-row-masker';
-import { withLineage, withSources } from './lineage';
+import { withLineage } from './lineage';
 import {
   buildClose,
   buildDescribe,
@@ -65,9 +54,10 @@ import {
   parseTarget,
 } from './frontend-messages';
 import { ProtocolError, type RawMessage } from './message-buffer';
-import { BackendCode, codeName, FrontendCode, isFrontendCode, SqlState } from './message-codes';
+import { codeName, FrontendCode, isFrontendCode, SqlState } from './message-codes';
 import { redactStatementSecrets } from './statement-secrets';
 import type { Portal, PreparedStatement, StatementRun } from './recording';
+import { type ExpectedReply, maskErrorLike, ReplyPairing, type ReplyPairingHost } from './reply-pairing';
 import { SessionMaskers } from './session-maskers';
 import { SessionRecorder } from './session-recorder';
 import { type Draft, ProtocolState, type QueryStatement } from './protocol-state';
@@ -82,19 +72,6 @@ import { sendUpstreamCancel, terminateUpstream } from './upstream';
 export const REFUSED_STATEMENT_SQL = 'CUSTODY_REFUSED_STATEMENT';
 /** The gateway's own prepared statement for learning a COPY's columns (closed right away). */
 const COPY_DESCRIBE_STATEMENT = 'custody_copy_columns';
-
-/** `internal`: the gateway sent the request itself; its reply is consumed, never relayed. */
-type Expect =
-  | { k: 'parse'; internal?: boolean }
-  | { k: 'bind' }
-  | { k: 'close'; internal?: boolean }
-  | { k: 'sync'; internal?: boolean }
-  | { k: 'dstmt'; stmt: PreparedStatement; internal?: boolean; copyFor?: StatementRun }
-  | { k: 'dportal'; portal: Portal; internal: boolean }
-  | { k: 'exec'; run: StatementRun }
-  | { k: 'query'; runs: StatementRun[]; index: number; refusal?: ErrorInit }
-  | { k: 'func'; run: StatementRun }
-  | { k: 'refusal'; error: ErrorInit };
 
 type Item =
   | { kind: 'parse'; m: RawMessage }
@@ -112,12 +89,9 @@ type Item =
 /** What forwarding a batch puts on the wire and in the FIFO, prepared before anything is sent. */
 interface Step {
   raw: Buffer[];
-  expect: Expect[];
+  expect: ExpectedReply[];
   runs: StatementRun[];
 }
-
-/** Command tags of writes, and the class a statement that completes with one must carry. */
-const WRITE_TAGS: Record<string, SqlClass> = { INSERT: 'insert', UPDATE: 'update', DELETE: 'delete', MERGE: 'merge' };
 
 const MAX_BATCH_MESSAGES = 1000;
 const MAX_BATCH_BYTES = 8 * 1024 * 1024;
@@ -128,7 +102,7 @@ function paramText(v: Buffer | null, format: number): string | null {
   return format === 1 ? `\\x${v.toString('hex')}` : v.toString('utf8');
 }
 
-export class PgProxySession implements ListenedSession, SessionSocketEvents {
+export class PgProxySession implements ListenedSession, SessionSocketEvents, ReplyPairingHost {
   readonly id = newId('pg');
   private readonly sockets: SessionSockets;
   private phase: 'startup' | 'password' | 'connecting' | 'ready' | 'closed' = 'startup';
@@ -145,8 +119,8 @@ export class PgProxySession implements ListenedSession, SessionSocketEvents {
   private unregisterLive?: () => void;
   /** The current batch's texts as classified by the pre-step. */
   private readonly preclassified = new Map<string, Classification>();
-  private copyIn = false;
-  private fifo: Expect[] = [];
+  /** Pairs each upstream reply with its request (reply-pairing.ts). */
+  private readonly replies: ReplyPairing;
   /** The server's statements and portals, predicted and checked against every reply (protocol-state.ts). */
   private proto = new ProtocolState<PreparedStatement, Portal>();
   /** A batch that read a name an earlier, unanswered segment wrote: planned again once the replies are in. */
@@ -168,6 +142,7 @@ export class PgProxySession implements ListenedSession, SessionSocketEvents {
     this.recorder = new SessionRecorder(this.id, ctx, this.maskers, (err) =>
       this.fatal({ severity: 'FATAL', code: SqlState.SystemError, message: `the audit log cannot record results, so the gateway ends this session: ${err.message}` }),
     );
+    this.replies = new ReplyPairing(this, this.sockets, this.recorder, this.maskers, ctx, this.id);
     ctx.sessions.add(this);
   }
 
@@ -208,12 +183,22 @@ export class PgProxySession implements ListenedSession, SessionSocketEvents {
     this.endReason = reason;
   }
 
+  // ---------------------------------------------------------------- reply pairing's requests (reply-pairing.ts)
+
+  upstreamFatal(reason: string): void {
+    this.endReason = reason;
+  }
+
+  skipToSync(): void {
+    this.discardUntilSync = true;
+  }
+
   private sendClient(buf: Buffer): void {
     this.sockets.toClient.push(buf);
   }
 
   /** Ends the connection with an error the client can show (FATAL), records why. */
-  private fatal(error: ErrorInit, reason?: string): void {
+  fatal(error: ErrorInit, reason?: string): void {
     if (this.phase === 'closed') return;
     this.endReason = reason ?? error.message;
     if (this.started) {
@@ -369,8 +354,9 @@ export class PgProxySession implements ListenedSession, SessionSocketEvents {
     // The client sees the gateway's own key; a CancelRequest with it is routed to this backend.
     const key = issueCancelKey(this.ctx.cancelKeys, this);
     this.cancelPid = key.pid;
+    this.replies.clientPid = key.pid;
     this.sendClient(buildAuthenticationOk());
-    for (const n of up.notices) this.sendClient(this.maskErrorLike(n, this.maskers.current));
+    for (const n of up.notices) this.sendClient(maskErrorLike(n, this.maskers.current));
     for (const [name, value] of up.parameters) this.sendClient(buildParameterStatus(name, value));
     this.sendClient(buildBackendKeyData(key.pid, key.secret));
     this.sendClient(buildReadyForQuery(up.status));
@@ -668,7 +654,7 @@ export class PgProxySession implements ListenedSession, SessionSocketEvents {
         const p = parseParse(m.body);
         draft.parse(p.name, this.prepared(p.name, p.query));
         step.raw.push(m.raw);
-        step.expect.push({ k: 'parse' });
+        step.expect.push({ kind: 'parse' });
         return;
       }
       case 'bind': {
@@ -682,7 +668,7 @@ export class PgProxySession implements ListenedSession, SessionSocketEvents {
           describing: false,
         }));
         step.raw.push(m.raw);
-        step.expect.push({ k: 'bind' });
+        step.expect.push({ kind: 'bind' });
         return;
       }
       case 'describe': {
@@ -694,13 +680,13 @@ export class PgProxySession implements ListenedSession, SessionSocketEvents {
           const was = stmt.describing;
           stmt.describing = true;
           undo.push(() => (stmt.describing = was));
-          step.expect.push({ k: 'dstmt', stmt });
+          step.expect.push({ kind: 'describe-statement', statement: stmt });
         } else {
           const portal = (known as Portal | null) ?? { name: t.name, statement: this.prepared('', '', { statements: [] }, []), params: [], resultFormats: [], describing: false };
           const was = portal.describing;
           portal.describing = true;
           undo.push(() => (portal.describing = was));
-          step.expect.push({ k: 'dportal', portal, internal: false });
+          step.expect.push({ kind: 'describe-portal', portal, internal: false });
         }
         return;
       }
@@ -734,23 +720,23 @@ export class PgProxySession implements ListenedSession, SessionSocketEvents {
           portal.describing = true;
           undo.push(() => (portal.describing = false));
           step.raw.push(buildDescribe('P', e.portal));
-          step.expect.push({ k: 'dportal', portal, internal: true });
+          step.expect.push({ kind: 'describe-portal', portal, internal: true });
         }
         step.raw.push(m.raw);
-        step.expect.push({ k: 'exec', run });
+        step.expect.push({ kind: 'execute', run });
         return;
       }
       case 'close': {
         const t = parseTarget(m.body, 'Close');
         draft.close(t.target, t.name);
         step.raw.push(m.raw);
-        step.expect.push({ k: 'close' });
+        step.expect.push({ kind: 'close' });
         return;
       }
       case 'sync':
         draft.sync();
         step.raw.push(m.raw);
-        step.expect.push({ k: 'sync' });
+        step.expect.push({ kind: 'sync' });
         return;
       case 'flush':
         step.raw.push(m.raw);
@@ -794,11 +780,11 @@ export class PgProxySession implements ListenedSession, SessionSocketEvents {
             draft.close('S', COPY_DESCRIBE_STATEMENT);
             draft.sync();
             step.raw.push(buildParse(COPY_DESCRIBE_STATEMENT, shape.describeSql), buildDescribe('S', COPY_DESCRIBE_STATEMENT), buildClose('S', COPY_DESCRIBE_STATEMENT), buildSync());
-            step.expect.push({ k: 'parse', internal: true }, { k: 'dstmt', stmt, internal: true, copyFor: run }, { k: 'close', internal: true }, { k: 'sync', internal: true });
+            step.expect.push({ kind: 'parse', internal: true }, { kind: 'describe-statement', statement: stmt, internal: true, copyFor: run }, { kind: 'close', internal: true }, { kind: 'sync', internal: true });
           }
         });
         step.raw.push(m.raw);
-        step.expect.push({ k: 'query', runs, index: 0 });
+        step.expect.push({ kind: 'query', runs, index: 0 });
         return;
       }
       case 'function': {
@@ -808,11 +794,10 @@ export class PgProxySession implements ListenedSession, SessionSocketEvents {
         const run = this.newRun(`-- FunctionCall oid ${f.functionOid} (${f.args} arguments)`, { classes: ['unknown'], tables: [] }, 'function');
         step.runs.push(run);
         step.raw.push(m.raw);
-        step.expect.push({ k: 'func', run });
+        step.expect.push({ kind: 'function-call', run });
         return;
       }
       case 'copy':
-        if (m.code !== FrontendCode.CopyData) this.copyIn = false;
         step.raw.push(m.raw);
         return;
       case 'terminate':
@@ -919,7 +904,7 @@ export class PgProxySession implements ListenedSession, SessionSocketEvents {
     const now = Date.now();
     for (const r of step.runs) r.startedAt = now;
     for (const raw of step.raw) this.sockets.sendUpstream(raw);
-    for (const e of step.expect) this.fifo.push(e);
+    for (const e of step.expect) this.replies.expect(e);
     if (boundary === 'terminate') {
       this.endReason = 'client terminated the session';
       this.sockets.flushUpstream();
@@ -944,17 +929,17 @@ export class PgProxySession implements ListenedSession, SessionSocketEvents {
       draft.query([]);
       draft.commit();
       this.sockets.sendUpstream(buildQuery(REFUSED_STATEMENT_SQL));
-      this.fifo.push({ k: 'query', runs: [], index: 0, refusal: error });
+      this.replies.expect({ kind: 'query', runs: [], index: 0, refusal: error });
       return;
     }
     draft.parse('', this.prepared('', REFUSED_STATEMENT_SQL, { statements: [] }, []));
     this.sockets.sendUpstream(buildParse('', REFUSED_STATEMENT_SQL));
-    this.fifo.push({ k: 'refusal', error });
+    this.replies.expect({ kind: 'refusal', error });
     if (boundary === 'sync') {
       draft.sync();
       draft.commit();
       this.sockets.sendUpstream(buildSync());
-      this.fifo.push({ k: 'sync' });
+      this.replies.expect({ kind: 'sync' });
     } else {
       draft.commit();
       if (boundary === 'flush') this.sockets.sendUpstream(buildFlush());
@@ -996,14 +981,6 @@ export class PgProxySession implements ListenedSession, SessionSocketEvents {
     sockets.flushClient();
   }
 
-  private currentRun(): StatementRun | undefined {
-    const h = this.fifo[0];
-    if (!h) return undefined;
-    if (h.k === 'exec' || h.k === 'func') return h.run;
-    if (h.k === 'query') return h.runs[h.index];
-    return undefined;
-  }
-
   private onBack(m: RawMessage): void {
     const mismatch = this.proto.reply(m.code, m.body);
     if (mismatch !== null) {
@@ -1016,308 +993,7 @@ export class PgProxySession implements ListenedSession, SessionSocketEvents {
     }
     // A reply can settle what a stalled batch waits for (an error settles every request the server now skips).
     if (this.stalled && this.proto.quiet) queueMicrotask(() => this.unstall());
-    const head = this.fifo[0];
-    switch (m.code) {
-      case BackendCode.DataRow: {
-        const run = this.currentRun();
-        if (!run) return this.sendClient(m.raw);
-        return this.onDataRow(run, m);
-      }
-      case BackendCode.RowDescription: {
-        const fields = parseRowDescription(m.body);
-        let forward = true;
-        let masker = this.maskers.current;
-        if (head?.k === 'dstmt') {
-          head.stmt.fields = fields;
-          head.stmt.describing = false;
-          this.fifo.shift();
-          if (head.copyFor) {
-            head.copyFor.fields = fields;
-            head.copyFor.copyColumns = true;
-            masker = head.copyFor.masker;
-          }
-          forward = !head.internal;
-        } else if (head?.k === 'dportal') {
-          head.portal.fields = fields;
-          head.portal.describing = false;
-          forward = !head.internal;
-          this.fifo.shift();
-        } else {
-          const run = this.currentRun();
-          if (run) {
-            run.fields = fields;
-            run.resultFormats = undefined;
-            run.columns = undefined;
-            masker = run.masker;
-          }
-        }
-        if (forward) this.sendClient(m.raw);
-        if (masker.active) this.resolveTables(fields);
-        return;
-      }
-      case BackendCode.NoData: {
-        if (head?.k === 'dstmt' || head?.k === 'dportal') {
-          this.fifo.shift();
-          if (head.k === 'dportal') {
-            head.portal.fields = [];
-            head.portal.describing = false;
-          } else {
-            head.stmt.fields = [];
-            head.stmt.describing = false;
-            if (head.copyFor) head.copyFor.copyColumns = false;
-          }
-          if (head.internal) return;
-        }
-        return this.sendClient(m.raw);
-      }
-      case BackendCode.ParseComplete:
-      case BackendCode.BindComplete:
-      case BackendCode.CloseComplete:
-        if (head && (head.k === 'parse' || head.k === 'bind' || head.k === 'close')) {
-          this.fifo.shift();
-          if ('internal' in head && head.internal) return;
-        }
-        return this.sendClient(m.raw);
-      case BackendCode.ParameterDescription:
-        if (head?.k === 'dstmt' && head.internal) return;
-        return this.sendClient(m.raw);
-      case BackendCode.CommandComplete:
-      case BackendCode.EmptyQueryResponse:
-      case BackendCode.PortalSuspended: {
-        const run = this.currentRun();
-        if (run?.copyOut?.format === -1) {
-          this.recorder.runEnded(run, {});
-          if (head!.k === 'exec') this.fifo.shift();
-          else if (head!.k === 'query') head!.index++;
-          return this.sendClient(
-            buildErrorResponse({
-              severity: 'ERROR',
-              code: SqlState.FeatureNotSupported,
-              message: 'COPY output cannot be masked here (binary format, or its columns could not be determined); use text or CSV format, or SELECT',
-            }),
-          );
-        }
-        if (run) {
-          const tag = m.code === BackendCode.CommandComplete ? parseCommandComplete(m.body) : m.code === BackendCode.EmptyQueryResponse ? '' : null;
-          const written = tag ? WRITE_TAGS[tag.slice(0, tag.indexOf(' ') >>> 0)] : undefined;
-          if (written && !run.classes.includes(written) && !run.classes.includes('unknown')) {
-            // The server ran a write the statement was not decided as (a prepared statement
-            // replaced where the gateway cannot see, e.g. by dynamic SQL in a function).
-            this.recorder.runEnded(run, { tag });
-            this.fatal(
-              { severity: 'FATAL', code: SqlState.ProtocolViolation, message: `the gateway ends this session: the server completed "${tag}" for a statement decided as ${run.classes.join(', ')}` },
-              `protocol state mismatch: "${tag}" for statement ${run.n}`,
-            );
-            return;
-          }
-          this.recorder.runEnded(run, { tag, suspended: m.code === BackendCode.PortalSuspended });
-          if (head!.k === 'exec') this.fifo.shift();
-          else if (head!.k === 'query') head!.index++;
-        }
-        return this.sendClient(m.raw);
-      }
-      case BackendCode.CopyInResponse:
-        this.copyIn = true;
-        return this.sendClient(m.raw);
-      case BackendCode.CopyOutResponse: {
-        const run = this.currentRun();
-        if (run) run.copyOut = { format: parseCopyResponse(m.body).format };
-        return this.sendClient(m.raw);
-      }
-      case BackendCode.CopyData: {
-        const run = this.currentRun();
-        if (run?.copyOut) return this.onCopyData(run, m);
-        return this.sendClient(m.raw);
-      }
-      case BackendCode.CopyDone:
-        return this.sendClient(m.raw);
-      case BackendCode.FunctionCallResponse: {
-        const run = this.currentRun();
-        if (run && head?.k === 'func') this.recorder.runEnded(run, { tag: 'FUNCTION CALL' });
-        return this.sendClient(m.raw);
-      }
-      case BackendCode.ErrorResponse:
-        return this.onBackendError(m);
-      case BackendCode.ReadyForQuery: {
-        this.copyIn = false;
-        // Statements of a simple query after a failed one never ran.
-        if (head && (head.k === 'sync' || head.k === 'query' || head.k === 'func')) {
-          this.fifo.shift();
-          if (head.k === 'sync' && head.internal) return;
-        } else if (head) {
-          this.s.log.warn(`postgres ${this.ctx.connection.name}: session ${this.id}: ReadyForQuery while expecting ${head.k}; resynchronizing`);
-          this.fifo.length = 0;
-        }
-        return this.sendClient(m.raw);
-      }
-      case BackendCode.NoticeResponse:
-        return this.sendClient(this.maskErrorLike(m, this.currentRun()?.masker ?? this.maskers.current));
-      case BackendCode.NotificationResponse: {
-        // The client knows the gateway's pid, not the upstream's: translate its own notifications.
-        const up = this.sockets.upstream;
-        if (up && m.body.readInt32BE(0) === up.pid) {
-          const copy = Buffer.from(m.raw);
-          copy.writeInt32BE(this.cancelPid, 5);
-          return this.sendClient(copy);
-        }
-        return this.sendClient(m.raw);
-      }
-      case BackendCode.ParameterStatus:
-        parseParameterStatus(m.body);
-        return this.sendClient(m.raw);
-      default:
-        return this.sendClient(m.raw);
-    }
-  }
-
-  private onBackendError(m: RawMessage): void {
-    const head = this.fifo[0];
-    this.copyIn = false;
-    if (head && 'internal' in head && head.internal) {
-      // The gateway's own request failed (e.g. learning a COPY's columns): the client's statement
-      // will meet the same error itself; rows whose columns are unknown are not sent (fail closed).
-      for (const e of this.fifo) if (e.k === 'dstmt' && e.copyFor) e.copyFor.copyColumns = e.copyFor.copyColumns ?? false;
-      this.popUntilSync();
-      return;
-    }
-    if (head?.k === 'refusal') {
-      this.fifo.shift();
-      this.popUntilSync();
-      return this.sendClient(buildErrorResponse(head.error));
-    }
-    if (head?.k === 'query' && head.refusal) {
-      this.sendClient(buildErrorResponse(head.refusal));
-      head.index = head.runs.length;
-      return;
-    }
-    const fields = parseErrorFields(m.body);
-    const run = this.currentRun();
-    if (run) this.recorder.runEnded(run, { error: fields });
-    if (head?.k === 'query') head.index = head.runs.length;
-    else if (head?.k === 'func') {
-      // ReadyForQuery follows
-    } else if (head) {
-      // Extended protocol: the upstream now skips everything up to Sync.
-      this.popUntilSync();
-    }
-    const severity = fields.get('V') ?? fields.get('S');
-    if (severity === 'FATAL' || severity === 'PANIC') this.endReason = `upstream: ${fields.get('M') ?? 'fatal error'}`;
-    this.sendClient(this.maskErrorLike(m, run?.masker ?? this.maskers.current, fields));
-  }
-
-  private popUntilSync(): void {
-    while (this.fifo.length > 0 && this.fifo[0]!.k !== 'sync') {
-      const e = this.fifo.shift()!;
-      if (e.k === 'exec' && !e.run.finished) this.recorder.runEnded(e.run, { skipped: true });
-      // A Query or FunctionCall sent before the Sync is skipped by the server as a whole.
-      if (e.k === 'query' || e.k === 'func') for (const r of e.k === 'query' ? e.runs : [e.run]) if (!r.finished) this.recorder.runEnded(r, { skipped: true });
-    }
-    if (this.fifo.length === 0) this.discardUntilSync = true;
-  }
-
-  /** Looks up table names for masking rules like `users.ssn`; holds later rows until they are known. */
-  private resolveTables(fields: FieldDescription[]): void {
-    const missing = this.ctx.tables.missing(fields.map((f) => f.tableOid));
-    if (missing.length === 0) return;
-    this.sockets.pauseReplies();
-    this.ctx.tables.resolve(missing).then(
-      () => {
-        this.sockets.resumeReplies();
-        this.pumpBack();
-      },
-      (err: unknown) =>
-        this.fatal({ severity: 'FATAL', code: SqlState.SystemError, message: `the gateway cannot look up table names to mask results, so it stops: ${(err as Error).message}` }),
-    );
-  }
-
-  private columnsOf(run: StatementRun): ResultColumn[] {
-    if (run.columns) return run.columns;
-    let fields = run.fields;
-    let formats = run.resultFormats;
-    if (!fields && run.portalRef) {
-      const portal = run.portalRef;
-      if (portal.fields) {
-        fields = portal.fields;
-        formats = undefined;
-      } else if (portal.statement?.fields) {
-        fields = portal.statement.fields;
-        formats = portal.resultFormats;
-      }
-    }
-    run.columns = withSources(fields ? resultColumns(fields, (oid) => this.ctx.tables.name(oid), formats) : [], run.lineage, fields, this.ctx.tables);
-    return run.columns;
-  }
-
-  private onDataRow(run: StatementRun, m: RawMessage): void {
-    const masker = run.masker;
-    let out = m.raw;
-    if (masker.active || run.sample.length < this.ctx.recordRows) {
-      const columns = this.columnsOf(run);
-      if (run.sample.length < this.ctx.recordRows) run.sample.push(rowForLog(m.raw, columns, masker, run.sample.length, run.spans, '/sample'));
-      if (masker.active) {
-        const r = maskDataRow(m.raw, columns, masker);
-        if (r.changed) {
-          out = r.message;
-          for (const [k, v] of Object.entries(r.counts)) run.masked[k] = (run.masked[k] ?? 0) + v;
-        }
-      }
-    }
-    run.rows++;
-    this.sendClient(out);
-  }
-
-  private onCopyData(run: StatementRun, m: RawMessage): void {
-    const masker = run.masker;
-    let out = m.raw;
-    if (masker.active && (run.copyOut!.format !== 0 || run.copyColumns !== true || !run.copyShape)) {
-      // Binary COPY cannot be masked field by field, nor rows whose columns are unknown: drop the
-      // data and fail the statement at the end.
-      run.copyOut = { format: -1 };
-    }
-    if (run.copyOut!.format === -1) return;
-    const text = m.body.toString('utf8');
-    if (masker.active) {
-      const header = run.copyShape!.header && run.rows === 0 && !run.copyHeaderSeen;
-      run.copyHeaderSeen = true;
-      const r = header ? null : maskCopyRow(text, run.copyShape!, this.columnsOf(run), masker);
-      if (r?.changed) {
-        out = buildCopyData(Buffer.from(r.text));
-        for (const [k, v] of Object.entries(r.counts)) run.masked[k] = (run.masked[k] ?? 0) + v;
-      }
-      if (header) {
-        this.sendClient(out);
-        return;
-      }
-    }
-    if (run.sample.length < this.ctx.recordRows) {
-      let logged = text;
-      if (masker.active) {
-        const cols = maskCopyRow(text, run.copyShape!, this.columnsOf(run), masker, 'log');
-        const r = masker.text(cols.text, 'log');
-        logged = r.text;
-        for (const s of r.spans) run.spans.push({ ...s, path: `/sample/${run.sample.length}/0` });
-      }
-      run.sample.push([logged.replace(/\n$/, '')]);
-    }
-    run.rows++;
-    this.sendClient(out);
-  }
-
-  /** Masks the message text of an ErrorResponse/NoticeResponse (values echo there: duplicate keys, …). */
-  private maskErrorLike(m: RawMessage, masker: RowMasker, parsed?: ErrorFields): Buffer {
-    if (!masker.active) return m.raw;
-    const fields = parsed ?? parseErrorFields(m.body);
-    let changed = false;
-    for (const k of ['M', 'D', 'H', 'W', 'q']) {
-      const v = fields.get(k);
-      if (!v) continue;
-      const r = masker.text(v, 'client');
-      if (r.text !== v) {
-        fields.set(k, r.text);
-        changed = true;
-      }
-    }
-    return changed ? buildErrorFields(m.code, fields) : m.raw;
+    this.replies.pair(m);
   }
 
   // ---------------------------------------------------------------- end
@@ -1336,7 +1012,7 @@ export class PgProxySession implements ListenedSession, SessionSocketEvents {
     if (this.cancelPid) this.ctx.cancelKeys.delete(this.cancelPid);
     const up = this.sockets.upstream;
     // Closing the socket does not stop a statement the server is running: cancel it first.
-    if (up && this.fifo.some((e) => e.k === 'exec' || e.k === 'query' || e.k === 'func')) {
+    if (up && this.replies.statementRunning) {
       sendUpstreamCancel(this.ctx.target, up.pid, up.secret).catch((err: unknown) =>
         this.s.log.warn(`postgres ${this.ctx.connection.name}: cancel request failed: ${(err as Error).message}`),
       );
@@ -1344,11 +1020,7 @@ export class PgProxySession implements ListenedSession, SessionSocketEvents {
     this.sockets.closeUpstream();
     this.batch = [];
     this.sockets.endClient();
-    for (const e of this.fifo) {
-      if (e.k === 'exec' && !e.run.finished) this.recorder.runEnded(e.run, { error: new Map([['M', `connection closed: ${reason}`], ['C', SqlState.ConnectionFailure]]) });
-      if (e.k === 'query') for (const r of e.runs.slice(e.index)) if (!r.finished && r.startedAt) this.recorder.runEnded(r, { error: new Map([['M', `connection closed: ${reason}`], ['C', SqlState.ConnectionFailure]]) });
-    }
-    this.fifo.length = 0;
+    this.replies.abandon(reason);
     if (!this.started) return;
     try {
       this.recorder.ended({ reason, durationMs: Date.now() - this.startedAt, statements: this.statementCount });
