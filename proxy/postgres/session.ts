@@ -24,11 +24,7 @@
  * by the refusal (SQLSTATE 42501 with the reason) and the client's session stays usable.
  */
 import type { Socket } from 'node:net';
-import { parseDuration } from '../../shared/config';
 import type { Identity } from '../../shared/identity';
-import { sqlHoldText } from '../approvals/hold-queue';
-import type { HoldOutcome } from '../approvals/types';
-import type { PolicyDecision } from '../policy/types';
 import { newId } from '../ids';
 import {
   buildAuthenticationCleartextPassword,
@@ -45,16 +41,15 @@ import { authenticateClient, connectUpstreamFor, type LoginAttempt } from './log
 import { ProtocolError, type RawMessage } from './message-buffer';
 import { codeName, FrontendCode, SqlState } from './message-codes';
 import { ProtocolState } from './protocol-state';
-import type { Portal, PreparedStatement, StatementRun } from './recording';
+import type { Portal, PreparedStatement } from './recording';
 import { maskErrorLike, ReplyPairing, type ReplyPairingHost } from './reply-pairing';
 import type { ListenedSession, PgListenerContext, PgSessionServices } from './session-context';
 import { SessionMaskers } from './session-maskers';
 import { SessionRecorder } from './session-recorder';
 import { type SessionSocketEvents, SessionSockets } from './session-sockets';
 import { issueCancelKey, routeCancelRequest, startupStep } from './startup';
+import { StatementHolds } from './statement-holds';
 import { sendUpstreamCancel, terminateUpstream } from './upstream';
-
-const SUMMARY_CHARS = 500;
 
 export class PgProxySession implements ListenedSession, SessionSocketEvents, ReplyPairingHost {
   readonly id = newId('pg');
@@ -78,7 +73,7 @@ export class PgProxySession implements ListenedSession, SessionSocketEvents, Rep
   private readonly maskers: SessionMaskers;
   private readonly recorder: SessionRecorder;
   private readonly planner: BatchPlanner;
-  private holdAbort: AbortController | null = null;
+  private readonly holds: StatementHolds;
   private readonly replies: ReplyPairing;
   private readonly ctx: PgListenerContext;
   private readonly services: PgSessionServices;
@@ -92,6 +87,7 @@ export class PgProxySession implements ListenedSession, SessionSocketEvents, Rep
       this.fatal({ severity: 'FATAL', code: SqlState.SystemError, message: `the audit log cannot record results, so the gateway ends this session: ${err.message}` }),
     );
     this.planner = new BatchPlanner(ctx, this.maskers);
+    this.holds = new StatementHolds(ctx, this.id, this.maskers);
     this.replies = new ReplyPairing(this, this.sockets, this.recorder, this.maskers, ctx, this.id);
     ctx.sessions.add(this);
   }
@@ -376,7 +372,13 @@ export class PgProxySession implements ListenedSession, SessionSocketEvents, Rep
       return;
     }
     this.wait(false);
-    void this.awaitHolds(held).then(
+    const where = {
+      identity: this.identity!,
+      // Inside an open transaction its locks stay held while approvers decide: the card says so.
+      inTransaction: this.serverState.transactionStatus !== 'I',
+      idleInTransactionMs: this.sockets.upstream?.idleInTransactionMs ?? 0,
+    };
+    void this.holds.request(held, where).then(
       (refusal) => {
         if (this.phase === 'closed') return;
         this.resume(false);
@@ -394,74 +396,6 @@ export class PgProxySession implements ListenedSession, SessionSocketEvents, Rep
     const items = this.stalled;
     this.stalled = null;
     this.planHeldBack(items);
-  }
-
-  /**
-   * The hold's spec for a statement waiting inside an open transaction: its timeout capped below
-   * the server's idle_in_transaction_session_timeout, which would otherwise end the session (and
-   * the transaction) while approvers still look at it.
-   */
-  private holdSpec(spec: NonNullable<PolicyDecision['hold']>, inTransaction: boolean): NonNullable<PolicyDecision['hold']> {
-    const idle = this.sockets.upstream?.idleInTransactionMs ?? 0;
-    if (!inTransaction || idle <= 0) return spec;
-    const wanted = parseDuration(spec.timeout ?? '5m');
-    const cap = Math.max(1, idle - Math.min(5000, Math.floor(idle / 10)));
-    if (wanted <= cap) return spec;
-    this.services.log.info(
-      `postgres ${this.ctx.connection.name}: session ${this.id}: hold timeout ${spec.timeout} capped to ${cap} ms, below the server's idle_in_transaction_session_timeout (${idle} ms)`,
-    );
-    return { ...spec, timeout: `${cap}ms` };
-  }
-
-  private async awaitHolds(runs: StatementRun[]): Promise<ErrorInit | null> {
-    // Inside an open transaction its locks stay held while approvers decide: the card says so.
-    const inTransaction = this.serverState.transactionStatus !== 'I';
-    for (const run of runs) {
-      const d = run.decision;
-      const abort = new AbortController();
-      this.holdAbort = abort;
-      const cancelled = new Promise<'cancelled'>((resolve) => abort.signal.addEventListener('abort', () => resolve('cancelled'), { once: true }));
-      let outcome: HoldOutcome | 'cancelled';
-      try {
-        outcome = await Promise.race([
-          this.services.holds.request({
-            identity: this.identity!,
-            connection: this.ctx.connection.name,
-            protocol: 'postgres',
-            session: this.id,
-            rule: d.rule ?? 'hold',
-            ruleReason: d.reason,
-            ...sqlHoldText(this.maskers.forLog(run.sql).text, run.params?.map((p) => (p === null ? null : this.maskers.forLog(p).text)), SUMMARY_CHARS),
-            spec: this.holdSpec(d.hold!, inTransaction),
-            ...(inTransaction ? { inTransaction } : {}),
-            signal: abort.signal,
-          }),
-          cancelled,
-        ]);
-      } catch (err) {
-        // No hold, no statement: the approval it needs cannot be asked for.
-        return {
-          severity: 'ERROR',
-          code: SqlState.InsufficientPrivilege,
-          message: `statement needs approval by policy "${d.rule ?? 'hold'}", but the hold could not be created: ${(err as Error).message}`,
-        };
-      } finally {
-        this.holdAbort = null;
-      }
-      if (outcome === 'cancelled' || outcome.state === 'cancelled') {
-        if (this.phase === 'closed') return null;
-        return { severity: 'ERROR', code: SqlState.QueryCanceled, message: 'canceling statement due to user request (it was waiting for approval)' };
-      }
-      if (outcome.state !== 'approved') {
-        const by = outcome.decidedBy.length ? ` by ${outcome.decidedBy.join(', ')}` : '';
-        return {
-          severity: 'ERROR',
-          code: SqlState.InsufficientPrivilege,
-          message: `statement held for approval by policy "${d.rule ?? 'hold'}" was ${outcome.state}${by}: ${outcome.reason}`,
-        };
-      }
-    }
-    return null;
   }
 
   /**
@@ -517,10 +451,7 @@ export class PgProxySession implements ListenedSession, SessionSocketEvents, Rep
 
   /** A CancelRequest carrying this session's key arrived. */
   cancel(): void {
-    if (this.holdAbort) {
-      this.holdAbort.abort();
-      return;
-    }
+    if (this.holds.cancel()) return;
     const upstream = this.sockets.upstream;
     if (upstream) {
       sendUpstreamCancel(this.ctx.target, upstream.pid, upstream.secret).catch((err: unknown) =>
@@ -574,7 +505,7 @@ export class PgProxySession implements ListenedSession, SessionSocketEvents, Rep
     this.phase = 'closed';
     this.ctx.sessions.delete(this);
     this.unregisterLive?.();
-    this.holdAbort?.abort();
+    this.holds.cancel();
     this.stalled = null;
     if (this.cancelPid) this.ctx.cancelKeys.delete(this.cancelPid);
     const upstream = this.sockets.upstream;
