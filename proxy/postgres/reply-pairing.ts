@@ -112,14 +112,14 @@ export class ReplyPairing {
 
   /** True while a statement runs upstream (closing must cancel it: closing the socket does not stop it). */
   get statementRunning(): boolean {
-    return this.expected.some((e) => e.kind === 'execute' || e.kind === 'query' || e.kind === 'function-call');
+    return this.expected.some((owed) => owed.kind === 'execute' || owed.kind === 'query' || owed.kind === 'function-call');
   }
 
   /** The connection is gone: statements that were running end with `reason`; nothing more is owed. */
   abandon(reason: string): void {
-    for (const e of this.expected) {
-      if (e.kind === 'execute' && !e.run.finished) this.recorder.runEnded(e.run, { error: new Map([['M', `connection closed: ${reason}`], ['C', SqlState.ConnectionFailure]]) });
-      if (e.kind === 'query') for (const run of e.runs.slice(e.index)) if (!run.finished && run.startedAt) this.recorder.runEnded(run, { error: new Map([['M', `connection closed: ${reason}`], ['C', SqlState.ConnectionFailure]]) });
+    for (const owed of this.expected) {
+      if (owed.kind === 'execute' && !owed.run.finished) this.recorder.runEnded(owed.run, { error: new Map([['M', `connection closed: ${reason}`], ['C', SqlState.ConnectionFailure]]) });
+      if (owed.kind === 'query') for (const run of owed.runs.slice(owed.index)) if (!run.finished && run.startedAt) this.recorder.runEnded(run, { error: new Map([['M', `connection closed: ${reason}`], ['C', SqlState.ConnectionFailure]]) });
     }
     this.expected.length = 0;
   }
@@ -297,7 +297,7 @@ export class ReplyPairing {
     if (head && 'internal' in head && head.internal) {
       // The gateway's own request failed (e.g. learning a COPY's columns): the client's statement
       // will meet the same error itself; rows whose columns are unknown are not sent (fail closed).
-      for (const e of this.expected) if (e.kind === 'describe-statement' && e.copyFor) e.copyFor.copyColumns = e.copyFor.copyColumns ?? false;
+      for (const owed of this.expected) if (owed.kind === 'describe-statement' && owed.copyFor) owed.copyFor.copyColumns = owed.copyFor.copyColumns ?? false;
       this.skipUntilSync();
       return;
     }
@@ -330,10 +330,10 @@ export class ReplyPairing {
   private skipUntilSync(): void {
     const expected = this.expected;
     while (expected.length > 0 && expected[0]!.kind !== 'sync') {
-      const e = expected.shift()!;
-      if (e.kind === 'execute' && !e.run.finished) this.recorder.runEnded(e.run, { skipped: true });
+      const skipped = expected.shift()!;
+      if (skipped.kind === 'execute' && !skipped.run.finished) this.recorder.runEnded(skipped.run, { skipped: true });
       // A Query or FunctionCall sent before the Sync is skipped by the server as a whole.
-      if (e.kind === 'query' || e.kind === 'function-call') for (const run of e.kind === 'query' ? e.runs : [e.run]) if (!run.finished) this.recorder.runEnded(run, { skipped: true });
+      if (skipped.kind === 'query' || skipped.kind === 'function-call') for (const run of skipped.kind === 'query' ? skipped.runs : [skipped.run]) if (!run.finished) this.recorder.runEnded(run, { skipped: true });
     }
     if (expected.length === 0) this.host.skipToSync();
   }
@@ -341,7 +341,7 @@ export class ReplyPairing {
   /** Looks up table names for masking rules like `users.ssn`; holds later replies until they are known. */
   private resolveTables(fields: FieldDescription[]): void {
     const tables = this.ctx.tables;
-    const missing = tables.missing(fields.map((f) => f.tableOid));
+    const missing = tables.missing(fields.map((field) => field.tableOid));
     if (missing.length === 0) return;
     this.sockets.pauseReplies();
     tables.resolve(missing).then(
