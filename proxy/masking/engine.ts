@@ -157,6 +157,10 @@ export class CustodyMaskingEngine implements MaskingEngine {
     return this.source;
   }
 
+  generation(): number {
+    return this.source.generation;
+  }
+
   /** Built-in and custom detectors, for the console. */
   detectors(): DetectorInfo[] {
     return [...this.state.rules.detectors.values()].map((d) => ({ id: d.id, type: d.type, kind: d.kind, description: d.description }));

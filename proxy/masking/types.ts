@@ -124,4 +124,6 @@ export interface MaskingEngine {
   reload(config: { detectors: unknown[]; masking: unknown[] }): void;
   /** Detector ids the policies match on (`match.detectors`): scanned for `detectorHits` even where no rule masks them. */
   watchDetectors?(ids: string[]): void;
+  /** Changes whenever the rules do: maskers made under one generation stay current within it. */
+  generation?(): number;
 }

@@ -107,6 +107,15 @@ function batchItemKind(code: number): BatchItemKind {
   }
 }
 
+const NO_EFFECTS: readonly NamespaceEffect[] = [];
+const NO_EXECUTES: readonly (PreparedStatement | null)[] = [];
+
+/** Whether a text holds DDL (or what may be DDL): the catalog's cache is then dropped. */
+function changesCatalog(classification: Classification): boolean {
+  for (const st of classification.statements) for (const sqlClass of st.classes) if (sqlClass === 'ddl' || sqlClass === 'routine_ddl' || sqlClass === 'unknown') return true;
+  return false;
+}
+
 /** A Bind parameter as recorded and shown to approvers: text as is, binary as `\x` hex. */
 function paramText(value: Buffer | null, format: number): string | null {
   if (value === null) return null;
@@ -185,11 +194,12 @@ export class BatchPlanner {
       const classification = classifySql(text);
       this.preclassified.set(text, classification);
       texts.push(classification);
-      if (classification.statements.some((st) => st.classes.some((sqlClass) => sqlClass === 'ddl' || sqlClass === 'routine_ddl' || sqlClass === 'unknown'))) ddl = true;
+      if (!ddl) ddl = changesCatalog(classification);
     }
     if (ddl || this.ddlBefore) catalog.invalidate();
     this.ddlBefore = ddl;
-    return texts.some((text) => catalog.needs(text)) ? catalog.resolve(texts) : null;
+    for (const text of texts) if (catalog.needs(text)) return catalog.resolve(texts);
+    return null;
   }
 
   /**
@@ -334,6 +344,7 @@ export class BatchPlanner {
     effects: readonly NamespaceEffect[],
     executes: readonly (PreparedStatement | null)[],
   ): { classes: SqlClass[]; tables: string[]; executes?: { name: string; sql: string | null }[] } {
+    if (effects.length === 0) return classified;
     const names = effects.filter((effect) => effect.k === 'execute').map((effect) => effect.name);
     if (names.length === 0) return classified;
     const classes = new Set<SqlClass>(classified.classes.filter((sqlClass) => sqlClass !== 'unknown'));
@@ -468,47 +479,55 @@ export class BatchPlanner {
     const effects = namespaceEffects(sql, classification.statements.length);
     // Split by the same parser: statement i of both lists is the same statement.
     const aligned = effects !== null && !classification.error && effects.length === classification.statements.length;
-    const statements: QueryStatement<PreparedStatement>[] | null = aligned
-      ? effects.map((statementEffects) => {
-          const prepared = new Map<string, PreparedStatement>();
-          for (const effect of statementEffects) if (effect.k === 'prepare') prepared.set(effect.name, this.prepared(effect.name, sql, this.classify(effect.sql), []));
-          return { effects: statementEffects, ...(prepared.size ? { prepared } : {}) };
-        })
-      : null;
+    let statements: QueryStatement<PreparedStatement>[] | null = null;
+    if (aligned) {
+      statements = new Array<QueryStatement<PreparedStatement>>(effects.length);
+      for (let i = 0; i < effects.length; i++) {
+        const statementEffects = effects[i]!;
+        let prepared: Map<string, PreparedStatement> | undefined;
+        for (const effect of statementEffects) if (effect.k === 'prepare') (prepared ??= new Map()).set(effect.name, this.prepared(effect.name, sql, this.classify(effect.sql), []));
+        statements[i] = prepared ? { effects: statementEffects, prepared } : { effects: statementEffects };
+      }
+    }
     const mark = draft.mark();
     const executes = draft.query(statements);
-    const runs = classification.statements.map((st, i) => {
-      const executed = this.withExecuted(st, statements?.[i]?.effects ?? [], executes[i] ?? []);
+    const runs: StatementRun[] = [];
+    let copies = false;
+    for (let i = 0; i < classification.statements.length; i++) {
+      const st = classification.statements[i]!;
+      const executed = this.withExecuted(st, statements?.[i]?.effects ?? NO_EFFECTS, executes[i] ?? NO_EXECUTES);
       const run = this.decide(st.sql, { ...st, ...executed, parseError: classification.error }, 'simple');
       if ('executes' in executed) run.executes = executed.executes;
-      return run;
-    });
-    batch.runs.push(...runs);
+      if (run.copyShape) copies = true;
+      runs.push(run);
+      batch.runs.push(run);
+    }
     // COPY … TO rows carry no column names: learn them first (on this session, so its
     // search_path applies), so column rules can mask them like DataRow values.
-    draft.insertAt(mark, () => {
-      for (const run of runs) {
-        const shape = run.copyShape;
-        if (!shape || shape.format === 'binary' || !run.masker.active) continue;
-        if (!shape.describeSql) {
-          run.copyColumns = false;
-          continue;
+    if (copies)
+      draft.insertAt(mark, () => {
+        for (const run of runs) {
+          const shape = run.copyShape;
+          if (!shape || shape.format === 'binary' || !run.masker.active) continue;
+          if (!shape.describeSql) {
+            run.copyColumns = false;
+            continue;
+          }
+          const statement = this.prepared(COPY_DESCRIBE_STATEMENT, shape.describeSql, { statements: [] }, []);
+          statement.describing = true;
+          draft.parse(COPY_DESCRIBE_STATEMENT, statement);
+          draft.describe('S', COPY_DESCRIBE_STATEMENT);
+          draft.close('S', COPY_DESCRIBE_STATEMENT);
+          draft.sync();
+          batch.wire.push(buildParse(COPY_DESCRIBE_STATEMENT, shape.describeSql), buildDescribe('S', COPY_DESCRIBE_STATEMENT), buildClose('S', COPY_DESCRIBE_STATEMENT), buildSync());
+          batch.expected.push(
+            { kind: 'parse', internal: true },
+            { kind: 'describe-statement', statement, internal: true, copyFor: run },
+            { kind: 'close', internal: true },
+            { kind: 'sync', internal: true },
+          );
         }
-        const statement = this.prepared(COPY_DESCRIBE_STATEMENT, shape.describeSql, { statements: [] }, []);
-        statement.describing = true;
-        draft.parse(COPY_DESCRIBE_STATEMENT, statement);
-        draft.describe('S', COPY_DESCRIBE_STATEMENT);
-        draft.close('S', COPY_DESCRIBE_STATEMENT);
-        draft.sync();
-        batch.wire.push(buildParse(COPY_DESCRIBE_STATEMENT, shape.describeSql), buildDescribe('S', COPY_DESCRIBE_STATEMENT), buildClose('S', COPY_DESCRIBE_STATEMENT), buildSync());
-        batch.expected.push(
-          { kind: 'parse', internal: true },
-          { kind: 'describe-statement', statement, internal: true, copyFor: run },
-          { kind: 'close', internal: true },
-          { kind: 'sync', internal: true },
-        );
-      }
-    });
+      });
     batch.wire.push(message.raw);
     batch.expected.push({ kind: 'query', runs, index: 0 });
   }

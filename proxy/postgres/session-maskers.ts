@@ -12,6 +12,8 @@ export class SessionMaskers {
   /** The connection's rules as of the current batch (set at login by the first `refresh`). */
   current!: RowMasker;
   private readonly byDecisionRules = new Map<string, RowMasker>();
+  /** The engine's generation `current` was made under (undefined: make it again each time). */
+  private madeUnder: number | undefined;
 
   constructor(
     private readonly masking: MaskingEngine,
@@ -20,8 +22,11 @@ export class SessionMaskers {
 
   /** Picks up the connection's current rules; throws when they cannot be applied. */
   refresh(): void {
+    const generation = this.masking.generation?.();
+    if (generation !== undefined && generation === this.madeUnder) return;
     this.current = this.masking.rows(this.connection);
     this.byDecisionRules.clear();
+    this.madeUnder = generation;
   }
 
   /** The masker for a statement decided `mask`: the connection's rules plus the decision's. */
