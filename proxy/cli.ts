@@ -5,6 +5,7 @@
 import { ConfigError } from './config';
 import { type Io, type ParsedArgs, parseArgs, processIo, UsageError } from './cli/args';
 import { exportCommand } from './cli/export';
+import { journalCommand } from './cli/journal';
 import { keysCommand } from './cli/keys';
 import { loginLinkCommand, personsCommand } from './cli/persons';
 import { policyCommand } from './cli/policy';
@@ -22,6 +23,7 @@ const COMMANDS: Record<string, [Command, string[], string]> = {
   'login-link': [loginLinkCommand, [], 'login-link                                   a fresh console login link (single use, 10 minutes)'],
   verify: [verifyCommand, ['json', 'show-key'], 'verify [PATH] [--since-checkpoint FILE] [--key FINGERPRINT] [--witness-key VKEY ...] | --show-key   check a data dir or bundle'],
   export: [exportCommand, [], 'export --out FILE [--from T] [--to T] [--user U] [--connection C]   evidence bundle'],
+  journal: [journalCommand, ['json'], 'journal salvage                              fold a damaged journal\'s readable lines, keep the damaged ones aside'],
   witness: [witnessCommand, [], 'witness serve --key FILE --listen HOST:PORT --log-key VKEY [--log-key ...]   cosign another gateway\'s checkpoints'],
   policy: [policyCommand, ['json', 'strict'], 'policy check FILE [--strict] | dry-run FILE [--from T] [--to T]   validate / replay recorded traffic'],
 };

@@ -80,6 +80,9 @@ export class Gateway {
     const log = opts.log ?? createLogger();
     checkSecretFiles(opts.config, opts.dataDir);
     const store = AuditStore.open(opts.dataDir, { commitThread: true });
+    if (store.recovery.replayed) log.info(`audit: folded ${store.recovery.replayed} event(s) a previous run journaled but had not written to the database`);
+    for (const l of store.recovery.skipped)
+      log.warn(`audit: journal file ${l.file} line ${l.line} cannot be read (${l.message}); it is journal line ${l.jseq}, already folded into the store, so nothing is lost and it was skipped`);
     const keys = new ApiKeyStore(store.db);
     const secrets = opts.secrets ?? plainSecrets;
     const bus = new EventBus(10_000, sessionEventsFromStore(store));

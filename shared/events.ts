@@ -39,6 +39,7 @@ export const EVENT_KINDS = [
   'recording.viewed',
   'gateway.start',
   'gateway.stop',
+  'journal.salvaged',
 ] as const;
 export type EventKind = (typeof EVENT_KINDS)[number];
 

@@ -18,9 +18,10 @@
  * Files rotate at ROTATE_BYTES; a file is deleted once everything in it is folded.
  */
 import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import type Database from 'better-sqlite3';
-import type { ChainWriter, PreparedEvent } from './chain-writer';
+import { sha256hex } from './chain';
+import { type ChainWriter, type PreparedEvent, prepareEvent } from './chain-writer';
 
 export const JOURNAL_FOLDED_META = 'journal.folded';
 const ROTATE_BYTES = 8 * 1024 * 1024;
@@ -176,41 +177,189 @@ function existingFiles(dir: string): number[] {
     .map((m) => Number(m[1]));
 }
 
+/** A journal line that could not be read: where it is, and why. */
+export interface DamagedJournalLine {
+  file: string;
+  line: number;
+  message: string;
+  /** The line's place in the journal, as far as its readable neighbours tell (undefined: they do not). */
+  jseq: number | undefined;
+  text: string;
+}
+
+/** What replay found: the last jseq, how many events it folded, and damaged lines it skipped (already folded). */
+export interface JournalReplay {
+  lastJseq: number;
+  replayed: number;
+  skipped: DamagedJournalLine[];
+}
+
+/** A damaged journal line that may hold events the store does not have: the start stops here. */
+export class JournalDamageError extends Error {
+  constructor(
+    readonly damaged: DamagedJournalLine,
+    readonly folded: number,
+  ) {
+    const where = damaged.jseq === undefined ? 'its place in the journal cannot be told' : `it is journal line ${damaged.jseq}, past the fold mark ${folded}`;
+    super(
+      `journal file ${damaged.file} line ${damaged.line} cannot be read (${damaged.message}); ${where}, so it may hold recorded events that are not in the log yet. ` +
+        `Run \`custody journal salvage --data-dir ${dirname(dirname(damaged.file))}\` to fold every readable line and keep the damaged ones aside`,
+    );
+    this.name = 'JournalDamageError';
+  }
+}
+
+/**
+ * Reads every journal file in `dir`, oldest first: the readable lines (decoded) and the damaged
+ * ones, each damaged line placed by its readable neighbours. Journal lines are numbered one after
+ * another across files (a failed write gives its numbers back and leaves no whole line), so a
+ * damaged line k lines after a readable line p has the place p + k, and k lines before a readable
+ * line q the place q - k; when the two disagree, the larger counts.
+ */
+function readJournal(dir: string): { files: number[]; lines: ({ jseq: number; event: PreparedEvent } | DamagedJournalLine)[] } {
+  const files = existingFiles(dir).sort((a, b) => a - b);
+  const lines: ({ jseq: number; event: PreparedEvent } | DamagedJournalLine)[] = [];
+  for (const n of files) {
+    const file = join(dir, fileName(n));
+    const texts = readFileSync(file, 'utf8').split('\n');
+    // What follows the last newline is empty, or a torn line (its batch was never acknowledged).
+    texts.pop();
+    for (let i = 0; i < texts.length; i++) {
+      const text = texts[i]!;
+      if (!text) continue;
+      try {
+        lines.push(decodeJournalLine(text));
+      } catch (err) {
+        lines.push({ file, line: i + 1, message: (err as Error).message, jseq: undefined, text });
+      }
+    }
+  }
+  const isDamaged = (l: (typeof lines)[number]): l is DamagedJournalLine => 'file' in l;
+  let prev: number | undefined;
+  let since = 0;
+  for (const l of lines) {
+    if (isDamaged(l)) {
+      since++;
+      if (prev !== undefined) l.jseq = prev + since;
+    } else {
+      prev = l.jseq;
+      since = 0;
+    }
+  }
+  let next: number | undefined;
+  let before = 0;
+  for (let i = lines.length - 1; i >= 0; i--) {
+    const l = lines[i]!;
+    if (isDamaged(l)) {
+      before++;
+      if (next !== undefined) l.jseq = Math.max(l.jseq ?? 0, next - before);
+    } else {
+      next = l.jseq;
+      before = 0;
+    }
+  }
+  return { files, lines };
+}
+
+function foldedMark(db: Database.Database): number {
+  return Number((db.prepare('SELECT value FROM meta WHERE key = ?').get(JOURNAL_FOLDED_META) as { value: string } | undefined)?.value ?? 0);
+}
+
 /**
  * Folds into the store every journal line its `journal.folded` mark has not reached (left by a
- * gateway that stopped without folding them), then deletes the files. Returns the last jseq seen,
- * from which the journal continues, and how many events were folded.
+ * gateway that stopped without folding them), then deletes the files. A damaged line whose place is
+ * at or below the mark is already in the store: it is skipped and returned in `skipped` for the
+ * caller to report. Any other damaged line stops the replay (JournalDamageError) before anything is
+ * folded or deleted: it may hold acknowledged events, and `salvageJournal` is the way past it.
  */
-export function replayJournal(db: Database.Database, writer: ChainWriter, dir: string): { lastJseq: number; replayed: number } {
-  const folded = Number((db.prepare('SELECT value FROM meta WHERE key = ?').get(JOURNAL_FOLDED_META) as { value: string } | undefined)?.value ?? 0);
-  const files = existingFiles(dir).sort((a, b) => a - b);
+export function replayJournal(db: Database.Database, writer: ChainWriter, dir: string): JournalReplay {
+  const folded = foldedMark(db);
+  const { files, lines } = readJournal(dir);
   let last = folded;
   const pending: PreparedEvent[] = [];
-  for (const n of files) {
-    const lines = readFileSync(join(dir, fileName(n)), 'utf8').split('\n');
-    // What follows the last newline is empty, or a torn line (its batch was never acknowledged).
-    lines.pop();
-    for (let i = 0; i < lines.length; i++) {
-      const line = lines[i]!;
-      if (!line) continue;
-      let rec;
-      try {
-        rec = decodeJournalLine(line);
-      } catch (err) {
-        // A whole line that cannot be read is damage, not a torn write: it may hold recorded
-        // events, so the store does not open without it being looked at.
-        throw new Error(`journal file ${join(dir, fileName(n))} line ${i + 1} cannot be read (${(err as Error).message}); it may hold recorded events that are not in the log yet — move the file aside to start without them`);
-      }
-      if (rec.jseq > last) last = rec.jseq;
-      if (rec.jseq > folded) pending.push(rec.event);
+  const skipped: DamagedJournalLine[] = [];
+  for (const l of lines) {
+    if ('file' in l) {
+      if (l.jseq === undefined || l.jseq > folded) throw new JournalDamageError(l, folded);
+      skipped.push(l);
+      continue;
     }
+    if (l.jseq > last) last = l.jseq;
+    if (l.jseq > folded) pending.push(l.event);
   }
   if (pending.length) {
     writer.append(pending, () => setFoldedMark(db, last));
     writer.flushSessions();
   }
   for (const n of files) rmSync(join(dir, fileName(n)), { force: true });
-  return { lastJseq: last, replayed: pending.length };
+  return { lastJseq: last, replayed: pending.length, skipped };
+}
+
+/** What `salvageJournal` did. */
+export interface JournalSalvage {
+  /** Readable lines past the fold mark, now in the log. */
+  folded: number;
+  /** How many of those were given another place in the chain (they followed a damaged line). */
+  rechained: number;
+  /** Damaged lines past the fold mark: kept in `keptIn`, not in the log. */
+  lost: DamagedJournalLine[];
+  /** Damaged lines that were already folded (nothing lost). */
+  skipped: DamagedJournalLine[];
+  /** Where the damaged lines were kept (undefined when there were none past the mark). */
+  keptIn: string | undefined;
+}
+
+/**
+ * The way past a damaged journal (`custody journal salvage`): folds every readable line past the
+ * fold mark, chained anew after what the store holds where the damage broke the chain, copies each
+ * damaged line (with its file and line number) to `<dataDir>/journal-damaged-<time>.txt`, records
+ * a `journal.salvaged` event saying what was lost, and deletes the journal files. The store must
+ * not be open in a running gateway (journalHeld).
+ */
+export function salvageJournal(db: Database.Database, writer: ChainWriter, dir: string, dataDir: string, now = Date.now()): JournalSalvage {
+  const folded = foldedMark(db);
+  const { files, lines } = readJournal(dir);
+  let last = folded;
+  const pending: PreparedEvent[] = [];
+  const lost: DamagedJournalLine[] = [];
+  const skipped: DamagedJournalLine[] = [];
+  for (const l of lines) {
+    if ('file' in l) {
+      if (l.jseq !== undefined && l.jseq <= folded) skipped.push(l);
+      else lost.push(l);
+      if (l.jseq !== undefined && l.jseq > last) last = l.jseq;
+      continue;
+    }
+    if (l.jseq > last) last = l.jseq;
+    if (l.jseq > folded) pending.push(l.event);
+  }
+  let keptIn: string | undefined;
+  if (lost.length) {
+    keptIn = join(dataDir, `journal-damaged-${new Date(now).toISOString().replace(/[:.]/g, '-')}.txt`);
+    const text = lost.map((l) => `# ${l.file} line ${l.line}${l.jseq === undefined ? '' : ` (journal line ${l.jseq})`}: ${l.message}\n${l.text}\n`).join('');
+    writeFileSync(keptIn, text, { mode: 0o600, flag: 'wx' });
+  }
+  const record: PreparedEvent[] = [];
+  if (lost.length || skipped.length) {
+    record.push(
+      prepareEvent({
+        kind: 'journal.salvaged',
+        actor: 'system',
+        time: now,
+        payload: {
+          folded: pending.length,
+          lost: lost.map((l) => ({ file: l.file, line: l.line, journalLine: l.jseq ?? null, bytes: Buffer.byteLength(l.text, 'utf8'), sha256: sha256hex(l.text) })),
+          skippedAlreadyFolded: skipped.length,
+          keptIn: keptIn ?? null,
+        },
+      }),
+    );
+  }
+  writer.append([...pending, ...record], () => setFoldedMark(db, last));
+  writer.flushSessions();
+  const rechained = writer.takeRechained();
+  for (const n of files) rmSync(join(dir, fileName(n)), { force: true });
+  return { folded: pending.length, rechained, lost, skipped, keptIn };
 }
 
 export function setFoldedMark(db: Database.Database, jseq: number): void {

@@ -13,14 +13,14 @@
  * Retention may delete a payload; its payloadHash stays, so the chain still verifies.
  */
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { inflateRawSync } from 'node:zlib';
 import Database from 'better-sqlite3';
 import type { AuditEvent, AuditEventInput, MaskSpan, SessionFilter, SessionSummary } from '../../shared/events';
 import { GENESIS_HASH } from './chain';
 import { type AppendedEvent, ChainWriter, chainAfter, type PreparedEvent, prepareEvent } from './chain-writer';
 import { type CommitReply, CommitThread } from './commit-thread';
-import { claimJournal, Journal, journalDir, journalHeld, releaseJournal, replayJournal } from './journal';
+import { claimJournal, type DamagedJournalLine, Journal, journalDir, journalHeld, type JournalSalvage, releaseJournal, replayJournal, salvageJournal } from './journal';
 import { MIGRATIONS } from './migrations';
 
 // The chain's definitions moved to chain.ts; re-exported for the store's many readers.
@@ -30,6 +30,11 @@ export interface StoreOptions {
   readonly?: boolean;
   /** Commit appends on a worker thread (the gateway); falls back to this thread when it cannot start. */
   commitThread?: boolean;
+  /**
+   * Fold journal lines a stopped gateway left (default true). `custody journal salvage` opens the
+   * store without it, to fold them past damage itself.
+   */
+  replay?: boolean;
 }
 
 /** How long after the commit thread appended to a session its index row may still be unwritten. */
@@ -116,6 +121,8 @@ export class AuditStore implements EventLog {
   private threadSessions = new Map<string, number>();
   /** How long session-index changes may wait before they are written. */
   static readonly SESSION_INDEX_DELAY_MS = ChainWriter.SESSION_INDEX_DELAY_MS;
+  /** What opening found in the journal: events folded, damaged lines skipped because they were already folded. */
+  recovery: { replayed: number; skipped: DamagedJournalLine[] } = { replayed: 0, skipped: [] };
 
   /**
    * Opens (creating if needed) `<dataDir>/custody.db` and runs pending migrations. With
@@ -143,7 +150,11 @@ export class AuditStore implements EventLog {
         // running gateway owns the journal: its commit thread folds them).
         const dir = journalDir(path);
         let lastJseq = 0;
-        if (!journalHeld(dir)) lastJseq = replayJournal(this.db, this.writer, dir).lastJseq;
+        if (options.replay !== false && !journalHeld(dir)) {
+          const r = replayJournal(this.db, this.writer, dir);
+          lastJseq = r.lastJseq;
+          this.recovery = { replayed: r.replayed, skipped: r.skipped };
+        }
         if (options.commitThread) this.thread = CommitThread.start(path);
         if (this.thread) {
           this.journal = new Journal(dir, lastJseq);
@@ -259,6 +270,19 @@ export class AuditStore implements EventLog {
       this.headSeq = last.seq;
       this.headHash = last.hash;
     }
+  }
+
+  /**
+   * Folds what a stopped gateway journaled, past damaged lines (`custody journal salvage`); the
+   * store must have been opened with `replay: false` and no gateway may hold the journal.
+   */
+  salvageJournal(): JournalSalvage {
+    const dir = journalDir(this.path);
+    if (!this.writer) throw new StoreUnavailableError(new Error('the store is open read-only'));
+    if (journalHeld(dir)) throw new Error(`a running gateway holds the journal ${dir}; stop it first`);
+    const r = salvageJournal(this.db, this.writer, dir, dirname(this.path));
+    this.reloadHead();
+    return r;
   }
 
   /** For tests: journal to another file (/dev/full stands for a full disk); none: back to the journal's own files. */

@@ -291,7 +291,7 @@ describe('audit journal lines', () => {
     assert.equal(verifyStore(dir).ok, true);
   });
 
-  it('refuses to open over a damaged whole line, naming the file and line (it may hold recorded events)', async () => {
+  it('refuses to open over a damaged whole line, naming the file, the line and the salvage command (it may hold recorded events)', async () => {
     const dir = tempDir();
     const child = gatewayProcess(
       dir,
@@ -302,7 +302,7 @@ describe('audit journal lines', () => {
     const lines = readFileSync(file, 'utf8').split('\n');
     lines[0] = lines[0]!.replace('\t', ' ');
     writeFileSync(file, lines.join('\n'));
-    assert.throws(() => AuditStore.open(dir), (err: Error) => err instanceof StoreUnavailableError && /journal file .*0+1\.jsonl line 1 cannot be read.*move the file aside/.test(err.message));
+    assert.throws(() => AuditStore.open(dir), (err: Error) => err instanceof StoreUnavailableError && /journal file .*0+1\.jsonl line 1 cannot be read.*custody journal salvage --data-dir/.test(err.message));
     assert.ok(existsSync(file), 'the journal is kept');
   });
 });
