@@ -83,12 +83,12 @@ export class Gateway {
     if (store.recovery.replayed) log.info(`audit: folded ${store.recovery.replayed} event(s) a previous run journaled but had not written to the database`);
     for (const l of store.recovery.skipped)
       log.warn(`audit: journal file ${l.file} line ${l.line} cannot be read (${l.message}); it is journal line ${l.jseq}, already folded into the store, so nothing is lost and it was skipped`);
-    const keys = new ApiKeyStore(store.db);
+    const keys = new ApiKeyStore(store.db, (sql, params) => store.readAsync(sql, params));
     const secrets = opts.secrets ?? plainSecrets;
     const bus = new EventBus(10_000, sessionEventsFromStore(store));
     let services: GatewayServices;
     try {
-      const users = new UserDirectory(store.db);
+      const users = new UserDirectory(store.db, 60_000, (sql, params, done) => store.writeBehind(sql, params, done));
       // Bearer JWTs from the configured issuers; API keys keep working beside them.
       const oidc = opts.config.identity.oidc.length ? new OidcVerifier(opts.config.identity, { onIdentity: (i) => users.seen(i) }) : undefined;
       const persons = new PersonDirectory(store);
@@ -163,13 +163,18 @@ export class Gateway {
       s.holds.cancelForPerson(person, `the requester was locked (${reason})`);
       s.liveSessions.endPerson(person, 'terminating connection: your access was locked by an administrator');
     });
+    // Re-read on the store's commit thread: a locked or slow store delays these, never the proxies.
+    let rereading = false;
+    let ticks = 0;
     const identityTimer = setInterval(() => {
-      try {
-        s.persons.refresh();
-      } catch (err) {
-        s.log.warn(`cannot re-read persons: ${(err as Error).message}`);
-      }
       s.liveSessions.sweep();
+      if (rereading) return;
+      rereading = true;
+      const keysToo = ticks++ % 4 === 0;
+      void (async () => {
+        await s.persons.refreshAsync().catch((err: unknown) => s.log.warn(`cannot re-read persons: ${(err as Error).message}`));
+        if (keysToo) await s.keys.refresh().catch((err: unknown) => s.log.warn(`cannot re-read API keys: ${(err as Error).message}`));
+      })().finally(() => (rereading = false));
     }, 500);
     identityTimer.unref();
     this.onStop(() => clearInterval(identityTimer));

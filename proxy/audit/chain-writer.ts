@@ -89,6 +89,28 @@ export interface SessionDelta extends Pick<SessionSummary, 'id' | 'connection' |
   ended: number | null;
 }
 
+/** A session's index entry as its first event (in this batch) opens it. */
+export function newSessionDelta(id: string, e: PreparedEvent, time: number): SessionDelta {
+  const kind = e.kind;
+  const protocol = kind.startsWith('pg.') || e.protocol === 'postgres' ? 'postgres' : kind.startsWith('http.') || e.protocol === 'http' ? 'http' : 'control';
+  return { id, connection: e.connection, protocol, actor: e.actor, actorName: e.actorName, started: time, last: time, ended: null, events: 0, requests: 0, holds: 0, masked: 0, denied: 0, errors: 0 };
+}
+
+/** Counts event `e` into its session's index entry (the `sessions` table, or the store's live summaries). */
+export function countInSession(d: SessionDelta, e: PreparedEvent, time: number): void {
+  const kind = e.kind;
+  d.actorName ??= e.actorName;
+  d.last = time;
+  if (kind === 'session.end') d.ended = time;
+  d.events++;
+  if (kind === 'http.request' || kind === 'pg.statement') d.requests++;
+  if (kind === 'hold.created') d.holds++;
+  d.masked += e.masked;
+  const decision = e.decision;
+  if (decision === 'deny' || decision === 'denied' || decision === 'expired') d.denied++;
+  if (kind === 'http.error' || kind === 'pg.error') d.errors++;
+}
+
 export class ChainWriter {
   private seq = 0;
   private lastHash = GENESIS_HASH;
@@ -140,6 +162,13 @@ export class ChainWriter {
 
   head(): { size: number; hash: string } {
     return { size: this.seq, hash: this.lastHash };
+  }
+
+  /** Re-reads the head from the file, wherever it is (after a rollback of a transaction this writer appended in). */
+  resetHead(): void {
+    const last = this.db.prepare('SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1').get() as { seq: number; hash: string } | undefined;
+    this.seq = last?.seq ?? 0;
+    this.lastHash = last?.hash ?? GENESIS_HASH;
   }
 
   /** Re-reads the head from the file; true when it moved on (written by another connection). */
@@ -209,23 +238,12 @@ export class ChainWriter {
   }
 
   private indexSession(id: string, e: PreparedEvent, time: number): void {
-    const kind = e.kind;
     let d = this.pendingSessions.get(id);
     if (!d) {
-      const protocol = kind.startsWith('pg.') || e.protocol === 'postgres' ? 'postgres' : kind.startsWith('http.') || e.protocol === 'http' ? 'http' : 'control';
-      d = { id, connection: e.connection, protocol, actor: e.actor, actorName: e.actorName, started: time, last: time, ended: null, events: 0, requests: 0, holds: 0, masked: 0, denied: 0, errors: 0 };
+      d = newSessionDelta(id, e, time);
       this.pendingSessions.set(id, d);
     }
-    d.actorName ??= e.actorName;
-    d.last = time;
-    if (kind === 'session.end') d.ended = time;
-    d.events++;
-    if (kind === 'http.request' || kind === 'pg.statement') d.requests++;
-    if (kind === 'hold.created') d.holds++;
-    d.masked += e.masked;
-    const decision = e.decision;
-    if (decision === 'deny' || decision === 'denied' || decision === 'expired') d.denied++;
-    if (kind === 'http.error' || kind === 'pg.error') d.errors++;
+    countInSession(d, e, time);
   }
 
   hasPendingSession(id: string): boolean {

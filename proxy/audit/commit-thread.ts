@@ -27,6 +27,10 @@ export type CommitRequest =
   /** Answered once everything before it is; also writes the session index. */
   | { op: 'sync'; id: number }
   | { op: 'pragma'; id: number; sql: string }
+  /** A read on the worker's connection, answered with its rows (the gateway's thread never waits on it). */
+  | { op: 'query'; id: number; sql: string; params: unknown[] }
+  /** A state-table write on the worker's connection, after everything before it (write-behind). */
+  | { op: 'exec'; id: number; sql: string; params: unknown[] }
   | { op: 'close'; id: number };
 
 /** A request before it is numbered. */
@@ -37,11 +41,23 @@ type Unnumbered<T> = T extends unknown ? Omit<T, 'id'> : never;
  * `rechained`: how many folded events had to be given another place in the chain than the one they
  * were journaled with (another connection appended in between).
  */
-export type CommitReply = { id: number; ok: true; appended?: AppendedEvent[]; rechained?: number } | { id: number; ok: false; final: boolean; message: string; code?: string };
+export type CommitReply = { id: number; ok: true; appended?: AppendedEvent[]; rechained?: number; rows?: unknown[] } | { id: number; ok: false; final: boolean; message: string; code?: string };
+
+/**
+ * The shared words between the threads: [SIGNAL] counts the worker's replies (a blocked call
+ * waits on it); [BUSY] is 1 while the worker's commits find the file locked by another connection
+ * (SQLITE_BUSY), so the gateway's thread knows without asking, and never waits on a locked store.
+ */
+export const SIGNAL = 0;
+export const BUSY = 1;
 
 /** What waits for an answer: `settled` runs as the answer is taken (it must not call back into the thread). */
 interface Waiter {
   settled(reply: CommitReply): void;
+  /** performance.now() when it was sent: how far behind the worker is. */
+  sentAt: number;
+  /** A read or a state write: its success says nothing about whether the journal's folds succeed. */
+  aside?: boolean;
 }
 
 /** How long journaled batches gather before they are sent, and how many events send them sooner. */
@@ -66,6 +82,10 @@ export class CommitThread {
   private closed = false;
   /** Why journaled batches cannot be committed right now (the store refuses new traffic meanwhile). */
   failure: string | undefined;
+  /** Date.now() when `failure` was first reported (cleared with it). */
+  failingSince: number | undefined;
+  /** Date.now() when this thread first saw the worker report the file locked. */
+  private busySince: number | undefined;
   /** Journaled lines waiting to be sent (see `queue`), and what answers them. */
   private outbox: { text: string; events: number; jseq: number; reload: boolean } | undefined;
   private folded: ((reply: CommitReply, jseq: number) => void) | undefined;
@@ -88,13 +108,13 @@ export class CommitThread {
     const src = workerSource(import.meta.url, './commit-worker');
     if (!src) return undefined;
     const { port1, port2 } = new MessageChannel();
-    const signal = new Int32Array(new SharedArrayBuffer(4));
+    const signal = new Int32Array(new SharedArrayBuffer(8));
     const worker = new Worker(src.entry, { ...src.options, workerData: { path, port: port2, signal }, transferList: [port2] });
     return new CommitThread(worker, port1, signal);
   }
 
   /** Sends `req` to the worker; `settled` runs with its answer (or the failure, once the thread is gone). */
-  private send(req: Unnumbered<CommitRequest>, settled: (reply: CommitReply) => void): void {
+  private send(req: Unnumbered<CommitRequest>, settled: (reply: CommitReply) => void, aside = false): void {
     const id = this.nextId++;
     if (this.dead) {
       const r: CommitReply = { id, ok: false, final: true, message: this.dead.message };
@@ -102,7 +122,7 @@ export class CommitThread {
       return;
     }
     if (this.waiting.size === 0) this.port.ref();
-    this.waiting.set(id, { settled });
+    this.waiting.set(id, { settled, sentAt: performance.now(), aside });
     this.port.postMessage({ ...req, id } as CommitRequest);
   }
 
@@ -136,15 +156,31 @@ export class CommitThread {
     this.send({ op: 'fold', text: o.text, jseq: o.jseq, reload: o.reload }, (reply) => this.folded?.(reply, o.jseq));
   };
 
-  /** Sends `req` (after anything queued) and blocks until the worker answers it; throws CommitThreadError when it cannot. */
-  call(req: Unnumbered<CommitRequest>): CommitReply {
+  /**
+   * Sends `req` (after anything queued) and answers with the worker's reply, asynchronously: for
+   * reads and write-behind writes the gateway's thread must not wait for.
+   */
+  request(req: Unnumbered<CommitRequest>): Promise<CommitReply> {
+    this.post();
+    return new Promise((resolve) => this.send(req, resolve, true));
+  }
+
+  /**
+   * Sends `req` (after anything queued) and blocks until the worker answers it; throws
+   * CommitThreadError when it cannot. With `unlessBusy`, gives up at once (code `SQLITE_BUSY`,
+   * the thread lives on, the late answer is dropped) when the worker reports the file locked:
+   * a locked store never holds the gateway's thread for longer than the worker takes to notice
+   * (its busy timeout, BUSY_TIMEOUT_MS in commit-worker.ts).
+   */
+  call(req: Unnumbered<CommitRequest>, opts: { unlessBusy?: boolean } = {}): CommitReply {
     this.post();
     if (this.dead) throw this.dead;
+    if (opts.unlessBusy && this.busy) throw this.busyError();
     const id = this.nextId++;
     this.port.postMessage({ ...req, id } as CommitRequest);
     const deadline = Date.now() + CALL_TIMEOUT_MS;
     for (;;) {
-      const seen = Atomics.load(this.signal, 0);
+      const seen = Atomics.load(this.signal, SIGNAL);
       const m = receiveMessageOnPort(this.port);
       if (m) {
         const r = m.message as CommitReply;
@@ -153,18 +189,49 @@ export class CommitThread {
         if (this.dead) throw this.dead;
         continue;
       }
+      if (opts.unlessBusy && this.busy) throw this.busyError();
       const left = deadline - Date.now();
       if (left <= 0) {
         this.die(new CommitThreadError(`the audit commit thread did not answer within ${CALL_TIMEOUT_MS / 1000} s`));
         throw this.dead!;
       }
-      Atomics.wait(this.signal, 0, seen, left);
+      Atomics.wait(this.signal, SIGNAL, seen, left);
     }
   }
 
-  /** Waits until everything sent so far is answered (and the session index written). */
+  /**
+   * Waits until everything sent so far is answered (and the session index written); gives up at
+   * once, throwing CommitThreadError (`SQLITE_BUSY`), while another connection holds the file locked.
+   */
   drain(): void {
-    this.call({ op: 'sync' });
+    this.call({ op: 'sync' }, { unlessBusy: true });
+  }
+
+  /** True while the worker's commits find the database locked by another connection. */
+  get busy(): boolean {
+    const busy = Atomics.load(this.signal, BUSY) === 1;
+    if (!busy) this.busySince = undefined;
+    else this.busySince ??= Date.now();
+    return busy;
+  }
+
+  private busyError(): CommitThreadError {
+    return new CommitThreadError(`the audit database is locked by another connection (for ${Date.now() - (this.busySince ?? Date.now())} ms)`, 'SQLITE_BUSY');
+  }
+
+  /**
+   * How the database is doing, without asking it: `failed` (the thread is gone), `degraded` (the
+   * fold fails, the file is locked, or the worker is behind by more than a second), or `ok`.
+   */
+  health(): { state: 'ok' | 'degraded' | 'failed'; cause?: string; since?: number; behindMs?: number } {
+    if (this.dead) return { state: 'failed', cause: this.dead.message };
+    let oldest = Infinity;
+    for (const w of this.waiting.values()) if (w.sentAt < oldest) oldest = w.sentAt;
+    const behindMs = oldest === Infinity ? 0 : Math.round(performance.now() - oldest);
+    if (this.failure !== undefined) return { state: 'degraded', cause: `the audit database cannot be written (${this.failure}); recorded traffic is refused (503) until it can`, since: this.failingSince, behindMs };
+    if (this.busy) return { state: 'degraded', cause: 'the audit database is locked by another connection; events are journaled and written when it is released', since: this.busySince, behindMs };
+    if (behindMs > 1000) return { state: 'degraded', cause: `the audit database is slow: writes are ${behindMs} ms behind the journal`, behindMs };
+    return { state: 'ok', behindMs };
   }
 
   /** Why the thread is gone, once it is (the store refuses appends from then on). */
@@ -205,9 +272,13 @@ export class CommitThread {
     if (!w) return;
     if (!r.ok && !r.final) {
       this.failure = r.message;
+      this.failingSince ??= Date.now();
       return;
     }
-    if (r.ok) this.failure = undefined;
+    if (r.ok && !w.aside) {
+      this.failure = undefined;
+      this.failingSince = undefined;
+    }
     this.waiting.delete(r.id);
     if (this.waiting.size === 0) this.port.unref();
     w.settled(r);

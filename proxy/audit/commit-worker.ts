@@ -12,11 +12,22 @@
 import { type MessagePort, receiveMessageOnPort, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import { ChainWriter, type PreparedEvent } from './chain-writer';
-import type { CommitReply, CommitRequest } from './commit-thread';
+import { BUSY, type CommitReply, type CommitRequest, SIGNAL } from './commit-thread';
 import { decodeJournalText, setFoldedMark } from './journal';
 
 const { path, port, signal } = workerData as { path: string; port: MessagePort; signal: Int32Array };
 const RETRY_MS = 100;
+/**
+ * How long one commit waits for a lock another connection holds. Short: the gateway's thread
+ * learns of a locked file (the BUSY word) this soon, and stops waiting on the store; the commit is
+ * retried every RETRY_MS meanwhile.
+ */
+const BUSY_TIMEOUT_MS = 50;
+/**
+ * How long the file may stay locked before the store refuses new traffic. Until then the proxies'
+ * events are journaled (recorded) and wait here; a lock held longer is not a passing writer.
+ */
+const REFUSE_AFTER_BUSY_MS = 1000;
 /** How long journaled batches wait to be committed together, and how many events force it sooner. */
 const FOLD_MS = 10;
 const FOLD_EVENTS = 2000;
@@ -32,7 +43,7 @@ interface Append {
 let writer: ChainWriter;
 let db: Database.Database;
 try {
-  db = new Database(path, { timeout: 2000 });
+  db = new Database(path, { timeout: BUSY_TIMEOUT_MS });
   db.pragma('journal_mode = WAL');
   db.pragma('synchronous = NORMAL');
   writer = new ChainWriter(db);
@@ -46,6 +57,23 @@ let backlog: Append[] = [];
 let retryTimer: NodeJS.Timeout | undefined;
 /** Journaled batches already told that their commit failed (told once, until it succeeds). */
 const told = new Set<number>();
+/** When commits started failing on a lock (SQLITE_BUSY), while they do. */
+let busySince: number | undefined;
+
+function isBusy(err: unknown): boolean {
+  const code = (err as { code?: string }).code ?? '';
+  return code.startsWith('SQLITE_BUSY') || code.startsWith('SQLITE_LOCKED');
+}
+
+/** Tells the gateway's thread, without a message, whether the file is locked (see commit-thread.ts). */
+function setBusy(busy: boolean): void {
+  if (busy) busySince ??= Date.now();
+  else busySince = undefined;
+  if ((Atomics.load(signal, BUSY) === 1) === busy) return;
+  Atomics.store(signal, BUSY, busy ? 1 : 0);
+  Atomics.add(signal, SIGNAL, 1);
+  Atomics.notify(signal, SIGNAL);
+}
 
 function messageOf(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
@@ -53,8 +81,8 @@ function messageOf(err: unknown): string {
 
 function reply(r: CommitReply): void {
   port.postMessage(r);
-  Atomics.add(signal, 0, 1);
-  Atomics.notify(signal, 0);
+  Atomics.add(signal, SIGNAL, 1);
+  Atomics.notify(signal, SIGNAL);
 }
 
 /** Commits the backlog in one transaction and answers each append; true when it is empty after. */
@@ -71,11 +99,16 @@ function commitBacklog(): boolean {
   } catch (err) {
     const message = messageOf(err);
     const code = (err as { code?: string }).code;
+    const busy = isBusy(err);
+    setBusy(busy);
+    // A lock held briefly is waited out silently (the events are journaled); one held longer, or
+    // any other failure (read-only, full), makes the store refuse new traffic until a commit works.
+    const tell = !busy || Date.now() - busySince! >= REFUSE_AFTER_BUSY_MS;
     // Blocking appends fail now; journaled ones wait in the backlog for the next attempt.
     backlog = run.filter((r) => r.jseq !== undefined);
     for (const r of run) {
       if (r.jseq === undefined) reply({ id: r.id, ok: false, final: true, message, code });
-      else if (!told.has(r.id)) {
+      else if (tell && !told.has(r.id)) {
         told.add(r.id);
         reply({ id: r.id, ok: false, final: false, message, code });
       }
@@ -87,6 +120,7 @@ function commitBacklog(): boolean {
     return false;
   }
   backlog = [];
+  setBusy(false);
   const rechained = writer.takeRechained();
   let i = 0;
   for (const r of run) {
@@ -106,6 +140,12 @@ function handle(req: Exclude<CommitRequest, { op: 'append' | 'fold' }>): void {
         break;
       case 'pragma':
         db.pragma(req.sql);
+        break;
+      case 'query':
+        reply({ id: req.id, ok: true, rows: db.prepare(req.sql).all(...req.params) });
+        return;
+      case 'exec':
+        db.prepare(req.sql).run(...req.params);
         break;
       case 'close': {
         const empty = commitBacklog();

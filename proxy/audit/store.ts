@@ -18,7 +18,7 @@ import { inflateRawSync } from 'node:zlib';
 import Database from 'better-sqlite3';
 import type { AuditEvent, AuditEventInput, MaskSpan, SessionFilter, SessionSummary } from '../../shared/events';
 import { GENESIS_HASH } from './chain';
-import { type AppendedEvent, ChainWriter, chainAfter, type PreparedEvent, prepareEvent } from './chain-writer';
+import { type AppendedEvent, ChainWriter, chainAfter, countInSession, newSessionDelta, type PreparedEvent, prepareEvent, type SessionDelta } from './chain-writer';
 import { type CommitReply, CommitThread } from './commit-thread';
 import { claimJournal, type DamagedJournalLine, Journal, journalDir, journalHeld, type JournalSalvage, releaseJournal, replayJournal, salvageJournal } from './journal';
 import { MIGRATIONS } from './migrations';
@@ -117,10 +117,14 @@ export class AuditStore implements EventLog {
   private threadStale = false;
   /** A fold re-chained journaled events: the head is re-read before the next append. */
   private rechained = false;
+  /** Summaries of the sessions open in this process (see `liveSession`). */
+  private readonly live = new LiveSessionSummaries();
   /** Sessions the commit thread appended to recently (its index rows may still be pending). */
   private threadSessions = new Map<string, number>();
   /** How long session-index changes may wait before they are written. */
   static readonly SESSION_INDEX_DELAY_MS = ChainWriter.SESSION_INDEX_DELAY_MS;
+  /** How long the gateway's own connection waits for a lock (with a commit thread). */
+  static readonly GATEWAY_BUSY_TIMEOUT_MS = 50;
   /** What opening found in the journal: events folded, damaged lines skipped because they were already folded. */
   recovery: { replayed: number; skipped: DamagedJournalLine[] } = { replayed: 0, skipped: [] };
 
@@ -157,6 +161,10 @@ export class AuditStore implements EventLog {
         }
         if (options.commitThread) this.thread = CommitThread.start(path);
         if (this.thread) {
+          // The gateway's thread writes state tables only after the commit thread has drained, so
+          // it never contends with it; a lock it finds belongs to another process, and is not waited
+          // out here (the event loop would stop): the write fails and says so.
+          this.db.pragma(`busy_timeout = ${AuditStore.GATEWAY_BUSY_TIMEOUT_MS}`);
           this.journal = new Journal(dir, lastJseq);
           claimJournal(dir);
         }
@@ -178,82 +186,114 @@ export class AuditStore implements EventLog {
     return this.appendMany([input])[0]!;
   }
 
-  /** Appends several events in one transaction (one commit), before returning. */
+  /**
+   * Appends several events in one transaction, recorded before returning: without a commit thread
+   * a commit; with one, a journal write (journal.ts), the commit following on the thread — so the
+   * gateway's thread never waits on SQLite for an append. Throws StoreUnavailableError.
+   */
   appendMany(inputs: AuditEventInput[]): AuditEvent[] {
+    if (this.thread && !this.db.inTransaction) return this.appendJournaled(this.thread, inputs);
     const prepared = this.prepare(inputs);
-    let appended: AppendedEvent[];
-    if (this.thread && !this.db.inTransaction) {
-      let reply: CommitReply;
-      try {
-        reply = this.thread.call({ op: 'append', events: prepared, reload: this.takeStale() });
-      } catch (err) {
-        throw new StoreUnavailableError(err);
-      }
-      appended = this.acknowledged(inputs, reply);
-    } else appended = this.appendHere(prepared);
-    return this.committed(inputs, appended);
+    return this.committed(inputs, this.appendHere(prepared), prepared);
   }
 
   /**
    * Appends `inputs` in order after everything before them and calls `done` once they are
-   * recorded (null) or not (StoreUnavailableError). Without a commit thread that is a commit;
-   * with one, a journal write (journal.ts), the commit following on the thread.
+   * recorded (null) or not (StoreUnavailableError), as `appendMany` does.
    */
   appendAsync(inputs: AuditEventInput[], done: (err: StoreUnavailableError | null) => void): void {
-    if (!this.thread || this.db.inTransaction) {
-      let failure: StoreUnavailableError | null = null;
-      try {
-        this.appendMany(inputs);
-      } catch (err) {
-        failure = err instanceof StoreUnavailableError ? err : new StoreUnavailableError(err);
-      }
-      done(failure);
-      return;
+    let failure: StoreUnavailableError | null = null;
+    try {
+      this.appendMany(inputs);
+    } catch (err) {
+      failure = err instanceof StoreUnavailableError ? err : new StoreUnavailableError(err);
     }
-    if (this.thread.gone) {
-      done(new StoreUnavailableError(this.thread.gone));
-      return;
-    }
-    if (this.thread.failure !== undefined) {
-      done(new StoreUnavailableError(new Error(`the audit database cannot be written (${this.thread.failure}); refusing until it can`)));
-      return;
-    }
+    done(failure);
+  }
+
+  private appendJournaled(thread: CommitThread, inputs: AuditEventInput[]): AuditEvent[] {
+    if (thread.gone) throw new StoreUnavailableError(thread.gone);
+    if (thread.failure !== undefined) throw new StoreUnavailableError(new Error(`the audit database cannot be written (${thread.failure}); refusing until it can`));
     if (this.rechained) {
       // A fold had to re-chain events (another process appended to the file): continue from what
-      // the database holds now.
-      this.rechained = false;
+      // the database holds now (refused while the file is locked: no waiting on it).
       try {
-        this.thread.drain();
+        thread.drain();
       } catch (err) {
-        done(new StoreUnavailableError(err));
-        return;
+        throw new StoreUnavailableError(err);
       }
+      this.rechained = false;
       this.reloadHead();
     }
-    let prepared: PreparedEvent[];
+    const prepared = this.prepare(inputs);
     const appended: AppendedEvent[] = new Array(inputs.length);
     try {
-      prepared = this.prepare(inputs);
       // Each event's place in the chain is given here, so the journal line carries it and the
       // listeners hear of the event now; the fold keeps it unless another writer came between.
       let prev: { seq: number; hash: string } = { seq: this.headSeq, hash: this.headHash };
       for (let i = 0; i < prepared.length; i++) prev = appended[i] = prepared[i]!.chained = chainAfter(prev, prepared[i]!);
     } catch (err) {
-      done(err instanceof StoreUnavailableError ? err : new StoreUnavailableError(err));
-      return;
+      throw new StoreUnavailableError(err);
     }
     let written: { last: number; text: string };
     try {
       written = this.journal!.write(prepared);
     } catch (err) {
-      done(new StoreUnavailableError(err));
-      return;
+      throw new StoreUnavailableError(err);
     }
     // Recorded: the batch is in the journal. The commit thread folds it into the database.
-    this.thread.queue(written.text, prepared.length, { reload: this.takeStale(), jseq: written.last });
+    thread.queue(written.text, prepared.length, { reload: this.takeStale(), jseq: written.last });
     this.noteThreadSessions(inputs);
-    this.committed(inputs, appended);
-    done(null);
+    return this.committed(inputs, appended, prepared);
+  }
+
+  /**
+   * A read on the commit thread's connection, so the gateway's thread never waits on the file
+   * (without a thread: here, at once). Rejects with StoreUnavailableError.
+   */
+  async readAsync<T>(sql: string, params: unknown[] = []): Promise<T[]> {
+    if (!this.thread) {
+      try {
+        return this.db.prepare(sql).all(...params) as T[];
+      } catch (err) {
+        throw new StoreUnavailableError(err);
+      }
+    }
+    const r = await this.thread.request({ op: 'query', sql, params });
+    if (!r.ok) throw new StoreUnavailableError(Object.assign(new Error(r.message), { code: r.code }));
+    return r.rows as T[];
+  }
+
+  /**
+   * A state-table write that need not be in place before the caller goes on (a user's last
+   * sighting): on the commit thread after everything before it; `done` hears the outcome.
+   */
+  writeBehind(sql: string, params: unknown[], done: (err: StoreUnavailableError | null) => void = () => {}): void {
+    if (!this.thread) {
+      try {
+        this.db.prepare(sql).run(...params);
+      } catch (err) {
+        done(new StoreUnavailableError(err));
+        return;
+      }
+      done(null);
+      return;
+    }
+    void this.thread.request({ op: 'exec', sql, params }).then((r) => done(r.ok ? null : new StoreUnavailableError(Object.assign(new Error(r.message), { code: r.code }))));
+  }
+
+  /**
+   * How the database is doing, from what the gateway's thread already knows (never a query):
+   * `degraded` with the cause while it is locked, failing or behind; `failed` once it cannot be used.
+   */
+  health(): { state: 'ok' | 'degraded' | 'failed'; cause?: string; since?: number; behindMs?: number } {
+    if (!this.thread) return { state: 'ok' };
+    return this.thread.health();
+  }
+
+  /** True when waiting on the commit thread would wait on a locked or failing file: readers then read what is there. */
+  private get stalled(): boolean {
+    return !!this.thread && (this.thread.busy || this.thread.failure !== undefined || this.thread.gone !== undefined);
   }
 
   /** The outcome of a fold of journaled lines (see `appendAsync`). */
@@ -298,12 +338,23 @@ export class AuditStore implements EventLog {
   transaction<T>(fn: () => T): T {
     if (this.thread && !this.db.inTransaction) {
       try {
+        if (this.thread.failure !== undefined) throw new Error(`the audit database cannot be written (${this.thread.failure})`);
         this.thread.drain();
       } catch (err) {
         throw new StoreUnavailableError(err);
       }
     }
-    return this.db.transaction(fn).immediate();
+    if (this.db.inTransaction) return this.db.transaction(fn).immediate();
+    const head = { seq: this.headSeq, hash: this.headHash };
+    try {
+      return this.db.transaction(fn).immediate();
+    } catch (err) {
+      // Rolled back: events appended inside did not happen; the next ones take their places.
+      this.headSeq = head.seq;
+      this.headHash = head.hash;
+      this.writer?.resetHead();
+      throw err;
+    }
   }
 
   /** Runs a PRAGMA on every connection that appends (tests use `query_only` for a read-only file). */
@@ -341,12 +392,6 @@ export class AuditStore implements EventLog {
     }
   }
 
-  private acknowledged(inputs: AuditEventInput[], reply: CommitReply): AppendedEvent[] {
-    if (!reply.ok) throw new StoreUnavailableError(Object.assign(new Error(reply.message), { code: reply.code }));
-    this.noteThreadSessions(inputs);
-    return reply.appended!;
-  }
-
   /** Sessions the commit thread is about to index (readers of the index wait for it). */
   private noteThreadSessions(inputs: AuditEventInput[]): void {
     const now = Date.now();
@@ -357,11 +402,12 @@ export class AuditStore implements EventLog {
   }
 
   /** The events as stored, from their inputs and what the chain assigned; listeners hear of them. */
-  private committed(inputs: AuditEventInput[], appended: AppendedEvent[]): AuditEvent[] {
+  private committed(inputs: AuditEventInput[], appended: AppendedEvent[], prepared: PreparedEvent[]): AuditEvent[] {
     const events: AuditEvent[] = new Array(inputs.length);
     for (let i = 0; i < inputs.length; i++) {
       const input = inputs[i]!;
       const a = appended[i]!;
+      if (input.session) this.live.count(input.session, prepared[i]!, a.time);
       // Written out, not spread: this runs for every event on the proxies' path.
       events[i] = {
         seq: a.seq,
@@ -388,12 +434,26 @@ export class AuditStore implements EventLog {
 
   /** Waits until everything sent to the commit thread is in the database (before reads of events). */
   settle(): void {
-    if (!this.thread || this.thread.pending === 0) return;
+    if (!this.thread || this.thread.pending === 0 || this.stalled) return;
     try {
       this.thread.drain();
     } catch {
       // Reads show what is in the database; appends report the failure.
     }
+  }
+
+  /**
+   * The summary of a session this process recorded, from memory (no SQLite read, no waiting on the
+   * commit thread): what the proxies publish on session start and end. Known from its
+   * `session.start` until shortly after its `session.end`.
+   */
+  liveSession(id: string): SessionSummary | undefined {
+    return this.live.get(id);
+  }
+
+  /** How many sessions the live summaries hold (open ones, and the last few ended). */
+  get liveSessionCount(): number {
+    return this.live.size;
   }
 
   /** Writes pending session-index changes for `id` (or all) before a read of the index. */
@@ -403,7 +463,7 @@ export class AuditStore implements EventLog {
     // Batches still on their way to the database, or index rows the thread may not have written yet.
     const at = id === undefined ? (this.threadSessions.size ? Math.max(...this.threadSessions.values()) : undefined) : this.threadSessions.get(id);
     const recent = at !== undefined && Date.now() - at <= SESSION_SETTLED_MS;
-    if (this.thread.pending > 0 || recent) {
+    if ((this.thread.pending > 0 || recent) && !this.stalled) {
       try {
         this.thread.drain();
       } catch {
@@ -510,6 +570,47 @@ export class AuditStore implements EventLog {
     }
   }
 
+}
+
+/**
+ * In-memory summaries of the sessions this process recorded, counted as the session index counts
+ * them: created by `session.start`, kept current by every later event of the session, and dropped
+ * a while after `session.end` (the last ENDED_KEPT ended stay, so whoever publishes the end finds
+ * it). Bounded: at most OPEN_MAX open sessions (the oldest go first; their ends are still recorded).
+ */
+class LiveSessionSummaries {
+  private static readonly ENDED_KEPT = 256;
+  private static readonly OPEN_MAX = 100_000;
+  private readonly open = new Map<string, SessionDelta>();
+  private readonly ended: string[] = [];
+
+  count(id: string, e: PreparedEvent, time: number): void {
+    let d = this.open.get(id);
+    if (!d) {
+      if (e.kind !== 'session.start') return;
+      d = newSessionDelta(id, e, time);
+      this.open.set(id, d);
+      if (this.open.size > LiveSessionSummaries.OPEN_MAX) this.open.delete(this.open.keys().next().value!);
+    } else if (d.ended !== null) return;
+    countInSession(d, e, time);
+    if (e.kind === 'session.end') {
+      this.ended.push(id);
+      if (this.ended.length > LiveSessionSummaries.ENDED_KEPT) {
+        const gone = this.ended.shift()!;
+        if (this.open.get(gone)?.ended !== null) this.open.delete(gone);
+      }
+    }
+  }
+
+  get(id: string): SessionSummary | undefined {
+    const d = this.open.get(id);
+    if (!d) return undefined;
+    return { id: d.id, connection: d.connection, protocol: d.protocol as SessionSummary['protocol'], actor: d.actor, actorName: d.actorName, startedAt: d.started, lastEventAt: d.last, endedAt: d.ended, events: d.events, requests: d.requests, holds: d.holds, masked: d.masked, denied: d.denied, errors: d.errors };
+  }
+
+  get size(): number {
+    return this.open.size;
+  }
 }
 
 interface SessionRow {

@@ -58,7 +58,15 @@ export async function startControlPlane(
   opts: { /** The HTTP proxy's bound address, named to clients that reach the console's port by mistake. */ httpAddress?: () => string | undefined } = {},
 ): Promise<ControlPlane> {
   const router = new Router();
-  router.get('/api/health', () => ({ status: 'ok', version: s.version, events: s.store.head().size, ...(s.audit ? { audit: s.audit.health() } : {}) }), { public: true });
+  // Answered from memory: a locked or slow store shows here as `degraded` with its cause, at once.
+  router.get(
+    '/api/health',
+    () => {
+      const store = s.store.health();
+      return { status: store.state === 'ok' ? 'ok' : 'degraded', version: s.version, events: s.store.head().size, store, ...(s.audit ? { audit: s.audit.health() } : {}) };
+    },
+    { public: true },
+  );
   router.get('/api/me', ({ identity }) => identity);
   registerSessionRoutes(router, s);
   for (const register of modules) register(router, s);

@@ -6,6 +6,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import type { Identity } from '../../shared/identity';
+import { StoreUnavailableError } from '../audit/store';
 import { AuthError, credentialFrom } from '../identity/authenticator';
 import type { ProxyContext } from './context';
 import { errorStyleFor, type GatewayErrorCode, sendError } from './errors';
@@ -59,8 +60,13 @@ export async function admitExchange(ctx: ProxyContext, req: IncomingMessage, res
   const credential = credentialFrom(req.headers);
   let identity: Identity;
   try {
-    identity = credential !== undefined && credential.startsWith('cst_') ? s.auth.authenticateKey(credential) : await s.auth.authenticate(credential);
+    identity = credential !== undefined && credential.startsWith('cst_') && s.keys.indexed(credential) ? s.auth.authenticateKey(credential) : await s.auth.authenticate(credential);
   } catch (err) {
+    if (err instanceof StoreUnavailableError) {
+      req.resume();
+      sendError(res, style, 503, 'store_unavailable', `the gateway cannot check this credential (${err.message}); the request was not forwarded`);
+      return;
+    }
     if (!(err instanceof AuthError)) throw err;
     req.resume();
     recordAuthFailure(ctx, req, name, path, err, credential);

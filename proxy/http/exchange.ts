@@ -307,7 +307,7 @@ export class Exchange {
       return;
     }
     if (resolved.isNew) {
-      const summary = s.store.session(this.session.id);
+      const summary = s.store.liveSession(this.session.id);
       if (summary) s.bus.publish({ type: 'session.started', session: summary });
     }
 

@@ -103,7 +103,7 @@ function endSessions(ctx: ProxyContext, ended: HttpSession[], reason: 'idle' | '
     return;
   }
   for (const x of ended) {
-    const summary = ctx.s.store.session(x.id);
+    const summary = ctx.s.store.liveSession(x.id);
     if (summary) ctx.s.bus.publish({ type: 'session.ended', session: summary });
   }
 }

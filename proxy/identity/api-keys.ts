@@ -41,11 +41,32 @@ function toRecord(r: Row): ApiKeyRecord {
   };
 }
 
-export class ApiKeyStore {
-  /** Rows read in the last 5 s, with the record and the key that last matched (no hashing then). */
-  private cache = new Map<string, { row: Row; checkedAt: number; record?: ApiKeyRecord; matched?: Buffer }>();
+/** Reads rows off the gateway's thread (AuditStore.readAsync); without one, keys are read here. */
+export type KeyReader = <T>(sql: string, params?: unknown[]) => Promise<T[]>;
 
-  constructor(private readonly db: Database.Database) {}
+interface Entry {
+  row: Row;
+  /** The record and the key that last matched (no hashing then). */
+  record?: ApiKeyRecord;
+  matched?: Buffer;
+}
+
+/**
+ * The gateway's keys, all of them in memory: checks never touch SQLite on the proxies' thread.
+ * Writers in this process (create, revoke, expire) update the index as they write; keys created or
+ * revoked by another process (the CLI beside a running gateway) arrive through `refresh`, which the
+ * gateway runs every few seconds, and a key the index does not know is looked up once
+ * (`lookup`) before it is refused.
+ */
+export class ApiKeyStore {
+  private readonly index = new Map<string, Entry>();
+
+  constructor(
+    private readonly db: Database.Database,
+    private readonly reader?: KeyReader,
+  ) {
+    for (const row of db.prepare('SELECT * FROM api_keys').all() as Row[]) this.index.set(row.id, { row });
+  }
 
   /** Creates a key and returns it in full; this is the only time the secret exists outside the caller. */
   create(opts: { name: string; groups: string[]; expiresAt?: number | null; createdBy?: string }): { key: string; record: ApiKeyRecord } {
@@ -55,21 +76,16 @@ export class ApiKeyStore {
     this.db
       .prepare('INSERT INTO api_keys (id, name, hash, groups, created_at, created_by, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)')
       .run(id, opts.name, hashKey(key), JSON.stringify(opts.groups), now, opts.createdBy ?? null, opts.expiresAt ?? null);
+    this.reread(id);
     return { key, record: this.get(id)! };
   }
 
-  /** Checks a presented key. Constant-time on the hash; cached briefly so the proxy path does no I/O. */
+  /** Checks a presented key against the index: constant-time on the hash, no I/O. */
   check(key: string, now = Date.now()): KeyCheck {
     const m = KEY_RE.exec(key);
     if (!m) return { ok: false, reason: 'malformed' };
-    const id = m[1]!;
-    let entry = this.cache.get(id);
-    if (!entry || now - entry.checkedAt > 5000) {
-      const row = this.db.prepare('SELECT * FROM api_keys WHERE id = ?').get(id) as Row | undefined;
-      if (!row) return { ok: false, reason: 'unknown' };
-      entry = { row, checkedAt: now };
-      this.cache.set(id, entry);
-    }
+    const entry = this.index.get(m[1]!);
+    if (!entry) return { ok: false, reason: 'unknown' };
     const presented = Buffer.from(key, 'utf8');
     const m2 = entry.matched;
     if (!m2 || m2.length !== presented.length || !timingSafeEqual(m2, presented)) {
@@ -80,12 +96,42 @@ export class ApiKeyStore {
     }
     if (entry.row.revoked_at !== null) return { ok: false, reason: 'revoked' };
     if (entry.row.expires_at !== null && entry.row.expires_at <= now) return { ok: false, reason: 'expired' };
-    // Shared by every request with this key until the row is read again: frozen.
+    // Shared by every request with this key until the row changes: frozen.
     if (!entry.record) {
       const r = toRecord(entry.row);
       entry.record = Object.freeze({ ...r, groups: Object.freeze(r.groups) as string[] });
     }
     return { ok: true, key: entry.record };
+  }
+
+  /** True when the index knows the key id of `key` (a `check` then needs no lookup). */
+  indexed(key: string): boolean {
+    const id = KEY_RE.exec(key)?.[1];
+    return id !== undefined && this.index.has(id);
+  }
+
+  /**
+   * Reads the row of a key id the index does not know (another process created it), off the
+   * gateway's thread; rejects with the store's error when it cannot be read.
+   */
+  async lookup(key: string): Promise<void> {
+    const id = KEY_RE.exec(key)?.[1];
+    if (id === undefined || this.index.has(id)) return;
+    const rows = this.reader ? await this.reader<Row>('SELECT * FROM api_keys WHERE id = ?', [id]) : (this.db.prepare('SELECT * FROM api_keys WHERE id = ?').all(id) as Row[]);
+    if (rows[0] && !this.index.has(id)) this.index.set(id, { row: rows[0] });
+  }
+
+  /** Re-reads every key (changes another process made), off the gateway's thread. */
+  async refresh(): Promise<void> {
+    const rows = this.reader ? await this.reader<Row>('SELECT * FROM api_keys') : (this.db.prepare('SELECT * FROM api_keys').all() as Row[]);
+    const seen = new Set<string>();
+    for (const row of rows) {
+      seen.add(row.id);
+      const e = this.index.get(row.id);
+      if (e && sameRow(e.row, row)) continue;
+      this.index.set(row.id, { row });
+    }
+    for (const id of this.index.keys()) if (!seen.has(id)) this.index.delete(id);
   }
 
   /**
@@ -95,12 +141,13 @@ export class ApiKeyStore {
   knownPrefix(credential: string | undefined): string | undefined {
     const id = /^cst_([a-z0-9]{12})_/.exec(credential ?? '')?.[1];
     if (!id) return undefined;
-    return this.cache.has(id) || this.db.prepare('SELECT 1 FROM api_keys WHERE id = ?').get(id) ? `key:${id}` : undefined;
+    return this.index.has(id) ? `key:${id}` : undefined;
   }
 
+  /** A key's record as the index holds it (no I/O). */
   get(id: string): ApiKeyRecord | undefined {
-    const row = this.db.prepare('SELECT * FROM api_keys WHERE id = ?').get(id) as Row | undefined;
-    return row && toRecord(row);
+    const e = this.index.get(id);
+    return e && toRecord(e.row);
   }
 
   list(): ApiKeyRecord[] {
@@ -112,12 +159,25 @@ export class ApiKeyStore {
   }
 
   revoke(id: string, now = Date.now()): boolean {
-    this.cache.delete(id);
-    return this.db.prepare('UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL').run(now, id).changes > 0;
+    const changed = this.db.prepare('UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL').run(now, id).changes > 0;
+    this.reread(id);
+    return changed;
   }
 
   expire(id: string, at = Date.now()): boolean {
-    this.cache.delete(id);
-    return this.db.prepare('UPDATE api_keys SET expires_at = ? WHERE id = ?').run(at, id).changes > 0;
+    const changed = this.db.prepare('UPDATE api_keys SET expires_at = ? WHERE id = ?').run(at, id).changes > 0;
+    this.reread(id);
+    return changed;
   }
+
+  /** Puts the row as written into the index (after a write here). */
+  private reread(id: string): void {
+    const row = this.db.prepare('SELECT * FROM api_keys WHERE id = ?').get(id) as Row | undefined;
+    if (row) this.index.set(id, { row });
+    else this.index.delete(id);
+  }
+}
+
+function sameRow(a: Row, b: Row): boolean {
+  return a.hash === b.hash && a.groups === b.groups && a.name === b.name && a.expires_at === b.expires_at && a.revoked_at === b.revoked_at;
 }

@@ -5,6 +5,7 @@
  */
 import type { Config, Role } from '../../shared/config';
 import type { Identity } from '../../shared/identity';
+import { StoreUnavailableError } from '../audit/store';
 import type { ApiKeyRecord, ApiKeyStore } from './api-keys';
 import type { PersonDirectory } from './persons';
 
@@ -107,12 +108,34 @@ export class Authenticator {
   /** Any credential: `cst_` keys synchronously, JWTs through the configured issuers. */
   async authenticate(credential: string | undefined): Promise<Identity> {
     if (!credential) throw new AuthError('missing', 'no credential: send your Custody API key (cst_…) or an OIDC token as a Bearer token');
-    if (credential.startsWith('cst_')) return this.authenticateKey(credential);
+    if (credential.startsWith('cst_')) {
+      // A key id the index does not know may have been created by another process: read once, off this thread.
+      if (this.identityConfig.apiKeys && !this.keys.indexed(credential)) await withinStoreWait(this.keys.lookup(credential), 'look up the API key');
+      return this.authenticateKey(credential);
+    }
     if (credential.split('.').length === 3 && this.verifier) {
       const identity = await this.verifier.verify(credential);
       return this.withPerson(identity, () => `first seen: ${identity.subject}`);
     }
     throw new AuthError('malformed', this.verifier ? 'the credential is neither a Custody API key nor a JWT' : 'the credential is not a Custody API key (cst_…)');
+  }
+}
+
+/** How long a request waits for the store to answer a lookup before it is refused (503). */
+export const STORE_LOOKUP_WAIT_MS = 1000;
+
+/** `p`, or StoreUnavailableError when the store does not answer within STORE_LOOKUP_WAIT_MS. */
+async function withinStoreWait<T>(p: Promise<T>, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      p,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new StoreUnavailableError(new Error(`the store did not answer within ${STORE_LOOKUP_WAIT_MS} ms to ${what}`))), STORE_LOOKUP_WAIT_MS);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
   }
 }
 

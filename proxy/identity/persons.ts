@@ -60,6 +60,11 @@ export class PersonError extends Error {
 }
 
 const NAME_MAX = 200;
+/** Changes when a link or a lock is added (what `refresh` compares). */
+const SIGNATURE_SQL =
+  "SELECT (SELECT count(*) || ':' || ifnull(max(linked_at), 0) FROM person_credentials) || '/' || (SELECT count(*) || ':' || ifnull(max(locked_at), 0) FROM persons WHERE locked_at IS NOT NULL) AS s";
+const LINKS_SQL = 'SELECT credential, person, kind FROM person_credentials';
+const LOCKED_SQL = 'SELECT id FROM persons WHERE locked_at IS NOT NULL';
 
 export class PersonDirectory {
   private readonly byCredential = new Map<string, string>();
@@ -69,8 +74,8 @@ export class PersonDirectory {
   private signature = '';
 
   constructor(private readonly store: AuditStore) {
-    for (const r of store.db.prepare('SELECT credential, person, kind FROM person_credentials').all() as CredentialRow[]) this.cacheLink(r.credential, r.person, r.kind);
-    for (const r of store.db.prepare('SELECT id FROM persons WHERE locked_at IS NOT NULL').all() as { id: string }[]) this.locked.add(r.id);
+    for (const r of store.db.prepare(LINKS_SQL).all() as CredentialRow[]) this.cacheLink(r.credential, r.person, r.kind);
+    for (const r of store.db.prepare(LOCKED_SQL).all() as { id: string }[]) this.locked.add(r.id);
   }
 
   /**
@@ -79,15 +84,26 @@ export class PersonDirectory {
    * changed.
    */
   refresh(): void {
-    const sig = this.store.db
-      .prepare("SELECT (SELECT count(*) || ':' || ifnull(max(linked_at), 0) FROM person_credentials) || '/' || (SELECT count(*) || ':' || ifnull(max(locked_at), 0) FROM persons WHERE locked_at IS NOT NULL) AS s")
-      .get() as { s: string };
+    const sig = this.store.db.prepare(SIGNATURE_SQL).get() as { s: string };
     if (sig.s === this.signature) return;
-    this.signature = sig.s;
+    this.apply(sig.s, this.store.db.prepare(LINKS_SQL).all() as CredentialRow[], this.store.db.prepare(LOCKED_SQL).all() as { id: string }[]);
+  }
+
+  /** `refresh`, with the reads on the store's commit thread (the gateway's timer: no SQLite on its thread). */
+  async refreshAsync(): Promise<void> {
+    const [sig] = await this.store.readAsync<{ s: string }>(SIGNATURE_SQL);
+    if (!sig || sig.s === this.signature) return;
+    const links = await this.store.readAsync<CredentialRow>(LINKS_SQL);
+    const locked = await this.store.readAsync<{ id: string }>(LOCKED_SQL);
+    this.apply(sig.s, links, locked);
+  }
+
+  private apply(signature: string, links: CredentialRow[], locked: { id: string }[]): void {
+    this.signature = signature;
     this.byCredential.clear();
     this.idp.clear();
-    for (const r of this.store.db.prepare('SELECT credential, person, kind FROM person_credentials').all() as CredentialRow[]) this.cacheLink(r.credential, r.person, r.kind);
-    for (const r of this.store.db.prepare('SELECT id FROM persons WHERE locked_at IS NOT NULL').all() as { id: string }[]) {
+    for (const r of links) this.cacheLink(r.credential, r.person, r.kind);
+    for (const r of locked) {
       if (this.locked.has(r.id)) continue;
       this.locked.add(r.id);
       for (const fn of this.lockListeners) fn(r.id, 'locked by an administrator');

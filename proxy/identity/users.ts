@@ -15,12 +15,20 @@ export interface KnownUser {
   lastSeen: number;
 }
 
+const UPSERT = `INSERT INTO users (subject, name, groups, first_seen, last_seen) VALUES (?, ?, ?, ?, ?)
+  ON CONFLICT(subject) DO UPDATE SET name = excluded.name, groups = excluded.groups, last_seen = excluded.last_seen`;
+
 export class UserDirectory {
   private lastWrite = new Map<string, { at: number; groups: string }>();
 
+  /**
+   * `writeBehind` (the gateway: AuditStore.writeBehind) writes on the store's commit thread, so a
+   * sighting never waits on SQLite; without it the write happens here.
+   */
   constructor(
     private readonly db: Database.Database,
     private readonly throttleMs = 60_000,
+    private readonly writeBehind?: (sql: string, params: unknown[], done: (err: Error | null) => void) => void,
   ) {}
 
   /** Notes that `identity` was seen now. Never throws: a directory write is not worth refusing a request. */
@@ -28,17 +36,22 @@ export class UserDirectory {
     const groups = JSON.stringify(identity.groups);
     const last = this.lastWrite.get(identity.subject);
     if (last && now - last.at < this.throttleMs && last.groups === groups) return;
+    if (this.lastWrite.size > 50_000) this.lastWrite.clear();
+    // Noted before the write lands, so repeat sightings do not queue more; a failed write forgets it
+    // (read-only or busy store: the next sighting tries again).
+    this.lastWrite.set(identity.subject, { at: now, groups });
+    const forget = () => {
+      if (this.lastWrite.get(identity.subject)?.at === now) this.lastWrite.delete(identity.subject);
+    };
+    const params = [identity.subject, identity.name, groups, now, now];
+    if (this.writeBehind) {
+      this.writeBehind(UPSERT, params, (err) => err && forget());
+      return;
+    }
     try {
-      this.db
-        .prepare(
-          `INSERT INTO users (subject, name, groups, first_seen, last_seen) VALUES (?, ?, ?, ?, ?)
-           ON CONFLICT(subject) DO UPDATE SET name = excluded.name, groups = excluded.groups, last_seen = excluded.last_seen`,
-        )
-        .run(identity.subject, identity.name, groups, now, now);
-      if (this.lastWrite.size > 50_000) this.lastWrite.clear();
-      this.lastWrite.set(identity.subject, { at: now, groups });
+      this.db.prepare(UPSERT).run(...params);
     } catch {
-      // read-only or busy store: the next sighting tries again
+      forget();
     }
   }
 

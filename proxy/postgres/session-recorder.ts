@@ -56,7 +56,7 @@ export class SessionRecorder implements RecordingContext {
 
   private publish(type: 'session.started' | 'session.ended'): void {
     const services = this.ctx.services;
-    const summary = services.store.session?.(this.session);
+    const summary = services.store.liveSession?.(this.session);
     if (summary && services.bus) services.bus.publish({ type, session: summary });
   }
 
