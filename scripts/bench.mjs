@@ -12,6 +12,7 @@ const BENCHES = {
   holds: 'bench/holds.ts',
   postgres: 'bench/postgres.ts',
   'approvals-loop': 'bench/approvals-loop.ts',
+  'journal-append': 'bench/journal-append.ts',
 };
 
 const wanted = process.argv.slice(2);
