@@ -396,9 +396,34 @@ export class AuditStore implements EventLog {
   private noteThreadSessions(inputs: AuditEventInput[]): void {
     const now = Date.now();
     for (const i of inputs) if (i.session) this.threadSessions.set(i.session, now);
-    if (this.threadSessions.size > 4096) {
+    this.trimThreadSessionsLater();
+    // Entries older than SESSION_SETTLED_MS mean nothing: trimmed at most that often, so the map
+    // holds only the sessions of the last moment, not every session ever seen.
+    if (now - this.threadSessionsTrimmed > SESSION_SETTLED_MS) {
+      this.threadSessionsTrimmed = now;
       for (const [id, at] of this.threadSessions) if (now - at > SESSION_SETTLED_MS) this.threadSessions.delete(id);
     }
+  }
+
+  /** A last trim once traffic stops, so nothing per session stays behind for long. */
+  private trimThreadSessionsLater(): void {
+    if (!this.threadSessions.size || this.threadSessionsTimer) return;
+    this.threadSessionsTimer = setTimeout(() => {
+      this.threadSessionsTimer = undefined;
+      const at = Date.now();
+      for (const [id, t] of this.threadSessions) if (at - t > SESSION_SETTLED_MS) this.threadSessions.delete(id);
+      this.trimThreadSessionsLater();
+    }, SESSION_SETTLED_MS * 2);
+    this.threadSessionsTimer.unref();
+  }
+
+  /** When `threadSessions` was last trimmed, and the timer that trims it after the last append. */
+  private threadSessionsTrimmed = 0;
+  private threadSessionsTimer: NodeJS.Timeout | undefined;
+
+  /** How many sessions the store still tracks as recently appended to (tests: nothing per session outlives it for long). */
+  get recentSessionCount(): number {
+    return this.threadSessions.size;
   }
 
   /** The events as stored, from their inputs and what the chain assigned; listeners hear of them. */
@@ -555,6 +580,7 @@ export class AuditStore implements EventLog {
   }
 
   close(): void {
+    clearTimeout(this.threadSessionsTimer);
     try {
       const folded = this.thread ? this.thread.close() : true;
       if (this.journal) {
@@ -575,14 +601,15 @@ export class AuditStore implements EventLog {
 /**
  * In-memory summaries of the sessions this process recorded, counted as the session index counts
  * them: created by `session.start`, kept current by every later event of the session, and dropped
- * a while after `session.end` (the last ENDED_KEPT ended stay, so whoever publishes the end finds
- * it). Bounded: at most OPEN_MAX open sessions (the oldest go first; their ends are still recorded).
+ * in the turn of the event loop after `session.end` (whoever records the end publishes it in the
+ * same turn). Bounded: at most OPEN_MAX open sessions (the oldest go first; their ends are still
+ * recorded).
  */
 class LiveSessionSummaries {
-  private static readonly ENDED_KEPT = 256;
   private static readonly OPEN_MAX = 100_000;
   private readonly open = new Map<string, SessionDelta>();
   private readonly ended: string[] = [];
+  private sweep: NodeJS.Immediate | undefined;
 
   count(id: string, e: PreparedEvent, time: number): void {
     let d = this.open.get(id);
@@ -594,11 +621,12 @@ class LiveSessionSummaries {
     } else if (d.ended !== null) return;
     countInSession(d, e, time);
     if (e.kind === 'session.end') {
+      // Whoever records the end publishes it in the same turn; then the summary goes.
       this.ended.push(id);
-      if (this.ended.length > LiveSessionSummaries.ENDED_KEPT) {
-        const gone = this.ended.shift()!;
-        if (this.open.get(gone)?.ended !== null) this.open.delete(gone);
-      }
+      this.sweep ??= setImmediate(() => {
+        this.sweep = undefined;
+        for (const gone of this.ended.splice(0)) this.open.delete(gone);
+      });
     }
   }
 

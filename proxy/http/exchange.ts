@@ -404,7 +404,12 @@ export class Exchange {
     upReq.on('socket', (socket: Socket) => {
       if (!socket.connecting) return; // a reused keep-alive connection
       const timer = setTimeout(() => this.timedOut(`no connection within ${this.limits.upstreamConnectTimeout} (limits.upstreamConnectTimeout)`), this.ctx.connectTimeout);
-      const clear = () => clearTimeout(timer);
+      // Both listeners go as soon as one fires: a keep-alive socket outlives this exchange, and its
+      // listeners would keep the exchange (and its bodies) alive with it.
+      const clear = () => {
+        clearTimeout(timer);
+        socket.off('connect', clear).off('close', clear);
+      };
       socket.once('connect', clear);
       socket.once('close', clear);
     });

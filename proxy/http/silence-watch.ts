@@ -48,7 +48,10 @@ export class SilenceWatch {
         for (const socket of sockets ?? []) {
           // The request a busy agent socket carries (Node's own field; undocumented, long stable).
           const req = (socket as Socket & { _httpMessage?: WatchedRequest | null })._httpMessage;
-          if (!req) continue;
+          if (!req) {
+            this.seen.delete(socket);
+            continue;
+          }
           const bytes = socket.bytesRead;
           const s = this.seen.get(socket);
           if (!s || s.req !== req || s.bytes !== bytes) this.seen.set(socket, { req, bytes, since: now });
@@ -58,6 +61,9 @@ export class SilenceWatch {
           }
         }
       }
+      // An idle keep-alive socket outlives its last request: what was noted of that request (and,
+      // through its listeners, the whole exchange) must not live on with it.
+      for (const sockets of Object.values(agent.freeSockets)) for (const socket of sockets ?? []) this.seen.delete(socket);
     }
   }
 

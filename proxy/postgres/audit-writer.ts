@@ -103,6 +103,11 @@ export class AuditWriter {
     this.flush();
   };
 
+  /** `session` ended: the writer keeps nothing of it (its commits are already queued or sent). */
+  forget(session: object): void {
+    this.lastCommit.delete(session);
+  }
+
   /** Sends what is queued now to the store as one append. */
   flush(): void {
     this.scheduled = false;

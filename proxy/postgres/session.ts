@@ -504,6 +504,7 @@ export class PgProxySession implements ListenedSession, SessionSocketEvents, Rep
     }
     this.phase = 'closed';
     this.ctx.sessions.delete(this);
+    this.ctx.writer.forget(this);
     this.unregisterLive?.();
     this.holds.cancel();
     this.stalled = null;
