@@ -10,6 +10,23 @@ export async function serveCommand(args: ParsedArgs, io: Io): Promise<number> {
   const { config, file, dataDir } = resolveConfig({ config: str(args, 'config'), dataDir: str(args, 'data-dir'), checks: [maskingConfigIssues] });
   const log = createLogger();
   const gw = await Gateway.start({ config, dataDir, configFile: file, log });
+  // Signals are handled before anything is printed: a supervisor may stop the gateway the moment
+  // it reads the ready lines.
+  const stopped = new Promise<void>((resolve) => {
+    const stop = (signal: string) => {
+      io.err(`${signal}: draining in-flight requests and stopping…\n`);
+      process.off('SIGINT', onInt);
+      process.off('SIGTERM', onTerm);
+      gw.stop().then(resolve, (err: unknown) => {
+        log.error(`stop failed: ${String(err)}`);
+        resolve();
+      });
+    };
+    const onInt = () => stop('SIGINT');
+    const onTerm = () => stop('SIGTERM');
+    process.on('SIGINT', onInt);
+    process.on('SIGTERM', onTerm);
+  });
   const control = gw.address('control');
   const http = gw.listeners.find((l) => l.name === 'http')?.address;
   io.err(`Custody ${gw.services.version} — ${file ? `config ${file}` : 'embedded default config'}, data in ${dataDir}\n`);
@@ -29,21 +46,7 @@ export async function serveCommand(args: ParsedArgs, io: Io): Promise<number> {
   if (loginLink) io.err(`Console: ${loginLink}\n`);
   else io.err(`Console: http://${control}/\n`);
 
-  await new Promise<void>((resolve) => {
-    const stop = (signal: string) => {
-      io.err(`${signal}: draining in-flight requests and stopping…\n`);
-      process.off('SIGINT', onInt);
-      process.off('SIGTERM', onTerm);
-      gw.stop().then(resolve, (err: unknown) => {
-        log.error(`stop failed: ${String(err)}`);
-        resolve();
-      });
-    };
-    const onInt = () => stop('SIGINT');
-    const onTerm = () => stop('SIGTERM');
-    process.on('SIGINT', onInt);
-    process.on('SIGTERM', onTerm);
-  });
+  await stopped;
   io.err('stopped\n');
   return 0;
 }

@@ -58,7 +58,8 @@ export async function startServe(configFile: string, env: Record<string, string>
     },
     async stop() {
       if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM');
-      const [code] = (await exited) as [number | null];
+      const [code, signal] = (await exited) as [number | null, string | null];
+      if (code === null) process.stderr.write(`custody serve ended by ${signal}; it printed:\n${err}\n`);
       return code;
     },
   };
