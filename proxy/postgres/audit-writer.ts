@@ -8,6 +8,9 @@
  *   ride along with the next commit or, at the latest, `deferMs` later. If they
  *   cannot be written they stay queued and each owner's `onFail` runs (its session closes: the
  *   gateway does not carry traffic it cannot record).
+ * - `commitNow(events, done)`: results (pg.result, pg.error) whose reply bytes wait for them: the
+ *   client gets CommandComplete only once its result is in the journal. Committed at the end of
+ *   this turn of the event loop with everything else queued, without the group-commit wait.
  * - `appendNow(events)`: session start and end, committed before returning.
  */
 import type { AuditEvent, AuditEventInput } from '../../shared/events';
@@ -27,6 +30,8 @@ export class AuditWriter {
   private queue: Deferred[] = [];
   private commits: PendingCommit[] = [];
   private scheduled = false;
+  /** A commit that holds replies back is queued: flush at the end of this turn, without waiting for others. */
+  private urgent = false;
   private spins = 0;
   private timer: NodeJS.Timeout | undefined;
   /** When each session last committed a statement: those within `busyMs` are likely to send another soon. */
@@ -71,6 +76,13 @@ export class AuditWriter {
     this.schedule();
   }
 
+  /** Commits `events` at the end of this turn (no group-commit wait); `done` as for `commit`. */
+  commitNow(events: AuditEventInput[], done: (err: Error | null) => void): void {
+    this.commits.push({ events, done });
+    this.urgent = true;
+    this.schedule();
+  }
+
   /**
    * Queues an event to be committed soon, in order with everything else: with the next statement
    * commit, or after `deferMs` when no statement comes (a commit costs far more than an event).
@@ -95,7 +107,7 @@ export class AuditWriter {
    * client never waits.
    */
   private readonly onImmediate = () => {
-    if (this.commits.length > 0 && this.commits.length < this.busySessions() && this.spins < this.maxSpins) {
+    if (!this.urgent && this.commits.length > 0 && this.commits.length < this.busySessions() && this.spins < this.maxSpins) {
       this.spins++;
       setImmediate(this.onImmediate);
       return;
@@ -111,6 +123,7 @@ export class AuditWriter {
   /** Sends what is queued now to the store as one append. */
   flush(): void {
     this.scheduled = false;
+    this.urgent = false;
     if (this.timer) {
       clearTimeout(this.timer);
       this.timer = undefined;

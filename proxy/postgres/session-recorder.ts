@@ -6,6 +6,7 @@
  * the rows it describes) and a fatal error. The events are built by recording.ts; text is masked
  * for the log with the session's current masker.
  */
+import type { AuditEventInput } from '../../shared/events';
 import type { ErrorInit } from './backend-messages';
 import type { AuditWriter } from './audit-writer';
 import {
@@ -73,11 +74,36 @@ export class SessionRecorder implements RecordingContext {
     this.writer.appendNow(statementEvents(this, runs, refusal));
   }
 
+  /** Results recorded since the session last took them: their reply bytes wait until they are journaled. */
+  private owed: AuditEventInput[] = [];
+
   /** How a statement ended (once per statement: later calls are ignored). */
   runEnded(run: StatementRun, end: RunEnd): void {
     if (run.finished) return;
     run.finished = true;
-    this.writer.defer(runEndEvent(this, run, end), this.onResultLost);
+    this.owed.push(runEndEvent(this, run, end));
+  }
+
+  /** True when results wait to be journaled. */
+  get owesResults(): boolean {
+    return this.owed.length > 0;
+  }
+
+  /**
+   * Journals the results recorded so far, then `done(null)`: only then may the replies they
+   * describe go to the client. `done(err)` when they cannot be journaled.
+   */
+  journalResults(done: (err: Error | null) => void): void {
+    const events = this.owed;
+    this.owed = [];
+    this.writer.commitNow(events, done);
+  }
+
+  /** The session is over: results still owed are written without holding anything back. */
+  settleResults(): void {
+    const events = this.owed;
+    this.owed = [];
+    for (const event of events) this.writer.defer(event, this.onResultLost);
   }
 
   /** The error the gateway ended the session with. */

@@ -127,8 +127,16 @@ export class SessionSockets {
     this.toClient.push(message);
   }
 
+  /** Drops replies not yet sent to the client (their results could not be journaled). */
+  discardClientOutput(): void {
+    this.toClient.clear();
+  }
+
+  /** While true, replies stay queued: their results are not in the journal yet (session.ts pumpBack). */
+  holdClient = false;
+
   flushClient(): void {
-    if (this.toClient.empty) return;
+    if (this.holdClient || this.toClient.empty) return;
     if (!this.toClient.flushTo(this.client) && this.upstream && !this.backBlocked) {
       this.backBlocked = true;
       this.upstream.socket.pause();

@@ -71,6 +71,8 @@ export class PgProxySession implements ListenedSession, SessionSocketEvents, Rep
   private stalled: BatchItem[] | null = null;
   private readonly sockets: SessionSockets;
   private readonly maskers: SessionMaskers;
+  /** Results are being journaled: replies wait for them (pumpBack). */
+  private journalingResults = false;
   private readonly recorder: SessionRecorder;
   private readonly planner: BatchPlanner;
   private readonly holds: StatementHolds;
@@ -147,6 +149,9 @@ export class PgProxySession implements ListenedSession, SessionSocketEvents, Rep
       this.services.log.debug(`postgres ${this.ctx.connection.name}: session ${this.id} ends: ${this.endReason}`);
       this.recorder.fatal(error);
     }
+    // Replies whose results are not journaled yet never go out.
+    if (this.journalingResults || this.recorder.owesResults) this.sockets.discardClientOutput();
+    this.sockets.holdClient = false;
     this.sockets.sendClient(buildErrorResponse({ ...error, severity: 'FATAL' }));
     this.sockets.flushClient();
     this.sockets.endClient();
@@ -465,7 +470,7 @@ export class PgProxySession implements ListenedSession, SessionSocketEvents, Rep
   pumpBack(): void {
     const sockets = this.sockets;
     const upstream = sockets.upstream;
-    if (!upstream || this.phase !== 'ready') return;
+    if (!upstream || this.phase !== 'ready' || this.journalingResults) return;
     try {
       while (!sockets.backWaiting && this.phase === 'ready') {
         const message = upstream.buffer.next();
@@ -474,6 +479,27 @@ export class PgProxySession implements ListenedSession, SessionSocketEvents, Rep
       }
     } catch (err) {
       this.fatalFrom(err);
+      return;
+    }
+    if (this.phase !== 'ready') return;
+    if (this.recorder.owesResults) {
+      // No reply reaches the client before its result is in the journal: the replies wait (and
+      // later ones queue behind them) until the end of this turn's journal write.
+      this.journalingResults = true;
+      sockets.holdClient = true;
+      this.recorder.journalResults((err) => {
+        this.journalingResults = false;
+        this.sockets.holdClient = false;
+        if (this.phase === 'closed') return;
+        if (err) {
+          // The server has acted; the client must not be told otherwise, nor invited to retry.
+          this.sockets.discardClientOutput();
+          this.fatal({ severity: 'FATAL', code: SqlState.SystemError, message: `the audit log cannot record results, so the gateway ends this session without them: ${err.message}` });
+          return;
+        }
+        this.sockets.flushClient();
+        this.pumpBack();
+      });
       return;
     }
     sockets.flushClient();
@@ -520,6 +546,8 @@ export class PgProxySession implements ListenedSession, SessionSocketEvents, Rep
     this.planner.takeQueued();
     this.sockets.endClient();
     this.replies.abandon(reason);
+    // Results still owed are written (their replies never went out).
+    this.recorder.settleResults();
     if (!this.started) return;
     try {
       this.recorder.ended({ reason, durationMs: Date.now() - this.startedAt, statements: this.planner.statementCount });
