@@ -80,8 +80,7 @@ export function relayBody(x: Exchange, upRes: IncomingMessage, source: Readable,
     }
     if (x.route.scrubber) out = x.route.scrubber.scrub(out);
     if (!x.masker) {
-      sendWhole(x, upRes, status, out);
-      finish(x, upRes, status, size, bodyForLog(out, contentType)); // parsed for the record after the client has its answer
+      sendRecorded(x, upRes, status, size, out, bodyForLog(out, contentType));
       return;
     }
     // A large body is masked on the worker thread (off-loop.ts), so the event loop goes on meanwhile.
@@ -110,28 +109,42 @@ export function relayBody(x: Exchange, upRes: IncomingMessage, source: Readable,
   });
 }
 
-/** Sends a whole body with an exact content-length. */
-function sendWhole(x: Exchange, upRes: IncomingMessage, status: number, out: Buffer): void {
-  const headers = x.responseHeaders(upRes, true);
-  headers['content-length'] = out.length;
-  x.res.writeHead(status, headers);
-  x.res.end(out);
-}
-
-/** Sends a masked body and records it as masked. */
-function sendMasked(x: Exchange, upRes: IncomingMessage, status: number, size: number, m: MaskedBody): void {
-  if (x.clientGone || x.finished) return;
-  sendWhole(x, upRes, status, m.forward);
-  const logged = { body: m.log, bodyEncoding: typeof m.log === 'string' ? 'text' : 'json' };
-  finish(x, upRes, status, size, logged, m.spans, Object.keys(m.counts).length ? m.counts : undefined);
-}
-
-/** Records the response the client got. */
-function finish(x: Exchange, upRes: IncomingMessage, status: number, size: number, logged: { body?: unknown; bodyEncoding?: string }, spans?: MaskSpan[], counts?: Record<string, number>): void {
+/**
+ * Sends a whole body once its `http.response` is in the journal: no byte of it reaches the client
+ * before. When it cannot be journaled, the upstream has acted but the client must not be told it
+ * succeeded: the connection is reset.
+ */
+function sendRecorded(x: Exchange, upRes: IncomingMessage, status: number, size: number, out: Buffer, logged: { body?: unknown; bodyEncoding?: string }, spans?: MaskSpan[], counts?: Record<string, number>): void {
   x.finished = true;
   const payload: Record<string, unknown> = { status, headers: x.recordedResponseHeaders(upRes), bytes: size, duration: x.elapsed(), ...logged };
   if (counts) payload['masked'] = counts;
-  x.record([x.base('http.response', payload, spans)]);
+  x.ctx.writer.commit([x.base('http.response', payload, spans)]).then(
+    () => {
+      if (x.clientGone) return;
+      const headers = x.responseHeaders(upRes, true);
+      headers['content-length'] = out.length;
+      x.res.writeHead(status, headers);
+      x.res.end(out);
+    },
+    (err: unknown) => {
+      x.s.log.error(`http proxy: the response for session ${x.session.id} cannot be recorded (${(err as Error).message}); the connection is reset`);
+      x.res.destroy();
+    },
+  );
+}
+
+/** Sends a masked body, recorded as masked. */
+function sendMasked(x: Exchange, upRes: IncomingMessage, status: number, size: number, m: MaskedBody): void {
+  if (x.clientGone || x.finished) return;
+  const logged = { body: m.log, bodyEncoding: typeof m.log === 'string' ? 'text' : 'json' };
+  sendRecorded(x, upRes, status, size, m.forward, logged, m.spans, Object.keys(m.counts).length ? m.counts : undefined);
+}
+
+/** Records the response the client got (a body relayed piece by piece, as it arrived). */
+function finish(x: Exchange, upRes: IncomingMessage, status: number, size: number, logged: { body?: unknown; bodyEncoding?: string }): void {
+  x.finished = true;
+  const payload: Record<string, unknown> = { status, headers: x.recordedResponseHeaders(upRes), bytes: size, duration: x.elapsed(), ...logged };
+  x.record([x.base('http.response', payload)]);
 }
 
 /** The upstream's answer broke (`err` from the body or its decoder, when there is one). */
