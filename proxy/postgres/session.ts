@@ -249,11 +249,18 @@ export class PgProxySession implements ListenedSession, SessionSocketEvents, Rep
     void this.login(password);
   }
 
+  /** Whether the session has ended (read after an await, where the phase may have changed). */
+  private isClosed(): boolean {
+    return this.phase === 'closed';
+  }
+
   /** Authenticates the client, logs in to the upstream, records the session's start, then greets the client. */
   private async login(password: string): Promise<void> {
     const attempt: LoginAttempt = { user: this.startupParams.get('user') ?? '', clientAddress: this.clientAddress, startupParams: this.startupParams };
     const authenticated = await authenticateClient(this.ctx, password, attempt);
     if ('refusal' in authenticated) return this.fatal(authenticated.refusal);
+    // The client may have gone while its credential was checked: nothing is registered for it then.
+    if (this.isClosed()) return;
     const identity = authenticated.identity;
     this.identity = identity;
     this.planner.identity = identity;
@@ -274,6 +281,8 @@ export class PgProxySession implements ListenedSession, SessionSocketEvents, Rep
     if ('refusal' in connected) return this.fatal(connected.refusal);
     const upstream = connected.upstream;
     if (this.phase === 'closed') {
+      // The client went while the upstream login ran: close() has run, undo what came after it.
+      this.unregisterLive?.();
       terminateUpstream(upstream.socket);
       return;
     }
