@@ -51,18 +51,30 @@ export const TlsOptions = z
   })
   .strict();
 
-export const ConnectionKind = z.enum(['openai', 'anthropic', 'http', 'postgres']);
+export const ConnectionKind = z.enum(['openai', 'anthropic', 'http', 'postgres', 'ssh']);
+
+/** Kinds with a listener of their own (`listen`), rather than a path on `listen.http`. */
+export const LISTENER_KINDS: readonly ConnectionKind[] = ['postgres', 'ssh'];
+
+/** An OpenSSH host key fingerprint: `SHA256:` and the unpadded base64 of the key blob's SHA-256. */
+export const HostKeyFingerprint = z.string().regex(/^SHA256:[A-Za-z0-9+/]{43}$/, 'an OpenSSH fingerprint such as SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s (ssh-keygen -lf KEY.pub)');
 export type ConnectionKind = z.infer<typeof ConnectionKind>;
 
 export const Connection = z
   .object({
     name: ConnectionName,
     kind: ConnectionKind,
-    /** http(s) base URL for HTTP kinds; `postgres://user@host:port/db` for postgres. */
+    /** http(s) base URL for HTTP kinds; `postgres://user@host:port/db` for postgres; `ssh://user@host:22` for ssh. */
     upstream: z.string().min(1),
+    /** The upstream credential: an API key, a database password, or (ssh) a private key or a password. */
     secret: SecretSource.optional(),
-    /** postgres only: where the gateway listens for clients of this connection. */
+    /** postgres and ssh: where the gateway listens for clients of this connection. */
     listen: ListenAddress.optional(),
+    /**
+     * ssh only: the upstream's host key fingerprint (`SHA256:…`). Without it the first key seen is
+     * recorded in the data dir and pinned; a different key later refuses the connection.
+     */
+    hostKey: HostKeyFingerprint.optional(),
     tls: TlsOptions.optional(),
     description: z.string().optional(),
     /**
@@ -84,12 +96,18 @@ export const Connection = z
   .superRefine((c, ctx) => {
     if (c.roles && c.kind !== 'postgres') ctx.addIssue({ code: 'custom', path: ['roles'], message: 'roles (upstream roles per group) apply to postgres connections only' });
     if (c.roles && Object.keys(c.roles).length === 0) ctx.addIssue({ code: 'custom', path: ['roles'], message: 'roles is empty: every client would be refused; remove it or map groups to roles' });
-    if (c.kind === 'postgres') {
-      if (!c.listen) ctx.addIssue({ code: 'custom', path: ['listen'], message: 'a postgres connection needs listen (e.g. 127.0.0.1:6432)' });
+    if (c.hostKey && c.kind !== 'ssh') ctx.addIssue({ code: 'custom', path: ['hostKey'], message: 'hostKey (the upstream host key pin) applies to ssh connections only' });
+    if (LISTENER_KINDS.includes(c.kind)) {
+      if (!c.listen) ctx.addIssue({ code: 'custom', path: ['listen'], message: `a ${c.kind} connection needs listen (e.g. 127.0.0.1:${c.kind === 'ssh' ? 2222 : 6432})` });
       if (c.passthroughTypes) ctx.addIssue({ code: 'custom', path: ['passthroughTypes'], message: 'passthroughTypes applies to HTTP connections only' });
+    }
+    if (c.kind === 'postgres') {
       if (!/^postgres(ql)?:\/\//.test(c.upstream)) ctx.addIssue({ code: 'custom', path: ['upstream'], message: 'a postgres upstream is a URL such as postgres://app@127.0.0.1:5432/app' });
+    } else if (c.kind === 'ssh') {
+      if (!/^ssh:\/\/[^@/:\s]+@(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?\/?$/.test(c.upstream)) ctx.addIssue({ code: 'custom', path: ['upstream'], message: 'an ssh upstream is a URL with the login user, such as ssh://deploy@10.0.0.5:22' });
+      if (c.tls) ctx.addIssue({ code: 'custom', path: ['tls'], message: 'tls does not apply to ssh connections (SSH has its own transport encryption; pin the host with hostKey)' });
     } else {
-      if (c.listen) ctx.addIssue({ code: 'custom', path: ['listen'], message: 'only postgres connections have their own listener; HTTP connections share listen.http' });
+      if (c.listen) ctx.addIssue({ code: 'custom', path: ['listen'], message: 'only postgres and ssh connections have their own listener; HTTP connections share listen.http' });
       if (!/^https?:\/\//.test(c.upstream)) ctx.addIssue({ code: 'custom', path: ['upstream'], message: 'an HTTP upstream is a URL such as https://api.openai.com/v1' });
     }
   });
@@ -223,6 +241,9 @@ export const SqlClass = z.enum([
 ]);
 export type SqlClass = z.infer<typeof SqlClass>;
 
+export const SshOperation = z.enum(['shell', 'exec', 'file_transfer', 'port_forward']);
+export type SshOperation = z.infer<typeof SshOperation>;
+
 export const PolicyMatch = z
   .object({
     connections: z.array(ConnectionName).optional(),
@@ -239,6 +260,14 @@ export const PolicyMatch = z
     content: z.string().optional(),
     /** Masking detector ids that must have found something in the request. */
     detectors: z.array(z.string()).optional(),
+    /**
+     * SSH exec commands as the shell will run them: globs over each simple command's words after
+     * wrappers (`sudo`, `env`, …) are unwrapped, e.g. `systemctl status *`. An `allow` rule matches
+     * when every command matches one; `deny`/`hold` when any does, or when any is `unknown`.
+     */
+    commands: z.array(z.string().min(1)).optional(),
+    /** SSH operations: an interactive shell, an exec, a file transfer (any road), port forwarding. */
+    ssh: z.array(SshOperation).optional(),
   })
   .strict();
 export type PolicyMatch = z.infer<typeof PolicyMatch>;
@@ -379,9 +408,13 @@ export const Config = z
          * that thinks before its first token; a stream that keeps sending is never cut.
          */
         upstreamIdleTimeout: Duration.default('10m'),
+        /** SSH: output bytes recorded per exec command (stdout and stderr each); the rest is counted, not kept. */
+        recordOutputBytes: z.number().int().min(0).default(64 * 1024),
+        /** SSH: content recorded per file transferred (masked); path, size and SHA-256 are always recorded. */
+        recordFileBytes: z.number().int().min(0).default(0),
       })
       .strict()
-      .default({ maxRequestBytes: 10 * 1024 * 1024, maxResponseBytes: 50 * 1024 * 1024, sessionIdle: '15m', recordRows: 50, upstreamConnectTimeout: '10s', upstreamIdleTimeout: '10m' }),
+      .default({ maxRequestBytes: 10 * 1024 * 1024, maxResponseBytes: 50 * 1024 * 1024, sessionIdle: '15m', recordRows: 50, upstreamConnectTimeout: '10s', upstreamIdleTimeout: '10m', recordOutputBytes: 64 * 1024, recordFileBytes: 0 }),
   })
   .strict()
   .superRefine((c, ctx) => {

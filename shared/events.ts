@@ -15,6 +15,12 @@ export const EVENT_KINDS = [
   'pg.statement',
   'pg.result',
   'pg.error',
+  // ssh: a channel's request (exec, shell, subsystem, forwarding), its output and end, file operations
+  'ssh.request',
+  'ssh.output',
+  'ssh.exit',
+  'ssh.sftp',
+  'ssh.error',
   // decisions
   'policy.decision',
   'hold.created',
@@ -92,7 +98,7 @@ export interface AuditEvent {
 export interface SessionSummary {
   id: string;
   connection: string | null;
-  protocol: 'http' | 'postgres' | 'control';
+  protocol: 'http' | 'postgres' | 'ssh' | 'control';
   actor: string | null;
   actorName: string | null;
   startedAt: number;

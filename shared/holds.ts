@@ -16,7 +16,7 @@ export interface HoldView {
   state: HoldState;
   session: string | null;
   connection: string;
-  protocol: 'http' | 'postgres';
+  protocol: 'http' | 'postgres' | 'ssh';
   requester: string;
   /** The requester's person: none of their credentials may approve this hold. */
   requesterPerson?: string;

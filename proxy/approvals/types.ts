@@ -9,7 +9,7 @@ import type { Identity } from '../../shared/identity';
 export interface HoldRequest {
   identity: Identity;
   connection: string;
-  protocol: 'http' | 'postgres';
+  protocol: 'http' | 'postgres' | 'ssh';
   session: string | null;
   rule: string;
   ruleReason?: string;

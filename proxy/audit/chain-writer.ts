@@ -92,7 +92,7 @@ export interface SessionDelta extends Pick<SessionSummary, 'id' | 'connection' |
 /** A session's index entry as its first event (in this batch) opens it. */
 export function newSessionDelta(id: string, e: PreparedEvent, time: number): SessionDelta {
   const kind = e.kind;
-  const protocol = kind.startsWith('pg.') || e.protocol === 'postgres' ? 'postgres' : kind.startsWith('http.') || e.protocol === 'http' ? 'http' : 'control';
+  const protocol = kind.startsWith('pg.') || e.protocol === 'postgres' ? 'postgres' : kind.startsWith('http.') || e.protocol === 'http' ? 'http' : kind.startsWith('ssh.') || e.protocol === 'ssh' ? 'ssh' : 'control';
   return { id, connection: e.connection, protocol, actor: e.actor, actorName: e.actorName, started: time, last: time, ended: null, events: 0, requests: 0, holds: 0, masked: 0, denied: 0, errors: 0 };
 }
 
@@ -103,12 +103,12 @@ export function countInSession(d: SessionDelta, e: PreparedEvent, time: number):
   d.last = time;
   if (kind === 'session.end') d.ended = time;
   d.events++;
-  if (kind === 'http.request' || kind === 'pg.statement') d.requests++;
+  if (kind === 'http.request' || kind === 'pg.statement' || kind === 'ssh.request' || kind === 'ssh.sftp') d.requests++;
   if (kind === 'hold.created') d.holds++;
   d.masked += e.masked;
   const decision = e.decision;
   if (decision === 'deny' || decision === 'denied' || decision === 'expired') d.denied++;
-  if (kind === 'http.error' || kind === 'pg.error') d.errors++;
+  if (kind === 'http.error' || kind === 'pg.error' || kind === 'ssh.error') d.errors++;
 }
 
 export class ChainWriter {

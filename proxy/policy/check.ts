@@ -52,7 +52,12 @@ const HTTP_KINDS: ConnectionKind[] = ['openai', 'anthropic', 'http'];
 
 function hasHttpConditions(r: PolicyRule): boolean {
   const m = r.match;
-  return m.methods !== undefined || m.paths !== undefined || m.model !== undefined || m.tools !== undefined;
+  // `paths` also names file-transfer paths when the rule matches SSH operations.
+  return m.methods !== undefined || (m.paths !== undefined && m.ssh === undefined) || m.model !== undefined || m.tools !== undefined;
+}
+
+function hasSshConditions(r: PolicyRule): boolean {
+  return r.match.commands !== undefined || r.match.ssh !== undefined;
 }
 
 function subset<T>(later: T[] | undefined, earlier: T[] | undefined, norm: (x: T) => unknown = (x) => x): boolean {
@@ -108,6 +113,10 @@ export function covers(earlier: PolicyRule, later: PolicyRule): boolean {
   if (!subset(l.model, e.model)) return false;
   if (e.tools !== undefined && e.tools !== l.tools) return false;
   if (!sqlCovered(l.sql, e.sql)) return false;
+  if (!subset(l.ssh, e.ssh)) return false;
+  // Command globs match every command for allow and any command (or an unknown one) for deny and
+  // hold, so one command list covering another is not decided here: never claimed.
+  if (e.commands !== undefined) return false;
   // A non-allow SQL rule also matches statements the parser could not classify; an allow rule does not.
   if (e.sql !== undefined && earlier.action === 'allow' && later.action !== 'allow' && !e.sql.includes('unknown')) return false;
   if (e.content !== undefined && e.content !== l.content) return false;
@@ -161,17 +170,25 @@ export function checkPolicies(rules: PolicyRule[], ctx: PolicyContext = {}): Pol
       at('warning', ['match'], 'never fires: it matches SQL statement classes and HTTP/LLM conditions, but a request is either SQL or HTTP');
       return;
     }
+    if (hasSshConditions(r) && (m.sql || hasHttpConditions(r))) {
+      at('warning', ['match'], 'never fires: it matches SSH commands or operations together with SQL or HTTP conditions, but a request is of one protocol');
+      return;
+    }
     if (candidates && candidates.length > 0) {
+      if (hasSshConditions(r) && !candidates.some((c) => c.kind === 'ssh')) {
+        at('warning', ['match', m.commands ? 'commands' : 'ssh'], `never fires: ${m.commands ? 'commands' : 'ssh'} matches only SSH connections, and ${candidates.map((c) => `${c.name} (${c.kind})`).join(', ')} ${candidates.length === 1 ? 'is not one' : 'are not'}`);
+        return;
+      }
       if (m.sql && !candidates.some((c) => c.kind === 'postgres')) {
         at('warning', ['match', 'sql'], `never fires: sql matches only PostgreSQL statements, and ${candidates.map((c) => `${c.name} (${c.kind})`).join(', ')} ${candidates.length === 1 ? 'is' : 'are'} HTTP`);
         return;
       }
       if (hasHttpConditions(r) && !candidates.some((c) => HTTP_KINDS.includes(c.kind))) {
         const what = ['methods', 'paths', 'model', 'tools'].filter((k) => m[k as keyof typeof m] !== undefined).join(', ');
-        at('warning', ['match'], `never fires: ${what} match HTTP/LLM requests, and ${candidates.map((c) => c.name).join(', ')} ${candidates.length === 1 ? 'is a PostgreSQL connection' : 'are PostgreSQL connections'}`);
+        at('warning', ['match'], `never fires: ${what} match HTTP/LLM requests, and ${candidates.map((c) => c.name).join(', ')} ${candidates.length === 1 ? `is ${candidates[0]!.kind === 'ssh' ? 'an SSH' : 'a PostgreSQL'} connection` : 'are not HTTP connections'}`);
         return;
       }
-    } else if (candidates && candidates.length === 0 && (m.sql || hasHttpConditions(r))) {
+    } else if (candidates && candidates.length === 0 && (m.sql || hasHttpConditions(r) || hasSshConditions(r))) {
       at('warning', ['match'], `no connection is configured yet that this rule could match`);
     }
 

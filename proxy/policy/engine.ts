@@ -6,6 +6,7 @@ import type { PolicyRule, SqlClass } from '../../shared/config';
 import { DETECTOR_GROUPS } from '../masking/detectors';
 import { CONTENT_BUDGET_MS, LinearPattern, ScanBudgetError } from '../masking/pattern';
 import { analyzeRegex } from '../masking/scanner';
+import { commandMatches, compileCommandPattern } from './shell-commands';
 import type { PolicyDecision, PolicyEvaluator, PolicyInput } from './types';
 
 /** A compiled `match.content` pattern. */
@@ -53,6 +54,15 @@ interface CompiledRule {
   methods?: Set<string>;
   /** Detector ids, with group names (`pii`, `secrets`, …) expanded to their members. */
   detectors?: Set<string>;
+  /** `match.commands`, split into words and normalised like parsed commands. */
+  commands?: string[][];
+  /** `match.paths` as globs over file-transfer paths, where `*` crosses `/` (SSH rules). */
+  filePaths?: RegExp[];
+}
+
+/** File-transfer path globs: `*` matches any characters (`/` included), `?` one; always case-sensitive. */
+function filePathGlob(glob: string): RegExp {
+  return new RegExp(`^${glob.split('*').map((p) => p.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\?/g, '.')).join('.*')}$`, 's');
 }
 
 /** Expands detector group names (`pii`, `secrets`, `all`, …) into detector ids. */
@@ -79,6 +89,8 @@ export class PolicyEngine implements PolicyEvaluator {
       paths: rule.match.paths?.map((g) => globToRegex(g, rule.action)),
       methods: rule.match.methods ? new Set(rule.match.methods.map((m) => m.toUpperCase())) : undefined,
       detectors: rule.match.detectors ? new Set(expandDetectors(rule.match.detectors)) : undefined,
+      commands: rule.match.commands?.map(compileCommandPattern),
+      filePaths: rule.match.ssh ? rule.match.paths?.map(filePathGlob) : undefined,
     }));
   }
 
@@ -122,7 +134,23 @@ function matches(c: CompiledRule, input: PolicyInput): boolean {
   // An OIDC name is only unique within its issuer: those match by the issuer-qualified subject.
   if (m.users && !m.users.some((u) => u === input.identity.subject || (input.identity.via !== 'oidc' && u === input.identity.name))) return false;
   if (m.groups && !m.groups.some((g) => input.identity.groups.includes(g))) return false;
-  if (c.methods || c.paths || m.model || m.tools !== undefined) {
+  if (m.ssh || c.commands) {
+    const ssh = input.ssh;
+    if (!ssh) return false;
+    if (m.ssh && !m.ssh.some((o) => ssh.operations.includes(o))) return false;
+    // Allow-lists allow only what they name; hold and deny take anything the gateway cannot see as a match.
+    const allow = c.rule.action === 'allow';
+    if (c.commands) {
+      if (!ssh.commands) return false;
+      const named = (argv: string[]) => c.commands!.some((p) => commandMatches(p, argv));
+      if (allow ? ssh.unknown || !ssh.commands.length || !ssh.commands.every(named) : !ssh.unknown && !ssh.commands.some(named)) return false;
+    }
+    if (c.filePaths) {
+      if (!ssh.paths?.length) return false;
+      const named = (p: string) => c.filePaths!.some((re) => re.test(p));
+      if (allow ? !ssh.paths.every(named) : !ssh.paths.some(named)) return false;
+    }
+  } else if (c.methods || c.paths || m.model || m.tools !== undefined) {
     if (!input.http) return false;
     if (c.methods && !c.methods.has(input.http.method.toUpperCase())) return false;
     if (c.paths && !c.paths.some((re) => re.test(input.http!.path))) return false;
