@@ -26,6 +26,7 @@ import { HoldQueue } from './approvals/hold-queue';
 import { startHttpProxy } from './http/proxy';
 import { AuditWriter } from './postgres/audit-writer';
 import { startPgListener } from './postgres/listener';
+import { startSshListener } from './ssh/listener';
 import type { Listener } from './net';
 import { createMaskingEngine } from './masking/engine';
 import { syncMaskingAtStart } from './masking/versions';
@@ -187,6 +188,9 @@ export class Gateway {
     const pgWriter = new AuditWriter(s.store);
     for (const connection of s.config.connections.filter((c) => c.kind === 'postgres'))
       this.listeners.push(await startPgListener({ connection, services: s, dataDir: s.dataDir, recordRows: s.config.limits.recordRows, connectTimeoutMs: parseDuration(s.config.limits.upstreamConnectTimeout), writer: pgWriter }));
+    // One SSH server per ssh connection, like the PostgreSQL listeners.
+    for (const connection of s.config.connections.filter((c) => c.kind === 'ssh'))
+      this.listeners.push(await startSshListener({ connection, services: s, dataDir: s.dataDir, connectTimeoutMs: parseDuration(s.config.limits.upstreamConnectTimeout) }));
     // Signing key, checkpoints on a timer (a last one at stop), retention.
     s.audit = AuditService.start(s);
     this.onStop(() => s.audit?.stop());
@@ -194,7 +198,7 @@ export class Gateway {
     routeModules.push(registerAuthRoutes, registerHoldRoutes, registerPolicyRoutes, registerKeyRoutes, registerPersonRoutes);
     routeModules.push(registerMaskingRoutes);
     const bound = (name: string) => this.listeners.find((l) => l.name === name)?.address;
-    routeModules.push((router, services) => registerConnectionRoutes(router, services, { http: () => bound('http'), postgres: (name) => bound(`postgres:${name}`) }), registerDashboardRoutes);
+    routeModules.push((router, services) => registerConnectionRoutes(router, services, { http: () => bound('http'), postgres: (name) => bound(`postgres:${name}`) ?? bound(`ssh:${name}`) }), registerDashboardRoutes);
     this.control = await startControlPlane(s, routeModules, { httpAddress: () => bound('http') });
     this.listeners.push({ name: 'control', address: this.control.address, close: () => this.control.close() });
     s.store.append({ kind: 'gateway.start', actor: 'system', payload: { version: s.version, listeners: this.listeners.map((l) => ({ name: l.name, address: l.address })) } });

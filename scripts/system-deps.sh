@@ -2,7 +2,8 @@
 # The system components the project needs, checked before they are needed:
 #   build  what `npm ci` needs to compile native modules (make, g++, python3)
 #   test   what the test suite uses: PostgreSQL running on 127.0.0.1:5432 (trust auth for postgres over
-#          TCP), psql and pgbench, PgBouncer, Debian's Chromium, python3, rsyslog with its TLS driver (the syslog sink's receiver)
+#          TCP), psql and pgbench, PgBouncer, Debian's Chromium, python3, rsyslog with its TLS driver (the syslog sink's receiver),
+#          OpenSSH's server and clients (the tests start their own sshd as the SSH upstream), sshpass and rsync
 # Missing packages are installed through apt-get when this runs as root (or with passwordless sudo),
 # as on CI; otherwise it stops with one line giving the exact command to run. PostgreSQL is started
 # if it is installed but down. `npm test` runs `test` first (the pretest script).
@@ -22,6 +23,10 @@ if [ "$mode" = test ]; then
   want pg_ctlcluster postgresql
   want pgbouncer pgbouncer
   want rsyslogd rsyslog
+  [ -x /usr/sbin/sshd ] || need+=(openssh-server)
+  want ssh openssh-client
+  want sshpass sshpass
+  want rsync rsync
   compgen -G '/usr/lib/*/rsyslog/lmnsd_gtls.so' >/dev/null || compgen -G '/usr/lib/rsyslog/lmnsd_gtls.so' >/dev/null || need+=(rsyslog-gnutls)
 fi
 

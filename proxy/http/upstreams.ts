@@ -5,7 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
-import type { Connection } from '../../shared/config';
+import { type Connection, LISTENER_KINDS } from '../../shared/config';
 import { ConfigError, readSecret } from '../config';
 import { redactUpstream } from '../../shared/upstream-credentials';
 import { SecretScrubber } from './scrub';
@@ -42,7 +42,7 @@ export class UpstreamTable {
     const routes = new Map<string, UpstreamRoute>();
     const elsewhere = new Map<string, string>();
     for (const c of connections) {
-      if (c.kind === 'postgres') {
+      if (LISTENER_KINDS.includes(c.kind)) {
         elsewhere.set(c.name, c.kind);
         continue;
       }

@@ -20,8 +20,8 @@ import { BUILTIN_DETECTORS, DETECTOR_GROUPS, type Detector } from './detectors';
 import { DataRowMasker } from './rows';
 import { apiShape, type JsonRequestContext, maskJsonRequest } from './request';
 import { type CompiledRule, jsonPathCovers, type MaskEnv, MaskPlan, RuleSet } from './rules';
-import { SseStreamMasker } from './stream';
-import { type ConnectionMasker, type MaskedBody, type MaskedValue, MaskingError, type MaskingEngine, type RowMasker, type StreamMasker } from './types';
+import { Holdback, SseStreamMasker, TextChannel } from './stream';
+import { type ConnectionMasker, type MaskedBody, type MaskedValue, MaskingError, type MaskingEngine, type RowMasker, type StreamMasker, type TextStreamMasker } from './types';
 import { VALIDATORS } from './validators';
 
 export { MaskingError };
@@ -265,6 +265,18 @@ class LlmConnectionMasker implements ConnectionMasker {
 
   stream(_path: string, extraRules?: string[]): SseStreamMasker {
     return new SseStreamMasker(this.engine.plan(this.connection.name, 'client', extraRules));
+  }
+
+  textStream(extraRules?: string[]): TextStreamMasker {
+    const plan = this.engine.plan(this.connection.name, 'client', extraRules);
+    const channel = new TextChannel(plan, new Holdback(plan.scanDetectors));
+    return {
+      push: (text) => channel.push(text),
+      end: () => channel.flush(),
+      get held() {
+        return channel.held;
+      },
+    };
   }
 }
 

@@ -79,6 +79,27 @@ export interface ConnectionMasker {
   response(path: string, contentType: string | undefined, body: Buffer, extraRules?: string[]): MaskedBody;
   /** A streamed (text/event-stream) response. */
   stream(path: string, extraRules?: string[]): StreamMasker;
+  /**
+   * A plain text stream toward the client (terminal output, command output): each `push` returns
+   * what can be written now, holding back at most the trailing characters that could still become
+   * part of a match; `end` flushes the rest. Throws MaskingError.
+   */
+  textStream(extraRules?: string[]): TextStreamMasker;
+}
+
+/** One masked text piece of a plain text stream: `fwd` for the client, `log` (with `spans`) for the record. */
+export interface TextStreamPiece {
+  fwd: string;
+  log: string;
+  spans: MaskSpan[];
+  counts: Record<string, number>;
+}
+
+export interface TextStreamMasker {
+  push(text: string): TextStreamPiece;
+  end(): TextStreamPiece;
+  /** Characters held back now. */
+  readonly held: number;
 }
 
 /** Per PostgreSQL DataRow value; see proxy/postgres. */

@@ -208,6 +208,9 @@ function cardMasker(opts: { failOn?: string } = {}): MaskingEngine {
     },
     request: (_p, _ct, body) => whole(body),
     response: (_p, _ct, body) => whole(body),
+    textStream: () => {
+      throw new Error('not used by the HTTP proxy');
+    },
     stream(): StreamMasker {
       const emit = (events: SseEvent[]): StreamChunkResult => {
         const out = events.map((e) => ({ ...e, data: mask(e.data) }));

@@ -132,7 +132,7 @@ export function listConnections(s: GatewayServices, boundListen: (name: string) 
   }
   // Show where a postgres connection really listens (a configured port 0 is picked at start).
   for (const v of out.values()) {
-    const bound = v.kind === 'postgres' && !v.pendingRestart ? boundListen(v.name) : undefined;
+    const bound = (v.kind === 'postgres' || v.kind === 'ssh') && !v.pendingRestart ? boundListen(v.name) : undefined;
     if (bound) v.listen = bound;
   }
   return [...out.values()].sort((a, b) => a.name.localeCompare(b.name));

@@ -1,0 +1,159 @@
+/**
+ * What an SSH channel's byte streams become in the record, as pure parts without sockets:
+ *
+ * - `OutputTap`: one output stream (stdout or stderr) toward the client. Text is decoded as UTF-8
+ *   without splitting a character across chunks, masked with the bounded holdback of the HTTP
+ *   streams (`fwd` for the client, `log` for the record), and kept for the record up to a limit.
+ *   Output that is not UTF-8 is binary: it passes through, counted and hashed, never recorded.
+ * - `EchoWatch`: input typed into a terminal is recorded only when the terminal echoed it. A line
+ *   typed while echo is off (a password prompt) is recorded as its length and time only.
+ */
+import { createHash, type Hash } from 'node:crypto';
+import { StringDecoder } from 'node:string_decoder';
+import type { MaskSpan } from '../../shared/events';
+import type { TextStreamMasker } from '../masking/types';
+
+export class OutputTap {
+  private readonly decoder = new StringDecoder('utf8');
+  private readonly validator = new TextDecoder('utf-8', { fatal: true });
+  /** What the record keeps (masked for the log), up to `limit` characters. */
+  recorded = '';
+  readonly spans: MaskSpan[] = [];
+  readonly counts: Record<string, number> = {};
+  bytes = 0;
+  truncated = false;
+  /** The stream turned out not to be text. */
+  binary = false;
+  private readonly hash: Hash = createHash('sha256');
+
+  constructor(
+    private readonly masker: TextStreamMasker | undefined,
+    private readonly limit: number,
+    /** Called with each piece as recorded (masked for the log), for frames of a terminal recording. */
+    private readonly onLog?: (text: string, spans: MaskSpan[]) => void,
+  ) {}
+
+  /** One chunk from the upstream; returns what to send to the client now. */
+  push(chunk: Buffer): Buffer | string {
+    this.bytes += chunk.length;
+    this.hash.update(chunk);
+    if (!this.binary) {
+      try {
+        this.validator.decode(chunk, { stream: true });
+      } catch {
+        this.binary = true;
+        this.recorded = '';
+        this.spans.length = 0;
+        this.truncated = true;
+      }
+    }
+    if (this.binary) {
+      // Anything held back for masking goes out first, in order.
+      const held = this.masker?.held ? this.masker.end().fwd : '';
+      return held ? Buffer.concat([Buffer.from(held), chunk]) : chunk;
+    }
+    const text = this.decoder.write(chunk);
+    if (!this.masker) {
+      this.keep(text, []);
+      return chunk;
+    }
+    const piece = this.masker.push(text);
+    for (const [k, v] of Object.entries(piece.counts)) this.counts[k] = (this.counts[k] ?? 0) + v;
+    this.keep(piece.log, piece.spans);
+    return piece.fwd;
+  }
+
+  /** The stream ended: what is still held back, for the client. */
+  end(): string {
+    if (this.binary) return '';
+    const rest = this.decoder.end();
+    if (!this.masker) {
+      this.keep(rest, []);
+      return rest;
+    }
+    const a = this.masker.push(rest);
+    const b = this.masker.end();
+    for (const piece of [a, b]) {
+      for (const [k, v] of Object.entries(piece.counts)) this.counts[k] = (this.counts[k] ?? 0) + v;
+      this.keep(piece.log, piece.spans);
+    }
+    return a.fwd + b.fwd;
+  }
+
+  /** SHA-256 of every byte the upstream sent on this stream (before masking). */
+  digest(): string {
+    return this.hash.copy().digest('hex');
+  }
+
+  private keep(text: string, spans: MaskSpan[]): void {
+    if (!text) return;
+    this.onLog?.(text, spans);
+    const room = this.limit - this.recorded.length;
+    if (room <= 0) {
+      this.truncated = true;
+      return;
+    }
+    const base = this.recorded.length;
+    const kept = text.length > room ? text.slice(0, room) : text;
+    if (kept.length < text.length) this.truncated = true;
+    this.recorded += kept;
+    for (const s of spans) if (s.start < kept.length) this.spans.push({ ...s, start: base + s.start, end: base + Math.min(s.end, kept.length) });
+  }
+}
+
+/** Control sequences and control characters, removed before comparing typed text with its echo. */
+// eslint-disable-next-line no-control-regex
+const CONTROL = /\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-_]|[\x00-\x1f\x7f]/g;
+
+export function printable(text: string): string {
+  return text.replace(CONTROL, '');
+}
+
+/** One line of terminal input as recorded. */
+export type InputRecord = { text: string; at: number } | { hidden: true; length: number; at: number };
+
+/**
+ * Decides, line by line, whether typed input was echoed. Typed characters are held until the line
+ * ends (Enter, Ctrl-C, Ctrl-D) and then recorded as typed when the output since the line began
+ * shows them; otherwise only their number is recorded. A line held longer than `maxHeld`
+ * characters is decided early on the same test.
+ */
+export class EchoWatch {
+  private typed = '';
+  private startedAt = 0;
+  private echoed = '';
+
+  constructor(private readonly maxHeld = 4096) {}
+
+  /** Output the client sees (after masking), compared with what is typed. */
+  output(text: string): void {
+    if (!this.typed) return;
+    this.echoed = (this.echoed + printable(text)).slice(-2 * this.maxHeld);
+  }
+
+  /** Input from the client; returns the lines decided now. */
+  input(text: string, at: number): InputRecord[] {
+    const out: InputRecord[] = [];
+    for (const ch of text) {
+      if (!this.typed) this.startedAt = at;
+      this.typed += ch;
+      if (ch === '\r' || ch === '\n' || ch === '\x03' || ch === '\x04' || this.typed.length >= this.maxHeld) out.push(this.decide());
+    }
+    return out;
+  }
+
+  /** The session ends: decide what is still held. */
+  flush(): InputRecord[] {
+    return this.typed ? [this.decide()] : [];
+  }
+
+  private decide(): InputRecord {
+    const typed = this.typed;
+    const visible = printable(typed);
+    const shown = visible.length === 0 || this.echoed.includes(visible);
+    const at = this.startedAt;
+    this.typed = '';
+    this.echoed = '';
+    return shown ? { text: typed, at } : { hidden: true, length: [...visible].length, at };
+  }
+}

@@ -1,0 +1,243 @@
+// SSH through the gateway against a real OpenSSH server (started here with its own config and keys)
+// with OpenSSH's own clients (ssh, scp, sftp; the Custody key given as the password through
+// sshpass) and ssh2's client. Each case checks what the client saw, what happened on the host
+// (files made or left alone) and what the verifiable log holds.
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { connect } from 'node:net';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import ssh2 from 'ssh2';
+import { Config } from '../../shared/config';
+import type { Identity } from '../../shared/identity';
+import { Gateway } from '../../proxy/gateway';
+import { silentLogger } from '../../proxy/log';
+import { startSshd, type Sshd } from '../support/sshd';
+
+const CARD = '4111 1111 1111 1111';
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+function run(cmd: string, args: string[], input?: string): Promise<Run> {
+  return new Promise((resolve) => {
+    const child = execFile(cmd, args, { encoding: 'utf8', timeout: 30_000 }, (err, stdout, stderr) => {
+      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? ((err as { code: number }).code) : -1) : 0;
+      resolve({ code, stdout, stderr });
+    });
+    if (input !== undefined) child.stdin!.end(input);
+  });
+}
+
+let sshd: Sshd;
+let gw: Gateway;
+let port: string;
+let devKey: string;
+let approver: Identity;
+let work: string;
+let dataDir: string;
+
+const opts = () => ['-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'LogLevel=ERROR', '-o', 'PreferredAuthentications=keyboard-interactive,password'];
+const ssh = (command: string, input?: string) => run('sshpass', ['-p', devKey, 'ssh', '-p', port, ...opts(), 'dev@127.0.0.1', command], input);
+
+function events(kind: string): Record<string, unknown>[] {
+  return (gw.services.store.db.prepare('SELECT payload FROM events WHERE kind = ? ORDER BY seq').all(kind) as { payload: string }[]).map((r) => JSON.parse(r.payload) as Record<string, unknown>);
+}
+
+async function eventually<T>(f: () => T | undefined, what: string, ms = 10_000): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = f();
+    if (v !== undefined) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+/** Decides the next pending hold whose summary contains `text`. */
+async function decideHold(text: string, decision: 'approve' | 'deny'): Promise<void> {
+  const hold = await eventually(() => gw.services.holds.list({ state: 'pending' }).holds.find((h) => h.summary.includes(text)), `a hold on ${text}`);
+  assert.equal(hold.protocol, 'ssh');
+  gw.services.holds.decide(hold.id, approver, { decision, reason: `${decision}d in the test` });
+}
+
+describe('ssh through the gateway', () => {
+  before(async () => {
+    sshd = await startSshd();
+    work = mkdtempSync(join(tmpdir(), 'custody-ssh-work-'));
+    dataDir = mkdtempSync(join(tmpdir(), 'custody-ssh-gw-'));
+    mkdirSync(join(work, 'denied'));
+    mkdirSync(join(work, 'open'));
+    writeFileSync(join(work, 'card.txt'), `customer card ${CARD} on file\n`);
+    const config = Config.parse({
+      listen: { control: '127.0.0.1:0', http: '127.0.0.1:0' },
+      connections: [{ name: 'box', kind: 'ssh', upstream: `ssh://${sshd.user}@127.0.0.1:${sshd.port}`, secret: { value: sshd.clientKey }, listen: '127.0.0.1:0' }],
+      masking: [{ id: 'cards', detectors: ['credit_card'], scope: ['client', 'log'] }],
+      policies: [
+        { name: 'no-denied-writes', match: { connections: ['box'], ssh: ['file_transfer'], paths: [`${work}/denied`, `${work}/denied/*`] }, action: 'deny', reason: 'nothing is written there' },
+        { name: 'transfers-ok', match: { connections: ['box'], ssh: ['file_transfer'] }, action: 'allow' },
+        { name: 'read-only', match: { connections: ['box'], commands: ['echo *', 'cat *', 'uname *', 'ls *', 'true', 'exit *', 'scp *', 'head *'] }, action: 'allow' },
+        { name: 'hold-the-rest', match: { connections: ['box'], ssh: ['exec', 'shell'] }, action: 'hold', hold: { approvers: ['ops'], timeout: '20s' } },
+      ],
+    });
+    gw = await Gateway.start({ config, dataDir, log: silentLogger, bootstrapKey: false });
+    port = gw.address('ssh:box').split(':')[1]!;
+    devKey = gw.services.keys.create({ name: 'dev', groups: ['dev'] }).key;
+    approver = await gw.services.auth.authenticate(gw.services.keys.create({ name: 'oncall', groups: ['ops'] }).key);
+  });
+
+  after(async () => {
+    await gw?.stop();
+    await sshd?.close();
+    for (const d of [work, dataDir]) if (d) rmSync(d, { recursive: true, force: true });
+  });
+
+  it('runs an allowed exec and gives back its output and exit status; the log has the command, output and status', async () => {
+    const r = await ssh('echo hello; echo oops >&2; exit 3');
+    assert.equal(r.code, 3);
+    assert.equal(r.stdout, 'hello\n');
+    assert.equal(r.stderr, 'oops\n');
+    const exit = await eventually(() => events('ssh.exit').find((e) => e['stdout'] === 'hello\n'), 'the exit event');
+    assert.equal(exit['exitStatus'], 3);
+    assert.equal(exit['stderr'], 'oops\n');
+    const req = events('ssh.request').find((e) => e['command'] === 'echo hello; echo oops >&2; exit 3')!;
+    assert.deepEqual((req['decision'] as { rule: string }).rule, 'read-only');
+  });
+
+  it('refuses a wrong key at login, and the upstream credential never reaches the client', async () => {
+    const r = await run('sshpass', ['-p', 'cst_not-a-key', 'ssh', '-p', port, ...opts(), 'dev@127.0.0.1', 'true']);
+    assert.equal(r.code, 5, r.stderr); // sshpass: the password was refused
+    const failures = gw.services.store.db.prepare("SELECT payload FROM events WHERE kind = 'auth.failure'").all() as { payload: string }[];
+    assert.ok(failures.some((f) => JSON.parse(f.payload).protocol === 'ssh'));
+    const all = (gw.services.store.db.prepare('SELECT payload FROM events').all() as { payload: string }[]).map((e) => e.payload).join('\n');
+    assert.ok(!all.includes('PRIVATE KEY'), 'the upstream key is nowhere in the log');
+  });
+
+  it('holds an rm -rf hidden in a pipeline; a denial reaches the client on stderr with exit status 126 and nothing is removed', async () => {
+    const victim = join(work, 'victim1');
+    mkdirSync(victim);
+    const pending = ssh(`echo ok | rm -fr ${victim}`);
+    await decideHold(victim, 'deny');
+    const r = await pending;
+    assert.equal(r.code, 126);
+    assert.match(r.stderr, /custody: held for approval by policy "hold-the-rest" and denied by oncall/);
+    assert.ok(existsSync(victim), 'the directory is still there');
+  });
+
+  it('holds an rm -rf behind sudo and one inside sh -c; the approved one runs', async () => {
+    const a = join(work, 'victim2');
+    const b = join(work, 'victim3');
+    mkdirSync(a);
+    mkdirSync(b);
+    const sudo = ssh(`sudo -u root rm -r -f ${a}`);
+    await decideHold(a, 'deny');
+    assert.equal((await sudo).code, 126);
+    assert.ok(existsSync(a));
+    const shc = ssh(`sh -c "rm -rf ${b}"`);
+    await decideHold(b, 'approve');
+    const r = await shc;
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok(!existsSync(b), 'the approved command ran');
+    const req = events('ssh.request').find((e) => String(e['command']).includes(b))!;
+    assert.ok((req['unknown'] as string[]).some((u) => u.startsWith('sh runs code')));
+  });
+
+  it('masks a card number in cat output, for the client and in the log', async () => {
+    const r = await ssh(`cat ${join(work, 'card.txt')}`);
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok(!r.stdout.includes(CARD), r.stdout);
+    assert.match(r.stdout, /customer card \[CREDIT_CARD\] on file/);
+    const exit = await eventually(() => events('ssh.exit').find((e) => String(e['stdout']).startsWith('customer card')), 'the cat exit');
+    assert.equal(exit['stdout'], 'customer card [CREDIT_CARD] on file\n');
+    assert.deepEqual(exit['masked'], { CREDIT_CARD: 1 });
+  });
+
+  it('copies with scp in SFTP mode and in legacy mode, recorded with size and SHA-256; both refused into a denied path', async () => {
+    const local = join(work, 'upload.bin');
+    const body = Buffer.from('some bytes to copy\n'.repeat(1000));
+    writeFileSync(local, body);
+    const scp = (legacy: boolean, dest: string) => run('sshpass', ['-p', devKey, 'scp', ...(legacy ? ['-O'] : []), '-P', port, ...opts(), local, `dev@127.0.0.1:${dest}`]);
+    for (const legacy of [false, true]) {
+      const okDest = join(work, 'open', legacy ? 'legacy.bin' : 'sftp.bin');
+      const ok = await scp(legacy, okDest);
+      assert.equal(ok.code, 0, `${legacy}: ${ok.stderr}`);
+      assert.deepEqual(readFileSync(okDest), body);
+      const deniedDest = join(work, 'denied', legacy ? 'legacy.bin' : 'sftp.bin');
+      const no = await scp(legacy, deniedDest);
+      assert.notEqual(no.code, 0);
+      assert.match(no.stderr, /nothing is written there|Permission denied|refused by policy/);
+      assert.ok(!existsSync(deniedDest), 'nothing was written');
+    }
+    const sha = createHash('sha256').update(body).digest('hex');
+    const write = await eventually(() => events('ssh.sftp').find((e) => e['op'] === 'write' && e['path'] === join(work, 'open', 'sftp.bin')), 'the sftp write');
+    assert.equal(write['bytes'], body.length);
+    assert.equal(write['sha256'], sha);
+    const legacyReq = events('ssh.request').find((e) => String(e['command']).startsWith('scp -t') && String(e['command']).includes(join(work, 'denied')))!;
+    assert.equal((legacyReq['decision'] as { rule: string }).rule, 'no-denied-writes');
+  });
+
+  it('refuses an SFTP upload into a denied path and records the refusal', async () => {
+    const local = join(work, 'put.txt');
+    writeFileSync(local, 'hello\n');
+    const batch = join(work, 'batch.txt');
+    writeFileSync(batch, `put ${local} ${join(work, 'denied', 'put.txt')}\n`);
+    const r = await run('sshpass', ['-p', devKey, 'sftp', '-o', 'BatchMode=no', '-P', port, ...opts(), '-b', batch, 'dev@127.0.0.1']);
+    assert.match(r.stderr, /Permission denied|no-denied-writes/);
+    assert.notEqual(r.code, 0);
+    assert.ok(!existsSync(join(work, 'denied', 'put.txt')));
+    const refused = await eventually(() => events('ssh.sftp').find((e) => e['refused'] && (e['paths'] as string[]).includes(join(work, 'denied', 'put.txt'))), `the refusal in ${JSON.stringify(events('ssh.sftp').slice(-4))}`);
+    assert.match(String(refused['refused']), /no-denied-writes/);
+  });
+
+  it('refuses port forwarding by default', async () => {
+    const client = new ssh2.Client();
+    await new Promise<void>((resolve, reject) => {
+      client.once('ready', resolve).once('error', reject);
+      client.connect({ host: '127.0.0.1', port: Number(port), username: 'dev', password: devKey });
+    });
+    const err = await new Promise<Error | undefined>((resolve) => client.forwardOut('127.0.0.1', 1, '127.0.0.1', sshd.port, (e) => resolve(e ?? undefined)));
+    assert.ok(err, 'the forward was refused');
+    client.end();
+    const req = await eventually(() => events('ssh.request').find((e) => e['request'] === 'direct-tcpip'), 'the refusal');
+    assert.equal((req['decision'] as { action: string }).action, 'deny');
+  });
+
+  it('survives garbage before the banner and refuses channels past the limit cleanly', async () => {
+    await new Promise<void>((resolve) => {
+      const s = connect(Number(port), '127.0.0.1', () => s.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n' + 'x'.repeat(70_000)));
+      s.on('error', () => resolve());
+      s.on('close', () => resolve());
+      s.resume();
+    });
+    const client = new ssh2.Client();
+    await new Promise<void>((resolve, reject) => {
+      client.once('ready', resolve).once('error', reject);
+      client.connect({ host: '127.0.0.1', port: Number(port), username: 'dev', password: devKey });
+    });
+    const results = await Promise.all(Array.from({ length: 1000 }, () => new Promise<boolean>((resolve) => client.exec('true', (e, ch) => {
+      if (e) return resolve(false);
+      ch.on('close', () => resolve(true));
+      ch.resume();
+    }))));
+    const opened = results.filter(Boolean).length;
+    assert.ok(opened >= 1 && opened < 1000, `opened ${opened}`);
+    client.end();
+    const r = await ssh('echo still here');
+    assert.equal(r.stdout, 'still here\n');
+  });
+
+  it('refuses an upstream whose host key changed, with a clear error', async () => {
+    await sshd.rekey();
+    const r = await ssh('echo hello');
+    assert.equal(r.code, 126);
+    assert.match(r.stderr, /host key of 127\.0\.0\.1:\d+ changed: it presented SHA256:\S+, but the key first seen/);
+    const err = await eventually(() => events('ssh.error').find((e) => e['phase'] === 'host_key'), 'the error');
+    assert.match(String(err['message']), /changed/);
+  });
+});
