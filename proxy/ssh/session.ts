@@ -464,22 +464,35 @@ export class SshProxySession {
     const stderr = new OutputTap(stderrMasker, limit, frames ? (text, spans) => frames.add('o', text, spans) : undefined);
     let stdin = 0;
     let exit: { code?: number; signal?: string; coreDumped?: boolean; message?: string } = {};
+    const typed = (lines: ReturnType<EchoWatch['flush']>) => {
+      for (const line of lines) {
+        if ('hidden' in line) frames!.addHidden(line.length, line.at);
+        else {
+          const logged = this.forLog(line.text);
+          frames!.add('i', logged.text, logged.spans, line.at);
+        }
+      }
+    };
+    let echoTimer: NodeJS.Timeout | undefined;
+    const waitForEcho = () => {
+      if (!echo?.waiting || echoTimer) return;
+      echoTimer = setTimeout(() => {
+        echoTimer = undefined;
+        typed(echo.expire(Date.now()));
+        waitForEcho();
+      }, echo.echoWaitMs);
+    };
     pipe(up, ch, (chunk) => {
       const out = stdout.push(chunk);
-      if (echo && out.length) echo.output(typeof out === 'string' ? out : out.toString('utf8'));
+      if (echo && out.length) typed(echo.output(typeof out === 'string' ? out : out.toString('utf8')));
       return out;
     });
     pipe(up.stderr, ch.stderr, (chunk) => stderr.push(chunk));
     pipe(ch, up, (chunk) => {
       stdin += chunk.length;
-      if (echo && frames) {
-        for (const line of echo.input(chunk.toString('utf8'), Date.now())) {
-          if ('hidden' in line) frames.addHidden(line.length, line.at);
-          else {
-            const logged = this.forLog(line.text);
-            frames.add('i', logged.text, logged.spans, line.at);
-          }
-        }
+      if (echo) {
+        typed(echo.input(chunk.toString('utf8'), Date.now()));
+        waitForEcho();
       }
       return chunk;
     });
@@ -495,7 +508,8 @@ export class SshProxySession {
       const restErr = stderr.end();
       if (restOut && ch.writable) ch.write(restOut);
       if (restErr && ch.writable) ch.stderr.write(restErr);
-      for (const line of echo?.flush() ?? []) if ('hidden' in line) frames!.addHidden(line.length, line.at);
+      clearTimeout(echoTimer);
+      if (echo) typed(echo.flush());
       frames?.flush();
       const spans: MaskSpan[] = [...stdout.spans.map((s) => ({ ...s, path: '/stdout' })), ...stderr.spans.map((s) => ({ ...s, path: '/stderr' }))];
       const masked: Record<string, number> = { ...stdout.counts };

@@ -114,21 +114,41 @@ export type InputRecord = { text: string; at: number } | { hidden: true; length:
 
 /**
  * Decides, line by line, whether typed input was echoed. Typed characters are held until the line
- * ends (Enter, Ctrl-C, Ctrl-D) and then recorded as typed when the output since the line began
- * shows them; otherwise only their number is recorded. A line held longer than `maxHeld`
- * characters is decided early on the same test.
+ * ends (Enter, Ctrl-C, Ctrl-D); the line is recorded as typed once the output since it began shows
+ * it (a pasted line is echoed after its Enter, so an ended line waits up to `echoWaitMs` for its
+ * echo), and otherwise only its length is recorded. A line longer than `maxHeld` ends early.
  */
 export class EchoWatch {
   private typed = '';
   private startedAt = 0;
   private echoed = '';
+  private ended: { typed: string; at: number; endedAt: number }[] = [];
 
-  constructor(private readonly maxHeld = 4096) {}
+  constructor(
+    private readonly maxHeld = 4096,
+    readonly echoWaitMs = 300,
+  ) {}
 
-  /** Output the client sees (after masking), compared with what is typed. */
-  output(text: string): void {
-    if (!this.typed) return;
-    this.echoed = (this.echoed + printable(text)).slice(-2 * this.maxHeld);
+  /** Lines that ended and wait for their echo. */
+  get waiting(): number {
+    return this.ended.length;
+  }
+
+  /** Output the client sees (after masking), compared with what is typed; returns the lines it decides. */
+  output(text: string): InputRecord[] {
+    if (!this.typed && !this.ended.length) return [];
+    this.echoed = (this.echoed + printable(text)).slice(-4 * this.maxHeld);
+    const out: InputRecord[] = [];
+    while (this.ended.length) {
+      const line = this.ended[0]!;
+      const visible = printable(line.typed);
+      const i = visible ? this.echoed.indexOf(visible) : 0;
+      if (i < 0) break;
+      this.echoed = this.echoed.slice(i + visible.length);
+      this.ended.shift();
+      out.push({ text: line.typed, at: line.at });
+    }
+    return out;
   }
 
   /** Input from the client; returns the lines decided now. */
@@ -137,23 +157,30 @@ export class EchoWatch {
     for (const ch of text) {
       if (!this.typed) this.startedAt = at;
       this.typed += ch;
-      if (ch === '\r' || ch === '\n' || ch === '\x03' || ch === '\x04' || this.typed.length >= this.maxHeld) out.push(this.decide());
+      if (ch === '\r' || ch === '\n' || ch === '\x03' || ch === '\x04' || this.typed.length >= this.maxHeld) {
+        this.ended.push({ typed: this.typed, at: this.startedAt, endedAt: at });
+        this.typed = '';
+        out.push(...this.output(''));
+      }
     }
     return out;
   }
 
-  /** The session ends: decide what is still held. */
-  flush(): InputRecord[] {
-    return this.typed ? [this.decide()] : [];
+  /** Lines whose echo did not come within `echoWaitMs`: recorded as their length only. */
+  expire(now: number): InputRecord[] {
+    const out: InputRecord[] = [];
+    while (this.ended.length && now - this.ended[0]!.endedAt >= this.echoWaitMs) {
+      const line = this.ended.shift()!;
+      out.push({ hidden: true, length: [...printable(line.typed)].length, at: line.at });
+    }
+    if (!this.ended.length) this.echoed = '';
+    return out;
   }
 
-  private decide(): InputRecord {
-    const typed = this.typed;
-    const visible = printable(typed);
-    const shown = visible.length === 0 || this.echoed.includes(visible);
-    const at = this.startedAt;
+  /** The session ends: decide everything still held. */
+  flush(): InputRecord[] {
+    if (this.typed) this.ended.push({ typed: this.typed, at: this.startedAt, endedAt: 0 });
     this.typed = '';
-    this.echoed = '';
-    return shown ? { text: typed, at } : { hidden: true, length: [...visible].length, at };
+    return [...this.output(''), ...this.expire(Number.MAX_SAFE_INTEGER)];
   }
 }

@@ -60,6 +60,16 @@ async function eventually<T>(f: () => T | undefined, what: string, ms = 10_000):
   }
 }
 
+/** ssh2's client, logged in with the dev key. */
+async function sshClient(): Promise<ssh2.Client> {
+  const client = new ssh2.Client();
+  await new Promise<void>((resolve, reject) => {
+    client.once('ready', resolve).once('error', reject);
+    client.connect({ host: '127.0.0.1', port: Number(port), username: 'dev', password: devKey });
+  });
+  return client;
+}
+
 /** Decides the next pending hold whose summary contains `text`. */
 async function decideHold(text: string, decision: 'approve' | 'deny'): Promise<void> {
   const hold = await eventually(() => gw.services.holds.list({ state: 'pending' }).holds.find((h) => h.summary.includes(text)), `a hold on ${text}`);
@@ -196,11 +206,7 @@ describe('ssh through the gateway', () => {
   });
 
   it('refuses port forwarding by default', async () => {
-    const client = new ssh2.Client();
-    await new Promise<void>((resolve, reject) => {
-      client.once('ready', resolve).once('error', reject);
-      client.connect({ host: '127.0.0.1', port: Number(port), username: 'dev', password: devKey });
-    });
+    const client = await sshClient();
     const err = await new Promise<Error | undefined>((resolve) => client.forwardOut('127.0.0.1', 1, '127.0.0.1', sshd.port, (e) => resolve(e ?? undefined)));
     assert.ok(err, 'the forward was refused');
     client.end();
@@ -215,11 +221,7 @@ describe('ssh through the gateway', () => {
       s.on('close', () => resolve());
       s.resume();
     });
-    const client = new ssh2.Client();
-    await new Promise<void>((resolve, reject) => {
-      client.once('ready', resolve).once('error', reject);
-      client.connect({ host: '127.0.0.1', port: Number(port), username: 'dev', password: devKey });
-    });
+    const client = await sshClient();
     const results = await Promise.all(Array.from({ length: 1000 }, () => new Promise<boolean>((resolve) => client.exec('true', (e, ch) => {
       if (e) return resolve(false);
       ch.on('close', () => resolve(true));
@@ -230,6 +232,41 @@ describe('ssh through the gateway', () => {
     client.end();
     const r = await ssh('echo still here');
     assert.equal(r.stdout, 'still here\n');
+  });
+
+  it('holds an interactive shell as a whole; once approved it runs in a pty with window changes, recorded as frames without what was typed at a password prompt', async () => {
+    const client = await sshClient();
+    const shellP = new Promise<ssh2.ClientChannel>((resolve, reject) => client.shell({ term: 'xterm', cols: 80, rows: 24 }, (e, st) => (e ? reject(e) : resolve(st))));
+    await decideHold('interactive shell', 'approve');
+    const sh = await shellP;
+    let screen = '';
+    sh.on('data', (d: Buffer) => (screen += d.toString('utf8')));
+    const waitFor = (re: RegExp) => eventually(() => (re.test(screen) ? true : undefined), `${re} on screen; screen so far: ${JSON.stringify(screen.slice(-300))}`);
+    sh.write("PS1='$ '; export PS1\r");
+    sh.setWindow(30, 100, 0, 0);
+    await new Promise((r) => setTimeout(r, 200));
+    sh.write('stty size\r');
+    await waitFor(/30 100/);
+    sh.write("read -s -p 'Secret: ' S; echo; echo got-${#S}\r");
+    await waitFor(/Secret: /);
+    sh.write('hunter2\r');
+    await waitFor(/got-7/);
+    sh.write(`cat ${join(work, 'card.txt')}\r`);
+    await waitFor(/customer card/);
+    assert.ok(!screen.includes(CARD), 'the card number is masked on screen too');
+    sh.write('exit\r');
+    await new Promise((r) => sh.once('close', r));
+    client.end();
+    const frames = await eventually(() => {
+      const all = events('ssh.output').flatMap((e) => e['frames'] as unknown[][]);
+      return all.some((f) => f[1] === 'o' && String(f[2]).includes('got-7')) ? all : undefined;
+    }, 'the shell frames');
+    assert.ok(frames.some((f) => f[1] === 'r' && f[2] === '100x30'), 'the window change is a frame');
+    assert.ok(frames.some((f) => f[1] === 'i' && (f[2] as { hidden?: boolean; length?: number }).hidden && (f[2] as { length: number }).length === 7), 'the secret is recorded as its length');
+    assert.ok(frames.some((f) => f[1] === 'i' && String(f[2]).startsWith('stty size')), 'echoed input is recorded as typed');
+    const log = (gw.services.store.db.prepare('SELECT payload FROM events').all() as { payload: string }[]).map((e) => e.payload).join('\n');
+    assert.ok(!log.includes('hunter2'), 'the secret is nowhere in the log');
+    assert.ok(!log.includes(CARD), 'the card number is nowhere in the log');
   });
 
   it('refuses an upstream whose host key changed, with a clear error', async () => {
