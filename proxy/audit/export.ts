@@ -18,6 +18,7 @@
  * The export appends `export.created` (with the manifest digest) once the bundle is complete. It
  * reads the store in pages and yields between them, so a gateway keeps serving while it runs.
  */
+import { type CastSource, type TerminalFrame, toAsciicast } from '../../shared/asciicast';
 import { mkdtempSync, openSync, closeSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
@@ -156,6 +157,8 @@ export async function exportBundle(opts: ExportOptions): Promise<ExportResult> {
     const eventsFd = openSync(join(stage, 'events.jsonl'), 'w', 0o600);
     const ocsfFd = openSync(join(stage, 'ocsf.jsonl'), 'w', 0o600);
     const proofsFd = openSync(join(stage, 'proofs.jsonl'), 'w', 0o600);
+    // Recorded SSH terminals, gathered by session and channel, become asciicast files.
+    const casts = new Map<string, CastSource>();
     let done = 0;
     let firstSeq: number | undefined;
     let lastSeq: number | undefined;
@@ -181,6 +184,7 @@ export async function exportBundle(opts: ExportOptions): Promise<ExportResult> {
           const parsedPayload = purged ? null : (JSON.parse(text) as unknown);
           const parsedSpans = spansText ? (JSON.parse(spansText) as { type: string }[]) : [];
           collect(stats, { seq, time, kind, session, actor, connection, payload: parsedPayload, spans: parsedSpans }, ctx);
+          if (session && (kind === 'ssh.request' || kind === 'ssh.output')) castFrames(casts, session, time, kind, parsedPayload);
           oc.push(JSON.stringify(toOcsf({ seq, time, kind, session, actor, connection, payload: parsedPayload, spans: parsedSpans, hash }, ctx)));
           pr.push(JSON.stringify({ seq, leafIndex: seq - 1, treeSize: T, path: tree.inclusionProof(seq - 1).map((h) => h.toString('base64')) }));
           firstSeq ??= seq;
@@ -250,6 +254,12 @@ export async function exportBundle(opts: ExportOptions): Promise<ExportResult> {
 
     // Manifest over every file, then its signed digest.
     const names = ['checkpoint.txt', 'public-key.txt', 'events.jsonl', 'ocsf.jsonl', 'proofs.jsonl', 'hashes.bin', 'checkpoints.jsonl', 'consistency.jsonl', 'cosignatures.jsonl', 'holds.json', 'policy-versions.json', 'report.html'];
+    for (const [key, cast] of casts) {
+      if (!cast.frames.length) continue;
+      const name = `ssh-${key}.cast`;
+      writeFileIn(stage, name, toAsciicast(cast));
+      names.push(name);
+    }
     const files: BundleManifest['files'] = {};
     for (const name of names) files[name] = { sha256: await sha256File(join(stage, name)), bytes: statSync(join(stage, name)).size };
     const manifest: BundleManifest & Record<string, unknown> = {
@@ -307,6 +317,21 @@ export function connectionKinds(store: AuditStore, config: Config): Map<string, 
   }
   for (const c of config.connections) kinds.set(c.name, c.kind);
   return kinds;
+}
+
+/** Adds an `ssh.request` (a shell's pty) or `ssh.output` (its frames) to the terminal of its session and channel. */
+function castFrames(casts: Map<string, CastSource>, session: string, time: number, kind: string, payload: unknown): void {
+  const p = (payload ?? {}) as { channel?: number; request?: string; pty?: { term: string; cols: number; rows: number }; frames?: TerminalFrame[] };
+  if (typeof p.channel !== 'number') return;
+  if (kind === 'ssh.request' && p.request !== 'shell') return;
+  const key = `${session.replace(/[^A-Za-z0-9_-]/g, '_')}-${p.channel}`;
+  let cast = casts.get(key);
+  if (!cast) {
+    cast = { startedAt: time, frames: [], title: `${session} channel ${p.channel}` };
+    casts.set(key, cast);
+  }
+  if (p.pty) cast.pty = p.pty;
+  if (Array.isArray(p.frames)) cast.frames.push(...p.frames);
 }
 
 function writeFileIn(dir: string, name: string, data: string | Buffer): void {

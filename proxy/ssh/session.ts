@@ -42,6 +42,8 @@ const SUMMARY_CHARS = 200;
 /** Terminal frames are written at most this often, or when this many characters wait. */
 const FRAME_FLUSH_MS = 100;
 const FRAME_FLUSH_CHARS = 16 * 1024;
+/** A shell quiet this long gets what the masking holdback kept (docs/SSH.md, "Masking"). */
+const TERMINAL_IDLE_FLUSH_MS = 30;
 
 export interface SshListenerContext {
   connection: Connection;
@@ -482,9 +484,23 @@ export class SshProxySession {
         waitForEcho();
       }, echo.echoWaitMs);
     };
+    // A terminal that goes quiet shows what the masking holdback kept (its prompt, say) after a moment.
+    let idleTimer: NodeJS.Timeout | undefined;
+    const letOut = () => {
+      idleTimer = undefined;
+      const rest = stdout.flushHeld();
+      if (rest && ch.writable) {
+        ch.write(rest);
+        typed(echo?.output(rest) ?? []);
+      }
+    };
     pipe(up, ch, (chunk) => {
       const out = stdout.push(chunk);
       if (echo && out.length) typed(echo.output(typeof out === 'string' ? out : out.toString('utf8')));
+      if (how.kind === 'shell' && stdout.held) {
+        clearTimeout(idleTimer);
+        idleTimer = setTimeout(letOut, TERMINAL_IDLE_FLUSH_MS);
+      }
       return out;
     });
     pipe(up.stderr, ch.stderr, (chunk) => stderr.push(chunk));
@@ -509,6 +525,7 @@ export class SshProxySession {
       if (restOut && ch.writable) ch.write(restOut);
       if (restErr && ch.writable) ch.stderr.write(restErr);
       clearTimeout(echoTimer);
+      clearTimeout(idleTimer);
       if (echo) typed(echo.flush());
       frames?.flush();
       const spans: MaskSpan[] = [...stdout.spans.map((s) => ({ ...s, path: '/stdout' })), ...stderr.spans.map((s) => ({ ...s, path: '/stderr' }))];

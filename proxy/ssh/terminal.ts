@@ -63,6 +63,23 @@ export class OutputTap {
     return piece.fwd;
   }
 
+  /** Characters held back for masking now. */
+  get held(): number {
+    return this.binary ? 0 : (this.masker?.held ?? 0);
+  }
+
+  /**
+   * Lets out what is held back for masking (an interactive terminal that went quiet: its prompt
+   * must show). A value split across the pause is then not recognised.
+   */
+  flushHeld(): string {
+    if (this.binary || !this.masker?.held) return '';
+    const piece = this.masker.end();
+    for (const [k, v] of Object.entries(piece.counts)) this.counts[k] = (this.counts[k] ?? 0) + v;
+    this.keep(piece.log, piece.spans);
+    return piece.fwd;
+  }
+
   /** The stream ended: what is still held back, for the client. */
   end(): string {
     if (this.binary) return '';

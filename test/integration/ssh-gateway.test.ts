@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { connect } from 'node:net';
 import { join } from 'node:path';
@@ -13,6 +13,7 @@ import { after, before, describe, it } from 'node:test';
 import ssh2 from 'ssh2';
 import { Config } from '../../shared/config';
 import type { Identity } from '../../shared/identity';
+import { verifyBundle } from '../../proxy/audit/verify';
 import { Gateway } from '../../proxy/gateway';
 import { silentLogger } from '../../proxy/log';
 import { startSshd, type Sshd } from '../support/sshd';
@@ -267,6 +268,27 @@ describe('ssh through the gateway', () => {
     const log = (gw.services.store.db.prepare('SELECT payload FROM events').all() as { payload: string }[]).map((e) => e.payload).join('\n');
     assert.ok(!log.includes('hunter2'), 'the secret is nowhere in the log');
     assert.ok(!log.includes(CARD), 'the card number is nowhere in the log');
+
+    // The export bundle carries the terminal as an asciicast v2 file, listed in its signed manifest.
+    const job = gw.services.audit!.startExport({}, { subject: approver.subject, name: approver.name });
+    const done = await eventually(() => {
+      const j = gw.services.audit!.job(job.id);
+      return j && j.state !== 'running' ? j : undefined;
+    }, 'the export', 30_000);
+    assert.equal(done.state, 'done', JSON.stringify(done));
+    const out = join(work, 'bundle');
+    mkdirSync(out);
+    assert.equal((await run('tar', ['-xzf', done.file, '-C', out])).code, 0);
+    const casts = readdirSync(out).filter((f) => f.endsWith('.cast'));
+    const cast = casts.map((f) => readFileSync(join(out, f), 'utf8')).find((c) => c.includes('got-7'));
+    assert.ok(cast, `a cast with the session among ${casts.join(', ')}`);
+    const [header, ...lines] = cast.trim().split('\n').map((l) => JSON.parse(l) as unknown);
+    assert.deepEqual([(header as { version: number }).version, (header as { width: number }).width, (header as { height: number }).height], [2, 80, 24]);
+    assert.ok(lines.every((l) => Array.isArray(l) && typeof l[0] === 'number' && ['o', 'i', 'r'].includes(l[1] as string)));
+    assert.ok(!cast.includes('hunter2') && !cast.includes(CARD));
+    const manifest = JSON.parse(readFileSync(join(out, 'manifest.json'), 'utf8')) as { files: Record<string, unknown> };
+    for (const f of casts) assert.ok(manifest.files[f], `${f} is in the manifest`);
+    assert.equal(verifyBundle(done.file).ok, true);
   });
 
   it('refuses an upstream whose host key changed, with a clear error', async () => {
