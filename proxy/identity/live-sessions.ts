@@ -1,5 +1,5 @@
 /**
- * Live data-plane sessions (psql today, SSH later) and the credential that opened each, so none
+ * Live data-plane sessions (PostgreSQL and SSH connections) and the credential that opened each, so none
  * outlives it: a session ends when its credential expires (a token's `exp`, a key's expiry), when
  * its API key is revoked, or when its person is locked — like Teleport's `disconnect_expired_cert`.
  *

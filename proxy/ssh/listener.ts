@@ -66,11 +66,12 @@ export async function startSshListener(opts: SshListenerOptions): Promise<SshLis
   await listen(server, host, port);
   const addr = server.address() as AddressInfo;
   const address = `${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}`;
-  services.log.info(`ssh ${connection.name} listening on ${address}`);
+  const hostKeyFingerprint = fingerprint(parsed.getPublicSSH());
+  services.log.info(`ssh ${connection.name} listening on ${address} (host key ${hostKeyFingerprint})`);
   return {
     name: `ssh:${connection.name}`,
     address,
-    hostKey: fingerprint(parsed.getPublicSSH()),
+    hostKey: hostKeyFingerprint,
     get sessions() {
       return ctx.sessions.size;
     },

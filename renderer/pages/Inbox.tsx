@@ -167,7 +167,7 @@ function HoldCard({ hold, now, focused }: { hold: HoldView; now: number; focused
         <div className="avatar sm">{hold.requesterName.slice(0, 1).toUpperCase()}</div>
         <div className="hold-who">
           <div>
-            <strong>{hold.requesterName}</strong> <span className="muted">on</span> <Badge tone="accent">{hold.connection}</Badge> <Badge>{hold.protocol === 'postgres' ? 'SQL' : 'HTTP'}</Badge>
+            <strong>{hold.requesterName}</strong> <span className="muted">on</span> <Badge tone="accent">{hold.connection}</Badge> <Badge>{hold.protocol === 'postgres' ? 'SQL' : hold.protocol === 'ssh' ? 'SSH' : 'HTTP'}</Badge>
           </div>
           <div className="muted small">
             rule <code>{hold.rule}</code> · {formatAgo(hold.createdAt, now)}

@@ -152,7 +152,7 @@ function SessionCells({ s, now }: { s: SessionSummary; now: number }) {
       </span>
       <span className="truncate">{s.connection ?? '—'}</span>
       <span>
-        <Icon name={s.protocol === 'postgres' ? 'terminal' : 'chat'} size={14} className="muted" /> {s.protocol === 'postgres' ? 'SQL' : s.protocol === 'http' ? 'HTTP' : s.protocol}
+        <Icon name={s.protocol === 'postgres' ? 'terminal' : 'chat'} size={14} className="muted" /> {s.protocol === 'postgres' ? 'SQL' : s.protocol === 'http' ? 'HTTP' : s.protocol === 'ssh' ? 'SSH' : s.protocol}
       </span>
       <span className="num">{formatDuration((s.endedAt ?? s.lastEventAt) - s.startedAt)}</span>
       <span className="num">{formatCount(s.requests)}</span>
