@@ -13,6 +13,7 @@ const BENCHES = {
   postgres: 'bench/postgres.ts',
   'approvals-loop': 'bench/approvals-loop.ts',
   'journal-append': 'bench/journal-append.ts',
+  ssh: 'bench/ssh.ts',
 };
 
 const wanted = process.argv.slice(2);

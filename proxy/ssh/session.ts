@@ -684,12 +684,17 @@ function ptyOptions(p: PseudoTtyInfo) {
 
 /** Copies `from` to `to` through `map`, pausing `from` while `to` is full. */
 function pipe(from: Duplex | NodeJS.ReadableStream, to: NodeJS.WritableStream, map: (chunk: Buffer) => Buffer | string): void {
+  let full = false;
   from.on('data', (chunk: Buffer) => {
     const out = map(chunk);
     if (!out.length) return;
-    if (!to.write(out)) {
+    if (!to.write(out) && !full) {
+      full = true;
       from.pause();
-      to.once('drain', () => from.resume());
+      to.once('drain', () => {
+        full = false;
+        from.resume();
+      });
     }
   });
 }

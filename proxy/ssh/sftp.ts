@@ -183,6 +183,8 @@ export class SftpRelay {
   private paused = false;
   private homeDir?: string;
   private failed = false;
+  /** The client's channel is full: replies wait. */
+  private clientFull = false;
 
   constructor(private readonly o: SftpRelayOptions) {}
 
@@ -211,9 +213,13 @@ export class SftpRelay {
     });
     this.o.client.on('end', () => void this.queue.then(() => this.o.upstream.end()));
     this.o.upstream.on('data', (chunk: Buffer) => {
-      if (!this.o.client.write(chunk)) {
+      if (!this.o.client.write(chunk) && !this.clientFull) {
+        this.clientFull = true;
         this.o.upstream.pause();
-        this.o.client.once('drain', () => this.o.upstream.resume());
+        this.o.client.once('drain', () => {
+          this.clientFull = false;
+          this.o.upstream.resume();
+        });
       }
       try {
         for (const p of this.fromServer.push(chunk)) this.onReply(p);

@@ -93,7 +93,7 @@ describe('ssh through the gateway', () => {
       policies: [
         { name: 'no-denied-writes', match: { connections: ['box'], ssh: ['file_transfer'], paths: [`${work}/denied`, `${work}/denied/*`] }, action: 'deny', reason: 'nothing is written there' },
         { name: 'transfers-ok', match: { connections: ['box'], ssh: ['file_transfer'] }, action: 'allow' },
-        { name: 'read-only', match: { connections: ['box'], commands: ['echo *', 'cat *', 'uname *', 'ls *', 'true', 'exit *', 'scp *', 'head *'] }, action: 'allow' },
+        { name: 'read-only', match: { connections: ['box'], commands: ['echo *', 'cat *', 'uname *', 'ls *', 'true', 'exit *', 'scp *', 'rsync --server *', 'head *'] }, action: 'allow' },
         { name: 'hold-the-rest', match: { connections: ['box'], ssh: ['exec', 'shell'] }, action: 'hold', hold: { approvers: ['ops'], timeout: '20s' } },
       ],
     });
@@ -169,7 +169,7 @@ describe('ssh through the gateway', () => {
     assert.deepEqual(exit['masked'], { CREDIT_CARD: 1 });
   });
 
-  it('copies with scp in SFTP mode and in legacy mode, recorded with size and SHA-256; both refused into a denied path', async () => {
+  it('copies with scp in SFTP mode and in legacy mode and with rsync, recorded with size and SHA-256; each refused into a denied path', async () => {
     const local = join(work, 'upload.bin');
     const body = Buffer.from('some bytes to copy\n'.repeat(1000));
     writeFileSync(local, body);
@@ -185,6 +185,15 @@ describe('ssh through the gateway', () => {
       assert.match(no.stderr, /nothing is written there|Permission denied|refused by policy/);
       assert.ok(!existsSync(deniedDest), 'nothing was written');
     }
+    // rsync runs `rsync --server … DEST` upstream: the same path rule applies.
+    const rsh = `sshpass -p ${devKey} ssh -p ${port} ${opts().join(' ')}`;
+    const rsyncOk = await run('rsync', ['-e', rsh, local, `dev@127.0.0.1:${join(work, 'open', 'rsync.bin')}`]);
+    assert.equal(rsyncOk.code, 0, rsyncOk.stderr);
+    assert.deepEqual(readFileSync(join(work, 'open', 'rsync.bin')), body);
+    const rsyncNo = await run('rsync', ['-e', rsh, local, `dev@127.0.0.1:${join(work, 'denied', 'rsync.bin')}`]);
+    assert.notEqual(rsyncNo.code, 0);
+    assert.match(rsyncNo.stderr, /refused by policy "no-denied-writes"/);
+    assert.ok(!existsSync(join(work, 'denied', 'rsync.bin')));
     const sha = createHash('sha256').update(body).digest('hex');
     const write = await eventually(() => events('ssh.sftp').find((e) => e['op'] === 'write' && e['path'] === join(work, 'open', 'sftp.bin')), 'the sftp write');
     assert.equal(write['bytes'], body.length);
