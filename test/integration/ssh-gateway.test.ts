@@ -15,6 +15,7 @@ import { Config } from '../../shared/config';
 import type { Identity } from '../../shared/identity';
 import { verifyBundle } from '../../proxy/audit/verify';
 import { Gateway } from '../../proxy/gateway';
+import { connectSshUpstream, KnownHosts, sshUpstreamTarget } from '../../proxy/ssh/upstream';
 import { silentLogger } from '../../proxy/log';
 import { startSshd, type Sshd } from '../support/sshd';
 
@@ -298,6 +299,38 @@ describe('ssh through the gateway', () => {
     const manifest = JSON.parse(readFileSync(join(out, 'manifest.json'), 'utf8')) as { files: Record<string, unknown> };
     for (const f of casts) assert.ok(manifest.files[f], `${f} is in the manifest`);
     assert.equal(verifyBundle(done.file).ok, true);
+  });
+
+  it('ends a live session when its key is revoked, telling the client why', async () => {
+    const { key, record } = gw.services.keys.create({ name: 'temp', groups: ['dev'] });
+    const client = new ssh2.Client();
+    await new Promise<void>((resolve, reject) => {
+      client.once('ready', resolve).once('error', reject);
+      client.connect({ host: '127.0.0.1', port: Number(port), username: 'temp', password: key });
+    });
+    const ch = await new Promise<ssh2.ClientChannel>((resolve, reject) => client.exec('cat', (e, c) => (e ? reject(e) : resolve(c))));
+    let stderr = '';
+    ch.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const exit = new Promise<number>((resolve) => ch.once('exit', (code: number) => resolve(code)));
+    ch.resume();
+    await new Promise((r) => setTimeout(r, 200));
+    gw.services.keys.revoke(record.id);
+    assert.equal(await exit, 126);
+    assert.match(stderr, /custody: terminating connection: the API key this session was opened with was revoked/);
+    client.end();
+    const end = await eventually(() => (gw.services.store.db.prepare("SELECT payload FROM events WHERE kind = 'session.end'").all() as { payload: string }[]).map((r) => JSON.parse(r.payload) as { reason: string }).find((p) => /revoked/.test(p.reason)), 'the session end');
+    assert.match(end.reason, /revoked/);
+  });
+
+  it('connects only to the host key a connection pins', async () => {
+    const connection = Config.parse({ connections: [{ name: 'pinned', kind: 'ssh', upstream: `ssh://${sshd.user}@127.0.0.1:${sshd.port}`, secret: { value: sshd.clientKey }, listen: '127.0.0.1:0', hostKey: sshd.hostKey }] }).connections[0]!;
+    const known = new KnownHosts(dataDir);
+    const ok = await connectSshUpstream(sshUpstreamTarget(connection), known);
+    assert.equal(ok.hostKey, sshd.hostKey);
+    assert.equal(ok.learned, false);
+    ok.client.end();
+    const wrong = sshUpstreamTarget({ ...connection, hostKey: `SHA256:${'A'.repeat(43)}` });
+    await assert.rejects(connectSshUpstream(wrong, known), (err: Error & { phase?: string }) => err.phase === 'host_key' && /but the connection's hostKey is SHA256:A{43}/.test(err.message));
   });
 
   it('refuses an upstream whose host key changed, with a clear error', async () => {
