@@ -24,7 +24,7 @@ import { openAuditTrail } from '../proxy/audit/checkpoints';
 import { MerkleTree } from '../proxy/audit/merkle';
 import { MIGRATIONS } from '../proxy/audit/migrations';
 import { AuditStore } from '../proxy/audit/store';
-import { verifyStore } from '../proxy/audit/verify';
+import { verifyStore } from '../proxy/audit/verify/store';
 import { verifyStoreParallel } from '../proxy/audit/verify-runner';
 
 const args = process.argv.slice(2);

@@ -1,19 +1,7 @@
 /**
  * Evidence export: one gzip'd ustar bundle an auditor can verify offline with `custody verify`.
  *
- *   manifest.json        what is inside: filter, checkpoint, counts, SHA-256 and size of every file
- *   manifest.note        C2SP signed note over SHA-256(manifest.json), same key as the checkpoints
- *   checkpoint.txt       a checkpoint signed for this export (tree size T)
- *   public-key.txt       verifier key (`name+id+key`) and fingerprint
- *   events.jsonl         the selected events, payloads as recorded (masked), with their hashes
- *   ocsf.jsonl           the same events as OCSF records (see ocsf.ts)
- *   proofs.jsonl         an RFC 6962 inclusion proof per exported event against checkpoint.txt
- *   hashes.bin           the 32-byte hash of every event 1..T, so a filtered export still proves its
- *                        events' places and a later copy of the log can be held to this checkpoint
- *   checkpoints.jsonl    every stored checkpoint up to T; consistency.jsonl proves each a prefix of T
- *   cosignatures.jsonl   witness cosignatures of checkpoints up to T (see witnessing.ts)
- *   holds.json           holds (with their votes) in the window; policy-versions.json the rules in force
- *   report.html          the self-contained human-readable report (report.ts)
+ * Its files are listed in bundle-format.ts, which the verifier reads too.
  *
  * The export appends `export.created` (with the manifest digest) once the bundle is complete. It
  * reads the store in pages and yields between them, so a gateway keeps serving while it runs.
@@ -33,7 +21,8 @@ import { renderReport, type AccessRow, type ReportData } from './report';
 import type { AuditStore } from './store';
 import { sha256hex } from './store';
 import { writeTarGz } from './tar';
-import { BUNDLE_FORMAT, MANIFEST_NOTE_HEADER, type BundleManifest, type VerifyReport } from './verify';
+import { BUNDLE_FILES, BUNDLE_FORMAT, type BundleManifest, manifestNoteText } from './bundle-format';
+import type { VerifyReport } from './verify/checks';
 
 export interface ExportFilter {
   from?: number;
@@ -253,7 +242,7 @@ export async function exportBundle(opts: ExportOptions): Promise<ExportResult> {
     writeFileIn(stage, 'report.html', renderReport(report));
 
     // Manifest over every file, then its signed digest.
-    const names = ['checkpoint.txt', 'public-key.txt', 'events.jsonl', 'ocsf.jsonl', 'proofs.jsonl', 'hashes.bin', 'checkpoints.jsonl', 'consistency.jsonl', 'cosignatures.jsonl', 'holds.json', 'policy-versions.json', 'report.html'];
+    const names: string[] = BUNDLE_FILES.filter((name) => name !== 'manifest.json' && name !== 'manifest.note');
     for (const [key, cast] of casts) {
       if (!cast.frames.length) continue;
       const name = `ssh-${key}.cast`;
@@ -281,7 +270,7 @@ export async function exportBundle(opts: ExportOptions): Promise<ExportResult> {
     const manifestText = `${JSON.stringify(manifest, null, 2)}\n`;
     const manifestSha256 = sha256hex(manifestText);
     writeFileIn(stage, 'manifest.json', manifestText);
-    writeFileIn(stage, 'manifest.note', trail.signer.signText(`${MANIFEST_NOTE_HEADER}\nsha256 ${manifestSha256}\n`));
+    writeFileIn(stage, 'manifest.note', trail.signer.signText(manifestNoteText(manifestSha256)));
 
     const partial = `${opts.out}.partial`;
     const order = ['manifest.json', 'manifest.note', ...names];

@@ -16,7 +16,7 @@ import type { AuditStore } from './store';
 import { runVerification } from './verify-runner';
 import { type SinkRunner, type SinkStatus, startSinks } from './sinks';
 import { WitnessPublisher, type WitnessStatus } from './witnessing';
-import type { VerifyReport } from './verify';
+import type { VerifyReport } from './verify/checks';
 
 /** What the control plane keeps of the last verification. */
 export interface VerificationRecord {

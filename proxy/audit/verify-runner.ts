@@ -1,13 +1,18 @@
 /**
- * Runs a store verification in a worker thread when the worker entry can be loaded (see
- * worker-source.ts), else inline. Verifying a million events takes
- * seconds; a gateway should keep proxying meanwhile.
+ * Runs verification off the caller's thread: a whole store verification in one worker thread (what
+ * the gateway's console asks for), or a store's row pass split into seq ranges across worker
+ * threads and stitched here (what `custody verify` uses). Workers load as worker-source.ts finds
+ * them; where they cannot, the same work runs inline. Verifying a million events takes seconds; a
+ * gateway should keep proxying meanwhile.
  */
+import { existsSync, statSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { type WorkerSource, workerSource } from '../worker-source';
-import { existsSync, statSync } from 'node:fs';
-import { join } from 'node:path';
-import { type RangeScan, verifyBundle, VerifyInputError, verifyStore, verifyStoreInRanges, type VerifyOptions, type VerifyReport } from './verify';
+import { verifyBundle } from './verify/bundle';
+import { VerifyInputError, type VerifyOptions, type VerifyReport } from './verify/checks';
+import { concludeStore, openStoreForVerification, type RangeScan, scanRange, scanWholeStore, verifyStore } from './verify/store';
 
 /**
  * Runs `scanRange` for each range in its own worker thread; undefined when workers cannot load
@@ -74,12 +79,42 @@ export async function runVerification(dataDir: string, opts: VerifyOptions = {})
   });
 }
 
+export interface ParallelOptions extends VerifyOptions {
+  /** Worker threads (default: the machine's parallelism, at most 8). */
+  workers?: number;
+  /** Below this many events the store is verified in one pass on this thread (default 100,000). */
+  minEvents?: number;
+  /** Scan the same ranges one after another on this thread (deterministic, for tests of the stitching). */
+  inThread?: boolean;
+}
+
 /**
- * Verifies a store with the row pass split across worker threads (see verifyStoreInRanges); what
- * `custody verify` uses.
+ * Verifies a store with the row pass split into seq ranges, each checked in its own worker thread
+ * (each opening the file read-only); the ranges are stitched and the tree built here. Small stores,
+ * or where workers cannot load, are verified in one pass on this thread.
  */
-export function verifyStoreParallel(dataDir: string, opts: Parameters<typeof verifyStoreInRanges>[2] = {}): Promise<VerifyReport> {
-  return verifyStoreInRanges(dataDir, scanInWorkers, opts);
+export async function verifyStoreParallel(dataDir: string, opts: ParallelOptions = {}): Promise<VerifyReport> {
+  const s = openStoreForVerification(dataDir, opts);
+  try {
+    const { total, maxSeq, wanted } = s;
+    const workers = Math.max(1, Math.min(opts.workers ?? availableParallelism(), 8));
+    if (workers < 2 || total < (opts.minEvents ?? 100_000)) return concludeStore(s, scanWholeStore(s));
+    // Ranges of 2^k seqs starting at multiples of 2^k: each range's subtrees are nodes of the
+    // whole tree, so stitching needs O(log n) hashes, not one per event. Events appended after
+    // `maxSeq` was read are left to the next verification.
+    let block = 1;
+    while (block < Math.ceil(maxSeq / workers)) block *= 2;
+    const ranges: [number, number][] = [];
+    for (let start = 1; start <= maxSeq; start += block) ranges.push([start, Math.min(start + block - 1, maxSeq)]);
+    const scans = opts.inThread
+      ? ranges.map(([from, to]) => scanRange(s.db, from, to, wanted))
+      : await scanInWorkers(s.file, ranges, [...wanted], opts.onProgress && ((done) => opts.onProgress!(done, total)));
+    if (!scans) return concludeStore(s, scanWholeStore(s));
+    opts.onProgress?.(scans.reduce((sum, x) => sum + x.count, 0), total);
+    return concludeStore(s, scans);
+  } finally {
+    s.db.close();
+  }
 }
 
 /** A data dir (its rows checked in parallel) or an exported bundle. */

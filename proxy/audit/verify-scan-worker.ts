@@ -1,7 +1,7 @@
 /** Worker-thread entry: checks one seq range of the store (see scanRange) and returns what it found. */
 import { parentPort, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
-import { scanRange } from './verify';
+import { scanRange } from './verify/store';
 
 const { file, from, to, wanted } = workerData as { file: string; from: number; to: number; wanted: number[] };
 try {

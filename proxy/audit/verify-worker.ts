@@ -1,6 +1,7 @@
 /** Worker-thread entry for verification, so a large store is checked off the gateway's event loop. */
 import { parentPort, workerData } from 'node:worker_threads';
-import { verifyStore, type SinceAnchor } from './verify';
+import type { SinceAnchor } from './verify/checks';
+import { verifyStore } from './verify/store';
 
 const data = workerData as { dataDir: string; since?: SinceAnchor; expectedKey?: string };
 // Buffers arrive as plain Uint8Arrays after the structured clone.

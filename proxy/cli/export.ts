@@ -5,7 +5,7 @@ import { openAuditTrail } from '../audit/checkpoints';
 import { exportBundle, type ExportFilter, parseTimeArg } from '../audit/export';
 import { progressReporter } from '../audit/progress';
 import { AuditStore } from '../audit/store';
-import { verifyStore } from '../audit/verify';
+import { verifyStore } from '../audit/verify/store';
 import { noStoreMessage, resolveConfig } from '../config';
 import { type Io, type ParsedArgs, processIo, rejectUnknown, str, UsageError } from './args';
 

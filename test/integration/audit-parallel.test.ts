@@ -10,7 +10,7 @@ import Database from 'better-sqlite3';
 import { Config } from '../../shared/config';
 import { openAuditTrail } from '../../proxy/audit/checkpoints';
 import { AuditStore } from '../../proxy/audit/store';
-import { verifyStore } from '../../proxy/audit/verify';
+import { verifyStore } from '../../proxy/audit/verify/store';
 import { verifyStoreParallel } from '../../proxy/audit/verify-runner';
 import { tempDir } from '../support/tmp';
 

@@ -14,7 +14,7 @@ import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import { Config } from '../../shared/config';
 import type { Identity } from '../../shared/identity';
-import { verifyStore } from '../../proxy/audit/verify';
+import { verifyStore } from '../../proxy/audit/verify/store';
 import { Gateway } from '../../proxy/gateway';
 import { silentLogger } from '../../proxy/log';
 import pg from 'pg';

@@ -13,7 +13,7 @@ import { after, before, describe, it } from 'node:test';
 import ssh2 from 'ssh2';
 import { Config } from '../../shared/config';
 import type { Identity } from '../../shared/identity';
-import { verifyBundle } from '../../proxy/audit/verify';
+import { verifyBundle } from '../../proxy/audit/verify/bundle';
 import { Gateway } from '../../proxy/gateway';
 import { connectSshUpstream, KnownHosts, sshUpstreamTarget } from '../../proxy/ssh/upstream';
 import { silentLogger } from '../../proxy/log';

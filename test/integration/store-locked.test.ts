@@ -15,7 +15,7 @@ import pg from 'pg';
 import { Config } from '../../shared/config';
 import { Gateway } from '../../proxy/gateway';
 import { silentLogger } from '../../proxy/log';
-import { verifyStore } from '../../proxy/audit/verify';
+import { verifyStore } from '../../proxy/audit/verify/store';
 import { lockStore } from '../support/custody-process';
 import { type LlmUpstream, startLlmUpstream } from '../support/llm-upstream';
 import { UPSTREAM } from './pg-harness';

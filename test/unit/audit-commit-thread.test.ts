@@ -9,7 +9,7 @@ import { describe, it } from 'node:test';
 import type { Worker } from 'node:worker_threads';
 import type { AuditEvent, AuditEventInput } from '../../shared/events';
 import { AuditStore, StoreUnavailableError } from '../../proxy/audit/store';
-import { verifyStore } from '../../proxy/audit/verify';
+import { verifyStore } from '../../proxy/audit/verify/store';
 import { tempDir } from '../support/tmp';
 
 const ev = (n: number, session = 'ses_a'): AuditEventInput => ({ kind: 'http.request', session, actor: 'key:alice', connection: 'openai', payload: { n, body: 'x'.repeat(n % 7) } });

@@ -1,0 +1,102 @@
+/**
+ * The evidence bundle's format: its file names, its manifest, and the header of the manifest's
+ * signed digest. The exporter (export.ts) writes it and the verifier (verify/bundle.ts) reads it;
+ * neither owns it.
+ *
+ *   manifest.json        what is inside: filter, checkpoint, counts, SHA-256 and size of every file
+ *   manifest.note        C2SP signed note over SHA-256(manifest.json), same key as the checkpoints
+ *   checkpoint.txt       a checkpoint signed for this bundle (tree size T)
+ *   public-key.txt       verifier key (`name+id+key`) and fingerprint
+ *   events.jsonl         the selected events, payloads as recorded (masked), with their hashes
+ *   ocsf.jsonl           the same events as OCSF records (see ocsf.ts)
+ *   proofs.jsonl         an RFC 6962 inclusion proof per event against checkpoint.txt
+ *   hashes.bin           the 32-byte hash of every event 1..T (exports only)
+ *   checkpoints.jsonl    stored checkpoints up to T; consistency.jsonl proves each a prefix of T
+ *   cosignatures.jsonl   witness cosignatures of checkpoints up to T (see witnessing.ts)
+ *   holds.json           holds (with their votes) in the window; policy-versions.json the rules in force
+ *   report.html          the self-contained human-readable report (report.ts)
+ */
+
+/** `manifest.json` → `format`. */
+export const BUNDLE_FORMAT = 'custody-evidence-bundle/1';
+
+/** First line of the text `manifest.note` signs: `<header>\nsha256 <hex of manifest.json>\n`. */
+export const MANIFEST_NOTE_HEADER = 'custody-evidence-manifest';
+
+/** Every file a bundle may hold, in the order the exporter writes them. */
+export const BUNDLE_FILES = [
+  'manifest.json',
+  'manifest.note',
+  'checkpoint.txt',
+  'public-key.txt',
+  'events.jsonl',
+  'ocsf.jsonl',
+  'proofs.jsonl',
+  'hashes.bin',
+  'checkpoints.jsonl',
+  'consistency.jsonl',
+  'cosignatures.jsonl',
+  'holds.json',
+  'policy-versions.json',
+  'report.html',
+] as const;
+
+export type BundleFileName = (typeof BUNDLE_FILES)[number];
+
+/** Files without which a bundle cannot be verified. */
+export const REQUIRED_BUNDLE_FILES: readonly BundleFileName[] = ['manifest.json', 'manifest.note', 'checkpoint.txt', 'public-key.txt', 'events.jsonl', 'proofs.jsonl'];
+
+/** The text `manifest.note` signs for a manifest with this SHA-256. */
+export function manifestNoteText(manifestSha256: string): string {
+  return `${MANIFEST_NOTE_HEADER}\nsha256 ${manifestSha256}\n`;
+}
+
+/** The manifest digest a signed `manifest.note` text names, or undefined when the text is not one. */
+export function manifestDigestOf(noteText: string): string | undefined {
+  const m = /^custody-evidence-manifest\nsha256 ([0-9a-f]{64})\n$/.exec(noteText);
+  return m?.[1];
+}
+
+/** One line of `events.jsonl`. */
+export interface BundleEvent {
+  seq: number;
+  time: number;
+  kind: string;
+  session: string | null;
+  actor: string | null;
+  connection: string | null;
+  payload: unknown;
+  spans: unknown[];
+  purged?: boolean;
+  payloadHash: string;
+  prevHash: string;
+  hash: string;
+}
+
+/** One line of `proofs.jsonl`. */
+export interface BundleProof {
+  seq: number;
+  leafIndex?: number;
+  treeSize: number;
+  path: string[];
+}
+
+/** One line of `consistency.jsonl`: the tree of `from` events is a prefix of the tree of `to`. */
+export interface BundleConsistency {
+  from: number;
+  to: number;
+  fromRoot: string;
+  toRoot: string;
+  path: string[];
+}
+
+export interface BundleManifest {
+  format: string;
+  createdAt: string;
+  origin: string;
+  filter: { from?: number; to?: number; user?: string; connection?: string };
+  checkpoint: { treeSize: number; rootHash: string; time: number };
+  events: number;
+  purged: number;
+  files: Record<string, { sha256: string; bytes: number }>;
+}
