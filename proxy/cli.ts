@@ -21,7 +21,7 @@ const COMMANDS: Record<string, [Command, string[], string]> = {
   keys: [keysCommand, ['json'], 'keys create --name N [--owner PERSON] --groups a,b [--expires 30d] | list | revoke ID | expire ID'],
   persons: [personsCommand, ['json'], 'persons list | create NAME | link PERSON CREDENTIAL | lock PERSON   who holds which credentials'],
   'login-link': [loginLinkCommand, [], 'login-link                                   a fresh console login link (single use, 10 minutes)'],
-  verify: [verifyCommand, ['json', 'show-key'], 'verify [PATH] [--since-checkpoint FILE] [--key FINGERPRINT] [--witness-key VKEY ...] | --show-key   check a data dir or bundle'],
+  verify: [verifyCommand, ['json', 'show-key', 'force-path-style'], 'verify [PATH | s3://BUCKET/PREFIX] [--since-checkpoint FILE] [--key FINGERPRINT] [--witness-key VKEY ...] [--endpoint URL --region R] | --show-key   check a data dir, bundle, segment or archive'],
   export: [exportCommand, [], 'export --out FILE [--from T] [--to T] [--user U] [--connection C]   evidence bundle'],
   journal: [journalCommand, ['json'], 'journal salvage                              fold a damaged journal\'s readable lines, keep the damaged ones aside'],
   witness: [witnessCommand, [], 'witness serve --key FILE --listen HOST:PORT --log-key VKEY [--log-key ...]   cosign another gateway\'s checkpoints'],

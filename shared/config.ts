@@ -33,11 +33,14 @@ export const ConnectionName = z
   .regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, 'lower-case letters, digits, "-" and "_"')
   .refine((name) => !RESERVED_CONNECTION_NAMES.includes(name), { message: 'this name is a path of the console itself; choose another connection name' });
 
-export const SecretSource = z.union([
-  z.object({ env: z.string().min(1) }).strict(),
-  z.object({ value: z.string() }).strict(),
-  z.object({ file: z.string().min(1) }).strict(),
-]);
+export const SecretSource = z.union(
+  [
+    z.object({ env: z.string().min(1) }).strict(),
+    z.object({ value: z.string() }).strict(),
+    z.object({ file: z.string().min(1) }).strict(),
+  ],
+  { error: 'a secret reference: { env: VARIABLE }, { file: PATH } or { value: "…" }' },
+);
 export type SecretSource = z.infer<typeof SecretSource>;
 
 export const TlsOptions = z
@@ -307,6 +310,12 @@ export type PolicyRule = z.infer<typeof PolicyRule>;
 export const Retention = z
   .object({
     payloadsAfter: Duration.optional(),
+    /**
+     * How long each sealed archive segment stays locked in the bucket (S3 Object Lock retain-until
+     * date, counted from when it is sealed). Needs audit.archive; applied where the bucket has
+     * Object Lock enabled.
+     */
+    archiveFor: Duration.optional(),
   })
   .strict();
 
@@ -341,6 +350,51 @@ export const AuditSink = z
     if (s.preset && !s.secret) ctx.addIssue({ code: 'custom', path: ['secret'], message: `the ${s.preset} preset needs secret (the ${s.preset === 'splunk' ? 'HEC token' : 'API key'})` });
   });
 
+/** S3 bucket names: 3–63 lower-case letters, digits, "." and "-", starting and ending with a letter or digit. */
+const BUCKET_RE = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
+
+/**
+ * Sealed archive segments in object storage (docs/AUDIT.md, "Archive"): every `every`, the events
+ * since the last segment are sealed with a signed checkpoint and uploaded through the S3 API.
+ */
+export const AuditArchive = z
+  .object({
+    s3: z
+      .object({
+        bucket: z.string().regex(BUCKET_RE, 'an S3 bucket name: 3–63 lower-case letters, digits, "." and "-"'),
+        /** Key prefix the segments go under (`<prefix>/segments/…`); no leading "/". */
+        prefix: z
+          .string()
+          .regex(/^([A-Za-z0-9!_.*'()-]+\/)*[A-Za-z0-9!_.*'()-]*\/?$/, 'a key prefix such as custody/prod: letters, digits and !_.*\'()- between single "/", no leading "/"')
+          .refine((p) => !p.split('/').some((part) => part === '.' || part === '..'), { message: 'a key prefix cannot hold "." or ".." segments' })
+          .default(''),
+        /** An S3-compatible endpoint (MinIO, Ceph, R2…); default: AWS for the region. */
+        endpoint: z.string().regex(/^https?:\/\/[^\s/]+\/?$/, 'an endpoint URL such as https://s3.eu-central-1.amazonaws.com or http://127.0.0.1:9000').optional(),
+        region: z.string().regex(/^[a-z0-9-]{2,32}$/, 'a region such as eu-central-1').optional(),
+        /** Path-style URLs (`<endpoint>/<bucket>/<key>`); default: on when endpoint is given. */
+        forcePathStyle: z.boolean().optional(),
+        /** Default: the AWS SDK's own chain (AWS_ACCESS_KEY_ID…, ~/.aws, instance roles). */
+        credentials: z
+          .object({
+            accessKeyId: SecretSource,
+            secretAccessKey: SecretSource,
+            sessionToken: SecretSource.optional(),
+          })
+          .strict()
+          .optional(),
+      })
+      .strict(),
+    /** How often a segment is sealed. */
+    every: Duration.default('1h'),
+    /** S3 Object Lock mode for the retention date retention.archiveFor sets. */
+    lockMode: z.enum(['COMPLIANCE', 'GOVERNANCE']).default('COMPLIANCE'),
+  })
+  .strict()
+  .superRefine((a, ctx) => {
+    if (DURATION_RE.test(a.every) && parseDuration(a.every) < 1000) ctx.addIssue({ code: 'custom', path: ['every'], message: 'seal segments at most once a second (every: 1s or more)' });
+  });
+export type AuditArchive = z.infer<typeof AuditArchive>;
+
 export const Config = z
   .object({
     dataDir: z.string().optional(),
@@ -374,6 +428,8 @@ export const Config = z
         witnesses: z.array(AuditWitness).default([]),
         /** SIEM sinks every recorded event is streamed to as OCSF (docs/AUDIT.md, "Sinks"). */
         sinks: z.array(AuditSink).default([]),
+        /** Sealed segments in object storage (docs/AUDIT.md, "Archive"). */
+        archive: AuditArchive.optional(),
       })
       .strict()
       .superRefine((a, ctx) => {
@@ -418,6 +474,7 @@ export const Config = z
   })
   .strict()
   .superRefine((c, ctx) => {
+    if (c.retention.archiveFor && !c.audit.archive) ctx.addIssue({ code: 'custom', path: ['retention', 'archiveFor'], message: 'archiveFor locks archive segments: configure audit.archive, or remove it' });
     const seen = new Set<string>();
     c.connections.forEach((conn, i) => {
       if (seen.has(conn.name)) ctx.addIssue({ code: 'custom', path: ['connections', i, 'name'], message: `duplicate connection name "${conn.name}"` });

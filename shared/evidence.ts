@@ -28,3 +28,25 @@ export interface SinkStatus {
   lastError: string | null;
   failures: number;
 }
+
+/** The archive of sealed segments in object storage (audit.archive). */
+export interface ArchiveStatus {
+  /** `s3://bucket/prefix`, and the endpoint when it is not AWS. */
+  location: string;
+  every: string;
+  /** pending: nothing archived yet and no failure; failing: the last attempt failed. */
+  state: 'ok' | 'failing' | 'pending';
+  lastSegment: { index: number; firstSeq: number; lastSeq: number; key: string; bytes: number; sealedAt: number; verifiedAt: number; retainUntil: number | null } | null;
+  /** Every event up to this seq is in a segment read back from the bucket and verified. */
+  archivedThrough: number;
+  /** Events recorded but not yet in a verified segment. */
+  behind: number;
+  /**
+   * enabled: segments are written with a retention date (`retainFor` after sealing, in `mode`);
+   * absent: the bucket cannot lock them (`detail` says why); unknown: not yet asked, or not allowed to ask.
+   */
+  objectLock: { state: 'enabled' | 'absent' | 'unknown'; mode: 'COMPLIANCE' | 'GOVERNANCE'; retainFor: string | null; detail: string | null };
+  lastError: string | null;
+  failures: number;
+  nextRetryAt: number | null;
+}

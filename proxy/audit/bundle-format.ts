@@ -1,21 +1,24 @@
 /**
  * The evidence bundle's format: its file names, its manifest, and the header of the manifest's
- * signed digest. The exporter (export.ts) writes it and the verifier (verify/bundle.ts) reads it;
- * neither owns it.
+ * signed digest. The exporter (export.ts) writes it, the archiver writes it over a range of the log
+ * (archive/segment.ts: an archive segment is a bundle), and the verifier (verify/bundle.ts) reads
+ * it; none of them owns it.
  *
- *   manifest.json        what is inside: filter, checkpoint, counts, SHA-256 and size of every file
+ *   manifest.json        what is inside: filter or segment, checkpoint, counts, SHA-256 and size of every file
  *   manifest.note        C2SP signed note over SHA-256(manifest.json), same key as the checkpoints
  *   checkpoint.txt       a checkpoint signed for this bundle (tree size T)
  *   public-key.txt       verifier key (`name+id+key`) and fingerprint
  *   events.jsonl         the selected events, payloads as recorded (masked), with their hashes
  *   ocsf.jsonl           the same events as OCSF records (see ocsf.ts)
  *   proofs.jsonl         an RFC 6962 inclusion proof per event against checkpoint.txt
- *   hashes.bin           the 32-byte hash of every event 1..T (exports only)
+ *   hashes.bin           the 32-byte hash of every event 1..T (exports; a segment does without)
  *   checkpoints.jsonl    stored checkpoints up to T; consistency.jsonl proves each a prefix of T
  *   cosignatures.jsonl   witness cosignatures of checkpoints up to T (see witnessing.ts)
  *   holds.json           holds (with their votes) in the window; policy-versions.json the rules in force
  *   report.html          the self-contained human-readable report (report.ts)
  */
+import { createHash } from 'node:crypto';
+import { createReadStream, statSync } from 'node:fs';
 
 /** `manifest.json` → `format`. */
 export const BUNDLE_FORMAT = 'custody-evidence-bundle/1';
@@ -90,13 +93,48 @@ export interface BundleConsistency {
   path: string[];
 }
 
+/**
+ * A bundle cut over a contiguous range of the log (an archive segment) rather than a filter:
+ * events `firstSeq..lastSeq` all present, `checkpoint.txt` covering exactly `lastSeq`, and
+ * `previous` naming what the range continues: the tree of `firstSeq - 1` events (its root, and the
+ * hash of its last event, which the first event's prevHash must be), proven a prefix of the
+ * checkpoint by the one line of `consistency.jsonl`.
+ */
+export interface BundleSegment {
+  index: number;
+  firstSeq: number;
+  lastSeq: number;
+  previous: { treeSize: number; rootHash: string; lastHash: string };
+}
+
 export interface BundleManifest {
   format: string;
   createdAt: string;
   origin: string;
   filter: { from?: number; to?: number; user?: string; connection?: string };
+  segment?: BundleSegment;
   checkpoint: { treeSize: number; rootHash: string; time: number };
   events: number;
   purged: number;
   files: Record<string, { sha256: string; bytes: number }>;
+}
+
+/** A stored event as `events.jsonl` holds it; payload and spans are canonical JSON text, as stored. */
+export type StoredEventText = Omit<BundleEvent, 'payload' | 'spans' | 'purged'> & { payloadText: string; spansText: string; purged: boolean };
+
+/** One line of `events.jsonl` (without its newline), written from the stored text, never re-serialised. */
+export function eventLine(e: StoredEventText): string {
+  return `{"seq":${e.seq},"time":${e.time},"kind":${JSON.stringify(e.kind)},"session":${JSON.stringify(e.session)},"actor":${JSON.stringify(e.actor)},"connection":${JSON.stringify(e.connection)},"payload":${e.payloadText},"spans":${e.spansText}${e.purged ? ',"purged":true' : ''},"payloadHash":"${e.payloadHash}","prevHash":"${e.prevHash}","hash":"${e.hash}"}`;
+}
+
+/** One line of `proofs.jsonl`: the inclusion proof of event `seq` in the tree of `treeSize` events. */
+export function proofLine(seq: number, treeSize: number, path: readonly Uint8Array[]): string {
+  return JSON.stringify({ seq, leafIndex: seq - 1, treeSize, path: path.map((h) => Buffer.from(h).toString('base64')) } satisfies BundleProof);
+}
+
+/** A file's entry in `manifest.json` → `files`: its SHA-256 (hex) and size, read in chunks. */
+export async function manifestFileEntry(path: string): Promise<{ sha256: string; bytes: number }> {
+  const h = createHash('sha256');
+  for await (const chunk of createReadStream(path)) h.update(chunk as Buffer);
+  return { sha256: h.digest('hex'), bytes: statSync(path).size };
 }

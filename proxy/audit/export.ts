@@ -10,7 +10,6 @@ import { type CastSource, type TerminalFrame, toAsciicast } from '../../shared/a
 import { mkdtempSync, openSync, closeSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
-import { inflateRawSync } from 'node:zlib';
 import { parseDuration, type Config } from '../../shared/config';
 import type { AuditEvent } from '../../shared/events';
 import { newId } from '../ids';
@@ -19,9 +18,9 @@ import { HASH_SIZE, MerkleTree } from './merkle';
 import { toOcsf, type OcsfContext } from './ocsf';
 import { renderReport, type AccessRow, type ReportData } from './report';
 import type { AuditStore } from './store';
-import { sha256hex } from './store';
+import { sha256hex, storedPayloadText } from './store';
 import { writeTarGz } from './tar';
-import { BUNDLE_FILES, BUNDLE_FORMAT, type BundleManifest, manifestNoteText } from './bundle-format';
+import { BUNDLE_FILES, BUNDLE_FORMAT, type BundleManifest, eventLine, manifestFileEntry, manifestNoteText, proofLine } from './bundle-format';
 import type { VerifyReport } from './verify/checks';
 
 export interface ExportFilter {
@@ -165,17 +164,14 @@ export async function exportBundle(opts: ExportOptions): Promise<ExportResult> {
           const [seq, time, kind, session, actor, connection, payload, encoding, spansText, payloadHash, prevHash, hash] = r;
           const purged = encoding === 'purged';
           if (purged) stats.purged++;
-          const text = purged ? 'null' : encoding === 'deflate' ? inflateRawSync(payload as Buffer).toString('utf8') : typeof payload === 'string' ? payload : payload === null ? 'null' : payload.toString('utf8');
-          const spans = spansText ?? '[]';
-          ev.push(
-            `{"seq":${seq},"time":${time},"kind":${JSON.stringify(kind)},"session":${JSON.stringify(session)},"actor":${JSON.stringify(actor)},"connection":${JSON.stringify(connection)},"payload":${text},"spans":${spans}${purged ? ',"purged":true' : ''},"payloadHash":"${payloadHash}","prevHash":"${prevHash}","hash":"${hash}"}`,
-          );
+          const text = storedPayloadText(encoding, payload);
+          ev.push(eventLine({ seq, time, kind, session, actor, connection, payloadText: text, spansText: spansText ?? '[]', purged, payloadHash, prevHash, hash }));
           const parsedPayload = purged ? null : (JSON.parse(text) as unknown);
           const parsedSpans = spansText ? (JSON.parse(spansText) as { type: string }[]) : [];
           collect(stats, { seq, time, kind, session, actor, connection, payload: parsedPayload, spans: parsedSpans }, ctx);
           if (session && (kind === 'ssh.request' || kind === 'ssh.output')) castFrames(casts, session, time, kind, parsedPayload);
           oc.push(JSON.stringify(toOcsf({ seq, time, kind, session, actor, connection, payload: parsedPayload, spans: parsedSpans, hash }, ctx)));
-          pr.push(JSON.stringify({ seq, leafIndex: seq - 1, treeSize: T, path: tree.inclusionProof(seq - 1).map((h) => h.toString('base64')) }));
+          pr.push(proofLine(seq, T, tree.inclusionProof(seq - 1)));
           firstSeq ??= seq;
           lastSeq = seq;
         }
@@ -250,7 +246,7 @@ export async function exportBundle(opts: ExportOptions): Promise<ExportResult> {
       names.push(name);
     }
     const files: BundleManifest['files'] = {};
-    for (const name of names) files[name] = { sha256: await sha256File(join(stage, name)), bytes: statSync(join(stage, name)).size };
+    for (const name of names) files[name] = await manifestFileEntry(join(stage, name));
     const manifest: BundleManifest & Record<string, unknown> = {
       format: BUNDLE_FORMAT,
       id,
@@ -331,14 +327,6 @@ function writeFileIn(dir: string, name: string, data: string | Buffer): void {
   } finally {
     closeSync(fd);
   }
-}
-
-async function sha256File(path: string): Promise<string> {
-  const { createHash } = await import('node:crypto');
-  const { createReadStream } = await import('node:fs');
-  const h = createHash('sha256');
-  for await (const chunk of createReadStream(path)) h.update(chunk as Buffer);
-  return h.digest('hex');
 }
 
 /** Running totals while events are read; `report.ts` turns them into the report's figures. */

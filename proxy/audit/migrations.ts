@@ -167,4 +167,31 @@ export const MIGRATIONS: Migration[] = [
       );
     `,
   },
+  {
+    version: 4,
+    name: 'archive segments sealed into object storage',
+    sql: `
+      CREATE TABLE archive_segments (
+        idx INTEGER PRIMARY KEY,      -- 1, 2, … in seq order
+        first_seq INTEGER NOT NULL,
+        last_seq INTEGER NOT NULL,    -- the segment's checkpoint covers exactly last_seq events
+        root_hash TEXT NOT NULL,      -- hex root of the tree of last_seq events
+        last_hash TEXT NOT NULL,      -- hash of event last_seq
+        checkpoint TEXT NOT NULL,     -- the signed checkpoint note the segment is cut at
+        checkpoint_time INTEGER NOT NULL,
+        prev_root_hash TEXT NOT NULL, -- the tree of first_seq - 1 events it continues
+        prev_last_hash TEXT NOT NULL,
+        object_key TEXT NOT NULL,
+        sealed_at INTEGER NOT NULL,
+        uploaded_at INTEGER,
+        verified_at INTEGER,          -- read back from the bucket and verified; NULL while pending
+        bytes INTEGER,
+        sha256 TEXT,
+        version_id TEXT,
+        lock_mode TEXT,               -- COMPLIANCE | GOVERNANCE when written under Object Lock
+        retain_until INTEGER
+      );
+      CREATE UNIQUE INDEX archive_segments_first ON archive_segments(first_seq);
+    `,
+  },
 ];

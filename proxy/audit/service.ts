@@ -1,6 +1,7 @@
 /**
- * The gateway's audit part: the checkpoint signer and timer, retention, on-demand verification and
- * background evidence exports (progress on the control-plane bus). Built once in gateway.ts.
+ * The gateway's audit part: the checkpoint signer and timer, retention, on-demand verification,
+ * background evidence exports (progress on the control-plane bus), and the evidence that leaves the
+ * box (witnesses, SIEM sinks, the archive in object storage). Built once in gateway.ts.
  */
 import { existsSync, mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
@@ -11,7 +12,9 @@ import type { EventBus } from '../bus';
 import { type AuditTrail, type Checkpoint, checkpointIntervalMs, openAuditTrail } from './checkpoints';
 import type { PublicKeyInfo } from './checkpoint-signer';
 import { exportBundle, type ExportFilter } from './export';
-import { startRetention } from './retention';
+import { type RetentionSchedule, startRetention } from './retention';
+import { Archiver, type ArchiveStatus } from './archive/archiver';
+import { archiveLocation } from './archive/object-store';
 import type { AuditStore } from './store';
 import { runVerification } from './verify-runner';
 import { type SinkRunner, type SinkStatus, startSinks } from './sinks';
@@ -54,6 +57,7 @@ export interface AuditStatus {
   retention: { payloadsAfter: string | null };
   witnesses: WitnessStatus[];
   sinks: SinkStatus[];
+  archive: ArchiveStatus | null;
 }
 
 const LAST_VERIFICATION_META = 'audit.lastVerification';
@@ -65,6 +69,10 @@ export class AuditService {
   private verifying?: Promise<VerificationRecord>;
   readonly witnesses: WitnessPublisher;
   private sinks: SinkRunner[] = [];
+  /** The archive of sealed segments, when audit.archive is configured. */
+  archiver?: Archiver;
+  /** Payload retention (retention.payloadsAfter), bounded by the archive when there is one. */
+  retention: RetentionSchedule = { stop: () => {}, runIfDue: () => {} };
 
   private constructor(
     readonly trail: AuditTrail,
@@ -75,11 +83,33 @@ export class AuditService {
 
   /** Opens the signing key (creating it on first start), starts the checkpoint timer and retention. */
   static start(deps: { store: AuditStore; config: Config; dataDir: string; bus: EventBus; log: Logger; version: string }): AuditService {
+    // Archive credentials are read first: a missing secret stops the start before anything runs.
+    const archive = deps.config.audit.archive;
+    const archiveAt = archive ? archiveLocation(archive) : undefined;
     const svc = new AuditService(openAuditTrail(deps.store, deps.dataDir, deps.config), deps);
     const key = svc.trail.signer.info();
     deps.log.info(`audit: ${svc.trail.keyCreated ? 'created the checkpoint signing key' : 'checkpoint signing key'} ${key.verifierKey} (fingerprint ${key.fingerprint})`);
-    svc.stops.push(startRetention(deps.store, deps.config, deps.log));
+    if (archive && archiveAt) {
+      svc.archiver = new Archiver({
+        store: deps.store,
+        trail: svc.trail,
+        archive,
+        retention: deps.config.retention,
+        workDir: join(deps.dataDir, 'archive'),
+        location: archiveAt,
+        log: deps.log,
+        onArchived: () => svc.retention.runIfDue(),
+        onCheckpoint: () => svc.witnesses.notify(),
+      });
+    }
+    const archiver = svc.archiver;
+    svc.retention = startRetention(deps.store, deps.config, deps.log, archiver ? () => archiver.archivedThrough() : undefined);
+    svc.stops.push(() => svc.retention.stop());
     svc.stops.push(svc.trail.checkpoints.startTimer(checkpointIntervalMs(deps.config), deps.log, () => svc.witnesses.notify()));
+    if (svc.archiver) {
+      svc.archiver.start();
+      svc.stops.push(() => svc.archiver!.stop());
+    }
     svc.stops.push(() => svc.witnesses.stop());
     svc.sinks = startSinks(deps.store, deps.config, key.name, deps.version, deps.log);
     svc.stops.push(() => svc.sinks.forEach((s) => s.stop()));
@@ -113,6 +143,7 @@ export class AuditService {
       retention: { payloadsAfter: this.deps.config.retention.payloadsAfter ?? null },
       witnesses: this.witnesses.status(),
       sinks: this.sinks.map((s) => s.status()),
+      archive: this.archiver?.status() ?? null,
     };
   }
 
@@ -123,10 +154,22 @@ export class AuditService {
   health(): {
     witnesses: { name: string; state: WitnessStatus['state']; cosignedTreeSize: number | null; behind: number; failures: number }[];
     sinks: { name: string; state: SinkStatus['state']; backlog: number; backlogAgeMs: number | null; lastDeliveryAt: number | null; failures: number }[];
+    archive: { state: ArchiveStatus['state']; lastSegment: { index: number; lastSeq: number; verifiedAt: number } | null; archivedThrough: number; behind: number; objectLock: ArchiveStatus['objectLock']['state']; failures: number } | null;
   } {
+    const a = this.archiver?.status();
     return {
       witnesses: this.witnesses.status().map((w) => ({ name: w.name, state: w.state, cosignedTreeSize: w.lastCosigned?.treeSize ?? null, behind: w.behind, failures: w.failures })),
       sinks: this.sinks.map((s) => s.status()).map((s) => ({ name: s.name, state: s.state, backlog: s.backlog, backlogAgeMs: s.backlogAgeMs, lastDeliveryAt: s.lastDeliveryAt, failures: s.failures })),
+      archive: a
+        ? {
+            state: a.state,
+            lastSegment: a.lastSegment ? { index: a.lastSegment.index, lastSeq: a.lastSegment.lastSeq, verifiedAt: a.lastSegment.verifiedAt } : null,
+            archivedThrough: a.archivedThrough,
+            behind: a.behind,
+            objectLock: a.objectLock.state,
+            failures: a.failures,
+          }
+        : null,
     };
   }
 

@@ -63,6 +63,13 @@ interface EventRow {
   hash: string;
 }
 
+/** A stored payload as canonical JSON text: inflated when deflated, `null` once purged. */
+export function storedPayloadText(encoding: string, payload: Buffer | string | null): string {
+  if (encoding === 'purged' || payload === null) return 'null';
+  if (encoding === 'deflate') return inflateRawSync(payload as Buffer).toString('utf8');
+  return typeof payload === 'string' ? payload : payload.toString('utf8');
+}
+
 export function rowToEvent(r: EventRow): AuditEvent {
   let payload: unknown = null;
   if (r.encoding === 'json') payload = JSON.parse(typeof r.payload === 'string' ? r.payload : r.payload!.toString('utf8'));

@@ -88,6 +88,13 @@ export interface ParallelOptions extends VerifyOptions {
   inThread?: boolean;
 }
 
+/** Verifies a bundle file in a worker thread (inline where workers cannot load). */
+export async function runBundleVerification(path: string, opts: Pick<VerifyOptions, 'expectedKey'> = {}): Promise<VerifyReport> {
+  const src = workerSource(import.meta.url, './verify-worker');
+  if (!src) return verifyBundle(path, opts);
+  return runWorkerOnce(src, { bundle: path, expectedKey: opts.expectedKey }, 'report', (m) => m['report'] as VerifyReport);
+}
+
 /**
  * Verifies a store with the row pass split into seq ranges, each checked in its own worker thread
  * (each opening the file read-only); the ranges are stitched and the tree built here. Small stores,

@@ -7,7 +7,7 @@ import type { AuditEvent, SessionSummary } from '../../shared/events';
 import type { HoldDecisionRequest, HoldState, HoldView } from '../../shared/holds';
 import type { ApiKeyRecord } from '../../shared/identity';
 import type { DashboardData } from '../../shared/dashboard';
-import type { SinkStatus, WitnessStatus } from '../../shared/evidence';
+import type { ArchiveStatus, SinkStatus, WitnessStatus } from '../../shared/evidence';
 import type { Me } from './roles';
 import type { SessionFilter } from './sessions';
 
@@ -85,11 +85,14 @@ export interface AuditStatus {
   origin?: string | null;
   witnesses: WitnessView[];
   sinks: SinkView[];
+  /** The archive in object storage; null when audit.archive is not configured. */
+  archive: ArchiveView | null;
   raw: unknown;
 }
 
 export type WitnessView = WitnessStatus;
 export type SinkView = SinkStatus;
+export type ArchiveView = ArchiveStatus;
 
 export interface VerifyResult {
   ok: boolean;
@@ -306,6 +309,7 @@ export function readAuditStatus(v: unknown): AuditStatus {
     origin: strOrNull(o['origin'] ?? cp['origin']),
     witnesses: Array.isArray(o['witnesses']) ? (o['witnesses'] as WitnessView[]) : [],
     sinks: Array.isArray(o['sinks']) ? (o['sinks'] as SinkView[]) : [],
+    archive: o['archive'] && typeof o['archive'] === 'object' ? (o['archive'] as ArchiveView) : null,
     raw: v,
   };
 }

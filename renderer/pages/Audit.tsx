@@ -2,16 +2,17 @@
  * Audit: integrity of the log (last signed checkpoint, last verification, the signing key's
  * fingerprint), a verification run on demand, and evidence bundles for a time window — built by
  * the gateway with progress over the WebSocket, then downloaded. `custody verify <bundle>` checks
- * a bundle offline. Witnesses (who cosign the checkpoints elsewhere) and SIEM sinks (where every
- * event is streamed) show their state; one that fails raises a banner for admins, since evidence
- * that has stopped leaving the box is a finding in itself.
+ * a bundle offline. Witnesses (who cosign the checkpoints elsewhere), SIEM sinks (where every
+ * event is streamed) and the archive (sealed segments in object storage) show their state; one that
+ * fails raises a banner for admins, since evidence that has stopped leaving the box is a finding in
+ * itself.
  */
 import { useCallback, useEffect, useRef, useState } from 'react';
 import { api, toast, useAuth } from '../app/context';
 import { onMessage } from '../app/live-socket';
 import { Icon } from '../components/Icon';
 import { Badge, Button, CodeBlock, ErrorBox, Field, Loading, PageHeader } from '../components/ui';
-import type { AuditStatus, SinkView, VerifyResult, WitnessView } from '../lib/api-types';
+import type { ArchiveView, AuditStatus, SinkView, VerifyResult, WitnessView } from '../lib/api-types';
 import { formatAgo, formatBytes, formatCount, formatDateTime, fromLocalInput, toLocalInput } from '../lib/format';
 import { capabilities } from '../lib/roles';
 
@@ -51,7 +52,13 @@ export function AuditPage() {
     const t = setInterval(load, 5000);
     return () => clearInterval(t);
   }, [load]);
-  const failing = status ? [...status.witnesses.filter((w) => w.state === 'failing').map((w) => `witness ${w.name}`), ...status.sinks.filter((s) => s.state === 'failing').map((s) => `sink ${s.name}`)] : [];
+  const failing = status
+    ? [
+        ...status.witnesses.filter((w) => w.state === 'failing').map((w) => `witness ${w.name}`),
+        ...status.sinks.filter((s) => s.state === 'failing').map((s) => `sink ${s.name}`),
+        ...(status.archive?.state === 'failing' ? ['the archive'] : []),
+      ]
+    : [];
 
   return (
     <div className="page">
@@ -127,7 +134,7 @@ export function AuditPage() {
           </details>
         )}
       </section>
-      {status && (status.witnesses.length > 0 || status.sinks.length > 0) && <EvidenceOutCard witnesses={status.witnesses} sinks={status.sinks} />}
+      {status && (status.witnesses.length > 0 || status.sinks.length > 0 || status.archive) && <EvidenceOutCard witnesses={status.witnesses} sinks={status.sinks} archive={status.archive} />}
       {caps.exportEvidence && <ExportCard />}
     </div>
   );
@@ -137,13 +144,26 @@ function stateBadge(state: string) {
   return <Badge tone={state === 'failing' ? 'danger' : state === 'ok' || state === 'idle' ? 'ok' : 'neutral'}>{state === 'idle' ? 'up to date' : state}</Badge>;
 }
 
-function EvidenceOutCard({ witnesses, sinks }: { witnesses: WitnessView[]; sinks: SinkView[] }) {
+/** The last error of something retried with backoff, and when the next try is. */
+function FailureNote({ error, nextRetryAt, now }: { error: string | null; nextRetryAt: number | null; now: number }) {
+  if (!error) return null;
+  return (
+    <div className="danger-text small">
+      {error}
+      {nextRetryAt ? ` · retrying in ${Math.max(1, Math.round((nextRetryAt - now) / 1000))} s` : ''}
+    </div>
+  );
+}
+
+function EvidenceOutCard({ witnesses, sinks, archive }: { witnesses: WitnessView[]; sinks: SinkView[]; archive: ArchiveView | null }) {
   const now = Date.now();
   return (
     <section className="card" data-testid="evidence-out">
       <div className="card-head">
         <h2>Evidence leaving the box</h2>
-        <span className="muted small">Witnesses cosign each checkpoint elsewhere, so a rewritten history cannot be re-signed here unnoticed. Sinks stream every event to your SIEM.</span>
+        <span className="muted small">
+          Witnesses cosign each checkpoint elsewhere, so a rewritten history cannot be re-signed here unnoticed. Sinks stream every event to your SIEM. The archive keeps sealed, verifiable segments in object storage.
+        </span>
       </div>
       {witnesses.length > 0 && (
         <table className="table" data-testid="witnesses">
@@ -164,7 +184,7 @@ function EvidenceOutCard({ witnesses, sinks }: { witnesses: WitnessView[]; sinks
                 </td>
                 <td>
                   {stateBadge(w.state)}
-                  {w.lastError && <div className="danger-text small">{w.lastError}{w.nextRetryAt ? ` · retrying in ${Math.max(1, Math.round((w.nextRetryAt - now) / 1000))} s` : ''}</div>}
+                  <FailureNote error={w.lastError} nextRetryAt={w.nextRetryAt} now={now} />
                 </td>
                 <td>
                   {w.lastCosigned ? (
@@ -209,7 +229,61 @@ function EvidenceOutCard({ witnesses, sinks }: { witnesses: WitnessView[]; sinks
           </tbody>
         </table>
       )}
+      {archive && <ArchiveTable archive={archive} now={now} />}
     </section>
+  );
+}
+
+function ArchiveTable({ archive: a, now }: { archive: ArchiveView; now: number }) {
+  const last = a.lastSegment;
+  return (
+    <table className="table" data-testid="archive">
+      <thead>
+        <tr>
+          <th>Archive</th>
+          <th>State</th>
+          <th>Last sealed segment</th>
+          <th>Not yet archived</th>
+          <th>Object Lock</th>
+        </tr>
+      </thead>
+      <tbody>
+        <tr>
+          <td>
+            <div className="mono small">{a.location}</div>
+            <div className="muted small">sealed every {a.every}</div>
+          </td>
+          <td>
+            {stateBadge(a.state)}
+            <FailureNote error={a.lastError} nextRetryAt={a.nextRetryAt} now={now} />
+          </td>
+          <td data-testid="archive-last-segment">
+            {last ? (
+              <>
+                #{last.index}: seq {formatCount(last.firstSeq)}–{formatCount(last.lastSeq)} · verified {formatAgo(last.verifiedAt, now)}
+                <div className="muted small mono" title={last.key}>
+                  {last.key} · {formatBytes(last.bytes)}
+                </div>
+              </>
+            ) : (
+              'none yet'
+            )}
+          </td>
+          <td>{a.behind ? `${formatCount(a.behind)} events` : 'none'}</td>
+          <td data-testid="archive-object-lock">
+            {a.objectLock.state === 'enabled' ? (
+              <>
+                <Badge tone="ok">{a.objectLock.mode}</Badge>
+                {last?.retainUntil ? <div className="muted small">last segment locked until {formatDateTime(last.retainUntil)}</div> : null}
+              </>
+            ) : (
+              <Badge tone={a.objectLock.state === 'absent' ? 'warn' : 'neutral'}>{a.objectLock.state === 'absent' ? 'absent' : 'unknown'}</Badge>
+            )}
+            {a.objectLock.detail && <div className="muted small">{a.objectLock.detail}</div>}
+          </td>
+        </tr>
+      </tbody>
+    </table>
   );
 }
 

@@ -1,6 +1,7 @@
 // The Audit page's "evidence leaving the box": a witness that cosigns (spawned with the real CLI
 // after the gateway started, so it is also caught up from behind), a witness and a sink that are
-// down (a banner for admins, not for reviewers), each sink's backlog. Screenshot: audit-evidence.png.
+// down (a banner for admins, not for reviewers), each sink's backlog, and the archive's last sealed
+// segment in a bucket (s3rver on loopback, which has no Object Lock). Screenshot: audit-evidence.png.
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
@@ -8,6 +9,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { after, before, describe, it } from 'node:test';
+import S3rver from 's3rver';
 import { formatCosignerKey } from '../../proxy/audit/cosignature';
 import { ed25519RawPublicKey } from '../../proxy/audit/signed-note';
 import { newPage, screenshot, signIn } from '../support/browser';
@@ -17,6 +19,7 @@ import { type ConsoleEnv, eventually, startConsoleEnv } from './console-harness'
 
 let env: ConsoleEnv;
 let witness: ChildProcess | undefined;
+let s3: S3rver | undefined;
 const CLI = join(import.meta.dirname, '../../bin/custody.mjs');
 
 describe('console: witnesses and sinks on the Audit page', () => {
@@ -26,14 +29,19 @@ describe('console: witnesses and sinks on the Audit page', () => {
   writeFileSync(keyFile, privateKey.export({ format: 'pem', type: 'pkcs8' }) as string, { mode: 0o600 });
   const witnessKey = formatCosignerKey('witness.test/offsite', ed25519RawPublicKey(privateKey));
   let witnessPort: number;
+  const bucketDir = tempDir('custody-console-s3-');
 
   before(async () => {
     witnessPort = await freePort();
     const deadPort = await freePort();
+    s3 = new S3rver({ port: 0, address: '127.0.0.1', silent: true, directory: bucketDir, configureBuckets: [{ name: 'evidence', configs: [] }] });
+    const s3Port = (await s3.run()).port;
     env = await startConsoleEnv({
       config: {
         audit: {
           checkpointInterval: '2s',
+          // s3rver's built-in key pair.
+          archive: { s3: { bucket: 'evidence', prefix: 'console', endpoint: `http://127.0.0.1:${s3Port}`, credentials: { accessKeyId: { value: 'S3RVER' }, secretAccessKey: { value: 'S3RVER' } } }, every: '1h' },
           witnesses: [
             { name: 'offsite', url: `http://127.0.0.1:${witnessPort}`, key: witnessKey },
             { name: 'unreachable', url: `http://127.0.0.1:${deadPort}`, key: formatCosignerKey('witness.test/gone', ed25519RawPublicKey(generateKeyPairSync('ed25519').privateKey)) },
@@ -52,6 +60,7 @@ describe('console: witnesses and sinks on the Audit page', () => {
   after(async () => {
     witness?.kill('SIGTERM');
     await env?.stop();
+    await s3?.close();
   });
 
   it('shows the cosigned checkpoint, the failing witness and sink with a banner for admins', async () => {
@@ -68,6 +77,11 @@ describe('console: witnesses and sinks on the Audit page', () => {
     assert.doesNotMatch(text, /offsite/);
     assert.match(await page.getByTestId('witness-unreachable').innerText(), /failing[\s\S]*cannot reach[\s\S]*none yet/);
     assert.match(await page.getByTestId('sink-siem').innerText(), /failing[\s\S]*\d+ events/);
+    const lastSegment = page.getByTestId('archive-last-segment');
+    await eventually(async () => /#1: seq 1–\d+ · verified/.test(await lastSegment.innerText().catch(() => '')), 'the archive to show its first sealed segment', 20_000);
+    assert.match(await lastSegment.innerText(), /console\/segments\/0{15}1-\d{16}\.tar\.gz/);
+    assert.match(await page.getByTestId('archive-object-lock').innerText(), /absent[\s\S]*does not implement Object Lock/);
+    assert.doesNotMatch(text, /archive/);
     const path = await screenshot(page, 'audit-evidence');
     assert.ok(path.endsWith('audit-evidence.png'));
     // A 401 before sign-in is a failed resource load, not a script error.

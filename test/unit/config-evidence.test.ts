@@ -1,11 +1,11 @@
-// audit.witnesses[] and audit.sinks[]: every refused value names its path and the fix (corpus in
+// audit.witnesses[], audit.sinks[] and audit.archive: every refused value names its path and the fix (corpus in
 // test/fixtures/config/audit-evidence-bad.txt, one attempt a line); good values parse.
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { formatIssuePath, validateConfig } from '../../shared/config';
 
-describe('audit.witnesses and audit.sinks in the config', () => {
+describe('audit.witnesses, audit.sinks and audit.archive in the config', () => {
   it('refuses each bad value with its path and a message that names the fix', () => {
     const lines = readFileSync('test/fixtures/config/audit-evidence-bad.txt', 'utf8')
       .split('\n')
@@ -37,6 +37,21 @@ describe('audit.witnesses and audit.sinks in the config', () => {
     assert.ok(r.ok, JSON.stringify(!r.ok && r.issues));
     const d = validateConfig({});
     assert.ok(d.ok);
-    if (d.ok) assert.deepEqual([d.config.audit.witnesses, d.config.audit.sinks], [[], []]);
+    if (d.ok) assert.deepEqual([d.config.audit.witnesses, d.config.audit.sinks, d.config.audit.archive], [[], [], undefined]);
+  });
+
+  it('accepts an archive with its defaults, and refuses retention.archiveFor without one', () => {
+    const r = validateConfig({
+      retention: { payloadsAfter: '400d', archiveFor: '730d' },
+      audit: { archive: { s3: { bucket: 'evidence.example', prefix: 'custody/prod/', endpoint: 'http://127.0.0.1:9000', credentials: { accessKeyId: { env: 'ARCHIVE_KEY_ID' }, secretAccessKey: { file: '/run/secrets/archive' } } } } },
+    });
+    assert.ok(r.ok, JSON.stringify(!r.ok && r.issues));
+    if (r.ok) assert.deepEqual([r.config.audit.archive?.every, r.config.audit.archive?.lockMode, r.config.audit.archive?.s3.forcePathStyle], ['1h', 'COMPLIANCE', undefined]);
+    const bad = validateConfig({ retention: { archiveFor: '730d' } });
+    assert.equal(bad.ok, false);
+    if (!bad.ok) {
+      assert.deepEqual(bad.issues[0]!.path, ['retention', 'archiveFor']);
+      assert.match(bad.issues[0]!.message, /archiveFor locks archive segments: configure audit.archive/);
+    }
   });
 });

@@ -7,12 +7,12 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { publicKeyInfo } from '../checkpoint-signer';
-import { BUNDLE_FILES, type BundleEvent, type BundleManifest, type BundleProof, manifestDigestOf, REQUIRED_BUNDLE_FILES } from '../bundle-format';
-import { eventLeafHash, HASH_SIZE, MerkleTree, rootFromBase64InclusionProof } from '../merkle';
+import { BUNDLE_FILES, type BundleConsistency, type BundleEvent, type BundleManifest, type BundleProof, type BundleSegment, manifestDigestOf, REQUIRED_BUNDLE_FILES } from '../bundle-format';
+import { emptyRoot, eventLeafHash, HASH_SIZE, MerkleTree, rootFromBase64InclusionProof, verifyConsistency } from '../merkle';
 import { type CheckpointBody, type NoteVerifier, parseCheckpointText, parseNote, parseVerifierKey } from '../signed-note';
 import { canonicalEventBody, canonicalPayload, chainHashOfText, GENESIS_HASH, sha256hex } from '../store';
 import { readTar } from '../tar';
-import { checkCheckpoint, checkExpectedKeyFormat, checkSignature, checkSince, checkWitnessed, type CosignatureRowData, describeKey, emptyReport, keyMatches, parseWitnessKeys, PROGRESS_EVERY, seqRange, reportFinisher, safeParse, type SinceAnchor, VerifyInputError, type VerifyOptions, type VerifyReport, signedAt } from './checks';
+import { checkCheckpoint, checkExpectedKeyFormat, checkSignature, checkSince, checkWitnessed, type CosignatureRowData, describeKey, emptyReport, keyMatches, parseWitnessKeys, PROGRESS_EVERY, seqRange, reportFinisher, safeParse, type SinceAnchor, type VerifyFailure, VerifyInputError, type VerifyOptions, type VerifyReport, signedAt } from './checks';
 
 /** Reads a --since-checkpoint argument: a signed checkpoint note, or an exported bundle (file or directory). */
 export function loadSinceAnchor(path: string): SinceAnchor {
@@ -53,11 +53,21 @@ export function readBundleFiles(path: string): Map<string, Buffer> {
   }
 }
 
-export function verifyBundle(path: string, opts: VerifyOptions = {}): VerifyReport {
+export interface BundleVerifyOptions extends VerifyOptions {
+  /** Each event once it has passed every check, in seq order (the archive verifier chains segments with it). */
+  onEvent?: (e: BundleEvent) => void;
+}
+
+export function verifyBundle(path: string, opts: BundleVerifyOptions = {}): VerifyReport {
+  checkExpectedKeyFormat(opts.expectedKey);
+  return verifyBundleFiles(readBundleFiles(path), path, opts);
+}
+
+/** Verifies a bundle's files (from a file, a directory or an archive segment); `path` names it in the report. */
+export function verifyBundleFiles(files: Map<string, Buffer>, path: string, opts: BundleVerifyOptions = {}): VerifyReport {
   const witnesses = parseWitnessKeys(opts.witnessKeys);
   const started = performance.now();
   checkExpectedKeyFormat(opts.expectedKey);
-  const files = readBundleFiles(path);
   const report = emptyReport(path, 'bundle');
   const finish = reportFinisher(report, started);
   const missing = REQUIRED_BUNDLE_FILES.filter((f) => !files.has(f));
@@ -99,6 +109,14 @@ export function verifyBundle(path: string, opts: VerifyOptions = {}): VerifyRepo
   }
   const filter = manifest.filter ?? {};
   report.filtered = Object.values(filter).some((v) => v !== undefined && v !== null);
+  // An archive segment: a contiguous range that continues a tree of `start` events.
+  const segment = manifest.segment;
+  if (segment !== undefined) {
+    const f = checkSegmentShape(segment, cp, report.filtered, files);
+    if (f) return finish(f);
+    report.segment = { index: segment.index, firstSeq: segment.firstSeq, lastSeq: segment.lastSeq, previous: segment.previous };
+  }
+  const start = segment ? segment.firstSeq - 1 : 0;
 
   // All event hashes up to the checkpoint, when present, must hash to its root.
   const hashes = files.get('hashes.bin');
@@ -144,7 +162,8 @@ export function verifyBundle(path: string, opts: VerifyOptions = {}): VerifyRepo
     const m = /^\{"seq":(\d+),/.exec(line);
     if (m) listed.add(Number(m[1]));
   }
-  let prevSeq = 0;
+  let prevSeq = start;
+  let prevHash = segment ? segment.previous.lastHash : GENESIS_HASH;
   const seen = new Set<number>();
   for (const line of lines(files.get('events.jsonl')!)) {
     const e = safeParse(line) as BundleEvent | undefined;
@@ -154,6 +173,7 @@ export function verifyBundle(path: string, opts: VerifyOptions = {}): VerifyRepo
     if (!report.filtered && seq !== prevSeq + 1 && listed.has(prevSeq + 1)) return finish({ seq: prevSeq + 1, problem: 'reordered', message: `events.jsonl lists seq ${seq} before seq ${prevSeq + 1}` });
     if (!report.filtered && seq !== prevSeq + 1) return finish({ seq: prevSeq + 1, problem: 'deleted', message: `seq ${seqRange(prevSeq + 1, seq - 1)} ${seq - 1 > prevSeq + 1 ? 'are' : 'is'} missing from events.jsonl` });
     if (seq > cp.treeSize) return finish({ seq, problem: 'modified', message: `it lies beyond the bundle's checkpoint of ${cp.treeSize} events` });
+    if (seq <= start) return finish({ seq, problem: 'bundle-modified', message: `it lies before the segment, which starts at seq ${start + 1}` });
     if (e.purged) report.payloadsPurged++;
     else {
       let ph: string;
@@ -167,7 +187,8 @@ export function verifyBundle(path: string, opts: VerifyOptions = {}): VerifyRepo
     }
     const body = canonicalEventBody({ seq, time: e.time, kind: e.kind as never, session: e.session, actor: e.actor, connection: e.connection, payloadHash: e.payloadHash });
     if (chainHashOfText(e.prevHash, body) !== e.hash) return finish({ seq, problem: 'modified', message: 'its fields do not match its hash' });
-    const expectedPrev = seq === 1 ? GENESIS_HASH : hashAt(seq - 1);
+    // The hash before it: from hashes.bin, or the event listed just before it in a contiguous bundle.
+    const expectedPrev = seq === 1 ? GENESIS_HASH : (hashAt(seq - 1) ?? (prevSeq === seq - 1 && !report.filtered ? prevHash : undefined));
     if (expectedPrev !== undefined && e.prevHash !== expectedPrev) return finish({ seq, problem: 'modified', message: `it does not chain to seq ${seq - 1} of the log` });
     if (hashes && hashAt(seq) !== e.hash) return finish({ seq, problem: 'modified', message: 'its hash differs from the one the signed checkpoint commits to' });
     const proof = proofFor(seq);
@@ -178,15 +199,17 @@ export function verifyBundle(path: string, opts: VerifyOptions = {}): VerifyRepo
     }
     seen.add(seq);
     prevSeq = seq;
+    prevHash = e.hash;
     report.events++;
+    opts.onEvent?.(e);
     if (opts.onProgress && report.events % PROGRESS_EVERY === 0) opts.onProgress(report.events, total);
   }
   for (let p = nextProof(); p; p = nextProof()) pendingProofs.set(p.seq, p);
   if (malformedProof) return finish({ problem: 'bundle-modified', message: 'proofs.jsonl has a malformed proof' });
   const orphan = [...pendingProofs.keys()].filter((seq) => !seen.has(seq)).sort((a, b) => a - b)[0];
   if (orphan !== undefined) return finish({ seq: orphan, problem: report.filtered ? 'deleted' : 'truncated', message: 'the bundle has an inclusion proof for this event but the event is missing from events.jsonl' });
-  if (!report.filtered && report.events !== cp.treeSize) {
-    return finish({ seq: report.events + 1, problem: 'truncated', message: `events.jsonl ends at seq ${report.events} but the bundle's checkpoint covers ${cp.treeSize} events` });
+  if (!report.filtered && report.events !== cp.treeSize - start) {
+    return finish({ seq: start + report.events + 1, problem: 'truncated', message: `events.jsonl ends at seq ${start + report.events} but the bundle's checkpoint covers ${cp.treeSize} events` });
   }
   if (report.events !== total) return finish({ problem: 'bundle-modified', message: `manifest.json lists ${total} events, events.jsonl holds ${report.events}` });
 
@@ -248,4 +271,34 @@ function* lines(buf: Buffer): Generator<string> {
     if (end > start) yield buf.toString('utf8', start, end);
     start = end + 1;
   }
+}
+
+/**
+ * A segment's manifest against its checkpoint: the range ends where the checkpoint does, follows
+ * the tree it names as previous, and that tree is proven a prefix of the checkpoint's
+ * (consistency.jsonl), so each segment on its own proves it continues the one before.
+ */
+function checkSegmentShape(segment: BundleSegment, cp: CheckpointBody, filtered: boolean | undefined, files: Map<string, Buffer>): VerifyFailure | undefined {
+  const bad = (message: string): VerifyFailure => ({ problem: 'bundle-modified', message });
+  const p = segment.previous as Partial<BundleSegment['previous']> | undefined;
+  const hex = (v: unknown) => typeof v === 'string' && /^[0-9a-f]{64}$/.test(v);
+  if (!Number.isSafeInteger(segment.index) || !Number.isSafeInteger(segment.firstSeq) || !Number.isSafeInteger(segment.lastSeq) || !p || !Number.isSafeInteger(p.treeSize) || !hex(p.rootHash) || !hex(p.lastHash)) {
+    return bad('manifest.json has a malformed segment');
+  }
+  if (filtered) return bad('manifest.json describes a segment and a filter at once');
+  if (segment.firstSeq < 1 || segment.lastSeq < segment.firstSeq) return bad(`manifest.json describes an empty segment (seq ${segment.firstSeq} to ${segment.lastSeq})`);
+  if (cp.treeSize !== segment.lastSeq) return bad(`the segment ends at seq ${segment.lastSeq} but its checkpoint covers ${cp.treeSize} events`);
+  if (p.treeSize !== segment.firstSeq - 1) return bad(`the segment starts at seq ${segment.firstSeq} but continues a tree of ${p.treeSize} events`);
+  if (p.treeSize === 0) {
+    if (p.lastHash !== GENESIS_HASH || p.rootHash !== emptyRoot().toString('hex')) return bad('the first segment does not start from the empty log');
+    return undefined;
+  }
+  const proofs = [...lines(files.get('consistency.jsonl') ?? Buffer.alloc(0))].map((l) => safeParse(l) as Partial<BundleConsistency> | undefined);
+  const c = proofs.find((x) => x?.from === p.treeSize && x?.to === cp.treeSize);
+  if (!c || !Array.isArray(c.path) || c.fromRoot !== p.rootHash || c.toRoot !== cp.rootHash.toString('hex')) {
+    return bad(`consistency.jsonl has no proof that the tree of ${p.treeSize} events this segment continues is a prefix of its checkpoint`);
+  }
+  const ok = verifyConsistency(p.treeSize, cp.treeSize, Buffer.from(p.rootHash!, 'hex'), cp.rootHash, c.path.map((h) => Buffer.from(String(h), 'base64')));
+  if (!ok) return { seq: segment.firstSeq, problem: 'inconsistent', message: `the segment's checkpoint is not consistent with the tree of ${p.treeSize} events it claims to continue` };
+  return undefined;
 }

@@ -15,6 +15,7 @@
  *   inconsistent  the log (or a bundle) no longer matches a checkpoint given with --since-checkpoint
  *   bundle-modified / unreadable / unwitnessed   a bundle's own files, unreadable input, no cosignature
  */
+import type { BundleSegment } from '../bundle-format';
 import { keyFingerprint, type PublicKeyInfo, SIGNING_KEY_FILE } from '../checkpoint-signer';
 import { findCosignature, parseCosignerKey } from '../cosignature';
 import { eventLeafHash, HASH_SIZE, rootOfLeafHashes } from '../merkle';
@@ -41,7 +42,7 @@ export interface VerifyFailure {
 
 export interface VerifyReport {
   ok: boolean;
-  source: 'store' | 'bundle';
+  source: 'store' | 'bundle' | 'archive';
   path: string;
   /** Events checked. */
   events: number;
@@ -57,6 +58,10 @@ export interface VerifyReport {
   keyRotations: { seq: number; fingerprint: string }[];
   /** Bundle only: an export filtered by time, user or connection (verified by inclusion proofs). */
   filtered?: boolean;
+  /** Bundle only: the archive segment it is (a contiguous range continuing an earlier tree). */
+  segment?: BundleSegment;
+  /** Archive only: segments checked. */
+  segments?: number;
   /** --since-checkpoint: the tree size of the anchor that was checked. */
   since?: { treeSize: number; source: string };
   /** --witness-key: per witness, the largest tree it cosigned that the log still matches. */
@@ -119,7 +124,7 @@ export const describeKey = (i: { fingerprint: string; keyId: string }) => `${i.f
 export const signedAt = (t: number | undefined) => (t === undefined ? '' : ` signed ${new Date(t).toISOString()}`);
 export const seqRange = (a: number, b: number) => (b > a ? `${a}–${b}` : `${a}`);
 
-export function emptyReport(path: string, source: 'store' | 'bundle'): VerifyReport {
+export function emptyReport(path: string, source: VerifyReport['source']): VerifyReport {
   return { ok: false, source, path, events: 0, treeSize: 0, rootHash: '', payloadsChecked: 0, payloadsPurged: 0, checkpointsChecked: 0, keyRotations: [], durationMs: 0, verifiedAt: Date.now() };
 }
 /** The `finish` both verifiers end with: records the verdict and the time taken. */

@@ -89,6 +89,7 @@ export function registerAuditRoutes(router: Router, s: GatewayServices): void {
         retention: st.retention,
         witnesses: st.witnesses,
         sinks: st.sinks,
+        archive: st.archive,
       };
     },
     { role: 'reviewer' },
