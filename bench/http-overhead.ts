@@ -21,7 +21,15 @@
  *   baseline (--baseline DIR) the gateway of another checkout (e.g. a worktree at an earlier commit),
  *            same config and load: a change against the code before it, in the same run
  *
- *   node --import tsx bench/http-overhead.ts [--quick] [--no-masking] [--no-portkey] [--floor] [--baseline DIR] [--profile DIR]
+ *   evidence (--evidence) a second gateway, same config, with evidence leaving the box: a signed
+ *            HTTP webhook sink and an archive sealing a segment every `--evidence-every` (default
+ *            5s) into a bucket. Both receivers (a webhook and s3rver) run in one more process,
+ *            which also measures the sink's lag (receipt time − event time) while the load runs.
+ *            Reported: its throughput against the plain gateway's (issue 17's bar: ≥ 0.95), the
+ *            sink lag and what the archive sealed. `--evidence-parts sink` or `archive` turns on
+ *            only one of the two, to tell their costs apart.
+ *
+ *   node --import tsx bench/http-overhead.ts [--quick] [--no-masking] [--no-portkey] [--floor] [--baseline DIR] [--evidence [--evidence-every 5s] [--evidence-parts sink,archive]] [--profile DIR]
  *   (--profile writes the bare proxy's and the gateway's V8 CPU profiles under DIR/bare and DIR/gateway; bench/profile-summary.ts reads it)
  */
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -51,15 +59,61 @@ async function runUpstream(): Promise<void> {
   process.stdout.write(`${JSON.stringify({ url: up.url })}\n`);
 }
 
+/** The receivers of the evidence gateway: s3rver and a webhook that keeps the sink's lag, with GET /stats. */
+async function runEvidenceReceivers(): Promise<void> {
+  const { default: S3rver } = await import('s3rver');
+  const { createServer } = await import('node:http');
+  const dir = mkdtempSync(join(tmpdir(), 'custody-bench-s3-'));
+  const s3 = new S3rver({ port: 0, address: '127.0.0.1', silent: true, directory: dir, configureBuckets: [{ name: 'bench', configs: [] }] });
+  const { port: s3Port } = await s3.run();
+  const lags: number[] = [];
+  let events = 0;
+  const hook = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      if (req.method === 'GET' && req.url === '/stats') {
+        const sorted = [...lags].sort((a, b) => a - b);
+        const at = (q: number) => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]! : null);
+        res.end(JSON.stringify({ events, p50: at(0.5), p99: at(0.99), max: sorted.at(-1) ?? null }));
+        lags.length = 0;
+        return;
+      }
+      const now = Date.now();
+      for (const e of (JSON.parse(Buffer.concat(chunks).toString('utf8')) as { events: { time: number }[] }).events) {
+        events++;
+        lags.push(now - e.time);
+      }
+      res.end('{}');
+    });
+  });
+  await new Promise<void>((r) => hook.listen(0, '127.0.0.1', r));
+  process.stdout.write(`${JSON.stringify({ s3: `http://127.0.0.1:${s3Port}`, hook: `http://127.0.0.1:${(hook.address() as { port: number }).port}` })}\n`);
+  process.on('SIGTERM', () => {
+    void s3.close().then(() => {
+      rmSync(dir, { recursive: true, force: true });
+      process.exit(0);
+    });
+  });
+}
+
 async function runGateway(): Promise<void> {
   const upstream = arg('--upstream')!;
   const { Config } = await import('../shared/config');
   const { Gateway } = await import('../proxy/gateway');
   const { silentLogger } = await import('../proxy/log');
   const dataDir = mkdtempSync(join(tmpdir(), 'custody-bench-'));
+  const parts = (arg('--evidence-parts') ?? 'sink,archive').split(',');
+  const s3 = parts.includes('archive') ? arg('--s3') : undefined;
+  const hook = parts.includes('sink') ? arg('--hook') : undefined;
   const base = {
     listen: { control: '127.0.0.1:0', http: '127.0.0.1:0' },
     connections: [{ name: 'bench', kind: 'openai', upstream: `${upstream}/v1`, secret: { value: 'sk-bench-upstream-secret' } }],
+    audit: {
+      sinks: hook ? [{ name: 'bench-hook', kind: 'http', url: hook, secret: 'bench-hmac-secret' }] : [],
+      // s3rver's built-in key pair.
+      ...(s3 ? { archive: { s3: { bucket: 'bench', prefix: 'gw', endpoint: s3, credentials: { accessKeyId: { value: 'S3RVER' }, secretAccessKey: { value: 'S3RVER' } } }, every: arg('--evidence-every') ?? '5s' } } : {}),
+    },
   };
   let gw;
   let masking = 'one rule (credit_card, us_ssn, email; scope client+upstream+log)';
@@ -74,7 +128,7 @@ async function runGateway(): Promise<void> {
     masking = `off (${(err as Error).message})`;
     gw = await Gateway.start({ config: Config.parse(base), dataDir, log: silentLogger });
   }
-  process.stdout.write(`${JSON.stringify({ url: `http://${gw.address('http')}/bench`, key: gw.firstKey, masking })}\n`);
+  process.stdout.write(`${JSON.stringify({ url: `http://${gw.address('http')}/bench`, control: `http://${gw.address('control')}`, key: gw.firstKey, masking })}\n`);
   process.on('SIGTERM', () => {
     void gw.stop().then(() => {
       rmSync(dataDir, { recursive: true, force: true });
@@ -87,7 +141,7 @@ async function runGateway(): Promise<void> {
 // Load generator
 
 interface Target {
-  name: 'direct' | 'bare' | 'floor' | 'gateway' | 'baseline' | 'portkey';
+  name: 'direct' | 'bare' | 'floor' | 'gateway' | 'evidence' | 'baseline' | 'portkey';
   /** Base URL the OpenAI-style paths are appended to (…/chat/completions). */
   base: string;
   headers?: Record<string, string>;
@@ -269,6 +323,24 @@ async function main(): Promise<void> {
       ? await startChild(join(process.cwd(), baselineDir, 'bench/http-overhead.ts'), ['--role', 'gateway', '--upstream', upstream.info['url']!, ...(args.includes('--no-masking') ? ['--no-masking'] : [])])
       : undefined;
     if (baseline) stops.push(baseline.proc);
+    const receivers = args.includes('--evidence') ? await startChild(join(HERE, 'http-overhead.ts'), ['--role', 'evidence-receivers']) : undefined;
+    if (receivers) stops.push(receivers.proc);
+    const evidence = receivers
+      ? await startChild(join(HERE, 'http-overhead.ts'), [
+          '--role',
+          'gateway',
+          '--upstream',
+          upstream.info['url']!,
+          '--s3',
+          receivers.info['s3']!,
+          '--hook',
+          `${receivers.info['hook']!}/events`,
+          ...(arg('--evidence-every') ? ['--evidence-every', arg('--evidence-every')!] : []),
+          ...(arg('--evidence-parts') ? ['--evidence-parts', arg('--evidence-parts')!] : []),
+          ...(args.includes('--no-masking') ? ['--no-masking'] : []),
+        ])
+      : undefined;
+    if (evidence) stops.push(evidence.proc);
     const portkey = args.includes('--no-portkey') ? undefined : await startPortkey(upstream.info['url']!);
     if (portkey) stops.push(portkey.proc);
     // Every target gets the same Authorization header; only the gateway checks it.
@@ -279,8 +351,9 @@ async function main(): Promise<void> {
       { name: 'gateway', base: gateway.info['url']! },
     ];
     if (baseline) streamTargets.push({ name: 'baseline', base: baseline.info['url']!, headers: { authorization: `Bearer ${baseline.info['key']}` } });
+    if (evidence) streamTargets.push({ name: 'evidence', base: evidence.info['url']!, headers: { authorization: `Bearer ${evidence.info['key']}` } });
     const targets = [...streamTargets, ...(floor ? [{ name: 'floor' as const, base: `${floor.info['url']}/v1` }] : []), ...(portkey ? [portkey.target] : [])];
-    const pids: Record<string, number | undefined> = { bare: bare.proc.pid, gateway: gateway.proc.pid, baseline: baseline?.proc.pid, floor: floor?.proc.pid, portkey: portkey?.proc.pid };
+    const pids: Record<string, number | undefined> = { bare: bare.proc.pid, gateway: gateway.proc.pid, evidence: evidence?.proc.pid, baseline: baseline?.proc.pid, floor: floor?.proc.pid, portkey: portkey?.proc.pid };
     const size = (await once(new Agent(), `${streamTargets[2]!.base}/chat/completions`, CHAT)).bytes;
 
     process.stderr.write('warming up…\n');
@@ -289,8 +362,12 @@ async function main(): Promise<void> {
 
     process.stderr.write('sequential latency (1 connection)…\n');
     const lat = await sequential(targets, CHAT, quick ? 100 : 300, quick ? 4 : 8);
+    // Lag measured from here: the sink's backlog from the warm-up and latency rounds is drained first.
+    const sinkStats = async () => (receivers ? ((await (await fetch(`${receivers.info['hook']!}/stats`)).json()) as { events: number; p50: number | null; p99: number | null; max: number | null }) : undefined);
+    await sinkStats();
     process.stderr.write('throughput (8 connections)…\n');
     const { rps: tput, cpuPerRequest, mainCpuPerRequest } = await throughput(targets, 8, quick ? 1 : 2, quick ? 2 : 5, pids);
+    const lagAtLoad = await sinkStats();
     process.stderr.write('streams (time to first byte)…\n');
     await sequential(streamTargets, STREAM, 50, 1);
     const streams = await sequential(streamTargets, STREAM, quick ? 50 : 100, quick ? 4 : 8);
@@ -316,6 +393,7 @@ async function main(): Promise<void> {
     ];
     const rows = [row('direct', 'direct'), row('bare pass-through', 'bare'), row('Custody gateway', 'gateway')];
     if (floor) rows.splice(2, 0, row('raw-socket floor (not a proxy)', 'floor'));
+    if (evidence) rows.push(row(`Custody gateway, ${(arg('--evidence-parts') ?? 'sink,archive').replace(',', ' + ')} on`, 'evidence'));
     if (baseline) rows.push(row(`gateway at ${baselineDir}`, 'baseline'));
     if (portkey) rows.push(row('@portkey-ai/gateway 1.15.2', 'portkey'));
     const header = ['target', 'p50 ms (1 conn)', 'p99 ms', 'added p50 ms', 'req/s (8 conns)', '× direct', '× bare', 'proxy CPU µs/req', 'stream TTFB p50 ms', 'added TTFB ms'];
@@ -332,6 +410,14 @@ async function main(): Promise<void> {
       return all === undefined || main === undefined ? undefined : `${name} ${f(main * 1000, 0)} + ${f((all - main) * 1000, 0)}`;
     };
     console.log(`\nproxy CPU µs/req, event loop (main thread) + other threads: ${Object.keys(pids).map(split).filter(Boolean).join(', ')}`);
+    if (evidence && lagAtLoad) {
+      type Health = { audit: { sinks: { backlog: number }[]; archive: { archivedThrough: number; behind: number; lastSegment: { index: number } | null; failures: number } | null } };
+      const h = (await (await fetch(`${evidence.info['control']!}/api/health`)).json()) as Health;
+      const ratioEvidence = rps('evidence') / rps('gateway');
+      console.log(
+        `\nevidence on / off: throughput ${f(ratioEvidence, 3)} (≥ 0.95: ${ratioEvidence >= 0.95 ? 'met' : 'NOT met'}); sink lag during the throughput run (${lagAtLoad.events} events delivered): p50 ${lagAtLoad.p50 ?? '—'} ms, p99 ${lagAtLoad.p99 ?? '—'} ms, max ${lagAtLoad.max ?? '—'} ms; sink backlog now ${h.audit.sinks[0]?.backlog ?? '—'} events; archive: ${h.audit.archive ? `${h.audit.archive.lastSegment?.index ?? 0} segments sealed, through seq ${h.audit.archive.archivedThrough}, ${h.audit.archive.behind} events behind, ${h.audit.archive.failures} failures` : 'off'}`,
+      );
+    }
     if (baseline) console.log(`\ngateway / baseline (${baselineDir}): throughput ${f(rps('gateway') / rps('baseline'), 3)}, CPU µs/req ${cpu('gateway')} vs ${cpu('baseline')}`);
     console.log(`\nbars: added p50 ${f(added)} ms (≤ 1 ms: ${added <= 1 ? 'met' : 'NOT met'}); throughput ${f(ratio, 2)} × bare (≥ 0.7: ${ratio >= 0.7 ? 'met' : 'NOT met'}); added TTFB ${f(addedTtfb)} ms (≤ 2 ms: ${addedTtfb <= 2 ? 'met' : 'NOT met'})`);
   } finally {
@@ -340,7 +426,7 @@ async function main(): Promise<void> {
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
-  const run = role === 'upstream' ? runUpstream : role === 'gateway' ? runGateway : main;
+  const run = role === 'upstream' ? runUpstream : role === 'gateway' ? runGateway : role === 'evidence-receivers' ? runEvidenceReceivers : main;
   run().catch((err: unknown) => {
     console.error(err instanceof Error ? err.stack : err);
     process.exit(1);
