@@ -16,6 +16,7 @@
  *   cosignatures.jsonl   witness cosignatures of checkpoints up to T (see witnessing.ts)
  *   holds.json           holds (with their votes) in the window; policy-versions.json the rules in force
  *   report.html          the self-contained human-readable report (report.ts)
+ *   ssh-<session>-<channel>.cast   recorded SSH terminals as asciicast v2 (exports with SSH sessions)
  */
 import { createHash } from 'node:crypto';
 import { createReadStream, statSync } from 'node:fs';
@@ -45,6 +46,9 @@ export const BUNDLE_FILES = [
 ] as const;
 
 export type BundleFileName = (typeof BUNDLE_FILES)[number];
+
+/** Names of the files a bundle holds beyond BUNDLE_FILES (listed in its manifest): one plain file name, no folders. */
+export const BUNDLE_EXTRA_FILE = /^ssh-[A-Za-z0-9._-]+\.cast$/;
 
 /** Files without which a bundle cannot be verified. */
 export const REQUIRED_BUNDLE_FILES: readonly BundleFileName[] = ['manifest.json', 'manifest.note', 'checkpoint.txt', 'public-key.txt', 'events.jsonl', 'proofs.jsonl'];
