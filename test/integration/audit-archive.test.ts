@@ -406,6 +406,23 @@ describe('sealed archives in object storage', () => {
     await back.stop();
   });
 
+  it('a cycle archives what was recorded when it began; events recorded meanwhile wait for the next one', async () => {
+    const s3 = await startS3();
+    const { store, archiver, append } = archiveSetup(loc(s3, 'steady'));
+    append(10);
+    const cycle = archiver.flush(); // seals seq 1–11 before its first upload begins
+    append(5); // recorded while the segment is on its way
+    await cycle;
+    const segments = () => (store.db.prepare('SELECT first_seq, last_seq FROM archive_segments ORDER BY idx').all() as { first_seq: number; last_seq: number }[]).map((r) => [r.first_seq, r.last_seq]);
+    assert.deepEqual(segments(), [[1, 11]]);
+    assert.equal(archiver.status().behind, 5);
+    await archiver.flush();
+    assert.deepEqual(segments(), [[1, 11], [12, 16]]);
+    archiver.stop();
+    store.close();
+    await s3.stop();
+  });
+
   it('refuses bad archive addresses and flags with one line', async () => {
     let r = await cli('verify', 's3://Bad_Bucket/x');
     assert.equal(r.code, 2);

@@ -169,16 +169,25 @@ export class Archiver {
     return this.running;
   }
 
-  /** Ships the pending segment, or seals and ships new ones, until the log is archived up to a checkpoint. */
+  /**
+   * Ships the pending segment, or seals and ships new ones, until the archive reaches what was
+   * recorded when the cycle began: events recorded meanwhile wait for the next cycle, so steady
+   * traffic does not turn one cycle into a stream of small segments.
+   */
   private async cycle(): Promise<void> {
+    const target = this.opts.trail.checkpoints.head().size;
     for (;;) {
       if (this.stopped) return;
       // Sealing is local: it is recorded even while the bucket is unreachable, so the range is fixed.
-      const row = this.pending() ?? this.seal();
+      const row = this.pending() ?? (this.sealedThrough() < target ? this.seal() : undefined);
       if (!row) return;
       if (this.lock.state === 'unknown') this.lock = await this.objects.objectLock(this.abort.signal);
       await this.ship(row);
     }
+  }
+
+  private sealedThrough(): number {
+    return (this.opts.store.db.prepare('SELECT coalesce(max(last_seq), 0) AS n FROM archive_segments').get() as { n: number }).n;
   }
 
   private pending(): SegmentRow | undefined {
