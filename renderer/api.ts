@@ -3,28 +3,17 @@
  * session cookie. A 401 means the sign-in expired (the console shows the login page); a network
  * failure means the gateway is unreachable (the console shows a banner and retries).
  */
-import type { CustomDetector, MaskingRule, PolicyRule } from '../shared/config';
-import type { AuditEvent, SessionSummary } from '../shared/events';
-import type { HoldDecisionRequest, HoldState, HoldView } from '../shared/holds';
+import type { ApiRequest, ApiResponse, ApiRoute, PathParams } from '../shared/api';
 import {
-  type ApiKeyView,
-  type ConnectionInput,
-  type ConnectionList,
-  type ConnectionTestResult,
-  type ConnectionView,
   type ConsoleApi,
-  listOf,
-  type Provider,
   readAuditStatus,
   readDryRun,
   readMaskingSet,
+  readMaskingVersion,
   readPolicySet,
+  readPolicyVersion,
   readVerify,
-  readVersions,
-  strOrNull,
 } from './lib/api-types';
-import type { DashboardData } from './lib/charts';
-import type { Me } from './lib/roles';
 import { sessionQuery } from './lib/sessions';
 
 export class ApiError extends Error {
@@ -40,7 +29,21 @@ export class ApiError extends Error {
 
 export const hooks: { onUnauthenticated?: () => void; onUnreachable?: () => void; onReachable?: () => void } = {};
 
-async function call<T>(method: string, path: string, body?: unknown, opts: { quiet401?: boolean } = {}): Promise<T> {
+/** What a request to `route` needs: its `:name` parameters, a query string and its body, where it has them. */
+type RequestParts<R extends ApiRoute> = (R extends `${string} ${infer P}` ? (keyof PathParams<P> extends never ? { params?: undefined } : { params: PathParams<P> }) : never) &
+  (ApiRequest<R> extends undefined ? { body?: undefined } : { body: ApiRequest<R> }) & { query?: string; quiet401?: boolean };
+
+/** `'/api/holds/:id'` with `{id: 'h 1'}` is `/api/holds/h%201`. */
+function fillPath(path: string, params: Record<string, string> | undefined): string {
+  return path.replace(/:([A-Za-z]+)/g, (_, name: string) => encodeURIComponent(params?.[name] ?? ''));
+}
+
+/** Calls one route of the REST contract (shared/api.ts) and returns its typed answer. */
+async function request<R extends ApiRoute>(route: R, parts: RequestParts<R>): Promise<ApiResponse<R>> {
+  const space = route.indexOf(' ');
+  const method = route.slice(0, space);
+  const path = fillPath(route.slice(space + 1), parts.params as Record<string, string> | undefined) + (parts.query ? `?${parts.query}` : '');
+  const body: unknown = parts.body;
   let res: Response;
   try {
     res = await fetch(path, {
@@ -63,96 +66,78 @@ async function call<T>(method: string, path: string, body?: unknown, opts: { qui
   }
   if (!res.ok) {
     const err = (data && typeof data === 'object' ? (data as { error?: { code?: string; message?: string } }).error : undefined) ?? {};
-    if (res.status === 401 && !opts.quiet401) hooks.onUnauthenticated?.();
+    if (res.status === 401 && !parts.quiet401) hooks.onUnauthenticated?.();
     if (res.status === 502 || res.status === 503 || res.status === 504) hooks.onUnreachable?.();
     throw new ApiError(res.status, err.code ?? `http_${res.status}`, err.message ?? (typeof data === 'string' && data ? data.slice(0, 300) : `${method} ${path} failed with ${res.status}`));
   }
-  return data as T;
+  return data as ApiResponse<R>;
 }
 
 export const httpApi: ConsoleApi = {
-  health: () => call('GET', '/api/health'),
-  me: () => call<Me>('GET', '/api/me', undefined, { quiet401: true }),
+  health: () => request('GET /api/health', {}),
+  me: () => request('GET /api/me', { quiet401: true }),
   async providers() {
-    const v = await call<unknown>('GET', '/api/auth/providers');
-    return listOf<Record<string, unknown>>(v, 'oidc', 'providers', 'issuers')
-      .map((p) => {
-        const issuer = strOrNull(p['issuer']) ?? '';
-        const id = strOrNull(p['id']) ?? issuer;
-        return {
-          issuer,
-          name: strOrNull(p['name']) ?? strOrNull(p['label']) ?? (issuer ? new URL(issuer).host : 'identity provider'),
-          startUrl: strOrNull(p['startUrl']) ?? `/api/auth/oidc/start?issuer=${encodeURIComponent(id)}`,
-        };
-      })
-      .filter((p): p is Provider => !!p.issuer);
+    const providers = await request('GET /api/auth/providers', {});
+    return providers.oidc.filter((p) => !!p.issuer);
   },
   async loginWithKey(key) {
-    await call('POST', '/api/auth/key', { key }, { quiet401: true });
+    await request('POST /api/auth/key', { body: { key }, quiet401: true });
   },
   async logout() {
-    await call('POST', '/api/auth/logout', undefined, { quiet401: true });
+    await request('POST /api/auth/logout', { quiet401: true });
   },
-  async holds(state: HoldState, limit = 500) {
-    return listOf<HoldView>(await call<unknown>('GET', `/api/holds?state=${state}&limit=${limit}`), 'holds', 'items');
+  async holds(state, limit = 500) {
+    return (await request('GET /api/holds', { query: `state=${state}&limit=${limit}` })).holds;
   },
-  async decide(id: string, req: HoldDecisionRequest) {
-    const v = await call<unknown>('POST', `/api/holds/${encodeURIComponent(id)}/decision`, req);
-    if (v && typeof v === 'object' && 'hold' in v) return (v as { hold: HoldView }).hold;
-    return v && typeof v === 'object' && 'id' in v ? (v as HoldView) : undefined;
-  },
-  sessions: (filter, offset, limit) => call<{ total: number; sessions: SessionSummary[] }>('GET', `/api/sessions?${sessionQuery(filter, offset, limit)}`),
+  decide: (id, decision) => request('POST /api/holds/:id/decision', { params: { id }, body: decision }),
+  sessions: (filter, offset, limit) => request('GET /api/sessions', { query: sessionQuery(filter, offset, limit) }),
   async sessionEvents(id) {
     // The route returns at most 10,000 events per call: page through long recordings with `after`.
     const LIMIT = 10_000;
-    const first = await call<{ session: SessionSummary; events: AuditEvent[] }>('GET', `/api/sessions/${encodeURIComponent(id)}/events?limit=${LIMIT}`);
+    const first = await request('GET /api/sessions/:id/events', { params: { id }, query: `limit=${LIMIT}` });
     const events = first.events;
     let page = first.events;
     while (page.length === LIMIT) {
       const after = page[page.length - 1]!.seq;
-      page = (await call<{ events: AuditEvent[] }>('GET', `/api/sessions/${encodeURIComponent(id)}/events?after=${after}&limit=${LIMIT}`)).events;
+      page = (await request('GET /api/sessions/:id/events', { params: { id }, query: `after=${after}&limit=${LIMIT}` })).events;
       events.push(...page);
     }
     return { session: first.session, events };
   },
-  policies: async () => readPolicySet(await call('GET', '/api/policies')),
-  putPolicies: async (policies: PolicyRule[], baseVersion?: number | null) => readPolicySet(await call('PUT', '/api/policies', { rules: policies, ...(baseVersion !== undefined && baseVersion !== null ? { baseVersion } : {}) })),
-  masking: async () => readMaskingSet(await call('GET', '/api/masking')),
-  putMasking: async (masking: MaskingRule[], detectors: CustomDetector[], baseVersion?: number | null) =>
-    readMaskingSet(await call('PUT', '/api/masking', { masking, detectors, ...(baseVersion !== undefined && baseVersion !== null ? { baseVersion } : {}) })),
+  policies: async () => readPolicySet(await request('GET /api/policies', {})),
+  putPolicies: async (rules, baseVersion) => readPolicySet(await request('PUT /api/policies', { body: { rules, ...(baseVersion !== undefined && baseVersion !== null ? { baseVersion } : {}) } })),
+  masking: async () => readMaskingSet(await request('GET /api/masking', {})),
+  putMasking: async (masking, detectors, baseVersion) => readMaskingSet(await request('PUT /api/masking', { body: { masking, detectors, ...(baseVersion !== undefined && baseVersion !== null ? { baseVersion } : {}) } })),
+  detectors: () => request('GET /api/masking/detectors', {}),
   async policyVersions() {
     const [policies, masking] = await Promise.all([
-      call('GET', '/api/policies/versions'),
-      // Masking history needs the reviewer role and may not exist on older gateways.
-      call('GET', '/api/masking/versions').catch(() => []),
+      request('GET /api/policies/versions', {}),
+      // Masking history needs the reviewer role.
+      request('GET /api/masking/versions', {}).catch(() => ({ total: 0, versions: [] })),
     ]);
-    return [...readVersions(policies, 'policies'), ...readVersions(masking, 'masking')].sort((a, b) => b.version - a.version);
+    return [...policies.versions.map(readPolicyVersion), ...masking.versions.map(readMaskingVersion)].sort((a, b) => b.version - a.version);
   },
-  policyVersion: async (v: number, kind: 'policies' | 'masking') => readVersions([await call('GET', `/api/${kind}/versions/${v}`)], kind)[0]!,
-  dryRun: async (policies, from, to, masking) => readDryRun(await call('POST', '/api/policies/dry-run', { rules: policies, from, to, ...masking })),
-  auditStatus: async () => readAuditStatus(await call('GET', '/api/audit/status')),
-  verify: async () => readVerify(await call('POST', '/api/audit/verify')),
-  async createExport(req) {
-    const v = (await call<Record<string, unknown>>('POST', '/api/exports', req)) ?? {};
-    return { id: String(v['id'] ?? ''), url: typeof v['url'] === 'string' ? v['url'] : undefined };
+  policyVersion: async (version, kind) =>
+    kind === 'policies' ? readPolicyVersion(await request('GET /api/policies/versions/:v', { params: { v: String(version) } })) : readMaskingVersion(await request('GET /api/masking/versions/:v', { params: { v: String(version) } })),
+  dryRun: async (rules, from, to, masking) => readDryRun(await request('POST /api/policies/dry-run', { body: { rules, from, to, ...masking } })),
+  auditStatus: async () => readAuditStatus(await request('GET /api/audit/status', {})),
+  verify: async () => readVerify(await request('POST /api/audit/verify', {})),
+  async createExport(filter) {
+    const job = await request('POST /api/exports', { body: filter });
+    return { id: job.id, url: job.url };
   },
-  keys: async () => listOf<ApiKeyView>(await call('GET', '/api/keys'), 'keys'),
+  keys: async () => (await request('GET /api/keys', {})).keys,
   async createKey(req) {
-    const v = await call<ApiKeyView & { key: string; record?: ApiKeyView }>('POST', '/api/keys', req);
-    return { key: v.key, record: v.record ?? v };
+    const created = await request('POST /api/keys', { body: req });
+    return { key: created.key, record: created };
   },
   async revokeKey(id) {
-    try {
-      await call('POST', `/api/keys/${encodeURIComponent(id)}/revoke`);
-    } catch (err) {
-      if (!(err instanceof ApiError) || (err.status !== 404 && err.status !== 405)) throw err;
-      await call('DELETE', `/api/keys/${encodeURIComponent(id)}`);
-    }
+    await request('POST /api/keys/:id/revoke', { params: { id } });
   },
-  connections: () => call<ConnectionList>('GET', '/api/connections'),
-  addConnection: (c: ConnectionInput) => call<ConnectionView>('POST', '/api/connections', c),
-  editConnection: (name: string, c: ConnectionInput) => call<ConnectionView>('PUT', `/api/connections/${encodeURIComponent(name)}`, c),
-  testConnection: (name: string) => call<ConnectionTestResult>('POST', `/api/connections/${encodeURIComponent(name)}/test`),
-  testDraft: (c: ConnectionInput) => call<ConnectionTestResult>('POST', '/api/connections/test', c),
-  dashboard: (from, to, buckets) => call<DashboardData>('GET', `/api/dashboard?from=${from}&to=${to}&buckets=${buckets}`),
+  connections: () => request('GET /api/connections', {}),
+  addConnection: (connection) => request('POST /api/connections', { body: connection }),
+  editConnection: (name, connection) => request('PUT /api/connections/:name', { params: { name }, body: connection }),
+  testConnection: (name) => request('POST /api/connections/:name/test', { params: { name } }),
+  testDraft: (connection) => request('POST /api/connections/test', { body: connection }),
+  dashboard: (from, to, buckets) => request('GET /api/dashboard', { query: `from=${from}&to=${to}&buckets=${buckets}` }),
 };

@@ -35,3 +35,37 @@ export interface ApiKeyRecord {
   revokedAt: number | null;
   lastUsedAt: number | null;
 }
+
+/** How a credential proves its person: an API key, an OIDC subject, or the desktop's local user. */
+export type CredentialKind = 'api-key' | 'oidc' | 'local';
+
+/** A human (or service) behind credentials (proxy/identity/persons.ts); `GET /api/persons` lists them. */
+export interface Person {
+  id: string;
+  name: string;
+  createdAt: number;
+  createdBy: string;
+  lockedAt: number | null;
+  lockedBy: string | null;
+  credentials: { credential: string; kind: CredentialKind; linkedAt: number; linkedBy: string }[];
+  /** An OIDC subject is linked: the IdP vouches for this person. */
+  idpBacked: boolean;
+}
+
+/** `GET /api/auth/providers`: the sign-in options a gateway offers (proxy/identity/console-login.ts). */
+export interface LoginProviders {
+  /** API keys can be pasted. */
+  apiKey: boolean;
+  /** A local login link exists for this run (printed by `custody serve`, used by the desktop app). */
+  localLink: boolean;
+  /** "Sign in with <name>" for each configured issuer. */
+  oidc: OidcProvider[];
+}
+
+/** An identity provider the console offers: the gateway starts its authorization code flow at `startUrl`. */
+export interface OidcProvider {
+  id: string;
+  name: string;
+  issuer: string;
+  startUrl: string;
+}

@@ -5,6 +5,7 @@
  */
 import { existsSync, mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import type { AuditHealth, VerificationRecord as StoredVerification } from '../../shared/api';
 import type { Config } from '../../shared/config';
 import { newId } from '../ids';
 import type { Logger } from '../log';
@@ -21,15 +22,8 @@ import { type SinkRunner, type SinkStatus, startSinks } from './sinks';
 import { WitnessPublisher, type WitnessStatus } from './witnessing';
 import type { VerifyReport } from './verify/checks';
 
-/** What the control plane keeps of the last verification. */
-export interface VerificationRecord {
-  ok: boolean;
-  verifiedAt: number;
-  by: string;
-  events: number;
-  checkpointsChecked: number;
-  payloadsPurged: number;
-  durationMs: number;
+/** What the control plane keeps of the last verification (shared/api.ts), with the verifier's own failure type. */
+export interface VerificationRecord extends StoredVerification {
   failure?: VerifyReport['failure'];
 }
 
@@ -151,11 +145,7 @@ export class AuditService {
    * What /api/health (public) shows of the evidence leaving the box: names, states and counts, no
    * URLs or error texts (those are on the reviewer-only /api/audit/status).
    */
-  health(): {
-    witnesses: { name: string; state: WitnessStatus['state']; cosignedTreeSize: number | null; behind: number; failures: number }[];
-    sinks: { name: string; state: SinkStatus['state']; backlog: number; backlogAgeMs: number | null; lastDeliveryAt: number | null; failures: number }[];
-    archive: { state: ArchiveStatus['state']; lastSegment: { index: number; lastSeq: number; verifiedAt: number } | null; archivedThrough: number; behind: number; objectLock: ArchiveStatus['objectLock']['state']; failures: number } | null;
-  } {
+  health(): AuditHealth {
     const a = this.archiver?.status();
     return {
       witnesses: this.witnesses.status().map((w) => ({ name: w.name, state: w.state, cosignedTreeSize: w.lastCosigned?.treeSize ?? null, behind: w.behind, failures: w.failures })),

@@ -19,9 +19,10 @@ import { type Config, type ConnectionKind, parseDuration, type PolicyRule } from
 import { yamlLineOf } from '../../shared/yaml-lines';
 import { AuditStore } from '../audit/store';
 import { resolveConfig } from '../config';
-import { connectionsNow } from '../control/routes/policies';
+import { connectionsNow } from '../connections/store';
 import { checkPolicies, formatPolicyIssue, parsePolicies, type PolicyContext } from '../policy/check';
-import { candidateMasking, dryRun, type DryRunReport, type Outcome } from '../policy/dry-run';
+import type { DryRunReport, Outcome } from '../../shared/api';
+import { candidateMasking, dryRun } from '../policy/dry-run';
 import { validateMaskingConfig } from '../masking/engine';
 import { type Io, type ParsedArgs, rejectUnknown, str, UsageError } from './args';
 
@@ -107,7 +108,7 @@ export async function policyCommand(args: ParsedArgs, io: Io): Promise<number> {
   const store = existsSync(dbFile) ? AuditStore.open(dataDir, { readonly: true }) : undefined;
   try {
     // What exists on the gateway: the file's own connections and masking (a whole config), else --config's, plus the store's.
-    const gateway = store ? connectionsNow({ config, store }) : config.connections.map((c) => ({ name: c.name, kind: c.kind }));
+    const gateway = store ? connectionsNow(config, store) : config.connections.map((c) => ({ name: c.name, kind: c.kind }));
     const byName = new Map([...gateway, ...(pf.connections ?? [])].map((c) => [c.name, c.kind] as const));
     const ctx: PolicyContext = { connections: [...byName].map(([name, kind]) => ({ name, kind })), masking: pf.masking ?? config.masking, detectors: [...(pf.detectors ?? []), ...config.detectors.map((d) => d.id)] };
     const rules = loadRules(pf, io);

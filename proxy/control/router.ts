@@ -1,9 +1,12 @@
 /**
  * A minimal router for the control plane's REST API: `router.get('/api/sessions/:id', handler)`.
- * Handlers return a value (sent as JSON) or an ApiResponse; thrown HttpErrors become JSON errors
- * `{"error": {"code", "message"}}` with their status.
+ * Routes are typed from the REST contract (shared/api.ts): a path must be one of the contract's,
+ * and its handler returns that route's response (sent as JSON), or HANDLED when it wrote the
+ * answer itself. Thrown HttpErrors become JSON errors `{"error": {"code", "message"}}` with their
+ * status.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { ApiMethod, ApiPath, ApiRequest, ApiResponse, ApiRoute, Untrusted } from '../../shared/api';
 import type { Role } from '../../shared/config';
 import type { Identity } from '../../shared/identity';
 
@@ -17,7 +20,7 @@ export class HttpError extends Error {
   }
 }
 
-export interface RequestContext {
+export interface RequestContext<Body = unknown> {
   req: IncomingMessage;
   res: ServerResponse;
   params: Record<string, string>;
@@ -25,14 +28,20 @@ export interface RequestContext {
   url: URL;
   /** The signed-in user; undefined only on routes marked `public`. */
   identity: Identity | undefined;
-  /** Parsed JSON body (limited in size); throws HttpError 400/413. */
-  json<T = unknown>(): Promise<T>;
+  /** Parsed JSON body (limited in size), not validated yet; throws HttpError 400/413. */
+  json<T = Untrusted<Body> | undefined>(): Promise<T>;
 }
 
-/** Raw response: the handler wrote to `res` itself. */
-export const HANDLED = Symbol('handled');
+/** Raw response: the handler wrote to `res` itself. (An instance, not a symbol: async handlers keep its type.) */
+class Handled {
+  private readonly handled = true;
+}
+export const HANDLED = new Handled();
 
-export type Handler = (ctx: RequestContext) => unknown | Promise<unknown>;
+/** A route's handler: its contract response, or HANDLED (a promise of either). */
+export type Handler<R extends ApiRoute = ApiRoute> = (ctx: RequestContext<ApiRequest<R>>) => ApiResponse<R> | typeof HANDLED | Promise<ApiResponse<R> | typeof HANDLED>;
+
+type RouteOf<M extends ApiMethod, P extends string> = `${M} ${P}` & ApiRoute;
 
 export interface RouteOptions {
   /** No sign-in needed (health, login). */
@@ -44,26 +53,26 @@ export interface RouteOptions {
 interface Route {
   method: string;
   parts: string[];
-  handler: Handler;
+  handler: (ctx: RequestContext) => unknown;
   options: RouteOptions;
 }
 
 export class Router {
   private routes: Route[] = [];
 
-  add(method: string, path: string, handler: Handler, options: RouteOptions = {}): void {
-    this.routes.push({ method, parts: path.split('/').filter(Boolean), handler, options });
+  private add(method: ApiMethod, path: string, handler: (ctx: RequestContext<never>) => unknown, options: RouteOptions = {}): void {
+    this.routes.push({ method, parts: path.split('/').filter(Boolean), handler: handler as (ctx: RequestContext) => unknown, options });
   }
-  get(path: string, handler: Handler, options?: RouteOptions) {
+  get<P extends ApiPath<'GET'>>(path: P, handler: Handler<RouteOf<'GET', P>>, options?: RouteOptions) {
     this.add('GET', path, handler, options);
   }
-  post(path: string, handler: Handler, options?: RouteOptions) {
+  post<P extends ApiPath<'POST'>>(path: P, handler: Handler<RouteOf<'POST', P>>, options?: RouteOptions) {
     this.add('POST', path, handler, options);
   }
-  put(path: string, handler: Handler, options?: RouteOptions) {
+  put<P extends ApiPath<'PUT'>>(path: P, handler: Handler<RouteOf<'PUT', P>>, options?: RouteOptions) {
     this.add('PUT', path, handler, options);
   }
-  delete(path: string, handler: Handler, options?: RouteOptions) {
+  delete<P extends ApiPath<'DELETE'>>(path: P, handler: Handler<RouteOf<'DELETE', P>>, options?: RouteOptions) {
     this.add('DELETE', path, handler, options);
   }
 

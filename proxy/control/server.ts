@@ -67,7 +67,7 @@ export async function startControlPlane(
     },
     { public: true },
   );
-  router.get('/api/me', ({ identity }) => identity);
+  router.get('/api/me', ({ identity }) => identity!);
   registerSessionRoutes(router, s);
   for (const register of modules) register(router, s);
 

@@ -38,13 +38,9 @@ export interface InspectedRequest {
   uninspectable?: string;
 }
 
-/** A query string's keys and values, decoded, one a line: what `match.content` reads of it. */
-export function queryText(search: string): string {
-  if (search.length <= 1) return '';
-  let out = '';
-  for (const [k, v] of new URLSearchParams(search)) out += `${k}\n${v}\n`;
-  return out;
-}
+// Moved to the policy folder, which reads a query string for `match.content`; importers here
+// still find it where they did until they import it from there.
+export { queryText } from '../policy/llm-request';
 
 export interface InspectOptions {
   /** A masking, `content` or `detectors` rule applies to the connection. */

@@ -17,21 +17,12 @@ import type Database from 'better-sqlite3';
 import { userInfo } from 'node:os';
 import * as client from 'openid-client';
 import type { Config } from '../../shared/config';
-import type { Identity } from '../../shared/identity';
+import type { Identity, LoginProviders } from '../../shared/identity';
 import type { AuditStore } from '../audit/store';
 import { AuthError } from './authenticator';
 import type { ConsoleSessions } from './console-sessions';
 import { identityFromClaims, type OidcVerifier, type TrustedIssuer } from './oidc';
 import { LOCAL_PERSON, type PersonDirectory } from './persons';
-
-export interface LoginProviders {
-  /** API keys can be pasted. */
-  apiKey: boolean;
-  /** A local login link exists for this run (printed by `custody serve`, used by the desktop app). */
-  localLink: boolean;
-  /** "Sign in with <name>": start the flow at `startUrl`. */
-  oidc: { id: string; name: string; issuer: string; startUrl: string }[];
-}
 
 interface PendingFlow {
   issuer: TrustedIssuer;

@@ -12,21 +12,8 @@
  * the proxy's hot path does no I/O; every write goes through this class and updates the cache.
  */
 import { randomBytes } from 'node:crypto';
+import type { CredentialKind, Person } from '../../shared/identity';
 import type { AuditStore } from '../audit/store';
-
-export type CredentialKind = 'api-key' | 'oidc' | 'local';
-
-export interface Person {
-  id: string;
-  name: string;
-  createdAt: number;
-  createdBy: string;
-  lockedAt: number | null;
-  lockedBy: string | null;
-  credentials: { credential: string; kind: CredentialKind; linkedAt: number; linkedBy: string }[];
-  /** An OIDC subject is linked: the IdP vouches for this person. */
-  idpBacked: boolean;
-}
 
 interface PersonRow {
   id: string;

@@ -14,6 +14,7 @@
  *   engine.rows(connection, decision.mask).value(column, text, scope)  // PostgreSQL DataRow values
  */
 import { z } from 'zod';
+import type { DetectorInfo } from '../../shared/api';
 import { type Config, type ConfigIssue, type Connection, CustomDetector, MaskingRule, type PolicyRule } from '../../shared/config';
 import { maskBody, PlanCache } from './body';
 import { BUILTIN_DETECTORS, DETECTOR_GROUPS, type Detector } from './detectors';
@@ -42,13 +43,6 @@ export interface MaskingConfig {
 }
 
 /** A detector as the console lists it. */
-export interface DetectorInfo {
-  id: string;
-  type: string;
-  kind: Detector['kind'];
-  description: string;
-}
-
 const MaskingConfigSchema = z.object({ detectors: z.array(CustomDetector).default([]), masking: z.array(MaskingRule).default([]) }).strict();
 
 /**

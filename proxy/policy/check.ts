@@ -12,18 +12,10 @@
  * terminal), and duplicate rule names (holds and grants refer to rules by name).
  */
 import { z } from 'zod';
+import type { PolicyIssue } from '../../shared/api';
 import { type ConfigIssue, type ConnectionKind, type MaskingRule, PolicyRule, type SqlClass } from '../../shared/config';
 import { BUILTIN_DETECTORS, DETECTOR_GROUPS } from '../masking/detectors';
 import { compileContentRegex } from './engine';
-
-export interface PolicyIssue {
-  level: 'error' | 'warning';
-  /** Index of the rule in the list, when the issue is about one rule. */
-  rule?: number;
-  name?: string;
-  path: (string | number)[];
-  message: string;
-}
 
 export interface PolicyContext {
   /** Connections that exist (config and console); undefined: unknown, skip connection checks. */

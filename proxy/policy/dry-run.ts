@@ -14,18 +14,16 @@
  * - SQL statements use their recorded classes, or are classified again when a classifier is given.
  */
 import { randomBytes } from 'node:crypto';
+import type { ChangedRequest, DryRunReport, Outcome } from '../../shared/api';
 import type { Config, Connection, ConnectionKind, PolicyAction, PolicyRule, SqlClass } from '../../shared/config';
 import type { AuditEvent } from '../../shared/events';
 import type { Identity } from '../../shared/identity';
 import { type AuditStore, rowToEvent } from '../audit/store';
-import { describeRequest } from './llm-request';
-import { queryText } from '../http/request-inspection';
+import { describeRequest, queryText } from './llm-request';
 import { rolesFor } from '../identity/authenticator';
 import { createMaskingEngine } from '../masking/engine';
 import { PolicyEngine } from './engine';
 import type { PolicyInput } from './types';
-
-export type Outcome = 'allowed' | 'held' | 'denied' | 'masked';
 
 export interface DryRunOptions {
   from?: number;
@@ -45,49 +43,6 @@ export interface DryRunOptions {
    * recorded text (null when no rule applies there). Without it, masking is judged from the record.
    */
   masking?: (connection: string) => ((text: string) => number) | null;
-}
-
-export interface ChangedRequest {
-  seq: number;
-  time: number;
-  summary: string;
-  recorded: Outcome;
-  recordedRule?: string;
-  candidate: Outcome;
-  candidateRule?: string;
-}
-
-export interface ChangedSession {
-  session: string;
-  connection: string | null;
-  actor: string | null;
-  actorName: string | null;
-  requests: number;
-  changed: number;
-  examples: ChangedRequest[];
-}
-
-export interface DryRunReport {
-  from: number | null;
-  to: number | null;
-  requests: number;
-  sessions: number;
-  candidate: Record<Outcome, number>;
-  recorded: Record<Outcome, number>;
-  /** Requests whose outcome differs, by transition, e.g. `allowed→held`. */
-  transitions: Record<string, number>;
-  changedRequests: number;
-  changedSessions: number;
-  /** Matches per candidate rule name. */
-  byRule: Record<string, number>;
-  /** Requests replayed with less than the proxy saw (body not recorded, SQL not classifiable). */
-  partial: number;
-  /**
-   * Values masked in requests and their responses: as recorded (masked spans in the log), and under
-   * the candidate (those, plus values the candidate's masking rules find in the recorded text).
-   */
-  maskedValues: { recorded: number; candidate: number };
-  changed: ChangedSession[];
 }
 
 const OUTCOME: Record<PolicyAction, Outcome> = { allow: 'allowed', hold: 'held', deny: 'denied', mask: 'masked' };

@@ -3,7 +3,8 @@
  * and the request's text (for `match.content`). Knows the shapes of OpenAI Chat Completions,
  * Responses, Embeddings and legacy Completions (platform.openai.com/docs/api-reference) and
  * Anthropic Messages (docs.anthropic.com/en/api/messages); any other JSON body contributes all of
- * its string values as text. The text is computed only when something reads it.
+ * its string values as text. The text is computed only when something reads it. A query string
+ * contributes its keys and values (queryText).
  */
 import type { ConnectionKind } from '../../shared/config';
 
@@ -193,4 +194,12 @@ export function holdSummary(method: string, path: string, model: string | undefi
   const flat = text.replace(/\s+/g, ' ').trim();
   const quoted = flat ? `: "${flat.length > max ? `${flat.slice(0, max)}…` : flat}"` : '';
   return `${method} ${path}${model ? ` ${model}` : ''}${quoted}`;
+}
+
+/** A query string's keys and values, decoded, one a line: what `match.content` reads of it. */
+export function queryText(search: string): string {
+  if (search.length <= 1) return '';
+  let out = '';
+  for (const [key, value] of new URLSearchParams(search)) out += `${key}\n${value}\n`;
+  return out;
 }

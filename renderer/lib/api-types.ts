@@ -1,65 +1,75 @@
 /**
- * What the console asks of the control plane (DESIGN.md, Control plane). The HTTP implementation is
- * renderer/api.ts; stores take this interface so their logic runs in node tests with a fake.
+ * What the console asks of the control plane. The wire types are the REST contract in
+ * shared/api.ts; the HTTP implementation is renderer/api.ts. Stores take this interface so their
+ * logic runs in node tests with a fake. The few shapes defined here are the console's own views,
+ * built from the contract's responses by the `read…` functions below.
  */
+import type {
+  AuditStatusResponse,
+  ConnectionInput,
+  ConnectionList,
+  ConnectionTestResult,
+  ConnectionView,
+  CreateKeyRequest,
+  DetectorCatalog,
+  DryRunReport,
+  ExportRequest,
+  HealthResponse,
+  KeyView,
+  MaskingDocument,
+  MaskingSetResponse,
+  MaskingVersion,
+  MaskingVersionSummary,
+  PolicySetResponse,
+  PolicyVersion,
+  PolicyVersionSummary,
+  VerificationView,
+} from '../../shared/api';
 import type { CustomDetector, MaskingRule, PolicyRule } from '../../shared/config';
-import type { AuditEvent, SessionSummary } from '../../shared/events';
-import type { HoldDecisionRequest, HoldState, HoldView } from '../../shared/holds';
-import type { ApiKeyRecord } from '../../shared/identity';
 import type { DashboardData } from '../../shared/dashboard';
+import type { AuditEvent, SessionFilter, SessionSummary } from '../../shared/events';
 import type { ArchiveStatus, SinkStatus, WitnessStatus } from '../../shared/evidence';
+import type { HoldDecisionRequest, HoldState, HoldView } from '../../shared/holds';
+import type { OidcProvider } from '../../shared/identity';
 import type { Me } from './roles';
-import type { SessionFilter } from './sessions';
 
-export interface Provider {
-  issuer: string;
-  name: string;
-  /** Where "Sign in with <name>" goes: the gateway starts the authorization code flow. */
-  startUrl: string;
-}
-
-export interface Health {
-  status: string;
-  version: string;
-  events?: number;
-}
-
+/** The rules in force, as the Policies page edits them. */
 export interface PolicySet {
-  version: number | null;
+  version: number;
   author: string | null;
   updatedAt: number | null;
   policies: PolicyRule[];
 }
 
+/** The masking rules in force, as the Policies page edits them. */
 export interface MaskingSet {
-  version: number | null;
+  version: number;
   author: string | null;
   updatedAt: number | null;
   masking: MaskingRule[];
   detectors: CustomDetector[];
-  /** Built-in detector ids, when the gateway lists them. */
-  builtins: string[];
 }
 
+/** A policy or masking version in the history list (their numbers are shared). */
 export interface PolicyVersionMeta {
   version: number;
   kind: 'policies' | 'masking';
   author: string;
   createdAt: number;
-  /** The rules of that version, when the listing includes them. */
+  /** The rules of that version (policies) or `{masking, detectors?}` (masking), when loaded. */
   body?: unknown;
   note?: string;
   /** Number of rules in that version. */
   count?: number;
 }
 
-/** `POST /api/policies/dry-run`: what the candidate rules would have done to recorded traffic. */
+/** `POST /api/policies/dry-run`, flattened for the review step. */
 export interface DryRunResult {
   from?: number;
   to?: number;
   /** Requests replayed. */
   total: number;
-  /** Counts by action under the candidate, and under the rules in force. */
+  /** Counts by outcome under the candidate, and under the rules in force. */
   candidate: Record<string, number>;
   current: Record<string, number>;
   /** Examples of requests whose outcome would change. */
@@ -72,9 +82,9 @@ export interface DryRunResult {
   partial: number;
   /** Values masked in requests and responses: as recorded, and under the draft's masking rules. */
   maskedValues: { current: number; candidate: number };
-  raw: unknown;
 }
 
+/** The Audit page's summary of `GET /api/audit/status`. */
 export interface AuditStatus {
   treeSize: number | null;
   rootHash: string | null;
@@ -83,77 +93,23 @@ export interface AuditStatus {
   publicKey: string | null;
   fingerprint: string | null;
   origin?: string | null;
-  witnesses: WitnessView[];
-  sinks: SinkView[];
+  witnesses: WitnessStatus[];
+  sinks: SinkStatus[];
   /** The archive in object storage; null when audit.archive is not configured. */
-  archive: ArchiveView | null;
-  raw: unknown;
+  archive: ArchiveStatus | null;
 }
-
-export type WitnessView = WitnessStatus;
-export type SinkView = SinkStatus;
-export type ArchiveView = ArchiveStatus;
 
 export interface VerifyResult {
   ok: boolean;
   message: string;
   events?: number;
   firstBad?: number | null;
-  raw: unknown;
-}
-
-export interface ExportRequest {
-  from?: number;
-  to?: number;
-  user?: string;
-  connection?: string;
-}
-
-export type ApiKeyView = ApiKeyRecord;
-
-export interface ConnectionView {
-  name: string;
-  kind: 'openai' | 'anthropic' | 'http' | 'postgres';
-  upstream: string;
-  /** Set when the upstream address carries a credential (shown as `***`): move it into `secret`. */
-  warning?: string;
-  listen?: string;
-  description?: string;
-  tls?: { mode?: string };
-  source: 'config' | 'console';
-  secret: { kind: 'env' | 'value' | 'file'; env?: string; file?: string } | null;
-  updatedAt: number | null;
-  updatedBy: string | null;
-  pendingRestart: boolean;
-}
-
-export interface ConnectionList {
-  connections: ConnectionView[];
-  httpListen: string;
-  liveReload: boolean;
-}
-
-export interface ConnectionInput {
-  name?: string;
-  kind?: ConnectionView['kind'];
-  upstream?: string;
-  listen?: string;
-  description?: string;
-  /** Write-only: a new secret value, `{env}` or `{file}`; omitted keeps the stored one. */
-  secret?: string | { env: string } | { file: string };
-}
-
-export interface ConnectionTestResult {
-  ok: boolean;
-  latencyMs: number;
-  message: string;
-  status?: number;
 }
 
 export interface ConsoleApi {
-  health(): Promise<Health>;
+  health(): Promise<HealthResponse>;
   me(): Promise<Me>;
-  providers(): Promise<Provider[]>;
+  providers(): Promise<OidcProvider[]>;
   loginWithKey(key: string): Promise<void>;
   logout(): Promise<void>;
   holds(state: HoldState, limit?: number): Promise<HoldView[]>;
@@ -165,17 +121,19 @@ export interface ConsoleApi {
   putPolicies(policies: PolicyRule[], baseVersion?: number | null): Promise<PolicySet>;
   masking(): Promise<MaskingSet>;
   putMasking(masking: MaskingRule[], detectors: CustomDetector[], baseVersion?: number | null): Promise<MaskingSet>;
+  /** The built-in detectors and groups a masking rule may name. */
+  detectors(): Promise<DetectorCatalog>;
   /** Policy and masking versions together, newest first (their numbers are shared). */
   policyVersions(): Promise<PolicyVersionMeta[]>;
   policyVersion(v: number, kind: 'policies' | 'masking'): Promise<PolicyVersionMeta>;
   /** Replays recorded traffic through draft rules; `masking` (the draft's masking rules) decides what counts as masked. */
-  dryRun(policies: PolicyRule[], from: number, to: number, masking?: { masking: unknown[]; detectors: unknown[] }): Promise<DryRunResult>;
+  dryRun(policies: PolicyRule[], from: number, to: number, masking?: MaskingDocument): Promise<DryRunResult>;
   auditStatus(): Promise<AuditStatus>;
   verify(): Promise<VerifyResult>;
   createExport(req: ExportRequest): Promise<{ id: string; url?: string }>;
-  keys(): Promise<ApiKeyView[]>;
+  keys(): Promise<KeyView[]>;
   /** The key belongs to the signed-in person unless `owner` names a person or `newOwner` creates one. */
-  createKey(req: { name: string; groups: string[]; expires?: string; owner?: string; newOwner?: string }): Promise<{ key: string; record: ApiKeyView }>;
+  createKey(req: CreateKeyRequest): Promise<{ key: string; record: KeyView }>;
   revokeKey(id: string): Promise<void>;
   connections(): Promise<ConnectionList>;
   addConnection(c: ConnectionInput): Promise<ConnectionView>;
@@ -185,143 +143,83 @@ export interface ConsoleApi {
   dashboard(from: number, to: number, buckets: number): Promise<DashboardData>;
 }
 
-// ---- tolerant readers: the console accepts a bare array or an object wrapping it ----------------
+// ---- the console's views, built from the contract's responses ----------------------------------
 
-export function listOf<T>(v: unknown, ...keys: string[]): T[] {
-  if (Array.isArray(v)) return v as T[];
-  if (v && typeof v === 'object') for (const k of keys) if (Array.isArray((v as Record<string, unknown>)[k])) return (v as Record<string, T[]>)[k]!;
-  return [];
+export function readPolicySet(r: PolicySetResponse): PolicySet {
+  return { version: r.version, author: r.author, updatedAt: r.updatedAt, policies: r.rules };
 }
 
-export function num(v: unknown): number | null {
-  if (typeof v === 'number' && Number.isFinite(v)) return v;
-  if (typeof v === 'string' && v) {
-    const n = /^\d+$/.test(v) ? Number(v) : Date.parse(v);
-    return Number.isFinite(n) ? n : null;
-  }
-  return null;
+export function readMaskingSet(r: MaskingSetResponse): MaskingSet {
+  return { version: r.version, author: r.author, updatedAt: r.updatedAt, masking: r.masking, detectors: r.detectors };
 }
 
-export function strOrNull(v: unknown): string | null {
-  return typeof v === 'string' ? v : null;
+/** A policy version listing or one version: in listings `rules` is a count, in one version the rules. */
+export function readPolicyVersion(v: PolicyVersion | PolicyVersionSummary): PolicyVersionMeta {
+  const rules = typeof v.rules === 'number' ? undefined : v.rules;
+  return { version: v.version, kind: 'policies', author: v.authorName, createdAt: v.createdAt, body: rules, note: v.note, count: rules ? rules.length : (v.rules as number) };
 }
 
-function obj(v: unknown): Record<string, unknown> {
-  return v && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : {};
-}
-
-export function readPolicySet(v: unknown): PolicySet {
-  const o = obj(v);
+/** A masking version in a listing (its rules; detectors only counted) or one version (rules and detectors). */
+export function readMaskingVersion(v: MaskingVersion | MaskingVersionSummary): PolicyVersionMeta {
+  const detectors = typeof v.detectors === 'number' ? [] : v.detectors;
   return {
-    version: num(o['version']),
-    author: strOrNull(o['author']),
-    updatedAt: num(o['updatedAt'] ?? o['createdAt']),
-    policies: listOf<PolicyRule>(v, 'policies', 'rules'),
+    version: v.version,
+    kind: 'masking',
+    author: v.authorName,
+    createdAt: v.createdAt,
+    body: { masking: v.masking, ...(detectors.length ? { detectors } : {}) },
+    note: v.note,
+    count: 'rules' in v ? v.rules : undefined,
   };
 }
 
-export function readMaskingSet(v: unknown): MaskingSet {
-  const o = obj(v);
-  const builtins = listOf<unknown>(o['builtins'] ?? o['builtinDetectors'] ?? o['available'], 'detectors').map((d) => (typeof d === 'string' ? d : strOrNull(obj(d)['id']) ?? '')).filter(Boolean);
-  return {
-    version: num(o['version']),
-    author: strOrNull(o['author']),
-    updatedAt: num(o['updatedAt'] ?? o['createdAt']),
-    masking: listOf<MaskingRule>(v, 'masking', 'rules'),
-    detectors: listOf<CustomDetector>(o['detectors'], 'detectors'),
-    builtins,
-  };
-}
-
-/**
- * Policy (`/api/policies/versions`) or masking (`/api/masking/versions`) versions. In listings
- * `rules` is a count; a single policy version carries its rules, a masking version `{masking, detectors}`.
- */
-export function readVersions(v: unknown, kind?: 'policies' | 'masking'): PolicyVersionMeta[] {
-  return listOf<Record<string, unknown>>(v, 'versions').map((x) => {
-    const rules = Array.isArray(x['rules']) ? x['rules'] : undefined;
-    const k = kind ?? (x['kind'] === 'masking' ? 'masking' : 'policies');
-    const maskingBody = Array.isArray(x['masking']) ? { masking: x['masking'], ...(Array.isArray(x['detectors']) && x['detectors'].length ? { detectors: x['detectors'] } : {}) } : undefined;
-    return {
-      version: num(x['version']) ?? 0,
-      kind: k,
-      author: strOrNull(x['authorName']) ?? strOrNull(x['author']) ?? '?',
-      createdAt: num(x['createdAt'] ?? x['created_at'] ?? x['time']) ?? 0,
-      body: x['body'] ?? (k === 'masking' ? maskingBody : rules),
-      note: strOrNull(x['note']) ?? undefined,
-      count: typeof x['rules'] === 'number' ? x['rules'] : rules?.length,
-    };
-  });
-}
-
-/** `POST /api/policies/dry-run` (proxy/policy/dry-run.ts DryRunReport), read tolerantly. */
-export function readDryRun(v: unknown): DryRunResult {
-  const o = obj(v);
-  const counts = (x: unknown): Record<string, number> => {
-    const out: Record<string, number> = {};
-    for (const [k, n] of Object.entries(obj(x))) if (typeof n === 'number') out[k] = n;
-    return out;
-  };
+/** `POST /api/policies/dry-run` (proxy/policy/dry-run.ts), one row per example of a changed request. */
+export function readDryRun(r: DryRunReport): DryRunResult {
   const changes: DryRunResult['changes'] = [];
-  for (const sess of listOf<Record<string, unknown>>(o['changed'], 'sessions')) {
-    const examples = listOf<Record<string, unknown>>(sess['examples']);
-    for (const c of examples)
+  for (const changed of r.changed)
+    for (const example of changed.examples)
       changes.push({
-        session: strOrNull(sess['session']) ?? undefined,
-        seq: num(c['seq']) ?? undefined,
-        time: num(c['time']) ?? undefined,
-        summary: strOrNull(c['summary']) ?? '',
-        from: `${strOrNull(c['recorded']) ?? '?'}${strOrNull(c['recordedRule']) ? ` (${strOrNull(c['recordedRule'])})` : ''}`,
-        to: strOrNull(c['candidate']) ?? '?',
-        rule: strOrNull(c['candidateRule']) ?? undefined,
+        session: changed.session,
+        seq: example.seq,
+        time: example.time,
+        summary: example.summary,
+        from: `${example.recorded}${example.recordedRule ? ` (${example.recordedRule})` : ''}`,
+        to: example.candidate,
+        rule: example.candidateRule,
       });
-  }
   return {
-    from: num(o['from']) ?? undefined,
-    to: num(o['to']) ?? undefined,
-    total: num(o['requests'] ?? o['total']) ?? 0,
-    candidate: counts(o['candidate']),
-    current: counts(o['recorded'] ?? o['current']),
+    from: r.from ?? undefined,
+    to: r.to ?? undefined,
+    total: r.requests,
+    candidate: r.candidate,
+    current: r.recorded,
     changes,
-    changedRequests: num(o['changedRequests']) ?? changes.length,
-    changedSessions: num(o['changedSessions']) ?? new Set(changes.map((c) => c.session)).size,
-    transitions: counts(o['transitions']),
-    maskedValues: { current: num(obj(o['maskedValues'])['recorded']) ?? 0, candidate: num(obj(o['maskedValues'])['candidate']) ?? 0 },
-    partial: num(o['partial']) ?? 0,
-    raw: v,
+    changedRequests: r.changedRequests,
+    changedSessions: r.changedSessions,
+    transitions: r.transitions,
+    maskedValues: { current: r.maskedValues.recorded, candidate: r.maskedValues.candidate },
+    partial: r.partial,
   };
 }
 
-export function readAuditStatus(v: unknown): AuditStatus {
-  const o = obj(v);
-  const cp = obj(o['lastCheckpoint'] ?? o['checkpoint']);
-  const lv = obj(o['lastVerification'] ?? o['verification']);
-  const key = obj(o['publicKey'] ?? o['key']);
+export function readAuditStatus(r: AuditStatusResponse): AuditStatus {
+  const checkpoint = r.lastCheckpoint;
+  const verification = r.lastVerification;
   return {
-    treeSize: num(o['treeSize'] ?? o['events'] ?? o['size']),
-    rootHash: strOrNull(o['rootHash'] ?? o['root']),
-    lastCheckpoint: Object.keys(cp).length ? { time: num(cp['time'] ?? cp['at']) ?? 0, treeSize: num(cp['treeSize'] ?? cp['size']) ?? 0, rootHash: strOrNull(cp['rootHash'] ?? cp['root']) ?? undefined } : null,
-    lastVerification: Object.keys(lv).length
-      ? { time: num(lv['time'] ?? lv['at']) ?? 0, ok: lv['ok'] === true || lv['intact'] === true, message: strOrNull(lv['message'] ?? lv['error']) ?? undefined, events: num(lv['events'] ?? lv['checked']) ?? undefined }
-      : null,
-    publicKey: typeof o['publicKey'] === 'string' ? o['publicKey'] : strOrNull(key['publicKey'] ?? key['key'] ?? key['note']),
-    fingerprint: strOrNull(o['fingerprint'] ?? o['keyFingerprint'] ?? key['fingerprint']),
-    origin: strOrNull(o['origin'] ?? cp['origin']),
-    witnesses: Array.isArray(o['witnesses']) ? (o['witnesses'] as WitnessView[]) : [],
-    sinks: Array.isArray(o['sinks']) ? (o['sinks'] as SinkView[]) : [],
-    archive: o['archive'] && typeof o['archive'] === 'object' ? (o['archive'] as ArchiveView) : null,
-    raw: v,
+    treeSize: r.treeSize,
+    rootHash: r.rootHash,
+    lastCheckpoint: checkpoint ? { time: checkpoint.time, treeSize: checkpoint.treeSize, rootHash: checkpoint.rootHash } : null,
+    lastVerification: verification ? { time: verification.time, ok: verification.ok, message: verification.message, events: verification.events } : null,
+    publicKey: r.publicKey,
+    fingerprint: r.fingerprint,
+    origin: r.origin,
+    witnesses: r.witnesses,
+    sinks: r.sinks,
+    archive: r.archive,
   };
 }
 
-export function readVerify(v: unknown): VerifyResult {
-  const o = obj(v);
-  const ok = o['ok'] === true || o['intact'] === true;
-  return {
-    ok,
-    message: strOrNull(o['message'] ?? o['error'] ?? o['summary']) ?? (ok ? 'intact' : 'verification failed'),
-    events: num(o['events'] ?? o['checked'] ?? o['treeSize']) ?? undefined,
-    firstBad: num(o['firstBad'] ?? o['firstBadSeq'] ?? o['seq']),
-    raw: v,
-  };
+export function readVerify(v: VerificationView | null): VerifyResult {
+  if (!v) return { ok: false, message: 'verification failed' };
+  return { ok: v.ok, message: v.message, events: v.events, firstBad: v.firstBadSeq };
 }

@@ -1,16 +1,14 @@
 /**
  * Ready-to-copy client snippets for a connection: the client changes nothing but an address and a
- * key (DESIGN.md, HTTP routing and PostgreSQL). `key` is a placeholder unless the user pasted one.
+ * key (DESIGN.md, HTTP routing and PostgreSQL; docs/SSH.md, Login). `key` is a placeholder unless
+ * the user pasted one.
  */
+import type { ConnectionView } from '../../shared/api';
 
-export interface SnippetConnection {
-  name: string;
-  kind: 'openai' | 'anthropic' | 'http' | 'postgres';
-  listen?: string;
-}
+export type SnippetConnection = Pick<ConnectionView, 'name' | 'kind' | 'listen'>;
 
 export interface Snippet {
-  id: 'openai' | 'anthropic' | 'langchain' | 'psql' | 'curl';
+  id: 'openai' | 'anthropic' | 'langchain' | 'psql' | 'ssh' | 'curl';
   label: string;
   language: string;
   code: string;
@@ -21,14 +19,22 @@ export function proxyBase(httpListen: string, name: string): string {
   return `http://${httpListen}/${name}`;
 }
 
+/** Host and port of a `host:port` listen address (IPv6 brackets removed); `host` overrides the host. */
+function listenAddress(listen: string, host: string | undefined): { host: string; port: string } {
+  const colon = listen.lastIndexOf(':');
+  return { host: host ?? listen.slice(0, colon).replace(/^\[|\]$/g, ''), port: listen.slice(colon + 1) };
+}
+
 export function snippetsFor(c: SnippetConnection, opts: { httpListen: string; key?: string; host?: string }): Snippet[] {
   const key = opts.key || 'cst_…your Custody API key…';
   const base = proxyBase(opts.httpListen, c.name);
+  if (c.kind === 'ssh') {
+    const { host, port } = listenAddress(c.listen ?? '127.0.0.1:2222', opts.host);
+    // The login user is part of the upstream address; the client's user name is any name.
+    return [{ id: 'ssh', label: 'ssh', language: 'sh', code: `# the password is your Custody API key\nssh -p ${port} $USER@${host}` }];
+  }
   if (c.kind === 'postgres') {
-    const listen = c.listen ?? '127.0.0.1:6432';
-    const i = listen.lastIndexOf(':');
-    const host = opts.host ?? listen.slice(0, i).replace(/^\[|\]$/g, '');
-    const port = listen.slice(i + 1);
+    const { host, port } = listenAddress(c.listen ?? '127.0.0.1:6432', opts.host);
     return [
       { id: 'psql', label: 'psql', language: 'sh', code: `PGPASSWORD='${key}' psql "host=${host} port=${port} user=$USER dbname=postgres sslmode=prefer"` },
       {

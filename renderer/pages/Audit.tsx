@@ -12,7 +12,8 @@ import { api, toast, useAuth } from '../app/context';
 import { onMessage } from '../app/live-socket';
 import { Icon } from '../components/Icon';
 import { Badge, Button, CodeBlock, ErrorBox, Field, Loading, PageHeader } from '../components/ui';
-import type { ArchiveView, AuditStatus, SinkView, VerifyResult, WitnessView } from '../lib/api-types';
+import type { ArchiveStatus, SinkStatus, WitnessStatus } from '../../shared/evidence';
+import type { AuditStatus, VerifyResult } from '../lib/api-types';
 import { formatAgo, formatBytes, formatCount, formatDateTime, fromLocalInput, toLocalInput } from '../lib/format';
 import { capabilities } from '../lib/roles';
 
@@ -43,7 +44,7 @@ export function AuditPage() {
       setVerify(r);
       load();
     } catch (err) {
-      setVerify({ ok: false, message: (err as Error).message, raw: null });
+      setVerify({ ok: false, message: (err as Error).message });
     }
   };
 
@@ -155,7 +156,7 @@ function FailureNote({ error, nextRetryAt, now }: { error: string | null; nextRe
   );
 }
 
-function EvidenceOutCard({ witnesses, sinks, archive }: { witnesses: WitnessView[]; sinks: SinkView[]; archive: ArchiveView | null }) {
+function EvidenceOutCard({ witnesses, sinks, archive }: { witnesses: WitnessStatus[]; sinks: SinkStatus[]; archive: ArchiveStatus | null }) {
   const now = Date.now();
   return (
     <section className="card" data-testid="evidence-out">
@@ -234,7 +235,7 @@ function EvidenceOutCard({ witnesses, sinks, archive }: { witnesses: WitnessView
   );
 }
 
-function ArchiveTable({ archive: a, now }: { archive: ArchiveView; now: number }) {
+function ArchiveTable({ archive: a, now }: { archive: ArchiveStatus; now: number }) {
   const last = a.lastSegment;
   return (
     <table className="table" data-testid="archive">

@@ -8,7 +8,7 @@ import { api, toast, useAuth } from '../app/context';
 import { onMessage } from '../app/live-socket';
 import { Icon } from '../components/Icon';
 import { Badge, Button, CodeBlock, Empty, ErrorBox, Field, Loading, Modal, PageHeader, Tabs } from '../components/ui';
-import type { ConnectionInput, ConnectionList, ConnectionTestResult, ConnectionView } from '../lib/api-types';
+import type { ConnectionInput, ConnectionList, ConnectionTestResult, ConnectionView } from '../../shared/api';
 import { formatDateTime } from '../lib/format';
 import { capabilities } from '../lib/roles';
 import { snippetsFor } from '../lib/snippets';
@@ -204,12 +204,12 @@ function ConnectionForm({ initial, onClose, onSaved }: { initial?: ConnectionVie
   const [busy, setBusy] = useState(false);
   const [test, setTest] = useState<ConnectionTestResult | 'running'>();
 
-  const defaults: Record<ConnectionView['kind'], string> = { openai: 'https://api.openai.com/v1', anthropic: 'https://api.anthropic.com', http: 'https://', postgres: 'postgres://app@127.0.0.1:5432/app' };
+  const defaults: Record<ConnectionView['kind'], string> = { openai: 'https://api.openai.com/v1', anthropic: 'https://api.anthropic.com', http: 'https://', postgres: 'postgres://app@127.0.0.1:5432/app', ssh: 'ssh://deploy@127.0.0.1:22' };
   const body = (): ConnectionInput => ({
     ...(initial ? {} : { name }),
     kind,
     upstream,
-    listen: kind === 'postgres' ? listen : '',
+    listen: kind === 'postgres' || kind === 'ssh' ? listen : '',
     description,
     ...(secretMode === 'value' && secret ? { secret } : secretMode === 'env' && env ? { secret: { env } } : {}),
   });
@@ -284,8 +284,8 @@ function ConnectionForm({ initial, onClose, onSaved }: { initial?: ConnectionVie
         <Field label="Upstream" hint={kind === 'postgres' ? 'postgres://user@host:port/database — the gateway logs in with the credential below.' : 'Base URL the gateway forwards to.'}>
           <input className="input mono" value={upstream} onChange={(e) => setUpstream(e.target.value)} data-testid="connection-upstream" />
         </Field>
-        {kind === 'postgres' && (
-          <Field label="Listen on" hint="Where psql and drivers connect to this connection, e.g. 127.0.0.1:6432.">
+        {(kind === 'postgres' || kind === 'ssh') && (
+          <Field label="Listen on" hint={kind === 'ssh' ? 'Where ssh, scp and sftp connect to this connection, e.g. 127.0.0.1:2222.' : 'Where psql and drivers connect to this connection, e.g. 127.0.0.1:6432.'}>
             <input className="input mono" value={listen} onChange={(e) => setListen(e.target.value)} placeholder="127.0.0.1:6432" />
           </Field>
         )}

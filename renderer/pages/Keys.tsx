@@ -2,11 +2,11 @@
 import { type FormEvent, useCallback, useEffect, useState } from 'react';
 import { api, toast } from '../app/context';
 import { Badge, Button, CodeBlock, Empty, ErrorBox, Field, Loading, Modal, PageHeader } from '../components/ui';
-import type { ApiKeyView } from '../lib/api-types';
+import type { KeyView } from '../../shared/api';
 import { formatAgo, formatDateTime } from '../lib/format';
 
 export function KeysPage() {
-  const [keys, setKeys] = useState<ApiKeyView[]>();
+  const [keys, setKeys] = useState<KeyView[]>();
   const [error, setError] = useState<string>();
   const [creating, setCreating] = useState(false);
   const [created, setCreated] = useState<{ key: string; name: string }>();
@@ -20,7 +20,7 @@ export function KeysPage() {
       .catch((e: Error) => setError(e.message));
   }, []);
   useEffect(load, [load]);
-  const revoke = async (k: ApiKeyView) => {
+  const revoke = async (k: KeyView) => {
     if (!confirm(`Revoke ${k.name}? Clients using it are refused from now on.`)) return;
     try {
       await api.revokeKey(k.id);

@@ -40,9 +40,6 @@ interface Current {
   builtins: string[];
 }
 
-/** The gateway's built-in detectors (proxy/masking/detectors.ts), offered when it does not list them. */
-const FALLBACK_DETECTORS = ['credit_card', 'iban', 'us_ssn', 'email', 'phone', 'ipv4', 'date_of_birth', 'aws_access_key', 'aws_secret_key', 'github_token', 'slack_token', 'stripe_key', 'openai_key', 'anthropic_key', 'jwt', 'private_key', 'password', 'bearer_token'];
-
 export function PoliciesPage() {
   const me = useAuth((s) => s.me);
   const canEdit = capabilities(me).editPolicies;
@@ -57,15 +54,16 @@ export function PoliciesPage() {
   const load = useCallback(async () => {
     setError(undefined);
     try {
-      const [p, m, c] = await Promise.all([
+      const [p, m, c, catalog] = await Promise.all([
         api.policies(),
         // 404: a gateway without the masking API; 403: masking needs the reviewer role.
         api.masking().catch((err: { status?: number }) => (err.status === 404 || err.status === 405 || err.status === 403 ? undefined : Promise.reject(err))),
         api.connections().catch(() => ({ connections: [] })),
+        api.detectors(),
       ]);
       const doc: RulesDoc = { policies: p.policies, masking: m?.masking ?? [], detectors: m?.detectors ?? [] };
       const yaml = rulesToYaml(doc, { masking: !!m });
-      setCurrent({ maskingEditable: !!m, doc, yaml, policiesVersion: p.version, maskingVersion: m?.version ?? null, author: p.author ?? m?.author ?? null, updatedAt: p.updatedAt ?? m?.updatedAt ?? null, builtins: m?.builtins ?? [] });
+      setCurrent({ maskingEditable: !!m, doc, yaml, policiesVersion: p.version, maskingVersion: m?.version ?? null, author: p.author ?? m?.author ?? null, updatedAt: p.updatedAt ?? m?.updatedAt ?? null, builtins: catalog.detectors.map((d) => d.id) });
       setConnections(c.connections.map((x) => x.name));
       setText(yaml);
       setRemoteChange(undefined);
@@ -144,7 +142,7 @@ export function PoliciesPage() {
         value={tab}
         onChange={setTab}
       />
-      {tab === 'rules' && <RulesView saved={current.doc} doc={doc} canEdit={canEdit} maskingEditable={current.maskingEditable} onChange={edit} connections={connections} detectors={[...new Set([...(current.builtins.length ? current.builtins : FALLBACK_DETECTORS), ...doc.detectors.map((d) => d.id)])]} invalid={!validation.ok} />}
+      {tab === 'rules' && <RulesView saved={current.doc} doc={doc} canEdit={canEdit} maskingEditable={current.maskingEditable} onChange={edit} connections={connections} detectors={[...new Set([...current.builtins, ...doc.detectors.map((d) => d.id)])]} invalid={!validation.ok} />}
       {tab === 'yaml' && <YamlView text={text} onChange={setText} readOnly={!canEdit} validation={validation} />}
       {tab === 'history' && <HistoryView />}
       {review && validation.ok && (

@@ -3,7 +3,8 @@
  * expired mid-session, so the login page can say why the user is back there.
  */
 import { createStore } from 'zustand/vanilla';
-import type { ConsoleApi, Provider } from '../lib/api-types';
+import type { OidcProvider } from '../../shared/identity';
+import type { ConsoleApi } from '../lib/api-types';
 import type { Me } from '../lib/roles';
 
 export type AuthStatus = 'loading' | 'signed-out' | 'signed-in' | 'unreachable';
@@ -12,7 +13,7 @@ export interface AuthState {
   status: AuthStatus;
   me?: Me;
   version?: string;
-  providers: Provider[];
+  providers: OidcProvider[];
   notice?: string;
   /** The gateway stopped answering after sign-in (shown as a banner; the console keeps its data). */
   offline: boolean;

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import OpenAI from 'openai';
 import { main } from '../../proxy/cli';
-import type { DryRunReport } from '../../proxy/policy/dry-run';
+import type { DryRunReport } from '../../shared/api';
 import { type LlmUpstream, startLlmUpstream } from '../support/llm-upstream';
 import { tempDir } from '../support/tmp';
 import { startTestGateway, type TestGateway } from './http-harness';

@@ -65,6 +65,21 @@ describe('masking over the control plane', () => {
     assert.equal(gw.services.store.events(1, 1000).filter((e) => e.kind === 'masking.changed').length, 1);
   });
 
+  it('GET /api/masking/detectors lists the built-in detectors for anyone signed in, each usable in a rule', async () => {
+    const r = await api('GET', '/api/masking/detectors', user);
+    assert.equal(r.status, 200, 'the rule form needs the list; it names no customer data');
+    const detectors = r.json['detectors'] as { id: string; type: string; kind: string; description: string }[];
+    const ids = detectors.map((d) => d.id);
+    for (const id of ['credit_card', 'iban', 'us_ssn', 'email', 'aws_access_key', 'private_key', 'jwt', 'bearer_token']) assert.ok(ids.includes(id), id);
+    assert.ok(detectors.every((d) => d.type && d.description && d.kind !== 'custom'));
+    assert.deepEqual(Object.keys(r.json['groups'] as object).sort(), ['all', 'ip_address', 'pii', 'secrets']);
+    // Every id the console offers is one the gateway accepts in a masking rule.
+    const check = await api('POST', '/api/masking/check', reviewer, { detectors: [], masking: [{ id: 'cards', detectors: ids }], sample: 'card 4111 1111 1111 1111' });
+    assert.equal(check.status, 200, JSON.stringify(check.json));
+    assert.match(JSON.stringify((check.json['sample'] as { text: unknown }).text), /\[CREDIT_CARD\]/);
+    assert.equal((await fetch(`${control}/api/masking/detectors`)).status, 401, 'not without signing in');
+  });
+
   it('PUT needs an admin and a valid config; refused edits change nothing', async () => {
     const before = (await api('GET', '/api/masking', admin)).json['version'];
     const ok = { detectors: [], masking: [{ id: 'cards', detectors: ['credit_card'] }] };

@@ -52,6 +52,9 @@ describe('formatting and snippets', () => {
     const anthropic = snippetsFor({ name: 'claude', kind: 'anthropic' }, { httpListen: 'gw:7421' });
     assert.match(anthropic[0]!.code, /new Anthropic\(\{ baseURL: 'http:\/\/gw:7421\/claude'/);
     const psql = snippetsFor({ name: 'wh', kind: 'postgres', listen: '127.0.0.1:6432' }, { httpListen: 'x' });
+    const ssh = snippetsFor({ name: 'box', kind: 'ssh', listen: '[::1]:2222' }, { httpListen: 'x' });
+    assert.deepEqual(ssh.map((x) => x.id), ['ssh']);
+    assert.match(ssh[0]!.code, /ssh -p 2222 \$USER@::1/);
     assert.match(psql[0]!.code, /psql "host=127\.0\.0\.1 port=6432/);
   });
 });

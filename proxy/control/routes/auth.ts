@@ -155,7 +155,7 @@ export function registerAuthRoutes(router: Router, s: GatewayServices): void {
   router.post(
     '/api/auth/key',
     async ({ req, res, json }) => {
-      const body = await json<{ key?: unknown }>();
+      const body = await json();
       const key = typeof body?.key === 'string' ? body.key.trim() : '';
       if (!key) throw new HttpError(400, 'bad_request', 'send {"key": "cst_…"}');
       let identity: Identity;

@@ -10,14 +10,13 @@
  * Creation and revocation are recorded (`key.created`, `key.revoked`); revoking or expiring a key
  * also ends the console sessions signed in with it.
  */
+import type { KeyView } from '../../../shared/api';
 import { parseDuration } from '../../../shared/config';
 import type { Identity } from '../../../shared/identity';
 import type { ApiKeyRecord } from '../../identity/api-keys';
 import { PersonError } from '../../identity/persons';
 import type { GatewayServices } from '../../services';
 import { HttpError, type Router } from '../router';
-
-export type KeyView = ApiKeyRecord & { state: 'active' | 'expired' | 'revoked' };
 
 function view(k: ApiKeyRecord, now = Date.now()): KeyView {
   return { ...k, state: k.revokedAt ? 'revoked' : k.expiresAt !== null && k.expiresAt <= now ? 'expired' : 'active' };
@@ -50,8 +49,8 @@ export function registerKeyRoutes(router: Router, s: GatewayServices): void {
   router.post(
     '/api/keys',
     async ({ identity, json }) => {
-      const body = await json<{ name?: unknown; groups?: unknown; expires?: unknown; owner?: unknown; newOwner?: unknown }>();
-      const name = typeof body?.name === 'string' ? body.name.trim() : '';
+      const body = (await json()) ?? {};
+      const name = typeof body.name === 'string' ? body.name.trim() : '';
       if (!name || name.length > 200) throw new HttpError(400, 'bad_request', 'name is required (at most 200 characters)');
       const groups = body.groups === undefined ? [] : body.groups;
       if (!Array.isArray(groups) || !groups.every((g) => typeof g === 'string' && GROUP_RE.test(g))) throw new HttpError(400, 'bad_request', 'groups must be a list of group names (letters, digits, _ . : @ / -)');

@@ -6,6 +6,7 @@
  *   POST /api/masking/check              reviewer: {detectors, masking, sample?} → issues, and the sample masked
  *   GET  /api/masking/versions           reviewer: every version, newest first (?limit&offset)
  *   GET  /api/masking/versions/:v        reviewer: one version
+ *   GET  /api/masking/detectors          signed in: the built-in detectors (id, type, kind, description) and groups
  *
  * Bodies are validated with the config schema (shared/config.ts) and compiled (regular
  * expressions, detector references, JSON paths) before anything is saved; a PUT with problems is
@@ -14,12 +15,12 @@
  */
 import type { ServerResponse } from 'node:http';
 import type { ConfigIssue } from '../../../shared/config';
-import { DETECTOR_GROUPS } from '../../masking/detectors';
+import { BUILTIN_DETECTORS, DETECTOR_GROUPS } from '../../masking/detectors';
 import { createMaskingEngine, type CustodyMaskingEngine, MaskingError, validateMaskingConfig } from '../../masking/engine';
-import { applyMaskingChange, MaskingHistory } from '../../masking/versions';
+import { applyMaskingChange, maskingHistory } from '../../masking/versions';
 import type { GatewayServices } from '../../services';
 import { HANDLED, HttpError, type Router, sendJson } from '../router';
-import { connectionsNow } from './policies';
+import { connectionsNow } from '../../connections/store';
 
 function invalid(res: ServerResponse, issues: ConfigIssue[]): typeof HANDLED {
   sendJson(res, 400, { error: { code: 'invalid_masking', message: `the masking config is not valid: ${issues.map((i) => `${i.path.join('.') || '(body)'}: ${i.message}`).join('; ')}`, issues } });
@@ -33,7 +34,7 @@ function bodyObject(body: unknown): Record<string, unknown> {
 
 /** Validates `{detectors, masking}` against the schema, the connections and the policies in force. */
 function check(s: GatewayServices, body: Record<string, unknown>) {
-  const r = validateMaskingConfig({ detectors: body['detectors'] ?? [], masking: body['masking'] ?? [] }, { connections: connectionsNow(s).map((c) => c.name) });
+  const r = validateMaskingConfig({ detectors: body['detectors'] ?? [], masking: body['masking'] ?? [] }, { connections: connectionsNow(s.config, s.store).map((c) => c.name) });
   if (!r.ok) return r;
   const ids = new Set(r.config.masking.map((m) => m.id));
   const issues: ConfigIssue[] = [];
@@ -43,7 +44,7 @@ function check(s: GatewayServices, body: Record<string, unknown>) {
 }
 
 export function registerMaskingRoutes(router: Router, s: GatewayServices): void {
-  const history = new MaskingHistory(s.store.db);
+  const history = maskingHistory(s.store);
   const describe = () => {
     const latest = history.latest();
     const engine = s.masking as Partial<CustodyMaskingEngine>;
@@ -60,6 +61,12 @@ export function registerMaskingRoutes(router: Router, s: GatewayServices): void 
   };
 
   router.get('/api/masking', () => describe(), { role: 'reviewer' });
+
+  // What a rule may name: the console's rule form offers these, so nobody copies the list by hand.
+  router.get('/api/masking/detectors', () => ({
+    detectors: BUILTIN_DETECTORS.map(({ id, type, kind, description }) => ({ id, type, kind, description })),
+    groups: DETECTOR_GROUPS,
+  }));
 
   router.put(
     '/api/masking',

@@ -11,7 +11,8 @@
  * `:id` is a person id, or a name that exactly one person has.
  */
 import type { Identity } from '../../../shared/identity';
-import { type CredentialKind, lockPerson, PersonError } from '../../identity/persons';
+import type { CredentialKind } from '../../../shared/identity';
+import { lockPerson, PersonError } from '../../identity/persons';
 import type { GatewayServices } from '../../services';
 import { HttpError, type Router } from '../router';
 
@@ -39,7 +40,7 @@ export function registerPersonRoutes(router: Router, s: GatewayServices): void {
   router.post(
     '/api/persons',
     async ({ identity, json }) => {
-      const body = await json<{ name?: unknown }>();
+      const body = await json();
       if (typeof body?.name !== 'string') throw new HttpError(400, 'bad_request', 'send {"name": "…"}');
       return asHttp(() => s.persons.create(body.name as string, identity!.subject, `created by ${identity!.name}`));
     },
@@ -49,7 +50,7 @@ export function registerPersonRoutes(router: Router, s: GatewayServices): void {
   router.post(
     '/api/persons/:id/link',
     async ({ identity, params, json }) => {
-      const body = await json<{ credential?: unknown }>();
+      const body = await json();
       const credential = typeof body?.credential === 'string' ? body.credential.trim() : '';
       const kind = credential ? credentialKind(s, credential) : undefined;
       if (!kind) throw new HttpError(400, 'bad_request', 'credential is "key:<key id>" or "<issuer>#<user claim>" of a configured issuer');

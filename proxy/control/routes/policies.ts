@@ -13,31 +13,16 @@
  * against overwriting someone else's edit: when it is not the version in force, 409.
  */
 import type { ServerResponse } from 'node:http';
-import type { Config, Connection } from '../../../shared/config';
+import type { PolicyIssue } from '../../../shared/api';
+import type { Config } from '../../../shared/config';
+import { connectionsNow } from '../../connections/store';
 import type { GatewayServices } from '../../services';
-import { checkPolicies, parsePolicies, type PolicyContext, type PolicyIssue } from '../../policy/check';
+import { checkPolicies, parsePolicies } from '../../policy/check';
+import { policyContext } from '../../policy/context';
 import { candidateMasking, dryRun } from '../../policy/dry-run';
 import { validateMaskingConfig } from '../../masking/engine';
-import { applyPolicyChange, PolicyHistory } from '../../policy/versions';
+import { applyPolicyChange, policyHistory } from '../../policy/versions';
 import { HANDLED, HttpError, type Router, sendJson } from '../router';
-
-/** The connections that exist now: the config's and those added from the console. */
-export function connectionsNow(s: Pick<GatewayServices, 'config' | 'store'>): { name: string; kind: Connection['kind'] }[] {
-  const byName = new Map(s.config.connections.map((c) => [c.name, c.kind] as const));
-  for (const r of s.store.db.prepare('SELECT name, config FROM connections').all() as { name: string; config: string }[]) {
-    try {
-      const kind = (JSON.parse(r.config) as { kind?: Connection['kind'] }).kind;
-      if (kind) byName.set(r.name, kind);
-    } catch {
-      // an unreadable row is the connections routes' problem; it simply is not known here
-    }
-  }
-  return [...byName].map(([name, kind]) => ({ name, kind }));
-}
-
-export function policyContext(s: Pick<GatewayServices, 'config' | 'store'>): PolicyContext {
-  return { connections: connectionsNow(s), masking: s.config.masking, detectors: s.config.detectors.map((d) => d.id) };
-}
 
 function time(v: unknown, name: string): number | undefined {
   if (v === undefined || v === null || v === '') return undefined;
@@ -58,7 +43,7 @@ function rulesFrom(body: unknown): unknown {
 }
 
 export function registerPolicyRoutes(router: Router, s: GatewayServices): void {
-  const history = new PolicyHistory(s.store.db);
+  const history = policyHistory(s.store);
 
   router.get('/api/policies', () => {
     const latest = history.latest();
@@ -117,7 +102,7 @@ export function registerPolicyRoutes(router: Router, s: GatewayServices): void {
   router.post(
     '/api/policies/dry-run',
     async ({ res, json }) => {
-      const body = await json<{ rules?: unknown; from?: unknown; to?: unknown; masking?: unknown; detectors?: unknown }>();
+      const body = await json();
       const parsed = parsePolicies(rulesFrom(body));
       if (!parsed.ok) return invalid(res, parsed.issues);
       const errors = checkPolicies(parsed.rules, policyContext(s)).filter((i) => i.level === 'error');
@@ -133,7 +118,7 @@ export function registerPolicyRoutes(router: Router, s: GatewayServices): void {
         masking: candidateMasking(masking),
         from: time(body && typeof body === 'object' ? (body as { from?: unknown }).from : undefined, 'from'),
         to: time(body && typeof body === 'object' ? (body as { to?: unknown }).to : undefined, 'to'),
-        connections: connectionsNow(s),
+        connections: connectionsNow(s.config, s.store),
         roles: s.config.identity.roles,
       });
     },
