@@ -15,7 +15,7 @@ import { DashboardPage } from '../pages/Dashboard';
 import { InboxPage } from '../pages/Inbox';
 import { KeysPage } from '../pages/Keys';
 import { LoginPage } from '../pages/Login';
-import { PoliciesPage } from '../pages/Policies';
+import { PoliciesPage } from '../pages/policies/PoliciesPage';
 import { ReplayPage } from '../pages/Replay';
 import { SessionsPage } from '../pages/Sessions';
 import { authStore, inboxStore, toast, uiStore, useAuth, useInbox, useUi } from './context';
