@@ -6,8 +6,6 @@ import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type Database from 'better-sqlite3';
 import type { ApiKeyRecord } from '../../shared/identity';
 
-export type { ApiKeyRecord };
-
 export type KeyCheck = { ok: true; key: ApiKeyRecord } | { ok: false; reason: 'malformed' | 'unknown' | 'expired' | 'revoked' };
 
 const KEY_RE = /^cst_([a-z0-9]{12})_([A-Za-z0-9_-]{32})$/;

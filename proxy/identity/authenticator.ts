@@ -4,9 +4,9 @@
  * the hot path (see ApiKeyStore.check).
  */
 import type { Config, Role } from '../../shared/config';
-import type { Identity } from '../../shared/identity';
+import type { ApiKeyRecord, Identity } from '../../shared/identity';
 import { StoreUnavailableError } from '../audit/store';
-import type { ApiKeyRecord, ApiKeyStore } from './api-keys';
+import type { ApiKeyStore } from './api-keys';
 import type { PersonDirectory } from './persons';
 
 export type AuthFailure = 'missing' | 'malformed' | 'unknown' | 'expired' | 'revoked' | 'invalid_token' | 'forbidden';

@@ -3,10 +3,6 @@
  * area paths for time series, stacked bars. Pure numbers in, SVG path strings out.
  */
 
-import type { DashboardBucket, DashboardData } from '../../shared/dashboard';
-
-export type { DashboardBucket, DashboardData };
-
 /** Smallest "nice" number (1, 2, 2.5, 5 × 10^k) ≥ v; at least 1. */
 export function niceMax(v: number): number {
   if (!(v > 0)) return 1;

@@ -34,7 +34,6 @@ export function pagesFor(start: number, end: number, pageSize = PAGE_SIZE): numb
   return out;
 }
 
-export type { SessionFilter };
 
 /** Query string for `GET /api/sessions`. */
 export function sessionQuery(f: SessionFilter, offset: number, limit: number): string {

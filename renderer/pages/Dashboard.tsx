@@ -7,7 +7,8 @@ import { api } from '../app/context';
 import { onMessage } from '../app/live-socket';
 import { FirstSteps } from '../components/FirstSteps';
 import { Empty, ErrorBox, Loading, PageHeader, Tabs } from '../components/ui';
-import { areaPath, bucketLabel, countAxis, type DashboardData, linePath, stackedBars } from '../lib/charts';
+import type { DashboardData } from '../../shared/dashboard';
+import { areaPath, bucketLabel, countAxis, linePath, stackedBars } from '../lib/charts';
 import { formatCount } from '../lib/format';
 
 const RANGES = [

@@ -4,14 +4,14 @@
  * scroll into view — so 100,000 sessions scroll smoothly. Live sessions update as events arrive.
  */
 import { useEffect, useLayoutEffect, useRef, useState } from 'react';
-import type { SessionSummary } from '../../shared/events';
+import type { SessionFilter, SessionSummary } from '../../shared/events';
 import { api, sessionsStore, useSessions } from '../app/context';
 import { Icon } from '../components/Icon';
 import { FirstSteps } from '../components/FirstSteps';
 import { Badge, Empty, ErrorBox, PageHeader, useNow } from '../components/ui';
 import { formatCount, formatDateTime, formatDuration, fromLocalInput, toLocalInput } from '../lib/format';
 import { formatRoute } from '../lib/route';
-import { rowAt, type SessionFilter, visibleWindow } from '../lib/sessions';
+import { rowAt, visibleWindow } from '../lib/sessions';
 
 export const ROW_HEIGHT = 36;
 

@@ -2,9 +2,9 @@
  * The sessions list: filters, pages fetched on demand as the virtual list scrolls, live updates.
  */
 import { createStore } from 'zustand/vanilla';
-import type { AuditEvent, SessionSummary } from '../../shared/events';
+import type { AuditEvent, SessionFilter, SessionSummary } from '../../shared/events';
 import type { ConsoleApi } from '../lib/api-types';
-import { applySessionEvent, applySessionSummary, emptyList, PAGE_SIZE, pagesFor, type SessionFilter, type SessionListState, withPage } from '../lib/sessions';
+import { applySessionEvent, applySessionSummary, emptyList, PAGE_SIZE, pagesFor, type SessionListState, withPage } from '../lib/sessions';
 
 export interface SessionsStore {
   filter: SessionFilter;

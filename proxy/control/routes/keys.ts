@@ -12,8 +12,7 @@
  */
 import type { KeyView } from '../../../shared/api';
 import { parseDuration } from '../../../shared/config';
-import type { Identity } from '../../../shared/identity';
-import type { ApiKeyRecord } from '../../identity/api-keys';
+import type { ApiKeyRecord, Identity } from '../../../shared/identity';
 import { PersonError } from '../../identity/persons';
 import type { GatewayServices } from '../../services';
 import { HttpError, type Router } from '../router';
