@@ -16,7 +16,7 @@ import type { Identity } from '../../shared/identity';
 import { StoreUnavailableError } from '../audit/store';
 import { UnmaskableValueError } from '../masking/request';
 import { type ConnectionMasker, MaskingError } from '../masking/types';
-import { describeRequest, holdSummary, type RequestFacts } from '../policy/llm-request';
+import { describeRequest, holdSummary, queryText, type RequestFacts } from '../policy/llm-request';
 import type { PolicyDecision } from '../policy/types';
 import type { GatewayServices } from '../services';
 import { canDecode, contentEncodingOf, decodeBody, readRequestBody, responseDecoder } from './bodies';
@@ -26,7 +26,7 @@ import { clientResponseHeaders, recordedHeaders, upstreamRequestHeaders } from '
 import { relayBody } from './relay-body';
 import { relayStream } from './relay-stream';
 import { policyValue, type ReadBody, readRequest } from './request-body';
-import { type InspectedRequest, inspectRequest, queryText } from './request-inspection';
+import { type InspectedRequest, inspectRequest } from './request-inspection';
 import { type HttpSession, validSessionLabel } from './sessions';
 import { SILENT } from './silence-watch';
 import type { UpstreamRoute } from './upstreams';

@@ -38,10 +38,6 @@ export interface InspectedRequest {
   uninspectable?: string;
 }
 
-// Moved to the policy folder, which reads a query string for `match.content`; importers here
-// still find it where they did until they import it from there.
-export { queryText } from '../policy/llm-request';
-
 export interface InspectOptions {
   /** A masking, `content` or `detectors` rule applies to the connection. */
   inspect: boolean;
