@@ -12,6 +12,12 @@ const NODE_BUILTINS = [
 const noNode = [{ group: ['node:*'], message: 'this layer must not import Node built-ins (see DESIGN.md, Folders)' }];
 const noNodeNames = NODE_BUILTINS.map((name) => ({ name, message: 'this layer must not import Node built-ins (see DESIGN.md, Folders)' }));
 const noElectron = [{ group: ['electron', 'electron/*'], message: 'the gateway never imports Electron (see DESIGN.md, Processes)' }];
+const proxyOnlyShared = { group: ['**/main/*', '**/renderer/*'], message: 'proxy/ may import only shared/' };
+// The floors inside proxy/ (docs/ARCHITECTURE.md): core services, then the protocol adapters and the
+// control plane, then the gateway and the CLI. Nothing imports a floor above its own.
+const noGatewayAbove = { group: ['**/gateway', '**/cli', '**/cli/*', '**/entry'], message: 'only the entry and the CLI start the gateway (floors: docs/ARCHITECTURE.md)' };
+const noControl = { group: ['**/control/*', '**/control/**'], message: 'nothing below the gateway imports the control plane (floors: docs/ARCHITECTURE.md)' };
+const noAdapters = { group: ['**/http/*', '**/postgres/*', '**/ssh/*'], message: 'core services do not import the protocol adapters (floors: docs/ARCHITECTURE.md)' };
 
 export default tseslint.config(
   { ignores: ['node_modules/**', 'dist/**', 'out/**', 'coverage/**', 'docs/**', 'schemas/**'] },
@@ -35,7 +41,19 @@ export default tseslint.config(
   {
     files: ['proxy/**/*.ts'],
     rules: {
-      'no-restricted-imports': ['error', { patterns: [...noElectron, { group: ['**/main/*', '**/renderer/*'], message: 'proxy/ may import only shared/' }] }],
+      'no-restricted-imports': ['error', { patterns: [...noElectron, proxyOnlyShared] }],
+    },
+  },
+  {
+    files: ['proxy/{http,postgres,ssh}/**/*.ts'],
+    rules: {
+      'no-restricted-imports': ['error', { patterns: [...noElectron, proxyOnlyShared, noControl, noGatewayAbove] }],
+    },
+  },
+  {
+    files: ['proxy/{masking,policy,identity,audit,approvals,connections}/**/*.ts', 'proxy/{bus,net,services,log,ids,config,key-files,secret-wrapper,worker-source}.ts'],
+    rules: {
+      'no-restricted-imports': ['error', { patterns: [...noElectron, proxyOnlyShared, noControl, noGatewayAbove, noAdapters] }],
     },
   },
   {

@@ -34,4 +34,16 @@ describe('layering lint rule', () => {
     assert.equal((await errorsFor('main/x.ts', "import { AuditStore } from '../proxy/audit/store';\nexport const a = AuditStore;\n")).length, 1);
     assert.deepEqual(await errorsFor('main/x.ts', "import { startGateway } from '../proxy/entry';\nexport const a = startGateway;\n"), []);
   });
+
+  it('keeps the floors inside proxy/: core services below the adapters, the adapters below the control plane and the gateway', async () => {
+    assert.equal((await errorsFor('proxy/masking/x.ts', "import { Exchange } from '../http/exchange';\nexport const a = Exchange;\n")).length, 1);
+    assert.equal((await errorsFor('proxy/audit/x.ts', "import { PgProxySession } from '../postgres/session';\nexport const a = PgProxySession;\n")).length, 1);
+    assert.equal((await errorsFor('proxy/policy/x.ts', "import { startControlPlane } from '../control/server';\nexport const a = startControlPlane;\n")).length, 1);
+    assert.equal((await errorsFor('proxy/http/x.ts', "import { startControlPlane } from '../control/server';\nexport const a = startControlPlane;\n")).length, 1);
+    assert.equal((await errorsFor('proxy/postgres/x.ts', "import { Gateway } from '../gateway';\nexport const a = Gateway;\n")).length, 1);
+    assert.equal((await errorsFor('proxy/bus.ts', "import { Exchange } from './http/exchange';\nexport const a = Exchange;\n")).length, 1);
+    // Downward is fine.
+    assert.deepEqual(await errorsFor('proxy/http/x.ts', "import { canonicalPayload } from '../audit/chain';\nexport const a = canonicalPayload;\n"), []);
+    assert.deepEqual(await errorsFor('proxy/control/x.ts', "import { Exchange } from '../http/exchange';\nexport const a = Exchange;\n"), []);
+  });
 });
