@@ -4,6 +4,7 @@
  */
 import type { IncomingMessage } from 'node:http';
 import { Transform, type TransformCallback } from 'node:stream';
+import * as zlib from 'node:zlib';
 import { brotliDecompressSync, createBrotliDecompress, createGunzip, createInflate, createInflateRaw, gunzipSync, inflateRawSync, inflateSync } from 'node:zlib';
 import { GatewayError } from './errors';
 
@@ -28,7 +29,15 @@ export function readRequestBody(req: IncomingMessage, limit: number): Promise<Bu
   });
 }
 
-const ENCODING_NAMES = new Set(['gzip', 'x-gzip', 'deflate', 'br']);
+/**
+ * zstd where the runtime has it (Node 22.15 and later); elsewhere a zstd body is refused with 415,
+ * since the gateway cannot read what it would forward.
+ */
+const zstd = zlib as unknown as {
+  zstdDecompressSync?: (body: Buffer, opts: { maxOutputLength: number }) => Buffer;
+  createZstdDecompress?: () => Transform;
+};
+const ENCODING_NAMES = new Set(['gzip', 'x-gzip', 'deflate', 'br', ...(zstd.zstdDecompressSync && zstd.createZstdDecompress ? ['zstd'] : [])]);
 
 /** Normalized content-encoding: undefined for none/identity, the name otherwise. */
 export function contentEncodingOf(value: string | undefined): string | undefined {
@@ -59,8 +68,11 @@ export function decodeBody(body: Buffer, encoding: string, limit: number): Buffe
           if ((err as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE') throw err;
           return inflateRawSync(body, opts);
         }
+      case 'zstd':
+        if (zstd.zstdDecompressSync) return zstd.zstdDecompressSync(body, opts);
+        throw new GatewayError(415, 'unsupported_encoding', `content-encoding "zstd" cannot be decoded by this runtime (Node ${process.versions.node}; zstd needs 22.15 or later), so the body cannot be inspected: use gzip, deflate, br or none`);
       default:
-        throw new GatewayError(415, 'unsupported_encoding', `content-encoding "${encoding}" is not supported (use gzip, deflate, br or none)`);
+        throw new GatewayError(415, 'unsupported_encoding', `content-encoding "${encoding}" is not supported (use gzip, deflate, br${ENCODING_NAMES.has('zstd') ? ', zstd' : ''} or none)`);
     }
   } catch (err) {
     if (err instanceof GatewayError) throw err;
@@ -80,6 +92,9 @@ export function responseDecoder(encoding: string): Transform {
       return createBrotliDecompress();
     case 'deflate':
       return new DeflateAutoDecoder();
+    case 'zstd':
+      if (zstd.createZstdDecompress) return zstd.createZstdDecompress();
+      throw new Error('content-encoding zstd cannot be decoded by this runtime');
     default:
       throw new Error(`content-encoding ${encoding} cannot be decoded`);
   }

@@ -29,7 +29,7 @@ interface Attempt {
   base64?: string;
   nested?: number;
   bomb?: number;
-  encoding?: 'gzip' | 'deflate' | 'br' | 'zstd';
+  encoding?: 'gzip' | 'deflate' | 'br' | 'zstd' | 'compress';
   /** multipart/form-data parts, each with text or base64 content. */
   multipart?: { name: string; filename?: string; contentType?: string; headers?: string; text?: string; base64?: string }[];
   expect: 'forwarded' | number;

@@ -8,6 +8,7 @@ import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import * as zlib from 'node:zlib';
 import { gzipSync } from 'node:zlib';
 import OpenAI from 'openai';
 import type { ServerMessage } from '../../shared/messages';
@@ -83,11 +84,30 @@ describe('compressed bodies', () => {
   it('an unsupported request encoding is refused with 415', async () => {
     const r = await fetch(`${gw.proxy}/openai/chat/completions`, {
       method: 'POST',
-      headers: { authorization: `Bearer ${gw.adminKey}`, 'content-type': 'application/json', 'content-encoding': 'zstd' },
+      headers: { authorization: `Bearer ${gw.adminKey}`, 'content-type': 'application/json', 'content-encoding': 'compress' },
       body: 'whatever',
     });
     assert.equal(r.status, 415);
     assert.equal(((await r.json()) as { error: { code: string } }).error.code, 'unsupported_encoding');
+  });
+
+  it('a zstd request is decoded and inspected where the runtime has zstd, and refused with 415 naming the runtime where it has not', async () => {
+    const compress = (zlib as unknown as { zstdCompressSync?: (b: Buffer) => Buffer }).zstdCompressSync;
+    const json = Buffer.from(JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'zstd question' }] }));
+    const r = await fetch(`${gw.proxy}/openai/chat/completions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${gw.adminKey}`, 'content-type': 'application/json', 'content-encoding': 'zstd' },
+      // Where the runtime cannot compress zstd either, any bytes will do: they are refused before decoding.
+      body: compress ? compress(json) : Buffer.from([0x28, 0xb5, 0x2f, 0xfd]),
+    });
+    if (compress) {
+      assert.equal(r.status, 200, await r.clone().text());
+      return;
+    }
+    assert.equal(r.status, 415);
+    const body = (await r.json()) as { error: { code: string; message: string } };
+    assert.equal(body.error.code, 'unsupported_encoding');
+    assert.match(body.error.message, /zstd.*this runtime \(Node/);
   });
 });
 
