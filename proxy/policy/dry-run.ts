@@ -64,6 +64,8 @@ type Obj = Record<string, unknown>;
 const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 export function dryRun(store: AuditStore, rules: PolicyRule[], opts: DryRunOptions): DryRunReport {
+  // The rows are read below straight from the database: wait for what is journaled to be folded in.
+  store.settle();
   const engine = new PolicyEngine(rules);
   const kinds = new Map(opts.connections.map((c) => [c.name, c.kind] as const));
   const roles = opts.roles ?? { admin: ['admin'], approver: ['approver'], reviewer: ['reviewer'] };

@@ -18,6 +18,9 @@ let configFile: string;
 const dir = tempDir();
 
 async function cli(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
+  // The CLI reads the database beside the running gateway: what the gateway journaled is there once
+  // its commit thread has folded it (within milliseconds); wait for that here.
+  t.gw.services.store.settle();
   let out = '';
   let err = '';
   const code = await main(argv, { out: (s) => (out += s), err: (s) => (err += s) });

@@ -49,6 +49,8 @@ const opts = () => ['-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=
 const ssh = (command: string, input?: string) => run('sshpass', ['-p', devKey, 'ssh', '-p', port, ...opts(), 'dev@127.0.0.1', command], input);
 
 function events(kind: string): Record<string, unknown>[] {
+  // Read straight from the database: wait for what the gateway journaled to be folded in.
+  gw.services.store.settle();
   return (gw.services.store.db.prepare('SELECT payload FROM events WHERE kind = ? ORDER BY seq').all(kind) as { payload: string }[]).map((r) => JSON.parse(r.payload) as Record<string, unknown>);
 }
 
@@ -125,8 +127,8 @@ describe('ssh through the gateway', () => {
   it('refuses a wrong key at login, and the upstream credential never reaches the client', async () => {
     const r = await run('sshpass', ['-p', 'cst_not-a-key', 'ssh', '-p', port, ...opts(), 'dev@127.0.0.1', 'true']);
     assert.equal(r.code, 5, r.stderr); // sshpass: the password was refused
-    const failures = gw.services.store.db.prepare("SELECT payload FROM events WHERE kind = 'auth.failure'").all() as { payload: string }[];
-    assert.ok(failures.some((f) => JSON.parse(f.payload).protocol === 'ssh'));
+    // Failures are recorded as they are aggregated: wait for the event.
+    await eventually(() => (events('auth.failure').some((f) => f['protocol'] === 'ssh') ? true : undefined), 'an ssh auth.failure event');
     const all = (gw.services.store.db.prepare('SELECT payload FROM events').all() as { payload: string }[]).map((e) => e.payload).join('\n');
     assert.ok(!all.includes('PRIVATE KEY'), 'the upstream key is nowhere in the log');
   });
