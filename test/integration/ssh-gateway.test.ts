@@ -255,7 +255,10 @@ describe('ssh through the gateway', () => {
     let screen = '';
     sh.on('data', (d: Buffer) => (screen += d.toString('utf8')));
     const waitFor = (re: RegExp) => eventually(() => (re.test(screen) ? true : undefined), `${re} on screen; screen so far: ${JSON.stringify(screen.slice(-300))}`);
+    // Type only once the shell shows its first prompt (a loaded machine starts it slowly).
+    await waitFor(/[$#] $/);
     sh.write("PS1='$ '; export PS1\r");
+    await waitFor(/export PS1\r\n(.|\r|\n)*\$ $/);
     sh.setWindow(30, 100, 0, 0);
     await new Promise((r) => setTimeout(r, 200));
     sh.write('stty size\r');
