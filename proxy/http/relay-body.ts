@@ -116,9 +116,7 @@ export function relayBody(x: Exchange, upRes: IncomingMessage, source: Readable,
  */
 function sendRecorded(x: Exchange, upRes: IncomingMessage, status: number, size: number, out: Buffer, logged: { body?: unknown; bodyEncoding?: string }, spans?: MaskSpan[], counts?: Record<string, number>): void {
   x.finished = true;
-  const payload: Record<string, unknown> = { status, headers: x.recordedResponseHeaders(upRes), bytes: size, duration: x.elapsed(), ...logged };
-  if (counts) payload['masked'] = counts;
-  x.ctx.writer.commit([x.base('http.response', payload, spans)]).then(
+  x.ctx.writer.commit([x.base('http.response', responsePayload(x, upRes, status, size, logged, counts), spans)]).then(
     () => {
       if (x.clientGone) return;
       const headers = x.responseHeaders(upRes, true);
@@ -143,8 +141,14 @@ function sendMasked(x: Exchange, upRes: IncomingMessage, status: number, size: n
 /** Records the response the client got (a body relayed piece by piece, as it arrived). */
 function finish(x: Exchange, upRes: IncomingMessage, status: number, size: number, logged: { body?: unknown; bodyEncoding?: string }): void {
   x.finished = true;
+  x.record([x.base('http.response', responsePayload(x, upRes, status, size, logged))]);
+}
+
+/** The `http.response` payload: status, recorded headers, size, duration and the body as recorded. */
+function responsePayload(x: Exchange, upRes: IncomingMessage, status: number, size: number, logged: { body?: unknown; bodyEncoding?: string }, counts?: Record<string, number>): Record<string, unknown> {
   const payload: Record<string, unknown> = { status, headers: x.recordedResponseHeaders(upRes), bytes: size, duration: x.elapsed(), ...logged };
-  x.record([x.base('http.response', payload)]);
+  if (counts) payload['masked'] = counts;
+  return payload;
 }
 
 /** The upstream's answer broke (`err` from the body or its decoder, when there is one). */
