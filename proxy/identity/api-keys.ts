@@ -58,6 +58,9 @@ interface Entry {
  */
 export class ApiKeyStore {
   private readonly index = new Map<string, Entry>();
+  /** Count of writes made here, and the count at each key id's last write: a refresh that read before a write here must not undo it. */
+  private writes = 0;
+  private readonly writtenAt = new Map<string, number>();
 
   constructor(
     private readonly db: Database.Database,
@@ -121,15 +124,19 @@ export class ApiKeyStore {
 
   /** Re-reads every key (changes another process made), off the gateway's thread. */
   async refresh(): Promise<void> {
+    const before = this.writes;
     const rows = this.reader ? await this.reader<Row>('SELECT * FROM api_keys') : (this.db.prepare('SELECT * FROM api_keys').all() as Row[]);
+    // Rows read before a write made here while the read was under way are older than the index.
+    const newer = (id: string): boolean => (this.writtenAt.get(id) ?? 0) > before;
     const seen = new Set<string>();
     for (const row of rows) {
       seen.add(row.id);
+      if (newer(row.id)) continue;
       const e = this.index.get(row.id);
       if (e && sameRow(e.row, row)) continue;
       this.index.set(row.id, { row });
     }
-    for (const id of this.index.keys()) if (!seen.has(id)) this.index.delete(id);
+    for (const id of this.index.keys()) if (!seen.has(id) && !newer(id)) this.index.delete(id);
   }
 
   /**
@@ -170,6 +177,7 @@ export class ApiKeyStore {
 
   /** Puts the row as written into the index (after a write here). */
   private reread(id: string): void {
+    this.writtenAt.set(id, ++this.writes);
     const row = this.db.prepare('SELECT * FROM api_keys WHERE id = ?').get(id) as Row | undefined;
     if (row) this.index.set(id, { row });
     else this.index.delete(id);

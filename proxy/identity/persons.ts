@@ -59,6 +59,8 @@ export class PersonDirectory {
   private readonly idp = new Set<string>();
   private readonly lockListeners = new Set<(person: string, reason: string) => void>();
   private signature = '';
+  /** Count of links and locks written here: an asynchronous refresh that read before one is stale. */
+  private writes = 0;
 
   constructor(private readonly store: AuditStore) {
     for (const r of store.db.prepare(LINKS_SQL).all() as CredentialRow[]) this.cacheLink(r.credential, r.person, r.kind);
@@ -78,10 +80,13 @@ export class PersonDirectory {
 
   /** `refresh`, with the reads on the store's commit thread (the gateway's timer: no SQLite on its thread). */
   async refreshAsync(): Promise<void> {
+    const before = this.writes;
     const [sig] = await this.store.readAsync<{ s: string }>(SIGNATURE_SQL);
     if (!sig || sig.s === this.signature) return;
     const links = await this.store.readAsync<CredentialRow>(LINKS_SQL);
     const locked = await this.store.readAsync<{ id: string }>(LOCKED_SQL);
+    // A link made here while the reads were under way is not in them; the next refresh reads it.
+    if (this.writes !== before) return;
     this.apply(sig.s, links, locked);
   }
 
@@ -220,6 +225,7 @@ export class PersonDirectory {
   }
 
   private cacheLink(credential: string, person: string, kind: CredentialKind): void {
+    this.writes++;
     this.byCredential.set(credential, person);
     if (kind === 'oidc') this.idp.add(person);
   }

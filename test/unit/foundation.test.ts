@@ -112,4 +112,29 @@ describe('API keys', () => {
     assert.deepEqual(keys.check(key), { ok: false, reason: 'revoked' });
     store.close();
   });
+
+  it('a refresh that read before a write here does not undo it', async () => {
+    const store = AuditStore.open(tempDir());
+    const old = keys0(store);
+    // A reader that answers with what the table held before the writes below.
+    const stale = store.db.prepare('SELECT * FROM api_keys').all();
+    let answer!: () => void;
+    const keys = new ApiKeyStore(store.db, <T>() => new Promise<T[]>((resolve) => (answer = () => resolve(stale as T[]))));
+    const pending = keys.refresh();
+    const made = keys.create({ name: 'new', groups: ['dev'] });
+    keys.revoke(old.record.id);
+    answer();
+    await pending;
+    assert.equal(keys.check(made.key).ok, true, 'a key created during the refresh is still known');
+    assert.deepEqual(keys.check(old.key), { ok: false, reason: 'revoked' }, 'a key revoked during the refresh stays revoked');
+    // The next refresh, which reads after the writes, agrees.
+    const fresh = new ApiKeyStore(store.db, async <T>() => store.db.prepare('SELECT * FROM api_keys').all() as T[]);
+    await fresh.refresh();
+    assert.deepEqual(fresh.check(old.key), { ok: false, reason: 'revoked' });
+    store.close();
+  });
 });
+
+function keys0(store: AuditStore): { key: string; record: { id: string } } {
+  return new ApiKeyStore(store.db).create({ name: 'old', groups: ['dev'] });
+}
