@@ -5,11 +5,12 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 /**
- * The Electron binary if it was downloaded. Reads node_modules/electron/path.txt instead of
- * require('electron'), whose first call would try to download the runtime (and fail offline).
+ * The Electron binary if it was downloaded (`npm run desktop:install` puts it in desktop/, whose tools
+ * need Node >= 22.12). Reads electron/path.txt instead of require('electron'), whose first call
+ * would try to download the runtime (and fail offline).
  */
 function electronBinary() {
-  const dir = join('node_modules', 'electron');
+  const dir = join('desktop', 'node_modules', 'electron');
   const override = process.env.ELECTRON_OVERRIDE_DIST_PATH;
   try {
     const rel = readFileSync(join(dir, 'path.txt'), 'utf8').trim();
@@ -29,7 +30,7 @@ if (bin && hasDisplay && existsSync('dist/main/main.cjs')) {
   child = spawn(bin, ['.', ...extra], { stdio: 'inherit', env: { ...process.env, CUSTODY_GATEWAY_NODE: process.execPath } });
 } else {
   const why = !bin
-    ? 'the Electron runtime is not installed (it is downloaded on first run with network access)'
+    ? 'the Electron runtime is not installed (`npm run desktop:install` downloads it, on Node >= 22.12 with network access)'
     : !hasDisplay
       ? 'there is no display'
       : 'the desktop shell is not built (npm run build)';

@@ -1,11 +1,14 @@
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { createRequire } from 'node:module';
 import { describe, it } from 'node:test';
 import { parse } from 'yaml';
 
-const require = createRequire(import.meta.url);
-// ajv arrives with electron-builder (app-builder-lib validates its own config with it).
+// electron-builder lives in desktop/ (the desktop toolchain, installed before the tests); ajv arrives
+// with it (app-builder-lib validates its own config with it).
+const builderLib = 'desktop/node_modules/app-builder-lib';
+const require = createRequire(resolve(builderLib, 'package.json'));
 const Ajv = (require('ajv') as { default: new (o: object) => { compile(schema: object): ((data: unknown) => boolean) & { errors?: { instancePath: string; message?: string }[] | null } } }).default;
 
 const config = parse(readFileSync('electron-builder.yml', 'utf8')) as Record<string, unknown> & {
@@ -15,7 +18,7 @@ const config = parse(readFileSync('electron-builder.yml', 'utf8')) as Record<str
   asarUnpack: string[];
   files: string[];
 };
-const validate = new Ajv({ allErrors: true, strict: false }).compile(JSON.parse(readFileSync('node_modules/app-builder-lib/scheme.json', 'utf8')) as object);
+const validate = new Ajv({ allErrors: true, strict: false }).compile(JSON.parse(readFileSync(join(builderLib, 'scheme.json'), 'utf8')) as object);
 
 function pngSize(file: string): { width: number; height: number } {
   const b = readFileSync(file);
@@ -60,7 +63,8 @@ describe('packaging (electron-builder.yml)', () => {
     assert.equal(config['npmRebuild'], true);
     const pkg = JSON.parse(readFileSync('package.json', 'utf8')) as { main: string; scripts: Record<string, string>; dependencies: Record<string, string> };
     assert.ok(pkg.dependencies['better-sqlite3'], 'better-sqlite3 is a production dependency, so it is packaged');
-    assert.match(pkg.scripts['dist']!, /electron-builder --config electron-builder\.yml/);
+    assert.match(pkg.scripts['dist']!, /scripts\/dist\.mjs/);
+    assert.match(readFileSync('scripts/dist.mjs', 'utf8'), /'--config', 'electron-builder\.yml'/);
     assert.match(pkg.scripts['postdist']!, /npm rebuild better-sqlite3/, 'node_modules goes back to Node after packaging');
     assert.equal(pkg.main, 'dist/main/main.cjs');
     assert.ok(config.files.includes('dist/**/*'));
