@@ -160,7 +160,10 @@ export class Journal {
   }
 
   private rotate(): void {
+    // Forgotten before the next file is opened: if that fails (a full or read-only disk), the next
+    // write tries to open one again rather than write to a closed (or reused) descriptor.
     if (this.fd !== undefined) closeSync(this.fd);
+    this.fd = undefined;
     mkdirSync(this.dir, { recursive: true, mode: 0o700 });
     this.file = Math.max(this.file, ...existingFiles(this.dir)) + 1;
     this.fd = openSync(join(this.dir, fileName(this.file)), 'a', 0o600);

@@ -122,6 +122,8 @@ export class AuditStore implements EventLog {
   private headHash = GENESIS_HASH;
   /** This thread appended since the commit thread last did: it re-reads the head first. */
   private threadStale = false;
+  /** The last journal write failed (cleared by the next that succeeds): why, and since when. */
+  private journalFailure: { message: string; since: number } | undefined;
   /** A fold re-chained journaled events: the head is re-read before the next append. */
   private rechained = false;
   /** Summaries of the sessions open in this process (see `liveSession`). */
@@ -246,8 +248,11 @@ export class AuditStore implements EventLog {
     try {
       written = this.journal!.write(prepared);
     } catch (err) {
+      this.journalFailure ??= { message: (err as Error).message, since: Date.now() };
+      this.journalFailure.message = (err as Error).message;
       throw new StoreUnavailableError(err);
     }
+    this.journalFailure = undefined;
     // Recorded: the batch is in the journal. The commit thread folds it into the database.
     thread.queue(written.text, prepared.length, { reload: this.takeStale(), jseq: written.last });
     this.noteThreadSessions(inputs);
@@ -295,7 +300,13 @@ export class AuditStore implements EventLog {
    */
   health(): { state: 'ok' | 'degraded' | 'failed'; cause?: string; since?: number; behindMs?: number } {
     if (!this.thread) return { state: 'ok' };
-    return this.thread.health();
+    const db = this.thread.health();
+    // A journal that cannot be written (disk full, read-only) refuses every recorded request, while
+    // the database itself, with nothing new to fold, has no complaint.
+    if (this.journalFailure && db.state !== 'failed') {
+      return { state: 'degraded', cause: `the audit journal cannot be written (${this.journalFailure.message}); recorded traffic is refused (503) until it can`, since: this.journalFailure.since, behindMs: db.behindMs };
+    }
+    return db;
   }
 
   /** True when waiting on the commit thread would wait on a locked or failing file: readers then read what is there. */
