@@ -14,6 +14,7 @@ const BENCHES = {
   'approvals-loop': 'bench/approvals-loop.ts',
   'journal-append': 'bench/journal-append.ts',
   ssh: 'bench/ssh.ts',
+  faults: 'bench/faults.ts',
 };
 
 const wanted = process.argv.slice(2);

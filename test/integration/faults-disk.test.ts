@@ -12,88 +12,30 @@ import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { after, before, describe, it } from 'node:test';
-import { Config } from '../../shared/config';
 import { verifyStore } from '../../proxy/audit/verify/store';
-import { Gateway } from '../../proxy/gateway';
-import { silentLogger } from '../../proxy/log';
-import { adminQuery, describeFailures, httpChatLoad, type LoadOutcome, loggedMarkers, newOutcome, pgInsertLoad, tableIds } from '../support/fault-load';
+import { adminQuery, describeFailures, type LoadOutcome } from '../support/fault-load';
+import { gatewayUnderLoad, lostFromLog } from '../support/fault-gateway';
 import { failingExt4, smallTmpfs } from '../support/fault-mounts';
 import { type LlmUpstream, startLlmUpstream } from '../support/llm-upstream';
-import { UPSTREAM, until } from './pg-harness';
-
-interface Health {
-  status: string;
-  store?: { state: string; cause?: string };
-}
-
-/** A gateway on `dataDir` with HTTP and PostgreSQL load, health polled, each phase's samples kept. */
-async function underLoad(dataDir: string, upstream: LlmUpstream, table: string, prefix: string) {
-  const config = Config.parse({
-    listen: { control: '127.0.0.1:0', http: '127.0.0.1:0' },
-    connections: [
-      { name: 'openai', kind: 'openai', upstream: `${upstream.url}/v1`, secret: { value: 'sk-disk' } },
-      { name: 'warehouse', kind: 'postgres', upstream: UPSTREAM, listen: '127.0.0.1:0' },
-    ],
-  });
-  const gw = await Gateway.start({ config, dataDir, log: silentLogger });
-  const key = gw.firstKey!;
-  const pgAddress = gw.address('postgres:warehouse');
-  const port = Number(pgAddress.slice(pgAddress.lastIndexOf(':') + 1));
-  const control = gw.address('control');
-  const phase = { name: 'before' };
-  const http: { phase: string; status: number | 'error'; ms: number; body: string }[] = [];
-  const health: { phase: string; ms: number; h: Health }[] = [];
-  const httpOut = newOutcome();
-  const pgOut = newOutcome();
-  let stop = false;
-  const healthLoop = async () => {
-    while (!stop) {
-      const t = performance.now();
-      const p = phase.name;
-      const h = (await (await fetch(`http://${control}/api/health`)).json()) as Health;
-      health.push({ phase: p, ms: performance.now() - t, h });
-      await new Promise((r) => setTimeout(r, 25));
-    }
-  };
-  const loops = [
-    httpChatLoad({ url: () => `http://${gw.address('http')}/openai/chat/completions`, key, prefix: `${prefix}h`, workers: 2, stop: () => stop, out: httpOut, onResult: (status, ms, body) => http.push({ phase: phase.name, status, ms, body }) }),
-    pgInsertLoad({ port, key, table, prefix: `${prefix}p`, workers: 2, stop: () => stop, out: pgOut, pauseMs: 5 }),
-    healthLoop(),
-  ];
-  return {
-    gw,
-    phase,
-    http,
-    health,
-    httpOut,
-    pgOut,
-    async stop() {
-      stop = true;
-      await Promise.all(loops);
-    },
-  };
-}
-
-/** Every acknowledged INSERT is in the database with its pg.result logged; every acknowledged HTTP exchange has its request and a response logged. */
-async function assertNothingLost(dataDir: string, table: string, prefix: string, httpOut: LoadOutcome, pgOut: LoadOutcome): Promise<string> {
-  const logged = loggedMarkers(dataDir, `${prefix}[hp]-\\d+-\\d+`);
-  const rows = await tableIds(table);
-  assert.deepEqual(pgOut.acknowledged.filter((m) => !rows.has(m)), [], 'acknowledged INSERTs missing from the database');
-  assert.deepEqual(pgOut.acknowledged.filter((m) => !logged.pgResults.has(m)), [], 'acknowledged INSERTs without their pg.result in the log');
-  assert.deepEqual(httpOut.acknowledged.filter((m) => !logged.httpRequests.has(m)), [], 'acknowledged HTTP exchanges without their request in the log');
-  const whole = httpOut.acknowledged.filter((m) => !httpOut.streamed.has(m)).length;
-  assert.ok(logged.httpOk >= whole, `${whole} whole HTTP answers acknowledged, ${logged.httpOk} responses logged`);
-  // Stream events are still journaled after they are forwarded (issue 16, item 3): counted, and
-  // checked by the todo test below.
-  const streams = httpOut.acknowledged.length - whole;
-  streamGaps.push({ acknowledged: streams, logged: logged.httpStreamOk });
-  const v = verifyStore(dataDir);
-  assert.equal(v.ok, true, JSON.stringify(v.failure));
-  return `${httpOut.acknowledged.length} HTTP exchanges (${streams} streams, ${logged.httpStreamOk} stream responses logged) and ${pgOut.acknowledged.length} INSERTs acknowledged; no whole answer or INSERT missing from the log`;
-}
+import { until } from './pg-harness';
 
 /** Streams acknowledged and stream responses logged, per case (for the todo test). */
 const streamGaps: { acknowledged: number; logged: number }[] = [];
+
+/** Every acknowledged INSERT is in the database with its pg.result logged; every acknowledged HTTP exchange has its request and a response logged; the log verifies. */
+async function assertNothingLost(dataDir: string, table: string, prefix: string, httpOut: LoadOutcome, pgOut: LoadOutcome): Promise<string> {
+  const l = await lostFromLog(dataDir, table, prefix, httpOut, pgOut);
+  assert.deepEqual(l.pgNotInDatabase, [], 'acknowledged INSERTs missing from the database');
+  assert.deepEqual(l.pgWithoutResult, [], 'acknowledged INSERTs without their pg.result in the log');
+  assert.deepEqual(l.httpWithoutRequest, [], 'acknowledged HTTP exchanges without their request in the log');
+  assert.ok(l.wholeLogged >= l.wholeAcknowledged, `${l.wholeAcknowledged} whole HTTP answers acknowledged, ${l.wholeLogged} responses logged`);
+  // Stream events are still journaled after they are forwarded (issue 16, item 3): counted, and
+  // checked by the todo test below.
+  streamGaps.push({ acknowledged: l.streamsAcknowledged, logged: l.streamsLogged });
+  const v = verifyStore(dataDir);
+  assert.equal(v.ok, true, JSON.stringify(v.failure));
+  return `${httpOut.acknowledged.length} HTTP exchanges (${l.streamsAcknowledged} streams, ${l.streamsLogged} stream responses logged) and ${pgOut.acknowledged.length} INSERTs acknowledged; no whole answer or INSERT missing from the log`;
+}
 
 const loopMs = (h: ReturnType<typeof monitorEventLoopDelay>) => ({ p99: Math.round(h.percentile(99) / 1e4) / 100, max: Math.round(h.max / 1e4) / 100 });
 const max = (xs: number[]) => Math.round(Math.max(0, ...xs) * 10) / 10;
@@ -114,7 +56,7 @@ describe('the disk under the data dir', () => {
     const disk = smallTmpfs(48);
     if ('skip' in disk) return t.skip(disk.skip);
     try {
-      const run = await underLoad(disk.dir, upstream, table, 'full');
+      const run = await gatewayUnderLoad(disk.dir, upstream, table, 'full');
       try {
         await until('load before the disk fills', () => (run.httpOut.acknowledged.length >= 5 && run.pgOut.acknowledged.length >= 5 ? true : undefined), 30_000);
         run.phase.name = 'full';
@@ -162,7 +104,7 @@ describe('the disk under the data dir', () => {
     const disk = failingExt4(64);
     if ('skip' in disk) return t.skip(disk.skip);
     try {
-      const run = await underLoad(disk.dir, upstream, table, 'ro');
+      const run = await gatewayUnderLoad(disk.dir, upstream, table, 'ro');
       const delay = { before: monitorEventLoopDelay({ resolution: 5 }), ro: monitorEventLoopDelay({ resolution: 5 }) };
       try {
         delay.before.enable();
