@@ -2,10 +2,11 @@
  * Filesystems for the fault-injection tests (root only; CI runs as root): a small tmpfs to fill
  * (a full disk), and an ext4 image on a loop device whose kernel error handling turns it
  * read-only under the gateway (`errors=remount-ro` and `trigger_fs_error`: what a failing disk
- * does; a plain `mount -o remount,ro` is refused while files are open for writing). Each returns
+ * does; a plain `mount -o remount,ro` is refused while files are open for writing), which can also
+ * be frozen for a while (fsfreeze, what snapshot backups do). Each returns
  * `skip` with the reason when it cannot be had here.
  */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { closeSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
@@ -74,6 +75,11 @@ export interface FailingDisk {
   dir: string;
   /** The kernel records an error on the filesystem and makes it read-only at once. */
   fail(): void;
+  /**
+   * Freezes the filesystem (fsfreeze, as a snapshot backup does: writes wait) for `ms`, thawed by
+   * a process of its own, so a caller whose thread blocks in a write is thawed too.
+   */
+  freeze(ms: number): void;
   /** Unmounts, repairs (e2fsck) and mounts it again writable, to read what it kept. */
   repair(): void;
   unmount(): void;
@@ -117,6 +123,12 @@ export function failingExt4(mb: number): FailingDisk | { skip: string } {
       } finally {
         closeSync(fd);
       }
+    },
+    freeze(ms: number) {
+      const thaw = spawn('sh', ['-c', `sleep ${ms / 1000}; fsfreeze -u '${dir}'`], { stdio: 'ignore', detached: true });
+      thaw.unref();
+      const r = run('fsfreeze', ['-f', dir]);
+      if (!r.ok) throw new Error(`fsfreeze failed: ${r.out}`);
     },
     repair() {
       const u = run('umount', [dir]);
