@@ -7,8 +7,9 @@
  *   `--rounds` times (default 10) over one data dir;
  * - full disk: a 64 MiB tmpfs filled and freed `--cycles` times (default 5) under the same load:
  *   how soon refusals start, how fast they are, how soon exchanges go through once space returns;
- * - read-only: the data dir's ext4 turned read-only by the kernel (errors=remount-ro): refusal
- *   and health latency, event-loop delay, beside the same figures before the fault.
+ * - frozen, then read-only: the data dir's ext4 frozen for 3 s (fsfreeze, as snapshot backups
+ *   do), then turned read-only by the kernel (errors=remount-ro): latency of answers, refusals and
+ *   health, and event-loop delay, beside the same figures before the faults.
  * Root only for the last two (mount); they are skipped with the reason elsewhere.
  */
 import { spawnSync } from 'node:child_process';
@@ -149,10 +150,18 @@ try {
   else {
     try {
       const run = await gatewayUnderLoad(ro.dir, upstream, table, 'ro');
-      const delay = { before: monitorEventLoopDelay({ resolution: 5 }), ro: monitorEventLoopDelay({ resolution: 5 }) };
+      const delay = { before: monitorEventLoopDelay({ resolution: 5 }), frozen: monitorEventLoopDelay({ resolution: 5 }), ro: monitorEventLoopDelay({ resolution: 5 }) };
       delay.before.enable();
       await new Promise((r) => setTimeout(r, 3000));
       delay.before.disable();
+      // Frozen for 3 s (fsfreeze, as a snapshot backup does), measured for 3.5 s.
+      run.phase.name = 'frozen';
+      delay.frozen.enable();
+      ro.freeze(3000);
+      await new Promise((r) => setTimeout(r, 3500));
+      delay.frozen.disable();
+      run.phase.name = 'thawed';
+      await new Promise((r) => setTimeout(r, 2000));
       const synced = { http: run.httpOut.acknowledged.length, pg: run.pgOut.acknowledged.length };
       run.gw.services.store.settle();
       spawnSync('sync', ['-f', ro.dir]);
@@ -166,14 +175,14 @@ try {
       const http = (p: string, ok: (s: number | 'error') => boolean) => run.http.filter((s) => s.phase === p && ok(s.status)).map((s) => s.ms);
       const health = (p: string) => run.health.filter((s) => s.phase === p).map((s) => s.ms);
       const cause = run.health.filter((s) => s.phase === 'ro' && s.h.status === 'degraded').at(-1)?.h.store?.cause;
-      console.log(`\nread-only (ext4 errors=remount-ro, trigger_fs_error; 2 HTTP + 2 PostgreSQL clients, health every 25 ms; 3 s each):`);
+      console.log(`\nfrozen, then read-only (ext4 errors=remount-ro; fsfreeze for 3 s, then trigger_fs_error; 2 HTTP + 2 PostgreSQL clients, health every 25 ms; 3 s before, 3.5 s from the freeze, 3 s read-only):`);
       console.log('| phase | event-loop delay p99 / max ms | HTTP answers: n, p50 / p99 ms | HTTP 503s: n, p50 / p99 ms | health: n, p99 / max ms |');
       console.log('| --- | --- | --- | --- | --- |');
-      for (const p of ['before', 'ro'] as const) {
+      for (const p of ['before', 'frozen', 'ro'] as const) {
         const ok = http(p, (s) => s === 200);
         const refused = http(p, (s) => s === 503);
         const h = health(p);
-        console.log(`| ${p === 'ro' ? 'read-only' : 'before'} | ${loopMs(delay[p])} | ${ok.length}, ${pct(ok, 50)} / ${pct(ok, 99)} | ${refused.length}, ${pct(refused, 50)} / ${pct(refused, 99)} | ${h.length}, ${pct(h, 99)} / ${pct(h, 100)} |`);
+        console.log(`| ${{ before: 'before', frozen: 'frozen 3 s (fsfreeze)', ro: 'read-only' }[p]} | ${loopMs(delay[p])} | ${ok.length}, ${pct(ok, 50)} / ${pct(ok, 99)} | ${refused.length}, ${pct(refused, 50)} / ${pct(refused, 99)} | ${h.length}, ${pct(h, 99)} / ${pct(h, 100)} |`);
       }
       console.log(`  health's cause: ${cause ?? 'NONE'}`);
       if (!cause) failed = true;
