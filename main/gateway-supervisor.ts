@@ -7,7 +7,7 @@
 import { fork } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import type { Readable } from 'node:stream';
-import type { GatewayCommand, GatewayReport } from '../proxy/entry';
+import type { GatewayCommand, GatewayReport } from '../shared/gateway-process';
 
 export type ReadyReport = Extract<GatewayReport, { type: 'ready' }>;
 

@@ -7,46 +7,17 @@
  * `--sealed-secrets` when the parent hands over the vault key (see proxy/secret-wrapper.ts) before
  * the gateway may start.
  *
- * Reports to the parent (`GatewayReport`): `ready` with the listener addresses and the console
- * login link, `error` with one line saying why it could not start (then exit 1), `stopped`.
- * Commands from the parent (`GatewayCommand`): `vault-key`, `stop`. SIGTERM and SIGINT stop too.
+ * Reports to the parent and commands from it are typed in shared/gateway-process.ts. SIGTERM and
+ * SIGINT stop too.
  * Channel: `process.parentPort` (utilityProcess), else `process.send` (fork), else stdout.
  */
 import { parseArgs } from 'node:util';
+import type { GatewayCommand, GatewayReport } from '../shared/gateway-process';
 import { resolveConfig } from './config';
 import { maskingConfigIssues } from './masking/engine';
 import { Gateway } from './gateway';
 import { createLogger } from './log';
 import { plainSecrets, type SecretWrapper, vaultSecrets } from './secret-wrapper';
-
-export interface ListenerReport {
-  name: string;
-  address: string;
-}
-
-export type GatewayReport =
-  | {
-      type: 'ready';
-      pid: number;
-      version: string;
-      /** Control-plane origin, e.g. `http://127.0.0.1:7420`. */
-      controlUrl: string;
-      /** A single-use console login link (10 minutes), when the gateway issues one; more on `login-link`. */
-      loginUrl: string | null;
-      /** The token inside `loginUrl`. */
-      loginToken: string | null;
-      listeners: ListenerReport[];
-      /** The first admin API key, only on the start that created it (shown once). */
-      firstKey: string | null;
-      /** How secrets at rest are protected in this run. */
-      secrets: SecretWrapper['kind'];
-    }
-  | { type: 'error'; message: string }
-  | { type: 'stopped' }
-  /** Answer to `login-link`: a fresh single-use link (null before the gateway is ready). */
-  | { type: 'login-link'; id: number; url: string | null };
-
-export type GatewayCommand = { type: 'stop' } | { type: 'vault-key'; key: string } | { type: 'login-link'; id: number };
 
 interface ParentPortLike {
   on(event: 'message', listener: (e: { data: unknown }) => void): void;

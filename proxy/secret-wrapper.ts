@@ -15,11 +15,12 @@
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import type { SecretProtection } from '../shared/gateway-process';
 import { loadOrCreateKeyFile } from './key-files';
 
 export interface SecretWrapper {
   /** `plain`: stored as is (0600 files); `vault`: sealed under the desktop app's vault key. */
-  readonly kind: 'plain' | 'vault';
+  readonly kind: SecretProtection;
   /** Returns the form to store. */
   wrap(plain: Buffer): Buffer;
   /** Returns the secret from its stored form; throws SecretUnwrapError if it cannot. */
