@@ -24,6 +24,7 @@ import type { ProxyContext } from './context';
 import { errorBody, type ErrorStyle, GatewayError, type GatewayErrorCode, sendError } from './errors';
 import { clientResponseHeaders, recordedHeaders, upstreamRequestHeaders } from './headers';
 import { relayBody } from './relay-body';
+import type { RelayedExchange } from './relayed-exchange';
 import { relayStream } from './relay-stream';
 import { policyValue, type ReadBody, readRequest } from './request-body';
 import { type InspectedRequest, inspectRequest } from './request-inspection';
@@ -40,9 +41,9 @@ export function clientAddress(req: IncomingMessage): string {
 
 /**
  * One request/response exchange through the proxy. Its public members are what the response
- * relays (relay-body.ts, relay-stream.ts) read and call; only they and this class change its state.
+ * relays read and call (`RelayedExchange`, relayed-exchange.ts); only they and this class change its state.
  */
-export class Exchange {
+export class Exchange implements RelayedExchange {
   readonly s: GatewayServices;
   readonly limits: GatewayServices['config']['limits'];
   /** Set once the exchange is recorded (before anything is forwarded). */

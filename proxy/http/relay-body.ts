@@ -13,7 +13,7 @@ import type { Readable } from 'node:stream';
 import type { MaskSpan } from '../../shared/events';
 import type { MaskedBody } from '../masking/types';
 import { bodyForLog } from './bodies';
-import type { Exchange } from './exchange';
+import type { RelayedExchange } from './relayed-exchange';
 
 /** Non-streamed responses up to this size (declared by content-length) are relayed in one write. */
 const BUFFER_SMALL_RESPONSES = 256 * 1024;
@@ -22,7 +22,7 @@ const BUFFER_SMALL_RESPONSES = 256 * 1024;
  * A non-streamed response: relayed as it arrives, or whole when it must be masked or scrubbed.
  * `source` is `upRes` or, when the upstream sent `encoding`, its decoder.
  */
-export function relayBody(x: Exchange, upRes: IncomingMessage, source: Readable, status: number, encoding: string | undefined): void {
+export function relayBody(x: RelayedExchange, upRes: IncomingMessage, source: Readable, status: number, encoding: string | undefined): void {
   const { res } = x;
   const max = x.limits.maxResponseBytes;
   const declaredText = upRes.headers['content-length'];
@@ -114,7 +114,7 @@ export function relayBody(x: Exchange, upRes: IncomingMessage, source: Readable,
  * before. When it cannot be journaled, the upstream has acted but the client must not be told it
  * succeeded: the connection is reset.
  */
-function sendRecorded(x: Exchange, upRes: IncomingMessage, status: number, size: number, out: Buffer, logged: { body?: unknown; bodyEncoding?: string }, spans?: MaskSpan[], counts?: Record<string, number>): void {
+function sendRecorded(x: RelayedExchange, upRes: IncomingMessage, status: number, size: number, out: Buffer, logged: { body?: unknown; bodyEncoding?: string }, spans?: MaskSpan[], counts?: Record<string, number>): void {
   x.finished = true;
   x.ctx.writer.commit([x.base('http.response', responsePayload(x, upRes, status, size, logged, counts), spans)]).then(
     () => {
@@ -132,27 +132,27 @@ function sendRecorded(x: Exchange, upRes: IncomingMessage, status: number, size:
 }
 
 /** Sends a masked body, recorded as masked. */
-function sendMasked(x: Exchange, upRes: IncomingMessage, status: number, size: number, m: MaskedBody): void {
+function sendMasked(x: RelayedExchange, upRes: IncomingMessage, status: number, size: number, m: MaskedBody): void {
   if (x.clientGone || x.finished) return;
   const logged = { body: m.log, bodyEncoding: typeof m.log === 'string' ? 'text' : 'json' };
   sendRecorded(x, upRes, status, size, m.forward, logged, m.spans, Object.keys(m.counts).length ? m.counts : undefined);
 }
 
 /** Records the response the client got (a body relayed piece by piece, as it arrived). */
-function finish(x: Exchange, upRes: IncomingMessage, status: number, size: number, logged: { body?: unknown; bodyEncoding?: string }): void {
+function finish(x: RelayedExchange, upRes: IncomingMessage, status: number, size: number, logged: { body?: unknown; bodyEncoding?: string }): void {
   x.finished = true;
   x.record([x.base('http.response', responsePayload(x, upRes, status, size, logged))]);
 }
 
 /** The `http.response` payload: status, recorded headers, size, duration and the body as recorded. */
-function responsePayload(x: Exchange, upRes: IncomingMessage, status: number, size: number, logged: { body?: unknown; bodyEncoding?: string }, counts?: Record<string, number>): Record<string, unknown> {
+function responsePayload(x: RelayedExchange, upRes: IncomingMessage, status: number, size: number, logged: { body?: unknown; bodyEncoding?: string }, counts?: Record<string, number>): Record<string, unknown> {
   const payload: Record<string, unknown> = { status, headers: x.recordedResponseHeaders(upRes), bytes: size, duration: x.elapsed(), ...logged };
   if (counts) payload['masked'] = counts;
   return payload;
 }
 
 /** The upstream's answer broke (`err` from the body or its decoder, when there is one). */
-function upstreamBroke(x: Exchange, upRes: IncomingMessage, source: Readable, err: Error | undefined, encoding: string | undefined, status: number, bytes: number): void {
+function upstreamBroke(x: RelayedExchange, upRes: IncomingMessage, source: Readable, err: Error | undefined, encoding: string | undefined, status: number, bytes: number): void {
   // Whatever is left of the upstream's answer is dropped, and its connection with it.
   upRes.destroy();
   source.destroy();

@@ -12,7 +12,7 @@ import type { Readable } from 'node:stream';
 import type { SseEvent, StreamChunkResult, StreamMasker } from '../masking/types';
 import type { AuditEventInput } from '../../shared/events';
 import { errorEvent, type GatewayErrorCode, sendError } from './errors';
-import type { Exchange } from './exchange';
+import type { RelayedExchange } from './relayed-exchange';
 import { StreamRecorder } from './recorder';
 import { serializeSseEvent, SseParser } from './sse';
 
@@ -26,7 +26,7 @@ const HEADERS_ALONE_MS = 2;
  * moment they arrive; with masking, each parsed event goes through the stream masker and what it
  * releases is written at once. Events are recorded in batches (one commit per STREAM_BATCH_MS).
  */
-export function relayStream(x: Exchange, upRes: IncomingMessage, source: Readable, status: number, tForward: number, encoding: string | undefined): void {
+export function relayStream(x: RelayedExchange, upRes: IncomingMessage, source: Readable, status: number, tForward: number, encoding: string | undefined): void {
   const { res } = x;
   const max = x.limits.maxResponseBytes;
   const parser = new SseParser();
