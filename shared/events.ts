@@ -49,6 +49,272 @@ export const EVENT_KINDS = [
 ] as const;
 export type EventKind = (typeof EVENT_KINDS)[number];
 
+/** The payload type of `kind` (a kind added to EVENT_KINDS without one in `EventPayloads` fails to compile). */
+export type EventPayload<K extends EventKind> = EventPayloads[K];
+
+/** Who a session belongs to, as every protocol records it in `session.start`. */
+export interface SessionIdentity {
+  subject: string;
+  name: string;
+  groups: string[];
+  via: 'api-key' | 'oidc' | 'console';
+}
+
+/**
+ * The version of the `session.start` payload the gateway writes. Version 1 (no `v` field) had one
+ * shape per protocol; `readSessionStart` reads both.
+ */
+export const SESSION_START_VERSION = 2;
+
+interface SessionStartCommon {
+  v: typeof SESSION_START_VERSION;
+  actorName: string;
+  identity: SessionIdentity;
+}
+
+/** `session.start` of an HTTP session: its first exchange. */
+export interface HttpSessionStart extends SessionStartCommon {
+  protocol: 'http';
+  /** `session`: the label the client asked for in `x-custody-session`, when it named one. */
+  client: { address: string; port: number | null; userAgent?: string; session?: string };
+  /** The connection's kind and the upstream it forwards to. */
+  upstream: { kind: string; host: string; port: number; tls: boolean };
+}
+
+/** `session.start` of a PostgreSQL session, once the upstream accepted its login. */
+export interface PostgresSessionStart extends SessionStartCommon {
+  protocol: 'postgres';
+  client: { address: string; port: number | null; tls: boolean; user: string; database: string | null; applicationName: string | null };
+  /** The database the session uses (the upstream URL's, else the client's). */
+  database: string;
+  upstream: { host: string; port: number; user: string; database: string; tls: boolean; auth: string; pid: number; role?: string };
+}
+
+/** `session.start` of an SSH session, once the upstream host accepted the gateway's login. */
+export interface SshSessionStart extends SessionStartCommon {
+  protocol: 'ssh';
+  client: { address: string; port: number | null; software: string };
+  upstream: { host: string; port: number; user: string; hostKey: string; hostKeyLearned?: true };
+}
+
+/** What every proxy records when a session starts: one shape, with the protocol's details under `client` and `upstream`. */
+export type SessionStartPayload = HttpSessionStart | PostgresSessionStart | SshSessionStart;
+
+/**
+ * What a reader can rely on in a `session.start` of any version: fields a version did not record
+ * are null. `version` is the payload's (1 for events recorded before `v` existed).
+ */
+export interface SessionStartFacts {
+  version: number;
+  protocol: 'http' | 'postgres' | 'ssh' | null;
+  actorName: string | null;
+  subject: string | null;
+  groups: string[] | null;
+  via: SessionIdentity['via'] | null;
+  clientAddress: string | null;
+  /** The HTTP client's session label (`x-custody-session`). */
+  clientSession: string | null;
+}
+
+const VIAS: readonly string[] = ['api-key', 'oidc', 'console'];
+
+/**
+ * Reads a `session.start` payload of any version. Version 1 recorded HTTP sessions flat
+ * (`identity` the subject, `groups`, `via`, `clientAddress`, `userAgent`, `clientSession` at the
+ * top) and PostgreSQL and SSH sessions with an `identity` object and a `client` object (SSH: a
+ * `client` object too); version 2 is `SessionStartPayload`.
+ */
+export function readSessionStart(payload: unknown): SessionStartFacts {
+  const p = isRecord(payload) ? payload : {};
+  const identity = isRecord(p['identity']) ? p['identity'] : {};
+  const client = isRecord(p['client']) ? p['client'] : {};
+  const groups = Array.isArray(identity['groups']) ? identity['groups'] : Array.isArray(p['groups']) ? p['groups'] : null;
+  const via = typeof identity['via'] === 'string' ? identity['via'] : p['via'];
+  const protocol = p['protocol'];
+  return {
+    version: typeof p['v'] === 'number' ? p['v'] : 1,
+    protocol: protocol === 'http' || protocol === 'postgres' || protocol === 'ssh' ? protocol : null,
+    actorName: text(p['actorName']) ?? text(identity['name']),
+    subject: text(identity['subject']) ?? text(p['identity']),
+    groups: groups ? groups.filter((g): g is string => typeof g === 'string') : null,
+    via: typeof via === 'string' && VIAS.includes(via) ? (via as SessionIdentity['via']) : null,
+    clientAddress: text(client['address']) ?? text(p['clientAddress']) ?? text(p['client']),
+    clientSession: text(client['session']) ?? text(p['clientSession']),
+  };
+}
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function text(v: unknown): string | null {
+  return typeof v === 'string' ? v : null;
+}
+
+/** How a session ended. */
+export interface SessionEndPayload {
+  protocol: 'http' | 'postgres' | 'ssh' | 'control';
+  /** `idle`, `gateway_restarted`, `closed`, or what ended it in words. */
+  reason: string;
+  durationMs?: number;
+  lastActivityAt?: number;
+  /** PostgreSQL: statements run. */
+  statements?: number;
+  /** SSH: channel requests made. */
+  requests?: number;
+}
+
+/** A policy decision as the traffic events record it. */
+export interface RecordedDecision {
+  action: string;
+  rule: string | null;
+  reason: string | null;
+}
+
+/** An HTTP request as forwarded (or refused): headers and body as recorded, masked. */
+export interface HttpRequestPayload {
+  method: string;
+  path: string;
+  headers: Record<string, string | string[]>;
+  bytes: number;
+  actorName: string;
+  query?: string;
+  model?: string;
+  stream?: true;
+  body?: unknown;
+  bodyEncoding?: string;
+  [more: string]: unknown;
+}
+
+/** The upstream's answer as the client got it. */
+export interface HttpResponsePayload {
+  status: number;
+  headers: Record<string, string | string[]>;
+  bytes: number;
+  duration: number;
+  body?: unknown;
+  bodyEncoding?: string;
+  masked?: Record<string, number>;
+}
+
+/** Stream events relayed within one batching window (`offset` ms after the request). */
+export interface HttpChunkPayload {
+  offset: number;
+  events: unknown[];
+  done?: true;
+  totalEvents?: number;
+  bytes?: number;
+  incompleteTail?: true;
+  duration?: number;
+  [more: string]: unknown;
+}
+
+/** Why an HTTP exchange failed, and where (`phase`). */
+export interface HttpErrorPayload {
+  phase: string;
+  code: string;
+  message: string;
+  status?: number;
+  duration?: number;
+  [more: string]: unknown;
+}
+
+/** One statement the server will run, with its decision. */
+export interface PgStatementPayload {
+  n: number;
+  protocol: 'simple' | 'extended' | string;
+  sql: string;
+  classes: string[];
+  tables: string[];
+  params?: (string | null)[];
+  decision: RecordedDecision;
+  refused?: { code: string; message: string };
+  [more: string]: unknown;
+}
+
+/** A statement's result: rows counted, a masked sample. */
+export interface PgResultPayload {
+  n: number;
+  durationMs: number;
+  rows: number;
+  command: string | null;
+  columns?: string[];
+  sample?: unknown[][];
+  sampleTruncated?: boolean;
+  masked?: Record<string, number>;
+  suspended?: true;
+}
+
+/** A statement that failed, was skipped or withheld; or (`fatal`) the session's end by error. */
+export interface PgErrorPayload {
+  code: string | null;
+  message: string;
+  n?: number;
+  severity?: string;
+  detail?: string;
+  fatal?: true;
+  [more: string]: unknown;
+}
+
+/** SSH traffic: a channel's request, output, exit, file operation or error. */
+export interface SshChannelPayload {
+  protocol: 'ssh';
+  channel?: number;
+  [more: string]: unknown;
+}
+
+/** A decision other than allow (allow is in the request event itself). */
+export interface PolicyDecisionPayload {
+  protocol: string;
+  action: string;
+  rule: string | null;
+  reason?: string | null;
+  [more: string]: unknown;
+}
+
+/** Payloads of the events outside the traffic: identity, holds, administration. */
+export type AdministrativePayload = Record<string, unknown>;
+
+/** The payload of each event kind, as the gateway writes it now. */
+export interface EventPayloads {
+  'session.start': SessionStartPayload;
+  'session.end': SessionEndPayload;
+  'http.request': HttpRequestPayload;
+  'http.response': HttpResponsePayload;
+  'http.chunk': HttpChunkPayload;
+  'http.error': HttpErrorPayload;
+  'pg.statement': PgStatementPayload;
+  'pg.result': PgResultPayload;
+  'pg.error': PgErrorPayload;
+  'ssh.request': SshChannelPayload;
+  'ssh.output': SshChannelPayload;
+  'ssh.exit': SshChannelPayload;
+  'ssh.sftp': SshChannelPayload;
+  'ssh.error': SshChannelPayload;
+  'policy.decision': PolicyDecisionPayload;
+  'hold.created': AdministrativePayload;
+  'hold.vote': AdministrativePayload;
+  'hold.resolved': AdministrativePayload;
+  'auth.login': AdministrativePayload;
+  'auth.logout': AdministrativePayload;
+  'auth.failure': AdministrativePayload;
+  'key.created': AdministrativePayload;
+  'key.revoked': AdministrativePayload;
+  'auth.failures': AdministrativePayload;
+  'person.created': AdministrativePayload;
+  'person.linked': AdministrativePayload;
+  'person.locked': AdministrativePayload;
+  'policy.changed': AdministrativePayload;
+  'masking.changed': AdministrativePayload;
+  'connection.changed': AdministrativePayload;
+  'export.created': AdministrativePayload;
+  'retention.run': AdministrativePayload;
+  'recording.viewed': AdministrativePayload;
+  'gateway.start': AdministrativePayload;
+  'gateway.stop': AdministrativePayload;
+  'journal.salvaged': AdministrativePayload;
+}
+
 /** One masked value: where it sits in the recorded text (after masking) and what found it. */
 export interface MaskSpan {
   /** Detector type, e.g. CREDIT_CARD, EMAIL, AWS_ACCESS_KEY. */

@@ -11,7 +11,7 @@ import { request as httpsRequest } from 'node:https';
 import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { Readable } from 'node:stream';
-import type { AuditEventInput, MaskSpan } from '../../shared/events';
+import { type AuditEventInput, type HttpSessionStart, type MaskSpan, SESSION_START_VERSION } from '../../shared/events';
 import type { Identity } from '../../shared/identity';
 import { StoreUnavailableError } from '../audit/store';
 import { UnmaskableValueError } from '../masking/request';
@@ -260,17 +260,13 @@ export class Exchange implements RelayedExchange {
       if (resolved.replaced) events.push({ kind: 'session.end', session: resolved.replaced.id, actor: this.identity.subject, connection: this.name, payload: { protocol: 'http', reason: 'idle', lastActivityAt: resolved.replaced.lastAt } });
       events.push(
         this.base('session.start', {
+          v: SESSION_START_VERSION,
           protocol: 'http',
-          identity: this.identity.subject,
           actorName: this.identity.name,
-          via: this.identity.via,
-          groups: this.identity.groups,
-          clientAddress: clientAddress(req),
-          userAgent: req.headers['user-agent'],
-          connection: this.name,
-          kind,
-          clientSession: label,
-        }),
+          identity: { subject: this.identity.subject, name: this.identity.name, groups: this.identity.groups, via: this.identity.via },
+          client: { address: clientAddress(req), port: req.socket.remotePort ?? null, userAgent: req.headers['user-agent'], session: label },
+          upstream: { kind, host: this.route.hostname, port: this.route.port, tls: this.route.protocol === 'https:' },
+        } satisfies HttpSessionStart),
       );
     }
     const requestPayload: Record<string, unknown> = {

@@ -16,7 +16,7 @@
 import { randomBytes } from 'node:crypto';
 import type { ChangedRequest, DryRunReport, Outcome } from '../../shared/api';
 import type { Config, Connection, ConnectionKind, PolicyAction, PolicyRule, SqlClass } from '../../shared/config';
-import type { AuditEvent } from '../../shared/events';
+import { type AuditEvent, readSessionStart } from '../../shared/events';
 import type { Identity } from '../../shared/identity';
 import { type AuditStore, rowToEvent } from '../audit/store';
 import { describeRequest, queryText } from './llm-request';
@@ -97,13 +97,11 @@ export function dryRun(store: AuditStore, rules: PolicyRule[], opts: DryRunOptio
     info = { requests: 0, changed: 0, connection: e.connection, actor: e.actor, actorName: null, examples: [] };
     const startRow = e.session ? (sessionStart.get(e.session) as Parameters<typeof rowToEvent>[0] | undefined) : undefined;
     const start = startRow ? rowToEvent(startRow) : undefined;
-    // The HTTP proxy records groups and via at the top level, the PostgreSQL proxy under `identity`.
-    const top = isObj(start?.payload) ? start.payload : {};
-    const p = { ...(isObj(top['identity']) ? top['identity'] : {}), ...top };
-    if (Array.isArray(p['groups'])) info.groups = (p['groups'] as unknown[]).filter((g): g is string => typeof g === 'string');
-    if (typeof p['actorName'] === 'string') info.actorName = p['actorName'];
-    else if (typeof p['name'] === 'string') info.actorName = p['name'];
-    if (p['via'] === 'api-key' || p['via'] === 'oidc' || p['via'] === 'console') info.via = p['via'];
+    // Every version of session.start names the groups, the person and how they signed in (shared/events.ts).
+    const facts = start ? readSessionStart(start.payload) : undefined;
+    if (facts?.groups) info.groups = facts.groups;
+    if (facts?.actorName) info.actorName = facts.actorName;
+    if (facts?.via) info.via = facts.via;
     if (!info.groups && e.actor) {
       const u = userRow.get(e.actor) as { name: string; groups: string } | undefined;
       const k = !u && e.actor.startsWith('key:') ? (keyRow.get(e.actor.slice(4)) as { name: string; groups: string } | undefined) : undefined;

@@ -5,7 +5,7 @@
  * recorded can be read (and changed) in one place; session-recorder.ts writes them.
  */
 import type { SqlClass } from '../../shared/config';
-import type { AuditEventInput, MaskSpan } from '../../shared/events';
+import { type AuditEventInput, type MaskSpan, type PostgresSessionStart, SESSION_START_VERSION } from '../../shared/events';
 import type { Identity } from '../../shared/identity';
 import type { RowMasker } from '../masking/types';
 import type { PolicyDecision } from '../policy/types';
@@ -93,6 +93,7 @@ export function sessionStartEvent(c: RecordingContext, start: SessionStart): Aud
     actor: identity.subject,
     connection: c.connection,
     payload: {
+      v: SESSION_START_VERSION,
       protocol: 'postgres',
       actorName: identity.name,
       identity: { subject: identity.subject, name: identity.name, groups: identity.groups, via: identity.via },
@@ -108,7 +109,7 @@ export function sessionStartEvent(c: RecordingContext, start: SessionStart): Aud
         pid: upstream.pid,
         ...(upstream.role !== undefined ? { role: upstream.role } : {}),
       },
-    },
+    } satisfies PostgresSessionStart,
   };
 }
 

@@ -17,7 +17,7 @@ import type { Duplex } from 'node:stream';
 import type { AuthContext, ClientChannel, ClientInfo, Connection as SshConnection, PseudoTtyInfo, ServerChannel, Session } from 'ssh2';
 import type { Client } from 'ssh2';
 import type { Connection } from '../../shared/config';
-import type { AuditEventInput, MaskSpan } from '../../shared/events';
+import { type AuditEventInput, type MaskSpan, SESSION_START_VERSION, type SshSessionStart } from '../../shared/events';
 import { shortenForSummary } from '../../shared/holds';
 import type { Identity } from '../../shared/identity';
 import { newId } from '../ids';
@@ -190,12 +190,13 @@ export class SshProxySession {
         actor: identity.subject,
         connection: this.name,
         payload: {
+          v: SESSION_START_VERSION,
           protocol: 'ssh',
           actorName: identity.name,
           identity: { subject: identity.subject, name: identity.name, groups: identity.groups, via: identity.via },
           client: { address: this.info.ip, port: this.info.port, software: this.info.header.versions.software },
-          upstream: { host: t.host, port: t.port, user: t.user, hostKey: up.hostKey, ...(up.learned ? { hostKeyLearned: true } : {}) },
-        },
+          upstream: { host: t.host, port: t.port, user: t.user, hostKey: up.hostKey, ...(up.learned ? { hostKeyLearned: true as const } : {}) },
+        } satisfies SshSessionStart,
       },
     ]);
     this.started = true;

@@ -4,7 +4,7 @@
  * closer together — stream chunks above all — keeps its recorded pace. The player is pure arithmetic
  * over that clock: play/pause, speed, step to the next/previous event, seek to a fraction.
  */
-import type { AuditEvent, EventKind } from '../../shared/events';
+import { type AuditEvent, type EventKind, readSessionStart } from '../../shared/events';
 
 export type Tone = 'request' | 'response' | 'chunk' | 'decision' | 'hold' | 'approve' | 'deny' | 'error' | 'info';
 
@@ -127,8 +127,10 @@ export function labelOf(e: AuditEvent): string {
     case 'pg.error':
     case 'http.error':
       return str(p['message']) ?? 'error';
-    case 'session.start':
-      return `session start${str(p['actorName']) ? ` · ${str(p['actorName'])}` : ''}`;
+    case 'session.start': {
+      const who = readSessionStart(e.payload).actorName;
+      return `session start${who ? ` · ${who}` : ''}`;
+    }
     case 'session.end':
       return `session end${str(p['reason']) ? ` · ${str(p['reason'])}` : ''}`;
     case 'policy.decision':

@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import OpenAI from 'openai';
-import type { AuditEvent } from '../../shared/events';
+import type { AuditEvent, HttpSessionStart } from '../../shared/events';
 import { deltasOf, fakeEmbedding, type LlmUpstream, type StreamEventInfo, startLlmUpstream } from '../support/llm-upstream';
 import { eventually, OPENAI_SECRET, startTestGateway, type TestGateway } from './http-harness';
 
@@ -82,7 +82,12 @@ describe('OpenAI SDK through the gateway', () => {
     assert.equal(session.actorName, 'local-admin');
     const first = (await gw.events(session.id))[0]!;
     assert.equal(first.kind, 'session.start');
-    assert.equal((first.payload as { clientAddress: string }).clientAddress, '127.0.0.1');
+    const start = first.payload as HttpSessionStart;
+    assert.equal(start.client.address, '127.0.0.1');
+    assert.equal(start.v, 2);
+    assert.equal(start.identity.name, 'local-admin');
+    assert.equal(start.identity.via, 'api-key');
+    assert.equal(start.upstream.kind, 'openai');
   });
 
   it('groups exchanges into one session per identity and connection, and starts a new one on x-custody-session', async () => {
@@ -100,7 +105,8 @@ describe('OpenAI SDK through the gateway', () => {
     assert.ok(s2 && s2 !== s1, 'a client-named session is a session of its own');
     const start = (await gw.events(s2))[0]!;
     assert.equal(start.kind, 'session.start');
-    assert.equal((start.payload as { clientSession: string }).clientSession, 'agent-run-7');
+    assert.equal((start.payload as HttpSessionStart).v, 2);
+    assert.equal((start.payload as HttpSessionStart).client.session, 'agent-run-7');
     assert.equal(upstream.requests.some((r) => r.headers['x-custody-session'] !== undefined), false, 'the session header stays at the gateway');
   });
 

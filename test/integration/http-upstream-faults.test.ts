@@ -18,7 +18,7 @@ import { request as httpRequest } from 'node:http';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import OpenAI from 'openai';
-import type { AuditEvent } from '../../shared/events';
+import type { AuditEvent, HttpSessionStart } from '../../shared/events';
 import { type FaultyUpstream, startFaultyUpstream } from '../support/faulty-upstream';
 import { eventually, startTestGateway, type TestGateway } from './http-harness';
 
@@ -106,7 +106,7 @@ function raw(connection: string, f: Fault, id: string): Promise<Seen> {
 }
 
 async function sessionEvents(id: string): Promise<AuditEvent[]> {
-  const start = await eventually(async () => (await gw.allEvents()).find((e) => e.kind === 'session.start' && (e.payload as { clientSession?: string }).clientSession === id), `the session of ${id}`);
+  const start = await eventually(async () => (await gw.allEvents()).find((e) => e.kind === 'session.start' && (e.payload as HttpSessionStart).client.session === id), `the session of ${id}`);
   return gw.events(start.session!);
 }
 
