@@ -35,13 +35,13 @@ import { promisify } from 'node:util';
 import { Config } from '../shared/config';
 import { Gateway } from '../proxy/gateway';
 import { silentLogger } from '../proxy/log';
-import { AuditWriter } from '../proxy/postgres/audit-writer';
+import { SessionAuditWriter } from '../proxy/audit/session-writer';
 import { startTcpPassThrough } from './tcp-pass-through';
 
-/** Diagnostic switch (this process only): while true, the PostgreSQL writer acknowledges without writing. */
+/** Diagnostic switch (this process only): while true, the proxies' session writers acknowledge without writing (only PostgreSQL traffic runs here). */
 let skipAuditWrites = false;
-const realFlush = AuditWriter.prototype.flush;
-AuditWriter.prototype.flush = function (this: AuditWriter) {
+const realFlush = SessionAuditWriter.prototype.flush;
+SessionAuditWriter.prototype.flush = function (this: SessionAuditWriter) {
   if (!skipAuditWrites) return realFlush.call(this);
   const self = this as unknown as { scheduled: boolean; queue: unknown[]; commits: { done(err: null): void }[]; timer?: NodeJS.Timeout };
   self.scheduled = false;

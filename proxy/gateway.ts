@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import { type Config, parseDuration } from '../shared/config';
 import { AuditService } from './audit/service';
 import { AuditStore } from './audit/store';
+import { POSTGRES_PACING, SessionAuditWriter } from './audit/session-writer';
 import { EventBus, sessionEventsFromStore } from './bus';
 import { checkSecretFiles } from './config';
 import { type ControlPlane, type RouteModule, startControlPlane } from './control/server';
@@ -25,7 +26,6 @@ import { UserDirectory } from './identity/users';
 import { createLogger, type Logger } from './log';
 import { HoldQueue } from './approvals/hold-queue';
 import { startHttpProxy } from './http/proxy';
-import { AuditWriter } from './postgres/audit-writer';
 import { startPgListener } from './postgres/listener';
 import { startSshListener } from './ssh/listener';
 import type { Listener } from './net';
@@ -187,7 +187,7 @@ export class Gateway {
     });
     this.listeners.push(await startHttpProxy(s));
     // One listener per postgres connection; their audit writes share one batching writer.
-    const pgWriter = new AuditWriter(s.store);
+    const pgWriter = new SessionAuditWriter(s.store, POSTGRES_PACING);
     for (const connection of s.config.connections.filter((c) => c.kind === 'postgres'))
       this.listeners.push(await startPgListener({ connection, services: s, dataDir: s.dataDir, recordRows: s.config.limits.recordRows, connectTimeoutMs: parseDuration(s.config.limits.upstreamConnectTimeout), writer: pgWriter }));
     // One SSH server per ssh connection, like the PostgreSQL listeners.

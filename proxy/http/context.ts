@@ -1,16 +1,16 @@
 /** What every exchange on one HTTP proxy listener shares, built once when the listener starts (proxy.ts). */
+import type { SessionAuditWriter } from '../audit/session-writer';
 import type { GatewayServices } from '../services';
 import type { OffLoopMasking } from './off-loop';
 import type { HttpSessionTracker } from './sessions';
 import type { SilenceWatch } from './silence-watch';
 import type { UpstreamTable } from './upstreams';
-import type { GroupCommitWriter } from './writer';
 
 export interface ProxyContext {
   s: GatewayServices;
   upstreams: UpstreamTable;
   sessions: HttpSessionTracker;
-  writer: GroupCommitWriter;
+  writer: SessionAuditWriter;
   /** Inspects large bodies on a worker thread; absent where none can start. */
   offLoop: OffLoopMasking | undefined;
   /** limits.upstreamConnectTimeout, in ms. */

@@ -11,6 +11,7 @@
 import { createServer, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { parseDuration } from '../../shared/config';
+import { HTTP_PACING, SessionAuditWriter } from '../audit/session-writer';
 import { closeServer, type Listener, listen, splitHostPort } from '../net';
 import type { GatewayServices } from '../services';
 import { admitExchange } from './admission';
@@ -20,7 +21,6 @@ import { sendError } from './errors';
 import { type HttpSession, HttpSessionTracker } from './sessions';
 import { SilenceWatch } from './silence-watch';
 import { UpstreamTable } from './upstreams';
-import { GroupCommitWriter } from './writer';
 
 /** How long close() lets in-flight exchanges (streams, holds) finish before cutting them. */
 const DRAIN_GRACE_MS = 10_000;
@@ -34,7 +34,7 @@ export async function startHttpProxy(s: GatewayServices): Promise<HttpProxy> {
   const sessions = new HttpSessionTracker(parseDuration(s.config.limits.sessionIdle));
   let closing = false;
 
-  const writer = new GroupCommitWriter(s.store);
+  const writer = new SessionAuditWriter(s.store, HTTP_PACING);
   const connectTimeout = parseDuration(s.config.limits.upstreamConnectTimeout);
   const idle = s.config.limits.upstreamIdleTimeout;
   const silence = new SilenceWatch(parseDuration(idle), () => upstreams.agents(), `the upstream sent nothing for ${idle} (limits.upstreamIdleTimeout)`);

@@ -8,7 +8,7 @@
  */
 import type { AuditEventInput, MaskSpan } from '../../shared/events';
 import type { SseEvent } from '../masking/types';
-import type { GroupCommitWriter } from './writer';
+import type { SessionAuditWriter } from '../audit/session-writer';
 
 /** An SSE event as recorded: the event plus when it was relayed (ms since the request arrived). */
 export type RecordedSseEvent = SseEvent & { offset: number };
@@ -41,7 +41,7 @@ export class StreamRecorder {
   eventCount = 0;
 
   constructor(
-    private readonly writer: Pick<GroupCommitWriter, 'defer'>,
+    private readonly writer: Pick<SessionAuditWriter, 'defer'>,
     private readonly make: EventFactory,
     private readonly onFailure: (err: unknown) => void,
     private readonly intervalMs = 50,

@@ -7,8 +7,8 @@ import { readFileSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { createSecureContext } from 'node:tls';
 import type { Connection } from '../../shared/config';
+import { POSTGRES_PACING, SessionAuditWriter } from '../audit/session-writer';
 import { listen, splitHostPort } from '../net';
-import { AuditWriter } from './audit-writer';
 import { RoutineCatalog, TableNameResolver } from './catalog';
 import { loadSqlParser } from './classify';
 import { loadOrCreateListenerCertificate } from './self-signed';
@@ -25,7 +25,7 @@ export interface PgListenerOptions {
   /** How long connecting to the upstream may take, in ms (config limits.upstreamConnectTimeout). */
   connectTimeoutMs?: number;
   /** Shared by every listener of a gateway so commits batch across them. */
-  writer?: AuditWriter;
+  writer?: SessionAuditWriter;
 }
 
 export interface PgListener {
@@ -72,7 +72,7 @@ export async function startPgListener(opts: PgListenerOptions): Promise<PgListen
     connection,
     target,
     services: opts.services,
-    writer: opts.writer ?? new AuditWriter(opts.services.store),
+    writer: opts.writer ?? new SessionAuditWriter(opts.services.store, POSTGRES_PACING),
     secureContext,
     tables: new TableNameResolver(target),
     routines: new RoutineCatalog(target),

@@ -15,7 +15,7 @@ import type { LiveSessions } from '../identity/live-sessions';
 import type { Logger } from '../log';
 import type { MaskingEngine } from '../masking/types';
 import type { PolicyEvaluator } from '../policy/types';
-import type { AuditWriter } from './audit-writer';
+import type { SessionAuditWriter } from '../audit/session-writer';
 import type { RoutineCatalog, TableNameResolver } from './catalog';
 import type { UpstreamTarget } from './upstream';
 
@@ -48,7 +48,7 @@ export interface PgListenerContext {
   connection: Connection;
   target: UpstreamTarget;
   services: PgSessionServices;
-  writer: AuditWriter;
+  writer: SessionAuditWriter;
   secureContext: SecureContext;
   tables: TableNameResolver;
   /** What the functions, operators and relations statements use do (classification by effect). */

@@ -1,5 +1,5 @@
 /**
- * Writes what one PostgreSQL session records, through its listener's AuditWriter (which decides
+ * Writes what one PostgreSQL session records, through its listener's SessionAuditWriter (which decides
  * how events are committed together): the session's start and end (committed before returning), a
  * batch's statements (committed, with the other sessions' of this turn, before the batch is
  * forwarded), a refused batch (committed at once), each statement's end (deferred: it may follow
@@ -8,7 +8,7 @@
  */
 import type { AuditEventInput } from '../../shared/events';
 import type { ErrorInit } from './backend-messages';
-import type { AuditWriter } from './audit-writer';
+import type { SessionAuditWriter } from '../audit/session-writer';
 import {
   type RecordingContext,
   type RunEnd,
@@ -26,7 +26,7 @@ export class SessionRecorder implements RecordingContext {
   /** Who the session is (set once authenticated). */
   actor: string | undefined;
   readonly connection: string;
-  private readonly writer: AuditWriter;
+  private readonly writer: SessionAuditWriter;
 
   /** `onResultLost` runs when a statement's end cannot be written: the session must not go on. */
   constructor(
@@ -63,7 +63,7 @@ export class SessionRecorder implements RecordingContext {
 
   /**
    * Commits the statements a batch runs; `done(null)` once they are durable, `done(err)` if they
-   * cannot be. `owner` paces the group commit (audit-writer.ts).
+   * cannot be. `owner` paces the group commit (proxy/audit/session-writer.ts).
    */
   statements(runs: StatementRun[], done: (err: Error | null) => void, owner: object): void {
     this.writer.commit(statementEvents(this, runs), done, owner);
