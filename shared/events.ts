@@ -267,7 +267,7 @@ export interface SshChannelPayload {
 export interface PolicyDecisionPayload {
   protocol: string;
   action: string;
-  rule: string | null;
+  rule?: string | null;
   reason?: string | null;
   [more: string]: unknown;
 }

@@ -11,7 +11,7 @@ import { request as httpsRequest } from 'node:https';
 import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { Readable } from 'node:stream';
-import { type AuditEventInput, type HttpSessionStart, type MaskSpan, SESSION_START_VERSION } from '../../shared/events';
+import { type AuditEventInput, type HttpRequestPayload, type HttpSessionStart, type MaskSpan, type PolicyDecisionPayload, SESSION_START_VERSION, type SessionEndPayload } from '../../shared/events';
 import type { Identity } from '../../shared/identity';
 import { StoreUnavailableError } from '../audit/store';
 import { UnmaskableValueError } from '../masking/request';
@@ -257,7 +257,7 @@ export class Exchange implements RelayedExchange {
     this.session = resolved.session;
     const events: AuditEventInput[] = [];
     if (resolved.isNew) {
-      if (resolved.replaced) events.push({ kind: 'session.end', session: resolved.replaced.id, actor: this.identity.subject, connection: this.name, payload: { protocol: 'http', reason: 'idle', lastActivityAt: resolved.replaced.lastAt } });
+      if (resolved.replaced) events.push({ kind: 'session.end', session: resolved.replaced.id, actor: this.identity.subject, connection: this.name, payload: { protocol: 'http', reason: 'idle', lastActivityAt: resolved.replaced.lastAt } satisfies SessionEndPayload });
       events.push(
         this.base('session.start', {
           v: SESSION_START_VERSION,
@@ -269,7 +269,7 @@ export class Exchange implements RelayedExchange {
         } satisfies HttpSessionStart),
       );
     }
-    const requestPayload: Record<string, unknown> = {
+    const requestPayload: HttpRequestPayload = {
       method,
       path: this.path,
       headers: recordedHeaders(masked?.logHeaders ?? req.headers),
@@ -549,8 +549,8 @@ function inspectionRefusal(connection: string, what: string): { status: number; 
 /** What is known of a request before its body is read (a large body is read on the worker thread). */
 const NO_FACTS: RequestFacts = { tools: false, stream: false, text: '', all: '' };
 
-function decisionPayload(d: PolicyDecision, method: string, path: string, facts: RequestFacts): Record<string, unknown> {
-  const p: Record<string, unknown> = { protocol: 'http', action: d.action, rule: d.rule, method, path };
+function decisionPayload(d: PolicyDecision, method: string, path: string, facts: RequestFacts): PolicyDecisionPayload {
+  const p: PolicyDecisionPayload = { protocol: 'http', action: d.action, rule: d.rule, method, path };
   if (d.reason) p['reason'] = d.reason;
   if (facts.model) p['model'] = facts.model;
   if (d.mask) p['mask'] = d.mask;

@@ -11,6 +11,7 @@
 import { createServer, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { parseDuration } from '../../shared/config';
+import type { SessionEndPayload } from '../../shared/events';
 import { HTTP_PACING, SessionAuditWriter } from '../audit/session-writer';
 import { closeServer, type Listener, listen, splitHostPort } from '../net';
 import type { GatewayServices } from '../services';
@@ -96,7 +97,7 @@ function endSessions(ctx: ProxyContext, ended: HttpSession[], reason: 'idle' | '
   const now = Date.now();
   try {
     ctx.s.store.appendMany(
-      ended.map((x) => ({ kind: 'session.end' as const, session: x.id, actor: x.identity.subject, connection: x.connection, payload: { protocol: 'http', reason, lastActivityAt: x.lastAt }, time: now })),
+      ended.map((x) => ({ kind: 'session.end' as const, session: x.id, actor: x.identity.subject, connection: x.connection, payload: { protocol: 'http', reason, lastActivityAt: x.lastAt } satisfies SessionEndPayload, time: now })),
     );
   } catch (err) {
     ctx.s.log.warn(`http proxy: could not record the end of ${ended.length} session(s): ${(err as Error).message}`);

@@ -5,7 +5,17 @@
  * recorded can be read (and changed) in one place; session-recorder.ts writes them.
  */
 import type { SqlClass } from '../../shared/config';
-import { type AuditEventInput, type MaskSpan, type PostgresSessionStart, SESSION_START_VERSION } from '../../shared/events';
+import {
+  type AuditEventInput,
+  type MaskSpan,
+  type PgErrorPayload,
+  type PgResultPayload,
+  type PgStatementPayload,
+  type PolicyDecisionPayload,
+  type PostgresSessionStart,
+  SESSION_START_VERSION,
+  type SessionEndPayload,
+} from '../../shared/events';
 import type { Identity } from '../../shared/identity';
 import type { RowMasker } from '../masking/types';
 import type { PolicyDecision } from '../policy/types';
@@ -119,7 +129,7 @@ export function sessionEndEvent(c: RecordingContext, end: { reason: string; dura
     session: c.session,
     actor: c.actor,
     connection: c.connection,
-    payload: { protocol: 'postgres', reason: end.reason, durationMs: end.durationMs, statements: end.statements },
+    payload: { protocol: 'postgres', reason: end.reason, durationMs: end.durationMs, statements: end.statements } satisfies SessionEndPayload,
   };
 }
 
@@ -167,7 +177,7 @@ export function statementEvents(c: RecordingContext, runs: StatementRun[], refus
           decision: { action: d.action, rule: d.rule ?? null, reason: d.reason ?? null },
           ...(run.detectorHits ? { detectors: run.detectorHits } : {}),
           ...(refused ? { refused: { code: refused.code, message: refused.message } } : {}),
-        },
+        } satisfies PgStatementPayload,
       });
       if (d.action !== 'allow') {
         events.push({
@@ -181,7 +191,7 @@ export function statementEvents(c: RecordingContext, runs: StatementRun[], refus
             action: refused && d.action === 'hold' ? 'deny' : d.action,
             rule: d.rule ?? null,
             reason: refused?.message ?? d.reason ?? null,
-          },
+          } satisfies PolicyDecisionPayload,
         });
       }
     }
@@ -217,7 +227,7 @@ export function runEndEvent(c: RecordingContext, run: StatementRun, end: RunEnd)
           severity: end.error?.get('V') ?? end.error?.get('S') ?? 'ERROR',
           message: logged.text,
           ...(detail ? { detail: c.forLog(detail).text } : {}),
-        },
+        } satisfies PgErrorPayload,
       };
     } else {
       event = {
@@ -226,7 +236,7 @@ export function runEndEvent(c: RecordingContext, run: StatementRun, end: RunEnd)
         actor: c.actor,
         connection: c.connection,
         spans: run.spans,
-        payload: { ...base, command: end.tag ?? null, ...(end.suspended ? { suspended: true } : {}) },
+        payload: { ...base, command: end.tag ?? null, ...(end.suspended ? { suspended: true as const } : {}) } satisfies PgResultPayload,
       };
     }
     return event;

@@ -17,7 +17,7 @@ import type { Duplex } from 'node:stream';
 import type { AuthContext, ClientChannel, ClientInfo, Connection as SshConnection, PseudoTtyInfo, ServerChannel, Session } from 'ssh2';
 import type { Client } from 'ssh2';
 import type { Connection } from '../../shared/config';
-import { type AuditEventInput, type MaskSpan, SESSION_START_VERSION, type SshSessionStart } from '../../shared/events';
+import { type AuditEventInput, type MaskSpan, SESSION_START_VERSION, type SessionEndPayload, type SshSessionStart } from '../../shared/events';
 import { shortenForSummary } from '../../shared/holds';
 import type { Identity } from '../../shared/identity';
 import { newId } from '../ids';
@@ -670,7 +670,7 @@ export class SshProxySession {
     if (!this.started) return;
     try {
       this.s.store.appendMany([
-        { kind: 'session.end', session: this.id, actor: this.identity?.subject, connection: this.name, payload: { protocol: 'ssh', reason: this.endReason, durationMs: Date.now() - this.startedAt, requests: this.requests } },
+        { kind: 'session.end', session: this.id, actor: this.identity?.subject, connection: this.name, payload: { protocol: 'ssh', reason: this.endReason, durationMs: Date.now() - this.startedAt, requests: this.requests } satisfies SessionEndPayload },
       ]);
       this.publish('session.ended');
     } catch (err) {
