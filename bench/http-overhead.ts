@@ -30,13 +30,13 @@
  *            only one of the two, to tell their costs apart.
  *
  *   node --import tsx bench/http-overhead.ts [--quick] [--no-masking] [--no-portkey] [--floor] [--baseline DIR] [--evidence [--evidence-every 5s] [--evidence-parts sink,archive]] [--profile DIR]
- *   (--profile writes the bare proxy's and the gateway's V8 CPU profiles under DIR/bare and DIR/gateway; bench/profile-summary.ts reads it)
+ *   (--profile writes the bare proxy's, the gateway's and the baseline's V8 CPU profiles under DIR/bare, DIR/gateway and DIR/baseline; bench/profile-summary.ts reads it)
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { Agent, request } from 'node:http';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve as resolvePath } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { createInterface } from 'node:readline';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -320,7 +320,7 @@ async function main(): Promise<void> {
     if (floor) stops.push(floor.proc);
     const baselineDir = arg('--baseline');
     const baseline = baselineDir
-      ? await startChild(join(process.cwd(), baselineDir, 'bench/http-overhead.ts'), ['--role', 'gateway', '--upstream', upstream.info['url']!, ...(args.includes('--no-masking') ? ['--no-masking'] : [])])
+      ? await startChild(resolvePath(baselineDir, 'bench/http-overhead.ts'), ['--role', 'gateway', '--upstream', upstream.info['url']!, ...(args.includes('--no-masking') ? ['--no-masking'] : [])], profile('baseline'))
       : undefined;
     if (baseline) stops.push(baseline.proc);
     const receivers = args.includes('--evidence') ? await startChild(join(HERE, 'http-overhead.ts'), ['--role', 'evidence-receivers']) : undefined;

@@ -186,7 +186,21 @@ export class SessionAuditWriter {
           d.onFail(error);
         }
       }
-      for (const c of commits) c.done(error);
+      // Every waiter hears the outcome, even when one of them throws (that error surfaces afterwards).
+      let thrown: { err: unknown } | undefined;
+      for (const c of commits) {
+        try {
+          c.done(error);
+        } catch (err) {
+          thrown ??= { err };
+        }
+      }
+      if (thrown) {
+        const { err } = thrown;
+        queueMicrotask(() => {
+          throw err;
+        });
+      }
     });
   }
 

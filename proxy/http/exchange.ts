@@ -21,6 +21,7 @@ import type { PolicyDecision } from '../policy/types';
 import type { GatewayServices } from '../services';
 import { canDecode, contentEncodingOf, decodeBody, readRequestBody, responseDecoder } from './bodies';
 import type { ProxyContext } from './context';
+import type { OffLoopMasking } from './off-loop';
 import { errorBody, type ErrorStyle, GatewayError, type GatewayErrorCode, sendError } from './errors';
 import { clientResponseHeaders, recordedHeaders, upstreamRequestHeaders } from './headers';
 import { relayBody } from './relay-body';
@@ -181,51 +182,28 @@ export class Exchange implements RelayedExchange {
     }
 
     // Masking and policy. A masking failure is recorded and refused, never forwarded unmasked.
-    let masked: InspectedRequest | undefined;
-    let maskError: MaskingError | undefined;
-    /** Inspects the request; false when the body could not even be read (refused already). */
-    const inspect = async (maskerRules: string[], extraRules?: string[]): Promise<boolean> => {
-      const opts = { inspect: this.masker !== null || s.policy.inspects(this.name), passthroughTypes: connection.passthroughTypes, extraRules };
-      if (offLoop) {
-        const r = await offLoop.inspectRequest({ connection, path: this.path, contentType, body, search: this.search, headers: req.headers, maskerRules, extraRules, inspect: opts.inspect, wantAll: s.policy.inspects(this.name) });
-        if ('refused' in r) {
-          this.refuseUnread(method, r.refused);
-          return false;
-        }
-        if (facts === NO_FACTS) facts = { ...r.facts, all: r.facts.all ?? '' };
-        masked = r.inspected;
-        maskError = r.maskError;
-        return true;
-      }
-      try {
-        masked = inspectRequest(this.masker, read!, body, { contentType, search: this.search, headers: req.headers }, opts);
-      } catch (err) {
-        if (!(err instanceof MaskingError)) throw err;
-        maskError = err;
-      }
-      return true;
-    };
+    const found: BodyRead = { method, contentType, body, read, offLoop, facts, masked: undefined, maskError: undefined };
     try {
       this.masker = s.masking.forConnection(connection);
     } catch (err) {
       if (!(err instanceof MaskingError)) throw err;
-      maskError = err;
+      found.maskError = err;
     }
-    if (maskError === undefined && !(await inspect([]))) return;
+    if (found.maskError === undefined && !(await this.inspect(found, []))) return;
     if (this.clientGone) return;
     let decision: PolicyDecision = { action: 'allow' };
-    if (maskError === undefined) {
+    if (found.maskError === undefined) {
       const query = queryText(this.search);
       try {
         decision = s.policy.evaluate({
           connection: this.name,
           protocol: 'http',
           identity: this.identity,
-          http: { method, path: this.path, model: facts.model, tools: facts.tools },
+          http: { method, path: this.path, model: found.facts.model, tools: found.facts.tools },
           get text() {
-            return query ? `${facts.all}\n${query}` : facts.all;
+            return query ? `${found.facts.all}\n${query}` : found.facts.all;
           },
-          detectorHits: masked!.detectorHits,
+          detectorHits: found.masked!.detectorHits,
         });
       } catch (err) {
         s.log.error(`http proxy: policy evaluation failed: ${(err as Error).stack}`);
@@ -238,17 +216,17 @@ export class Exchange implements RelayedExchange {
           this.masker ??= s.masking.forConnection(connection, decision.mask);
         } catch (err) {
           if (!(err instanceof MaskingError)) throw err;
-          maskError = err;
+          found.maskError = err;
         }
-        if (maskError !== undefined) {
+        if (found.maskError !== undefined) {
           // refused below
-        } else if (!this.masker) maskError = new MaskingError(`policy rule "${decision.rule}" asks for masking rules ${decision.mask.join(', ')}, but none of them can be applied to connection ${this.name}`);
-        else if (!(await inspect(decision.mask, decision.mask))) return;
+        } else if (!this.masker) found.maskError = new MaskingError(`policy rule "${decision.rule}" asks for masking rules ${decision.mask.join(', ')}, but none of them can be applied to connection ${this.name}`);
+        else if (!(await this.inspect(found, decision.mask, decision.mask))) return;
         if (this.clientGone) return;
       }
     }
     // A body nobody can inspect goes on only to a person (hold) or when its type is let through.
-    const uninspectable = maskError === undefined && decision.action !== 'hold' && decision.action !== 'deny' ? masked!.uninspectable : undefined;
+    const uninspectable = found.maskError === undefined && decision.action !== 'hold' && decision.action !== 'deny' ? found.masked!.uninspectable : undefined;
 
     // Record before forwarding (fail closed).
     const now = Date.now();
@@ -272,24 +250,24 @@ export class Exchange implements RelayedExchange {
     const requestPayload: HttpRequestPayload = {
       method,
       path: this.path,
-      headers: recordedHeaders(masked?.logHeaders ?? req.headers),
+      headers: recordedHeaders(found.masked?.logHeaders ?? req.headers),
       bytes: body.length,
       actorName: this.identity.name,
     };
-    if (masked?.logQuery) requestPayload['query'] = masked.logQuery;
-    if (facts.model && maskError === undefined) requestPayload['model'] = facts.model; // a refused model name may be what carried PII
-    if (facts.stream) requestPayload['stream'] = true;
+    if (found.masked?.logQuery) requestPayload['query'] = found.masked.logQuery;
+    if (found.facts.model && found.maskError === undefined) requestPayload['model'] = found.facts.model; // a refused model name may be what carried PII
+    if (found.facts.stream) requestPayload['stream'] = true;
     let requestSpans: MaskSpan[] | undefined;
-    if (maskError !== undefined) requestPayload['bodyOmitted'] = 'masking failed; the body is not recorded unmasked';
-    else if (masked) {
-      Object.assign(requestPayload, masked.log);
-      if (Object.keys(masked.counts).length) requestPayload['masked'] = masked.counts;
-      if (masked.spans.length) requestSpans = masked.spans;
+    if (found.maskError !== undefined) requestPayload['bodyOmitted'] = 'masking failed; the body is not recorded unmasked';
+    else if (found.masked) {
+      Object.assign(requestPayload, found.masked.log);
+      if (Object.keys(found.masked.counts).length) requestPayload['masked'] = found.masked.counts;
+      if (found.masked.spans.length) requestSpans = found.masked.spans;
     }
     events.push(this.base('http.request', requestPayload, requestSpans));
-    if (decision.rule !== undefined) events.push(this.base('policy.decision', decisionPayload(decision, method, this.path, facts)));
-    const refusal = maskError !== undefined ? maskingRefusal(maskError) : uninspectable !== undefined ? inspectionRefusal(this.name, uninspectable) : undefined;
-    if (refusal) events.push(this.base('http.error', { phase: maskError !== undefined ? 'masking' : 'inspection', ...refusal }));
+    if (decision.rule !== undefined) events.push(this.base('policy.decision', decisionPayload(decision, method, this.path, found.facts)));
+    const refusal = found.maskError !== undefined ? maskingRefusal(found.maskError) : uninspectable !== undefined ? inspectionRefusal(this.name, uninspectable) : undefined;
+    if (refusal) events.push(this.base('http.error', { phase: found.maskError !== undefined ? 'masking' : 'inspection', ...refusal }));
     try {
       await this.ctx.writer.commit(events);
     } catch (err) {
@@ -319,10 +297,36 @@ export class Exchange implements RelayedExchange {
       return;
     }
     if (decision.action === 'hold') {
-      const approved = await this.hold(decision, method, facts, masked);
+      const approved = await this.hold(decision, method, found.facts, found.masked);
       if (!approved) return;
     }
-    this.forward(method, masked!, requestEncoding !== undefined);
+    this.forward(method, found.masked!, requestEncoding !== undefined);
+  }
+
+  /** Inspects the request; false when the body could not even be read (refused already). */
+  private async inspect(b: BodyRead, maskerRules: string[], extraRules?: string[]): Promise<boolean> {
+    const { s, req } = this;
+    const connection = this.route.connection;
+    const wantAll = s.policy.inspects(this.name);
+    const inspect = this.masker !== null || wantAll;
+    if (b.offLoop) {
+      const r = await b.offLoop.inspectRequest({ connection, path: this.path, contentType: b.contentType, body: b.body, search: this.search, headers: req.headers, maskerRules, extraRules, inspect, wantAll });
+      if ('refused' in r) {
+        this.refuseUnread(b.method, r.refused);
+        return false;
+      }
+      if (b.facts === NO_FACTS) b.facts = { ...r.facts, all: r.facts.all ?? '' };
+      b.masked = r.inspected;
+      b.maskError = r.maskError;
+      return true;
+    }
+    try {
+      b.masked = inspectRequest(this.masker, b.read!, b.body, { contentType: b.contentType, search: this.search, headers: req.headers }, { inspect, passthroughTypes: connection.passthroughTypes, extraRules });
+    } catch (err) {
+      if (!(err instanceof MaskingError)) throw err;
+      b.maskError = err;
+    }
+    return true;
   }
 
   /** A body the gateway could not read (400, 415): recorded without a session, then answered. */
@@ -544,6 +548,19 @@ function inspectionRefusal(connection: string, what: string): { status: number; 
     code: 'unsupported_media_type',
     message: `connection ${connection} inspects request bodies (masking, content or detectors rules), and this one carries ${what}, which the gateway cannot inspect; send text, or ask an admin to list the type in the connection's passthroughTypes`,
   };
+}
+
+/** The request body as read, and what inspecting it found (filled in by Exchange.inspect). */
+interface BodyRead {
+  method: string;
+  contentType: string | undefined;
+  body: Buffer;
+  /** undefined when the body is read on the worker thread. */
+  read: ReadBody | undefined;
+  offLoop: OffLoopMasking | undefined;
+  facts: RequestFacts;
+  masked: InspectedRequest | undefined;
+  maskError: MaskingError | undefined;
 }
 
 /** What is known of a request before its body is read (a large body is read on the worker thread). */

@@ -116,19 +116,18 @@ export function relayBody(x: RelayedExchange, upRes: IncomingMessage, source: Re
  */
 function sendRecorded(x: RelayedExchange, upRes: IncomingMessage, status: number, size: number, out: Buffer, logged: { body?: unknown; bodyEncoding?: string }, spans?: MaskSpan[], counts?: Record<string, number>): void {
   x.finished = true;
-  x.ctx.writer.commit([x.base('http.response', responsePayload(x, upRes, status, size, logged, counts), spans)]).then(
-    () => {
-      if (x.clientGone) return;
-      const headers = x.responseHeaders(upRes, true);
-      headers['content-length'] = out.length;
-      x.res.writeHead(status, headers);
-      x.res.end(out);
-    },
-    (err: unknown) => {
+  x.ctx.writer.commit([x.base('http.response', responsePayload(x, upRes, status, size, logged, counts), spans)], (err) => {
+    if (err !== null) {
       x.s.log.error(`http proxy: the response for session ${x.session.id} cannot be recorded (${(err as Error).message}); the connection is reset`);
       x.res.destroy();
-    },
-  );
+      return;
+    }
+    if (x.clientGone) return;
+    const headers = x.responseHeaders(upRes, true);
+    headers['content-length'] = out.length;
+    x.res.writeHead(status, headers);
+    x.res.end(out);
+  });
 }
 
 /** Sends a masked body, recorded as masked. */

@@ -57,8 +57,12 @@ interface MediaType {
   charset: string | undefined;
 }
 
+const NO_MEDIA_TYPE: MediaType = { type: '', charset: undefined };
+const JSON_MEDIA_TYPE: MediaType = { type: 'application/json', charset: undefined };
+
 function mediaTypeOf(contentType: string | undefined): MediaType {
-  if (!contentType) return { type: '', charset: undefined };
+  if (!contentType) return NO_MEDIA_TYPE;
+  if (contentType === 'application/json') return JSON_MEDIA_TYPE; // nearly every request
   const [head, ...params] = contentType.split(';');
   let charset: string | undefined;
   for (const p of params) {
@@ -170,9 +174,14 @@ const LONG_BASE64 = /^[A-Za-z0-9+/_-]{256,}={0,2}$/;
  * Returns what was found and not let through by `passthroughTypes`, or undefined.
  */
 export function embeddedBinary(value: unknown, allowed: readonly string[] | undefined): string | undefined {
-  const stack: { v: unknown; key: string | undefined; parent: Record<string, unknown> | undefined }[] = [{ v: value, key: undefined, parent: undefined }];
-  while (stack.length) {
-    const { v, key, parent } = stack.pop()!;
+  // What is left to look at, as parallel stacks (no object per value: this runs on every JSON body).
+  const values: unknown[] = [value];
+  const keys: (string | undefined)[] = [undefined];
+  const parents: (Record<string, unknown> | undefined)[] = [undefined];
+  while (values.length) {
+    const v = values.pop();
+    const key = keys.pop();
+    const parent = parents.pop();
     if (typeof v === 'string') {
       // Opaque tokens the provider issued and reads back itself (thinking signatures, encrypted reasoning).
       if (key === 'signature' || key === 'encrypted_content' || (key === 'data' && parent?.['type'] === 'redacted_thinking')) continue;
@@ -185,10 +194,19 @@ export function embeddedBinary(value: unknown, allowed: readonly string[] | unde
       else if (v.length >= 256 && LONG_BASE64.test(v)) mediaType = 'application/octet-stream';
       if (mediaType !== undefined && !passesThrough(mediaType, allowed)) return `base64 data (${mediaType}) embedded in the JSON${key ? ` under "${key}"` : ''}`;
     } else if (Array.isArray(v)) {
-      for (const x of v) stack.push({ v: x, key, parent: undefined });
+      for (const x of v) {
+        values.push(x);
+        keys.push(key);
+        parents.push(undefined);
+      }
     } else if (typeof v === 'object' && v !== null) {
       const o = v as Record<string, unknown>;
-      for (const k of Object.keys(o)) stack.push({ v: o[k], key: k, parent: o });
+      for (const k in o) {
+        if (!Object.prototype.hasOwnProperty.call(o, k)) continue;
+        values.push(o[k]);
+        keys.push(k);
+        parents.push(o);
+      }
     }
   }
   return undefined;

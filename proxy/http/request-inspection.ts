@@ -56,14 +56,7 @@ export function inspectRequest(
   req: { contentType: string | undefined; search: string; headers: IncomingHttpHeaders },
   opts: InspectOptions,
 ): InspectedRequest {
-  const spans: MaskSpan[] = [];
-  const counts: Record<string, number> = {};
-  const hits = new Set<string>();
-  const take = (m: MaskedValue, withSpans: boolean) => {
-    if (withSpans) for (const s of m.spans) spans.push(s);
-    addCounts(counts, m.counts);
-    for (const h of m.detectorHits) hits.add(h);
-  };
+  const found = new Findings();
   const extraRules = opts.extraRules;
   let forward: Buffer;
   let contentType = req.contentType;
@@ -88,7 +81,7 @@ export function inspectRequest(
       if (opts.inspect && read.kind === 'json') uninspectable = embeddedBinary(read.value, opts.passthroughTypes);
       if (masker) {
         const m = masker.requestValue(value, { bytes: original.length, extraRules, everything: read.kind === 'form' });
-        take(m, read.kind === 'json');
+        found.add(m, read.kind === 'json');
         if (read.kind === 'json') {
           forward = Buffer.from(m.forward, 'utf8');
           contentType = jsonContentType(read, req.contentType);
@@ -108,7 +101,7 @@ export function inspectRequest(
       break;
     }
     case 'multipart': {
-      const r = inspectParts(masker, read, original, opts, take);
+      const r = inspectParts(masker, read, original, opts, found);
       forward = r.forward;
       log = r.log;
       uninspectable = r.uninspectable;
@@ -117,7 +110,7 @@ export function inspectRequest(
     case 'text':
       if (masker) {
         const m = masker.requestText(read.text, extraRules);
-        take(m, true);
+        found.add(m, true);
         forward = Buffer.from(m.forward, 'utf8');
         contentType = utf8ContentType(req.contentType, read.charset);
         log = { body: m.log, bodyEncoding: 'text' };
@@ -136,7 +129,7 @@ export function inspectRequest(
     if (search.length > 1) {
       const pairs = [...new URLSearchParams(search)];
       const m = masker.requestValue(pairs, { bytes: search.length, extraRules, everything: true });
-      take(m, false);
+      found.add(m, false);
       if (m.spans.length || Object.keys(m.counts).length) {
         const fwd = new URLSearchParams(JSON.parse(m.forward) as [string, string][]).toString();
         search = fwd ? `?${fwd}` : '';
@@ -144,18 +137,20 @@ export function inspectRequest(
       }
     }
     // One scan over all header lines; only when it finds something are they masked one by one.
-    const scanned: Record<string, string | string[]> = {};
     let joined = '';
     for (const name in req.headers) {
       const v = req.headers[name];
       if (v === undefined || UNSCANNED_HEADERS.has(name)) continue;
-      scanned[name] = v;
       joined += `${name}: ${Array.isArray(v) ? v.join(', ') : v}\n`;
     }
-    const quick = masker.requestText(joined, extraRules);
-    if (quick.detectorHits.length) {
+    if (joined && masker.requestText(joined, extraRules).detectorHits.length) {
+      const scanned: Record<string, string | string[]> = {};
+      for (const name in req.headers) {
+        const v = req.headers[name];
+        if (v !== undefined && !UNSCANNED_HEADERS.has(name)) scanned[name] = v;
+      }
       const m = masker.requestValue(scanned, { bytes: joined.length, extraRules, everything: true });
-      take(m, false);
+      found.add(m, false);
       const fwd = JSON.parse(m.forward) as IncomingHttpHeaders;
       const logged = m.log as IncomingHttpHeaders;
       headers = { ...req.headers };
@@ -169,7 +164,21 @@ export function inspectRequest(
       Object.assign(logHeaders, logged);
     }
   }
-  return { forward, contentType, log, spans, counts, detectorHits: [...hits], search, logQuery, headers, logHeaders, uninspectable };
+  return { forward, contentType, log, spans: found.spans, counts: found.counts, detectorHits: found.hits.size ? [...found.hits] : [], search, logQuery, headers, logHeaders, uninspectable };
+}
+
+/** What the masking of a request's parts found, added up. */
+class Findings {
+  readonly spans: MaskSpan[] = [];
+  readonly counts: Record<string, number> = {};
+  readonly hits = new Set<string>();
+
+  /** Adds one masked value's counts and detector hits (and its spans, when they point into the recorded body). */
+  add(m: MaskedValue, withSpans: boolean): void {
+    if (withSpans) for (const s of m.spans) this.spans.push(s);
+    addCounts(this.counts, m.counts);
+    for (const h of m.detectorHits) this.hits.add(h);
+  }
 }
 
 /**
@@ -182,7 +191,7 @@ function inspectParts(
   read: Extract<ReadBody, { kind: 'multipart' }>,
   original: Buffer,
   opts: InspectOptions,
-  take: (m: MaskedValue, withSpans: boolean) => void,
+  found: Findings,
 ): { forward: Buffer; log: InspectedRequest['log']; uninspectable?: string } {
   let uninspectable: string | undefined;
   const logged: Record<string, unknown>[] = [];
@@ -199,17 +208,17 @@ function inspectParts(
       } else entry['bodyOmitted'] = 'binary';
     } else if (masker) {
       const h = masker.requestText(p.head, extraRules);
-      take(h, false);
+      found.add(h, false);
       head = h.forward;
       entry['headers'] = h.log;
       if (p.as === 'text') {
         const m = masker.requestText(p.value as string, extraRules);
-        take(m, false);
+        found.add(m, false);
         bytes = Buffer.from(m.forward, 'utf8');
         entry['body'] = m.log;
       } else if (p.as === 'json') {
         const m = masker.requestValue(p.value, { bytes: p.raw.length, extraRules });
-        take(m, false);
+        found.add(m, false);
         bytes = Buffer.from(m.forward, 'utf8');
         entry['body'] = m.log;
       } else {
@@ -217,7 +226,7 @@ function inspectParts(
         const logLines: unknown[] = [];
         for (const line of p.value as unknown[]) {
           const m = masker.requestValue(line, { bytes: p.raw.length / Math.max(1, (p.value as unknown[]).length), extraRules });
-          take(m, false);
+          found.add(m, false);
           lines.push(m.forward);
           logLines.push(m.log);
         }

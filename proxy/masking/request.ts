@@ -92,13 +92,6 @@ type Mode = typeof NORMAL | typeof STRUCTURAL | typeof DATA;
 
 type Container = Record<string, unknown> | unknown[];
 
-interface Frame {
-  node: Container;
-  keys: string[] | null;
-  i: number;
-  mode: Mode;
-}
-
 export interface JsonRequestContext {
   shape: ApiShape;
   /** Every rule that applies (text, keys, and values no JSON-path rule singles out). */
@@ -132,27 +125,43 @@ const esc = (k: string | number) => String(k).replace(/~/g, '~0').replace(/\//g,
 
 /** Masks a parsed request body; `value` itself is not changed. */
 export function maskJsonRequest(ctx: JsonRequestContext, value: unknown): MaskedJson {
-  const spans: MaskSpan[] = [];
-  const counts: Record<string, number> = {};
-  const hits = new Set<string>();
-  const fwdValues: Edits = new Map();
-  const fwdKeys: Edits = new Map();
-  const logValues: Edits = new Map();
-  const logKeys: Edits = new Map();
-  const { shape: api, deadline } = ctx;
-  const path: (string | number)[] = [];
-  const pointer = (last?: string | number) => {
+  return new RequestWalk(ctx).run(value);
+}
+
+/**
+ * One walk of a request body. A class, not closures: it runs for every request, and nothing is
+ * allocated per call beyond the walk itself unless something matches.
+ */
+class RequestWalk {
+  private readonly spans: MaskSpan[] = [];
+  private readonly counts: Record<string, number> = {};
+  private readonly hits = new Set<string>();
+  /** Edits on the original containers, made only when something matched. */
+  private fwdValues: Edits | undefined;
+  private fwdKeys: Edits | undefined;
+  private logValues: Edits | undefined;
+  private logKeys: Edits | undefined;
+  private readonly api: ApiShape;
+  /** The keys and indices from the root to the container being walked. */
+  private readonly path: (string | number)[] = [];
+
+  constructor(private readonly ctx: JsonRequestContext) {
+    this.api = ctx.shape;
+  }
+
+  private pointer(last?: string | number): string {
     let s = '';
-    for (const k of path) s += '/' + esc(k);
+    for (const k of this.path) s += '/' + esc(k);
     return last === undefined ? s : `${s}/${esc(last)}`;
-  };
+  }
 
   /** Scans one text; returns the rendered forward and log text when something is masked. */
-  const maskText = (text: string, contextKey: string | undefined, mode: Mode, where: string | number | undefined, isKey: boolean): { fwd: string; log: string; fwdChanged: boolean } | undefined => {
+  private maskText(text: string, contextKey: string | undefined, mode: Mode, where: string | number | undefined, isKey: boolean): { fwd: string; log: string; fwdChanged: boolean } | undefined {
+    const { ctx, api, hits } = this;
     let plan = isKey ? (ctx.keyPlan ?? ctx.plan) : ctx.plan;
     let whole: CompiledRule[] | undefined;
     if (ctx.planAt && !isKey) {
-      const at = ctx.planAt(where === undefined ? path : [...path, where]);
+      const at = ctx.planAt(where === undefined ? this.path : [...this.path, where]);
       if (!at) return undefined;
       plan = at.plan;
       whole = at.whole;
@@ -167,99 +176,120 @@ export function maskJsonRequest(ctx: JsonRequestContext, value: unknown): Masked
     } else if (!isKey && contextKey !== undefined && !api.vocabulary.has(contextKey)) {
       // The key is context for keyword detectors ("dob": …, "ssn": …); values before `from` are not masked.
       const prefix = `${contextKey}: `;
-      matches = plan.scan(prefix + text, deadline, prefix.length, hits);
+      matches = plan.scan(prefix + text, ctx.deadline, prefix.length, hits);
       for (const m of matches) {
         m.start -= prefix.length;
         m.end -= prefix.length;
       }
-    } else matches = plan.scan(text, deadline, 0, hits);
+    } else matches = plan.scan(text, ctx.deadline, 0, hits);
     if (!matches.length) return undefined;
     if (mode === STRUCTURAL) {
-      const at = isKey ? `a key under ${pointer() || '/'}` : `${pointer(where)}`;
+      const at = isKey ? `a key under ${this.pointer() || '/'}` : `${this.pointer(where)}`;
       throw new UnmaskableValueError(
         `the request carries ${matches.map((m) => m.detector.type).join(', ')} at ${at}, a field the gateway forwards as sent (ids, names, roles, types); it cannot be masked there, so the request was refused`,
       );
     }
-    const { fwd, log } = plan.renderBoth(text, matches, isKey ? pointer() : pointer(where));
-    for (const s of log.spans) spans.push(s);
-    addCounts(counts, log.counts);
+    const { fwd, log } = plan.renderBoth(text, matches, isKey ? this.pointer() : this.pointer(where));
+    for (const s of log.spans) this.spans.push(s);
+    addCounts(this.counts, log.counts);
     return { fwd: fwd.text, log: log.text, fwdChanged: fwd.changed };
-  };
+  }
 
-  const leaf = (container: Container, key: string | number, v: unknown, contextKey: string | undefined, mode: Mode): void => {
+  private leaf(container: Container, key: string | number, v: unknown, contextKey: string | undefined, mode: Mode): void {
     let text: string;
     if (typeof v === 'string') text = v;
     else if (typeof v === 'number') text = String(v);
     else return;
-    const m = maskText(text, contextKey, mode === NORMAL && contextKey !== undefined && api.structural.has(contextKey) ? STRUCTURAL : mode, key, false);
+    const m = this.maskText(text, contextKey, mode === NORMAL && contextKey !== undefined && this.api.structural.has(contextKey) ? STRUCTURAL : mode, key, false);
     if (!m) return;
     // A masked number is forwarded as the masked text: the digits are gone, so is the number.
-    if (m.fwdChanged) setEdit(fwdValues, container, key, m.fwd);
-    setEdit(logValues, container, key, m.log);
-  };
+    if (m.fwdChanged) setEdit((this.fwdValues ??= new Map()), container, key, m.fwd);
+    setEdit((this.logValues ??= new Map()), container, key, m.log);
+  }
 
-  const childMode = (mode: Mode, key: string | undefined): Mode => {
-    if (mode !== NORMAL || key === undefined) return mode;
-    if (api.data.has(key)) return DATA;
-    if (api.structural.has(key)) return STRUCTURAL;
+  private childMode(mode: Mode, key: string): Mode {
+    if (mode !== NORMAL) return mode;
+    if (this.api.data.has(key)) return DATA;
+    if (this.api.structural.has(key)) return STRUCTURAL;
     return NORMAL;
-  };
-
-  const stack: Frame[] = [];
-  const open = (node: Container, mode: Mode) => stack.push({ node, keys: Array.isArray(node) ? null : Object.keys(node), i: 0, mode });
-  if (typeof value === 'object' && value !== null) open(value as Container, NORMAL);
-  else if (typeof value === 'string' || typeof value === 'number') {
-    const box = [value];
-    leaf(box, 0, value, undefined, NORMAL);
-    const forward = JSON.stringify(fwdValues.get(box)?.get(0) ?? value);
-    const log = logValues.get(box)?.get(0) ?? value;
-    return { forward, log, spans, counts, detectorHits: [...hits] };
   }
-  while (stack.length) {
-    const f = stack[stack.length - 1]!;
-    const len = f.keys ? f.keys.length : (f.node as unknown[]).length;
-    if (f.i >= len) {
-      stack.pop();
-      path.pop();
-      continue;
+
+  run(value: unknown): MaskedJson {
+    const { api, path } = this;
+    if (typeof value !== 'object' || value === null) {
+      if (typeof value !== 'string' && typeof value !== 'number') return this.result(JSON.stringify(value), value);
+      const box = [value];
+      this.leaf(box, 0, value, undefined, NORMAL);
+      return this.result(JSON.stringify(this.fwdValues?.get(box)?.get(0) ?? value), this.logValues?.get(box)?.get(0) ?? value);
     }
-    const idx = f.i++;
-    let key: string | number;
-    let contextKey: string | undefined;
-    let v: unknown;
-    if (f.keys) {
-      key = f.keys[idx]!;
-      contextKey = key;
-      v = (f.node as Record<string, unknown>)[key];
-      if (!api.vocabulary.has(key)) {
-        const m = maskText(key, undefined, f.mode, undefined, true);
-        if (m) {
-          if (m.fwdChanged) setEdit(fwdKeys, f.node, key, m.fwd);
-          setEdit(logKeys, f.node, key, m.log);
-        }
+    // The open containers, innermost last, as parallel arrays (no frame object per container).
+    const nodes: Container[] = [value as Container];
+    const keyLists: (string[] | null)[] = [Array.isArray(value) ? null : Object.keys(value)];
+    const positions: number[] = [0];
+    const modes: Mode[] = [NORMAL];
+    while (nodes.length) {
+      const top = nodes.length - 1;
+      const node = nodes[top]!;
+      const keys = keyLists[top]!;
+      const mode = modes[top]!;
+      const len = keys ? keys.length : (node as unknown[]).length;
+      if (positions[top]! >= len) {
+        nodes.pop();
+        keyLists.pop();
+        positions.pop();
+        modes.pop();
+        path.pop();
+        continue;
       }
-    } else {
-      key = idx;
-      v = (f.node as unknown[])[idx];
-      // an array element takes its context (and structural status) from the array's key
-      contextKey = (path.length ? path[path.length - 1] : undefined) as string | undefined;
-      if (typeof contextKey !== 'string') contextKey = undefined;
+      const idx = positions[top]!++;
+      let key: string | number;
+      let contextKey: string | undefined;
+      let v: unknown;
+      if (keys) {
+        key = keys[idx]!;
+        contextKey = key;
+        v = (node as Record<string, unknown>)[key];
+        if (!api.vocabulary.has(key)) {
+          const m = this.maskText(key, undefined, mode, undefined, true);
+          if (m) {
+            if (m.fwdChanged) setEdit((this.fwdKeys ??= new Map()), node, key, m.fwd);
+            setEdit((this.logKeys ??= new Map()), node, key, m.log);
+          }
+        }
+      } else {
+        key = idx;
+        v = (node as unknown[])[idx];
+        // an array element takes its context (and structural status) from the array's key
+        const parentKey = path.length ? path[path.length - 1] : undefined;
+        contextKey = typeof parentKey === 'string' ? parentKey : undefined;
+      }
+      if (typeof v === 'object' && v !== null) {
+        path.push(key);
+        nodes.push(v as Container);
+        keyLists.push(Array.isArray(v) ? null : Object.keys(v));
+        positions.push(0);
+        modes.push(keys ? this.childMode(mode, key as string) : mode);
+        continue;
+      }
+      this.leaf(node, key, v, contextKey, mode);
     }
-    if (typeof v === 'object' && v !== null) {
-      path.push(key);
-      open(v as Container, f.keys ? childMode(f.mode, key as string) : f.mode);
-      continue;
-    }
-    leaf(f.node, key, v, contextKey, f.mode);
+
+    // Forward: the gateway's own serialisation, with forward-scope edits substituted.
+    const fwdValues = this.fwdValues ?? NO_EDITS;
+    const fwdKeys = this.fwdKeys ?? NO_EDITS;
+    const forward = fwdValues.size || fwdKeys.size ? JSON.stringify(value, substitute(fwdKeys, fwdValues)) : JSON.stringify(value);
+    // Log: every rule's masking, on a copy (the parsed tree stays as the client sent it, for policy).
+    let log = value;
+    if (this.logValues || this.logKeys) log = JSON.parse(JSON.stringify(value, substitute(this.logKeys ?? NO_EDITS, this.logValues ?? NO_EDITS)));
+    return this.result(forward, log);
   }
 
-  // Forward: the gateway's own serialisation, with forward-scope edits substituted.
-  const forward = fwdValues.size || fwdKeys.size ? JSON.stringify(value, substitute(fwdKeys, fwdValues)) : JSON.stringify(value);
-  // Log: every rule's masking, on a copy (the parsed tree stays as the client sent it, for policy).
-  let log = value;
-  if (logValues.size || logKeys.size) log = JSON.parse(JSON.stringify(value, substitute(logKeys, logValues)));
-  return { forward, log, spans, counts, detectorHits: [...hits] };
+  private result(forward: string, log: unknown): MaskedJson {
+    return { forward, log, spans: this.spans, counts: this.counts, detectorHits: this.hits.size ? [...this.hits] : [] };
+  }
 }
+
+const NO_EDITS: Edits = new Map();
 
 /** A JSON.stringify replacer applying key renames and value edits made on the original containers. */
 function substitute(keys: Edits, values: Edits) {
