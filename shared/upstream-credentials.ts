@@ -113,3 +113,21 @@ export function upstreamCredentialWarning(name: string, upstream: string): strin
   if (!hasUpstreamCredentials(upstream)) return undefined;
   return `connection ${name}: the upstream address carries a credential (${redactUpstream(upstream)}); move it into secret: {env|file|value} — it is redacted from the API, the console and the log, but it stays in the config file`;
 }
+
+/**
+ * The shortest secret an HTTP connection (openai, anthropic, http) may have. The gateway scrubs
+ * every form of the secret from responses (proxy/http/scrub.ts); replacing every occurrence of a
+ * few characters would mangle answers (a 4-character key is in any long text), and leaving a short
+ * secret unscrubbed would let an upstream's echo hand it to clients. So a connection with a
+ * shorter secret is refused: when the gateway loads it, and when the console saves it.
+ */
+export const MIN_SCRUBBED_SECRET = 8;
+
+/** Why HTTP connection `name` cannot have `secret`, or undefined when it can. */
+export function shortSecretProblem(name: string, secret: string | undefined): string | undefined {
+  if (secret === undefined || secret === '' || secret.length >= MIN_SCRUBBED_SECRET) return undefined;
+  return (
+    `connection ${name}: its secret is ${secret.length} character${secret.length === 1 ? '' : 's'} long, shorter than the ${MIN_SCRUBBED_SECRET} the gateway needs ` +
+    `to scrub it from responses (an upstream that echoes it would hand it to clients, and scrubbing so short a text would mangle answers), so the connection is refused; use the provider's full key`
+  );
+}

@@ -6,8 +6,8 @@
  * applies after the gateway restarts (listings mark such connections `pendingRestart`).
  */
 import type { ConnectionView } from '../../shared/api';
-import { type Config, Connection, type SecretSource } from '../../shared/config';
-import { redactUpstream, upstreamCredentialWarning } from '../../shared/upstream-credentials';
+import { type Config, Connection, LISTENER_KINDS, type SecretSource } from '../../shared/config';
+import { redactUpstream, shortSecretProblem, upstreamCredentialWarning } from '../../shared/upstream-credentials';
 import type { AuditStore } from '../audit/store';
 import type { EventBus } from '../bus';
 import type { Logger } from '../log';
@@ -191,6 +191,11 @@ export class ConnectionStore {
 
   private save(connection: Connection, secret: SecretSource | null | undefined, actor: ConnectionActor, previous: StoredRow | undefined): void {
     const { store, secrets, config, bus } = this.deps;
+    // A secret the HTTP proxy could not scrub from responses would keep the gateway from starting: refused now.
+    if (secret && !LISTENER_KINDS.includes(connection.kind)) {
+      const problem = shortSecretProblem(connection.name, 'value' in secret ? secret.value : 'env' in secret ? process.env[secret.env] : undefined);
+      if (problem) throw new ConnectionInputError(400, 'secret_too_short', problem);
+    }
     const now = Date.now();
     let sealed: Buffer | null = previous?.secret ?? null;
     let previousRef: StoredConfig['secretRef'] | undefined = previous ? (JSON.parse(previous.config) as StoredConfig).secretRef : undefined;

@@ -20,11 +20,9 @@ import type { Detector } from '../masking/detectors';
 import { type CompiledRule, MaskPlan } from '../masking/rules';
 import { SseStreamMasker } from '../masking/stream';
 import type { SseEvent, StreamMasker } from '../masking/types';
+import { MIN_SCRUBBED_SECRET } from '../../shared/upstream-credentials';
 
 export const REDACTED = '[REDACTED]';
-/** Shorter secrets are not scrubbed: replacing every occurrence of a few characters would wreck bodies. */
-export const MIN_SCRUBBED_SECRET = 8;
-
 /** Scan budget per stream event; looking for fixed strings stays far below it. */
 const SCRUB_BUDGET_MS = 500;
 
@@ -88,17 +86,21 @@ export class SecretScrubber {
   private readonly needles: Buffer[];
   /** Longest form, in bytes. */
   private readonly maxBytes: number;
+  /** Shortest form, in characters. */
+  private readonly minChars: number;
   private plan: MaskPlan | undefined;
 
-  /** undefined when there is no secret, or it is too short to scrub (MIN_SCRUBBED_SECRET). */
-  static for(secret: string | undefined): SecretScrubber | undefined {
-    return secret && secret.length >= MIN_SCRUBBED_SECRET ? new SecretScrubber(secret) : undefined;
+  /** The scrubber of `secret`; throws for one shorter than MIN_SCRUBBED_SECRET (refused at load: shortSecretProblem). */
+  static for(secret: string): SecretScrubber {
+    if (secret.length < MIN_SCRUBBED_SECRET) throw new Error(`a secret shorter than ${MIN_SCRUBBED_SECRET} characters cannot be scrubbed`);
+    return new SecretScrubber(secret);
   }
 
   private constructor(secret: string) {
     this.forms = secretForms(secret);
     this.needles = this.forms.map((f) => Buffer.from(f, 'utf8'));
     this.maxBytes = Math.max(...this.needles.map((n) => n.length));
+    this.minChars = Math.min(...this.forms.map((f) => f.length));
   }
 
   /** The leftmost occurrence at or after `from` (the longest form when several start there). */
@@ -143,7 +145,15 @@ export class SecretScrubber {
   }
 
   scrubText(text: string): string {
-    if (!this.forms.some((f) => text.includes(f))) return text;
+    // Most header values are shorter than any form of the secret: nothing to look for.
+    if (text.length < this.minChars) return text;
+    let found = false;
+    for (const f of this.forms)
+      if (text.includes(f)) {
+        found = true;
+        break;
+      }
+    if (!found) return text;
     let out = text;
     for (const f of this.forms) out = out.split(f).join(REDACTED);
     return out;

@@ -7,7 +7,7 @@ import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
 import { type Connection, LISTENER_KINDS } from '../../shared/config';
 import { ConfigError, readSecret } from '../config';
-import { redactUpstream } from '../../shared/upstream-credentials';
+import { redactUpstream, shortSecretProblem } from '../../shared/upstream-credentials';
 import { SecretScrubber } from './scrub';
 
 export interface UpstreamRoute {
@@ -83,6 +83,9 @@ function buildRoute(c: Connection): UpstreamRoute {
   if (url.username || url.password) throw new ConfigError(`connection ${c.name}: put credentials in secret, not in the upstream URL`);
   const https = url.protocol === 'https:';
   const secret = readSecret(c.secret, `connection ${c.name}`);
+  // Fail closed: a secret too short to scrub from responses could come back to a client unseen.
+  const short = shortSecretProblem(c.name, secret);
+  if (short) throw new ConfigError(short);
   let ca: Buffer | undefined;
   if (c.tls?.ca) {
     try {
@@ -103,7 +106,7 @@ function buildRoute(c: Connection): UpstreamRoute {
     basePath: url.pathname.replace(/\/+$/, ''),
     agent,
     secret: secret || undefined,
-    scrubber: SecretScrubber.for(secret),
+    scrubber: secret ? SecretScrubber.for(secret) : undefined,
     authHeader: secret ? (c.kind === 'anthropic' ? ['x-api-key', secret] : ['authorization', `Bearer ${secret}`]) : undefined,
   };
 }

@@ -18,8 +18,8 @@ describe('the control port explains itself to API clients', () => {
     const config = Config.parse({
       listen: { control: '127.0.0.1:0', http: '127.0.0.1:0' },
       connections: [
-        { name: 'openai', kind: 'openai', upstream: 'http://127.0.0.1:9/v1', secret: { value: 'sk-x' } },
-        { name: 'claude', kind: 'anthropic', upstream: 'http://127.0.0.1:9', secret: { value: 'sk-y' } },
+        { name: 'openai', kind: 'openai', upstream: 'http://127.0.0.1:9/v1', secret: { value: 'sk-wrong-port-x' } },
+        { name: 'claude', kind: 'anthropic', upstream: 'http://127.0.0.1:9', secret: { value: 'sk-wrong-port-y' } },
       ],
     });
     gw = await Gateway.start({ config, dataDir: tempDir(), log: silentLogger });

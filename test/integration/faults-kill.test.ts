@@ -14,7 +14,7 @@ import { tempDir } from '../support/tmp';
 describe('kill -9 under HTTP load', () => {
   let upstream: LlmUpstream;
   before(async () => {
-    upstream = await startLlmUpstream({ openaiKey: 'sk-kill', record: false });
+    upstream = await startLlmUpstream({ openaiKey: 'sk-kill-faults', record: false });
   });
   after(() => upstream.close());
 
@@ -23,7 +23,7 @@ describe('kill -9 under HTTP load', () => {
     const file = writeConfig(dataDir, {
       dataDir,
       listen: { control: '127.0.0.1:0', http: '127.0.0.1:0' },
-      connections: [{ name: 'openai', kind: 'openai', upstream: `${upstream.url}/v1`, secret: { value: 'sk-kill' } }],
+      connections: [{ name: 'openai', kind: 'openai', upstream: `${upstream.url}/v1`, secret: { value: 'sk-kill-faults' } }],
     });
     const acknowledged: string[] = [];
     let key: string | undefined;

@@ -5,13 +5,18 @@
  * official SDKs. Asserted on what the client received and on what the store holds.
  */
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { get } from 'node:http';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import Anthropic from '@anthropic-ai/sdk';
 import OpenAI from 'openai';
+import { Config } from '../../shared/config';
+import { MIN_SCRUBBED_SECRET } from '../../shared/upstream-credentials';
+import { Gateway } from '../../proxy/gateway';
 import { ByteScrubStream, SecretScrubber } from '../../proxy/http/scrub';
+import { silentLogger } from '../../proxy/log';
 import { type EchoUpstream, startEchoUpstream } from '../support/echo-upstream';
 import { startTestGateway, type TestGateway } from './http-harness';
 
@@ -20,6 +25,8 @@ const SECRETS: Record<string, string> = {
   anthropic: 'sk-ant-echo-5e8d2c7b9a1f4e3d',
   // characters that change under URL-encoding, JSON escaping and base64 alignment
   plain: 'pl41n/s3cret+key=with:odd"chars~',
+  // the shortest secret a connection may have (MIN_SCRUBBED_SECRET), with characters that change when encoded
+  min: 'k/8+m:n~',
 };
 
 /** Every spelling of `secret` the echo upstream uses, written out independently of the gateway's list. */
@@ -44,6 +51,7 @@ before(async () => {
       { name: 'openai', kind: 'openai', upstream: `${echo.url}/v1`, secret: { value: SECRETS['openai']! } },
       { name: 'anthropic', kind: 'anthropic', upstream: echo.url, secret: { value: SECRETS['anthropic']! } },
       { name: 'plain', kind: 'http', upstream: `${echo.url}/h`, secret: { value: SECRETS['plain']! } },
+      { name: 'min', kind: 'openai', upstream: `${echo.url}/v1`, secret: { value: SECRETS['min']! } },
     ],
   });
   dataDir = gw.gw.services.dataDir;
@@ -182,7 +190,57 @@ describe('credential scrubber: split at every byte boundary', () => {
     }
   });
 
-  it('short secrets are not scrubbed (documented minimum)', () => {
-    assert.equal(SecretScrubber.for('short'), undefined);
+  it('a secret shorter than the minimum has no scrubber (the connection is refused before one is needed)', () => {
+    assert.equal(SECRETS['min']!.length, MIN_SCRUBBED_SECRET);
+    assert.throws(() => SecretScrubber.for('sk-1234'), /shorter than 8 characters/);
+  });
+});
+
+describe('a connection whose secret is too short to scrub is refused', () => {
+  it('the gateway does not start with it, and says which connection and why', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'custody-short-secret-'));
+    try {
+      const config = Config.parse({
+        listen: { control: '127.0.0.1:0', http: '127.0.0.1:0' },
+        connections: [
+          { name: 'long', kind: 'openai', upstream: `${echo.url}/v1`, secret: { value: SECRETS['openai']! } },
+          { name: 'tiny', kind: 'anthropic', upstream: echo.url, secret: { value: 'sk-1234' } },
+        ],
+      });
+      const before = echo.requests.length;
+      await assert.rejects(
+        () => Gateway.start({ config, dataDir: dir, log: silentLogger }),
+        (err: Error) => {
+          assert.match(err.message, /connection tiny: its secret is 7 characters long, shorter than the 8 the gateway needs to scrub it from responses/);
+          return true;
+        },
+      );
+      assert.equal(echo.requests.length, before, 'nothing reached the upstream');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('the console refuses to save one (value or environment variable), and stores nothing', async () => {
+    const post = (body: unknown) =>
+      fetch(`${gw.control}/api/connections`, { method: 'POST', headers: { authorization: `Bearer ${gw.adminKey}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    const r = await post({ name: 'tiny', kind: 'openai', upstream: `${echo.url}/v1`, secret: 'abc' });
+    assert.equal(r.status, 400);
+    const body = (await r.json()) as { error: { code?: string; message: string } } | { code?: string; message?: string };
+    assert.match(JSON.stringify(body), /secret_too_short/);
+    assert.match(JSON.stringify(body), /connection tiny: its secret is 3 characters long/);
+    process.env['CUSTODY_SECRET_SCRUB_TEST_SHORT'] = 'sk-12';
+    try {
+      const e = await post({ name: 'tiny-env', kind: 'http', upstream: `${echo.url}/h`, secret: { env: 'CUSTODY_SECRET_SCRUB_TEST_SHORT' } });
+      assert.equal(e.status, 400);
+      assert.match(await e.text(), /connection tiny-env: its secret is 5 characters long/);
+    } finally {
+      delete process.env['CUSTODY_SECRET_SCRUB_TEST_SHORT'];
+    }
+    const listed = JSON.stringify(await gw.api('/api/connections'));
+    assert.ok(!listed.includes('"tiny'), `a refused connection was stored: ${listed}`);
+    // a postgres connection's password never crosses the HTTP proxy: no minimum there
+    const pg = await post({ name: 'tiny-pg', kind: 'postgres', upstream: 'postgres://127.0.0.1:9/x', listen: '127.0.0.1:0', secret: 'pw' });
+    assert.notEqual(pg.status, 400, await pg.text());
   });
 });

@@ -53,7 +53,7 @@ describe('saving a draft of policies and masking rules', () => {
     dataDir = mkdtempSync(join(tmpdir(), 'custody-save-order-'));
     const config = Config.parse({
       listen: { control: '127.0.0.1:0', http: '127.0.0.1:0' },
-      connections: [{ name: 'openai', kind: 'openai', upstream: 'http://127.0.0.1:9/v1', secret: { value: 'sk-x' } }],
+      connections: [{ name: 'openai', kind: 'openai', upstream: 'http://127.0.0.1:9/v1', secret: { value: 'sk-save-order' } }],
       masking: [MASK_CARDS],
       policies: [USES_CARDS],
     });

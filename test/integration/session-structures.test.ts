@@ -72,7 +72,7 @@ describe('per-session structures', () => {
 
   before(async () => {
     upstream = await startLlmUpstream({
-      openaiKey: 'sk-leak',
+      openaiKey: 'sk-leak-structures',
       record: false,
       beforeStreamEvent: (info) => {
         if (info.index !== 1 || !JSON.stringify(info.request.json).includes('held')) return;
@@ -85,7 +85,7 @@ describe('per-session structures', () => {
         listen: { control: '127.0.0.1:0', http: '127.0.0.1:0' },
         limits: { sessionIdle: '1s' },
         connections: [
-          { name: 'openai', kind: 'openai', upstream: `${upstream.url}/v1`, secret: { value: 'sk-leak' } },
+          { name: 'openai', kind: 'openai', upstream: `${upstream.url}/v1`, secret: { value: 'sk-leak-structures' } },
           { name: 'warehouse', kind: 'postgres', upstream: UPSTREAM, listen: '127.0.0.1:0' },
         ],
       }),

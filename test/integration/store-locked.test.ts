@@ -39,12 +39,12 @@ describe('a store locked by another process', () => {
   let dataDir: string;
 
   before(async () => {
-    upstream = await startLlmUpstream({ openaiKey: 'sk-lock' });
+    upstream = await startLlmUpstream({ openaiKey: 'sk-lock-store' });
     dataDir = mkdtempSync(join(tmpdir(), 'custody-lock-'));
     const config = Config.parse({
       listen: { control: '127.0.0.1:0', http: '127.0.0.1:0' },
       connections: [
-        { name: 'openai', kind: 'openai', upstream: `${upstream.url}/v1`, secret: { value: 'sk-lock' } },
+        { name: 'openai', kind: 'openai', upstream: `${upstream.url}/v1`, secret: { value: 'sk-lock-store' } },
         { name: 'warehouse', kind: 'postgres', upstream: UPSTREAM, listen: '127.0.0.1:0' },
       ],
     });

@@ -20,7 +20,7 @@ let user: string;
 
 const CONFIG: ConfigInput = {
   listen: { control: '127.0.0.1:0', http: '127.0.0.1:0' },
-  connections: [{ name: 'openai', kind: 'openai', upstream: 'http://127.0.0.1:9/v1', secret: { value: 'sk-x' } }],
+  connections: [{ name: 'openai', kind: 'openai', upstream: 'http://127.0.0.1:9/v1', secret: { value: 'sk-masking-api' } }],
   masking: [{ id: 'cards', detectors: ['credit_card'] }],
   policies: [{ name: 'mask-mail', match: { connections: ['openai'] }, action: 'mask', mask: ['cards'] }],
 };
