@@ -89,6 +89,13 @@ interface State {
   rules: RuleSet;
   /** MaskPlans by direction and rule-id list, built on first use. */
   plans: Map<string, MaskPlan>;
+  /**
+   * Without extra rules (nearly every request): the plan by direction and connection, and the rules
+   * by connection, so a request does not filter the rules and build a key for each body it masks.
+   * Rebuilt with the state, so a reload never serves an old plan.
+   */
+  plainPlans: Map<string, MaskPlan>;
+  plainRules: Map<string, CompiledRule[]>;
 }
 
 export class CustodyMaskingEngine implements MaskingEngine {
@@ -112,7 +119,7 @@ export class CustodyMaskingEngine implements MaskingEngine {
     const parsed = MaskingConfigSchema.safeParse({ detectors: config.detectors, masking: config.masking });
     if (!parsed.success) throw new MaskingError(`invalid masking config: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
     try {
-      return { rules: new RuleSet(parsed.data, { validators: this.validators }), plans: new Map() };
+      return { rules: new RuleSet(parsed.data, { validators: this.validators }), plans: new Map(), plainPlans: new Map(), plainRules: new Map() };
     } catch (err) {
       throw new MaskingError(`invalid masking config: ${(err as Error).message}`);
     }
@@ -139,7 +146,7 @@ export class CustodyMaskingEngine implements MaskingEngine {
         if (d && !out.includes(d)) out.push(d);
       }
     this.watched = out;
-    this.state = { rules: this.state.rules, plans: new Map() };
+    this.state = { rules: this.state.rules, plans: new Map(), plainPlans: new Map(), plainRules: new Map() };
     this.source = { ...this.source, generation: this.source.generation + 1, watch: [...ids] };
   }
 
@@ -162,12 +169,32 @@ export class CustodyMaskingEngine implements MaskingEngine {
 
   /** Masking rules that apply to `connection` (plus `extraRules`); throws MaskingError for an unknown extra rule. */
   rulesFor(connection: string, extraRules: readonly string[] = []): CompiledRule[] {
-    return this.state.rules.forConnection(connection, extraRules);
+    const state = this.state;
+    if (extraRules.length) return state.rules.forConnection(connection, extraRules);
+    let rules = state.plainRules.get(connection);
+    if (!rules) {
+      rules = state.rules.forConnection(connection);
+      state.plainRules.set(connection, rules);
+    }
+    return rules;
   }
 
   plan(connection: string, forward: 'upstream' | 'client', extraRules: readonly string[] = []): MaskPlan {
     const state = this.state;
-    const rules = state.rules.forConnection(connection, extraRules);
+    if (!extraRules.length) {
+      const plainKey = `${forward}\0${connection}`;
+      let p = state.plainPlans.get(plainKey);
+      if (!p) {
+        p = this.planFor(state, this.rulesFor(connection), forward);
+        state.plainPlans.set(plainKey, p);
+      }
+      return p;
+    }
+    return this.planFor(state, state.rules.forConnection(connection, extraRules), forward);
+  }
+
+  /** The plan for `rules` in direction `forward`, shared by every rule list with the same ids. */
+  private planFor(state: State, rules: CompiledRule[], forward: 'upstream' | 'client'): MaskPlan {
     const key = `${forward}\0${rules.map((r) => r.id).join('\0')}`;
     let p = state.plans.get(key);
     if (!p) {

@@ -176,6 +176,11 @@ export function replacement(rule: MaskingRule, detector: Detector, value: string
  * The rules that apply to one message, and what each detector's matches become in each scope.
  * `forward` is the scope of the bytes sent on: `upstream` for requests, `client` for responses.
  */
+/** Texts up to this long are remembered when a plan finds nothing in them (MaskPlan.clean). */
+const CLEAN_TEXT_MAX = 1024;
+/** How many such texts a plan remembers; past it, it starts again. */
+const CLEAN_TEXTS_KEPT = 512;
+
 export class MaskPlan {
   /** Detectors whose matches some rule masks. */
   readonly maskDetectors: Detector[];
@@ -187,6 +192,12 @@ export class MaskPlan {
   readonly forwardActive: boolean;
   /** Some policy matches on detectors (`match.detectors`): their hits must be looked for. */
   readonly watching: boolean;
+  /**
+   * Short texts in which this plan's detectors found nothing. Clients send the same model names,
+   * roles, header lines and system prompts with every request; a scan depends only on the text and
+   * the plan, so a text found clean stays clean for this plan (a rule change makes a new plan).
+   */
+  private readonly clean = new Set<string>();
 
   constructor(
     readonly rules: CompiledRule[],
@@ -232,7 +243,17 @@ export class MaskPlan {
    */
   scan(text: string, deadline: number, from = 0, hits?: Set<string>, scanFrom?: number): Match[] {
     if (!this.scanDetectors.length) return [];
+    const whole = from === 0 && scanFrom === undefined && text.length <= CLEAN_TEXT_MAX;
+    if (whole && this.clean.has(text)) return [];
     const all = scanText(text, this.scanDetectors, { from, scanFrom, deadline, budgetMs: this.env.budgetMs });
+    if (!all.length) {
+      // nearly every value: nothing found
+      if (whole) {
+        if (this.clean.size >= CLEAN_TEXTS_KEPT) this.clean.clear();
+        this.clean.add(text);
+      }
+      return all;
+    }
     if (hits) for (const m of all) hits.add(m.detector.id);
     return resolveOverlaps(all.filter((m) => this.logRule.has(m.detector)));
   }

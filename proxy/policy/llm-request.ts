@@ -117,76 +117,125 @@ function lastSegment(path: string): string {
 
 /** Describes a parsed request body; `path` is the path after the connection name, without query. */
 export function describeRequest(kind: ConnectionKind, path: string, body: unknown): RequestFacts {
-  let all: string | undefined;
-  if (!isObj(body)) {
-    let text: string | undefined;
-    return {
-      tools: false,
-      stream: false,
-      get text() {
-        text ??= typeof body === 'string' ? body : '';
-        return text;
-      },
-      get all() {
-        all ??= typeof body === 'string' ? body : allValues(body);
-        return all;
-      },
-    };
-  }
+  return isObj(body) ? new BodyFacts(kind, path, body) : new OtherFacts(body);
+}
+
+/** What the texts of a request are read from: which API's shape, found once from the path. */
+const enum Shape {
+  AnthropicMessages,
+  ChatCompletions,
+  Responses,
+  Embeddings,
+  Completions,
+  Other,
+}
+
+function shapeOf(kind: ConnectionKind, path: string): Shape {
   const endpoint = lastSegment(path);
-  const model = typeof body['model'] === 'string' ? body['model'] : undefined;
-  const stream = body['stream'] === true;
-  let tools = false;
-  let collect: (out: string[]) => void;
-  if (kind === 'anthropic' && endpoint === 'messages') {
-    tools = nonEmptyArray(body['tools']) || hasToolItems(body['messages'], ['tool_use', 'tool_result']);
-    collect = (out) => {
+  if (kind === 'anthropic' && endpoint === 'messages') return Shape.AnthropicMessages;
+  if (kind === 'http') return Shape.Other;
+  if (endpoint === 'completions') return path.endsWith('chat/completions') ? Shape.ChatCompletions : Shape.Completions;
+  if (endpoint === 'responses') return Shape.Responses;
+  if (endpoint === 'embeddings') return Shape.Embeddings;
+  return Shape.Other;
+}
+
+/**
+ * The facts of a JSON object body. A class, not an object literal with closures: one is made for
+ * every request, and its texts are computed only when something reads them.
+ */
+class BodyFacts implements RequestFacts {
+  readonly model: string | undefined;
+  readonly tools: boolean;
+  readonly stream: boolean;
+  private readonly shape: Shape;
+  private textCache: string | undefined;
+  private allCache: string | undefined;
+
+  constructor(kind: ConnectionKind, path: string, private readonly body: Json) {
+    this.shape = shapeOf(kind, path);
+    this.model = typeof body['model'] === 'string' ? body['model'] : undefined;
+    this.stream = body['stream'] === true;
+    switch (this.shape) {
+      case Shape.AnthropicMessages:
+        this.tools = nonEmptyArray(body['tools']) || hasToolItems(body['messages'], ['tool_use', 'tool_result']);
+        break;
+      case Shape.ChatCompletions:
+        this.tools = nonEmptyArray(body['tools']) || nonEmptyArray(body['functions']) || hasToolItems(body['messages'], ['tool', 'function']);
+        break;
+      case Shape.Responses:
+        this.tools = nonEmptyArray(body['tools']) || hasToolItems(body['input'], ['function_call', 'function_call_output', 'custom_tool_call', 'custom_tool_call_output']);
+        break;
+      case Shape.Embeddings:
+      case Shape.Completions:
+        this.tools = false;
+        break;
+      default:
+        this.tools = nonEmptyArray(body['tools']);
+    }
+  }
+
+  get text(): string {
+    if (this.textCache === undefined) {
+      const out: string[] = [];
+      collectText(this.shape, this.body, out);
+      this.textCache = out.join('\n');
+    }
+    return this.textCache;
+  }
+
+  get all(): string {
+    return (this.allCache ??= allValues(this.body));
+  }
+}
+
+/** The prompt text of a body of `shape` (what approvers are shown). */
+function collectText(shape: Shape, body: Json, out: string[]): void {
+  switch (shape) {
+    case Shape.AnthropicMessages:
       contentText(body['system'], out);
       if (Array.isArray(body['messages'])) for (const m of body['messages']) if (isObj(m)) contentText(m['content'], out);
-    };
-  } else if (kind !== 'http' && endpoint === 'completions' && path.endsWith('chat/completions')) {
-    tools = nonEmptyArray(body['tools']) || nonEmptyArray(body['functions']) || hasToolItems(body['messages'], ['tool', 'function']);
-    collect = (out) => openAiMessagesText(body['messages'], out);
-  } else if (kind !== 'http' && endpoint === 'responses') {
-    tools = nonEmptyArray(body['tools']) || hasToolItems(body['input'], ['function_call', 'function_call_output', 'custom_tool_call', 'custom_tool_call_output']);
-    collect = (out) => {
+      return;
+    case Shape.ChatCompletions:
+      openAiMessagesText(body['messages'], out);
+      return;
+    case Shape.Responses:
       if (typeof body['instructions'] === 'string') out.push(body['instructions']);
       responsesInputText(body['input'], out);
-    };
-  } else if (kind !== 'http' && endpoint === 'embeddings') {
-    collect = (out) => {
+      return;
+    case Shape.Embeddings: {
       const input = body['input'];
       if (typeof input === 'string') out.push(input);
       else if (Array.isArray(input)) for (const v of input) if (typeof v === 'string') out.push(v);
-    };
-  } else if (kind !== 'http' && endpoint === 'completions') {
-    collect = (out) => {
+      return;
+    }
+    case Shape.Completions: {
       const prompt = body['prompt'];
       if (typeof prompt === 'string') out.push(prompt);
       else if (Array.isArray(prompt)) for (const v of prompt) if (typeof v === 'string') out.push(v);
-    };
-  } else {
-    tools = nonEmptyArray(body['tools']);
-    collect = (out) => allStrings(body, out);
+      return;
+    }
+    default:
+      allStrings(body, out);
   }
-  let text: string | undefined;
-  return {
-    model,
-    tools,
-    stream,
-    get text() {
-      if (text === undefined) {
-        const parts: string[] = [];
-        collect(parts);
-        text = parts.join('\n');
-      }
-      return text;
-    },
-    get all() {
-      all ??= allValues(body);
-      return all;
-    },
-  };
+}
+
+/** The facts of a body that is not a JSON object (text, a form, an array, nothing). */
+class OtherFacts implements RequestFacts {
+  readonly model = undefined;
+  readonly tools = false;
+  readonly stream = false;
+  private allCache: string | undefined;
+
+  constructor(private readonly body: unknown) {}
+
+  get text(): string {
+    return typeof this.body === 'string' ? this.body : '';
+  }
+
+  get all(): string {
+    return (this.allCache ??= typeof this.body === 'string' ? this.body : allValues(this.body));
+  }
 }
 
 /** A one-line description for approvers: `POST /chat/completions gpt-4o: "export all…"`. */
