@@ -37,6 +37,10 @@ export function rolesFor(groups: string[], roles: Config['identity']['roles']): 
   return out;
 }
 
+/** Why a person is created for a key at its first use (a closure per request would cost every request). */
+const ownerlessKey = (identity: Identity) => `key "${identity.name}" had no owner (created before persons existed)`;
+const firstSeen = (identity: Identity) => `first seen: ${identity.subject}`;
+
 const KEY_MESSAGES: Record<string, string> = {
   malformed: 'the API key is malformed (expected cst_…)',
   unknown: 'the API key is not valid',
@@ -46,6 +50,8 @@ const KEY_MESSAGES: Record<string, string> = {
 
 export class Authenticator {
   private verifier: TokenVerifier | undefined;
+  /** Roles by a key record's groups array (frozen, replaced when the key changes). */
+  private readonly keyRoles = new WeakMap<readonly string[], Role[]>();
 
   constructor(
     private readonly keys: ApiKeyStore,
@@ -59,19 +65,25 @@ export class Authenticator {
   }
 
   identityForKey(record: ApiKeyRecord): Identity {
-    const identity: Identity = { subject: `key:${record.id}`, name: record.name, groups: record.groups, roles: rolesFor(record.groups, this.identityConfig.roles), via: 'api-key', keyId: record.id };
+    // A key's record (and its groups array) is shared until the key changes: its roles are worked out once.
+    let roles = this.keyRoles.get(record.groups);
+    if (!roles) {
+      roles = Object.freeze(rolesFor(record.groups, this.identityConfig.roles)) as Role[];
+      this.keyRoles.set(record.groups, roles);
+    }
+    const identity: Identity = { subject: `key:${record.id}`, name: record.name, groups: record.groups, roles, via: 'api-key', keyId: record.id };
     if (record.expiresAt !== null) identity.credentialExpiresAt = record.expiresAt;
-    return this.withPerson(identity, () => `key "${record.name}" had no owner (created before persons existed)`);
+    return this.withPerson(identity, ownerlessKey);
   }
 
   /**
    * Attaches the credential's person (creating it, recorded, the first time an OIDC subject or an
    * ownerless key is seen) and refuses a locked person. No I/O once the person is known.
    */
-  withPerson(identity: Identity, firstSight: () => string): Identity {
+  withPerson(identity: Identity, firstSight: (identity: Identity) => string): Identity {
     if (!this.persons) return identity;
     const kind = identity.via === 'oidc' ? 'oidc' : identity.via === 'api-key' ? 'api-key' : 'local';
-    const person = this.persons.personOf(identity.subject) ?? this.persons.ensure(identity.subject, kind, identity.name, 'system', firstSight());
+    const person = this.persons.personOf(identity.subject) ?? this.persons.ensure(identity.subject, kind, identity.name, 'system', firstSight(identity));
     if (this.persons.isLocked(person)) throw new AuthError('revoked', 'this person is locked: every credential they hold is refused');
     return { ...identity, person };
   }
@@ -115,7 +127,7 @@ export class Authenticator {
     }
     if (credential.split('.').length === 3 && this.verifier) {
       const identity = await this.verifier.verify(credential);
-      return this.withPerson(identity, () => `first seen: ${identity.subject}`);
+      return this.withPerson(identity, firstSeen);
     }
     throw new AuthError('malformed', this.verifier ? 'the credential is neither a Custody API key nor a JWT' : 'the credential is not a Custody API key (cst_…)');
   }
