@@ -172,15 +172,15 @@ export function replacement(rule: MaskingRule, detector: Detector, value: string
   }
 }
 
-/**
- * The rules that apply to one message, and what each detector's matches become in each scope.
- * `forward` is the scope of the bytes sent on: `upstream` for requests, `client` for responses.
- */
 /** Texts up to this long are remembered when a plan finds nothing in them (MaskPlan.clean). */
 const CLEAN_TEXT_MAX = 1024;
 /** How many such texts a plan remembers; past it, it starts again. */
 const CLEAN_TEXTS_KEPT = 512;
 
+/**
+ * The rules that apply to one message, and what each detector's matches become in each scope.
+ * `forward` is the scope of the bytes sent on: `upstream` for requests, `client` for responses.
+ */
 export class MaskPlan {
   /** Detectors whose matches some rule masks. */
   readonly maskDetectors: Detector[];

@@ -205,4 +205,12 @@ describe('invalid config', () => {
     assert.notEqual(r.status, 0);
     assert.match(r.stderr, /connection openai: environment variable CUSTODY_TEST_UNSET_SECRET is not set/);
   });
+
+  it('exits non-zero, naming the connection, when its secret is too short to scrub from responses', () => {
+    const file = join(dir, 'shortsecret.yaml');
+    writeFileSync(file, `dataDir: ./data3\nlisten:\n  http: 127.0.0.1:0\n  control: 127.0.0.1:0\nconnections:\n  - name: tiny\n    kind: http\n    upstream: http://127.0.0.1:9\n    secret: { value: "abc1234" }\n`);
+    const r = run(file);
+    assert.notEqual(r.status, 0);
+    assert.match(r.stderr, /connection tiny: its secret is 7 characters long, shorter than the 8 the gateway needs to scrub it from responses/);
+  });
 });
