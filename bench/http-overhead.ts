@@ -30,7 +30,8 @@
  *            only one of the two, to tell their costs apart.
  *
  *   node --import tsx bench/http-overhead.ts [--quick] [--no-masking] [--no-portkey] [--floor] [--baseline DIR] [--evidence [--evidence-every 5s] [--evidence-parts sink,archive]] [--profile DIR]
- *   (--profile writes the bare proxy's, the gateway's and the baseline's V8 CPU profiles under DIR/bare, DIR/gateway and DIR/baseline; bench/profile-summary.ts reads it)
+ *   (--profile writes the V8 CPU profiles of the bare proxy, the gateway, the evidence gateway and the baseline, one per thread,
+ *   under DIR/bare, DIR/gateway, DIR/evidence and DIR/baseline; bench/profile-summary.ts reads one)
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -338,7 +339,7 @@ async function main(): Promise<void> {
           ...(arg('--evidence-every') ? ['--evidence-every', arg('--evidence-every')!] : []),
           ...(arg('--evidence-parts') ? ['--evidence-parts', arg('--evidence-parts')!] : []),
           ...(args.includes('--no-masking') ? ['--no-masking'] : []),
-        ])
+        ], profile('evidence'))
       : undefined;
     if (evidence) stops.push(evidence.proc);
     const portkey = args.includes('--no-portkey') ? undefined : await startPortkey(upstream.info['url']!);

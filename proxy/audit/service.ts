@@ -18,7 +18,7 @@ import { Archiver, type ArchiveStatus } from './archive/archiver';
 import { archiveLocation } from './archive/object-store';
 import type { AuditStore } from './store';
 import { runVerification } from './verify-runner';
-import { type SinkRunner, type SinkStatus, startSinks } from './sinks';
+import { type Sinks, type SinkStatus, startSinks } from './sinks';
 import { WitnessPublisher, type WitnessStatus } from './witnessing';
 import type { VerifyReport } from './verify/checks';
 
@@ -62,7 +62,7 @@ export class AuditService {
   private jobs = new Map<string, ExportJob>();
   private verifying?: Promise<VerificationRecord>;
   readonly witnesses: WitnessPublisher;
-  private sinks: SinkRunner[] = [];
+  private sinks: Sinks = { status: () => [], stop: () => {} };
   /** The archive of sealed segments, when audit.archive is configured. */
   archiver?: Archiver;
   /** Payload retention (retention.payloadsAfter), bounded by the archive when there is one. */
@@ -106,7 +106,7 @@ export class AuditService {
     }
     svc.stops.push(() => svc.witnesses.stop());
     svc.sinks = startSinks(deps.store, deps.config, key.name, deps.version, deps.log);
-    svc.stops.push(() => svc.sinks.forEach((s) => s.stop()));
+    svc.stops.push(() => svc.sinks.stop());
     return svc;
   }
 
@@ -136,7 +136,7 @@ export class AuditService {
       lastVerification: raw ? (JSON.parse(raw) as VerificationRecord) : null,
       retention: { payloadsAfter: this.deps.config.retention.payloadsAfter ?? null },
       witnesses: this.witnesses.status(),
-      sinks: this.sinks.map((s) => s.status()),
+      sinks: this.sinks.status(),
       archive: this.archiver?.status() ?? null,
     };
   }
@@ -149,7 +149,7 @@ export class AuditService {
     const a = this.archiver?.status();
     return {
       witnesses: this.witnesses.status().map((w) => ({ name: w.name, state: w.state, cosignedTreeSize: w.lastCosigned?.treeSize ?? null, behind: w.behind, failures: w.failures })),
-      sinks: this.sinks.map((s) => s.status()).map((s) => ({ name: s.name, state: s.state, backlog: s.backlog, backlogAgeMs: s.backlogAgeMs, lastDeliveryAt: s.lastDeliveryAt, failures: s.failures })),
+      sinks: this.sinks.status().map((s) => ({ name: s.name, state: s.state, backlog: s.backlog, backlogAgeMs: s.backlogAgeMs, lastDeliveryAt: s.lastDeliveryAt, failures: s.failures })),
       archive: a
         ? {
             state: a.state,

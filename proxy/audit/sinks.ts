@@ -6,6 +6,10 @@
  * Each sink reads committed events from the store after its durable cursor (`sink_cursors`), in
  * seq order (so in order per session), in batches, off the request path: the proxies only ever
  * append to the store, and a slow or dead sink only grows its backlog, bounded by the store's disk.
+ * In the gateway every runner lives on the sink thread (sink-worker.ts), which reads through its
+ * own read-only connection: the proxies' event loop does none of the reading, OCSF mapping,
+ * signing or delivery. It only keeps each sink's last snapshot for health and hands the cursors the
+ * thread reports to the commit thread (`SinkThread`).
  * The cursor moves only after a batch is acknowledged (HTTP 2xx; for syslog, written and the
  * connection still up SETTLE_MS later), so delivery is at least once: after an outage or a crash
  * the unacknowledged tail is sent again. Failures retry with exponential backoff (1 s to 60 s).
@@ -20,9 +24,12 @@ import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { connect as netConnect, type Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
+import { Worker } from 'node:worker_threads';
+import type Database from 'better-sqlite3';
 import type { Config } from '../../shared/config';
 import type { SinkStatus } from '../../shared/evidence';
 import type { Logger } from '../log';
+import { type WorkerSource, workerSource } from '../worker-source';
 import { connectionKinds } from './export';
 import { NatsConnection } from './nats';
 import { type OcsfContext, toOcsf } from './ocsf';
@@ -31,7 +38,9 @@ import { type AuditStore, rowToEvent } from './store';
 type SinkConfig = Config['audit']['sinks'][number];
 
 const BATCH = 200;
-const IDLE_POLL_MS = 250;
+const IDLE_POLL_MS = 100;
+/** After a short batch, how long the next one gathers. */
+const GATHER_MS = 50;
 const MIN_BACKOFF_MS = 1000;
 const MAX_BACKOFF_MS = 60_000;
 const REQUEST_TIMEOUT_MS = 15_000;
@@ -47,7 +56,7 @@ export type { SinkStatus };
 /** One batch, as records ready for the wire. */
 interface Batch {
   lastSeq: number;
-  records: { seq: number; time: number; kind: string; json: string }[];
+  records: { seq: number; time: number; kind: string; hash: string; prevHash: string; json: string }[];
 }
 
 interface Transport {
@@ -58,6 +67,50 @@ interface Transport {
   close(): void;
 }
 
+/** Where a runner reads committed events: a connection to the store (read-only is enough). */
+export interface SinkSource {
+  db: Database.Database;
+}
+
+/** Writes a sink's durable cursor (`sink_cursors`); see `SinkRunner`. */
+export type PersistCursor = (name: string, seq: number, deliveredAt: number | null) => void;
+
+/** What a runner knows of itself; the gateway's thread adds the backlog from its own head (`sinkStatus`). */
+export interface SinkSnapshot {
+  name: string;
+  kind: SinkConfig['kind'];
+  cursor: number;
+  /** The time of the oldest event after the cursor that the runner can read, if any. */
+  oldestTime: number | null;
+  lastDeliveryAt: number | null;
+  lastError: string | null;
+  failures: number;
+}
+
+export const UPSERT_CURSOR = 'INSERT INTO sink_cursors (name, seq, delivered_at) VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET seq = excluded.seq, delivered_at = excluded.delivered_at';
+
+/** A sink's status from a snapshot and the log's head (`head`: the last seq recorded). */
+export function sinkStatus(s: SinkSnapshot, head: number, now = Date.now()): SinkStatus {
+  const backlog = Math.max(0, head - s.cursor);
+  return {
+    name: s.name,
+    kind: s.kind,
+    state: s.lastError ? 'failing' : backlog > 0 ? 'ok' : 'idle',
+    cursor: s.cursor,
+    backlog,
+    // Events recorded but not yet readable by the sink (still being committed) are fresh.
+    backlogAgeMs: backlog > 0 ? (s.oldestTime === null ? 0 : Math.max(0, now - s.oldestTime)) : null,
+    lastDeliveryAt: s.lastDeliveryAt,
+    lastError: s.lastError,
+    failures: s.failures,
+  };
+}
+
+/**
+ * One sink's delivery loop. The gateway runs its runners on the sink thread (sink-worker.ts), each
+ * reading through that thread's own read-only connection and handing its cursor to `persist`;
+ * constructed on a store directly (tests, or where no worker can start) it reads and writes there.
+ */
 export class SinkRunner {
   private timer?: NodeJS.Timeout;
   private stopped = false;
@@ -70,18 +123,24 @@ export class SinkRunner {
   /** Next seq to read: ahead of the cursor while syslog writes settle. */
   private position: number;
   private readonly transport: Transport;
+  private readonly persist: PersistCursor;
+  /** Called after each read-and-deliver round (the sink thread reports its snapshot). */
+  private readonly onTick?: () => void;
 
   constructor(
-    private readonly store: AuditStore,
+    private readonly store: SinkSource,
     readonly sink: SinkConfig,
     private readonly ctx: OcsfContext,
-    private readonly log?: Logger,
+    private readonly log?: Pick<Logger, 'info' | 'error'>,
+    options: { persist?: PersistCursor; onTick?: () => void } = {},
   ) {
     const row = store.db.prepare('SELECT seq, delivered_at FROM sink_cursors WHERE name = ?').get(sink.name) as { seq: number; delivered_at: number | null } | undefined;
     this.cursor = row?.seq ?? 0;
     this.persisted = this.cursor;
     this.position = this.cursor;
     this.lastDeliveryAt = row?.delivered_at ?? null;
+    this.persist = options.persist ?? ((name, seq, at) => void store.db.prepare(UPSERT_CURSOR).run(name, seq, at));
+    this.onTick = options.onTick;
     this.transport = sink.kind === 'syslog' ? new SyslogTransport(sink) : sink.kind === 'http' ? new HttpTransport(sink) : new NatsTransport(sink, ctx.origin);
   }
 
@@ -101,20 +160,13 @@ export class SinkRunner {
     }
   }
 
-  status(): SinkStatus {
-    const head = this.head();
+  snapshot(): SinkSnapshot {
     const oldest = this.store.db.prepare('SELECT time FROM events WHERE seq > ? ORDER BY seq LIMIT 1').get(this.cursor) as { time: number } | undefined;
-    return {
-      name: this.sink.name,
-      kind: this.sink.kind,
-      state: this.lastError ? 'failing' : head > this.cursor ? 'ok' : 'idle',
-      cursor: this.cursor,
-      backlog: Math.max(0, head - this.cursor),
-      backlogAgeMs: oldest ? Math.max(0, Date.now() - oldest.time) : null,
-      lastDeliveryAt: this.lastDeliveryAt,
-      lastError: this.lastError,
-      failures: this.failures,
-    };
+    return { name: this.sink.name, kind: this.sink.kind, cursor: this.cursor, oldestTime: oldest?.time ?? null, lastDeliveryAt: this.lastDeliveryAt, lastError: this.lastError, failures: this.failures };
+  }
+
+  status(): SinkStatus {
+    return sinkStatus(this.snapshot(), this.head());
   }
 
   private schedule(ms: number): void {
@@ -130,7 +182,9 @@ export class SinkRunner {
       if (batch) {
         await this.transport.send(batch);
         this.position = batch.lastSeq;
-        delay = 0;
+        // A full batch: more is waiting. A short one: let the next gather for a moment, so a busy
+        // gateway's events go out in a few large requests rather than many small ones.
+        delay = batch.records.length >= BATCH ? 0 : GATHER_MS;
       }
       this.commit(this.transport.settled ? this.transport.settled() : this.position);
       if (this.lastError) this.log?.info(`audit: sink ${this.sink.name} delivers again`);
@@ -144,6 +198,8 @@ export class SinkRunner {
       delay = Math.min(MIN_BACKOFF_MS * 2 ** (this.failures - 1), MAX_BACKOFF_MS);
       if (this.failures === 1 || this.failures % 10 === 0) this.log?.error(`audit: sink ${this.sink.name} failed (attempt ${this.failures}, next in ${Math.round(delay / 1000)} s): ${this.lastError}`);
     }
+    if (this.stopped) return;
+    this.onTick?.();
     this.schedule(delay);
   }
 
@@ -153,10 +209,10 @@ export class SinkRunner {
       this.lastDeliveryAt = Date.now();
     }
     // The durable copy is written at most once a second (or when this sink has caught up), so a
-    // busy sink does not compete with the proxies for the store's write lock; after a crash the
-    // few batches since are sent again, which at-least-once allows.
+    // busy sink does not add a write per batch to the store; after a crash the few batches since
+    // are sent again, which at-least-once allows.
     if (this.cursor === this.persisted || (Date.now() - this.persistedAt < CURSOR_PERSIST_MS && this.position < this.head())) return;
-    this.store.db.prepare('INSERT INTO sink_cursors (name, seq, delivered_at) VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET seq = excluded.seq, delivered_at = excluded.delivered_at').run(this.sink.name, this.cursor, this.lastDeliveryAt);
+    this.persist(this.sink.name, this.cursor, this.lastDeliveryAt);
     this.persisted = this.cursor;
     this.persistedAt = Date.now();
   }
@@ -174,21 +230,130 @@ export class SinkRunner {
       const custody = (rec['unmapped'] as { custody: Record<string, unknown> }).custody;
       custody['prev_hash'] = e.prevHash;
       custody['payload_hash'] = e.payloadHash;
-      return { seq: e.seq, time: e.time, kind: e.kind, json: JSON.stringify(rec) };
+      return { seq: e.seq, time: e.time, kind: e.kind, hash: e.hash, prevHash: e.prevHash, json: JSON.stringify(rec) };
     });
     return { lastSeq: rows[rows.length - 1]!.seq, records };
   }
 }
 
-/** Starts one runner per configured sink; returns them (status, stop). */
-export function startSinks(store: AuditStore, config: Config, origin: string, version: string, log?: Logger): SinkRunner[] {
-  if (!config.audit.sinks.length) return [];
-  const ctx: OcsfContext = { connectionKinds: connectionKinds(store, config), actorNames: new Map(), product: { name: 'Custody', version }, origin };
-  return config.audit.sinks.map((s) => {
-    const r = new SinkRunner(store, s, ctx, log);
-    r.start();
-    return r;
-  });
+/** The gateway's sinks, as the audit service sees them. */
+export interface Sinks {
+  status(): SinkStatus[];
+  stop(): void;
+}
+
+/**
+ * Starts the configured sinks: on their own thread (sink-worker.ts), so reading events, mapping them
+ * to OCSF, signing and delivering never runs on the proxies' event loop; on this thread only where
+ * no worker can start (an in-memory store, a bundle without the worker).
+ */
+export function startSinks(store: AuditStore, config: Config, origin: string, version: string, log?: Logger): Sinks {
+  if (!config.audit.sinks.length) return { status: () => [], stop: () => {} };
+  const kinds = connectionKinds(store, config);
+  const src = store.db.memory ? undefined : workerSource(import.meta.url, './sink-worker');
+  if (src) return new SinkThread(src, store, config.audit.sinks, { kinds: [...kinds], origin, version }, log);
+  const ctx: OcsfContext = { connectionKinds: kinds, actorNames: new Map(), product: { name: 'Custody', version }, origin };
+  const persist: PersistCursor = (name, seq, at) => store.writeBehind(UPSERT_CURSOR, [name, seq, at], (err) => err && log?.error(`audit: sink ${name}: cursor not saved: ${err.message}`));
+  const runners = config.audit.sinks.map((s) => new SinkRunner(store, s, ctx, log, { persist }));
+  for (const r of runners) r.start();
+  return {
+    status: () => runners.map((r) => sinkStatus(r.snapshot(), store.head().size)),
+    stop: () => runners.forEach((r) => r.stop()),
+  };
+}
+
+/** What the gateway's thread and the sink thread say to each other (sink-worker.ts). */
+export interface SinkWorkerData {
+  path: string;
+  sinks: SinkConfig[];
+  kinds: [string, string][];
+  origin: string;
+  version: string;
+}
+export type SinkWorkerMessage =
+  | { type: 'status'; sinks: SinkSnapshot[] }
+  | { type: 'cursor'; name: string; seq: number; deliveredAt: number | null }
+  | { type: 'log'; level: 'info' | 'error'; message: string };
+
+const RESTART_MIN_MS = 1000;
+const RESTART_MAX_MS = 60_000;
+
+/**
+ * The sink thread, seen from the gateway's thread: it keeps the last snapshot each runner sent
+ * (status and health read those, with the backlog counted from the store's head held in memory:
+ * no query here), writes the cursors the thread hands over through the commit thread
+ * (`writeBehind`), and restarts the thread with backoff should it die.
+ */
+class SinkThread implements Sinks {
+  private worker?: Worker;
+  private readonly snapshots = new Map<string, SinkSnapshot>();
+  /** The last cursor of each sink handed to the store. */
+  private readonly saved = new Map<string, number>();
+  private stopped = false;
+  private restarts = 0;
+  private restartTimer?: NodeJS.Timeout;
+
+  constructor(
+    private readonly src: WorkerSource,
+    private readonly store: AuditStore,
+    private readonly sinks: SinkConfig[],
+    private readonly data: Omit<SinkWorkerData, 'path' | 'sinks'>,
+    private readonly log?: Logger,
+  ) {
+    for (const s of sinks) {
+      const row = store.db.prepare('SELECT seq, delivered_at FROM sink_cursors WHERE name = ?').get(s.name) as { seq: number; delivered_at: number | null } | undefined;
+      this.snapshots.set(s.name, { name: s.name, kind: s.kind, cursor: row?.seq ?? 0, oldestTime: null, lastDeliveryAt: row?.delivered_at ?? null, lastError: null, failures: 0 });
+      this.saved.set(s.name, row?.seq ?? 0);
+    }
+    this.spawn();
+  }
+
+  private spawn(): void {
+    const workerData: SinkWorkerData = { path: this.store.path, sinks: this.sinks, ...this.data };
+    const w = new Worker(this.src.entry, { ...this.src.options, workerData });
+    this.worker = w;
+    w.unref();
+    w.on('message', (m: SinkWorkerMessage) => {
+      if (m.type === 'status') {
+        for (const s of m.sinks) this.snapshots.set(s.name, s);
+        this.restarts = 0;
+      } else if (m.type === 'cursor') this.save(m.name, m.seq, m.deliveredAt);
+      else this.log?.[m.level](m.message);
+    });
+    w.on('error', (err) => this.log?.error(`audit: the sink thread failed: ${err.message}`));
+    w.on('exit', (code) => {
+      if (this.stopped || this.worker !== w) return;
+      this.worker = undefined;
+      const delay = Math.min(RESTART_MIN_MS * 2 ** this.restarts++, RESTART_MAX_MS);
+      for (const s of this.snapshots.values()) {
+        s.lastError = `the sink thread stopped (exit code ${code}); restarting in ${Math.round(delay / 1000)} s`;
+        s.failures++;
+      }
+      this.log?.error(`audit: the sink thread exited with code ${code}; restarting in ${Math.round(delay / 1000)} s`);
+      this.restartTimer = setTimeout(() => this.spawn(), delay);
+      this.restartTimer.unref();
+    });
+  }
+
+  private save(name: string, seq: number, deliveredAt: number | null): void {
+    this.saved.set(name, seq);
+    this.store.writeBehind(UPSERT_CURSOR, [name, seq, deliveredAt], (err) => err && this.log?.error(`audit: sink ${name}: cursor not saved: ${err.message}`));
+  }
+
+  status(): SinkStatus[] {
+    const head = this.store.head().size;
+    const now = Date.now();
+    return this.sinks.map((s) => sinkStatus(this.snapshots.get(s.name)!, head, now));
+  }
+
+  /** Keeps the last cursor the thread reported (a few batches may be re-sent after the next start) and ends the thread. */
+  stop(): void {
+    this.stopped = true;
+    clearTimeout(this.restartTimer);
+    for (const s of this.snapshots.values()) if (s.cursor > (this.saved.get(s.name) ?? 0)) this.save(s.name, s.cursor, s.lastDeliveryAt);
+    void this.worker?.terminate();
+    this.worker = undefined;
+  }
 }
 
 const HOST = hostname().replace(/[^\x21-\x7e]/g, '-').slice(0, 255) || '-';
@@ -196,10 +361,8 @@ const HOST = hostname().replace(/[^\x21-\x7e]/g, '-').slice(0, 255) || '-';
 /** RFC 5424: facility log audit (13), severity informational (6); the chain fields as structured data. */
 export function syslogMessage(r: Batch['records'][number]): string {
   const msgid = r.kind.replace(/[^\x21-\x7e]/g, '_').slice(0, 32) || '-';
-  const parsed = JSON.parse(r.json) as { unmapped: { custody: { hash: string; prev_hash: string } } };
-  const c = parsed.unmapped.custody;
   // 32473: the enterprise number RFC 5612 reserves for documentation; the values are hex and digits.
-  const sd = `[custody@32473 seq="${r.seq}" hash="${c.hash}" prev="${c.prev_hash}"]`;
+  const sd = `[custody@32473 seq="${r.seq}" hash="${r.hash}" prev="${r.prevHash}"]`;
   return `<110>1 ${new Date(r.time).toISOString()} ${HOST} custody - ${msgid} ${sd} ${r.json}`;
 }
 
