@@ -10,7 +10,8 @@
  * each segment is written with that retention date (mode `lockMode`); where it has not, the
  * archive says so in its status.
  *
- * Off the request path: the work runs on timers and worker threads, a failure is retried with
+ * Off the request path: the work runs on timers and on the archive's worker thread
+ * (archive-thread.ts: building, uploading, reading back and verifying a segment), a failure is retried with
  * exponential backoff (1 s doubling to 5 min) and shown as failing in health and on the Audit
  * page, and traffic never waits for it.
  */
@@ -22,10 +23,10 @@ import type { Logger } from '../../log';
 import type { AuditTrail, Checkpoint } from '../checkpoints';
 import { emptyRoot } from '../merkle';
 import { GENESIS_HASH, type AuditStore } from '../store';
-import { runBundleVerification } from '../verify-runner';
 import { describeLocation, type LockMode, type ObjectLockSupport, S3ObjectStore, type S3Location } from './object-store';
 import { segmentObjectName } from './layout';
-import { packSegment, writeSegmentEventsOffThread } from './segment';
+import { ArchiveThread } from './archive-thread';
+import { packSegment } from './segment';
 
 const MIN_BACKOFF_MS = 1000;
 const MAX_BACKOFF_MS = 5 * 60_000;
@@ -69,6 +70,8 @@ export interface ArchiverOptions {
 
 export class Archiver {
   readonly objects: S3ObjectStore;
+  /** Where segments are built, uploaded, read back and verified (archive-thread.ts). */
+  private readonly thread: ArchiveThread;
   private readonly everyMs: number;
   private readonly retainForMs: number | undefined;
   private running?: Promise<void>;
@@ -83,6 +86,7 @@ export class Archiver {
 
   constructor(private readonly opts: ArchiverOptions) {
     this.objects = new S3ObjectStore(opts.location);
+    this.thread = new ArchiveThread(opts.store.db, this.objects);
     this.everyMs = parseDuration(opts.archive.every);
     this.retainForMs = opts.retention.archiveFor ? parseDuration(opts.retention.archiveFor) : undefined;
   }
@@ -96,6 +100,7 @@ export class Archiver {
     this.stopped = true;
     clearTimeout(this.timer);
     this.abort.abort();
+    this.thread.close();
     void this.objects.close();
   }
 
@@ -253,7 +258,7 @@ export class Archiver {
     mkdirSync(this.opts.workDir, { recursive: true, mode: 0o700 });
     const stage = mkdtempSync(join(this.opts.workDir, 'segment-'));
     try {
-      const built = await writeSegmentEventsOffThread(store.db, row.first_seq, row.last_seq, stage);
+      const built = await this.thread.segment(row.first_seq, row.last_seq, stage);
       if (built.rootHash !== row.root_hash) throw new Error(`the log no longer matches the checkpoint of ${row.last_seq} events; run custody verify`);
       if (built.previousRootHash !== row.prev_root_hash || built.previousLastHash !== row.prev_last_hash) {
         throw new Error(`the log before seq ${row.first_seq} no longer matches the archived segment ${row.idx - 1}; run custody verify`);
@@ -272,13 +277,13 @@ export class Archiver {
         trail.signer,
       );
       const lock = this.lockFor(row);
-      const put = await this.objects.putFile(row.object_key, packed.file, { lock, signal: this.abort.signal });
+      const put = await this.thread.put(row.object_key, packed.file, lock);
       const uploadedAt = Date.now();
 
       // Read it back as an auditor would: the bytes the bucket returns, verified on their own.
       const readBack = join(stage, 'read-back.tar.gz');
-      await this.objects.getToFile(row.object_key, readBack, this.abort.signal);
-      const report = await runBundleVerification(readBack, { expectedKey: trail.signer.info().verifierKey });
+      await this.thread.get(row.object_key, readBack);
+      const report = await this.thread.verify(readBack, trail.signer.info().verifierKey);
       if (!report.ok) {
         const f = report.failure!;
         throw new Error(`segment ${row.object_key} read back from the bucket does not verify: ${f.seq !== undefined ? `seq ${f.seq}: ` : ''}${f.problem}: ${f.message}`);

@@ -7,20 +7,18 @@
  * (`custody verify s3://bucket/prefix`, verify/archive.ts).
  *
  * Building the events, proofs and hashes reads every event hash up to `lastSeq` and builds the
- * tree: seconds at millions of events, so it runs in a worker thread (segment-worker.ts) where one
- * can load. Signing and packing stay with the caller, which holds the key.
+ * tree: seconds at millions of events, so the archiver runs it on its worker thread (archive-thread.ts)
+ * where one can load. Signing and packing stay with the caller, which holds the key.
  */
 import { closeSync, openSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import type Database from 'better-sqlite3';
-import { workerSource } from '../../worker-source';
 import { BUNDLE_FORMAT, type BundleManifest, type BundleSegment, eventLine, manifestFileEntry, manifestNoteText, proofLine } from '../bundle-format';
 import type { Checkpoint } from '../checkpoints';
 import type { CheckpointSigner } from '../checkpoint-signer';
 import { HASH_SIZE, MerkleTree } from '../merkle';
 import { GENESIS_HASH, sha256hex, storedPayloadText } from '../store';
 import { writeTarGz } from '../tar';
-import { runWorkerOnce } from '../verify-runner';
 
 /** The files of the segment a worker writes, and what the caller checks them against. */
 export interface SegmentEvents {
@@ -90,13 +88,6 @@ export function writeSegmentEvents(db: Database.Database, firstSeq: number, last
     firstSeq > 1 ? `${JSON.stringify({ from: firstSeq - 1, to: lastSeq, fromRoot: previousRootHash, toRoot: rootHash, path: tree.consistencyProof(firstSeq - 1, lastSeq).map((h) => h.toString('base64')) })}\n` : '';
   writeFileSync(join(stage, 'consistency.jsonl'), consistency, { mode: 0o600 });
   return { events, purged, rootHash, previousRootHash, previousLastHash: hashAt(firstSeq - 1), lastHash: hashAt(lastSeq) };
-}
-
-/** As `writeSegmentEvents`, in a worker thread that opens the store read-only (inline where workers cannot load). */
-export function writeSegmentEventsOffThread(db: Database.Database, firstSeq: number, lastSeq: number, stage: string): Promise<SegmentEvents> {
-  const src = workerSource(import.meta.url, './segment-worker');
-  if (!src || db.memory) return Promise.resolve().then(() => writeSegmentEvents(db, firstSeq, lastSeq, stage));
-  return runWorkerOnce(src, { file: db.name, firstSeq, lastSeq, stage }, 'segment', (m) => m['segment'] as SegmentEvents);
 }
 
 /** The files a segment holds, in the order they are packed. */
