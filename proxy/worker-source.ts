@@ -8,7 +8,8 @@
  *
  * Returns undefined when neither can be found; callers then do the work on their own thread.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readlinkSync } from 'node:fs';
+import { setPriority } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import type { WorkerOptions } from 'node:worker_threads';
 
@@ -36,4 +37,20 @@ export function workerSource(callerUrl: string, name: string): WorkerSource | un
   }
   const bundled = new URL(`${name}.mjs`, callerUrl);
   return existsSync(fileURLToPath(bundled)) ? { entry: bundled, options: {} } : undefined;
+}
+
+/**
+ * Lowers the calling thread's scheduling priority, for worker threads doing background work (the
+ * SIEM sinks, the archive): when the cores are busy, the kernel then runs the proxies' threads
+ * first, and the background work catches up when they are idle. On Linux a thread's nice value is
+ * its own (setpriority on the thread id); elsewhere, or if it is refused, the thread keeps its
+ * priority.
+ */
+export function lowerThreadPriority(nice = 10): void {
+  try {
+    const tid = Number(readlinkSync('/proc/thread-self').split('/').pop());
+    if (Number.isInteger(tid) && tid > 0) setPriority(tid, nice);
+  } catch {
+    // not Linux, or not allowed: the thread runs at the process's priority
+  }
 }

@@ -7,8 +7,10 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import type { OcsfContext } from './ocsf';
+import { lowerThreadPriority } from '../worker-source';
 import { SinkRunner, type SinkSnapshot, type SinkWorkerData, type SinkWorkerMessage } from './sinks';
 
+lowerThreadPriority();
 const data = workerData as SinkWorkerData;
 const post = (m: SinkWorkerMessage) => parentPort!.postMessage(m);
 const db = new Database(data.path, { readonly: true, fileMustExist: true });

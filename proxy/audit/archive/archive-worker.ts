@@ -5,11 +5,13 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
+import { lowerThreadPriority } from '../../worker-source';
 import { verifyBundle } from '../verify/bundle';
 import { type ArchiveRequest, type ArchiveWorkerData } from './archive-thread';
 import { S3ObjectStore } from './object-store';
 import { writeSegmentEvents } from './segment';
 
+lowerThreadPriority();
 const data = workerData as ArchiveWorkerData;
 const objects = new S3ObjectStore(data.location);
 let db: Database.Database | undefined;
