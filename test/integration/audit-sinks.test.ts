@@ -16,7 +16,8 @@ import { after, describe, it } from 'node:test';
 import Database from 'better-sqlite3';
 import { AuditStore } from '../../proxy/audit/store';
 import { NatsConnection } from '../../proxy/audit/nats';
-import { SinkRunner } from '../../proxy/audit/sinks';
+import { SinkRunner, startSinks } from '../../proxy/audit/sinks';
+import { Config } from '../../shared/config';
 import { startLlmUpstream } from '../support/llm-upstream';
 import { freePort } from '../support/ports';
 import { tempDir } from '../support/tmp';
@@ -186,6 +187,58 @@ describe('SIEM sinks', () => {
     } finally {
       await receiver.close();
       await upstream.close();
+    }
+  });
+
+  it("the gateway's sinks deliver on their own thread: events arrive while the gateway's event loop is blocked", async () => {
+    const dir = tempDir('custody-sink-thread-');
+    // The receiver runs in another process, which notes when each batch arrived.
+    const rx = spawn(
+      process.execPath,
+      [
+        '-e',
+        `const got = []; require('node:http').createServer((req, res) => { const c = []; req.on('data', (d) => c.push(d)); req.on('end', () => {
+           if (req.method === 'GET') return res.end(JSON.stringify(got));
+           for (const e of JSON.parse(Buffer.concat(c)).events) got.push([e.unmapped.custody.seq, Date.now()]);
+           res.writeHead(204).end(); }); }).listen(0, '127.0.0.1', function () { console.log(this.address().port); });`,
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    children.add(rx);
+    const port = await new Promise<string>((resolve) => createInterface({ input: rx.stdout! }).once('line', resolve));
+    const store = AuditStore.open(dir, { commitThread: true });
+    const config = Config.parse({ audit: { origin: 'custody.test/thread', sinks: [{ name: 'hook', kind: 'http', url: `http://127.0.0.1:${port}/hook`, secret: SECRET }] } });
+    const sinks = startSinks(store, config, 'custody.test/thread', 'test');
+    try {
+      for (let i = 0; i < 50; i++) store.append({ kind: 'http.request', session: `s${i % 3}`, actor: 'key:alice', connection: 'openai', payload: { text: `blocked ${i}` } });
+      store.settle();
+      // The event loop does nothing else for 2 s; delivery must not wait for it.
+      const blockedFrom = Date.now();
+      while (Date.now() - blockedFrom < 2000) {
+        // busy
+      }
+      const blockedUntil = Date.now();
+      const got = (await (await fetch(`http://127.0.0.1:${port}/`)).json()) as [number, number][];
+      const during = got.filter(([, at]) => at >= blockedFrom && at < blockedUntil).map(([seq]) => seq);
+      assert.deepEqual([...new Set(got.map(([seq]) => seq))].sort((a, b) => a - b), Array.from({ length: 50 }, (_, i) => i + 1));
+      assert.ok(during.length > 0, `nothing arrived while the event loop was blocked (${got.length} arrived in all)`);
+      // Health counts the backlog from the head this thread holds, and reads the thread's last report.
+      const st = await eventually(() => (sinks.status()[0]!.cursor === 50 ? sinks.status()[0] : undefined), 'the sink thread to report its cursor', 10_000);
+      assert.equal(st.backlog, 0);
+      assert.equal(st.state, 'idle');
+    } finally {
+      sinks.stop();
+      store.settle();
+      store.close();
+      rx.kill('SIGKILL');
+      children.delete(rx);
+    }
+    // The last cursor the thread reported is durable.
+    const db = new Database(join(dir, 'custody.db'), { readonly: true });
+    try {
+      assert.equal((db.prepare('SELECT seq FROM sink_cursors WHERE name = ?').get('hook') as { seq: number }).seq, 50);
+    } finally {
+      db.close();
     }
   });
 
