@@ -210,18 +210,28 @@ describe('SIEM sinks', () => {
     const config = Config.parse({ audit: { origin: 'custody.test/thread', sinks: [{ name: 'hook', kind: 'http', url: `http://127.0.0.1:${port}/hook`, secret: SECRET }] } });
     const sinks = startSinks(store, config, 'custody.test/thread', 'test');
     try {
-      for (let i = 0; i < 50; i++) store.append({ kind: 'http.request', session: `s${i % 3}`, actor: 'key:alice', connection: 'openai', payload: { text: `blocked ${i}` } });
-      store.settle();
-      // The event loop does nothing else for 2 s; delivery must not wait for it.
+      const append = (from: number, n: number) => {
+        for (let i = from; i < from + n; i++) store.append({ kind: 'http.request', session: `s${i % 3}`, actor: 'key:alice', connection: 'openai', payload: { text: `blocked ${i}` } });
+        store.settle();
+      };
+      const received = async () => (await (await fetch(`http://127.0.0.1:${port}/`)).json()) as [number, number][];
+      // The thread is up and delivering before the test begins.
+      append(0, 1);
+      await eventually(async () => (await received()).length > 0, 'the first event to arrive', 20_000);
+      append(1, 49);
+      // The event loop does nothing else for 3 s; delivery must not wait for it.
       const blockedFrom = Date.now();
-      while (Date.now() - blockedFrom < 2000) {
+      while (Date.now() - blockedFrom < 3000) {
         // busy
       }
       const blockedUntil = Date.now();
-      const got = (await (await fetch(`http://127.0.0.1:${port}/`)).json()) as [number, number][];
-      const during = got.filter(([, at]) => at >= blockedFrom && at < blockedUntil).map(([seq]) => seq);
+      const got = await eventually(async () => {
+        const g = await received();
+        return new Set(g.map(([seq]) => seq)).size >= 50 ? g : undefined;
+      }, 'all 50 events to arrive', 20_000);
+      const during = got.filter(([seq, at]) => seq > 1 && at >= blockedFrom && at < blockedUntil);
       assert.deepEqual([...new Set(got.map(([seq]) => seq))].sort((a, b) => a - b), Array.from({ length: 50 }, (_, i) => i + 1));
-      assert.ok(during.length > 0, `nothing arrived while the event loop was blocked (${got.length} arrived in all)`);
+      assert.ok(during.length > 0, `nothing arrived while the event loop was blocked (arrivals: ${JSON.stringify(got.map(([seq, at]) => [seq, at - blockedFrom]))})`);
       // Health counts the backlog from the head this thread holds, and reads the thread's last report.
       const st = await eventually(() => (sinks.status()[0]!.cursor === 50 ? sinks.status()[0] : undefined), 'the sink thread to report its cursor', 10_000);
       assert.equal(st.backlog, 0);
