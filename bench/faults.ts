@@ -47,7 +47,7 @@ function lossLine(l: Awaited<ReturnType<typeof lostFromLog>>): string {
   return `lost: ${l.pgNotInDatabase.length} INSERTs not in the database, ${l.pgWithoutResult.length} without pg.result, ${l.httpWithoutRequest.length} HTTP requests, ${Math.max(0, l.wholeAcknowledged - l.wholeLogged)} whole answers; streams ${l.streamsAcknowledged} acknowledged, ${l.streamsLogged} logged`;
 }
 
-const upstream = await startLlmUpstream({ openaiKey: 'sk-disk', record: false });
+const upstream = await startLlmUpstream({ openaiKey: 'sk-disk-faults', record: false });
 const table = `custody_benchfaults_${randomBytes(4).toString('hex')}`;
 await adminQuery(`CREATE TABLE ${table} (id text PRIMARY KEY)`);
 const loadavg = () => spawnSync('cat', ['/proc/loadavg'], { encoding: 'utf8' }).stdout.split(' ').slice(0, 3).join(' ');
@@ -62,7 +62,7 @@ try {
       dataDir,
       listen: { control: '127.0.0.1:0', http: '127.0.0.1:0' },
       connections: [
-        { name: 'openai', kind: 'openai', upstream: `${upstream.url}/v1`, secret: { value: 'sk-disk' } },
+        { name: 'openai', kind: 'openai', upstream: `${upstream.url}/v1`, secret: { value: 'sk-disk-faults' } },
         { name: 'warehouse', kind: 'postgres', upstream: UPSTREAM, listen: `127.0.0.1:${port}` },
       ],
     });

@@ -52,7 +52,7 @@ describe('the disk under the data dir', () => {
   let upstream: LlmUpstream;
   const table = `custody_disk_${randomBytes(4).toString('hex')}`;
   before(async () => {
-    upstream = await startLlmUpstream({ openaiKey: 'sk-disk', record: false });
+    upstream = await startLlmUpstream({ openaiKey: 'sk-disk-faults', record: false });
     await adminQuery(`CREATE TABLE ${table} (id text PRIMARY KEY)`);
   });
   after(async () => {

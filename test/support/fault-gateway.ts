@@ -15,12 +15,12 @@ export interface Health {
   store?: { state: string; cause?: string };
 }
 
-/** A gateway on `dataDir` (LLM stand-in `upstream`, key sk-disk) with HTTP and PostgreSQL load and a health poller; samples are tagged with `phase.name`. */
+/** A gateway on `dataDir` (LLM stand-in `upstream`, key sk-disk-faults) with HTTP and PostgreSQL load and a health poller; samples are tagged with `phase.name`. */
 export async function gatewayUnderLoad(dataDir: string, upstream: LlmUpstream, table: string, prefix: string) {
   const config = Config.parse({
     listen: { control: '127.0.0.1:0', http: '127.0.0.1:0' },
     connections: [
-      { name: 'openai', kind: 'openai', upstream: `${upstream.url}/v1`, secret: { value: 'sk-disk' } },
+      { name: 'openai', kind: 'openai', upstream: `${upstream.url}/v1`, secret: { value: 'sk-disk-faults' } },
       { name: 'warehouse', kind: 'postgres', upstream: UPSTREAM, listen: '127.0.0.1:0' },
     ],
   });
