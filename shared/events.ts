@@ -45,6 +45,9 @@ export const EVENT_KINDS = [
   'recording.viewed',
   'gateway.start',
   'gateway.stop',
+  // several gateways on one shared store (docs/SCALE-OUT.md): this gateway enrolled an empty store; it approved another's key
+  'gateway.enrolled',
+  'gateway.approved',
   'journal.salvaged',
 ] as const;
 export type EventKind = (typeof EVENT_KINDS)[number];
