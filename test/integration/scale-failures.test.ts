@@ -124,6 +124,7 @@ describe('a gateway killed with SIGKILL under traffic', () => {
       const loops = [drive(gwA, keyA, idA, 'a', t0 + 10_000), drive(gwB, keyB, idB, 'b', t0 + 3000)];
       await new Promise((r) => setTimeout(r, 1500));
       await gwA.kill();
+      serving.splice(serving.indexOf(gwA), 1);
       await Promise.all(loops);
       assert.ok(acknowledged.get(idA)!.length > 5 && acknowledged.get(idB)!.length > 5, `traffic on both: ${acknowledged.get(idA)!.length} on A, ${acknowledged.get(idB)!.length} on B`);
 
