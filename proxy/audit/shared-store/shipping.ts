@@ -70,13 +70,17 @@ export async function shipOnce(client: pg.ClientBase, db: Database.Database, gat
       const first = rows[0]!;
       if (first.seq !== cursor.seq + 1 || first.prev_hash !== cursor.hash)
         throw new ShipRefusedError(`the local chain no longer continues what was shipped: seq ${first.seq} does not follow seq ${cursor.seq} (hash ${cursor.hash.slice(0, 12)}…) in the shared store`);
-      const col = <K extends keyof EventRow>(k: K) => rows.map((r) => r[k]);
-      const payloads = rows.map((r) => (r.encoding === 'purged' ? null : storedPayloadText(r.encoding, r.payload)));
+      // One JSON parameter for the batch (JSON.stringify is native and fast; PostgreSQL parses it
+      // once), rather than an array literal per column.
+      const batch = rows.map((r) => {
+        const purged = r.encoding === 'purged';
+        return { seq: r.seq, time: r.time, kind: r.kind, session: r.session, actor: r.actor, connection: r.connection, payload: purged ? null : storedPayloadText(r.encoding, r.payload), purged, spans: r.spans, payload_hash: r.payload_hash, prev_hash: r.prev_hash, hash: r.hash };
+      });
       await client.query(
         `INSERT INTO custody_events (gateway, seq, time, kind, session, actor, connection, payload, purged, spans, payload_hash, prev_hash, hash)
-         SELECT $1, * FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::boolean[], $10::text[], $11::text[], $12::text[], $13::text[])
+         SELECT $1, x.* FROM json_to_recordset($2::json) AS x(seq bigint, time bigint, kind text, session text, actor text, connection text, payload text, purged boolean, spans text, payload_hash text, prev_hash text, hash text)
          ON CONFLICT (gateway, seq) DO NOTHING`,
-        [gateway, col('seq'), col('time'), col('kind'), col('session'), col('actor'), col('connection'), payloads, payloads.map((p) => p === null), col('spans'), col('payload_hash'), col('prev_hash'), col('hash')],
+        [gateway, JSON.stringify(batch)],
       );
       const last = rows[rows.length - 1]!;
       cursor.seq = last.seq;
