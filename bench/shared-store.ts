@@ -11,7 +11,9 @@
  *   and until the store holds every event (the shipping rate), sampling the lag as it goes.
  *
  * Prints events/s for each, the ratio with/without shipping, the shipping rate and the largest lag
- * seen (events journaled locally but not yet in the store).
+ * seen (events journaled locally but not yet in the store). Then `custody verify --store`'s check
+ * (verify/shared-store.ts) of the last round's store, against a bare scan of the same rows (read
+ * page by page the same way, nothing checked).
  */
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -20,7 +22,9 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import pg from 'pg';
 import { CheckpointSigner } from '../proxy/audit/checkpoint-signer';
+import { PG_EVENT_COLUMNS } from '../proxy/audit/shared-store/schema';
 import { SharedStoreMember } from '../proxy/audit/shared-store/shipper';
+import { verifySharedStore } from '../proxy/audit/verify/shared-store';
 import { AuditStore } from '../proxy/audit/store';
 import { silentLogger } from '../proxy/log';
 import type { AuditEventInput } from '../shared/events';
@@ -135,6 +139,30 @@ try {
     results.shipEps.push(s.shipEps);
     results.maxLag.push(s.maxLag);
     console.log(`round ${r + 1}: sqlite only ${k(results.sqlite[r]!)} events/s; with shipping ${k(s.eps)} events/s locally, store caught up at ${k(s.shipEps)} events/s, max lag ${k(s.maxLag)} events`);
+  }
+  // Verify speed on the last round's store: the check against a bare scan of the same rows.
+  const last = new pg.Client({ connectionString: ADMIN.replace(/\/[^/]*$/, `/${dbs[dbs.length - 1]}`) });
+  await last.connect();
+  try {
+    const id = (await last.query<{ id: string }>('SELECT id FROM custody_gateways')).rows[0]!.id;
+    for (let r = 0; r < 2; r++) {
+      let t = performance.now();
+      let rows = 0;
+      for (let from = 1; ; ) {
+        const page = (await last.query<{ seq: string }>(`SELECT ${PG_EVENT_COLUMNS} FROM custody_events WHERE gateway = $1 AND seq >= $2 ORDER BY seq LIMIT 10000`, [id, from])).rows;
+        rows += page.length;
+        if (page.length < 10_000) break;
+        from = Number(page[page.length - 1]!.seq) + 1;
+      }
+      const scanMs = performance.now() - t;
+      t = performance.now();
+      const report = await verifySharedStore(last, { store: 'bench' });
+      const verifyMs = performance.now() - t;
+      if (!report.ok) throw new Error(`verify failed: ${report.failures[0]!.message}`);
+      console.log(`verify round ${r + 1}: ${k(report.events)} events verified in ${(verifyMs / 1000).toFixed(2)} s (${k(report.events / (verifyMs / 1000))} events/s); bare scan of ${k(rows)} rows ${(scanMs / 1000).toFixed(2)} s; ratio ${(verifyMs / scanMs).toFixed(2)}`);
+    }
+  } finally {
+    await last.end();
   }
 } finally {
   for (const name of dbs) await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
