@@ -78,7 +78,11 @@ export class SharedStoreMember {
       deps.log.error(`shared store: ${this.status.error}`);
       this.resolveStopped?.(err.message);
     });
-    worker.on('exit', () => this.resolveStopped?.(undefined));
+    worker.on('exit', (code) => {
+      // Ended without being asked: nothing ships any more, and health says so.
+      if (!this.stopped) this.status = { ...this.status, error: `the shared store worker exited (code ${code}); events are kept locally and ship at the next start`, failingSince: this.status.failingSince ?? Date.now() };
+      this.resolveStopped?.(undefined);
+    });
   }
 
   /** Starts the worker that joins the store `config` names and ships this gateway's chain to it. */
