@@ -5,6 +5,7 @@
 import { ConfigError } from './config';
 import { type Io, type ParsedArgs, parseArgs, processIo, UsageError } from './cli/args';
 import { exportCommand } from './cli/export';
+import { gatewaysCommand } from './cli/gateways';
 import { journalCommand } from './cli/journal';
 import { keysCommand } from './cli/keys';
 import { loginLinkCommand, personsCommand } from './cli/persons';
@@ -21,7 +22,8 @@ const COMMANDS: Record<string, [Command, string[], string]> = {
   keys: [keysCommand, ['json'], 'keys create --name N [--owner PERSON] --groups a,b [--expires 30d] | list | revoke ID | expire ID'],
   persons: [personsCommand, ['json'], 'persons list | create NAME | link PERSON CREDENTIAL | lock PERSON   who holds which credentials'],
   'login-link': [loginLinkCommand, [], 'login-link                                   a fresh console login link (single use, 10 minutes)'],
-  verify: [verifyCommand, ['json', 'show-key', 'force-path-style'], 'verify [PATH | s3://BUCKET/PREFIX] [--since-checkpoint FILE] [--key FINGERPRINT] [--witness-key VKEY ...] [--endpoint URL --region R] | --show-key   check a data dir, bundle, segment or archive'],
+  verify: [verifyCommand, ['json', 'show-key', 'show-keys', 'force-path-style'], 'verify [PATH | s3://BUCKET/PREFIX] [--since-checkpoint FILE] [--key FINGERPRINT] [--witness-key VKEY ...] [--endpoint URL --region R] | --show-key | --store postgres://… [--keys FILE] [--show-keys]   check a data dir, bundle, segment, archive or shared store'],
+  gateways: [gatewaysCommand, ['json'], 'gateways list | approve ID                    gateways sharing the store of --config; approve a pending one'],
   export: [exportCommand, [], 'export --out FILE [--from T] [--to T] [--user U] [--connection C]   evidence bundle'],
   journal: [journalCommand, ['json'], 'journal salvage                              fold a damaged journal\'s readable lines, keep the damaged ones aside'],
   witness: [witnessCommand, [], 'witness serve --key FILE --listen HOST:PORT --log-key VKEY [--log-key ...]   cosign another gateway\'s checkpoints'],

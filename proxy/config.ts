@@ -155,6 +155,7 @@ export function checkSecretFiles(config: Config, dataDir: string): void {
   };
   for (const c of config.connections) check(c.secret, `connection ${c.name}`);
   for (const i of config.identity.oidc) check(i.clientSecret, `identity.oidc ${i.issuer} clientSecret`);
+  check(config.store?.secret, 'store.secret');
   const s3 = config.audit.archive?.s3.credentials;
   if (s3) for (const [k, v] of Object.entries(s3)) check(v, `audit.archive.s3.credentials.${k}`);
 }

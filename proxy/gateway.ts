@@ -6,6 +6,8 @@
 import { readFileSync } from 'node:fs';
 import { type Config, parseDuration } from '../shared/config';
 import { AuditService } from './audit/service';
+import { storeConnection } from './audit/shared-store/schema';
+import { SharedStoreMember } from './audit/shared-store/shipper';
 import { AuditStore } from './audit/store';
 import { POSTGRES_PACING, SessionAuditWriter } from './audit/session-writer';
 import { EventBus, sessionEventsFromStore } from './bus';
@@ -82,6 +84,8 @@ export class Gateway {
   static async start(opts: GatewayOptions): Promise<Gateway> {
     const log = opts.log ?? createLogger();
     checkSecretFiles(opts.config, opts.dataDir);
+    // The shared store's password is read now: a missing one stops the start before anything listens.
+    if (opts.config.store) storeConnection(opts.config.store);
     const store = AuditStore.open(opts.dataDir, { commitThread: true });
     if (store.recovery.replayed) log.info(`audit: folded ${store.recovery.replayed} event(s) a previous run journaled but had not written to the database`);
     for (const l of store.recovery.skipped)
@@ -124,6 +128,10 @@ export class Gateway {
         personLocked: (p) => persons.isLocked(p),
       }),
       version: VERSION,
+      admissionRefusal: () => {
+        if (!opts.config.store) return undefined;
+        return services.sharedStore ? services.sharedStore.refusal() : 'this gateway is starting and has not joined the shared store yet';
+      },
       };
     } catch (err) {
       store.close();
@@ -196,6 +204,8 @@ export class Gateway {
     // Signing key, checkpoints on a timer (a last one at stop), retention.
     s.audit = AuditService.start(s);
     this.onStop(() => s.audit?.stop());
+    // A shared store: join it (enrolment) and ship this gateway's chain to it, on a worker thread.
+    if (s.config.store) s.sharedStore = SharedStoreMember.start({ store: s.store, signer: s.audit.trail.signer, config: s.config.store, log: s.log });
     const routeModules: RouteModule[] = [registerAuditRoutes];
     routeModules.push(registerAuthRoutes, registerHoldRoutes, registerPolicyRoutes, registerKeyRoutes, registerPersonRoutes);
     routeModules.push(registerMaskingRoutes);
@@ -241,6 +251,11 @@ export class Gateway {
         this.services.store.append({ kind: 'gateway.stop', actor: 'system', payload: {} });
       } catch {
         // the store may be the reason we are stopping
+      }
+      if (this.services.sharedStore) {
+        // What is committed locally goes to the shared store before the worker ends (bounded wait).
+        this.services.store.settle();
+        await this.services.sharedStore.stop();
       }
       this.services.store.close();
     })();

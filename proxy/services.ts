@@ -4,6 +4,7 @@
  */
 import type { Config } from '../shared/config';
 import type { AuditService } from './audit/service';
+import type { SharedStoreMember } from './audit/shared-store/shipper';
 import type { AuditStore } from './audit/store';
 import type { EventBus } from './bus';
 import type { ApiKeyStore } from './identity/api-keys';
@@ -48,6 +49,13 @@ export interface GatewayServices {
   keyFile(name: string, create?: () => Buffer): Buffer;
   /** Checkpoints, signing key, retention, verification and evidence exports (set once the gateway starts). */
   audit?: AuditService;
+  /**
+   * With `store.url`: this gateway's membership of the shared store. Until the store admits it
+   * (enrolled or approved), `admissionRefusal` says why the proxies refuse every request.
+   */
+  sharedStore?: SharedStoreMember;
+  /** Why the proxies refuse every request right now (not admitted to the shared store), or undefined. */
+  admissionRefusal?(): string | undefined;
   /** Gateway version, shown by /api/health and the console. */
   version: string;
 }

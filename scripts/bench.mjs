@@ -13,6 +13,7 @@ const BENCHES = {
   postgres: 'bench/postgres.ts',
   'approvals-loop': 'bench/approvals-loop.ts',
   'journal-append': 'bench/journal-append.ts',
+  'shared-store': 'bench/shared-store.ts',
   ssh: 'bench/ssh.ts',
   faults: 'bench/faults.ts',
 };

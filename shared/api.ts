@@ -31,6 +31,25 @@ export interface StoreHealth {
   behindMs?: number;
 }
 
+/** This gateway's place in a shared store (store.url): admission, and how far shipping is behind. */
+export interface SharedStoreHealth {
+  state: 'ok' | 'degraded';
+  cause?: string;
+  /** This gateway's id: the fingerprint of its checkpoint-signing key. */
+  gateway: string;
+  /** connecting: no answer from the store yet; pending: waiting for approval (serves nothing); admitted: serving and shipping. */
+  phase: 'connecting' | 'pending' | 'admitted';
+  enrolment: 'enrolled' | 'pending' | 'approved' | null;
+  /** The last seq of this gateway's chain in the store, and in the local store. */
+  shippedSeq: number;
+  localSeq: number;
+  lagEvents: number;
+  /** How long the store has been behind the local chain (0 when it is not). */
+  lagMs: number;
+  /** Since when the store cannot be reached or written, while it cannot. */
+  failingSince?: number;
+}
+
 export interface HealthResponse {
   status: 'ok' | 'degraded';
   version: string;
@@ -38,6 +57,7 @@ export interface HealthResponse {
   events: number;
   store: StoreHealth;
   audit?: AuditHealth;
+  sharedStore?: SharedStoreHealth;
 }
 
 export interface KeyLoginRequest {

@@ -395,6 +395,38 @@ export const AuditArchive = z
   });
 export type AuditArchive = z.infer<typeof AuditArchive>;
 
+/**
+ * The shared store several gateways write to (docs/SCALE-OUT.md): a PostgreSQL URL without a
+ * password, which comes from `secret`. Without it the embedded SQLite file is the only store.
+ */
+export const StoreConfig = z
+  .object({
+    url: z.string().superRefine((text, ctx) => {
+      const problem = storeUrlProblem(text);
+      if (problem) ctx.addIssue({ code: 'custom', message: problem });
+    }),
+    /** The store's password, never written in the URL. */
+    secret: SecretSource.optional(),
+  })
+  .strict();
+export type StoreConfig = z.infer<typeof StoreConfig>;
+
+/** Why `text` cannot be a shared store URL, or undefined when it can. */
+export function storeUrlProblem(text: string): string | undefined {
+  const example = 'a PostgreSQL URL such as postgres://custody@db.internal:5432/custody';
+  if (!/^postgres(ql)?:\/\//i.test(text)) return example;
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    return example;
+  }
+  if (!url.hostname) return `no host in the URL: ${example}`;
+  if (url.password) return 'the URL holds a password: put it in store.secret ({ env: VARIABLE } or { file: PATH }), never in the URL';
+  if (url.pathname.length <= 1) return `no database in the URL: ${example}`;
+  return undefined;
+}
+
 export const Config = z
   .object({
     dataDir: z.string().optional(),
@@ -418,6 +450,8 @@ export const Config = z
     masking: z.array(MaskingRule).default([]),
     policies: z.array(PolicyRule).default([]),
     retention: Retention.default({}),
+    /** A shared PostgreSQL store several gateways ship their chains to (docs/SCALE-OUT.md); default: none. */
+    store: StoreConfig.optional(),
     audit: z
       .object({
         /** Signed checkpoint interval; also written when idle. */

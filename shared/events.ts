@@ -45,6 +45,9 @@ export const EVENT_KINDS = [
   'recording.viewed',
   'gateway.start',
   'gateway.stop',
+  // several gateways on one shared store (docs/SCALE-OUT.md): this gateway enrolled an empty store; it approved another's key
+  'gateway.enrolled',
+  'gateway.approved',
   'journal.salvaged',
 ] as const;
 export type EventKind = (typeof EVENT_KINDS)[number];
@@ -312,7 +315,36 @@ export interface EventPayloads {
   'recording.viewed': AdministrativePayload;
   'gateway.start': AdministrativePayload;
   'gateway.stop': AdministrativePayload;
+  'gateway.enrolled': GatewayEnrolledPayload;
+  'gateway.approved': GatewayApprovedPayload;
   'journal.salvaged': AdministrativePayload;
+}
+
+/** `gateway.enrolled`: this gateway enrolled an empty shared store, as its first member (docs/SCALE-OUT.md). */
+export interface GatewayEnrolledPayload {
+  group: string;
+  /** The gateway id: the fingerprint of its checkpoint-signing key. */
+  id: string;
+  fingerprint: string;
+  /** base64 raw Ed25519 public key, and its signed-note key name. */
+  publicKey: string;
+  keyName: string;
+  name: string;
+  /** This start enrolled it (false: recorded at a later start, after a crash in between). */
+  first: boolean;
+}
+
+/** `gateway.approved`: this gateway approved another's key for the shared store; verify trusts it under a signed checkpoint. */
+export interface GatewayApprovedPayload {
+  /** The approved gateway's id (its key's fingerprint). */
+  id: string;
+  fingerprint: string;
+  publicKey: string;
+  keyName: string;
+  name: string;
+  requestedAt: number;
+  /** The approving gateway's id (this chain's). */
+  by: string;
 }
 
 /** One masked value: where it sits in the recorded text (after masking) and what found it. */

@@ -48,7 +48,8 @@ export class StoreUnavailableError extends Error {
   }
 }
 
-interface EventRow {
+/** A row of the `events` table as SQLite returns it. */
+export interface EventRow {
   seq: number;
   time: number;
   kind: string;

@@ -1,9 +1,13 @@
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { CheckpointSigner, KEY_NAME_META, publicKeyInfo, type PublicKeyInfo } from '../audit/checkpoint-signer';
 import { progressReporter } from '../audit/progress';
-import { parseVerifierKey } from '../audit/signed-note';
+import { formatVerifierKey, parseVerifierKey } from '../audit/signed-note';
+import { listGateways, rowVerifier } from '../audit/shared-store/enrolment';
+import { connectStore, storeLabel } from '../audit/shared-store/schema';
+import { parsePinnedKeys, verifySharedStore } from '../audit/verify/shared-store';
+import { storeUrlProblem } from '../../shared/config';
 import { loadSinceAnchor, readBundleFiles } from '../audit/verify/bundle';
 import { VerifyInputError, type VerifyReport } from '../audit/verify/checks';
 import { verifyPathParallel } from '../audit/verify-runner';
@@ -23,6 +27,8 @@ const n = (v: number) => v.toLocaleString('en-US');
  * `custody verify --show-key [PATH]` prints the signing key's verifier key and fingerprint.
  */
 export async function verifyCommand(args: ParsedArgs, io: Io): Promise<number> {
+  if (args.flags['store'] !== undefined) return verifyStoreCommand(args, io);
+  if (args.flags['keys'] !== undefined || args.flags['show-keys']) throw new UsageError('--keys and --show-keys go with --store postgres://…');
   rejectUnknown(args, ['config', 'data-dir', 'since-checkpoint', 'key', 'witness-key', 'json', 'show-key', 'endpoint', 'region', 'force-path-style']);
   if (args.positionals.length > 2) throw new UsageError('usage: custody verify [PATH | s3://BUCKET/PREFIX] [--since-checkpoint FILE] [--key VKEY|FINGERPRINT] [--witness-key VKEY ...] [--json] | custody verify --show-key [PATH]');
   let path = args.positionals[1];
@@ -94,6 +100,65 @@ function archiveLocationFor(url: string, args: ParsedArgs): S3Location {
     region: str(args, 'region') ?? base.region,
     forcePathStyle: args.flags['force-path-style'] ? true : base.forcePathStyle,
   };
+}
+
+/**
+ * `custody verify --store postgres://… [--keys FILE] [--json]`: every chain in a shared store
+ * (verify/shared-store.ts). `--show-keys` lists the gateways' keys to pin. The password, if the
+ * server asks for one, comes from PGPASSWORD (never from the URL on a command line).
+ */
+async function verifyStoreCommand(args: ParsedArgs, io: Io): Promise<number> {
+  rejectUnknown(args, ['store', 'keys', 'show-keys', 'json']);
+  const url = str(args, 'store');
+  if (!url) throw new UsageError('--store needs a URL: custody verify --store postgres://HOST/DB [--keys FILE]');
+  const problem = storeUrlProblem(url);
+  if (problem) throw new UsageError(`--store: ${problem}`);
+  const keysFile = str(args, 'keys');
+  if (args.flags['keys'] !== undefined && !keysFile) throw new UsageError('--keys needs a FILE');
+  let pinned: Set<string> | undefined;
+  if (keysFile) {
+    let text: string;
+    try {
+      text = readFileSync(keysFile, 'utf8');
+    } catch (err) {
+      throw new VerifyInputError(`${keysFile}: cannot read (${(err as NodeJS.ErrnoException).code ?? String(err)})`);
+    }
+    try {
+      pinned = parsePinnedKeys(text);
+    } catch (err) {
+      throw new VerifyInputError(`${keysFile}: ${(err as Error).message}`);
+    }
+  }
+  const client = await connectStore({ connectionString: url });
+  try {
+    const tables = await client.query<{ t: string | null }>("SELECT to_regclass('custody_gateways')::text AS t");
+    if (!tables.rows[0]?.t) throw new VerifyInputError(`${storeLabel(url)} is not a Custody shared store (no custody_gateways table)`);
+    if (args.flags['show-keys']) {
+      const rows = await listGateways(client);
+      if (args.flags['json']) io.out(`${JSON.stringify(rows.map((r) => ({ id: r.id, name: r.name, status: r.status, verifierKey: formatVerifierKey(rowVerifier(r)) })))}\n`);
+      else for (const r of rows) io.out(`${r.id}  ${r.status.padEnd(8)}  ${r.name}\n  verifier key: ${formatVerifierKey(rowVerifier(r))}\n`);
+      return 0;
+    }
+    const report = await verifySharedStore(client, { store: storeLabel(url), pinned });
+    if (args.flags['json']) io.out(`${JSON.stringify(report, null, 2)}\n`);
+    if (!report.ok) {
+      for (const f of report.failures) io.err(`custody verify: FAILED: ${f.problem} — ${f.message}\n`);
+      return 1;
+    }
+    if (!args.flags['json']) {
+      const lines = [`OK: ${report.store} is intact: ${n(report.chains.length)} chain${report.chains.length === 1 ? '' : 's'}, ${n(report.events)} events; hash links, payloads and signed checkpoints verified`];
+      for (const c of report.chains) {
+        const trust = c.trust?.by === 'approval' ? `approved at seq ${c.trust.seq} of ${c.trust.approver}` : c.trust?.by === 'pinned' ? 'pinned key' : 'first enrolled gateway';
+        lines.push(`  ${c.gateway} (${c.name}): ${n(c.events)} events, ${c.checkpointsChecked} checkpoint${c.checkpointsChecked === 1 ? '' : 's'}, signed through seq ${n(c.signedThrough)}; ${trust}`);
+      }
+      if (!report.pinned) lines.push('note: no --keys given: the first enrolled gateway was trusted on first use; pin keys with --keys FILE (custody verify --store URL --show-keys lists them)');
+      lines.push(`verified in ${(report.durationMs / 1000).toFixed(2)} s`);
+      io.out(`${lines.join('\n')}\n`);
+    }
+    return 0;
+  } finally {
+    await client.end().catch(() => {});
+  }
 }
 
 function summary(r: VerifyReport): string {

@@ -63,7 +63,15 @@ export async function startControlPlane(
     '/api/health',
     () => {
       const store = s.store.health();
-      return { status: store.state === 'ok' ? 'ok' : 'degraded', version: s.version, events: s.store.head().size, store, ...(s.audit ? { audit: s.audit.health() } : {}) };
+      const shared = s.sharedStore?.health();
+      return {
+        status: store.state === 'ok' && (shared?.state ?? 'ok') === 'ok' ? 'ok' : 'degraded',
+        version: s.version,
+        events: s.store.head().size,
+        store,
+        ...(s.audit ? { audit: s.audit.health() } : {}),
+        ...(shared ? { sharedStore: shared } : {}),
+      };
     },
     { public: true },
   );

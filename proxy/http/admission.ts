@@ -47,6 +47,13 @@ export async function admitExchange(ctx: ProxyContext, req: IncomingMessage, res
   }
   const kind = route.connection.kind;
   const style = errorStyleFor(kind);
+  // A gateway the shared store has not admitted serves nothing (docs/SCALE-OUT.md, enrolment).
+  const refusal = s.admissionRefusal?.();
+  if (refusal !== undefined) {
+    req.resume();
+    sendError(res, style, 503, 'gateway_not_admitted', `${refusal}; the request was not forwarded`);
+    return;
+  }
   // Policy matches, and the upstream receives, the canonical path (path.ts); never the raw one.
   const canonical = canonicalPath(url.slice(nameEnd, pathEnd));
   if (!canonical.ok) {

@@ -38,6 +38,7 @@ export type GatewayErrorCode =
   | 'hold_unavailable'
   | 'masking_failed'
   | 'store_unavailable'
+  | 'gateway_not_admitted'
   | 'upstream_unavailable'
   | 'upstream_failed'
   | 'upstream_timeout'

@@ -92,6 +92,7 @@ export const SqlState = {
   FeatureNotSupported: '0A000',
   QueryCanceled: '57014',
   AdminShutdown: '57P01',
+  CannotConnectNow: '57P03',
   SystemError: '58000',
   ProgramLimitExceeded: '54000',
   InternalError: 'XX000',

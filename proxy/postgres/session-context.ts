@@ -33,6 +33,8 @@ export interface PgSessionServices {
   /** Failed logins, aggregated per source (one event per source per minute, not one each). */
   login?: { failures: Pick<AuthFailureRecorder, 'record'> };
   keys?: Pick<ApiKeyStore, 'knownPrefix'>;
+  /** Why the gateway refuses every session right now (not admitted to the shared store), or undefined. */
+  admissionRefusal?(): string | undefined;
 }
 
 /** A session as its listener sees it: cancelled by a CancelRequest, ended at shutdown. */

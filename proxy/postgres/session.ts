@@ -236,6 +236,11 @@ export class PgProxySession implements ListenedSession, SessionSocketEvents, Rep
         sockets.frontend.startupPhase = false;
         if (step.negotiate) sockets.sendClient(step.negotiate);
         if (step.refusal) return this.fatal(step.refusal);
+        {
+          // A gateway the shared store has not admitted serves nothing (docs/SCALE-OUT.md, enrolment).
+          const refusal = this.services.admissionRefusal?.();
+          if (refusal !== undefined) return this.fatal({ severity: 'FATAL', code: SqlState.CannotConnectNow, message: refusal });
+        }
         this.phase = 'password';
         sockets.sendClient(buildAuthenticationCleartextPassword());
     }

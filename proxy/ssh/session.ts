@@ -113,6 +113,14 @@ export class SshProxySession {
 
   private onAuth(a: AuthContext): void {
     if (this.identity) return a.reject();
+    // A gateway the shared store has not admitted serves nothing (docs/SCALE-OUT.md, enrolment).
+    const refusal = this.s.admissionRefusal?.();
+    if (refusal !== undefined) {
+      this.endReason = refusal;
+      a.reject([]);
+      this.client.end();
+      return;
+    }
     if (a.method === 'password') return void this.check(a.password, a);
     if (a.method === 'keyboard-interactive') {
       a.prompt([{ prompt: 'Password (your Custody key, cst_…): ', echo: false }], 'Custody gateway', '', (answers) => void this.check(answers[0] ?? '', a));

@@ -1,0 +1,177 @@
+/**
+ * `npm run bench -- shared-store` (`node --import tsx bench/shared-store.ts [--quick]`): what
+ * shipping a gateway's chain to a shared PostgreSQL store (docs/SCALE-OUT.md) costs the local
+ * append path, and how fast the store keeps up. In one run, alternating, on fresh data dirs:
+ *
+ * - sqlite only: batches like the HTTP proxy's (a request and a policy decision, ~1.3 KiB) appended
+ *   through the real store with its commit thread (`appendAsync`: journal, then the fold), timed
+ *   until everything is folded into SQLite;
+ * - with shipping: the same, with the gateway's shipper worker enrolled in a fresh database on the
+ *   local PostgreSQL server (127.0.0.1:5432) and shipping meanwhile; timed until folded locally,
+ *   and until the store holds every event (the shipping rate), sampling the lag as it goes.
+ *
+ * Prints events/s for each, the ratio with/without shipping, the shipping rate and the largest lag
+ * seen (events journaled locally but not yet in the store). Then `custody verify --store`'s check
+ * (verify/shared-store.ts) of the last round's store, against a bare scan of the same rows (read
+ * page by page the same way, nothing checked).
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import pg from 'pg';
+import { CheckpointSigner } from '../proxy/audit/checkpoint-signer';
+import { PG_EVENT_COLUMNS } from '../proxy/audit/shared-store/schema';
+import { SharedStoreMember } from '../proxy/audit/shared-store/shipper';
+import { verifySharedStore } from '../proxy/audit/verify/shared-store';
+import { AuditStore } from '../proxy/audit/store';
+import { silentLogger } from '../proxy/log';
+import type { AuditEventInput } from '../shared/events';
+
+const quick = process.argv.includes('--quick');
+const BATCHES = quick ? 3000 : 20_000;
+const ROUNDS = quick ? 1 : 4;
+const ADMIN = process.env['CUSTODY_BENCH_PG_URL'] ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+const body = 'Summarise the quarterly figures for the board, in plain words. '.repeat(16);
+
+function batch(i: number): AuditEventInput[] {
+  return [
+    { kind: 'http.request', session: `ses_${i % 64}`, actor: 'key:bench', connection: 'openai', payload: { method: 'POST', path: '/chat/completions', headers: { 'content-type': 'application/json' }, bytes: body.length, body: { model: 'gpt-4o', messages: [{ role: 'user', content: body }] } } },
+    { kind: 'policy.decision', session: `ses_${i % 64}`, actor: 'key:bench', connection: 'openai', payload: { action: 'allow', rule: 'default' } },
+  ];
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** The commit thread started and warm (under tsx its code loads on first use): not part of the timing. */
+function warmUp(store: AuditStore): void {
+  for (let i = 0; i < 50; i++) store.appendAsync(batch(i), () => {});
+  store.settle();
+}
+
+/** Appends BATCHES batches, yielding to the event loop every 100 (as the proxies' turns do); resolves once folded. */
+async function appendAll(store: AuditStore, onTick?: () => void): Promise<number> {
+  const t0 = performance.now();
+  for (let i = 0; i < BATCHES; i++) {
+    store.appendAsync(batch(i), (err) => {
+      if (err) throw err;
+    });
+    if (i % 100 === 99) {
+      onTick?.();
+      await sleep(0);
+    }
+  }
+  store.settle();
+  return performance.now() - t0;
+}
+
+async function sqliteOnly(): Promise<{ eps: number }> {
+  const dir = mkdtempSync(join(tmpdir(), 'custody-bench-ship-'));
+  const store = AuditStore.open(dir, { commitThread: true });
+  try {
+    warmUp(store);
+    const ms = await appendAll(store);
+    return { eps: (BATCHES * 2) / (ms / 1000) };
+  } finally {
+    store.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+async function withShipping(url: string): Promise<{ eps: number; shipEps: number; maxLag: number }> {
+  const dir = mkdtempSync(join(tmpdir(), 'custody-bench-ship-'));
+  const store = AuditStore.open(dir, { commitThread: true });
+  const { signer } = CheckpointSigner.loadOrCreate(dir, 'custody/bench');
+  const member = SharedStoreMember.start({ store, signer, config: { url }, log: silentLogger });
+  try {
+    warmUp(store);
+    for (let t = Date.now(); member.health().phase !== 'admitted' || member.refusal() !== undefined; ) {
+      if (Date.now() - t > 30_000) throw new Error(`not admitted: ${member.health().cause ?? ''}`);
+      await sleep(20);
+    }
+    const before = member.health().shippedSeq;
+    let maxLag = 0;
+    const sample = () => (maxLag = Math.max(maxLag, member.health().lagEvents));
+    const t0 = performance.now();
+    const ms = await appendAll(store, sample);
+    const target = store.head().size;
+    for (;;) {
+      const h = member.health();
+      sample();
+      if (h.shippedSeq >= target) break;
+      if (performance.now() - t0 > 300_000) throw new Error(`shipping stalled at ${h.shippedSeq} of ${target}: ${h.cause ?? ''}`);
+      await sleep(2);
+    }
+    const shipMs = performance.now() - t0;
+    return { eps: (BATCHES * 2) / (ms / 1000), shipEps: (target - before) / (shipMs / 1000), maxLag };
+  } finally {
+    await member.stop();
+    store.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+const k = (n: number) => `${Math.round(n).toLocaleString('en-US')}`;
+
+const admin = new pg.Client({ connectionString: ADMIN });
+await admin.connect();
+const results: { sqlite: number[]; shipped: number[]; shipEps: number[]; maxLag: number[] } = { sqlite: [], shipped: [], shipEps: [], maxLag: [] };
+const dbs: string[] = [];
+try {
+  for (let r = 0; r < ROUNDS; r++) {
+    // Each shipping round on a fresh database: the first gateway enrols, nothing else is there.
+    const name = `custody_bench_scale_${randomBytes(5).toString('hex')}`;
+    await admin.query(`CREATE DATABASE ${name}`);
+    dbs.push(name);
+    // Alternating which goes first, so a drift in the machine's load does not favour one.
+    const url = ADMIN.replace(/\/[^/]*$/, `/${name}`);
+    let s: Awaited<ReturnType<typeof withShipping>>;
+    if (r % 2 === 0) {
+      results.sqlite.push((await sqliteOnly()).eps);
+      s = await withShipping(url);
+    } else {
+      s = await withShipping(url);
+      results.sqlite.push((await sqliteOnly()).eps);
+    }
+    results.shipped.push(s.eps);
+    results.shipEps.push(s.shipEps);
+    results.maxLag.push(s.maxLag);
+    console.log(`round ${r + 1}: sqlite only ${k(results.sqlite[r]!)} events/s; with shipping ${k(s.eps)} events/s locally, store caught up at ${k(s.shipEps)} events/s, max lag ${k(s.maxLag)} events`);
+  }
+  // Verify speed on the last round's store: the check against a bare scan of the same rows.
+  const last = new pg.Client({ connectionString: ADMIN.replace(/\/[^/]*$/, `/${dbs[dbs.length - 1]}`) });
+  await last.connect();
+  try {
+    const id = (await last.query<{ id: string }>('SELECT id FROM custody_gateways')).rows[0]!.id;
+    for (let r = 0; r < 2; r++) {
+      let t = performance.now();
+      let rows = 0;
+      for (let from = 1; ; ) {
+        const page = (await last.query<{ seq: string }>(`SELECT ${PG_EVENT_COLUMNS} FROM custody_events WHERE gateway = $1 AND seq >= $2 ORDER BY seq LIMIT 10000`, [id, from])).rows;
+        rows += page.length;
+        if (page.length < 10_000) break;
+        from = Number(page[page.length - 1]!.seq) + 1;
+      }
+      const scanMs = performance.now() - t;
+      t = performance.now();
+      const report = await verifySharedStore(last, { store: 'bench' });
+      const verifyMs = performance.now() - t;
+      if (!report.ok) throw new Error(`verify failed: ${report.failures[0]!.message}`);
+      console.log(`verify round ${r + 1}: ${k(report.events)} events verified in ${(verifyMs / 1000).toFixed(2)} s (${k(report.events / (verifyMs / 1000))} events/s); bare scan of ${k(rows)} rows ${(scanMs / 1000).toFixed(2)} s; ratio ${(verifyMs / scanMs).toFixed(2)}`);
+    }
+  } finally {
+    await last.end();
+  }
+} finally {
+  for (const name of dbs) await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+  await admin.end();
+}
+const a = median(results.sqlite);
+const b = median(results.shipped);
+console.log(`\n${BATCHES * 2} events of ~0.7 KiB per run, ${ROUNDS} round(s), medians:`);
+console.log(`  append, sqlite only:        ${k(a)} events/s`);
+console.log(`  append, with shipping:      ${k(b)} events/s  (${(b / a).toFixed(2)} × sqlite only)`);
+console.log(`  shipping to PostgreSQL:     ${k(median(results.shipEps))} events/s from the first append until the store held the last (${(median(results.shipEps) / a).toFixed(2)} × sqlite-only append)`);
+console.log(`  largest lag seen:           ${k(median(results.maxLag))} events journaled but not yet in the store`);

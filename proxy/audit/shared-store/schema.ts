@@ -1,0 +1,164 @@
+/**
+ * The shared PostgreSQL store's schema (docs/SCALE-OUT.md): numbered migrations, append-only like
+ * the SQLite ones (proxy/audit/migrations.ts), applied in one transaction under an advisory lock so
+ * gateways starting together migrate once. And how a gateway reaches the store: the config's URL
+ * with the password from `store.secret`.
+ */
+import pg from 'pg';
+import type { StoreConfig } from '../../../shared/config';
+import { readSecret } from '../../config';
+import { canonicalEventBody, chainHashOfText, sha256hex } from '../chain';
+
+export interface PgMigration {
+  version: number;
+  name: string;
+  sql: string;
+}
+
+/** Advisory lock keys (pg_advisory_xact_lock): migrations, and enrolment (who is first). */
+export const MIGRATION_LOCK = 0x63757374; // 'cust'
+export const ENROLMENT_LOCK = 0x63757375;
+
+export const PG_MIGRATIONS: PgMigration[] = [
+  {
+    version: 1,
+    name: 'group, gateways, one hash chain per gateway, signed checkpoints',
+    sql: `
+      CREATE TABLE custody_group (
+        singleton BOOLEAN PRIMARY KEY DEFAULT true CHECK (singleton),
+        group_id TEXT NOT NULL,
+        created_at BIGINT NOT NULL
+      );
+      -- One row per gateway key. An index of the chains, never the authority on who may sign:
+      -- verify derives that from gateway.approved events under signed checkpoints.
+      CREATE TABLE custody_gateways (
+        id TEXT PRIMARY KEY,                    -- SHA256:… fingerprint of the checkpoint-signing key
+        public_key TEXT NOT NULL,               -- base64 raw Ed25519 key
+        key_name TEXT NOT NULL,                 -- the signed-note key name (checkpoint origin)
+        name TEXT NOT NULL,                     -- host name, for people
+        status TEXT NOT NULL CHECK (status IN ('enrolled', 'pending', 'approved')),
+        request TEXT NOT NULL,                  -- the enrolment request, signed by the key itself
+        requested_at BIGINT NOT NULL,
+        approved_by TEXT,                       -- the approving gateway's id
+        approval_seq BIGINT,                    -- where its gateway.approved event sits in its chain
+        shipped_seq BIGINT NOT NULL DEFAULT 0,  -- the shipping cursor: rows 1..shipped_seq are here
+        shipped_hash TEXT NOT NULL DEFAULT '${'0'.repeat(64)}',
+        shipped_cp_time BIGINT NOT NULL DEFAULT 0,
+        shipped_cp_size BIGINT NOT NULL DEFAULT 0,
+        last_seen BIGINT NOT NULL
+      );
+      CREATE TABLE custody_events (
+        gateway TEXT NOT NULL,
+        seq BIGINT NOT NULL,
+        time BIGINT NOT NULL,
+        kind TEXT NOT NULL,
+        session TEXT,
+        actor TEXT,
+        connection TEXT,
+        payload TEXT,                           -- canonical JSON; NULL once purged locally before shipping
+        purged BOOLEAN NOT NULL,
+        spans TEXT,
+        payload_hash TEXT NOT NULL,
+        prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        PRIMARY KEY (gateway, seq)
+      );
+      CREATE INDEX custody_events_kind ON custody_events (kind) WHERE kind LIKE 'gateway.%';
+      CREATE TABLE custody_checkpoints (
+        gateway TEXT NOT NULL,
+        tree_size BIGINT NOT NULL,
+        time BIGINT NOT NULL,
+        root_hash TEXT NOT NULL,
+        note TEXT NOT NULL,
+        PRIMARY KEY (gateway, tree_size, time)
+      );
+    `,
+  },
+];
+
+/** Applies the migrations the store lacks; returns the versions applied. */
+export async function migrateSharedStore(client: pg.ClientBase, migrations: readonly PgMigration[] = PG_MIGRATIONS): Promise<number[]> {
+  await client.query('BEGIN');
+  try {
+    await client.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK]);
+    await client.query('CREATE TABLE IF NOT EXISTS custody_schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)');
+    const done = new Set((await client.query<{ version: number }>('SELECT version FROM custody_schema_migrations')).rows.map((r) => r.version));
+    const known = Math.max(0, ...migrations.map((m) => m.version));
+    const newer = [...done].filter((v) => v > known);
+    if (newer.length) throw new Error(`the shared store's schema is at version ${Math.max(...newer)}, newer than this gateway knows (${known}); upgrade this gateway`);
+    const applied: number[] = [];
+    for (const m of migrations) {
+      if (done.has(m.version)) continue;
+      await client.query(m.sql);
+      await client.query('INSERT INTO custody_schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)', [m.version, m.name, Date.now()]);
+      applied.push(m.version);
+    }
+    await client.query('COMMIT');
+    return applied;
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => {});
+    throw err;
+  }
+}
+
+/** What `pg.Client` needs to reach the store: the URL, and the password from `store.secret`. */
+export interface StoreConnection {
+  connectionString: string;
+  password?: string;
+}
+
+export function storeConnection(store: StoreConfig): StoreConnection {
+  const password = readSecret(store.secret, 'store.secret');
+  return password === undefined ? { connectionString: store.url } : { connectionString: store.url, password };
+}
+
+/** The URL as it may be shown: no user, no query. */
+export function storeLabel(url: string): string {
+  try {
+    const u = new URL(url);
+    return `postgres://${u.host}${u.pathname}`;
+  } catch {
+    return 'the shared store';
+  }
+}
+
+/** A connected client, its errors kept from crashing the process (they surface on the next query). */
+export async function connectStore(conn: StoreConnection, timeoutMs = 5000): Promise<pg.Client> {
+  const client = new pg.Client({ ...conn, connectionTimeoutMillis: timeoutMs, application_name: 'custody' });
+  client.on('error', () => {});
+  try {
+    await client.connect();
+  } catch (err) {
+    await client.end().catch(() => {});
+    throw err;
+  }
+  return client;
+}
+
+/** A row of `custody_events` as pg returns it (BIGINT columns as strings). */
+export interface PgEventRow {
+  seq: string;
+  time: string;
+  kind: string;
+  session: string | null;
+  actor: string | null;
+  connection: string | null;
+  payload: string | null;
+  purged: boolean;
+  spans: string | null;
+  payload_hash: string;
+  prev_hash: string;
+  hash: string;
+}
+
+export const PG_EVENT_COLUMNS = 'seq, time, kind, session, actor, connection, payload, purged, spans, payload_hash, prev_hash, hash';
+
+/** Whether a stored row's payload still matches its payload hash (a purged payload has none to check). */
+export function payloadIntact(r: PgEventRow): boolean {
+  return r.purged || (r.payload !== null && sha256hex(`{"payload":${r.payload},"spans":${r.spans ?? '[]'}}`) === r.payload_hash);
+}
+
+/** The hash a stored row's fields give after `prevHash` (equal to its `hash` when it is intact). */
+export function rowChainHash(prevHash: string, r: PgEventRow): string {
+  return chainHashOfText(prevHash, canonicalEventBody({ seq: Number(r.seq), time: Number(r.time), kind: r.kind as never, session: r.session, actor: r.actor, connection: r.connection, payloadHash: r.payload_hash }));
+}

@@ -1,0 +1,139 @@
+/**
+ * The shared store's worker thread (see shipper.ts): everything this gateway says to PostgreSQL
+ * happens here, off the proxies' event loop. It migrates the store, enrols the gateway (or learns
+ * it is approved), then ships the local chain after the store's cursor (shipping.ts), reading the
+ * SQLite file on its own read-only connection. When the store cannot be reached it retries with
+ * backoff (0.1 s doubling to 5 s) and says so in its status; the local journal and SQLite keep
+ * recording meanwhile, so nothing waits on the store.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import Database from 'better-sqlite3';
+import type pg from 'pg';
+import { enrol, findApproval, type GatewayIdentity } from './enrolment';
+import { connectStore, migrateSharedStore, type StoreConnection } from './schema';
+import { localHead, SHIP_BATCH, ShipRefusedError, shipAll, shipOnce } from './shipping';
+import type { ShipperCommand, ShipperStatus } from './shipper';
+
+const { dbPath, conn, identity } = workerData as { dbPath: string; conn: StoreConnection; identity: GatewayIdentity };
+const port = parentPort!;
+
+const IDLE_MS = 50;
+/** How often an idle, admitted gateway still touches its row (last_seen), and a pending one asks again. */
+const HEARTBEAT_MS = 1000;
+const BACKOFF_MIN_MS = 100;
+const BACKOFF_MAX_MS = 5000;
+
+const db = new Database(dbPath, { readonly: true, fileMustExist: true });
+let client: pg.Client | undefined;
+let migrated = false;
+let admitted = false;
+let stopping = false;
+let backoff = BACKOFF_MIN_MS;
+let lastShipAt = 0;
+let shipped = { seq: -1, checkpoints: -1 };
+let timer: NodeJS.Timeout | undefined;
+/** The round in progress: a last ship at stop waits for it (one connection, one transaction at a time). */
+let inflight: Promise<void> | undefined;
+
+const status: ShipperStatus = { phase: 'connecting', shippedSeq: 0, localSeq: 0 };
+
+function post(patch: Partial<ShipperStatus>): void {
+  Object.assign(status, patch);
+  port.postMessage({ type: 'status', status });
+}
+
+function messageOf(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+async function session(): Promise<pg.Client> {
+  client ??= await connectStore(conn);
+  if (!migrated) {
+    await migrateSharedStore(client);
+    migrated = true;
+  }
+  return client;
+}
+
+/** One round; returns how long to wait before the next. */
+async function step(): Promise<number> {
+  const c = await session();
+  if (!admitted) {
+    const e = await enrol(c, identity);
+    if (e.status === 'pending') {
+      post({ phase: 'pending', group: e.group, enrolment: 'pending', reason: 'no enrolled gateway has approved it yet' });
+      return HEARTBEAT_MS;
+    }
+    if (e.status === 'approved') {
+      const found = await findApproval(c, identity.id);
+      if ('missing' in found) {
+        post({ phase: 'pending', group: e.group, enrolment: 'approved', reason: found.missing });
+        return HEARTBEAT_MS;
+      }
+    }
+    admitted = true;
+    post({ phase: 'admitted', group: e.group, enrolment: e.status, first: e.first, reason: undefined });
+  }
+  const head = localHead(db);
+  if (head.seq === shipped.seq && head.checkpoints === shipped.checkpoints && Date.now() - lastShipAt < HEARTBEAT_MS) return IDLE_MS;
+  const r = await shipOnce(c, db, identity.id);
+  lastShipAt = Date.now();
+  shipped = { seq: r.cursor.seq, checkpoints: r.cursor.seq >= head.seq ? head.checkpoints : -1 };
+  post({ shippedSeq: r.cursor.seq, localSeq: Math.max(r.localSeq, r.cursor.seq), shippedAt: lastShipAt, error: undefined, failingSince: undefined });
+  return r.events === SHIP_BATCH ? 0 : IDLE_MS;
+}
+
+function schedule(ms: number): void {
+  if (stopping) return;
+  timer = setTimeout(() => {
+    inflight = run();
+  }, ms);
+}
+
+async function run(): Promise<void> {
+  timer = undefined;
+  let wait: number;
+  try {
+    wait = await step();
+    backoff = BACKOFF_MIN_MS;
+  } catch (err) {
+    const refused = err instanceof ShipRefusedError;
+    if (!refused) {
+      // The connection may be broken: a new one next time (migrations are checked again too).
+      void client?.end().catch(() => {});
+      client = undefined;
+      migrated = false;
+    }
+    post({ error: messageOf(err), failingSince: status.failingSince ?? Date.now(), localSeq: Math.max(status.localSeq, localHead(db).seq) });
+    wait = refused ? BACKOFF_MAX_MS : backoff;
+    backoff = Math.min(backoff * 2, BACKOFF_MAX_MS);
+  }
+  schedule(wait);
+}
+
+/** A last ship of everything committed locally, within `ms`; answers `stopped` either way. */
+async function finish(ms: number): Promise<void> {
+  stopping = true;
+  clearTimeout(timer);
+  let error: string | undefined;
+  try {
+    await inflight;
+    if (admitted) {
+      const r = await Promise.race([
+        session().then((c) => shipAll(c, db, identity.id)),
+        new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`the shared store did not take the last events within ${ms} ms`)), ms).unref()),
+      ]);
+      post({ shippedSeq: r.cursor.seq, localSeq: r.localSeq, shippedAt: Date.now() });
+    }
+  } catch (err) {
+    error = messageOf(err);
+  }
+  await client?.end().catch(() => {});
+  db.close();
+  port.postMessage({ type: 'stopped', error });
+}
+
+port.on('message', (m: ShipperCommand) => {
+  if (m.type === 'stop') void finish(m.ms);
+});
+inflight = run();

@@ -1,0 +1,175 @@
+/**
+ * This gateway as a member of a shared PostgreSQL store (`store.url`, docs/SCALE-OUT.md), seen
+ * from the gateway's thread. The store is talked to only by a worker thread (shipper-worker.ts);
+ * this side keeps its last status, so admission and health never wait on the store:
+ *
+ * - admission: a gateway serves only once the store says it is enrolled or approved. A gateway
+ *   admitted before (recorded in the local meta table) serves while the store cannot be reached,
+ *   recording locally, and ships when it returns; a pending one refuses every request, saying why.
+ * - enrolment by the first gateway is recorded in its own chain (`gateway.enrolled`), once.
+ * - health shows how far the store is behind the local chain.
+ */
+import { Worker } from 'node:worker_threads';
+import type { SharedStoreHealth } from '../../../shared/api';
+import type { StoreConfig } from '../../../shared/config';
+import type { Logger } from '../../log';
+import { workerSource } from '../../worker-source';
+import type { CheckpointSigner } from '../checkpoint-signer';
+import type { AuditStore } from '../store';
+import { gatewayIdentity, type EnrolmentStatus, type GatewayIdentity } from './enrolment';
+import { storeConnection, storeLabel } from './schema';
+
+export interface ShipperStatus {
+  /** connecting: no answer from the store yet; pending: waiting for approval; admitted: shipping. */
+  phase: 'connecting' | 'pending' | 'admitted';
+  group?: string;
+  enrolment?: EnrolmentStatus;
+  /** This start enrolled the gateway as the store's first. */
+  first?: boolean;
+  /** Why a pending gateway is not admitted yet. */
+  reason?: string;
+  shippedSeq: number;
+  localSeq: number;
+  shippedAt?: number;
+  /** The last failure to reach or write the store, while it lasts. */
+  error?: string;
+  failingSince?: number;
+}
+
+export type ShipperCommand = { type: 'stop'; ms: number };
+type ShipperMessage = { type: 'status'; status: ShipperStatus } | { type: 'stopped'; error?: string };
+
+/** meta key: the store group and status this gateway was admitted with (it then serves through outages). */
+export const ADMISSION_META = 'store.admission';
+
+interface Admission {
+  group: string;
+  gateway: string;
+  status: EnrolmentStatus;
+}
+
+/** How far behind the store may be before health says `degraded`. */
+const LAG_DEGRADED_MS = 5000;
+
+export class SharedStoreMember {
+  readonly identity: GatewayIdentity;
+  private status: ShipperStatus = { phase: 'connecting', shippedSeq: 0, localSeq: 0 };
+  private admittedBefore: Admission | undefined;
+  private stopped: Promise<string | undefined> | undefined;
+  private resolveStopped: ((error: string | undefined) => void) | undefined;
+  /** Since when the store has been behind the local chain (cleared when it catches up). */
+  private behindSince: number | undefined;
+  private readonly label: string;
+
+  private constructor(
+    private readonly worker: Worker,
+    private readonly deps: { store: AuditStore; log: Logger },
+    identity: GatewayIdentity,
+    url: string,
+  ) {
+    this.identity = identity;
+    this.label = storeLabel(url);
+    const raw = deps.store.meta(ADMISSION_META);
+    const before = raw ? (JSON.parse(raw) as Admission) : undefined;
+    this.admittedBefore = before?.gateway === identity.id ? before : undefined;
+    worker.on('message', (m: ShipperMessage) => this.take(m));
+    worker.on('error', (err) => {
+      this.status = { ...this.status, error: `the shared store worker failed: ${err.message}`, failingSince: this.status.failingSince ?? Date.now() };
+      deps.log.error(`shared store: ${this.status.error}`);
+      this.resolveStopped?.(err.message);
+    });
+    worker.on('exit', (code) => {
+      // Ended without being asked: nothing ships any more, and health says so.
+      if (!this.stopped) this.status = { ...this.status, error: `the shared store worker exited (code ${code}); events are kept locally and ship at the next start`, failingSince: this.status.failingSince ?? Date.now() };
+      this.resolveStopped?.(undefined);
+    });
+  }
+
+  /** Starts the worker that joins the store `config` names and ships this gateway's chain to it. */
+  static start(deps: { store: AuditStore; signer: CheckpointSigner; config: StoreConfig; log: Logger }): SharedStoreMember {
+    const src = workerSource(import.meta.url, './shipper-worker');
+    if (!src) throw new Error('the shared store worker cannot be loaded from this build');
+    const identity = gatewayIdentity(deps.signer);
+    const worker = new Worker(src.entry, { ...src.options, workerData: { dbPath: deps.store.path, conn: storeConnection(deps.config), identity } });
+    const member = new SharedStoreMember(worker, deps, identity, deps.config.url);
+    deps.log.info(`shared store ${member.label}: this gateway is ${identity.id}${member.admittedBefore ? ` (${member.admittedBefore.status} before)` : ''}`);
+    return member;
+  }
+
+  private take(m: ShipperMessage): void {
+    if (m.type === 'stopped') {
+      if (m.error) this.deps.log.warn(`shared store: ${m.error}; the rest ships at the next start`);
+      this.resolveStopped?.(m.error);
+      return;
+    }
+    const was = this.status;
+    this.status = m.status;
+    const s = m.status;
+    if (s.phase === 'pending' && was.phase !== 'pending') this.deps.log.warn(`shared store ${this.label}: ${this.refusal()}`);
+    if (s.phase === 'admitted' && was.phase !== 'admitted') this.admitted(s);
+    if (s.error && !was.error) this.deps.log.warn(`shared store ${this.label}: cannot ship (${s.error}); retrying, events are kept locally`);
+    if (!s.error && was.error) this.deps.log.info(`shared store ${this.label}: reachable again`);
+    if (s.localSeq > s.shippedSeq) this.behindSince ??= Date.now();
+    else this.behindSince = undefined;
+  }
+
+  private admitted(s: ShipperStatus): void {
+    const group = s.group!;
+    const status = s.enrolment!;
+    const before = this.admittedBefore;
+    if (!before || before.group !== group) {
+      // Recorded once per store: the first gateway's own chain says it enrolled the group.
+      if (status === 'enrolled') {
+        const { id, publicKey, keyName, name } = this.identity;
+        this.deps.store.append({ kind: 'gateway.enrolled', actor: 'system', payload: { group, id, fingerprint: id, publicKey, keyName, name, first: !!s.first } });
+      }
+      this.admittedBefore = { group, gateway: this.identity.id, status };
+      this.deps.store.setMeta(ADMISSION_META, JSON.stringify(this.admittedBefore));
+    }
+    this.deps.log.info(`shared store ${this.label}: ${status === 'enrolled' ? 'enrolled (first gateway of the group)' : 'approved'}; shipping this gateway's chain`);
+  }
+
+  /** Why this gateway refuses traffic, or undefined when it serves. */
+  refusal(): string | undefined {
+    const s = this.status;
+    if (s.phase === 'admitted') return undefined;
+    if (s.phase === 'pending') return `this gateway is waiting for enrolment in the shared store (${s.reason ?? 'not approved yet'}): an admin approves it with \`custody gateways approve ${this.identity.id}\``;
+    if (this.admittedBefore) return undefined;
+    return `this gateway has not joined the shared store ${this.label} yet${s.error ? ` (${s.error})` : ''}; it serves once the store answers and admits it`;
+  }
+
+  health(): SharedStoreHealth {
+    const s = this.status;
+    // The local head from memory (never a query): the worker's figure is as of its last round.
+    const localSeq = Math.max(s.localSeq, this.deps.store.head().size);
+    const lagEvents = s.phase === 'pending' ? 0 : Math.max(0, localSeq - s.shippedSeq);
+    const lagMs = this.behindSince === undefined ? 0 : Date.now() - this.behindSince;
+    const refusal = this.refusal();
+    const cause = refusal ?? (s.error ? `cannot ship to the shared store (${s.error}); ${lagEvents} event(s) wait locally` : lagMs > LAG_DEGRADED_MS ? `the shared store is ${lagEvents} event(s) behind` : undefined);
+    return {
+      state: cause ? 'degraded' : 'ok',
+      ...(cause ? { cause } : {}),
+      gateway: this.identity.id,
+      phase: s.phase === 'connecting' && this.admittedBefore ? 'admitted' : s.phase,
+      enrolment: s.enrolment ?? this.admittedBefore?.status ?? null,
+      shippedSeq: s.shippedSeq,
+      localSeq,
+      lagEvents,
+      lagMs,
+      ...(s.failingSince !== undefined ? { failingSince: s.failingSince } : {}),
+    };
+  }
+
+  /** Ships what is committed locally (within `ms`), then ends the worker. */
+  stop(ms = 3000): Promise<string | undefined> {
+    this.stopped ??= new Promise<string | undefined>((resolve) => {
+      const timer = setTimeout(() => resolve('the shared store worker did not stop in time'), ms + 2000);
+      this.resolveStopped = (e) => {
+        clearTimeout(timer);
+        resolve(e);
+      };
+      this.worker.postMessage({ type: 'stop', ms } satisfies ShipperCommand);
+    }).finally(() => void this.worker.terminate());
+    return this.stopped;
+  }
+}

@@ -1,0 +1,125 @@
+/**
+ * Shipping one gateway's chain to the shared store: the events exactly as the local SQLite store
+ * holds them (seq, time, kind, …, payload hash, previous hash, hash) and its signed checkpoints,
+ * after a durable cursor (`shipped_seq`, `shipped_hash`, the last checkpoint shipped) kept in the
+ * gateway's row and moved in the same transaction as the rows it covers. The row is locked for
+ * the transaction, so two shippers of one chain (the gateway's worker and `custody gateways
+ * approve`) take turns and neither leaves a gap.
+ *
+ * The cursor never moves back: rows deleted from the store after they were shipped are not
+ * shipped again (verify reports them), and a local chain that no longer continues what was shipped
+ * stops shipping with the reason.
+ */
+import type Database from 'better-sqlite3';
+import type pg from 'pg';
+import { type EventRow, storedPayloadText } from '../store';
+
+/** Events per transaction. */
+export const SHIP_BATCH = 2000;
+
+export interface ShipCursor {
+  seq: number;
+  hash: string;
+  cpTime: number;
+  cpSize: number;
+}
+
+export interface ShipResult {
+  /** Events shipped by this call. */
+  events: number;
+  checkpoints: number;
+  /** The cursor after it. */
+  cursor: ShipCursor;
+  /** The local chain's head when it looked. */
+  localSeq: number;
+}
+
+export class ShipRefusedError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ShipRefusedError';
+  }
+}
+
+/** The local chain's last seq and the number of checkpoints (what shipping compares against). */
+export function localHead(db: Database.Database): { seq: number; checkpoints: number } {
+  const seq = (db.prepare('SELECT max(seq) AS n FROM events').get() as { n: number | null }).n ?? 0;
+  const checkpoints = (db.prepare('SELECT count(*) AS n FROM checkpoints').get() as { n: number }).n;
+  return { seq, checkpoints };
+}
+
+/**
+ * Ships up to `limit` events after the store's cursor for `gateway`, and the local checkpoints they
+ * complete, in one transaction. Throws ShipRefusedError when the gateway has no row in the store
+ * or its local chain no longer continues the shipped one; other errors are the store's.
+ */
+export async function shipOnce(client: pg.ClientBase, db: Database.Database, gateway: string, limit = SHIP_BATCH): Promise<ShipResult> {
+  const head = localHead(db);
+  await client.query('BEGIN');
+  try {
+    const cur = await client.query<{ shipped_seq: string; shipped_hash: string; shipped_cp_time: string; shipped_cp_size: string }>(
+      'SELECT shipped_seq, shipped_hash, shipped_cp_time, shipped_cp_size FROM custody_gateways WHERE id = $1 FOR UPDATE',
+      [gateway],
+    );
+    const c = cur.rows[0];
+    if (!c) throw new ShipRefusedError(`the shared store has no row for gateway ${gateway}`);
+    const cursor: ShipCursor = { seq: Number(c.shipped_seq), hash: c.shipped_hash, cpTime: Number(c.shipped_cp_time), cpSize: Number(c.shipped_cp_size) };
+    if (cursor.seq > head.seq) throw new ShipRefusedError(`the shared store holds this gateway's chain up to seq ${cursor.seq}, but the local chain ends at seq ${head.seq}: this data dir is not the one that shipped it`);
+    const rows = db.prepare('SELECT seq, time, kind, session, actor, connection, payload, encoding, spans, payload_hash, prev_hash, hash FROM events WHERE seq > ? ORDER BY seq LIMIT ?').all(cursor.seq, limit) as EventRow[];
+    if (rows.length) {
+      const first = rows[0]!;
+      if (first.seq !== cursor.seq + 1 || first.prev_hash !== cursor.hash)
+        throw new ShipRefusedError(`the local chain no longer continues what was shipped: seq ${first.seq} does not follow seq ${cursor.seq} (hash ${cursor.hash.slice(0, 12)}…) in the shared store`);
+      // One JSON parameter for the batch (JSON.stringify is native and fast; PostgreSQL parses it
+      // once), rather than an array literal per column.
+      const batch = rows.map((r) => {
+        const purged = r.encoding === 'purged';
+        return { seq: r.seq, time: r.time, kind: r.kind, session: r.session, actor: r.actor, connection: r.connection, payload: purged ? null : storedPayloadText(r.encoding, r.payload), purged, spans: r.spans, payload_hash: r.payload_hash, prev_hash: r.prev_hash, hash: r.hash };
+      });
+      await client.query(
+        `INSERT INTO custody_events (gateway, seq, time, kind, session, actor, connection, payload, purged, spans, payload_hash, prev_hash, hash)
+         SELECT $1, x.* FROM json_to_recordset($2::json) AS x(seq bigint, time bigint, kind text, session text, actor text, connection text, payload text, purged boolean, spans text, payload_hash text, prev_hash text, hash text)
+         ON CONFLICT (gateway, seq) DO NOTHING`,
+        [gateway, JSON.stringify(batch)],
+      );
+      const last = rows[rows.length - 1]!;
+      cursor.seq = last.seq;
+      cursor.hash = last.hash;
+    }
+    // Checkpoints go once the rows they cover are here: in the store, a checkpoint larger than its
+    // chain always means rows were deleted.
+    const cps = db
+      .prepare('SELECT tree_size, root_hash, time, note FROM checkpoints WHERE (time > ? OR (time = ? AND tree_size > ?)) AND tree_size <= ? ORDER BY time, tree_size')
+      .all(cursor.cpTime, cursor.cpTime, cursor.cpSize, cursor.seq) as { tree_size: number; root_hash: string; time: number; note: string }[];
+    for (const cp of cps) {
+      await client.query('INSERT INTO custody_checkpoints (gateway, tree_size, time, root_hash, note) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING', [gateway, cp.tree_size, cp.time, cp.root_hash, cp.note]);
+      cursor.cpTime = cp.time;
+      cursor.cpSize = cp.tree_size;
+    }
+    await client.query('UPDATE custody_gateways SET shipped_seq = $2, shipped_hash = $3, shipped_cp_time = $4, shipped_cp_size = $5, last_seen = $6 WHERE id = $1', [
+      gateway,
+      cursor.seq,
+      cursor.hash,
+      cursor.cpTime,
+      cursor.cpSize,
+      Date.now(),
+    ]);
+    await client.query('COMMIT');
+    return { events: rows.length, checkpoints: cps.length, cursor, localSeq: head.seq };
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => {});
+    throw err;
+  }
+}
+
+/** Ships until the store has everything the local chain holds now (the CLI, a last ship at stop). */
+export async function shipAll(client: pg.ClientBase, db: Database.Database, gateway: string): Promise<ShipResult> {
+  let total = 0;
+  let cps = 0;
+  for (;;) {
+    const r = await shipOnce(client, db, gateway);
+    total += r.events;
+    cps += r.checkpoints;
+    if (r.events < SHIP_BATCH) return { ...r, events: total, checkpoints: cps };
+  }
+}

@@ -1,0 +1,224 @@
+/**
+ * `custody verify --store postgres://…`: checks every gateway's chain in a shared store
+ * (docs/SCALE-OUT.md), each as a data dir is checked, and who signed them:
+ *
+ * - per chain: seq from 1 with no gap, each row's payload against its payload hash, each hash
+ *   against the previous hash and the row's fields, the RFC 6962 root at each signed checkpoint,
+ *   and each checkpoint's signature under the chain's own key (whose fingerprint is the chain's id);
+ *   a checkpoint larger than the chain means rows were deleted from its tail;
+ * - signers: the chains of pinned keys (`--keys FILE`) are trusted; a chain is trusted too when a
+ *   trusted chain approved its key (`gateway.approved`) at a seq one of that chain's signed
+ *   checkpoints covers. Without `--keys`, the store's first enrolled gateway is trusted on first
+ *   use, and the report says so. Any other chain is an unapproved signer.
+ *
+ * Every problem names the chain (gateway id) and, where it sits at one, the seq.
+ */
+import type pg from 'pg';
+import { GENESIS_HASH } from '../chain';
+import { keyFingerprint } from '../checkpoint-signer';
+import { MerkleAccumulator } from '../merkle';
+import { parseCheckpointText, parseNote, parseVerifierKey, verifyNote } from '../signed-note';
+import { listGateways, rowProblem, rowVerifier, type GatewayRow } from '../shared-store/enrolment';
+import { PG_EVENT_COLUMNS, payloadIntact, type PgEventRow, rowChainHash } from '../shared-store/schema';
+
+export type SharedStoreProblem = 'modified' | 'deleted' | 'reordered' | 'truncated' | 'signature-invalid' | 'unapproved-signer' | 'unknown-chain';
+
+export interface SharedStoreFailure {
+  chain: string;
+  seq?: number;
+  problem: SharedStoreProblem;
+  message: string;
+}
+
+export interface ChainReport {
+  gateway: string;
+  name: string;
+  events: number;
+  checkpointsChecked: number;
+  /** The largest tree size a verified signed checkpoint covers. */
+  signedThrough: number;
+  /** How this chain's key came to be trusted: pinned, first-enrolled (no --keys), or approved by another chain. */
+  trust?: { by: 'pinned' | 'first-enrolled' } | { by: 'approval'; approver: string; seq: number };
+}
+
+export interface SharedStoreReport {
+  ok: boolean;
+  store: string;
+  chains: ChainReport[];
+  events: number;
+  /** Keys were pinned with --keys (false: the first enrolled gateway was trusted on first use). */
+  pinned: boolean;
+  failures: SharedStoreFailure[];
+  durationMs: number;
+}
+
+const PAGE = 10_000;
+
+interface ChainState {
+  report: ChainReport;
+  /** gateway.approved events: the approved key's id, at seq. */
+  approvals: { id: string; fingerprint: string; seq: number }[];
+  intact: boolean;
+}
+
+/** Reads `--keys FILE` text: verifier keys (`name+hex+base64`) or fingerprints (`SHA256:…`), one a line, `#` comments. */
+export function parsePinnedKeys(text: string): Set<string> {
+  const out = new Set<string>();
+  for (const raw of text.split('\n')) {
+    const line = raw.replace(/#.*/, '').trim();
+    if (!line) continue;
+    if (/^SHA256:[A-Za-z0-9+/]{43}$/.test(line)) out.add(line);
+    else {
+      try {
+        out.add(keyFingerprint(parseVerifierKey(line).publicKey));
+      } catch (err) {
+        throw new Error(`not a verifier key or SHA256: fingerprint: "${line.slice(0, 40)}" (${(err as Error).message})`);
+      }
+    }
+  }
+  if (!out.size) throw new Error('no keys in the file (one verifier key or SHA256: fingerprint a line)');
+  return out;
+}
+
+export async function verifySharedStore(client: pg.ClientBase, opts: { store: string; pinned?: Set<string> }): Promise<SharedStoreReport> {
+  const started = Date.now();
+  const failures: SharedStoreFailure[] = [];
+  const fail = (f: SharedStoreFailure) => failures.push(f);
+  const gateways = await listGateways(client);
+  const byId = new Map(gateways.map((g) => [g.id, g]));
+  const chainIds = new Set([
+    ...(await client.query<{ gateway: string }>('SELECT DISTINCT gateway FROM custody_events')).rows.map((r) => r.gateway),
+    ...(await client.query<{ gateway: string }>('SELECT DISTINCT gateway FROM custody_checkpoints')).rows.map((r) => r.gateway),
+  ]);
+  for (const id of chainIds) if (!byId.has(id)) fail({ chain: id, problem: 'unknown-chain', message: `the store holds rows of chain ${id}, which has no gateway row (no key to check it with)` });
+
+  const chains = new Map<string, ChainState>();
+  for (const g of gateways) {
+    if (!chainIds.has(g.id) && g.status === 'pending') continue;
+    const state = await verifyChain(client, g, fail);
+    chains.set(g.id, state);
+  }
+
+  // Trust: pinned keys (or the first enrolled gateway), then approvals under signed checkpoints.
+  const pinned = !!opts.pinned;
+  const roots = opts.pinned ? [...opts.pinned] : gateways.filter((g) => g.status === 'enrolled').map((g) => g.id);
+  for (const id of roots) {
+    const c = chains.get(id);
+    if (c) c.report.trust = { by: pinned ? 'pinned' : 'first-enrolled' };
+  }
+  for (let changed = true; changed; ) {
+    changed = false;
+    for (const [id, c] of chains) {
+      if (!c.report.trust || !c.intact) continue;
+      for (const a of c.approvals) {
+        const target = chains.get(a.id);
+        if (!target || target.report.trust || a.seq > c.report.signedThrough || a.fingerprint !== a.id) continue;
+        target.report.trust = { by: 'approval', approver: id, seq: a.seq };
+        changed = true;
+      }
+    }
+  }
+  for (const [id, c] of chains) {
+    if (c.report.trust) continue;
+    const pendingApproval = [...chains.entries()].flatMap(([approver, s]) => s.approvals.filter((a) => a.id === id).map((a) => ({ approver, seq: a.seq, signedThrough: s.report.signedThrough, trusted: !!s.report.trust })));
+    const why = pendingApproval.length
+      ? pendingApproval.map((p) => (!p.trusted ? `approved at seq ${p.seq} of ${p.approver}, a chain that is not trusted itself` : `approved at seq ${p.seq} of ${p.approver}, which no signed checkpoint of that chain covers yet (signed through ${p.signedThrough})`)).join('; ')
+      : pinned
+        ? 'its key is not pinned and no trusted gateway approved it'
+        : 'it is not the first enrolled gateway and no trusted gateway approved it';
+    fail({ chain: id, problem: 'unapproved-signer', message: `chain ${id} (${c.report.name}) is signed by a key the verifier does not trust: ${why}` });
+  }
+
+  const reports = [...chains.values()].map((c) => c.report);
+  return { ok: failures.length === 0, store: opts.store, chains: reports, events: reports.reduce((n, r) => n + r.events, 0), pinned, failures, durationMs: Date.now() - started };
+}
+
+async function verifyChain(client: pg.ClientBase, g: GatewayRow, fail: (f: SharedStoreFailure) => void): Promise<ChainState> {
+  const report: ChainReport = { gateway: g.id, name: g.name, events: 0, checkpointsChecked: 0, signedThrough: 0 };
+  const state: ChainState = { report, approvals: [], intact: true };
+  const problem = (f: Omit<SharedStoreFailure, 'chain'>) => {
+    state.intact = false;
+    fail({ chain: g.id, ...f, message: `chain ${g.id}${f.seq !== undefined ? ` at seq ${f.seq}` : ''}: ${f.message}` });
+  };
+  const keyProblem = rowProblem(g);
+  if (keyProblem) {
+    problem({ problem: 'signature-invalid', message: `its gateway row cannot be trusted: ${keyProblem}` });
+    return state;
+  }
+  const verifier = rowVerifier(g);
+  const checkpoints = (
+    await client.query<{ tree_size: string; time: string; root_hash: string; note: string }>('SELECT tree_size, time, root_hash, note FROM custody_checkpoints WHERE gateway = $1 ORDER BY tree_size, time', [g.id])
+  ).rows.map((r) => ({ treeSize: Number(r.tree_size), time: Number(r.time), rootHash: r.root_hash, note: r.note }));
+  // Signatures first: a checkpoint is evidence only when the chain's key signed what its row says.
+  const signed: typeof checkpoints = [];
+  for (const cp of checkpoints) {
+    try {
+      const check = verifyNote(parseNote(cp.note), verifier);
+      const body = check.ok ? parseCheckpointText(check.text) : undefined;
+      if (!check.ok || !body || body.treeSize !== cp.treeSize || body.rootHash.toString('hex') !== cp.rootHash) {
+        problem({ problem: 'signature-invalid', seq: cp.treeSize, message: `the checkpoint of ${cp.treeSize} events ${!check.ok ? `is not signed by this chain's key (${check.reason})` : 'says other than its signed text'}` });
+        continue;
+      }
+      signed.push(cp);
+    } catch (err) {
+      problem({ problem: 'signature-invalid', seq: cp.treeSize, message: `the checkpoint of ${cp.treeSize} events cannot be read (${(err as Error).message})` });
+    }
+  }
+  let cpIndex = 0;
+  const acc = new MerkleAccumulator();
+  let prev = GENESIS_HASH;
+  let expect = 1;
+  for (;;) {
+    const rows = (
+      await client.query<PgEventRow>(
+        `SELECT ${PG_EVENT_COLUMNS} FROM custody_events WHERE gateway = $1 AND seq >= $2 ORDER BY seq LIMIT $3`,
+        [g.id, expect, PAGE],
+      )
+    ).rows;
+    for (const r of rows) {
+      const seq = Number(r.seq);
+      if (seq !== expect) {
+        problem({ problem: 'deleted', seq: expect, message: `rows ${expect}–${seq - 1} are missing from the middle of the chain` });
+        return state;
+      }
+      if (r.prev_hash !== prev) {
+        problem({ problem: 'reordered', seq, message: 'its previous hash is not the hash of the row before it' });
+        return state;
+      }
+      if (!payloadIntact(r)) {
+        problem({ problem: 'modified', seq, message: `its payload (${r.kind}) no longer matches its payload hash` });
+        return state;
+      }
+      if (rowChainHash(prev, r) !== r.hash) {
+        problem({ problem: 'modified', seq, message: `its fields (${r.kind}) no longer match its hash` });
+        return state;
+      }
+      if (r.kind === 'gateway.approved' && r.payload) {
+        const p = JSON.parse(r.payload) as { id?: unknown; fingerprint?: unknown };
+        if (typeof p.id === 'string') state.approvals.push({ id: p.id, fingerprint: typeof p.fingerprint === 'string' ? p.fingerprint : '', seq });
+      }
+      acc.pushEventHashHex(r.hash);
+      prev = r.hash;
+      expect++;
+      while (cpIndex < signed.length && signed[cpIndex]!.treeSize <= acc.size) {
+        const cp = signed[cpIndex++]!;
+        if (cp.treeSize < acc.size) continue; // a checkpoint of size 0 is checked below
+        if (acc.root().toString('hex') !== cp.rootHash) {
+          problem({ problem: 'modified', seq: cp.treeSize, message: `the first ${cp.treeSize} rows no longer match the signed checkpoint of ${cp.treeSize} events` });
+          return state;
+        }
+        report.checkpointsChecked++;
+        report.signedThrough = Math.max(report.signedThrough, cp.treeSize);
+      }
+    }
+    if (rows.length < PAGE) break;
+  }
+  report.events = expect - 1;
+  const beyond = signed.filter((cp) => cp.treeSize > report.events);
+  if (beyond.length) {
+    const largest = beyond[beyond.length - 1]!.treeSize;
+    problem({ problem: 'truncated', seq: report.events + 1, message: `the chain ends at seq ${report.events}, but its signed checkpoint of ${largest} events covers rows ${report.events + 1}–${largest}: they were deleted from the tail` });
+  }
+  for (const cp of signed) if (cp.treeSize === 0) report.checkpointsChecked++;
+  return state;
+}

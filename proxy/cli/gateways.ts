@@ -1,0 +1,78 @@
+import { CheckpointLog } from '../audit/checkpoints';
+import { CheckpointSigner, KEY_NAME_META, keyFingerprint } from '../audit/checkpoint-signer';
+import { gatewayRow, listGateways, pickGateway, rowProblem } from '../audit/shared-store/enrolment';
+import { connectStore, migrateSharedStore, storeConnection, storeLabel } from '../audit/shared-store/schema';
+import { shipAll } from '../audit/shared-store/shipping';
+import { AuditStore } from '../audit/store';
+import { resolveConfig } from '../config';
+import { type Io, type ParsedArgs, rejectUnknown, str, UsageError } from './args';
+
+/**
+ * `custody gateways list | approve ID` against the shared store of --config (docs/SCALE-OUT.md).
+ * `approve` acts as the gateway whose data dir the config names: it records `gateway.approved` in
+ * that gateway's own chain, signs a checkpoint covering it, ships both to the store, and marks the
+ * pending row approved; the pending gateway then starts serving within a second or so.
+ */
+export async function gatewaysCommand(args: ParsedArgs, io: Io): Promise<number> {
+  rejectUnknown(args, ['config', 'data-dir', 'json']);
+  const [, sub, id] = args.positionals;
+  if (sub !== 'list' && sub !== 'approve') throw new UsageError('usage: custody gateways list | approve ID [--config FILE]');
+  if (sub === 'approve' && !id) throw new UsageError('gateways approve needs the ID of a pending gateway (custody gateways list shows them)');
+  const resolved = resolveConfig({ config: str(args, 'config'), dataDir: str(args, 'data-dir') });
+  const storeConfig = resolved.config.store;
+  if (!storeConfig) throw new UsageError(`${resolved.file ?? 'the embedded default config'} has no store.url: gateways enrol in a shared PostgreSQL store`);
+  const client = await connectStore(storeConnection(storeConfig));
+  try {
+    await migrateSharedStore(client);
+    if (sub === 'list') {
+      const rows = await listGateways(client);
+      if (args.flags['json']) {
+        io.out(`${JSON.stringify(rows.map(({ request: _r, ...r }) => r))}\n`);
+        return 0;
+      }
+      if (!rows.length) {
+        io.out(`no gateways in ${storeLabel(storeConfig.url)} yet\n`);
+        return 0;
+      }
+      for (const r of rows) {
+        const problem = r.status === 'pending' ? rowProblem(r) : undefined;
+        const detail = r.status === 'approved' ? `approved by ${r.approvedBy} (its seq ${r.approvalSeq})` : r.status === 'pending' ? `requested ${new Date(r.requestedAt).toISOString()}${problem ? ` — cannot be approved: ${problem}` : ''}` : 'first gateway of the group';
+        io.out(`${r.id}  ${r.status.padEnd(8)}  ${r.name}  shipped ${r.shippedSeq}  ${detail}\n`);
+      }
+      return 0;
+    }
+    return await approve(client, resolved.dataDir, id!, io);
+  } finally {
+    await client.end().catch(() => {});
+  }
+}
+
+async function approve(client: Awaited<ReturnType<typeof connectStore>>, dataDir: string, id: string, io: Io): Promise<number> {
+  const store = AuditStore.open(dataDir);
+  try {
+    const keyName = store.meta(KEY_NAME_META);
+    const signer = keyName ? CheckpointSigner.load(dataDir, keyName) : undefined;
+    if (!signer) throw new Error(`${dataDir} has no checkpoint-signing key: approve from the data dir (--config) of a gateway that has joined the store`);
+    const me = keyFingerprint(signer.publicKey);
+    const mine = await gatewayRow(client, me);
+    if (!mine || mine.status === 'pending') throw new Error(`this gateway (${me}) is ${mine ? 'itself waiting for approval' : 'not in the shared store'}: only an enrolled or approved gateway can approve another`);
+    const target = pickGateway(await listGateways(client), id);
+    if (target.id === me) throw new Error('a gateway cannot approve itself');
+    if (target.status !== 'pending') throw new Error(`gateway ${target.id} is already ${target.status}`);
+    const problem = rowProblem(target);
+    if (problem) throw new Error(`gateway ${target.id} cannot be approved: ${problem}`);
+    const event = store.append({
+      kind: 'gateway.approved',
+      actor: 'cli',
+      payload: { id: target.id, fingerprint: target.id, publicKey: target.publicKey, keyName: target.keyName, name: target.name, requestedAt: target.requestedAt, by: me },
+    });
+    // A signed checkpoint over the approval: verify trusts an approval only under one.
+    new CheckpointLog(store, signer).write();
+    await shipAll(client, store.db, me);
+    await client.query("UPDATE custody_gateways SET status = 'approved', approved_by = $2, approval_seq = $3 WHERE id = $1 AND status = 'pending'", [target.id, me, event.seq]);
+    io.out(`approved ${target.id} (${target.name}): recorded as gateway.approved at seq ${event.seq} of ${me}\n`);
+    return 0;
+  } finally {
+    store.close();
+  }
+}
