@@ -159,6 +159,13 @@ export class Gateway {
       s.store.append({ kind: 'key.created', actor: 'system', payload: { id: record.id, name: record.name, groups: record.groups, expiresAt: null, person, reason: 'first start' } });
       this.firstKey = key;
     }
+    // Results a previous run could not journal are recorded in their sessions, before those end.
+    try {
+      const n = s.store.recordUnrecordedResults();
+      if (n) s.log.warn(`audit: ${n} result(s) the previous run could not journal (its clients were cut off) are recorded as result.unrecorded`);
+    } catch (err) {
+      s.log.error(`audit: cannot record the results a previous run could not journal, or reserve room to note this run's (${(err as Error).message}); such failures are only logged`);
+    }
     endLeftoverSessions(s.store);
     // The rules in force: the config file's when it changed, else the latest (console) version.
     syncPoliciesAtStart(s, policyContext(s), s.configFile);

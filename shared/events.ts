@@ -49,6 +49,7 @@ export const EVENT_KINDS = [
   'gateway.enrolled',
   'gateway.approved',
   'journal.salvaged',
+  'result.unrecorded',
 ] as const;
 export type EventKind = (typeof EVENT_KINDS)[number];
 
@@ -318,6 +319,24 @@ export interface EventPayloads {
   'gateway.enrolled': GatewayEnrolledPayload;
   'gateway.approved': GatewayApprovedPayload;
   'journal.salvaged': AdministrativePayload;
+  'result.unrecorded': ResultUnrecordedPayload;
+}
+
+/**
+ * A result the gateway could not journal after the upstream acted (its client was cut off), recorded
+ * at the next start in the result's session (proxy/audit/unrecorded.ts). `result: "more"` with
+ * `dropped` counts notes that did not fit.
+ */
+export interface ResultUnrecordedPayload {
+  /** The event that could not be journaled: `http.response`, `http.chunk`, `pg.result`, or `more`. */
+  result: string;
+  /** When the gateway gave up on it (ms since epoch). */
+  at: number;
+  error: string;
+  /** What the client got instead. */
+  client: string;
+  dropped?: number;
+  note?: string;
 }
 
 /** `gateway.enrolled`: this gateway enrolled an empty shared store, as its first member (docs/SCALE-OUT.md). */

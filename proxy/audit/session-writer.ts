@@ -46,6 +46,14 @@ interface Deferred {
   onFail: ((err: Error) => void) | undefined;
 }
 
+/** Events gathered during a turn, taken when that turn's batch is written (see `enlist`). */
+export interface TurnBatch {
+  /** The events to write now (called once per enlistment, at the end of the turn). */
+  take(): AuditEventInput[];
+  /** They are in the log (`null`), or could not be written. */
+  written(err: Error | null): void;
+}
+
 interface PendingCommit {
   events: AuditEventInput[];
   done: (err: Error | null) => void;
@@ -54,6 +62,8 @@ interface PendingCommit {
 export class SessionAuditWriter {
   private queue: Deferred[] = [];
   private commits: PendingCommit[] = [];
+  /** Enlisted turn batches (`enlist`), taken at the write. */
+  private batches: TurnBatch[] = [];
   private scheduled = false;
   /** A commit that holds replies back is queued: flush at the end of this turn, without waiting for others. */
   private urgent = false;
@@ -119,6 +129,17 @@ export class SessionAuditWriter {
   }
 
   /**
+   * Puts `batch` in the write at the end of this turn (no group-commit wait): its `take` runs when
+   * the write is made, so events added until then go with it, and `written` hears the outcome (a
+   * stream's bytes wait for it). Enlist again for a later turn.
+   */
+  enlist(batch: TurnBatch): void {
+    this.batches.push(batch);
+    this.urgent = true;
+    this.schedule();
+  }
+
+  /**
    * Queues events to be committed soon, in order with everything else: with the next commit, or
    * after `deferMs` when none comes (a commit costs far more than an event).
    */
@@ -166,6 +187,8 @@ export class SessionAuditWriter {
     }
     const pending = this.queue;
     const commits = this.commits;
+    for (const b of this.batches) commits.push({ events: b.take(), done: (err) => b.written(err) });
+    this.batches = [];
     if (pending.length === 0 && commits.length === 0) return;
     this.commits = [];
     this.queue = [];
@@ -174,6 +197,11 @@ export class SessionAuditWriter {
     else {
       events = eventsOf(pending);
       for (const c of commits) for (const e of c.events) events.push(e);
+    }
+    if (events.length === 0) {
+      // Only enlisted batches with nothing to record this turn (a keep-alive): their bytes go on.
+      for (const c of commits) c.done(null);
+      return;
     }
     this.store.appendAsync(events, (error) => {
       if (error) {
@@ -204,9 +232,9 @@ export class SessionAuditWriter {
     });
   }
 
-  /** Entries (deferred and commits) not yet handed to the store. */
+  /** Entries (deferred, commits and enlisted batches) not yet handed to the store. */
   get pending(): number {
-    return this.queue.length + this.commits.length;
+    return this.queue.length + this.commits.length + this.batches.length;
   }
 }
 

@@ -22,6 +22,7 @@ import { type AppendedEvent, ChainWriter, chainAfter, countInSession, newSession
 import { type CommitReply, CommitThread } from './commit-thread';
 import { claimJournal, type DamagedJournalLine, Journal, journalDir, journalHeld, type JournalSalvage, releaseJournal, replayJournal, salvageJournal } from './journal';
 import { MIGRATIONS } from './migrations';
+import { readUnrecorded, unrecordedEvent, UnrecordedNotes, type UnrecordedResult, unrecordedFile } from './unrecorded';
 
 // The chain's definitions moved to chain.ts; re-exported for the store's many readers.
 export { canonicalEventBody, canonicalPayload, chainHash, chainHashOfText, eventBody, GENESIS_HASH, payloadHashOf, sha256hex } from './chain';
@@ -344,6 +345,33 @@ export class AuditStore implements EventLog {
     return r;
   }
 
+  /** Where this run notes results it could not journal (see `recordUnrecordedResults`). */
+  private unrecorded: UnrecordedNotes | undefined;
+
+  /**
+   * At start: each result a previous run could not journal (its note in `custody.db.unrecorded`,
+   * unrecorded.ts) is recorded as a `result.unrecorded` event, then the file is reserved anew for
+   * this run's notes. Returns how many were recorded; throws when they cannot be (the notes stay),
+   * or when the file cannot be reserved.
+   */
+  recordUnrecordedResults(): number {
+    const file = unrecordedFile(this.path);
+    const left = readUnrecorded(file);
+    if (left.length) this.appendMany(left.map(unrecordedEvent));
+    this.unrecorded?.close();
+    this.unrecorded = undefined;
+    this.unrecorded = new UnrecordedNotes(file);
+    return left.length;
+  }
+
+  /**
+   * Notes a result that could not be journaled after the upstream acted (the client was cut off),
+   * for the next start to record; false when it cannot be noted either.
+   */
+  noteUnrecorded(n: Omit<UnrecordedResult, 'at'>): boolean {
+    return this.unrecorded?.note({ ...n, at: Date.now() }) ?? false;
+  }
+
   /** For tests: journal to another file (/dev/full stands for a full disk); none: back to the journal's own files. */
   redirectJournal(path?: string): void {
     this.journal?.redirect(path);
@@ -600,6 +628,7 @@ export class AuditStore implements EventLog {
 
   close(): void {
     clearTimeout(this.threadSessionsTimer);
+    this.unrecorded?.close();
     try {
       const folded = this.thread ? this.thread.close() : true;
       if (this.journal) {

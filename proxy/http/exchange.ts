@@ -113,6 +113,15 @@ export class Exchange implements RelayedExchange {
   }
 
   /**
+   * The upstream answered but its result (`result`: the event that could not be journaled) is not
+   * in the log, and the client was cut off (`client`): noted for the next start to record.
+   */
+  noteUnrecorded(result: string, err: unknown, client: string): void {
+    const error = err instanceof Error ? err.message : String(err);
+    this.s.store.noteUnrecorded({ result, session: this.session.id, actor: this.identity.subject, connection: this.name, error, client });
+  }
+
+  /**
    * Inside response handlers any masker error, expected (MaskingError) or not, refuses what it was
    * masking — throwing there would take the gateway down. The unexpected ones are logged.
    */

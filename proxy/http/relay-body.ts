@@ -1,7 +1,9 @@
 /**
  * Relays a non-streamed upstream response (content-length or chunked) to the client of one
  * exchange: whole, in one write with an exact content-length, when it is small, an error, or must
- * be masked; otherwise piece by piece as it arrives, with backpressure.
+ * be masked; otherwise piece by piece as it arrives, with backpressure. Either way the client gets
+ * the end of the body only once its `http.response` is in the journal (a whole body: every byte of
+ * it; a piecewise one: its last piece), and a reset connection when it cannot be journaled.
  *
  * When the upstream's answer breaks (a body that does not decode, a connection closed or reset
  * before the end, invalid chunk framing), the client gets a provider-shaped 502 if nothing has
@@ -41,6 +43,8 @@ export function relayBody(x: RelayedExchange, upRes: IncomingMessage, source: Re
   // Relayed in pieces, the secret may straddle two of them: the scrubber holds back a few bytes.
   const scrubbing = whole ? undefined : x.route.scrubber?.bodyStream();
   const headers = whole ? undefined : x.responseHeaders(upRes, decoded || scrubbing !== undefined);
+  /** Relayed piecewise: the piece held back until the next one comes, or until the body is recorded. */
+  let last: Buffer | undefined;
   source.on('data', (chunk: Buffer) => {
     if (tooLarge) return;
     size += chunk.length;
@@ -61,8 +65,12 @@ export function relayBody(x: RelayedExchange, upRes: IncomingMessage, source: Re
     if (whole) return;
     const out = scrubbing ? scrubbing.push(chunk) : chunk;
     if (!out.length) return;
+    // The latest piece waits for the next: the body's last bytes go out only with its record.
+    const previous = last;
+    last = out;
+    if (!previous) return;
     if (!res.headersSent) res.writeHead(status, headers);
-    if (!res.write(out) && !source.isPaused()) {
+    if (!res.write(previous) && !source.isPaused()) {
       source.pause();
       res.once('drain', () => source.resume());
     }
@@ -72,10 +80,13 @@ export function relayBody(x: RelayedExchange, upRes: IncomingMessage, source: Re
     let out = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size);
     const contentType = upRes.headers['content-type'];
     if (!whole) {
-      if (!res.headersSent) res.writeHead(status, headers);
-      res.end(scrubbing?.end());
       const scrubber = x.route.scrubber;
-      finish(x, upRes, status, size, bodyForLog(scrubber ? scrubber.scrub(out) : out, contentType));
+      const tail = scrubbing?.end();
+      endRecorded(x, upRes, status, size, bodyForLog(scrubber ? scrubber.scrub(out) : out, contentType), () => {
+        if (!res.headersSent) res.writeHead(status, headers);
+        if (last) res.write(last);
+        res.end(tail);
+      });
       return;
     }
     if (x.route.scrubber) out = x.route.scrubber.scrub(out);
@@ -115,19 +126,21 @@ export function relayBody(x: RelayedExchange, upRes: IncomingMessage, source: Re
  * succeeded: the connection is reset.
  */
 function sendRecorded(x: RelayedExchange, upRes: IncomingMessage, status: number, size: number, out: Buffer, logged: { body?: unknown; bodyEncoding?: string }, spans?: MaskSpan[], counts?: Record<string, number>): void {
-  x.finished = true;
-  x.ctx.writer.commit([x.base('http.response', responsePayload(x, upRes, status, size, logged, counts), spans)], (err) => {
-    if (err !== null) {
-      x.s.log.error(`http proxy: the response for session ${x.session.id} cannot be recorded (${(err as Error).message}); the connection is reset`);
-      x.res.destroy();
-      return;
-    }
-    if (x.clientGone) return;
-    const headers = x.responseHeaders(upRes, true);
-    headers['content-length'] = out.length;
-    x.res.writeHead(status, headers);
-    x.res.end(out);
-  });
+  endRecorded(
+    x,
+    upRes,
+    status,
+    size,
+    logged,
+    () => {
+      const headers = x.responseHeaders(upRes, true);
+      headers['content-length'] = out.length;
+      x.res.writeHead(status, headers);
+      x.res.end(out);
+    },
+    spans,
+    counts,
+  );
 }
 
 /** Sends a masked body, recorded as masked. */
@@ -137,10 +150,32 @@ function sendMasked(x: RelayedExchange, upRes: IncomingMessage, status: number, 
   sendRecorded(x, upRes, status, size, m.forward, logged, m.spans, Object.keys(m.counts).length ? m.counts : undefined);
 }
 
-/** Records the response the client got (a body relayed piece by piece, as it arrived). */
-function finish(x: RelayedExchange, upRes: IncomingMessage, status: number, size: number, logged: { body?: unknown; bodyEncoding?: string }): void {
+/**
+ * Ends a response once its `http.response` is in the journal (`end` writes what was held back: a
+ * whole body, or the last piece of one relayed piece by piece), so the client never holds the whole
+ * body while the log does not. When it cannot be journaled, the connection is reset: the body never
+ * looks complete.
+ */
+function endRecorded(
+  x: RelayedExchange,
+  upRes: IncomingMessage,
+  status: number,
+  size: number,
+  logged: { body?: unknown; bodyEncoding?: string },
+  end: () => void,
+  spans?: MaskSpan[],
+  counts?: Record<string, number>,
+): void {
   x.finished = true;
-  x.record([x.base('http.response', responsePayload(x, upRes, status, size, logged))]);
+  x.ctx.writer.commit([x.base('http.response', responsePayload(x, upRes, status, size, logged, counts), spans)], (err) => {
+    if (err !== null) {
+      x.s.log.error(`http proxy: the response for session ${x.session.id} cannot be recorded (${err.message}); the connection is reset`);
+      x.noteUnrecorded('http.response', err, 'connection reset');
+      x.res.destroy();
+      return;
+    }
+    if (!x.clientGone) end();
+  });
 }
 
 /** The `http.response` payload: status, recorded headers, size, duration and the body as recorded. */

@@ -49,6 +49,11 @@ export interface RelayedExchange {
   sessionHeader(): OutgoingHttpHeaders | undefined;
   /** What the client is told when the upstream's answer breaks after its headers arrived. */
   upstreamFailure(err: NodeJS.ErrnoException | undefined, encoding: string | undefined, what: string): { status: number; code: GatewayErrorCode; message: string };
+  /**
+   * The upstream answered but its result (`result`: the event that could not be journaled) is not
+   * in the log, and the client was cut off (`client`): noted for the next start to record.
+   */
+  noteUnrecorded(result: string, err: unknown, client: string): void;
   /** Records that the client went away (once). */
   recordClientGone(phase: string, extra?: Record<string, unknown>): void;
   /** The headers the client gets with the upstream's answer. */

@@ -21,17 +21,29 @@ export class SseParser {
   private retry: number | undefined;
   /** Comment lines seen (`: keep-alive`); they carry no event. */
   comments = 0;
+  /** Bytes pushed so far. */
+  private received = 0;
+  /**
+   * Stream offset just past the last blank line (the end of an event or of a comment block): the
+   * bytes before it hold whole events only, so a relay may pass them on as they are.
+   */
+  boundary = 0;
 
   /** Feeds one network chunk; returns the events it completed, in order. */
   push(chunk: Buffer): SseEvent[] {
     const out: SseEvent[] = [];
     let buf = chunk;
     let start = 0;
+    // Where buf[0] sits in the stream (a carried-over tail comes before the chunk).
+    let at = this.received;
+    this.received += chunk.length;
     if (this.pendingCr) {
       this.pendingCr = false;
       if (buf.length && buf[0] === LF) start = 1;
     }
     if (this.tail) {
+      // (no CR was pending: a line cut after its CR leaves no tail)
+      at -= this.tail.length;
       buf = Buffer.concat([this.tail, start ? buf.subarray(start) : buf]);
       start = 0;
       this.tail = null;
@@ -54,6 +66,7 @@ export class SseParser {
         after = nextLf + 1;
       } else break;
       this.line(buf.toString('utf8', start, end), out);
+      if (end === start) this.boundary = at + after;
       start = after;
     }
     if (start < buf.length) this.tail = buf.subarray(start);

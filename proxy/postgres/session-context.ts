@@ -25,7 +25,7 @@ export interface PgSessionServices {
   policy: PolicyEvaluator;
   holds: HoldGate;
   masking: MaskingEngine;
-  store: Pick<AuditStore, 'appendMany' | 'appendAsync'> & Partial<Pick<AuditStore, 'liveSession'>>;
+  store: Pick<AuditStore, 'appendMany' | 'appendAsync'> & Partial<Pick<AuditStore, 'liveSession' | 'noteUnrecorded'>>;
   bus?: EventBus;
   log: Logger;
   /** Live sessions by credential: a session ends when its credential expires, is revoked or its person is locked. */

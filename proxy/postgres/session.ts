@@ -508,6 +508,7 @@ export class PgProxySession implements ListenedSession, SessionSocketEvents, Rep
         if (err) {
           // The server has acted; the client must not be told otherwise, nor invited to retry.
           this.sockets.discardClientOutput();
+          this.services.store.noteUnrecorded?.({ result: 'pg.result', session: this.id, actor: this.identity?.subject, connection: this.ctx.connection.name, error: err.message, client: 'FATAL, connection closed' });
           this.fatal({ severity: 'FATAL', code: SqlState.SystemError, message: `the audit log cannot record results, so the gateway ends this session without them: ${err.message}` });
           return;
         }

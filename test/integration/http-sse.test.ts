@@ -46,6 +46,23 @@ describe('SSE parser', () => {
     });
   }
 
+  for (const [name, text] of STREAMS) {
+    it(`${name}: the bytes before the boundary hold exactly the events parsed so far, at every split point`, () => {
+      // The unmasked relay passes on the bytes before boundary as they are, once their events are journaled.
+      const bytes = Buffer.from(text, 'utf8');
+      for (let i = 0; i <= bytes.length; i++) {
+        const p = new SseParser();
+        const seen: SseEvent[] = [];
+        for (const part of [bytes.subarray(0, i), bytes.subarray(i)]) {
+          seen.push(...p.push(part));
+          const before = parseChunks([bytes.subarray(0, p.boundary)]);
+          assert.deepEqual(before.events, seen, `split at byte ${i}: boundary ${p.boundary}`);
+          assert.equal(before.incomplete, false, `split at byte ${i}: boundary ${p.boundary} cuts an event`);
+        }
+      }
+    });
+  }
+
   it('random multi-way splits of random streams parse like the whole stream', () => {
     const eventArb = fc.record(
       {

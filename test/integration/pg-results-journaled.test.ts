@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
 import type { AuditEventInput } from '../../shared/events';
-import type { StoreUnavailableError } from '../../proxy/audit/store';
+import { AuditStore, type StoreUnavailableError } from '../../proxy/audit/store';
 import { type Harness, startHarness } from './pg-harness';
 
 type Done = (err: StoreUnavailableError | null) => void;
@@ -42,6 +42,8 @@ describe('results are journaled before their replies go out', () => {
       });
     };
     lastSql = new Map();
+    // As at a gateway's start: room is reserved to note results that cannot be journaled.
+    h.store.recordUnrecordedResults();
     direct = new pg.Client({ host: '127.0.0.1', port: 5432, user: 'postgres', database: 'postgres' });
     await direct.connect();
     await direct.query(`CREATE TABLE ${table} (id int)`);
@@ -91,5 +93,21 @@ describe('results are journaled before their replies go out', () => {
     // The server acted: the row is there.
     const rows = await direct.query({ text: `SELECT count(*) FROM ${table} WHERE id = 1000`, rowMode: 'array' });
     assert.equal(String(rows.rows[0]?.[0]), "1");
+    // The next start records that the statement's result is missing, in its session.
+    const next = AuditStore.open(h.dataDir);
+    try {
+      assert.equal(next.recordUnrecordedResults(), 1);
+      const [event] = next.db.prepare("SELECT session, payload FROM events WHERE kind = 'result.unrecorded'").all() as { session: string; payload: string }[];
+      assert.ok(event, 'a result.unrecorded event');
+      assert.deepEqual(
+        { result: (JSON.parse(event.payload) as { result: string }).result, client: (JSON.parse(event.payload) as { client: string }).client },
+        { result: 'pg.result', client: 'FATAL, connection closed' },
+      );
+      h.store.settle();
+      const statements = next.db.prepare("SELECT payload FROM events WHERE kind = 'pg.statement' AND session = ?").all(event.session) as { payload: string }[];
+      assert.ok(statements.some((row) => row.payload.includes('VALUES (1000)')), 'in the session that ran the statement');
+    } finally {
+      next.close();
+    }
   });
 });
