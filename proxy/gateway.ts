@@ -251,7 +251,7 @@ export class Gateway {
   stop(): Promise<void> {
     this.stopping ??= (async () => {
       // Held requests are answered (abandoned, recorded) first, so draining does not wait on approvers.
-      this.services.holds.close();
+      await this.services.holds.close();
       await Promise.allSettled([...this.listeners].reverse().map((l) => l.close()));
       for (const fn of this.cleanups.reverse()) await Promise.resolve(fn()).catch(() => {});
       try {

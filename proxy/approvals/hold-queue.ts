@@ -20,11 +20,15 @@
  *
  * If the store cannot record a step, the step does not happen (fail closed): creating a hold
  * throws (the proxy refuses the request), a vote is refused with the store's error, and a
- * resolution that cannot be recorded is turned into a denial.
+ * resolution that cannot be recorded is turned into a denial. Each step's row and event are written
+ * together on the store's commit thread (`AuditStore.writeAsync`): the proxies' thread never waits
+ * on SQLite for a hold, and a locked store refuses the step at once.
  */
 import { parseDuration } from '../../shared/config';
 import { type HoldDecisionRequest, type HoldState, type HoldView, type HoldVote, shortenForSummary } from '../../shared/holds';
 import type { Identity } from '../../shared/identity';
+import type { AuditEventInput } from '../../shared/events';
+import type { StateWrite } from '../audit/commit-thread';
 import { type AuditStore, StoreUnavailableError } from '../audit/store';
 import type { EventBus } from '../bus';
 import { newId } from '../ids';
@@ -65,6 +69,10 @@ interface PendingHold {
   signal: AbortSignal;
   onAbort: () => void;
   settle: (outcome: HoldOutcome) => void;
+  /** The decision being recorded: the next one waits for it, so each sees the votes before it. */
+  deciding: Promise<unknown>;
+  /** The view it was resolved with, once it was. */
+  final?: HoldView;
 }
 
 interface GrantRecord {
@@ -168,38 +176,45 @@ export class HoldQueue implements HoldGate {
     const timeoutMs = parseDuration(req.spec.timeout ?? '5m');
     const view = holdViewFor(req, 'pending', now, now + timeoutMs);
 
-    // Recorded before anyone can see or decide it; throws StoreUnavailableError (fail closed).
-    this.recorded(() => {
-      this.store.db
-        .prepare('INSERT INTO holds (id, state, session, connection, requester, created_at, expires_at, view) VALUES (?, ?, ?, ?, ?, ?, ?, ?)')
-        .run(view.id, view.state, view.session, view.connection, view.requester, view.createdAt, view.expiresAt, JSON.stringify(view));
-      this.store.append({
-        kind: 'hold.created',
-        session: req.session ?? undefined,
-        actor: req.identity.subject,
-        connection: req.connection,
-        payload: { ...view, actorName: req.identity.name },
-        time: now,
-      });
-    });
-
-    return new Promise<HoldOutcome>((settle) => {
-      const onAbort = () => this.resolve(view.id, 'cancelled', 'the client disconnected before a decision', []);
-      const entry: PendingHold = { view, grants: new Map(), timer: undefined as unknown as NodeJS.Timeout, signal: req.signal, onAbort, settle };
-      this.pending.set(view.id, entry);
-      this.armExpiry(entry, `timed out after ${formatDuration(timeoutMs)} without a decision`);
-      this.bus.publish({ type: 'hold.created', hold: structuredClone(view) });
-      if (req.signal.aborted) onAbort();
-      else req.signal.addEventListener('abort', onAbort, { once: true });
-    });
+    // Recorded before anyone is told of it; rejects with StoreUnavailableError (fail closed). The
+    // entry is in place while it is written (its row may be read meanwhile): a decision on it
+    // waits for the record.
+    let settle!: (outcome: HoldOutcome) => void;
+    const answered = new Promise<HoldOutcome>((r) => (settle = r));
+    const onAbort = () => void this.resolve(view.id, 'cancelled', 'the client disconnected before a decision', []);
+    const created = this.record(
+      [
+        {
+          sql: 'INSERT INTO holds (id, state, session, connection, requester, created_at, expires_at, view) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
+          params: [view.id, view.state, view.session, view.connection, view.requester, view.createdAt, view.expiresAt, JSON.stringify(view)],
+        },
+      ],
+      { kind: 'hold.created', session: req.session ?? undefined, actor: req.identity.subject, connection: req.connection, payload: { ...view, actorName: req.identity.name }, time: now },
+    );
+    const entry: PendingHold = { view, grants: new Map(), timer: undefined as unknown as NodeJS.Timeout, signal: req.signal, onAbort, settle, deciding: created.catch(() => {}) };
+    this.pending.set(view.id, entry);
+    try {
+      await created;
+    } catch (err) {
+      if (this.pending.get(view.id) === entry) this.pending.delete(view.id);
+      throw err;
+    }
+    // Ended while it was being recorded (the gateway stopped, the requester was locked).
+    if (this.pending.get(view.id) !== entry) return answered;
+    this.armExpiry(entry, `timed out after ${formatDuration(timeoutMs)} without a decision`);
+    this.bus.publish({ type: 'hold.created', hold: structuredClone(view) });
+    if (req.signal.aborted) onAbort();
+    else req.signal.addEventListener('abort', onAbort, { once: true });
+    return answered;
   }
 
   /**
-   * An approver's decision. Throws HoldDecisionError (404 unknown, 409 no longer pending or
-   * already voted, 403 not an approver or own request, 400 missing reason or bad grant) and
-   * StoreUnavailableError when the vote cannot be recorded.
+   * An approver's decision, once recorded. Rejects with HoldDecisionError (404 unknown, 409 no
+   * longer pending or already voted, 403 not an approver or own request, 400 missing reason or bad
+   * grant) and StoreUnavailableError when the vote cannot be recorded. Decisions on one hold are
+   * taken one at a time, in the order they came.
    */
-  decide(id: string, identity: Identity, body: HoldDecisionRequest): HoldView {
+  async decide(id: string, identity: Identity, body: HoldDecisionRequest): Promise<HoldView> {
     const decision = body?.decision;
     if (decision !== 'approve' && decision !== 'deny') throw new HoldDecisionError(400, 'bad_request', 'decision must be "approve" or "deny"');
     const reason = typeof body.reason === 'string' ? body.reason.trim() : '';
@@ -210,19 +225,27 @@ export class HoldQueue implements HoldGate {
       if (!stored) throw new HoldDecisionError(404, 'not_found', `no hold ${id}`);
       throw new HoldDecisionError(409, 'not_pending', `hold ${id} is already ${stored.state}`);
     }
+    const turn = p.deciding.then(() => this.decideNow(p, identity, decision, reason, body.grant));
+    p.deciding = turn.catch(() => {});
+    return turn;
+  }
+
+  private async decideNow(p: PendingHold, identity: Identity, decision: 'approve' | 'deny', reason: string, grantAsked: HoldDecisionRequest['grant']): Promise<HoldView> {
+    const id = p.view.id;
+    if (this.pending.get(id) !== p) throw new HoldDecisionError(409, 'not_pending', `hold ${id} is already ${p.final?.state ?? 'decided'}`);
     const view = p.view;
     if (this.now() >= view.expiresAt) {
-      this.resolve(id, 'expired', `timed out after ${formatDuration(view.expiresAt - view.createdAt)} without a decision`, []);
+      await this.resolve(id, 'expired', `timed out after ${formatDuration(view.expiresAt - view.createdAt)} without a decision`, []);
       throw new HoldDecisionError(409, 'not_pending', `hold ${id} has expired`);
     }
     const refused = whyCannotDecide(identity, view, decision, this.sod);
     if (refused) throw refused;
     if (view.reasonRequired && !reason) throw new HoldDecisionError(400, 'reason_required', 'this hold needs a reason with the decision');
     let grantMs: number | undefined;
-    if (body.grant !== undefined && body.grant !== null && body.grant !== '') {
+    if (grantAsked !== undefined && grantAsked !== null && grantAsked !== '') {
       if (decision !== 'approve') throw new HoldDecisionError(400, 'bad_request', 'only an approval can grant time-boxed access');
       try {
-        grantMs = parseDuration(String(body.grant));
+        grantMs = parseDuration(String(grantAsked));
       } catch (err) {
         throw new HoldDecisionError(400, 'bad_request', `grant: ${(err as Error).message}`);
       }
@@ -231,33 +254,32 @@ export class HoldQueue implements HoldGate {
 
     const vote: HoldVote = { by: identity.subject, person: personOf(identity), byName: identity.name, decision, reason, at: this.now() };
     const next: HoldView = { ...view, votes: [...view.votes, vote] };
-    this.recorded(() => {
-      this.store.db.prepare('UPDATE holds SET view = ? WHERE id = ?').run(JSON.stringify(next), id);
-      this.store.append({
-        kind: 'hold.vote',
-        session: view.session ?? undefined,
-        actor: identity.subject,
-        connection: view.connection,
-        payload: { id, decision, reason, byName: identity.name, via: identity.via, person: vote.person, protocol: view.protocol, ...(grantMs ? { grant: formatDuration(grantMs), grantMs } : {}) },
-        time: vote.at,
-      });
+    await this.record([{ sql: 'UPDATE holds SET view = ? WHERE id = ?', params: [JSON.stringify(next), id] }], {
+      kind: 'hold.vote',
+      session: view.session ?? undefined,
+      actor: identity.subject,
+      connection: view.connection,
+      payload: { id, decision, reason, byName: identity.name, via: identity.via, person: vote.person, protocol: view.protocol, ...(grantMs ? { grant: formatDuration(grantMs), grantMs } : {}) },
+      time: vote.at,
     });
+    // Resolved while the vote was being recorded (it timed out, its client went): the vote stands in the log.
+    if (this.pending.get(id) !== p) return structuredClone(p.final ?? next);
     p.view = next;
     if (decision === 'approve') p.grants.set(identity.subject, grantMs);
 
     const approvals = next.votes.filter((v) => v.decision === 'approve');
     const denials = next.votes.filter((v) => v.decision === 'deny');
     if (denials.length >= next.denyMin) {
-      this.resolve(id, 'denied', reason || `denied by ${identity.name}`, denials.map((v) => v.byName));
-    } else if (approvals.length >= next.min) {
+      return structuredClone((await this.resolve(id, 'denied', reason || `denied by ${identity.name}`, denials.map((v) => v.byName))) ?? next);
+    }
+    if (approvals.length >= next.min) {
       const asked = approvals.map((v) => p.grants.get(v.by));
       // The grant is the smallest any approver asked for, and none if one of them gave none.
       const grant = asked.every((g) => g !== undefined) ? Math.min(...(asked as number[])) : undefined;
-      this.resolve(id, 'approved', reason || `approved by ${approvals.map((v) => v.byName).join(', ')}`, approvals.map((v) => v.byName), grant);
-    } else {
-      this.bus.publish({ type: 'hold.updated', hold: structuredClone(next) });
+      return structuredClone((await this.resolve(id, 'approved', reason || `approved by ${approvals.map((v) => v.byName).join(', ')}`, approvals.map((v) => v.byName), grant)) ?? next);
     }
-    return structuredClone(this.pending.get(id)?.view ?? this.get(id)!);
+    this.bus.publish({ type: 'hold.updated', hold: structuredClone(next) });
+    return structuredClone(next);
   }
 
   /** A hold by id: the live view while pending, else the stored one. */
@@ -296,47 +318,45 @@ export class HoldQueue implements HoldGate {
     let n = 0;
     for (const [id, p] of [...this.pending]) {
       if (requesterPersonOf(p.view) !== person) continue;
-      this.resolve(id, 'cancelled', reason, []);
+      void this.resolve(id, 'cancelled', reason, []);
       n++;
     }
     return n;
   }
 
   /** The gateway is stopping: every pending hold ends as abandoned (recorded), its client denied. */
-  close(reason = 'the gateway stopped before a decision'): void {
+  async close(reason = 'the gateway stopped before a decision'): Promise<void> {
     this.closed = true;
-    for (const id of [...this.pending.keys()]) this.resolve(id, 'abandoned', reason, []);
+    await Promise.all([...this.pending.keys()].map((id) => this.resolve(id, 'abandoned', reason, [])));
   }
 
-  private resolve(id: string, state: Exclude<HoldState, 'pending'>, reason: string, decidedBy: string[], grantMs?: number): void {
+  /** Ends a pending hold, recorded, and answers its request; resolves with the view it ended with. */
+  private async resolve(id: string, state: Exclude<HoldState, 'pending'>, reason: string, decidedBy: string[], grantMs?: number): Promise<HoldView | undefined> {
     const p = this.pending.get(id);
-    if (!p) return;
+    if (!p) return undefined;
     this.pending.delete(id);
     clearTimeout(p.timer);
     p.signal.removeEventListener('abort', p.onAbort);
     const now = this.now();
     let view: HoldView = { ...p.view, state, resolvedAt: now, resolution: reason, ...(grantMs ? { grantMs } : {}) };
     let outcome: HoldOutcome = { state, hold: view, reason, decidedBy };
+    const grant: GrantRecord | undefined = state === 'approved' && grantMs ? { id: newId('grant'), hold: id, expiresAt: now + grantMs, grantedBy: decidedBy } : undefined;
     try {
-      this.recorded(() => {
-        this.store.db.prepare('UPDATE holds SET state = ?, resolved_at = ?, view = ? WHERE id = ?').run(state, now, JSON.stringify(view), id);
-        let grant: GrantRecord | undefined;
-        if (state === 'approved' && grantMs) {
-          grant = { id: newId('grant'), hold: id, expiresAt: now + grantMs, grantedBy: decidedBy };
-          this.store.db
-            .prepare('INSERT INTO grants (id, subject, connection, rule, hold, expires_at) VALUES (?, ?, ?, ?, ?, ?)')
-            .run(grant.id, view.requester, view.connection, view.rule, id, grant.expiresAt);
-        }
-        this.store.append({
+      await this.record(
+        [
+          { sql: 'UPDATE holds SET state = ?, resolved_at = ?, view = ? WHERE id = ?', params: [state, now, JSON.stringify(view), id] },
+          ...(grant ? [{ sql: 'INSERT INTO grants (id, subject, connection, rule, hold, expires_at) VALUES (?, ?, ?, ?, ?, ?)', params: [grant.id, view.requester, view.connection, view.rule, id, grant.expiresAt] }] : []),
+        ],
+        {
           kind: 'hold.resolved',
           session: view.session ?? undefined,
           actor: state === 'approved' || state === 'denied' ? (p.view.votes.at(-1)?.by ?? 'system') : state === 'cancelled' ? view.requester : 'system',
           connection: view.connection,
           payload: { id, state, reason, decidedBy, rule: view.rule, requester: view.requester, protocol: view.protocol, ...(grant ? { grant: { id: grant.id, expiresAt: grant.expiresAt, ms: grantMs } } : {}) },
           time: now,
-        });
-        if (grant) this.grants.set(grantKey(view.requester, view.connection, view.rule), grant);
-      });
+        },
+      );
+      if (grant) this.grants.set(grantKey(view.requester, view.connection, view.rule), grant);
     } catch (err) {
       // The decision could not be recorded: the request must not go through on an unrecorded approval.
       this.log.error(`hold ${id}: cannot record ${state}: ${err instanceof Error ? err.message : String(err)}`);
@@ -344,8 +364,10 @@ export class HoldQueue implements HoldGate {
       view = { ...view, state: state === 'approved' ? 'denied' : state, resolution: state === 'approved' ? failReason : reason };
       outcome = { state: view.state as HoldOutcome['state'], hold: view, reason: view.resolution!, decidedBy };
     }
+    p.final = view;
     this.bus.publish({ type: 'hold.resolved', hold: structuredClone(view) });
     p.settle(outcome);
+    return view;
   }
 
   /** Expires the hold at `expiresAt`; timers cannot wait longer than ~24.8 days, so long ones re-arm. */
@@ -355,13 +377,25 @@ export class HoldQueue implements HoldGate {
       () => {
         if (this.pending.get(p.view.id) !== p) return;
         if (this.now() < p.view.expiresAt) this.armExpiry(p, reason);
-        else this.resolve(p.view.id, 'expired', reason, []);
+        else void this.resolve(p.view.id, 'expired', reason, []);
       },
       Math.min(Math.max(wait, 0), MAX_TIMER_MS),
     );
   }
 
-  /** Runs `fn` in one transaction; any SQLite failure becomes StoreUnavailableError (fail closed). */
+  /**
+   * Writes a hold's row and the event that records the step together, on the store's commit thread
+   * (the proxies' thread waits on nothing); rejects with StoreUnavailableError (fail closed).
+   */
+  private async record(statements: StateWrite[], event: AuditEventInput): Promise<void> {
+    try {
+      await this.store.writeAsync(statements, [event]);
+    } catch (err) {
+      throw err instanceof StoreUnavailableError ? err : new StoreUnavailableError(err);
+    }
+  }
+
+  /** Runs `fn` in one transaction (at start only); any SQLite failure becomes StoreUnavailableError (fail closed). */
   private recorded(fn: () => void): void {
     try {
       this.store.transaction(fn);
@@ -382,22 +416,25 @@ export class HoldQueue implements HoldGate {
   }
 
   /** A request covered by a grant: recorded as a hold that was approved at once, not published. */
-  private passByGrant(req: HoldRequest, grant: GrantRecord, now: number): HoldOutcome {
+  private async passByGrant(req: HoldRequest, grant: GrantRecord, now: number): Promise<HoldOutcome> {
     const reason = `covered by a grant from ${grant.grantedBy.join(', ') || 'an approver'} (hold ${grant.hold}) until ${new Date(grant.expiresAt).toISOString()}`;
     const view: HoldView = { ...holdViewFor(req, 'approved', now, now), resolvedAt: now, resolution: reason };
-    this.recorded(() => {
-      this.store.db
-        .prepare('INSERT INTO holds (id, state, session, connection, requester, created_at, expires_at, resolved_at, view) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)')
-        .run(view.id, view.state, view.session, view.connection, view.requester, now, now, now, JSON.stringify(view));
-      this.store.append({
+    await this.record(
+      [
+        {
+          sql: 'INSERT INTO holds (id, state, session, connection, requester, created_at, expires_at, resolved_at, view) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
+          params: [view.id, view.state, view.session, view.connection, view.requester, now, now, now, JSON.stringify(view)],
+        },
+      ],
+      {
         kind: 'hold.resolved',
         session: req.session ?? undefined,
         actor: req.identity.subject,
         connection: req.connection,
         payload: { id: view.id, state: 'approved', via: 'grant', grant: grant.id, grantHold: grant.hold, grantExpiresAt: grant.expiresAt, reason, decidedBy: grant.grantedBy, rule: req.rule, requester: req.identity.subject, protocol: req.protocol, actorName: req.identity.name },
         time: now,
-      });
-    });
+      },
+    );
     return { state: 'approved', hold: view, reason, decidedBy: grant.grantedBy };
   }
 

@@ -31,7 +31,19 @@ export type CommitRequest =
   | { op: 'query'; id: number; sql: string; params: unknown[] }
   /** A state-table write on the worker's connection, after everything before it (write-behind). */
   | { op: 'exec'; id: number; sql: string; params: unknown[] }
+  /**
+   * State-table writes and the events that record them, in one transaction after everything before
+   * it (holds and votes): both happen or neither. The events come chained; the worker keeps their
+   * places unless another writer came between.
+   */
+  | { op: 'write'; id: number; statements: StateWrite[]; events: PreparedEvent[]; reload?: boolean }
   | { op: 'close'; id: number };
+
+/** One statement on a state table, with its parameters. */
+export interface StateWrite {
+  sql: string;
+  params: unknown[];
+}
 
 /** A request before it is numbered. */
 type Unnumbered<T> = T extends unknown ? Omit<T, 'id'> : never;

@@ -147,6 +147,15 @@ function handle(req: Exclude<CommitRequest, { op: 'append' | 'fold' }>): void {
       case 'exec':
         db.prepare(req.sql).run(...req.params);
         break;
+      case 'write': {
+        if (req.reload) writer.reloadHead();
+        const appended = writer.append(req.events, () => {
+          for (const w of req.statements) db.prepare(w.sql).run(...w.params);
+        });
+        const rechained = writer.takeRechained();
+        reply(rechained ? { id: req.id, ok: true, appended, rechained } : { id: req.id, ok: true, appended });
+        return;
+      }
       case 'close': {
         const empty = commitBacklog();
         clearTimeout(retryTimer);
@@ -159,7 +168,7 @@ function handle(req: Exclude<CommitRequest, { op: 'append' | 'fold' }>): void {
     }
     reply({ id: req.id, ok: true });
   } catch (err) {
-    reply({ id: req.id, ok: false, final: true, message: messageOf(err) });
+    reply({ id: req.id, ok: false, final: true, message: messageOf(err), code: (err as { code?: string }).code });
   }
 }
 

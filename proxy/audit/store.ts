@@ -19,7 +19,7 @@ import Database from 'better-sqlite3';
 import type { AuditEvent, AuditEventInput, MaskSpan, SessionFilter, SessionSummary } from '../../shared/events';
 import { GENESIS_HASH } from './chain';
 import { type AppendedEvent, ChainWriter, chainAfter, countInSession, newSessionDelta, type PreparedEvent, prepareEvent, type SessionDelta } from './chain-writer';
-import { type CommitReply, CommitThread } from './commit-thread';
+import { type CommitReply, CommitThread, type StateWrite } from './commit-thread';
 import { claimJournal, type DamagedJournalLine, Journal, journalDir, journalHeld, type JournalSalvage, releaseJournal, replayJournal, salvageJournal } from './journal';
 import { MIGRATIONS } from './migrations';
 import { readUnrecorded, unrecordedEvent, UnrecordedNotes, type UnrecordedResult, unrecordedFile } from './unrecorded';
@@ -294,6 +294,50 @@ export class AuditStore implements EventLog {
       return;
     }
     void this.thread.request({ op: 'exec', sql, params }).then((r) => done(r.ok ? null : new StoreUnavailableError(Object.assign(new Error(r.message), { code: r.code }))));
+  }
+
+  /**
+   * State-table writes and the events that record them, committed together or not at all, on the
+   * commit thread after everything before them (holds, votes): the gateway's thread waits on
+   * nothing, and the events keep their places in the chain (later appends chain after them at
+   * once). Resolves with the events once committed; rejects with StoreUnavailableError, at once
+   * while the file is locked or failing. Without a commit thread: here, in one transaction.
+   */
+  async writeAsync(statements: StateWrite[], inputs: AuditEventInput[]): Promise<AuditEvent[]> {
+    const thread = this.thread;
+    if (!thread) {
+      try {
+        return this.transaction(() => {
+          for (const w of statements) this.db.prepare(w.sql).run(...w.params);
+          return this.appendMany(inputs);
+        });
+      } catch (err) {
+        throw err instanceof StoreUnavailableError ? err : new StoreUnavailableError(err);
+      }
+    }
+    if (thread.gone) throw new StoreUnavailableError(thread.gone);
+    if (thread.failure !== undefined) throw new StoreUnavailableError(new Error(`the audit database cannot be written (${thread.failure})`));
+    if (thread.busy) throw new StoreUnavailableError(Object.assign(new Error('the audit database is locked by another connection'), { code: 'SQLITE_BUSY' }));
+    const prepared = this.prepare(inputs);
+    const before = { seq: this.headSeq, hash: this.headHash };
+    let prev = before;
+    for (const p of prepared) prev = p.chained = chainAfter(prev, p);
+    // Appends made while this one is on its way chain after it.
+    this.headSeq = prev.seq;
+    this.headHash = prev.hash;
+    const r = await thread.request({ op: 'write', statements, events: prepared, reload: this.takeStale() });
+    if (!r.ok) {
+      // Nothing was written: when nothing chained after these events meanwhile, the head goes back
+      // (otherwise what did is given new places when it is folded, and the head re-read then).
+      if (this.headSeq === prev.seq && this.headHash === prev.hash) {
+        this.headSeq = before.seq;
+        this.headHash = before.hash;
+      } else this.rechained = true;
+      throw new StoreUnavailableError(Object.assign(new Error(r.message), { code: r.code }));
+    }
+    if (r.rechained) this.rechained = true;
+    this.noteThreadSessions(inputs);
+    return this.committed(inputs, r.appended!, prepared);
   }
 
   /**

@@ -23,7 +23,10 @@ function sdk(who: string): OpenAI {
 }
 
 function ask(who: string, prompt: string) {
-  return sdk(who).chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: prompt }] });
+  const answer = sdk(who).chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: prompt }] });
+  // The answer may come before the decision's own response does: handled here, asserted later.
+  answer.catch(() => {});
+  return answer;
 }
 
 async function decide(who: string, id: string, body: Record<string, unknown>): Promise<Response> {

@@ -43,7 +43,7 @@ describe('uninspectable bodies and holds', () => {
     const pending = put('/blobs/a.png');
     const hold = await eventually(() => gw.gw.services.holds.list({ state: 'pending' }).holds[0], 'the hold');
     assert.equal(upstream.requests.length, from, 'nothing forwarded while held');
-    gw.gw.services.holds.decide(hold.id, APPROVER, { decision: 'approve', reason: 'a logo' });
+    await gw.gw.services.holds.decide(hold.id, APPROVER, { decision: 'approve', reason: 'a logo' });
     const r = await pending;
     assert.notEqual(r.status, 415);
     assert.equal(r.headers.get('x-custody-error'), null);

@@ -77,7 +77,7 @@ describe('gateway with a postgres connection', () => {
     assert.ok(hold, 'the DELETE is held');
     assert.equal(await direct(`select count(*) from ${table}`), '2', 'nothing deleted while held');
     const approver: Identity = { subject: 'key:dba1', name: 'Dee', groups: ['dba'], roles: ['approver', 'user'], via: 'api-key' };
-    gw.services.holds.decide(hold.id, approver, { decision: 'approve', reason: 'ticket 42' });
+    await gw.services.holds.decide(hold.id, approver, { decision: 'approve', reason: 'ticket 42' });
     const code = await new Promise((r) => child.on('exit', r));
     assert.equal(code, 0);
     assert.equal(stdout.trim(), 'DELETE 2');

@@ -63,7 +63,7 @@ describe('held DROP TABLE (real HoldQueue)', () => {
       await new Promise((r) => setTimeout(r, 200));
       assert.equal(await direct(`select count(*) from pg_class where relname = '${t}'`), '1', 'not dropped while held');
       assert.equal(queuedDone, false, 'the statement behind the held one waits too');
-      queue.decide(hold.id, ada, { decision: 'approve', reason: 'planned cleanup' });
+      await queue.decide(hold.id, ada, { decision: 'approve', reason: 'planned cleanup' });
       await drop;
       assert.equal((await queued).rows[0].seven, 7);
       assert.equal(await direct(`select count(*) from pg_class where relname = '${t}'`), '0');
@@ -85,7 +85,7 @@ describe('held DROP TABLE (real HoldQueue)', () => {
         (e: pg.DatabaseError) => e,
       );
       const hold = await until('the hold', () => queue.list({ state: 'pending' }).holds[0]);
-      queue.decide(hold.id, ada, { decision: 'deny', reason: 'not during business hours' });
+      await queue.decide(hold.id, ada, { decision: 'deny', reason: 'not during business hours' });
       const err = await del;
       assert.ok(err, 'the statement failed');
       assert.equal(err.code, '42501');

@@ -1,6 +1,7 @@
 // The hold queue's lifecycle against a real store in a temp dir: k-of-N, deny thresholds, timeout,
 // self-approval, reasons, grants, cancellation, abandonment, and failing closed.
 import assert from 'node:assert/strict';
+import { performance } from 'node:perf_hooks';
 import { describe, it } from 'node:test';
 import { HoldSpec } from '../../shared/config';
 import type { Identity } from '../../shared/identity';
@@ -24,8 +25,8 @@ const carol = who('carol', ['dba']);
 const root = who('root', ['admin']);
 const outsider = who('eve', ['marketing']);
 
-function setup(dir = tempDir(), now?: () => number) {
-  const store = AuditStore.open(dir);
+function setup(dir = tempDir(), now?: () => number, commitThread = false) {
+  const store = AuditStore.open(dir, { commitThread });
   const bus = new EventBus();
   const messages: ServerMessage[] = [];
   bus.subscribe((m) => messages.push(m));
@@ -58,8 +59,8 @@ async function created(messages: ServerMessage[], n = 1): Promise<string> {
   throw new Error('no hold.created published');
 }
 
-function refused(fn: () => unknown, status: number, code: string): void {
-  assert.throws(fn, (err: unknown) => err instanceof HoldDecisionError && err.status === status && err.code === code);
+async function refused(fn: () => Promise<unknown>, status: number, code: string): Promise<void> {
+  await assert.rejects(fn, (err: unknown) => err instanceof HoldDecisionError && err.status === status && err.code === code);
 }
 
 function kinds(store: AuditStore): string[] {
@@ -71,11 +72,11 @@ describe('HoldQueue', () => {
     const { store, queue, messages } = setup();
     const pending = queue.request(hold({ min: 2 }));
     const id = await created(messages);
-    const view1 = queue.decide(id, alice, { decision: 'approve', reason: 'planned migration' });
+    const view1 = await queue.decide(id, alice, { decision: 'approve', reason: 'planned migration' });
     assert.equal(view1.state, 'pending');
     assert.equal(view1.votes.length, 1);
-    refused(() => queue.decide(id, alice, { decision: 'approve', reason: 'again' }), 409, 'already_voted');
-    queue.decide(id, bob, { decision: 'approve', reason: 'confirmed with the owner' });
+    await refused(() => queue.decide(id, alice, { decision: 'approve', reason: 'again' }), 409, 'already_voted');
+    await queue.decide(id, bob, { decision: 'approve', reason: 'confirmed with the owner' });
     const outcome = await pending;
     assert.equal(outcome.state, 'approved');
     assert.deepEqual(outcome.decidedBy, ['alice', 'bob']);
@@ -89,7 +90,7 @@ describe('HoldQueue', () => {
     const stored = queue.get(id)!;
     assert.equal(stored.state, 'approved');
     assert.deepEqual(stored.votes.map((v) => [v.byName, v.reason]), [['alice', 'planned migration'], ['bob', 'confirmed with the owner']]);
-    refused(() => queue.decide(id, carol, { decision: 'approve' }), 409, 'not_pending');
+    await refused(() => queue.decide(id, carol, { decision: 'approve' }), 409, 'not_pending');
     store.close();
   });
 
@@ -97,8 +98,8 @@ describe('HoldQueue', () => {
     const { store, queue, messages } = setup();
     const pending = queue.request(hold({ min: 2 }));
     const id = await created(messages);
-    queue.decide(id, alice, { decision: 'approve', reason: 'fine by me' });
-    queue.decide(id, bob, { decision: 'deny', reason: 'not during business hours' });
+    await queue.decide(id, alice, { decision: 'approve', reason: 'fine by me' });
+    await queue.decide(id, bob, { decision: 'deny', reason: 'not during business hours' });
     const outcome = await pending;
     assert.equal(outcome.state, 'denied');
     assert.equal(outcome.reason, 'not during business hours');
@@ -111,8 +112,8 @@ describe('HoldQueue', () => {
     const { store, queue, messages } = setup();
     const pending = queue.request(hold({ min: 3, denyMin: 2 }));
     const id = await created(messages);
-    assert.equal(queue.decide(id, alice, { decision: 'deny', reason: 'no' }).state, 'pending');
-    queue.decide(id, bob, { decision: 'deny', reason: 'no either' });
+    assert.equal((await queue.decide(id, alice, { decision: 'deny', reason: 'no' })).state, 'pending');
+    await queue.decide(id, bob, { decision: 'deny', reason: 'no either' });
     assert.equal((await pending).state, 'denied');
     store.close();
   });
@@ -147,11 +148,11 @@ describe('HoldQueue', () => {
     const self = who('alice', ['dba']);
     const pending = queue.request(hold({}, { identity: self }));
     const id = await created(messages);
-    refused(() => queue.decide(id, self, { decision: 'approve', reason: 'trust me' }), 403, 'self_approval');
-    refused(() => queue.decide(id, outsider, { decision: 'approve', reason: 'sure' }), 403, 'not_an_approver');
-    refused(() => queue.decide(id, who('rev', ['reviewer']), { decision: 'approve' }), 403, 'not_an_approver');
+    await refused(() => queue.decide(id, self, { decision: 'approve', reason: 'trust me' }), 403, 'self_approval');
+    await refused(() => queue.decide(id, outsider, { decision: 'approve', reason: 'sure' }), 403, 'not_an_approver');
+    await refused(() => queue.decide(id, who('rev', ['reviewer']), { decision: 'approve' }), 403, 'not_an_approver');
     assert.equal(queue.get(id)!.votes.length, 0, 'refused decisions leave no vote');
-    queue.decide(id, root, { decision: 'approve', reason: 'admin override' });
+    await queue.decide(id, root, { decision: 'approve', reason: 'admin override' });
     assert.equal((await pending).state, 'approved');
     store.close();
   });
@@ -160,14 +161,14 @@ describe('HoldQueue', () => {
     const { store, queue, messages } = setup();
     const pending = queue.request(hold({ reason: 'required' }));
     const id = await created(messages);
-    refused(() => queue.decide(id, alice, { decision: 'approve' }), 400, 'reason_required');
-    refused(() => queue.decide(id, alice, { decision: 'approve', reason: '   ' }), 400, 'reason_required');
-    refused(() => queue.decide(id, alice, { decision: 'maybe' as 'approve', reason: 'x' }), 400, 'bad_request');
-    refused(() => queue.decide(id, alice, { decision: 'deny', reason: 'x', grant: '30m' }), 400, 'bad_request');
-    refused(() => queue.decide(id, alice, { decision: 'approve', reason: 'x', grant: 'forever' }), 400, 'bad_request');
-    refused(() => queue.decide(id, alice, { decision: 'approve', reason: 'x', grant: '30d' }), 400, 'bad_request');
-    refused(() => queue.decide('hold_nope', alice, { decision: 'approve', reason: 'x' }), 404, 'not_found');
-    queue.decide(id, alice, { decision: 'approve', reason: 'ticket OPS-42' });
+    await refused(() => queue.decide(id, alice, { decision: 'approve' }), 400, 'reason_required');
+    await refused(() => queue.decide(id, alice, { decision: 'approve', reason: '   ' }), 400, 'reason_required');
+    await refused(() => queue.decide(id, alice, { decision: 'maybe' as 'approve', reason: 'x' }), 400, 'bad_request');
+    await refused(() => queue.decide(id, alice, { decision: 'deny', reason: 'x', grant: '30m' }), 400, 'bad_request');
+    await refused(() => queue.decide(id, alice, { decision: 'approve', reason: 'x', grant: 'forever' }), 400, 'bad_request');
+    await refused(() => queue.decide(id, alice, { decision: 'approve', reason: 'x', grant: '30d' }), 400, 'bad_request');
+    await refused(() => queue.decide('hold_nope', alice, { decision: 'approve', reason: 'x' }), 404, 'not_found');
+    await queue.decide(id, alice, { decision: 'approve', reason: 'ticket OPS-42' });
     assert.equal((await pending).hold.votes[0]!.reason, 'ticket OPS-42');
     store.close();
   });
@@ -177,7 +178,7 @@ describe('HoldQueue', () => {
     const { dir, store, queue, messages } = setup(tempDir(), () => clock);
     const first = queue.request(hold());
     const id = await created(messages);
-    queue.decide(id, alice, { decision: 'approve', reason: 'on call tonight', grant: '30m' });
+    await queue.decide(id, alice, { decision: 'approve', reason: 'on call tonight', grant: '30m' });
     const o1 = await first;
     assert.equal(o1.hold.grantMs, 30 * 60_000);
 
@@ -192,11 +193,13 @@ describe('HoldQueue', () => {
     // another rule, another connection or another identity still waits
     const ac = new AbortController();
     const other = queue.request(hold({}, { rule: 'other-rule', signal: ac.signal }));
+    await created(messages, 2);
     assert.equal(queue.pendingCount, 1);
     ac.abort();
     assert.equal((await other).state, 'cancelled');
     const ac2 = new AbortController();
     const otherUser = queue.request(hold({}, { identity: who('dev2', ['engineering']), signal: ac2.signal }));
+    await created(messages, 3);
     assert.equal(queue.pendingCount, 1);
     ac2.abort();
     await otherUser;
@@ -209,6 +212,7 @@ describe('HoldQueue', () => {
     clock += 31 * 60_000;
     const ac3 = new AbortController();
     const later = again.queue.request(hold({}, { signal: ac3.signal }));
+    await created(again.messages);
     assert.equal(again.queue.pendingCount, 1);
     ac3.abort();
     assert.equal((await later).state, 'cancelled');
@@ -219,14 +223,14 @@ describe('HoldQueue', () => {
     const { store, queue, messages } = setup();
     const p1 = queue.request(hold({ min: 2 }));
     const id1 = await created(messages, 1);
-    queue.decide(id1, alice, { decision: 'approve', reason: 'ok', grant: '1h' });
-    queue.decide(id1, bob, { decision: 'approve', reason: 'ok', grant: '15m' });
+    await queue.decide(id1, alice, { decision: 'approve', reason: 'ok', grant: '1h' });
+    await queue.decide(id1, bob, { decision: 'approve', reason: 'ok', grant: '15m' });
     assert.equal((await p1).hold.grantMs, 15 * 60_000);
 
     const p2 = queue.request(hold({ min: 2 }, { rule: 'second' }));
     const id2 = await created(messages, 2);
-    queue.decide(id2, alice, { decision: 'approve', reason: 'ok', grant: '1h' });
-    queue.decide(id2, bob, { decision: 'approve', reason: 'just this once' });
+    await queue.decide(id2, alice, { decision: 'approve', reason: 'ok', grant: '1h' });
+    await queue.decide(id2, bob, { decision: 'approve', reason: 'just this once' });
     assert.equal((await p2).hold.grantMs, undefined);
     store.close();
   });
@@ -240,7 +244,7 @@ describe('HoldQueue', () => {
     const outcome = await pending;
     assert.equal(outcome.state, 'cancelled');
     assert.equal(queue.get(id)!.state, 'cancelled');
-    refused(() => queue.decide(id, alice, { decision: 'approve', reason: 'late' }), 409, 'not_pending');
+    await refused(() => queue.decide(id, alice, { decision: 'approve', reason: 'late' }), 409, 'not_pending');
     const gone = AbortSignal.abort();
     assert.equal((await queue.request(hold({}, { signal: gone }))).state, 'cancelled');
     assert.equal(queue.pendingCount, 0);
@@ -262,14 +266,14 @@ describe('HoldQueue', () => {
     assert.equal((last.payload as { state: string }).state, 'abandoned');
     assert.equal(b.queue.list({ state: 'pending' }).total, 0);
     b.store.close();
-    a.queue.close(); // stops the dead run's timer; its store is closed, so nothing more is written
+    await a.queue.close(); // stops the dead run's timer; its store is closed, so nothing more is written
   });
 
   it('abandons pending holds when the gateway stops, answering the waiting clients', async () => {
     const { store, queue, messages } = setup();
     const pending = queue.request(hold());
     await created(messages);
-    queue.close();
+    await queue.close();
     const outcome = await pending;
     assert.equal(outcome.state, 'abandoned');
     await assert.rejects(queue.request(hold()), /closed/);
@@ -280,7 +284,7 @@ describe('HoldQueue', () => {
     const { store, queue, messages } = setup();
     const p1 = queue.request(hold());
     const id1 = await created(messages, 1);
-    queue.decide(id1, alice, { decision: 'deny', reason: 'no' });
+    await queue.decide(id1, alice, { decision: 'deny', reason: 'no' });
     await p1;
     void queue.request(hold({ approvers: ['security'] }, { rule: 'sec' }));
     await created(messages, 2);
@@ -289,7 +293,7 @@ describe('HoldQueue', () => {
     assert.equal(queue.list({ state: 'pending' }).holds[0]!.rule, 'sec');
     const forAlice = queue.list({ visible: (v) => v.approvers.some((g) => alice.groups.includes(g)) });
     assert.deepEqual(forAlice.holds.map((h) => h.id), [id1]);
-    queue.close();
+    await queue.close();
     store.close();
   });
 
@@ -303,17 +307,80 @@ describe('HoldQueue', () => {
     const pending = queue.request(hold());
     const id = await created(messages);
     store.db.pragma('query_only = ON');
-    assert.throws(() => queue.decide(id, alice, { decision: 'approve', reason: 'ok' }), StoreUnavailableError);
+    await assert.rejects(queue.decide(id, alice, { decision: 'approve', reason: 'ok' }), StoreUnavailableError);
     store.db.pragma('query_only = OFF');
     assert.equal(queue.get(id)!.votes.length, 0);
 
     // The vote is recorded but the approval cannot be: the client is denied, never let through.
     store.db.exec(`CREATE TRIGGER no_approvals BEFORE UPDATE OF state ON holds WHEN NEW.state = 'approved' BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END`);
-    queue.decide(id, alice, { decision: 'approve', reason: 'ok' });
+    await queue.decide(id, alice, { decision: 'approve', reason: 'ok' });
     const outcome = await pending;
     assert.equal(outcome.state, 'denied');
     assert.match(outcome.reason, /could not be recorded/);
     store.close();
+  });
+});
+
+describe('hold writes with a commit thread (the gateway)', () => {
+  it('never wait on the database on the gateway thread: a hold is created and decided while the thread is busy folding', async () => {
+    const { store, queue, messages } = setup(tempDir(), undefined, true);
+    assert.ok(store.threaded, 'the store runs a commit thread');
+    try {
+      // A large backlog of journaled events keeps the commit thread busy folding for a while.
+      const busy = () => {
+        for (let i = 0; i < 20; i++) store.appendMany(Array.from({ length: 1000 }, (_, j) => ({ kind: 'http.chunk' as const, session: 'sess_busy', payload: { offset: j, events: [{ data: 'x'.repeat(400) }] } })));
+      };
+      busy();
+      let t0 = performance.now();
+      store.settle();
+      const foldMs = performance.now() - t0;
+      busy();
+      t0 = performance.now();
+      const pending = queue.request(hold({ min: 2 }));
+      const requestMs = performance.now() - t0;
+      const id = await created(messages);
+      busy();
+      t0 = performance.now();
+      const voted = queue.decide(id, alice, { decision: 'approve', reason: 'fine' });
+      const decideMs = performance.now() - t0;
+      assert.equal((await voted).votes.length, 1);
+      // What the gateway thread spent inside the calls, against what a wait for the fold costs.
+      assert.ok(foldMs > 80, `the backlog kept the commit thread busy for ${foldMs.toFixed(1)} ms`);
+      assert.ok(requestMs < 40 && decideMs < 40, `request ${requestMs.toFixed(1)} ms, decide ${decideMs.toFixed(1)} ms on the gateway thread`);
+      await queue.decide(id, bob, { decision: 'approve', reason: 'also fine' });
+      assert.equal((await pending).state, 'approved');
+      store.settle();
+      const rows = store.db.prepare("SELECT kind FROM events WHERE kind LIKE 'hold.%' ORDER BY seq").all() as { kind: string }[];
+      assert.deepEqual(rows.map((r) => r.kind), ['hold.created', 'hold.vote', 'hold.vote', 'hold.resolved']);
+      assert.equal(queue.get(id)!.state, 'approved', 'the row and its events were written together');
+      console.log(`hold request ${requestMs.toFixed(1)} ms, decide ${decideMs.toFixed(1)} ms on the gateway thread; waiting for such a fold takes ${foldMs.toFixed(1)} ms`);
+    } finally {
+      await queue.close();
+      store.close();
+    }
+  });
+
+  it('a vote that cannot be written is refused, and the chain goes on intact', async () => {
+    const { store, queue, messages } = setup(tempDir(), undefined, true);
+    try {
+      const pending = queue.request(hold());
+      const id = await created(messages);
+      store.settle();
+      store.db.exec(`CREATE TRIGGER no_votes BEFORE UPDATE OF view ON holds BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END`);
+      await assert.rejects(queue.decide(id, alice, { decision: 'approve', reason: 'ok' }), StoreUnavailableError);
+      store.db.exec('DROP TRIGGER no_votes');
+      store.appendMany([{ kind: 'http.chunk', session: 'sess_1', payload: { after: 'the refused vote' } }]);
+      await queue.decide(id, alice, { decision: 'approve', reason: 'ok' });
+      assert.equal((await pending).state, 'approved');
+      store.settle();
+      const kinds = (store.db.prepare('SELECT kind FROM events ORDER BY seq').all() as { kind: string }[]).map((r) => r.kind);
+      assert.deepEqual(kinds, ['hold.created', 'http.chunk', 'hold.vote', 'hold.resolved']);
+      const chain = store.db.prepare('SELECT seq, prev_hash, hash FROM events ORDER BY seq').all() as { seq: number; prev_hash: string; hash: string }[];
+      for (let i = 1; i < chain.length; i++) assert.equal(chain[i]!.prev_hash, chain[i - 1]!.hash, `seq ${chain[i]!.seq} follows seq ${chain[i - 1]!.seq}`);
+    } finally {
+      await queue.close();
+      store.close();
+    }
   });
 });
 

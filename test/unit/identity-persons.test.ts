@@ -26,8 +26,8 @@ async function pendingHold(queue: HoldQueue, messages: ServerMessage[], requeste
   throw new Error('no hold');
 }
 
-function refusedWith(fn: () => unknown, code: string): void {
-  assert.throws(fn, (err: unknown) => err instanceof HoldDecisionError && err.code === code, code);
+async function refusedWith(fn: () => Promise<unknown>, code: string): Promise<void> {
+  await assert.rejects(fn, (err: unknown) => err instanceof HoldDecisionError && err.code === code, code);
 }
 
 describe('persons', () => {
@@ -38,15 +38,15 @@ describe('persons', () => {
     bus.subscribe((m) => messages.push(m));
     const queue = new HoldQueue({ store, bus });
     const h = await pendingHold(queue, messages, id('key:a1', 'p_alice'));
-    refusedWith(() => queue.decide(h, id('key:a2', 'p_alice'), { decision: 'approve' }), 'self_approval');
-    refusedWith(() => queue.decide(h, id('https://idp#alice', 'p_alice'), { decision: 'approve' }), 'self_approval');
-    queue.decide(h, id('key:b1', 'p_bob'), { decision: 'approve' });
-    refusedWith(() => queue.decide(h, id('key:b2', 'p_bob'), { decision: 'approve' }), 'already_voted');
+    await refusedWith(() => queue.decide(h, id('key:a2', 'p_alice'), { decision: 'approve' }), 'self_approval');
+    await refusedWith(() => queue.decide(h, id('https://idp#alice', 'p_alice'), { decision: 'approve' }), 'self_approval');
+    await queue.decide(h, id('key:b1', 'p_bob'), { decision: 'approve' });
+    await refusedWith(() => queue.decide(h, id('key:b2', 'p_bob'), { decision: 'approve' }), 'already_voted');
     assert.equal(queue.get(h)!.state, 'pending');
     assert.deepEqual(queue.get(h)!.votes.map((v) => v.person), ['p_bob']);
-    queue.decide(h, id('key:c1', 'p_carol'), { decision: 'approve' });
+    await queue.decide(h, id('key:c1', 'p_carol'), { decision: 'approve' });
     assert.equal(queue.get(h)!.state, 'approved');
-    queue.close();
+    await queue.close();
     store.close();
   });
 
@@ -57,9 +57,9 @@ describe('persons', () => {
     bus.subscribe((m) => messages.push(m));
     const queue = new HoldQueue({ store, bus, separationOfDuties: 'idp', idpBacked: (p) => p.startsWith('idp_') });
     const h = await pendingHold(queue, messages, id('key:dev', 'p_dev'));
-    refusedWith(() => queue.decide(h, id('key:minted', 'p_local'), { decision: 'approve' }), 'not_idp_backed');
-    queue.decide(h, id('https://idp#x', 'idp_x'), { decision: 'approve' });
-    queue.decide(h, id('key:y', 'p_y'), { decision: 'deny', reason: 'no' });
+    await refusedWith(() => queue.decide(h, id('key:minted', 'p_local'), { decision: 'approve' }), 'not_idp_backed');
+    await queue.decide(h, id('https://idp#x', 'idp_x'), { decision: 'approve' });
+    await queue.decide(h, id('key:y', 'p_y'), { decision: 'deny', reason: 'no' });
     assert.equal(queue.get(h)!.state, 'denied');
     store.close();
   });

@@ -88,7 +88,7 @@ export function registerHoldRoutes(router: Router, s: GatewayServices): void {
     const body = await json<HoldDecisionRequest>();
     if (!body || typeof body !== 'object') throw new HttpError(400, 'bad_request', 'send {"decision": "approve"|"deny", "reason": "…"}');
     try {
-      return s.holds.decide(params['id']!, identity!, body);
+      return await s.holds.decide(params['id']!, identity!, body);
     } catch (err) {
       if (err instanceof HoldDecisionError) throw new HttpError(err.status, err.code, err.message);
       throw err;
