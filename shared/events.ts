@@ -96,7 +96,8 @@ export interface PostgresSessionStart extends SessionStartCommon {
 /** `session.start` of an SSH session, once the upstream host accepted the gateway's login. */
 export interface SshSessionStart extends SessionStartCommon {
   protocol: 'ssh';
-  client: { address: string; port: number | null; software: string };
+  /** `publicKey`: the registered SSH key (fingerprint) the client logged in with, when it used one. */
+  client: { address: string; port: number | null; software: string; publicKey?: string };
   upstream: { host: string; port: number; user: string; hostKey: string; hostKeyLearned?: true };
 }
 

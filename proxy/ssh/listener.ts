@@ -7,6 +7,7 @@ import type { AddressInfo } from 'node:net';
 import ssh2 from 'ssh2';
 import type { Connection } from '../../shared/config';
 import { listen, splitHostPort } from '../net';
+import { SshKeyStore } from '../identity/ssh-keys';
 import type { GatewayServices } from '../services';
 import { type SshListenerContext, SshProxySession } from './session';
 import { fingerprint, KnownHosts, sshUpstreamTarget } from './upstream';
@@ -42,6 +43,7 @@ export async function startSshListener(opts: SshListenerOptions): Promise<SshLis
     connection,
     target: sshUpstreamTarget(connection, opts.connectTimeoutMs),
     knownHosts: new KnownHosts(opts.dataDir),
+    sshKeys: new SshKeyStore(services.store.db, (sql, params) => services.store.readAsync(sql, params)),
     services,
     recordOutputBytes: services.config.limits.recordOutputBytes,
     recordFileBytes: services.config.limits.recordFileBytes,
