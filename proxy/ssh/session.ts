@@ -192,7 +192,7 @@ export class SshProxySession {
 
   private onReady(): void {
     const identity = this.identity!;
-    this.unregisterLive = this.s.liveSessions.register({ protocol: 'ssh', identity, terminate: (why) => this.terminate(why) });
+    this.unregisterLive = this.s.liveSessions.register({ protocol: 'ssh', session: this.id, identity, terminate: (why) => this.terminate(why) });
     this.upstream = this.connectUpstream(identity);
     // Failures are answered per channel; this keeps the rejection from going unhandled.
     this.upstream.catch(() => {});
