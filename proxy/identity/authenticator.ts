@@ -128,6 +128,9 @@ export class Authenticator {
     if (!record) throw new AuthError('unknown', 'the API key this SSH key is registered for does not exist');
     if (record.revokedAt !== null) throw new AuthError('revoked', 'the API key this SSH key is registered for has been revoked');
     if (record.expiresAt !== null && record.expiresAt <= now) throw new AuthError('expired', 'the API key this SSH key is registered for has expired');
+    // A key the CLI made a moment ago has its owner in the store before this process has read the
+    // link (PersonDirectory refreshes every second): read it now rather than make a second owner.
+    if (this.persons && !this.persons.personOf(`key:${id}`)) await withinStoreWait(this.persons.refreshAsync(), 'look up the key\'s owner');
     return this.identityForKey(record);
   }
 

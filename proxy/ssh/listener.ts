@@ -78,6 +78,8 @@ export async function startSshListener(opts: SshListenerOptions): Promise<SshLis
   // that has not logged in by the timeout (and its grace to close) is destroyed, so it cannot hold
   // a descriptor or the session table.
   (server as unknown as { _srv: NetServer })._srv.prependListener('connection', (socket: Socket) => {
+    // Echo and keystrokes are tiny packets: send them at once rather than wait out Nagle's delay.
+    socket.setNoDelay(true);
     const cutoff = setTimeout(() => {
       if (!loggedIn.has(socket)) socket.destroy();
     }, loginTimeoutMs + LOGIN_GRACE_MS);
