@@ -8,15 +8,23 @@
  *
  * Each round runs both; rounds repeat the alternation so drift on the shared machine hits both
  * alike. Reported: MB/s per target per round, the medians and gateway / direct (bar: ≥ 0.5).
- * Not yet measured: the bare ssh2 pass-through baseline and keystroke echo latency (docs/SSH.md).
  *
- *   node --import tsx bench/ssh.ts [--mib 200] [--rounds 3]   (npm run bench -- ssh)
+ * Then keystroke echo latency in an interactive shell (a pty, `cat > /dev/null` reading it): one
+ * character is typed, and the time until the pty's echo of it comes back is measured, `--keys`
+ * times per target per round, alternating direct (ssh2's client straight to the sshd, with its key)
+ * and through the gateway (cst_ key; the shell recorded as frames, a card-number masking rule on
+ * the connection). Reported: p50 and p99 per target and the gateway's added p50 / p99 (bar: p50
+ * ≤ +2 ms). `--mib 0` skips the copy.
+ * Not yet measured: the bare ssh2 pass-through baseline (docs/SSH.md).
+ *
+ *   node --import tsx bench/ssh.ts [--mib 200] [--rounds 3] [--keys 300]   (npm run bench -- ssh)
  */
 import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
+import ssh2 from 'ssh2';
 import { Config } from '../shared/config';
 import { Gateway } from '../proxy/gateway';
 import { silentLogger } from '../proxy/log';
@@ -29,6 +37,7 @@ function arg(name: string, fallback: number): number {
 
 const MIB = arg('mib', 200);
 const ROUNDS = arg('rounds', 3);
+const KEYS = arg('keys', 300);
 const OPTS = ['-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'LogLevel=ERROR'];
 
 function run(cmd: string, args: string[]): Promise<void> {
@@ -36,6 +45,68 @@ function run(cmd: string, args: string[]): Promise<void> {
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+const percentile = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((xs.length * p) / 100))]!;
+
+function sshClient(opts: { port: number; username: string; password?: string; privateKey?: string }): Promise<ssh2.Client> {
+  const client = new ssh2.Client();
+  return new Promise((resolve, reject) => {
+    client.once('ready', () => {
+      client.setNoDelay(true);
+      resolve(client);
+    }).once('error', reject);
+    client.connect({ host: '127.0.0.1', ...opts });
+  });
+}
+
+/**
+ * Types `n` single characters into a shell whose pty echoes them (`cat > /dev/null` reads the
+ * line, so nothing but the echo comes back) and returns each one's echo time in ms.
+ */
+async function keystrokes(client: ssh2.Client, n: number): Promise<number[]> {
+  const sh = await new Promise<ssh2.ClientChannel>((resolve, reject) => client.shell({ term: 'xterm', cols: 120, rows: 40 }, (e, s) => (e ? reject(e) : resolve(s))));
+  let screen = '';
+  let waiting: ((chunk: string) => void) | undefined;
+  sh.on('data', (d: Buffer) => {
+    const text = d.toString('utf8');
+    screen += text;
+    waiting?.(text);
+  });
+  const until = async (re: RegExp) => {
+    for (let i = 0; i < 400 && !re.test(screen); i++) await new Promise((r) => setTimeout(r, 25));
+    if (!re.test(screen)) throw new Error(`the shell did not show ${re}: ${JSON.stringify(screen.slice(-200))}`);
+  };
+  await until(/[$#] $/);
+  sh.write('cat > /dev/null\r');
+  await until(/cat > \/dev\/null\r\n/);
+  await new Promise((r) => setTimeout(r, 200));
+  const samples: number[] = [];
+  for (let i = 0; i < n; i++) {
+    // A line end now and then, so the line never fills; those are not timed.
+    if (i > 0 && i % 64 === 0) {
+      sh.write('\r');
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const t0 = performance.now();
+    await new Promise<void>((resolve) => {
+      waiting = (chunk) => {
+        if (chunk.includes('k')) {
+          waiting = undefined;
+          resolve();
+        }
+      };
+      sh.write('k');
+    });
+    samples.push(performance.now() - t0);
+    await new Promise((r) => setTimeout(r, 2));
+  }
+  sh.write('\x03exit\r');
+  await new Promise((r) => {
+    sh.once('close', r);
+    setTimeout(r, 2000).unref();
+  });
+  client.end();
+  return samples;
+}
 
 async function main(): Promise<void> {
   const sshd = await startSshd();
@@ -47,6 +118,7 @@ async function main(): Promise<void> {
   const config = Config.parse({
     listen: { control: '127.0.0.1:0', http: '127.0.0.1:0' },
     connections: [{ name: 'box', kind: 'ssh', upstream: `ssh://${sshd.user}@127.0.0.1:${sshd.port}`, secret: { value: sshd.clientKey }, listen: '127.0.0.1:0' }],
+    masking: [{ id: 'cards', detectors: ['credit_card'], scope: ['client', 'log'] }],
     policies: [{ name: 'no-etc', match: { ssh: ['file_transfer'], paths: ['/etc/*'] }, action: 'deny' }],
   });
   const gw = await Gateway.start({ config, dataDir: join(dir, 'data'), log: silentLogger, bootstrapKey: false });
@@ -58,7 +130,7 @@ async function main(): Promise<void> {
   };
   const rates: Record<string, number[]> = { direct: [], gateway: [] };
   try {
-    for (let round = 1; round <= ROUNDS; round++) {
+    for (let round = 1; round <= ROUNDS && MIB > 0; round++) {
       for (const [name, copy] of Object.entries(targets)) {
         const dest = join(dir, `out-${name}.bin`);
         const t0 = performance.now();
@@ -71,9 +143,29 @@ async function main(): Promise<void> {
         console.log(`round ${round} ${name.padEnd(8)} ${rate.toFixed(1)} MB/s (${s.toFixed(2)} s)`);
       }
     }
-    const d = median(rates['direct']!);
-    const g = median(rates['gateway']!);
-    console.log(`\nscp ${MIB} MiB, median of ${ROUNDS}: direct ${d.toFixed(1)} MB/s, gateway ${g.toFixed(1)} MB/s, gateway / direct ${(g / d).toFixed(2)} (bar ≥ 0.5)`);
+    if (MIB > 0) {
+      const d = median(rates['direct']!);
+      const g = median(rates['gateway']!);
+      console.log(`\nscp ${MIB} MiB, median of ${ROUNDS}: direct ${d.toFixed(1)} MB/s, gateway ${g.toFixed(1)} MB/s, gateway / direct ${(g / d).toFixed(2)} (bar ≥ 0.5)\n`);
+    }
+    const shells: Record<string, () => Promise<ssh2.Client>> = {
+      direct: () => sshClient({ port: sshd.port, username: sshd.user, privateKey: sshd.clientKey }),
+      gateway: () => sshClient({ port: Number(port), username: 'bench', password: key }),
+    };
+    const echo: Record<string, number[]> = { direct: [], gateway: [] };
+    for (let round = 1; round <= ROUNDS && KEYS > 0; round++) {
+      for (const [name, open] of Object.entries(shells)) {
+        const samples = await keystrokes(await open(), KEYS);
+        echo[name]!.push(...samples);
+        console.log(`round ${round} ${name.padEnd(8)} echo p50 ${percentile(samples, 50).toFixed(2)} ms, p99 ${percentile(samples, 99).toFixed(2)} ms (${samples.length} keys)`);
+      }
+    }
+    if (KEYS > 0) {
+      const [d50, d99, g50, g99] = [percentile(echo['direct']!, 50), percentile(echo['direct']!, 99), percentile(echo['gateway']!, 50), percentile(echo['gateway']!, 99)];
+      console.log(
+        `\nkeystroke echo, ${echo['direct']!.length} keys per target: direct p50 ${d50.toFixed(2)} ms p99 ${d99.toFixed(2)} ms; gateway p50 ${g50.toFixed(2)} ms p99 ${g99.toFixed(2)} ms; added p50 ${(g50 - d50).toFixed(2)} ms, p99 ${(g99 - d99).toFixed(2)} ms (bar: p50 ≤ +2 ms)`,
+      );
+    }
   } finally {
     await gw.stop();
     await sshd.close();

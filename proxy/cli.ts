@@ -19,7 +19,7 @@ type Command = (args: ParsedArgs, io: Io) => Promise<number>;
 /** name → [handler, switches (flags without a value), one-line help] */
 const COMMANDS: Record<string, [Command, string[], string]> = {
   serve: [serveCommand, [], 'serve [--config FILE] [--data-dir DIR]            run the gateway and the console'],
-  keys: [keysCommand, ['json'], 'keys create --name N [--owner PERSON] --groups a,b [--expires 30d] | list | revoke ID | expire ID'],
+  keys: [keysCommand, ['json'], 'keys create --name N [--owner PERSON] --groups a,b [--expires 30d] | list | revoke ID | expire ID | add-ssh FILE (--key ID | --owner PERSON --groups a,b) | list-ssh | remove-ssh FP'],
   persons: [personsCommand, ['json'], 'persons list | create NAME | link PERSON CREDENTIAL | lock PERSON   who holds which credentials'],
   'login-link': [loginLinkCommand, [], 'login-link                                   a fresh console login link (single use, 10 minutes)'],
   verify: [verifyCommand, ['json', 'show-key', 'show-keys', 'force-path-style'], 'verify [PATH | s3://BUCKET/PREFIX] [--since-checkpoint FILE] [--key FINGERPRINT] [--witness-key VKEY ...] [--endpoint URL --region R] | --show-key | --store postgres://… [--keys FILE] [--show-keys]   check a data dir, bundle, segment, archive or shared store'],

@@ -131,6 +131,9 @@ export const httpApi: ConsoleApi = {
     const created = await request('POST /api/keys', { body: req });
     return { key: created.key, record: created };
   },
+  async endSession(id, reason) {
+    await request('POST /api/sessions/:id/end', { params: { id }, body: { reason } });
+  },
   async revokeKey(id) {
     await request('POST /api/keys/:id/revoke', { params: { id } });
   },

@@ -3,7 +3,8 @@
 #   build  what `npm ci` needs to compile native modules (make, g++, python3)
 #   test   what the test suite uses: PostgreSQL running on 127.0.0.1:5432 (trust auth for postgres over
 #          TCP), psql and pgbench, PgBouncer, Debian's Chromium, python3, rsyslog with its TLS driver (the syslog sink's receiver),
-#          OpenSSH's server and clients (the tests start their own sshd as the SSH upstream), sshpass and rsync
+#          OpenSSH's server and clients (the tests start their own sshd as the SSH upstream), sshpass, rsync and
+#          sudo (the SSH tests type a password at a real sudo prompt)
 # Missing packages are installed through apt-get when this runs as root (or with passwordless sudo),
 # as on CI; otherwise it stops with one line giving the exact command to run. PostgreSQL is started
 # if it is installed but down. `npm test` runs `test` first (the pretest script).
@@ -27,6 +28,7 @@ if [ "$mode" = test ]; then
   want ssh openssh-client
   want sshpass sshpass
   want rsync rsync
+  want sudo sudo
   compgen -G '/usr/lib/*/rsyslog/lmnsd_gtls.so' >/dev/null || compgen -G '/usr/lib/rsyslog/lmnsd_gtls.so' >/dev/null || need+=(rsyslog-gnutls)
 fi
 

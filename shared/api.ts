@@ -81,6 +81,16 @@ export interface SessionList {
   sessions: SessionSummary[];
 }
 
+/** Ends a live session (SSH) from the console; the reason is recorded and shown to the client. */
+export interface EndSessionRequest {
+  reason: string;
+}
+
+export interface EndSessionResponse {
+  session: string;
+  ended: true;
+}
+
 export interface SessionEvents {
   session: SessionSummary;
   events: AuditEvent[];
@@ -455,6 +465,7 @@ export interface ApiRoutes {
   'GET /api/sessions': { response: SessionList };
   'GET /api/sessions/:id': { response: SessionSummary };
   'GET /api/sessions/:id/events': { response: SessionEvents };
+  'POST /api/sessions/:id/end': { request: EndSessionRequest; response: EndSessionResponse };
 
   'GET /api/policies': { response: PolicySetResponse };
   'PUT /api/policies': { request: PutPoliciesRequest; response: PolicySetResponse };

@@ -8,6 +8,8 @@ export const EVENT_KINDS = [
   // sessions and traffic
   'session.start',
   'session.end',
+  // an approver or admin ended a live session from the console (before the session's own end)
+  'session.terminated',
   'http.request',
   'http.response',
   'http.chunk',
@@ -97,7 +99,8 @@ export interface PostgresSessionStart extends SessionStartCommon {
 /** `session.start` of an SSH session, once the upstream host accepted the gateway's login. */
 export interface SshSessionStart extends SessionStartCommon {
   protocol: 'ssh';
-  client: { address: string; port: number | null; software: string };
+  /** `publicKey`: the registered SSH key (fingerprint) the client logged in with, when it used one. */
+  client: { address: string; port: number | null; software: string; publicKey?: string };
   upstream: { host: string; port: number; user: string; hostKey: string; hostKeyLearned?: true };
 }
 
@@ -156,6 +159,15 @@ function text(v: unknown): string | null {
 }
 
 /** How a session ended. */
+/** `session.terminated`: an approver or admin ended a live session from the console, before its own `session.end`. */
+export interface SessionTerminatedPayload {
+  protocol: 'http' | 'postgres' | 'ssh' | 'control';
+  /** Identity subject and name of who ended it. */
+  by: string;
+  byName: string;
+  reason: string;
+}
+
 export interface SessionEndPayload {
   protocol: 'http' | 'postgres' | 'ssh' | 'control';
   /** `idle`, `gateway_restarted`, `closed`, or what ended it in words. */
@@ -283,6 +295,7 @@ export type AdministrativePayload = Record<string, unknown>;
 export interface EventPayloads {
   'session.start': SessionStartPayload;
   'session.end': SessionEndPayload;
+  'session.terminated': SessionTerminatedPayload;
   'http.request': HttpRequestPayload;
   'http.response': HttpResponsePayload;
   'http.chunk': HttpChunkPayload;

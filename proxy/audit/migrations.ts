@@ -194,4 +194,21 @@ export const MIGRATIONS: Migration[] = [
       CREATE UNIQUE INDEX archive_segments_first ON archive_segments(first_seq);
     `,
   },
+  {
+    version: 5,
+    name: 'SSH public keys registered for API keys (public-key login to ssh connections)',
+    sql: `
+      CREATE TABLE ssh_keys (
+        fingerprint TEXT PRIMARY KEY, -- SHA256:… of the public key blob, as ssh-keygen -l prints it
+        key_id TEXT NOT NULL,         -- the API key whose identity (groups, person, expiry) it logs in as
+        algo TEXT NOT NULL,           -- ssh-ed25519, ecdsa-sha2-nistp256, rsa-sha2-…
+        public_key TEXT NOT NULL,     -- base64 of the public key blob
+        comment TEXT,
+        created_at INTEGER NOT NULL,
+        created_by TEXT NOT NULL,
+        removed_at INTEGER
+      );
+      CREATE INDEX ssh_keys_key ON ssh_keys(key_id);
+    `,
+  },
 ];

@@ -1,9 +1,12 @@
+import { readFileSync } from 'node:fs';
 import { parseDuration } from '../../shared/config';
+import type { ApiKeyRecord } from '../../shared/identity';
 import { AuditStore } from '../audit/store';
 import { resolveConfig } from '../config';
 import { ApiKeyStore } from '../identity/api-keys';
 import { ConsoleSessions } from '../identity/console-sessions';
 import { PersonDirectory, PersonError } from '../identity/persons';
+import { parseSshPublicKey, SshKeyError, SshKeyStore } from '../identity/ssh-keys';
 import { type Io, type ParsedArgs, rejectUnknown, str, UsageError } from './args';
 
 /** `custody keys create|list|revoke|expire` against the store of --config/--data-dir. */
@@ -18,30 +21,8 @@ export async function keysCommand(args: ParsedArgs, io: Io): Promise<number> {
         rejectUnknown(args, ['config', 'data-dir', 'name', 'owner', 'groups', 'expires', 'json']);
         const name = str(args, 'name');
         if (!name) throw new UsageError('keys create needs --name NAME');
-        const groups = (str(args, 'groups') ?? '').split(',').map((g) => g.trim()).filter(Boolean);
-        const expires = str(args, 'expires');
-        let expiresAt: number | null = null;
-        if (expires) {
-          try {
-            expiresAt = Date.now() + parseDuration(expires);
-          } catch (err) {
-            throw new UsageError(`--expires: ${(err as Error).message}`);
-          }
-        }
-        // The key belongs to a person: --owner names one (id or unique name), else a person named
-        // like the key is created (recorded), so each key created here is its own person.
-        const persons = new PersonDirectory(store);
-        const ownerArg = str(args, 'owner');
-        let person: string;
-        try {
-          person = ownerArg ? persons.resolve(ownerArg).id : persons.create(name, 'cli', 'owner of a new API key (custody keys create)').id;
-        } catch (err) {
-          if (err instanceof PersonError) throw new UsageError(`--owner: ${err.message}`);
-          throw err;
-        }
-        const { key, record } = keys.create({ name, groups, expiresAt, createdBy: 'cli' });
-        persons.attach(`key:${record.id}`, 'api-key', person, 'cli');
-        store.append({ kind: 'key.created', actor: 'cli', payload: { id: record.id, name, groups, expiresAt, person } });
+        const { key, record, person } = createOwnedKey(store, keys, args, name, 'custody keys create');
+        const { groups, expiresAt } = record;
         if (args.flags['json']) io.out(`${JSON.stringify({ key, ...record, person })}\n`);
         else {
           io.out(`${key}\n`);
@@ -77,10 +58,115 @@ export async function keysCommand(args: ParsedArgs, io: Io): Promise<number> {
         io.err(`Key ${id} ${sub === 'revoke' ? 'revoked' : 'expired'}.\n`);
         return 0;
       }
+      case 'add-ssh': {
+        // add-ssh FILE --key ID: log in as an existing API key; add-ssh FILE --owner PERSON: a new key of that person's, used only through SSH.
+        rejectUnknown(args, ['config', 'data-dir', 'key', 'owner', 'name', 'groups', 'expires', 'json']);
+        const file = id;
+        if (!file) throw new UsageError('keys add-ssh needs the public key file (id_ed25519.pub, or - for stdin) and --key KEY_ID or --owner PERSON');
+        let text: string;
+        try {
+          text = readFileSync(file === '-' ? 0 : file, 'utf8');
+        } catch (err) {
+          throw new UsageError(`cannot read ${file}: ${(err as Error).message}`);
+        }
+        const parsed = sshKeyOrUsage(() => parseSshPublicKey(text));
+        const ssh = new SshKeyStore(store.db);
+        const registered = ssh.get(parsed.fingerprint);
+        if (registered && registered.removedAt === null) throw new UsageError(`the SSH key ${parsed.fingerprint} is already registered (for API key ${registered.keyId}); remove it there first`);
+        const keyArg = str(args, 'key');
+        const ownerArg = str(args, 'owner');
+        if (!!keyArg === !!ownerArg) throw new UsageError('keys add-ssh needs exactly one of --key KEY_ID (log in as that API key) or --owner PERSON (a new key of theirs)');
+        if (keyArg && (str(args, 'groups') !== undefined || str(args, 'name') !== undefined || str(args, 'expires') !== undefined)) throw new UsageError('--groups, --name and --expires go with --owner; with --key the SSH key logs in as that API key, groups and expiry included');
+        let keyId: string;
+        let created: { id: string; groups: string[]; person: string } | undefined;
+        if (keyArg) {
+          const record = keys.get(keyArg);
+          if (!record) throw new UsageError(`--key: no API key ${keyArg} (see custody keys list)`);
+          if (record.revokedAt !== null) throw new UsageError(`--key: the API key ${keyArg} is revoked`);
+          if (record.expiresAt !== null && record.expiresAt <= Date.now()) throw new UsageError(`--key: the API key ${keyArg} has expired`);
+          keyId = keyArg;
+        } else {
+          const r = createOwnedKey(store, keys, args, str(args, 'name') ?? `ssh ${parsed.comment ?? parsed.fingerprint}`, 'custody keys add-ssh');
+          keyId = r.record.id;
+          created = { id: keyId, groups: r.record.groups, person: r.person };
+        }
+        const added = sshKeyOrUsage(() => ssh.add(keyId, text, 'cli'));
+        store.append({ kind: 'key.created', actor: 'cli', payload: { credential: 'ssh-key', fingerprint: added.fingerprint, algo: added.algo, comment: added.comment, keyId } });
+        if (args.flags['json']) io.out(`${JSON.stringify({ ...added, ...(created ? { createdKey: created } : {}) })}
+`);
+        else {
+          io.out(`${added.fingerprint}\n`);
+          io.err(`Registered ${added.algo} key ${added.fingerprint}${added.comment ? ` (${added.comment})` : ''}: it logs in to ssh connections as API key ${keyId}${created ? ` (new, groups: ${created.groups.join(',') || 'none'}, person ${created.person})` : ''}.\n`);
+        }
+        return 0;
+      }
+      case 'list-ssh': {
+        rejectUnknown(args, ['config', 'data-dir', 'json']);
+        const list = new SshKeyStore(store.db).list(id);
+        if (args.flags['json']) io.out(`${JSON.stringify(list, null, 2)}\n`);
+        else {
+          for (const k of list) io.out(`${k.fingerprint}  ${k.algo}  key=${k.keyId}  ${k.comment ?? ''}  added=${new Date(k.createdAt).toISOString()}\n`);
+          if (!list.length) io.err('no SSH keys\n');
+        }
+        return 0;
+      }
+      case 'remove-ssh': {
+        rejectUnknown(args, ['config', 'data-dir']);
+        if (!id) throw new UsageError('keys remove-ssh needs a fingerprint (SHA256:…, see custody keys list-ssh)');
+        const removed = new SshKeyStore(store.db).remove(id);
+        if (!removed) {
+          io.err(`custody: no registered SSH key ${id}\n`);
+          return 1;
+        }
+        store.append({ kind: 'key.revoked', actor: 'cli', payload: { credential: 'ssh-key', fingerprint: id, keyId: removed.keyId, how: 'remove' } });
+        io.err(`SSH key ${id} removed; it no longer logs in (sessions already open with it go on until they end).\n`);
+        return 0;
+      }
       default:
-        throw new UsageError('usage: custody keys create --name N [--owner PERSON] --groups a,b [--expires 30d] | keys list | keys revoke ID | keys expire ID');
+        throw new UsageError(
+          'usage: custody keys create --name N [--owner PERSON] --groups a,b [--expires 30d] | keys list | keys revoke ID | keys expire ID | keys add-ssh FILE (--key ID | --owner PERSON --groups a,b [--name N] [--expires 30d]) | keys list-ssh [ID] | keys remove-ssh FINGERPRINT',
+        );
     }
   } finally {
     store.close();
+  }
+}
+
+/**
+ * Creates an API key owned by a person: --owner names one (id or unique name), else a person named
+ * like the key is created (recorded), so each key created without an owner is its own person.
+ */
+function createOwnedKey(store: AuditStore, keys: ApiKeyStore, args: ParsedArgs, name: string, how: string): { key: string; record: ApiKeyRecord; person: string } {
+  const groups = (str(args, 'groups') ?? '').split(',').map((g) => g.trim()).filter(Boolean);
+  const expires = str(args, 'expires');
+  let expiresAt: number | null = null;
+  if (expires) {
+    try {
+      expiresAt = Date.now() + parseDuration(expires);
+    } catch (err) {
+      throw new UsageError(`--expires: ${(err as Error).message}`);
+    }
+  }
+  const persons = new PersonDirectory(store);
+  const ownerArg = str(args, 'owner');
+  let person: string;
+  try {
+    person = ownerArg ? persons.resolve(ownerArg).id : persons.create(name, 'cli', `owner of a new API key (${how})`).id;
+  } catch (err) {
+    if (err instanceof PersonError) throw new UsageError(`--owner: ${err.message}`);
+    throw err;
+  }
+  const { key, record } = keys.create({ name, groups, expiresAt, createdBy: 'cli' });
+  persons.attach(`key:${record.id}`, 'api-key', person, 'cli');
+  store.append({ kind: 'key.created', actor: 'cli', payload: { id: record.id, name, groups, expiresAt, person } });
+  return { key, record, person };
+}
+
+function sshKeyOrUsage<T>(f: () => T): T {
+  try {
+    return f();
+  } catch (err) {
+    if (err instanceof SshKeyError) throw new UsageError(err.message);
+    throw err;
   }
 }

@@ -117,7 +117,22 @@ export class ApiKeyStore {
    */
   async lookup(key: string): Promise<void> {
     const id = KEY_RE.exec(key)?.[1];
-    if (id === undefined || this.index.has(id)) return;
+    if (id !== undefined) await this.lookupId(id);
+  }
+
+  /**
+   * `lookup` by key id (an SSH public key names the API key it logs in as by id); `fresh` reads the
+   * row even when the index has it, so a revocation made by another process counts at once.
+   */
+  async lookupId(id: string, fresh = false): Promise<void> {
+    if (fresh) {
+      const before = this.writes;
+      const rows = this.reader ? await this.reader<Row>('SELECT * FROM api_keys WHERE id = ?', [id]) : (this.db.prepare('SELECT * FROM api_keys WHERE id = ?').all(id) as Row[]);
+      const e = this.index.get(id);
+      if (rows[0] && (this.writtenAt.get(id) ?? 0) <= before && !(e && sameRow(e.row, rows[0]))) this.index.set(id, { row: rows[0] });
+      return;
+    }
+    if (this.index.has(id)) return;
     const rows = this.reader ? await this.reader<Row>('SELECT * FROM api_keys WHERE id = ?', [id]) : (this.db.prepare('SELECT * FROM api_keys WHERE id = ?').all(id) as Row[]);
     if (rows[0] && !this.index.has(id)) this.index.set(id, { row: rows[0] });
   }

@@ -117,6 +117,23 @@ export class Authenticator {
     return this.identityForKey(r.key);
   }
 
+  /**
+   * The identity of API key `id`, for a login that proved it holds an SSH key registered for it:
+   * refused like the key itself when it is revoked or expired, or its person is locked.
+   */
+  async authenticateKeyId(id: string, now = Date.now()): Promise<Identity> {
+    if (!this.identityConfig.apiKeys) throw new AuthError('unknown', 'API keys are disabled on this gateway');
+    await withinStoreWait(this.keys.lookupId(id, true), 'look up the API key');
+    const record = this.keys.get(id);
+    if (!record) throw new AuthError('unknown', 'the API key this SSH key is registered for does not exist');
+    if (record.revokedAt !== null) throw new AuthError('revoked', 'the API key this SSH key is registered for has been revoked');
+    if (record.expiresAt !== null && record.expiresAt <= now) throw new AuthError('expired', 'the API key this SSH key is registered for has expired');
+    // A key the CLI made a moment ago has its owner in the store before this process has read the
+    // link (PersonDirectory refreshes every second): read it now rather than make a second owner.
+    if (this.persons && !this.persons.personOf(`key:${id}`)) await withinStoreWait(this.persons.refreshAsync(), 'look up the key\'s owner');
+    return this.identityForKey(record);
+  }
+
   /** Any credential: `cst_` keys synchronously, JWTs through the configured issuers. */
   async authenticate(credential: string | undefined): Promise<Identity> {
     if (!credential) throw new AuthError('missing', 'no credential: send your Custody API key (cst_…) or an OIDC token as a Bearer token');

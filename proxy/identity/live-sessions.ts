@@ -14,6 +14,8 @@ import type { Identity } from '../../shared/identity';
 
 export interface LiveSession {
   protocol: string;
+  /** The recorded session's id, for sessions an approver may end from the console. */
+  session?: string;
   identity: Pick<Identity, 'subject' | 'person' | 'keyId' | 'credentialExpiresAt'>;
   terminate(reason: string): void;
 }
@@ -65,6 +67,22 @@ export class LiveSessions {
       ended++;
     }
     return ended;
+  }
+
+  /** Whether recorded session `id` is live here and may be ended with endSession. */
+  has(id: string): boolean {
+    for (const s of this.sessions) if (s.session === id) return true;
+    return false;
+  }
+
+  /** Ends recorded session `id` (an approver ended it from the console). False when it is not live here. */
+  endSession(id: string, reason: string): boolean {
+    for (const s of [...this.sessions]) {
+      if (s.session !== id) continue;
+      this.end(s, reason);
+      return true;
+    }
+    return false;
   }
 
   /** Sweeps every `intervalMs` until stop(). */

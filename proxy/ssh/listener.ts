@@ -3,10 +3,11 @@
  * connection to an SshProxySession. The gateway's own host key (Ed25519) is made once and kept in
  * the data dir, protected like the other keys at rest, so clients can pin it.
  */
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Server as NetServer, Socket } from 'node:net';
 import ssh2 from 'ssh2';
 import type { Connection } from '../../shared/config';
 import { listen, splitHostPort } from '../net';
+import { SshKeyStore } from '../identity/ssh-keys';
 import type { GatewayServices } from '../services';
 import { type SshListenerContext, SshProxySession } from './session';
 import { fingerprint, KnownHosts, sshUpstreamTarget } from './upstream';
@@ -16,6 +17,8 @@ export interface SshListenerOptions {
   services: GatewayServices;
   dataDir: string;
   connectTimeoutMs?: number;
+  /** How long a client may take from TCP connect to a finished login (default 30 s). */
+  loginTimeoutMs?: number;
 }
 
 export interface SshListener {
@@ -31,6 +34,8 @@ const { Server, utils: sshUtils } = ssh2;
 
 /** How long a client may take from TCP connect to a finished login. */
 const LOGIN_TIMEOUT_MS = 30_000;
+/** After the login timeout, how long the client has to close its end before its socket is destroyed. */
+const LOGIN_GRACE_MS = 1000;
 
 export async function startSshListener(opts: SshListenerOptions): Promise<SshListener> {
   const { connection, services } = opts;
@@ -42,16 +47,24 @@ export async function startSshListener(opts: SshListenerOptions): Promise<SshLis
     connection,
     target: sshUpstreamTarget(connection, opts.connectTimeoutMs),
     knownHosts: new KnownHosts(opts.dataDir),
+    sshKeys: new SshKeyStore(services.store.db, (sql, params) => services.store.readAsync(sql, params)),
     services,
     recordOutputBytes: services.config.limits.recordOutputBytes,
     recordFileBytes: services.config.limits.recordFileBytes,
     sessions: new Set(),
   };
+  const loginTimeoutMs = opts.loginTimeoutMs ?? LOGIN_TIMEOUT_MS;
+  const loggedIn = new WeakSet<Socket>();
   const server = new Server({ hostKeys: [hostKey], ident: 'Custody' }, (client, info) => {
-    // A client that does not finish its login in time is let go.
-    const timer = setTimeout(() => client.end(), LOGIN_TIMEOUT_MS);
+    // A client that does not finish its login in time is told so and let go (a silent or stalled
+    // one, which never gets this far, is cut off below).
+    const sock = (client as unknown as { _sock?: Socket })._sock;
+    const timer = setTimeout(() => client.end(), loginTimeoutMs);
     timer.unref();
-    client.once('ready', () => clearTimeout(timer));
+    client.once('ready', () => {
+      clearTimeout(timer);
+      if (sock) loggedIn.add(sock);
+    });
     client.once('close', () => clearTimeout(timer));
     try {
       new SshProxySession(client, info, ctx);
@@ -59,6 +72,19 @@ export async function startSshListener(opts: SshListenerOptions): Promise<SshLis
       services.log.error(`ssh ${connection.name}: cannot start a session: ${(err as Error).message}`);
       client.end();
     }
+  });
+  // ssh2 hands a connection over only once its key exchange is under way: a client that connects and
+  // stays silent, or stalls part-way through the exchange, is seen only as a socket. Every socket
+  // that has not logged in by the timeout (and its grace to close) is destroyed, so it cannot hold
+  // a descriptor or the session table.
+  (server as unknown as { _srv: NetServer })._srv.prependListener('connection', (socket: Socket) => {
+    // Echo and keystrokes are tiny packets: send them at once rather than wait out Nagle's delay.
+    socket.setNoDelay(true);
+    const cutoff = setTimeout(() => {
+      if (!loggedIn.has(socket)) socket.destroy();
+    }, loginTimeoutMs + LOGIN_GRACE_MS);
+    cutoff.unref();
+    socket.once('close', () => clearTimeout(cutoff));
   });
   // Garbage before the banner, a broken key exchange: that client's socket closes, the listener stays.
   server.on('error', (err: Error) => services.log.warn(`ssh ${connection.name}: ${err.message}`));

@@ -14,8 +14,9 @@
  * exit status 126. Everything is recorded before it is forwarded (recording.ts says what).
  */
 import type { Duplex } from 'node:stream';
-import type { AuthContext, ClientChannel, ClientInfo, Connection as SshConnection, PseudoTtyInfo, ServerChannel, Session } from 'ssh2';
+import type { AuthContext, AuthenticationType, ClientChannel, ClientInfo, Connection as SshConnection, PseudoTtyInfo, ServerChannel, Session } from 'ssh2';
 import type { Client } from 'ssh2';
+import ssh2 from 'ssh2';
 import type { Connection } from '../../shared/config';
 import { type AuditEventInput, type MaskSpan, SESSION_START_VERSION, type SessionEndPayload, type SshSessionStart } from '../../shared/events';
 import { shortenForSummary } from '../../shared/holds';
@@ -25,6 +26,7 @@ import { AuthError } from '../identity/authenticator';
 import type { TextStreamMasker } from '../masking/types';
 import { parseExec } from '../policy/shell-commands';
 import type { PolicyDecision, PolicyInput } from '../policy/types';
+import type { SshKeyRecord, SshKeyStore } from '../identity/ssh-keys';
 import type { GatewayServices } from '../services';
 import { resolveRemotePath, SftpRelay } from './sftp';
 import { EchoWatch, OutputTap } from './terminal';
@@ -37,6 +39,8 @@ export const MAX_CHANNELS = 16;
 /** Failed logins on one connection before the gateway hangs up. */
 const MAX_AUTH_FAILURES = 6;
 /** Environment variables a client may set; the rest are refused. */
+/** What a client may log in with: a registered public key, or its Custody key as the password. */
+const AUTH_METHODS: AuthenticationType[] = ['publickey', 'password', 'keyboard-interactive'];
 const ENV_ALLOWED = /^(LANG|LANGUAGE|LC_[A-Z]+|TZ|COLORTERM|TERM_PROGRAM|TERM_PROGRAM_VERSION)$/;
 const SUMMARY_CHARS = 200;
 /** Terminal frames are written at most this often, or when this many characters wait. */
@@ -49,6 +53,8 @@ export interface SshListenerContext {
   connection: Connection;
   target: SshUpstreamTarget;
   knownHosts: KnownHosts;
+  /** Public keys registered for API keys (public-key login). */
+  sshKeys: SshKeyStore;
   services: GatewayServices;
   /** Output recorded per exec command and stream, in characters (limits.recordOutputBytes). */
   recordOutputBytes: number;
@@ -86,6 +92,8 @@ export class SshProxySession {
   private endReason = 'client disconnected';
   private readonly s: GatewayServices;
   private homeDir?: Promise<string>;
+  /** The registered SSH key the client logged in with, when it used one. */
+  private publicKey?: string;
 
   constructor(
     private readonly client: SshConnection,
@@ -126,31 +134,65 @@ export class SshProxySession {
       a.prompt([{ prompt: 'Password (your Custody key, cst_…): ', echo: false }], 'Custody gateway', '', (answers) => void this.check(answers[0] ?? '', a));
       return;
     }
-    a.reject(['password', 'keyboard-interactive']);
+    if (a.method === 'publickey') return void this.checkPublicKey(a);
+    a.reject(AUTH_METHODS);
   }
 
   private async check(credential: string, a: AuthContext): Promise<void> {
     try {
       this.identity = await this.s.auth.authenticate(credential || undefined);
     } catch (err) {
-      const message = err instanceof AuthError ? err.message : 'the credential could not be checked';
-      const payload = { protocol: 'ssh', user: a.username, client: this.info.ip, reason: err instanceof AuthError ? err.code : 'error', message };
-      let within = true;
-      try {
-        within = this.s.login.failures.record(this.info.ip, payload, { connection: this.name, credential: this.s.keys.knownPrefix(credential || undefined) });
-      } catch {
-        // the refusal stands either way
-      }
-      a.reject(['password', 'keyboard-interactive']);
-      if (!within || ++this.authFailures >= MAX_AUTH_FAILURES) this.client.end();
-      return;
+      return this.refuseLogin(a, err, this.s.keys.knownPrefix(credential || undefined));
     }
     a.accept();
   }
 
+  /**
+   * A public key registered for an API key (`custody keys add-ssh`): a client asking whether the
+   * key would do is told yes or no; a signed attempt is verified against the registered key and
+   * logs in as that API key. A key nobody registered is not a failed login (clients offer every
+   * key they hold); a bad signature or a revoked key is.
+   */
+  private async checkPublicKey(a: AuthContext & { method: 'publickey' }): Promise<void> {
+    let record: SshKeyRecord | undefined;
+    try {
+      record = await this.ctx.sshKeys.find(a.key.data);
+    } catch (err) {
+      return this.refuseLogin(a, err, undefined);
+    }
+    if (!record) return a.reject(AUTH_METHODS);
+    if (!a.signature || !a.blob) return a.accept();
+    const parsed = ssh2.utils.parseKey(`${record.algo} ${record.publicKey}`);
+    const key = parsed instanceof Error ? undefined : Array.isArray(parsed) ? parsed[0] : parsed;
+    if (!key || key.verify(a.blob, a.signature, a.hashAlgo) !== true) {
+      return this.refuseLogin(a, new AuthError('invalid_token', `the signature made with SSH key ${record.fingerprint} does not verify`), `key:${record.keyId}`);
+    }
+    try {
+      this.identity = await this.s.auth.authenticateKeyId(record.keyId);
+    } catch (err) {
+      return this.refuseLogin(a, err, `key:${record.keyId}`);
+    }
+    this.publicKey = record.fingerprint;
+    a.accept();
+  }
+
+  /** Records a failed login (throttled per source and credential) and refuses it; too many end the connection. */
+  private refuseLogin(a: AuthContext, err: unknown, credential: string | undefined): void {
+    const message = err instanceof AuthError ? err.message : 'the credential could not be checked';
+    const payload = { protocol: 'ssh', user: a.username, client: this.info.ip, method: a.method, reason: err instanceof AuthError ? err.code : 'error', message };
+    let within = true;
+    try {
+      within = this.s.login.failures.record(this.info.ip, payload, { connection: this.name, credential });
+    } catch {
+      // the refusal stands either way
+    }
+    a.reject(AUTH_METHODS);
+    if (!within || ++this.authFailures >= MAX_AUTH_FAILURES) this.client.end();
+  }
+
   private onReady(): void {
     const identity = this.identity!;
-    this.unregisterLive = this.s.liveSessions.register({ protocol: 'ssh', identity, terminate: (why) => this.terminate(why) });
+    this.unregisterLive = this.s.liveSessions.register({ protocol: 'ssh', session: this.id, identity, terminate: (why) => this.terminate(why) });
     this.upstream = this.connectUpstream(identity);
     // Failures are answered per channel; this keeps the rejection from going unhandled.
     this.upstream.catch(() => {});
@@ -202,7 +244,7 @@ export class SshProxySession {
           protocol: 'ssh',
           actorName: identity.name,
           identity: { subject: identity.subject, name: identity.name, groups: identity.groups, via: identity.via },
-          client: { address: this.info.ip, port: this.info.port, software: this.info.header.versions.software },
+          client: { address: this.info.ip, port: this.info.port, software: this.info.header.versions.software, ...(this.publicKey ? { publicKey: this.publicKey } : {}) },
           upstream: { host: t.host, port: t.port, user: t.user, hostKey: up.hostKey, ...(up.learned ? { hostKeyLearned: true as const } : {}) },
         } satisfies SshSessionStart,
       },

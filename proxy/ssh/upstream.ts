@@ -125,7 +125,11 @@ export function connectSshUpstream(t: SshUpstreamTarget, knownHosts: KnownHosts)
     let refusal: SshUpstreamError | undefined;
     const where = `${t.host}:${t.port}`;
     const entry = `${t.connection} ${where}`;
-    client.once('ready', () => resolve({ client, hostKey: seen!, learned }));
+    client.once('ready', () => {
+      // Keystrokes go out as they are typed (as OpenSSH does for interactive sessions), not batched by Nagle.
+      client.setNoDelay(true);
+      resolve({ client, hostKey: seen!, learned });
+    });
     client.once('error', (err: Error & { level?: string }) => {
       client.end();
       if (refusal) return reject(refusal);

@@ -6,17 +6,8 @@
  */
 import { Terminal } from '@xterm/xterm';
 import { useEffect, useRef } from 'react';
+import { measureCell, TERMINAL_FONT, TERMINAL_FONT_SIZE } from './terminal-cell';
 import { maskCells, rowsOf, toAnsi, type TranscriptEntry } from '../lib/sql-transcript';
-
-const FONT = '"DejaVu Sans Mono", "JetBrains Mono", Menlo, Consolas, monospace';
-const FONT_SIZE = 12.5;
-
-function measureCell(): { width: number; height: number } {
-  const c = document.createElement('canvas').getContext('2d');
-  if (!c) return { width: 7.5, height: 15 };
-  c.font = `${FONT_SIZE}px ${FONT}`;
-  return { width: c.measureText('MMMMMMMMMM').width / 10, height: Math.ceil(FONT_SIZE * 1.2) };
-}
 
 export function SqlTerminal({ entries, position }: { entries: TranscriptEntry[]; position: number }) {
   const host = useRef<HTMLDivElement>(null);
@@ -32,8 +23,8 @@ export function SqlTerminal({ entries, position }: { entries: TranscriptEntry[];
     const t = new Terminal({
       cols,
       rows,
-      fontFamily: FONT,
-      fontSize: FONT_SIZE,
+      fontFamily: TERMINAL_FONT,
+      fontSize: TERMINAL_FONT_SIZE,
       disableStdin: true,
       cursorBlink: false,
       cursorStyle: 'bar',

@@ -116,6 +116,8 @@ export interface ConsoleApi {
   decide(id: string, req: HoldDecisionRequest): Promise<HoldView | undefined>;
   sessions(filter: SessionFilter, offset: number, limit: number): Promise<{ total: number; sessions: SessionSummary[] }>;
   sessionEvents(id: string): Promise<{ session: SessionSummary; events: AuditEvent[] }>;
+  /** Ends a live (SSH) session with a reason; approvers and admins. */
+  endSession(id: string, reason: string): Promise<void>;
   policies(): Promise<PolicySet>;
   /** `baseVersion` guards against overwriting someone else's save (409). */
   putPolicies(policies: PolicyRule[], baseVersion?: number | null): Promise<PolicySet>;

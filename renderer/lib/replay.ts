@@ -68,6 +68,10 @@ function str(v: unknown): string | undefined {
   return typeof v === 'string' ? v : undefined;
 }
 
+function obj(v: unknown): Record<string, unknown> {
+  return v && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : {};
+}
+
 function payloadOf(e: AuditEvent): Record<string, unknown> {
   return e.payload && typeof e.payload === 'object' && !Array.isArray(e.payload) ? (e.payload as Record<string, unknown>) : {};
 }
@@ -84,6 +88,17 @@ export function toneOf(e: AuditEvent): Tone {
     case 'http.request':
     case 'pg.statement':
       return 'request';
+    case 'ssh.request':
+      return str(obj(p['decision'])['action']) === 'deny' ? 'deny' : 'request';
+    case 'ssh.exit':
+      return typeof p['exitStatus'] === 'number' && p['exitStatus'] !== 0 ? 'error' : 'response';
+    case 'ssh.output':
+      return 'chunk';
+    case 'ssh.sftp':
+      return p['refused'] ? 'deny' : 'response';
+    case 'ssh.error':
+    case 'session.terminated':
+      return 'error';
     case 'http.response':
     case 'pg.result':
       return typeof p['status'] === 'number' && p['status'] >= 400 ? 'error' : 'response';
@@ -127,6 +142,23 @@ export function labelOf(e: AuditEvent): string {
     case 'pg.error':
     case 'http.error':
       return str(p['message']) ?? 'error';
+    case 'ssh.request': {
+      const request = str(p['request']) ?? 'request';
+      if (request === 'exec') return `$ ${(str(p['command']) ?? '').replace(/\s+/g, ' ').slice(0, 60)}`;
+      return request === 'subsystem' ? (str(p['subsystem']) ?? 'subsystem') : request;
+    }
+    case 'ssh.exit':
+      return typeof p['exitStatus'] === 'number' ? `exit ${p['exitStatus']}` : str(p['signal']) ? `signal ${str(p['signal'])}` : 'closed';
+    case 'ssh.output': {
+      const n = Array.isArray(p['frames']) ? p['frames'].length : 0;
+      return `terminal · ${n} frame${n === 1 ? '' : 's'}`;
+    }
+    case 'ssh.sftp':
+      return `sftp ${str(p['op']) ?? ''} ${str(p['path']) ?? (Array.isArray(p['paths']) ? (p['paths'] as string[]).join(' → ') : '')}${p['refused'] ? ' · refused' : ''}`.trim();
+    case 'ssh.error':
+      return str(p['message']) ?? 'error';
+    case 'session.terminated':
+      return `ended by ${str(p['byName']) ?? e.actor ?? '?'}${str(p['reason']) ? ` · ${str(p['reason'])}` : ''}`;
     case 'session.start': {
       const who = readSessionStart(e.payload).actorName;
       return `session start${who ? ` · ${who}` : ''}`;
@@ -209,8 +241,9 @@ export function changeSpeed(s: PlayerState, speed: number): PlayerState {
 }
 
 /** Which kind of view a session needs. */
-export function sessionMode(events: readonly AuditEvent[], protocol?: string): 'sql' | 'llm' | 'events' {
+export function sessionMode(events: readonly AuditEvent[], protocol?: string): 'sql' | 'llm' | 'ssh' | 'events' {
   if (protocol === 'postgres' || events.some((e) => e.kind.startsWith('pg.'))) return 'sql';
+  if (protocol === 'ssh' || events.some((e) => e.kind.startsWith('ssh.'))) return 'ssh';
   if (events.some((e) => e.kind.startsWith('http.'))) return 'llm';
   return 'events';
 }

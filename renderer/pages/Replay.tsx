@@ -7,11 +7,13 @@
  */
 import { type PointerEvent as ReactPointerEvent, useCallback, useEffect, useMemo, useRef, useState } from 'react';
 import type { AuditEvent, SessionSummary } from '../../shared/events';
-import { api, toast } from '../app/context';
+import { api, toast, useAuth } from '../app/context';
+import { onMessage } from '../app/live-socket';
 import { navigate } from '../app/router';
 import { Icon } from '../components/Icon';
 import { SqlTerminal } from '../components/SqlTerminal';
-import { Badge, Button, copyText, Empty, ErrorBox, Loading, MaskedText } from '../components/ui';
+import { SshTerminal } from '../components/SshTerminal';
+import { Badge, Button, copyText, Empty, ErrorBox, Loading, MaskedText, Modal } from '../components/ui';
 import { type Block, buildConversation, materialize, type Part } from '../lib/conversation';
 import { formatClock, formatDateTime, formatDuration, formatTime, shortId } from '../lib/format';
 import { holdCreatedSeq } from '../lib/holds';
@@ -31,8 +33,10 @@ import {
   stepPrev,
   type Timeline,
 } from '../lib/replay';
+import { capabilities } from '../lib/roles';
 import { sessionLink } from '../lib/route';
 import { buildTranscript } from '../lib/sql-transcript';
+import { buildSshTranscript } from '../lib/ssh-transcript';
 
 interface Loaded {
   session: SessionSummary;
@@ -50,6 +54,15 @@ export function ReplayPage({ id, eventSeq, holdId }: { id: string; eventSeq?: nu
       .catch((err: { status?: number; message: string }) => setError({ status: err.status ?? -1, message: err.message }));
   }, [id]);
   useEffect(load, [load]);
+  // A live session grows as it happens: its events arrive over the WebSocket and are appended.
+  const live = !!data && data.session.id === id && data.session.endedAt === null;
+  useEffect(() => {
+    if (!live) return;
+    return onMessage((msg) => {
+      if (msg.type === 'session.event' && msg.event.session === id) setData((d) => (d && !d.events.some((e) => e.seq === msg.event.seq) ? { ...d, events: [...d.events, msg.event].sort((a, b) => a.seq - b.seq) } : d));
+      else if ((msg.type === 'session.ended' || msg.type === 'session.started') && msg.session.id === id) setData((d) => (d ? { ...d, session: msg.session } : d));
+    });
+  }, [live, id]);
 
   if (error)
     return (
@@ -87,6 +100,14 @@ function Player({ data, eventSeq }: { data: Loaded; eventSeq?: number }) {
     return eventSeq !== undefined ? seekSeq(timeline, initial, eventSeq) : initial;
   });
   const [selected, setSelected] = useState<number | undefined>(eventSeq);
+  const live = session.endedAt === null;
+  // Watching live: a player left at the end follows what arrives.
+  const lastDuration = useRef(timeline.duration);
+  useEffect(() => {
+    const before = lastDuration.current;
+    lastDuration.current = timeline.duration;
+    setState((s) => (!s.playing && s.position >= before && timeline.duration > before ? { ...s, position: timeline.duration } : s));
+  }, [timeline.duration]);
 
   // The clock: advance by wall time × speed while playing.
   useEffect(() => {
@@ -135,14 +156,22 @@ function Player({ data, eventSeq }: { data: Loaded; eventSeq?: number }) {
         <div>
           <h1>{title}</h1>
           <div className="subtitle">
-            <Badge>{mode === 'sql' ? 'PostgreSQL' : mode === 'llm' ? 'LLM / HTTP' : session.protocol}</Badge> {formatDateTime(session.startedAt)} · {formatDuration((session.endedAt ?? session.lastEventAt) - session.startedAt)} · {session.requests} requests · {events.length} events
+            <Badge>{mode === 'sql' ? 'PostgreSQL' : mode === 'llm' ? 'LLM / HTTP' : mode === 'ssh' ? 'SSH' : session.protocol}</Badge>{' '}
+            {live && (
+              <Badge tone="ok" title="This session is still open; what happens in it appears here as it happens">
+                live
+              </Badge>
+            )} {formatDateTime(session.startedAt)} · {formatDuration((session.endedAt ?? session.lastEventAt) - session.startedAt)} · {session.requests} requests · {events.length} events
             {session.masked > 0 && <> · {session.masked} masked</>}
             {session.holds > 0 && <> · {session.holds} held</>} · <code title={session.id}>{shortId(session.id)}</code>
           </div>
         </div>
-        <Button icon="link" onClick={() => copyLink()} testId="copy-session-link">
-          Copy link
-        </Button>
+        <div className="replay-actions">
+          {live && <EndSessionButton session={session} />}
+          <Button icon="link" onClick={() => copyLink()} testId="copy-session-link">
+            Copy link
+          </Button>
+        </div>
       </header>
       <div className="replay-body">
         <div className="replay-stage">
@@ -150,6 +179,8 @@ function Player({ data, eventSeq }: { data: Loaded; eventSeq?: number }) {
             <Empty icon="sessions" title="This session has no recorded events" />
           ) : mode === 'sql' ? (
             <SqlStage events={events} timeline={timeline} position={state.position} database={session.connection ?? 'db'} />
+          ) : mode === 'ssh' ? (
+            <SshStage events={events} timeline={timeline} position={state.position} />
           ) : mode === 'llm' ? (
             <ConversationStage events={events} timeline={timeline} position={state.position} playing={state.playing} currentSeq={currentSeq} />
           ) : (
@@ -455,6 +486,69 @@ function PartView({ part }: { part: Part }) {
 function SqlStage({ events, timeline, position, database }: { events: AuditEvent[]; timeline: Timeline; position: number; database: string }) {
   const entries = useMemo(() => buildTranscript(events, timeline, database), [events, timeline, database]);
   return <SqlTerminal entries={entries} position={position} />;
+}
+
+// ---- SSH -------------------------------------------------------------------------------------
+
+function SshStage({ events, timeline, position }: { events: AuditEvent[]; timeline: Timeline; position: number }) {
+  const entries = useMemo(() => buildSshTranscript(events, timeline), [events, timeline]);
+  return <SshTerminal entries={entries} position={position} />;
+}
+
+/** Ends a live session with a reason (approvers and admins): recorded, told to the client, its connection closed. */
+function EndSessionButton({ session }: { session: SessionSummary }) {
+  const me = useAuth((s) => s.me);
+  const [open, setOpen] = useState(false);
+  const [reason, setReason] = useState('');
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<string>();
+  if (!capabilities(me).decideHolds || session.protocol !== 'ssh') return null;
+  const submit = () => {
+    if (!reason.trim()) return setError('Say why: the reason is recorded and shown to the person in the session.');
+    setBusy(true);
+    setError(undefined);
+    api
+      .endSession(session.id, reason.trim())
+      .then(() => {
+        toast('ok', 'Session ended');
+        setOpen(false);
+      })
+      .catch((err: Error) => setError(err.message))
+      .finally(() => setBusy(false));
+  };
+  return (
+    <>
+      <Button kind="danger" icon="x" onClick={() => setOpen(true)} testId="end-session">
+        End session
+      </Button>
+      {open && (
+        <Modal
+          title="End this session"
+          onClose={() => setOpen(false)}
+          footer={
+            <>
+              <Button kind="ghost" onClick={() => setOpen(false)}>
+                Cancel
+              </Button>
+              <Button kind="danger" onClick={submit} disabled={busy} testId="end-session-confirm">
+                End session
+              </Button>
+            </>
+          }
+        >
+          <p>
+            Every open channel of {session.actorName ?? session.actor ?? 'this client'}'s session is told the reason and closed, and the connection is cut. The ending is recorded with your name.
+          </p>
+          <textarea className="input" rows={3} placeholder="Reason (required)" value={reason} onChange={(e) => setReason(e.target.value)} data-testid="end-session-reason" aria-label="Reason" />
+          {error && (
+            <div className="field-error" role="alert">
+              {error}
+            </div>
+          )}
+        </Modal>
+      )}
+    </>
+  );
 }
 
 // ---- anything else: the raw events ----------------------------------------------------------

@@ -57,6 +57,7 @@ export function SessionsPage() {
           <option value="">Any protocol</option>
           <option value="http">HTTP / LLM</option>
           <option value="postgres">PostgreSQL</option>
+          <option value="ssh">SSH</option>
         </select>
         <input className="input" type="datetime-local" title="From" aria-label="From" value={draft.from ? toLocalInput(draft.from) : ''} onChange={(e) => set({ from: fromLocalInput(e.target.value) })} />
         <input className="input" type="datetime-local" title="To" aria-label="To" value={draft.to ? toLocalInput(draft.to) : ''} onChange={(e) => set({ to: fromLocalInput(e.target.value) })} />
@@ -152,7 +153,7 @@ function SessionCells({ s, now }: { s: SessionSummary; now: number }) {
       </span>
       <span className="truncate">{s.connection ?? '—'}</span>
       <span>
-        <Icon name={s.protocol === 'postgres' ? 'terminal' : 'chat'} size={14} className="muted" /> {s.protocol === 'postgres' ? 'SQL' : s.protocol === 'http' ? 'HTTP' : s.protocol === 'ssh' ? 'SSH' : s.protocol}
+        <Icon name={s.protocol === 'postgres' || s.protocol === 'ssh' ? 'terminal' : 'chat'} size={14} className="muted" /> {s.protocol === 'postgres' ? 'SQL' : s.protocol === 'http' ? 'HTTP' : s.protocol === 'ssh' ? 'SSH' : s.protocol}
       </span>
       <span className="num">{formatDuration((s.endedAt ?? s.lastEventAt) - s.startedAt)}</span>
       <span className="num">{formatCount(s.requests)}</span>

@@ -1,8 +1,12 @@
+import type { EndSessionRequest } from '../../../shared/api';
+import { hasRole } from '../../../shared/identity';
 import type { GatewayServices } from '../../services';
 import { HttpError, intParam, type Router, timeParam } from '../router';
 import { replayLimit } from './hold-replay';
 
-/** GET /api/sessions, /api/sessions/:id, /api/sessions/:id/events */
+const REASON_MAX = 500;
+
+/** GET /api/sessions, /api/sessions/:id, /api/sessions/:id/events; POST /api/sessions/:id/end */
 export function registerSessionRoutes(router: Router, s: GatewayServices): void {
   router.get(
     '/api/sessions',
@@ -32,8 +36,10 @@ export function registerSessionRoutes(router: Router, s: GatewayServices): void 
   router.get(
     '/api/sessions/:id/events',
     ({ params, query, identity }) => {
-      // Reviewers: every session; an approver of a hold in it: the session up to that hold.
-      const limit = replayLimit(s, identity!, params['id']!);
+      // Reviewers: every session; an approver of a hold in it: the session up to that hold; any
+      // approver: a session that is live (to watch it, and end it if need be).
+      const live = hasRole(identity!, 'approver') && s.liveSessions.has(params['id']!);
+      const limit = live ? 'all' : replayLimit(s, identity!, params['id']!);
       if (limit === null) throw new HttpError(403, 'forbidden', 'this needs the reviewer role, or a hold in this session that you may decide');
       const session = s.store.session(params['id']!);
       if (!session) throw new HttpError(404, 'not_found', `no session ${params['id']}`);
@@ -44,5 +50,22 @@ export function registerSessionRoutes(router: Router, s: GatewayServices): void 
       if (after === 0) s.store.append({ kind: 'recording.viewed', actor: identity!.subject, payload: { session: session.id, viewer: identity!.name } });
       return { session, events, ...(limit === 'all' ? {} : { upToSeq: limit }) };
     },
+  );
+  // Ends a live session: recorded first (who, why), then every channel is told the reason and closed.
+  router.post(
+    '/api/sessions/:id/end',
+    async ({ params, identity, json }) => {
+      const id = params['id']!;
+      const body = await json<EndSessionRequest>();
+      const reason = typeof body?.reason === 'string' ? body.reason.trim() : '';
+      if (!reason || reason.length > REASON_MAX || [...reason].some((ch) => ch.charCodeAt(0) < 0x20)) throw new HttpError(400, 'bad_request', `send {"reason": "…"}: 1 to ${REASON_MAX} printable characters saying why the session is ended`);
+      const session = s.store.session(id);
+      if (!session) throw new HttpError(404, 'not_found', `no session ${id}`);
+      if (!s.liveSessions.has(id)) throw new HttpError(409, 'not_live', session.endedAt !== null ? `session ${id} has already ended` : `session ${id} cannot be ended from here (only live SSH sessions on this gateway can)`);
+      s.store.appendMany([{ kind: 'session.terminated', session: id, actor: identity!.subject, connection: session.connection ?? undefined, payload: { protocol: session.protocol, by: identity!.subject, byName: identity!.name, reason } }]);
+      s.liveSessions.endSession(id, `ended by ${identity!.name} from the Custody console: ${reason}`);
+      return { session: id, ended: true as const };
+    },
+    { role: 'approver' },
   );
 }
