@@ -69,8 +69,6 @@ export function messageVisibleTo(identity: Identity, msg: ServerMessage): boolea
     case 'session.started':
     case 'session.event':
     case 'session.ended':
-      // Approvers watch live sessions (and may end them); reviewers read every recording.
-      return hasRole(identity, 'reviewer') || hasRole(identity, 'approver');
     case 'export.progress':
     case 'export.done':
     case 'export.failed':

@@ -1,5 +1,4 @@
 import type { EndSessionRequest } from '../../../shared/api';
-import { hasRole } from '../../../shared/identity';
 import type { GatewayServices } from '../../services';
 import { HttpError, intParam, type Router, timeParam } from '../router';
 import { replayLimit } from './hold-replay';
@@ -36,10 +35,9 @@ export function registerSessionRoutes(router: Router, s: GatewayServices): void 
   router.get(
     '/api/sessions/:id/events',
     ({ params, query, identity }) => {
-      // Reviewers: every session; an approver of a hold in it: the session up to that hold; any
-      // approver: a session that is live (to watch it, and end it if need be).
-      const live = hasRole(identity!, 'approver') && s.liveSessions.has(params['id']!);
-      const limit = live ? 'all' : replayLimit(s, identity!, params['id']!);
+      // Reviewers (and admins): every session, live ones included; an approver of a hold in it: the
+      // session up to that hold. Watching a live session is reading it: the same rule.
+      const limit = replayLimit(s, identity!, params['id']!);
       if (limit === null) throw new HttpError(403, 'forbidden', 'this needs the reviewer role, or a hold in this session that you may decide');
       const session = s.store.session(params['id']!);
       if (!session) throw new HttpError(404, 'not_found', `no session ${params['id']}`);
