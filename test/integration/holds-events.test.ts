@@ -84,6 +84,11 @@ describe('/api/events', () => {
     assert.equal(messageVisibleTo(who('x', []), m({ type: 'export.done', id: 'e', url: '/x', bytes: 1 })), false);
     assert.equal(messageVisibleTo(who('x', ['reviewer']), m({ type: 'export.done', id: 'e', url: '/x', bytes: 1 })), true);
     assert.equal(messageVisibleTo(who('x', []), m({ type: 'policy.updated', version: 2, author: 'a' })), true);
+    // A session's live events are reading it: reviewers and admins, not the approver role alone.
+    const event = { seq: 1, time: 0, kind: 'ssh.output', session: 's1', actor: 'key:k', connection: 'box', payload: {}, spans: [], payloadHash: '', prevHash: '', hash: '' } as const;
+    assert.equal(messageVisibleTo(who('x', ['approver']), m({ type: 'session.event', event })), false, 'approvers do not receive every session live');
+    assert.equal(messageVisibleTo(who('x', ['reviewer']), m({ type: 'session.event', event })), true);
+    assert.equal(messageVisibleTo(who('x', ['admin']), m({ type: 'session.event', event })), true);
   });
 
   it('closes the socket of a console session that signs out', async () => {
