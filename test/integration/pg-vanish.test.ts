@@ -108,7 +108,7 @@ describe('PostgreSQL clients that vanish', () => {
       await until('the hold to be cancelled', () => (queue.get(hold.id)?.state === 'cancelled' ? true : undefined), 3000);
       assert.deepEqual(resolved, [{ id: hold.id, state: 'cancelled' }], 'the card leaves every inbox');
       assert.equal(queue.list({ state: 'pending' }).total, 0);
-      assert.throws(() => queue.decide(hold.id, ada, { decision: 'approve', reason: 'ok' }), /already cancelled/);
+      await assert.rejects(queue.decide(hold.id, ada, { decision: 'approve', reason: 'ok' }), /already cancelled/);
       if (how === 'cancel') {
         // Cancelled, not disconnected: the client is told so, and its session goes on.
         const replies = await c.run([['Q', 'SELECT 1']]);
