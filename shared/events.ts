@@ -3,6 +3,10 @@
  * (see proxy/audit). Payloads are JSON; anything a masking rule masks is stored masked, with the
  * masked spans beside it so replay can highlight them.
  */
+import type { VersionSource } from './api';
+import type { Connection, CustomDetector, MaskingRule, PolicyRule, Role } from './config';
+import type { HoldState, HoldView, HoldVote } from './holds';
+import type { CredentialKind, Identity } from './identity';
 
 export const EVENT_KINDS = [
   // sessions and traffic
@@ -288,8 +292,295 @@ export interface PolicyDecisionPayload {
   [more: string]: unknown;
 }
 
-/** Payloads of the events outside the traffic: identity, holds, administration. */
-export type AdministrativePayload = Record<string, unknown>;
+// Holds (proxy/approvals/hold-queue.ts)
+
+/** `hold.created`: the hold as stored and shown in the console, with the requester's display name. */
+export interface HoldCreatedPayload extends HoldView {
+  actorName: string;
+}
+
+/** `hold.vote`: one approver's decision on a pending hold. */
+export interface HoldVotePayload {
+  /** The hold's id. */
+  id: string;
+  decision: HoldVote['decision'];
+  /** The approver's reason ('' when none was given). */
+  reason: string;
+  byName: string;
+  via: Identity['via'];
+  /** The approver's person, when their credential has one. */
+  person?: string;
+  protocol: HoldView['protocol'];
+  /** An approval that grants time-boxed access: the duration as given (`1h`) and in ms. */
+  grant?: string;
+  grantMs?: number;
+}
+
+interface HoldResolvedCommon {
+  /** The hold's id. */
+  id: string;
+  state: Exclude<HoldState, 'pending'>;
+  reason: string;
+  /** Display names of the voters that decided it (none when it expired, was cancelled or abandoned). */
+  decidedBy: string[];
+  rule: string;
+  /** The requester's identity subject. */
+  requester: string;
+  protocol: HoldView['protocol'];
+}
+
+/** `hold.resolved` of a hold that waited: decided, expired, cancelled, or abandoned. */
+export interface HoldEndedPayload extends HoldResolvedCommon {
+  /** The time-boxed grant the approval gave (`ms` its length). */
+  grant?: { id: string; expiresAt: number; ms: number };
+  /** Abandoned by a previous run and recorded at this start (ms since epoch). */
+  recoveredAt?: number;
+}
+
+/** `hold.resolved` of a request an earlier approval's grant covered: approved at once, never pending. */
+export interface HoldPassedByGrantPayload extends HoldResolvedCommon {
+  state: 'approved';
+  via: 'grant';
+  /** The grant's id, the hold that gave it, and when it ends. */
+  grant: string;
+  grantHold: string;
+  grantExpiresAt: number;
+  actorName: string;
+}
+
+export type HoldResolvedPayload = HoldEndedPayload | HoldPassedByGrantPayload;
+
+// Identity (proxy/control/routes/auth.ts, proxy/identity, the proxies' logins)
+
+/** `auth.login`: a console sign-in. */
+export interface AuthLoginPayload {
+  /** How: `local-link`, `api-key`, `oidc-token`, `oidc`. */
+  method: string;
+  actorName: string;
+  via: Identity['via'];
+  person?: string;
+  groups: string[];
+  roles: Role[];
+  /** The client's address. */
+  source: string;
+  userAgent?: string;
+  /** When the console session ends (ms since epoch). */
+  expiresAt: number;
+  /** `api-key`: the key's id. */
+  keyId?: string;
+  /** `oidc`: the issuer, and whether the session can refresh its token. */
+  issuer?: string;
+  refreshable?: boolean;
+}
+
+/** `auth.logout`: a console sign-out. */
+export interface AuthLogoutPayload {
+  method: 'console';
+  actorName: string;
+  source: string;
+}
+
+/**
+ * What a failed authentication records (the first from a source or naming a known credential in a
+ * window; the rest are counted in `auth.failures`).
+ */
+export interface AuthFailureDetails {
+  /** The AuthError code (`unknown`, `expired`, `revoked`, ...), or `error`. */
+  reason: string;
+  message: string;
+  /** Proxies: which one refused the credential. */
+  protocol?: 'http' | 'postgres' | 'ssh';
+  /** Console and HTTP: the sign-in method or the HTTP method. */
+  method?: string;
+  path?: string;
+  /** PostgreSQL and SSH: the user name the client sent, and its address. */
+  user?: string;
+  client?: string;
+  /** HTTP: the client's address. */
+  clientAddress?: string;
+  userAgent?: string;
+  /** Console sign-in with an API key: the id the key names. */
+  keyId?: string;
+  /** Console OIDC sign-in: the issuer. */
+  issuer?: string;
+}
+
+/** `auth.failure` (every writer in the gateway gives `reason` and `message`; the recorder does not insist). */
+export interface AuthFailurePayload extends Partial<AuthFailureDetails> {
+  /** The source address the failure is counted under (absent when no failure recorder was running). */
+  source?: string;
+  /** The known credential prefix the attempt named (`key:<id>`). */
+  credential?: string;
+}
+
+/** `auth.failures`: the failures from one source in one window that were counted, not recorded one by one. */
+export interface AuthFailuresPayload {
+  source: string;
+  count: number;
+  /** How many of `count` have no `auth.failure` event of their own. */
+  unrecorded: number;
+  firstSeen: number;
+  lastSeen: number;
+  /** Failures by reason. */
+  reasons: Record<string, number>;
+}
+
+/** `key.created` of an API key (console, `custody keys create`, or the first start's key). */
+export interface ApiKeyCreatedPayload {
+  id: string;
+  name: string;
+  groups: string[];
+  expiresAt: number | null;
+  /** The person the key belongs to. */
+  person: string;
+  /** Console: the creator's display name. */
+  actorName?: string;
+  /** The first start's key: `first start`. */
+  reason?: string;
+}
+
+/** `key.created` announcing the data dir's checkpoint-signing key (proxy/audit/checkpoints.ts). */
+export interface SigningKeyCreatedPayload {
+  purpose: 'checkpoint-signing';
+  /** The signed-note key name. */
+  name: string;
+  keyId: string;
+  /** The signed-note verifier key (`name+keyid+base64`). */
+  verifierKey: string;
+  fingerprint: string;
+  /** base64 raw Ed25519 public key. */
+  publicKey: string;
+  /** `first start`, or `key name recorded`. */
+  reason: string;
+}
+
+export type KeyCreatedPayload = ApiKeyCreatedPayload | SigningKeyCreatedPayload;
+
+/** `key.revoked`: an API key revoked or expired at once. */
+export interface KeyRevokedPayload {
+  id: string;
+  how: 'revoke' | 'expire';
+  /** Console: the key's name and the admin's display name. */
+  name?: string;
+  consoleSessionsEnded: number;
+  actorName?: string;
+}
+
+/** `person.created`. */
+export interface PersonCreatedPayload {
+  person: string;
+  name: string;
+  reason: string;
+}
+
+/** `person.linked`: a credential moved to a person. */
+export interface PersonLinkedPayload {
+  /** `key:<id>`, `oidc:<issuer>#<sub>`, ... */
+  credential: string;
+  credentialKind: CredentialKind;
+  person: string;
+  /** The person it belonged to before, if any. */
+  from: string | null;
+}
+
+/** `person.locked`: what locking a person ended. */
+export interface PersonLockedPayload {
+  person: string;
+  /** Ids of the API keys revoked with it. */
+  keysRevoked: string[];
+  consoleSessionsEnded: number;
+}
+
+// Administration and audit
+
+/** What every `policy.changed` and `masking.changed` records besides the content (proxy/audit/versioned-document.ts). */
+export interface VersionChangedCommon {
+  version: number;
+  previousVersion: number | null;
+  source: VersionSource;
+  actorName: string;
+  /** SHA-256 (hex) of the canonical content the version hash covers. */
+  hash: string;
+  note?: string;
+}
+
+/** `policy.changed`: a new version of the policy rules, in full. */
+export interface PolicyChangedPayload extends VersionChangedCommon {
+  rules: PolicyRule[];
+}
+
+/** `masking.changed`: a new version of the masking rules and custom detectors, in full. */
+export interface MaskingChangedPayload extends VersionChangedCommon {
+  detectors: CustomDetector[];
+  masking: MaskingRule[];
+}
+
+/** `connection.changed`: a connection added or updated from the console (its secret never recorded). */
+export interface ConnectionChangedPayload {
+  action: 'added' | 'updated';
+  name: string;
+  kind: Connection['kind'];
+  /** The upstream URL with any credential in it redacted. */
+  upstream: string;
+  listen: string | null;
+  /** The request set, replaced or removed its secret. */
+  secretChanged: boolean;
+  byName: string;
+}
+
+/** `export.created`: an evidence bundle written (proxy/audit/export.ts). */
+export interface ExportCreatedPayload {
+  id: string;
+  /** The bundle's file name. */
+  file: string;
+  filter: { from?: number; to?: number; user?: string; connection?: string };
+  /** The checkpoint the bundle proves against: tree size and root hash. */
+  treeSize: number;
+  rootHash: string;
+  /** Events in the bundle. */
+  events: number;
+  manifestSha256: string;
+  integrity: 'intact' | 'failed';
+  actorName: string | null;
+}
+
+/** `retention.run`: payloads older than `cutoff` purged. */
+export interface RetentionRunPayload {
+  /** The configured window (`90d`). */
+  payloadsAfter: string;
+  cutoff: number;
+  /** Events whose payloads this run purged. */
+  purged: number;
+  /** With an archive: nothing after this seq was purged. */
+  archivedThrough?: number;
+}
+
+/** `recording.viewed`: someone opened a session's recording. */
+export interface RecordingViewedPayload {
+  session: string;
+  /** The viewer's display name. */
+  viewer: string;
+}
+
+/** `gateway.start`: the version and every listener's bound address. */
+export interface GatewayStartPayload {
+  version: string;
+  listeners: { name: string; address: string }[];
+}
+
+/** `gateway.stop` records nothing beyond the event. */
+export type GatewayStopPayload = Record<string, never>;
+
+/** `journal.salvaged`: journal lines folded, lost or skipped when a damaged journal was read at start. */
+export interface JournalSalvagedPayload {
+  /** Events folded into the log. */
+  folded: number;
+  /** Lines that could not be read (kept in `keptIn`), with their size and hash. */
+  lost: { file: string; line: number; journalLine: number | null; bytes: number; sha256: string }[];
+  /** Damaged lines already in the log before. */
+  skippedAlreadyFolded: number;
+  keptIn: string | null;
+}
 
 /** The payload of each event kind, as the gateway writes it now. */
 export interface EventPayloads {
@@ -309,29 +600,29 @@ export interface EventPayloads {
   'ssh.sftp': SshChannelPayload;
   'ssh.error': SshChannelPayload;
   'policy.decision': PolicyDecisionPayload;
-  'hold.created': AdministrativePayload;
-  'hold.vote': AdministrativePayload;
-  'hold.resolved': AdministrativePayload;
-  'auth.login': AdministrativePayload;
-  'auth.logout': AdministrativePayload;
-  'auth.failure': AdministrativePayload;
-  'key.created': AdministrativePayload;
-  'key.revoked': AdministrativePayload;
-  'auth.failures': AdministrativePayload;
-  'person.created': AdministrativePayload;
-  'person.linked': AdministrativePayload;
-  'person.locked': AdministrativePayload;
-  'policy.changed': AdministrativePayload;
-  'masking.changed': AdministrativePayload;
-  'connection.changed': AdministrativePayload;
-  'export.created': AdministrativePayload;
-  'retention.run': AdministrativePayload;
-  'recording.viewed': AdministrativePayload;
-  'gateway.start': AdministrativePayload;
-  'gateway.stop': AdministrativePayload;
+  'hold.created': HoldCreatedPayload;
+  'hold.vote': HoldVotePayload;
+  'hold.resolved': HoldResolvedPayload;
+  'auth.login': AuthLoginPayload;
+  'auth.logout': AuthLogoutPayload;
+  'auth.failure': AuthFailurePayload;
+  'key.created': KeyCreatedPayload;
+  'key.revoked': KeyRevokedPayload;
+  'auth.failures': AuthFailuresPayload;
+  'person.created': PersonCreatedPayload;
+  'person.linked': PersonLinkedPayload;
+  'person.locked': PersonLockedPayload;
+  'policy.changed': PolicyChangedPayload;
+  'masking.changed': MaskingChangedPayload;
+  'connection.changed': ConnectionChangedPayload;
+  'export.created': ExportCreatedPayload;
+  'retention.run': RetentionRunPayload;
+  'recording.viewed': RecordingViewedPayload;
+  'gateway.start': GatewayStartPayload;
+  'gateway.stop': GatewayStopPayload;
   'gateway.enrolled': GatewayEnrolledPayload;
   'gateway.approved': GatewayApprovedPayload;
-  'journal.salvaged': AdministrativePayload;
+  'journal.salvaged': JournalSalvagedPayload;
   'result.unrecorded': ResultUnrecordedPayload;
 }
 

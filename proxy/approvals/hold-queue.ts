@@ -27,7 +27,7 @@
 import { parseDuration } from '../../shared/config';
 import { type HoldDecisionRequest, type HoldState, type HoldView, type HoldVote, shortenForSummary } from '../../shared/holds';
 import type { Identity } from '../../shared/identity';
-import type { AuditEventInput } from '../../shared/events';
+import type { AuditEventInput, HoldCreatedPayload, HoldResolvedPayload, HoldVotePayload } from '../../shared/events';
 import type { StateWrite } from '../audit/commit-thread';
 import { type AuditStore, StoreUnavailableError } from '../audit/store';
 import type { EventBus } from '../bus';
@@ -189,7 +189,7 @@ export class HoldQueue implements HoldGate {
           params: [view.id, view.state, view.session, view.connection, view.requester, view.createdAt, view.expiresAt, JSON.stringify(view)],
         },
       ],
-      { kind: 'hold.created', session: req.session ?? undefined, actor: req.identity.subject, connection: req.connection, payload: { ...view, actorName: req.identity.name }, time: now },
+      { kind: 'hold.created', session: req.session ?? undefined, actor: req.identity.subject, connection: req.connection, payload: { ...view, actorName: req.identity.name } satisfies HoldCreatedPayload, time: now },
     );
     const entry: PendingHold = { view, grants: new Map(), timer: undefined as unknown as NodeJS.Timeout, signal: req.signal, onAbort, settle, deciding: created.catch(() => {}) };
     this.pending.set(view.id, entry);
@@ -259,7 +259,7 @@ export class HoldQueue implements HoldGate {
       session: view.session ?? undefined,
       actor: identity.subject,
       connection: view.connection,
-      payload: { id, decision, reason, byName: identity.name, via: identity.via, person: vote.person, protocol: view.protocol, ...(grantMs ? { grant: formatDuration(grantMs), grantMs } : {}) },
+      payload: { id, decision, reason, byName: identity.name, via: identity.via, person: vote.person, protocol: view.protocol, ...(grantMs ? { grant: formatDuration(grantMs), grantMs } : {}) } satisfies HoldVotePayload,
       time: vote.at,
     });
     // Resolved while the vote was being recorded (it timed out, its client went): the vote stands in the log.
@@ -352,7 +352,7 @@ export class HoldQueue implements HoldGate {
           session: view.session ?? undefined,
           actor: state === 'approved' || state === 'denied' ? (p.view.votes.at(-1)?.by ?? 'system') : state === 'cancelled' ? view.requester : 'system',
           connection: view.connection,
-          payload: { id, state, reason, decidedBy, rule: view.rule, requester: view.requester, protocol: view.protocol, ...(grant ? { grant: { id: grant.id, expiresAt: grant.expiresAt, ms: grantMs } } : {}) },
+          payload: { id, state, reason, decidedBy, rule: view.rule, requester: view.requester, protocol: view.protocol, ...(grant ? { grant: { id: grant.id, expiresAt: grant.expiresAt, ms: grantMs! } } : {}) } satisfies HoldResolvedPayload,
           time: now,
         },
       );
@@ -431,7 +431,7 @@ export class HoldQueue implements HoldGate {
         session: req.session ?? undefined,
         actor: req.identity.subject,
         connection: req.connection,
-        payload: { id: view.id, state: 'approved', via: 'grant', grant: grant.id, grantHold: grant.hold, grantExpiresAt: grant.expiresAt, reason, decidedBy: grant.grantedBy, rule: req.rule, requester: req.identity.subject, protocol: req.protocol, actorName: req.identity.name },
+        payload: { id: view.id, state: 'approved', via: 'grant', grant: grant.id, grantHold: grant.hold, grantExpiresAt: grant.expiresAt, reason, decidedBy: grant.grantedBy, rule: req.rule, requester: req.identity.subject, protocol: req.protocol, actorName: req.identity.name } satisfies HoldResolvedPayload,
         time: now,
       },
     );
@@ -453,7 +453,7 @@ export class HoldQueue implements HoldGate {
           session: v.session ?? undefined,
           actor: 'system',
           connection: v.connection,
-          payload: { id: v.id, state: 'abandoned', reason, decidedBy: [], rule: v.rule, requester: v.requester, protocol: v.protocol, recoveredAt: now },
+          payload: { id: v.id, state: 'abandoned', reason, decidedBy: [], rule: v.rule, requester: v.requester, protocol: v.protocol, recoveredAt: now } satisfies HoldResolvedPayload,
           time: now,
         });
       }

@@ -23,6 +23,7 @@
 import type { IncomingMessage, Server } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { type WebSocket, WebSocketServer } from 'ws';
+import type { AuthFailureDetails } from '../../shared/events';
 import { hasRole, type Identity } from '../../shared/identity';
 import type { ClientMessage, ServerMessage } from '../../shared/messages';
 import { holdVisibleTo } from '../approvals/hold-queue';
@@ -221,7 +222,7 @@ export function attachEventsSocket(server: Server, s: GatewayServices, opts: Eve
         via = { bearer };
       } catch (err) {
         if (!(err instanceof AuthError)) throw err;
-        const underLimit = s.login.failures.record(req.socket.remoteAddress ?? 'unknown', { method: 'bearer', path: EVENTS_PATH, reason: err.code, message: err.message }, { credential: s.keys.knownPrefix(bearer) });
+        const underLimit = s.login.failures.record(req.socket.remoteAddress ?? 'unknown', { method: 'bearer', path: EVENTS_PATH, reason: err.code, message: err.message } satisfies AuthFailureDetails, { credential: s.keys.knownPrefix(bearer) });
         reject(socket, underLimit ? 401 : 429, underLimit ? 'unauthenticated' : 'too_many_attempts', err.message);
         return;
       }

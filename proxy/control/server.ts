@@ -8,6 +8,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { extname, join, normalize, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { AuthFailureDetails } from '../../shared/events';
 import { hasRole, type Identity } from '../../shared/identity';
 import { AuthError, credentialFrom } from '../identity/authenticator';
 import { parseCookies, SESSION_COOKIE } from '../identity/console-sessions';
@@ -133,7 +134,7 @@ export async function startControlPlane(
     } catch (err) {
       if (!(err instanceof AuthError)) throw err;
       if (!route.options.public) {
-        if (!s.login.failures.record(sourceOf(req), { method: 'bearer', path: url.pathname, reason: err.code, message: err.message }, { credential: s.keys.knownPrefix(credentialFrom(req.headers)) })) {
+        if (!s.login.failures.record(sourceOf(req), { method: 'bearer', path: url.pathname, reason: err.code, message: err.message } satisfies AuthFailureDetails, { credential: s.keys.knownPrefix(credentialFrom(req.headers)) })) {
           throw new HttpError(429, 'too_many_attempts', 'too many failed sign-in attempts from this address; wait a minute');
         }
         throw new HttpError(401, 'unauthenticated', err.message);

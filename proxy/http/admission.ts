@@ -5,6 +5,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { performance } from 'node:perf_hooks';
+import type { AuthFailureDetails } from '../../shared/events';
 import type { Identity } from '../../shared/identity';
 import { StoreUnavailableError } from '../audit/store';
 import { AuthError, credentialFrom } from '../identity/authenticator';
@@ -112,7 +113,7 @@ function recordAuthFailure(ctx: ProxyContext, req: IncomingMessage, connection: 
   // summary event, not one each. The 401 stands whether or not this can be written.
   ctx.s.login.failures.record(
     clientAddress(req),
-    { protocol: 'http', reason: err.code, message: err.message, method: req.method, path, clientAddress: clientAddress(req), userAgent: req.headers['user-agent'] },
+    { protocol: 'http', reason: err.code, message: err.message, method: req.method, path, clientAddress: clientAddress(req), userAgent: req.headers['user-agent'] } satisfies AuthFailureDetails,
     { connection, credential: ctx.s.keys.knownPrefix(credential) },
   );
 }

@@ -17,6 +17,7 @@ import type Database from 'better-sqlite3';
 import { userInfo } from 'node:os';
 import * as client from 'openid-client';
 import type { Config } from '../../shared/config';
+import type { AuthFailureDetails, AuthFailurePayload, AuthFailuresPayload } from '../../shared/events';
 import type { Identity, LoginProviders } from '../../shared/identity';
 import type { AuditStore } from '../audit/store';
 import { AuthError } from './authenticator';
@@ -312,9 +313,10 @@ export class AuthFailureRecorder {
   /**
    * Notes a failure. `credential` names the credential prefix when it is one the gateway knows
    * (e.g. `key:<id>`). Returns false when the source or that credential is over its limit.
-   * Never throws: a log that cannot take the note does not change the refusal.
+   * Never throws: a log that cannot take the note does not change the refusal. A failure without
+   * a `reason` is counted as `error`.
    */
-  record(source: string, payload: Record<string, unknown>, opts: { credential?: string; actor?: string; connection?: string } = {}): boolean {
+  record(source: string, payload: Partial<AuthFailureDetails>, opts: { credential?: string; actor?: string; connection?: string } = {}): boolean {
     const now = this.now();
     if (this.bySource.size > 10_000 || this.byCredential.size > 10_000) this.flush(true);
     const w = this.window(this.bySource, source, now);
@@ -323,7 +325,7 @@ export class AuthFailureRecorder {
     const c = opts.credential ? this.window(this.byCredential, opts.credential, now) : undefined;
     if (w.count === 1 || c?.count === 1) {
       try {
-        this.store.append({ kind: 'auth.failure', actor: opts.actor ?? 'anonymous', ...(opts.connection ? { connection: opts.connection } : {}), payload: { ...payload, source, ...(opts.credential ? { credential: opts.credential } : {}) }, time: now });
+        this.store.append({ kind: 'auth.failure', actor: opts.actor ?? 'anonymous', ...(opts.connection ? { connection: opts.connection } : {}), payload: { ...payload, source, ...(opts.credential ? { credential: opts.credential } : {}) } satisfies AuthFailurePayload, time: now });
         w.recorded++;
       } catch {
         // counted in the window's summary instead
@@ -364,7 +366,7 @@ export class AuthFailureRecorder {
     this.bySource.delete(source);
     if (w.count <= w.recorded) return;
     try {
-      this.store.append({ kind: 'auth.failures', actor: 'anonymous', payload: { source, count: w.count, unrecorded: w.count - w.recorded, firstSeen: w.first, lastSeen: w.last, reasons: w.reasons }, time: now });
+      this.store.append({ kind: 'auth.failures', actor: 'anonymous', payload: { source, count: w.count, unrecorded: w.count - w.recorded, firstSeen: w.first, lastSeen: w.last, reasons: w.reasons } satisfies AuthFailuresPayload, time: now });
     } catch {
       // the store is gone (stopping): nothing more can be said
     }

@@ -6,6 +6,7 @@
  * `pg.error` in phase `connect`: no session began, but who tried and why it failed is part of the
  * record) and returned as the FATAL error the client gets.
  */
+import type { AuthFailureDetails } from '../../shared/events';
 import type { Identity } from '../../shared/identity';
 import { AuthError } from '../identity/authenticator';
 import type { ErrorInit } from './backend-messages';
@@ -32,7 +33,7 @@ export async function authenticateClient(ctx: PgListenerContext, password: strin
   } catch (err) {
     const message = err instanceof AuthError ? err.message : 'the credential could not be checked';
     try {
-      const payload = { protocol: 'postgres', user: attempt.user, client: attempt.clientAddress, reason: err instanceof AuthError ? err.code : 'error', message };
+      const payload = { protocol: 'postgres', user: attempt.user, client: attempt.clientAddress, reason: err instanceof AuthError ? err.code : 'error', message } satisfies AuthFailureDetails;
       if (services.login) services.login.failures.record(attempt.clientAddress, payload, { connection: ctx.connection.name, credential: services.keys?.knownPrefix(password || undefined) });
       else services.store.appendMany([{ kind: 'auth.failure', connection: ctx.connection.name, payload }]);
     } catch {

@@ -18,7 +18,7 @@ import type { AuthContext, AuthenticationType, ClientChannel, ClientInfo, Connec
 import type { Client } from 'ssh2';
 import ssh2 from 'ssh2';
 import type { Connection } from '../../shared/config';
-import { type AuditEventInput, type MaskSpan, SESSION_START_VERSION, type SessionEndPayload, type SshSessionStart } from '../../shared/events';
+import { type AuditEventInput, type MaskSpan, SESSION_START_VERSION, type SessionEndPayload, type SshSessionStart, type AuthFailureDetails } from '../../shared/events';
 import { shortenForSummary } from '../../shared/holds';
 import type { Identity } from '../../shared/identity';
 import { newId } from '../ids';
@@ -179,7 +179,7 @@ export class SshProxySession {
   /** Records a failed login (throttled per source and credential) and refuses it; too many end the connection. */
   private refuseLogin(a: AuthContext, err: unknown, credential: string | undefined): void {
     const message = err instanceof AuthError ? err.message : 'the credential could not be checked';
-    const payload = { protocol: 'ssh', user: a.username, client: this.info.ip, method: a.method, reason: err instanceof AuthError ? err.code : 'error', message };
+    const payload = { protocol: 'ssh', user: a.username, client: this.info.ip, method: a.method, reason: err instanceof AuthError ? err.code : 'error', message } satisfies AuthFailureDetails;
     let within = true;
     try {
       within = this.s.login.failures.record(this.info.ip, payload, { connection: this.name, credential });

@@ -12,6 +12,7 @@
  * sign-in, sign-out and failure is recorded: `auth.login`, `auth.logout`, `auth.failure`.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { AuthFailureDetails, AuthLoginPayload, AuthLogoutPayload } from '../../../shared/events';
 import type { Identity } from '../../../shared/identity';
 import { AuthError } from '../../identity/authenticator';
 import { safeNext } from '../../identity/console-login';
@@ -53,7 +54,7 @@ function ownOrigin(req: IncomingMessage): string {
  * Starts a console session for `identity` and records the login. Returns the Set-Cookie value.
  * The session ends when the credential that made it does (token `exp`, key expiry), if sooner.
  */
-function signIn(s: GatewayServices, req: IncomingMessage, identity: Identity, method: string, extra: Record<string, unknown> = {}, refreshable = false): { cookie: string; expiresAt: number; sessionId: string } {
+function signIn(s: GatewayServices, req: IncomingMessage, identity: Identity, method: string, extra: Pick<AuthLoginPayload, 'keyId' | 'issuer' | 'refreshable'> = {}, refreshable = false): { cookie: string; expiresAt: number; sessionId: string } {
   // Every session belongs to a person (the IdP code flow builds its identity from the ID token).
   if (!identity.person) {
     const subject = identity.subject;
@@ -72,17 +73,17 @@ function signIn(s: GatewayServices, req: IncomingMessage, identity: Identity, me
   s.store.append({
     kind: 'auth.login',
     actor: identity.subject,
-    payload: { method, actorName: identity.name, via: identity.via, person: identity.person, groups: identity.groups, roles: identity.roles, source: sourceOf(req), userAgent: req.headers['user-agent'], expiresAt: session.expiresAt, ...extra },
+    payload: { method, actorName: identity.name, via: identity.via, person: identity.person, groups: identity.groups, roles: identity.roles, source: sourceOf(req), userAgent: req.headers['user-agent'], expiresAt: session.expiresAt, ...extra } satisfies AuthLoginPayload,
   });
   s.users.seen(identity);
   return { cookie: sessionCookie(req, session.id, session.expiresAt), expiresAt: session.expiresAt, sessionId: session.id };
 }
 
 /** Records a failed attempt; throws 429 when the source or the credential is over its limit. */
-function failed(s: GatewayServices, req: IncomingMessage, method: string, err: unknown, extra: Record<string, unknown> = {}, credential?: string): void {
+function failed(s: GatewayServices, req: IncomingMessage, method: string, err: unknown, extra: Pick<AuthFailureDetails, 'keyId' | 'issuer'> = {}, credential?: string): void {
   const code = err instanceof AuthError ? err.code : 'error';
   const message = err instanceof Error ? err.message : String(err);
-  if (!s.login.failures.record(sourceOf(req), { method, reason: code, message, userAgent: req.headers['user-agent'], ...extra }, { credential })) {
+  if (!s.login.failures.record(sourceOf(req), { method, reason: code, message, userAgent: req.headers['user-agent'], ...extra } satisfies AuthFailureDetails, { credential })) {
     throw new HttpError(429, 'too_many_attempts', 'too many failed sign-in attempts from this address; wait a minute');
   }
 }
@@ -218,7 +219,7 @@ export function registerAuthRoutes(router: Router, s: GatewayServices): void {
       const identity = id ? s.consoleSessions.get(id) : undefined;
       if (id) s.consoleSessions.delete(id);
       if (id && identity) {
-        s.store.append({ kind: 'auth.logout', actor: identity.subject, payload: { method: 'console', actorName: identity.name, source: sourceOf(req) } });
+        s.store.append({ kind: 'auth.logout', actor: identity.subject, payload: { method: 'console', actorName: identity.name, source: sourceOf(req) } satisfies AuthLogoutPayload });
         s.login.loggedOut(id);
       }
       res.writeHead(204, { 'set-cookie': clearCookie(req, SESSION_COOKIE, '/', 'Strict'), 'cache-control': 'no-store' });
