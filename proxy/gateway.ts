@@ -5,6 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { type Config, parseDuration } from '../shared/config';
+import type { GatewayStartPayload, GatewayStopPayload, KeyCreatedPayload } from '../shared/events';
 import { AuditService } from './audit/service';
 import { storeConnection } from './audit/shared-store/schema';
 import { SharedStoreMember } from './audit/shared-store/shipper';
@@ -156,7 +157,7 @@ export class Gateway {
       const { key, record } = s.keys.create({ name: 'local-admin', groups: adminGroups, createdBy: 'system' });
       const person = s.login.localIdentity().person!;
       s.persons.attach(`key:${record.id}`, 'api-key', person, 'system');
-      s.store.append({ kind: 'key.created', actor: 'system', payload: { id: record.id, name: record.name, groups: record.groups, expiresAt: null, person, reason: 'first start' } });
+      s.store.append({ kind: 'key.created', actor: 'system', payload: { id: record.id, name: record.name, groups: record.groups, expiresAt: null, person, reason: 'first start' } satisfies KeyCreatedPayload });
       this.firstKey = key;
     }
     // Results a previous run could not journal are recorded in their sessions, before those end.
@@ -220,7 +221,7 @@ export class Gateway {
     routeModules.push((router, services) => registerConnectionRoutes(router, services, { http: () => bound('http'), postgres: (name) => bound(`postgres:${name}`) ?? bound(`ssh:${name}`) }), registerDashboardRoutes);
     this.control = await startControlPlane(s, routeModules, { httpAddress: () => bound('http') });
     this.listeners.push({ name: 'control', address: this.control.address, close: () => this.control.close() });
-    s.store.append({ kind: 'gateway.start', actor: 'system', payload: { version: s.version, listeners: this.listeners.map((l) => ({ name: l.name, address: l.address })) } });
+    s.store.append({ kind: 'gateway.start', actor: 'system', payload: { version: s.version, listeners: this.listeners.map((l) => ({ name: l.name, address: l.address })) } satisfies GatewayStartPayload });
   }
 
   address(name: string): string {
@@ -255,7 +256,7 @@ export class Gateway {
       await Promise.allSettled([...this.listeners].reverse().map((l) => l.close()));
       for (const fn of this.cleanups.reverse()) await Promise.resolve(fn()).catch(() => {});
       try {
-        this.services.store.append({ kind: 'gateway.stop', actor: 'system', payload: {} });
+        this.services.store.append({ kind: 'gateway.stop', actor: 'system', payload: {} satisfies GatewayStopPayload });
       } catch {
         // the store may be the reason we are stopping
       }

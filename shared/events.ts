@@ -454,10 +454,21 @@ export interface SigningKeyCreatedPayload {
   reason: string;
 }
 
-export type KeyCreatedPayload = ApiKeyCreatedPayload | SigningKeyCreatedPayload;
+/** `key.created` of an SSH public key registered to log in as an API key (`custody keys add-ssh`). */
+export interface SshKeyCreatedPayload {
+  credential: 'ssh-key';
+  /** `SHA256:…`, as ssh-keygen -l prints it. */
+  fingerprint: string;
+  algo: string;
+  comment: string | null;
+  /** The API key it logs in as. */
+  keyId: string;
+}
 
-/** `key.revoked`: an API key revoked or expired at once. */
-export interface KeyRevokedPayload {
+export type KeyCreatedPayload = ApiKeyCreatedPayload | SigningKeyCreatedPayload | SshKeyCreatedPayload;
+
+/** `key.revoked` of an API key: revoked or expired at once. */
+export interface ApiKeyRevokedPayload {
   id: string;
   how: 'revoke' | 'expire';
   /** Console: the key's name and the admin's display name. */
@@ -465,6 +476,17 @@ export interface KeyRevokedPayload {
   consoleSessionsEnded: number;
   actorName?: string;
 }
+
+/** `key.revoked` of a registered SSH key (`custody keys remove-ssh`). */
+export interface SshKeyRevokedPayload {
+  credential: 'ssh-key';
+  fingerprint: string;
+  /** The API key it logged in as. */
+  keyId: string;
+  how: 'remove';
+}
+
+export type KeyRevokedPayload = ApiKeyRevokedPayload | SshKeyRevokedPayload;
 
 /** `person.created`. */
 export interface PersonCreatedPayload {

@@ -10,6 +10,7 @@
  */
 import type { Config } from '../../shared/config';
 import { parseDuration } from '../../shared/config';
+import type { KeyCreatedPayload } from '../../shared/events';
 import type { Logger } from '../log';
 import { CheckpointSigner, defaultOrigin, KEY_NAME_META, keyFingerprint, type PublicKeyInfo } from './checkpoint-signer';
 import { MerkleAccumulator } from './merkle';
@@ -145,7 +146,7 @@ export function openAuditTrail(store: AuditStore, dataDir: string, config: Pick<
   const { signer, created } = CheckpointSigner.loadOrCreate(dataDir, name);
   if (created || !established) {
     store.setMeta(KEY_NAME_META, name);
-    store.append({ kind: 'key.created', actor, payload: { purpose: 'checkpoint-signing', ...signer.info(), reason: created ? 'first start' : 'key name recorded' } });
+    store.append({ kind: 'key.created', actor, payload: { purpose: 'checkpoint-signing', ...signer.info(), reason: created ? 'first start' : 'key name recorded' } satisfies KeyCreatedPayload });
   }
   return { signer, checkpoints: new CheckpointLog(store, signer), keyCreated: created };
 }

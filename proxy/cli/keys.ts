@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { parseDuration } from '../../shared/config';
+import type { KeyCreatedPayload, KeyRevokedPayload } from '../../shared/events';
 import type { ApiKeyRecord } from '../../shared/identity';
 import { AuditStore } from '../audit/store';
 import { resolveConfig } from '../config';
@@ -54,7 +55,7 @@ export async function keysCommand(args: ParsedArgs, io: Io): Promise<number> {
           return 1;
         }
         const ended = new ConsoleSessions(store.db).deleteForKey(id);
-        store.append({ kind: 'key.revoked', actor: 'cli', payload: { id, how: sub, consoleSessionsEnded: ended } });
+        store.append({ kind: 'key.revoked', actor: 'cli', payload: { id, how: sub, consoleSessionsEnded: ended } satisfies KeyRevokedPayload });
         io.err(`Key ${id} ${sub === 'revoke' ? 'revoked' : 'expired'}.\n`);
         return 0;
       }
@@ -91,7 +92,7 @@ export async function keysCommand(args: ParsedArgs, io: Io): Promise<number> {
           created = { id: keyId, groups: r.record.groups, person: r.person };
         }
         const added = sshKeyOrUsage(() => ssh.add(keyId, text, 'cli'));
-        store.append({ kind: 'key.created', actor: 'cli', payload: { credential: 'ssh-key', fingerprint: added.fingerprint, algo: added.algo, comment: added.comment, keyId } });
+        store.append({ kind: 'key.created', actor: 'cli', payload: { credential: 'ssh-key', fingerprint: added.fingerprint, algo: added.algo, comment: added.comment, keyId } satisfies KeyCreatedPayload });
         if (args.flags['json']) io.out(`${JSON.stringify({ ...added, ...(created ? { createdKey: created } : {}) })}
 `);
         else {
@@ -118,7 +119,7 @@ export async function keysCommand(args: ParsedArgs, io: Io): Promise<number> {
           io.err(`custody: no registered SSH key ${id}\n`);
           return 1;
         }
-        store.append({ kind: 'key.revoked', actor: 'cli', payload: { credential: 'ssh-key', fingerprint: id, keyId: removed.keyId, how: 'remove' } });
+        store.append({ kind: 'key.revoked', actor: 'cli', payload: { credential: 'ssh-key', fingerprint: id, keyId: removed.keyId, how: 'remove' } satisfies KeyRevokedPayload });
         io.err(`SSH key ${id} removed; it no longer logs in (sessions already open with it go on until they end).\n`);
         return 0;
       }
@@ -158,7 +159,7 @@ function createOwnedKey(store: AuditStore, keys: ApiKeyStore, args: ParsedArgs, 
   }
   const { key, record } = keys.create({ name, groups, expiresAt, createdBy: 'cli' });
   persons.attach(`key:${record.id}`, 'api-key', person, 'cli');
-  store.append({ kind: 'key.created', actor: 'cli', payload: { id: record.id, name, groups, expiresAt, person } });
+  store.append({ kind: 'key.created', actor: 'cli', payload: { id: record.id, name, groups, expiresAt, person } satisfies KeyCreatedPayload });
   return { key, record, person };
 }
 

@@ -12,6 +12,7 @@
  * the proxy's hot path does no I/O; every write goes through this class and updates the cache.
  */
 import { randomBytes } from 'node:crypto';
+import type { PersonCreatedPayload, PersonLinkedPayload, PersonLockedPayload } from '../../shared/events';
 import type { CredentialKind, Person } from '../../shared/identity';
 import type { AuditStore } from '../audit/store';
 
@@ -157,7 +158,7 @@ export class PersonDirectory {
     const now = Date.now();
     this.store.transaction(() => {
       this.store.db.prepare('INSERT INTO persons (id, name, created_at, created_by) VALUES (?, ?, ?, ?)').run(id, clean, now, actor);
-      this.store.append({ kind: 'person.created', actor, payload: { person: id, name: clean, reason }, time: now });
+      this.store.append({ kind: 'person.created', actor, payload: { person: id, name: clean, reason } satisfies PersonCreatedPayload, time: now });
     });
     return this.get(id)!;
   }
@@ -192,7 +193,7 @@ export class PersonDirectory {
       this.store.db
         .prepare('INSERT INTO person_credentials (credential, person, kind, linked_at, linked_by) VALUES (?, ?, ?, ?, ?) ON CONFLICT(credential) DO UPDATE SET person = excluded.person, linked_at = excluded.linked_at, linked_by = excluded.linked_by')
         .run(credential, person, kind, now, actor);
-      this.store.append({ kind: 'person.linked', actor, payload: { credential, credentialKind: kind, person, from: from ?? null }, time: now });
+      this.store.append({ kind: 'person.linked', actor, payload: { credential, credentialKind: kind, person, from: from ?? null } satisfies PersonLinkedPayload, time: now });
     });
     this.cacheLink(credential, person, kind);
     if (from) this.recomputeIdp(from);
@@ -203,12 +204,12 @@ export class PersonDirectory {
    * Locks a person: their credentials stop authenticating at once and `onLock` listeners end
    * their live sessions. The caller revokes their API keys; the lock itself is recorded here.
    */
-  lock(person: string, actor: string, details: Record<string, unknown>, reason = 'locked by an administrator'): void {
+  lock(person: string, actor: string, details: Omit<PersonLockedPayload, 'person'>, reason = 'locked by an administrator'): void {
     const now = Date.now();
     this.store.transaction(() => {
       const changed = this.store.db.prepare('UPDATE persons SET locked_at = ?, locked_by = ? WHERE id = ? AND locked_at IS NULL').run(now, actor, person).changes;
       if (!changed) throw new PersonError(this.get(person) ? 409 : 404, this.get(person) ? 'already_locked' : 'not_found', this.get(person) ? `${person} is already locked` : `no person ${person}`);
-      this.store.append({ kind: 'person.locked', actor, payload: { person, ...details }, time: now });
+      this.store.append({ kind: 'person.locked', actor, payload: { person, ...details } satisfies PersonLockedPayload, time: now });
     });
     this.locked.add(person);
     for (const fn of this.lockListeners) fn(person, reason);

@@ -84,7 +84,7 @@ describe('persons', () => {
     const locked: string[] = [];
     persons.onLock((p) => locked.push(p));
     const cli = AuditStore.open(dir);
-    new PersonDirectory(cli).lock(alice.id, 'cli', {});
+    new PersonDirectory(cli).lock(alice.id, 'cli', { keysRevoked: [], consoleSessionsEnded: 0 });
     cli.close();
     assert.equal(persons.isLocked(alice.id), false, 'not seen before the refresh');
     persons.refresh();

@@ -12,6 +12,7 @@
  */
 import type { KeyView } from '../../../shared/api';
 import { parseDuration } from '../../../shared/config';
+import type { KeyCreatedPayload, KeyRevokedPayload } from '../../../shared/events';
 import type { ApiKeyRecord, Identity } from '../../../shared/identity';
 import { PersonError } from '../../identity/persons';
 import type { GatewayServices } from '../../services';
@@ -64,7 +65,7 @@ export function registerKeyRoutes(router: Router, s: GatewayServices): void {
       const person = keyOwner(s, identity!, body.owner, body.newOwner);
       const { key, record } = s.keys.create({ name, groups: groups as string[], expiresAt, createdBy: identity!.subject });
       s.persons.attach(`key:${record.id}`, 'api-key', person, identity!.subject);
-      s.store.append({ kind: 'key.created', actor: identity!.subject, payload: { id: record.id, name, groups, expiresAt, person, actorName: identity!.name } });
+      s.store.append({ kind: 'key.created', actor: identity!.subject, payload: { id: record.id, name, groups: groups as string[], expiresAt, person, actorName: identity!.name } satisfies KeyCreatedPayload });
       return { key, ...view(record), person };
     },
     { role: 'admin' },
@@ -81,7 +82,7 @@ export function registerKeyRoutes(router: Router, s: GatewayServices): void {
         if (how === 'revoke') s.keys.revoke(id);
         else s.keys.expire(id);
         const ended = s.consoleSessions.deleteForKey(id);
-        s.store.append({ kind: 'key.revoked', actor: identity!.subject, payload: { id, how, name: record.name, consoleSessionsEnded: ended, actorName: identity!.name } });
+        s.store.append({ kind: 'key.revoked', actor: identity!.subject, payload: { id, how, name: record.name, consoleSessionsEnded: ended, actorName: identity!.name } satisfies KeyRevokedPayload });
         return view(s.keys.get(id)!);
       },
       { role: 'admin' },
