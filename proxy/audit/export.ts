@@ -11,7 +11,7 @@ import { mkdtempSync, openSync, closeSync, renameSync, rmSync, statSync, writeSy
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { parseDuration, type Config } from '../../shared/config';
-import type { AuditEvent } from '../../shared/events';
+import type { AuditEvent, ExportCreatedPayload } from '../../shared/events';
 import { newId } from '../ids';
 import type { AuditTrail, Checkpoint } from './checkpoints';
 import { HASH_SIZE, MerkleTree } from './merkle';
@@ -276,7 +276,7 @@ export async function exportBundle(opts: ExportOptions): Promise<ExportResult> {
       event = store.append({
         kind: 'export.created',
         actor: opts.actor,
-        payload: { id, file: basename(opts.out), filter, treeSize: T, rootHash: checkpoint.rootHash, events: done, manifestSha256, integrity: integrity.ok ? 'intact' : 'failed', actorName: opts.actorName ?? null },
+        payload: { id, file: basename(opts.out), filter, treeSize: T, rootHash: checkpoint.rootHash, events: done, manifestSha256, integrity: integrity.ok ? 'intact' : 'failed', actorName: opts.actorName ?? null } satisfies ExportCreatedPayload,
       });
     } catch (err) {
       rmSync(partial, { force: true });

@@ -20,6 +20,7 @@
 import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type Database from 'better-sqlite3';
+import type { JournalSalvagedPayload } from '../../shared/events';
 import { sha256hex } from './chain';
 import { type ChainWriter, type PreparedEvent, prepareEvent } from './chain-writer';
 
@@ -354,7 +355,7 @@ export function salvageJournal(db: Database.Database, writer: ChainWriter, dir: 
           lost: lost.map((l) => ({ file: l.file, line: l.line, journalLine: l.jseq ?? null, bytes: Buffer.byteLength(l.text, 'utf8'), sha256: sha256hex(l.text) })),
           skippedAlreadyFolded: skipped.length,
           keptIn: keptIn ?? null,
-        },
+        } satisfies JournalSalvagedPayload,
       }),
     );
   }

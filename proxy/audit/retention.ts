@@ -10,7 +10,7 @@
  * seq in such a segment, and leaves every later payload in place whatever its age.
  */
 import { parseDuration, type Config } from '../../shared/config';
-import type { AuditEvent } from '../../shared/events';
+import type { AuditEvent, RetentionRunPayload } from '../../shared/events';
 import type { Logger } from '../log';
 import type { AuditStore } from './store';
 
@@ -49,7 +49,7 @@ export function runRetention(store: AuditStore, payloadsAfter: string, opts: Ret
   store.transaction(() => {
     purged = store.db.prepare("UPDATE events SET payload = NULL, spans = NULL, encoding = 'purged' WHERE time < ? AND seq <= ? AND encoding != 'purged'").run(cutoff, upTo).changes;
     const bound = opts.archivedThrough === undefined ? {} : { archivedThrough: opts.archivedThrough };
-    event = store.append({ kind: 'retention.run', actor: opts.actor ?? 'system', payload: { payloadsAfter, cutoff, purged, ...bound } });
+    event = store.append({ kind: 'retention.run', actor: opts.actor ?? 'system', payload: { payloadsAfter, cutoff, purged, ...bound } satisfies RetentionRunPayload });
   });
   return { purged, cutoff, event };
 }

@@ -14,6 +14,7 @@
 import { createHash } from 'node:crypto';
 import type { VersionMeta, VersionPage, VersionSource } from '../../shared/api';
 import { canonicalize } from '../../shared/canonical-json';
+import type { EventPayloads, VersionChangedCommon } from '../../shared/events';
 import type { EventBus } from '../bus';
 import type { Logger } from '../log';
 import { type AuditStore, StoreUnavailableError } from './store';
@@ -26,8 +27,8 @@ export interface DocumentKind<C extends object, Summary> {
   noun: string;
   /** How log lines name the config file's content: "the config file's rules". */
   fileNoun: string;
-  /** The chained event each version is recorded as. */
-  changedEvent: 'policy.changed' | 'masking.changed';
+  /** The chained event each version is recorded as (one whose payload type is the common fields and the content). */
+  changedEvent: ChangedEventFor<C>;
   /** The bus message a change is announced with. */
   updatedMessage: 'policy.updated' | 'masking.updated';
   /** The store meta key holding the hash of the config file's content at the previous start. */
@@ -39,6 +40,11 @@ export interface DocumentKind<C extends object, Summary> {
   /** A version as listings show it. */
   summarize(version: Version<C>): Summary;
 }
+
+type VersionedEvent = 'policy.changed' | 'masking.changed';
+
+/** The versioned-document event whose payload type is exactly the common fields and content `C`. */
+type ChangedEventFor<C> = { [K in VersionedEvent]: [VersionChangedCommon & C] extends [EventPayloads[K]] ? ([EventPayloads[K]] extends [VersionChangedCommon & C] ? K : never) : never }[VersionedEvent];
 
 /** A change to record: new content and who made it. */
 export interface DocumentChange<C> {
@@ -106,7 +112,7 @@ export class VersionedDocument<C extends object, Summary = Version<C>> {
         this.store.append({
           kind: this.spec.changedEvent,
           actor: change.author.subject,
-          payload: { version, previousVersion: previous, source: change.source, actorName: change.author.name, ...change.content, hash: this.hash(change.content), ...note },
+          payload: { version, previousVersion: previous, source: change.source, actorName: change.author.name, ...change.content, hash: this.hash(change.content), ...note } satisfies VersionChangedCommon & C,
           time: now,
         });
       });

@@ -7,6 +7,7 @@
  */
 import type { ConnectionView } from '../../shared/api';
 import { type Config, Connection, LISTENER_KINDS, type SecretSource } from '../../shared/config';
+import type { ConnectionChangedPayload } from '../../shared/events';
 import { redactUpstream, shortSecretProblem, upstreamCredentialWarning } from '../../shared/upstream-credentials';
 import type { AuditStore } from '../audit/store';
 import type { EventBus } from '../bus';
@@ -238,7 +239,7 @@ export class ConnectionStore {
           listen: connection.listen ?? null,
           secretChanged: secret !== undefined,
           byName: actor.name,
-        },
+        } satisfies ConnectionChangedPayload,
       });
     });
     bus.publish({ type: 'connections.updated' });

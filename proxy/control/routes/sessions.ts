@@ -1,4 +1,5 @@
 import type { EndSessionRequest } from '../../../shared/api';
+import type { RecordingViewedPayload } from '../../../shared/events';
 import type { GatewayServices } from '../../services';
 import { HttpError, intParam, type Router, timeParam } from '../router';
 import { replayLimit } from './hold-replay';
@@ -45,7 +46,7 @@ export function registerSessionRoutes(router: Router, s: GatewayServices): void 
       const all = s.store.sessionEvents(params['id']!, after, Math.min(intParam(query, 'limit') ?? 10_000, 10_000));
       const events = limit === 'all' ? all : all.filter((e) => e.seq <= limit);
       // Opening a recording is itself recorded (once per opening, not per page).
-      if (after === 0) s.store.append({ kind: 'recording.viewed', actor: identity!.subject, payload: { session: session.id, viewer: identity!.name } });
+      if (after === 0) s.store.append({ kind: 'recording.viewed', actor: identity!.subject, payload: { session: session.id, viewer: identity!.name } satisfies RecordingViewedPayload });
       return { session, events, ...(limit === 'all' ? {} : { upToSeq: limit }) };
     },
   );
