@@ -5,7 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { type Config, parseDuration } from '../shared/config';
-import type { GatewayStartPayload, GatewayStopPayload, KeyCreatedPayload } from '../shared/events';
+import type { GatewayStartPayload, GatewayStopPayload, KeyCreatedPayload, SessionEndPayload } from '../shared/events';
 import { AuditService } from './audit/service';
 import { storeConnection } from './audit/shared-store/schema';
 import { SharedStoreMember } from './audit/shared-store/shipper';
@@ -284,12 +284,12 @@ function endLeftoverSessions(store: AuditStore): void {
   const open = store.db.prepare('SELECT id, connection, protocol, actor, last_event_at AS lastAt FROM sessions WHERE ended_at IS NULL').all() as {
     id: string;
     connection: string | null;
-    protocol: string;
+    protocol: SessionEndPayload['protocol'];
     actor: string | null;
     lastAt: number;
   }[];
   if (!open.length) return;
   store.appendMany(
-    open.map((r) => ({ kind: 'session.end', session: r.id, actor: r.actor ?? 'system', connection: r.connection ?? undefined, payload: { protocol: r.protocol, reason: 'gateway_restarted', lastActivityAt: r.lastAt } })),
+    open.map((r) => ({ kind: 'session.end', session: r.id, actor: r.actor ?? 'system', connection: r.connection ?? undefined, payload: { protocol: r.protocol, reason: 'gateway_restarted', lastActivityAt: r.lastAt } satisfies SessionEndPayload })),
   );
 }

@@ -209,12 +209,20 @@ export interface HttpRequestPayload {
 /** The upstream's answer as the client got it. */
 export interface HttpResponsePayload {
   status: number;
-  headers: Record<string, string | string[]>;
-  bytes: number;
+  /** Absent on an answer the gateway made itself (`gateway`). */
+  headers?: Record<string, string | string[]>;
+  /** Absent on a stream (its `http.chunk`s count the bytes) and on an answer the gateway made itself. */
+  bytes?: number;
   duration: number;
   body?: unknown;
   bodyEncoding?: string;
   masked?: Record<string, number>;
+  /** A streamed answer: its events follow as `http.chunk`s; `ttfb` is ms from forwarding to the upstream's headers. */
+  stream?: true;
+  ttfb?: number;
+  /** A refusal the policy decided, answered by the gateway (not the upstream) with error `code`. */
+  gateway?: true;
+  code?: string;
 }
 
 /** Stream events relayed within one batching window (`offset` ms after the request). */

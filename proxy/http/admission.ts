@@ -5,7 +5,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { performance } from 'node:perf_hooks';
-import type { AuthFailureDetails } from '../../shared/events';
+import type { AuthFailureDetails, HttpErrorPayload } from '../../shared/events';
 import type { Identity } from '../../shared/identity';
 import { StoreUnavailableError } from '../audit/store';
 import { AuthError, credentialFrom } from '../identity/authenticator';
@@ -88,7 +88,7 @@ export async function admitExchange(ctx: ProxyContext, req: IncomingMessage, res
   if (req.headers.upgrade !== undefined && /\bwebsocket\b/i.test(req.headers.upgrade)) {
     req.resume();
     const message = `connection ${name}: the gateway does not proxy protocol upgrades (Upgrade: ${req.headers.upgrade}); use the provider's HTTP API through it`;
-    ctx.writer.defer([{ kind: 'http.error', actor: identity.subject, connection: name, payload: { phase: 'request', status: 501, code: 'upgrade_unsupported', message, method: req.method, path } }]);
+    ctx.writer.defer([{ kind: 'http.error', actor: identity.subject, connection: name, payload: { phase: 'request', status: 501, code: 'upgrade_unsupported', message, method: req.method, path } satisfies HttpErrorPayload }]);
     sendError(res, style, 501, 'upgrade_unsupported', message);
     return;
   }
@@ -99,7 +99,7 @@ export async function admitExchange(ctx: ProxyContext, req: IncomingMessage, res
   if (override !== undefined) {
     req.resume();
     const message = `connection ${name}: ${override} asks the upstream to treat the request as another method or URL, which the gateway refuses; send the method you mean`;
-    ctx.writer.defer([{ kind: 'http.error', actor: identity.subject, connection: name, payload: { phase: 'request', status: 400, code: 'method_override', message, method: req.method, path } }]);
+    ctx.writer.defer([{ kind: 'http.error', actor: identity.subject, connection: name, payload: { phase: 'request', status: 400, code: 'method_override', message, method: req.method, path } satisfies HttpErrorPayload }]);
     sendError(res, style, 400, 'method_override', message);
     return;
   }

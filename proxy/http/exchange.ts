@@ -11,7 +11,7 @@ import { request as httpsRequest } from 'node:https';
 import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { Readable } from 'node:stream';
-import { type AuditEventInput, type HttpRequestPayload, type HttpSessionStart, type MaskSpan, type PolicyDecisionPayload, SESSION_START_VERSION, type SessionEndPayload } from '../../shared/events';
+import { type AuditEventInput, type EventKind, type EventPayload, type HttpErrorPayload, type HttpRequestPayload, type HttpSessionStart, type MaskSpan, type PolicyDecisionPayload, SESSION_START_VERSION, type SessionEndPayload } from '../../shared/events';
 import type { Identity } from '../../shared/identity';
 import { StoreUnavailableError } from '../audit/store';
 import { UnmaskableValueError } from '../masking/request';
@@ -99,7 +99,7 @@ export class Exchange implements RelayedExchange {
     return round1(performance.now() - this.t0);
   }
 
-  base(kind: AuditEventInput['kind'], payload: unknown, spans?: MaskSpan[]): AuditEventInput {
+  base<K extends EventKind>(kind: K, payload: EventPayload<K>, spans?: MaskSpan[]): AuditEventInput {
     const e: AuditEventInput = { kind, session: this.session.id, actor: this.identity.subject, connection: this.name, payload };
     if (spans?.length) e.spans = spans;
     return e;
@@ -341,7 +341,7 @@ export class Exchange implements RelayedExchange {
   /** A body the gateway could not read (400, 415): recorded without a session, then answered. */
   private refuseUnread(method: string, err: GatewayError): void {
     this.ctx.writer.defer([
-      { kind: 'http.error', actor: this.identity.subject, connection: this.name, payload: { phase: 'request', status: err.status, code: err.code, message: err.message, method, path: this.path, duration: this.elapsed() } },
+      { kind: 'http.error', actor: this.identity.subject, connection: this.name, payload: { phase: 'request', status: err.status, code: err.code, message: err.message, method, path: this.path, duration: this.elapsed() } satisfies HttpErrorPayload },
     ]);
     sendError(this.res, this.style, err.status, err.code, err.message);
   }

@@ -9,7 +9,7 @@
  * bytes it held and every later batch are dropped, never sent, and the caller ends the stream
  * (fail closed): no byte reaches the client before its event is in the journal.
  */
-import type { AuditEventInput, MaskSpan } from '../../shared/events';
+import type { AuditEventInput, HttpChunkPayload, MaskSpan } from '../../shared/events';
 import type { SseEvent } from '../masking/types';
 import type { SessionAuditWriter, TurnBatch } from '../audit/session-writer';
 
@@ -23,7 +23,7 @@ interface OpenChunk {
   counts: Record<string, number>;
 }
 
-type EventFactory = (kind: AuditEventInput['kind'], payload: unknown, spans?: MaskSpan[]) => AuditEventInput;
+type EventFactory = (kind: 'http.chunk', payload: HttpChunkPayload, spans?: MaskSpan[]) => AuditEventInput;
 
 /**
  * Span paths from a stream masker point into the events it returned (`/<i>/data/…`); in the
@@ -170,7 +170,7 @@ export class StreamRecorder implements TurnBatch {
     const c = this.chunk;
     if (!c) return;
     this.chunk = undefined;
-    const payload: Record<string, unknown> = { offset: c.offset, events: c.events };
+    const payload: HttpChunkPayload = { offset: c.offset, events: c.events };
     if (Object.keys(c.counts).length) payload['masked'] = c.counts;
     this.queue.push(this.make('http.chunk', payload, c.spans));
   }

@@ -12,7 +12,7 @@
  */
 import type { IncomingMessage } from 'node:http';
 import type { Readable } from 'node:stream';
-import type { MaskSpan } from '../../shared/events';
+import type { HttpResponsePayload, MaskSpan } from '../../shared/events';
 import type { MaskedBody } from '../masking/types';
 import { bodyForLog } from './bodies';
 import type { RelayedExchange } from './relayed-exchange';
@@ -179,9 +179,9 @@ function endRecorded(
 }
 
 /** The `http.response` payload: status, recorded headers, size, duration and the body as recorded. */
-function responsePayload(x: RelayedExchange, upRes: IncomingMessage, status: number, size: number, logged: { body?: unknown; bodyEncoding?: string }, counts?: Record<string, number>): Record<string, unknown> {
-  const payload: Record<string, unknown> = { status, headers: x.recordedResponseHeaders(upRes), bytes: size, duration: x.elapsed(), ...logged };
-  if (counts) payload['masked'] = counts;
+function responsePayload(x: RelayedExchange, upRes: IncomingMessage, status: number, size: number, logged: { body?: unknown; bodyEncoding?: string }, counts?: Record<string, number>): HttpResponsePayload {
+  const payload: HttpResponsePayload = { status, headers: x.recordedResponseHeaders(upRes), bytes: size, duration: x.elapsed(), ...logged };
+  if (counts) payload.masked = counts;
   return payload;
 }
 

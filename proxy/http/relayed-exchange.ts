@@ -4,7 +4,7 @@
  * not on the exchange that imports them.
  */
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
-import type { AuditEventInput, MaskSpan } from '../../shared/events';
+import type { AuditEventInput, EventKind, EventPayload, MaskSpan } from '../../shared/events';
 import type { ConnectionMasker } from '../masking/types';
 import type { GatewayServices } from '../services';
 import type { ProxyContext } from './context';
@@ -38,7 +38,7 @@ export interface RelayedExchange {
   /** Milliseconds since the request arrived, to one decimal. */
   elapsed(): number;
   /** An event of this exchange's session, actor and connection. */
-  base(kind: AuditEventInput['kind'], payload: unknown, spans?: MaskSpan[]): AuditEventInput;
+  base<K extends EventKind>(kind: K, payload: EventPayload<K>, spans?: MaskSpan[]): AuditEventInput;
   /** Records outside the fail-closed path (after the request was recorded); a failure is logged. */
   record(events: AuditEventInput[]): void;
   /** The message of a masker error, logging the unexpected ones. */
