@@ -1,5 +1,5 @@
 import type { EndSessionRequest } from '../../../shared/api';
-import type { RecordingViewedPayload } from '../../../shared/events';
+import type { RecordingViewedPayload, SessionTerminatedPayload } from '../../../shared/events';
 import type { GatewayServices } from '../../services';
 import { HttpError, intParam, type Router, timeParam } from '../router';
 import { replayLimit } from './hold-replay';
@@ -61,7 +61,7 @@ export function registerSessionRoutes(router: Router, s: GatewayServices): void 
       const session = s.store.session(id);
       if (!session) throw new HttpError(404, 'not_found', `no session ${id}`);
       if (!s.liveSessions.has(id)) throw new HttpError(409, 'not_live', session.endedAt !== null ? `session ${id} has already ended` : `session ${id} cannot be ended from here (only live SSH sessions on this gateway can)`);
-      s.store.appendMany([{ kind: 'session.terminated', session: id, actor: identity!.subject, connection: session.connection ?? undefined, payload: { protocol: session.protocol, by: identity!.subject, byName: identity!.name, reason } }]);
+      s.store.appendMany([{ kind: 'session.terminated', session: id, actor: identity!.subject, connection: session.connection ?? undefined, payload: { protocol: session.protocol, by: identity!.subject, byName: identity!.name, reason } satisfies SessionTerminatedPayload }]);
       s.liveSessions.endSession(id, `ended by ${identity!.name} from the Custody console: ${reason}`);
       return { session: id, ended: true as const };
     },
