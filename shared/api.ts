@@ -9,7 +9,7 @@
  */
 import type { Connection, CustomDetector, MaskingRule, PolicyRule } from './config';
 import type { DashboardData } from './dashboard';
-import type { AuditEvent, MaskSpan, SessionSummary } from './events';
+import type { AuditEvent, MaskSpan, SessionSummary, VersionSource } from './events';
 import type { ArchiveStatus, SinkStatus, WitnessStatus } from './evidence';
 import type { HoldDecisionRequest, HoldView } from './holds';
 import type { ApiKeyRecord, Identity, LoginProviders, Person } from './identity';
@@ -100,8 +100,8 @@ export interface SessionEvents {
 
 // ---- policies -----------------------------------------------------------------------------------
 
-/** `config`: from the config file; `console`: edited through the control plane. */
-export type VersionSource = 'config' | 'console';
+// VersionSource lives with the event payloads that record it (shared/events.ts).
+export type { VersionSource } from './events';
 
 /** Who saved a version of a policy or masking document, and when. */
 export interface VersionMeta {

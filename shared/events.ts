@@ -3,7 +3,6 @@
  * (see proxy/audit). Payloads are JSON; anything a masking rule masks is stored masked, with the
  * masked spans beside it so replay can highlight them.
  */
-import type { VersionSource } from './api';
 import type { Connection, CustomDetector, MaskingRule, PolicyRule, Role } from './config';
 import type { HoldState, HoldView, HoldVote } from './holds';
 import type { CredentialKind, Identity } from './identity';
@@ -522,6 +521,9 @@ export interface PersonLockedPayload {
 }
 
 // Administration and audit
+
+/** `config`: from the config file; `console`: edited through the control plane. */
+export type VersionSource = 'config' | 'console';
 
 /** What every `policy.changed` and `masking.changed` records besides the content (proxy/audit/versioned-document.ts). */
 export interface VersionChangedCommon {
