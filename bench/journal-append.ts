@@ -6,6 +6,7 @@
  * canonical JSON, the write), one at a time, timed one by one:
  *
  * - idle: nothing else writing to the disk;
+ * - idle with `audit.fsync: batch`: each batch also fdatasync'ed (a second store beside the first);
  * - busy disk: a second process writing 1 MiB blocks and fsyncing after each, on the same file
  *   system, the whole time (what a backup or another service does to a shared disk);
  * - locked store: another process holds BEGIN EXCLUSIVE on custody.db, so nothing is folded and
@@ -62,6 +63,10 @@ try {
   run(store, 500); // warm-up
   const rows: [string, { taken: number[]; refused: number }][] = [];
   rows.push(['idle', run(store, N)]);
+  const synced = AuditStore.open(join(dir, 'fsync'), { commitThread: true, fsync: 'batch' });
+  run(synced, 200); // warm-up
+  rows.push(['idle, audit.fsync: batch (fdatasync per batch)', run(synced, quick ? 1000 : 5000)]);
+  synced.close();
 
   const writer = await child(`
     const fs = require('node:fs');

@@ -87,7 +87,7 @@ export class Gateway {
     checkSecretFiles(opts.config, opts.dataDir);
     // The shared store's password is read now: a missing one stops the start before anything listens.
     if (opts.config.store) storeConnection(opts.config.store);
-    const store = AuditStore.open(opts.dataDir, { commitThread: true });
+    const store = AuditStore.open(opts.dataDir, { commitThread: true, fsync: opts.config.audit.fsync });
     if (store.recovery.replayed) log.info(`audit: folded ${store.recovery.replayed} event(s) a previous run journaled but had not written to the database`);
     for (const l of store.recovery.skipped)
       log.warn(`audit: journal file ${l.file} line ${l.line} cannot be read (${l.message}); it is journal line ${l.jseq}, already folded into the store, so nothing is lost and it was skipped`);

@@ -456,6 +456,12 @@ export const Config = z
       .object({
         /** Signed checkpoint interval; also written when idle. */
         checkpointInterval: Duration.default('1h'),
+        /**
+         * `none`: a journaled batch survives a crash of the gateway, not a power cut (it sits in the
+         * kernel's page cache). `batch`: each batch is also fdatasync'ed before it counts as recorded,
+         * one sync per batch (docs/AUDIT.md, "Durability"; its cost in docs/BENCHMARKS.md).
+         */
+        fsync: z.enum(['none', 'batch']).default('none'),
         /** C2SP checkpoint origin line; defaults to `custody/<hostname>`. */
         origin: z.string().optional(),
         /** tlog-witnesses every signed checkpoint is sent to (docs/AUDIT.md, "Witnesses"). */
@@ -481,7 +487,7 @@ export const Config = z
           });
         }
       })
-      .default({ checkpointInterval: '1h', witnesses: [], sinks: [] }),
+      .default({ checkpointInterval: '1h', fsync: 'none', witnesses: [], sinks: [] }),
     limits: z
       .object({
         maxRequestBytes: z.number().int().positive().default(10 * 1024 * 1024),

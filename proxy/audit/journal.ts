@@ -17,7 +17,7 @@
  *
  * Files rotate at ROTATE_BYTES; a file is deleted once everything in it is folded.
  */
-import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fdatasyncSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type Database from 'better-sqlite3';
 import type { JournalSalvagedPayload } from '../../shared/events';
@@ -99,6 +99,8 @@ export class Journal {
   constructor(
     private dir: string,
     lastJseq: number,
+    /** fdatasync each batch before it counts as written (`audit.fsync: batch`). */
+    private readonly sync = false,
   ) {
     this.jseq = lastJseq;
   }
@@ -120,6 +122,8 @@ export class Journal {
         const buf = Buffer.from(text, 'utf8');
         while (off < length) off += writeSync(this.fd!, buf, off);
       }
+      // On the disk, not only in the page cache, before anyone is told it is recorded.
+      if (this.sync) fdatasyncSync(this.fd!);
     } catch (err) {
       // A partial line is skipped at replay (it has no newline); the lines are not acknowledged.
       this.jseq -= events.length;

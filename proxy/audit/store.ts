@@ -36,6 +36,8 @@ export interface StoreOptions {
    * store without it, to fold them past damage itself.
    */
   replay?: boolean;
+  /** `batch`: each journaled batch is fdatasync'ed before it counts as recorded (`audit.fsync`). */
+  fsync?: 'none' | 'batch';
 }
 
 /** How long after the commit thread appended to a session its index row may still be unwritten. */
@@ -176,7 +178,7 @@ export class AuditStore implements EventLog {
           // it never contends with it; a lock it finds belongs to another process, and is not waited
           // out here (the event loop would stop): the write fails and says so.
           this.db.pragma(`busy_timeout = ${AuditStore.GATEWAY_BUSY_TIMEOUT_MS}`);
-          this.journal = new Journal(dir, lastJseq);
+          this.journal = new Journal(dir, lastJseq, options.fsync === 'batch');
           claimJournal(dir);
         }
       }
