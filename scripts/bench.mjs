@@ -16,6 +16,7 @@ const BENCHES = {
   'shared-store': 'bench/shared-store.ts',
   ssh: 'bench/ssh.ts',
   faults: 'bench/faults.ts',
+  'pg-long-result': 'bench/pg-long-result.ts',
 };
 
 const wanted = process.argv.slice(2);

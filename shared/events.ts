@@ -19,6 +19,8 @@ export const EVENT_KINDS = [
   'http.error',
   'pg.statement',
   'pg.result',
+  // rows of a result that spans several reads, journaled before they are sent (the pg.result follows)
+  'pg.rows',
   'pg.error',
   // ssh: a channel's request (exec, shell, subsystem, forwarding), its output and end, file operations
   'ssh.request',
@@ -270,6 +272,18 @@ export interface PgResultPayload {
   sampleTruncated?: boolean;
   masked?: Record<string, number>;
   suspended?: true;
+}
+
+/**
+ * Rows of a statement's result already sent to the client while the result goes on: journaled
+ * before those rows leave, once per read of a result that spans several (its pg.result or
+ * pg.error follows, with the total and the sample).
+ */
+export interface PgRowsPayload {
+  /** The statement (pg.statement's `n`). */
+  n: number;
+  /** Rows (DataRow or COPY data) sent so far, these included. */
+  rows: number;
 }
 
 /** A statement that failed, was skipped or withheld; or (`fatal`) the session's end by error. */
@@ -625,6 +639,7 @@ export interface EventPayloads {
   'http.error': HttpErrorPayload;
   'pg.statement': PgStatementPayload;
   'pg.result': PgResultPayload;
+  'pg.rows': PgRowsPayload;
   'pg.error': PgErrorPayload;
   'ssh.request': SshChannelPayload;
   'ssh.output': SshChannelPayload;

@@ -65,6 +65,8 @@ export interface StatementRun {
   resultFormats?: number[];
   columns?: ResultColumn[];
   rows: number;
+  /** Rows were sent since the last pg.rows or pg.result (the recorder lists the run once). */
+  rowsOwed?: boolean;
   sample: (string | null)[][];
   spans: MaskSpan[];
   masked: Record<string, number>;

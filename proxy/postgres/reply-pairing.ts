@@ -389,6 +389,7 @@ export class ReplyPairing {
       }
     }
     run.rows++;
+    if (!run.rowsOwed) this.recorder.rowsSent(run);
     this.sockets.sendClient(out);
   }
 
@@ -426,6 +427,7 @@ export class ReplyPairing {
       run.sample.push([logged.replace(/\n$/, '')]);
     }
     run.rows++;
+    if (!run.rowsOwed) this.recorder.rowsSent(run);
     this.sockets.sendClient(out);
   }
 }

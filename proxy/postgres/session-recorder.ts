@@ -6,7 +6,7 @@
  * the rows it describes) and a fatal error. The events are built by recording.ts; text is masked
  * for the log with the session's current masker.
  */
-import type { AuditEventInput } from '../../shared/events';
+import type { AuditEventInput, EventPayload } from '../../shared/events';
 import type { ErrorInit } from './backend-messages';
 import type { SessionAuditWriter } from '../audit/session-writer';
 import {
@@ -76,6 +76,14 @@ export class SessionRecorder implements RecordingContext {
 
   /** Results recorded since the session last took them: their reply bytes wait until they are journaled. */
   private owed: AuditEventInput[] = [];
+  /** Statements whose rows were queued for the client since the last journal write, still running. */
+  private rowRuns: StatementRun[] = [];
+
+  /** `run` queued a row for the client: if its result goes on past this read, a pg.rows precedes them. */
+  rowsSent(run: StatementRun): void {
+    run.rowsOwed = true;
+    this.rowRuns.push(run);
+  }
 
   /** How a statement ended (once per statement: later calls are ignored). */
   runEnded(run: StatementRun, end: RunEnd): void {
@@ -86,7 +94,7 @@ export class SessionRecorder implements RecordingContext {
 
   /** True when results wait to be journaled. */
   get owesResults(): boolean {
-    return this.owed.length > 0;
+    return this.owed.length > 0 || this.rowRuns.length > 0;
   }
 
   /**
@@ -96,6 +104,16 @@ export class SessionRecorder implements RecordingContext {
   journalResults(done: (err: Error | null) => void): void {
     const events = this.owed;
     this.owed = [];
+    // Rows of results still running (their pg.result comes with a later read): how many went out.
+    for (const run of this.rowRuns) {
+      run.rowsOwed = false;
+      if (!run.finished) events.push({ kind: 'pg.rows', session: this.session, actor: this.actor, connection: this.connection, payload: { n: run.n, rows: run.rows } satisfies EventPayload<'pg.rows'> });
+    }
+    this.rowRuns.length = 0;
+    if (events.length === 0) {
+      done(null);
+      return;
+    }
     this.writer.commitNow(events, done);
   }
 
@@ -103,6 +121,7 @@ export class SessionRecorder implements RecordingContext {
   settleResults(): void {
     const events = this.owed;
     this.owed = [];
+    this.rowRuns.length = 0;
     for (const event of events) this.writer.defer(event, this.onResultLost);
   }
 
