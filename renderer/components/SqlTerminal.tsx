@@ -6,7 +6,7 @@
  */
 import { Terminal } from '@xterm/xterm';
 import { useEffect, useRef } from 'react';
-import { measureCell, TERMINAL_FONT, TERMINAL_FONT_SIZE } from './terminal-cell';
+import { entriesDue, measureCell, TERMINAL_FONT, TERMINAL_FONT_SIZE } from './terminal-cell';
 import { maskCells, rowsOf, toAnsi, type TranscriptEntry } from '../lib/sql-transcript';
 
 export function SqlTerminal({ entries, position }: { entries: TranscriptEntry[]; position: number }) {
@@ -57,7 +57,7 @@ export function SqlTerminal({ entries, position }: { entries: TranscriptEntry[];
   useEffect(() => {
     const t = term.current;
     if (!t) return;
-    const upTo = countUpTo(entries, position);
+    const upTo = entriesDue(entries, position);
     if (entriesRef.current !== entries || upTo < written.current) {
       entriesRef.current = entries;
       rewrite(t, entries, upTo);
@@ -68,12 +68,6 @@ export function SqlTerminal({ entries, position }: { entries: TranscriptEntry[];
   }, [entries, position]);
 
   return <div className="terminal-host" ref={host} data-testid="sql-terminal" />;
-}
-
-function countUpTo(entries: TranscriptEntry[], position: number): number {
-  let n = 0;
-  while (n < entries.length && entries[n]!.at <= position) n++;
-  return n;
 }
 
 function rewrite(t: Terminal, entries: TranscriptEntry[], upTo: number): void {

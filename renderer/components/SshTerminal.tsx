@@ -6,7 +6,7 @@
  */
 import { Terminal } from '@xterm/xterm';
 import { useEffect, useRef } from 'react';
-import { measureCell, TERMINAL_FONT, TERMINAL_FONT_SIZE } from './terminal-cell';
+import { entriesDue, measureCell, TERMINAL_FONT, TERMINAL_FONT_SIZE } from './terminal-cell';
 import type { TerminalEntry } from '../lib/ssh-transcript';
 
 const MASK_ON = '\x1b[30;43m';
@@ -46,7 +46,7 @@ export function SshTerminal({ entries, position }: { entries: TerminalEntry[]; p
   useEffect(() => {
     const t = term.current;
     if (!t) return;
-    const upTo = countUpTo(entries, position);
+    const upTo = entriesDue(entries, position);
     // New entries at the end (a live session) are appended; anything else rewrites.
     const appended = entriesRef.current !== entries && entries.length >= entriesRef.current.length && entriesRef.current.every((e, i) => entries[i] === e || (entries[i]!.seq === e.seq && entries[i]!.at === e.at));
     if ((entriesRef.current !== entries && !appended) || upTo < written.current) {
@@ -60,12 +60,6 @@ export function SshTerminal({ entries, position }: { entries: TerminalEntry[]; p
   }, [entries, position]);
 
   return <div className="terminal-host" ref={host} data-testid="ssh-terminal" />;
-}
-
-function countUpTo(entries: TerminalEntry[], position: number): number {
-  let n = 0;
-  while (n < entries.length && entries[n]!.at <= position) n++;
-  return n;
 }
 
 function rewrite(t: Terminal, entries: TerminalEntry[], upTo: number, fitted: { cols: number; rows: number }): void {

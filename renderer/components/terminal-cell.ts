@@ -8,3 +8,10 @@ export function measureCell(): { width: number; height: number } {
   c.font = `${TERMINAL_FONT_SIZE}px ${TERMINAL_FONT}`;
   return { width: c.measureText('MMMMMMMMMM').width / 10, height: Math.ceil(TERMINAL_FONT_SIZE * 1.2) };
 }
+
+/** How many of `entries` (in time order) are due at `position` (ms into the session): what a player shows. */
+export function entriesDue(entries: readonly { at: number }[], position: number): number {
+  let n = 0;
+  while (n < entries.length && entries[n]!.at <= position) n++;
+  return n;
+}
