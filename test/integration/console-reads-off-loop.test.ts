@@ -9,8 +9,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
-import type { AuditEventInput } from '../../shared/events';
-import type { SessionSummary } from '../../shared/api';
+import type { AuditEventInput, SessionSummary } from '../../shared/events';
 import { startTestGateway, type TestGateway } from './http-harness';
 
 /** The longest gap between ticks of a 5 ms interval on this thread while `work` runs. */
@@ -69,6 +68,14 @@ describe('console reads do not hold the gateway thread while the commit thread f
     const session = await journalSession(40, false);
     const { result, stallMs } = await longestStall(() => get<{ events: { kind: string }[] }>(`/api/sessions/${session}/events`));
     assert.equal(result.events.length, 41);
+    assert.ok(stallMs < 150, `the gateway's thread stalled ${stallMs.toFixed(0)} ms during the read`);
+  });
+
+  it('computes the dashboard without stalling, counting what was journaled before', async () => {
+    const before = await get<{ totals: { requests: number } }>('/api/dashboard');
+    await journalSession(40);
+    const { result, stallMs } = await longestStall(() => get<{ totals: { requests: number } }>('/api/dashboard'));
+    assert.equal(result.totals.requests, before.totals.requests + 40);
     assert.ok(stallMs < 150, `the gateway's thread stalled ${stallMs.toFixed(0)} ms during the read`);
   });
 });
