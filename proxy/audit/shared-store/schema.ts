@@ -74,6 +74,24 @@ export const PG_MIGRATIONS: PgMigration[] = [
       );
     `,
   },
+  {
+    version: 2,
+    name: 'API keys shared by the group',
+    sql: `
+      CREATE TABLE custody_api_keys (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        hash TEXT NOT NULL UNIQUE,
+        groups TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        created_by TEXT,
+        expires_at BIGINT,
+        revoked_at BIGINT,
+        origin TEXT NOT NULL,                   -- the gateway that first pushed it
+        updated_at BIGINT NOT NULL
+      );
+    `,
+  },
 ];
 
 /** Applies the migrations the store lacks; returns the versions applied. */
