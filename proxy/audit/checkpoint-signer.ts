@@ -116,6 +116,14 @@ export class CheckpointSigner {
     }
   }
 
+  /**
+   * The private key, for a worker thread of this process that signs on this gateway's behalf (the
+   * shared store's key rows, key-sync.ts). It never leaves the process.
+   */
+  signingKeyForThread(): KeyObject {
+    return this.privateKey;
+  }
+
   /** Signs a checkpoint body as a C2SP signed note. */
   signCheckpoint(body: CheckpointBody): string {
     return signNote(formatCheckpointText(body), this.name, this.privateKey);

@@ -1,18 +1,22 @@
 /**
  * Keys are the group's, and a gateway that cannot hear the store stops admitting (docs/SCALE-OUT.md,
  * "One configuration, never stale"), against the real PostgreSQL server: a key created on gateway
- * A works on gateway B; revoked on A, B refuses it, and a key revoked on B is refused by A; B, whose
+ * A works on gateway B; revoked on A, B refuses it, and a key revoked on B is refused by A; a key
+ * written into the store by someone who can write to it (with a signature by a gateway row they
+ * also wrote) works on neither; B, whose
  * store connection goes through a relay the test cuts, refuses every request once `store.staleAfter`
  * has passed without an answer from the store, and serves again when the store returns. Checked by
  * what the upstream received, not by what the gateways say.
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import { createHash, generateKeyPairSync, randomBytes, sign } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { Config } from '../../shared/config';
+import { canonicalize } from '../../shared/canonical-json';
 import { keyFingerprint } from '../../proxy/audit/checkpoint-signer';
 import { Gateway } from '../../proxy/gateway';
 import { silentLogger } from '../../proxy/log';
@@ -118,6 +122,36 @@ describe('keys are shared by the group, and a gateway cut off from the store sto
     });
     assert.equal(refused.status, 401);
     assert.equal(refused.reached, false);
+  });
+
+  it('a key written into the store by hand, signed by a gateway row also written by hand, works on no gateway', async () => {
+    const sql = await db.client();
+    try {
+      const { privateKey, publicKey } = generateKeyPairSync('ed25519');
+      const raw = publicKey.export({ format: 'der', type: 'spki' }).subarray(-32);
+      const mallory = keyFingerprint(raw);
+      await sql.query("INSERT INTO custody_gateways (id, public_key, key_name, name, status, request, requested_at, last_seen) VALUES ($1, $2, 'custody/mallory', 'mallory', 'approved', '', 0, 0)", [mallory, raw.toString('base64')]);
+      const id = 'forged000001';
+      const key = `cst_${id}_${randomBytes(24).toString('base64url')}`;
+      const row = { id, name: 'forged', hash: createHash('sha256').update(key).digest('hex'), groups: '["admin"]', created_at: Date.now(), created_by: 'mallory' };
+      await sql.query("INSERT INTO custody_api_keys (id, name, hash, groups, created_at, created_by, origin) VALUES ($1, $2, $3, $4, $5, $6, $7)", [row.id, row.name, row.hash, row.groups, row.created_at, row.created_by, mallory]);
+      const text = `custody-api-key/v1\n${canonicalize([row.id, row.name, row.hash, row.groups, row.created_at, row.created_by])}`;
+      await sql.query('INSERT INTO custody_api_key_signatures (id, gateway, signature) VALUES ($1, $2, $3)', [id, mallory, sign(null, Buffer.from(text), privateKey).toString('base64')]);
+      // Several rounds of both gateways' workers.
+      await new Promise((r) => setTimeout(r, 3500));
+      for (const m of [a, b]) {
+        const r = await send(m, key);
+        assert.equal(r.status, 401, `${m === a ? 'A' : 'B'} let the forged key through`);
+        assert.equal(r.reached, false);
+      }
+      const admin = await fetch(`${b.control}/api/keys`, { headers: { authorization: `Bearer ${key}` } });
+      // 401, or 429 once the failed attempts above count against it: never the console.
+      assert.ok([401, 429].includes(admin.status), `the forged admin key got ${admin.status} from the console`);
+      const signers = (await sql.query<{ gateway: string }>('SELECT gateway FROM custody_api_key_signatures WHERE id = $1', [id])).rows.map((r) => r.gateway);
+      assert.deepEqual(signers, [mallory], 'no gateway vouched for it');
+    } finally {
+      await sql.end();
+    }
   });
 
   it('B, cut off from the store, stops admitting after store.staleAfter and resumes when the store returns', async () => {

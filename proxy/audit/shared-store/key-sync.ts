@@ -1,91 +1,211 @@
 /**
- * API keys shared by every gateway of a group (docs/SCALE-OUT.md, "One configuration, never
- * stale"). Each gateway keeps its keys in its own SQLite `api_keys` table, as a lone gateway does;
- * the shared store's `custody_api_keys` is where they meet. Run by the shared store's worker thread
- * once a round (shipper-worker.ts), off the proxies' thread:
+ * API keys shared by the gateways of a group (docs/SCALE-OUT.md, "Keys"). Each gateway keeps its
+ * keys in its own SQLite `api_keys` table, as a lone gateway does; the shared store is where they
+ * meet, and every row there is signed by a gateway's checkpoint key, because whoever can write to
+ * the store must not be able to mint a key:
  *
- * - push: rows of the local table that changed since this gateway last pushed or pulled them go to
- *   the store. A revocation is sticky: once a key is revoked anywhere, no gateway's copy un-revokes
- *   it (the earliest revocation time wins). `last_used_at` stays local.
- * - pull: rows of the store that differ from the local table are handed to the gateway's thread,
- *   which writes them on the commit thread and re-reads its key index (`applyPulledKeys`).
+ * - `custody_api_keys`: a key's creation fields (id, name, hash of the secret, groups, when, by
+ *   whom). Immutable once written.
+ * - `custody_api_key_signatures`: each gateway that holds a key signs its creation fields. A gateway
+ *   copies a key into its table only when a gateway it trusts signed it, and then signs it too, so a
+ *   key vouched for by any trusted gateway spreads through the gateways that trust that one.
+ * - `custody_api_key_changes`: revocations and expiries, each signed by the gateway that made or
+ *   accepted it. They only ever shorten a key's life: the earliest revocation and expiry win, and no
+ *   copy un-revokes a key.
+ *
+ * Whom a gateway trusts (`TrustSet`): itself, the gateways it approved (the `gateway.approved`
+ * events of its own chain, which name their keys), and the gateway that approved it (learned from
+ * the store when it was admitted, as the admission itself was). Run by the shared store's worker
+ * thread once a round (shipper-worker.ts), off the proxies' thread; the rows to copy are written on
+ * the commit thread by the gateway's thread (`APPLY_PULLED_KEY_SQL`).
  *
  * The event that records a key's creation or revocation (`key.created`, `key.revoked`) is in the
- * chain of the gateway where it happened; the others only copy the row.
+ * chain of the gateway where it happened; the others copy the row.
  */
+import { createPublicKey, type KeyObject, sign, verify } from 'node:crypto';
 import type Database from 'better-sqlite3';
 import type pg from 'pg';
+import { canonicalize } from '../../../shared/canonical-json';
 import type { ApiKeyRow } from '../../identity/api-keys';
+import { keyFingerprint } from '../checkpoint-signer';
+import { ed25519PublicKeyObject } from '../signed-note';
 
 /** A key's row as shared (the local table's columns without `last_used_at`). */
 export type SharedKeyRow = Omit<ApiKeyRow, 'last_used_at'>;
 
-const COLUMNS = 'id, name, hash, groups, created_at, created_by, expires_at, revoked_at';
+type CreationFields = Pick<ApiKeyRow, 'id' | 'name' | 'hash' | 'groups' | 'created_at' | 'created_by'>;
+type ChangeKind = 'revoked' | 'expired';
 
-const signature = (r: SharedKeyRow): string => JSON.stringify([r.name, r.hash, r.groups, r.created_at, r.created_by, r.expires_at, r.revoked_at]);
+const creationText = (k: CreationFields) => `custody-api-key/v1\n${canonicalize([k.id, k.name, k.hash, k.groups, k.created_at, k.created_by])}`;
+const changeText = (id: string, kind: ChangeKind, at: number) => `custody-api-key-change/v1\n${canonicalize([id, kind, at])}`;
 
-/** BIGINT columns come back from `pg` as strings. */
-function fromStore(r: Record<string, unknown>): SharedKeyRow {
-  const n = (v: unknown) => (v === null || v === undefined ? null : Number(v));
-  return { id: String(r['id']), name: String(r['name']), hash: String(r['hash']), groups: String(r['groups']), created_at: Number(r['created_at']), created_by: (r['created_by'] as string | null) ?? null, expires_at: n(r['expires_at']), revoked_at: n(r['revoked_at']) };
+/** The gateways whose signatures this gateway accepts, by id (the fingerprint of the key). */
+export class TrustSet {
+  private readonly keys = new Map<string, KeyObject>();
+
+  /** Adds a gateway by its raw Ed25519 public key (base64), if the key's fingerprint is the id given. */
+  add(id: string, publicKey: string): void {
+    const raw = Buffer.from(publicKey, 'base64');
+    if (raw.length !== 32 || keyFingerprint(raw) !== id) return;
+    this.keys.set(id, ed25519PublicKeyObject(raw));
+  }
+
+  has(id: string): boolean {
+    return this.keys.has(id);
+  }
+
+  verify(id: string, text: string, signature: string): boolean {
+    const key = this.keys.get(id);
+    if (!key) return false;
+    try {
+      return verify(null, Buffer.from(text), key, Buffer.from(signature, 'base64'));
+    } catch {
+      return false;
+    }
+  }
+
+  get size(): number {
+    return this.keys.size;
+  }
 }
 
+/** BIGINT columns come back from `pg` as strings. */
+const num = (v: unknown): number => Number(v);
+
 export class KeySync {
-  /** What this gateway last pushed or pulled, per key id: a row that still matches is not pushed again. */
-  private readonly known = new Map<string, string>();
+  /** Keys and changes this gateway has signed in the store (read from it at the first round). */
+  private signedKeys: Set<string> | undefined;
+  private signedChanges: Set<string> | undefined;
 
   constructor(
     private readonly db: Database.Database,
     private readonly gateway: string,
-  ) {}
+    private readonly signingKey: KeyObject,
+  ) {
+    // The key must be this gateway's: a signature nobody can check would only be noise.
+    if (keyFingerprint(createPublicKey(signingKey).export({ format: 'der', type: 'spki' }).subarray(-32)) !== gateway) throw new Error('the key-sync signing key is not this gateway key');
+  }
 
-  /** One round: push local changes, then return the store's rows this gateway's table lacks or holds differently. */
-  async round(c: pg.Client): Promise<SharedKeyRow[]> {
-    const local = new Map((this.db.prepare(`SELECT ${COLUMNS} FROM api_keys`).all() as SharedKeyRow[]).map((r) => [r.id, r]));
-    const changed = [...local.values()].filter((r) => this.known.get(r.id) !== signature(r));
-    if (changed.length) {
-      await c.query('BEGIN');
-      try {
-        for (const r of changed) {
-          await c.query(
-            `INSERT INTO custody_api_keys (${COLUMNS}, origin, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-             ON CONFLICT (id) DO UPDATE SET
-               name = EXCLUDED.name, groups = EXCLUDED.groups, expires_at = EXCLUDED.expires_at,
-               revoked_at = CASE WHEN custody_api_keys.revoked_at IS NULL THEN EXCLUDED.revoked_at
-                                 WHEN EXCLUDED.revoked_at IS NULL THEN custody_api_keys.revoked_at
-                                 ELSE LEAST(custody_api_keys.revoked_at, EXCLUDED.revoked_at) END,
-               updated_at = EXCLUDED.updated_at
-             WHERE custody_api_keys.hash = EXCLUDED.hash`,
-            [r.id, r.name, r.hash, r.groups, r.created_at, r.created_by, r.expires_at, r.revoked_at, this.gateway, Date.now()],
-          );
-        }
-        await c.query('COMMIT');
-      } catch (err) {
-        await c.query('ROLLBACK').catch(() => {});
-        throw err;
+  private sign(text: string): string {
+    return sign(null, Buffer.from(text), this.signingKey).toString('base64');
+  }
+
+  /**
+   * One round: sign and push what the local table holds that this gateway has not signed yet, then
+   * return the rows the local table should take (new keys, or stricter revocation and expiry),
+   * trusting only `trust`'s signatures.
+   */
+  async round(c: pg.Client, trust: TrustSet): Promise<SharedKeyRow[]> {
+    if (!this.signedKeys || !this.signedChanges) {
+      this.signedKeys = new Set((await c.query<{ id: string }>('SELECT id FROM custody_api_key_signatures WHERE gateway = $1', [this.gateway])).rows.map((r) => r.id));
+      this.signedChanges = new Set((await c.query<{ id: string; kind: string; at: string }>('SELECT id, kind, at FROM custody_api_key_changes WHERE gateway = $1', [this.gateway])).rows.map((r) => `${r.id}/${r.kind}/${num(r.at)}`));
+    }
+    const local = new Map((this.db.prepare('SELECT id, name, hash, groups, created_at, created_by, expires_at, revoked_at FROM api_keys').all() as SharedKeyRow[]).map((r) => [r.id, r]));
+    await this.push(c, local);
+    return this.pull(c, local, trust);
+  }
+
+  private async push(c: pg.Client, local: Map<string, SharedKeyRow>): Promise<void> {
+    const signedKeys = this.signedKeys!;
+    const signedChanges = this.signedChanges!;
+    const keys = [...local.values()].filter((r) => !signedKeys.has(r.id));
+    const changes: { id: string; kind: ChangeKind; at: number }[] = [];
+    for (const r of local.values()) {
+      if (r.revoked_at !== null && !signedChanges.has(`${r.id}/revoked/${r.revoked_at}`)) changes.push({ id: r.id, kind: 'revoked', at: r.revoked_at });
+      if (r.expires_at !== null && !signedChanges.has(`${r.id}/expired/${r.expires_at}`)) changes.push({ id: r.id, kind: 'expired', at: r.expires_at });
+    }
+    if (!keys.length && !changes.length) return;
+    await c.query('BEGIN');
+    try {
+      for (const r of keys) {
+        // Creation fields are immutable: a different key already stored under this id is left alone (and not signed).
+        await c.query(
+          `INSERT INTO custody_api_keys (id, name, hash, groups, created_at, created_by, origin) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING`,
+          [r.id, r.name, r.hash, r.groups, r.created_at, r.created_by, this.gateway],
+        );
+        const stored = (await c.query<CreationFields & { created_at: string }>('SELECT id, name, hash, groups, created_at, created_by FROM custody_api_keys WHERE id = $1', [r.id])).rows[0];
+        if (!stored || creationText({ ...stored, created_at: num(stored.created_at) }) !== creationText(r)) continue;
+        await c.query('INSERT INTO custody_api_key_signatures (id, gateway, signature) VALUES ($1, $2, $3) ON CONFLICT (id, gateway) DO NOTHING', [r.id, this.gateway, this.sign(creationText(r))]);
       }
-      for (const r of changed) this.known.set(r.id, signature(r));
+      for (const ch of changes) {
+        await c.query('INSERT INTO custody_api_key_changes (id, kind, at, gateway, signature) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id, kind, gateway) DO UPDATE SET at = LEAST(custody_api_key_changes.at, EXCLUDED.at), signature = CASE WHEN EXCLUDED.at < custody_api_key_changes.at THEN EXCLUDED.signature ELSE custody_api_key_changes.signature END', [
+          ch.id,
+          ch.kind,
+          ch.at,
+          this.gateway,
+          this.sign(changeText(ch.id, ch.kind, ch.at)),
+        ]);
+      }
+      await c.query('COMMIT');
+    } catch (err) {
+      await c.query('ROLLBACK').catch(() => {});
+      throw err;
     }
-    const pulled: SharedKeyRow[] = [];
-    for (const raw of (await c.query(`SELECT ${COLUMNS} FROM custody_api_keys`)).rows as Record<string, unknown>[]) {
-      const r = fromStore(raw);
-      const mine = local.get(r.id);
-      if (mine && signature(mine) === signature(r)) continue;
-      // A row whose hash differs from a local key of the same id is not the same key: never copied over it.
-      if (mine && mine.hash !== r.hash) continue;
-      pulled.push(r);
-      this.known.set(r.id, signature(r));
+    for (const r of keys) signedKeys.add(r.id);
+    for (const ch of changes) signedChanges.add(`${ch.id}/${ch.kind}/${ch.at}`);
+  }
+
+  private async pull(c: pg.Client, local: Map<string, SharedKeyRow>, trust: TrustSet): Promise<SharedKeyRow[]> {
+    const sigs = new Map<string, { gateway: string; signature: string }[]>();
+    for (const s of (await c.query<{ id: string; gateway: string; signature: string }>('SELECT id, gateway, signature FROM custody_api_key_signatures')).rows) {
+      if (trust.has(s.gateway)) (sigs.get(s.id) ?? sigs.set(s.id, []).get(s.id)!).push(s);
     }
-    return pulled;
+    // The earliest trusted revocation and expiry of each key.
+    const earliest = new Map<string, { revoked?: number; expired?: number }>();
+    for (const ch of (await c.query<{ id: string; kind: ChangeKind; at: string; gateway: string; signature: string }>('SELECT id, kind, at, gateway, signature FROM custody_api_key_changes')).rows) {
+      const at = num(ch.at);
+      if (!trust.verify(ch.gateway, changeText(ch.id, ch.kind, at), ch.signature)) continue;
+      const e = earliest.get(ch.id) ?? earliest.set(ch.id, {}).get(ch.id)!;
+      e[ch.kind] = Math.min(e[ch.kind] ?? Infinity, at);
+    }
+    const out: SharedKeyRow[] = [];
+    for (const raw of (await c.query<CreationFields & { created_at: string }>('SELECT id, name, hash, groups, created_at, created_by FROM custody_api_keys')).rows) {
+      const k: CreationFields = { ...raw, created_at: num(raw.created_at) };
+      const mine = local.get(k.id);
+      if (mine && mine.hash !== k.hash) continue; // not the same key: never copied over a local one
+      const text = creationText(k);
+      if (!mine && !(sigs.get(k.id) ?? []).some((s) => trust.verify(s.gateway, text, s.signature))) continue;
+      const e = earliest.get(k.id) ?? {};
+      const revoked = minOf(mine?.revoked_at, e.revoked);
+      const expires = minOf(mine?.expires_at, e.expired);
+      if (mine && revoked === mine.revoked_at && expires === mine.expires_at) continue;
+      out.push({ ...k, expires_at: expires, revoked_at: revoked });
+    }
+    return out;
   }
 }
 
+function minOf(a: number | null | undefined, b: number | undefined): number | null {
+  const v = Math.min(a ?? Infinity, b ?? Infinity);
+  return v === Infinity ? null : v;
+}
+
 /**
- * Writes pulled rows into the local table (on the commit thread, through `exec`), keeping a local
- * revocation: a key revoked here stays revoked whatever the store says.
+ * The gateways this one trusts for key rows: itself, those its own chain approved, and the one that
+ * approved it (`approver`, from the store at admission).
  */
-export const APPLY_PULLED_KEY_SQL = `INSERT INTO api_keys (${COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-  ON CONFLICT(id) DO UPDATE SET name = excluded.name, groups = excluded.groups, expires_at = excluded.expires_at,
+export function localTrust(db: Database.Database, self: { id: string; publicKey: string }, approver?: { id: string; publicKey: string }): TrustSet {
+  const trust = new TrustSet();
+  trust.add(self.id, self.publicKey);
+  if (approver) trust.add(approver.id, approver.publicKey);
+  for (const r of db.prepare("SELECT payload FROM events WHERE kind = 'gateway.approved' AND encoding = 'json'").all() as { payload: string | Buffer }[]) {
+    try {
+      const p = JSON.parse(String(r.payload)) as { id?: string; publicKey?: string };
+      if (p.id && p.publicKey) trust.add(p.id, p.publicKey);
+    } catch {
+      // not an approval this gateway can read: not trusted
+    }
+  }
+  return trust;
+}
+
+/**
+ * Writes a pulled row into the local table (on the commit thread, through `writeBehind`): a new key
+ * as signed, or an existing one's earlier revocation or expiry. A local revocation or expiry stays.
+ */
+export const APPLY_PULLED_KEY_SQL = `INSERT INTO api_keys (id, name, hash, groups, created_at, created_by, expires_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+  ON CONFLICT(id) DO UPDATE SET
+    expires_at = CASE WHEN api_keys.expires_at IS NULL THEN excluded.expires_at WHEN excluded.expires_at IS NULL THEN api_keys.expires_at ELSE min(api_keys.expires_at, excluded.expires_at) END,
     revoked_at = CASE WHEN api_keys.revoked_at IS NULL THEN excluded.revoked_at WHEN excluded.revoked_at IS NULL THEN api_keys.revoked_at ELSE min(api_keys.revoked_at, excluded.revoked_at) END
   WHERE api_keys.hash = excluded.hash`;
 

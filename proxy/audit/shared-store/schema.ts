@@ -76,19 +76,30 @@ export const PG_MIGRATIONS: PgMigration[] = [
   },
   {
     version: 2,
-    name: 'API keys shared by the group',
+    name: 'API keys shared by the group, signed by the gateways that hold them',
     sql: `
       CREATE TABLE custody_api_keys (
         id TEXT PRIMARY KEY,
         name TEXT NOT NULL,
-        hash TEXT NOT NULL UNIQUE,
+        hash TEXT NOT NULL,                     -- SHA-256 of the whole key (never the key)
         groups TEXT NOT NULL,
         created_at BIGINT NOT NULL,
         created_by TEXT,
-        expires_at BIGINT,
-        revoked_at BIGINT,
-        origin TEXT NOT NULL,                   -- the gateway that first pushed it
-        updated_at BIGINT NOT NULL
+        origin TEXT NOT NULL                    -- the gateway that first pushed it
+      );
+      CREATE TABLE custody_api_key_signatures (
+        id TEXT NOT NULL REFERENCES custody_api_keys (id),
+        gateway TEXT NOT NULL,                  -- the signing gateway's id (fingerprint of its key)
+        signature TEXT NOT NULL,                -- Ed25519 over the creation fields (key-sync.ts)
+        PRIMARY KEY (id, gateway)
+      );
+      CREATE TABLE custody_api_key_changes (
+        id TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('revoked', 'expired')),
+        at BIGINT NOT NULL,
+        gateway TEXT NOT NULL,
+        signature TEXT NOT NULL,
+        PRIMARY KEY (id, kind, gateway)
       );
     `,
   },

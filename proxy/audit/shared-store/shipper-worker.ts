@@ -8,14 +8,15 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
+import type { KeyObject } from 'node:crypto';
 import type pg from 'pg';
 import { enrol, findApproval, type GatewayIdentity } from './enrolment';
-import { KeySync } from './key-sync';
+import { KeySync, localTrust } from './key-sync';
 import { connectStore, migrateSharedStore, type StoreConnection } from './schema';
 import { localHead, SHIP_BATCH, ShipRefusedError, shipAll, shipOnce } from './shipping';
-import type { ShipperCommand, ShipperStatus } from './shipper';
+import { ADMISSION_META, type ShipperCommand, type ShipperStatus } from './shipper';
 
-const { dbPath, conn, identity } = workerData as { dbPath: string; conn: StoreConnection; identity: GatewayIdentity };
+const { dbPath, conn, identity, signingKey } = workerData as { dbPath: string; conn: StoreConnection; identity: GatewayIdentity; signingKey: KeyObject };
 const port = parentPort!;
 
 const IDLE_MS = 50;
@@ -34,7 +35,13 @@ let stopping = false;
 let backoff = BACKOFF_MIN_MS;
 let lastShipAt = 0;
 let lastKeySyncAt = 0;
-const keySync = new KeySync(db, identity.id);
+const keySync = new KeySync(db, identity.id, signingKey);
+/** The gateway that approved this one, pinned in the local meta at its first admission (key-sync.ts trusts it). */
+let approver = (() => {
+  const raw = (db.prepare('SELECT value FROM meta WHERE key = ?').get(ADMISSION_META) as { value: string } | undefined)?.value;
+  const a = raw ? (JSON.parse(raw) as { gateway?: string; approvedBy?: { id: string; publicKey: string } }) : undefined;
+  return a?.gateway === identity.id ? a.approvedBy : undefined;
+})();
 let shipped = { seq: -1, checkpoints: -1 };
 let timer: NodeJS.Timeout | undefined;
 /** The round in progress: a last ship at stop waits for it (one connection, one transaction at a time). */
@@ -75,12 +82,16 @@ async function step(): Promise<number> {
         post({ phase: 'pending', group: e.group, enrolment: 'approved', reason: found.missing });
         return HEARTBEAT_MS;
       }
+      if (!approver) {
+        const row = (await c.query<{ public_key: string }>('SELECT public_key FROM custody_gateways WHERE id = $1', [found.by])).rows[0];
+        if (row) approver = { id: found.by, publicKey: row.public_key };
+      }
     }
     admitted = true;
-    post({ phase: 'admitted', group: e.group, enrolment: e.status, first: e.first, reason: undefined });
+    post({ phase: 'admitted', group: e.group, enrolment: e.status, first: e.first, reason: undefined, ...(approver ? { approvedBy: approver } : {}) });
   }
   if (Date.now() - lastKeySyncAt >= KEY_SYNC_MS) {
-    const rows = await keySync.round(c);
+    const rows = await keySync.round(c, localTrust(db, identity, approver));
     lastKeySyncAt = Date.now();
     if (rows.length) port.postMessage({ type: 'keys', rows });
     post({ contactAt: lastKeySyncAt, error: undefined, failingSince: undefined });

@@ -32,6 +32,8 @@ export interface ShipperStatus {
   shippedSeq: number;
   localSeq: number;
   shippedAt?: number;
+  /** The gateway that approved this one (its id and public key), learned at admission. */
+  approvedBy?: { id: string; publicKey: string };
   /** When the store last answered a round (keys exchanged or events shipped). */
   contactAt?: number;
   /** The last failure to reach or write the store, while it lasts. */
@@ -49,6 +51,8 @@ interface Admission {
   group: string;
   gateway: string;
   status: EnrolmentStatus;
+  /** Pinned at the first admission: whose key rows this gateway trusts besides its own and those it approves. */
+  approvedBy?: { id: string; publicKey: string };
 }
 
 interface MemberDeps {
@@ -105,7 +109,8 @@ export class SharedStoreMember {
     const src = workerSource(import.meta.url, './shipper-worker');
     if (!src) throw new Error('the shared store worker cannot be loaded from this build');
     const identity = gatewayIdentity(deps.signer);
-    const worker = new Worker(src.entry, { ...src.options, workerData: { dbPath: deps.store.path, conn: storeConnection(deps.config), identity } });
+    // The worker signs this gateway's key rows with its checkpoint key (key-sync.ts).
+    const worker = new Worker(src.entry, { ...src.options, workerData: { dbPath: deps.store.path, conn: storeConnection(deps.config), identity, signingKey: deps.signer.signingKeyForThread() } });
     const member = new SharedStoreMember(worker, deps, identity, deps.config);
     deps.log.info(`shared store ${member.label}: this gateway is ${identity.id}${member.admittedBefore ? ` (${member.admittedBefore.status} before)` : ''}`);
     return member;
@@ -136,13 +141,17 @@ export class SharedStoreMember {
     const group = s.group!;
     const status = s.enrolment!;
     const before = this.admittedBefore;
+    if (before && before.group === group && !before.approvedBy && s.approvedBy) {
+      this.admittedBefore = { ...before, approvedBy: s.approvedBy };
+      this.deps.store.setMeta(ADMISSION_META, JSON.stringify(this.admittedBefore));
+    }
     if (!before || before.group !== group) {
       // Recorded once per store: the first gateway's own chain says it enrolled the group.
       if (status === 'enrolled') {
         const { id, publicKey, keyName, name } = this.identity;
         this.deps.store.append({ kind: 'gateway.enrolled', actor: 'system', payload: { group, id, fingerprint: id, publicKey, keyName, name, first: !!s.first } });
       }
-      this.admittedBefore = { group, gateway: this.identity.id, status };
+      this.admittedBefore = { group, gateway: this.identity.id, status, ...(s.approvedBy ? { approvedBy: s.approvedBy } : {}) };
       this.deps.store.setMeta(ADMISSION_META, JSON.stringify(this.admittedBefore));
     }
     this.deps.log.info(`shared store ${this.label}: ${status === 'enrolled' ? 'enrolled (first gateway of the group)' : 'approved'}; shipping this gateway's chain`);
