@@ -2,6 +2,20 @@
  * Numbered schema migrations for the SQLite store. Append only: never edit a migration that has
  * shipped; add the next number. Each runs in its own transaction and bumps `PRAGMA user_version`.
  */
+
+/** A row of the `api_keys` table (migration 1), as the key index and the shared store's key sync read it. */
+export interface ApiKeyRow {
+  id: string;
+  name: string;
+  hash: string;
+  groups: string;
+  created_at: number;
+  created_by: string | null;
+  expires_at: number | null;
+  revoked_at: number | null;
+  last_used_at: number | null;
+}
+
 export interface Migration {
   version: number;
   name: string;

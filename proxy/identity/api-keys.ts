@@ -5,6 +5,7 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type Database from 'better-sqlite3';
 import type { ApiKeyRecord } from '../../shared/identity';
+import type { ApiKeyRow } from '../audit/migrations';
 
 export type KeyCheck = { ok: true; key: ApiKeyRecord } | { ok: false; reason: 'malformed' | 'unknown' | 'expired' | 'revoked' };
 
@@ -12,19 +13,6 @@ const KEY_RE = /^cst_([a-z0-9]{12})_([A-Za-z0-9_-]{32})$/;
 
 function hashKey(key: string): string {
   return createHash('sha256').update(key).digest('hex');
-}
-
-/** A row of the `api_keys` table. */
-export interface ApiKeyRow {
-  id: string;
-  name: string;
-  hash: string;
-  groups: string;
-  created_at: number;
-  created_by: string | null;
-  expires_at: number | null;
-  revoked_at: number | null;
-  last_used_at: number | null;
 }
 
 function toRecord(r: ApiKeyRow): ApiKeyRecord {

@@ -26,7 +26,7 @@ import { createPublicKey, type KeyObject, sign, verify } from 'node:crypto';
 import type Database from 'better-sqlite3';
 import type pg from 'pg';
 import { canonicalize } from '../../../shared/canonical-json';
-import type { ApiKeyRow } from '../../identity/api-keys';
+import type { ApiKeyRow } from '../migrations';
 import { keyFingerprint } from '../checkpoint-signer';
 import { ed25519PublicKeyObject } from '../signed-note';
 
