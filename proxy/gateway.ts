@@ -9,6 +9,7 @@ import type { GatewayStartPayload, GatewayStopPayload, KeyCreatedPayload, Sessio
 import { AuditService } from './audit/service';
 import { storeConnection } from './audit/shared-store/schema';
 import { SharedStoreMember } from './audit/shared-store/shipper';
+import { SharedHolds } from './approvals/shared-holds';
 import { AuditStore } from './audit/store';
 import { POSTGRES_PACING, SessionAuditWriter } from './audit/session-writer';
 import { EventBus, sessionEventsFromStore } from './bus';
@@ -213,7 +214,11 @@ export class Gateway {
     s.audit = AuditService.start(s);
     this.onStop(() => s.audit?.stop());
     // A shared store: join it (enrolment) and ship this gateway's chain to it, on a worker thread.
-    if (s.config.store) s.sharedStore = SharedStoreMember.start({ store: s.store, signer: s.audit.trail.signer, config: s.config.store, log: s.log });
+    if (s.config.store) {
+      s.sharedStore = SharedStoreMember.start({ store: s.store, signer: s.audit.trail.signer, config: s.config.store, log: s.log });
+      // Holds across gateways: this gateway's holds go to the store, the others' come from it.
+      s.sharedHolds = SharedHolds.start({ store: s.store, bus: s.bus, holds: s.holds, log: s.log, config: s.config.store, gateway: s.sharedStore.identity.id });
+    }
     const routeModules: RouteModule[] = [registerAuditRoutes];
     routeModules.push(registerAuthRoutes, registerHoldRoutes, registerPolicyRoutes, registerKeyRoutes, registerPersonRoutes);
     routeModules.push(registerMaskingRoutes);
@@ -260,6 +265,8 @@ export class Gateway {
       } catch {
         // the store may be the reason we are stopping
       }
+      // The holds' last steps (abandoned at stop) reach the store before its worker ends (bounded wait).
+      await this.services.sharedHolds?.stop();
       if (this.services.sharedStore) {
         // What is committed locally goes to the shared store before the worker ends (bounded wait).
         this.services.store.settle();
