@@ -20,10 +20,12 @@ import { after, before, describe, it } from 'node:test';
 import Database from 'better-sqlite3';
 import type pg from 'pg';
 import type { HoldView } from '../../shared/holds';
+import type { ServerMessage } from '../../shared/messages';
 import { type CustodyServe, custody, startServe, writeConfig } from '../support/custody-process';
 import { startEchoUpstream, type EchoUpstream } from '../support/echo-upstream';
 import { createTestDatabase, type TestDatabase } from '../support/pg-database';
 import { tempDir } from '../support/tmp';
+import { EventsClient } from './holds-ws-client';
 
 const root = tempDir('custody-scale-holds-');
 let echo: EchoUpstream;
@@ -142,8 +144,18 @@ after(async () => {
 
 describe('holds across two gateways on one store', () => {
   it('a hold on A is seen on B within a second; an approval on B releases the request on A, each chain citing the other', async () => {
+    const events = await EventsClient.connect(`http://${b.gw!.control}`, { bearer: b.keys['alice-b'] });
+    const arrived = new Map<string, number>();
+    events.onMessage = (m, at) => {
+      if (m.type === 'hold.created') arrived.set(m.hold.id, at);
+    };
+    const t0 = performance.now();
     const { response, hold, seenAfterMs } = await holdOnA('held/approve-me');
     assert.ok(seenAfterMs < 1000, `B listed the hold ${seenAfterMs} ms after the request was sent to A`);
+    const pushed = await events.next<Extract<ServerMessage, { type: 'hold.created' }>>((m) => m.type === 'hold.created' && m.hold.id === hold.id, 1000);
+    assert.equal(pushed.hold.gateway, a.id, "pushed over B's WebSocket like a local hold");
+    const pushedAfterMs = arrived.get(hold.id)! - t0;
+    assert.ok(pushedAfterMs < 1000, `B pushed the hold ${pushedAfterMs.toFixed(0)} ms after the request was sent to A`);
     assert.equal(hold.gateway, a.id, 'B shows whose request waits');
     assert.equal(echo.requests.filter((r) => r.target.includes('approve-me')).length, 0, 'held: the upstream has not seen it');
 
@@ -153,7 +165,9 @@ describe('holds across two gateways on one store', () => {
     assert.equal(res.status, 200, await res.clone().text());
     assert.equal(echo.requests.filter((r) => r.target.includes('approve-me')).length, 1, 'the upstream received the released request once');
 
-    // B: approved, and nothing pending.
+    // B: approved (pushed, and over REST), and nothing pending.
+    await events.next((m) => m.type === 'hold.resolved' && m.hold.id === hold.id && m.hold.state === 'approved', 5000);
+    await events.close();
     await until('B shows it approved', async () => (await api<HoldView>(b, 'alice-b', `/api/holds/${hold.id}`)).body.state === 'approved');
     assert.equal((await pendingOn(b, 'alice-b')).length, 0);
 
@@ -212,12 +226,22 @@ describe('holds across two gateways on one store', () => {
     const [onA, onB] = await Promise.all([decide(a, 'alice-a', hold.id, 'approve'), decide(b, 'alice-b', hold.id, 'approve')]);
     assert.equal(onA.status, 200, JSON.stringify(onA.body));
     assert.ok(onB.status === 200 || onB.status === 409, JSON.stringify(onB.body));
+    process.stderr.write(`# the same person on both gateways at once: B answered ${onB.status}\n`);
     await new Promise((r) => setTimeout(r, 1000));
     assert.equal(settled, false, 'Alice counted once: still held');
     const view = (await api<HoldView>(a, 'alice-a', `/api/holds/${hold.id}`)).body;
     assert.equal(view.state, 'pending');
     assert.equal(view.votes.filter((v) => v.person === 'person_alice').length, 1, JSON.stringify(view.votes));
     assert.equal((await decide(b, 'bob-b', hold.id, 'approve')).status, 200);
+    assert.equal((await response).status, 200);
+  });
+
+  it('a gateway whose listening session is cut reconnects and still sees new holds', async () => {
+    const cut = await sql.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'custody-holds'");
+    assert.ok((cut.rowCount ?? 0) >= 2, `both gateways' listening sessions were cut (${cut.rowCount})`);
+    const { response, hold, seenAfterMs } = await holdOnA('held/after-cut');
+    assert.ok(seenAfterMs < 3000, `seen after ${seenAfterMs} ms`);
+    assert.equal((await decide(b, 'alice-b', hold.id, 'approve')).status, 200);
     assert.equal((await response).status, 200);
   });
 

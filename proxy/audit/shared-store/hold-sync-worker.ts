@@ -51,7 +51,8 @@ function status(connected: boolean, error?: string): void {
 
 async function listening(): Promise<pg.Client> {
   if (listener) return listener;
-  const c = await connectStore(conn);
+  // Named, so an operator sees which session listens (pg_stat_activity).
+  const c = await connectStore(conn, 5000, 'custody-holds');
   try {
     await migrateSharedStore(c);
     await c.query(`LISTEN ${HOLDS_CHANNEL}`);

@@ -167,8 +167,8 @@ export function storeLabel(url: string): string {
 }
 
 /** A connected client, its errors kept from crashing the process (they surface on the next query). */
-export async function connectStore(conn: StoreConnection, timeoutMs = 5000): Promise<pg.Client> {
-  const client = new pg.Client({ ...conn, connectionTimeoutMillis: timeoutMs, application_name: 'custody' });
+export async function connectStore(conn: StoreConnection, timeoutMs = 5000, applicationName = 'custody'): Promise<pg.Client> {
+  const client = new pg.Client({ ...conn, connectionTimeoutMillis: timeoutMs, application_name: applicationName });
   client.on('error', () => {});
   try {
     await client.connect();
