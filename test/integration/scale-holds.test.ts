@@ -11,7 +11,8 @@
  *   counts once; a second person on B completes it;
  * - A killed with SIGKILL while a request waits: once A's lease expires, B records the hold
  *   abandoned in its own chain, citing A's `hold.created`, and B's inbox clears;
- * - `custody verify --store` passes on everything both chains shipped.
+ * - `custody verify --store` passes on everything both chains shipped, and every cross-reference
+ *   resolves; with the cited rows gone it reports the references that no longer do.
  */
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
@@ -280,5 +281,14 @@ describe('holds across two gateways on one store', () => {
         assert.equal(hit.rowCount, 1, `reference ${JSON.stringify(ref)} from ${row.gateway} resolves`);
       }
     }
+    // verify checks them too: with A's chain cut before the first hold it created, B's vote cites nothing.
+    const first = (await sql.query<{ seq: string }>("SELECT min(seq) AS seq FROM custody_events WHERE gateway = $1 AND kind = 'hold.created'", [a.id])).rows[0]!.seq;
+    await sql.query('DELETE FROM custody_events WHERE gateway = $1 AND seq >= $2', [a.id, first]);
+    const cut = custody('verify', '--store', db.url, '--json');
+    assert.equal(cut.status, 1, cut.stdout + cut.stderr);
+    const failures = (JSON.parse(cut.stdout) as { failures: { chain: string; problem: string; message: string }[] }).failures;
+    const bad = failures.filter((f) => f.problem === 'bad-reference' && f.chain === b.id);
+    assert.ok(bad.length >= 1, JSON.stringify(failures, null, 1));
+    assert.match(bad[0]!.message, /hold\.vote cites an event of another chain that does not resolve/);
   });
 });
