@@ -257,6 +257,7 @@ describe('holds across two gateways on one store', () => {
     await until('B shows it abandoned', async () => (await api<HoldView>(b, 'alice-b', `/api/holds/${hold.id}`)).body.state === 'abandoned', 20_000, 100);
     const tookMs = Date.now() - killedAt;
     assert.ok(tookMs < 12_000, `abandoned ${tookMs} ms after A died`);
+    process.stderr.write(`# A's hold recorded abandoned by B ${tookMs} ms after A was killed\n`);
     assert.equal((await pendingOn(b, 'alice-b')).length, 0, 'B\'s inbox is clear');
     const created = (await sql.query<{ seq: string; hash: string }>("SELECT seq, hash FROM custody_events WHERE gateway = $1 AND kind = 'hold.created' AND payload LIKE $2", [a.id, `%${hold.id}%`])).rows[0]!;
     const abandoned = chain(b).find((e) => e.kind === 'hold.resolved' && e.payload['id'] === hold.id)!;
