@@ -19,12 +19,13 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import Database from 'better-sqlite3';
-import type pg from 'pg';
+import pg from 'pg';
 import type { HoldView } from '../../shared/holds';
 import type { ServerMessage } from '../../shared/messages';
 import { type CustodyServe, custody, startServe, writeConfig } from '../support/custody-process';
 import { startEchoUpstream, type EchoUpstream } from '../support/echo-upstream';
 import { createTestDatabase, type TestDatabase } from '../support/pg-database';
+import { freePort } from '../support/ports';
 import { tempDir } from '../support/tmp';
 import { EventsClient } from './holds-ws-client';
 
@@ -32,6 +33,7 @@ const root = tempDir('custody-scale-holds-');
 let echo: EchoUpstream;
 let db: TestDatabase;
 let sql: pg.Client;
+const pgClient = pg.Client;
 const serving: CustodyServe[] = [];
 
 interface Member {
@@ -39,6 +41,7 @@ interface Member {
   file: string;
   gw?: CustodyServe;
   id?: string;
+  pgPort?: number;
   keys: Record<string, string>;
 }
 const a: Member = { dir: '', file: '', keys: {} };
@@ -60,14 +63,20 @@ function cli(m: Member, ...args: string[]): string {
   return r.stdout.trim();
 }
 
-function setUp(m: Member, name: string, keys: [string, string | undefined, string][]): void {
+async function setUp(m: Member, name: string, keys: [string, string | undefined, string][]): Promise<void> {
   m.dir = join(root, name);
   mkdirSync(m.dir);
+  m.pgPort = await freePort();
   m.file = writeConfig(m.dir, {
     dataDir: m.dir,
     listen: { control: '127.0.0.1:0', http: '127.0.0.1:0' },
-    connections: [{ name: 'echo', kind: 'http', upstream: echo.url }],
+    // The upstream database is the test's own (a table beside the store's).
+    connections: [
+      { name: 'echo', kind: 'http', upstream: echo.url },
+      { name: 'warehouse', kind: 'postgres', upstream: db.url, listen: `127.0.0.1:${m.pgPort}` },
+    ],
     policies: [
+      { name: 'hold-delete', match: { connections: ['warehouse'], sql: ['delete', 'delete_without_where'] }, action: 'hold', hold: { approvers: ['ops'], min: 1, timeout: '2m' } },
       { name: 'hold-one', match: { paths: ['/held/*'] }, action: 'hold', hold: { approvers: ['ops'], min: 1, timeout: '2m' } },
       { name: 'hold-two', match: { paths: ['/two/*'] }, action: 'hold', hold: { approvers: ['ops'], min: 2, timeout: '2m' } },
     ],
@@ -118,11 +127,12 @@ before(async () => {
   echo = await startEchoUpstream();
   db = await createTestDatabase('custody_test_scale_holds');
   sql = await db.client();
-  setUp(a, 'a', [
+  await sql.query('CREATE TABLE orders (id int); INSERT INTO orders SELECT generate_series(1, 3)');
+  await setUp(a, 'a', [
     ['requester', undefined, 'dev'],
     ['alice-a', 'person_alice', 'ops'],
   ]);
-  setUp(b, 'b', [
+  await setUp(b, 'b', [
     ['alice-b', 'person_alice', 'ops'],
     ['bob-b', 'person_bob', 'ops'],
     ['requester', undefined, 'dev'],
@@ -181,6 +191,25 @@ describe('holds across two gateways on one store', () => {
     assert.equal(resolved.payload['state'], 'approved');
     assert.deepEqual(resolved.payload['refs'], [{ gateway: b.id, seq: vote.seq, hash: vote.hash }]);
     assert.equal(chain(a).filter((e) => e.kind === 'hold.vote' && e.payload['id'] === hold.id).length, 0, 'the vote is in B\'s chain only');
+  });
+
+  it('a DELETE held on A runs in the database once approved through B', async () => {
+    const client = new pgClient({ host: '127.0.0.1', port: a.pgPort, user: 'me', password: a.keys['requester'], database: db.name, ssl: { rejectUnauthorized: false } });
+    await client.connect();
+    try {
+      const t0 = Date.now();
+      const deleted = client.query('DELETE FROM orders WHERE id > 1');
+      deleted.catch(() => {});
+      const hold = await until('the DELETE on B', async () => (await pendingOn(b, 'alice-b')).find((h) => h.protocol === 'postgres'), 10_000);
+      assert.ok(Date.now() - t0 < 1000, `seen on B after ${Date.now() - t0} ms`);
+      assert.equal(hold.statement, 'DELETE FROM orders WHERE id > 1');
+      assert.equal((await sql.query('SELECT count(*)::int AS n FROM orders')).rows[0].n, 3, 'nothing deleted while held');
+      assert.equal((await decide(b, 'alice-b', hold.id, 'approve', 'cleanup ticket')).status, 200);
+      assert.equal((await deleted).rowCount, 2);
+      assert.deepEqual((await sql.query('SELECT id FROM orders')).rows, [{ id: 1 }], 'the statement ran in the database');
+    } finally {
+      await client.end();
+    }
   });
 
   it('a denial on B refuses the request on A', async () => {
