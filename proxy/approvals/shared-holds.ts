@@ -194,11 +194,6 @@ export class SharedHolds implements HoldPeers {
 
   private apply(changes: HoldChanges, snapshot: boolean): void {
     const me = this.deps.gateway;
-    if (snapshot) {
-      // Holds of others that ended while this gateway was not listening.
-      const pending = new Set(changes.holds.map((h) => h.id));
-      for (const [id, r] of this.remote) if (r.view.state === 'pending' && !pending.has(id)) this.remote.delete(id);
-    }
     for (const h of changes.holds) {
       if (h.gateway === me) this.own(h, snapshot);
       else this.other(h);

@@ -3,9 +3,9 @@
  * shared store about holds happens on this thread, off the proxies' event loop.
  *
  * - one dedicated session-mode connection LISTENs on `custody_holds` and reads what changed
- *   (hold-rows.ts). After every (re)connect it reads the pending holds and votes in one snapshot
- *   and then every change after its cursor, so a notification lost while it was away costs
- *   nothing. A poll every second reads changes too, in case a notification is lost in flight.
+ *   (hold-rows.ts). At start it reads the pending holds and their votes in one snapshot, with the
+ *   cursor; after every reconnect it reads every change after its cursor, so a notification sent
+ *   while it was away costs nothing. A read every second covers a notification lost in flight.
  * - a second connection writes, in the order the gateway asked: this gateway's holds and the
  *   votes cast here. A write that fails is retried with backoff (0.1 s doubling to 5 s) until the
  *   store takes it; each answer says whether it was written.
@@ -64,7 +64,6 @@ async function listening(): Promise<pg.Client> {
   c.on('error', () => dropListener());
   c.on('end', () => dropListener());
   listener = c;
-  cursor = -1; // a new session: read the whole pending state again
   return c;
 }
 
