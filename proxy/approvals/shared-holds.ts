@@ -208,10 +208,17 @@ export class SharedHolds implements HoldPeers {
       void holds.endedElsewhere(h.id, h.resolvedBy, h.view.resolution ?? 'abandoned');
       return;
     }
-    if (snapshot && h.view.state === 'pending' && !holds.isPending(h.id)) {
-      // Left pending in the store by a previous run: the local record says how it ended.
-      const local = holds.get(h.id);
-      if (local && local.state !== 'pending') void this.write({ type: 'hold', row: { id: h.id, gateway: this.deps.gateway, view: storeView(local, this.deps.gateway), created: { seq: h.created.seq, hash: h.created.hash } } });
+    if (snapshot && h.view.state === 'pending' && !holds.isPending(h.id)) void this.endLeftover(h);
+  }
+
+  /** A hold of this gateway left pending in the store by a previous run: the local record says how it ended. */
+  private async endLeftover(h: StoredHold): Promise<void> {
+    try {
+      const [row] = await this.deps.store.readAsync<{ view: string }>('SELECT view FROM holds WHERE id = ?', [h.id]);
+      const local = row ? (JSON.parse(row.view) as HoldView) : undefined;
+      if (local && local.state !== 'pending') await this.write({ type: 'hold', row: { id: h.id, gateway: this.deps.gateway, view: storeView(local, this.deps.gateway), created: { seq: h.created.seq, hash: h.created.hash } } });
+    } catch (err) {
+      this.deps.log.warn(`hold ${h.id}: cannot read how it ended to tell the shared store (${err instanceof Error ? err.message : String(err)})`);
     }
   }
 

@@ -10,7 +10,8 @@
  * - k-of-N counts persons wherever they vote: one person voting on A and again on B (two keys)
  *   counts once; a second person on B completes it;
  * - A killed with SIGKILL while a request waits: once A's lease expires, B records the hold
- *   abandoned in its own chain, citing A's `hold.created`, and B's inbox clears;
+ *   abandoned in its own chain, citing A's `hold.created`, and B's inbox clears; A started again
+ *   at once (its lease still valid) ends its leftover hold in the store itself;
  * - `custody verify --store` passes on everything both chains shipped, and every cross-reference
  *   resolves; with the cited rows gone it reports the references that no longer do.
  */
@@ -296,9 +297,25 @@ describe('holds across two gateways on one store', () => {
     assert.match(String(abandoned.payload['reason']), /stopped renewing its lease/);
   });
 
-  it('the combined history passes custody verify --store', async () => {
+  it('A started again after a crash ends its leftover holds in the store itself', async () => {
     a.gw = await startServe(a.file);
     serving.push(a.gw);
+    const { response, hold } = await holdOnA('held/leftover');
+    response.catch(() => {});
+    await a.gw.kill();
+    serving.splice(serving.indexOf(a.gw), 1);
+    // A's lease is made to last, so only A can end this hold: at its next start.
+    await sql.query('UPDATE custody_leases SET expires_at = expires_at + 600000 WHERE gateway = $1', [a.id]);
+    a.gw = await startServe(a.file);
+    serving.push(a.gw);
+    await until('B shows it abandoned', async () => (await api<HoldView>(b, 'alice-b', `/api/holds/${hold.id}`)).body.state === 'abandoned', 15_000, 100);
+    const row = (await sql.query<{ state: string; resolved_by: string | null }>('SELECT state, resolved_by FROM custody_holds WHERE id = $1', [hold.id])).rows[0]!;
+    assert.deepEqual(row, { state: 'abandoned', resolved_by: null }, 'written by its owner, not claimed by B');
+    assert.equal(chain(b).filter((e) => e.kind === 'hold.resolved' && e.payload['id'] === hold.id).length, 0, 'B recorded nothing for it');
+    assert.equal(chain(a).filter((e) => e.kind === 'hold.resolved' && e.payload['id'] === hold.id && e.payload['state'] === 'abandoned').length, 1);
+  });
+
+  it('the combined history passes custody verify --store', async () => {
     for (const gw of serving.splice(0)) assert.equal(await gw.stop(), 0);
     const r = custody('verify', '--store', db.url);
     assert.equal(r.status, 0, r.stdout + r.stderr);
