@@ -217,7 +217,7 @@ export class Gateway {
     if (s.config.store) {
       s.sharedStore = SharedStoreMember.start({ store: s.store, signer: s.audit.trail.signer, config: s.config.store, log: s.log });
       // Holds across gateways: this gateway's holds go to the store, the others' come from it.
-      s.sharedHolds = SharedHolds.start({ store: s.store, bus: s.bus, holds: s.holds, log: s.log, config: s.config.store, gateway: s.sharedStore.identity.id });
+      s.sharedHolds = SharedHolds.start({ store: s.store, bus: s.bus, holds: s.holds, log: s.log, config: s.config.store, gateway: s.sharedStore.identity.id, refusal: () => s.sharedStore?.refusal() });
     }
     const routeModules: RouteModule[] = [registerAuditRoutes];
     routeModules.push(registerAuthRoutes, registerHoldRoutes, registerPolicyRoutes, registerKeyRoutes, registerPersonRoutes);

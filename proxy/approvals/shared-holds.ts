@@ -53,6 +53,16 @@ function storeView(view: HoldView, gateway: string): HoldView {
   };
 }
 
+interface SharedHoldsDeps {
+  store: AuditStore;
+  bus: EventBus;
+  holds: HoldQueue;
+  log: Logger;
+  gateway: string;
+  /** Why this gateway is not admitted to the store (a vote cast here would not count), or undefined. */
+  refusal: () => string | undefined;
+}
+
 export class SharedHolds implements HoldPeers {
   private readonly remote = new Map<string, RemoteHold>();
   private readonly waiting = new Map<number, (written: boolean) => void>();
@@ -63,7 +73,7 @@ export class SharedHolds implements HoldPeers {
 
   private constructor(
     private readonly worker: Worker,
-    private readonly deps: { store: AuditStore; bus: EventBus; holds: HoldQueue; log: Logger; gateway: string },
+    private readonly deps: SharedHoldsDeps,
   ) {
     worker.on('message', (m: HoldWorkerMessage) => this.take(m));
     worker.on('error', (err) => {
@@ -74,7 +84,7 @@ export class SharedHolds implements HoldPeers {
   }
 
   /** Starts the hold worker for gateway `gateway` on the store `config` names, and joins `holds` to it. */
-  static start(deps: { store: AuditStore; bus: EventBus; holds: HoldQueue; log: Logger; config: StoreConfig; gateway: string }): SharedHolds {
+  static start(deps: SharedHoldsDeps & { config: StoreConfig }): SharedHolds {
     const worker = startHoldSyncWorker(storeConnection(deps.config), deps.gateway);
     const shared = new SharedHolds(worker, deps);
     deps.holds.setPeers(shared);
@@ -123,6 +133,8 @@ export class SharedHolds implements HoldPeers {
   private async voteOn(r: RemoteHold, identity: Identity, body: HoldDecisionRequest): Promise<HoldView> {
     const me = this.deps.gateway;
     const { decision, reason } = readDecision(body);
+    const refused = this.deps.refusal();
+    if (refused) throw new StoreUnavailableError(new Error(`a vote here on another gateway's hold would not count: ${refused}`));
     const view = r.view;
     if (view.state !== 'pending') throw new HoldDecisionError(409, 'not_pending', `hold ${view.id} is already ${view.state}`);
     if (Date.now() >= view.expiresAt) throw new HoldDecisionError(409, 'not_pending', `hold ${view.id} has expired`);
