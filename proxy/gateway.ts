@@ -8,6 +8,7 @@ import { type Config, parseDuration } from '../shared/config';
 import type { GatewayStartPayload, GatewayStopPayload, KeyCreatedPayload, SessionEndPayload } from '../shared/events';
 import { AuditService } from './audit/service';
 import { storeConnection } from './audit/shared-store/schema';
+import { APPLY_PULLED_KEY_SQL, pulledKeyParams, type SharedKeyRow } from './audit/shared-store/key-sync';
 import { SharedStoreMember } from './audit/shared-store/shipper';
 import { SharedHolds } from './approvals/shared-holds';
 import { AuditStore } from './audit/store';
@@ -214,8 +215,18 @@ export class Gateway {
     s.audit = AuditService.start(s);
     this.onStop(() => s.audit?.stop());
     // A shared store: join it (enrolment) and ship this gateway's chain to it, on a worker thread.
+    // Keys created or revoked on another gateway of the group are copied into this one's table
+    // (on the commit thread), and the key index re-read at once.
+    const onKeys = (rows: SharedKeyRow[]) => {
+      rows.forEach((r, i) =>
+        s.store.writeBehind(APPLY_PULLED_KEY_SQL, pulledKeyParams(r), (err) => {
+          if (err) s.log.warn(`shared store: a key from the group could not be written here (${err.message}); it is copied again at the next round`);
+          if (i === rows.length - 1) void s.keys.refresh().catch(() => {});
+        }),
+      );
+    };
     if (s.config.store) {
-      s.sharedStore = SharedStoreMember.start({ store: s.store, signer: s.audit.trail.signer, config: s.config.store, log: s.log });
+      s.sharedStore = SharedStoreMember.start({ store: s.store, signer: s.audit.trail.signer, config: s.config.store, log: s.log, onKeys });
       // Holds across gateways: this gateway's holds go to the store, the others' come from it.
       s.sharedHolds = SharedHolds.start({ store: s.store, bus: s.bus, holds: s.holds, log: s.log, config: s.config.store, gateway: s.sharedStore.identity.id, refusal: () => s.sharedStore?.refusal() });
     }

@@ -18,6 +18,7 @@ const BENCHES = {
   ssh: 'bench/ssh.ts',
   faults: 'bench/faults.ts',
   'pg-long-result': 'bench/pg-long-result.ts',
+  'http-big-body': 'bench/http-big-body.ts',
 };
 
 const wanted = process.argv.slice(2);

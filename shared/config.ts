@@ -407,6 +407,11 @@ export const StoreConfig = z
     }),
     /** The store's password, never written in the URL. */
     secret: SecretSource.optional(),
+    /**
+     * A gateway that has not heard from the store for this long admits nothing new: it can no
+     * longer confirm that keys and revocations are current (docs/SCALE-OUT.md).
+     */
+    staleAfter: Duration.default('5s'),
   })
   .strict();
 export type StoreConfig = z.infer<typeof StoreConfig>;

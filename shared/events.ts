@@ -16,6 +16,8 @@ export const EVENT_KINDS = [
   'http.request',
   'http.response',
   'http.chunk',
+  // bytes of a body relayed piece by piece, journaled before they are sent (the http.response follows)
+  'http.body',
   'http.error',
   'pg.statement',
   'pg.result',
@@ -224,6 +226,18 @@ export interface HttpResponsePayload {
   /** A refusal the policy decided, answered by the gateway (not the upstream) with error `code`. */
   gateway?: true;
   code?: string;
+}
+
+/**
+ * Bytes of a non-streamed body relayed piece by piece (large, unmasked, or chunked), journaled
+ * before those bytes leave, once per turn of the event loop that relays some; the exchange's
+ * http.response (with the whole body as recorded) goes with its last piece.
+ */
+export interface HttpBodyPayload {
+  /** Milliseconds since the request arrived. */
+  offset: number;
+  /** Bytes of the body sent to the client so far, these included. */
+  bytes: number;
 }
 
 /** Stream events relayed within one batching window (`offset` ms after the request). */
@@ -653,6 +667,7 @@ export interface EventPayloads {
   'http.request': HttpRequestPayload;
   'http.response': HttpResponsePayload;
   'http.chunk': HttpChunkPayload;
+  'http.body': HttpBodyPayload;
   'http.error': HttpErrorPayload;
   'pg.statement': PgStatementPayload;
   'pg.result': PgResultPayload;

@@ -12,6 +12,7 @@ import type { Config } from '../../shared/config';
 import { parseDuration } from '../../shared/config';
 import type { KeyCreatedPayload } from '../../shared/events';
 import type { Logger } from '../log';
+import { plainSecrets, type SecretWrapper } from '../secret-wrapper';
 import { CheckpointSigner, defaultOrigin, KEY_NAME_META, keyFingerprint, type PublicKeyInfo } from './checkpoint-signer';
 import { MerkleAccumulator } from './merkle';
 import { GENESIS_HASH, type AuditStore } from './store';
@@ -140,10 +141,10 @@ export interface AuditTrail {
  * announcement is a chained `key.created` event with `purpose: "checkpoint-signing"`, so a later
  * swap of the key file shows up in verification as a replaced key.
  */
-export function openAuditTrail(store: AuditStore, dataDir: string, config: Pick<Config, 'audit'>, actor = 'system'): AuditTrail {
+export function openAuditTrail(store: AuditStore, dataDir: string, config: Pick<Config, 'audit'>, actor = 'system', secrets: SecretWrapper = plainSecrets): AuditTrail {
   const established = store.meta(KEY_NAME_META);
   const name = established ?? config.audit.origin ?? defaultOrigin();
-  const { signer, created } = CheckpointSigner.loadOrCreate(dataDir, name);
+  const { signer, created } = CheckpointSigner.loadOrCreate(dataDir, name, secrets);
   if (created || !established) {
     store.setMeta(KEY_NAME_META, name);
     store.append({ kind: 'key.created', actor, payload: { purpose: 'checkpoint-signing', ...signer.info(), reason: created ? 'first start' : 'key name recorded' } satisfies KeyCreatedPayload });

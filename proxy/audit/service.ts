@@ -21,6 +21,7 @@ import { runVerification } from './verify-runner';
 import { type Sinks, type SinkStatus, startSinks } from './sinks';
 import { WitnessPublisher, type WitnessStatus } from './witnessing';
 import type { VerifyReport } from './verify/checks';
+import type { SecretWrapper } from '../secret-wrapper';
 
 /** What the control plane keeps of the last verification (shared/api.ts), with the verifier's own failure type. */
 export interface VerificationRecord extends StoredVerification {
@@ -76,11 +77,12 @@ export class AuditService {
   }
 
   /** Opens the signing key (creating it on first start), starts the checkpoint timer and retention. */
-  static start(deps: { store: AuditStore; config: Config; dataDir: string; bus: EventBus; log: Logger; version: string }): AuditService {
+  static start(deps: { store: AuditStore; config: Config; dataDir: string; bus: EventBus; log: Logger; version: string; secrets?: SecretWrapper }): AuditService {
     // Archive credentials are read first: a missing secret stops the start before anything runs.
     const archive = deps.config.audit.archive;
     const archiveAt = archive ? archiveLocation(archive) : undefined;
-    const svc = new AuditService(openAuditTrail(deps.store, deps.dataDir, deps.config), deps);
+    // Sealed under the desktop app's vault key when it runs the gateway (deps.secrets).
+    const svc = new AuditService(openAuditTrail(deps.store, deps.dataDir, deps.config, 'system', deps.secrets), deps);
     const key = svc.trail.signer.info();
     deps.log.info(`audit: ${svc.trail.keyCreated ? 'created the checkpoint signing key' : 'checkpoint signing key'} ${key.verifierKey} (fingerprint ${key.fingerprint})`);
     if (archive && archiveAt) {

@@ -42,6 +42,8 @@ export interface StoreOptions {
 
 /** How long after the commit thread appended to a session its index row may still be unwritten. */
 const SESSION_SETTLED_MS = ChainWriter.SESSION_INDEX_DELAY_MS * 10;
+/** A read for the console waits at most this long for the commit thread to fold what is journaled; then it reads what is there. */
+const SETTLED_READ_WAIT_MS = 2_000;
 
 export class StoreUnavailableError extends Error {
   constructor(cause: unknown) {
@@ -550,9 +552,38 @@ export class AuditStore implements EventLog {
     return events;
   }
 
+  /**
+   * Runs `read` (reads of events or sessions) once what was journaled before it is in the database,
+   * without blocking this thread: it waits for the commit thread's answer (at most
+   * SETTLED_READ_WAIT_MS, and not at all while the file is locked or failing, as `settle` does), and
+   * the reads inside `read` do not wait again. For the console and the WebSocket's resumes, which
+   * share the proxies' thread: a synchronous `settle` there would hold every proxy until the
+   * commit thread had folded everything queued (a large body's fold takes hundreds of ms).
+   */
+  async settledRead<T>(read: () => T): Promise<T> {
+    const thread = this.thread;
+    if (thread && !this.stalled && (thread.pending > 0 || this.threadSessions.size)) {
+      const sentAt = Date.now();
+      let timer: NodeJS.Timeout | undefined;
+      const answer = await Promise.race([thread.request({ op: 'sync' }), new Promise<undefined>((r) => (timer = setTimeout(() => r(undefined), SETTLED_READ_WAIT_MS)))]);
+      clearTimeout(timer);
+      // The sync wrote the session index too: rows of sessions last appended to before it are current.
+      if (answer?.ok) for (const [id, at] of this.threadSessions) if (at <= sentAt) this.threadSessions.delete(id);
+    }
+    this.readsSettled = true;
+    try {
+      return read();
+    } finally {
+      this.readsSettled = false;
+    }
+  }
+
+  /** Set inside `settledRead`: the reads it runs do not wait on the commit thread again. */
+  private readsSettled = false;
+
   /** Waits until everything sent to the commit thread is in the database (before reads of events). */
   settle(): void {
-    if (!this.thread || this.thread.pending === 0 || this.stalled) return;
+    if (!this.thread || this.thread.pending === 0 || this.stalled || this.readsSettled) return;
     try {
       this.thread.drain();
     } catch {
@@ -577,7 +608,7 @@ export class AuditStore implements EventLog {
   /** Writes pending session-index changes for `id` (or all) before a read of the index. */
   private settleSessions(id?: string): void {
     if (this.writer && (id === undefined || this.writer.hasPendingSession(id))) this.writer.flushSessions();
-    if (!this.thread) return;
+    if (!this.thread || this.readsSettled) return;
     // Batches still on their way to the database, or index rows the thread may not have written yet.
     const at = id === undefined ? (this.threadSessions.size ? Math.max(...this.threadSessions.values()) : undefined) : this.threadSessions.get(id);
     const recent = at !== undefined && Date.now() - at <= SESSION_SETTLED_MS;

@@ -195,9 +195,9 @@ function showKey(path: string): PublicKeyInfo {
         db.close();
       }
     }
-    const signer = name ? CheckpointSigner.load(path, name) : undefined;
-    if (!signer) throw new VerifyInputError(`${path}: no checkpoint signing key yet (the gateway creates it on first start)`);
-    return signer.info();
+    const verifier = name ? CheckpointSigner.loadVerifier(path, name) : undefined;
+    if (!verifier) throw new VerifyInputError(`${path}: no checkpoint signing key yet (the gateway creates it on first start)`);
+    return publicKeyInfo(verifier);
   }
   const files = readBundleFiles(path);
   const line = files.get('public-key.txt')?.toString('utf8').split('\n')[0];

@@ -179,14 +179,17 @@ export function attachEventsSocket(server: Server, s: GatewayServices, opts: Eve
       case 'resume': {
         const after = Number(msg.after);
         if (typeof msg.epoch !== 'string' || !Number.isInteger(after) || after < 0) return;
-        const missed = s.bus.since(msg.epoch, after);
-        if (missed === null) {
-          const reason = msg.epoch !== s.bus.epoch ? 'the gateway restarted; reload the current state' : 'too many messages were missed; reload the current state';
-          send(c, { type: 'resync', reason, seq: s.bus.lastSeq, epoch: s.bus.epoch, at: Date.now() });
-          return;
-        }
-        // Messages after `liveFrom` were (or will be) delivered live; replay only the ones before.
-        for (const m of missed) if (m.seq <= c.liveFrom && messageVisibleTo(c.identity, m)) send(c, m);
+        const epoch = msg.epoch;
+        // Missed recorded events are read back from the store: once it has folded them, off this thread's wait.
+        void s.store.settledRead(() => s.bus.since(epoch, after)).then((missed) => {
+          if (missed === null) {
+            const reason = epoch !== s.bus.epoch ? 'the gateway restarted; reload the current state' : 'too many messages were missed; reload the current state';
+            send(c, { type: 'resync', reason, seq: s.bus.lastSeq, epoch: s.bus.epoch, at: Date.now() });
+            return;
+          }
+          // Messages after `liveFrom` were (or will be) delivered live; replay only the ones before.
+          for (const m of missed) if (m.seq <= c.liveFrom && messageVisibleTo(c.identity, m)) send(c, m);
+        });
         return;
       }
       case 'ping':

@@ -25,6 +25,9 @@ interface OpenChunk {
 
 type EventFactory = (kind: 'http.chunk', payload: HttpChunkPayload, spans?: MaskSpan[]) => AuditEventInput;
 
+/** Relayed bytes whose events are not journaled yet: past this, a relay stops reading its upstream until they are. */
+export const MAX_UNJOURNALED_BYTES = 1024 * 1024;
+
 /**
  * Span paths from a stream masker point into the events it returned (`/<i>/data/…`); in the
  * recorded chunk those events sit at `/events/<first + i>`.
@@ -40,7 +43,7 @@ export interface StreamSink {
   /** Writes the response's headers (`alone`: nothing follows them in this batch, send them now). */
   head(alone: boolean): void;
   write(data: Buffer | string): void;
-  end(data?: string): void;
+  end(data?: Buffer | string): void;
 }
 
 /** The bytes of one batch, released when its events are journaled. */
@@ -48,7 +51,7 @@ interface Output {
   head: boolean;
   parts: (Buffer | string)[];
   bytes: number;
-  end: string | boolean;
+  end: Buffer | string | boolean;
 }
 
 const noOutput = (): Output => ({ head: false, parts: [], bytes: 0, end: false });
@@ -62,6 +65,8 @@ export class StreamRecorder implements TurnBatch {
   private inFlight: Output[] = [];
   private enlisted = false;
   private failed = false;
+  /** Makes this turn's progress event (e.g. `http.body`) when the turn's batch closes. */
+  private progressEvent: (() => AuditEventInput) | undefined;
   /** SSE events recorded so far. */
   eventCount = 0;
   /** Bytes relayed whose events are not journaled yet (the relay bounds it). */
@@ -96,6 +101,16 @@ export class StreamRecorder implements TurnBatch {
     this.enlist();
   }
 
+  /**
+   * This turn's batch records its progress with the event `make` returns when the batch closes (at
+   * the end of the turn, or before the next event added), so it counts everything the turn sent.
+   */
+  progress(make: () => AuditEventInput): void {
+    if (this.failed) return;
+    this.progressEvent = make;
+    this.enlist();
+  }
+
   /** The response's headers go out with this turn's batch. */
   head(): void {
     if (this.failed) return;
@@ -120,7 +135,7 @@ export class StreamRecorder implements TurnBatch {
   }
 
   /** Ends the response (with `data` last) once this turn's batch is journaled. */
-  end(data?: string): void {
+  end(data?: Buffer | string): void {
     if (this.failed) return;
     this.open.end = data ?? true;
     this.enlist();
@@ -167,6 +182,10 @@ export class StreamRecorder implements TurnBatch {
   }
 
   private closeChunk(): void {
+    if (this.progressEvent) {
+      this.queue.push(this.progressEvent());
+      this.progressEvent = undefined;
+    }
     const c = this.chunk;
     if (!c) return;
     this.chunk = undefined;

@@ -1,20 +1,24 @@
 /**
  * Relays a non-streamed upstream response (content-length or chunked) to the client of one
  * exchange: whole, in one write with an exact content-length, when it is small, an error, or must
- * be masked; otherwise piece by piece as it arrives, with backpressure. Either way the client gets
- * the end of the body only once its `http.response` is in the journal (a whole body: every byte of
- * it; a piecewise one: its last piece), and a reset connection when it cannot be journaled.
+ * be masked; otherwise piece by piece as it arrives, with backpressure. Either way no byte reaches
+ * the client before the event that accounts for it is in the journal (a whole body: its
+ * `http.response`; a piecewise one: each turn's `http.body`, and its `http.response` with its last
+ * piece), and the client gets a reset connection when the journal cannot take them.
  *
  * When the upstream's answer breaks (a body that does not decode, a connection closed or reset
  * before the end, invalid chunk framing), the client gets a provider-shaped 502 if nothing has
- * reached it yet — which is why the headers of a piecewise relay are written with its first bytes,
- * not before — and otherwise its connection is cut, so a truncated body never looks complete.
+ * been handed over for it yet — which is why the headers of a piecewise relay go with its first
+ * bytes, not before — and otherwise its connection is cut, so a truncated body never looks complete.
  */
 import type { IncomingMessage } from 'node:http';
 import type { Readable } from 'node:stream';
 import type { HttpResponsePayload, MaskSpan } from '../../shared/events';
 import type { MaskedBody } from '../masking/types';
 import { bodyForLog } from './bodies';
+import type { GatewayErrorCode } from './errors';
+import { MAX_UNJOURNALED_BYTES, StreamRecorder, type StreamSink } from './recorder';
+import type { ByteScrubStream } from './scrub';
 import type { RelayedExchange } from './relayed-exchange';
 
 /** Non-streamed responses up to this size (declared by content-length) are relayed in one write. */
@@ -25,7 +29,6 @@ const BUFFER_SMALL_RESPONSES = 256 * 1024;
  * `source` is `upRes` or, when the upstream sent `encoding`, its decoder.
  */
 export function relayBody(x: RelayedExchange, upRes: IncomingMessage, source: Readable, status: number, encoding: string | undefined): void {
-  const { res } = x;
   const max = x.limits.maxResponseBytes;
   const declaredText = upRes.headers['content-length'];
   const declared = declaredText !== undefined ? Number(declaredText) : undefined;
@@ -37,14 +40,10 @@ export function relayBody(x: RelayedExchange, upRes: IncomingMessage, source: Re
   }
   // Small bodies are relayed in one write with an exact content-length (also after decoding).
   const whole = x.masker !== null || status >= 400 || (declared !== undefined && declared <= BUFFER_SMALL_RESPONSES);
+  const piecewise = whole ? undefined : new PiecewiseRelay(x, upRes, source, status, decoded);
   const chunks: Buffer[] = [];
   let size = 0;
   let tooLarge = false;
-  // Relayed in pieces, the secret may straddle two of them: the scrubber holds back a few bytes.
-  const scrubbing = whole ? undefined : x.route.scrubber?.bodyStream();
-  const headers = whole ? undefined : x.responseHeaders(upRes, decoded || scrubbing !== undefined);
-  /** Relayed piecewise: the piece held back until the next one comes, or until the body is recorded. */
-  let last: Buffer | undefined;
   source.on('data', (chunk: Buffer) => {
     if (tooLarge) return;
     size += chunk.length;
@@ -53,40 +52,20 @@ export function relayBody(x: RelayedExchange, upRes: IncomingMessage, source: Re
       upRes.destroy();
       source.destroy();
       const message = `connection ${x.name}: the upstream response exceeds the gateway limit of ${max} bytes (limits.maxResponseBytes)`;
-      if (!res.headersSent) x.fail(413, 'response_too_large', message, 'response');
-      else {
-        x.finished = true;
-        x.record([x.base('http.error', { phase: 'response', status, code: 'response_too_large', message, bytes: size, duration: x.elapsed() })]);
-        res.destroy(); // headers are out: cutting the connection is the only honest signal
-      }
+      if (!piecewise?.started) x.fail(413, 'response_too_large', message, 'response');
+      else piecewise.cut('response_too_large', message, size);
       return;
     }
     chunks.push(chunk);
-    if (whole) return;
-    const out = scrubbing ? scrubbing.push(chunk) : chunk;
-    if (!out.length) return;
-    // The latest piece waits for the next: the body's last bytes go out only with its record.
-    const previous = last;
-    last = out;
-    if (!previous) return;
-    if (!res.headersSent) res.writeHead(status, headers);
-    if (!res.write(previous) && !source.isPaused()) {
-      source.pause();
-      res.once('drain', () => source.resume());
-    }
+    piecewise?.push(chunk);
   });
   source.once('end', () => {
     if (tooLarge || x.clientGone || x.finished) return;
     let out = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size);
     const contentType = upRes.headers['content-type'];
-    if (!whole) {
+    if (piecewise) {
       const scrubber = x.route.scrubber;
-      const tail = scrubbing?.end();
-      endRecorded(x, upRes, status, size, bodyForLog(scrubber ? scrubber.scrub(out) : out, contentType), () => {
-        if (!res.headersSent) res.writeHead(status, headers);
-        if (last) res.write(last);
-        res.end(tail);
-      });
+      piecewise.end(responsePayload(x, upRes, status, size, bodyForLog(scrubber ? scrubber.scrub(out) : out, contentType)));
       return;
     }
     if (x.route.scrubber) out = x.route.scrubber.scrub(out);
@@ -114,10 +93,139 @@ export function relayBody(x: RelayedExchange, upRes: IncomingMessage, source: Re
     }
     sendMasked(x, upRes, status, size, m);
   });
-  source.once('error', (err) => upstreamBroke(x, upRes, source, err, encoding, status, size));
+  source.once('error', (err) => upstreamBroke(x, upRes, source, err, encoding, status, size, piecewise));
   upRes.once('close', () => {
-    if (!upRes.complete && !tooLarge) upstreamBroke(x, upRes, source, undefined, encoding, status, size);
+    if (!upRes.complete && !tooLarge) upstreamBroke(x, upRes, source, undefined, encoding, status, size, piecewise);
   });
+}
+
+/**
+ * A body relayed piece by piece as it arrives. The pieces of one turn of the event loop go out only
+ * once that turn's `http.body` (bytes sent so far) is in the journal, through the same recorder as
+ * streams (recorder.ts); the latest piece waits for the next, so the body's last bytes go out only
+ * with its `http.response`. When the journal cannot take them, the pieces that waited never go out
+ * and the connection is reset: the client never holds bytes the log does not account for, and
+ * never a body that looks complete.
+ */
+class PiecewiseRelay {
+  private readonly recorder: StreamRecorder;
+  /** Relayed pieces may split the secret: the scrubber holds back a few bytes. */
+  private readonly scrubbing: ByteScrubStream | undefined;
+  /** The piece held back until the next one comes, or until the body is recorded. */
+  private last: Buffer | undefined;
+  /** Bytes handed to the recorder to send. */
+  private sent = 0;
+  private drainWait = false;
+  private journalWait = false;
+  private ending = false;
+  /** Something (headers, a piece) was handed over for the client: a gateway error can no longer be sent instead. */
+  started = false;
+
+  constructor(
+    private readonly x: RelayedExchange,
+    private readonly upRes: IncomingMessage,
+    private readonly source: Readable,
+    status: number,
+    decoded: boolean,
+  ) {
+    const { res } = x;
+    this.scrubbing = x.route.scrubber?.bodyStream();
+    const headers = x.responseHeaders(upRes, decoded || this.scrubbing !== undefined);
+    const gone = () => x.clientGone || res.destroyed || res.writableEnded;
+    const sink: StreamSink = {
+      head: () => {
+        if (!gone()) res.writeHead(status, headers);
+      },
+      write: (data) => {
+        if (gone() || res.write(data) || this.drainWait) return;
+        this.drainWait = true;
+        this.pause();
+        res.once('drain', () => {
+          this.drainWait = false;
+          this.resume();
+        });
+      },
+      end: (data) => {
+        if (!gone()) res.end(data);
+      },
+    };
+    this.recorder = new StreamRecorder(
+      x.ctx.writer,
+      (kind, payload, spans) => x.base(kind, payload, spans),
+      (err) => this.journalFailed(err as Error),
+      sink,
+      () => {
+        if (this.journalWait && this.recorder.unreleased <= MAX_UNJOURNALED_BYTES) {
+          this.journalWait = false;
+          this.resume();
+        }
+      },
+    );
+  }
+
+  /** A piece from the upstream: the one before it goes out once this turn's `http.body` is journaled. */
+  push(chunk: Buffer): void {
+    const out = this.scrubbing ? this.scrubbing.push(chunk) : chunk;
+    if (!out.length) return;
+    const previous = this.last;
+    this.last = out;
+    if (previous) this.send(previous);
+  }
+
+  /** The upstream's body ended: its `http.response`, its last piece and its end go out together. */
+  end(response: HttpResponsePayload): void {
+    this.ending = true;
+    this.x.finished = true;
+    this.open();
+    this.recorder.add(this.x.base('http.response', response));
+    if (this.last) this.recorder.send(this.last);
+    this.recorder.end(this.scrubbing?.end());
+  }
+
+  /** The body cannot go on after some of it was handed over: recorded, and the connection cut. */
+  cut(code: GatewayErrorCode, message: string, bytes: number, status = this.upRes.statusCode ?? 0): void {
+    this.x.finished = true;
+    this.x.record([this.x.base('http.error', { phase: 'response', status, code, message, bytes, duration: this.x.elapsed() })]);
+    this.x.res.destroy(); // bytes may be out: cutting the connection is the only honest signal
+  }
+
+  private send(piece: Buffer): void {
+    this.open();
+    this.sent += piece.length;
+    this.recorder.progress(() => this.x.base('http.body', { offset: this.x.elapsed(), bytes: this.sent }));
+    this.recorder.send(piece);
+    if (!this.journalWait && this.recorder.unreleased > MAX_UNJOURNALED_BYTES) {
+      this.journalWait = true;
+      this.pause();
+    }
+  }
+
+  /** The headers go out with the first batch. */
+  private open(): void {
+    if (this.started) return;
+    this.started = true;
+    this.recorder.head();
+  }
+
+  private pause(): void {
+    if (!this.source.isPaused()) this.source.pause();
+  }
+
+  private resume(): void {
+    if (!this.drainWait && !this.journalWait && !this.x.finished) this.source.resume();
+  }
+
+  /** The journal refused a batch: what waited is dropped, the upstream too, and the client is cut off. */
+  private journalFailed(err: Error): void {
+    const x = this.x;
+    const result = this.ending ? 'http.response' : 'http.body';
+    x.s.log.error(`http proxy: the response for session ${x.session.id} cannot be recorded (${err.message}); the connection is reset`);
+    x.finished = true;
+    this.upRes.destroy();
+    this.source.destroy();
+    x.noteUnrecorded(result, err, x.clientGone ? 'nothing: it had gone' : 'connection reset');
+    x.res.destroy();
+  }
 }
 
 /**
@@ -186,7 +294,7 @@ function responsePayload(x: RelayedExchange, upRes: IncomingMessage, status: num
 }
 
 /** The upstream's answer broke (`err` from the body or its decoder, when there is one). */
-function upstreamBroke(x: RelayedExchange, upRes: IncomingMessage, source: Readable, err: Error | undefined, encoding: string | undefined, status: number, bytes: number): void {
+function upstreamBroke(x: RelayedExchange, upRes: IncomingMessage, source: Readable, err: Error | undefined, encoding: string | undefined, status: number, bytes: number, piecewise: PiecewiseRelay | undefined): void {
   // Whatever is left of the upstream's answer is dropped, and its connection with it.
   upRes.destroy();
   source.destroy();
@@ -196,11 +304,6 @@ function upstreamBroke(x: RelayedExchange, upRes: IncomingMessage, source: Reada
   }
   if (x.finished) return;
   const failure = x.upstreamFailure(err, encoding, 'response');
-  if (!x.res.headersSent) {
-    x.fail(failure.status, failure.code, failure.message, 'response');
-    return;
-  }
-  x.finished = true;
-  x.record([x.base('http.error', { phase: 'response', status, code: failure.code, message: failure.message, bytes, duration: x.elapsed() })]);
-  x.res.destroy(); // bytes went out: cutting the connection is the only honest signal
+  if (!piecewise?.started) x.fail(failure.status, failure.code, failure.message, 'response');
+  else piecewise.cut(failure.code, failure.message, bytes, status);
 }

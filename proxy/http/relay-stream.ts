@@ -13,13 +13,11 @@ import type { Readable } from 'node:stream';
 import type { SseEvent, StreamChunkResult, StreamMasker } from '../masking/types';
 import { errorEvent, type GatewayErrorCode, sendError } from './errors';
 import type { RelayedExchange } from './relayed-exchange';
-import { StreamRecorder, type StreamSink } from './recorder';
+import { MAX_UNJOURNALED_BYTES, StreamRecorder, type StreamSink } from './recorder';
 import { serializeSseEvent, SseParser } from './sse';
 
 /** A stream's headers wait at most this long for its first event to travel with. */
 const HEADERS_ALONE_MS = 2;
-/** Relayed bytes whose events are not journaled yet: past this, the upstream is not read until they are. */
-const MAX_UNJOURNALED_BYTES = 1024 * 1024;
 
 /**
  * A text/event-stream response, relayed event by event: without masking, the upstream's bytes as

@@ -14,7 +14,8 @@ function hashKey(key: string): string {
   return createHash('sha256').update(key).digest('hex');
 }
 
-interface Row {
+/** A row of the `api_keys` table. */
+export interface ApiKeyRow {
   id: string;
   name: string;
   hash: string;
@@ -26,7 +27,7 @@ interface Row {
   last_used_at: number | null;
 }
 
-function toRecord(r: Row): ApiKeyRecord {
+function toRecord(r: ApiKeyRow): ApiKeyRecord {
   return {
     id: r.id,
     name: r.name,
@@ -43,7 +44,7 @@ function toRecord(r: Row): ApiKeyRecord {
 export type KeyReader = <T>(sql: string, params?: unknown[]) => Promise<T[]>;
 
 interface Entry {
-  row: Row;
+  row: ApiKeyRow;
   /** The record and the key that last matched (no hashing then). */
   record?: ApiKeyRecord;
   matched?: Buffer;
@@ -66,7 +67,7 @@ export class ApiKeyStore {
     private readonly db: Database.Database,
     private readonly reader?: KeyReader,
   ) {
-    for (const row of db.prepare('SELECT * FROM api_keys').all() as Row[]) this.index.set(row.id, { row });
+    for (const row of db.prepare('SELECT * FROM api_keys').all() as ApiKeyRow[]) this.index.set(row.id, { row });
   }
 
   /** Creates a key and returns it in full; this is the only time the secret exists outside the caller. */
@@ -127,20 +128,20 @@ export class ApiKeyStore {
   async lookupId(id: string, fresh = false): Promise<void> {
     if (fresh) {
       const before = this.writes;
-      const rows = this.reader ? await this.reader<Row>('SELECT * FROM api_keys WHERE id = ?', [id]) : (this.db.prepare('SELECT * FROM api_keys WHERE id = ?').all(id) as Row[]);
+      const rows = this.reader ? await this.reader<ApiKeyRow>('SELECT * FROM api_keys WHERE id = ?', [id]) : (this.db.prepare('SELECT * FROM api_keys WHERE id = ?').all(id) as ApiKeyRow[]);
       const e = this.index.get(id);
       if (rows[0] && (this.writtenAt.get(id) ?? 0) <= before && !(e && sameRow(e.row, rows[0]))) this.index.set(id, { row: rows[0] });
       return;
     }
     if (this.index.has(id)) return;
-    const rows = this.reader ? await this.reader<Row>('SELECT * FROM api_keys WHERE id = ?', [id]) : (this.db.prepare('SELECT * FROM api_keys WHERE id = ?').all(id) as Row[]);
+    const rows = this.reader ? await this.reader<ApiKeyRow>('SELECT * FROM api_keys WHERE id = ?', [id]) : (this.db.prepare('SELECT * FROM api_keys WHERE id = ?').all(id) as ApiKeyRow[]);
     if (rows[0] && !this.index.has(id)) this.index.set(id, { row: rows[0] });
   }
 
   /** Re-reads every key (changes another process made), off the gateway's thread. */
   async refresh(): Promise<void> {
     const before = this.writes;
-    const rows = this.reader ? await this.reader<Row>('SELECT * FROM api_keys') : (this.db.prepare('SELECT * FROM api_keys').all() as Row[]);
+    const rows = this.reader ? await this.reader<ApiKeyRow>('SELECT * FROM api_keys') : (this.db.prepare('SELECT * FROM api_keys').all() as ApiKeyRow[]);
     // Rows read before a write made here while the read was under way are older than the index.
     const newer = (id: string): boolean => (this.writtenAt.get(id) ?? 0) > before;
     const seen = new Set<string>();
@@ -171,7 +172,7 @@ export class ApiKeyStore {
   }
 
   list(): ApiKeyRecord[] {
-    return (this.db.prepare('SELECT * FROM api_keys ORDER BY created_at').all() as Row[]).map(toRecord);
+    return (this.db.prepare('SELECT * FROM api_keys ORDER BY created_at').all() as ApiKeyRow[]).map(toRecord);
   }
 
   count(): number {
@@ -193,12 +194,12 @@ export class ApiKeyStore {
   /** Puts the row as written into the index (after a write here). */
   private reread(id: string): void {
     this.writtenAt.set(id, ++this.writes);
-    const row = this.db.prepare('SELECT * FROM api_keys WHERE id = ?').get(id) as Row | undefined;
+    const row = this.db.prepare('SELECT * FROM api_keys WHERE id = ?').get(id) as ApiKeyRow | undefined;
     if (row) this.index.set(id, { row });
     else this.index.delete(id);
   }
 }
 
-function sameRow(a: Row, b: Row): boolean {
+function sameRow(a: ApiKeyRow, b: ApiKeyRow): boolean {
   return a.hash === b.hash && a.groups === b.groups && a.name === b.name && a.expires_at === b.expires_at && a.revoked_at === b.revoked_at;
 }

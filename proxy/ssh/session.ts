@@ -255,7 +255,8 @@ export class SshProxySession {
   }
 
   private publish(type: 'session.started' | 'session.ended'): void {
-    const summary = this.s.store.session(this.id);
+    // From memory, as the other proxies do: a read of the index could wait on the commit thread.
+    const summary = this.s.store.liveSession(this.id);
     if (summary) this.s.bus.publish({ type, session: summary });
   }
 

@@ -103,6 +103,7 @@ export function toneOf(e: AuditEvent): Tone {
     case 'pg.result':
       return typeof p['status'] === 'number' && p['status'] >= 400 ? 'error' : 'response';
     case 'http.chunk':
+    case 'http.body':
     case 'pg.rows':
       return 'chunk';
     case 'http.error':
@@ -138,6 +139,8 @@ export function labelOf(e: AuditEvent): string {
       const sql = str(p['sql']) ?? str(p['text']) ?? str(p['query']) ?? '';
       return sql.replace(/\s+/g, ' ').slice(0, 60) || 'statement';
     }
+    case 'http.body':
+      return typeof p['bytes'] === 'number' ? `${p['bytes']} body bytes sent so far` : 'body bytes sent';
     case 'pg.rows':
       return typeof p['rows'] === 'number' ? `${p['rows']} row${p['rows'] === 1 ? '' : 's'} sent so far` : 'rows sent';
     case 'pg.result':

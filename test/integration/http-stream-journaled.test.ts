@@ -59,6 +59,12 @@ describe('streams and piecewise bodies are journaled before they are sent', () =
     armedAt = eventsJournaled;
   };
   let failResponses = false;
+  /** Refuse every write that holds an `http.body`. */
+  let failBodies = false;
+  /** Body bytes journaled as sent (`http.body`), by session. */
+  const bodyBytes = new Map<string, number>();
+  /** Sessions whose http.response is journaled. */
+  const responded = new Set<string>();
   const journaledOf = (session: string) => journaled.get(session) ?? [];
 
   before(async () => {
@@ -72,6 +78,7 @@ describe('streams and piecewise bodies are journaled before they are sent', () =
       const chunks = inputs.filter((e) => e.kind === 'http.chunk');
       const refuse =
         (failResponses && inputs.some((e) => e.kind === 'http.response')) ||
+        (failBodies && inputs.some((e) => e.kind === 'http.body')) ||
         (failAfterEvents !== undefined && eventsJournaled - armedAt >= failAfterEvents && chunks.some((e) => (e.payload as { events: unknown[] }).events.length > 0));
       const write = () => {
         if (refuse) {
@@ -86,11 +93,13 @@ describe('streams and piecewise bodies are journaled before they are sent', () =
               eventsJournaled += data.length;
             }
             responsesJournaled += inputs.filter((e) => e.kind === 'http.response').length;
+            for (const e of inputs) if (e.kind === 'http.response') responded.add(e.session!);
+            for (const e of inputs) if (e.kind === 'http.body') bodyBytes.set(e.session!, Math.max(bodyBytes.get(e.session!) ?? 0, (e.payload as { bytes: number }).bytes));
           }
           done(err);
         });
       };
-      if (slowMs && (chunks.length || inputs.some((e) => e.kind === 'http.response'))) setTimeout(write, slowMs);
+      if (slowMs && (chunks.length || inputs.some((e) => e.kind === 'http.response' || e.kind === 'http.body'))) setTimeout(write, slowMs);
       else write();
     };
   });
@@ -238,6 +247,54 @@ describe('streams and piecewise bodies are journaled before they are sent', () =
     } finally {
       slowMs = 0;
     }
+  });
+
+  it('every piece of a body relayed piece by piece is journaled (http.body) before the client gets it', async () => {
+    slowMs = 40;
+    try {
+      const r = await big();
+      assert.equal(r.status, 200);
+      const session = r.headers.get('x-custody-session')!;
+      const reader = r.body!.getReader();
+      let got = 0;
+      let reads = 0;
+      for (;;) {
+        const next = await reader.read();
+        if (next.done) break;
+        got += next.value.length;
+        reads++;
+        const logged = bodyBytes.get(session) ?? 0;
+        // Before its http.response, every byte the client holds is counted by an http.body.
+        if (!responded.has(session)) assert.ok(logged >= got, `the client held ${got} bytes while the journal accounted for ${logged}`);
+      }
+      assert.equal(got, PIECE * PIECES);
+      assert.ok(responded.has(session), 'the whole body arrived only with its http.response journaled');
+      assert.ok(reads > 1, 'the body came in several reads');
+      assert.ok((bodyBytes.get(session) ?? 0) > 0 && (bodyBytes.get(session) ?? 0) < got, 'the last piece went with the http.response, not an http.body');
+    } finally {
+      slowMs = 0;
+    }
+  });
+
+  it('a piecewise body whose pieces cannot be journaled never reaches the client', async () => {
+    failBodies = true;
+    let got = 0;
+    try {
+      const r = await big();
+      const reader = r.body!.getReader();
+      for (;;) {
+        const next = await reader.read();
+        if (next.done) break;
+        got += next.value.length;
+      }
+      assert.fail(`the body ended normally after ${got} bytes`);
+    } catch (err) {
+      assert.match(String(err), /fetch failed|terminated|socket|reset/i);
+    } finally {
+      failBodies = false;
+    }
+    assert.equal(got, 0, 'no piece reached the client');
+    assert.equal((await big()).status, 200, 'the gateway goes on once the log can be written');
   });
 
   it('a piecewise body whose response cannot be journaled is cut: the client never gets all of it', async () => {

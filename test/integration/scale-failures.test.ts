@@ -12,7 +12,6 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
-import { connect, createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
@@ -26,6 +25,7 @@ import { type CustodyServe, startServe, writeConfig } from '../support/custody-p
 import { startEchoUpstream, type EchoUpstream } from '../support/echo-upstream';
 import { createTestDatabase, type TestDatabase } from '../support/pg-database';
 import { freePort } from '../support/ports';
+import { startRelay } from '../support/tcp-relay';
 import { tempDir } from '../support/tmp';
 
 const root = tempDir('custody-scale-fail-');
@@ -156,32 +156,6 @@ describe('a gateway killed with SIGKILL under traffic', () => {
     }
   });
 });
-
-/** A TCP relay to the PostgreSQL server that the test can cut (every connection reset, new ones refused) and restore. */
-async function startRelay(port: number): Promise<{ cut(): Promise<void>; restore(): Promise<void>; close(): Promise<void> }> {
-  const sockets = new Set<Socket>();
-  let server: Server | undefined;
-  const listen = () =>
-    new Promise<void>((resolve) => {
-      server = createServer((client) => {
-        const upstream = connect(5432, '127.0.0.1');
-        for (const s of [client, upstream]) {
-          sockets.add(s);
-          s.on('error', () => {});
-          s.on('close', () => sockets.delete(s));
-        }
-        client.pipe(upstream).pipe(client);
-      }).listen(port, '127.0.0.1', () => resolve());
-    });
-  const cut = async () => {
-    await new Promise<void>((resolve) => {
-      server!.close(() => resolve());
-      for (const s of sockets) s.resetAndDestroy();
-    });
-  };
-  await listen();
-  return { cut, restore: listen, close: cut };
-}
 
 describe('the shared store unreachable under a serving gateway', () => {
   it('keeps serving and recording, shows the lag in health, and ships everything once the store returns', async () => {

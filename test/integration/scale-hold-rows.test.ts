@@ -1,6 +1,6 @@
 /**
- * The shared store's hold tables (proxy/audit/shared-store/hold-rows.ts, migration 2) against the
- * real PostgreSQL server on 127.0.0.1:5432: the migration on a store at version 1, a final state
+ * The shared store's hold tables (proxy/audit/shared-store/hold-rows.ts, migration 3) against the
+ * real PostgreSQL server on 127.0.0.1:5432: the migration on a store at version 2, a final state
  * never overwritten, NOTIFY on commit, a reader's cursor that misses nothing under concurrent
  * writers, rows under a non-member's name ignored, and leases: holds are claimed once, only after
  * their owner's lease expired, and only by a member.
@@ -49,9 +49,9 @@ after(async () => {
 });
 
 describe('hold rows in the shared store', () => {
-  it('migration 2 applies on a store migrated to version 1, once', async () => {
-    assert.deepEqual(await migrateSharedStore(c, PG_MIGRATIONS.slice(0, 1)), [1]);
-    assert.deepEqual(await migrateSharedStore(c), [2]);
+  it('migration 3 applies on a store migrated to version 2, once', async () => {
+    assert.deepEqual(await migrateSharedStore(c, PG_MIGRATIONS.slice(0, 2)), [1, 2]);
+    assert.deepEqual(await migrateSharedStore(c), [3]);
     assert.deepEqual(await migrateSharedStore(c), []);
     await member('gw-a', 'enrolled');
     await member('gw-b', 'approved');

@@ -23,6 +23,7 @@ import { writeConfig } from '../support/custody-process';
 import { startEchoUpstream, type EchoUpstream } from '../support/echo-upstream';
 import { createTestDatabase, PG_ADMIN_URL, type TestDatabase } from '../support/pg-database';
 import { tempDir } from '../support/tmp';
+import { until } from '../support/until';
 
 interface Member {
   gw: Gateway;
@@ -63,16 +64,6 @@ async function startMember(): Promise<Member> {
   const gw = await Gateway.start({ config: Config.parse(raw), dataDir: dir, configFile, log: silentLogger });
   running.push(gw);
   return { gw, dir, configFile, id: keyFingerprint(gw.services.audit!.trail.signer.publicKey), http: `http://${gw.address('http')}` };
-}
-
-async function until<T>(what: string, fn: () => Promise<T | undefined | false>, ms = 20_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 async function statusOf(id: string): Promise<string | undefined> {

@@ -23,7 +23,7 @@ function errorOf(text: string): string {
 describe('config: store', () => {
   it('accepts a PostgreSQL URL with its password in a secret, and defaults to no shared store', () => {
     const c = parseConfig('store:\n  url: postgres://custody@db.internal:5432/custody\n  secret: { env: CUSTODY_SECRET_STORE }\n', 'custody.yaml');
-    assert.deepEqual(c.store, { url: 'postgres://custody@db.internal:5432/custody', secret: { env: 'CUSTODY_SECRET_STORE' } });
+    assert.deepEqual(c.store, { url: 'postgres://custody@db.internal:5432/custody', secret: { env: 'CUSTODY_SECRET_STORE' }, staleAfter: '5s' });
     assert.equal(parseConfig('', 'custody.yaml').store, undefined);
     assert.equal(parseConfig('store: { url: "postgresql://127.0.0.1/custody" }\n', 'custody.yaml').store?.url, 'postgresql://127.0.0.1/custody');
   });
@@ -35,6 +35,7 @@ describe('config: store', () => {
     assert.match(errorOf('store: { secret: { env: X } }\n'), /store\.url: /);
     assert.match(errorOf('store: { url: "postgres://db/c", pasword: x }\n'), /store\.pasword: unknown key "pasword"/);
     assert.match(errorOf('store: { url: "postgres://db/c", secret: { envv: X } }\n'), /store\.secret: /);
+    assert.match(errorOf('store: { url: "postgres://db/c", staleAfter: soon }\n'), /store\.staleAfter: a duration such as 30s/);
   });
 
   it('a gateway whose store secret is not set refuses to start, naming it', async () => {

@@ -78,6 +78,24 @@ export const PG_MIGRATIONS: PgMigration[] = [
   },
   {
     version: 2,
+    name: 'API keys shared by the group',
+    sql: `
+      CREATE TABLE custody_api_keys (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        hash TEXT NOT NULL UNIQUE,
+        groups TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        created_by TEXT,
+        expires_at BIGINT,
+        revoked_at BIGINT,
+        origin TEXT NOT NULL,                   -- the gateway that first pushed it
+        updated_at BIGINT NOT NULL
+      );
+    `,
+  },
+  {
+    version: 3,
     name: 'holds across gateways: holds, votes, leases, one change order',
     sql: `
       -- Every write to the hold tables takes HOLDS_LOCK and then the next change number, so change

@@ -10,6 +10,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import type pg from 'pg';
 import { enrol, findApproval, type GatewayIdentity } from './enrolment';
+import { KeySync } from './key-sync';
 import { connectStore, migrateSharedStore, type StoreConnection } from './schema';
 import { localHead, SHIP_BATCH, ShipRefusedError, shipAll, shipOnce } from './shipping';
 import type { ShipperCommand, ShipperStatus } from './shipper';
@@ -18,6 +19,8 @@ const { dbPath, conn, identity } = workerData as { dbPath: string; conn: StoreCo
 const port = parentPort!;
 
 const IDLE_MS = 50;
+/** How often an admitted gateway exchanges API keys with the store (key-sync.ts). */
+const KEY_SYNC_MS = 1000;
 /** How often an idle, admitted gateway still touches its row (last_seen), and a pending one asks again. */
 const HEARTBEAT_MS = 1000;
 const BACKOFF_MIN_MS = 100;
@@ -30,6 +33,8 @@ let admitted = false;
 let stopping = false;
 let backoff = BACKOFF_MIN_MS;
 let lastShipAt = 0;
+let lastKeySyncAt = 0;
+const keySync = new KeySync(db, identity.id);
 let shipped = { seq: -1, checkpoints: -1 };
 let timer: NodeJS.Timeout | undefined;
 /** The round in progress: a last ship at stop waits for it (one connection, one transaction at a time). */
@@ -74,12 +79,18 @@ async function step(): Promise<number> {
     admitted = true;
     post({ phase: 'admitted', group: e.group, enrolment: e.status, first: e.first, reason: undefined });
   }
+  if (Date.now() - lastKeySyncAt >= KEY_SYNC_MS) {
+    const rows = await keySync.round(c);
+    lastKeySyncAt = Date.now();
+    if (rows.length) port.postMessage({ type: 'keys', rows });
+    post({ contactAt: lastKeySyncAt, error: undefined, failingSince: undefined });
+  }
   const head = localHead(db);
   if (head.seq === shipped.seq && head.checkpoints === shipped.checkpoints && Date.now() - lastShipAt < HEARTBEAT_MS) return IDLE_MS;
   const r = await shipOnce(c, db, identity.id);
   lastShipAt = Date.now();
   shipped = { seq: r.cursor.seq, checkpoints: r.cursor.seq >= head.seq ? head.checkpoints : -1 };
-  post({ shippedSeq: r.cursor.seq, localSeq: Math.max(r.localSeq, r.cursor.seq), shippedAt: lastShipAt, error: undefined, failingSince: undefined });
+  post({ shippedSeq: r.cursor.seq, localSeq: Math.max(r.localSeq, r.cursor.seq), shippedAt: lastShipAt, contactAt: lastShipAt, error: undefined, failingSince: undefined });
   return r.events === SHIP_BATCH ? 0 : IDLE_MS;
 }
 

@@ -11,12 +11,13 @@
  */
 import { Worker } from 'node:worker_threads';
 import type { SharedStoreHealth } from '../../../shared/api';
-import type { StoreConfig } from '../../../shared/config';
+import { parseDuration, type StoreConfig } from '../../../shared/config';
 import type { Logger } from '../../log';
 import { workerSource } from '../../worker-source';
 import type { CheckpointSigner } from '../checkpoint-signer';
 import type { AuditStore } from '../store';
 import { gatewayIdentity, type EnrolmentStatus, type GatewayIdentity } from './enrolment';
+import type { SharedKeyRow } from './key-sync';
 import { storeConnection, storeLabel } from './schema';
 
 export interface ShipperStatus {
@@ -31,13 +32,15 @@ export interface ShipperStatus {
   shippedSeq: number;
   localSeq: number;
   shippedAt?: number;
+  /** When the store last answered a round (keys exchanged or events shipped). */
+  contactAt?: number;
   /** The last failure to reach or write the store, while it lasts. */
   error?: string;
   failingSince?: number;
 }
 
 export type ShipperCommand = { type: 'stop'; ms: number };
-type ShipperMessage = { type: 'status'; status: ShipperStatus } | { type: 'stopped'; error?: string };
+type ShipperMessage = { type: 'status'; status: ShipperStatus } | { type: 'stopped'; error?: string } | { type: 'keys'; rows: SharedKeyRow[] };
 
 /** meta key: the store group and status this gateway was admitted with (it then serves through outages). */
 export const ADMISSION_META = 'store.admission';
@@ -46,6 +49,13 @@ interface Admission {
   group: string;
   gateway: string;
   status: EnrolmentStatus;
+}
+
+interface MemberDeps {
+  store: AuditStore;
+  log: Logger;
+  /** Rows of the shared key table this gateway's table lacks or holds differently (key-sync.ts). */
+  onKeys?: (rows: SharedKeyRow[]) => void;
 }
 
 /** How far behind the store may be before health says `degraded`. */
@@ -60,15 +70,20 @@ export class SharedStoreMember {
   /** Since when the store has been behind the local chain (cleared when it catches up). */
   private behindSince: number | undefined;
   private readonly label: string;
+  /** Admission stops after this long without an answer from the store (`store.staleAfter`). */
+  private readonly staleAfterMs: number;
+  /** Until the store first answers, staleness counts from the start. */
+  private readonly startedAt = Date.now();
 
   private constructor(
     private readonly worker: Worker,
-    private readonly deps: { store: AuditStore; log: Logger },
+    private readonly deps: MemberDeps,
     identity: GatewayIdentity,
-    url: string,
+    config: StoreConfig,
   ) {
     this.identity = identity;
-    this.label = storeLabel(url);
+    this.label = storeLabel(config.url);
+    this.staleAfterMs = parseDuration(config.staleAfter);
     const raw = deps.store.meta(ADMISSION_META);
     const before = raw ? (JSON.parse(raw) as Admission) : undefined;
     this.admittedBefore = before?.gateway === identity.id ? before : undefined;
@@ -86,17 +101,21 @@ export class SharedStoreMember {
   }
 
   /** Starts the worker that joins the store `config` names and ships this gateway's chain to it. */
-  static start(deps: { store: AuditStore; signer: CheckpointSigner; config: StoreConfig; log: Logger }): SharedStoreMember {
+  static start(deps: MemberDeps & { signer: CheckpointSigner; config: StoreConfig }): SharedStoreMember {
     const src = workerSource(import.meta.url, './shipper-worker');
     if (!src) throw new Error('the shared store worker cannot be loaded from this build');
     const identity = gatewayIdentity(deps.signer);
     const worker = new Worker(src.entry, { ...src.options, workerData: { dbPath: deps.store.path, conn: storeConnection(deps.config), identity } });
-    const member = new SharedStoreMember(worker, deps, identity, deps.config.url);
+    const member = new SharedStoreMember(worker, deps, identity, deps.config);
     deps.log.info(`shared store ${member.label}: this gateway is ${identity.id}${member.admittedBefore ? ` (${member.admittedBefore.status} before)` : ''}`);
     return member;
   }
 
   private take(m: ShipperMessage): void {
+    if (m.type === 'keys') {
+      this.deps.onKeys?.(m.rows);
+      return;
+    }
     if (m.type === 'stopped') {
       if (m.error) this.deps.log.warn(`shared store: ${m.error}; the rest ships at the next start`);
       this.resolveStopped?.(m.error);
@@ -132,10 +151,22 @@ export class SharedStoreMember {
   /** Why this gateway refuses traffic, or undefined when it serves. */
   refusal(): string | undefined {
     const s = this.status;
-    if (s.phase === 'admitted') return undefined;
+    if (s.phase === 'admitted') return this.staleness();
     if (s.phase === 'pending') return `this gateway is waiting for enrolment in the shared store (${s.reason ?? 'not approved yet'}): an admin approves it with \`custody gateways approve ${this.identity.id}\``;
-    if (this.admittedBefore) return undefined;
+    if (this.admittedBefore) return this.staleness();
     return `this gateway has not joined the shared store ${this.label} yet${s.error ? ` (${s.error})` : ''}; it serves once the store answers and admits it`;
+  }
+
+  /**
+   * An admitted gateway that has not heard from the store for `store.staleAfter` admits nothing new:
+   * a key revoked on another gateway meanwhile would still work here.
+   */
+  private staleness(): string | undefined {
+    const last = this.status.contactAt ?? this.startedAt;
+    const silent = Date.now() - last;
+    if (silent <= this.staleAfterMs) return undefined;
+    const since = this.status.contactAt ? `since ${new Date(last).toISOString()}` : 'since it started';
+    return `this gateway has not heard from the shared store ${this.label} ${since} (${(silent / 1000).toFixed(1)} s, more than store.staleAfter ${this.staleAfterMs / 1000} s${this.status.error ? `: ${this.status.error}` : ''}), so it cannot confirm that keys and revocations are current; it admits nothing new until the store answers`;
   }
 
   health(): SharedStoreHealth {

@@ -330,13 +330,14 @@ export function concludeStore(s: StoreUnderVerification, scans: RangeScan[]): Ve
 
   // Keys: the log announces its signing key; the key file and --key must agree with it.
   const keyName = (db.prepare('SELECT value FROM meta WHERE key = ?').get(KEY_NAME_META) as { value: string } | undefined)?.value ?? announcements.at(-1)?.info.name ?? firstSignerName(checkpoints);
-  let fileSigner: CheckpointSigner | undefined;
+  let fileVerifier: NoteVerifier | undefined;
   try {
-    fileSigner = keyName ? CheckpointSigner.load(dataDir, keyName) : undefined;
+    // A key sealed by the desktop app is checked by the public half kept beside it.
+    fileVerifier = keyName ? CheckpointSigner.loadVerifier(dataDir, keyName) : undefined;
   } catch (err) {
     return finish({ problem: 'key-replaced', seq: announcements.at(-1)?.seq, message: `${SIGNING_KEY_FILE} is unreadable: ${(err as Error).message}` });
   }
-  const fileInfo = fileSigner?.info();
+  const fileInfo = fileVerifier && publicKeyInfo(fileVerifier);
   report.key = announcements.at(-1)?.info ?? fileInfo;
   report.keyRotations = announcements.slice(1).map((a) => ({ seq: a.seq, fingerprint: a.info.fingerprint }));
   const latestAnnounced = announcements.at(-1);
@@ -355,7 +356,7 @@ export function concludeStore(s: StoreUnderVerification, scans: RangeScan[]): Ve
       message: `${SIGNING_KEY_FILE} holds key ${describeKey(fileInfo)}, but seq ${latestAnnounced.seq} announced ${describeKey(latestAnnounced.info)}`,
     });
   }
-  const trusted: NoteVerifier[] = announcements.length ? announcements.map((a) => a.verifier) : fileSigner ? [fileSigner.verifier()] : [];
+  const trusted: NoteVerifier[] = announcements.length ? announcements.map((a) => a.verifier) : fileVerifier ? [fileVerifier] : [];
 
   // The anchor the auditor brought comes first: it can locate a rewrite exactly.
   if (opts.since) {

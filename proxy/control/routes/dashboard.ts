@@ -12,8 +12,10 @@ import { HttpError, type Router, timeParam } from '../router';
 const DAY = 86_400_000;
 const MAX_BUCKETS = 500;
 
-export function dashboard(store: AuditStore, from: number, to: number, buckets: number): DashboardData {
-  const db = store.db;
+export async function dashboard(store: AuditStore, from: number, to: number, buckets: number): Promise<DashboardData> {
+  // On the commit thread's connection (after what is journaled before): the aggregates scan the
+  // range, and the gateway's thread, which the proxies share, must not wait for them.
+  const all = <T>(sql: string, params?: Record<string, number>) => store.readAsync<T>(sql, params ? [params] : []);
   const bucketMs = Math.max(1000, Math.ceil((to - from) / buckets));
   const n = Math.ceil((to - from) / bucketMs);
   const series: DashboardBucket[] = Array.from({ length: n }, (_, i) => ({ t: from + i * bucketMs, requests: 0, holdsApproved: 0, holdsDenied: 0, holdsExpired: 0, masked: 0, denied: 0, hits: 0 }));
@@ -21,40 +23,35 @@ export function dashboard(store: AuditStore, from: number, to: number, buckets: 
   // Bound numbers may arrive as REAL; the bucket index is always a whole number in range.
   const bucket = (i: number) => series[Math.max(0, Math.min(n - 1, Math.floor(i)))]!;
 
-  for (const r of db
-    .prepare(`SELECT CAST((time - @from) / @b AS INTEGER) AS i, count(*) AS c FROM events WHERE time >= @from AND time < @to AND kind IN ('http.request', 'pg.statement') GROUP BY i`)
-    .all(args) as { i: number; c: number }[])
+  for (const r of await all<{ i: number; c: number }>(`SELECT CAST((time - @from) / @b AS INTEGER) AS i, count(*) AS c FROM events WHERE time >= @from AND time < @to AND kind IN ('http.request', 'pg.statement') GROUP BY i`, args))
     bucket(r.i).requests += r.c;
 
-  for (const r of db
-    .prepare(`SELECT CAST((time - @from) / @b AS INTEGER) AS i, sum(json_array_length(spans)) AS c FROM events WHERE time >= @from AND time < @to AND spans IS NOT NULL GROUP BY i`)
-    .all(args) as { i: number; c: number }[])
+  for (const r of await all<{ i: number; c: number }>(`SELECT CAST((time - @from) / @b AS INTEGER) AS i, sum(json_array_length(spans)) AS c FROM events WHERE time >= @from AND time < @to AND spans IS NOT NULL GROUP BY i`, args))
     bucket(r.i).masked += r.c ?? 0;
 
   // Policy decisions are small, so always stored as JSON text (never deflated).
-  for (const r of db
-    .prepare(
-      `SELECT CAST((time - @from) / @b AS INTEGER) AS i, json_extract(payload, '$.action') AS action, count(*) AS c FROM events
-       WHERE time >= @from AND time < @to AND kind = 'policy.decision' AND encoding = 'json' AND json_extract(payload, '$.rule') IS NOT NULL
-       GROUP BY i, action`,
-    )
-    .all(args) as { i: number; action: string; c: number }[]) {
+  for (const r of await all<{ i: number; action: string; c: number }>(
+    `SELECT CAST((time - @from) / @b AS INTEGER) AS i, json_extract(payload, '$.action') AS action, count(*) AS c FROM events
+     WHERE time >= @from AND time < @to AND kind = 'policy.decision' AND encoding = 'json' AND json_extract(payload, '$.rule') IS NOT NULL
+     GROUP BY i, action`,
+    args,
+  )) {
     bucket(r.i).hits += r.c;
     if (r.action === 'deny') bucket(r.i).denied += r.c;
   }
 
   const holdTotals = { pending: 0, approved: 0, denied: 0, expired: 0, abandoned: 0 };
-  const holdRows = db.prepare(`SELECT state, resolved_at AS at FROM holds WHERE (resolved_at >= @from AND resolved_at < @to) OR state = 'pending'`).all({ from, to }) as { state: string; at: number | null }[];
+  const holdRows = await all<{ state: string; at: number | null }>(`SELECT state, resolved_at AS at FROM holds WHERE (resolved_at >= @from AND resolved_at < @to) OR state = 'pending'`, { from, to });
   const outcomes: { state: string; at: number }[] = [];
   let pending = 0;
-  if (holdRows.length || (db.prepare('SELECT count(*) AS n FROM holds').get() as { n: number }).n > 0) {
+  if (holdRows.length || (await all<{ n: number }>('SELECT count(*) AS n FROM holds'))[0]!.n > 0) {
     for (const r of holdRows) {
       if (r.state === 'pending') pending++;
       else if (r.at !== null) outcomes.push({ state: r.state, at: r.at });
     }
   } else {
     // A gateway that records holds only as events: read the outcomes from the log.
-    const rows = db.prepare(`SELECT * FROM events WHERE time >= @from AND time < @to AND kind = 'hold.resolved'`).all({ from, to }) as Parameters<typeof rowToEvent>[0][];
+    const rows = await all<Parameters<typeof rowToEvent>[0]>(`SELECT * FROM events WHERE time >= @from AND time < @to AND kind = 'hold.resolved'`, { from, to });
     for (const row of rows) {
       const p = (rowToEvent(row).payload ?? {}) as Record<string, unknown>;
       const hold = (p['hold'] && typeof p['hold'] === 'object' ? p['hold'] : p) as Record<string, unknown>;
@@ -78,24 +75,22 @@ export function dashboard(store: AuditStore, from: number, to: number, buckets: 
 
   // json_each has a column named `type` of its own: group by the extracted detector type explicitly.
   const maskedByType = (
-    db
-      .prepare(
-        `SELECT json_extract(j.value, '$.type') AS detector, count(*) AS n FROM events, json_each(events.spans) AS j
-         WHERE events.time >= @from AND events.time < @to AND events.spans IS NOT NULL
-         GROUP BY json_extract(j.value, '$.type') ORDER BY n DESC, detector`,
-      )
-      .all({ from, to }) as { detector: string | null; n: number }[]
+    await all<{ detector: string | null; n: number }>(
+      `SELECT json_extract(j.value, '$.type') AS detector, count(*) AS n FROM events, json_each(events.spans) AS j
+       WHERE events.time >= @from AND events.time < @to AND events.spans IS NOT NULL
+       GROUP BY json_extract(j.value, '$.type') ORDER BY n DESC, detector`,
+      { from, to },
+    )
   ).map((r) => ({ type: r.detector as string, count: r.n }));
 
-  const policyHits = db
-    .prepare(
-      `SELECT json_extract(payload, '$.rule') AS rule, json_extract(payload, '$.action') AS action, count(*) AS count FROM events
-       WHERE time >= @from AND time < @to AND kind = 'policy.decision' AND encoding = 'json' AND json_extract(payload, '$.rule') IS NOT NULL
-       GROUP BY rule, action ORDER BY count DESC LIMIT 20`,
-    )
-    .all({ from, to }) as { rule: string; action: string; count: number }[];
+  const policyHits = await all<{ rule: string; action: string; count: number }>(
+    `SELECT json_extract(payload, '$.rule') AS rule, json_extract(payload, '$.action') AS action, count(*) AS count FROM events
+     WHERE time >= @from AND time < @to AND kind = 'policy.decision' AND encoding = 'json' AND json_extract(payload, '$.rule') IS NOT NULL
+     GROUP BY rule, action ORDER BY count DESC LIMIT 20`,
+    { from, to },
+  );
 
-  const sessions = (db.prepare('SELECT count(*) AS n FROM sessions WHERE last_event_at >= @from AND started_at < @to').get({ from, to }) as { n: number }).n;
+  const sessions = (await all<{ n: number }>('SELECT count(*) AS n FROM sessions WHERE last_event_at >= @from AND started_at < @to', { from, to }))[0]!.n;
   const sum = (k: keyof DashboardBucket) => series.reduce((a, b) => a + b[k], 0);
   return {
     from,

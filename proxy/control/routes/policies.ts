@@ -114,13 +114,14 @@ export function registerPolicyRoutes(router: Router, s: GatewayServices): void {
         if (!checked.ok) return invalid(res, checked.issues);
         masking = checked.config;
       }
-      return dryRun(s.store, parsed.rules, {
+      const opts = {
         masking: candidateMasking(masking),
         from: time(body && typeof body === 'object' ? (body as { from?: unknown }).from : undefined, 'from'),
         to: time(body && typeof body === 'object' ? (body as { to?: unknown }).to : undefined, 'to'),
         connections: connectionsNow(s.config, s.store),
         roles: s.config.identity.roles,
-      });
+      };
+      return s.store.settledRead(() => dryRun(s.store, parsed.rules, opts));
     },
     { role: 'reviewer' },
   );

@@ -11,7 +11,8 @@ export function registerSessionRoutes(router: Router, s: GatewayServices): void 
   router.get(
     '/api/sessions',
     ({ query }) =>
-      s.store.listSessions({
+      s.store.settledRead(() =>
+        s.store.listSessions({
         user: query.get('user') ?? undefined,
         connection: query.get('connection') ?? undefined,
         protocol: query.get('protocol') ?? undefined,
@@ -21,13 +22,13 @@ export function registerSessionRoutes(router: Router, s: GatewayServices): void 
         hadMasking: query.get('hadMasking') === 'true',
         limit: Math.min(intParam(query, 'limit') ?? 100, 1000),
         offset: intParam(query, 'offset') ?? 0,
-      }),
+      })),
     { role: 'reviewer' },
   );
   router.get(
     '/api/sessions/:id',
-    ({ params }) => {
-      const session = s.store.session(params['id']!);
+    async ({ params }) => {
+      const session = await s.store.settledRead(() => s.store.session(params['id']!));
       if (!session) throw new HttpError(404, 'not_found', `no session ${params['id']}`);
       return session;
     },
@@ -35,15 +36,17 @@ export function registerSessionRoutes(router: Router, s: GatewayServices): void 
   );
   router.get(
     '/api/sessions/:id/events',
-    ({ params, query, identity }) => {
-      // Reviewers (and admins): every session, live ones included; an approver of a hold in it: the
-      // session up to that hold. Watching a live session is reading it: the same rule.
-      const limit = replayLimit(s, identity!, params['id']!);
-      if (limit === null) throw new HttpError(403, 'forbidden', 'this needs the reviewer role, or a hold in this session that you may decide');
-      const session = s.store.session(params['id']!);
-      if (!session) throw new HttpError(404, 'not_found', `no session ${params['id']}`);
+    async ({ params, query, identity }) => {
       const after = intParam(query, 'after') ?? 0;
-      const all = s.store.sessionEvents(params['id']!, after, Math.min(intParam(query, 'limit') ?? 10_000, 10_000));
+      const { limit, session, all } = await s.store.settledRead(() => ({
+        // Reviewers (and admins): every session, live ones included; an approver of a hold in it: the
+        // session up to that hold. Watching a live session is reading it: the same rule.
+        limit: replayLimit(s, identity!, params['id']!),
+        session: s.store.session(params['id']!),
+        all: s.store.sessionEvents(params['id']!, after, Math.min(intParam(query, 'limit') ?? 10_000, 10_000)),
+      }));
+      if (limit === null) throw new HttpError(403, 'forbidden', 'this needs the reviewer role, or a hold in this session that you may decide');
+      if (!session) throw new HttpError(404, 'not_found', `no session ${params['id']}`);
       const events = limit === 'all' ? all : all.filter((e) => e.seq <= limit);
       // Opening a recording is itself recorded (once per opening, not per page).
       if (after === 0) s.store.append({ kind: 'recording.viewed', actor: identity!.subject, payload: { session: session.id, viewer: identity!.name } satisfies RecordingViewedPayload });
@@ -58,7 +61,7 @@ export function registerSessionRoutes(router: Router, s: GatewayServices): void 
       const body = await json<EndSessionRequest>();
       const reason = typeof body?.reason === 'string' ? body.reason.trim() : '';
       if (!reason || reason.length > REASON_MAX || [...reason].some((ch) => ch.charCodeAt(0) < 0x20)) throw new HttpError(400, 'bad_request', `send {"reason": "…"}: 1 to ${REASON_MAX} printable characters saying why the session is ended`);
-      const session = s.store.session(id);
+      const session = await s.store.settledRead(() => s.store.session(id));
       if (!session) throw new HttpError(404, 'not_found', `no session ${id}`);
       if (!s.liveSessions.has(id)) throw new HttpError(409, 'not_live', session.endedAt !== null ? `session ${id} has already ended` : `session ${id} cannot be ended from here (only live SSH sessions on this gateway can)`);
       s.store.appendMany([{ kind: 'session.terminated', session: id, actor: identity!.subject, connection: session.connection ?? undefined, payload: { protocol: session.protocol, by: identity!.subject, byName: identity!.name, reason } satisfies SessionTerminatedPayload }]);
