@@ -10,6 +10,7 @@ import { AuditService } from './audit/service';
 import { storeConnection } from './audit/shared-store/schema';
 import { APPLY_PULLED_KEY_SQL, pulledKeyParams, type SharedKeyRow } from './audit/shared-store/key-sync';
 import { SharedStoreMember } from './audit/shared-store/shipper';
+import { SharedHolds } from './approvals/shared-holds';
 import { AuditStore } from './audit/store';
 import { POSTGRES_PACING, SessionAuditWriter } from './audit/session-writer';
 import { EventBus, sessionEventsFromStore } from './bus';
@@ -224,7 +225,11 @@ export class Gateway {
         }),
       );
     };
-    if (s.config.store) s.sharedStore = SharedStoreMember.start({ store: s.store, signer: s.audit.trail.signer, config: s.config.store, log: s.log, onKeys });
+    if (s.config.store) {
+      s.sharedStore = SharedStoreMember.start({ store: s.store, signer: s.audit.trail.signer, config: s.config.store, log: s.log, onKeys });
+      // Holds across gateways: this gateway's holds go to the store, the others' come from it.
+      s.sharedHolds = SharedHolds.start({ store: s.store, bus: s.bus, holds: s.holds, log: s.log, config: s.config.store, gateway: s.sharedStore.identity.id, refusal: () => s.sharedStore?.refusal() });
+    }
     const routeModules: RouteModule[] = [registerAuditRoutes];
     routeModules.push(registerAuthRoutes, registerHoldRoutes, registerPolicyRoutes, registerKeyRoutes, registerPersonRoutes);
     routeModules.push(registerMaskingRoutes);
@@ -271,6 +276,8 @@ export class Gateway {
       } catch {
         // the store may be the reason we are stopping
       }
+      // The holds' last steps (abandoned at stop) reach the store before its worker ends (bounded wait).
+      await this.services.sharedHolds?.stop();
       if (this.services.sharedStore) {
         // What is committed locally goes to the shared store before the worker ends (bounded wait).
         this.services.store.settle();

@@ -16,6 +16,7 @@ import type { PersonDirectory } from './identity/persons';
 import type { UserDirectory } from './identity/users';
 import type { Logger } from './log';
 import type { HoldQueue } from './approvals/hold-queue';
+import type { SharedHolds } from './approvals/shared-holds';
 import type { MaskingEngine } from './masking/types';
 import type { PolicyEngine } from './policy/engine';
 import type { SecretWrapper } from './secret-wrapper';
@@ -54,6 +55,8 @@ export interface GatewayServices {
    * (enrolled or approved), `admissionRefusal` says why the proxies refuse every request.
    */
   sharedStore?: SharedStoreMember;
+  /** With `store.url`: holds across the gateways of the shared store. */
+  sharedHolds?: SharedHolds;
   /** Why the proxies refuse every request right now (not admitted to the shared store), or undefined. */
   admissionRefusal?(): string | undefined;
   /** Gateway version, shown by /api/health and the console. */

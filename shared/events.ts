@@ -349,6 +349,15 @@ export interface HoldVotePayload {
   /** An approval that grants time-boxed access: the duration as given (`1h`) and in ms. */
   grant?: string;
   grantMs?: number;
+  /** A vote on another gateway's hold (shared store): that gateway's `hold.created`. */
+  refs?: EventRef[];
+}
+
+/** An event in another gateway's chain (shared store): cited by its position and hash. */
+export interface EventRef {
+  gateway: string;
+  seq: number;
+  hash: string;
 }
 
 interface HoldResolvedCommon {
@@ -370,6 +379,14 @@ export interface HoldEndedPayload extends HoldResolvedCommon {
   grant?: { id: string; expiresAt: number; ms: number };
   /** Abandoned by a previous run and recorded at this start (ms since epoch). */
   recoveredAt?: number;
+  /**
+   * Shared store: the events in other chains this resolution rests on: the votes cast on other
+   * gateways that decided it, or, for a hold abandoned by another gateway, the owner's
+   * `hold.created` and its last event before its lease expired.
+   */
+  refs?: EventRef[];
+  /** Shared store: the gateway whose request waited, when another gateway recorded the end. */
+  owner?: string;
 }
 
 /** `hold.resolved` of a request an earlier approval's grant covered: approved at once, never pending. */

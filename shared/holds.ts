@@ -9,11 +9,15 @@ export interface HoldVote {
   decision: 'approve' | 'deny';
   reason: string;
   at: number;
+  /** With a shared store: the gateway where the vote was cast, when not the hold's own. */
+  gateway?: string;
 }
 
 export interface HoldView {
   id: string;
   state: HoldState;
+  /** With a shared store: the gateway whose request waits (set on holds of other gateways). */
+  gateway?: string;
   session: string | null;
   connection: string;
   protocol: 'http' | 'postgres' | 'ssh';

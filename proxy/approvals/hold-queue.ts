@@ -27,13 +27,13 @@
 import { parseDuration } from '../../shared/config';
 import { type HoldDecisionRequest, type HoldState, type HoldView, type HoldVote, shortenForSummary } from '../../shared/holds';
 import type { Identity } from '../../shared/identity';
-import type { AuditEventInput, HoldCreatedPayload, HoldResolvedPayload, HoldVotePayload } from '../../shared/events';
+import type { AuditEvent, AuditEventInput, EventRef, HoldCreatedPayload, HoldResolvedPayload, HoldVotePayload } from '../../shared/events';
 import type { StateWrite } from '../audit/commit-thread';
 import { type AuditStore, StoreUnavailableError } from '../audit/store';
 import type { EventBus } from '../bus';
 import { newId } from '../ids';
 import { type Logger, silentLogger } from '../log';
-import type { HoldGate, HoldOutcome, HoldRequest } from './types';
+import type { ChainPosition, HoldGate, HoldOutcome, HoldPeers, HoldRequest } from './types';
 
 /** A decision the queue refuses, with the HTTP status the control plane answers with. */
 export class HoldDecisionError extends Error {
@@ -73,6 +73,10 @@ interface PendingHold {
   deciding: Promise<unknown>;
   /** The view it was resolved with, once it was. */
   final?: HoldView;
+  /** Its `hold.created` in this gateway's chain, once recorded. */
+  created?: ChainPosition;
+  /** Votes cast on other gateways (shared store), by person: where each sits in its chain. */
+  remoteVotes: Map<string, EventRef>;
 }
 
 interface GrantRecord {
@@ -124,6 +128,40 @@ export function whyCannotDecide(
   return undefined;
 }
 
+/** A decision body's decision and reason, checked before the hold is looked at. */
+export function readDecision(body: HoldDecisionRequest): { decision: 'approve' | 'deny'; reason: string } {
+  const decision = body?.decision;
+  if (decision !== 'approve' && decision !== 'deny') throw new HoldDecisionError(400, 'bad_request', 'decision must be "approve" or "deny"');
+  const reason = typeof body.reason === 'string' ? body.reason.trim() : '';
+  if (reason.length > MAX_REASON) throw new HoldDecisionError(400, 'bad_request', `reason is longer than ${MAX_REASON} characters`);
+  return { decision, reason };
+}
+
+/**
+ * Whether `identity` may cast this decision on the pending `view` (whyCannotDecide, the reason a
+ * hold requires, the grant asked for); throws HoldDecisionError, else returns the grant in ms.
+ */
+export function checkDecision(
+  identity: Identity,
+  view: HoldView,
+  d: { decision: 'approve' | 'deny'; reason: string; grant: HoldDecisionRequest['grant'] },
+  opts: Pick<HoldQueueOptions, 'separationOfDuties' | 'idpBacked'> & { maxGrantMs: number },
+): number | undefined {
+  const refused = whyCannotDecide(identity, view, d.decision, opts);
+  if (refused) throw refused;
+  if (view.reasonRequired && !d.reason) throw new HoldDecisionError(400, 'reason_required', 'this hold needs a reason with the decision');
+  if (d.grant === undefined || d.grant === null || d.grant === '') return undefined;
+  if (d.decision !== 'approve') throw new HoldDecisionError(400, 'bad_request', 'only an approval can grant time-boxed access');
+  let grantMs: number;
+  try {
+    grantMs = parseDuration(String(d.grant));
+  } catch (err) {
+    throw new HoldDecisionError(400, 'bad_request', `grant: ${(err as Error).message}`);
+  }
+  if (grantMs <= 0 || grantMs > opts.maxGrantMs) throw new HoldDecisionError(400, 'bad_request', `grant must be between 1s and ${formatDuration(opts.maxGrantMs)}`);
+  return grantMs;
+}
+
 /** Who is shown a hold live: those who may decide it, and the requester. */
 export function holdVisibleTo(identity: Identity, view: Pick<HoldView, 'approvers' | 'requester' | 'requesterPerson'>): boolean {
   return canDecideHold(identity, view) || identity.subject === view.requester || (identity.person !== undefined && identity.person === view.requesterPerson);
@@ -149,6 +187,7 @@ export class HoldQueue implements HoldGate {
   private readonly maxGrantMs: number;
   private readonly sod: Pick<HoldQueueOptions, 'separationOfDuties' | 'idpBacked'>;
   private closed = false;
+  private peers: HoldPeers | undefined;
 
   /** Opens the queue on a store; holds a previous run left pending are recorded as abandoned. */
   constructor(opts: HoldQueueOptions) {
@@ -160,6 +199,21 @@ export class HoldQueue implements HoldGate {
     this.sod = { separationOfDuties: opts.separationOfDuties, idpBacked: opts.idpBacked };
     this.abandonLeftovers();
     this.loadGrants();
+  }
+
+  /** The other gateways of a shared store: told of every step of a local hold, asked for theirs. */
+  setPeers(peers: HoldPeers): void {
+    this.peers = peers;
+  }
+
+  /** The longest grant an approver may give, and who may approve (for votes on other gateways' holds). */
+  get decisionRules(): Pick<HoldQueueOptions, 'separationOfDuties' | 'idpBacked'> & { maxGrantMs: number } {
+    return { ...this.sod, maxGrantMs: this.maxGrantMs };
+  }
+
+  /** Whether `id` is a local hold waiting for a decision. */
+  isPending(id: string): boolean {
+    return this.pending.has(id);
   }
 
   /** Number of holds waiting for a decision. */
@@ -191,10 +245,10 @@ export class HoldQueue implements HoldGate {
       ],
       { kind: 'hold.created', session: req.session ?? undefined, actor: req.identity.subject, connection: req.connection, payload: { ...view, actorName: req.identity.name } satisfies HoldCreatedPayload, time: now },
     );
-    const entry: PendingHold = { view, grants: new Map(), timer: undefined as unknown as NodeJS.Timeout, signal: req.signal, onAbort, settle, deciding: created.catch(() => {}) };
+    const entry: PendingHold = { view, grants: new Map(), timer: undefined as unknown as NodeJS.Timeout, signal: req.signal, onAbort, settle, deciding: created.catch(() => {}), remoteVotes: new Map() };
     this.pending.set(view.id, entry);
     try {
-      await created;
+      entry.created = positionOf(await created);
     } catch (err) {
       if (this.pending.get(view.id) === entry) this.pending.delete(view.id);
       throw err;
@@ -203,6 +257,7 @@ export class HoldQueue implements HoldGate {
     if (this.pending.get(view.id) !== entry) return answered;
     this.armExpiry(entry, `timed out after ${formatDuration(timeoutMs)} without a decision`);
     this.bus.publish({ type: 'hold.created', hold: structuredClone(view) });
+    this.peers?.changed(view, entry.created);
     if (req.signal.aborted) onAbort();
     else req.signal.addEventListener('abort', onAbort, { once: true });
     return answered;
@@ -215,12 +270,11 @@ export class HoldQueue implements HoldGate {
    * taken one at a time, in the order they came.
    */
   async decide(id: string, identity: Identity, body: HoldDecisionRequest): Promise<HoldView> {
-    const decision = body?.decision;
-    if (decision !== 'approve' && decision !== 'deny') throw new HoldDecisionError(400, 'bad_request', 'decision must be "approve" or "deny"');
-    const reason = typeof body.reason === 'string' ? body.reason.trim() : '';
-    if (reason.length > MAX_REASON) throw new HoldDecisionError(400, 'bad_request', `reason is longer than ${MAX_REASON} characters`);
+    const { decision, reason } = readDecision(body);
     const p = this.pending.get(id);
     if (!p) {
+      const elsewhere = this.peers?.decide(id, identity, body);
+      if (elsewhere) return elsewhere;
       const stored = this.get(id);
       if (!stored) throw new HoldDecisionError(404, 'not_found', `no hold ${id}`);
       throw new HoldDecisionError(409, 'not_pending', `hold ${id} is already ${stored.state}`);
@@ -238,23 +292,11 @@ export class HoldQueue implements HoldGate {
       await this.resolve(id, 'expired', `timed out after ${formatDuration(view.expiresAt - view.createdAt)} without a decision`, []);
       throw new HoldDecisionError(409, 'not_pending', `hold ${id} has expired`);
     }
-    const refused = whyCannotDecide(identity, view, decision, this.sod);
-    if (refused) throw refused;
-    if (view.reasonRequired && !reason) throw new HoldDecisionError(400, 'reason_required', 'this hold needs a reason with the decision');
-    let grantMs: number | undefined;
-    if (grantAsked !== undefined && grantAsked !== null && grantAsked !== '') {
-      if (decision !== 'approve') throw new HoldDecisionError(400, 'bad_request', 'only an approval can grant time-boxed access');
-      try {
-        grantMs = parseDuration(String(grantAsked));
-      } catch (err) {
-        throw new HoldDecisionError(400, 'bad_request', `grant: ${(err as Error).message}`);
-      }
-      if (grantMs <= 0 || grantMs > this.maxGrantMs) throw new HoldDecisionError(400, 'bad_request', `grant must be between 1s and ${formatDuration(this.maxGrantMs)}`);
-    }
+    const grantMs = checkDecision(identity, view, { decision, reason, grant: grantAsked }, this.decisionRules);
 
     const vote: HoldVote = { by: identity.subject, person: personOf(identity), byName: identity.name, decision, reason, at: this.now() };
     const next: HoldView = { ...view, votes: [...view.votes, vote] };
-    await this.record([{ sql: 'UPDATE holds SET view = ? WHERE id = ?', params: [JSON.stringify(next), id] }], {
+    const voted = await this.record([{ sql: 'UPDATE holds SET view = ? WHERE id = ?', params: [JSON.stringify(next), id] }], {
       kind: 'hold.vote',
       session: view.session ?? undefined,
       actor: identity.subject,
@@ -266,20 +308,73 @@ export class HoldQueue implements HoldGate {
     if (this.pending.get(id) !== p) return structuredClone(p.final ?? next);
     p.view = next;
     if (decision === 'approve') p.grants.set(identity.subject, grantMs);
+    if (p.created) this.peers?.changed(next, p.created, { vote: { ...vote, ...(grantMs ? { grantMs } : {}) }, event: positionOf(voted) });
+    return this.tally(p, next, reason, identity.name);
+  }
 
+  /** Resolves `p` when its votes (`next`) reach a threshold; else publishes the new view. */
+  private async tally(p: PendingHold, next: HoldView, reason: string, voterName: string): Promise<HoldView> {
+    const id = next.id;
     const approvals = next.votes.filter((v) => v.decision === 'approve');
     const denials = next.votes.filter((v) => v.decision === 'deny');
+    const refsOf = (votes: HoldVote[]) => votes.flatMap((v) => p.remoteVotes.get(v.person ?? v.by) ?? []);
     if (denials.length >= next.denyMin) {
-      return structuredClone((await this.resolve(id, 'denied', reason || `denied by ${identity.name}`, denials.map((v) => v.byName))) ?? next);
+      return structuredClone((await this.resolve(id, 'denied', reason || `denied by ${voterName}`, denials.map((v) => v.byName), undefined, refsOf(denials))) ?? next);
     }
     if (approvals.length >= next.min) {
       const asked = approvals.map((v) => p.grants.get(v.by));
       // The grant is the smallest any approver asked for, and none if one of them gave none.
       const grant = asked.every((g) => g !== undefined) ? Math.min(...(asked as number[])) : undefined;
-      return structuredClone((await this.resolve(id, 'approved', reason || `approved by ${approvals.map((v) => v.byName).join(', ')}`, approvals.map((v) => v.byName), grant)) ?? next);
+      return structuredClone((await this.resolve(id, 'approved', reason || `approved by ${approvals.map((v) => v.byName).join(', ')}`, approvals.map((v) => v.byName), grant, refsOf(approvals))) ?? next);
     }
     this.bus.publish({ type: 'hold.updated', hold: structuredClone(next) });
     return structuredClone(next);
+  }
+
+  /**
+   * A vote cast on another gateway (shared store) on a hold of this one: counted like a local vote
+   * when the hold still waits, and the voter's person has not voted and did not ask for it (k-of-N
+   * counts persons, wherever they voted). The vote is recorded in that gateway's chain; here the
+   * hold's row takes it, and a resolution it brings cites it. Returns whether it was counted.
+   */
+  remoteVote(id: string, vote: HoldVote & { grantMs?: number }, ref: EventRef): Promise<boolean> {
+    const p = this.pending.get(id);
+    if (!p) return Promise.resolve(false);
+    const turn = p.deciding.then(async () => {
+      if (this.pending.get(id) !== p) return false;
+      const view = p.view;
+      const person = vote.person ?? vote.by;
+      if (this.now() >= view.expiresAt || view.votes.some((v) => (v.person ?? v.by) === person) || (vote.decision === 'approve' && person === requesterPersonOf(view))) {
+        this.log.info(`hold ${id}: a vote from gateway ${ref.gateway} (seq ${ref.seq}) is not counted: ${this.now() >= view.expiresAt ? 'the hold has expired' : 'its person has already voted or asked for it'}`);
+        return false;
+      }
+      const { grantMs, ...cast } = vote;
+      const next: HoldView = { ...view, votes: [...view.votes, { ...cast, gateway: ref.gateway }] };
+      try {
+        await this.store.writeAsync([{ sql: 'UPDATE holds SET view = ? WHERE id = ?', params: [JSON.stringify(next), id] }], []);
+      } catch (err) {
+        this.log.error(`hold ${id}: cannot record a vote from gateway ${ref.gateway}: ${err instanceof Error ? err.message : String(err)}`);
+        return false;
+      }
+      if (this.pending.get(id) !== p) return false;
+      p.view = next;
+      p.remoteVotes.set(person, ref);
+      if (vote.decision === 'approve') p.grants.set(vote.by, grantMs);
+      if (p.created) this.peers?.changed(next, p.created);
+      await this.tally(p, next, vote.reason, vote.byName);
+      return true;
+    });
+    p.deciding = turn.catch(() => {});
+    return turn;
+  }
+
+  /**
+   * Another gateway recorded this hold as abandoned in the shared store (this gateway's lease had
+   * expired, so it was taken for gone): the waiting request ends the same way, recorded here too.
+   */
+  async endedElsewhere(id: string, by: string, reason: string): Promise<void> {
+    if (!this.pending.has(id)) return;
+    await this.resolve(id, 'abandoned', `${reason} (recorded by gateway ${by})`, []);
   }
 
   /** A hold by id: the live view while pending, else the stored one. */
@@ -287,7 +382,7 @@ export class HoldQueue implements HoldGate {
     const p = this.pending.get(id);
     if (p) return structuredClone(p.view);
     const row = this.store.db.prepare('SELECT view FROM holds WHERE id = ?').get(id) as { view: string } | undefined;
-    return row ? (JSON.parse(row.view) as HoldView) : undefined;
+    return row ? (JSON.parse(row.view) as HoldView) : this.peers?.get(id);
   }
 
   /**
@@ -300,7 +395,9 @@ export class HoldQueue implements HoldGate {
     const where = opts.state ? 'WHERE state = ?' : '';
     const args = opts.state ? [opts.state] : [];
     const overlay = (v: HoldView) => this.pending.get(v.id)?.view ?? v;
-    if (!opts.visible) {
+    // Holds of other gateways (shared store) are merged in by time.
+    const elsewhere = (this.peers?.list() ?? []).filter((v) => (!opts.state || v.state === opts.state) && (!opts.visible || opts.visible(v)));
+    if (!opts.visible && !elsewhere.length) {
       const total = (this.store.db.prepare(`SELECT count(*) AS n FROM holds ${where}`).get(...args) as { n: number }).n;
       const rows = this.store.db.prepare(`SELECT view FROM holds ${where} ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?`).all(...args, limit, offset) as { view: string }[];
       return { total, holds: rows.map((r) => structuredClone(overlay(JSON.parse(r.view) as HoldView))) };
@@ -308,8 +405,10 @@ export class HoldQueue implements HoldGate {
     const matching: HoldView[] = [];
     for (const r of this.store.db.prepare(`SELECT view FROM holds ${where} ORDER BY created_at DESC, id DESC`).iterate(...args) as IterableIterator<{ view: string }>) {
       const v = overlay(JSON.parse(r.view) as HoldView);
-      if (opts.visible(v)) matching.push(v);
+      if (!opts.visible || opts.visible(v)) matching.push(v);
     }
+    if (elsewhere.length) matching.push(...elsewhere);
+    matching.sort((a, b) => b.createdAt - a.createdAt || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0));
     return { total: matching.length, holds: matching.slice(offset, offset + limit).map((v) => structuredClone(v)) };
   }
 
@@ -331,7 +430,7 @@ export class HoldQueue implements HoldGate {
   }
 
   /** Ends a pending hold, recorded, and answers its request; resolves with the view it ended with. */
-  private async resolve(id: string, state: Exclude<HoldState, 'pending'>, reason: string, decidedBy: string[], grantMs?: number): Promise<HoldView | undefined> {
+  private async resolve(id: string, state: Exclude<HoldState, 'pending'>, reason: string, decidedBy: string[], grantMs?: number, refs: EventRef[] = []): Promise<HoldView | undefined> {
     const p = this.pending.get(id);
     if (!p) return undefined;
     this.pending.delete(id);
@@ -341,8 +440,9 @@ export class HoldQueue implements HoldGate {
     let view: HoldView = { ...p.view, state, resolvedAt: now, resolution: reason, ...(grantMs ? { grantMs } : {}) };
     let outcome: HoldOutcome = { state, hold: view, reason, decidedBy };
     const grant: GrantRecord | undefined = state === 'approved' && grantMs ? { id: newId('grant'), hold: id, expiresAt: now + grantMs, grantedBy: decidedBy } : undefined;
+    let resolved: ChainPosition | undefined;
     try {
-      await this.record(
+      const events = await this.record(
         [
           { sql: 'UPDATE holds SET state = ?, resolved_at = ?, view = ? WHERE id = ?', params: [state, now, JSON.stringify(view), id] },
           ...(grant ? [{ sql: 'INSERT INTO grants (id, subject, connection, rule, hold, expires_at) VALUES (?, ?, ?, ?, ?, ?)', params: [grant.id, view.requester, view.connection, view.rule, id, grant.expiresAt] }] : []),
@@ -352,10 +452,21 @@ export class HoldQueue implements HoldGate {
           session: view.session ?? undefined,
           actor: state === 'approved' || state === 'denied' ? (p.view.votes.at(-1)?.by ?? 'system') : state === 'cancelled' ? view.requester : 'system',
           connection: view.connection,
-          payload: { id, state, reason, decidedBy, rule: view.rule, requester: view.requester, protocol: view.protocol, ...(grant ? { grant: { id: grant.id, expiresAt: grant.expiresAt, ms: grantMs! } } : {}) } satisfies HoldResolvedPayload,
+          payload: {
+            id,
+            state,
+            reason,
+            decidedBy,
+            rule: view.rule,
+            requester: view.requester,
+            protocol: view.protocol,
+            ...(grant ? { grant: { id: grant.id, expiresAt: grant.expiresAt, ms: grantMs! } } : {}),
+            ...(refs.length ? { refs } : {}),
+          } satisfies HoldResolvedPayload,
           time: now,
         },
       );
+      resolved = positionOf(events);
       if (grant) this.grants.set(grantKey(view.requester, view.connection, view.rule), grant);
     } catch (err) {
       // The decision could not be recorded: the request must not go through on an unrecorded approval.
@@ -366,6 +477,7 @@ export class HoldQueue implements HoldGate {
     }
     p.final = view;
     this.bus.publish({ type: 'hold.resolved', hold: structuredClone(view) });
+    if (p.created) this.peers?.changed(view, p.created, resolved ? { resolved } : undefined);
     p.settle(outcome);
     return view;
   }
@@ -387,9 +499,9 @@ export class HoldQueue implements HoldGate {
    * Writes a hold's row and the event that records the step together, on the store's commit thread
    * (the proxies' thread waits on nothing); rejects with StoreUnavailableError (fail closed).
    */
-  private async record(statements: StateWrite[], event: AuditEventInput): Promise<void> {
+  private async record(statements: StateWrite[], event: AuditEventInput): Promise<AuditEvent[]> {
     try {
-      await this.store.writeAsync(statements, [event]);
+      return await this.store.writeAsync(statements, [event]);
     } catch (err) {
       throw err instanceof StoreUnavailableError ? err : new StoreUnavailableError(err);
     }
@@ -478,6 +590,12 @@ export class HoldQueue implements HoldGate {
       this.grants.set(grantKey(r.subject, r.connection, r.rule), { id: r.id, hold: r.hold, expiresAt: r.expires_at, grantedBy });
     }
   }
+}
+
+/** Where the (one) event of a recorded step sits in the chain. */
+function positionOf(events: AuditEvent[]): ChainPosition {
+  const e = events[0]!;
+  return { seq: e.seq, hash: e.hash };
 }
 
 /** A new hold's view of a request: who asks, what (summary capped), under which rule and spec. */

@@ -3,7 +3,7 @@
  * the hold times out, or the caller aborts (client went away). Implemented in hold-queue.ts.
  */
 import type { HoldSpec } from '../../shared/config';
-import type { HoldView } from '../../shared/holds';
+import type { HoldDecisionRequest, HoldView, HoldVote } from '../../shared/holds';
 import type { Identity } from '../../shared/identity';
 
 export interface HoldRequest {
@@ -41,4 +41,28 @@ export interface HoldGate {
    * covers this identity on this connection for this rule.
    */
   request(req: HoldRequest): Promise<HoldOutcome>;
+}
+
+/** Where an event sits in this gateway's chain. */
+export interface ChainPosition {
+  seq: number;
+  hash: string;
+}
+
+/** A step of a local hold the peers are told of: a vote cast here, or its resolution. */
+export type HoldStep = { vote: HoldVote & { grantMs?: number }; event: ChainPosition } | { resolved: ChainPosition };
+
+/**
+ * The other gateways of a shared store, as the hold queue sees them (proxy/approvals/shared-holds.ts):
+ * told of every step of a local hold, and answering for the holds of other gateways.
+ */
+export interface HoldPeers {
+  /** A local hold was created, voted on here, or ended; `created` is its `hold.created`. */
+  changed(view: HoldView, created: ChainPosition, step?: HoldStep): void;
+  /** Another gateway's hold, when known. */
+  get(id: string): HoldView | undefined;
+  /** The holds of other gateways known here (pending, and recently ended). */
+  list(): HoldView[];
+  /** A vote on another gateway's hold; undefined when `id` is not one. */
+  decide(id: string, identity: Identity, body: HoldDecisionRequest): Promise<HoldView> | undefined;
 }

@@ -3,10 +3,10 @@ import { resolveConfig } from '../config';
 import { ApiKeyStore } from '../identity/api-keys';
 import { mintLoginLink } from '../identity/console-login';
 import { ConsoleSessions } from '../identity/console-sessions';
-import { lockPerson, PersonDirectory, PersonError } from '../identity/persons';
+import { LOCAL_PERSON, lockPerson, PersonDirectory, PersonError } from '../identity/persons';
 import { type Io, type ParsedArgs, rejectUnknown, str, UsageError } from './args';
 
-const PERSONS_USAGE = 'usage: custody persons list | create NAME | link PERSON CREDENTIAL | lock PERSON';
+const PERSONS_USAGE = 'usage: custody persons list | create NAME [--id person_ID] | link PERSON CREDENTIAL | lock PERSON';
 
 /**
  * `custody persons list|create|link|lock` against the store of --config/--data-dir. The host's
@@ -15,7 +15,7 @@ const PERSONS_USAGE = 'usage: custody persons list | create NAME | link PERSON C
  */
 export async function personsCommand(args: ParsedArgs, io: Io): Promise<number> {
   const [, sub, a, b] = args.positionals;
-  rejectUnknown(args, ['config', 'data-dir', 'json']);
+  rejectUnknown(args, ['config', 'data-dir', 'json', 'id']);
   const { dataDir } = resolveConfig({ config: str(args, 'config'), dataDir: str(args, 'data-dir') });
   const store = AuditStore.open(dataDir);
   try {
@@ -33,7 +33,12 @@ export async function personsCommand(args: ParsedArgs, io: Io): Promise<number> 
         }
         case 'create': {
           if (!a) throw new UsageError(PERSONS_USAGE);
-          const p = persons.create(a, 'cli', 'created from the command line');
+          // A chosen id makes one person of the same human on every gateway of a shared store
+          // (persons are not shared through the store yet; holds compare persons by id).
+          const id = str(args, 'id');
+          if (id !== undefined && (!/^person_[A-Za-z0-9_-]{1,64}$/.test(id) || id === LOCAL_PERSON)) throw new UsageError(`--id must be person_ followed by 1 to 64 letters, digits, '_' or '-' (and not ${LOCAL_PERSON})`);
+          if (id !== undefined && persons.get(id)) throw new PersonError(409, 'exists', `a person ${id} already exists`);
+          const p = persons.create(a, 'cli', 'created from the command line', id);
           show(p, `Created person ${p.id} "${p.name}".`);
           return 0;
         }

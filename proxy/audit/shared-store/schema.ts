@@ -15,9 +15,11 @@ export interface PgMigration {
   sql: string;
 }
 
-/** Advisory lock keys (pg_advisory_xact_lock): migrations, and enrolment (who is first). */
+/** Advisory lock keys (pg_advisory_xact_lock): migrations, enrolment (who is first), hold writes. */
 export const MIGRATION_LOCK = 0x63757374; // 'cust'
 export const ENROLMENT_LOCK = 0x63757375;
+/** Every write to the hold tables (custody_holds, custody_hold_votes) takes this lock first. */
+export const HOLDS_LOCK = 0x63757376;
 
 export const PG_MIGRATIONS: PgMigration[] = [
   {
@@ -103,6 +105,48 @@ export const PG_MIGRATIONS: PgMigration[] = [
       );
     `,
   },
+  {
+    version: 3,
+    name: 'holds across gateways: holds, votes, leases, one change order',
+    sql: `
+      -- Every write to the hold tables takes HOLDS_LOCK and then the next change number, so change
+      -- numbers are committed in order and a reader's cursor never skips a row still in flight.
+      CREATE SEQUENCE custody_hold_change;
+      CREATE TABLE custody_holds (
+        id TEXT PRIMARY KEY,
+        gateway TEXT NOT NULL,                  -- the owner: the gateway whose request waits
+        state TEXT NOT NULL,
+        view TEXT NOT NULL,                     -- the HoldView as the owner (or the abandoner) last wrote it
+        created_seq BIGINT NOT NULL,            -- the owner's hold.created, cited by votes cast elsewhere
+        created_hash TEXT NOT NULL,
+        resolved_by TEXT,                       -- the gateway whose chain records the resolution
+        resolved_seq BIGINT,
+        resolved_hash TEXT,
+        abandoning TEXT,                        -- a gateway that claimed the holds of an owner whose lease expired
+        abandoning_at BIGINT,
+        created_at BIGINT NOT NULL,
+        change BIGINT NOT NULL
+      );
+      CREATE INDEX custody_holds_change ON custody_holds (change);
+      CREATE INDEX custody_holds_pending ON custody_holds (gateway) WHERE state = 'pending';
+      CREATE TABLE custody_hold_votes (
+        hold TEXT NOT NULL,
+        gateway TEXT NOT NULL,                  -- where it was cast: its hold.vote is in that chain
+        seq BIGINT NOT NULL,
+        hash TEXT NOT NULL,
+        person TEXT NOT NULL,
+        vote TEXT NOT NULL,                     -- the HoldVote, with grantMs
+        change BIGINT NOT NULL,
+        PRIMARY KEY (hold, gateway, seq)
+      );
+      CREATE INDEX custody_hold_votes_change ON custody_hold_votes (change);
+      CREATE TABLE custody_leases (
+        gateway TEXT PRIMARY KEY,
+        renewed_at BIGINT NOT NULL,             -- the store's clock, ms
+        expires_at BIGINT NOT NULL
+      );
+    `,
+  },
 ];
 
 /** Applies the migrations the store lacks; returns the versions applied. */
@@ -152,8 +196,8 @@ export function storeLabel(url: string): string {
 }
 
 /** A connected client, its errors kept from crashing the process (they surface on the next query). */
-export async function connectStore(conn: StoreConnection, timeoutMs = 5000): Promise<pg.Client> {
-  const client = new pg.Client({ ...conn, connectionTimeoutMillis: timeoutMs, application_name: 'custody' });
+export async function connectStore(conn: StoreConnection, timeoutMs = 5000, applicationName = 'custody'): Promise<pg.Client> {
+  const client = new pg.Client({ ...conn, connectionTimeoutMillis: timeoutMs, application_name: applicationName });
   client.on('error', () => {});
   try {
     await client.connect();

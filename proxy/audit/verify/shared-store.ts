@@ -20,8 +20,9 @@ import { MerkleAccumulator } from '../merkle';
 import { parseCheckpointText, parseNote, parseVerifierKey, verifyNote } from '../signed-note';
 import { listGateways, rowProblem, rowVerifier, type GatewayRow } from '../shared-store/enrolment';
 import { PG_EVENT_COLUMNS, payloadIntact, type PgEventRow, rowChainHash } from '../shared-store/schema';
+import type { EventRef } from '../../../shared/events';
 
-export type SharedStoreProblem = 'modified' | 'deleted' | 'reordered' | 'truncated' | 'signature-invalid' | 'unapproved-signer' | 'unknown-chain';
+export type SharedStoreProblem = 'modified' | 'deleted' | 'reordered' | 'truncated' | 'signature-invalid' | 'unapproved-signer' | 'unknown-chain' | 'bad-reference';
 
 export interface SharedStoreFailure {
   chain: string;
@@ -58,6 +59,8 @@ interface ChainState {
   report: ChainReport;
   /** gateway.approved events: the approved key's id, at seq. */
   approvals: { id: string; fingerprint: string; seq: number }[];
+  /** Events that cite events of other chains (`refs`: a vote on another gateway's hold, …), at seq. */
+  refs: { seq: number; kind: string; ref: EventRef }[];
   intact: boolean;
 }
 
@@ -129,13 +132,15 @@ export async function verifySharedStore(client: pg.ClientBase, opts: { store: st
     fail({ chain: id, problem: 'unapproved-signer', message: `chain ${id} (${c.report.name}) is signed by a key the verifier does not trust: ${why}` });
   }
 
+  await checkReferences(client, chains, fail);
+
   const reports = [...chains.values()].map((c) => c.report);
   return { ok: failures.length === 0, store: opts.store, chains: reports, events: reports.reduce((n, r) => n + r.events, 0), pinned, failures, durationMs: Date.now() - started };
 }
 
 async function verifyChain(client: pg.ClientBase, g: GatewayRow, fail: (f: SharedStoreFailure) => void): Promise<ChainState> {
   const report: ChainReport = { gateway: g.id, name: g.name, events: 0, checkpointsChecked: 0, signedThrough: 0 };
-  const state: ChainState = { report, approvals: [], intact: true };
+  const state: ChainState = { report, approvals: [], refs: [], intact: true };
   const problem = (f: Omit<SharedStoreFailure, 'chain'>) => {
     state.intact = false;
     fail({ chain: g.id, ...f, message: `chain ${g.id}${f.seq !== undefined ? ` at seq ${f.seq}` : ''}: ${f.message}` });
@@ -197,6 +202,7 @@ async function verifyChain(client: pg.ClientBase, g: GatewayRow, fail: (f: Share
         const p = JSON.parse(r.payload) as { id?: unknown; fingerprint?: unknown };
         if (typeof p.id === 'string') state.approvals.push({ id: p.id, fingerprint: typeof p.fingerprint === 'string' ? p.fingerprint : '', seq });
       }
+      if (r.kind.startsWith('hold.') && r.payload?.includes('"refs"')) for (const ref of refsOf(r.payload)) state.refs.push({ seq, kind: r.kind, ref });
       acc.pushEventHashHex(r.hash);
       prev = r.hash;
       expect++;
@@ -221,4 +227,37 @@ async function verifyChain(client: pg.ClientBase, g: GatewayRow, fail: (f: Share
   }
   for (const cp of signed) if (cp.treeSize === 0) report.checkpointsChecked++;
   return state;
+}
+
+/** The well-formed references in a payload (anything else in `refs` is a reference that cannot resolve). */
+function refsOf(payload: string): EventRef[] {
+  const refs = (JSON.parse(payload) as { refs?: unknown }).refs;
+  if (!Array.isArray(refs)) return [];
+  return refs.map((x: Partial<EventRef>) => ({ gateway: String(x?.gateway), seq: Number(x?.seq), hash: String(x?.hash) }));
+}
+
+/**
+ * Cross-references between chains (docs/SCALE-OUT.md): every event that cites another chain's
+ * event (a vote cast on one gateway on another's hold cites its `hold.created`; a resolution cites
+ * the votes that decided it) must find, at that chain and seq, a row with that hash.
+ */
+async function checkReferences(client: pg.ClientBase, chains: Map<string, ChainState>, fail: (f: SharedStoreFailure) => void): Promise<void> {
+  const all = [...chains].flatMap(([chain, c]) => c.refs.map((r) => ({ chain, ...r })));
+  for (let i = 0; i < all.length; i += PAGE) {
+    const page = all.slice(i, i + PAGE);
+    const found = new Map(
+      (
+        await client.query<{ gateway: string; seq: string; hash: string }>(
+          'SELECT e.gateway, e.seq, e.hash FROM custody_events e JOIN json_to_recordset($1::json) AS x(gateway text, seq bigint) ON e.gateway = x.gateway AND e.seq = x.seq',
+          [JSON.stringify(page.map((r) => ({ gateway: r.ref.gateway, seq: Number.isSafeInteger(r.ref.seq) ? r.ref.seq : 0 })))],
+        )
+      ).rows.map((r) => [`${r.gateway} ${r.seq}`, r.hash]),
+    );
+    for (const r of page) {
+      const hash = found.get(`${r.ref.gateway} ${r.ref.seq}`);
+      if (hash === r.ref.hash) continue;
+      const why = hash === undefined ? `the store has no row at seq ${r.ref.seq} of chain ${r.ref.gateway} (not shipped yet, or deleted)` : `the row at seq ${r.ref.seq} of chain ${r.ref.gateway} has another hash`;
+      fail({ chain: r.chain, seq: r.seq, problem: 'bad-reference', message: `chain ${r.chain} at seq ${r.seq}: its ${r.kind} cites an event of another chain that does not resolve: ${why}` });
+    }
+  }
 }

@@ -1,0 +1,201 @@
+/**
+ * The hold worker (started by hold-sync.ts; its gateway side is proxy/approvals/shared-holds.ts): everything this gateway says to the
+ * shared store about holds happens on this thread, off the proxies' event loop.
+ *
+ * - one dedicated session-mode connection LISTENs on `custody_holds` and reads what changed
+ *   (hold-rows.ts). At start it reads the pending holds and their votes in one snapshot, with the
+ *   cursor; after every reconnect it reads every change after its cursor, so a notification sent
+ *   while it was away costs nothing. A read every second covers a notification lost in flight.
+ * - a second connection writes, in the order the gateway asked: this gateway's holds and the
+ *   votes cast here. A write that fails is retried with backoff (0.1 s doubling to 5 s) until the
+ *   store takes it; each answer says whether it was written.
+ * - every second it renews this gateway's lease, and claims the pending holds of gateways whose
+ *   lease expired, for the gateway to record as abandoned.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import type pg from 'pg';
+import { claimOrphanedHolds, HOLDS_CHANNEL, readHoldChanges, readPendingHolds, renewLease, writeHoldRow, writeVoteRow } from './hold-rows';
+import type { HoldWorkerCommand, HoldWorkerMessage } from './hold-sync';
+import { connectStore, migrateSharedStore, type StoreConnection } from './schema';
+
+
+const { conn, gateway } = workerData as { conn: StoreConnection; gateway: string };
+const port = parentPort!;
+
+const TICK_MS = 1000;
+const BACKOFF_MIN_MS = 100;
+const BACKOFF_MAX_MS = 5000;
+
+let listener: pg.Client | undefined;
+let writer: pg.Client | undefined;
+let cursor = -1;
+let stopping = false;
+let reading: Promise<void> | undefined;
+let readAgain = false;
+const readBackoff = { ms: BACKOFF_MIN_MS };
+let connectedSaid: boolean | undefined;
+
+function messageOf(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+function say(m: HoldWorkerMessage): void {
+  port.postMessage(m);
+}
+
+function status(connected: boolean, error?: string): void {
+  if (connected === connectedSaid && connected) return;
+  connectedSaid = connected;
+  say({ type: 'status', connected, ...(error ? { error } : {}) });
+}
+
+async function listening(): Promise<pg.Client> {
+  if (listener) return listener;
+  // Named, so an operator sees which session listens (pg_stat_activity).
+  const c = await connectStore(conn, 5000, 'custody-holds');
+  try {
+    await migrateSharedStore(c);
+    await c.query(`LISTEN ${HOLDS_CHANNEL}`);
+  } catch (err) {
+    await c.end().catch(() => {});
+    throw err;
+  }
+  c.on('notification', () => read());
+  c.on('error', () => dropListener());
+  c.on('end', () => dropListener());
+  listener = c;
+  return c;
+}
+
+function dropListener(): void {
+  if (!listener) return;
+  void listener.end().catch(() => {});
+  listener = undefined;
+  if (!stopping) read();
+}
+
+/** Says the store failed, drops the connection, and waits out the backoff (0.1 s doubling to 5 s). */
+async function afterFailure(err: unknown, drop: () => void, backoff: { ms: number }): Promise<void> {
+  status(false, messageOf(err));
+  drop();
+  await new Promise((r) => setTimeout(r, backoff.ms));
+  backoff.ms = Math.min(backoff.ms * 2, BACKOFF_MAX_MS);
+}
+
+/** Reads what changed (coalesced: one read at a time, one more if asked meanwhile). */
+function read(): void {
+  if (stopping) return;
+  if (reading) {
+    readAgain = true;
+    return;
+  }
+  reading = (async () => {
+    do {
+      readAgain = false;
+      try {
+        const c = await listening();
+        const snapshot = cursor < 0;
+        const changes = snapshot ? await readPendingHolds(c) : await readHoldChanges(c, cursor);
+        cursor = changes.cursor;
+        if (snapshot || changes.holds.length || changes.votes.length) say({ type: 'changes', changes, snapshot });
+        status(true);
+        readBackoff.ms = BACKOFF_MIN_MS;
+      } catch (err) {
+        await afterFailure(err, dropListenerQuietly, readBackoff);
+        readAgain = !stopping;
+      }
+    } while (readAgain && !stopping);
+  })().finally(() => (reading = undefined));
+}
+
+function dropListenerQuietly(): void {
+  const c = listener;
+  listener = undefined;
+  void c?.end().catch(() => {});
+}
+
+async function writing(): Promise<pg.Client> {
+  if (writer) return writer;
+  const c = await connectStore(conn);
+  try {
+    await migrateSharedStore(c);
+  } catch (err) {
+    await c.end().catch(() => {});
+    throw err;
+  }
+  writer = c;
+  return c;
+}
+
+function dropWriter(): void {
+  const c = writer;
+  writer = undefined;
+  void c?.end().catch(() => {});
+}
+
+/** Writes, in order; each retried until the store takes it. */
+const queue: Exclude<HoldWorkerCommand, { type: 'stop' }>[] = [];
+let draining: Promise<void> | undefined;
+
+function drain(): void {
+  draining ??= (async () => {
+    const backoff = { ms: BACKOFF_MIN_MS };
+    while (queue.length && !stopping) {
+      const cmd = queue[0]!;
+      try {
+        const c = await writing();
+        const written = cmd.type === 'hold' ? await writeHoldRow(c, cmd.row) : await writeVoteRow(c, cmd.row);
+        queue.shift();
+        say({ type: 'written', req: cmd.req, written });
+        backoff.ms = BACKOFF_MIN_MS;
+      } catch (err) {
+        await afterFailure(err, dropWriter, backoff);
+      }
+    }
+  })().finally(() => {
+    draining = undefined;
+    if (queue.length && !stopping) drain();
+  });
+}
+
+let ticking = false;
+async function tick(): Promise<void> {
+  if (ticking || stopping) return;
+  ticking = true;
+  try {
+    const c = await writing();
+    await renewLease(c, gateway);
+    const orphans = await claimOrphanedHolds(c, gateway);
+    if (orphans.length) say({ type: 'orphans', holds: orphans });
+  } catch (err) {
+    status(false, messageOf(err));
+    dropWriter();
+  } finally {
+    ticking = false;
+  }
+  read();
+}
+
+const timer = setInterval(() => void tick(), TICK_MS);
+
+async function finish(ms: number): Promise<void> {
+  clearInterval(timer);
+  // Writes still queued get until `ms` (the gateway's last resolutions: abandoned at stop).
+  await Promise.race([(async () => {
+    while (queue.length && draining) await draining;
+  })(), new Promise((r) => setTimeout(r, ms).unref())]);
+  stopping = true;
+  await Promise.allSettled([reading, draining]);
+  await Promise.allSettled([listener?.end(), writer?.end()]);
+  say({ type: 'stopped' });
+}
+
+port.on('message', (m: HoldWorkerCommand) => {
+  if (m.type === 'stop') {
+    void finish(m.ms);
+    return;
+  }
+  queue.push(m);
+  drain();
+});
+void tick();

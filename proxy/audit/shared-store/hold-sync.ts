@@ -1,0 +1,23 @@
+/**
+ * The hold worker's messages (hold-sync-worker.ts), and how it is started: from here, so the
+ * worker's file sits beside the caller both under tsx and in the bundle.
+ */
+import { Worker } from 'node:worker_threads';
+import { workerSource } from '../../worker-source';
+import type { HoldChanges, HoldRowWrite, OrphanedHold, VoteRowWrite } from './hold-rows';
+import type { StoreConnection } from './schema';
+
+export type HoldWorkerCommand = { type: 'hold'; req: number; row: HoldRowWrite } | { type: 'vote'; req: number; row: VoteRowWrite } | { type: 'stop'; ms: number };
+export type HoldWorkerMessage =
+  | { type: 'changes'; changes: HoldChanges; snapshot: boolean }
+  | { type: 'written'; req: number; written: boolean }
+  | { type: 'orphans'; holds: OrphanedHold[] }
+  | { type: 'status'; connected: boolean; error?: string }
+  | { type: 'stopped' };
+
+/** Starts the hold worker of gateway `gateway` on the store `conn` reaches. */
+export function startHoldSyncWorker(conn: StoreConnection, gateway: string): Worker {
+  const src = workerSource(import.meta.url, './hold-sync-worker');
+  if (!src) throw new Error('the shared store hold worker cannot be loaded from this build');
+  return new Worker(src.entry, { ...src.options, workerData: { conn, gateway } });
+}
