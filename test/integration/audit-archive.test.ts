@@ -18,12 +18,13 @@ import S3rver from 's3rver';
 import { DeleteObjectCommand, GetObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import Database from 'better-sqlite3';
 import { Config } from '../../shared/config';
-import { Archiver } from '../../proxy/audit/archive/archiver';
+import { Archiver, type ArchiveWitnesses } from '../../proxy/audit/archive/archiver';
 import type { S3Location } from '../../proxy/audit/archive/object-store';
 import { openAuditTrail } from '../../proxy/audit/checkpoints';
 import { CheckpointSigner } from '../../proxy/audit/checkpoint-signer';
 import { AuditStore, canonicalEventBody, canonicalPayload, chainHashOfText, sha256hex } from '../../proxy/audit/store';
 import { readTar, writeTarGz } from '../../proxy/audit/tar';
+import { WitnessPublisher } from '../../proxy/audit/witnessing';
 import { Gateway } from '../../proxy/gateway';
 import { main } from '../../proxy/cli';
 import { silentLogger } from '../../proxy/log';
@@ -31,6 +32,7 @@ import { startLlmUpstream } from '../support/llm-upstream';
 import { freePort } from '../support/ports';
 import { tempDir } from '../support/tmp';
 import { eventually } from './http-harness';
+import { startWitness } from '../support/witness-process';
 
 // s3rver checks SigV4 signatures against its one built-in key pair.
 const CREDS = { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' };
@@ -98,7 +100,7 @@ async function putObject(s3: RunningS3, key: string, body: Buffer): Promise<void
 }
 
 /** A store with its trail, and an archiver to `s3` under `prefix`. */
-function archiveSetup(location: S3Location, extra: { retention?: Config['retention']; lockMode?: 'COMPLIANCE' | 'GOVERNANCE'; segmentEvents?: number } = {}) {
+function archiveSetup(location: S3Location, extra: { retention?: Config['retention']; lockMode?: 'COMPLIANCE' | 'GOVERNANCE'; segmentEvents?: number; witnesses?: ArchiveWitnesses } = {}) {
   const dir = tempDir('custody-archive-');
   const config = Config.parse({ audit: { origin: 'custody.test/archive' } });
   const store = AuditStore.open(dir);
@@ -112,6 +114,7 @@ function archiveSetup(location: S3Location, extra: { retention?: Config['retenti
     location,
     log: silentLogger,
     segmentEvents: extra.segmentEvents,
+    witnesses: extra.witnesses,
   });
   let n = 0;
   const append = (count: number) => {
@@ -421,6 +424,126 @@ describe('sealed archives in object storage', () => {
     archiver.stop();
     store.close();
     await s3.stop();
+  });
+
+  it('witnessed segments carry the witnesses\' cosignatures on their checkpoint; verify --witness-key holds every segment to them', async () => {
+    const s3 = await startS3();
+    const prefix = 'custody/witnessed';
+    const dir = tempDir('custody-archive-witnessed-');
+    const store = AuditStore.open(dir);
+    const trail = openAuditTrail(store, dir, Config.parse({ audit: { origin: 'custody.test/archive' } }));
+    const logKey = trail.signer.info();
+    const w1 = await startWitness(dir, 'a1', [logKey.verifierKey]);
+    let w2 = await startWitness(dir, 'a2', [logKey.verifierKey]);
+    const witnesses = new WitnessPublisher(store, [
+      { name: 'a1', url: w1.url, key: w1.key },
+      { name: 'a2', url: w2.url, key: w2.key },
+    ]);
+    const archiver = new Archiver({ store, trail, archive: { s3: { bucket: BUCKET, prefix }, every: '1h', lockMode: 'COMPLIANCE' }, retention: {}, workDir: join(dir, 'archive'), location: loc(s3, prefix), log: silentLogger, witnesses });
+    const append = (count: number, tag: string) => {
+      for (let i = 0; i < count; i++) store.append({ kind: 'http.request', session: `w${i % 2}`, actor: 'key:alice', connection: 'openai', payload: { text: `${tag} ${i}` } });
+    };
+    const cosigs = (files: Map<string, Buffer>) => files.get('cosignatures.jsonl')!.toString('utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as { witness: string; tree_size: number; signature: string });
+
+    // No checkpoint is cosigned yet: the archiver writes one at the head, has both witnesses cosign it, and cuts there.
+    append(15, 'first');
+    await archiver.flush();
+    assert.equal(archiver.status().state, 'ok', archiver.status().lastError ?? '');
+    const head1 = store.head().size;
+    // A cosigned checkpoint at the head already: it is the cut.
+    append(20, 'second');
+    trail.checkpoints.write();
+    await witnesses.flush();
+    await archiver.flush();
+    const head2 = store.head().size;
+    assert.equal(archiver.status().archivedThrough, head2);
+
+    // A witness that is down holds the next segment back, and the archive says which and why.
+    await w2.stop();
+    append(7, 'third');
+    await archiver.flush();
+    const st = archiver.status();
+    assert.equal(st.state, 'failing');
+    assert.match(st.lastError!, new RegExp(`no checkpoint after seq ${head2} is cosigned by every witness yet, so no segment can be sealed \\(a2: cannot reach ${w2.url.replace(/[.]/g, '\\.')}`));
+    assert.equal(st.archivedThrough, head2);
+    // Back on its port with its state: the next cycle seals the rest.
+    w2 = await startWitness(dir, 'a2', [logKey.verifierKey], w2.port);
+    await archiver.flush();
+    assert.equal(archiver.status().state, 'ok', archiver.status().lastError ?? '');
+    const head = store.head().size;
+    assert.equal(archiver.status().archivedThrough, head);
+    archiver.stop();
+    witnesses.stop();
+    store.close();
+
+    const keys = await listKeys(s3, `${prefix}/`);
+    assert.equal(keys.length, 3);
+    const segs = await Promise.all(keys.map(async (k) => readTar(await getObject(s3, k))));
+    for (const [i, size] of [head1, head2, head].entries()) {
+      assert.deepEqual(cosigs(segs[i]!).map((c) => [c.witness, c.tree_size]), [['witness.test/a1', size], ['witness.test/a2', size]]);
+      const manifest = JSON.parse(segs[i]!.get('manifest.json')!.toString('utf8')) as { files: Record<string, { sha256: string }> };
+      assert.equal(manifest.files['cosignatures.jsonl']!.sha256, sha256hex(segs[i]!.get('cosignatures.jsonl')!), 'the signed manifest lists the cosignatures');
+    }
+
+    const env = { AWS_ACCESS_KEY_ID: CREDS.accessKeyId, AWS_SECRET_ACCESS_KEY: CREDS.secretAccessKey, AWS_REGION: 'us-east-1' };
+    const saved = { ...process.env };
+    Object.assign(process.env, env);
+    try {
+      const verifyArchive = (...extra: string[]) => cli('verify', `s3://${BUCKET}/${prefix}`, '--endpoint', s3.endpoint, '--key', logKey.fingerprint, ...extra);
+      let r = await verifyArchive('--witness-key', w1.key, '--witness-key', w2.key);
+      assert.equal(r.code, 0, r.err);
+      assert.match(r.out, new RegExp(`witness witness\\.test/a1: cosigned the checkpoint of every segment, the newest of ${head} events`));
+      assert.match(r.out, /witness witness\.test\/a2: cosigned the checkpoint of every segment/);
+      const dl = tempDir('custody-archive-witnessed-dl-');
+      const seg2 = join(dl, 'segment-2.tar.gz');
+      writeFileSync(seg2, await getObject(s3, keys[1]!));
+      const one = await cli('verify', seg2, '--key', logKey.fingerprint, '--witness-key', w1.key, '--witness-key', w2.key);
+      assert.equal(one.code, 0, one.err);
+      assert.match(one.out, new RegExp(`witness witness\\.test/a2: cosigned the segment's checkpoint of ${head2} events`));
+
+      // A witness these segments never saw.
+      const stranger = await startWitness(dir, 'stranger', [logKey.verifierKey]);
+      r = await verifyArchive('--witness-key', w1.key, '--witness-key', stranger.key);
+      assert.equal(r.code, 1);
+      assert.match(r.err, new RegExp(`FAILED: unwitnessed — ${keys[0]}: the segment's checkpoint of ${head1} events is not cosigned by witness witness\\.test/stranger`));
+      await stranger.stop();
+
+      // Someone with the gateway's key re-packs a segment (the manifest re-signed): a forged cosignature
+      // does not verify; one dropped leaves the segment unwitnessed.
+      const repack = (files: Map<string, Buffer>, lines: object[]) => {
+        const out = new Map(files);
+        out.set('cosignatures.jsonl', Buffer.from(lines.map((l) => `${JSON.stringify(l)}\n`).join('')));
+        const manifest = JSON.parse(files.get('manifest.json')!.toString('utf8')) as { files: Record<string, { sha256: string; bytes: number }> };
+        manifest.files['cosignatures.jsonl'] = { sha256: sha256hex(out.get('cosignatures.jsonl')!), bytes: out.get('cosignatures.jsonl')!.length };
+        out.set('manifest.json', Buffer.from(`${JSON.stringify(manifest, null, 2)}\n`));
+        out.set('manifest.note', Buffer.from(trail.signer.signText(`custody-evidence-manifest\nsha256 ${sha256hex(out.get('manifest.json')!)}\n`)));
+        return tarGz(out);
+      };
+      const flipped = (line: string) => {
+        const [, head, b64, tail] = /^(.* )([A-Za-z0-9+/=]+)(\n?)$/.exec(line)!;
+        const sig = Buffer.from(b64!, 'base64');
+        sig[sig.length - 10]! ^= 1; // a bit of the Ed25519 signature itself
+        return `${head}${sig.toString('base64')}${tail}`;
+      };
+      const forgedLines = cosigs(segs[1]!).map((c) => (c.witness === 'witness.test/a2' ? { ...c, signature: flipped(c.signature) } : c));
+      assert.notDeepEqual(forgedLines, cosigs(segs[1]!));
+      await putObject(s3, keys[1]!, await repack(segs[1]!, forgedLines));
+      r = await verifyArchive('--witness-key', w2.key);
+      assert.equal(r.code, 1);
+      assert.match(r.err, new RegExp(`FAILED at seq ${head2}: signature-invalid — ${keys[1]}: the cosignature by witness witness\\.test/a2 on the checkpoint of ${head2} events does not verify`));
+      assert.equal((await verifyArchive('--witness-key', w1.key)).code, 0, "the other witness's cosignature is untouched");
+      await putObject(s3, keys[2]!, await repack(segs[2]!, cosigs(segs[2]!).filter((c) => c.witness !== 'witness.test/a1')));
+      r = await verifyArchive('--witness-key', w1.key);
+      assert.equal(r.code, 1);
+      assert.match(r.err, new RegExp(`FAILED: unwitnessed — ${keys[2]}: the segment's checkpoint of ${head} events is not cosigned by witness witness\\.test/a1`));
+      // Re-signed with the gateway's own key, the archive is consistent: only the witnesses catch it.
+      assert.equal((await verifyArchive()).code, 0);
+    } finally {
+      for (const k of Object.keys(env)) if (saved[k] === undefined) delete process.env[k];
+      await w1.stop();
+      await w2.stop();
+      await s3.stop();
+    }
   });
 
   it('refuses bad archive addresses and flags with one line', async () => {
