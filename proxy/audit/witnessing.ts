@@ -74,14 +74,9 @@ export class WitnessPublisher {
     await Promise.all(this.targets.map((t) => this.run(t)));
   }
 
-  /** The configured witnesses' keys (cosignatures are checked and looked up by them). */
-  verifiers(): NoteVerifier[] {
-    return this.targets.map((t) => t.verifier);
-  }
-
-  /** The witnesses' last errors, for a message that says why a checkpoint is not cosigned yet. */
-  errors(): { name: string; error: string }[] {
-    return this.targets.flatMap((t) => (t.lastError ? [{ name: t.name, error: t.lastError }] : []));
+  /** Each witness's configured name, its key (cosignatures are looked up by it) and the error of its last try (null: it cosigned). */
+  list(): { name: string; verifier: NoteVerifier; error: string | null }[] {
+    return this.targets.map((t) => ({ name: t.name, verifier: t.verifier, error: t.lastError }));
   }
 
   status(): WitnessStatus[] {

@@ -72,18 +72,18 @@ export interface ArchiverOptions {
   onCheckpoint?: (cp: Checkpoint) => void;
   segmentEvents?: number;
   /**
-   * The configured witnesses (audit.witnesses[]). With any, a segment is cut only at a checkpoint
-   * every one of them cosigned, and carries those cosignatures (`cosignatures.jsonl`).
+   * The configured witnesses (audit.witnesses[]). With any, a segment is cut at a checkpoint every
+   * working one of them cosigned, and carries those cosignatures (`cosignatures.jsonl`).
    */
   witnesses?: ArchiveWitnesses;
 }
 
 /** What the archiver needs of the witness publisher (witnessing.ts). */
 export interface ArchiveWitnesses {
-  verifiers(): NoteVerifier[];
+  /** Each configured witness: its name in the config, its key, and the error of its last try (null: it cosigned). */
+  list(): { name: string; verifier: NoteVerifier; error: string | null }[];
   /** Resolves once every witness has had a try at the newest checkpoint. */
   flush(): Promise<void>;
-  errors(): { name: string; error: string }[];
 }
 
 export class Archiver {
@@ -221,7 +221,7 @@ export class Archiver {
    * Records the next segment: from the event after the last segment to a signed checkpoint. The
    * checkpoint covers the head when the backlog fits one segment (written now if none does); a
    * larger backlog is cut at stored checkpoints of about `segmentEvents` events apart. With
-   * witnesses, only a checkpoint every witness cosigned is a cut (`witnessedCut`).
+   * witnesses, a checkpoint the working witnesses all cosigned (`witnessedCut`).
    */
   private async seal(): Promise<SegmentRow | undefined> {
     const { store, trail } = this.opts;
@@ -230,18 +230,7 @@ export class Archiver {
     const head = trail.checkpoints.head().size;
     if (head < from) return undefined;
     const limit = from + (this.opts.segmentEvents ?? DEFAULT_SEGMENT_EVENTS) - 1;
-    let cp: CutRow | undefined;
-    if (this.opts.witnesses?.verifiers().length) cp = await this.witnessedCut(from, limit, head);
-    else {
-      if (head <= limit) cp = this.checkpointAt(head);
-      else {
-        const within = store.db.prepare('SELECT max(tree_size) AS n FROM checkpoints WHERE tree_size >= ? AND tree_size <= ?').get(from, limit) as { n: number | null };
-        const beyond = store.db.prepare('SELECT min(tree_size) AS n FROM checkpoints WHERE tree_size > ?').get(limit) as { n: number | null };
-        const size = within.n ?? beyond.n;
-        if (size !== null) cp = this.checkpointAt(size);
-      }
-      cp ??= this.writeCheckpoint();
-    }
+    const cp = this.opts.witnesses?.list().length ? await this.witnessedCut(from, limit, head) : this.plainCut(from, limit, head);
     // The sealing may have waited for the witnesses: another cycle must not have sealed meanwhile.
     if (this.sealedThrough() !== from - 1) return undefined;
     const lastHash = (store.db.prepare('SELECT hash FROM events WHERE seq = ?').get(cp.tree_size) as { hash: string } | undefined)?.hash;
@@ -270,6 +259,20 @@ export class Archiver {
     return row;
   }
 
+  /** The checkpoint at the head when the backlog fits a segment (written if there is none), else a stored one near `limit`. */
+  private plainCut(from: number, limit: number, head: number): CutRow {
+    const { store } = this.opts;
+    let cp: CutRow | undefined;
+    if (head <= limit) cp = this.checkpointAt(head);
+    else {
+      const within = store.db.prepare('SELECT max(tree_size) AS n FROM checkpoints WHERE tree_size >= ? AND tree_size <= ?').get(from, limit) as { n: number | null };
+      const beyond = store.db.prepare('SELECT min(tree_size) AS n FROM checkpoints WHERE tree_size > ?').get(limit) as { n: number | null };
+      const size = within.n ?? beyond.n;
+      if (size !== null) cp = this.checkpointAt(size);
+    }
+    return cp ?? this.writeCheckpoint();
+  }
+
   private checkpointAt(size: number): CutRow | undefined {
     return this.opts.store.db.prepare('SELECT tree_size, root_hash, time, note FROM checkpoints WHERE tree_size = ? ORDER BY time DESC LIMIT 1').get(size) as CutRow | undefined;
   }
@@ -284,14 +287,15 @@ export class Archiver {
    * The cut of a witnessed archive: a stored checkpoint of `from` events or more that every
    * configured witness cosigned — the largest up to `limit`, else the smallest beyond. Witnesses
    * cosign only the newest checkpoint they are sent (and never one older than they hold), so when
-   * the head is not cosigned yet the checkpoint at the head is written if need be, sent, and
-   * awaited. When still none qualifies the segment waits: the cycle fails, naming the witnesses,
-   * and is retried with backoff.
+   * none reaches that far the checkpoint at the head is written if need be, sent, and awaited.
+   * A witness that could not cosign it (unreachable, or refusing) does not hold the archive back:
+   * the cut is then a checkpoint the others all cosigned, the segment lacks that witness's
+   * cosignature, and the log says so; with no witness working, the cut is the plain one.
    */
   private async witnessedCut(from: number, limit: number, head: number): Promise<CutRow> {
     const witnesses = this.opts.witnesses!;
-    const find = (): CutRow | undefined => {
-      const keys = witnesses.verifiers().map((v) => `${v.name} ${keyIdHex(v.keyId)}`);
+    const find = (required: NoteVerifier[]): CutRow | undefined => {
+      const keys = required.map((v) => `${v.name} ${keyIdHex(v.keyId)}`);
       const rows = this.opts.store.db
         .prepare(
           `SELECT c.tree_size, c.root_hash, c.time, c.note, group_concat(s.witness || ' ' || s.key_id, char(10)) AS cosigners
@@ -302,14 +306,22 @@ export class Archiver {
       const cosigned = rows.filter((r) => keys.every((k) => r.cosigners.split('\n').includes(k)));
       return cosigned.filter((r) => r.tree_size <= limit).pop() ?? cosigned[0];
     };
-    const found = find();
+    const found = find(witnesses.list().map((w) => w.verifier));
     if (found && found.tree_size >= Math.min(head, limit)) return found;
     if (!this.checkpointAt(head)) this.writeCheckpoint();
     await witnesses.flush();
-    const after = find();
-    if (after) return after;
-    const why = witnesses.errors().map((e) => `${e.name}: ${e.error}`);
-    throw new Error(`no checkpoint after seq ${from - 1} is cosigned by every witness yet, so no segment can be sealed${why.length ? ` (${why.join('; ')})` : ''}`);
+    const list = witnesses.list();
+    const working = list.filter((w) => !w.error);
+    const cut = working.length ? find(working.map((w) => w.verifier)) : undefined;
+    const missing = list.filter((w) => w.error || !cut);
+    if (!cut && working.length) throw new Error(`witnesses ${working.map((w) => w.name).join(', ')} answered, but no checkpoint after seq ${from - 1} carries their cosignatures`);
+    const chosen = cut ?? this.plainCut(from, limit, head);
+    if (missing.length) {
+      this.opts.log?.error(
+        `audit: archive segment of seq ${from}–${chosen.tree_size} is sealed without the cosignature of ${missing.map((w) => `witness ${w.name} (${w.error ?? 'no cosignature'})`).join(', ')}`,
+      );
+    }
+    return chosen;
   }
 
   /** Builds, uploads, reads back and verifies one segment, then marks it archived. */
@@ -354,7 +366,7 @@ export class Archiver {
       const readBack = join(stage, 'read-back.tar.gz');
       await this.thread.get(row.object_key, readBack);
       // Every cosignature the segment carries by a configured witness must verify in what came back.
-      const cosigners = (this.opts.witnesses?.verifiers() ?? []).filter((v) => cosignatures.some((c) => c.witness === v.name && c.key_id === keyIdHex(v.keyId)));
+      const cosigners = (this.opts.witnesses?.list() ?? []).map((w) => w.verifier).filter((v) => cosignatures.some((c) => c.witness === v.name && c.key_id === keyIdHex(v.keyId)));
       const report = await this.thread.verify(readBack, trail.signer.info().verifierKey, cosigners.map((v) => formatCosignerKey(v.name, v.publicKey)));
       if (!report.ok) {
         const f = report.failure!;
