@@ -427,6 +427,11 @@ describe('sealed archives in object storage', () => {
     await archiver.flush();
     assert.equal(archiver.status().state, 'ok', archiver.status().lastError ?? '');
     assert.deepEqual(segments(), [[1, 11], [12, 16]]);
+    store.db.prepare('UPDATE archive_segments SET compact_range = ? WHERE idx = 2').run('not a range');
+    append(3);
+    await archiver.flush();
+    assert.equal(archiver.status().state, 'ok', archiver.status().lastError ?? '');
+    assert.deepEqual(segments(), [[1, 11], [12, 16], [17, 19]]);
     archiver.stop();
     store.close();
     await s3.stop();

@@ -330,12 +330,16 @@ export class Archiver {
     mkdirSync(this.opts.workDir, { recursive: true, mode: 0o700 });
     const stage = mkdtempSync(join(this.opts.workDir, 'segment-'));
     try {
-      // The tree continues the compact range the segment before ended with: O(segment), not O(log).
+      // The tree continues the compact range the segment before ended with, so sealing costs this
+      // segment's events rather than the whole log's. A stored range that is unreadable, or does not
+      // give the root the segment before was signed over, is not trusted: the range is rebuilt from the events.
       const stored = store.db.prepare('SELECT compact_range FROM archive_segments WHERE idx = ?').pluck().get(row.idx - 1) as string | null | undefined;
-      const range = stored ? (JSON.parse(stored) as string[]) : undefined;
-      let built = await this.thread.segment(row.first_seq, row.last_seq, stage, range);
-      // A stored range that does not give the root the segment before was signed over is not trusted: rebuild from the events.
-      if (range && built.previousRootHash !== row.prev_root_hash) built = await this.thread.segment(row.first_seq, row.last_seq, stage);
+      let built = stored
+        ? await Promise.resolve()
+            .then(() => this.thread.segment(row.first_seq, row.last_seq, stage, JSON.parse(stored) as string[]))
+            .catch(() => undefined)
+        : undefined;
+      if (built?.previousRootHash !== row.prev_root_hash) built = await this.thread.segment(row.first_seq, row.last_seq, stage);
       if (built.rootHash !== row.root_hash) throw new Error(`the log no longer matches the checkpoint of ${row.last_seq} events; run custody verify`);
       if (built.previousRootHash !== row.prev_root_hash || built.previousLastHash !== row.prev_last_hash) {
         throw new Error(`the log before seq ${row.first_seq} no longer matches the archived segment ${row.idx - 1}; run custody verify`);
