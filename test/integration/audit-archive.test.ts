@@ -31,7 +31,7 @@ import { silentLogger } from '../../proxy/log';
 import { startLlmUpstream } from '../support/llm-upstream';
 import { freePort } from '../support/ports';
 import { tempDir } from '../support/tmp';
-import { eventually } from './http-harness';
+import { chatThrough, eventually } from './http-harness';
 import { startWitness } from '../support/witness-process';
 
 // s3rver checks SigV4 signatures against its one built-in key pair.
@@ -242,6 +242,55 @@ describe('sealed archives in object storage', () => {
     await s3.stop();
   });
 
+  it('custody serve with audit.witnesses and audit.archive seals segments that carry the witness cosignature', async () => {
+    const s3 = await startS3();
+    const dir = tempDir('custody-archive-gw-witnessed-');
+    const origin = 'custody.test/archive-gw-witnessed';
+    // The gateway's signing key exists before it starts, so the witness can be told it.
+    const first = AuditStore.open(dir);
+    const logKey = openAuditTrail(first, dir, Config.parse({ audit: { origin } })).signer.info();
+    first.close();
+    const w = await startWitness(dir, 'gw', [logKey.verifierKey]);
+    const upstream = await startLlmUpstream();
+    const gw = await Gateway.start({
+      config: Config.parse({
+        listen: { control: '127.0.0.1:0', http: '127.0.0.1:0' },
+        connections: [{ name: 'openai', kind: 'openai', upstream: `${upstream.url}/v1`, secret: { value: 'sk-upstream' } }],
+        audit: {
+          origin,
+          witnesses: [{ name: 'gw', url: w.url, key: w.key }],
+          archive: { s3: { bucket: BUCKET, prefix: 'gw-witnessed', endpoint: s3.endpoint, credentials: { accessKeyId: { value: CREDS.accessKeyId }, secretAccessKey: { value: CREDS.secretAccessKey } } }, every: '1h' },
+        },
+      }),
+      dataDir: dir,
+      log: silentLogger,
+    });
+    try {
+      for (let i = 0; i < 3; i++) await chatThrough(gw, `witnessed ${i}`);
+      await gw.services.audit!.archiver!.flush();
+      const st = gw.services.audit!.archiver!.status();
+      assert.equal(st.state, 'ok', st.lastError ?? '');
+      const keys = await listKeys(s3, 'gw-witnessed/');
+      const last = readTar(await getObject(s3, keys.at(-1)!));
+      const cosigned = last.get('cosignatures.jsonl')!.toString('utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as { witness: string; tree_size: number });
+      assert.deepEqual(cosigned.map((c) => [c.witness, c.tree_size]), [['witness.test/gw', st.lastSegment!.lastSeq]]);
+    } finally {
+      await gw.stop();
+      await upstream.close();
+      await w.stop();
+    }
+    const saved = { ...process.env };
+    Object.assign(process.env, { AWS_ACCESS_KEY_ID: CREDS.accessKeyId, AWS_SECRET_ACCESS_KEY: CREDS.secretAccessKey });
+    try {
+      const r = await cli('verify', `s3://${BUCKET}/gw-witnessed`, '--endpoint', s3.endpoint, '--witness-key', w.key);
+      assert.equal(r.code, 0, r.err);
+      assert.match(r.out, /witness witness\.test\/gw: cosigned the checkpoint of every segment/);
+    } finally {
+      for (const k of ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY']) if (saved[k] === undefined) delete process.env[k];
+      await s3.stop();
+    }
+  });
+
   it('a bucket that is down never blocks traffic and shows in health; retention purges only payloads in segments read back and verified', async () => {
     const port = await freePort();
     const dir = tempDir('custody-archive-gw-');
@@ -265,14 +314,7 @@ describe('sealed archives in object storage', () => {
       const control = `http://${gw.address('control')}`;
       type Health = { status: string; audit: { archive: { state: string; archivedThrough: number; behind: number; failures: number; objectLock: string; lastSegment: { lastSeq: number } | null } } };
       const health = async () => (await (await fetch(`${control}/api/health`)).json()) as Health;
-      const chat = async (text: string) => {
-        const r = await fetch(`http://${gw.address('http')}/openai/chat/completions`, {
-          method: 'POST',
-          headers: { authorization: `Bearer ${gw.firstKey!}`, 'content-type': 'application/json' },
-          body: JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: text }] }),
-        });
-        assert.equal(r.status, 200, await r.text());
-      };
+      const chat = (text: string) => chatThrough(gw, text);
       await eventually(async () => (await health()).audit.archive.state === 'failing', 'health to show the archive failing', 20_000);
       for (let i = 0; i < 3; i++) await chat(`before the bucket is back ${i}`);
       let h = await health();

@@ -26,7 +26,7 @@ import { startLlmUpstream } from '../support/llm-upstream';
 import { freePort } from '../support/ports';
 import { rewriteFrom } from '../support/audit-rewrite';
 import { tempDir } from '../support/tmp';
-import { eventually } from './http-harness';
+import { chatThrough, eventually } from './http-harness';
 import { type RunningWitness, startWitness } from '../support/witness-process';
 
 const ORIGIN = 'custody.test/witnessed';
@@ -289,14 +289,7 @@ describe('witnessed checkpoints', () => {
       const health = async () => (await (await fetch(`${control}/api/health`)).json()) as { status: string; audit: { witnesses: { name: string; state: string; cosignedTreeSize: number | null; failures: number }[] } };
       await eventually(async () => (await health()).audit.witnesses[0]!.state === 'failing', 'health to show the witness failing', 10_000);
       // Traffic flows while the witness is down.
-      for (let i = 0; i < 3; i++) {
-        const r = await fetch(`http://${gw.address('http')}/openai/chat/completions`, {
-          method: 'POST',
-          headers: { authorization: `Bearer ${gw.firstKey!}`, 'content-type': 'application/json' },
-          body: JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: `hello ${i}` }] }),
-        });
-        assert.equal(r.status, 200, await r.text());
-      }
+      for (let i = 0; i < 3; i++) await chatThrough(gw, `hello ${i}`);
       const h = await health();
       assert.equal(h.status, 'ok');
       assert.ok(h.audit.witnesses[0]!.failures >= 1);
