@@ -139,22 +139,51 @@ export function rootOfLeafHashes(leafHashes: Buffer): Buffer {
 }
 
 /**
- * A whole tree held level by level: `levels[k]` holds the hashes of the subtrees of 2^k leaves,
- * left to right; the last one at a level covers the remaining leaves when n is not a multiple of
- * 2^k (an odd node is carried up unchanged, which is exactly RFC 6962's split at the largest power
- * of two). Proofs for any size m ≤ n come from the same levels.
+ * A tree held level by level: `levels[k]` holds the hashes of the subtrees of 2^k leaves, left to
+ * right; the last one at a level covers the remaining leaves when n is not a multiple of 2^k (an
+ * odd node is carried up unchanged, which is exactly RFC 6962's split at the largest power of two).
+ * Proofs for any size m ≤ n come from the same levels.
+ *
+ * A tree built with `continuing` holds only the leaves from `start` on, over the compact range of
+ * the first `start` leaves (their perfect subtrees, one per set bit of `start`): level k then holds
+ * the nodes from index ⌊start / 2^k⌋. Every node an inclusion proof of those leaves needs, or the
+ * consistency proof from `start` to n, is either held or one of that range's subtrees: a sibling
+ * left of ⌊start / 2^k⌋ · 2^k at level k is the subtree of 2^k leaves the range holds when bit k of
+ * `start` is set. So an archive segment costs O(its leaves + log n), whatever came before it.
  */
 export class MerkleTree {
   readonly size: number;
   private readonly levels: Buffer[];
+  /** Index of the first node held at each level (all zero for a whole tree). */
+  private readonly firsts: number[];
+  /** The compact range below `firsts`: the subtree of 2^k leaves just left of level k's first node, where bit k of the start is set. */
+  private readonly below: Map<number, Buffer>;
+  private hashed: number;
 
-  private constructor(levels: Buffer[], size: number) {
+  private constructor(levels: Buffer[], size: number, firsts: number[], below: Map<number, Buffer>, hashed: number) {
     this.levels = levels;
     this.size = size;
+    this.firsts = firsts;
+    this.below = below;
+    this.hashed = hashed;
+  }
+
+  /** SHA-256 computations so far: building the levels, and nodes proofs combined since. */
+  get hashCount(): number {
+    return this.hashed;
   }
 
   /** From concatenated 32-byte event hashes (the leafdata); leaf hashes are computed here. */
   static fromEventHashes(eventHashes: Buffer): MerkleTree {
+    return MerkleTree.continuing([], 0, eventHashes);
+  }
+
+  /**
+   * The tree of `start + eventHashes.length / 32` leaves, from the compact range of its first
+   * `start` leaves (`MerkleAccumulator.subtrees()` of that tree, largest first) and the event
+   * hashes of the rest. Holds, and costs, only the leaves from `start` on.
+   */
+  static continuing(range: readonly { hash: Uint8Array; height: number }[], start: number, eventHashes: Buffer): MerkleTree {
     const n = eventHashes.length / HASH_SIZE;
     if (!Number.isInteger(n)) throw new Error('event hashes must be a multiple of 32 bytes');
     const leaves = Buffer.allocUnsafe(eventHashes.length);
@@ -162,30 +191,53 @@ export class MerkleTree {
       eventHashes.copy(LEAF_INPUT, 1, i * HASH_SIZE, (i + 1) * HASH_SIZE);
       leaves.write(oneShotHash('sha256', LEAF_INPUT, 'binary'), i * HASH_SIZE, HASH_SIZE, 'latin1');
     }
-    return MerkleTree.fromLeafHashes(leaves);
+    return MerkleTree.fromLeafHashes(leaves, range, start, n);
   }
 
-  /** From concatenated 32-byte leaf hashes (kept, not copied). */
-  static fromLeafHashes(leafHashes: Buffer): MerkleTree {
+  /** From concatenated 32-byte leaf hashes (kept, not copied), optionally continuing a compact range of `start` leaves. */
+  static fromLeafHashes(leafHashes: Buffer, range: readonly { hash: Uint8Array; height: number }[] = [], start = 0, hashed = 0): MerkleTree {
     const n = leafHashes.length / HASH_SIZE;
     if (!Number.isInteger(n)) throw new Error('leaf hashes must be a multiple of 32 bytes');
+    const below = new Map<number, Buffer>();
+    let covered = 0;
+    for (const r of range) {
+      below.set(r.height, Buffer.from(r.hash));
+      covered += 2 ** r.height;
+    }
+    if (covered !== start || range.some((r, i) => i > 0 && r.height >= range[i - 1]!.height)) throw new RangeError(`that compact range does not cover the first ${start} leaves`);
+    const size = start + n;
     const levels = [leafHashes];
+    const firsts = [start];
     let prev = leafHashes;
-    let count = n;
-    while (count > 1) {
+    let first = start;
+    let count = size;
+    for (let k = 1; count > 1; k++) {
+      const nextFirst = Math.floor(first / 2);
       const next = Math.ceil(count / 2);
-      const level = Buffer.allocUnsafe(next * HASH_SIZE);
-      for (let i = 0; i + 1 < count; i += 2) {
-        // both children are adjacent: one copy fills the node input
-        prev.copy(NODE_INPUT, 1, i * HASH_SIZE, (i + 2) * HASH_SIZE);
-        level.write(oneShotHash('sha256', NODE_INPUT, 'binary'), (i / 2) * HASH_SIZE, HASH_SIZE, 'latin1');
+      const level = Buffer.allocUnsafe((next - nextFirst) * HASH_SIZE);
+      for (let i = nextFirst; i < next; i++) {
+        const left = 2 * i;
+        const right = left + 1;
+        const out = (i - nextFirst) * HASH_SIZE;
+        if (right >= count) {
+          prev.copy(level, out, (left - first) * HASH_SIZE, (left - first + 1) * HASH_SIZE); // carried up
+          continue;
+        }
+        if (left >= first) prev.copy(NODE_INPUT, 1, (left - first) * HASH_SIZE, (right - first + 1) * HASH_SIZE);
+        else {
+          below.get(k - 1)!.copy(NODE_INPUT, 1);
+          prev.copy(NODE_INPUT, 1 + HASH_SIZE, (right - first) * HASH_SIZE, (right - first + 1) * HASH_SIZE);
+        }
+        level.write(oneShotHash('sha256', NODE_INPUT, 'binary'), out, HASH_SIZE, 'latin1');
+        hashed++;
       }
-      if (count % 2) prev.copy(level, (next - 1) * HASH_SIZE, (count - 1) * HASH_SIZE, count * HASH_SIZE);
       levels.push(level);
+      firsts.push(nextFirst);
       prev = level;
+      first = nextFirst;
       count = next;
     }
-    return new MerkleTree(levels, n);
+    return new MerkleTree(levels, size, firsts, below, hashed);
   }
 
   /** The leaf hash at `index`. */
@@ -193,9 +245,22 @@ export class MerkleTree {
     return this.node(0, index);
   }
 
-  /** A read-only view into the level (no copy). */
+  /** The compact range of the whole tree: its perfect subtrees, one per set bit of the size, largest first (what `continuing` takes). */
+  compactRange(): { hash: Buffer; height: number }[] {
+    const out: { hash: Buffer; height: number }[] = [];
+    for (let k = Math.floor(Math.log2(Math.max(1, this.size))) + 1; k >= 0; k--) {
+      if (Math.floor(this.size / 2 ** k) % 2) out.push({ hash: Buffer.from(this.node(k, Math.floor(this.size / 2 ** k) - 1)), height: k });
+    }
+    return out;
+  }
+
+  /** A read-only view into the level (no copy), or the compact range's subtree just left of it. */
   private node(level: number, index: number): Buffer {
-    return this.levels[level]!.subarray(index * HASH_SIZE, (index + 1) * HASH_SIZE);
+    const first = this.firsts[level]!;
+    if (index >= first) return this.levels[level]!.subarray((index - first) * HASH_SIZE, (index - first + 1) * HASH_SIZE);
+    const held = index === first - 1 ? this.below.get(level) : undefined;
+    if (!held) throw new RangeError(`the node of 2^${level} leaves at ${index * 2 ** level} lies before the leaves this tree holds`);
+    return held;
   }
 
   /** MTH(D[start:end]) for 0 ≤ start < end ≤ size, using stored levels wherever a stored node covers exactly that range. */
@@ -210,6 +275,7 @@ export class MerkleTree {
     }
     if (start % span === 0 && (width === span || end === this.size)) return this.node(k, start / span);
     const split = splitPoint(width);
+    this.hashed++;
     return nodeHash(this.rangeHash(start, start + split), this.rangeHash(start + split, end));
   }
 
@@ -229,7 +295,7 @@ export class MerkleTree {
       let idx = index;
       for (let k = 0; k < this.levels.length - 1; k++) {
         const sib = idx % 2 ? idx - 1 : idx + 1;
-        if (sib * HASH_SIZE < this.levels[k]!.length) path.push(this.node(k, sib));
+        if (sib < this.firsts[k]! + this.levels[k]!.length / HASH_SIZE) path.push(this.node(k, sib));
         idx = Math.floor(idx / 2);
       }
       return path;

@@ -225,4 +225,13 @@ export const MIGRATIONS: Migration[] = [
       CREATE INDEX ssh_keys_key ON ssh_keys(key_id);
     `,
   },
+  {
+    version: 6,
+    name: 'the compact range each archive segment ends with (the next one continues it)',
+    sql: `
+      -- JSON array of hex hashes: the perfect subtrees of the tree of last_seq events, largest first.
+      -- Written when the segment is verified in the bucket; NULL for segments sealed before this column.
+      ALTER TABLE archive_segments ADD COLUMN compact_range TEXT;
+    `,
+  },
 ];

@@ -96,6 +96,7 @@ export class AuditService {
         log: deps.log,
         onArchived: () => svc.retention.runIfDue(),
         onCheckpoint: () => svc.witnesses.notify(),
+        witnesses: svc.witnesses,
       });
     }
     const archiver = svc.archiver;

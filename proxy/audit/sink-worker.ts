@@ -27,8 +27,9 @@ function report(): void {
   post({ type: 'status', sinks: snaps });
 }
 
+const resume = new Map((data.resume ?? []).map(([name, seq, deliveredAt]) => [name, { seq, deliveredAt }]));
 for (const sink of data.sinks) {
-  runners.push(new SinkRunner({ db }, sink, ctx, log, { persist: (name, seq, deliveredAt) => post({ type: 'cursor', name, seq, deliveredAt }), onTick: report }));
+  runners.push(new SinkRunner({ db }, sink, ctx, log, { persist: (name, seq, deliveredAt) => post({ type: 'cursor', name, seq, deliveredAt }), onTick: report, resumeAt: resume.get(sink.name) }));
 }
 report();
 for (const r of runners) r.start();

@@ -136,9 +136,12 @@ export class SinkRunner {
     readonly sink: SinkConfig,
     private readonly ctx: OcsfContext,
     private readonly log?: Pick<Logger, 'info' | 'error'>,
-    options: { persist?: PersistCursor; onTick?: () => void } = {},
+    options: { persist?: PersistCursor; onTick?: () => void; resumeAt?: { seq: number; deliveredAt: number | null } } = {},
   ) {
-    const row = store.db.prepare('SELECT seq, delivered_at FROM sink_cursors WHERE name = ?').get(sink.name) as { seq: number; delivered_at: number | null } | undefined;
+    const stored = store.db.prepare('SELECT seq, delivered_at FROM sink_cursors WHERE name = ?').get(sink.name) as { seq: number; delivered_at: number | null } | undefined;
+    // A restarted sink thread is handed the last cursor the gateway heard of, which may be ahead of the durable one.
+    const resume = options.resumeAt;
+    const row = resume && resume.seq > (stored?.seq ?? 0) ? { seq: resume.seq, delivered_at: resume.deliveredAt } : stored;
     this.cursor = row?.seq ?? 0;
     this.persisted = this.cursor;
     this.position = this.cursor;
@@ -275,6 +278,8 @@ export function startSinks(store: AuditStore, config: Config, origin: string, ve
 export interface SinkWorkerData {
   path: string;
   sinks: SinkConfig[];
+  /** After a restart: each sink's last acknowledged cursor the gateway was told of (name, seq, delivered at). */
+  resume?: [string, number, number | null][];
   kinds: [string, string][];
   origin: string;
   version: string;
@@ -291,22 +296,26 @@ const RESTART_MAX_MS = 60_000;
  * The sink thread, seen from the gateway's thread: it keeps the last snapshot each runner sent
  * (status and health read those, with the backlog counted from the store's head held in memory:
  * no query here), writes the cursors the thread hands over through the commit thread
- * (`writeBehind`), and restarts the thread with backoff should it die.
+ * (`writeBehind`), and restarts the thread with backoff should it die (an uncaught error, an
+ * exit): the sinks show as failing meanwhile, and the new thread resumes each sink from the last
+ * acknowledged cursor it was told of, so nothing is skipped and little is sent twice.
  */
-class SinkThread implements Sinks {
+export class SinkThread implements Sinks {
   private worker?: Worker;
   private readonly snapshots = new Map<string, SinkSnapshot>();
   /** The last cursor of each sink handed to the store. */
   private readonly saved = new Map<string, number>();
   private stopped = false;
   private restarts = 0;
+  /** The cursors when the thread was last started: a report past them shows it delivers, and resets the backoff. */
+  private startedAt = new Map<string, number>();
   private restartTimer?: NodeJS.Timeout;
 
   constructor(
     private readonly src: WorkerSource,
     private readonly store: AuditStore,
     private readonly sinks: SinkConfig[],
-    private readonly data: Omit<SinkWorkerData, 'path' | 'sinks'>,
+    private readonly data: Omit<SinkWorkerData, 'path' | 'sinks' | 'resume'>,
     private readonly log?: Logger,
   ) {
     for (const s of sinks) {
@@ -318,14 +327,17 @@ class SinkThread implements Sinks {
   }
 
   private spawn(): void {
-    const workerData: SinkWorkerData = { path: this.store.path, sinks: this.sinks, ...this.data };
+    const resume = [...this.snapshots.values()].map((s): [string, number, number | null] => [s.name, s.cursor, s.lastDeliveryAt]);
+    this.startedAt = new Map(resume.map(([name, seq]) => [name, seq]));
+    const workerData: SinkWorkerData = { path: this.store.path, sinks: this.sinks, resume, ...this.data };
     const w = new Worker(this.src.entry, { ...this.src.options, workerData });
     this.worker = w;
     w.unref();
     w.on('message', (m: SinkWorkerMessage) => {
+      if (this.worker !== w) return;
       if (m.type === 'status') {
         for (const s of m.sinks) this.snapshots.set(s.name, s);
-        this.restarts = 0;
+        if (m.sinks.some((s) => s.cursor > (this.startedAt.get(s.name) ?? 0))) this.restarts = 0;
       } else if (m.type === 'cursor') this.save(m.name, m.seq, m.deliveredAt);
       else this.log?.[m.level](m.message);
     });
@@ -335,6 +347,8 @@ class SinkThread implements Sinks {
       this.worker = undefined;
       const delay = Math.min(RESTART_MIN_MS * 2 ** this.restarts++, RESTART_MAX_MS);
       for (const s of this.snapshots.values()) {
+        // What the thread last reported as acknowledged is durable before the next one starts.
+        if (s.cursor > (this.saved.get(s.name) ?? 0)) this.save(s.name, s.cursor, s.lastDeliveryAt);
         s.lastError = `the sink thread stopped (exit code ${code}); restarting in ${Math.round(delay / 1000)} s`;
         s.failures++;
       }
@@ -353,6 +367,11 @@ class SinkThread implements Sinks {
     const head = this.store.head().size;
     const now = Date.now();
     return this.sinks.map((s) => sinkStatus(this.snapshots.get(s.name)!, head, now));
+  }
+
+  /** Ends the running thread at once, as a crash would; it is restarted like after any exit (the restart's tests use it). */
+  kill(): Promise<number> | undefined {
+    return this.worker?.terminate();
   }
 
   /** Keeps the last cursor the thread reported (a few batches may be re-sent after the next start) and ends the thread. */

@@ -24,7 +24,8 @@ interface Target {
   name: string;
   url: string;
   verifier: NoteVerifier;
-  running: boolean;
+  /** The round under way, if any (a second request while it runs makes it go round once more). */
+  running?: Promise<void>;
   again: boolean;
   failures: number;
   lastError: string | null;
@@ -51,7 +52,7 @@ export class WitnessPublisher {
     witnesses: Config['audit']['witnesses'],
     private readonly log?: Logger,
   ) {
-    this.targets = witnesses.map((w) => ({ name: w.name, url: w.url.replace(/\/+$/, ''), verifier: parseCosignerKey(w.key), running: false, again: false, failures: 0, lastError: null, nextRetryAt: null }));
+    this.targets = witnesses.map((w) => ({ name: w.name, url: w.url.replace(/\/+$/, ''), verifier: parseCosignerKey(w.key), again: false, failures: 0, lastError: null, nextRetryAt: null }));
   }
 
   get size(): number {
@@ -68,9 +69,14 @@ export class WitnessPublisher {
     for (const t of this.targets) clearTimeout(t.timer);
   }
 
-  /** Resolves once every witness has had a try at the newest checkpoint (tests, shutdown). */
+  /** Resolves once every witness has had a try at the newest checkpoint (the archiver, tests, shutdown). */
   async flush(): Promise<void> {
     await Promise.all(this.targets.map((t) => this.run(t)));
+  }
+
+  /** Each witness's configured name, its key (cosignatures are looked up by it) and the error of its last try (null: it cosigned). */
+  list(): { name: string; verifier: NoteVerifier; error: string | null }[] {
+    return this.targets.map((t) => ({ name: t.name, verifier: t.verifier, error: t.lastError }));
   }
 
   status(): WitnessStatus[] {
@@ -97,13 +103,17 @@ export class WitnessPublisher {
       .get(t.verifier.name, keyIdHex(t.verifier.keyId)) as CosigRow | undefined;
   }
 
-  private async run(t: Target): Promise<void> {
-    if (this.stopped) return;
+  private run(t: Target): Promise<void> {
+    if (this.stopped) return Promise.resolve();
     if (t.running) {
       t.again = true;
-      return;
+      return t.running;
     }
-    t.running = true;
+    t.running = this.round(t).finally(() => (t.running = undefined));
+    return t.running;
+  }
+
+  private async round(t: Target): Promise<void> {
     clearTimeout(t.timer);
     t.nextRetryAt = null;
     try {
@@ -124,8 +134,6 @@ export class WitnessPublisher {
         t.timer = setTimeout(() => void this.run(t), delay);
         t.timer.unref();
       }
-    } finally {
-      t.running = false;
     }
   }
 

@@ -176,7 +176,11 @@ function summary(r: VerifyReport): string {
   if (r.latestCheckpoint) lines.push(`latest checkpoint: ${n(r.latestCheckpoint.treeSize)} events${r.latestCheckpoint.time !== undefined ? `, signed ${new Date(r.latestCheckpoint.time).toISOString()}` : ''}`);
   lines.push(`payloads: ${n(r.payloadsChecked)} checked against their hashes, ${n(r.payloadsPurged)} purged by retention (hashes kept)`);
   if (r.since) lines.push(`consistent with the checkpoint of ${n(r.since.treeSize)} events in ${r.since.source}`);
-  for (const w of r.witnessed ?? []) lines.push(`witness ${w.witness}: cosigned the tree of ${n(w.treeSize)} events (${new Date(w.cosignedAt).toISOString()}); the log still matches it`);
+  for (const w of r.witnessed ?? []) {
+    if (r.source === 'archive') lines.push(`witness ${w.witness}: cosigned the checkpoint of every segment, the newest of ${n(w.treeSize)} events (${new Date(w.cosignedAt).toISOString()})`);
+    else if (r.segment) lines.push(`witness ${w.witness}: cosigned the segment's checkpoint of ${n(w.treeSize)} events (${new Date(w.cosignedAt).toISOString()})`);
+    else lines.push(`witness ${w.witness}: cosigned the tree of ${n(w.treeSize)} events (${new Date(w.cosignedAt).toISOString()}); the log still matches it`);
+  }
   if (r.key) lines.push(`signing key: ${r.key.verifierKey}`, `fingerprint: ${r.key.fingerprint}`);
   for (const k of r.keyRotations) lines.push(`note: the signing key was replaced by ${k.fingerprint} at seq ${k.seq} (recorded in the log)`);
   lines.push(`verified in ${(r.durationMs / 1000).toFixed(2)} s`);

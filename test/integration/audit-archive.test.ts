@@ -18,19 +18,21 @@ import S3rver from 's3rver';
 import { DeleteObjectCommand, GetObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import Database from 'better-sqlite3';
 import { Config } from '../../shared/config';
-import { Archiver } from '../../proxy/audit/archive/archiver';
+import { Archiver, type ArchiveWitnesses } from '../../proxy/audit/archive/archiver';
 import type { S3Location } from '../../proxy/audit/archive/object-store';
 import { openAuditTrail } from '../../proxy/audit/checkpoints';
 import { CheckpointSigner } from '../../proxy/audit/checkpoint-signer';
 import { AuditStore, canonicalEventBody, canonicalPayload, chainHashOfText, sha256hex } from '../../proxy/audit/store';
 import { readTar, writeTarGz } from '../../proxy/audit/tar';
+import { WitnessPublisher } from '../../proxy/audit/witnessing';
 import { Gateway } from '../../proxy/gateway';
 import { main } from '../../proxy/cli';
 import { silentLogger } from '../../proxy/log';
 import { startLlmUpstream } from '../support/llm-upstream';
 import { freePort } from '../support/ports';
 import { tempDir } from '../support/tmp';
-import { eventually } from './http-harness';
+import { chatThrough, eventually } from './http-harness';
+import { startWitness } from '../support/witness-process';
 
 // s3rver checks SigV4 signatures against its one built-in key pair.
 const CREDS = { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' };
@@ -98,7 +100,7 @@ async function putObject(s3: RunningS3, key: string, body: Buffer): Promise<void
 }
 
 /** A store with its trail, and an archiver to `s3` under `prefix`. */
-function archiveSetup(location: S3Location, extra: { retention?: Config['retention']; lockMode?: 'COMPLIANCE' | 'GOVERNANCE'; segmentEvents?: number } = {}) {
+function archiveSetup(location: S3Location, extra: { retention?: Config['retention']; lockMode?: 'COMPLIANCE' | 'GOVERNANCE'; segmentEvents?: number; witnesses?: ArchiveWitnesses } = {}) {
   const dir = tempDir('custody-archive-');
   const config = Config.parse({ audit: { origin: 'custody.test/archive' } });
   const store = AuditStore.open(dir);
@@ -112,6 +114,7 @@ function archiveSetup(location: S3Location, extra: { retention?: Config['retenti
     location,
     log: silentLogger,
     segmentEvents: extra.segmentEvents,
+    witnesses: extra.witnesses,
   });
   let n = 0;
   const append = (count: number) => {
@@ -239,6 +242,55 @@ describe('sealed archives in object storage', () => {
     await s3.stop();
   });
 
+  it('custody serve with audit.witnesses and audit.archive seals segments that carry the witness cosignature', async () => {
+    const s3 = await startS3();
+    const dir = tempDir('custody-archive-gw-witnessed-');
+    const origin = 'custody.test/archive-gw-witnessed';
+    // The gateway's signing key exists before it starts, so the witness can be told it.
+    const first = AuditStore.open(dir);
+    const logKey = openAuditTrail(first, dir, Config.parse({ audit: { origin } })).signer.info();
+    first.close();
+    const w = await startWitness(dir, 'gw', [logKey.verifierKey]);
+    const upstream = await startLlmUpstream();
+    const gw = await Gateway.start({
+      config: Config.parse({
+        listen: { control: '127.0.0.1:0', http: '127.0.0.1:0' },
+        connections: [{ name: 'openai', kind: 'openai', upstream: `${upstream.url}/v1`, secret: { value: 'sk-upstream' } }],
+        audit: {
+          origin,
+          witnesses: [{ name: 'gw', url: w.url, key: w.key }],
+          archive: { s3: { bucket: BUCKET, prefix: 'gw-witnessed', endpoint: s3.endpoint, credentials: { accessKeyId: { value: CREDS.accessKeyId }, secretAccessKey: { value: CREDS.secretAccessKey } } }, every: '1h' },
+        },
+      }),
+      dataDir: dir,
+      log: silentLogger,
+    });
+    try {
+      for (let i = 0; i < 3; i++) await chatThrough(gw, `witnessed ${i}`);
+      await gw.services.audit!.archiver!.flush();
+      const st = gw.services.audit!.archiver!.status();
+      assert.equal(st.state, 'ok', st.lastError ?? '');
+      const keys = await listKeys(s3, 'gw-witnessed/');
+      const last = readTar(await getObject(s3, keys.at(-1)!));
+      const cosigned = last.get('cosignatures.jsonl')!.toString('utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as { witness: string; tree_size: number });
+      assert.deepEqual(cosigned.map((c) => [c.witness, c.tree_size]), [['witness.test/gw', st.lastSegment!.lastSeq]]);
+    } finally {
+      await gw.stop();
+      await upstream.close();
+      await w.stop();
+    }
+    const saved = { ...process.env };
+    Object.assign(process.env, { AWS_ACCESS_KEY_ID: CREDS.accessKeyId, AWS_SECRET_ACCESS_KEY: CREDS.secretAccessKey });
+    try {
+      const r = await cli('verify', `s3://${BUCKET}/gw-witnessed`, '--endpoint', s3.endpoint, '--witness-key', w.key);
+      assert.equal(r.code, 0, r.err);
+      assert.match(r.out, /witness witness\.test\/gw: cosigned the checkpoint of every segment/);
+    } finally {
+      for (const k of ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY']) if (saved[k] === undefined) delete process.env[k];
+      await s3.stop();
+    }
+  });
+
   it('a bucket that is down never blocks traffic and shows in health; retention purges only payloads in segments read back and verified', async () => {
     const port = await freePort();
     const dir = tempDir('custody-archive-gw-');
@@ -262,14 +314,7 @@ describe('sealed archives in object storage', () => {
       const control = `http://${gw.address('control')}`;
       type Health = { status: string; audit: { archive: { state: string; archivedThrough: number; behind: number; failures: number; objectLock: string; lastSegment: { lastSeq: number } | null } } };
       const health = async () => (await (await fetch(`${control}/api/health`)).json()) as Health;
-      const chat = async (text: string) => {
-        const r = await fetch(`http://${gw.address('http')}/openai/chat/completions`, {
-          method: 'POST',
-          headers: { authorization: `Bearer ${gw.firstKey!}`, 'content-type': 'application/json' },
-          body: JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: text }] }),
-        });
-        assert.equal(r.status, 200, await r.text());
-      };
+      const chat = (text: string) => chatThrough(gw, text);
       await eventually(async () => (await health()).audit.archive.state === 'failing', 'health to show the archive failing', 20_000);
       for (let i = 0; i < 3; i++) await chat(`before the bucket is back ${i}`);
       let h = await health();
@@ -416,11 +461,146 @@ describe('sealed archives in object storage', () => {
     const segments = () => (store.db.prepare('SELECT first_seq, last_seq FROM archive_segments ORDER BY idx').all() as { first_seq: number; last_seq: number }[]).map((r) => [r.first_seq, r.last_seq]);
     assert.deepEqual(segments(), [[1, 11]]);
     assert.equal(archiver.status().behind, 5);
+    // The segment stored the compact range of the tree it ends with (11 = 8 + 2 + 1 leaves); the
+    // next seal continues it. One that does not give the signed root is not trusted, but rebuilt.
+    const range = JSON.parse(store.db.prepare('SELECT compact_range FROM archive_segments WHERE idx = 1').pluck().get() as string) as string[];
+    assert.equal(range.length, 3);
+    store.db.prepare('UPDATE archive_segments SET compact_range = ? WHERE idx = 1').run(JSON.stringify([range[0], range[2], range[1]]));
     await archiver.flush();
+    assert.equal(archiver.status().state, 'ok', archiver.status().lastError ?? '');
     assert.deepEqual(segments(), [[1, 11], [12, 16]]);
+    store.db.prepare('UPDATE archive_segments SET compact_range = ? WHERE idx = 2').run('not a range');
+    append(3);
+    await archiver.flush();
+    assert.equal(archiver.status().state, 'ok', archiver.status().lastError ?? '');
+    assert.deepEqual(segments(), [[1, 11], [12, 16], [17, 19]]);
     archiver.stop();
     store.close();
     await s3.stop();
+  });
+
+  it('witnessed segments carry the cosignatures on their checkpoint (a witness that is down does not hold them back); verify --witness-key holds every segment to them', async () => {
+    const s3 = await startS3();
+    const prefix = 'custody/witnessed';
+    const dir = tempDir('custody-archive-witnessed-');
+    const store = AuditStore.open(dir);
+    const trail = openAuditTrail(store, dir, Config.parse({ audit: { origin: 'custody.test/archive' } }));
+    const logKey = trail.signer.info();
+    const w1 = await startWitness(dir, 'a1', [logKey.verifierKey]);
+    let w2 = await startWitness(dir, 'a2', [logKey.verifierKey]);
+    const witnesses = new WitnessPublisher(store, [
+      { name: 'a1', url: w1.url, key: w1.key },
+      { name: 'a2', url: w2.url, key: w2.key },
+    ]);
+    const archiver = new Archiver({ store, trail, archive: { s3: { bucket: BUCKET, prefix }, every: '1h', lockMode: 'COMPLIANCE' }, retention: {}, workDir: join(dir, 'archive'), location: loc(s3, prefix), log: silentLogger, witnesses });
+    const append = (count: number, tag: string) => {
+      for (let i = 0; i < count; i++) store.append({ kind: 'http.request', session: `w${i % 2}`, actor: 'key:alice', connection: 'openai', payload: { text: `${tag} ${i}` } });
+    };
+    const cosigs = (files: Map<string, Buffer>) => files.get('cosignatures.jsonl')!.toString('utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as { witness: string; tree_size: number; signature: string });
+
+    // No checkpoint is cosigned yet: the archiver writes one at the head, has both witnesses cosign it, and cuts there.
+    append(15, 'first');
+    await archiver.flush();
+    assert.equal(archiver.status().state, 'ok', archiver.status().lastError ?? '');
+    const head1 = store.head().size;
+    // A cosigned checkpoint at the head already: it is the cut.
+    append(20, 'second');
+    trail.checkpoints.write();
+    await witnesses.flush();
+    await archiver.flush();
+    const head2 = store.head().size;
+    assert.equal(archiver.status().archivedThrough, head2);
+
+    // A witness that is down does not hold the archive back: the segment carries the cosignature of the one that works.
+    await w2.stop();
+    append(7, 'third');
+    await archiver.flush();
+    assert.equal(archiver.status().state, 'ok', archiver.status().lastError ?? '');
+    const head3 = store.head().size;
+    assert.equal(archiver.status().archivedThrough, head3);
+    // Back on its port with its state: it is caught up, and the next segment carries both again.
+    w2 = await startWitness(dir, 'a2', [logKey.verifierKey], w2.port);
+    append(9, 'fourth');
+    await archiver.flush();
+    assert.equal(archiver.status().state, 'ok', archiver.status().lastError ?? '');
+    const head = store.head().size;
+    assert.equal(archiver.status().archivedThrough, head);
+    archiver.stop();
+    witnesses.stop();
+    store.close();
+
+    const keys = await listKeys(s3, `${prefix}/`);
+    assert.equal(keys.length, 4);
+    const segs = await Promise.all(keys.map(async (k) => readTar(await getObject(s3, k))));
+    const both = ['witness.test/a1', 'witness.test/a2'];
+    for (const [i, [size, who]] of ([[head1, both], [head2, both], [head3, ['witness.test/a1']], [head, both]] as const).entries()) {
+      assert.deepEqual(cosigs(segs[i]!).map((c) => [c.witness, c.tree_size]), who.map((w) => [w, size]), `segment ${i + 1}`);
+      const manifest = JSON.parse(segs[i]!.get('manifest.json')!.toString('utf8')) as { files: Record<string, { sha256: string }> };
+      assert.equal(manifest.files['cosignatures.jsonl']!.sha256, sha256hex(segs[i]!.get('cosignatures.jsonl')!), 'the signed manifest lists the cosignatures');
+    }
+
+    const env = { AWS_ACCESS_KEY_ID: CREDS.accessKeyId, AWS_SECRET_ACCESS_KEY: CREDS.secretAccessKey, AWS_REGION: 'us-east-1' };
+    const saved = { ...process.env };
+    Object.assign(process.env, env);
+    try {
+      const verifyArchive = (...extra: string[]) => cli('verify', `s3://${BUCKET}/${prefix}`, '--endpoint', s3.endpoint, '--key', logKey.fingerprint, ...extra);
+      let r = await verifyArchive('--witness-key', w1.key);
+      assert.equal(r.code, 0, r.err);
+      assert.match(r.out, new RegExp(`witness witness\\.test/a1: cosigned the checkpoint of every segment, the newest of ${head} events`));
+      // a2 was down while segment 3 was sealed, and verify says so.
+      r = await verifyArchive('--witness-key', w1.key, '--witness-key', w2.key);
+      assert.equal(r.code, 1);
+      assert.match(r.err, new RegExp(`FAILED: unwitnessed — ${keys[2]}: the segment's checkpoint of ${head3} events is not cosigned by witness witness\\.test/a2`));
+      const dl = tempDir('custody-archive-witnessed-dl-');
+      const seg2 = join(dl, 'segment-2.tar.gz');
+      writeFileSync(seg2, await getObject(s3, keys[1]!));
+      const one = await cli('verify', seg2, '--key', logKey.fingerprint, '--witness-key', w1.key, '--witness-key', w2.key);
+      assert.equal(one.code, 0, one.err);
+      assert.match(one.out, new RegExp(`witness witness\\.test/a2: cosigned the segment's checkpoint of ${head2} events`));
+
+      // A witness these segments never saw.
+      const stranger = await startWitness(dir, 'stranger', [logKey.verifierKey]);
+      r = await verifyArchive('--witness-key', w1.key, '--witness-key', stranger.key);
+      assert.equal(r.code, 1);
+      assert.match(r.err, new RegExp(`FAILED: unwitnessed — ${keys[0]}: the segment's checkpoint of ${head1} events is not cosigned by witness witness\\.test/stranger`));
+      await stranger.stop();
+
+      // Someone with the gateway's key re-packs a segment (the manifest re-signed): a forged cosignature
+      // does not verify; one dropped leaves the segment unwitnessed.
+      const repack = (files: Map<string, Buffer>, lines: object[]) => {
+        const out = new Map(files);
+        out.set('cosignatures.jsonl', Buffer.from(lines.map((l) => `${JSON.stringify(l)}\n`).join('')));
+        const manifest = JSON.parse(files.get('manifest.json')!.toString('utf8')) as { files: Record<string, { sha256: string; bytes: number }> };
+        manifest.files['cosignatures.jsonl'] = { sha256: sha256hex(out.get('cosignatures.jsonl')!), bytes: out.get('cosignatures.jsonl')!.length };
+        out.set('manifest.json', Buffer.from(`${JSON.stringify(manifest, null, 2)}\n`));
+        out.set('manifest.note', Buffer.from(trail.signer.signText(`custody-evidence-manifest\nsha256 ${sha256hex(out.get('manifest.json')!)}\n`)));
+        return tarGz(out);
+      };
+      const flipped = (line: string) => {
+        const [, head, b64, tail] = /^(.* )([A-Za-z0-9+/=]+)(\n?)$/.exec(line)!;
+        const sig = Buffer.from(b64!, 'base64');
+        sig[sig.length - 10]! ^= 1; // a bit of the Ed25519 signature itself
+        return `${head}${sig.toString('base64')}${tail}`;
+      };
+      const forgedLines = cosigs(segs[1]!).map((c) => (c.witness === 'witness.test/a2' ? { ...c, signature: flipped(c.signature) } : c));
+      assert.notDeepEqual(forgedLines, cosigs(segs[1]!));
+      await putObject(s3, keys[1]!, await repack(segs[1]!, forgedLines));
+      r = await verifyArchive('--witness-key', w2.key);
+      assert.equal(r.code, 1);
+      assert.match(r.err, new RegExp(`FAILED at seq ${head2}: signature-invalid — ${keys[1]}: the cosignature by witness witness\\.test/a2 on the checkpoint of ${head2} events does not verify`));
+      assert.equal((await verifyArchive('--witness-key', w1.key)).code, 0, "the other witness's cosignature is untouched");
+      await putObject(s3, keys[3]!, await repack(segs[3]!, cosigs(segs[3]!).filter((c) => c.witness !== 'witness.test/a1')));
+      r = await verifyArchive('--witness-key', w1.key);
+      assert.equal(r.code, 1);
+      assert.match(r.err, new RegExp(`FAILED: unwitnessed — ${keys[3]}: the segment's checkpoint of ${head} events is not cosigned by witness witness\\.test/a1`));
+      // Re-signed with the gateway's own key, the archive is consistent: only the witnesses catch it.
+      assert.equal((await verifyArchive()).code, 0);
+    } finally {
+      for (const k of Object.keys(env)) if (saved[k] === undefined) delete process.env[k];
+      await w1.stop();
+      await w2.stop();
+      await s3.stop();
+    }
   });
 
   it('refuses bad archive addresses and flags with one line', async () => {

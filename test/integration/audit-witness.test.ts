@@ -5,12 +5,10 @@
  * witness's state file on disk, its HTTP answers, the cosignature rows, verify's exit code.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
-import { after, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import Database from 'better-sqlite3';
 import { Config } from '../../shared/config';
 import { CheckpointSigner, keyFingerprint } from '../../proxy/audit/checkpoint-signer';
@@ -28,7 +26,8 @@ import { startLlmUpstream } from '../support/llm-upstream';
 import { freePort } from '../support/ports';
 import { rewriteFrom } from '../support/audit-rewrite';
 import { tempDir } from '../support/tmp';
-import { eventually } from './http-harness';
+import { chatThrough, eventually } from './http-harness';
+import { type RunningWitness, startWitness } from '../support/witness-process';
 
 const ORIGIN = 'custody.test/witnessed';
 const config = Config.parse({ audit: { origin: ORIGIN } });
@@ -38,56 +37,6 @@ async function cli(...argv: string[]): Promise<{ code: number; out: string; err:
   let err = '';
   const code = await main(argv, { out: (t) => (out += t), err: (t) => (err += t) });
   return { code, out, err };
-}
-
-interface RunningWitness {
-  url: string;
-  port: number;
-  key: string;
-  stateFile: string;
-  stderr: () => string;
-  stop(): Promise<void>;
-}
-
-const running = new Set<ChildProcess>();
-after(() => {
-  for (const p of running) p.kill('SIGKILL');
-});
-
-/** Spawns `custody witness serve` and waits for its "listening" and "witness key" lines. */
-async function startWitness(dir: string, name: string, logKeys: string[], port = 0): Promise<RunningWitness> {
-  const keyFile = join(dir, `${name}.key`);
-  const proc = spawn(process.execPath, ['bin/custody.mjs', 'witness', 'serve', '--key', keyFile, '--listen', `127.0.0.1:${port}`, '--name', `witness.test/${name}`, ...logKeys.flatMap((k) => ['--log-key', k])], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  running.add(proc);
-  let err = '';
-  proc.stderr!.on('data', (c: Buffer) => (err += c.toString()));
-  const lines: string[] = [];
-  await new Promise<void>((resolve, reject) => {
-    const rl = createInterface({ input: proc.stdout! });
-    rl.on('line', (l) => {
-      lines.push(l);
-      if (l.startsWith('witness key: ')) resolve();
-    });
-    proc.once('exit', (code) => reject(new Error(`witness exited with ${code}: ${err}`)));
-  });
-  const url = /listening on (http:\/\/\S+)/.exec(lines.join('\n'))![1]!;
-  return {
-    url,
-    port: Number(new URL(url).port),
-    key: lines.find((l) => l.startsWith('witness key: '))!.slice('witness key: '.length),
-    stateFile: `${keyFile}.state.json`,
-    stderr: () => err,
-    stop: async () => {
-      if (proc.exitCode === null) {
-        const exited = new Promise((r) => proc.once('exit', r));
-        proc.kill('SIGTERM');
-        await exited;
-      }
-      running.delete(proc);
-    },
-  };
 }
 
 function witnessState(w: RunningWitness): { size: number; root: string } {
@@ -340,14 +289,7 @@ describe('witnessed checkpoints', () => {
       const health = async () => (await (await fetch(`${control}/api/health`)).json()) as { status: string; audit: { witnesses: { name: string; state: string; cosignedTreeSize: number | null; failures: number }[] } };
       await eventually(async () => (await health()).audit.witnesses[0]!.state === 'failing', 'health to show the witness failing', 10_000);
       // Traffic flows while the witness is down.
-      for (let i = 0; i < 3; i++) {
-        const r = await fetch(`http://${gw.address('http')}/openai/chat/completions`, {
-          method: 'POST',
-          headers: { authorization: `Bearer ${gw.firstKey!}`, 'content-type': 'application/json' },
-          body: JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: `hello ${i}` }] }),
-        });
-        assert.equal(r.status, 200, await r.text());
-      }
+      for (let i = 0; i < 3; i++) await chatThrough(gw, `hello ${i}`);
       const h = await health();
       assert.equal(h.status, 'ok');
       assert.ok(h.audit.witnesses[0]!.failures >= 1);

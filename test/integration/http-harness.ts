@@ -92,3 +92,13 @@ export async function eventually<T>(check: () => T | Promise<T>, what: string, t
   }
   throw new Error(`timed out waiting for ${what}${last ? ` (last error: ${(last as Error).message})` : ''}`);
 }
+
+/** One chat completion through the gateway's `openai` connection with its first key; fails the test unless it is answered 200. */
+export async function chatThrough(gw: Pick<Gateway, 'address' | 'firstKey'>, text: string): Promise<void> {
+  const r = await fetch(`http://${gw.address('http')}/openai/chat/completions`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${gw.firstKey!}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: text }] }),
+  });
+  if (r.status !== 200) throw new Error(`the gateway answered ${r.status}: ${await r.text()}`);
+}

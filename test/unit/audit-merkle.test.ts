@@ -64,6 +64,48 @@ describe('Merkle tree (RFC 6962)', () => {
     );
   });
 
+  it('a tree continuing a compact range gives the whole tree\'s roots and proofs for its own leaves, at a cost that does not grow with the leaves before them', () => {
+    const d = entries(100);
+    for (let start = 0; start <= 40; start++) {
+      const acc = new MerkleAccumulator();
+      for (const e of d.slice(0, start)) acc.pushEventHash(e);
+      for (let size = start + 1; size <= start + 33; size++) {
+        const tree = MerkleTree.continuing(acc.subtrees(), start, Buffer.concat(d.slice(start, size)));
+        const whole = d.slice(0, size);
+        assert.equal(tree.size, size);
+        assert.equal(tree.root().toString('hex'), mth(whole).toString('hex'), `root of ${size} continuing ${start}`);
+        assert.equal(tree.root(start).toString('hex'), mth(d.slice(0, start)).toString('hex'), `root of ${start} from its compact range`);
+        for (let m = start; m < size; m++) assert.deepEqual(hex(tree.inclusionProof(m, size)), hex(path(m, whole)), `leaf ${m} of ${size} continuing ${start}`);
+        if (start > 0) assert.deepEqual(hex(tree.consistencyProof(start, size)), hex(proof(start, whole)), `consistency ${start} → ${size}`);
+        const next = new MerkleAccumulator();
+        for (const e of whole) next.pushEventHash(e);
+        assert.deepEqual(tree.compactRange().map((r) => [r.height, r.hash.toString('hex')]), next.subtrees().map((r) => [r.height, r.hash.toString('hex')]), `compact range of ${size}`);
+      }
+    }
+    // What lies before the range is not held: asking for it is refused, not answered wrongly.
+    const acc = new MerkleAccumulator();
+    for (const e of d.slice(0, 13)) acc.pushEventHash(e);
+    const tree = MerkleTree.continuing(acc.subtrees(), 13, Buffer.concat(d.slice(13, 20)));
+    assert.throws(() => tree.inclusionProof(3, 20), /lies before the leaves this tree holds/);
+    assert.throws(() => MerkleTree.continuing(acc.subtrees(), 12, Buffer.concat(d.slice(12, 20))), /does not cover the first 12 leaves/);
+
+    // Hashing work: the same 64 leaves, with their proofs, after 64 leaves or after 2^16 + 64.
+    const work = (before: number) => {
+      const a = new MerkleAccumulator();
+      const filler = sha(Buffer.from('filler'));
+      for (let i = 0; i < before; i++) a.pushEventHash(filler);
+      const t = MerkleTree.continuing(a.subtrees(), before, Buffer.concat(d.slice(0, 64)));
+      for (let m = before; m < before + 64; m++) t.inclusionProof(m);
+      t.consistencyProof(before);
+      t.root(before);
+      return t.hashCount;
+    };
+    const small = work(64);
+    const large = work(65_536 + 64);
+    assert.ok(large - small <= 2 * 17, `hashing ${small} vs ${large}: the cost grows only with log n`);
+    assert.ok(large < 4 * 64, `hashing ${large} for 64 leaves after 65,600`);
+  });
+
   it('reproduces the RFC 6962 known-answer vectors (certificate-transparency test data)', () => {
     const leaves = ['', '00', '10', '2021', '3031', '40414243', '5051525354555657', '606162636465666768696a6b6c6d6e6f'].map((h) => leafHash(Buffer.from(h, 'hex')));
     const roots = [

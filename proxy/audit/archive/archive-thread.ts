@@ -23,10 +23,10 @@ export interface ArchiveWorkerData {
 
 type Lock = { mode: LockMode; retainUntil: Date };
 export type ArchiveRequest =
-  | { id: number; op: 'segment'; firstSeq: number; lastSeq: number; stage: string }
+  | { id: number; op: 'segment'; firstSeq: number; lastSeq: number; stage: string; range?: string[] }
   | { id: number; op: 'put'; key: string; file: string; lock?: Lock }
   | { id: number; op: 'get'; key: string; file: string }
-  | { id: number; op: 'verify'; file: string; expectedKey: string };
+  | { id: number; op: 'verify'; file: string; expectedKey: string; witnessKeys: string[] };
 type Unnumbered<T> = T extends unknown ? Omit<T, 'id'> : never;
 type Reply = { id: number; ok: true; result: unknown } | { id: number; ok: false; message: string; code?: string };
 
@@ -49,10 +49,10 @@ export class ArchiveThread {
     this.src = db.memory ? undefined : workerSource(import.meta.url, './archive-worker');
   }
 
-  /** A segment's events, proofs and hashes, written under `stage` (segment.ts). */
-  segment(firstSeq: number, lastSeq: number, stage: string): Promise<SegmentEvents> {
-    if (!this.src) return Promise.resolve().then(() => writeSegmentEvents(this.db, firstSeq, lastSeq, stage));
-    return this.request({ op: 'segment', firstSeq, lastSeq, stage }) as Promise<SegmentEvents>;
+  /** A segment's events, proofs and hashes, written under `stage`, continuing the compact range `range` of the segment before (segment.ts). */
+  segment(firstSeq: number, lastSeq: number, stage: string, range?: string[]): Promise<SegmentEvents> {
+    if (!this.src) return Promise.resolve().then(() => writeSegmentEvents(this.db, firstSeq, lastSeq, stage, range));
+    return this.request({ op: 'segment', firstSeq, lastSeq, stage, ...(range ? { range } : {}) }) as Promise<SegmentEvents>;
   }
 
   put(key: string, file: string, lock?: Lock): Promise<{ versionId?: string }> {
@@ -65,10 +65,10 @@ export class ArchiveThread {
     return this.request({ op: 'get', key, file }) as Promise<number>;
   }
 
-  /** Verifies a bundle file as `custody verify` would. */
-  verify(file: string, expectedKey: string): Promise<VerifyReport> {
-    if (!this.src) return Promise.resolve().then(() => verifyBundle(file, { expectedKey }));
-    return this.request({ op: 'verify', file, expectedKey }) as Promise<VerifyReport>;
+  /** Verifies a bundle file as `custody verify --key … --witness-key …` would. */
+  verify(file: string, expectedKey: string, witnessKeys: string[] = []): Promise<VerifyReport> {
+    if (!this.src) return Promise.resolve().then(() => verifyBundle(file, { expectedKey, witnessKeys }));
+    return this.request({ op: 'verify', file, expectedKey, witnessKeys }) as Promise<VerifyReport>;
   }
 
   /** Ends the thread; what is under way fails. */

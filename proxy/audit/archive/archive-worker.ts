@@ -20,13 +20,13 @@ async function run(req: ArchiveRequest): Promise<unknown> {
   switch (req.op) {
     case 'segment':
       db ??= new Database(data.file, { readonly: true, fileMustExist: true });
-      return writeSegmentEvents(db, req.firstSeq, req.lastSeq, req.stage);
+      return writeSegmentEvents(db, req.firstSeq, req.lastSeq, req.stage, req.range);
     case 'put':
       return objects.putFile(req.key, req.file, { lock: req.lock });
     case 'get':
       return objects.getToFile(req.key, req.file);
     case 'verify':
-      return verifyBundle(req.file, { expectedKey: req.expectedKey });
+      return verifyBundle(req.file, { expectedKey: req.expectedKey, witnessKeys: req.witnessKeys });
   }
 }
 

@@ -21,7 +21,10 @@ import { parseDuration, type AuditArchive, type Config } from '../../../shared/c
 import type { ArchiveStatus } from '../../../shared/evidence';
 import type { Logger } from '../../log';
 import type { AuditTrail, Checkpoint } from '../checkpoints';
+import { formatCosignerKey } from '../cosignature';
 import { emptyRoot } from '../merkle';
+import { keyIdHex, type NoteVerifier } from '../signed-note';
+import type { CosignatureRowData } from '../verify/checks';
 import { GENESIS_HASH, type AuditStore } from '../store';
 import { describeLocation, type LockMode, type ObjectLockSupport, S3ObjectStore, type S3Location } from './object-store';
 import { segmentObjectName } from './layout';
@@ -32,6 +35,8 @@ const MIN_BACKOFF_MS = 1000;
 const MAX_BACKOFF_MS = 5 * 60_000;
 /** A backlog (an archive enabled on a large log) is sealed in segments of about this many events, at stored checkpoints. */
 export const DEFAULT_SEGMENT_EVENTS = 100_000;
+
+type CutRow = { tree_size: number; root_hash: string; time: number; note: string };
 
 interface SegmentRow {
   idx: number;
@@ -66,6 +71,19 @@ export interface ArchiverOptions {
   /** A checkpoint the archiver wrote to cut a segment (handed to the witnesses). */
   onCheckpoint?: (cp: Checkpoint) => void;
   segmentEvents?: number;
+  /**
+   * The configured witnesses (audit.witnesses[]). With any, a segment is cut at a checkpoint every
+   * working one of them cosigned, and carries those cosignatures (`cosignatures.jsonl`).
+   */
+  witnesses?: ArchiveWitnesses;
+}
+
+/** What the archiver needs of the witness publisher (witnessing.ts). */
+export interface ArchiveWitnesses {
+  /** Each configured witness: its name in the config, its key, and the error of its last try (null: it cosigned). */
+  list(): { name: string; verifier: NoteVerifier; error: string | null }[];
+  /** Resolves once every witness has had a try at the newest checkpoint. */
+  flush(): Promise<void>;
 }
 
 export class Archiver {
@@ -184,7 +202,7 @@ export class Archiver {
     for (;;) {
       if (this.stopped) return;
       // Sealing is local: it is recorded even while the bucket is unreachable, so the range is fixed.
-      const row = this.pending() ?? (this.sealedThrough() < target ? this.seal() : undefined);
+      const row = this.pending() ?? (this.sealedThrough() < target ? await this.seal() : undefined);
       if (!row) return;
       if (this.lock.state === 'unknown') this.lock = await this.objects.objectLock(this.abort.signal);
       await this.ship(row);
@@ -202,30 +220,19 @@ export class Archiver {
   /**
    * Records the next segment: from the event after the last segment to a signed checkpoint. The
    * checkpoint covers the head when the backlog fits one segment (written now if none does); a
-   * larger backlog is cut at stored checkpoints of about `segmentEvents` events apart.
+   * larger backlog is cut at stored checkpoints of about `segmentEvents` events apart. With
+   * witnesses, a checkpoint the working witnesses all cosigned (`witnessedCut`).
    */
-  private seal(): SegmentRow | undefined {
+  private async seal(): Promise<SegmentRow | undefined> {
     const { store, trail } = this.opts;
     const prev = store.db.prepare('SELECT * FROM archive_segments ORDER BY idx DESC LIMIT 1').get() as SegmentRow | undefined;
     const from = (prev?.last_seq ?? 0) + 1;
     const head = trail.checkpoints.head().size;
     if (head < from) return undefined;
     const limit = from + (this.opts.segmentEvents ?? DEFAULT_SEGMENT_EVENTS) - 1;
-    type Row = { tree_size: number; root_hash: string; time: number; note: string };
-    const at = (sql: string, ...args: number[]) => store.db.prepare(`SELECT tree_size, root_hash, time, note FROM checkpoints WHERE ${sql} ORDER BY time DESC LIMIT 1`).get(...args) as Row | undefined;
-    let cp: Row | undefined;
-    if (head <= limit) cp = at('tree_size = ?', head);
-    else {
-      const within = store.db.prepare('SELECT max(tree_size) AS n FROM checkpoints WHERE tree_size >= ? AND tree_size <= ?').get(from, limit) as { n: number | null };
-      const beyond = store.db.prepare('SELECT min(tree_size) AS n FROM checkpoints WHERE tree_size > ?').get(limit) as { n: number | null };
-      const size = within.n ?? beyond.n;
-      if (size !== null) cp = at('tree_size = ?', size);
-    }
-    if (!cp) {
-      const written = trail.checkpoints.write();
-      this.opts.onCheckpoint?.(written);
-      cp = { tree_size: written.treeSize, root_hash: written.rootHash, time: written.time, note: written.note };
-    }
+    const cp = this.opts.witnesses?.list().length ? await this.witnessedCut(from, limit, head) : this.plainCut(from, limit, head);
+    // The sealing may have waited for the witnesses: another cycle must not have sealed meanwhile.
+    if (this.sealedThrough() !== from - 1) return undefined;
     const lastHash = (store.db.prepare('SELECT hash FROM events WHERE seq = ?').get(cp.tree_size) as { hash: string } | undefined)?.hash;
     if (!lastHash) throw new Error(`the log has no event ${cp.tree_size}, which a checkpoint covers; run custody verify`);
     const row: SegmentRow = {
@@ -252,17 +259,95 @@ export class Archiver {
     return row;
   }
 
+  /** The checkpoint at the head when the backlog fits a segment (written if there is none), else a stored one near `limit`. */
+  private plainCut(from: number, limit: number, head: number): CutRow {
+    const { store } = this.opts;
+    let cp: CutRow | undefined;
+    if (head <= limit) cp = this.checkpointAt(head);
+    else {
+      const within = store.db.prepare('SELECT max(tree_size) AS n FROM checkpoints WHERE tree_size >= ? AND tree_size <= ?').get(from, limit) as { n: number | null };
+      const beyond = store.db.prepare('SELECT min(tree_size) AS n FROM checkpoints WHERE tree_size > ?').get(limit) as { n: number | null };
+      const size = within.n ?? beyond.n;
+      if (size !== null) cp = this.checkpointAt(size);
+    }
+    return cp ?? this.writeCheckpoint();
+  }
+
+  private checkpointAt(size: number): CutRow | undefined {
+    return this.opts.store.db.prepare('SELECT tree_size, root_hash, time, note FROM checkpoints WHERE tree_size = ? ORDER BY time DESC LIMIT 1').get(size) as CutRow | undefined;
+  }
+
+  private writeCheckpoint(): CutRow {
+    const written = this.opts.trail.checkpoints.write();
+    this.opts.onCheckpoint?.(written);
+    return { tree_size: written.treeSize, root_hash: written.rootHash, time: written.time, note: written.note };
+  }
+
+  /**
+   * The cut of a witnessed archive: a stored checkpoint of `from` events or more that every
+   * configured witness cosigned — the largest up to `limit`, else the smallest beyond. Witnesses
+   * cosign only the newest checkpoint they are sent (and never one older than they hold), so when
+   * none reaches that far the checkpoint at the head is written if need be, sent, and awaited.
+   * A witness that could not cosign it (unreachable, or refusing) does not hold the archive back:
+   * the cut is then a checkpoint the others all cosigned, the segment lacks that witness's
+   * cosignature, and the log says so; with no witness working, the cut is the plain one.
+   */
+  private async witnessedCut(from: number, limit: number, head: number): Promise<CutRow> {
+    const witnesses = this.opts.witnesses!;
+    const find = (required: NoteVerifier[]): CutRow | undefined => {
+      const keys = required.map((v) => `${v.name} ${keyIdHex(v.keyId)}`);
+      const rows = this.opts.store.db
+        .prepare(
+          `SELECT c.tree_size, c.root_hash, c.time, c.note, group_concat(s.witness || ' ' || s.key_id, char(10)) AS cosigners
+             FROM checkpoints c JOIN checkpoint_cosignatures s ON s.tree_size = c.tree_size AND s.root_hash = c.root_hash
+            WHERE c.tree_size >= ? GROUP BY c.tree_size, c.root_hash ORDER BY c.tree_size`,
+        )
+        .all(from) as (CutRow & { cosigners: string })[];
+      const cosigned = rows.filter((r) => keys.every((k) => r.cosigners.split('\n').includes(k)));
+      return cosigned.filter((r) => r.tree_size <= limit).pop() ?? cosigned[0];
+    };
+    const found = find(witnesses.list().map((w) => w.verifier));
+    if (found && found.tree_size >= Math.min(head, limit)) return found;
+    if (!this.checkpointAt(head)) this.writeCheckpoint();
+    await witnesses.flush();
+    const list = witnesses.list();
+    const working = list.filter((w) => !w.error);
+    const cut = working.length ? find(working.map((w) => w.verifier)) : undefined;
+    const missing = list.filter((w) => w.error || !cut);
+    if (!cut && working.length) throw new Error(`witnesses ${working.map((w) => w.name).join(', ')} answered, but no checkpoint after seq ${from - 1} carries their cosignatures`);
+    const chosen = cut ?? this.plainCut(from, limit, head);
+    if (missing.length) {
+      this.opts.log?.error(
+        `audit: archive segment of seq ${from}–${chosen.tree_size} is sealed without the cosignature of ${missing.map((w) => `witness ${w.name} (${w.error ?? 'no cosignature'})`).join(', ')}`,
+      );
+    }
+    return chosen;
+  }
+
   /** Builds, uploads, reads back and verifies one segment, then marks it archived. */
   private async ship(row: SegmentRow): Promise<void> {
     const { store, trail } = this.opts;
     mkdirSync(this.opts.workDir, { recursive: true, mode: 0o700 });
     const stage = mkdtempSync(join(this.opts.workDir, 'segment-'));
     try {
-      const built = await this.thread.segment(row.first_seq, row.last_seq, stage);
+      // The tree continues the compact range the segment before ended with, so sealing costs this
+      // segment's events rather than the whole log's. A stored range that is unreadable, or does not
+      // give the root the segment before was signed over, is not trusted: the range is rebuilt from the events.
+      const stored = store.db.prepare('SELECT compact_range FROM archive_segments WHERE idx = ?').pluck().get(row.idx - 1) as string | null | undefined;
+      let built = stored
+        ? await Promise.resolve()
+            .then(() => this.thread.segment(row.first_seq, row.last_seq, stage, JSON.parse(stored) as string[]))
+            .catch(() => undefined)
+        : undefined;
+      if (built?.previousRootHash !== row.prev_root_hash) built = await this.thread.segment(row.first_seq, row.last_seq, stage);
       if (built.rootHash !== row.root_hash) throw new Error(`the log no longer matches the checkpoint of ${row.last_seq} events; run custody verify`);
       if (built.previousRootHash !== row.prev_root_hash || built.previousLastHash !== row.prev_last_hash) {
         throw new Error(`the log before seq ${row.first_seq} no longer matches the archived segment ${row.idx - 1}; run custody verify`);
       }
+      // The witnesses' cosignatures on the segment's checkpoint, exactly that tree.
+      const cosignatures = store.db
+        .prepare('SELECT witness, key_id, tree_size, root_hash, checkpoint, signature, cosigned_at FROM checkpoint_cosignatures WHERE tree_size = ? AND root_hash = ? ORDER BY witness, key_id')
+        .all(row.last_seq, row.root_hash) as CosignatureRowData[];
       const packed = await packSegment(
         stage,
         {
@@ -273,6 +358,7 @@ export class Archiver {
           checkpoint: { treeSize: row.last_seq, rootHash: row.root_hash, time: row.checkpoint_time, note: row.checkpoint },
           sealedAt: row.sealed_at,
           events: built,
+          cosignatures,
         },
         trail.signer,
       );
@@ -283,7 +369,9 @@ export class Archiver {
       // Read it back as an auditor would: the bytes the bucket returns, verified on their own.
       const readBack = join(stage, 'read-back.tar.gz');
       await this.thread.get(row.object_key, readBack);
-      const report = await this.thread.verify(readBack, trail.signer.info().verifierKey);
+      // Every cosignature the segment carries by a configured witness must verify in what came back.
+      const cosigners = (this.opts.witnesses?.list() ?? []).map((w) => w.verifier).filter((v) => cosignatures.some((c) => c.witness === v.name && c.key_id === keyIdHex(v.keyId)));
+      const report = await this.thread.verify(readBack, trail.signer.info().verifierKey, cosigners.map((v) => formatCosignerKey(v.name, v.publicKey)));
       if (!report.ok) {
         const f = report.failure!;
         throw new Error(`segment ${row.object_key} read back from the bucket does not verify: ${f.seq !== undefined ? `seq ${f.seq}: ` : ''}${f.problem}: ${f.message}`);
@@ -292,8 +380,8 @@ export class Archiver {
         throw new Error(`segment ${row.object_key} read back from the bucket is not the one uploaded`);
       }
       store.db
-        .prepare('UPDATE archive_segments SET uploaded_at = ?, verified_at = ?, bytes = ?, sha256 = ?, version_id = ?, lock_mode = ?, retain_until = ? WHERE idx = ?')
-        .run(uploadedAt, Date.now(), packed.bytes, packed.sha256, put.versionId ?? null, lock?.mode ?? null, lock?.retainUntil.getTime() ?? null, row.idx);
+        .prepare('UPDATE archive_segments SET uploaded_at = ?, verified_at = ?, bytes = ?, sha256 = ?, version_id = ?, lock_mode = ?, retain_until = ?, compact_range = ? WHERE idx = ?')
+        .run(uploadedAt, Date.now(), packed.bytes, packed.sha256, put.versionId ?? null, lock?.mode ?? null, lock?.retainUntil.getTime() ?? null, JSON.stringify(built.range), row.idx);
       this.opts.log?.info(`audit: archived seq ${row.first_seq}–${row.last_seq} as ${row.object_key} (${packed.bytes} bytes${lock ? `, ${lock.mode} until ${lock.retainUntil.toISOString()}` : ''})`);
       this.opts.onArchived?.();
     } finally {

@@ -4,7 +4,8 @@
  * held to each other. They must cover seq 1 onwards with no gap and no overlap, each must continue
  * the tree the one before ended with (its root and last event hash), every event hash of the
  * archive must rebuild each segment's signed root, and each segment's signing key must have been
- * announced in the log (a `key.created` event) by the end of that segment.
+ * announced in the log (a `key.created` event) by the end of that segment. With --witness-key, each
+ * segment's checkpoint must carry a valid cosignature by every one of those witnesses.
  *
  * The archive alone cannot show that segments were removed from its end; an auditor's earlier
  * checkpoint (--since-checkpoint) or Object Lock on the bucket does.
@@ -18,7 +19,7 @@ import { type NoteVerifier, parseVerifierKey } from '../signed-note';
 import { parseSegmentObjectName, SEGMENTS_FOLDER } from '../archive/layout';
 import type { StoredObject } from '../archive/object-store';
 import { verifyBundle } from './bundle';
-import { checkExpectedKeyFormat, checkSince, emptyReport, reportFinisher, seqRange, VerifyInputError, type VerifyOptions, type VerifyReport } from './checks';
+import { checkExpectedKeyFormat, checkSince, emptyReport, parseWitnessKeys, reportFinisher, seqRange, type VerifyOptions, type VerifyReport } from './checks';
 
 /** What the verifier needs of the bucket. */
 export interface ArchiveReader {
@@ -37,7 +38,7 @@ interface SegmentObject {
 /** Verifies every segment of the archive and how they chain; `label` (its s3:// address) names it in the report. */
 export async function verifyArchive(reader: ArchiveReader, label: string, opts: VerifyOptions = {}): Promise<VerifyReport> {
   checkExpectedKeyFormat(opts.expectedKey);
-  if (opts.witnessKeys?.length) throw new VerifyInputError('--witness-key applies to a data dir or a bundle; archive segments carry no cosignatures');
+  parseWitnessKeys(opts.witnessKeys);
   const started = performance.now();
   const report = emptyReport(label, 'archive');
   report.segments = 0;
@@ -76,6 +77,7 @@ export async function verifyArchive(reader: ArchiveReader, label: string, opts: 
       await reader.getToFile(seg.key, file);
       const r = verifyBundle(file, {
         expectedKey: opts.expectedKey,
+        witnessKeys: opts.witnessKeys,
         onEvent: (e) => {
           acc.pushEventHashHex(e.hash);
           lastEventHash = e.hash;
@@ -116,6 +118,7 @@ export async function verifyArchive(reader: ArchiveReader, label: string, opts: 
       report.checkpointsChecked++;
       report.segments++;
       report.latestCheckpoint = r.latestCheckpoint;
+      if (r.witnessed) report.witnessed = r.witnessed;
       report.key = key;
       report.treeSize = seg.lastSeq;
       report.rootHash = r.rootHash;

@@ -261,7 +261,7 @@ export function verifyBundleFiles(files: Map<string, Buffer>, path: string, opts
       }
       rows.push(c as CosignatureRowData);
     }
-    const f = checkWitnessed(rows, witnesses, cp.treeSize, rootAt, verifier.name, report);
+    const f = checkWitnessed(rows, witnesses, cp.treeSize, rootAt, verifier.name, report, segment ? { treeSize: cp.treeSize } : undefined);
     if (f) return finish(f);
   }
   return finish();

@@ -154,11 +154,30 @@ export function parseWitnessKeys(keys: string[] | undefined): NoteVerifier[] {
  * different trees of one size, so a history rewritten and re-signed with the gateway's own key
  * cannot carry a matching cosignature: the stored one commits to the old root.
  */
-export function checkWitnessed(rows: CosignatureRowData[], witnesses: NoteVerifier[], lastSeq: number, rootAt: (size: number) => string | undefined, origin: string | undefined, report: VerifyReport): VerifyFailure | undefined {
+/**
+ * Holds what was verified to the witnesses' cosignatures (--witness-key): each witness must have
+ * cosigned at least one checkpoint, and the log must still have, at each cosigned size, the root it
+ * cosigned. `segment`: the rows are an archive segment's, which must cosign its own checkpoint.
+ */
+export function checkWitnessed(
+  rows: CosignatureRowData[],
+  witnesses: NoteVerifier[],
+  lastSeq: number,
+  rootAt: (size: number) => string | undefined,
+  origin: string | undefined,
+  report: VerifyReport,
+  segment?: { treeSize: number },
+): VerifyFailure | undefined {
   report.witnessed = [];
   for (const w of witnesses) {
     const mine = rows.filter((r) => r.witness === w.name && r.key_id === keyIdHex(w.keyId));
     const label = `witness ${w.name}`;
+    if (segment && !mine.some((r) => r.tree_size === segment.treeSize)) {
+      return {
+        problem: 'unwitnessed',
+        message: `the segment's checkpoint of ${segment.treeSize} events is not cosigned by ${label} (the segment was sealed before that witness was configured, or its cosignature was removed)`,
+      };
+    }
     if (!mine.length) return { problem: 'unwitnessed', message: `no checkpoint in this store is cosigned by ${label} (its cosignatures were removed, or it never received a checkpoint)` };
     let best: { treeSize: number; cosignedAt: number } | undefined;
     for (const r of mine) {
