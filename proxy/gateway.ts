@@ -9,6 +9,7 @@ import type { GatewayStartPayload, GatewayStopPayload, KeyCreatedPayload, Sessio
 import { AuditService } from './audit/service';
 import { storeConnection } from './audit/shared-store/schema';
 import { APPLY_PULLED_KEY_SQL, pulledKeyParams, type SharedKeyRow } from './audit/shared-store/key-sync';
+import { applyGroupDocument } from './group-config';
 import { SharedStoreMember } from './audit/shared-store/shipper';
 import { SharedHolds } from './approvals/shared-holds';
 import { AuditStore } from './audit/store';
@@ -226,7 +227,7 @@ export class Gateway {
       );
     };
     if (s.config.store) {
-      s.sharedStore = SharedStoreMember.start({ store: s.store, signer: s.audit.trail.signer, config: s.config.store, log: s.log, onKeys });
+      s.sharedStore = SharedStoreMember.start({ store: s.store, signer: s.audit.trail.signer, config: s.config.store, log: s.log, onKeys, onDocument: (doc) => applyGroupDocument(s, doc) });
       // Holds across gateways: this gateway's holds go to the store, the others' come from it.
       s.sharedHolds = SharedHolds.start({ store: s.store, bus: s.bus, holds: s.holds, log: s.log, config: s.config.store, gateway: s.sharedStore.identity.id, refusal: () => s.sharedStore?.refusal() });
     }

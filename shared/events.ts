@@ -568,7 +568,8 @@ export interface PersonLockedPayload {
 // Administration and audit
 
 /** `config`: from the config file; `console`: edited through the control plane. */
-export type VersionSource = 'config' | 'console';
+/** `group`: made on another gateway of the shared store and applied here (docs/SCALE-OUT.md). */
+export type VersionSource = 'config' | 'console' | 'group';
 
 /** What every `policy.changed` and `masking.changed` records besides the content (proxy/audit/versioned-document.ts). */
 export interface VersionChangedCommon {

@@ -10,11 +10,12 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { createHash, generateKeyPairSync, randomBytes, sign } from 'node:crypto';
+import { createHash, generateKeyPairSync, type KeyObject, randomBytes, sign } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
+import type pg from 'pg';
 import { Config } from '../../shared/config';
 import { canonicalize } from '../../shared/canonical-json';
 import { keyFingerprint } from '../../proxy/audit/checkpoint-signer';
@@ -57,6 +58,15 @@ async function send(m: Member, key: string): Promise<{ status: number; body: str
   const r = await fetch(`${m.http}/echo/${tag}`, { headers: { authorization: `Bearer ${key}` } });
   const body = await r.text();
   return { status: r.status, body, reached: echo.requests.some((q) => q.target.includes(tag)) };
+}
+
+/** A gateway row written into the store by hand, marked approved, with a key only its writer holds. */
+async function forgedMember(sql: pg.Client, keyName: string): Promise<{ id: string; privateKey: KeyObject }> {
+  const { privateKey, publicKey } = generateKeyPairSync('ed25519');
+  const raw = publicKey.export({ format: 'der', type: 'spki' }).subarray(-32);
+  const id = keyFingerprint(raw);
+  await sql.query("INSERT INTO custody_gateways (id, public_key, key_name, name, status, request, requested_at, last_seen) VALUES ($1, $2, $3, 'mallory', 'approved', '', 0, 0)", [id, raw.toString('base64'), keyName]);
+  return { id, privateKey };
 }
 
 async function api<T>(m: Member, method: string, path: string, body?: unknown): Promise<T> {
@@ -127,10 +137,7 @@ describe('keys are shared by the group, and a gateway cut off from the store sto
   it('a key written into the store by hand, signed by a gateway row also written by hand, works on no gateway', async () => {
     const sql = await db.client();
     try {
-      const { privateKey, publicKey } = generateKeyPairSync('ed25519');
-      const raw = publicKey.export({ format: 'der', type: 'spki' }).subarray(-32);
-      const mallory = keyFingerprint(raw);
-      await sql.query("INSERT INTO custody_gateways (id, public_key, key_name, name, status, request, requested_at, last_seen) VALUES ($1, $2, 'custody/mallory', 'mallory', 'approved', '', 0, 0)", [mallory, raw.toString('base64')]);
+      const { privateKey, id: mallory } = await forgedMember(sql, 'custody/mallory');
       const id = 'forged000001';
       const key = `cst_${id}_${randomBytes(24).toString('base64url')}`;
       const row = { id, name: 'forged', hash: createHash('sha256').update(key).digest('hex'), groups: '["admin"]', created_at: Date.now(), created_by: 'mallory' };
@@ -152,6 +159,50 @@ describe('keys are shared by the group, and a gateway cut off from the store sto
     } finally {
       await sql.end();
     }
+  });
+
+  /** A request through `m` to the path `/blocked-…`, which the shared rule denies. */
+  async function sendBlocked(m: Member): Promise<{ status: number; reached: boolean }> {
+    const tag = `blocked-${Math.random().toString(36).slice(2)}`;
+    const r = await fetch(`${m.http}/echo/${tag}`, { headers: { authorization: `Bearer ${m.gw.firstKey}` } });
+    await r.arrayBuffer();
+    return { status: r.status, reached: echo.requests.some((q) => q.target.includes(tag)) };
+  }
+
+  it('a policy changed on A is enforced by B; one changed on B by A; a version written into the store by hand by neither', async () => {
+    const deny = [{ name: 'no-blocked', match: { connections: ['echo'], paths: ['/blocked*'] }, action: 'deny', reason: 'blocked by the group' }];
+    assert.equal((await sendBlocked(b)).status, 200);
+    await api(a, 'PUT', '/api/policies', { rules: deny });
+    const t0 = Date.now();
+    const refused = await until('B enforces the rule made on A', async () => {
+      const r = await sendBlocked(b);
+      return r.status !== 200 && r;
+    });
+    console.log(`# policy made on A enforced by B in ${Date.now() - t0} ms`);
+    assert.equal(refused.status, 403);
+    assert.equal(refused.reached, false, 'the upstream never saw the denied request');
+    const onB = await api<{ source: string; rules: unknown[] }>(b, 'GET', '/api/policies');
+    assert.equal(onB.source, 'group');
+    assert.deepEqual((onB.rules as { name: string }[]).map((r) => r.name), ['no-blocked']);
+
+    // A version signed by a gateway row written by hand: enforced by nobody.
+    const sql = await db.client();
+    try {
+      const { privateKey, id: mallory } = await forgedMember(sql, 'custody/mallory2');
+      const content = canonicalize({ rules: [] });
+      const hash = createHash('sha256').update(content).digest('hex');
+      const at = Date.now();
+      const text = `custody-document/v1\n${canonicalize(['policies', hash, mallory, 99, at])}`;
+      await sql.query('INSERT INTO custody_documents (kind, content, hash, gateway, version, author, author_name, created_at, signature) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)', ['policies', content, hash, mallory, 99, 'mallory', 'mallory', at, sign(null, Buffer.from(text), privateKey).toString('base64')]);
+    } finally {
+      await sql.end();
+    }
+    await new Promise((r) => setTimeout(r, 3000));
+    for (const m of [a, b]) assert.equal((await sendBlocked(m)).status, 403, 'the forged version was not enforced');
+
+    await api(b, 'PUT', '/api/policies', { rules: [] });
+    await until('A enforces the rules made on B', async () => (await sendBlocked(a)).status === 200);
+    assert.equal((await sendBlocked(b)).status, 200);
   });
 
   it('B, cut off from the store, stops admitting after store.staleAfter and resumes when the store returns', async () => {

@@ -147,6 +147,25 @@ export const PG_MIGRATIONS: PgMigration[] = [
       );
     `,
   },
+  {
+    version: 4,
+    name: 'policy and masking versions shared by the group, signed by the gateway that made them',
+    sql: `
+      CREATE TABLE custody_documents (
+        seq BIGSERIAL PRIMARY KEY,
+        kind TEXT NOT NULL CHECK (kind IN ('policies', 'masking')),
+        content TEXT NOT NULL,                  -- canonical JSON of the version's content
+        hash TEXT NOT NULL,                     -- SHA-256 of content
+        gateway TEXT NOT NULL,                  -- the gateway that made it (and signed it)
+        version INTEGER NOT NULL,               -- its version number on that gateway
+        author TEXT NOT NULL,
+        author_name TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        signature TEXT NOT NULL,                -- Ed25519 over kind, hash, gateway, version, time (doc-sync.ts)
+        UNIQUE (gateway, kind, version)
+      );
+    `,
+  },
 ];
 
 /** Applies the migrations the store lacks; returns the versions applied. */

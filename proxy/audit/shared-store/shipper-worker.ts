@@ -11,6 +11,7 @@ import Database from 'better-sqlite3';
 import type { KeyObject } from 'node:crypto';
 import type pg from 'pg';
 import { enrol, findApproval, type GatewayIdentity } from './enrolment';
+import { DocumentSync } from './doc-sync';
 import { KeySync, localTrust } from './key-sync';
 import { connectStore, migrateSharedStore, type StoreConnection } from './schema';
 import { localHead, SHIP_BATCH, ShipRefusedError, shipAll, shipOnce } from './shipping';
@@ -20,7 +21,7 @@ const { dbPath, conn, identity, signingKey } = workerData as { dbPath: string; c
 const port = parentPort!;
 
 const IDLE_MS = 50;
-/** How often an admitted gateway exchanges API keys with the store (key-sync.ts). */
+/** How often an admitted gateway exchanges API keys, policies and masking rules with the store (key-sync.ts, doc-sync.ts). */
 const KEY_SYNC_MS = 1000;
 /** How often an idle, admitted gateway still touches its row (last_seen), and a pending one asks again. */
 const HEARTBEAT_MS = 1000;
@@ -36,6 +37,7 @@ let backoff = BACKOFF_MIN_MS;
 let lastShipAt = 0;
 let lastKeySyncAt = 0;
 const keySync = new KeySync(db, identity.id, signingKey);
+const docSync = new DocumentSync(db, identity.id, signingKey);
 /** The gateway that approved this one, pinned in the local meta at its first admission (key-sync.ts trusts it). */
 let approver = (() => {
   const raw = (db.prepare('SELECT value FROM meta WHERE key = ?').get(ADMISSION_META) as { value: string } | undefined)?.value;
@@ -91,9 +93,12 @@ async function step(): Promise<number> {
     post({ phase: 'admitted', group: e.group, enrolment: e.status, first: e.first, reason: undefined, ...(approver ? { approvedBy: approver } : {}) });
   }
   if (Date.now() - lastKeySyncAt >= KEY_SYNC_MS) {
-    const rows = await keySync.round(c, localTrust(db, identity, approver));
-    lastKeySyncAt = Date.now();
+    const trust = localTrust(db, identity, approver);
+    const rows = await keySync.round(c, trust);
     if (rows.length) port.postMessage({ type: 'keys', rows });
+    const docs = await docSync.round(c, trust);
+    if (docs.length) port.postMessage({ type: 'documents', docs });
+    lastKeySyncAt = Date.now();
     post({ contactAt: lastKeySyncAt, error: undefined, failingSince: undefined });
   }
   const head = localHead(db);

@@ -17,6 +17,7 @@ import { workerSource } from '../../worker-source';
 import type { CheckpointSigner } from '../checkpoint-signer';
 import type { AuditStore } from '../store';
 import { gatewayIdentity, type EnrolmentStatus, type GatewayIdentity } from './enrolment';
+import type { PulledDocument } from './doc-sync';
 import type { SharedKeyRow } from './key-sync';
 import { storeConnection, storeLabel } from './schema';
 
@@ -42,7 +43,7 @@ export interface ShipperStatus {
 }
 
 export type ShipperCommand = { type: 'stop'; ms: number };
-type ShipperMessage = { type: 'status'; status: ShipperStatus } | { type: 'stopped'; error?: string } | { type: 'keys'; rows: SharedKeyRow[] };
+type ShipperMessage = { type: 'status'; status: ShipperStatus } | { type: 'stopped'; error?: string } | { type: 'keys'; rows: SharedKeyRow[] } | { type: 'documents'; docs: PulledDocument[] };
 
 /** meta key: the store group and status this gateway was admitted with (it then serves through outages). */
 export const ADMISSION_META = 'store.admission';
@@ -60,6 +61,8 @@ interface MemberDeps {
   log: Logger;
   /** Rows of the shared key table this gateway's table lacks or holds differently (key-sync.ts). */
   onKeys?: (rows: SharedKeyRow[]) => void;
+  /** A policy or masking version from the group that differs from what this gateway enforces (doc-sync.ts). */
+  onDocument?: (doc: PulledDocument) => void;
 }
 
 /** How far behind the store may be before health says `degraded`. */
@@ -119,6 +122,10 @@ export class SharedStoreMember {
   private take(m: ShipperMessage): void {
     if (m.type === 'keys') {
       this.deps.onKeys?.(m.rows);
+      return;
+    }
+    if (m.type === 'documents') {
+      for (const d of m.docs) this.deps.onDocument?.(d);
       return;
     }
     if (m.type === 'stopped') {
