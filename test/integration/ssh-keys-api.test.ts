@@ -4,44 +4,24 @@
 // nothing is stored; one person cannot see, add for or remove another's keys, an admin can; a key
 // with an expiry is refused once it has passed; removing a key refuses it at once.
 import assert from 'node:assert/strict';
-import { execFile, execFileSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { SshKeyList, SshKeyView } from '../../shared/api';
-import { Config } from '../../shared/config';
-import { Gateway } from '../../proxy/gateway';
-import { silentLogger } from '../../proxy/log';
-import { startSshd, type Sshd } from '../support/sshd';
+import type { Gateway } from '../../proxy/gateway';
+import { type SshBox, startSshBox } from '../support/ssh-box';
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-let sshd: Sshd;
+let box: SshBox;
 let gw: Gateway;
 let work: string;
-let dataDir: string;
 let control: string;
-let sshPort: number;
 let alice: string;
 let aliceKeyId: string;
 let bob: string;
 
-const SSH_OPTS = ['-F', '/dev/null', '-o', 'IdentitiesOnly=yes', '-o', 'IdentityAgent=none', '-o', 'BatchMode=yes', '-o', 'PreferredAuthentications=publickey', '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'LogLevel=ERROR'];
-
-/** `ssh -i IDENTITY` through the gateway (async: the gateway runs in this process). */
-function ssh(identity: string, command: string): Promise<Run> {
-  return new Promise((resolve) => {
-    execFile('ssh', [...SSH_OPTS, '-i', identity, '-p', String(sshPort), 'me@127.0.0.1', command], { encoding: 'utf8', timeout: 30_000 }, (err, stdout, stderr) => {
-      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : -1) : 0;
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
+const ssh = (identity: string, command: string) => box.ssh(identity, command);
 
 function keygen(name: string): { file: string; pub: string; fingerprint: string } {
   const file = join(work, name);
@@ -59,27 +39,14 @@ const list = async (key: string, all = false) => ((await call(key, 'GET', `/api/
 const storedRows = () => (gw.services.store.db.prepare('SELECT count(*) AS n FROM ssh_keys').get() as { n: number }).n;
 const del = (key: string, fingerprint: string) => call(key, 'DELETE', `/api/ssh-keys/${encodeURIComponent(fingerprint)}`);
 
-function events(kind: string): { actor: string; payload: Record<string, unknown> }[] {
-  gw.services.store.settle();
-  return (gw.services.store.db.prepare('SELECT actor, payload FROM events WHERE kind = ? ORDER BY seq').all(kind) as { actor: string; payload: string }[]).map((r) => ({ actor: r.actor, payload: JSON.parse(r.payload) as Record<string, unknown> }));
-}
+const events = (kind: string) => box.events(kind);
 
 describe('SSH keys over the control plane', () => {
   before(async () => {
-    sshd = await startSshd();
+    box = await startSshBox();
+    gw = box.gw;
+    control = box.control;
     work = mkdtempSync(join(tmpdir(), 'custody-ssh-keys-api-'));
-    dataDir = mkdtempSync(join(tmpdir(), 'custody-ssh-keys-api-gw-'));
-    const config = Config.parse({
-      listen: { control: '127.0.0.1:0', http: '127.0.0.1:0' },
-      connections: [{ name: 'box', kind: 'ssh', upstream: `ssh://${sshd.user}@127.0.0.1:${sshd.port}`, secret: { value: sshd.clientKey }, listen: '127.0.0.1:0' }],
-      policies: [
-        { name: 'dev-echo', match: { connections: ['box'], groups: ['dev'], commands: ['echo *'] }, action: 'allow' },
-        { name: 'nothing-else', match: { connections: ['box'] }, action: 'deny', reason: 'only dev may echo here' },
-      ],
-    });
-    gw = await Gateway.start({ config, dataDir, log: silentLogger });
-    control = `http://${gw.address('control')}`;
-    sshPort = Number(gw.address('ssh:box').split(':').pop());
     const a = gw.services.keys.create({ name: 'alice', groups: ['dev'] });
     alice = a.key;
     aliceKeyId = a.record.id;
@@ -87,9 +54,8 @@ describe('SSH keys over the control plane', () => {
   });
 
   after(async () => {
-    await gw?.stop();
-    await sshd?.close();
-    for (const d of [work, dataDir]) if (d) rmSync(d, { recursive: true, force: true });
+    await box?.stop();
+    if (work) rmSync(work, { recursive: true, force: true });
   });
 
   it('a person registers their own key; ssh -i logs in as them; removing it refuses it at once', async () => {
@@ -107,7 +73,7 @@ describe('SSH keys over the control plane', () => {
 
     const r = await ssh(k.file, 'echo hello from $USER');
     assert.equal(r.code, 0, r.stderr);
-    assert.equal(r.stdout, `hello from ${sshd.user}\n`);
+    assert.equal(r.stdout, `hello from ${box.sshd.user}\n`);
     const created = events('key.created').find((e) => e.payload['fingerprint'] === k.fingerprint)!;
     assert.equal(created.actor, `key:${aliceKeyId}`);
     assert.equal(created.payload['actorName'], 'alice');
