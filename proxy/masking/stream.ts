@@ -176,7 +176,7 @@ export class TextChannel {
     if (this.inKey) return this.continueKey(delta, final, deadline);
     const text = this.context + this.pending + delta;
     const from = this.context.length;
-    const { matches, cut } = this.terminal ? this.scanAsPrinted(text, from, deadline) : { matches: this.plan.scan(text, deadline, from, undefined, Math.max(0, from - RESCAN_CHARS)), cut: () => this.holdback.cut(text, from) };
+    const { matches, cut } = this.terminal && text.includes('\x1b') ? this.scanAsPrinted(text, from, deadline) : { matches: this.plan.scan(text, deadline, from, undefined, Math.max(0, from - RESCAN_CHARS)), cut: () => this.holdback.cut(text, from) };
     let emitEnd = final ? text.length : cut();
     // Never between the two halves of a character outside the BMP (an emoji): a lone half is not UTF-8.
     if (emitEnd > from && emitEnd < text.length && isHighSurrogate(text.charCodeAt(emitEnd - 1))) emitEnd--;
