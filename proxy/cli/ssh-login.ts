@@ -11,7 +11,7 @@
  * leaves this machine.
  */
 import { randomBytes } from 'node:crypto';
-import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { homedir, hostname, userInfo } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import ssh2 from 'ssh2';
@@ -123,6 +123,12 @@ export async function sshLoginCommand(args: ParsedArgs, io: Io): Promise<number>
     publicKey = pair.public;
     privateKey = pair.private;
     identityFile = resolve(str(args, 'out') ?? join(homedir(), '.ssh', 'custody_ed25519'));
+    // Where the key goes must exist before the gateway registers it.
+    try {
+      mkdirSync(dirname(identityFile), { recursive: true, mode: 0o700 });
+    } catch (err) {
+      throw new UsageError(`--out: cannot create ${dirname(identityFile)}: ${(err as Error).message}`);
+    }
   }
 
   // Registered first: a refused token leaves no key behind.

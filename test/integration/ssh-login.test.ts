@@ -49,13 +49,14 @@ describe('custody ssh-login: a short-lived SSH key through the IdP', () => {
   });
 
   it('registers a new key for the token\'s person; ssh -i as printed logs in with their groups; after the TTL the key is refused', async () => {
-    const out = join(work, 'alice_ed25519');
+    const out = join(work, 'dot-ssh', 'alice_ed25519');
     const r = await custody('--gateway', control, '--token-file', tokenFile, '--ttl', '6s', '--out', out, '--user', 'alice');
     assert.equal(r.code, 0, r.stderr);
     const port = gw.address('ssh:box').split(':').pop();
     assert.equal(r.stdout, `ssh -i ${out} -p ${port} alice@127.0.0.1\n`);
     assert.match(r.stderr, /^Registered ssh-ed25519 key SHA256:\S+ for .*alice-laptop.*; it logs in until \S+Z\. Private key: .* \(mode 0600\)\.\n$/);
     assert.equal(statSync(out).mode & 0o777, 0o600, 'the private key is for its owner only');
+    assert.equal(statSync(join(work, 'dot-ssh')).mode & 0o777, 0o700, 'a missing folder is made, for its owner only');
     assert.match(readFileSync(out, 'utf8'), /^-----BEGIN OPENSSH PRIVATE KEY-----/);
     const fingerprint = execFileSync('ssh-keygen', ['-l', '-f', `${out}.pub`], { encoding: 'utf8' }).split(' ')[1]!;
     assert.ok(r.stderr.includes(fingerprint), 'the registered key is the one written');
