@@ -50,7 +50,7 @@ describe('custody ssh-login: a short-lived SSH key through the IdP', () => {
 
   it('registers a new key for the token\'s person; ssh -i as printed logs in with their groups; after the TTL the key is refused', async () => {
     const out = join(work, 'dot-ssh', 'alice_ed25519');
-    const r = await custody('--gateway', control, '--token-file', tokenFile, '--ttl', '6s', '--out', out, '--user', 'alice');
+    const r = await custody('--gateway', control, '--token-file', tokenFile, '--ttl', '10s', '--out', out, '--user', 'alice');
     assert.equal(r.code, 0, r.stderr);
     const port = gw.address('ssh:box').split(':').pop();
     assert.equal(r.stdout, `ssh -i ${out} -p ${port} alice@127.0.0.1\n`);
@@ -65,7 +65,7 @@ describe('custody ssh-login: a short-lived SSH key through the IdP', () => {
     const created = events('key.created').find((e) => e.payload['fingerprint'] === fingerprint)!;
     assert.equal(created.actor, `${idp.issuer}#alice-laptop`);
     const expiresAt = created.payload['expiresAt'] as number;
-    assert.ok(expiresAt > Date.now() && expiresAt <= Date.now() + 6000, String(expiresAt));
+    assert.ok(expiresAt > Date.now() && expiresAt <= Date.now() + 10000, String(expiresAt));
     assert.equal(created.payload['person'], gw.services.persons.personOf(`${idp.issuer}#alice-laptop`));
     const apiKey = gw.services.keys.get(created.payload['keyId'] as string)!;
     assert.deepEqual(apiKey.groups, ['dev']);
@@ -95,7 +95,7 @@ describe('custody ssh-login: a short-lived SSH key through the IdP', () => {
     assert.equal((gw.services.store.db.prepare('SELECT count(*) AS n FROM ssh_keys').get() as { n: number }).n, before);
   });
 
-  it('--key registers an existing key, writing nothing; the default TTL is 8 hours', async () => {
+  it('--key registers an existing key, writing nothing; the default TTL is 8 hours; locking the person refuses it', async () => {
     const own = join(work, 'own_ed25519');
     execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'alice@laptop', '-f', own]);
     const before = readFileSync(own, 'utf8');
@@ -106,6 +106,13 @@ describe('custody ssh-login: a short-lived SSH key through the IdP', () => {
     assert.ok(Math.abs(j.expiresAt - (Date.now() + 8 * 3600_000)) < 60_000, `expires in about 8 h: ${new Date(j.expiresAt).toISOString()}`);
     assert.equal(readFileSync(own, 'utf8'), before, 'the private key is left alone');
     assert.equal((await sshAsPrinted(j.commands[0]!.command, 'echo mine')).stdout, 'mine\n');
+    // Locking the token's person refuses the key at once, TTL or not.
+    const person = gw.services.persons.personOf(`${idp.issuer}#alice-laptop`)!;
+    const lock = await fetch(`${control}/api/persons/${encodeURIComponent(person)}/lock`, { method: 'POST', headers: { authorization: `Bearer ${gw.firstKey!}` } });
+    assert.equal(lock.status, 200, await lock.text());
+    const locked = await sshAsPrinted(j.commands[0]!.command, 'echo mine');
+    assert.equal(locked.code, 255, 'a locked person\'s key is refused');
+    assert.equal(locked.stdout, '');
   });
 
   it('bad options: one line on stderr, exit 2', async () => {
