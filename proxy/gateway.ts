@@ -43,6 +43,7 @@ import { registerAuditRoutes } from './control/routes/audit';
 import { registerAuthRoutes } from './control/routes/auth';
 import { registerHoldRoutes } from './control/routes/holds';
 import { registerKeyRoutes } from './control/routes/keys';
+import { registerSshKeyRoutes } from './control/routes/ssh-keys';
 import { registerPersonRoutes } from './control/routes/persons';
 import { registerMaskingRoutes } from './control/routes/masking';
 import { registerPolicyRoutes } from './control/routes/policies';
@@ -235,6 +236,8 @@ export class Gateway {
     routeModules.push(registerAuthRoutes, registerHoldRoutes, registerPolicyRoutes, registerKeyRoutes, registerPersonRoutes);
     routeModules.push(registerMaskingRoutes);
     const bound = (name: string) => this.listeners.find((l) => l.name === name)?.address;
+    const sshListeners = () => this.listeners.filter((l) => l.name.startsWith('ssh:')).map((l) => ({ connection: l.name.slice(4), address: l.address }));
+    routeModules.push((router, services) => registerSshKeyRoutes(router, services, sshListeners));
     routeModules.push((router, services) => registerConnectionRoutes(router, services, { http: () => bound('http'), postgres: (name) => bound(`postgres:${name}`) ?? bound(`ssh:${name}`) }), registerDashboardRoutes);
     this.control = await startControlPlane(s, routeModules, { httpAddress: () => bound('http') });
     this.listeners.push({ name: 'control', address: this.control.address, close: () => this.control.close() });

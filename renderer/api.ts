@@ -137,6 +137,11 @@ export const httpApi: ConsoleApi = {
   async revokeKey(id) {
     await request('POST /api/keys/:id/revoke', { params: { id } });
   },
+  sshKeys: (all) => request('GET /api/ssh-keys', all ? { query: 'all=1' } : {}),
+  addSshKey: (req) => request('POST /api/ssh-keys', { body: req }),
+  async removeSshKey(fingerprint) {
+    await request('DELETE /api/ssh-keys/:fingerprint', { params: { fingerprint } });
+  },
   connections: () => request('GET /api/connections', {}),
   addConnection: (connection) => request('POST /api/connections', { body: connection }),
   editConnection: (name, connection) => request('PUT /api/connections/:name', { params: { name }, body: connection }),

@@ -306,6 +306,42 @@ export interface CreateKeyRequest {
 /** The new key, shown this once, and its record. */
 export type CreatedKey = KeyView & { key: string; person: string };
 
+/** A registered SSH public key (docs/SSH.md, "Public keys"): it logs in as the API key `keyId`. */
+export interface SshKeyView {
+  /** `SHA256:…`, as `ssh-keygen -l` prints it. */
+  fingerprint: string;
+  algo: string;
+  comment: string | null;
+  /** The API key it logs in as (groups, person and expiry are that key's). */
+  keyId: string;
+  keyName: string | null;
+  person: string | null;
+  personName: string | null;
+  createdAt: number;
+  createdBy: string;
+  /** When the API key it logs in as expires; after that the SSH key is refused. */
+  expiresAt: number | null;
+  /** `expired` or `revoked` when the API key it logs in as is. */
+  state: 'active' | 'expired' | 'revoked';
+}
+
+export interface AddSshKeyRequest {
+  /** One OpenSSH public key line (`ssh-ed25519 AAAA… me@laptop`). */
+  publicKey: string;
+  /** A duration such as `8h`: the key is refused after it (default 30d; never past the caller's own API key). */
+  expires?: string;
+  /** Admins: the person (id or name) whose key it is; default the caller. */
+  person?: string;
+  /** Admins, with `person`: the groups it logs in with; default none. */
+  groups?: string[];
+}
+
+/** `GET /api/ssh-keys`: the keys, and where the gateway's ssh connections listen. */
+export interface SshKeyList {
+  keys: SshKeyView[];
+  listeners: { connection: string; address: string }[];
+}
+
 export interface PersonLockResult {
   /** Ids of the keys the lock revoked. */
   keysRevoked: string[];
@@ -485,6 +521,10 @@ export interface ApiRoutes {
   'POST /api/keys': { request: CreateKeyRequest; response: CreatedKey };
   'POST /api/keys/:id/revoke': { response: KeyView };
   'POST /api/keys/:id/expire': { response: KeyView };
+
+  'GET /api/ssh-keys': { response: SshKeyList };
+  'POST /api/ssh-keys': { request: AddSshKeyRequest; response: SshKeyView };
+  'DELETE /api/ssh-keys/:fingerprint': { response: SshKeyView };
 
   'GET /api/persons': { response: { persons: Person[] } };
   'POST /api/persons': { request: { name: string }; response: Person };

@@ -515,6 +515,12 @@ export interface SshKeyCreatedPayload {
   comment: string | null;
   /** The API key it logs in as. */
   keyId: string;
+  /** The person it was registered for (console and `custody ssh-login`). */
+  person?: string;
+  /** When it stops logging in (its API key's expiry), if it does. */
+  expiresAt?: number | null;
+  /** Console: who registered it, by name. */
+  actorName?: string;
 }
 
 export type KeyCreatedPayload = ApiKeyCreatedPayload | SigningKeyCreatedPayload | SshKeyCreatedPayload;
@@ -536,6 +542,8 @@ export interface SshKeyRevokedPayload {
   /** The API key it logged in as. */
   keyId: string;
   how: 'remove';
+  /** Console: who removed it, by name. */
+  actorName?: string;
 }
 
 export type KeyRevokedPayload = ApiKeyRevokedPayload | SshKeyRevokedPayload;

@@ -7,6 +7,7 @@ import { resolveConfig } from '../config';
 import { ApiKeyStore } from '../identity/api-keys';
 import { ConsoleSessions } from '../identity/console-sessions';
 import { PersonDirectory, PersonError } from '../identity/persons';
+import { registerSshKey, removeSshKey, type SshKeyTarget } from '../identity/ssh-key-registry';
 import { parseSshPublicKey, SshKeyError, SshKeyStore } from '../identity/ssh-keys';
 import { type Io, type ParsedArgs, rejectUnknown, str, UsageError } from './args';
 
@@ -70,34 +71,31 @@ export async function keysCommand(args: ParsedArgs, io: Io): Promise<number> {
         } catch (err) {
           throw new UsageError(`cannot read ${file}: ${(err as Error).message}`);
         }
-        const parsed = sshKeyOrUsage(() => parseSshPublicKey(text));
-        const ssh = new SshKeyStore(store.db);
-        const registered = ssh.get(parsed.fingerprint);
-        if (registered && registered.removedAt === null) throw new UsageError(`the SSH key ${parsed.fingerprint} is already registered (for API key ${registered.keyId}); remove it there first`);
+        // The key text is checked first: a bad key is the error to report whatever else is wrong.
+        sshKeyOrUsage(() => parseSshPublicKey(text));
         const keyArg = str(args, 'key');
         const ownerArg = str(args, 'owner');
         if (!!keyArg === !!ownerArg) throw new UsageError('keys add-ssh needs exactly one of --key KEY_ID (log in as that API key) or --owner PERSON (a new key of theirs)');
         if (keyArg && (str(args, 'groups') !== undefined || str(args, 'name') !== undefined || str(args, 'expires') !== undefined)) throw new UsageError('--groups, --name and --expires go with --owner; with --key the SSH key logs in as that API key, groups and expiry included');
-        let keyId: string;
-        let created: { id: string; groups: string[]; person: string } | undefined;
-        if (keyArg) {
-          const record = keys.get(keyArg);
-          if (!record) throw new UsageError(`--key: no API key ${keyArg} (see custody keys list)`);
-          if (record.revokedAt !== null) throw new UsageError(`--key: the API key ${keyArg} is revoked`);
-          if (record.expiresAt !== null && record.expiresAt <= Date.now()) throw new UsageError(`--key: the API key ${keyArg} has expired`);
-          keyId = keyArg;
-        } else {
-          const r = createOwnedKey(store, keys, args, str(args, 'name') ?? `ssh ${parsed.comment ?? parsed.fingerprint}`, 'custody keys add-ssh');
-          keyId = r.record.id;
-          created = { id: keyId, groups: r.record.groups, person: r.person };
+        const persons = new PersonDirectory(store);
+        let target: SshKeyTarget;
+        if (keyArg) target = { keyId: keyArg };
+        else {
+          let person: string;
+          try {
+            person = persons.resolve(ownerArg!).id;
+          } catch (err) {
+            if (err instanceof PersonError) throw new UsageError(`--owner: ${err.message}`);
+            throw err;
+          }
+          const name = str(args, 'name');
+          target = { person, groups: groupsArg(args), expiresAt: expiresArg(args), ...(name ? { name } : {}) };
         }
-        const added = sshKeyOrUsage(() => ssh.add(keyId, text, 'cli'));
-        store.append({ kind: 'key.created', actor: 'cli', payload: { credential: 'ssh-key', fingerprint: added.fingerprint, algo: added.algo, comment: added.comment, keyId } satisfies KeyCreatedPayload });
-        if (args.flags['json']) io.out(`${JSON.stringify({ ...added, ...(created ? { createdKey: created } : {}) })}
-`);
+        const { record: added, createdKey } = sshKeyOrUsage(() => registerSshKey({ store, keys, persons }, text, target, { subject: 'cli' }, 'custody keys add-ssh'));
+        if (args.flags['json']) io.out(`${JSON.stringify({ ...added, ...(createdKey ? { createdKey } : {}) })}\n`);
         else {
           io.out(`${added.fingerprint}\n`);
-          io.err(`Registered ${added.algo} key ${added.fingerprint}${added.comment ? ` (${added.comment})` : ''}: it logs in to ssh connections as API key ${keyId}${created ? ` (new, groups: ${created.groups.join(',') || 'none'}, person ${created.person})` : ''}.\n`);
+          io.err(`Registered ${added.algo} key ${added.fingerprint}${added.comment ? ` (${added.comment})` : ''}: it logs in to ssh connections as API key ${added.keyId}${createdKey ? ` (new, groups: ${createdKey.groups.join(',') || 'none'}, person ${createdKey.person})` : ''}.\n`);
         }
         return 0;
       }
@@ -114,12 +112,13 @@ export async function keysCommand(args: ParsedArgs, io: Io): Promise<number> {
       case 'remove-ssh': {
         rejectUnknown(args, ['config', 'data-dir']);
         if (!id) throw new UsageError('keys remove-ssh needs a fingerprint (SHA256:…, see custody keys list-ssh)');
-        const removed = new SshKeyStore(store.db).remove(id);
-        if (!removed) {
-          io.err(`custody: no registered SSH key ${id}\n`);
+        try {
+          removeSshKey({ store, keys, persons: new PersonDirectory(store) }, id, { subject: 'cli' });
+        } catch (err) {
+          if (!(err instanceof SshKeyError)) throw err;
+          io.err(`custody: ${err.message}\n`);
           return 1;
         }
-        store.append({ kind: 'key.revoked', actor: 'cli', payload: { credential: 'ssh-key', fingerprint: id, keyId: removed.keyId, how: 'remove' } satisfies KeyRevokedPayload });
         io.err(`SSH key ${id} removed; it no longer logs in (sessions already open with it go on until they end).\n`);
         return 0;
       }
@@ -138,16 +137,8 @@ export async function keysCommand(args: ParsedArgs, io: Io): Promise<number> {
  * like the key is created (recorded), so each key created without an owner is its own person.
  */
 function createOwnedKey(store: AuditStore, keys: ApiKeyStore, args: ParsedArgs, name: string, how: string): { key: string; record: ApiKeyRecord; person: string } {
-  const groups = (str(args, 'groups') ?? '').split(',').map((g) => g.trim()).filter(Boolean);
-  const expires = str(args, 'expires');
-  let expiresAt: number | null = null;
-  if (expires) {
-    try {
-      expiresAt = Date.now() + parseDuration(expires);
-    } catch (err) {
-      throw new UsageError(`--expires: ${(err as Error).message}`);
-    }
-  }
+  const groups = groupsArg(args);
+  const expiresAt = expiresArg(args);
   const persons = new PersonDirectory(store);
   const ownerArg = str(args, 'owner');
   let person: string;
@@ -161,6 +152,20 @@ function createOwnedKey(store: AuditStore, keys: ApiKeyStore, args: ParsedArgs, 
   persons.attach(`key:${record.id}`, 'api-key', person, 'cli');
   store.append({ kind: 'key.created', actor: 'cli', payload: { id: record.id, name, groups, expiresAt, person } satisfies KeyCreatedPayload });
   return { key, record, person };
+}
+
+function groupsArg(args: ParsedArgs): string[] {
+  return (str(args, 'groups') ?? '').split(',').map((g) => g.trim()).filter(Boolean);
+}
+
+function expiresArg(args: ParsedArgs): number | null {
+  const expires = str(args, 'expires');
+  if (!expires) return null;
+  try {
+    return Date.now() + parseDuration(expires);
+  } catch (err) {
+    throw new UsageError(`--expires: ${(err as Error).message}`);
+  }
 }
 
 function sshKeyOrUsage<T>(f: () => T): T {

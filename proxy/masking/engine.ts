@@ -288,9 +288,9 @@ class LlmConnectionMasker implements ConnectionMasker {
     return new SseStreamMasker(this.engine.plan(this.connection.name, 'client', extraRules));
   }
 
-  textStream(extraRules?: string[]): TextStreamMasker {
+  textStream(extraRules?: string[], opts: { screen?: boolean } = {}): TextStreamMasker {
     const plan = this.engine.plan(this.connection.name, 'client', extraRules);
-    const channel = new TextChannel(plan, new Holdback(plan.scanDetectors));
+    const channel = new TextChannel(plan, new Holdback(plan.scanDetectors), opts.screen ? 'screen' : 'label');
     return {
       push: (text) => channel.push(text),
       end: () => channel.flush(),

@@ -10,6 +10,7 @@ import type { MaskSpan } from '../../shared/events';
 import { BUILTIN_BY_ID, BUILTIN_DETECTORS, DETECTOR_GROUPS, type Detector } from './detectors';
 import { compileCustomDetector, type Match, resolveOverlaps, scanText } from './scanner';
 import type { ColumnPattern, CompiledRule, JsonPathStep } from './compiled-rule';
+import { fitToScreen, labelKeepingEscapes } from './terminal-width';
 import { MaskingError } from './types';
 
 export type RenderScope = MaskScope;
@@ -150,6 +151,9 @@ export interface Rendered {
 }
 
 /** Replacement text for `value` under `rule` (DESIGN.md, Masking: redact → [TYPE] | mask | hash). */
+/** How masked values are written into terminal output: as wide as the value (`screen`, a pty) or as their label. */
+export type TerminalRender = 'screen' | 'label';
+
 export function replacement(rule: MaskingRule, detector: Detector, value: string, hmacKey: Buffer): string {
   switch (rule.strategy) {
     case 'redact':
@@ -222,10 +226,10 @@ export class MaskPlan {
   readonly forwardSameAsLog: boolean;
 
   /** Renders for the forward scope and the log (once when they are the same). */
-  renderBoth(text: string, matches: readonly Match[], path: string | undefined): { fwd: Rendered; log: Rendered } {
-    const log = this.render(text, matches, 'log', path);
+  renderBoth(text: string, matches: readonly Match[], path: string | undefined, terminal?: TerminalRender): { fwd: Rendered; log: Rendered } {
+    const log = this.render(text, matches, 'log', path, terminal);
     if (this.forwardSameAsLog && !matches.some((m) => m.rule)) return { fwd: log, log };
-    return { fwd: this.render(text, matches, this.forward, undefined), log };
+    return { fwd: this.render(text, matches, this.forward, undefined, terminal), log };
   }
 
   /** The rule that masks `detector` in `scope`, if any. */
@@ -261,9 +265,11 @@ export class MaskPlan {
   /**
    * Renders `text` with `matches` (offsets relative to `text`) replaced as `scope` requires.
    * Spans point into the rendered text. A match that carries its own rule (a whole value masked by
-   * a column or JSON-path rule) uses that rule.
+   * a column or JSON-path rule) uses that rule. `terminal`: text for a terminal (terminal-width.ts):
+   * on a `screen` each replacement takes the cells of the value it replaces; as `label` it is the
+   * plain label followed by the escape sequences the value held.
    */
-  render(text: string, matches: readonly Match[], scope: RenderScope, path: string | undefined): Rendered {
+  render(text: string, matches: readonly Match[], scope: RenderScope, path: string | undefined, terminal?: TerminalRender): Rendered {
     let out = '';
     let last = 0;
     const spans: MaskSpan[] = [];
@@ -271,7 +277,9 @@ export class MaskPlan {
     for (const m of matches) {
       const rule = m.rule ? (scope === 'log' || m.rule.scope.has(scope) ? m.rule : undefined) : this.ruleFor(m.detector, scope);
       if (!rule) continue;
-      const rep = replacement(rule.rule, m.detector, text.slice(m.start, m.end), this.env.hmacKey);
+      const value = text.slice(m.start, m.end);
+      const label = replacement(rule.rule, m.detector, value, this.env.hmacKey);
+      const rep = terminal === 'screen' ? fitToScreen(label, value) : terminal === 'label' ? labelKeepingEscapes(label, value) : label;
       out += text.slice(last, m.start);
       const span: MaskSpan = { type: m.detector.type, start: out.length, end: out.length + rep.length, rule: rule.id };
       if (path !== undefined) span.path = path;

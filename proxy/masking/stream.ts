@@ -10,9 +10,10 @@
  */
 import type { MaskSpan } from '../../shared/events';
 import type { Detector } from './detectors';
-import { addCounts, jsonPointer, type MaskPlan } from './rules';
-import { analyzeRegex } from './scanner';
+import { addCounts, jsonPointer, type MaskPlan, type TerminalRender } from './rules';
+import { analyzeRegex, type Match } from './scanner';
 import { anthropicBlock, anthropicLeaves, type JsonPath, type LeafVisitor, openAiItem, openAiLeaves, allStringLeaves, STRUCTURAL_KEYS } from './structure';
+import { projectedOffset, withoutEscapes } from './terminal-width';
 import type { SseEvent, StreamChunkResult, StreamMasker } from './types';
 
 /** Characters of already-emitted text kept as left context (keywords such as "DOB:", "Bearer"). */
@@ -148,6 +149,8 @@ export interface ChannelOutput {
 }
 
 /** One piece of streamed text (a choice's content, a tool call's arguments, a content block). */
+const isHighSurrogate = (c: number) => c >= 0xd800 && c <= 0xdbff;
+
 export class TextChannel {
   private pending = '';
   private context = '';
@@ -157,6 +160,11 @@ export class TextChannel {
   constructor(
     private readonly plan: MaskPlan,
     private readonly holdback: Holdback,
+    /**
+     * Terminal output (terminal-width.ts): scanned as printed, without its escape sequences, and
+     * masked values written as wide as they were (`screen`) or as their label (`label`).
+     */
+    private readonly terminal?: TerminalRender,
   ) {}
 
   get held(): number {
@@ -168,8 +176,10 @@ export class TextChannel {
     if (this.inKey) return this.continueKey(delta, final, deadline);
     const text = this.context + this.pending + delta;
     const from = this.context.length;
-    const matches = this.plan.scan(text, deadline, from, undefined, Math.max(0, from - RESCAN_CHARS));
-    let emitEnd = final ? text.length : this.holdback.cut(text, from);
+    const { matches, cut } = this.terminal && text.includes('\x1b') ? this.scanAsPrinted(text, from, deadline) : { matches: this.plan.scan(text, deadline, from, undefined, Math.max(0, from - RESCAN_CHARS)), cut: () => this.holdback.cut(text, from) };
+    let emitEnd = final ? text.length : cut();
+    // Never between the two halves of a character outside the BMP (an emoji): a lone half is not UTF-8.
+    if (emitEnd > from && emitEnd < text.length && isHighSurrogate(text.charCodeAt(emitEnd - 1))) emitEnd--;
     for (const m of matches) if (m.start < emitEnd && m.end > emitEnd) emitEnd = m.end;
     const emitted = matches.filter((m) => m.start < emitEnd).map((m) => ({ ...m, start: m.start - from, end: m.end - from }));
     const raw = text.slice(from, emitEnd);
@@ -180,8 +190,19 @@ export class TextChannel {
     // block (until the END line) is swallowed as it arrives.
     const last = emitted[emitted.length - 1];
     if (!final && last && last.detector.id === 'private_key' && last.end === raw.length && !/-----END /.test(raw.slice(last.start))) this.inKey = true;
-    const { fwd, log } = this.plan.renderBoth(raw, emitted, '');
+    const { fwd, log } = this.plan.renderBoth(raw, emitted, '', this.terminal);
     return { fwd: fwd.text, log: log.text, spans: log.spans, counts: log.counts };
+  }
+
+  /**
+   * A terminal's text is scanned as printed, without its escape sequences (terminal-width.ts), and
+   * held back by what is printed; offsets come back in the original text, sequences included.
+   */
+  private scanAsPrinted(text: string, from: number, deadline: number): { matches: Match[]; cut: () => number } {
+    const p = withoutEscapes(text);
+    const pFrom = projectedOffset(p, from);
+    const matches = this.plan.scan(p.text, deadline, pFrom, undefined, Math.max(0, pFrom - RESCAN_CHARS)).map((m) => ({ ...m, start: p.at[m.start]!, end: p.at[m.end - 1]! + 1 }));
+    return { matches, cut: () => Math.max(from, p.at[this.holdback.cut(p.text, pFrom)]!) };
   }
 
   /** Inside a private key block already masked: drop text up to and including its END line. */

@@ -82,9 +82,12 @@ export interface ConnectionMasker {
   /**
    * A plain text stream toward the client (terminal output, command output): each `push` returns
    * what can be written now, holding back at most the trailing characters that could still become
-   * part of a match; `end` flushes the rest. Throws MaskingError.
+   * part of a match; `end` flushes the rest. Values are looked for in the text as printed, escape
+   * sequences aside, and the sequences a value held are kept. `screen`: the text goes to a terminal
+   * (a pty), so each masked value is replaced by a placeholder as wide as it on screen
+   * (terminal-width.ts). Throws MaskingError.
    */
-  textStream(extraRules?: string[]): TextStreamMasker;
+  textStream(extraRules?: string[], opts?: { screen?: boolean }): TextStreamMasker;
 }
 
 /** One masked text piece of a plain text stream: `fwd` for the client, `log` (with `spans`) for the record. */

@@ -403,7 +403,7 @@ export class SshProxySession {
     const stream = await new Promise<ClientChannel>((resolve, reject) => up.exec(command, opts, (err, s) => (err ? reject(err) : resolve(s))));
     // A binary transfer's bytes are the file itself: hashed and counted, never masked or kept.
     const transfer = parsed.transfers.length > 0;
-    this.bridge(state, ch, stream, { kind: 'exec', transfer, masked: transfer ? undefined : this.masker(decision.mask) });
+    this.bridge(state, ch, stream, { kind: 'exec', transfer, masked: transfer ? undefined : this.masker(decision.mask, !!state.pty) });
   }
 
   private async shell(state: ChannelState, ch: ServerChannel): Promise<void> {
@@ -419,7 +419,7 @@ export class SshProxySession {
     const stream = await new Promise<ClientChannel>((resolve, reject) =>
       state.pty ? up.shell(ptyOptions(state.pty), { env: state.env }, (err, s) => (err ? reject(err) : resolve(s))) : up.shell(false, { env: state.env }, (err, s) => (err ? reject(err) : resolve(s))),
     );
-    this.bridge(state, ch, stream, { kind: 'shell', transfer: false, masked: this.masker(decision.mask) });
+    this.bridge(state, ch, stream, { kind: 'shell', transfer: false, masked: this.masker(decision.mask, !!state.pty) });
   }
 
   private async sftp(state: ChannelState, ch: ServerChannel): Promise<void> {
@@ -618,8 +618,9 @@ export class SshProxySession {
     });
   }
 
-  private masker(extraRules?: string[]): () => TextStreamMasker | undefined {
-    return () => this.s.masking.forConnection(this.ctx.connection, extraRules)?.textStream(extraRules);
+  /** Output masking; on a pty (a terminal screen) masked values keep their width. */
+  private masker(extraRules: string[] | undefined, screen: boolean): () => TextStreamMasker | undefined {
+    return () => this.s.masking.forConnection(this.ctx.connection, extraRules)?.textStream(extraRules, { screen });
   }
 
   // ---------------------------------------------------------------- forwarding

@@ -367,7 +367,9 @@ export class SftpRelay {
       }
       if (check.op !== 'write') this.pending.set(id, { op: check.op, paths: check.paths });
     }
-    this.forward(p);
+    // Awaited: while the upstream's window is full the queue waits, and past 256 queued requests
+    // the client is paused (one 'drain' listener at a time, not one per request).
+    return this.forward(p);
   }
 
   private onReply(p: Buffer): void {

@@ -34,7 +34,7 @@ const NAV: { page: Page; label: string; icon: IconName; allowed: (c: Capabilitie
   { page: 'policies', label: 'Policies', icon: 'policies', allowed: (c) => c.viewPolicies },
   { page: 'connections', label: 'Connections', icon: 'connections', allowed: (c) => c.viewPolicies },
   { page: 'audit', label: 'Audit', icon: 'audit', allowed: (c) => c.viewAudit },
-  { page: 'keys', label: 'API keys', icon: 'keys', allowed: (c) => c.manageKeys },
+  { page: 'keys', label: 'Keys', icon: 'keys', allowed: () => true },
 ];
 
 export function App() {

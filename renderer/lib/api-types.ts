@@ -24,6 +24,9 @@ import type {
   PolicyVersion,
   PolicyVersionSummary,
   VerificationView,
+  AddSshKeyRequest,
+  SshKeyList,
+  SshKeyView,
 } from '../../shared/api';
 import type { CustomDetector, MaskingRule, PolicyRule } from '../../shared/config';
 import type { DashboardData } from '../../shared/dashboard';
@@ -137,6 +140,10 @@ export interface ConsoleApi {
   /** The key belongs to the signed-in person unless `owner` names a person or `newOwner` creates one. */
   createKey(req: CreateKeyRequest): Promise<{ key: string; record: KeyView }>;
   revokeKey(id: string): Promise<void>;
+  /** The signed-in person's SSH keys (admins: everyone's with `all`), and where ssh connections listen. */
+  sshKeys(all?: boolean): Promise<SshKeyList>;
+  addSshKey(req: AddSshKeyRequest): Promise<SshKeyView>;
+  removeSshKey(fingerprint: string): Promise<void>;
   connections(): Promise<ConnectionList>;
   addConnection(c: ConnectionInput): Promise<ConnectionView>;
   editConnection(name: string, c: ConnectionInput): Promise<ConnectionView>;

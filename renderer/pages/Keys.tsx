@@ -1,11 +1,24 @@
-/** API keys (admins): list, create (the key is shown once), revoke. */
+/** Keys: everyone's own SSH keys (SshKeys.tsx); for admins, API keys: list, create (the key is shown once), revoke. */
 import { type FormEvent, useCallback, useEffect, useState } from 'react';
-import { api, toast } from '../app/context';
+import { api, toast, useAuth } from '../app/context';
 import { Badge, Button, CodeBlock, Empty, ErrorBox, Field, Loading, Modal, PageHeader } from '../components/ui';
 import type { KeyView } from '../../shared/api';
 import { formatAgo, formatDateTime } from '../lib/format';
+import { capabilities } from '../lib/roles';
+import { ActionCell, KeyStateCell, SshKeysSection } from './SshKeys';
 
 export function KeysPage() {
+  const manageKeys = capabilities(useAuth((s) => s.me)).manageKeys;
+  return (
+    <div className="page">
+      <PageHeader title="Keys" subtitle="Your SSH keys log you in to ssh connections; API keys identify people and agents to the gateway." />
+      <SshKeysSection />
+      {manageKeys && <ApiKeysSection />}
+    </div>
+  );
+}
+
+function ApiKeysSection() {
   const [keys, setKeys] = useState<KeyView[]>();
   const [error, setError] = useState<string>();
   const [creating, setCreating] = useState(false);
@@ -32,16 +45,14 @@ export function KeysPage() {
   };
   const now = Date.now();
   return (
-    <div className="page">
-      <PageHeader
-        title="API keys"
-        subtitle="Keys identify people and agents to the gateway; their groups give roles and match policies."
-        actions={
-          <Button kind="primary" icon="plus" onClick={() => setCreating(true)}>
-            Create key
-          </Button>
-        }
-      />
+    <section className="card" data-testid="api-keys">
+      <div className="card-head">
+        <h2>API keys</h2>
+        <span className="muted small">Their groups give roles and match policies.</span>
+        <Button kind="primary" icon="plus" onClick={() => setCreating(true)}>
+          Create key
+        </Button>
+      </div>
       {error && <ErrorBox title="Could not load keys" message={error} onRetry={load} />}
       {!keys && !error ? (
         <Loading />
@@ -75,17 +86,8 @@ export function KeysPage() {
                     {k.createdBy ? <div className="muted">by {k.createdBy}</div> : null}
                   </td>
                   <td className="small">{k.lastUsedAt ? formatAgo(k.lastUsedAt, now) : <span className="muted">never</span>}</td>
-                  <td>
-                    <Badge tone={state === 'active' ? 'ok' : 'danger'}>{state}</Badge>
-                    {state === 'active' && k.expiresAt && <div className="muted small">until {formatDateTime(k.expiresAt)}</div>}
-                  </td>
-                  <td className="right">
-                    {state === 'active' && (
-                      <Button size="sm" kind="ghost" onClick={() => void revoke(k)}>
-                        Revoke
-                      </Button>
-                    )}
-                  </td>
+                  <KeyStateCell state={state} expiresAt={k.expiresAt} />
+                  <ActionCell label={state === 'active' ? 'Revoke' : undefined} onClick={() => void revoke(k)} />
                 </tr>
               );
             })}
@@ -108,7 +110,7 @@ export function KeysPage() {
           <CodeBlock code={created.key} label="API key" />
         </Modal>
       )}
-    </div>
+    </section>
   );
 }
 

@@ -119,7 +119,7 @@ describe('console: SSH sessions', () => {
       await eventually(() => screen.includes('live-marker-42'), 'the command to run');
       await eventually(async () => (await rows.innerText()).includes('live-marker-42'), 'the output in the console, live', 15_000);
       ssh.stdin!.write(`cat ${join(work, 'card.txt')}\r`);
-      await eventually(async () => (await rows.innerText()).includes('customer card [CREDIT_CARD]'), 'the masked card number, live', 15_000);
+      await eventually(async () => (await rows.innerText()).includes('customer card [CREDIT_CARD******] on file'), 'the masked card number, as wide as the number (a pty), live', 15_000);
       await eventually(async () => (await page.locator('[data-testid="ssh-terminal"] .xterm-mask[data-mask-type="CREDIT_CARD"]').count()) >= 1, 'the mask overlay, live');
       await screenshot(page, 'ssh-live');
 
