@@ -182,11 +182,17 @@ describe('console: approvals inbox', () => {
     assert.match(await card.getByTestId('hold-why').innerText(), /your role cannot decide holds/);
     assert.equal(await card.getByTestId('hold-approve').count(), 0);
     assert.equal(await rita.getByTestId('nav-sessions').count(), 1);
-    assert.equal(await rita.getByTestId('nav-keys').count(), 0);
+    // Everyone has the Keys page (their own SSH keys); only admins manage API keys there.
+    await rita.goto(`${env.control}/#/keys`);
+    await rita.getByTestId('ssh-keys').waitFor();
+    assert.equal(await rita.getByTestId('api-keys').count(), 0, 'reviewers do not manage API keys');
+    await rita.goto(`${env.control}/#/inbox`);
 
     const bob = pages['bob']!;
     assert.equal(await bob.getByTestId('nav-sessions').count(), 0, 'approvers do not browse recordings');
-    assert.equal(await bob.getByTestId('nav-keys').count(), 0);
+    await bob.goto(`${env.control}/#/keys`);
+    await bob.getByTestId('ssh-keys').waitFor();
+    assert.equal(await bob.getByTestId('api-keys').count(), 0, 'approvers do not manage API keys');
     await bob.goto(`${env.control}/#/policies`);
     await bob.getByText('Read only: editing policies needs the admin role.').waitFor();
     assert.equal(await bob.getByTestId('policies-review').count(), 0);

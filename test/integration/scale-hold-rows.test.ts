@@ -49,9 +49,9 @@ after(async () => {
 });
 
 describe('hold rows in the shared store', () => {
-  it('migration 3 applies on a store migrated to version 2, once', async () => {
+  it('migration 3 and later apply on a store migrated to version 2, once', async () => {
     assert.deepEqual(await migrateSharedStore(c, PG_MIGRATIONS.slice(0, 2)), [1, 2]);
-    assert.deepEqual(await migrateSharedStore(c), [3]);
+    assert.deepEqual(await migrateSharedStore(c), PG_MIGRATIONS.slice(2).map((m) => m.version));
     assert.deepEqual(await migrateSharedStore(c), []);
     await member('gw-a', 'enrolled');
     await member('gw-b', 'approved');
