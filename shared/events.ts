@@ -57,6 +57,8 @@ export const EVENT_KINDS = [
   // several gateways on one shared store (docs/SCALE-OUT.md): this gateway enrolled an empty store; it approved another's key
   'gateway.enrolled',
   'gateway.approved',
+  // rows this gateway shipped are gone from the tail of its chain in the shared store
+  'store.tampered',
   'journal.salvaged',
   'result.unrecorded',
 ] as const;
@@ -710,6 +712,7 @@ export interface EventPayloads {
   'gateway.stop': GatewayStopPayload;
   'gateway.enrolled': GatewayEnrolledPayload;
   'gateway.approved': GatewayApprovedPayload;
+  'store.tampered': StoreTamperedPayload;
   'journal.salvaged': JournalSalvagedPayload;
   'result.unrecorded': ResultUnrecordedPayload;
 }
@@ -756,6 +759,23 @@ export interface GatewayApprovedPayload {
   requestedAt: number;
   /** The approving gateway's id (this chain's). */
   by: string;
+}
+
+/**
+ * `store.tampered`: the shared store no longer ends this gateway's chain where the gateway shipped
+ * it to (rows deleted from its tail, or the last row changed). Recorded once per detection, in the
+ * gateway's own chain, which still holds every row.
+ */
+export interface StoreTamperedPayload {
+  /** The store, as logs name it (no password). */
+  store: string;
+  /** Where the gateway shipped its chain to. */
+  shippedSeq: number;
+  shippedHash: string;
+  /** Where the store's copy ends now (0 and '' when it holds none). */
+  foundSeq: number;
+  foundHash: string;
+  message: string;
 }
 
 /** One masked value: where it sits in the recorded text (after masking) and what found it. */

@@ -205,6 +205,34 @@ describe('keys are shared by the group, and a gateway cut off from the store sto
     assert.equal((await sendBlocked(b)).status, 200);
   });
 
+  it('rows deleted from the tail of A\'s chain in the store are noticed by A within seconds, and recorded in its own chain', async () => {
+    const sql = await db.client();
+    try {
+      await send(a, a.gw.firstKey!);
+      await until('A shipped', async () => a.gw.services.sharedStore!.health().lagEvents === 0);
+      const deleted = await sql.query("DELETE FROM custody_events WHERE gateway = $1 AND seq > (SELECT max(seq) - 3 FROM custody_events WHERE gateway = $1) RETURNING seq", [a.id]);
+      assert.equal(deleted.rowCount, 3);
+      const t0 = Date.now();
+      // Traffic goes on meanwhile: new rows shipped after the deleted ones must not hide them.
+      await send(a, a.gw.firstKey!);
+      const health = await until('A notices', async () => {
+        const h = a.gw.services.sharedStore!.health();
+        return h.cause?.includes('deleted from its tail') && h;
+      });
+      console.log(`# deleted tail noticed in ${Date.now() - t0} ms`);
+      assert.equal(health.state, 'degraded');
+      assert.match(health.cause!, /3 row\(s\) were deleted from its tail/);
+      a.gw.services.store.settle();
+      const recorded = a.gw.services.store.events(1, 100_000).filter((e) => e.kind === 'store.tampered');
+      assert.equal(recorded.length, 1);
+      assert.equal((recorded[0]!.payload as { foundSeq: number; shippedSeq: number }).shippedSeq - (recorded[0]!.payload as { foundSeq: number }).foundSeq, 3);
+      await new Promise((r) => setTimeout(r, 1500));
+      assert.match(a.gw.services.sharedStore!.health().cause ?? '', /deleted from its tail/, 'it stays in health after later rows are shipped');
+    } finally {
+      await sql.end();
+    }
+  });
+
   it('B, cut off from the store, stops admitting after store.staleAfter and resumes when the store returns', async () => {
     assert.equal((await send(b, b.gw.firstKey!)).status, 200);
     await relay.cut();

@@ -104,6 +104,9 @@ async function step(): Promise<number> {
   const head = localHead(db);
   if (head.seq === shipped.seq && head.checkpoints === shipped.checkpoints && Date.now() - lastShipAt < HEARTBEAT_MS) return IDLE_MS;
   const r = await shipOnce(c, db, identity.id);
+  // Rows deleted from the store's copy of this chain are noticed within a round (shipOnce looks).
+  // It stays in the status (health says so) until the gateway restarts: later rows leave a gap.
+  if (r.tampered && r.tampered.message !== status.tampered?.message) post({ tampered: r.tampered });
   lastShipAt = Date.now();
   shipped = { seq: r.cursor.seq, checkpoints: r.cursor.seq >= head.seq ? head.checkpoints : -1 };
   post({ shippedSeq: r.cursor.seq, localSeq: Math.max(r.localSeq, r.cursor.seq), shippedAt: lastShipAt, contactAt: lastShipAt, error: undefined, failingSince: undefined });

@@ -35,6 +35,8 @@ export interface ShipperStatus {
   shippedAt?: number;
   /** The gateway that approved this one (its id and public key), learned at admission. */
   approvedBy?: { id: string; publicKey: string };
+  /** The store's copy of this chain no longer ends where it was shipped to (shipping.ts, shippedTailProblem). */
+  tampered?: { shippedSeq: number; shippedHash: string; foundSeq: number; foundHash: string; message: string };
   /** When the store last answered a round (keys exchanged or events shipped). */
   contactAt?: number;
   /** The last failure to reach or write the store, while it lasts. */
@@ -138,6 +140,15 @@ export class SharedStoreMember {
     const s = m.status;
     if (s.phase === 'pending' && was.phase !== 'pending') this.deps.log.warn(`shared store ${this.label}: ${this.refusal()}`);
     if (s.phase === 'admitted' && was.phase !== 'admitted') this.admitted(s);
+    if (s.tampered && s.tampered.message !== was.tampered?.message) {
+      // Recorded in this gateway's own chain, which still holds every row the store lost.
+      this.deps.log.error(`shared store ${this.label}: ${s.tampered.message}`);
+      try {
+        this.deps.store.append({ kind: 'store.tampered', actor: 'system', payload: { store: this.label, ...s.tampered } });
+      } catch (err) {
+        this.deps.log.error(`shared store: the tampering could not be recorded here (${(err as Error).message})`);
+      }
+    }
     if (s.error && !was.error) this.deps.log.warn(`shared store ${this.label}: cannot ship (${s.error}); retrying, events are kept locally`);
     if (!s.error && was.error) this.deps.log.info(`shared store ${this.label}: reachable again`);
     if (s.localSeq > s.shippedSeq) this.behindSince ??= Date.now();
@@ -192,7 +203,7 @@ export class SharedStoreMember {
     const lagEvents = s.phase === 'pending' ? 0 : Math.max(0, localSeq - s.shippedSeq);
     const lagMs = this.behindSince === undefined ? 0 : Date.now() - this.behindSince;
     const refusal = this.refusal();
-    const cause = refusal ?? (s.error ? `cannot ship to the shared store (${s.error}); ${lagEvents} event(s) wait locally` : lagMs > LAG_DEGRADED_MS ? `the shared store is ${lagEvents} event(s) behind` : undefined);
+    const cause = refusal ?? (s.tampered ? `${s.tampered.message}; this gateway's own chain still holds them (custody verify --store reports the store's copy)` : undefined) ?? (s.error ? `cannot ship to the shared store (${s.error}); ${lagEvents} event(s) wait locally` : lagMs > LAG_DEGRADED_MS ? `the shared store is ${lagEvents} event(s) behind` : undefined);
     return {
       state: cause ? 'degraded' : 'ok',
       ...(cause ? { cause } : {}),

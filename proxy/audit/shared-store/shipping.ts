@@ -32,6 +32,8 @@ export interface ShipResult {
   cursor: ShipCursor;
   /** The local chain's head when it looked. */
   localSeq: number;
+  /** The store's copy did not end where the cursor says it was shipped to (before this call's rows). */
+  tampered?: { shippedSeq: number; shippedHash: string; foundSeq: number; foundHash: string; message: string };
 }
 
 export class ShipRefusedError extends Error {
@@ -64,6 +66,9 @@ export async function shipOnce(client: pg.ClientBase, db: Database.Database, gat
     const c = cur.rows[0];
     if (!c) throw new ShipRefusedError(`the shared store has no row for gateway ${gateway}`);
     const cursor: ShipCursor = { seq: Number(c.shipped_seq), hash: c.shipped_hash, cpTime: Number(c.shipped_cp_time), cpSize: Number(c.shipped_cp_size) };
+    // Checked before new rows go in, which would otherwise hide a deleted tail as a gap.
+    const tail = await shippedTailProblem(client, gateway, cursor);
+    const tampered = tail && { shippedSeq: cursor.seq, shippedHash: cursor.hash, ...tail };
     if (cursor.seq > head.seq) throw new ShipRefusedError(`the shared store holds this gateway's chain up to seq ${cursor.seq}, but the local chain ends at seq ${head.seq}: this data dir is not the one that shipped it`);
     const rows = db.prepare('SELECT seq, time, kind, session, actor, connection, payload, encoding, spans, payload_hash, prev_hash, hash FROM events WHERE seq > ? ORDER BY seq LIMIT ?').all(cursor.seq, limit) as EventRow[];
     if (rows.length) {
@@ -105,11 +110,30 @@ export async function shipOnce(client: pg.ClientBase, db: Database.Database, gat
       Date.now(),
     ]);
     await client.query('COMMIT');
-    return { events: rows.length, checkpoints: cps.length, cursor, localSeq: head.seq };
+    return { events: rows.length, checkpoints: cps.length, cursor, localSeq: head.seq, ...(tampered ? { tampered } : {}) };
   } catch (err) {
     await client.query('ROLLBACK').catch(() => {});
     throw err;
   }
+}
+
+/**
+ * Whether the store still ends this gateway's chain where it was shipped to: rows deleted from its
+ * tail (or the last one changed) after they were shipped are caught here, at the next round of
+ * shipping, rather than only by the next `custody verify`. One indexed read. Returns what is
+ * wrong, or undefined.
+ */
+export async function shippedTailProblem(client: pg.ClientBase, gateway: string, cursor: Pick<ShipCursor, 'seq' | 'hash'>): Promise<{ foundSeq: number; foundHash: string; message: string } | undefined> {
+  if (cursor.seq === 0) return undefined;
+  const r = (await client.query<{ seq: string; hash: string }>('SELECT seq, hash FROM custody_events WHERE gateway = $1 ORDER BY seq DESC LIMIT 1', [gateway])).rows[0];
+  const foundSeq = r ? Number(r.seq) : 0;
+  const foundHash = r?.hash ?? '';
+  if (foundSeq === cursor.seq && foundHash === cursor.hash) return undefined;
+  const message =
+    foundSeq < cursor.seq
+      ? `the shared store's copy of this gateway's chain ends at seq ${foundSeq}, but seq ${cursor.seq} was shipped: ${cursor.seq - foundSeq} row(s) were deleted from its tail`
+      : `the shared store's copy of this gateway's chain no longer ends with the row shipped at seq ${cursor.seq} (hash ${cursor.hash.slice(0, 12)}…; now seq ${foundSeq}, hash ${foundHash.slice(0, 12)}…)`;
+  return { foundSeq, foundHash, message };
 }
 
 /** Ships until the store has everything the local chain holds now (the CLI, a last ship at stop). */
