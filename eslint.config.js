@@ -67,7 +67,7 @@ export default tseslint.config(
   {
     files: ['main/**/*.ts'],
     rules: {
-      'no-restricted-imports': ['error', { patterns: [{ group: ['**/renderer/*'], message: 'main/ may import shared/ and the proxy entry only' }, { group: ['**/proxy/*/**', '!**/proxy/gateway', '!**/proxy/entry'], message: 'main/ may import only the proxy entry (proxy/entry.ts)' }] }],
+      'no-restricted-imports': ['error', { patterns: [{ group: ['**/renderer/*'], message: 'main/ may import shared/ and the proxy entry only' }, { group: ['**/proxy/*/**', '!**/proxy/gateway', '!**/proxy/entry', '!**/proxy/identity/native-login'], message: 'main/ may import only the proxy entry (proxy/entry.ts) and the native sign-in it shares with the CLI (proxy/identity/native-login.ts)' }] }],
     },
   },
 );

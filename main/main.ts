@@ -14,7 +14,7 @@ import { consoleSessionCredentials, type HoldWatch, watchHolds } from './control
 import { forkGatewayProcess, GatewaySupervisor, type ReadyReport, utilityGatewayProcess, type UtilityProcessLike } from './gateway-supervisor';
 import { hardenSession, hardenWebContents, isSafeExternalUrl, secureWebPreferences, type SessionLike, type WebContentsLike } from './navigation-policy';
 import { HoldNotifier, nativeHoldNotifications } from './notifications';
-import { refreshTokens, signInWithBrowser } from './remote-login';
+import { refreshTokens, signInWithBrowser } from '../proxy/identity/native-login';
 import { loadOrCreateVaultKey, safeStorageKeychain, TokenVault } from './secret-wrap';
 import { TrayController } from './tray';
 import { placeWindow, readWindowState, trackWindowState } from './window-state';

@@ -22,7 +22,7 @@ const COMMANDS: Record<string, [Command, string[], string]> = {
   serve: [serveCommand, [], 'serve [--config FILE] [--data-dir DIR]            run the gateway and the console'],
   keys: [keysCommand, ['json'], 'keys create --name N [--owner PERSON] --groups a,b [--expires 30d] | list | revoke ID | expire ID | add-ssh FILE (--key ID | --owner PERSON --groups a,b) | list-ssh | remove-ssh FP'],
   persons: [personsCommand, ['json'], 'persons list | create NAME | link PERSON CREDENTIAL | lock PERSON   who holds which credentials'],
-  'ssh-login': [sshLoginCommand, ['json'], 'ssh-login --token-file FILE [--gateway URL] [--ttl 8h] [--out FILE | --key FILE] [--connection C]   a short-lived SSH key for your OIDC identity'],
+  'ssh-login': [sshLoginCommand, ['json'], 'ssh-login (--token-file FILE | --issuer URL --client-id ID) [--gateway URL] [--ttl 8h] [--out FILE | --key FILE] [--connection C]   a short-lived SSH key for your OIDC identity'],
   'login-link': [loginLinkCommand, [], 'login-link                                   a fresh console login link (single use, 10 minutes)'],
   verify: [verifyCommand, ['json', 'show-key', 'show-keys', 'force-path-style'], 'verify [PATH | s3://BUCKET/PREFIX] [--since-checkpoint FILE] [--key FINGERPRINT] [--witness-key VKEY ...] [--endpoint URL --region R] | --show-key | --store postgres://… [--keys FILE] [--show-keys]   check a data dir, bundle, segment, archive or shared store'],
   gateways: [gatewaysCommand, ['json'], 'gateways list | approve ID                    gateways sharing the store of --config; approve a pending one'],

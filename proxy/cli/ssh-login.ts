@@ -2,6 +2,11 @@
  * `custody ssh-login`: a short-lived SSH key for the person behind an OIDC token (or an API key).
  *
  *   custody ssh-login --token-file ~/.cache/idp-token [--ttl 8h] [--out ~/.ssh/custody_ed25519]
+ *   custody ssh-login --issuer https://idp.example.com --client-id custody-cli [--resource URI] …
+ *
+ * With `--issuer`, it signs in through the system browser first (RFC 8252: authorization code with
+ * PKCE and a loopback redirect, proxy/identity/native-login.ts, as the desktop app does): it prints
+ * the sign-in URL (and opens it with `$BROWSER` when that is set) and uses the access token it gets.
  *
  * Makes an Ed25519 key pair here (or takes the public half of `--key FILE`), registers the public
  * key with the gateway's control plane as the token's person (`POST /api/ssh-keys`, the token as
@@ -10,6 +15,7 @@
  * each ssh connection. The gateway refuses the key once the TTL has passed. The private key never
  * leaves this machine.
  */
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { homedir, hostname, userInfo } from 'node:os';
@@ -18,10 +24,37 @@ import ssh2 from 'ssh2';
 import type { SshKeyList, SshKeyView } from '../../shared/api';
 import { parseDuration } from '../../shared/config';
 import { resolveConfig } from '../config';
+import { signInWithBrowser } from '../identity/native-login';
 import { type Io, type ParsedArgs, rejectUnknown, str, UsageError } from './args';
 
 /** How long an ssh-login key logs in unless --ttl says otherwise. */
 export const SSH_LOGIN_DEFAULT_TTL = '8h';
+
+/** The token to register with: signed in through the browser (`--issuer`), or given. */
+async function obtainToken(args: ParsedArgs, io: Io): Promise<string> {
+  const issuer = str(args, 'issuer');
+  if (issuer === undefined) {
+    for (const o of ['client-id', 'resource', 'scope', 'redirect-path']) if (str(args, o) !== undefined) throw new UsageError(`--${o} goes with --issuer (a browser sign-in)`);
+    return readToken(args);
+  }
+  if (str(args, 'token') !== undefined || str(args, 'token-file') !== undefined) throw new UsageError('give --issuer (sign in through the browser) or a token, not both');
+  const clientId = str(args, 'client-id');
+  if (!clientId) throw new UsageError('--issuer needs --client-id: a public native client registered with the IdP (redirect URI http://127.0.0.1/callback, any port)');
+  const resource = str(args, 'resource');
+  const tokens = await signInWithBrowser({
+    issuer,
+    clientId,
+    ...(resource ? { resource } : {}),
+    scope: str(args, 'scope') ?? 'openid profile email',
+    redirectPath: str(args, 'redirect-path') ?? '/callback',
+    openBrowser: (url) => {
+      io.err(`Sign in to your identity provider in a browser: ${url}\n`);
+      const browser = process.env['BROWSER'];
+      if (browser) spawn(browser, [url], { stdio: 'ignore', detached: true }).on('error', () => {}).unref();
+    },
+  });
+  return tokens.accessToken;
+}
 
 function readToken(args: ParsedArgs): string {
   const file = str(args, 'token-file');
@@ -94,7 +127,7 @@ function writePrivate(file: string, text: string): void {
 }
 
 export async function sshLoginCommand(args: ParsedArgs, io: Io): Promise<number> {
-  rejectUnknown(args, ['config', 'gateway', 'token', 'token-file', 'ttl', 'key', 'out', 'connection', 'user', 'json']);
+  rejectUnknown(args, ['config', 'gateway', 'token', 'token-file', 'issuer', 'client-id', 'resource', 'scope', 'redirect-path', 'ttl', 'key', 'out', 'connection', 'user', 'json']);
   if (args.positionals.length > 1) throw new UsageError(`unexpected argument ${args.positionals[1]}`);
   const ttl = str(args, 'ttl') ?? SSH_LOGIN_DEFAULT_TTL;
   try {
@@ -104,8 +137,8 @@ export async function sshLoginCommand(args: ParsedArgs, io: Io): Promise<number>
   }
   const keyFile = str(args, 'key');
   if (keyFile !== undefined && str(args, 'out') !== undefined) throw new UsageError('--out is where a new key is written; with --key your own key is registered and nothing is written');
-  const token = readToken(args);
   const gateway = gatewayUrl(args);
+  const token = await obtainToken(args, io);
 
   let publicKey: string;
   let privateKey: string | undefined;

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { decodeJwt } from 'jose';
-import { RemoteLoginError, signInWithBrowser } from '../../main/remote-login';
+import { RemoteLoginError, signInWithBrowser } from '../../proxy/identity/native-login';
 import { type SafeStorageLike, safeStorageKeychain, TokenVault } from '../../main/secret-wrap';
 import { startTestIdp, TestBrowser, type TestIdp } from '../support/oidc-provider';
 import { tempDir } from '../support/tmp';

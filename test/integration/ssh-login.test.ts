@@ -2,15 +2,16 @@
 // loopback) gets a short-lived SSH key through the gateway, and OpenSSH's own client logs in with
 // it until the TTL passes; then the gateway refuses it. The CLI runs as its own process, as a user
 // runs it. Also: a refused token writes no key, bad options are one line and exit 2, `--key`
-// registers an existing key without writing anything.
+// registers an existing key without writing anything, and `--issuer` signs in through the browser
+// (RFC 8252) before registering.
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { Gateway } from '../../proxy/gateway';
-import { startTestIdp, type TestIdp } from '../support/oidc-provider';
+import { startTestIdp, TestBrowser, type TestIdp } from '../support/oidc-provider';
 import { run, type Run, SSH_KEY_ONLY, type SshBox, startSshBox } from '../support/ssh-box';
 
 let idp: TestIdp;
@@ -83,6 +84,34 @@ describe('custody ssh-login: a short-lived SSH key through the IdP', () => {
     assert.equal(late.stdout, '');
   });
 
+  it('with --issuer, signs in through the browser (authorization code, PKCE, loopback redirect) and registers the key for that person', async () => {
+    idp.setUser({ sub: 'bob', email: 'bob@example.test', name: 'Bob', groups: ['dev'] });
+    const out = join(work, 'bob_ed25519');
+    const args = ['--gateway', control, '--issuer', idp.issuer, '--client-id', idp.consoleClientId, '--resource', idp.audience, '--scope', 'openid email profile groups api'];
+    const child = spawn(process.execPath, ['bin/custody.mjs', 'ssh-login', ...args, '--redirect-path', '/api/auth/oidc/callback', '--ttl', '1h', '--out', out, '--user', 'bob'], { env: { ...process.env, CUSTODY_TOKEN: '', BROWSER: '' } });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    const url = await new Promise<string>((resolve, reject) => {
+      child.stderr.on('data', (d: Buffer) => {
+        stderr += d.toString();
+        const m = /Sign in to your identity provider in a browser: (\S+)/.exec(stderr);
+        if (m) resolve(m[1]!);
+      });
+      child.once('exit', () => reject(new Error(`ssh-login ended before asking for a sign-in: ${stderr}`)));
+    });
+    // The user's browser: follows the IdP's pages and redirects back to the CLI's loopback listener.
+    void new TestBrowser().navigate(url);
+    const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+    assert.equal(code, 0, stderr);
+    assert.match(stderr, /Registered ssh-ed25519 key SHA256:\S+ for /);
+    const created = events('key.created').at(-1)!;
+    assert.equal(created.actor, `${idp.issuer}#bob`, 'the key belongs to the person who signed in');
+    const ok = await sshAsPrinted(stdout, 'echo signed in as $USER');
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.equal(ok.stdout, `signed in as ${box.sshd.user}\n`);
+  });
+
   it('a refused token registers nothing and writes no key', async () => {
     const before = (gw.services.store.db.prepare('SELECT count(*) AS n FROM ssh_keys').get() as { n: number }).n;
     const bad = join(work, 'bad-token');
@@ -123,6 +152,9 @@ describe('custody ssh-login: a short-lived SSH key through the IdP', () => {
       [['--gateway', 'ftp://x', '--token-file', tokenFile], /--gateway: expected http\(s\)/],
       [['--gateway', control, '--token-file', tokenFile, '--key', 'a.pub', '--out', 'b'], /with --key your own key is registered/],
       [['--gateway', control, '--token-file', tokenFile, '--colour'], /unknown option --colour/],
+      [['--gateway', control, '--token-file', tokenFile, '--client-id', 'x'], /--client-id goes with --issuer/],
+      [['--gateway', control, '--issuer', 'http://127.0.0.1:1'], /--issuer needs --client-id/],
+      [['--gateway', control, '--issuer', 'http://127.0.0.1:1', '--client-id', 'x', '--token-file', tokenFile], /--issuer .* or a token, not both/],
     ];
     for (const [args, re] of cases) {
       const r = await custody(...args);

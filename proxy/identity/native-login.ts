@@ -1,5 +1,6 @@
 /**
- * Team mode sign-in: the desktop app signs in to the organisation's IdP through the system browser
+ * Sign-in of a native app — the desktop app in team mode, and `custody ssh-login` — to the
+ * organisation's IdP through the system browser
  * (never an embedded web view), as RFC 8252 "OAuth 2.0 for Native Apps" asks: authorization code
  * flow with PKCE (RFC 7636, S256) and a loopback redirect on `http://127.0.0.1:<ephemeral port>`
  * (RFC 8252 §7.3, an IP literal rather than `localhost`, §8.3). The OIDC client is openid-client.
