@@ -170,7 +170,7 @@ export async function exportBundle(opts: ExportOptions): Promise<ExportResult> {
           const parsedSpans = spansText ? (JSON.parse(spansText) as { type: string }[]) : [];
           collect(stats, { seq, time, kind, session, actor, connection, payload: parsedPayload, spans: parsedSpans }, ctx);
           if (session && (kind === 'ssh.request' || kind === 'ssh.output')) castFrames(casts, session, time, kind, parsedPayload);
-          oc.push(JSON.stringify(toOcsf({ seq, time, kind, session, actor, connection, payload: parsedPayload, spans: parsedSpans, hash }, ctx)));
+          oc.push(JSON.stringify(toOcsf({ seq, time, kind, session, actor, connection, payload: parsedPayload, masked: parsedSpans.length, hash }, ctx)));
           pr.push(proofLine(seq, T, tree.inclusionProof(seq - 1)));
           firstSeq ??= seq;
           lastSeq = seq;

@@ -18,7 +18,8 @@ import type { AuditEvent } from '../../shared/events';
 export const OCSF_VERSION = '1.7.0';
 
 /** The exported event, as events.jsonl carries it. */
-export type OcsfSource = Pick<AuditEvent, 'seq' | 'time' | 'session' | 'actor' | 'connection' | 'payload' | 'hash'> & { kind: string; spans: { type: string }[] };
+/** An event as the mapping reads it: `masked` is how many values masking replaced in it (its spans). */
+export type OcsfSource = Pick<AuditEvent, 'seq' | 'time' | 'session' | 'actor' | 'connection' | 'payload' | 'hash'> & { kind: string; masked: number };
 
 export interface OcsfContext {
   /** Connection name → kind (openai, anthropic, http, postgres). */
@@ -69,31 +70,40 @@ export function toOcsf(e: OcsfSource, ctx: OcsfContext): Obj {
   // Unknown connection (deleted since, or a CLI export without the config): a model field marks an LLM call.
   const connKind = (e.connection ? ctx.connectionKinds.get(e.connection) : undefined) ?? (e.connection && PROVIDERS[e.connection] ? e.connection : typeof p['model'] === 'string' ? 'llm' : undefined);
   const actorName = str(p['actorName']) ?? (e.actor ? ctx.actorNames.get(e.actor) : undefined);
-  const base = (categoryUid: number, categoryName: string, classUid: number, className: string, activity: { id: number; name: string }, profiles: string[] = []): Obj => ({
-    category_uid: categoryUid,
-    category_name: categoryName,
-    class_uid: classUid,
-    class_name: className,
-    activity_id: activity.id,
-    activity_name: activity.name,
-    type_uid: classUid * 100 + activity.id,
-    type_name: `${className}: ${activity.name}`,
-    time: e.time,
-    time_dt: new Date(e.time).toISOString(),
-    severity_id: 1,
-    severity: 'Informational',
-    metadata: {
+  // Properties are assigned, not spread in: this runs for every event a sink delivers.
+  const base = (categoryUid: number, categoryName: string, classUid: number, className: string, activity: { id: number; name: string }, profiles: string[] = []): Obj => {
+    const metadata: Obj = {
       version: OCSF_VERSION,
       product: { name: ctx.product.name, vendor_name: 'Custody', version: ctx.product.version },
       uid: `${ctx.origin}#${e.seq}`,
       log_name: e.kind,
       original_time: String(e.time),
-      ...(e.session ? { correlation_uid: e.session } : {}),
-      ...(profiles.length ? { profiles } : {}),
-    },
-    ...(e.actor ? { actor: { user: { uid: e.actor, ...(actorName ? { name: actorName } : {}) }, ...(e.session ? { session: { uid: e.session } } : {}) } } : {}),
-    unmapped: { custody: { seq: e.seq, kind: e.kind, hash: e.hash, connection: e.connection, masked: e.spans.length } },
-  });
+    };
+    if (e.session) metadata['correlation_uid'] = e.session;
+    if (profiles.length) metadata['profiles'] = profiles;
+    const rec: Obj = {
+      category_uid: categoryUid,
+      category_name: categoryName,
+      class_uid: classUid,
+      class_name: className,
+      activity_id: activity.id,
+      activity_name: activity.name,
+      type_uid: classUid * 100 + activity.id,
+      type_name: `${className}: ${activity.name}`,
+      time: e.time,
+      time_dt: new Date(e.time).toISOString(),
+      severity_id: 1,
+      severity: 'Informational',
+      metadata,
+    };
+    if (e.actor) {
+      const actor: Obj = { user: actorName ? { uid: e.actor, name: actorName } : { uid: e.actor } };
+      if (e.session) actor['session'] = { uid: e.session };
+      rec['actor'] = actor;
+    }
+    rec['unmapped'] = { custody: { seq: e.seq, kind: e.kind, hash: e.hash, connection: e.connection, masked: e.masked } };
+    return rec;
+  };
   const status = (ok: boolean | undefined): Obj => (ok === undefined ? { status_id: 0, status: 'Unknown' } : ok ? { status_id: 1, status: 'Success' } : { status_id: 2, status: 'Failure' });
 
   if (e.kind.startsWith('http.')) {

@@ -35,7 +35,7 @@ import { type WorkerSource, workerSource } from '../worker-source';
 import { connectionKinds } from './export';
 import { NatsConnection } from './nats';
 import { type OcsfContext, toOcsf } from './ocsf';
-import { type AuditStore, rowToEvent } from './store';
+import { type AuditStore, type EventRow, storedPayloadText } from './store';
 
 type SinkConfig = Config['audit']['sinks'][number];
 
@@ -151,7 +151,8 @@ export class SinkRunner {
     this.sql = {
       oldest: store.db.prepare('SELECT time FROM events WHERE seq > ? ORDER BY seq LIMIT 1'),
       head: store.db.prepare('SELECT coalesce(max(seq), 0) AS n FROM events'),
-      batch: store.db.prepare('SELECT * FROM events WHERE seq > ? ORDER BY seq LIMIT ?'),
+      // The columns the mapping needs, and the spans counted by SQLite rather than parsed here.
+      batch: store.db.prepare('SELECT seq, time, kind, session, actor, connection, payload, encoding, json_array_length(spans) AS masked, payload_hash, prev_hash, hash FROM events WHERE seq > ? ORDER BY seq LIMIT ?'),
     };
     this.transport = sink.kind === 'syslog' ? new SyslogTransport(sink) : sink.kind === 'http' ? new HttpTransport(sink) : new NatsTransport(sink, ctx.origin);
   }
@@ -234,19 +235,22 @@ export class SinkRunner {
   }
 
   private read(): Batch | undefined {
-    const rows = this.sql.batch.all(this.position, BATCH) as Parameters<typeof rowToEvent>[0][];
+    const rows = this.sql.batch.all(this.position, BATCH) as SinkRow[];
     if (!rows.length) return undefined;
     const records = rows.map((r) => {
-      const e = rowToEvent(r);
-      const rec = toOcsf({ ...e, kind: e.kind, spans: e.spans }, this.ctx);
+      const payload = r.encoding === 'json' || r.encoding === 'deflate' ? (JSON.parse(storedPayloadText(r.encoding, r.payload)) as unknown) : null;
+      const rec = toOcsf({ seq: r.seq, time: r.time, kind: r.kind, session: r.session, actor: r.actor, connection: r.connection, payload, masked: r.masked ?? 0, hash: r.hash }, this.ctx);
       const custody = (rec['unmapped'] as { custody: Record<string, unknown> }).custody;
-      custody['prev_hash'] = e.prevHash;
-      custody['payload_hash'] = e.payloadHash;
-      return { seq: e.seq, time: e.time, kind: e.kind, hash: e.hash, prevHash: e.prevHash, json: JSON.stringify(rec) };
+      custody['prev_hash'] = r.prev_hash;
+      custody['payload_hash'] = r.payload_hash;
+      return { seq: r.seq, time: r.time, kind: r.kind, hash: r.hash, prevHash: r.prev_hash, json: JSON.stringify(rec) };
     });
     return { lastSeq: rows[rows.length - 1]!.seq, records };
   }
 }
+
+/** A row as the sinks read it (sql.batch). */
+type SinkRow = Pick<EventRow, 'seq' | 'time' | 'kind' | 'session' | 'actor' | 'connection' | 'payload' | 'encoding' | 'payload_hash' | 'prev_hash' | 'hash'> & { masked: number | null };
 
 /** The gateway's sinks, as the audit service sees them. */
 export interface Sinks {
