@@ -239,6 +239,7 @@ export class Gateway {
     const onPersons = (p: PulledPersons) => {
       applying = applying.then(async () => {
         await writeAll('a person', personApplyStatements(p));
+        for (const l of p.locks) s.log.info(`shared store: ${l.id} was locked on another gateway of the group (by ${l.by}); locked here too`);
         await s.persons.refreshAsync(true).catch((err: unknown) => s.log.warn(`cannot re-read persons: ${(err as Error).message}`));
       });
     };
