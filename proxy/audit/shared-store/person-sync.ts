@@ -21,7 +21,8 @@
  * A's local user is, on B, a key of the person `person_local@A`.
  *
  * Run by the shared store's worker thread (shipper-worker.ts): `push` before the key round and
- * `pull` after it, so a key copied from the store always finds its owner's link there first. The
+ * `pull` after it, and a key is pushed only once its link is in the store (`keyReady`), so a key
+ * copied from the store always finds its owner's link there first. The
  * rows to apply are written on the commit thread by the gateway's thread (`PERSON_APPLY_SQL`),
  * before the keys of the same round, and the person directory is re-read.
  */
@@ -72,9 +73,14 @@ interface LocalPerson extends SharedPerson {
   locked_by: string | null;
 }
 
+/** A key without a link after this long (one from before persons existed) is shared without one. */
+const LINK_WAIT_MS = 5000;
+
 export class PersonSync {
   /** What this gateway has signed in the store (read from it at the first round), in store ids. */
   private signed: { persons: Set<string>; links: Set<string>; locks: Set<string> } | undefined;
+  /** Credentials whose link this gateway has written to the store. */
+  private readonly linked = new Set<string>();
 
   constructor(
     private readonly db: Database.Database,
@@ -105,11 +111,16 @@ export class PersonSync {
 
   /** Signs and writes what the local tables hold that this gateway has not signed in the store yet. */
   async push(c: pg.Client): Promise<void> {
-    const signed = (this.signed ??= {
-      persons: new Set((await c.query<{ id: string }>('SELECT id FROM custody_person_signatures WHERE gateway = $1', [this.gateway])).rows.map((r) => r.id)),
-      links: new Set((await c.query<{ credential: string; person: string; linked_at: string }>('SELECT credential, person, linked_at FROM custody_person_links WHERE gateway = $1', [this.gateway])).rows.map((r) => `${r.credential}/${r.person}/${Number(r.linked_at)}`)),
-      locks: new Set((await c.query<{ id: string; at: string }>('SELECT id, at FROM custody_person_locks WHERE gateway = $1', [this.gateway])).rows.map((r) => `${r.id}/${Number(r.at)}`)),
-    });
+    if (!this.signed) {
+      const mine = (await c.query<{ credential: string; person: string; linked_at: string }>('SELECT credential, person, linked_at FROM custody_person_links WHERE gateway = $1', [this.gateway])).rows;
+      for (const r of mine) this.linked.add(r.credential);
+      this.signed = {
+        persons: new Set((await c.query<{ id: string }>('SELECT id FROM custody_person_signatures WHERE gateway = $1', [this.gateway])).rows.map((r) => r.id)),
+        links: new Set(mine.map((r) => `${r.credential}/${r.person}/${Number(r.linked_at)}`)),
+        locks: new Set((await c.query<{ id: string; at: string }>('SELECT id, at FROM custody_person_locks WHERE gateway = $1', [this.gateway])).rows.map((r) => `${r.id}/${Number(r.at)}`)),
+      };
+    }
+    const signed = this.signed;
     const persons = [...this.localPersons().values()].map((p) => ({ ...p, id: this.toStore(p.id) }));
     const newPersons = persons.filter((p) => !signed.persons.has(p.id));
     const links = [...this.localLinks().values()].map((l) => ({ ...l, person: this.toStore(l.person) })).filter((l) => !signed.links.has(`${l.credential}/${l.person}/${l.linked_at}`));
@@ -145,8 +156,20 @@ export class PersonSync {
       throw err;
     }
     for (const p of newPersons) signed.persons.add(p.id);
-    for (const l of links) signed.links.add(`${l.credential}/${l.person}/${l.linked_at}`);
+    for (const l of links) {
+      signed.links.add(`${l.credential}/${l.person}/${l.linked_at}`);
+      this.linked.add(l.credential);
+    }
     for (const l of locks) signed.locks.add(`${l.id}/${l.at}`);
+  }
+
+  /**
+   * Whether key `id` (created at `createdAt`) may go to the store: once its owner's link is there,
+   * so that another gateway never has the key without its owner (it would make the key a person
+   * of its own at its first request). A key with no link for a while goes without one.
+   */
+  keyReady(id: string, createdAt: number, now = Date.now()): boolean {
+    return this.linked.has(`key:${id}`) || now - createdAt > LINK_WAIT_MS;
   }
 
   /** The rows the local tables should take, trusting only `trust`'s signatures. */

@@ -99,7 +99,7 @@ async function step(): Promise<number> {
     // Persons are pushed before keys and pulled after them: a key copied here finds its owner's
     // link in the same round, and the gateway applies persons before keys.
     await personSync.push(c);
-    const rows = await keySync.round(c, trust);
+    const rows = await keySync.round(c, trust, (k) => personSync.keyReady(k.id, k.created_at));
     const persons = await personSync.pull(c, trust);
     if (persons.persons.length || persons.links.length || persons.locks.length) port.postMessage({ type: 'persons', persons });
     if (rows.length) port.postMessage({ type: 'keys', rows });
