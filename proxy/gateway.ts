@@ -9,6 +9,7 @@ import type { GatewayStartPayload, GatewayStopPayload, KeyCreatedPayload, Sessio
 import { AuditService } from './audit/service';
 import { storeConnection } from './audit/shared-store/schema';
 import { APPLY_PULLED_KEY_SQL, pulledKeyParams, type SharedKeyRow } from './audit/shared-store/key-sync';
+import { personApplyStatements, type PulledPersons } from './audit/shared-store/person-sync';
 import { applyGroupDocument } from './group-config';
 import { SharedStoreMember } from './audit/shared-store/shipper';
 import { SharedHolds } from './approvals/shared-holds';
@@ -219,16 +220,37 @@ export class Gateway {
     // A shared store: join it (enrolment) and ship this gateway's chain to it, on a worker thread.
     // Keys created or revoked on another gateway of the group are copied into this one's table
     // (on the commit thread), and the key index re-read at once.
-    const onKeys = (rows: SharedKeyRow[]) => {
-      rows.forEach((r, i) =>
-        s.store.writeBehind(APPLY_PULLED_KEY_SQL, pulledKeyParams(r), (err) => {
-          if (err) s.log.warn(`shared store: a key from the group could not be written here (${err.message}); it is copied again at the next round`);
-          if (i === rows.length - 1) void s.keys.refresh().catch(() => {});
-        }),
+    // Persons, their links and locks from the group likewise, always before the keys of the same
+    // round (a key then works here as its owner at once), and the person directory re-read (a lock
+    // ends the person's sessions here through onLock).
+    let applying = Promise.resolve();
+    const writeAll = (what: string, statements: { sql: string; params: unknown[] }[]) =>
+      Promise.all(
+        statements.map(
+          ({ sql, params }) =>
+            new Promise<void>((resolve) =>
+              s.store.writeBehind(sql, params, (err) => {
+                if (err) s.log.warn(`shared store: ${what} from the group could not be written here (${err.message}); it is copied again at the next round`);
+                resolve();
+              }),
+            ),
+        ),
       );
+    const onPersons = (p: PulledPersons) => {
+      applying = applying.then(async () => {
+        await writeAll('a person', personApplyStatements(p));
+        for (const l of p.locks) s.log.info(`shared store: ${l.id} was locked on another gateway of the group (by ${l.by}); locked here too`);
+        await s.persons.refreshAsync(true).catch((err: unknown) => s.log.warn(`cannot re-read persons: ${(err as Error).message}`));
+      });
+    };
+    const onKeys = (rows: SharedKeyRow[]) => {
+      applying = applying.then(async () => {
+        await writeAll('a key', rows.map((r) => ({ sql: APPLY_PULLED_KEY_SQL, params: pulledKeyParams(r) })));
+        await s.keys.refresh().catch(() => {});
+      });
     };
     if (s.config.store) {
-      s.sharedStore = SharedStoreMember.start({ store: s.store, signer: s.audit.trail.signer, config: s.config.store, log: s.log, onKeys, onDocument: (doc) => applyGroupDocument(s, doc) });
+      s.sharedStore = SharedStoreMember.start({ store: s.store, signer: s.audit.trail.signer, config: s.config.store, log: s.log, onKeys, onPersons, onDocument: (doc) => applyGroupDocument(s, doc) });
       // Holds across gateways: this gateway's holds go to the store, the others' come from it.
       s.sharedHolds = SharedHolds.start({ store: s.store, bus: s.bus, holds: s.holds, log: s.log, config: s.config.store, gateway: s.sharedStore.identity.id, refusal: () => s.sharedStore?.refusal() });
     }

@@ -33,8 +33,8 @@ export async function personsCommand(args: ParsedArgs, io: Io): Promise<number> 
         }
         case 'create': {
           if (!a) throw new UsageError(PERSONS_USAGE);
-          // A chosen id makes one person of the same human on every gateway of a shared store
-          // (persons are not shared through the store yet; holds compare persons by id).
+          // A chosen id (gateways of a shared store share persons whatever their ids; an id chosen
+          // alike on gateways set up before they joined one store makes the same person of them).
           const id = str(args, 'id');
           if (id !== undefined && (!/^person_[A-Za-z0-9_-]{1,64}$/.test(id) || id === LOCAL_PERSON)) throw new UsageError(`--id must be person_ followed by 1 to 64 letters, digits, '_' or '-' (and not ${LOCAL_PERSON})`);
           if (id !== undefined && persons.get(id)) throw new PersonError(409, 'exists', `a person ${id} already exists`);

@@ -79,15 +79,20 @@ export class PersonDirectory {
     this.apply(sig.s, this.store.db.prepare(LINKS_SQL).all() as CredentialRow[], this.store.db.prepare(LOCKED_SQL).all() as { id: string }[]);
   }
 
-  /** `refresh`, with the reads on the store's commit thread (the gateway's timer: no SQLite on its thread). */
-  async refreshAsync(): Promise<void> {
+  /**
+   * `refresh`, with the reads on the store's commit thread (the gateway's timer: no SQLite on its
+   * thread). `force` re-reads even when the aggregates did not change (a link from the group may
+   * move a credential without changing them).
+   */
+  async refreshAsync(force = false): Promise<void> {
     const before = this.writes;
     const [sig] = await this.store.readAsync<{ s: string }>(SIGNATURE_SQL);
-    if (!sig || sig.s === this.signature) return;
+    if (!sig || (sig.s === this.signature && !force)) return;
     const links = await this.store.readAsync<CredentialRow>(LINKS_SQL);
     const locked = await this.store.readAsync<{ id: string }>(LOCKED_SQL);
-    // A link made here while the reads were under way is not in them; the next refresh reads it.
-    if (this.writes !== before) return;
+    // A link made here while the reads were under way is not in them; the next refresh reads it
+    // (a forced one reads again now: the aggregates may not show what it was asked to read).
+    if (this.writes !== before) return force ? this.refreshAsync(true) : undefined;
     this.apply(sig.s, links, locked);
   }
 

@@ -83,7 +83,8 @@ async function setUp(m: Member, name: string, keys: [string, string | undefined,
     ],
     store: { url: db.url },
   });
-  // The same persons, with the same ids, on both gateways (persons are not shared through the store yet).
+  // The same persons, with the same ids, made on both gateways before they join (the way before
+  // persons were shared through the store; test/integration/scale-persons.test.ts shares them).
   cli(m, 'persons', 'create', 'Alice', '--id', 'person_alice');
   cli(m, 'persons', 'create', 'Bob', '--id', 'person_bob');
   for (const [key, owner, groups] of keys) m.keys[key] = cli(m, 'keys', 'create', '--name', key, ...(owner ? ['--owner', owner] : []), '--groups', groups);

@@ -9,33 +9,20 @@
  * what the upstream received, not by what the gateways say.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import { createHash, generateKeyPairSync, type KeyObject, randomBytes, sign } from 'node:crypto';
-import { mkdirSync } from 'node:fs';
+import { createHash, randomBytes, sign } from 'node:crypto';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { promisify } from 'node:util';
-import type pg from 'pg';
-import { Config } from '../../shared/config';
 import { canonicalize } from '../../shared/canonical-json';
-import { keyFingerprint } from '../../proxy/audit/checkpoint-signer';
 import { Gateway } from '../../proxy/gateway';
-import { silentLogger } from '../../proxy/log';
-import { writeConfig } from '../support/custody-process';
 import { startEchoUpstream, type EchoUpstream } from '../support/echo-upstream';
 import { createTestDatabase, type TestDatabase } from '../support/pg-database';
 import { freePort } from '../support/ports';
+import { approveMember, forgedMember, type StoreMember, startStoreMember } from '../support/store-member';
 import { startRelay } from '../support/tcp-relay';
 import { tempDir } from '../support/tmp';
 import { until } from '../support/until';
 
-interface Member {
-  gw: Gateway;
-  configFile: string;
-  id: string;
-  http: string;
-  control: string;
-}
+type Member = StoreMember;
 
 const root = tempDir('custody-scale-keys-');
 let db: TestDatabase;
@@ -43,13 +30,9 @@ let echo: EchoUpstream;
 const running: Gateway[] = [];
 
 async function startMember(name: string, url: string): Promise<Member> {
-  const dir = join(root, name);
-  mkdirSync(dir);
-  const raw = { dataDir: dir, listen: { control: '127.0.0.1:0', http: '127.0.0.1:0' }, connections: [{ name: 'echo', kind: 'http', upstream: echo.url }], store: { url, staleAfter: '2s' } };
-  const configFile = writeConfig(dir, raw);
-  const gw = await Gateway.start({ config: Config.parse(raw), dataDir: dir, configFile, log: silentLogger });
-  running.push(gw);
-  return { gw, configFile, id: keyFingerprint(gw.services.audit!.trail.signer.publicKey), http: `http://${gw.address('http')}`, control: `http://${gw.address('control')}` };
+  const m = await startStoreMember(join(root, name), { listen: { control: '127.0.0.1:0', http: '127.0.0.1:0' }, connections: [{ name: 'echo', kind: 'http', upstream: echo.url }], store: { url, staleAfter: '2s' } });
+  running.push(m.gw);
+  return m;
 }
 
 /** A request through `m` with `key`; the status, the body, and whether the upstream saw it. */
@@ -58,15 +41,6 @@ async function send(m: Member, key: string): Promise<{ status: number; body: str
   const r = await fetch(`${m.http}/echo/${tag}`, { headers: { authorization: `Bearer ${key}` } });
   const body = await r.text();
   return { status: r.status, body, reached: echo.requests.some((q) => q.target.includes(tag)) };
-}
-
-/** A gateway row written into the store by hand, marked approved, with a key only its writer holds. */
-async function forgedMember(sql: pg.Client, keyName: string): Promise<{ id: string; privateKey: KeyObject }> {
-  const { privateKey, publicKey } = generateKeyPairSync('ed25519');
-  const raw = publicKey.export({ format: 'der', type: 'spki' }).subarray(-32);
-  const id = keyFingerprint(raw);
-  await sql.query("INSERT INTO custody_gateways (id, public_key, key_name, name, status, request, requested_at, last_seen) VALUES ($1, $2, $3, 'mallory', 'approved', '', 0, 0)", [id, raw.toString('base64'), keyName]);
-  return { id, privateKey };
 }
 
 async function api<T>(m: Member, method: string, path: string, body?: unknown): Promise<T> {
@@ -87,11 +61,7 @@ describe('keys are shared by the group, and a gateway cut off from the store sto
     const port = await freePort();
     relay = await startRelay(port);
     b = await startMember('b', db.url.replace('127.0.0.1:5432', `127.0.0.1:${port}`));
-    await until('B pending', async () => b.gw.services.sharedStore?.health().phase === 'pending');
-    await until('A admitted', async () => a.gw.services.sharedStore?.health().phase === 'admitted');
-    const approved = await promisify(execFile)(process.execPath, ['bin/custody.mjs', 'gateways', 'approve', b.id, '--config', a.configFile], { encoding: 'utf8', timeout: 60_000 });
-    assert.match(approved.stdout + approved.stderr, /approved/i);
-    await until('B serving', async () => (await send(b, b.gw.firstKey!)).status === 200);
+    await approveMember(a, b, async () => (await send(b, b.gw.firstKey!)).status === 200);
   });
   after(async () => {
     for (const gw of running) await gw.stop();

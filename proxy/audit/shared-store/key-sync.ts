@@ -93,22 +93,23 @@ export class KeySync {
   /**
    * One round: sign and push what the local table holds that this gateway has not signed yet, then
    * return the rows the local table should take (new keys, or stricter revocation and expiry),
-   * trusting only `trust`'s signatures.
+   * trusting only `trust`'s signatures. A key for which `ready` says no is pushed at a later round
+   * (person-sync.ts: a key goes to the store only after its owner's link).
    */
-  async round(c: pg.Client, trust: TrustSet): Promise<SharedKeyRow[]> {
+  async round(c: pg.Client, trust: TrustSet, ready: (key: SharedKeyRow) => boolean = () => true): Promise<SharedKeyRow[]> {
     if (!this.signedKeys || !this.signedChanges) {
       this.signedKeys = new Set((await c.query<{ id: string }>('SELECT id FROM custody_api_key_signatures WHERE gateway = $1', [this.gateway])).rows.map((r) => r.id));
       this.signedChanges = new Set((await c.query<{ id: string; kind: string; at: string }>('SELECT id, kind, at FROM custody_api_key_changes WHERE gateway = $1', [this.gateway])).rows.map((r) => `${r.id}/${r.kind}/${num(r.at)}`));
     }
     const local = new Map((this.db.prepare('SELECT id, name, hash, groups, created_at, created_by, expires_at, revoked_at FROM api_keys').all() as SharedKeyRow[]).map((r) => [r.id, r]));
-    await this.push(c, local);
+    await this.push(c, local, ready);
     return this.pull(c, local, trust);
   }
 
-  private async push(c: pg.Client, local: Map<string, SharedKeyRow>): Promise<void> {
+  private async push(c: pg.Client, local: Map<string, SharedKeyRow>, ready: (key: SharedKeyRow) => boolean): Promise<void> {
     const signedKeys = this.signedKeys!;
     const signedChanges = this.signedChanges!;
-    const keys = [...local.values()].filter((r) => !signedKeys.has(r.id));
+    const keys = [...local.values()].filter((r) => !signedKeys.has(r.id) && ready(r));
     const changes: { id: string; kind: ChangeKind; at: number }[] = [];
     for (const r of local.values()) {
       if (r.revoked_at !== null && !signedChanges.has(`${r.id}/revoked/${r.revoked_at}`)) changes.push({ id: r.id, kind: 'revoked', at: r.revoked_at });

@@ -166,6 +166,46 @@ export const PG_MIGRATIONS: PgMigration[] = [
       );
     `,
   },
+  {
+    version: 5,
+    name: 'persons, their credential links and their locks shared by the group, signed by gateways',
+    sql: `
+      -- A person's creation fields; immutable once written (person-sync.ts).
+      CREATE TABLE custody_persons (
+        id TEXT PRIMARY KEY,                    -- person_local of a gateway is person_local@<gateway id>
+        name TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        created_by TEXT NOT NULL,
+        origin TEXT NOT NULL                    -- the gateway that first pushed it
+      );
+      CREATE TABLE custody_person_signatures (
+        id TEXT NOT NULL REFERENCES custody_persons (id),
+        gateway TEXT NOT NULL,                  -- each gateway that holds the person signs its creation fields
+        signature TEXT NOT NULL,
+        PRIMARY KEY (id, gateway)
+      );
+      -- Which person a credential belongs to, as each gateway holds it; the newest signed link wins.
+      CREATE TABLE custody_person_links (
+        credential TEXT NOT NULL,               -- key:<id> or <issuer>#<subject>
+        gateway TEXT NOT NULL,
+        person TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('api-key', 'oidc')),
+        linked_at BIGINT NOT NULL,
+        linked_by TEXT NOT NULL,
+        signature TEXT NOT NULL,                -- Ed25519 over credential, person, kind, time, by
+        PRIMARY KEY (credential, gateway)
+      );
+      -- Locks: the earliest a trusted gateway signed wins, and nothing unlocks.
+      CREATE TABLE custody_person_locks (
+        id TEXT NOT NULL,
+        gateway TEXT NOT NULL,
+        at BIGINT NOT NULL,
+        locked_by TEXT NOT NULL,
+        signature TEXT NOT NULL,
+        PRIMARY KEY (id, gateway)
+      );
+    `,
+  },
 ];
 
 /** Applies the migrations the store lacks; returns the versions applied. */

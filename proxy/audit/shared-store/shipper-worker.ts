@@ -13,6 +13,7 @@ import type pg from 'pg';
 import { enrol, findApproval, type GatewayIdentity } from './enrolment';
 import { DocumentSync } from './doc-sync';
 import { KeySync, localTrust } from './key-sync';
+import { PersonSync } from './person-sync';
 import { connectStore, migrateSharedStore, type StoreConnection } from './schema';
 import { localHead, SHIP_BATCH, ShipRefusedError, shipAll, shipOnce } from './shipping';
 import { ADMISSION_META, type ShipperCommand, type ShipperStatus } from './shipper';
@@ -21,7 +22,7 @@ const { dbPath, conn, identity, signingKey } = workerData as { dbPath: string; c
 const port = parentPort!;
 
 const IDLE_MS = 50;
-/** How often an admitted gateway exchanges API keys, policies and masking rules with the store (key-sync.ts, doc-sync.ts). */
+/** How often an admitted gateway exchanges API keys, persons, policies and masking rules with the store (key-sync.ts, person-sync.ts, doc-sync.ts). */
 const KEY_SYNC_MS = 1000;
 /** How often an idle, admitted gateway still touches its row (last_seen), and a pending one asks again. */
 const HEARTBEAT_MS = 1000;
@@ -38,6 +39,7 @@ let lastShipAt = 0;
 let lastKeySyncAt = 0;
 const keySync = new KeySync(db, identity.id, signingKey);
 const docSync = new DocumentSync(db, identity.id, signingKey);
+const personSync = new PersonSync(db, identity.id, signingKey);
 /** The gateway that approved this one, pinned in the local meta at its first admission (key-sync.ts trusts it). */
 let approver = (() => {
   const raw = (db.prepare('SELECT value FROM meta WHERE key = ?').get(ADMISSION_META) as { value: string } | undefined)?.value;
@@ -94,7 +96,12 @@ async function step(): Promise<number> {
   }
   if (Date.now() - lastKeySyncAt >= KEY_SYNC_MS) {
     const trust = localTrust(db, identity, approver);
-    const rows = await keySync.round(c, trust);
+    // Persons are pushed before keys and pulled after them: a key copied here finds its owner's
+    // link in the same round, and the gateway applies persons before keys.
+    await personSync.push(c);
+    const rows = await keySync.round(c, trust, (k) => personSync.keyReady(k.id, k.created_at));
+    const persons = await personSync.pull(c, trust);
+    if (persons.persons.length || persons.links.length || persons.locks.length) port.postMessage({ type: 'persons', persons });
     if (rows.length) port.postMessage({ type: 'keys', rows });
     const docs = await docSync.round(c, trust);
     if (docs.length) port.postMessage({ type: 'documents', docs });

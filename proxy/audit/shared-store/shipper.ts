@@ -19,6 +19,7 @@ import type { AuditStore } from '../store';
 import { gatewayIdentity, type EnrolmentStatus, type GatewayIdentity } from './enrolment';
 import type { PulledDocument } from './doc-sync';
 import type { SharedKeyRow } from './key-sync';
+import type { PulledPersons } from './person-sync';
 import { storeConnection, storeLabel } from './schema';
 
 export interface ShipperStatus {
@@ -45,7 +46,7 @@ export interface ShipperStatus {
 }
 
 export type ShipperCommand = { type: 'stop'; ms: number };
-type ShipperMessage = { type: 'status'; status: ShipperStatus } | { type: 'stopped'; error?: string } | { type: 'keys'; rows: SharedKeyRow[] } | { type: 'documents'; docs: PulledDocument[] };
+type ShipperMessage = { type: 'status'; status: ShipperStatus } | { type: 'stopped'; error?: string } | { type: 'keys'; rows: SharedKeyRow[] } | { type: 'persons'; persons: PulledPersons } | { type: 'documents'; docs: PulledDocument[] };
 
 /** meta key: the store group and status this gateway was admitted with (it then serves through outages). */
 export const ADMISSION_META = 'store.admission';
@@ -63,6 +64,8 @@ interface MemberDeps {
   log: Logger;
   /** Rows of the shared key table this gateway's table lacks or holds differently (key-sync.ts). */
   onKeys?: (rows: SharedKeyRow[]) => void;
+  /** Persons, credential links and locks from the group that this gateway's tables lack (person-sync.ts). */
+  onPersons?: (persons: PulledPersons) => void;
   /** A policy or masking version from the group that differs from what this gateway enforces (doc-sync.ts). */
   onDocument?: (doc: PulledDocument) => void;
 }
@@ -124,6 +127,10 @@ export class SharedStoreMember {
   private take(m: ShipperMessage): void {
     if (m.type === 'keys') {
       this.deps.onKeys?.(m.rows);
+      return;
+    }
+    if (m.type === 'persons') {
+      this.deps.onPersons?.(m.persons);
       return;
     }
     if (m.type === 'documents') {

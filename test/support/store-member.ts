@@ -1,0 +1,55 @@
+/**
+ * A gateway of a shared-store group started in this process (test/integration/scale-*.test.ts),
+ * and a gateway row written into the store by hand, for the tests that check such rows are ignored.
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { generateKeyPairSync, type KeyObject } from 'node:crypto';
+import { mkdirSync } from 'node:fs';
+import { promisify } from 'node:util';
+import type pg from 'pg';
+import { Config } from '../../shared/config';
+import { keyFingerprint } from '../../proxy/audit/checkpoint-signer';
+import { Gateway } from '../../proxy/gateway';
+import { silentLogger } from '../../proxy/log';
+import { writeConfig } from './custody-process';
+import { until } from './until';
+
+export interface StoreMember {
+  gw: Gateway;
+  configFile: string;
+  /** The gateway id: the fingerprint of its checkpoint key. */
+  id: string;
+  http: string;
+  control: string;
+}
+
+/** Starts a gateway on `dir` (created) with the config `raw` (its dataDir set to `dir`). */
+export async function startStoreMember(dir: string, raw: Record<string, unknown>): Promise<StoreMember> {
+  mkdirSync(dir);
+  const full = { dataDir: dir, ...raw };
+  const configFile = writeConfig(dir, full);
+  const gw = await Gateway.start({ config: Config.parse(full), dataDir: dir, configFile, log: silentLogger });
+  return { gw, configFile, id: keyFingerprint(gw.services.audit!.trail.signer.publicKey), http: `http://${gw.address('http')}`, control: `http://${gw.address('control')}` };
+}
+
+/** A gateway row written into the store by hand, marked approved, with a key only its writer holds. */
+export async function forgedMember(sql: pg.Client, keyName: string): Promise<{ id: string; privateKey: KeyObject }> {
+  const { privateKey, publicKey } = generateKeyPairSync('ed25519');
+  const raw = publicKey.export({ format: 'der', type: 'spki' }).subarray(-32);
+  const id = keyFingerprint(raw);
+  await sql.query("INSERT INTO custody_gateways (id, public_key, key_name, name, status, request, requested_at, last_seen) VALUES ($1, $2, $3, 'mallory', 'approved', '', 0, 0)", [id, raw.toString('base64'), keyName]);
+  return { id, privateKey };
+}
+
+/**
+ * B, started after A on A's store, waits for enrolment; A approves it with `custody gateways
+ * approve` (the CLI, on A's config); returns once `serving` says B serves.
+ */
+export async function approveMember(a: StoreMember, b: StoreMember, serving: () => Promise<boolean>): Promise<void> {
+  await until('B pending', async () => b.gw.services.sharedStore?.health().phase === 'pending');
+  await until('A admitted', async () => a.gw.services.sharedStore?.health().phase === 'admitted');
+  const approved = await promisify(execFile)(process.execPath, ['bin/custody.mjs', 'gateways', 'approve', b.id, '--config', a.configFile], { encoding: 'utf8', timeout: 60_000 });
+  assert.match(approved.stdout + approved.stderr, /approved/i);
+  await until('B serving', serving);
+}
