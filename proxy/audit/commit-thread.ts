@@ -158,6 +158,11 @@ export class CommitThread {
     else this.outboxTimer ??= setTimeout(this.post, POST_MS);
   }
 
+  /** Sends the queued lines now, without waiting POST_MS for more (a remote commit waits on their fold). */
+  sendQueued(): void {
+    this.post();
+  }
+
   /** Sends the queued lines now. */
   private readonly post = (): void => {
     clearTimeout(this.outboxTimer);
