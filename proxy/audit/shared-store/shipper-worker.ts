@@ -181,11 +181,13 @@ async function finish(ms: number): Promise<void> {
   stopping = true;
   clearTimeout(timer);
   let error: string | undefined;
-  serving.push(...asked);
-  asked = [];
   try {
+    // The round in progress answers what it took; what was asked since, the last ship answers.
     await inflight;
-    if (admitted) {
+    serving = asked;
+    asked = [];
+    if (!admitted) answer('this gateway is not admitted to the shared store');
+    else {
       const r = await Promise.race([
         session().then((c) => shipAll(c, db, identity.id)),
         new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`the shared store did not take the last events within ${ms} ms`)), ms).unref()),
@@ -195,7 +197,7 @@ async function finish(ms: number): Promise<void> {
   } catch (err) {
     error = messageOf(err);
   }
-  answer(error ?? 'the gateway is stopping');
+  answer(error);
   await client?.end().catch(() => {});
   db.close();
   port.postMessage({ type: 'stopped', error });
