@@ -153,12 +153,12 @@ interface Target {
   headers?: Record<string, string>;
 }
 
-interface Child {
+export interface Child {
   proc: ChildProcess;
   info: Record<string, string>;
 }
 
-function startChild(file: string, childArgs: string[], nodeArgs: string[] = []): Promise<Child> {
+export function startChild(file: string, childArgs: string[], nodeArgs: string[] = []): Promise<Child> {
   const proc = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', file, ...childArgs], { stdio: ['ignore', 'pipe', 'inherit'] });
   return new Promise((resolve, reject) => {
     const lines = createInterface({ input: proc.stdout! });
@@ -167,10 +167,10 @@ function startChild(file: string, childArgs: string[], nodeArgs: string[] = []):
   });
 }
 
-const KEY_HEADER: Record<string, string> = {};
+export const KEY_HEADER: Record<string, string> = {};
 
 /** One request; resolves with total time and time to the first body byte, in ms. */
-function once(agent: Agent, url: string, body: string, extra?: Record<string, string>): Promise<{ total: number; ttfb: number; bytes: number; status: number }> {
+export function once(agent: Agent, url: string, body: string, extra?: Record<string, string>): Promise<{ total: number; ttfb: number; bytes: number; status: number }> {
   return new Promise((resolve, reject) => {
     const t0 = performance.now();
     let ttfb = 0;
@@ -188,12 +188,12 @@ function once(agent: Agent, url: string, body: string, extra?: Record<string, st
   });
 }
 
-function percentile(xs: number[], p: number): number {
+export function percentile(xs: number[], p: number): number {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!;
 }
 
-const CHAT = JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'Say something short.' }] });
+export const CHAT = JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'Say something short.' }] });
 const STREAM = JSON.stringify({ model: 'gpt-4o', stream: true, messages: [{ role: 'user', content: 'Say something short.' }] });
 
 async function sequential(targets: Target[], body: string, perRound: number, rounds: number): Promise<Map<string, { total: number[]; ttfb: number[] }>> {

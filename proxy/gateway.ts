@@ -251,6 +251,8 @@ export class Gateway {
     };
     if (s.config.store) {
       s.sharedStore = SharedStoreMember.start({ store: s.store, signer: s.audit.trail.signer, config: s.config.store, log: s.log, onKeys, onPersons, onDocument: (doc) => applyGroupDocument(s, doc) });
+      // `audit.remoteCommit: sync`: the proxies' batches are acknowledged once the store has them too.
+      if (s.config.audit.remoteCommit === 'sync') s.store.setRemoteCommit(s.sharedStore);
       // Holds across gateways: this gateway's holds go to the store, the others' come from it.
       s.sharedHolds = SharedHolds.start({ store: s.store, bus: s.bus, holds: s.holds, log: s.log, config: s.config.store, gateway: s.sharedStore.identity.id, refusal: () => s.sharedStore?.refusal() });
     }

@@ -14,6 +14,7 @@ const BENCHES = {
   'approvals-loop': 'bench/approvals-loop.ts',
   'journal-append': 'bench/journal-append.ts',
   'shared-store': 'bench/shared-store.ts',
+  'shared-store-http': 'bench/shared-store-http.ts',
   'holds-across': 'bench/holds-across.ts',
   ssh: 'bench/ssh.ts',
   faults: 'bench/faults.ts',

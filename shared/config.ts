@@ -467,6 +467,13 @@ export const Config = z
          * one sync per batch (docs/AUDIT.md, "Durability"; its cost in docs/BENCHMARKS.md).
          */
         fsync: z.enum(['none', 'batch']).default('none'),
+        /**
+         * With a shared store (`store.url`): `async` (default) acknowledges a batch once it is in the
+         * local journal and ships it to the store a moment later; `sync` also waits until the store
+         * has committed it before the request is forwarded, and refuses the request (503 / an
+         * ERROR) when it cannot (docs/SCALE-OUT.md, "What a host loss can lose").
+         */
+        remoteCommit: z.enum(['async', 'sync']).default('async'),
         /** C2SP checkpoint origin line; defaults to `custody/<hostname>`. */
         origin: z.string().optional(),
         /** tlog-witnesses every signed checkpoint is sent to (docs/AUDIT.md, "Witnesses"). */
@@ -492,7 +499,7 @@ export const Config = z
           });
         }
       })
-      .default({ checkpointInterval: '1h', fsync: 'none', witnesses: [], sinks: [] }),
+      .default({ checkpointInterval: '1h', fsync: 'none', remoteCommit: 'async', witnesses: [], sinks: [] }),
     limits: z
       .object({
         maxRequestBytes: z.number().int().positive().default(10 * 1024 * 1024),
@@ -519,6 +526,7 @@ export const Config = z
   })
   .strict()
   .superRefine((c, ctx) => {
+    if (c.audit.remoteCommit === 'sync' && !c.store) ctx.addIssue({ code: 'custom', path: ['audit', 'remoteCommit'], message: 'remoteCommit: sync commits each batch to the shared store: configure store.url, or remove it' });
     if (c.retention.archiveFor && !c.audit.archive) ctx.addIssue({ code: 'custom', path: ['retention', 'archiveFor'], message: 'archiveFor locks archive segments: configure audit.archive, or remove it' });
     const seen = new Set<string>();
     c.connections.forEach((conn, i) => {

@@ -22,8 +22,8 @@ import type { AppendedEvent, PreparedEvent } from './chain-writer';
 export type CommitRequest =
   /** Events to chain and commit now; the caller waits for the answer. */
   | { op: 'append'; id: number; events: PreparedEvent[]; reload?: boolean }
-  /** Journaled lines (journal.ts's text, already chained), up to journal line `jseq`: commit them soon. */
-  | { op: 'fold'; id: number; text: string; jseq: number; reload?: boolean }
+  /** Journaled lines (journal.ts's text, already chained), up to journal line `jseq`: commit them soon (`now`: at once, someone waits on it). */
+  | { op: 'fold'; id: number; text: string; jseq: number; reload?: boolean; now?: boolean }
   /** Answered once everything before it is; also writes the session index. */
   | { op: 'sync'; id: number }
   | { op: 'pragma'; id: number; sql: string }
@@ -158,14 +158,19 @@ export class CommitThread {
     else this.outboxTimer ??= setTimeout(this.post, POST_MS);
   }
 
+  /** Sends the queued lines now, to be folded at once (a remote commit waits on their fold). */
+  sendQueued(): void {
+    this.post(true);
+  }
+
   /** Sends the queued lines now. */
-  private readonly post = (): void => {
+  private readonly post = (now = false): void => {
     clearTimeout(this.outboxTimer);
     this.outboxTimer = undefined;
     const o = this.outbox;
     if (!o) return;
     this.outbox = undefined;
-    this.send({ op: 'fold', text: o.text, jseq: o.jseq, reload: o.reload }, (reply) => this.folded?.(reply, o.jseq));
+    this.send({ op: 'fold', text: o.text, jseq: o.jseq, reload: o.reload, ...(now ? { now } : {}) }, (reply) => this.folded?.(reply, o.jseq));
   };
 
   /**

@@ -195,9 +195,10 @@ port.on('message', (first: CommitRequest) => {
       const a: Append = { id: req.id, events, reload: req.reload, jseq: req.op === 'fold' ? req.jseq : undefined };
       backlog.push(a);
       backlogEvents += events.length;
-      // A blocking append has its caller waiting; journaled lines are already recorded and can
-      // wait a few milliseconds to share a commit with many others.
-      if (a.jseq === undefined || backlogEvents >= FOLD_EVENTS) now = true;
+      // A blocking append has its caller waiting, and so do journaled lines a remote commit waits
+      // on (`now`); other journaled lines are already recorded and can wait a few milliseconds to
+      // share a commit with many others.
+      if (a.jseq === undefined || backlogEvents >= FOLD_EVENTS || (req.op === 'fold' && req.now)) now = true;
       continue;
     }
     fold();

@@ -19,7 +19,7 @@
  * written deferred first, then commits, in arrival order within each.
  */
 import type { AuditEvent, AuditEventInput } from '../../shared/events';
-import type { EventLog } from './store';
+import { type EventLog, RemoteCommitError } from './store';
 
 export interface SessionWriterPacing {
   /** Deferred events wait at most this long for a commit to ride with; 0: the end of this turn. */
@@ -204,7 +204,9 @@ export class SessionAuditWriter {
       return;
     }
     this.store.appendAsync(events, (error) => {
-      if (error) {
+      // A batch the shared store did not commit (`remoteCommit: sync`) is in the local log all the
+      // same: its deferred events are written, and only the commits waiting on it are refused.
+      if (error && !(error instanceof RemoteCommitError)) {
         // With keepDeferredOnFailure, what could not be written goes back to the front of the queue: it is still owed.
         if (this.pacing.keepDeferredOnFailure) this.queue = [...pending, ...this.queue];
         const told = new Set<(err: Error) => void>();

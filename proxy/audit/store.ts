@@ -22,6 +22,7 @@ import { type AppendedEvent, ChainWriter, chainAfter, countInSession, newSession
 import { type CommitReply, CommitThread, type StateWrite } from './commit-thread';
 import { claimJournal, type DamagedJournalLine, Journal, journalDir, journalHeld, type JournalSalvage, releaseJournal, replayJournal, salvageJournal } from './journal';
 import { MIGRATIONS } from './migrations';
+import { RemoteCommitQueue, type RemoteCommitter } from './remote-commit';
 import { readUnrecorded, unrecordedEvent, UnrecordedNotes, type UnrecordedResult, unrecordedFile } from './unrecorded';
 
 // The chain's definitions moved to chain.ts; re-exported for the store's many readers.
@@ -50,6 +51,19 @@ export class StoreUnavailableError extends Error {
     super(`audit store unavailable: ${cause instanceof Error ? cause.message : String(cause)}`);
     this.name = 'StoreUnavailableError';
     this.cause = cause;
+  }
+}
+
+/**
+ * `audit.remoteCommit: sync`: the events are in this gateway's log (journal and SQLite), but the
+ * shared store has not committed them, so the gateway does not act on them. They ship when the
+ * store takes them.
+ */
+export class RemoteCommitError extends StoreUnavailableError {
+  constructor(why: string) {
+    super(new Error(why));
+    this.name = 'RemoteCommitError';
+    this.message = `audit.remoteCommit is sync and the shared store has not committed the events (${why}); they are kept in this gateway's log and ship once the store takes them`;
   }
 }
 
@@ -132,6 +146,10 @@ export class AuditStore implements EventLog {
   private journalFailure: { message: string; since: number } | undefined;
   /** A fold re-chained journaled events: the head is re-read before the next append. */
   private rechained = false;
+  /** The last journal line written (see `appendAsync` with a remote commit). */
+  private lastJseq = 0;
+  /** `audit.remoteCommit: sync`: batches appended through `appendAsync` wait for the shared store too. */
+  private remote: RemoteCommitQueue | undefined;
   /** Summaries of the sessions open in this process (see `liveSession`). */
   private readonly live = new LiveSessionSummaries();
   /** Sessions the commit thread appended to recently (its index rows may still be pending). */
@@ -218,12 +236,28 @@ export class AuditStore implements EventLog {
    */
   appendAsync(inputs: AuditEventInput[], done: (err: StoreUnavailableError | null) => void): void {
     let failure: StoreUnavailableError | null = null;
+    const before = this.lastJseq;
     try {
       this.appendMany(inputs);
     } catch (err) {
       failure = err instanceof StoreUnavailableError ? err : new StoreUnavailableError(err);
     }
-    done(failure);
+    if (failure || !this.remote) {
+      done(failure);
+      return;
+    }
+    // With a remote commit the answer waits until the shared store has the batch too (RemoteCommitError
+    // when it will not: the batch stays in this log). Its journal lines are sent to be folded at once.
+    this.remote.wait(this.lastJseq === before ? 0 : this.lastJseq, (why) => done(why === undefined ? null : new RemoteCommitError(why)));
+    this.thread?.sendQueued();
+  }
+
+  /**
+   * `audit.remoteCommit: sync`: from now on `appendAsync` answers only once `committer` (the shared
+   * store) has committed the batch; undefined: once it is journaled, as by default.
+   */
+  setRemoteCommit(committer: RemoteCommitter | undefined): void {
+    this.remote = committer ? new RemoteCommitQueue(committer) : undefined;
   }
 
   private appendJournaled(thread: CommitThread, inputs: AuditEventInput[]): AuditEvent[] {
@@ -259,6 +293,7 @@ export class AuditStore implements EventLog {
       throw new StoreUnavailableError(err);
     }
     this.journalFailure = undefined;
+    this.lastJseq = written.last;
     // Recorded: the batch is in the journal. The commit thread folds it into the database.
     thread.queue(written.text, prepared.length, { reload: this.takeStale(), jseq: written.last });
     this.noteThreadSessions(inputs);
@@ -366,6 +401,7 @@ export class AuditStore implements EventLog {
 
   /** The outcome of a fold of journaled lines (see `appendAsync`). */
   private folded(reply: CommitReply, jseq: number): void {
+    this.remote?.folded(jseq, reply.ok ? undefined : reply.message);
     if (!reply.ok) return; // the thread reports the failure itself (`failure`, `gone`)
     if (reply.rechained) this.rechained = true;
     this.journal?.folded(jseq);

@@ -13,7 +13,7 @@ import { performance } from 'node:perf_hooks';
 import type { Readable } from 'node:stream';
 import { type AuditEventInput, type EventKind, type EventPayload, type HttpErrorPayload, type HttpRequestPayload, type HttpSessionStart, type MaskSpan, type PolicyDecisionPayload, SESSION_START_VERSION, type SessionEndPayload } from '../../shared/events';
 import type { Identity } from '../../shared/identity';
-import { StoreUnavailableError } from '../audit/store';
+import { RemoteCommitError, StoreUnavailableError } from '../audit/store';
 import { UnmaskableValueError } from '../masking/request';
 import { type ConnectionMasker, MaskingError } from '../masking/types';
 import { describeRequest, holdSummary, queryText, type RequestFacts } from '../policy/llm-request';
@@ -117,6 +117,8 @@ export class Exchange implements RelayedExchange {
    * in the log, and the client was cut off (`client`): noted for the next start to record.
    */
   noteUnrecorded(result: string, err: unknown, client: string): void {
+    // In the log all the same, only not in the shared store yet (`remoteCommit: sync`): nothing to note.
+    if (err instanceof RemoteCommitError) return;
     const error = err instanceof Error ? err.message : String(err);
     this.s.store.noteUnrecorded({ result, session: this.session.id, actor: this.identity.subject, connection: this.name, error, client });
   }

@@ -25,6 +25,7 @@
  */
 import type { Socket } from 'node:net';
 import type { Identity } from '../../shared/identity';
+import { RemoteCommitError } from '../audit/store';
 import { newId } from '../ids';
 import {
   buildAuthenticationCleartextPassword,
@@ -508,7 +509,8 @@ export class PgProxySession implements ListenedSession, SessionSocketEvents, Rep
         if (err) {
           // The server has acted; the client must not be told otherwise, nor invited to retry.
           this.sockets.discardClientOutput();
-          this.services.store.noteUnrecorded?.({ result: 'pg.result', session: this.id, actor: this.identity?.subject, connection: this.ctx.connection.name, error: err.message, client: 'FATAL, connection closed' });
+          // A result the shared store did not take (`remoteCommit: sync`) is in the local log: nothing to note.
+          if (!(err instanceof RemoteCommitError)) this.services.store.noteUnrecorded?.({ result: 'pg.result', session: this.id, actor: this.identity?.subject, connection: this.ctx.connection.name, error: err.message, client: 'FATAL, connection closed' });
           this.fatal({ severity: 'FATAL', code: SqlState.SystemError, message: `the audit log cannot record results, so the gateway ends this session without them: ${err.message}` });
           return;
         }

@@ -15,7 +15,6 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
-import Database from 'better-sqlite3';
 import type pg from 'pg';
 import type { HealthResponse } from '../../shared/api';
 import { Config } from '../../shared/config';
@@ -25,6 +24,7 @@ import { type CustodyServe, startServe, writeConfig } from '../support/custody-p
 import { startEchoUpstream, type EchoUpstream } from '../support/echo-upstream';
 import { createTestDatabase, type TestDatabase } from '../support/pg-database';
 import { freePort } from '../support/ports';
+import { localChain, storedChain } from '../support/shared-store-chains';
 import { startRelay } from '../support/tcp-relay';
 import { tempDir } from '../support/tmp';
 
@@ -59,19 +59,6 @@ async function cli(...args: string[]): Promise<{ status: number; stdout: string;
     if (typeof e.code !== 'number') throw err;
     return { status: e.code, stdout: e.stdout ?? '', stderr: e.stderr ?? '' };
   }
-}
-
-function localChain(dir: string): { seq: number; kind: string; hash: string }[] {
-  const db = new Database(join(dir, 'custody.db'), { readonly: true });
-  try {
-    return db.prepare('SELECT seq, kind, hash FROM events ORDER BY seq').all() as { seq: number; kind: string; hash: string }[];
-  } finally {
-    db.close();
-  }
-}
-
-async function storedChain(sql: pg.Client, id: string): Promise<{ seq: number; kind: string; hash: string; payload: string | null }[]> {
-  return (await sql.query<{ seq: string; kind: string; hash: string; payload: string | null }>('SELECT seq, kind, hash, payload FROM custody_events WHERE gateway = $1 ORDER BY seq', [id])).rows.map((r) => ({ ...r, seq: Number(r.seq) }));
 }
 
 async function gatewayIds(sql: pg.Client): Promise<Map<string, string>> {

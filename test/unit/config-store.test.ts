@@ -1,7 +1,7 @@
 /**
  * `store:` — the shared PostgreSQL store (docs/SCALE-OUT.md): a URL without a password, the
  * password from `secret`, errors at the file's line; and a gateway whose store secret is missing
- * does not start.
+ * does not start. `audit.remoteCommit` (async by default, sync only with a store).
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
@@ -41,5 +41,19 @@ describe('config: store', () => {
   it('a gateway whose store secret is not set refuses to start, naming it', async () => {
     const config = Config.parse({ listen: { control: '127.0.0.1:0', http: '127.0.0.1:0' }, store: { url: 'postgres://custody@127.0.0.1:5432/custody', secret: { env: 'CUSTODY_TEST_UNSET_STORE_SECRET' } } });
     await assert.rejects(Gateway.start({ config, dataDir: tempDir(), log: silentLogger }), /store\.secret: environment variable CUSTODY_TEST_UNSET_STORE_SECRET is not set/);
+  });
+});
+
+describe('config: audit.remoteCommit', () => {
+  it('defaults to async, and takes sync with a shared store', () => {
+    assert.equal(parseConfig('', 'custody.yaml').audit.remoteCommit, 'async');
+    assert.equal(parseConfig('audit: { fsync: batch }\n', 'custody.yaml').audit.remoteCommit, 'async');
+    const c = parseConfig('store: { url: "postgres://custody@db.internal/custody" }\naudit:\n  remoteCommit: sync\n', 'custody.yaml');
+    assert.equal(c.audit.remoteCommit, 'sync');
+  });
+
+  it('refuses sync without a store, and a value that is neither, at its line', () => {
+    assert.match(errorOf('audit:\n  remoteCommit: sync\n'), /^custody\.yaml:2: audit\.remoteCommit: remoteCommit: sync commits each batch to the shared store: configure store\.url, or remove it$/);
+    assert.match(errorOf('store: { url: "postgres://db/c" }\naudit:\n  remoteCommit: always\n'), /^custody\.yaml:3: audit\.remoteCommit: .*async.*sync/);
   });
 });

@@ -5,6 +5,10 @@
  * SQLite file on its own read-only connection. When the store cannot be reached it retries with
  * backoff (0.1 s doubling to 5 s) and says so in its status; the local journal and SQLite keep
  * recording meanwhile, so nothing waits on the store.
+ *
+ * With `audit.remoteCommit: sync` the gateway's thread also asks (`commit`) once a batch is folded
+ * into SQLite: the next round starts at once, ships everything committed locally (through the same
+ * cursor, so rows still go once and in order) and answers the asks it took at its start.
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
@@ -50,6 +54,9 @@ let shipped = { seq: -1, checkpoints: -1 };
 let timer: NodeJS.Timeout | undefined;
 /** The round in progress: a last ship at stop waits for it (one connection, one transaction at a time). */
 let inflight: Promise<void> | undefined;
+/** Remote commits asked for since the last round started, and those the round in progress answers. */
+let asked: number[] = [];
+let serving: number[] = [];
 
 const status: ShipperStatus = { phase: 'connecting', shippedSeq: 0, localSeq: 0 };
 
@@ -78,12 +85,14 @@ async function step(): Promise<number> {
     const e = await enrol(c, identity);
     if (e.status === 'pending') {
       post({ phase: 'pending', group: e.group, enrolment: 'pending', reason: 'no enrolled gateway has approved it yet' });
+      answer('this gateway is not admitted to the shared store yet');
       return HEARTBEAT_MS;
     }
     if (e.status === 'approved') {
       const found = await findApproval(c, identity.id);
       if ('missing' in found) {
         post({ phase: 'pending', group: e.group, enrolment: 'approved', reason: found.missing });
+        answer('this gateway is not admitted to the shared store yet');
         return HEARTBEAT_MS;
       }
       if (!approver) {
@@ -94,6 +103,8 @@ async function step(): Promise<number> {
     admitted = true;
     post({ phase: 'admitted', group: e.group, enrolment: e.status, first: e.first, reason: undefined, ...(approver ? { approvedBy: approver } : {}) });
   }
+  // Asked for a remote commit: ship first, before the key round.
+  const wait = serving.length ? await ship(c) : undefined;
   if (Date.now() - lastKeySyncAt >= KEY_SYNC_MS) {
     const trust = localTrust(db, identity, approver);
     // Persons are pushed before keys and pulled after them: a key copied here finds its owner's
@@ -108,16 +119,37 @@ async function step(): Promise<number> {
     lastKeySyncAt = Date.now();
     post({ contactAt: lastKeySyncAt, error: undefined, failingSince: undefined });
   }
+  return wait ?? (await ship(c));
+}
+
+/**
+ * Ships what the local chain holds after the store's cursor; with remote commits to answer, all of
+ * it (their batches were folded before they were asked for, so before this round started), and
+ * answers them. Returns how long to wait before the next round.
+ */
+async function ship(c: pg.Client): Promise<number> {
   const head = localHead(db);
-  if (head.seq === shipped.seq && head.checkpoints === shipped.checkpoints && Date.now() - lastShipAt < HEARTBEAT_MS) return IDLE_MS;
-  const r = await shipOnce(c, db, identity.id);
+  if (head.seq === shipped.seq && head.checkpoints === shipped.checkpoints && (serving.length || Date.now() - lastShipAt < HEARTBEAT_MS)) {
+    answer(undefined);
+    return IDLE_MS;
+  }
+  let r = await shipOnce(c, db, identity.id);
   // Rows deleted from the store's copy of this chain are noticed within a round (shipOnce looks).
   // It stays in the status (health says so) until the gateway restarts: later rows leave a gap.
   if (r.tampered && r.tampered.message !== status.tampered?.message) post({ tampered: r.tampered });
+  while (serving.length && r.events === SHIP_BATCH) r = await shipOnce(c, db, identity.id);
   lastShipAt = Date.now();
   shipped = { seq: r.cursor.seq, checkpoints: r.cursor.seq >= head.seq ? head.checkpoints : -1 };
   post({ shippedSeq: r.cursor.seq, localSeq: Math.max(r.localSeq, r.cursor.seq), shippedAt: lastShipAt, contactAt: lastShipAt, error: undefined, failingSince: undefined });
+  answer(undefined);
   return r.events === SHIP_BATCH ? 0 : IDLE_MS;
+}
+
+/** Answers the remote commits this round took: committed (undefined), or why not. */
+function answer(error: string | undefined): void {
+  if (!serving.length) return;
+  port.postMessage({ type: 'committed', ids: serving, ...(error !== undefined ? { error } : {}) });
+  serving = [];
 }
 
 function schedule(ms: number): void {
@@ -129,11 +161,17 @@ function schedule(ms: number): void {
 
 async function run(): Promise<void> {
   timer = undefined;
+  serving = asked;
+  asked = [];
   let wait: number;
   try {
     wait = await step();
     backoff = BACKOFF_MIN_MS;
+    // Every path of a round answers what it took; should one not, nothing is confirmed that was not shipped.
+    answer('the round ended without shipping');
+    if (asked.length) wait = 0;
   } catch (err) {
+    answer(messageOf(err));
     const refused = err instanceof ShipRefusedError;
     if (!refused) {
       // The connection may be broken: a new one next time (migrations are checked again too).
@@ -154,8 +192,12 @@ async function finish(ms: number): Promise<void> {
   clearTimeout(timer);
   let error: string | undefined;
   try {
+    // The round in progress answers what it took; what was asked since, the last ship answers.
     await inflight;
-    if (admitted) {
+    serving = asked;
+    asked = [];
+    if (!admitted) answer('this gateway is not admitted to the shared store');
+    else {
       const r = await Promise.race([
         session().then((c) => shipAll(c, db, identity.id)),
         new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`the shared store did not take the last events within ${ms} ms`)), ms).unref()),
@@ -165,6 +207,7 @@ async function finish(ms: number): Promise<void> {
   } catch (err) {
     error = messageOf(err);
   }
+  answer(error);
   await client?.end().catch(() => {});
   db.close();
   port.postMessage({ type: 'stopped', error });
@@ -172,5 +215,22 @@ async function finish(ms: number): Promise<void> {
 
 port.on('message', (m: ShipperCommand) => {
   if (m.type === 'stop') void finish(m.ms);
+  else if (m.type === 'commit') {
+    if (stopping) {
+      port.postMessage({ type: 'committed', ids: [m.id], error: 'the gateway is stopping' });
+      return;
+    }
+    // While the store fails, the round waits out its backoff: the gateway's thread refuses meanwhile.
+    if (status.error !== undefined) {
+      port.postMessage({ type: 'committed', ids: [m.id], error: status.error });
+      return;
+    }
+    asked.push(m.id);
+    // Between rounds: start the next one now (a round in progress starts the next when it ends).
+    if (timer !== undefined) {
+      clearTimeout(timer);
+      inflight = run();
+    }
+  }
 });
 inflight = run();

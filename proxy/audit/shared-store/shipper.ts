@@ -15,6 +15,7 @@ import { parseDuration, type StoreConfig } from '../../../shared/config';
 import type { Logger } from '../../log';
 import { workerSource } from '../../worker-source';
 import type { CheckpointSigner } from '../checkpoint-signer';
+import type { RemoteCommitter } from '../remote-commit';
 import type { AuditStore } from '../store';
 import { gatewayIdentity, type EnrolmentStatus, type GatewayIdentity } from './enrolment';
 import type { PulledDocument } from './doc-sync';
@@ -45,8 +46,15 @@ export interface ShipperStatus {
   failingSince?: number;
 }
 
-export type ShipperCommand = { type: 'stop'; ms: number };
-type ShipperMessage = { type: 'status'; status: ShipperStatus } | { type: 'stopped'; error?: string } | { type: 'keys'; rows: SharedKeyRow[] } | { type: 'persons'; persons: PulledPersons } | { type: 'documents'; docs: PulledDocument[] };
+/** `commit`: ship everything committed locally now, and answer `committed` with the same id (remote-commit.ts). */
+export type ShipperCommand = { type: 'stop'; ms: number } | { type: 'commit'; id: number };
+type ShipperMessage =
+  | { type: 'status'; status: ShipperStatus }
+  | { type: 'committed'; ids: number[]; error?: string }
+  | { type: 'stopped'; error?: string }
+  | { type: 'keys'; rows: SharedKeyRow[] }
+  | { type: 'persons'; persons: PulledPersons }
+  | { type: 'documents'; docs: PulledDocument[] };
 
 /** meta key: the store group and status this gateway was admitted with (it then serves through outages). */
 export const ADMISSION_META = 'store.admission';
@@ -73,7 +81,7 @@ interface MemberDeps {
 /** How far behind the store may be before health says `degraded`. */
 const LAG_DEGRADED_MS = 5000;
 
-export class SharedStoreMember {
+export class SharedStoreMember implements RemoteCommitter {
   readonly identity: GatewayIdentity;
   private status: ShipperStatus = { phase: 'connecting', shippedSeq: 0, localSeq: 0 };
   private admittedBefore: Admission | undefined;
@@ -86,6 +94,9 @@ export class SharedStoreMember {
   private readonly staleAfterMs: number;
   /** Until the store first answers, staleness counts from the start. */
   private readonly startedAt = Date.now();
+  /** Remote commits asked of the worker and not answered yet (`audit.remoteCommit: sync`). */
+  private readonly commits = new Map<number, (why: string | undefined) => void>();
+  private nextCommit = 1;
 
   private constructor(
     private readonly worker: Worker,
@@ -103,11 +114,13 @@ export class SharedStoreMember {
     worker.on('error', (err) => {
       this.status = { ...this.status, error: `the shared store worker failed: ${err.message}`, failingSince: this.status.failingSince ?? Date.now() };
       deps.log.error(`shared store: ${this.status.error}`);
+      this.failCommits(this.status.error ?? err.message);
       this.resolveStopped?.(err.message);
     });
     worker.on('exit', (code) => {
       // Ended without being asked: nothing ships any more, and health says so.
       if (!this.stopped) this.status = { ...this.status, error: `the shared store worker exited (code ${code}); events are kept locally and ship at the next start`, failingSince: this.status.failingSince ?? Date.now() };
+      this.failCommits(this.status.error ?? 'the shared store worker has stopped');
       this.resolveStopped?.(undefined);
     });
   }
@@ -125,6 +138,14 @@ export class SharedStoreMember {
   }
 
   private take(m: ShipperMessage): void {
+    if (m.type === 'committed') {
+      for (const id of m.ids) {
+        const done = this.commits.get(id);
+        this.commits.delete(id);
+        done?.(m.error);
+      }
+      return;
+    }
     if (m.type === 'keys') {
       this.deps.onKeys?.(m.rows);
       return;
@@ -139,6 +160,7 @@ export class SharedStoreMember {
     }
     if (m.type === 'stopped') {
       if (m.error) this.deps.log.warn(`shared store: ${m.error}; the rest ships at the next start`);
+      this.failCommits('the shared store worker has stopped');
       this.resolveStopped?.(m.error);
       return;
     }
@@ -201,6 +223,33 @@ export class SharedStoreMember {
     if (silent <= this.staleAfterMs) return undefined;
     const since = this.status.contactAt ? `since ${new Date(last).toISOString()}` : 'since it started';
     return `this gateway has not heard from the shared store ${this.label} ${since} (${(silent / 1000).toFixed(1)} s, more than store.staleAfter ${this.staleAfterMs / 1000} s${this.status.error ? `: ${this.status.error}` : ''}), so it cannot confirm that keys and revocations are current; it admits nothing new until the store answers`;
+  }
+
+  /** How long a batch waits for the store under `audit.remoteCommit: sync`: as long as admission trusts silence. */
+  get remoteCommitTimeoutMs(): number {
+    return this.staleAfterMs;
+  }
+
+  /** Why a batch cannot be committed in the store now: this gateway does not serve, or the store is failing. */
+  remoteRefusal(): string | undefined {
+    const refused = this.refusal();
+    if (refused) return refused;
+    if (this.stopped) return 'the shared store worker has stopped';
+    if (this.status.error) return `the shared store ${this.label} cannot be written since ${new Date(this.status.failingSince ?? Date.now()).toISOString()}: ${this.status.error}`;
+    return undefined;
+  }
+
+  /** Asks the worker to ship what is committed locally now; `done` once the store has committed it, or why not. */
+  commitRemote(done: (why: string | undefined) => void): void {
+    const id = this.nextCommit++;
+    this.commits.set(id, done);
+    this.worker.postMessage({ type: 'commit', id } satisfies ShipperCommand);
+  }
+
+  private failCommits(why: string): void {
+    const waiting = [...this.commits.values()];
+    this.commits.clear();
+    for (const done of waiting) done(why);
   }
 
   health(): SharedStoreHealth {
