@@ -116,8 +116,11 @@ describe('console: policy editor', () => {
     await page.getByTestId('dry-run').waitFor({ timeout: 15_000 });
     await page.getByTestId('policies-save').click();
     await page.getByText('Saved a new version of the rules.').waitFor();
-    const saved = await rules();
-    assert.equal(saved.rules[0]!.name, 'hold-prompts-openai');
+    // The same notice may still show from the save before: wait for the gateway to hold the new rules.
+    const saved = await eventually(async () => {
+      const r = await rules();
+      return r.rules[0]?.name === 'hold-prompts-openai' ? r : undefined;
+    }, 'the new rules saved');
 
     await page.getByRole('tab', { name: 'History' }).click();
     const versions = page.getByTestId('version-list').locator('li');
