@@ -177,6 +177,21 @@ export function formatDuration(ms: number): string {
 
 const grantKey = (subject: string, connection: string, rule: string) => `${subject}\u0000${connection}\u0000${rule}`;
 
+/** What a hold listing may ask for (`visible` filters rows for users who may see only some holds). */
+export interface HoldListOptions {
+  state?: HoldState;
+  limit?: number;
+  offset?: number;
+  visible?: (v: HoldView) => boolean;
+}
+
+export interface HoldPage {
+  total: number;
+  holds: HoldView[];
+}
+
+const HOLD_BY_ID = 'SELECT view FROM holds WHERE id = ?';
+
 export class HoldQueue implements HoldGate {
   private readonly pending = new Map<string, PendingHold>();
   private readonly grants = new Map<string, GrantRecord>();
@@ -381,35 +396,79 @@ export class HoldQueue implements HoldGate {
   get(id: string): HoldView | undefined {
     const p = this.pending.get(id);
     if (p) return structuredClone(p.view);
-    const row = this.store.db.prepare('SELECT view FROM holds WHERE id = ?').get(id) as { view: string } | undefined;
-    return row ? (JSON.parse(row.view) as HoldView) : this.peers?.get(id);
+    return this.stored(id, this.store.db.prepare(HOLD_BY_ID).all(id) as { view: string }[]);
+  }
+
+  /** `get`, reading the stored hold on the commit thread: for the console, which shares the proxies' thread. */
+  async getAsync(id: string): Promise<HoldView | undefined> {
+    const p = this.pending.get(id);
+    if (p) return structuredClone(p.view);
+    const rows = await this.store.readAsync<{ view: string }>(HOLD_BY_ID, [id]);
+    return this.pending.has(id) ? structuredClone(this.pending.get(id)!.view) : this.stored(id, rows);
+  }
+
+  private stored(id: string, rows: { view: string }[]): HoldView | undefined {
+    return rows[0] ? (JSON.parse(rows[0].view) as HoldView) : this.peers?.get(id);
   }
 
   /**
    * Hold history, newest first. `visible` filters rows (for users who may see only some holds);
    * without it the SQL pages directly.
    */
-  list(opts: { state?: HoldState; limit?: number; offset?: number; visible?: (v: HoldView) => boolean } = {}): { total: number; holds: HoldView[] } {
+  list(opts: HoldListOptions = {}): HoldPage {
+    const plan = this.listPlan(opts);
+    const read = (sql: string, params: unknown[]) => this.store.db.prepare(sql).all(...params) as { view?: string; n?: number }[];
+    if (plan.paged) return this.page(read(plan.countSql, plan.args)[0]!.n!, read(plan.pageSql, [...plan.args, plan.limit, plan.offset]) as { view: string }[]);
+    return this.filtered(plan, opts, read(plan.allSql, plan.args) as { view: string }[]);
+  }
+
+  /** `list`, reading on the commit thread: for the console, which shares the proxies' thread. */
+  async listAsync(opts: HoldListOptions = {}): Promise<HoldPage> {
+    const plan = this.listPlan(opts);
+    if (plan.paged) {
+      const [count, rows] = await Promise.all([this.store.readAsync<{ n: number }>(plan.countSql, plan.args), this.store.readAsync<{ view: string }>(plan.pageSql, [...plan.args, plan.limit, plan.offset])]);
+      return this.page(count[0]!.n, rows);
+    }
+    return this.filtered(plan, opts, await this.store.readAsync<{ view: string }>(plan.allSql, plan.args));
+  }
+
+  private listPlan(opts: HoldListOptions) {
     const limit = Math.max(1, Math.min(opts.limit ?? 100, 1000));
     const offset = Math.max(0, opts.offset ?? 0);
     const where = opts.state ? 'WHERE state = ?' : '';
-    const args = opts.state ? [opts.state] : [];
-    const overlay = (v: HoldView) => this.pending.get(v.id)?.view ?? v;
+    const args: unknown[] = opts.state ? [opts.state] : [];
     // Holds of other gateways (shared store) are merged in by time.
     const elsewhere = (this.peers?.list() ?? []).filter((v) => (!opts.state || v.state === opts.state) && (!opts.visible || opts.visible(v)));
-    if (!opts.visible && !elsewhere.length) {
-      const total = (this.store.db.prepare(`SELECT count(*) AS n FROM holds ${where}`).get(...args) as { n: number }).n;
-      const rows = this.store.db.prepare(`SELECT view FROM holds ${where} ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?`).all(...args, limit, offset) as { view: string }[];
-      return { total, holds: rows.map((r) => structuredClone(overlay(JSON.parse(r.view) as HoldView))) };
-    }
+    return {
+      limit,
+      offset,
+      args,
+      elsewhere,
+      paged: !opts.visible && !elsewhere.length,
+      countSql: `SELECT count(*) AS n FROM holds ${where}`,
+      pageSql: `SELECT view FROM holds ${where} ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?`,
+      allSql: `SELECT view FROM holds ${where} ORDER BY created_at DESC, id DESC`,
+    };
+  }
+
+  /** A stored view with the live one of a pending hold over it. */
+  private overlay(v: HoldView): HoldView {
+    return this.pending.get(v.id)?.view ?? v;
+  }
+
+  private page(total: number, rows: { view: string }[]): HoldPage {
+    return { total, holds: rows.map((r) => structuredClone(this.overlay(JSON.parse(r.view) as HoldView))) };
+  }
+
+  private filtered(plan: { limit: number; offset: number; elsewhere: HoldView[] }, opts: HoldListOptions, rows: { view: string }[]): HoldPage {
     const matching: HoldView[] = [];
-    for (const r of this.store.db.prepare(`SELECT view FROM holds ${where} ORDER BY created_at DESC, id DESC`).iterate(...args) as IterableIterator<{ view: string }>) {
-      const v = overlay(JSON.parse(r.view) as HoldView);
+    for (const r of rows) {
+      const v = this.overlay(JSON.parse(r.view) as HoldView);
       if (!opts.visible || opts.visible(v)) matching.push(v);
     }
-    if (elsewhere.length) matching.push(...elsewhere);
+    if (plan.elsewhere.length) matching.push(...plan.elsewhere);
     matching.sort((a, b) => b.createdAt - a.createdAt || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0));
-    return { total: matching.length, holds: matching.slice(offset, offset + limit).map((v) => structuredClone(v)) };
+    return { total: matching.length, holds: matching.slice(plan.offset, plan.offset + plan.limit).map((v) => structuredClone(v)) };
   }
 
   /** Cancels every pending hold `person` asked for (the person was locked); their clients are denied. */

@@ -61,12 +61,13 @@ function forViewer(s: GatewayServices, who: Identity, view: HoldView, pool: () =
 }
 
 export function registerHoldRoutes(router: Router, s: GatewayServices): void {
-  router.get('/api/holds', ({ identity, query }) => {
+  router.get('/api/holds', async ({ identity, query }) => {
     const state = query.get('state') || undefined;
     if (state !== undefined && !STATES.includes(state as HoldState)) throw new HttpError(400, 'bad_request', `state must be one of ${STATES.join(', ')}`);
     const who = identity!;
     const all = hasRole(who, 'reviewer');
-    const page = s.holds.list({
+    // Read on the commit thread: the console shares the proxies' thread.
+    const page = await s.holds.listAsync({
       state: state as HoldState | undefined,
       limit: Math.min(intParam(query, 'limit', 100), 1000),
       offset: intParam(query, 'offset', 0),
@@ -77,8 +78,8 @@ export function registerHoldRoutes(router: Router, s: GatewayServices): void {
     return { ...page, holds: page.holds.map((h) => forViewer(s, who, h, lazyPool)) };
   });
 
-  router.get('/api/holds/:id', ({ identity, params }) => {
-    const view = s.holds.get(params['id']!);
+  router.get('/api/holds/:id', async ({ identity, params }) => {
+    const view = await s.holds.getAsync(params['id']!);
     // Not visible reads as not found: the id alone should not reveal that a hold exists.
     if (!view || !(hasRole(identity!, 'reviewer') || holdVisibleTo(identity!, view))) throw new HttpError(404, 'not_found', `no hold ${params['id']}`);
     return forViewer(s, identity!, view, () => candidates(s));
