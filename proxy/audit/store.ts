@@ -443,6 +443,7 @@ export class AuditStore implements EventLog {
     const left = readUnrecorded(file);
     if (left.length) this.appendMany(left.map(unrecordedEvent));
     this.unrecorded?.close();
+    // Cleared first: if the file cannot be reserved, nothing notes into the closed one.
     this.unrecorded = undefined;
     this.unrecorded = new UnrecordedNotes(file);
     return left.length;

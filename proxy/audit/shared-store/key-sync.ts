@@ -42,6 +42,8 @@ const changeText = (id: string, kind: ChangeKind, at: number) => `custody-api-ke
 /** The gateways whose signatures this gateway accepts, by id (the fingerprint of the key). */
 export class TrustSet {
   private readonly keys = new Map<string, KeyObject>();
+  /** Signatures found good (gateway, signature, text): the rows every round reads are not verified again. */
+  private readonly good = new Set<string>();
 
   /** Adds a gateway by its raw Ed25519 public key (base64), if the key's fingerprint is the id given. */
   add(id: string, publicKey: string): void {
@@ -57,11 +59,16 @@ export class TrustSet {
   verify(id: string, text: string, signature: string): boolean {
     const key = this.keys.get(id);
     if (!key) return false;
+    const memo = `${id}\n${signature}\n${text}`;
+    if (this.good.has(memo)) return true;
+    let ok = false;
     try {
-      return verify(null, Buffer.from(text), key, Buffer.from(signature, 'base64'));
+      ok = verify(null, Buffer.from(text), key, Buffer.from(signature, 'base64'));
     } catch {
-      return false;
+      ok = false;
     }
+    if (ok) this.good.add(memo);
+    return ok;
   }
 
   get size(): number {
@@ -182,22 +189,38 @@ function minOf(a: number | null | undefined, b: number | undefined): number | nu
 }
 
 /**
- * The gateways this one trusts for key rows: itself, those its own chain approved, and the one that
- * approved it (`approver`, from the store at admission).
+ * The gateways this one trusts for signed rows: itself, those its own chain approved, and the one
+ * that approved it (`approver`, from the store at admission). Kept across rounds: each call reads
+ * only the events recorded since the last (the approvals are few, the log is long).
  */
-export function localTrust(db: Database.Database, self: { id: string; publicKey: string }, approver?: { id: string; publicKey: string }): TrustSet {
-  const trust = new TrustSet();
-  trust.add(self.id, self.publicKey);
-  if (approver) trust.add(approver.id, approver.publicKey);
-  for (const r of db.prepare("SELECT payload FROM events WHERE kind = 'gateway.approved' AND encoding = 'json'").all() as { payload: string | Buffer }[]) {
-    try {
-      const p = JSON.parse(String(r.payload)) as { id?: string; publicKey?: string };
-      if (p.id && p.publicKey) trust.add(p.id, p.publicKey);
-    } catch {
-      // not an approval this gateway can read: not trusted
-    }
+export class LocalTrust {
+  private readonly trust = new TrustSet();
+  /** The local chain's seq up to which approvals have been read. */
+  private scanned = 0;
+
+  constructor(
+    private readonly db: Database.Database,
+    self: { id: string; publicKey: string },
+  ) {
+    this.trust.add(self.id, self.publicKey);
   }
-  return trust;
+
+  current(approver?: { id: string; publicKey: string }): TrustSet {
+    if (approver && !this.trust.has(approver.id)) this.trust.add(approver.id, approver.publicKey);
+    const head = (this.db.prepare('SELECT coalesce(max(seq), 0) AS n FROM events').get() as { n: number }).n;
+    if (head > this.scanned) {
+      for (const r of this.db.prepare("SELECT payload FROM events WHERE seq > ? AND seq <= ? AND kind = 'gateway.approved' AND encoding = 'json'").all(this.scanned, head) as { payload: string | Buffer }[]) {
+        try {
+          const p = JSON.parse(String(r.payload)) as { id?: string; publicKey?: string };
+          if (p.id && p.publicKey) this.trust.add(p.id, p.publicKey);
+        } catch {
+          // not an approval this gateway can read: not trusted
+        }
+      }
+      this.scanned = head;
+    }
+    return this.trust;
+  }
 }
 
 /**

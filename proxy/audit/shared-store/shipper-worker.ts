@@ -16,7 +16,7 @@ import type { KeyObject } from 'node:crypto';
 import type pg from 'pg';
 import { enrol, findApproval, type GatewayIdentity } from './enrolment';
 import { DocumentSync } from './doc-sync';
-import { KeySync, localTrust } from './key-sync';
+import { KeySync, LocalTrust } from './key-sync';
 import { PersonSync } from './person-sync';
 import { connectStore, migrateSharedStore, type StoreConnection } from './schema';
 import { localHead, SHIP_BATCH, ShipRefusedError, shipAll, shipOnce } from './shipping';
@@ -42,6 +42,7 @@ let backoff = BACKOFF_MIN_MS;
 let lastShipAt = 0;
 let lastKeySyncAt = 0;
 const keySync = new KeySync(db, identity.id, signingKey);
+const localTrust = new LocalTrust(db, identity);
 const docSync = new DocumentSync(db, identity.id, signingKey);
 const personSync = new PersonSync(db, identity.id, signingKey);
 /** The gateway that approved this one, pinned in the local meta at its first admission (key-sync.ts trusts it). */
@@ -106,7 +107,7 @@ async function step(): Promise<number> {
   // Asked for a remote commit: ship first, before the key round.
   const wait = serving.length ? await ship(c) : undefined;
   if (Date.now() - lastKeySyncAt >= KEY_SYNC_MS) {
-    const trust = localTrust(db, identity, approver);
+    const trust = localTrust.current(approver);
     // Persons are pushed before keys and pulled after them: a key copied here finds its owner's
     // link in the same round, and the gateway applies persons before keys.
     await personSync.push(c);
