@@ -12,8 +12,9 @@
  *
  * Prints events/s for each, the ratio with/without shipping, the shipping rate and the largest lag
  * seen (events journaled locally but not yet in the store). Then `custody verify --store`'s check
- * (verify/shared-store.ts) of the last round's store, against a bare scan of the same rows (read
- * page by page the same way, nothing checked).
+ * (verify/shared-store.ts) of the last round's store, against `custody verify`'s check of the same
+ * chain in that round's SQLite store (kept for it) and a bare scan of the PostgreSQL rows (read page
+ * by page the same way, nothing checked).
  */
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -25,6 +26,7 @@ import { CheckpointSigner } from '../proxy/audit/checkpoint-signer';
 import { PG_EVENT_COLUMNS } from '../proxy/audit/shared-store/schema';
 import { SharedStoreMember } from '../proxy/audit/shared-store/shipper';
 import { verifySharedStore } from '../proxy/audit/verify/shared-store';
+import { verifyStore } from '../proxy/audit/verify/store';
 import { AuditStore } from '../proxy/audit/store';
 import { silentLogger } from '../proxy/log';
 import type { AuditEventInput } from '../shared/events';
@@ -79,7 +81,7 @@ async function sqliteOnly(): Promise<{ eps: number }> {
   }
 }
 
-async function withShipping(url: string): Promise<{ eps: number; shipEps: number; maxLag: number }> {
+async function withShipping(url: string, keep = false): Promise<{ eps: number; shipEps: number; maxLag: number; dir: string }> {
   const dir = mkdtempSync(join(tmpdir(), 'custody-bench-ship-'));
   const store = AuditStore.open(dir, { commitThread: true });
   const { signer } = CheckpointSigner.loadOrCreate(dir, 'custody/bench');
@@ -104,11 +106,11 @@ async function withShipping(url: string): Promise<{ eps: number; shipEps: number
       await sleep(2);
     }
     const shipMs = performance.now() - t0;
-    return { eps: (BATCHES * 2) / (ms / 1000), shipEps: (target - before) / (shipMs / 1000), maxLag };
+    return { eps: (BATCHES * 2) / (ms / 1000), shipEps: (target - before) / (shipMs / 1000), maxLag, dir };
   } finally {
     await member.stop();
     store.close();
-    rmSync(dir, { recursive: true, force: true });
+    if (!keep) rmSync(dir, { recursive: true, force: true });
   }
 }
 
@@ -119,6 +121,7 @@ const admin = new pg.Client({ connectionString: ADMIN });
 await admin.connect();
 const results: { sqlite: number[]; shipped: number[]; shipEps: number[]; maxLag: number[] } = { sqlite: [], shipped: [], shipEps: [], maxLag: [] };
 const dbs: string[] = [];
+let lastDir = '';
 try {
   for (let r = 0; r < ROUNDS; r++) {
     // Each shipping round on a fresh database: the first gateway enrols, nothing else is there.
@@ -128,16 +131,19 @@ try {
     // Alternating which goes first, so a drift in the machine's load does not favour one.
     const url = ADMIN.replace(/\/[^/]*$/, `/${name}`);
     let s: Awaited<ReturnType<typeof withShipping>>;
+    // The last round's data dir is kept: its SQLite store holds the same chain as the last database.
+    const keep = r === ROUNDS - 1;
     if (r % 2 === 0) {
       results.sqlite.push((await sqliteOnly()).eps);
-      s = await withShipping(url);
+      s = await withShipping(url, keep);
     } else {
-      s = await withShipping(url);
+      s = await withShipping(url, keep);
       results.sqlite.push((await sqliteOnly()).eps);
     }
     results.shipped.push(s.eps);
     results.shipEps.push(s.shipEps);
     results.maxLag.push(s.maxLag);
+    if (keep) lastDir = s.dir;
     console.log(`round ${r + 1}: sqlite only ${k(results.sqlite[r]!)} events/s; with shipping ${k(s.eps)} events/s locally, store caught up at ${k(s.shipEps)} events/s, max lag ${k(s.maxLag)} events`);
   }
   // Verify speed on the last round's store: the check against a bare scan of the same rows.
@@ -159,7 +165,12 @@ try {
       const report = await verifySharedStore(last, { store: 'bench' });
       const verifyMs = performance.now() - t;
       if (!report.ok) throw new Error(`verify failed: ${report.failures[0]!.message}`);
-      console.log(`verify round ${r + 1}: ${k(report.events)} events verified in ${(verifyMs / 1000).toFixed(2)} s (${k(report.events / (verifyMs / 1000))} events/s); bare scan of ${k(rows)} rows ${(scanMs / 1000).toFixed(2)} s; ratio ${(verifyMs / scanMs).toFixed(2)}`);
+      // The same chain in the gateway's own SQLite store, checked by `custody verify --data-dir`.
+      t = performance.now();
+      const local = verifyStore(lastDir);
+      const localMs = performance.now() - t;
+      if (!local.ok) throw new Error(`verify of the SQLite store failed: ${local.failure?.message ?? ''}`);
+      console.log(`verify round ${r + 1}: PostgreSQL store: ${k(report.events)} events verified in ${(verifyMs / 1000).toFixed(2)} s (${k(report.events / (verifyMs / 1000))} events/s); SQLite store, same chain: ${k(local.events)} events in ${(localMs / 1000).toFixed(2)} s (${k(local.events / (localMs / 1000))} events/s; PostgreSQL/SQLite time ${(verifyMs / localMs).toFixed(2)}); bare scan of ${k(rows)} PostgreSQL rows ${(scanMs / 1000).toFixed(2)} s (verify/scan ${(verifyMs / scanMs).toFixed(2)})`);
     }
   } finally {
     await last.end();
@@ -167,6 +178,7 @@ try {
 } finally {
   for (const name of dbs) await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
   await admin.end();
+  if (lastDir) rmSync(lastDir, { recursive: true, force: true });
 }
 const a = median(results.sqlite);
 const b = median(results.shipped);
