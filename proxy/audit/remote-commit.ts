@@ -30,11 +30,13 @@ interface Waiter {
 export class RemoteCommitQueue {
   /** Batches whose journal lines are not folded yet, in journal order. */
   private waiting: Waiter[] = [];
+  /** The last journal line the commit thread reported folded. */
+  private foldedUpTo = 0;
 
   constructor(private readonly committer: RemoteCommitter) {}
 
   /**
-   * The batch ending at journal line `jseq` (0: already committed locally) is acknowledged through
+   * The batch ending at journal line `jseq` (0, or a line already folded: committed locally) is acknowledged through
    * `done` once the store has committed it (undefined), or refused (why). Refused at once when the
    * store is known not to take it.
    */
@@ -47,12 +49,13 @@ export class RemoteCommitQueue {
     const w: Waiter = { jseq, done, timer: undefined, settled: false };
     const ms = this.committer.remoteCommitTimeoutMs;
     w.timer = setTimeout(() => this.settle(w, `the shared store did not confirm the commit within ${ms / 1000} s`), ms);
-    if (jseq === 0) this.ship([w]);
+    if (jseq <= this.foldedUpTo) this.ship([w]);
     else this.waiting.push(w);
   }
 
   /** Journal lines up to `jseq` are in the local database (`failure` undefined), or will not be. */
   folded(jseq: number, failure?: string): void {
+    if (failure === undefined && jseq > this.foldedUpTo) this.foldedUpTo = jseq;
     let n = 0;
     while (n < this.waiting.length && this.waiting[n]!.jseq <= jseq) n++;
     if (n === 0) return;

@@ -253,6 +253,20 @@ export class AuditStore implements EventLog {
   }
 
   /**
+   * `audit.remoteCommit: sync`: calls `done` once the shared store has committed everything appended
+   * so far (through `appendMany` too: a request recorded synchronously, then forwarded only after
+   * this), or with a RemoteCommitError saying why not. At once (null) without a remote commit.
+   */
+  remoteCommitted(done: (err: RemoteCommitError | null) => void): void {
+    if (!this.remote) {
+      done(null);
+      return;
+    }
+    this.remote.wait(this.lastJseq, (why) => done(why === undefined ? null : new RemoteCommitError(why)));
+    this.thread?.sendQueued();
+  }
+
+  /**
    * `audit.remoteCommit: sync`: from now on `appendAsync` answers only once `committer` (the shared
    * store) has committed the batch; undefined: once it is journaled, as by default.
    */

@@ -342,10 +342,24 @@ export class SshProxySession {
     return decision;
   }
 
+  /**
+   * `audit.remoteCommit: sync`: the request goes upstream only once the shared store holds its record
+   * (the refusal message when it does not); null at once otherwise.
+   */
+  private remoteCommitted(): Promise<string | null> | string | null {
+    let answer: string | null | undefined;
+    let resolve: ((v: string | null) => void) | undefined;
+    this.s.store.remoteCommitted((err) => {
+      answer = err ? `the audit log could not record this request in the shared store, so it was not run: ${err.message}` : null;
+      resolve?.(answer);
+    });
+    return answer !== undefined ? answer : new Promise((r) => (resolve = r));
+  }
+
   /** Waits for approvers when the decision is a hold; returns the refusal message, or null to go ahead. */
   private async clear(decision: PolicyDecision, what: string, statement: string, ch: { once(ev: 'close', f: () => void): unknown }): Promise<string | null> {
     if (decision.action === 'deny') return `refused by policy "${decision.rule ?? 'default'}"${decision.reason ? `: ${decision.reason}` : ''}`;
-    if (decision.action !== 'hold') return null;
+    if (decision.action !== 'hold') return this.remoteCommitted();
     const abort = new AbortController();
     ch.once('close', () => abort.abort());
     try {
@@ -361,7 +375,7 @@ export class SshProxySession {
         spec: decision.hold!,
         signal: abort.signal,
       });
-      if (outcome.state === 'approved') return null;
+      if (outcome.state === 'approved') return this.remoteCommitted();
       const by = outcome.decidedBy.length ? ` by ${outcome.decidedBy.join(', ')}` : '';
       return `held for approval by policy "${decision.rule ?? 'hold'}" and ${outcome.state}${by}: ${outcome.reason}`;
     } catch (err) {

@@ -9,9 +9,12 @@
  * - PostgreSQL: a statement that counts its own event in the store (the store's database is also
  *   the upstream) finds it; with the store cut off an INSERT is refused with an ERROR saying why,
  *   and the row is not in the database.
+ * - SSH: an exec's command, run on the host, finds its own `ssh.request` in the store; with the store
+ *   cut off an exec is refused on stderr and does not run.
  * - The default (`async`) is unchanged: with the store cut off an admitted gateway keeps serving.
  */
 import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -23,6 +26,8 @@ import { silentLogger } from '../../proxy/log';
 import { createTestDatabase, type TestDatabase } from '../support/pg-database';
 import { freePort } from '../support/ports';
 import { localChain, storedChain } from '../support/shared-store-chains';
+import { run } from '../support/ssh-box';
+import { startSshd } from '../support/sshd';
 import { startRelay } from '../support/tcp-relay';
 import { until } from '../support/until';
 import { tempDir } from '../support/tmp';
@@ -171,6 +176,42 @@ describe('audit.remoteCommit: sync', () => {
     } finally {
       await client.end().catch(() => {});
       await t.stop();
+    }
+  });
+});
+
+describe('audit.remoteCommit: sync, SSH', () => {
+  it('an exec runs on the host only once its request is in the store; with the store cut, refused on stderr and not run', async () => {
+    const sshd = await startSshd();
+    const t = await setup('ssh-sync', (url) => ({
+      listen: { control: '127.0.0.1:0', http: '127.0.0.1:0' },
+      connections: [{ name: 'box', kind: 'ssh', upstream: `ssh://${sshd.user}@127.0.0.1:${sshd.port}`, secret: { value: sshd.clientKey }, listen: '127.0.0.1:0' }],
+      policies: [{ name: 'anything', match: { connections: ['box'] }, action: 'allow' }],
+      store: { url },
+      audit: { remoteCommit: 'sync' },
+    }));
+    const port = t.gw.address('ssh:box').split(':').pop()!;
+    const opts = ['-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'LogLevel=ERROR', '-o', 'PreferredAuthentications=keyboard-interactive,password'];
+    const ssh = (command: string) => run('sshpass', ['-p', t.gw.firstKey!, 'ssh', '-p', port, ...opts, 'me@127.0.0.1', command]);
+    const marker = join(sshd.dir, 'ran-during-cut');
+    try {
+      for (let i = 0; i < 3; i++) {
+        // The command, run on the host, counts its own request in the store (psql straight to the database).
+        const probe = `probe-${i}-${Date.now()}`;
+        const r = await ssh(`psql -X -tA -h 127.0.0.1 -U postgres -d ${t.db.name} -c "SELECT count(*) FROM custody_events WHERE kind = 'ssh.request' AND payload LIKE '%${probe}%'"`);
+        assert.equal(r.code, 0, r.stderr);
+        assert.equal(r.stdout.trim(), '1', `exec ${i} found its own ssh.request in the store when it ran`);
+      }
+      await t.relay.cut();
+      const refused = await ssh(`touch ${marker}`);
+      assert.notEqual(refused.code, 0);
+      assert.match(refused.stderr, /could not record this request in the shared store, so it was not run: .*remoteCommit is sync/);
+      assert.equal(existsSync(marker), false, 'the refused command did not run on the host');
+      await t.relay.restore();
+      await until('execs run again', async () => ((await ssh('true')).code === 0 ? true : undefined));
+    } finally {
+      await t.stop();
+      await sshd.close();
     }
   });
 });
