@@ -376,6 +376,15 @@ export class PgProxySession implements ListenedSession, SessionSocketEvents, Rep
       return;
     }
     if (batch.wire.length === 0 && batch.runs.length === 0) return;
+    if (batch.runs.length) {
+      // Each statement is a new request: a gateway that stopped admitting (store.staleAfter, docs/SCALE-OUT.md)
+      // runs none, even on a session it admitted before, so a key revoked meanwhile stops here too.
+      const refusal = this.services.admissionRefusal?.();
+      if (refusal !== undefined) {
+        this.refuse(batch, { severity: 'ERROR', code: SqlState.CannotConnectNow, message: `statement refused: ${refusal}` });
+        return;
+      }
+    }
     const denied = batch.runs.find((run) => run.decision.action === 'deny');
     if (denied) {
       const decision = denied.decision;

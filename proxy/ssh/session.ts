@@ -359,6 +359,10 @@ export class SshProxySession {
   /** Waits for approvers when the decision is a hold; returns the refusal message, or null to go ahead. */
   private async clear(decision: PolicyDecision, what: string, statement: string, ch: { once(ev: 'close', f: () => void): unknown }): Promise<string | null> {
     if (decision.action === 'deny') return `refused by policy "${decision.rule ?? 'default'}"${decision.reason ? `: ${decision.reason}` : ''}`;
+    // Each request is admitted anew: a gateway that stopped admitting (store.staleAfter) runs nothing,
+    // even on a connection it admitted before.
+    const notAdmitted = this.s.admissionRefusal?.();
+    if (notAdmitted !== undefined) return notAdmitted;
     if (decision.action !== 'hold') return this.remoteCommitted();
     const abort = new AbortController();
     ch.once('close', () => abort.abort());

@@ -7,15 +7,19 @@
  *   chain there is row for row the gateway's own, and `custody verify --store` passes;
  * - the store becomes unreachable under a serving gateway (its connections cut by a TCP relay the
  *   test owns): the gateway keeps serving and recording, its health shows the lag, and once the
- *   store answers again everything it recorded meanwhile arrives.
+ *   store answers again everything it recorded meanwhile arrives;
+ * - once it has not heard from the store for `store.staleAfter`, an SSH connection and a
+ *   PostgreSQL session it admitted before run nothing more (each exec and statement is a new
+ *   request), saying why, and run again once the store answers.
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
-import type pg from 'pg';
+import pg from 'pg';
+import ssh2 from 'ssh2';
 import type { HealthResponse } from '../../shared/api';
 import { Config } from '../../shared/config';
 import { Gateway } from '../../proxy/gateway';
@@ -25,6 +29,7 @@ import { startEchoUpstream, type EchoUpstream } from '../support/echo-upstream';
 import { createTestDatabase, type TestDatabase } from '../support/pg-database';
 import { freePort } from '../support/ports';
 import { localChain, storedChain } from '../support/shared-store-chains';
+import { startSshd } from '../support/sshd';
 import { startRelay } from '../support/tcp-relay';
 import { tempDir } from '../support/tmp';
 
@@ -191,6 +196,80 @@ describe('the shared store unreachable under a serving gateway', () => {
     } finally {
       await gw.stop();
       await relay.close();
+    }
+  });
+});
+
+describe('a gateway that has not heard from the store for store.staleAfter', () => {
+  it('runs nothing more on the SSH and PostgreSQL connections it admitted before, saying why, and runs again once the store answers', async () => {
+    const db = await createTestDatabase('custody_test_scale');
+    databases.push(db);
+    const sql = await db.client();
+    await sql.query('CREATE TABLE stale_probe (id text PRIMARY KEY)');
+    const sshd = await startSshd();
+    const port = await freePort();
+    const relay = await startRelay(port);
+    const dir = join(root, 'stale');
+    mkdirSync(dir);
+    const pgPort = await freePort();
+    const gw = await Gateway.start({
+      config: Config.parse({
+        listen: { control: '127.0.0.1:0', http: '127.0.0.1:0' },
+        connections: [
+          { name: 'box', kind: 'ssh', upstream: `ssh://${sshd.user}@127.0.0.1:${sshd.port}`, secret: { value: sshd.clientKey }, listen: '127.0.0.1:0' },
+          { name: 'warehouse', kind: 'postgres', upstream: db.url, listen: `127.0.0.1:${pgPort}` },
+        ],
+        policies: [{ name: 'anything', match: { connections: ['box'] }, action: 'allow' }],
+        store: { url: db.url.replace('127.0.0.1:5432', `127.0.0.1:${port}`), staleAfter: '1s' },
+      }),
+      dataDir: dir,
+      log: silentLogger,
+    });
+    const ssh = new ssh2.Client();
+    const client = new pg.Client({ host: '127.0.0.1', port: pgPort, user: 'tester', password: gw.firstKey, database: db.name });
+    client.on('error', () => {});
+    const exec = (command: string) =>
+      new Promise<{ code: number | undefined; stderr: string }>((resolve, reject) =>
+        ssh.exec(command, (err, ch) => {
+          if (err) return reject(err);
+          let stderr = '';
+          let code: number | undefined;
+          ch.stderr.on('data', (d: Buffer) => (stderr += d.toString('utf8')));
+          ch.on('exit', (c: number | null) => (code = c ?? undefined));
+          ch.on('close', () => resolve({ code, stderr }));
+          ch.resume();
+        }),
+      );
+    const marker = join(sshd.dir, 'ran-while-stale');
+    try {
+      await until('admitted', async () => gw.services.sharedStore?.health().phase === 'admitted' && gw.services.sharedStore.refusal() === undefined);
+      await new Promise<void>((resolve, reject) => {
+        ssh.once('ready', resolve).once('error', reject);
+        ssh.connect({ host: '127.0.0.1', port: Number(gw.address('ssh:box').split(':').pop()), username: 'me', password: gw.firstKey! });
+      });
+      await client.connect();
+      assert.equal((await exec('true')).code, 0);
+      await client.query("INSERT INTO stale_probe VALUES ('before')");
+
+      await relay.cut();
+      await new Promise((r) => setTimeout(r, 2500));
+      const refused = await exec(`touch ${marker}`);
+      assert.notEqual(refused.code, 0);
+      assert.match(refused.stderr, /has not heard from the shared store/);
+      assert.equal(existsSync(marker), false, 'the command did not run on the host');
+      await assert.rejects(client.query("INSERT INTO stale_probe VALUES ('while-stale')"), /statement refused: .*has not heard from the shared store/);
+      assert.equal((await sql.query("SELECT 1 FROM stale_probe WHERE id = 'while-stale'")).rowCount, 0, 'the statement did not run');
+
+      await relay.restore();
+      await until('the SSH connection runs again', async () => (await exec('true')).code === 0);
+      await until('the PostgreSQL session runs again', async () => (await client.query("INSERT INTO stale_probe VALUES ('after') ON CONFLICT DO NOTHING").catch(() => undefined))?.command === 'INSERT');
+      assert.equal((await sql.query("SELECT 1 FROM stale_probe WHERE id = 'after'")).rowCount, 1);
+    } finally {
+      ssh.end();
+      await client.end().catch(() => {});
+      await gw.stop();
+      await relay.close();
+      await sshd.close();
     }
   });
 });
