@@ -28,6 +28,8 @@ export const EVENT_KINDS = [
   'ssh.request',
   'ssh.output',
   'ssh.exit',
+  // a line entered in an interactive shell, rebuilt from its keys (best effort: see payload.uncertain)
+  'ssh.command',
   'ssh.sftp',
   'ssh.error',
   // decisions
@@ -687,6 +689,7 @@ export interface EventPayloads {
   'ssh.request': SshChannelPayload;
   'ssh.output': SshChannelPayload;
   'ssh.exit': SshChannelPayload;
+  'ssh.command': SshChannelPayload;
   'ssh.sftp': SshChannelPayload;
   'ssh.error': SshChannelPayload;
   'policy.decision': PolicyDecisionPayload;

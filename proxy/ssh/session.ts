@@ -19,6 +19,7 @@ import type { Client } from 'ssh2';
 import ssh2 from 'ssh2';
 import type { Connection } from '../../shared/config';
 import { type AuditEventInput, type MaskSpan, SESSION_START_VERSION, type SessionEndPayload, type SshSessionStart, type AuthFailureDetails } from '../../shared/events';
+import { reconstructLine } from '../../shared/shell-line';
 import { shortenForSummary } from '../../shared/holds';
 import type { Identity } from '../../shared/identity';
 import { newId } from '../ids';
@@ -542,6 +543,7 @@ export class SshProxySession {
         else {
           const logged = this.forLog(line.text);
           frames!.add('i', logged.text, logged.spans, line.at);
+          this.shellLine(state, line.text, line.at);
         }
       }
     };
@@ -690,6 +692,22 @@ export class SshProxySession {
   /** Commits before returning: a request is in the log before it is forwarded (throws when it cannot be). */
   private record(events: Omit<AuditEventInput, 'session' | 'actor' | 'connection'>[]): void {
     this.s.store.appendMany(events.map((e) => ({ ...e, session: this.id, actor: this.identity?.subject, connection: this.name })));
+  }
+
+  /**
+   * A line entered in a shell (echoed, ended with Enter), rebuilt from its keys and recorded as
+   * `ssh.command`, best effort: `uncertain` says why it may differ from what ran (docs/SSH.md).
+   */
+  private shellLine(state: ChannelState, typed: string, at: number): void {
+    if (!/[\r\n]$/.test(typed)) return;
+    const { line, uncertain } = reconstructLine(typed);
+    if (!line.trim()) return;
+    const logged = this.forLog(line);
+    this.recordAsync({
+      kind: 'ssh.command',
+      payload: { protocol: 'ssh', channel: state.n, request: 'shell', line: logged.text, typedAt: at, ...(uncertain.length ? { uncertain } : {}) },
+      ...(logged.spans.length ? { spans: logged.spans.map((sp) => ({ ...sp, path: '/line' })) } : {}),
+    });
   }
 
   /** Output, exits and file operations follow the bytes they describe; a store that fails ends the session. */

@@ -11,6 +11,7 @@
 import { createHash, type Hash } from 'node:crypto';
 import { StringDecoder } from 'node:string_decoder';
 import type { MaskSpan } from '../../shared/events';
+import { reconstructLine, renderEcho } from '../../shared/shell-line';
 import type { TextStreamMasker } from '../masking/types';
 
 export class OutputTap {
@@ -139,6 +140,8 @@ export class EchoWatch {
   private typed = '';
   private startedAt = 0;
   private echoed = '';
+  /** The output since typing began, escapes included, for lines edited while typed (`renderEcho`). */
+  private raw = '';
   private ended: { typed: string; at: number; endedAt: number }[] = [];
 
   constructor(
@@ -155,17 +158,36 @@ export class EchoWatch {
   output(text: string): InputRecord[] {
     if (!this.typed && !this.ended.length) return [];
     this.echoed = (this.echoed + printable(text)).slice(-4 * this.maxHeld);
+    this.raw = (this.raw + text).slice(-4 * this.maxHeld);
     const out: InputRecord[] = [];
     while (this.ended.length) {
       const line = this.ended[0]!;
       const visible = printable(line.typed);
       const i = visible ? this.echoed.indexOf(visible) : 0;
-      if (i < 0) break;
-      this.echoed = this.echoed.slice(i + visible.length);
+      if (i >= 0) this.echoed = this.echoed.slice(i + visible.length);
+      else if (!this.editedEchoShows(line.typed)) break;
+      else {
+        // Matched as the terminal drew it: what was echoed before is spent.
+        this.echoed = '';
+        this.raw = '';
+      }
       this.ended.shift();
       out.push({ text: line.typed, at: line.at });
     }
     return out;
+  }
+
+  /**
+   * A line typed with editing keys (Backspace, arrows, Ctrl-W…) is echoed as redraws, not as the keys:
+   * it counts as echoed when the terminal, drawn from the output since typing began, shows the line
+   * the keys make. A password typed with echo off shows nothing, so it never matches.
+   */
+  private editedEchoShows(typed: string): boolean {
+    // eslint-disable-next-line no-control-regex
+    if (!/[\x00-\x08\x0b-\x0c\x0e-\x1f\x7f]/.test(typed)) return false;
+    const { line } = reconstructLine(typed);
+    const wanted = line.trim();
+    return wanted !== '' && renderEcho(this.raw).some((row) => row.includes(wanted));
   }
 
   /** Input from the client; returns the lines decided now. */
@@ -190,7 +212,10 @@ export class EchoWatch {
       const line = this.ended.shift()!;
       out.push({ hidden: true, length: [...printable(line.typed)].length, at: line.at });
     }
-    if (!this.ended.length) this.echoed = '';
+    if (!this.ended.length) {
+      this.echoed = '';
+      this.raw = '';
+    }
     return out;
   }
 

@@ -94,6 +94,8 @@ export function toneOf(e: AuditEvent): Tone {
       return typeof p['exitStatus'] === 'number' && p['exitStatus'] !== 0 ? 'error' : 'response';
     case 'ssh.output':
       return 'chunk';
+    case 'ssh.command':
+      return 'request';
     case 'ssh.sftp':
       return p['refused'] ? 'deny' : 'response';
     case 'ssh.error':
@@ -155,6 +157,9 @@ export function labelOf(e: AuditEvent): string {
     }
     case 'ssh.exit':
       return typeof p['exitStatus'] === 'number' ? `exit ${p['exitStatus']}` : str(p['signal']) ? `signal ${str(p['signal'])}` : 'closed';
+    case 'ssh.command':
+      // A shell line rebuilt from its keys: "uncertain" where history, completion or an unknown key made it so.
+      return `$ ${(str(p['line']) ?? '').replace(/\s+/g, ' ').slice(0, 60)}${Array.isArray(p['uncertain']) ? ' (uncertain)' : ''}`;
     case 'ssh.output': {
       const n = Array.isArray(p['frames']) ? p['frames'].length : 0;
       return `terminal · ${n} frame${n === 1 ? '' : 's'}`;
@@ -217,18 +222,26 @@ export function play(t: Timeline, s: PlayerState): PlayerState {
   return { ...s, playing: t.duration > 0, position: s.position >= t.duration ? 0 : s.position };
 }
 
-export function stepNext(t: Timeline, s: PlayerState): PlayerState {
-  const next = t.items.find((it) => it.at > s.position);
+/** The next item (of those `only` keeps: all by default), or the end. */
+export function stepNext(t: Timeline, s: PlayerState, only: (it: TimelineItem) => boolean = () => true): PlayerState {
+  const next = t.items.find((it) => it.at > s.position && only(it));
   return { ...s, playing: false, position: next ? next.at : t.duration };
 }
 
-export function stepPrev(t: Timeline, s: PlayerState): PlayerState {
+/** The previous item (of those `only` keeps), or the start. */
+export function stepPrev(t: Timeline, s: PlayerState, only: (it: TimelineItem) => boolean = () => true): PlayerState {
   let prev: TimelineItem | undefined;
   for (const it of t.items) {
-    if (it.at < s.position) prev = it;
-    else break;
+    if (it.at < s.position) {
+      if (only(it)) prev = it;
+    } else break;
   }
   return { ...s, playing: false, position: prev ? prev.at : 0 };
+}
+
+/** A command of an SSH session, to step between: an exec, or a line entered in a shell. */
+export function isCommand(it: TimelineItem): boolean {
+  return it.kind === 'ssh.command' || (it.kind === 'ssh.request' && it.label.startsWith('$ '));
 }
 
 /** Seek to a fraction of the timeline (0..1), e.g. from a click at x / width. */

@@ -31,6 +31,7 @@ import {
   SPEEDS,
   stepNext,
   stepPrev,
+  isCommand,
   type Timeline,
 } from '../lib/replay';
 import { capabilities } from '../lib/roles';
@@ -189,12 +190,12 @@ function Player({ data, eventSeq }: { data: Loaded; eventSeq?: number }) {
         </div>
         <EventList timeline={timeline} events={events} current={current} selected={selected} onSelect={selectEvent} onCopy={copyLink} />
       </div>
-      <Controls timeline={timeline} state={state} setState={setState} />
+      <Controls timeline={timeline} state={state} setState={setState} commands={mode === 'ssh'} />
     </div>
   );
 }
 
-function Controls({ timeline, state, setState }: { timeline: Timeline; state: PlayerState; setState: (f: (s: PlayerState) => PlayerState) => void }) {
+function Controls({ timeline, state, setState, commands }: { timeline: Timeline; state: PlayerState; setState: (f: (s: PlayerState) => PlayerState) => void; commands: boolean }) {
   const track = useRef<HTMLDivElement>(null);
   const dragging = useRef(false);
   const seekAt = (clientX: number) => {
@@ -219,6 +220,16 @@ function Controls({ timeline, state, setState }: { timeline: Timeline; state: Pl
       <button className="icon-btn" title="Next event (→)" onClick={() => setState((s) => stepNext(timeline, s))} data-testid="step-next">
         <Icon name="next" />
       </button>
+      {commands && (
+        <>
+          <button className="icon-btn" title="Previous command" aria-label="Previous command" onClick={() => setState((s) => stepPrev(timeline, s, isCommand))} data-testid="step-prev-command">
+            <Icon name="prev" />$
+          </button>
+          <button className="icon-btn" title="Next command" aria-label="Next command" onClick={() => setState((s) => stepNext(timeline, s, isCommand))} data-testid="step-next-command">
+            $<Icon name="next" />
+          </button>
+        </>
+      )}
       <span className="clock mono" data-testid="clock">
         {formatClock(state.position)} / {formatClock(timeline.duration)}
       </span>

@@ -247,7 +247,7 @@ describe('ssh through the gateway', () => {
     assert.equal(r.stdout, 'still here\n');
   });
 
-  it('holds an interactive shell as a whole; once approved it runs in a pty with window changes, recorded as frames without what was typed at a password prompt', async () => {
+  it('holds an interactive shell as a whole; once approved it runs in a pty with window changes, recorded as frames and rebuilt command lines without what was typed at a password prompt', async () => {
     const client = await sshClient();
     const shellP = new Promise<ssh2.ClientChannel>((resolve, reject) => client.shell({ term: 'xterm', cols: 80, rows: 24 }, (e, st) => (e ? reject(e) : resolve(st))));
     await decideHold('interactive shell', 'approve');
@@ -263,6 +263,17 @@ describe('ssh through the gateway', () => {
     await new Promise((r) => setTimeout(r, 200));
     sh.write('stty size\r');
     await waitFor(/30 100/);
+    // A line edited while typed (Backspace), and one completed with Tab: both become ssh.command.
+    sh.write('echo edited-linX');
+    await waitFor(/edited-linX$/);
+    sh.write('\x7f');
+    await new Promise((r) => setTimeout(r, 100));
+    sh.write('e ok\r');
+    await waitFor(/[\r\n]edited-line ok\r\n/);
+    sh.write('echo tab-\t');
+    await new Promise((r) => setTimeout(r, 200));
+    sh.write('done\r');
+    await waitFor(/[\r\n]tab-\S*done\r\n/);
     sh.write("read -s -p 'Secret: ' S; echo; echo got-${#S}\r");
     await waitFor(/Secret: /);
     sh.write('hunter2\r');
@@ -280,6 +291,12 @@ describe('ssh through the gateway', () => {
     assert.ok(frames.some((f) => f[1] === 'r' && f[2] === '100x30'), 'the window change is a frame');
     assert.ok(frames.some((f) => f[1] === 'i' && (f[2] as { hidden?: boolean; length?: number }).hidden && (f[2] as { length: number }).length === 7), 'the secret is recorded as its length');
     assert.ok(frames.some((f) => f[1] === 'i' && String(f[2]).startsWith('stty size')), 'echoed input is recorded as typed');
+    // Shell lines as commands, rebuilt from their keys: the edit replayed, the completion marked uncertain.
+    const commands = events('ssh.command').map((c) => ({ line: c['line'], uncertain: c['uncertain'] }));
+    assert.ok(commands.some((c) => c.line === 'stty size' && c.uncertain === undefined), JSON.stringify(commands));
+    assert.ok(commands.some((c) => c.line === 'echo edited-line ok' && c.uncertain === undefined), JSON.stringify(commands));
+    assert.ok(commands.some((c) => c.line === 'echo tab-done' && JSON.stringify(c.uncertain) === '["completion"]'), JSON.stringify(commands));
+    assert.ok(!commands.some((c) => String(c.line).includes('hunter2')), 'the secret typed with echo off is no command');
     const log = (gw.services.store.db.prepare('SELECT payload FROM events').all() as { payload: string }[]).map((e) => e.payload).join('\n');
     assert.ok(!log.includes('hunter2'), 'the secret is nowhere in the log');
     assert.ok(!log.includes(CARD), 'the card number is nowhere in the log');

@@ -6,7 +6,7 @@ import { describe, it } from 'node:test';
 import type { AuditEvent, MaskSpan } from '../../shared/events';
 import { buildConversation, materialize, type Block } from '../../renderer/lib/conversation';
 import { concatRich, decodeJsonWithMarks, encodeJsonString, Node, rich, segments } from '../../renderer/lib/rich';
-import { advance, buildTimeline, changeSpeed, indexAt, play, seekFraction, seekSeq, sessionMode, stepNext, stepPrev } from '../../renderer/lib/replay';
+import { advance, buildTimeline, changeSpeed, indexAt, isCommand, play, seekFraction, seekSeq, sessionMode, stepNext, stepPrev } from '../../renderer/lib/replay';
 
 const T0 = 1_700_000_000_000;
 let seq = 0;
@@ -69,6 +69,32 @@ describe('timeline', () => {
     assert.equal(seekSeq(t, s, 6).position, 1900);
     assert.equal(changeSpeed(s, 64).speed, 16);
     assert.equal(changeSpeed(s, 0.1).speed, 0.5);
+  });
+
+  it('steps between the commands of an SSH session: execs and shell lines, uncertain ones labelled', () => {
+    seq = 0;
+    const events = [
+      ev('session.start', 0, { protocol: 'ssh' }),
+      ev('ssh.request', 0, { protocol: 'ssh', channel: 0, request: 'shell' }),
+      ev('ssh.output', 400, { protocol: 'ssh', channel: 0, frames: [[0, 'o', '$ ']] }),
+      ev('ssh.command', 500, { protocol: 'ssh', channel: 0, request: 'shell', line: 'ls -la' }),
+      ev('ssh.output', 900, { protocol: 'ssh', channel: 0, frames: [[0, 'o', 'total 0']] }),
+      ev('ssh.command', 1200, { protocol: 'ssh', channel: 0, request: 'shell', line: 'rm -rf /var/lcache', uncertain: ['completion'] }),
+      ev('ssh.request', 1500, { protocol: 'ssh', channel: 1, request: 'exec', command: 'uptime' }),
+      ev('ssh.exit', 1600, { protocol: 'ssh', channel: 1, request: 'exec', exitStatus: 0 }),
+    ];
+    const t = buildTimeline(events, 2000);
+    assert.deepEqual(t.items.filter(isCommand).map((i) => i.label), ['$ ls -la', '$ rm -rf /var/lcache (uncertain)', '$ uptime']);
+    let s = { position: 0, playing: false, speed: 1 };
+    s = stepNext(t, s, isCommand);
+    assert.equal(s.position, 500);
+    s = stepNext(t, s, isCommand);
+    assert.equal(s.position, 1200, 'the output between two commands is stepped over');
+    s = stepNext(t, s, isCommand);
+    assert.equal(s.position, 1500);
+    assert.equal(stepNext(t, s, isCommand).position, t.duration, 'after the last command: the end');
+    assert.equal(stepPrev(t, s, isCommand).position, 1200);
+    assert.equal(stepNext(t, { ...s, position: 0 }).position, 400, 'plain stepping still visits every item');
   });
 
   it('chooses the SQL view for PostgreSQL sessions', () => {
