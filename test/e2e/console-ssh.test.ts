@@ -2,7 +2,7 @@
 // OpenSSH's own client: an exec session replays in xterm with the masked card number highlighted;
 // a running interactive session is watched live over the WebSocket as it is typed into, and ended
 // from the console with a reason: the ssh client is told why and disconnected, and the log has who
-// ended it.
+// ended it; its replay then steps from one typed command line to the next.
 import assert from 'node:assert/strict';
 import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -143,6 +143,16 @@ describe('console: SSH sessions', () => {
     await eventually(async () => /ended by \S+ from the console: maintenance window is over/.test(await rows.innerText()), 'the ending shown in the console');
     await eventually(async () => !/\blive\b/.test(await page.locator('.replay-head').innerText()), 'the live badge gone');
     await screenshot(page, 'ssh-ended');
+    // The lines typed into the shell, rebuilt from the keys, are commands the replay steps between.
+    const items = page.locator('[data-testid="event-item"]');
+    await eventually(async () => (await items.allInnerTexts()).some((t) => t.includes('$ echo live-marker-$((6*7))')), 'the shell line in the event list');
+    await page.getByTestId('timeline').click({ position: { x: 0, y: 2 } });
+    const current = page.locator('[data-testid="event-item"].current');
+    await page.getByTestId('step-next-command').click();
+    await eventually(async () => (await current.innerText()).includes('$ echo live-marker-$((6*7))'), 'the first command, stepped to');
+    await page.getByTestId('step-next-command').click();
+    await eventually(async () => (await current.innerText()).includes(`$ cat ${join(work, 'card.txt')}`), 'the second command, stepped to over the output between');
+    await screenshot(page, 'ssh-step-command');
     // Ending it again: it has ended.
     const again = await fetch(`${env.control}/api/sessions/${encodeURIComponent(liveId)}/end`, { method: 'POST', headers: { authorization: `Bearer ${env.adminKey}`, 'content-type': 'application/json' }, body: '{"reason":"x"}' });
     assert.equal(again.status, 409);
