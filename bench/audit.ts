@@ -140,7 +140,7 @@ async function main(): Promise<void> {
     const trail = openAuditTrail(store, vdir, Config.parse({ audit: { origin: 'bench.custody/audit' } }));
     t = performance.now();
     for (let i = store.head().size; i < TOTAL; i += 5000) store.appendMany(Array.from({ length: Math.min(5000, TOTAL - i) }, (_, j) => event(i + j)));
-    trail.checkpoints.write();
+    await trail.checkpoints.write();
     store.close();
     console.log(`(filled ${fmt(TOTAL)} events in ${secs(performance.now() - t)})`);
     // Baseline: reading the same rows with nothing checked (SQLite's own floor), same run.

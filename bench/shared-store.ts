@@ -85,7 +85,7 @@ async function withShipping(url: string, keep = false): Promise<{ eps: number; s
   const dir = mkdtempSync(join(tmpdir(), 'custody-bench-ship-'));
   const store = AuditStore.open(dir, { commitThread: true });
   const { signer } = CheckpointSigner.loadOrCreate(dir, 'custody/bench');
-  const member = SharedStoreMember.start({ store, signer, config: { url, staleAfter: '5s' }, log: silentLogger });
+  const member = await SharedStoreMember.start({ store, signer, config: { url, staleAfter: '5s' }, log: silentLogger });
   try {
     warmUp(store);
     for (let t = Date.now(); member.health().phase !== 'admitted' || member.refusal() !== undefined; ) {

@@ -250,7 +250,7 @@ export class Gateway {
       });
     };
     if (s.config.store) {
-      s.sharedStore = SharedStoreMember.start({ store: s.store, signer: s.audit.trail.signer, config: s.config.store, log: s.log, onKeys, onPersons, onDocument: (doc) => applyGroupDocument(s, doc) });
+      s.sharedStore = await SharedStoreMember.start({ store: s.store, signer: s.audit.trail.signer, config: s.config.store, log: s.log, onKeys, onPersons, onDocument: (doc) => applyGroupDocument(s, doc) });
       // `audit.remoteCommit: sync`: the proxies' batches are acknowledged once the store has them too.
       if (s.config.audit.remoteCommit === 'sync') s.store.setRemoteCommit(s.sharedStore);
       // Holds across gateways: this gateway's holds go to the store, the others' come from it.

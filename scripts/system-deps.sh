@@ -4,7 +4,8 @@
 #   test   what the test suite uses: PostgreSQL running on 127.0.0.1:5432 (trust auth for postgres over
 #          TCP), psql and pgbench, PgBouncer, Debian's Chromium, python3, rsyslog with its TLS driver (the syslog sink's receiver),
 #          OpenSSH's server and clients (the tests start their own sshd as the SSH upstream), sshpass, rsync and
-#          sudo (the SSH tests type a password at a real sudo prompt)
+#          sudo (the SSH tests type a password at a real sudo prompt), SoftHSM and OpenSC's pkcs11-tool (a
+#          PKCS#11 token holding the checkpoint signing key, scripts/pkcs11-sign.sh)
 # Missing packages are installed through apt-get when this runs as root (or with passwordless sudo),
 # as on CI; otherwise it stops with one line giving the exact command to run. PostgreSQL is started
 # if it is installed but down. `npm test` runs `test` first (the pretest script).
@@ -29,6 +30,8 @@ if [ "$mode" = test ]; then
   want sshpass sshpass
   want rsync rsync
   want sudo sudo
+  want softhsm2-util softhsm2
+  want pkcs11-tool opensc
   compgen -G '/usr/lib/*/rsyslog/lmnsd_gtls.so' >/dev/null || compgen -G '/usr/lib/rsyslog/lmnsd_gtls.so' >/dev/null || need+=(rsyslog-gnutls)
 fi
 

@@ -10,7 +10,7 @@
 import type { Connection, CustomDetector, MaskingRule, PolicyRule } from './config';
 import type { DashboardData } from './dashboard';
 import type { AuditEvent, MaskSpan, SessionSummary, VersionSource } from './events';
-import type { ArchiveStatus, SinkStatus, WitnessStatus } from './evidence';
+import type { ArchiveStatus, SignerStatus, SinkStatus, WitnessStatus } from './evidence';
 import type { HoldDecisionRequest, HoldView } from './holds';
 import type { ApiKeyRecord, Identity, LoginProviders, Person } from './identity';
 
@@ -18,6 +18,8 @@ import type { ApiKeyRecord, Identity, LoginProviders, Person } from './identity'
 
 /** What /api/health (public) shows of the evidence leaving the box: names, states and counts, no URLs or error texts. */
 export interface AuditHealth {
+  /** The checkpoint signer: a failing one (audit.signer) writes no checkpoints until it signs again. */
+  signer: { kind: SignerStatus['kind']; state: SignerStatus['state']; failures: number; lastSignedAt: number | null };
   witnesses: { name: string; state: WitnessStatus['state']; cosignedTreeSize: number | null; behind: number; failures: number }[];
   sinks: { name: string; state: SinkStatus['state']; backlog: number; backlogAgeMs: number | null; lastDeliveryAt: number | null; failures: number }[];
   archive: { state: ArchiveStatus['state']; lastSegment: { index: number; lastSeq: number; verifiedAt: number } | null; archivedThrough: number; behind: number; objectLock: ArchiveStatus['objectLock']['state']; failures: number } | null;
@@ -397,6 +399,8 @@ export interface AuditStatusResponse {
   publicKey: string;
   fingerprint: string;
   key: SigningKeyView;
+  /** Where the signing key lives and whether it signs; `lastError` says why a failing audit.signer does not. */
+  signer: SignerStatus;
   checkpointInterval: string;
   lastCheckpoint: CheckpointView | null;
   lastVerification: VerificationView | null;

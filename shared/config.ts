@@ -328,6 +328,28 @@ export const AuditWitness = z
   })
   .strict();
 
+/**
+ * An external Ed25519 signer for the checkpoint key (docs/AUDIT.md, "A signing key the host cannot
+ * copy"): a program that reads the exact bytes to sign on stdin and writes the 64-byte signature
+ * (raw, or base64 on one line) to stdout — a PKCS#11 token through pkcs11-tool
+ * (scripts/pkcs11-sign.sh), a cloud KMS through its CLI. The private key stays there; `publicKey`
+ * pins the key every signature must verify under.
+ */
+export const AuditSigner = z
+  .object({
+    /** The program and its arguments (no shell): `[program, arg, ...]`. */
+    command: z.array(z.string().min(1)).min(1),
+    /** The verifier key line (`<name>+<8 hex digits>+<base64>`) or the base64 raw 32-byte Ed25519 public key. */
+    publicKey: z
+      .string()
+      .trim()
+      .regex(/^(?:[^\s+]+\+[0-9a-f]{8}\+[A-Za-z0-9+/=]+|[A-Za-z0-9+/]{43}=)$/, 'a verifier key (<name>+<8 hex digits>+<base64 key>) or a base64 raw Ed25519 public key (44 characters)'),
+    /** How long one signature may take before the attempt counts as failed (the program is killed). */
+    timeout: Duration.default('10s'),
+  })
+  .strict();
+export type AuditSigner = z.infer<typeof AuditSigner>;
+
 /** A SIEM sink: syslog (tcp:// or tls://), http(s) webhook (optionally a Splunk HEC or Datadog preset), or nats://. */
 export const AuditSink = z
   .object({
@@ -482,6 +504,8 @@ export const Config = z
         sinks: z.array(AuditSink).default([]),
         /** Sealed segments in object storage (docs/AUDIT.md, "Archive"). */
         archive: AuditArchive.optional(),
+        /** Sign checkpoints with a key held outside the data dir (a PKCS#11 token, a KMS); default: a key file in the data dir. */
+        signer: AuditSigner.optional(),
       })
       .strict()
       .superRefine((a, ctx) => {

@@ -14,6 +14,23 @@ export interface WitnessStatus {
   nextRetryAt: number | null;
 }
 
+/**
+ * The checkpoint signing key: where it lives (`file`: a key file in the data dir, `sealed`: sealed
+ * by the desktop app, `command`: held elsewhere, signed by the audit.signer program) and whether
+ * its last signature succeeded (pending: none made yet in this run).
+ */
+export interface SignerStatus {
+  kind: 'file' | 'sealed' | 'command';
+  /** The audit.signer program's file name. */
+  program: string | null;
+  state: 'ok' | 'failing' | 'pending';
+  /** Signing attempts that failed in a row (0 once one succeeds). */
+  failures: number;
+  lastError: string | null;
+  failingSince: number | null;
+  lastSignedAt: number | null;
+}
+
 /** A SIEM sink and its backlog. */
 export interface SinkStatus {
   name: string;

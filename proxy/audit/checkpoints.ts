@@ -7,15 +7,23 @@
  * checkpoint, checking as it reads that the chain links and that it agrees with the last checkpoint
  * it finds; a log that fails either check is not signed (a log must never sign two inconsistent
  * checkpoints).
+ *
+ * Signing is awaited (audit.signer runs a program; external-signer.ts). A checkpoint whose
+ * signature fails is not written at all — there is no unsigned checkpoint — and the timer tries
+ * again with backoff (1 s doubling, up to the interval), while the failure shows in the log and in
+ * health; traffic does not wait for it.
  */
 import type { Config } from '../../shared/config';
 import { parseDuration } from '../../shared/config';
 import type { KeyCreatedPayload } from '../../shared/events';
 import type { Logger } from '../log';
 import { plainSecrets, type SecretWrapper } from '../secret-wrapper';
-import { CheckpointSigner, defaultOrigin, KEY_NAME_META, keyFingerprint, type PublicKeyInfo } from './checkpoint-signer';
+import { CheckpointSigner, defaultOrigin, KEY_NAME_META, keyFingerprint, pinnedSignerKey, type PublicKeyInfo } from './checkpoint-signer';
+import { SignerError } from './external-signer';
 import { MerkleAccumulator } from './merkle';
-import { GENESIS_HASH, type AuditStore } from './store';
+import { GENESIS_HASH, storedPayloadText, type AuditStore } from './store';
+
+const MIN_RETRY_MS = 1000;
 
 export interface Checkpoint {
   treeSize: number;
@@ -68,10 +76,28 @@ export class CheckpointLog {
     return { size: this.acc.size, root: this.acc.root() };
   }
 
-  /** Signs and stores a checkpoint of everything appended so far. */
-  write(time = Date.now()): Checkpoint {
-    const { size, root } = this.head();
-    const note = this.signer.signCheckpoint({ origin: this.signer.name, treeSize: size, rootHash: root, time, key: keyFingerprint(this.signer.publicKey) });
+  /**
+   * Signs and stores a checkpoint of everything appended by the time of the call (the tree head is
+   * taken at once; only the signature is awaited). One at a time, in call order: a write waits for
+   * the one before it, so a slow signer holds up the next checkpoint, not the log. Rejects, writing
+   * nothing, when the log is inconsistent (CheckpointRefusedError) or the signer fails (SignerError).
+   */
+  write(time = Date.now()): Promise<Checkpoint> {
+    let head: { size: number; root: Buffer };
+    try {
+      head = this.head();
+    } catch (err) {
+      return Promise.reject(err as Error);
+    }
+    const next = this.writing.catch(() => undefined).then(() => this.signAndStore(head.size, head.root, time));
+    this.writing = next;
+    return next;
+  }
+
+  private writing: Promise<unknown> = Promise.resolve();
+
+  private async signAndStore(size: number, root: Buffer, time: number): Promise<Checkpoint> {
+    const note = await this.signer.signCheckpoint({ origin: this.signer.name, treeSize: size, rootHash: root, time, key: keyFingerprint(this.signer.publicKey) });
     const cp: Checkpoint = { treeSize: size, rootHash: root.toString('hex'), time, note };
     this.store.db.prepare('INSERT OR IGNORE INTO checkpoints (tree_size, root_hash, time, note) VALUES (?, ?, ?, ?)').run(size, cp.rootHash, time, note);
     return cp;
@@ -86,22 +112,49 @@ export class CheckpointLog {
   }
 
   /**
-   * Writes a checkpoint now and then every `intervalMs` (the timer does not keep the process
-   * alive). Returns the function that stops it. Failures are logged, never thrown from the timer.
-   * `onWritten` hands each checkpoint on (to the witnesses); it must not throw or block.
+   * Writes a checkpoint now and then every `intervalMs` (the timers do not keep the process alive).
+   * Returns the function that stops it. Failures are logged, never thrown from the timer; one the
+   * signer caused is tried again sooner (1 s doubling, up to the interval). `onWritten` hands each
+   * checkpoint on (to the witnesses); it must not throw or block.
    */
   startTimer(intervalMs: number, log?: Logger, onWritten?: (cp: Checkpoint) => void): () => void {
-    const tick = () => {
+    let stopped = false;
+    let running = false;
+    let failures = 0;
+    let retry: NodeJS.Timeout | undefined;
+    const tick = async () => {
+      if (stopped || running) return;
+      running = true;
+      clearTimeout(retry);
       try {
-        onWritten?.(this.write());
+        const cp = await this.write();
+        if (failures) log?.info(`audit: the checkpoint signer signs again (checkpoint of ${cp.treeSize} events written after ${failures} failed attempts)`);
+        failures = 0;
+        onWritten?.(cp);
       } catch (err) {
-        log?.error(`audit: checkpoint not written: ${(err as Error).message}`);
+        if (!(err instanceof SignerError)) {
+          log?.error(`audit: checkpoint not written: ${(err as Error).message}`);
+          return;
+        }
+        failures++;
+        const delay = Math.min(MIN_RETRY_MS * 2 ** (failures - 1), intervalMs);
+        if (failures === 1 || failures % 10 === 0) log?.error(`audit: checkpoint not written, the signer failed (attempt ${failures}, next in ${Math.round(delay / 1000)} s): ${err.message}`);
+        if (!stopped) {
+          retry = setTimeout(() => void tick(), delay);
+          retry.unref();
+        }
+      } finally {
+        running = false;
       }
     };
-    tick();
-    const timer = setInterval(tick, intervalMs);
+    void tick();
+    const timer = setInterval(() => void tick(), intervalMs);
     timer.unref();
-    return () => clearInterval(timer);
+    return () => {
+      stopped = true;
+      clearInterval(timer);
+      clearTimeout(retry);
+    };
   }
 
   private catchUp(): void {
@@ -143,13 +196,43 @@ export interface AuditTrail {
  */
 export function openAuditTrail(store: AuditStore, dataDir: string, config: Pick<Config, 'audit'>, actor = 'system', secrets: SecretWrapper = plainSecrets): AuditTrail {
   const established = store.meta(KEY_NAME_META);
-  const name = established ?? config.audit.origin ?? defaultOrigin();
-  const { signer, created } = CheckpointSigner.loadOrCreate(dataDir, name, secrets);
+  const external = config.audit.signer;
+  const name = established ?? config.audit.origin ?? (external && pinnedSignerKey(external).name) ?? defaultOrigin();
+  let signer: CheckpointSigner;
+  let created: boolean;
+  let reason: string;
+  if (external) {
+    // A key held elsewhere is announced when it is not the one the log announced last: the first
+    // start with audit.signer, or a change of its key (a rotation `custody verify` lists).
+    signer = CheckpointSigner.external(dataDir, name, external);
+    const announced = lastAnnouncedKey(store);
+    created = announced !== signer.info().fingerprint;
+    reason = announced ? 'key held by audit.signer replaces the key announced before' : 'key held by audit.signer';
+  } else {
+    ({ signer, created } = CheckpointSigner.loadOrCreate(dataDir, name, secrets));
+    reason = 'first start';
+  }
   if (created || !established) {
     store.setMeta(KEY_NAME_META, name);
-    store.append({ kind: 'key.created', actor, payload: { purpose: 'checkpoint-signing', ...signer.info(), reason: created ? 'first start' : 'key name recorded' } satisfies KeyCreatedPayload });
+    store.append({ kind: 'key.created', actor, payload: { purpose: 'checkpoint-signing', ...signer.info(), reason: created ? reason : 'key name recorded' } satisfies KeyCreatedPayload });
+    store.setMeta(KEY_FINGERPRINT_META, signer.info().fingerprint);
   }
   return { signer, checkpoints: new CheckpointLog(store, signer), keyCreated: created };
+}
+
+/** meta key caching the fingerprint of the checkpoint key the log announced last. */
+const KEY_FINGERPRINT_META = 'checkpoint.keyFingerprint';
+
+/** The fingerprint of the checkpoint key the log announced last (its newest `key.created` with that purpose). */
+function lastAnnouncedKey(store: AuditStore): string | undefined {
+  const cached = store.meta(KEY_FINGERPRINT_META);
+  if (cached) return cached;
+  const rows = store.db.prepare("SELECT encoding, payload FROM events WHERE kind = 'key.created' ORDER BY seq DESC").iterate() as IterableIterator<{ encoding: string; payload: Buffer | string | null }>;
+  for (const r of rows) {
+    const p = JSON.parse(storedPayloadText(r.encoding, r.payload)) as { purpose?: unknown; fingerprint?: unknown } | null;
+    if (p?.purpose === 'checkpoint-signing' && typeof p.fingerprint === 'string') return p.fingerprint;
+  }
+  return undefined;
 }
 
 export function checkpointIntervalMs(config: Pick<Config, 'audit'>): number {

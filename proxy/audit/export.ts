@@ -113,7 +113,7 @@ export async function exportBundle(opts: ExportOptions): Promise<ExportResult> {
 
   const integrity = await opts.verify();
   // The checkpoint the bundle is cut against; refused (and so the export) if the log is broken.
-  const checkpoint = trail.checkpoints.write();
+  const checkpoint = await trail.checkpoints.write();
   const T = checkpoint.treeSize;
   const { where, args } = filterSql(filter, T);
   const total = (store.db.prepare(`SELECT count(*) AS n FROM events WHERE ${where}`).get(args) as { n: number }).n;
@@ -266,7 +266,7 @@ export async function exportBundle(opts: ExportOptions): Promise<ExportResult> {
     const manifestText = `${JSON.stringify(manifest, null, 2)}\n`;
     const manifestSha256 = sha256hex(manifestText);
     writeFileIn(stage, 'manifest.json', manifestText);
-    writeFileIn(stage, 'manifest.note', trail.signer.signText(manifestNoteText(manifestSha256)));
+    writeFileIn(stage, 'manifest.note', await trail.signer.signText(manifestNoteText(manifestSha256)));
 
     const partial = `${opts.out}.partial`;
     const order = ['manifest.json', 'manifest.note', ...names];

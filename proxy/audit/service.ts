@@ -21,6 +21,7 @@ import { runVerification } from './verify-runner';
 import { type Sinks, type SinkStatus, startSinks } from './sinks';
 import { WitnessPublisher, type WitnessStatus } from './witnessing';
 import type { VerifyReport } from './verify/checks';
+import type { SignerStatus } from '../../shared/evidence';
 import type { SecretWrapper } from '../secret-wrapper';
 
 /** What the control plane keeps of the last verification (shared/api.ts), with the verifier's own failure type. */
@@ -46,6 +47,8 @@ export interface AuditStatus {
   events: number;
   headHash: string;
   key: PublicKeyInfo;
+  /** Where the signing key lives, and whether it signs (a failing audit.signer: its reason). */
+  signer: SignerStatus;
   checkpointInterval: string;
   lastCheckpoint: Checkpoint | null;
   lastVerification: VerificationRecord | null;
@@ -84,7 +87,10 @@ export class AuditService {
     // Sealed under the desktop app's vault key when it runs the gateway (deps.secrets).
     const svc = new AuditService(openAuditTrail(deps.store, deps.dataDir, deps.config, 'system', deps.secrets), deps);
     const key = svc.trail.signer.info();
-    deps.log.info(`audit: ${svc.trail.keyCreated ? 'created the checkpoint signing key' : 'checkpoint signing key'} ${key.verifierKey} (fingerprint ${key.fingerprint})`);
+    const held = svc.trail.signer.status().program;
+    deps.log.info(
+      `audit: ${held ? `checkpoint signing key held by audit.signer (${held})` : svc.trail.keyCreated ? 'created the checkpoint signing key' : 'checkpoint signing key'} ${key.verifierKey} (fingerprint ${key.fingerprint})`,
+    );
     if (archive && archiveAt) {
       svc.archiver = new Archiver({
         store: deps.store,
@@ -113,11 +119,14 @@ export class AuditService {
     return svc;
   }
 
-  /** Stops the timers and writes a last checkpoint covering everything recorded so far. */
-  stop(): void {
+  /**
+   * Stops the timers and writes a last checkpoint covering everything recorded so far (waiting for
+   * the signer, at most its timeout with audit.signer).
+   */
+  async stop(): Promise<void> {
     for (const s of this.stops.splice(0)) s();
     try {
-      this.trail.checkpoints.write();
+      await this.trail.checkpoints.write();
     } catch (err) {
       this.deps.log.error(`audit: final checkpoint not written: ${(err as Error).message}`);
     }
@@ -134,6 +143,7 @@ export class AuditService {
       events: head.size,
       headHash: head.hash,
       key: this.trail.signer.info(),
+      signer: this.trail.signer.status(),
       checkpointInterval: this.deps.config.audit.checkpointInterval,
       lastCheckpoint: this.trail.checkpoints.latest() ?? null,
       lastVerification: raw ? (JSON.parse(raw) as VerificationRecord) : null,
@@ -150,7 +160,9 @@ export class AuditService {
    */
   health(): AuditHealth {
     const a = this.archiver?.status();
+    const signer = this.trail.signer.status();
     return {
+      signer: { kind: signer.kind, state: signer.state, failures: signer.failures, lastSignedAt: signer.lastSignedAt },
       witnesses: this.witnesses.status().map((w) => ({ name: w.name, state: w.state, cosignedTreeSize: w.lastCosigned?.treeSize ?? null, behind: w.behind, failures: w.failures })),
       sinks: this.sinks.status().map((s) => ({ name: s.name, state: s.state, backlog: s.backlog, backlogAgeMs: s.backlogAgeMs, lastDeliveryAt: s.lastDeliveryAt, failures: s.failures })),
       archive: a

@@ -89,14 +89,22 @@ export function ed25519RawPublicKey(key: KeyObject): Buffer {
 
 /** Signs note text (which must end in a newline) and returns the whole signed note. */
 export function signNote(text: string, name: string, privateKey: KeyObject): string {
+  checkNoteText(text, name);
+  return assembleNote(text, name, ed25519KeyId(name, ed25519RawPublicKey(privateKey)), sign(null, Buffer.from(text, 'utf8'), privateKey));
+}
+
+/** Throws NoteFormatError unless `text` can be signed as a note under key name `name`. */
+export function checkNoteText(text: string, name: string): void {
   if (!text.endsWith('\n')) throw new NoteFormatError('note text must end with a newline');
   if (!isValidKeyName(name)) throw new NoteFormatError(`invalid key name "${name}"`);
   if ([...text].some((c) => c < ' ' && c !== '\n')) throw new NoteFormatError('note text must not contain control characters other than newline');
-  const keyId = ed25519KeyId(name, ed25519RawPublicKey(privateKey));
-  const sig = sign(null, Buffer.from(text, 'utf8'), privateKey);
+}
+
+/** The signed note: `text`, a blank line and the signature line for a signature made elsewhere. */
+export function assembleNote(text: string, name: string, keyId: number, signature: Buffer): string {
   const idBytes = Buffer.alloc(4);
   idBytes.writeUInt32BE(keyId);
-  return `${text}\n${SIG_PREFIX}${name} ${Buffer.concat([idBytes, sig]).toString('base64')}\n`;
+  return `${text}\n${SIG_PREFIX}${name} ${Buffer.concat([idBytes, signature]).toString('base64')}\n`;
 }
 
 export interface NoteSignature {

@@ -4,6 +4,7 @@ import { gatewayRow, listGateways, pickGateway, rowProblem } from '../audit/shar
 import { connectStore, migrateSharedStore, storeConnection, storeLabel } from '../audit/shared-store/schema';
 import { shipAll } from '../audit/shared-store/shipping';
 import { AuditStore } from '../audit/store';
+import type { Config } from '../../shared/config';
 import { resolveConfig } from '../config';
 import { type Io, type ParsedArgs, rejectUnknown, str, UsageError } from './args';
 
@@ -41,17 +42,18 @@ export async function gatewaysCommand(args: ParsedArgs, io: Io): Promise<number>
       }
       return 0;
     }
-    return await approve(client, resolved.dataDir, id!, io);
+    return await approve(client, resolved.dataDir, resolved.config.audit, id!, io);
   } finally {
     await client.end().catch(() => {});
   }
 }
 
-async function approve(client: Awaited<ReturnType<typeof connectStore>>, dataDir: string, id: string, io: Io): Promise<number> {
+async function approve(client: Awaited<ReturnType<typeof connectStore>>, dataDir: string, audit: Config['audit'], id: string, io: Io): Promise<number> {
   const store = AuditStore.open(dataDir);
   try {
     const keyName = store.meta(KEY_NAME_META);
-    const signer = keyName ? CheckpointSigner.load(dataDir, keyName) : undefined;
+    // The key the gateway signs with: its key file, or the audit.signer program.
+    const signer = keyName ? CheckpointSigner.forDataDir(dataDir, keyName, audit) : undefined;
     if (!signer) throw new Error(`${dataDir} has no checkpoint-signing key: approve from the data dir (--config) of a gateway that has joined the store`);
     const me = keyFingerprint(signer.publicKey);
     const mine = await gatewayRow(client, me);
@@ -67,7 +69,7 @@ async function approve(client: Awaited<ReturnType<typeof connectStore>>, dataDir
       payload: { id: target.id, fingerprint: target.id, publicKey: target.publicKey, keyName: target.keyName, name: target.name, requestedAt: target.requestedAt, by: me },
     });
     // A signed checkpoint over the approval: verify trusts an approval only under one.
-    new CheckpointLog(store, signer).write();
+    await new CheckpointLog(store, signer).write();
     await shipAll(client, store.db, me);
     await client.query("UPDATE custody_gateways SET status = 'approved', approved_by = $2, approval_seq = $3 WHERE id = $1 AND status = 'pending'", [target.id, me, event.seq]);
     io.out(`approved ${target.id} (${target.name}): recorded as gateway.approved at seq ${event.seq} of ${me}\n`);

@@ -31,7 +31,7 @@ import type {
 import type { CustomDetector, MaskingRule, PolicyRule } from '../../shared/config';
 import type { DashboardData } from '../../shared/dashboard';
 import type { AuditEvent, SessionFilter, SessionSummary } from '../../shared/events';
-import type { ArchiveStatus, SinkStatus, WitnessStatus } from '../../shared/evidence';
+import type { ArchiveStatus, SignerStatus, SinkStatus, WitnessStatus } from '../../shared/evidence';
 import type { HoldDecisionRequest, HoldState, HoldView } from '../../shared/holds';
 import type { OidcProvider } from '../../shared/identity';
 import type { Me } from './roles';
@@ -96,6 +96,8 @@ export interface AuditStatus {
   publicKey: string | null;
   fingerprint: string | null;
   origin?: string | null;
+  /** The checkpoint signer (absent from older gateways). */
+  signer?: SignerStatus;
   witnesses: WitnessStatus[];
   sinks: SinkStatus[];
   /** The archive in object storage; null when audit.archive is not configured. */
@@ -222,6 +224,7 @@ export function readAuditStatus(r: AuditStatusResponse): AuditStatus {
     publicKey: r.publicKey,
     fingerprint: r.fingerprint,
     origin: r.origin,
+    signer: r.signer,
     witnesses: r.witnesses,
     sinks: r.sinks,
     archive: r.archive,

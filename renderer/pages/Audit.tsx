@@ -91,6 +91,11 @@ export function AuditPage() {
                 {formatDateTime(status.lastCheckpoint.time)} · {formatCount(status.lastCheckpoint.treeSize)} events
               </div>
             )}
+            {status.signer?.state === 'failing' && (
+              <div className="small" data-testid="signer-failing" title={status.signer.lastError ?? undefined}>
+                <Badge tone="danger">signer failing</Badge> {status.signer.lastError}
+              </div>
+            )}
           </div>
           <div className="stat">
             <div className="stat-label">Last verification</div>
@@ -108,6 +113,7 @@ export function AuditPage() {
               {status.fingerprint ?? '—'}
             </div>
             {status.origin && <div className="muted small">origin {status.origin}</div>}
+            {status.signer?.kind === 'command' && <div className="muted small">held by audit.signer ({status.signer.program})</div>}
           </div>
         </div>
       ) : null}

@@ -132,7 +132,7 @@ describe('sealed archives in object storage', () => {
     append(40);
     await archiver.flush();
     append(25);
-    trail.checkpoints.write();
+    await trail.checkpoints.write();
     append(3);
     await archiver.flush();
     const st = archiver.status();
@@ -181,7 +181,7 @@ describe('sealed archives in object storage', () => {
     const { store, archiver, append, trail } = archiveSetup(loc(s3, prefix));
     for (let i = 0; i < 3; i++) {
       append(12);
-      trail.checkpoints.write();
+      await trail.checkpoints.write();
       await archiver.flush();
     }
     assert.equal(archiver.status().state, 'ok', archiver.status().lastError ?? '');
@@ -219,7 +219,7 @@ describe('sealed archives in object storage', () => {
 
     // 3. The segment re-signed, whole, by another key: consistent on its own, refused in the archive.
     const other = CheckpointSigner.loadOrCreate(tempDir('custody-archive-other-'), 'custody.test/archive').signer;
-    await putObject(s3, keys[1]!, await tarGz(resign(files, other)));
+    await putObject(s3, keys[1]!, await tarGz(await resign(files, other)));
     r = await verifyArchive();
     assert.equal(r.code, 1);
     assert.match(r.err, new RegExp(`key-replaced — ${keys[1]} is signed with key ${other.info().fingerprint.replace(/[+/]/g, '\\$&')}, which the log never announced`));
@@ -409,7 +409,7 @@ describe('sealed archives in object storage', () => {
     const { dir, store, trail, archiver, append } = archiveSetup(loc(s3, 'backlog'), { segmentEvents: 30 });
     for (let i = 0; i < 4; i++) {
       append(20);
-      trail.checkpoints.write();
+      await trail.checkpoints.write();
     }
     await s3.stop();
     await archiver.flush();
@@ -505,7 +505,7 @@ describe('sealed archives in object storage', () => {
     const head1 = store.head().size;
     // A cosigned checkpoint at the head already: it is the cut.
     append(20, 'second');
-    trail.checkpoints.write();
+    await trail.checkpoints.write();
     await witnesses.flush();
     await archiver.flush();
     const head2 = store.head().size;
@@ -567,13 +567,13 @@ describe('sealed archives in object storage', () => {
 
       // Someone with the gateway's key re-packs a segment (the manifest re-signed): a forged cosignature
       // does not verify; one dropped leaves the segment unwitnessed.
-      const repack = (files: Map<string, Buffer>, lines: object[]) => {
+      const repack = async (files: Map<string, Buffer>, lines: object[]) => {
         const out = new Map(files);
         out.set('cosignatures.jsonl', Buffer.from(lines.map((l) => `${JSON.stringify(l)}\n`).join('')));
         const manifest = JSON.parse(files.get('manifest.json')!.toString('utf8')) as { files: Record<string, { sha256: string; bytes: number }> };
         manifest.files['cosignatures.jsonl'] = { sha256: sha256hex(out.get('cosignatures.jsonl')!), bytes: out.get('cosignatures.jsonl')!.length };
         out.set('manifest.json', Buffer.from(`${JSON.stringify(manifest, null, 2)}\n`));
-        out.set('manifest.note', Buffer.from(trail.signer.signText(`custody-evidence-manifest\nsha256 ${sha256hex(out.get('manifest.json')!)}\n`)));
+        out.set('manifest.note', Buffer.from(await trail.signer.signText(`custody-evidence-manifest\nsha256 ${sha256hex(out.get('manifest.json')!)}\n`)));
         return tarGz(out);
       };
       const flipped = (line: string) => {
@@ -656,15 +656,15 @@ function rechain(files: Map<string, Buffer>, seq: number, text: string): Map<str
 }
 
 /** The same files with the checkpoint and manifest signed by `signer`, and its key as public-key.txt. */
-function resign(files: Map<string, Buffer>, signer: CheckpointSigner): Map<string, Buffer> {
+async function resign(files: Map<string, Buffer>, signer: CheckpointSigner): Promise<Map<string, Buffer>> {
   const out = new Map(files);
   const cpText = files.get('checkpoint.txt')!.toString('utf8').split('\n\n')[0]! + '\n';
-  out.set('checkpoint.txt', Buffer.from(signer.signText(cpText)));
+  out.set('checkpoint.txt', Buffer.from(await signer.signText(cpText)));
   out.set('public-key.txt', Buffer.from(`${signer.info().verifierKey}\n${signer.info().fingerprint}\n`));
   const manifest = JSON.parse(files.get('manifest.json')!.toString('utf8')) as { files: Record<string, { sha256: string; bytes: number }> };
   for (const name of ['checkpoint.txt', 'public-key.txt']) manifest.files[name] = { sha256: sha256hex(out.get(name)!), bytes: out.get(name)!.length };
   out.set('manifest.json', Buffer.from(`${JSON.stringify(manifest, null, 2)}\n`));
-  out.set('manifest.note', Buffer.from(signer.signText(`custody-evidence-manifest\nsha256 ${sha256hex(out.get('manifest.json')!)}\n`)));
+  out.set('manifest.note', Buffer.from(await signer.signText(`custody-evidence-manifest\nsha256 ${sha256hex(out.get('manifest.json')!)}\n`)));
   return out;
 }
 

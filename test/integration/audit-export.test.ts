@@ -23,7 +23,7 @@ async function cli(...argv: string[]): Promise<{ code: number; out: string; err:
 const T0 = Date.parse('2026-03-01T10:00:00Z');
 
 /** A data dir with traffic on two connections, a login, a hold and its approval, masking and a checkpoint. */
-function seed(): string {
+async function seed(): Promise<string> {
   const dir = tempDir('custody-export-');
   const store = AuditStore.open(dir);
   const trail = openAuditTrail(store, dir, Config.parse({ audit: { origin: 'custody.test/export' } }));
@@ -38,7 +38,7 @@ function seed(): string {
   store.append({ kind: 'hold.created', session: 'p1', actor: 'key:bob', connection: 'warehouse', payload: { id: 'hold_1', rule: 'hold-destructive-sql' }, time: at(20) });
   store.append({ kind: 'hold.resolved', session: 'p1', actor: 'oidc#carol', connection: 'warehouse', payload: { id: 'hold_1', state: 'approved', reason: 'ticket 42', decidedBy: ['carol'], rule: 'hold-destructive-sql', requester: 'key:bob', protocol: 'postgres' }, time: at(21) });
   store.append({ kind: 'pg.statement', session: 'p1', actor: 'key:bob', connection: 'warehouse', payload: { protocol: 'postgres', sql: "SELECT * FROM users WHERE email = '[EMAIL]'", classes: ['select'], tables: ['users'], decision: { action: 'allow', rule: null, reason: null } }, spans: [{ type: 'EMAIL', start: 34, end: 41, rule: 'pii' }], time: at(22) });
-  trail.checkpoints.write(at(23));
+  await trail.checkpoints.write(at(23));
   store.append({ kind: 'http.request', session: 'h2', actor: 'oidc#alice', connection: 'openai', payload: { method: 'POST', path: '/chat/completions', model: 'gpt-4o', body: 'x'.repeat(10_000) }, time: at(40) });
   store.close();
   return dir;
@@ -52,7 +52,7 @@ async function rewriteBundle(src: string, dst: string, change: (files: Map<strin
 
 describe('evidence export', () => {
   it('writes a bundle that verifies on its own after the data dir is deleted', async () => {
-    const dir = seed();
+    const dir = await seed();
     const out = join(tempDir(), 'evidence.tar.gz');
     const r = await cli('export', '--data-dir', dir, '--out', out);
     assert.equal(r.code, 0, r.err);
@@ -80,7 +80,7 @@ describe('evidence export', () => {
   });
 
   it('maps events to OCSF classes and the report to SOC 2 and ISO 27001 controls', async () => {
-    const dir = seed();
+    const dir = await seed();
     const out = join(tempDir(), 'evidence.tar.gz');
     assert.equal((await cli('export', '--data-dir', dir, '--out', out)).code, 0);
     const files = readTar(readFileSync(out));
@@ -115,7 +115,7 @@ describe('evidence export', () => {
   });
 
   it('filters by time, user and connection and still verifies through inclusion proofs', async () => {
-    const dir = seed();
+    const dir = await seed();
     const out = join(tempDir(), 'warehouse.tar.gz');
     const r = await cli('export', '--data-dir', dir, '--out', out, '--connection', 'warehouse', '--from', '2026-03-01T10:20:00Z', '--to', '2026-03-01T10:30:00Z');
     assert.equal(r.code, 0, r.err);
@@ -142,7 +142,7 @@ describe('evidence export', () => {
   });
 
   it('fails a tampered bundle at the event that was changed', async () => {
-    const dir = seed();
+    const dir = await seed();
     const out = join(tempDir(), 'evidence.tar.gz');
     assert.equal((await cli('export', '--data-dir', dir, '--out', out)).code, 0);
     const tmp = tempDir();
@@ -177,14 +177,14 @@ describe('evidence export', () => {
 
     const forgedKey = join(tmp, 'key.tar.gz');
     const other = join(tempDir(), 'other.tar.gz');
-    assert.equal((await cli('export', '--data-dir', seed(), '--out', other)).code, 0);
+    assert.equal((await cli('export', '--data-dir', await seed(), '--out', other)).code, 0);
     await rewriteBundle(out, forgedKey, (f) => f.set('public-key.txt', readTar(readFileSync(other)).get('public-key.txt')!));
     r = await cli('verify', forgedKey);
     assert.match(r.err, /^custody verify: FAILED: key-replaced — /);
   });
 
   it('proves a later bundle and the live store consistent with an earlier export', async () => {
-    const dir = seed();
+    const dir = await seed();
     const first = join(tempDir(), 'q1.tar.gz');
     assert.equal((await cli('export', '--data-dir', dir, '--out', first)).code, 0);
     const store = AuditStore.open(dir);
@@ -203,7 +203,7 @@ describe('evidence export', () => {
   });
 
   it('shows the signing key for a data dir and for a bundle', async () => {
-    const dir = seed();
+    const dir = await seed();
     const r = await cli('verify', '--show-key', dir);
     assert.equal(r.code, 0, r.err);
     assert.match(r.out, /^verifier key: custody\.test\/export\+[0-9a-f]{8}\+[A-Za-z0-9+/]+=*\nfingerprint: {2}SHA256:/);

@@ -17,21 +17,21 @@ import { tempDir } from '../support/tmp';
 const N = 3000; // events after the key announcement; 3 workers take seq 1–1024, 1025–2048, 2049–3001
 const WORKERS = 3;
 
-function seed(): string {
+async function seed(): Promise<string> {
   const dir = tempDir('custody-parallel-');
   const store = AuditStore.open(dir);
   const trail = openAuditTrail(store, dir, Config.parse({ audit: { origin: 'custody.test/parallel' } }));
   for (let i = 0; i < N; i++) {
     store.append({ kind: 'http.request', session: `s${i % 7}`, actor: 'key:a', connection: 'openai', payload: { n: i, text: i % 250 === 0 ? 'y'.repeat(9000) : 'short' } });
     // checkpoints inside a range and exactly at a range's end
-    if (store.head().size === 1000 || store.head().size === 2048) trail.checkpoints.write();
+    if (store.head().size === 1000 || store.head().size === 2048) await trail.checkpoints.write();
   }
-  trail.checkpoints.write();
+  await trail.checkpoints.write();
   store.close();
   return dir;
 }
 
-const base = seed();
+const base = await seed();
 
 function tampered(sql: string[]): string {
   const dir = tempDir('custody-parallel-t-');

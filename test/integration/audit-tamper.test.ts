@@ -27,7 +27,7 @@ async function cli(...argv: string[]): Promise<{ code: number; out: string; err:
 }
 
 /** A data dir with a signing key (its announcement is seq 1), `n` more events and a checkpoint. */
-function seed(n = 30): string {
+async function seed(n = 30): Promise<string> {
   const dir = tempDir('custody-tamper-');
   const store = AuditStore.open(dir);
   const trail = openAuditTrail(store, dir, config);
@@ -36,7 +36,7 @@ function seed(n = 30): string {
     if (i === 10) store.append({ kind: 'http.response', session, actor: 'key:alice', connection: 'openai', payload: { status: 200, body: 'x'.repeat(20_000) + ' big' } });
     else store.append({ kind: 'http.request', session, actor: 'key:alice', connection: 'openai', payload: { method: 'POST', path: '/chat/completions', text: `hello ${i}` }, spans: i % 4 ? [] : [{ type: 'EMAIL', start: 0, end: 5, rule: 'pii' }] });
   }
-  trail.checkpoints.write();
+  await trail.checkpoints.write();
   store.close();
   return dir;
 }
@@ -60,7 +60,7 @@ function expectFailure(r: { code: number; err: string }, seq: number | undefined
 
 describe('custody verify on a tampered store', () => {
   it('passes an intact store and says what it checked', async () => {
-    const dir = seed();
+    const dir = await seed();
     const r = await cli('verify', dir);
     assert.equal(r.code, 0, r.err);
     assert.match(r.out, /^OK: .* is intact: 31 events; chain and Merkle tree recomputed; 1 signed checkpoint verified/);
@@ -72,7 +72,7 @@ describe('custody verify on a tampered store', () => {
   });
 
   it('finds one changed byte in a payload', async () => {
-    const dir = seed();
+    const dir = await seed();
     withDb(dir, (db) => {
       const { payload } = db.prepare('SELECT payload FROM events WHERE seq = 6').get() as { payload: string };
       db.prepare('UPDATE events SET payload = ? WHERE seq = 6').run(payload.replace('hello 4', 'hello 5'));
@@ -81,7 +81,7 @@ describe('custody verify on a tampered store', () => {
   });
 
   it('finds one changed byte inside a compressed payload', async () => {
-    const dir = seed();
+    const dir = await seed();
     withDb(dir, (db) => {
       const { payload, encoding } = db.prepare('SELECT payload, encoding FROM events WHERE seq = 12').get() as { payload: Buffer; encoding: string };
       assert.equal(encoding, 'deflate');
@@ -93,19 +93,19 @@ describe('custody verify on a tampered store', () => {
   });
 
   it('finds a changed field even when the payload hash is left alone', async () => {
-    const dir = seed();
+    const dir = await seed();
     withDb(dir, (db) => db.prepare("UPDATE events SET actor = 'key:mallory' WHERE seq = 9").run());
     expectFailure(await cli('verify', dir), 9, 'modified');
   });
 
   it('finds a deleted event', async () => {
-    const dir = seed();
+    const dir = await seed();
     withDb(dir, (db) => db.prepare('DELETE FROM events WHERE seq = 7').run());
     expectFailure(await cli('verify', dir), 7, 'deleted');
   });
 
   it('finds a deleted event whose gap was closed by renumbering', async () => {
-    const dir = seed();
+    const dir = await seed();
     withDb(dir, (db) => {
       db.prepare('DELETE FROM events WHERE seq = 7').run();
       db.prepare('UPDATE events SET seq = seq - 1 WHERE seq > 7').run();
@@ -114,7 +114,7 @@ describe('custody verify on a tampered store', () => {
   });
 
   it('finds two swapped events', async () => {
-    const dir = seed();
+    const dir = await seed();
     withDb(dir, (db) => {
       db.prepare('UPDATE events SET seq = -1 WHERE seq = 5').run();
       db.prepare('UPDATE events SET seq = 5 WHERE seq = 4').run();
@@ -126,7 +126,7 @@ describe('custody verify on a tampered store', () => {
   });
 
   it('finds a truncated tail through the signed checkpoint', async () => {
-    const dir = seed();
+    const dir = await seed();
     withDb(dir, (db) => db.prepare('DELETE FROM events WHERE seq > 25').run());
     const r = await cli('verify', dir);
     expectFailure(r, 26, 'truncated');
@@ -134,20 +134,20 @@ describe('custody verify on a tampered store', () => {
   });
 
   it('finds a replaced signing key', async () => {
-    const dir = seed();
+    const dir = await seed();
     const { privateKey } = generateKeyPairSync('ed25519');
     writeFileSync(join(dir, 'checkpoint-signing.key'), privateKey.export({ format: 'pem', type: 'pkcs8' }) as string);
     const r = await cli('verify', dir);
     expectFailure(r, 1, 'key-replaced');
     // The gateway, started on the replaced key, refuses nothing but its checkpoints are now foreign.
     const store = AuditStore.open(dir);
-    openAuditTrail(store, dir, config).checkpoints.write();
+    await openAuditTrail(store, dir, config).checkpoints.write();
     store.close();
     expectFailure(await cli('verify', dir), 1, 'key-replaced');
   });
 
   it('finds a checkpoint whose signed note was altered', async () => {
-    const dir = seed();
+    const dir = await seed();
     withDb(dir, (db) => {
       const { note } = db.prepare('SELECT note FROM checkpoints').get() as { note: string };
       db.prepare('UPDATE checkpoints SET note = ?').run(note.replace('\n31\n', '\n30\n'));
@@ -156,7 +156,7 @@ describe('custody verify on a tampered store', () => {
   });
 
   it('holds a rewritten history to the checkpoint of an earlier export', async () => {
-    const dir = seed();
+    const dir = await seed();
     const bundle = join(tempDir(), 'evidence.tar.gz');
     const exported = await cli('export', '--data-dir', dir, '--out', bundle);
     assert.equal(exported.code, 0, exported.err);
@@ -169,7 +169,7 @@ describe('custody verify on a tampered store', () => {
       db.prepare('DELETE FROM checkpoints').run();
     });
     const store = AuditStore.open(dir);
-    openAuditTrail(store, dir, config).checkpoints.write();
+    await openAuditTrail(store, dir, config).checkpoints.write();
     store.close();
 
     // On its own the store is self-consistent again: only an anchor kept elsewhere shows the rewrite.
@@ -190,7 +190,7 @@ describe('custody verify on a tampered store', () => {
     for (let i = 0; i < 3; i++) store.append({ kind: 'pg.statement', session: 'q', actor: 'key:bob', connection: 'warehouse', payload: { sql: `select ${i}` } });
     const run = runRetention(store, '1d');
     assert.equal(run.purged, 5);
-    trail.checkpoints.write();
+    await trail.checkpoints.write();
     store.close();
     const ok = await cli('verify', dir);
     assert.equal(ok.code, 0, ok.err);

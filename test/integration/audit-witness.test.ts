@@ -63,10 +63,10 @@ describe('witnessed checkpoints', () => {
     let pub = new WitnessPublisher(store, witnesses);
 
     appendEvents(store, 20, 'first');
-    trail.checkpoints.write();
+    await trail.checkpoints.write();
     await pub.flush();
     appendEvents(store, 13, 'second');
-    const cp = trail.checkpoints.write();
+    const cp = await trail.checkpoints.write();
     await pub.flush();
     assert.deepEqual(
       pub.status().map((s) => [s.name, s.state, s.lastCosigned?.treeSize]),
@@ -106,7 +106,7 @@ describe('witnessed checkpoints', () => {
     db.close();
     store = AuditStore.open(dir);
     trail = openAuditTrail(store, dir, config);
-    const forged = trail.checkpoints.write();
+    const forged = await trail.checkpoints.write();
     assert.notEqual(forged.rootHash, cp.rootHash);
     store.close();
 
@@ -161,19 +161,19 @@ describe('witnessed checkpoints', () => {
     const proofLines = (tree: MerkleTree, from: number, to: number) => tree.consistencyProof(from, to).map((p) => `${p.toString('base64')}\n`).join('');
     const witnessKey = parseCosignerKey(w.key);
 
-    const first = await post(`old 0\n\n${note(signer, honest, 3)}`);
+    const first = await post(`old 0\n\n${await note(signer, honest, 3)}`);
     assert.equal(first.status, 200, first.body);
-    assert.ok(findCosignature(parseNote(note(signer, honest, 3)).text, first.body, witnessKey).ok, 'a valid cosignature/v1 over the checkpoint');
+    assert.ok(findCosignature(parseNote(await note(signer, honest, 3)).text, first.body, witnessKey).ok, 'a valid cosignature/v1 over the checkpoint');
 
     // The corpus: each line is an attempt that must not be cosigned.
-    const cp3 = note(signer, honest, 3);
+    const cp3 = await note(signer, honest, 3);
     const text3 = parseNote(cp3).text;
     const subst: Record<string, string> = {
       CP: cp3,
       CP_NOSIG: text3,
-      CP_OTHER_KEY: note(other, honest, 3),
-      CP_WRONG_FP: note(signer, honest, 3, keyFingerprint(other.publicKey)),
-      CP_UNKNOWN_ORIGIN: note(stranger, honest, 3),
+      CP_OTHER_KEY: await note(other, honest, 3),
+      CP_WRONG_FP: await note(signer, honest, 3, keyFingerprint(other.publicKey)),
+      CP_UNKNOWN_ORIGIN: await note(stranger, honest, 3),
       CP_TAMPERED: cp3.replace(honest.root(3).toString('base64'), fork.root(3).toString('base64')),
       PROOF: sha256Buf('p').toString('base64'),
     };
@@ -195,33 +195,33 @@ describe('witnessed checkpoints', () => {
     assert.equal(witnessState(w).root, honest.root(3).toString('base64'));
 
     // A fork: another tree of the same size (409), or a larger tree whose proof is from the fork (422).
-    assert.equal((await post(`old 3\n\n${note(signer, fork, 3)}`)).status, 409);
-    assert.equal((await post(`old 3\n${proofLines(fork, 3, 7)}\n${note(signer, fork, 7)}`)).status, 422);
-    assert.equal((await post(`old 3\n${proofLines(honest, 3, 7)}\n${note(signer, fork, 7)}`)).status, 422);
+    assert.equal((await post(`old 3\n\n${await note(signer, fork, 3)}`)).status, 409);
+    assert.equal((await post(`old 3\n${proofLines(fork, 3, 7)}\n${await note(signer, fork, 7)}`)).status, 422);
+    assert.equal((await post(`old 3\n${proofLines(honest, 3, 7)}\n${await note(signer, fork, 7)}`)).status, 422);
     assert.equal(witnessState(w).root, honest.root(3).toString('base64'), 'nothing forked was recorded');
     // The honest extension is cosigned.
-    const ext = await post(`old 3\n${proofLines(honest, 3, 7)}\n${note(signer, honest, 7)}`);
+    const ext = await post(`old 3\n${proofLines(honest, 3, 7)}\n${await note(signer, honest, 7)}`);
     assert.equal(ext.status, 200, ext.body);
 
     // Restarted on the same key and state: it still holds 7 and still refuses the fork.
     const port = w.port;
     await w.stop();
     const again = await startWitness(dir, 'forks', [signer.info().verifierKey], port);
-    const probe = await fetch(`${again.url}/add-checkpoint`, { method: 'POST', body: `old 0\n\n${note(signer, fork, 7)}` });
+    const probe = await fetch(`${again.url}/add-checkpoint`, { method: 'POST', body: `old 0\n\n${await note(signer, fork, 7)}` });
     assert.equal(probe.status, 409);
     assert.equal(await probe.text(), '7\n');
-    assert.equal((await fetch(`${again.url}/add-checkpoint`, { method: 'POST', body: `old 7\n\n${note(signer, fork, 7)}` })).status, 409);
+    assert.equal((await fetch(`${again.url}/add-checkpoint`, { method: 'POST', body: `old 7\n\n${await note(signer, fork, 7)}` })).status, 409);
     assert.equal((await fetch(`${again.url}/add-checkpoint`)).status, 405);
     await again.stop();
   });
 
-  it('a witness that cannot record a checkpoint does not cosign it, and does not pretend it did', () => {
+  it('a witness that cannot record a checkpoint does not cosign it, and does not pretend it did', async () => {
     const dir = tempDir('custody-witness-disk-');
     const { signer } = CheckpointSigner.loadOrCreate(dir, ORIGIN);
     const stateFile = join(dir, 'state.json');
     const w = new Witness({ name: 'witness.test/disk', privateKey: generateKeyPairSync('ed25519').privateKey, stateFile, logs: new Map([[ORIGIN, [signer.verifier()]]]) });
     const tree = MerkleTree.fromEventHashes(Buffer.concat([sha256Buf('a'), sha256Buf('b')]));
-    const body = `old 0\n\n${signer.signCheckpoint({ origin: ORIGIN, treeSize: 2, rootHash: tree.root(), key: keyFingerprint(signer.publicKey) })}`;
+    const body = `old 0\n\n${await signer.signCheckpoint({ origin: ORIGIN, treeSize: 2, rootHash: tree.root(), key: keyFingerprint(signer.publicKey) })}`;
     // The state file cannot be replaced (its temporary name is taken by a directory).
     mkdirSync(`${stateFile}.tmp`);
     assert.throws(() => w.addCheckpoint(body), /EISDIR|illegal operation/);

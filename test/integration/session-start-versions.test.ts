@@ -69,12 +69,12 @@ const V1: AuditEventInput[] = [
   },
 ];
 
-function seed(): string {
+async function seed(): Promise<string> {
   const dir = tempDir('custody-start-v1-');
   const store = AuditStore.open(dir);
   const trail = openAuditTrail(store, dir, Config.parse({ audit: { origin: 'custody.test/session-start' } }));
   store.appendMany(V1);
-  trail.checkpoints.write(T0 + 30);
+  await trail.checkpoints.write(T0 + 30);
   store.close();
   return dir;
 }
@@ -109,7 +109,7 @@ describe('session.start versions', () => {
   });
 
   it('lists and replays version-1 sessions through the console API and the console code', async () => {
-    const dataDir = seed();
+    const dataDir = await seed();
     const gw = await Gateway.start({ config: Config.parse({ listen: { control: '127.0.0.1:0' } }), dataDir, log: silentLogger });
     try {
       const control = `http://${gw.address('control')}`;
@@ -151,7 +151,7 @@ describe('session.start versions', () => {
   });
 
   it('exports version-1 sessions into a bundle that verifies, payloads unchanged', async () => {
-    const dataDir = seed();
+    const dataDir = await seed();
     const out = join(tempDir(), 'evidence.tar.gz');
     const r = await cli('export', '--data-dir', dataDir, '--out', out);
     assert.equal(r.code, 0, r.err);

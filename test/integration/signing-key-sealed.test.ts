@@ -27,7 +27,7 @@ const config = () => Config.parse({ listen: { control: '127.0.0.1:0', http: '127
 async function run(dir: string, secrets?: SecretWrapper): Promise<string> {
   const gw = await Gateway.start({ config: config(), dataDir: dir, log: silentLogger, ...(secrets ? { secrets } : {}) });
   try {
-    gw.services.audit!.trail.checkpoints.write();
+    await gw.services.audit!.trail.checkpoints.write();
     return gw.services.audit!.trail.signer.info().verifierKey;
   } finally {
     await gw.stop();

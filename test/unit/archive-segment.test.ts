@@ -15,7 +15,7 @@ import { AuditStore } from '../../proxy/audit/store';
 import { verifyBundle } from '../../proxy/audit/verify/bundle';
 import { tempDir } from '../support/tmp';
 
-function setup() {
+async function setup() {
   const dir = tempDir('custody-segment-');
   const store = AuditStore.open(dir);
   const trail = openAuditTrail(store, dir, Config.parse({ audit: { origin: 'custody.test/segment' } }));
@@ -35,12 +35,12 @@ function setup() {
 
 /** Seals `before` events as one segment, then `size` more as the next; returns the second's hashing work and the verified report. */
 async function sealAfter(before: number, size: number) {
-  const { store, trail, append, stage } = setup();
+  const { store, trail, append, stage } = await setup();
   append(before);
   const first = writeSegmentEvents(store.db, 1, store.head().size, stage());
   const from = store.head().size + 1;
   append(size);
-  const cp = trail.checkpoints.write();
+  const cp = await trail.checkpoints.write();
   const s = stage();
   const built = writeSegmentEvents(store.db, from, cp.treeSize, s, first.range);
   // The same segment without the stored range, rebuilt from every event before it: the same files.
@@ -82,8 +82,8 @@ describe('archive segments', () => {
     assert.ok(Math.abs(large.built.treeHashes - small.built.treeHashes) <= 2 * 17, `${small.built.treeHashes} hashes after 100 events, ${large.built.treeHashes} after 40,000`);
   });
 
-  it('refuses a stored compact range that does not fit the tree it claims to end', () => {
-    const { store, append, stage } = setup();
+  it('refuses a stored compact range that does not fit the tree it claims to end', async () => {
+    const { store, append, stage } = await setup();
     append(10);
     const first = writeSegmentEvents(store.db, 1, 6, stage());
     assert.throws(() => writeSegmentEvents(store.db, 8, 10, stage(), first.range), /the stored compact range of the tree of 7 events is malformed/);

@@ -40,6 +40,14 @@ describe('audit.witnesses, audit.sinks and audit.archive in the config', () => {
     if (d.ok) assert.deepEqual([d.config.audit.witnesses, d.config.audit.sinks, d.config.audit.archive], [[], [], undefined]);
   });
 
+  it('accepts audit.signer with either form of public key, its timeout defaulting to 10s', () => {
+    for (const publicKey of ['r7SmouQycZlBsX9p/Pj79S/2M4xxZxIINrc2pnJUVS8=', 'custody/h+0badc0de+Aa+0pqLkMnGZQbF/af8+PvvUv9jOMcWcSCDa3NqZyVFUv']) {
+      const r = validateConfig({ audit: { signer: { command: ['scripts/pkcs11-sign.sh', '--module', '/usr/lib/softhsm/libsofthsm2.so', '--id', '01'], publicKey } } });
+      assert.ok(r.ok, JSON.stringify(!r.ok && r.issues));
+      if (r.ok) assert.equal(r.config.audit.signer?.timeout, '10s');
+    }
+  });
+
   it('accepts an archive with its defaults, and refuses retention.archiveFor without one', () => {
     const r = validateConfig({
       retention: { payloadsAfter: '400d', archiveFor: '730d' },

@@ -230,7 +230,7 @@ export class Archiver {
     const head = trail.checkpoints.head().size;
     if (head < from) return undefined;
     const limit = from + (this.opts.segmentEvents ?? DEFAULT_SEGMENT_EVENTS) - 1;
-    const cp = this.opts.witnesses?.list().length ? await this.witnessedCut(from, limit, head) : this.plainCut(from, limit, head);
+    const cp = this.opts.witnesses?.list().length ? await this.witnessedCut(from, limit, head) : await this.plainCut(from, limit, head);
     // The sealing may have waited for the witnesses: another cycle must not have sealed meanwhile.
     if (this.sealedThrough() !== from - 1) return undefined;
     const lastHash = (store.db.prepare('SELECT hash FROM events WHERE seq = ?').get(cp.tree_size) as { hash: string } | undefined)?.hash;
@@ -260,7 +260,7 @@ export class Archiver {
   }
 
   /** The checkpoint at the head when the backlog fits a segment (written if there is none), else a stored one near `limit`. */
-  private plainCut(from: number, limit: number, head: number): CutRow {
+  private async plainCut(from: number, limit: number, head: number): Promise<CutRow> {
     const { store } = this.opts;
     let cp: CutRow | undefined;
     if (head <= limit) cp = this.checkpointAt(head);
@@ -270,15 +270,15 @@ export class Archiver {
       const size = within.n ?? beyond.n;
       if (size !== null) cp = this.checkpointAt(size);
     }
-    return cp ?? this.writeCheckpoint();
+    return cp ?? (await this.writeCheckpoint());
   }
 
   private checkpointAt(size: number): CutRow | undefined {
     return this.opts.store.db.prepare('SELECT tree_size, root_hash, time, note FROM checkpoints WHERE tree_size = ? ORDER BY time DESC LIMIT 1').get(size) as CutRow | undefined;
   }
 
-  private writeCheckpoint(): CutRow {
-    const written = this.opts.trail.checkpoints.write();
+  private async writeCheckpoint(): Promise<CutRow> {
+    const written = await this.opts.trail.checkpoints.write();
     this.opts.onCheckpoint?.(written);
     return { tree_size: written.treeSize, root_hash: written.rootHash, time: written.time, note: written.note };
   }
@@ -308,14 +308,14 @@ export class Archiver {
     };
     const found = find(witnesses.list().map((w) => w.verifier));
     if (found && found.tree_size >= Math.min(head, limit)) return found;
-    if (!this.checkpointAt(head)) this.writeCheckpoint();
+    if (!this.checkpointAt(head)) await this.writeCheckpoint();
     await witnesses.flush();
     const list = witnesses.list();
     const working = list.filter((w) => !w.error);
     const cut = working.length ? find(working.map((w) => w.verifier)) : undefined;
     const missing = list.filter((w) => w.error || !cut);
     if (!cut && working.length) throw new Error(`witnesses ${working.map((w) => w.name).join(', ')} answered, but no checkpoint after seq ${from - 1} carries their cosignatures`);
-    const chosen = cut ?? this.plainCut(from, limit, head);
+    const chosen = cut ?? (await this.plainCut(from, limit, head));
     if (missing.length) {
       this.opts.log?.error(
         `audit: archive segment of seq ${from}–${chosen.tree_size} is sealed without the cosignature of ${missing.map((w) => `witness ${w.name} (${w.error ?? 'no cosignature'})`).join(', ')}`,

@@ -171,7 +171,7 @@ export async function packSegment(
   const manifestText = `${JSON.stringify(manifest, null, 2)}\n`;
   const manifestSha256 = sha256hex(manifestText);
   writeFileSync(join(stage, 'manifest.json'), manifestText, { mode: 0o600 });
-  writeFileSync(join(stage, 'manifest.note'), signer.signText(manifestNoteText(manifestSha256)), { mode: 0o600 });
+  writeFileSync(join(stage, 'manifest.note'), await signer.signText(manifestNoteText(manifestSha256)), { mode: 0o600 });
   const out = join(stage, 'segment.tar.gz');
   await writeTarGz(
     out,

@@ -17,7 +17,7 @@
  * The newest signed version wins (the store's sequence orders them), so two edits made at once on
  * two gateways end with every gateway enforcing the later one.
  */
-import { createHash, type KeyObject, sign } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import type Database from 'better-sqlite3';
 import type pg from 'pg';
 import { canonicalize } from '../../../shared/canonical-json';
@@ -62,7 +62,8 @@ export class DocumentSync {
   constructor(
     private readonly db: Database.Database,
     private readonly gateway: string,
-    private readonly signingKey: KeyObject,
+    /** This gateway's signature over a text, base64 (its checkpoint key: shipper-worker.ts). */
+    private readonly sign: (text: string) => Promise<string>,
   ) {}
 
   async round(c: pg.Client, trust: TrustSet): Promise<PulledDocument[]> {
@@ -99,7 +100,7 @@ export class DocumentSync {
       if (!seed && body['source'] !== 'console') continue;
       const content = contentOf(body);
       const hash = contentHash(content);
-      const signature = sign(null, Buffer.from(signedText(kind, hash, this.gateway, v.version, v.created_at)), this.signingKey).toString('base64');
+      const signature = await this.sign(signedText(kind, hash, this.gateway, v.version, v.created_at));
       await c.query(
         'INSERT INTO custody_documents (kind, content, hash, gateway, version, author, author_name, created_at, signature) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (gateway, kind, version) DO NOTHING',
         [kind, canonicalize(content), hash, this.gateway, v.version, v.author, String(body['authorName'] ?? v.author), v.created_at, signature],

@@ -47,10 +47,10 @@ export function enrolmentRequestText(id: string, name: string, time: number): st
 }
 
 /** The identity of the gateway holding `signer` (its checkpoint-signing key). */
-export function gatewayIdentity(signer: { name: string; publicKey: Buffer; signText(text: string): string }, time = Date.now()): GatewayIdentity {
+export async function gatewayIdentity(signer: { name: string; publicKey: Buffer; signText(text: string): Promise<string> }, time = Date.now()): Promise<GatewayIdentity> {
   const id = keyFingerprint(signer.publicKey);
   const name = hostname() || 'localhost';
-  return { id, publicKey: signer.publicKey.toString('base64'), keyName: signer.name, name, request: signer.signText(enrolmentRequestText(id, name, time)) };
+  return { id, publicKey: signer.publicKey.toString('base64'), keyName: signer.name, name, request: await signer.signText(enrolmentRequestText(id, name, time)) };
 }
 
 /** The signed-note verifier for a row's key. */

@@ -22,7 +22,7 @@
  * The event that records a key's creation or revocation (`key.created`, `key.revoked`) is in the
  * chain of the gateway where it happened; the others copy the row.
  */
-import { createPublicKey, type KeyObject, sign, verify } from 'node:crypto';
+import { type KeyObject, verify } from 'node:crypto';
 import type Database from 'better-sqlite3';
 import type pg from 'pg';
 import { canonicalize } from '../../../shared/canonical-json';
@@ -87,15 +87,9 @@ export class KeySync {
   constructor(
     private readonly db: Database.Database,
     private readonly gateway: string,
-    private readonly signingKey: KeyObject,
-  ) {
-    // The key must be this gateway's: a signature nobody can check would only be noise.
-    if (keyFingerprint(createPublicKey(signingKey).export({ format: 'der', type: 'spki' }).subarray(-32)) !== gateway) throw new Error('the key-sync signing key is not this gateway key');
-  }
-
-  private sign(text: string): string {
-    return sign(null, Buffer.from(text), this.signingKey).toString('base64');
-  }
+    /** This gateway's signature over a text, base64 (its checkpoint key: shipper-worker.ts). */
+    private readonly sign: (text: string) => Promise<string>,
+  ) {}
 
   /**
    * One round: sign and push what the local table holds that this gateway has not signed yet, then
@@ -133,7 +127,7 @@ export class KeySync {
         );
         const stored = (await c.query<CreationFields & { created_at: string }>('SELECT id, name, hash, groups, created_at, created_by FROM custody_api_keys WHERE id = $1', [r.id])).rows[0];
         if (!stored || creationText({ ...stored, created_at: num(stored.created_at) }) !== creationText(r)) continue;
-        await c.query('INSERT INTO custody_api_key_signatures (id, gateway, signature) VALUES ($1, $2, $3) ON CONFLICT (id, gateway) DO NOTHING', [r.id, this.gateway, this.sign(creationText(r))]);
+        await c.query('INSERT INTO custody_api_key_signatures (id, gateway, signature) VALUES ($1, $2, $3) ON CONFLICT (id, gateway) DO NOTHING', [r.id, this.gateway, await this.sign(creationText(r))]);
       }
       for (const ch of changes) {
         await c.query('INSERT INTO custody_api_key_changes (id, kind, at, gateway, signature) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id, kind, gateway) DO UPDATE SET at = LEAST(custody_api_key_changes.at, EXCLUDED.at), signature = CASE WHEN EXCLUDED.at < custody_api_key_changes.at THEN EXCLUDED.signature ELSE custody_api_key_changes.signature END', [
@@ -141,7 +135,7 @@ export class KeySync {
           ch.kind,
           ch.at,
           this.gateway,
-          this.sign(changeText(ch.id, ch.kind, ch.at)),
+          await this.sign(changeText(ch.id, ch.kind, ch.at)),
         ]);
       }
       await c.query('COMMIT');

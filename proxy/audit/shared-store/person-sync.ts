@@ -26,7 +26,6 @@
  * rows to apply are written on the commit thread by the gateway's thread (`PERSON_APPLY_SQL`),
  * before the keys of the same round, and the person directory is re-read.
  */
-import { type KeyObject, sign } from 'node:crypto';
 import type Database from 'better-sqlite3';
 import type pg from 'pg';
 import { canonicalize } from '../../../shared/canonical-json';
@@ -85,7 +84,8 @@ export class PersonSync {
   constructor(
     private readonly db: Database.Database,
     private readonly gateway: string,
-    private readonly signingKey: KeyObject,
+    /** This gateway's signature over a text, base64 (its checkpoint key: shipper-worker.ts). */
+    private readonly sign: (text: string) => Promise<string>,
   ) {}
 
   /** The store's id for a local person id (the local user's person is one per gateway). */
@@ -95,10 +95,6 @@ export class PersonSync {
 
   private fromStore(id: string): string {
     return id === `${LOCAL_PERSON}@${this.gateway}` ? LOCAL_PERSON : id;
-  }
-
-  private sign(text: string): string {
-    return sign(null, Buffer.from(text), this.signingKey).toString('base64');
   }
 
   private localPersons(): Map<string, LocalPerson> {
@@ -133,21 +129,21 @@ export class PersonSync {
         await c.query('INSERT INTO custody_persons (id, name, created_at, created_by, origin) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING', [p.id, p.name, p.created_at, p.created_by, this.gateway]);
         const stored = (await c.query<SharedPerson & { created_at: string }>('SELECT id, name, created_at, created_by FROM custody_persons WHERE id = $1', [p.id])).rows[0];
         if (!stored || personText({ ...stored, created_at: Number(stored.created_at) }) !== personText(p)) continue;
-        await c.query('INSERT INTO custody_person_signatures (id, gateway, signature) VALUES ($1, $2, $3) ON CONFLICT (id, gateway) DO NOTHING', [p.id, this.gateway, this.sign(personText(p))]);
+        await c.query('INSERT INTO custody_person_signatures (id, gateway, signature) VALUES ($1, $2, $3) ON CONFLICT (id, gateway) DO NOTHING', [p.id, this.gateway, await this.sign(personText(p))]);
       }
       for (const l of links) {
         await c.query(
           `INSERT INTO custody_person_links (credential, gateway, person, kind, linked_at, linked_by, signature) VALUES ($1, $2, $3, $4, $5, $6, $7)
            ON CONFLICT (credential, gateway) DO UPDATE SET person = EXCLUDED.person, kind = EXCLUDED.kind, linked_at = EXCLUDED.linked_at, linked_by = EXCLUDED.linked_by, signature = EXCLUDED.signature
            WHERE EXCLUDED.linked_at >= custody_person_links.linked_at`,
-          [l.credential, this.gateway, l.person, l.kind, l.linked_at, l.linked_by, this.sign(linkText(l))],
+          [l.credential, this.gateway, l.person, l.kind, l.linked_at, l.linked_by, await this.sign(linkText(l))],
         );
       }
       for (const l of locks) {
         await c.query(
           `INSERT INTO custody_person_locks (id, gateway, at, locked_by, signature) VALUES ($1, $2, $3, $4, $5)
            ON CONFLICT (id, gateway) DO UPDATE SET at = EXCLUDED.at, locked_by = EXCLUDED.locked_by, signature = EXCLUDED.signature WHERE EXCLUDED.at < custody_person_locks.at`,
-          [l.id, this.gateway, l.at, l.by, this.sign(lockText(l))],
+          [l.id, this.gateway, l.at, l.by, await this.sign(lockText(l))],
         );
       }
       await c.query('COMMIT');

@@ -12,8 +12,8 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
-import type { KeyObject } from 'node:crypto';
 import type pg from 'pg';
+import { keyFingerprint, rawSigner, type SigningKeySpec, specPublicKey } from '../checkpoint-signer';
 import { enrol, findApproval, type GatewayIdentity } from './enrolment';
 import { DocumentSync } from './doc-sync';
 import { KeySync, LocalTrust } from './key-sync';
@@ -22,7 +22,12 @@ import { connectStore, migrateSharedStore, type StoreConnection } from './schema
 import { localHead, SHIP_BATCH, ShipRefusedError, shipAll, shipOnce } from './shipping';
 import { ADMISSION_META, type ShipperCommand, type ShipperStatus } from './shipper';
 
-const { dbPath, conn, identity, signingKey } = workerData as { dbPath: string; conn: StoreConnection; identity: GatewayIdentity; signingKey: KeyObject };
+const { dbPath, conn, identity, signingKey } = workerData as { dbPath: string; conn: StoreConnection; identity: GatewayIdentity; signingKey: SigningKeySpec };
+// The key must be this gateway's: a signature nobody can check would only be noise.
+if (keyFingerprint(specPublicKey(signingKey)) !== identity.id) throw new Error('the shared store signing key is not this gateway key');
+const signRaw = rawSigner(signingKey);
+/** This gateway's signature over a row's text, base64 (key-sync.ts, doc-sync.ts, person-sync.ts). */
+const signRow = async (text: string): Promise<string> => (await signRaw(Buffer.from(text))).toString('base64');
 const port = parentPort!;
 
 const IDLE_MS = 50;
@@ -41,10 +46,10 @@ let stopping = false;
 let backoff = BACKOFF_MIN_MS;
 let lastShipAt = 0;
 let lastKeySyncAt = 0;
-const keySync = new KeySync(db, identity.id, signingKey);
+const keySync = new KeySync(db, identity.id, signRow);
 const localTrust = new LocalTrust(db, identity);
-const docSync = new DocumentSync(db, identity.id, signingKey);
-const personSync = new PersonSync(db, identity.id, signingKey);
+const docSync = new DocumentSync(db, identity.id, signRow);
+const personSync = new PersonSync(db, identity.id, signRow);
 /** The gateway that approved this one, pinned in the local meta at its first admission (key-sync.ts trusts it). */
 let approver = (() => {
   const raw = (db.prepare('SELECT value FROM meta WHERE key = ?').get(ADMISSION_META) as { value: string } | undefined)?.value;

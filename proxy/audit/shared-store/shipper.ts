@@ -126,11 +126,12 @@ export class SharedStoreMember implements RemoteCommitter {
   }
 
   /** Starts the worker that joins the store `config` names and ships this gateway's chain to it. */
-  static start(deps: MemberDeps & { signer: CheckpointSigner; config: StoreConfig }): SharedStoreMember {
+  static async start(deps: MemberDeps & { signer: CheckpointSigner; config: StoreConfig }): Promise<SharedStoreMember> {
     const src = workerSource(import.meta.url, './shipper-worker');
     if (!src) throw new Error('the shared store worker cannot be loaded from this build');
-    const identity = gatewayIdentity(deps.signer);
-    // The worker signs this gateway's key rows with its checkpoint key (key-sync.ts).
+    const identity = await gatewayIdentity(deps.signer);
+    // The worker signs this gateway's key rows with its checkpoint key (key-sync.ts): a key file's
+    // key is handed over in this process, an audit.signer program is run from the worker.
     const worker = new Worker(src.entry, { ...src.options, workerData: { dbPath: deps.store.path, conn: storeConnection(deps.config), identity, signingKey: deps.signer.signingKeyForThread() } });
     const member = new SharedStoreMember(worker, deps, identity, deps.config);
     deps.log.info(`shared store ${member.label}: this gateway is ${identity.id}${member.admittedBefore ? ` (${member.admittedBefore.status} before)` : ''}`);

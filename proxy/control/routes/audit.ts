@@ -83,6 +83,7 @@ export function registerAuditRoutes(router: Router, s: GatewayServices): void {
         publicKey: st.key.verifierKey,
         fingerprint: st.key.fingerprint,
         key: st.key,
+        signer: st.signer,
         checkpointInterval: st.checkpointInterval,
         lastCheckpoint: st.lastCheckpoint,
         lastVerification: verificationView(st.lastVerification),
