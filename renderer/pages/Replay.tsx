@@ -15,7 +15,7 @@ import { SqlTerminal } from '../components/SqlTerminal';
 import { SshTerminal } from '../components/SshTerminal';
 import { Badge, Button, copyText, Empty, ErrorBox, Loading, MaskedText, Modal } from '../components/ui';
 import { type Block, buildConversation, materialize, type Part } from '../lib/conversation';
-import { formatClock, formatDateTime, formatDuration, formatTime, shortId } from '../lib/format';
+import { formatClock, formatDateTime, formatDuration, formatTime, gatewayLabel, shortId } from '../lib/format';
 import { holdCreatedSeq } from '../lib/holds';
 import { Node } from '../lib/rich';
 import {
@@ -41,6 +41,8 @@ import { buildSshTranscript } from '../lib/ssh-transcript';
 interface Loaded {
   session: SessionSummary;
   events: AuditEvent[];
+  /** Another gateway's session: events whose rows in the shared store no longer match their hashes. */
+  altered?: number[];
 }
 
 export function ReplayPage({ id, eventSeq, holdId }: { id: string; eventSeq?: number; holdId?: string }) {
@@ -164,6 +166,12 @@ function Player({ data, eventSeq }: { data: Loaded; eventSeq?: number }) {
             )} {formatDateTime(session.startedAt)} · {formatDuration((session.endedAt ?? session.lastEventAt) - session.startedAt)} · {session.requests} requests · {events.length} events
             {session.masked > 0 && <> · {session.masked} masked</>}
             {session.holds > 0 && <> · {session.holds} held</>} · <code title={session.id}>{shortId(session.id)}</code>
+            {session.gateway && (
+              <span data-testid="replay-gateway" title={session.gateway}>
+                {' '}
+                · recorded by {gatewayLabel(session.gateway, session.gatewayName)}
+              </span>
+            )}
           </div>
         </div>
         <div className="replay-actions">
@@ -173,6 +181,12 @@ function Player({ data, eventSeq }: { data: Loaded; eventSeq?: number }) {
           </Button>
         </div>
       </header>
+      {data.altered && data.altered.length > 0 && (
+        <div className="banner banner-error" role="alert" data-testid="replay-altered">
+          {data.altered.length} event{data.altered.length === 1 ? '' : 's'} of this recording (seq {data.altered.slice(0, 5).join(', ')}
+          {data.altered.length > 5 ? ', …' : ''}) no longer match their hashes in the shared store: the copy there was changed. The recording gateway&apos;s own log still holds them; run custody verify --store.
+        </div>
+      )}
       <div className="replay-body">
         <div className="replay-stage">
           {events.length === 0 ? (
