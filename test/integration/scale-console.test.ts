@@ -64,12 +64,13 @@ interface Auth {
   cookie?: string;
 }
 
-async function call<T>(m: Member, path: string, auth: Auth, method = 'GET'): Promise<{ status: number; body: T; headers: Headers }> {
+async function call<T>(m: Member, path: string, auth: Auth, method = 'GET', body?: unknown): Promise<{ status: number; body: T; headers: Headers }> {
   const headers: Record<string, string> = {};
   if (auth.key) headers['authorization'] = `Bearer ${auth.key}`;
   if (auth.cookie) headers['cookie'] = `custody_session=${auth.cookie}`;
   if (method !== 'GET') headers['origin'] = `http://${m.gw!.control}`;
-  const res = await fetch(`http://${m.gw!.control}${path}`, { method, headers });
+  if (body !== undefined) headers['content-type'] = 'application/json';
+  const res = await fetch(`http://${m.gw!.control}${path}`, { method, headers, ...(body !== undefined ? { body: JSON.stringify(body) } : {}) });
   const text = await res.text();
   return { status: res.status, body: (text ? JSON.parse(text) : undefined) as T, headers: res.headers };
 }
@@ -230,6 +231,31 @@ describe('the console of any gateway on one store', () => {
     await until('A accepts the cookie B issued', async () => (await call(a, '/api/me', { cookie: fromB })).status === 200);
     assert.equal((await call(b, '/api/auth/logout', { cookie: fromB }, 'POST')).status, 204);
     await until('A refuses it after logout on B', async () => (await call(a, '/api/me', { cookie: fromB })).status === 401, 5000);
+  });
+
+  it('a person locked on A is signed out of B', async () => {
+    const created = await call<{ key: string; person: string }>(a, '/api/keys', { key: a.key }, 'POST', { name: 'dana-admin', groups: ['admin'], newOwner: 'Dana' });
+    assert.equal(created.status, 200, JSON.stringify(created.body));
+    const dana = created.body.key;
+    await until("Dana's key on B", async () => (await call(b, '/api/me', { key: dana })).status === 200);
+    const cookie = await signIn(a, dana);
+    await until('B accepts her cookie', async () => (await call(b, '/api/me', { cookie })).status === 200);
+    const locked = await call(a, `/api/persons/${encodeURIComponent(created.body.person)}/lock`, { key: a.key }, 'POST');
+    assert.equal(locked.status, 200, JSON.stringify(locked.body));
+    const t0 = Date.now();
+    await until('B refuses her cookie', async () => (await call(b, '/api/me', { cookie })).status === 401, 5000);
+    process.stdout.write(`# a person locked on A was signed out of B's console after ${Date.now() - t0} ms\n`);
+    const digest = createHash('sha256').update(cookie).digest('hex');
+    assert.equal((await sql.query('SELECT 1 FROM custody_console_session_ends WHERE digest = $1', [digest])).rowCount, 1, 'the end is in the store for every gateway');
+  });
+
+  it("marks replayed events whose rows in the store were changed", async () => {
+    const session = (await call<SessionList>(a, '/api/sessions?protocol=http&hadMasking=true', { key: a.key })).body.sessions[0]!;
+    const row = (await sql.query<{ seq: string }>("SELECT seq FROM custody_events WHERE gateway = $1 AND session = $2 AND kind = 'http.request'", [a.id, session.id])).rows[0]!;
+    await sql.query("UPDATE custody_events SET payload = replace(payload, 'lunch', 'dinner') WHERE gateway = $1 AND seq = $2", [a.id, row.seq]);
+    const replay = (await call<SessionEvents>(b, `/api/sessions/${session.id}/events`, { key: b.key })).body;
+    assert.deepEqual(replay.altered, [Number(row.seq)]);
+    assert.equal((await call<SessionEvents>(a, `/api/sessions/${session.id}/events`, { key: a.key })).body.altered, undefined, "A replays its own log, which still holds the row");
   });
 
   it('refuses a session row written into the store by hand', async () => {
