@@ -42,6 +42,9 @@ export interface ConsoleSessionPeers {
   end(digests: string[]): void;
 }
 
+/** A session cookie as `create` makes it: 32 random bytes, base64url. */
+const COOKIE_SHAPE = /^[A-Za-z0-9_-]{43}$/;
+
 /** Ends this gateway heard of, kept so a cookie that ended is not looked up again (bounded). */
 const ENDED_KEPT = 10_000;
 
@@ -91,7 +94,8 @@ export class ConsoleSessions {
    */
   async resolve(id: string, now = Date.now()): Promise<Identity | undefined> {
     const d = digest(id);
-    if (!this.peers || this.db.prepare('SELECT 1 FROM console_sessions WHERE id = ?').get(d) || this.ended.has(d)) return this.get(id, now);
+    // Only what `create` makes is looked up in the store: a cookie of any other shape costs no query.
+    if (!this.peers || !COOKIE_SHAPE.test(id) || this.db.prepare('SELECT 1 FROM console_sessions WHERE id = ?').get(d) || this.ended.has(d)) return this.get(id, now);
     const found = await this.peers.lookup(d);
     if (found === 'ended') this.remember([d]);
     if (!found || found === 'ended' || found.expiresAt <= now) return undefined;

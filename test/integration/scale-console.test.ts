@@ -13,7 +13,7 @@
  *   signed by a key of its own) is refused.
  */
 import assert from 'node:assert/strict';
-import { createHash, generateKeyPairSync, sign } from 'node:crypto';
+import { createHash, generateKeyPairSync, randomBytes, sign } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -259,7 +259,9 @@ describe('the console of any gateway on one store', () => {
   });
 
   it('refuses a session row written into the store by hand', async () => {
-    const forged = 'forged-cookie-value-0123456789abcdef0123456789';
+    // Shaped like a real cookie (32 random bytes, base64url), so the gateways do look it up.
+    const forged = randomBytes(32).toString('base64url');
+    const forged2 = randomBytes(32).toString('base64url');
     const digest = createHash('sha256').update(forged).digest('hex');
     const identity = canonicalize({ subject: 'key:forged', name: 'mallory', groups: ['admin'], roles: ['admin', 'user'], via: 'console' });
     const now = Date.now();
@@ -271,10 +273,10 @@ describe('the console of any gateway on one store', () => {
     const raw = publicKey.export({ format: 'der', type: 'spki' }).subarray(-32);
     const id = keyFingerprint(raw);
     await sql.query("INSERT INTO custody_gateways (id, public_key, key_name, name, status, request, requested_at, last_seen) VALUES ($1, $2, 'forged', 'forged', 'approved', '', 0, 0)", [id, raw.toString('base64')]);
-    const digest2 = createHash('sha256').update(`${forged}2`).digest('hex');
+    const digest2 = createHash('sha256').update(forged2).digest('hex');
     const text = `custody-console-session/v1\n${canonicalize([digest2, identity, now, now + 3_600_000, id])}`;
     await sql.query('INSERT INTO custody_console_sessions (digest, identity, created_at, expires_at, gateway, signature) VALUES ($1, $2, $3, $4, $5, $6)', [digest2, identity, now, now + 3_600_000, id, sign(null, Buffer.from(text), privateKey).toString('base64')]);
-    assert.equal((await call(b, '/api/me', { cookie: `${forged}2` })).status, 401);
-    assert.equal((await call(a, '/api/me', { cookie: `${forged}2` })).status, 401);
+    assert.equal((await call(b, '/api/me', { cookie: forged2 })).status, 401);
+    assert.equal((await call(a, '/api/me', { cookie: forged2 })).status, 401);
   });
 });
