@@ -23,6 +23,30 @@ export const HOLDS_LOCK = 0x63757376;
 /** Every write to custody_console_session_ends takes this lock first (ends are read by change number). */
 export const CONSOLE_ENDS_LOCK = 0x63757377;
 
+/**
+ * The session index (`custody_sessions`) of every chain, counted from its shipped events as the
+ * SQLite index counts them (chain-writer.ts, `countInSession`): migration 6 fills it for chains
+ * shipped before it; from then on the shipper keeps it (session-index.ts).
+ */
+export const SESSION_INDEX_BACKFILL = `
+      INSERT INTO custody_sessions (gateway, id, connection, protocol, actor, actor_name, started_at, last_event_at, ended_at, events, requests, holds, masked, denied, errors)
+      SELECT gateway, session,
+        (array_agg(connection ORDER BY seq))[1],
+        (array_agg(CASE WHEN kind LIKE 'pg.%' THEN 'postgres' WHEN kind LIKE 'http.%' THEN 'http' WHEN kind LIKE 'ssh.%' THEN 'ssh'
+                        WHEN kind = 'session.start' AND payload IS NOT NULL THEN CASE WHEN (payload::jsonb ->> 'protocol') IN ('postgres', 'http', 'ssh') THEN payload::jsonb ->> 'protocol' ELSE 'control' END
+                        ELSE 'control' END ORDER BY seq))[1],
+        (array_agg(actor ORDER BY seq))[1],
+        max(CASE WHEN kind = 'session.start' AND payload IS NOT NULL THEN payload::jsonb ->> 'actorName' END),
+        min(time), max(time), max(CASE WHEN kind = 'session.end' THEN time END),
+        count(*),
+        count(CASE WHEN kind IN ('http.request', 'pg.statement', 'ssh.request', 'ssh.sftp') THEN 1 END),
+        count(CASE WHEN kind = 'hold.created' THEN 1 END),
+        coalesce(sum(CASE WHEN spans IS NOT NULL THEN json_array_length(spans::json) END), 0),
+        count(CASE WHEN kind = 'policy.decision' AND payload IS NOT NULL THEN CASE WHEN payload::jsonb ->> 'action' IN ('deny', 'denied', 'expired') THEN 1 END
+                   WHEN kind = 'hold.resolved' AND payload IS NOT NULL THEN CASE WHEN payload::jsonb ->> 'state' IN ('deny', 'denied', 'expired') THEN 1 END END),
+        count(CASE WHEN kind IN ('http.error', 'pg.error', 'ssh.error') THEN 1 END)
+      FROM custody_events WHERE session IS NOT NULL GROUP BY gateway, session`;
+
 export const PG_MIGRATIONS: PgMigration[] = [
   {
     version: 1,
@@ -236,23 +260,7 @@ export const PG_MIGRATIONS: PgMigration[] = [
       CREATE INDEX custody_sessions_id ON custody_sessions (id);
       CREATE INDEX custody_events_session ON custody_events (session, gateway, seq) WHERE session IS NOT NULL;
       -- Chains shipped before this migration: their sessions, counted from the shipped events.
-      INSERT INTO custody_sessions (gateway, id, connection, protocol, actor, actor_name, started_at, last_event_at, ended_at, events, requests, holds, masked, denied, errors)
-      SELECT gateway, session,
-        (array_agg(connection ORDER BY seq))[1],
-        (array_agg(CASE WHEN kind LIKE 'pg.%' THEN 'postgres' WHEN kind LIKE 'http.%' THEN 'http' WHEN kind LIKE 'ssh.%' THEN 'ssh'
-                        WHEN kind = 'session.start' AND payload IS NOT NULL THEN CASE WHEN (payload::jsonb ->> 'protocol') IN ('postgres', 'http', 'ssh') THEN payload::jsonb ->> 'protocol' ELSE 'control' END
-                        ELSE 'control' END ORDER BY seq))[1],
-        (array_agg(actor ORDER BY seq))[1],
-        max(CASE WHEN kind = 'session.start' AND payload IS NOT NULL THEN payload::jsonb ->> 'actorName' END),
-        min(time), max(time), max(CASE WHEN kind = 'session.end' THEN time END),
-        count(*),
-        count(CASE WHEN kind IN ('http.request', 'pg.statement', 'ssh.request', 'ssh.sftp') THEN 1 END),
-        count(CASE WHEN kind = 'hold.created' THEN 1 END),
-        coalesce(sum(CASE WHEN spans IS NOT NULL THEN json_array_length(spans::json) END), 0),
-        count(CASE WHEN kind = 'policy.decision' AND payload IS NOT NULL THEN CASE WHEN payload::jsonb ->> 'action' = 'deny' THEN 1 END
-                   WHEN kind = 'hold.resolved' AND payload IS NOT NULL THEN CASE WHEN payload::jsonb ->> 'state' IN ('denied', 'expired') THEN 1 END END),
-        count(CASE WHEN kind IN ('http.error', 'pg.error', 'ssh.error') THEN 1 END)
-      FROM custody_events WHERE session IS NOT NULL GROUP BY gateway, session;
+      ${SESSION_INDEX_BACKFILL};
 
       -- Console sign-in sessions (console-session-rows.ts): only the SHA-256 of the cookie, the
       -- identity, and an Ed25519 signature by the gateway that made it; another gateway accepts it
