@@ -18,11 +18,12 @@ import { PG_EVENT_COLUMNS, payloadIntact, type PgEventRow, rowChainHash } from '
 /** A shipped row as the index reads it (shipping.ts's batch): the payload as canonical JSON, or null once purged. */
 export type ShippedRow = Pick<EventRow, 'seq' | 'time' | 'kind' | 'session' | 'actor' | 'connection' | 'spans'> & { payload: string | null };
 
-/** Payload fields the index reads: parsed only for the kinds that carry them. */
-function payloadFields(r: ShippedRow, needName: boolean): Record<string, unknown> {
-  if (r.payload === null) return {};
-  const read = r.kind === 'session.start' || r.kind === 'policy.decision' || r.kind === 'hold.resolved' || (needName && r.payload.length < 4096);
-  if (!read) return {};
+/**
+ * Payload fields the index reads, parsed only for the kinds that carry them: who and which protocol
+ * (`session.start`, every session's first event), and the decisions counted as denials.
+ */
+function payloadFields(r: ShippedRow): Record<string, unknown> {
+  if (r.payload === null || (r.kind !== 'session.start' && r.kind !== 'policy.decision' && r.kind !== 'hold.resolved')) return {};
   try {
     const p = JSON.parse(r.payload) as unknown;
     return p && typeof p === 'object' ? (p as Record<string, unknown>) : {};
@@ -37,7 +38,7 @@ export function sessionDeltas(rows: readonly ShippedRow[]): SessionDelta[] {
   for (const r of rows) {
     if (!r.session) continue;
     const d = deltas.get(r.session);
-    const p = payloadFields(r, !d || d.actorName === null);
+    const p = payloadFields(r);
     const decision = r.kind === 'policy.decision' ? p['action'] : r.kind === 'hold.resolved' ? p['state'] : undefined;
     const e: PreparedEvent = {
       kind: r.kind as PreparedEvent['kind'],
@@ -48,9 +49,9 @@ export function sessionDeltas(rows: readonly ShippedRow[]): SessionDelta[] {
       text: '',
       spansText: r.spans,
       masked: r.spans ? (JSON.parse(r.spans) as unknown[]).length : 0,
-      actorName: typeof p['actorName'] === 'string' ? p['actorName'] : null,
+      actorName: r.kind === 'session.start' && typeof p['actorName'] === 'string' ? p['actorName'] : null,
       decision: typeof decision === 'string' ? decision : null,
-      protocol: typeof p['protocol'] === 'string' ? p['protocol'] : null,
+      protocol: r.kind === 'session.start' && typeof p['protocol'] === 'string' ? p['protocol'] : null,
     };
     const delta = d ?? newSessionDelta(r.session, e, r.time);
     if (!d) deltas.set(r.session, delta);
