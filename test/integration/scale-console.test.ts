@@ -46,6 +46,7 @@ interface Member {
 }
 const a: Member = { dir: '', file: '' };
 const b: Member = { dir: '', file: '' };
+const c: Member = { dir: '', file: '' };
 
 function setUp(m: Member, name: string): void {
   m.dir = join(root, name);
@@ -103,6 +104,7 @@ before(async () => {
   sql = await db.client();
   setUp(a, 'a');
   setUp(b, 'b');
+  setUp(c, 'c');
   a.gw = await startServe(a.file);
   a.key = a.gw.key;
   // Until the first gateway has migrated the store, its tables do not exist yet.
@@ -115,6 +117,7 @@ before(async () => {
 after(async () => {
   await a.gw?.kill();
   await b.gw?.kill();
+  await c.gw?.kill();
   await upstream?.close();
   await db?.drop();
 });
@@ -256,6 +259,32 @@ describe('the console of any gateway on one store', () => {
     const replay = (await call<SessionEvents>(b, `/api/sessions/${session.id}/events`, { key: b.key })).body;
     assert.deepEqual(replay.altered, [Number(row.seq)]);
     assert.equal((await call<SessionEvents>(a, `/api/sessions/${session.id}/events`, { key: a.key })).body.altered, undefined, "A replays its own log, which still holds the row");
+  });
+
+  it('a third gateway, approved by A: its sessions and sign-ins reach B, which trusts it through A', async () => {
+    c.gw = await startServe(c.file);
+    c.key = c.gw.key;
+    c.id = await until('C pending', async () => (await sql.query<{ id: string }>("SELECT id FROM custody_gateways WHERE status = 'pending'")).rows[0]?.id);
+    // Only admins see and approve gateways.
+    const reviewer = (await call<{ key: string }>(a, '/api/keys', { key: a.key }, 'POST', { name: 'rita', groups: ['reviewer'], newOwner: 'Rita' })).body.key;
+    assert.equal((await call(a, '/api/gateways', { key: reviewer })).status, 403);
+    assert.equal((await call(a, `/api/gateways/${encodeURIComponent(c.id)}/approve`, { key: reviewer }, 'POST')).status, 403);
+    assert.equal((await call(a, '/api/gateways', {})).status, 401);
+    assert.equal((await call<GatewayView>(a, `/api/gateways/${encodeURIComponent(c.id)}/approve`, { key: a.key }, 'POST')).status, 200);
+    await until('C serving', async () => (await chatVia(c, c.key!, 'from C').catch(() => undefined))?.choices.length);
+    const onC = (await call<SessionList>(c, '/api/sessions', { key: c.key })).body.sessions.find((s) => s.gateway === c.id)!;
+    assert.ok(onC);
+    // B lists all three gateways' sessions.
+    await until("C's session on B", async () => (await call<SessionList>(b, '/api/sessions', { key: b.key })).body.sessions.some((s) => s.id === onC.id && s.gateway === c.id));
+    const gateways = new Set((await call<SessionList>(b, '/api/sessions?limit=1000', { key: b.key })).body.sessions.map((s) => s.gateway));
+    assert.deepEqual([...gateways].sort(), [a.id, b.id, c.id].sort());
+    // B was approved by A, C too: B trusts C through A's approval of it.
+    const cookie = await signIn(c, c.key!);
+    await until("C's key on B", async () => (await call(b, '/api/me', { key: c.key })).status === 200);
+    await until('B accepts the cookie C issued', async () => (await call(b, '/api/me', { cookie })).status === 200);
+    const gw = await call<GatewayList>(b, '/api/gateways', { key: b.key });
+    assert.deepEqual(gw.body.gateways.map((g) => g.status).sort(), ['approved', 'approved', 'enrolled']);
+    assert.equal(gw.body.gateways.find((g) => g.id === c.id)!.approvedBy, a.id);
   });
 
   it('refuses a session row written into the store by hand', async () => {
