@@ -57,7 +57,9 @@ export function ReplayPage({ id, eventSeq, holdId }: { id: string; eventSeq?: nu
   }, [id]);
   useEffect(load, [load]);
   // A live session grows as it happens: its events arrive over the WebSocket and are appended.
-  const live = !!data && data.session.id === id && data.session.endedAt === null;
+  // Another gateway's session (shared store) is read from what that gateway shipped: nothing is pushed here.
+  const self = useAuth((s) => s.gateway);
+  const live = !!data && data.session.id === id && data.session.endedAt === null && !elsewhere(data.session, self);
   useEffect(() => {
     if (!live) return;
     return onMessage((msg) => {
@@ -85,6 +87,11 @@ export function ReplayPage({ id, eventSeq, holdId }: { id: string; eventSeq?: nu
   return <Player key={id} data={data} eventSeq={eventSeq ?? (holdId ? holdCreatedSeq(data.events, holdId) : undefined)} />;
 }
 
+/** A session recorded by another gateway of the shared store than the one this console talks to. */
+function elsewhere(session: SessionSummary, self: string | undefined): boolean {
+  return session.gateway !== undefined && self !== undefined && session.gateway !== self;
+}
+
 function BackLink() {
   return (
     <a className="back" href="#/sessions">
@@ -102,6 +109,8 @@ function Player({ data, eventSeq }: { data: Loaded; eventSeq?: number }) {
     return eventSeq !== undefined ? seekSeq(timeline, initial, eventSeq) : initial;
   });
   const [selected, setSelected] = useState<number | undefined>(eventSeq);
+  const self = useAuth((s) => s.gateway);
+  const remote = elsewhere(session, self);
   const live = session.endedAt === null;
   // Watching live: a player left at the end follows what arrives.
   const lastDuration = useRef(timeline.duration);
@@ -160,7 +169,7 @@ function Player({ data, eventSeq }: { data: Loaded; eventSeq?: number }) {
           <div className="subtitle">
             <Badge>{mode === 'sql' ? 'PostgreSQL' : mode === 'llm' ? 'LLM / HTTP' : mode === 'ssh' ? 'SSH' : session.protocol}</Badge>{' '}
             {live && (
-              <Badge tone="ok" title="This session is still open; what happens in it appears here as it happens">
+              <Badge tone="ok" title={remote ? 'This session is still open on the gateway that records it; reload to see what happened since' : 'This session is still open; what happens in it appears here as it happens'}>
                 live
               </Badge>
             )} {formatDateTime(session.startedAt)} · {formatDuration((session.endedAt ?? session.lastEventAt) - session.startedAt)} · {session.requests} requests · {events.length} events
@@ -175,7 +184,7 @@ function Player({ data, eventSeq }: { data: Loaded; eventSeq?: number }) {
           </div>
         </div>
         <div className="replay-actions">
-          {live && <EndSessionButton session={session} />}
+          {live && !remote && <EndSessionButton session={session} />}
           <Button icon="link" onClick={() => copyLink()} testId="copy-session-link">
             Copy link
           </Button>

@@ -185,6 +185,10 @@ describe('the console of any gateway on one store', () => {
     const request = replayB.events.find((e) => e.kind === 'http.request')!;
     assert.ok(request.spans.length > 0, 'the masked field is marked in the replayed request');
     assert.ok(!JSON.stringify(replayB.events).includes(CARD), 'the card is nowhere in the replay');
+    // Only the gateway holding a session's connection can end it.
+    const end = await call<{ error: { code: string; message: string } }>(b, `/api/sessions/${onA.id}/end`, { key: b.key }, 'POST', { reason: 'testing' });
+    assert.equal(end.status, 409);
+    assert.ok(end.body.error.message.includes(a.id!), end.body.error.message);
     // Opening it on B is recorded in B's chain, naming A.
     const viewed = await until('recording.viewed in B', async () => localEvents(b, 'recording.viewed').find((e) => e.payload['session'] === onA.id));
     assert.equal(viewed.payload['gateway'], a.id);

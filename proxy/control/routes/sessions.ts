@@ -127,7 +127,12 @@ export function registerSessionRoutes(router: Router, s: GatewayServices): void 
       const reason = typeof body?.reason === 'string' ? body.reason.trim() : '';
       if (!reason || reason.length > REASON_MAX || [...reason].some((ch) => ch.charCodeAt(0) < 0x20)) throw new HttpError(400, 'bad_request', `send {"reason": "…"}: 1 to ${REASON_MAX} printable characters saying why the session is ended`);
       const session = await s.store.settledRead(() => s.store.session(id));
-      if (!session) throw new HttpError(404, 'not_found', `no session ${id}`);
+      if (!session) {
+        // Another gateway's: only the gateway holding its connection can end it.
+        const other = s.team ? await s.team.ask('session', { id }).catch(() => null) : null;
+        if (other) throw new HttpError(409, 'not_live', `session ${id} is recorded by gateway ${other.gatewayName ?? ''} ${other.gateway}: end it from that gateway's console`);
+        throw new HttpError(404, 'not_found', `no session ${id}`);
+      }
       if (!s.liveSessions.has(id)) throw new HttpError(409, 'not_live', session.endedAt !== null ? `session ${id} has already ended` : `session ${id} cannot be ended from here (only live SSH sessions on this gateway can)`);
       s.store.appendMany([{ kind: 'session.terminated', session: id, actor: identity!.subject, connection: session.connection ?? undefined, payload: { protocol: session.protocol, by: identity!.subject, byName: identity!.name, reason } satisfies SessionTerminatedPayload }]);
       s.liveSessions.endSession(id, `ended by ${identity!.name} from the Custody console: ${reason}`);
