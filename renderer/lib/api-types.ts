@@ -119,7 +119,8 @@ export interface ConsoleApi {
   logout(): Promise<void>;
   holds(state: HoldState, limit?: number): Promise<HoldView[]>;
   decide(id: string, req: HoldDecisionRequest): Promise<HoldView | undefined>;
-  sessions(filter: SessionFilter, offset: number, limit: number): Promise<{ total: number; sessions: SessionSummary[] }>;
+  /** `incomplete`: with a shared store, why the other gateways' sessions are missing (the store did not answer). */
+  sessions(filter: SessionFilter, offset: number, limit: number): Promise<{ total: number; sessions: SessionSummary[]; incomplete?: string }>;
   /** `altered`: another gateway's session whose rows in the shared store no longer match their hashes (their seqs). */
   sessionEvents(id: string): Promise<{ session: SessionSummary; events: AuditEvent[]; altered?: number[] }>;
   /** Ends a live (SSH) session with a reason; approvers and admins. */

@@ -22,6 +22,7 @@ export function SessionsPage() {
   const list = useSessions((s) => s.list);
   const loaded = useSessions((s) => s.loaded);
   const error = useSessions((s) => s.error);
+  const incomplete = useSessions((s) => s.incomplete);
   const [connections, setConnections] = useState<string[]>([]);
   const [draft, setDraft] = useState<SessionFilter>(filter);
 
@@ -71,6 +72,11 @@ export function SessionsPage() {
         </label>
       </div>
       {error && <ErrorBox title="Could not load sessions" message={error} onRetry={() => sessionsStore.getState().reload()} />}
+      {incomplete && (
+        <div className="banner banner-muted" role="status" data-testid="sessions-incomplete">
+          Only this gateway&apos;s sessions are shown: {incomplete}
+        </div>
+      )}
       {loaded && list.total === 0 && !error ? (
         Object.values(filter).some((v) => v !== undefined && v !== '') ? (
           <Empty icon="sessions" title="No sessions match these filters" />

@@ -291,6 +291,18 @@ describe('the console of any gateway on one store', () => {
     assert.equal(gw.body.gateways.find((g) => g.id === c.id)!.approvedBy, a.id);
   });
 
+  it("lists this gateway's sessions, saying what is missing, when the store's index cannot be read", async () => {
+    await sql.query('ALTER TABLE custody_sessions RENAME TO custody_sessions_away');
+    try {
+      const r = await call<SessionList>(b, '/api/sessions', { key: b.key });
+      assert.equal(r.status, 200);
+      assert.match(r.body.incomplete ?? '', /other gateways' sessions could not be read/);
+      assert.ok(r.body.sessions.length > 0 && r.body.sessions.every((s) => s.gateway === b.id));
+    } finally {
+      await sql.query('ALTER TABLE custody_sessions_away RENAME TO custody_sessions');
+    }
+  });
+
   it('refuses a session row written into the store by hand', async () => {
     // Shaped like a real cookie (32 random bytes, base64url), so the gateways do look it up.
     const forged = randomBytes(32).toString('base64url');
