@@ -12,6 +12,7 @@ import { APPLY_PULLED_KEY_SQL, pulledKeyParams, type SharedKeyRow } from './audi
 import { personApplyStatements, type PulledPersons } from './audit/shared-store/person-sync';
 import { applyGroupDocument } from './group-config';
 import { SharedStoreMember } from './audit/shared-store/shipper';
+import { TeamStore } from './audit/shared-store/team';
 import { SharedHolds } from './approvals/shared-holds';
 import { AuditStore } from './audit/store';
 import { POSTGRES_PACING, SessionAuditWriter } from './audit/session-writer';
@@ -44,6 +45,7 @@ import { registerAuditRoutes } from './control/routes/audit';
 import { registerAuthRoutes } from './control/routes/auth';
 import { registerHoldRoutes } from './control/routes/holds';
 import { registerKeyRoutes } from './control/routes/keys';
+import { registerGatewayRoutes } from './control/routes/gateways';
 import { registerSshKeyRoutes } from './control/routes/ssh-keys';
 import { registerPersonRoutes } from './control/routes/persons';
 import { registerMaskingRoutes } from './control/routes/masking';
@@ -51,6 +53,8 @@ import { registerPolicyRoutes } from './control/routes/policies';
 import { policyContext } from './policy/context';
 import { loadOrCreateSecretFile, plainSecrets, type SecretWrapper } from './secret-wrapper';
 import type { GatewayServices } from './services';
+import { canonicalize } from '../shared/canonical-json';
+import type { Identity } from '../shared/identity';
 
 /** package.json's version; found from the source tree (proxy/) and from the desktop bundle (dist/proxy/). */
 export const VERSION: string = (() => {
@@ -255,10 +259,29 @@ export class Gateway {
       if (s.config.audit.remoteCommit === 'sync') s.store.setRemoteCommit(s.sharedStore);
       // Holds across gateways: this gateway's holds go to the store, the others' come from it.
       s.sharedHolds = SharedHolds.start({ store: s.store, bus: s.bus, holds: s.holds, log: s.log, config: s.config.store, gateway: s.sharedStore.identity.id, refusal: () => s.sharedStore?.refusal() });
+      // The console of any gateway: the group's sessions, console sign-ins made on any gateway, the gateways.
+      const team = (s.team = TeamStore.start({ dbPath: s.store.path, signer: s.audit.trail.signer, config: s.config.store, log: s.log }));
+      this.onStop(() => team.stop());
+      const warnTeam = (what: string) => (err: unknown) => s.log.warn(`shared store: ${what} (${(err as Error).message})`);
+      s.consoleSessions.share({
+        self: team.identity.id,
+        put: (p) => void team.ask('putSession', { ...p, identity: canonicalize(p.identity) }).catch(warnTeam('a console session made here could not be written to the store; it works on this gateway only')),
+        lookup: async (digest) => {
+          const r = await team.ask('lookupSession', { digest }).catch(warnTeam('a console session could not be looked up in the store'));
+          if (!r || 'missing' in r) return undefined;
+          if ('ended' in r) return 'ended';
+          return { ...r.found, identity: JSON.parse(r.found.identity) as Identity };
+        },
+        end: (digests) => void team.ask('endSessions', { digests }).catch(warnTeam('the end of a console session could not be written to the store; other gateways end it when it expires')),
+      });
+      team.onEnded((digests) => {
+        const n = s.consoleSessions.dropEnded(digests);
+        if (n) s.log.info(`shared store: ${n} console session(s) ended on another gateway of the group; ended here too`);
+      });
     }
     const routeModules: RouteModule[] = [registerAuditRoutes];
     routeModules.push(registerAuthRoutes, registerHoldRoutes, registerPolicyRoutes, registerKeyRoutes, registerPersonRoutes);
-    routeModules.push(registerMaskingRoutes);
+    routeModules.push(registerMaskingRoutes, registerGatewayRoutes);
     const bound = (name: string) => this.listeners.find((l) => l.name === name)?.address;
     const sshListeners = () => this.listeners.filter((l) => l.name.startsWith('ssh:')).map((l) => ({ connection: l.name.slice(4), address: l.address }));
     routeModules.push((router, services) => registerSshKeyRoutes(router, services, sshListeners));

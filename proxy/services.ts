@@ -5,6 +5,7 @@
 import type { Config } from '../shared/config';
 import type { AuditService } from './audit/service';
 import type { SharedStoreMember } from './audit/shared-store/shipper';
+import type { TeamStore } from './audit/shared-store/team';
 import type { AuditStore } from './audit/store';
 import type { EventBus } from './bus';
 import type { ApiKeyStore } from './identity/api-keys';
@@ -57,6 +58,8 @@ export interface GatewayServices {
   sharedStore?: SharedStoreMember;
   /** With `store.url`: holds across the gateways of the shared store. */
   sharedHolds?: SharedHolds;
+  /** With `store.url`: the console's reads of the group (other gateways' sessions, console sign-ins, the gateways). */
+  team?: TeamStore;
   /** Why the proxies refuse every request right now (not admitted to the shared store), or undefined. */
   admissionRefusal?(): string | undefined;
   /** Gateway version, shown by /api/health and the console. */

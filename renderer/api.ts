@@ -102,7 +102,7 @@ export const httpApi: ConsoleApi = {
       page = (await request('GET /api/sessions/:id/events', { params: { id }, query: `after=${after}&limit=${LIMIT}` })).events;
       events.push(...page);
     }
-    return { session: first.session, events };
+    return { session: first.session, events, ...(first.altered ? { altered: first.altered } : {}) };
   },
   policies: async () => readPolicySet(await request('GET /api/policies', {})),
   putPolicies: async (rules, baseVersion) => readPolicySet(await request('PUT /api/policies', { body: { rules, ...(baseVersion !== undefined && baseVersion !== null ? { baseVersion } : {}) } })),
@@ -148,4 +148,6 @@ export const httpApi: ConsoleApi = {
   testConnection: (name) => request('POST /api/connections/:name/test', { params: { name } }),
   testDraft: (connection) => request('POST /api/connections/test', { body: connection }),
   dashboard: (from, to, buckets) => request('GET /api/dashboard', { query: `from=${from}&to=${to}&buckets=${buckets}` }),
+  gateways: () => request('GET /api/gateways', {}),
+  approveGateway: (id) => request('POST /api/gateways/:id/approve', { params: { id } }),
 };

@@ -52,6 +52,35 @@ export interface SharedStoreHealth {
   failingSince?: number;
 }
 
+/** A gateway of the shared store's group, as the Audit page's Gateways view shows it. */
+export interface GatewayView {
+  /** The fingerprint of its checkpoint-signing key (`SHA256:…`). */
+  id: string;
+  /** Its host name. */
+  name: string;
+  status: 'enrolled' | 'pending' | 'approved';
+  requestedAt: number;
+  /** The gateway that approved it, and where its `gateway.approved` sits in that gateway's chain. */
+  approvedBy: string | null;
+  approvalSeq: number | null;
+  /** The last seq of its chain in the store. */
+  shippedSeq: number;
+  /** When it last shipped or touched its row. */
+  lastSeen: number;
+  /** Its hold lease, on the store's clock (absent until its hold worker first renewed it). */
+  lease: { renewedAt: number; expiresAt: number } | null;
+  /** Why a pending gateway cannot be approved (its id is not its key's fingerprint, its request is not signed by it). */
+  problem?: string;
+  /** The gateway answering. */
+  self: boolean;
+}
+
+export interface GatewayList {
+  /** This gateway's id; null without a shared store (then there is no group). */
+  self: string | null;
+  gateways: GatewayView[];
+}
+
 export interface HealthResponse {
   status: 'ok' | 'degraded';
   version: string;
@@ -81,6 +110,8 @@ export interface HoldList {
 export interface SessionList {
   total: number;
   sessions: SessionSummary[];
+  /** With a shared store: why the other gateways' sessions are missing from this list (the store did not answer). */
+  incomplete?: string;
 }
 
 /** Ends a live session (SSH) from the console; the reason is recorded and shown to the client. */
@@ -98,6 +129,8 @@ export interface SessionEvents {
   events: AuditEvent[];
   /** Set when the viewer may replay the session only up to this event (an approver of a hold in it). */
   upToSeq?: number;
+  /** Another gateway's session, read from the shared store: seqs of events whose stored row no longer matches its hashes. */
+  altered?: number[];
 }
 
 // ---- policies -----------------------------------------------------------------------------------
@@ -549,6 +582,9 @@ export interface ApiRoutes {
   'POST /api/connections/:name/test': { response: ConnectionTestResult };
 
   'GET /api/dashboard': { response: DashboardData };
+
+  'GET /api/gateways': { response: GatewayList };
+  'POST /api/gateways/:id/approve': { response: GatewayView };
 }
 
 export type ApiRoute = keyof ApiRoutes;

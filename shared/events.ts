@@ -650,6 +650,8 @@ export interface RecordingViewedPayload {
   session: string;
   /** The viewer's display name. */
   viewer: string;
+  /** Another gateway's session (read from the shared store): the gateway that recorded it. */
+  gateway?: string;
 }
 
 /** `gateway.start`: the version and every listener's bound address. */
@@ -762,6 +764,8 @@ export interface GatewayApprovedPayload {
   requestedAt: number;
   /** The approving gateway's id (this chain's). */
   by: string;
+  /** Approved in the console: who did it (absent when approved with `custody gateways approve`). */
+  actorName?: string;
 }
 
 /**
@@ -842,6 +846,9 @@ export interface SessionSummary {
   masked: number;
   denied: number;
   errors: number;
+  /** With a shared store: the gateway that recorded it (its id, the fingerprint of its key), and its host name. */
+  gateway?: string;
+  gatewayName?: string;
 }
 
 /** Filters of `GET /api/sessions` (and the store's session index query). */

@@ -138,7 +138,7 @@ export function attachEventsSocket(server: Server, s: GatewayServices, opts: Eve
     if (c.cookie) {
       // An IdP session is refreshed here too, so a console that only listens keeps its session.
       await s.login.refreshSession(c.cookie, s.consoleSessions);
-      return s.consoleSessions.get(c.cookie) !== undefined;
+      return (await s.consoleSessions.resolve(c.cookie)) !== undefined;
     }
     if (c.bearer) {
       try {
@@ -216,7 +216,7 @@ export function attachEventsSocket(server: Server, s: GatewayServices, opts: Eve
     let via: Pick<Client, 'cookie' | 'bearer'> = {};
     if (cookie && req.headers.origin !== undefined) {
       await s.login.refreshSession(cookie, s.consoleSessions);
-      identity = s.consoleSessions.get(cookie);
+      identity = await s.consoleSessions.resolve(cookie);
       if (identity) via = { cookie };
     }
     if (!identity && bearer) {

@@ -87,7 +87,7 @@ export async function startControlPlane(
     if (cookie) {
       // An IdP session near the end of its access token is refreshed first (groups read again).
       await s.login.refreshSession(cookie, s.consoleSessions);
-      const identity = s.consoleSessions.get(cookie);
+      const identity = await s.consoleSessions.resolve(cookie);
       if (identity) return identity;
     }
     const credential = credentialFrom(req.headers);

@@ -14,6 +14,8 @@ import type {
   DetectorCatalog,
   DryRunReport,
   ExportRequest,
+  GatewayList,
+  GatewayView,
   HealthResponse,
   KeyView,
   MaskingDocument,
@@ -119,8 +121,10 @@ export interface ConsoleApi {
   logout(): Promise<void>;
   holds(state: HoldState, limit?: number): Promise<HoldView[]>;
   decide(id: string, req: HoldDecisionRequest): Promise<HoldView | undefined>;
-  sessions(filter: SessionFilter, offset: number, limit: number): Promise<{ total: number; sessions: SessionSummary[] }>;
-  sessionEvents(id: string): Promise<{ session: SessionSummary; events: AuditEvent[] }>;
+  /** `incomplete`: with a shared store, why the other gateways' sessions are missing (the store did not answer). */
+  sessions(filter: SessionFilter, offset: number, limit: number): Promise<{ total: number; sessions: SessionSummary[]; incomplete?: string }>;
+  /** `altered`: another gateway's session whose rows in the shared store no longer match their hashes (their seqs). */
+  sessionEvents(id: string): Promise<{ session: SessionSummary; events: AuditEvent[]; altered?: number[] }>;
   /** Ends a live (SSH) session with a reason; approvers and admins. */
   endSession(id: string, reason: string): Promise<void>;
   policies(): Promise<PolicySet>;
@@ -152,6 +156,10 @@ export interface ConsoleApi {
   testConnection(name: string): Promise<ConnectionTestResult>;
   testDraft(c: ConnectionInput): Promise<ConnectionTestResult>;
   dashboard(from: number, to: number, buckets: number): Promise<DashboardData>;
+  /** The gateways of the shared store's group (admins); `self: null` without a shared store. */
+  gateways(): Promise<GatewayList>;
+  /** Approves a pending gateway, as this gateway (recorded in its chain). */
+  approveGateway(id: string): Promise<GatewayView>;
 }
 
 // ---- the console's views, built from the contract's responses ----------------------------------

@@ -84,3 +84,9 @@ export function fromLocalInput(value: string): number | undefined {
 export function shortId(id: string, keep = 6): string {
   return id.length <= keep * 2 + 1 ? id : `${id.slice(0, keep)}…${id.slice(-4)}`;
 }
+
+/** A gateway of a shared store for people: its host name and the start of its key's fingerprint (host names repeat). */
+export function gatewayLabel(id: string, name?: string | null): string {
+  const fp = id.replace(/^SHA256:/, '').slice(0, 8);
+  return name && name !== id ? `${name} · ${fp}` : fp;
+}

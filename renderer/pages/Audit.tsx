@@ -5,7 +5,7 @@
  * a bundle offline. Witnesses (who cosign the checkpoints elsewhere), SIEM sinks (where every
  * event is streamed) and the archive (sealed segments in object storage) show their state; one that
  * fails raises a banner for admins, since evidence that has stopped leaving the box is a finding in
- * itself.
+ * itself. With a shared store, admins see the group's gateways and approve pending ones (Gateways.tsx).
  */
 import { useCallback, useEffect, useRef, useState } from 'react';
 import { api, toast, useAuth } from '../app/context';
@@ -16,6 +16,7 @@ import type { ArchiveStatus, SinkStatus, WitnessStatus } from '../../shared/evid
 import type { AuditStatus, VerifyResult } from '../lib/api-types';
 import { formatAgo, formatBytes, formatCount, formatDateTime, fromLocalInput, toLocalInput } from '../lib/format';
 import { capabilities } from '../lib/roles';
+import { GatewaysCard } from './Gateways';
 
 type ExportState = { phase: 'idle' } | { phase: 'running'; id: string; done: number; total: number } | { phase: 'done'; id: string; url: string; bytes?: number } | { phase: 'failed'; error: string };
 
@@ -141,6 +142,7 @@ export function AuditPage() {
           </details>
         )}
       </section>
+      {isAdmin && <GatewaysCard />}
       {status && (status.witnesses.length > 0 || status.sinks.length > 0 || status.archive) && <EvidenceOutCard witnesses={status.witnesses} sinks={status.sinks} archive={status.archive} />}
       {caps.exportEvidence && <ExportCard />}
     </div>

@@ -15,7 +15,7 @@ import { SqlTerminal } from '../components/SqlTerminal';
 import { SshTerminal } from '../components/SshTerminal';
 import { Badge, Button, copyText, Empty, ErrorBox, Loading, MaskedText, Modal } from '../components/ui';
 import { type Block, buildConversation, materialize, type Part } from '../lib/conversation';
-import { formatClock, formatDateTime, formatDuration, formatTime, shortId } from '../lib/format';
+import { formatClock, formatDateTime, formatDuration, formatTime, gatewayLabel, shortId } from '../lib/format';
 import { holdCreatedSeq } from '../lib/holds';
 import { Node } from '../lib/rich';
 import {
@@ -42,6 +42,8 @@ import { buildSshTranscript } from '../lib/ssh-transcript';
 interface Loaded {
   session: SessionSummary;
   events: AuditEvent[];
+  /** Another gateway's session: events whose rows in the shared store no longer match their hashes. */
+  altered?: number[];
 }
 
 export function ReplayPage({ id, eventSeq, holdId }: { id: string; eventSeq?: number; holdId?: string }) {
@@ -56,7 +58,9 @@ export function ReplayPage({ id, eventSeq, holdId }: { id: string; eventSeq?: nu
   }, [id]);
   useEffect(load, [load]);
   // A live session grows as it happens: its events arrive over the WebSocket and are appended.
-  const live = !!data && data.session.id === id && data.session.endedAt === null;
+  // Another gateway's session (shared store) is read from what that gateway shipped: nothing is pushed here.
+  const self = useAuth((s) => s.gateway);
+  const live = !!data && data.session.id === id && data.session.endedAt === null && !elsewhere(data.session, self);
   useEffect(() => {
     if (!live) return;
     return onMessage((msg) => {
@@ -84,6 +88,11 @@ export function ReplayPage({ id, eventSeq, holdId }: { id: string; eventSeq?: nu
   return <Player key={id} data={data} eventSeq={eventSeq ?? (holdId ? holdCreatedSeq(data.events, holdId) : undefined)} />;
 }
 
+/** A session recorded by another gateway of the shared store than the one this console talks to. */
+function elsewhere(session: SessionSummary, self: string | undefined): boolean {
+  return session.gateway !== undefined && self !== undefined && session.gateway !== self;
+}
+
 function BackLink() {
   return (
     <a className="back" href="#/sessions">
@@ -101,6 +110,8 @@ function Player({ data, eventSeq }: { data: Loaded; eventSeq?: number }) {
     return eventSeq !== undefined ? seekSeq(timeline, initial, eventSeq) : initial;
   });
   const [selected, setSelected] = useState<number | undefined>(eventSeq);
+  const self = useAuth((s) => s.gateway);
+  const remote = elsewhere(session, self);
   const live = session.endedAt === null;
   // Watching live: a player left at the end follows what arrives.
   const lastDuration = useRef(timeline.duration);
@@ -159,21 +170,33 @@ function Player({ data, eventSeq }: { data: Loaded; eventSeq?: number }) {
           <div className="subtitle">
             <Badge>{mode === 'sql' ? 'PostgreSQL' : mode === 'llm' ? 'LLM / HTTP' : mode === 'ssh' ? 'SSH' : session.protocol}</Badge>{' '}
             {live && (
-              <Badge tone="ok" title="This session is still open; what happens in it appears here as it happens">
+              <Badge tone="ok" title={remote ? 'This session is still open on the gateway that records it; reload to see what happened since' : 'This session is still open; what happens in it appears here as it happens'}>
                 live
               </Badge>
             )} {formatDateTime(session.startedAt)} · {formatDuration((session.endedAt ?? session.lastEventAt) - session.startedAt)} · {session.requests} requests · {events.length} events
             {session.masked > 0 && <> · {session.masked} masked</>}
             {session.holds > 0 && <> · {session.holds} held</>} · <code title={session.id}>{shortId(session.id)}</code>
+            {session.gateway && (
+              <span data-testid="replay-gateway" title={session.gateway}>
+                {' '}
+                · recorded by {gatewayLabel(session.gateway, session.gatewayName)}
+              </span>
+            )}
           </div>
         </div>
         <div className="replay-actions">
-          {live && <EndSessionButton session={session} />}
+          {live && !remote && <EndSessionButton session={session} />}
           <Button icon="link" onClick={() => copyLink()} testId="copy-session-link">
             Copy link
           </Button>
         </div>
       </header>
+      {data.altered && data.altered.length > 0 && (
+        <div className="banner banner-error" role="alert" data-testid="replay-altered">
+          {data.altered.length} event{data.altered.length === 1 ? '' : 's'} of this recording (seq {data.altered.slice(0, 5).join(', ')}
+          {data.altered.length > 5 ? ', …' : ''}) no longer match their hashes in the shared store: the copy there was changed. The recording gateway&apos;s own log still holds them; run custody verify --store.
+        </div>
+      )}
       <div className="replay-body">
         <div className="replay-stage">
           {events.length === 0 ? (

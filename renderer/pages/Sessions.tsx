@@ -2,6 +2,8 @@
  * Recorded sessions: filters (user, connection, protocol, time, had holds, had masking) and a
  * windowed list — fixed-height rows, only those in view exist in the DOM, pages fetched as they
  * scroll into view — so 100,000 sessions scroll smoothly. Live sessions update as events arrive.
+ * With a shared store the list holds every gateway's sessions, each marked with the gateway that
+ * recorded it.
  */
 import { useEffect, useLayoutEffect, useRef, useState } from 'react';
 import type { SessionFilter, SessionSummary } from '../../shared/events';
@@ -9,7 +11,7 @@ import { api, sessionsStore, useSessions } from '../app/context';
 import { Icon } from '../components/Icon';
 import { FirstSteps } from '../components/FirstSteps';
 import { Badge, Empty, ErrorBox, PageHeader, useNow } from '../components/ui';
-import { formatCount, formatDateTime, formatDuration, fromLocalInput, toLocalInput } from '../lib/format';
+import { formatCount, formatDateTime, formatDuration, fromLocalInput, gatewayLabel, toLocalInput } from '../lib/format';
 import { formatRoute } from '../lib/route';
 import { rowAt, visibleWindow } from '../lib/sessions';
 
@@ -20,6 +22,7 @@ export function SessionsPage() {
   const list = useSessions((s) => s.list);
   const loaded = useSessions((s) => s.loaded);
   const error = useSessions((s) => s.error);
+  const incomplete = useSessions((s) => s.incomplete);
   const [connections, setConnections] = useState<string[]>([]);
   const [draft, setDraft] = useState<SessionFilter>(filter);
 
@@ -69,6 +72,11 @@ export function SessionsPage() {
         </label>
       </div>
       {error && <ErrorBox title="Could not load sessions" message={error} onRetry={() => sessionsStore.getState().reload()} />}
+      {incomplete && (
+        <div className="banner banner-muted" role="status" data-testid="sessions-incomplete">
+          Only this gateway&apos;s sessions are shown: {incomplete}
+        </div>
+      )}
       {loaded && list.total === 0 && !error ? (
         Object.values(filter).some((v) => v !== undefined && v !== '') ? (
           <Empty icon="sessions" title="No sessions match these filters" />
@@ -107,13 +115,17 @@ function VirtualSessionList() {
 
   const rows: { i: number; s: SessionSummary | undefined }[] = [];
   for (let i = win.start; i < win.end; i++) rows.push({ i, s: rowAt(list, i) });
+  // With a shared store every session the gateway lists names its gateway: show that column.
+  const team = rows.some((r) => r.s?.gateway !== undefined);
+  const grid = `session-grid${team ? ' team' : ''}`;
 
   return (
     <div className="vlist">
-      <div className="vlist-head session-grid">
+      <div className={`vlist-head ${grid}`}>
         <span>Started</span>
         <span>User</span>
         <span>Connection</span>
+        {team && <span>Gateway</span>}
         <span>Protocol</span>
         <span className="num">Duration</span>
         <span className="num">Requests</span>
@@ -128,11 +140,11 @@ function VirtualSessionList() {
           {rows.map(({ i, s }) => (
             // A real link: focusable, Enter opens it, middle-click opens a tab, its address can be copied.
             s ? (
-              <a key={s.id} href={formatRoute({ page: 'replay', param: s.id, query: {} })} className={`vrow session-grid${i % 2 ? ' odd' : ''}`} style={{ top: i * ROW_HEIGHT, height: ROW_HEIGHT }} data-testid="session-row" data-session-id={s.id}>
-                <SessionCells s={s} now={now} />
+              <a key={s.id} href={formatRoute({ page: 'replay', param: s.id, query: {} })} className={`vrow ${grid}${i % 2 ? ' odd' : ''}`} style={{ top: i * ROW_HEIGHT, height: ROW_HEIGHT }} data-testid="session-row" data-session-id={s.id}>
+                <SessionCells s={s} now={now} team={team} />
               </a>
             ) : (
-              <div key={`pending-${i}`} className={`vrow session-grid${i % 2 ? ' odd' : ''}`} style={{ top: i * ROW_HEIGHT, height: ROW_HEIGHT }} data-testid="session-row-loading">
+              <div key={`pending-${i}`} className={`vrow ${grid}${i % 2 ? ' odd' : ''}`} style={{ top: i * ROW_HEIGHT, height: ROW_HEIGHT }} data-testid="session-row-loading">
                 <span className="skeleton" />
               </div>
             )
@@ -143,7 +155,7 @@ function VirtualSessionList() {
   );
 }
 
-function SessionCells({ s, now }: { s: SessionSummary; now: number }) {
+function SessionCells({ s, now, team }: { s: SessionSummary; now: number; team: boolean }) {
   const live = s.endedAt === null && now - s.lastEventAt < 15 * 60_000;
   return (
     <>
@@ -152,6 +164,11 @@ function SessionCells({ s, now }: { s: SessionSummary; now: number }) {
         {s.actorName ?? s.actor ?? '—'}
       </span>
       <span className="truncate">{s.connection ?? '—'}</span>
+      {team && (
+        <span className="truncate muted" title={s.gateway ? `recorded by gateway ${s.gatewayName ?? ''} ${s.gateway}` : undefined} data-testid="session-gateway">
+          {s.gateway ? gatewayLabel(s.gateway, s.gatewayName) : 'this gateway'}
+        </span>
+      )}
       <span>
         <Icon name={s.protocol === 'postgres' || s.protocol === 'ssh' ? 'terminal' : 'chat'} size={14} className="muted" /> {s.protocol === 'postgres' ? 'SQL' : s.protocol === 'http' ? 'HTTP' : s.protocol === 'ssh' ? 'SSH' : s.protocol}
       </span>

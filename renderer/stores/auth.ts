@@ -13,6 +13,8 @@ export interface AuthState {
   status: AuthStatus;
   me?: Me;
   version?: string;
+  /** With a shared store: this gateway's id (the fingerprint of its key); sessions of other gateways name theirs. */
+  gateway?: string;
   providers: OidcProvider[];
   notice?: string;
   /** The gateway stopped answering after sign-in (shown as a banner; the console keeps its data). */
@@ -38,7 +40,7 @@ export function createAuthStore(api: ConsoleApi) {
     async init() {
       try {
         const health = await api.health();
-        set({ version: health.version });
+        set({ version: health.version, ...(health.sharedStore ? { gateway: health.sharedStore.gateway } : {}) });
       } catch {
         set({ status: 'unreachable' });
         return;

@@ -12,6 +12,8 @@ export interface SessionsStore {
   loading: Record<number, boolean>;
   loaded: boolean;
   error?: string;
+  /** With a shared store: why the last page lacks the other gateways' sessions. */
+  incomplete?: string;
   /** Bumped on every reload so stale page answers are dropped. */
   generation: number;
   setFilter(f: SessionFilter): void;
@@ -55,7 +57,7 @@ export function createSessionsStore(api: ConsoleApi) {
     try {
       const r = await api.sessions(filter, page * PAGE_SIZE, PAGE_SIZE);
       if (store.getState().generation !== generation) return;
-      store.setState((s) => ({ list: withPage(s.list, page, r.total, r.sessions), loaded: true, error: undefined, loading: { ...s.loading, [page]: false } }));
+      store.setState((s) => ({ list: withPage(s.list, page, r.total, r.sessions), loaded: true, error: undefined, incomplete: r.incomplete, loading: { ...s.loading, [page]: false } }));
     } catch (err) {
       if (store.getState().generation !== generation) return;
       store.setState((s) => ({ error: (err as Error).message, loaded: true, loading: { ...s.loading, [page]: false } }));

@@ -20,6 +20,32 @@ export const MIGRATION_LOCK = 0x63757374; // 'cust'
 export const ENROLMENT_LOCK = 0x63757375;
 /** Every write to the hold tables (custody_holds, custody_hold_votes) takes this lock first. */
 export const HOLDS_LOCK = 0x63757376;
+/** Every write to custody_console_session_ends takes this lock first (ends are read by change number). */
+export const CONSOLE_ENDS_LOCK = 0x63757377;
+
+/**
+ * The session index (`custody_sessions`) of every chain, counted from its shipped events as the
+ * SQLite index counts them (chain-writer.ts, `countInSession`): migration 6 fills it for chains
+ * shipped before it; from then on the shipper keeps it (session-index.ts).
+ */
+export const SESSION_INDEX_BACKFILL = `
+      INSERT INTO custody_sessions (gateway, id, connection, protocol, actor, actor_name, started_at, last_event_at, ended_at, events, requests, holds, masked, denied, errors)
+      SELECT gateway, session,
+        (array_agg(connection ORDER BY seq))[1],
+        (array_agg(CASE WHEN kind LIKE 'pg.%' THEN 'postgres' WHEN kind LIKE 'http.%' THEN 'http' WHEN kind LIKE 'ssh.%' THEN 'ssh'
+                        WHEN kind = 'session.start' AND payload IS NOT NULL THEN CASE WHEN (payload::jsonb ->> 'protocol') IN ('postgres', 'http', 'ssh') THEN payload::jsonb ->> 'protocol' ELSE 'control' END
+                        ELSE 'control' END ORDER BY seq))[1],
+        (array_agg(actor ORDER BY seq))[1],
+        max(CASE WHEN kind = 'session.start' AND payload IS NOT NULL THEN payload::jsonb ->> 'actorName' END),
+        min(time), max(time), max(CASE WHEN kind = 'session.end' THEN time END),
+        count(*),
+        count(CASE WHEN kind IN ('http.request', 'pg.statement', 'ssh.request', 'ssh.sftp') THEN 1 END),
+        count(CASE WHEN kind = 'hold.created' THEN 1 END),
+        coalesce(sum(CASE WHEN spans IS NOT NULL THEN json_array_length(spans::json) END), 0),
+        count(CASE WHEN kind = 'policy.decision' AND payload IS NOT NULL THEN CASE WHEN payload::jsonb ->> 'action' IN ('deny', 'denied', 'expired') THEN 1 END
+                   WHEN kind = 'hold.resolved' AND payload IS NOT NULL THEN CASE WHEN payload::jsonb ->> 'state' IN ('deny', 'denied', 'expired') THEN 1 END END),
+        count(CASE WHEN kind IN ('http.error', 'pg.error', 'ssh.error') THEN 1 END)
+      FROM custody_events WHERE session IS NOT NULL GROUP BY gateway, session`;
 
 export const PG_MIGRATIONS: PgMigration[] = [
   {
@@ -204,6 +230,61 @@ export const PG_MIGRATIONS: PgMigration[] = [
         signature TEXT NOT NULL,
         PRIMARY KEY (id, gateway)
       );
+    `,
+  },
+  {
+    version: 6,
+    name: "every gateway's session index, and console sign-in sessions signed by the gateway that made them",
+    sql: `
+      -- The session index of each chain, kept by its shipper in the transaction that ships the
+      -- events (session-index.ts): one row per (gateway, session), counted as the SQLite index counts.
+      CREATE TABLE custody_sessions (
+        gateway TEXT NOT NULL,
+        id TEXT NOT NULL,
+        connection TEXT,
+        protocol TEXT NOT NULL,
+        actor TEXT,
+        actor_name TEXT,
+        started_at BIGINT NOT NULL,
+        last_event_at BIGINT NOT NULL,
+        ended_at BIGINT,
+        events BIGINT NOT NULL,
+        requests BIGINT NOT NULL,
+        holds BIGINT NOT NULL,
+        masked BIGINT NOT NULL,
+        denied BIGINT NOT NULL,
+        errors BIGINT NOT NULL,
+        PRIMARY KEY (gateway, id)
+      );
+      CREATE INDEX custody_sessions_last ON custody_sessions (last_event_at DESC);
+      CREATE INDEX custody_sessions_id ON custody_sessions (id);
+      CREATE INDEX custody_events_session ON custody_events (session, gateway, seq) WHERE session IS NOT NULL;
+      -- Chains shipped before this migration: their sessions, counted from the shipped events.
+      ${SESSION_INDEX_BACKFILL};
+
+      -- Console sign-in sessions (console-session-rows.ts): only the SHA-256 of the cookie, the
+      -- identity, and an Ed25519 signature by the gateway that made it; another gateway accepts it
+      -- only when a gateway it trusts signed it.
+      CREATE TABLE custody_console_sessions (
+        digest TEXT PRIMARY KEY,
+        identity TEXT NOT NULL,                 -- canonical JSON of the Identity
+        created_at BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL,
+        gateway TEXT NOT NULL,                  -- the gateway that made it (and signed it)
+        signature TEXT NOT NULL
+      );
+      CREATE INDEX custody_console_sessions_expiry ON custody_console_sessions (expires_at);
+      -- Ends (logout, a locked person, a revoked key), on whichever gateway: every gateway reads
+      -- them after its cursor and drops its copy. Written under CONSOLE_ENDS_LOCK, so change
+      -- numbers are committed in order.
+      CREATE SEQUENCE custody_console_session_change;
+      CREATE TABLE custody_console_session_ends (
+        digest TEXT PRIMARY KEY,
+        at BIGINT NOT NULL,
+        gateway TEXT NOT NULL,
+        change BIGINT NOT NULL
+      );
+      CREATE INDEX custody_console_session_ends_change ON custody_console_session_ends (change);
     `,
   },
 ];

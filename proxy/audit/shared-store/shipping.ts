@@ -13,6 +13,7 @@
 import type Database from 'better-sqlite3';
 import type pg from 'pg';
 import { type EventRow, storedPayloadText } from '../store';
+import { indexShippedSessions } from './session-index';
 
 /** Events per transaction. */
 export const SHIP_BATCH = 2000;
@@ -87,6 +88,8 @@ export async function shipOnce(client: pg.ClientBase, db: Database.Database, gat
          ON CONFLICT (gateway, seq) DO NOTHING`,
         [gateway, JSON.stringify(batch)],
       );
+      // The session index moves with the cursor: each shipped event is counted once.
+      await indexShippedSessions(client, gateway, batch);
       const last = rows[rows.length - 1]!;
       cursor.seq = last.seq;
       cursor.hash = last.hash;

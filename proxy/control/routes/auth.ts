@@ -214,9 +214,9 @@ export function registerAuthRoutes(router: Router, s: GatewayServices): void {
 
   router.post(
     '/api/auth/logout',
-    ({ req, res }) => {
+    async ({ req, res }) => {
       const id = parseCookies(req.headers.cookie)[SESSION_COOKIE];
-      const identity = id ? s.consoleSessions.get(id) : undefined;
+      const identity = id ? await s.consoleSessions.resolve(id) : undefined;
       if (id) s.consoleSessions.delete(id);
       if (id && identity) {
         s.store.append({ kind: 'auth.logout', actor: identity.subject, payload: { method: 'console', actorName: identity.name, source: sourceOf(req) } satisfies AuthLogoutPayload });

@@ -105,7 +105,7 @@ export async function dashboard(store: AuditStore, from: number, to: number, buc
 
 /** Registers `GET /api/dashboard` for any signed-in admin, approver or reviewer (counts only, no payloads). */
 export function registerDashboardRoutes(router: Router, s: GatewayServices): void {
-  router.get('/api/dashboard', ({ identity, query }) => {
+  router.get('/api/dashboard', async ({ identity, query }) => {
     if (!identity || !['admin', 'approver', 'reviewer'].some((r) => identity.roles.includes(r as never))) throw new HttpError(403, 'forbidden', 'this needs the reviewer, approver or admin role');
     const to = timeParam(query, 'to') ?? Date.now();
     const from = timeParam(query, 'from') ?? to - DAY;
@@ -113,6 +113,9 @@ export function registerDashboardRoutes(router: Router, s: GatewayServices): voi
     const raw = query.get('buckets');
     const buckets = raw ? Number(raw) : 24;
     if (!Number.isInteger(buckets) || buckets < 1 || buckets > MAX_BUCKETS) throw new HttpError(400, 'bad_request', `buckets must be an integer from 1 to ${MAX_BUCKETS}`);
-    return dashboard(s.store, from, to, buckets);
+    const data = await dashboard(s.store, from, to, buckets);
+    // With a shared store, the sessions of the other gateways count too (their index in the store).
+    if (s.team) data.totals.sessions += await s.team.ask('countSessions', { from, to }).catch(() => 0);
+    return data;
   });
 }

@@ -1,0 +1,158 @@
+/**
+ * The console's worker thread on the shared store (started by team.ts): the other gateways'
+ * sessions and events (session-index.ts), console sign-in sessions (console-session-rows.ts), the
+ * group's gateways and approvals. Two pooled connections, so a long replay read does not hold up a
+ * sign-in check; a read-only SQLite connection for whom this gateway trusts (its own approvals) and
+ * for shipping an approval it records. About once a second it reads the console sessions ended
+ * anywhere and hands their digests to the gateway's thread.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import type { KeyObject } from 'node:crypto';
+import Database from 'better-sqlite3';
+import pg from 'pg';
+import type { GatewayView } from '../../../shared/api';
+import { endConsoleSessions, lookupConsoleSession, pruneConsoleSessions, putConsoleSession, readConsoleSessionEnds } from './console-session-rows';
+import { gatewayRow, type GatewayIdentity, type GatewayRow, listGateways, pickGateway, rowProblem } from './enrolment';
+import { LocalTrust } from './key-sync';
+import { migrateSharedStore, type StoreConnection } from './schema';
+import { countTeamSessions, listTeamSessions, teamSession, teamSessionEvents, teamSessionHolds } from './session-index';
+import { ADMISSION_META } from './shipper';
+import { shipAll } from './shipping';
+import type { TeamCommand, TeamMessage, TeamOp, TeamOps } from './team';
+
+const { dbPath, conn, identity, signingKey } = workerData as { dbPath: string; conn: StoreConnection; identity: GatewayIdentity; signingKey: KeyObject };
+const port = parentPort!;
+const self = identity.id;
+
+const ENDS_EVERY_MS = 1000;
+const PRUNE_EVERY_MS = 3_600_000;
+
+const pool = new pg.Pool({ ...conn, max: 2, idleTimeoutMillis: 30_000, connectionTimeoutMillis: 5000, application_name: 'custody-console' });
+pool.on('error', () => {});
+const db = new Database(dbPath, { readonly: true, fileMustExist: true });
+const localTrust = new LocalTrust(db, identity);
+let migrated: Promise<unknown> | undefined;
+let stopping = false;
+let endsCursor = 0;
+let lastPrune = 0;
+let timer: NodeJS.Timeout | undefined;
+
+function say(m: TeamMessage): void {
+  port.postMessage(m);
+}
+
+/** Runs `fn` on a pooled connection, once the store's schema is current. */
+async function withClient<T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
+  const c = await pool.connect();
+  try {
+    migrated ??= migrateSharedStore(c).catch((err: unknown) => {
+      migrated = undefined;
+      throw err;
+    });
+    await migrated;
+    return await fn(c);
+  } finally {
+    c.release();
+  }
+}
+
+/** Whom this gateway trusts: itself, those it approved, and the gateway that approved it (pinned at admission). */
+function trust() {
+  const raw = (db.prepare('SELECT value FROM meta WHERE key = ?').get(ADMISSION_META) as { value: string } | undefined)?.value;
+  const a = raw ? (JSON.parse(raw) as { gateway?: string; approvedBy?: { id: string; publicKey: string } }) : undefined;
+  return localTrust.current(a?.gateway === self ? a.approvedBy : undefined);
+}
+
+async function gatewayViews(c: pg.ClientBase): Promise<GatewayView[]> {
+  const leases = new Map(
+    (await c.query<{ gateway: string; renewed_at: string; expires_at: string }>('SELECT gateway, renewed_at, expires_at FROM custody_leases')).rows.map((l) => [l.gateway, { renewedAt: Number(l.renewed_at), expiresAt: Number(l.expires_at) }]),
+  );
+  return (await listGateways(c)).map((r) => view(r, leases.get(r.id) ?? null));
+}
+
+function view(r: GatewayRow, lease: GatewayView['lease']): GatewayView {
+  const problem = r.status === 'pending' ? rowProblem(r) : undefined;
+  return { id: r.id, name: r.name, status: r.status, requestedAt: r.requestedAt, approvedBy: r.approvedBy, approvalSeq: r.approvalSeq, shippedSeq: r.shippedSeq, lastSeen: r.lastSeen, lease, ...(problem ? { problem } : {}), self: r.id === self };
+}
+
+type Handler<K extends TeamOp> = (c: pg.PoolClient, args: TeamOps[K]['args']) => Promise<TeamOps[K]['value']>;
+
+const handlers: { [K in TeamOp]: Handler<K> } = {
+  sessions: (c, a) => listTeamSessions(c, self, a.filter, a.limit),
+  session: async (c, a) => (await teamSession(c, self, a.id)) ?? null,
+  events: (c, a) => teamSessionEvents(c, a.gateway, a.id, a.after, a.limit),
+  holds: (c, a) => teamSessionHolds(c, a.gateway, a.id),
+  countSessions: (c, a) => countTeamSessions(c, self, a.from, a.to),
+  gateways: (c) => gatewayViews(c),
+  // What `custody gateways approve` checks before it records anything.
+  approvable: async (c, a) => {
+    const mine = await gatewayRow(c, self);
+    if (!mine || mine.status === 'pending') throw new Error(`this gateway (${self}) is ${mine ? 'itself waiting for approval' : 'not in the shared store'}: only an enrolled or approved gateway can approve another`);
+    const target = pickGateway(await listGateways(c), a.id);
+    if (target.id === self) throw new Error('a gateway cannot approve itself');
+    if (target.status !== 'pending') throw new Error(`gateway ${target.id} is already ${target.status}`);
+    const problem = rowProblem(target);
+    if (problem) throw new Error(`gateway ${target.id} cannot be approved: ${problem}`);
+    return target;
+  },
+  // The approval is in this gateway's chain, under a signed checkpoint: ship both, then mark the row.
+  approved: async (c, a) => {
+    await shipAll(c, db, self);
+    await c.query("UPDATE custody_gateways SET status = 'approved', approved_by = $2, approval_seq = $3 WHERE id = $1 AND status = 'pending'", [a.id, self, a.seq]);
+    const row = await gatewayRow(c, a.id);
+    if (!row) throw new Error(`gateway ${a.id} is no longer in the shared store`);
+    return view(row, null);
+  },
+  putSession: async (c, a) => {
+    await putConsoleSession(c, a, signingKey);
+    return null;
+  },
+  lookupSession: (c, a) => lookupConsoleSession(c, a.digest, trust()),
+  endSessions: async (c, a) => {
+    await endConsoleSessions(c, a.digests, self);
+    return null;
+  },
+};
+
+async function answer(req: number, op: TeamOp, args: unknown): Promise<void> {
+  try {
+    const handler = handlers[op] as Handler<TeamOp>;
+    if (!handler) throw new Error(`unknown request ${op}`);
+    const value = await withClient((c) => handler(c, args as never));
+    say({ type: 'answer', req, value });
+  } catch (err) {
+    say({ type: 'answer', req, error: err instanceof Error ? err.message : String(err) });
+  }
+}
+
+/** Console sessions ended on any gateway since the last look; a failed look is tried again next time. */
+async function readEnds(): Promise<void> {
+  try {
+    await withClient(async (c) => {
+      const ends = await readConsoleSessionEnds(c, endsCursor);
+      endsCursor = ends.cursor;
+      if (ends.digests.length) say({ type: 'ended', digests: ends.digests });
+      if (Date.now() - lastPrune > PRUNE_EVERY_MS) {
+        lastPrune = Date.now();
+        await pruneConsoleSessions(c);
+      }
+    });
+  } catch {
+    // the store is unreachable: the next round asks again from the same cursor
+  }
+  if (!stopping) timer = setTimeout(() => void readEnds(), ENDS_EVERY_MS);
+}
+
+port.on('message', (m: TeamCommand) => {
+  if (m.type === 'ask') void answer(m.req, m.op, m.args);
+  else if (m.type === 'stop') {
+    stopping = true;
+    clearTimeout(timer);
+    void pool.end().catch(() => {}).finally(() => {
+      db.close();
+      say({ type: 'stopped' });
+      process.exit(0);
+    });
+  }
+});
+void readEnds();

@@ -1,0 +1,126 @@
+// The console in team mode, in a real browser: two gateways on one real PostgreSQL store. An admin
+// signed in to A's console approves B (pending) from the Audit page's Gateways view — the approval
+// lands in A's chain and B starts serving — and B's console lists and replays a conversation
+// recorded on A, marked as A's, with the masked card number highlighted as on A.
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import OpenAI from 'openai';
+import type { Browser, Page } from 'playwright-core';
+import type pg from 'pg';
+import { Config } from '../../shared/config';
+import { Gateway } from '../../proxy/gateway';
+import { silentLogger } from '../../proxy/log';
+import { launchBrowser, newPage, screenshot, signIn } from '../support/browser';
+import { type LlmUpstream, startLlmUpstream } from '../support/llm-upstream';
+import { createTestDatabase, type TestDatabase } from '../support/pg-database';
+import { eventually, OPENAI_SECRET } from './console-harness';
+
+const CARD = '4111 1111 1111 1111';
+let upstream: LlmUpstream;
+let store: TestDatabase;
+let sql: pg.Client;
+let browser: Browser;
+let page: Page;
+const dirs: string[] = [];
+const gateways: Gateway[] = [];
+
+async function start(): Promise<Gateway> {
+  const dataDir = mkdtempSync(join(tmpdir(), 'custody-console-team-'));
+  dirs.push(dataDir);
+  const config = Config.parse({
+    listen: { control: '127.0.0.1:0', http: '127.0.0.1:0' },
+    connections: [{ name: 'openai', kind: 'openai', upstream: `${upstream.url}/v1`, secret: { value: OPENAI_SECRET } }],
+    masking: [{ id: 'pii', detectors: ['credit_card'], scope: ['client', 'upstream', 'log'], connections: ['openai'] }],
+    store: { url: store.url },
+  });
+  const gw = await Gateway.start({ config, dataDir, log: silentLogger });
+  gateways.push(gw);
+  return gw;
+}
+
+const control = (gw: Gateway) => `http://${gw.address('control')}`;
+const idOf = (gw: Gateway) => gw.services.sharedStore!.identity.id;
+
+describe('console: gateways of a shared store', () => {
+  let a: Gateway;
+  let b: Gateway;
+  before(async () => {
+    upstream = await startLlmUpstream({ openaiKey: OPENAI_SECRET, reply: 'Charged.' });
+    store = await createTestDatabase('custody_test_console_team');
+    sql = await store.client();
+    a = await start();
+    await eventually(() => a.services.sharedStore!.health().phase === 'admitted', 'A enrolled');
+    b = await start();
+    await eventually(() => b.services.sharedStore!.health().phase === 'pending', 'B pending');
+    browser = await launchBrowser();
+    ({ page } = await newPage(browser));
+  });
+  after(async () => {
+    await page?.close().catch(() => {});
+    await browser?.close().catch(() => {});
+    for (const gw of gateways.reverse()) await gw.stop().catch(() => {});
+    await upstream?.close();
+    await store?.drop();
+    for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  });
+
+  it('approves a pending gateway from the Audit page', async () => {
+    assert.match(b.services.admissionRefusal!() ?? '', /waiting for enrolment/, 'B serves nothing yet');
+    await signIn(page, control(a), a.firstKey!);
+    await page.goto(`${control(a)}/#/audit`);
+    const rowB = page.locator(`[data-testid="gateway-row"][data-gateway-id="${idOf(b)}"]`);
+    await rowB.waitFor();
+    assert.equal(await rowB.getAttribute('data-status'), 'pending');
+    assert.equal(await page.locator(`[data-testid="gateway-row"][data-gateway-id="${idOf(a)}"]`).getAttribute('data-status'), 'enrolled');
+    assert.match(await page.getByTestId('gateway-list').innerText(), /this gateway/);
+    await screenshot(page, 'audit-gateways-pending');
+
+    await rowB.getByTestId('approve-gateway').click();
+    assert.equal(await page.getByTestId('approve-fingerprint').innerText(), idOf(b), 'the dialog shows the whole fingerprint to compare');
+    await page.getByTestId('confirm-approve-gateway').click();
+    await eventually(async () => (await rowB.getAttribute('data-status')) === 'approved', 'B approved in the view');
+    assert.match(await rowB.innerText(), /approved/);
+    await screenshot(page, 'audit-gateways');
+
+    // The effects: the row in the store, the approval in A's own chain naming the admin, and B serving.
+    const row = (await sql.query<{ status: string; approved_by: string; approval_seq: string }>('SELECT status, approved_by, approval_seq FROM custody_gateways WHERE id = $1', [idOf(b)])).rows[0]!;
+    assert.deepEqual([row.status, row.approved_by], ['approved', idOf(a)]);
+    const approval = a.services.store.event(Number(row.approval_seq))!;
+    assert.equal(approval.kind, 'gateway.approved');
+    assert.equal((approval.payload as { id: string; actorName: string }).id, idOf(b));
+    assert.equal((approval.payload as { actorName: string }).actorName, 'local-admin');
+    await eventually(() => b.services.admissionRefusal!() === undefined, 'B serving', 15_000);
+  });
+
+  it("lists and replays on B a conversation recorded on A, marked as A's, masked spans highlighted", async () => {
+    await new OpenAI({ baseURL: `http://${a.address('http')}/openai`, apiKey: a.firstKey!, maxRetries: 0 }).chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: `Charge ${CARD} please` }] });
+    const { page: pageB } = await newPage(browser);
+    try {
+      await signIn(pageB, control(b), b.firstKey!);
+      await pageB.goto(`${control(b)}/#/sessions`);
+      const remote = pageB.locator('[data-testid="session-row"]', { has: pageB.locator('[data-testid="session-gateway"]', { hasText: idOf(a).replace(/^SHA256:/, '').slice(0, 8) }) }).first();
+      await eventually(
+        async () => {
+          if ((await remote.count()) > 0) return true;
+          await pageB.reload();
+          return false;
+        },
+        "A's session in B's list",
+        15_000,
+      );
+      await screenshot(pageB, 'sessions-team');
+      await remote.click();
+      await pageB.getByTestId('conversation').waitFor();
+      assert.match(await pageB.getByTestId('replay-gateway').innerText(), new RegExp(`recorded by .*${idOf(a).replace(/^SHA256:/, '').slice(0, 8).replace(/[+/]/g, '\\$&')}`));
+      const card = pageB.locator('[data-testid="msg"][data-role="user"] mark.masked[data-mask-type="CREDIT_CARD"]').first();
+      assert.equal(await card.innerText(), '[CREDIT_CARD]');
+      assert.doesNotMatch(await pageB.getByTestId('conversation').innerText(), /4111 1111/);
+      await screenshot(pageB, 'replay-team');
+    } finally {
+      await pageB.close();
+    }
+  });
+});
