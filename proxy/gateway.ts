@@ -260,7 +260,7 @@ export class Gateway {
       // Holds across gateways: this gateway's holds go to the store, the others' come from it.
       s.sharedHolds = SharedHolds.start({ store: s.store, bus: s.bus, holds: s.holds, log: s.log, config: s.config.store, gateway: s.sharedStore.identity.id, refusal: () => s.sharedStore?.refusal() });
       // The console of any gateway: the group's sessions, console sign-ins made on any gateway, the gateways.
-      const team = (s.team = TeamStore.start({ dbPath: s.store.path, signer: s.audit.trail.signer, config: s.config.store, log: s.log }));
+      const team = (s.team = await TeamStore.start({ dbPath: s.store.path, signer: s.audit.trail.signer, config: s.config.store, log: s.log }));
       this.onStop(() => team.stop());
       const warnTeam = (what: string) => (err: unknown) => s.log.warn(`shared store: ${what} (${(err as Error).message})`);
       s.consoleSessions.share({

@@ -11,7 +11,6 @@
  * by whichever gateway ended it, numbered in commit order; every gateway reads those after its
  * cursor about once a second and drops its copy.
  */
-import { type KeyObject, sign } from 'node:crypto';
 import type pg from 'pg';
 import { canonicalize } from '../../../shared/canonical-json';
 import type { TrustSet } from './key-sync';
@@ -28,17 +27,18 @@ export interface SharedConsoleSession {
 
 const sessionText = (s: SharedConsoleSession) => `custody-console-session/v1\n${canonicalize([s.digest, s.identity, s.createdAt, s.expiresAt, s.gateway])}`;
 
-export function signConsoleSession(s: SharedConsoleSession, key: KeyObject): string {
-  return sign(null, Buffer.from(sessionText(s)), key).toString('base64');
+/** Signs a session's row with `signRaw` (the gateway's key: a key file, or the audit.signer program). */
+export async function signConsoleSession(s: SharedConsoleSession, signRaw: (message: Buffer) => Promise<Buffer>): Promise<string> {
+  return (await signRaw(Buffer.from(sessionText(s)))).toString('base64');
 }
 
-/** Writes (or, for its own gateway, rewrites: a refreshed identity) a session signed by `key`. */
-export async function putConsoleSession(client: pg.ClientBase, s: SharedConsoleSession, key: KeyObject): Promise<void> {
+/** Writes (or, for its own gateway, rewrites: a refreshed identity) a session signed through `signRaw`. */
+export async function putConsoleSession(client: pg.ClientBase, s: SharedConsoleSession, signRaw: (message: Buffer) => Promise<Buffer>): Promise<void> {
   await client.query(
     `INSERT INTO custody_console_sessions (digest, identity, created_at, expires_at, gateway, signature) VALUES ($1, $2, $3, $4, $5, $6)
      ON CONFLICT (digest) DO UPDATE SET identity = excluded.identity, expires_at = excluded.expires_at, signature = excluded.signature
      WHERE custody_console_sessions.gateway = excluded.gateway`,
-    [s.digest, s.identity, s.createdAt, s.expiresAt, s.gateway, signConsoleSession(s, key)],
+    [s.digest, s.identity, s.createdAt, s.expiresAt, s.gateway, await signConsoleSession(s, signRaw)],
   );
 }
 

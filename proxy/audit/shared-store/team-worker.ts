@@ -7,10 +7,10 @@
  * anywhere and hands their digests to the gateway's thread.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import type { KeyObject } from 'node:crypto';
 import Database from 'better-sqlite3';
 import pg from 'pg';
 import type { GatewayView } from '../../../shared/api';
+import { rawSigner, type SigningKeySpec } from '../checkpoint-signer';
 import { endConsoleSessions, lookupConsoleSession, pruneConsoleSessions, putConsoleSession, readConsoleSessionEnds } from './console-session-rows';
 import { gatewayRow, type GatewayIdentity, type GatewayRow, listGateways, pickGateway, rowProblem } from './enrolment';
 import { LocalTrust } from './key-sync';
@@ -20,7 +20,8 @@ import { ADMISSION_META } from './shipper';
 import { shipAll } from './shipping';
 import type { TeamCommand, TeamMessage, TeamOp, TeamOps } from './team';
 
-const { dbPath, conn, identity, signingKey } = workerData as { dbPath: string; conn: StoreConnection; identity: GatewayIdentity; signingKey: KeyObject };
+const { dbPath, conn, identity, signingKey } = workerData as { dbPath: string; conn: StoreConnection; identity: GatewayIdentity; signingKey: SigningKeySpec };
+const signRaw = rawSigner(signingKey);
 const port = parentPort!;
 const self = identity.id;
 
@@ -104,7 +105,7 @@ const handlers: { [K in TeamOp]: Handler<K> } = {
     return view(row, null);
   },
   putSession: async (c, a) => {
-    await putConsoleSession(c, a, signingKey);
+    await putConsoleSession(c, a, signRaw);
     return null;
   },
   lookupSession: (c, a) => lookupConsoleSession(c, a.digest, trust()),

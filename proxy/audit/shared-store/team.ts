@@ -72,10 +72,10 @@ export class TeamStore {
     worker.unref();
   }
 
-  static start(deps: { dbPath: string; signer: CheckpointSigner; config: StoreConfig; log: Logger }): TeamStore {
+  static async start(deps: { dbPath: string; signer: CheckpointSigner; config: StoreConfig; log: Logger }): Promise<TeamStore> {
     const src = workerSource(import.meta.url, './team-worker');
     if (!src) throw new Error('the shared store console worker cannot be loaded from this build');
-    const identity = gatewayIdentity(deps.signer);
+    const identity = await gatewayIdentity(deps.signer);
     const worker = new Worker(src.entry, { ...src.options, workerData: { dbPath: deps.dbPath, conn: storeConnection(deps.config), identity, signingKey: deps.signer.signingKeyForThread() } });
     return new TeamStore(worker, identity, deps.log);
   }

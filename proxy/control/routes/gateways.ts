@@ -48,7 +48,9 @@ export function registerGatewayRoutes(router: Router, s: GatewayServices): void 
       // does not wait on it), then a signed checkpoint over it: verify trusts an approval only under one.
       const folded = (await s.store.readAsync<{ n: number | null }>('SELECT max(seq) AS n FROM events'))[0]?.n ?? 0;
       if (folded < event.seq) throw new HttpError(503, 'store_unavailable', `the approval is recorded at seq ${event.seq} of this gateway's log but not yet in its database; approve again once the audit store is healthy`);
-      trail.checkpoints.write();
+      await trail.checkpoints.write().catch((err: Error) => {
+        throw new HttpError(503, 'signer_unavailable', `the approval is recorded at seq ${event.seq} of this gateway's chain, but no checkpoint could be signed over it (${err.message}); approve again once the signer answers`);
+      });
       s.log.info(`shared store: ${identity!.name} approved gateway ${target.id} (${target.name}), recorded at seq ${event.seq}`);
       return team.ask('approved', { id: target.id, seq: event.seq }).catch((err: Error) => {
         throw new HttpError(503, 'store_unavailable', `the approval is recorded at seq ${event.seq} of this gateway's chain, but the shared store did not take it yet (${err.message}); it ships with this gateway's chain, and the pending gateway is admitted once the store has it`);
