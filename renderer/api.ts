@@ -150,4 +150,5 @@ export const httpApi: ConsoleApi = {
   dashboard: (from, to, buckets) => request('GET /api/dashboard', { query: `from=${from}&to=${to}&buckets=${buckets}` }),
   gateways: () => request('GET /api/gateways', {}),
   approveGateway: (id) => request('POST /api/gateways/:id/approve', { params: { id } }),
+  removeGateway: (id, reason) => request('POST /api/gateways/:id/remove', { params: { id }, body: { reason } }),
 };

@@ -41,7 +41,7 @@ export interface SharedStoreHealth {
   gateway: string;
   /** connecting: no answer from the store yet; pending: waiting for approval (serves nothing); admitted: serving and shipping. */
   phase: 'connecting' | 'pending' | 'admitted';
-  enrolment: 'enrolled' | 'pending' | 'approved' | null;
+  enrolment: 'enrolled' | 'pending' | 'approved' | 'removed' | null;
   /** The last seq of this gateway's chain in the store, and in the local store. */
   shippedSeq: number;
   localSeq: number;
@@ -58,11 +58,14 @@ export interface GatewayView {
   id: string;
   /** Its host name. */
   name: string;
-  status: 'enrolled' | 'pending' | 'approved';
+  status: 'enrolled' | 'pending' | 'approved' | 'removed';
   requestedAt: number;
   /** The gateway that approved it, and where its `gateway.approved` sits in that gateway's chain. */
   approvedBy: string | null;
   approvalSeq: number | null;
+  /** The gateway that removed it, and where its `gateway.removed` sits in that gateway's chain. */
+  removedBy?: string | null;
+  removalSeq?: number | null;
   /** The last seq of its chain in the store. */
   shippedSeq: number;
   /** When it last shipped or touched its row. */
@@ -73,6 +76,11 @@ export interface GatewayView {
   problem?: string;
   /** The gateway answering. */
   self: boolean;
+}
+
+/** `POST /api/gateways/:id/remove`: why (recorded in the `gateway.removed` event). */
+export interface RemoveGatewayRequest {
+  reason: string;
 }
 
 export interface GatewayList {
@@ -585,6 +593,7 @@ export interface ApiRoutes {
 
   'GET /api/gateways': { response: GatewayList };
   'POST /api/gateways/:id/approve': { response: GatewayView };
+  'POST /api/gateways/:id/remove': { request: RemoveGatewayRequest; response: GatewayView };
 }
 
 export type ApiRoute = keyof ApiRoutes;

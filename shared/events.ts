@@ -59,6 +59,7 @@ export const EVENT_KINDS = [
   // several gateways on one shared store (docs/SCALE-OUT.md): this gateway enrolled an empty store; it approved another's key
   'gateway.enrolled',
   'gateway.approved',
+  'gateway.removed',
   // rows this gateway shipped are gone from the tail of its chain in the shared store
   'store.tampered',
   'journal.salvaged',
@@ -717,6 +718,7 @@ export interface EventPayloads {
   'gateway.stop': GatewayStopPayload;
   'gateway.enrolled': GatewayEnrolledPayload;
   'gateway.approved': GatewayApprovedPayload;
+  'gateway.removed': GatewayRemovedPayload;
   'store.tampered': StoreTamperedPayload;
   'journal.salvaged': JournalSalvagedPayload;
   'result.unrecorded': ResultUnrecordedPayload;
@@ -754,6 +756,23 @@ export interface GatewayEnrolledPayload {
 }
 
 /** `gateway.approved`: this gateway approved another's key for the shared store; verify trusts it under a signed checkpoint. */
+/**
+ * `gateway.removed`: this gateway removed another from the shared store's group (its key is no
+ * longer trusted for anything it signs from now on; its chain up to here stays verifiable).
+ */
+export interface GatewayRemovedPayload {
+  /** The removed gateway's id (its key's fingerprint). */
+  id: string;
+  fingerprint: string;
+  name: string;
+  /** Why, as the admin gave it. */
+  reason: string;
+  /** The removing gateway's id (this chain's). */
+  by: string;
+  /** Removed in the console: who did it (absent when removed with `custody gateways remove`). */
+  actorName?: string;
+}
+
 export interface GatewayApprovedPayload {
   /** The approved gateway's id (its key's fingerprint). */
   id: string;

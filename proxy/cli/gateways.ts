@@ -1,6 +1,6 @@
 import { CheckpointLog } from '../audit/checkpoints';
 import { CheckpointSigner, KEY_NAME_META, keyFingerprint } from '../audit/checkpoint-signer';
-import { gatewayRow, listGateways, pickGateway, rowProblem } from '../audit/shared-store/enrolment';
+import { gatewayRow, listGateways, pickGateway, removalProblem, rowProblem } from '../audit/shared-store/enrolment';
 import { connectStore, migrateSharedStore, storeConnection, storeLabel } from '../audit/shared-store/schema';
 import { shipAll } from '../audit/shared-store/shipping';
 import { AuditStore } from '../audit/store';
@@ -9,16 +9,21 @@ import { resolveConfig } from '../config';
 import { type Io, type ParsedArgs, rejectUnknown, str, UsageError } from './args';
 
 /**
- * `custody gateways list | approve ID` against the shared store of --config (docs/SCALE-OUT.md).
+ * `custody gateways list | approve ID | remove ID --reason TEXT` against the shared store of --config
+ * (docs/SCALE-OUT.md). `remove` records `gateway.removed` the same way `approve` records an approval:
+ * the removed gateway serves nothing from its next round, and no gateway trusts what it signs.
  * `approve` acts as the gateway whose data dir the config names: it records `gateway.approved` in
  * that gateway's own chain, signs a checkpoint covering it, ships both to the store, and marks the
  * pending row approved; the pending gateway then starts serving within a second or so.
  */
 export async function gatewaysCommand(args: ParsedArgs, io: Io): Promise<number> {
-  rejectUnknown(args, ['config', 'data-dir', 'json']);
+  rejectUnknown(args, ['config', 'data-dir', 'json', 'reason']);
   const [, sub, id] = args.positionals;
-  if (sub !== 'list' && sub !== 'approve') throw new UsageError('usage: custody gateways list | approve ID [--config FILE]');
+  if (sub !== 'list' && sub !== 'approve' && sub !== 'remove') throw new UsageError('usage: custody gateways list | approve ID | remove ID --reason TEXT [--config FILE]');
   if (sub === 'approve' && !id) throw new UsageError('gateways approve needs the ID of a pending gateway (custody gateways list shows them)');
+  if (sub === 'remove' && !id) throw new UsageError('gateways remove needs the ID of a gateway of the group (custody gateways list shows them)');
+  const reason = str(args, 'reason')?.trim();
+  if (sub === 'remove' && !reason) throw new UsageError('gateways remove needs --reason TEXT: the removal is recorded with it');
   const resolved = resolveConfig({ config: str(args, 'config'), dataDir: str(args, 'data-dir') });
   const storeConfig = resolved.config.store;
   if (!storeConfig) throw new UsageError(`${resolved.file ?? 'the embedded default config'} has no store.url: gateways enrol in a shared PostgreSQL store`);
@@ -37,18 +42,29 @@ export async function gatewaysCommand(args: ParsedArgs, io: Io): Promise<number>
       }
       for (const r of rows) {
         const problem = r.status === 'pending' ? rowProblem(r) : undefined;
-        const detail = r.status === 'approved' ? `approved by ${r.approvedBy} (its seq ${r.approvalSeq})` : r.status === 'pending' ? `requested ${new Date(r.requestedAt).toISOString()}${problem ? ` — cannot be approved: ${problem}` : ''}` : 'first gateway of the group';
+        const detail =
+          r.status === 'removed'
+            ? `removed by ${r.removedBy} (its seq ${r.removalSeq})`
+            : r.status === 'approved'
+              ? `approved by ${r.approvedBy} (its seq ${r.approvalSeq})`
+              : r.status === 'pending'
+                ? `requested ${new Date(r.requestedAt).toISOString()}${problem ? ` — cannot be approved: ${problem}` : ''}`
+                : 'first gateway of the group';
         io.out(`${r.id}  ${r.status.padEnd(8)}  ${r.name}  shipped ${r.shippedSeq}  ${detail}\n`);
       }
       return 0;
     }
-    return await approve(client, resolved.dataDir, resolved.config.audit, id!, io);
+    return await recordAsMember(client, resolved.dataDir, resolved.config.audit, id!, io, sub === 'remove' ? { remove: reason! } : 'approve');
   } finally {
     await client.end().catch(() => {});
   }
 }
 
-async function approve(client: Awaited<ReturnType<typeof connectStore>>, dataDir: string, audit: Config['audit'], id: string, io: Io): Promise<number> {
+/**
+ * Approves or removes gateway `id` as the gateway of `dataDir`: the event in its own chain, a signed
+ * checkpoint over it, both shipped, then the row marked.
+ */
+async function recordAsMember(client: Awaited<ReturnType<typeof connectStore>>, dataDir: string, audit: Config['audit'], id: string, io: Io, action: 'approve' | { remove: string }): Promise<number> {
   const store = AuditStore.open(dataDir);
   try {
     const keyName = store.meta(KEY_NAME_META);
@@ -57,7 +73,18 @@ async function approve(client: Awaited<ReturnType<typeof connectStore>>, dataDir
     if (!signer) throw new Error(`${dataDir} has no checkpoint-signing key: approve from the data dir (--config) of a gateway that has joined the store`);
     const me = keyFingerprint(signer.publicKey);
     const mine = await gatewayRow(client, me);
-    if (!mine || mine.status === 'pending') throw new Error(`this gateway (${me}) is ${mine ? 'itself waiting for approval' : 'not in the shared store'}: only an enrolled or approved gateway can approve another`);
+    if (action !== 'approve') {
+      const target = pickGateway(await listGateways(client), id);
+      const problem = removalProblem(me, mine, target);
+      if (problem) throw new Error(problem);
+      const event = store.append({ kind: 'gateway.removed', actor: 'cli', payload: { id: target.id, fingerprint: target.id, name: target.name, reason: action.remove.slice(0, 500), by: me } });
+      await new CheckpointLog(store, signer).write();
+      await shipAll(client, store.db, me);
+      await client.query("UPDATE custody_gateways SET status = 'removed', removed_by = $2, removal_seq = $3 WHERE id = $1 AND status <> 'removed'", [target.id, me, event.seq]);
+      io.out(`removed ${target.id} (${target.name}) from the group: recorded as gateway.removed at seq ${event.seq} of ${me}; it serves nothing from its next round\n`);
+      return 0;
+    }
+    if (!mine || mine.status === 'pending' || mine.status === 'removed') throw new Error(`this gateway (${me}) is ${mine ? `itself ${mine.status === 'removed' ? 'removed' : 'waiting for approval'}` : 'not in the shared store'}: only an enrolled or approved gateway can approve another`);
     const target = pickGateway(await listGateways(client), id);
     if (target.id === me) throw new Error('a gateway cannot approve itself');
     if (target.status !== 'pending') throw new Error(`gateway ${target.id} is already ${target.status}`);

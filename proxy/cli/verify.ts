@@ -149,7 +149,8 @@ async function verifyStoreCommand(args: ParsedArgs, io: Io): Promise<number> {
       const lines = [`OK: ${report.store} is intact: ${n(report.chains.length)} chain${report.chains.length === 1 ? '' : 's'}, ${n(report.events)} events; hash links, payloads and signed checkpoints verified`];
       for (const c of report.chains) {
         const trust = c.trust?.by === 'approval' ? `approved at seq ${c.trust.seq} of ${c.trust.approver}` : c.trust?.by === 'pinned' ? 'pinned key' : 'first enrolled gateway';
-        lines.push(`  ${c.gateway} (${c.name}): ${n(c.events)} events, ${c.checkpointsChecked} checkpoint${c.checkpointsChecked === 1 ? '' : 's'}, signed through seq ${n(c.signedThrough)}; ${trust}`);
+        const removed = c.removed ? `; removed from the group at seq ${c.removed.seq} of ${c.removed.by}${c.removed.reason ? ` (${c.removed.reason})` : ''}` : '';
+        lines.push(`  ${c.gateway} (${c.name}): ${n(c.events)} events, ${c.checkpointsChecked} checkpoint${c.checkpointsChecked === 1 ? '' : 's'}, signed through seq ${n(c.signedThrough)}; ${trust}${removed}`);
       }
       if (!report.pinned) lines.push('note: no --keys given: the first enrolled gateway was trusted on first use; pin keys with --keys FILE (custody verify --store URL --show-keys lists them)');
       lines.push(`verified in ${(report.durationMs / 1000).toFixed(2)} s`);

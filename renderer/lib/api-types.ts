@@ -160,6 +160,7 @@ export interface ConsoleApi {
   gateways(): Promise<GatewayList>;
   /** Approves a pending gateway, as this gateway (recorded in its chain). */
   approveGateway(id: string): Promise<GatewayView>;
+  removeGateway(id: string, reason: string): Promise<GatewayView>;
 }
 
 // ---- the console's views, built from the contract's responses ----------------------------------

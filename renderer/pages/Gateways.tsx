@@ -1,7 +1,7 @@
 /**
  * The Audit page's Gateways card (admins, with a shared store): every gateway of the group — its
  * key's fingerprint (its id), host name, enrolled / approved / pending, when it last shipped, its
- * hold lease — and Approve for a pending one. Approving does what `custody gateways approve` does,
+ * hold lease — Approve for a pending one, and Remove (with a reason) for any other but itself. Approving does what `custody gateways approve` does,
  * as the gateway this console talks to: the approval is recorded in its own chain, under a signed
  * checkpoint, and the pending gateway starts serving within a second or so. The dialog shows the
  * whole fingerprint to compare with the one the pending gateway printed.
@@ -14,6 +14,7 @@ import { formatAgo, formatCount, formatDateTime, gatewayLabel } from '../lib/for
 
 function statusBadge(g: GatewayView) {
   if (g.status === 'pending') return <Badge tone="warn">pending</Badge>;
+  if (g.status === 'removed') return <Badge tone="danger">removed</Badge>;
   return <Badge tone="ok">{g.status}</Badge>;
 }
 
@@ -27,6 +28,8 @@ export function GatewaysCard() {
   const [error, setError] = useState<string>();
   const [confirm, setConfirm] = useState<GatewayView>();
   const [busy, setBusy] = useState(false);
+  const [removing, setRemoving] = useState<GatewayView>();
+  const [reason, setReason] = useState('');
   const load = useCallback(() => {
     api
       .gateways()
@@ -51,6 +54,21 @@ export function GatewaysCard() {
       await api.approveGateway(g.id);
       toast('ok', `Approved ${g.name}: recorded in this gateway's chain; it serves within a second or so.`);
       setConfirm(undefined);
+      load();
+    } catch (err) {
+      toast('error', (err as Error).message);
+    } finally {
+      setBusy(false);
+    }
+  };
+  const remove = async (g: GatewayView) => {
+    if (!reason.trim()) return toast('error', 'Say why: the removal is recorded with the reason.');
+    setBusy(true);
+    try {
+      await api.removeGateway(g.id, reason.trim());
+      toast('ok', `Removed ${g.name}: recorded in this gateway's chain; it serves nothing from its next round, and nothing it signs is trusted.`);
+      setRemoving(undefined);
+      setReason('');
       load();
     } catch (err) {
       toast('error', (err as Error).message);
@@ -96,6 +114,11 @@ export function GatewaysCard() {
                     </div>
                   )}
                   {g.status === 'pending' && <div className="muted small">asked {formatDateTime(g.requestedAt)}</div>}
+                  {g.status === 'removed' && g.removedBy && (
+                    <div className="muted small" title={g.removedBy}>
+                      by {gatewayLabel(g.removedBy, list.gateways.find((x) => x.id === g.removedBy)?.name)} (its seq {g.removalSeq})
+                    </div>
+                  )}
                 </td>
                 <td>{formatAgo(g.lastSeen, now)}</td>
                 <td>{leaseText(g, now)}</td>
@@ -108,7 +131,12 @@ export function GatewaysCard() {
                       <Button kind="approve" size="sm" onClick={() => setConfirm(g)} testId="approve-gateway">
                         Approve
                       </Button>
-                    ))}
+                    ))}{' '}
+                  {g.status !== 'removed' && !g.self && (
+                    <Button kind="danger" size="sm" onClick={() => setRemoving(g)} testId="remove-gateway">
+                      Remove
+                    </Button>
+                  )}
                 </td>
               </tr>
             ))}
@@ -133,6 +161,24 @@ export function GatewaysCard() {
             {confirm.id}
           </p>
           <p className="muted small">The approval is recorded in this gateway&apos;s audit chain with your name, under a signed checkpoint.</p>
+        </Modal>
+      )}
+      {removing && (
+        <Modal
+          title={`Remove ${removing.name} from the group?`}
+          onClose={() => setRemoving(undefined)}
+          footer={
+            <>
+              <Button onClick={() => setRemoving(undefined)}>Cancel</Button>
+              <Button kind="danger" onClick={() => void remove(removing)} disabled={busy || !reason.trim()} testId="confirm-remove-gateway">
+                {busy ? 'Removing…' : 'Remove'}
+              </Button>
+            </>
+          }
+        >
+          <p>It stops serving at its next round, and no gateway trusts its key for anything it signs from then on. Its chain so far stays in the store and verifies. To bring the host back, start it on an empty data dir and approve its new key.</p>
+          <p className="mono small">{removing.id}</p>
+          <textarea className="input" rows={2} placeholder="Reason (required)" value={reason} onChange={(e) => setReason(e.target.value)} data-testid="remove-gateway-reason" aria-label="Reason" />
         </Modal>
       )}
     </section>

@@ -1,7 +1,8 @@
 // The console in team mode, in a real browser: two gateways on one real PostgreSQL store. An admin
 // signed in to A's console approves B (pending) from the Audit page's Gateways view — the approval
 // lands in A's chain and B starts serving — and B's console lists and replays a conversation
-// recorded on A, marked as A's, with the masked card number highlighted as on A.
+// recorded on A, marked as A's, with the masked card number highlighted as on A; then the admin
+// removes B from the group, with a reason, and B's clients are refused saying why.
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -122,5 +123,35 @@ describe('console: gateways of a shared store', () => {
     } finally {
       await pageB.close();
     }
+  });
+
+  it('removes B from the group from the Audit page: recorded in A\'s chain with the reason, and B refuses requests saying why', async () => {
+    const client = new OpenAI({ baseURL: `http://${b.address('http')}/openai`, apiKey: a.firstKey!, maxRetries: 0 });
+    await client.chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'before the removal' }] });
+    await page.goto(`${control(a)}/#/audit`);
+    const rowB = page.locator(`[data-testid="gateway-row"][data-gateway-id="${idOf(b)}"]`);
+    await rowB.waitFor();
+    const rowA = page.locator(`[data-testid="gateway-row"][data-gateway-id="${idOf(a)}"]`);
+    assert.equal(await rowA.getByTestId('remove-gateway').count(), 0, 'a gateway offers no Remove for itself');
+    await rowB.getByTestId('remove-gateway').click();
+    assert.equal(await page.getByTestId('confirm-remove-gateway').isDisabled(), true, 'no removal without a reason');
+    await page.getByTestId('remove-gateway-reason').fill('host decommissioned');
+    await page.getByTestId('confirm-remove-gateway').click();
+    await eventually(async () => (await rowB.getAttribute('data-status')) === 'removed', 'B removed in the view');
+    await screenshot(page, 'audit-gateways-removed');
+
+    const row = (await sql.query<{ status: string; removed_by: string; removal_seq: string }>('SELECT status, removed_by, removal_seq FROM custody_gateways WHERE id = $1', [idOf(b)])).rows[0]!;
+    assert.deepEqual([row.status, row.removed_by], ['removed', idOf(a)]);
+    const removal = a.services.store.event(Number(row.removal_seq))!;
+    assert.equal(removal.kind, 'gateway.removed');
+    assert.deepEqual([(removal.payload as { id: string }).id, (removal.payload as { reason: string }).reason, (removal.payload as { actorName: string }).actorName], [idOf(b), 'host decommissioned', 'local-admin']);
+    // What a client of B sees once B's next round has read the removal: a refusal that says why,
+    // and nothing reaching the upstream.
+    const ask = (content: string) => client.chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content }] }).then(() => undefined, (e: { status?: number; message: string }) => e);
+    await eventually(async () => (await ask('while B learns of it'))?.status === 503, 'B refusing', 15_000);
+    const refused = await ask('after the removal');
+    assert.equal(refused?.status, 503);
+    assert.match(refused.message, /this gateway was removed from the group by SHA256:\S+ \(host decommissioned\): it serves nothing/);
+    assert.equal(upstream.requests.filter((r) => JSON.stringify(r.json).includes('after the removal')).length, 0, 'the refused request never reached the upstream');
   });
 });

@@ -243,3 +243,64 @@ describe('several gateways on one PostgreSQL store', () => {
     assert.match(r.stderr, new RegExp(`unapproved-signer — chain ${d.id.replace(/[+/]/g, '\\$&')} .*no trusted gateway approved it`));
   });
 });
+
+describe('removing a gateway from the group', () => {
+  before(async () => {
+    await useDatabase();
+    echo = await startEchoUpstream();
+  });
+  after(async () => {
+    for (const gw of running.splice(0)) await gw.stop();
+    await echo.close();
+    for (const d of databases) await d.drop();
+  });
+
+  it('custody gateways remove: the removed gateway refuses saying why, nothing it signs afterwards is trusted, verify names the removal; a row marked removed by hand is no removal', async () => {
+    const a = await startMember();
+    assert.equal(await until('A enrolled', () => statusOf(a.id)), 'enrolled');
+    const b = await startMember();
+    assert.equal(await until('B pending', () => statusOf(b.id)), 'pending');
+    assert.equal((await custody('gateways', 'approve', b.id, '--config', a.configFile)).status, 0);
+    const key = a.gw.firstKey!;
+    await until('B serving', async () => (await get(b, 'b-served', key)).status === 200);
+    // Keys made on B reach A while B is a member.
+    const before = b.gw.services.keys.create({ name: 'made-on-b-before', groups: ['dev'] }).key;
+    await until('a key made on B works on A', async () => (await get(a, 'before-key', before)).status === 200, 15_000);
+
+    // Whoever can write to the store can mark a row removed, but that is no removal: no gateway.removed event stands behind it.
+    await sql.query("UPDATE custody_gateways SET status = 'removed' WHERE id = $1", [b.id]);
+    await new Promise((r) => setTimeout(r, 2500));
+    assert.equal((await get(b, 'b-after-forged-mark', key)).status, 200, 'B still serves');
+    await sql.query("UPDATE custody_gateways SET status = 'approved' WHERE id = $1", [b.id]);
+
+    const noReason = await custody('gateways', 'remove', b.id, '--config', a.configFile);
+    assert.equal(noReason.status, 2);
+    assert.match(noReason.stderr, /--reason/);
+    const itself = await custody('gateways', 'remove', b.id, '--reason', 'x', '--config', b.configFile);
+    assert.equal(itself.status, 1);
+    assert.match(itself.stderr, /cannot remove itself/);
+    const removed = await custody('gateways', 'remove', b.id.slice(7, 20), '--reason', 'host lost', '--config', a.configFile);
+    assert.equal(removed.status, 0, removed.stderr);
+    assert.match(removed.stdout, /recorded as gateway.removed at seq \d+/);
+
+    await until('B refusing', async () => (await get(b, 'b-probe', key)).status === 503, 15_000);
+    const refused = await get(b, 'b-after-removal', key);
+    assert.equal(refused.status, 503);
+    assert.match(refused.body, /removed from the group by SHA256:\S+ \(host lost\)/);
+    assert.ok(!echo.requests.some((r) => r.target.includes('b-after-removal')), 'nothing reached the upstream');
+    assert.equal(await statusOf(b.id), 'removed');
+    const list = await custody('gateways', 'list', '--config', a.configFile);
+    assert.match(list.stdout, new RegExp(`${b.id.replace(/[+/]/g, '\\$&')}\\s+removed\\s+.*removed by ${a.id.replace(/[+/]/g, '\\$&')}`));
+
+    // A key made on B now is signed by a gateway A no longer trusts: it never works on A.
+    const after = b.gw.services.keys.create({ name: 'made-on-b-after', groups: ['dev'] }).key;
+    await new Promise((r) => setTimeout(r, 3000));
+    assert.equal((await get(a, 'after-key', after)).status, 401, 'a key signed only by the removed gateway is not copied');
+    assert.equal((await get(a, 'before-key-still', before)).status, 200, 'keys it vouched for while a member stay');
+
+    for (const gw of running.splice(0)) await gw.stop();
+    const ok = await verify();
+    assert.equal(ok.status, 0, ok.stderr);
+    assert.match(ok.stdout, new RegExp(`${b.id.replace(/[+/]/g, '\\$&')} .*removed from the group at seq \\d+ of ${a.id.replace(/[+/]/g, '\\$&')} \\(host lost\\)`));
+  });
+});

@@ -268,11 +268,17 @@ describe('ssh through the gateway', () => {
     await waitFor(/edited-linX$/);
     sh.write('\x7f');
     await new Promise((r) => setTimeout(r, 100));
-    sh.write('e ok\r');
+    // Enter only once the echo is on screen, as a person types: a line whose echo comes later than
+    // 300 ms after its Enter is recorded as its length only (a loaded machine can take that long).
+    sh.write('e ok');
+    await waitFor(/e ok$/);
+    sh.write('\r');
     await waitFor(/[\r\n]edited-line ok\r\n/);
     sh.write('echo tab-\t');
     await new Promise((r) => setTimeout(r, 200));
-    sh.write('done\r');
+    sh.write('done');
+    await waitFor(/done$/);
+    sh.write('\r');
     await waitFor(/[\r\n]tab-\S*done\r\n/);
     sh.write("read -s -p 'Secret: ' S; echo; echo got-${#S}\r");
     await waitFor(/Secret: /);

@@ -25,7 +25,7 @@ export interface GatewayIdentity {
   request: string;
 }
 
-export type EnrolmentStatus = 'enrolled' | 'pending' | 'approved';
+export type EnrolmentStatus = 'enrolled' | 'pending' | 'approved' | 'removed';
 
 export interface GatewayRow {
   id: string;
@@ -37,6 +37,9 @@ export interface GatewayRow {
   requestedAt: number;
   approvedBy: string | null;
   approvalSeq: number | null;
+  /** The gateway that removed it, and where its gateway.removed event sits in that chain. */
+  removedBy: string | null;
+  removalSeq: number | null;
   shippedSeq: number;
   lastSeen: number;
 }
@@ -93,6 +96,8 @@ interface RawRow {
   requested_at: string;
   approved_by: string | null;
   approval_seq: string | null;
+  removed_by?: string | null;
+  removal_seq?: string | null;
   shipped_seq: string;
   last_seen: string;
 }
@@ -107,6 +112,8 @@ const toRow = (r: RawRow): GatewayRow => ({
   requestedAt: Number(r.requested_at),
   approvedBy: r.approved_by,
   approvalSeq: r.approval_seq === null ? null : Number(r.approval_seq),
+  removedBy: r.removed_by ?? null,
+  removalSeq: r.removal_seq === null || r.removal_seq === undefined ? null : Number(r.removal_seq),
   shippedSeq: Number(r.shipped_seq),
   lastSeen: Number(r.last_seen),
 });
@@ -149,7 +156,8 @@ export async function enrol(client: pg.ClientBase, me: GatewayIdentity): Promise
     let row = await gatewayRow(client, me.id);
     let first = false;
     if (!row) {
-      const members = (await client.query<{ n: string }>("SELECT count(*) AS n FROM custody_gateways WHERE status IN ('enrolled', 'approved')")).rows[0]!.n;
+      // A group whose members were all removed is still a group: a new gateway waits for approval.
+      const members = (await client.query<{ n: string }>("SELECT count(*) AS n FROM custody_gateways WHERE status IN ('enrolled', 'approved', 'removed')")).rows[0]!.n;
       first = Number(members) === 0;
       const now = Date.now();
       await client.query('INSERT INTO custody_gateways (id, public_key, key_name, name, status, request, requested_at, last_seen) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)', [
@@ -178,24 +186,64 @@ export async function enrol(client: pg.ClientBase, me: GatewayIdentity): Promise
  * are; `custody verify --keys` proves it from pinned keys and signed checkpoints.)
  */
 export async function findApproval(client: pg.ClientBase, id: string): Promise<{ by: string; seq: number } | { missing: string }> {
-  const rows = (
+  const rows = await membersEventsNaming(client, 'gateway.approved', id);
+  const r = rows.find(approvalEventIntact);
+  if (r) return { by: r.gateway, seq: Number(r.seq) };
+  return { missing: rows.length ? 'the approval found in the store does not match its hashes' : 'no enrolled gateway has approved it yet' };
+}
+
+/**
+ * Whether the store holds the removal of gateway `id`: a `gateway.removed` event naming it, in the
+ * chain of another gateway that is (or was) a member, whose hashes recompute. A row marked removed
+ * without such an event is not a removal. Returns the remover, seq and reason.
+ */
+export async function findRemoval(client: pg.ClientBase, id: string): Promise<{ by: string; seq: number; reason: string } | undefined> {
+  const r = (await membersEventsNaming(client, 'gateway.removed', id)).find(approvalEventIntact);
+  if (!r) return undefined;
+  const reason = (JSON.parse(r.payload!) as { reason?: unknown }).reason;
+  return { by: r.gateway, seq: Number(r.seq), reason: typeof reason === 'string' ? reason : '' };
+}
+
+/** Events of `kind` whose payload names gateway `id`, in the chains of other gateways that are (or were) members. */
+async function membersEventsNaming(client: pg.ClientBase, kind: 'gateway.approved' | 'gateway.removed', id: string): Promise<(PgEventRow & { gateway: string })[]> {
+  return (
     await client.query<PgEventRow & { gateway: string }>(
       `SELECT e.gateway, e.seq, e.time, e.kind, e.session, e.actor, e.connection, e.payload, e.purged, e.spans, e.payload_hash, e.prev_hash, e.hash
-         FROM custody_events e JOIN custody_gateways g ON g.id = e.gateway AND g.status IN ('enrolled', 'approved')
-        WHERE e.kind = 'gateway.approved' AND e.gateway <> $1 AND e.payload IS NOT NULL AND (e.payload::jsonb ->> 'id') = $1
+         FROM custody_events e JOIN custody_gateways g ON g.id = e.gateway AND g.status IN ('enrolled', 'approved', 'removed')
+        WHERE e.kind = $2 AND e.gateway <> $1 AND e.payload IS NOT NULL AND (e.payload::jsonb ->> 'id') = $1
         ORDER BY e.seq`,
-      [id],
+      [id, kind],
     )
   ).rows;
-  for (const r of rows) {
-    if (!approvalEventIntact(r)) continue;
-    return { by: r.gateway, seq: Number(r.seq) };
+}
+
+/**
+ * The gateways removed from the group, each with the removal event behind it (rows marked removed
+ * without one are left out); `known` are skipped (each removal is checked once per reader).
+ */
+export async function newRemovals(client: pg.ClientBase, known: ReadonlySet<string>): Promise<Map<string, { by: string; seq: number; reason: string }>> {
+  const out = new Map<string, { by: string; seq: number; reason: string }>();
+  for (const { id } of (await client.query<{ id: string }>("SELECT id FROM custody_gateways WHERE status = 'removed'")).rows) {
+    if (known.has(id)) continue;
+    const removal = await findRemoval(client, id);
+    if (removal) out.set(id, removal);
   }
-  return { missing: rows.length ? 'the approval found in the store does not match its hashes' : 'no enrolled gateway has approved it yet' };
+  return out;
 }
 
 function approvalEventIntact(r: PgEventRow): boolean {
   return !r.purged && payloadIntact(r) && rowChainHash(r.prev_hash, r) === r.hash;
+}
+
+/**
+ * Why gateway `me` cannot remove `target` (undefined: it can). Only a member removes, never itself,
+ * and a gateway is removed once. A pending gateway can be removed too: its request is refused.
+ */
+export function removalProblem(me: string, mine: GatewayRow | undefined, target: GatewayRow): string | undefined {
+  if (!mine || mine.status === 'pending' || mine.status === 'removed') return `this gateway (${me}) is ${mine ? (mine.status === 'removed' ? 'itself removed' : 'itself waiting for approval') : 'not in the shared store'}: only an enrolled or approved gateway can remove another`;
+  if (target.id === me) return 'a gateway cannot remove itself: remove it from another gateway of the group';
+  if (target.status === 'removed') return `gateway ${target.id} is already removed`;
+  return undefined;
 }
 
 /** The one gateway row `idOrPrefix` names (a full id, or a unique prefix of one, with or without `SHA256:`). */

@@ -56,6 +56,11 @@ export class TrustSet {
     return this.keys.has(id);
   }
 
+  /** Stops trusting a gateway (removed from the group): nothing it signed is accepted from now on. */
+  delete(id: string): void {
+    this.keys.delete(id);
+  }
+
   verify(id: string, text: string, signature: string): boolean {
     const key = this.keys.get(id);
     if (!key) return false;
@@ -199,14 +204,23 @@ export class LocalTrust {
     this.trust.add(self.id, self.publicKey);
   }
 
+  /** Gateways removed from the group (`gateway.removed`): never trusted again, approvals or not. */
+  private readonly removed = new Set<string>();
+
+  /** A gateway was removed from the group: its signatures are no longer accepted. */
+  remove(id: string): void {
+    this.removed.add(id);
+    this.trust.delete(id);
+  }
+
   current(approver?: { id: string; publicKey: string }): TrustSet {
-    if (approver && !this.trust.has(approver.id)) this.trust.add(approver.id, approver.publicKey);
+    if (approver && !this.trust.has(approver.id) && !this.removed.has(approver.id)) this.trust.add(approver.id, approver.publicKey);
     const head = (this.db.prepare('SELECT coalesce(max(seq), 0) AS n FROM events').get() as { n: number }).n;
     if (head > this.scanned) {
       for (const r of this.db.prepare("SELECT payload FROM events WHERE seq > ? AND seq <= ? AND kind = 'gateway.approved' AND encoding = 'json'").all(this.scanned, head) as { payload: string | Buffer }[]) {
         try {
           const p = JSON.parse(String(r.payload)) as { id?: string; publicKey?: string };
-          if (p.id && p.publicKey) this.trust.add(p.id, p.publicKey);
+          if (p.id && p.publicKey && !this.removed.has(p.id)) this.trust.add(p.id, p.publicKey);
         } catch {
           // not an approval this gateway can read: not trusted
         }

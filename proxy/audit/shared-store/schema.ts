@@ -287,6 +287,18 @@ export const PG_MIGRATIONS: PgMigration[] = [
       CREATE INDEX custody_console_session_ends_change ON custody_console_session_ends (change);
     `,
   },
+  {
+    version: 7,
+    name: 'gateways removed from the group',
+    sql: `
+      -- A removed gateway serves nothing; its row stays, an index of the gateway.removed event in
+      -- the remover's chain (enrolment.ts, findRemoval), as approved_by indexes an approval.
+      ALTER TABLE custody_gateways DROP CONSTRAINT custody_gateways_status_check;
+      ALTER TABLE custody_gateways ADD CONSTRAINT custody_gateways_status_check CHECK (status IN ('enrolled', 'pending', 'approved', 'removed'));
+      ALTER TABLE custody_gateways ADD COLUMN removed_by TEXT;
+      ALTER TABLE custody_gateways ADD COLUMN removal_seq BIGINT;
+    `,
+  },
 ];
 
 /** Applies the migrations the store lacks; returns the versions applied. */

@@ -14,7 +14,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import type pg from 'pg';
 import { keyFingerprint, rawSigner, type SigningKeySpec, specPublicKey } from '../checkpoint-signer';
-import { enrol, findApproval, type GatewayIdentity } from './enrolment';
+import { enrol, findApproval, type GatewayIdentity, newRemovals } from './enrolment';
 import { DocumentSync } from './doc-sync';
 import { KeySync, LocalTrust } from './key-sync';
 import { PersonSync } from './person-sync';
@@ -84,6 +84,21 @@ async function session(): Promise<pg.Client> {
   return client;
 }
 
+/** Removals found so far (each checked once against its gateway.removed event). */
+const removalsSeen = new Set<string>();
+
+/**
+ * Gateways removed from the group: their keys leave the trust set; this gateway, removed, refuses
+ * everything (it keeps shipping its chain, which stays evidence up to the removal).
+ */
+async function removals(c: pg.Client): Promise<void> {
+  for (const [id, removal] of await newRemovals(c, removalsSeen)) {
+    removalsSeen.add(id);
+    if (id === identity.id) post({ removed: removal });
+    else localTrust.remove(id);
+  }
+}
+
 /** One round; returns how long to wait before the next. */
 async function step(): Promise<number> {
   const c = await session();
@@ -106,12 +121,15 @@ async function step(): Promise<number> {
         if (row) approver = { id: found.by, publicKey: row.public_key };
       }
     }
+    // Removed from the group: known before it is admitted, so it never serves a request.
+    await removals(c);
     admitted = true;
     post({ phase: 'admitted', group: e.group, enrolment: e.status, first: e.first, reason: undefined, ...(approver ? { approvedBy: approver } : {}) });
   }
   // Asked for a remote commit: ship first, before the key round.
   const wait = serving.length ? await ship(c) : undefined;
   if (Date.now() - lastKeySyncAt >= KEY_SYNC_MS) {
+    await removals(c);
     const trust = localTrust.current(approver);
     // Persons are pushed before keys and pulled after them: a key copied here finds its owner's
     // link in the same round, and the gateway applies persons before keys.

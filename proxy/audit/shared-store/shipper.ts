@@ -35,6 +35,8 @@ export interface ShipperStatus {
   shippedSeq: number;
   localSeq: number;
   shippedAt?: number;
+  /** This gateway was removed from the group (a `gateway.removed` naming it in another member's chain). */
+  removed?: { by: string; seq: number; reason: string };
   /** The gateway that approved this one (its id and public key), learned at admission. */
   approvedBy?: { id: string; publicKey: string };
   /** The store's copy of this chain no longer ends where it was shipped to (shipping.ts, shippedTailProblem). */
@@ -170,6 +172,7 @@ export class SharedStoreMember implements RemoteCommitter {
     const s = m.status;
     if (s.phase === 'pending' && was.phase !== 'pending') this.deps.log.warn(`shared store ${this.label}: ${this.refusal()}`);
     if (s.phase === 'admitted' && was.phase !== 'admitted') this.admitted(s);
+    if (s.removed && !was.removed) this.deps.log.error(`shared store ${this.label}: ${this.refusal()}`);
     if (s.tampered && s.tampered.message !== was.tampered?.message) {
       // Recorded in this gateway's own chain, which still holds every row the store lost.
       this.deps.log.error(`shared store ${this.label}: ${s.tampered.message}`);
@@ -208,6 +211,7 @@ export class SharedStoreMember implements RemoteCommitter {
   /** Why this gateway refuses traffic, or undefined when it serves. */
   refusal(): string | undefined {
     const s = this.status;
+    if (s.removed) return `this gateway was removed from the group by ${s.removed.by}${s.removed.reason ? ` (${s.removed.reason})` : ''}: it serves nothing; start it on an empty data dir to ask to join again`;
     if (s.phase === 'admitted') return this.staleness();
     if (s.phase === 'pending') return `this gateway is waiting for enrolment in the shared store (${s.reason ?? 'not approved yet'}): an admin approves it with \`custody gateways approve ${this.identity.id}\``;
     if (this.admittedBefore) return this.staleness();

@@ -12,7 +12,7 @@ import pg from 'pg';
 import type { GatewayView } from '../../../shared/api';
 import { rawSigner, type SigningKeySpec } from '../checkpoint-signer';
 import { endConsoleSessions, lookupConsoleSession, pruneConsoleSessions, putConsoleSession, readConsoleSessionEnds } from './console-session-rows';
-import { gatewayRow, type GatewayIdentity, type GatewayRow, listGateways, pickGateway, rowProblem } from './enrolment';
+import { gatewayRow, type GatewayIdentity, type GatewayRow, listGateways, newRemovals, pickGateway, removalProblem, rowProblem } from './enrolment';
 import { LocalTrust } from './key-sync';
 import { migrateSharedStore, type StoreConnection } from './schema';
 import { countTeamSessions, listTeamSessions, teamSession, teamSessionEvents, teamSessionHolds } from './session-index';
@@ -57,6 +57,9 @@ async function withClient<T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
   }
 }
 
+/** Gateways found removed from the group (their keys left the trust set). */
+const removedSeen = new Set<string>();
+
 /** Whom this gateway trusts: itself, those it approved, and the gateway that approved it (pinned at admission). */
 function trust() {
   const raw = (db.prepare('SELECT value FROM meta WHERE key = ?').get(ADMISSION_META) as { value: string } | undefined)?.value;
@@ -73,7 +76,7 @@ async function gatewayViews(c: pg.ClientBase): Promise<GatewayView[]> {
 
 function view(r: GatewayRow, lease: GatewayView['lease']): GatewayView {
   const problem = r.status === 'pending' ? rowProblem(r) : undefined;
-  return { id: r.id, name: r.name, status: r.status, requestedAt: r.requestedAt, approvedBy: r.approvedBy, approvalSeq: r.approvalSeq, shippedSeq: r.shippedSeq, lastSeen: r.lastSeen, lease, ...(problem ? { problem } : {}), self: r.id === self };
+  return { id: r.id, name: r.name, status: r.status, requestedAt: r.requestedAt, approvedBy: r.approvedBy, approvalSeq: r.approvalSeq, removedBy: r.removedBy, removalSeq: r.removalSeq, shippedSeq: r.shippedSeq, lastSeen: r.lastSeen, lease, ...(problem ? { problem } : {}), self: r.id === self };
 }
 
 type Handler<K extends TeamOp> = (c: pg.PoolClient, args: TeamOps[K]['args']) => Promise<TeamOps[K]['value']>;
@@ -96,6 +99,21 @@ const handlers: { [K in TeamOp]: Handler<K> } = {
     if (problem) throw new Error(`gateway ${target.id} cannot be approved: ${problem}`);
     return target;
   },
+  // What `custody gateways remove` checks before it records anything.
+  removable: async (c, a) => {
+    const target = pickGateway(await listGateways(c), a.id);
+    const problem = removalProblem(self, await gatewayRow(c, self), target);
+    if (problem) throw new Error(problem);
+    return target;
+  },
+  // The removal is in this gateway's chain, under a signed checkpoint: ship both, then mark the row.
+  removed: async (c, a) => {
+    await shipAll(c, db, self);
+    await c.query("UPDATE custody_gateways SET status = 'removed', removed_by = $2, removal_seq = $3 WHERE id = $1 AND status <> 'removed'", [a.id, self, a.seq]);
+    const row = await gatewayRow(c, a.id);
+    if (!row) throw new Error(`gateway ${a.id} is no longer in the shared store`);
+    return view(row, null);
+  },
   // The approval is in this gateway's chain, under a signed checkpoint: ship both, then mark the row.
   approved: async (c, a) => {
     await shipAll(c, db, self);
@@ -108,7 +126,14 @@ const handlers: { [K in TeamOp]: Handler<K> } = {
     await putConsoleSession(c, a, signRaw);
     return null;
   },
-  lookupSession: (c, a) => lookupConsoleSession(c, a.digest, trust()),
+  lookupSession: async (c, a) => {
+    // A gateway removed from the group signs no sign-in this one accepts.
+    for (const [id] of await newRemovals(c, removedSeen)) {
+      removedSeen.add(id);
+      localTrust.remove(id);
+    }
+    return lookupConsoleSession(c, a.digest, trust());
+  },
   endSessions: async (c, a) => {
     await endConsoleSessions(c, a.digests, self);
     return null;

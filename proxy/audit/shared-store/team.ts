@@ -26,6 +26,8 @@ export interface TeamOps {
   gateways: { args: Record<string, never>; value: GatewayView[] };
   approvable: { args: { id: string }; value: GatewayRow };
   approved: { args: { id: string; seq: number }; value: GatewayView };
+  removable: { args: { id: string }; value: GatewayRow };
+  removed: { args: { id: string; seq: number }; value: GatewayView };
   putSession: { args: SharedConsoleSession; value: null };
   lookupSession: { args: { digest: string }; value: ConsoleSessionLookup };
   endSessions: { args: { digests: string[] }; value: null };

@@ -40,6 +40,8 @@ export interface ChainReport {
   signedThrough: number;
   /** How this chain's key came to be trusted: pinned, first-enrolled (no --keys), or approved by another chain. */
   trust?: { by: 'pinned' | 'first-enrolled' } | { by: 'approval'; approver: string; seq: number };
+  /** Removed from the group by a trusted chain's `gateway.removed`, under a signed checkpoint of that chain. */
+  removed?: { by: string; seq: number; reason: string };
 }
 
 export interface SharedStoreReport {
@@ -59,6 +61,8 @@ interface ChainState {
   report: ChainReport;
   /** gateway.approved events: the approved key's id, at seq. */
   approvals: { id: string; fingerprint: string; seq: number }[];
+  /** gateway.removed events: the removed key's id, at seq. */
+  removals: { id: string; seq: number; reason: string }[];
   /** Events that cite events of other chains (`refs`: a vote on another gateway's hold, …), at seq. */
   refs: { seq: number; kind: string; ref: EventRef }[];
   intact: boolean;
@@ -132,6 +136,15 @@ export async function verifySharedStore(client: pg.ClientBase, opts: { store: st
     fail({ chain: id, problem: 'unapproved-signer', message: `chain ${id} (${c.report.name}) is signed by a key the verifier does not trust: ${why}` });
   }
 
+  // Removals count from trusted chains, under their signed checkpoints (as approvals do).
+  for (const [id, c] of chains) {
+    if (!c.report.trust || !c.intact) continue;
+    for (const r of c.removals) {
+      const target = chains.get(r.id);
+      if (target && !target.report.removed && r.seq <= c.report.signedThrough) target.report.removed = { by: id, seq: r.seq, reason: r.reason };
+    }
+  }
+
   await checkReferences(client, chains, fail);
 
   const reports = [...chains.values()].map((c) => c.report);
@@ -140,7 +153,7 @@ export async function verifySharedStore(client: pg.ClientBase, opts: { store: st
 
 async function verifyChain(client: pg.ClientBase, g: GatewayRow, fail: (f: SharedStoreFailure) => void): Promise<ChainState> {
   const report: ChainReport = { gateway: g.id, name: g.name, events: 0, checkpointsChecked: 0, signedThrough: 0 };
-  const state: ChainState = { report, approvals: [], refs: [], intact: true };
+  const state: ChainState = { report, approvals: [], removals: [], refs: [], intact: true };
   const problem = (f: Omit<SharedStoreFailure, 'chain'>) => {
     state.intact = false;
     fail({ chain: g.id, ...f, message: `chain ${g.id}${f.seq !== undefined ? ` at seq ${f.seq}` : ''}: ${f.message}` });
@@ -201,6 +214,10 @@ async function verifyChain(client: pg.ClientBase, g: GatewayRow, fail: (f: Share
       if (r.kind === 'gateway.approved' && r.payload) {
         const p = JSON.parse(r.payload) as { id?: unknown; fingerprint?: unknown };
         if (typeof p.id === 'string') state.approvals.push({ id: p.id, fingerprint: typeof p.fingerprint === 'string' ? p.fingerprint : '', seq });
+      }
+      if (r.kind === 'gateway.removed' && r.payload) {
+        const p = JSON.parse(r.payload) as { id?: unknown; reason?: unknown };
+        if (typeof p.id === 'string') state.removals.push({ id: p.id, seq, reason: typeof p.reason === 'string' ? p.reason : '' });
       }
       if (r.kind.startsWith('hold.') && r.payload?.includes('"refs"')) for (const ref of refsOf(r.payload)) state.refs.push({ seq, kind: r.kind, ref });
       acc.pushEventHashHex(r.hash);
