@@ -4,10 +4,12 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
+import ssh2 from 'ssh2';
 import { Config } from '../../shared/config';
 import type { Identity } from '../../shared/identity';
 import { PolicyEngine } from '../../proxy/policy/engine';
 import { commandMatches, compileCommandPattern, parseExec } from '../../proxy/policy/shell-commands';
+import { generateEd25519 } from '../../proxy/ssh/keygen';
 import { resolveRemotePath, SftpPacketReader } from '../../proxy/ssh/sftp';
 import { EchoWatch, OutputTap } from '../../proxy/ssh/terminal';
 
@@ -95,6 +97,20 @@ describe('ssh exec commands', () => {
     assert.match(messages, /listen: a ssh connection needs listen/);
     assert.match(messages, /upstream: an ssh upstream is a URL with the login user/);
     assert.match(messages, /hostKey: an OpenSSH fingerprint/);
+  });
+});
+
+describe('ssh keys', () => {
+  it('makes Ed25519 pairs that read back, also when the public key starts with a zero byte', () => {
+    // ssh2's own generator gets one pair in about 256 wrong; 3000 draws meet such a key almost surely.
+    for (let i = 0; i < 3000; i++) {
+      const pair = generateEd25519(i % 2 ? 'a comment' : undefined);
+      const pub = ssh2.utils.parseKey(pair.public);
+      const priv = ssh2.utils.parseKey(pair.private);
+      assert.ok(!(pub instanceof Error) && !(priv instanceof Error), `pair ${i}: ${pair.public}`);
+      assert.equal(Buffer.from(pair.public.split(' ')[1]!, 'base64').length, 51, 'ssh-ed25519 with a 32-byte key');
+      assert.ok(pub.getPublicSSH().equals(priv.getPublicSSH()));
+    }
   });
 });
 
