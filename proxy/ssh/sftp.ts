@@ -57,6 +57,18 @@ const FXF_TRUNC = 0x10;
 /** Largest packet the relay accepts (OpenSSH's sftp-server allows 256 KiB). */
 const MAX_PACKET = 256 * 1024 + 1024;
 
+/**
+ * Requests held in the relay (waiting for a decision or for the upstream's window) before the
+ * client's channel is paused, by count and by bytes; it resumes below the lower pair. SSH's own
+ * windows then hold the client back. A byte bound keeps bulk writes from piling up: scp keeps 64
+ * writes of 255 KiB in flight, and 16 MiB of buffers lingering in the gateway outlive the young
+ * generation and set off a full garbage collection every few MiB copied (about 20 per 200 MiB).
+ */
+const PAUSE_REQUESTS = 256;
+const RESUME_REQUESTS = 64;
+const PAUSE_BYTES = 1024 * 1024;
+const RESUME_BYTES = 512 * 1024;
+
 /** Extensions that only read or ask for information: forwarded as they are. */
 const READ_EXTENSIONS = new Set(['statvfs@openssh.com', 'fstatvfs@openssh.com', 'fsync@openssh.com', 'limits@openssh.com', 'expand-path@openssh.com', 'home-directory', 'users-groups-by-id@openssh.com']);
 
@@ -212,6 +224,7 @@ export class SftpRelay {
   private readonly pending = new Map<number, Pending>();
   private queue: Promise<void> = Promise.resolve();
   private queued = 0;
+  private queuedBytes = 0;
   private paused = false;
   private homeDir?: string;
   private failed = false;
@@ -230,15 +243,17 @@ export class SftpRelay {
       }
       for (const p of packets) {
         this.queued++;
+        this.queuedBytes += p.length;
         this.queue = this.queue.then(() => this.onRequest(p)).catch((err: unknown) => this.fail((err as Error).message)).finally(() => {
           this.queued--;
-          if (this.paused && this.queued < 64) {
+          this.queuedBytes -= p.length;
+          if (this.paused && this.queued < RESUME_REQUESTS && this.queuedBytes < RESUME_BYTES) {
             this.paused = false;
             this.o.client.resume();
           }
         });
       }
-      if (this.queued >= 256 && !this.paused) {
+      if ((this.queued >= PAUSE_REQUESTS || this.queuedBytes >= PAUSE_BYTES) && !this.paused) {
         this.paused = true;
         this.o.client.pause();
       }
@@ -396,8 +411,8 @@ export class SftpRelay {
       }
       if (check.op !== 'write') this.pending.set(id, { op: check.op, paths: check.paths });
     }
-    // Awaited: while the upstream's window is full the queue waits, and past 256 queued requests
-    // the client is paused (one 'drain' listener at a time, not one per request).
+    // Awaited: while the upstream's window is full the queue waits, and past PAUSE_REQUESTS or
+    // PAUSE_BYTES queued the client is paused (one 'drain' listener at a time, not one per request).
     return this.forward(p);
   }
 
