@@ -55,6 +55,12 @@ function events(kind: string): Record<string, unknown>[] {
   return (gw.services.store.db.prepare('SELECT encoding, payload FROM events WHERE kind = ? ORDER BY seq').all(kind) as { encoding: string; payload: Buffer | string }[]).map((r) => JSON.parse(storedPayloadText(r.encoding, r.payload)) as Record<string, unknown>);
 }
 
+/** Every event's payload as text (large payloads are stored deflated), for what must be nowhere in the log. */
+function allPayloads(): string {
+  gw.services.store.settle();
+  return (gw.services.store.db.prepare('SELECT encoding, payload FROM events').all() as { encoding: string; payload: Buffer | string }[]).map((r) => storedPayloadText(r.encoding, r.payload)).join('\n');
+}
+
 async function eventually<T>(f: () => T | undefined, what: string, ms = 10_000): Promise<T> {
   const end = Date.now() + ms;
   for (;;) {
@@ -131,7 +137,7 @@ describe('ssh through the gateway', () => {
     assert.equal(r.code, 5, r.stderr); // sshpass: the password was refused
     // Failures are recorded as they are aggregated: wait for the event.
     await eventually(() => (events('auth.failure').some((f) => f['protocol'] === 'ssh') ? true : undefined), 'an ssh auth.failure event');
-    const all = (gw.services.store.db.prepare('SELECT payload FROM events').all() as { payload: string }[]).map((e) => e.payload).join('\n');
+    const all = allPayloads();
     assert.ok(!all.includes('PRIVATE KEY'), 'the upstream key is nowhere in the log');
   });
 
@@ -330,7 +336,7 @@ describe('ssh through the gateway', () => {
     assert.ok(commands.some((c) => c.line === 'echo edited-line ok' && c.uncertain === undefined), JSON.stringify(commands));
     assert.ok(commands.some((c) => c.line === 'echo tab-done' && JSON.stringify(c.uncertain) === '["completion"]'), JSON.stringify(commands));
     assert.ok(!commands.some((c) => String(c.line).includes('hunter2')), 'the secret typed with echo off is no command');
-    const log = (gw.services.store.db.prepare('SELECT payload FROM events').all() as { payload: string }[]).map((e) => e.payload).join('\n');
+    const log = allPayloads();
     assert.ok(!log.includes('hunter2'), 'the secret is nowhere in the log');
     assert.ok(!log.includes(CARD), 'the card number is nowhere in the log');
 
