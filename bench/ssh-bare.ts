@@ -6,6 +6,7 @@
  */
 import type { AddressInfo } from 'node:net';
 import ssh2 from 'ssh2';
+import { generateEd25519 } from '../proxy/ssh/keygen';
 
 export interface BarePassThrough {
   port: number;
@@ -13,7 +14,7 @@ export interface BarePassThrough {
 }
 
 export async function startBarePassThrough(upstream: { port: number; username: string; privateKey: string }): Promise<BarePassThrough> {
-  const hostKey = ssh2.utils.generateKeyPairSync('ed25519').private;
+  const hostKey = generateEd25519().private;
   const server = new ssh2.Server({ hostKeys: [hostKey] }, (client) => {
     const up = new ssh2.Client();
     const ready = new Promise<ssh2.Client>((resolve, reject) => {

@@ -20,11 +20,11 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { homedir, hostname, userInfo } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
-import ssh2 from 'ssh2';
 import type { SshKeyList, SshKeyView } from '../../shared/api';
 import { parseDuration } from '../../shared/config';
 import { resolveConfig } from '../config';
 import { signInWithBrowser } from '../identity/native-login';
+import { generateEd25519 } from '../ssh/keygen';
 import { type Io, type ParsedArgs, rejectUnknown, str, UsageError } from './args';
 
 /** How long an ssh-login key logs in unless --ttl says otherwise. */
@@ -152,7 +152,7 @@ export async function sshLoginCommand(args: ParsedArgs, io: Io): Promise<number>
     }
     identityFile = resolve(pub.slice(0, -4));
   } else {
-    const pair = ssh2.utils.generateKeyPairSync('ed25519', { comment: `custody-ssh-login ${userInfo().username}@${hostname()}` });
+    const pair = generateEd25519(`custody-ssh-login ${userInfo().username}@${hostname()}`);
     publicKey = pair.public;
     privateKey = pair.private;
     identityFile = resolve(str(args, 'out') ?? join(homedir(), '.ssh', 'custody_ed25519'));

@@ -9,6 +9,7 @@ import type { Connection } from '../../shared/config';
 import { listen, splitHostPort } from '../net';
 import { SshKeyStore } from '../identity/ssh-keys';
 import type { GatewayServices } from '../services';
+import { generateEd25519 } from './keygen';
 import { type SshListenerContext, SshProxySession } from './session';
 import { fingerprint, KnownHosts, sshUpstreamTarget } from './upstream';
 
@@ -40,7 +41,7 @@ const LOGIN_GRACE_MS = 1000;
 export async function startSshListener(opts: SshListenerOptions): Promise<SshListener> {
   const { connection, services } = opts;
   if (!connection.listen) throw new Error(`connection ${connection.name}: an ssh connection needs listen`);
-  const hostKey = services.keyFile('ssh-host-ed25519.key', () => Buffer.from(sshUtils.generateKeyPairSync('ed25519').private));
+  const hostKey = services.keyFile('ssh-host-ed25519.key', () => Buffer.from(generateEd25519().private));
   const parsed = sshUtils.parseKey(hostKey);
   if (parsed instanceof Error) throw new Error(`the gateway's SSH host key (ssh-host-ed25519.key in the data dir) does not load: ${parsed.message}`);
   const ctx: SshListenerContext = {

@@ -57,6 +57,18 @@ const FXF_TRUNC = 0x10;
 /** Largest packet the relay accepts (OpenSSH's sftp-server allows 256 KiB). */
 const MAX_PACKET = 256 * 1024 + 1024;
 
+/**
+ * Requests held in the relay (waiting for a decision or for the upstream's window) before the
+ * client's channel is paused, by count and by bytes; it resumes below the lower pair. SSH's own
+ * windows then hold the client back. A byte bound keeps bulk writes from piling up: scp keeps 64
+ * writes of 255 KiB in flight, and 16 MiB of buffers lingering in the gateway outlive the young
+ * generation and set off a full garbage collection every few MiB copied (about 20 per 200 MiB).
+ */
+const PAUSE_REQUESTS = 256;
+const RESUME_REQUESTS = 64;
+const PAUSE_BYTES = 1024 * 1024;
+const RESUME_BYTES = 512 * 1024;
+
 /** Extensions that only read or ask for information: forwarded as they are. */
 const READ_EXTENSIONS = new Set(['statvfs@openssh.com', 'fstatvfs@openssh.com', 'fsync@openssh.com', 'limits@openssh.com', 'expand-path@openssh.com', 'home-directory', 'users-groups-by-id@openssh.com']);
 
@@ -67,25 +79,57 @@ export function resolveRemotePath(home: string, p: string): string {
   return n.length > 1 ? n.replace(/\/+$/, '') : n;
 }
 
-/** Reads SFTP packets out of a byte stream split anywhere. */
+/**
+ * Reads SFTP packets out of a byte stream split anywhere. A packet that arrives in pieces (a 255 KiB
+ * WRITE comes as eight 32 KiB channel packets) is joined once, when its last piece is in, not each
+ * time a piece arrives.
+ */
 export class SftpPacketReader {
-  private buf: Buffer = Buffer.alloc(0);
+  /** Pieces of the packet being gathered. */
+  private pieces: Buffer[] = [];
+  private held = 0;
+  /** Length of that packet with its length field, once its first 4 bytes are in (else 0). */
+  private need = 0;
 
-  /** Returns the complete packets (type byte onward) in `chunk` and what came before; throws on an oversize packet. */
+  /** Returns the complete packets in `chunk` and what came before, each with its 4-byte length; throws on an oversize packet. */
   push(chunk: Buffer): Buffer[] {
-    this.buf = this.buf.length ? Buffer.concat([this.buf, chunk]) : chunk;
+    let buf = chunk;
+    if (this.held) {
+      this.pieces.push(chunk);
+      this.held += chunk.length;
+      if (!this.need && this.held >= 4) {
+        const head = Buffer.concat(this.pieces, this.held);
+        this.pieces = [head];
+        this.need = 4 + packetLength(head, 0);
+      }
+      if (!this.need || this.held < this.need) return [];
+      buf = Buffer.concat(this.pieces, this.held);
+      this.pieces = [];
+      this.held = 0;
+    }
     const out: Buffer[] = [];
     let off = 0;
-    while (this.buf.length - off >= 4) {
-      const len = this.buf.readUInt32BE(off);
-      if (len < 1 || len > MAX_PACKET) throw new Error(`an SFTP packet of ${len} bytes is out of bounds`);
-      if (this.buf.length - off - 4 < len) break;
-      out.push(this.buf.subarray(off + 4, off + 4 + len));
+    while (buf.length - off >= 4) {
+      const len = packetLength(buf, off);
+      if (buf.length - off - 4 < len) break;
+      out.push(buf.subarray(off, off + 4 + len));
       off += 4 + len;
     }
-    this.buf = off === this.buf.length ? Buffer.alloc(0) : this.buf.subarray(off);
+    this.need = 0;
+    if (off < buf.length) {
+      const rest = buf.subarray(off);
+      this.pieces = [rest];
+      this.held = rest.length;
+      if (rest.length >= 4) this.need = 4 + packetLength(rest, 0);
+    }
     return out;
   }
+}
+
+function packetLength(b: Buffer, off: number): number {
+  const len = b.readUInt32BE(off);
+  if (len < 1 || len > MAX_PACKET) throw new Error(`an SFTP packet of ${len} bytes is out of bounds`);
+  return len;
 }
 
 /** Field reader over one packet body. */
@@ -180,6 +224,7 @@ export class SftpRelay {
   private readonly pending = new Map<number, Pending>();
   private queue: Promise<void> = Promise.resolve();
   private queued = 0;
+  private queuedBytes = 0;
   private paused = false;
   private homeDir?: string;
   private failed = false;
@@ -198,15 +243,17 @@ export class SftpRelay {
       }
       for (const p of packets) {
         this.queued++;
+        this.queuedBytes += p.length;
         this.queue = this.queue.then(() => this.onRequest(p)).catch((err: unknown) => this.fail((err as Error).message)).finally(() => {
           this.queued--;
-          if (this.paused && this.queued < 64) {
+          this.queuedBytes -= p.length;
+          if (this.paused && this.queued < RESUME_REQUESTS && this.queuedBytes < RESUME_BYTES) {
             this.paused = false;
             this.o.client.resume();
           }
         });
       }
-      if (this.queued >= 256 && !this.paused) {
+      if ((this.queued >= PAUSE_REQUESTS || this.queuedBytes >= PAUSE_BYTES) && !this.paused) {
         this.paused = true;
         this.o.client.pause();
       }
@@ -250,11 +297,8 @@ export class SftpRelay {
     return resolveRemotePath(this.homeDir, p);
   }
 
-  /** Forwards one request; waits while the upstream's buffer is full. */
+  /** Forwards one request (with its length, in one write); waits while the upstream's buffer is full. */
   private async forward(packet: Buffer): Promise<void> {
-    const len = Buffer.alloc(4);
-    len.writeUInt32BE(packet.length);
-    this.o.upstream.write(len);
     if (!this.o.upstream.write(packet)) await new Promise((resolve) => this.o.upstream.once('drain', resolve));
   }
 
@@ -264,9 +308,9 @@ export class SftpRelay {
 
   private async onRequest(p: Buffer): Promise<void> {
     if (this.failed) return;
-    const type = p[0]!;
+    const type = p[4]!;
     if (type === T.Init) return this.forward(p);
-    const f = new Fields(p, 1);
+    const f = new Fields(p, 5);
     const id = f.u32();
     let check: { op: string; paths: string[]; detail: string } | undefined;
     switch (type) {
@@ -367,15 +411,15 @@ export class SftpRelay {
       }
       if (check.op !== 'write') this.pending.set(id, { op: check.op, paths: check.paths });
     }
-    // Awaited: while the upstream's window is full the queue waits, and past 256 queued requests
-    // the client is paused (one 'drain' listener at a time, not one per request).
+    // Awaited: while the upstream's window is full the queue waits, and past PAUSE_REQUESTS or
+    // PAUSE_BYTES queued the client is paused (one 'drain' listener at a time, not one per request).
     return this.forward(p);
   }
 
   private onReply(p: Buffer): void {
-    const type = p[0]!;
+    const type = p[4]!;
     if (type === T.Version) return;
-    const f = new Fields(p, 1);
+    const f = new Fields(p, 5);
     const id = f.u32();
     const pending = this.pending.get(id);
     if (!pending) return;

@@ -4,7 +4,7 @@
 // (files made or left alone) and what the verifiable log holds.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { connect } from 'node:net';
@@ -15,6 +15,7 @@ import { Config } from '../../shared/config';
 import type { Identity } from '../../shared/identity';
 import { verifyBundle } from '../../proxy/audit/verify/bundle';
 import { Gateway } from '../../proxy/gateway';
+import { storedPayloadText } from '../../proxy/audit/store';
 import { connectSshUpstream, KnownHosts, sshUpstreamTarget } from '../../proxy/ssh/upstream';
 import { silentLogger } from '../../proxy/log';
 import { startSshd, type Sshd } from '../support/sshd';
@@ -51,7 +52,13 @@ const ssh = (command: string, input?: string) => run('sshpass', ['-p', devKey, '
 function events(kind: string): Record<string, unknown>[] {
   // Read straight from the database: wait for what the gateway journaled to be folded in.
   gw.services.store.settle();
-  return (gw.services.store.db.prepare('SELECT payload FROM events WHERE kind = ? ORDER BY seq').all(kind) as { payload: string }[]).map((r) => JSON.parse(r.payload) as Record<string, unknown>);
+  return (gw.services.store.db.prepare('SELECT encoding, payload FROM events WHERE kind = ? ORDER BY seq').all(kind) as { encoding: string; payload: Buffer | string }[]).map((r) => JSON.parse(storedPayloadText(r.encoding, r.payload)) as Record<string, unknown>);
+}
+
+/** Every event's payload as text (large payloads are stored deflated), for what must be nowhere in the log. */
+function allPayloads(): string {
+  gw.services.store.settle();
+  return (gw.services.store.db.prepare('SELECT encoding, payload FROM events').all() as { encoding: string; payload: Buffer | string }[]).map((r) => storedPayloadText(r.encoding, r.payload)).join('\n');
 }
 
 async function eventually<T>(f: () => T | undefined, what: string, ms = 10_000): Promise<T> {
@@ -93,6 +100,7 @@ describe('ssh through the gateway', () => {
       listen: { control: '127.0.0.1:0', http: '127.0.0.1:0' },
       connections: [{ name: 'box', kind: 'ssh', upstream: `ssh://${sshd.user}@127.0.0.1:${sshd.port}`, secret: { value: sshd.clientKey }, listen: '127.0.0.1:0' }],
       masking: [{ id: 'cards', detectors: ['credit_card'], scope: ['client', 'log'] }],
+      limits: { recordFileBytes: 64 * 1024 },
       policies: [
         { name: 'no-denied-writes', match: { connections: ['box'], ssh: ['file_transfer'], paths: [`${work}/denied`, `${work}/denied/*`] }, action: 'deny', reason: 'nothing is written there' },
         { name: 'transfers-ok', match: { connections: ['box'], ssh: ['file_transfer'] }, action: 'allow' },
@@ -129,7 +137,7 @@ describe('ssh through the gateway', () => {
     assert.equal(r.code, 5, r.stderr); // sshpass: the password was refused
     // Failures are recorded as they are aggregated: wait for the event.
     await eventually(() => (events('auth.failure').some((f) => f['protocol'] === 'ssh') ? true : undefined), 'an ssh auth.failure event');
-    const all = (gw.services.store.db.prepare('SELECT payload FROM events').all() as { payload: string }[]).map((e) => e.payload).join('\n');
+    const all = allPayloads();
     assert.ok(!all.includes('PRIVATE KEY'), 'the upstream key is nowhere in the log');
   });
 
@@ -203,6 +211,37 @@ describe('ssh through the gateway', () => {
     assert.equal(write['sha256'], sha);
     const legacyReq = events('ssh.request').find((e) => String(e['command']).startsWith('scp -t') && String(e['command']).includes(join(work, 'denied')))!;
     assert.equal((legacyReq['decision'] as { rule: string }).rule, 'no-denied-writes');
+  });
+
+  it('carries a file of several MiB up and down over SFTP unchanged; each is recorded with its size and SHA-256, the content up to recordFileBytes, masked', async () => {
+    // Text with card numbers first (what is kept of the content), then random bytes: the packets
+    // (255 KiB writes and reads) arrive in many pieces.
+    const text = Buffer.from(Array.from({ length: 2000 }, (_, i) => `line ${i} card ${CARD}\n`).join(''));
+    const body = Buffer.concat([text, randomBytes(3 * 1024 * 1024 + 12345)]);
+    const local = join(work, 'big-up.bin');
+    writeFileSync(local, body);
+    const remote = join(work, 'open', 'big.bin');
+    const up = await run('sshpass', ['-p', devKey, 'scp', '-P', port, ...opts(), local, `dev@127.0.0.1:${remote}`]);
+    assert.equal(up.code, 0, up.stderr);
+    assert.ok(readFileSync(remote).equals(body), 'the host has the file as sent');
+    const back = join(work, 'big-down.bin');
+    const down = await run('sshpass', ['-p', devKey, 'scp', '-P', port, ...opts(), `dev@127.0.0.1:${remote}`, back]);
+    assert.equal(down.code, 0, down.stderr);
+    assert.ok(readFileSync(back).equals(body), 'the client got the file as it is on the host');
+    const sha = createHash('sha256').update(body).digest('hex');
+    const write = await eventually(() => events('ssh.sftp').find((e) => e['op'] === 'write' && e['path'] === remote), 'the upload');
+    const read = await eventually(() => events('ssh.sftp').find((e) => e['op'] === 'read' && e['path'] === remote), 'the download');
+    for (const e of [write, read]) {
+      assert.equal(e['bytes'], body.length);
+      assert.equal(e['sha256'], sha);
+      assert.equal(e['ordered'], undefined, 'the bytes passed in order');
+      assert.equal(e['contentTruncated'], true);
+      const content = String(e['content']);
+      assert.ok(content.startsWith('line 0 card [CREDIT_CARD]\nline 1 card [CREDIT_CARD]\n'), content.slice(0, 80));
+      assert.ok(!content.includes(CARD), 'card numbers are masked in the content');
+      // 64 KiB of the original text, each card number shorter by its label.
+      assert.ok(content.length > 50_000 && content.length <= 64 * 1024, `kept ${content.length} characters`);
+    }
   });
 
   it('refuses an SFTP upload into a denied path and records the refusal', async () => {
@@ -303,7 +342,7 @@ describe('ssh through the gateway', () => {
     assert.ok(commands.some((c) => c.line === 'echo edited-line ok' && c.uncertain === undefined), JSON.stringify(commands));
     assert.ok(commands.some((c) => c.line === 'echo tab-done' && JSON.stringify(c.uncertain) === '["completion"]'), JSON.stringify(commands));
     assert.ok(!commands.some((c) => String(c.line).includes('hunter2')), 'the secret typed with echo off is no command');
-    const log = (gw.services.store.db.prepare('SELECT payload FROM events').all() as { payload: string }[]).map((e) => e.payload).join('\n');
+    const log = allPayloads();
     assert.ok(!log.includes('hunter2'), 'the secret is nowhere in the log');
     assert.ok(!log.includes(CARD), 'the card number is nowhere in the log');
 
