@@ -57,7 +57,7 @@ let group: string | undefined;
 let anchor = new Map<string, ChainState>();
 let anchorInterval = -1;
 let bootstrapped = false;
-/** The newest checkpoint looked at for cosigning: each is checked once. */
+/** The newest checkpoint checked for cosigning (cosigned or refused): each is checked once; one the store failed to answer for is checked again. */
 let looked = -1;
 /** The interval this gateway last tried to make, and the delay it waits into each interval. */
 let triedInterval = -1;
@@ -143,7 +143,6 @@ async function bootstrap(c: pg.Client): Promise<void> {
 
 /** Checks the newest checkpoint another gateway made, and cosigns it when every chain holds. */
 async function cosignLatest(c: pg.Client, latest: CombinedRow): Promise<void> {
-  looked = latest.interval;
   const cp = { interval: latest.interval, maker: latest.maker, rootHash: latest.rootHash };
   const result = await snapshot(c, async () => {
     const members = await storeMembers(c);
@@ -156,6 +155,7 @@ async function cosignLatest(c: pg.Client, latest: CombinedRow): Promise<void> {
   });
   if ('problem' in result) {
     refuse('cosign', result.problem, cp);
+    looked = latest.interval;
     return;
   }
   const at = Date.now();
@@ -163,6 +163,7 @@ async function cosignLatest(c: pg.Client, latest: CombinedRow): Promise<void> {
   await c.query('INSERT INTO custody_combined_cosignatures (interval_start, gateway, cosignature, cosigned_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING', [latest.interval, identity.id, line, at]);
   anchor = result.states;
   anchorInterval = latest.interval;
+  looked = latest.interval;
   signedStatus(latest, 'cosigned', at, result.body);
 }
 

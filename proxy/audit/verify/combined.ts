@@ -13,7 +13,14 @@ import { parseNote, verifyNote } from '../signed-note';
 import { findCosignature } from '../cosignature';
 import { allCombined, type CombinedBody, cosignerVerifier, parseCombinedText } from '../shared-store/combined-checkpoint';
 import { type GatewayRow, rowVerifier } from '../shared-store/enrolment';
-import type { SharedStoreFailure } from './shared-store';
+
+/** A problem found (shared-store.ts reports it with the chains' own). */
+export interface CombinedFailure {
+  chain: string;
+  seq?: number;
+  problem: 'truncated' | 'inconsistent' | 'modified' | 'signature-invalid' | 'unapproved-signer' | 'unknown-chain';
+  message: string;
+}
 
 export type StoredCombined = Awaited<ReturnType<typeof allCombined>>[number];
 
@@ -57,7 +64,7 @@ export function wantedSizes(rows: readonly StoredCombined[]): Map<string, Set<nu
 
 export function checkCombined(
   rows: readonly StoredCombined[],
-  ctx: { group: string | undefined; gateways: ReadonlyMap<string, GatewayRow>; chains: ReadonlyMap<string, ChainFacts>; fail: (f: SharedStoreFailure) => void },
+  ctx: { group: string | undefined; gateways: ReadonlyMap<string, GatewayRow>; chains: ReadonlyMap<string, ChainFacts>; fail: (f: CombinedFailure) => void },
 ): CombinedReport {
   const { gateways, chains, fail } = ctx;
   const report: CombinedReport = { checked: 0, cosignatures: 0 };
