@@ -200,13 +200,12 @@ describe('combined checkpoints of every chain, cosigned by every other gateway',
   });
 
   it('rows deleted from the tail of A\'s chain by SQL: B and C refuse, record it, say so in health, and verify names the chain', async () => {
-    // A quiet moment: the newest checkpoint cosigned by both others covers A's whole chain in the store.
-    const committed = await until('a cosigned checkpoint covering all of A', async () => {
-      const rows = (await combinedRows()).filter(fullyCosigned);
-      const last = rows[rows.length - 1];
+    // A quiet moment: the two newest checkpoints cosigned by both others cover A's whole chain in the store.
+    const committed = await until('two cosigned checkpoints covering all of A', async () => {
+      const last = (await combinedRows()).filter(fullyCosigned).slice(-2);
       const end = Number((await sql.query<{ n: string }>('SELECT max(seq) AS n FROM custody_events WHERE gateway = $1', [a.id])).rows[0]!.n);
-      const size = last && chainsOf(last.note).get(a.id)!.size;
-      return size === end && last!.madeAt < Date.now() - 1500 && { size, interval: last!.interval };
+      const sizes = last.map((r) => chainsOf(r.note).get(a.id)!.size);
+      return last.length === 2 && sizes.every((n) => n === end) && { size: end, interval: last[1]!.interval };
     }, 30_000);
     const deletedAt = Date.now();
     const deleted = await sql.query('DELETE FROM custody_events WHERE gateway = $1 AND seq > $2', [a.id, committed.size - 3]);

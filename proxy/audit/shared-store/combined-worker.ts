@@ -10,7 +10,8 @@
  *   one is computed from them and verified);
  * - once per `audit.groupCheckpointInterval`, after a short random delay, makes the interval's
  *   checkpoint unless another gateway has claimed it: reads every member's chain head the same way,
- *   signs the note and inserts the row; if another gateway's row is there first, it skips.
+ *   signs the note and inserts the row; if another gateway's row is there first, it skips. Makers
+ *   take turns under an advisory lock, so rows go in in the order of the heads they read.
  *
  * A chain that is shorter than before, has rows missing, or gives another root is refused: the
  * gateway is told (it records `group.checkpoint.refused` in its own chain and says so in health)
@@ -42,7 +43,7 @@ import {
   storeMembers,
 } from './combined-checkpoint';
 import { type GatewayIdentity, groupId, rowVerifier } from './enrolment';
-import { connectStore, migrateSharedStore, type StoreConnection } from './schema';
+import { COMBINED_LOCK, connectStore, migrateSharedStore, type StoreConnection } from './schema';
 
 const { conn, identity, signingKey, intervalMs } = workerData as { conn: StoreConnection; identity: GatewayIdentity; signingKey: KeyObject; intervalMs: number };
 const port = parentPort!;
@@ -95,9 +96,9 @@ async function session(): Promise<pg.Client> {
   return c;
 }
 
-/** Runs `fn` in one read-only snapshot: rows shipped meanwhile cannot look like a gap or a moved cursor. */
-async function snapshot<T>(c: pg.Client, fn: () => Promise<T>): Promise<T> {
-  await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+/** Runs `fn` in one snapshot: rows shipped meanwhile cannot look like a gap or a moved cursor. */
+async function snapshot<T>(c: pg.Client, fn: () => Promise<T>, readOnly = true): Promise<T> {
+  await c.query(`BEGIN ISOLATION LEVEL REPEATABLE READ${readOnly ? ' READ ONLY' : ''}`);
   try {
     const r = await fn();
     await c.query('COMMIT');
@@ -167,33 +168,55 @@ async function cosignLatest(c: pg.Client, latest: CombinedRow): Promise<void> {
   signedStatus(latest, 'cosigned', at, result.body);
 }
 
-/** Makes the checkpoint of `interval` unless another gateway claimed it (or a later one) first. */
-async function make(c: pg.Client, interval: number): Promise<void> {
-  const result = await snapshot(c, async () => {
-    if ((await c.query('SELECT 1 FROM custody_combined_checkpoints WHERE interval_start >= $1 LIMIT 1', [interval])).rowCount) return 'taken' as const;
-    const members = await storeMembers(c);
-    const before = await latestCombined(c, interval);
-    const prev = before && openCombined(before, members, group!);
-    return checkChains(c, { members, anchor, ...(prev && 'body' in prev ? { previous: prev.body } : {}) });
-  });
-  if (result === 'taken') return;
-  if ('problem' in result) {
-    refuse('make', result.problem);
-    return;
+/**
+ * Makes the checkpoint of `interval` unless another gateway claimed it (or a later one) first.
+ * Makers take turns (COMBINED_LOCK, tried, never waited for: false when another holds it, to try
+ * again at the next tick), and each reads, checks and inserts in one snapshot taken after it has
+ * the lock, so the checkpoints are inserted in the order of the heads they read: a later interval
+ * never holds older heads than an earlier one, whatever the gateways' clocks say.
+ */
+async function make(c: pg.Client, interval: number): Promise<boolean> {
+  if (!(await c.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1) AS ok', [COMBINED_LOCK])).rows[0]?.ok) return false;
+  try {
+    const made = await snapshot(
+      c,
+      async () => {
+        if ((await c.query('SELECT 1 FROM custody_combined_checkpoints WHERE interval_start >= $1 LIMIT 1', [interval])).rowCount) return undefined;
+        const members = await storeMembers(c);
+        const before = await latestCombined(c, interval);
+        const prev = before && openCombined(before, members, group!);
+        const result = await checkChains(c, { members, anchor, ...(prev && 'body' in prev ? { previous: prev.body } : {}) });
+        if ('problem' in result) return result;
+        const madeAt = Date.now();
+        const text = formatCombinedText(group!, madeAt, identity.id, result.heads);
+        const note = signNote(text, identity.keyName, signingKey);
+        const body = parseCombinedText(text);
+        await c.query('INSERT INTO custody_combined_checkpoints (interval_start, maker, made_at, chains, root_hash, note, ranges) VALUES ($1, $2, $3, $4, $5, $6, $7)', [
+          interval,
+          identity.id,
+          madeAt,
+          body.heads.length,
+          body.rootHash.toString('hex'),
+          note,
+          encodeRanges(result.states),
+        ]);
+        return { row: { interval, maker: identity.id, madeAt, chains: body.heads.length, rootHash: body.rootHash.toString('hex'), note, ranges: '' }, body, states: result.states };
+      },
+      false,
+    );
+    if (!made) return true;
+    if ('problem' in made) {
+      refuse('make', made.problem);
+      return true;
+    }
+    anchor = made.states;
+    anchorInterval = interval;
+    looked = interval;
+    signedStatus(made.row, 'made', made.row.madeAt, made.body);
+    return true;
+  } finally {
+    await c.query('SELECT pg_advisory_unlock($1)', [COMBINED_LOCK]);
   }
-  const madeAt = Date.now();
-  const text = formatCombinedText(group!, madeAt, identity.id, result.heads);
-  const note = signNote(text, identity.keyName, signingKey);
-  const body = parseCombinedText(text);
-  const inserted = await c.query(
-    'INSERT INTO custody_combined_checkpoints (interval_start, maker, made_at, chains, root_hash, note, ranges) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (interval_start) DO NOTHING',
-    [interval, identity.id, madeAt, body.heads.length, body.rootHash.toString('hex'), note, encodeRanges(result.states)],
-  );
-  if (!inserted.rowCount) return; // another gateway claimed the interval meanwhile
-  anchor = result.states;
-  anchorInterval = interval;
-  looked = interval;
-  signedStatus({ interval, maker: identity.id, madeAt, chains: body.heads.length, rootHash: body.rootHash.toString('hex'), note, ranges: '' }, 'made', madeAt, body);
 }
 
 async function round(): Promise<void> {
@@ -219,10 +242,7 @@ async function round(): Promise<void> {
   const interval = Math.floor(now / intervalMs) * intervalMs;
   // A random delay into the interval: the first gateway claims it, the others find its row and skip.
   if (delay.interval !== interval) delay = { interval, ms: Math.floor(Math.random() * Math.min(1000, intervalMs / 4)) };
-  if (triedInterval !== interval && now >= interval + delay.ms) {
-    await make(c, interval);
-    triedInterval = interval;
-  }
+  if (triedInterval !== interval && now >= interval + delay.ms && (await make(c, interval))) triedInterval = interval;
 }
 
 async function run(): Promise<void> {

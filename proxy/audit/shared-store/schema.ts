@@ -22,6 +22,8 @@ export const ENROLMENT_LOCK = 0x63757375;
 export const HOLDS_LOCK = 0x63757376;
 /** Every write to custody_console_session_ends takes this lock first (ends are read by change number). */
 export const CONSOLE_ENDS_LOCK = 0x63757377;
+/** Held (session-level, tried, never waited for) by the gateway making a combined checkpoint: makers take turns. */
+export const COMBINED_LOCK = 0x63757378;
 
 /**
  * The session index (`custody_sessions`) of every chain, counted from its shipped events as the
