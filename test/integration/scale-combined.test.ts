@@ -2,7 +2,8 @@
  * The group's combined checkpoint (docs/SCALE-OUT.md, "The log's shape"), against the real
  * PostgreSQL server: three gateways on one store make a combined checkpoint every interval, each
  * signed by its maker and cosigned by the two others within seconds, and its heads are what the
- * store's rows give (recomputed here from `custody_events`); `custody verify --store` passes. A
+ * store's rows give (recomputed here from `custody_events`); `custody verify --store` passes; a
+ * gateway restarted on its data dir cosigns again. A
  * combined checkpoint signed with A's own key that says C's chain is shorter than before is refused
  * by B and C. Rows deleted from the tail of A's chain by SQL, after a combined checkpoint committed
  * to them, are refused by B and C: each records `group.checkpoint.refused` naming A's chain in its
@@ -17,7 +18,11 @@ import pg from 'pg';
 import type { CombinedCheckpointHealth, HealthResponse } from '../../shared/api';
 import { cosignerKeyId, findCosignature } from '../../proxy/audit/cosignature';
 import { leafHash, MerkleAccumulator, rootOfLeafHashes } from '../../proxy/audit/merkle';
+import { decodeRanges, latestSignedBy, parseCombinedText } from '../../proxy/audit/shared-store/combined-checkpoint';
 import { ed25519KeyId, ed25519PublicKeyObject, parseNote, verifyNote } from '../../proxy/audit/signed-note';
+import { Gateway } from '../../proxy/gateway';
+import { silentLogger } from '../../proxy/log';
+import { Config } from '../../shared/config';
 import { custodyAsync as custody } from '../support/custody-process';
 import { createTestDatabase, type TestDatabase } from '../support/pg-database';
 import { approveMember, type StoreMember, startStoreMember } from '../support/store-member';
@@ -28,11 +33,26 @@ const root = tempDir('custody-scale-combined-');
 let db: TestDatabase;
 let sql: pg.Client;
 const members: StoreMember[] = [];
+/** Each gateway's first key (printed at its first start only): kept across a restart. */
+const adminKeys = new Map<string, string>();
+
+const configOf = () => ({ listen: { control: '127.0.0.1:0', http: '127.0.0.1:0' }, store: { url: db.url }, audit: { groupCheckpointInterval: '1s' } });
 
 async function startMember(name: string): Promise<StoreMember> {
-  const m = await startStoreMember(join(root, name), { listen: { control: '127.0.0.1:0', http: '127.0.0.1:0' }, store: { url: db.url }, audit: { groupCheckpointInterval: '1s' } });
+  const m = await startStoreMember(join(root, name), configOf());
   members.push(m);
+  adminKeys.set(m.id, m.gw.firstKey!);
   return m;
+}
+
+/** Stops `m` and starts it again on the same data dir (same key, same chain). */
+async function restart(m: StoreMember, name: string): Promise<StoreMember> {
+  await m.gw.stop();
+  const dir = join(root, name);
+  const gw = await Gateway.start({ config: Config.parse({ dataDir: dir, ...configOf() }), dataDir: dir, configFile: m.configFile, log: silentLogger });
+  const again = { ...m, gw, http: `http://${gw.address('http')}`, control: `http://${gw.address('control')}` };
+  members[members.indexOf(m)] = again;
+  return again;
 }
 
 interface Combined {
@@ -109,7 +129,7 @@ describe('combined checkpoints of every chain, cosigned by every other gateway',
   it('each interval one gateway makes a combined checkpoint of the three chains; the two others cosign it within seconds', async () => {
     // Events on every chain (a key made on each), so the heads move.
     for (const m of members) {
-      const r = await fetch(`${m.control}/api/keys`, { method: 'POST', headers: { authorization: `Bearer ${m.gw.firstKey}`, 'content-type': 'application/json' }, body: JSON.stringify({ name: `k-${m.id.slice(7, 12)}` }) });
+      const r = await fetch(`${m.control}/api/keys`, { method: 'POST', headers: { authorization: `Bearer ${adminKeys.get(m.id)}`, 'content-type': 'application/json' }, body: JSON.stringify({ name: `k-${m.id.slice(7, 12)}` }) });
       assert.ok(r.ok, await r.text());
     }
     const since = Date.now();
@@ -165,6 +185,17 @@ describe('combined checkpoints of every chain, cosigned by every other gateway',
     assert.equal(r.status, 0, r.stderr);
     assert.match(r.stdout, /3 chains/);
     assert.match(r.stdout, /combined checkpoints: \d+ verified with \d+ cosignatures/);
+  });
+
+  it('a gateway restarted takes up from the checkpoint it last signed and cosigns again', async () => {
+    c = await restart(c, 'c');
+    const restartedAt = Date.now();
+    await until('a checkpoint made after the restart, cosigned by both others', async () => (await combinedRows()).some((r) => r.madeAt > restartedAt && fullyCosigned(r)), 20_000);
+    // The ranges kept with what it signed fold to the signed heads (what a restart takes up from).
+    const signed = await latestSignedBy(sql, c.id);
+    assert.ok(signed);
+    assert.ok(decodeRanges(parseCombinedText(parseNote(signed.row.note).text), signed.row.ranges), 'its ranges fold to the signed roots');
+    assert.equal((await health(c)).combinedCheckpoint?.state, 'ok');
   });
 
   it('a combined checkpoint signed with A\'s key that shortens C\'s chain is refused by B and C', async () => {
@@ -223,7 +254,7 @@ describe('combined checkpoints of every chain, cosigned by every other gateway',
       assert.equal(h.status, 'degraded');
       assert.equal(h.combinedCheckpoint?.state, 'refused');
       assert.match(h.combinedCheckpoint!.cause!, new RegExp(escape(a.id)));
-      const status = (await (await fetch(`${m.control}/api/audit/status`, { headers: { authorization: `Bearer ${m.gw.firstKey}` } })).json()) as { combinedCheckpoint?: CombinedCheckpointHealth };
+      const status = (await (await fetch(`${m.control}/api/audit/status`, { headers: { authorization: `Bearer ${adminKeys.get(m.id)}` } })).json()) as { combinedCheckpoint?: CombinedCheckpointHealth };
       assert.equal(status.combinedCheckpoint?.state, 'refused', 'the Audit page gets the refusal (its banner)');
     }
     console.log(`# deleted tail refused by B and C within ${Date.now() - deletedAt} ms`);
