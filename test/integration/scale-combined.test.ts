@@ -210,7 +210,7 @@ describe('combined checkpoints of every chain, cosigned by every other gateway',
     const rootB64 = rootOfLeafHashes(Buffer.concat(chainLines.map((l) => leafHash(Buffer.from(l))))).toString('base64');
     const time = Date.now();
     const text = `custody-group/${group}\n3\n${rootB64}\ntime ${new Date(time).toISOString()}\nkey ${a.id}\n${chainLines.map((l) => `${l}\n`).join('')}`;
-    const note = a.gw.services.audit!.trail.signer.signText(text);
+    const note = await a.gw.services.audit!.trail.signer.signText(text);
     // Newest for a while: the gateways' own rows for the next intervals come after it.
     const interval = Math.ceil((Date.now() + 1500) / 1000) * 1000 - 1;
     await sql.query('INSERT INTO custody_combined_checkpoints (interval_start, maker, made_at, chains, root_hash, note, ranges) VALUES ($1, $2, $3, 3, $4, $5, $6)', [interval, a.id, time, Buffer.from(rootB64, 'base64').toString('hex'), note, '{}']);

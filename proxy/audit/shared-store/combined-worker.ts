@@ -19,12 +19,12 @@
  * start it is read back from the newest checkpoint it signed in the store (its `ranges`, checked
  * against the signed heads), so only rows after it are read.
  */
-import type { KeyObject } from 'node:crypto';
 import { parentPort, workerData } from 'node:worker_threads';
 import type pg from 'pg';
 import { lowerThreadPriority } from '../../worker-source';
-import { cosign, findCosignature } from '../cosignature';
-import { parseNote, signNote, verifyNote } from '../signed-note';
+import { keyFingerprint, rawSigner, type SigningKeySpec, specPublicKey } from '../checkpoint-signer';
+import { cosignWith, findCosignature } from '../cosignature';
+import { assembleNote, checkNoteText, ed25519KeyId, parseNote, verifyNote } from '../signed-note';
 import type { CombinedRefusal, CombinedWorkerCommand, CombinedWorkerMessage, CombinedWorkerStatus } from './combined';
 import {
   type ChainProblem,
@@ -45,8 +45,19 @@ import {
 import { type GatewayIdentity, groupId, rowVerifier } from './enrolment';
 import { COMBINED_LOCK, connectStore, migrateSharedStore, type StoreConnection } from './schema';
 
-const { conn, identity, signingKey, intervalMs } = workerData as { conn: StoreConnection; identity: GatewayIdentity; signingKey: KeyObject; intervalMs: number };
+const { conn, identity, signingKey, intervalMs } = workerData as { conn: StoreConnection; identity: GatewayIdentity; signingKey: SigningKeySpec; intervalMs: number };
 const port = parentPort!;
+// The key must be this gateway's: a signature nobody can check would only be noise.
+const publicKey = specPublicKey(signingKey);
+if (keyFingerprint(publicKey) !== identity.id) throw new Error('the combined checkpoint signing key is not this gateway key');
+/** Raw Ed25519 signatures by this gateway's checkpoint key (in this process, or its audit.signer program). */
+const signRaw = rawSigner(signingKey);
+
+/** The combined checkpoint's note, signed as this gateway. */
+async function signNoteText(text: string): Promise<string> {
+  checkNoteText(text, identity.keyName);
+  return assembleNote(text, identity.keyName, ed25519KeyId(identity.keyName, publicKey), await signRaw(Buffer.from(text, 'utf8')));
+}
 
 const TICK_MS = Math.max(100, Math.min(500, Math.floor(intervalMs / 4)));
 const BACKOFF_MIN_MS = 100;
@@ -160,7 +171,7 @@ async function cosignLatest(c: pg.Client, latest: CombinedRow): Promise<void> {
     return;
   }
   const at = Date.now();
-  const line = cosign(parseNote(latest.note).text, identity.keyName, signingKey, Math.floor(at / 1000));
+  const line = await cosignWith(parseNote(latest.note).text, identity.keyName, publicKey, signRaw, Math.floor(at / 1000));
   await c.query('INSERT INTO custody_combined_cosignatures (interval_start, gateway, cosignature, cosigned_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING', [latest.interval, identity.id, line, at]);
   anchor = result.states;
   anchorInterval = latest.interval;
@@ -189,7 +200,7 @@ async function make(c: pg.Client, interval: number): Promise<boolean> {
         if ('problem' in result) return result;
         const madeAt = Date.now();
         const text = formatCombinedText(group!, madeAt, identity.id, result.heads);
-        const note = signNote(text, identity.keyName, signingKey);
+        const note = await signNoteText(text);
         const body = parseCombinedText(text);
         await c.query('INSERT INTO custody_combined_checkpoints (interval_start, maker, made_at, chains, root_hash, note, ranges) VALUES ($1, $2, $3, $4, $5, $6, $7)', [
           interval,
