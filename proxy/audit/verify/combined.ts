@@ -41,7 +41,7 @@ export interface CombinedReport {
   latest?: { time: number; maker: string; chains: number; cosigners: string[] };
 }
 
-/** Every combined checkpoint in the store (none in a store from before migration 6). */
+/** Every combined checkpoint in the store (none in a store from before migration 7). */
 export async function readCombined(client: pg.ClientBase): Promise<StoredCombined[]> {
   const t = await client.query<{ t: string | null }>("SELECT to_regclass('custody_combined_checkpoints')::text AS t");
   return t.rows[0]?.t ? allCombined(client) : [];
