@@ -13,6 +13,7 @@ import { personApplyStatements, type PulledPersons } from './audit/shared-store/
 import { applyGroupDocument } from './group-config';
 import { SharedStoreMember } from './audit/shared-store/shipper';
 import { TeamStore } from './audit/shared-store/team';
+import { CombinedCheckpoints } from './audit/shared-store/combined';
 import { SharedHolds } from './approvals/shared-holds';
 import { AuditStore } from './audit/store';
 import { POSTGRES_PACING, SessionAuditWriter } from './audit/session-writer';
@@ -278,6 +279,8 @@ export class Gateway {
         const n = s.consoleSessions.dropEnded(digests);
         if (n) s.log.info(`shared store: ${n} console session(s) ended on another gateway of the group; ended here too`);
       });
+      // The group's combined checkpoints: made and cosigned by this gateway's worker, checked against the store.
+      s.combinedCheckpoints = CombinedCheckpoints.start({ store: s.store, log: s.log, config: s.config.store, signer: s.audit.trail.signer, identity: s.sharedStore.identity, interval: s.config.audit.groupCheckpointInterval });
     }
     const routeModules: RouteModule[] = [registerAuditRoutes];
     routeModules.push(registerAuthRoutes, registerHoldRoutes, registerPolicyRoutes, registerKeyRoutes, registerPersonRoutes);
@@ -327,6 +330,7 @@ export class Gateway {
       } catch {
         // the store may be the reason we are stopping
       }
+      await this.services.combinedCheckpoints?.stop();
       // The holds' last steps (abandoned at stop) reach the store before its worker ends (bounded wait).
       await this.services.sharedHolds?.stop();
       if (this.services.sharedStore) {

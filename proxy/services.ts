@@ -6,6 +6,7 @@ import type { Config } from '../shared/config';
 import type { AuditService } from './audit/service';
 import type { SharedStoreMember } from './audit/shared-store/shipper';
 import type { TeamStore } from './audit/shared-store/team';
+import type { CombinedCheckpoints } from './audit/shared-store/combined';
 import type { AuditStore } from './audit/store';
 import type { EventBus } from './bus';
 import type { ApiKeyStore } from './identity/api-keys';
@@ -60,6 +61,8 @@ export interface GatewayServices {
   sharedHolds?: SharedHolds;
   /** With `store.url`: the console's reads of the group (other gateways' sessions, console sign-ins, the gateways). */
   team?: TeamStore;
+  /** With `store.url`: the group's combined checkpoints, made and cosigned by this gateway. */
+  combinedCheckpoints?: CombinedCheckpoints;
   /** Why the proxies refuse every request right now (not admitted to the shared store), or undefined. */
   admissionRefusal?(): string | undefined;
   /** Gateway version, shown by /api/health and the console. */

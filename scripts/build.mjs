@@ -40,7 +40,7 @@ if (existsSync('proxy/entry.ts')) {
     build({
       ...nodeCommon,
       // The gateway and its worker threads (proxy/worker-source.ts finds them beside entry.mjs).
-      entryPoints: { entry: 'proxy/entry.ts', 'commit-worker': 'proxy/audit/commit-worker.ts', 'verify-worker': 'proxy/audit/verify-worker.ts', 'verify-scan-worker': 'proxy/audit/verify-scan-worker.ts', 'proof-worker': 'proxy/audit/proof-worker.ts', 'off-loop-worker': 'proxy/http/off-loop-worker.ts', 'archive-worker': 'proxy/audit/archive/archive-worker.ts', 'sink-worker': 'proxy/audit/sink-worker.ts', 'shipper-worker': 'proxy/audit/shared-store/shipper-worker.ts', 'hold-sync-worker': 'proxy/audit/shared-store/hold-sync-worker.ts', 'team-worker': 'proxy/audit/shared-store/team-worker.ts' },
+      entryPoints: { entry: 'proxy/entry.ts', 'commit-worker': 'proxy/audit/commit-worker.ts', 'verify-worker': 'proxy/audit/verify-worker.ts', 'verify-scan-worker': 'proxy/audit/verify-scan-worker.ts', 'proof-worker': 'proxy/audit/proof-worker.ts', 'off-loop-worker': 'proxy/http/off-loop-worker.ts', 'archive-worker': 'proxy/audit/archive/archive-worker.ts', 'sink-worker': 'proxy/audit/sink-worker.ts', 'shipper-worker': 'proxy/audit/shared-store/shipper-worker.ts', 'hold-sync-worker': 'proxy/audit/shared-store/hold-sync-worker.ts', 'team-worker': 'proxy/audit/shared-store/team-worker.ts', 'combined-worker': 'proxy/audit/shared-store/combined-worker.ts' },
       outdir: 'dist/proxy',
       outExtension: { '.js': '.mjs' },
       format: 'esm',

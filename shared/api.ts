@@ -89,6 +89,24 @@ export interface GatewayList {
   gateways: GatewayView[];
 }
 
+/**
+ * The group's combined checkpoint as this gateway takes part in it (store.url, docs/SCALE-OUT.md):
+ * `refused` once it has refused to make or cosign one since it started (a chain in the store was not
+ * what the last one committed to; recorded in its chain as `group.checkpoint.refused`), `failing`
+ * while the store cannot be read, `waiting` until it is admitted and a checkpoint exists.
+ */
+export interface CombinedCheckpointHealth {
+  state: 'ok' | 'waiting' | 'refused' | 'failing';
+  cause?: string;
+  interval: string;
+  /** The newest combined checkpoint in the store, and how many gateways cosigned it. */
+  latest: { interval: number; madeAt: number; maker: string; chains: number; cosigners: number } | null;
+  /** The newest this gateway signed: made it, or cosigned it. */
+  signed: { interval: number; at: number; role: 'made' | 'cosigned'; chains: number } | null;
+  /** The last refusal since the start. */
+  refusal: { at: number; role: 'make' | 'cosign'; chain: string; problem: string; message: string } | null;
+}
+
 export interface HealthResponse {
   status: 'ok' | 'degraded';
   version: string;
@@ -97,6 +115,7 @@ export interface HealthResponse {
   store: StoreHealth;
   audit?: AuditHealth;
   sharedStore?: SharedStoreHealth;
+  combinedCheckpoint?: CombinedCheckpointHealth;
 }
 
 export interface KeyLoginRequest {
@@ -450,6 +469,8 @@ export interface AuditStatusResponse {
   sinks: SinkStatus[];
   /** The archive in object storage; null when audit.archive is not configured. */
   archive: ArchiveStatus | null;
+  /** The group's combined checkpoint; absent without store.url. */
+  combinedCheckpoint?: CombinedCheckpointHealth;
 }
 
 export interface ExportRequest {

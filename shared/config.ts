@@ -496,6 +496,12 @@ export const Config = z
          * ERROR) when it cannot (docs/SCALE-OUT.md, "What a host loss can lose").
          */
         remoteCommit: z.enum(['async', 'sync']).default('async'),
+        /**
+         * With a shared store (`store.url`): how often a combined checkpoint of every gateway's chain
+         * is made (by whichever gateway claims the interval first) and cosigned by the others
+         * (docs/SCALE-OUT.md, "The log's shape").
+         */
+        groupCheckpointInterval: Duration.default('5s'),
         /** C2SP checkpoint origin line; defaults to `custody/<hostname>`. */
         origin: z.string().optional(),
         /** tlog-witnesses every signed checkpoint is sent to (docs/AUDIT.md, "Witnesses"). */
@@ -523,7 +529,7 @@ export const Config = z
           });
         }
       })
-      .default({ checkpointInterval: '1h', fsync: 'none', remoteCommit: 'async', witnesses: [], sinks: [] }),
+      .default({ checkpointInterval: '1h', fsync: 'none', remoteCommit: 'async', groupCheckpointInterval: '5s', witnesses: [], sinks: [] }),
     limits: z
       .object({
         maxRequestBytes: z.number().int().positive().default(10 * 1024 * 1024),

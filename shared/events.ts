@@ -62,6 +62,8 @@ export const EVENT_KINDS = [
   'gateway.removed',
   // rows this gateway shipped are gone from the tail of its chain in the shared store
   'store.tampered',
+  // this gateway refused to make or cosign the group's combined checkpoint: a chain is not what the last one committed to
+  'group.checkpoint.refused',
   'journal.salvaged',
   'result.unrecorded',
 ] as const;
@@ -720,6 +722,7 @@ export interface EventPayloads {
   'gateway.approved': GatewayApprovedPayload;
   'gateway.removed': GatewayRemovedPayload;
   'store.tampered': StoreTamperedPayload;
+  'group.checkpoint.refused': GroupCheckpointRefusedPayload;
   'journal.salvaged': JournalSalvagedPayload;
   'result.unrecorded': ResultUnrecordedPayload;
 }
@@ -801,6 +804,28 @@ export interface StoreTamperedPayload {
   /** Where the store's copy ends now (0 and '' when it holds none). */
   foundSeq: number;
   foundHash: string;
+  message: string;
+}
+
+/**
+ * `group.checkpoint.refused`: this gateway found, in the shared store, a chain that is not consistent
+ * with the combined checkpoint it last signed or with the one before the checkpoint it was asked to
+ * cosign (shorter, rows missing, another root), so it refused to make or cosign the group's combined
+ * checkpoint (docs/SCALE-OUT.md). Recorded once per finding.
+ */
+export interface GroupCheckpointRefusedPayload {
+  /** The store, as logs name it (no password). */
+  store: string;
+  /** `make`: it would have made this interval's checkpoint; `cosign`: another gateway made it. */
+  role: 'make' | 'cosign';
+  /** The checkpoint it refused to cosign (its interval start, maker and root), for `cosign`. */
+  checkpoint?: { interval: number; maker: string; rootHash: string };
+  /** The chain found wrong (a gateway id), and what is wrong with it. */
+  chain: string;
+  problem: 'shorter' | 'missing-rows' | 'inconsistent' | 'dropped' | 'not-a-member' | 'signature-invalid';
+  /** Where the chain stood in the checkpoint it was compared with, and what the store holds now. */
+  committed?: { size: number; rootHash: string };
+  found?: { size: number };
   message: string;
 }
 

@@ -45,6 +45,18 @@ export function cosign(noteText: string, name: string, privateKey: KeyObject, se
   return `${SIG_PREFIX}${name} ${Buffer.concat([id, sig]).toString('base64')}\n`;
 }
 
+/**
+ * `cosign` for a key that signs elsewhere (`signRaw`: raw Ed25519 signatures by the key whose public
+ * half is `publicKey`, e.g. a gateway's checkpoint key through audit.signer).
+ */
+export async function cosignWith(noteText: string, name: string, publicKey: Uint8Array, signRaw: (message: Buffer) => Promise<Buffer>, seconds = Math.floor(Date.now() / 1000)): Promise<string> {
+  const id = Buffer.alloc(12);
+  id.writeUInt32BE(cosignerKeyId(name, publicKey), 0);
+  id.writeBigUInt64BE(BigInt(seconds), 4);
+  const sig = await signRaw(signedMessage(noteText, seconds));
+  return `${SIG_PREFIX}${name} ${Buffer.concat([id, sig]).toString('base64')}\n`;
+}
+
 export type CosignatureCheck = { ok: true; time: number; line: string } | { ok: false; reason: 'absent' | 'bad-signature' };
 
 /**

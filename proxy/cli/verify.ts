@@ -152,6 +152,9 @@ async function verifyStoreCommand(args: ParsedArgs, io: Io): Promise<number> {
         const removed = c.removed ? `; removed from the group at seq ${c.removed.seq} of ${c.removed.by}${c.removed.reason ? ` (${c.removed.reason})` : ''}` : '';
         lines.push(`  ${c.gateway} (${c.name}): ${n(c.events)} events, ${c.checkpointsChecked} checkpoint${c.checkpointsChecked === 1 ? '' : 's'}, signed through seq ${n(c.signedThrough)}; ${trust}${removed}`);
       }
+      const cc = report.combined;
+      if (cc.latest) lines.push(`combined checkpoints: ${n(cc.checked)} verified with ${n(cc.cosignatures)} cosignatures; each chain still reaches what they committed to; the latest (${new Date(cc.latest.time).toISOString()}) covers ${cc.latest.chains} chain${cc.latest.chains === 1 ? '' : 's'}, made by ${cc.latest.maker}, cosigned by ${cc.latest.cosigners.length}`);
+      else lines.push('combined checkpoints: none in the store');
       if (!report.pinned) lines.push('note: no --keys given: the first enrolled gateway was trusted on first use; pin keys with --keys FILE (custody verify --store URL --show-keys lists them)');
       lines.push(`verified in ${(report.durationMs / 1000).toFixed(2)} s`);
       io.out(`${lines.join('\n')}\n`);

@@ -65,13 +65,15 @@ export async function startControlPlane(
     () => {
       const store = s.store.health();
       const shared = s.sharedStore?.health();
+      const combined = s.combinedCheckpoints?.health();
       return {
-        status: store.state === 'ok' && (shared?.state ?? 'ok') === 'ok' ? 'ok' : 'degraded',
+        status: store.state === 'ok' && (shared?.state ?? 'ok') === 'ok' && combined?.state !== 'refused' ? 'ok' : 'degraded',
         version: s.version,
         events: s.store.head().size,
         store,
         ...(s.audit ? { audit: s.audit.health() } : {}),
         ...(shared ? { sharedStore: shared } : {}),
+        ...(combined ? { combinedCheckpoint: combined } : {}),
       };
     },
     { public: true },

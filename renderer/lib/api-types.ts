@@ -104,6 +104,8 @@ export interface AuditStatus {
   sinks: SinkStatus[];
   /** The archive in object storage; null when audit.archive is not configured. */
   archive: ArchiveStatus | null;
+  /** The group's combined checkpoint (with a shared store); a refusal raises the banner. */
+  combinedCheckpoint?: { state: string; cause?: string };
 }
 
 export interface VerifyResult {
@@ -237,6 +239,7 @@ export function readAuditStatus(r: AuditStatusResponse): AuditStatus {
     witnesses: r.witnesses,
     sinks: r.sinks,
     archive: r.archive,
+    ...(r.combinedCheckpoint ? { combinedCheckpoint: { state: r.combinedCheckpoint.state, ...(r.combinedCheckpoint.cause ? { cause: r.combinedCheckpoint.cause } : {}) } } : {}),
   };
 }
 

@@ -71,6 +71,11 @@ export function AuditPage() {
           <Icon name="alert" /> Evidence is not leaving this gateway: {failing.join(', ')} {failing.length === 1 ? 'is' : 'are'} failing. Traffic is not affected; events wait in the store and are sent when it is back.
         </div>
       )}
+      {isAdmin && status?.combinedCheckpoint?.state === 'refused' && (
+        <div className="banner banner-error" role="alert" data-testid="combined-banner">
+          <Icon name="alert" /> The shared store does not hold what the group's combined checkpoint committed to: {status.combinedCheckpoint.cause}
+        </div>
+      )}
       {!status && !error ? (
         <Loading />
       ) : status ? (

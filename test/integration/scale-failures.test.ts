@@ -13,18 +13,16 @@
  *   request), saying why, and run again once the store answers.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { promisify } from 'node:util';
 import pg from 'pg';
 import ssh2 from 'ssh2';
 import type { HealthResponse } from '../../shared/api';
 import { Config } from '../../shared/config';
 import { Gateway } from '../../proxy/gateway';
 import { silentLogger } from '../../proxy/log';
-import { type CustodyServe, startServe, writeConfig } from '../support/custody-process';
+import { type CustodyServe, custodyAsync as cli, startServe, writeConfig } from '../support/custody-process';
 import { startEchoUpstream, type EchoUpstream } from '../support/echo-upstream';
 import { createTestDatabase, type TestDatabase } from '../support/pg-database';
 import { freePort } from '../support/ports';
@@ -52,17 +50,6 @@ async function until<T>(what: string, fn: () => Promise<T | undefined | false>, 
     if (v) return v;
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-async function cli(...args: string[]): Promise<{ status: number; stdout: string; stderr: string }> {
-  try {
-    const r = await promisify(execFile)(process.execPath, ['bin/custody.mjs', ...args], { encoding: 'utf8', timeout: 60_000 });
-    return { status: 0, stdout: r.stdout, stderr: r.stderr };
-  } catch (err) {
-    const e = err as { code?: number; stdout?: string; stderr?: string };
-    if (typeof e.code !== 'number') throw err;
-    return { status: e.code, stdout: e.stdout ?? '', stderr: e.stderr ?? '' };
   }
 }
 

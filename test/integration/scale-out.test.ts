@@ -17,9 +17,7 @@ import { CheckpointSigner, KEY_NAME_META, keyFingerprint } from '../../proxy/aud
 import { shipAll } from '../../proxy/audit/shared-store/shipping';
 import { Gateway } from '../../proxy/gateway';
 import { silentLogger } from '../../proxy/log';
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
-import { writeConfig } from '../support/custody-process';
+import { writeConfig, custodyAsync as custody } from '../support/custody-process';
 import { startEchoUpstream, type EchoUpstream } from '../support/echo-upstream';
 import { createTestDatabase, PG_ADMIN_URL, type TestDatabase } from '../support/pg-database';
 import { tempDir } from '../support/tmp';
@@ -97,21 +95,6 @@ function localChain(dir: string): ChainRow[] {
 
 async function storedChain(id: string): Promise<ChainRow[]> {
   return (await sql.query<ChainRow & { seq: string }>('SELECT seq, kind, payload, payload_hash, prev_hash, hash FROM custody_events WHERE gateway = $1 ORDER BY seq', [id])).rows.map((r) => ({ ...r, seq: Number(r.seq) }));
-}
-
-/**
- * The real `custody` command, run without blocking this process: the gateways under test share
- * its event loop (a blocking spawn would stall them, and their idle sockets would time out).
- */
-async function custody(...args: string[]): Promise<{ status: number; stdout: string; stderr: string }> {
-  try {
-    const r = await promisify(execFile)(process.execPath, ['bin/custody.mjs', ...args], { encoding: 'utf8', timeout: 60_000 });
-    return { status: 0, stdout: r.stdout, stderr: r.stderr };
-  } catch (err) {
-    const e = err as { code?: number; stdout?: string; stderr?: string };
-    if (typeof e.code !== 'number') throw err;
-    return { status: e.code, stdout: e.stdout ?? '', stderr: e.stderr ?? '' };
-  }
 }
 
 function verify(...args: string[]) {

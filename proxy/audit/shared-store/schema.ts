@@ -22,6 +22,8 @@ export const ENROLMENT_LOCK = 0x63757375;
 export const HOLDS_LOCK = 0x63757376;
 /** Every write to custody_console_session_ends takes this lock first (ends are read by change number). */
 export const CONSOLE_ENDS_LOCK = 0x63757377;
+/** Held (session-level, tried, never waited for) by the gateway making a combined checkpoint: makers take turns. */
+export const COMBINED_LOCK = 0x63757378;
 
 /**
  * The session index (`custody_sessions`) of every chain, counted from its shipped events as the
@@ -289,6 +291,30 @@ export const PG_MIGRATIONS: PgMigration[] = [
   },
   {
     version: 7,
+    name: 'combined checkpoints of every chain, and the other gateways\' cosignatures',
+    sql: `
+      -- One row per interval: the first gateway to claim it makes the checkpoint (combined-checkpoint.ts).
+      CREATE TABLE custody_combined_checkpoints (
+        interval_start BIGINT PRIMARY KEY,      -- ms since epoch, a multiple of audit.groupCheckpointInterval
+        maker TEXT NOT NULL,                    -- the gateway that made and signed it
+        made_at BIGINT NOT NULL,
+        chains INTEGER NOT NULL,                -- leaves: one per chain
+        root_hash TEXT NOT NULL,                -- hex RFC 6962 root of the leaves
+        note TEXT NOT NULL,                     -- the signed note (origin custody-group/<group id>)
+        ranges TEXT NOT NULL                    -- JSON per chain: its last row's hash and compact range, so a
+                                                -- gateway continues from here without reading the chain again
+      );
+      CREATE TABLE custody_combined_cosignatures (
+        interval_start BIGINT NOT NULL REFERENCES custody_combined_checkpoints (interval_start),
+        gateway TEXT NOT NULL,                  -- the cosigning gateway
+        cosignature TEXT NOT NULL,              -- a tlog-cosignature/v1 line under the gateway's key
+        cosigned_at BIGINT NOT NULL,
+        PRIMARY KEY (interval_start, gateway)
+      );
+    `,
+  },
+  {
+    version: 8,
     name: 'gateways removed from the group',
     sql: `
       -- A removed gateway serves nothing; its row stays, an index of the gateway.removed event in

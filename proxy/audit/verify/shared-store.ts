@@ -18,11 +18,12 @@ import { GENESIS_HASH } from '../chain';
 import { keyFingerprint } from '../checkpoint-signer';
 import { MerkleAccumulator } from '../merkle';
 import { parseCheckpointText, parseNote, parseVerifierKey, verifyNote } from '../signed-note';
-import { listGateways, rowProblem, rowVerifier, type GatewayRow } from '../shared-store/enrolment';
+import { groupId, listGateways, rowProblem, rowVerifier, type GatewayRow } from '../shared-store/enrolment';
+import { checkCombined, type CombinedReport, readCombined, wantedSizes } from './combined';
 import { PG_EVENT_COLUMNS, payloadIntact, type PgEventRow, rowChainHash } from '../shared-store/schema';
 import type { EventRef } from '../../../shared/events';
 
-export type SharedStoreProblem = 'modified' | 'deleted' | 'reordered' | 'truncated' | 'signature-invalid' | 'unapproved-signer' | 'unknown-chain' | 'bad-reference';
+export type SharedStoreProblem = 'modified' | 'deleted' | 'reordered' | 'truncated' | 'inconsistent' | 'signature-invalid' | 'unapproved-signer' | 'unknown-chain' | 'bad-reference';
 
 export interface SharedStoreFailure {
   chain: string;
@@ -51,6 +52,8 @@ export interface SharedStoreReport {
   events: number;
   /** Keys were pinned with --keys (false: the first enrolled gateway was trusted on first use). */
   pinned: boolean;
+  /** The group's combined checkpoints (verify/combined.ts). */
+  combined: CombinedReport;
   failures: SharedStoreFailure[];
   durationMs: number;
 }
@@ -66,6 +69,9 @@ interface ChainState {
   /** Events that cite events of other chains (`refs`: a vote on another gateway's hold, …), at seq. */
   refs: { seq: number; kind: string; ref: EventRef }[];
   intact: boolean;
+  /** The last seq up to which the rows are intact and contiguous, and the roots at the sizes combined checkpoints name. */
+  reached: number;
+  rootsAt: Map<number, string>;
 }
 
 /** Reads `--keys FILE` text: verifier keys (`name+hex+base64`) or fingerprints (`SHA256:…`), one a line, `#` comments. */
@@ -99,10 +105,12 @@ export async function verifySharedStore(client: pg.ClientBase, opts: { store: st
   ]);
   for (const id of chainIds) if (!byId.has(id)) fail({ chain: id, problem: 'unknown-chain', message: `the store holds rows of chain ${id}, which has no gateway row (no key to check it with)` });
 
+  const combined = await readCombined(client);
+  const wanted = wantedSizes(combined);
   const chains = new Map<string, ChainState>();
   for (const g of gateways) {
     if (!chainIds.has(g.id) && g.status === 'pending') continue;
-    const state = await verifyChain(client, g, fail);
+    const state = await verifyChain(client, g, fail, wanted.get(g.id));
     chains.set(g.id, state);
   }
 
@@ -146,14 +154,16 @@ export async function verifySharedStore(client: pg.ClientBase, opts: { store: st
   }
 
   await checkReferences(client, chains, fail);
+  const facts = new Map([...chains].map(([id, c]) => [id, { trusted: !!c.report.trust, reached: c.reached, rootsAt: c.rootsAt }]));
+  const combinedReport = checkCombined(combined, { group: await groupId(client), gateways: byId, chains: facts, fail });
 
   const reports = [...chains.values()].map((c) => c.report);
-  return { ok: failures.length === 0, store: opts.store, chains: reports, events: reports.reduce((n, r) => n + r.events, 0), pinned, failures, durationMs: Date.now() - started };
+  return { ok: failures.length === 0, store: opts.store, chains: reports, events: reports.reduce((n, r) => n + r.events, 0), pinned, combined: combinedReport, failures, durationMs: Date.now() - started };
 }
 
-async function verifyChain(client: pg.ClientBase, g: GatewayRow, fail: (f: SharedStoreFailure) => void): Promise<ChainState> {
+async function verifyChain(client: pg.ClientBase, g: GatewayRow, fail: (f: SharedStoreFailure) => void, wanted?: ReadonlySet<number>): Promise<ChainState> {
   const report: ChainReport = { gateway: g.id, name: g.name, events: 0, checkpointsChecked: 0, signedThrough: 0 };
-  const state: ChainState = { report, approvals: [], removals: [], refs: [], intact: true };
+  const state: ChainState = { report, approvals: [], removals: [], refs: [], intact: true, reached: 0, rootsAt: new Map() };
   const problem = (f: Omit<SharedStoreFailure, 'chain'>) => {
     state.intact = false;
     fail({ chain: g.id, ...f, message: `chain ${g.id}${f.seq !== undefined ? ` at seq ${f.seq}` : ''}: ${f.message}` });
@@ -223,6 +233,8 @@ async function verifyChain(client: pg.ClientBase, g: GatewayRow, fail: (f: Share
       acc.pushEventHashHex(r.hash);
       prev = r.hash;
       expect++;
+      state.reached = acc.size;
+      if (wanted?.has(acc.size)) state.rootsAt.set(acc.size, acc.root().toString('base64'));
       while (cpIndex < signed.length && signed[cpIndex]!.treeSize <= acc.size) {
         const cp = signed[cpIndex++]!;
         if (cp.treeSize < acc.size) continue; // a checkpoint of size 0 is checked below

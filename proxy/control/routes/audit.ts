@@ -91,6 +91,7 @@ export function registerAuditRoutes(router: Router, s: GatewayServices): void {
         witnesses: st.witnesses,
         sinks: st.sinks,
         archive: st.archive,
+        ...(s.combinedCheckpoints ? { combinedCheckpoint: s.combinedCheckpoints.health() } : {}),
       };
     },
     { role: 'reviewer' },

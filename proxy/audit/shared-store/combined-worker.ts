@@ -1,0 +1,287 @@
+/**
+ * The combined checkpoint worker (started by combined.ts): everything this gateway does for the
+ * group's combined checkpoints happens here, off the proxies' event loop, on one connection of its
+ * own (`application_name` `custody-combined`). A few times an interval it:
+ *
+ * - cosigns the newest combined checkpoint another gateway made, once it has checked, against the
+ *   store's rows in one snapshot, that every chain in it extends what this gateway last signed and
+ *   the checkpoint before it (combined-checkpoint.ts, `checkChains`: the rows after that head are
+ *   read, each must follow the one before, and the consistency proof from the old head to the new
+ *   one is computed from them and verified);
+ * - once per `audit.groupCheckpointInterval`, after a short random delay, makes the interval's
+ *   checkpoint unless another gateway has claimed it: reads every member's chain head the same way,
+ *   signs the note and inserts the row; if another gateway's row is there first, it skips. Makers
+ *   take turns under an advisory lock, so rows go in in the order of the heads they read.
+ *
+ * A chain that is shorter than before, has rows missing, or gives another root is refused: the
+ * gateway is told (it records `group.checkpoint.refused` in its own chain and says so in health)
+ * and nothing is signed. What this gateway last signed (its chain states) is kept in memory; at
+ * start it is read back from the newest checkpoint it signed in the store (its `ranges`, checked
+ * against the signed heads), so only rows after it are read.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import type pg from 'pg';
+import { lowerThreadPriority } from '../../worker-source';
+import { keyFingerprint, rawSigner, type SigningKeySpec, specPublicKey } from '../checkpoint-signer';
+import { cosignWith, findCosignature } from '../cosignature';
+import { assembleNote, checkNoteText, ed25519KeyId, parseNote, verifyNote } from '../signed-note';
+import type { CombinedRefusal, CombinedWorkerCommand, CombinedWorkerMessage, CombinedWorkerStatus } from './combined';
+import {
+  type ChainProblem,
+  type ChainState,
+  checkChains,
+  type CombinedBody,
+  type CombinedRow,
+  cosignerVerifier,
+  decodeRanges,
+  encodeRanges,
+  formatCombinedText,
+  latestCombined,
+  latestSignedBy,
+  openCombined,
+  parseCombinedText,
+  storeMembers,
+} from './combined-checkpoint';
+import { type GatewayIdentity, groupId, rowVerifier } from './enrolment';
+import { COMBINED_LOCK, connectStore, migrateSharedStore, type StoreConnection } from './schema';
+
+const { conn, identity, signingKey, intervalMs } = workerData as { conn: StoreConnection; identity: GatewayIdentity; signingKey: SigningKeySpec; intervalMs: number };
+const port = parentPort!;
+// The key must be this gateway's: a signature nobody can check would only be noise.
+const publicKey = specPublicKey(signingKey);
+if (keyFingerprint(publicKey) !== identity.id) throw new Error('the combined checkpoint signing key is not this gateway key');
+/** Raw Ed25519 signatures by this gateway's checkpoint key (in this process, or its audit.signer program). */
+const signRaw = rawSigner(signingKey);
+
+/** The combined checkpoint's note, signed as this gateway. */
+async function signNoteText(text: string): Promise<string> {
+  checkNoteText(text, identity.keyName);
+  return assembleNote(text, identity.keyName, ed25519KeyId(identity.keyName, publicKey), await signRaw(Buffer.from(text, 'utf8')));
+}
+
+const TICK_MS = Math.max(100, Math.min(500, Math.floor(intervalMs / 4)));
+const BACKOFF_MIN_MS = 100;
+const BACKOFF_MAX_MS = 5000;
+
+let client: pg.Client | undefined;
+let group: string | undefined;
+/** The chains as of the newest checkpoint this gateway signed (made or cosigned), and its interval. */
+let anchor = new Map<string, ChainState>();
+let anchorInterval = -1;
+let bootstrapped = false;
+/** The newest checkpoint checked for cosigning (cosigned or refused): each is checked once; one the store failed to answer for is checked again. */
+let looked = -1;
+/** The interval this gateway last tried to make, and the delay it waits into each interval. */
+let triedInterval = -1;
+let delay = { interval: -1, ms: 0 };
+/** Findings already reported (each is recorded once in the chain). */
+const reported = new Set<string>();
+let stopping = false;
+let timer: NodeJS.Timeout | undefined;
+let inflight: Promise<void> | undefined;
+let backoff = BACKOFF_MIN_MS;
+
+const status: CombinedWorkerStatus = { member: false, latest: null, signed: null };
+
+lowerThreadPriority();
+
+function say(m: CombinedWorkerMessage): void {
+  port.postMessage(m);
+}
+
+function post(patch: Partial<CombinedWorkerStatus>): void {
+  Object.assign(status, patch);
+  say({ type: 'status', status });
+}
+
+async function session(): Promise<pg.Client> {
+  if (client) return client;
+  const c = await connectStore(conn, 5000, 'custody-combined');
+  try {
+    await migrateSharedStore(c);
+  } catch (err) {
+    await c.end().catch(() => {});
+    throw err;
+  }
+  client = c;
+  return c;
+}
+
+/** Runs `fn` in one snapshot: rows shipped meanwhile cannot look like a gap or a moved cursor. */
+async function snapshot<T>(c: pg.Client, fn: () => Promise<T>, readOnly = true): Promise<T> {
+  await c.query(`BEGIN ISOLATION LEVEL REPEATABLE READ${readOnly ? ' READ ONLY' : ''}`);
+  try {
+    const r = await fn();
+    await c.query('COMMIT');
+    return r;
+  } catch (err) {
+    await c.query('ROLLBACK').catch(() => {});
+    throw err;
+  }
+}
+
+function refuse(role: CombinedRefusal['role'], p: ChainProblem, checkpoint?: CombinedRefusal['checkpoint']): void {
+  const key = `${p.chain}|${p.problem}|${p.committed?.size ?? ''}|${p.found?.size ?? ''}|${p.message}`;
+  if (reported.has(key)) return;
+  if (reported.size > 1000) reported.clear();
+  reported.add(key);
+  say({ type: 'refused', refusal: { role, ...(checkpoint ? { checkpoint } : {}), chain: p.chain, problem: p.problem, ...(p.committed ? { committed: p.committed } : {}), ...(p.found ? { found: p.found } : {}), message: p.message } });
+}
+
+function signedStatus(row: CombinedRow, role: 'made' | 'cosigned', at: number, body: CombinedBody): void {
+  post({ signed: { interval: row.interval, at, role, chains: body.heads.length } });
+}
+
+/** Where this gateway stood before it started: the newest checkpoint it signed, if its signature and ranges check. */
+async function bootstrap(c: pg.Client): Promise<void> {
+  const found = await latestSignedBy(c, identity.id);
+  if (!found) return;
+  const { row, cosignature } = found;
+  try {
+    const parsed = parseNote(row.note);
+    const ok = row.maker === identity.id ? verifyNote(parsed, rowVerifier(identity)).ok : cosignature !== undefined && findCosignature(parsed.text, cosignature.line, cosignerVerifier(identity)).ok;
+    if (!ok) return;
+    const body = parseCombinedText(parsed.text);
+    const states = decodeRanges(body, row.ranges);
+    if (!states) return;
+    anchor = states;
+    anchorInterval = row.interval;
+    looked = row.interval;
+    signedStatus(row, row.maker === identity.id ? 'made' : 'cosigned', row.maker === identity.id ? row.madeAt : cosignature!.at, body);
+  } catch {
+    // not one this gateway can stand on: it reads the chains from their start
+  }
+}
+
+/** Checks the newest checkpoint another gateway made, and cosigns it when every chain holds. */
+async function cosignLatest(c: pg.Client, latest: CombinedRow): Promise<void> {
+  const cp = { interval: latest.interval, maker: latest.maker, rootHash: latest.rootHash };
+  const result = await snapshot(c, async () => {
+    const members = await storeMembers(c);
+    const opened = openCombined(latest, members, group!);
+    if ('problem' in opened) return { problem: { chain: latest.maker, problem: 'signature-invalid' as const, message: `the combined checkpoint of ${new Date(latest.madeAt).toISOString()} attributed to ${latest.maker}: ${opened.problem}` } };
+    const before = await latestCombined(c, latest.interval);
+    const prev = before && openCombined(before, members, group!);
+    const checked = await checkChains(c, { members, anchor, ...(prev && 'body' in prev ? { previous: prev.body } : {}), target: opened.body });
+    return 'problem' in checked ? checked : { ...checked, body: opened.body };
+  });
+  if ('problem' in result) {
+    refuse('cosign', result.problem, cp);
+    looked = latest.interval;
+    return;
+  }
+  const at = Date.now();
+  const line = await cosignWith(parseNote(latest.note).text, identity.keyName, publicKey, signRaw, Math.floor(at / 1000));
+  await c.query('INSERT INTO custody_combined_cosignatures (interval_start, gateway, cosignature, cosigned_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING', [latest.interval, identity.id, line, at]);
+  anchor = result.states;
+  anchorInterval = latest.interval;
+  looked = latest.interval;
+  signedStatus(latest, 'cosigned', at, result.body);
+}
+
+/**
+ * Makes the checkpoint of `interval` unless another gateway claimed it (or a later one) first.
+ * Makers take turns (COMBINED_LOCK, tried, never waited for: false when another holds it, to try
+ * again at the next tick), and each reads, checks and inserts in one snapshot taken after it has
+ * the lock, so the checkpoints are inserted in the order of the heads they read: a later interval
+ * never holds older heads than an earlier one, whatever the gateways' clocks say.
+ */
+async function make(c: pg.Client, interval: number): Promise<boolean> {
+  if (!(await c.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1) AS ok', [COMBINED_LOCK])).rows[0]?.ok) return false;
+  try {
+    const made = await snapshot(
+      c,
+      async () => {
+        if ((await c.query('SELECT 1 FROM custody_combined_checkpoints WHERE interval_start >= $1 LIMIT 1', [interval])).rowCount) return undefined;
+        const members = await storeMembers(c);
+        const before = await latestCombined(c, interval);
+        const prev = before && openCombined(before, members, group!);
+        const result = await checkChains(c, { members, anchor, ...(prev && 'body' in prev ? { previous: prev.body } : {}) });
+        if ('problem' in result) return result;
+        const madeAt = Date.now();
+        const text = formatCombinedText(group!, madeAt, identity.id, result.heads);
+        const note = await signNoteText(text);
+        const body = parseCombinedText(text);
+        await c.query('INSERT INTO custody_combined_checkpoints (interval_start, maker, made_at, chains, root_hash, note, ranges) VALUES ($1, $2, $3, $4, $5, $6, $7)', [
+          interval,
+          identity.id,
+          madeAt,
+          body.heads.length,
+          body.rootHash.toString('hex'),
+          note,
+          encodeRanges(result.states),
+        ]);
+        return { row: { interval, maker: identity.id, madeAt, chains: body.heads.length, rootHash: body.rootHash.toString('hex'), note, ranges: '' }, body, states: result.states };
+      },
+      false,
+    );
+    if (!made) return true;
+    if ('problem' in made) {
+      refuse('make', made.problem);
+      return true;
+    }
+    anchor = made.states;
+    anchorInterval = interval;
+    looked = interval;
+    signedStatus(made.row, 'made', made.row.madeAt, made.body);
+    return true;
+  } finally {
+    await c.query('SELECT pg_advisory_unlock($1)', [COMBINED_LOCK]);
+  }
+}
+
+async function round(): Promise<void> {
+  const c = await session();
+  const mine = (await c.query<{ status: string }>('SELECT status FROM custody_gateways WHERE id = $1', [identity.id])).rows[0]?.status;
+  const member = mine === 'enrolled' || mine === 'approved';
+  if (member !== status.member) post({ member });
+  if (!member) return;
+  group ??= await groupId(c);
+  if (!group) return;
+  if (!bootstrapped) {
+    await bootstrap(c);
+    bootstrapped = true;
+  }
+  const latest = await latestCombined(c);
+  if (latest) {
+    const cosigners = Number((await c.query<{ n: string }>('SELECT count(*) AS n FROM custody_combined_cosignatures WHERE interval_start = $1', [latest.interval])).rows[0]!.n);
+    const l = status.latest;
+    if (!l || l.interval !== latest.interval || l.cosigners !== cosigners) post({ latest: { interval: latest.interval, madeAt: latest.madeAt, maker: latest.maker, chains: latest.chains, cosigners } });
+    if (latest.interval > anchorInterval && latest.interval !== looked && latest.maker !== identity.id) await cosignLatest(c, latest);
+  }
+  const now = Date.now();
+  const interval = Math.floor(now / intervalMs) * intervalMs;
+  // A random delay into the interval: the first gateway claims it, the others find its row and skip.
+  if (delay.interval !== interval) delay = { interval, ms: Math.floor(Math.random() * Math.min(1000, intervalMs / 4)) };
+  if (triedInterval !== interval && now >= interval + delay.ms && (await make(c, interval))) triedInterval = interval;
+}
+
+async function run(): Promise<void> {
+  timer = undefined;
+  let wait = TICK_MS;
+  try {
+    await round();
+    backoff = BACKOFF_MIN_MS;
+    if (status.error !== undefined) post({ error: undefined, failingSince: undefined });
+  } catch (err) {
+    post({ error: err instanceof Error ? err.message : String(err), failingSince: status.failingSince ?? Date.now() });
+    const c = client;
+    client = undefined;
+    void c?.end().catch(() => {});
+    wait = backoff;
+    backoff = Math.min(backoff * 2, BACKOFF_MAX_MS);
+  }
+  if (!stopping) timer = setTimeout(() => (inflight = run()), wait);
+}
+
+port.on('message', (m: CombinedWorkerCommand) => {
+  if (m.type !== 'stop') return;
+  stopping = true;
+  clearTimeout(timer);
+  void (async () => {
+    await inflight?.catch(() => {});
+    await client?.end().catch(() => {});
+    say({ type: 'stopped' });
+  })();
+});
+inflight = run();
