@@ -212,7 +212,9 @@ export class EchoWatch {
       const line = this.ended.shift()!;
       out.push({ hidden: true, length: [...printable(line.typed)].length, at: line.at });
     }
-    if (!this.ended.length) {
+    // Nothing waits and nothing is being typed: the echo so far is spent. (While a line is being
+    // typed, its echo so far is kept: this runs on a timer that may fire in the middle of it.)
+    if (!this.ended.length && !this.typed) {
       this.echoed = '';
       this.raw = '';
     }

@@ -65,3 +65,20 @@ describe('EchoWatch with edited lines', () => {
     assert.deepEqual(w.expire(2 + w.echoWaitMs), [{ hidden: true, length: 8, at: 1 }]);
   });
 });
+
+describe('EchoWatch timers', () => {
+  it('an expiry that fires while the next line is being typed keeps that line\'s echo', () => {
+    const w = new EchoWatch();
+    w.input('true\r', 1);
+    assert.deepEqual(w.output('true\r\n$ '), [{ text: 'true\r', at: 1 }]);
+    w.input('echo edited-linX', 2);
+    w.output('echo edited-linX');
+    // The echo timer of the line before fires late, in the middle of this one.
+    assert.deepEqual(w.expire(2 + w.echoWaitMs), []);
+    w.input('\x7f', 3);
+    w.output('\b \b');
+    w.input('e ok', 4);
+    w.output('e ok');
+    assert.deepEqual(w.input('\r', 5), [{ text: 'echo edited-linX\x7fe ok\r', at: 2 }]);
+  });
+});
