@@ -14,13 +14,14 @@
  *   group`, naming the gateway and version it came from) and enforces it. Versions recorded that
  *   way are never pushed back.
  *
- * The newest signed version wins (the store's sequence orders them), so two edits made at once on
+ * The newest signed version wins (the store's change order, config-changes.ts, orders them), so two edits made at once on
  * two gateways end with every gateway enforcing the later one.
  */
 import { createHash, type KeyObject, sign } from 'node:crypto';
 import type Database from 'better-sqlite3';
 import type pg from 'pg';
 import { canonicalize } from '../../../shared/canonical-json';
+import type { ConfigMirror, DocumentRow } from './config-changes';
 import type { TrustSet } from './key-sync';
 
 export type DocumentKindName = 'policies' | 'masking';
@@ -65,11 +66,12 @@ export class DocumentSync {
     private readonly signingKey: KeyObject,
   ) {}
 
-  async round(c: pg.Client, trust: TrustSet): Promise<PulledDocument[]> {
+  /** Pushes this gateway's new versions, then takes the group's newest from the store's rows as `mirror` last read them. */
+  async round(c: pg.Client, trust: TrustSet, mirror: ConfigMirror): Promise<PulledDocument[]> {
     const out: PulledDocument[] = [];
     for (const kind of DOCUMENT_KINDS) {
       await this.push(c, kind);
-      const doc = await this.pull(c, kind, trust);
+      const doc = this.pull(mirror, kind, trust);
       if (doc) out.push(doc);
     }
     return out;
@@ -108,19 +110,21 @@ export class DocumentSync {
     this.pushed.set(kind, cursor);
   }
 
-  private async pull(c: pg.Client, kind: DocumentKindName, trust: TrustSet): Promise<PulledDocument | undefined> {
-    const rows = (
-      await c.query<{ seq: string; content: string; hash: string; gateway: string; version: number; author: string; author_name: string; created_at: string; signature: string }>(
-        'SELECT seq, content, hash, gateway, version, author, author_name, created_at, signature FROM custody_documents WHERE kind = $1 AND seq > $2 ORDER BY seq DESC LIMIT 50',
-        [kind, this.applied.get(kind) ?? 0],
-      )
-    ).rows;
+  private pull(mirror: ConfigMirror, kind: DocumentKindName, trust: TrustSet): PulledDocument | undefined {
+    const after = this.applied.get(kind) ?? 0;
     // The newest version a trusted gateway signed, whose content is what it signed.
-    const r = rows.find((x) => contentHash(JSON.parse(x.content)) === x.hash && trust.verify(x.gateway, signedText(kind, x.hash, x.gateway, Number(x.version), Number(x.created_at)), x.signature));
+    let r: DocumentRow | undefined;
+    for (const x of mirror.documents) {
+      if (x.kind !== kind || x.change <= after || (r && r.change > x.change)) continue;
+      if (contentHash(JSON.parse(x.content)) === x.hash && trust.verify(x.gateway, signedText(kind, x.hash, x.gateway, x.version, x.created_at), x.signature)) r = x;
+    }
     if (!r) return undefined;
-    this.applied.set(kind, Number(r.seq));
+    const taken = r.change;
+    this.applied.set(kind, taken);
+    // Older versions of this kind can no longer win.
+    mirror.documents = mirror.documents.filter((x) => x.kind !== kind || x.change > taken);
     const latest = this.db.prepare('SELECT body FROM policy_versions WHERE kind = ? ORDER BY version DESC LIMIT 1').get(kind) as { body: string } | undefined;
     if (latest && contentHash(contentOf(JSON.parse(latest.body) as Record<string, unknown>)) === r.hash) return undefined;
-    return { kind, content: JSON.parse(r.content) as Record<string, unknown>, gateway: r.gateway, version: Number(r.version), author: r.author, authorName: r.author_name };
+    return { kind, content: JSON.parse(r.content) as Record<string, unknown>, gateway: r.gateway, version: r.version, author: r.author, authorName: r.author_name };
   }
 }

@@ -20,6 +20,31 @@ export const MIGRATION_LOCK = 0x63757374; // 'cust'
 export const ENROLMENT_LOCK = 0x63757375;
 /** Every write to the hold tables (custody_holds, custody_hold_votes) takes this lock first. */
 export const HOLDS_LOCK = 0x63757376;
+/** Every write to a group configuration table takes this lock first (migration 6's trigger). */
+export const CONFIG_LOCK = 0x63757377;
+/** Announced on commit of every write to a group configuration table (keys, persons, documents). */
+export const CONFIG_CHANNEL = 'custody_config';
+/** The tables migration 6 numbers and announces, as config-changes.ts reads them. */
+export const CONFIG_TABLES = [
+  'custody_api_keys',
+  'custody_api_key_signatures',
+  'custody_api_key_changes',
+  'custody_persons',
+  'custody_person_signatures',
+  'custody_person_links',
+  'custody_person_locks',
+  'custody_documents',
+] as const;
+export type ConfigTable = (typeof CONFIG_TABLES)[number];
+
+function configChangeSql(table: ConfigTable): string {
+  return `
+      ALTER TABLE ${table} ADD COLUMN change BIGINT NOT NULL DEFAULT nextval('custody_config_change');
+      ALTER TABLE ${table} ALTER COLUMN change DROP DEFAULT;
+      CREATE INDEX ${table}_change ON ${table} (change);
+      CREATE TRIGGER ${table}_change BEFORE INSERT OR UPDATE ON ${table} FOR EACH ROW EXECUTE FUNCTION custody_config_number();
+      CREATE TRIGGER ${table}_notify AFTER INSERT OR UPDATE ON ${table} FOR EACH STATEMENT EXECUTE FUNCTION custody_config_notify();`;
+}
 
 export const PG_MIGRATIONS: PgMigration[] = [
   {
@@ -204,6 +229,30 @@ export const PG_MIGRATIONS: PgMigration[] = [
         signature TEXT NOT NULL,
         PRIMARY KEY (id, gateway)
       );
+    `,
+  },
+  {
+    version: 6,
+    name: 'group configuration numbered by one change order and announced on commit (NOTIFY custody_config)',
+    sql: `
+      -- Every row written to a configuration table (insert or update, by a gateway or by hand)
+      -- takes CONFIG_LOCK and then the next change number, in the writing transaction: change
+      -- numbers are committed in order, so a reader that keeps the highest it has read misses
+      -- nothing when it reads change > cursor. Each writing statement announces its table on
+      -- commit (pg_notify collapses repeats within a transaction).
+      CREATE SEQUENCE custody_config_change;
+      CREATE FUNCTION custody_config_number() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN
+        PERFORM pg_advisory_xact_lock(${CONFIG_LOCK});
+        NEW.change := nextval('custody_config_change');
+        RETURN NEW;
+      END $$;
+      CREATE FUNCTION custody_config_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN
+        PERFORM pg_notify('${CONFIG_CHANNEL}', TG_TABLE_NAME);
+        RETURN NULL;
+      END $$;
+      ${CONFIG_TABLES.map(configChangeSql).join('\n')}
     `,
   },
 ];
