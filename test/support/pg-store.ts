@@ -1,7 +1,7 @@
 /**
  * `CUSTODY_TEST_STORE=postgres` (docs/SCALE-OUT.md, "One store interface, two implementations"):
  * loaded before the tests by scripts/test.mjs (`node --import tsx --import ./test/support/pg-store.ts`),
- * and through NODE_OPTIONS by every `custody` process the tests start. Every `Gateway.start` whose
+ * and through NODE_OPTIONS by every `custody` (or proxy/entry.ts) process the tests start. Every `Gateway.start` whose
  * config has no `store` gets one: a database on the local PostgreSQL server (CUSTODY_TEST_PG_URL,
  * default postgres://postgres@127.0.0.1:5432/postgres), one per data directory, so a gateway
  * restarted on its data directory finds its store again (a process killed and started again
@@ -16,6 +16,7 @@
  * or counts the events of a chain the store adds to) says so with `sqliteOnly(reason)`.
  */
 import { spawnSync } from 'node:child_process';
+import { appendFileSync } from 'node:fs';
 import { createHash, randomBytes } from 'node:crypto';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -34,10 +35,11 @@ const RUN_ENV = 'CUSTODY_TEST_STORE_RUN';
 const originalNodeOptions = process.env['NODE_OPTIONS'] ?? '';
 /**
  * A test file's process owns a run (it drops the run's databases at exit); a `custody` process
- * with a run joins its parent's. Any other process (the test runner's own, a helper a test starts)
+ * (or the desktop app's gateway process, proxy/entry.ts, as the supervisor tests fork it) with a
+ * run joins its parent's. Any other process (the test runner's own, a helper a test starts)
  * is left alone.
  */
-const role = /\.test\.tsx?$/.test(process.argv[1] ?? '') ? 'owner' : /[\\/]bin[\\/]custody\.mjs$/.test(process.argv[1] ?? '') && process.env[RUN_ENV] ? 'member' : undefined;
+const role = /\.test\.tsx?$/.test(process.argv[1] ?? '') ? 'owner' : /[\\/](bin[\\/]custody\.mjs|proxy[\\/]entry\.ts)$/.test(process.argv[1] ?? '') && process.env[RUN_ENV] ? 'member' : undefined;
 
 function databaseFor(run: string, dataDir: string): string {
   return `custody_t_${run}_${createHash('sha256').update(resolve(dataDir)).digest('hex').slice(0, 12)}`;
@@ -108,6 +110,9 @@ if (PG_MODE && role) {
     if (opts.config.store) return start(opts);
     const name = databaseFor(run, opts.dataDir);
     await ensureDatabase(name);
+    // CUSTODY_TEST_STORE_LOG=FILE: one line per gateway given a store (which test, which database).
+    const log = process.env['CUSTODY_TEST_STORE_LOG'];
+    if (log) appendFileSync(log, `${process.argv[1]} ${name}\n`);
     const gw = await start({ ...opts, config: { ...opts.config, store: StoreConfig.parse({ url: urlOf(name) }) } });
     try {
       await admitted(gw);
