@@ -66,29 +66,35 @@ export class DocumentSync {
     private readonly signingKey: KeyObject,
   ) {}
 
-  /** Pushes this gateway's new versions, then takes the group's newest from the store's rows as `mirror` last read them. */
-  async round(c: pg.Client, trust: TrustSet, mirror: ConfigMirror): Promise<PulledDocument[]> {
-    const out: PulledDocument[] = [];
-    for (const kind of DOCUMENT_KINDS) {
-      await this.push(c, kind);
-      const doc = this.pull(mirror, kind, trust);
-      if (doc) out.push(doc);
-    }
-    return out;
+  /** Per kind, the newest version this gateway wrote to the store, and the newest of its own the store's rows have shown it. */
+  private readonly wrote = new Map<DocumentKindName, number>();
+  private readonly seen = new Map<DocumentKindName, number>();
+
+  /** Pushes this gateway's new versions of each kind. */
+  async push(c: pg.Client): Promise<void> {
+    for (const kind of DOCUMENT_KINDS) await this.pushKind(c, kind);
+  }
+
+  /** The group's newest version of each kind that differs from what this gateway enforces, from the store's rows as `mirror` last read them. */
+  pull(mirror: ConfigMirror, trust: TrustSet): PulledDocument[] {
+    return DOCUMENT_KINDS.map((kind) => this.pullKind(mirror, kind, trust)).filter((d) => d !== undefined);
   }
 
   private local(kind: DocumentKindName, after: number): LocalVersion[] {
     return this.db.prepare('SELECT version, author, created_at, body FROM policy_versions WHERE kind = ? AND version > ? ORDER BY version').all(kind, after) as LocalVersion[];
   }
 
-  private async push(c: pg.Client, kind: DocumentKindName): Promise<void> {
+  private async pushKind(c: pg.Client, kind: DocumentKindName): Promise<void> {
     let cursor = this.pushed.get(kind);
     let seed = false;
     if (cursor === undefined) {
       const mine = (await c.query<{ v: number | null }>('SELECT max(version) AS v FROM custody_documents WHERE gateway = $1 AND kind = $2', [this.gateway, kind])).rows[0]?.v ?? null;
       const any = (await c.query('SELECT 1 FROM custody_documents WHERE kind = $1 LIMIT 1', [kind])).rowCount! > 0;
       const latest = (this.db.prepare('SELECT max(version) AS v FROM policy_versions WHERE kind = ?').get(kind) as { v: number | null }).v ?? 0;
-      if (mine !== null) cursor = Number(mine);
+      if (mine !== null) {
+        cursor = Number(mine);
+        this.wrote.set(kind, cursor);
+      }
       else if (!any && latest > 0) {
         // An empty group takes this gateway's rules in force as its first version.
         cursor = latest - 1;
@@ -106,11 +112,19 @@ export class DocumentSync {
         'INSERT INTO custody_documents (kind, content, hash, gateway, version, author, author_name, created_at, signature) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (gateway, kind, version) DO NOTHING',
         [kind, canonicalize(content), hash, this.gateway, v.version, v.author, String(body['authorName'] ?? v.author), v.created_at, signature],
       );
+      this.wrote.set(kind, v.version);
     }
     this.pushed.set(kind, cursor);
   }
 
-  private pull(mirror: ConfigMirror, kind: DocumentKindName, trust: TrustSet): PulledDocument | undefined {
+  private pullKind(mirror: ConfigMirror, kind: DocumentKindName, trust: TrustSet): PulledDocument | undefined {
+    // Nothing is taken while this gateway holds a version newer than the rows read: one made here
+    // since the last push, or pushed but not read back yet. Older rows would undo it (they are
+    // older in the store's order too), so the round after the read decides.
+    for (const x of mirror.documents) if (x.kind === kind && x.gateway === this.gateway) this.seen.set(kind, Math.max(this.seen.get(kind) ?? 0, x.version));
+    if ((this.wrote.get(kind) ?? 0) > (this.seen.get(kind) ?? 0)) return undefined;
+    const newest = (this.db.prepare('SELECT max(version) AS v FROM policy_versions WHERE kind = ?').get(kind) as { v: number | null }).v ?? 0;
+    if (newest > (this.pushed.get(kind) ?? Infinity)) return undefined;
     const after = this.applied.get(kind) ?? 0;
     // The newest version a trusted gateway signed, whose content is what it signed.
     let r: DocumentRow | undefined;

@@ -151,21 +151,22 @@ async function step(): Promise<number> {
  */
 async function configRound(c: pg.Client, pull: boolean): Promise<void> {
   const trust = localTrust.current(approver);
+  // Persons are pushed before keys: a key goes to the store only after its owner's link, so a
+  // gateway that reads the key reads the link in the same snapshot. Persons are handed over before
+  // keys, and the gateway applies them first, so a key copied here works as its owner at once.
+  await personSync.push(c);
+  await docSync.push(c);
   if (pull) {
     // Asked again if something is announced while this read runs: the next round reads it.
     await mirror.read(c);
     lastPullAt = Date.now();
     post({ contactAt: lastPullAt, error: undefined, failingSince: undefined });
   }
-  // Persons are pushed before keys: a key goes to the store only after its owner's link, so a
-  // gateway that reads the key reads the link in the same snapshot. Persons are handed over before
-  // keys, and the gateway applies them first, so a key copied here works as its owner at once.
-  await personSync.push(c);
   const rows = await keySync.round(c, trust, mirror, (k) => personSync.keyReady(k.id, k.created_at));
   const persons = personSync.pull(mirror, trust);
   if (persons.persons.length || persons.links.length || persons.locks.length) port.postMessage({ type: 'persons', persons });
   if (rows.length) port.postMessage({ type: 'keys', rows });
-  const docs = await docSync.round(c, trust, mirror);
+  const docs = docSync.pull(mirror, trust);
   if (docs.length) port.postMessage({ type: 'documents', docs });
   lastPushAt = Date.now();
 }
