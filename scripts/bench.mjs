@@ -16,6 +16,7 @@ const BENCHES = {
   'shared-store': 'bench/shared-store.ts',
   'shared-store-http': 'bench/shared-store-http.ts',
   'holds-across': 'bench/holds-across.ts',
+  'config-across': 'bench/config-across.ts',
   ssh: 'bench/ssh.ts',
   faults: 'bench/faults.ts',
   'pg-long-result': 'bench/pg-long-result.ts',

@@ -1,5 +1,7 @@
 // Runs every test file under test/ with Node's test runner (tsx loads the TypeScript).
 // `node scripts/test.mjs unit` (or integration, e2e, or a file path) runs a subset.
+// `CUSTODY_TEST_STORE=postgres` (or `--store=postgres`; `npm run test:postgres`) runs them against
+// the shared store.
 import { spawnSync } from 'node:child_process';
 import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
@@ -14,7 +16,8 @@ function collect(dir) {
   return out;
 }
 
-const args = process.argv.slice(2);
+const args = process.argv.slice(2).filter((a) => a !== '--store=postgres');
+if (args.length < process.argv.length - 2) process.env.CUSTODY_TEST_STORE = 'postgres';
 const files = (args.length ? args : ['test']).flatMap((a) => {
   const p = a.startsWith('test') ? a : join('test', a);
   return statSync(p).isDirectory() ? collect(p) : [p];
@@ -23,9 +26,12 @@ if (files.length === 0) {
   console.error('no test files found');
   process.exit(1);
 }
+// CUSTODY_TEST_STORE=postgres: every gateway the tests start, in process or as `custody serve`,
+// gets a fresh database on the local PostgreSQL server as its shared store (test/support/pg-store.ts).
+const preload = process.env.CUSTODY_TEST_STORE === 'postgres' ? ['--import', './test/support/pg-store.ts'] : [];
 const r = spawnSync(
   process.execPath,
-  ['--import', 'tsx', '--test', '--test-concurrency=1', '--test-reporter=spec', ...files],
+  ['--import', 'tsx', ...preload, '--test', '--test-concurrency=1', '--test-reporter=spec', ...files],
   { stdio: 'inherit', env: { ...process.env, NODE_ENV: 'test' } },
 );
 process.exit(r.status ?? 1);

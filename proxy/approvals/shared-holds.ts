@@ -61,6 +61,12 @@ interface SharedHoldsDeps {
   gateway: string;
   /** Why this gateway is not admitted to the store (a vote cast here would not count), or undefined. */
   refusal: () => string | undefined;
+  /**
+   * The store announced a change to keys, persons or configuration, heard on the hold worker's
+   * listening connection (one connection listens for both); `listening` when that connection
+   * (re)connected (read everything missed) or was lost.
+   */
+  onConfigChange?: (listening?: boolean) => void;
 }
 
 export class SharedHolds implements HoldPeers {
@@ -188,6 +194,9 @@ export class SharedHolds implements HoldPeers {
         return;
       case 'orphans':
         for (const o of m.holds) void this.abandon(o);
+        return;
+      case 'config':
+        this.deps.onConfigChange?.(m.listening);
         return;
       case 'status':
         if (m.connected !== this.connected) {

@@ -14,13 +14,14 @@
  *   group`, naming the gateway and version it came from) and enforces it. Versions recorded that
  *   way are never pushed back.
  *
- * The newest signed version wins (the store's sequence orders them), so two edits made at once on
+ * The newest signed version wins (the store's change order, config-changes.ts, orders them), so two edits made at once on
  * two gateways end with every gateway enforcing the later one.
  */
 import { createHash } from 'node:crypto';
 import type Database from 'better-sqlite3';
 import type pg from 'pg';
 import { canonicalize } from '../../../shared/canonical-json';
+import type { ConfigMirror, DocumentRow } from './config-changes';
 import type { TrustSet } from './key-sync';
 
 export type DocumentKindName = 'policies' | 'masking';
@@ -66,28 +67,35 @@ export class DocumentSync {
     private readonly sign: (text: string) => Promise<string>,
   ) {}
 
-  async round(c: pg.Client, trust: TrustSet): Promise<PulledDocument[]> {
-    const out: PulledDocument[] = [];
-    for (const kind of DOCUMENT_KINDS) {
-      await this.push(c, kind);
-      const doc = await this.pull(c, kind, trust);
-      if (doc) out.push(doc);
-    }
-    return out;
+  /** Per kind, the newest version this gateway wrote to the store, and the newest of its own the store's rows have shown it. */
+  private readonly wrote = new Map<DocumentKindName, number>();
+  private readonly seen = new Map<DocumentKindName, number>();
+
+  /** Pushes this gateway's new versions of each kind. */
+  async push(c: pg.Client): Promise<void> {
+    for (const kind of DOCUMENT_KINDS) await this.pushKind(c, kind);
+  }
+
+  /** The group's newest version of each kind that differs from what this gateway enforces, from the store's rows as `mirror` last read them. */
+  pull(mirror: ConfigMirror, trust: TrustSet): PulledDocument[] {
+    return DOCUMENT_KINDS.map((kind) => this.pullKind(mirror, kind, trust)).filter((d) => d !== undefined);
   }
 
   private local(kind: DocumentKindName, after: number): LocalVersion[] {
     return this.db.prepare('SELECT version, author, created_at, body FROM policy_versions WHERE kind = ? AND version > ? ORDER BY version').all(kind, after) as LocalVersion[];
   }
 
-  private async push(c: pg.Client, kind: DocumentKindName): Promise<void> {
+  private async pushKind(c: pg.Client, kind: DocumentKindName): Promise<void> {
     let cursor = this.pushed.get(kind);
     let seed = false;
     if (cursor === undefined) {
       const mine = (await c.query<{ v: number | null }>('SELECT max(version) AS v FROM custody_documents WHERE gateway = $1 AND kind = $2', [this.gateway, kind])).rows[0]?.v ?? null;
       const any = (await c.query('SELECT 1 FROM custody_documents WHERE kind = $1 LIMIT 1', [kind])).rowCount! > 0;
       const latest = (this.db.prepare('SELECT max(version) AS v FROM policy_versions WHERE kind = ?').get(kind) as { v: number | null }).v ?? 0;
-      if (mine !== null) cursor = Number(mine);
+      if (mine !== null) {
+        cursor = Number(mine);
+        this.wrote.set(kind, cursor);
+      }
       else if (!any && latest > 0) {
         // An empty group takes this gateway's rules in force as its first version.
         cursor = latest - 1;
@@ -105,23 +113,33 @@ export class DocumentSync {
         'INSERT INTO custody_documents (kind, content, hash, gateway, version, author, author_name, created_at, signature) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (gateway, kind, version) DO NOTHING',
         [kind, canonicalize(content), hash, this.gateway, v.version, v.author, String(body['authorName'] ?? v.author), v.created_at, signature],
       );
+      this.wrote.set(kind, v.version);
     }
     this.pushed.set(kind, cursor);
   }
 
-  private async pull(c: pg.Client, kind: DocumentKindName, trust: TrustSet): Promise<PulledDocument | undefined> {
-    const rows = (
-      await c.query<{ seq: string; content: string; hash: string; gateway: string; version: number; author: string; author_name: string; created_at: string; signature: string }>(
-        'SELECT seq, content, hash, gateway, version, author, author_name, created_at, signature FROM custody_documents WHERE kind = $1 AND seq > $2 ORDER BY seq DESC LIMIT 50',
-        [kind, this.applied.get(kind) ?? 0],
-      )
-    ).rows;
+  private pullKind(mirror: ConfigMirror, kind: DocumentKindName, trust: TrustSet): PulledDocument | undefined {
+    // Nothing is taken while this gateway holds a version newer than the rows read: one made here
+    // since the last push, or pushed but not read back yet. Older rows would undo it (they are
+    // older in the store's order too), so the round after the read decides.
+    for (const x of mirror.documents) if (x.kind === kind && x.gateway === this.gateway) this.seen.set(kind, Math.max(this.seen.get(kind) ?? 0, x.version));
+    if ((this.wrote.get(kind) ?? 0) > (this.seen.get(kind) ?? 0)) return undefined;
+    const newest = (this.db.prepare('SELECT max(version) AS v FROM policy_versions WHERE kind = ?').get(kind) as { v: number | null }).v ?? 0;
+    if (newest > (this.pushed.get(kind) ?? Infinity)) return undefined;
+    const after = this.applied.get(kind) ?? 0;
     // The newest version a trusted gateway signed, whose content is what it signed.
-    const r = rows.find((x) => contentHash(JSON.parse(x.content)) === x.hash && trust.verify(x.gateway, signedText(kind, x.hash, x.gateway, Number(x.version), Number(x.created_at)), x.signature));
+    let r: DocumentRow | undefined;
+    for (const x of mirror.documents) {
+      if (x.kind !== kind || x.change <= after || (r && r.change > x.change)) continue;
+      if (contentHash(JSON.parse(x.content)) === x.hash && trust.verify(x.gateway, signedText(kind, x.hash, x.gateway, x.version, x.created_at), x.signature)) r = x;
+    }
     if (!r) return undefined;
-    this.applied.set(kind, Number(r.seq));
+    const taken = r.change;
+    this.applied.set(kind, taken);
+    // Older versions of this kind can no longer win.
+    mirror.documents = mirror.documents.filter((x) => x.kind !== kind || x.change > taken);
     const latest = this.db.prepare('SELECT body FROM policy_versions WHERE kind = ? ORDER BY version DESC LIMIT 1').get(kind) as { body: string } | undefined;
     if (latest && contentHash(contentOf(JSON.parse(latest.body) as Record<string, unknown>)) === r.hash) return undefined;
-    return { kind, content: JSON.parse(r.content) as Record<string, unknown>, gateway: r.gateway, version: Number(r.version), author: r.author, authorName: r.author_name };
+    return { kind, content: JSON.parse(r.content) as Record<string, unknown>, gateway: r.gateway, version: r.version, author: r.author, authorName: r.author_name };
   }
 }

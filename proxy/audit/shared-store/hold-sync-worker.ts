@@ -3,7 +3,9 @@
  * shared store about holds happens on this thread, off the proxies' event loop.
  *
  * - one dedicated session-mode connection LISTENs on `custody_holds` and reads what changed
- *   (hold-rows.ts). At start it reads the pending holds and their votes in one snapshot, with the
+ *   (hold-rows.ts). It also LISTENs on `custody_config` (keys, persons, policies, masking rules)
+ *   and passes each announcement on, and each (re)connect and loss, to the gateway's thread, for
+ *   the shared store worker to read what changed (shipper-worker.ts). At start it reads the pending holds and their votes in one snapshot, with the
  *   cursor; after every reconnect it reads every change after its cursor, so a notification sent
  *   while it was away costs nothing. A read every second covers a notification lost in flight.
  * - a second connection writes, in the order the gateway asked: this gateway's holds and the
@@ -16,7 +18,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import type pg from 'pg';
 import { claimOrphanedHolds, HOLDS_CHANNEL, readHoldChanges, readPendingHolds, renewLease, writeHoldRow, writeVoteRow } from './hold-rows';
 import type { HoldWorkerCommand, HoldWorkerMessage } from './hold-sync';
-import { connectStore, migrateSharedStore, type StoreConnection } from './schema';
+import { CONFIG_CHANNEL, connectStore, migrateSharedStore, type StoreConnection } from './schema';
 
 
 const { conn, gateway } = workerData as { conn: StoreConnection; gateway: string };
@@ -56,14 +58,17 @@ async function listening(): Promise<pg.Client> {
   try {
     await migrateSharedStore(c);
     await c.query(`LISTEN ${HOLDS_CHANNEL}`);
+    await c.query(`LISTEN ${CONFIG_CHANNEL}`);
   } catch (err) {
     await c.end().catch(() => {});
     throw err;
   }
-  c.on('notification', () => read());
+  c.on('notification', (n) => (n.channel === CONFIG_CHANNEL ? say({ type: 'config' }) : read()));
   c.on('error', () => dropListener());
   c.on('end', () => dropListener());
   listener = c;
+  // Listening again: the shared store worker reads every configuration change it missed.
+  say({ type: 'config', listening: true });
   return c;
 }
 
@@ -71,6 +76,7 @@ function dropListener(): void {
   if (!listener) return;
   void listener.end().catch(() => {});
   listener = undefined;
+  say({ type: 'config', listening: false });
   if (!stopping) read();
 }
 
@@ -111,6 +117,7 @@ function read(): void {
 function dropListenerQuietly(): void {
   const c = listener;
   listener = undefined;
+  if (c) say({ type: 'config', listening: false });
   void c?.end().catch(() => {});
 }
 

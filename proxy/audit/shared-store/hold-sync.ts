@@ -12,6 +12,8 @@ export type HoldWorkerMessage =
   | { type: 'changes'; changes: HoldChanges; snapshot: boolean }
   | { type: 'written'; req: number; written: boolean }
   | { type: 'orphans'; holds: OrphanedHold[] }
+  /** `NOTIFY custody_config` heard; or the listening connection (re)connected or was lost (`listening`). */
+  | { type: 'config'; listening?: boolean }
   | { type: 'status'; connected: boolean; error?: string }
   | { type: 'stopped' };
 

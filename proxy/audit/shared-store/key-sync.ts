@@ -27,6 +27,7 @@ import type Database from 'better-sqlite3';
 import type pg from 'pg';
 import { canonicalize } from '../../../shared/canonical-json';
 import type { ApiKeyRow } from '../migrations';
+import type { ConfigMirror } from './config-changes';
 import { keyFingerprint } from '../checkpoint-signer';
 import { ed25519PublicKeyObject } from '../signed-note';
 
@@ -99,17 +100,18 @@ export class KeySync {
   /**
    * One round: sign and push what the local table holds that this gateway has not signed yet, then
    * return the rows the local table should take (new keys, or stricter revocation and expiry),
-   * trusting only `trust`'s signatures. A key for which `ready` says no is pushed at a later round
-   * (person-sync.ts: a key goes to the store only after its owner's link).
+   * trusting only `trust`'s signatures, from the store's rows as `mirror` last read them. A key for
+   * which `ready` says no is pushed at a later round (person-sync.ts: a key goes to the store only
+   * after its owner's link).
    */
-  async round(c: pg.Client, trust: TrustSet, ready: (key: SharedKeyRow) => boolean = () => true): Promise<SharedKeyRow[]> {
+  async round(c: pg.Client, trust: TrustSet, mirror: ConfigMirror, ready: (key: SharedKeyRow) => boolean = () => true): Promise<SharedKeyRow[]> {
     if (!this.signedKeys || !this.signedChanges) {
       this.signedKeys = new Set((await c.query<{ id: string }>('SELECT id FROM custody_api_key_signatures WHERE gateway = $1', [this.gateway])).rows.map((r) => r.id));
       this.signedChanges = new Set((await c.query<{ id: string; kind: string; at: string }>('SELECT id, kind, at FROM custody_api_key_changes WHERE gateway = $1', [this.gateway])).rows.map((r) => `${r.id}/${r.kind}/${num(r.at)}`));
     }
     const local = new Map((this.db.prepare('SELECT id, name, hash, groups, created_at, created_by, expires_at, revoked_at FROM api_keys').all() as SharedKeyRow[]).map((r) => [r.id, r]));
     await this.push(c, local, ready);
-    return this.pull(c, local, trust);
+    return this.pull(mirror, local, trust);
   }
 
   private async push(c: pg.Client, local: Map<string, SharedKeyRow>, ready: (key: SharedKeyRow) => boolean): Promise<void> {
@@ -152,26 +154,21 @@ export class KeySync {
     for (const ch of changes) signedChanges.add(`${ch.id}/${ch.kind}/${ch.at}`);
   }
 
-  private async pull(c: pg.Client, local: Map<string, SharedKeyRow>, trust: TrustSet): Promise<SharedKeyRow[]> {
-    const sigs = new Map<string, { gateway: string; signature: string }[]>();
-    for (const s of (await c.query<{ id: string; gateway: string; signature: string }>('SELECT id, gateway, signature FROM custody_api_key_signatures')).rows) {
-      if (trust.has(s.gateway)) (sigs.get(s.id) ?? sigs.set(s.id, []).get(s.id)!).push(s);
-    }
+  /** The rows the local table should take, from the store's rows as last read (`mirror`), trusting only `trust`'s signatures. */
+  private pull(mirror: ConfigMirror, local: Map<string, SharedKeyRow>, trust: TrustSet): SharedKeyRow[] {
     // The earliest trusted revocation and expiry of each key.
     const earliest = new Map<string, { revoked?: number; expired?: number }>();
-    for (const ch of (await c.query<{ id: string; kind: ChangeKind; at: string; gateway: string; signature: string }>('SELECT id, kind, at, gateway, signature FROM custody_api_key_changes')).rows) {
-      const at = num(ch.at);
-      if (!trust.verify(ch.gateway, changeText(ch.id, ch.kind, at), ch.signature)) continue;
+    for (const ch of mirror.keyChanges.values()) {
+      if (!trust.verify(ch.gateway, changeText(ch.id, ch.kind, ch.at), ch.signature)) continue;
       const e = earliest.get(ch.id) ?? earliest.set(ch.id, {}).get(ch.id)!;
-      e[ch.kind] = Math.min(e[ch.kind] ?? Infinity, at);
+      e[ch.kind] = Math.min(e[ch.kind] ?? Infinity, ch.at);
     }
     const out: SharedKeyRow[] = [];
-    for (const raw of (await c.query<CreationFields & { created_at: string }>('SELECT id, name, hash, groups, created_at, created_by FROM custody_api_keys')).rows) {
-      const k: CreationFields = { ...raw, created_at: num(raw.created_at) };
+    for (const k of mirror.keys.values()) {
       const mine = local.get(k.id);
       if (mine && mine.hash !== k.hash) continue; // not the same key: never copied over a local one
       const text = creationText(k);
-      if (!mine && !(sigs.get(k.id) ?? []).some((s) => trust.verify(s.gateway, text, s.signature))) continue;
+      if (!mine && ![...(mirror.keySignatures.get(k.id) ?? [])].some(([gateway, signature]) => trust.verify(gateway, text, signature))) continue;
       const e = earliest.get(k.id) ?? {};
       const revoked = minOf(mine?.revoked_at, e.revoked);
       const expires = minOf(mine?.expires_at, e.expired);

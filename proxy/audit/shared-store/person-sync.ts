@@ -31,6 +31,7 @@ import type pg from 'pg';
 import { canonicalize } from '../../../shared/canonical-json';
 import type { CredentialKind } from '../../../shared/identity';
 import { LOCAL_PERSON } from '../../identity/persons';
+import type { ConfigMirror } from './config-changes';
 import type { TrustSet } from './key-sync';
 
 export interface SharedPerson {
@@ -168,31 +169,24 @@ export class PersonSync {
     return this.linked.has(`key:${id}`) || now - createdAt > LINK_WAIT_MS;
   }
 
-  /** The rows the local tables should take, trusting only `trust`'s signatures. */
-  async pull(c: pg.Client, trust: TrustSet): Promise<PulledPersons> {
+  /** The rows the local tables should take, from the store's rows as `mirror` last read them, trusting only `trust`'s signatures. */
+  pull(mirror: ConfigMirror, trust: TrustSet): PulledPersons {
     const out: PulledPersons = { persons: [], links: [], locks: [] };
     const local = this.localPersons();
-    const signers = new Map<string, { gateway: string; signature: string }[]>();
-    for (const s of (await c.query<{ id: string; gateway: string; signature: string }>('SELECT id, gateway, signature FROM custody_person_signatures')).rows) {
-      if (trust.has(s.gateway)) (signers.get(s.id) ?? signers.set(s.id, []).get(s.id)!).push(s);
-    }
     // Persons this gateway holds, or takes now: only those may own a credential or be locked here.
     const known = new Set(local.keys());
-    for (const raw of (await c.query<SharedPerson & { created_at: string }>('SELECT id, name, created_at, created_by FROM custody_persons')).rows) {
-      const p: SharedPerson = { ...raw, created_at: Number(raw.created_at) };
+    for (const p of mirror.persons.values()) {
       const id = this.fromStore(p.id);
       if (known.has(id)) continue;
       const text = personText(p);
-      if (!(signers.get(p.id) ?? []).some((s) => trust.verify(s.gateway, text, s.signature))) continue;
+      if (![...(mirror.personSignatures.get(p.id) ?? [])].some(([gateway, signature]) => trust.verify(gateway, text, signature))) continue;
       known.add(id);
       out.persons.push({ ...p, id });
     }
     // Per credential, the newest link a trusted gateway signed (ties: the smallest gateway id).
     const newest = new Map<string, SharedLink & { gateway: string }>();
-    for (const raw of (
-      await c.query<SharedLink & { linked_at: string; gateway: string; signature: string }>('SELECT credential, gateway, person, kind, linked_at, linked_by, signature FROM custody_person_links ORDER BY gateway')
-    ).rows) {
-      const l = { credential: raw.credential, person: raw.person, kind: raw.kind, linked_at: Number(raw.linked_at), linked_by: raw.linked_by, gateway: raw.gateway };
+    for (const raw of [...mirror.links.values()].sort((x, y) => (x.gateway < y.gateway ? -1 : x.gateway > y.gateway ? 1 : 0))) {
+      const l = { credential: raw.credential, person: raw.person, kind: raw.kind as CredentialKind, linked_at: raw.linked_at, linked_by: raw.linked_by, gateway: raw.gateway };
       if (!SHARED_KINDS.has(l.kind) || !trust.verify(raw.gateway, linkText(l), raw.signature)) continue;
       const best = newest.get(l.credential);
       if (!best || l.linked_at > best.linked_at) newest.set(l.credential, l);
@@ -207,8 +201,8 @@ export class PersonSync {
     }
     // The earliest lock a trusted gateway signed, for each person not locked here yet.
     const earliest = new Map<string, SharedLock>();
-    for (const raw of (await c.query<{ id: string; at: string; locked_by: string; gateway: string; signature: string }>('SELECT id, at, locked_by, gateway, signature FROM custody_person_locks')).rows) {
-      const l: SharedLock = { id: raw.id, at: Number(raw.at), by: raw.locked_by };
+    for (const raw of mirror.locks.values()) {
+      const l: SharedLock = { id: raw.id, at: raw.at, by: raw.locked_by };
       if (!trust.verify(raw.gateway, lockText(l), raw.signature)) continue;
       const id = this.fromStore(l.id);
       if (!known.has(id) || (earliest.get(id)?.at ?? Infinity) <= l.at) continue;

@@ -49,6 +49,32 @@ export const SESSION_INDEX_BACKFILL = `
         count(CASE WHEN kind IN ('http.error', 'pg.error', 'ssh.error') THEN 1 END)
       FROM custody_events WHERE session IS NOT NULL GROUP BY gateway, session`;
 
+/** Every write to a group configuration table takes this lock first (migration 9's trigger). */
+export const CONFIG_LOCK = 0x63757379;
+/** Announced on commit of every write to a group configuration table (keys, persons, documents). */
+export const CONFIG_CHANNEL = 'custody_config';
+/** The tables migration 9 numbers and announces, as config-changes.ts reads them. */
+export const CONFIG_TABLES = [
+  'custody_api_keys',
+  'custody_api_key_signatures',
+  'custody_api_key_changes',
+  'custody_persons',
+  'custody_person_signatures',
+  'custody_person_links',
+  'custody_person_locks',
+  'custody_documents',
+] as const;
+export type ConfigTable = (typeof CONFIG_TABLES)[number];
+
+function configChangeSql(table: ConfigTable): string {
+  return `
+      ALTER TABLE ${table} ADD COLUMN change BIGINT NOT NULL DEFAULT nextval('custody_config_change');
+      ALTER TABLE ${table} ALTER COLUMN change DROP DEFAULT;
+      CREATE INDEX ${table}_change ON ${table} (change);
+      CREATE TRIGGER ${table}_change BEFORE INSERT OR UPDATE ON ${table} FOR EACH ROW EXECUTE FUNCTION custody_config_number();
+      CREATE TRIGGER ${table}_notify AFTER INSERT OR UPDATE ON ${table} FOR EACH STATEMENT EXECUTE FUNCTION custody_config_notify();`;
+}
+
 export const PG_MIGRATIONS: PgMigration[] = [
   {
     version: 1,
@@ -323,6 +349,30 @@ export const PG_MIGRATIONS: PgMigration[] = [
       ALTER TABLE custody_gateways ADD CONSTRAINT custody_gateways_status_check CHECK (status IN ('enrolled', 'pending', 'approved', 'removed'));
       ALTER TABLE custody_gateways ADD COLUMN removed_by TEXT;
       ALTER TABLE custody_gateways ADD COLUMN removal_seq BIGINT;
+    `,
+  },
+  {
+    version: 9,
+    name: 'group configuration numbered by one change order and announced on commit (NOTIFY custody_config)',
+    sql: `
+      -- Every row written to a configuration table (insert or update, by a gateway or by hand)
+      -- takes CONFIG_LOCK and then the next change number, in the writing transaction: change
+      -- numbers are committed in order, so a reader that keeps the highest it has read misses
+      -- nothing when it reads change > cursor. Each writing statement announces its table on
+      -- commit (pg_notify collapses repeats within a transaction).
+      CREATE SEQUENCE custody_config_change;
+      CREATE FUNCTION custody_config_number() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN
+        PERFORM pg_advisory_xact_lock(${CONFIG_LOCK});
+        NEW.change := nextval('custody_config_change');
+        RETURN NEW;
+      END $$;
+      CREATE FUNCTION custody_config_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN
+        PERFORM pg_notify('${CONFIG_CHANNEL}', TG_TABLE_NAME);
+        RETURN NULL;
+      END $$;
+      ${CONFIG_TABLES.map(configChangeSql).join('\n')}
     `,
   },
 ];

@@ -15,6 +15,7 @@ import Database from 'better-sqlite3';
 import type pg from 'pg';
 import { keyFingerprint, rawSigner, type SigningKeySpec, specPublicKey } from '../checkpoint-signer';
 import { enrol, findApproval, type GatewayIdentity, newRemovals } from './enrolment';
+import { ConfigMirror } from './config-changes';
 import { DocumentSync } from './doc-sync';
 import { KeySync, LocalTrust } from './key-sync';
 import { PersonSync } from './person-sync';
@@ -31,8 +32,18 @@ const signRow = async (text: string): Promise<string> => (await signRaw(Buffer.f
 const port = parentPort!;
 
 const IDLE_MS = 50;
-/** How often an admitted gateway exchanges API keys, persons, policies and masking rules with the store (key-sync.ts, person-sync.ts, doc-sync.ts). */
-const KEY_SYNC_MS = 1000;
+/**
+ * API keys, persons, policies and masking rules (key-sync.ts, person-sync.ts, doc-sync.ts): this
+ * gateway's changes are pushed as soon as the gateway's thread says it made one (`sync`), and its
+ * tables are looked at every PUSH_MS in case another process (the CLI) wrote them. The group's
+ * changes are read as soon as the store announces them (`NOTIFY custody_config`, heard by the
+ * hold worker's listening connection and passed on as `sync` with `pull`), at every (re)connect of
+ * that connection, and every PULL_MS as a backstop; every PULL_UNHEARD_MS while nothing listens.
+ * Each read takes only the rows changed since the last (config-changes.ts).
+ */
+const PUSH_MS = 1000;
+const PULL_MS = 5000;
+const PULL_UNHEARD_MS = 1000;
 /** How often an idle, admitted gateway still touches its row (last_seen), and a pending one asks again. */
 const HEARTBEAT_MS = 1000;
 const BACKOFF_MIN_MS = 100;
@@ -45,7 +56,16 @@ let admitted = false;
 let stopping = false;
 let backoff = BACKOFF_MIN_MS;
 let lastShipAt = 0;
-let lastKeySyncAt = 0;
+let lastPushAt = 0;
+let lastPullAt = 0;
+/** Asked by the gateway's thread: push now (a change made here), pull now (one announced by the store). */
+let pushAsked = false;
+let pullAsked = false;
+/** Something was asked while a round ran: the next starts at once. */
+let runAgain = false;
+/** Whether the hold worker's connection listens to `custody_config` (the gateway's thread says). */
+let listening = false;
+const mirror = new ConfigMirror();
 const keySync = new KeySync(db, identity.id, signRow);
 const localTrust = new LocalTrust(db, identity);
 const docSync = new DocumentSync(db, identity.id, signRow);
@@ -128,22 +148,50 @@ async function step(): Promise<number> {
   }
   // Asked for a remote commit: ship first, before the key round.
   const wait = serving.length ? await ship(c) : undefined;
-  if (Date.now() - lastKeySyncAt >= KEY_SYNC_MS) {
-    await removals(c);
-    const trust = localTrust.current(approver);
-    // Persons are pushed before keys and pulled after them: a key copied here finds its owner's
-    // link in the same round, and the gateway applies persons before keys.
-    await personSync.push(c);
-    const rows = await keySync.round(c, trust, (k) => personSync.keyReady(k.id, k.created_at));
-    const persons = await personSync.pull(c, trust);
-    if (persons.persons.length || persons.links.length || persons.locks.length) port.postMessage({ type: 'persons', persons });
-    if (rows.length) port.postMessage({ type: 'keys', rows });
-    const docs = await docSync.round(c, trust);
-    if (docs.length) port.postMessage({ type: 'documents', docs });
-    lastKeySyncAt = Date.now();
-    post({ contactAt: lastKeySyncAt, error: undefined, failingSince: undefined });
+  const now = Date.now();
+  const pull = pullAsked || now - lastPullAt >= (listening ? PULL_MS : PULL_UNHEARD_MS);
+  if (pull || pushAsked || now - lastPushAt >= PUSH_MS) {
+    // Cleared before the round, so a request arriving meanwhile makes another; restored if it fails.
+    const took = { push: pushAsked, pull: pullAsked };
+    pushAsked = pullAsked = false;
+    try {
+      await configRound(c, pull);
+    } catch (err) {
+      pushAsked ||= took.push;
+      pullAsked ||= took.pull;
+      throw err;
+    }
   }
   return wait ?? (await ship(c));
+}
+
+/**
+ * Exchanges keys, persons, policies and masking rules with the store: reads what changed there
+ * (when `pull`), pushes what changed here, and hands the gateway's thread what it should take.
+ * The hand-over is worked out each round from the rows in memory, against this gateway's tables,
+ * so a row that could not be written here is handed over again.
+ */
+async function configRound(c: pg.Client, pull: boolean): Promise<void> {
+  await removals(c);
+  const trust = localTrust.current(approver);
+  // Persons are pushed before keys: a key goes to the store only after its owner's link, so a
+  // gateway that reads the key reads the link in the same snapshot. Persons are handed over before
+  // keys, and the gateway applies them first, so a key copied here works as its owner at once.
+  await personSync.push(c);
+  await docSync.push(c);
+  if (pull) {
+    // Asked again if something is announced while this read runs: the next round reads it.
+    await mirror.read(c);
+    lastPullAt = Date.now();
+    post({ contactAt: lastPullAt, error: undefined, failingSince: undefined });
+  }
+  const rows = await keySync.round(c, trust, mirror, (k) => personSync.keyReady(k.id, k.created_at));
+  const persons = personSync.pull(mirror, trust);
+  if (persons.persons.length || persons.links.length || persons.locks.length) port.postMessage({ type: 'persons', persons });
+  if (rows.length) port.postMessage({ type: 'keys', rows });
+  const docs = docSync.pull(mirror, trust);
+  if (docs.length) port.postMessage({ type: 'documents', docs });
+  lastPushAt = Date.now();
 }
 
 /**
@@ -185,6 +233,7 @@ function schedule(ms: number): void {
 
 async function run(): Promise<void> {
   timer = undefined;
+  runAgain = false;
   serving = asked;
   asked = [];
   let wait: number;
@@ -193,7 +242,7 @@ async function run(): Promise<void> {
     backoff = BACKOFF_MIN_MS;
     // Every path of a round answers what it took; should one not, nothing is confirmed that was not shipped.
     answer('the round ended without shipping');
-    if (asked.length) wait = 0;
+    if (asked.length || runAgain) wait = 0;
   } catch (err) {
     answer(messageOf(err));
     const refused = err instanceof ShipRefusedError;
@@ -237,8 +286,22 @@ async function finish(ms: number): Promise<void> {
   port.postMessage({ type: 'stopped', error });
 }
 
+/** Starts the next round now, or, with one in progress, as soon as it ends. */
+function soon(): void {
+  if (timer !== undefined) {
+    clearTimeout(timer);
+    inflight = run();
+  } else if (!stopping) runAgain = true;
+}
+
 port.on('message', (m: ShipperCommand) => {
   if (m.type === 'stop') void finish(m.ms);
+  else if (m.type === 'sync') {
+    if (m.listening !== undefined) listening = m.listening;
+    if (m.pull) pullAsked = true;
+    else pushAsked = true;
+    soon();
+  }
   else if (m.type === 'commit') {
     if (stopping) {
       port.postMessage({ type: 'committed', ids: [m.id], error: 'the gateway is stopping' });
@@ -251,10 +314,7 @@ port.on('message', (m: ShipperCommand) => {
     }
     asked.push(m.id);
     // Between rounds: start the next one now (a round in progress starts the next when it ends).
-    if (timer !== undefined) {
-      clearTimeout(timer);
-      inflight = run();
-    }
+    soon();
   }
 });
 inflight = run();

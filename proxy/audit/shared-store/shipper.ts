@@ -48,8 +48,12 @@ export interface ShipperStatus {
   failingSince?: number;
 }
 
-/** `commit`: ship everything committed locally now, and answer `committed` with the same id (remote-commit.ts). */
-export type ShipperCommand = { type: 'stop'; ms: number } | { type: 'commit'; id: number };
+/**
+ * `commit`: ship everything committed locally now, and answer `committed` with the same id (remote-commit.ts).
+ * `sync`: exchange keys, persons and configuration now: push what changed here, or (`pull`) read
+ * what the store announced changed; `listening` says whether anything hears the store's announcements.
+ */
+export type ShipperCommand = { type: 'stop'; ms: number } | { type: 'commit'; id: number } | { type: 'sync'; pull: boolean; listening?: boolean };
 type ShipperMessage =
   | { type: 'status'; status: ShipperStatus }
   | { type: 'committed'; ids: number[]; error?: string }
@@ -79,6 +83,9 @@ interface MemberDeps {
   /** A policy or masking version from the group that differs from what this gateway enforces (doc-sync.ts). */
   onDocument?: (doc: PulledDocument) => void;
 }
+
+/** Events that record a change of what the group shares (keys, persons, links, locks, policies, masking rules). */
+const SYNCED_KINDS = new Set<string>(['key.created', 'key.revoked', 'person.created', 'person.linked', 'person.locked', 'policy.changed', 'masking.changed']);
 
 /** How far behind the store may be before health says `degraded`. */
 const LAG_DEGRADED_MS = 5000;
@@ -113,6 +120,11 @@ export class SharedStoreMember implements RemoteCommitter {
     const before = raw ? (JSON.parse(raw) as Admission) : undefined;
     this.admittedBefore = before?.gateway === identity.id ? before : undefined;
     worker.on('message', (m: ShipperMessage) => this.take(m));
+    // A key, person or policy changed here goes to the store at once (after the transaction that
+    // wrote it has committed), not at the worker's next look.
+    deps.store.onAppend((e) => {
+      if (SYNCED_KINDS.has(e.kind)) this.syncSoon();
+    });
     worker.on('error', (err) => {
       this.status = { ...this.status, error: `the shared store worker failed: ${err.message}`, failingSince: this.status.failingSince ?? Date.now() };
       deps.log.error(`shared store: ${this.status.error}`);
@@ -242,6 +254,25 @@ export class SharedStoreMember implements RemoteCommitter {
     if (this.stopped) return 'the shared store worker has stopped';
     if (this.status.error) return `the shared store ${this.label} cannot be written since ${new Date(this.status.failingSince ?? Date.now()).toISOString()}: ${this.status.error}`;
     return undefined;
+  }
+
+  private syncQueued = false;
+  private syncSoon(): void {
+    if (this.syncQueued) return;
+    this.syncQueued = true;
+    setImmediate(() => {
+      this.syncQueued = false;
+      this.worker.postMessage({ type: 'sync', pull: false } satisfies ShipperCommand);
+    });
+  }
+
+  /**
+   * The store announced a change to keys, persons or configuration (`NOTIFY custody_config`), or
+   * the connection that hears it (re)connected or was lost (`listening`): the worker reads what
+   * changed now. While nothing listens, it reads every second instead of every five.
+   */
+  configChanged(listening?: boolean): void {
+    this.worker.postMessage({ type: 'sync', pull: true, ...(listening !== undefined ? { listening } : {}) } satisfies ShipperCommand);
   }
 
   /** Asks the worker to ship what is committed locally now; `done` once the store has committed it, or why not. */
