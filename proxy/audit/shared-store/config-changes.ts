@@ -18,7 +18,6 @@
  */
 import type pg from 'pg';
 import type { ApiKeyRow } from '../migrations';
-import type { SharedPerson } from './person-sync';
 import { CONFIG_TABLES, type ConfigTable } from './schema';
 
 /** A key's creation fields (immutable, signed: key-sync.ts). */
@@ -30,6 +29,14 @@ export interface KeyChangeRow {
   gateway: string;
   signature: string;
 }
+/** A person as the group shares it (person-sync.ts signs and copies these). */
+export interface SharedPerson {
+  id: string;
+  name: string;
+  created_at: number;
+  created_by: string;
+}
+
 export type PersonRow = SharedPerson;
 export interface LinkRow {
   credential: string;

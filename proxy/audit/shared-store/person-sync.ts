@@ -31,15 +31,10 @@ import type pg from 'pg';
 import { canonicalize } from '../../../shared/canonical-json';
 import type { CredentialKind } from '../../../shared/identity';
 import { LOCAL_PERSON } from '../../identity/persons';
-import type { ConfigMirror } from './config-changes';
+import type { ConfigMirror, SharedPerson } from './config-changes';
 import type { TrustSet } from './key-sync';
 
-export interface SharedPerson {
-  id: string;
-  name: string;
-  created_at: number;
-  created_by: string;
-}
+export type { SharedPerson };
 
 export interface SharedLink {
   credential: string;
