@@ -39,6 +39,9 @@ export interface ApiKeyRecord {
 /** How a credential proves its person: an API key, an OIDC subject, or the desktop's local user. */
 export type CredentialKind = 'api-key' | 'oidc' | 'local';
 
+/** The local user's person: one id for the login link and the first-start admin key. */
+export const LOCAL_PERSON = 'person_local';
+
 /** A human (or service) behind credentials (proxy/identity/persons.ts); `GET /api/persons` lists them. */
 export interface Person {
   id: string;

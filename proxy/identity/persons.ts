@@ -13,7 +13,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { PersonCreatedPayload, PersonLinkedPayload, PersonLockedPayload } from '../../shared/events';
-import type { CredentialKind, Person } from '../../shared/identity';
+import { type CredentialKind, LOCAL_PERSON, type Person } from '../../shared/identity';
 import type { AuditStore } from '../audit/store';
 
 interface PersonRow {
@@ -33,8 +33,7 @@ interface CredentialRow {
   linked_by: string;
 }
 
-/** The local user's person: one id for the login link and the first-start admin key. */
-export const LOCAL_PERSON = 'person_local';
+export { LOCAL_PERSON };
 
 export class PersonError extends Error {
   constructor(

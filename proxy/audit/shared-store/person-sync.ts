@@ -29,8 +29,7 @@
 import type Database from 'better-sqlite3';
 import type pg from 'pg';
 import { canonicalize } from '../../../shared/canonical-json';
-import type { CredentialKind } from '../../../shared/identity';
-import { LOCAL_PERSON } from '../../identity/persons';
+import { type CredentialKind, LOCAL_PERSON } from '../../../shared/identity';
 import type { ConfigMirror, SharedPerson } from './config-changes';
 import type { TrustSet } from './key-sync';
 
