@@ -1,6 +1,6 @@
 import { CheckpointLog } from '../audit/checkpoints';
 import { CheckpointSigner, KEY_NAME_META, keyFingerprint } from '../audit/checkpoint-signer';
-import { gatewayRow, listGateways, pickGateway, removalProblem, rowProblem } from '../audit/shared-store/enrolment';
+import { approvalProblem, gatewayRow, listGateways, markGateway, pickGateway, removalProblem, rowProblem } from '../audit/shared-store/enrolment';
 import { connectStore, migrateSharedStore, storeConnection, storeLabel } from '../audit/shared-store/schema';
 import { shipAll } from '../audit/shared-store/shipping';
 import { AuditStore } from '../audit/store';
@@ -80,16 +80,13 @@ async function recordAsMember(client: Awaited<ReturnType<typeof connectStore>>, 
       const event = store.append({ kind: 'gateway.removed', actor: 'cli', payload: { id: target.id, fingerprint: target.id, name: target.name, reason: action.remove.slice(0, 500), by: me } });
       await new CheckpointLog(store, signer).write();
       await shipAll(client, store.db, me);
-      await client.query("UPDATE custody_gateways SET status = 'removed', removed_by = $2, removal_seq = $3 WHERE id = $1 AND status <> 'removed'", [target.id, me, event.seq]);
+      await markGateway(client, 'removed', target.id, me, event.seq);
       io.out(`removed ${target.id} (${target.name}) from the group: recorded as gateway.removed at seq ${event.seq} of ${me}; it serves nothing from its next round\n`);
       return 0;
     }
-    if (!mine || mine.status === 'pending' || mine.status === 'removed') throw new Error(`this gateway (${me}) is ${mine ? `itself ${mine.status === 'removed' ? 'removed' : 'waiting for approval'}` : 'not in the shared store'}: only an enrolled or approved gateway can approve another`);
     const target = pickGateway(await listGateways(client), id);
-    if (target.id === me) throw new Error('a gateway cannot approve itself');
-    if (target.status !== 'pending') throw new Error(`gateway ${target.id} is already ${target.status}`);
-    const problem = rowProblem(target);
-    if (problem) throw new Error(`gateway ${target.id} cannot be approved: ${problem}`);
+    const problem = approvalProblem(me, mine, target);
+    if (problem) throw new Error(problem);
     const event = store.append({
       kind: 'gateway.approved',
       actor: 'cli',
@@ -98,7 +95,7 @@ async function recordAsMember(client: Awaited<ReturnType<typeof connectStore>>, 
     // A signed checkpoint over the approval: verify trusts an approval only under one.
     await new CheckpointLog(store, signer).write();
     await shipAll(client, store.db, me);
-    await client.query("UPDATE custody_gateways SET status = 'approved', approved_by = $2, approval_seq = $3 WHERE id = $1 AND status = 'pending'", [target.id, me, event.seq]);
+    await markGateway(client, 'approved', target.id, me, event.seq);
     io.out(`approved ${target.id} (${target.name}): recorded as gateway.approved at seq ${event.seq} of ${me}\n`);
     return 0;
   } finally {

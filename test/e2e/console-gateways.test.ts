@@ -153,5 +153,9 @@ describe('console: gateways of a shared store', () => {
     assert.equal(refused?.status, 503);
     assert.match(refused.message, /this gateway was removed from the group by SHA256:\S+ \(host decommissioned\): it serves nothing/);
     assert.equal(upstream.requests.filter((r) => JSON.stringify(r.json).includes('after the removal')).length, 0, 'the refused request never reached the upstream');
+    // B's own console can approve nobody any more.
+    const approveFromB = await fetch(`${control(b)}/api/gateways/${encodeURIComponent(idOf(a))}/approve`, { method: 'POST', headers: { authorization: `Bearer ${a.firstKey!}` } });
+    assert.equal(approveFromB.status, 409);
+    assert.match(await approveFromB.text(), /itself removed/);
   });
 });

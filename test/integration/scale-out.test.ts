@@ -272,6 +272,13 @@ describe('removing a gateway from the group', () => {
     assert.match(refused.body, /removed from the group by SHA256:\S+ \(host lost\)/);
     assert.ok(!echo.requests.some((r) => r.target.includes('b-after-removal')), 'nothing reached the upstream');
     assert.equal(await statusOf(b.id), 'removed');
+    // A removed gateway approves and removes nobody.
+    for (const verb of ['approve', 'remove']) {
+      const r = await custody('gateways', verb, a.id, '--reason', 'x', '--config', b.configFile);
+      assert.equal(r.status, 1, `${verb}: ${r.stdout}`);
+      assert.match(r.stderr, /itself removed/);
+    }
+    assert.equal(await statusOf(a.id), 'enrolled');
     const list = await custody('gateways', 'list', '--config', a.configFile);
     assert.match(list.stdout, new RegExp(`${b.id.replace(/[+/]/g, '\\$&')}\\s+removed\\s+.*removed by ${a.id.replace(/[+/]/g, '\\$&')}`));
 

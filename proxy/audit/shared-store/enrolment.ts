@@ -218,6 +218,20 @@ async function membersEventsNaming(client: pg.ClientBase, kind: 'gateway.approve
 }
 
 /**
+ * Marks the row of gateway `id` approved (or removed) by gateway `by`, whose chain records it at
+ * `seq`: the index of the `gateway.approved` (`gateway.removed`) event, written once that event is
+ * in the store under a signed checkpoint. Only a pending row is approved; a row is removed once.
+ */
+export async function markGateway(client: pg.ClientBase, action: 'approved' | 'removed', id: string, by: string, seq: number): Promise<void> {
+  await client.query(
+    action === 'approved'
+      ? "UPDATE custody_gateways SET status = 'approved', approved_by = $2, approval_seq = $3 WHERE id = $1 AND status = 'pending'"
+      : "UPDATE custody_gateways SET status = 'removed', removed_by = $2, removal_seq = $3 WHERE id = $1 AND status <> 'removed'",
+    [id, by, seq],
+  );
+}
+
+/**
  * The gateways removed from the group, each with the removal event behind it (rows marked removed
  * without one are left out); `known` are skipped (each removal is checked once per reader).
  */
@@ -233,6 +247,15 @@ export async function newRemovals(client: pg.ClientBase, known: ReadonlySet<stri
 
 function approvalEventIntact(r: PgEventRow): boolean {
   return !r.purged && payloadIntact(r) && rowChainHash(r.prev_hash, r) === r.hash;
+}
+
+/** Why gateway `me` cannot approve `target` (undefined: it can): only a member approves, a pending row, signed by its own key. */
+export function approvalProblem(me: string, mine: GatewayRow | undefined, target: GatewayRow): string | undefined {
+  if (!mine || mine.status === 'pending' || mine.status === 'removed') return `this gateway (${me}) is ${mine ? `itself ${mine.status === 'removed' ? 'removed' : 'waiting for approval'}` : 'not in the shared store'}: only an enrolled or approved gateway can approve another`;
+  if (target.id === me) return 'a gateway cannot approve itself';
+  if (target.status !== 'pending') return `gateway ${target.id} is already ${target.status}`;
+  const problem = rowProblem(target);
+  return problem ? `gateway ${target.id} cannot be approved: ${problem}` : undefined;
 }
 
 /**

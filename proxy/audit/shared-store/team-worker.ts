@@ -12,7 +12,7 @@ import pg from 'pg';
 import type { GatewayView } from '../../../shared/api';
 import { rawSigner, type SigningKeySpec } from '../checkpoint-signer';
 import { endConsoleSessions, lookupConsoleSession, pruneConsoleSessions, putConsoleSession, readConsoleSessionEnds } from './console-session-rows';
-import { gatewayRow, type GatewayIdentity, type GatewayRow, listGateways, newRemovals, pickGateway, removalProblem, rowProblem } from './enrolment';
+import { approvalProblem, gatewayRow, type GatewayIdentity, type GatewayRow, listGateways, markGateway, newRemovals, pickGateway, removalProblem, rowProblem } from './enrolment';
 import { LocalTrust } from './key-sync';
 import { migrateSharedStore, type StoreConnection } from './schema';
 import { countTeamSessions, listTeamSessions, teamSession, teamSessionEvents, teamSessionHolds } from './session-index';
@@ -90,13 +90,9 @@ const handlers: { [K in TeamOp]: Handler<K> } = {
   gateways: (c) => gatewayViews(c),
   // What `custody gateways approve` checks before it records anything.
   approvable: async (c, a) => {
-    const mine = await gatewayRow(c, self);
-    if (!mine || mine.status === 'pending') throw new Error(`this gateway (${self}) is ${mine ? 'itself waiting for approval' : 'not in the shared store'}: only an enrolled or approved gateway can approve another`);
     const target = pickGateway(await listGateways(c), a.id);
-    if (target.id === self) throw new Error('a gateway cannot approve itself');
-    if (target.status !== 'pending') throw new Error(`gateway ${target.id} is already ${target.status}`);
-    const problem = rowProblem(target);
-    if (problem) throw new Error(`gateway ${target.id} cannot be approved: ${problem}`);
+    const problem = approvalProblem(self, await gatewayRow(c, self), target);
+    if (problem) throw new Error(problem);
     return target;
   },
   // What `custody gateways remove` checks before it records anything.
@@ -109,7 +105,7 @@ const handlers: { [K in TeamOp]: Handler<K> } = {
   // The removal is in this gateway's chain, under a signed checkpoint: ship both, then mark the row.
   removed: async (c, a) => {
     await shipAll(c, db, self);
-    await c.query("UPDATE custody_gateways SET status = 'removed', removed_by = $2, removal_seq = $3 WHERE id = $1 AND status <> 'removed'", [a.id, self, a.seq]);
+    await markGateway(c, 'removed', a.id, self, a.seq);
     const row = await gatewayRow(c, a.id);
     if (!row) throw new Error(`gateway ${a.id} is no longer in the shared store`);
     return view(row, null);
@@ -117,7 +113,7 @@ const handlers: { [K in TeamOp]: Handler<K> } = {
   // The approval is in this gateway's chain, under a signed checkpoint: ship both, then mark the row.
   approved: async (c, a) => {
     await shipAll(c, db, self);
-    await c.query("UPDATE custody_gateways SET status = 'approved', approved_by = $2, approval_seq = $3 WHERE id = $1 AND status = 'pending'", [a.id, self, a.seq]);
+    await markGateway(c, 'approved', a.id, self, a.seq);
     const row = await gatewayRow(c, a.id);
     if (!row) throw new Error(`gateway ${a.id} is no longer in the shared store`);
     return view(row, null);
@@ -126,14 +122,7 @@ const handlers: { [K in TeamOp]: Handler<K> } = {
     await putConsoleSession(c, a, signRaw);
     return null;
   },
-  lookupSession: async (c, a) => {
-    // A gateway removed from the group signs no sign-in this one accepts.
-    for (const [id] of await newRemovals(c, removedSeen)) {
-      removedSeen.add(id);
-      localTrust.remove(id);
-    }
-    return lookupConsoleSession(c, a.digest, trust());
-  },
+  lookupSession: (c, a) => lookupConsoleSession(c, a.digest, trust()),
   endSessions: async (c, a) => {
     await endConsoleSessions(c, a.digests, self);
     return null;
@@ -155,6 +144,11 @@ async function answer(req: number, op: TeamOp, args: unknown): Promise<void> {
 async function readEnds(): Promise<void> {
   try {
     await withClient(async (c) => {
+      // A gateway removed from the group signs no sign-in this one accepts (checked each round, not per lookup).
+      for (const [id] of await newRemovals(c, removedSeen)) {
+        removedSeen.add(id);
+        localTrust.remove(id);
+      }
       const ends = await readConsoleSessionEnds(c, endsCursor);
       endsCursor = ends.cursor;
       if (ends.digests.length) say({ type: 'ended', digests: ends.digests });
