@@ -15,7 +15,7 @@ import type { AuditEvent, ExportCreatedPayload } from '../../shared/events';
 import { newId } from '../ids';
 import type { AuditTrail, Checkpoint } from './checkpoints';
 import { HASH_SIZE, MerkleTree } from './merkle';
-import { toOcsf, type OcsfContext } from './ocsf';
+import { ocsfJson, type OcsfContext } from './ocsf';
 import { renderReport, type AccessRow, type ReportData } from './report';
 import type { AuditStore } from './store';
 import { sha256hex, storedPayloadText } from './store';
@@ -170,7 +170,7 @@ export async function exportBundle(opts: ExportOptions): Promise<ExportResult> {
           const parsedSpans = spansText ? (JSON.parse(spansText) as { type: string }[]) : [];
           collect(stats, { seq, time, kind, session, actor, connection, payload: parsedPayload, spans: parsedSpans }, ctx);
           if (session && (kind === 'ssh.request' || kind === 'ssh.output')) castFrames(casts, session, time, kind, parsedPayload);
-          oc.push(JSON.stringify(toOcsf({ seq, time, kind, session, actor, connection, payload: parsedPayload, masked: parsedSpans.length, hash }, ctx)));
+          oc.push(ocsfJson({ seq, time, kind, session, actor, connection, payload: parsedPayload, masked: parsedSpans.length, hash }, ctx));
           pr.push(proofLine(seq, T, tree.inclusionProof(seq - 1)));
           firstSeq ??= seq;
           lastSeq = seq;

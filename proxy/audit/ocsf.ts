@@ -64,117 +64,114 @@ function datastoreActivity(classes: string[]): { id: number; name: string } {
 
 const PROVIDERS: Record<string, string> = { openai: 'OpenAI', anthropic: 'Anthropic' };
 
-/** One OCSF record for one audit event. */
-export function toOcsf(e: OcsfSource, ctx: OcsfContext): Obj {
+/** The chain fields a sink attaches beside seq and hash, so the SIEM copy can be checked link by link. */
+export interface OcsfChain {
+  prevHash: string;
+  payloadHash: string;
+}
+
+const q = JSON.stringify;
+/** `"key":value` for a defined value, else nothing (a leading comma included). */
+const opt = (key: string, v: unknown): string => (v === undefined ? '' : `,"${key}":${q(v)}`);
+
+/** The product object, serialised once per context: it is the same in every record. */
+const productJson = new WeakMap<OcsfContext, string>();
+function product(ctx: OcsfContext): string {
+  let s = productJson.get(ctx);
+  if (s === undefined) {
+    s = `{"name":${q(ctx.product.name)},"vendor_name":"Custody","version":${q(ctx.product.version)}}`;
+    productJson.set(ctx, s);
+  }
+  return s;
+}
+
+const status = (ok: boolean | undefined): string => (ok === undefined ? '"status_id":0,"status":"Unknown"' : ok ? '"status_id":1,"status":"Success"' : '"status_id":2,"status":"Failure"');
+
+/**
+ * One OCSF record for one audit event, as JSON text. The text is written directly rather than
+ * built as objects and serialised: a sink maps every event the gateway records, and this halves
+ * what each one costs its thread (docs/BENCHMARKS.md).
+ */
+export function ocsfJson(e: OcsfSource, ctx: OcsfContext, chain?: OcsfChain): string {
   const p = (e.payload && typeof e.payload === 'object' ? e.payload : {}) as Obj;
   // Unknown connection (deleted since, or a CLI export without the config): a model field marks an LLM call.
   const connKind = (e.connection ? ctx.connectionKinds.get(e.connection) : undefined) ?? (e.connection && PROVIDERS[e.connection] ? e.connection : typeof p['model'] === 'string' ? 'llm' : undefined);
   const actorName = str(p['actorName']) ?? (e.actor ? ctx.actorNames.get(e.actor) : undefined);
-  // Properties are assigned, not spread in: this runs for every event a sink delivers.
-  const base = (categoryUid: number, categoryName: string, classUid: number, className: string, activity: { id: number; name: string }, profiles: string[] = []): Obj => {
-    const metadata: Obj = {
-      version: OCSF_VERSION,
-      product: { name: ctx.product.name, vendor_name: 'Custody', version: ctx.product.version },
-      uid: `${ctx.origin}#${e.seq}`,
-      log_name: e.kind,
-      original_time: String(e.time),
-    };
-    if (e.session) metadata['correlation_uid'] = e.session;
-    if (profiles.length) metadata['profiles'] = profiles;
-    const rec: Obj = {
-      category_uid: categoryUid,
-      category_name: categoryName,
-      class_uid: classUid,
-      class_name: className,
-      activity_id: activity.id,
-      activity_name: activity.name,
-      type_uid: classUid * 100 + activity.id,
-      type_name: `${className}: ${activity.name}`,
-      time: e.time,
-      time_dt: new Date(e.time).toISOString(),
-      severity_id: 1,
-      severity: 'Informational',
-      metadata,
-    };
-    if (e.actor) {
-      const actor: Obj = { user: actorName ? { uid: e.actor, name: actorName } : { uid: e.actor } };
-      if (e.session) actor['session'] = { uid: e.session };
-      rec['actor'] = actor;
-    }
-    rec['unmapped'] = { custody: { seq: e.seq, kind: e.kind, hash: e.hash, connection: e.connection, masked: e.masked } };
-    return rec;
+  const session = e.session ? q(e.session) : undefined;
+  /** Everything every class shares, from category_uid to unmapped (with `unmappedMore` inside it). */
+  const base = (categoryUid: number, categoryName: string, classUid: number, className: string, activity: { id: number; name: string }, profiles = '', unmappedMore = ''): string => {
+    const typeUid = classUid * 100 + activity.id;
+    let s = `{"category_uid":${categoryUid},"category_name":"${categoryName}","class_uid":${classUid},"class_name":"${className}","activity_id":${activity.id},"activity_name":"${activity.name}","type_uid":${typeUid},"type_name":"${className}: ${activity.name}","time":${e.time},"time_dt":"${new Date(e.time).toISOString()}","severity_id":1,"severity":"Informational"`;
+    s += `,"metadata":{"version":"${OCSF_VERSION}","product":${product(ctx)},"uid":${q(`${ctx.origin}#${e.seq}`)},"log_name":${q(e.kind)},"original_time":"${e.time}"${session ? `,"correlation_uid":${session}` : ''}${profiles ? `,"profiles":[${profiles}]` : ''}}`;
+    if (e.actor) s += `,"actor":{"user":{"uid":${q(e.actor)}${actorName ? `,"name":${q(actorName)}` : ''}}${session ? `,"session":{"uid":${session}}` : ''}}`;
+    const chainFields = chain ? `,"prev_hash":${q(chain.prevHash)},"payload_hash":${q(chain.payloadHash)}` : '';
+    s += `,"unmapped":{"custody":{"seq":${e.seq},"kind":${q(e.kind)},"hash":${q(e.hash)}${opt('connection', e.connection)},"masked":${e.masked}${chainFields}}${unmappedMore}}`;
+    return s;
   };
-  const status = (ok: boolean | undefined): Obj => (ok === undefined ? { status_id: 0, status: 'Unknown' } : ok ? { status_id: 1, status: 'Success' } : { status_id: 2, status: 'Failure' });
 
   if (e.kind.startsWith('http.')) {
     const llm = connKind === 'openai' || connKind === 'anthropic' || connKind === 'llm';
     const method = str(p['method']);
+    const path = str(p['path']);
     const code = num(p['status']);
-    const rec = base(6, 'Application Activity', 6003, 'API Activity', httpActivity(method), llm ? ['ai_operation'] : []);
-    rec['api'] = {
-      operation: method && str(p['path']) ? `${method} ${str(p['path'])}` : e.kind,
-      service: { name: e.connection ?? 'unknown' },
-      request: { uid: `${e.session ?? ''}#${e.seq}` },
-      ...(code !== undefined ? { response: { code } } : {}),
-    };
-    if (str(p['path'])) rec['http_request'] = { http_method: method, url: { path: str(p['path']), ...(str(p['query']) ? { query_string: str(p['query']) } : {}) } };
-    if (code !== undefined) rec['http_response'] = { code };
-    Object.assign(rec, e.kind === 'http.error' ? status(false) : code !== undefined ? status(code < 400) : status(undefined));
-    if (e.kind === 'http.error' && str(p['message'])) rec['status_detail'] = str(p['message']);
+    const uid = q(`${e.session ?? ''}#${e.seq}`);
+    const activity = httpActivity(method);
+    let s = base(6, 'Application Activity', 6003, 'API Activity', activity, llm ? '"ai_operation"' : '');
+    s += `,"api":{"operation":${q(method && path ? `${method} ${path}` : e.kind)},"service":{"name":${q(e.connection ?? 'unknown')}},"request":{"uid":${uid}}${code !== undefined ? `,"response":{"code":${code}}` : ''}}`;
+    if (path) s += `,"http_request":{${method ? `"http_method":${q(method)},` : ''}"url":{"path":${q(path)}${opt('query_string', str(p['query']))}}}`;
+    if (code !== undefined) s += `,"http_response":{"code":${code}}`;
+    s += `,${e.kind === 'http.error' ? status(false) : code !== undefined ? status(code < 400) : status(undefined)}`;
+    if (e.kind === 'http.error') s += opt('status_detail', str(p['message']));
     if (llm) {
-      const model = str(p['model']) ?? str((p['body'] as Obj | undefined)?.['model']);
-      const usage = (p['usage'] ?? (p['body'] as Obj | undefined)?.['usage']) as Obj | undefined;
-      if (model) rec['ai_model'] = { name: model, ai_provider: PROVIDERS[connKind!] ?? 'unknown' };
+      const body = p['body'] as Obj | undefined;
+      const model = str(p['model']) ?? str(body?.['model']);
+      const usage = (p['usage'] ?? body?.['usage']) as Obj | undefined;
+      if (model) s += `,"ai_model":{"name":${q(model)},"ai_provider":"${PROVIDERS[connKind!] ?? 'unknown'}"}`;
       const prompt = num(usage?.['prompt_tokens']) ?? num(usage?.['input_tokens']);
       const completion = num(usage?.['completion_tokens']) ?? num(usage?.['output_tokens']);
-      rec['message_context'] = {
-        uid: `${e.session ?? ''}#${e.seq}`,
-        name: e.kind === 'http.request' ? 'request' : e.kind === 'http.response' ? 'response' : e.kind.slice(5),
-        ...(prompt !== undefined ? { prompt_tokens: prompt } : {}),
-        ...(completion !== undefined ? { completion_tokens: completion } : {}),
-        ...(prompt !== undefined && completion !== undefined ? { total_tokens: prompt + completion } : {}),
-      };
+      const name = e.kind === 'http.request' ? 'request' : e.kind === 'http.response' ? 'response' : e.kind.slice(5);
+      s += `,"message_context":{"uid":${uid},"name":${q(name)}${opt('prompt_tokens', prompt)}${opt('completion_tokens', completion)}${prompt !== undefined && completion !== undefined ? `,"total_tokens":${prompt + completion}` : ''}}`;
     }
-    return rec;
+    return `${s}}`;
   }
 
   if (e.kind.startsWith('pg.')) {
     const classes = Array.isArray(p['classes']) ? (p['classes'] as unknown[]).filter((c): c is string => typeof c === 'string') : [];
     const activity = e.kind === 'pg.statement' ? datastoreActivity(classes) : { id: 99, name: 'Other' };
-    const rec = base(6, 'Application Activity', 6005, 'Datastore Activity', activity);
+    let s = base(6, 'Application Activity', 6005, 'Datastore Activity', activity);
     const tables = Array.isArray(p['tables']) ? (p['tables'] as unknown[]).filter((t): t is string => typeof t === 'string') : [];
-    rec['database'] = { name: e.connection ?? 'unknown', type_id: 1, type: 'Relational' };
-    if (tables.length) rec['table'] = { name: tables[0] };
-    if (str(p['sql'])) rec['query_info'] = { query_string: str(p['sql']) };
+    s += `,"database":{"name":${q(e.connection ?? 'unknown')},"type_id":1,"type":"Relational"}`;
+    if (tables.length) s += `,"table":{"name":${q(tables[0])}}`;
+    if (str(p['sql'])) s += `,"query_info":{"query_string":${q(str(p['sql']))}}`;
     const decision = (p['decision'] as Obj | undefined)?.['action'];
-    Object.assign(rec, e.kind === 'pg.error' || p['refused'] ? status(false) : decision === 'deny' ? status(false) : e.kind === 'pg.statement' ? status(true) : status(undefined));
-    if (e.kind === 'pg.error' && str(p['message'])) rec['status_detail'] = str(p['message']);
-    return rec;
+    s += `,${e.kind === 'pg.error' || p['refused'] ? status(false) : decision === 'deny' ? status(false) : e.kind === 'pg.statement' ? status(true) : status(undefined)}`;
+    if (e.kind === 'pg.error') s += opt('status_detail', str(p['message']));
+    return `${s}}`;
   }
 
   if (e.kind === 'auth.login' || e.kind === 'auth.logout' || e.kind === 'auth.failure') {
     const logoff = e.kind === 'auth.logout';
-    const rec = base(3, 'Identity & Access Management', 3002, 'Authentication', logoff ? { id: 2, name: 'Logoff' } : { id: 1, name: 'Logon' });
-    Object.assign(rec, status(e.kind !== 'auth.failure'));
+    let s = base(3, 'Identity & Access Management', 3002, 'Authentication', logoff ? { id: 2, name: 'Logoff' } : { id: 1, name: 'Logon' });
+    s += `,${status(e.kind !== 'auth.failure')}`;
     const user = str(p['user']) ?? actorName;
-    rec['user'] = { ...(e.actor ? { uid: e.actor } : {}), ...(user ? { name: user } : {}) };
-    if (str(p['method'])) rec['auth_protocol'] = str(p['method']);
-    if (str(p['source']) || str(p['client']) || str(p['clientAddress'])) rec['src_endpoint'] = { ip: str(p['source']) ?? str(p['client']) ?? str(p['clientAddress']) };
-    if (e.kind === 'auth.failure' && (str(p['reason']) || str(p['message']))) rec['status_detail'] = str(p['message']) ?? str(p['reason']);
-    return rec;
+    s += `,"user":{${[e.actor ? `"uid":${q(e.actor)}` : '', user ? `"name":${q(user)}` : ''].filter(Boolean).join(',')}}`;
+    s += opt('auth_protocol', str(p['method']));
+    const ip = str(p['source']) ?? str(p['client']) ?? str(p['clientAddress']);
+    if (ip) s += `,"src_endpoint":{"ip":${q(ip)}}`;
+    if (e.kind === 'auth.failure') s += opt('status_detail', str(p['message']) ?? str(p['reason']));
+    return `${s}}`;
   }
 
   if (e.kind === 'hold.resolved') {
     const state = str(p['state']);
     const activity = state === 'approved' ? { id: 1, name: 'Access Grant' } : state === 'denied' || state === 'expired' ? { id: 2, name: 'Access Deny' } : { id: 99, name: 'Other' };
-    const rec = base(6, 'Application Activity', 6004, 'Web Resource Access Activity', activity);
-    rec['web_resources'] = [{ name: e.connection ?? 'unknown', uid: str(p['id']) ?? '', type: 'connection' }];
-    rec['policy'] = { name: str(p['rule']) ?? 'unknown', ...(str(p['reason']) ? { desc: str(p['reason']) } : {}) };
-    Object.assign(rec, status(state === 'approved'));
-    if (Array.isArray(p['decidedBy'])) (rec['unmapped'] as Obj)['approvers'] = p['decidedBy'];
-    if (str(p['requester'])) (rec['unmapped'] as Obj)['requester'] = p['requester'];
-    return rec;
+    const more = `${Array.isArray(p['decidedBy']) ? `,"approvers":${q(p['decidedBy'])}` : ''}${opt('requester', str(p['requester']))}`;
+    let s = base(6, 'Application Activity', 6004, 'Web Resource Access Activity', activity, '', more);
+    s += `,"web_resources":[{"name":${q(e.connection ?? 'unknown')},"uid":${q(str(p['id']) ?? '')},"type":"connection"}]`;
+    s += `,"policy":{"name":${q(str(p['rule']) ?? 'unknown')}${opt('desc', str(p['reason']))}}`;
+    s += `,${status(state === 'approved')}`;
+    return `${s}}`;
   }
 
-  return base(0, 'Uncategorized', 0, 'Base Event', { id: 99, name: 'Other' });
+  return `${base(0, 'Uncategorized', 0, 'Base Event', { id: 99, name: 'Other' })}}`;
 }

@@ -16,7 +16,9 @@ import { after, describe, it } from 'node:test';
 import Database from 'better-sqlite3';
 import { AuditStore } from '../../proxy/audit/store';
 import { NatsConnection } from '../../proxy/audit/nats';
+import { ocsfJson } from '../../proxy/audit/ocsf';
 import { SinkRunner, SinkThread, startSinks } from '../../proxy/audit/sinks';
+import { storedPayloadText } from '../../proxy/audit/store';
 import { Config } from '../../shared/config';
 import { startLlmUpstream } from '../support/llm-upstream';
 import { freePort } from '../support/ports';
@@ -108,6 +110,27 @@ function assertDeliveredExactly(got: Delivered[], recorded: Map<number, [string,
   assert.equal(seen.size, recorded.size, `${recorded.size - seen.size} recorded events never arrived`);
 }
 
+/**
+ * Each delivered record is the store's row mapped to OCSF: whether the sink took the event from the
+ * commit thread's feed or read it back from the file, the SIEM copy is the same record.
+ */
+function assertRecordsMatchStore(dir: string, got: Delivered[], connectionKinds: Map<string, string>): void {
+  const db = new Database(join(dir, 'custody.db'), { readonly: true });
+  try {
+    const row = db.prepare('SELECT seq, time, kind, session, actor, connection, payload, encoding, json_array_length(spans) AS masked, payload_hash, prev_hash, hash FROM events WHERE seq = ?');
+    for (const d of got) {
+      const rec = JSON.parse(d.record) as { metadata: { uid: string; product: { version: string } } };
+      const ctx = { connectionKinds, actorNames: new Map<string, string>(), product: { name: 'Custody', version: rec.metadata.product.version }, origin: rec.metadata.uid.slice(0, rec.metadata.uid.lastIndexOf('#')) };
+      const r = row.get(d.seq) as { seq: number; time: number; kind: string; session: string | null; actor: string | null; connection: string | null; payload: Buffer; encoding: string; masked: number | null; payload_hash: string; prev_hash: string; hash: string };
+      const payload = JSON.parse(storedPayloadText(r.encoding, r.payload)) as unknown;
+      const want = ocsfJson({ ...r, payload, masked: r.masked ?? 0 }, ctx, { prevHash: r.prev_hash, payloadHash: r.payload_hash });
+      assert.deepEqual(JSON.parse(d.record), JSON.parse(want), `seq ${d.seq} arrived as another record than the store's row maps to`);
+    }
+  } finally {
+    db.close();
+  }
+}
+
 async function startChild(dir: string, config: unknown): Promise<{ proc: ChildProcess; http: string; control: string; key: string }> {
   const proc = spawn(process.execPath, ['--import', 'tsx', 'test/support/gateway-child.ts', dir, JSON.stringify(config)], { stdio: ['ignore', 'pipe', 'inherit'] });
   children.add(proc);
@@ -181,6 +204,7 @@ describe('SIEM sinks', () => {
       for (const seq of [...recorded.keys()]) if (seq > caughtUp.events) recorded.delete(seq);
       assert.ok(recorded.size >= 11 * 2, `${recorded.size} events recorded`);
       assertDeliveredExactly(receiver.got, recorded);
+      assertRecordsMatchStore(dir, receiver.got, new Map([['openai', 'openai']]));
       assert.equal(receiver.badSignatures, 0);
       const kinds = new Set(receiver.got.map((d) => (JSON.parse(d.record) as { class_uid: number }).class_uid));
       assert.ok(kinds.has(6003), 'LLM calls arrive as OCSF API Activity');
