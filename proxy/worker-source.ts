@@ -46,7 +46,7 @@ export function workerSource(callerUrl: string, name: string): WorkerSource | un
  * its own (setpriority on the thread id); elsewhere, or if it is refused, the thread keeps its
  * priority.
  */
-export function lowerThreadPriority(nice = 10): void {
+export function lowerThreadPriority(nice: number): void {
   try {
     const tid = Number(readlinkSync('/proc/thread-self').split('/').pop());
     if (Number.isInteger(tid) && tid > 0) setPriority(tid, nice);

@@ -85,6 +85,35 @@ function product(ctx: OcsfContext): string {
   return s;
 }
 
+/** JSON text of the few strings that recur in every record (kinds, connections, actors), kept rather than escaped again. */
+const quoted = new Map<string, string>();
+function qc(v: string): string {
+  let t = quoted.get(v);
+  if (t === undefined) {
+    if (quoted.size >= 4096) quoted.clear();
+    t = q(v);
+    quoted.set(v, t);
+  }
+  return t;
+}
+
+/** ISO 8601 text of a time in ms. Events come many to a second: the second's text is kept and the milliseconds added. */
+let isoSecond = Number.NaN;
+let isoPrefix = '';
+function isoTime(t: number): string {
+  if (!Number.isInteger(t)) return new Date(t).toISOString();
+  const ms = t % 1000;
+  const second = t - ms;
+  if (ms < 0 || second !== isoSecond) {
+    const text = new Date(t).toISOString();
+    if (ms < 0 || text.length !== 24) return text;
+    isoSecond = second;
+    isoPrefix = text.slice(0, 20);
+    return text;
+  }
+  return `${isoPrefix}${ms < 10 ? '00' : ms < 100 ? '0' : ''}${ms}Z`;
+}
+
 const status = (ok: boolean | undefined): string => (ok === undefined ? '"status_id":0,"status":"Unknown"' : ok ? '"status_id":1,"status":"Success"' : '"status_id":2,"status":"Failure"');
 
 /**
@@ -101,11 +130,11 @@ export function ocsfJson(e: OcsfSource, ctx: OcsfContext, chain?: OcsfChain): st
   /** Everything every class shares, from category_uid to unmapped (with `unmappedMore` inside it). */
   const base = (categoryUid: number, categoryName: string, classUid: number, className: string, activity: { id: number; name: string }, profiles = '', unmappedMore = ''): string => {
     const typeUid = classUid * 100 + activity.id;
-    let s = `{"category_uid":${categoryUid},"category_name":"${categoryName}","class_uid":${classUid},"class_name":"${className}","activity_id":${activity.id},"activity_name":"${activity.name}","type_uid":${typeUid},"type_name":"${className}: ${activity.name}","time":${e.time},"time_dt":"${new Date(e.time).toISOString()}","severity_id":1,"severity":"Informational"`;
-    s += `,"metadata":{"version":"${OCSF_VERSION}","product":${product(ctx)},"uid":${q(`${ctx.origin}#${e.seq}`)},"log_name":${q(e.kind)},"original_time":"${e.time}"${session ? `,"correlation_uid":${session}` : ''}${profiles ? `,"profiles":[${profiles}]` : ''}}`;
-    if (e.actor) s += `,"actor":{"user":{"uid":${q(e.actor)}${actorName ? `,"name":${q(actorName)}` : ''}}${session ? `,"session":{"uid":${session}}` : ''}}`;
+    let s = `{"category_uid":${categoryUid},"category_name":"${categoryName}","class_uid":${classUid},"class_name":"${className}","activity_id":${activity.id},"activity_name":"${activity.name}","type_uid":${typeUid},"type_name":"${className}: ${activity.name}","time":${e.time},"time_dt":"${isoTime(e.time)}","severity_id":1,"severity":"Informational"`;
+    s += `,"metadata":{"version":"${OCSF_VERSION}","product":${product(ctx)},"uid":${q(`${ctx.origin}#${e.seq}`)},"log_name":${qc(e.kind)},"original_time":"${e.time}"${session ? `,"correlation_uid":${session}` : ''}${profiles ? `,"profiles":[${profiles}]` : ''}}`;
+    if (e.actor) s += `,"actor":{"user":{"uid":${qc(e.actor)}${actorName ? `,"name":${q(actorName)}` : ''}}${session ? `,"session":{"uid":${session}}` : ''}}`;
     const chainFields = chain ? `,"prev_hash":${q(chain.prevHash)},"payload_hash":${q(chain.payloadHash)}` : '';
-    s += `,"unmapped":{"custody":{"seq":${e.seq},"kind":${q(e.kind)},"hash":${q(e.hash)}${opt('connection', e.connection)},"masked":${e.masked}${chainFields}}${unmappedMore}}`;
+    s += `,"unmapped":{"custody":{"seq":${e.seq},"kind":${qc(e.kind)},"hash":${q(e.hash)}${opt('connection', e.connection)},"masked":${e.masked}${chainFields}}${unmappedMore}}`;
     return s;
   };
 
@@ -117,7 +146,7 @@ export function ocsfJson(e: OcsfSource, ctx: OcsfContext, chain?: OcsfChain): st
     const uid = q(`${e.session ?? ''}#${e.seq}`);
     const activity = httpActivity(method);
     let s = base(6, 'Application Activity', 6003, 'API Activity', activity, llm ? '"ai_operation"' : '');
-    s += `,"api":{"operation":${q(method && path ? `${method} ${path}` : e.kind)},"service":{"name":${q(e.connection ?? 'unknown')}},"request":{"uid":${uid}}${code !== undefined ? `,"response":{"code":${code}}` : ''}}`;
+    s += `,"api":{"operation":${q(method && path ? `${method} ${path}` : e.kind)},"service":{"name":${qc(e.connection ?? 'unknown')}},"request":{"uid":${uid}}${code !== undefined ? `,"response":{"code":${code}}` : ''}}`;
     if (path) s += `,"http_request":{${method ? `"http_method":${q(method)},` : ''}"url":{"path":${q(path)}${opt('query_string', str(p['query']))}}}`;
     if (code !== undefined) s += `,"http_response":{"code":${code}}`;
     s += `,${e.kind === 'http.error' ? status(false) : code !== undefined ? status(code < 400) : status(undefined)}`;

@@ -11,7 +11,8 @@ import { lowerThreadPriority } from '../worker-source';
 import { CommitFeed, SinkRunner, type SinkSnapshot, type SinkWorkerData, type SinkWorkerMessage } from './sinks';
 import type { TapRows } from './commit-thread';
 
-lowerThreadPriority();
+// The lowest priority: evidence waits for idle cores rather than take them from the proxies.
+lowerThreadPriority(19);
 const data = workerData as SinkWorkerData;
 const post = (m: SinkWorkerMessage) => parentPort!.postMessage(m);
 const db = new Database(data.path, { readonly: true, fileMustExist: true });

@@ -459,6 +459,10 @@ export class SinkThread implements Sinks {
   }
 }
 
+const EVENTS_OPEN = Buffer.from('{"events":[');
+const EVENTS_CLOSE = Buffer.from(']}');
+const COMMA = Buffer.from(',');
+
 const HOST = hostname().replace(/[^\x21-\x7e]/g, '-').slice(0, 255) || '-';
 
 /** RFC 5424: facility log audit (13), severity informational (6); the chain fields as structured data. */
@@ -540,7 +544,7 @@ class HttpTransport implements Transport {
 
   send(batch: Batch): Promise<void> {
     const { body, headers } = this.render(batch);
-    const payload = Buffer.from(body, 'utf8');
+    const payload = typeof body === 'string' ? Buffer.from(body, 'utf8') : body;
     const request = this.url.protocol === 'https:' ? httpsRequest : httpRequest;
     return new Promise<void>((resolve, reject) => {
       // A redirect is not followed: events go to the configured receiver or nowhere.
@@ -565,7 +569,7 @@ class HttpTransport implements Transport {
     });
   }
 
-  private render(batch: Batch): { body: string; headers: Record<string, string> } {
+  private render(batch: Batch): { body: string | Buffer; headers: Record<string, string> } {
     switch (this.sink.preset) {
       case 'splunk':
         // HEC event endpoint: concatenated event objects, time in epoch seconds.
@@ -580,12 +584,20 @@ class HttpTransport implements Transport {
           headers: { 'content-type': 'application/json', 'dd-api-key': this.sink.secret! },
         };
       default: {
-        const body = `{"events":[${batch.records.map((r) => r.json).join(',')}]}`;
+        // Each record is encoded on its own and the bytes joined: a record is written as many
+        // pieces (ocsf.ts), and encoding one at a time costs a third of joining them all as text.
+        const parts: Buffer[] = [EVENTS_OPEN];
+        for (let i = 0; i < batch.records.length; i++) {
+          if (i) parts.push(COMMA);
+          parts.push(Buffer.from(batch.records[i]!.json, 'utf8'));
+        }
+        parts.push(EVENTS_CLOSE);
+        const body = Buffer.concat(parts);
         const headers: Record<string, string> = { 'content-type': 'application/json' };
         if (this.sink.secret) {
           const ts = String(Math.floor(Date.now() / 1000));
           headers[TIMESTAMP_HEADER] = ts;
-          headers[SIGNATURE_HEADER] = `sha256=${createHmac('sha256', this.sink.secret).update(`${ts}.${body}`).digest('hex')}`;
+          headers[SIGNATURE_HEADER] = `sha256=${createHmac('sha256', this.sink.secret).update(`${ts}.`).update(body).digest('hex')}`;
         }
         return { body, headers };
       }

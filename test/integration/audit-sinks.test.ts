@@ -7,9 +7,10 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { createHmac, timingSafeEqual } from 'node:crypto';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { connect } from 'node:net';
+import { getPriority } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { after, describe, it } from 'node:test';
@@ -242,6 +243,10 @@ describe('SIEM sinks', () => {
       // The thread is up and delivering before the test begins.
       append(0, 1);
       await eventually(async () => (await received()).length > 0, 'the first event to arrive', 20_000);
+      // On Linux the sink thread runs at the lowest priority (nice 19): this process's other threads keep theirs.
+      const nices = readdirSync('/proc/self/task').map((t) => Number(readFileSync(`/proc/self/task/${t}/stat`, 'utf8').replace(/^.*\) /s, '').split(' ')[16]));
+      assert.ok(nices.includes(19), `a thread at nice 19 among ${nices.join(', ')}`);
+      assert.equal(nices[0], getPriority(), 'the main thread keeps its priority');
       append(1, 49);
       // The event loop does nothing else for 3 s; delivery must not wait for it.
       const blockedFrom = Date.now();

@@ -11,7 +11,8 @@ import { type ArchiveRequest, type ArchiveWorkerData } from './archive-thread';
 import { S3ObjectStore } from './object-store';
 import { writeSegmentEvents } from './segment';
 
-lowerThreadPriority();
+// The lowest priority: evidence waits for idle cores rather than take them from the proxies.
+lowerThreadPriority(19);
 const data = workerData as ArchiveWorkerData;
 const objects = new S3ObjectStore(data.location);
 let db: Database.Database | undefined;

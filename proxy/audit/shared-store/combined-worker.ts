@@ -83,7 +83,7 @@ let backoff = BACKOFF_MIN_MS;
 
 const status: CombinedWorkerStatus = { member: false, latest: null, signed: null };
 
-lowerThreadPriority();
+lowerThreadPriority(10);
 
 function say(m: CombinedWorkerMessage): void {
   port.postMessage(m);
