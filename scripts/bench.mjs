@@ -21,6 +21,7 @@ const BENCHES = {
   faults: 'bench/faults.ts',
   'pg-long-result': 'bench/pg-long-result.ts',
   'http-big-body': 'bench/http-big-body.ts',
+  'sink-cost': 'bench/sink-cost.ts',
 };
 
 const wanted = process.argv.slice(2);

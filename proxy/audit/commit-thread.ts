@@ -37,17 +37,7 @@ export type CommitRequest =
    * places unless another writer came between.
    */
   | { op: 'write'; id: number; statements: StateWrite[]; events: PreparedEvent[]; reload?: boolean }
-  | { op: 'close'; id: number }
-  /** From now on, send what every commit appended to `port` (one tap; a new one replaces it). */
-  | { op: 'tap'; id: number; port: MessagePort };
-
-/**
- * What a tap receives after each commit: the appended events, flat, TAP_FIELDS values each, in seq
- * order: seq, time, kind, session, actor, connection, payload text (canonical JSON), masked spans,
- * payload hash, previous hash, hash.
- */
-export type TapRows = unknown[];
-export const TAP_FIELDS = 11;
+  | { op: 'close'; id: number };
 
 /** One statement on a state table, with its parameters. */
 export interface StateWrite {
@@ -133,17 +123,6 @@ export class CommitThread {
     const signal = new Int32Array(new SharedArrayBuffer(8));
     const worker = new Worker(src.entry, { ...src.options, workerData: { path, port: port2, signal }, transferList: [port2] });
     return new CommitThread(worker, port1, signal);
-  }
-
-  /**
-   * A port that receives every event the worker commits, as committed (after any rechaining), from
-   * now on (`TapRows`): the sinks read the fresh events from it instead of reading them back from
-   * the file. A later tap replaces this one.
-   */
-  tap(): MessagePort {
-    const { port1, port2 } = new MessageChannel();
-    this.port.postMessage({ op: 'tap', id: 0, port: port2 } satisfies CommitRequest, [port2]);
-    return port1;
   }
 
   /** Sends `req` to the worker; `settled` runs with its answer (or the failure, once the thread is gone). */

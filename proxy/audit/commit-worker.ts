@@ -11,8 +11,8 @@
  */
 import { type MessagePort, receiveMessageOnPort, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
-import { type AppendedEvent, ChainWriter, type PreparedEvent } from './chain-writer';
-import { BUSY, type CommitReply, type CommitRequest, SIGNAL, TAP_FIELDS, type TapRows } from './commit-thread';
+import { ChainWriter, type PreparedEvent } from './chain-writer';
+import { BUSY, type CommitReply, type CommitRequest, SIGNAL } from './commit-thread';
 import { decodeJournalText, setFoldedMark } from './journal';
 
 const { path, port, signal } = workerData as { path: string; port: MessagePort; signal: Int32Array };
@@ -79,32 +79,6 @@ function messageOf(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
-/** Where committed events go as well (the sinks' thread), once one is attached (`tap`). */
-let tap: MessagePort | undefined;
-
-/** Hands what one commit appended to the tap (`TapRows`). */
-function feedTap(events: PreparedEvent[], appended: AppendedEvent[]): void {
-  if (!tap || !appended.length) return;
-  const rows: TapRows = new Array(appended.length * TAP_FIELDS);
-  let k = 0;
-  for (let i = 0; i < appended.length; i++) {
-    const e = events[i]!;
-    const a = appended[i]!;
-    rows[k++] = a.seq;
-    rows[k++] = a.time;
-    rows[k++] = e.kind;
-    rows[k++] = e.session;
-    rows[k++] = e.actor;
-    rows[k++] = e.connection;
-    rows[k++] = e.text;
-    rows[k++] = e.masked;
-    rows[k++] = a.payloadHash;
-    rows[k++] = a.prevHash;
-    rows[k++] = a.hash;
-  }
-  tap.postMessage(rows);
-}
-
 function reply(r: CommitReply): void {
   port.postMessage(r);
   Atomics.add(signal, SIGNAL, 1);
@@ -147,7 +121,6 @@ function commitBacklog(): boolean {
   }
   backlog = [];
   setBusy(false);
-  feedTap(all, appended);
   const rechained = writer.takeRechained();
   let i = 0;
   for (const r of run) {
@@ -179,15 +152,10 @@ function handle(req: Exclude<CommitRequest, { op: 'append' | 'fold' }>): void {
         const appended = writer.append(req.events, () => {
           for (const w of req.statements) db.prepare(w.sql).run(...w.params);
         });
-        feedTap(req.events, appended);
         const rechained = writer.takeRechained();
         reply(rechained ? { id: req.id, ok: true, appended, rechained } : { id: req.id, ok: true, appended });
         return;
       }
-      case 'tap':
-        tap?.close();
-        tap = req.port;
-        return;
       case 'close': {
         const empty = commitBacklog();
         clearTimeout(retryTimer);
@@ -195,7 +163,6 @@ function handle(req: Exclude<CommitRequest, { op: 'append' | 'fold' }>): void {
         db.close();
         reply(empty ? { id: req.id, ok: true } : { id: req.id, ok: false, final: true, message: `${backlog.length} journaled batches could not be committed; they stay in the journal for the next start` });
         port.close();
-        tap?.close();
         return;
       }
     }

@@ -8,8 +8,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import type { OcsfContext } from './ocsf';
 import { lowerThreadPriority } from '../worker-source';
-import { CommitFeed, SinkRunner, type SinkSnapshot, type SinkWorkerData, type SinkWorkerMessage } from './sinks';
-import type { TapRows } from './commit-thread';
+import { SinkRunner, type SinkSnapshot, type SinkWorkerData, type SinkWorkerMessage } from './sinks';
 
 // The lowest priority: evidence waits for idle cores rather than take them from the proxies.
 lowerThreadPriority(19);
@@ -21,12 +20,8 @@ const log = { info: (message: string) => post({ type: 'log', level: 'info', mess
 
 const last = new Map<string, string>();
 const runners: SinkRunner[] = [];
-// Fresh events straight from the commit thread: runners that have caught up read them from here.
-const feed = data.tap ? new CommitFeed() : undefined;
-data.tap?.on('message', (rows: TapRows) => feed!.push(rows));
-/** Sends the runners' snapshots when one of them changed (a delivery, a failure, a recovery), and lets the feed forget what all have read. */
+/** Sends the runners' snapshots when one of them changed (a delivery, a failure, a recovery). */
 function report(): void {
-  feed?.trim(Math.min(...runners.map((r) => r.readPosition)));
   const snaps: SinkSnapshot[] = runners.map((r) => r.snapshot());
   if (!snaps.some((s) => JSON.stringify(s) !== last.get(s.name))) return;
   for (const s of snaps) last.set(s.name, JSON.stringify(s));
@@ -35,7 +30,7 @@ function report(): void {
 
 const resume = new Map((data.resume ?? []).map(([name, seq, deliveredAt]) => [name, { seq, deliveredAt }]));
 for (const sink of data.sinks) {
-  runners.push(new SinkRunner({ db }, sink, ctx, log, { persist: (name, seq, deliveredAt) => post({ type: 'cursor', name, seq, deliveredAt }), onTick: report, resumeAt: resume.get(sink.name), feed }));
+  runners.push(new SinkRunner({ db }, sink, ctx, log, { persist: (name, seq, deliveredAt) => post({ type: 'cursor', name, seq, deliveredAt }), onTick: report, resumeAt: resume.get(sink.name) }));
 }
 report();
 for (const r of runners) r.start();

@@ -26,7 +26,7 @@ import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { hostname } from 'node:os';
 import { connect as netConnect, type Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
-import { type MessagePort, Worker } from 'node:worker_threads';
+import { Worker } from 'node:worker_threads';
 import type Database from 'better-sqlite3';
 import type { Config } from '../../shared/config';
 import type { SinkStatus } from '../../shared/evidence';
@@ -35,7 +35,6 @@ import { type WorkerSource, workerSource } from '../worker-source';
 import { connectionKinds } from './export';
 import { NatsConnection } from './nats';
 import { type OcsfContext, ocsfJson } from './ocsf';
-import { TAP_FIELDS, type TapRows } from './commit-thread';
 import { type AuditStore, type EventRow, storedPayloadText } from './store';
 
 type SinkConfig = Config['audit']['sinks'][number];
@@ -50,8 +49,7 @@ const REQUEST_TIMEOUT_MS = 15_000;
 /** syslog has no acknowledgement: a batch counts as delivered once the connection outlived it by this long. */
 const SETTLE_MS = 1500;
 const CURSOR_PERSIST_MS = 1000;
-/** How many fresh events the commit feed keeps for runners that have not read them yet (about 2 KiB each). */
-const FEED_MAX_EVENTS = 10_000;
+
 /** Header names of the generic webhook's signature (documented in docs/AUDIT.md). */
 export const SIGNATURE_HEADER = 'x-custody-signature';
 export const TIMESTAMP_HEADER = 'x-custody-timestamp';
@@ -111,60 +109,6 @@ export function sinkStatus(s: SinkSnapshot, head: number, now = Date.now()): Sin
   };
 }
 
-/** An event as a runner maps it: from the commit feed, or read back from the store (`text`: the payload's canonical JSON, null when purged). */
-type SourceEvent = Pick<EventRow, 'seq' | 'time' | 'kind' | 'session' | 'actor' | 'connection' | 'hash'> & { text: string | null; masked: number; payloadHash: string; prevHash: string };
-
-/**
- * The events the commit thread has just committed, as it hands them to the sink thread
- * (`AuditStore.tapCommits`): a runner that has caught up takes its next batch from here instead
- * of reading back, inflating and decoding the rows it would find in the file — the same rows,
- * committed, in seq order. The feed is only a shortcut: a runner whose next event is not here
- * (behind after an outage, a restart, an append made elsewhere) reads the store, as before, until
- * it reaches the feed again. It holds at most FEED_MAX_EVENTS; older chunks are dropped first.
- */
-export class CommitFeed {
-  private chunks: { first: number; last: number; rows: TapRows }[] = [];
-  private size = 0;
-
-  constructor(private readonly max = FEED_MAX_EVENTS) {}
-
-  /** One commit's events (`TapRows`: consecutive seqs). */
-  push(rows: TapRows): void {
-    const n = rows.length / TAP_FIELDS;
-    if (!n) return;
-    this.chunks.push({ first: rows[0] as number, last: rows[(n - 1) * TAP_FIELDS] as number, rows });
-    this.size += n;
-    while (this.size > this.max && this.chunks.length > 1) this.drop();
-  }
-
-  /** Up to `max` events from seq `after + 1` on, while they run without a gap; undefined when `after + 1` is not here. */
-  take(after: number, max: number): SourceEvent[] | undefined {
-    let i = this.chunks.findIndex((c) => c.first <= after + 1 && after + 1 <= c.last);
-    if (i < 0) return undefined;
-    const out: SourceEvent[] = [];
-    for (let next = after + 1; i < this.chunks.length && out.length < max; i++) {
-      const c = this.chunks[i]!;
-      if (c.first > next) break;
-      const r = c.rows;
-      for (let k = (next - c.first) * TAP_FIELDS; k < r.length && out.length < max; k += TAP_FIELDS) {
-        out.push({ seq: r[k] as number, time: r[k + 1] as number, kind: r[k + 2] as string, session: r[k + 3] as string | null, actor: r[k + 4] as string | null, connection: r[k + 5] as string | null, text: r[k + 6] as string, masked: r[k + 7] as number, payloadHash: r[k + 8] as string, prevHash: r[k + 9] as string, hash: r[k + 10] as string });
-        next = (r[k] as number) + 1;
-      }
-    }
-    return out;
-  }
-
-  /** Forgets the events every runner has read (`position`: the lowest next-to-read of them). */
-  trim(position: number): void {
-    while (this.chunks.length && this.chunks[0]!.last <= position) this.drop();
-  }
-
-  private drop(): void {
-    const c = this.chunks.shift()!;
-    this.size -= c.rows.length / TAP_FIELDS;
-  }
-}
-
 /**
  * One sink's delivery loop. The gateway runs its runners on the sink thread (sink-worker.ts), each
  * reading through that thread's own read-only connection and handing its cursor to `persist`;
@@ -183,8 +127,6 @@ export class SinkRunner {
   private position: number;
   private readonly transport: Transport;
   private readonly persist: PersistCursor;
-  /** Fresh events from the commit thread, when the sink thread has them. */
-  private readonly feed?: CommitFeed;
   /** Called after each read-and-deliver round (the sink thread reports its snapshot). */
   private readonly onTick?: () => void;
   /** Statements of every round, prepared once. */
@@ -195,9 +137,8 @@ export class SinkRunner {
     readonly sink: SinkConfig,
     private readonly ctx: OcsfContext,
     private readonly log?: Pick<Logger, 'info' | 'error'>,
-    options: { persist?: PersistCursor; onTick?: () => void; resumeAt?: { seq: number; deliveredAt: number | null }; feed?: CommitFeed } = {},
+    options: { persist?: PersistCursor; onTick?: () => void; resumeAt?: { seq: number; deliveredAt: number | null } } = {},
   ) {
-    this.feed = options.feed;
     const stored = store.db.prepare('SELECT seq, delivered_at FROM sink_cursors WHERE name = ?').get(sink.name) as { seq: number; delivered_at: number | null } | undefined;
     // A restarted sink thread is handed the last cursor the gateway heard of, which may be ahead of the durable one.
     const resume = options.resumeAt;
@@ -294,26 +235,16 @@ export class SinkRunner {
     return (this.sql.head.get() as { n: number }).n;
   }
 
-  /** The next seq this runner will read, less one (the feed keeps what some runner has not read). */
-  get readPosition(): number {
-    return this.position;
-  }
-
   private read(): Batch | undefined {
-    const events = this.feed?.take(this.position, BATCH) ?? (this.sql.batch.all(this.position, BATCH) as SinkRow[]).map(fromStored);
-    if (!events.length) return undefined;
-    const records = events.map((e) => {
-      const payload = e.text === null ? null : (JSON.parse(e.text) as unknown);
-      const json = ocsfJson({ seq: e.seq, time: e.time, kind: e.kind, session: e.session, actor: e.actor, connection: e.connection, payload, masked: e.masked, hash: e.hash }, this.ctx, e);
-      return { seq: e.seq, time: e.time, kind: e.kind, hash: e.hash, prevHash: e.prevHash, json };
+    const rows = this.sql.batch.all(this.position, BATCH) as SinkRow[];
+    if (!rows.length) return undefined;
+    const records = rows.map((r) => {
+      const payload = r.encoding === 'json' || r.encoding === 'deflate' ? (JSON.parse(storedPayloadText(r.encoding, r.payload)) as unknown) : null;
+      const json = ocsfJson({ seq: r.seq, time: r.time, kind: r.kind, session: r.session, actor: r.actor, connection: r.connection, payload, masked: r.masked ?? 0, hash: r.hash }, this.ctx, { prevHash: r.prev_hash, payloadHash: r.payload_hash });
+      return { seq: r.seq, time: r.time, kind: r.kind, hash: r.hash, prevHash: r.prev_hash, json };
     });
-    return { lastSeq: events[events.length - 1]!.seq, records };
+    return { lastSeq: rows[rows.length - 1]!.seq, records };
   }
-}
-
-function fromStored(r: SinkRow): SourceEvent {
-  const text = r.encoding === 'json' || r.encoding === 'deflate' ? storedPayloadText(r.encoding, r.payload) : null;
-  return { seq: r.seq, time: r.time, kind: r.kind, session: r.session, actor: r.actor, connection: r.connection, text, masked: r.masked ?? 0, payloadHash: r.payload_hash, prevHash: r.prev_hash, hash: r.hash };
 }
 
 /** A row as the sinks read it (sql.batch). */
@@ -354,8 +285,6 @@ export interface SinkWorkerData {
   kinds: [string, string][];
   origin: string;
   version: string;
-  /** The commit thread's tap (`AuditStore.tapCommits`), when the store has one. */
-  tap?: MessagePort;
 }
 export type SinkWorkerMessage =
   | { type: 'status'; sinks: SinkSnapshot[] }
@@ -388,7 +317,7 @@ export class SinkThread implements Sinks {
     private readonly src: WorkerSource,
     private readonly store: AuditStore,
     private readonly sinks: SinkConfig[],
-    private readonly data: Omit<SinkWorkerData, 'path' | 'sinks' | 'resume' | 'tap'>,
+    private readonly data: Omit<SinkWorkerData, 'path' | 'sinks' | 'resume'>,
     private readonly log?: Logger,
   ) {
     for (const s of sinks) {
@@ -402,10 +331,8 @@ export class SinkThread implements Sinks {
   private spawn(): void {
     const resume = [...this.snapshots.values()].map((s): [string, number, number | null] => [s.name, s.cursor, s.lastDeliveryAt]);
     this.startedAt = new Map(resume.map(([name, seq]) => [name, seq]));
-    // Each thread gets a new tap: the commit thread then feeds it alone.
-    const tap = this.store.tapCommits();
-    const workerData: SinkWorkerData = { path: this.store.path, sinks: this.sinks, resume, ...this.data, ...(tap ? { tap } : {}) };
-    const w = new Worker(this.src.entry, { ...this.src.options, workerData, transferList: tap ? [tap] : [] });
+    const workerData: SinkWorkerData = { path: this.store.path, sinks: this.sinks, resume, ...this.data };
+    const w = new Worker(this.src.entry, { ...this.src.options, workerData });
     this.worker = w;
     w.unref();
     w.on('message', (m: SinkWorkerMessage) => {

@@ -19,7 +19,6 @@ import Database from 'better-sqlite3';
 import type { AuditEvent, AuditEventInput, MaskSpan, SessionFilter, SessionSummary } from '../../shared/events';
 import { GENESIS_HASH } from './chain';
 import { type AppendedEvent, ChainWriter, chainAfter, countInSession, newSessionDelta, type PreparedEvent, prepareEvent, type SessionDelta } from './chain-writer';
-import type { MessagePort } from 'node:worker_threads';
 import { type CommitReply, CommitThread, type StateWrite } from './commit-thread';
 import { claimJournal, type DamagedJournalLine, Journal, journalDir, journalHeld, type JournalSalvage, releaseJournal, replayJournal, salvageJournal } from './journal';
 import { MIGRATIONS } from './migrations';
@@ -213,14 +212,6 @@ export class AuditStore implements EventLog {
   /** True when appends are committed on a commit thread. */
   get threaded(): boolean {
     return this.thread !== undefined;
-  }
-
-  /**
-   * A port that receives every event the commit thread commits from now on (commit-thread.ts,
-   * `TapRows`); undefined without a commit thread. One at a time: a new tap replaces the last.
-   */
-  tapCommits(): MessagePort | undefined {
-    return this.thread?.tap();
   }
 
   /** Appends one event, committed before return. Throws StoreUnavailableError when it cannot. */
