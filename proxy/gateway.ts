@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { type Config, parseDuration } from '../shared/config';
 import type { GatewayStartPayload, GatewayStopPayload, KeyCreatedPayload, SessionEndPayload } from '../shared/events';
 import { AuditService } from './audit/service';
-import { storeConnection } from './audit/shared-store/schema';
+import { storeConnection, storeLabel } from './audit/shared-store/schema';
 import { APPLY_PULLED_KEY_SQL, pulledKeyParams, type SharedKeyRow } from './audit/shared-store/key-sync';
 import { personApplyStatements, type PulledPersons } from './audit/shared-store/person-sync';
 import { applyGroupDocument } from './group-config';
@@ -68,6 +68,9 @@ export const VERSION: string = (() => {
   }
   return '0.0.0';
 })();
+
+/** How long the console worker may take to read the group's chains for an evidence bundle. */
+const GROUP_EXPORT_TIMEOUT_MS = 30 * 60_000;
 
 export interface GatewayOptions {
   config: Config;
@@ -263,6 +266,9 @@ export class Gateway {
       // The console of any gateway: the group's sessions, console sign-ins made on any gateway, the gateways.
       const team = (s.team = await TeamStore.start({ dbPath: s.store.path, signer: s.audit.trail.signer, config: s.config.store, log: s.log }));
       this.onStop(() => team.stop());
+      // Evidence bundles carry every chain of the group, read on the console worker.
+      const storeName = storeLabel(s.config.store.url);
+      s.audit.groupExport = (dir, filter) => team.ask('exportChains', { dir, filter, store: storeName }, GROUP_EXPORT_TIMEOUT_MS);
       const warnTeam = (what: string) => (err: unknown) => s.log.warn(`shared store: ${what} (${(err as Error).message})`);
       s.consoleSessions.share({
         self: team.identity.id,

@@ -17,6 +17,16 @@
  *   holds.json           holds (with their votes) in the window; policy-versions.json the rules in force
  *   report.html          the self-contained human-readable report (report.ts)
  *   ssh-<session>-<channel>.cast   recorded SSH terminals as asciicast v2 (exports with SSH sessions)
+ *
+ * A gateway in a group (`store.url`) adds every chain of the shared store (manifest `group`,
+ * GroupSection below), which `custody verify` checks as `custody verify --store` checks the store:
+ *
+ *   group-gateways.json     the store's gateway rows: each key, and its enrolment request signed by it
+ *   group-checkpoints.jsonl every chain's signed checkpoints
+ *   group-combined.jsonl    the combined checkpoints with their cosignatures
+ *   group-hashes.bin        the 32-byte hash of every event 1..size of each chain, chains in manifest order
+ *   group-events.jsonl      the selected events of every chain, and every chain's gateway.enrolled,
+ *                           gateway.approved and gateway.removed events (who may sign)
  */
 import { createHash } from 'node:crypto';
 import { createReadStream, statSync } from 'node:fs';
@@ -46,6 +56,12 @@ export const BUNDLE_FILES = [
 ] as const;
 
 export type BundleFileName = (typeof BUNDLE_FILES)[number];
+
+/** Files of a bundle exported in a group, beside BUNDLE_FILES (manifest `group`). */
+export const GROUP_BUNDLE_FILES = ['group-gateways.json', 'group-checkpoints.jsonl', 'group-combined.jsonl', 'group-hashes.bin', 'group-events.jsonl'] as const;
+
+/** Events a group bundle carries from every chain whatever its filter: they say who may sign, and what the group refused. */
+export const GROUP_TRUST_KINDS = ['gateway.enrolled', 'gateway.approved', 'gateway.removed', 'group.checkpoint.refused', 'store.tampered'] as const;
 
 /** Names of the files a bundle holds beyond BUNDLE_FILES (listed in its manifest): one plain file name, no folders. */
 export const BUNDLE_EXTRA_FILE = /^ssh-[A-Za-z0-9._-]+\.cast$/;
@@ -111,12 +127,41 @@ export interface BundleSegment {
   previous: { treeSize: number; rootHash: string; lastHash: string };
 }
 
+/** One chain of a group bundle (manifest `group.chains`, in the order of group-hashes.bin). */
+export interface GroupChain {
+  gateway: string;
+  name: string;
+  /** Hashes of seq 1..size in group-hashes.bin. */
+  size: number;
+  /** Its rows in group-events.jsonl. */
+  events: number;
+}
+
+/**
+ * The group part of a bundle exported by a gateway with a shared store: every chain of the store,
+ * each cut where a signed checkpoint of its own or the newest combined checkpoint commits to it
+ * (rows after that are not evidence yet), read in one snapshot of the store.
+ */
+export interface GroupSection {
+  /** The store, as it may be shown (no user, no query). */
+  store: string;
+  group: string;
+  chains: GroupChain[];
+  /** Combined checkpoints carried: those made in the filter's time window, and the newest. */
+  combined: number;
+  /** True: every row of every chain up to its size (no filter). False: the filter's rows and GROUP_TRUST_KINDS, the rest by hash. */
+  full: boolean;
+}
+
+export type BundleFilter = { from?: number; to?: number; user?: string; connection?: string };
+
 export interface BundleManifest {
   format: string;
   createdAt: string;
   origin: string;
-  filter: { from?: number; to?: number; user?: string; connection?: string };
+  filter: BundleFilter;
   segment?: BundleSegment;
+  group?: GroupSection;
   checkpoint: { treeSize: number; rootHash: string; time: number };
   events: number;
   purged: number;
@@ -129,6 +174,11 @@ export type StoredEventText = Omit<BundleEvent, 'payload' | 'spans' | 'purged'> 
 /** One line of `events.jsonl` (without its newline), written from the stored text, never re-serialised. */
 export function eventLine(e: StoredEventText): string {
   return `{"seq":${e.seq},"time":${e.time},"kind":${JSON.stringify(e.kind)},"session":${JSON.stringify(e.session)},"actor":${JSON.stringify(e.actor)},"connection":${JSON.stringify(e.connection)},"payload":${e.payloadText},"spans":${e.spansText}${e.purged ? ',"purged":true' : ''},"payloadHash":"${e.payloadHash}","prevHash":"${e.prevHash}","hash":"${e.hash}"}`;
+}
+
+/** One line of `group-events.jsonl`: an events.jsonl line with its chain first. */
+export function groupEventLine(gateway: string, e: StoredEventText): string {
+  return `{"gateway":${JSON.stringify(gateway)},${eventLine(e).slice(1)}`;
 }
 
 /** One line of `proofs.jsonl`: the inclusion proof of event `seq` in the tree of `treeSize` events. */

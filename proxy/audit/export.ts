@@ -20,7 +20,7 @@ import { renderReport, type AccessRow, type ReportData } from './report';
 import type { AuditStore } from './store';
 import { sha256hex, storedPayloadText } from './store';
 import { writeTarGz } from './tar';
-import { BUNDLE_FILES, BUNDLE_FORMAT, type BundleManifest, eventLine, manifestFileEntry, manifestNoteText, proofLine } from './bundle-format';
+import { BUNDLE_FILES, BUNDLE_FORMAT, type BundleManifest, eventLine, GROUP_BUNDLE_FILES, type GroupSection, manifestFileEntry, manifestNoteText, proofLine } from './bundle-format';
 import type { VerifyReport } from './verify/checks';
 
 export interface ExportFilter {
@@ -45,6 +45,12 @@ export interface ExportOptions {
   id?: string;
   /** Integrity check of the store at export time; the report states its result. */
   verify: () => Promise<VerifyReport> | VerifyReport;
+  /**
+   * In a group (`store.url`): writes the group files (every chain of the shared store,
+   * shared-store/group-export.ts) into the staging dir and returns the manifest's `group`. An
+   * export in a group fails when this fails: a bundle without the group's chains is not cut.
+   */
+  group?: (stageDir: string) => Promise<GroupSection>;
   onProgress?: (done: number, total: number) => void;
 }
 
@@ -57,6 +63,8 @@ export interface ExportResult {
   manifestSha256: string;
   integrity: VerifyReport;
   event: AuditEvent;
+  /** The group part, when exported in a group. */
+  group?: GroupSection;
 }
 
 export class ExportError extends Error {
@@ -236,9 +244,12 @@ export async function exportBundle(opts: ExportOptions): Promise<ExportResult> {
       recordingViews: stats.byKind['recording.viewed'] ?? 0,
     };
     writeFileIn(stage, 'report.html', renderReport(report));
+    // Every chain of the group, from the shared store.
+    const group = opts.group ? await opts.group(stage) : undefined;
 
     // Manifest over every file, then its signed digest.
     const names: string[] = BUNDLE_FILES.filter((name) => name !== 'manifest.json' && name !== 'manifest.note');
+    if (group) names.push(...GROUP_BUNDLE_FILES);
     for (const [key, cast] of casts) {
       if (!cast.frames.length) continue;
       const name = `ssh-${key}.cast`;
@@ -261,6 +272,7 @@ export async function exportBundle(opts: ExportOptions): Promise<ExportResult> {
       purged: stats.purged,
       integrity: { ok: integrity.ok, summary },
       key: { verifierKey: key.verifierKey, fingerprint: key.fingerprint },
+      ...(group ? { group } : {}),
       files,
     };
     const manifestText = `${JSON.stringify(manifest, null, 2)}\n`;
@@ -283,7 +295,7 @@ export async function exportBundle(opts: ExportOptions): Promise<ExportResult> {
       throw err;
     }
     renameSync(partial, opts.out);
-    return { id, out: opts.out, bytes: statSync(opts.out).size, events: done, checkpoint, manifestSha256, integrity, event };
+    return { id, out: opts.out, bytes: statSync(opts.out).size, events: done, checkpoint, manifestSha256, integrity, event, ...(group ? { group } : {}) };
   } finally {
     rmSync(stage, { recursive: true, force: true });
   }

@@ -23,6 +23,7 @@ import { WitnessPublisher, type WitnessStatus } from './witnessing';
 import type { VerifyReport } from './verify/checks';
 import type { SignerStatus } from '../../shared/evidence';
 import type { SecretWrapper } from '../secret-wrapper';
+import type { GroupSection } from './bundle-format';
 
 /** What the control plane keeps of the last verification (shared/api.ts), with the verifier's own failure type. */
 export interface VerificationRecord extends StoredVerification {
@@ -71,6 +72,8 @@ export class AuditService {
   archiver?: Archiver;
   /** Payload retention (retention.payloadsAfter), bounded by the archive when there is one. */
   retention: RetentionSchedule = { stop: () => {}, runIfDue: () => {} };
+  /** In a group: writes the group part of a bundle (every chain of the shared store) into a dir; set once the gateway has joined. */
+  groupExport?: (dir: string, filter: ExportFilter) => Promise<GroupSection>;
 
   private constructor(
     readonly trail: AuditTrail,
@@ -221,6 +224,12 @@ export class AuditService {
       actorName: requestedBy.name,
       version: this.deps.version,
       verify: () => runVerification(this.deps.dataDir),
+      group: this.deps.config.store
+        ? (dir) => {
+            if (!this.groupExport) throw new Error('this gateway has not joined its shared store yet, so the bundle cannot carry the group\'s chains');
+            return this.groupExport(dir, filter);
+          }
+        : undefined,
       onProgress: (done, total) => {
         job.done = done;
         job.total = total;

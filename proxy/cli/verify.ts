@@ -6,10 +6,11 @@ import { progressReporter } from '../audit/progress';
 import { formatVerifierKey, parseVerifierKey } from '../audit/signed-note';
 import { listGateways, rowVerifier } from '../audit/shared-store/enrolment';
 import { connectStore, storeLabel } from '../audit/shared-store/schema';
-import { parsePinnedKeys, verifySharedStore } from '../audit/verify/shared-store';
+import { parsePinnedKeys, type SharedStoreReport, verifySharedStore } from '../audit/verify/shared-store';
+import { groupSectionOf, verifyGroupBundle } from '../audit/verify/group-bundle';
 import { storeUrlProblem } from '../../shared/config';
-import { loadSinceAnchor, readBundleFiles } from '../audit/verify/bundle';
-import { VerifyInputError, type VerifyReport } from '../audit/verify/checks';
+import { loadSinceAnchor, readBundleFiles, verifyBundleFiles } from '../audit/verify/bundle';
+import { checkExpectedKeyFormat, VerifyInputError, type VerifyReport } from '../audit/verify/checks';
 import { verifyPathParallel } from '../audit/verify-runner';
 import { archiveLocation, normalizePrefix, parseS3Url, S3ObjectStore, type S3Location } from '../audit/archive/object-store';
 import { verifyArchive } from '../audit/verify/archive';
@@ -19,18 +20,20 @@ import { type Io, type ParsedArgs, processIo, rejectUnknown, str, strs, UsageErr
 const n = (v: number) => v.toLocaleString('en-US');
 
 /**
- * `custody verify [PATH] [--since-checkpoint FILE] [--key VKEY|FINGERPRINT] [--json]` — PATH is a data
- * dir, an exported bundle or an archive segment (default: the data dir of --config/--data-dir), or
- * `s3://bucket/prefix`, a whole archive (reached with --endpoint/--region/--force-path-style, the
- * AWS_* environment, or the audit.archive of --config). Exit 0 only when intact; otherwise one line
- * on stderr naming the first bad seq and what is wrong.
+ * `custody verify [PATH] [--since-checkpoint FILE] [--key VKEY|FINGERPRINT] [--keys FILE] [--json]` —
+ * PATH is a data dir, an exported bundle or an archive segment (default: the data dir of
+ * --config/--data-dir), or `s3://bucket/prefix`, a whole archive (reached with
+ * --endpoint/--region/--force-path-style, the AWS_* environment, or the audit.archive of --config).
+ * A bundle exported in a group is also checked chain by chain as `--store` checks the store, with
+ * the group's keys pinned by `--keys FILE`. Exit 0 only when intact; otherwise one line on stderr
+ * naming the first bad seq and what is wrong (a line per problem found in the group's chains).
  * `custody verify --show-key [PATH]` prints the signing key's verifier key and fingerprint.
  */
 export async function verifyCommand(args: ParsedArgs, io: Io): Promise<number> {
   if (args.flags['store'] !== undefined) return verifyStoreCommand(args, io);
-  if (args.flags['keys'] !== undefined || args.flags['show-keys']) throw new UsageError('--keys and --show-keys go with --store postgres://…');
-  rejectUnknown(args, ['config', 'data-dir', 'since-checkpoint', 'key', 'witness-key', 'json', 'show-key', 'endpoint', 'region', 'force-path-style']);
-  if (args.positionals.length > 2) throw new UsageError('usage: custody verify [PATH | s3://BUCKET/PREFIX] [--since-checkpoint FILE] [--key VKEY|FINGERPRINT] [--witness-key VKEY ...] [--json] | custody verify --show-key [PATH]');
+  if (args.flags['show-keys']) throw new UsageError('--show-keys goes with --store postgres://…');
+  rejectUnknown(args, ['config', 'data-dir', 'since-checkpoint', 'key', 'keys', 'witness-key', 'json', 'show-key', 'endpoint', 'region', 'force-path-style']);
+  if (args.positionals.length > 2) throw new UsageError('usage: custody verify [PATH | s3://BUCKET/PREFIX] [--since-checkpoint FILE] [--key VKEY|FINGERPRINT] [--keys FILE] [--witness-key VKEY ...] [--json] | custody verify --show-key [PATH]');
   let path = args.positionals[1];
   const archive = path?.startsWith('s3://');
   if (!archive && (args.flags['endpoint'] || args.flags['region'] || args.flags['force-path-style'])) throw new UsageError('--endpoint, --region and --force-path-style go with an s3:// archive address');
@@ -41,6 +44,9 @@ export async function verifyCommand(args: ParsedArgs, io: Io): Promise<number> {
     path = resolved.dataDir;
   }
   if (!archive && !existsSync(path)) throw new VerifyInputError(`${path}: no such file or directory`);
+  const bundle = !archive && (!statSync(path).isDirectory() || existsSync(join(path, 'manifest.json')));
+  if (args.flags['keys'] !== undefined && !bundle) throw new UsageError('--keys goes with --store postgres://… or a bundle exported in a group');
+  const pinned = pinnedKeys(args);
 
   if (args.flags['show-key']) {
     const info = showKey(path);
@@ -54,6 +60,7 @@ export async function verifyCommand(args: ParsedArgs, io: Io): Promise<number> {
   const progress = progressReporter('verifying', { write: io.err, isTTY: io === processIo && !!process.stderr.isTTY });
   const opts = { since, expectedKey: str(args, 'key'), witnessKeys: strs(args, 'witness-key'), onProgress: progress.update };
   let report: VerifyReport;
+  let group: SharedStoreReport | undefined;
   if (archive) {
     const objects = new S3ObjectStore(archiveLocationFor(path, args));
     try {
@@ -61,16 +68,59 @@ export async function verifyCommand(args: ParsedArgs, io: Io): Promise<number> {
     } finally {
       await objects.close();
     }
+  } else if (bundle) {
+    // The exporting gateway's own part as always; a group's chains beside it, from the same files.
+    checkExpectedKeyFormat(opts.expectedKey);
+    const files = readBundleFiles(path);
+    report = verifyBundleFiles(files, path, opts);
+    const section = groupSectionOf(files);
+    if (section) group = await verifyGroupBundle(files, path, section, { pinned });
+    else if (pinned) throw new VerifyInputError(`${path} was not exported in a group (it carries one chain): --keys does not apply; pin its key with --key`);
   } else report = await verifyPathParallel(path, opts);
   progress.end();
-  if (args.flags['json']) io.out(`${JSON.stringify(report, null, 2)}\n`);
+  if (args.flags['json']) io.out(`${JSON.stringify(group ? { ...report, group } : report, null, 2)}\n`);
   if (!report.ok) {
     const f = report.failure!;
     io.err(`custody verify: FAILED${f.seq !== undefined ? ` at seq ${f.seq}` : ''}: ${f.problem} — ${f.message}\n`);
-    return 1;
   }
-  if (!args.flags['json']) io.out(summary(report));
+  if (group && !group.ok) for (const f of group.failures) io.err(`custody verify: FAILED: ${f.problem} — ${f.message}\n`);
+  if (!report.ok || (group && !group.ok)) return 1;
+  if (!args.flags['json']) io.out(summary(report) + (group ? `${chainsSummary(group, `the group's chains in ${path} are`, 'the bundle').join('\n')}\n` : ''));
   return 0;
+}
+
+/** `--keys FILE`: the pinned keys (verifier keys or fingerprints, one a line), or undefined without the flag. */
+function pinnedKeys(args: ParsedArgs): Set<string> | undefined {
+  const keysFile = str(args, 'keys');
+  if (args.flags['keys'] !== undefined && !keysFile) throw new UsageError('--keys needs a FILE');
+  if (!keysFile) return undefined;
+  let text: string;
+  try {
+    text = readFileSync(keysFile, 'utf8');
+  } catch (err) {
+    throw new VerifyInputError(`${keysFile}: cannot read (${(err as NodeJS.ErrnoException).code ?? String(err)})`);
+  }
+  try {
+    return parsePinnedKeys(text);
+  } catch (err) {
+    throw new VerifyInputError(`${keysFile}: ${(err as Error).message}`);
+  }
+}
+
+/** What `verify --store` says of a store's chains, and `verify BUNDLE` of a group bundle's. */
+function chainsSummary(report: SharedStoreReport, subject: string, where: string): string[] {
+  const lines = [`OK: ${subject} intact: ${n(report.chains.length)} chain${report.chains.length === 1 ? '' : 's'}, ${n(report.events)} events; hash links, payloads and signed checkpoints verified`];
+  for (const c of report.chains) {
+    const trust = c.trust?.by === 'approval' ? `approved at seq ${c.trust.seq} of ${c.trust.approver}` : c.trust?.by === 'pinned' ? 'pinned key' : 'first enrolled gateway';
+    const removed = c.removed ? `; removed from the group at seq ${c.removed.seq} of ${c.removed.by}${c.removed.reason ? ` (${c.removed.reason})` : ''}` : '';
+    lines.push(`  ${c.gateway} (${c.name}): ${n(c.events)} events, ${c.checkpointsChecked} checkpoint${c.checkpointsChecked === 1 ? '' : 's'}, signed through seq ${n(c.signedThrough)}; ${trust}${removed}`);
+  }
+  const cc = report.combined;
+  if (cc.latest) lines.push(`combined checkpoints: ${n(cc.checked)} verified with ${n(cc.cosignatures)} cosignatures; each chain still reaches what they committed to; the latest (${new Date(cc.latest.time).toISOString()}) covers ${cc.latest.chains} chain${cc.latest.chains === 1 ? '' : 's'}, made by ${cc.latest.maker}, cosigned by ${cc.latest.cosigners.length}`);
+  else lines.push(`combined checkpoints: none in ${where}`);
+  if (!report.pinned) lines.push('note: no --keys given: the first enrolled gateway was trusted on first use; pin keys with --keys FILE (custody verify --store URL --show-keys lists them)');
+  lines.push(`verified in ${(report.durationMs / 1000).toFixed(2)} s`);
+  return lines;
 }
 
 /**
@@ -113,22 +163,7 @@ async function verifyStoreCommand(args: ParsedArgs, io: Io): Promise<number> {
   if (!url) throw new UsageError('--store needs a URL: custody verify --store postgres://HOST/DB [--keys FILE]');
   const problem = storeUrlProblem(url);
   if (problem) throw new UsageError(`--store: ${problem}`);
-  const keysFile = str(args, 'keys');
-  if (args.flags['keys'] !== undefined && !keysFile) throw new UsageError('--keys needs a FILE');
-  let pinned: Set<string> | undefined;
-  if (keysFile) {
-    let text: string;
-    try {
-      text = readFileSync(keysFile, 'utf8');
-    } catch (err) {
-      throw new VerifyInputError(`${keysFile}: cannot read (${(err as NodeJS.ErrnoException).code ?? String(err)})`);
-    }
-    try {
-      pinned = parsePinnedKeys(text);
-    } catch (err) {
-      throw new VerifyInputError(`${keysFile}: ${(err as Error).message}`);
-    }
-  }
+  const pinned = pinnedKeys(args);
   const client = await connectStore({ connectionString: url });
   try {
     const tables = await client.query<{ t: string | null }>("SELECT to_regclass('custody_gateways')::text AS t");
@@ -145,20 +180,7 @@ async function verifyStoreCommand(args: ParsedArgs, io: Io): Promise<number> {
       for (const f of report.failures) io.err(`custody verify: FAILED: ${f.problem} — ${f.message}\n`);
       return 1;
     }
-    if (!args.flags['json']) {
-      const lines = [`OK: ${report.store} is intact: ${n(report.chains.length)} chain${report.chains.length === 1 ? '' : 's'}, ${n(report.events)} events; hash links, payloads and signed checkpoints verified`];
-      for (const c of report.chains) {
-        const trust = c.trust?.by === 'approval' ? `approved at seq ${c.trust.seq} of ${c.trust.approver}` : c.trust?.by === 'pinned' ? 'pinned key' : 'first enrolled gateway';
-        const removed = c.removed ? `; removed from the group at seq ${c.removed.seq} of ${c.removed.by}${c.removed.reason ? ` (${c.removed.reason})` : ''}` : '';
-        lines.push(`  ${c.gateway} (${c.name}): ${n(c.events)} events, ${c.checkpointsChecked} checkpoint${c.checkpointsChecked === 1 ? '' : 's'}, signed through seq ${n(c.signedThrough)}; ${trust}${removed}`);
-      }
-      const cc = report.combined;
-      if (cc.latest) lines.push(`combined checkpoints: ${n(cc.checked)} verified with ${n(cc.cosignatures)} cosignatures; each chain still reaches what they committed to; the latest (${new Date(cc.latest.time).toISOString()}) covers ${cc.latest.chains} chain${cc.latest.chains === 1 ? '' : 's'}, made by ${cc.latest.maker}, cosigned by ${cc.latest.cosigners.length}`);
-      else lines.push('combined checkpoints: none in the store');
-      if (!report.pinned) lines.push('note: no --keys given: the first enrolled gateway was trusted on first use; pin keys with --keys FILE (custody verify --store URL --show-keys lists them)');
-      lines.push(`verified in ${(report.durationMs / 1000).toFixed(2)} s`);
-      io.out(`${lines.join('\n')}\n`);
-    }
+    if (!args.flags['json']) io.out(`${chainsSummary(report, `${report.store} is`, 'the store').join('\n')}\n`);
     return 0;
   } finally {
     await client.end().catch(() => {});

@@ -131,11 +131,18 @@ export async function latestSignedBy(c: pg.ClientBase, id: string): Promise<{ ro
   return { row: toCombined(r), ...(r.cosignature !== null ? { cosignature: { line: r.cosignature, at: Number(r.cosigned_at) } } : {}) };
 }
 
-/** Every combined checkpoint, oldest first, with its cosignatures (verify). */
-export async function allCombined(c: pg.ClientBase): Promise<(CombinedRow & { cosignatures: { gateway: string; line: string; at: number }[] })[]> {
-  const rows = (await c.query<RawCombined>(`SELECT ${COMBINED_COLUMNS} FROM custody_combined_checkpoints ORDER BY interval_start`)).rows.map(toCombined);
+/**
+ * Every combined checkpoint, oldest first, with its cosignatures (verify); with `window`, those made
+ * within it and the newest (what a bundle exported for that window carries).
+ */
+export async function allCombined(c: pg.ClientBase, window?: { from?: number; to?: number }): Promise<(CombinedRow & { cosignatures: { gateway: string; line: string; at: number }[] })[]> {
+  const where = window ? 'WHERE (made_at >= $1 AND made_at <= $2) OR interval_start = (SELECT max(interval_start) FROM custody_combined_checkpoints)' : '';
+  const args = window ? [window.from ?? 0, window.to ?? Number.MAX_SAFE_INTEGER] : [];
+  const rows = (await c.query<RawCombined>(`SELECT ${COMBINED_COLUMNS} FROM custody_combined_checkpoints ${where} ORDER BY interval_start`, args)).rows.map(toCombined);
   const cos = new Map<number, { gateway: string; line: string; at: number }[]>();
-  for (const s of (await c.query<{ interval_start: string; gateway: string; cosignature: string; cosigned_at: string }>('SELECT interval_start, gateway, cosignature, cosigned_at FROM custody_combined_cosignatures ORDER BY interval_start, gateway')).rows) {
+  const cosWhere = window ? 'WHERE interval_start = ANY($1::bigint[])' : '';
+  const cosArgs = window ? [rows.map((r) => r.interval)] : [];
+  for (const s of (await c.query<{ interval_start: string; gateway: string; cosignature: string; cosigned_at: string }>(`SELECT interval_start, gateway, cosignature, cosigned_at FROM custody_combined_cosignatures ${cosWhere} ORDER BY interval_start, gateway`, cosArgs)).rows) {
     const k = Number(s.interval_start);
     (cos.get(k) ?? cos.set(k, []).get(k)!).push({ gateway: s.gateway, line: s.cosignature, at: Number(s.cosigned_at) });
   }

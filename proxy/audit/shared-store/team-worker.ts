@@ -19,6 +19,7 @@ import { countTeamSessions, listTeamSessions, teamSession, teamSessionEvents, te
 import { ADMISSION_META } from './shipper';
 import { shipAll } from './shipping';
 import type { TeamCommand, TeamMessage, TeamOp, TeamOps } from './team';
+import { writeGroupChains } from './group-export';
 
 const { dbPath, conn, identity, signingKey } = workerData as { dbPath: string; conn: StoreConnection; identity: GatewayIdentity; signingKey: SigningKeySpec };
 const signRaw = rawSigner(signingKey);
@@ -127,6 +128,7 @@ const handlers: { [K in TeamOp]: Handler<K> } = {
     await endConsoleSessions(c, a.digests, self);
     return null;
   },
+  exportChains: (c, a) => writeGroupChains(c, a.dir, { filter: a.filter, store: a.store }),
 };
 
 async function answer(req: number, op: TeamOp, args: unknown): Promise<void> {

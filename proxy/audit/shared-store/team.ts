@@ -10,6 +10,7 @@ import type { GatewayView } from '../../../shared/api';
 import type { AuditEvent, SessionFilter, SessionSummary } from '../../../shared/events';
 import type { StoreConfig } from '../../../shared/config';
 import type { Logger } from '../../log';
+import type { BundleFilter, GroupSection } from '../bundle-format';
 import { workerSource } from '../../worker-source';
 import type { CheckpointSigner } from '../checkpoint-signer';
 import type { ConsoleSessionLookup, SharedConsoleSession } from './console-session-rows';
@@ -31,6 +32,8 @@ export interface TeamOps {
   putSession: { args: SharedConsoleSession; value: null };
   lookupSession: { args: { digest: string }; value: ConsoleSessionLookup };
   endSessions: { args: { digests: string[] }; value: null };
+  /** The group part of an evidence bundle, written into `dir` (group-export.ts). */
+  exportChains: { args: { dir: string; filter: BundleFilter; store: string }; value: GroupSection };
 }
 export type TeamOp = keyof TeamOps;
 
@@ -82,15 +85,15 @@ export class TeamStore {
     return new TeamStore(worker, identity, deps.log);
   }
 
-  /** Asks the worker; rejects with TeamStoreError when the store does not answer (within 10 s). */
-  ask<K extends TeamOp>(op: K, args: TeamOps[K]['args']): Promise<TeamOps[K]['value']> {
+  /** Asks the worker; rejects with TeamStoreError when the store does not answer (within 10 s, or `timeoutMs`). */
+  ask<K extends TeamOp>(op: K, args: TeamOps[K]['args'], timeoutMs = ASK_TIMEOUT_MS): Promise<TeamOps[K]['value']> {
     if (this.dead) return Promise.reject(new TeamStoreError(this.dead));
     const req = this.nextReq++;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.waiting.delete(req);
-        reject(new TeamStoreError(`the shared store did not answer within ${ASK_TIMEOUT_MS / 1000} s`));
-      }, ASK_TIMEOUT_MS);
+        reject(new TeamStoreError(`the shared store did not answer within ${timeoutMs / 1000} s`));
+      }, timeoutMs);
       this.waiting.set(req, { resolve: resolve as (v: unknown) => void, reject, timer });
       this.worker.postMessage({ type: 'ask', req, op, args } satisfies TeamCommand);
     });

@@ -64,9 +64,10 @@ export function wantedSizes(rows: readonly StoredCombined[]): Map<string, Set<nu
 
 export function checkCombined(
   rows: readonly StoredCombined[],
-  ctx: { group: string | undefined; gateways: ReadonlyMap<string, GatewayRow>; chains: ReadonlyMap<string, ChainFacts>; fail: (f: CombinedFailure) => void },
+  ctx: { group: string | undefined; gateways: ReadonlyMap<string, GatewayRow>; chains: ReadonlyMap<string, ChainFacts>; fail: (f: CombinedFailure) => void; /** How messages name where the chains were read: "the store", "the bundle". */ where?: string },
 ): CombinedReport {
   const { gateways, chains, fail } = ctx;
+  const where = ctx.where ?? 'the store';
   const report: CombinedReport = { checked: 0, cosignatures: 0 };
   let previous: { body: CombinedBody; label: string } | undefined;
   /** Per chain: the largest size a combined checkpoint committed to that its rows no longer reach. */
@@ -125,7 +126,7 @@ export function checkCombined(
     for (const h of body.heads) {
       const facts = chains.get(h.gateway);
       if (!facts) {
-        fail({ chain: h.gateway, problem: 'unknown-chain', message: `${label} lists chain ${h.gateway}, which the store has no gateway row for` });
+        fail({ chain: h.gateway, problem: 'unknown-chain', message: `${label} lists chain ${h.gateway}, which ${where} has no gateway row for` });
         continue;
       }
       if (h.size > facts.reached) {
@@ -145,7 +146,7 @@ export function checkCombined(
       chain,
       seq: b.reached + 1,
       problem: 'truncated',
-      message: `chain ${chain} at seq ${b.reached + 1}: ${b.label} committed to ${b.size} events, but the store's rows of that chain reach only seq ${b.reached}: seq ${b.reached + 1}–${b.size} were deleted from the tail`,
+      message: `chain ${chain} at seq ${b.reached + 1}: ${b.label} committed to ${b.size} events, but ${where}'s rows of that chain reach only seq ${b.reached}: seq ${b.reached + 1}–${b.size} were deleted from the tail`,
     });
   }
   return report;

@@ -12,6 +12,9 @@
  *   use, and the report says so. Any other chain is an unapproved signer.
  *
  * Every problem names the chain (gateway id) and, where it sits at one, the seq.
+ *
+ * The same checks run on an evidence bundle exported in a group (verify/group-bundle.ts): both
+ * read the chains through a `ChainSource`, the store's tables here, the bundle's files there.
  */
 import type pg from 'pg';
 import { GENESIS_HASH } from '../chain';
@@ -19,11 +22,11 @@ import { keyFingerprint } from '../checkpoint-signer';
 import { MerkleAccumulator } from '../merkle';
 import { parseCheckpointText, parseNote, parseVerifierKey, verifyNote } from '../signed-note';
 import { groupId, listGateways, rowProblem, rowVerifier, type GatewayRow } from '../shared-store/enrolment';
-import { checkCombined, type CombinedReport, readCombined, wantedSizes } from './combined';
+import { checkCombined, type CombinedReport, readCombined, type StoredCombined, wantedSizes } from './combined';
 import { PG_EVENT_COLUMNS, payloadIntact, type PgEventRow, rowChainHash } from '../shared-store/schema';
 import type { EventRef } from '../../../shared/events';
 
-export type SharedStoreProblem = 'modified' | 'deleted' | 'reordered' | 'truncated' | 'inconsistent' | 'signature-invalid' | 'unapproved-signer' | 'unknown-chain' | 'bad-reference';
+export type SharedStoreProblem = 'modified' | 'deleted' | 'reordered' | 'truncated' | 'inconsistent' | 'signature-invalid' | 'unapproved-signer' | 'unknown-chain' | 'bad-reference' | 'bundle-modified';
 
 export interface SharedStoreFailure {
   chain: string;
@@ -60,6 +63,70 @@ export interface SharedStoreReport {
 
 const PAGE = 10_000;
 
+/** A chain's checkpoint as stored: its tree size, when it was signed, its root (hex) and its signed note. */
+export interface StoredChainCheckpoint {
+  treeSize: number;
+  time: number;
+  rootHash: string;
+  note: string;
+}
+
+/**
+ * One position of a chain, in seq order: the hash the chain holds there and, where the source has
+ * it, the row itself. A store has every row; a filtered bundle has the hash of every seq (so roots
+ * and links still verify) and the rows of the events it was cut for.
+ */
+export type ChainEntry =
+  /** The row, and the hash the source lists at its seq (a row's own, or a bundle's; undefined when it lists none). */
+  | { seq: number; hash: string | undefined; row: PgEventRow }
+  | { seq: number; hash: string; row?: undefined };
+
+/** Where the chains, their checkpoints and the group's combined checkpoints are read from: the shared store, or an exported bundle. */
+export interface ChainSource {
+  /** How messages name it: "the store", "the bundle". */
+  readonly label: string;
+  gateways(): Promise<GatewayRow[]>;
+  /** Every chain the source holds rows or checkpoints of. */
+  chainIds(): Promise<Set<string>>;
+  combined(): Promise<StoredCombined[]>;
+  group(): Promise<string | undefined>;
+  checkpoints(gateway: string): Promise<StoredChainCheckpoint[]>;
+  /** Up to `limit` entries of the chain from seq `from` on, in seq order (a missing seq is simply absent). */
+  entries(gateway: string, from: number, limit: number): Promise<ChainEntry[]>;
+  /** The hash each source position holds, keyed `"<gateway> <seq>"` (absent: no such row). */
+  hashesAt(refs: readonly { gateway: string; seq: number }[]): Promise<Map<string, string>>;
+}
+
+/** The shared store's tables as a ChainSource. */
+export function storeSource(client: pg.ClientBase): ChainSource {
+  return {
+    label: 'the store',
+    gateways: () => listGateways(client),
+    chainIds: async () =>
+      new Set([
+        ...(await client.query<{ gateway: string }>('SELECT DISTINCT gateway FROM custody_events')).rows.map((r) => r.gateway),
+        ...(await client.query<{ gateway: string }>('SELECT DISTINCT gateway FROM custody_checkpoints')).rows.map((r) => r.gateway),
+      ]),
+    combined: () => readCombined(client),
+    group: () => groupId(client),
+    checkpoints: async (gateway) =>
+      (
+        await client.query<{ tree_size: string; time: string; root_hash: string; note: string }>('SELECT tree_size, time, root_hash, note FROM custody_checkpoints WHERE gateway = $1 ORDER BY tree_size, time', [gateway])
+      ).rows.map((r) => ({ treeSize: Number(r.tree_size), time: Number(r.time), rootHash: r.root_hash, note: r.note })),
+    entries: async (gateway, from, limit) =>
+      (await client.query<PgEventRow>(`SELECT ${PG_EVENT_COLUMNS} FROM custody_events WHERE gateway = $1 AND seq >= $2 ORDER BY seq LIMIT $3`, [gateway, from, limit])).rows.map((row) => ({ seq: Number(row.seq), hash: row.hash, row })),
+    hashesAt: async (refs) =>
+      new Map(
+        (
+          await client.query<{ gateway: string; seq: string; hash: string }>(
+            'SELECT e.gateway, e.seq, e.hash FROM custody_events e JOIN json_to_recordset($1::json) AS x(gateway text, seq bigint) ON e.gateway = x.gateway AND e.seq = x.seq',
+            [JSON.stringify(refs.map((r) => ({ gateway: r.gateway, seq: Number.isSafeInteger(r.seq) ? r.seq : 0 })))],
+          )
+        ).rows.map((r) => [`${r.gateway} ${r.seq}`, r.hash]),
+      ),
+  };
+}
+
 interface ChainState {
   report: ChainReport;
   /** gateway.approved events: the approved key's id, at seq. */
@@ -94,23 +161,28 @@ export function parsePinnedKeys(text: string): Set<string> {
 }
 
 export async function verifySharedStore(client: pg.ClientBase, opts: { store: string; pinned?: Set<string> }): Promise<SharedStoreReport> {
+  return verifyChains(storeSource(client), opts);
+}
+
+/**
+ * Every chain of a source, who signed them, their cross-references and the combined checkpoints:
+ * what `custody verify --store` and `custody verify BUNDLE` (a bundle exported in a group) report.
+ */
+export async function verifyChains(source: ChainSource, opts: { store: string; pinned?: Set<string> }): Promise<SharedStoreReport> {
   const started = Date.now();
   const failures: SharedStoreFailure[] = [];
   const fail = (f: SharedStoreFailure) => failures.push(f);
-  const gateways = await listGateways(client);
+  const gateways = await source.gateways();
   const byId = new Map(gateways.map((g) => [g.id, g]));
-  const chainIds = new Set([
-    ...(await client.query<{ gateway: string }>('SELECT DISTINCT gateway FROM custody_events')).rows.map((r) => r.gateway),
-    ...(await client.query<{ gateway: string }>('SELECT DISTINCT gateway FROM custody_checkpoints')).rows.map((r) => r.gateway),
-  ]);
-  for (const id of chainIds) if (!byId.has(id)) fail({ chain: id, problem: 'unknown-chain', message: `the store holds rows of chain ${id}, which has no gateway row (no key to check it with)` });
+  const chainIds = await source.chainIds();
+  for (const id of chainIds) if (!byId.has(id)) fail({ chain: id, problem: 'unknown-chain', message: `${source.label} holds rows of chain ${id}, which has no gateway row (no key to check it with)` });
 
-  const combined = await readCombined(client);
+  const combined = await source.combined();
   const wanted = wantedSizes(combined);
   const chains = new Map<string, ChainState>();
   for (const g of gateways) {
     if (!chainIds.has(g.id) && g.status === 'pending') continue;
-    const state = await verifyChain(client, g, fail, wanted.get(g.id));
+    const state = await verifyChain(source, g, fail, wanted.get(g.id));
     chains.set(g.id, state);
   }
 
@@ -153,15 +225,15 @@ export async function verifySharedStore(client: pg.ClientBase, opts: { store: st
     }
   }
 
-  await checkReferences(client, chains, fail);
+  await checkReferences(source, chains, fail);
   const facts = new Map([...chains].map(([id, c]) => [id, { trusted: !!c.report.trust, reached: c.reached, rootsAt: c.rootsAt }]));
-  const combinedReport = checkCombined(combined, { group: await groupId(client), gateways: byId, chains: facts, fail });
+  const combinedReport = checkCombined(combined, { group: await source.group(), gateways: byId, chains: facts, fail, where: source.label });
 
   const reports = [...chains.values()].map((c) => c.report);
   return { ok: failures.length === 0, store: opts.store, chains: reports, events: reports.reduce((n, r) => n + r.events, 0), pinned, combined: combinedReport, failures, durationMs: Date.now() - started };
 }
 
-async function verifyChain(client: pg.ClientBase, g: GatewayRow, fail: (f: SharedStoreFailure) => void, wanted?: ReadonlySet<number>): Promise<ChainState> {
+async function verifyChain(source: ChainSource, g: GatewayRow, fail: (f: SharedStoreFailure) => void, wanted?: ReadonlySet<number>): Promise<ChainState> {
   const report: ChainReport = { gateway: g.id, name: g.name, events: 0, checkpointsChecked: 0, signedThrough: 0 };
   const state: ChainState = { report, approvals: [], removals: [], refs: [], intact: true, reached: 0, rootsAt: new Map() };
   const problem = (f: Omit<SharedStoreFailure, 'chain'>) => {
@@ -174,9 +246,7 @@ async function verifyChain(client: pg.ClientBase, g: GatewayRow, fail: (f: Share
     return state;
   }
   const verifier = rowVerifier(g);
-  const checkpoints = (
-    await client.query<{ tree_size: string; time: string; root_hash: string; note: string }>('SELECT tree_size, time, root_hash, note FROM custody_checkpoints WHERE gateway = $1 ORDER BY tree_size, time', [g.id])
-  ).rows.map((r) => ({ treeSize: Number(r.tree_size), time: Number(r.time), rootHash: r.root_hash, note: r.note }));
+  const checkpoints = await source.checkpoints(g.id);
   // Signatures first: a checkpoint is evidence only when the chain's key signed what its row says.
   const signed: typeof checkpoints = [];
   for (const cp of checkpoints) {
@@ -197,41 +267,45 @@ async function verifyChain(client: pg.ClientBase, g: GatewayRow, fail: (f: Share
   let prev = GENESIS_HASH;
   let expect = 1;
   for (;;) {
-    const rows = (
-      await client.query<PgEventRow>(
-        `SELECT ${PG_EVENT_COLUMNS} FROM custody_events WHERE gateway = $1 AND seq >= $2 ORDER BY seq LIMIT $3`,
-        [g.id, expect, PAGE],
-      )
-    ).rows;
-    for (const r of rows) {
-      const seq = Number(r.seq);
+    const entries = await source.entries(g.id, expect, PAGE);
+    for (const entry of entries) {
+      const seq = entry.seq;
       if (seq !== expect) {
         problem({ problem: 'deleted', seq: expect, message: `rows ${expect}–${seq - 1} are missing from the middle of the chain` });
         return state;
       }
-      if (r.prev_hash !== prev) {
-        problem({ problem: 'reordered', seq, message: 'its previous hash is not the hash of the row before it' });
-        return state;
+      // Without its row (a filtered bundle) a seq is only its hash: the roots it gives are checked below, and the next row's link to it.
+      const r = entry.row;
+      if (r) {
+        if (r.prev_hash !== prev) {
+          problem({ problem: 'reordered', seq, message: 'its previous hash is not the hash of the row before it' });
+          return state;
+        }
+        if (!payloadIntact(r)) {
+          problem({ problem: 'modified', seq, message: `its payload (${r.kind}) no longer matches its payload hash` });
+          return state;
+        }
+        if (rowChainHash(prev, r) !== r.hash) {
+          problem({ problem: 'modified', seq, message: `its fields (${r.kind}) no longer match its hash` });
+          return state;
+        }
+        if (entry.hash !== r.hash) {
+          problem({ problem: 'modified', seq, message: `its hash (${r.kind}) is not the one ${source.label} lists for that seq of the chain` });
+          return state;
+        }
+        if (r.kind === 'gateway.approved' && r.payload) {
+          const p = JSON.parse(r.payload) as { id?: unknown; fingerprint?: unknown };
+          if (typeof p.id === 'string') state.approvals.push({ id: p.id, fingerprint: typeof p.fingerprint === 'string' ? p.fingerprint : '', seq });
+        }
+        if (r.kind === 'gateway.removed' && r.payload) {
+          const p = JSON.parse(r.payload) as { id?: unknown; reason?: unknown };
+          if (typeof p.id === 'string') state.removals.push({ id: p.id, seq, reason: typeof p.reason === 'string' ? p.reason : '' });
+        }
+        if (r.kind.startsWith('hold.') && r.payload?.includes('"refs"')) for (const ref of refsOf(r.payload)) state.refs.push({ seq, kind: r.kind, ref });
       }
-      if (!payloadIntact(r)) {
-        problem({ problem: 'modified', seq, message: `its payload (${r.kind}) no longer matches its payload hash` });
-        return state;
-      }
-      if (rowChainHash(prev, r) !== r.hash) {
-        problem({ problem: 'modified', seq, message: `its fields (${r.kind}) no longer match its hash` });
-        return state;
-      }
-      if (r.kind === 'gateway.approved' && r.payload) {
-        const p = JSON.parse(r.payload) as { id?: unknown; fingerprint?: unknown };
-        if (typeof p.id === 'string') state.approvals.push({ id: p.id, fingerprint: typeof p.fingerprint === 'string' ? p.fingerprint : '', seq });
-      }
-      if (r.kind === 'gateway.removed' && r.payload) {
-        const p = JSON.parse(r.payload) as { id?: unknown; reason?: unknown };
-        if (typeof p.id === 'string') state.removals.push({ id: p.id, seq, reason: typeof p.reason === 'string' ? p.reason : '' });
-      }
-      if (r.kind.startsWith('hold.') && r.payload?.includes('"refs"')) for (const ref of refsOf(r.payload)) state.refs.push({ seq, kind: r.kind, ref });
-      acc.pushEventHashHex(r.hash);
-      prev = r.hash;
+      const hash = entry.row ? entry.row.hash : entry.hash;
+      acc.pushEventHashHex(hash);
+      prev = hash;
       expect++;
       state.reached = acc.size;
       if (wanted?.has(acc.size)) state.rootsAt.set(acc.size, acc.root().toString('base64'));
@@ -246,7 +320,7 @@ async function verifyChain(client: pg.ClientBase, g: GatewayRow, fail: (f: Share
         report.signedThrough = Math.max(report.signedThrough, cp.treeSize);
       }
     }
-    if (rows.length < PAGE) break;
+    if (entries.length < PAGE) break;
   }
   report.events = expect - 1;
   const beyond = signed.filter((cp) => cp.treeSize > report.events);
@@ -270,22 +344,15 @@ function refsOf(payload: string): EventRef[] {
  * event (a vote cast on one gateway on another's hold cites its `hold.created`; a resolution cites
  * the votes that decided it) must find, at that chain and seq, a row with that hash.
  */
-async function checkReferences(client: pg.ClientBase, chains: Map<string, ChainState>, fail: (f: SharedStoreFailure) => void): Promise<void> {
+async function checkReferences(source: ChainSource, chains: Map<string, ChainState>, fail: (f: SharedStoreFailure) => void): Promise<void> {
   const all = [...chains].flatMap(([chain, c]) => c.refs.map((r) => ({ chain, ...r })));
   for (let i = 0; i < all.length; i += PAGE) {
     const page = all.slice(i, i + PAGE);
-    const found = new Map(
-      (
-        await client.query<{ gateway: string; seq: string; hash: string }>(
-          'SELECT e.gateway, e.seq, e.hash FROM custody_events e JOIN json_to_recordset($1::json) AS x(gateway text, seq bigint) ON e.gateway = x.gateway AND e.seq = x.seq',
-          [JSON.stringify(page.map((r) => ({ gateway: r.ref.gateway, seq: Number.isSafeInteger(r.ref.seq) ? r.ref.seq : 0 })))],
-        )
-      ).rows.map((r) => [`${r.gateway} ${r.seq}`, r.hash]),
-    );
+    const found = await source.hashesAt(page.map((r) => r.ref));
     for (const r of page) {
       const hash = found.get(`${r.ref.gateway} ${r.ref.seq}`);
       if (hash === r.ref.hash) continue;
-      const why = hash === undefined ? `the store has no row at seq ${r.ref.seq} of chain ${r.ref.gateway} (not shipped yet, or deleted)` : `the row at seq ${r.ref.seq} of chain ${r.ref.gateway} has another hash`;
+      const why = hash === undefined ? `${source.label} has no row at seq ${r.ref.seq} of chain ${r.ref.gateway} (not shipped yet, or deleted)` : `the row at seq ${r.ref.seq} of chain ${r.ref.gateway} has another hash`;
       fail({ chain: r.chain, seq: r.seq, problem: 'bad-reference', message: `chain ${r.chain} at seq ${r.seq}: its ${r.kind} cites an event of another chain that does not resolve: ${why}` });
     }
   }
