@@ -207,9 +207,17 @@ export async function verifyChains(source: ChainSource, opts: { store: string; p
   }
   for (const [id, c] of chains) {
     if (c.report.trust) continue;
-    const pendingApproval = [...chains.entries()].flatMap(([approver, s]) => s.approvals.filter((a) => a.id === id).map((a) => ({ approver, seq: a.seq, signedThrough: s.report.signedThrough, trusted: !!s.report.trust })));
+    const pendingApproval = [...chains.entries()].flatMap(([approver, s]) => s.approvals.filter((a) => a.id === id).map((a) => ({ approver, seq: a.seq, signedThrough: s.report.signedThrough, trusted: !!s.report.trust, intact: s.intact })));
     const why = pendingApproval.length
-      ? pendingApproval.map((p) => (!p.trusted ? `approved at seq ${p.seq} of ${p.approver}, a chain that is not trusted itself` : `approved at seq ${p.seq} of ${p.approver}, which no signed checkpoint of that chain covers yet (signed through ${p.signedThrough})`)).join('; ')
+      ? pendingApproval
+          .map((p) =>
+            !p.trusted
+              ? `approved at seq ${p.seq} of ${p.approver}, a chain that is not trusted itself`
+              : !p.intact
+                ? `approved at seq ${p.seq} of ${p.approver}, a chain that fails verification`
+                : `approved at seq ${p.seq} of ${p.approver}, which no signed checkpoint of that chain covers yet (signed through ${p.signedThrough})`,
+          )
+          .join('; ')
       : pinned
         ? 'its key is not pinned and no trusted gateway approved it'
         : 'it is not the first enrolled gateway and no trusted gateway approved it';

@@ -1,0 +1,483 @@
+/**
+ * Evidence bundles exported in a group (docs/SCALE-OUT.md, "The log's shape"; docs/AUDIT.md,
+ * "Evidence export"): three `custody serve` processes, A, B and C, on one real PostgreSQL store,
+ * with traffic through each and a request held on A and approved on B (so B's vote cites A's
+ * `hold.created` and A's resolution cites B's vote).
+ *
+ * - A bundle exported from B over REST (what the console's export does) carries every chain as the
+ *   store holds it, each chain's checkpoints, the combined checkpoints and the gateway rows, and
+ *   `custody verify BUNDLE --keys` passes, as `custody verify --store` does on the store.
+ * - Tampered with, it fails naming the chain, the seq and the check, even when B (whose key signs
+ *   the bundle's manifest) signs the tampered manifest again: an event of A's chain edited, the
+ *   tail of C's chain deleted, C's chain dropped, a combined checkpoint's signature replaced, a
+ *   chain signed by a key nobody approved added.
+ * - `custody export` (the CLI, on C's config, C stopped) cuts a filtered one that verifies too.
+ * - A tail deleted in the store is reported by `verify --store` and by a bundle exported after it,
+ *   with the same problem, chain and seq.
+ * - A bundle from before group bundles existed (test/fixtures/bundles, exported by the code of
+ *   commit eb015f6) still verifies, and a gateway without a store still exports that format.
+ */
+import assert from 'node:assert/strict';
+import { generateKeyPairSync } from 'node:crypto';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import type pg from 'pg';
+import type { HealthResponse } from '../../shared/api';
+import { Config } from '../../shared/config';
+import type { HoldView } from '../../shared/holds';
+import { BUNDLE_FILES, type BundleManifest, GROUP_BUNDLE_FILES, manifestNoteText } from '../../proxy/audit/bundle-format';
+import { canonicalEventBody, chainHashOfText, GENESIS_HASH, sha256hex } from '../../proxy/audit/chain';
+import { openAuditTrail } from '../../proxy/audit/checkpoints';
+import { keyFingerprint } from '../../proxy/audit/checkpoint-signer';
+import { eventLeafHash, HASH_SIZE } from '../../proxy/audit/merkle';
+import { enrolmentRequestText } from '../../proxy/audit/shared-store/enrolment';
+import { parseCombinedText } from '../../proxy/audit/shared-store/combined-checkpoint';
+import { assembleNote, ed25519RawPublicKey, formatCheckpointText, loadEd25519PrivateKey, parseNote, signNote } from '../../proxy/audit/signed-note';
+import { AuditStore } from '../../proxy/audit/store';
+import { readTar, writeTarGz } from '../../proxy/audit/tar';
+import { type CustodyServe, custodyAsync as custody, startServe, writeConfig } from '../support/custody-process';
+import { type EchoUpstream, startEchoUpstream } from '../support/echo-upstream';
+import { createTestDatabase, type TestDatabase } from '../support/pg-database';
+import { storedChain } from '../support/shared-store-chains';
+import { tempDir } from '../support/tmp';
+import { until } from '../support/until';
+
+const root = tempDir('custody-scale-bundles-');
+let echo: EchoUpstream;
+let db: TestDatabase;
+let sql: pg.Client;
+const serving: CustodyServe[] = [];
+
+interface Member {
+  name: string;
+  dir: string;
+  file: string;
+  gw?: CustodyServe;
+  id?: string;
+}
+const members: Member[] = [];
+const keys: { admin?: string; requester?: string; carol?: string } = {};
+let keysFile = '';
+
+async function cli(m: Member, ...args: string[]): Promise<string> {
+  const r = await custody(...args, '--config', m.file);
+  assert.equal(r.status, 0, `custody ${args.join(' ')}: ${r.stderr}`);
+  return r.stdout.trim();
+}
+
+function setUp(name: string): Member {
+  const dir = join(root, name);
+  mkdirSync(dir);
+  const file = writeConfig(dir, {
+    dataDir: dir,
+    listen: { control: '127.0.0.1:0', http: '127.0.0.1:0' },
+    connections: [{ name: 'echo', kind: 'http', upstream: echo.url }],
+    policies: [{ name: 'sign-off', match: { paths: ['/held/*'] }, action: 'hold', hold: { approvers: ['ops'], min: 1, timeout: '2m' } }],
+    store: { url: db.url },
+    audit: { groupCheckpointInterval: '1s' },
+  });
+  const m: Member = { name, dir, file };
+  members.push(m);
+  return m;
+}
+
+const send = (m: Member, path: string) => fetch(`http://${m.gw!.http}/echo/${path}`, { headers: { authorization: `Bearer ${keys.requester}` } });
+
+async function api<T>(m: Member, key: string, path: string, body?: unknown): Promise<{ status: number; body: T }> {
+  const res = await fetch(`http://${m.gw!.control}${path}`, {
+    method: body === undefined ? 'GET' : 'POST',
+    headers: { authorization: `Bearer ${key}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+  });
+  const text = await res.text();
+  return { status: res.status, body: (text ? JSON.parse(text) : undefined) as T };
+}
+
+/** Waits until every chain is shipped and the newest combined checkpoint commits to all of it. */
+async function settled(running: Member[]): Promise<void> {
+  for (const m of running) await until(`${m.name} shipped`, async () => (await api<HealthResponse>(m, keys.admin!, '/api/health')).body.sharedStore?.lagEvents === 0, 15_000);
+  const shipped = new Map((await sql.query<{ id: string; shipped_seq: string }>('SELECT id, shipped_seq FROM custody_gateways')).rows.map((r) => [r.id, Number(r.shipped_seq)]));
+  await until(
+    'a combined checkpoint over every shipped row',
+    async () => {
+      const note = (await sql.query<{ note: string }>('SELECT note FROM custody_combined_checkpoints ORDER BY interval_start DESC LIMIT 1')).rows[0]?.note;
+      if (!note) return false;
+      const heads = parseCombinedText(parseNote(note).text).heads;
+      return [...shipped].every(([id, seq]) => (heads.find((h) => h.gateway === id)?.size ?? 0) >= seq);
+    },
+    15_000,
+  );
+}
+
+/** An export over REST (the console's), downloaded to `out`. */
+async function exportVia(m: Member, out: string, filter: Record<string, unknown> = {}): Promise<void> {
+  const started = await api<{ id: string }>(m, keys.admin!, '/api/exports', filter);
+  assert.equal(started.status, 202, JSON.stringify(started.body));
+  const job = await until(
+    'the export done',
+    async () => {
+      const j = (await api<{ state: string; error?: string }>(m, keys.admin!, `/api/exports/${started.body.id}`)).body;
+      if (j.state === 'failed') throw new Error(`the export failed: ${j.error}`);
+      return j.state === 'done' ? j : undefined;
+    },
+    60_000,
+  );
+  assert.ok(job);
+  const res = await fetch(`http://${m.gw!.control}/api/exports/${started.body.id}/download`, { headers: { authorization: `Bearer ${keys.admin}` } });
+  assert.equal(res.status, 200);
+  writeFileSync(out, Buffer.from(await res.arrayBuffer()));
+}
+
+const verify = (...args: string[]) => custody('verify', ...args);
+const failures = (stderr: string) => stderr.split('\n').filter((l) => l.startsWith('custody verify: FAILED'));
+
+/** The bundle's files, changed by `change`, written as a new bundle; the manifest signed again with B's key when `resign`. */
+async function tampered(src: string, name: string, change: (files: Map<string, Buffer>, manifest: BundleManifest) => void, resign = true): Promise<string> {
+  const files = readTar(readFileSync(src));
+  const manifest = JSON.parse(files.get('manifest.json')!.toString('utf8')) as BundleManifest;
+  change(files, manifest);
+  if (resign) {
+    const b = members.find((m) => m.name === 'b')!;
+    for (const file of Object.keys(manifest.files)) {
+      const data = files.get(file);
+      if (data) manifest.files[file] = { sha256: sha256hex(data), bytes: data.length };
+    }
+    const text = `${JSON.stringify(manifest, null, 2)}\n`;
+    files.set('manifest.json', Buffer.from(text));
+    const bKey = loadEd25519PrivateKey(readFileSync(join(b.dir, 'checkpoint-signing.key')));
+    files.set('manifest.note', Buffer.from(signNote(manifestNoteText(sha256hex(text)), manifest.origin, bKey)));
+  }
+  const out = join(root, name);
+  await writeTarGz(out, [...files].map(([file, data]) => ({ name: file, data, size: data.length })));
+  return out;
+}
+
+/** The lines of group-events.jsonl, parsed. */
+function groupEvents(files: Map<string, Buffer>): (Record<string, unknown> & { gateway: string; seq: number; kind: string; payload: Record<string, unknown> })[] {
+  return files
+    .get('group-events.jsonl')!
+    .toString('utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as Record<string, unknown> & { gateway: string; seq: number; kind: string; payload: Record<string, unknown> });
+}
+const setEvents = (files: Map<string, Buffer>, events: unknown[]) => files.set('group-events.jsonl', Buffer.from(events.map((e) => `${JSON.stringify(e)}\n`).join('')));
+
+/** Each chain's hashes in group-hashes.bin, by gateway. */
+function groupHashes(files: Map<string, Buffer>, manifest: BundleManifest): Map<string, string[]> {
+  const all = files.get('group-hashes.bin')!;
+  const out = new Map<string, string[]>();
+  let at = 0;
+  for (const c of manifest.group!.chains) {
+    const list: string[] = [];
+    for (let i = 0; i < c.size; i++, at += HASH_SIZE) list.push(all.toString('hex', at, at + HASH_SIZE));
+    out.set(c.gateway, list);
+  }
+  return out;
+}
+const setHashes = (files: Map<string, Buffer>, manifest: BundleManifest, hashes: Map<string, string[]>) => files.set('group-hashes.bin', Buffer.concat(manifest.group!.chains.map((c) => Buffer.from(hashes.get(c.gateway)!.join(''), 'hex'))));
+
+let a: Member;
+let b: Member;
+let c: Member;
+let bundle = '';
+let heldId = '';
+
+before(async () => {
+  echo = await startEchoUpstream();
+  db = await createTestDatabase('custody_test_scale_bundles');
+  sql = await db.client();
+  [a, b, c] = [setUp('a'), setUp('b'), setUp('c')];
+  // Made on A before it starts: persons and keys are the group's, so they reach B and C.
+  await cli(a, 'persons', 'create', 'Carol', '--id', 'person_carol');
+  keys.carol = await cli(a, 'keys', 'create', '--name', 'carol', '--owner', 'person_carol', '--groups', 'ops');
+  keys.requester = await cli(a, 'keys', 'create', '--name', 'requester', '--groups', 'dev');
+  keys.admin = await cli(a, 'keys', 'create', '--name', 'auditor', '--groups', 'admin');
+  a.gw = await startServe(a.file);
+  serving.push(a.gw);
+  a.id = await until('A enrolled', async () => (await sql.query<{ id: string }>("SELECT id FROM custody_gateways WHERE status = 'enrolled'").catch(() => undefined))?.rows[0]?.id);
+  for (const m of [b, c]) {
+    m.gw = await startServe(m.file);
+    serving.push(m.gw);
+    m.id = await until(`${m.name} pending`, async () => (await sql.query<{ id: string }>("SELECT id FROM custody_gateways WHERE status = 'pending'")).rows[0]?.id);
+    await cli(a, 'gateways', 'approve', m.id);
+    await until(`${m.name} serving`, async () => (await send(m, 'joined')).status === 200, 15_000);
+  }
+  keysFile = join(root, 'pinned-keys.txt');
+  writeFileSync(keysFile, `# the group's first gateway\n${a.id}\n`);
+});
+
+after(async () => {
+  for (const gw of serving.splice(0)) await gw.kill();
+  await echo?.close();
+  await db?.drop();
+});
+
+describe('evidence bundles exported in a group', () => {
+  it('carry every chain, the combined checkpoints and the gateway rows, and verify as the store does', async () => {
+    for (const m of [a, b, c]) for (let i = 0; i < 3; i++) assert.equal((await send(m, `plain/${m.name}-${i}`)).status, 200);
+    // Held on A, approved on B.
+    const held = send(a, 'held/transfer');
+    held.catch(() => {});
+    const hold = await until('the hold on B', async () => (await api<{ holds: HoldView[] }>(b, keys.carol!, '/api/holds?state=pending')).body.holds.find((h) => h.summary.includes('held/transfer')), 10_000);
+    heldId = hold.id;
+    const decided = await api<HoldView>(b, keys.carol!, `/api/holds/${hold.id}/decision`, { decision: 'approve', reason: 'ticket 7' });
+    assert.equal(decided.status, 200, JSON.stringify(decided.body));
+    assert.equal((await held).status, 200, 'the held request was released on A');
+    await settled([a, b, c]);
+
+    bundle = join(root, 'from-b.tar.gz');
+    await exportVia(b, bundle);
+    const files = readTar(readFileSync(bundle));
+    const manifest = JSON.parse(files.get('manifest.json')!.toString('utf8')) as BundleManifest;
+    for (const name of [...BUNDLE_FILES, ...GROUP_BUNDLE_FILES]) assert.ok(files.has(name), `the bundle has ${name}`);
+    const group = manifest.group!;
+    assert.equal(group.full, true);
+    assert.deepEqual(group.chains.map((x) => x.gateway).sort(), [a.id, b.id, c.id].sort(), 'every chain of the store');
+
+    // Each chain as the store holds it: its hashes 1..size and, unfiltered, every row.
+    const hashes = groupHashes(files, manifest);
+    const events = groupEvents(files);
+    for (const m of [a, b, c]) {
+      const entry = group.chains.find((x) => x.gateway === m.id)!;
+      const stored = await storedChain(sql, m.id!);
+      assert.ok(entry.size > 0 && entry.size <= stored.length, `${m.name}: cut at ${entry.size} of ${stored.length} shipped rows`);
+      assert.deepEqual(hashes.get(m.id!), stored.slice(0, entry.size).map((r) => r.hash), `${m.name}: the hashes are the store's`);
+      assert.deepEqual(
+        events.filter((e) => e.gateway === m.id).map((e) => [e.seq, e.hash]),
+        stored.slice(0, entry.size).map((r) => [r.seq, r.hash]),
+        `${m.name}: every row, as the store holds it`,
+      );
+    }
+    // The cross-references are there to check: B's vote cites A's hold.created, A's resolution cites B's vote.
+    const created = events.find((e) => e.gateway === a.id && e.kind === 'hold.created' && e.payload['id'] === heldId)!;
+    const vote = events.find((e) => e.gateway === b.id && e.kind === 'hold.vote' && e.payload['id'] === heldId)!;
+    const resolved = events.find((e) => e.gateway === a.id && e.kind === 'hold.resolved' && e.payload['id'] === heldId)!;
+    assert.deepEqual(vote.payload['refs'], [{ gateway: a.id, seq: created.seq, hash: created['hash'] }]);
+    assert.deepEqual(resolved.payload['refs'], [{ gateway: b.id, seq: vote.seq, hash: vote['hash'] }]);
+    assert.ok(events.some((e) => e.gateway === a.id && e.kind === 'gateway.approved' && e.payload['id'] === b.id), "A's approval of B");
+    const gateways = JSON.parse(files.get('group-gateways.json')!.toString('utf8')) as { id: string; request: string }[];
+    assert.deepEqual(gateways.map((g) => g.id).sort(), [a.id, b.id, c.id].sort());
+    const combined = files.get('group-combined.jsonl')!.toString('utf8').split('\n').filter(Boolean);
+    const storedCombined = Number((await sql.query<{ n: string }>('SELECT count(*) AS n FROM custody_combined_checkpoints')).rows[0]!.n);
+    assert.equal(group.combined, combined.length);
+    assert.ok(combined.length > 0 && combined.length <= storedCombined, `${combined.length} of the store's ${storedCombined} combined checkpoints`);
+
+    const r = await verify(bundle, '--keys', keysFile);
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /^OK: bundle .* is intact/m, "B's own chain, as before");
+    assert.match(r.stdout, /^OK: the group's chains in .* are intact: 3 chains, [\d,]+ events/m);
+    assert.match(r.stdout, new RegExp(`^  ${escape(a.id!)} .*pinned key$`, 'm'));
+    assert.match(r.stdout, new RegExp(`^  ${escape(b.id!)} .*approved at seq \\d+ of ${escape(a.id!)}$`, 'm'));
+    assert.match(r.stdout, /^combined checkpoints: [\d,]+ verified with [\d,]+ cosignatures; .* cosigned by 2$/m);
+    // The same store, verified where it is.
+    const store = await verify('--store', db.url, '--keys', keysFile);
+    assert.equal(store.status, 0, store.stderr);
+    // Without --keys the first enrolled gateway is trusted on first use, and the output says so.
+    const tofu = await verify(bundle);
+    assert.equal(tofu.status, 0, tofu.stderr);
+    assert.match(tofu.stdout, /note: no --keys given: the first enrolled gateway was trusted on first use/);
+  });
+
+  it('fails naming the chain, the seq and the check when any chain is tampered with, even under a manifest signed again', async () => {
+    assert.ok(bundle, 'the bundle of the test before');
+    const base = readTar(readFileSync(bundle));
+    const manifest = JSON.parse(base.get('manifest.json')!.toString('utf8')) as BundleManifest;
+    const created = groupEvents(base).find((e) => e.gateway === a.id && e.kind === 'hold.created' && e.payload['id'] === heldId)!;
+
+    // An event of A's chain edited. Without a new manifest signature the manifest names the file too.
+    const edit = (files: Map<string, Buffer>) =>
+      setEvents(
+        files,
+        groupEvents(files).map((e) => (e.gateway !== a.id || e.seq !== created.seq ? e : { ...e, payload: { ...e.payload, summary: 'GET /echo/held/nothing-to-see' } })),
+      );
+    const edited = await verify(await tampered(bundle, 'edited.tar.gz', edit, false), '--keys', keysFile);
+    assert.equal(edited.status, 1);
+    assert.ok(failures(edited.stderr).includes(`custody verify: FAILED: modified — chain ${a.id} at seq ${created.seq}: its payload (hold.created) no longer matches its payload hash`), edited.stderr);
+    assert.match(edited.stderr, /bundle-modified — group-events\.jsonl was changed after export/);
+    // Signed again by B, only the chain checks can tell, and they do: first the row, then what no longer
+    // holds once A's chain fails (its approvals of B and C, their signatures, and A's tail), as verify --store says.
+    const editedSigned = await verify(await tampered(bundle, 'edited-signed.tar.gz', edit), '--keys', keysFile);
+    assert.equal(editedSigned.status, 1);
+    const found = failures(editedSigned.stderr);
+    assert.equal(found[0], `custody verify: FAILED: modified — chain ${a.id} at seq ${created.seq}: its payload (hold.created) no longer matches its payload hash`, editedSigned.stderr);
+    assert.ok(!found.some((l) => /bundle-modified/.test(l)), 'the manifest checks out');
+    const approvedAt = (id: string) => groupEvents(base).find((e) => e.gateway === a.id && e.kind === 'gateway.approved' && e.payload['id'] === id)!.seq;
+    for (const m of [b, c]) assert.ok(found.includes(`custody verify: FAILED: unapproved-signer — chain ${m.id} (${hostname()}) is signed by a key the verifier does not trust: approved at seq ${approvedAt(m.id!)} of ${a.id}, a chain that fails verification`), editedSigned.stderr);
+
+    // The tail of C's chain deleted: its last three rows and their hashes, and the manifest's count.
+    const cSize = manifest.group!.chains.find((x) => x.gateway === c.id)!.size;
+    const cut = await verify(
+      await tampered(bundle, 'c-tail.tar.gz', (files, m) => {
+        setEvents(files, groupEvents(files).filter((e) => e.gateway !== c.id || e.seq <= cSize - 3));
+        const h = groupHashes(files, m);
+        h.set(c.id!, h.get(c.id!)!.slice(0, cSize - 3));
+        const entry = m.group!.chains.find((x) => x.gateway === c.id)!;
+        entry.size -= 3;
+        entry.events -= 3;
+        setHashes(files, m, h);
+      }),
+      '--keys',
+      keysFile,
+    );
+    assert.equal(cut.status, 1);
+    assert.ok(failures(cut.stderr).length > 0);
+    for (const line of failures(cut.stderr)) assert.match(line, new RegExp(`^custody verify: FAILED: truncated — chain ${escape(c.id!)} at seq ${cSize - 2}: .*(deleted from the tail|were deleted)`), cut.stderr);
+
+    // C's chain dropped: its gateway row, rows, hashes, checkpoints and manifest entry.
+    const dropped = await verify(
+      await tampered(bundle, 'c-dropped.tar.gz', (files, m) => {
+        const h = groupHashes(files, m);
+        m.group!.chains = m.group!.chains.filter((x) => x.gateway !== c.id);
+        setHashes(files, m, h);
+        setEvents(files, groupEvents(files).filter((e) => e.gateway !== c.id));
+        const rows = JSON.parse(files.get('group-gateways.json')!.toString('utf8')) as { id: string }[];
+        files.set('group-gateways.json', Buffer.from(JSON.stringify(rows.filter((g) => g.id !== c.id))));
+        const cps = files.get('group-checkpoints.jsonl')!.toString('utf8').split('\n').filter((l) => l && (JSON.parse(l) as { gateway: string }).gateway !== c.id);
+        files.set('group-checkpoints.jsonl', Buffer.from(cps.map((l) => `${l}\n`).join('')));
+      }),
+      '--keys',
+      keysFile,
+    );
+    assert.equal(dropped.status, 1);
+    // The combined checkpoints that list C (or that C made) still name it.
+    const unknown = failures(dropped.stderr).filter((l) => l.includes('unknown-chain'));
+    assert.ok(unknown.length > 0, dropped.stderr);
+    for (const l of unknown) assert.match(l, new RegExp(`the combined checkpoint of \\S+ \\(made by (\\S+, cosigned by \\d\\) lists chain ${escape(c.id!)}, which the bundle has no gateway row for|${escape(c.id!)}\\): its maker has no gateway row)`));
+
+    // The newest combined checkpoint's signature replaced by another key's over the same text.
+    let maker = '';
+    const forgedSig = await verify(
+      await tampered(bundle, 'combined-sig.tar.gz', (files) => {
+        const lines = files.get('group-combined.jsonl')!.toString('utf8').split('\n').filter(Boolean);
+        const newest = JSON.parse(lines[lines.length - 1]!) as { maker: string; note: string };
+        maker = newest.maker;
+        const parsed = parseNote(newest.note);
+        const other = generateKeyPairSync('ed25519').privateKey;
+        const sig = parseNote(signNote(parsed.text, parsed.signatures[0]!.name, other)).signatures[0]!.signature;
+        newest.note = assembleNote(parsed.text, parsed.signatures[0]!.name, parsed.signatures[0]!.keyId, sig);
+        lines[lines.length - 1] = JSON.stringify(newest);
+        files.set('group-combined.jsonl', Buffer.from(lines.map((l) => `${l}\n`).join('')));
+      }),
+      '--keys',
+      keysFile,
+    );
+    assert.equal(forgedSig.status, 1);
+    assert.deepEqual(
+      failures(forgedSig.stderr).map((l) => l.replace(/of \S+ \(made by/, 'of T (made by')),
+      [`custody verify: FAILED: signature-invalid — the combined checkpoint of T (made by ${maker}): it is not signed by its maker's key (bad-signature)`],
+      forgedSig.stderr,
+    );
+
+    // A chain signed by a key no trusted gateway approved, with a gateway row and enrolment request of its own.
+    const { privateKey } = generateKeyPairSync('ed25519');
+    const raw = ed25519RawPublicKey(privateKey);
+    const mallory = keyFingerprint(raw);
+    const forged = await verify(
+      await tampered(bundle, 'forged-signer.tar.gz', (files, m) => {
+        const payloadText = '{"note":"forged"}';
+        const payloadHash = sha256hex(`{"payload":${payloadText},"spans":[]}`);
+        const time = Date.now();
+        const hash = chainHashOfText(GENESIS_HASH, canonicalEventBody({ seq: 1, time, kind: 'gateway.start' as never, session: null, actor: 'system', connection: null, payloadHash }));
+        setEvents(files, [...groupEvents(files), { gateway: mallory, seq: 1, time, kind: 'gateway.start', session: null, actor: 'system', connection: null, payload: { note: 'forged' }, spans: [], payloadHash, prevHash: GENESIS_HASH, hash }]);
+        const h = groupHashes(files, m);
+        h.set(mallory, [hash]);
+        m.group!.chains.push({ gateway: mallory, name: 'mallory', size: 1, events: 1 });
+        setHashes(files, m, h);
+        const rows = JSON.parse(files.get('group-gateways.json')!.toString('utf8')) as unknown[];
+        rows.push({ id: mallory, publicKey: raw.toString('base64'), keyName: 'mallory', name: 'mallory', status: 'approved', request: signNote(enrolmentRequestText(mallory, 'mallory', time), 'mallory', privateKey), requestedAt: time, approvedBy: a.id, approvalSeq: 1, removedBy: null, removalSeq: null, shippedSeq: 1, lastSeen: time });
+        files.set('group-gateways.json', Buffer.from(JSON.stringify(rows)));
+        const root1 = eventLeafHash(Buffer.from(hash, 'hex'));
+        const note = signNote(formatCheckpointText({ origin: 'mallory', treeSize: 1, rootHash: root1, time }), 'mallory', privateKey);
+        files.set('group-checkpoints.jsonl', Buffer.concat([files.get('group-checkpoints.jsonl')!, Buffer.from(`${JSON.stringify({ gateway: mallory, treeSize: 1, time, rootHash: root1.toString('hex'), note })}\n`)]));
+      }),
+      '--keys',
+      keysFile,
+    );
+    assert.equal(forged.status, 1);
+    assert.deepEqual(failures(forged.stderr), [`custody verify: FAILED: unapproved-signer — chain ${mallory} (mallory) is signed by a key the verifier does not trust: its key is not pinned and no trusted gateway approved it`], forged.stderr);
+  });
+
+  it('custody export on a stopped gateway cuts a filtered bundle of the group that verifies', async () => {
+    const since = Date.now();
+    for (const m of [a, b, c]) assert.equal((await send(m, `plain/late-${m.name}`)).status, 200);
+    await settled([a, b, c]);
+    assert.equal(await c.gw!.stop(), 0);
+    serving.splice(serving.indexOf(c.gw!), 1);
+    const out = join(root, 'from-c.tar.gz');
+    const r = await custody('export', '--config', c.file, '--out', out, '--from', String(since));
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /the group: 3 chains \(.*\), [\d,]+ of their events, [\d,]+ combined checkpoints?/);
+    const files = readTar(readFileSync(out));
+    const manifest = JSON.parse(files.get('manifest.json')!.toString('utf8')) as BundleManifest;
+    assert.equal(manifest.group!.full, false);
+    const events = groupEvents(files);
+    for (const m of [a, b]) assert.ok(events.some((e) => e.gateway === m.id && e.kind === 'http.request' && JSON.stringify(e.payload).includes(`late-${m.name}`)), `${m.name}'s request in the window`);
+    assert.ok(!events.some((e) => e.kind === 'hold.created'), 'the hold, before the window, is carried by its hash only');
+    assert.ok(events.some((e) => e.gateway === a.id && e.kind === 'gateway.approved'), 'the approvals, outside the window, are carried: they say who may sign');
+    for (const x of manifest.group!.chains) assert.ok(x.events < x.size, `${x.name}: ${x.events} of ${x.size} rows`);
+    const v = await verify(out, '--keys', keysFile);
+    assert.equal(v.status, 0, v.stderr);
+    assert.match(v.stdout, /^OK: bundle .* \(filtered export\)/m);
+    assert.match(v.stdout, /^OK: the group's chains in .* are intact: 3 chains/m);
+  });
+
+  it('a tail deleted in the store: verify --store and a bundle exported after it say the same', async () => {
+    await settled([a, b]);
+    // The last two rows of C's chain that the newest combined checkpoint committed to, and any after them.
+    const newest = (await sql.query<{ note: string }>('SELECT note FROM custody_combined_checkpoints ORDER BY interval_start DESC LIMIT 1')).rows[0]!.note;
+    const size = parseCombinedText(parseNote(newest).text).heads.find((h) => h.gateway === c.id)!.size;
+    await sql.query('DELETE FROM custody_events WHERE gateway = $1 AND seq > $2', [c.id, size - 2]);
+    const store = await verify('--store', db.url, '--keys', keysFile);
+    assert.equal(store.status, 1);
+    const out = join(root, 'after-delete.tar.gz');
+    await exportVia(b, out);
+    const fromBundle = await verify(out, '--keys', keysFile);
+    assert.equal(fromBundle.status, 1);
+    const findings = (stderr: string) => failures(stderr).map((l) => l.replace(/the (store|bundle)('s)? /g, 'the $2 '));
+    assert.ok(findings(store.stderr).some((l) => l.includes(`truncated — chain ${c.id} at seq ${size - 1}`)), store.stderr);
+    assert.deepEqual(findings(fromBundle.stderr), findings(store.stderr));
+  });
+
+  it('a bundle from before group bundles, and one from a gateway without a store, verify as they always did', async () => {
+    const fixture = 'test/fixtures/bundles/single-gateway-before-groups.tar.gz';
+    const old = await verify(fixture, '--key', 'SHA256:YugZaucW5pAcUHru4sKLYI/tuNJQq3RI834H5M0qE/E');
+    assert.equal(old.status, 0, old.stderr);
+    assert.match(old.stdout, /^OK: bundle .* is intact: 10 events/m);
+    assert.doesNotMatch(old.stdout, /group's chains/);
+    const withKeys = await verify(fixture, '--keys', keysFile);
+    assert.equal(withKeys.status, 1);
+    assert.match(withKeys.stderr, /was not exported in a group \(it carries one chain\): --keys does not apply; pin its key with --key/);
+    // Tampered, it still fails at the seq, as before.
+    const files = readTar(readFileSync(fixture));
+    const lines = files.get('events.jsonl')!.toString('utf8').split('\n');
+    lines[2] = lines[2]!.replace('card', 'cart');
+    files.set('events.jsonl', Buffer.from(lines.join('\n')));
+    const bad = join(root, 'old-tampered.tar.gz');
+    await writeTarGz(bad, [...files].map(([name, data]) => ({ name, data, size: data.length })));
+    const badR = await verify(bad);
+    assert.equal(badR.status, 1);
+    assert.match(badR.stderr, /FAILED at seq 3: modified/);
+
+    // A gateway without a store exports the same format: no group files, no group part.
+    const dir = join(root, 'solo');
+    mkdirSync(dir);
+    const store = AuditStore.open(dir);
+    const trail = openAuditTrail(store, dir, Config.parse({ audit: { origin: 'custody.test/solo' } }));
+    store.append({ kind: 'auth.login', actor: 'oidc#alice', payload: { method: 'oidc', actorName: 'alice@example.com', source: '127.0.0.1' } });
+    await trail.checkpoints.write();
+    store.close();
+    const out = join(root, 'solo.tar.gz');
+    assert.equal((await custody('export', '--data-dir', dir, '--out', out)).status, 0);
+    const solo = readTar(readFileSync(out));
+    assert.deepEqual([...solo.keys()].sort(), [...BUNDLE_FILES].sort());
+    assert.equal((JSON.parse(solo.get('manifest.json')!.toString('utf8')) as BundleManifest).group, undefined);
+    assert.equal((await verify(out)).status, 0);
+  });
+});
+
+function escape(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
+}
