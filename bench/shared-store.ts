@@ -14,15 +14,23 @@
  * seen (events journaled locally but not yet in the store). Then `custody verify --store`'s check
  * (verify/shared-store.ts) of the last round's store, against `custody verify`'s check of the same
  * chain in that round's SQLite store (kept for it) and a bare scan of the PostgreSQL rows (read page
- * by page the same way, nothing checked).
+ * by page the same way, nothing checked). Last, the group part of an evidence bundle cut from that
+ * store (shared-store/group-export.ts, the chain under a checkpoint signed for it) and the same
+ * checks run on the bundle's files (verify/group-bundle.ts): time and size.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import pg from 'pg';
+import { GROUP_BUNDLE_FILES } from '../proxy/audit/bundle-format';
+import { openAuditTrail } from '../proxy/audit/checkpoints';
 import { CheckpointSigner } from '../proxy/audit/checkpoint-signer';
+import { writeGroupChains } from '../proxy/audit/shared-store/group-export';
+import { groupBundleSource } from '../proxy/audit/verify/group-bundle';
+import { verifyChains } from '../proxy/audit/verify/shared-store';
+import { Config } from '../shared/config';
 import { PG_EVENT_COLUMNS } from '../proxy/audit/shared-store/schema';
 import { SharedStoreMember } from '../proxy/audit/shared-store/shipper';
 import { verifySharedStore } from '../proxy/audit/verify/shared-store';
@@ -97,6 +105,8 @@ async function withShipping(url: string, keep = false): Promise<{ eps: number; s
     const sample = () => (maxLag = Math.max(maxLag, member.health().lagEvents));
     const t0 = performance.now();
     const ms = await appendAll(store, sample);
+    // The kept round's chain gets a signed checkpoint over all of it, shipped with it (a bundle is cut where one commits).
+    if (keep) await openAuditTrail(store, dir, Config.parse({ audit: { origin: 'custody/bench' } })).checkpoints.write();
     const target = store.head().size;
     for (;;) {
       const h = member.health();
@@ -106,6 +116,15 @@ async function withShipping(url: string, keep = false): Promise<{ eps: number; s
       await sleep(2);
     }
     const shipMs = performance.now() - t0;
+    if (keep) {
+      const c = new pg.Client({ connectionString: url });
+      await c.connect();
+      try {
+        while (Number((await c.query<{ n: string | null }>('SELECT max(tree_size) AS n FROM custody_checkpoints')).rows[0]?.n ?? 0) < target - 1) await sleep(20);
+      } finally {
+        await c.end();
+      }
+    }
     return { eps: (BATCHES * 2) / (ms / 1000), shipEps: (target - before) / (shipMs / 1000), maxLag, dir };
   } finally {
     await member.stop();
@@ -170,6 +189,22 @@ try {
       const local = verifyStore(lastDir);
       const localMs = performance.now() - t;
       if (!local.ok) throw new Error(`verify of the SQLite store failed: ${local.failure?.message ?? ''}`);
+      // The group part of a bundle cut from the same store, and the same checks read from its files.
+      const stage = mkdtempSync(join(tmpdir(), 'custody-bench-bundle-'));
+      try {
+        t = performance.now();
+        const section = await writeGroupChains(last, stage, { filter: {}, store: 'bench' });
+        const exportMs = performance.now() - t;
+        const files = new Map(GROUP_BUNDLE_FILES.map((f) => [f, readFileSync(join(stage, f))]));
+        const bytes = GROUP_BUNDLE_FILES.reduce((n, f) => n + statSync(join(stage, f)).size, 0);
+        t = performance.now();
+        const fromBundle = await verifyChains(groupBundleSource(files, section).source, { store: 'bundle' });
+        const bundleMs = performance.now() - t;
+        if (!fromBundle.ok) throw new Error(`verify of the bundle failed: ${fromBundle.failures[0]!.message}`);
+        console.log(`bundle round ${r + 1}: the group part of ${k(section.chains[0]!.size)} events written in ${(exportMs / 1000).toFixed(2)} s, ${k(bytes / 1024)} KiB (${k(bytes / section.chains[0]!.size)} bytes/event, uncompressed); verified from its files in ${(bundleMs / 1000).toFixed(2)} s (${k(fromBundle.events / (bundleMs / 1000))} events/s)`);
+      } finally {
+        rmSync(stage, { recursive: true, force: true });
+      }
       console.log(`verify round ${r + 1}: PostgreSQL store: ${k(report.events)} events verified in ${(verifyMs / 1000).toFixed(2)} s (${k(report.events / (verifyMs / 1000))} events/s); SQLite store, same chain: ${k(local.events)} events in ${(localMs / 1000).toFixed(2)} s (${k(local.events / (localMs / 1000))} events/s; PostgreSQL/SQLite time ${(verifyMs / localMs).toFixed(2)}); bare scan of ${k(rows)} PostgreSQL rows ${(scanMs / 1000).toFixed(2)} s (verify/scan ${(verifyMs / scanMs).toFixed(2)})`);
     }
   } finally {
