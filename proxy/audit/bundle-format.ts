@@ -139,8 +139,9 @@ export interface GroupChain {
 
 /**
  * The group part of a bundle exported by a gateway with a shared store: every chain of the store,
- * each cut where a signed checkpoint of its own or the newest combined checkpoint commits to it
- * (rows after that are not evidence yet), read in one snapshot of the store.
+ * each cut where a signed checkpoint of its own or the newest combined checkpoint commits to it, or
+ * an event another chain cites from within its cut (rows after that are not evidence yet), read in
+ * one snapshot of the store.
  */
 export interface GroupSection {
   /** The store, as it may be shown (no user, no query). */

@@ -5,7 +5,8 @@
  * checks every chain from the bundle alone, as `custody verify --store` checks the store.
  *
  * Each chain is cut where something signed commits to it: its own newest signed checkpoint, or the
- * newest combined checkpoint, whichever reaches further. Its hashes 1..cut go in group-hashes.bin
+ * newest combined checkpoint, whichever reaches further, or an event another chain cites from
+ * within its cut. Its hashes 1..cut go in group-hashes.bin
  * (every root and link verifies from them); its rows in group-events.jsonl are all of them without
  * a filter, else the filter's and the ones that say who may sign (GROUP_TRUST_KINDS).
  *
@@ -20,7 +21,7 @@ import { HASH_SIZE } from '../merkle';
 import { parseNote } from '../signed-note';
 import { allCombined, parseCombinedText } from './combined-checkpoint';
 import { groupId, listGateways } from './enrolment';
-import { PG_EVENT_COLUMNS, type PgEventRow } from './schema';
+import { citesOthers, eventRefs, PG_EVENT_COLUMNS, type PgEventRow } from './schema';
 
 const HASH_PAGE = 50_000;
 const ROW_PAGE = 2_000;
@@ -71,6 +72,27 @@ export async function writeGroupChains(client: pg.ClientBase, dir: string, opts:
       }
     }
     for (const r of (await client.query<{ gateway: string }>('SELECT DISTINCT gateway FROM custody_events')).rows) reach(r.gateway, 0);
+    // A row inside a cut that cites another chain's event (a vote on another gateway's hold, …)
+    // commits to that event's hash, and so to its chain up to it: that chain reaches at least there
+    // (a vote exported at once might otherwise cite an event past the newest combined checkpoint).
+    const scanned = new Map<string, number>();
+    for (let grew = true; grew; ) {
+      grew = false;
+      for (const [gateway, until] of cut) {
+        const from = scanned.get(gateway) ?? 0;
+        if (until <= from) continue;
+        scanned.set(gateway, until);
+        const citing = await client.query<{ kind: string; payload: string | null }>(`SELECT kind, payload FROM custody_events WHERE gateway = $1 AND seq > $2 AND seq <= $3 AND kind LIKE 'hold.%' AND payload LIKE '%"refs"%'`, [gateway, from, until]);
+        for (const r of citing.rows) {
+          if (!citesOthers(r)) continue;
+          for (const ref of eventRefs(r.payload!)) {
+            if (!cut.has(ref.gateway) || !Number.isSafeInteger(ref.seq) || ref.seq <= cut.get(ref.gateway)!) continue;
+            cut.set(ref.gateway, ref.seq);
+            grew = true;
+          }
+        }
+      }
+    }
     const names = new Map(gateways.map((g) => [g.id, g.name]));
     const ids = [...cut.keys()].sort();
 

@@ -8,6 +8,7 @@ import pg from 'pg';
 import type { StoreConfig } from '../../../shared/config';
 import { readSecret } from '../../config';
 import { canonicalEventBody, chainHashOfText, sha256hex } from '../chain';
+import type { EventRef } from '../../../shared/events';
 
 export interface PgMigration {
   version: number;
@@ -462,4 +463,16 @@ export function payloadIntact(r: PgEventRow): boolean {
 /** The hash a stored row's fields give after `prevHash` (equal to its `hash` when it is intact). */
 export function rowChainHash(prevHash: string, r: PgEventRow): string {
   return chainHashOfText(prevHash, canonicalEventBody({ seq: Number(r.seq), time: Number(r.time), kind: r.kind as never, session: r.session, actor: r.actor, connection: r.connection, payloadHash: r.payload_hash }));
+}
+
+/** Whether a stored row may cite events of other chains (`refs`: a vote on another gateway's hold, …). */
+export function citesOthers(r: Pick<PgEventRow, 'kind' | 'payload'>): boolean {
+  return r.kind.startsWith('hold.') && !!r.payload?.includes('"refs"');
+}
+
+/** The well-formed references in a payload (anything else in `refs` is a reference that cannot resolve). */
+export function eventRefs(payload: string): EventRef[] {
+  const refs = (JSON.parse(payload) as { refs?: unknown }).refs;
+  if (!Array.isArray(refs)) return [];
+  return refs.map((x: Partial<EventRef>) => ({ gateway: String(x?.gateway), seq: Number(x?.seq), hash: String(x?.hash) }));
 }

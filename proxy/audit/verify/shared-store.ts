@@ -23,7 +23,7 @@ import { MerkleAccumulator } from '../merkle';
 import { parseCheckpointText, parseNote, parseVerifierKey, verifyNote } from '../signed-note';
 import { groupId, listGateways, rowProblem, rowVerifier, type GatewayRow } from '../shared-store/enrolment';
 import { checkCombined, type CombinedReport, readCombined, type StoredCombined, wantedSizes } from './combined';
-import { PG_EVENT_COLUMNS, payloadIntact, type PgEventRow, rowChainHash } from '../shared-store/schema';
+import { citesOthers, eventRefs, PG_EVENT_COLUMNS, payloadIntact, type PgEventRow, rowChainHash } from '../shared-store/schema';
 import type { EventRef } from '../../../shared/events';
 
 export type SharedStoreProblem = 'modified' | 'deleted' | 'reordered' | 'truncated' | 'inconsistent' | 'signature-invalid' | 'unapproved-signer' | 'unknown-chain' | 'bad-reference' | 'bundle-modified';
@@ -309,7 +309,7 @@ async function verifyChain(source: ChainSource, g: GatewayRow, fail: (f: SharedS
           const p = JSON.parse(r.payload) as { id?: unknown; reason?: unknown };
           if (typeof p.id === 'string') state.removals.push({ id: p.id, seq, reason: typeof p.reason === 'string' ? p.reason : '' });
         }
-        if (r.kind.startsWith('hold.') && r.payload?.includes('"refs"')) for (const ref of refsOf(r.payload)) state.refs.push({ seq, kind: r.kind, ref });
+        if (citesOthers(r)) for (const ref of eventRefs(r.payload!)) state.refs.push({ seq, kind: r.kind, ref });
       }
       const hash = entry.row ? entry.row.hash : entry.hash;
       acc.pushEventHashHex(hash);
@@ -338,13 +338,6 @@ async function verifyChain(source: ChainSource, g: GatewayRow, fail: (f: SharedS
   }
   for (const cp of signed) if (cp.treeSize === 0) report.checkpointsChecked++;
   return state;
-}
-
-/** The well-formed references in a payload (anything else in `refs` is a reference that cannot resolve). */
-function refsOf(payload: string): EventRef[] {
-  const refs = (JSON.parse(payload) as { refs?: unknown }).refs;
-  if (!Array.isArray(refs)) return [];
-  return refs.map((x: Partial<EventRef>) => ({ gateway: String(x?.gateway), seq: Number(x?.seq), hash: String(x?.hash) }));
 }
 
 /**
