@@ -91,10 +91,13 @@ export class EventBus {
   }
 }
 
-/** The gateway's compact form: recorded events by their seq, given back from the store. */
+/**
+ * The gateway's compact form: recorded events by their seq, given back from the store. Another
+ * gateway's events (shared store) are not in this store: they are kept as they are.
+ */
 export function sessionEventsFromStore(store: { event(seq: number): AuditEvent | undefined }): CompactForm {
   return {
-    compact: (b) => (b.type === 'session.event' ? b.event.seq : undefined),
+    compact: (b) => (b.type === 'session.event' && b.gateway === undefined ? b.event.seq : undefined),
     restore: (seq) => {
       const event = store.event(seq);
       return event && { type: 'session.event', event };

@@ -14,7 +14,8 @@ export type ServerMessageBody =
   | { type: 'hold.updated'; hold: HoldView }
   | { type: 'hold.resolved'; hold: HoldView }
   | { type: 'session.started'; session: SessionSummary }
-  | { type: 'session.event'; event: AuditEvent }
+  /** `gateway`: with a shared store, another gateway's event (its `seq` is in that gateway's chain); absent for this gateway's. */
+  | { type: 'session.event'; event: AuditEvent; gateway?: string }
   | { type: 'session.ended'; session: SessionSummary }
   | { type: 'policy.updated'; version: number; author: string }
   | { type: 'masking.updated'; version: number; author: string }

@@ -67,6 +67,8 @@ interface SharedHoldsDeps {
    * (re)connected (read everything missed) or was lost.
    */
   onConfigChange?: (listening?: boolean) => void;
+  /** Another gateway shipped session events (heard on the same connection), or that connection (re)connected. */
+  onShipped?: () => void;
 }
 
 export class SharedHolds implements HoldPeers {
@@ -197,6 +199,9 @@ export class SharedHolds implements HoldPeers {
         return;
       case 'config':
         this.deps.onConfigChange?.(m.listening);
+        return;
+      case 'shipped':
+        this.deps.onShipped?.();
         return;
       case 'status':
         if (m.connected !== this.connected) {

@@ -89,6 +89,11 @@ export interface SessionDelta extends Pick<SessionSummary, 'id' | 'connection' |
   ended: number | null;
 }
 
+/** A session's index entry as the console shows it. */
+export function deltaSummary(d: SessionDelta): SessionSummary {
+  return { id: d.id, connection: d.connection, protocol: d.protocol as SessionSummary['protocol'], actor: d.actor, actorName: d.actorName, startedAt: d.started, lastEventAt: d.last, endedAt: d.ended, events: d.events, requests: d.requests, holds: d.holds, masked: d.masked, denied: d.denied, errors: d.errors };
+}
+
 /** A session's index entry as its first event (in this batch) opens it. */
 export function newSessionDelta(id: string, e: PreparedEvent, time: number): SessionDelta {
   const kind = e.kind;

@@ -18,7 +18,7 @@ import { inflateRawSync } from 'node:zlib';
 import Database from 'better-sqlite3';
 import type { AuditEvent, AuditEventInput, MaskSpan, SessionFilter, SessionSummary } from '../../shared/events';
 import { GENESIS_HASH } from './chain';
-import { type AppendedEvent, ChainWriter, chainAfter, countInSession, newSessionDelta, type PreparedEvent, prepareEvent, type SessionDelta } from './chain-writer';
+import { type AppendedEvent, ChainWriter, chainAfter, countInSession, deltaSummary, newSessionDelta, type PreparedEvent, prepareEvent, type SessionDelta } from './chain-writer';
 import { type CommitReply, CommitThread, type StateWrite } from './commit-thread';
 import { claimJournal, type DamagedJournalLine, Journal, journalDir, journalHeld, type JournalSalvage, releaseJournal, replayJournal, salvageJournal } from './journal';
 import { MIGRATIONS } from './migrations';
@@ -809,7 +809,7 @@ class LiveSessionSummaries {
   get(id: string): SessionSummary | undefined {
     const d = this.open.get(id);
     if (!d) return undefined;
-    return { id: d.id, connection: d.connection, protocol: d.protocol as SessionSummary['protocol'], actor: d.actor, actorName: d.actorName, startedAt: d.started, lastEventAt: d.last, endedAt: d.ended, events: d.events, requests: d.requests, holds: d.holds, masked: d.masked, denied: d.denied, errors: d.errors };
+    return deltaSummary(d);
   }
 
   get size(): number {

@@ -9,7 +9,7 @@
  * request without `Origin` is a non-browser client and must use Bearer.
  *
  * Messages: `hello` first (its `seq` is the bus position at connect time; everything later arrives
- * live). Hold messages go to those who may decide the hold (its approver groups, admins), to its
+ * live; with a shared store, so do the other gateways' session messages, for those who may see sessions). Hold messages go to those who may decide the hold (its approver groups, admins), to its
  * requester, and to reviewers (read-only — they read every hold over REST as well); session and
  * export messages to reviewers and admins; configuration changes to all.
  * A reconnecting client sends `{type: "resume", epoch, after}` and receives what it missed, or a
@@ -237,6 +237,14 @@ export function attachEventsSocket(server: Server, s: GatewayServices, opts: Eve
       return;
     }
     const who = identity;
+    // With a shared store, the other gateways' sessions are followed while someone may see them;
+    // waiting for that here means everything they ship after `hello` reaches this client.
+    if (s.team && hasRole(who, 'reviewer')) {
+      const watch = s.team.watchSessions();
+      socket.once('close', () => watch.release());
+      await watch.ready;
+      if (socket.destroyed) return;
+    }
     wss.handleUpgrade(req, socket, head, (ws) => {
       const c: Client = { ws, identity: who, ...via, liveFrom: s.bus.lastSeq, alive: true };
       clients.add(c);

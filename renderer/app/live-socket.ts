@@ -35,7 +35,7 @@ function dispatch(msg: ServerMessage): void {
       sessionsStore.getState().sessionChanged(msg.session);
       break;
     case 'session.event':
-      sessionsStore.getState().eventArrived(msg.event);
+      sessionsStore.getState().eventArrived(msg.event, msg.gateway);
       break;
     case 'hello':
     case 'policy.updated':

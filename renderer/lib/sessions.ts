@@ -98,11 +98,16 @@ export function rowAt(state: SessionListState, i: number, pageSize = PAGE_SIZE):
   return state.pages[Math.floor(j / pageSize)]?.[j % pageSize];
 }
 
-function patchPages(state: SessionListState, id: string, patch: (s: SessionSummary) => SessionSummary): { pages: Record<number, SessionSummary[]>; found: boolean } {
+/** The row of session `id`; with `gateway` (another gateway's session), only that gateway's. */
+function rowOf(id: string, gateway: string | undefined): (r: SessionSummary) => boolean {
+  return (r) => r.id === id && (gateway === undefined || r.gateway === gateway);
+}
+
+function patchPages(state: SessionListState, match: (r: SessionSummary) => boolean, patch: (s: SessionSummary) => SessionSummary): { pages: Record<number, SessionSummary[]>; found: boolean } {
   let found = false;
   const pages: Record<number, SessionSummary[]> = {};
   for (const [k, rows] of Object.entries(state.pages)) {
-    const i = rows.findIndex((r) => r.id === id);
+    const i = rows.findIndex(match);
     if (i >= 0) {
       found = true;
       const copy = rows.slice();
@@ -115,20 +120,32 @@ function patchPages(state: SessionListState, id: string, patch: (s: SessionSumma
 
 /** A session started (or ended) live: add it to the head if new and it matches, else update in place. */
 export function applySessionSummary(state: SessionListState, s: SessionSummary, filter: SessionFilter): SessionListState {
-  const hi = state.head.findIndex((h) => h.id === s.id);
+  const match = rowOf(s.id, s.gateway);
+  const hi = state.head.findIndex(match);
   if (hi >= 0) {
     const head = state.head.slice();
     head[hi] = s;
     return { ...state, head, version: state.version + 1 };
   }
-  const { pages, found } = patchPages(state, s.id, () => s);
+  const { pages, found } = patchPages(state, match, (r) => ({ ...s, gateway: s.gateway ?? r.gateway, gatewayName: s.gatewayName ?? r.gatewayName }));
   if (found) return { ...state, pages, version: state.version + 1 };
   if (!matchesFilter(s, filter)) return state;
   return { ...state, head: [s, ...state.head], total: state.total + 1, version: state.version + 1 };
 }
 
-/** One event arrived for a session: bump its counters where it is shown. */
-export function applySessionEvent(state: SessionListState, e: AuditEvent): SessionListState {
+/**
+ * Whether a live message about a session is about `session` as this console shows it: with a
+ * shared store, a message naming another gateway (`gateway`) applies only to that gateway's
+ * session, one naming none only to this gateway's (`self`). Ids are unique in practice; seqs are
+ * per chain, so an event must never be added to another chain's session.
+ */
+export function recordedBy(gateway: string | undefined, session: Pick<SessionSummary, 'gateway'>, self: string | undefined): boolean {
+  if (gateway !== undefined) return session.gateway === gateway;
+  return session.gateway === undefined || self === undefined || session.gateway === self;
+}
+
+/** One event arrived for a session (`gateway`: recorded by another gateway of a shared store): bump its counters where it is shown. */
+export function applySessionEvent(state: SessionListState, e: AuditEvent, gateway?: string): SessionListState {
   if (!e.session) return state;
   const patch = (s: SessionSummary): SessionSummary => {
     const p = (e.payload ?? {}) as Record<string, unknown>;
@@ -145,12 +162,13 @@ export function applySessionEvent(state: SessionListState, e: AuditEvent): Sessi
       errors: s.errors + (e.kind === 'http.error' || e.kind === 'pg.error' ? 1 : 0),
     };
   };
-  const hi = state.head.findIndex((h) => h.id === e.session);
+  const match = rowOf(e.session, gateway);
+  const hi = state.head.findIndex(match);
   if (hi >= 0) {
     const head = state.head.slice();
     head[hi] = patch(head[hi]!);
     return { ...state, head, version: state.version + 1 };
   }
-  const { pages, found } = patchPages(state, e.session, patch);
+  const { pages, found } = patchPages(state, match, patch);
   return found ? { ...state, pages, version: state.version + 1 } : state;
 }

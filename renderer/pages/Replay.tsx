@@ -16,6 +16,7 @@ import { SshTerminal } from '../components/SshTerminal';
 import { Badge, Button, copyText, Empty, ErrorBox, Loading, MaskedText, Modal } from '../components/ui';
 import { type Block, buildConversation, materialize, type Part } from '../lib/conversation';
 import { formatClock, formatDateTime, formatDuration, formatTime, gatewayLabel, shortId } from '../lib/format';
+import { recordedBy } from '../lib/sessions';
 import { holdCreatedSeq } from '../lib/holds';
 import { Node } from '../lib/rich';
 import {
@@ -58,16 +59,19 @@ export function ReplayPage({ id, eventSeq, holdId }: { id: string; eventSeq?: nu
   }, [id]);
   useEffect(load, [load]);
   // A live session grows as it happens: its events arrive over the WebSocket and are appended.
-  // Another gateway's session (shared store) is read from what that gateway shipped: nothing is pushed here.
+  // Another gateway's session (shared store) grows as that gateway ships its events; seqs are
+  // per chain, so only the messages of the gateway that records it apply.
   const self = useAuth((s) => s.gateway);
-  const live = !!data && data.session.id === id && data.session.endedAt === null && !elsewhere(data.session, self);
+  const live = !!data && data.session.id === id && data.session.endedAt === null;
   useEffect(() => {
     if (!live) return;
     return onMessage((msg) => {
-      if (msg.type === 'session.event' && msg.event.session === id) setData((d) => (d && !d.events.some((e) => e.seq === msg.event.seq) ? { ...d, events: [...d.events, msg.event].sort((a, b) => a.seq - b.seq) } : d));
-      else if ((msg.type === 'session.ended' || msg.type === 'session.started') && msg.session.id === id) setData((d) => (d ? { ...d, session: msg.session } : d));
+      if (msg.type === 'session.event' && msg.event.session === id)
+        setData((d) => (d && recordedBy(msg.gateway, d.session, self) && !d.events.some((e) => e.seq === msg.event.seq) ? { ...d, events: [...d.events, msg.event].sort((a, b) => a.seq - b.seq) } : d));
+      else if ((msg.type === 'session.ended' || msg.type === 'session.started') && msg.session.id === id)
+        setData((d) => (d && recordedBy(msg.session.gateway, d.session, self) ? { ...d, session: { ...msg.session, gateway: d.session.gateway, gatewayName: d.session.gatewayName } } : d));
     });
-  }, [live, id]);
+  }, [live, id, self]);
 
   if (error)
     return (
@@ -170,7 +174,7 @@ function Player({ data, eventSeq }: { data: Loaded; eventSeq?: number }) {
           <div className="subtitle">
             <Badge>{mode === 'sql' ? 'PostgreSQL' : mode === 'llm' ? 'LLM / HTTP' : mode === 'ssh' ? 'SSH' : session.protocol}</Badge>{' '}
             {live && (
-              <Badge tone="ok" title={remote ? 'This session is still open on the gateway that records it; reload to see what happened since' : 'This session is still open; what happens in it appears here as it happens'}>
+              <Badge tone="ok" title={remote ? 'This session is still open on the gateway that records it; what happens in it appears here as that gateway ships it' : 'This session is still open; what happens in it appears here as it happens'}>
                 live
               </Badge>
             )} {formatDateTime(session.startedAt)} · {formatDuration((session.endedAt ?? session.lastEventAt) - session.startedAt)} · {session.requests} requests · {events.length} events

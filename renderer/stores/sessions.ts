@@ -20,7 +20,8 @@ export interface SessionsStore {
   reload(): void;
   ensureRows(start: number, end: number): void;
   sessionChanged(s: SessionSummary): void;
-  eventArrived(e: AuditEvent): void;
+  /** `gateway`: the event is another gateway's (shared store). */
+  eventArrived(e: AuditEvent, gateway?: string): void;
 }
 
 export function createSessionsStore(api: ConsoleApi) {
@@ -46,8 +47,8 @@ export function createSessionsStore(api: ConsoleApi) {
     sessionChanged(summary) {
       set((s) => ({ list: applySessionSummary(s.list, summary, s.filter) }));
     },
-    eventArrived(e) {
-      set((s) => ({ list: applySessionEvent(s.list, e) }));
+    eventArrived(e, gateway) {
+      set((s) => ({ list: applySessionEvent(s.list, e, gateway) }));
     },
   }));
 

@@ -53,4 +53,21 @@ describe('EventBus', () => {
     stored.delete(3); // e.g. a payload the store can no longer give back
     assert.equal(bus.since(bus.epoch, live[0]!.seq), null, 'a client that cannot be given the events resyncs');
   });
+
+  it("keeps another gateway's events whole: this store's event of the same seq is not theirs", () => {
+    const stored = new Map<number, AuditEvent>([[7, event(7)]]);
+    const bus = new EventBus(100, sessionEventsFromStore({ event: (seq) => stored.get(seq) }));
+    const from = bus.lastSeq;
+    const theirs = { ...event(7), payload: { from: 'gateway A' }, hash: 'a'.repeat(64) };
+    bus.publish({ type: 'session.event', event: theirs, gateway: 'SHA256:gatewayA' });
+    bus.publish({ type: 'session.event', event: event(7) });
+    const resumed = bus.since(bus.epoch, from)! as Extract<ServerMessage, { type: 'session.event' }>[];
+    assert.deepEqual(
+      resumed.map((m) => [m.gateway, m.event]),
+      [
+        ['SHA256:gatewayA', theirs],
+        [undefined, event(7)],
+      ],
+    );
+  });
 });

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { AuditEvent, SessionSummary } from '../../shared/events';
 import type { ConsoleApi } from '../../renderer/lib/api-types';
-import { applySessionEvent, applySessionSummary, emptyList, matchesFilter, PAGE_SIZE, pagesFor, rowAt, sessionQuery, visibleWindow, withPage } from '../../renderer/lib/sessions';
+import { applySessionEvent, applySessionSummary, emptyList, matchesFilter, PAGE_SIZE, pagesFor, recordedBy, rowAt, sessionQuery, visibleWindow, withPage } from '../../renderer/lib/sessions';
 import { createSessionsStore } from '../../renderer/stores/sessions';
 
 const T0 = 1_700_000_000_000;
@@ -77,6 +77,31 @@ describe('list state', () => {
     const r = rowAt(s, 0)!;
     assert.deepEqual([r.events, r.requests, r.masked, r.holds, r.denied, r.endedAt, r.lastEventAt], [7, 2, 1, 1, 1, T0 + 9000, T0 + 9000]);
     assert.equal(applySessionEvent(s, event({ session: 'elsewhere' })), s);
+  });
+
+  it("applies another gateway's live messages to that gateway's row only", () => {
+    const mine = session(1, { gateway: 'SHA256:B', gatewayName: 'b' });
+    let s = withPage(emptyList(), 0, 1, [mine]);
+    // The same id recorded by A (ids are unique in practice; seqs are per chain, so it must not mix).
+    assert.equal(applySessionEvent(s, event({ kind: 'http.request' }), 'SHA256:A'), s);
+    s = applySessionEvent(s, event({ kind: 'http.request' }));
+    assert.equal(rowAt(s, 0)!.requests, 2, "this gateway's event (no gateway named) still counts");
+    const started = session(0, { id: 'ses_a', gateway: 'SHA256:A', gatewayName: 'a', events: 1, requests: 0 });
+    s = applySessionSummary(s, started, {});
+    assert.deepEqual([rowAt(s, 0)!.id, rowAt(s, 0)!.gatewayName], ['ses_a', 'a']);
+    s = applySessionEvent(s, event({ session: 'ses_a', kind: 'http.request' }), 'SHA256:A');
+    assert.equal(rowAt(s, 0)!.requests, 1);
+    // A summary without a gateway (this gateway's, from the bus) keeps the row's gateway.
+    s = applySessionSummary(s, session(1, { endedAt: T0 }), {});
+    assert.deepEqual([rowAt(s, 1)!.endedAt, rowAt(s, 1)!.gateway], [T0, 'SHA256:B']);
+  });
+
+  it("tells which gateway's messages a replay takes", () => {
+    assert.equal(recordedBy('SHA256:A', { gateway: 'SHA256:A' }, 'SHA256:B'), true);
+    assert.equal(recordedBy('SHA256:A', { gateway: 'SHA256:B' }, 'SHA256:B'), false);
+    assert.equal(recordedBy(undefined, { gateway: 'SHA256:B' }, 'SHA256:B'), true);
+    assert.equal(recordedBy(undefined, { gateway: 'SHA256:A' }, 'SHA256:B'), false, "this gateway's event never joins another's session");
+    assert.equal(recordedBy(undefined, {}, undefined), true, 'without a shared store');
   });
 
   it('filters like the server and builds its query', () => {

@@ -5,7 +5,9 @@
  * - one dedicated session-mode connection LISTENs on `custody_holds` and reads what changed
  *   (hold-rows.ts). It also LISTENs on `custody_config` (keys, persons, policies, masking rules)
  *   and passes each announcement on, and each (re)connect and loss, to the gateway's thread, for
- *   the shared store worker to read what changed (shipper-worker.ts). At start it reads the pending holds and their votes in one snapshot, with the
+ *   the shared store worker to read what changed (shipper-worker.ts). And on `custody_events`
+ *   (another gateway shipped session events), passed on for the console worker to push them to
+ *   this gateway's consoles (session-feed.ts). At start it reads the pending holds and their votes in one snapshot, with the
  *   cursor; after every reconnect it reads every change after its cursor, so a notification sent
  *   while it was away costs nothing. A read every second covers a notification lost in flight.
  * - a second connection writes, in the order the gateway asked: this gateway's holds and the
@@ -18,7 +20,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import type pg from 'pg';
 import { claimOrphanedHolds, HOLDS_CHANNEL, readHoldChanges, readPendingHolds, renewLease, writeHoldRow, writeVoteRow } from './hold-rows';
 import type { HoldWorkerCommand, HoldWorkerMessage } from './hold-sync';
-import { CONFIG_CHANNEL, connectStore, migrateSharedStore, type StoreConnection } from './schema';
+import { CONFIG_CHANNEL, connectStore, EVENTS_CHANNEL, migrateSharedStore, type StoreConnection } from './schema';
 
 
 const { conn, gateway } = workerData as { conn: StoreConnection; gateway: string };
@@ -59,16 +61,24 @@ async function listening(): Promise<pg.Client> {
     await migrateSharedStore(c);
     await c.query(`LISTEN ${HOLDS_CHANNEL}`);
     await c.query(`LISTEN ${CONFIG_CHANNEL}`);
+    await c.query(`LISTEN ${EVENTS_CHANNEL}`);
   } catch (err) {
     await c.end().catch(() => {});
     throw err;
   }
-  c.on('notification', (n) => (n.channel === CONFIG_CHANNEL ? say({ type: 'config' }) : read()));
+  c.on('notification', (n) => {
+    if (n.channel === CONFIG_CHANNEL) say({ type: 'config' });
+    else if (n.channel === EVENTS_CHANNEL) {
+      if (n.payload !== gateway) say({ type: 'shipped' });
+    } else read();
+  });
   c.on('error', () => dropListener());
   c.on('end', () => dropListener());
   listener = c;
   // Listening again: the shared store worker reads every configuration change it missed.
   say({ type: 'config', listening: true });
+  // And the console worker reads what the other gateways shipped while nobody listened.
+  say({ type: 'shipped' });
   return c;
 }
 

@@ -14,6 +14,8 @@ export type HoldWorkerMessage =
   | { type: 'orphans'; holds: OrphanedHold[] }
   /** `NOTIFY custody_config` heard; or the listening connection (re)connected or was lost (`listening`). */
   | { type: 'config'; listening?: boolean }
+  /** `NOTIFY custody_events` from another gateway (it shipped session events), or the listening connection (re)connected. */
+  | { type: 'shipped' }
   | { type: 'status'; connected: boolean; error?: string }
   | { type: 'stopped' };
 

@@ -54,6 +54,12 @@ export const SESSION_INDEX_BACKFILL = `
 export const CONFIG_LOCK = 0x63757379;
 /** Announced on commit of every write to a group configuration table (keys, persons, documents). */
 export const CONFIG_CHANNEL = 'custody_config';
+/**
+ * Announced by the shipper when a shipping transaction that carried session events commits (its
+ * payload is the shipping gateway's id): the console worker of every other gateway reads what it
+ * shipped and pushes it to its consoles live (session-feed.ts).
+ */
+export const EVENTS_CHANNEL = 'custody_events';
 /** The tables migration 9 numbers and announces, as config-changes.ts reads them. */
 export const CONFIG_TABLES = [
   'custody_api_keys',

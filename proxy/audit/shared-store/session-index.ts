@@ -149,6 +149,12 @@ export async function teamSession(client: pg.ClientBase, self: string, id: strin
   return r && toSummary(r);
 }
 
+/** Sessions `ids` of `gateway`'s chain, as the store's index has them. */
+export async function teamSessionsById(client: pg.ClientBase, gateway: string, ids: readonly string[]): Promise<Map<string, SessionSummary>> {
+  const rows = (await client.query<SessionIndexRow>(`SELECT ${SESSION_COLUMNS} FROM custody_sessions s LEFT JOIN custody_gateways g ON g.id = s.gateway WHERE s.gateway = $1 AND s.id = ANY($2)`, [gateway, ids])).rows;
+  return new Map(rows.map((r) => [r.id, toSummary(r)]));
+}
+
 /** Sessions other gateways were active in during [from, to) (the dashboard's count). */
 export async function countTeamSessions(client: pg.ClientBase, self: string, from: number, to: number): Promise<number> {
   return Number((await client.query<{ n: string }>('SELECT count(*) AS n FROM custody_sessions WHERE gateway <> $1 AND last_event_at >= $2 AND started_at < $3', [self, from, to])).rows[0]!.n);

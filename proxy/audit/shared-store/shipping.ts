@@ -13,6 +13,7 @@
 import type Database from 'better-sqlite3';
 import type pg from 'pg';
 import { type EventRow, storedPayloadText } from '../store';
+import { EVENTS_CHANNEL } from './schema';
 import { indexShippedSessions } from './session-index';
 
 /** Events per transaction. */
@@ -112,6 +113,8 @@ export async function shipOnce(client: pg.ClientBase, db: Database.Database, gat
       cursor.cpSize,
       Date.now(),
     ]);
+    // The other gateways' consoles show these sessions live: announced on commit (session-feed.ts).
+    if (rows.some((r) => r.session !== null)) await client.query('SELECT pg_notify($1, $2)', [EVENTS_CHANNEL, gateway]);
     await client.query('COMMIT');
     return { events: rows.length, checkpoints: cps.length, cursor, localSeq: head.seq, ...(tampered ? { tampered } : {}) };
   } catch (err) {

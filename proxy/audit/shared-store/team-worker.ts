@@ -4,7 +4,9 @@
  * group's gateways and approvals. Two pooled connections, so a long replay read does not hold up a
  * sign-in check; a read-only SQLite connection for whom this gateway trusts (its own approvals) and
  * for shipping an approval it records. About once a second it reads the console sessions ended
- * anywhere and hands their digests to the gateway's thread.
+ * anywhere and hands their digests to the gateway's thread. While asked to follow the other
+ * gateways' sessions, it reads what they ship at each announcement and once a second, and hands
+ * the console messages to the gateway's thread (session-feed.ts).
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
@@ -15,6 +17,7 @@ import { endConsoleSessions, lookupConsoleSession, pruneConsoleSessions, putCons
 import { approvalProblem, gatewayRow, type GatewayIdentity, type GatewayRow, listGateways, markGateway, newRemovals, pickGateway, removalProblem, rowProblem } from './enrolment';
 import { LocalTrust } from './key-sync';
 import { migrateSharedStore, type StoreConnection } from './schema';
+import { SessionFeed } from './session-feed';
 import { countTeamSessions, listTeamSessions, teamSession, teamSessionEvents, teamSessionHolds } from './session-index';
 import { ADMISSION_META } from './shipper';
 import { shipAll } from './shipping';
@@ -38,6 +41,10 @@ let stopping = false;
 let endsCursor = 0;
 let lastPrune = 0;
 let timer: NodeJS.Timeout | undefined;
+const feed = new SessionFeed(self);
+let following = false;
+let feeding: Promise<void> | undefined;
+let feedAgain = false;
 
 function say(m: TeamMessage): void {
   port.postMessage(m);
@@ -80,9 +87,10 @@ function view(r: GatewayRow, lease: GatewayView['lease']): GatewayView {
   return { id: r.id, name: r.name, status: r.status, requestedAt: r.requestedAt, approvedBy: r.approvedBy, approvalSeq: r.approvalSeq, removedBy: r.removedBy, removalSeq: r.removalSeq, shippedSeq: r.shippedSeq, lastSeen: r.lastSeen, lease, ...(problem ? { problem } : {}), self: r.id === self };
 }
 
-type Handler<K extends TeamOp> = (c: pg.PoolClient, args: TeamOps[K]['args']) => Promise<TeamOps[K]['value']>;
+type PooledOp = Exclude<TeamOp, 'follow'>;
+type Handler<K extends PooledOp> = (c: pg.PoolClient, args: TeamOps[K]['args']) => Promise<TeamOps[K]['value']>;
 
-const handlers: { [K in TeamOp]: Handler<K> } = {
+const handlers: { [K in PooledOp]: Handler<K> } = {
   sessions: (c, a) => listTeamSessions(c, self, a.filter, a.limit),
   session: async (c, a) => (await teamSession(c, self, a.id)) ?? null,
   events: (c, a) => teamSessionEvents(c, a.gateway, a.id, a.after, a.limit),
@@ -131,11 +139,48 @@ const handlers: { [K in TeamOp]: Handler<K> } = {
   exportChains: (c, a) => writeGroupChains(c, a.dir, { filter: a.filter, store: a.store }),
 };
 
+/**
+ * Reads what the other gateways shipped since the last read (the first time, only where they
+ * are), one read at a time and one more if asked meanwhile. A read that fails is tried again at
+ * the next announcement or second, from the same cursors.
+ */
+function readFeed(): Promise<void> {
+  if (!following || stopping) return Promise.resolve();
+  if (feeding) {
+    feedAgain = true;
+    return feeding;
+  }
+  feeding = (async () => {
+    do {
+      feedAgain = false;
+      try {
+        await withClient((c) => (feed.started ? feed.read(c, (messages) => say({ type: 'live', messages })) : feed.start(c)));
+      } catch {
+        // the store is unreachable: the backstop asks again
+      }
+    } while (feedAgain && following && !stopping);
+  })().finally(() => (feeding = undefined));
+  return feeding;
+}
+
+async function follow(on: boolean): Promise<null> {
+  following = on;
+  if (on) await readFeed();
+  else feed.stop();
+  return null;
+}
+
+/** Runs request `op`: on a pooled connection, but for `follow`, whose reads take their own. */
+function run(op: TeamOp, args: unknown): Promise<unknown> {
+  if (op === 'follow') return follow((args as TeamOps['follow']['args']).on);
+  const handler = handlers[op] as Handler<PooledOp> | undefined;
+  if (!handler) throw new Error(`unknown request ${op}`);
+  return withClient((c) => handler(c, args as never));
+}
+
 async function answer(req: number, op: TeamOp, args: unknown): Promise<void> {
   try {
-    const handler = handlers[op] as Handler<TeamOp>;
-    if (!handler) throw new Error(`unknown request ${op}`);
-    const value = await withClient((c) => handler(c, args as never));
+    const value = await run(op, args);
     say({ type: 'answer', req, value });
   } catch (err) {
     say({ type: 'answer', req, error: err instanceof Error ? err.message : String(err) });
@@ -162,11 +207,14 @@ async function readEnds(): Promise<void> {
   } catch {
     // the store is unreachable: the next round asks again from the same cursor
   }
+  // The backstop for an announcement of shipped events missed (or not heard while not listening).
+  void readFeed();
   if (!stopping) timer = setTimeout(() => void readEnds(), ENDS_EVERY_MS);
 }
 
 port.on('message', (m: TeamCommand) => {
   if (m.type === 'ask') void answer(m.req, m.op, m.args);
+  else if (m.type === 'shipped') void readFeed();
   else if (m.type === 'stop') {
     stopping = true;
     clearTimeout(timer);

@@ -3,11 +3,14 @@
  * replay, console sign-in sessions made on any gateway, and the Gateways view with its approvals.
  * Everything it asks of PostgreSQL runs on its own worker thread (team-worker.ts, two pooled
  * connections), so the console never puts a query on the proxies' event loop; this side only
- * posts requests and settles promises.
+ * posts requests and settles promises. While a console that may see sessions is connected, the
+ * worker follows the other gateways' sessions and hands their messages here to be pushed live
+ * (session-feed.ts).
  */
 import { Worker } from 'node:worker_threads';
 import type { GatewayView } from '../../../shared/api';
 import type { AuditEvent, SessionFilter, SessionSummary } from '../../../shared/events';
+import type { ServerMessageBody } from '../../../shared/messages';
 import type { StoreConfig } from '../../../shared/config';
 import type { Logger } from '../../log';
 import type { BundleFilter, GroupSection } from '../bundle-format';
@@ -34,14 +37,34 @@ export interface TeamOps {
   endSessions: { args: { digests: string[] }; value: null };
   /** The group part of an evidence bundle, written into `dir` (group-export.ts). */
   exportChains: { args: { dir: string; filter: BundleFilter; store: string }; value: GroupSection };
+  /** Follow the other gateways' sessions (from what they have shipped so far), or stop. */
+  follow: { args: { on: boolean }; value: null };
 }
 export type TeamOp = keyof TeamOps;
 
-export type TeamCommand = { type: 'ask'; req: number; op: TeamOp; args: unknown } | { type: 'stop' };
-export type TeamMessage = { type: 'answer'; req: number; value?: unknown; error?: string } | { type: 'ended'; digests: string[] } | { type: 'stopped' };
+/** `shipped`: another gateway announced shipped session events (`NOTIFY custody_events`). */
+export type TeamCommand = { type: 'ask'; req: number; op: TeamOp; args: unknown } | { type: 'shipped' } | { type: 'stop' };
+export type TeamMessage =
+  | { type: 'answer'; req: number; value?: unknown; error?: string }
+  | { type: 'ended'; digests: string[] }
+  /** The other gateways' session messages, in their order, to push to the consoles. */
+  | { type: 'live'; messages: ServerMessageBody[] }
+  | { type: 'stopped' };
 
 /** How long a request waits for the worker before it fails (the store may be unreachable). */
 const ASK_TIMEOUT_MS = 10_000;
+/** How long a console's WebSocket waits for following to start before its `hello` (the store may be slow). */
+const FOLLOW_WAIT_MS = 2000;
+/** How long the sessions are still followed once the last console left: one that reconnects resumes without a gap. */
+const UNFOLLOW_AFTER_MS = 60_000;
+
+/** One console watching the group's sessions (TeamStore.watchSessions). */
+export interface SessionWatch {
+  /** Settles once the worker follows (or did not answer within 2 s). */
+  ready: Promise<void>;
+  /** The console left; idempotent. */
+  release(): void;
+}
 
 export class TeamStoreError extends Error {
   constructor(message: string) {
@@ -55,6 +78,11 @@ export class TeamStore {
   private readonly waiting = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
   private nextReq = 1;
   private endedListener: ((digests: string[]) => void) | undefined;
+  private liveListener: ((messages: ServerMessageBody[]) => void) | undefined;
+  private watchers = 0;
+  /** Set while the sessions are followed (consoles watching, or within UNFOLLOW_AFTER_MS of the last one leaving). */
+  private following: Promise<void> | undefined;
+  private unfollowTimer: NodeJS.Timeout | undefined;
   private stopped: Promise<void> | undefined;
   private dead: string | undefined;
 
@@ -104,9 +132,55 @@ export class TeamStore {
     this.endedListener = fn;
   }
 
+  /** Where the other gateways' session messages go while they are followed (the event bus). */
+  onLive(fn: (messages: ServerMessageBody[]) => void): void {
+    this.liveListener = fn;
+  }
+
+  /**
+   * A console that may see sessions connected: the other gateways' sessions are followed from now
+   * until it and every other such console have left (and UNFOLLOW_AFTER_MS more), so the store is
+   * read for them only while someone watches.
+   */
+  watchSessions(): SessionWatch {
+    this.watchers++;
+    clearTimeout(this.unfollowTimer);
+    this.unfollowTimer = undefined;
+    // A store that does not answer now is tried again by the worker each second.
+    this.following ??= this.ask('follow', { on: true }).then(
+      () => {},
+      () => {},
+    );
+    let wait: NodeJS.Timeout | undefined;
+    const ready = Promise.race([this.following, new Promise<void>((r) => (wait = setTimeout(r, FOLLOW_WAIT_MS)))]).finally(() => clearTimeout(wait));
+    let released = false;
+    return {
+      ready,
+      release: () => {
+        if (released) return;
+        released = true;
+        if (--this.watchers > 0) return;
+        this.unfollowTimer = setTimeout(() => {
+          this.following = undefined;
+          void this.ask('follow', { on: false }).catch(() => {});
+        }, UNFOLLOW_AFTER_MS);
+        this.unfollowTimer.unref();
+      },
+    };
+  }
+
+  /** Another gateway shipped session events: read them now, when followed (else the worker ignores it). */
+  shipped(): void {
+    if (this.following && !this.dead) this.worker.postMessage({ type: 'shipped' } satisfies TeamCommand);
+  }
+
   private take(m: TeamMessage): void {
     if (m.type === 'ended') {
       this.endedListener?.(m.digests);
+      return;
+    }
+    if (m.type === 'live') {
+      this.liveListener?.(m.messages);
       return;
     }
     if (m.type === 'stopped') return;
@@ -129,6 +203,7 @@ export class TeamStore {
   /** Lets the requests in flight finish (within `ms`), then ends the worker. */
   stop(ms = 2000): Promise<void> {
     this.stopped ??= (async () => {
+      clearTimeout(this.unfollowTimer);
       const deadline = Date.now() + ms;
       while (this.waiting.size && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
       this.worker.postMessage({ type: 'stop' } satisfies TeamCommand);
