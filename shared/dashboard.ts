@@ -12,6 +12,17 @@ export interface DashboardBucket {
   hits: number;
 }
 
+/** With a shared store: one gateway's share of the window (`self`: the gateway that answered). */
+export interface DashboardGateway {
+  id: string;
+  name: string;
+  self: boolean;
+  sessions: number;
+  requests: number;
+  masked: number;
+  denied: number;
+}
+
 export interface DashboardData {
   from: number;
   to: number;
@@ -20,4 +31,8 @@ export interface DashboardData {
   maskedByType: { type: string; count: number }[];
   policyHits: { rule: string; action: string; count: number }[];
   totals: { sessions: number; requests: number; masked: number; denied: number; holds: { pending: number; approved: number; denied: number; expired: number; abandoned: number } };
+  /** With a shared store: every gateway of the group, this one first; the figures above are their sum. */
+  gateways?: DashboardGateway[];
+  /** With a shared store whose counts could not be read: why the figures are this gateway's only. */
+  incomplete?: string;
 }

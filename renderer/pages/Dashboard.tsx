@@ -1,6 +1,7 @@
 /**
  * Dashboard: requests, holds by outcome, masked values (over time and by detector type), policy
- * denials and rule hits, as inline SVG charts over a chosen window.
+ * denials and rule hits, as inline SVG charts over a chosen window. With a shared store the figures
+ * are every gateway's, and a card shows each gateway's share.
  */
 import { useCallback, useEffect, useLayoutEffect, useRef, useState } from 'react';
 import { api } from '../app/context';
@@ -9,7 +10,7 @@ import { FirstSteps } from '../components/FirstSteps';
 import { Empty, ErrorBox, Loading, PageHeader, Tabs } from '../components/ui';
 import type { DashboardData } from '../../shared/dashboard';
 import { areaPath, bucketLabel, countAxis, linePath, stackedBars } from '../lib/charts';
-import { formatCount } from '../lib/format';
+import { formatCount, gatewayLabel } from '../lib/format';
 
 const RANGES = [
   { id: '24h', label: '24 hours', ms: 86_400_000, buckets: 24 },
@@ -64,6 +65,11 @@ export function DashboardPage() {
     <div className="page">
       <PageHeader title="Dashboard" subtitle="What went through the gateway, what was held, masked and denied." actions={<Tabs tabs={RANGES.map((r) => ({ id: r.id, label: r.label }))} value={range} onChange={setRange} />} />
       {error && <ErrorBox title="Could not load the dashboard" message={error} onRetry={load} />}
+      {data?.incomplete && (
+        <div className="banner banner-muted" role="status" data-testid="dashboard-incomplete">
+          Only this gateway&apos;s traffic is counted: {data.incomplete}
+        </div>
+      )}
       {!data && !error && <Loading />}
       {data && (data.totals.requests === 0 && data.totals.holds.pending === 0 ? (
         // One pointer at the next step instead of six empty panels.
@@ -114,6 +120,15 @@ function Charts({ data }: { data: DashboardData }) {
         <ChartCard title="Top rules">
           {data.policyHits.length ? <HBars rows={data.policyHits.map((p) => ({ label: `${p.rule} · ${p.action}`, value: p.count }))} color="var(--accent)" /> : <NoData />}
         </ChartCard>
+        {data.gateways && (
+          <ChartCard title="Requests by gateway">
+            <HBars
+              rows={data.gateways.map((g) => ({ label: `${gatewayLabel(g.id, g.name)}${g.self ? ' (this one)' : ''}`, value: g.requests, title: `${g.id}: ${formatCount(g.sessions)} sessions, ${formatCount(g.masked)} masked, ${formatCount(g.denied)} denied` }))}
+              color="var(--accent)"
+              testId="requests-by-gateway"
+            />
+          </ChartCard>
+        )}
       </div>
     </div>
   );
@@ -225,13 +240,13 @@ function BarChart({ columns, labels, colors }: { columns: number[][]; labels: st
   );
 }
 
-function HBars({ rows, color, testId }: { rows: { label: string; value: number }[]; color: string; testId?: string }) {
+function HBars({ rows, color, testId }: { rows: { label: string; value: number; title?: string }[]; color: string; testId?: string }) {
   const max = Math.max(...rows.map((r) => r.value), 1);
   return (
     <div className="hbars" data-testid={testId}>
       {rows.slice(0, 8).map((r) => (
         <div key={r.label} className="hbar">
-          <span className="hbar-label mono truncate" title={r.label}>
+          <span className="hbar-label mono truncate" title={r.title ?? r.label}>
             {r.label}
           </span>
           <span className="hbar-track">

@@ -12,7 +12,8 @@
  * - a client that drops and resumes on B gets what it missed, A's events and not B's own events
  *   of the same seqs;
  * - a signed-in approver (no reviewer role) gets none of it;
- * - the dashboard on B counts A's and C's requests, masked values and denials, per gateway.
+ * - the dashboard on B counts A's and C's requests, masked values, denials and hold outcomes, bucket
+ *   by bucket, as their own SQLite files hold them, and each gateway's share.
  */
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
@@ -22,6 +23,7 @@ import Database from 'better-sqlite3';
 import OpenAI from 'openai';
 import pg from 'pg';
 import type { GatewayView } from '../../shared/api';
+import type { DashboardData } from '../../shared/dashboard';
 import type { AuditEvent } from '../../shared/events';
 import type { ServerMessage } from '../../shared/messages';
 import { type CustodyServe, startServe, writeConfig } from '../support/custody-process';
@@ -34,6 +36,7 @@ import { EventsClient } from './holds-ws-client';
 
 const root = tempDir('custody-scale-console-live-');
 const OPENAI_SECRET = 'sk-scale-console-live';
+const CARD = '4111 1111 1111 1111';
 let upstream: LlmUpstream;
 let store: TestDatabase;
 let warehouse: TestDatabase;
@@ -64,7 +67,10 @@ async function setUp(m: Member): Promise<string> {
       { name: 'warehouse', kind: 'postgres', upstream: warehouse.url, listen: `127.0.0.1:${m.pgPort}` },
     ],
     masking: [{ id: 'cards', detectors: ['credit_card'], scope: ['client', 'upstream', 'log'], connections: ['openai'] }],
-    policies: [{ name: 'no-gpt-3', match: { connections: ['openai'], model: ['gpt-3.5-turbo'] }, action: 'deny', reason: 'retired model' }],
+    policies: [
+      { name: 'no-gpt-3', match: { connections: ['openai'], model: ['gpt-3.5-turbo'] }, action: 'deny', reason: 'retired model' },
+      { name: 'hold-o1', match: { connections: ['openai'], model: ['o1'] }, action: 'hold', hold: { approvers: ['admin'], min: 1, timeout: '1s' } },
+    ],
     store: { url: store.url },
   });
 }
@@ -100,6 +106,23 @@ function localSession(m: Member, session: string): Pick<AuditEvent, 'seq' | 'kin
   const d = new Database(join(m.dir, 'custody.db'), { readonly: true });
   try {
     return d.prepare('SELECT seq, kind, hash FROM events WHERE session = ? ORDER BY seq').all(session) as Pick<AuditEvent, 'seq' | 'kind' | 'hash'>[];
+  } finally {
+    d.close();
+  }
+}
+
+/** What the dashboard counts in [from, to), read from `m`'s own SQLite file: requests and denials per bucket, masked values by type, expired holds. */
+function localCounts(m: Member, from: number, to: number, bucketMs: number) {
+  const d = new Database(join(m.dir, 'custody.db'), { readonly: true });
+  try {
+    const w = { from, to, b: bucketMs };
+    const rows = <T>(q: string) => d.prepare(q).all(w) as T[];
+    return {
+      requests: rows<{ i: number; n: number }>("SELECT CAST((time - @from) / @b AS INTEGER) AS i, count(*) AS n FROM events WHERE time >= @from AND time < @to AND kind IN ('http.request', 'pg.statement') GROUP BY i"),
+      denied: rows<{ i: number; n: number }>("SELECT CAST((time - @from) / @b AS INTEGER) AS i, count(*) AS n FROM events WHERE time >= @from AND time < @to AND kind = 'policy.decision' AND json_extract(payload, '$.action') = 'deny' GROUP BY i"),
+      masked: rows<{ type: string; n: number }>("SELECT json_extract(j.value, '$.type') AS type, count(*) AS n FROM events, json_each(events.spans) AS j WHERE time >= @from AND time < @to AND spans IS NOT NULL GROUP BY 1"),
+      expired: rows<{ n: number }>("SELECT count(*) AS n FROM holds WHERE state = 'expired' AND resolved_at >= @from AND resolved_at < @to")[0]!.n,
+    };
   } finally {
     d.close();
   }
@@ -245,5 +268,71 @@ describe("the other gateways' sessions, live", () => {
     const request = await reviewer.next<EventMessage>((m) => m.type === 'session.event' && m.gateway === a.id && m.event.kind === 'http.request' && JSON.stringify(m.event.payload).includes('seen by reviewers only'), 5000);
     await reviewer.next((m) => m.type === 'session.started' && m.session.id === request.event.session, 5000);
     assert.equal(approver.messages.filter((m) => m.type.startsWith('session.')).length, 0);
+  });
+
+  it("the dashboard on B counts every gateway's traffic, bucket by bucket, with each gateway's share", async () => {
+    const from = Date.now() - 3_600_000;
+    await chatVia(a, `Charge ${CARD} for the offsite`);
+    const denied = await chatVia(a, 'an old model', 'gpt-3.5-turbo').catch((e: { status?: number }) => e);
+    assert.equal((denied as { status?: number }).status, 403);
+    const held = await chatVia(a, 'think hard', 'o1').catch((e: { status?: number }) => e);
+    assert.ok((held as { status?: number }).status! >= 400, 'the hold timed out and the request was refused');
+    await chatVia(c, `Card ${CARD} from C`);
+    // Everything A and C recorded is in the store.
+    for (const m of [a, c]) {
+      await until(`${m.name} shipped`, async () => {
+        const d = new Database(join(m.dir, 'custody.db'), { readonly: true });
+        const head = (d.prepare('SELECT max(seq) AS n FROM events').get() as { n: number }).n;
+        d.close();
+        const shipped = Number((await sql.query<{ shipped_seq: string }>('SELECT shipped_seq FROM custody_gateways WHERE id = $1', [m.id])).rows[0]!.shipped_seq);
+        return shipped >= head;
+      });
+    }
+    const to = Date.now();
+    const r = await call<DashboardData>(b, `/api/dashboard?from=${from}&to=${to}&buckets=12`, b.key!);
+    assert.equal(r.status, 200);
+    const dash = r.body;
+    assert.equal(dash.incomplete, undefined);
+    const counts = new Map([a, b, c].map((m) => [m.id!, localCounts(m, from, to, dash.bucketMs)]));
+    const perBucket = (pick: (x: ReturnType<typeof localCounts>) => { i: number; n: number }[]) => {
+      const out = dash.series.map(() => 0);
+      for (const x of counts.values()) for (const row of pick(x)) out[row.i]! += row.n;
+      return out;
+    };
+    assert.deepEqual(dash.series.map((x) => x.requests), perBucket((x) => x.requests), "requests in each bucket: the three gateways' files");
+    assert.deepEqual(dash.series.map((x) => x.denied), perBucket((x) => x.denied), 'denials in each bucket');
+    const byType = new Map<string, number>();
+    for (const x of counts.values()) for (const m of x.masked) byType.set(m.type, (byType.get(m.type) ?? 0) + m.n);
+    assert.deepEqual(Object.fromEntries(dash.maskedByType.map((m) => [m.type, m.count])), Object.fromEntries(byType));
+    assert.ok((byType.get('CREDIT_CARD') ?? 0) >= 2, 'the cards masked on A and on C');
+    assert.equal(dash.totals.holds.expired, [...counts.values()].reduce((n, x) => n + x.expired, 0));
+    assert.ok(dash.totals.holds.expired >= 1, "A's hold that timed out");
+    const sum = (xs: { n: number }[]) => xs.reduce((n, x) => n + x.n, 0);
+    assert.ok(dash.policyHits.some((p) => p.rule === 'no-gpt-3' && p.action === 'deny' && p.count === sum(counts.get(a.id!)!.denied)));
+
+    // Each gateway's share: this one first.
+    assert.deepEqual(
+      dash.gateways!.map((g) => [g.id, g.self, g.requests, g.denied]),
+      [b, a, c].map((m) => [m.id, m === b, sum(counts.get(m.id!)!.requests), sum(counts.get(m.id!)!.denied)]),
+    );
+    assert.ok(dash.gateways!.find((g) => g.id === a.id)!.sessions >= 2, "A's sessions in the window");
+    assert.equal(dash.totals.sessions, dash.gateways!.reduce((n, g) => n + g.sessions, 0));
+    // A's dashboard over the same window tells the same story.
+    const onA = (await call<DashboardData>(a, `/api/dashboard?from=${from}&to=${to}&buckets=12`, a.key!)).body;
+    assert.deepEqual(onA.series, dash.series);
+    assert.deepEqual(onA.totals, dash.totals);
+    process.stdout.write(`# the dashboard on B: ${dash.totals.requests} requests (${dash.gateways!.map((g) => `${g.requests} on ${g.self ? 'B' : g.id === a.id ? 'A' : 'C'}`).join(', ')})\n`);
+  });
+
+  it("says so when the other gateways' counts cannot be read", async () => {
+    await sql.query('ALTER TABLE custody_sessions RENAME TO custody_sessions_away');
+    try {
+      const r = await call<DashboardData>(b, '/api/dashboard', b.key!);
+      assert.equal(r.status, 200);
+      assert.match(r.body.incomplete ?? '', /other gateways' counts could not be read/);
+      assert.equal(r.body.gateways, undefined);
+    } finally {
+      await sql.query('ALTER TABLE custody_sessions_away RENAME TO custody_sessions');
+    }
   });
 });

@@ -155,11 +155,6 @@ export async function teamSessionsById(client: pg.ClientBase, gateway: string, i
   return new Map(rows.map((r) => [r.id, toSummary(r)]));
 }
 
-/** Sessions other gateways were active in during [from, to) (the dashboard's count). */
-export async function countTeamSessions(client: pg.ClientBase, self: string, from: number, to: number): Promise<number> {
-  return Number((await client.query<{ n: string }>('SELECT count(*) AS n FROM custody_sessions WHERE gateway <> $1 AND last_event_at >= $2 AND started_at < $3', [self, from, to])).rows[0]!.n);
-}
-
 /** A shipped row as an event of the console's replay, and whether it still matches its hashes. */
 export function pgRowToEvent(r: PgEventRow): { event: AuditEvent; intact: boolean } {
   const event: AuditEvent = {

@@ -18,11 +18,12 @@ import { approvalProblem, gatewayRow, type GatewayIdentity, type GatewayRow, lis
 import { LocalTrust } from './key-sync';
 import { migrateSharedStore, type StoreConnection } from './schema';
 import { SessionFeed } from './session-feed';
-import { countTeamSessions, listTeamSessions, teamSession, teamSessionEvents, teamSessionHolds } from './session-index';
+import { listTeamSessions, teamSession, teamSessionEvents, teamSessionHolds } from './session-index';
 import { ADMISSION_META } from './shipper';
 import { shipAll } from './shipping';
 import type { TeamCommand, TeamMessage, TeamOp, TeamOps } from './team';
 import { writeGroupChains } from './group-export';
+import { teamDashboard } from './team-dashboard';
 
 const { dbPath, conn, identity, signingKey } = workerData as { dbPath: string; conn: StoreConnection; identity: GatewayIdentity; signingKey: SigningKeySpec };
 const signRaw = rawSigner(signingKey);
@@ -95,7 +96,7 @@ const handlers: { [K in PooledOp]: Handler<K> } = {
   session: async (c, a) => (await teamSession(c, self, a.id)) ?? null,
   events: (c, a) => teamSessionEvents(c, a.gateway, a.id, a.after, a.limit),
   holds: (c, a) => teamSessionHolds(c, a.gateway, a.id),
-  countSessions: (c, a) => countTeamSessions(c, self, a.from, a.to),
+  dashboard: (c, a) => teamDashboard(c, self, a.from, a.to, a.bucketMs),
   gateways: (c) => gatewayViews(c),
   // What `custody gateways approve` checks before it records anything.
   approvable: async (c, a) => {

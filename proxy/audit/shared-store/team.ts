@@ -19,6 +19,7 @@ import type { CheckpointSigner } from '../checkpoint-signer';
 import type { ConsoleSessionLookup, SharedConsoleSession } from './console-session-rows';
 import { gatewayIdentity, type GatewayRow, type GatewayIdentity } from './enrolment';
 import { storeConnection } from './schema';
+import type { TeamDashboard } from './team-dashboard';
 
 /** What the worker answers, by request. */
 export interface TeamOps {
@@ -26,7 +27,7 @@ export interface TeamOps {
   session: { args: { id: string }; value: SessionSummary | null };
   events: { args: { gateway: string; id: string; after: number; limit: number }; value: { events: AuditEvent[]; altered: number[] } };
   holds: { args: { gateway: string; id: string }; value: { view: string; createdSeq: number }[] };
-  countSessions: { args: { from: number; to: number }; value: number };
+  dashboard: { args: { from: number; to: number; bucketMs: number }; value: TeamDashboard };
   gateways: { args: Record<string, never>; value: GatewayView[] };
   approvable: { args: { id: string }; value: GatewayRow };
   approved: { args: { id: string; seq: number }; value: GatewayView };

@@ -2,8 +2,11 @@
  * `GET /api/dashboard?from&to&buckets` — counts over time for the console's dashboard: requests
  * (HTTP exchanges and SQL statements), holds by outcome, masked values (and by detector type),
  * policy denials and rule hits. Computed from the events, sessions and holds tables on each call
- * (indexed by time), so the figures always agree with the audit log.
+ * (indexed by time), so the figures always agree with the audit log. With a shared store, the
+ * other gateways' counts are read from their shipped events on the console worker and added
+ * (team-dashboard.ts), with each gateway's share.
  */
+import type { TeamDashboard } from '../../audit/shared-store/team-dashboard';
 import { type AuditStore, rowToEvent } from '../../audit/store';
 import type { GatewayServices } from '../../services';
 import type { DashboardBucket, DashboardData } from '../../../shared/dashboard';
@@ -11,6 +14,8 @@ import { HttpError, type Router, timeParam } from '../router';
 
 const DAY = 86_400_000;
 const MAX_BUCKETS = 500;
+/** How many rules "Top rules" lists (all are counted: a rule's count may come from several gateways). */
+const TOP_RULES = 20;
 
 export async function dashboard(store: AuditStore, from: number, to: number, buckets: number): Promise<DashboardData> {
   // On the commit thread's connection (after what is journaled before): the aggregates scan the
@@ -86,7 +91,7 @@ export async function dashboard(store: AuditStore, from: number, to: number, buc
   const policyHits = await all<{ rule: string; action: string; count: number }>(
     `SELECT json_extract(payload, '$.rule') AS rule, json_extract(payload, '$.action') AS action, count(*) AS count FROM events
      WHERE time >= @from AND time < @to AND kind = 'policy.decision' AND encoding = 'json' AND json_extract(payload, '$.rule') IS NOT NULL
-     GROUP BY rule, action ORDER BY count DESC LIMIT 20`,
+     GROUP BY rule, action ORDER BY count DESC`,
     { from, to },
   );
 
@@ -103,6 +108,38 @@ export async function dashboard(store: AuditStore, from: number, to: number, buc
   };
 }
 
+const BUCKET_COUNTS = ['requests', 'masked', 'hits', 'denied', 'holdsApproved', 'holdsDenied', 'holdsExpired'] as const;
+
+/** This gateway's dashboard with the other gateways' counts added, bucket by bucket, and each gateway's share. */
+export function withTeam(data: DashboardData, team: TeamDashboard, self: { id: string; name: string }): DashboardData {
+  const n = data.series.length;
+  const series = data.series.map((b) => ({ ...b }));
+  for (const t of team.buckets) {
+    const b = series[Math.max(0, Math.min(n - 1, t.i))]!;
+    for (const k of BUCKET_COUNTS) b[k] += t[k];
+  }
+  const byType = new Map(data.maskedByType.map((m) => [m.type, m.count]));
+  for (const m of team.maskedByType) byType.set(m.type, (byType.get(m.type) ?? 0) + m.count);
+  const hits = new Map(data.policyHits.map((p) => [`${p.rule}\n${p.action}`, { ...p }]));
+  for (const p of team.policyHits) {
+    const h = hits.get(`${p.rule}\n${p.action}`);
+    if (h) h.count += p.count;
+    else hits.set(`${p.rule}\n${p.action}`, { ...p });
+  }
+  const sum = (k: keyof DashboardBucket) => series.reduce((a, b) => a + b[k], 0);
+  const holds = { ...data.totals.holds };
+  for (const k of Object.keys(holds) as (keyof typeof holds)[]) holds[k] += team.holds[k];
+  const mine = { id: self.id, name: self.name, self: true, sessions: data.totals.sessions, requests: data.totals.requests, masked: data.totals.masked, denied: data.totals.denied };
+  return {
+    ...data,
+    series,
+    maskedByType: [...byType].map(([type, count]) => ({ type, count })).sort((a, b) => b.count - a.count || (a.type < b.type ? -1 : 1)),
+    policyHits: [...hits.values()].sort((a, b) => b.count - a.count || (a.rule < b.rule ? -1 : a.rule > b.rule ? 1 : 0)),
+    totals: { sessions: data.totals.sessions + team.gateways.reduce((a, g) => a + g.sessions, 0), requests: sum('requests'), masked: sum('masked'), denied: sum('denied'), holds },
+    gateways: [mine, ...team.gateways.map((g) => ({ ...g, self: false }))],
+  };
+}
+
 /** Registers `GET /api/dashboard` for any signed-in admin, approver or reviewer (counts only, no payloads). */
 export function registerDashboardRoutes(router: Router, s: GatewayServices): void {
   router.get('/api/dashboard', async ({ identity, query }) => {
@@ -113,9 +150,12 @@ export function registerDashboardRoutes(router: Router, s: GatewayServices): voi
     const raw = query.get('buckets');
     const buckets = raw ? Number(raw) : 24;
     if (!Number.isInteger(buckets) || buckets < 1 || buckets > MAX_BUCKETS) throw new HttpError(400, 'bad_request', `buckets must be an integer from 1 to ${MAX_BUCKETS}`);
-    const data = await dashboard(s.store, from, to, buckets);
-    // With a shared store, the sessions of the other gateways count too (their index in the store).
-    if (s.team) data.totals.sessions += await s.team.ask('countSessions', { from, to }).catch(() => 0);
-    return data;
+    let data = await dashboard(s.store, from, to, buckets);
+    if (s.team) {
+      // With a shared store, every gateway's traffic: the others' from their shipped events.
+      const team = await s.team.ask('dashboard', { from, to, bucketMs: data.bucketMs }).catch((err: Error) => err);
+      data = team instanceof Error ? { ...data, incomplete: `the other gateways' counts could not be read from the shared store: ${team.message}` } : withTeam(data, team, s.team.identity);
+    }
+    return { ...data, policyHits: data.policyHits.slice(0, TOP_RULES) };
   });
 }
