@@ -63,7 +63,7 @@ export function DashboardPage() {
 
   return (
     <div className="page">
-      <PageHeader title="Dashboard" subtitle="What went through the gateway, what was held, masked and denied." actions={<Tabs tabs={RANGES.map((r) => ({ id: r.id, label: r.label }))} value={range} onChange={setRange} />} />
+      <PageHeader title="Dashboard" subtitle={data?.gateways ? `What went through the ${data.gateways.length} gateways of the group, what was held, masked and denied.` : 'What went through the gateway, what was held, masked and denied.'} actions={<Tabs tabs={RANGES.map((r) => ({ id: r.id, label: r.label }))} value={range} onChange={setRange} />} />
       {error && <ErrorBox title="Could not load the dashboard" message={error} onRetry={load} />}
       {data?.incomplete && (
         <div className="banner banner-muted" role="status" data-testid="dashboard-incomplete">

@@ -173,7 +173,7 @@ function SessionCells({ s, now, team }: { s: SessionSummary; now: number; team: 
         <Icon name={s.protocol === 'postgres' || s.protocol === 'ssh' ? 'terminal' : 'chat'} size={14} className="muted" /> {s.protocol === 'postgres' ? 'SQL' : s.protocol === 'http' ? 'HTTP' : s.protocol === 'ssh' ? 'SSH' : s.protocol}
       </span>
       <span className="num">{formatDuration((s.endedAt ?? s.lastEventAt) - s.startedAt)}</span>
-      <span className="num">{formatCount(s.requests)}</span>
+      <span className="num" data-testid="session-requests">{formatCount(s.requests)}</span>
       <span className="num muted">{formatCount(s.events)}</span>
       <span className="num">{s.holds ? <Badge tone="warn">{s.holds}</Badge> : <span className="muted">0</span>}</span>
       <span className="num">{s.masked ? <Badge tone="accent">{s.masked}</Badge> : <span className="muted">0</span>}</span>

@@ -1,0 +1,156 @@
+// The console in team mode, live, in a real browser: two gateways on one real PostgreSQL store, A
+// and B (approved by A). B's console, open on its Sessions page, shows a conversation made through
+// A as it starts — a row marked as A's — and its request count grows as more requests go through
+// A, all without a reload; the replay of that session, open on B, grows as the session does; B's
+// dashboard counts A's requests, with each gateway's share.
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import Database from 'better-sqlite3';
+import OpenAI from 'openai';
+import type { Browser, Page } from 'playwright-core';
+import { Config } from '../../shared/config';
+import { Gateway } from '../../proxy/gateway';
+import { silentLogger } from '../../proxy/log';
+import { launchBrowser, newPage, screenshot, signIn } from '../support/browser';
+import { type LlmUpstream, startLlmUpstream } from '../support/llm-upstream';
+import { createTestDatabase, type TestDatabase } from '../support/pg-database';
+import { eventually, OPENAI_SECRET } from './console-harness';
+
+const CARD = '4111 1111 1111 1111';
+let upstream: LlmUpstream;
+let store: TestDatabase;
+let browser: Browser;
+let page: Page;
+const dirs: string[] = [];
+const gateways: Gateway[] = [];
+
+async function start(): Promise<Gateway> {
+  const dataDir = mkdtempSync(join(tmpdir(), 'custody-console-team-live-'));
+  dirs.push(dataDir);
+  const config = Config.parse({
+    listen: { control: '127.0.0.1:0', http: '127.0.0.1:0' },
+    connections: [{ name: 'openai', kind: 'openai', upstream: `${upstream.url}/v1`, secret: { value: OPENAI_SECRET } }],
+    masking: [{ id: 'pii', detectors: ['credit_card'], scope: ['client', 'upstream', 'log'], connections: ['openai'] }],
+    store: { url: store.url },
+  });
+  const gw = await Gateway.start({ config, dataDir, log: silentLogger });
+  gateways.push(gw);
+  return gw;
+}
+
+const control = (gw: Gateway) => `http://${gw.address('control')}`;
+const idOf = (gw: Gateway) => gw.services.sharedStore!.identity.id;
+/** How the console labels a gateway: the start of its key fingerprint. */
+const shortOf = (gw: Gateway) => idOf(gw).replace(/^SHA256:/, '').slice(0, 8);
+
+async function post<T>(gw: Gateway, path: string, key: string, body?: unknown): Promise<T> {
+  const res = await fetch(`${control(gw)}${path}`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, ...(body !== undefined ? { body: JSON.stringify(body) } : {}) });
+  assert.equal(res.status, 200, await res.clone().text());
+  return (await res.json()) as T;
+}
+
+/** HTTP requests recorded in `gw`'s own SQLite file. */
+function requestsIn(gw: Gateway): number {
+  const d = new Database(join(gw.services.dataDir, 'custody.db'), { readonly: true });
+  try {
+    return (d.prepare("SELECT count(*) AS n FROM events WHERE kind = 'http.request'").get() as { n: number }).n;
+  } finally {
+    d.close();
+  }
+}
+
+describe('console: other gateways live', () => {
+  let a: Gateway;
+  let b: Gateway;
+  let lena: string;
+  const chat = (text: string) => new OpenAI({ baseURL: `http://${a.address('http')}/openai`, apiKey: lena, maxRetries: 0 }).chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: text }] });
+
+  before(async () => {
+    upstream = await startLlmUpstream({ openaiKey: OPENAI_SECRET, reply: 'Charged.' });
+    store = await createTestDatabase('custody_test_console_team_live');
+    a = await start();
+    await eventually(() => a.services.sharedStore!.health().phase === 'admitted', 'A enrolled');
+    b = await start();
+    await eventually(() => b.services.sharedStore!.health().phase === 'pending', 'B pending');
+    await post(a, `/api/gateways/${encodeURIComponent(idOf(b))}/approve`, a.firstKey!);
+    await eventually(() => b.services.admissionRefusal!() === undefined, 'B serving', 15_000);
+    // Lena's key, made on A: her first request through A opens a new session there.
+    lena = (await post<{ key: string }>(a, '/api/keys', a.firstKey!, { name: 'lena', groups: ['user'], newOwner: 'Lena' })).key;
+    browser = await launchBrowser();
+    ({ page } = await newPage(browser));
+  });
+  after(async () => {
+    await page?.close().catch(() => {});
+    await browser?.close().catch(() => {});
+    for (const gw of gateways.reverse()) await gw.stop().catch(() => {});
+    await upstream?.close();
+    await store?.drop();
+    for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  });
+
+  it("B's session list grows with a session made through A, without a reload", async () => {
+    await signIn(page, control(b), b.firstKey!);
+    await page.goto(`${control(b)}/#/sessions`);
+    await page.getByTestId('session-list').waitFor();
+    // A reload would start a new document and lose this mark.
+    await page.evaluate(() => ((globalThis as unknown as { sameDocument: boolean }).sameDocument = true));
+    const row = page.locator('[data-testid="session-row"]', { has: page.locator('[data-testid="session-gateway"]', { hasText: shortOf(a) }) }).filter({ hasText: 'lena' });
+    assert.equal(await row.count(), 0, 'no session of Lena yet');
+
+    const t0 = Date.now();
+    await chat(`Charge ${CARD} for the offsite`);
+    const answered = Date.now() - t0;
+    await row.waitFor({ timeout: 5000 });
+    const shown = Date.now() - t0;
+    assert.equal(await row.getByTestId('session-requests').innerText(), '1');
+    assert.match(await row.innerText(), /live/);
+
+    await chat('And book the room');
+    await eventually(async () => (await row.getByTestId('session-requests').innerText()) === '2', 'the row counts the second request', 5000);
+    assert.equal(await page.evaluate(() => (globalThis as unknown as { sameDocument?: boolean }).sameDocument), true, 'the page was never reloaded');
+    await screenshot(page, 'sessions-team-live');
+    process.stdout.write(`# a session made through A was on B's Sessions page ${shown} ms after the request started (the request itself took ${answered} ms)\n`);
+  });
+
+  it("the replay of A's session, open on B, grows as the session does", async () => {
+    const row = page.locator('[data-testid="session-row"]', { has: page.locator('[data-testid="session-gateway"]', { hasText: shortOf(a) }) }).filter({ hasText: 'lena' });
+    await row.click();
+    await page.getByTestId('conversation').waitFor();
+    assert.match(await page.getByTestId('replay-gateway').innerText(), /recorded by/);
+    const events = page.getByTestId('event-item');
+    const before = await events.count();
+    assert.ok(before > 0);
+    await chat('Also order lunch for twelve');
+    await page.locator('[data-testid="msg"][data-role="user"]', { hasText: 'Also order lunch for twelve' }).waitFor({ timeout: 5000 });
+    assert.ok((await events.count()) > before, 'the timeline holds the new events');
+    // The masked card is highlighted in the replay as on A.
+    assert.equal(await page.locator('[data-testid="msg"][data-role="user"] mark.masked[data-mask-type="CREDIT_CARD"]').first().innerText(), '[CREDIT_CARD]');
+    assert.equal(await page.evaluate(() => (globalThis as unknown as { sameDocument?: boolean }).sameDocument), true, 'the page was never reloaded');
+    await screenshot(page, 'replay-team-live');
+  });
+
+  it("B's dashboard counts A's requests, with each gateway's share", async () => {
+    await page.goto(`${control(b)}/#/dashboard`);
+    const card = page.getByTestId('requests-by-gateway');
+    await card.waitFor();
+    // Everything A recorded is in the store before the dashboard is read again.
+    await eventually(() => a.services.sharedStore!.health().lagEvents === 0, 'A shipped');
+    await page.reload();
+    const rows = card.locator('.hbar');
+    await eventually(async () => (await rows.count()) === 2, 'two gateways');
+    const byLabel = new Map<string, string>();
+    for (let i = 0; i < 2; i++) byLabel.set(await rows.nth(i).locator('.hbar-label').innerText(), await rows.nth(i).locator('.hbar-value').innerText());
+    const labelA = [...byLabel.keys()].find((l) => l.includes(shortOf(a)))!;
+    const labelB = [...byLabel.keys()].find((l) => l.includes(shortOf(b)))!;
+    assert.ok(labelA && labelB, [...byLabel.keys()].join(' | '));
+    assert.match(labelB, /this one/);
+    assert.equal(Number(byLabel.get(labelA)), requestsIn(a), "A's requests, as A's own file holds them");
+    assert.equal(Number(byLabel.get(labelB)), requestsIn(b));
+    assert.match(await page.locator('.page-header .subtitle').innerText(), /2 gateways of the group/);
+    await card.scrollIntoViewIfNeeded();
+    await screenshot(page, 'dashboard-team');
+  });
+});
