@@ -4,45 +4,20 @@
 // A, all without a reload; the replay of that session, open on B, grows as the session does; B's
 // dashboard counts A's requests, with each gateway's share.
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import Database from 'better-sqlite3';
 import OpenAI from 'openai';
-import type { Browser, Page } from 'playwright-core';
-import { Config } from '../../shared/config';
-import { Gateway } from '../../proxy/gateway';
-import { silentLogger } from '../../proxy/log';
-import { launchBrowser, newPage, screenshot, signIn } from '../support/browser';
-import { type LlmUpstream, startLlmUpstream } from '../support/llm-upstream';
-import { createTestDatabase, type TestDatabase } from '../support/pg-database';
-import { eventually, OPENAI_SECRET } from './console-harness';
+import type { Page } from 'playwright-core';
+import type { Gateway } from '../../proxy/gateway';
+import { screenshot, signIn } from '../support/browser';
+import { eventually } from './console-harness';
+import { control, idOf, startTeam, type Team } from './console-team';
 
 const CARD = '4111 1111 1111 1111';
-let upstream: LlmUpstream;
-let store: TestDatabase;
-let browser: Browser;
+let team: Team;
 let page: Page;
-const dirs: string[] = [];
-const gateways: Gateway[] = [];
 
-async function start(): Promise<Gateway> {
-  const dataDir = mkdtempSync(join(tmpdir(), 'custody-console-team-live-'));
-  dirs.push(dataDir);
-  const config = Config.parse({
-    listen: { control: '127.0.0.1:0', http: '127.0.0.1:0' },
-    connections: [{ name: 'openai', kind: 'openai', upstream: `${upstream.url}/v1`, secret: { value: OPENAI_SECRET } }],
-    masking: [{ id: 'pii', detectors: ['credit_card'], scope: ['client', 'upstream', 'log'], connections: ['openai'] }],
-    store: { url: store.url },
-  });
-  const gw = await Gateway.start({ config, dataDir, log: silentLogger });
-  gateways.push(gw);
-  return gw;
-}
-
-const control = (gw: Gateway) => `http://${gw.address('control')}`;
-const idOf = (gw: Gateway) => gw.services.sharedStore!.identity.id;
 /** How the console labels a gateway: the start of its key fingerprint. */
 const shortOf = (gw: Gateway) => idOf(gw).replace(/^SHA256:/, '').slice(0, 8);
 
@@ -69,26 +44,16 @@ describe('console: other gateways live', () => {
   const chat = (text: string) => new OpenAI({ baseURL: `http://${a.address('http')}/openai`, apiKey: lena, maxRetries: 0 }).chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: text }] });
 
   before(async () => {
-    upstream = await startLlmUpstream({ openaiKey: OPENAI_SECRET, reply: 'Charged.' });
-    store = await createTestDatabase('custody_test_console_team_live');
-    a = await start();
-    await eventually(() => a.services.sharedStore!.health().phase === 'admitted', 'A enrolled');
-    b = await start();
-    await eventually(() => b.services.sharedStore!.health().phase === 'pending', 'B pending');
+    team = await startTeam('console_team_live', 'Charged.');
+    ({ page } = team);
+    [a, b] = await team.pair();
     await post(a, `/api/gateways/${encodeURIComponent(idOf(b))}/approve`, a.firstKey!);
     await eventually(() => b.services.admissionRefusal!() === undefined, 'B serving', 15_000);
     // Lena's key, made on A: her first request through A opens a new session there.
     lena = (await post<{ key: string }>(a, '/api/keys', a.firstKey!, { name: 'lena', groups: ['user'], newOwner: 'Lena' })).key;
-    browser = await launchBrowser();
-    ({ page } = await newPage(browser));
   });
   after(async () => {
-    await page?.close().catch(() => {});
-    await browser?.close().catch(() => {});
-    for (const gw of gateways.reverse()) await gw.stop().catch(() => {});
-    await upstream?.close();
-    await store?.drop();
-    for (const d of dirs) rmSync(d, { recursive: true, force: true });
+    await team?.close();
   });
 
   it("B's session list grows with a session made through A, without a reload", async () => {

@@ -4,68 +4,33 @@
 // recorded on A, marked as A's, with the masked card number highlighted as on A; then the admin
 // removes B from the group, with a reason, and B's clients are refused saying why.
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import OpenAI from 'openai';
 import type { Browser, Page } from 'playwright-core';
 import type pg from 'pg';
-import { Config } from '../../shared/config';
-import { Gateway } from '../../proxy/gateway';
-import { silentLogger } from '../../proxy/log';
-import { launchBrowser, newPage, screenshot, signIn } from '../support/browser';
-import { type LlmUpstream, startLlmUpstream } from '../support/llm-upstream';
-import { createTestDatabase, type TestDatabase } from '../support/pg-database';
-import { eventually, OPENAI_SECRET } from './console-harness';
+import type { Gateway } from '../../proxy/gateway';
+import { newPage, screenshot, signIn } from '../support/browser';
+import { eventually } from './console-harness';
+import { control, idOf, startTeam, type Team } from './console-team';
 
 const CARD = '4111 1111 1111 1111';
-let upstream: LlmUpstream;
-let store: TestDatabase;
+let team: Team;
+let upstream: Team['upstream'];
 let sql: pg.Client;
 let browser: Browser;
 let page: Page;
-const dirs: string[] = [];
-const gateways: Gateway[] = [];
-
-async function start(): Promise<Gateway> {
-  const dataDir = mkdtempSync(join(tmpdir(), 'custody-console-team-'));
-  dirs.push(dataDir);
-  const config = Config.parse({
-    listen: { control: '127.0.0.1:0', http: '127.0.0.1:0' },
-    connections: [{ name: 'openai', kind: 'openai', upstream: `${upstream.url}/v1`, secret: { value: OPENAI_SECRET } }],
-    masking: [{ id: 'pii', detectors: ['credit_card'], scope: ['client', 'upstream', 'log'], connections: ['openai'] }],
-    store: { url: store.url },
-  });
-  const gw = await Gateway.start({ config, dataDir, log: silentLogger });
-  gateways.push(gw);
-  return gw;
-}
-
-const control = (gw: Gateway) => `http://${gw.address('control')}`;
-const idOf = (gw: Gateway) => gw.services.sharedStore!.identity.id;
 
 describe('console: gateways of a shared store', () => {
   let a: Gateway;
   let b: Gateway;
   before(async () => {
-    upstream = await startLlmUpstream({ openaiKey: OPENAI_SECRET, reply: 'Charged.' });
-    store = await createTestDatabase('custody_test_console_team');
-    sql = await store.client();
-    a = await start();
-    await eventually(() => a.services.sharedStore!.health().phase === 'admitted', 'A enrolled');
-    b = await start();
-    await eventually(() => b.services.sharedStore!.health().phase === 'pending', 'B pending');
-    browser = await launchBrowser();
-    ({ page } = await newPage(browser));
+    team = await startTeam('console_team', 'Charged.');
+    ({ upstream, browser, page } = team);
+    sql = await team.store.client();
+    [a, b] = await team.pair();
   });
   after(async () => {
-    await page?.close().catch(() => {});
-    await browser?.close().catch(() => {});
-    for (const gw of gateways.reverse()) await gw.stop().catch(() => {});
-    await upstream?.close();
-    await store?.drop();
-    for (const d of dirs) rmSync(d, { recursive: true, force: true });
+    await team?.close();
   });
 
   it('approves a pending gateway from the Audit page', async () => {
