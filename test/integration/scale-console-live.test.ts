@@ -278,16 +278,16 @@ describe("the other gateways' sessions, live", () => {
     const held = await chatVia(a, 'think hard', 'o1').catch((e: { status?: number }) => e);
     assert.ok((held as { status?: number }).status! >= 400, 'the hold timed out and the request was refused');
     await chatVia(c, `Card ${CARD} from C`);
-    // Everything A and C recorded is in the store.
+    // Everything A and C recorded (journaled: their SQLite files may not hold it all yet) is in the store.
     for (const m of [a, c]) {
       await until(`${m.name} shipped`, async () => {
-        const d = new Database(join(m.dir, 'custody.db'), { readonly: true });
-        const head = (d.prepare('SELECT max(seq) AS n FROM events').get() as { n: number }).n;
-        d.close();
+        const { events } = (await call<{ events: number }>(m, '/api/health', m.key!)).body;
         const shipped = Number((await sql.query<{ shipped_seq: string }>('SELECT shipped_seq FROM custody_gateways WHERE id = $1', [m.id])).rows[0]!.shipped_seq);
-        return shipped >= head;
+        return shipped >= events;
       });
     }
+    // And A's hold row in the store says how it ended (written by A's hold worker, after its event).
+    await until('no hold pending in the store', async () => (await sql.query<{ n: number }>("SELECT count(*)::int AS n FROM custody_holds WHERE state = 'pending'")).rows[0]!.n === 0);
     const to = Date.now();
     const r = await call<DashboardData>(b, `/api/dashboard?from=${from}&to=${to}&buckets=12`, b.key!);
     assert.equal(r.status, 200);
