@@ -24,6 +24,7 @@ import OpenAI from 'openai';
 import pg from 'pg';
 import type { GatewayView } from '../../shared/api';
 import type { DashboardData } from '../../shared/dashboard';
+import { DASHBOARD_ROWS } from '../../proxy/audit/shared-store/schema';
 import type { AuditEvent } from '../../shared/events';
 import type { ServerMessage } from '../../shared/messages';
 import { type CustodyServe, startServe, writeConfig } from '../support/custody-process';
@@ -322,6 +323,19 @@ describe("the other gateways' sessions, live", () => {
     assert.deepEqual(onA.series, dash.series);
     assert.deepEqual(onA.totals, dash.totals);
     process.stdout.write(`# the dashboard on B: ${dash.totals.requests} requests (${dash.gateways!.map((g) => `${g.requests} on ${g.self ? 'B' : g.id === a.id ? 'A' : 'C'}`).join(', ')})\n`);
+  });
+
+  it("migration 10's index serves the dashboard's window (its predicate is the queries' own)", async () => {
+    const applied = (await sql.query<{ version: number }>('SELECT version FROM custody_schema_migrations ORDER BY version')).rows.map((r) => r.version);
+    assert.equal(applied.at(-1), 10);
+    // Sequential scans priced out: a partial index whose predicate the query does not imply would not be used at all.
+    await sql.query('SET enable_seqscan = off');
+    try {
+      const plan = (await sql.query<{ 'QUERY PLAN': unknown }>(`EXPLAIN (FORMAT JSON) SELECT count(*) FROM custody_events WHERE gateway <> $1 AND time >= $2 AND time < $3 AND ${DASHBOARD_ROWS}`, [b.id, Date.now() - 3_600_000, Date.now()])).rows[0]!['QUERY PLAN'];
+      assert.match(JSON.stringify(plan), /"Index Name":"custody_events_dashboard"/);
+    } finally {
+      await sql.query('RESET enable_seqscan');
+    }
   });
 
   it("says so when the other gateways' counts cannot be read", async () => {
