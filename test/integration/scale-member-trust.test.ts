@@ -1,0 +1,203 @@
+/**
+ * Who is a member of the group, against someone who can write to the shared store and holds no
+ * gateway's key (docs/SCALE-OUT.md, "Who may sign: enrolment"). Two gateways on one real
+ * PostgreSQL store, A (the first, enrolled) and B (approved by A), an HTTP upstream that keeps what
+ * it receives, and a hold rule. Each attempt below forges, with SQL only, a member that the store's
+ * gateways table lists as enrolled or approved, and then, signed by the forged member's key:
+ *
+ * - an API key (admin): a request with it through A and B gets 401, and the upstream sees nothing;
+ * - a console sign-in session (admin): A and B answer 401 to its cookie;
+ * - a vote approving a request held on A, written under the forged member's name: the request
+ *   stays held (the upstream sees nothing), and A's hold shows no such vote.
+ *
+ * A vote cast on B (a proven member) on the same hold then releases it: the votes of real members
+ * still count, so the refusals above are the forgery's, not a hold that never syncs.
+ */
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import type pg from 'pg';
+import { canonicalize } from '../../shared/canonical-json';
+import type { HoldView } from '../../shared/holds';
+import { writeVoteRow } from '../../proxy/audit/shared-store/hold-rows';
+import type { Gateway } from '../../proxy/gateway';
+import { startEchoUpstream, type EchoUpstream } from '../support/echo-upstream';
+import { appendToChain, approvalOf, type ForgedKey, forgedKey, signAs, writeChain, writeGatewayRow } from '../support/forged-member';
+import { createTestDatabase, type TestDatabase } from '../support/pg-database';
+import { approveMember, type StoreMember, startStoreMember } from '../support/store-member';
+import { tempDir } from '../support/tmp';
+import { until } from '../support/until';
+
+const root = tempDir('custody-scale-member-trust-');
+let db: TestDatabase;
+let echo: EchoUpstream;
+let sql: pg.Client;
+const running: Gateway[] = [];
+let a: StoreMember;
+let b: StoreMember;
+
+/** Where rows appended by hand to A's chain go: far past its head, so its own shipping never meets them. */
+let farSeq = 1_000_000;
+
+/** One forgery: what it writes to the store, returning the key that then signs as a member. One line each. */
+const attempts: { name: string; forge: () => Promise<ForgedKey> }[] = [
+  {
+    name: "an 'enrolled' gateway row with a key of its own and a request that key signs",
+    forge: async () => {
+      const f = forgedKey('custody/mallory-1');
+      await writeGatewayRow(sql, f, 'enrolled');
+      return f;
+    },
+  },
+  {
+    name: "an 'approved' row whose approval sits in the chain of a forged 'enrolled' member, under a checkpoint that member's key signs",
+    forge: async () => {
+      const approver = forgedKey('custody/mallory-root');
+      const f = forgedKey('custody/mallory-2');
+      await writeGatewayRow(sql, approver, 'enrolled');
+      await writeChain(sql, approver, [
+        { kind: 'gateway.enrolled', payload: { group: 'forged', id: approver.id, fingerprint: approver.id, publicKey: approver.publicKey, keyName: approver.keyName, name: 'mallory', first: true } },
+        { kind: 'gateway.approved', payload: approvalOf(f, approver.id) },
+      ]);
+      await writeGatewayRow(sql, f, 'approved', { approvedBy: approver.id, approvalSeq: 2 });
+      await writeChain(sql, f, [{ kind: 'session.start', payload: { note: 'forged' } }]);
+      return f;
+    },
+  },
+  {
+    name: "an 'approved' row whose approval is a row appended to A's chain in the store (its hashes recompute; no checkpoint of A covers it)",
+    forge: async () => {
+      const f = forgedKey('custody/mallory-3');
+      const seq = farSeq++;
+      await appendToChain(sql, a.id, seq, 'gateway.approved', approvalOf(f, a.id));
+      await writeGatewayRow(sql, f, 'approved', { approvedBy: a.id, approvalSeq: seq });
+      return f;
+    },
+  },
+  {
+    name: "the same, with a checkpoint of A's chain over it signed by the forger's key",
+    forge: async () => {
+      const f = forgedKey('custody/mallory-4');
+      const seq = farSeq++;
+      await appendToChain(sql, a.id, seq, 'gateway.approved', approvalOf(f, a.id), f);
+      await writeGatewayRow(sql, f, 'approved', { approvedBy: a.id, approvalSeq: seq });
+      return f;
+    },
+  },
+];
+
+/** A request through `m` with `key`: its status, and whether the upstream saw it. */
+async function send(m: StoreMember, key: string, path = 'open'): Promise<{ status: number; reached: boolean }> {
+  const tag = `t-${randomBytes(6).toString('hex')}`;
+  const r = await fetch(`${m.http}/echo/${path}/${tag}`, { headers: { authorization: `Bearer ${key}` } });
+  await r.text();
+  return { status: r.status, reached: echo.requests.some((q) => q.target.includes(tag)) };
+}
+
+async function api<T>(m: StoreMember, method: string, path: string, body?: unknown): Promise<{ status: number; body: T }> {
+  const r = await fetch(`${m.control}${path}`, { method, headers: { authorization: `Bearer ${m.gw.firstKey}`, 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) });
+  return { status: r.status, body: (await r.json()) as T };
+}
+
+/** An admin API key signed by `f` as gateways sign the keys they share (key-sync.ts). */
+async function plantKey(f: ForgedKey): Promise<string> {
+  const id = `forged${randomBytes(4).toString('hex')}`;
+  const key = `cst_${id}_${randomBytes(24).toString('base64url')}`;
+  const row = { id, name: 'forged', hash: createHash('sha256').update(key).digest('hex'), groups: '["admin"]', created_at: Date.now(), created_by: 'mallory' };
+  await sql.query('INSERT INTO custody_api_keys (id, name, hash, groups, created_at, created_by, origin) VALUES ($1, $2, $3, $4, $5, $6, $7)', [row.id, row.name, row.hash, row.groups, row.created_at, row.created_by, f.id]);
+  const text = `custody-api-key/v1\n${canonicalize([row.id, row.name, row.hash, row.groups, row.created_at, row.created_by])}`;
+  await sql.query('INSERT INTO custody_api_key_signatures (id, gateway, signature) VALUES ($1, $2, $3)', [id, f.id, signAs(f, text)]);
+  return key;
+}
+
+/** An admin console session signed by `f` (console-session-rows.ts); returns its cookie. */
+async function plantSession(f: ForgedKey): Promise<string> {
+  const cookie = randomBytes(32).toString('base64url');
+  const digest = createHash('sha256').update(cookie).digest('hex');
+  const identity = canonicalize({ subject: 'key:forged', name: 'mallory', groups: ['admin'], roles: ['admin', 'user'], via: 'console' });
+  const now = Date.now();
+  const text = `custody-console-session/v1\n${canonicalize([digest, identity, now, now + 3_600_000, f.id])}`;
+  await sql.query('INSERT INTO custody_console_sessions (digest, identity, created_at, expires_at, gateway, signature) VALUES ($1, $2, $3, $4, $5, $6)', [digest, identity, now, now + 3_600_000, f.id, signAs(f, text)]);
+  return cookie;
+}
+
+const me = async (m: StoreMember, cookie: string) => (await fetch(`${m.control}/api/me`, { headers: { cookie: `custody_session=${cookie}` } })).status;
+
+before(async () => {
+  db = await createTestDatabase('custody_test_scale_member_trust');
+  echo = await startEchoUpstream();
+  sql = await db.client();
+  const config = {
+    listen: { control: '127.0.0.1:0', http: '127.0.0.1:0' },
+    connections: [{ name: 'echo', kind: 'http', upstream: echo.url }],
+    policies: [{ name: 'hold-one', match: { paths: ['/held/*'] }, action: 'hold', hold: { approvers: ['admin'], min: 1, timeout: '2m' } }],
+    store: { url: db.url, staleAfter: '5s' },
+  };
+  a = await startStoreMember(join(root, 'a'), config);
+  running.push(a.gw);
+  b = await startStoreMember(join(root, 'b'), config);
+  running.push(b.gw);
+  await approveMember(a, b, async () => (await send(b, b.gw.firstKey!)).status === 200);
+});
+
+after(async () => {
+  for (const gw of running) await gw.stop();
+  await sql?.end();
+  await echo?.close();
+  await db?.drop();
+});
+
+describe('a member forged in the store with SQL only signs nothing the gateways accept', () => {
+  const forged: { name: string; key: ForgedKey }[] = [];
+
+  it('forges every attempt', async () => {
+    for (const t of attempts) forged.push({ name: t.name, key: await t.forge() });
+    const rows = (await sql.query<{ id: string; status: string }>('SELECT id, status FROM custody_gateways')).rows;
+    for (const f of forged) assert.ok(rows.some((r) => r.id === f.key.id && (r.status === 'enrolled' || r.status === 'approved')), `${f.name}: the table lists it as a member`);
+  });
+
+  it('an API key signed by the forged member is refused (401) by A and B, and the upstream sees nothing', async () => {
+    const keys = await Promise.all(forged.map(async (f) => ({ name: f.name, key: await plantKey(f.key) })));
+    // Several rounds of both gateways' workers (a key is copied within a second when it is trusted).
+    await new Promise((r) => setTimeout(r, 3000));
+    for (const k of keys)
+      for (const m of [a, b]) {
+        const r = await send(m, k.key);
+        assert.equal(r.status, 401, `${k.name}: ${m === a ? 'A' : 'B'} answered ${r.status}`);
+        assert.equal(r.reached, false, `${k.name}: the upstream received the request`);
+      }
+  });
+
+  it('a console session signed by the forged member is refused (401) by A and B', async () => {
+    for (const f of forged) {
+      const cookie = await plantSession(f.key);
+      for (const m of [a, b]) assert.equal(await me(m, cookie), 401, `${f.name}: ${m === a ? 'A' : 'B'} accepted the forged console session`);
+    }
+  });
+
+  it("a vote under the forged member's name does not release a request held on A; a vote cast on B does", async () => {
+    const tag = `h-${randomBytes(6).toString('hex')}`;
+    const response = fetch(`${a.http}/echo/held/${tag}`, { headers: { authorization: `Bearer ${a.gw.firstKey}` } });
+    response.catch(() => {});
+    const hold = await until('the hold on A', async () => (await api<{ holds: HoldView[] }>(a, 'GET', '/api/holds?state=pending')).body.holds.find((h) => h.summary.includes(tag)));
+    const created = (await sql.query<{ created_seq: string; created_hash: string }>('SELECT created_seq, created_hash FROM custody_holds WHERE id = $1', [hold.id])).rows[0];
+    assert.ok(created, 'the hold is in the store');
+    for (const [i, f] of forged.entries()) {
+      const vote = { by: `key:mallory${i}`, person: `person_mallory${i}`, byName: 'mallory', decision: 'approve' as const, reason: 'forged', at: Date.now() };
+      assert.equal(await writeVoteRow(sql, { hold: hold.id, event: { gateway: f.key.id, seq: 1, hash: createHash('sha256').update(`vote-${i}`).digest('hex') }, vote }), true, `${f.name}: the vote row is in the store`);
+    }
+    // The hold worker reads at the notification, and at least once a second.
+    await new Promise((r) => setTimeout(r, 3000));
+    assert.equal(echo.requests.some((q) => q.target.includes(tag)), false, 'a forged vote released the held request');
+    const now = (await api<HoldView>(a, 'GET', `/api/holds/${hold.id}`)).body;
+    assert.equal(now.state, 'pending', 'the hold is still pending on A');
+    for (const f of forged) assert.ok(!now.votes.some((v) => v.gateway === f.key.id), `${f.name}: A counted its vote`);
+
+    // A real member's vote still counts.
+    const decided = await fetch(`${b.control}/api/holds/${hold.id}/decision`, { method: 'POST', headers: { authorization: `Bearer ${b.gw.firstKey}`, 'content-type': 'application/json' }, body: JSON.stringify({ decision: 'approve', reason: 'ok' }) });
+    assert.equal(decided.status, 200, `B's vote: ${decided.status} ${await decided.clone().text()}`);
+    assert.equal((await response).status, 200);
+    assert.ok(echo.requests.some((q) => q.target.includes(tag)), 'the upstream received the request released by B');
+  });
+});
