@@ -59,6 +59,8 @@ interface SharedHoldsDeps {
   holds: HoldQueue;
   log: Logger;
   gateway: string;
+  /** This gateway's public key (base64): the hold worker trusts it, and proves the other members from it (member-trust.ts). */
+  publicKey: string;
   /** Why this gateway is not admitted to the store (a vote cast here would not count), or undefined. */
   refusal: () => string | undefined;
   /**
@@ -93,7 +95,7 @@ export class SharedHolds implements HoldPeers {
 
   /** Starts the hold worker for gateway `gateway` on the store `config` names, and joins `holds` to it. */
   static start(deps: SharedHoldsDeps & { config: StoreConfig }): SharedHolds {
-    const worker = startHoldSyncWorker(storeConnection(deps.config), deps.gateway);
+    const worker = startHoldSyncWorker(storeConnection(deps.config), { id: deps.gateway, publicKey: deps.publicKey }, deps.store.path);
     const shared = new SharedHolds(worker, deps);
     deps.holds.setPeers(shared);
     return shared;
@@ -209,6 +211,9 @@ export class SharedHolds implements HoldPeers {
           else this.deps.log.warn(`shared store: cannot follow the holds of the other gateways (${m.error ?? 'disconnected'}); retrying`);
         }
         this.connected = m.connected;
+        return;
+      case 'refused':
+        this.deps.log.warn(`shared store: holds and votes written under the name of gateway ${m.gateway} are ignored: ${m.reason}`);
         return;
       case 'stopped':
         this.resolveStopped?.();

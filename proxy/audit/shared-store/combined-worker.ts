@@ -20,6 +20,7 @@
  * against the signed heads), so only rows after it are read.
  */
 import { parentPort, workerData } from 'node:worker_threads';
+import Database from 'better-sqlite3';
 import type pg from 'pg';
 import { lowerThreadPriority } from '../../worker-source';
 import { keyFingerprint, rawSigner, type SigningKeySpec, specPublicKey } from '../checkpoint-signer';
@@ -43,10 +44,25 @@ import {
   storeMembers,
 } from './combined-checkpoint';
 import { type GatewayIdentity, groupId, rowVerifier } from './enrolment';
+import { LocalTrust } from './key-sync';
+import { pinnedApprover, provenMembers } from './member-trust';
 import { COMBINED_LOCK, connectStore, migrateSharedStore, type StoreConnection } from './schema';
 
-const { conn, identity, signingKey, intervalMs } = workerData as { conn: StoreConnection; identity: GatewayIdentity; signingKey: SigningKeySpec; intervalMs: number };
+const { conn, identity, signingKey, intervalMs, dbPath } = workerData as { conn: StoreConnection; identity: GatewayIdentity; signingKey: SigningKeySpec; intervalMs: number; dbPath: string };
 const port = parentPort!;
+/** Whose chains the combined checkpoints cover, and whose are cosigned: members proven from this gateway's own roots (member-trust.ts). */
+const db = new Database(dbPath, { readonly: true, fileMustExist: true });
+const localTrust = new LocalTrust(db, identity);
+const untrustedSaid = new Map<string, string>();
+
+/** The store's members (storeMembers) that this gateway can prove are members; the table's status alone is not proof. */
+async function provenStoreMembers(c: pg.ClientBase): Promise<Awaited<ReturnType<typeof storeMembers>>> {
+  return provenMembers(c, localTrust.current(pinnedApprover(db, identity.id)), await storeMembers(c), (gateway, reason) => {
+    if (untrustedSaid.get(gateway) === reason) return;
+    untrustedSaid.set(gateway, reason);
+    say({ type: 'untrusted', gateway, reason });
+  });
+}
 // The key must be this gateway's: a signature nobody can check would only be noise.
 const publicKey = specPublicKey(signingKey);
 if (keyFingerprint(publicKey) !== identity.id) throw new Error('the combined checkpoint signing key is not this gateway key');
@@ -157,7 +173,7 @@ async function bootstrap(c: pg.Client): Promise<void> {
 async function cosignLatest(c: pg.Client, latest: CombinedRow): Promise<void> {
   const cp = { interval: latest.interval, maker: latest.maker, rootHash: latest.rootHash };
   const result = await snapshot(c, async () => {
-    const members = await storeMembers(c);
+    const members = await provenStoreMembers(c);
     const opened = openCombined(latest, members, group!);
     if ('problem' in opened) return { problem: { chain: latest.maker, problem: 'signature-invalid' as const, message: `the combined checkpoint of ${new Date(latest.madeAt).toISOString()} attributed to ${latest.maker}: ${opened.problem}` } };
     const before = await latestCombined(c, latest.interval);
@@ -193,7 +209,7 @@ async function make(c: pg.Client, interval: number): Promise<boolean> {
       c,
       async () => {
         if ((await c.query('SELECT 1 FROM custody_combined_checkpoints WHERE interval_start >= $1 LIMIT 1', [interval])).rowCount) return undefined;
-        const members = await storeMembers(c);
+        const members = await provenStoreMembers(c);
         const before = await latestCombined(c, interval);
         const prev = before && openCombined(before, members, group!);
         const result = await checkChains(c, { members, anchor, ...(prev && 'body' in prev ? { previous: prev.body } : {}) });
@@ -281,6 +297,7 @@ port.on('message', (m: CombinedWorkerCommand) => {
   void (async () => {
     await inflight?.catch(() => {});
     await client?.end().catch(() => {});
+    db.close();
     say({ type: 'stopped' });
   })();
 });

@@ -28,7 +28,12 @@ export interface CombinedWorkerStatus {
 
 export type CombinedRefusal = Omit<GroupCheckpointRefusedPayload, 'store'>;
 export type CombinedWorkerCommand = { type: 'stop' };
-export type CombinedWorkerMessage = { type: 'status'; status: CombinedWorkerStatus } | { type: 'refused'; refusal: CombinedRefusal } | { type: 'stopped' };
+export type CombinedWorkerMessage =
+  | { type: 'status'; status: CombinedWorkerStatus }
+  | { type: 'refused'; refusal: CombinedRefusal }
+  /** A gateway row claims membership that the chains do not prove (member-trust.ts): its chain is left out. Said once per gateway and reason. */
+  | { type: 'untrusted'; gateway: string; reason: string }
+  | { type: 'stopped' };
 
 interface Deps {
   store: AuditStore;
@@ -67,7 +72,7 @@ export class CombinedCheckpoints {
     if (!src) throw new Error('the combined checkpoint worker cannot be loaded from this build');
     const worker = new Worker(src.entry, {
       ...src.options,
-      workerData: { conn: storeConnection(deps.config), identity: deps.identity, signingKey: deps.signer.signingKeyForThread(), intervalMs: parseDuration(deps.interval) },
+      workerData: { conn: storeConnection(deps.config), identity: deps.identity, signingKey: deps.signer.signingKeyForThread(), intervalMs: parseDuration(deps.interval), dbPath: deps.store.path },
     });
     return new CombinedCheckpoints(worker, deps);
   }
@@ -75,6 +80,10 @@ export class CombinedCheckpoints {
   private take(m: CombinedWorkerMessage): void {
     if (m.type === 'stopped') {
       this.resolveStopped?.();
+      return;
+    }
+    if (m.type === 'untrusted') {
+      this.deps.log.warn(`shared store ${this.label}: combined checkpoints leave out the chain of gateway ${m.gateway}, which is not proven a member: ${m.reason}`);
       return;
     }
     if (m.type === 'refused') {

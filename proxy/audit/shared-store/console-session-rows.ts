@@ -14,7 +14,8 @@
 import type pg from 'pg';
 import { canonicalize } from '../../../shared/canonical-json';
 import type { TrustSet } from './key-sync';
-import { CONSOLE_ENDS_LOCK, payloadIntact, type PgEventRow, rowChainHash } from './schema';
+import { proveMember } from './member-trust';
+import { CONSOLE_ENDS_LOCK } from './schema';
 
 export interface SharedConsoleSession {
   digest: string;
@@ -45,10 +46,11 @@ export async function putConsoleSession(client: pg.ClientBase, s: SharedConsoleS
 export type ConsoleSessionLookup = { found: SharedConsoleSession } | { ended: true } | { missing: string };
 
 /**
- * The session with cookie digest `digest`, when a gateway `trust` holds (or one it learns through
- * approvals in the store, `extendTrust`) signed it, it has not ended and has not expired.
+ * The session with cookie digest `digest`, when a gateway `trust` holds (or one proven a member from
+ * those through signed approvals in the store, member-trust.ts) signed it, it has not ended and has
+ * not expired. A `removed` gateway is never added.
  */
-export async function lookupConsoleSession(client: pg.ClientBase, digest: string, trust: TrustSet, now = Date.now()): Promise<ConsoleSessionLookup> {
+export async function lookupConsoleSession(client: pg.ClientBase, digest: string, trust: TrustSet, now = Date.now(), removed?: (id: string) => boolean): Promise<ConsoleSessionLookup> {
   const r = (
     await client.query<{ identity: string; created_at: string; expires_at: string; gateway: string; signature: string; ended: string | null }>(
       `SELECT s.identity, s.created_at, s.expires_at, s.gateway, s.signature, e.at AS ended
@@ -60,36 +62,10 @@ export async function lookupConsoleSession(client: pg.ClientBase, digest: string
   if (r.ended !== null) return { ended: true };
   const s: SharedConsoleSession = { digest, identity: r.identity, createdAt: Number(r.created_at), expiresAt: Number(r.expires_at), gateway: r.gateway };
   if (s.expiresAt <= now) return { missing: 'the session has expired' };
-  if (!trust.has(s.gateway)) await extendTrust(client, trust, s.gateway);
+  const untrusted = await proveMember(client, trust, s.gateway, removed);
+  if (untrusted) return { missing: `the session is signed by gateway ${s.gateway}, which this gateway does not trust as a member: ${untrusted}` };
   if (!trust.verify(s.gateway, sessionText(s), r.signature)) return { missing: `the session is not signed by a gateway this one trusts (${s.gateway})` };
   return { found: s };
-}
-
-/**
- * Adds `wanted` to `trust` when a gateway already in it approved it: a `gateway.approved` event
- * naming it in a trusted gateway's chain in the store, whose hashes recompute, its key the one the
- * event names (so C, approved by A, is trusted on B, approved by A too). As for holds, the chains'
- * copies in the store are taken as shipped; `custody verify --store` proves them.
- */
-export async function extendTrust(client: pg.ClientBase, trust: TrustSet, wanted: string): Promise<void> {
-  const rows = (
-    await client.query<PgEventRow & { gateway: string }>(
-      `SELECT gateway, seq, time, kind, session, actor, connection, payload, purged, spans, payload_hash, prev_hash, hash FROM custody_events
-        WHERE kind LIKE 'gateway.%' AND kind = 'gateway.approved' AND payload IS NOT NULL ORDER BY gateway, seq`,
-    )
-  ).rows;
-  const approvals = rows
-    .filter((r) => !r.purged && payloadIntact(r) && rowChainHash(r.prev_hash, r) === r.hash)
-    .map((r) => ({ by: r.gateway, ...(JSON.parse(r.payload!) as { id?: string; publicKey?: string }) }));
-  // To a fixed point: approvals by gateways trusted through other approvals count too.
-  for (let grew = true; grew && !trust.has(wanted); ) {
-    grew = false;
-    for (const a of approvals) {
-      if (!a.id || !a.publicKey || trust.has(a.id) || !trust.has(a.by)) continue;
-      trust.add(a.id, a.publicKey);
-      grew ||= trust.has(a.id);
-    }
-  }
 }
 
 /** Records that the sessions with these digests ended (here); idempotent. */

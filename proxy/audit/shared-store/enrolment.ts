@@ -192,16 +192,24 @@ export async function findApproval(client: pg.ClientBase, id: string): Promise<{
   return { missing: rows.length ? 'the approval found in the store does not match its hashes' : 'no enrolled gateway has approved it yet' };
 }
 
+/** A `gateway.removed` event: the remover, where it sits in the remover's chain, and why. */
+export interface Removal {
+  by: string;
+  seq: number;
+  hash: string;
+  reason: string;
+}
+
 /**
  * Whether the store holds the removal of gateway `id`: a `gateway.removed` event naming it, in the
  * chain of another gateway that is (or was) a member, whose hashes recompute. A row marked removed
  * without such an event is not a removal. Returns the remover, seq and reason.
  */
-export async function findRemoval(client: pg.ClientBase, id: string): Promise<{ by: string; seq: number; reason: string } | undefined> {
+export async function findRemoval(client: pg.ClientBase, id: string): Promise<Removal | undefined> {
   const r = (await membersEventsNaming(client, 'gateway.removed', id)).find(approvalEventIntact);
   if (!r) return undefined;
   const reason = (JSON.parse(r.payload!) as { reason?: unknown }).reason;
-  return { by: r.gateway, seq: Number(r.seq), reason: typeof reason === 'string' ? reason : '' };
+  return { by: r.gateway, seq: Number(r.seq), hash: r.hash, reason: typeof reason === 'string' ? reason : '' };
 }
 
 /** Events of `kind` whose payload names gateway `id`, in the chains of other gateways that are (or were) members. */
@@ -235,8 +243,8 @@ export async function markGateway(client: pg.ClientBase, action: 'approved' | 'r
  * The gateways removed from the group, each with the removal event behind it (rows marked removed
  * without one are left out); `known` are skipped (each removal is checked once per reader).
  */
-export async function newRemovals(client: pg.ClientBase, known: ReadonlySet<string>): Promise<Map<string, { by: string; seq: number; reason: string }>> {
-  const out = new Map<string, { by: string; seq: number; reason: string }>();
+export async function newRemovals(client: pg.ClientBase, known: ReadonlySet<string>): Promise<Map<string, Removal>> {
+  const out = new Map<string, Removal>();
   for (const { id } of (await client.query<{ id: string }>("SELECT id FROM custody_gateways WHERE status = 'removed'")).rows) {
     if (known.has(id)) continue;
     const removal = await findRemoval(client, id);

@@ -141,7 +141,12 @@ interface VoteRow {
 
 const HOLD_COLUMNS = 'h.id, h.gateway, h.view, h.created_seq, h.created_hash, h.resolved_by, h.change';
 const VOTE_COLUMNS = 'v.hold, v.gateway, v.seq, v.hash, v.vote, v.change';
-/** Only members of the group count: a row written under a pending or unknown gateway's name is ignored. */
+/**
+ * Only members of the group count: a row written under a pending or unknown gateway's name is
+ * ignored. The table's status is only a first filter: the hold worker keeps a row only when its
+ * gateway is proven a member from the chains (member-trust.ts), as a store writer can write a row
+ * claiming any status.
+ */
 const MEMBER = "IN (SELECT id FROM custody_gateways WHERE status IN ('enrolled', 'approved'))";
 
 function holdOf(r: HoldRow): StoredHold {

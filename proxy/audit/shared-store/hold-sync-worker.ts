@@ -17,14 +17,21 @@
  *   lease expired, for the gateway to record as abandoned.
  */
 import { parentPort, workerData } from 'node:worker_threads';
+import Database from 'better-sqlite3';
 import type pg from 'pg';
-import { claimOrphanedHolds, HOLDS_CHANNEL, readHoldChanges, readPendingHolds, renewLease, writeHoldRow, writeVoteRow } from './hold-rows';
+import { claimOrphanedHolds, type HoldChanges, HOLDS_CHANNEL, readHoldChanges, readPendingHolds, renewLease, writeHoldRow, writeVoteRow } from './hold-rows';
 import type { HoldWorkerCommand, HoldWorkerMessage } from './hold-sync';
+import { LocalTrust } from './key-sync';
+import { pinnedApprover, proveMember } from './member-trust';
 import { CONFIG_CHANNEL, connectStore, EVENTS_CHANNEL, migrateSharedStore, type StoreConnection } from './schema';
 
-
-const { conn, gateway } = workerData as { conn: StoreConnection; gateway: string };
+const { conn, gateway, publicKey, dbPath } = workerData as { conn: StoreConnection; gateway: string; publicKey: string; dbPath: string };
 const port = parentPort!;
+/** Whose rows count: this gateway, those its chain approved, its approver (pinned locally), and those proven members from them. */
+const db = new Database(dbPath, { readonly: true, fileMustExist: true });
+const localTrust = new LocalTrust(db, { id: gateway, publicKey });
+/** Gateways whose rows were ignored, with the reason last said: once one is proven, the pending holds are read again. */
+const refused = new Map<string, string>();
 
 const TICK_MS = 1000;
 const BACKOFF_MIN_MS = 100;
@@ -110,8 +117,10 @@ function read(): void {
       readAgain = false;
       try {
         const c = await listening();
+        // A gateway whose rows were ignored is proven a member now (its approval's checkpoint arrived): read its pending holds again.
+        if (cursor >= 0 && refused.size && (await provenSince(c))) cursor = -1;
         const snapshot = cursor < 0;
-        const changes = snapshot ? await readPendingHolds(c) : await readHoldChanges(c, cursor);
+        const changes = await members(c, snapshot ? await readPendingHolds(c) : await readHoldChanges(c, cursor));
         cursor = changes.cursor;
         if (snapshot || changes.holds.length || changes.votes.length) say({ type: 'changes', changes, snapshot });
         status(true);
@@ -122,6 +131,36 @@ function read(): void {
       }
     } while (readAgain && !stopping);
   })().finally(() => (reading = undefined));
+}
+
+/**
+ * The rows of `changes` written under the names of members only: gateways this one trusts, or can
+ * prove members from those (member-trust.ts). The store's gateways table is not proof: a row there
+ * claiming `enrolled` or `approved` is written by whoever can write to the store. Each gateway
+ * refused is said once per reason (the gateway's log).
+ */
+async function members(c: pg.ClientBase, changes: HoldChanges): Promise<HoldChanges> {
+  const trust = localTrust.current(pinnedApprover(db, gateway));
+  const ids = new Set([...changes.holds.map((h) => h.gateway), ...changes.votes.map((v) => v.event.gateway)]);
+  for (const id of ids) {
+    const why = await proveMember(c, trust, id, (x) => localTrust.isRemoved(x));
+    if (!why) continue;
+    if (refused.get(id) !== why) say({ type: 'refused', gateway: id, reason: why });
+    refused.set(id, why);
+  }
+  return { ...changes, holds: changes.holds.filter((h) => trust.has(h.gateway)), votes: changes.votes.filter((v) => trust.has(v.event.gateway)) };
+}
+
+/** Whether a gateway refused before is proven a member now. */
+async function provenSince(c: pg.ClientBase): Promise<boolean> {
+  const trust = localTrust.current(pinnedApprover(db, gateway));
+  let any = false;
+  for (const id of [...refused.keys()]) {
+    if (await proveMember(c, trust, id, (x) => localTrust.isRemoved(x))) continue;
+    refused.delete(id);
+    any = true;
+  }
+  return any;
 }
 
 function dropListenerQuietly(): void {
@@ -182,7 +221,9 @@ async function tick(): Promise<void> {
   try {
     const c = await writing();
     await renewLease(c, gateway);
-    const orphans = await claimOrphanedHolds(c, gateway);
+    // Only members' holds are recorded abandoned here: a hold row under an unproven name is nobody's.
+    const trust = localTrust.current(pinnedApprover(db, gateway));
+    const orphans = (await claimOrphanedHolds(c, gateway)).filter((o) => trust.has(o.hold.gateway));
     if (orphans.length) say({ type: 'orphans', holds: orphans });
   } catch (err) {
     status(false, messageOf(err));
@@ -204,6 +245,7 @@ async function finish(ms: number): Promise<void> {
   stopping = true;
   await Promise.allSettled([reading, draining]);
   await Promise.allSettled([listener?.end(), writer?.end()]);
+  db.close();
   say({ type: 'stopped' });
 }
 

@@ -17,11 +17,13 @@ export type HoldWorkerMessage =
   /** `NOTIFY custody_events` from another gateway (it shipped session events), or the listening connection (re)connected. */
   | { type: 'shipped' }
   | { type: 'status'; connected: boolean; error?: string }
+  /** Rows written under the name of gateway `gateway` are ignored: it is not proven a member (member-trust.ts). Said once per gateway and reason. */
+  | { type: 'refused'; gateway: string; reason: string }
   | { type: 'stopped' };
 
-/** Starts the hold worker of gateway `gateway` on the store `conn` reaches. */
-export function startHoldSyncWorker(conn: StoreConnection, gateway: string): Worker {
+/** Starts the hold worker of gateway `self` on the store `conn` reaches; `dbPath`: its SQLite file, where its trust roots are (key-sync.ts, LocalTrust). */
+export function startHoldSyncWorker(conn: StoreConnection, self: { id: string; publicKey: string }, dbPath: string): Worker {
   const src = workerSource(import.meta.url, './hold-sync-worker');
   if (!src) throw new Error('the shared store hold worker cannot be loaded from this build');
-  return new Worker(src.entry, { ...src.options, workerData: { conn, gateway } });
+  return new Worker(src.entry, { ...src.options, workerData: { conn, gateway: self.id, publicKey: self.publicKey, dbPath } });
 }

@@ -43,6 +43,8 @@ const changeText = (id: string, kind: ChangeKind, at: number) => `custody-api-ke
 /** The gateways whose signatures this gateway accepts, by id (the fingerprint of the key). */
 export class TrustSet {
   private readonly keys = new Map<string, KeyObject>();
+  /** The raw public keys (base64), as added. */
+  private readonly raw = new Map<string, string>();
   /** Signatures found good (gateway, signature, text): the rows every round reads are not verified again. */
   private readonly good = new Set<string>();
 
@@ -51,6 +53,17 @@ export class TrustSet {
     const raw = Buffer.from(publicKey, 'base64');
     if (raw.length !== 32 || keyFingerprint(raw) !== id) return;
     this.keys.set(id, ed25519PublicKeyObject(raw));
+    this.raw.set(id, publicKey);
+  }
+
+  /** The raw public key (base64) trusted for `id`, if any. */
+  publicKey(id: string): string | undefined {
+    return this.raw.get(id);
+  }
+
+  /** The gateways trusted, by id. */
+  ids(): string[] {
+    return [...this.keys.keys()];
   }
 
   has(id: string): boolean {
@@ -60,6 +73,7 @@ export class TrustSet {
   /** Stops trusting a gateway (removed from the group): nothing it signed is accepted from now on. */
   delete(id: string): void {
     this.keys.delete(id);
+    this.raw.delete(id);
   }
 
   verify(id: string, text: string, signature: string): boolean {
@@ -208,6 +222,10 @@ export class LocalTrust {
   remove(id: string): void {
     this.removed.add(id);
     this.trust.delete(id);
+  }
+
+  isRemoved(id: string): boolean {
+    return this.removed.has(id);
   }
 
   current(approver?: { id: string; publicKey: string }): TrustSet {

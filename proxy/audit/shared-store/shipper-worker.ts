@@ -14,14 +14,15 @@ import { parentPort, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import type pg from 'pg';
 import { keyFingerprint, rawSigner, type SigningKeySpec, specPublicKey } from '../checkpoint-signer';
-import { enrol, findApproval, type GatewayIdentity, newRemovals } from './enrolment';
+import { enrol, findApproval, type GatewayIdentity } from './enrolment';
 import { ConfigMirror } from './config-changes';
 import { DocumentSync } from './doc-sync';
 import { KeySync, LocalTrust } from './key-sync';
+import { pinnedApprover, provenNewRemovals } from './member-trust';
 import { PersonSync } from './person-sync';
 import { connectStore, migrateSharedStore, type StoreConnection } from './schema';
 import { localHead, SHIP_BATCH, ShipRefusedError, shipAll, shipOnce } from './shipping';
-import { ADMISSION_META, type ShipperCommand, type ShipperStatus } from './shipper';
+import { type ShipperCommand, type ShipperStatus } from './shipper';
 
 const { dbPath, conn, identity, signingKey } = workerData as { dbPath: string; conn: StoreConnection; identity: GatewayIdentity; signingKey: SigningKeySpec };
 // The key must be this gateway's: a signature nobody can check would only be noise.
@@ -68,14 +69,12 @@ let listening = false;
 const mirror = new ConfigMirror();
 const keySync = new KeySync(db, identity.id, signRow);
 const localTrust = new LocalTrust(db, identity);
+/** Who is a member, proven from the same roots (member-trust.ts): wider than whose key rows are taken (a removal by any proven member counts). */
+const memberTrust = new LocalTrust(db, identity);
 const docSync = new DocumentSync(db, identity.id, signRow);
 const personSync = new PersonSync(db, identity.id, signRow);
 /** The gateway that approved this one, pinned in the local meta at its first admission (key-sync.ts trusts it). */
-let approver = (() => {
-  const raw = (db.prepare('SELECT value FROM meta WHERE key = ?').get(ADMISSION_META) as { value: string } | undefined)?.value;
-  const a = raw ? (JSON.parse(raw) as { gateway?: string; approvedBy?: { id: string; publicKey: string } }) : undefined;
-  return a?.gateway === identity.id ? a.approvedBy : undefined;
-})();
+let approver = pinnedApprover(db, identity.id);
 let shipped = { seq: -1, checkpoints: -1 };
 let timer: NodeJS.Timeout | undefined;
 /** The round in progress: a last ship at stop waits for it (one connection, one transaction at a time). */
@@ -112,9 +111,10 @@ const removalsSeen = new Set<string>();
  * everything (it keeps shipping its chain, which stays evidence up to the removal).
  */
 async function removals(c: pg.Client): Promise<void> {
-  for (const [id, removal] of await newRemovals(c, removalsSeen)) {
+  for (const [id, { by, seq, reason }] of await provenNewRemovals(c, memberTrust, approver, removalsSeen)) {
     removalsSeen.add(id);
-    if (id === identity.id) post({ removed: removal });
+    memberTrust.remove(id);
+    if (id === identity.id) post({ removed: { by, seq, reason } });
     else localTrust.remove(id);
   }
 }

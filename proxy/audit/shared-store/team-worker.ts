@@ -14,12 +14,12 @@ import pg from 'pg';
 import type { GatewayView } from '../../../shared/api';
 import { rawSigner, type SigningKeySpec } from '../checkpoint-signer';
 import { endConsoleSessions, lookupConsoleSession, pruneConsoleSessions, putConsoleSession, readConsoleSessionEnds } from './console-session-rows';
-import { approvalProblem, gatewayRow, type GatewayIdentity, type GatewayRow, listGateways, markGateway, newRemovals, pickGateway, removalProblem, rowProblem } from './enrolment';
+import { approvalProblem, gatewayRow, type GatewayIdentity, type GatewayRow, listGateways, markGateway, pickGateway, removalProblem, rowProblem } from './enrolment';
 import { LocalTrust } from './key-sync';
+import { pinnedApprover, provenNewRemovals } from './member-trust';
 import { migrateSharedStore, type StoreConnection } from './schema';
 import { SessionFeed } from './session-feed';
 import { listTeamSessions, teamSession, teamSessionEvents, teamSessionHolds } from './session-index';
-import { ADMISSION_META } from './shipper';
 import { shipAll } from './shipping';
 import type { TeamCommand, TeamMessage, TeamOp, TeamOps } from './team';
 import { writeGroupChains } from './group-export';
@@ -71,9 +71,7 @@ const removedSeen = new Set<string>();
 
 /** Whom this gateway trusts: itself, those it approved, and the gateway that approved it (pinned at admission). */
 function trust() {
-  const raw = (db.prepare('SELECT value FROM meta WHERE key = ?').get(ADMISSION_META) as { value: string } | undefined)?.value;
-  const a = raw ? (JSON.parse(raw) as { gateway?: string; approvedBy?: { id: string; publicKey: string } }) : undefined;
-  return localTrust.current(a?.gateway === self ? a.approvedBy : undefined);
+  return localTrust.current(pinnedApprover(db, self));
 }
 
 async function gatewayViews(c: pg.ClientBase): Promise<GatewayView[]> {
@@ -132,7 +130,7 @@ const handlers: { [K in PooledOp]: Handler<K> } = {
     await putConsoleSession(c, a, signRaw);
     return null;
   },
-  lookupSession: (c, a) => lookupConsoleSession(c, a.digest, trust()),
+  lookupSession: (c, a) => lookupConsoleSession(c, a.digest, trust(), Date.now(), (id) => localTrust.isRemoved(id)),
   endSessions: async (c, a) => {
     await endConsoleSessions(c, a.digests, self);
     return null;
@@ -193,7 +191,7 @@ async function readEnds(): Promise<void> {
   try {
     await withClient(async (c) => {
       // A gateway removed from the group signs no sign-in this one accepts (checked each round, not per lookup).
-      for (const [id] of await newRemovals(c, removedSeen)) {
+      for (const [id] of await provenNewRemovals(c, localTrust, pinnedApprover(db, self), removedSeen)) {
         removedSeen.add(id);
         localTrust.remove(id);
       }

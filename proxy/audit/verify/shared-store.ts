@@ -127,7 +127,7 @@ export function storeSource(client: pg.ClientBase): ChainSource {
   };
 }
 
-interface ChainState {
+export interface ChainState {
   report: ChainReport;
   /** gateway.approved events: the approved key's id, at seq. */
   approvals: { id: string; fingerprint: string; seq: number }[];
@@ -241,7 +241,7 @@ export async function verifyChains(source: ChainSource, opts: { store: string; p
   return { ok: failures.length === 0, store: opts.store, chains: reports, events: reports.reduce((n, r) => n + r.events, 0), pinned, combined: combinedReport, failures, durationMs: Date.now() - started };
 }
 
-async function verifyChain(source: ChainSource, g: GatewayRow, fail: (f: SharedStoreFailure) => void, wanted?: ReadonlySet<number>): Promise<ChainState> {
+export async function verifyChain(source: ChainSource, g: GatewayRow, fail: (f: SharedStoreFailure) => void, wanted?: ReadonlySet<number>): Promise<ChainState> {
   const report: ChainReport = { gateway: g.id, name: g.name, events: 0, checkpointsChecked: 0, signedThrough: 0 };
   const state: ChainState = { report, approvals: [], removals: [], refs: [], intact: true, reached: 0, rootsAt: new Map() };
   const problem = (f: Omit<SharedStoreFailure, 'chain'>) => {

@@ -1,0 +1,164 @@
+/**
+ * Who is a member of the group, as a running gateway proves it (docs/SCALE-OUT.md, "Who may sign:
+ * enrolment"): never from the store's gateways table, whose rows anyone who can write to the store
+ * can write. A gateway starts from keys it holds locally (its own; those its own chain approved;
+ * the gateway that approved it, pinned in its local meta at its first admission: key-sync.ts,
+ * LocalTrust) and adds a key only when a `gateway.approved` event naming it sits in the chain of a
+ * gateway it already trusts, at a seq covered by a checkpoint of that chain signed with the key it
+ * trusts, with every row up to that checkpoint recomputing to the signed root: what `custody verify
+ * --keys` checks (verify/shared-store.ts, `verifyChain`, run here on that prefix of the chain).
+ *
+ * The local roots survive a restart, and the keys proven from them are proven again from the store
+ * (a checkpoint signed by a trusted key cannot be forged), so a restart never trusts the table.
+ */
+import type Database from 'better-sqlite3';
+import type pg from 'pg';
+import { type ChainSource, storeSource, verifyChain } from '../verify/shared-store';
+import { keyFingerprint } from '../checkpoint-signer';
+import { gatewayRow, type GatewayRow, newRemovals, type Removal } from './enrolment';
+import type { LocalTrust, TrustSet } from './key-sync';
+import { ADMISSION_META } from './shipper';
+
+/** An event of gateway `by`'s chain, at `seq` with `hash`, approving (or removing) gateway `id`. */
+interface Candidate {
+  kind: 'approved' | 'removed';
+  by: string;
+  seq: number;
+  hash: string;
+  id: string;
+}
+
+/** Approvals found not to be proven, keyed `by seq hash cover`: tried again only once a larger signed checkpoint covers them. */
+const refuted = new Set<string>();
+/** Why a gateway was last refused, for the log and health (one line each). */
+const refusals = new Map<string, string>();
+
+/** Why gateway `id` is not trusted as a member (the last attempt to prove it), if it was tried. */
+export function memberRefusal(id: string): string | undefined {
+  return refusals.get(id);
+}
+
+/** The chain `gateway` of `source` cut at `size`: its rows and checkpoints up to that size only. */
+function prefixSource(source: ChainSource, gateway: string, size: number): ChainSource {
+  return {
+    ...source,
+    checkpoints: async (g) => (await source.checkpoints(g)).filter((cp) => g !== gateway || cp.treeSize <= size),
+    entries: async (g, from, limit) => (g !== gateway ? source.entries(g, from, limit) : from > size ? [] : (await source.entries(g, from, Math.min(limit, size - from + 1))).filter((e) => e.seq <= size)),
+  };
+}
+
+/**
+ * Whether the approval (removal) `a` is proven: `a.by`'s row carries the key `trust` holds for it,
+ * and the chain up to the smallest checkpoint covering `a.seq` verifies under that key and holds
+ * the event there. Undefined when no checkpoint covers it yet (asked again later).
+ */
+async function proven(client: pg.ClientBase, trust: TrustSet, a: Candidate): Promise<{ ok: true } | { ok: false; why: string } | undefined> {
+  if (!trust.has(a.by)) return { ok: false, why: `${a.by} is not a gateway this one trusts` };
+  const row = await gatewayRow(client, a.by);
+  if (!row || row.publicKey !== trust.publicKey(a.by)) return { ok: false, why: `the store's row of its approver ${a.by} does not carry the key this gateway trusts for it` };
+  const cover = (await client.query<{ n: string | null }>('SELECT min(tree_size) AS n FROM custody_checkpoints WHERE gateway = $1 AND tree_size >= $2', [a.by, a.seq])).rows[0]?.n;
+  if (cover === null || cover === undefined) return undefined;
+  const size = Number(cover);
+  const memo = `${a.kind} ${a.by} ${a.seq} ${a.hash} ${size}`;
+  if (refuted.has(memo)) return { ok: false, why: `the chain of ${a.by} up to its checkpoint of ${size} events does not verify, or does not hold that event` };
+  const problems: string[] = [];
+  const state = await verifyChain(prefixSource(storeSource(client), a.by, size), row, (f) => problems.push(f.message));
+  const there = a.kind === 'approved' ? state.approvals.some((x) => x.seq === a.seq && x.id === a.id && x.fingerprint === a.id) : state.removals.some((x) => x.seq === a.seq && x.id === a.id);
+  if (state.intact && !problems.length && state.report.signedThrough >= a.seq && there) return { ok: true };
+  refuted.add(memo);
+  return { ok: false, why: problems[0] ?? `the checkpoint signed by ${a.by} over ${size} events does not cover ${a.kind === 'approved' ? 'an approval' : 'a removal'} of ${a.id} at seq ${a.seq}` };
+}
+
+/**
+ * Adds `wanted` to `trust` when it can be proven a member from the gateways `trust` already holds:
+ * approvals in their chains in the store, to a fixed point (C approved by A is trusted on B, which
+ * trusts A). `removed` gateways are never added. Returns why not, or undefined when trusted.
+ */
+export async function proveMember(client: pg.ClientBase, trust: TrustSet, wanted: string, removed: (id: string) => boolean = () => false): Promise<string | undefined> {
+  if (trust.has(wanted)) return undefined;
+  if (removed(wanted)) return `gateway ${wanted} was removed from the group`;
+  let why: string | undefined;
+  for (let grew = true; grew && !trust.has(wanted); ) {
+    grew = false;
+    const rows = (
+      await client.query<{ gateway: string; seq: string; hash: string; payload: string }>(
+        "SELECT gateway, seq, hash, payload FROM custody_events WHERE kind LIKE 'gateway.%' AND kind = 'gateway.approved' AND payload IS NOT NULL AND NOT purged AND gateway = ANY($1) ORDER BY gateway, seq",
+        [trust.ids()],
+      )
+    ).rows;
+    for (const r of rows) {
+      let p: { id?: unknown; publicKey?: unknown };
+      try {
+        p = JSON.parse(r.payload) as typeof p;
+      } catch {
+        continue;
+      }
+      if (typeof p.id !== 'string' || typeof p.publicKey !== 'string' || trust.has(p.id) || removed(p.id)) continue;
+      const raw = Buffer.from(p.publicKey, 'base64');
+      if (raw.length !== 32 || keyFingerprint(raw) !== p.id) continue;
+      const result = await proven(client, trust, { kind: 'approved', by: r.gateway, seq: Number(r.seq), hash: r.hash, id: p.id });
+      if (!result) {
+        if (p.id === wanted) why = `its approval at seq ${r.seq} of ${r.gateway} is not covered by a signed checkpoint in the store yet`;
+        continue;
+      }
+      if (!result.ok) {
+        refusals.set(p.id, result.why);
+        if (p.id === wanted) why = `its approval at seq ${r.seq} of ${r.gateway} is not proven: ${result.why}`;
+        continue;
+      }
+      trust.add(p.id, p.publicKey);
+      refusals.delete(p.id);
+      grew = true;
+    }
+  }
+  if (trust.has(wanted)) return undefined;
+  const out = why ?? 'no gateway this one trusts approved it in a signed chain (a row in the store\'s gateways table is not proof)';
+  refusals.set(wanted, out);
+  return out;
+}
+
+/** The gateway that approved this one (`self`), pinned in its local meta at its first admission (shipper.ts), if any. */
+export function pinnedApprover(db: Database.Database, self: string): { id: string; publicKey: string } | undefined {
+  const raw = (db.prepare('SELECT value FROM meta WHERE key = ?').get(ADMISSION_META) as { value: string } | undefined)?.value;
+  const a = raw ? (JSON.parse(raw) as { gateway?: string; approvedBy?: { id: string; publicKey: string } }) : undefined;
+  return a?.gateway === self ? a.approvedBy : undefined;
+}
+
+/**
+ * The rows of `rows` (the store's gateways, by id) whose gateway is proven a member from `trust`
+ * (proveMember), and whose row carries the key proven for it; `refused` is told of each other one.
+ */
+export async function provenMembers(client: pg.ClientBase, trust: TrustSet, rows: ReadonlyMap<string, GatewayRow>, refused: (id: string, why: string) => void): Promise<Map<string, GatewayRow>> {
+  const out = new Map<string, GatewayRow>();
+  for (const [id, row] of rows) {
+    const why = (await proveMember(client, trust, id)) ?? (row.publicKey === trust.publicKey(id) ? undefined : 'its row in the store carries another key than the one proven for it');
+    if (why) refused(id, why);
+    else out.set(id, row);
+  }
+  return out;
+}
+
+/**
+ * Why the removal of gateway `id` (a `gateway.removed` event at `seq` of `by`'s chain, with `hash`:
+ * enrolment.ts, newRemovals) does not count, or undefined when it does: its remover must be proven
+ * a member from `trust`, and the event covered by the remover's signed checkpoint, as an approval
+ * is. A row marked removed, or a removal written into a chain without its key, removes nothing.
+ */
+export async function provenRemoval(client: pg.ClientBase, trust: TrustSet, id: string, removal: { by: string; seq: number; hash: string }, removed: (id: string) => boolean = () => false): Promise<string | undefined> {
+  const untrusted = await proveMember(client, trust, removal.by, removed);
+  if (untrusted) return `its remover ${removal.by} is not proven a member: ${untrusted}`;
+  const result = await proven(client, trust, { kind: 'removed', id, ...removal });
+  if (!result) return `the removal at seq ${removal.seq} of ${removal.by} is not covered by a signed checkpoint in the store yet`;
+  return result.ok ? undefined : result.why;
+}
+
+/**
+ * The removals newRemovals finds (gateways not in `known`) that count: proven from the roots of
+ * `members` (provenRemoval); the others are looked at again at the next call.
+ */
+export async function provenNewRemovals(client: pg.ClientBase, members: LocalTrust, approver: { id: string; publicKey: string } | undefined, known: ReadonlySet<string>): Promise<Map<string, Removal>> {
+  const trust = members.current(approver);
+  const out = new Map<string, Removal>();
+  for (const [id, r] of await newRemovals(client, known)) if (!(await provenRemoval(client, trust, id, r, (x) => members.isRemoved(x)))) out.set(id, r);
+  return out;
+}
