@@ -122,6 +122,15 @@ async function plantSession(f: ForgedKey): Promise<string> {
   return cookie;
 }
 
+/** A request held on A: its tag, the response to come, and the hold as A lists it. */
+async function holdOnA(): Promise<{ tag: string; response: Promise<Response>; hold: HoldView }> {
+  const tag = `h-${randomBytes(6).toString('hex')}`;
+  const response = fetch(`${a.http}/echo/held/${tag}`, { headers: { authorization: `Bearer ${a.gw.firstKey}` } });
+  response.catch(() => {});
+  const hold = await until('the hold on A', async () => (await api<{ holds: HoldView[] }>(a, 'GET', '/api/holds?state=pending')).body.holds.find((h) => h.summary.includes(tag)));
+  return { tag, response, hold };
+}
+
 const me = async (m: StoreMember, cookie: string) => (await fetch(`${m.control}/api/me`, { headers: { cookie: `custody_session=${cookie}` } })).status;
 
 before(async () => {
@@ -177,10 +186,7 @@ describe('a member forged in the store with SQL only signs nothing the gateways 
   });
 
   it("a vote under the forged member's name does not release a request held on A; a vote cast on B does", async () => {
-    const tag = `h-${randomBytes(6).toString('hex')}`;
-    const response = fetch(`${a.http}/echo/held/${tag}`, { headers: { authorization: `Bearer ${a.gw.firstKey}` } });
-    response.catch(() => {});
-    const hold = await until('the hold on A', async () => (await api<{ holds: HoldView[] }>(a, 'GET', '/api/holds?state=pending')).body.holds.find((h) => h.summary.includes(tag)));
+    const { tag, response, hold } = await holdOnA();
     const created = (await sql.query<{ created_seq: string; created_hash: string }>('SELECT created_seq, created_hash FROM custody_holds WHERE id = $1', [hold.id])).rows[0];
     assert.ok(created, 'the hold is in the store');
     for (const [i, f] of forged.entries()) {
@@ -200,4 +206,19 @@ describe('a member forged in the store with SQL only signs nothing the gateways 
     assert.equal((await response).status, 200);
     assert.ok(echo.requests.some((q) => q.target.includes(tag)), 'the upstream received the request released by B');
   });
+
+  it(
+    "a vote row written by hand under a real member's name (B), citing no event of B's chain, does not release a request held on A",
+    { todo: "not built: a vote row is not signed, and A counts it without finding its hold.vote in B's chain under B's signed checkpoint (the vote reaches the store before B's checkpoint covers it); `custody verify --store` reports the unresolved reference" },
+    async () => {
+      const { tag, response, hold } = await holdOnA();
+      const vote = { by: 'key:mallory-b', person: 'person_mallory_b', byName: 'mallory', decision: 'approve' as const, reason: 'forged', at: Date.now() };
+      await writeVoteRow(sql, { hold: hold.id, event: { gateway: b.id, seq: 999_999, hash: createHash('sha256').update('forged-vote').digest('hex') }, vote });
+      await new Promise((r) => setTimeout(r, 3000));
+      const released = echo.requests.some((q) => q.target.includes(tag));
+      if (!released) await api(a, 'POST', `/api/holds/${hold.id}/decision`, { decision: 'deny', reason: 'end of test' });
+      await response.catch(() => undefined);
+      assert.equal(released, false, 'a vote row written under B\'s name released the held request');
+    },
+  );
 });

@@ -45,7 +45,7 @@ import {
 } from './combined-checkpoint';
 import { type GatewayIdentity, groupId, rowVerifier } from './enrolment';
 import { LocalTrust } from './key-sync';
-import { pinnedApprover, provenMembers } from './member-trust';
+import { pinnedKeys, provenMembers } from './member-trust';
 import { COMBINED_LOCK, connectStore, migrateSharedStore, type StoreConnection } from './schema';
 
 const { conn, identity, signingKey, intervalMs, dbPath } = workerData as { conn: StoreConnection; identity: GatewayIdentity; signingKey: SigningKeySpec; intervalMs: number; dbPath: string };
@@ -57,7 +57,7 @@ const untrustedSaid = new Map<string, string>();
 
 /** The store's members (storeMembers) that this gateway can prove are members; the table's status alone is not proof. */
 async function provenStoreMembers(c: pg.ClientBase): Promise<Awaited<ReturnType<typeof storeMembers>>> {
-  return provenMembers(c, localTrust.current(pinnedApprover(db, identity.id)), await storeMembers(c), (gateway, reason) => {
+  return provenMembers(c, localTrust.current(...pinnedKeys(db, identity.id)), await storeMembers(c), (gateway, reason) => {
     if (untrustedSaid.get(gateway) === reason) return;
     untrustedSaid.set(gateway, reason);
     say({ type: 'untrusted', gateway, reason });

@@ -22,7 +22,7 @@ import type pg from 'pg';
 import { claimOrphanedHolds, type HoldChanges, HOLDS_CHANNEL, readHoldChanges, readPendingHolds, renewLease, writeHoldRow, writeVoteRow } from './hold-rows';
 import type { HoldWorkerCommand, HoldWorkerMessage } from './hold-sync';
 import { LocalTrust } from './key-sync';
-import { pinnedApprover, proveMember } from './member-trust';
+import { pinnedKeys, proveMember } from './member-trust';
 import { CONFIG_CHANNEL, connectStore, EVENTS_CHANNEL, migrateSharedStore, type StoreConnection } from './schema';
 
 const { conn, gateway, publicKey, dbPath } = workerData as { conn: StoreConnection; gateway: string; publicKey: string; dbPath: string };
@@ -140,7 +140,7 @@ function read(): void {
  * refused is said once per reason (the gateway's log).
  */
 async function members(c: pg.ClientBase, changes: HoldChanges): Promise<HoldChanges> {
-  const trust = localTrust.current(pinnedApprover(db, gateway));
+  const trust = localTrust.current(...pinnedKeys(db, gateway));
   const ids = new Set([...changes.holds.map((h) => h.gateway), ...changes.votes.map((v) => v.event.gateway)]);
   for (const id of ids) {
     const why = await proveMember(c, trust, id, (x) => localTrust.isRemoved(x));
@@ -153,7 +153,7 @@ async function members(c: pg.ClientBase, changes: HoldChanges): Promise<HoldChan
 
 /** Whether a gateway refused before is proven a member now. */
 async function provenSince(c: pg.ClientBase): Promise<boolean> {
-  const trust = localTrust.current(pinnedApprover(db, gateway));
+  const trust = localTrust.current(...pinnedKeys(db, gateway));
   let any = false;
   for (const id of [...refused.keys()]) {
     if (await proveMember(c, trust, id, (x) => localTrust.isRemoved(x))) continue;
@@ -222,7 +222,7 @@ async function tick(): Promise<void> {
     const c = await writing();
     await renewLease(c, gateway);
     // Only members' holds are recorded abandoned here: a hold row under an unproven name is nobody's.
-    const trust = localTrust.current(pinnedApprover(db, gateway));
+    const trust = localTrust.current(...pinnedKeys(db, gateway));
     const orphans = (await claimOrphanedHolds(c, gateway)).filter((o) => trust.has(o.hold.gateway));
     if (orphans.length) say({ type: 'orphans', holds: orphans });
   } catch (err) {

@@ -228,8 +228,9 @@ export class LocalTrust {
     return this.removed.has(id);
   }
 
-  current(approver?: { id: string; publicKey: string }): TrustSet {
-    if (approver && !this.trust.has(approver.id) && !this.removed.has(approver.id)) this.trust.add(approver.id, approver.publicKey);
+  /** The set, with `roots` (keys pinned locally: the approver, the group's enrolled gateway) added unless removed. */
+  current(...roots: ({ id: string; publicKey: string } | undefined)[]): TrustSet {
+    for (const r of roots) if (r && !this.trust.has(r.id) && !this.removed.has(r.id)) this.trust.add(r.id, r.publicKey);
     const head = (this.db.prepare('SELECT coalesce(max(seq), 0) AS n FROM events').get() as { n: number }).n;
     if (head > this.scanned) {
       for (const r of this.db.prepare("SELECT payload FROM events WHERE seq > ? AND seq <= ? AND kind = 'gateway.approved' AND encoding = 'json'").all(this.scanned, head) as { payload: string | Buffer }[]) {

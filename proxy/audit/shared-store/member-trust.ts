@@ -15,7 +15,7 @@ import type Database from 'better-sqlite3';
 import type pg from 'pg';
 import { type ChainSource, storeSource, verifyChain } from '../verify/shared-store';
 import { keyFingerprint } from '../checkpoint-signer';
-import { gatewayRow, type GatewayRow, newRemovals, type Removal } from './enrolment';
+import { gatewayRow, type GatewayRow, listGateways, newRemovals, type Removal, rowProblem } from './enrolment';
 import type { LocalTrust, TrustSet } from './key-sync';
 import { ADMISSION_META } from './shipper';
 
@@ -117,11 +117,34 @@ export async function proveMember(client: pg.ClientBase, trust: TrustSet, wanted
   return out;
 }
 
-/** The gateway that approved this one (`self`), pinned in its local meta at its first admission (shipper.ts), if any. */
-export function pinnedApprover(db: Database.Database, self: string): { id: string; publicKey: string } | undefined {
+type PinnedKey = { id: string; publicKey: string };
+
+/**
+ * The keys this gateway (`self`) pinned in its local meta at admission (shipper.ts): the gateway
+ * that approved it, and the group's enrolled gateway. With its own key and its own approvals, the
+ * roots every member is proven from.
+ */
+export function pinnedRoots(db: Database.Database, self: string): { approvedBy?: PinnedKey; groupRoot?: PinnedKey } {
   const raw = (db.prepare('SELECT value FROM meta WHERE key = ?').get(ADMISSION_META) as { value: string } | undefined)?.value;
-  const a = raw ? (JSON.parse(raw) as { gateway?: string; approvedBy?: { id: string; publicKey: string } }) : undefined;
-  return a?.gateway === self ? a.approvedBy : undefined;
+  const a = raw ? (JSON.parse(raw) as { gateway?: string; approvedBy?: PinnedKey; groupRoot?: PinnedKey }) : undefined;
+  if (a?.gateway !== self) return {};
+  return { ...(a.approvedBy ? { approvedBy: a.approvedBy } : {}), ...(a.groupRoot ? { groupRoot: a.groupRoot } : {}) };
+}
+
+/** The trust roots of `pinnedRoots`, as a list for LocalTrust.current. */
+export function pinnedKeys(db: Database.Database, self: string): (PinnedKey | undefined)[] {
+  const p = pinnedRoots(db, self);
+  return [p.approvedBy, p.groupRoot];
+}
+
+/**
+ * The group's enrolled gateway as the store lists it, when it lists exactly one whose row's key is
+ * what it claims: read once, at admission, and pinned (trusted on first use, like `custody verify`
+ * without `--keys`); two enrolled rows pin neither.
+ */
+export async function enrolledGateway(client: pg.ClientBase): Promise<PinnedKey | undefined> {
+  const rows = (await listGateways(client)).filter((g) => g.status === 'enrolled' && !rowProblem(g));
+  return rows.length === 1 ? { id: rows[0]!.id, publicKey: rows[0]!.publicKey } : undefined;
 }
 
 /**
@@ -156,8 +179,8 @@ export async function provenRemoval(client: pg.ClientBase, trust: TrustSet, id: 
  * The removals newRemovals finds (gateways not in `known`) that count: proven from the roots of
  * `members` (provenRemoval); the others are looked at again at the next call.
  */
-export async function provenNewRemovals(client: pg.ClientBase, members: LocalTrust, approver: { id: string; publicKey: string } | undefined, known: ReadonlySet<string>): Promise<Map<string, Removal>> {
-  const trust = members.current(approver);
+export async function provenNewRemovals(client: pg.ClientBase, members: LocalTrust, roots: (PinnedKey | undefined)[], known: ReadonlySet<string>): Promise<Map<string, Removal>> {
+  const trust = members.current(...roots);
   const out = new Map<string, Removal>();
   for (const [id, r] of await newRemovals(client, known)) if (!(await provenRemoval(client, trust, id, r, (x) => members.isRemoved(x)))) out.set(id, r);
   return out;

@@ -18,7 +18,7 @@ import { enrol, findApproval, type GatewayIdentity } from './enrolment';
 import { ConfigMirror } from './config-changes';
 import { DocumentSync } from './doc-sync';
 import { KeySync, LocalTrust } from './key-sync';
-import { pinnedApprover, provenNewRemovals } from './member-trust';
+import { enrolledGateway, pinnedRoots, provenNewRemovals } from './member-trust';
 import { PersonSync } from './person-sync';
 import { connectStore, migrateSharedStore, type StoreConnection } from './schema';
 import { localHead, SHIP_BATCH, ShipRefusedError, shipAll, shipOnce } from './shipping';
@@ -74,7 +74,9 @@ const memberTrust = new LocalTrust(db, identity);
 const docSync = new DocumentSync(db, identity.id, signRow);
 const personSync = new PersonSync(db, identity.id, signRow);
 /** The gateway that approved this one, pinned in the local meta at its first admission (key-sync.ts trusts it). */
-let approver = pinnedApprover(db, identity.id);
+let approver = pinnedRoots(db, identity.id).approvedBy;
+/** The group's enrolled gateway, pinned in the local meta at admission (member-trust.ts proves members from it too). */
+let groupRoot = pinnedRoots(db, identity.id).groupRoot;
 let shipped = { seq: -1, checkpoints: -1 };
 let timer: NodeJS.Timeout | undefined;
 /** The round in progress: a last ship at stop waits for it (one connection, one transaction at a time). */
@@ -111,7 +113,7 @@ const removalsSeen = new Set<string>();
  * everything (it keeps shipping its chain, which stays evidence up to the removal).
  */
 async function removals(c: pg.Client): Promise<void> {
-  for (const [id, { by, seq, reason }] of await provenNewRemovals(c, memberTrust, approver, removalsSeen)) {
+  for (const [id, { by, seq, reason }] of await provenNewRemovals(c, memberTrust, [approver, groupRoot], removalsSeen)) {
     removalsSeen.add(id);
     memberTrust.remove(id);
     if (id === identity.id) post({ removed: { by, seq, reason } });
@@ -140,11 +142,12 @@ async function step(): Promise<number> {
         const row = (await c.query<{ public_key: string }>('SELECT public_key FROM custody_gateways WHERE id = $1', [found.by])).rows[0];
         if (row) approver = { id: found.by, publicKey: row.public_key };
       }
+      groupRoot ??= await enrolledGateway(c);
     }
     // Removed from the group: known before it is admitted, so it never serves a request.
     await removals(c);
     admitted = true;
-    post({ phase: 'admitted', group: e.group, enrolment: e.status, first: e.first, reason: undefined, ...(approver ? { approvedBy: approver } : {}) });
+    post({ phase: 'admitted', group: e.group, enrolment: e.status, first: e.first, reason: undefined, ...(approver ? { approvedBy: approver } : {}), ...(groupRoot ? { groupRoot } : {}) });
   }
   // Asked for a remote commit: ship first, before the key round.
   const wait = serving.length ? await ship(c) : undefined;

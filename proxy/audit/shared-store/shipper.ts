@@ -39,6 +39,12 @@ export interface ShipperStatus {
   removed?: { by: string; seq: number; reason: string };
   /** The gateway that approved this one (its id and public key), learned at admission. */
   approvedBy?: { id: string; publicKey: string };
+  /**
+   * The group's enrolled (first) gateway, learned at admission when this one is not it: a root of
+   * the members this gateway proves (member-trust.ts), trusted on first use as `custody verify`
+   * without `--keys` trusts it.
+   */
+  groupRoot?: { id: string; publicKey: string };
   /** The store's copy of this chain no longer ends where it was shipped to (shipping.ts, shippedTailProblem). */
   tampered?: { shippedSeq: number; shippedHash: string; foundSeq: number; foundHash: string; message: string };
   /** When the store last answered a round (keys exchanged or events shipped). */
@@ -71,6 +77,8 @@ interface Admission {
   status: EnrolmentStatus;
   /** Pinned at the first admission: whose key rows this gateway trusts besides its own and those it approves. */
   approvedBy?: { id: string; publicKey: string };
+  /** Pinned at the first admission (or the first start that knows of it): the group's enrolled gateway (ShipperStatus.groupRoot). */
+  groupRoot?: { id: string; publicKey: string };
 }
 
 interface MemberDeps {
@@ -204,8 +212,8 @@ export class SharedStoreMember implements RemoteCommitter {
     const group = s.group!;
     const status = s.enrolment!;
     const before = this.admittedBefore;
-    if (before && before.group === group && !before.approvedBy && s.approvedBy) {
-      this.admittedBefore = { ...before, approvedBy: s.approvedBy };
+    if (before && before.group === group && ((!before.approvedBy && s.approvedBy) || (!before.groupRoot && s.groupRoot))) {
+      this.admittedBefore = { ...before, ...(before.approvedBy || !s.approvedBy ? {} : { approvedBy: s.approvedBy }), ...(before.groupRoot || !s.groupRoot ? {} : { groupRoot: s.groupRoot }) };
       this.deps.store.setMeta(ADMISSION_META, JSON.stringify(this.admittedBefore));
     }
     if (!before || before.group !== group) {
@@ -214,7 +222,7 @@ export class SharedStoreMember implements RemoteCommitter {
         const { id, publicKey, keyName, name } = this.identity;
         this.deps.store.append({ kind: 'gateway.enrolled', actor: 'system', payload: { group, id, fingerprint: id, publicKey, keyName, name, first: !!s.first } });
       }
-      this.admittedBefore = { group, gateway: this.identity.id, status, ...(s.approvedBy ? { approvedBy: s.approvedBy } : {}) };
+      this.admittedBefore = { group, gateway: this.identity.id, status, ...(s.approvedBy ? { approvedBy: s.approvedBy } : {}), ...(s.groupRoot ? { groupRoot: s.groupRoot } : {}) };
       this.deps.store.setMeta(ADMISSION_META, JSON.stringify(this.admittedBefore));
     }
     this.deps.log.info(`shared store ${this.label}: ${status === 'enrolled' ? 'enrolled (first gateway of the group)' : 'approved'}; shipping this gateway's chain`);

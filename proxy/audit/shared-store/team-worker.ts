@@ -16,7 +16,7 @@ import { rawSigner, type SigningKeySpec } from '../checkpoint-signer';
 import { endConsoleSessions, lookupConsoleSession, pruneConsoleSessions, putConsoleSession, readConsoleSessionEnds } from './console-session-rows';
 import { approvalProblem, gatewayRow, type GatewayIdentity, type GatewayRow, listGateways, markGateway, pickGateway, removalProblem, rowProblem } from './enrolment';
 import { LocalTrust } from './key-sync';
-import { pinnedApprover, provenNewRemovals } from './member-trust';
+import { pinnedKeys, provenNewRemovals } from './member-trust';
 import { migrateSharedStore, type StoreConnection } from './schema';
 import { SessionFeed } from './session-feed';
 import { listTeamSessions, teamSession, teamSessionEvents, teamSessionHolds } from './session-index';
@@ -71,7 +71,7 @@ const removedSeen = new Set<string>();
 
 /** Whom this gateway trusts: itself, those it approved, and the gateway that approved it (pinned at admission). */
 function trust() {
-  return localTrust.current(pinnedApprover(db, self));
+  return localTrust.current(...pinnedKeys(db, self));
 }
 
 async function gatewayViews(c: pg.ClientBase): Promise<GatewayView[]> {
@@ -191,7 +191,7 @@ async function readEnds(): Promise<void> {
   try {
     await withClient(async (c) => {
       // A gateway removed from the group signs no sign-in this one accepts (checked each round, not per lookup).
-      for (const [id] of await provenNewRemovals(c, localTrust, pinnedApprover(db, self), removedSeen)) {
+      for (const [id] of await provenNewRemovals(c, localTrust, pinnedKeys(db, self), removedSeen)) {
         removedSeen.add(id);
         localTrust.remove(id);
       }
