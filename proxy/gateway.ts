@@ -275,6 +275,7 @@ export class Gateway {
         put: (p) => void team.ask('putSession', { ...p, identity: canonicalize(p.identity) }).catch(warnTeam('a console session made here could not be written to the store; it works on this gateway only')),
         lookup: async (digest) => {
           const r = await team.ask('lookupSession', { digest }).catch(warnTeam('a console session could not be looked up in the store'));
+          if (r && 'missing' in r && r.untrusted) s.log.warn(`shared store: ${r.missing}; refused`);
           if (!r || 'missing' in r) return undefined;
           if ('ended' in r) return 'ended';
           return { ...r.found, identity: JSON.parse(r.found.identity) as Identity };

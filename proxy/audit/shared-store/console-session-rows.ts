@@ -43,7 +43,8 @@ export async function putConsoleSession(client: pg.ClientBase, s: SharedConsoleS
   );
 }
 
-export type ConsoleSessionLookup = { found: SharedConsoleSession } | { ended: true } | { missing: string };
+/** `untrusted`: the row claims a signer this gateway cannot prove a member (member-trust.ts); the gateway logs it. */
+export type ConsoleSessionLookup = { found: SharedConsoleSession } | { ended: true } | { missing: string; untrusted?: true };
 
 /**
  * The session with cookie digest `digest`, when a gateway `trust` holds (or one proven a member from
@@ -63,7 +64,7 @@ export async function lookupConsoleSession(client: pg.ClientBase, digest: string
   const s: SharedConsoleSession = { digest, identity: r.identity, createdAt: Number(r.created_at), expiresAt: Number(r.expires_at), gateway: r.gateway };
   if (s.expiresAt <= now) return { missing: 'the session has expired' };
   const untrusted = await proveMember(client, trust, s.gateway, removed);
-  if (untrusted) return { missing: `the session is signed by gateway ${s.gateway}, which this gateway does not trust as a member: ${untrusted}` };
+  if (untrusted) return { missing: `a console session in the store is signed by gateway ${s.gateway}, which this gateway cannot prove a member of the group: ${untrusted}`, untrusted: true };
   if (!trust.verify(s.gateway, sessionText(s), r.signature)) return { missing: `the session is not signed by a gateway this one trusts (${s.gateway})` };
   return { found: s };
 }

@@ -28,15 +28,8 @@ interface Candidate {
   id: string;
 }
 
-/** Approvals found not to be proven, keyed `by seq hash cover`: tried again only once a larger signed checkpoint covers them. */
+/** Events found not to be proven, keyed `kind by seq hash cover`: checked again only once a larger signed checkpoint covers them. */
 const refuted = new Set<string>();
-/** Why a gateway was last refused, for the log and health (one line each). */
-const refusals = new Map<string, string>();
-
-/** Why gateway `id` is not trusted as a member (the last attempt to prove it), if it was tried. */
-export function memberRefusal(id: string): string | undefined {
-  return refusals.get(id);
-}
 
 /** The chain `gateway` of `source` cut at `size`: its rows and checkpoints up to that size only. */
 function prefixSource(source: ChainSource, gateway: string, size: number): ChainSource {
@@ -55,7 +48,7 @@ function prefixSource(source: ChainSource, gateway: string, size: number): Chain
 async function proven(client: pg.ClientBase, trust: TrustSet, a: Candidate): Promise<{ ok: true } | { ok: false; why: string } | undefined> {
   if (!trust.has(a.by)) return { ok: false, why: `${a.by} is not a gateway this one trusts` };
   const row = await gatewayRow(client, a.by);
-  if (!row || row.publicKey !== trust.publicKey(a.by)) return { ok: false, why: `the store's row of its approver ${a.by} does not carry the key this gateway trusts for it` };
+  if (!row || row.publicKey !== trust.publicKey(a.by)) return { ok: false, why: `the store's row of ${a.by} does not carry the key this gateway trusts for it` };
   const cover = (await client.query<{ n: string | null }>('SELECT min(tree_size) AS n FROM custody_checkpoints WHERE gateway = $1 AND tree_size >= $2', [a.by, a.seq])).rows[0]?.n;
   if (cover === null || cover === undefined) return undefined;
   const size = Number(cover);
@@ -102,19 +95,15 @@ export async function proveMember(client: pg.ClientBase, trust: TrustSet, wanted
         continue;
       }
       if (!result.ok) {
-        refusals.set(p.id, result.why);
         if (p.id === wanted) why = `its approval at seq ${r.seq} of ${r.gateway} is not proven: ${result.why}`;
         continue;
       }
       trust.add(p.id, p.publicKey);
-      refusals.delete(p.id);
       grew = true;
     }
   }
   if (trust.has(wanted)) return undefined;
-  const out = why ?? 'no gateway this one trusts approved it in a signed chain (a row in the store\'s gateways table is not proof)';
-  refusals.set(wanted, out);
-  return out;
+  return why ?? "no gateway this one trusts approved it in a signed chain (a row in the store's gateways table is not proof)";
 }
 
 type PinnedKey = { id: string; publicKey: string };
