@@ -23,7 +23,7 @@ import type { HoldView } from '../../shared/holds';
 import { writeVoteRow } from '../../proxy/audit/shared-store/hold-rows';
 import type { Gateway } from '../../proxy/gateway';
 import { startEchoUpstream, type EchoUpstream } from '../support/echo-upstream';
-import { appendToChain, approvalOf, type ForgedKey, forgedKey, signAs, writeChain, writeGatewayRow } from '../support/forged-member';
+import { approvalOf, type ForgedKey, forgedKey, rewriteInChain, signAs, writeChain, writeGatewayRow } from '../support/forged-member';
 import { createTestDatabase, type TestDatabase } from '../support/pg-database';
 import { approveMember, type StoreMember, startStoreMember } from '../support/store-member';
 import { tempDir } from '../support/tmp';
@@ -37,8 +37,8 @@ const running: Gateway[] = [];
 let a: StoreMember;
 let b: StoreMember;
 
-/** Where rows appended by hand to A's chain go: far past its head, so its own shipping never meets them. */
-let farSeq = 1_000_000;
+/** The rows of A's chain rewritten by hand (early ones, long shipped; not its last, which its shipping checks). */
+let rewrittenSeq = 2;
 
 /** One forgery: what it writes to the store, returning the key that then signs as a member. One line each. */
 const attempts: { name: string; forge: () => Promise<ForgedKey> }[] = [
@@ -66,11 +66,11 @@ const attempts: { name: string; forge: () => Promise<ForgedKey> }[] = [
     },
   },
   {
-    name: "an 'approved' row whose approval is a row appended to A's chain in the store (its hashes recompute; no checkpoint of A covers it)",
+    name: "an 'approved' row whose approval is a row of A's chain in the store rewritten by hand (its own hashes recompute; A's checkpoints no longer match)",
     forge: async () => {
       const f = forgedKey('custody/mallory-3');
-      const seq = farSeq++;
-      await appendToChain(sql, a.id, seq, 'gateway.approved', approvalOf(f, a.id));
+      const seq = rewrittenSeq++;
+      await rewriteInChain(sql, a.id, seq, 'gateway.approved', approvalOf(f, a.id));
       await writeGatewayRow(sql, f, 'approved', { approvedBy: a.id, approvalSeq: seq });
       return f;
     },
@@ -79,8 +79,8 @@ const attempts: { name: string; forge: () => Promise<ForgedKey> }[] = [
     name: "the same, with a checkpoint of A's chain over it signed by the forger's key",
     forge: async () => {
       const f = forgedKey('custody/mallory-4');
-      const seq = farSeq++;
-      await appendToChain(sql, a.id, seq, 'gateway.approved', approvalOf(f, a.id), f);
+      const seq = rewrittenSeq++;
+      await rewriteInChain(sql, a.id, seq, 'gateway.approved', approvalOf(f, a.id), f);
       await writeGatewayRow(sql, f, 'approved', { approvedBy: a.id, approvalSeq: seq });
       return f;
     },

@@ -2,7 +2,7 @@
  * What someone who can write to the shared store, and holds no gateway's key, can write there to
  * pass as a member of the group (test/integration/scale-member-trust.test.ts): a gateway row with a
  * key of their own and a request that key signs, a chain of their own with a checkpoint that key
- * signs, and rows appended to a real gateway's chain whose hashes recompute.
+ * signs, and a real gateway's row rewritten in the store so its own hashes recompute.
  */
 import { generateKeyPairSync, type KeyObject, sign } from 'node:crypto';
 import type pg from 'pg';
@@ -90,16 +90,29 @@ export async function writeChain(sql: pg.Client, k: ForgedKey, events: { kind: s
 }
 
 /**
- * A row appended to a real gateway's chain in the store, far past its head (so its own shipping
- * never meets it), whose hashes recompute: what needs no key. `checkpointBy` also writes a
- * checkpoint of the chain up to it, signed by a key that is not the chain's.
+ * The row at `seq` of a real gateway's chain in the store rewritten into another event, keeping its
+ * previous hash, so its own hashes recompute (only the next row's link to it breaks): what needs no
+ * key. `checkpointBy` also writes a checkpoint of the chain up to it, signed by a key that is not
+ * the chain's.
  */
-export async function appendToChain(sql: pg.Client, gateway: string, seq: number, kind: string, payload: Record<string, unknown>, checkpointBy?: ForgedKey): Promise<void> {
-  const r = eventRow(seq, sha256hex(`forged-${seq}`), kind, payload);
-  await insertEvent(sql, gateway, r);
+export async function rewriteInChain(sql: pg.Client, gateway: string, seq: number, kind: string, payload: Record<string, unknown>, checkpointBy?: ForgedKey): Promise<void> {
+  const prev = (await sql.query<{ prev_hash: string }>('SELECT prev_hash FROM custody_events WHERE gateway = $1 AND seq = $2', [gateway, seq])).rows[0]?.prev_hash;
+  if (prev === undefined) throw new Error(`the store has no row at seq ${seq} of chain ${gateway}`);
+  const r = eventRow(seq, prev, kind, payload);
+  await sql.query('UPDATE custody_events SET time = $3, kind = $4, session = NULL, actor = $5, connection = NULL, payload = $6, purged = false, spans = NULL, payload_hash = $7, hash = $8 WHERE gateway = $1 AND seq = $2', [
+    gateway,
+    seq,
+    r.time,
+    r.kind,
+    r.actor,
+    r.payload,
+    r.payload_hash,
+    r.hash,
+  ]);
   if (!checkpointBy) return;
-  const root = Buffer.from(sha256hex(r.hash), 'hex');
+  const acc = new MerkleAccumulator();
+  for (const { hash } of (await sql.query<{ hash: string }>('SELECT hash FROM custody_events WHERE gateway = $1 AND seq <= $2 ORDER BY seq', [gateway, seq])).rows) acc.pushEventHashHex(hash);
   const time = Date.now();
-  const note = signNote(formatCheckpointText({ origin: `custody/${gateway}`, treeSize: seq, rootHash: root, time, key: gateway }), checkpointBy.keyName, checkpointBy.privateKey);
-  await sql.query('INSERT INTO custody_checkpoints (gateway, tree_size, time, root_hash, note) VALUES ($1, $2, $3, $4, $5)', [gateway, seq, time, root.toString('hex'), note]);
+  const note = signNote(formatCheckpointText({ origin: `custody/${gateway}`, treeSize: seq, rootHash: acc.root(), time, key: gateway }), checkpointBy.keyName, checkpointBy.privateKey);
+  await sql.query('INSERT INTO custody_checkpoints (gateway, tree_size, time, root_hash, note) VALUES ($1, $2, $3, $4, $5)', [gateway, seq, time, acc.root().toString('hex'), note]);
 }
