@@ -45,7 +45,7 @@ import {
 } from './combined-checkpoint';
 import { type GatewayIdentity, groupId, rowVerifier } from './enrolment';
 import { LocalTrust } from './key-sync';
-import { pinnedKeys, provenMembers } from './member-trust';
+import { pinnedKeys, pinnedRoots, provenMembers } from './member-trust';
 import { COMBINED_LOCK, connectStore, migrateSharedStore, type StoreConnection } from './schema';
 
 const { conn, identity, signingKey, intervalMs, dbPath } = workerData as { conn: StoreConnection; identity: GatewayIdentity; signingKey: SigningKeySpec; intervalMs: number; dbPath: string };
@@ -249,7 +249,8 @@ async function make(c: pg.Client, interval: number): Promise<boolean> {
 async function round(): Promise<void> {
   const c = await session();
   const mine = (await c.query<{ status: string }>('SELECT status FROM custody_gateways WHERE id = $1', [identity.id])).rows[0]?.status;
-  const member = mine === 'enrolled' || mine === 'approved';
+  // An approved gateway acts once its gateway thread has pinned its approver (shipper.ts): until then it cannot prove the others members.
+  const member = mine === 'enrolled' || (mine === 'approved' && pinnedRoots(db, identity.id).approvedBy !== undefined);
   if (member !== status.member) post({ member });
   if (!member) return;
   group ??= await groupId(c);

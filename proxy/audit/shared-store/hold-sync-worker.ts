@@ -22,7 +22,7 @@ import type pg from 'pg';
 import { claimOrphanedHolds, type HoldChanges, HOLDS_CHANNEL, readHoldChanges, readPendingHolds, renewLease, writeHoldRow, writeVoteRow } from './hold-rows';
 import type { HoldWorkerCommand, HoldWorkerMessage } from './hold-sync';
 import { LocalTrust } from './key-sync';
-import { pinnedKeys, proveMember } from './member-trust';
+import { pinnedKeys, pinnedRoots, proveMember } from './member-trust';
 import { CONFIG_CHANNEL, connectStore, EVENTS_CHANNEL, migrateSharedStore, type StoreConnection } from './schema';
 
 const { conn, gateway, publicKey, dbPath } = workerData as { conn: StoreConnection; gateway: string; publicKey: string; dbPath: string };
@@ -32,6 +32,8 @@ const db = new Database(dbPath, { readonly: true, fileMustExist: true });
 const localTrust = new LocalTrust(db, { id: gateway, publicKey });
 /** Gateways whose rows were ignored, with the reason last said: once one is proven, the pending holds are read again. */
 const refused = new Map<string, string>();
+/** The reason last said (the gateway's log) for each gateway refused. */
+const refusalSaid = new Map<string, string>();
 
 const TICK_MS = 1000;
 const BACKOFF_MIN_MS = 100;
@@ -145,7 +147,11 @@ async function members(c: pg.ClientBase, changes: HoldChanges): Promise<HoldChan
   for (const id of ids) {
     const why = await proveMember(c, trust, id, (x) => localTrust.isRemoved(x));
     if (!why) continue;
-    if (refused.get(id) !== why) say({ type: 'refused', gateway: id, reason: why });
+    // Said once this gateway is admitted (its roots pinned): before, it knows no other member yet, and reads them again once it does.
+    if (refusalSaid.get(id) !== why && pinnedRoots(db, gateway).admitted) {
+      say({ type: 'refused', gateway: id, reason: why });
+      refusalSaid.set(id, why);
+    }
     refused.set(id, why);
   }
   return { ...changes, holds: changes.holds.filter((h) => trust.has(h.gateway)), votes: changes.votes.filter((v) => trust.has(v.event.gateway)) };

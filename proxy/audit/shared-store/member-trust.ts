@@ -5,17 +5,20 @@
  * the gateway that approved it, pinned in its local meta at its first admission: key-sync.ts,
  * LocalTrust) and adds a key only when a `gateway.approved` event naming it sits in the chain of a
  * gateway it already trusts, at a seq covered by a checkpoint of that chain signed with the key it
- * trusts, with every row up to that checkpoint recomputing to the signed root: what `custody verify
- * --keys` checks (verify/shared-store.ts, `verifyChain`, run here on that prefix of the chain).
+ * trusts, the chain's hashes up to that checkpoint giving its signed root and the approval's row
+ * giving its hash: what `custody verify --keys` relies on (verify/shared-store.ts; its checkpoint
+ * signature check, `signedCheckpoints`, is the one used here).
  *
  * The local roots survive a restart, and the keys proven from them are proven again from the store
  * (a checkpoint signed by a trusted key cannot be forged), so a restart never trusts the table.
  */
 import type Database from 'better-sqlite3';
 import type pg from 'pg';
-import { type ChainSource, storeSource, verifyChain } from '../verify/shared-store';
+import { MerkleAccumulator } from '../merkle';
+import { signedCheckpoints, type StoredChainCheckpoint } from '../verify/shared-store';
 import { keyFingerprint } from '../checkpoint-signer';
-import { gatewayRow, type GatewayRow, listGateways, newRemovals, type Removal, rowProblem } from './enrolment';
+import { gatewayRow, type GatewayRow, listGateways, newRemovals, type Removal, rowProblem, rowVerifier } from './enrolment';
+import { PG_EVENT_COLUMNS, payloadIntact, type PgEventRow, rowChainHash } from './schema';
 import type { LocalTrust, TrustSet } from './key-sync';
 import { ADMISSION_META } from './shipper';
 
@@ -28,38 +31,62 @@ interface Candidate {
   id: string;
 }
 
+/** Rows of hashes read at a time. */
+const PAGE = 10_000;
 /** Events found not to be proven, keyed `kind by seq hash cover`: checked again only once a larger signed checkpoint covers them. */
 const refuted = new Set<string>();
 
-/** The chain `gateway` of `source` cut at `size`: its rows and checkpoints up to that size only. */
-function prefixSource(source: ChainSource, gateway: string, size: number): ChainSource {
-  return {
-    ...source,
-    checkpoints: async (g) => (await source.checkpoints(g)).filter((cp) => g !== gateway || cp.treeSize <= size),
-    entries: async (g, from, limit) => (g !== gateway ? source.entries(g, from, limit) : from > size ? [] : (await source.entries(g, from, Math.min(limit, size - from + 1))).filter((e) => e.seq <= size)),
-  };
-}
+/** How many of the checkpoints covering an event are looked at (the smallest first). */
+const COVERS = 16;
 
 /**
- * Whether the approval (removal) `a` is proven: `a.by`'s row carries the key `trust` holds for it,
- * and the chain up to the smallest checkpoint covering `a.seq` verifies under that key and holds
- * the event there. Undefined when no checkpoint covers it yet (asked again later).
+ * Whether the approval (removal) `a` is proven: `a.by`'s row carries the key `trust` holds for it;
+ * a checkpoint of that chain covering `a.seq` is signed with that key (verify's own check,
+ * `signedCheckpoints`); the chain's hashes from seq 1 to that size give its signed root (RFC 6962,
+ * as `custody verify` computes it), so the row at `a.seq` is the one the key signed; and that
+ * row's payload and fields give its hash, and it records the event. Only the hashes of the other
+ * rows are read: a row whose payload was changed elsewhere in the chain does not hide an approval
+ * the key signed. Undefined when no signed checkpoint covers it yet (asked again later).
  */
 async function proven(client: pg.ClientBase, trust: TrustSet, a: Candidate): Promise<{ ok: true } | { ok: false; why: string } | undefined> {
   if (!trust.has(a.by)) return { ok: false, why: `${a.by} is not a gateway this one trusts` };
   const row = await gatewayRow(client, a.by);
   if (!row || row.publicKey !== trust.publicKey(a.by)) return { ok: false, why: `the store's row of ${a.by} does not carry the key this gateway trusts for it` };
-  const cover = (await client.query<{ n: string | null }>('SELECT min(tree_size) AS n FROM custody_checkpoints WHERE gateway = $1 AND tree_size >= $2', [a.by, a.seq])).rows[0]?.n;
-  if (cover === null || cover === undefined) return undefined;
-  const size = Number(cover);
-  const memo = `${a.kind} ${a.by} ${a.seq} ${a.hash} ${size}`;
-  if (refuted.has(memo)) return { ok: false, why: `the chain of ${a.by} up to its checkpoint of ${size} events does not verify, or does not hold that event` };
-  const problems: string[] = [];
-  const state = await verifyChain(prefixSource(storeSource(client), a.by, size), row, (f) => problems.push(f.message));
-  const there = a.kind === 'approved' ? state.approvals.some((x) => x.seq === a.seq && x.id === a.id && x.fingerprint === a.id) : state.removals.some((x) => x.seq === a.seq && x.id === a.id);
-  if (state.intact && !problems.length && state.report.signedThrough >= a.seq && there) return { ok: true };
+  const covering = (
+    await client.query<{ tree_size: string; time: string; root_hash: string; note: string }>('SELECT tree_size, time, root_hash, note FROM custody_checkpoints WHERE gateway = $1 AND tree_size >= $2 ORDER BY tree_size, time LIMIT $3', [a.by, a.seq, COVERS])
+  ).rows.map((r) => ({ treeSize: Number(r.tree_size), time: Number(r.time), rootHash: r.root_hash, note: r.note }));
+  const cp = signedCheckpoints(covering, rowVerifier(row), () => {})[0];
+  if (!cp) return undefined;
+  const memo = `${a.kind} ${a.by} ${a.seq} ${a.hash} ${cp.treeSize}`;
+  if (refuted.has(memo)) return { ok: false, why: `the row at seq ${a.seq} of ${a.by} is not the one its checkpoint of ${cp.treeSize} events signed, or does not record that event` };
+  const why = await provenRow(client, a, cp);
+  if (!why) return { ok: true };
   refuted.add(memo);
-  return { ok: false, why: problems[0] ?? `the checkpoint signed by ${a.by} over ${size} events does not cover ${a.kind === 'approved' ? 'an approval' : 'a removal'} of ${a.id} at seq ${a.seq}` };
+  return { ok: false, why };
+}
+
+/** Why the row at `a.seq` of `a.by`'s chain is not the one signed checkpoint `cp` covers, recording `a`; undefined when it is. */
+async function provenRow(client: pg.ClientBase, a: Candidate, cp: StoredChainCheckpoint): Promise<string | undefined> {
+  const acc = new MerkleAccumulator();
+  let leaf: string | undefined;
+  for (let from = 1; from <= cp.treeSize; ) {
+    const page = (await client.query<{ seq: string; hash: string }>('SELECT seq, hash FROM custody_events WHERE gateway = $1 AND seq >= $2 AND seq <= $3 ORDER BY seq LIMIT $4', [a.by, from, cp.treeSize, PAGE])).rows;
+    for (const r of page) {
+      if (Number(r.seq) !== acc.size + 1) return `rows ${acc.size + 1}–${Number(r.seq) - 1} of ${a.by} are missing from the store`;
+      acc.pushEventHashHex(r.hash);
+      if (acc.size === a.seq) leaf = r.hash;
+    }
+    if (page.length < PAGE) break;
+    from = acc.size + 1;
+  }
+  if (acc.size !== cp.treeSize) return `the store holds ${acc.size} rows of ${a.by}, fewer than its checkpoint of ${cp.treeSize} events covers`;
+  if (acc.root().toString('hex') !== cp.rootHash) return `the rows of ${a.by} up to seq ${cp.treeSize} no longer give the root its key signed`;
+  const r = (await client.query<PgEventRow>(`SELECT ${PG_EVENT_COLUMNS} FROM custody_events WHERE gateway = $1 AND seq = $2`, [a.by, a.seq])).rows[0];
+  if (!r || r.hash !== leaf || r.purged || !payloadIntact(r) || rowChainHash(r.prev_hash, r) !== r.hash) return `the row at seq ${a.seq} of ${a.by} does not match the hash its key signed`;
+  if (r.kind !== `gateway.${a.kind}` || r.payload === null) return `the row at seq ${a.seq} of ${a.by} is not a gateway.${a.kind}`;
+  const p = JSON.parse(r.payload) as { id?: unknown; fingerprint?: unknown };
+  if (p.id !== a.id || (a.kind === 'approved' && p.fingerprint !== a.id)) return `the row at seq ${a.seq} of ${a.by} names another gateway`;
+  return undefined;
 }
 
 /**
@@ -113,11 +140,11 @@ type PinnedKey = { id: string; publicKey: string };
  * that approved it, and the group's enrolled gateway. With its own key and its own approvals, the
  * roots every member is proven from.
  */
-export function pinnedRoots(db: Database.Database, self: string): { approvedBy?: PinnedKey; groupRoot?: PinnedKey } {
+export function pinnedRoots(db: Database.Database, self: string): { admitted: boolean; approvedBy?: PinnedKey; groupRoot?: PinnedKey } {
   const raw = (db.prepare('SELECT value FROM meta WHERE key = ?').get(ADMISSION_META) as { value: string } | undefined)?.value;
   const a = raw ? (JSON.parse(raw) as { gateway?: string; approvedBy?: PinnedKey; groupRoot?: PinnedKey }) : undefined;
-  if (a?.gateway !== self) return {};
-  return { ...(a.approvedBy ? { approvedBy: a.approvedBy } : {}), ...(a.groupRoot ? { groupRoot: a.groupRoot } : {}) };
+  if (a?.gateway !== self) return { admitted: false };
+  return { admitted: true, ...(a.approvedBy ? { approvedBy: a.approvedBy } : {}), ...(a.groupRoot ? { groupRoot: a.groupRoot } : {}) };
 }
 
 /** The trust roots of `pinnedRoots`, as a list for LocalTrust.current. */

@@ -20,7 +20,7 @@ import type pg from 'pg';
 import { GENESIS_HASH } from '../chain';
 import { keyFingerprint } from '../checkpoint-signer';
 import { MerkleAccumulator } from '../merkle';
-import { parseCheckpointText, parseNote, parseVerifierKey, verifyNote } from '../signed-note';
+import { type NoteVerifier, parseCheckpointText, parseNote, parseVerifierKey, verifyNote } from '../signed-note';
 import { groupId, listGateways, rowProblem, rowVerifier, type GatewayRow } from '../shared-store/enrolment';
 import { checkCombined, type CombinedReport, readCombined, type StoredCombined, wantedSizes } from './combined';
 import { citesOthers, eventRefs, PG_EVENT_COLUMNS, payloadIntact, type PgEventRow, rowChainHash } from '../shared-store/schema';
@@ -127,7 +127,7 @@ export function storeSource(client: pg.ClientBase): ChainSource {
   };
 }
 
-export interface ChainState {
+interface ChainState {
   report: ChainReport;
   /** gateway.approved events: the approved key's id, at seq. */
   approvals: { id: string; fingerprint: string; seq: number }[];
@@ -241,7 +241,29 @@ export async function verifyChains(source: ChainSource, opts: { store: string; p
   return { ok: failures.length === 0, store: opts.store, chains: reports, events: reports.reduce((n, r) => n + r.events, 0), pinned, combined: combinedReport, failures, durationMs: Date.now() - started };
 }
 
-export async function verifyChain(source: ChainSource, g: GatewayRow, fail: (f: SharedStoreFailure) => void, wanted?: ReadonlySet<number>): Promise<ChainState> {
+/**
+ * The checkpoints of `checkpoints` that `verifier` (the chain's key) signed, and whose signed text
+ * says what their row says (size, root); `problem` hears of each other one, by its size.
+ */
+export function signedCheckpoints<T extends StoredChainCheckpoint>(checkpoints: readonly T[], verifier: NoteVerifier, problem: (seq: number, message: string) => void): T[] {
+  const signed: T[] = [];
+  for (const cp of checkpoints) {
+    try {
+      const check = verifyNote(parseNote(cp.note), verifier);
+      const body = check.ok ? parseCheckpointText(check.text) : undefined;
+      if (!check.ok || !body || body.treeSize !== cp.treeSize || body.rootHash.toString('hex') !== cp.rootHash) {
+        problem(cp.treeSize, `the checkpoint of ${cp.treeSize} events ${!check.ok ? `is not signed by this chain's key (${check.reason})` : 'says other than its signed text'}`);
+        continue;
+      }
+      signed.push(cp);
+    } catch (err) {
+      problem(cp.treeSize, `the checkpoint of ${cp.treeSize} events cannot be read (${(err as Error).message})`);
+    }
+  }
+  return signed;
+}
+
+async function verifyChain(source: ChainSource, g: GatewayRow, fail: (f: SharedStoreFailure) => void, wanted?: ReadonlySet<number>): Promise<ChainState> {
   const report: ChainReport = { gateway: g.id, name: g.name, events: 0, checkpointsChecked: 0, signedThrough: 0 };
   const state: ChainState = { report, approvals: [], removals: [], refs: [], intact: true, reached: 0, rootsAt: new Map() };
   const problem = (f: Omit<SharedStoreFailure, 'chain'>) => {
@@ -254,22 +276,8 @@ export async function verifyChain(source: ChainSource, g: GatewayRow, fail: (f: 
     return state;
   }
   const verifier = rowVerifier(g);
-  const checkpoints = await source.checkpoints(g.id);
   // Signatures first: a checkpoint is evidence only when the chain's key signed what its row says.
-  const signed: typeof checkpoints = [];
-  for (const cp of checkpoints) {
-    try {
-      const check = verifyNote(parseNote(cp.note), verifier);
-      const body = check.ok ? parseCheckpointText(check.text) : undefined;
-      if (!check.ok || !body || body.treeSize !== cp.treeSize || body.rootHash.toString('hex') !== cp.rootHash) {
-        problem({ problem: 'signature-invalid', seq: cp.treeSize, message: `the checkpoint of ${cp.treeSize} events ${!check.ok ? `is not signed by this chain's key (${check.reason})` : 'says other than its signed text'}` });
-        continue;
-      }
-      signed.push(cp);
-    } catch (err) {
-      problem({ problem: 'signature-invalid', seq: cp.treeSize, message: `the checkpoint of ${cp.treeSize} events cannot be read (${(err as Error).message})` });
-    }
-  }
+  const signed = signedCheckpoints(await source.checkpoints(g.id), verifier, (seq, message) => problem({ problem: 'signature-invalid', seq, message }));
   let cpIndex = 0;
   const acc = new MerkleAccumulator();
   let prev = GENESIS_HASH;
