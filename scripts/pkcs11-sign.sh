@@ -57,6 +57,14 @@ export PKCS11_SIGN_PIN
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cat >"$work/message"
+# One signature at a time per token: a gateway signs from more than one thread (checkpoints, the
+# shipper's key rows, its enrolment request), and a file-backed token such as SoftHSM's can fail a
+# session opened while another process logs in (CKR_GENERAL_ERROR). The lock is released on exit.
+if command -v flock >/dev/null; then
+  lock="${TMPDIR:-/tmp}/custody-pkcs11-$(id -u)-$(printf '%s' "$module|$token" | cksum | cut -d' ' -f1).lock"
+  exec 9>>"$lock"
+  flock -w 30 9 || { echo "pkcs11-sign.sh: the token is busy (waited 30 s for $lock)" >&2; exit 75; }
+fi
 rc=0
 pkcs11-tool "${args[@]}" --login --pin env:PKCS11_SIGN_PIN --sign --mechanism EDDSA --input-file "$work/message" --output-file "$work/signature" 2>"$work/err" || rc=$?
 if [ "$rc" -ne 0 ]; then
