@@ -262,7 +262,7 @@ export class Gateway {
       // `audit.remoteCommit: sync`: the proxies' batches are acknowledged once the store has them too.
       if (s.config.audit.remoteCommit === 'sync') s.store.setRemoteCommit(s.sharedStore);
       // Holds across gateways: this gateway's holds go to the store, the others' come from it.
-      s.sharedHolds = SharedHolds.start({ store: s.store, bus: s.bus, holds: s.holds, log: s.log, config: s.config.store, gateway: s.sharedStore.identity.id, publicKey: s.sharedStore.identity.publicKey, refusal: () => s.sharedStore?.refusal(), onConfigChange: (listening) => s.sharedStore?.configChanged(listening), onShipped: () => s.team?.shipped() });
+      s.sharedHolds = SharedHolds.start({ store: s.store, bus: s.bus, holds: s.holds, log: s.log, config: s.config.store, gateway: s.sharedStore.identity.id, publicKey: s.sharedStore.identity.publicKey, signingKey: s.audit.trail.signer.signingKeyForThread(), refusal: () => s.sharedStore?.refusal(), onConfigChange: (listening) => s.sharedStore?.configChanged(listening), onShipped: () => s.team?.shipped() });
       // The console of any gateway: the group's sessions, console sign-ins made on any gateway, the gateways.
       const team = (s.team = await TeamStore.start({ dbPath: s.store.path, signer: s.audit.trail.signer, config: s.config.store, log: s.log }));
       this.onStop(() => team.stop());

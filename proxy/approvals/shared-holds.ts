@@ -23,6 +23,7 @@ import type { Identity } from '../../shared/identity';
 import type { HoldChanges, HoldRowWrite, OrphanedHold, StoredHold, VoteRowWrite } from '../audit/shared-store/hold-rows';
 import { type HoldWorkerCommand, type HoldWorkerMessage, startHoldSyncWorker } from '../audit/shared-store/hold-sync';
 import { storeConnection } from '../audit/shared-store/schema';
+import type { SigningKeySpec } from '../audit/checkpoint-signer';
 import { type AuditStore, StoreUnavailableError } from '../audit/store';
 import type { EventBus } from '../bus';
 import { LOCAL_PERSON } from '../identity/persons';
@@ -61,6 +62,8 @@ interface SharedHoldsDeps {
   gateway: string;
   /** This gateway's public key (base64): the hold worker trusts it, and proves the other members from it (member-trust.ts). */
   publicKey: string;
+  /** Its checkpoint key, for the hold worker's thread: it signs the vote rows written here. */
+  signingKey: SigningKeySpec;
   /** Why this gateway is not admitted to the store (a vote cast here would not count), or undefined. */
   refusal: () => string | undefined;
   /**
@@ -95,7 +98,7 @@ export class SharedHolds implements HoldPeers {
 
   /** Starts the hold worker for gateway `gateway` on the store `config` names, and joins `holds` to it. */
   static start(deps: SharedHoldsDeps & { config: StoreConfig }): SharedHolds {
-    const worker = startHoldSyncWorker(storeConnection(deps.config), { id: deps.gateway, publicKey: deps.publicKey }, deps.store.path);
+    const worker = startHoldSyncWorker(storeConnection(deps.config), { id: deps.gateway, publicKey: deps.publicKey }, deps.store.path, deps.signingKey);
     const shared = new SharedHolds(worker, deps);
     deps.holds.setPeers(shared);
     return shared;
@@ -214,6 +217,9 @@ export class SharedHolds implements HoldPeers {
         return;
       case 'refused':
         this.deps.log.warn(`shared store: holds and votes written under the name of gateway ${m.gateway} are ignored: ${m.reason}`);
+        return;
+      case 'vote-refused':
+        this.deps.log.warn(`shared store: the vote on hold ${m.hold} written under the name of gateway ${m.gateway} (seq ${m.seq}) is not counted: ${m.reason}`);
         return;
       case 'stopped':
         this.resolveStopped?.();

@@ -2,14 +2,16 @@
  * The shared store's hold tables (proxy/audit/shared-store/hold-rows.ts, migration 3) against the
  * real PostgreSQL server on 127.0.0.1:5432: the migration on a store at version 2, a final state
  * never overwritten, NOTIFY on commit, a reader's cursor that misses nothing under concurrent
- * writers, rows under a non-member's name ignored, and leases: holds are claimed once, only after
- * their owner's lease expired, and only by a member.
+ * writers, rows under a non-member's name ignored, a vote row's signature over the text its reader
+ * checks, and leases: holds are claimed once, only after their owner's lease expired, and only by a
+ * member.
  */
 import assert from 'node:assert/strict';
+import { generateKeyPairSync, sign, verify } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import type pg from 'pg';
 import type { HoldView } from '../../shared/holds';
-import { claimOrphanedHolds, HOLDS_CHANNEL, readHoldChanges, readPendingHolds, renewLease, writeHoldRow, writeVoteRow } from '../../proxy/audit/shared-store/hold-rows';
+import { claimOrphanedHolds, HOLDS_CHANNEL, readHoldChanges, readPendingHolds, renewLease, signVoteRow, writeHoldRow, writeVoteRow } from '../../proxy/audit/shared-store/hold-rows';
 import { migrateSharedStore, PG_MIGRATIONS } from '../../proxy/audit/shared-store/schema';
 import { createTestDatabase, type TestDatabase } from '../support/pg-database';
 
@@ -105,6 +107,23 @@ describe('hold rows in the shared store', () => {
     const snap = await readPendingHolds(c);
     assert.equal(snap.holds.length, 114, 'pending holds of members');
     assert.equal(snap.cursor, cursor);
+  });
+
+  it("a vote row's signature is over the text its reader checks, and a changed column no longer verifies", async () => {
+    const { privateKey, publicKey } = generateKeyPairSync('ed25519');
+    await writeHoldRow(c, hold('hold_signed', 'gw-a'));
+    const cursor = (await readPendingHolds(c)).cursor;
+    const row = { hold: 'hold_signed', event: { gateway: 'gw-b', seq: 8, hash: 'e'.repeat(64) }, vote: { by: 'key:y', person: 'person_y', byName: 'y', decision: 'approve' as const, reason: 'ok', at: 2, grantMs: 60_000 } };
+    const signature = await signVoteRow(row, (m) => Promise.resolve(sign(null, m, privateKey)));
+    assert.equal(await writeVoteRow(c, row, signature), true);
+    const read = (await readHoldChanges(c, cursor)).votes.filter((v) => v.hold === 'hold_signed');
+    assert.equal(read.length, 1);
+    assert.equal(read[0]!.signed.signature, signature, 'the signature is stored with the row');
+    assert.ok(verify(null, Buffer.from(read[0]!.signed.text), publicKey, Buffer.from(signature, 'base64')), 'the text read verifies under the signing key');
+    await c.query("UPDATE custody_hold_votes SET person = 'person_z' WHERE hold = 'hold_signed'");
+    const changed = (await readPendingHolds(c)).votes.find((v) => v.hold === 'hold_signed')!;
+    assert.equal(verify(null, Buffer.from(changed.signed.text), publicKey, Buffer.from(signature, 'base64')), false, 'a person changed by hand no longer verifies');
+    await writeHoldRow(c, hold('hold_signed', 'gw-a', 'approved'));
   });
 
   it('claims a pending hold once its owner\'s lease has expired, once, and only for a member', async () => {

@@ -12,6 +12,10 @@
  *
  * A vote cast on B (a proven member) on the same hold then releases it: the votes of real members
  * still count, so the refusals above are the forgery's, not a hold that never syncs.
+ *
+ * And a vote row written by hand under B's own name (a real member), unsigned or signed by another
+ * key: A does not count it (the upstream sees nothing) and logs why once, while the vote cast on B,
+ * whose row B signed, releases the request.
  */
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
@@ -20,8 +24,9 @@ import { after, before, describe, it } from 'node:test';
 import type pg from 'pg';
 import { canonicalize } from '../../shared/canonical-json';
 import type { HoldView } from '../../shared/holds';
-import { writeVoteRow } from '../../proxy/audit/shared-store/hold-rows';
+import { voteText, writeVoteRow } from '../../proxy/audit/shared-store/hold-rows';
 import type { Gateway } from '../../proxy/gateway';
+import type { Logger } from '../../proxy/log';
 import { startEchoUpstream, type EchoUpstream } from '../support/echo-upstream';
 import { approvalOf, type ForgedKey, forgedKey, rewriteInChain, signAs, writeChain, writeGatewayRow } from '../support/forged-member';
 import { createTestDatabase, type TestDatabase } from '../support/pg-database';
@@ -36,6 +41,9 @@ let sql: pg.Client;
 const running: Gateway[] = [];
 let a: StoreMember;
 let b: StoreMember;
+/** A's warnings (its log). */
+const warned: string[] = [];
+const logA: Logger = { info() {}, debug() {}, error() {}, warn: (m: string) => void warned.push(m) };
 
 /** The rows of A's chain rewritten by hand (early ones, long shipped; not its last, which its shipping checks). */
 let rewrittenSeq = 2;
@@ -143,7 +151,7 @@ before(async () => {
     policies: [{ name: 'hold-one', match: { paths: ['/held/*'] }, action: 'hold', hold: { approvers: ['admin'], min: 1, timeout: '2m' } }],
     store: { url: db.url, staleAfter: '5s' },
   };
-  a = await startStoreMember(join(root, 'a'), config);
+  a = await startStoreMember(join(root, 'a'), config, logA);
   running.push(a.gw);
   b = await startStoreMember(join(root, 'b'), config);
   running.push(b.gw);
@@ -206,18 +214,40 @@ describe('a member forged in the store with SQL only signs nothing the gateways 
     assert.ok(echo.requests.some((q) => q.target.includes(tag)), 'the upstream received the request released by B');
   });
 
-  it(
-    "a vote row written by hand under a real member's name (B), citing no event of B's chain, does not release a request held on A",
-    { todo: "not built: a vote row is not signed, and A counts it without finding its hold.vote in B's chain under B's signed checkpoint (the vote reaches the store before B's checkpoint covers it); `custody verify --store` reports the unresolved reference" },
-    async () => {
-      const { tag, response, hold } = await holdOnA();
-      const vote = { by: 'key:mallory-b', person: 'person_mallory_b', byName: 'mallory', decision: 'approve' as const, reason: 'forged', at: Date.now() };
-      await writeVoteRow(sql, { hold: hold.id, event: { gateway: b.id, seq: 999_999, hash: createHash('sha256').update('forged-vote').digest('hex') }, vote });
-      await new Promise((r) => setTimeout(r, 3000));
-      const released = echo.requests.some((q) => q.target.includes(tag));
-      if (!released) await api(a, 'POST', `/api/holds/${hold.id}/decision`, { decision: 'deny', reason: 'end of test' });
-      await response.catch(() => undefined);
-      assert.equal(released, false, 'a vote row written under B\'s name released the held request');
-    },
-  );
+  it("a vote row written by hand under a real member's name (B), unsigned or signed by another key, does not release a request held on A; B's own vote does", async () => {
+    const { tag, response, hold } = await holdOnA();
+    await until('the hold in the store', async () => (await sql.query('SELECT 1 FROM custody_holds WHERE id = $1', [hold.id])).rowCount === 1);
+    const vote = (i: number) => ({ by: `key:mallory-b${i}`, person: `person_mallory_b${i}`, byName: 'mallory', decision: 'approve' as const, reason: 'forged', at: Date.now() });
+    const event = (i: number) => ({ gateway: b.id, seq: 999_990 + i, hash: createHash('sha256').update(`forged-vote-${i}`).digest('hex') });
+    // Unsigned.
+    assert.equal(await writeVoteRow(sql, { hold: hold.id, event: event(0), vote: vote(0) }), true);
+    // Signed, over the very text B would sign, by a key that is not B's.
+    const other = forgedKey('custody/mallory-b');
+    const v1 = vote(1);
+    const text = voteText({ hold: hold.id, gateway: b.id, seq: event(1).seq, hash: event(1).hash, person: v1.person, vote: JSON.stringify(v1) });
+    assert.equal(await writeVoteRow(sql, { hold: hold.id, event: event(1), vote: v1 }, signAs(other, text)), true);
+    const stored = (await sql.query<{ seq: string; signature: string | null }>('SELECT seq, signature FROM custody_hold_votes WHERE hold = $1 AND gateway = $2 ORDER BY seq', [hold.id, b.id])).rows;
+    assert.deepEqual(stored.map((r) => [Number(r.seq), r.signature === null]), [[999_990, true], [999_991, false]], 'both forged rows are in the store under B\'s name');
+
+    // The hold worker reads at the notification, and at least once a second.
+    await new Promise((r) => setTimeout(r, 3000));
+    assert.equal(echo.requests.some((q) => q.target.includes(tag)), false, "a vote row written under B's name released the held request");
+    const now = (await api<HoldView>(a, 'GET', `/api/holds/${hold.id}`)).body;
+    assert.equal(now.state, 'pending', 'the hold is still pending on A');
+    assert.deepEqual(now.votes, [], 'A counted a forged vote');
+    const said = (seq: number) => warned.filter((w) => w.includes(hold.id) && w.includes(`seq ${seq}`));
+    assert.equal(said(999_990).length, 1, `A says once why the unsigned row is ignored: ${JSON.stringify(warned)}`);
+    assert.match(said(999_990)[0]!, /not signed/);
+    assert.equal(said(999_991).length, 1, `A says once why the badly signed row is ignored: ${JSON.stringify(warned)}`);
+    assert.match(said(999_991)[0]!, /does not verify under the key proven for gateway/);
+
+    // B's own vote, whose row B signs, releases it.
+    const decided = await fetch(`${b.control}/api/holds/${hold.id}/decision`, { method: 'POST', headers: { authorization: `Bearer ${b.gw.firstKey}`, 'content-type': 'application/json' }, body: JSON.stringify({ decision: 'approve', reason: 'ok' }) });
+    assert.equal(decided.status, 200, `B's vote: ${decided.status} ${await decided.clone().text()}`);
+    assert.equal((await response).status, 200);
+    assert.ok(echo.requests.some((q) => q.target.includes(tag)), 'the upstream received the request released by B');
+    const real = (await sql.query<{ signature: string | null }>('SELECT signature FROM custody_hold_votes WHERE hold = $1 AND gateway = $2 AND seq < 999990', [hold.id, b.id])).rows;
+    assert.equal(real.length, 1);
+    assert.ok(real[0]!.signature, "B's vote row is signed");
+  });
 });

@@ -11,7 +11,7 @@ import type pg from 'pg';
 import { Config } from '../../shared/config';
 import { keyFingerprint } from '../../proxy/audit/checkpoint-signer';
 import { Gateway } from '../../proxy/gateway';
-import { silentLogger } from '../../proxy/log';
+import { type Logger, silentLogger } from '../../proxy/log';
 import { writeConfig } from './custody-process';
 import { until } from './until';
 
@@ -24,12 +24,12 @@ export interface StoreMember {
   control: string;
 }
 
-/** Starts a gateway on `dir` (created) with the config `raw` (its dataDir set to `dir`). */
-export async function startStoreMember(dir: string, raw: Record<string, unknown>): Promise<StoreMember> {
+/** Starts a gateway on `dir` (created) with the config `raw` (its dataDir set to `dir`), logging to `log`. */
+export async function startStoreMember(dir: string, raw: Record<string, unknown>, log: Logger = silentLogger): Promise<StoreMember> {
   mkdirSync(dir);
   const full = { dataDir: dir, ...raw };
   const configFile = writeConfig(dir, full);
-  const gw = await Gateway.start({ config: Config.parse(full), dataDir: dir, configFile, log: silentLogger });
+  const gw = await Gateway.start({ config: Config.parse(full), dataDir: dir, configFile, log });
   return { gw, configFile, id: keyFingerprint(gw.services.audit!.trail.signer.publicKey), http: `http://${gw.address('http')}`, control: `http://${gw.address('control')}` };
 }
 

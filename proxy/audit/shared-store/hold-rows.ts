@@ -8,7 +8,9 @@
  *   resolution written wins (the owner's decision, or another gateway's abandonment once the
  *   owner's lease expired).
  * - `custody_hold_votes`: one row per vote, written by the gateway where it was cast, with where
- *   its `hold.vote` sits in that gateway's chain.
+ *   its `hold.vote` sits in that gateway's chain, signed by that gateway's checkpoint key over all
+ *   of them (`voteText`): the owner counts a vote only when it is signed by the key proven for the
+ *   gateway the row names (hold-sync-worker.ts), so whoever can write to the store cannot cast one.
  * - `custody_leases`: each gateway renews its lease every second, on the store's clock.
  *
  * Every write takes HOLDS_LOCK, then the next change number, then announces the hold with
@@ -17,6 +19,7 @@
  * misses nothing when it reads `change > cursor` after a reconnect.
  */
 import type pg from 'pg';
+import { canonicalize } from '../../../shared/canonical-json';
 import type { EventRef } from '../../../shared/events';
 import type { HoldView, HoldVote } from '../../../shared/holds';
 import { HOLDS_LOCK } from './schema';
@@ -64,9 +67,12 @@ export interface StoredVote {
   change: number;
 }
 
-export interface HoldChanges {
+/** A vote as read, with the text its row's signature must be over (`voteText`) and that signature (null: unsigned). */
+export type SignedStoredVote = StoredVote & { signed: { text: string; signature: string | null } };
+
+export interface HoldChanges<V extends StoredVote = StoredVote> {
   holds: StoredHold[];
-  votes: StoredVote[];
+  votes: V[];
   /** The highest change number read (the next cursor). */
   cursor: number;
 }
@@ -103,17 +109,42 @@ export function writeHoldRow(c: pg.ClientBase, h: HoldRowWrite): Promise<boolean
   });
 }
 
-/** Writes a vote's row (once: a retry of the same vote changes nothing). */
-export function writeVoteRow(c: pg.ClientBase, v: VoteRowWrite): Promise<boolean> {
+/** The columns of a vote's row that its signature covers (the vote as the JSON text stored). */
+interface VoteColumns {
+  hold: string;
+  gateway: string;
+  seq: number;
+  hash: string;
+  person: string;
+  vote: string;
+}
+
+/** What the casting gateway signs: every column of the row but its change number. */
+export const voteText = (v: VoteColumns) => `custody-hold-vote/v1\n${canonicalize([v.hold, v.gateway, v.seq, v.hash, v.person, v.vote])}`;
+
+const voteColumns = (v: VoteRowWrite): VoteColumns => ({ hold: v.hold, gateway: v.event.gateway, seq: v.event.seq, hash: v.event.hash, person: v.vote.person ?? v.vote.by, vote: JSON.stringify(v.vote) });
+
+/** Signs a vote's row with `signRaw` (the casting gateway's key: a key file, or the audit.signer program); base64. */
+export async function signVoteRow(v: VoteRowWrite, signRaw: (message: Buffer) => Promise<Buffer>): Promise<string> {
+  return (await signRaw(Buffer.from(voteText(voteColumns(v))))).toString('base64');
+}
+
+/**
+ * Writes a vote's row (once: a retry of the same vote changes nothing), with its signature
+ * (`signVoteRow`); a row without one is written (an older gateway's) but never counted.
+ */
+export function writeVoteRow(c: pg.ClientBase, v: VoteRowWrite, signature?: string): Promise<boolean> {
+  const row = voteColumns(v);
   return inHoldTransaction(c, async (change) => {
-    const r = await c.query('INSERT INTO custody_hold_votes (hold, gateway, seq, hash, person, vote, change) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING', [
-      v.hold,
-      v.event.gateway,
-      v.event.seq,
-      v.event.hash,
-      v.vote.person ?? v.vote.by,
-      JSON.stringify(v.vote),
+    const r = await c.query('INSERT INTO custody_hold_votes (hold, gateway, seq, hash, person, vote, change, signature) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING', [
+      row.hold,
+      row.gateway,
+      row.seq,
+      row.hash,
+      row.person,
+      row.vote,
       change,
+      signature ?? null,
     ]);
     if (r.rowCount) await c.query('SELECT pg_notify($1, $2)', [HOLDS_CHANNEL, v.hold]);
     return (r.rowCount ?? 0) > 0;
@@ -135,12 +166,14 @@ interface VoteRow {
   gateway: string;
   seq: string;
   hash: string;
+  person: string;
   vote: string;
   change: string;
+  signature: string | null;
 }
 
 const HOLD_COLUMNS = 'h.id, h.gateway, h.view, h.created_seq, h.created_hash, h.resolved_by, h.change';
-const VOTE_COLUMNS = 'v.hold, v.gateway, v.seq, v.hash, v.vote, v.change';
+const VOTE_COLUMNS = 'v.hold, v.gateway, v.seq, v.hash, v.person, v.vote, v.change, v.signature';
 /**
  * Only members of the group count: a row written under a pending or unknown gateway's name is
  * ignored. The table's status is only a first filter: the hold worker keeps a row only when its
@@ -153,12 +186,13 @@ function holdOf(r: HoldRow): StoredHold {
   return { id: r.id, gateway: r.gateway, view: JSON.parse(r.view) as HoldView, created: { gateway: r.gateway, seq: Number(r.created_seq), hash: r.created_hash }, resolvedBy: r.resolved_by, change: Number(r.change) };
 }
 
-function voteOf(r: VoteRow): StoredVote {
-  return { hold: r.hold, event: { gateway: r.gateway, seq: Number(r.seq), hash: r.hash }, vote: JSON.parse(r.vote) as StoredVoteBody, change: Number(r.change) };
+function voteOf(r: VoteRow): SignedStoredVote {
+  const text = voteText({ hold: r.hold, gateway: r.gateway, seq: Number(r.seq), hash: r.hash, person: r.person, vote: r.vote });
+  return { hold: r.hold, event: { gateway: r.gateway, seq: Number(r.seq), hash: r.hash }, vote: JSON.parse(r.vote) as StoredVoteBody, change: Number(r.change), signed: { text, signature: r.signature } };
 }
 
 /** Everything changed after `cursor`, in change order. */
-export async function readHoldChanges(c: pg.ClientBase, cursor: number): Promise<HoldChanges> {
+export async function readHoldChanges(c: pg.ClientBase, cursor: number): Promise<HoldChanges<SignedStoredVote>> {
   const holds = (await c.query<HoldRow>(`SELECT ${HOLD_COLUMNS} FROM custody_holds h WHERE h.change > $1 AND h.gateway ${MEMBER} ORDER BY h.change`, [cursor])).rows.map(holdOf);
   const votes = (await c.query<VoteRow>(`SELECT ${VOTE_COLUMNS} FROM custody_hold_votes v WHERE v.change > $1 AND v.gateway ${MEMBER} ORDER BY v.change`, [cursor])).rows.map(voteOf);
   return { holds, votes, cursor: Math.max(cursor, ...holds.map((h) => h.change), ...votes.map((v) => v.change)) };
@@ -168,7 +202,7 @@ export async function readHoldChanges(c: pg.ClientBase, cursor: number): Promise
  * What a gateway needs when it (re)starts: every pending hold and the votes on them, and the
  * cursor to read changes after, from one snapshot.
  */
-export async function readPendingHolds(c: pg.ClientBase): Promise<HoldChanges> {
+export async function readPendingHolds(c: pg.ClientBase): Promise<HoldChanges<SignedStoredVote>> {
   await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
   try {
     const cursor = Number((await c.query<{ n: string }>('SELECT greatest((SELECT max(change) FROM custody_holds), (SELECT max(change) FROM custody_hold_votes), 0) AS n')).rows[0]!.n);

@@ -11,7 +11,7 @@
  *   cursor; after every reconnect it reads every change after its cursor, so a notification sent
  *   while it was away costs nothing. A read every second covers a notification lost in flight.
  * - a second connection writes, in the order the gateway asked: this gateway's holds and the
- *   votes cast here. A write that fails is retried with backoff (0.1 s doubling to 5 s) until the
+ *   votes cast here, each vote's row signed with this gateway's checkpoint key (hold-rows.ts). A write that fails is retried with backoff (0.1 s doubling to 5 s) until the
  *   store takes it; each answer says whether it was written.
  * - every second it renews this gateway's lease, and claims the pending holds of gateways whose
  *   lease expired, for the gateway to record as abandoned.
@@ -19,13 +19,16 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import type pg from 'pg';
-import { claimOrphanedHolds, type HoldChanges, HOLDS_CHANNEL, readHoldChanges, readPendingHolds, renewLease, writeHoldRow, writeVoteRow } from './hold-rows';
+import { rawSigner, type SigningKeySpec } from '../checkpoint-signer';
+import { claimOrphanedHolds, type HoldChanges, HOLDS_CHANNEL, readHoldChanges, readPendingHolds, renewLease, signVoteRow, type SignedStoredVote, writeHoldRow, writeVoteRow } from './hold-rows';
 import type { HoldWorkerCommand, HoldWorkerMessage } from './hold-sync';
 import { LocalTrust } from './key-sync';
 import { pinnedKeys, pinnedRoots, proveMember } from './member-trust';
 import { CONFIG_CHANNEL, connectStore, EVENTS_CHANNEL, migrateSharedStore, type StoreConnection } from './schema';
 
-const { conn, gateway, publicKey, dbPath } = workerData as { conn: StoreConnection; gateway: string; publicKey: string; dbPath: string };
+const { conn, gateway, publicKey, dbPath, signingKey } = workerData as { conn: StoreConnection; gateway: string; publicKey: string; dbPath: string; signingKey: SigningKeySpec };
+/** This gateway's checkpoint key (a key file, or the audit.signer program): signs the vote rows written here. */
+const signRaw = rawSigner(signingKey);
 const port = parentPort!;
 /** Whose rows count: this gateway, those its chain approved, its approver (pinned locally), and those proven members from them. */
 const db = new Database(dbPath, { readonly: true, fileMustExist: true });
@@ -34,6 +37,8 @@ const localTrust = new LocalTrust(db, { id: gateway, publicKey });
 const refused = new Map<string, string>();
 /** The reason last said (the gateway's log) for each gateway refused. */
 const refusalSaid = new Map<string, string>();
+/** Vote rows ignored for their signature, said once each (hold, gateway, seq). */
+const voteRefusalSaid = new Set<string>();
 
 const TICK_MS = 1000;
 const BACKOFF_MIN_MS = 100;
@@ -139,9 +144,11 @@ function read(): void {
  * The rows of `changes` written under the names of members only: gateways this one trusts, or can
  * prove members from those (member-trust.ts). The store's gateways table is not proof: a row there
  * claiming `enrolled` or `approved` is written by whoever can write to the store. Each gateway
- * refused is said once per reason (the gateway's log).
+ * refused is said once per reason (the gateway's log). A vote counts only when its row is signed
+ * by the key proven for the gateway it names (whoever can write to the store can write a row under
+ * a member's name); each other vote row is said once, with why.
  */
-async function members(c: pg.ClientBase, changes: HoldChanges): Promise<HoldChanges> {
+async function members(c: pg.ClientBase, changes: HoldChanges<SignedStoredVote>): Promise<HoldChanges> {
   const trust = localTrust.current(...pinnedKeys(db, gateway));
   const ids = new Set([...changes.holds.map((h) => h.gateway), ...changes.votes.map((v) => v.event.gateway)]);
   for (const id of ids) {
@@ -154,7 +161,20 @@ async function members(c: pg.ClientBase, changes: HoldChanges): Promise<HoldChan
     }
     refused.set(id, why);
   }
-  return { ...changes, holds: changes.holds.filter((h) => trust.has(h.gateway)), votes: changes.votes.filter((v) => trust.has(v.event.gateway)) };
+  const votes = changes.votes.filter((v) => trust.has(v.event.gateway) && signedVote(v, trust.verify(v.event.gateway, v.signed.text, v.signed.signature ?? '')));
+  return { ...changes, holds: changes.holds.filter((h) => trust.has(h.gateway)), votes: votes.map(({ signed: _, ...v }) => v) };
+}
+
+/** Whether `v` counts (`verified`: its signature verifies under its gateway's proven key); a row that does not is said once. */
+function signedVote(v: SignedStoredVote, verified: boolean): boolean {
+  if (verified) return true;
+  const key = `${v.hold} ${v.event.gateway} ${v.event.seq}`;
+  if (!voteRefusalSaid.has(key)) {
+    voteRefusalSaid.add(key);
+    const reason = v.signed.signature === null ? 'its row is not signed' : `its row's signature does not verify under the key proven for gateway ${v.event.gateway}`;
+    say({ type: 'vote-refused', hold: v.hold, gateway: v.event.gateway, seq: v.event.seq, reason });
+  }
+  return false;
 }
 
 /** Whether a gateway refused before is proven a member now. */
@@ -206,7 +226,7 @@ function drain(): void {
       const cmd = queue[0]!;
       try {
         const c = await writing();
-        const written = cmd.type === 'hold' ? await writeHoldRow(c, cmd.row) : await writeVoteRow(c, cmd.row);
+        const written = cmd.type === 'hold' ? await writeHoldRow(c, cmd.row) : await writeVoteRow(c, cmd.row, await signVoteRow(cmd.row, signRaw));
         queue.shift();
         say({ type: 'written', req: cmd.req, written });
         backoff.ms = BACKOFF_MIN_MS;

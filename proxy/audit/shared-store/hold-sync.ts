@@ -5,6 +5,7 @@
 import { Worker } from 'node:worker_threads';
 import { workerSource } from '../../worker-source';
 import type { HoldChanges, HoldRowWrite, OrphanedHold, VoteRowWrite } from './hold-rows';
+import type { SigningKeySpec } from '../checkpoint-signer';
 import type { StoreConnection } from './schema';
 
 export type HoldWorkerCommand = { type: 'hold'; req: number; row: HoldRowWrite } | { type: 'vote'; req: number; row: VoteRowWrite } | { type: 'stop'; ms: number };
@@ -19,11 +20,17 @@ export type HoldWorkerMessage =
   | { type: 'status'; connected: boolean; error?: string }
   /** Rows written under the name of gateway `gateway` are ignored: it is not proven a member (member-trust.ts). Said once per gateway and reason. */
   | { type: 'refused'; gateway: string; reason: string }
+  /** The vote row of `gateway` at `seq` on hold `hold` is ignored: unsigned, or not signed by that gateway's proven key. Said once per row. */
+  | { type: 'vote-refused'; hold: string; gateway: string; seq: number; reason: string }
   | { type: 'stopped' };
 
-/** Starts the hold worker of gateway `self` on the store `conn` reaches; `dbPath`: its SQLite file, where its trust roots are (key-sync.ts, LocalTrust). */
-export function startHoldSyncWorker(conn: StoreConnection, self: { id: string; publicKey: string }, dbPath: string): Worker {
+/**
+ * Starts the hold worker of gateway `self` on the store `conn` reaches; `dbPath`: its SQLite file,
+ * where its trust roots are (key-sync.ts, LocalTrust); `signingKey`: its checkpoint key, which signs
+ * the vote rows it writes.
+ */
+export function startHoldSyncWorker(conn: StoreConnection, self: { id: string; publicKey: string }, dbPath: string, signingKey: SigningKeySpec): Worker {
   const src = workerSource(import.meta.url, './hold-sync-worker');
   if (!src) throw new Error('the shared store hold worker cannot be loaded from this build');
-  return new Worker(src.entry, { ...src.options, workerData: { conn, gateway: self.id, publicKey: self.publicKey, dbPath } });
+  return new Worker(src.entry, { ...src.options, workerData: { conn, gateway: self.id, publicKey: self.publicKey, dbPath, signingKey } });
 }

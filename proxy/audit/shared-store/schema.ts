@@ -394,6 +394,16 @@ export const PG_MIGRATIONS: PgMigration[] = [
       CREATE INDEX custody_events_dashboard ON custody_events (time) WHERE ${DASHBOARD_ROWS};
     `,
   },
+  {
+    version: 11,
+    name: 'votes on holds signed by the gateway where they were cast',
+    sql: `
+      -- Ed25519 by the casting gateway's checkpoint key over the row's other columns but change
+      -- (hold-rows.ts, voteText). The owner counts a vote only when it verifies under the key
+      -- proven for the gateway the row names; a row without one (written before) is not counted.
+      ALTER TABLE custody_hold_votes ADD COLUMN signature TEXT;
+    `,
+  },
 ];
 
 /** Applies the migrations the store lacks; returns the versions applied. */
