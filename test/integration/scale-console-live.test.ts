@@ -327,7 +327,7 @@ describe("the other gateways' sessions, live", () => {
 
   it("migration 10's index serves the dashboard's window (its predicate is the queries' own)", async () => {
     const applied = (await sql.query<{ version: number }>('SELECT version FROM custody_schema_migrations ORDER BY version')).rows.map((r) => r.version);
-    assert.equal(applied.at(-1), 10);
+    assert.ok(applied.includes(10) && applied.at(-1)! >= 10, `migrations applied: ${applied.join(', ')}`);
     // Sequential scans priced out: a partial index whose predicate the query does not imply would not be used at all.
     await sql.query('SET enable_seqscan = off');
     try {
