@@ -434,6 +434,13 @@ export const StoreConfig = z
      * longer confirm that keys and revocations are current (docs/SCALE-OUT.md).
      */
     staleAfter: Duration.default('5s'),
+    /**
+     * The gateways (key fingerprints, as `custody gateways list` and `custody verify --show-keys`
+     * show them) whose approvals admit this gateway to the group. Without it, a joining gateway
+     * proves its approval from the one gateway the store lists as enrolled (trust on first use).
+     * A gateway this list does not name never founds a group on an empty store.
+     */
+    trust: z.array(z.string().regex(/^SHA256:[A-Za-z0-9+/]{43}$/, 'a gateway key fingerprint such as SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s (custody gateways list)')).min(1, 'list at least one gateway, or leave store.trust out').optional(),
   })
   .strict();
 export type StoreConfig = z.infer<typeof StoreConfig>;

@@ -155,7 +155,8 @@ describe('the shared store unreachable under a serving gateway', () => {
       const health = async () => (await (await fetch(`http://${gw.address('control')}/api/health`)).json()) as HealthResponse;
       const send = async (path: string) => (await fetch(`http://${gw.address('http')}/echo/${path}`, { headers: { authorization: `Bearer ${gw.firstKey}` } })).status;
       const id = await until('enrolled', async () => [...(await gatewayIds(sql))].find(([, s]) => s === 'enrolled')?.[0]);
-      assert.equal(await send('before'), 200);
+      // The row is committed a moment before the gateway hears it is admitted.
+      await until('serving', async () => (await send('before')) === 200);
       await until('shipped', async () => (await health()).sharedStore!.lagEvents === 0 && (await storedChain(sql, id)).some((r) => r.payload?.includes('/before')));
 
       await relay.cut();

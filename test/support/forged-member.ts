@@ -116,3 +116,15 @@ export async function rewriteInChain(sql: pg.Client, gateway: string, seq: numbe
   const note = signNote(formatCheckpointText({ origin: `custody/${gateway}`, treeSize: seq, rootHash: acc.root(), time, key: gateway }), checkpointBy.keyName, checkpointBy.privateKey);
   await sql.query('INSERT INTO custody_checkpoints (gateway, tree_size, time, root_hash, note) VALUES ($1, $2, $3, $4, $5)', [gateway, seq, time, acc.root().toString('hex'), note]);
 }
+
+/**
+ * An event appended to a real gateway's chain in the store after its newest row, linked to it so
+ * every hash recomputes, with no checkpoint over it: what needs no key. Returns its seq.
+ */
+export async function appendToChain(sql: pg.Client, gateway: string, kind: string, payload: Record<string, unknown>): Promise<number> {
+  const last = (await sql.query<{ seq: string; hash: string }>('SELECT seq, hash FROM custody_events WHERE gateway = $1 ORDER BY seq DESC LIMIT 1', [gateway])).rows[0];
+  if (!last) throw new Error(`the store has no rows of chain ${gateway}`);
+  const r = eventRow(Number(last.seq) + 1, last.hash, kind, payload);
+  await insertEvent(sql, gateway, r);
+  return Number(r.seq);
+}

@@ -140,11 +140,12 @@ export interface Enrolment {
 }
 
 /**
- * Joins the store: the first gateway (no enrolled or approved one yet) is enrolled, any later one
- * writes a pending row. Under an advisory lock, so two gateways starting together on an empty
+ * Joins the store: the first gateway (no enrolled or approved one yet) is enrolled, unless it may
+ * not found a group (`mayFound` false: store.trust does not name it); any later one writes a
+ * pending row. Under an advisory lock, so two gateways starting together on an empty
  * store do not both become the first. A gateway that already has a row keeps it.
  */
-export async function enrol(client: pg.ClientBase, me: GatewayIdentity): Promise<Enrolment> {
+export async function enrol(client: pg.ClientBase, me: GatewayIdentity, mayFound = true): Promise<Enrolment> {
   await client.query('BEGIN');
   try {
     await client.query('SELECT pg_advisory_xact_lock($1)', [ENROLMENT_LOCK]);
@@ -158,7 +159,8 @@ export async function enrol(client: pg.ClientBase, me: GatewayIdentity): Promise
     if (!row) {
       // A group whose members were all removed is still a group: a new gateway waits for approval.
       const members = (await client.query<{ n: string }>("SELECT count(*) AS n FROM custody_gateways WHERE status IN ('enrolled', 'approved', 'removed')")).rows[0]!.n;
-      first = Number(members) === 0;
+      // A gateway that may not found a group (store.trust does not name it) waits on an empty store.
+      first = Number(members) === 0 && mayFound;
       const now = Date.now();
       await client.query('INSERT INTO custody_gateways (id, public_key, key_name, name, status, request, requested_at, last_seen) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)', [
         me.id,
@@ -181,13 +183,14 @@ export async function enrol(client: pg.ClientBase, me: GatewayIdentity): Promise
 
 /**
  * Whether the store holds the approval of gateway `id`: a `gateway.approved` event naming it, in
- * the chain of a gateway that is itself enrolled or approved, whose hashes recompute. Returns the
- * approver and seq, or why not. (The store's gateways table is trusted here for who the members
- * are; `custody verify --keys` proves it from pinned keys and signed checkpoints.)
+ * the chain of a gateway that is itself enrolled or approved (and `among` accepts), whose hashes
+ * recompute. Returns the approver and seq, or why not. This trusts the store's gateways table for
+ * who the members are: a joining gateway goes on to prove the approval from keys it pins
+ * (shipper-worker.ts, `admission`), as `custody verify --keys` does.
  */
-export async function findApproval(client: pg.ClientBase, id: string): Promise<{ by: string; seq: number } | { missing: string }> {
+export async function findApproval(client: pg.ClientBase, id: string, among: (gateway: string) => boolean = () => true): Promise<{ by: string; seq: number } | { missing: string }> {
   const rows = await membersEventsNaming(client, 'gateway.approved', id);
-  const r = rows.find(approvalEventIntact);
+  const r = rows.find((x) => among(x.gateway) && approvalEventIntact(x));
   if (r) return { by: r.gateway, seq: Number(r.seq) };
   return { missing: rows.length ? 'the approval found in the store does not match its hashes' : 'no enrolled gateway has approved it yet' };
 }

@@ -133,7 +133,7 @@ export async function proveMember(client: pg.ClientBase, trust: TrustSet, wanted
   return why ?? "no gateway this one trusts approved it in a signed chain (a row in the store's gateways table is not proof)";
 }
 
-type PinnedKey = { id: string; publicKey: string };
+export type PinnedKey = { id: string; publicKey: string };
 
 /**
  * The keys this gateway (`self`) pinned in its local meta at admission (shipper.ts): the gateway

@@ -14,17 +14,17 @@ import { parentPort, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import type pg from 'pg';
 import { keyFingerprint, rawSigner, type SigningKeySpec, specPublicKey } from '../checkpoint-signer';
-import { enrol, findApproval, type GatewayIdentity } from './enrolment';
+import { type Enrolment, enrol, findApproval, gatewayRow, type GatewayIdentity } from './enrolment';
 import { ConfigMirror } from './config-changes';
 import { DocumentSync } from './doc-sync';
-import { KeySync, LocalTrust } from './key-sync';
-import { enrolledGateway, pinnedRoots, provenNewRemovals } from './member-trust';
+import { KeySync, LocalTrust, TrustSet } from './key-sync';
+import { enrolledGateway, type PinnedKey, pinnedRoots, proveMember, provenNewRemovals } from './member-trust';
 import { PersonSync } from './person-sync';
 import { connectStore, migrateSharedStore, type StoreConnection } from './schema';
 import { localHead, SHIP_BATCH, ShipRefusedError, shipAll, shipOnce } from './shipping';
-import { type ShipperCommand, type ShipperStatus } from './shipper';
+import { ADMISSION_META, type ShipperCommand, type ShipperStatus } from './shipper';
 
-const { dbPath, conn, identity, signingKey } = workerData as { dbPath: string; conn: StoreConnection; identity: GatewayIdentity; signingKey: SigningKeySpec };
+const { dbPath, conn, identity, signingKey, trust } = workerData as { dbPath: string; conn: StoreConnection; identity: GatewayIdentity; signingKey: SigningKeySpec; trust?: string[] };
 // The key must be this gateway's: a signature nobody can check would only be noise.
 if (keyFingerprint(specPublicKey(signingKey)) !== identity.id) throw new Error('the shared store signing key is not this gateway key');
 const signRaw = rawSigner(signingKey);
@@ -121,33 +121,79 @@ async function removals(c: pg.Client): Promise<void> {
   }
 }
 
+/** Why a pending gateway waits. */
+function pendingReason(): string {
+  if (trust && !trust.includes(identity.id)) return `no gateway store.trust names has approved it yet (store.trust does not name this gateway, so it never founds a group)`;
+  return 'no enrolled gateway has approved it yet';
+}
+
+type Admission = { refused: string } | { approvedBy?: PinnedKey; groupRoot?: PinnedKey };
+
+/**
+ * Whether this gateway may count itself admitted, on what it can prove rather than on the store's
+ * gateways table, whose rows anyone who can write to the store can write (docs/SCALE-OUT.md,
+ * "Admission"):
+ * - it founded the group in this call (`first`), or its own data dir says it was admitted to this
+ *   group before; otherwise a row listing it as enrolled or removed admits nothing;
+ * - listed as approved, its approval must be proven (member-trust.ts, proveMember: a
+ *   `gateway.approved` in a chain, under a checkpoint that chain's key signs, the chain's rows
+ *   giving the signed root) from the keys `store.trust` pins, or without it from the one gateway
+ *   the store lists as enrolled (trust on first use, as `custody verify` without `--keys`).
+ * Returns the keys to pin (the approver, the group's root), or why not.
+ */
+async function admission(c: pg.Client, e: Enrolment): Promise<Admission> {
+  // Admitted to this group before (its own data dir says so, which the store cannot write): a
+  // removal since is found by removals(), from the remover's signed chain.
+  if (e.first || admittedHere(e.group)) return {};
+  if (e.status !== 'approved') return { refused: `the store's gateways table lists this gateway as ${e.status}, but it was never admitted to this group (its data dir holds no admission): a row in the store is no approval` };
+  const roots = new TrustSet();
+  if (trust) {
+    for (const id of trust) {
+      const row = id === identity.id ? identity : await gatewayRow(c, id);
+      if (row) roots.add(id, row.publicKey);
+    }
+    if (!roots.ids().length) return { refused: 'none of the gateways store.trust names is in the store' };
+  } else {
+    const founder = await enrolledGateway(c);
+    if (!founder) return { refused: 'the store does not list exactly one enrolled gateway to prove the approval from; pin the group with store.trust' };
+    roots.add(founder.id, founder.publicKey);
+  }
+  const pinned = roots.ids().map((id) => ({ id, publicKey: roots.publicKey(id)! }));
+  const why = await proveMember(c, roots, identity.id);
+  if (why) return { refused: `its approval is not proven from ${trust ? 'the gateways store.trust names' : "the group's enrolled gateway"}: ${why}` };
+  // The approver pinned: a proven member that approved this gateway in its chain.
+  const found = await findApproval(c, identity.id, (by) => roots.has(by) && by !== identity.id);
+  const approvedBy = 'missing' in found ? undefined : { id: found.by, publicKey: roots.publicKey(found.by)! };
+  return { ...(approvedBy ? { approvedBy } : {}), groupRoot: pinned[0]! };
+}
+
+/** Whether this gateway's data dir records its admission to `group` (shipper.ts writes it at the first). */
+function admittedHere(group: string): boolean {
+  const raw = (db.prepare('SELECT value FROM meta WHERE key = ?').get(ADMISSION_META) as { value: string } | undefined)?.value;
+  if (!raw) return false;
+  const a = JSON.parse(raw) as { gateway?: string; group?: string };
+  return a.gateway === identity.id && a.group === group;
+}
+
 /** One round; returns how long to wait before the next. */
 async function step(): Promise<number> {
   const c = await session();
   if (!admitted) {
-    const e = await enrol(c, identity);
-    if (e.status === 'pending') {
-      post({ phase: 'pending', group: e.group, enrolment: 'pending', reason: 'no enrolled gateway has approved it yet' });
+    const e = await enrol(c, identity, !trust || trust.includes(identity.id));
+    const a = e.status === 'pending' ? { refused: pendingReason() } : await admission(c, e);
+    if ('refused' in a) {
+      post({ phase: 'pending', group: e.group, enrolment: e.status, reason: a.refused });
       answer('this gateway is not admitted to the shared store yet');
       return HEARTBEAT_MS;
     }
-    if (e.status === 'approved') {
-      const found = await findApproval(c, identity.id);
-      if ('missing' in found) {
-        post({ phase: 'pending', group: e.group, enrolment: 'approved', reason: found.missing });
-        answer('this gateway is not admitted to the shared store yet');
-        return HEARTBEAT_MS;
-      }
-      if (!approver) {
-        const row = (await c.query<{ public_key: string }>('SELECT public_key FROM custody_gateways WHERE id = $1', [found.by])).rows[0];
-        if (row) approver = { id: found.by, publicKey: row.public_key };
-      }
-      groupRoot ??= await enrolledGateway(c);
-    }
+    approver ??= a.approvedBy;
+    groupRoot ??= a.groupRoot;
     // Removed from the group: known before it is admitted, so it never serves a request.
     await removals(c);
     admitted = true;
-    post({ phase: 'admitted', group: e.group, enrolment: e.status, first: e.first, reason: undefined, ...(approver ? { approvedBy: approver } : {}), ...(groupRoot ? { groupRoot } : {}) });
+    // The store has just answered: a slow first round (a loaded host, a long migration) must not
+    // leave the gateway stale from its start until its first shipment.
+    post({ phase: 'admitted', contactAt: Date.now(), group: e.group, enrolment: e.status, first: e.first, reason: undefined, ...(approver ? { approvedBy: approver } : {}), ...(groupRoot ? { groupRoot } : {}) });
   }
   // Asked for a remote commit: ship first, before the key round.
   const wait = serving.length ? await ship(c) : undefined;

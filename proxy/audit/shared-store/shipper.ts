@@ -154,7 +154,7 @@ export class SharedStoreMember implements RemoteCommitter {
     const identity = await gatewayIdentity(deps.signer);
     // The worker signs this gateway's key rows with its checkpoint key (key-sync.ts): a key file's
     // key is handed over in this process, an audit.signer program is run from the worker.
-    const worker = new Worker(src.entry, { ...src.options, workerData: { dbPath: deps.store.path, conn: storeConnection(deps.config), identity, signingKey: deps.signer.signingKeyForThread() } });
+    const worker = new Worker(src.entry, { ...src.options, workerData: { dbPath: deps.store.path, conn: storeConnection(deps.config), identity, signingKey: deps.signer.signingKeyForThread(), trust: deps.config.trust } });
     const member = new SharedStoreMember(worker, deps, identity, deps.config);
     deps.log.info(`shared store ${member.label}: this gateway is ${identity.id}${member.admittedBefore ? ` (${member.admittedBefore.status} before)` : ''}`);
     return member;
