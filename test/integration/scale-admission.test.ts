@@ -158,7 +158,7 @@ before(async () => {
 
 /** Stops the gateways started so far (each test's, at its end: the server's connections are few). */
 async function stopAll(): Promise<void> {
-  for (const gw of running.splice(0)) await gw.stop();
+  await Promise.all(running.splice(0).map((gw) => gw.stop()));
 }
 
 after(async () => {
@@ -211,9 +211,8 @@ describe('admission to a shared store cannot be forged with SQL', () => {
       ctx.after(stopAll);
       const name = `f${attempts.indexOf(t)}`;
       const { sql, a, db } = await group(name);
-      const plain = await start(`${name}-plain`, config(db.url));
-      const pinned = await start(`${name}-pinned`, config(db.url, [a.id]));
-      const joiners = [await joiner(sql, plain), await joiner(sql, pinned)];
+      const [plain, pinned] = await Promise.all([start(`${name}-plain`, config(db.url)), start(`${name}-pinned`, config(db.url, [a.id]))]);
+      const joiners = await Promise.all([joiner(sql, plain), joiner(sql, pinned)]);
       await t.forge(sql, a, joiners);
       // Every joiner looks at the store once a second.
       await new Promise((r) => setTimeout(r, 3000));
