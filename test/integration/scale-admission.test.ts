@@ -14,9 +14,11 @@
  * The attempts are data: a new one is one entry.
  */
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { promisify } from 'node:util';
 import type pg from 'pg';
 import { Config } from '../../shared/config';
 import type { Gateway } from '../../proxy/gateway';
@@ -189,6 +191,20 @@ describe('admission to a shared store cannot be forged with SQL', () => {
       assert.equal(r.status, 200);
       assert.equal(r.reached, true);
     }
+  });
+
+  it('a group whose founder was removed still admits a gateway another member approved', async (t) => {
+    t.after(stopAll);
+    const { a, db } = await group('founder_removed');
+    const b = await start('founder_removed-b', config(db.url));
+    await approveMember(a, b, async () => (await send(b)).status === 200);
+    const removed = await promisify(execFile)(process.execPath, ['bin/custody.mjs', 'gateways', 'remove', a.id, '--reason', 'host lost', '--config', b.configFile], { encoding: 'utf8', timeout: 60_000 });
+    assert.match(removed.stdout, /removed/);
+    await until('A refuses', async () => (await send(a)).status === 503);
+    const c = await start('founder_removed-c', config(db.url));
+    assert.equal((await send(c)).status, 503);
+    await approveMember(b, c, async () => (await send(c)).status === 200);
+    assert.equal((await send(c)).reached, true);
   });
 
   it('a gateway whose store.trust does not name it does not found a group on an empty store', async (t) => {

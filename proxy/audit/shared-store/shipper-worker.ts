@@ -14,11 +14,11 @@ import { parentPort, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import type pg from 'pg';
 import { keyFingerprint, rawSigner, type SigningKeySpec, specPublicKey } from '../checkpoint-signer';
-import { type Enrolment, enrol, findApproval, gatewayRow, type GatewayIdentity } from './enrolment';
+import { type Enrolment, enrol, findApproval, gatewayRow, type GatewayIdentity, listGateways, rowProblem } from './enrolment';
 import { ConfigMirror } from './config-changes';
 import { DocumentSync } from './doc-sync';
 import { KeySync, LocalTrust, TrustSet } from './key-sync';
-import { enrolledGateway, type PinnedKey, pinnedRoots, proveMember, provenNewRemovals } from './member-trust';
+import { type PinnedKey, pinnedRoots, proveMember, provenNewRemovals } from './member-trust';
 import { PersonSync } from './person-sync';
 import { connectStore, migrateSharedStore, type StoreConnection } from './schema';
 import { localHead, SHIP_BATCH, ShipRefusedError, shipAll, shipOnce } from './shipping';
@@ -154,8 +154,8 @@ async function admission(c: pg.Client, e: Enrolment): Promise<Admission> {
     }
     if (!roots.ids().length) return { refused: 'none of the gateways store.trust names is in the store' };
   } else {
-    const founder = await enrolledGateway(c);
-    if (!founder) return { refused: 'the store does not list exactly one enrolled gateway to prove the approval from; pin the group with store.trust' };
+    const founder = await founderOf(c);
+    if (!founder) return { refused: 'the store does not list exactly one gateway that founded the group to prove the approval from; pin the group with store.trust' };
     roots.add(founder.id, founder.publicKey);
   }
   const pinned = roots.ids().map((id) => ({ id, publicKey: roots.publicKey(id)! }));
@@ -165,6 +165,16 @@ async function admission(c: pg.Client, e: Enrolment): Promise<Admission> {
   const found = await findApproval(c, identity.id, (by) => roots.has(by) && by !== identity.id);
   const approvedBy = 'missing' in found ? undefined : { id: found.by, publicKey: roots.publicKey(found.by)! };
   return { ...(approvedBy ? { approvedBy } : {}), groupRoot: pinned[0]! };
+}
+
+/**
+ * The gateway that founded the group as the store lists it (trust on first use): the one row that
+ * is enrolled, or removed without ever having been approved (a founder removed later still
+ * approved the members it approved before). Two such rows pin neither.
+ */
+async function founderOf(c: pg.Client): Promise<PinnedKey | undefined> {
+  const rows = (await listGateways(c)).filter((g) => (g.status === 'enrolled' || (g.status === 'removed' && !g.approvedBy)) && !rowProblem(g));
+  return rows.length === 1 ? { id: rows[0]!.id, publicKey: rows[0]!.publicKey } : undefined;
 }
 
 /** Whether this gateway's data dir records its admission to `group` (shipper.ts writes it at the first). */
