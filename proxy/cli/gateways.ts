@@ -3,7 +3,7 @@ import { CheckpointSigner, KEY_NAME_META, keyFingerprint } from '../audit/checkp
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { approvalProblem, gatewayRow, type GatewayRow, listGateways, markGateway, notInStore, pickGateway, removalProblem } from '../audit/shared-store/enrolment';
-import { provenStatuses, type RowProof, selfStanding } from '../audit/shared-store/member-status';
+import { MemberStatuses, provenStatuses, type RowProof } from '../audit/shared-store/member-status';
 import { connectStore, migrateSharedStore, storeConnection, storeLabel } from '../audit/shared-store/schema';
 import { shipAll } from '../audit/shared-store/shipping';
 import { AuditStore } from '../audit/store';
@@ -105,9 +105,10 @@ async function recordAsMember(client: Awaited<ReturnType<typeof connectStore>>, 
     const self = { id: keyFingerprint(signer.publicKey), publicKey: signer.publicKey.toString('base64') };
     const me = self.id;
     // Whether this gateway may act is read from its own records, never from its row's status.
-    const standing = (await gatewayRow(client, me)) ? await selfStanding(client, store.db, self) : notInStore(me);
+    const statuses = new MemberStatuses(store.db, self);
+    const standing = (await gatewayRow(client, me)) ? await statuses.standing(client) : notInStore(me);
     const target = pickGateway(await listGateways(client), id);
-    const proof = (await provenStatuses(client, store.db, self, [target])).get(target.id)!;
+    const proof = (await statuses.of(client, [target])).get(target.id)!;
     if (action !== 'approve') {
       const problem = removalProblem(me, standing, target, proof);
       if (problem) throw new Error(problem);

@@ -317,7 +317,13 @@ describe('what custody gateways list and the console show: a status counts only 
         }
       }
       // C is approved in B's chain: A proves it there, under B's signed checkpoint.
-      if (m === a) assert.match(cli.get(c.id)!.provenBy!, new RegExp(`^approval at seq \\d+ in chain ${b.id.replace(/[+/]/g, '\\$&')}, checkpoint-signed`));
+      if (m === a) {
+        const viaB = new RegExp(`^approval at seq \\d+ in chain ${b.id.replace(/[+/]/g, '\\$&')}, checkpoint-signed`);
+        assert.match(cli.get(c.id)!.provenBy!, viaB);
+        assert.match(rest.get(c.id)!.provenBy!, viaB);
+        // The console keeps what it proved: asked again, it still says where.
+        assert.match((await shown(a)).console.get(c.id)!.provenBy!, viaB);
+      }
       for (const [id, row] of cli) {
         if (genuine.has(id)) continue;
         const name = forged.find((f) => f.key.id === id)?.name ?? 'the forged approver';

@@ -16,7 +16,7 @@ import { rawSigner, type SigningKeySpec } from '../checkpoint-signer';
 import { endConsoleSessions, lookupConsoleSession, pruneConsoleSessions, putConsoleSession, readConsoleSessionEnds } from './console-session-rows';
 import { approvalProblem, gatewayRow, type GatewayIdentity, type GatewayRow, listGateways, markGateway, notInStore, pickGateway, removalProblem } from './enrolment';
 import { LocalTrust } from './key-sync';
-import { provenStatuses, type RowProof, selfStanding } from './member-status';
+import { MemberStatuses, type RowProof } from './member-status';
 import { pinnedKeys, provenNewRemovals } from './member-trust';
 import { migrateSharedStore, type StoreConnection } from './schema';
 import { SessionFeed } from './session-feed';
@@ -38,6 +38,8 @@ const pool = new pg.Pool({ ...conn, max: 2, idleTimeoutMillis: 30_000, connectio
 pool.on('error', () => {});
 const db = new Database(dbPath, { readonly: true, fileMustExist: true });
 const localTrust = new LocalTrust(db, identity);
+/** Whether the gateways table's statuses are proven (the Gateways view), kept across requests; the removals readEnds finds count too. */
+const statuses = new MemberStatuses(db, identity, (id) => localTrust.isRemoved(id));
 let migrated: Promise<unknown> | undefined;
 let stopping = false;
 let endsCursor = 0;
@@ -81,7 +83,7 @@ async function gatewayViews(c: pg.ClientBase): Promise<GatewayView[]> {
     (await c.query<{ gateway: string; renewed_at: string; expires_at: string }>('SELECT gateway, renewed_at, expires_at FROM custody_leases')).rows.map((l) => [l.gateway, { renewedAt: Number(l.renewed_at), expiresAt: Number(l.expires_at) }]),
   );
   const rows = await listGateways(c);
-  const proofs = await provenStatuses(c, db, identity, rows, localTrust);
+  const proofs = await statuses.of(c, rows);
   return rows.map((r) => view(r, leases.get(r.id) ?? null, proofs.get(r.id)!));
 }
 
@@ -89,7 +91,7 @@ async function gatewayViews(c: pg.ClientBase): Promise<GatewayView[]> {
 async function gatewayView(c: pg.ClientBase, id: string): Promise<GatewayView> {
   const row = await gatewayRow(c, id);
   if (!row) throw new Error(`gateway ${id} is no longer in the shared store`);
-  return view(row, null, (await provenStatuses(c, db, identity, [row], localTrust)).get(id)!);
+  return view(row, null, (await statuses.of(c, [row])).get(id)!);
 }
 
 function view(r: GatewayRow, lease: GatewayView['lease'], proof: RowProof): GatewayView {
@@ -98,9 +100,9 @@ function view(r: GatewayRow, lease: GatewayView['lease'], proof: RowProof): Gate
 
 /** Why this gateway may not approve or remove, from its own records (never its row's status); the target, and whether its status is proven. */
 async function standingAnd(c: pg.ClientBase, id: string): Promise<{ standing: string | undefined; target: GatewayRow; proof: RowProof }> {
-  const standing = (await gatewayRow(c, self)) ? await selfStanding(c, db, identity, localTrust) : notInStore(self);
+  const standing = (await gatewayRow(c, self)) ? await statuses.standing(c) : notInStore(self);
   const target = pickGateway(await listGateways(c), id);
-  return { standing, target, proof: (await provenStatuses(c, db, identity, [target], localTrust)).get(target.id)! };
+  return { standing, target, proof: (await statuses.of(c, [target])).get(target.id)! };
 }
 
 type PooledOp = Exclude<TeamOp, 'follow'>;
