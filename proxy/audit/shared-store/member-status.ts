@@ -42,10 +42,14 @@ async function notAdmitted(client: pg.ClientBase, db: Database.Database, self: s
   return undefined;
 }
 
-/** The `gateway.removed` events in the store naming a gateway other than their chain's, by the gateway they name. */
+/**
+ * The `gateway.removed` events in the store naming a gateway other than their chain's, by the
+ * gateway they name: from every chain, whatever the table says of it or of the gateway named (the
+ * `LIKE` lets the partial index on the `gateway.*` kinds serve it, as in member-trust.ts).
+ */
 async function removalEvents(client: pg.ClientBase): Promise<Map<string, { by: string; seq: number; hash: string }[]>> {
   const out = new Map<string, { by: string; seq: number; hash: string }[]>();
-  const rows = (await client.query<{ gateway: string; seq: string; hash: string; payload: string }>("SELECT gateway, seq, hash, payload FROM custody_events WHERE kind = 'gateway.removed' AND payload IS NOT NULL AND NOT purged ORDER BY gateway, seq")).rows;
+  const rows = (await client.query<{ gateway: string; seq: string; hash: string; payload: string }>("SELECT gateway, seq, hash, payload FROM custody_events WHERE kind LIKE 'gateway.%' AND kind = 'gateway.removed' AND payload IS NOT NULL AND NOT purged ORDER BY gateway, seq")).rows;
   for (const r of rows) {
     let id: unknown;
     try {
