@@ -22,8 +22,9 @@
  * is not proven, while A, B and C (approved by B, so proven on A from B's chain) are. A removal
  * forged three ways (the row marked by SQL, a `gateway.removed` in a forged member's chain under
  * its own checkpoint, one rewritten into A's real chain) is not proven either, and does not stop B
- * from removing C for real, which is then proven. A pending gateway whose row is marked approved by
- * SQL approves nothing, by the CLI or its console.
+ * from removing C for real, which is then proven. C's row edited back to approved by SQL does not
+ * undo the removal: C restarted on its data dir serves nothing, and A and B show the row not proven.
+ * A pending gateway whose row is marked approved by SQL approves nothing, by the CLI or its console.
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -37,8 +38,9 @@ import { canonicalize } from '../../shared/canonical-json';
 import type { GatewayList, GatewayView } from '../../shared/api';
 import type { HoldView } from '../../shared/holds';
 import { voteText, writeVoteRow } from '../../proxy/audit/shared-store/hold-rows';
-import type { Gateway } from '../../proxy/gateway';
-import type { Logger } from '../../proxy/log';
+import { Config } from '../../shared/config';
+import { Gateway } from '../../proxy/gateway';
+import { type Logger, silentLogger } from '../../proxy/log';
 import { startEchoUpstream, type EchoUpstream } from '../support/echo-upstream';
 import { approvalOf, type ForgedKey, forgedKey, rewriteInChain, signAs, writeChain, writeGatewayRow } from '../support/forged-member';
 import { createTestDatabase, type TestDatabase } from '../support/pg-database';
@@ -291,13 +293,14 @@ async function shown(m: StoreMember): Promise<{ cli: Map<string, ListedRow>; con
 describe('what custody gateways list and the console show: a status counts only when proven, as the gateways prove members', () => {
   let c: StoreMember;
   const names = () => new Map([[a.id, 'A'], [b.id, 'B'], [c.id, 'C']]);
+  const configC = () => ({
+    listen: { control: '127.0.0.1:0', http: '127.0.0.1:0' },
+    connections: [{ name: 'echo', kind: 'http', upstream: echo.url }],
+    store: { url: db.url, staleAfter: '5s' },
+  });
 
   before(async () => {
-    c = await startStoreMember(join(root, 'c'), {
-      listen: { control: '127.0.0.1:0', http: '127.0.0.1:0' },
-      connections: [{ name: 'echo', kind: 'http', upstream: echo.url }],
-      store: { url: db.url, staleAfter: '5s' },
-    });
+    c = await startStoreMember(join(root, 'c'), configC());
     running.push(c.gw);
     // B approves C: A trusts C only through B's chain, under B's signed checkpoint.
     await approveMember(b, c, async () => (await send(c, c.gw.firstKey!)).status === 200);
@@ -381,6 +384,31 @@ describe('what custody gateways list and the console show: a status counts only 
       }
     }
     await until('C refuses', async () => (await send(c, c.gw.firstKey!)).status === 503);
+  });
+
+  it("C's row edited back to approved by SQL undoes nothing: C restarted on its data dir serves nothing, and the row is shown not proven", async () => {
+    await sql.query("UPDATE custody_gateways SET status = 'approved', removed_by = NULL, removal_seq = NULL WHERE id = $1", [c.id]);
+    const key = c.gw.firstKey!;
+    await c.gw.stop();
+    running.splice(running.indexOf(c.gw), 1);
+    const dir = join(root, 'c');
+    const gw = await Gateway.start({ config: Config.parse({ dataDir: dir, ...configC() }), dataDir: dir, configFile: c.configFile, log: silentLogger });
+    running.push(gw);
+    const again: StoreMember = { ...c, gw, http: `http://${gw.address('http')}`, control: `http://${gw.address('control')}` };
+    // Its first round on the store finds the removal (until then it serves, as a gateway admitted before does while the store cannot be read).
+    await until('C restarted refusing', async () => gw.services.admissionRefusal!() !== undefined, 15_000);
+    const r = await send(again, key);
+    assert.equal(r.status, 503, 'C restarted serves again');
+    assert.equal(r.reached, false, 'the upstream received a request through C');
+    assert.match(gw.services.admissionRefusal!() ?? '', /removed from the group by /);
+    for (const [who, m] of [['A', a], ['B', b]] as const) {
+      const { cli, console: rest } = await shown(m);
+      for (const [how, row] of [['CLI', cli.get(c.id)!], ['console', rest.get(c.id)!]] as const) {
+        assert.equal(row.status, 'approved');
+        assert.equal(row.proven, false, `${who}'s ${how} shows C as approved: ${row.provenBy}`);
+        assert.match(row.problem ?? '', new RegExp(`^it was removed from the group: removal at seq \\d+ in chain ${b.id.replace(/[+/]/g, '\\$&')}`));
+      }
+    }
   });
 
   it('a pending gateway whose row is marked approved by SQL approves nothing, by the CLI or its console', async () => {

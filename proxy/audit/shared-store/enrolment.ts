@@ -11,7 +11,7 @@ import { hostname } from 'node:os';
 import type pg from 'pg';
 import { keyFingerprint } from '../checkpoint-signer';
 import { ed25519KeyId, ed25519PublicKeyObject, type NoteVerifier, parseNote, verifyNote } from '../signed-note';
-import { ENROLMENT_LOCK, payloadIntact, type PgEventRow, rowChainHash } from './schema';
+import { ENROLMENT_LOCK, PG_EVENT_COLUMNS, payloadIntact, type PgEventRow, rowChainHash } from './schema';
 
 /** What a gateway says about itself when it joins: its key and a request signed with it. */
 export interface GatewayIdentity {
@@ -200,22 +200,8 @@ export interface Removal {
   reason: string;
 }
 
-/**
- * The removals of gateway `id` the store holds: each `gateway.removed` event naming it, in the
- * chain of another gateway that is (or was) a member, whose hashes recompute, in the order of their
- * seqs. A row marked removed without such an event is not a removal. All of them, not the first:
- * one forged into a chain that proves nothing must not hide a real one at a later seq (the reader
- * proves each: member-trust.ts, provenNewRemovals).
- */
-export async function findRemovals(client: pg.ClientBase, id: string): Promise<Removal[]> {
-  return (await membersEventsNaming(client, 'gateway.removed', id)).filter(approvalEventIntact).map((r) => {
-    const reason = (JSON.parse(r.payload!) as { reason?: unknown }).reason;
-    return { by: r.gateway, seq: Number(r.seq), hash: r.hash, reason: typeof reason === 'string' ? reason : '' };
-  });
-}
-
 /** Events of `kind` whose payload names gateway `id`, in the chains of other gateways that are (or were) members. */
-async function membersEventsNaming(client: pg.ClientBase, kind: 'gateway.approved' | 'gateway.removed', id: string): Promise<(PgEventRow & { gateway: string })[]> {
+async function membersEventsNaming(client: pg.ClientBase, kind: 'gateway.approved', id: string): Promise<(PgEventRow & { gateway: string })[]> {
   return (
     await client.query<PgEventRow & { gateway: string }>(
       `SELECT e.gateway, e.seq, e.time, e.kind, e.session, e.actor, e.connection, e.payload, e.purged, e.spans, e.payload_hash, e.prev_hash, e.hash
@@ -244,15 +230,29 @@ export async function markGateway(client: pg.ClientBase, action: 'approved' | 'r
 }
 
 /**
- * The gateways removed from the group, each with the removal events naming it (rows marked removed
- * without one are left out); `known` are skipped (each removal is checked once per reader).
+ * The gateways removed from the group, each with the removal events naming it, in the order of
+ * their seqs: every `gateway.removed` in the store naming a gateway other than its chain's, whose
+ * hashes recompute, whatever the gateways table says (a row edited back from removed, or a
+ * remover's row edited, hides nothing: each event is proven by its reader, member-trust.ts,
+ * provenNewRemovals). `known` are skipped (each removal is checked once per reader).
  */
 export async function newRemovals(client: pg.ClientBase, known: ReadonlySet<string>): Promise<Map<string, Removal[]>> {
   const out = new Map<string, Removal[]>();
-  for (const { id } of (await client.query<{ id: string }>("SELECT id FROM custody_gateways WHERE status = 'removed'")).rows) {
-    if (known.has(id)) continue;
-    const removals = await findRemovals(client, id);
-    if (removals.length) out.set(id, removals);
+  const rows = (
+    await client.query<PgEventRow & { gateway: string }>(
+      `SELECT gateway, ${PG_EVENT_COLUMNS} FROM custody_events WHERE kind LIKE 'gateway.%' AND kind = 'gateway.removed' AND payload IS NOT NULL AND NOT purged ORDER BY seq, gateway`,
+    )
+  ).rows;
+  for (const r of rows) {
+    let p: { id?: unknown; reason?: unknown };
+    try {
+      p = JSON.parse(r.payload!) as typeof p;
+    } catch {
+      continue; // a removal no one can read removes nothing
+    }
+    if (typeof p.id !== 'string' || p.id === r.gateway || known.has(p.id) || !approvalEventIntact(r)) continue;
+    const list = out.get(p.id) ?? out.set(p.id, []).get(p.id)!;
+    list.push({ by: r.gateway, seq: Number(r.seq), hash: r.hash, reason: typeof p.reason === 'string' ? p.reason : '' });
   }
   return out;
 }
