@@ -72,7 +72,16 @@ export interface GatewayView {
   lastSeen: number;
   /** Its hold lease, on the store's clock (absent until its hold worker first renewed it). */
   lease: { renewedAt: number; expiresAt: number } | null;
-  /** Why a pending gateway cannot be approved (its id is not its key's fingerprint, its request is not signed by it). */
+  /**
+   * Whether `status` is proven by the gateway answering, as it proves its members (never from the
+   * store's table, which anyone who can write to the store can write): an approval or removal in
+   * the chain of a proven member under a checkpoint signed by its key, its own local records and
+   * the keys it pinned at admission; for a pending row, its request signed by its key.
+   */
+  proven: boolean;
+  /** How `status` is proven (e.g. "approval at seq 12 in chain SHA256:…, checkpoint-signed"). */
+  provenBy?: string;
+  /** Why `status` is not proven; for a pending row, why it cannot be approved. */
   problem?: string;
   /** The gateway answering. */
   self: boolean;

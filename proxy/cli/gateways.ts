@@ -1,6 +1,9 @@
 import { CheckpointLog } from '../audit/checkpoints';
 import { CheckpointSigner, KEY_NAME_META, keyFingerprint } from '../audit/checkpoint-signer';
-import { approvalProblem, gatewayRow, listGateways, markGateway, pickGateway, removalProblem, rowProblem } from '../audit/shared-store/enrolment';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { approvalProblem, gatewayRow, type GatewayRow, listGateways, markGateway, notInStore, pickGateway, removalProblem } from '../audit/shared-store/enrolment';
+import { MemberStatuses, provenStatuses, type RowProof } from '../audit/shared-store/member-status';
 import { connectStore, migrateSharedStore, storeConnection, storeLabel } from '../audit/shared-store/schema';
 import { shipAll } from '../audit/shared-store/shipping';
 import { AuditStore } from '../audit/store';
@@ -32,8 +35,9 @@ export async function gatewaysCommand(args: ParsedArgs, io: Io): Promise<number>
     await migrateSharedStore(client);
     if (sub === 'list') {
       const rows = await listGateways(client);
+      const proofs = await rowProofs(client, resolved.dataDir, rows);
       if (args.flags['json']) {
-        io.out(`${JSON.stringify(rows.map(({ request: _r, ...r }) => r))}\n`);
+        io.out(`${JSON.stringify(rows.map(({ request: _r, ...r }) => ({ ...r, ...proofs.get(r.id)! })))}\n`);
         return 0;
       }
       if (!rows.length) {
@@ -41,15 +45,21 @@ export async function gatewaysCommand(args: ParsedArgs, io: Io): Promise<number>
         return 0;
       }
       for (const r of rows) {
-        const problem = r.status === 'pending' ? rowProblem(r) : undefined;
-        const detail =
+        const p = proofs.get(r.id)!;
+        const claim =
           r.status === 'removed'
             ? `removed by ${r.removedBy} (its seq ${r.removalSeq})`
             : r.status === 'approved'
               ? `approved by ${r.approvedBy} (its seq ${r.approvalSeq})`
               : r.status === 'pending'
-                ? `requested ${new Date(r.requestedAt).toISOString()}${problem ? ` — cannot be approved: ${problem}` : ''}`
+                ? `requested ${new Date(r.requestedAt).toISOString()}`
                 : 'first gateway of the group';
+        const detail =
+          r.status === 'pending'
+            ? `${claim}${p.proven ? '' : ` — cannot be approved: ${p.problem}`}`
+            : p.proven
+              ? `${claim} (proven: ${p.provenBy})`
+              : `${claim}: ${r.status} in the table only — not proven: ${p.problem}`;
         io.out(`${r.id}  ${r.status.padEnd(8)}  ${r.name}  shipped ${r.shippedSeq}  ${detail}\n`);
       }
       return 0;
@@ -57,6 +67,27 @@ export async function gatewaysCommand(args: ParsedArgs, io: Io): Promise<number>
     return await recordAsMember(client, resolved.dataDir, resolved.config.audit, id!, io, sub === 'remove' ? { remove: reason! } : 'approve');
   } finally {
     await client.end().catch(() => {});
+  }
+}
+
+/**
+ * Whether each row's status is proven, as the gateway of `dataDir` proves its members
+ * (member-status.ts): from its own key, its own approvals and the keys it pinned at admission,
+ * read from its SQLite file (read-only, beside a running gateway). Without that data dir nothing
+ * is proven but a pending row's request.
+ */
+async function rowProofs(client: Awaited<ReturnType<typeof connectStore>>, dataDir: string, rows: GatewayRow[]): Promise<Map<string, RowProof>> {
+  const none = (why: string) => new Map(rows.map((r): [string, RowProof] => [r.id, { proven: false, problem: `${why}: nothing is proven from it (run with the --config of a gateway of the group)` }]));
+  if (!existsSync(join(dataDir, 'custody.db'))) return none(`${dataDir} holds no gateway's data`);
+  const store = AuditStore.open(dataDir, { readonly: true });
+  try {
+    const keyName = store.meta(KEY_NAME_META);
+    const verifier = keyName ? CheckpointSigner.loadVerifier(dataDir, keyName) : undefined;
+    if (!verifier) return none(`${dataDir} has no checkpoint-signing key`);
+    const self = { id: keyFingerprint(verifier.publicKey), publicKey: verifier.publicKey.toString('base64') };
+    return await provenStatuses(client, store.db, self, rows);
+  } finally {
+    store.close();
   }
 }
 
@@ -71,21 +102,24 @@ async function recordAsMember(client: Awaited<ReturnType<typeof connectStore>>, 
     // The key the gateway signs with: its key file, or the audit.signer program.
     const signer = keyName ? CheckpointSigner.forDataDir(dataDir, keyName, audit) : undefined;
     if (!signer) throw new Error(`${dataDir} has no checkpoint-signing key: approve from the data dir (--config) of a gateway that has joined the store`);
-    const me = keyFingerprint(signer.publicKey);
-    const mine = await gatewayRow(client, me);
+    const self = { id: keyFingerprint(signer.publicKey), publicKey: signer.publicKey.toString('base64') };
+    const me = self.id;
+    // Whether this gateway may act is read from its own records, never from its row's status.
+    const statuses = new MemberStatuses(store.db, self);
+    const standing = (await gatewayRow(client, me)) ? await statuses.standing(client) : notInStore(me);
+    const target = pickGateway(await listGateways(client), id);
+    const proof = (await statuses.of(client, [target])).get(target.id)!;
     if (action !== 'approve') {
-      const target = pickGateway(await listGateways(client), id);
-      const problem = removalProblem(me, mine, target);
+      const problem = removalProblem(me, standing, target, proof);
       if (problem) throw new Error(problem);
       const event = store.append({ kind: 'gateway.removed', actor: 'cli', payload: { id: target.id, fingerprint: target.id, name: target.name, reason: action.remove.slice(0, 500), by: me } });
       await new CheckpointLog(store, signer).write();
       await shipAll(client, store.db, me);
-      await markGateway(client, 'removed', target.id, me, event.seq);
+      await markGateway(client, 'removed', target.id, me, event.seq, target.status === 'removed');
       io.out(`removed ${target.id} (${target.name}) from the group: recorded as gateway.removed at seq ${event.seq} of ${me}; it serves nothing from its next round\n`);
       return 0;
     }
-    const target = pickGateway(await listGateways(client), id);
-    const problem = approvalProblem(me, mine, target);
+    const problem = approvalProblem(me, standing, target, proof);
     if (problem) throw new Error(problem);
     const event = store.append({
       kind: 'gateway.approved',

@@ -5,6 +5,11 @@
  * as the gateway this console talks to: the approval is recorded in its own chain, under a signed
  * checkpoint, and the pending gateway starts serving within a second or so. The dialog shows the
  * whole fingerprint to compare with the one the pending gateway printed.
+ *
+ * Each state is the store's table's, which anyone who can write to the store can write: the row
+ * says whether the gateway answering proves it (an approval or removal in a proven member's chain
+ * under its signed checkpoint, or its own records), and a state it cannot prove is marked "not
+ * proven" with the reason.
  */
 import { useCallback, useEffect, useState } from 'react';
 import type { GatewayList, GatewayView } from '../../shared/api';
@@ -14,8 +19,28 @@ import { formatAgo, formatCount, formatDateTime, gatewayLabel } from '../lib/for
 
 function statusBadge(g: GatewayView) {
   if (g.status === 'pending') return <Badge tone="warn">pending</Badge>;
+  if (!g.proven) return <Badge tone="neutral">{g.status}</Badge>;
   if (g.status === 'removed') return <Badge tone="danger">removed</Badge>;
   return <Badge tone="ok">{g.status}</Badge>;
+}
+
+/** Whether the table's state is proven, and how or why not (a pending row's problem shows beside Approve). */
+function proofNote(g: GatewayView) {
+  if (g.status === 'pending') return null;
+  if (!g.proven)
+    return (
+      <div data-testid="gateway-unproven">
+        <Badge tone="danger" title="The store's table says so, but this gateway cannot prove it from signed chains">
+          not proven
+        </Badge>
+        <div className="danger-text small gateway-proof">in the table only: {g.problem}</div>
+      </div>
+    );
+  return (
+    <div className="muted small gateway-proof" data-testid="gateway-proven" title={g.provenBy}>
+      proven: {g.provenBy}
+    </div>
+  );
 }
 
 function leaseText(g: GatewayView, now: number): string {
@@ -97,7 +122,7 @@ export function GatewaysCard() {
           </thead>
           <tbody>
             {list.gateways.map((g) => (
-              <tr key={g.id} data-testid="gateway-row" data-gateway-id={g.id} data-status={g.status}>
+              <tr key={g.id} data-testid="gateway-row" data-gateway-id={g.id} data-status={g.status} data-proven={String(g.proven)}>
                 <td>
                   <div>
                     {g.name} {g.self && <Badge tone="accent">this gateway</Badge>}
@@ -119,6 +144,7 @@ export function GatewaysCard() {
                       by {gatewayLabel(g.removedBy, list.gateways.find((x) => x.id === g.removedBy)?.name)} (its seq {g.removalSeq})
                     </div>
                   )}
+                  {proofNote(g)}
                 </td>
                 <td>{formatAgo(g.lastSeen, now)}</td>
                 <td>{leaseText(g, now)}</td>
@@ -132,7 +158,7 @@ export function GatewaysCard() {
                         Approve
                       </Button>
                     ))}{' '}
-                  {g.status !== 'removed' && !g.self && (
+                  {(g.status !== 'removed' || !g.proven) && !g.self && (
                     <Button kind="danger" size="sm" onClick={() => setRemoving(g)} testId="remove-gateway">
                       Remove
                     </Button>

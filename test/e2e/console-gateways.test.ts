@@ -2,7 +2,9 @@
 // signed in to A's console approves B (pending) from the Audit page's Gateways view — the approval
 // lands in A's chain and B starts serving — and B's console lists and replays a conversation
 // recorded on A, marked as A's, with the masked card number highlighted as on A; then the admin
-// removes B from the group, with a reason, and B's clients are refused saying why.
+// removes B from the group, with a reason, and B's clients are refused saying why. Rows forged in
+// the store with SQL (an enrolled gateway, and one approved in that forged gateway's own chain) are
+// marked "not proven" in the view, while A and the removed B show how they are proven.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import OpenAI from 'openai';
@@ -10,6 +12,7 @@ import type { Browser, Page } from 'playwright-core';
 import type pg from 'pg';
 import type { Gateway } from '../../proxy/gateway';
 import { newPage, screenshot, signIn } from '../support/browser';
+import { approvalOf, forgedKey, writeChain, writeGatewayRow } from '../support/forged-member';
 import { eventually } from './console-harness';
 import { control, idOf, startTeam, type Team } from './console-team';
 
@@ -122,5 +125,33 @@ describe('console: gateways of a shared store', () => {
     const approveFromB = await fetch(`${control(b)}/api/gateways/${encodeURIComponent(idOf(a))}/approve`, { method: 'POST', headers: { authorization: `Bearer ${a.firstKey!}` } });
     assert.equal(approveFromB.status, 409);
     assert.match(await approveFromB.text(), /itself removed/);
+  });
+
+  it('marks a state the store\'s table claims without proof: forged rows "not proven", A and the removed B proven', async () => {
+    const root = forgedKey('custody/mallory-root');
+    const member = forgedKey('custody/mallory');
+    await writeGatewayRow(sql, root, 'enrolled');
+    await writeChain(sql, root, [
+      { kind: 'gateway.enrolled', payload: { group: 'forged', id: root.id, fingerprint: root.id, publicKey: root.publicKey, keyName: root.keyName, name: 'mallory', first: true } },
+      { kind: 'gateway.approved', payload: approvalOf(member, root.id) },
+    ]);
+    await writeGatewayRow(sql, member, 'approved', { approvedBy: root.id, approvalSeq: 2 });
+
+    await page.goto(`${control(a)}/#/audit`);
+    const row = (id: string) => page.locator(`[data-testid="gateway-row"][data-gateway-id="${id}"]`);
+    await eventually(async () => (await row(member.id).count()) > 0, 'the forged rows in the view', 10_000);
+    for (const [id, status] of [[root.id, 'enrolled'], [member.id, 'approved']] as const) {
+      assert.equal(await row(id).getAttribute('data-status'), status);
+      assert.equal(await row(id).getAttribute('data-proven'), 'false');
+      const mark = row(id).getByTestId('gateway-unproven');
+      assert.equal(await mark.isVisible(), true, 'the mark is visible');
+      assert.match(await mark.innerText(), /not proven[\s\S]*in the table only: /);
+    }
+    assert.equal(await row(idOf(a)).getAttribute('data-proven'), 'true');
+    assert.match(await row(idOf(a)).getByTestId('gateway-proven').innerText(), /proven: this gateway \(it enrolled the group/);
+    assert.equal(await row(idOf(b)).getAttribute('data-proven'), 'true');
+    assert.match(await row(idOf(b)).getByTestId('gateway-proven').innerText(), /proven: removal at seq \d+ in chain .*, checkpoint-signed/);
+    assert.equal(await row(idOf(b)).getByTestId('gateway-unproven').count(), 0);
+    await screenshot(page, 'audit-gateways-unproven');
   });
 });

@@ -16,17 +16,31 @@
  * And a vote row written by hand under B's own name (a real member), unsigned or signed by another
  * key: A does not count it (the upstream sees nothing) and logs why once, while the vote cast on B,
  * whose row B signed, releases the request.
+ *
+ * What an admin is shown: `custody gateways list --json` (the real CLI, on A's and on B's config)
+ * and `GET /api/gateways` (the console's Gateways view, on A and on B) say each forged row's status
+ * is not proven, while A, B and C (approved by B, so proven on A from B's chain) are. A removal
+ * forged three ways (the row marked by SQL, a `gateway.removed` in a forged member's chain under
+ * its own checkpoint, one rewritten into A's real chain) is not proven either, and does not stop B
+ * from removing C for real, which is then proven. C's row edited back to approved by SQL does not
+ * undo the removal: C restarted on its data dir serves nothing, and A and B show the row not proven.
+ * A pending gateway whose row is marked approved by SQL approves nothing, by the CLI or its console.
  */
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { promisify } from 'node:util';
+import Database from 'better-sqlite3';
 import type pg from 'pg';
 import { canonicalize } from '../../shared/canonical-json';
+import type { GatewayList, GatewayView } from '../../shared/api';
 import type { HoldView } from '../../shared/holds';
 import { voteText, writeVoteRow } from '../../proxy/audit/shared-store/hold-rows';
-import type { Gateway } from '../../proxy/gateway';
-import type { Logger } from '../../proxy/log';
+import { Config } from '../../shared/config';
+import { Gateway } from '../../proxy/gateway';
+import { type Logger, silentLogger } from '../../proxy/log';
 import { startEchoUpstream, type EchoUpstream } from '../support/echo-upstream';
 import { approvalOf, type ForgedKey, forgedKey, rewriteInChain, signAs, writeChain, writeGatewayRow } from '../support/forged-member';
 import { createTestDatabase, type TestDatabase } from '../support/pg-database';
@@ -165,9 +179,9 @@ after(async () => {
   await db?.drop();
 });
 
-describe('a member forged in the store with SQL only signs nothing the gateways accept', () => {
-  const forged: { name: string; key: ForgedKey }[] = [];
+const forged: { name: string; key: ForgedKey }[] = [];
 
+describe('a member forged in the store with SQL only signs nothing the gateways accept', () => {
   it('forges every attempt', async () => {
     for (const t of attempts) forged.push({ name: t.name, key: await t.forge() });
     const rows = (await sql.query<{ id: string; status: string }>('SELECT id, status FROM custody_gateways')).rows;
@@ -249,5 +263,181 @@ describe('a member forged in the store with SQL only signs nothing the gateways 
     const real = (await sql.query<{ signature: string | null }>('SELECT signature FROM custody_hold_votes WHERE hold = $1 AND gateway = $2 AND seq < 999990', [hold.id, b.id])).rows;
     assert.equal(real.length, 1);
     assert.ok(real[0]!.signature, "B's vote row is signed");
+  });
+});
+
+/** A row of `custody gateways list --json`. */
+type ListedRow = { id: string; status: string; proven: boolean; provenBy?: string; problem?: string };
+
+/** The real CLI, as the gateway of `m`'s config. */
+async function custody(m: StoreMember, ...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const r = await promisify(execFile)(process.execPath, ['bin/custody.mjs', ...args, '--config', m.configFile], { encoding: 'utf8', timeout: 60_000 });
+    return { code: 0, stdout: r.stdout, stderr: r.stderr };
+  } catch (err) {
+    const e = err as { code?: number; stdout?: string; stderr?: string };
+    return { code: typeof e.code === 'number' ? e.code : 1, stdout: e.stdout ?? '', stderr: e.stderr ?? '' };
+  }
+}
+
+/** What `m` shows an admin of the group: the CLI's JSON and the console's REST list, by gateway id. */
+async function shown(m: StoreMember): Promise<{ cli: Map<string, ListedRow>; console: Map<string, GatewayView> }> {
+  const r = await custody(m, 'gateways', 'list', '--json');
+  assert.equal(r.code, 0, r.stderr);
+  const rows = JSON.parse(r.stdout) as ListedRow[];
+  const list = await api<GatewayList>(m, 'GET', '/api/gateways');
+  assert.equal(list.status, 200);
+  return { cli: new Map(rows.map((x) => [x.id, x])), console: new Map(list.body.gateways.map((g) => [g.id, g])) };
+}
+
+describe('what custody gateways list and the console show: a status counts only when proven, as the gateways prove members', () => {
+  let c: StoreMember;
+  const names = () => new Map([[a.id, 'A'], [b.id, 'B'], [c.id, 'C']]);
+  const configC = () => ({
+    listen: { control: '127.0.0.1:0', http: '127.0.0.1:0' },
+    connections: [{ name: 'echo', kind: 'http', upstream: echo.url }],
+    store: { url: db.url, staleAfter: '5s' },
+  });
+
+  before(async () => {
+    c = await startStoreMember(join(root, 'c'), configC());
+    running.push(c.gw);
+    // B approves C: A trusts C only through B's chain, under B's signed checkpoint.
+    await approveMember(b, c, async () => (await send(c, c.gw.firstKey!)).status === 200);
+  });
+
+  it('every forged row (the attempts above, and the forged approver) is shown not proven on A and B; A, B and C are shown proven', async () => {
+    assert.ok(forged.length === attempts.length, 'the attempts were forged first');
+    const genuine = names();
+    for (const [who, m] of [['A', a], ['B', b]] as const) {
+      const { cli, console: rest } = await shown(m);
+      assert.equal(cli.size, genuine.size + forged.length + 1, `${who} lists the three gateways, the forged members and the forged approver`);
+      for (const [id, name] of genuine) {
+        for (const [how, row] of [['CLI', cli.get(id)], ['console', rest.get(id)]] as const) {
+          assert.ok(row, `${who}'s ${how} lists ${name}`);
+          assert.equal(row.proven, true, `${who}'s ${how}: ${name} (${row.status}) is proven: ${row.problem}`);
+          assert.ok(row.provenBy, `${who}'s ${how} says how ${name} is proven`);
+        }
+      }
+      // C is approved in B's chain: A proves it there, under B's signed checkpoint.
+      if (m === a) {
+        const viaB = new RegExp(`^approval at seq \\d+ in chain ${b.id.replace(/[+/]/g, '\\$&')}, checkpoint-signed`);
+        assert.match(cli.get(c.id)!.provenBy!, viaB);
+        assert.match(rest.get(c.id)!.provenBy!, viaB);
+        // The console keeps what it proved: asked again, it still says where.
+        assert.match((await shown(a)).console.get(c.id)!.provenBy!, viaB);
+      }
+      for (const [id, row] of cli) {
+        if (genuine.has(id)) continue;
+        const name = forged.find((f) => f.key.id === id)?.name ?? 'the forged approver';
+        assert.ok(row.status === 'enrolled' || row.status === 'approved', `${name}: the table says ${row.status}`);
+        for (const [how, shownRow] of [['CLI', row], ['console', rest.get(id)]] as const) {
+          assert.ok(shownRow, `${who}'s ${how} lists ${name}`);
+          assert.equal(shownRow.proven, false, `${who}'s ${how} shows ${name} as proven: ${shownRow.provenBy}`);
+          assert.ok(shownRow.problem && !shownRow.provenBy, `${who}'s ${how} says why ${name} is not proven`);
+        }
+      }
+    }
+    // The text list says it in words.
+    const text = await custody(a, 'gateways', 'list');
+    for (const f of forged) assert.match(text.stdout.split('\n').find((l) => l.startsWith(f.key.id)) ?? '', /in the table only — not proven: /, f.name);
+    assert.match(text.stdout.split('\n').find((l) => l.startsWith(c.id)) ?? '', /approved by .* \(proven: approval at seq \d+ in chain /);
+  });
+
+  it('a removal forged three ways is shown not proven; B then removes C for real, which A and B show proven', async () => {
+    // 1. C's row marked removed by SQL, naming B; 2. a gateway.removed of C in a forged member's
+    // chain under that member's signed checkpoint; 3. one rewritten into A's real chain.
+    const remover = forgedKey('custody/mallory-remover');
+    await writeGatewayRow(sql, remover, 'enrolled');
+    await writeChain(sql, remover, [
+      { kind: 'gateway.enrolled', payload: { group: 'forged', id: remover.id, fingerprint: remover.id, publicKey: remover.publicKey, keyName: remover.keyName, name: 'mallory', first: true } },
+      { kind: 'gateway.removed', payload: { id: c.id, fingerprint: c.id, name: 'c', reason: 'forged', by: remover.id } },
+    ]);
+    await rewriteInChain(sql, a.id, rewrittenSeq++, 'gateway.removed', { id: c.id, fingerprint: c.id, name: 'c', reason: 'forged', by: a.id });
+    await sql.query("UPDATE custody_gateways SET status = 'removed', removed_by = $2, removal_seq = 999 WHERE id = $1", [c.id, b.id]);
+    for (const [who, m] of [['A', a], ['B', b]] as const) {
+      const { cli, console: rest } = await shown(m);
+      for (const [how, row] of [['CLI', cli.get(c.id)!], ['console', rest.get(c.id)!]] as const) {
+        assert.equal(row.status, 'removed');
+        assert.equal(row.proven, false, `${who}'s ${how} shows the forged removal as proven: ${row.provenBy}`);
+        assert.ok(row.problem, `${who}'s ${how} says why the removal is not proven`);
+      }
+    }
+    assert.equal((await send(c, c.gw.firstKey!)).status, 200, 'C still serves');
+
+    // The row says removed, but no removal is proven: B removes C for real (its console).
+    const removed = await api<GatewayView>(b, 'POST', `/api/gateways/${encodeURIComponent(c.id)}/remove`, { reason: 'host retired' });
+    assert.equal(removed.status, 200, JSON.stringify(removed.body));
+    const row = (await sql.query<{ removed_by: string; removal_seq: string }>('SELECT removed_by, removal_seq FROM custody_gateways WHERE id = $1', [c.id])).rows[0]!;
+    assert.equal(row.removed_by, b.id, "the row's index now names B's real removal");
+    assert.notEqual(Number(row.removal_seq), 999);
+    for (const [who, m] of [['A', a], ['B', b]] as const) {
+      const { cli, console: rest } = await shown(m);
+      for (const [how, r] of [['CLI', cli.get(c.id)!], ['console', rest.get(c.id)!]] as const) {
+        assert.equal(r.proven, true, `${who}'s ${how}: B's removal of C is proven: ${r.problem}`);
+        const seq = /^removal at seq (\d+) in chain (\S+), checkpoint-signed$/.exec(r.provenBy ?? '');
+        assert.ok(seq && seq[2] === b.id, `${who}'s ${how}: ${r.provenBy}`);
+        // The event it names is B's removal of C, in the store.
+        const event = (await sql.query<{ kind: string; payload: string }>('SELECT kind, payload FROM custody_events WHERE gateway = $1 AND seq = $2', [b.id, Number(seq[1])])).rows[0];
+        assert.equal(event?.kind, 'gateway.removed');
+        assert.equal((JSON.parse(event.payload) as { id: string }).id, c.id);
+      }
+    }
+    await until('C refuses', async () => (await send(c, c.gw.firstKey!)).status === 503);
+  });
+
+  it("C's row edited back to approved by SQL undoes nothing: C restarted on its data dir serves nothing, and the row is shown not proven", async () => {
+    await sql.query("UPDATE custody_gateways SET status = 'approved', removed_by = NULL, removal_seq = NULL WHERE id = $1", [c.id]);
+    const key = c.gw.firstKey!;
+    await c.gw.stop();
+    running.splice(running.indexOf(c.gw), 1);
+    const dir = join(root, 'c');
+    const gw = await Gateway.start({ config: Config.parse({ dataDir: dir, ...configC() }), dataDir: dir, configFile: c.configFile, log: silentLogger });
+    running.push(gw);
+    const again: StoreMember = { ...c, gw, http: `http://${gw.address('http')}`, control: `http://${gw.address('control')}` };
+    // Its first round on the store finds the removal (until then it serves, as a gateway admitted before does while the store cannot be read).
+    await until('C restarted refusing', async () => gw.services.admissionRefusal!() !== undefined, 15_000);
+    const r = await send(again, key);
+    assert.equal(r.status, 503, 'C restarted serves again');
+    assert.equal(r.reached, false, 'the upstream received a request through C');
+    assert.match(gw.services.admissionRefusal!() ?? '', /removed from the group by /);
+    for (const [who, m] of [['A', a], ['B', b]] as const) {
+      const { cli, console: rest } = await shown(m);
+      for (const [how, row] of [['CLI', cli.get(c.id)!], ['console', rest.get(c.id)!]] as const) {
+        assert.equal(row.status, 'approved');
+        assert.equal(row.proven, false, `${who}'s ${how} shows C as approved: ${row.provenBy}`);
+        assert.match(row.problem ?? '', new RegExp(`^it was removed from the group: removal at seq \\d+ in chain ${b.id.replace(/[+/]/g, '\\$&')}`));
+      }
+    }
+  });
+
+  it('a pending gateway whose row is marked approved by SQL approves nothing, by the CLI or its console', async () => {
+    const d = await startStoreMember(join(root, 'd'), {
+      listen: { control: '127.0.0.1:0', http: '127.0.0.1:0' },
+      connections: [{ name: 'echo', kind: 'http', upstream: echo.url }],
+      store: { url: db.url, staleAfter: '5s' },
+    });
+    running.push(d.gw);
+    await until('D pending', async () => d.gw.services.sharedStore?.health().phase === 'pending');
+    await sql.query("UPDATE custody_gateways SET status = 'approved', approved_by = $2, approval_seq = 1 WHERE id = $1", [d.id, a.id]);
+    const target = forgedKey('custody/mallory-pending');
+    await writeGatewayRow(sql, target, 'pending');
+
+    const cli = await custody(d, 'gateways', 'approve', target.id);
+    assert.notEqual(cli.code, 0, `D's CLI approved: ${cli.stdout}`);
+    assert.match(cli.stderr, /itself waiting for approval: it has no record of being admitted/);
+    const rest = await api<{ error?: { message?: string } }>(d, 'POST', `/api/gateways/${encodeURIComponent(target.id)}/approve`);
+    assert.equal(rest.status, 409, JSON.stringify(rest.body));
+    assert.match(JSON.stringify(rest.body), /itself waiting for approval: it has no record of being admitted/);
+
+    // The effect: no approval in D's chain, nor in the store, and the row is still pending.
+    const local = new Database(join(root, 'd', 'custody.db'), { readonly: true });
+    try {
+      assert.equal((local.prepare("SELECT count(*) AS n FROM events WHERE kind = 'gateway.approved'").get() as { n: number }).n, 0, "D's chain records an approval");
+    } finally {
+      local.close();
+    }
+    assert.equal((await sql.query("SELECT 1 FROM custody_events WHERE kind = 'gateway.approved' AND payload::jsonb ->> 'id' = $1", [target.id])).rowCount, 0);
+    assert.equal((await sql.query<{ status: string }>('SELECT status FROM custody_gateways WHERE id = $1', [target.id])).rows[0]!.status, 'pending');
   });
 });

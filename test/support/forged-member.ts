@@ -34,7 +34,7 @@ export function signAs(k: ForgedKey, text: string): string {
 }
 
 /** A gateway row for `k`, with a request `k` signs (so the row's key is what it claims), in `status`. */
-export async function writeGatewayRow(sql: pg.Client, k: ForgedKey, status: 'enrolled' | 'approved' | 'removed', extra: { approvedBy?: string; approvalSeq?: number } = {}): Promise<void> {
+export async function writeGatewayRow(sql: pg.Client, k: ForgedKey, status: 'enrolled' | 'approved' | 'removed' | 'pending', extra: { approvedBy?: string; approvalSeq?: number } = {}): Promise<void> {
   const now = Date.now();
   const request = signNote(enrolmentRequestText(k.id, 'mallory', now), k.keyName, k.privateKey);
   await sql.query(

@@ -11,7 +11,7 @@ import { hostname } from 'node:os';
 import type pg from 'pg';
 import { keyFingerprint } from '../checkpoint-signer';
 import { ed25519KeyId, ed25519PublicKeyObject, type NoteVerifier, parseNote, verifyNote } from '../signed-note';
-import { ENROLMENT_LOCK, payloadIntact, type PgEventRow, rowChainHash } from './schema';
+import { ENROLMENT_LOCK, PG_EVENT_COLUMNS, payloadIntact, type PgEventRow, rowChainHash } from './schema';
 
 /** What a gateway says about itself when it joins: its key and a request signed with it. */
 export interface GatewayIdentity {
@@ -203,20 +203,8 @@ export interface Removal {
   reason: string;
 }
 
-/**
- * Whether the store holds the removal of gateway `id`: a `gateway.removed` event naming it, in the
- * chain of another gateway that is (or was) a member, whose hashes recompute. A row marked removed
- * without such an event is not a removal. Returns the remover, seq and reason.
- */
-export async function findRemoval(client: pg.ClientBase, id: string): Promise<Removal | undefined> {
-  const r = (await membersEventsNaming(client, 'gateway.removed', id)).find(approvalEventIntact);
-  if (!r) return undefined;
-  const reason = (JSON.parse(r.payload!) as { reason?: unknown }).reason;
-  return { by: r.gateway, seq: Number(r.seq), hash: r.hash, reason: typeof reason === 'string' ? reason : '' };
-}
-
 /** Events of `kind` whose payload names gateway `id`, in the chains of other gateways that are (or were) members. */
-async function membersEventsNaming(client: pg.ClientBase, kind: 'gateway.approved' | 'gateway.removed', id: string): Promise<(PgEventRow & { gateway: string })[]> {
+async function membersEventsNaming(client: pg.ClientBase, kind: 'gateway.approved', id: string): Promise<(PgEventRow & { gateway: string })[]> {
   return (
     await client.query<PgEventRow & { gateway: string }>(
       `SELECT e.gateway, e.seq, e.time, e.kind, e.session, e.actor, e.connection, e.payload, e.purged, e.spans, e.payload_hash, e.prev_hash, e.hash
@@ -231,27 +219,43 @@ async function membersEventsNaming(client: pg.ClientBase, kind: 'gateway.approve
 /**
  * Marks the row of gateway `id` approved (or removed) by gateway `by`, whose chain records it at
  * `seq`: the index of the `gateway.approved` (`gateway.removed`) event, written once that event is
- * in the store under a signed checkpoint. Only a pending row is approved; a row is removed once.
+ * in the store under a signed checkpoint. Only a pending row is approved; a row is removed once,
+ * but for `unproven`, a row marked removed without a proven removal behind it (member-status.ts),
+ * whose index is replaced by the real one.
  */
-export async function markGateway(client: pg.ClientBase, action: 'approved' | 'removed', id: string, by: string, seq: number): Promise<void> {
+export async function markGateway(client: pg.ClientBase, action: 'approved' | 'removed', id: string, by: string, seq: number, unproven = false): Promise<void> {
   await client.query(
     action === 'approved'
       ? "UPDATE custody_gateways SET status = 'approved', approved_by = $2, approval_seq = $3 WHERE id = $1 AND status = 'pending'"
-      : "UPDATE custody_gateways SET status = 'removed', removed_by = $2, removal_seq = $3 WHERE id = $1 AND status <> 'removed'",
+      : `UPDATE custody_gateways SET status = 'removed', removed_by = $2, removal_seq = $3 WHERE id = $1${unproven ? '' : " AND status <> 'removed'"}`,
     [id, by, seq],
   );
 }
 
 /**
- * The gateways removed from the group, each with the removal event behind it (rows marked removed
- * without one are left out); `known` are skipped (each removal is checked once per reader).
+ * The gateways removed from the group, each with the removal events naming it, in the order of
+ * their seqs: every `gateway.removed` in the store naming a gateway other than its chain's, whose
+ * hashes recompute, whatever the gateways table says (a row edited back from removed, or a
+ * remover's row edited, hides nothing: each event is proven by its reader, member-trust.ts,
+ * provenNewRemovals). `known` are skipped (each removal is checked once per reader).
  */
-export async function newRemovals(client: pg.ClientBase, known: ReadonlySet<string>): Promise<Map<string, Removal>> {
-  const out = new Map<string, Removal>();
-  for (const { id } of (await client.query<{ id: string }>("SELECT id FROM custody_gateways WHERE status = 'removed'")).rows) {
-    if (known.has(id)) continue;
-    const removal = await findRemoval(client, id);
-    if (removal) out.set(id, removal);
+export async function newRemovals(client: pg.ClientBase, known: ReadonlySet<string>): Promise<Map<string, Removal[]>> {
+  const out = new Map<string, Removal[]>();
+  const rows = (
+    await client.query<PgEventRow & { gateway: string }>(
+      `SELECT gateway, ${PG_EVENT_COLUMNS} FROM custody_events WHERE kind LIKE 'gateway.%' AND kind = 'gateway.removed' AND payload IS NOT NULL AND NOT purged ORDER BY seq, gateway`,
+    )
+  ).rows;
+  for (const r of rows) {
+    let p: { id?: unknown; reason?: unknown };
+    try {
+      p = JSON.parse(r.payload!) as typeof p;
+    } catch {
+      continue; // a removal no one can read removes nothing
+    }
+    if (typeof p.id !== 'string' || p.id === r.gateway || known.has(p.id) || !approvalEventIntact(r)) continue;
+    const list = out.get(p.id) ?? out.set(p.id, []).get(p.id)!;
+    list.push({ by: r.gateway, seq: Number(r.seq), hash: r.hash, reason: typeof p.reason === 'string' ? p.reason : '' });
   }
   return out;
 }
@@ -260,25 +264,35 @@ function approvalEventIntact(r: PgEventRow): boolean {
   return !r.purged && payloadIntact(r) && rowChainHash(r.prev_hash, r) === r.hash;
 }
 
-/** Why gateway `me` cannot approve `target` (undefined: it can): only a member approves, a pending row, signed by its own key. */
-export function approvalProblem(me: string, mine: GatewayRow | undefined, target: GatewayRow): string | undefined {
-  if (!mine || mine.status === 'pending' || mine.status === 'removed') return `this gateway (${me}) is ${mine ? `itself ${mine.status === 'removed' ? 'removed' : 'waiting for approval'}` : 'not in the shared store'}: only an enrolled or approved gateway can approve another`;
+/**
+ * Why gateway `me` cannot approve `target` (undefined: it can): only a member approves (`standing`
+ * says why `me` is not one, from its own records: member-status.ts, selfStanding, never its row's
+ * status), a pending row, signed by its own key. `proof` is whether the target's status is proven
+ * (member-status.ts), for what a refusal says.
+ */
+export function approvalProblem(me: string, standing: string | undefined, target: GatewayRow, proof?: { proven: boolean; problem?: string }): string | undefined {
+  if (standing) return standing;
   if (target.id === me) return 'a gateway cannot approve itself';
-  if (target.status !== 'pending') return `gateway ${target.id} is already ${target.status}`;
+  if (target.status !== 'pending') return proof && !proof.proven ? `gateway ${target.id} is not pending: the store's table says ${target.status}, which is not proven (${proof.problem}); only a pending row can be approved` : `gateway ${target.id} is already ${target.status}`;
   const problem = rowProblem(target);
   return problem ? `gateway ${target.id} cannot be approved: ${problem}` : undefined;
 }
 
 /**
- * Why gateway `me` cannot remove `target` (undefined: it can). Only a member removes, never itself,
- * and a gateway is removed once. A pending gateway can be removed too: its request is refused.
+ * Why gateway `me` cannot remove `target` (undefined: it can). Only a member removes (`standing`,
+ * as for approvalProblem), never itself, and a gateway is removed once: a row marked removed whose
+ * removal is not proven (`proof`) can be removed for real. A pending gateway can be removed too:
+ * its request is refused.
  */
-export function removalProblem(me: string, mine: GatewayRow | undefined, target: GatewayRow): string | undefined {
-  if (!mine || mine.status === 'pending' || mine.status === 'removed') return `this gateway (${me}) is ${mine ? (mine.status === 'removed' ? 'itself removed' : 'itself waiting for approval') : 'not in the shared store'}: only an enrolled or approved gateway can remove another`;
+export function removalProblem(me: string, standing: string | undefined, target: GatewayRow, proof?: { proven: boolean }): string | undefined {
+  if (standing) return standing;
   if (target.id === me) return 'a gateway cannot remove itself: remove it from another gateway of the group';
-  if (target.status === 'removed') return `gateway ${target.id} is already removed`;
+  if (target.status === 'removed' && proof?.proven !== false) return `gateway ${target.id} is already removed`;
   return undefined;
 }
+
+/** Why gateway `me` is not a member when its row is missing from the store. */
+export const notInStore = (me: string) => `this gateway (${me}) is not in the shared store: only an enrolled or approved gateway can approve or remove another`;
 
 /** The one gateway row `idOrPrefix` names (a full id, or a unique prefix of one, with or without `SHA256:`). */
 export function pickGateway(rows: readonly GatewayRow[], idOrPrefix: string): GatewayRow {

@@ -48,7 +48,7 @@ const COVERS = 16;
  * rows are read: a row whose payload was changed elsewhere in the chain does not hide an approval
  * the key signed. Undefined when no signed checkpoint covers it yet (asked again later).
  */
-async function proven(client: pg.ClientBase, trust: TrustSet, a: Candidate): Promise<{ ok: true } | { ok: false; why: string } | undefined> {
+async function proven(client: pg.ClientBase, trust: TrustSet, a: Candidate): Promise<{ ok: true; treeSize: number } | { ok: false; why: string } | undefined> {
   if (!trust.has(a.by)) return { ok: false, why: `${a.by} is not a gateway this one trusts` };
   const row = await gatewayRow(client, a.by);
   if (!row || row.publicKey !== trust.publicKey(a.by)) return { ok: false, why: `the store's row of ${a.by} does not carry the key this gateway trusts for it` };
@@ -60,7 +60,7 @@ async function proven(client: pg.ClientBase, trust: TrustSet, a: Candidate): Pro
   const memo = `${a.kind} ${a.by} ${a.seq} ${a.hash} ${cp.treeSize}`;
   if (refuted.has(memo)) return { ok: false, why: `the row at seq ${a.seq} of ${a.by} is not the one its checkpoint of ${cp.treeSize} events signed, or does not record that event` };
   const why = await provenRow(client, a, cp);
-  if (!why) return { ok: true };
+  if (!why) return { ok: true, treeSize: cp.treeSize };
   refuted.add(memo);
   return { ok: false, why };
 }
@@ -89,12 +89,20 @@ async function provenRow(client: pg.ClientBase, a: Candidate, cp: StoredChainChe
   return undefined;
 }
 
+/** Where a key added to a trust set was proven: the approval at `seq` of `by`'s chain, under its signed checkpoint of `treeSize` events. */
+export interface ApprovalProof {
+  by: string;
+  seq: number;
+  treeSize: number;
+}
+
 /**
  * Adds `wanted` to `trust` when it can be proven a member from the gateways `trust` already holds:
  * approvals in their chains in the store, to a fixed point (C approved by A is trusted on B, which
  * trusts A). `removed` gateways are never added. Returns why not, or undefined when trusted.
+ * `proofs` is told where each key added was proven.
  */
-export async function proveMember(client: pg.ClientBase, trust: TrustSet, wanted: string, removed: (id: string) => boolean = () => false): Promise<string | undefined> {
+export async function proveMember(client: pg.ClientBase, trust: TrustSet, wanted: string, removed: (id: string) => boolean = () => false, proofs?: Map<string, ApprovalProof>): Promise<string | undefined> {
   if (trust.has(wanted)) return undefined;
   if (removed(wanted)) return `gateway ${wanted} was removed from the group`;
   let why: string | undefined;
@@ -126,6 +134,7 @@ export async function proveMember(client: pg.ClientBase, trust: TrustSet, wanted
         continue;
       }
       trust.add(p.id, p.publicKey);
+      proofs?.set(p.id, { by: r.gateway, seq: Number(r.seq), treeSize: result.treeSize });
       grew = true;
     }
   }
@@ -140,11 +149,11 @@ export type PinnedKey = { id: string; publicKey: string };
  * that approved it, and the group's enrolled gateway. With its own key and its own approvals, the
  * roots every member is proven from.
  */
-export function pinnedRoots(db: Database.Database, self: string): { admitted: boolean; approvedBy?: PinnedKey; groupRoot?: PinnedKey } {
+export function pinnedRoots(db: Database.Database, self: string): { admitted: boolean; group?: string; status?: string; approvedBy?: PinnedKey; groupRoot?: PinnedKey } {
   const raw = (db.prepare('SELECT value FROM meta WHERE key = ?').get(ADMISSION_META) as { value: string } | undefined)?.value;
-  const a = raw ? (JSON.parse(raw) as { gateway?: string; approvedBy?: PinnedKey; groupRoot?: PinnedKey }) : undefined;
+  const a = raw ? (JSON.parse(raw) as { group?: string; gateway?: string; status?: string; approvedBy?: PinnedKey; groupRoot?: PinnedKey }) : undefined;
   if (a?.gateway !== self) return { admitted: false };
-  return { admitted: true, ...(a.approvedBy ? { approvedBy: a.approvedBy } : {}), ...(a.groupRoot ? { groupRoot: a.groupRoot } : {}) };
+  return { admitted: true, ...(a.group ? { group: a.group } : {}), ...(a.status ? { status: a.status } : {}), ...(a.approvedBy ? { approvedBy: a.approvedBy } : {}), ...(a.groupRoot ? { groupRoot: a.groupRoot } : {}) };
 }
 
 /** The trust roots of `pinnedRoots`, as a list for LocalTrust.current. */
@@ -192,12 +201,20 @@ export async function provenRemoval(client: pg.ClientBase, trust: TrustSet, id: 
 }
 
 /**
- * The removals newRemovals finds (gateways not in `known`) that count: proven from the roots of
- * `members` (provenRemoval); the others are looked at again at the next call.
+ * The removals newRemovals finds (gateways not in `known`) that count: for each gateway, the first
+ * of the events naming it that is proven from the roots of `members` (provenRemoval); the others
+ * are looked at again at the next call.
  */
 export async function provenNewRemovals(client: pg.ClientBase, members: LocalTrust, roots: (PinnedKey | undefined)[], known: ReadonlySet<string>): Promise<Map<string, Removal>> {
   const trust = members.current(...roots);
   const out = new Map<string, Removal>();
-  for (const [id, r] of await newRemovals(client, known)) if (!(await provenRemoval(client, trust, id, r, (x) => members.isRemoved(x)))) out.set(id, r);
+  for (const [id, candidates] of await newRemovals(client, known)) {
+    // The first that is proven: a forged one does not hide a real one.
+    for (const r of candidates) {
+      if (await provenRemoval(client, trust, id, r, (x) => members.isRemoved(x))) continue;
+      out.set(id, r);
+      break;
+    }
+  }
   return out;
 }

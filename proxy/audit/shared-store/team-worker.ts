@@ -14,8 +14,9 @@ import pg from 'pg';
 import type { GatewayView } from '../../../shared/api';
 import { rawSigner, type SigningKeySpec } from '../checkpoint-signer';
 import { endConsoleSessions, lookupConsoleSession, pruneConsoleSessions, putConsoleSession, readConsoleSessionEnds } from './console-session-rows';
-import { approvalProblem, gatewayRow, type GatewayIdentity, type GatewayRow, listGateways, markGateway, pickGateway, removalProblem, rowProblem } from './enrolment';
+import { approvalProblem, gatewayRow, type GatewayIdentity, type GatewayRow, listGateways, markGateway, notInStore, pickGateway, removalProblem } from './enrolment';
 import { LocalTrust } from './key-sync';
+import { MemberStatuses, type RowProof } from './member-status';
 import { pinnedKeys, provenNewRemovals } from './member-trust';
 import { migrateSharedStore, type StoreConnection } from './schema';
 import { SessionFeed } from './session-feed';
@@ -37,6 +38,8 @@ const pool = new pg.Pool({ ...conn, max: 2, idleTimeoutMillis: 30_000, connectio
 pool.on('error', () => {});
 const db = new Database(dbPath, { readonly: true, fileMustExist: true });
 const localTrust = new LocalTrust(db, identity);
+/** Whether the gateways table's statuses are proven (the Gateways view), kept across requests; the removals readEnds finds count too. */
+const statuses = new MemberStatuses(db, identity, (id) => localTrust.isRemoved(id));
 let migrated: Promise<unknown> | undefined;
 let stopping = false;
 let endsCursor = 0;
@@ -74,16 +77,32 @@ function trust() {
   return localTrust.current(...pinnedKeys(db, self));
 }
 
+/** The group's gateways, each with whether its table status is proven from this gateway's roots (member-status.ts). */
 async function gatewayViews(c: pg.ClientBase): Promise<GatewayView[]> {
   const leases = new Map(
     (await c.query<{ gateway: string; renewed_at: string; expires_at: string }>('SELECT gateway, renewed_at, expires_at FROM custody_leases')).rows.map((l) => [l.gateway, { renewedAt: Number(l.renewed_at), expiresAt: Number(l.expires_at) }]),
   );
-  return (await listGateways(c)).map((r) => view(r, leases.get(r.id) ?? null));
+  const rows = await listGateways(c);
+  const proofs = await statuses.of(c, rows);
+  return rows.map((r) => view(r, leases.get(r.id) ?? null, proofs.get(r.id)!));
 }
 
-function view(r: GatewayRow, lease: GatewayView['lease']): GatewayView {
-  const problem = r.status === 'pending' ? rowProblem(r) : undefined;
-  return { id: r.id, name: r.name, status: r.status, requestedAt: r.requestedAt, approvedBy: r.approvedBy, approvalSeq: r.approvalSeq, removedBy: r.removedBy, removalSeq: r.removalSeq, shippedSeq: r.shippedSeq, lastSeen: r.lastSeen, lease, ...(problem ? { problem } : {}), self: r.id === self };
+/** One gateway's view, after an approval or a removal recorded here. */
+async function gatewayView(c: pg.ClientBase, id: string): Promise<GatewayView> {
+  const row = await gatewayRow(c, id);
+  if (!row) throw new Error(`gateway ${id} is no longer in the shared store`);
+  return view(row, null, (await statuses.of(c, [row])).get(id)!);
+}
+
+function view(r: GatewayRow, lease: GatewayView['lease'], proof: RowProof): GatewayView {
+  return { id: r.id, name: r.name, status: r.status, requestedAt: r.requestedAt, approvedBy: r.approvedBy, approvalSeq: r.approvalSeq, removedBy: r.removedBy, removalSeq: r.removalSeq, shippedSeq: r.shippedSeq, lastSeen: r.lastSeen, lease, ...proof, self: r.id === self };
+}
+
+/** Why this gateway may not approve or remove, from its own records (never its row's status); the target, and whether its status is proven. */
+async function standingAnd(c: pg.ClientBase, id: string): Promise<{ standing: string | undefined; target: GatewayRow; proof: RowProof }> {
+  const standing = (await gatewayRow(c, self)) ? await statuses.standing(c) : notInStore(self);
+  const target = pickGateway(await listGateways(c), id);
+  return { standing, target, proof: (await statuses.of(c, [target])).get(target.id)! };
 }
 
 type PooledOp = Exclude<TeamOp, 'follow'>;
@@ -98,33 +117,30 @@ const handlers: { [K in PooledOp]: Handler<K> } = {
   gateways: (c) => gatewayViews(c),
   // What `custody gateways approve` checks before it records anything.
   approvable: async (c, a) => {
-    const target = pickGateway(await listGateways(c), a.id);
-    const problem = approvalProblem(self, await gatewayRow(c, self), target);
+    const { standing, target, proof } = await standingAnd(c, a.id);
+    const problem = approvalProblem(self, standing, target, proof);
     if (problem) throw new Error(problem);
     return target;
   },
   // What `custody gateways remove` checks before it records anything.
   removable: async (c, a) => {
-    const target = pickGateway(await listGateways(c), a.id);
-    const problem = removalProblem(self, await gatewayRow(c, self), target);
+    const { standing, target, proof } = await standingAnd(c, a.id);
+    const problem = removalProblem(self, standing, target, proof);
     if (problem) throw new Error(problem);
     return target;
   },
-  // The removal is in this gateway's chain, under a signed checkpoint: ship both, then mark the row.
+  // The removal is in this gateway's chain, under a signed checkpoint: ship both, then mark the row
+  // (its index replacing one written without a proven removal: `removable` checked there was none).
   removed: async (c, a) => {
     await shipAll(c, db, self);
-    await markGateway(c, 'removed', a.id, self, a.seq);
-    const row = await gatewayRow(c, a.id);
-    if (!row) throw new Error(`gateway ${a.id} is no longer in the shared store`);
-    return view(row, null);
+    await markGateway(c, 'removed', a.id, self, a.seq, true);
+    return gatewayView(c, a.id);
   },
   // The approval is in this gateway's chain, under a signed checkpoint: ship both, then mark the row.
   approved: async (c, a) => {
     await shipAll(c, db, self);
     await markGateway(c, 'approved', a.id, self, a.seq);
-    const row = await gatewayRow(c, a.id);
-    if (!row) throw new Error(`gateway ${a.id} is no longer in the shared store`);
-    return view(row, null);
+    return gatewayView(c, a.id);
   },
   putSession: async (c, a) => {
     await putConsoleSession(c, a, signRaw);
