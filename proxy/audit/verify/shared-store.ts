@@ -194,6 +194,9 @@ export async function verifyChains(source: ChainSource, opts: { store: string; p
   const chainIds = await source.chainIds();
   for (const id of chainIds) if (!byId.has(id)) fail({ chain: id, problem: 'unknown-chain', message: `${source.label} holds rows of chain ${id}, which has no gateway row (no key to check it with)` });
 
+  // The witnesses' cosignatures first: rows are only appended, so every head they cosigned is within the combined checkpoints read next.
+  if (opts.witnesses?.length && !source.groupWitnessRows) throw new Error(`${source.label} does not carry the witnesses' cosignatures on the group log`);
+  const groupWitnessRows = opts.witnesses?.length ? await source.groupWitnessRows!() : undefined;
   const combined = await source.combined();
   const wanted = wantedSizes(combined);
   const chains = new Map<string, ChainState>();
@@ -255,10 +258,7 @@ export async function verifyChains(source: ChainSource, opts: { store: string; p
   const group = await source.group();
   const combinedReport = checkCombined(combined, { group, gateways: byId, chains: facts, fail, where: source.label });
   let witnessed: GroupWitnessReport[] | undefined;
-  if (opts.witnesses?.length) {
-    if (!source.groupWitnessRows) throw new Error(`${source.label} does not carry the witnesses' cosignatures on the group log`);
-    witnessed = checkGroupWitnessed(combined, await source.groupWitnessRows(), opts.witnesses, { group, fail, where: source.label });
-  }
+  if (opts.witnesses?.length) witnessed = checkGroupWitnessed(combined, groupWitnessRows!, opts.witnesses, { group, fail, where: source.label });
 
   const reports = [...chains.values()].map((c) => c.report);
   return {
