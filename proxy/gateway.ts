@@ -291,7 +291,7 @@ export class Gateway {
         if (n) s.log.info(`shared store: ${n} console session(s) ended on another gateway of the group; ended here too`);
       });
       // The group's combined checkpoints: made and cosigned by this gateway's worker, checked against the store.
-      s.combinedCheckpoints = CombinedCheckpoints.start({ store: s.store, log: s.log, config: s.config.store, signer: s.audit.trail.signer, identity: s.sharedStore.identity, interval: s.config.audit.groupCheckpointInterval });
+      s.combinedCheckpoints = CombinedCheckpoints.start({ store: s.store, log: s.log, config: s.config.store, signer: s.audit.trail.signer, identity: s.sharedStore.identity, interval: s.config.audit.groupCheckpointInterval, witnesses: s.config.audit.witnesses });
     }
     const routeModules: RouteModule[] = [registerAuditRoutes];
     routeModules.push(registerAuthRoutes, registerHoldRoutes, registerPolicyRoutes, registerKeyRoutes, registerPersonRoutes);

@@ -114,6 +114,13 @@ export interface CombinedCheckpointHealth {
   signed: { interval: number; at: number; role: 'made' | 'cosigned'; chains: number } | null;
   /** The last refusal since the start. */
   refusal: { at: number; role: 'make' | 'cosign'; chain: string; problem: string; message: string } | null;
+  /**
+   * With audit.witnesses[]: each witness's standing on the group's log of combined checkpoints
+   * (docs/SCALE-OUT.md, "Witnesses of the combined checkpoints"): the size it last cosigned and how
+   * many combined checkpoints were made since. A failing witness never stops traffic or the
+   * combined checkpoints.
+   */
+  witnesses?: { name: string; state: WitnessStatus['state']; cosignedTreeSize: number | null; behind: number; failures: number }[];
 }
 
 export interface HealthResponse {

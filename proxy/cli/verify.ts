@@ -10,7 +10,9 @@ import { parsePinnedKeys, type SharedStoreReport, verifySharedStore } from '../a
 import { groupSectionOf, verifyGroupBundle } from '../audit/verify/group-bundle';
 import { storeUrlProblem } from '../../shared/config';
 import { loadSinceAnchor, readBundleFiles, verifyBundleFiles } from '../audit/verify/bundle';
-import { checkExpectedKeyFormat, VerifyInputError, type VerifyReport } from '../audit/verify/checks';
+import { checkExpectedKeyFormat, parseWitnessKeys, VerifyInputError, type VerifyReport } from '../audit/verify/checks';
+import { groupId } from '../audit/shared-store/enrolment';
+import { groupLogVerifier } from '../audit/shared-store/group-log';
 import { verifyPathParallel } from '../audit/verify-runner';
 import { archiveLocation, normalizePrefix, parseS3Url, S3ObjectStore, type S3Location } from '../audit/archive/object-store';
 import { verifyArchive } from '../audit/verify/archive';
@@ -118,6 +120,10 @@ function chainsSummary(report: SharedStoreReport, subject: string, where: string
   const cc = report.combined;
   if (cc.latest) lines.push(`combined checkpoints: ${n(cc.checked)} verified with ${n(cc.cosignatures)} cosignatures; each chain still reaches what they committed to; the latest (${new Date(cc.latest.time).toISOString()}) covers ${cc.latest.chains} chain${cc.latest.chains === 1 ? '' : 's'}, made by ${cc.latest.maker}, cosigned by ${cc.latest.cosigners.length}`);
   else lines.push(`combined checkpoints: none in ${where}`);
+  for (const w of report.witnessed ?? []) {
+    const behind = w.of - w.treeSize;
+    lines.push(`witness ${w.witness}: cosigned the group log of combined checkpoints at ${n(w.treeSize)} of ${n(w.of)} (${new Date(w.cosignedAt).toISOString()})${behind ? `; the ${n(behind)} made since are not cosigned yet` : ''}; the store still gives every head it cosigned`);
+  }
   if (!report.pinned) lines.push('note: no --keys given: the first enrolled gateway was trusted on first use; pin keys with --keys FILE (custody verify --store URL --show-keys lists them)');
   lines.push(`verified in ${(report.durationMs / 1000).toFixed(2)} s`);
   return lines;
@@ -158,9 +164,10 @@ function archiveLocationFor(url: string, args: ParsedArgs): S3Location {
  * server asks for one, comes from PGPASSWORD (never from the URL on a command line).
  */
 async function verifyStoreCommand(args: ParsedArgs, io: Io): Promise<number> {
-  rejectUnknown(args, ['store', 'keys', 'show-keys', 'json']);
+  rejectUnknown(args, ['store', 'keys', 'show-keys', 'json', 'witness-key']);
   const url = str(args, 'store');
-  if (!url) throw new UsageError('--store needs a URL: custody verify --store postgres://HOST/DB [--keys FILE]');
+  if (!url) throw new UsageError('--store needs a URL: custody verify --store postgres://HOST/DB [--keys FILE] [--witness-key VKEY|FILE ...]');
+  const witnesses = parseWitnessKeys(strs(args, 'witness-key'));
   const problem = storeUrlProblem(url);
   if (problem) throw new UsageError(`--store: ${problem}`);
   const pinned = pinnedKeys(args);
@@ -170,11 +177,14 @@ async function verifyStoreCommand(args: ParsedArgs, io: Io): Promise<number> {
     if (!tables.rows[0]?.t) throw new VerifyInputError(`${storeLabel(url)} is not a Custody shared store (no custody_gateways table)`);
     if (args.flags['show-keys']) {
       const rows = await listGateways(client);
-      if (args.flags['json']) io.out(`${JSON.stringify(rows.map((r) => ({ id: r.id, name: r.name, status: r.status, verifierKey: formatVerifierKey(rowVerifier(r)) })))}\n`);
-      else for (const r of rows) io.out(`${r.id}  ${r.status.padEnd(8)}  ${r.name}\n  verifier key: ${formatVerifierKey(rowVerifier(r))}\n`);
+      const group = await groupId(client);
+      // The group log key: the same key under the name of the group's log of combined checkpoints (custody witness serve --log-key).
+      const groupKey = (r: (typeof rows)[number]) => (group ? formatVerifierKey(groupLogVerifier(group, rowVerifier(r).publicKey)) : undefined);
+      if (args.flags['json']) io.out(`${JSON.stringify(rows.map((r) => ({ id: r.id, name: r.name, status: r.status, verifierKey: formatVerifierKey(rowVerifier(r)), ...(group ? { groupLogKey: groupKey(r) } : {}) })))}\n`);
+      else for (const r of rows) io.out(`${r.id}  ${r.status.padEnd(8)}  ${r.name}\n  verifier key: ${formatVerifierKey(rowVerifier(r))}\n${group ? `  group log key: ${groupKey(r)}\n` : ''}`);
       return 0;
     }
-    const report = await verifySharedStore(client, { store: storeLabel(url), pinned });
+    const report = await verifySharedStore(client, { store: storeLabel(url), pinned, witnesses });
     if (args.flags['json']) io.out(`${JSON.stringify(report, null, 2)}\n`);
     if (!report.ok) {
       for (const f of report.failures) io.err(`custody verify: FAILED: ${f.problem} — ${f.message}\n`);

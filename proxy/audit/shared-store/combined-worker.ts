@@ -18,11 +18,18 @@
  * and nothing is signed. What this gateway last signed (its chain states) is kept in memory; at
  * start it is read back from the newest checkpoint it signed in the store (its `ranges`, checked
  * against the signed heads), so only rows after it are read.
+ *
+ * With witnesses configured (audit.witnesses[]), the gateway that made the newest combined
+ * checkpoint sends the group log's head (group-log.ts) to them, on a connection of its own, through
+ * the witness client of its own chain (witnessing.ts): never waited for, retried with backoff, and
+ * shown in health.
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import type pg from 'pg';
+import type { Config } from '../../../shared/config';
 import { lowerThreadPriority } from '../../worker-source';
+import { WitnessClient } from '../witnessing';
 import { keyFingerprint, rawSigner, type SigningKeySpec, specPublicKey } from '../checkpoint-signer';
 import { cosignWith, findCosignature } from '../cosignature';
 import { assembleNote, checkNoteText, ed25519KeyId, parseNote, verifyNote } from '../signed-note';
@@ -44,11 +51,19 @@ import {
   storeMembers,
 } from './combined-checkpoint';
 import { type GatewayIdentity, groupId, rowVerifier } from './enrolment';
+import { GroupLog, type GroupLogHead, groupWitnessStatus } from './group-log';
 import { LocalTrust } from './key-sync';
 import { pinnedKeys, pinnedRoots, provenMembers } from './member-trust';
 import { COMBINED_LOCK, connectStore, migrateSharedStore, type StoreConnection } from './schema';
 
-const { conn, identity, signingKey, intervalMs, dbPath } = workerData as { conn: StoreConnection; identity: GatewayIdentity; signingKey: SigningKeySpec; intervalMs: number; dbPath: string };
+const { conn, identity, signingKey, intervalMs, dbPath, witnesses } = workerData as {
+  conn: StoreConnection;
+  identity: GatewayIdentity;
+  signingKey: SigningKeySpec;
+  intervalMs: number;
+  dbPath: string;
+  witnesses: Config['audit']['witnesses'];
+};
 const port = parentPort!;
 /** Whose chains the combined checkpoints cover, and whose are cosigned: members proven from this gateway's own roots (member-trust.ts). */
 const db = new Database(dbPath, { readonly: true, fileMustExist: true });
@@ -69,10 +84,10 @@ if (keyFingerprint(publicKey) !== identity.id) throw new Error('the combined che
 /** Raw Ed25519 signatures by this gateway's checkpoint key (in this process, or its audit.signer program). */
 const signRaw = rawSigner(signingKey);
 
-/** The combined checkpoint's note, signed as this gateway. */
-async function signNoteText(text: string): Promise<string> {
-  checkNoteText(text, identity.keyName);
-  return assembleNote(text, identity.keyName, ed25519KeyId(identity.keyName, publicKey), await signRaw(Buffer.from(text, 'utf8')));
+/** A note signed with this gateway's key under `keyName` (its own key name for combined checkpoints; the group log's origin for its heads). */
+async function signNoteText(text: string, keyName = identity.keyName): Promise<string> {
+  checkNoteText(text, keyName);
+  return assembleNote(text, keyName, ed25519KeyId(keyName, publicKey), await signRaw(Buffer.from(text, 'utf8')));
 }
 
 const TICK_MS = Math.max(100, Math.min(500, Math.floor(intervalMs / 4)));
@@ -96,6 +111,14 @@ let stopping = false;
 let timer: NodeJS.Timeout | undefined;
 let inflight: Promise<void> | undefined;
 let backoff = BACKOFF_MIN_MS;
+/** The witnesses of the group log, once the group is known (none without audit.witnesses[]). */
+let groupWitness: WitnessClient<GroupLogHead> | undefined;
+let witnessConn: Promise<pg.Client> | undefined;
+/** The newest combined checkpoint this gateway made that its witnesses were told of. */
+let witnessedInterval = -1;
+let witnessStatusAt = 0;
+/** A witness is shown failing once a combined checkpoint older than this waits for it. */
+const WITNESS_STALE_MS = Math.max(10_000, 10 * intervalMs);
 
 const status: CombinedWorkerStatus = { member: false, latest: null, signed: null };
 
@@ -108,6 +131,45 @@ function say(m: CombinedWorkerMessage): void {
 function post(patch: Partial<CombinedWorkerStatus>): void {
   Object.assign(status, patch);
   say({ type: 'status', status });
+}
+
+/** The witness client's own connection (its queries must not land in the snapshots of `client`). */
+function witnessConnection(): Promise<pg.Client> {
+  witnessConn ??= connectStore(conn, 5000, 'custody-group-witness').then(
+    (c) => {
+      const drop = () => {
+        if (witnessConn) witnessConn = undefined;
+        void c.end().catch(() => {});
+      };
+      c.on('error', drop);
+      c.on('end', drop);
+      return c;
+    },
+    (err: unknown) => {
+      witnessConn = undefined;
+      throw err;
+    },
+  );
+  return witnessConn;
+}
+
+function startGroupWitness(g: string): void {
+  if (groupWitness || !witnesses.length) return;
+  const log = new GroupLog(witnessConnection, g, { id: identity.id, signNote: signNoteText });
+  groupWitness = new WitnessClient(log, witnesses, { info: (m) => say({ type: 'log', level: 'info', message: m }), error: (m) => say({ type: 'log', level: 'error', message: m }) }, 'the group log');
+}
+
+/** Tells the witnesses of the newest combined checkpoint when this gateway made it, and refreshes their standing for health (about once a second). */
+async function witnessRound(c: pg.Client, latest: CombinedRow | undefined): Promise<void> {
+  if (!groupWitness) return;
+  if (latest && latest.maker === identity.id && latest.interval > witnessedInterval) {
+    witnessedInterval = latest.interval;
+    groupWitness.nudge();
+  }
+  if (Date.now() - witnessStatusAt < 1000) return;
+  witnessStatusAt = Date.now();
+  const next = await groupWitnessStatus(c, groupWitness.attempts(), WITNESS_STALE_MS);
+  if (JSON.stringify(next) !== JSON.stringify(status.witnesses)) post({ witnesses: next });
 }
 
 async function session(): Promise<pg.Client> {
@@ -255,6 +317,7 @@ async function round(): Promise<void> {
   if (!member) return;
   group ??= await groupId(c);
   if (!group) return;
+  startGroupWitness(group);
   if (!bootstrapped) {
     await bootstrap(c);
     bootstrapped = true;
@@ -270,7 +333,12 @@ async function round(): Promise<void> {
   const interval = Math.floor(now / intervalMs) * intervalMs;
   // A random delay into the interval: the first gateway claims it, the others find its row and skip.
   if (delay.interval !== interval) delay = { interval, ms: Math.floor(Math.random() * Math.min(1000, intervalMs / 4)) };
-  if (triedInterval !== interval && now >= interval + delay.ms && (await make(c, interval))) triedInterval = interval;
+  let tried = false;
+  if (triedInterval !== interval && now >= interval + delay.ms && (await make(c, interval))) {
+    triedInterval = interval;
+    tried = true;
+  }
+  await witnessRound(c, tried && groupWitness ? await latestCombined(c) : latest);
 }
 
 async function run(): Promise<void> {
@@ -295,9 +363,11 @@ port.on('message', (m: CombinedWorkerCommand) => {
   if (m.type !== 'stop') return;
   stopping = true;
   clearTimeout(timer);
+  groupWitness?.stop();
   void (async () => {
     await inflight?.catch(() => {});
     await client?.end().catch(() => {});
+    await witnessConn?.then((w) => w.end()).catch(() => {});
     db.close();
     say({ type: 'stopped' });
   })();

@@ -7,7 +7,8 @@
  */
 import { Worker } from 'node:worker_threads';
 import type { CombinedCheckpointHealth } from '../../../shared/api';
-import { parseDuration, type StoreConfig } from '../../../shared/config';
+import { type Config, parseDuration, type StoreConfig } from '../../../shared/config';
+import type { WitnessStatus } from '../../../shared/evidence';
 import type { GroupCheckpointRefusedPayload } from '../../../shared/events';
 import type { Logger } from '../../log';
 import { workerSource } from '../../worker-source';
@@ -24,6 +25,8 @@ export interface CombinedWorkerStatus {
   signed: CombinedCheckpointHealth['signed'];
   error?: string;
   failingSince?: number;
+  /** The witnesses of the group log (audit.witnesses[]): what each cosigned, and this gateway's last try. */
+  witnesses?: WitnessStatus[];
 }
 
 export type CombinedRefusal = Omit<GroupCheckpointRefusedPayload, 'store'>;
@@ -33,6 +36,8 @@ export type CombinedWorkerMessage =
   | { type: 'refused'; refusal: CombinedRefusal }
   /** A gateway row claims membership that the chains do not prove (member-trust.ts): its chain is left out. Said once per gateway and reason. */
   | { type: 'untrusted'; gateway: string; reason: string }
+  /** A line for the gateway's log (the group log's witness client). */
+  | { type: 'log'; level: 'info' | 'error'; message: string }
   | { type: 'stopped' };
 
 interface Deps {
@@ -43,6 +48,8 @@ interface Deps {
   identity: GatewayIdentity;
   /** `audit.groupCheckpointInterval` */
   interval: string;
+  /** `audit.witnesses`: the group log's heads go to them too. */
+  witnesses?: Config['audit']['witnesses'];
 }
 
 export class CombinedCheckpoints {
@@ -72,7 +79,7 @@ export class CombinedCheckpoints {
     if (!src) throw new Error('the combined checkpoint worker cannot be loaded from this build');
     const worker = new Worker(src.entry, {
       ...src.options,
-      workerData: { conn: storeConnection(deps.config), identity: deps.identity, signingKey: deps.signer.signingKeyForThread(), intervalMs: parseDuration(deps.interval), dbPath: deps.store.path },
+      workerData: { conn: storeConnection(deps.config), identity: deps.identity, signingKey: deps.signer.signingKeyForThread(), intervalMs: parseDuration(deps.interval), dbPath: deps.store.path, witnesses: deps.witnesses ?? [] },
     });
     return new CombinedCheckpoints(worker, deps);
   }
@@ -80,6 +87,10 @@ export class CombinedCheckpoints {
   private take(m: CombinedWorkerMessage): void {
     if (m.type === 'stopped') {
       this.resolveStopped?.();
+      return;
+    }
+    if (m.type === 'log') {
+      this.deps.log[m.level](m.message);
       return;
     }
     if (m.type === 'untrusted') {
@@ -111,7 +122,8 @@ export class CombinedCheckpoints {
       : s.error
         ? `combined checkpoints cannot be made or cosigned: ${s.error}`
         : undefined;
-    return { state, ...(cause ? { cause } : {}), interval: this.deps.interval, latest: s.latest, signed: s.signed, refusal: r };
+    const witnesses = (s.witnesses ?? []).map((w) => ({ name: w.name, state: w.state, cosignedTreeSize: w.lastCosigned?.treeSize ?? null, behind: w.behind, failures: w.failures }));
+    return { state, ...(cause ? { cause } : {}), interval: this.deps.interval, latest: s.latest, signed: s.signed, refusal: r, ...(this.deps.witnesses?.length ? { witnesses } : {}) };
   }
 
   /** Ends the worker (a round in progress finishes first, within `ms`). */

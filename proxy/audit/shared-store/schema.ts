@@ -404,6 +404,28 @@ export const PG_MIGRATIONS: PgMigration[] = [
       ALTER TABLE custody_hold_votes ADD COLUMN signature TEXT;
     `,
   },
+  {
+    version: 12,
+    name: "witnesses' cosignatures on the group's log of combined checkpoints",
+    sql: `
+      -- The combined checkpoints, oldest first, as an append-only log of their own (group-log.ts:
+      -- origin custody-group-log/<group id>, leaf i = the i-th combined checkpoint's signed note);
+      -- one row per head a witness (audit.witnesses[]) cosigned. range and last_interval let the
+      -- next head and its consistency proof be computed from the rows after it only.
+      CREATE TABLE custody_group_witness_cosignatures (
+        witness TEXT NOT NULL,                  -- the witness's key name
+        key_id TEXT NOT NULL,                   -- its cosigner key id (hex)
+        tree_size BIGINT NOT NULL,              -- combined checkpoints in the log
+        root_hash TEXT NOT NULL,                -- hex RFC 6962 root
+        last_interval BIGINT NOT NULL,          -- interval_start of the newest combined checkpoint it covers (-1: none)
+        range TEXT NOT NULL,                    -- JSON compact range of the tree at tree_size: [[height, base64 hash], …]
+        checkpoint TEXT NOT NULL,               -- the note text cosigned
+        signature TEXT NOT NULL,                -- the witness's cosignature line
+        cosigned_at BIGINT NOT NULL,
+        PRIMARY KEY (witness, key_id, tree_size)
+      );
+    `,
+  },
 ];
 
 /** Applies the migrations the store lacks; returns the versions applied. */

@@ -15,6 +15,7 @@
  *   inconsistent  the log (or a bundle) no longer matches a checkpoint given with --since-checkpoint
  *   bundle-modified / unreadable / unwitnessed   a bundle's own files, unreadable input, no cosignature
  */
+import { existsSync, readFileSync } from 'node:fs';
 import type { BundleSegment } from '../bundle-format';
 import { keyFingerprint, type PublicKeyInfo, SIGNING_KEY_FILE } from '../checkpoint-signer';
 import { findCosignature, parseCosignerKey } from '../cosignature';
@@ -139,10 +140,19 @@ export function reportFinisher(report: VerifyReport, started: number): (failure?
 
 export type CosignatureRowData = { witness: string; key_id: string; tree_size: number; root_hash: string; checkpoint: string; signature: string; cosigned_at: number };
 
+/** --witness-key values: each a witness key, or a file holding one (as `custody witness serve` prints it). */
 export function parseWitnessKeys(keys: string[] | undefined): NoteVerifier[] {
   return (keys ?? []).map((k) => {
+    let text = k;
+    if (!k.includes('+') && existsSync(k)) {
+      try {
+        text = readFileSync(k, 'utf8').trim().replace(/^witness key:\s*/, '');
+      } catch (err) {
+        throw new VerifyInputError(`--witness-key ${k}: cannot read (${(err as NodeJS.ErrnoException).code ?? String(err)})`);
+      }
+    }
     try {
-      return parseCosignerKey(k);
+      return parseCosignerKey(text);
     } catch (err) {
       throw new VerifyInputError(`--witness-key ${k}: ${(err as Error).message}`);
     }

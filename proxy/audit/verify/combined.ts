@@ -8,17 +8,18 @@
  * checkpoint that committed to it.
  */
 import type pg from 'pg';
-import { emptyRoot } from '../merkle';
-import { parseNote, verifyNote } from '../signed-note';
+import { emptyRoot, MerkleAccumulator } from '../merkle';
+import { keyIdHex, type NoteVerifier, parseCheckpointText, parseNote, verifyNote } from '../signed-note';
 import { findCosignature } from '../cosignature';
 import { allCombined, type CombinedBody, cosignerVerifier, parseCombinedText } from '../shared-store/combined-checkpoint';
 import { type GatewayRow, rowVerifier } from '../shared-store/enrolment';
+import { groupLogLeaf, groupLogOrigin } from '../shared-store/group-log';
 
 /** A problem found (shared-store.ts reports it with the chains' own). */
 export interface CombinedFailure {
   chain: string;
   seq?: number;
-  problem: 'truncated' | 'inconsistent' | 'modified' | 'signature-invalid' | 'unapproved-signer' | 'unknown-chain';
+  problem: 'truncated' | 'inconsistent' | 'modified' | 'signature-invalid' | 'unapproved-signer' | 'unknown-chain' | 'unwitnessed' | 'deleted' | 'replaced';
   message: string;
 }
 
@@ -39,6 +40,126 @@ export interface CombinedReport {
   /** Valid cosignatures across them. */
   cosignatures: number;
   latest?: { time: number; maker: string; chains: number; cosigners: string[] };
+}
+
+/** A witness's cosignature on a head of the group log, as `custody_group_witness_cosignatures` keeps it. */
+export interface GroupWitnessRow {
+  witness: string;
+  keyId: string;
+  treeSize: number;
+  /** The note text cosigned, and the witness's cosignature line. */
+  checkpoint: string;
+  signature: string;
+  cosignedAt: number;
+}
+
+/** What each required witness (--witness-key) holds the group log to. */
+export interface GroupWitnessReport {
+  witness: string;
+  /** The largest head it cosigned that the store still gives, and when. */
+  treeSize: number;
+  cosignedAt: number;
+  /** Combined checkpoints in the store (the group log's size now). */
+  of: number;
+}
+
+/** Every witness cosignature on the group log (none in a store from before migration 12). */
+export async function readGroupWitnessRows(client: pg.ClientBase): Promise<GroupWitnessRow[]> {
+  const t = await client.query<{ t: string | null }>("SELECT to_regclass('custody_group_witness_cosignatures')::text AS t");
+  if (!t.rows[0]?.t) return [];
+  return (
+    await client.query<{ witness: string; key_id: string; tree_size: string; checkpoint: string; signature: string; cosigned_at: string }>(
+      'SELECT witness, key_id, tree_size, checkpoint, signature, cosigned_at FROM custody_group_witness_cosignatures ORDER BY tree_size',
+    )
+  ).rows.map((r) => ({ witness: r.witness, keyId: r.key_id, treeSize: Number(r.tree_size), checkpoint: r.checkpoint, signature: r.signature, cosignedAt: Number(r.cosigned_at) }));
+}
+
+/**
+ * Holds the group's log of combined checkpoints (shared-store/group-log.ts: leaf i = the i-th
+ * combined checkpoint's signed note, oldest first) to each required witness: the witness must have
+ * cosigned a head of it (`unwitnessed`), and the store must still give, at every size a witness
+ * cosigned, the root it cosigned. A witness never cosigns two different logs of one size, so
+ * combined checkpoints deleted from the store after a witness saw them are `deleted` (the log is
+ * shorter than what it cosigned) or `replaced` (the log reached that size again with others: a
+ * fork the witness saw differently), whoever signed the new ones.
+ */
+export function checkGroupWitnessed(
+  rows: readonly StoredCombined[],
+  cosigned: readonly GroupWitnessRow[],
+  witnesses: readonly NoteVerifier[],
+  ctx: { group: string | undefined; fail: (f: CombinedFailure) => void; where?: string },
+): GroupWitnessReport[] {
+  const where = ctx.where ?? 'the store';
+  const origin = groupLogOrigin(ctx.group ?? '?');
+  const out: GroupWitnessReport[] = [];
+  const size = rows.length;
+  const wanted = new Set(cosigned.map((r) => r.treeSize));
+  const rootsAt = new Map<number, string>();
+  const acc = new MerkleAccumulator();
+  if (wanted.has(0)) rootsAt.set(0, acc.root().toString('hex'));
+  for (const r of rows) {
+    acc.pushLeafHash(groupLogLeaf(r.note));
+    if (wanted.has(acc.size)) rootsAt.set(acc.size, acc.root().toString('hex'));
+  }
+  /** "combined checkpoint #i (made <time> by <maker>)" for a 1-based position in the store's log. */
+  const named = (i: number) => {
+    const r = rows[i - 1];
+    return r ? `#${i} (made ${new Date(r.madeAt).toISOString()} by ${r.maker})` : `#${i}`;
+  };
+  for (const w of witnesses) {
+    const label = `witness ${w.name}`;
+    const mine = cosigned.filter((r) => r.witness === w.name && r.keyId === keyIdHex(w.keyId));
+    if (!mine.length) {
+      ctx.fail({ chain: origin, problem: 'unwitnessed', message: `no head of the group log (${origin}) in ${where} is cosigned by ${label} (its cosignatures were removed, or it never received one)` });
+      continue;
+    }
+    let good: GroupWitnessRow | undefined;
+    let replaced: { row: GroupWitnessRow; time?: number } | undefined;
+    let deleted: { row: GroupWitnessRow; time?: number } | undefined;
+    let broken = false;
+    for (const r of mine) {
+      let treeSize: number;
+      let rootHex: string;
+      let time: number | undefined;
+      try {
+        const c = findCosignature(r.checkpoint, r.signature, w);
+        if (!c.ok) throw new Error('the cosignature does not verify (the stored head or signature was altered)');
+        const body = parseCheckpointText(r.checkpoint);
+        if (body.origin !== origin) throw new Error(`it is a head of log "${body.origin}", not of this group's log (${origin})`);
+        if (body.treeSize !== r.treeSize) throw new Error('its row says another size than its cosigned text');
+        treeSize = body.treeSize;
+        rootHex = body.rootHash.toString('hex');
+        time = body.time;
+      } catch (err) {
+        ctx.fail({ chain: origin, problem: 'signature-invalid', message: `the cosignature by ${label} on the group log's head of ${r.treeSize} combined checkpoints: ${(err as Error).message}` });
+        broken = true;
+        continue;
+      }
+      if (treeSize > size) deleted = { row: r, ...(time !== undefined ? { time } : {}) };
+      else if (rootsAt.get(treeSize) !== rootHex) replaced = { row: r, ...(time !== undefined ? { time } : {}) };
+      else if (!deleted && !replaced) good = r;
+    }
+    const since = good ? `the log still gives every head it cosigned up to ${good.treeSize} (up to ${named(good.treeSize)})` : 'no head it cosigned is still what the log gives';
+    const madeAt = (t: number | undefined, cosignedAt: number) => `${t !== undefined ? `, the newest made ${new Date(t).toISOString()}` : ''} (cosigned ${new Date(cosignedAt).toISOString()})`;
+    const span = (from: number, to: number) => (from === to ? `combined checkpoint ${to} was` : `combined checkpoints ${from}–${to} were`);
+    if (replaced) {
+      const n = replaced.row.treeSize;
+      const from = (good?.treeSize ?? 0) + 1;
+      ctx.fail({
+        chain: origin,
+        problem: 'replaced',
+        message: `the group log was rewritten after ${label} saw it: it cosigned the head of ${n} combined checkpoints${madeAt(replaced.time, replaced.row.cosignedAt)}, but ${where}'s first ${n} give another root (a fork): ${span(from, n)} deleted or replaced (${where} now holds ${named(from)} there); ${since}`,
+      });
+    } else if (deleted) {
+      const n = Math.max(...mine.map((r) => r.treeSize));
+      ctx.fail({
+        chain: origin,
+        problem: 'deleted',
+        message: `${span(size + 1, n)} deleted: ${label} cosigned the group log's head of ${n} combined checkpoints${madeAt(deleted.time, deleted.row.cosignedAt)}, but ${where} holds ${size}${size ? `, the newest ${named(size)}` : ''}; ${since}`,
+      });
+    } else if (!broken && good) out.push({ witness: w.name, treeSize: good.treeSize, cosignedAt: good.cosignedAt, of: size });
+  }
+  return out;
 }
 
 /** Every combined checkpoint in the store (none in a store from before migration 7). */

@@ -22,11 +22,23 @@ import { keyFingerprint } from '../checkpoint-signer';
 import { MerkleAccumulator } from '../merkle';
 import { type NoteVerifier, parseCheckpointText, parseNote, parseVerifierKey, verifyNote } from '../signed-note';
 import { groupId, listGateways, rowProblem, rowVerifier, type GatewayRow } from '../shared-store/enrolment';
-import { checkCombined, type CombinedReport, readCombined, type StoredCombined, wantedSizes } from './combined';
+import { checkCombined, checkGroupWitnessed, type CombinedReport, type GroupWitnessReport, type GroupWitnessRow, readCombined, readGroupWitnessRows, type StoredCombined, wantedSizes } from './combined';
 import { citesOthers, eventRefs, PG_EVENT_COLUMNS, payloadIntact, type PgEventRow, rowChainHash } from '../shared-store/schema';
 import type { EventRef } from '../../../shared/events';
 
-export type SharedStoreProblem = 'modified' | 'deleted' | 'reordered' | 'truncated' | 'inconsistent' | 'signature-invalid' | 'unapproved-signer' | 'unknown-chain' | 'bad-reference' | 'bundle-modified';
+export type SharedStoreProblem =
+  | 'modified'
+  | 'deleted'
+  | 'reordered'
+  | 'truncated'
+  | 'inconsistent'
+  | 'signature-invalid'
+  | 'unapproved-signer'
+  | 'unknown-chain'
+  | 'bad-reference'
+  | 'bundle-modified'
+  | 'unwitnessed'
+  | 'replaced';
 
 export interface SharedStoreFailure {
   chain: string;
@@ -57,6 +69,8 @@ export interface SharedStoreReport {
   pinned: boolean;
   /** The group's combined checkpoints (verify/combined.ts). */
   combined: CombinedReport;
+  /** With --witness-key: what each witness cosigned of the group's log of combined checkpoints. */
+  witnessed?: GroupWitnessReport[];
   failures: SharedStoreFailure[];
   durationMs: number;
 }
@@ -89,6 +103,8 @@ export interface ChainSource {
   /** Every chain the source holds rows or checkpoints of. */
   chainIds(): Promise<Set<string>>;
   combined(): Promise<StoredCombined[]>;
+  /** Witnesses' cosignatures on the group log (the store keeps them; a bundle does not carry them). */
+  groupWitnessRows?(): Promise<GroupWitnessRow[]>;
   group(): Promise<string | undefined>;
   checkpoints(gateway: string): Promise<StoredChainCheckpoint[]>;
   /** Up to `limit` entries of the chain from seq `from` on, in seq order (a missing seq is simply absent). */
@@ -108,6 +124,7 @@ export function storeSource(client: pg.ClientBase): ChainSource {
         ...(await client.query<{ gateway: string }>('SELECT DISTINCT gateway FROM custody_checkpoints')).rows.map((r) => r.gateway),
       ]),
     combined: () => readCombined(client),
+    groupWitnessRows: () => readGroupWitnessRows(client),
     group: () => groupId(client),
     checkpoints: async (gateway) =>
       (
@@ -160,7 +177,7 @@ export function parsePinnedKeys(text: string): Set<string> {
   return out;
 }
 
-export async function verifySharedStore(client: pg.ClientBase, opts: { store: string; pinned?: Set<string> }): Promise<SharedStoreReport> {
+export async function verifySharedStore(client: pg.ClientBase, opts: { store: string; pinned?: Set<string>; witnesses?: NoteVerifier[] }): Promise<SharedStoreReport> {
   return verifyChains(storeSource(client), opts);
 }
 
@@ -168,7 +185,7 @@ export async function verifySharedStore(client: pg.ClientBase, opts: { store: st
  * Every chain of a source, who signed them, their cross-references and the combined checkpoints:
  * what `custody verify --store` and `custody verify BUNDLE` (a bundle exported in a group) report.
  */
-export async function verifyChains(source: ChainSource, opts: { store: string; pinned?: Set<string> }): Promise<SharedStoreReport> {
+export async function verifyChains(source: ChainSource, opts: { store: string; pinned?: Set<string>; /** --witness-key: the group log must be cosigned by each. */ witnesses?: NoteVerifier[] }): Promise<SharedStoreReport> {
   const started = Date.now();
   const failures: SharedStoreFailure[] = [];
   const fail = (f: SharedStoreFailure) => failures.push(f);
@@ -177,6 +194,9 @@ export async function verifyChains(source: ChainSource, opts: { store: string; p
   const chainIds = await source.chainIds();
   for (const id of chainIds) if (!byId.has(id)) fail({ chain: id, problem: 'unknown-chain', message: `${source.label} holds rows of chain ${id}, which has no gateway row (no key to check it with)` });
 
+  // The witnesses' cosignatures first: rows are only appended, so every head they cosigned is within the combined checkpoints read next.
+  if (opts.witnesses?.length && !source.groupWitnessRows) throw new Error(`${source.label} does not carry the witnesses' cosignatures on the group log`);
+  const groupWitnessRows = opts.witnesses?.length ? await source.groupWitnessRows!() : undefined;
   const combined = await source.combined();
   const wanted = wantedSizes(combined);
   const chains = new Map<string, ChainState>();
@@ -235,10 +255,23 @@ export async function verifyChains(source: ChainSource, opts: { store: string; p
 
   await checkReferences(source, chains, fail);
   const facts = new Map([...chains].map(([id, c]) => [id, { trusted: !!c.report.trust, reached: c.reached, rootsAt: c.rootsAt }]));
-  const combinedReport = checkCombined(combined, { group: await source.group(), gateways: byId, chains: facts, fail, where: source.label });
+  const group = await source.group();
+  const combinedReport = checkCombined(combined, { group, gateways: byId, chains: facts, fail, where: source.label });
+  let witnessed: GroupWitnessReport[] | undefined;
+  if (opts.witnesses?.length) witnessed = checkGroupWitnessed(combined, groupWitnessRows!, opts.witnesses, { group, fail, where: source.label });
 
   const reports = [...chains.values()].map((c) => c.report);
-  return { ok: failures.length === 0, store: opts.store, chains: reports, events: reports.reduce((n, r) => n + r.events, 0), pinned, combined: combinedReport, failures, durationMs: Date.now() - started };
+  return {
+    ok: failures.length === 0,
+    store: opts.store,
+    chains: reports,
+    events: reports.reduce((n, r) => n + r.events, 0),
+    pinned,
+    combined: combinedReport,
+    ...(witnessed ? { witnessed } : {}),
+    failures,
+    durationMs: Date.now() - started,
+  };
 }
 
 /**
