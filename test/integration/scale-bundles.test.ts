@@ -499,6 +499,7 @@ describe('evidence bundles exported in a group', () => {
     for (const m of [a, b]) assert.equal(perChain.get(m.id), events.filter((e) => e.gateway === m.id && (e['time'] as number) >= since).length, `${m.name}: OCSF records of the window`);
     assert.equal(perChain.get(c.id), manifest.events, "C's own: its events.jsonl");
     assert.ok(!ocsfRecords(files).some((r) => r.unmapped.custody.kind === 'gateway.approved'), 'no approval outside the window');
+    assert.deepEqual(JSON.parse(files.get('holds.json')!.toString('utf8')), [], "A's hold, created before the window, is not in holds.json");
     const v = await verify(out, '--keys', keysFile);
     assert.equal(v.status, 0, v.stderr);
     assert.match(v.stdout, /^OK: bundle .* \(filtered export\)/m);

@@ -194,7 +194,10 @@ export async function writeGroupChains(client: pg.ClientBase, dir: string, opts:
     writeFile(dir, 'group-gateways.json', [JSON.stringify(gateways, null, 2)]);
     // Every gateway's holds, each once, as its owner last wrote it (the votes cast on any gateway in it).
     const holds: GroupExport['holds'] = [];
-    for (const r of (await client.query<{ gateway: string; view: string; created_at: string }>('SELECT gateway, view, created_at FROM custody_holds ORDER BY created_at, id')).rows) {
+    const inWindow: unknown[] = [];
+    const bounds = [filter.from !== undefined ? `created_at >= $${inWindow.push(filter.from)}` : '', filter.to !== undefined ? `created_at <= $${inWindow.push(filter.to)}` : ''].filter(Boolean);
+    const holdRows = await client.query<{ gateway: string; view: string; created_at: string }>(`SELECT gateway, view, created_at FROM custody_holds ${bounds.length ? `WHERE ${bounds.join(' AND ')}` : ''} ORDER BY created_at, id`, inWindow);
+    for (const r of holdRows.rows) {
       let view: HoldView;
       try {
         view = JSON.parse(r.view) as HoldView;
