@@ -193,7 +193,7 @@ try {
       const stage = mkdtempSync(join(tmpdir(), 'custody-bench-bundle-'));
       try {
         t = performance.now();
-        const section = await writeGroupChains(last, stage, { filter: {}, store: 'bench' });
+        const section = (await writeGroupChains(last, stage, { filter: {}, store: 'bench' })).section;
         const exportMs = performance.now() - t;
         const files = new Map(GROUP_BUNDLE_FILES.map((f) => [f, readFileSync(join(stage, f))]));
         const bytes = GROUP_BUNDLE_FILES.reduce((n, f) => n + statSync(join(stage, f)).size, 0);

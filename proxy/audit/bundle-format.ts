@@ -30,6 +30,7 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream, statSync } from 'node:fs';
+import type { HoldView } from '../../shared/holds';
 
 /** `manifest.json` → `format`. */
 export const BUNDLE_FORMAT = 'custody-evidence-bundle/1';
@@ -152,6 +153,22 @@ export interface GroupSection {
   combined: number;
   /** True: every row of every chain up to its size (no filter). False: the filter's rows and GROUP_TRUST_KINDS, the rest by hash. */
   full: boolean;
+}
+
+/**
+ * What the group part's reader hands the exporter beside the group files, for `ocsf.jsonl`,
+ * `holds.json` and `report.html` to cover every chain (export.ts). Not itself in the bundle.
+ */
+export interface GroupExport {
+  section: GroupSection;
+  /**
+   * Rows of group-events.jsonl outside the filter, carried only because they say who may sign
+   * (GROUP_TRUST_KINDS), as `<gateway> <seq>`: the report and the OCSF records follow the filter,
+   * as the exporting gateway's part does. Empty without a filter.
+   */
+  carriedOnly: string[];
+  /** Every gateway's holds in the filter's window, each as its owner last wrote it to the store (with the votes cast on any gateway). */
+  holds: { gateway: string; view: HoldView }[];
 }
 
 export type BundleFilter = { from?: number; to?: number; user?: string; connection?: string };

@@ -5,22 +5,29 @@
  *
  * The export appends `export.created` (with the manifest digest) once the bundle is complete. It
  * reads the store in pages and yields between them, so a gateway keeps serving while it runs.
+ *
+ * In a group (`store.url`) the bundle also carries every chain of the shared store (group-export.ts),
+ * and `ocsf.jsonl`, `holds.json` and `report.html` cover them all: the other chains' events in the
+ * filter, each record and row naming its gateway, and a per-gateway part in the report. Without a
+ * group these three files are as they always were.
  */
 import { type CastSource, type TerminalFrame, toAsciicast } from '../../shared/asciicast';
-import { mkdtempSync, openSync, closeSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
+import { createReadStream, mkdtempSync, openSync, closeSync, readFileSync, readSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
+import { createInterface } from 'node:readline';
 import { parseDuration, type Config } from '../../shared/config';
 import type { AuditEvent, ExportCreatedPayload } from '../../shared/events';
+import type { HoldView } from '../../shared/holds';
 import { newId } from '../ids';
 import type { AuditTrail, Checkpoint } from './checkpoints';
 import { HASH_SIZE, MerkleTree } from './merkle';
 import { ocsfJson, type OcsfContext } from './ocsf';
-import { renderReport, type AccessRow, type ReportData } from './report';
+import { renderReport, type AccessRow, type GatewaySummaryRow, type HoldOutcomeRow, type ReportData, type SessionRow } from './report';
 import type { AuditStore } from './store';
 import { sha256hex, storedPayloadText } from './store';
 import { writeTarGz } from './tar';
-import { BUNDLE_FILES, BUNDLE_FORMAT, type BundleManifest, eventLine, GROUP_BUNDLE_FILES, type GroupSection, manifestFileEntry, manifestNoteText, proofLine } from './bundle-format';
+import { type BundleEvent, BUNDLE_FILES, BUNDLE_FORMAT, type BundleManifest, eventLine, GROUP_BUNDLE_FILES, type GroupExport, type GroupSection, manifestFileEntry, manifestNoteText, proofLine } from './bundle-format';
 import type { VerifyReport } from './verify/checks';
 
 export interface ExportFilter {
@@ -47,10 +54,11 @@ export interface ExportOptions {
   verify: () => Promise<VerifyReport> | VerifyReport;
   /**
    * In a group (`store.url`): writes the group files (every chain of the shared store,
-   * shared-store/group-export.ts) into the staging dir and returns the manifest's `group`. An
-   * export in a group fails when this fails: a bundle without the group's chains is not cut.
+   * shared-store/group-export.ts) into the staging dir and returns the manifest's `group`, with
+   * what the report, OCSF records and holds need of the other chains. An export in a group fails
+   * when this fails: a bundle without the group's chains is not cut.
    */
-  group?: (stageDir: string) => Promise<GroupSection>;
+  group?: (stageDir: string) => Promise<GroupExport>;
   onProgress?: (done: number, total: number) => void;
 }
 
@@ -142,14 +150,20 @@ export async function exportBundle(opts: ExportOptions): Promise<ExportResult> {
     const tree = MerkleTree.fromEventHashes(hashes);
     if (tree.root().toString('hex') !== checkpoint.rootHash) throw new ExportError('the stored event hashes do not match the checkpoint just signed; run custody verify');
     writeFileIn(stage, 'hashes.bin', hashes);
+    const key = trail.signer.info();
+    // Every chain of the group, from the shared store (before this gateway's events are mapped: each OCSF record names its chain).
+    const grouped = opts.group ? await opts.group(stage) : undefined;
+    const group = grouped?.section;
+    const self = group ? { id: key.fingerprint, name: group.chains.find((c) => c.gateway === key.fingerprint)?.name || trail.signer.name } : undefined;
 
     const ctx: OcsfContext = {
       connectionKinds: connectionKinds(store, opts.config),
       actorNames: new Map(),
       product: { name: 'Custody', version: opts.version },
       origin: trail.signer.name,
+      ...(self ? { gateway: self } : {}),
     };
-    const stats = newStats();
+    const stats = newStats(self?.id);
     const eventsFd = openSync(join(stage, 'events.jsonl'), 'w', 0o600);
     const ocsfFd = openSync(join(stage, 'ocsf.jsonl'), 'w', 0o600);
     const proofsFd = openSync(join(stage, 'proofs.jsonl'), 'w', 0o600);
@@ -176,7 +190,7 @@ export async function exportBundle(opts: ExportOptions): Promise<ExportResult> {
           ev.push(eventLine({ seq, time, kind, session, actor, connection, payloadText: text, spansText: spansText ?? '[]', purged, payloadHash, prevHash, hash }));
           const parsedPayload = purged ? null : (JSON.parse(text) as unknown);
           const parsedSpans = spansText ? (JSON.parse(spansText) as { type: string }[]) : [];
-          collect(stats, { seq, time, kind, session, actor, connection, payload: parsedPayload, spans: parsedSpans }, ctx);
+          collect(stats, { seq, time, kind, session, actor, connection, payload: parsedPayload, spans: parsedSpans }, ctx, self?.id);
           if (session && (kind === 'ssh.request' || kind === 'ssh.output')) castFrames(casts, session, time, kind, parsedPayload);
           oc.push(ocsfJson({ seq, time, kind, session, actor, connection, payload: parsedPayload, masked: parsedSpans.length, hash }, ctx));
           pr.push(proofLine(seq, T, tree.inclusionProof(seq - 1)));
@@ -191,6 +205,8 @@ export async function exportBundle(opts: ExportOptions): Promise<ExportResult> {
         opts.onProgress?.(done, total);
         await yieldToLoop();
       }
+      // The other chains' events in the filter, from group-events.jsonl: into the OCSF records and the report's figures.
+      if (grouped && self) await collectGroup(stage, grouped, self.id, ctx, stats, ocsfFd);
     } finally {
       closeSync(eventsFd);
       closeSync(ocsfFd);
@@ -208,9 +224,10 @@ export async function exportBundle(opts: ExportOptions): Promise<ExportResult> {
     const cosigs = store.db.prepare('SELECT witness, key_id, tree_size, root_hash, checkpoint, signature, cosigned_at FROM checkpoint_cosignatures WHERE tree_size <= ? ORDER BY tree_size, witness').all(T);
     writeFileIn(stage, 'cosignatures.jsonl', cosigs.map((c) => JSON.stringify(c)).join('\n') + (cosigs.length ? '\n' : ''));
     writeFileIn(stage, 'checkpoint.txt', checkpoint.note);
-    const key = trail.signer.info();
     writeFileIn(stage, 'public-key.txt', `${key.verifierKey}\n${key.fingerprint}\n`);
-    writeFileIn(stage, 'holds.json', `${JSON.stringify(holdsIn(store, filter), null, 2)}\n`);
+    const holds = grouped && self ? groupHolds(holdsIn(store, filter), grouped, self.id) : holdsIn(store, filter);
+    writeFileIn(stage, 'holds.json', `${JSON.stringify(holds, null, 2)}\n`);
+    if (grouped) withVotes(stats.holds, holds as (HoldView & { gateway: string })[]);
     const versions = policyVersionsInForce(store, filter, opts.config);
     writeFileIn(stage, 'policy-versions.json', `${JSON.stringify(versions, null, 2)}\n`);
 
@@ -231,6 +248,7 @@ export async function exportBundle(opts: ExportOptions): Promise<ExportResult> {
       lastSeq,
       byKind: stats.byKind,
       access: [...stats.access.values()].map((a) => ({ ...a, actorName: ctx.actorNames.get(a.actor) ?? null, sessions: a.sessionIds.size })).map(({ sessionIds: _s, ...rest }) => rest as AccessRow),
+      ...(grouped && self ? { group: groupReport(stage, grouped, self.id, { treeSize: T, hash: T ? hashes.toString('hex', (T - 1) * HASH_SIZE, T * HASH_SIZE) : '', time: checkpoint.time }, stats, holds, ctx) } : {}),
       decisions: stats.decisions,
       holds: stats.holds,
       holdCounts: stats.holdCounts,
@@ -244,8 +262,6 @@ export async function exportBundle(opts: ExportOptions): Promise<ExportResult> {
       recordingViews: stats.byKind['recording.viewed'] ?? 0,
     };
     writeFileIn(stage, 'report.html', renderReport(report));
-    // Every chain of the group, from the shared store.
-    const group = opts.group ? await opts.group(stage) : undefined;
 
     // Manifest over every file, then its signed digest.
     const names: string[] = BUNDLE_FILES.filter((name) => name !== 'manifest.json' && name !== 'manifest.note');
@@ -344,31 +360,67 @@ function writeFileIn(dir: string, name: string, data: string | Buffer): void {
 /** Running totals while events are read; `report.ts` turns them into the report's figures. */
 type Stats = Pick<ReportData, 'byKind' | 'decisions' | 'holds' | 'holdCounts' | 'masking' | 'logins' | 'keyChanges' | 'policyChanges'> & {
   access: Map<string, Omit<AccessRow, 'actorName' | 'sessions'> & { sessionIds: Set<string> }>;
+  /** This gateway's purged payloads (the manifest's `purged`). */
   purged: number;
+  /** In a group: each chain's events and sessions, and every session (keyed by gateway and session id). */
+  chains?: Map<string, { events: number; sessions: Set<string> }>;
+  sessions?: Map<string, Omit<SessionRow, 'actorName'>>;
 };
 
-function newStats(): Stats {
-  return { byKind: {}, access: new Map(), decisions: {}, holds: [], holdCounts: {}, masking: {}, logins: { success: 0, failure: 0, logout: 0 }, keyChanges: 0, policyChanges: 0, purged: 0 };
+/** `self`: this gateway's id, in a group (the figures are then kept per chain too). */
+function newStats(self?: string): Stats {
+  return {
+    byKind: {},
+    access: new Map(),
+    decisions: {},
+    holds: [],
+    holdCounts: {},
+    masking: {},
+    logins: { success: 0, failure: 0, logout: 0 },
+    keyChanges: 0,
+    policyChanges: 0,
+    purged: 0,
+    ...(self ? { chains: new Map(), sessions: new Map() } : {}),
+  };
 }
 
 const bump = (o: Record<string, number>, k: string, by = 1) => {
   o[k] = (o[k] ?? 0) + by;
 };
 
+/** Adds one event to the figures; `gateway`: its chain, in a group (rows then name it). */
 function collect(
   s: Stats,
   e: { seq: number; time: number; kind: string; session: string | null; actor: string | null; connection: string | null; payload: unknown; spans: { type: string }[] },
   ctx: OcsfContext,
+  gateway?: string,
 ): void {
   const p = (e.payload && typeof e.payload === 'object' ? e.payload : {}) as Record<string, unknown>;
   bump(s.byKind, e.kind);
+  if (gateway !== undefined && s.chains && s.sessions) {
+    let chain = s.chains.get(gateway);
+    if (!chain) s.chains.set(gateway, (chain = { events: 0, sessions: new Set() }));
+    chain.events++;
+    if (e.session) {
+      chain.sessions.add(e.session);
+      const key = `${gateway}\u0000${e.session}`;
+      let row = s.sessions.get(key);
+      if (!row) s.sessions.set(key, (row = { gateway, id: e.session, actor: e.actor, connection: e.connection, events: 0, requests: 0, first: e.time, last: e.time }));
+      row.events++;
+      if (e.kind === 'http.request' || e.kind === 'pg.statement' || e.kind === 'ssh.request') row.requests++;
+      row.actor ??= e.actor;
+      row.connection ??= e.connection;
+      row.first = Math.min(row.first, e.time);
+      row.last = Math.max(row.last, e.time);
+    }
+  }
   if (e.actor && typeof p['actorName'] === 'string' && !ctx.actorNames.has(e.actor)) ctx.actorNames.set(e.actor, p['actorName']);
   for (const span of e.spans) bump(s.masking, span.type || 'UNKNOWN');
   if ((e.kind === 'http.request' || e.kind === 'pg.statement') && e.actor) {
-    const key = `${e.actor}\u0000${e.connection ?? ''}`;
+    const key = `${e.actor}\u0000${e.connection ?? ''}${gateway !== undefined ? `\u0000${gateway}` : ''}`;
     let a = s.access.get(key);
     if (!a) {
-      a = { actor: e.actor, connection: e.connection ?? '', requests: 0, statements: 0, first: e.time, last: e.time, sessionIds: new Set() };
+      a = { actor: e.actor, connection: e.connection ?? '', requests: 0, statements: 0, first: e.time, last: e.time, sessionIds: new Set(), ...(gateway !== undefined ? { gateway } : {}) };
       s.access.set(key, a);
     }
     if (e.kind === 'http.request') a.requests++;
@@ -390,6 +442,7 @@ function collect(
       requester: String(p['requester'] ?? ''),
       decidedBy: Array.isArray(p['decidedBy']) ? (p['decidedBy'] as unknown[]).map(String) : [],
       reason: String(p['reason'] ?? ''),
+      ...(gateway !== undefined ? { gateway } : {}),
     });
   }
   if (e.kind === 'auth.login') s.logins.success++;
@@ -397,6 +450,117 @@ function collect(
   if (e.kind === 'auth.logout') s.logins.logout++;
   if (e.kind === 'key.created' || e.kind === 'key.revoked') s.keyChanges++;
   if (e.kind === 'policy.changed' || e.kind === 'masking.changed' || e.kind === 'connection.changed') s.policyChanges++;
+}
+
+/**
+ * The other chains' events in the filter (group-events.jsonl, less this gateway's own chain, which
+ * events.jsonl carries, and the rows carried only to say who may sign): their OCSF records, each
+ * naming its chain, appended to `ocsfFd`, and their figures added to `stats`. Payloads are taken as
+ * the store holds them: masked as recorded.
+ */
+async function collectGroup(stage: string, grouped: GroupExport, self: string, ctx: OcsfContext, stats: Stats, ocsfFd: number): Promise<void> {
+  const carried = new Set(grouped.carriedOnly);
+  const contexts = new Map<string, OcsfContext>();
+  const contextOf = (gateway: string): OcsfContext => {
+    let c = contexts.get(gateway);
+    if (!c) {
+      // metadata.uid is `<chain id>#<seq>`: chains of one host share its default origin.
+      c = { ...ctx, origin: gateway, gateway: { id: gateway, name: grouped.section.chains.find((x) => x.gateway === gateway)?.name ?? '' } };
+      contexts.set(gateway, c);
+    }
+    return c;
+  };
+  const input = createReadStream(join(stage, 'group-events.jsonl'), 'utf8');
+  let oc: string[] = [];
+  try {
+    for await (const line of createInterface({ input, crlfDelay: Infinity })) {
+      if (!line) continue;
+      const e = JSON.parse(line) as BundleEvent & { gateway: string };
+      if (e.gateway === self || carried.has(`${e.gateway} ${e.seq}`)) continue;
+      const chainCtx = contextOf(e.gateway);
+      const payload = e.purged ? null : e.payload;
+      const spans = Array.isArray(e.spans) ? (e.spans as { type: string }[]) : [];
+      collect(stats, { seq: e.seq, time: e.time, kind: e.kind, session: e.session, actor: e.actor, connection: e.connection, payload, spans }, chainCtx, e.gateway);
+      oc.push(ocsfJson({ seq: e.seq, time: e.time, kind: e.kind, session: e.session, actor: e.actor, connection: e.connection, payload, masked: spans.length, hash: e.hash }, chainCtx));
+      if (oc.length >= PAGE) {
+        writeSync(ocsfFd, `${oc.join('\n')}\n`);
+        oc = [];
+        await yieldToLoop();
+      }
+    }
+  } finally {
+    input.destroy();
+  }
+  if (oc.length) writeSync(ocsfFd, `${oc.join('\n')}\n`);
+}
+
+/** A group bundle's holds: this gateway's (as it holds them) and every other gateway's from the store, each once, naming its gateway. */
+function groupHolds(own: unknown[], grouped: GroupExport, self: string): unknown[] {
+  const names = new Map(grouped.section.chains.map((c) => [c.gateway, c.name]));
+  const named = (view: HoldView, gateway: string) => ({ ...view, gateway, gatewayName: names.get(gateway) ?? '' });
+  const rows = own.map((v) => named(v as HoldView, self));
+  const seen = new Set(rows.map((r) => r.id));
+  for (const h of grouped.holds) {
+    if (h.gateway === self || seen.has(h.view.id)) continue;
+    seen.add(h.view.id);
+    rows.push(named(h.view, h.gateway));
+  }
+  return rows.sort((x, y) => x.createdAt - y.createdAt);
+}
+
+/** A group report's hold outcomes, each with its votes from holds.json and the gateway each was cast on (the hold's own when unnamed). */
+function withVotes(outcomes: HoldOutcomeRow[], holds: (HoldView & { gateway: string })[]): void {
+  const byId = new Map(holds.map((h) => [h.id, h]));
+  for (const o of outcomes) {
+    const h = byId.get(o.id);
+    if (h?.votes.length) o.votes = h.votes.map((v) => ({ byName: v.byName, decision: v.decision, gateway: v.gateway ?? h.gateway }));
+  }
+}
+
+/** The report's per-gateway part: each chain's figures, head and newest checkpoint, and every session. */
+function groupReport(stage: string, grouped: GroupExport, self: string, ownHead: { treeSize: number; hash: string; time: number }, stats: Stats, holds: unknown[], ctx: OcsfContext): NonNullable<ReportData['group']> {
+  const newest = new Map<string, { treeSize: number; time: number }>();
+  for (const line of readFileSync(join(stage, 'group-checkpoints.jsonl'), 'utf8').split('\n')) {
+    if (!line) continue;
+    const c = JSON.parse(line) as { gateway: string; treeSize: number; time: number };
+    const had = newest.get(c.gateway);
+    if (!had || c.treeSize > had.treeSize || (c.treeSize === had.treeSize && c.time > had.time)) newest.set(c.gateway, { treeSize: c.treeSize, time: c.time });
+  }
+  const holdsOf = new Map<string, number>();
+  for (const h of holds as { gateway: string }[]) holdsOf.set(h.gateway, (holdsOf.get(h.gateway) ?? 0) + 1);
+  const gateways: GatewaySummaryRow[] = [];
+  const hashesFd = openSync(join(stage, 'group-hashes.bin'), 'r');
+  try {
+    let offset = 0;
+    const chains = grouped.section.chains.some((c) => c.gateway === self) ? grouped.section.chains : [...grouped.section.chains, { gateway: self, name: '', size: 0, events: 0 }];
+    for (const c of chains) {
+      const own = c.gateway === self;
+      let hash = '';
+      if (own) hash = ownHead.hash;
+      else if (c.size > 0) {
+        const buf = Buffer.alloc(HASH_SIZE);
+        readSync(hashesFd, buf, 0, HASH_SIZE, offset + (c.size - 1) * HASH_SIZE);
+        hash = buf.toString('hex');
+      }
+      offset += c.size * HASH_SIZE;
+      const figures = stats.chains?.get(c.gateway);
+      const checkpoint = own ? { treeSize: ownHead.treeSize, time: ownHead.time } : newest.get(c.gateway);
+      gateways.push({
+        id: c.gateway,
+        name: c.name,
+        self: own,
+        events: figures?.events ?? 0,
+        sessions: figures?.sessions.size ?? 0,
+        holds: holdsOf.get(c.gateway) ?? 0,
+        head: { size: own ? ownHead.treeSize : c.size, hash },
+        ...(checkpoint ? { checkpoint } : {}),
+      });
+    }
+  } finally {
+    closeSync(hashesFd);
+  }
+  const sessions = [...(stats.sessions?.values() ?? [])].map((r) => ({ ...r, actorName: r.actor ? (ctx.actorNames.get(r.actor) ?? null) : null })).sort((x, y) => x.first - y.first || x.gateway.localeCompare(y.gateway));
+  return { group: grouped.section.group, gateways, sessions };
 }
 
 /** Holds created in the window (and matching the user/connection filter), with their votes. */

@@ -11,7 +11,8 @@
  *
  * class_uid = category_uid × 1000 + class; type_uid = class_uid × 100 + activity_id. The original
  * event's seq and hash ride along in `metadata` and `unmapped`, so an OCSF record can be traced back
- * to the verified log.
+ * to the verified log. In a group bundle each record also names its chain (`unmapped.custody.gateway`,
+ * the gateway's id, and `gateway_name`).
  */
 import type { AuditEvent } from '../../shared/events';
 
@@ -27,7 +28,10 @@ export interface OcsfContext {
   /** Identity subject → display name, when known. */
   actorNames: Map<string, string>;
   product: { name: string; version: string };
+  /** Prefix of `metadata.uid` (`<origin>#<seq>`): the log's checkpoint origin, or in a group bundle another chain's id. */
   origin: string;
+  /** In a group bundle: the chain the events are of (its gateway id and host name), named in every record. */
+  gateway?: { id: string; name: string };
 }
 
 type Obj = Record<string, unknown>;
@@ -134,7 +138,8 @@ export function ocsfJson(e: OcsfSource, ctx: OcsfContext, chain?: OcsfChain): st
     s += `,"metadata":{"version":"${OCSF_VERSION}","product":${product(ctx)},"uid":${q(`${ctx.origin}#${e.seq}`)},"log_name":${qc(e.kind)},"original_time":"${e.time}"${session ? `,"correlation_uid":${session}` : ''}${profiles ? `,"profiles":[${profiles}]` : ''}}`;
     if (e.actor) s += `,"actor":{"user":{"uid":${qc(e.actor)}${actorName ? `,"name":${q(actorName)}` : ''}}${session ? `,"session":{"uid":${session}}` : ''}}`;
     const chainFields = chain ? `,"prev_hash":${q(chain.prevHash)},"payload_hash":${q(chain.payloadHash)}` : '';
-    s += `,"unmapped":{"custody":{"seq":${e.seq},"kind":${qc(e.kind)},"hash":${q(e.hash)}${opt('connection', e.connection)},"masked":${e.masked}${chainFields}}${unmappedMore}}`;
+    const gatewayFields = ctx.gateway ? `,"gateway":${q(ctx.gateway.id)},"gateway_name":${q(ctx.gateway.name)}` : '';
+    s += `,"unmapped":{"custody":{"seq":${e.seq},"kind":${qc(e.kind)},"hash":${q(e.hash)}${opt('connection', e.connection)},"masked":${e.masked}${chainFields}${gatewayFields}}${unmappedMore}}`;
     return s;
   };
 

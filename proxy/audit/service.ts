@@ -23,7 +23,7 @@ import { WitnessPublisher, type WitnessStatus } from './witnessing';
 import type { VerifyReport } from './verify/checks';
 import type { SignerStatus } from '../../shared/evidence';
 import type { SecretWrapper } from '../secret-wrapper';
-import type { GroupSection } from './bundle-format';
+import type { GroupExport } from './bundle-format';
 
 /** What the control plane keeps of the last verification (shared/api.ts), with the verifier's own failure type. */
 export interface VerificationRecord extends StoredVerification {
@@ -73,7 +73,7 @@ export class AuditService {
   /** Payload retention (retention.payloadsAfter), bounded by the archive when there is one. */
   retention: RetentionSchedule = { stop: () => {}, runIfDue: () => {} };
   /** In a group: writes the group part of a bundle (every chain of the shared store) into a dir; set once the gateway has joined. */
-  groupExport?: (dir: string, filter: ExportFilter) => Promise<GroupSection>;
+  groupExport?: (dir: string, filter: ExportFilter) => Promise<GroupExport>;
 
   private constructor(
     readonly trail: AuditTrail,

@@ -114,7 +114,7 @@ describe('the group part of a bundle', () => {
     await append(x, 'http.request', { n: 4 }); // past X's checkpoint
 
     const dir = tempDir('custody-group-cut-');
-    const section: GroupSection = await writeGroupChains(sql, dir, { filter: {}, store: 'test' });
+    const section: GroupSection = (await writeGroupChains(sql, dir, { filter: {}, store: 'test' })).section;
     const sizes = Object.fromEntries(section.chains.map((c) => [c.gateway, c.size]));
     assert.deepEqual(sizes, { [x.id]: 3, [y.id]: 2 }, "X at its checkpoint; Y at the event X's vote cites, past its own checkpoint, not beyond");
     const files = new Map(GROUP_BUNDLE_FILES.map((f) => [f, readFileSync(join(dir, f))]));

@@ -6,7 +6,10 @@
  *
  * - A bundle exported from B over REST (what the console's export does) carries every chain as the
  *   store holds it, each chain's checkpoints, the combined checkpoints and the gateway rows, and
- *   `custody verify BUNDLE --keys` passes, as `custody verify --store` does on the store.
+ *   `custody verify BUNDLE --keys` passes, as `custody verify --store` does on the store. Its
+ *   report.html, ocsf.jsonl and holds.json cover every chain: the report names every gateway and
+ *   lists a session recorded on C, ocsf.jsonl holds one record per exported event of each chain,
+ *   each naming its chain, and holds.json holds A's hold once, with B's vote.
  * - Tampered with, it fails naming the chain, the seq and the check, even when B (whose key signs
  *   the bundle's manifest) signs the tampered manifest again: an event of A's chain edited, the
  *   tail of C's chain deleted, C's chain dropped, a combined checkpoint's signature replaced, a
@@ -15,7 +18,8 @@
  * - A tail deleted in the store is reported by `verify --store` and by a bundle exported after it,
  *   with the same problem, chain and seq.
  * - A bundle from before group bundles existed (test/fixtures/bundles, exported by the code of
- *   commit eb015f6) still verifies, and a gateway without a store still exports that format.
+ *   commit eb015f6) still verifies, and a gateway without a store still exports that format (no
+ *   gateway in its OCSF records or holds, no per-gateway part in its report).
  */
 import assert from 'node:assert/strict';
 import { generateKeyPairSync } from 'node:crypto';
@@ -179,6 +183,25 @@ function groupHashes(files: Map<string, Buffer>, manifest: BundleManifest): Map<
 }
 const setHashes = (files: Map<string, Buffer>, manifest: BundleManifest, hashes: Map<string, string[]>) => files.set('group-hashes.bin', Buffer.concat(manifest.group!.chains.map((c) => Buffer.from(hashes.get(c.gateway)!.join(''), 'hex'))));
 
+/** The lines of ocsf.jsonl, parsed. */
+type OcsfRecord = { metadata: { uid: string; log_name: string }; unmapped: { custody: { seq: number; kind: string; hash: string; gateway?: string; gateway_name?: string } } };
+function ocsfRecords(files: Map<string, Buffer>): OcsfRecord[] {
+  return files
+    .get('ocsf.jsonl')!
+    .toString('utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as OcsfRecord);
+}
+/** ocsf.jsonl's records counted by the chain each names. */
+function ocsfByChain(files: Map<string, Buffer>): Map<string | undefined, number> {
+  const out = new Map<string | undefined, number>();
+  for (const r of ocsfRecords(files)) out.set(r.unmapped.custody.gateway, (out.get(r.unmapped.custody.gateway) ?? 0) + 1);
+  return out;
+}
+/** The rows (`<tr>…</tr>`) of report.html that contain `text`. */
+const reportRows = (html: string, text: string) => (html.match(/<tr>.*?<\/tr>/gs) ?? []).filter((row) => row.includes(text));
+
 let a: Member;
 let b: Member;
 let c: Member;
@@ -226,6 +249,8 @@ describe('evidence bundles exported in a group', () => {
     const decided = await api<HoldView>(b, keys.carol!, `/api/holds/${hold.id}/decision`, { decision: 'approve', reason: 'ticket 7' });
     assert.equal(decided.status, 200, JSON.stringify(decided.body));
     assert.equal((await held).status, 200, 'the held request was released on A');
+    // The hold's row in the store, as A wrote it once resolved (with B's vote): written by A's hold worker, not shipped with the chain.
+    await until('A wrote the resolved hold to the store', async () => (await sql.query<{ state: string }>('SELECT state FROM custody_holds WHERE id = $1', [heldId])).rows[0]?.state === 'approved', 10_000);
     await settled([a, b, c]);
 
     bundle = join(root, 'from-b.tar.gz');
@@ -279,6 +304,56 @@ describe('evidence bundles exported in a group', () => {
     const tofu = await verify(bundle);
     assert.equal(tofu.status, 0, tofu.stderr);
     assert.match(tofu.stdout, /note: no --keys given: the first enrolled gateway was trusted on first use/);
+
+    // The report, the OCSF records and the holds cover every chain, each naming its gateway.
+    const own = files.get('events.jsonl')!.toString('utf8').split('\n').filter(Boolean).length;
+    const perChain = ocsfByChain(files);
+    assert.equal(perChain.get(undefined), undefined, 'every OCSF record names its chain');
+    assert.deepEqual(
+      [a, b, c].map((m) => [m.name, perChain.get(m.id) ?? 0]),
+      [a, b, c].map((m) => [m.name, m === b ? own : group.chains.find((x) => x.gateway === m.id)!.events]),
+      "one OCSF record per exported event of each chain: B's events.jsonl, A's and C's rows in group-events.jsonl",
+    );
+    assert.equal(own, manifest.events);
+    // A record of another chain is that chain's event: its seq, kind and hash.
+    const createdRecord = ocsfRecords(files).find((r) => r.unmapped.custody.gateway === a.id && r.unmapped.custody.seq === created.seq)!;
+    assert.ok(createdRecord, "A's hold.created has its OCSF record");
+    assert.equal(createdRecord.unmapped.custody.kind, 'hold.created');
+    assert.equal(createdRecord.unmapped.custody.hash, created['hash']);
+    assert.equal(createdRecord.unmapped.custody.gateway_name, hostname());
+    assert.equal(new Set(ocsfRecords(files).map((r) => r.metadata.uid)).size, ocsfRecords(files).length, 'no two OCSF records share a uid');
+
+    const holdRows = (JSON.parse(files.get('holds.json')!.toString('utf8')) as (HoldView & { gatewayName?: string })[]).filter((h) => h.id === heldId);
+    assert.equal(holdRows.length, 1, "A's hold appears once in holds.json");
+    assert.equal(holdRows[0]!.gateway, a.id, 'it names its gateway, A');
+    assert.equal(holdRows[0]!.state, 'approved');
+    assert.deepEqual(
+      holdRows[0]!.votes.map((v) => [v.gateway, v.decision, v.reason]),
+      [[b.id, 'approve', 'ticket 7']],
+      "with B's vote",
+    );
+
+    const html = files.get('report.html')!.toString('utf8');
+    for (const m of [a, b, c]) {
+      // Each chain's head: B's own at the bundle's checkpoint, the others' where the bundle cuts them.
+      const head = m === b ? manifest.checkpoint.treeSize : group.chains.find((x) => x.gateway === m.id)!.size;
+      const rows = reportRows(html, m.id!).filter((row) => row.includes(`seq ${head.toLocaleString('en-US')}<br>`));
+      assert.equal(rows.length, 1, `the report's per-gateway summary names ${m.name} (${m.id}) with its head at seq ${head}`);
+    }
+    const cSession = events.find((e) => e.gateway === c.id && e.kind === 'http.request' && typeof e['session'] === 'string')!;
+    assert.ok(cSession, 'a session recorded on C');
+    const sessionRows = reportRows(html, cSession['session'] as string);
+    assert.ok(sessionRows.some((row) => row.includes(c.id!)), `the report lists C's session ${String(cSession['session'])}, marked with C`);
+    assert.ok(reportRows(html, heldId).some((row) => row.includes(a.id!)), "the report's hold outcomes list A's hold, marked with A");
+    // Every file is in the signed manifest: an OCSF record changed afterwards is named.
+    for (const name of ['report.html', 'ocsf.jsonl', 'holds.json']) assert.ok(manifest.files[name], `${name} is in the manifest`);
+    const ocsfEdited = await verify(
+      await tampered(bundle, 'ocsf-edited.tar.gz', (f) => f.set('ocsf.jsonl', Buffer.from(f.get('ocsf.jsonl')!.toString('utf8').replace(String(created['hash']), '0'.repeat(64)))), false),
+      '--keys',
+      keysFile,
+    );
+    assert.equal(ocsfEdited.status, 1);
+    assert.match(ocsfEdited.stderr, /ocsf\.jsonl was changed after export/);
   });
 
   it('fails naming the chain, the seq and the check when any chain is tampered with, even under a manifest signed again', async () => {
@@ -418,6 +493,13 @@ describe('evidence bundles exported in a group', () => {
     assert.ok(!events.some((e) => e.kind === 'hold.created'), 'the hold, before the window, is carried by its hash only');
     assert.ok(events.some((e) => e.gateway === a.id && e.kind === 'gateway.approved'), 'the approvals, outside the window, are carried: they say who may sign');
     for (const x of manifest.group!.chains) assert.ok(x.events < x.size, `${x.name}: ${x.events} of ${x.size} rows`);
+    // OCSF, as the exporting gateway's part, follows the filter: the other chains' records are their
+    // events in the window, not the approvals carried outside it to say who may sign.
+    const perChain = ocsfByChain(files);
+    for (const m of [a, b]) assert.equal(perChain.get(m.id), events.filter((e) => e.gateway === m.id && (e['time'] as number) >= since).length, `${m.name}: OCSF records of the window`);
+    assert.equal(perChain.get(c.id), manifest.events, "C's own: its events.jsonl");
+    assert.ok(!ocsfRecords(files).some((r) => r.unmapped.custody.kind === 'gateway.approved'), 'no approval outside the window');
+    assert.deepEqual(JSON.parse(files.get('holds.json')!.toString('utf8')), [], "A's hold, created before the window, is not in holds.json");
     const v = await verify(out, '--keys', keysFile);
     assert.equal(v.status, 0, v.stderr);
     assert.match(v.stdout, /^OK: bundle .* \(filtered export\)/m);
@@ -474,6 +556,10 @@ describe('evidence bundles exported in a group', () => {
     const solo = readTar(readFileSync(out));
     assert.deepEqual([...solo.keys()].sort(), [...BUNDLE_FILES].sort());
     assert.equal((JSON.parse(solo.get('manifest.json')!.toString('utf8')) as BundleManifest).group, undefined);
+    assert.ok(ocsfRecords(solo).length > 0 && ocsfRecords(solo).every((r) => !('gateway' in r.unmapped.custody) && r.metadata.uid.startsWith('custody.test/solo#')), 'OCSF records as before');
+    assert.doesNotMatch(solo.get('report.html')!.toString('utf8'), /<h2>(Gateways|Sessions)/, 'no per-gateway part in the report');
+    const oldFiles = readTar(readFileSync(fixture));
+    assert.ok(ocsfRecords(oldFiles).every((r) => !('gateway' in r.unmapped.custody)));
     assert.equal((await verify(out)).status, 0);
   });
 });

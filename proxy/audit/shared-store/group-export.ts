@@ -10,13 +10,18 @@
  * (every root and link verifies from them); its rows in group-events.jsonl are all of them without
  * a filter, else the filter's and the ones that say who may sign (GROUP_TRUST_KINDS).
  *
+ * From the same snapshot it returns what the exporter needs for the bundle's report, OCSF records
+ * and holds over every chain (GroupExport): which rows are carried only for trust, and the holds
+ * of every gateway in the window.
+ *
  * Runs on the console worker (team-worker.ts) for the console's exports, in the CLI's own process
  * for `custody export`.
  */
 import { closeSync, openSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import type pg from 'pg';
-import { type BundleFilter, GROUP_TRUST_KINDS, type GroupChain, type GroupSection, groupEventLine } from '../bundle-format';
+import type { HoldView } from '../../../shared/holds';
+import { type BundleFilter, GROUP_TRUST_KINDS, type GroupChain, type GroupExport, groupEventLine } from '../bundle-format';
 import { HASH_SIZE } from '../merkle';
 import { parseNote } from '../signed-note';
 import { allCombined, parseCombinedText } from './combined-checkpoint';
@@ -26,8 +31,11 @@ import { citesOthers, eventRefs, PG_EVENT_COLUMNS, type PgEventRow } from './sch
 const HASH_PAGE = 50_000;
 const ROW_PAGE = 2_000;
 
-/** The SQL that selects a chain's rows for the filter (as export.ts selects the local ones), and its arguments after $1–$3. */
-function filterSql(f: BundleFilter): { where: string; args: unknown[] } {
+/**
+ * The SQL that selects a chain's rows for the filter (as export.ts selects the local ones) and the
+ * rows that say who may sign (`where`), the filter's alone (`selected`), and their arguments after $1–$3.
+ */
+function filterSql(f: BundleFilter): { where: string; selected: string; args: unknown[] } {
   const where: string[] = [];
   const args: unknown[] = [];
   const arg = (v: unknown) => `$${args.push(v) + 3}`;
@@ -39,16 +47,29 @@ function filterSql(f: BundleFilter): { where: string; args: unknown[] } {
     // The user's own events (by subject or display name) and everything in their sessions on that chain.
     where.push(`(actor = ${u} OR actor IN (SELECT actor FROM custody_sessions WHERE actor_name = ${u}) OR session IN (SELECT id FROM custody_sessions s WHERE s.gateway = $1 AND (s.actor = ${u} OR s.actor_name = ${u})))`);
   }
-  if (!where.length) return { where: 'true', args };
-  return { where: `((${where.join(' AND ')}) OR kind = ANY(${arg([...GROUP_TRUST_KINDS])}))`, args };
+  if (!where.length) return { where: 'true', selected: 'true', args };
+  const selected = `(${where.join(' AND ')})`;
+  return { where: `(${selected} OR kind = ANY(${arg([...GROUP_TRUST_KINDS])}))`, selected, args };
 }
 
 function writeLines(fd: number, lines: string[]): void {
   if (lines.length) writeSync(fd, `${lines.join('\n')}\n`);
 }
 
-/** Writes the group files into `dir` from one REPEATABLE READ snapshot of the store; returns the manifest's `group`. */
-export async function writeGroupChains(client: pg.ClientBase, dir: string, opts: { filter: BundleFilter; store: string }): Promise<GroupSection> {
+/** Holds created in the window (and matching the user/connection filter), as export.ts selects the local ones. */
+function holdInFilter(f: BundleFilter, createdAt: number, view: HoldView): boolean {
+  if (f.from !== undefined && createdAt < f.from) return false;
+  if (f.to !== undefined && createdAt > f.to) return false;
+  if (f.connection && view.connection !== f.connection) return false;
+  if (f.user && view.requester !== f.user) return false;
+  return true;
+}
+
+/**
+ * Writes the group files into `dir` from one REPEATABLE READ snapshot of the store; returns the
+ * manifest's `group` and, from the same snapshot, what the report, OCSF records and holds need.
+ */
+export async function writeGroupChains(client: pg.ClientBase, dir: string, opts: { filter: BundleFilter; store: string }): Promise<GroupExport> {
   const { filter } = opts;
   const full = !Object.values(filter).some((v) => v !== undefined && v !== null && v !== '');
   await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
@@ -97,10 +118,11 @@ export async function writeGroupChains(client: pg.ClientBase, dir: string, opts:
     const ids = [...cut.keys()].sort();
 
     const chains: GroupChain[] = [];
+    const carriedOnly: string[] = [];
     const hashesFd = openSync(join(dir, 'group-hashes.bin'), 'w', 0o600);
     const eventsFd = openSync(join(dir, 'group-events.jsonl'), 'w', 0o600);
     try {
-      const { where, args } = filterSql(filter);
+      const { where, selected, args } = filterSql(filter);
       for (const gateway of ids) {
         // Hashes 1..cut, stopping at the first missing row (verify then names the seq the signed checkpoints miss).
         let size = 0;
@@ -120,7 +142,15 @@ export async function writeGroupChains(client: pg.ClientBase, dir: string, opts:
         }
         let events = 0;
         for (let after = 0; after < size; ) {
-          const rows = (await client.query<PgEventRow>(`SELECT ${PG_EVENT_COLUMNS} FROM custody_events WHERE gateway = $1 AND seq > $2 AND seq <= $3 AND ${where} ORDER BY seq LIMIT ${ROW_PAGE}`, [gateway, after, size, ...args])).rows;
+          const rows = (
+            await client.query<PgEventRow & { selected: boolean }>(`SELECT ${PG_EVENT_COLUMNS}, ${selected} AS selected FROM custody_events WHERE gateway = $1 AND seq > $2 AND seq <= $3 AND ${where} ORDER BY seq LIMIT ${ROW_PAGE}`, [
+              gateway,
+              after,
+              size,
+              ...args,
+            ])
+          ).rows;
+          for (const r of rows) if (!r.selected) carriedOnly.push(`${gateway} ${Number(r.seq)}`);
           writeLines(
             eventsFd,
             rows.map((r) =>
@@ -162,8 +192,22 @@ export async function writeGroupChains(client: pg.ClientBase, dir: string, opts:
       combined.map(({ ranges: _ranges, ...row }) => JSON.stringify(row)),
     );
     writeFile(dir, 'group-gateways.json', [JSON.stringify(gateways, null, 2)]);
+    // Every gateway's holds, each once, as its owner last wrote it (the votes cast on any gateway in it).
+    const holds: GroupExport['holds'] = [];
+    const inWindow: unknown[] = [];
+    const bounds = [filter.from !== undefined ? `created_at >= $${inWindow.push(filter.from)}` : '', filter.to !== undefined ? `created_at <= $${inWindow.push(filter.to)}` : ''].filter(Boolean);
+    const holdRows = await client.query<{ gateway: string; view: string; created_at: string }>(`SELECT gateway, view, created_at FROM custody_holds ${bounds.length ? `WHERE ${bounds.join(' AND ')}` : ''} ORDER BY created_at, id`, inWindow);
+    for (const r of holdRows.rows) {
+      let view: HoldView;
+      try {
+        view = JSON.parse(r.view) as HoldView;
+      } catch {
+        continue; // an unreadable row says nothing about a hold; the chains' hold.* events still do
+      }
+      if (holdInFilter(filter, Number(r.created_at), view)) holds.push({ gateway: r.gateway, view });
+    }
     await client.query('COMMIT');
-    return { store: opts.store, group, chains, combined: combined.length, full };
+    return { section: { store: opts.store, group, chains, combined: combined.length, full }, carriedOnly, holds };
   } catch (err) {
     await client.query('ROLLBACK').catch(() => {});
     throw err;

@@ -13,7 +13,7 @@ import type { AuditEvent, SessionFilter, SessionSummary } from '../../../shared/
 import type { ServerMessageBody } from '../../../shared/messages';
 import type { StoreConfig } from '../../../shared/config';
 import type { Logger } from '../../log';
-import type { BundleFilter, GroupSection } from '../bundle-format';
+import type { BundleFilter, GroupExport } from '../bundle-format';
 import { workerSource } from '../../worker-source';
 import type { CheckpointSigner } from '../checkpoint-signer';
 import type { ConsoleSessionLookup, SharedConsoleSession } from './console-session-rows';
@@ -37,7 +37,7 @@ export interface TeamOps {
   lookupSession: { args: { digest: string }; value: ConsoleSessionLookup };
   endSessions: { args: { digests: string[] }; value: null };
   /** The group part of an evidence bundle, written into `dir` (group-export.ts). */
-  exportChains: { args: { dir: string; filter: BundleFilter; store: string }; value: GroupSection };
+  exportChains: { args: { dir: string; filter: BundleFilter; store: string }; value: GroupExport };
   /** Follow the other gateways' sessions (from what they have shipped so far), or stop. */
   follow: { args: { on: boolean }; value: null };
 }
