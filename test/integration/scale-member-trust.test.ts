@@ -293,10 +293,14 @@ async function shown(m: StoreMember): Promise<{ cli: Map<string, ListedRow>; con
 describe('what custody gateways list and the console show: a status counts only when proven, as the gateways prove members', () => {
   let c: StoreMember;
   const names = () => new Map([[a.id, 'A'], [b.id, 'B'], [c.id, 'C']]);
+  // A joiner proves its admission (scale-admission): the forged rows above list more than one
+  // enrolled gateway, and rows of A's chain were rewritten in the store, so neither the founder nor
+  // A's approval of B can be taken from it. C pins A and B, as a group whose store was tampered
+  // with would.
   const configC = () => ({
     listen: { control: '127.0.0.1:0', http: '127.0.0.1:0' },
     connections: [{ name: 'echo', kind: 'http', upstream: echo.url }],
-    store: { url: db.url, staleAfter: '5s' },
+    store: { url: db.url, staleAfter: '5s', trust: [a.id, b.id] },
   });
 
   before(async () => {
