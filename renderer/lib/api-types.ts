@@ -6,6 +6,7 @@
  */
 import type {
   AuditStatusResponse,
+  CombinedCheckpointHealth,
   ConnectionInput,
   ConnectionList,
   ConnectionTestResult,
@@ -104,8 +105,11 @@ export interface AuditStatus {
   sinks: SinkStatus[];
   /** The archive in object storage; null when audit.archive is not configured. */
   archive: ArchiveStatus | null;
-  /** The group's combined checkpoint (with a shared store); a refusal raises the banner. */
-  combinedCheckpoint?: { state: string; cause?: string };
+  /**
+   * The group's combined checkpoint (with a shared store); a refusal raises the banner. With
+   * audit.witnesses[], each witness's standing on the group's log of combined checkpoints.
+   */
+  combinedCheckpoint?: { state: string; cause?: string; witnesses?: CombinedCheckpointHealth['witnesses'] };
 }
 
 export interface VerifyResult {
@@ -239,7 +243,15 @@ export function readAuditStatus(r: AuditStatusResponse): AuditStatus {
     witnesses: r.witnesses,
     sinks: r.sinks,
     archive: r.archive,
-    ...(r.combinedCheckpoint ? { combinedCheckpoint: { state: r.combinedCheckpoint.state, ...(r.combinedCheckpoint.cause ? { cause: r.combinedCheckpoint.cause } : {}) } } : {}),
+    ...(r.combinedCheckpoint
+      ? {
+          combinedCheckpoint: {
+            state: r.combinedCheckpoint.state,
+            ...(r.combinedCheckpoint.cause ? { cause: r.combinedCheckpoint.cause } : {}),
+            ...(r.combinedCheckpoint.witnesses ? { witnesses: r.combinedCheckpoint.witnesses } : {}),
+          },
+        }
+      : {}),
   };
 }
 

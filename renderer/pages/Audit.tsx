@@ -57,6 +57,7 @@ export function AuditPage() {
   const failing = status
     ? [
         ...status.witnesses.filter((w) => w.state === 'failing').map((w) => `witness ${w.name}`),
+        ...(status.combinedCheckpoint?.witnesses ?? []).filter((w) => w.state === 'failing').map((w) => `witness ${w.name} (group log)`),
         ...status.sinks.filter((s) => s.state === 'failing').map((s) => `sink ${s.name}`),
         ...(status.archive?.state === 'failing' ? ['the archive'] : []),
       ]
@@ -148,9 +149,22 @@ export function AuditPage() {
         )}
       </section>
       {isAdmin && <GatewaysCard />}
-      {status && (status.witnesses.length > 0 || status.sinks.length > 0 || status.archive) && <EvidenceOutCard witnesses={status.witnesses} sinks={status.sinks} archive={status.archive} />}
+      {status && (status.witnesses.length > 0 || status.sinks.length > 0 || status.archive) && <EvidenceOutCard witnesses={status.witnesses} groupWitnesses={status.combinedCheckpoint?.witnesses} sinks={status.sinks} archive={status.archive} />}
       {caps.exportEvidence && <ExportCard />}
     </div>
+  );
+}
+
+function GroupWitnessCell({ w }: { w: GroupWitness | undefined }) {
+  if (!w) return <td>—</td>;
+  return (
+    <td data-testid={`group-witness-${w.name}`}>
+      {stateBadge(w.state)}
+      <div className="muted small">
+        {w.cosignedTreeSize === null ? 'none cosigned yet' : `${formatCount(w.cosignedTreeSize)} combined checkpoint${w.cosignedTreeSize === 1 ? '' : 's'} cosigned`}
+        {w.behind ? ` · ${formatCount(w.behind)} behind` : ''}
+      </div>
+    </td>
   );
 }
 
@@ -169,7 +183,10 @@ function FailureNote({ error, nextRetryAt, now }: { error: string | null; nextRe
   );
 }
 
-function EvidenceOutCard({ witnesses, sinks, archive }: { witnesses: WitnessStatus[]; sinks: SinkStatus[]; archive: ArchiveStatus | null }) {
+/** A witness's standing on the group's log of combined checkpoints (shared store only). */
+type GroupWitness = NonNullable<NonNullable<AuditStatus['combinedCheckpoint']>['witnesses']>[number];
+
+function EvidenceOutCard({ witnesses, groupWitnesses, sinks, archive }: { witnesses: WitnessStatus[]; groupWitnesses: GroupWitness[] | undefined; sinks: SinkStatus[]; archive: ArchiveStatus | null }) {
   const now = Date.now();
   return (
     <section className="card" data-testid="evidence-out">
@@ -187,6 +204,7 @@ function EvidenceOutCard({ witnesses, sinks, archive }: { witnesses: WitnessStat
               <th>State</th>
               <th>Last cosigned checkpoint</th>
               <th>Behind</th>
+              {groupWitnesses && <th title="The group's log of combined checkpoints, one leaf per combined checkpoint of every gateway's chain">Group log</th>}
             </tr>
           </thead>
           <tbody>
@@ -211,6 +229,7 @@ function EvidenceOutCard({ witnesses, sinks, archive }: { witnesses: WitnessStat
                   )}
                 </td>
                 <td>{w.behind ? `${formatCount(w.behind)} checkpoint${w.behind === 1 ? '' : 's'}` : '—'}</td>
+                {groupWitnesses && <GroupWitnessCell w={groupWitnesses.find((g) => g.name === w.name)} />}
               </tr>
             ))}
           </tbody>

@@ -3,10 +3,14 @@
 // deleted by SQL from the store's copy of that chain, after a combined checkpoint committed to them,
 // make it refuse, and admins get a banner naming the chain; a reviewer sees the page without it.
 import assert from 'node:assert/strict';
+import { generateKeyPairSync } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import type pg from 'pg';
 import { keyFingerprint } from '../../proxy/audit/checkpoint-signer';
-import { newPage, signIn } from '../support/browser';
+import { formatCosignerKey } from '../../proxy/audit/cosignature';
+import { ed25519RawPublicKey } from '../../proxy/audit/signed-note';
+import { newPage, screenshot, signIn } from '../support/browser';
+import { freePort } from '../support/ports';
 import { createTestDatabase, type TestDatabase } from '../support/pg-database';
 import { until } from '../support/until';
 import { type ConsoleEnv, startConsoleEnv } from './console-harness';
@@ -19,11 +23,27 @@ describe('console: a refused combined checkpoint on the Audit page', () => {
   before(async () => {
     db = await createTestDatabase('custody_test_console_combined');
     sql = await db.client();
-    env = await startConsoleEnv({ config: { store: { url: db.url }, audit: { groupCheckpointInterval: '1s' } } });
+    // A witness nobody answers for: its standing on the group's log shows on the page too.
+    const witness = { name: 'offsite', url: `http://127.0.0.1:${await freePort()}`, key: formatCosignerKey('witness.test/offsite', ed25519RawPublicKey(generateKeyPairSync('ed25519').privateKey)) };
+    env = await startConsoleEnv({ config: { store: { url: db.url }, audit: { groupCheckpointInterval: '1s', witnesses: [witness] } } });
   });
   after(async () => {
     await env?.stop();
     await db?.drop();
+  });
+
+  it("shows each witness's standing on the group's log of combined checkpoints, and a failing one in the banner", async () => {
+    const { page, errors } = await newPage(env.browser);
+    await signIn(page, env.control, env.adminKey);
+    await page.goto(`${env.control}/#/audit`);
+    const cell = page.getByTestId('group-witness-offsite');
+    await cell.waitFor({ timeout: 20_000 });
+    // The page refreshes every 5 s: the first send to the witness fails within a combined interval.
+    for (let i = 0; i < 60 && !/failing/.test(await cell.innerText()); i++) await new Promise((r) => setTimeout(r, 500));
+    assert.match(await cell.innerText(), /failing[\s\S]*none cosigned yet/);
+    assert.match(await page.getByTestId('evidence-banner').innerText(), /witness offsite \(group log\)/);
+    await screenshot(page, 'audit-group-log-witness');
+    assert.deepEqual(errors.filter((e) => !/Failed to load resource/.test(e)), [], 'no script errors');
   });
 
   it('shows admins a banner naming the chain whose tail was deleted, and reviewers none', async () => {
