@@ -24,7 +24,7 @@ const COMMANDS: Record<string, [Command, string[], string]> = {
   persons: [personsCommand, ['json'], 'persons list | create NAME | link PERSON CREDENTIAL | lock PERSON   who holds which credentials'],
   'ssh-login': [sshLoginCommand, ['json'], 'ssh-login (--token-file FILE | --issuer URL --client-id ID) [--gateway URL] [--ttl 8h] [--out FILE | --key FILE] [--connection C]   a short-lived SSH key for your OIDC identity'],
   'login-link': [loginLinkCommand, [], 'login-link                                   a fresh console login link (single use, 10 minutes)'],
-  verify: [verifyCommand, ['json', 'show-key', 'show-keys', 'force-path-style'], 'verify [PATH | s3://BUCKET/PREFIX] [--since-checkpoint FILE] [--key FINGERPRINT] [--witness-key VKEY ...] [--endpoint URL --region R] | --show-key | --store postgres://… [--keys FILE] [--show-keys]   check a data dir, bundle, segment, archive or shared store'],
+  verify: [verifyCommand, ['json', 'show-key', 'show-keys', 'force-path-style'], 'verify [PATH | s3://BUCKET/PREFIX] [--since-checkpoint FILE] [--key FINGERPRINT] [--witness-key VKEY ...] [--endpoint URL --region R] | --show-key | --store postgres://… [--keys FILE] [--show-keys] [--witness-key VKEY [--ask-witness URL]]   check a data dir, bundle, segment, archive or shared store'],
   gateways: [gatewaysCommand, ['json'], 'gateways list | approve ID | remove ID --reason TEXT   gateways sharing the store of --config; approve a pending one, remove one from the group'],
   export: [exportCommand, [], 'export --out FILE [--from T] [--to T] [--user U] [--connection C]   evidence bundle'],
   journal: [journalCommand, ['json'], 'journal salvage                              fold a damaged journal\'s readable lines, keep the damaged ones aside'],

@@ -107,11 +107,24 @@ export class Witness {
     return cosign(parsed.text, this.opts.name, this.opts.privateKey, Math.floor(now / 1000));
   }
 
+  /**
+   * What this witness last cosigned for `origin` (`GET /checkpoint?origin=…`, this witness's own
+   * addition to the protocol): the checkpoint text and its cosignature line, the one it answered
+   * with (Ed25519 is deterministic, and the time is the one recorded), so a verifier can hold a log
+   * to the witness itself rather than to a copy of its cosignatures that the log's store keeps.
+   */
+  cosigned(origin: string): { origin: string; treeSize: number; checkpoint: string; cosignature: string; cosignedAt: number } | undefined {
+    const s = this.state.logs[origin];
+    if (!s) return undefined;
+    const text = parseNote(s.note).text;
+    return { origin, treeSize: s.size, checkpoint: text, cosignature: cosign(text, this.opts.name, this.opts.privateKey, Math.floor(s.cosignedAt / 1000)), cosignedAt: s.cosignedAt };
+  }
+
   private refused(line: string): void {
     this.opts.onRefusal?.(`${new Date().toISOString()} ${line}`);
   }
 
-  /** The HTTP face: POST /add-checkpoint, and GET / for a one-line description. */
+  /** The HTTP face: POST /add-checkpoint, and GET /checkpoint?origin=… (what it last cosigned for that log). */
   server(): Server {
     return createServer((req, res) => void this.handle(req, res));
   }
@@ -120,8 +133,16 @@ export class Witness {
     const send = (status: number, body: string, type = 'text/plain; charset=utf-8') => {
       res.writeHead(status, { 'content-type': type, 'content-length': Buffer.byteLength(body) }).end(body);
     };
-    const path = (req.url ?? '/').split('?')[0];
-    if (path !== '/add-checkpoint') return send(404, 'not found: this witness serves POST /add-checkpoint\n');
+    const url = new URL(req.url ?? '/', 'http://witness');
+    const path = url.pathname;
+    if (path === '/checkpoint' && (req.method === 'GET' || req.method === 'HEAD')) {
+      const origin = url.searchParams.get('origin');
+      if (!origin) return send(400, 'GET /checkpoint?origin=ORIGIN: which log\n');
+      const c = this.cosigned(origin);
+      if (!c) return send(404, `this witness has cosigned nothing for "${origin}"\n`);
+      return send(200, `${JSON.stringify(c)}\n`, 'application/json');
+    }
+    if (path !== '/add-checkpoint') return send(404, 'not found: this witness serves POST /add-checkpoint and GET /checkpoint?origin=ORIGIN\n');
     if (req.method !== 'POST') {
       res.setHeader('allow', 'POST');
       return send(405, 'add-checkpoint takes POST\n');

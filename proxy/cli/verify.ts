@@ -13,6 +13,7 @@ import { loadSinceAnchor, readBundleFiles, verifyBundleFiles } from '../audit/ve
 import { checkExpectedKeyFormat, parseWitnessKeys, VerifyInputError, type VerifyReport } from '../audit/verify/checks';
 import { groupId } from '../audit/shared-store/enrolment';
 import { groupLogVerifier } from '../audit/shared-store/group-log';
+import { askWitness } from '../audit/verify/combined';
 import { verifyPathParallel } from '../audit/verify-runner';
 import { archiveLocation, normalizePrefix, parseS3Url, S3ObjectStore, type S3Location } from '../audit/archive/object-store';
 import { verifyArchive } from '../audit/verify/archive';
@@ -164,10 +165,12 @@ function archiveLocationFor(url: string, args: ParsedArgs): S3Location {
  * server asks for one, comes from PGPASSWORD (never from the URL on a command line).
  */
 async function verifyStoreCommand(args: ParsedArgs, io: Io): Promise<number> {
-  rejectUnknown(args, ['store', 'keys', 'show-keys', 'json', 'witness-key']);
+  rejectUnknown(args, ['store', 'keys', 'show-keys', 'json', 'witness-key', 'ask-witness']);
   const url = str(args, 'store');
-  if (!url) throw new UsageError('--store needs a URL: custody verify --store postgres://HOST/DB [--keys FILE] [--witness-key VKEY|FILE ...]');
+  if (!url) throw new UsageError('--store needs a URL: custody verify --store postgres://HOST/DB [--keys FILE] [--witness-key VKEY|FILE ...] [--ask-witness URL ...]');
   const witnesses = parseWitnessKeys(strs(args, 'witness-key'));
+  const ask = strs(args, 'ask-witness');
+  if (ask.length && !witnesses.length) throw new UsageError('--ask-witness needs the witness key too (--witness-key VKEY|FILE): its answer is checked against it');
   const problem = storeUrlProblem(url);
   if (problem) throw new UsageError(`--store: ${problem}`);
   const pinned = pinnedKeys(args);
@@ -184,7 +187,11 @@ async function verifyStoreCommand(args: ParsedArgs, io: Io): Promise<number> {
       else for (const r of rows) io.out(`${r.id}  ${r.status.padEnd(8)}  ${r.name}\n  verifier key: ${formatVerifierKey(rowVerifier(r))}\n${group ? `  group log key: ${groupKey(r)}\n` : ''}`);
       return 0;
     }
-    const report = await verifySharedStore(client, { store: storeLabel(url), pinned, witnesses });
+    // --ask-witness: what each witness itself last cosigned of the group log, beside the rows the store keeps.
+    const group = ask.length ? await groupId(client) : undefined;
+    if (ask.length && !group) throw new VerifyInputError(`${storeLabel(url)} has no group yet: nothing for a witness to have cosigned`);
+    const askedWitnessRows = await Promise.all(ask.map((u) => askWitness(u, group!, witnesses)));
+    const report = await verifySharedStore(client, { store: storeLabel(url), pinned, witnesses, askedWitnessRows });
     if (args.flags['json']) io.out(`${JSON.stringify(report, null, 2)}\n`);
     if (!report.ok) {
       for (const f of report.failures) io.err(`custody verify: FAILED: ${f.problem} — ${f.message}\n`);

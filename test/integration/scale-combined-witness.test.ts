@@ -306,4 +306,29 @@ describe('witnesses cosign the group log of combined checkpoints', () => {
     assert.equal(v.status, 1);
     assert.match(v.stderr, new RegExp(`FAILED: replaced — the group log was rewritten after witness witness\\.test/w1 saw it: it cosigned the head of ${cosignedSize} combined checkpoints.*but the store's first ${cosignedSize} give another root \\(a fork\\): combined checkpoints? (\\d+–)?${cosignedSize} (were|was) deleted or replaced`));
   });
+  it("the newest combined checkpoints deleted together with the store's copy of the witness's newest cosignatures: verify with the witness key passes on the store alone; --ask-witness asks the witness and names them deleted", async () => {
+    for (const m of members) await m.gw.stop();
+    const asked = witnessState(witness!)!.size;
+    const rows = await witnessRows();
+    // Down to a head the witness cosigned earlier, below where the log was forked: the store alone is consistent again.
+    const keep = rows.map((r) => r.treeSize).filter((n) => n < asked - 2).pop()!;
+    assert.ok(keep > 0, `an earlier cosigned head below ${asked - 2}: ${rows.map((r) => r.treeSize).join(', ')}`);
+    const notes = await groupLogNotes();
+    const cut = notes[keep - 1]!.interval;
+    await sql.query('DELETE FROM custody_combined_cosignatures WHERE interval_start > $1', [cut]);
+    await sql.query('DELETE FROM custody_combined_checkpoints WHERE interval_start > $1', [cut]);
+    await sql.query('DELETE FROM custody_group_witness_cosignatures WHERE tree_size > $1', [keep]);
+    const alone = await custody('verify', '--store', db.url, '--witness-key', witness!.key);
+    assert.equal(alone.status, 0, `the store alone no longer shows it: ${alone.stderr}`);
+    const v = await custody('verify', '--store', db.url, '--witness-key', witness!.key, '--ask-witness', witness!.url);
+    assert.equal(v.status, 1, v.stdout);
+    assert.match(v.stderr, new RegExp(`FAILED: deleted — combined checkpoints ${keep + 1}–${asked} were deleted: witness witness\\.test/w1 cosigned the group log's head of ${asked} combined checkpoints`));
+    // Asking needs the key to check the answer with, and a witness that answers.
+    assert.equal((await custody('verify', '--store', db.url, '--ask-witness', witness!.url)).status, 2);
+    const other = await startWitness(root, 'w3', logKeys);
+    const unknown = await custody('verify', '--store', db.url, '--witness-key', witness!.key, '--ask-witness', other.url);
+    assert.notEqual(unknown.status, 0);
+    assert.match(unknown.stderr, /has cosigned nothing of the group log/);
+    await other.stop();
+  });
 });

@@ -14,6 +14,7 @@ import { findCosignature } from '../cosignature';
 import { allCombined, type CombinedBody, cosignerVerifier, parseCombinedText } from '../shared-store/combined-checkpoint';
 import { type GatewayRow, rowVerifier } from '../shared-store/enrolment';
 import { groupLogLeaf, groupLogOrigin } from '../shared-store/group-log';
+import { VerifyInputError } from './checks';
 
 /** A problem found (shared-store.ts reports it with the chains' own). */
 export interface CombinedFailure {
@@ -72,6 +73,37 @@ export async function readGroupWitnessRows(client: pg.ClientBase): Promise<Group
       'SELECT witness, key_id, tree_size, checkpoint, signature, cosigned_at FROM custody_group_witness_cosignatures ORDER BY tree_size',
     )
   ).rows.map((r) => ({ witness: r.witness, keyId: r.key_id, treeSize: Number(r.tree_size), checkpoint: r.checkpoint, signature: r.signature, cosignedAt: Number(r.cosigned_at) }));
+}
+
+/**
+ * `--ask-witness URL`: what the witness at `url` itself last cosigned of the group log
+ * (`GET /checkpoint?origin=…`, witness.ts), as a row like those the store keeps, checked against
+ * the witness keys given. Held to it, the store cannot hide combined checkpoints deleted together
+ * with the newest cosignatures it keeps. Throws (VerifyInputError) when the witness cannot be
+ * asked, knows nothing of this log, or answers with a cosignature none of the keys verifies.
+ */
+export async function askWitness(url: string, group: string, witnesses: readonly NoteVerifier[]): Promise<GroupWitnessRow> {
+  const origin = groupLogOrigin(group);
+  const at = `${url.replace(/\/+$/, '')}/checkpoint?origin=${encodeURIComponent(origin)}`;
+  let res: Response;
+  try {
+    res = await fetch(at, { signal: AbortSignal.timeout(10_000) });
+  } catch (err) {
+    throw new VerifyInputError(`--ask-witness ${url}: cannot reach the witness (${(err as Error).message})`);
+  }
+  const body = await res.text();
+  if (res.status === 404) throw new VerifyInputError(`--ask-witness ${url}: the witness has cosigned nothing of the group log ${origin}`);
+  if (res.status !== 200) throw new VerifyInputError(`--ask-witness ${url}: the witness answered ${res.status}: ${body.trim().slice(0, 200)}`);
+  let c: { treeSize?: unknown; checkpoint?: unknown; cosignature?: unknown; cosignedAt?: unknown };
+  try {
+    c = JSON.parse(body) as typeof c;
+  } catch {
+    throw new VerifyInputError(`--ask-witness ${url}: not a witness's answer (expected JSON from GET /checkpoint)`);
+  }
+  if (typeof c.checkpoint !== 'string' || typeof c.cosignature !== 'string' || !Number.isSafeInteger(c.treeSize)) throw new VerifyInputError(`--ask-witness ${url}: the answer lacks the checkpoint, its size or the cosignature`);
+  const w = witnesses.find((k) => findCosignature(c.checkpoint as string, c.cosignature as string, k).ok);
+  if (!w) throw new VerifyInputError(`--ask-witness ${url}: its cosignature verifies under none of the --witness-key keys`);
+  return { witness: w.name, keyId: keyIdHex(w.keyId), treeSize: c.treeSize as number, checkpoint: c.checkpoint, signature: c.cosignature, cosignedAt: typeof c.cosignedAt === 'number' ? c.cosignedAt : 0 };
 }
 
 /**

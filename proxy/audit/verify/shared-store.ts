@@ -177,7 +177,7 @@ export function parsePinnedKeys(text: string): Set<string> {
   return out;
 }
 
-export async function verifySharedStore(client: pg.ClientBase, opts: { store: string; pinned?: Set<string>; witnesses?: NoteVerifier[] }): Promise<SharedStoreReport> {
+export async function verifySharedStore(client: pg.ClientBase, opts: { store: string; pinned?: Set<string>; witnesses?: NoteVerifier[]; askedWitnessRows?: GroupWitnessRow[] }): Promise<SharedStoreReport> {
   return verifyChains(storeSource(client), opts);
 }
 
@@ -185,7 +185,17 @@ export async function verifySharedStore(client: pg.ClientBase, opts: { store: st
  * Every chain of a source, who signed them, their cross-references and the combined checkpoints:
  * what `custody verify --store` and `custody verify BUNDLE` (a bundle exported in a group) report.
  */
-export async function verifyChains(source: ChainSource, opts: { store: string; pinned?: Set<string>; /** --witness-key: the group log must be cosigned by each. */ witnesses?: NoteVerifier[] }): Promise<SharedStoreReport> {
+export async function verifyChains(
+  source: ChainSource,
+  opts: {
+    store: string;
+    pinned?: Set<string>;
+    /** --witness-key: the group log must be cosigned by each. */
+    witnesses?: NoteVerifier[];
+    /** --ask-witness: what the witnesses themselves answered (askWitness), held to beside the rows the source keeps. */
+    askedWitnessRows?: GroupWitnessRow[];
+  },
+): Promise<SharedStoreReport> {
   const started = Date.now();
   const failures: SharedStoreFailure[] = [];
   const fail = (f: SharedStoreFailure) => failures.push(f);
@@ -196,7 +206,7 @@ export async function verifyChains(source: ChainSource, opts: { store: string; p
 
   // The witnesses' cosignatures first: rows are only appended, so every head they cosigned is within the combined checkpoints read next.
   if (opts.witnesses?.length && !source.groupWitnessRows) throw new Error(`${source.label} does not carry the witnesses' cosignatures on the group log`);
-  const groupWitnessRows = opts.witnesses?.length ? await source.groupWitnessRows!() : undefined;
+  const groupWitnessRows = opts.witnesses?.length ? [...(await source.groupWitnessRows!()), ...(opts.askedWitnessRows ?? [])].sort((x, y) => x.treeSize - y.treeSize) : undefined;
   const combined = await source.combined();
   const wanted = wantedSizes(combined);
   const chains = new Map<string, ChainState>();
