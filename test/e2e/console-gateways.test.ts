@@ -12,7 +12,7 @@ import type { Browser, Page } from 'playwright-core';
 import type pg from 'pg';
 import type { Gateway } from '../../proxy/gateway';
 import { newPage, screenshot, signIn } from '../support/browser';
-import { approvalOf, forgedKey, writeChain, writeGatewayRow } from '../support/forged-member';
+import { forgedKey, writeForgedRoot, writeGatewayRow } from '../support/forged-member';
 import { eventually } from './console-harness';
 import { control, idOf, startTeam, type Team } from './console-team';
 
@@ -130,11 +130,7 @@ describe('console: gateways of a shared store', () => {
   it('marks a state the store\'s table claims without proof: forged rows "not proven", A and the removed B proven', async () => {
     const root = forgedKey('custody/mallory-root');
     const member = forgedKey('custody/mallory');
-    await writeGatewayRow(sql, root, 'enrolled');
-    await writeChain(sql, root, [
-      { kind: 'gateway.enrolled', payload: { group: 'forged', id: root.id, fingerprint: root.id, publicKey: root.publicKey, keyName: root.keyName, name: 'mallory', first: true } },
-      { kind: 'gateway.approved', payload: approvalOf(member, root.id) },
-    ]);
+    await writeForgedRoot(sql, root, [member]);
     await writeGatewayRow(sql, member, 'approved', { approvedBy: root.id, approvalSeq: 2 });
 
     await page.goto(`${control(a)}/#/audit`);

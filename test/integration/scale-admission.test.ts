@@ -23,7 +23,7 @@ import type pg from 'pg';
 import { Config } from '../../shared/config';
 import type { Gateway } from '../../proxy/gateway';
 import { startEchoUpstream, type EchoUpstream } from '../support/echo-upstream';
-import { appendToChain, forgedKey, rewriteInChain, writeChain, writeGatewayRow } from '../support/forged-member';
+import { appendToChain, approvalOf, forgedKey, rewriteInChain, writeForgedRoot } from '../support/forged-member';
 import { createTestDatabase, type TestDatabase } from '../support/pg-database';
 import { approveMember, type StoreMember, startStoreMember } from '../support/store-member';
 import { tempDir } from '../support/tmp';
@@ -40,9 +40,6 @@ interface Joiner {
   publicKey: string;
   keyName: string;
 }
-
-/** The `gateway.approved` payload a real approval of `g` by `by` carries. */
-const approvalOf = (g: Joiner, by: string) => ({ id: g.id, fingerprint: g.id, publicKey: g.publicKey, keyName: g.keyName, name: 'joiner', requestedAt: Date.now(), by, actorName: 'mallory' });
 
 const markApproved = (sql: pg.Client, g: Joiner, by: string, seq: number) => sql.query("UPDATE custody_gateways SET status = 'approved', approved_by = $2, approval_seq = $3 WHERE id = $1", [g.id, by, seq]);
 
@@ -70,8 +67,7 @@ const attempts: { name: string; withoutTrust: 'refused' | 'admitted'; forge: (sq
     withoutTrust: 'refused',
     forge: async (sql, _a, joiners) => {
       const m = forgedKey('custody/mallory-root');
-      await writeGatewayRow(sql, m, 'enrolled');
-      await writeChain(sql, m, [{ kind: 'gateway.enrolled', payload: { group: 'forged', id: m.id, fingerprint: m.id, publicKey: m.publicKey, keyName: m.keyName, name: 'mallory', first: true } }, ...joiners.map((g) => ({ kind: 'gateway.approved', payload: approvalOf(g, m.id) }))]);
+      await writeForgedRoot(sql, m, joiners);
       for (const [i, g] of joiners.entries()) await markApproved(sql, g, m.id, i + 2);
     },
   },
@@ -109,8 +105,7 @@ const attempts: { name: string; withoutTrust: 'refused' | 'admitted'; forge: (sq
     forge: async (sql, a, joiners) => {
       await sql.query("UPDATE custody_gateways SET status = 'pending' WHERE id = $1", [a.id]);
       const m = forgedKey('custody/mallory-new-root');
-      await writeGatewayRow(sql, m, 'enrolled');
-      await writeChain(sql, m, [{ kind: 'gateway.enrolled', payload: { group: 'forged', id: m.id, fingerprint: m.id, publicKey: m.publicKey, keyName: m.keyName, name: 'mallory', first: true } }, ...joiners.map((g) => ({ kind: 'gateway.approved', payload: approvalOf(g, m.id) }))]);
+      await writeForgedRoot(sql, m, joiners);
       for (const [i, g] of joiners.entries()) await markApproved(sql, g, m.id, i + 2);
     },
   },

@@ -42,7 +42,7 @@ import { Config } from '../../shared/config';
 import { Gateway } from '../../proxy/gateway';
 import { type Logger, silentLogger } from '../../proxy/log';
 import { startEchoUpstream, type EchoUpstream } from '../support/echo-upstream';
-import { approvalOf, type ForgedKey, forgedKey, rewriteInChain, signAs, writeChain, writeGatewayRow } from '../support/forged-member';
+import { approvalOf, type ForgedKey, forgedKey, rewriteInChain, signAs, writeChain, writeForgedRoot, writeGatewayRow } from '../support/forged-member';
 import { createTestDatabase, type TestDatabase } from '../support/pg-database';
 import { approveMember, type StoreMember, startStoreMember } from '../support/store-member';
 import { tempDir } from '../support/tmp';
@@ -77,11 +77,7 @@ const attempts: { name: string; forge: () => Promise<ForgedKey> }[] = [
     forge: async () => {
       const approver = forgedKey('custody/mallory-root');
       const f = forgedKey('custody/mallory-2');
-      await writeGatewayRow(sql, approver, 'enrolled');
-      await writeChain(sql, approver, [
-        { kind: 'gateway.enrolled', payload: { group: 'forged', id: approver.id, fingerprint: approver.id, publicKey: approver.publicKey, keyName: approver.keyName, name: 'mallory', first: true } },
-        { kind: 'gateway.approved', payload: approvalOf(f, approver.id) },
-      ]);
+      await writeForgedRoot(sql, approver, [f]);
       await writeGatewayRow(sql, f, 'approved', { approvedBy: approver.id, approvalSeq: 2 });
       await writeChain(sql, f, [{ kind: 'session.start', payload: { note: 'forged' } }]);
       return f;

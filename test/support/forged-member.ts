@@ -44,7 +44,7 @@ export async function writeGatewayRow(sql: pg.Client, k: ForgedKey, status: 'enr
 }
 
 /** The `gateway.approved` payload a real approval of `k` by `by` carries. */
-export function approvalOf(k: ForgedKey, by: string): Record<string, unknown> {
+export function approvalOf(k: Pick<ForgedKey, 'id' | 'publicKey' | 'keyName'>, by: string): Record<string, unknown> {
   return { id: k.id, fingerprint: k.id, publicKey: k.publicKey, keyName: k.keyName, name: 'mallory', requestedAt: Date.now(), by, actorName: 'mallory' };
 }
 
@@ -87,6 +87,19 @@ export async function writeChain(sql: pg.Client, k: ForgedKey, events: { kind: s
   const time = Date.now();
   const note = signNote(formatCheckpointText({ origin: `custody/${k.id}`, treeSize: events.length, rootHash: acc.root(), time, key: k.id }), k.keyName, k.privateKey);
   await sql.query('INSERT INTO custody_checkpoints (gateway, tree_size, time, root_hash, note) VALUES ($1, $2, $3, $4, $5)', [k.id, events.length, time, acc.root().toString('hex'), note]);
+}
+
+/**
+ * A forged member that claims to have founded the group: an `enrolled` row for `root`, and a chain
+ * `root` signs holding its `gateway.enrolled` and then an approval of each of `approved`, the i-th
+ * at seq i + 2.
+ */
+export async function writeForgedRoot(sql: pg.Client, root: ForgedKey, approved: Pick<ForgedKey, 'id' | 'publicKey' | 'keyName'>[]): Promise<void> {
+  await writeGatewayRow(sql, root, 'enrolled');
+  await writeChain(sql, root, [
+    { kind: 'gateway.enrolled', payload: { group: 'forged', id: root.id, fingerprint: root.id, publicKey: root.publicKey, keyName: root.keyName, name: 'mallory', first: true } },
+    ...approved.map((k) => ({ kind: 'gateway.approved', payload: approvalOf(k, root.id) })),
+  ]);
 }
 
 /**

@@ -16,7 +16,7 @@
  */
 import type Database from 'better-sqlite3';
 import type pg from 'pg';
-import { groupId, type GatewayRow, rowProblem } from './enrolment';
+import { groupId, type GatewayRow, newRemovals, rowProblem } from './enrolment';
 import { LocalTrust } from './key-sync';
 import { type ApprovalProof, pinnedKeys, pinnedRoots, provenRemoval, proveMember } from './member-trust';
 
@@ -43,28 +43,6 @@ async function notAdmitted(client: pg.ClientBase, db: Database.Database, self: s
 }
 
 /**
- * The `gateway.removed` events in the store naming a gateway other than their chain's, by the
- * gateway they name: from every chain, whatever the table says of it or of the gateway named (the
- * `LIKE` lets the partial index on the `gateway.*` kinds serve it, as in member-trust.ts).
- */
-async function removalEvents(client: pg.ClientBase): Promise<Map<string, { by: string; seq: number; hash: string }[]>> {
-  const out = new Map<string, { by: string; seq: number; hash: string }[]>();
-  const rows = (await client.query<{ gateway: string; seq: string; hash: string; payload: string }>("SELECT gateway, seq, hash, payload FROM custody_events WHERE kind LIKE 'gateway.%' AND kind = 'gateway.removed' AND payload IS NOT NULL AND NOT purged ORDER BY gateway, seq")).rows;
-  for (const r of rows) {
-    let id: unknown;
-    try {
-      id = (JSON.parse(r.payload) as { id?: unknown }).id;
-    } catch {
-      continue; // not a removal anyone can read: it removes nothing
-    }
-    if (typeof id !== 'string' || id === r.gateway) continue;
-    const list = out.get(id) ?? out.set(id, []).get(id)!;
-    list.push({ by: r.gateway, seq: Number(r.seq), hash: r.hash });
-  }
-  return out;
-}
-
-/**
  * Why this gateway (`self`) may not approve or remove another, from its own records and not the
  * table's status of its row: it must hold a record of its admission to this store's group, and no
  * proven removal of it may be in the store. Undefined when it may.
@@ -73,7 +51,7 @@ export async function selfStanding(client: pg.ClientBase, db: Database.Database,
   const why = await notAdmitted(client, db, self.id);
   if (why) return `this gateway (${self.id}) is itself waiting for approval: ${why} (its row's status in the store is not proof); only an enrolled or approved gateway can approve or remove another`;
   const trust = members.current(...pinnedKeys(db, self.id));
-  for (const r of (await removalEvents(client)).get(self.id) ?? []) {
+  for (const r of (await newRemovals(client, new Set())).get(self.id) ?? []) {
     if (!(await provenRemoval(client, trust, self.id, r, (x) => members.isRemoved(x)))) return `this gateway (${self.id}) is itself removed from the group (at seq ${r.seq} of ${r.by}): it can approve or remove no other`;
   }
   return undefined;
@@ -159,7 +137,7 @@ export class MemberStatuses {
     // Removals, each from a proven member under its signed checkpoint.
     const removals = this.removals;
     const notRemoved = new Map<string, string>();
-    const events = await removalEvents(client);
+    const events = await newRemovals(client, new Set());
     for (const r of rows) {
       if (removals.has(r.id)) continue;
       for (const e of events.get(r.id) ?? []) {

@@ -22,7 +22,7 @@ import { type PinnedKey, pinnedRoots, proveMember, provenNewRemovals } from './m
 import { PersonSync } from './person-sync';
 import { connectStore, migrateSharedStore, type StoreConnection } from './schema';
 import { localHead, SHIP_BATCH, ShipRefusedError, shipAll, shipOnce } from './shipping';
-import { ADMISSION_META, type ShipperCommand, type ShipperStatus } from './shipper';
+import type { ShipperCommand, ShipperStatus } from './shipper';
 
 const { dbPath, conn, identity, signingKey, trust } = workerData as { dbPath: string; conn: StoreConnection; identity: GatewayIdentity; signingKey: SigningKeySpec; trust?: string[] };
 // The key must be this gateway's: a signature nobody can check would only be noise.
@@ -158,13 +158,14 @@ async function admission(c: pg.Client, e: Enrolment): Promise<Admission> {
     if (!founder) return { refused: 'the store does not list exactly one gateway that founded the group to prove the approval from; pin the group with store.trust' };
     roots.add(founder.id, founder.publicKey);
   }
-  const pinned = roots.ids().map((id) => ({ id, publicKey: roots.publicKey(id)! }));
+  const first = roots.ids()[0]!;
+  const groupRoot = { id: first, publicKey: roots.publicKey(first)! };
   const why = await proveMember(c, roots, identity.id);
-  if (why) return { refused: `its approval is not proven from ${trust ? 'the gateways store.trust names' : "the group's enrolled gateway"}: ${why}` };
+  if (why) return { refused: `its approval is not proven from ${trust ? 'the gateways store.trust names' : 'the gateway that founded the group'}: ${why}` };
   // The approver pinned: a proven member that approved this gateway in its chain.
   const found = await findApproval(c, identity.id, (by) => roots.has(by) && by !== identity.id);
   const approvedBy = 'missing' in found ? undefined : { id: found.by, publicKey: roots.publicKey(found.by)! };
-  return { ...(approvedBy ? { approvedBy } : {}), groupRoot: pinned[0]! };
+  return { ...(approvedBy ? { approvedBy } : {}), groupRoot };
 }
 
 /**
@@ -179,10 +180,8 @@ async function founderOf(c: pg.Client): Promise<PinnedKey | undefined> {
 
 /** Whether this gateway's data dir records its admission to `group` (shipper.ts writes it at the first). */
 function admittedHere(group: string): boolean {
-  const raw = (db.prepare('SELECT value FROM meta WHERE key = ?').get(ADMISSION_META) as { value: string } | undefined)?.value;
-  if (!raw) return false;
-  const a = JSON.parse(raw) as { gateway?: string; group?: string };
-  return a.gateway === identity.id && a.group === group;
+  const pinned = pinnedRoots(db, identity.id);
+  return pinned.admitted && pinned.group === group;
 }
 
 /** One round; returns how long to wait before the next. */
