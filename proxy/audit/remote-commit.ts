@@ -13,8 +13,12 @@
 export interface RemoteCommitter {
   /** Why the store cannot take events now (undefined: ask it). */
   remoteRefusal(): string | undefined;
-  /** Ships everything committed locally so far; `done` with undefined once the store has committed it, or why not. */
-  commitRemote(done: (why: string | undefined) => void): void;
+  /**
+   * Ships everything committed locally so far; `done` with undefined once the store has committed it, or why not.
+   * With `push`, also once the keys, persons and rules changed here are in the store as signed rows
+   * (a control-plane change: what the other gateways enforce, not only the log).
+   */
+  commitRemote(done: (why: string | undefined) => void, push?: boolean): void;
   /** How long a batch waits for the store before it is refused. */
   readonly remoteCommitTimeoutMs: number;
 }
@@ -22,6 +26,8 @@ export interface RemoteCommitter {
 interface Waiter {
   /** The batch's last journal line. */
   jseq: number;
+  /** Wait for the shared rows of keys, persons and rules too (RemoteCommitter.commitRemote). */
+  push: boolean;
   done: (why: string | undefined) => void;
   timer: NodeJS.Timeout | undefined;
   settled: boolean;
@@ -40,13 +46,13 @@ export class RemoteCommitQueue {
    * `done` once the store has committed it (undefined), or refused (why). Refused at once when the
    * store is known not to take it.
    */
-  wait(jseq: number, done: (why: string | undefined) => void): void {
+  wait(jseq: number, done: (why: string | undefined) => void, push = false): void {
     const refused = this.committer.remoteRefusal();
     if (refused) {
       done(refused);
       return;
     }
-    const w: Waiter = { jseq, done, timer: undefined, settled: false };
+    const w: Waiter = { jseq, push, done, timer: undefined, settled: false };
     const ms = this.committer.remoteCommitTimeoutMs;
     w.timer = setTimeout(() => this.settle(w, `the shared store did not confirm the commit within ${ms / 1000} s`), ms);
     if (jseq <= this.foldedUpTo) this.ship([w]);
@@ -70,9 +76,12 @@ export class RemoteCommitQueue {
   }
 
   private ship(covered: Waiter[]): void {
-    this.committer.commitRemote((why) => {
-      for (const w of covered) this.settle(w, why);
-    });
+    this.committer.commitRemote(
+      (why) => {
+        for (const w of covered) this.settle(w, why);
+      },
+      covered.some((w) => w.push),
+    );
   }
 
   private settle(w: Waiter, why: string | undefined): void {

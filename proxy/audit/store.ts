@@ -257,13 +257,18 @@ export class AuditStore implements EventLog {
    * so far (through `appendMany` too: a request recorded synchronously, then forwarded only after
    * this), or with a RemoteCommitError saying why not. At once (null) without a remote commit.
    */
-  remoteCommitted(done: (err: RemoteCommitError | null) => void): void {
+  remoteCommitted(done: (err: RemoteCommitError | null) => void, opts: { push?: boolean } = {}): void {
     if (!this.remote) {
       done(null);
       return;
     }
-    this.remote.wait(this.lastJseq, (why) => done(why === undefined ? null : new RemoteCommitError(why)));
+    this.remote.wait(this.lastJseq, (why) => done(why === undefined ? null : new RemoteCommitError(why)), opts.push);
     this.thread?.sendQueued();
+  }
+
+  /** `audit.remoteCommit: sync` is on: appends count as recorded only once the shared store has them. */
+  get remoteCommit(): boolean {
+    return this.remote !== undefined;
   }
 
   /**

@@ -148,6 +148,8 @@ export async function startControlPlane(
     }
     let parsed: unknown;
     let bodyRead = false;
+    // `audit.remoteCommit: sync`: a change answers only once the shared store holds what it recorded.
+    const headBefore = req.method !== 'GET' && req.method !== 'HEAD' && s.store.remoteCommit ? s.store.head().size : undefined;
     const result = await route.handler({
       req,
       res,
@@ -169,11 +171,27 @@ export async function startControlPlane(
       },
     });
     if (result === HANDLED || res.headersSent) return;
+    if (headBefore !== undefined && s.store.head().size > headBefore) await sharedCommit();
     if (result === undefined) {
       res.writeHead(204).end();
       return;
     }
     sendJson(res, 200, result);
+  }
+
+  /**
+   * Under `audit.remoteCommit: sync`, a control-plane change (a key, a revocation, a person, a lock,
+   * a policy, a vote) is acknowledged only once the shared store has committed its events and the
+   * signed rows the other gateways enforce. When it has not, the answer says the change is made
+   * here, recorded in this gateway's log, and not yet shared.
+   */
+  function sharedCommit(): Promise<void> {
+    return new Promise((resolve, reject) =>
+      s.store.remoteCommitted(
+        (err) => (err ? reject(new HttpError(503, 'store_unavailable', `${err.message}. The change is made on this gateway; the other gateways of the group may not have it until then`)) : resolve()),
+        { push: true },
+      ),
+    );
   }
 
   const server = createServer((req, res) => {

@@ -216,6 +216,71 @@ describe('audit.remoteCommit: sync, SSH', () => {
   });
 });
 
+describe('audit.remoteCommit: sync, control-plane changes', () => {
+  it('a key made or revoked is answered only once the store holds its event and its signed row; with the store cut, 503 saying it is made here only', async (ctx) => {
+    const t = await setup('control-sync', (url) => ({
+      listen: { control: '127.0.0.1:0' },
+      connections: [],
+      store: { url },
+      audit: { remoteCommit: 'sync' },
+    }));
+    try {
+      const api = (path: string, body: unknown) =>
+        fetch(`http://${t.gw.address('control')}${path}`, { method: 'POST', headers: { authorization: `Bearer ${t.gw.firstKey}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+      const inStore = async (id: string) => {
+        const q = await t.sql.query<{ key: number; signed: number; created: number; revoked: number; changes: number }>(
+          `SELECT (SELECT count(*)::int FROM custody_api_keys WHERE id = $1) AS key,
+                  (SELECT count(*)::int FROM custody_api_key_signatures WHERE id = $1 AND gateway = $2) AS signed,
+                  (SELECT count(*)::int FROM custody_events WHERE gateway = $2 AND kind = 'key.created' AND payload LIKE $3) AS created,
+                  (SELECT count(*)::int FROM custody_events WHERE gateway = $2 AND kind = 'key.revoked' AND payload LIKE $3) AS revoked,
+                  (SELECT count(*)::int FROM custody_api_key_changes WHERE id = $1 AND gateway = $2) AS changes`,
+          [id, t.id, `%"id":"${id}"%`],
+        );
+        return q.rows[0]!;
+      };
+
+      // Each answer comes once the store has the change: looked at the moment the answer arrives.
+      const took: number[] = [];
+      for (let i = 0; i < 5; i++) {
+        let at = performance.now();
+        const made = await api('/api/keys', { name: `agent-${i}` });
+        took.push(performance.now() - at);
+        assert.equal(made.status, 200, await made.clone().text());
+        const { id } = (await made.json()) as { id: string };
+        assert.deepEqual(await inStore(id), { key: 1, signed: 1, created: 1, revoked: 0, changes: 0 }, `key ${i} is in the store when its creation is answered`);
+        at = performance.now();
+        const revoked = await api(`/api/keys/${id}/revoke`, {});
+        took.push(performance.now() - at);
+        assert.equal(revoked.status, 200, await revoked.text());
+        assert.deepEqual(await inStore(id), { key: 1, signed: 1, created: 1, revoked: 1, changes: 1 }, `key ${i}'s revocation is in the store when it is answered`);
+      }
+
+      ctx.diagnostic(`answers under sync (ms): ${took.map((ms) => ms.toFixed(0)).join(' ')}`);
+
+      // The store cut off: the change is made here and recorded here, and the answer says it is not shared yet.
+      await t.relay.cut();
+      const made = await api('/api/keys', { name: 'made-while-cut' });
+      const body = await made.text();
+      assert.equal(made.status, 503, body);
+      assert.match(body, /store_unavailable/);
+      assert.match(body, /remoteCommit is sync and the shared store has not committed the events/);
+      assert.match(body, /The change is made on this gateway; the other gateways of the group may not have it until then/);
+      const local = t.gw.services.keys.list().find((k) => k.name === 'made-while-cut');
+      assert.ok(local, 'the key exists on this gateway');
+      assert.ok(t.gw.services.store.events(1, 100_000).some((e) => e.kind === 'key.created' && (e.payload as { id?: string }).id === local.id), 'and its creation is in this gateway\'s chain');
+
+      // Once the store returns, the change reaches it without being asked again.
+      await t.relay.restore();
+      await until('the key made while cut reaches the store', async () => {
+        const r = await inStore(local.id);
+        return r.key === 1 && r.created === 1 ? true : undefined;
+      }, 15_000);
+    } finally {
+      await t.stop();
+    }
+  });
+});
+
 describe('audit.remoteCommit: async (the default)', () => {
   it('is unchanged: with the store cut off an admitted gateway keeps serving and recording locally', async () => {
     const upstream = createServer((req, res) => res.writeHead(200).end(req.url));

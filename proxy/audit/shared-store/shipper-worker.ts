@@ -84,6 +84,9 @@ let inflight: Promise<void> | undefined;
 /** Remote commits asked for since the last round started, and those the round in progress answers. */
 let asked: number[] = [];
 let serving: number[] = [];
+/** One of them is a control-plane change: answered only once the round has pushed the shared rows too. */
+let askedPush = false;
+let servingPush = false;
 
 const status: ShipperStatus = { phase: 'connecting', shippedSeq: 0, localSeq: 0 };
 
@@ -206,6 +209,7 @@ async function step(): Promise<number> {
   }
   // Asked for a remote commit: ship first, before the key round.
   const wait = serving.length ? await ship(c) : undefined;
+  if (servingPush) pushAsked = true;
   const now = Date.now();
   const pull = pullAsked || now - lastPullAt >= (listening ? PULL_MS : PULL_UNHEARD_MS);
   if (pull || pushAsked || now - lastPushAt >= PUSH_MS) {
@@ -219,6 +223,11 @@ async function step(): Promise<number> {
       pullAsked ||= took.pull;
       throw err;
     }
+  }
+  // A control-plane change is in the store as events and as the rows the others enforce.
+  if (servingPush) {
+    servingPush = false;
+    answer(undefined);
   }
   return wait ?? (await ship(c));
 }
@@ -275,9 +284,10 @@ async function ship(c: pg.Client): Promise<number> {
   return r.events === SHIP_BATCH ? 0 : IDLE_MS;
 }
 
-/** Answers the remote commits this round took: committed (undefined), or why not. */
+/** Answers the remote commits this round took: committed (undefined), or why not (a push waits for its round's end). */
 function answer(error: string | undefined): void {
-  if (!serving.length) return;
+  if (!serving.length || (servingPush && error === undefined)) return;
+  servingPush = false;
   port.postMessage({ type: 'committed', ids: serving, ...(error !== undefined ? { error } : {}) });
   serving = [];
 }
@@ -294,6 +304,8 @@ async function run(): Promise<void> {
   runAgain = false;
   serving = asked;
   asked = [];
+  servingPush = askedPush;
+  askedPush = false;
   let wait: number;
   try {
     wait = await step();
@@ -323,10 +335,13 @@ async function finish(ms: number): Promise<void> {
   clearTimeout(timer);
   let error: string | undefined;
   try {
-    // The round in progress answers what it took; what was asked since, the last ship answers.
+    // The round in progress answers what it took; what was asked since, the last ship answers
+    // (a control-plane change asked since is not pushed now: it goes at the next start).
     await inflight;
     serving = asked;
     asked = [];
+    if (askedPush) error = 'the gateway stopped before the change reached the shared store; it goes there at the next start';
+    askedPush = false;
     if (!admitted) answer('this gateway is not admitted to the shared store');
     else {
       const r = await Promise.race([
@@ -371,6 +386,7 @@ port.on('message', (m: ShipperCommand) => {
       return;
     }
     asked.push(m.id);
+    if (m.push) askedPush = true;
     // Between rounds: start the next one now (a round in progress starts the next when it ends).
     soon();
   }

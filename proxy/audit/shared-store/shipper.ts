@@ -55,11 +55,12 @@ export interface ShipperStatus {
 }
 
 /**
- * `commit`: ship everything committed locally now, and answer `committed` with the same id (remote-commit.ts).
+ * `commit`: ship everything committed locally now, and answer `committed` with the same id (remote-commit.ts);
+ * with `push`, only once the keys, persons and rules changed here are pushed too.
  * `sync`: exchange keys, persons and configuration now: push what changed here, or (`pull`) read
  * what the store announced changed; `listening` says whether anything hears the store's announcements.
  */
-export type ShipperCommand = { type: 'stop'; ms: number } | { type: 'commit'; id: number } | { type: 'sync'; pull: boolean; listening?: boolean };
+export type ShipperCommand = { type: 'stop'; ms: number } | { type: 'commit'; id: number; push?: boolean } | { type: 'sync'; pull: boolean; listening?: boolean };
 type ShipperMessage =
   | { type: 'status'; status: ShipperStatus }
   | { type: 'committed'; ids: number[]; error?: string }
@@ -283,11 +284,11 @@ export class SharedStoreMember implements RemoteCommitter {
     this.worker.postMessage({ type: 'sync', pull: true, ...(listening !== undefined ? { listening } : {}) } satisfies ShipperCommand);
   }
 
-  /** Asks the worker to ship what is committed locally now; `done` once the store has committed it, or why not. */
-  commitRemote(done: (why: string | undefined) => void): void {
+  /** Asks the worker to ship what is committed locally now (and, with `push`, the shared rows changed here); `done` once the store has committed it, or why not. */
+  commitRemote(done: (why: string | undefined) => void, push?: boolean): void {
     const id = this.nextCommit++;
     this.commits.set(id, done);
-    this.worker.postMessage({ type: 'commit', id } satisfies ShipperCommand);
+    this.worker.postMessage({ type: 'commit', id, ...(push ? { push } : {}) } satisfies ShipperCommand);
   }
 
   private failCommits(why: string): void {
