@@ -198,7 +198,7 @@ function dropListenerQuietly(): void {
 
 async function writing(): Promise<pg.Client> {
   if (writer) return writer;
-  const c = await connectStore(conn);
+  const c = await connectStore(conn, 5000, 'custody-holds-writer');
   try {
     await migrateSharedStore(c);
   } catch (err) {

@@ -100,7 +100,7 @@ function messageOf(err: unknown): string {
 }
 
 async function session(): Promise<pg.Client> {
-  client ??= await connectStore(conn);
+  client ??= await connectStore(conn, 5000, 'custody-shipper');
   if (!migrated) {
     await migrateSharedStore(client);
     migrated = true;
