@@ -18,6 +18,8 @@ export interface HoldView {
   state: HoldState;
   /** With a shared store: the gateway whose request waits (set on holds of other gateways). */
   gateway?: string;
+  /** Its host name as the group lists it (for people; `gateway` is what identifies it). */
+  gatewayName?: string;
   session: string | null;
   connection: string;
   protocol: 'http' | 'postgres' | 'ssh';

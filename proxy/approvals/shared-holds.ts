@@ -261,7 +261,7 @@ export class SharedHolds implements HoldPeers {
 
   private other(h: StoredHold): void {
     const before = this.remote.get(h.id);
-    const view: HoldView = { ...h.view, gateway: h.gateway };
+    const view: HoldView = { ...h.view, gateway: h.gateway, ...(h.gatewayName ? { gatewayName: h.gatewayName } : {}) };
     this.remote.delete(h.id);
     this.remote.set(h.id, { view, created: h.created });
     const type = view.state !== 'pending' ? 'hold.resolved' : before ? 'hold.updated' : 'hold.created';

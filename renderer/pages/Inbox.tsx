@@ -12,7 +12,7 @@ import { navigate } from '../app/router';
 import { Icon } from '../components/Icon';
 import { FirstSteps } from '../components/FirstSteps';
 import { Badge, Button, Empty, ErrorBox, Loading, MaskedText, PageHeader, Tabs, useNow } from '../components/ui';
-import { formatAgo, formatCountdown, formatDateTime, fromLocalInput, toLocalInput } from '../lib/format';
+import { formatAgo, formatCountdown, formatDateTime, fromLocalInput, gatewayLabel, toLocalInput } from '../lib/format';
 import { decidedBy, decisionError, filterHistory, type HistoryFilter, holdReplayHref, paramLines, pendingList, progress, STATE_LABEL, timeLeft, timeLeftFraction } from '../lib/holds';
 import { rich, type Rich } from '../lib/rich';
 import { visibleText } from '../lib/visible-controls';
@@ -171,6 +171,12 @@ function HoldCard({ hold, now, focused }: { hold: HoldView; now: number; focused
           </div>
           <div className="muted small">
             rule <code>{hold.rule}</code> · {formatAgo(hold.createdAt, now)}
+            {hold.gateway && (
+              <span data-testid="hold-gateway" title={`The request waits on gateway ${hold.gatewayName ?? ''} ${hold.gateway}; your decision is recorded here and counted there`}>
+                {' '}
+                · held on <strong>{gatewayLabel(hold.gateway, hold.gatewayName)}</strong>
+              </span>
+            )}
           </div>
         </div>
         <div className="countdown" title={`Expires at ${formatDateTime(hold.expiresAt)}; then it is denied`}>

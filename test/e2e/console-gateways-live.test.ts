@@ -2,7 +2,8 @@
 // and B (approved by A). B's console, open on its Sessions page, shows a conversation made through
 // A as it starts — a row marked as A's — and its request count grows as more requests go through
 // A, all without a reload; the replay of that session, open on B, grows as the session does; B's
-// dashboard counts A's requests, with each gateway's share.
+// dashboard counts A's requests, with each gateway's share; a request held on A waits in B's inbox,
+// marked as A's, and approving it there releases it on A.
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -44,7 +45,9 @@ describe('console: other gateways live', () => {
   const chat = (text: string) => new OpenAI({ baseURL: `http://${a.address('http')}/openai`, apiKey: lena, maxRetries: 0 }).chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: text }] });
 
   before(async () => {
-    team = await startTeam('console_team_live', 'Charged.');
+    team = await startTeam('console_team_live', 'Charged.', {
+      policies: [{ name: 'hold-refunds', match: { connections: ['openai'], content: '(?i)refund' }, action: 'hold', hold: { approvers: ['admin'], timeout: '5m' } }],
+    });
     ({ page } = team);
     [a, b] = await team.pair();
     await post(a, `/api/gateways/${encodeURIComponent(idOf(b))}/approve`, a.firstKey!);
@@ -95,6 +98,28 @@ describe('console: other gateways live', () => {
     assert.equal(await page.locator('[data-testid="msg"][data-role="user"] mark.masked[data-mask-type="CREDIT_CARD"]').first().innerText(), '[CREDIT_CARD]');
     assert.equal(await page.evaluate(() => (globalThis as unknown as { sameDocument?: boolean }).sameDocument), true, 'the page was never reloaded');
     await screenshot(page, 'replay-team-live');
+  });
+
+  it("a request held on A is in B's inbox, marked as A's, and approving it there releases it on A", async () => {
+    // Signed in to B by the tests before, unless run alone.
+    await page.goto(`${control(b)}/#/inbox`);
+    await page.getByTestId('login-key').or(page.getByTestId('sign-out')).first().waitFor();
+    if (await page.getByTestId('login-key').isVisible()) await signIn(page, control(b), b.firstKey!);
+    await page.getByTestId('sign-out').waitFor();
+    const started = Date.now();
+    const held = chat('refund order 7781 please');
+    const card = page.getByTestId('hold-card').filter({ hasText: 'hold-refunds' });
+    await card.waitFor({ timeout: 10_000 });
+    const shownAfter = Date.now() - started;
+    const marker = await card.getByTestId('hold-gateway').innerText();
+    assert.match(marker, new RegExp(`held on .*${shortOf(a)}`), 'the card names the gateway the request waits on');
+    assert.equal(team.upstream.requestsTo('/v1/chat').filter((r) => JSON.stringify(r).includes('7781')).length, 0, 'still held on A');
+    await screenshot(page, 'inbox-held-on-other-gateway');
+    await card.getByTestId('hold-approve').click();
+    const completion = await held;
+    assert.equal(completion.choices[0]!.message.content, 'Charged.');
+    assert.equal(team.upstream.requestsTo('/v1/chat').filter((r) => JSON.stringify(r).includes('7781')).length, 1, 'the upstream received it once, after the approval');
+    console.log(`# A's hold shown in B's inbox ${shownAfter} ms after the SDK call started`);
   });
 
   it("B's dashboard counts A's requests, with each gateway's share", async () => {

@@ -29,7 +29,7 @@ export interface Team {
   close(): Promise<void>;
 }
 
-export async function startTeam(name: string, reply: string): Promise<Team> {
+export async function startTeam(name: string, reply: string, extra: { policies?: unknown[] } = {}): Promise<Team> {
   const upstream = await startLlmUpstream({ openaiKey: OPENAI_SECRET, reply });
   const store = await createTestDatabase(`custody_test_${name}`);
   const dirs: string[] = [];
@@ -49,6 +49,7 @@ export async function startTeam(name: string, reply: string): Promise<Team> {
         connections: [{ name: 'openai', kind: 'openai', upstream: `${upstream.url}/v1`, secret: { value: OPENAI_SECRET } }],
         masking: [{ id: 'pii', detectors: ['credit_card'], scope: ['client', 'upstream', 'log'], connections: ['openai'] }],
         store: { url: store.url },
+        ...extra,
       });
       const gw = await Gateway.start({ config, dataDir, log: silentLogger });
       gateways.push(gw);

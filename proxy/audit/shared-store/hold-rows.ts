@@ -58,6 +58,8 @@ export interface StoredHold {
   created: EventRef;
   resolvedBy: string | null;
   change: number;
+  /** The owner's host name as its gateway row gives it (display only). */
+  gatewayName?: string;
 }
 
 export interface StoredVote {
@@ -159,6 +161,7 @@ interface HoldRow {
   created_hash: string;
   resolved_by: string | null;
   change: string;
+  gateway_name: string | null;
 }
 
 interface VoteRow {
@@ -172,7 +175,7 @@ interface VoteRow {
   signature: string | null;
 }
 
-const HOLD_COLUMNS = 'h.id, h.gateway, h.view, h.created_seq, h.created_hash, h.resolved_by, h.change';
+const HOLD_COLUMNS = 'h.id, h.gateway, h.view, h.created_seq, h.created_hash, h.resolved_by, h.change, (SELECT g.name FROM custody_gateways g WHERE g.id = h.gateway) AS gateway_name';
 const VOTE_COLUMNS = 'v.hold, v.gateway, v.seq, v.hash, v.person, v.vote, v.change, v.signature';
 /**
  * Only members of the group count: a row written under a pending or unknown gateway's name is
@@ -183,7 +186,7 @@ const VOTE_COLUMNS = 'v.hold, v.gateway, v.seq, v.hash, v.person, v.vote, v.chan
 const MEMBER = "IN (SELECT id FROM custody_gateways WHERE status IN ('enrolled', 'approved'))";
 
 function holdOf(r: HoldRow): StoredHold {
-  return { id: r.id, gateway: r.gateway, view: JSON.parse(r.view) as HoldView, created: { gateway: r.gateway, seq: Number(r.created_seq), hash: r.created_hash }, resolvedBy: r.resolved_by, change: Number(r.change) };
+  return { id: r.id, gateway: r.gateway, view: JSON.parse(r.view) as HoldView, created: { gateway: r.gateway, seq: Number(r.created_seq), hash: r.created_hash }, resolvedBy: r.resolved_by, change: Number(r.change), ...(r.gateway_name ? { gatewayName: r.gateway_name } : {}) };
 }
 
 function voteOf(r: VoteRow): SignedStoredVote {
