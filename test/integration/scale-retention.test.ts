@@ -2,10 +2,10 @@
  * Payload retention in a group (docs/AUDIT.md, "Retention"; docs/SCALE-OUT.md): two gateways, A
  * and B, on one real PostgreSQL store, chat completions through each with the OpenAI SDK against
  * the local stand-in (a card number masked, so rows carry masked spans), then a retention run on A
- * (runRetention with a clock, as the local retention tests use it).
+ * (runRetention with a clock, as the local retention tests use it, bounded as an archive bounds it).
  *
  * - The store's copy of A's chain is purged as A's SQLite file is (same seqs: payload and spans
- *   gone, marked purged, hashes kept), in the transaction that ships the `retention.run` row (the
+ *   gone, marked purged, hashes kept; nothing after the run's archive bound), in the transaction that ships the `retention.run` row (the
  *   store never shows the run without the purge); newer rows keep theirs; B's chain is untouched.
  * - Rows purged on A before they were shipped (A stopped) ship as purged.
  * - B's console replays A's purged session (payloads null, nothing reported altered) and its
@@ -108,6 +108,8 @@ describe('payload retention reaches the shared store', () => {
   /** Events before this were purged by A's run (its cutoff). */
   let cutoff = 0;
   let runSeq = 0;
+  /** The archive bound of A's first run. */
+  let bound = 0;
   /** An event A recorded after its last run with a time before that run's cutoff (its clock set back): no run covers it. */
   let lateSeq = 0;
   /** The first of the rows only A's last run explains. */
@@ -144,7 +146,10 @@ describe('payload retention reaches the shared store', () => {
     bBefore = await storeRows(b.id);
     assert.ok((await storeRows(a.id)).some((r) => r.kind === 'http.request' && r.time < cutoff && r.spans !== null), 'before the run, old requests are in the store with their masked spans');
 
-    const run = runRetention(a.gw.services.store, '1d', { now: cutoff + DAY });
+    // Bounded as with an archive (its verified end): the second old request and nothing after it.
+    const local = localChain(dirA);
+    bound = local.filter((r) => r.kind === 'http.request')[1]!.seq;
+    const run = runRetention(a.gw.services.store, '1d', { now: cutoff + DAY, archivedThrough: bound });
     assert.ok(run.purged > 0);
     runSeq = run.event.seq;
     // Each look is one statement (one snapshot): the run's row is never there while a row it covers still has its payload.
@@ -152,8 +157,8 @@ describe('payload retention reaches the shared store', () => {
       const r = (
         await sql.query<{ run: string; unpurged: string }>(
           `SELECT (SELECT count(*) FROM custody_events WHERE gateway = $1 AND seq = $2) AS run,
-                  (SELECT count(*) FROM custody_events WHERE gateway = $1 AND seq < $2 AND time < $3 AND NOT purged AND kind <> ALL($4)) AS unpurged`,
-          [a.id, runSeq, cutoff, [...RETENTION_KEEPS]],
+                  (SELECT count(*) FROM custody_events WHERE gateway = $1 AND seq <= $5 AND time < $3 AND NOT purged AND kind <> ALL($4)) AS unpurged`,
+          [a.id, runSeq, cutoff, [...RETENTION_KEEPS], bound],
         )
       ).rows[0]!;
       assert.ok(!(Number(r.run) && Number(r.unpurged)), `the store shows the run at seq ${runSeq} with ${r.unpurged} rows it covers unpurged`);
@@ -171,8 +176,12 @@ describe('payload retention reaches the shared store', () => {
     for (const r of purged) {
       assert.equal(r.payload, null, `seq ${r.seq} has no payload`);
       assert.equal(r.spans, null, `seq ${r.seq} has no spans`);
-      assert.ok(r.time < cutoff && r.seq < runSeq);
+      assert.ok(r.time < cutoff && r.seq <= bound);
     }
+    assert.ok(
+      rows.some((r) => r.seq > bound && r.time < cutoff && !r.purged && r.payload !== null && r.kind === 'http.response'),
+      'old rows after the archive bound keep their payloads in the store',
+    );
     const oldRequests = purged.filter((r) => r.kind === 'http.request');
     assert.equal(oldRequests.length, 2, 'both old requests are purged');
     const newer = rows.filter((r) => r.kind === 'http.request' && r.time >= cutoff);
@@ -253,6 +262,10 @@ describe('payload retention reaches the shared store', () => {
     {
       name: "A's last run itself: the rows only it purged are left unexplained",
       pick: async () => ({ chain: a.id, seq: Math.max(...(await storeRows(a.id)).filter((r) => r.kind === 'retention.run').map((r) => r.seq)), named: offlineSeq }),
+    },
+    {
+      name: "an event of A's chain older than its first run's cutoff but after that run's archive bound",
+      pick: async () => ({ chain: a.id, seq: (await storeRows(a.id)).find((r) => r.seq > bound && r.seq < runSeq && r.time < cutoff && !r.purged && r.kind === 'http.response')!.seq }),
     },
     {
       name: "an event of A's chain older than its last run's cutoff but recorded after that run",
