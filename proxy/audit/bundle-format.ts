@@ -61,8 +61,8 @@ export type BundleFileName = (typeof BUNDLE_FILES)[number];
 /** Files of a bundle exported in a group, beside BUNDLE_FILES (manifest `group`). */
 export const GROUP_BUNDLE_FILES = ['group-gateways.json', 'group-checkpoints.jsonl', 'group-combined.jsonl', 'group-hashes.bin', 'group-events.jsonl'] as const;
 
-/** Events a group bundle carries from every chain whatever its filter: they say who may sign, and what the group refused. */
-export const GROUP_TRUST_KINDS = ['gateway.enrolled', 'gateway.approved', 'gateway.removed', 'group.checkpoint.refused', 'store.tampered'] as const;
+/** Events a group bundle carries from every chain whatever its filter: they say who may sign, what the group refused, and which purged payloads retention explains. */
+export const GROUP_TRUST_KINDS = ['gateway.enrolled', 'gateway.approved', 'gateway.removed', 'group.checkpoint.refused', 'store.tampered', 'retention.run'] as const;
 
 /** Names of the files a bundle holds beyond BUNDLE_FILES (listed in its manifest): one plain file name, no folders. */
 export const BUNDLE_EXTRA_FILE = /^ssh-[A-Za-z0-9._-]+\.cast$/;

@@ -116,7 +116,8 @@ function chainsSummary(report: SharedStoreReport, subject: string, where: string
   for (const c of report.chains) {
     const trust = c.trust?.by === 'approval' ? `approved at seq ${c.trust.seq} of ${c.trust.approver}` : c.trust?.by === 'pinned' ? 'pinned key' : 'first enrolled gateway';
     const removed = c.removed ? `; removed from the group at seq ${c.removed.seq} of ${c.removed.by}${c.removed.reason ? ` (${c.removed.reason})` : ''}` : '';
-    lines.push(`  ${c.gateway} (${c.name}): ${n(c.events)} events, ${c.checkpointsChecked} checkpoint${c.checkpointsChecked === 1 ? '' : 's'}, signed through seq ${n(c.signedThrough)}; ${trust}${removed}`);
+    const purged = c.payloadsPurged ? ` (${n(c.payloadsPurged)} payloads purged by retention)` : '';
+    lines.push(`  ${c.gateway} (${c.name}): ${n(c.events)} events${purged}, ${c.checkpointsChecked} checkpoint${c.checkpointsChecked === 1 ? '' : 's'}, signed through seq ${n(c.signedThrough)}; ${trust}${removed}`);
   }
   const cc = report.combined;
   if (cc.latest) lines.push(`combined checkpoints: ${n(cc.checked)} verified with ${n(cc.cosignatures)} cosignatures; each chain still reaches what they committed to; the latest (${new Date(cc.latest.time).toISOString()}) covers ${cc.latest.chains} chain${cc.latest.chains === 1 ? '' : 's'}, made by ${cc.latest.maker}, cosigned by ${cc.latest.cosigners.length}`);

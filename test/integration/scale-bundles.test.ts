@@ -43,6 +43,7 @@ import { AuditStore } from '../../proxy/audit/store';
 import { readTar, writeTarGz } from '../../proxy/audit/tar';
 import { type CustodyServe, custodyAsync as custody, startServe, writeConfig } from '../support/custody-process';
 import { type EchoUpstream, startEchoUpstream } from '../support/echo-upstream';
+import { exportOverRest } from '../support/exports';
 import { createTestDatabase, type TestDatabase } from '../support/pg-database';
 import { storedChain } from '../support/shared-store-chains';
 import { tempDir } from '../support/tmp';
@@ -116,23 +117,7 @@ async function settled(running: Member[]): Promise<void> {
 }
 
 /** An export over REST (the console's), downloaded to `out`. */
-async function exportVia(m: Member, out: string, filter: Record<string, unknown> = {}): Promise<void> {
-  const started = await api<{ id: string }>(m, keys.admin!, '/api/exports', filter);
-  assert.equal(started.status, 202, JSON.stringify(started.body));
-  const job = await until(
-    'the export done',
-    async () => {
-      const j = (await api<{ state: string; error?: string }>(m, keys.admin!, `/api/exports/${started.body.id}`)).body;
-      if (j.state === 'failed') throw new Error(`the export failed: ${j.error}`);
-      return j.state === 'done' ? j : undefined;
-    },
-    60_000,
-  );
-  assert.ok(job);
-  const res = await fetch(`http://${m.gw!.control}/api/exports/${started.body.id}/download`, { headers: { authorization: `Bearer ${keys.admin}` } });
-  assert.equal(res.status, 200);
-  writeFileSync(out, Buffer.from(await res.arrayBuffer()));
-}
+const exportVia = (m: Member, out: string, filter: Record<string, unknown> = {}) => exportOverRest(`http://${m.gw!.control}`, keys.admin!, out, filter);
 
 const verify = (...args: string[]) => custody('verify', ...args);
 const failures = (stderr: string) => stderr.split('\n').filter((l) => l.startsWith('custody verify: FAILED'));

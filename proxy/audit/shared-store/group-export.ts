@@ -93,6 +93,9 @@ export async function writeGroupChains(client: pg.ClientBase, dir: string, opts:
       }
     }
     for (const r of (await client.query<{ gateway: string }>('SELECT DISTINCT gateway FROM custody_events')).rows) reach(r.gateway, 0);
+    // A chain's newest retention run explains the payloads purged before it (in the store too, when
+    // the run was shipped): the cut reaches it, or the bundle would hold purged rows without their run.
+    for (const r of (await client.query<{ gateway: string; seq: string }>("SELECT gateway, max(seq) AS seq FROM custody_events WHERE kind = 'retention.run' GROUP BY gateway")).rows) reach(r.gateway, Number(r.seq));
     // A row inside a cut that cites another chain's event (a vote on another gateway's hold, …)
     // commits to that event's hash, and so to its chain up to it: that chain reaches at least there
     // (a vote exported at once might otherwise cite an event past the newest combined checkpoint).

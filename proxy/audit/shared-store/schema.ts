@@ -426,6 +426,17 @@ export const PG_MIGRATIONS: PgMigration[] = [
       );
     `,
   },
+  {
+    version: 15,
+    name: 'retention runs found by chain',
+    sql: `
+      -- A chain's retention.run events (retention.ts): a bundle cut before the newest run still
+      -- carries it (group-export.ts), so the purged payloads in the bundle are explained.
+      -- payload is NULL and purged true also for rows purged in the store when their chain's run
+      -- was shipped (shipping.ts), not only for rows purged before they were shipped.
+      CREATE INDEX custody_events_retention ON custody_events (gateway, seq) WHERE kind = 'retention.run';
+    `,
+  },
 ];
 
 /** Applies the migrations the store lacks; returns the versions applied. */

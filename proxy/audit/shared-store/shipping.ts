@@ -9,9 +9,14 @@
  * The cursor never moves back: rows deleted from the store after they were shipped are not
  * shipped again (verify reports them), and a local chain that no longer continues what was shipped
  * stops shipping with the reason.
+ *
+ * Payload retention reaches the store: a batch that carries a `retention.run` also purges the
+ * store's copy of this chain by that run's rule, in the same transaction, so the store never shows
+ * a run without its purge. Rows purged locally before they were shipped go as purged.
  */
 import type Database from 'better-sqlite3';
 import type pg from 'pg';
+import { recordedRun, RETENTION_PURGE_WHERE } from '../retention';
 import { type EventRow, storedPayloadText } from '../store';
 import { EVENTS_CHANNEL } from './schema';
 import { indexShippedSessions } from './session-index';
@@ -32,6 +37,8 @@ export interface ShipResult {
   checkpoints: number;
   /** The cursor after it. */
   cursor: ShipCursor;
+  /** Shipped rows whose payloads this call purged in the store, for the `retention.run` events it shipped. */
+  purged: number;
   /** The local chain's head when it looked. */
   localSeq: number;
   /** The store's copy did not end where the cursor says it was shipped to (before this call's rows). */
@@ -72,6 +79,7 @@ export async function shipOnce(client: pg.ClientBase, db: Database.Database, gat
     const tail = await shippedTailProblem(client, gateway, cursor);
     const tampered = tail && { shippedSeq: cursor.seq, shippedHash: cursor.hash, ...tail };
     if (cursor.seq > head.seq) throw new ShipRefusedError(`the shared store holds this gateway's chain up to seq ${cursor.seq}, but the local chain ends at seq ${head.seq}: this data dir is not the one that shipped it`);
+    let purged = 0;
     const rows = db.prepare('SELECT seq, time, kind, session, actor, connection, payload, encoding, spans, payload_hash, prev_hash, hash FROM events WHERE seq > ? ORDER BY seq LIMIT ?').all(cursor.seq, limit) as EventRow[];
     if (rows.length) {
       const first = rows[0]!;
@@ -91,6 +99,7 @@ export async function shipOnce(client: pg.ClientBase, db: Database.Database, gat
       );
       // The session index moves with the cursor: each shipped event is counted once.
       await indexShippedSessions(client, gateway, batch);
+      for (const r of batch) if (r.kind === 'retention.run' && !r.purged) purged += await purgeForRun(client, gateway, r.seq, r.payload);
       const last = rows[rows.length - 1]!;
       cursor.seq = last.seq;
       cursor.hash = last.hash;
@@ -116,11 +125,27 @@ export async function shipOnce(client: pg.ClientBase, db: Database.Database, gat
     // The other gateways' consoles show these sessions live: announced on commit (session-feed.ts).
     if (rows.some((r) => r.session !== null)) await client.query('SELECT pg_notify($1, $2)', [EVENTS_CHANNEL, gateway]);
     await client.query('COMMIT');
-    return { events: rows.length, checkpoints: cps.length, cursor, localSeq: head.seq, ...(tampered ? { tampered } : {}) };
+    return { events: rows.length, checkpoints: cps.length, purged, cursor, localSeq: head.seq, ...(tampered ? { tampered } : {}) };
   } catch (err) {
     await client.query('ROLLBACK').catch(() => {});
     throw err;
   }
+}
+
+/**
+ * Purges the store's copy of `gateway`'s chain as the `retention.run` at `seq` purged the local one
+ * (runCovers, RETENTION_PURGE_WHERE): payload and spans gone, the row marked purged, its payload
+ * hash kept. Only this gateway's rows; a run whose payload cannot be read purges nothing.
+ */
+async function purgeForRun(client: pg.ClientBase, gateway: string, seq: number, payload: string | null): Promise<number> {
+  const run = recordedRun(seq, payload);
+  if (!run) return 0;
+  const r = await client.query(
+    `UPDATE custody_events SET payload = NULL, spans = NULL, purged = true
+      WHERE gateway = $1 AND seq < $2 AND time < $3 AND seq <= $4 AND NOT purged AND ${RETENTION_PURGE_WHERE}`,
+    [gateway, run.seq, run.cutoff, run.archivedThrough ?? Number.MAX_SAFE_INTEGER],
+  );
+  return r.rowCount ?? 0;
 }
 
 /**
@@ -146,10 +171,12 @@ export async function shippedTailProblem(client: pg.ClientBase, gateway: string,
 export async function shipAll(client: pg.ClientBase, db: Database.Database, gateway: string): Promise<ShipResult> {
   let total = 0;
   let cps = 0;
+  let purged = 0;
   for (;;) {
     const r = await shipOnce(client, db, gateway);
     total += r.events;
     cps += r.checkpoints;
-    if (r.events < SHIP_BATCH) return { ...r, events: total, checkpoints: cps };
+    purged += r.purged;
+    if (r.events < SHIP_BATCH) return { ...r, events: total, checkpoints: cps, purged };
   }
 }

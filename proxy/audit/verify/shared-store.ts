@@ -5,7 +5,9 @@
  * - per chain: seq from 1 with no gap, each row's payload against its payload hash, each hash
  *   against the previous hash and the row's fields, the RFC 6962 root at each signed checkpoint,
  *   and each checkpoint's signature under the chain's own key (whose fingerprint is the chain's id);
- *   a checkpoint larger than the chain means rows were deleted from its tail;
+ *   a checkpoint larger than the chain means rows were deleted from its tail; a purged payload
+ *   only where a later `retention.run` of the chain covers it (retention.ts, runCovers), as the
+ *   local verifier accepts it; otherwise it was deleted by hand;
  * - signers: the chains of pinned keys (`--keys FILE`) are trusted; a chain is trusted too when a
  *   trusted chain approved its key (`gateway.approved`) at a seq one of that chain's signed
  *   checkpoints covers. Without `--keys`, the store's first enrolled gateway is trusted on first
@@ -25,6 +27,7 @@ import { groupId, listGateways, rowProblem, rowVerifier, type GatewayRow } from 
 import { checkCombined, checkGroupWitnessed, type CombinedReport, type GroupWitnessReport, type GroupWitnessRow, readCombined, readGroupWitnessRows, type StoredCombined, wantedSizes } from './combined';
 import { citesOthers, eventRefs, PG_EVENT_COLUMNS, payloadIntact, type PgEventRow, rowChainHash } from '../shared-store/schema';
 import type { EventRef } from '../../../shared/events';
+import { recordedRun, runCovers } from '../retention';
 
 export type SharedStoreProblem =
   | 'modified'
@@ -54,6 +57,8 @@ export interface ChainReport {
   checkpointsChecked: number;
   /** The largest tree size a verified signed checkpoint covers. */
   signedThrough: number;
+  /** Rows whose payloads were purged by retention (each covered by a later recorded run). */
+  payloadsPurged: number;
   /** How this chain's key came to be trusted: pinned, first-enrolled (no --keys), or approved by another chain. */
   trust?: { by: 'pinned' | 'first-enrolled' } | { by: 'approval'; approver: string; seq: number };
   /** Removed from the group by a trusted chain's `gateway.removed`, under a signed checkpoint of that chain. */
@@ -307,7 +312,7 @@ export function signedCheckpoints<T extends StoredChainCheckpoint>(checkpoints: 
 }
 
 async function verifyChain(source: ChainSource, g: GatewayRow, fail: (f: SharedStoreFailure) => void, wanted?: ReadonlySet<number>): Promise<ChainState> {
-  const report: ChainReport = { gateway: g.id, name: g.name, events: 0, checkpointsChecked: 0, signedThrough: 0 };
+  const report: ChainReport = { gateway: g.id, name: g.name, events: 0, checkpointsChecked: 0, signedThrough: 0, payloadsPurged: 0 };
   const state: ChainState = { report, approvals: [], removals: [], refs: [], intact: true, reached: 0, rootsAt: new Map() };
   const problem = (f: Omit<SharedStoreFailure, 'chain'>) => {
     state.intact = false;
@@ -325,6 +330,8 @@ async function verifyChain(source: ChainSource, g: GatewayRow, fail: (f: SharedS
   const acc = new MerkleAccumulator();
   let prev = GENESIS_HASH;
   let expect = 1;
+  // Purged rows no run seen so far covers, as seq, time pairs: a later run may still.
+  let unexplained: number[] = [];
   for (;;) {
     const entries = await source.entries(g.id, expect, PAGE);
     for (const entry of entries) {
@@ -351,6 +358,13 @@ async function verifyChain(source: ChainSource, g: GatewayRow, fail: (f: SharedS
         if (entry.hash !== r.hash) {
           problem({ problem: 'modified', seq, message: `its hash (${r.kind}) is not the one ${source.label} lists for that seq of the chain` });
           return state;
+        }
+        if (r.purged) {
+          report.payloadsPurged++;
+          unexplained.push(seq, Number(r.time));
+        } else if (r.kind === 'retention.run' && unexplained.length) {
+          const run = recordedRun(seq, r.payload);
+          if (run) unexplained = uncovered(unexplained, run);
         }
         if (r.kind === 'gateway.approved' && r.payload) {
           const p = JSON.parse(r.payload) as { id?: unknown; fingerprint?: unknown };
@@ -382,6 +396,7 @@ async function verifyChain(source: ChainSource, g: GatewayRow, fail: (f: SharedS
     if (entries.length < PAGE) break;
   }
   report.events = expect - 1;
+  if (unexplained.length) problem({ problem: 'modified', seq: unexplained[0]!, message: 'its payload was removed, but no recorded retention run covers it' });
   const beyond = signed.filter((cp) => cp.treeSize > report.events);
   if (beyond.length) {
     const largest = beyond[beyond.length - 1]!.treeSize;
@@ -389,6 +404,13 @@ async function verifyChain(source: ChainSource, g: GatewayRow, fail: (f: SharedS
   }
   for (const cp of signed) if (cp.treeSize === 0) report.checkpointsChecked++;
   return state;
+}
+
+/** The seq, time pairs of `pending` that `run` does not cover. */
+function uncovered(pending: number[], run: Parameters<typeof runCovers>[0]): number[] {
+  const left: number[] = [];
+  for (let i = 0; i < pending.length; i += 2) if (!runCovers(run, pending[i]!, pending[i + 1]!)) left.push(pending[i]!, pending[i + 1]!);
+  return left;
 }
 
 /**
