@@ -251,12 +251,15 @@ export class Gateway {
         await s.persons.refreshAsync(true).catch((err: unknown) => s.log.warn(`cannot re-read persons: ${(err as Error).message}`));
       });
     };
-    // SSH keys after the API keys they log in as (the commit thread writes in order); a login reads
-    // the ssh_keys table each time, so nothing is re-read for them.
+    // SSH keys once the API keys they log in as are written and the key index re-read, so an SSH
+    // key copied here logs in from its first attempt; a login reads the ssh_keys table each time.
     const onKeys = (p: PulledKeys) => {
       applying = applying.then(async () => {
-        await writeAll('a key', [...p.keys.map((r) => ({ sql: APPLY_PULLED_KEY_SQL, params: pulledKeyParams(r) })), ...p.sshKeys.map((r) => ({ sql: APPLY_PULLED_SSH_KEY_SQL, params: pulledSshKeyParams(r) }))]);
-        if (p.keys.length) await s.keys.refresh().catch(() => {});
+        if (p.keys.length) {
+          await writeAll('a key', p.keys.map((r) => ({ sql: APPLY_PULLED_KEY_SQL, params: pulledKeyParams(r) })));
+          await s.keys.refresh().catch(() => {});
+        }
+        await writeAll('an SSH key', p.sshKeys.map((r) => ({ sql: APPLY_PULLED_SSH_KEY_SQL, params: pulledSshKeyParams(r) })));
       });
     };
     if (s.config.store) {
