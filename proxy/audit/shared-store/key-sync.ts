@@ -231,16 +231,8 @@ export class KeySync {
     await inTransaction(c, async () => {
       for (const r of regs) {
         // Creation fields are immutable: a different registration already stored under this one's id is left alone (and not signed).
-        await c.query('INSERT INTO custody_ssh_keys (fingerprint, created_at, key_id, algo, public_key, comment, created_by, origin) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (fingerprint, created_at) DO NOTHING', [
-          r.fingerprint,
-          r.created_at,
-          r.key_id,
-          r.algo,
-          r.public_key,
-          r.comment,
-          r.created_by,
-          this.gateway,
-        ]);
+        const fields = [r.fingerprint, r.created_at, r.key_id, r.algo, r.public_key, r.comment, r.created_by, this.gateway];
+        await c.query('INSERT INTO custody_ssh_keys (fingerprint, created_at, key_id, algo, public_key, comment, created_by, origin) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (fingerprint, created_at) DO NOTHING', fields);
         const stored = (await c.query<SshKeyCreationRow & { created_at: string }>('SELECT fingerprint, key_id, algo, public_key, comment, created_at, created_by FROM custody_ssh_keys WHERE fingerprint = $1 AND created_at = $2', [r.fingerprint, r.created_at])).rows[0];
         if (!stored || sshCreationText({ ...stored, created_at: num(stored.created_at) }) !== sshCreationText(r)) continue;
         await c.query('INSERT INTO custody_ssh_key_signatures (fingerprint, created_at, gateway, signature) VALUES ($1, $2, $3, $4) ON CONFLICT (fingerprint, created_at, gateway) DO NOTHING', [r.fingerprint, r.created_at, this.gateway, await this.sign(sshCreationText(r))]);
