@@ -8,7 +8,7 @@ import { type Config, parseDuration } from '../shared/config';
 import type { GatewayStartPayload, GatewayStopPayload, KeyCreatedPayload, SessionEndPayload } from '../shared/events';
 import { AuditService } from './audit/service';
 import { storeConnection, storeLabel } from './audit/shared-store/schema';
-import { APPLY_PULLED_KEY_SQL, pulledKeyParams, type SharedKeyRow } from './audit/shared-store/key-sync';
+import { APPLY_PULLED_KEY_SQL, APPLY_PULLED_SSH_KEY_SQL, type PulledKeys, pulledKeyParams, pulledSshKeyParams } from './audit/shared-store/key-sync';
 import { personApplyStatements, type PulledPersons } from './audit/shared-store/person-sync';
 import { applyGroupDocument } from './group-config';
 import { SharedStoreMember } from './audit/shared-store/shipper';
@@ -251,10 +251,15 @@ export class Gateway {
         await s.persons.refreshAsync(true).catch((err: unknown) => s.log.warn(`cannot re-read persons: ${(err as Error).message}`));
       });
     };
-    const onKeys = (rows: SharedKeyRow[]) => {
+    // SSH keys once the API keys they log in as are written and the key index re-read, so an SSH
+    // key copied here logs in from its first attempt; a login reads the ssh_keys table each time.
+    const onKeys = (p: PulledKeys) => {
       applying = applying.then(async () => {
-        await writeAll('a key', rows.map((r) => ({ sql: APPLY_PULLED_KEY_SQL, params: pulledKeyParams(r) })));
-        await s.keys.refresh().catch(() => {});
+        if (p.keys.length) {
+          await writeAll('a key', p.keys.map((r) => ({ sql: APPLY_PULLED_KEY_SQL, params: pulledKeyParams(r) })));
+          await s.keys.refresh().catch(() => {});
+        }
+        await writeAll('an SSH key', p.sshKeys.map((r) => ({ sql: APPLY_PULLED_SSH_KEY_SQL, params: pulledSshKeyParams(r) })));
       });
     };
     if (s.config.store) {

@@ -25,7 +25,8 @@ export interface SshKeyRecord {
   removedAt: number | null;
 }
 
-interface Row {
+/** A row of the `ssh_keys` table (shared by the gateways of a group: key-sync.ts). */
+export interface SshKeyRow {
   fingerprint: string;
   key_id: string;
   algo: string;
@@ -65,7 +66,7 @@ export function parseSshPublicKey(text: string): { algo: string; blob: Buffer; c
   return { algo: key.type, blob, comment: key.comment || null, fingerprint: sshFingerprint(blob) };
 }
 
-function toRecord(r: Row): SshKeyRecord {
+function toRecord(r: SshKeyRow): SshKeyRecord {
   return { fingerprint: r.fingerprint, keyId: r.key_id, algo: r.algo, publicKey: r.public_key, comment: r.comment, createdAt: r.created_at, createdBy: r.created_by, removedAt: r.removed_at };
 }
 
@@ -81,7 +82,7 @@ export class SshKeyStore {
   /** Registers `publicKey` for API key `keyId` (the caller checks that the key exists and may be used). */
   add(keyId: string, publicKey: string, createdBy: string, now = Date.now()): SshKeyRecord {
     const k = parseSshPublicKey(publicKey);
-    const existing = this.db.prepare('SELECT * FROM ssh_keys WHERE fingerprint = ?').get(k.fingerprint) as Row | undefined;
+    const existing = this.db.prepare('SELECT * FROM ssh_keys WHERE fingerprint = ?').get(k.fingerprint) as SshKeyRow | undefined;
     if (existing && existing.removed_at === null) throw new SshKeyError(409, `the SSH key ${k.fingerprint} is already registered (for API key ${existing.key_id}); remove it there first`);
     this.db
       .prepare(
@@ -99,15 +100,15 @@ export class SshKeyStore {
   }
 
   get(fingerprint: string): SshKeyRecord | undefined {
-    const r = this.db.prepare('SELECT * FROM ssh_keys WHERE fingerprint = ?').get(fingerprint) as Row | undefined;
+    const r = this.db.prepare('SELECT * FROM ssh_keys WHERE fingerprint = ?').get(fingerprint) as SshKeyRow | undefined;
     return r && toRecord(r);
   }
 
   /** Active keys, of one API key or all. */
   list(keyId?: string): SshKeyRecord[] {
     const rows = keyId
-      ? (this.db.prepare('SELECT * FROM ssh_keys WHERE key_id = ? AND removed_at IS NULL ORDER BY created_at').all(keyId) as Row[])
-      : (this.db.prepare('SELECT * FROM ssh_keys WHERE removed_at IS NULL ORDER BY created_at').all() as Row[]);
+      ? (this.db.prepare('SELECT * FROM ssh_keys WHERE key_id = ? AND removed_at IS NULL ORDER BY created_at').all(keyId) as SshKeyRow[])
+      : (this.db.prepare('SELECT * FROM ssh_keys WHERE removed_at IS NULL ORDER BY created_at').all() as SshKeyRow[]);
     return rows.map(toRecord);
   }
 
@@ -115,7 +116,7 @@ export class SshKeyStore {
   async find(blob: Buffer): Promise<SshKeyRecord | undefined> {
     const fp = sshFingerprint(blob);
     const sql = 'SELECT * FROM ssh_keys WHERE fingerprint = ? AND removed_at IS NULL';
-    const rows = this.reader ? await this.reader<Row>(sql, [fp]) : (this.db.prepare(sql).all(fp) as Row[]);
+    const rows = this.reader ? await this.reader<SshKeyRow>(sql, [fp]) : (this.db.prepare(sql).all(fp) as SshKeyRow[]);
     const r = rows[0];
     // The fingerprint names the blob; compare the blob itself all the same.
     return r && Buffer.from(r.public_key, 'base64').equals(blob) ? toRecord(r) : undefined;

@@ -4,14 +4,13 @@
 // nothing is stored; one person cannot see, add for or remove another's keys, an admin can; a key
 // with an expiry is refused once it has passed; removing a key refuses it at once.
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { SshKeyList, SshKeyView } from '../../shared/api';
 import type { Gateway } from '../../proxy/gateway';
-import { type SshBox, startSshBox } from '../support/ssh-box';
+import { type SshBox, sshKeygen, startSshBox } from '../support/ssh-box';
 
 let box: SshBox;
 let gw: Gateway;
@@ -23,11 +22,7 @@ let bob: string;
 
 const ssh = (identity: string, command: string) => box.ssh(identity, command);
 
-function keygen(name: string): { file: string; pub: string; fingerprint: string } {
-  const file = join(work, name);
-  execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', `${name}@laptop`, '-f', file]);
-  return { file, pub: readFileSync(`${file}.pub`, 'utf8'), fingerprint: execFileSync('ssh-keygen', ['-l', '-f', `${file}.pub`], { encoding: 'utf8' }).split(' ')[1]! };
-}
+const keygen = (name: string) => sshKeygen(work, name);
 
 async function call(key: string, method: string, path: string, body?: unknown): Promise<{ status: number; json: Record<string, unknown> }> {
   const res = await fetch(`${control}${path}`, { method, headers: { authorization: `Bearer ${key}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) }, body: body === undefined ? undefined : JSON.stringify(body) });

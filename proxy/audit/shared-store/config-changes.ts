@@ -1,7 +1,7 @@
 /**
- * The group's configuration rows as this gateway last read them from the shared store (keys,
- * persons, their links and locks, policy and masking versions: key-sync.ts, person-sync.ts,
- * doc-sync.ts), kept in memory on the shared store's worker thread and brought up to date by
+ * The group's configuration rows as this gateway last read them from the shared store (keys and
+ * their SSH keys, persons, their links and locks, policy and masking versions: key-sync.ts,
+ * person-sync.ts, doc-sync.ts), kept in memory on the shared store's worker thread and brought up to date by
  * reading only what changed.
  *
  * Migration 6 numbers every row written to those tables from one change order (`change`), under
@@ -17,6 +17,7 @@
  * sticky, and a row removed from the store must not undo them here).
  */
 import type pg from 'pg';
+import type { SshKeyRow } from '../../identity/ssh-keys';
 import type { ApiKeyRow } from '../migrations';
 import { CONFIG_TABLES, type ConfigTable } from './schema';
 
@@ -29,6 +30,18 @@ export interface KeyChangeRow {
   gateway: string;
   signature: string;
 }
+/** An SSH key's registration as the group shares it (immutable, signed: key-sync.ts). */
+export type SshKeyCreationRow = Omit<SshKeyRow, 'removed_at'>;
+export interface SshKeyRemovalRow {
+  fingerprint: string;
+  created_at: number;
+  key_id: string;
+  at: number;
+  gateway: string;
+  signature: string;
+}
+/** The id of one registration of an SSH key (a key removed and registered again is another). */
+export const sshRegistration = (r: { fingerprint: string; created_at: number }): string => `${r.fingerprint} ${r.created_at}`;
 /** A person as the group shares it (person-sync.ts signs and copies these). */
 export interface SharedPerson {
   id: string;
@@ -82,6 +95,11 @@ export class ConfigMirror {
   readonly keySignatures: Signatures = new Map();
   /** By `id/kind/gateway` (one row per gateway, updated to an earlier time). */
   readonly keyChanges = new Map<string, KeyChangeRow>();
+  /** By registration (`sshRegistration`). */
+  readonly sshKeys = new Map<string, SshKeyCreationRow>();
+  readonly sshKeySignatures: Signatures = new Map();
+  /** By `registration/gateway` (one row per gateway, updated to an earlier time). */
+  readonly sshKeyRemovals = new Map<string, SshKeyRemovalRow>();
   readonly persons = new Map<string, PersonRow>();
   readonly personSignatures: Signatures = new Map();
   /** By `credential/gateway`. */
@@ -116,6 +134,19 @@ export class ConfigMirror {
       case 'custody_api_key_changes':
         this.keyChanges.set(`${s('id')}/${s('kind')}/${s('gateway')}`, { id: s('id'), kind: s('kind') as KeyChangeRow['kind'], at: n('at'), gateway: s('gateway'), signature: s('signature') });
         return;
+      case 'custody_ssh_keys': {
+        const k: SshKeyCreationRow = { fingerprint: s('fingerprint'), key_id: s('key_id'), algo: s('algo'), public_key: s('public_key'), comment: (r['comment'] as string | null) ?? null, created_at: n('created_at'), created_by: s('created_by') };
+        this.sshKeys.set(sshRegistration(k), k);
+        return;
+      }
+      case 'custody_ssh_key_signatures':
+        addSignature(this.sshKeySignatures, sshRegistration({ fingerprint: s('fingerprint'), created_at: n('created_at') }), s('gateway'), s('signature'));
+        return;
+      case 'custody_ssh_key_removals': {
+        const x: SshKeyRemovalRow = { fingerprint: s('fingerprint'), created_at: n('created_at'), key_id: s('key_id'), at: n('at'), gateway: s('gateway'), signature: s('signature') };
+        this.sshKeyRemovals.set(`${sshRegistration(x)}/${x.gateway}`, x);
+        return;
+      }
       case 'custody_persons':
         this.persons.set(s('id'), { id: s('id'), name: s('name'), created_at: n('created_at'), created_by: s('created_by') });
         return;

@@ -31,7 +31,7 @@ import type pg from 'pg';
 import { canonicalize } from '../../../shared/canonical-json';
 import { type CredentialKind, LOCAL_PERSON } from '../../../shared/identity';
 import type { ConfigMirror, SharedPerson } from './config-changes';
-import type { TrustSet } from './key-sync';
+import { inTransaction, signedByTrusted, type TrustSet } from './key-sync';
 
 export type { SharedPerson };
 
@@ -117,8 +117,7 @@ export class PersonSync {
     const links = [...this.localLinks().values()].map((l) => ({ ...l, person: this.toStore(l.person) })).filter((l) => !signed.links.has(`${l.credential}/${l.person}/${l.linked_at}`));
     const locks = persons.filter((p) => p.locked_at !== null && !signed.locks.has(`${p.id}/${p.locked_at}`)).map((p) => ({ id: p.id, at: p.locked_at!, by: p.locked_by ?? 'unknown' }));
     if (!newPersons.length && !links.length && !locks.length) return;
-    await c.query('BEGIN');
-    try {
+    await inTransaction(c, async () => {
       for (const p of newPersons) {
         // Creation fields are immutable: a different person already stored under this id is left alone (and not signed).
         await c.query('INSERT INTO custody_persons (id, name, created_at, created_by, origin) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING', [p.id, p.name, p.created_at, p.created_by, this.gateway]);
@@ -141,11 +140,7 @@ export class PersonSync {
           [l.id, this.gateway, l.at, l.by, await this.sign(lockText(l))],
         );
       }
-      await c.query('COMMIT');
-    } catch (err) {
-      await c.query('ROLLBACK').catch(() => {});
-      throw err;
-    }
+    });
     for (const p of newPersons) signed.persons.add(p.id);
     for (const l of links) {
       signed.links.add(`${l.credential}/${l.person}/${l.linked_at}`);
@@ -172,8 +167,7 @@ export class PersonSync {
     for (const p of mirror.persons.values()) {
       const id = this.fromStore(p.id);
       if (known.has(id)) continue;
-      const text = personText(p);
-      if (![...(mirror.personSignatures.get(p.id) ?? [])].some(([gateway, signature]) => trust.verify(gateway, text, signature))) continue;
+      if (!signedByTrusted(mirror.personSignatures.get(p.id), personText(p), trust)) continue;
       known.add(id);
       out.persons.push({ ...p, id });
     }

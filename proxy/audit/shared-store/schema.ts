@@ -60,8 +60,8 @@ export const CONFIG_CHANNEL = 'custody_config';
  * shipped and pushes it to its consoles live (session-feed.ts).
  */
 export const EVENTS_CHANNEL = 'custody_events';
-/** The tables migration 9 numbers and announces, as config-changes.ts reads them. */
-export const CONFIG_TABLES = [
+/** The tables migration 9 numbers and announces (as it was written: migrations never change). */
+const CONFIG_TABLES_9 = [
   'custody_api_keys',
   'custody_api_key_signatures',
   'custody_api_key_changes',
@@ -71,6 +71,10 @@ export const CONFIG_TABLES = [
   'custody_person_locks',
   'custody_documents',
 ] as const;
+/** SSH keys registered under API keys (migration 14), numbered and announced the same way. */
+const SSH_KEY_TABLES = ['custody_ssh_keys', 'custody_ssh_key_signatures', 'custody_ssh_key_removals'] as const;
+/** Every table of the one change order, as config-changes.ts reads them. */
+export const CONFIG_TABLES = [...CONFIG_TABLES_9, ...SSH_KEY_TABLES] as const;
 export type ConfigTable = (typeof CONFIG_TABLES)[number];
 
 function configChangeSql(table: ConfigTable): string {
@@ -382,7 +386,7 @@ export const PG_MIGRATIONS: PgMigration[] = [
         PERFORM pg_notify('${CONFIG_CHANNEL}', TG_TABLE_NAME);
         RETURN NULL;
       END $$;
-      ${CONFIG_TABLES.map(configChangeSql).join('\n')}
+      ${CONFIG_TABLES_9.map(configChangeSql).join('\n')}
     `,
   },
   {
@@ -424,6 +428,43 @@ export const PG_MIGRATIONS: PgMigration[] = [
         cosigned_at BIGINT NOT NULL,
         PRIMARY KEY (witness, key_id, tree_size)
       );
+    `,
+  },
+  {
+    version: 14,
+    name: 'SSH keys shared by the group, signed by the gateways that hold them; removals signed',
+    sql: `
+      -- One row per registration of a public key (key-sync.ts): a key removed and
+      -- registered again is a new row, so a removal, which names its registration, stays sticky.
+      CREATE TABLE custody_ssh_keys (
+        fingerprint TEXT NOT NULL,              -- SHA256:… of the public key blob
+        created_at BIGINT NOT NULL,
+        key_id TEXT NOT NULL,                   -- the API key it logs in as
+        algo TEXT NOT NULL,
+        public_key TEXT NOT NULL,               -- base64 of the public key blob
+        comment TEXT,
+        created_by TEXT NOT NULL,
+        origin TEXT NOT NULL,                   -- the gateway that first pushed it
+        PRIMARY KEY (fingerprint, created_at)
+      );
+      CREATE TABLE custody_ssh_key_signatures (
+        fingerprint TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        gateway TEXT NOT NULL,                  -- the signing gateway's id
+        signature TEXT NOT NULL,                -- Ed25519 over the creation fields
+        PRIMARY KEY (fingerprint, created_at, gateway),
+        FOREIGN KEY (fingerprint, created_at) REFERENCES custody_ssh_keys (fingerprint, created_at)
+      );
+      CREATE TABLE custody_ssh_key_removals (
+        fingerprint TEXT NOT NULL,
+        created_at BIGINT NOT NULL,             -- the registration removed
+        key_id TEXT NOT NULL,
+        at BIGINT NOT NULL,
+        gateway TEXT NOT NULL,                  -- the gateway that made or accepted the removal
+        signature TEXT NOT NULL,
+        PRIMARY KEY (fingerprint, created_at, gateway)
+      );
+      ${SSH_KEY_TABLES.map(configChangeSql).join('\n')}
     `,
   },
   {

@@ -252,10 +252,10 @@ async function configRound(c: pg.Client, pull: boolean): Promise<void> {
     lastPullAt = Date.now();
     post({ contactAt: lastPullAt, error: undefined, failingSince: undefined });
   }
-  const rows = await keySync.round(c, trust, mirror, (k) => personSync.keyReady(k.id, k.created_at));
+  const keys = await keySync.round(c, trust, mirror, (k) => personSync.keyReady(k.id, k.created_at));
   const persons = personSync.pull(mirror, trust);
   if (persons.persons.length || persons.links.length || persons.locks.length) port.postMessage({ type: 'persons', persons });
-  if (rows.length) port.postMessage({ type: 'keys', rows });
+  if (keys.keys.length || keys.sshKeys.length) port.postMessage({ type: 'keys', keys });
   const docs = docSync.pull(mirror, trust);
   if (docs.length) port.postMessage({ type: 'documents', docs });
   lastPushAt = Date.now();

@@ -19,7 +19,7 @@ import type { RemoteCommitter } from '../remote-commit';
 import type { AuditStore } from '../store';
 import { gatewayIdentity, type EnrolmentStatus, type GatewayIdentity } from './enrolment';
 import type { PulledDocument } from './doc-sync';
-import type { SharedKeyRow } from './key-sync';
+import type { PulledKeys } from './key-sync';
 import type { PulledPersons } from './person-sync';
 import { storeConnection, storeLabel } from './schema';
 
@@ -65,7 +65,7 @@ type ShipperMessage =
   | { type: 'status'; status: ShipperStatus }
   | { type: 'committed'; ids: number[]; error?: string }
   | { type: 'stopped'; error?: string }
-  | { type: 'keys'; rows: SharedKeyRow[] }
+  | { type: 'keys'; keys: PulledKeys }
   | { type: 'persons'; persons: PulledPersons }
   | { type: 'documents'; docs: PulledDocument[] };
 
@@ -85,8 +85,8 @@ interface Admission {
 interface MemberDeps {
   store: AuditStore;
   log: Logger;
-  /** Rows of the shared key table this gateway's table lacks or holds differently (key-sync.ts). */
-  onKeys?: (rows: SharedKeyRow[]) => void;
+  /** Rows of the shared key and SSH key tables this gateway's tables lack or hold differently (key-sync.ts). */
+  onKeys?: (keys: PulledKeys) => void;
   /** Persons, credential links and locks from the group that this gateway's tables lack (person-sync.ts). */
   onPersons?: (persons: PulledPersons) => void;
   /** A policy or masking version from the group that differs from what this gateway enforces (doc-sync.ts). */
@@ -171,7 +171,7 @@ export class SharedStoreMember implements RemoteCommitter {
       return;
     }
     if (m.type === 'keys') {
-      this.deps.onKeys?.(m.rows);
+      this.deps.onKeys?.(m.keys);
       return;
     }
     if (m.type === 'persons') {
