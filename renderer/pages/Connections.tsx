@@ -127,7 +127,28 @@ export function ConnectionsPage() {
                         </div>
                       )}
                     </td>
-                    <td className="small nowrap">{c.secret ? (c.secret.kind === 'env' ? <>env <code>{c.secret.env}</code></> : c.secret.kind === 'file' ? <>file <code>{c.secret.file}</code></> : <span title="Stored sealed; never shown again">•••••• stored</span>) : <span className="muted">none</span>}</td>
+                    <td className="small nowrap">
+                      {c.secretMissing ? (
+                        // From another gateway of the group: a secret value never travels, so this gateway does not serve it yet.
+                        <span className="danger-text" title="This connection came from another gateway of the group; its secret value stays on that gateway. Edit it here and enter the secret." data-testid="secret-missing">
+                          set the secret on this gateway
+                        </span>
+                      ) : c.secret ? (
+                        c.secret.kind === 'env' ? (
+                          <>
+                            env <code>{c.secret.env}</code>
+                          </>
+                        ) : c.secret.kind === 'file' ? (
+                          <>
+                            file <code>{c.secret.file}</code>
+                          </>
+                        ) : (
+                          <span title="Stored sealed; never shown again">•••••• stored</span>
+                        )
+                      ) : (
+                        <span className="muted">none</span>
+                      )}
+                    </td>
                     <td className="small" data-testid="test-result">
                       {t === 'running' ? (
                         <span className="muted">testing…</span>

@@ -4,6 +4,8 @@
  *   GET  /api/connections               reviewer, approver or admin: every connection, without secrets
  *   POST /api/connections               admin: a connection plus a write-only secret → the new one
  *   PUT  /api/connections/:name         admin: changed fields (and secret) → the connection
+ *   DELETE /api/connections/:name       admin: removes one added or edited from the console (an edited
+ *                                       config-file connection goes back to the file's)
  *   POST /api/connections/test          admin: {kind, upstream} of an unsaved draft → reachability
  *   POST /api/connections/:name/test    admin: reachability of a saved connection
  *
@@ -62,6 +64,15 @@ export function registerConnectionRoutes(router: Router, s: GatewayServices, bou
       const edited = asHttp(() => connections.edit(name, body, identity!));
       if (!edited) throw new HttpError(404, 'not_found', `no connection ${name}`);
       return edited;
+    },
+    { role: 'admin' },
+  );
+  router.delete(
+    '/api/connections/:name',
+    ({ identity, params }) => {
+      const removed = asHttp(() => connections.remove(params['name']!, identity!));
+      if (!removed) throw new HttpError(404, 'not_found', `no connection ${params['name']}`);
+      return { removed: removed.name, fromConfig: removed.fromConfig };
     },
     { role: 'admin' },
   );
