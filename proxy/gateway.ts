@@ -120,6 +120,7 @@ export class Gateway {
       services = {
       config: connections.config,
       unservedConnections: connections.unserved,
+      configConnections: opts.config.connections,
       configFile: opts.configFile,
       dataDir: opts.dataDir,
       store,

@@ -8,7 +8,7 @@
  */
 import type { ConfigIssue } from '../shared/config';
 import type { PulledDocument } from './audit/shared-store/doc-sync';
-import { applyGroupConnections, connectionsNow } from './connections/store';
+import { applyGroupConnections, connectionsNow, fileConfig } from './connections/store';
 import { validateMaskingConfig } from './masking/engine';
 import { applyMaskingChange } from './masking/versions';
 import { checkPolicies, parsePolicies } from './policy/check';
@@ -24,7 +24,7 @@ export function applyGroupDocument(s: GatewayServices, doc: PulledDocument): voi
   try {
     if (doc.kind === 'connections') {
       // Applied before the round's policy version (doc-sync.ts orders kinds), which may name them.
-      const problems = applyGroupConnections(s, doc.content, { author: who.author, note: who.note });
+      const problems = applyGroupConnections(fileConfig(s), doc.content, { author: who.author, note: who.note });
       if (problems.length) return refuse(problems);
       s.log.info(`shared store: took connections ${from} (they apply when this gateway restarts)`);
       return;

@@ -183,6 +183,11 @@ function viewOf(connection: Connection | StoredConfig, source: ConnectionView['s
   };
 }
 
+/** The services' `config` with the config file's own connections: what console changes are laid over (the proxies serve the merged set since start). */
+export function fileConfig<T extends { config: Config; configConnections?: Config['connections'] }>(s: T): T {
+  return s.configConnections ? { ...s, config: { ...s.config, connections: s.configConnections } } : s;
+}
+
 export class ConnectionStore {
   /** Rows saved at or after this time take effect at the next start. */
   private readonly startedAt = Date.now();

@@ -13,7 +13,7 @@
  */
 import { ConnectionInputError } from '../../connections/input';
 import { testUpstream } from '../../connections/probe';
-import { ConnectionStore } from '../../connections/store';
+import { ConnectionStore, fileConfig } from '../../connections/store';
 import { ConnectionKind } from '../../../shared/config';
 import type { GatewayServices } from '../../services';
 import { HttpError, type Router } from '../router';
@@ -40,7 +40,7 @@ function asHttp<T>(change: () => T): T {
  * snippets) once they listen.
  */
 export function registerConnectionRoutes(router: Router, s: GatewayServices, bound: BoundAddresses = { http: () => undefined, postgres: () => undefined }): void {
-  const connections = new ConnectionStore(s, (name) => bound.postgres(name));
+  const connections = new ConnectionStore(fileConfig(s), (name) => bound.postgres(name));
   router.get('/api/connections', ({ identity }) => {
     if (!identity || !['admin', 'approver', 'reviewer'].some((r) => identity.roles.includes(r as never))) throw new HttpError(403, 'forbidden', 'this needs the reviewer, approver or admin role');
     return { connections: connections.list(), httpListen: bound.http() ?? s.config.listen.http, liveReload: false };
