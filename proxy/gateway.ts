@@ -21,7 +21,7 @@ import { EventBus, sessionEventsFromStore } from './bus';
 import { checkSecretFiles } from './config';
 import { type ControlPlane, type RouteModule, startControlPlane } from './control/server';
 import { registerConnectionRoutes } from './control/routes/connections';
-import { withStoredConnections } from './connections/store';
+import { versionStoredConnections, withStoredConnections } from './connections/store';
 import { upstreamCredentialWarning } from '../shared/upstream-credentials';
 import { registerDashboardRoutes } from './control/routes/dashboard';
 import { ApiKeyStore } from './identity/api-keys';
@@ -109,6 +109,7 @@ export class Gateway {
     const bus = new EventBus(10_000, sessionEventsFromStore(store));
     let services: GatewayServices;
     try {
+      versionStoredConnections(store);
       const connections = withStoredConnections(opts.config, { store, secrets, log });
       const users = new UserDirectory(store.db, 60_000, (sql, params, done) => store.writeBehind(sql, params, done));
       // Bearer JWTs from the configured issuers; API keys keep working beside them.

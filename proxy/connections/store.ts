@@ -183,6 +183,16 @@ function viewOf(connection: Connection | StoredConfig, source: ConnectionView['s
   };
 }
 
+/**
+ * At start: connections stored before this gateway versioned them become its first `connections`
+ * version, so they seed a group that has none yet (doc-sync.ts), as the config file's rules do;
+ * a group that has one replaces them, as it replaces a joining gateway's rules.
+ */
+export function versionStoredConnections(store: AuditStore): void {
+  if (!readRows(store).length || store.db.prepare('SELECT 1 FROM policy_versions WHERE kind = ? LIMIT 1').get(CONNECTIONS_KIND)) return;
+  store.transaction(() => recordVersion(store, sharedContent(store), { subject: 'config', name: 'connections stored before they were versioned' }, 'config', undefined, Date.now()));
+}
+
 /** The services' `config` with the config file's own connections: what console changes are laid over (the proxies serve the merged set since start). */
 export function fileConfig<T extends { config: Config; configConnections?: Config['connections'] }>(s: T): T {
   return s.configConnections ? { ...s, config: { ...s.config, connections: s.configConnections } } : s;

@@ -218,7 +218,7 @@ function ConnectionForm({ initial, onClose, onSaved }: { initial?: ConnectionVie
   const [upstream, setUpstream] = useState(initial?.upstream ?? 'https://api.openai.com/v1');
   const [listen, setListen] = useState(initial?.listen ?? '');
   const [description, setDescription] = useState(initial?.description ?? '');
-  const [secretMode, setSecretMode] = useState<'keep' | 'value' | 'env'>(initial?.secret ? 'keep' : 'value');
+  const [secretMode, setSecretMode] = useState<'keep' | 'value' | 'env'>(initial?.secret && !initial.secretMissing ? 'keep' : 'value');
   const [secret, setSecret] = useState('');
   const [env, setEnv] = useState(initial?.secret?.kind === 'env' ? (initial.secret.env ?? '') : '');
   const [error, setError] = useState<string>();
