@@ -132,7 +132,12 @@ export function withStoredConnections(config: Config, deps: { store: AuditStore;
     try {
       const stored = JSON.parse(row.config) as StoredConfig;
       const env = stored.secretRef && 'env' in stored.secretRef ? stored.secretRef.env : undefined;
-      const why = missingHere(row, stored) ?? (env !== undefined && process.env[env] === undefined ? `environment variable ${env}, which holds its secret, is not set on this gateway's host` : undefined);
+      // A host's own environment is checked here, not at the proxies' start: one connection it cannot serve does not keep the gateway from starting.
+      const fromEnv = env === undefined ? undefined : process.env[env];
+      const why =
+        missingHere(row, stored) ??
+        (env !== undefined && fromEnv === undefined ? `environment variable ${env}, which holds its secret, is not set on this gateway's host` : undefined) ??
+        (LISTENER_KINDS.includes(stored.kind) ? undefined : shortSecretProblem(row.name, fromEnv));
       if (why) throw new Error(why);
       byName.set(row.name, toConnection(row, deps.secrets));
     } catch (err) {
