@@ -5,7 +5,7 @@
  * served by B with the credential from the environment B started with; one with a value secret
  * arrives on B without it, marked, refused until an admin sets the secret on B, and its value is in
  * no row of the store; a policy naming a connection that arrives in the same round is enforced on
- * B; a removal on A reaches B; rows written into the store by hand change nothing on B. Checked by
+ * B; an edit made on B reaches A, which keeps its own secret value; a removal on A reaches B; rows written into the store by hand change nothing on B. Checked by
  * what the upstream received and what the databases hold.
  */
 import assert from 'node:assert/strict';
@@ -224,6 +224,18 @@ describe("console connections are the group's", () => {
     assert.equal(denied.received, undefined, 'the upstream never saw the denied request');
     const allowed = await through(b, 'pol-conn');
     assert.equal(allowed.status, 200, allowed.body);
+  });
+
+  it('an edit made on B reaches A, and A keeps the secret value it holds', async () => {
+    await memberApi(b, 'PUT', '/api/connections/pol-conn', { description: 'edited on B' }, key);
+    await until('A has the edit made on B', async () => (await listed(a)).find((c) => c.name === 'pol-conn')?.description === 'edited on B');
+    const valueOnA = (await listed(a)).find((c) => c.name === 'value-conn')!;
+    assert.deepEqual([valueOnA.secret, valueOnA.secretMissing], [{ kind: 'value' }, undefined]);
+    const row = a.gw.services.store.db.prepare('SELECT secret FROM connections WHERE name = ?').get('value-conn') as { secret: Buffer | null };
+    assert.ok(row.secret, "A's sealed value is still there");
+    // B's own edit stays on B (the group's newest is B's now).
+    await new Promise((r) => setTimeout(r, 1500));
+    assert.equal((await listed(b)).find((c) => c.name === 'pol-conn')?.description, 'edited on B');
   });
 
   it('a connection removed on A is removed on B', async () => {
