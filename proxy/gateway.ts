@@ -21,7 +21,7 @@ import { EventBus, sessionEventsFromStore } from './bus';
 import { checkSecretFiles } from './config';
 import { type ControlPlane, type RouteModule, startControlPlane } from './control/server';
 import { registerConnectionRoutes } from './control/routes/connections';
-import { withStoredConnections } from './connections/store';
+import { versionStoredConnections, withStoredConnections } from './connections/store';
 import { upstreamCredentialWarning } from '../shared/upstream-credentials';
 import { registerDashboardRoutes } from './control/routes/dashboard';
 import { ApiKeyStore } from './identity/api-keys';
@@ -109,6 +109,8 @@ export class Gateway {
     const bus = new EventBus(10_000, sessionEventsFromStore(store));
     let services: GatewayServices;
     try {
+      versionStoredConnections(store);
+      const connections = withStoredConnections(opts.config, { store, secrets, log });
       const users = new UserDirectory(store.db, 60_000, (sql, params, done) => store.writeBehind(sql, params, done));
       // Bearer JWTs from the configured issuers; API keys keep working beside them.
       const oidc = opts.config.identity.oidc.length ? new OidcVerifier(opts.config.identity, { onIdentity: (i) => users.seen(i) }) : undefined;
@@ -117,7 +119,9 @@ export class Gateway {
       auth.setTokenVerifier(oidc);
       oidc?.warmUp((issuer, err) => log.warn(`OIDC issuer ${issuer}: ${err.message} (tokens from it are refused until it answers)`));
       services = {
-      config: withStoredConnections(opts.config, { store, secrets, log }),
+      config: connections.config,
+      unservedConnections: connections.unserved,
+      configConnections: opts.config.connections,
       configFile: opts.configFile,
       dataDir: opts.dataDir,
       store,

@@ -63,6 +63,10 @@ export interface GatewayServices {
   team?: TeamStore;
   /** With `store.url`: the group's combined checkpoints, made and cosigned by this gateway. */
   combinedCheckpoints?: CombinedCheckpoints;
+  /** The config file's own connections, before those stored from the console were laid over them (`config.connections`). */
+  configConnections?: Config['connections'];
+  /** Stored connections not served since this start, by name, with why (e.g. their secret is not set on this gateway): connections/store.ts. */
+  unservedConnections?: ReadonlyMap<string, string>;
   /** Why the proxies refuse every request right now (not admitted to the shared store), or undefined. */
   admissionRefusal?(): string | undefined;
   /** Gateway version, shown by /api/health and the console. */

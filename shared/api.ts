@@ -532,6 +532,11 @@ export interface ConnectionView {
   updatedBy: string | null;
   /** Saved after the proxies started: takes effect on the next gateway start. */
   pendingRestart: boolean;
+  /**
+   * It came from another gateway of the group with a secret value (or a credential in its address),
+   * which never travels: not served here until an admin sets the secret on this gateway.
+   */
+  secretMissing?: true;
 }
 
 export interface ConnectionList {
@@ -623,6 +628,7 @@ export interface ApiRoutes {
   'GET /api/connections': { response: ConnectionList };
   'POST /api/connections': { request: ConnectionInput; response: ConnectionView };
   'PUT /api/connections/:name': { request: ConnectionInput; response: ConnectionView };
+  'DELETE /api/connections/:name': { response: { removed: string; fromConfig: boolean } };
   'POST /api/connections/test': { request: ConnectionInput; response: ConnectionTestResult };
   'POST /api/connections/:name/test': { response: ConnectionTestResult };
 

@@ -608,9 +608,12 @@ export interface MaskingChangedPayload extends VersionChangedCommon {
   masking: MaskingRule[];
 }
 
-/** `connection.changed`: a connection added or updated from the console (its secret never recorded). */
+/** `connection.changed`: a connection added, updated or removed from the console (its secret never recorded). */
 export interface ConnectionChangedPayload {
-  action: 'added' | 'updated';
+  action: 'added' | 'updated' | 'removed';
+  /** `group`: the change came with another gateway's `connections` version (`note` names it; docs/SCALE-OUT.md). */
+  source?: 'console' | 'group';
+  note?: string;
   name: string;
   kind: Connection['kind'];
   /** The upstream URL with any credential in it redacted. */

@@ -589,7 +589,8 @@ function holdsIn(store: AuditStore, f: ExportFilter): unknown[] {
 
 /** Policy and masking versions in force during the window: the last one before it and every one inside it. */
 function policyVersionsInForce(store: AuditStore, f: ExportFilter, config: Config): { versions: unknown[]; current: { policies: unknown; masking: unknown } } {
-  const rows = store.db.prepare('SELECT version, kind, author, created_at, body FROM policy_versions ORDER BY version').all() as { version: number; kind: string; author: string; created_at: number; body: string }[];
+  // Connections versions (connections/store.ts, shared with the group) are not rules: their changes are in events.jsonl (connection.changed).
+  const rows = store.db.prepare("SELECT version, kind, author, created_at, body FROM policy_versions WHERE kind IN ('policies', 'masking') ORDER BY version").all() as { version: number; kind: string; author: string; created_at: number; body: string }[];
   const from = f.from ?? -Infinity;
   const to = f.to ?? Infinity;
   const keep = new Set<number>();

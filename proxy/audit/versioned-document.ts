@@ -64,7 +64,7 @@ interface VersionRow {
 }
 
 /** What a stored body holds besides the content. */
-interface BodyExtra {
+export interface BodyExtra {
   authorName?: string;
   source?: VersionSource;
   note?: string;
@@ -150,11 +150,8 @@ export class VersionedDocument<C extends object, Summary = Version<C>> {
     return latest;
   }
 
-  /** Inserts the next version (numbers shared across kinds). Call inside a transaction. */
   private insert(content: C, author: string, extra: BodyExtra, now: number): number {
-    const next = (this.store.db.prepare('SELECT COALESCE(MAX(version), 0) + 1 AS v FROM policy_versions').get() as { v: number }).v;
-    this.store.db.prepare('INSERT INTO policy_versions (version, kind, author, created_at, body) VALUES (?, ?, ?, ?, ?)').run(next, this.spec.kind, author, now, JSON.stringify({ ...content, ...extra }));
-    return next;
+    return insertVersion(this.store, this.spec.kind, content, author, extra, now);
   }
 
   private toVersion(row: VersionRow): Version<C> {
@@ -169,4 +166,14 @@ export class VersionedDocument<C extends object, Summary = Version<C>> {
       ...this.spec.decode(body),
     };
   }
+}
+
+/**
+ * Inserts the next `policy_versions` row of `kind` (numbers shared across kinds; the console's
+ * connections are versioned there too, proxy/connections/store.ts). Call inside a transaction.
+ */
+export function insertVersion(store: Pick<AuditStore, 'db'>, kind: string, content: object, author: string, extra: BodyExtra, now: number): number {
+  const next = (store.db.prepare('SELECT COALESCE(MAX(version), 0) + 1 AS v FROM policy_versions').get() as { v: number }).v;
+  store.db.prepare('INSERT INTO policy_versions (version, kind, author, created_at, body) VALUES (?, ?, ?, ?, ?)').run(next, kind, author, now, JSON.stringify({ ...content, ...extra }));
+  return next;
 }

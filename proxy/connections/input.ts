@@ -30,7 +30,7 @@ export class ConnectionInputError extends Error {
 export type ConnectionBody = Untrusted<ConnectionInput>;
 
 /** Environment variables a secret set through the API may name. */
-const API_SECRET_ENV = /^CUSTODY_SECRET_[A-Z0-9_]+$/;
+export const API_SECRET_ENV = /^CUSTODY_SECRET_[A-Z0-9_]+$/;
 
 /** The body's `secret`: a source to store, null to remove the stored one, undefined to keep it. */
 export function parseSecret(sent: unknown): SecretSource | null | undefined {

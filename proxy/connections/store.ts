@@ -4,16 +4,26 @@
  * are kept as they are. Every change is a `connection.changed` event in the chain and a
  * `connections.updated` bus message. The proxies read connections when they start, so a change
  * applies after the gateway restarts (listings mark such connections `pendingRestart`).
+ *
+ * In a shared-store group the console's connections are the group's (docs/SCALE-OUT.md): every
+ * change here records the full set, without secret values, as a `connections` version in
+ * `policy_versions`, which audit/shared-store/doc-sync.ts signs and pushes like a policy version;
+ * the group's newer set is applied here by applyGroupConnections. A sealed value cannot travel: a
+ * connection that arrives with one is stored without it and not served until an admin sets the
+ * secret on this gateway (the listing marks it `secretMissing`); that local secret is kept while
+ * the group's later versions keep the connection's secret a value sent to the same origin.
  */
 import type { ConnectionView } from '../../shared/api';
+import { canonicalize } from '../../shared/canonical-json';
 import { type Config, Connection, LISTENER_KINDS, type SecretSource } from '../../shared/config';
-import type { ConnectionChangedPayload } from '../../shared/events';
-import { redactUpstream, shortSecretProblem, upstreamCredentialWarning } from '../../shared/upstream-credentials';
+import type { ConnectionChangedPayload, VersionSource } from '../../shared/events';
+import { REDACTED, redactUpstream, shortSecretProblem, upstreamCredentials, upstreamCredentialWarning } from '../../shared/upstream-credentials';
 import type { AuditStore } from '../audit/store';
+import { insertVersion } from '../audit/versioned-document';
 import type { EventBus } from '../bus';
 import type { Logger } from '../log';
 import type { SecretWrapper } from '../secret-wrapper';
-import { type ConnectionBody, ConnectionInputError, incomingUpstream, parseSecret, upstreamOrigin, validateConnection } from './input';
+import { API_SECRET_ENV, type ConnectionBody, ConnectionInputError, incomingUpstream, parseSecret, upstreamOrigin, validateConnection } from './input';
 
 interface StoredRow {
   name: string;
@@ -35,8 +45,59 @@ export interface ConnectionActor {
   name: string;
 }
 
-function readRows(store: AuditStore): StoredRow[] {
+function readRows(store: Pick<AuditStore, 'db'>): StoredRow[] {
   return store.db.prepare('SELECT name, config, secret, updated_at FROM connections ORDER BY name').all() as StoredRow[];
+}
+
+/** An upstream address whose credential was redacted where it came from (the group's versions never carry one). */
+const upstreamLacksCredential = (upstream: string) => upstreamCredentials(upstream).some((c) => c.includes(REDACTED));
+
+/** Why a stored connection cannot be served on this gateway although it is listed, or undefined. */
+function missingHere(row: StoredRow, stored: StoredConfig): string | undefined {
+  if (stored.secretRef && 'value' in stored.secretRef && !row.secret) return "its secret is not set on this gateway (it came from another gateway of the group, and a secret value never travels); an admin sets it in this gateway's console, Connections";
+  if (upstreamLacksCredential(stored.upstream)) return "its upstream address's credential is not set on this gateway (it came from another gateway of the group without it); an admin enters the full address in this gateway's console, Connections";
+  return undefined;
+}
+
+/** What the group shares of a connection: no secret value, no credential in the address, not who edited it last here. */
+function sharedOf(stored: StoredConfig): StoredConfig {
+  const { updatedBy: _updatedBy, ...rest } = stored;
+  return { ...rest, upstream: redactUpstream(stored.upstream) };
+}
+
+/** The content of a `connections` version: every connection stored here (added or edited from the console), by name. */
+function sharedContent(store: Pick<AuditStore, 'db'>): { connections: StoredConfig[] } {
+  return { connections: readRows(store).map((row) => sharedOf(JSON.parse(row.config) as StoredConfig)) };
+}
+
+const CONNECTIONS_KIND = 'connections';
+
+/**
+ * Records the set stored now as a new `connections` version when it differs from the latest (a
+ * secret set here changes nothing the group shares, so nothing is pushed). Call inside the change's
+ * transaction.
+ */
+function recordVersion(store: Pick<AuditStore, 'db'>, content: { connections: unknown[] }, author: ConnectionActor, source: VersionSource, note: string | undefined, now: number): void {
+  const latest = store.db.prepare('SELECT body FROM policy_versions WHERE kind = ? ORDER BY version DESC LIMIT 1').get(CONNECTIONS_KIND) as { body: string } | undefined;
+  if (latest && canonicalize((JSON.parse(latest.body) as { connections?: unknown }).connections ?? null) === canonicalize(content.connections)) return;
+  insertVersion(store, CONNECTIONS_KIND, content, author.subject, { authorName: author.name, source, ...(note ? { note } : {}) }, now);
+}
+
+function writeRow(store: Pick<AuditStore, 'db'>, name: string, stored: StoredConfig, sealed: Buffer | null, now: number): void {
+  store.db
+    .prepare('INSERT INTO connections (name, config, secret, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET config = excluded.config, secret = excluded.secret, updated_at = excluded.updated_at')
+    .run(name, JSON.stringify(stored), sealed, now);
+}
+
+/** Appends the `connection.changed` event of one change (inside the change's transaction). */
+function recordChange(store: AuditStore, actor: ConnectionActor, c: Pick<StoredConfig, 'name' | 'kind' | 'upstream' | 'listen'>, change: Pick<ConnectionChangedPayload, 'action' | 'secretChanged' | 'source' | 'note'>, time: number): void {
+  store.append({
+    kind: 'connection.changed',
+    actor: actor.subject,
+    connection: c.name,
+    payload: { ...change, name: c.name, kind: c.kind, upstream: redactUpstream(c.upstream), listen: c.listen ?? null, byName: actor.name } satisfies ConnectionChangedPayload,
+    time,
+  });
 }
 
 /**
@@ -59,20 +120,33 @@ export function connectionsNow(config: Pick<Config, 'connections'>, store: Pick<
 /**
  * The config's connections with those stored from the console laid over them (same name: the stored
  * one wins). Called once at gateway start, before the proxies read `config.connections`. A stored
- * connection whose secret cannot be opened is left out and logged: the gateway refuses its traffic
- * rather than forwarding without the credential.
+ * connection that cannot be served here (its secret is not set on this gateway, its environment
+ * variable is not set on this host, or its secret cannot be opened) is left out, logged and listed
+ * in `unserved` with the reason, which the HTTP proxy gives to requests naming it: the gateway
+ * refuses its traffic rather than forwarding without the credential.
  */
-export function withStoredConnections(config: Config, deps: { store: AuditStore; secrets: SecretWrapper; log: Logger }): Config {
+export function withStoredConnections(config: Config, deps: { store: AuditStore; secrets: SecretWrapper; log: Logger }): { config: Config; unserved: Map<string, string> } {
   const byName = new Map(config.connections.map((c) => [c.name, c] as const));
+  const unserved = new Map<string, string>();
   for (const row of readRows(deps.store)) {
     try {
+      const stored = JSON.parse(row.config) as StoredConfig;
+      const env = stored.secretRef && 'env' in stored.secretRef ? stored.secretRef.env : undefined;
+      // A host's own environment is checked here, not at the proxies' start: one connection it cannot serve does not keep the gateway from starting.
+      const fromEnv = env === undefined ? undefined : process.env[env];
+      const why =
+        missingHere(row, stored) ??
+        (env !== undefined && fromEnv === undefined ? `environment variable ${env}, which holds its secret, is not set on this gateway's host` : undefined) ??
+        (LISTENER_KINDS.includes(stored.kind) ? undefined : shortSecretProblem(row.name, fromEnv));
+      if (why) throw new Error(why);
       byName.set(row.name, toConnection(row, deps.secrets));
     } catch (err) {
       byName.delete(row.name);
-      deps.log.error(`connection ${row.name}: cannot be loaded from the store (${(err as Error).message}); its traffic is refused`);
+      unserved.set(row.name, (err as Error).message);
+      deps.log.error(`connection ${row.name}: not served (${(err as Error).message}); its traffic is refused`);
     }
   }
-  return { ...config, connections: [...byName.values()] };
+  return { config: { ...config, connections: [...byName.values()] }, unserved };
 }
 
 function toConnection(row: StoredRow, secrets: SecretWrapper): Connection {
@@ -110,7 +184,23 @@ function viewOf(connection: Connection | StoredConfig, source: ConnectionView['s
     updatedAt: row?.updated_at ?? null,
     updatedBy: ('updatedBy' in connection ? connection.updatedBy : undefined) ?? null,
     pendingRestart,
+    ...(row && missingHere(row, connection as StoredConfig) ? { secretMissing: true as const } : {}),
   };
+}
+
+/**
+ * At start: connections stored before this gateway versioned them become its first `connections`
+ * version, so they seed a group that has none yet (doc-sync.ts), as the config file's rules do;
+ * a group that has one replaces them, as it replaces a joining gateway's rules.
+ */
+export function versionStoredConnections(store: AuditStore): void {
+  if (!readRows(store).length || store.db.prepare('SELECT 1 FROM policy_versions WHERE kind = ? LIMIT 1').get(CONNECTIONS_KIND)) return;
+  store.transaction(() => recordVersion(store, sharedContent(store), { subject: 'config', name: 'connections stored before they were versioned' }, 'config', undefined, Date.now()));
+}
+
+/** The services' `config` with the config file's own connections: what console changes are laid over (the proxies serve the merged set since start). */
+export function fileConfig<T extends { config: Config; configConnections?: Config['connections'] }>(s: T): T {
+  return s.configConnections ? { ...s, config: { ...s.config, connections: s.configConnections } } : s;
 }
 
 export class ConnectionStore {
@@ -224,24 +314,98 @@ export class ConnectionStore {
     const { secret: _secret, ...rest } = connection;
     const stored: StoredConfig = { ...rest, ...(secretRef ? { secretRef } : {}), updatedBy: actor.name };
     store.transaction(() => {
-      store.db
-        .prepare('INSERT INTO connections (name, config, secret, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET config = excluded.config, secret = excluded.secret, updated_at = excluded.updated_at')
-        .run(connection.name, JSON.stringify(stored), sealed, now);
-      store.append({
-        kind: 'connection.changed',
-        actor: actor.subject,
-        connection: connection.name,
-        payload: {
-          action: previous || config.connections.some((c) => c.name === connection.name) ? 'updated' : 'added',
-          name: connection.name,
-          kind: connection.kind,
-          upstream: redactUpstream(connection.upstream),
-          listen: connection.listen ?? null,
-          secretChanged: secret !== undefined,
-          byName: actor.name,
-        } satisfies ConnectionChangedPayload,
-      });
+      writeRow(store, connection.name, stored, sealed, now);
+      recordChange(store, actor, connection, { action: previous || config.connections.some((c) => c.name === connection.name) ? 'updated' : 'added', secretChanged: secret !== undefined, source: 'console' }, now);
+      recordVersion(store, sharedContent(store), actor, 'console', undefined, now);
     });
     bus.publish({ type: 'connections.updated' });
   }
+
+  /**
+   * Removes a connection added or edited from the console (one edited from the config file's goes
+   * back to the file's). Undefined when there is no such connection; ConnectionInputError for one
+   * only the config file defines.
+   */
+  remove(name: string, actor: ConnectionActor): { name: string; fromConfig: boolean } | undefined {
+    const { store, config, bus } = this.deps;
+    const row = readRows(store).find((r) => r.name === name);
+    const fromConfig = config.connections.some((c) => c.name === name);
+    if (!row) {
+      if (fromConfig) throw new ConnectionInputError(409, 'config_connection', `connection ${name} is defined in the config file; remove it there`);
+      return undefined;
+    }
+    const now = Date.now();
+    store.transaction(() => {
+      store.db.prepare('DELETE FROM connections WHERE name = ?').run(name);
+      recordChange(store, actor, JSON.parse(row.config) as StoredConfig, { action: 'removed', secretChanged: row.secret !== null, source: 'console' }, now);
+      recordVersion(store, sharedContent(store), actor, 'console', undefined, now);
+    });
+    bus.publish({ type: 'connections.updated' });
+    return { name, fromConfig };
+  }
+}
+
+/** A connection of a group version, checked as this gateway checks its own: undefined and the problem when it cannot be taken. */
+function takeShared(item: unknown): { stored: StoredConfig } | { problem: string } {
+  if (!item || typeof item !== 'object') return { problem: 'a connection is not an object' };
+  const { secretRef, updatedBy: _updatedBy, ...rest } = item as StoredConfig;
+  const name = typeof rest.name === 'string' ? rest.name : '?';
+  // Only what the console may set: an env reference to a variable the host's operator exports for
+  // console connections, or a sealed value (which stays behind). A file reference would read any
+  // file here, another variable any credential of this host.
+  if (secretRef !== undefined && !(secretRef && typeof secretRef === 'object' && (('value' in secretRef && secretRef.value === true) || ('env' in secretRef && typeof secretRef.env === 'string' && API_SECRET_ENV.test(secretRef.env))))) {
+    return { problem: `connection ${name}: its secret reference is not one the console may set (an environment variable CUSTODY_SECRET_…, or a value)` };
+  }
+  const parsed = Connection.safeParse(rest);
+  if (!parsed.success) return { problem: `connection ${name}: ${parsed.error.issues[0]?.message ?? 'invalid'}` };
+  const { secret: _secret, ...connection } = parsed.data;
+  return { stored: { ...connection, ...(secretRef ? { secretRef } : {}) } };
+}
+
+/**
+ * Applies the group's set of console connections (a `connections` version another gateway made:
+ * audit/shared-store/doc-sync.ts): connections it lacks are removed here, the others added or
+ * updated, each change a `connection.changed` event naming where it came from (`source: group`),
+ * and the set recorded as this gateway's own version (never pushed back). A connection whose
+ * secret is a value keeps the one set here when it still goes to the same origin; otherwise it is
+ * stored without one (not served until an admin sets it here). Changes apply at the next start,
+ * as console changes do. Returns the problems that kept the version from being applied (nothing
+ * changed then); throws when the store cannot record it.
+ */
+export function applyGroupConnections(deps: { store: AuditStore; config: Pick<Config, 'connections'>; bus: EventBus }, content: Record<string, unknown>, who: { author: ConnectionActor; note: string }): string[] {
+  const list = content['connections'];
+  if (!Array.isArray(list)) return ['connections: not a list'];
+  const incoming: StoredConfig[] = [];
+  for (const item of list) {
+    const taken = takeShared(item);
+    if ('problem' in taken) return [taken.problem];
+    incoming.push(taken.stored);
+  }
+  const { store, config, bus } = deps;
+  const rows = new Map(readRows(store).map((row) => [row.name, row]));
+  const now = Date.now();
+  store.transaction(() => {
+    for (const c of incoming) {
+      const previous = rows.get(c.name);
+      const before = previous && (JSON.parse(previous.config) as StoredConfig);
+      // This gateway's own credential in the address stays while the group's address is the same without it.
+      const upstream = before && redactUpstream(before.upstream) === c.upstream ? before.upstream : c.upstream;
+      if (before && canonicalize(sharedOf(before)) === canonicalize(sharedOf({ ...c, upstream }))) continue;
+      const isValue = (ref: StoredConfig['secretRef']) => !!ref && 'value' in ref;
+      const keep = !!previous?.secret && isValue(before?.secretRef) && isValue(c.secretRef) && upstreamOrigin(upstream) === upstreamOrigin(before!.upstream);
+      const sealed = keep ? previous!.secret : null;
+      writeRow(store, c.name, { ...c, upstream, updatedBy: who.author.name }, sealed, now);
+      const secretChanged = canonicalize(before?.secretRef ?? null) !== canonicalize(c.secretRef ?? null) || (!!previous?.secret && !keep);
+      recordChange(store, who.author, c, { action: previous || config.connections.some((x) => x.name === c.name) ? 'updated' : 'added', secretChanged, source: 'group', note: who.note }, now);
+    }
+    for (const [name, row] of rows) {
+      if (incoming.some((c) => c.name === name)) continue;
+      store.db.prepare('DELETE FROM connections WHERE name = ?').run(name);
+      recordChange(store, who.author, JSON.parse(row.config) as StoredConfig, { action: 'removed', secretChanged: row.secret !== null, source: 'group', note: who.note }, now);
+    }
+    // The version as received, so that this gateway finds the group's newest already in force.
+    recordVersion(store, { connections: list }, who.author, 'group', who.note, now);
+  });
+  bus.publish({ type: 'connections.updated' });
+  return [];
 }

@@ -37,6 +37,12 @@ export async function admitExchange(ctx: ProxyContext, req: IncomingMessage, res
   const name = url.slice(1, nameEnd);
   const route = ctx.upstreams.get(name);
   if (!route) {
+    const unserved = name ? s.unservedConnections?.get(name) : undefined;
+    if (unserved !== undefined) {
+      req.resume();
+      sendError(res, 'openai', 503, 'connection_unavailable', `connection "${name}" is not served on this gateway: ${unserved}; the request was not forwarded`);
+      return;
+    }
     const other = name ? ctx.upstreams.otherKind(name) : undefined;
     const message = !name
       ? `no connection in the path: use http://<gateway>/<connection>/<path>, e.g. /openai/chat/completions. This is the HTTP proxy; the console is at http://${s.config.listen.control.replace(/^0\.0\.0\.0:/, '127.0.0.1:')}/`

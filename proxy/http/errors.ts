@@ -24,6 +24,7 @@ export type GatewayErrorCode =
   | 'expired_api_key'
   | 'revoked_api_key'
   | 'unknown_connection'
+  | 'connection_unavailable'
   | 'invalid_path'
   | 'invalid_json'
   | 'invalid_body'

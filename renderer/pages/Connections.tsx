@@ -127,7 +127,28 @@ export function ConnectionsPage() {
                         </div>
                       )}
                     </td>
-                    <td className="small nowrap">{c.secret ? (c.secret.kind === 'env' ? <>env <code>{c.secret.env}</code></> : c.secret.kind === 'file' ? <>file <code>{c.secret.file}</code></> : <span title="Stored sealed; never shown again">•••••• stored</span>) : <span className="muted">none</span>}</td>
+                    <td className="small nowrap">
+                      {c.secretMissing ? (
+                        // From another gateway of the group: a secret value never travels, so this gateway does not serve it yet.
+                        <span className="danger-text" title="This connection came from another gateway of the group; its secret value stays on that gateway. Edit it here and enter the secret." data-testid="secret-missing">
+                          set the secret on this gateway
+                        </span>
+                      ) : c.secret ? (
+                        c.secret.kind === 'env' ? (
+                          <>
+                            env <code>{c.secret.env}</code>
+                          </>
+                        ) : c.secret.kind === 'file' ? (
+                          <>
+                            file <code>{c.secret.file}</code>
+                          </>
+                        ) : (
+                          <span title="Stored sealed; never shown again">•••••• stored</span>
+                        )
+                      ) : (
+                        <span className="muted">none</span>
+                      )}
+                    </td>
                     <td className="small" data-testid="test-result">
                       {t === 'running' ? (
                         <span className="muted">testing…</span>
@@ -197,7 +218,7 @@ function ConnectionForm({ initial, onClose, onSaved }: { initial?: ConnectionVie
   const [upstream, setUpstream] = useState(initial?.upstream ?? 'https://api.openai.com/v1');
   const [listen, setListen] = useState(initial?.listen ?? '');
   const [description, setDescription] = useState(initial?.description ?? '');
-  const [secretMode, setSecretMode] = useState<'keep' | 'value' | 'env'>(initial?.secret ? 'keep' : 'value');
+  const [secretMode, setSecretMode] = useState<'keep' | 'value' | 'env'>(initial?.secret && !initial.secretMissing ? 'keep' : 'value');
   const [secret, setSecret] = useState('');
   const [env, setEnv] = useState(initial?.secret?.kind === 'env' ? (initial.secret.env ?? '') : '');
   const [error, setError] = useState<string>();

@@ -1,10 +1,12 @@
 // Sign-in, connections and API keys in a real browser, plus the connections and dashboard routes
 // they use: "Sign in with <IdP>" through a real OpenID provider; an admin adds, edits and tests a
 // connection whose secret is write-only; the saved connection carries traffic after a restart;
-// ready-to-copy snippets; keys created from the console; roles enforced by the gateway.
+// ready-to-copy snippets; keys created from the console; roles enforced by the gateway; a connection
+// that came from the group without its secret value marked until the secret is set here.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { Page } from 'playwright-core';
+import { applyGroupConnections, fileConfig } from '../../proxy/connections/store';
 import { newPage, screenshot } from '../support/browser';
 import { startTestIdp, type TestIdp } from '../support/oidc-provider';
 import { type ConsoleEnv, eventually, startConsoleEnv } from './console-harness';
@@ -165,6 +167,25 @@ describe('console: sign-in, connections and keys', () => {
     assert.equal((await call(nobody, 'GET', '/api/connections')).status, 403);
     assert.equal((await call(env.adminKey, 'GET', '/api/dashboard?buckets=0')).status, 400);
     assert.equal((await call(env.adminKey, 'GET', '/api/dashboard?from=10&to=5')).status, 400);
+  });
+
+  it('marks a connection that came from the group with a value secret "set the secret on this gateway" until an admin sets it here', async () => {
+    // As the shared store's worker hands a connections version over (proxy/group-config.ts): this gateway's set plus one whose secret stayed on the gateway that made it.
+    const here = (env.gw.services.store.db.prepare('SELECT config FROM connections ORDER BY name').all() as { config: string }[]).map((r) => JSON.parse(r.config) as Record<string, unknown>);
+    const problems = applyGroupConnections(fileConfig(env.gw.services), { connections: [...here, { name: 'group-vectors', kind: 'http', upstream: `${env.upstream.url}/vectors`, secretRef: { value: true } }] }, { author: { subject: 'key:other', name: 'Admin on gateway A' }, note: 'from the shared store: version 9 of gateway A' });
+    assert.deepEqual(problems, []);
+    await page.goto(`${env.control}/#/connections`);
+    const row = page.locator('[data-testid="connection-row"][data-name="group-vectors"]');
+    await row.waitFor();
+    assert.match(await row.getByTestId('secret-missing').innerText(), /set the secret on this gateway/);
+    const listed = ((await call(env.adminKey, 'GET', '/api/connections')).json() as { connections: { name: string; secretMissing?: boolean }[] }).connections;
+    assert.deepEqual(listed.filter((c) => c.secretMissing).map((c) => c.name), ['group-vectors']);
+
+    assert.equal((await call(env.adminKey, 'PUT', '/api/connections/group-vectors', { secret: VECTOR_SECRET })).status, 200);
+    await page.reload();
+    await row.waitFor();
+    assert.equal(await row.getByTestId('secret-missing').count(), 0);
+    assert.match(await row.innerText(), /stored/);
   });
 
   it('raised no script errors', () => {

@@ -17,7 +17,7 @@ import { Gateway } from '../../proxy/gateway';
 import { startEchoUpstream, type EchoUpstream } from '../support/echo-upstream';
 import { createTestDatabase, type TestDatabase } from '../support/pg-database';
 import { freePort } from '../support/ports';
-import { approveMember, forgedMember, type StoreMember, startStoreMember } from '../support/store-member';
+import { approveMember, forgedMember, memberApi, type StoreMember, startStoreMember } from '../support/store-member';
 import { startRelay } from '../support/tcp-relay';
 import { tempDir } from '../support/tmp';
 import { until } from '../support/until';
@@ -53,11 +53,7 @@ async function untilRefused(m: Member, key: string, what: string): Promise<{ ref
   return { refused, ms: Date.now() - t0 };
 }
 
-async function api<T>(m: Member, method: string, path: string, body?: unknown): Promise<T> {
-  const r = await fetch(`${m.control}${path}`, { method, headers: { authorization: `Bearer ${m.gw.firstKey}`, 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) });
-  assert.ok(r.ok, `${method} ${path}: ${r.status} ${await r.clone().text()}`);
-  return (await r.json()) as T;
-}
+const api = memberApi;
 
 describe('keys are shared by the group, and a gateway cut off from the store stops admitting', () => {
   let a: Member;

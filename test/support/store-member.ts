@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { mkdirSync, readFileSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { promisify } from 'node:util';
 import type pg from 'pg';
 import { Config } from '../../shared/config';
@@ -28,17 +29,25 @@ export interface StoreMember {
 export async function startStoreMember(dir: string, raw: Record<string, unknown>, log: Logger = silentLogger): Promise<StoreMember> {
   mkdirSync(dir);
   const full = { dataDir: dir, ...raw };
-  const configFile = writeConfig(dir, full);
-  const gw = await Gateway.start({ config: Config.parse(full), dataDir: dir, configFile, log });
+  return member(dir, writeConfig(dir, full), Config.parse(full), log);
+}
+
+async function member(dir: string, configFile: string, config: Config, log: Logger): Promise<StoreMember> {
+  const gw = await Gateway.start({ config, dataDir: dir, configFile, log });
   return { gw, configFile, id: keyFingerprint(gw.services.audit!.trail.signer.publicKey), http: `http://${gw.address('http')}`, control: `http://${gw.address('control')}` };
 }
 
-/** Stops `m` and starts it again on its data dir with the config it was started with. */
+/** Stops `m` and starts it again on its data dir and config file (its listeners get new ports; it has no firstKey then). */
 export async function restartStoreMember(m: StoreMember, log: Logger = silentLogger): Promise<StoreMember> {
   await m.gw.stop();
-  const full = JSON.parse(readFileSync(m.configFile, 'utf8')) as { dataDir: string };
-  const gw = await Gateway.start({ config: Config.parse(full), dataDir: full.dataDir, configFile: m.configFile, log });
-  return { ...m, gw, http: `http://${gw.address('http')}`, control: `http://${gw.address('control')}` };
+  return member(dirname(m.configFile), m.configFile, Config.parse(JSON.parse(readFileSync(m.configFile, 'utf8'))), log);
+}
+
+/** A control-plane call to `m` with `key` (its first admin key by default); asserts it succeeded and returns the JSON answer. */
+export async function memberApi<T>(m: StoreMember, method: string, path: string, body?: unknown, key = m.gw.firstKey): Promise<T> {
+  const r = await fetch(`${m.control}${path}`, { method, headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) });
+  assert.ok(r.ok, `${method} ${path}: ${r.status} ${await r.clone().text()}`);
+  return (await r.json()) as T;
 }
 
 /** A gateway row written into the store by hand, marked approved, with a key only its writer holds. */

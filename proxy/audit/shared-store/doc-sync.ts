@@ -1,6 +1,8 @@
 /**
- * Policies and masking rules shared by the gateways of a group (docs/SCALE-OUT.md, "One
- * configuration"). Each gateway keeps its versions in its own `policy_versions` table, records
+ * Policies, masking rules and console connections shared by the gateways of a group
+ * (docs/SCALE-OUT.md, "One configuration"). A `connections` version is the full set of connections
+ * added or edited from the console, without secret values (proxy/connections/store.ts versions it
+ * on every console change). Each gateway keeps its versions in its own `policy_versions` table, records
  * each in its own chain, and enforces its latest, as a lone gateway does; the shared store's
  * `custody_documents` is where versions meet, each signed by the gateway that made it (its
  * checkpoint key), so whoever can write to the store cannot set the rules:
@@ -24,8 +26,12 @@ import { canonicalize } from '../../../shared/canonical-json';
 import type { ConfigMirror, DocumentRow } from './config-changes';
 import type { TrustSet } from './key-sync';
 
-export type DocumentKindName = 'policies' | 'masking';
-export const DOCUMENT_KINDS: readonly DocumentKindName[] = ['policies', 'masking'];
+export type DocumentKindName = 'connections' | 'policies' | 'masking';
+/**
+ * Pulled and applied in this order: a policy version naming a connection that arrives in the same
+ * round is checked once the connection exists here.
+ */
+export const DOCUMENT_KINDS: readonly DocumentKindName[] = ['connections', 'policies', 'masking'];
 
 /** A version from the group for the gateway's thread to check, record and enforce. */
 export interface PulledDocument {

@@ -478,6 +478,16 @@ export const PG_MIGRATIONS: PgMigration[] = [
       CREATE INDEX custody_events_retention ON custody_events (gateway, seq) WHERE kind = 'retention.run';
     `,
   },
+  {
+    version: 16,
+    name: 'console connections shared by the group as a third kind of signed document',
+    sql: `
+      -- The full set of console-managed connections (doc-sync.ts, kind connections), secret values
+      -- never included: env and file references travel, a sealed value only as {"value": true}.
+      ALTER TABLE custody_documents DROP CONSTRAINT custody_documents_kind_check;
+      ALTER TABLE custody_documents ADD CONSTRAINT custody_documents_kind_check CHECK (kind IN ('policies', 'masking', 'connections'));
+    `,
+  },
 ];
 
 /** Applies the migrations the store lacks; returns the versions applied. */

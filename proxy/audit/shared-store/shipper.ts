@@ -89,12 +89,12 @@ interface MemberDeps {
   onKeys?: (keys: PulledKeys) => void;
   /** Persons, credential links and locks from the group that this gateway's tables lack (person-sync.ts). */
   onPersons?: (persons: PulledPersons) => void;
-  /** A policy or masking version from the group that differs from what this gateway enforces (doc-sync.ts). */
+  /** A connections, policy or masking version from the group that differs from what this gateway enforces (doc-sync.ts). */
   onDocument?: (doc: PulledDocument) => void;
 }
 
-/** Events that record a change of what the group shares (keys, persons, links, locks, policies, masking rules). */
-const SYNCED_KINDS = new Set<string>(['key.created', 'key.revoked', 'person.created', 'person.linked', 'person.locked', 'policy.changed', 'masking.changed']);
+/** Events that record a change of what the group shares (keys, persons, links, locks, policies, masking rules, console connections). */
+const SYNCED_KINDS = new Set<string>(['key.created', 'key.revoked', 'person.created', 'person.linked', 'person.locked', 'policy.changed', 'masking.changed', 'connection.changed']);
 
 /** How far behind the store may be before health says `degraded`. */
 const LAG_DEGRADED_MS = 5000;

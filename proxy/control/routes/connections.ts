@@ -4,6 +4,8 @@
  *   GET  /api/connections               reviewer, approver or admin: every connection, without secrets
  *   POST /api/connections               admin: a connection plus a write-only secret → the new one
  *   PUT  /api/connections/:name         admin: changed fields (and secret) → the connection
+ *   DELETE /api/connections/:name       admin: removes one added or edited from the console (an edited
+ *                                       config-file connection goes back to the file's)
  *   POST /api/connections/test          admin: {kind, upstream} of an unsaved draft → reachability
  *   POST /api/connections/:name/test    admin: reachability of a saved connection
  *
@@ -11,7 +13,7 @@
  */
 import { ConnectionInputError } from '../../connections/input';
 import { testUpstream } from '../../connections/probe';
-import { ConnectionStore } from '../../connections/store';
+import { ConnectionStore, fileConfig } from '../../connections/store';
 import { ConnectionKind } from '../../../shared/config';
 import type { GatewayServices } from '../../services';
 import { HttpError, type Router } from '../router';
@@ -38,7 +40,7 @@ function asHttp<T>(change: () => T): T {
  * snippets) once they listen.
  */
 export function registerConnectionRoutes(router: Router, s: GatewayServices, bound: BoundAddresses = { http: () => undefined, postgres: () => undefined }): void {
-  const connections = new ConnectionStore(s, (name) => bound.postgres(name));
+  const connections = new ConnectionStore(fileConfig(s), (name) => bound.postgres(name));
   router.get('/api/connections', ({ identity }) => {
     if (!identity || !['admin', 'approver', 'reviewer'].some((r) => identity.roles.includes(r as never))) throw new HttpError(403, 'forbidden', 'this needs the reviewer, approver or admin role');
     return { connections: connections.list(), httpListen: bound.http() ?? s.config.listen.http, liveReload: false };
@@ -62,6 +64,15 @@ export function registerConnectionRoutes(router: Router, s: GatewayServices, bou
       const edited = asHttp(() => connections.edit(name, body, identity!));
       if (!edited) throw new HttpError(404, 'not_found', `no connection ${name}`);
       return edited;
+    },
+    { role: 'admin' },
+  );
+  router.delete(
+    '/api/connections/:name',
+    ({ identity, params }) => {
+      const removed = asHttp(() => connections.remove(params['name']!, identity!));
+      if (!removed) throw new HttpError(404, 'not_found', `no connection ${params['name']}`);
+      return { removed: removed.name, fromConfig: removed.fromConfig };
     },
     { role: 'admin' },
   );
