@@ -152,7 +152,13 @@ export class SharedStoreMember implements RemoteCommitter {
   static async start(deps: MemberDeps & { signer: CheckpointSigner; config: StoreConfig }): Promise<SharedStoreMember> {
     const src = workerSource(import.meta.url, './shipper-worker');
     if (!src) throw new Error('the shared store worker cannot be loaded from this build');
-    const identity = await gatewayIdentity(deps.signer);
+    let identity: GatewayIdentity;
+    try {
+      identity = await gatewayIdentity(deps.signer);
+    } catch (err) {
+      // In a group the key signs more than checkpoints: without it the gateway can neither enrol nor share.
+      throw new Error(`the shared store ${storeLabel(deps.config.url)} needs this gateway's signature (its enrolment request, and the key, vote and console rows it shares), and the checkpoint signer failed: ${(err as Error).message}; fix the signer and start again`);
+    }
     // The worker signs this gateway's key rows with its checkpoint key (key-sync.ts): a key file's
     // key is handed over in this process, an audit.signer program is run from the worker.
     const worker = new Worker(src.entry, { ...src.options, workerData: { dbPath: deps.store.path, conn: storeConnection(deps.config), identity, signingKey: deps.signer.signingKeyForThread(), trust: deps.config.trust } });
