@@ -302,7 +302,7 @@ describe('audit.signer: the checkpoint key on a PKCS#11 token', () => {
     assert.deepEqual(checkpointNotes(slowDir), []);
   });
 
-  it('refuses to start on a data dir that still holds a key file; with it moved out, the token key is announced as a rotation', async () => {
+  it('refuses to start on a data dir that still holds a key file; with it moved out, the token key is announced as a rotation', sqliteOnly('in a group a new checkpoint key is a new member, which waits for approval (docs/SCALE-OUT.md, "A new key")'), async () => {
     const token = makeToken();
     const dataDir = tempDir('custody-hsm-keyfile-');
     // A plain run makes checkpoint-signing.key.
