@@ -16,7 +16,8 @@
  * whyCannotDecide and proxy/identity/persons.ts). Only members of the hold's approver
  * groups, or admins, may decide. An approval may carry a time-boxed grant (`grant: "30m"`): later
  * requests by the same identity on the same connection that hit the same rule pass at once, and
- * each such pass is recorded.
+ * each such pass is recorded. With a shared store the grant is the group's: the other gateways
+ * apply it too (remoteGrant), and a pass there names the gateway that held the request.
  *
  * If the store cannot record a step, the step does not happen (fail closed): creating a hold
  * throws (the proxy refuses the request), a vote is refused with the store's error, and a
@@ -33,7 +34,7 @@ import { type AuditStore, StoreUnavailableError } from '../audit/store';
 import type { EventBus } from '../bus';
 import { newId } from '../ids';
 import { type Logger, silentLogger } from '../log';
-import type { ChainPosition, HoldGate, HoldOutcome, HoldPeers, HoldRequest } from './types';
+import type { ChainPosition, GrantGiven, HoldGate, HoldOutcome, HoldPeers, HoldRequest } from './types';
 
 /** A decision the queue refuses, with the HTTP status the control plane answers with. */
 export class HoldDecisionError extends Error {
@@ -84,6 +85,8 @@ interface GrantRecord {
   hold: string;
   expiresAt: number;
   grantedBy: string[];
+  /** A grant of another gateway of the group: the gateway that held the request, and its `hold.resolved` there. */
+  elsewhere?: EventRef;
 }
 
 const MAX_REASON = 2000;
@@ -526,7 +529,10 @@ export class HoldQueue implements HoldGate {
         },
       );
       resolved = positionOf(events);
-      if (grant) this.grants.set(grantKey(view.requester, view.connection, view.rule), grant);
+      if (grant) {
+        this.grants.set(grantKey(view.requester, view.connection, view.rule), grant);
+        this.peers?.granted({ id: grant.id, subject: view.requester, connection: view.connection, rule: view.rule, hold: id, grantedBy: decidedBy, expiresAt: grant.expiresAt, createdAt: now }, resolved);
+      }
     } catch (err) {
       // The decision could not be recorded: the request must not go through on an unrecorded approval.
       this.log.error(`hold ${id}: cannot record ${state}: ${err instanceof Error ? err.message : String(err)}`);
@@ -586,9 +592,24 @@ export class HoldQueue implements HoldGate {
     return g;
   }
 
+  /**
+   * A grant another gateway of the group gave (its row signed by that gateway's proven key: the
+   * hold worker checked it): requests here that it covers pass as under a local grant. The grant
+   * that ends last wins. Returns whether it applies (not ended, nor covered by one ending later).
+   */
+  remoteGrant(g: GrantGiven & { gateway: string; resolved: ChainPosition }): boolean {
+    if (g.expiresAt <= this.now()) return false;
+    const key = grantKey(g.subject, g.connection, g.rule);
+    const held = this.grants.get(key);
+    if (held && (held.id === g.id || held.expiresAt >= g.expiresAt)) return false;
+    this.grants.set(key, { id: g.id, hold: g.hold, expiresAt: g.expiresAt, grantedBy: g.grantedBy, elsewhere: { gateway: g.gateway, seq: g.resolved.seq, hash: g.resolved.hash } });
+    return true;
+  }
+
   /** A request covered by a grant: recorded as a hold that was approved at once, not published. */
   private async passByGrant(req: HoldRequest, grant: GrantRecord, now: number): Promise<HoldOutcome> {
-    const reason = `covered by a grant from ${grant.grantedBy.join(', ') || 'an approver'} (hold ${grant.hold}) until ${new Date(grant.expiresAt).toISOString()}`;
+    const held = grant.elsewhere ? ` on gateway ${grant.elsewhere.gateway}` : '';
+    const reason = `covered by a grant from ${grant.grantedBy.join(', ') || 'an approver'} (hold ${grant.hold}${held}) until ${new Date(grant.expiresAt).toISOString()}`;
     const view: HoldView = { ...holdViewFor(req, 'approved', now, now), resolvedAt: now, resolution: reason };
     await this.record(
       [
@@ -602,7 +623,22 @@ export class HoldQueue implements HoldGate {
         session: req.session ?? undefined,
         actor: req.identity.subject,
         connection: req.connection,
-        payload: { id: view.id, state: 'approved', via: 'grant', grant: grant.id, grantHold: grant.hold, grantExpiresAt: grant.expiresAt, reason, decidedBy: grant.grantedBy, rule: req.rule, requester: req.identity.subject, protocol: req.protocol, actorName: req.identity.name } satisfies HoldResolvedPayload,
+        payload: {
+          id: view.id,
+          state: 'approved',
+          via: 'grant',
+          grant: grant.id,
+          grantHold: grant.hold,
+          grantExpiresAt: grant.expiresAt,
+          // A grant of another gateway: where the approval that gave it is recorded (verify --store resolves it).
+          ...(grant.elsewhere ? { grantGateway: grant.elsewhere.gateway, refs: [grant.elsewhere] } : {}),
+          reason,
+          decidedBy: grant.grantedBy,
+          rule: req.rule,
+          requester: req.identity.subject,
+          protocol: req.protocol,
+          actorName: req.identity.name,
+        } satisfies HoldResolvedPayload,
         time: now,
       },
     );
