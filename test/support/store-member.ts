@@ -53,3 +53,24 @@ export async function approveMember(a: StoreMember, b: StoreMember, serving: () 
   assert.match(approved.stdout + approved.stderr, /approved/i);
   await until('B serving', serving);
 }
+
+/** A request through `m` with `key` to `/<connection>/<path>-<tag>`; the status, the body, and whether `upstream` received it. */
+export async function sendThrough(m: StoreMember, key: string, upstream: { requests: { target: string }[] }, path = 'plain', connection = 'echo'): Promise<{ status: number; body: string; reached: boolean }> {
+  const tag = `${path}-${Math.random().toString(36).slice(2)}`;
+  const r = await fetch(`${m.http}/${connection}/${tag}`, { headers: { authorization: `Bearer ${key}` } });
+  const body = await r.text();
+  return { status: r.status, body, reached: upstream.requests.some((q) => q.target.includes(tag)) };
+}
+
+/** A call to `m`'s control API with `key`; the status and the JSON body. */
+export async function callApi<T>(m: StoreMember, key: string, method: string, path: string, body?: unknown): Promise<{ status: number; body: T }> {
+  const r = await fetch(`${m.control}${path}`, { method, headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) });
+  return { status: r.status, body: (await r.json()) as T };
+}
+
+/** A call to `m`'s control API as its first (admin) key, which must succeed; the JSON body. */
+export async function adminApi<T>(m: StoreMember, method: string, path: string, body?: unknown): Promise<T> {
+  const r = await callApi<T>(m, m.gw.firstKey!, method, path, body);
+  assert.ok(r.status < 300, `${method} ${path}: ${r.status} ${JSON.stringify(r.body)}`);
+  return r.body;
+}
