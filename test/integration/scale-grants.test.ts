@@ -10,7 +10,8 @@
  * - a grant of "2s" no longer applies on B once it has ended;
  * - forgeries, as data, one entry each: a grant row written by hand unsigned; one signed by a key
  *   under a gateway row also written by hand; a genuine row with its subject, rule or connection
- *   edited; its expiry extended. Each checked by the effect: the request on B is held, and the
+ *   edited; its expiry extended (B restarted after the edit, so it reads the row afresh), or a copy
+ *   under a new id with its expiry extended. Each checked by the effect: the request on B is held, and the
  *   upstream receives nothing.
  */
 import assert from 'node:assert/strict';
@@ -24,7 +25,7 @@ import type { Gateway } from '../../proxy/gateway';
 import { grantText } from '../../proxy/audit/shared-store/grant-rows';
 import { startEchoUpstream, type EchoUpstream } from '../support/echo-upstream';
 import { createTestDatabase, type TestDatabase } from '../support/pg-database';
-import { adminApi, approveMember, forgedMember, sendThrough, type StoreMember, startStoreMember } from '../support/store-member';
+import { adminApi, approveMember, forgedMember, restartStoreMember, sendThrough, type StoreMember, startStoreMember } from '../support/store-member';
 import { tempDir } from '../support/tmp';
 import { until } from '../support/until';
 
@@ -170,6 +171,8 @@ interface Forgery {
   probe: { as: 'other' | 'agent'; target: string };
   /** Wait this long after the genuine grant was given before probing (its expiry). */
   afterMs?: number;
+  /** Restart B before probing. */
+  restartB?: true;
 }
 
 /** What someone who can write to the store, and holds no gateway's key, writes to get a request through B. */
@@ -197,6 +200,17 @@ const FORGERIES: Forgery[] = [
     name: 'a genuine grant row with its expiry extended by an hour',
     grant: '3s',
     forge: (g) => editGrant(g.id, 'expires_at', Number(g.expires_at) + 3_600_000),
+    probe: { as: 'agent', target: 'echo/held/x' },
+    afterMs: 3500,
+    // B restarted after the edit: it knows of no grant, and reads every running one from the store.
+    restartB: true,
+  },
+  {
+    // B already holds the genuine grant by its id, so the edit above is not taken in any case; a
+    // copy under a new id, with the genuine signature, is judged by its signature alone.
+    name: 'a genuine grant row copied under a new id, its expiry extended by an hour',
+    grant: '3s',
+    forge: (g) => insertGrant({ ...g, id: `${g.id}e`, expires_at: String(Number(g.expires_at) + 3_600_000) }),
     probe: { as: 'agent', target: 'echo/held/x' },
     afterMs: 3500,
   },
@@ -263,6 +277,15 @@ describe('grants are the group\'s', () => {
       await f.forge(row, other.subject);
       // Several rounds of B's hold worker (it reads on each announcement and every second).
       await new Promise((r) => setTimeout(r, Math.max(1500, (f.afterMs ?? 0) - (Date.now() - approvedAt))));
+      if (f.restartB) {
+        running.splice(running.indexOf(b.gw), 1);
+        b = await restartStoreMember(b);
+        running.push(b.gw);
+        await until('B serves again', async () => (await sendThrough(b, b.gw.firstKey!, echo)).status === 200);
+        // Its hold worker follows the group's grants again (proving A a member first): a grant given after the restart passes.
+        const ready = await agent(a, b, `ready-f${i}`);
+        await passesOnB(b, ready.key, 'echo/held/ready', (await grantOnA(a, ready.key, '30m')).approvedAt);
+      }
       await heldOnB(b, f.probe.as === 'other' ? other.key : key, f.probe.target);
     });
   }

@@ -5,7 +5,8 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { generateKeyPairSync, type KeyObject } from 'node:crypto';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { promisify } from 'node:util';
 import type pg from 'pg';
 import { Config } from '../../shared/config';
@@ -31,6 +32,14 @@ export async function startStoreMember(dir: string, raw: Record<string, unknown>
   const configFile = writeConfig(dir, full);
   const gw = await Gateway.start({ config: Config.parse(full), dataDir: dir, configFile, log });
   return { gw, configFile, id: keyFingerprint(gw.services.audit!.trail.signer.publicKey), http: `http://${gw.address('http')}`, control: `http://${gw.address('control')}` };
+}
+
+/** Stops `m` and starts it again on its data dir and config file (same key, same chain); its first key is kept. */
+export async function restartStoreMember(m: StoreMember, log: Logger = silentLogger): Promise<StoreMember> {
+  await m.gw.stop();
+  const gw = await Gateway.start({ config: Config.parse(JSON.parse(readFileSync(m.configFile, 'utf8'))), dataDir: dirname(m.configFile), configFile: m.configFile, log });
+  gw.firstKey ??= m.gw.firstKey;
+  return { ...m, gw, http: `http://${gw.address('http')}`, control: `http://${gw.address('control')}` };
 }
 
 /** A gateway row written into the store by hand, marked approved, with a key only its writer holds. */
