@@ -30,11 +30,12 @@ import { type HoldDecisionRequest, type HoldState, type HoldView, type HoldVote,
 import type { Identity } from '../../shared/identity';
 import type { AuditEvent, AuditEventInput, EventRef, HoldCreatedPayload, HoldResolvedPayload, HoldVotePayload } from '../../shared/events';
 import type { StateWrite } from '../audit/commit-thread';
+import type { GrantRowWrite } from '../audit/shared-store/grant-rows';
 import { type AuditStore, StoreUnavailableError } from '../audit/store';
 import type { EventBus } from '../bus';
 import { newId } from '../ids';
 import { type Logger, silentLogger } from '../log';
-import type { ChainPosition, GrantGiven, HoldGate, HoldOutcome, HoldPeers, HoldRequest } from './types';
+import type { ChainPosition, HoldGate, HoldOutcome, HoldPeers, HoldRequest } from './types';
 
 /** A decision the queue refuses, with the HTTP status the control plane answers with. */
 export class HoldDecisionError extends Error {
@@ -597,7 +598,7 @@ export class HoldQueue implements HoldGate {
    * hold worker checked it): requests here that it covers pass as under a local grant. The grant
    * that ends last wins. Returns whether it applies (not ended, nor covered by one ending later).
    */
-  remoteGrant(g: GrantGiven & { gateway: string; resolved: ChainPosition }): boolean {
+  remoteGrant(g: GrantRowWrite): boolean {
     if (g.expiresAt <= this.now()) return false;
     const key = grantKey(g.subject, g.connection, g.rule);
     const held = this.grants.get(key);

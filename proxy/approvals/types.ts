@@ -5,6 +5,7 @@
 import type { HoldSpec } from '../../shared/config';
 import type { HoldDecisionRequest, HoldView, HoldVote } from '../../shared/holds';
 import type { Identity } from '../../shared/identity';
+import type { GrantRowWrite } from '../audit/shared-store/grant-rows';
 
 export interface HoldRequest {
   identity: Identity;
@@ -52,18 +53,8 @@ export interface ChainPosition {
 /** A step of a local hold the peers are told of: a vote cast here, or its resolution. */
 export type HoldStep = { vote: HoldVote & { grantMs?: number }; event: ChainPosition } | { resolved: ChainPosition };
 
-/** A time-boxed grant an approval gave: whose requests it covers, the hold that gave it, until when. */
-export interface GrantGiven {
-  id: string;
-  subject: string;
-  connection: string;
-  rule: string;
-  hold: string;
-  /** The approvers' names. */
-  grantedBy: string[];
-  expiresAt: number;
-  createdAt: number;
-}
+/** A time-boxed grant an approval gave: whose requests it covers, the hold that gave it, the approvers, until when. */
+export type GrantGiven = Omit<GrantRowWrite, 'gateway' | 'resolved'>;
 
 /**
  * The other gateways of a shared store, as the hold queue sees them (proxy/approvals/shared-holds.ts):

@@ -22,7 +22,7 @@ import Database from 'better-sqlite3';
 import type pg from 'pg';
 import type { HoldView } from '../../shared/holds';
 import type { Gateway } from '../../proxy/gateway';
-import { grantText } from '../../proxy/audit/shared-store/grant-rows';
+import { type GrantRow, storedGrantText } from '../../proxy/audit/shared-store/grant-rows';
 import { startEchoUpstream, type EchoUpstream } from '../support/echo-upstream';
 import { createTestDatabase, type TestDatabase } from '../support/pg-database';
 import { adminApi, approveMember, forgedMember, restartStoreMember, sendThrough, type StoreMember, startStoreMember } from '../support/store-member';
@@ -127,21 +127,6 @@ function resolvedOn(m: Member): Record<string, unknown>[] {
   }
 }
 
-interface GrantRow {
-  id: string;
-  gateway: string;
-  subject: string;
-  connection: string;
-  rule: string;
-  hold: string;
-  granted_by: string;
-  resolved_seq: string;
-  resolved_hash: string;
-  expires_at: string;
-  created_at: string;
-  signature: string | null;
-}
-
 /** Writes `row` as a new grant row (numbered and announced as a gateway's write would be). */
 async function insertGrant(row: GrantRow): Promise<void> {
   await sql.query(
@@ -157,9 +142,6 @@ async function editGrant(id: string, column: 'subject' | 'connection' | 'rule' |
   await sql.query(`UPDATE custody_grants SET ${column} = $2, change = nextval('custody_hold_change') WHERE id = $1`, [id, value]);
   await sql.query("SELECT pg_notify('custody_holds', $1)", [id]);
 }
-
-const textOf = (r: GrantRow) =>
-  grantText({ id: r.id, gateway: r.gateway, subject: r.subject, connection: r.connection, rule: r.rule, hold: r.hold, grantedBy: r.granted_by, resolvedSeq: Number(r.resolved_seq), resolvedHash: r.resolved_hash, expiresAt: Number(r.expires_at), createdAt: Number(r.created_at) });
 
 interface Forgery {
   name: string;
@@ -189,7 +171,7 @@ const FORGERIES: Forgery[] = [
     async forge(g, other) {
       const mallory = await forgedMember(sql, 'custody/mallory-grants');
       const row: GrantRow = { ...g, id: `${g.id}m`, gateway: mallory.id, subject: other, expires_at: String(Date.now() + 3_600_000), signature: null };
-      await insertGrant({ ...row, signature: sign(null, Buffer.from(textOf(row)), mallory.privateKey).toString('base64') });
+      await insertGrant({ ...row, signature: sign(null, Buffer.from(storedGrantText(row)), mallory.privateKey).toString('base64') });
     },
     probe: { as: 'other', target: 'echo/held/x' },
   },

@@ -44,19 +44,7 @@ export interface StoredGrant extends GrantRowWrite {
 export type SignedStoredGrant = StoredGrant & { signed: { text: string; signature: string | null } };
 
 /** The columns a grant's signature covers, as stored (`granted_by` the JSON text). */
-interface GrantColumns {
-  id: string;
-  gateway: string;
-  subject: string;
-  connection: string;
-  rule: string;
-  hold: string;
-  grantedBy: string;
-  resolvedSeq: number;
-  resolvedHash: string;
-  expiresAt: number;
-  createdAt: number;
-}
+type GrantColumns = Omit<GrantRowWrite, 'grantedBy' | 'resolved'> & { grantedBy: string; resolvedSeq: number; resolvedHash: string };
 
 /** What the holding gateway signs: every column of the row but its change number and signature. */
 export const grantText = (g: GrantColumns) =>
@@ -95,13 +83,8 @@ export function writeGrantRow(c: pg.ClientBase, g: GrantRowWrite, signature: str
   });
 }
 
-interface GrantRow {
-  id: string;
-  gateway: string;
-  subject: string;
-  connection: string;
-  rule: string;
-  hold: string;
+/** A row of `custody_grants` as `pg` returns it (BIGINT columns as strings). */
+export type GrantRow = Pick<GrantRowWrite, 'id' | 'gateway' | 'subject' | 'connection' | 'rule' | 'hold'> & {
   granted_by: string;
   resolved_seq: string;
   resolved_hash: string;
@@ -109,43 +92,34 @@ interface GrantRow {
   created_at: string;
   signature: string | null;
   change: string;
+};
+
+/** The text a stored row's signature must be over. */
+export function storedGrantText(r: Omit<GrantRow, 'signature' | 'change'>): string {
+  const { granted_by, resolved_seq, resolved_hash, expires_at, created_at, ...same } = r;
+  return grantText({ ...same, grantedBy: granted_by, resolvedSeq: Number(resolved_seq), resolvedHash: resolved_hash, expiresAt: Number(expires_at), createdAt: Number(created_at) });
+}
+
+/** The approvers of a stored row: a row whose list is not one of names was not written by a gateway (its signature cannot verify either). */
+function namesOf(json: string): string[] {
+  try {
+    const v: unknown = JSON.parse(json);
+    return Array.isArray(v) && v.every((n) => typeof n === 'string') ? (v as string[]) : [];
+  } catch {
+    return [];
+  }
 }
 
 function grantOf(r: GrantRow): SignedStoredGrant {
-  const cols: GrantColumns = {
-    id: r.id,
-    gateway: r.gateway,
-    subject: r.subject,
-    connection: r.connection,
-    rule: r.rule,
-    hold: r.hold,
-    grantedBy: r.granted_by,
-    resolvedSeq: Number(r.resolved_seq),
-    resolvedHash: r.resolved_hash,
-    expiresAt: Number(r.expires_at),
-    createdAt: Number(r.created_at),
-  };
-  let grantedBy: unknown;
-  try {
-    grantedBy = JSON.parse(r.granted_by);
-  } catch {
-    grantedBy = undefined;
-  }
-  // A row whose approvers are not a list of names was not written by a gateway: it cannot verify either.
-  const names = Array.isArray(grantedBy) && grantedBy.every((n) => typeof n === 'string') ? (grantedBy as string[]) : [];
+  const { granted_by, resolved_seq, resolved_hash, expires_at, created_at, signature, change, ...same } = r;
   return {
-    id: cols.id,
-    gateway: cols.gateway,
-    subject: cols.subject,
-    connection: cols.connection,
-    rule: cols.rule,
-    hold: cols.hold,
-    grantedBy: names,
-    resolved: { seq: cols.resolvedSeq, hash: cols.resolvedHash },
-    expiresAt: cols.expiresAt,
-    createdAt: cols.createdAt,
-    change: Number(r.change),
-    signed: { text: grantText(cols), signature: r.signature },
+    ...same,
+    grantedBy: namesOf(granted_by),
+    resolved: { seq: Number(resolved_seq), hash: resolved_hash },
+    expiresAt: Number(expires_at),
+    createdAt: Number(created_at),
+    change: Number(change),
+    signed: { text: storedGrantText(r), signature },
   };
 }
 
