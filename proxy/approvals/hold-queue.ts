@@ -607,6 +607,17 @@ export class HoldQueue implements HoldGate {
     return true;
   }
 
+  /** Gateway `gateway` was removed from the group: the grants it gave end here. Returns how many. */
+  endGrantsOf(gateway: string): number {
+    let n = 0;
+    for (const [key, g] of [...this.grants]) {
+      if (g.elsewhere?.gateway !== gateway) continue;
+      this.grants.delete(key);
+      n++;
+    }
+    return n;
+  }
+
   /** A request covered by a grant: recorded as a hold that was approved at once, not published. */
   private async passByGrant(req: HoldRequest, grant: GrantRecord, now: number): Promise<HoldOutcome> {
     const held = grant.elsewhere ? ` on gateway ${grant.elsewhere.gateway}` : '';

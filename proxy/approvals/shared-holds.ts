@@ -233,6 +233,11 @@ export class SharedHolds implements HoldPeers {
       case 'grants':
         for (const g of m.grants) this.grant(g);
         return;
+      case 'member-removed': {
+        const n = this.deps.holds.endGrantsOf(m.gateway);
+        if (n) this.deps.log.warn(`shared store: gateway ${m.gateway} was removed from the group: the ${n} grant(s) it gave no longer apply here`);
+        return;
+      }
       case 'grant-refused':
         this.deps.log.warn(`shared store: the grant ${m.id} written under the name of gateway ${m.gateway} is not applied: ${m.reason}`);
         return;

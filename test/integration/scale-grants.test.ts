@@ -7,7 +7,8 @@
  *   once (the upstream receives it, within a second of the approval), recorded in B's chain as a
  *   pass by grant naming A's hold and A, citing A's `hold.resolved`;
  * - another rule, another connection, another agent on B: still held;
- * - a grant of "2s" no longer applies on B once it has ended;
+ * - a grant of "2s" no longer applies on B once it has ended; the grants A gave end on B once A is
+ *   removed from the group (run last: A serves nothing after);
  * - forgeries, as data, one entry each: a grant row written by hand unsigned; one signed by a key
  *   under a gateway row also written by hand; a genuine row with its subject, rule or connection
  *   edited; its expiry extended (B restarted after the edit, so it reads the row afresh), or a copy
@@ -15,9 +16,11 @@
  *   upstream receives nothing.
  */
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { sign } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { promisify } from 'node:util';
 import Database from 'better-sqlite3';
 import type pg from 'pg';
 import type { HoldView } from '../../shared/holds';
@@ -271,4 +274,21 @@ describe('grants are the group\'s', () => {
       await heldOnB(b, f.probe.as === 'other' ? other.key : key, f.probe.target);
     });
   }
+
+  it('the grants A gave end on B once A is removed from the group', async () => {
+    const { key } = await agent(a, b, 'agent-removal');
+    const { approvedAt } = await grantOnA(a, key, '30m');
+    await passesOnB(b, key, 'echo/held/before', approvedAt);
+    const removed = await promisify(execFile)(process.execPath, ['bin/custody.mjs', 'gateways', 'remove', a.id, '--reason', 'host lost', '--config', b.configFile], { encoding: 'utf8', timeout: 60_000 });
+    assert.match(removed.stdout, /removed/);
+    // B finds the removal within a few of its hold worker's rounds; until then the grant may still pass.
+    await until('B no longer lets the grant through', async () => {
+      const ac = new AbortController();
+      const timer = setTimeout(() => ac.abort(), 300);
+      const r = await request(b, key, tagged('echo/held/after'), ac.signal).catch(() => undefined);
+      clearTimeout(timer);
+      return r === undefined;
+    });
+    await heldOnB(b, key, 'echo/held/after');
+  });
 });

@@ -17,7 +17,8 @@
  *   gateway's checkpoint key (hold-rows.ts, grant-rows.ts). A write that fails is retried with backoff (0.1 s doubling to 5 s) until the
  *   store takes it; each answer says whether it was written.
  * - every second it renews this gateway's lease, and claims the pending holds of gateways whose
- *   lease expired, for the gateway to record as abandoned.
+ *   lease expired, for the gateway to record as abandoned; and looks for gateways removed from the
+ *   group (member-trust.ts): their rows no longer count, and the grants they gave end.
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
@@ -27,7 +28,7 @@ import { readGrants, type SignedStoredGrant, signGrantRow, type StoredGrant, wri
 import { claimOrphanedHolds, type HoldChanges, HOLDS_CHANNEL, readHoldChanges, readPendingHolds, renewLease, signVoteRow, type SignedStoredVote, writeHoldRow, writeVoteRow } from './hold-rows';
 import type { HoldWorkerCommand, HoldWorkerMessage } from './hold-sync';
 import { LocalTrust, type TrustSet } from './key-sync';
-import { pinnedKeys, pinnedRoots, proveMember } from './member-trust';
+import { pinnedKeys, pinnedRoots, proveMember, provenNewRemovals } from './member-trust';
 import { CONFIG_CHANNEL, connectStore, EVENTS_CHANNEL, migrateSharedStore, type StoreConnection } from './schema';
 
 const { conn, gateway, publicKey, dbPath, signingKey } = workerData as { conn: StoreConnection; gateway: string; publicKey: string; dbPath: string; signingKey: SigningKeySpec };
@@ -45,6 +46,8 @@ const refusalSaid = new Map<string, string>();
 const voteRefusalSaid = new Set<string>();
 /** Grant rows ignored for their signature, said once each (id, gateway). */
 const grantRefusalSaid = new Set<string>();
+/** Gateways found removed from the group (each proven once). */
+const removedSeen = new Set<string>();
 
 const TICK_MS = 1000;
 const BACKOFF_MIN_MS = 100;
@@ -291,6 +294,12 @@ async function tick(): Promise<void> {
   try {
     const c = await writing();
     await renewLease(c, gateway);
+    // A gateway removed from the group signs nothing this one accepts from now on, and the grants it gave end.
+    for (const [id] of await provenNewRemovals(c, localTrust, pinnedKeys(db, gateway), removedSeen)) {
+      removedSeen.add(id);
+      localTrust.remove(id);
+      say({ type: 'member-removed', gateway: id });
+    }
     // Only members' holds are recorded abandoned here: a hold row under an unproven name is nobody's.
     const trust = localTrust.current(...pinnedKeys(db, gateway));
     const orphans = (await claimOrphanedHolds(c, gateway)).filter((o) => trust.has(o.hold.gateway));

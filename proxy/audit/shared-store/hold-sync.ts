@@ -32,6 +32,8 @@ export type HoldWorkerMessage =
   | { type: 'grants'; grants: StoredGrant[] }
   /** The grant row `id` under the name of gateway `gateway` is ignored: unsigned, or not signed by that gateway's proven key. Said once per row. */
   | { type: 'grant-refused'; id: string; gateway: string; reason: string }
+  /** Gateway `gateway` was removed from the group (proven, member-trust.ts): its grants end here too. */
+  | { type: 'member-removed'; gateway: string }
   | { type: 'stopped' };
 
 /**
