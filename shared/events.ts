@@ -405,6 +405,10 @@ export interface HoldPassedByGrantPayload extends HoldResolvedCommon {
   grantHold: string;
   grantExpiresAt: number;
   actorName: string;
+  /** Shared store: the grant was given on this gateway of the group (the hold waited there). */
+  grantGateway?: string;
+  /** Shared store: that gateway's `hold.resolved` that gave the grant. */
+  refs?: EventRef[];
 }
 
 export type HoldResolvedPayload = HoldEndedPayload | HoldPassedByGrantPayload;

@@ -16,7 +16,8 @@
  * whyCannotDecide and proxy/identity/persons.ts). Only members of the hold's approver
  * groups, or admins, may decide. An approval may carry a time-boxed grant (`grant: "30m"`): later
  * requests by the same identity on the same connection that hit the same rule pass at once, and
- * each such pass is recorded.
+ * each such pass is recorded. With a shared store the grant is the group's: the other gateways
+ * apply it too (remoteGrant), and a pass there names the gateway that held the request.
  *
  * If the store cannot record a step, the step does not happen (fail closed): creating a hold
  * throws (the proxy refuses the request), a vote is refused with the store's error, and a
@@ -29,6 +30,7 @@ import { type HoldDecisionRequest, type HoldState, type HoldView, type HoldVote,
 import type { Identity } from '../../shared/identity';
 import type { AuditEvent, AuditEventInput, EventRef, HoldCreatedPayload, HoldResolvedPayload, HoldVotePayload } from '../../shared/events';
 import type { StateWrite } from '../audit/commit-thread';
+import type { GrantRowWrite } from '../audit/shared-store/grant-rows';
 import { type AuditStore, StoreUnavailableError } from '../audit/store';
 import type { EventBus } from '../bus';
 import { newId } from '../ids';
@@ -84,6 +86,8 @@ interface GrantRecord {
   hold: string;
   expiresAt: number;
   grantedBy: string[];
+  /** A grant of another gateway of the group: the gateway that held the request, and its `hold.resolved` there. */
+  elsewhere?: EventRef;
 }
 
 const MAX_REASON = 2000;
@@ -526,7 +530,10 @@ export class HoldQueue implements HoldGate {
         },
       );
       resolved = positionOf(events);
-      if (grant) this.grants.set(grantKey(view.requester, view.connection, view.rule), grant);
+      if (grant) {
+        this.grants.set(grantKey(view.requester, view.connection, view.rule), grant);
+        this.peers?.granted({ id: grant.id, subject: view.requester, connection: view.connection, rule: view.rule, hold: id, grantedBy: decidedBy, expiresAt: grant.expiresAt, createdAt: now }, resolved);
+      }
     } catch (err) {
       // The decision could not be recorded: the request must not go through on an unrecorded approval.
       this.log.error(`hold ${id}: cannot record ${state}: ${err instanceof Error ? err.message : String(err)}`);
@@ -586,9 +593,35 @@ export class HoldQueue implements HoldGate {
     return g;
   }
 
+  /**
+   * A grant another gateway of the group gave (its row signed by that gateway's proven key: the
+   * hold worker checked it): requests here that it covers pass as under a local grant. The grant
+   * that ends last wins. Returns whether it applies (not ended, nor covered by one ending later).
+   */
+  remoteGrant(g: GrantRowWrite): boolean {
+    if (g.expiresAt <= this.now()) return false;
+    const key = grantKey(g.subject, g.connection, g.rule);
+    const held = this.grants.get(key);
+    if (held && (held.id === g.id || held.expiresAt >= g.expiresAt)) return false;
+    this.grants.set(key, { id: g.id, hold: g.hold, expiresAt: g.expiresAt, grantedBy: g.grantedBy, elsewhere: { gateway: g.gateway, seq: g.resolved.seq, hash: g.resolved.hash } });
+    return true;
+  }
+
+  /** Gateway `gateway` was removed from the group: the grants it gave end here. Returns how many. */
+  endGrantsOf(gateway: string): number {
+    let n = 0;
+    for (const [key, g] of [...this.grants]) {
+      if (g.elsewhere?.gateway !== gateway) continue;
+      this.grants.delete(key);
+      n++;
+    }
+    return n;
+  }
+
   /** A request covered by a grant: recorded as a hold that was approved at once, not published. */
   private async passByGrant(req: HoldRequest, grant: GrantRecord, now: number): Promise<HoldOutcome> {
-    const reason = `covered by a grant from ${grant.grantedBy.join(', ') || 'an approver'} (hold ${grant.hold}) until ${new Date(grant.expiresAt).toISOString()}`;
+    const held = grant.elsewhere ? ` on gateway ${grant.elsewhere.gateway}` : '';
+    const reason = `covered by a grant from ${grant.grantedBy.join(', ') || 'an approver'} (hold ${grant.hold}${held}) until ${new Date(grant.expiresAt).toISOString()}`;
     const view: HoldView = { ...holdViewFor(req, 'approved', now, now), resolvedAt: now, resolution: reason };
     await this.record(
       [
@@ -602,7 +635,22 @@ export class HoldQueue implements HoldGate {
         session: req.session ?? undefined,
         actor: req.identity.subject,
         connection: req.connection,
-        payload: { id: view.id, state: 'approved', via: 'grant', grant: grant.id, grantHold: grant.hold, grantExpiresAt: grant.expiresAt, reason, decidedBy: grant.grantedBy, rule: req.rule, requester: req.identity.subject, protocol: req.protocol, actorName: req.identity.name } satisfies HoldResolvedPayload,
+        payload: {
+          id: view.id,
+          state: 'approved',
+          via: 'grant',
+          grant: grant.id,
+          grantHold: grant.hold,
+          grantExpiresAt: grant.expiresAt,
+          // A grant of another gateway: where the approval that gave it is recorded (verify --store resolves it).
+          ...(grant.elsewhere ? { grantGateway: grant.elsewhere.gateway, refs: [grant.elsewhere] } : {}),
+          reason,
+          decidedBy: grant.grantedBy,
+          rule: req.rule,
+          requester: req.identity.subject,
+          protocol: req.protocol,
+          actorName: req.identity.name,
+        } satisfies HoldResolvedPayload,
         time: now,
       },
     );

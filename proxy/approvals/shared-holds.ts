@@ -9,6 +9,9 @@
  * - takes votes on other gateways' holds: recorded in this gateway's chain as `hold.vote`, citing
  *   the owner's `hold.created` (`refs`), then written to the store; the owner tallies them;
  * - hands the hold queue the votes cast elsewhere on its own holds (it counts persons);
+ * - writes the grants its approvals give, and hands the hold queue those other gateways gave (their
+ *   rows signed by the key proven for the gateway that held the request: the worker checks), so a
+ *   grant covers the requester on every gateway of the group;
  * - records the abandonment of holds whose owner's lease expired (claimed by the worker), in this
  *   gateway's chain, citing the owner's `hold.created` and its last event in the store.
  *
@@ -29,7 +32,8 @@ import type { EventBus } from '../bus';
 import { LOCAL_PERSON } from '../identity/persons';
 import type { Logger } from '../log';
 import { checkDecision, HoldDecisionError, type HoldQueue, personOf, readDecision } from './hold-queue';
-import type { ChainPosition, HoldPeers, HoldStep } from './types';
+import type { GrantRowWrite, StoredGrant } from '../audit/shared-store/grant-rows';
+import type { ChainPosition, GrantGiven, HoldPeers, HoldStep } from './types';
 
 /** How long a vote on another gateway's hold waits for the store before the voter is told it did not reach it. */
 const VOTE_WRITE_MS = 5000;
@@ -40,6 +44,9 @@ interface RemoteHold {
   view: HoldView;
   created: EventRef;
 }
+
+/** The subject as the store knows it: the local user (`local:<user>`) is one per gateway, `local:<user>@<gateway>` elsewhere (console-sessions.ts). */
+const storeSubject = (subject: string, gateway: string): string => (subject.startsWith('local:') ? `${subject}@${gateway}` : subject);
 
 /** The person as the store knows it: the local user's person is one per gateway. */
 export function storePerson(person: string, gateway: string): string {
@@ -108,7 +115,7 @@ export class SharedHolds implements HoldPeers {
     this.worker.postMessage(cmd);
   }
 
-  private write(row: { type: 'hold'; row: HoldRowWrite } | { type: 'vote'; row: VoteRowWrite }): Promise<boolean> {
+  private write(row: { type: 'hold'; row: HoldRowWrite } | { type: 'vote'; row: VoteRowWrite } | { type: 'grant'; row: GrantRowWrite }): Promise<boolean> {
     const req = this.nextReq++;
     const written = new Promise<boolean>((resolve) => this.waiting.set(req, resolve));
     this.send({ ...row, req });
@@ -121,6 +128,11 @@ export class SharedHolds implements HoldPeers {
     const me = this.deps.gateway;
     if (step && 'vote' in step) void this.write({ type: 'vote', row: { hold: view.id, event: { gateway: me, ...step.event }, vote: { ...step.vote, person: storePerson(personOf({ person: step.vote.person, subject: step.vote.by }), me) } } });
     void this.write({ type: 'hold', row: { id: view.id, gateway: me, view: storeView(view, me), created, ...(step && 'resolved' in step ? { resolved: { gateway: me, ...step.resolved } } : {}) } });
+  }
+
+  granted(grant: GrantGiven, resolved: ChainPosition): void {
+    const me = this.deps.gateway;
+    void this.write({ type: 'grant', row: { ...grant, gateway: me, subject: storeSubject(grant.subject, me), resolved } });
   }
 
   get(id: string): HoldView | undefined {
@@ -218,6 +230,17 @@ export class SharedHolds implements HoldPeers {
       case 'refused':
         this.deps.log.warn(`shared store: holds and votes written under the name of gateway ${m.gateway} are ignored: ${m.reason}`);
         return;
+      case 'grants':
+        for (const g of m.grants) this.grant(g);
+        return;
+      case 'member-removed': {
+        const n = this.deps.holds.endGrantsOf(m.gateway);
+        if (n) this.deps.log.warn(`shared store: gateway ${m.gateway} was removed from the group: the ${n} grant(s) it gave no longer apply here`);
+        return;
+      }
+      case 'grant-refused':
+        this.deps.log.warn(`shared store: the grant ${m.id} written under the name of gateway ${m.gateway} is not applied: ${m.reason}`);
+        return;
       case 'vote-refused':
         this.deps.log.warn(`shared store: the vote on hold ${m.hold} written under the name of gateway ${m.gateway} (seq ${m.seq}) is not counted: ${m.reason}`);
         return;
@@ -237,6 +260,13 @@ export class SharedHolds implements HoldPeers {
     }
     // Votes cast elsewhere on this gateway's holds are counted here (the owner's view carries them to the others).
     for (const v of changes.votes) if (v.event.gateway !== me && this.deps.holds.isPending(v.hold)) void this.deps.holds.remoteVote(v.hold, v.vote, v.event);
+  }
+
+  /** A grant another gateway gave: applied here too (the worker checked its signature). */
+  private grant(g: StoredGrant): void {
+    if (g.gateway === this.deps.gateway) return;
+    if (!this.deps.holds.remoteGrant(g)) return;
+    this.deps.log.info(`shared store: grant ${g.id} (hold ${g.hold} on gateway ${g.gateway}) covers ${g.subject} on ${g.connection} for rule ${g.rule} until ${new Date(g.expiresAt).toISOString()}`);
   }
 
   private own(h: StoredHold, snapshot: boolean): void {

@@ -5,6 +5,7 @@
 import type { HoldSpec } from '../../shared/config';
 import type { HoldDecisionRequest, HoldView, HoldVote } from '../../shared/holds';
 import type { Identity } from '../../shared/identity';
+import type { GrantRowWrite } from '../audit/shared-store/grant-rows';
 
 export interface HoldRequest {
   identity: Identity;
@@ -52,6 +53,9 @@ export interface ChainPosition {
 /** A step of a local hold the peers are told of: a vote cast here, or its resolution. */
 export type HoldStep = { vote: HoldVote & { grantMs?: number }; event: ChainPosition } | { resolved: ChainPosition };
 
+/** A time-boxed grant an approval gave: whose requests it covers, the hold that gave it, the approvers, until when. */
+export type GrantGiven = Omit<GrantRowWrite, 'gateway' | 'resolved'>;
+
 /**
  * The other gateways of a shared store, as the hold queue sees them (proxy/approvals/shared-holds.ts):
  * told of every step of a local hold, and answering for the holds of other gateways.
@@ -63,6 +67,8 @@ export interface HoldPeers {
   get(id: string): HoldView | undefined;
   /** The holds of other gateways known here (pending, and recently ended). */
   list(): HoldView[];
+  /** A local hold was approved with a grant (its `hold.resolved` at `resolved`): the group applies it too. */
+  granted(grant: GrantGiven, resolved: ChainPosition): void;
   /** A vote on another gateway's hold; undefined when `id` is not one. */
   decide(id: string, identity: Identity, body: HoldDecisionRequest): Promise<HoldView> | undefined;
 }

@@ -17,7 +17,7 @@ import type { Person } from '../../shared/identity';
 import { Gateway } from '../../proxy/gateway';
 import { startEchoUpstream, type EchoUpstream } from '../support/echo-upstream';
 import { createTestDatabase, type TestDatabase } from '../support/pg-database';
-import { approveMember, forgedMember, type StoreMember, startStoreMember } from '../support/store-member';
+import { memberApi, approveMember, callApi, forgedMember, sendThrough, type StoreMember, startStoreMember } from '../support/store-member';
 import { tempDir } from '../support/tmp';
 import { until } from '../support/until';
 
@@ -39,24 +39,9 @@ async function startMember(name: string, url: string): Promise<Member> {
   return m;
 }
 
-/** A request through `m` with `key` to `/echo/<path>-<tag>`; the status, and whether the upstream saw it. */
-async function send(m: Member, key: string, path = 'plain'): Promise<{ status: number; body: string; reached: boolean }> {
-  const tag = `${path}-${Math.random().toString(36).slice(2)}`;
-  const r = await fetch(`${m.http}/echo/${tag}`, { headers: { authorization: `Bearer ${key}` } });
-  const body = await r.text();
-  return { status: r.status, body, reached: echo.requests.some((q) => q.target.includes(tag)) };
-}
-
-async function call<T>(m: Member, key: string, method: string, path: string, body?: unknown): Promise<{ status: number; body: T }> {
-  const r = await fetch(`${m.control}${path}`, { method, headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) });
-  return { status: r.status, body: (await r.json()) as T };
-}
-
-async function admin<T>(m: Member, method: string, path: string, body?: unknown): Promise<T> {
-  const r = await call<T>(m, m.gw.firstKey!, method, path, body);
-  assert.ok(r.status < 300, `${method} ${path}: ${r.status} ${JSON.stringify(r.body)}`);
-  return r.body;
-}
+const send = (m: Member, key: string, path = 'plain') => sendThrough(m, key, echo, path);
+const call = callApi;
+const admin = memberApi;
 
 const personsOn = async (m: Member) => (await admin<{ persons: Person[] }>(m, 'GET', '/api/persons')).persons;
 const ownerOn = async (m: Member, keyId: string) => (await personsOn(m)).find((p) => p.credentials.some((c) => c.credential === `key:${keyId}`));

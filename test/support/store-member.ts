@@ -37,17 +37,12 @@ async function member(dir: string, configFile: string, config: Config, log: Logg
   return { gw, configFile, id: keyFingerprint(gw.services.audit!.trail.signer.publicKey), http: `http://${gw.address('http')}`, control: `http://${gw.address('control')}` };
 }
 
-/** Stops `m` and starts it again on its data dir and config file (its listeners get new ports; it has no firstKey then). */
+/** Stops `m` and starts it again on its data dir and config file (same key, same chain; its listeners get new ports); its first key is kept. */
 export async function restartStoreMember(m: StoreMember, log: Logger = silentLogger): Promise<StoreMember> {
   await m.gw.stop();
-  return member(dirname(m.configFile), m.configFile, Config.parse(JSON.parse(readFileSync(m.configFile, 'utf8'))), log);
-}
-
-/** A control-plane call to `m` with `key` (its first admin key by default); asserts it succeeded and returns the JSON answer. */
-export async function memberApi<T>(m: StoreMember, method: string, path: string, body?: unknown, key = m.gw.firstKey): Promise<T> {
-  const r = await fetch(`${m.control}${path}`, { method, headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) });
-  assert.ok(r.ok, `${method} ${path}: ${r.status} ${await r.clone().text()}`);
-  return (await r.json()) as T;
+  const next = await member(dirname(m.configFile), m.configFile, Config.parse(JSON.parse(readFileSync(m.configFile, 'utf8'))), log);
+  next.gw.firstKey ??= m.gw.firstKey;
+  return next;
 }
 
 /** A gateway row written into the store by hand, marked approved, with a key only its writer holds. */
@@ -69,4 +64,25 @@ export async function approveMember(a: StoreMember, b: StoreMember, serving: () 
   const approved = await promisify(execFile)(process.execPath, ['bin/custody.mjs', 'gateways', 'approve', b.id, '--config', a.configFile], { encoding: 'utf8', timeout: 60_000 });
   assert.match(approved.stdout + approved.stderr, /approved/i);
   await until('B serving', serving);
+}
+
+/** A request through `m` with `key` to `/<connection>/<path>-<tag>`; the status, the body, and whether `upstream` received it. */
+export async function sendThrough(m: StoreMember, key: string, upstream: { requests: { target: string }[] }, path = 'plain', connection = 'echo'): Promise<{ status: number; body: string; reached: boolean }> {
+  const tag = `${path}-${Math.random().toString(36).slice(2)}`;
+  const r = await fetch(`${m.http}/${connection}/${tag}`, { headers: { authorization: `Bearer ${key}` } });
+  const body = await r.text();
+  return { status: r.status, body, reached: upstream.requests.some((q) => q.target.includes(tag)) };
+}
+
+/** A call to `m`'s control API with `key`; the status and the JSON body. */
+export async function callApi<T>(m: StoreMember, key: string, method: string, path: string, body?: unknown): Promise<{ status: number; body: T }> {
+  const r = await fetch(`${m.control}${path}`, { method, headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) });
+  return { status: r.status, body: (await r.json()) as T };
+}
+
+/** A control-plane call to `m` with `key` (its first admin key by default), which must succeed; the JSON body. */
+export async function memberApi<T>(m: StoreMember, method: string, path: string, body?: unknown, key = m.gw.firstKey): Promise<T> {
+  const r = await callApi<T>(m, key!, method, path, body);
+  assert.ok(r.status < 300, `${method} ${path}: ${r.status} ${JSON.stringify(r.body)}`);
+  return r.body;
 }

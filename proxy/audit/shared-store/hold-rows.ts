@@ -81,7 +81,8 @@ export interface HoldChanges<V extends StoredVote = StoredVote> {
 
 const STORE_NOW = '(extract(epoch from clock_timestamp()) * 1000)::bigint';
 
-async function inHoldTransaction<T>(c: pg.ClientBase, fn: (change: number) => Promise<T>): Promise<T> {
+/** Runs `fn` with the next change number, under HOLDS_LOCK, in one transaction (every hold table's write: hold-rows.ts, grant-rows.ts). */
+export async function inHoldTransaction<T>(c: pg.ClientBase, fn: (change: number) => Promise<T>): Promise<T> {
   await c.query('BEGIN');
   try {
     await c.query('SELECT pg_advisory_xact_lock($1)', [HOLDS_LOCK]);

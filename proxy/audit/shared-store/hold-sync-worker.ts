@@ -10,20 +10,25 @@
  *   this gateway's consoles (session-feed.ts). At start it reads the pending holds and their votes in one snapshot, with the
  *   cursor; after every reconnect it reads every change after its cursor, so a notification sent
  *   while it was away costs nothing. A read every second covers a notification lost in flight.
- * - a second connection writes, in the order the gateway asked: this gateway's holds and the
- *   votes cast here, each vote's row signed with this gateway's checkpoint key (hold-rows.ts). A write that fails is retried with backoff (0.1 s doubling to 5 s) until the
+ *   It also reads the grants other gateways' approvals gave (grant-rows.ts), and passes on those
+ *   signed by the key proven for the gateway that held the request, for the hold queue to apply.
+ * - a second connection writes, in the order the gateway asked: this gateway's holds, the votes
+ *   cast here and the grants its approvals gave, each vote's and grant's row signed with this
+ *   gateway's checkpoint key (hold-rows.ts, grant-rows.ts). A write that fails is retried with backoff (0.1 s doubling to 5 s) until the
  *   store takes it; each answer says whether it was written.
  * - every second it renews this gateway's lease, and claims the pending holds of gateways whose
- *   lease expired, for the gateway to record as abandoned.
+ *   lease expired, for the gateway to record as abandoned; and looks for gateways removed from the
+ *   group (member-trust.ts): their rows no longer count, and the grants they gave end.
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import type pg from 'pg';
 import { rawSigner, type SigningKeySpec } from '../checkpoint-signer';
+import { readGrants, type SignedStoredGrant, signGrantRow, type StoredGrant, writeGrantRow } from './grant-rows';
 import { claimOrphanedHolds, type HoldChanges, HOLDS_CHANNEL, readHoldChanges, readPendingHolds, renewLease, signVoteRow, type SignedStoredVote, writeHoldRow, writeVoteRow } from './hold-rows';
 import type { HoldWorkerCommand, HoldWorkerMessage } from './hold-sync';
-import { LocalTrust } from './key-sync';
-import { pinnedKeys, pinnedRoots, proveMember } from './member-trust';
+import { LocalTrust, type TrustSet } from './key-sync';
+import { pinnedKeys, pinnedRoots, proveMember, provenNewRemovals } from './member-trust';
 import { CONFIG_CHANNEL, connectStore, EVENTS_CHANNEL, migrateSharedStore, type StoreConnection } from './schema';
 
 const { conn, gateway, publicKey, dbPath, signingKey } = workerData as { conn: StoreConnection; gateway: string; publicKey: string; dbPath: string; signingKey: SigningKeySpec };
@@ -39,6 +44,10 @@ const refused = new Map<string, string>();
 const refusalSaid = new Map<string, string>();
 /** Vote rows ignored for their signature, said once each (hold, gateway, seq). */
 const voteRefusalSaid = new Set<string>();
+/** Grant rows ignored for their signature, said once each (id, gateway). */
+const grantRefusalSaid = new Set<string>();
+/** Gateways found removed from the group (each proven once). */
+const removedSeen = new Set<string>();
 
 const TICK_MS = 1000;
 const BACKOFF_MIN_MS = 100;
@@ -47,6 +56,8 @@ const BACKOFF_MAX_MS = 5000;
 let listener: pg.Client | undefined;
 let writer: pg.Client | undefined;
 let cursor = -1;
+/** The grants' own cursor (grant-rows.ts, readGrants): -1 reads every grant still running. */
+let grantCursor = -1;
 let stopping = false;
 let reading: Promise<void> | undefined;
 let readAgain = false;
@@ -125,11 +136,15 @@ function read(): void {
       try {
         const c = await listening();
         // A gateway whose rows were ignored is proven a member now (its approval's checkpoint arrived): read its pending holds again.
-        if (cursor >= 0 && refused.size && (await provenSince(c))) cursor = -1;
+        if (cursor >= 0 && refused.size && (await provenSince(c))) cursor = grantCursor = -1;
         const snapshot = cursor < 0;
         const changes = await members(c, snapshot ? await readPendingHolds(c) : await readHoldChanges(c, cursor));
         cursor = changes.cursor;
         if (snapshot || changes.holds.length || changes.votes.length) say({ type: 'changes', changes, snapshot });
+        const granted = await readGrants(c, grantCursor);
+        grantCursor = granted.cursor;
+        const grants = await membersGrants(c, granted.grants);
+        if (grants.length) say({ type: 'grants', grants });
         status(true);
         readBackoff.ms = BACKOFF_MIN_MS;
       } catch (err) {
@@ -149,9 +164,18 @@ function read(): void {
  * a member's name); each other vote row is said once, with why.
  */
 async function members(c: pg.ClientBase, changes: HoldChanges<SignedStoredVote>): Promise<HoldChanges> {
+  const trust = await proven(c, [...changes.holds.map((h) => h.gateway), ...changes.votes.map((v) => v.event.gateway)]);
+  const votes = changes.votes.filter((v) => trust.has(v.event.gateway) && signedVote(v, trust.verify(v.event.gateway, v.signed.text, v.signed.signature ?? '')));
+  return { ...changes, holds: changes.holds.filter((h) => trust.has(h.gateway)), votes: votes.map(({ signed: _, ...v }) => v) };
+}
+
+/**
+ * The trust set, with each of `ids` proven a member (member-trust.ts) or refused: each gateway
+ * refused is said once per reason (the gateway's log).
+ */
+async function proven(c: pg.ClientBase, ids: Iterable<string>): Promise<TrustSet> {
   const trust = localTrust.current(...pinnedKeys(db, gateway));
-  const ids = new Set([...changes.holds.map((h) => h.gateway), ...changes.votes.map((v) => v.event.gateway)]);
-  for (const id of ids) {
+  for (const id of new Set(ids)) {
     const why = await proveMember(c, trust, id, (x) => localTrust.isRemoved(x));
     if (!why) continue;
     // Said once this gateway is admitted (its roots pinned): before, it knows no other member yet, and reads them again once it does.
@@ -161,8 +185,30 @@ async function members(c: pg.ClientBase, changes: HoldChanges<SignedStoredVote>)
     }
     refused.set(id, why);
   }
-  const votes = changes.votes.filter((v) => trust.has(v.event.gateway) && signedVote(v, trust.verify(v.event.gateway, v.signed.text, v.signed.signature ?? '')));
-  return { ...changes, holds: changes.holds.filter((h) => trust.has(h.gateway)), votes: votes.map(({ signed: _, ...v }) => v) };
+  return trust;
+}
+
+/**
+ * The grants of other gateways that count: each names a member, and its row is signed by the key
+ * proven for that member (whoever can write to the store can write a row under a member's name, or
+ * edit a real one: its signature no longer verifies). Each other row is said once, with why.
+ */
+async function membersGrants(c: pg.ClientBase, grants: SignedStoredGrant[]): Promise<StoredGrant[]> {
+  const others = grants.filter((g) => g.gateway !== gateway);
+  const trust = await proven(c, others.map((g) => g.gateway));
+  const counted: StoredGrant[] = [];
+  for (const { signed, ...g } of others) {
+    if (trust.has(g.gateway) && signed.signature !== null && trust.verify(g.gateway, signed.text, signed.signature)) {
+      counted.push(g);
+      continue;
+    }
+    const key = `${g.id} ${g.gateway} ${signed.signature ?? ''}`;
+    if (grantRefusalSaid.has(key)) continue;
+    grantRefusalSaid.add(key);
+    const reason = !trust.has(g.gateway) ? `gateway ${g.gateway} is not proven a member` : signed.signature === null ? 'its row is not signed' : `its row's signature does not verify under the key proven for gateway ${g.gateway}`;
+    say({ type: 'grant-refused', id: g.id, gateway: g.gateway, reason });
+  }
+  return counted;
 }
 
 /** Whether `v` counts (`verified`: its signature verifies under its gateway's proven key); a row that does not is said once. */
@@ -226,7 +272,8 @@ function drain(): void {
       const cmd = queue[0]!;
       try {
         const c = await writing();
-        const written = cmd.type === 'hold' ? await writeHoldRow(c, cmd.row) : await writeVoteRow(c, cmd.row, await signVoteRow(cmd.row, signRaw));
+        const written =
+          cmd.type === 'hold' ? await writeHoldRow(c, cmd.row) : cmd.type === 'vote' ? await writeVoteRow(c, cmd.row, await signVoteRow(cmd.row, signRaw)) : await writeGrantRow(c, cmd.row, await signGrantRow(cmd.row, signRaw));
         queue.shift();
         say({ type: 'written', req: cmd.req, written });
         backoff.ms = BACKOFF_MIN_MS;
@@ -247,6 +294,12 @@ async function tick(): Promise<void> {
   try {
     const c = await writing();
     await renewLease(c, gateway);
+    // A gateway removed from the group signs nothing this one accepts from now on, and the grants it gave end.
+    for (const [id] of await provenNewRemovals(c, localTrust, pinnedKeys(db, gateway), removedSeen)) {
+      removedSeen.add(id);
+      localTrust.remove(id);
+      say({ type: 'member-removed', gateway: id });
+    }
     // Only members' holds are recorded abandoned here: a hold row under an unproven name is nobody's.
     const trust = localTrust.current(...pinnedKeys(db, gateway));
     const orphans = (await claimOrphanedHolds(c, gateway)).filter((o) => trust.has(o.hold.gateway));

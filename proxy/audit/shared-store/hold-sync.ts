@@ -4,11 +4,17 @@
  */
 import { Worker } from 'node:worker_threads';
 import { workerSource } from '../../worker-source';
+import type { GrantRowWrite, StoredGrant } from './grant-rows';
 import type { HoldChanges, HoldRowWrite, OrphanedHold, VoteRowWrite } from './hold-rows';
 import type { SigningKeySpec } from '../checkpoint-signer';
 import type { StoreConnection } from './schema';
 
-export type HoldWorkerCommand = { type: 'hold'; req: number; row: HoldRowWrite } | { type: 'vote'; req: number; row: VoteRowWrite } | { type: 'stop'; ms: number };
+export type HoldWorkerCommand =
+  | { type: 'hold'; req: number; row: HoldRowWrite }
+  | { type: 'vote'; req: number; row: VoteRowWrite }
+  /** A grant an approval of a hold of this gateway gave, for the group (grant-rows.ts). */
+  | { type: 'grant'; req: number; row: GrantRowWrite }
+  | { type: 'stop'; ms: number };
 export type HoldWorkerMessage =
   | { type: 'changes'; changes: HoldChanges; snapshot: boolean }
   | { type: 'written'; req: number; written: boolean }
@@ -22,6 +28,12 @@ export type HoldWorkerMessage =
   | { type: 'refused'; gateway: string; reason: string }
   /** The vote row of `gateway` at `seq` on hold `hold` is ignored: unsigned, or not signed by that gateway's proven key. Said once per row. */
   | { type: 'vote-refused'; hold: string; gateway: string; seq: number; reason: string }
+  /** Grants of other gateways, each signed by the key proven for the gateway that held the request, not yet ended. */
+  | { type: 'grants'; grants: StoredGrant[] }
+  /** The grant row `id` under the name of gateway `gateway` is ignored: unsigned, or not signed by that gateway's proven key. Said once per row. */
+  | { type: 'grant-refused'; id: string; gateway: string; reason: string }
+  /** Gateway `gateway` was removed from the group (proven, member-trust.ts): its grants end here too. */
+  | { type: 'member-removed'; gateway: string }
   | { type: 'stopped' };
 
 /**

@@ -19,7 +19,7 @@ export interface PgMigration {
 /** Advisory lock keys (pg_advisory_xact_lock): migrations, enrolment (who is first), hold writes. */
 export const MIGRATION_LOCK = 0x63757374; // 'cust'
 export const ENROLMENT_LOCK = 0x63757375;
-/** Every write to the hold tables (custody_holds, custody_hold_votes) takes this lock first. */
+/** Every write to the hold tables (custody_holds, custody_hold_votes, custody_grants) takes this lock first. */
 export const HOLDS_LOCK = 0x63757376;
 /** Every write to custody_console_session_ends takes this lock first (ends are read by change number). */
 export const CONSOLE_ENDS_LOCK = 0x63757377;
@@ -428,6 +428,33 @@ export const PG_MIGRATIONS: PgMigration[] = [
         cosigned_at BIGINT NOT NULL,
         PRIMARY KEY (witness, key_id, tree_size)
       );
+    `,
+  },
+  {
+    version: 13,
+    name: 'time-boxed grants shared by the group, signed by the gateway that held the request',
+    sql: `
+      -- One row per grant an approval gave, written by the gateway that held the request (grant-rows.ts).
+      -- Numbered from the hold changes under HOLDS_LOCK and announced on custody_holds, so the hold
+      -- worker that follows holds reads them too. A gateway applies a row only when its signature
+      -- verifies under the key proven for the gateway it names (grantText covers every column but
+      -- change and signature).
+      CREATE TABLE custody_grants (
+        id TEXT PRIMARY KEY,
+        gateway TEXT NOT NULL,                  -- the gateway that held the request and signs the row
+        subject TEXT NOT NULL,                  -- the requester's identity subject
+        connection TEXT NOT NULL,
+        rule TEXT NOT NULL,
+        hold TEXT NOT NULL,                     -- the hold whose approval gave it
+        granted_by TEXT NOT NULL,               -- JSON array of the approvers' names
+        resolved_seq BIGINT NOT NULL,           -- the hold.resolved that gave it, in the holding gateway's chain
+        resolved_hash TEXT NOT NULL,
+        expires_at BIGINT NOT NULL,             -- ms since epoch
+        created_at BIGINT NOT NULL,
+        signature TEXT,                         -- Ed25519 by the holding gateway's checkpoint key
+        change BIGINT NOT NULL
+      );
+      CREATE INDEX custody_grants_change ON custody_grants (change);
     `,
   },
   {
