@@ -116,7 +116,8 @@ export function holdsAsOfEvents(listed: readonly ListedHold[], ev: HoldEvidence,
       if (!full) out.push(h);
       continue;
     }
-    const votes = full ? h.votes.filter((v) => r.votes.some((e) => sameVote(v, e, g))) : [...h.votes];
+    const listedVotes = Array.isArray(h.votes) ? h.votes : [];
+    const votes = full ? listedVotes.filter((v) => r.votes.some((e) => sameVote(v, e, g))) : [...listedVotes];
     for (const e of r.votes) {
       if (!votes.some((v) => sameVote(v, e, g))) votes.push({ by: e.by, ...(e.person ? { person: e.person } : {}), byName: e.byName, decision: e.decision as HoldVote['decision'], reason: e.reason, at: e.at, ...(e.gateway !== g ? { gateway: e.gateway } : {}) });
     }
