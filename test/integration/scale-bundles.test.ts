@@ -27,8 +27,9 @@
  * - A tail deleted in the store is reported by `verify --store` and by a bundle exported after it,
  *   with the same problem, chain and seq.
  * - A bundle from before group bundles existed (test/fixtures/bundles, exported by the code of
- *   commit eb015f6) still verifies, and a gateway without a store still exports that format (no
- *   gateway in its OCSF records or holds, no per-gateway part in its report).
+ *   commit eb015f6) still verifies (its ocsf.jsonl and holds.json held to the manifest only), and a
+ *   gateway without a store still exports that format (no gateway in its OCSF records or holds, no
+ *   per-gateway part in its report), its OCSF records held to its events: one edited fails.
  */
 import assert from 'node:assert/strict';
 import { generateKeyPairSync } from 'node:crypto';
@@ -158,21 +159,21 @@ async function exportVia(m: Member, out: string, filter: Record<string, unknown>
 const verify = (...args: string[]) => custody('verify', ...args);
 const failures = (stderr: string) => stderr.split('\n').filter((l) => l.startsWith('custody verify: FAILED'));
 
-/** The bundle's files, changed by `change`, written as a new bundle; the manifest signed again with B's key when `resign`. */
-async function tampered(src: string, name: string, change: (files: Map<string, Buffer>, manifest: BundleManifest) => void, resign = true): Promise<string> {
+/** The bundle's files, changed by `change`, written as a new bundle; the manifest signed again with B's key (or the key in `signerDir`) when `resign`. */
+async function tampered(src: string, name: string, change: (files: Map<string, Buffer>, manifest: BundleManifest) => void, resign = true, signerDir?: string): Promise<string> {
   const files = readTar(readFileSync(src));
   const manifest = JSON.parse(files.get('manifest.json')!.toString('utf8')) as BundleManifest;
   change(files, manifest);
   if (resign) {
-    const b = members.find((m) => m.name === 'b')!;
+    const keyDir = signerDir ?? members.find((m) => m.name === 'b')!.dir;
     for (const file of Object.keys(manifest.files)) {
       const data = files.get(file);
       if (data) manifest.files[file] = { sha256: sha256hex(data), bytes: data.length };
     }
     const text = `${JSON.stringify(manifest, null, 2)}\n`;
     files.set('manifest.json', Buffer.from(text));
-    const bKey = loadEd25519PrivateKey(readFileSync(join(b.dir, 'checkpoint-signing.key')));
-    files.set('manifest.note', Buffer.from(signNote(manifestNoteText(sha256hex(text)), manifest.origin, bKey)));
+    const key = loadEd25519PrivateKey(readFileSync(join(keyDir, 'checkpoint-signing.key')));
+    files.set('manifest.note', Buffer.from(signNote(manifestNoteText(sha256hex(text)), manifest.origin, key)));
   }
   const out = join(root, name);
   await writeTarGz(out, [...files].map(([file, data]) => ({ name: file, data, size: data.length })));
@@ -761,7 +762,19 @@ describe('evidence bundles exported in a group', () => {
     assert.doesNotMatch(solo.get('report.html')!.toString('utf8'), /<h2>(Gateways|Sessions)/, 'no per-gateway part in the report');
     const oldFiles = readTar(readFileSync(fixture));
     assert.ok(ocsfRecords(oldFiles).every((r) => !('gateway' in r.unmapped.custody)));
-    assert.equal((await verify(out)).status, 0);
+    const soloOk = await verify(out);
+    assert.equal(soloOk.status, 0, soloOk.stderr);
+    assert.match(soloOk.stdout, /^ocsf\.jsonl: [\d,]+ records?, each mapped again from its event/m);
+    assert.match(old.stdout, /^ocsf\.jsonl and holds\.json: held to the manifest only \(the bundle was exported before they were derived from its events alone\)$/m);
+    // A single gateway's OCSF record is held to its event too: the user's name in a login record edited, the manifest signed again with its own key.
+    const login = ocsfRecords(solo).findIndex((r) => r.unmapped.custody.kind === 'auth.login');
+    const loginSeq = ocsfRecords(solo)[login]!.unmapped.custody.seq;
+    const fingerprint = solo.get('public-key.txt')!.toString('utf8').split('\n')[1]!;
+    const soloEdited = await verify(
+      await tampered(out, 'solo-ocsf.tar.gz', (f) => setOcsf(f, ocsfRecords(f).map((r, i) => (i === login ? { ...r, user: { ...(r['user'] as object), name: 'mallory@example.com' } } : r))), true, dir),
+    );
+    assert.equal(soloEdited.status, 1);
+    assert.deepEqual(failures(soloEdited.stderr), [`custody verify: FAILED: derived-mismatch — ocsf.jsonl line ${login + 1} (chain ${fingerprint} seq ${loginSeq}): user.name is "mallory@example.com", but the event (auth.login) maps to "alice@example.com"`], soloEdited.stderr);
   });
 });
 
