@@ -259,7 +259,7 @@ before(async () => {
 
 after(async () => {
   for (const gw of serving.splice(0)) await gw.kill();
-  await witness?.stop();
+  // The witness is killed by its helper when the file ends (witness-process.ts).
   await echo?.close();
   await db?.drop();
 });
