@@ -27,6 +27,11 @@
  *   group-hashes.bin        the 32-byte hash of every event 1..size of each chain, chains in manifest order
  *   group-events.jsonl      the selected events of every chain, and every chain's gateway.enrolled,
  *                           gateway.approved and gateway.removed events (who may sign)
+ *   group-log.bin           the group log's leaf hashes (one per combined checkpoint, oldest first), 32 bytes each
+ *   group-witness-cosignatures.jsonl  the witnesses' cosignatures on heads of the group log
+ *
+ * Bundles exported before the last two existed lack them: they verify as before, and
+ * `--witness-key` then says the bundle carries no witness cosignatures of the group log.
  */
 import { createHash } from 'node:crypto';
 import { createReadStream, statSync } from 'node:fs';
@@ -60,6 +65,9 @@ export type BundleFileName = (typeof BUNDLE_FILES)[number];
 
 /** Files of a bundle exported in a group, beside BUNDLE_FILES (manifest `group`). */
 export const GROUP_BUNDLE_FILES = ['group-gateways.json', 'group-checkpoints.jsonl', 'group-combined.jsonl', 'group-hashes.bin', 'group-events.jsonl'] as const;
+
+/** Files of a group bundle for its witnesses (GROUP_BUNDLE_FILES beside them; absent from bundles exported before them). */
+export const GROUP_WITNESS_FILES = ['group-log.bin', 'group-witness-cosignatures.jsonl'] as const;
 
 /** Events a group bundle carries from every chain whatever its filter: they say who may sign, what the group refused, and which purged payloads retention explains. */
 export const GROUP_TRUST_KINDS = ['gateway.enrolled', 'gateway.approved', 'gateway.removed', 'group.checkpoint.refused', 'store.tampered', 'retention.run'] as const;
@@ -153,6 +161,18 @@ export interface GroupSection {
   combined: number;
   /** True: every row of every chain up to its size (no filter). False: the filter's rows and GROUP_TRUST_KINDS, the rest by hash. */
   full: boolean;
+  /** The group log's size: combined checkpoints in the store when the bundle was cut (group-log.bin holds a leaf for each). */
+  groupLog?: number;
+}
+
+/**
+ * What the OCSF mapper (ocsf.ts) was given beside the events, so that `custody verify` maps every
+ * exported event again and holds ocsf.jsonl to it: the product, and each connection's kind (from
+ * the exporting gateway's configuration; the events do not say it).
+ */
+export interface BundleOcsfContext {
+  product: { name: string; version: string };
+  connectionKinds: Record<string, string>;
 }
 
 /**
@@ -180,6 +200,8 @@ export interface BundleManifest {
   filter: BundleFilter;
   segment?: BundleSegment;
   group?: GroupSection;
+  /** Absent from bundles exported before verify mapped the events again. */
+  ocsf?: BundleOcsfContext;
   checkpoint: { treeSize: number; rootHash: string; time: number };
   events: number;
   purged: number;

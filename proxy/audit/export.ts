@@ -27,8 +27,9 @@ import { renderReport, type AccessRow, type GatewaySummaryRow, type HoldOutcomeR
 import type { AuditStore } from './store';
 import { sha256hex, storedPayloadText } from './store';
 import { writeTarGz } from './tar';
-import { type BundleEvent, BUNDLE_FILES, BUNDLE_FORMAT, type BundleManifest, eventLine, GROUP_BUNDLE_FILES, type GroupExport, type GroupSection, manifestFileEntry, manifestNoteText, proofLine } from './bundle-format';
+import { type BundleEvent, BUNDLE_FILES, BUNDLE_FORMAT, type BundleManifest, eventLine, GROUP_BUNDLE_FILES, GROUP_WITNESS_FILES, type GroupExport, type GroupSection, manifestFileEntry, manifestNoteText, proofLine } from './bundle-format';
 import type { VerifyReport } from './verify/checks';
+import { HoldEvidence, holdsAsOfEvents } from './verify/derived';
 
 export interface ExportFilter {
   from?: number;
@@ -164,6 +165,8 @@ export async function exportBundle(opts: ExportOptions): Promise<ExportResult> {
       ...(self ? { gateway: self } : {}),
     };
     const stats = newStats(self?.id);
+    // The hold.* events exported, of every chain: a full bundle's holds.json is what they say (below).
+    const holdEvidence = new HoldEvidence();
     const eventsFd = openSync(join(stage, 'events.jsonl'), 'w', 0o600);
     const ocsfFd = openSync(join(stage, 'ocsf.jsonl'), 'w', 0o600);
     const proofsFd = openSync(join(stage, 'proofs.jsonl'), 'w', 0o600);
@@ -191,6 +194,7 @@ export async function exportBundle(opts: ExportOptions): Promise<ExportResult> {
           const parsedPayload = purged ? null : (JSON.parse(text) as unknown);
           const parsedSpans = spansText ? (JSON.parse(spansText) as { type: string }[]) : [];
           collect(stats, { seq, time, kind, session, actor, connection, payload: parsedPayload, spans: parsedSpans }, ctx, self?.id);
+          holdEvidence.add(key.fingerprint, { seq, time, kind, actor, payload: parsedPayload });
           if (session && (kind === 'ssh.request' || kind === 'ssh.output')) castFrames(casts, session, time, kind, parsedPayload);
           oc.push(ocsfJson({ seq, time, kind, session, actor, connection, payload: parsedPayload, masked: parsedSpans.length, hash }, ctx));
           pr.push(proofLine(seq, T, tree.inclusionProof(seq - 1)));
@@ -206,7 +210,7 @@ export async function exportBundle(opts: ExportOptions): Promise<ExportResult> {
         await yieldToLoop();
       }
       // The other chains' events in the filter, from group-events.jsonl: into the OCSF records and the report's figures.
-      if (grouped && self) await collectGroup(stage, grouped, self.id, ctx, stats, ocsfFd);
+      if (grouped && self) await collectGroup(stage, grouped, self.id, ctx, stats, ocsfFd, holdEvidence);
     } finally {
       closeSync(eventsFd);
       closeSync(ocsfFd);
@@ -225,7 +229,12 @@ export async function exportBundle(opts: ExportOptions): Promise<ExportResult> {
     writeFileIn(stage, 'cosignatures.jsonl', cosigs.map((c) => JSON.stringify(c)).join('\n') + (cosigs.length ? '\n' : ''));
     writeFileIn(stage, 'checkpoint.txt', checkpoint.note);
     writeFileIn(stage, 'public-key.txt', `${key.verifierKey}\n${key.fingerprint}\n`);
-    const holds = grouped && self ? groupHolds(holdsIn(store, filter), grouped, self.id) : holdsIn(store, filter);
+    const listed = grouped && self ? groupHolds(holdsIn(store, filter), grouped, self.id) : holdsIn(store, filter);
+    // `custody verify` holds holds.json to the exported hold.* events: each hold as they leave it (a
+    // vote or an end not yet written back to the hold's row; unfiltered, one recorded past a
+    // chain's cut is not evidence yet).
+    const full = !Object.values(filter).some((v) => v !== undefined && v !== null && v !== '');
+    const holds = holdsAsOfEvents(listed as HoldView[], holdEvidence, key.fingerprint, full, group ? new Map(group.chains.map((c) => [c.gateway, c.name])) : undefined);
     writeFileIn(stage, 'holds.json', `${JSON.stringify(holds, null, 2)}\n`);
     if (grouped) withVotes(stats.holds, holds as (HoldView & { gateway: string })[]);
     const versions = policyVersionsInForce(store, filter, opts.config);
@@ -265,7 +274,7 @@ export async function exportBundle(opts: ExportOptions): Promise<ExportResult> {
 
     // Manifest over every file, then its signed digest.
     const names: string[] = BUNDLE_FILES.filter((name) => name !== 'manifest.json' && name !== 'manifest.note');
-    if (group) names.push(...GROUP_BUNDLE_FILES);
+    if (group) names.push(...GROUP_BUNDLE_FILES, ...GROUP_WITNESS_FILES);
     for (const [key, cast] of casts) {
       if (!cast.frames.length) continue;
       const name = `ssh-${key}.cast`;
@@ -289,6 +298,7 @@ export async function exportBundle(opts: ExportOptions): Promise<ExportResult> {
       integrity: { ok: integrity.ok, summary },
       key: { verifierKey: key.verifierKey, fingerprint: key.fingerprint },
       ...(group ? { group } : {}),
+      ocsf: { product: ctx.product, connectionKinds: Object.fromEntries(ctx.connectionKinds) },
       files,
     };
     const manifestText = `${JSON.stringify(manifest, null, 2)}\n`;
@@ -458,7 +468,7 @@ function collect(
  * naming its chain, appended to `ocsfFd`, and their figures added to `stats`. Payloads are taken as
  * the store holds them: masked as recorded.
  */
-async function collectGroup(stage: string, grouped: GroupExport, self: string, ctx: OcsfContext, stats: Stats, ocsfFd: number): Promise<void> {
+async function collectGroup(stage: string, grouped: GroupExport, self: string, ctx: OcsfContext, stats: Stats, ocsfFd: number, holdEvidence: HoldEvidence): Promise<void> {
   const carried = new Set(grouped.carriedOnly);
   const contexts = new Map<string, OcsfContext>();
   const contextOf = (gateway: string): OcsfContext => {
@@ -476,7 +486,9 @@ async function collectGroup(stage: string, grouped: GroupExport, self: string, c
     for await (const line of createInterface({ input, crlfDelay: Infinity })) {
       if (!line) continue;
       const e = JSON.parse(line) as BundleEvent & { gateway: string };
-      if (e.gateway === self || carried.has(`${e.gateway} ${e.seq}`)) continue;
+      if (e.gateway === self) continue;
+      holdEvidence.add(e.gateway, { seq: e.seq, time: e.time, kind: e.kind, actor: e.actor, payload: e.purged ? null : e.payload });
+      if (carried.has(`${e.gateway} ${e.seq}`)) continue;
       const chainCtx = contextOf(e.gateway);
       const payload = e.purged ? null : e.payload;
       const spans = Array.isArray(e.spans) ? (e.spans as { type: string }[]) : [];

@@ -8,6 +8,7 @@ import { listGateways, rowVerifier } from '../audit/shared-store/enrolment';
 import { connectStore, storeLabel } from '../audit/shared-store/schema';
 import { parsePinnedKeys, type SharedStoreReport, verifySharedStore } from '../audit/verify/shared-store';
 import { groupSectionOf, verifyGroupBundle } from '../audit/verify/group-bundle';
+import { type DerivedReport, verifyDerived } from '../audit/verify/derived';
 import { storeUrlProblem } from '../../shared/config';
 import { loadSinceAnchor, readBundleFiles, verifyBundleFiles } from '../audit/verify/bundle';
 import { checkExpectedKeyFormat, parseWitnessKeys, VerifyInputError, type VerifyReport } from '../audit/verify/checks';
@@ -64,6 +65,7 @@ export async function verifyCommand(args: ParsedArgs, io: Io): Promise<number> {
   const opts = { since, expectedKey: str(args, 'key'), witnessKeys: strs(args, 'witness-key'), onProgress: progress.update };
   let report: VerifyReport;
   let group: SharedStoreReport | undefined;
+  let derived: DerivedReport | undefined;
   if (archive) {
     const objects = new S3ObjectStore(archiveLocationFor(path, args));
     try {
@@ -77,18 +79,21 @@ export async function verifyCommand(args: ParsedArgs, io: Io): Promise<number> {
     const files = readBundleFiles(path);
     report = verifyBundleFiles(files, path, opts);
     const section = groupSectionOf(files);
-    if (section) group = await verifyGroupBundle(files, path, section, { pinned });
+    if (section) group = await verifyGroupBundle(files, path, section, { pinned, witnesses: parseWitnessKeys(opts.witnessKeys) });
     else if (pinned) throw new VerifyInputError(`${path} was not exported in a group (it carries one chain): --keys does not apply; pin its key with --key`);
+    // ocsf.jsonl and holds.json against the events just verified (an archive segment has neither to hold).
+    if (report.key && !report.segment) derived = verifyDerived(files, report.key.fingerprint);
   } else report = await verifyPathParallel(path, opts);
   progress.end();
-  if (args.flags['json']) io.out(`${JSON.stringify(group ? { ...report, group } : report, null, 2)}\n`);
+  if (args.flags['json']) io.out(`${JSON.stringify({ ...report, ...(group ? { group } : {}), ...(derived ? { derived } : {}) }, null, 2)}\n`);
   if (!report.ok) {
     const f = report.failure!;
     io.err(`custody verify: FAILED${f.seq !== undefined ? ` at seq ${f.seq}` : ''}: ${f.problem} — ${f.message}\n`);
   }
   if (group && !group.ok) for (const f of group.failures) io.err(`custody verify: FAILED: ${f.problem} — ${f.message}\n`);
-  if (!report.ok || (group && !group.ok)) return 1;
-  if (!args.flags['json']) io.out(summary(report) + (group ? `${chainsSummary(group, `the group's chains in ${path} are`, 'the bundle').join('\n')}\n` : ''));
+  for (const f of derived?.failures ?? []) io.err(`custody verify: FAILED: ${f.problem} — ${f.message}\n`);
+  if (!report.ok || (group && !group.ok) || derived?.failures.length) return 1;
+  if (!args.flags['json']) io.out(summary(report) + (group ? `${chainsSummary(group, `the group's chains in ${path} are`, 'the bundle').join('\n')}\n` : '') + (derived ? `${derivedSummary(derived)}\n` : ''));
   return 0;
 }
 
@@ -110,6 +115,12 @@ function pinnedKeys(args: ParsedArgs): Set<string> | undefined {
   }
 }
 
+/** What verify says of a bundle's ocsf.jsonl and holds.json, held to its events. */
+function derivedSummary(d: DerivedReport): string {
+  if (!d.checked) return 'ocsf.jsonl and holds.json: held to the manifest only (the bundle was exported before they were derived from its events alone)';
+  return `ocsf.jsonl: ${n(d.ocsfRecords)} record${d.ocsfRecords === 1 ? '' : 's'}, each mapped again from its event; every exported event mapped has its record\nholds.json: ${n(d.holds)} hold${d.holds === 1 ? '' : 's'}, each as its hold.created, hold.vote and hold.resolved events in the bundle say`;
+}
+
 /** What `verify --store` says of a store's chains, and `verify BUNDLE` of a group bundle's. */
 function chainsSummary(report: SharedStoreReport, subject: string, where: string): string[] {
   const lines = [`OK: ${subject} intact: ${n(report.chains.length)} chain${report.chains.length === 1 ? '' : 's'}, ${n(report.events)} events; hash links, payloads and signed checkpoints verified`];
@@ -124,7 +135,7 @@ function chainsSummary(report: SharedStoreReport, subject: string, where: string
   else lines.push(`combined checkpoints: none in ${where}`);
   for (const w of report.witnessed ?? []) {
     const behind = w.of - w.treeSize;
-    lines.push(`witness ${w.witness}: cosigned the group log of combined checkpoints at ${n(w.treeSize)} of ${n(w.of)} (${new Date(w.cosignedAt).toISOString()})${behind ? `; the ${n(behind)} made since are not cosigned yet` : ''}; the store still gives every head it cosigned`);
+    lines.push(`witness ${w.witness}: cosigned the group log of combined checkpoints at ${n(w.treeSize)} of ${n(w.of)} (${new Date(w.cosignedAt).toISOString()})${behind ? `; the ${n(behind)} made since are not cosigned yet` : ''}; ${where} still gives every head it cosigned`);
   }
   if (!report.pinned) lines.push('note: no --keys given: the first enrolled gateway was trusted on first use; pin keys with --keys FILE (custody verify --store URL --show-keys lists them)');
   lines.push(`verified in ${(report.durationMs / 1000).toFixed(2)} s`);

@@ -14,12 +14,22 @@
  *   the bundle's manifest) signs the tampered manifest again: an event of A's chain edited, the
  *   tail of C's chain deleted, C's chain dropped, a combined checkpoint's signature replaced, a
  *   chain signed by a key nobody approved added.
+ * - Its ocsf.jsonl and holds.json are held to its events: an OCSF record edited, added for an event
+ *   the bundle does not export, or removed, and a hold's vote removed, state flipped or gateway
+ *   changed, each under a manifest B signs again, fail as `derived-mismatch`, naming the line or
+ *   hold, the chain and the seq.
+ * - The group log's witness cosignatures travel in the bundle: a bundle cut while no witness was
+ *   configured fails `--witness-key` (`unwitnessed`); with a witness added (A, B and C restarted
+ *   with it), one exported from B, and a filtered one, pass it; the cosignature file removed, a
+ *   cosignature's signature altered, the cosignatures made under another key and the newest
+ *   combined checkpoints dropped each fail, naming what.
  * - `custody export` (the CLI, on C's config, C stopped) cuts a filtered one that verifies too.
  * - A tail deleted in the store is reported by `verify --store` and by a bundle exported after it,
  *   with the same problem, chain and seq.
  * - A bundle from before group bundles existed (test/fixtures/bundles, exported by the code of
- *   commit eb015f6) still verifies, and a gateway without a store still exports that format (no
- *   gateway in its OCSF records or holds, no per-gateway part in its report).
+ *   commit eb015f6) still verifies (its ocsf.jsonl and holds.json held to the manifest only), and a
+ *   gateway without a store still exports that format (no gateway in its OCSF records or holds, no
+ *   per-gateway part in its report), its OCSF records held to its events: one edited fails.
  */
 import assert from 'node:assert/strict';
 import { generateKeyPairSync } from 'node:crypto';
@@ -34,11 +44,13 @@ import type { HoldView } from '../../shared/holds';
 import { BUNDLE_FILES, type BundleManifest, GROUP_BUNDLE_FILES, manifestNoteText } from '../../proxy/audit/bundle-format';
 import { canonicalEventBody, chainHashOfText, GENESIS_HASH, sha256hex } from '../../proxy/audit/chain';
 import { openAuditTrail } from '../../proxy/audit/checkpoints';
+import { ocsfJson } from '../../proxy/audit/ocsf';
 import { keyFingerprint } from '../../proxy/audit/checkpoint-signer';
 import { eventLeafHash, HASH_SIZE } from '../../proxy/audit/merkle';
 import { enrolmentRequestText } from '../../proxy/audit/shared-store/enrolment';
+import { cosign, formatCosignerKey, parseCosignerKey } from '../../proxy/audit/cosignature';
 import { parseCombinedText } from '../../proxy/audit/shared-store/combined-checkpoint';
-import { assembleNote, ed25519RawPublicKey, formatCheckpointText, loadEd25519PrivateKey, parseNote, signNote } from '../../proxy/audit/signed-note';
+import { assembleNote, ed25519RawPublicKey, formatCheckpointText, keyIdHex, loadEd25519PrivateKey, parseNote, signNote } from '../../proxy/audit/signed-note';
 import { AuditStore } from '../../proxy/audit/store';
 import { readTar, writeTarGz } from '../../proxy/audit/tar';
 import { type CustodyServe, custodyAsync as custody, startServe, writeConfig } from '../support/custody-process';
@@ -48,6 +60,7 @@ import { createTestDatabase, type TestDatabase } from '../support/pg-database';
 import { storedChain } from '../support/shared-store-chains';
 import { tempDir } from '../support/tmp';
 import { until } from '../support/until';
+import { type RunningWitness, startWitness } from '../support/witness-process';
 
 const root = tempDir('custody-scale-bundles-');
 let echo: EchoUpstream;
@@ -63,6 +76,10 @@ interface Member {
   id?: string;
 }
 const members: Member[] = [];
+/** The group log's witness: its key is made first; the gateways are given it (and restarted) only in the witness test. */
+const WITNESS = 'witness.test/w1';
+let witnessKey = '';
+let witness: RunningWitness | undefined;
 const keys: { admin?: string; requester?: string; carol?: string } = {};
 let keysFile = '';
 
@@ -72,17 +89,22 @@ async function cli(m: Member, ...args: string[]): Promise<string> {
   return r.stdout.trim();
 }
 
-function setUp(name: string): Member {
-  const dir = join(root, name);
-  mkdirSync(dir);
-  const file = writeConfig(dir, {
+/** A member's configuration; `witnessUrl`: with the group's witness in audit.witnesses[]. */
+function configOf(dir: string, witnessUrl?: string): unknown {
+  return {
     dataDir: dir,
     listen: { control: '127.0.0.1:0', http: '127.0.0.1:0' },
     connections: [{ name: 'echo', kind: 'http', upstream: echo.url }],
     policies: [{ name: 'sign-off', match: { paths: ['/held/*'] }, action: 'hold', hold: { approvers: ['ops'], min: 1, timeout: '2m' } }],
     store: { url: db.url },
-    audit: { groupCheckpointInterval: '1s' },
-  });
+    audit: { groupCheckpointInterval: '1s', ...(witnessUrl ? { witnesses: [{ name: 'w1', url: witnessUrl, key: witnessKey }] } : {}) },
+  };
+}
+
+function setUp(name: string): Member {
+  const dir = join(root, name);
+  mkdirSync(dir);
+  const file = writeConfig(dir, configOf(dir));
   const m: Member = { name, dir, file };
   members.push(m);
   return m;
@@ -122,21 +144,21 @@ const exportVia = (m: Member, out: string, filter: Record<string, unknown> = {})
 const verify = (...args: string[]) => custody('verify', ...args);
 const failures = (stderr: string) => stderr.split('\n').filter((l) => l.startsWith('custody verify: FAILED'));
 
-/** The bundle's files, changed by `change`, written as a new bundle; the manifest signed again with B's key when `resign`. */
-async function tampered(src: string, name: string, change: (files: Map<string, Buffer>, manifest: BundleManifest) => void, resign = true): Promise<string> {
+/** The bundle's files, changed by `change`, written as a new bundle; the manifest signed again with B's key (or the key in `signerDir`) when `resign`. */
+async function tampered(src: string, name: string, change: (files: Map<string, Buffer>, manifest: BundleManifest) => void, resign = true, signerDir?: string): Promise<string> {
   const files = readTar(readFileSync(src));
   const manifest = JSON.parse(files.get('manifest.json')!.toString('utf8')) as BundleManifest;
   change(files, manifest);
   if (resign) {
-    const b = members.find((m) => m.name === 'b')!;
+    const keyDir = signerDir ?? members.find((m) => m.name === 'b')!.dir;
     for (const file of Object.keys(manifest.files)) {
       const data = files.get(file);
       if (data) manifest.files[file] = { sha256: sha256hex(data), bytes: data.length };
     }
     const text = `${JSON.stringify(manifest, null, 2)}\n`;
     files.set('manifest.json', Buffer.from(text));
-    const bKey = loadEd25519PrivateKey(readFileSync(join(b.dir, 'checkpoint-signing.key')));
-    files.set('manifest.note', Buffer.from(signNote(manifestNoteText(sha256hex(text)), manifest.origin, bKey)));
+    const key = loadEd25519PrivateKey(readFileSync(join(keyDir, 'checkpoint-signing.key')));
+    files.set('manifest.note', Buffer.from(signNote(manifestNoteText(sha256hex(text)), manifest.origin, key)));
   }
   const out = join(root, name);
   await writeTarGz(out, [...files].map(([file, data]) => ({ name: file, data, size: data.length })));
@@ -169,7 +191,7 @@ function groupHashes(files: Map<string, Buffer>, manifest: BundleManifest): Map<
 const setHashes = (files: Map<string, Buffer>, manifest: BundleManifest, hashes: Map<string, string[]>) => files.set('group-hashes.bin', Buffer.concat(manifest.group!.chains.map((c) => Buffer.from(hashes.get(c.gateway)!.join(''), 'hex'))));
 
 /** The lines of ocsf.jsonl, parsed. */
-type OcsfRecord = { metadata: { uid: string; log_name: string }; unmapped: { custody: { seq: number; kind: string; hash: string; gateway?: string; gateway_name?: string } } };
+type OcsfRecord = { metadata: { uid: string; log_name: string }; unmapped: { custody: { seq: number; kind: string; hash: string; gateway?: string; gateway_name?: string } } } & Record<string, unknown>;
 function ocsfRecords(files: Map<string, Buffer>): OcsfRecord[] {
   return files
     .get('ocsf.jsonl')!
@@ -178,6 +200,9 @@ function ocsfRecords(files: Map<string, Buffer>): OcsfRecord[] {
     .filter(Boolean)
     .map((l) => JSON.parse(l) as OcsfRecord);
 }
+const setOcsf = (files: Map<string, Buffer>, records: unknown[]) => files.set('ocsf.jsonl', Buffer.from(records.map((r) => `${JSON.stringify(r)}\n`).join('')));
+/** The line (1-based) of ocsf.jsonl holding the record of `gateway`'s event `seq`. */
+const ocsfLine = (files: Map<string, Buffer>, gateway: string, seq: number) => ocsfRecords(files).findIndex((r) => r.unmapped.custody.gateway === gateway && r.unmapped.custody.seq === seq) + 1;
 /** ocsf.jsonl's records counted by the chain each names. */
 function ocsfByChain(files: Map<string, Buffer>): Map<string | undefined, number> {
   const out = new Map<string | undefined, number>();
@@ -219,6 +244,7 @@ before(async () => {
 
 after(async () => {
   for (const gw of serving.splice(0)) await gw.kill();
+  // The witness is killed by its helper when the file ends (witness-process.ts).
   await echo?.close();
   await db?.drop();
 });
@@ -279,6 +305,8 @@ describe('evidence bundles exported in a group', () => {
     assert.equal(r.status, 0, r.stderr);
     assert.match(r.stdout, /^OK: bundle .* is intact/m, "B's own chain, as before");
     assert.match(r.stdout, /^OK: the group's chains in .* are intact: 3 chains, [\d,]+ events/m);
+    assert.match(r.stdout, /^ocsf\.jsonl: [\d,]+ records, each mapped again from its event; every exported event mapped has its record$/m);
+    assert.match(r.stdout, /^holds\.json: 1 hold, each as its hold\.created, hold\.vote and hold\.resolved events in the bundle say$/m);
     assert.match(r.stdout, new RegExp(`^  ${escape(a.id!)} .*pinned key$`, 'm'));
     assert.match(r.stdout, new RegExp(`^  ${escape(b.id!)} .*approved at seq \\d+ of ${escape(a.id!)}$`, 'm'));
     // The newest may have been made a moment before the export and not be cosigned yet (and the
@@ -375,6 +403,7 @@ describe('evidence bundles exported in a group', () => {
     const cut = await verify(
       await tampered(bundle, 'c-tail.tar.gz', (files, m) => {
         setEvents(files, groupEvents(files).filter((e) => e.gateway !== c.id || e.seq <= cSize - 3));
+        setOcsf(files, ocsfRecords(files).filter((r) => r.unmapped.custody.gateway !== c.id || r.unmapped.custody.seq <= cSize - 3));
         const h = groupHashes(files, m);
         h.set(c.id!, h.get(c.id!)!.slice(0, cSize - 3));
         const entry = m.group!.chains.find((x) => x.gateway === c.id)!;
@@ -445,6 +474,9 @@ describe('evidence bundles exported in a group', () => {
         const time = Date.now();
         const hash = chainHashOfText(GENESIS_HASH, canonicalEventBody({ seq: 1, time, kind: 'gateway.start' as never, session: null, actor: 'system', connection: null, payloadHash }));
         setEvents(files, [...groupEvents(files), { gateway: mallory, seq: 1, time, kind: 'gateway.start', session: null, actor: 'system', connection: null, payload: { note: 'forged' }, spans: [], payloadHash, prevHash: GENESIS_HASH, hash }]);
+        // Its OCSF record too, as the exporter's mapper writes it (else ocsf.jsonl gives the forgery away first).
+        const ctx = { connectionKinds: new Map(Object.entries(m.ocsf!.connectionKinds)), actorNames: new Map<string, string>(), product: m.ocsf!.product, origin: mallory, gateway: { id: mallory, name: 'mallory' } };
+        setOcsf(files, [...ocsfRecords(files), JSON.parse(ocsfJson({ seq: 1, time, kind: 'gateway.start', session: null, actor: 'system', connection: null, payload: { note: 'forged' }, masked: 0, hash }, ctx)) as unknown]);
         const h = groupHashes(files, m);
         h.set(mallory, [hash]);
         m.group!.chains.push({ gateway: mallory, name: 'mallory', size: 1, events: 1 });
@@ -461,6 +493,173 @@ describe('evidence bundles exported in a group', () => {
     );
     assert.equal(forged.status, 1);
     assert.deepEqual(failures(forged.stderr), [`custody verify: FAILED: unapproved-signer — chain ${mallory} (mallory) is signed by a key the verifier does not trust: its key is not pinned and no trusted gateway approved it`], forged.stderr);
+  });
+
+  it('ocsf.jsonl and holds.json are held to the events, even under a manifest signed again', async () => {
+    assert.ok(bundle, 'the bundle of the first test');
+    const base = readTar(readFileSync(bundle));
+    const events = groupEvents(base);
+    const of = (m: Member, kind: string) => events.find((e) => e.gateway === m.id && e.kind === kind && e.payload['id'] === heldId)!;
+    const [created, vote, resolved] = [of(a, 'hold.created'), of(b, 'hold.vote'), of(a, 'hold.resolved')];
+    const request = ocsfRecords(base).find((r) => r.unmapped.custody.gateway === a.id && r.unmapped.custody.kind === 'http.request')!;
+    const requestSeq = request.unmapped.custody.seq;
+    const operation = (request['api'] as { operation: string }).operation;
+    const last = ocsfRecords(base).filter((r) => r.unmapped.custody.gateway === c.id).at(-1)!;
+    const records = ocsfRecords(base).length;
+    type Listed = HoldView & { gatewayName?: string };
+    const editHold = (files: Map<string, Buffer>, change: (h: Listed) => Listed) =>
+      files.set('holds.json', Buffer.from(`${JSON.stringify((JSON.parse(files.get('holds.json')!.toString('utf8')) as Listed[]).map((h) => (h.id === heldId ? change(h) : h)), null, 2)}\n`));
+    const corpus: { name: string; change: (files: Map<string, Buffer>) => void; expect: string }[] = [
+      {
+        name: 'an OCSF record of A edited',
+        change: (f) => setOcsf(f, ocsfRecords(f).map((r) => (r.unmapped.custody.gateway !== a.id || r.unmapped.custody.seq !== requestSeq ? r : { ...r, api: { ...(r['api'] as object), operation: 'GET /echo/nothing-to-see' } }))),
+        expect: `ocsf.jsonl line ${ocsfLine(base, a.id!, requestSeq)} (chain ${a.id} seq ${requestSeq}): api.operation is "GET /echo/nothing-to-see", but the event (http.request) maps to ${JSON.stringify(operation)}`,
+      },
+      {
+        name: 'an OCSF record added for an event of C the bundle does not export',
+        change: (f) => setOcsf(f, [...ocsfRecords(f), { ...last, metadata: { ...last.metadata, uid: `${c.id}#10000` }, unmapped: { custody: { ...last.unmapped.custody, seq: 10_000 } } }]),
+        expect: `ocsf.jsonl line ${records + 1} (chain ${c.id} seq 10000): the bundle exports no such event of that chain`,
+      },
+      {
+        name: "the OCSF record of A's hold.resolved removed",
+        change: (f) => setOcsf(f, ocsfRecords(f).filter((r) => r.unmapped.custody.gateway !== a.id || r.unmapped.custody.seq !== resolved.seq)),
+        expect: `ocsf.jsonl (chain ${a.id} seq ${resolved.seq}): no record of this exported event (hold.resolved)`,
+      },
+      {
+        name: "B's vote removed from A's hold",
+        change: (f) => editHold(f, (h) => ({ ...h, votes: [] })),
+        expect: `holds.json hold ${heldId} (chain ${b.id} seq ${vote.seq}): the vote that hold.vote records (${String(vote.payload['byName'])}: approve, ${new Date(vote['time'] as number).toISOString()}) is missing from its votes`,
+      },
+      {
+        name: "A's hold flipped to denied",
+        change: (f) => editHold(f, (h) => ({ ...h, state: 'denied' })),
+        expect: `holds.json hold ${heldId} (chain ${a.id} seq ${resolved.seq}): its state is denied, but its hold.resolved says approved`,
+      },
+      {
+        name: "A's hold said to be C's",
+        change: (f) => editHold(f, (h) => ({ ...h, gateway: c.id! })),
+        expect: `holds.json hold ${heldId} (chain ${c.id}): its gateway is ${c.id}, but its hold.created is at seq ${created.seq} of chain ${a.id}`,
+      },
+    ];
+    for (const t of corpus) {
+      const r = await verify(await tampered(bundle, `derived-${corpus.indexOf(t)}.tar.gz`, t.change), '--keys', keysFile);
+      assert.equal(r.status, 1, `${t.name}: ${r.stdout}`);
+      assert.deepEqual(failures(r.stderr), [`custody verify: FAILED: derived-mismatch — ${t.expect}`], `${t.name}: ${r.stderr}`);
+    }
+  });
+
+  it("carry the group log's witness cosignatures, and verify --witness-key holds the bundle to them", async () => {
+    const group = (await sql.query<{ group_id: string }>('SELECT group_id FROM custody_group')).rows[0]!.group_id;
+    const origin = `custody-group-log/${group}`;
+    // The witness, given the group log key of every member and B's own key (gateways on one host share an origin: one own log per witness).
+    const shown = await verify('--store', db.url, '--show-keys', '--json');
+    assert.equal(shown.status, 0, shown.stderr);
+    const rows = JSON.parse(shown.stdout) as { id: string; verifierKey: string; groupLogKey: string }[];
+    witness = await startWitness(root, 'w1', [...rows.map((r) => r.groupLogKey), rows.find((r) => r.id === b.id)!.verifierKey]);
+    witnessKey = witness.key;
+
+    // A bundle cut while no witness was configured (the first test's) carries no cosignature of the group log.
+    const none = await verify(bundle, '--keys', keysFile, '--witness-key', witnessKey);
+    assert.equal(none.status, 1);
+    assert.ok(failures(none.stderr).includes(`custody verify: FAILED: unwitnessed — no head of the group log (${origin}) in the bundle is cosigned by witness ${WITNESS} (its cosignatures were removed, or it never received one)`), none.stderr);
+    assert.equal((await verify(bundle, '--keys', keysFile)).status, 0, 'without --witness-key it passes');
+
+    // The witness added to every member's configuration.
+    for (const m of [a, b, c]) {
+      assert.equal(await m.gw!.stop(), 0);
+      serving.splice(serving.indexOf(m.gw!), 1);
+      writeConfig(m.dir, configOf(m.dir, witness.url));
+      m.gw = await startServe(m.file);
+      serving.push(m.gw);
+      await until(`${m.name} serving again`, async () => (await send(m, 'back')).status === 200, 15_000);
+    }
+    const since = Date.now();
+    for (const m of [a, b, c]) assert.equal((await send(m, `plain/witnessed-${m.name}`)).status, 200);
+    await settled([a, b, c]);
+    await until(
+      'the witness cosigned the group log up to a combined checkpoint made after the restart, and a checkpoint of B',
+      async () => {
+        const before = Number((await sql.query<{ n: string }>('SELECT count(*) AS n FROM custody_combined_checkpoints WHERE made_at < $1', [since])).rows[0]!.n);
+        const cosignedSize = Number((await sql.query<{ n: string | null }>('SELECT max(tree_size) AS n FROM custody_group_witness_cosignatures')).rows[0]!.n ?? 0);
+        const own = (await api<HealthResponse>(b, keys.admin!, '/api/health')).body.audit?.witnesses[0]?.cosignedTreeSize ?? 0;
+        return cosignedSize > before && own > 0;
+      },
+      40_000,
+    );
+    const witnessed = join(root, 'witnessed.tar.gz');
+    await exportVia(b, witnessed);
+    const ok = await verify(witnessed, '--keys', keysFile, '--witness-key', witnessKey);
+    assert.equal(ok.status, 0, ok.stderr);
+    assert.match(ok.stdout, new RegExp(`^witness ${escape(WITNESS)}: cosigned the group log of combined checkpoints at [\\d,]+ of [\\d,]+ .*; the bundle still gives every head it cosigned$`, 'm'));
+    const files = readTar(readFileSync(witnessed));
+    const manifest = JSON.parse(files.get('manifest.json')!.toString('utf8')) as BundleManifest;
+    const cosignatures = files.get('group-witness-cosignatures.jsonl')!.toString('utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as { witness: string; keyId: string; treeSize: number; checkpoint: string; signature: string; cosignedAt: number });
+    assert.ok(cosignatures.length > 0 && cosignatures.every((r) => r.witness === WITNESS && r.treeSize <= manifest.group!.groupLog!), 'the cosignatures, within the group log the bundle carries');
+    assert.equal(files.get('group-log.bin')!.length, manifest.group!.groupLog! * HASH_SIZE);
+    const newest = Math.max(...cosignatures.map((r) => r.treeSize));
+    const setCosignatures = (f: Map<string, Buffer>, list: unknown[]) => f.set('group-witness-cosignatures.jsonl', Buffer.from(list.map((r) => `${JSON.stringify(r)}\n`).join('')));
+    const other = generateKeyPairSync('ed25519').privateKey;
+    const otherKeyId = keyIdHex(parseCosignerKey(formatCosignerKey(WITNESS, ed25519RawPublicKey(other))).keyId);
+
+    const corpus: { name: string; change: (files: Map<string, Buffer>, m: BundleManifest) => void; expect: RegExp }[] = [
+      {
+        name: 'the cosignature file removed',
+        change: (f, m) => {
+          f.delete('group-witness-cosignatures.jsonl');
+          delete m.files['group-witness-cosignatures.jsonl'];
+        },
+        expect: new RegExp(`^unwitnessed — the bundle carries no witness cosignatures of the group log \\(it was exported before bundles carried them\\), so --witness-key cannot be checked against it$`),
+      },
+      {
+        name: "a cosignature's signature byte flipped",
+        change: (f) =>
+          setCosignatures(
+            f,
+            cosignatures.map((r) => {
+              if (r.treeSize !== newest) return r;
+              const [dash, name, sig] = r.signature.trim().split(' ') as [string, string, string];
+              const raw = Buffer.from(sig, 'base64');
+              raw[raw.length - 1]! ^= 0x01;
+              return { ...r, signature: `${dash} ${name} ${raw.toString('base64')}\n` };
+            }),
+          ),
+        expect: new RegExp(`^signature-invalid — the cosignature by witness ${escape(WITNESS)} on the group log's head of ${newest} combined checkpoints: the cosignature does not verify`),
+      },
+      {
+        name: 'the cosignatures made under another key',
+        change: (f) => setCosignatures(f, cosignatures.map((r) => ({ ...r, keyId: otherKeyId, signature: cosign(r.checkpoint, WITNESS, other, Math.floor(r.cosignedAt / 1000)) }))),
+        expect: new RegExp(`^unwitnessed — no head of the group log \\(${escape(origin)}\\) in the bundle is cosigned by witness ${escape(WITNESS)}`),
+      },
+      {
+        name: 'the newest combined checkpoint the witness cosigned dropped, with its leaf and every one after it',
+        change: (f, m) => {
+          const kept = f.get('group-combined.jsonl')!.toString('utf8').split('\n').filter(Boolean).slice(0, newest - 1);
+          f.set('group-combined.jsonl', Buffer.from(kept.map((l) => `${l}\n`).join('')));
+          f.set('group-log.bin', f.get('group-log.bin')!.subarray(0, (newest - 1) * HASH_SIZE));
+          m.group!.groupLog = newest - 1;
+          m.group!.combined = newest - 1;
+        },
+        expect: new RegExp(`^deleted — combined checkpoints? (${newest}|${newest}–\\d+) (was|were) deleted: witness ${escape(WITNESS)} cosigned the group log's head of \\d+ combined checkpoints`),
+      },
+    ];
+    for (const t of corpus) {
+      const r = await verify(await tampered(witnessed, `witness-${corpus.indexOf(t)}.tar.gz`, t.change), '--keys', keysFile, '--witness-key', witnessKey);
+      assert.equal(r.status, 1, `${t.name}: ${r.stdout}`);
+      const found = failures(r.stderr).map((l) => l.replace('custody verify: FAILED: ', ''));
+      assert.equal(found.length, 1, `${t.name}: ${r.stderr}`);
+      assert.match(found[0]!, t.expect, t.name);
+    }
+    // Without the witness key, the bundle lacking the file verifies as one exported before it.
+    assert.equal((await verify(await tampered(witnessed, 'witness-none.tar.gz', (f, m) => (f.delete('group-witness-cosignatures.jsonl'), delete m.files['group-witness-cosignatures.jsonl'])), '--keys', keysFile)).status, 0);
+
+    // A filtered bundle carries some combined checkpoints, and the group log's every leaf: the witness check holds.
+    const filtered = join(root, 'witnessed-filtered.tar.gz');
+    await exportVia(b, filtered, { from: since });
+    const fm = JSON.parse(readTar(readFileSync(filtered)).get('manifest.json')!.toString('utf8')) as BundleManifest;
+    assert.ok(fm.group!.combined < fm.group!.groupLog!, `${fm.group!.combined} of ${fm.group!.groupLog} combined checkpoints carried`);
+    const fv = await verify(filtered, '--keys', keysFile, '--witness-key', witnessKey);
+    assert.equal(fv.status, 0, fv.stderr);
+    assert.match(fv.stdout, new RegExp(`^witness ${escape(WITNESS)}: cosigned the group log`, 'm'));
   });
 
   it('custody export on a stopped gateway cuts a filtered bundle of the group that verifies', async () => {
@@ -548,7 +747,19 @@ describe('evidence bundles exported in a group', () => {
     assert.doesNotMatch(solo.get('report.html')!.toString('utf8'), /<h2>(Gateways|Sessions)/, 'no per-gateway part in the report');
     const oldFiles = readTar(readFileSync(fixture));
     assert.ok(ocsfRecords(oldFiles).every((r) => !('gateway' in r.unmapped.custody)));
-    assert.equal((await verify(out)).status, 0);
+    const soloOk = await verify(out);
+    assert.equal(soloOk.status, 0, soloOk.stderr);
+    assert.match(soloOk.stdout, /^ocsf\.jsonl: [\d,]+ records?, each mapped again from its event/m);
+    assert.match(old.stdout, /^ocsf\.jsonl and holds\.json: held to the manifest only \(the bundle was exported before they were derived from its events alone\)$/m);
+    // A single gateway's OCSF record is held to its event too: the user's name in a login record edited, the manifest signed again with its own key.
+    const login = ocsfRecords(solo).findIndex((r) => r.unmapped.custody.kind === 'auth.login');
+    const loginSeq = ocsfRecords(solo)[login]!.unmapped.custody.seq;
+    const fingerprint = solo.get('public-key.txt')!.toString('utf8').split('\n')[1]!;
+    const soloEdited = await verify(
+      await tampered(out, 'solo-ocsf.tar.gz', (f) => setOcsf(f, ocsfRecords(f).map((r, i) => (i === login ? { ...r, user: { ...(r['user'] as object), name: 'mallory@example.com' } } : r))), true, dir),
+    );
+    assert.equal(soloEdited.status, 1);
+    assert.deepEqual(failures(soloEdited.stderr), [`custody verify: FAILED: derived-mismatch — ocsf.jsonl line ${login + 1} (chain ${fingerprint} seq ${loginSeq}): user.name is "mallory@example.com", but the event (auth.login) maps to "alice@example.com"`], soloEdited.stderr);
   });
 });
 

@@ -10,7 +10,7 @@ import { cosign, parseCosignerKey, formatCosignerKey } from '../../proxy/audit/c
 import { MerkleAccumulator } from '../../proxy/audit/merkle';
 import { groupLogLeaf, groupLogOrigin } from '../../proxy/audit/shared-store/group-log';
 import { ed25519RawPublicKey, formatCheckpointText, keyIdHex } from '../../proxy/audit/signed-note';
-import { checkGroupWitnessed, type CombinedFailure, type GroupWitnessRow, type StoredCombined } from '../../proxy/audit/verify/combined';
+import { checkGroupWitnessed, type CombinedFailure, groupLogOf, type GroupWitnessRow, type StoredCombined } from '../../proxy/audit/verify/combined';
 
 const GROUP = 'g-1';
 const { privateKey } = generateKeyPairSync('ed25519');
@@ -31,7 +31,7 @@ function cosigned(all: readonly StoredCombined[], size: number, origin = groupLo
 
 function check(store: readonly StoredCombined[], cos: GroupWitnessRow[]): { failures: CombinedFailure[]; report: ReturnType<typeof checkGroupWitnessed> } {
   const failures: CombinedFailure[] = [];
-  const report = checkGroupWitnessed(store, cos, [witness], { group: GROUP, fail: (f) => failures.push(f) });
+  const report = checkGroupWitnessed(groupLogOf(store), cos, [witness], { group: GROUP, fail: (f) => failures.push(f) });
   return { failures, report };
 }
 

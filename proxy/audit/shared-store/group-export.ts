@@ -10,6 +10,14 @@
  * (every root and link verifies from them); its rows in group-events.jsonl are all of them without
  * a filter, else the filter's and the ones that say who may sign (GROUP_TRUST_KINDS).
  *
+ * The group log's witnesses travel with it (docs/SCALE-OUT.md, "Witnesses of the combined
+ * checkpoints"): group-log.bin holds the leaf of every combined checkpoint in the snapshot (a
+ * filtered bundle carries only some of them, yet a witness cosigned the whole log), and
+ * group-witness-cosignatures.jsonl every witness cosignature in the same snapshot. A witness
+ * cosigns a head only once its combined checkpoints are in the store, so in one snapshot each
+ * cosigned size is within the log the bundle carries, unless combined checkpoints were deleted
+ * from the store: then the bundle says so, as `verify --store` does.
+ *
  * From the same snapshot it returns what the exporter needs for the bundle's report, OCSF records
  * and holds over every chain (GroupExport): which rows are carried only for trust, and the holds
  * of every gateway in the window.
@@ -26,6 +34,8 @@ import { HASH_SIZE } from '../merkle';
 import { parseNote } from '../signed-note';
 import { allCombined, parseCombinedText } from './combined-checkpoint';
 import { groupId, listGateways } from './enrolment';
+import { groupLogLeaf } from './group-log';
+import { readGroupWitnessRows } from '../verify/combined';
 import { citesOthers, eventRefs, PG_EVENT_COLUMNS, type PgEventRow } from './schema';
 
 const HASH_PAGE = 50_000;
@@ -195,6 +205,12 @@ export async function writeGroupChains(client: pg.ClientBase, dir: string, opts:
       combined.map(({ ranges: _ranges, ...row }) => JSON.stringify(row)),
     );
     writeFile(dir, 'group-gateways.json', [JSON.stringify(gateways, null, 2)]);
+    const groupLog = await writeGroupLog(client, dir);
+    writeFile(
+      dir,
+      'group-witness-cosignatures.jsonl',
+      (await readGroupWitnessRows(client)).map((r) => JSON.stringify(r)),
+    );
     // Every gateway's holds, each once, as its owner last wrote it (the votes cast on any gateway in it).
     const holds: GroupExport['holds'] = [];
     const inWindow: unknown[] = [];
@@ -210,10 +226,27 @@ export async function writeGroupChains(client: pg.ClientBase, dir: string, opts:
       if (holdInFilter(filter, Number(r.created_at), view)) holds.push({ gateway: r.gateway, view });
     }
     await client.query('COMMIT');
-    return { section: { store: opts.store, group, chains, combined: combined.length, full }, carriedOnly, holds };
+    return { section: { store: opts.store, group, chains, combined: combined.length, full, groupLog }, carriedOnly, holds };
   } catch (err) {
     await client.query('ROLLBACK').catch(() => {});
     throw err;
+  }
+}
+
+/** group-log.bin: the leaf of every combined checkpoint in the snapshot, oldest first; returns how many. */
+async function writeGroupLog(client: pg.ClientBase, dir: string): Promise<number> {
+  const fd = openSync(join(dir, 'group-log.bin'), 'w', 0o600);
+  let n = 0;
+  try {
+    for (let after = -1; ; ) {
+      const rows = (await client.query<{ interval_start: string; note: string }>('SELECT interval_start, note FROM custody_combined_checkpoints WHERE interval_start > $1 ORDER BY interval_start LIMIT $2', [after, HASH_PAGE])).rows;
+      if (rows.length) writeSync(fd, Buffer.concat(rows.map((r) => groupLogLeaf(r.note))));
+      n += rows.length;
+      if (rows.length < HASH_PAGE) return n;
+      after = Number(rows[rows.length - 1]!.interval_start);
+    }
+  } finally {
+    closeSync(fd);
   }
 }
 

@@ -7,7 +7,7 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { publicKeyInfo } from '../checkpoint-signer';
-import { BUNDLE_EXTRA_FILE, BUNDLE_FILES, GROUP_BUNDLE_FILES, type BundleConsistency, type BundleEvent, type BundleManifest, type BundleProof, type BundleSegment, manifestDigestOf, REQUIRED_BUNDLE_FILES } from '../bundle-format';
+import { BUNDLE_EXTRA_FILE, BUNDLE_FILES, GROUP_BUNDLE_FILES, GROUP_WITNESS_FILES, type BundleConsistency, type BundleEvent, type BundleManifest, type BundleProof, type BundleSegment, manifestDigestOf, REQUIRED_BUNDLE_FILES } from '../bundle-format';
 import { emptyRoot, eventLeafHash, HASH_SIZE, MerkleTree, rootFromBase64InclusionProof, verifyConsistency } from '../merkle';
 import { type CheckpointBody, type NoteVerifier, parseCheckpointText, parseNote, parseVerifierKey } from '../signed-note';
 import { canonicalEventBody, canonicalPayload, chainHashOfText, GENESIS_HASH, sha256hex } from '../store';
@@ -43,7 +43,7 @@ function looksLikeNote(path: string): boolean {
 export function readBundleFiles(path: string): Map<string, Buffer> {
   if (statSync(path).isDirectory()) {
     const files = new Map<string, Buffer>();
-    for (const name of [...BUNDLE_FILES, ...GROUP_BUNDLE_FILES]) if (existsSync(join(path, name))) files.set(name, readFileSync(join(path, name)));
+    for (const name of [...BUNDLE_FILES, ...GROUP_BUNDLE_FILES, ...GROUP_WITNESS_FILES]) if (existsSync(join(path, name))) files.set(name, readFileSync(join(path, name)));
     // Files named per bundle (ssh-<session>.cast terminals) are found through the manifest.
     const manifest = safeParse(files.get('manifest.json')?.toString('utf8') ?? '') as { files?: Record<string, unknown> } | undefined;
     for (const name of Object.keys(manifest?.files ?? {})) {

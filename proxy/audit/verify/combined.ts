@@ -107,6 +107,22 @@ export async function askWitness(url: string, group: string, witnesses: readonly
 }
 
 /**
+ * The group log as a source holds it: each combined checkpoint's leaf, oldest first, and the
+ * combined checkpoint at a 1-based position where the source carries it. A store, and an
+ * unfiltered bundle, carry every one; a filtered bundle carries the leaves of all of them
+ * (group-log.bin) and the combined checkpoints of its window.
+ */
+export interface GroupLogView {
+  leaves: readonly Buffer[];
+  at(i: number): StoredCombined | undefined;
+}
+
+/** The group log of a source that carries every combined checkpoint. */
+export function groupLogOf(rows: readonly StoredCombined[]): GroupLogView {
+  return { leaves: rows.map((r) => groupLogLeaf(r.note)), at: (i) => rows[i - 1] };
+}
+
+/**
  * Holds the group's log of combined checkpoints (shared-store/group-log.ts: leaf i = the i-th
  * combined checkpoint's signed note, oldest first) to each required witness: the witness must have
  * cosigned a head of it (`unwitnessed`), and the store must still give, at every size a witness
@@ -116,7 +132,7 @@ export async function askWitness(url: string, group: string, witnesses: readonly
  * fork the witness saw differently), whoever signed the new ones.
  */
 export function checkGroupWitnessed(
-  rows: readonly StoredCombined[],
+  log: GroupLogView,
   cosigned: readonly GroupWitnessRow[],
   witnesses: readonly NoteVerifier[],
   ctx: { group: string | undefined; fail: (f: CombinedFailure) => void; where?: string },
@@ -124,18 +140,18 @@ export function checkGroupWitnessed(
   const where = ctx.where ?? 'the store';
   const origin = groupLogOrigin(ctx.group ?? '?');
   const out: GroupWitnessReport[] = [];
-  const size = rows.length;
+  const size = log.leaves.length;
   const wanted = new Set(cosigned.map((r) => r.treeSize));
   const rootsAt = new Map<number, string>();
   const acc = new MerkleAccumulator();
   if (wanted.has(0)) rootsAt.set(0, acc.root().toString('hex'));
-  for (const r of rows) {
-    acc.pushLeafHash(groupLogLeaf(r.note));
+  for (const leaf of log.leaves) {
+    acc.pushLeafHash(leaf);
     if (wanted.has(acc.size)) rootsAt.set(acc.size, acc.root().toString('hex'));
   }
-  /** "combined checkpoint #i (made <time> by <maker>)" for a 1-based position in the store's log. */
+  /** "combined checkpoint #i (made <time> by <maker>)" for a 1-based position in the log (#i alone where the source does not carry it). */
   const named = (i: number) => {
-    const r = rows[i - 1];
+    const r = log.at(i);
     return r ? `#${i} (made ${new Date(r.madeAt).toISOString()} by ${r.maker})` : `#${i}`;
   };
   for (const w of witnesses) {

@@ -4,6 +4,13 @@
  * the store's tables: every chain, who signed it, the cross-references and the combined
  * checkpoints, with the same findings and messages ("the bundle" where they say "the store").
  *
+ * The witnesses' cosignatures on the group log (group-witness-cosignatures.jsonl) are held to the
+ * group log as the bundle gives it: unfiltered, its combined checkpoints (every one, as in the
+ * store); filtered, group-log.bin, the leaf of every combined checkpoint when the bundle was cut,
+ * each combined checkpoint the bundle carries being the leaf at its place. A
+ * bundle exported before these files existed carries no cosignatures, and says so under
+ * `--witness-key`.
+ *
  * What the bundle's files are is checked here: each line read, each chain's hashes where the
  * manifest says, no event twice. And that the gateway which exported and signed the bundle is one
  * of the trusted chains, so a bundle cannot speak for a group its signer is not part of.
@@ -15,7 +22,9 @@ import { parseVerifierKey } from '../signed-note';
 import { canonicalPayload } from '../chain';
 import type { GatewayRow } from '../shared-store/enrolment';
 import type { PgEventRow } from '../shared-store/schema';
-import type { StoredCombined } from './combined';
+import { type GroupLogView, groupLogOf, type GroupWitnessRow, type StoredCombined } from './combined';
+import { groupLogLeaf } from '../shared-store/group-log';
+import type { NoteVerifier } from '../signed-note';
 import { safeParse } from './checks';
 import { type ChainEntry, type ChainSource, type SharedStoreFailure, type SharedStoreReport, type StoredChainCheckpoint, verifyChains } from './shared-store';
 
@@ -124,6 +133,45 @@ export function groupBundleSource(files: ReadonlyMap<string, Buffer>, section: G
   }
   combined.sort((a, b) => a.interval - b.interval);
 
+  // The group log: an unfiltered bundle carries every combined checkpoint, so they are the log, as
+  // the store's are; a filtered one has group-log.bin's leaves, each carried combined checkpoint at its place among them.
+  let groupLog: GroupLogView = groupLogOf(combined);
+  const logBin = files.get('group-log.bin');
+  if (logBin && !section.full) {
+    const leaves: Buffer[] = [];
+    for (let at = 0; at + HASH_SIZE <= logBin.length; at += HASH_SIZE) leaves.push(logBin.subarray(at, at + HASH_SIZE));
+    if (logBin.length % HASH_SIZE || (section.groupLog !== undefined && leaves.length !== section.groupLog)) bad(`group-log.bin holds ${logBin.length} bytes, but the manifest's group log of ${section.groupLog ?? '?'} combined checkpoints needs ${(section.groupLog ?? 0) * HASH_SIZE}`);
+    const place = new Map(leaves.map((l, i) => [l.toString('hex'), i + 1]));
+    const carried = new Map<number, StoredCombined>();
+    let previous = 0;
+    let placed = true;
+    for (const c of combined) {
+      const i = place.get(groupLogLeaf(c.note).toString('hex'));
+      const label = `the combined checkpoint of ${Number.isFinite(c.madeAt) ? new Date(c.madeAt).toISOString() : '?'} (made by ${c.maker})`;
+      if (i === undefined || i <= previous) {
+        bad(`group-combined.jsonl: ${label} is not ${i === undefined ? 'in the group log of group-log.bin' : `after combined checkpoint #${previous} in the group log of group-log.bin`}`);
+        placed = false;
+      } else {
+        carried.set(i, c);
+        previous = i;
+      }
+    }
+    if (placed && leaves.length && !carried.has(leaves.length)) bad(`group-combined.jsonl lacks the newest combined checkpoint of the group log (#${leaves.length} in group-log.bin)`);
+    groupLog = { leaves, at: (i) => carried.get(i) };
+  }
+  let witnessRows: GroupWitnessRow[] | undefined;
+  if (files.has('group-witness-cosignatures.jsonl')) {
+    witnessRows = [];
+    for (const v of jsonLines(files, 'group-witness-cosignatures.jsonl', bad)) {
+      const r = v as Partial<GroupWitnessRow>;
+      if (typeof r.witness !== 'string' || typeof r.keyId !== 'string' || !Number.isSafeInteger(r.treeSize) || typeof r.checkpoint !== 'string' || typeof r.signature !== 'string') {
+        bad('group-witness-cosignatures.jsonl has a line that is not a witness cosignature');
+        continue;
+      }
+      witnessRows.push({ witness: r.witness, keyId: r.keyId, treeSize: r.treeSize!, checkpoint: r.checkpoint, signature: r.signature, cosignedAt: Number(r.cosignedAt) });
+    }
+  }
+
   const hashAt = (chain: BundleChain | undefined, seq: number): string | undefined => (chain && seq >= 1 && seq * HASH_SIZE <= chain.hashes.length ? chain.hashes.toString('hex', (seq - 1) * HASH_SIZE, seq * HASH_SIZE) : undefined);
 
   const source: ChainSource = {
@@ -131,6 +179,8 @@ export function groupBundleSource(files: ReadonlyMap<string, Buffer>, section: G
     gateways: async () => gateways,
     chainIds: async () => new Set([...[...chains].filter(([, c]) => c.hashes.length || c.rows.size).map(([id]) => id), ...checkpoints.keys()]),
     combined: async () => combined,
+    ...(witnessRows ? { groupWitnessRows: async () => witnessRows } : {}),
+    groupLog: async () => groupLog,
     group: async () => section.group,
     checkpoints: async (gateway) => checkpoints.get(gateway) ?? [],
     entries: async (gateway, from, limit) => {
@@ -163,10 +213,11 @@ export function groupBundleSource(files: ReadonlyMap<string, Buffer>, section: G
  * Verifies the group part of a bundle: every chain, the references and the combined checkpoints
  * (as `verify --store`), the files it is read from, and that the bundle's own signer is a trusted
  * chain. `pinned`: the keys the auditor trusts (`--keys`); without, the first enrolled gateway.
+ * `witnesses` (`--witness-key`): each must have cosigned the group log the bundle carries.
  */
-export async function verifyGroupBundle(files: ReadonlyMap<string, Buffer>, path: string, section: GroupSection, opts: { pinned?: Set<string> } = {}): Promise<SharedStoreReport> {
+export async function verifyGroupBundle(files: ReadonlyMap<string, Buffer>, path: string, section: GroupSection, opts: { pinned?: Set<string>; witnesses?: NoteVerifier[] } = {}): Promise<SharedStoreReport> {
   const { source, problems } = groupBundleSource(files, section);
-  const report = await verifyChains(source, { store: path, pinned: opts.pinned });
+  const report = await verifyChains(source, { store: path, pinned: opts.pinned, witnesses: opts.witnesses });
   report.failures.unshift(...problems);
   let signer: string | undefined;
   try {

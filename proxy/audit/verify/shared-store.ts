@@ -24,7 +24,7 @@ import { keyFingerprint } from '../checkpoint-signer';
 import { MerkleAccumulator } from '../merkle';
 import { type NoteVerifier, parseCheckpointText, parseNote, parseVerifierKey, verifyNote } from '../signed-note';
 import { groupId, listGateways, rowProblem, rowVerifier, type GatewayRow } from '../shared-store/enrolment';
-import { checkCombined, checkGroupWitnessed, type CombinedReport, type GroupWitnessReport, type GroupWitnessRow, readCombined, readGroupWitnessRows, type StoredCombined, wantedSizes } from './combined';
+import { checkCombined, checkGroupWitnessed, type CombinedReport, type GroupLogView, groupLogOf, type GroupWitnessReport, type GroupWitnessRow, readCombined, readGroupWitnessRows, type StoredCombined, wantedSizes } from './combined';
 import { citesOthers, eventRefs, PG_EVENT_COLUMNS, payloadIntact, type PgEventRow, rowChainHash } from '../shared-store/schema';
 import type { EventRef } from '../../../shared/events';
 import { recordedRun, runCovers } from '../retention';
@@ -108,8 +108,10 @@ export interface ChainSource {
   /** Every chain the source holds rows or checkpoints of. */
   chainIds(): Promise<Set<string>>;
   combined(): Promise<StoredCombined[]>;
-  /** Witnesses' cosignatures on the group log (the store keeps them; a bundle does not carry them). */
+  /** Witnesses' cosignatures on the group log (the store keeps them; a bundle exported before they were carried has none). */
   groupWitnessRows?(): Promise<GroupWitnessRow[]>;
+  /** The group log, where the source carries more of it than `combined` (a filtered bundle); else every combined checkpoint's leaf. */
+  groupLog?(combined: readonly StoredCombined[]): Promise<GroupLogView>;
   group(): Promise<string | undefined>;
   checkpoints(gateway: string): Promise<StoredChainCheckpoint[]>;
   /** Up to `limit` entries of the chain from seq `from` on, in seq order (a missing seq is simply absent). */
@@ -210,8 +212,15 @@ export async function verifyChains(
   for (const id of chainIds) if (!byId.has(id)) fail({ chain: id, problem: 'unknown-chain', message: `${source.label} holds rows of chain ${id}, which has no gateway row (no key to check it with)` });
 
   // The witnesses' cosignatures first: rows are only appended, so every head they cosigned is within the combined checkpoints read next.
-  if (opts.witnesses?.length && !source.groupWitnessRows) throw new Error(`${source.label} does not carry the witnesses' cosignatures on the group log`);
-  const groupWitnessRows = opts.witnesses?.length ? [...(await source.groupWitnessRows!()), ...(opts.askedWitnessRows ?? [])].sort((x, y) => x.treeSize - y.treeSize) : undefined;
+  const witnessed = opts.witnesses?.length ? opts.witnesses : undefined;
+  if (witnessed && !source.groupWitnessRows) {
+    fail({
+      chain: '',
+      problem: 'unwitnessed',
+      message: `${source.label} carries no witness cosignatures of the group log (it was exported before bundles carried them), so --witness-key cannot be checked against it`,
+    });
+  }
+  const groupWitnessRows = witnessed && source.groupWitnessRows ? [...(await source.groupWitnessRows()), ...(opts.askedWitnessRows ?? [])].sort((x, y) => x.treeSize - y.treeSize) : undefined;
   const combined = await source.combined();
   const wanted = wantedSizes(combined);
   const chains = new Map<string, ChainState>();
@@ -272,8 +281,11 @@ export async function verifyChains(
   const facts = new Map([...chains].map(([id, c]) => [id, { trusted: !!c.report.trust, reached: c.reached, rootsAt: c.rootsAt }]));
   const group = await source.group();
   const combinedReport = checkCombined(combined, { group, gateways: byId, chains: facts, fail, where: source.label });
-  let witnessed: GroupWitnessReport[] | undefined;
-  if (opts.witnesses?.length) witnessed = checkGroupWitnessed(combined, groupWitnessRows!, opts.witnesses, { group, fail, where: source.label });
+  let witnessReports: GroupWitnessReport[] | undefined;
+  if (witnessed && groupWitnessRows) {
+    const log = source.groupLog ? await source.groupLog(combined) : groupLogOf(combined);
+    witnessReports = checkGroupWitnessed(log, groupWitnessRows, witnessed, { group, fail, where: source.label });
+  }
 
   const reports = [...chains.values()].map((c) => c.report);
   return {
@@ -283,7 +295,7 @@ export async function verifyChains(
     events: reports.reduce((n, r) => n + r.events, 0),
     pinned,
     combined: combinedReport,
-    ...(witnessed ? { witnessed } : {}),
+    ...(witnessReports ? { witnessed: witnessReports } : {}),
     failures,
     durationMs: Date.now() - started,
   };
