@@ -12,6 +12,7 @@
 import { createHash } from 'node:crypto';
 import type Database from 'better-sqlite3';
 import ssh2 from 'ssh2';
+import type { SshKeyCreationRow } from '../audit/shared-store/config-changes';
 
 export interface SshKeyRecord {
   fingerprint: string;
@@ -26,14 +27,8 @@ export interface SshKeyRecord {
 }
 
 /** A row of the `ssh_keys` table (shared by the gateways of a group: key-sync.ts). */
-export interface SshKeyRow {
-  fingerprint: string;
-  key_id: string;
-  algo: string;
-  public_key: string;
-  comment: string | null;
-  created_at: number;
-  created_by: string;
+/** A row of the `ssh_keys` table: its creation fields (shared by the group as they are) and its removal. */
+export interface SshKeyRow extends SshKeyCreationRow {
   removed_at: number | null;
 }
 

@@ -17,7 +17,6 @@
  * sticky, and a row removed from the store must not undo them here).
  */
 import type pg from 'pg';
-import type { SshKeyRow } from '../../identity/ssh-keys';
 import type { ApiKeyRow } from '../migrations';
 import { CONFIG_TABLES, type ConfigTable } from './schema';
 
@@ -31,7 +30,15 @@ export interface KeyChangeRow {
   signature: string;
 }
 /** An SSH key's registration as the group shares it (immutable, signed: key-sync.ts). */
-export type SshKeyCreationRow = Omit<SshKeyRow, 'removed_at'>;
+export interface SshKeyCreationRow {
+  fingerprint: string;
+  key_id: string;
+  algo: string;
+  public_key: string;
+  comment: string | null;
+  created_at: number;
+  created_by: string;
+}
 export interface SshKeyRemovalRow {
   fingerprint: string;
   created_at: number;
