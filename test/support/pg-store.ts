@@ -20,9 +20,9 @@ import { appendFileSync } from 'node:fs';
 import { createHash, randomBytes } from 'node:crypto';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import pg from 'pg';
+import { isMainThread } from 'node:worker_threads';
 import type { Gateway as GatewayClass, GatewayOptions } from '../../proxy/gateway';
-import { PG_ADMIN_URL } from './pg-database';
+import type { PG_ADMIN_URL as AdminUrl } from './pg-database';
 
 export const PG_MODE = process.env['CUSTODY_TEST_STORE'] === 'postgres';
 
@@ -37,13 +37,23 @@ const originalNodeOptions = process.env['NODE_OPTIONS'] ?? '';
  * A test file's process owns a run (it drops the run's databases at exit); a `custody` process
  * (or the desktop app's gateway process, proxy/entry.ts, as the supervisor tests fork it) with a
  * run joins its parent's. Any other process (the test runner's own, a helper a test starts)
- * is left alone.
+ * is left alone, and so is every worker thread: it inherits the `--import` of this module with its
+ * parent's argv, and one that a test's thread waits on synchronously (a library's `*Sync` call run
+ * on a worker) would otherwise start a run of its own and never answer.
  */
-const role = /\.test\.tsx?$/.test(process.argv[1] ?? '') ? 'owner' : /[\\/](bin[\\/]custody\.mjs|proxy[\\/]entry\.ts)$/.test(process.argv[1] ?? '') && process.env[RUN_ENV] ? 'member' : undefined;
+const role = !isMainThread ? undefined : /\.test\.tsx?$/.test(process.argv[1] ?? '') ? 'owner' : /[\\/](bin[\\/]custody\.mjs|proxy[\\/]entry\.ts)$/.test(process.argv[1] ?? '') && process.env[RUN_ENV] ? 'member' : undefined;
 
 function databaseFor(run: string, dataDir: string): string {
   return `custody_t_${run}_${createHash('sha256').update(resolve(dataDir)).digest('hex').slice(0, 12)}`;
 }
+
+/**
+ * Loaded only in a process that owns or joins a run: every process and thread the tests start loads
+ * this module (NODE_OPTIONS), and `pg` loaded in a worker thread that its parent waits on
+ * synchronously (recheck's `checkSync`) never lets it answer.
+ */
+let PG_ADMIN_URL: typeof AdminUrl;
+let pg: typeof import('pg').default;
 
 function urlOf(name: string): string {
   return PG_ADMIN_URL.replace(/\/[^/]*$/, `/${name}`);
@@ -92,6 +102,8 @@ async function admitted(gw: GatewayClass, ms = 20_000): Promise<void> {
 
 if (PG_MODE && role) {
   // Imported here, not above: the other processes that load this module need none of it.
+  pg = (await import('pg')).default;
+  ({ PG_ADMIN_URL } = await import('./pg-database'));
   const { Gateway } = await import('../../proxy/gateway');
   const { StoreConfig } = await import('../../shared/config');
   if (role === 'owner') {
@@ -101,7 +113,8 @@ if (PG_MODE && role) {
   }
   const run = process.env[RUN_ENV]!;
   // Every process the tests start loads this too (a `custody serve` among them).
-  const self = pathToFileURL(import.meta.filename).href;
+  // Through a plain-JavaScript shim that loads this module in `custody` processes only (see there).
+  const self = pathToFileURL(resolve(import.meta.dirname, 'pg-store-member.mjs')).href;
   const opts = process.env['NODE_OPTIONS'] ?? '';
   if (!opts.includes(self)) process.env['NODE_OPTIONS'] = `${opts} --import tsx --import ${self}`.trim();
 
