@@ -116,7 +116,8 @@ if (PG_MODE && role) {
   // Through a plain-JavaScript shim that loads this module in `custody` processes only (see there).
   const self = pathToFileURL(resolve(import.meta.dirname, 'pg-store-member.mjs')).href;
   const opts = process.env['NODE_OPTIONS'] ?? '';
-  if (!opts.includes(self)) process.env['NODE_OPTIONS'] = `${opts} --import tsx --import ${self}`.trim();
+  // tsx by its URL: a process the tests start in another directory could not resolve the bare name.
+  if (!opts.includes(self)) process.env['NODE_OPTIONS'] = `${opts} --import ${import.meta.resolve('tsx')} --import ${self}`.trim();
 
   const start = Gateway.start.bind(Gateway);
   Gateway.start = async (opts: GatewayOptions): Promise<GatewayClass> => {
