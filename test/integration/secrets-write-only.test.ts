@@ -90,6 +90,23 @@ describe('connection secrets stay write-only', () => {
     assert.ok(JSON.stringify(real.requests.map((r) => r.headers)).includes(OPENAI_SECRET), 'the real upstream still gets its secret');
   });
 
+  it("a stored connection whose environment variable this host lacks is not served, saying why; the gateway still starts", async () => {
+    delete process.env['CUSTODY_SECRET_WRITE_ONLY_TEST'];
+    await gw.stop();
+    gw = await Gateway.start({ config, dataDir, log: silentLogger });
+    const key = gw.services.keys.create({ name: 'client-no-env', groups: [] }).key;
+    const before = real.requests.filter((r) => r.path.startsWith('/x')).length;
+    const res = await fetch(`http://${gw.address('http')}/from-env/anything`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: '{}' });
+    const body = await res.text();
+    assert.equal(res.status, 503, body);
+    assert.match(body, /connection_unavailable/);
+    assert.match(body, /environment variable CUSTODY_SECRET_WRITE_ONLY_TEST, which holds its secret, is not set on this gateway's host; the request was not forwarded/);
+    assert.equal(real.requests.filter((r) => r.path.startsWith('/x')).length, before, 'the upstream received nothing');
+    // The other connections are served as before.
+    const other = await fetch(`http://${gw.address('http')}/openai/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: '{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}' });
+    assert.equal(other.status, 200, await other.text());
+  });
+
   it('reads secret files from the config only under secrets/ or listed in secretFiles', () => {
     const dir = mkdtempSync(join(tmpdir(), 'custody-secret-files-'));
     try {
